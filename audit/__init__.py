@@ -1,0 +1,1 @@
+"""Hash-chained, Merkle-proven, signed audit trail, verifiable offline."""

@@ -1,0 +1,1 @@
+"""Ingest sources (files, PostgreSQL) into the enclave with provenance."""

@@ -1,0 +1,1 @@
+"""Authorization: Casbin model and policy, grants, decisions."""

@@ -1,0 +1,156 @@
+"""The one exception tree of Sandbox.
+
+Every error a user can see descends from :class:`SandboxError`.  Each class
+carries a stable machine-readable ``code`` and the HTTP ``status`` it maps to,
+so the server renders every error in one handler and the CLI prints the same
+code.  A refusal also names the ``rule`` that refused it.  Messages are written
+by us, never copied from a data value::
+
+    SandboxError
+    ├── InvalidInput (400)
+    │   ├── ClassificationError (422)
+    │   ├── ConnectorError (422)
+    │   └── CertificateError (422)
+    ├── AuthenticationError (401)
+    ├── Forbidden (403)
+    ├── QueryRefused (422)
+    ├── NotFound (404)
+    ├── Conflict (409)
+    ├── ResultTooLarge (413)
+    ├── QueryTimeout (408)
+    ├── RateLimited (429)
+    ├── EnclaveError (500)
+    │   └── EnclaveBusy (503)
+    └── AuditUnavailable (503)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuditUnavailable",
+    "AuthenticationError",
+    "CertificateError",
+    "ClassificationError",
+    "Conflict",
+    "ConnectorError",
+    "EnclaveBusy",
+    "EnclaveError",
+    "Forbidden",
+    "InvalidInput",
+    "NotFound",
+    "QueryRefused",
+    "QueryTimeout",
+    "RateLimited",
+    "ResultTooLarge",
+    "SandboxError",
+]
+
+
+class SandboxError(Exception):
+    """Root of every error Sandbox reports; ``code`` and ``status`` are stable API."""
+
+    code = "internal_error"
+    status = 500
+
+    def __init__(self, message: str, *, rule: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.rule = rule
+
+    def to_dict(self) -> dict[str, str]:
+        body = {"code": self.code, "message": self.message}
+        if self.rule:
+            body["rule"] = self.rule
+        return body
+
+    def __str__(self) -> str:
+        return f"{self.message} [rule: {self.rule}]" if self.rule else self.message
+
+
+class InvalidInput(SandboxError):
+    code = "invalid_input"
+    status = 400
+
+
+class ClassificationError(InvalidInput):
+    """A classification file does not describe its dataset correctly."""
+
+    code = "invalid_classification"
+    status = 422
+
+
+class ConnectorError(InvalidInput):
+    """A source could not be read; the enclave is left unchanged."""
+
+    code = "connector_error"
+    status = 422
+
+
+class CertificateError(InvalidInput):
+    """A registration certificate is malformed, tampered with, or signed by an unknown key."""
+
+    code = "invalid_certificate"
+    status = 422
+
+
+class AuthenticationError(SandboxError):
+    code = "unauthenticated"
+    status = 401
+
+
+class Forbidden(SandboxError):
+    code = "forbidden"
+    status = 403
+
+
+class QueryRefused(SandboxError):
+    """The guard refused a query; ``rule`` names the rule."""
+
+    code = "query_refused"
+    status = 422
+
+
+class NotFound(SandboxError):
+    code = "not_found"
+    status = 404
+
+
+class Conflict(SandboxError):
+    code = "conflict"
+    status = 409
+
+
+class ResultTooLarge(SandboxError):
+    code = "result_too_large"
+    status = 413
+
+
+class QueryTimeout(SandboxError):
+    code = "query_timeout"
+    status = 408
+
+
+class RateLimited(SandboxError):
+    code = "rate_limited"
+    status = 429
+
+
+class EnclaveError(SandboxError):
+    """The enclave failed in a way that is not the caller's fault."""
+
+    code = "enclave_error"
+    status = 500
+
+
+class EnclaveBusy(EnclaveError):
+    """The enclave file is held by another process (e.g. a running server)."""
+
+    code = "enclave_busy"
+    status = 503
+
+
+class AuditUnavailable(SandboxError):
+    """The audit trail could not record an entry; nothing is released (fail closed)."""
+
+    code = "audit_unavailable"
+    status = 503

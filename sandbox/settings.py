@@ -1,0 +1,173 @@
+"""Platform settings: one frozen object, built from the environment by an injectable loader.
+
+Each setting is declared once in :data:`SETTINGS` with its environment variable,
+default and help text; ``docs/settings.md`` documents every one (a test checks).
+Nothing reads ``os.environ`` elsewhere: the CLI and the server receive a
+:class:`Settings` and pass it down.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from sandbox.errors import InvalidInput
+
+__all__ = ["SETTINGS", "SettingSpec", "Settings", "load_settings"]
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    name: str
+    env: str
+    parse: Callable[[str], Any]
+    help: str
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be positive")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise ValueError("must be positive")
+    return value
+
+
+SETTINGS: tuple[SettingSpec, ...] = (
+    SettingSpec("home", "SANDBOX_HOME", Path, "Deployment home directory (enclave, keys, DBs)."),
+    SettingSpec(
+        "control_db_url",
+        "SANDBOX_CONTROL_DB_URL",
+        str,
+        "SQLAlchemy URL of the control-plane database; default SQLite file HOME/control.db.",
+    ),
+    SettingSpec(
+        "audit_db_url",
+        "SANDBOX_AUDIT_DB_URL",
+        str,
+        "SQLAlchemy URL of the audit store; default SQLite file HOME/audit.db.",
+    ),
+    SettingSpec("memory_limit", "SANDBOX_MEMORY_LIMIT", str, "DuckDB memory limit for queries."),
+    SettingSpec("threads", "SANDBOX_THREADS", _positive_int, "DuckDB threads for queries."),
+    SettingSpec(
+        "query_timeout_s",
+        "SANDBOX_QUERY_TIMEOUT_S",
+        _positive_float,
+        "A query running longer than this is interrupted.",
+    ),
+    SettingSpec(
+        "max_result_rows",
+        "SANDBOX_MAX_RESULT_ROWS",
+        _positive_int,
+        "A result with more rows than this is refused.",
+    ),
+    SettingSpec(
+        "k_floor",
+        "SANDBOX_K_FLOOR",
+        _positive_int,
+        "Platform floor of the minimum group size k; no grant may go below it.",
+    ),
+    SettingSpec("host", "SANDBOX_HOST", str, "Address `sandbox serve` binds to."),
+    SettingSpec("port", "SANDBOX_PORT", int, "Port `sandbox serve` listens on."),
+    SettingSpec(
+        "audit_sign_every_n",
+        "SANDBOX_AUDIT_SIGN_EVERY_N",
+        _positive_int,
+        "Sign a tree head after this many audit entries.",
+    ),
+    SettingSpec(
+        "audit_sign_every_s",
+        "SANDBOX_AUDIT_SIGN_EVERY_S",
+        _positive_float,
+        "Sign a tree head at least this often (seconds) while entries arrive.",
+    ),
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Every tunable of a deployment.  Paths derive from ``home`` unless overridden."""
+
+    home: Path = Path("sandbox-home")
+    control_db_url: str = ""
+    audit_db_url: str = ""
+    memory_limit: str = "2GB"
+    threads: int = max(1, os.cpu_count() or 1)
+    query_timeout_s: float = 30.0
+    max_result_rows: int = 10_000
+    k_floor: int = 10
+    host: str = "127.0.0.1"
+    port: int = 8000
+    audit_sign_every_n: int = 1000
+    audit_sign_every_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        home = Path(self.home).resolve()
+        object.__setattr__(self, "home", home)
+        if not self.control_db_url:
+            object.__setattr__(self, "control_db_url", f"sqlite:///{home / 'control.db'}")
+        if not self.audit_db_url:
+            object.__setattr__(self, "audit_db_url", f"sqlite:///{home / 'audit.db'}")
+
+    @property
+    def enclave_path(self) -> Path:
+        return self.home / "enclave.duckdb"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.home / "keys"
+
+    @property
+    def classification_dir(self) -> Path:
+        return self.home / "classification"
+
+    @property
+    def certificates_dir(self) -> Path:
+        return self.home / "certificates"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.home / "staging"
+
+    @property
+    def import_dir(self) -> Path:
+        return self.home / "imports"
+
+    def with_home(self, home: Path) -> Settings:
+        """Same settings under another home (DB URLs re-derived unless set explicitly)."""
+        default = Settings(home=self.home)
+        changes: dict[str, Any] = {"home": home}
+        for name in ("control_db_url", "audit_db_url"):
+            if getattr(self, name) == getattr(default, name):
+                changes[name] = ""
+        return replace(self, **changes)
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build settings from ``environ`` (default ``os.environ``), then explicit overrides."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for spec in SETTINGS:
+        raw = env.get(spec.env)
+        if raw is None or raw == "":
+            continue
+        try:
+            values[spec.name] = spec.parse(raw)
+        except ValueError as exc:
+            raise InvalidInput(
+                f"setting {spec.env} is not valid: {exc}", rule="settings.parse"
+            ) from None
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in fields(Settings)}
+    unknown = set(values) - known
+    if unknown:
+        raise InvalidInput(f"unknown settings: {sorted(unknown)}", rule="settings.unknown")
+    return Settings(**values)
