@@ -128,7 +128,9 @@ class KeyRing:
             handle.write(pem)
             handle.flush()
             os.fsync(handle.fileno())
-        (self.directory / f"{key_id}.pub").write_text(public_key_to_b64(private.public_key()) + "\n")
+        (self.directory / f"{key_id}.pub").write_text(
+            public_key_to_b64(private.public_key()) + "\n"
+        )
         tmp = self.directory / "ACTIVE.tmp"
         tmp.write_text(key_id + "\n")
         os.replace(tmp, self.directory / "ACTIVE")

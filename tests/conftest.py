@@ -35,3 +35,34 @@ def pg_url(pg_server: PgServer, request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
+
+
+@pytest.fixture
+def settings(tmp_path: Path):  # type: ignore[no-untyped-def]
+    from sandbox.settings import Settings
+
+    return Settings(home=tmp_path / "home", threads=2, memory_limit="1GB")
+
+
+@pytest.fixture
+def platform(settings):  # type: ignore[no-untyped-def]
+    """An initialised, empty home in a temp dir."""
+    from sandbox.platform import Platform
+
+    plat = Platform(settings)
+    plat.init()
+    yield plat
+    plat.close()
+
+
+@pytest.fixture(scope="session")
+def demo_platform(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A small demo home (scale 0.01: 10,000 claims) shared by read-only tests."""
+    from sandbox.platform import Platform
+    from sandbox.settings import Settings
+
+    plat = Platform(Settings(home=tmp_path_factory.mktemp("demo") / "home", threads=2))
+    plat.init()
+    plat.load_demo_data(scale=0.01)
+    yield plat
+    plat.close()

@@ -54,11 +54,30 @@ class PgServer:
         subprocess.run(cmd, check=True, capture_output=True, timeout=120)
 
     def start(self) -> None:
-        self._run(self.bindir / "initdb", "-D", str(self.datadir), "-U", "postgres",
-                  "-A", "trust", "--no-sync", "-E", "UTF8")
+        self._run(
+            self.bindir / "initdb",
+            "-D",
+            str(self.datadir),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        )
         opts = f"-p {self.port} -k {self.datadir} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run(self.bindir / "pg_ctl", "-D", str(self.datadir), "-o", opts,
-                  "-l", str(self.datadir / "log.txt"), "-w", "start")
+        self._run(
+            self.bindir / "pg_ctl",
+            "-D",
+            str(self.datadir),
+            "-o",
+            opts,
+            "-l",
+            str(self.datadir / "log.txt"),
+            "-w",
+            "start",
+        )
         deadline = time.time() + 30
         while time.time() < deadline:
             try:

@@ -1,0 +1,91 @@
+"""The control-plane database: one SQLAlchemy Core data-access layer for SQLite and PostgreSQL.
+
+Tables of every package are declared on :data:`metadata`; :func:`open_control_db`
+creates them.  SQLite runs in WAL mode with ``synchronous=FULL`` so a committed
+change survives a crash; PostgreSQL is used as is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from sandbox.errors import EnclaveError
+
+__all__ = ["dataset_versions", "datasets", "metadata", "open_control_db"]
+
+metadata = sa.MetaData()
+
+datasets = sa.Table(
+    "datasets",
+    metadata,
+    sa.Column("id", sa.String(130), primary_key=True),
+    sa.Column("domain", sa.String(63), nullable=False, index=True),
+    sa.Column("name", sa.String(63), nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("description", sa.Text, nullable=False, default=""),
+    sa.Column("entity_key", sa.String(255), nullable=False),
+    sa.Column("row_count", sa.BigInteger, nullable=False),
+    sa.Column("connector", sa.String(40), nullable=False),
+    sa.Column("source_uri", sa.Text, nullable=False),
+    sa.Column("source_sha256", sa.String(64), nullable=False),
+    sa.Column("loaded_at", sa.String(40), nullable=False),
+    sa.Column("schema_sha256", sa.String(64), nullable=False),
+    sa.Column("classification", sa.JSON, nullable=False),
+    sa.Column("classification_sha256", sa.String(64), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("registered_by", sa.String(255), nullable=False),
+    sa.Column("frozen", sa.Boolean, nullable=False, default=False),
+)
+
+dataset_versions = sa.Table(
+    "dataset_versions",
+    metadata,
+    sa.Column("dataset_id", sa.String(130), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("registered_at", sa.String(40), nullable=False),
+    sa.Column("registered_by", sa.String(255), nullable=False),
+    sa.Column("connector", sa.String(40), nullable=False),
+    sa.Column("source_uri", sa.Text, nullable=False),
+    sa.Column("source_sha256", sa.String(64), nullable=False),
+    sa.Column("row_count", sa.BigInteger, nullable=False),
+    sa.Column("schema_sha256", sa.String(64), nullable=False),
+    sa.Column("classification_sha256", sa.String(64), nullable=False),
+    sa.Column("certificate", sa.JSON, nullable=False),
+)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def open_control_db(url: str, *, create: bool = True) -> Engine:
+    """Connect to the control-plane DB and (by default) create missing tables."""
+    try:
+        engine = sa.create_engine(url, future=True, pool_pre_ping=True)
+    except (sa.exc.ArgumentError, ImportError) as exc:
+        raise EnclaveError(
+            f"control-plane database URL is not usable: {type(exc).__name__}",
+            rule="control_db.url",
+        ) from None
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    try:
+        if create:
+            metadata.create_all(engine)
+        else:
+            with engine.connect():
+                pass
+    except sa.exc.OperationalError as exc:
+        raise EnclaveError(
+            f"control-plane database cannot be opened ({type(exc.orig).__name__})",
+            rule="control_db.open",
+        ) from None
+    return engine
