@@ -55,7 +55,7 @@ class PostgresSource:
                 "give exactly one of a table or a query", rule="connector.postgresql.args"
             )
         if self.table is not None:
-            if not _QUALIFIED.match(self.table):
+            if not _QUALIFIED.fullmatch(self.table):
                 raise ConnectorError(
                     "the table must be 'name' or 'schema.name'", rule="connector.postgresql.args"
                 )

@@ -168,7 +168,7 @@ class DatasetSpec:
 
 def parse_dataset_id(text: str) -> tuple[str, str]:
     """Split ``domain.table``; both parts lower-case identifiers."""
-    match = DATASET_ID.match(text or "")
+    match = DATASET_ID.fullmatch(text or "")
     if not match:
         raise ClassificationError(
             "a dataset id is 'domain.table' in lower-case letters, digits and '_'",
@@ -207,7 +207,7 @@ def parse_classification(
     if unknown_meta:
         problems.append(f"[dataset]: unknown keys {sorted(unknown_meta)}")
     dataset_id = str(meta.get("id", ""))
-    if not DATASET_ID.match(dataset_id):
+    if not DATASET_ID.fullmatch(dataset_id):
         problems.append("[dataset].id must be 'domain.table' (lower-case identifiers)")
     entity_key = str(meta.get("entity_key", ""))
     columns_doc = doc.get("columns")
@@ -274,7 +274,7 @@ def _parse_column(name: str, raw: Any, problems: list[str]) -> ColumnSpec | None
     if "joinable" in raw and not joinable:
         problems.append(f"{where}: declared joinable without a target column")
     for target in joinable:
-        if not COLUMN_REF.match(target):
+        if not COLUMN_REF.fullmatch(target):
             problems.append(f"{where}: join target '{target}' is not 'domain.table.column'")
     if joinable and level is Level.L4:
         problems.append(f"{where}: an L4 column can never be a join key")
@@ -362,12 +362,12 @@ def validate_against_schema(spec: DatasetSpec, schema: Mapping[str, str]) -> Dat
         real_name, dtype = actual[col.name.lower()]
         if col.type and col.type != dtype:
             problems.append(f"column '{col.name}' is declared {col.type} but the data is {dtype}")
-        if col.role is Role.MEASURE and not NUMERIC_TYPES.match(dtype):
+        if col.role is Role.MEASURE and not NUMERIC_TYPES.fullmatch(dtype):
             problems.append(f"column '{col.name}' is a measure but its type {dtype} is not numeric")
         gen = col.generalize
-        if gen and gen.kind == "band" and not NUMERIC_TYPES.match(dtype):
+        if gen and gen.kind == "band" and not NUMERIC_TYPES.fullmatch(dtype):
             problems.append(f"column '{col.name}': band generalisation needs a numeric type")
-        if gen and gen.kind == "truncate" and not TEMPORAL_TYPES.match(dtype):
+        if gen and gen.kind == "truncate" and not TEMPORAL_TYPES.fullmatch(dtype):
             problems.append(f"column '{col.name}': truncate generalisation needs a date/time type")
         if gen and gen.kind == "prefix" and dtype != "VARCHAR":
             problems.append(f"column '{col.name}': prefix generalisation needs a VARCHAR")

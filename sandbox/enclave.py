@@ -159,8 +159,10 @@ class Enclave:
             timer.daemon = True
             timer.start()
             try:
-                cur.execute(sql, params or [])
-                reader = cur.fetch_record_batch(_BATCH_ROWS)
+                relation = cur.sql(sql, params=list(params) if params else None)
+                if relation is None:  # a statement without a result
+                    return pa.table({})
+                reader = relation.to_arrow_reader(_BATCH_ROWS)
                 batches: list[pa.RecordBatch] = []
                 rows = 0
                 for batch in reader:
