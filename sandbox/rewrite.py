@@ -1,0 +1,294 @@
+"""Rewrite a checked query into the two SQL texts the pipeline runs.
+
+1. The **stats query** runs in the enclave.  It pre-aggregates per group *and
+   entity* (so each entity's contribution can be clamped and bounded, and the
+   two largest contributions to each sum are known for the dominance rule),
+   then aggregates per group: ``__k*`` keys, ``__entities``, and one column per
+   base statistic (row counts ``__r*``, non-null counts ``__n*``, clamped sums
+   ``__s*``, sums of squares ``__q*``, top-2 contributions ``__t*``, min/max of
+   dimensions).
+2. The **release query** runs outside the enclave, over the disclosed stats
+   table only: it computes the operator's output expressions (``avg`` =
+   sum / count, variance from the moments, ...) and applies HAVING, ORDER BY and
+   LIMIT to released values, never to true ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from sqlglot import exp
+from sqlglot.optimizer.scope import Scope
+
+from sandbox.errors import QueryRefused
+from sandbox.guard import Checked, DatasetAccess
+
+__all__ = ["ContributionBounds", "Plan", "Stat", "build_plan"]
+
+STATS_TABLE = "__sbx_stats"
+
+
+@dataclass(frozen=True)
+class Stat:
+    """One column of the stats table and how disclosure treats it."""
+
+    name: str
+    kind: str  # entities | rows | count | sum | sumsq | min | max | top2
+    lower: float | None = None
+    upper: float | None = None
+    of: str | None = None
+
+
+@dataclass(frozen=True)
+class ContributionBounds:
+    """Per-entity caps applied when the grant has a privacy budget."""
+
+    max_rows_per_entity: int = 5
+    max_groups_per_entity: int = 5
+
+
+@dataclass
+class Plan:
+    stats_sql: str
+    release_sql: str
+    stats: list[Stat]
+    keys: list[str]
+    output_names: list[str]
+    primary: str
+    bounds: ContributionBounds | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _col(name: str, table: str | None = None) -> exp.Column:
+    return exp.column(name, table=table, quoted=True)
+
+
+def _inject_entity(checked: Checked, access: Mapping[str, DatasetAccess]) -> exp.Expression:
+    """Carry the primary dataset's entity key through derived tables; return its final form."""
+    entity_key = access[checked.primary].spec.entity_key.lower()
+    scopes = [checked.final_scope, *checked.entity_paths]
+    expr: exp.Expression | None = None
+    for depth in range(len(scopes) - 1, -1, -1):
+        scope = scopes[depth]
+        alias = scope.expression.args["from_"].this.alias_or_name
+        source_expr = _col(entity_key, alias) if expr is None else _col("__sbx_e", alias)
+        if depth == 0:
+            return source_expr
+        select: exp.Select = scope.expression
+        select.append("expressions", exp.alias_(source_expr, "__sbx_e", quoted=True))
+        expr = source_expr
+    raise AssertionError("unreachable")
+
+
+class _Stats:
+    def __init__(
+        self,
+        checked: Checked,
+        access: Mapping[str, DatasetAccess],
+        bounds: ContributionBounds | None,
+    ) -> None:
+        self.checked = checked
+        self.access = access
+        self.bounds = bounds
+        self.inner: list[exp.Expression] = []
+        self.outer: list[str] = []
+        self.stats: list[Stat] = [Stat("__entities", "entities")]
+        self.seen: dict[str, str] = {}
+
+    def _cap_count(self, agg: str) -> str:
+        if self.bounds is None:
+            return agg
+        return f"least({agg}, {self.bounds.max_rows_per_entity})"
+
+    def _add(
+        self,
+        key: str,
+        kind: str,
+        inner_sql: str,
+        outer_fn: str,
+        *,
+        lower: float | None = None,
+        upper: float | None = None,
+    ) -> str:
+        if key in self.seen:
+            return self.seen[key]
+        prefix = {
+            "rows": "__r",
+            "count": "__n",
+            "sum": "__s",
+            "sumsq": "__q",
+            "min": "__min",
+            "max": "__max",
+        }[kind]
+        name = f"{prefix}{len(self.stats)}"
+        self.seen[key] = name
+        self.inner.append(
+            exp.alias_(exp.maybe_parse(inner_sql, dialect="duckdb"), name, quoted=True)
+        )
+        self.outer.append(f'{outer_fn}("{name}") AS "{name}"')
+        self.stats.append(Stat(name, kind, lower, upper))
+        if kind == "sum":
+            top = f"__t{len(self.stats)}"
+            self.outer.append(f'max("{name}", 2) AS "{top}"')
+            self.stats.append(Stat(top, "top2", lower, upper, of=name))
+        return name
+
+    def _measure_bounds(self, column: exp.Column) -> tuple[float, float]:
+        info = self.checked.lineage.resolve(column, self.checked.final_scope)
+        base = info.single
+        if base is None:
+            raise QueryRefused(
+                "aggregated measures must be dataset columns", rule="guard.aggregate_argument"
+            )
+        spec = self.access[base.dataset].spec.column(base.column)
+        if spec.bounds is None:
+            raise QueryRefused(
+                f"{base.dataset}.{spec.name} has no clamping bounds",
+                rule="guard.aggregate_argument",
+            )
+        return spec.bounds
+
+    def replacement(self, node: exp.Expression) -> exp.Expression:
+        """The release-side expression for one aggregate of the operator's query."""
+        where = ""
+        filter_sql = ""
+        if isinstance(node, exp.Filter):
+            filter_sql = node.expression.this.sql(dialect="duckdb")
+            where = f" FILTER (WHERE {filter_sql})"
+            node = node.this
+        arg = node.this
+        tag = f"|{filter_sql}"
+        if isinstance(node, exp.Count):
+            if isinstance(arg, exp.Star):
+                name = self._add("rows" + tag, "rows", self._cap_count(f"count(*){where}"), "sum")
+                return _col(name)
+            if isinstance(arg, exp.Distinct):
+                if not filter_sql:
+                    return _col("__entities")
+                inner = f"(count(*){where} > 0)::BIGINT"
+                return _col(self._add("distinct" + tag, "count", inner, "sum"))
+            sql = arg.sql(dialect="duckdb")
+            return _col(
+                self._add(
+                    f"count:{sql}{tag}", "count", self._cap_count(f"count({sql}){where}"), "sum"
+                )
+            )
+        sql = arg.sql(dialect="duckdb")
+        if isinstance(node, exp.Min | exp.Max):
+            kind = "min" if isinstance(node, exp.Min) else "max"
+            return _col(self._add(f"{kind}:{sql}{tag}", kind, f"{kind}({sql}){where}", kind))
+        lo, hi = self._measure_bounds(arg)
+        clamped = f"greatest({lo!r}, least({hi!r}, ({sql})::DOUBLE))"
+        per_entity_sum = f"sum({clamped}){where}"
+        if self.bounds is not None:
+            cap = self.bounds.max_rows_per_entity
+            per_entity_sum = (
+                f"greatest({min(lo, 0.0) * cap!r}, least({max(hi, 0.0) * cap!r}, {per_entity_sum}))"
+            )
+        s = self._add(f"sum:{sql}{tag}", "sum", per_entity_sum, "sum", lower=lo, upper=hi)
+        n = self._add(f"count:{sql}{tag}", "count", self._cap_count(f"count({sql}){where}"), "sum")
+        if isinstance(node, exp.Sum):
+            return _col(s)
+        mean = f'("{s}" / NULLIF("{n}", 0))'
+        if isinstance(node, exp.Avg):
+            return exp.maybe_parse(mean, dialect="duckdb")
+        square = f"sum(({clamped}) * ({clamped})){where}"
+        if self.bounds is not None:
+            cap = self.bounds.max_rows_per_entity
+            square = f"least({max(lo * lo, hi * hi) * cap!r}, {square})"
+        q = self._add(f"sumsq:{sql}{tag}", "sumsq", square, "sum", lower=lo, upper=hi)
+        pop = isinstance(node, exp.StddevPop | exp.VariancePop)
+        denominator = f'NULLIF("{n}", 0)' if pop else f'NULLIF("{n}" - 1, 0)'
+        variance = f'(greatest(0, "{q}" - "{s}" * "{s}" / NULLIF("{n}", 0)) / {denominator})'
+        if isinstance(node, exp.Stddev | exp.StddevSamp | exp.StddevPop):
+            return exp.maybe_parse(f"sqrt({variance})", dialect="duckdb")
+        return exp.maybe_parse(variance, dialect="duckdb")
+
+
+def _is_aggregate(node: exp.Expression) -> bool:
+    return isinstance(node, exp.Filter | exp.AggFunc)
+
+
+def build_plan(
+    checked: Checked,
+    access: Mapping[str, DatasetAccess],
+    *,
+    bounds: ContributionBounds | None = None,
+    output_names: list[str] | None = None,
+) -> Plan:
+    """Turn a checked query into the stats SQL (enclave) and the release SQL (outside)."""
+    entity = _inject_entity(checked, access)
+    final: exp.Select = checked.final_scope.expression
+    stats = _Stats(checked, access, bounds)
+    key_names = {key.sql(): f"__k{i}" for i, key in enumerate(checked.keys)}
+
+    def to_release(node: exp.Expression) -> exp.Expression:
+        if node.sql() in key_names:
+            return _col(key_names[node.sql()])
+        if _is_aggregate(node):
+            return stats.replacement(node)
+        return node
+
+    names = output_names or [p.alias_or_name for p in final.expressions]
+    release_projections = []
+    for proj, name in zip(final.expressions, names, strict=True):
+        body = proj.unalias().copy().transform(to_release)
+        release_projections.append(exp.alias_(body, name, quoted=True))
+    release = exp.select(*release_projections).from_(STATS_TABLE)
+    if final.args.get("having"):
+        release = release.where(final.args["having"].this.copy().transform(to_release))
+    if final.args.get("order"):
+        order = final.args["order"].copy()
+        outputs = dict(zip((p.alias_or_name for p in final.expressions), names, strict=True))
+        for ordered in order.expressions:
+            target = ordered.this
+            if isinstance(target, exp.Column) and not target.table and target.name in outputs:
+                ordered.set("this", _col(outputs[target.name]))
+            else:
+                ordered.set("this", target.transform(to_release))
+        release.set("order", order)
+    if final.args.get("limit"):
+        release.set("limit", final.args["limit"].copy())
+
+    inner = exp.Select()
+    inner.set(
+        "expressions",
+        [exp.alias_(k.copy(), f"__k{i}", quoted=True) for i, k in enumerate(checked.keys)]
+        + [exp.alias_(entity, "__sbx_e", quoted=True), *stats.inner],
+    )
+    inner.set("from_", final.args["from_"].copy())
+    if final.args.get("joins"):
+        inner.set("joins", [j.copy() for j in final.args["joins"]])
+    if final.args.get("where"):
+        inner.set("where", final.args["where"].copy())
+    group_cols = [f'"__k{i}"' for i in range(len(checked.keys))]
+    inner_sql = inner.sql(dialect="duckdb") + " GROUP BY " + ", ".join([*group_cols, '"__sbx_e"'])
+    if bounds is not None:
+        order_key = f"hash({', '.join(group_cols)})" if group_cols else "0"
+        inner_sql += (
+            f' QUALIFY row_number() OVER (PARTITION BY "__sbx_e" ORDER BY {order_key})'
+            f" <= {bounds.max_groups_per_entity}"
+        )
+    ctes = []
+    with_ = checked.root.args.get("with_")
+    if with_ is not None:
+        ctes = [cte.sql(dialect="duckdb") for cte in with_.expressions]
+    ctes.append(f"__sbx_pe AS ({inner_sql})")
+    outer = [*group_cols, 'count(*) AS "__entities"', *stats.outer]
+    stats_sql = f"WITH {', '.join(ctes)} SELECT {', '.join(outer)} FROM __sbx_pe"
+    if group_cols:
+        stats_sql += " GROUP BY " + ", ".join(group_cols)
+    return Plan(
+        stats_sql=stats_sql,
+        release_sql=release.sql(dialect="duckdb"),
+        stats=stats.stats,
+        keys=[f"__k{i}" for i in range(len(checked.keys))],
+        output_names=names,
+        primary=checked.primary,
+        bounds=bounds,
+    )
+
+
+def scope_alias(scope: Scope) -> str:
+    return scope.expression.args["from_"].this.alias_or_name

@@ -1,0 +1,241 @@
+"""First stage of the guard: one SELECT, known syntax only, registered datasets only.
+
+Pure functions over the SQL text.  Anything the parser produces that is not on
+the allowlist below is refused by name: a statement kind, a table function, a
+file path, an expression type.  Refusals quote the operator's own SQL
+(a table or function name) at most, never a data value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError, TokenError
+
+from sandbox.errors import QueryRefused
+
+__all__ = ["AGGREGATES", "ALLOWED_NODES", "RECORD_VALUE_AGGREGATES", "Parsed", "parse_query"]
+
+#: Aggregates the disclosure rewrite can decompose per entity.
+AGGREGATES: tuple[type[exp.Expression], ...] = (
+    exp.Count,
+    exp.Sum,
+    exp.Avg,
+    exp.Stddev,
+    exp.StddevSamp,
+    exp.StddevPop,
+    exp.Variance,
+    exp.VariancePop,
+    exp.Min,
+    exp.Max,
+)
+
+#: Aggregates that return (or reveal) one record's value: refused but on dimension columns.
+RECORD_VALUE_AGGREGATES: tuple[type[exp.Expression], ...] = (
+    exp.Min,
+    exp.Max,
+    exp.First,
+    exp.Last,
+    exp.AnyValue,
+    exp.ArgMin,
+    exp.ArgMax,
+    exp.ArrayAgg,
+    exp.GroupConcat,
+    exp.Mode,
+    exp.Median,
+    exp.Quantile,
+    exp.PercentileCont,
+    exp.PercentileDisc,
+    exp.ApproxTopK,
+    exp.ApproxQuantile,
+)
+
+_SCALARS: tuple[type[exp.Expression], ...] = (
+    exp.Abs,
+    exp.Round,
+    exp.Floor,
+    exp.Ceil,
+    exp.Sign,
+    exp.Sqrt,
+    exp.Pow,
+    exp.Greatest,
+    exp.Least,
+    exp.Coalesce,
+    exp.Nullif,
+    exp.If,
+    exp.Case,
+    exp.Upper,
+    exp.Lower,
+    exp.Length,
+    exp.Substring,
+    exp.Left,
+    exp.Right,
+    exp.Concat,
+    exp.DPipe,
+    exp.Trim,
+    exp.TimestampTrunc,
+    exp.DateTrunc,
+    exp.Extract,
+    exp.Year,
+    exp.Month,
+    exp.Day,
+    exp.Hour,
+    exp.Quarter,
+    exp.DayOfWeek,
+    exp.Cast,
+    exp.TryCast,
+    exp.DataType,
+    exp.DataTypeParam,
+    exp.Interval,
+)
+
+_STRUCTURE: tuple[type[exp.Expression], ...] = (
+    exp.Select,
+    exp.Union,
+    exp.Except,
+    exp.Intersect,
+    exp.From,
+    exp.Join,
+    exp.Where,
+    exp.Group,
+    exp.Having,
+    exp.Order,
+    exp.Ordered,
+    exp.Limit,
+    exp.With,
+    exp.CTE,
+    exp.Subquery,
+    exp.TableAlias,
+    exp.Table,
+    exp.Identifier,
+    exp.Column,
+    exp.Alias,
+    exp.Star,
+    exp.Literal,
+    exp.Boolean,
+    exp.Null,
+    exp.Var,
+    exp.Paren,
+    exp.Tuple,
+    exp.Distinct,
+    exp.Filter,
+    exp.And,
+    exp.Or,
+    exp.Not,
+    exp.EQ,
+    exp.NEQ,
+    exp.GT,
+    exp.GTE,
+    exp.LT,
+    exp.LTE,
+    exp.Between,
+    exp.In,
+    exp.Is,
+    exp.Like,
+    exp.ILike,
+    exp.Add,
+    exp.Sub,
+    exp.Mul,
+    exp.Div,
+    exp.Mod,
+    exp.Neg,
+)
+
+ALLOWED_NODES: frozenset[type[exp.Expression]] = frozenset(
+    _STRUCTURE + _SCALARS + AGGREGATES + RECORD_VALUE_AGGREGATES
+)
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A query that passed the syntactic allowlist, with the datasets it names."""
+
+    expression: exp.Query
+    datasets: tuple[str, ...]
+    cte_names: frozenset[str]
+
+    @property
+    def normalized_sql(self) -> str:
+        return self.expression.sql(dialect="duckdb", normalize=True, pretty=False)
+
+
+def _refuse(rule: str, message: str) -> QueryRefused:
+    return QueryRefused(message, rule=rule)
+
+
+def _describe(node: exp.Expression) -> str:
+    if isinstance(node, exp.Anonymous):
+        return f"function {str(node.this).lower()}()"
+    if isinstance(node, exp.Func):
+        return f"function {node.sql_name().lower()}()"
+    return f"{node.key.upper()} syntax"
+
+
+def parse_query(sql: str, *, max_length: int = 20_000) -> Parsed:
+    """Parse ``sql`` as exactly one allowlisted SELECT; return the datasets it names."""
+    if len(sql) > max_length:
+        raise _refuse("guard.sql_length", f"the SQL text is longer than {max_length} characters")
+    try:
+        statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
+    except (ParseError, TokenError) as exc:
+        where = ""
+        errors = getattr(exc, "errors", None) or []
+        if errors and errors[0].get("line") is not None:
+            where = f" at line {errors[0]['line']}, column {errors[0]['col']}"
+        raise _refuse("guard.syntax", f"the SQL does not parse{where}") from None
+    if len(statements) != 1:
+        raise _refuse(
+            "guard.single_statement", f"exactly one statement is allowed, got {len(statements)}"
+        )
+    (root,) = statements
+    if not isinstance(root, exp.Select | exp.Union | exp.Except | exp.Intersect):
+        raise _refuse(
+            "guard.statement",
+            f"only SELECT queries are allowed, not {root.key.upper()}",
+        )
+    for node in root.walk():
+        if isinstance(node, exp.Window):
+            raise _refuse("guard.window", "window functions (OVER ...) are not allowed")
+        if isinstance(node, exp.Columns):
+            raise _refuse("guard.columns_expression", "COLUMNS(...) is not allowed: name columns")
+        if isinstance(node, exp.Placeholder):
+            raise _refuse("guard.placeholder", "query parameters are not supported")
+        if type(node) not in ALLOWED_NODES:
+            raise _refuse(
+                "guard.function" if isinstance(node, exp.Func) else "guard.syntax_element",
+                f"{_describe(node)} is not on the allowlist",
+            )
+    ctes = set()
+    for with_ in root.find_all(exp.With):
+        if with_.args.get("recursive"):
+            raise _refuse("guard.recursive_cte", "recursive CTEs are not allowed")
+        ctes.update(cte.alias_or_name.lower() for cte in with_.expressions)
+    datasets: list[str] = []
+    for table in root.find_all(exp.Table):
+        datasets_of = _table_dataset(table, ctes)
+        if datasets_of and datasets_of not in datasets:
+            datasets.append(datasets_of)
+    if not datasets:
+        raise _refuse("guard.no_dataset", "the query reads no registered dataset")
+    return Parsed(root, tuple(datasets), frozenset(ctes))
+
+
+def _table_dataset(table: exp.Table, ctes: set[str]) -> str | None:
+    if not isinstance(table.this, exp.Identifier):
+        raise _refuse("guard.table_function", "table functions are not allowed in FROM")
+    if table.args.get("catalog") is not None:
+        raise _refuse("guard.table", "three-part table names are not allowed")
+    name = table.name.lower()
+    db = table.args.get("db")
+    if db is None:
+        if name in ctes:
+            return None
+        raise _refuse(
+            "guard.table",
+            f"table '{table.name}' is not a dataset: name datasets as domain.table",
+        )
+    if not isinstance(db, exp.Identifier):
+        raise _refuse("guard.table", "the dataset's domain must be a plain name")
+    return f"{db.name.lower()}.{name}"
