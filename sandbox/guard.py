@@ -133,8 +133,14 @@ class _Rules:
                         f"identifier {where}: identifiers may only be counted "
                         "distinct or used as declared join keys",
                     )
+            elif context == "record_aggregate" and role is not Role.DIMENSION:
+                raise _refuse(
+                    "guard.aggregate_record_value",
+                    f"{role.value} column {where}: aggregates that return one "
+                    "record's value are allowed on dimension columns only",
+                )
             elif role is Role.MEASURE:
-                if context in ("key", "record_aggregate", "output"):
+                if context in ("key", "output"):
                     raise _refuse(
                         "guard.measure",
                         f"measure {where}: measures may only be aggregated "
@@ -175,8 +181,6 @@ class _Rules:
             if not isinstance(node.parent, exp.Count):
                 raise _refuse("guard.star", f"* is allowed only in count(*) (in {clause})")
             return
-        if isinstance(node, exp.Cast) and not isinstance(node, exp.TryCast):
-            node.replace(exp.TryCast(this=node.this, to=node.args["to"]))
         sub = context
         if isinstance(node, exp.Predicate | exp.Connector | exp.Not) and context in (
             "output",
@@ -290,6 +294,10 @@ def check_query(parsed: Parsed, access: Mapping[str, DatasetAccess]) -> Checked:
         )
     except OptimizeError as exc:
         raise _refuse("guard.resolve", f"the query's columns cannot be resolved: {exc}") from None
+    # A failing CAST would quote the value it could not convert: make every cast safe.
+    root = root.transform(
+        lambda n: exp.TryCast(this=n.this, to=n.args["to"]) if type(n) is exp.Cast else n
+    )
     if not isinstance(root, exp.Select):
         raise _refuse(
             "guard.set_operation",
@@ -477,8 +485,6 @@ def _check_output(
         )
     if isinstance(node, exp.Subquery | exp.Select):
         raise _refuse("guard.subquery_predicate", f"subqueries are not allowed in {clause}")
-    if isinstance(node, exp.Cast) and not isinstance(node, exp.TryCast):
-        node = node.replace(exp.TryCast(this=node.this, to=node.args["to"]))
     for child in node.iter_expressions():
         _check_output(rules, scope, child, keys, clause)
 

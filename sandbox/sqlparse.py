@@ -200,6 +200,8 @@ def parse_query(sql: str, *, max_length: int = 20_000) -> Parsed:
             raise _refuse("guard.window", "window functions (OVER ...) are not allowed")
         if isinstance(node, exp.Columns):
             raise _refuse("guard.columns_expression", "COLUMNS(...) is not allowed: name columns")
+        if isinstance(node, exp.Exists):
+            raise _refuse("guard.subquery_predicate", "subqueries are allowed only in FROM")
         if isinstance(node, exp.Placeholder):
             raise _refuse("guard.placeholder", "query parameters are not supported")
         if type(node) not in ALLOWED_NODES:
