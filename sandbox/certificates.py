@@ -9,18 +9,16 @@ makes verification fail.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from audit.keys import SigningKey, verify_signature
+from audit.keys import SigningKey
 from sandbox.errors import CertificateError
+from sandbox.signed import sign_document, verify_document
 
 __all__ = [
     "CERTIFICATE_TYPE",
@@ -50,12 +48,7 @@ def issue_certificate(fields: Mapping[str, Any], key: SigningKey) -> dict[str, A
     missing = [name for name in REQUIRED_FIELDS if name not in body]
     if missing:
         raise CertificateError(f"certificate lacks fields {missing}", rule="certificate.fields")
-    signature = key.sign(rfc8785.dumps(body))
-    return {
-        "certificate": body,
-        "key_id": key.key_id,
-        "signature": base64.b64encode(signature).decode("ascii"),
-    }
+    return sign_document("certificate", body, key)
 
 
 def read_certificate(path: Path) -> dict[str, Any]:
@@ -78,33 +71,4 @@ def verify_certificate(
     doc: Mapping[str, Any], public_keys: Mapping[str, Ed25519PublicKey]
 ) -> dict[str, Any]:
     """Return the certificate body if the signature holds; raise :class:`CertificateError`."""
-    body = doc.get("certificate")
-    key_id = doc.get("key_id")
-    signature_b64 = doc.get("signature")
-    if (
-        not isinstance(body, dict)
-        or not isinstance(key_id, str)
-        or not isinstance(signature_b64, str)
-    ):
-        raise CertificateError(
-            "a certificate has 'certificate', 'key_id' and 'signature'",
-            rule="certificate.structure",
-        )
-    if body.get("type") != CERTIFICATE_TYPE:
-        raise CertificateError(
-            f"not a {CERTIFICATE_TYPE} certificate", rule="certificate.structure"
-        )
-    if key_id not in public_keys:
-        raise CertificateError(
-            f"certificate is signed by unknown key {key_id}", rule="certificate.unknown_key"
-        )
-    try:
-        signature = base64.b64decode(signature_b64, validate=True)
-    except (binascii.Error, ValueError):
-        raise CertificateError("signature is not base64", rule="certificate.signature") from None
-    if not verify_signature(dict(public_keys), key_id, signature, rfc8785.dumps(body)):
-        raise CertificateError(
-            "signature does not match the certificate (altered or forged)",
-            rule="certificate.signature",
-        )
-    return body
+    return verify_document(doc, "certificate", CERTIFICATE_TYPE, public_keys, rule="certificate")
