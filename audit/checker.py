@@ -1,0 +1,238 @@
+"""The streaming verification both the offline verifier and the live store check use.
+
+Feed it the entries' canonical bytes in log order; it checks each ``seq`` and
+``prev`` link, rebuilds the Merkle tree, and compares every signed tree head
+(signature, root, chain head) as the stream reaches its size.  At the end it
+checks heads beyond the last entry (truncation), consistency between
+consecutive heads, and optionally that the newest head covers every entry.
+
+After a broken link it resynchronizes on the recorded ``prev`` (and a broken
+``seq`` on the recorded number), so one altered entry is reported once, not as
+a cascade through the rest of the log.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from audit.chain import GENESIS_HASH, entry_hash
+from audit.entry import Entry, peek
+from audit.errors import InvalidEntry, ProofError, SignatureError
+from audit.merkle import SHA256, Hasher, verify_consistency
+from audit.signing import TreeHead, verify_tree_head
+from audit.tree import MemoryTree
+
+__all__ = ["PROBLEM_KINDS", "Checker", "Problem", "Report"]
+
+PROBLEM_KINDS = {
+    "malformed": "an entry is not a well-formed canonical entry",
+    "sequence": "an entry's seq is not its position: entries deleted, inserted or reordered",
+    "chain": "an entry does not hash to the prev recorded by the next entry: it was altered",
+    "stored_hash": "live store only: a stored entry or leaf hash disagrees with the entry",
+    "index": "live store only: a query column disagrees with the entry it indexes",
+    "node": "live store only: a cached Merkle node disagrees with the entries",
+    "signature": "a tree head's signature does not verify",
+    "unknown_key": "a tree head is signed by a key that is not among the public keys",
+    "root": "a signed root differs from the root recomputed from the entries",
+    "chain_head": "a signed chain head differs from the recomputed hash chain",
+    "truncated": "a signed tree head covers entries that are missing",
+    "consistency": "two signed tree heads are not consistent (the log was forked)",
+    "uncovered": "export only: entries after the newest signed tree head",
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong; ``seq`` names the first entry concerned when there is one."""
+
+    kind: str
+    message: str
+    seq: int | None = None
+
+    def __str__(self) -> str:
+        where = f"entry {self.seq}: " if self.seq is not None else ""
+        return f"{where}{self.kind}: {self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "seq": self.seq, "message": self.message}
+
+
+@dataclass
+class Report:
+    """Outcome of a verification; ``ok`` only if nothing at all was wrong."""
+
+    entries: int = 0
+    tree_heads: int = 0
+    covered: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    more_problems: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def first_problem(self) -> Problem | None:
+        """The problem at the lowest entry, else the first problem found."""
+        with_seq = [p for p in self.problems if p.seq is not None]
+        if with_seq:
+            return min(with_seq, key=lambda p: p.seq if p.seq is not None else 0)
+        return self.problems[0] if self.problems else None
+
+    def summary(self) -> str:
+        if self.ok:
+            return (
+                f"OK: {self.entries} entries, {self.tree_heads} signed tree heads, "
+                f"{self.covered} entries covered by a signed tree head"
+            )
+        return f"FAILED: {self.first_problem} ({len(self.problems) + self.more_problems} problems)"
+
+    def to_dict(self) -> dict[str, Any]:
+        first = self.first_problem
+        return {
+            "ok": self.ok,
+            "entries": self.entries,
+            "tree_heads": self.tree_heads,
+            "covered": self.covered,
+            "first_problem": first.to_dict() if first else None,
+            "problems": [p.to_dict() for p in self.problems],
+            "more_problems": self.more_problems,
+        }
+
+
+class Checker:
+    """Streaming verifier state: construct with the tree heads, ``feed`` entries, ``finish``."""
+
+    def __init__(
+        self,
+        tree_heads: Sequence[TreeHead],
+        public_keys: Mapping[str, Ed25519PublicKey],
+        *,
+        hasher: Hasher = SHA256,
+        strict: bool = False,
+        max_problems: int = 100,
+    ) -> None:
+        self.hasher = hasher
+        self.strict = strict
+        self.max_problems = max_problems
+        self.report = Report(tree_heads=len(tree_heads))
+        self.tree = MemoryTree(hasher)
+        self.chain = GENESIS_HASH
+        self.expected_seq = 0
+        self._bad_heads: set[int] = set()
+        self.heads = sorted(tree_heads, key=lambda h: (h.tree_size, h.timestamp_ms))
+        self.trusted: list[TreeHead] = []
+        for head in self.heads:
+            try:
+                verify_tree_head(head, public_keys)
+            except SignatureError as exc:
+                kind = "unknown_key" if exc.unknown_key else "signature"
+                self.problem(kind, f"tree head of size {head.tree_size}: {exc}")
+                continue
+            self.trusted.append(head)
+        self._next_head = 0
+        self._check_heads_at(0)
+
+    def problem(self, kind: str, message: str, seq: int | None = None) -> None:
+        if len(self.report.problems) < self.max_problems:
+            self.report.problems.append(Problem(kind, message, seq))
+        else:
+            self.report.more_problems += 1
+
+    @property
+    def size(self) -> int:
+        return self.tree.size
+
+    def feed(self, canonical: bytes) -> tuple[bytes, bytes]:
+        """Check the next entry; returns its (entry_hash, leaf_hash) as recomputed."""
+        position = self.tree.size
+        try:
+            seq, prev = peek(canonical)
+            if self.strict:
+                Entry.from_bytes(canonical, strict=True)
+        except InvalidEntry as exc:
+            self.problem("malformed", str(exc), position)
+            seq, prev = self.expected_seq, self.chain
+        if seq != self.expected_seq:
+            self.problem(
+                "sequence",
+                f"position {position} expected seq {self.expected_seq} but holds seq {seq}: "
+                "entries were deleted, inserted or reordered",
+                min(seq, self.expected_seq),
+            )
+        elif prev != self.chain:
+            if position == 0:
+                self.problem("chain", "the first entry does not start from the genesis hash", 0)
+            else:
+                self.problem(
+                    "chain",
+                    f"entry {position - 1} does not hash to the prev recorded in entry {position}"
+                    f": entry {position - 1} (or that link) was altered",
+                    position - 1,
+                )
+        self.expected_seq = seq + 1
+        self.chain = entry_hash(prev, canonical)
+        leaf = self.hasher.hash_leaf(canonical)
+        self.tree.append(leaf)
+        self._check_heads_at(self.tree.size)
+        return self.chain, leaf
+
+    def _check_heads_at(self, size: int) -> None:
+        heads = self.trusted
+        while self._next_head < len(heads) and heads[self._next_head].tree_size <= size:
+            head = heads[self._next_head]
+            self._next_head += 1
+            if head.tree_size != size:
+                continue
+            if head.root_hash != self.tree.root():
+                self._bad_heads.add(id(head))
+                last = f"; an entry before seq {size} was altered, inserted or removed"
+                self.problem("root", f"tree head of size {size}: root does not match{last}")
+            elif head.chain_head != self.chain:
+                self._bad_heads.add(id(head))
+                self.problem("chain_head", f"tree head of size {size}: chain head differs")
+            self.report.covered = max(self.report.covered, size)
+
+    def finish(self, *, require_covered: bool = False) -> Report:
+        """Checks that need the whole stream; returns the report."""
+        size = self.tree.size
+        self.report.entries = size
+        for head in self.trusted:
+            if head.tree_size > size:
+                self._bad_heads.add(id(head))
+                self.problem(
+                    "truncated",
+                    f"a signed tree head covers {head.tree_size} entries but only {size} are "
+                    f"present: entries from seq {size} on were removed",
+                    size,
+                )
+        self._check_consistency()
+        if require_covered and size > self.report.covered:
+            self.problem(
+                "uncovered",
+                f"entries from seq {self.report.covered} on are not covered by a signed tree "
+                "head: they were appended after the export or inserted at the end",
+                self.report.covered,
+            )
+        return self.report
+
+    def _check_consistency(self) -> None:
+        heads = [h for h in self.trusted if h.tree_size <= self.tree.size]
+        for older, newer in itertools.pairwise(heads):
+            if older.tree_size == 0 or id(older) in self._bad_heads or id(newer) in self._bad_heads:
+                continue
+            proof = self.tree.consistency_proof(older.tree_size, newer.tree_size)
+            try:
+                verify_consistency(
+                    older.tree_size, newer.tree_size, proof, older.root_hash, newer.root_hash
+                )
+            except ProofError as exc:
+                self.problem(
+                    "consistency",
+                    f"tree heads of sizes {older.tree_size} and {newer.tree_size}: {exc}",
+                )

@@ -1,0 +1,407 @@
+"""The one data-access module of the audit trail: SQLAlchemy Core on SQLite or PostgreSQL.
+
+Durability and ordering live here.  SQLite runs in WAL mode with
+``synchronous=FULL`` (a commit is on disk when it returns) and a busy timeout;
+a write transaction starts with ``BEGIN IMMEDIATE``, which takes the database's
+single write lock, so appends from any number of threads *and processes* are
+serialized by the database itself.  PostgreSQL write transactions take a
+self-conflicting table lock (``SHARE ROW EXCLUSIVE``) with a lock timeout and
+force ``synchronous_commit = on``.  Inside that lock the writer reads the head
+of the chain, so sequence numbers are gapless whoever appends.
+
+Tables: ``audit_entries`` (canonical bytes, their chain and leaf hashes, the
+hashes of the full power-of-two subtrees each leaf completes, so that roots and
+proofs cost O(log n) row lookups, and copies of the fields auditors filter on)
+and ``audit_tree_heads`` (signed tree heads).  One row per append keeps a
+commit to a single insert.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from audit.errors import StoreUnavailable
+from audit.signing import TreeHead
+
+__all__ = [
+    "FILTER_COLUMNS",
+    "AuditStore",
+    "LogState",
+    "Reads",
+    "SeqTaken",
+    "WriteTxn",
+    "Writer",
+    "entries",
+    "tree_heads",
+]
+
+
+class _Bytes(LargeBinary):
+    """Raw bytes in and out: both drivers take ``bytes`` as is, so skip the per-value
+    ``Binary()`` wrapping (a measurable share of an append's CPU)."""
+
+    cache_ok = True
+
+    def bind_processor(self, dialect: Any) -> None:
+        return None
+
+
+metadata = MetaData()
+# INTEGER PRIMARY KEY on SQLite makes seq the rowid: no second index.
+_SEQ = BigInteger().with_variant(Integer, "sqlite")
+
+entries = Table(
+    "audit_entries",
+    metadata,
+    Column("seq", _SEQ, primary_key=True, autoincrement=False),
+    Column("time", String(32), nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("role", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("target", Text, nullable=False),
+    Column("dataset", Text),
+    Column("decision", String(8), nullable=False),
+    Column("entry", _Bytes, nullable=False),
+    Column("entry_hash", _Bytes, nullable=False),
+    Column("leaf_hash", _Bytes, nullable=False),
+    # Hashes of the full subtrees this leaf completes, level 1 first (see node_hashes).
+    Column("subtree_hashes", _Bytes, nullable=False),
+    Index("ix_audit_entries_time", "time"),
+    Index("ix_audit_entries_actor", "actor", "seq"),
+    Index("ix_audit_entries_action", "action", "seq"),
+    Index("ix_audit_entries_dataset", "dataset", "seq"),
+)
+tree_heads = Table(
+    "audit_tree_heads",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tree_size", BigInteger, nullable=False, index=True),
+    Column("timestamp_ms", BigInteger, nullable=False),
+    Column("root_hash", _Bytes, nullable=False),
+    Column("chain_head", _Bytes, nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("signature", _Bytes, nullable=False),
+)
+
+_LAST_ENTRY = select(entries.c.seq, entries.c.entry_hash).order_by(entries.c.seq.desc()).limit(1)
+_NEWEST_HEAD = (
+    select(tree_heads.c.tree_size, tree_heads.c.timestamp_ms)
+    .order_by(tree_heads.c.tree_size.desc(), tree_heads.c.id.desc())
+    .limit(1)
+)
+_STATE = select(
+    _LAST_ENTRY.with_only_columns(entries.c.seq).scalar_subquery().label("last_seq"),
+    _LAST_ENTRY.with_only_columns(entries.c.entry_hash).scalar_subquery().label("chain_head"),
+    _NEWEST_HEAD.with_only_columns(tree_heads.c.tree_size).scalar_subquery().label("signed_size"),
+    _NEWEST_HEAD.with_only_columns(tree_heads.c.timestamp_ms)
+    .scalar_subquery()
+    .label("signed_at_ms"),
+)
+
+
+@dataclass(frozen=True)
+class SeqTaken(Exception):
+    """Internal: an insert found its sequence number taken; the writer re-reads and retries."""
+
+
+@dataclass(frozen=True)
+class LogState:
+    """What a writer must know under the lock: the chain's head and the newest signed size."""
+
+    size: int
+    chain_head: bytes | None
+    signed_size: int
+    signed_at_ms: int
+
+
+FILTER_COLUMNS = ("actor", "role", "action", "target", "dataset", "decision")
+_SCHEMA_LOCK_KEY = 0x5A4E_4442_4155_4431  # pg advisory lock key for schema creation
+_FETCH_CHUNK = 500
+
+
+def _head_from_row(row: Any) -> TreeHead:
+    return TreeHead(
+        tree_size=row.tree_size,
+        timestamp_ms=row.timestamp_ms,
+        root_hash=bytes(row.root_hash),
+        chain_head=bytes(row.chain_head),
+        key_id=row.key_id,
+        signature=bytes(row.signature),
+    )
+
+
+class Reads:
+    """Queries shared by plain reads and the write transaction (which must see its lock)."""
+
+    conn: Connection
+
+    def size_and_chain_head(self) -> tuple[int, bytes | None]:
+        row = self.conn.execute(_LAST_ENTRY).first()
+        return (0, None) if row is None else (row.seq + 1, bytes(row.entry_hash))
+
+    def state(self) -> LogState:
+        """Head of the chain and of the signed heads, in one round trip."""
+        row = self.conn.execute(_STATE).one()
+        size = 0 if row.last_seq is None else row.last_seq + 1
+        return LogState(
+            size=size,
+            chain_head=bytes(row.chain_head) if row.chain_head is not None else None,
+            signed_size=row.signed_size or 0,
+            signed_at_ms=row.signed_at_ms or 0,
+        )
+
+    def node_hashes(self, wanted: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        """Hashes of full subtrees ``(level, index)``, looked up by the entry that completed them.
+
+        Leaf ``i`` completes the subtrees at levels 1..t, t the number of trailing
+        one bits of ``i``; so node (level, index) sits in row
+        ``((index + 1) << level) - 1`` at offset ``(level - 1) * 32`` of
+        ``subtree_hashes``, and level 0 is that row's ``leaf_hash``.
+        """
+        rows_of: dict[int, list[tuple[int, int]]] = {}
+        for level, index in set(wanted):
+            rows_of.setdefault(((index + 1) << level) - 1, []).append((level, index))
+        found: dict[tuple[int, int], bytes] = {}
+        seqs = sorted(rows_of)
+        for start in range(0, len(seqs), _FETCH_CHUNK):
+            chunk = seqs[start : start + _FETCH_CHUNK]
+            query = select(entries.c.seq, entries.c.leaf_hash, entries.c.subtree_hashes).where(
+                entries.c.seq.in_(chunk)
+            )
+            for row in self.conn.execute(query):
+                subtrees = bytes(row.subtree_hashes)
+                for level, index in rows_of[row.seq]:
+                    if level == 0:
+                        found[(0, index)] = bytes(row.leaf_hash)
+                    elif len(subtrees) >= level * 32:
+                        found[(level, index)] = subtrees[(level - 1) * 32 : level * 32]
+        return found
+
+    def newest_tree_head(self) -> TreeHead | None:
+        row = self.conn.execute(
+            select(tree_heads).order_by(tree_heads.c.tree_size.desc(), tree_heads.c.id.desc())
+        ).first()
+        return None if row is None else _head_from_row(row)
+
+    def tree_heads(self, max_size: int | None = None) -> list[TreeHead]:
+        query = select(tree_heads).order_by(tree_heads.c.tree_size, tree_heads.c.id)
+        if max_size is not None:
+            query = query.where(tree_heads.c.tree_size <= max_size)
+        return [_head_from_row(row) for row in self.conn.execute(query)]
+
+
+class WriteTxn(Reads):
+    """One locked write transaction: everything it inserts commits together or not at all."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def insert_entries(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert; :class:`SeqTaken` if the first seq exists (another writer got there first)."""
+        if rows:
+            try:
+                self.conn.execute(entries.insert(), list(rows))
+            except IntegrityError as exc:
+                raise SeqTaken(f"seq {rows[0]['seq']} is taken") from exc
+
+    def insert_tree_head(self, head: TreeHead) -> None:
+        values = head.to_dict() | {
+            "root_hash": head.root_hash,
+            "chain_head": head.chain_head,
+            "signature": head.signature,
+        }
+        self.conn.execute(tree_heads.insert().values(**values))
+
+
+class Writer:
+    """One long-lived connection whose transactions take the append lock."""
+
+    def __init__(self, store: AuditStore) -> None:
+        self.store = store
+        self.conn: Connection | None = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[WriteTxn]:
+        try:
+            if self.conn is None:
+                self.conn = self.store.engine.connect().execution_options(audit_write=True)
+            with self.store._begin(self.conn, write=True):
+                yield WriteTxn(self.conn)
+        except SQLAlchemyError as exc:
+            self.close()  # a broken connection is not reused
+            raise StoreUnavailable(f"audit store failed: {type(exc).__name__}") from exc
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except SQLAlchemyError:
+                pass
+            self.conn = None
+
+
+class AuditStore:
+    """Engine, schema and every query of the audit trail; opened from a SQLAlchemy URL."""
+
+    def __init__(self, url: str, *, lock_timeout_s: float = 30.0) -> None:
+        self.url = url
+        self.dialect = make_url(url).get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise StoreUnavailable(f"audit store needs SQLite or PostgreSQL, not {self.dialect}")
+        self.lock_timeout_s = lock_timeout_s
+        self.engine = self._create_engine()
+
+    def _create_engine(self) -> Engine:
+        if self.dialect == "postgresql":
+            return create_engine(self.url, pool_pre_ping=True)
+        engine = create_engine(self.url, connect_args={"timeout": self.lock_timeout_s})
+        busy_ms = int(self.lock_timeout_s * 1000)
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            write = conn.get_execution_options().get("audit_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+        return engine
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _connect(self, *, write: bool) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn:
+                with self._begin(conn, write=write):
+                    yield conn
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"audit store failed: {type(exc).__name__}") from exc
+
+    @contextmanager
+    def _begin(self, conn: Connection, *, write: bool) -> Iterator[None]:
+        if write:
+            conn = conn.execution_options(audit_write=True)
+        with conn.begin():
+            if write and self.dialect == "postgresql":
+                ms = int(self.lock_timeout_s * 1000)
+                conn.exec_driver_sql(
+                    f"SET LOCAL lock_timeout = {ms}; SET LOCAL synchronous_commit = on; "
+                    "LOCK TABLE audit_entries IN SHARE ROW EXCLUSIVE MODE"
+                )
+            yield
+
+    def writer(self) -> Writer:
+        """A dedicated connection for one writer thread (saves a pool round trip per commit)."""
+        return Writer(self)
+
+    def create_schema(self) -> None:
+        """Create the tables if missing; safe when several processes start at once."""
+        with self._connect(write=True) as conn:
+            if self.dialect == "postgresql":
+                conn.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
+            metadata.create_all(conn)
+
+    @contextmanager
+    def writing(self) -> Iterator[WriteTxn]:
+        """A write transaction holding the store-wide append lock until commit."""
+        with self._connect(write=True) as conn:
+            yield WriteTxn(conn)
+
+    @contextmanager
+    def reading(self) -> Iterator[Reads]:
+        with self._connect(write=False) as conn:
+            reads = Reads()
+            reads.conn = conn
+            yield reads
+
+    def size(self) -> int:
+        with self.reading() as r:
+            return r.size_and_chain_head()[0]
+
+    def fetch_nodes(self, wanted: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        with self.reading() as r:
+            return r.node_hashes(wanted)
+
+    def latest_tree_head(self) -> TreeHead | None:
+        with self.reading() as r:
+            return r.newest_tree_head()
+
+    def tree_heads(self, max_size: int | None = None) -> list[TreeHead]:
+        with self.reading() as r:
+            return r.tree_heads(max_size)
+
+    def entry_row(self, seq: int) -> Any:
+        with self.reading() as r:
+            return r.conn.execute(select(entries).where(entries.c.seq == seq)).first()
+
+    def select_entries(
+        self, conditions: Sequence[Any], *, offset: int, limit: int, newest_first: bool
+    ) -> list[bytes]:
+        order = entries.c.seq.desc() if newest_first else entries.c.seq
+        query = select(entries.c.entry).where(*conditions).order_by(order)
+        with self.reading() as r:
+            rows = r.conn.execute(query.offset(offset).limit(limit))
+            return [bytes(row.entry) for row in rows]
+
+    def count_entries(self, by: Sequence[str], conditions: Sequence[Any]) -> list[dict[str, Any]]:
+        columns = [entries.c[name] for name in by]
+        count = func.count().label("count")
+        query = (
+            select(*columns, count)
+            .where(*conditions)
+            .group_by(*columns)
+            .order_by(count.desc(), *columns)
+        )
+        with self.reading() as r:
+            return [dict(row._mapping) for row in r.conn.execute(query)]
+
+    def iter_entries(self, stop: int | None = None, *, chunk: int = 5000) -> Iterator[Any]:
+        """Rows in seq order, read in chunks by key (each chunk its own short read)."""
+        after = -1
+        while True:
+            query = select(entries).where(entries.c.seq > after).order_by(entries.c.seq)
+            if stop is not None:
+                query = query.where(entries.c.seq < stop)
+            with self.reading() as r:
+                rows = r.conn.execute(query.limit(chunk)).all()
+            if not rows:
+                return
+            yield from rows
+            after = rows[-1].seq
+
+    def execute(self, statement: Any) -> None:
+        """Run one raw write statement (tests use it to tamper; nothing else should)."""
+        with self._connect(write=True) as conn:
+            conn.execute(text(statement) if isinstance(statement, str) else statement)

@@ -1,0 +1,271 @@
+"""Group commit: one writer thread turns every waiting request into one locked transaction.
+
+Callers put requests on a queue and block on a future.  The writer takes the
+first request, opens a write transaction (which waits for the store-wide
+lock), then drains whatever else queued up meanwhile into the same
+transaction, commits, and only then resolves the futures: an append is
+acknowledged only once it is durable, and a failed commit fails every request
+in it (fail closed).  The chain head is read inside the lock on every commit,
+so other processes appending to the same store are simply continued.
+
+A tree head is signed inside the same transaction when ``sign_every_n``
+entries are unsigned, when the newest head is older than ``sign_every_s``
+seconds while entries are unsigned (the writer wakes up for that while idle),
+and on request.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from audit.chain import GENESIS_HASH, entry_hash
+from audit.entry import EntryDraft, Prepared, format_time, seal
+from audit.errors import AuditError, StoreUnavailable
+from audit.keys import KeyRingError, SigningKey
+from audit.merkle import SHA256
+from audit.signing import TreeHead, sign_tree_head
+from audit.store import AuditStore, LogState, SeqTaken, WriteTxn
+from audit.tree import Frontier, peak_nodes
+
+__all__ = ["Appended", "GroupCommitWriter"]
+
+_STOP = object()
+
+
+@dataclass(frozen=True)
+class Appended:
+    """What the writer reports for a committed entry."""
+
+    seq: int
+    entry_hash: bytes
+    leaf_hash: bytes
+    time: str
+    entry: bytes
+
+
+@dataclass
+class _Append:
+    draft: EntryDraft
+    prepared: Prepared
+    future: Future[Appended]
+
+
+@dataclass
+class _Sign:
+    future: Future[TreeHead]
+
+
+class GroupCommitWriter:
+    """The writer thread of one :class:`~audit.trail.AuditTrail`."""
+
+    def __init__(
+        self,
+        store: AuditStore,
+        signing_key: Callable[[], SigningKey],
+        *,
+        sign_every_n: int,
+        sign_every_s: float,
+        max_batch: int = 1024,
+        group_delay_s: float = 0.0005,
+    ) -> None:
+        self.store = store
+        self.signing_key = signing_key
+        self.sign_every_n = sign_every_n
+        self.sign_every_s = sign_every_s
+        self.max_batch = max_batch
+        self.group_delay_s = group_delay_s
+        self._last_batch = 1
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._frontier: Frontier | None = None
+        self._state: LogState | None = None
+        self._sign_due: float | None = None
+        self._stopping = False
+        self._db = store.writer()
+        self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, prepared: Sequence[tuple[EntryDraft, Prepared]]) -> list[Future[Appended]]:
+        """Queue prepared drafts (canonicalized by the caller, outside any lock)."""
+        requests = [_Append(draft, ready, Future()) for draft, ready in prepared]
+        for request in requests:
+            self._queue.put(request)
+        return [r.future for r in requests]
+
+    def sign(self) -> Future[TreeHead]:
+        request = _Sign(Future())
+        self._queue.put(request)
+        return request.future
+
+    def close(self) -> None:
+        """Commit everything queued so far, then stop (callers must not submit after)."""
+        self._queue.put(_STOP)
+        self._thread.join()
+
+    def _drain(self, batch: list[Any]) -> None:
+        while len(batch) < self.max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is _STOP:
+                self._stopping = True
+                return
+            batch.append(item)
+
+    def _gather(self, batch: list[Any]) -> None:
+        """Wait up to ``group_delay_s`` for as many requests as the last batch had.
+
+        Appenders that were just acknowledged are still preparing their next
+        request; waiting a fraction of a commit for them turns many small
+        commits into one (PostgreSQL's ``commit_delay`` idea).  A lone appender
+        never waits: its last batch had one request.
+        """
+        self._drain(batch)
+        deadline = time.perf_counter() + self.group_delay_s
+        while len(batch) < self._last_batch and not self._stopping:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            try:
+                item = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                break
+            if item is _STOP:
+                self._stopping = True
+                break
+            batch.append(item)
+        self._last_batch = max(1, sum(isinstance(item, _Append) for item in batch))
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping:
+                due = self._sign_due
+                timeout = None if due is None else max(0.0, due - time.time())
+                try:
+                    first = self._queue.get(timeout=timeout)
+                except queue.Empty:
+                    first = None  # a signing deadline passed while idle
+                if first is _STOP:
+                    break
+                batch = [] if first is None else [first]
+                if first is not None:
+                    self._gather(batch)
+                self._commit(batch)
+        finally:
+            self._db.close()
+
+    def _commit(self, batch: list[Any]) -> None:
+        try:
+            try:
+                outcome = self._try_commit(batch, self._state)
+            except SeqTaken:
+                # Another process appended since our last commit: re-read and redo.
+                self._state = self._frontier = None
+                outcome = self._try_commit(batch, None)
+        except (AuditError, KeyRingError, OSError) as exc:
+            self._state = self._frontier = None
+            error = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(str(exc))
+            for request in batch:
+                request.future.set_exception(error)
+            return
+        except BaseException as exc:  # never leave a caller waiting forever
+            self._state = self._frontier = None
+            for request in batch:
+                request.future.set_exception(StoreUnavailable(f"audit writer failed: {exc!r}"))
+            raise
+        appended, head = outcome
+        results = iter(appended)
+        for request in batch:
+            if isinstance(request, _Append):
+                request.future.set_result(next(results))
+            else:
+                request.future.set_result(head)
+
+    def _try_commit(
+        self, batch: list[Any], known: LogState | None
+    ) -> tuple[list[Appended], TreeHead | None]:
+        """One locked transaction; ``known`` is the state our own last commit left.
+
+        Trusting ``known`` saves a query per commit; if another process appended
+        meanwhile, our first seq is taken and the insert raises :class:`SeqTaken`.
+        """
+        appended: list[Appended] = []
+        with self._db.transaction() as txn:
+            state = known or txn.state()
+            self._drain(batch)  # whatever queued while we waited for the lock joins
+            frontier = self._load_frontier(txn, state.size)
+            chain = state.chain_head or GENESIS_HASH
+            rows: list[dict[str, Any]] = []
+            completed: list[tuple[int, int, bytes]] = []
+            append_leaf = frontier.append
+            # One commit, one instant: every entry of the batch gets the same time.
+            moment = format_time(datetime.now(UTC))
+            for request in batch:
+                if not isinstance(request, _Append):
+                    continue
+                seq = frontier.size
+                canonical = seal(request.prepared, seq=seq, time=moment, prev=chain)
+                chain = entry_hash(chain, canonical)
+                leaf = SHA256.hash_leaf(canonical)
+                completed.clear()
+                append_leaf(leaf, completed)
+                d = request.draft
+                rows.append(
+                    {"seq": seq, "time": moment, "actor": d.actor, "role": d.role,
+                     "action": d.action, "target": d.target, "dataset": d.dataset,
+                     "decision": d.decision, "entry": canonical, "entry_hash": chain,
+                     "leaf_hash": leaf,
+                     "subtree_hashes": b"".join(node[2] for node in completed)}
+                )  # fmt: skip
+                appended.append(Appended(seq, chain, leaf, moment, canonical))
+            txn.insert_entries(rows)
+            forced = any(isinstance(r, _Sign) for r in batch)
+            head = self._maybe_sign(txn, state, frontier, chain, forced=forced)
+        # Committed: remember where the log stands for the next commit.
+        self._frontier = frontier
+        self._state = LogState(
+            size=frontier.size,
+            chain_head=chain if frontier.size else None,
+            signed_size=head.tree_size if head else state.signed_size,
+            signed_at_ms=head.timestamp_ms if head else state.signed_at_ms,
+        )
+        return appended, head
+
+    def _load_frontier(self, txn: WriteTxn, size: int) -> Frontier:
+        cached = self._frontier
+        if cached is not None and cached.size == size:
+            return cached.copy()
+        wanted = peak_nodes(size)
+        found = txn.node_hashes(wanted)
+        try:
+            return Frontier(size, [found[node] for node in wanted])
+        except KeyError:
+            raise StoreUnavailable(f"stored Merkle nodes for size {size} are missing") from None
+
+    def _maybe_sign(
+        self, txn: WriteTxn, state: LogState, frontier: Frontier, chain: bytes, *, forced: bool
+    ) -> TreeHead | None:
+        now = time.time()
+        signed_at = state.signed_at_ms / 1000
+        unsigned = frontier.size - state.signed_size
+        stale = now - signed_at >= self.sign_every_s
+        head = None
+        if forced or (unsigned > 0 and (unsigned >= self.sign_every_n or stale)):
+            head = sign_tree_head(
+                self.signing_key(),
+                tree_size=frontier.size,
+                timestamp_ms=int(now * 1000),
+                root_hash=frontier.root(),
+                chain_head=chain,
+            )
+            txn.insert_tree_head(head)
+            signed_at, unsigned = now, 0
+        self._sign_due = signed_at + self.sign_every_s if unsigned > 0 else None
+        return head
