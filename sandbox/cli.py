@@ -18,6 +18,16 @@ from connectors.files import FileSource
 from connectors.postgres import PostgresSource
 from sandbox.certificates import read_certificate, verify_certificate
 from sandbox.classification import parse_classification
+from sandbox.cli_admin import (
+    account_app,
+    demo_accounts,
+    freeze,
+    grant_app,
+    statement,
+    token_app,
+    unfreeze,
+    usage,
+)
 from sandbox.errors import CertificateError, InvalidInput, SandboxError
 from sandbox.platform import Platform
 from sandbox.settings import Settings, load_settings
@@ -31,6 +41,13 @@ app = typer.Typer(
 )
 dataset_app = typer.Typer(help="Register, inspect and certify datasets.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
+app.add_typer(account_app, name="account")
+app.add_typer(token_app, name="token")
+app.add_typer(grant_app, name="grant")
+app.command()(freeze)
+app.command()(unfreeze)
+app.command()(usage)
+app.command()(statement)
 
 
 @app.callback()
@@ -75,8 +92,9 @@ def demo(
     ctx: typer.Context,
     scale: Annotated[float, typer.Option(help="1 = about 1 million claim rows.")] = 1.0,
 ) -> None:
-    """Create a demo home: keys, enclave, the four bureaus' datasets."""
+    """Create a demo home: keys, enclave, the four bureaus' datasets, accounts, grants, tokens."""
     demo_data(ctx, scale)
+    demo_accounts(ctx.obj)
     typer.echo(f"demo home ready at {ctx.obj.home}")
 
 

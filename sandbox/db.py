@@ -77,6 +77,8 @@ def open_control_db(url: str, *, create: bool = True) -> Engine:
         ) from None
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
+    import policies.schema  # noqa: F401  (declares the authorization tables on `metadata`)
+
     try:
         if create:
             metadata.create_all(engine)

@@ -13,12 +13,14 @@ by us, never copied from a data value::
     │   └── CertificateError (422)
     ├── AuthenticationError (401)
     ├── Forbidden (403)
+    │   └── BudgetExhausted (403)
     ├── QueryRefused (422)
     ├── NotFound (404)
     ├── Conflict (409)
     ├── ResultTooLarge (413)
     ├── QueryTimeout (408)
     ├── RateLimited (429)
+    │   └── QuotaExceeded (429)
     ├── EnclaveError (500)
     │   └── EnclaveBusy (503)
     └── AuditUnavailable (503)
@@ -29,6 +31,7 @@ from __future__ import annotations
 __all__ = [
     "AuditUnavailable",
     "AuthenticationError",
+    "BudgetExhausted",
     "CertificateError",
     "ClassificationError",
     "Conflict",
@@ -40,6 +43,7 @@ __all__ = [
     "NotFound",
     "QueryRefused",
     "QueryTimeout",
+    "QuotaExceeded",
     "RateLimited",
     "ResultTooLarge",
     "SandboxError",
@@ -103,6 +107,13 @@ class Forbidden(SandboxError):
     status = 403
 
 
+class BudgetExhausted(Forbidden):
+    """A grant's privacy budget (epsilon) cannot pay for this release."""
+
+    code = "budget_exhausted"
+    status = 403
+
+
 class QueryRefused(SandboxError):
     """The guard refused a query; ``rule`` names the rule."""
 
@@ -132,6 +143,13 @@ class QueryTimeout(SandboxError):
 
 class RateLimited(SandboxError):
     code = "rate_limited"
+    status = 429
+
+
+class QuotaExceeded(RateLimited):
+    """A grant's daily quota (queries or rows scanned) is used up."""
+
+    code = "quota_exceeded"
     status = 429
 
 

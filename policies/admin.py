@@ -1,0 +1,375 @@
+"""Administrative acts, each authorized by the decision API and audited before it commits.
+
+Every method takes the acting :class:`Actor` first.  The pattern is the same
+for all of them: decide (a denial is audited and raised), run the change in
+one transaction, append the audit entry inside that transaction (so a change
+is never committed without its record), commit.  An authorized act that fails
+validation is audited as a denial with the validation's rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from sandbox.catalog import DatasetRecord
+from sandbox.db import datasets
+from sandbox.errors import InvalidInput, NotFound, SandboxError
+
+from . import accounts as acc
+from . import freeze, grants, tokens
+from .actors import Account, AccountStatus, Actor, Licence, LicenceStatus, Role
+from .authority import Authority
+from .decision import Decision, Target
+from .grant_terms import Grant, GrantTerms, validate_terms, widenings
+from .statements import UsageRow, read_usage, statement_csv
+
+__all__ = ["Administration"]
+
+T = TypeVar("T")
+
+
+class Administration:
+    """Accounts, tokens, grants, freezes, usage and statements, for authorized actors."""
+
+    def __init__(self, authority: Authority, *, k_floor: int = 10) -> None:
+        self.authority = authority
+        self.k_floor = k_floor
+
+    # -- the one pattern --------------------------------------------------------------------
+
+    def _authorize(self, actor: Actor, action: str, target: Target) -> Decision:
+        decision = self.authority.decide(actor, action, target, audit=False)
+        if not decision.allowed:
+            self.authority.record_decision(actor, decision)
+            raise decision.error()
+        return decision
+
+    def _act(
+        self,
+        actor: Actor,
+        action: str,
+        target: Target,
+        change: Callable[[Connection, datetime], T],
+        details: Callable[[T], dict[str, Any]],
+    ) -> T:
+        decision = self._authorize(actor, action, target)
+        now = self.authority.clock()
+        try:
+            with self.authority.engine.begin() as conn:
+                result = change(conn, now)
+                self.authority.record_decision(actor, decision, details=details(result))
+        except SandboxError as exc:
+            if exc.rule != "audit.append":
+                failed = replace(
+                    decision, allowed=False, rule=exc.rule or exc.code, reason=exc.message
+                )
+                self.authority.record_decision(actor, failed)
+            raise
+        return result
+
+    def _authorize_all(
+        self, actor: Actor, action: str, targets: Sequence[Target]
+    ) -> list[Decision]:
+        return [self._authorize(actor, action, target) for target in targets]
+
+    def _record_reads(self, actor: Actor, decisions: Sequence[Decision], count: int) -> None:
+        for decision in decisions:
+            self.authority.record_decision(actor, decision, details={"rows": count})
+
+    # -- accounts and tokens ----------------------------------------------------------------
+
+    def create_account(
+        self,
+        actor: Actor,
+        name: str,
+        *,
+        role: Role,
+        organisation: str,
+        domains: Sequence[str] = (),
+        licence: Licence | None = None,
+    ) -> Account:
+        account = Account(
+            name=name,
+            role=Role(role),
+            organisation=organisation,
+            domains=tuple(domains),
+            licence=licence,
+        )
+        return self._act(
+            actor,
+            "account.create",
+            Target.account(name),
+            lambda conn, now: acc.insert_account(conn, account, by=actor.name, now=now),
+            lambda created: {"account": created.to_dict()},
+        )
+
+    def list_accounts(self, actor: Actor) -> list[Account]:
+        allowed = self._authorize_all(actor, "account.list", [Target.platform()])
+        with self.authority.engine.connect() as conn:
+            found = acc.list_accounts(conn)
+        self._record_reads(actor, allowed, len(found))
+        return found
+
+    def disable_account(self, actor: Actor, name: str, *, reason: str = "") -> Account:
+        return self._act(
+            actor,
+            "account.disable",
+            Target.account(name),
+            lambda conn, now: acc.set_account_status(conn, name, AccountStatus.DISABLED, now=now),
+            lambda _: {"reason": reason},
+        )
+
+    def set_licence(
+        self,
+        actor: Actor,
+        name: str,
+        *,
+        number: str | None = None,
+        valid_until: datetime | None = None,
+        status: LicenceStatus | None = None,
+    ) -> Account:
+        return self._act(
+            actor,
+            "account.licence",
+            Target.account(name),
+            lambda conn, now: acc.set_licence(
+                conn, name, now=now, number=number, valid_until=valid_until, status=status
+            ),
+            lambda updated: {"licence": updated.to_dict().get("licence")},
+        )
+
+    def issue_token(
+        self, actor: Actor, account: str, *, ttl: timedelta = timedelta(days=90), label: str = ""
+    ) -> tokens.IssuedToken:
+        def change(conn: Connection, now: datetime) -> tokens.IssuedToken:
+            holder = acc.require_account(conn, account)
+            if holder.status is not AccountStatus.ACTIVE:
+                raise InvalidInput(f"account '{account}' is disabled", rule="account.disabled")
+            return tokens.insert_token(conn, account, ttl=ttl, by=actor.name, now=now, label=label)
+
+        return self._act(
+            actor,
+            "token.issue",
+            Target.account(account),
+            change,
+            lambda t: {"token_id": t.id, "expires_at": t.expires_at.isoformat(), "label": label},
+        )
+
+    def revoke_token(self, actor: Actor, token_id: str) -> tokens.TokenRecord:
+        return self._act(
+            actor,
+            "token.revoke",
+            Target.token(token_id),
+            lambda conn, now: tokens.revoke_token(conn, token_id, by=actor.name, now=now),
+            lambda t: {"account": t.account},
+        )
+
+    # -- grants -----------------------------------------------------------------------------
+
+    def issue_grant(
+        self, actor: Actor, dataset: str, operator: str, terms: GrantTerms, *, reason: str = ""
+    ) -> Grant:
+        def change(conn: Connection, now: datetime) -> Grant:
+            row = conn.execute(sa.select(datasets).where(datasets.c.id == dataset)).first()
+            if row is None:
+                raise NotFound(f"dataset {dataset} is not registered", rule="dataset.unknown")
+            valid = validate_terms(terms, DatasetRecord.from_row(row).spec, k_floor=self.k_floor)
+            self._check_operator(conn, operator, now)
+            return grants.insert_grant(
+                conn,
+                dataset=dataset,
+                operator=operator,
+                terms=valid,
+                issued_by=actor.name,
+                now=now,
+                reason=reason,
+            )
+
+        return self._act(
+            actor,
+            "grant.issue",
+            Target.dataset(dataset),
+            change,
+            lambda g: {"grant": g.to_dict(), "reason": reason},
+        )
+
+    @staticmethod
+    def _check_operator(conn: Connection, name: str, now: datetime) -> None:
+        holder = acc.get_account(conn, name)
+        if holder is None or holder.role is not Role.OPERATOR:
+            raise InvalidInput(f"'{name}' is not an operator account", rule="grant.operator")
+        licence = holder.licence
+        if holder.status is not AccountStatus.ACTIVE or licence is None:
+            raise InvalidInput(f"operator '{name}' is not active", rule="grant.operator")
+        if licence.status is not LicenceStatus.ACTIVE or licence.valid_until <= now:
+            raise InvalidInput(f"operator '{name}' holds no valid licence", rule="grant.operator")
+
+    def narrow_grant(
+        self, actor: Actor, grant_id: str, *, reason: str = "", **changes: Any
+    ) -> Grant:
+        """Apply ``changes`` to the grant's terms; refused if any of them widens it."""
+
+        def change(conn: Connection, now: datetime) -> Grant:
+            grant = grants.require_grant(conn, grant_id)
+            try:
+                proposed = replace(grant.terms, **changes)
+            except TypeError:
+                raise InvalidInput("unknown grant term", rule="grant.terms") from None
+            row = conn.execute(sa.select(datasets).where(datasets.c.id == grant.dataset)).one()
+            valid = validate_terms(proposed, DatasetRecord.from_row(row).spec, k_floor=self.k_floor)
+            wider = widenings(grant.terms, valid)
+            if wider:
+                raise InvalidInput(
+                    "narrowing may only take rights away: " + "; ".join(wider),
+                    rule="grant.narrow_widens",
+                )
+            return grants.replace_terms(conn, grant, valid, by=actor.name, now=now, reason=reason)
+
+        return self._act(
+            actor,
+            "grant.narrow",
+            Target.grant(grant_id),
+            change,
+            lambda g: {"grant": g.to_dict(), "reason": reason},
+        )
+
+    def _status(self, actor: Actor, grant_id: str, change: str, reason: str) -> Grant:
+        def apply(conn: Connection, now: datetime) -> Grant:
+            grant = grants.require_grant(conn, grant_id)
+            return grants.change_status(conn, grant, change, by=actor.name, now=now, reason=reason)
+
+        return self._act(
+            actor,
+            f"grant.{change}",
+            Target.grant(grant_id),
+            apply,
+            lambda g: {"version": g.version, "status": g.status.value, "reason": reason},
+        )
+
+    def suspend_grant(self, actor: Actor, grant_id: str, *, reason: str = "") -> Grant:
+        return self._status(actor, grant_id, "suspend", reason)
+
+    def resume_grant(self, actor: Actor, grant_id: str, *, reason: str = "") -> Grant:
+        return self._status(actor, grant_id, "resume", reason)
+
+    def revoke_grant(self, actor: Actor, grant_id: str, *, reason: str = "") -> Grant:
+        return self._status(actor, grant_id, "revoke", reason)
+
+    def _scope(self, actor: Actor, *, operator: str | None, domain: str | None) -> list[Target]:
+        """The targets a listing is authorized on: own account, own domains, or as asked."""
+        if actor.role is Role.OPERATOR:
+            return [Target.account(operator or actor.name)]
+        if domain is not None:
+            return [Target.domain(domain)]
+        if operator is not None:
+            return [Target.account(operator)]
+        if actor.role is Role.BUREAU:
+            return [Target.domain(d) for d in actor.domains]
+        return [Target.platform()]
+
+    def list_grants(
+        self, actor: Actor, *, operator: str | None = None, domain: str | None = None
+    ) -> list[Grant]:
+        scope = self._scope(actor, operator=operator, domain=domain)
+        allowed = self._authorize_all(actor, "grant.read", scope)
+        domains = [t.id for t in scope if t.kind == "domain"] or None
+        owner = next((t.id for t in scope if t.kind == "account"), None)
+        with self.authority.engine.connect() as conn:
+            found = grants.list_grants(conn, operator=owner, domains=domains)
+        self._record_reads(actor, allowed, len(found))
+        return found
+
+    def show_grant(self, actor: Actor, grant_id: str) -> tuple[Grant, list[dict[str, Any]]]:
+        """A grant and its version history."""
+        allowed = self._authorize_all(actor, "grant.read", [Target.grant(grant_id)])
+        with self.authority.engine.connect() as conn:
+            found = grants.require_grant(conn, grant_id), grants.grant_history(conn, grant_id)
+        self._record_reads(actor, allowed, 1)
+        return found
+
+    # -- emergency freeze -------------------------------------------------------------------
+
+    def set_dataset_frozen(
+        self, actor: Actor, dataset: str, frozen: bool, *, reason: str = ""
+    ) -> bool:
+        action = "dataset.freeze" if frozen else "dataset.unfreeze"
+        return self._act(
+            actor,
+            action,
+            Target.dataset(dataset),
+            lambda conn, now: freeze.set_dataset_frozen(
+                conn, dataset, frozen, by=actor.name, now=now, reason=reason
+            ),
+            lambda changed: {"changed": changed, "reason": reason},
+        )
+
+    def set_operator_frozen(
+        self, actor: Actor, operator: str, frozen: bool, *, reason: str = ""
+    ) -> bool:
+        action = "operator.freeze" if frozen else "operator.unfreeze"
+        return self._act(
+            actor,
+            action,
+            Target.account(operator),
+            lambda conn, now: freeze.set_operator_frozen(
+                conn, operator, frozen, by=actor.name, now=now, reason=reason
+            ),
+            lambda changed: {"changed": changed, "reason": reason},
+        )
+
+    # -- metering ---------------------------------------------------------------------------
+
+    def usage(
+        self,
+        actor: Actor,
+        *,
+        operator: str | None = None,
+        domain: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        by_month: bool = False,
+    ) -> list[UsageRow]:
+        """The ledger an actor may read: its own use, its domains' datasets, or (admin) any."""
+        scope = self._scope(actor, operator=operator, domain=domain)
+        allowed = self._authorize_all(actor, "usage.read", scope)
+        domains = [t.id for t in scope if t.kind == "domain"] or None
+        owner = next((t.id for t in scope if t.kind == "account"), None)
+        with self.authority.engine.connect() as conn:
+            rows = read_usage(
+                conn, operator=owner, domains=domains, since=since, until=until, by_month=by_month
+            )
+        self._record_reads(actor, allowed, len(rows))
+        return rows
+
+    def statement(
+        self, actor: Actor, month: str, *, operator: str | None = None, bureau: str | None = None
+    ) -> str:
+        """A month's CSV statement for one operator, or for one bureau account's domains."""
+        if operator is None and bureau is None:
+            if actor.role is Role.BUREAU:
+                bureau = actor.name
+            else:
+                operator = actor.name
+        if bureau is not None:
+            with self.authority.engine.connect() as conn:
+                holder = acc.get_account(conn, bureau)
+            if holder is None or holder.role is not Role.BUREAU:
+                raise InvalidInput(f"'{bureau}' is not a bureau account", rule="statement.scope")
+            scope = [Target.domain(d) for d in holder.domains]
+        else:
+            assert operator is not None
+            scope = [Target.account(operator)]
+        allowed = self._authorize_all(actor, "statement.read", scope)
+        domains = [t.id for t in scope if t.kind == "domain"] or None
+        with self.authority.engine.connect() as conn:
+            text = statement_csv(
+                conn, month, operator=None if domains else operator, domains=domains
+            )
+        self._record_reads(actor, allowed, text.count("\n") - 2)
+        return text

@@ -1,0 +1,387 @@
+"""The decision API: ``authenticate(token) -> Actor`` and ``decide(actor, action, target)``.
+
+One :class:`Authority` per process (API server, CLI).  Before every decision it
+reads one row, the policy version (plus the sum of dataset versions, which
+moves when a bureau re-registers a dataset).  If either moved, another process
+changed an account, token, grant, freeze or Casbin line, and this process drops
+its caches and reloads the Casbin policy: a freeze made on one server applies
+to the next decision on all of them, with no restart.
+
+Between changes a decision costs that one read plus a dictionary lookup: the
+static part of each outcome (role, licence, freeze, grant status, validity,
+columns) is cached with the time window it holds for, and only the dynamic
+part (today's quotas, remaining budget) is read fresh, and only for grants
+that have quotas or a budget.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from sandbox.classification import parse_classification
+from sandbox.db import datasets as datasets_table
+from sandbox.errors import AuditUnavailable, AuthenticationError, InvalidInput, SandboxError
+
+from .accounts import get_account
+from .actors import Account, AccountStatus, Actor
+from .decision import Decision, Target, TargetKind
+from .enforcer import RoleEnforcer, ensure_policy
+from .grants import get_grant, grants_for
+from .metering import Charge, UsagePart, day_of, record_usage
+from .probe import Prober, State
+from .recorder import NullRecorder, Recorder
+from .rules import DatasetFacts, Facts, Outcome, Request, evaluate, finish
+from .tokens import TokenRecord, find_token, hash_token
+
+__all__ = ["Authority"]
+
+Key = tuple[Any, ...]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Authority:
+    """Authenticates tokens and decides requests; records each decision through ``recorder``."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        recorder: Recorder | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+        cache_size: int = 100_000,
+    ) -> None:
+        self.engine = engine
+        self.recorder: Recorder = recorder if recorder is not None else NullRecorder()
+        self.clock = clock
+        self._cache_size = cache_size
+        ensure_policy(engine)
+        self._enforcer = RoleEnforcer(engine)
+        self._lock = threading.RLock()
+        self._prober = Prober(engine)
+        self._state: State | None = None
+        self._outcomes: dict[Key, tuple[State, Outcome]] = {}
+        self._datasets: dict[str, DatasetFacts | None] = {}
+        self._tokens: dict[str, tuple[TokenRecord, Account | None]] = {}
+
+    # -- cross-process invalidation ---------------------------------------------------------
+
+    def _adopt(self, state: State) -> State:
+        """Move to a newer shared state: drop every cache and reload the Casbin policy."""
+        if self._state is None or state > self._state:
+            with self._lock:
+                if self._state is None or state > self._state:
+                    self._enforcer.reload()
+                    self._outcomes = {}
+                    self._datasets = {}
+                    self._tokens = {}
+                    self._state = state
+        return state
+
+    def sync(self) -> State:
+        """Read the shared policy state; if another process changed policy, drop caches."""
+        return self._adopt(self._prober.read().state)
+
+    @property
+    def policy_version(self) -> int:
+        return self.sync()[0]
+
+    def close(self) -> None:
+        self._prober.close()
+
+    # -- authentication ---------------------------------------------------------------------
+
+    def authenticate(
+        self,
+        token: str,
+        *,
+        request_id: str | None = None,
+        client: str | None = None,
+        now: datetime | None = None,
+    ) -> Actor:
+        """The actor a bearer token stands for, or :class:`AuthenticationError` (audited)."""
+        now = now or self.clock()
+        state = self.sync()
+        digest = hash_token(token)
+        found = None if digest is None else self._tokens.get(digest)
+        if found is None and digest is not None:
+            with self.engine.connect() as conn:
+                record = find_token(conn, digest)
+                account = None if record is None else get_account(conn, record.account)
+            if record is not None:
+                found = (record, account)
+                if self._state == state:
+                    self._tokens[digest] = found
+        if found is None:
+            self._refuse(
+                "anonymous", "token", "auth.token_unknown", "unknown token", request_id, client
+            )
+        assert found is not None
+        record, account = found
+        target = f"token:{record.id}"
+        if record.revoked_at is not None:
+            self._refuse(
+                record.account, target, "auth.token_revoked", "token revoked", request_id, client
+            )
+        if now >= record.expires_at:
+            self._refuse(
+                record.account, target, "auth.token_expired", "token expired", request_id, client
+            )
+        if account is None or account.status is not AccountStatus.ACTIVE:
+            self._refuse(
+                record.account, target, "account.disabled", "account disabled", request_id, client
+            )
+        assert account is not None
+        return Actor.of(account, token_id=record.id)
+
+    def _refuse(
+        self,
+        actor: str,
+        target: str,
+        rule: str,
+        reason: str,
+        request_id: str | None,
+        client: str | None,
+    ) -> None:
+        self.record(
+            actor=actor,
+            role="-",
+            action="auth.authenticate",
+            target=target,
+            decision="deny",
+            rule=rule,
+            details={"reason": reason},
+            request_id=request_id,
+            client=client,
+        )
+        raise AuthenticationError(f"authentication failed: {reason}", rule=rule)
+
+    # -- decisions --------------------------------------------------------------------------
+
+    def decide(
+        self,
+        actor: Actor,
+        action: str,
+        target: str | Target | None = None,
+        *,
+        datasets: Iterable[str] = (),
+        columns: Mapping[str, Iterable[str]] | None = None,
+        group_by: Mapping[str, Iterable[str]] | None = None,
+        purpose: str | None = None,
+        epsilon: float | None = None,
+        request_id: str | None = None,
+        client: str | None = None,
+        audit: bool = True,
+        now: datetime | None = None,
+    ) -> Decision:
+        """Allow or deny ``action`` on ``target``; deny by default, one named rule per outcome.
+
+        For ``dataset.query`` pass the ``datasets`` the query touches and, per dataset,
+        the ``columns`` it reads and the columns it groups by (as the guard reports
+        them); ``target`` may then name the job (``query:JOB``) for the audit record.
+        ``audit=False`` is for callers that record the decision in their own entry.
+        """
+        now = now or self.clock()
+        request, shown = self._request(
+            actor, action, target, datasets, columns, group_by, purpose, epsilon
+        )
+        key = (
+            actor.subject,
+            actor.name,
+            actor.role,
+            action,
+            "" if request.target.kind is TargetKind.QUERY else str(request.target),
+            request.datasets,
+            tuple(sorted(request.columns.items())),
+            tuple(sorted(request.group_by.items())),
+            purpose,
+            epsilon,
+        )
+        decision = self._decide(key, request, now)
+        if shown != decision.target:
+            decision = replace(decision, target=shown)
+        if audit:
+            self.record_decision(actor, decision, request_id=request_id, client=client)
+        return decision
+
+    def require(
+        self, actor: Actor, action: str, target: str | Target | None = None, **kw: Any
+    ) -> Decision:
+        """:meth:`decide`, raising the denial as a :class:`SandboxError`."""
+        return self.decide(actor, action, target, **kw).raise_for_denial()
+
+    def _request(
+        self,
+        actor: Actor,
+        action: str,
+        target: str | Target | None,
+        datasets: Iterable[str],
+        columns: Mapping[str, Iterable[str]] | None,
+        group_by: Mapping[str, Iterable[str]] | None,
+        purpose: str | None,
+        epsilon: float | None,
+    ) -> tuple[Request, str]:
+        cols = {ds: frozenset(c.lower() for c in names) for ds, names in (columns or {}).items()}
+        groups = {ds: frozenset(c.lower() for c in names) for ds, names in (group_by or {}).items()}
+        touched = tuple(dict.fromkeys([*datasets, *cols, *groups]))
+        if action == "dataset.query" and (target is None or str(target).startswith("query:")):
+            shown = str(target) if target is not None else "query:" + ",".join(touched)
+            parsed = Target(TargetKind.QUERY, shown.partition(":")[2])
+        else:
+            try:
+                parsed = Target.parse(target)
+            except ValueError as exc:
+                raise InvalidInput(str(exc), rule="target.invalid") from None
+            shown = str(parsed)
+        request = Request(actor, action, parsed, touched, cols, groups, purpose, epsilon)
+        return request, shown
+
+    def _facts(self, request: Request) -> Facts:
+        target = request.target
+        wanted = set(request.datasets)
+        if target.kind is TargetKind.DATASET:
+            wanted.add(target.id)
+        with self.engine.connect() as conn:
+            account = None if request.actor.is_host else get_account(conn, request.actor.subject)
+            infos = {ds: self._dataset(conn, ds) for ds in sorted(wanted)}
+            grants: Mapping[str, Any] = {}
+            if request.action == "dataset.query" and account is not None:
+                grants = grants_for(conn, account.name, request.datasets)
+            target_grant = get_grant(conn, target.id) if target.kind is TargetKind.GRANT else None
+        return Facts(
+            account=account,
+            datasets={ds: info for ds, info in infos.items() if info is not None},
+            grants=grants,
+            target_grant=target_grant,
+        )
+
+    def _dataset(self, conn: Connection, dataset_id: str) -> DatasetFacts | None:
+        if dataset_id in self._datasets:
+            return self._datasets[dataset_id]
+        row = conn.execute(
+            sa.select(datasets_table).where(datasets_table.c.id == dataset_id)
+        ).first()
+        info = None
+        if row is not None:
+            spec = parse_classification(row.classification, source_name=f"catalog:{row.id}")
+            info = DatasetFacts(
+                id=row.id,
+                domain=row.domain,
+                frozen=bool(row.frozen),
+                row_count=int(row.row_count),
+                columns={c.name.lower(): (c.level, c.role) for c in spec.columns},
+            )
+        self._datasets[dataset_id] = info
+        return info
+
+    def _decide(self, key: Key, request: Request, now: datetime) -> Decision:
+        """One round trip when the outcome is cached: state and counters read together."""
+        day = day_of(now)
+        cached = self._outcomes.get(key)
+        if cached is not None and cached[1].holds_at(now):
+            usage_ids, budget_ids = _counted(cached[1])
+            probe = self._prober.read(usage_ids, budget_ids, day)
+            self._adopt(probe.state)
+            if probe.state == cached[0]:
+                return finish(cached[1], request, probe.usage, probe.spent)
+        for _ in range(3):
+            state = self.sync()
+            outcome = evaluate(request, self._facts(request), self._enforcer.permit, now)
+            with self._lock:
+                if self._state == state:
+                    if len(self._outcomes) >= self._cache_size:
+                        self._outcomes = {}
+                    self._outcomes[key] = (state, outcome)
+            usage_ids, budget_ids = _counted(outcome)
+            if not usage_ids and not budget_ids:
+                return outcome.decision
+            probe = self._prober.read(usage_ids, budget_ids, day)
+            self._adopt(probe.state)
+            if probe.state == state:
+                return finish(outcome, request, probe.usage, probe.spent)
+        raise AssertionError("policy changed three times during one decision")  # pragma: no cover
+
+    # -- recording --------------------------------------------------------------------------
+
+    def record(self, **fields: Any) -> object:
+        """Append one audit entry; any failure to record fails the act (fail closed)."""
+        try:
+            return self.recorder.append(**fields)
+        except SandboxError:
+            raise
+        except Exception as exc:
+            raise AuditUnavailable(
+                f"audit trail unavailable ({type(exc).__name__})", rule="audit.append"
+            ) from None
+
+    def record_decision(
+        self,
+        actor: Actor,
+        decision: Decision,
+        *,
+        details: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
+        client: str | None = None,
+    ) -> object:
+        body = decision.audit_details()
+        if decision.datasets:
+            body["datasets"] = list(decision.datasets)
+        body.update(details or {})
+        single = decision.datasets[0] if len(decision.datasets) == 1 else None
+        return self.record(
+            dataset=single,
+            actor=actor.name,
+            role=actor.role.value,
+            action=decision.action,
+            target=decision.target,
+            decision="allow" if decision.allowed else "deny",
+            rule=decision.rule,
+            request_id=request_id,
+            client=client,
+            details=body,
+        )
+
+    # -- metering shortcuts -----------------------------------------------------------------
+
+    def record_usage(
+        self,
+        decision: Decision,
+        *,
+        cpu_ms: int = 0,
+        rows_scanned: Mapping[str, int] | None = None,
+        conn: Connection | None = None,
+        now: datetime | None = None,
+    ) -> Charge:
+        """Count an executed query against the grants its decision used.
+
+        Rows scanned default to each dataset's row count (a full scan, which is what
+        the enclave does).
+        """
+        if not decision.allowed or not decision.grants:
+            raise InvalidInput("usage is recorded for an allowed query", rule="usage.parts")
+        rows = {**decision.dataset_rows, **(rows_scanned or {})}
+        parts = [UsagePart(g, int(rows.get(g.dataset, 0))) for g in decision.grants]
+        now = now or self.clock()
+        if conn is not None:
+            return record_usage(conn, parts, cpu_ms=cpu_ms, now=now)
+        with self.engine.begin() as own:
+            return record_usage(own, parts, cpu_ms=cpu_ms, now=now)
+
+
+def _counted(outcome: Outcome) -> tuple[list[str], list[str]]:
+    """Candidate grants whose quotas or budget must be read fresh."""
+    if not outcome.decision.allowed:
+        return [], []
+    grants = [g for _, gs in outcome.candidates for g in gs]
+    usage = [g.id for g in grants if g.queries_per_day is not None or g.rows_per_day is not None]
+    budget = [g.id for g in grants if g.epsilon_total is not None]
+    return usage, budget

@@ -1,0 +1,324 @@
+"""The terms of a grant (数据授权) and the pure rules that validate and narrow them.
+
+A bureau grants one operator the use of one of its datasets for one purpose,
+within a validity window, up to a column ceiling, with a minimum group size,
+optionally a privacy budget and daily quotas, and a tariff.  Nothing here does
+I/O: :func:`validate_terms` checks terms against the dataset's classification,
+:func:`widenings` lists what a proposed change would widen (a narrowing may
+only ever take rights away).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
+from typing import Any
+
+from sandbox.classification import DatasetSpec, Level, Role
+from sandbox.errors import InvalidInput
+from sandbox.timeutil import to_rfc3339
+
+from .schema import EPSILON_SCALE
+
+__all__ = [
+    "Grant",
+    "GrantStatus",
+    "GrantTerms",
+    "Tariff",
+    "Use",
+    "epsilon_from_micro",
+    "epsilon_to_micro",
+    "terms_to_row",
+    "validate_terms",
+    "widenings",
+]
+
+PURPOSE_CODE = re.compile(r"^[a-z][a-z0-9-]{1,62}$")
+GROUPABLE_ROLES = (Role.QUASI, Role.SENSITIVE)
+
+
+class Use(enum.StrEnum):
+    """有条件无偿使用 (public interest, free) or 政府指导价 (commercial, metered)."""
+
+    PUBLIC_INTEREST = "public_interest"
+    COMMERCIAL = "commercial"
+
+
+class GrantStatus(enum.StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    REVOKED = "revoked"
+
+
+def epsilon_to_micro(epsilon: float) -> int:
+    """Epsilon in integer micro-units, rounded up (a spend is never under-counted)."""
+    if not math.isfinite(epsilon) or epsilon < 0:
+        raise InvalidInput("epsilon must be a finite non-negative number", rule="budget.epsilon")
+    return math.ceil(round(epsilon * EPSILON_SCALE, 6))
+
+
+def epsilon_from_micro(micro: int | None) -> float | None:
+    return None if micro is None else micro / EPSILON_SCALE
+
+
+@dataclass(frozen=True, kw_only=True)
+class Tariff:
+    """Prices in fen (0.01 CNY): per query, and per million rows scanned."""
+
+    use: Use = Use.PUBLIC_INTEREST
+    price_per_query: int = 0
+    price_per_million_rows: int = 0
+
+    @classmethod
+    def free(cls) -> Tariff:
+        return cls()
+
+    @classmethod
+    def commercial(cls, *, per_query: int, per_million_rows: int) -> Tariff:
+        return cls(
+            use=Use.COMMERCIAL, price_per_query=per_query, price_per_million_rows=per_million_rows
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "use": self.use.value,
+            "price_per_query_fen": self.price_per_query,
+            "price_per_million_rows_fen": self.price_per_million_rows,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class GrantTerms:
+    """What a bureau decides when it issues (or narrows) a grant."""
+
+    purpose_code: str
+    purpose_text: str
+    valid_from: datetime
+    valid_until: datetime
+    max_level: Level = Level.L2
+    columns: frozenset[str] | None = None
+    groupable: frozenset[str] = frozenset()
+    k: int = 10
+    epsilon_total: float | None = None
+    epsilon_per_query: float | None = None
+    queries_per_day: int | None = None
+    rows_per_day: int | None = None
+    review_required: bool = False
+    tariff: Tariff = field(default_factory=Tariff)
+
+    def terms_dict(self) -> dict[str, Any]:
+        """JSON form of the terms (grant versions, audit details, API)."""
+        return {
+            "purpose": {"code": self.purpose_code, "text": self.purpose_text},
+            "valid_from": to_rfc3339(self.valid_from),
+            "valid_until": to_rfc3339(self.valid_until),
+            "max_level": self.max_level.name,
+            "columns": None if self.columns is None else sorted(self.columns),
+            "groupable": sorted(self.groupable),
+            "k": self.k,
+            "epsilon_total": self.epsilon_total,
+            "epsilon_per_query": self.epsilon_per_query,
+            "queries_per_day": self.queries_per_day,
+            "rows_per_day": self.rows_per_day,
+            "review_required": self.review_required,
+            "tariff": self.tariff.to_dict(),
+        }
+
+    def allows_column(self, name: str, level: Level) -> bool:
+        """Within the ceiling (and the explicit column list, if any)?  L4 never is."""
+        if level is Level.L4 or level > self.max_level:
+            return False
+        return self.columns is None or name.lower() in self.columns
+
+    def live_at(self, now: datetime) -> bool:
+        return self.valid_from <= now < self.valid_until
+
+
+@dataclass(frozen=True, kw_only=True)
+class Grant(GrantTerms):
+    """An issued grant as stored: its terms plus identity, status and version."""
+
+    id: str
+    dataset: str
+    operator: str
+    issued_by: str
+    status: GrantStatus = GrantStatus.ACTIVE
+    version: int = 1
+    created_at: str = ""
+    updated_at: str = ""
+
+    @property
+    def domain(self) -> str:
+        return self.dataset.split(".", 1)[0]
+
+    @property
+    def terms(self) -> GrantTerms:
+        names = [f.name for f in fields(GrantTerms)]
+        return GrantTerms(**{name: getattr(self, name) for name in names})
+
+    @classmethod
+    def from_row(cls, row: Any) -> Grant:
+        return cls(
+            id=row.id,
+            dataset=row.dataset_id,
+            operator=row.operator,
+            issued_by=row.issued_by,
+            purpose_code=row.purpose_code,
+            purpose_text=row.purpose_text,
+            valid_from=datetime.fromisoformat(row.valid_from),
+            valid_until=datetime.fromisoformat(row.valid_until),
+            max_level=Level(row.max_level),
+            columns=None if row.columns is None else frozenset(row.columns),
+            groupable=frozenset(row.groupable),
+            k=row.k,
+            epsilon_total=epsilon_from_micro(row.epsilon_total),
+            epsilon_per_query=epsilon_from_micro(row.epsilon_per_query),
+            queries_per_day=row.queries_per_day,
+            rows_per_day=row.rows_per_day,
+            review_required=bool(row.review_required),
+            tariff=Tariff(
+                use=Use(row.use),
+                price_per_query=row.price_per_query,
+                price_per_million_rows=row.price_per_million_rows,
+            ),
+            status=GrantStatus(row.status),
+            version=row.version,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "dataset": self.dataset,
+            "operator": self.operator,
+            "issued_by": self.issued_by,
+            "status": self.status.value,
+            "version": self.version,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            **self.terms_dict(),
+        }
+
+
+def terms_to_row(terms: GrantTerms) -> dict[str, Any]:
+    """Column values of the ``grants`` table for these terms."""
+    return {
+        "purpose_code": terms.purpose_code,
+        "purpose_text": terms.purpose_text,
+        "valid_from": to_rfc3339(terms.valid_from),
+        "valid_until": to_rfc3339(terms.valid_until),
+        "max_level": int(terms.max_level),
+        "columns": None if terms.columns is None else sorted(terms.columns),
+        "groupable": sorted(terms.groupable),
+        "k": terms.k,
+        "epsilon_total": _micro_or_none(terms.epsilon_total),
+        "epsilon_per_query": _micro_or_none(terms.epsilon_per_query),
+        "queries_per_day": terms.queries_per_day,
+        "rows_per_day": terms.rows_per_day,
+        "review_required": terms.review_required,
+        "use": terms.tariff.use.value,
+        "price_per_query": terms.tariff.price_per_query,
+        "price_per_million_rows": terms.tariff.price_per_million_rows,
+    }
+
+
+def _micro_or_none(value: float | None) -> int | None:
+    return None if value is None else epsilon_to_micro(value)
+
+
+def validate_terms(terms: GrantTerms, spec: DatasetSpec, *, k_floor: int) -> GrantTerms:
+    """Check terms against the dataset's classification; every problem is reported at once.
+
+    Returns the terms with column names normalised to lower case.
+    """
+    problems: list[str] = []
+    if not PURPOSE_CODE.match(terms.purpose_code or ""):
+        problems.append("purpose code is 2-63 lower-case letters, digits and '-'")
+    if not terms.purpose_text.strip():
+        problems.append("purpose text is required (the scenario, in words)")
+    if terms.valid_from.tzinfo is None or terms.valid_until.tzinfo is None:
+        problems.append("validity times need a time zone")
+    elif not terms.valid_from < terms.valid_until:
+        problems.append("valid_from must be before valid_until")
+    if terms.max_level is Level.L4:
+        problems.append("the ceiling cannot be L4: L4 columns never leave the enclave")
+    declared = {c.name.lower(): c for c in spec.columns}
+    columns = None if terms.columns is None else frozenset(c.lower() for c in terms.columns)
+    for name in sorted(columns or ()):
+        col = declared.get(name)
+        if col is None:
+            problems.append(f"column '{name}' is not in {spec.id}")
+        elif col.level > terms.max_level:
+            problems.append(f"column '{name}' is {col.level.name}, above the ceiling")
+    groupable = frozenset(c.lower() for c in terms.groupable)
+    for name in sorted(groupable):
+        col = declared.get(name)
+        if col is None:
+            problems.append(f"groupable column '{name}' is not in {spec.id}")
+        elif col.role not in GROUPABLE_ROLES:
+            problems.append(
+                f"groupable lists quasi and sensitive columns; '{name}' is {col.role.value}"
+            )
+        elif col.level > terms.max_level or (columns is not None and name not in columns):
+            problems.append(f"groupable column '{name}' is outside the grant's columns")
+    if terms.k < k_floor:
+        problems.append(f"k must be at least the platform floor {k_floor}")
+    _check_budget(terms, problems)
+    for name in ("queries_per_day", "rows_per_day"):
+        value = getattr(terms, name)
+        if value is not None and value <= 0:
+            problems.append(f"{name} must be positive when set")
+    tariff = terms.tariff
+    if tariff.price_per_query < 0 or tariff.price_per_million_rows < 0:
+        problems.append("prices cannot be negative")
+    if tariff.use is Use.PUBLIC_INTEREST and (
+        tariff.price_per_query or tariff.price_per_million_rows
+    ):
+        problems.append("public-interest use is free of charge: prices must be 0")
+    if problems:
+        raise InvalidInput("grant terms: " + "; ".join(problems), rule="grant.terms")
+    return replace(terms, columns=columns, groupable=groupable)
+
+
+def _check_budget(terms: GrantTerms, problems: list[str]) -> None:
+    total, per_query = terms.epsilon_total, terms.epsilon_per_query
+    for name, value in (("epsilon_total", total), ("epsilon_per_query", per_query)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            problems.append(f"{name} must be a positive number when set")
+            return
+    if per_query is not None and total is None:
+        problems.append("epsilon_per_query needs an epsilon_total")
+    elif per_query is not None and total is not None and per_query > total:
+        problems.append("epsilon_per_query cannot exceed epsilon_total")
+
+
+def widenings(old: GrantTerms, new: GrantTerms) -> list[str]:
+    """What ``new`` would grant that ``old`` did not (empty: a true narrowing)."""
+    out: list[str] = []
+    if (new.purpose_code, new.purpose_text) != (old.purpose_code, old.purpose_text):
+        out.append("purpose cannot change (issue a new grant)")
+    if new.tariff != old.tariff:
+        out.append("tariff cannot change by narrowing (issue a new grant)")
+    if new.valid_from < old.valid_from:
+        out.append("valid_from earlier")
+    if new.valid_until > old.valid_until:
+        out.append("valid_until later")
+    if new.max_level > old.max_level:
+        out.append("ceiling raised")
+    if old.columns is not None and (new.columns is None or not new.columns <= old.columns):
+        out.append("columns added")
+    if not new.groupable <= old.groupable:
+        out.append("groupable columns added")
+    if new.k < old.k:
+        out.append("k lowered")
+    for name in ("epsilon_total", "epsilon_per_query", "queries_per_day", "rows_per_day"):
+        before, after = getattr(old, name), getattr(new, name)
+        if before is not None and (after is None or after > before):
+            out.append(f"{name} raised or removed")
+    if old.review_required and not new.review_required:
+        out.append("review requirement removed")
+    return out

@@ -1,0 +1,76 @@
+"""Where decisions and administrative acts are recorded: an injected audit recorder.
+
+The authorization engine depends only on this protocol; the deployment wires
+in :class:`audit.AuditTrail` (whose ``append`` has exactly these keywords), and
+tests may use :class:`MemoryRecorder`.  A recorder that raises makes the act
+fail (fail closed): nothing is decided or changed without its audit entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+__all__ = ["AUDIT_ACTIONS", "MemoryRecorder", "NullRecorder", "Recorder"]
+
+AUDIT_ACTIONS: Mapping[str, str] = {
+    "auth.authenticate": "a bearer token was refused (successful authentications are not "
+    "recorded on their own: the decision that follows names the actor)",
+    "<action>": "every decision of the decision API, under the action's own name "
+    "(e.g. dataset.query, grant.read), allow or deny, with the rule that decided",
+    "account.create": "an account was created (role, organisation, domains, licence)",
+    "account.disable": "an account was disabled",
+    "account.licence": "an operator's licence number, validity or status changed",
+    "account.list": "the account list was read",
+    "token.issue": "a token was issued (its id and expiry; never the token)",
+    "token.revoke": "a token was revoked",
+    "grant.issue": "a bureau issued a grant (full terms in details)",
+    "grant.narrow": "a bureau narrowed a grant (new terms and version)",
+    "grant.suspend": "a bureau suspended a grant",
+    "grant.resume": "a bureau resumed a suspended grant",
+    "grant.revoke": "a bureau revoked a grant",
+    "dataset.freeze": "an admin froze a dataset (emergency action)",
+    "dataset.unfreeze": "an admin lifted a dataset freeze",
+    "operator.freeze": "an admin froze an operator (emergency action)",
+    "operator.unfreeze": "an admin lifted an operator freeze",
+    "usage.read": "the usage ledger was read",
+    "statement.read": "a monthly statement was produced",
+}
+"""Audit actions this package appends (documented in docs/policy.md; a test checks)."""
+
+
+class Recorder(Protocol):
+    """The slice of :class:`audit.AuditTrail` the authorization engine needs."""
+
+    def append(
+        self,
+        *,
+        actor: str,
+        role: str,
+        action: str,
+        target: str,
+        decision: str,
+        rule: str,
+        request_id: str | None = None,
+        client: str | None = None,
+        dataset: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> object: ...
+
+
+class NullRecorder:
+    """Records nothing: for benchmarks of the decision engine alone."""
+
+    def append(self, **fields: Any) -> None:
+        return None
+
+
+class MemoryRecorder:
+    """Keeps entries in a list: for tests and for callers that batch entries themselves."""
+
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any]] = []
+
+    def append(self, **fields: Any) -> int:
+        self.entries.append(dict(fields))
+        return len(self.entries) - 1
