@@ -78,11 +78,21 @@ class Report:
 
     @property
     def first_problem(self) -> Problem | None:
-        """The problem at the lowest entry, else the first problem found."""
-        with_seq = [p for p in self.problems if p.seq is not None]
-        if with_seq:
-            return min(with_seq, key=lambda p: p.seq if p.seq is not None else 0)
-        return self.problems[0] if self.problems else None
+        """The problem at the lowest entry, else the first tree-head problem found.
+
+        ``uncovered`` comes last: it is usually the echo of a rejected newest head.
+        """
+
+        def rank(item: tuple[int, Problem]) -> tuple[int, int]:
+            order, problem = item
+            if problem.kind == "uncovered":
+                return (2, order)
+            if problem.seq is not None:
+                return (0, problem.seq)
+            return (1, order)
+
+        ranked = sorted(enumerate(self.problems), key=rank)
+        return ranked[0][1] if ranked else None
 
     def summary(self) -> str:
         if self.ok:
@@ -125,6 +135,7 @@ class Checker:
         self.chain = GENESIS_HASH
         self.expected_seq = 0
         self._bad_heads: set[int] = set()
+        self._good_size = 0  # size of the newest head that matched the entries
         self.heads = sorted(tree_heads, key=lambda h: (h.tree_size, h.timestamp_ms))
         self.trusted: list[TreeHead] = []
         for head in self.heads:
@@ -189,20 +200,32 @@ class Checker:
             self._next_head += 1
             if head.tree_size != size:
                 continue
+            if head.chain_head != self.chain:
+                # Links up to here held (or were reported), so the last entry is the odd one.
+                self._bad_heads.add(id(head))
+                self.problem(
+                    "chain_head",
+                    f"entry {size - 1} does not hash to the chain head signed at size {size}: "
+                    "it was altered",
+                    size - 1 if size else None,
+                )
             if head.root_hash != self.tree.root():
                 self._bad_heads.add(id(head))
-                last = f"; an entry before seq {size} was altered, inserted or removed"
-                self.problem("root", f"tree head of size {size}: root does not match{last}")
-            elif head.chain_head != self.chain:
-                self._bad_heads.add(id(head))
-                self.problem("chain_head", f"tree head of size {size}: chain head differs")
+                self.problem(
+                    "root",
+                    f"tree head of size {size}: the root recomputed from the entries differs; "
+                    f"an entry in [{self._good_size}, {size}) was altered, inserted or removed",
+                )
+            elif id(head) not in self._bad_heads:
+                self._good_size = size
             self.report.covered = max(self.report.covered, size)
 
     def finish(self, *, require_covered: bool = False) -> Report:
         """Checks that need the whole stream; returns the report."""
         size = self.tree.size
         self.report.entries = size
-        for head in self.trusted:
+        beyond = [head for head in self.trusted if head.tree_size > size]
+        for head in beyond:
             if head.tree_size > size:
                 self._bad_heads.add(id(head))
                 self.problem(
@@ -212,7 +235,7 @@ class Checker:
                     size,
                 )
         self._check_consistency()
-        if require_covered and size > self.report.covered:
+        if require_covered and size > self.report.covered and not beyond:
             self.problem(
                 "uncovered",
                 f"entries from seq {self.report.covered} on are not covered by a signed tree "

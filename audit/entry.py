@@ -70,8 +70,27 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+_SAFE = 2**53  # I-JSON (RFC 7493): numbers beyond this do not survive a round trip
+
+
+def _check_numbers(name: str, value: Any) -> None:
+    """Refuse floats outside the I-JSON range: 2.0**60 serializes as an integer that
+    RFC 8785 implementations then refuse to read back."""
+    if isinstance(value, float):
+        if not -_SAFE < value < _SAFE:
+            raise InvalidEntry(f"field {name!r} holds a number beyond +-2**53")
+    elif isinstance(value, dict):
+        for item in value.values():
+            _check_numbers(name, item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_numbers(name, item)
+
+
 def _canonical(name: str, value: Any) -> bytes:
     try:
+        if isinstance(value, dict):
+            _check_numbers(name, value)
         return rfc8785.dumps(value)
     except (rfc8785.CanonicalizationError, RecursionError) as exc:
         raise InvalidEntry(f"field {name!r} cannot be canonical JSON: {exc}") from None

@@ -39,7 +39,6 @@ from sqlalchemy import (
     event,
     func,
     select,
-    text,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -123,7 +122,6 @@ _STATE = select(
 )
 
 
-@dataclass(frozen=True)
 class SeqTaken(Exception):
     """Internal: an insert found its sequence number taken; the writer re-reads and retries."""
 
@@ -301,20 +299,20 @@ class AuditStore:
         self.engine.dispose()
 
     @contextmanager
-    def _connect(self, *, write: bool) -> Iterator[Connection]:
+    def _connect(self, *, write: bool, lock: bool = True) -> Iterator[Connection]:
         try:
             with self.engine.connect() as conn:
-                with self._begin(conn, write=write):
+                with self._begin(conn, write=write, lock=lock):
                     yield conn
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"audit store failed: {type(exc).__name__}") from exc
 
     @contextmanager
-    def _begin(self, conn: Connection, *, write: bool) -> Iterator[None]:
+    def _begin(self, conn: Connection, *, write: bool, lock: bool = True) -> Iterator[None]:
         if write:
             conn = conn.execution_options(audit_write=True)
         with conn.begin():
-            if write and self.dialect == "postgresql":
+            if write and lock and self.dialect == "postgresql":
                 ms = int(self.lock_timeout_s * 1000)
                 conn.exec_driver_sql(
                     f"SET LOCAL lock_timeout = {ms}; SET LOCAL synchronous_commit = on; "
@@ -328,7 +326,7 @@ class AuditStore:
 
     def create_schema(self) -> None:
         """Create the tables if missing; safe when several processes start at once."""
-        with self._connect(write=True) as conn:
+        with self._connect(write=True, lock=False) as conn:
             if self.dialect == "postgresql":
                 conn.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
             metadata.create_all(conn)
@@ -400,8 +398,3 @@ class AuditStore:
                 return
             yield from rows
             after = rows[-1].seq
-
-    def execute(self, statement: Any) -> None:
-        """Run one raw write statement (tests use it to tamper; nothing else should)."""
-        with self._connect(write=True) as conn:
-            conn.execute(text(statement) if isinstance(statement, str) else statement)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audit import AuditTrail, EntryDraft, KeyRing, query_details, verify_export  # noqa: E402
+from audit import AuditTrail, EntryDraft, KeyRing, query_details, verify_export
 
 
 def draft(i: int) -> EntryDraft:
@@ -54,10 +54,17 @@ def appends_per_second(trail: AuditTrail, threads: int, per_thread: int) -> floa
         for i in range(per_thread):
             d = draft(offset + i)
             trail.append(
-                actor=d.actor, role=d.role, action=d.action, target=d.target,
-                dataset=d.dataset, decision=d.decision, rule=d.rule,
-                request_id=d.request_id, client=d.client, details=dict(d.details),
-            )  # fmt: skip
+                actor=d.actor,
+                role=d.role,
+                action=d.action,
+                target=d.target,
+                dataset=d.dataset,
+                decision=d.decision,
+                rule=d.rule,
+                request_id=d.request_id,
+                client=d.client,
+                details=dict(d.details),
+            )
 
     workers = [threading.Thread(target=work, args=(t * per_thread,)) for t in range(threads)]
     start = time.perf_counter()
@@ -109,8 +116,10 @@ def main() -> None:
             report = verify_export(root / "export")
             elapsed = time.perf_counter() - start
             assert report.ok, report.summary()
-            print(f"offline verification:        {verify_n / elapsed:10,.0f} entries/s "
-                  f"({verify_n} entries, {report.tree_heads} tree heads, {elapsed:.2f} s)")  # fmt: skip
+            print(
+                f"offline verification:        {verify_n / elapsed:10,.0f} entries/s "
+                f"({verify_n} entries, {report.tree_heads} tree heads, {elapsed:.2f} s)"
+            )
             start = time.perf_counter()
             live = trail.verify()
             elapsed = time.perf_counter() - start
@@ -129,8 +138,10 @@ def main() -> None:
                 trail.inclusion_proof(seq)
                 timings.append((time.perf_counter() - start) * 1000)
             timings.sort()
-            print(f"inclusion proof at {proof_n:,}:  median {statistics.median(timings):.2f} ms, "
-                  f"p99 {timings[197]:.2f} ms, max {timings[-1]:.2f} ms")  # fmt: skip
+            print(
+                f"inclusion proof at {proof_n:,}:  median {statistics.median(timings):.2f} ms, "
+                f"p99 {timings[197]:.2f} ms, max {timings[-1]:.2f} ms"
+            )
             start = time.perf_counter()
             trail.consistency_proof(proof_n // 3, proof_n)
             ms = (time.perf_counter() - start) * 1000
