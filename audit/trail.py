@@ -273,8 +273,14 @@ class AuditTrail:
             raise NotFound(f"no audit entry {seq}")
         return Entry.from_bytes(bytes(row.entry))
 
-    def entries(self, filters: EntryFilter | None = None, *, offset: int = 0, limit: int = 100,
-                newest_first: bool = False) -> list[Entry]:  # fmt: skip
+    def entries(
+        self,
+        filters: EntryFilter | None = None,
+        *,
+        offset: int = 0,
+        limit: int = 100,
+        newest_first: bool = False,
+    ) -> list[Entry]:
         """Entries matching ``filters``, in seq order, one page."""
         filters = filters or EntryFilter()
         rows = self.store.select_entries(
@@ -282,8 +288,9 @@ class AuditTrail:
         )
         return [Entry.from_bytes(row) for row in rows]
 
-    def counts(self, by: Sequence[str] = ("actor", "dataset"),
-               filters: EntryFilter | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    def counts(
+        self, by: Sequence[str] = ("actor", "dataset"), filters: EntryFilter | None = None
+    ) -> list[dict[str, Any]]:
         """Number of entries per combination of the ``by`` fields, largest first."""
         filters = filters or EntryFilter()
         return self.store.count_entries(filters.group_by(by), filters.conditions())

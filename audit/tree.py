@@ -78,8 +78,9 @@ class MemoryTree:
     def __init__(self, hasher: Hasher = SHA256) -> None:
         self.hasher = hasher
         self.levels: list[bytearray] = [bytearray()]
-        self._frontier = Frontier(hasher=hasher)
-        self._completed: list[Node] = []
+        self._peaks: list[bytes] = []
+        self._size = 0
+        self._hash_children = hasher.hash_children
 
     @classmethod
     def from_leaves(cls, leaf_hashes: Sequence[bytes], hasher: Hasher = SHA256) -> MemoryTree:
@@ -90,20 +91,24 @@ class MemoryTree:
 
     @property
     def size(self) -> int:
-        return self._frontier.size
+        return self._size
 
     def append(self, leaf_hash: bytes) -> None:
-        width = self.hasher.size
-        if len(leaf_hash) != width:
-            raise ValueError(f"leaf hash must be {width} bytes")
-        self.levels[0] += leaf_hash
-        completed = self._completed
-        completed.clear()
-        self._frontier.append(leaf_hash, completed)
-        for level, _index, node in completed:
-            if level == len(self.levels):
-                self.levels.append(bytearray())
-            self.levels[level] += node
+        """Add a leaf (the same carry as :meth:`Frontier.append`, kept inline: it is hot)."""
+        if len(leaf_hash) != self.hasher.size:
+            raise ValueError(f"leaf hash must be {self.hasher.size} bytes")
+        levels, peaks = self.levels, self._peaks
+        levels[0] += leaf_hash
+        node, level, carry = leaf_hash, 0, self._size
+        while carry & 1:
+            node = self._hash_children(peaks.pop(), node)
+            level += 1
+            carry >>= 1
+            if level == len(levels):
+                levels.append(bytearray())
+            levels[level] += node
+        peaks.append(node)
+        self._size += 1
 
     def node(self, level: int, index: int) -> bytes:
         width = self.hasher.size
@@ -122,7 +127,7 @@ class MemoryTree:
         if size > self.size:
             raise NotFound(f"tree size {size} is beyond {self.size}")
         if size == self.size:
-            return self._frontier.root()
+            return fold_nodes(self._peaks, self.hasher) if size else self.hasher.empty_root()
         return self.range_hash(0, size) if size else self.hasher.empty_root()
 
     def leaf_hash(self, index: int) -> bytes:

@@ -218,12 +218,21 @@ class GroupCommitWriter:
                 append_leaf(leaf, completed)
                 d = request.draft
                 rows.append(
-                    {"seq": seq, "time": moment, "actor": d.actor, "role": d.role,
-                     "action": d.action, "target": d.target, "dataset": d.dataset,
-                     "decision": d.decision, "entry": canonical, "entry_hash": chain,
-                     "leaf_hash": leaf,
-                     "subtree_hashes": b"".join(node[2] for node in completed)}
-                )  # fmt: skip
+                    {
+                        "seq": seq,
+                        "time": moment,
+                        "actor": d.actor,
+                        "role": d.role,
+                        "action": d.action,
+                        "target": d.target,
+                        "dataset": d.dataset,
+                        "decision": d.decision,
+                        "entry": canonical,
+                        "entry_hash": chain,
+                        "leaf_hash": leaf,
+                        "subtree_hashes": b"".join(node[2] for node in completed),
+                    }
+                )
                 appended.append(Appended(seq, chain, leaf, moment, canonical))
             txn.insert_entries(rows)
             forced = any(isinstance(r, _Sign) for r in batch)
