@@ -171,8 +171,12 @@ class RoleEnforcer:
             for sec in ("p", "g"):
                 for ptype, assertion in model.model.get(sec, {}).items():
                     lines.extend((ptype, *rule) for rule in assertion.policy)
-            check_separation(lines)
             self._memo = {}
+            try:
+                check_separation(lines)
+            except InvalidInput:
+                self._enforcer.clear_policy()  # fail closed: nothing is allowed
+                raise
 
     def permit(self, sub: str, dom: str, obj: str, act: str) -> tuple[bool, str | None]:
         key = (sub, dom, obj, act)

@@ -125,8 +125,10 @@ def evaluate(request: Request, facts: Facts, permit: Permit, now: datetime) -> O
     except _Deny as deny:
         return _window(Outcome(decide(False, deny.rule, deny.reason)), bounds, now)
     chosen = tuple(grants[0] for _, grants in candidates)
-    decision = decide(True, "allow.grant", "live grants cover the query", chosen)
     rows = {ds: facts.datasets[ds].row_count for ds in request.datasets}
+    decision = replace(
+        decide(True, "allow.grant", "live grants cover the query", chosen), dataset_rows=rows
+    )
     return _window(Outcome(decision, candidates, rows), bounds, now)
 
 
