@@ -16,6 +16,7 @@ bytes; :meth:`Entry.from_bytes` is the full, strict parse.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -87,6 +88,15 @@ def _check_numbers(name: str, value: Any) -> None:
             _check_numbers(name, item)
 
 
+@functools.lru_cache(maxsize=4096)
+def _canonical_text(value: str | None) -> bytes:
+    """Canonical JSON of a short text field; actors, roles, rules repeat, so it is cached."""
+    try:
+        return rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError as exc:
+        raise InvalidEntry(f"text cannot be canonical JSON: {exc}") from None
+
+
 def _canonical(name: str, value: Any) -> bytes:
     try:
         if isinstance(value, dict):
@@ -138,7 +148,7 @@ class EntryDraft:
         members (``prev``, ``seq``, ``time``, ``v``) go, so sealing is one join.
         """
         values = {
-            name: _canonical(name, getattr(self, name))
+            name: _canonical_text(getattr(self, name))
             for name in (*_REQUIRED_TEXT, *_OPTIONAL_TEXT, "decision")
         }
         details = _canonical("details", dict(self.details))

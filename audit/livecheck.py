@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from audit.checker import Checker, Report
 from audit.entry import Entry
 from audit.errors import InvalidEntry
-from audit.store import FILTER_COLUMNS, AuditStore
+from audit.schema import FILTER_COLUMNS
+from audit.store import AuditStore
 
 __all__ = ["verify_store"]
 

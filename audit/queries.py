@@ -14,7 +14,7 @@ from typing import Any
 
 from audit.entry import DECISIONS, format_time
 from audit.errors import InvalidQuery
-from audit.store import FILTER_COLUMNS, entries
+from audit.schema import FILTER_COLUMNS, entries
 
 __all__ = ["GROUPABLE", "EntryFilter", "parse_time"]
 

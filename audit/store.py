@@ -9,11 +9,7 @@ self-conflicting table lock (``SHARE ROW EXCLUSIVE``) with a lock timeout and
 force ``synchronous_commit = on``.  Inside that lock the writer reads the head
 of the chain, so sequence numbers are gapless whoever appends.
 
-Tables: ``audit_entries`` (canonical bytes, their chain and leaf hashes, the
-hashes of the full power-of-two subtrees each leaf completes, so that roots and
-proofs cost O(log n) row lookups, and copies of the fields auditors filter on)
-and ``audit_tree_heads`` (signed tree heads).  One row per append keeps a
-commit to a single insert.
+The tables are in :mod:`audit.schema`.
 """
 
 from __future__ import annotations
@@ -24,17 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
-    Column,
     Connection,
     Engine,
-    Index,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
-    Table,
-    Text,
     create_engine,
     event,
     func,
@@ -44,82 +31,26 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from audit.errors import StoreUnavailable
+from audit.schema import ENTRY_COLUMNS, LAST_ENTRY, STATE_QUERY, entries, metadata, tree_heads
 from audit.signing import TreeHead
 
 __all__ = [
-    "FILTER_COLUMNS",
     "AuditStore",
     "LogState",
     "Reads",
     "SeqTaken",
     "WriteTxn",
     "Writer",
-    "entries",
-    "tree_heads",
 ]
 
 
-class _Bytes(LargeBinary):
-    """Raw bytes in and out: both drivers take ``bytes`` as is, so skip the per-value
-    ``Binary()`` wrapping (a measurable share of an append's CPU)."""
-
-    cache_ok = True
-
-    def bind_processor(self, dialect: Any) -> None:
-        return None
-
-
-metadata = MetaData()
-# INTEGER PRIMARY KEY on SQLite makes seq the rowid: no second index.
-_SEQ = BigInteger().with_variant(Integer, "sqlite")
-
-entries = Table(
-    "audit_entries",
-    metadata,
-    Column("seq", _SEQ, primary_key=True, autoincrement=False),
-    Column("time", String(32), nullable=False),
-    Column("actor", Text, nullable=False),
-    Column("role", Text, nullable=False),
-    Column("action", Text, nullable=False),
-    Column("target", Text, nullable=False),
-    Column("dataset", Text),
-    Column("decision", String(8), nullable=False),
-    Column("entry", _Bytes, nullable=False),
-    Column("entry_hash", _Bytes, nullable=False),
-    Column("leaf_hash", _Bytes, nullable=False),
-    # Hashes of the full subtrees this leaf completes, level 1 first (see node_hashes).
-    Column("subtree_hashes", _Bytes, nullable=False),
-    Index("ix_audit_entries_time", "time"),
-    Index("ix_audit_entries_actor", "actor", "seq"),
-    Index("ix_audit_entries_action", "action", "seq"),
-    Index("ix_audit_entries_dataset", "dataset", "seq"),
-)
-tree_heads = Table(
-    "audit_tree_heads",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("tree_size", BigInteger, nullable=False, index=True),
-    Column("timestamp_ms", BigInteger, nullable=False),
-    Column("root_hash", _Bytes, nullable=False),
-    Column("chain_head", _Bytes, nullable=False),
-    Column("key_id", String(64), nullable=False),
-    Column("signature", _Bytes, nullable=False),
-)
-
-_LAST_ENTRY = select(entries.c.seq, entries.c.entry_hash).order_by(entries.c.seq.desc()).limit(1)
-_NEWEST_HEAD = (
-    select(tree_heads.c.tree_size, tree_heads.c.timestamp_ms)
-    .order_by(tree_heads.c.tree_size.desc(), tree_heads.c.id.desc())
-    .limit(1)
-)
-_STATE = select(
-    _LAST_ENTRY.with_only_columns(entries.c.seq).scalar_subquery().label("last_seq"),
-    _LAST_ENTRY.with_only_columns(entries.c.entry_hash).scalar_subquery().label("chain_head"),
-    _NEWEST_HEAD.with_only_columns(tree_heads.c.tree_size).scalar_subquery().label("signed_size"),
-    _NEWEST_HEAD.with_only_columns(tree_heads.c.timestamp_ms)
-    .scalar_subquery()
-    .label("signed_at_ms"),
-)
+def _insert_sql(paramstyle: str) -> str:
+    marker = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(paramstyle)
+    if marker is None:
+        raise StoreUnavailable(f"unsupported driver parameter style {paramstyle}")
+    columns = ", ".join(ENTRY_COLUMNS)
+    markers = ", ".join([marker] * len(ENTRY_COLUMNS))
+    return f"INSERT INTO audit_entries ({columns}) VALUES ({markers})"
 
 
 class SeqTaken(Exception):
@@ -136,7 +67,6 @@ class LogState:
     signed_at_ms: int
 
 
-FILTER_COLUMNS = ("actor", "role", "action", "target", "dataset", "decision")
 _SCHEMA_LOCK_KEY = 0x5A4E_4442_4155_4431  # pg advisory lock key for schema creation
 _FETCH_CHUNK = 500
 
@@ -158,12 +88,12 @@ class Reads:
     conn: Connection
 
     def size_and_chain_head(self) -> tuple[int, bytes | None]:
-        row = self.conn.execute(_LAST_ENTRY).first()
+        row = self.conn.execute(LAST_ENTRY).first()
         return (0, None) if row is None else (row.seq + 1, bytes(row.entry_hash))
 
     def state(self) -> LogState:
         """Head of the chain and of the signed heads, in one round trip."""
-        row = self.conn.execute(_STATE).one()
+        row = self.conn.execute(STATE_QUERY).one()
         size = 0 if row.last_seq is None else row.last_seq + 1
         return LogState(
             size=size,
@@ -218,13 +148,19 @@ class WriteTxn(Reads):
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    def insert_entries(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert; :class:`SeqTaken` if the first seq exists (another writer got there first)."""
+    def insert_entries(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert rows (tuples in :data:`ENTRY_COLUMNS` order) with one ``executemany``.
+
+        The statement goes to the driver as is (``exec_driver_sql``): on the hot
+        path, SQLAlchemy's per-row parameter processing cost more than SQLite's
+        own work.  Raises :class:`SeqTaken` if the first seq exists (another
+        writer got there first).
+        """
         if rows:
             try:
-                self.conn.execute(entries.insert(), list(rows))
+                self.conn.exec_driver_sql(_insert_sql(self.conn.dialect.paramstyle), list(rows))
             except IntegrityError as exc:
-                raise SeqTaken(f"seq {rows[0]['seq']} is taken") from exc
+                raise SeqTaken(f"seq {rows[0][0]} is taken") from exc
 
     def insert_tree_head(self, head: TreeHead) -> None:
         values = head.to_dict() | {

@@ -1,9 +1,9 @@
 """Group commit: one writer thread turns every waiting request into one locked transaction.
 
-Callers put requests on a queue and block on a future.  The writer takes the
+Callers put requests on a queue and block on a :class:`Pending` result.  The writer takes the
 first request, opens a write transaction (which waits for the store-wide
 lock), then drains whatever else queued up meanwhile into the same
-transaction, commits, and only then resolves the futures: an append is
+transaction, commits, and only then settles the results: an append is
 acknowledged only once it is durable, and a failed commit fails every request
 in it (fail closed).  The chain head is read inside the lock on every commit,
 so other processes appending to the same store are simply continued.
@@ -20,10 +20,9 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from audit.chain import GENESIS_HASH, entry_hash
 from audit.entry import EntryDraft, Prepared, format_time, seal
@@ -34,9 +33,42 @@ from audit.signing import TreeHead, sign_tree_head
 from audit.store import AuditStore, LogState, SeqTaken, WriteTxn
 from audit.tree import Frontier, peak_nodes
 
-__all__ = ["Appended", "GroupCommitWriter"]
+__all__ = ["Appended", "GroupCommitWriter", "Pending"]
 
 _STOP = object()
+_T = TypeVar("_T")
+
+
+class Pending(Generic[_T]):
+    """A one-shot result a caller blocks on until the writer settles it.
+
+    A bare C lock (held until settled) rather than ``concurrent.futures.Future``,
+    whose Python-level Condition makes every wake-up cost more under the GIL.
+    """
+
+    __slots__ = ("_error", "_lock", "_value")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._value: _T | None = None
+        self._error: BaseException | None = None
+
+    def set_result(self, value: _T) -> None:
+        self._value = value
+        self._lock.release()
+
+    def set_exception(self, error: BaseException) -> None:
+        self._error = error
+        self._lock.release()
+
+    def result(self) -> _T:
+        with self._lock:  # blocks until settled; releasing lets result() be called again
+            pass
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        return self._value
 
 
 @dataclass(frozen=True)
@@ -54,12 +86,12 @@ class Appended:
 class _Append:
     draft: EntryDraft
     prepared: Prepared
-    future: Future[Appended]
+    future: Pending[Appended]
 
 
 @dataclass
 class _Sign:
-    future: Future[TreeHead]
+    future: Pending[TreeHead]
 
 
 class GroupCommitWriter:
@@ -91,15 +123,15 @@ class GroupCommitWriter:
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, prepared: Sequence[tuple[EntryDraft, Prepared]]) -> list[Future[Appended]]:
+    def submit(self, prepared: Sequence[tuple[EntryDraft, Prepared]]) -> list[Pending[Appended]]:
         """Queue prepared drafts (canonicalized by the caller, outside any lock)."""
-        requests = [_Append(draft, ready, Future()) for draft, ready in prepared]
+        requests = [_Append(draft, ready, Pending()) for draft, ready in prepared]
         for request in requests:
             self._queue.put(request)
         return [r.future for r in requests]
 
-    def sign(self) -> Future[TreeHead]:
-        request = _Sign(Future())
+    def sign(self) -> Pending[TreeHead]:
+        request = _Sign(Pending())
         self._queue.put(request)
         return request.future
 
@@ -202,7 +234,7 @@ class GroupCommitWriter:
             self._drain(batch)  # whatever queued while we waited for the lock joins
             frontier = self._load_frontier(txn, state.size)
             chain = state.chain_head or GENESIS_HASH
-            rows: list[dict[str, Any]] = []
+            rows: list[tuple[Any, ...]] = []  # in ENTRY_COLUMNS order
             completed: list[tuple[int, int, bytes]] = []
             append_leaf = frontier.append
             # One commit, one instant: every entry of the batch gets the same time.
@@ -217,22 +249,11 @@ class GroupCommitWriter:
                 completed.clear()
                 append_leaf(leaf, completed)
                 d = request.draft
+                subtrees = b"".join(node[2] for node in completed)
                 rows.append(
-                    {
-                        "seq": seq,
-                        "time": moment,
-                        "actor": d.actor,
-                        "role": d.role,
-                        "action": d.action,
-                        "target": d.target,
-                        "dataset": d.dataset,
-                        "decision": d.decision,
-                        "entry": canonical,
-                        "entry_hash": chain,
-                        "leaf_hash": leaf,
-                        "subtree_hashes": b"".join(node[2] for node in completed),
-                    }
-                )
+                    (seq, moment, d.actor, d.role, d.action, d.target, d.dataset, d.decision,
+                     canonical, chain, leaf, subtrees)
+                )  # fmt: skip
                 appended.append(Appended(seq, chain, leaf, moment, canonical))
             txn.insert_entries(rows)
             forced = any(isinstance(r, _Sign) for r in batch)

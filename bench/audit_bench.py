@@ -105,9 +105,11 @@ def main() -> None:
         with open_trail("one") as trail:
             rate = appends_per_second(trail, 1, appends)
         print(f"durable appends, 1 thread:   {rate:10,.0f} /s  ({appends} appends)")
-        with open_trail("four") as trail:
-            rate = appends_per_second(trail, 4, appends)
-        print(f"durable appends, 4 threads:  {rate:10,.0f} /s  ({4 * appends} appends)")
+        for threads in (4, 8, 16):
+            with open_trail(f"threads{threads}") as trail:
+                rate = appends_per_second(trail, threads, appends * 4 // threads)
+            label = f"durable appends, {threads} threads:"
+            print(f"{label:29s}{rate:10,.0f} /s  ({4 * appends} appends)")
 
         with open_trail("verify") as trail:
             fill(trail, verify_n)
