@@ -67,3 +67,10 @@ def test_the_documented_verifier_agrees_with_ours(tmp_path: Path) -> None:
         entries.write_bytes(b"".join(edited))
         assert want in str(verify(tmp_path / "x"))
         assert not verify_export(tmp_path / "x").ok
+
+
+def test_the_library_stands_alone() -> None:
+    """``audit`` never imports the server side (``sandbox`` or ``server``)."""
+    for path in Path(audit.__file__).parent.glob("*.py"):
+        text = path.read_text()
+        assert not re.search(r"^\s*(from|import)\s+(sandbox|server)\b", text, re.M), path.name

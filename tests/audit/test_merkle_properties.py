@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from audit.errors import ProofError, RootMismatchError
@@ -19,8 +19,6 @@ from audit.merkle import (
     verify_inclusion,
 )
 from audit.tree import Frontier, MemoryTree, peak_nodes
-
-settings.register_profile("long", max_examples=2000)
 
 
 def leaves(n: int) -> list[bytes]:
