@@ -112,7 +112,7 @@ def insert_account(conn: Connection, account: Account, *, by: str, now: datetime
         )
     )
     write_role_links(conn, created.name, role_links(created))
-    bump_policy_version(conn)
+    bump_policy_version(conn, rules=True)
     return created
 
 

@@ -76,11 +76,12 @@ class Authority:
     # -- cross-process invalidation ---------------------------------------------------------
 
     def _adopt(self, state: State) -> State:
-        """Move to a newer shared state: drop every cache and reload the Casbin policy."""
+        """Move to a newer shared state: drop every cache (and reload Casbin if its rules moved)."""
         if self._state is None or state > self._state:
             with self._lock:
                 if self._state is None or state > self._state:
-                    self._enforcer.reload()
+                    if self._state is None or state[2] != self._state[2]:
+                        self._enforcer.reload()
                     self._outcomes = {}
                     self._datasets = {}
                     self._tokens = {}
@@ -90,6 +91,11 @@ class Authority:
     def sync(self) -> State:
         """Read the shared policy state; if another process changed policy, drop caches."""
         return self._adopt(self._prober.read().state)
+
+    @property
+    def enforcer(self) -> RoleEnforcer:
+        """This process's Casbin enforcer (role permissions only; grants are rows)."""
+        return self._enforcer
 
     @property
     def policy_version(self) -> int:

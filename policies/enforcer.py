@@ -133,7 +133,7 @@ def ensure_policy(engine: Engine, path: Path = POLICY_PATH) -> bool:
         if count:
             return False
         conn.execute(sa.insert(casbin_rule), [_row(line) for line in lines])
-        bump_policy_version(conn)
+        bump_policy_version(conn, rules=True)
     return True
 
 
@@ -145,7 +145,10 @@ def role_links(account: Account) -> list[Line]:
 
 
 def write_role_links(conn: Connection, name: str, lines: Sequence[Line]) -> None:
-    """Replace an account's role links inside the caller's transaction."""
+    """Replace an account's role links inside the caller's transaction.
+
+    The caller bumps the policy version with ``rules=True`` in the same transaction.
+    """
     conn.execute(sa.delete(casbin_rule).where(casbin_rule.c.ptype == "g", casbin_rule.c.v0 == name))
     if lines:
         conn.execute(sa.insert(casbin_rule), [_row(line) for line in lines])
@@ -188,6 +191,11 @@ class RoleEnforcer:
             found = (bool(allowed), line)
             self._memo[key] = found
         return found
+
+    @property
+    def casbin(self) -> casbin.Enforcer:
+        """The underlying pycasbin enforcer (benchmarks, diagnostics)."""
+        return self._enforcer
 
     def lines(self) -> list[Line]:
         with self._lock:

@@ -1,7 +1,8 @@
 """The one read every decision makes: policy state, today's usage, budget spent.
 
-The policy state is ``(policy version, sum of dataset versions)``; both only
-grow, so a larger tuple is a newer state.  When the cached outcome of a query
+The policy state is ``(policy version, sum of dataset versions, rules version)``;
+each only grows, and the policy version moves with the rules version, so a larger
+tuple is a newer state.  When the cached outcome of a query
 uses grants with quotas or a budget, their counters come back in the same
 round trip (a ``UNION ALL``), so a cached decision costs one statement
 whatever the grant says.  The connection is held in autocommit mode, so each
@@ -25,7 +26,8 @@ from .schema import grant_budgets, policy_state, usage_daily
 
 __all__ = ["Probe", "Prober", "State"]
 
-State = tuple[int, int]
+State = tuple[int, int, int]
+"""(policy version, sum of dataset versions, Casbin rules version): each only grows."""
 
 
 def _statement(n_usage: int, n_budget: int) -> sa.Select[Any] | sa.CompoundSelect[Any]:
@@ -37,8 +39,8 @@ def _statement(n_usage: int, n_budget: int) -> sa.Select[Any] | sa.CompoundSelec
             sa.literal_column("'v'").label("kind"),
             policy_state.c.version.label("a"),
             dataset_sum.label("b"),
-            sa.cast(sa.null(), sa.String(24)).label("id"),
-        ).where(policy_state.c.id == sa.literal_column("1"))
+            sa.cast(policy_state.c.id, sa.String(24)).label("id"),
+        )
     ]
     if n_usage:
         parts.append(
@@ -72,17 +74,20 @@ class Probe:
 
 
 class Prober:
-    """Runs the per-decision read on one held autocommit connection (thread-safe).
+    """Runs the per-decision read on held autocommit connections (thread-safe).
 
-    The statement is compiled once per shape (number of grants) for the engine's
-    dialect and run on the driver's cursor: SQLAlchemy's per-execution overhead
-    would otherwise be most of a cached decision's cost.
+    Up to ``connections`` reads run at once, each on its own connection, so on
+    PostgreSQL concurrent decisions overlap their round trips.  The statement is
+    compiled once per shape (number of grants) for the engine's dialect and run
+    on the driver's cursor: SQLAlchemy's per-execution overhead would otherwise
+    be most of a cached decision's cost.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, connections: int = 4) -> None:
         self._engine = engine
         self._lock = threading.Lock()
-        self._conn: Connection | None = None
+        self._slots = threading.BoundedSemaphore(connections)
+        self._idle: list[Connection] = []
         self._compiled: dict[tuple[int, int], tuple[str, tuple[str, ...] | None]] = {}
         self._errors: type[Exception] = engine.dialect.loaded_dbapi.Error
 
@@ -103,43 +108,50 @@ class Prober:
         values.update((f"u{i}", g) for i, g in enumerate(usage_ids))
         values.update((f"b{i}", g) for i, g in enumerate(budget_ids))
         params: Any = [values[name] for name in order] if order is not None else values
-        with self._lock:
+        with self._slots:
             rows = self._execute(sql, params)
-        state: State = (0, 0)
+        versions = {"1": 0, "2": 0}
+        datasets_sum = 0
         usage: dict[str, DailyUsage] = {}
         spent: dict[str, int] = {}
         for kind, a, b, ident in rows:
             if kind == "v":
-                state = (int(a), int(b))
+                versions[str(ident)] = int(a)
+                datasets_sum = int(b)
             elif kind == "u":
                 usage[ident] = DailyUsage(queries=int(a), rows_scanned=int(b))
             else:
                 spent[ident] = int(a)
-        return Probe(state, usage, spent)
+        return Probe((versions["1"], datasets_sum, versions["2"]), usage, spent)
 
     def _execute(self, sql: str, params: Any) -> list[tuple[Any, ...]]:
         for attempt in (1, 2):
-            if self._conn is None:
-                self._conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-            raw = self._conn.connection.dbapi_connection
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            raw = conn.connection.dbapi_connection
             assert raw is not None
             try:
                 cursor = raw.cursor()
                 try:
                     cursor.execute(sql, params)
-                    return list(cursor.fetchall())
+                    rows = list(cursor.fetchall())
                 finally:
                     cursor.close()
             except self._errors:
-                self._conn.invalidate()
-                self._conn.close()
-                self._conn = None
+                conn.invalidate()
+                conn.close()
                 if attempt == 2:
                     raise
+                continue
+            with self._lock:
+                self._idle.append(conn)
+            return rows
         raise AssertionError("unreachable")
 
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()

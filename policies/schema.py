@@ -25,6 +25,8 @@ from sandbox.db import metadata
 
 __all__ = [
     "EPSILON_SCALE",
+    "POLICY_VERSION",
+    "RULES_VERSION",
     "accounts",
     "budget_spends",
     "bump_policy_version",
@@ -180,22 +182,30 @@ casbin_rule = sa.Table(
 )
 
 
+POLICY_VERSION, RULES_VERSION = 1, 2
+"""Rows of ``policy_state``: every change bumps the first; Casbin rule changes also the second."""
+
 sa.event.listen(
     policy_state,
     "after_create",
-    sa.DDL("INSERT INTO policy_state (id, version) VALUES (1, 0)"),
+    sa.DDL("INSERT INTO policy_state (id, version) VALUES (1, 0), (2, 0)"),
 )
 
 
-def bump_policy_version(conn: Connection) -> int:
-    """Advance the policy version inside the caller's transaction; returns the new version."""
-    updated = conn.execute(
+def bump_policy_version(conn: Connection, *, rules: bool = False) -> int:
+    """Advance the policy version inside the caller's transaction; returns the new version.
+
+    ``rules=True`` also advances the Casbin rules version, which makes every server
+    reload its enforcer: pass it after changing ``casbin_rule`` (by hand, too).
+    """
+    ids = [POLICY_VERSION, RULES_VERSION] if rules else [POLICY_VERSION]
+    conn.execute(
         sa.update(policy_state)
-        .where(policy_state.c.id == 1)
+        .where(policy_state.c.id.in_(ids))
         .values(version=policy_state.c.version + 1)
-        .returning(policy_state.c.version)
-    ).first()
-    if updated is not None:
-        return int(updated[0])
-    conn.execute(sa.insert(policy_state).values(id=1, version=1))
-    return 1
+    )
+    return int(
+        conn.execute(
+            sa.select(policy_state.c.version).where(policy_state.c.id == POLICY_VERSION)
+        ).scalar_one()
+    )

@@ -80,7 +80,7 @@ def test_a_policy_line_added_in_the_database_applies_everywhere(world: World) ->
         conn.execute(
             sa.insert(casbin_rule).values(ptype="p", v0="auditor", v1="*", v2="usage", v3="read")
         )
-        bump_policy_version(conn)
+        bump_policy_version(conn, rules=True)
     assert other.decide(auditor, "usage.read", "platform").allowed
 
 
@@ -89,7 +89,7 @@ def test_a_hand_edited_policy_breaking_separation_fails_closed(world: World) -> 
         conn.execute(
             sa.insert(casbin_rule).values(ptype="p", v0="admin", v1="*", v2="grant", v3="issue")
         )
-        bump_policy_version(conn)
+        bump_policy_version(conn, rules=True)
     with pytest.raises(InvalidInput) as raised:
         world.authority.decide(world.actor("admin"), "grant.issue", "dataset:health.claims")
     assert raised.value.rule == "policy.separation_of_duties"
