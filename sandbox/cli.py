@@ -28,6 +28,8 @@ from sandbox.cli_admin import (
     unfreeze,
     usage,
 )
+from sandbox.cli_audit import audit_app
+from sandbox.cli_query import query, receipt_app
 from sandbox.errors import CertificateError, InvalidInput, SandboxError
 from sandbox.platform import Platform
 from sandbox.settings import Settings, load_settings
@@ -44,6 +46,9 @@ app.add_typer(dataset_app, name="dataset")
 app.add_typer(account_app, name="account")
 app.add_typer(token_app, name="token")
 app.add_typer(grant_app, name="grant")
+app.add_typer(audit_app, name="audit")
+app.add_typer(receipt_app, name="receipt")
+app.command()(query)
 app.command()(freeze)
 app.command()(unfreeze)
 app.command()(usage)

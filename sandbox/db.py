@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 
 from sandbox.errors import EnclaveError
 
-__all__ = ["dataset_versions", "datasets", "metadata", "open_control_db"]
+__all__ = ["dataset_versions", "datasets", "metadata", "open_control_db", "release_cache"]
 
 metadata = sa.MetaData()
 
@@ -55,6 +55,20 @@ dataset_versions = sa.Table(
     sa.Column("classification_sha256", sa.String(64), nullable=False),
     sa.Column("certificate", sa.JSON, nullable=False),
 )
+
+
+release_cache = sa.Table(
+    "release_cache",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("operator", sa.String(255), nullable=False, index=True),
+    sa.Column("created_at", sa.String(40), nullable=False),
+    sa.Column("result", sa.LargeBinary, nullable=False),
+    sa.Column("meta", sa.JSON, nullable=False),
+    sa.Column("receipt", sa.JSON, nullable=False),
+)
+"""Released results by (operator, normalized query, grants, data versions): asking the same
+query again returns the same noisy answer and spends no budget."""
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

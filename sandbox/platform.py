@@ -9,17 +9,21 @@ from __future__ import annotations
 import getpass
 import os
 from functools import cached_property
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from audit import AuditTrail, Receipt
+from audit.errors import AuditError
 from audit.keys import KeyRing, KeyRingError, SigningKey
 from connectors.base import Source
+from policies import Authority
 from sandbox.catalog import Catalog
 from sandbox.classification import DatasetSpec
 from sandbox.db import open_control_db
 from sandbox.demo_data import demo_sources
 from sandbox.enclave import Enclave
-from sandbox.errors import EnclaveError
+from sandbox.errors import AuditUnavailable, EnclaveError, SandboxError
 from sandbox.registry import Registration, register_dataset
 from sandbox.settings import Settings
 
@@ -50,6 +54,31 @@ class Platform:
     def catalog(self) -> Catalog:
         return Catalog(self.engine)
 
+    @cached_property
+    def audit(self) -> AuditTrail:
+        """The audit trail (opened on first use; creates its tables and key if needed)."""
+        return AuditTrail.open(
+            self.settings.audit_db_url,
+            self.keyring,
+            sign_every_n=self.settings.audit_sign_every_n,
+            sign_every_s=self.settings.audit_sign_every_s,
+        )
+
+    @cached_property
+    def authority(self) -> Authority:
+        """Authentication and decisions; every decision is recorded in the audit trail."""
+        return Authority(self.engine, recorder=self.audit)
+
+    def record(self, **fields: Any) -> Receipt:
+        """Append one audit entry; a failure is :class:`AuditUnavailable` (callers fail closed)."""
+        try:
+            return self.audit.append(**fields)
+        except AuditError as exc:
+            raise AuditUnavailable(
+                f"the audit trail could not record the event ({type(exc).__name__})",
+                rule="audit.unavailable",
+            ) from None
+
     def signing_key(self) -> SigningKey:
         try:
             return self.keyring.active()
@@ -74,10 +103,16 @@ class Platform:
         _ = self.engine
 
     def close(self) -> None:
-        if "enclave" in self.__dict__:
-            self.enclave.close()
-        if "engine" in self.__dict__:
-            self.engine.dispose()
+        """Release everything opened; safe to call twice."""
+        for name, closer in (
+            ("authority", lambda: self.authority.close()),
+            ("audit", lambda: self.audit.close()),
+            ("enclave", lambda: self.enclave.close()),
+            ("engine", lambda: self.engine.dispose()),
+        ):
+            if name in self.__dict__:
+                closer()
+                del self.__dict__[name]
 
     # -- datasets --------------------------------------------------------------------------
 
@@ -87,18 +122,54 @@ class Platform:
         source: Source,
         *,
         registered_by: str | None = None,
+        role: str = "admin",
         allowed_domains: frozenset[str] | None = None,
     ) -> Registration:
-        return register_dataset(
-            settings=self.settings,
-            engine=self.engine,
-            enclave=self.enclave,
-            key=self.signing_key(),
-            spec=spec,
-            source=source,
-            registered_by=registered_by or f"cli:{getpass.getuser()}",
-            allowed_domains=allowed_domains,
+        """Register (or atomically replace) a dataset; the outcome is audited either way."""
+        actor = registered_by or f"host:{getpass.getuser()}"
+        target = f"dataset:{spec.id}"
+        try:
+            reg = register_dataset(
+                settings=self.settings,
+                engine=self.engine,
+                enclave=self.enclave,
+                key=self.signing_key(),
+                spec=spec,
+                source=source,
+                registered_by=actor,
+                allowed_domains=allowed_domains,
+            )
+        except SandboxError as exc:
+            self.record(
+                actor=actor,
+                role=role,
+                action="dataset.register",
+                target=target,
+                decision="deny",
+                rule=exc.rule or exc.code,
+                dataset=spec.id,
+                details={"reason": exc.message, "connector": getattr(source, "connector", "")},
+            )
+            raise
+        cert = reg.certificate["certificate"]
+        self.record(
+            actor=actor,
+            role=role,
+            action="dataset.register",
+            target=target,
+            decision="allow",
+            rule="registry.register",
+            dataset=spec.id,
+            details={
+                "version": cert["version"],
+                "replaced": reg.replaced,
+                "row_count": cert["row_count"],
+                "source": cert["source"],
+                "schema_sha256": cert["schema_sha256"],
+                "classification_sha256": cert["classification_sha256"],
+            },
         )
+        return reg
 
     def load_demo_data(self, scale: float = 1.0) -> list[Registration]:
         """Generate and register the four demo datasets (deterministic for a given scale)."""

@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from sqlglot import exp
-from sqlglot.optimizer.scope import Scope
 
 from sandbox.errors import QueryRefused
 from sandbox.guard import Checked, DatasetAccess
@@ -44,8 +43,8 @@ class Stat:
 class ContributionBounds:
     """Per-entity caps applied when the grant has a privacy budget."""
 
-    max_rows_per_entity: int = 5
-    max_groups_per_entity: int = 5
+    max_rows_per_entity: int = 2
+    max_groups_per_entity: int = 3
 
 
 @dataclass
@@ -130,7 +129,8 @@ class _Stats:
         self.stats.append(Stat(name, kind, lower, upper))
         if kind == "sum":
             top = f"__t{len(self.stats)}"
-            self.outer.append(f'max("{name}", 2) AS "{top}"')
+            magnitude = f'"{name}"' if (lower or 0.0) >= 0 else f'abs("{name}")'
+            self.outer.append(f'max({magnitude}, 2) AS "{top}"')
             self.stats.append(Stat(top, "top2", lower, upper, of=name))
         return name
 
@@ -230,7 +230,7 @@ def build_plan(
             return stats.replacement(node)
         return node
 
-    names = output_names or [p.alias_or_name for p in final.expressions]
+    names = output_names or _output_names(checked)
     release_projections = []
     for proj, name in zip(final.expressions, names, strict=True):
         body = proj.unalias().copy().transform(to_release)
@@ -290,5 +290,22 @@ def build_plan(
     )
 
 
-def scope_alias(scope: Scope) -> str:
-    return scope.expression.args["from_"].this.alias_or_name
+def _output_names(checked: Checked) -> list[str]:
+    """Output column names as the operator wrote them: the alias, the column, or the SQL."""
+    final = checked.final_scope.expression
+    original = checked.parsed.expression
+    written = original.expressions if isinstance(original, exp.Select) else []
+    if len(written) != len(final.expressions):
+        return [p.alias_or_name for p in final.expressions]
+    names: list[str] = []
+    for proj in written:
+        if isinstance(proj, exp.Alias):
+            name = proj.alias
+        elif isinstance(proj, exp.Column):
+            name = proj.name
+        else:
+            name = proj.sql(dialect="duckdb")
+        while name in names:
+            name += "_"
+        names.append(name)
+    return names

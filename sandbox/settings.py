@@ -75,6 +75,18 @@ SETTINGS: tuple[SettingSpec, ...] = (
         _positive_int,
         "Platform floor of the minimum group size k; no grant may go below it.",
     ),
+    SettingSpec(
+        "dp_max_rows_per_entity",
+        "SANDBOX_DP_MAX_ROWS_PER_ENTITY",
+        _positive_int,
+        "With a privacy budget: rows one entity may contribute to one group (C).",
+    ),
+    SettingSpec(
+        "dp_max_groups_per_entity",
+        "SANDBOX_DP_MAX_GROUPS_PER_ENTITY",
+        _positive_int,
+        "With a privacy budget: groups one entity may contribute to (G).",
+    ),
     SettingSpec("host", "SANDBOX_HOST", str, "Address `sandbox serve` binds to."),
     SettingSpec("port", "SANDBOX_PORT", int, "Port `sandbox serve` listens on."),
     SettingSpec(
@@ -104,6 +116,8 @@ class Settings:
     query_timeout_s: float = 30.0
     max_result_rows: int = 10_000
     k_floor: int = 10
+    dp_max_rows_per_entity: int = 2
+    dp_max_groups_per_entity: int = 3
     host: str = "127.0.0.1"
     port: int = 8000
     audit_sign_every_n: int = 1000

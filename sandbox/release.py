@@ -1,0 +1,123 @@
+"""Prepare, execute and release one query: the pure steps of a job's path.
+
+``prepare`` (pure): parse, check against the grants, rewrite; also what the
+query would cost in ε.  ``execute``: the stats query in the locked enclave.
+``release``: disclosure control on the stats table, then the operator's output
+expressions, HAVING, ORDER BY and LIMIT computed over the released statistics
+only, in a separate in-memory DuckDB that can see nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sandbox.disclosure import DisclosureParams, StatColumn, disclose, epsilon_cost
+from sandbox.enclave import LOCKDOWN, Enclave
+from sandbox.errors import EnclaveError
+from sandbox.guard import Checked, DatasetAccess, check_query
+from sandbox.noise import NoiseSource
+from sandbox.rewrite import STATS_TABLE, ContributionBounds, Plan, build_plan
+from sandbox.sqlparse import Parsed, parse_query
+
+__all__ = ["Prepared", "Released", "execute", "prepare", "release", "result_sha256"]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    parsed: Parsed
+    checked: Checked
+    plan: Plan
+    params: DisclosureParams
+
+    @property
+    def columns(self) -> list[StatColumn]:
+        return [StatColumn(**asdict(stat)) for stat in self.plan.stats]
+
+    @property
+    def epsilon(self) -> float:
+        """What releasing this query costs in ε (0 without a budget)."""
+        return epsilon_cost(self.columns, self.params) if self.params.epsilon else 0.0
+
+    @property
+    def query_sha256(self) -> str:
+        return hashlib.sha256(self.parsed.normalized_sql.encode()).hexdigest()
+
+    @property
+    def touched(self) -> list[str]:
+        return sorted(f"{b.dataset}.{b.column}" for b in self.checked.touched)
+
+
+@dataclass(frozen=True)
+class Released:
+    table: pa.Table
+    groups_suppressed: int
+    epsilon_spent: float
+
+
+def prepare(
+    sql: str,
+    access: Mapping[str, DatasetAccess],
+    params: DisclosureParams,
+    *,
+    bounds: ContributionBounds | None = None,
+    max_sql_length: int = 20_000,
+) -> Prepared:
+    """Everything short of running: the guard's verdict and the rewritten SQL."""
+    parsed = parse_query(sql, max_length=max_sql_length)
+    checked = check_query(parsed, access)
+    if params.epsilon and bounds is None:
+        bounds = ContributionBounds(
+            max_rows_per_entity=params.max_rows_per_entity,
+            max_groups_per_entity=params.max_groups_per_entity,
+        )
+    plan = build_plan(checked, access, bounds=bounds if params.epsilon else None)
+    return Prepared(parsed, checked, plan, params)
+
+
+def execute(enclave: Enclave, prepared: Prepared, *, max_groups: int | None = None) -> pa.Table:
+    """Run the stats query in the enclave (timeout and result limits apply)."""
+    return enclave.query(prepared.plan.stats_sql, max_rows=max_groups)
+
+
+def release(stats: pa.Table, prepared: Prepared, *, noise: NoiseSource | None = None) -> Released:
+    """Disclosure control, then the operator's outputs over released statistics only."""
+    disclosed = disclose(stats, prepared.columns, prepared.params, noise=noise)
+    con = duckdb.connect(config=dict(LOCKDOWN))
+    try:
+        con.execute("SET lock_configuration = true")
+        con.register(STATS_TABLE, disclosed.table)
+        table = con.sql(prepared.plan.release_sql).to_arrow_table()
+    except duckdb.Error as exc:
+        raise EnclaveError(
+            f"computing the released outputs failed ({type(exc).__name__})",
+            rule="release.outputs",
+        ) from None
+    finally:
+        con.close()
+    table = _round(table, prepared.params.round_digits)
+    return Released(table, disclosed.groups_suppressed, disclosed.epsilon_spent)
+
+
+def _round(table: pa.Table, digits: int | None) -> pa.Table:
+    if digits is None:
+        return table
+    columns = []
+    for column in table.columns:
+        if pa.types.is_floating(column.type):
+            column = pc.round(column, digits)
+        columns.append(column)
+    return pa.table(columns, names=table.column_names)
+
+
+def result_sha256(table: pa.Table) -> str:
+    """Digest of a released table (Arrow IPC stream), bound into the receipt."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()

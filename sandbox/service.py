@@ -1,0 +1,386 @@
+"""A query's whole path: authorize, guard, rewrite, execute, disclose, record, release.
+
+Fail closed: the result leaves only after the audit entry that records it is
+durable, in the same control-plane transaction that spends the privacy budget,
+counts the usage and caches the release; if any of it fails, nothing is
+released and nothing is spent.  Every refusal, at any step, is audited with the
+rule that refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import sqlalchemy as sa
+
+from policies import Actor, Decision, Grant, spend_budget
+from sandbox.db import release_cache
+from sandbox.disclosure import DisclosureParams
+from sandbox.errors import AuditUnavailable, QueryRefused, SandboxError
+from sandbox.guard import DatasetAccess
+from sandbox.noise import NoiseSource
+from sandbox.platform import Platform
+from sandbox.receipts import issue_receipt
+from sandbox.release import Prepared, execute, prepare, release, result_sha256
+from sandbox.rewrite import ContributionBounds
+from sandbox.sqlparse import parse_query
+from sandbox.timeutil import to_rfc3339
+
+__all__ = ["QueryResult", "QueryService"]
+
+ACTION = "dataset.query"
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    table: pa.Table
+    meta: dict[str, Any]
+    receipt: dict[str, Any]
+
+
+class QueryService:
+    """Runs and explains operators' queries against one platform."""
+
+    def __init__(
+        self,
+        platform: Platform,
+        *,
+        noise: NoiseSource | None = None,
+        contribution: ContributionBounds | None = None,
+        dominance_p: float = 0.9,
+        round_digits: int | None = 2,
+    ) -> None:
+        self.platform = platform
+        self.noise = noise
+        self.contribution = contribution or ContributionBounds(
+            max_rows_per_entity=platform.settings.dp_max_rows_per_entity,
+            max_groups_per_entity=platform.settings.dp_max_groups_per_entity,
+        )
+        self.dominance_p = dominance_p
+        self.round_digits = round_digits
+        self._specs: dict[tuple[str, int], DatasetAccess] = {}
+
+    # -- pieces ----------------------------------------------------------------------------
+
+    def _record(
+        self,
+        actor: Actor,
+        rid: str,
+        decision: str,
+        rule: str,
+        *,
+        client: str | None,
+        dataset: str | None,
+        details: dict[str, Any],
+    ) -> Any:
+        return self.platform.record(
+            actor=actor.name,
+            role=actor.role.value,
+            action=ACTION,
+            target=f"query:{rid}",
+            decision=decision,
+            rule=rule,
+            request_id=rid,
+            client=client,
+            dataset=dataset,
+            details=details,
+        )
+
+    def _access(self, grants: tuple[Grant, ...]) -> dict[str, DatasetAccess]:
+        access = {}
+        for grant in grants:
+            record = self.platform.catalog.get(grant.dataset)
+            access[grant.dataset] = DatasetAccess(
+                record.spec,
+                grant.max_level,
+                None if grant.columns is None else frozenset(c.lower() for c in grant.columns),
+                frozenset(c.lower() for c in grant.groupable),
+            )
+        return access
+
+    def _params(self, decision: Decision) -> tuple[DisclosureParams, float | None]:
+        grants = decision.grants
+        k = max([g.k for g in grants] + [self.platform.settings.k_floor])
+        budgeted = [g for g in grants if g.epsilon_total is not None]
+        epsilon: float | None = None
+        remaining: float | None = None
+        if budgeted:
+            remaining = (
+                min(decision.budgets[g.id].remaining for g in budgeted if g.id in decision.budgets)
+                if decision.budgets
+                else None
+            )
+            caps = [g.epsilon_per_query for g in budgeted if g.epsilon_per_query]
+            epsilon = min(caps) if caps else min(1.0, remaining or 0.0)
+        params = DisclosureParams(
+            k=k,
+            epsilon=epsilon,
+            max_rows_per_entity=self.contribution.max_rows_per_entity,
+            max_groups_per_entity=self.contribution.max_groups_per_entity,
+            dominance_p=self.dominance_p,
+            round_digits=self.round_digits,
+        )
+        return params, remaining
+
+    def _authorize(
+        self, actor: Actor, sql: str, rid: str, purpose: str | None, client: str | None
+    ) -> tuple[Decision, Prepared, float | None]:
+        parsed = parse_query(sql)
+        decision = self.platform.authority.decide(
+            actor,
+            ACTION,
+            f"query:{rid}",
+            datasets=parsed.datasets,
+            purpose=purpose,
+            request_id=rid,
+            client=client,
+            audit=False,
+        )
+        if not decision.allowed:
+            raise decision.error()
+        params, remaining = self._params(decision)
+        prepared = prepare(sql, self._access(decision.grants), params)
+        return decision, prepared, remaining
+
+    # -- explain ---------------------------------------------------------------------------
+
+    def explain(
+        self, actor: Actor, sql: str, *, purpose: str | None = None, client: str | None = None
+    ) -> dict[str, Any]:
+        """Would this query be accepted, which rule refuses it, what it touches and costs."""
+        rid = uuid.uuid4().hex
+        try:
+            decision, prepared, remaining = self._authorize(actor, sql, rid, purpose, client)
+        except SandboxError as exc:
+            self._record(
+                actor,
+                rid,
+                "deny",
+                exc.rule or exc.code,
+                client=client,
+                dataset=None,
+                details={
+                    "explain": True,
+                    "reason": exc.message,
+                    "query_sha256": hashlib.sha256(sql.encode()).hexdigest(),
+                },
+            )
+            return {"accepted": False, "rule": exc.rule or exc.code, "message": exc.message}
+        answer = {
+            "accepted": True,
+            "datasets": list(prepared.parsed.datasets),
+            "columns": prepared.touched,
+            "entity_of": prepared.plan.primary,
+            "k": prepared.params.k,
+            "epsilon": prepared.epsilon,
+            "epsilon_remaining": remaining,
+            "review_required": decision.review_required,
+            "grants": [{"id": g.id, "version": g.version} for g in decision.grants],
+            "normalized_sql": prepared.parsed.normalized_sql,
+        }
+        self._record(
+            actor,
+            rid,
+            "allow",
+            decision.rule,
+            client=client,
+            dataset=prepared.parsed.datasets[0],
+            details={"explain": True, "query_sha256": prepared.query_sha256},
+        )
+        return answer
+
+    # -- run -------------------------------------------------------------------------------
+
+    def run(
+        self,
+        actor: Actor,
+        sql: str,
+        *,
+        purpose: str | None = None,
+        request_id: str | None = None,
+        client: str | None = None,
+    ) -> QueryResult:
+        """Run one query and release its desensitized result (or raise, audited)."""
+        rid = request_id or uuid.uuid4().hex
+        started = time.perf_counter()
+        try:
+            decision, prepared, remaining = self._authorize(actor, sql, rid, purpose, client)
+            if decision.review_required:
+                raise QueryRefused(
+                    "a grant used by this query requires bureau review before release: submit "
+                    "it as a job",
+                    rule="grant.review_required",
+                )
+            if prepared.params.epsilon and (
+                remaining is None or prepared.epsilon > remaining + 1e-9
+            ):
+                raise QueryRefused(
+                    f"the query costs ε={prepared.epsilon:g} but only "
+                    f"{remaining or 0:g} remains on the grant",
+                    rule="budget.exhausted",
+                )
+            cached = self._cached(actor, prepared, decision)
+            if cached is not None:
+                self._record(
+                    actor,
+                    rid,
+                    "allow",
+                    decision.rule,
+                    client=client,
+                    dataset=prepared.parsed.datasets[0],
+                    details={**cached.meta, "cache": True, "epsilon_spent": 0.0},
+                )
+                return cached
+            cpu0 = time.process_time()
+            stats = execute(self.platform.enclave, prepared)
+            released = release(stats, prepared, noise=self.noise)
+            cpu_ms = int((time.process_time() - cpu0) * 1000)
+            return self._commit(
+                actor, rid, client, decision, prepared, released, remaining, cpu_ms, started
+            )
+        except SandboxError as exc:
+            if isinstance(exc, AuditUnavailable):
+                raise
+            self._record(
+                actor,
+                rid,
+                "deny",
+                exc.rule or exc.code,
+                client=client,
+                dataset=None,
+                details={
+                    "reason": exc.message,
+                    "query_sha256": hashlib.sha256(sql.encode()).hexdigest(),
+                    "duration_ms": int((time.perf_counter() - started) * 1000),
+                },
+            )
+            raise
+
+    def _cache_key(self, actor: Actor, prepared: Prepared, decision: Decision) -> str:
+        versions = sorted(
+            (d, self.platform.catalog.get(d).version) for d in prepared.parsed.datasets
+        )
+        material = json.dumps(
+            [
+                actor.name,
+                prepared.parsed.normalized_sql,
+                sorted((g.id, g.version) for g in decision.grants),
+                versions,
+                repr(prepared.params),
+            ],
+            sort_keys=True,
+        )
+        return hashlib.sha256(material.encode()).hexdigest()
+
+    def _cached(self, actor: Actor, prepared: Prepared, decision: Decision) -> QueryResult | None:
+        key = self._cache_key(actor, prepared, decision)
+        with self.platform.engine.connect() as conn:
+            row = conn.execute(sa.select(release_cache).where(release_cache.c.key == key)).first()
+        if row is None:
+            return None
+        table = pa.ipc.open_stream(io.BytesIO(row.result)).read_all()
+        return QueryResult(table, {**row.meta, "cached": True}, row.receipt)
+
+    def _commit(
+        self,
+        actor: Actor,
+        rid: str,
+        client: str | None,
+        decision: Decision,
+        prepared: Prepared,
+        released: Any,
+        remaining: float | None,
+        cpu_ms: int,
+        started: float,
+    ) -> QueryResult:
+        now = datetime.now(UTC)
+        digest = result_sha256(released.table)
+        datasets = [self.platform.catalog.get(d) for d in prepared.parsed.datasets]
+        meta: dict[str, Any] = {
+            "request_id": rid,
+            "rows": released.table.num_rows,
+            "groups_suppressed": released.groups_suppressed,
+            "k": prepared.params.k,
+            "epsilon_spent": released.epsilon_spent,
+            "epsilon_remaining": None
+            if remaining is None
+            else max(0.0, remaining - released.epsilon_spent),
+            "datasets": [d.id for d in datasets],
+            "columns": prepared.touched,
+            "query_sha256": prepared.query_sha256,
+            "result_sha256": digest,
+        }
+        key = self._cache_key(actor, prepared, decision)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, released.table.schema) as writer:
+            writer.write_table(released.table)
+        with self.platform.engine.begin() as conn:
+            if released.epsilon_spent > 0:
+                for grant in decision.grants:
+                    if grant.epsilon_total is not None:
+                        spend_budget(conn, grant.id, released.epsilon_spent, now=now, ref=rid)
+            self.platform.authority.record_usage(decision, cpu_ms=cpu_ms, conn=conn, now=now)
+            details = {
+                **meta,
+                "normalized_sql": prepared.parsed.normalized_sql,
+                "grants": [{"id": g.id, "version": g.version} for g in decision.grants],
+                "duration_ms": int((time.perf_counter() - started) * 1000),
+            }
+            entry = self._record(
+                actor,
+                rid,
+                "allow",
+                decision.rule,
+                client=client,
+                dataset=datasets[0].id,
+                details=details,
+            )
+            receipt = issue_receipt(
+                {
+                    "request_id": rid,
+                    "operator": actor.name,
+                    "issued_at": to_rfc3339(now),
+                    "query_sha256": prepared.query_sha256,
+                    "grants": details["grants"],
+                    "policy_version": self.platform.authority.policy_version,
+                    "datasets": [
+                        {"id": d.id, "version": d.version, "source_sha256": d.source_sha256}
+                        for d in datasets
+                    ],
+                    "epsilon_spent": released.epsilon_spent,
+                    "k": prepared.params.k,
+                    "rows": released.table.num_rows,
+                    "groups_suppressed": released.groups_suppressed,
+                    "result_sha256": digest,
+                    "audit": {"seq": entry.seq, "entry_hash": entry.entry_hash.hex()},
+                },
+                self.platform.signing_key(),
+            )
+            _insert_ignore(
+                conn,
+                release_cache,
+                key=key,
+                operator=actor.name,
+                created_at=to_rfc3339(now),
+                result=sink.getvalue().to_pybytes(),
+                meta=meta,
+                receipt=receipt,
+            )
+        return QueryResult(released.table, {**meta, "cached": False}, receipt)
+
+
+def _insert_ignore(conn: sa.Connection, table: sa.Table, **values: Any) -> None:
+    """Insert unless the key exists (two identical queries racing keep the first release)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    conn.execute(insert(table).values(**values).on_conflict_do_nothing())
