@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from sandbox.classification import parse_classification
 from sandbox.db import datasets as datasets_table
-from sandbox.errors import AuditUnavailable, AuthenticationError, InvalidInput, SandboxError
+from sandbox.errors import AuthenticationError, InvalidInput
 
 from .accounts import get_account
 from .actors import Account, AccountStatus, Actor
@@ -36,7 +36,7 @@ from .enforcer import RoleEnforcer, ensure_policy
 from .grants import get_grant, grants_for
 from .metering import Charge, UsagePart, day_of, record_usage
 from .probe import Prober, State
-from .recorder import NullRecorder, Recorder
+from .recorder import NullRecorder, Recorder, append_entry, decision_entry
 from .rules import DatasetFacts, Facts, Outcome, Request, evaluate, finish
 from .tokens import TokenRecord, find_token, hash_token
 
@@ -320,14 +320,7 @@ class Authority:
 
     def record(self, **fields: Any) -> object:
         """Append one audit entry; any failure to record fails the act (fail closed)."""
-        try:
-            return self.recorder.append(**fields)
-        except SandboxError:
-            raise
-        except Exception as exc:
-            raise AuditUnavailable(
-                f"audit trail unavailable ({type(exc).__name__})", rule="audit.append"
-            ) from None
+        return append_entry(self.recorder, **fields)
 
     def record_decision(
         self,
@@ -338,23 +331,11 @@ class Authority:
         request_id: str | None = None,
         client: str | None = None,
     ) -> object:
-        body = decision.audit_details()
-        if decision.datasets:
-            body["datasets"] = list(decision.datasets)
-        body.update(details or {})
-        single = decision.datasets[0] if len(decision.datasets) == 1 else None
-        return self.record(
-            dataset=single,
-            actor=actor.name,
-            role=actor.role.value,
-            action=decision.action,
-            target=decision.target,
-            decision="allow" if decision.allowed else "deny",
-            rule=decision.rule,
-            request_id=request_id,
-            client=client,
-            details=body,
+        """Append the audit entry of a decision (plus ``details`` of the act it allowed)."""
+        entry = decision_entry(
+            actor, decision, details=details, request_id=request_id, client=client
         )
+        return append_entry(self.recorder, **entry)
 
     # -- metering shortcuts -----------------------------------------------------------------
 

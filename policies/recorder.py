@@ -9,9 +9,22 @@ fail (fail closed): nothing is decided or changed without its audit entry.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-__all__ = ["AUDIT_ACTIONS", "MemoryRecorder", "NullRecorder", "Recorder"]
+from sandbox.errors import AuditUnavailable, SandboxError
+
+if TYPE_CHECKING:
+    from .actors import Actor
+    from .decision import Decision
+
+__all__ = [
+    "AUDIT_ACTIONS",
+    "MemoryRecorder",
+    "NullRecorder",
+    "Recorder",
+    "append_entry",
+    "decision_entry",
+]
 
 AUDIT_ACTIONS: Mapping[str, str] = {
     "auth.authenticate": "a bearer token was refused (successful authentications are not "
@@ -74,3 +87,42 @@ class MemoryRecorder:
     def append(self, **fields: Any) -> int:
         self.entries.append(dict(fields))
         return len(self.entries) - 1
+
+
+def append_entry(recorder: Recorder, **fields: Any) -> object:
+    """Append through ``recorder``; any failure becomes :class:`AuditUnavailable`."""
+    try:
+        return recorder.append(**fields)
+    except SandboxError:
+        raise
+    except Exception as exc:
+        raise AuditUnavailable(
+            f"audit trail unavailable ({type(exc).__name__})", rule="audit.append"
+        ) from None
+
+
+def decision_entry(
+    actor: Actor,
+    decision: Decision,
+    *,
+    details: Mapping[str, Any] | None = None,
+    request_id: str | None = None,
+    client: str | None = None,
+) -> dict[str, Any]:
+    """The audit fields of one decision: who, what, allow/deny, the rule and why."""
+    body = decision.audit_details()
+    if decision.datasets:
+        body["datasets"] = list(decision.datasets)
+    body.update(details or {})
+    return {
+        "actor": actor.name,
+        "role": actor.role.value,
+        "action": decision.action,
+        "target": decision.target,
+        "decision": "allow" if decision.allowed else "deny",
+        "rule": decision.rule,
+        "request_id": request_id,
+        "client": client,
+        "dataset": decision.datasets[0] if len(decision.datasets) == 1 else None,
+        "details": body,
+    }
