@@ -66,3 +66,28 @@ def demo_platform(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-
     plat.load_demo_data(scale=0.01)
     yield plat
     plat.close()
+
+
+def build_deployment(home: Path):  # type: ignore[no-untyped-def]
+    """A demo home (scale 0.01) with the demo accounts, grants and tokens: (platform, tokens)."""
+    from datetime import UTC, datetime
+
+    from policies import Actor, Administration
+    from policies.demo import create_demo
+    from sandbox.platform import Platform
+    from sandbox.settings import Settings
+
+    plat = Platform(Settings(home=home, threads=2))
+    plat.init()
+    plat.load_demo_data(scale=0.01)
+    admin = Administration(plat.authority, k_floor=plat.settings.k_floor)
+    tokens = create_demo(admin, Actor.host("tests"), now=datetime.now(UTC))
+    return plat, tokens
+
+
+@pytest.fixture(scope="session")
+def demo_deployment(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A shared demo deployment for read-only tests (do not exhaust its budgets)."""
+    plat, tokens = build_deployment(tmp_path_factory.mktemp("deploy") / "home")
+    yield plat, tokens
+    plat.close()
