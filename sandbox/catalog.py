@@ -35,8 +35,9 @@ class DatasetRecord:
     spec: DatasetSpec
 
     @classmethod
-    def from_row(cls, row: Any) -> DatasetRecord:
-        spec = parse_classification(row.classification, source_name=f"catalog:{row.id}")
+    def from_row(cls, row: Any, spec: DatasetSpec | None = None) -> DatasetRecord:
+        if spec is None:
+            spec = parse_classification(row.classification, source_name=f"catalog:{row.id}")
         return cls(
             id=row.id,
             domain=row.domain,
@@ -84,20 +85,31 @@ class Catalog:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._specs: dict[tuple[str, str], DatasetSpec] = {}
+
+    def _record(self, row: Any) -> DatasetRecord:
+        # Parsing a classification costs about a millisecond; rows are read fresh each time,
+        # the parsed classification is reused while its digest is unchanged.
+        key = (row.id, row.classification_sha256)
+        spec = self._specs.get(key)
+        if spec is None:
+            spec = parse_classification(row.classification, source_name=f"catalog:{row.id}")
+            self._specs[key] = spec
+        return DatasetRecord.from_row(row, spec)
 
     def list(self, domain: str | None = None) -> list[DatasetRecord]:
         query = sa.select(datasets).order_by(datasets.c.id)
         if domain is not None:
             query = query.where(datasets.c.domain == domain)
         with self.engine.connect() as conn:
-            return [DatasetRecord.from_row(row) for row in conn.execute(query)]
+            return [self._record(row) for row in conn.execute(query)]
 
     def get(self, dataset_id: str) -> DatasetRecord:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(datasets).where(datasets.c.id == dataset_id)).first()
         if row is None:
             raise NotFound(f"dataset {dataset_id} is not registered", rule="catalog.unknown")
-        return DatasetRecord.from_row(row)
+        return self._record(row)
 
     def exists(self, dataset_id: str) -> bool:
         with self.engine.connect() as conn:

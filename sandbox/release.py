@@ -25,7 +25,15 @@ from sandbox.noise import NoiseSource
 from sandbox.rewrite import STATS_TABLE, ContributionBounds, Plan, build_plan
 from sandbox.sqlparse import Parsed, parse_query
 
-__all__ = ["Prepared", "Released", "execute", "prepare", "release", "result_sha256"]
+__all__ = [
+    "Prepared",
+    "Released",
+    "execute",
+    "prepare",
+    "release",
+    "release_database",
+    "result_sha256",
+]
 
 
 @dataclass(frozen=True)
@@ -61,7 +69,7 @@ class Released:
 
 
 def prepare(
-    sql: str,
+    sql: str | Parsed,
     access: Mapping[str, DatasetAccess],
     params: DisclosureParams,
     *,
@@ -69,7 +77,7 @@ def prepare(
     max_sql_length: int = 20_000,
 ) -> Prepared:
     """Everything short of running: the guard's verdict and the rewritten SQL."""
-    parsed = parse_query(sql, max_length=max_sql_length)
+    parsed = sql if isinstance(sql, Parsed) else parse_query(sql, max_length=max_sql_length)
     checked = check_query(parsed, access)
     if params.epsilon and bounds is None:
         bounds = ContributionBounds(
@@ -85,12 +93,26 @@ def execute(enclave: Enclave, prepared: Prepared, *, max_groups: int | None = No
     return enclave.query(prepared.plan.stats_sql, max_rows=max_groups)
 
 
-def release(stats: pa.Table, prepared: Prepared, *, noise: NoiseSource | None = None) -> Released:
+def release_database() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB, locked down, for computing outputs over released statistics."""
+    con = duckdb.connect(config=dict(LOCKDOWN))
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def release(
+    stats: pa.Table,
+    prepared: Prepared,
+    *,
+    noise: NoiseSource | None = None,
+    database: duckdb.DuckDBPyConnection | None = None,
+) -> Released:
     """Disclosure control, then the operator's outputs over released statistics only."""
     disclosed = disclose(stats, prepared.columns, prepared.params, noise=noise)
-    con = duckdb.connect(config=dict(LOCKDOWN))
+    owned = database is None
+    base = release_database() if database is None else database
+    con = base.cursor()
     try:
-        con.execute("SET lock_configuration = true")
         con.register(STATS_TABLE, disclosed.table)
         table = con.sql(prepared.plan.release_sql).to_arrow_table()
     except duckdb.Error as exc:
@@ -100,6 +122,8 @@ def release(stats: pa.Table, prepared: Prepared, *, noise: NoiseSource | None = 
         ) from None
     finally:
         con.close()
+        if owned:
+            base.close()
     table = _round(table, prepared.params.round_digits)
     return Released(table, disclosed.groups_suppressed, disclosed.epsilon_spent)
 

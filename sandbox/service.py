@@ -22,14 +22,23 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from policies import Actor, Decision, Grant, spend_budget
+from sandbox.catalog import DatasetRecord
 from sandbox.db import release_cache
 from sandbox.disclosure import DisclosureParams
-from sandbox.errors import AuditUnavailable, QueryRefused, SandboxError
+from sandbox.errors import AuditUnavailable, QueryRefused, ResultTooLarge, SandboxError
 from sandbox.guard import DatasetAccess
 from sandbox.noise import NoiseSource
 from sandbox.platform import Platform
 from sandbox.receipts import issue_receipt
-from sandbox.release import Prepared, execute, prepare, release, result_sha256
+from sandbox.release import (
+    Prepared,
+    Released,
+    execute,
+    prepare,
+    release,
+    release_database,
+    result_sha256,
+)
 from sandbox.rewrite import ContributionBounds
 from sandbox.sqlparse import parse_query
 from sandbox.timeutil import to_rfc3339
@@ -37,6 +46,19 @@ from sandbox.timeutil import to_rfc3339
 __all__ = ["QueryResult", "QueryService"]
 
 ACTION = "dataset.query"
+#: Groups computed in the enclave may exceed the released-row limit by this factor
+#: (small groups are suppressed before release); memory and time limits still apply.
+STATS_HEADROOM = 20
+
+
+@dataclass(frozen=True)
+class Authorized:
+    """A query that passed authorization and the guard, ready to run."""
+
+    decision: Decision
+    prepared: Prepared
+    remaining: float | None
+    records: dict[str, DatasetRecord]
 
 
 @dataclass(frozen=True)
@@ -66,7 +88,7 @@ class QueryService:
         )
         self.dominance_p = dominance_p
         self.round_digits = round_digits
-        self._specs: dict[tuple[str, int], DatasetAccess] = {}
+        self._release_db = release_database()
 
     # -- pieces ----------------------------------------------------------------------------
 
@@ -94,10 +116,12 @@ class QueryService:
             details=details,
         )
 
-    def _access(self, grants: tuple[Grant, ...]) -> dict[str, DatasetAccess]:
+    def _access(
+        self, grants: tuple[Grant, ...], records: dict[str, DatasetRecord]
+    ) -> dict[str, DatasetAccess]:
         access = {}
         for grant in grants:
-            record = self.platform.catalog.get(grant.dataset)
+            record = records[grant.dataset]
             access[grant.dataset] = DatasetAccess(
                 record.spec,
                 grant.max_level,
@@ -132,7 +156,7 @@ class QueryService:
 
     def _authorize(
         self, actor: Actor, sql: str, rid: str, purpose: str | None, client: str | None
-    ) -> tuple[Decision, Prepared, float | None]:
+    ) -> Authorized:
         parsed = parse_query(sql)
         decision = self.platform.authority.decide(
             actor,
@@ -146,9 +170,10 @@ class QueryService:
         )
         if not decision.allowed:
             raise decision.error()
+        records = {d: self.platform.catalog.get(d) for d in parsed.datasets}
         params, remaining = self._params(decision)
-        prepared = prepare(sql, self._access(decision.grants), params)
-        return decision, prepared, remaining
+        prepared = prepare(parsed, self._access(decision.grants, records), params)
+        return Authorized(decision, prepared, remaining, records)
 
     # -- explain ---------------------------------------------------------------------------
 
@@ -158,7 +183,7 @@ class QueryService:
         """Would this query be accepted, which rule refuses it, what it touches and costs."""
         rid = uuid.uuid4().hex
         try:
-            decision, prepared, remaining = self._authorize(actor, sql, rid, purpose, client)
+            auth = self._authorize(actor, sql, rid, purpose, client)
         except SandboxError as exc:
             self._record(
                 actor,
@@ -174,6 +199,7 @@ class QueryService:
                 },
             )
             return {"accepted": False, "rule": exc.rule or exc.code, "message": exc.message}
+        prepared, decision = auth.prepared, auth.decision
         answer = {
             "accepted": True,
             "datasets": list(prepared.parsed.datasets),
@@ -181,7 +207,7 @@ class QueryService:
             "entity_of": prepared.plan.primary,
             "k": prepared.params.k,
             "epsilon": prepared.epsilon,
-            "epsilon_remaining": remaining,
+            "epsilon_remaining": auth.remaining,
             "review_required": decision.review_required,
             "grants": [{"id": g.id, "version": g.version} for g in decision.grants],
             "normalized_sql": prepared.parsed.normalized_sql,
@@ -212,40 +238,46 @@ class QueryService:
         rid = request_id or uuid.uuid4().hex
         started = time.perf_counter()
         try:
-            decision, prepared, remaining = self._authorize(actor, sql, rid, purpose, client)
-            if decision.review_required:
+            auth = self._authorize(actor, sql, rid, purpose, client)
+            prepared = auth.prepared
+            if auth.decision.review_required:
                 raise QueryRefused(
                     "a grant used by this query requires bureau review before release: submit "
                     "it as a job",
                     rule="grant.review_required",
                 )
             if prepared.params.epsilon and (
-                remaining is None or prepared.epsilon > remaining + 1e-9
+                auth.remaining is None or prepared.epsilon > auth.remaining + 1e-9
             ):
                 raise QueryRefused(
                     f"the query costs ε={prepared.epsilon:g} but only "
-                    f"{remaining or 0:g} remains on the grant",
+                    f"{auth.remaining or 0:g} remains on the grant",
                     rule="budget.exhausted",
                 )
-            cached = self._cached(actor, prepared, decision)
+            key = self._cache_key(actor, auth)
+            cached = self._cached(key)
             if cached is not None:
                 self._record(
                     actor,
                     rid,
                     "allow",
-                    decision.rule,
+                    auth.decision.rule,
                     client=client,
                     dataset=prepared.parsed.datasets[0],
                     details={**cached.meta, "cache": True, "epsilon_spent": 0.0},
                 )
                 return cached
             cpu0 = time.process_time()
-            stats = execute(self.platform.enclave, prepared)
-            released = release(stats, prepared, noise=self.noise)
+            limit = self.platform.settings.max_result_rows
+            stats = execute(self.platform.enclave, prepared, max_groups=limit * STATS_HEADROOM)
+            released = release(stats, prepared, noise=self.noise, database=self._release_db)
+            if released.table.num_rows > limit:
+                raise ResultTooLarge(
+                    f"the released result has more than {limit} rows",
+                    rule="enclave.max_result_rows",
+                )
             cpu_ms = int((time.process_time() - cpu0) * 1000)
-            return self._commit(
-                actor, rid, client, decision, prepared, released, remaining, cpu_ms, started
-            )
+            return self._commit(actor, rid, client, auth, key, released, cpu_ms, started)
         except SandboxError as exc:
             if isinstance(exc, AuditUnavailable):
                 raise
@@ -264,24 +296,21 @@ class QueryService:
             )
             raise
 
-    def _cache_key(self, actor: Actor, prepared: Prepared, decision: Decision) -> str:
-        versions = sorted(
-            (d, self.platform.catalog.get(d).version) for d in prepared.parsed.datasets
-        )
+    def _cache_key(self, actor: Actor, auth: Authorized) -> str:
+        versions = sorted((d, r.version) for d, r in auth.records.items())
         material = json.dumps(
             [
                 actor.name,
-                prepared.parsed.normalized_sql,
-                sorted((g.id, g.version) for g in decision.grants),
+                auth.prepared.parsed.normalized_sql,
+                sorted((g.id, g.version) for g in auth.decision.grants),
                 versions,
-                repr(prepared.params),
+                repr(auth.prepared.params),
             ],
             sort_keys=True,
         )
         return hashlib.sha256(material.encode()).hexdigest()
 
-    def _cached(self, actor: Actor, prepared: Prepared, decision: Decision) -> QueryResult | None:
-        key = self._cache_key(actor, prepared, decision)
+    def _cached(self, key: str) -> QueryResult | None:
         with self.platform.engine.connect() as conn:
             row = conn.execute(sa.select(release_cache).where(release_cache.c.key == key)).first()
         if row is None:
@@ -294,16 +323,16 @@ class QueryService:
         actor: Actor,
         rid: str,
         client: str | None,
-        decision: Decision,
-        prepared: Prepared,
-        released: Any,
-        remaining: float | None,
+        auth: Authorized,
+        key: str,
+        released: Released,
         cpu_ms: int,
         started: float,
     ) -> QueryResult:
         now = datetime.now(UTC)
+        prepared, decision = auth.prepared, auth.decision
         digest = result_sha256(released.table)
-        datasets = [self.platform.catalog.get(d) for d in prepared.parsed.datasets]
+        datasets = [auth.records[d] for d in prepared.parsed.datasets]
         meta: dict[str, Any] = {
             "request_id": rid,
             "rows": released.table.num_rows,
@@ -311,14 +340,13 @@ class QueryService:
             "k": prepared.params.k,
             "epsilon_spent": released.epsilon_spent,
             "epsilon_remaining": None
-            if remaining is None
-            else max(0.0, remaining - released.epsilon_spent),
+            if auth.remaining is None
+            else max(0.0, auth.remaining - released.epsilon_spent),
             "datasets": [d.id for d in datasets],
             "columns": prepared.touched,
             "query_sha256": prepared.query_sha256,
             "result_sha256": digest,
         }
-        key = self._cache_key(actor, prepared, decision)
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, released.table.schema) as writer:
             writer.write_table(released.table)

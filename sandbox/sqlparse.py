@@ -9,6 +9,7 @@ file path, an expression type.  Refusals quote the operator's own SQL
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import sqlglot
 from sqlglot import exp
@@ -156,7 +157,7 @@ class Parsed:
     datasets: tuple[str, ...]
     cte_names: frozenset[str]
 
-    @property
+    @cached_property
     def normalized_sql(self) -> str:
         return self.expression.sql(dialect="duckdb", normalize=True, pretty=False)
 

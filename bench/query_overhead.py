@@ -1,0 +1,164 @@
+"""Query overhead: the full path (parse, authorize, rewrite, execute, disclose, audit)
+against the same SQL run directly in DuckDB.
+
+Usage: python bench/query_overhead.py [--scale 10] [--repeat 5]
+
+Builds a demo home at the given scale in a temp dir, with two bench operators:
+`bench-plain` (grants without a privacy budget) and `bench-dp` (ε budget, noise on
+every released cell).  Each figure is the median of --repeat runs; every run of
+the full path uses a distinct normalized query (a no-op HAVING), so the release
+cache never answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+
+from policies import Actor, Administration, GrantTerms, Licence, Role
+from policies.demo import create_demo
+from sandbox.classification import Level
+from sandbox.platform import Platform
+from sandbox.service import QueryService
+from sandbox.settings import Settings
+
+WORKLOADS = {
+    "W1 claims by district x diagnosis": (
+        "SELECT district, diagnosis_code, count(*), count(DISTINCT person_id), "
+        "avg(claim_amount) FROM health.claims GROUP BY 1, 2"
+    ),
+    "W2 firms x wages join": (
+        "SELECT e.industry, s.month, count(DISTINCT e.credit_code), sum(s.wage_total) "
+        "FROM market.enterprises e JOIN hrss.social_insurance s ON s.credit_code = e.credit_code "
+        "GROUP BY 1, 2"
+    ),
+    "W3 trips by station x hour": (
+        "SELECT board_station, date_trunc('hour', board_time), count(*), avg(fare) "
+        "FROM transport.trips GROUP BY 1, 2"
+    ),
+}
+GROUPABLE = {
+    "health.claims": frozenset({"diagnosis_code"}),
+    "transport.trips": frozenset({"board_time"}),
+}
+SMALL = "SELECT status, count(*) FROM market.enterprises WHERE founded = 2001 GROUP BY 1"
+
+
+def setup(home: Path, scale: float) -> tuple[Platform, dict[str, Actor]]:
+    platform = Platform(Settings(home=home, max_result_rows=100_000))
+    platform.init()
+    started = time.perf_counter()
+    platform.load_demo_data(scale)
+    print(f"demo data at --scale {scale:g} built in {time.perf_counter() - started:.1f} s")
+    admin = Administration(platform.authority, k_floor=platform.settings.k_floor)
+    host = Actor.host("bench")
+    now = datetime.now(UTC)
+    create_demo(admin, host, now=now)
+    for name in ("bench-plain", "bench-dp"):
+        admin.create_account(
+            host,
+            name,
+            role=Role.OPERATOR,
+            organisation="bench",
+            licence=Licence(number=f"BENCH-{name}", valid_until=now + timedelta(days=1)),
+        )
+    bureaus = {
+        "health": "bureau-health",
+        "market": "bureau-market",
+        "hrss": "bureau-hrss",
+        "transport": "bureau-transport",
+    }
+    for dataset in (
+        "health.claims",
+        "market.enterprises",
+        "hrss.social_insurance",
+        "transport.trips",
+    ):
+        bureau = platform.authority.authenticate(
+            admin.issue_token(host, bureaus[dataset.split(".")[0]], ttl=timedelta(hours=1)).token
+        )
+        for name, epsilon in (("bench-plain", None), ("bench-dp", 1.0)):
+            terms = GrantTerms(
+                purpose_code="benchmark",
+                purpose_text="overhead benchmark",
+                valid_from=now - timedelta(minutes=1),
+                valid_until=now + timedelta(days=1),
+                max_level=Level.L3,
+                groupable=GROUPABLE.get(dataset, frozenset()),
+                k=10,
+                epsilon_total=None if epsilon is None else 10_000.0,
+                epsilon_per_query=epsilon,
+            )
+            admin.issue_grant(bureau, dataset, name, terms, reason="bench")
+    actors = {}
+    for name in ("bench-plain", "bench-dp"):
+        token = admin.issue_token(host, name, ttl=timedelta(hours=1)).token
+        actors[name] = platform.authority.authenticate(token)
+    return platform, actors
+
+
+def median_time(fn, repeat: int) -> float:
+    times = []
+    for i in range(repeat):
+        start = time.perf_counter()
+        fn(i)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--scale", type=float, default=10.0)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        platform, actors = setup(Path(tmp) / "home", args.scale)
+        service = QueryService(platform)
+        platform.enclave.query("SELECT 1")  # open the reader
+        counter = iter(range(10**9))
+
+        def raw(sql: str) -> float:
+            def run(_i: int) -> None:
+                with platform.enclave.cursor() as cur:
+                    cur.sql(sql).to_arrow_table()
+
+            run(0)  # warm
+            return median_time(run, args.repeat)
+
+        def guarded(sql: str, who: str) -> float:
+            def run(_i: int) -> None:
+                service.run(actors[who], f"{sql} HAVING count(*) > -{next(counter)}")
+
+            run(0)
+            return median_time(run, args.repeat)
+
+        print(
+            f"threads={platform.settings.threads}, duckdb {duckdb.__version__}, "
+            f"median of {args.repeat}"
+        )
+        print(f"{'workload':<36} {'raw s':>8} {'plain s':>8} {'ratio':>6} {'dp s':>8} {'ratio':>6}")
+        for label, sql in WORKLOADS.items():
+            base = raw(sql)
+            plain = guarded(sql, "bench-plain")
+            dp = guarded(sql, "bench-dp")
+            print(
+                f"{label:<36} {base:8.3f} {plain:8.3f} {plain / base:6.2f} {dp:8.3f} "
+                f"{dp / base:6.2f}"
+            )
+        base = raw(SMALL)
+        plain = guarded(SMALL, "bench-plain")
+        print(
+            f"{'small query (added ms)':<36} {base * 1000:8.1f} {plain * 1000:8.1f} "
+            f"{(plain - base) * 1000:+6.1f} ms"
+        )
+        platform.close()
+
+
+if __name__ == "__main__":
+    main()
