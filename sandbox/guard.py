@@ -389,6 +389,9 @@ def _check_final(rules: _Rules, scope: Scope) -> list[exp.Expression]:
     for arg in ("qualify", "offset"):
         if select.args.get(arg):
             raise _refuse("guard.final_scope", f"{arg.upper()} is not allowed")
+    distinct = select.args.get("distinct")
+    if distinct is not None and distinct.args.get("on") is not None:
+        raise _refuse("guard.final_scope", "DISTINCT ON is not allowed")
     group = select.args.get("group")
     projections = [p.unalias() for p in select.expressions]
     if group is not None and group.args.get("all"):

@@ -205,6 +205,13 @@ def parse_query(sql: str, *, max_length: int = 20_000) -> Parsed:
             raise _refuse("guard.subquery_predicate", "subqueries are allowed only in FROM")
         if isinstance(node, exp.Placeholder):
             raise _refuse("guard.placeholder", "query parameters are not supported")
+        if isinstance(node, exp.TableAlias) and node.args.get("columns"):
+            raise _refuse(
+                "guard.alias_columns",
+                "column lists in aliases (AS t(a, b)) are not allowed: alias each column",
+            )
+        if isinstance(node, exp.Var) and not _known_unit(node):
+            raise _refuse("guard.syntax_element", "a bare word where a date part is expected")
         if type(node) not in ALLOWED_NODES:
             raise _refuse(
                 "guard.function" if isinstance(node, exp.Func) else "guard.syntax_element",
@@ -223,6 +230,21 @@ def parse_query(sql: str, *, max_length: int = 20_000) -> Parsed:
     if not datasets:
         raise _refuse("guard.no_dataset", "the query reads no registered dataset")
     return Parsed(root, tuple(datasets), frozenset(ctes))
+
+
+_UNITS = frozenset(
+    "year years quarter quarters month months week weeks day days hour hours minute minutes "
+    "second seconds millisecond milliseconds microsecond microseconds dow doy epoch isodow "
+    "isoyear decade century millennium".split()
+)
+
+
+def _known_unit(node: exp.Var) -> bool:
+    """A Var is only acceptable as a date part of EXTRACT, DATE_TRUNC or INTERVAL."""
+    parent = node.parent
+    return node.name.lower() in _UNITS and isinstance(
+        parent, exp.Extract | exp.TimestampTrunc | exp.DateTrunc | exp.Interval
+    )
 
 
 def _table_dataset(table: exp.Table, ctes: set[str]) -> str | None:
