@@ -127,6 +127,8 @@ def ensure_policy(engine: Engine, path: Path = POLICY_PATH) -> bool:
     lines = read_policy_file(path)
     check_separation(lines)
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":  # two servers starting at once seed once
+            conn.execute(sa.text("LOCK TABLE casbin_rule IN SHARE ROW EXCLUSIVE MODE"))
         count = conn.execute(
             sa.select(sa.func.count()).select_from(casbin_rule).where(casbin_rule.c.ptype == "p")
         ).scalar_one()

@@ -6,8 +6,12 @@ import csv
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from policies import Actor, Decision
+from policies import ACTIONS, Actor, Decision
+from policies.enforcer import read_policy_file
+from sandbox.errors import InvalidInput
 
 from .conftest import World
 
@@ -40,8 +44,6 @@ def test_role_table(shared_world: World, actor: str, action: str, target: str, r
 
 
 def test_every_action_is_in_the_table() -> None:
-    from policies import ACTIONS
-
     acted = {(a, act) for a, act, _, _ in CASES}
     for action in ACTIONS:
         assert any(
@@ -57,3 +59,34 @@ def test_stale_actor_cannot_borrow_a_role(world: World) -> None:
         world.authority.decide(forged, "account.create", "account:op-x").rule
         == "role.not_permitted"
     )
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    actor=st.sampled_from(["op-bank", "bureau-health", "auditor", "admin", "host"]),
+    action=st.one_of(st.sampled_from(sorted(ACTIONS)), st.text(max_size=20)),
+    kind=st.sampled_from(["platform", "dataset", "domain", "grant", "account", "token", "x"]),
+    ident=st.text(alphabet="abcdefghijklmnopqrstuvwxyz._-:", max_size=20),
+)
+def test_deny_by_default(
+    shared_world: World, actor: str, action: str, kind: str, ident: str
+) -> None:
+    """Whatever is asked, an allow needs a policy line, and anything unknown is a deny."""
+    who = shared_world.host if actor == "host" else shared_world.actor(actor)
+    target = kind if kind == "platform" else f"{kind}:{ident}"
+    try:
+        decision = shared_world.authority.decide(who, action, target, audit=False)
+    except InvalidInput:
+        return  # a malformed target is refused before any decision
+    if decision.allowed:
+        assert action in ACTIONS and decision.policy and decision.rule == "allow.role"
+        obj, act = action.split(".")
+        role = "admin" if actor == "host" else who.role.value
+        line = [
+            p for p in read_policy_file() if p[0] == "p" and p[1] == role and p[3:5] == (obj, act)
+        ]
+        assert line, (actor, action, target)
+    elif action not in ACTIONS:
+        assert decision.rule == "action.unknown"
