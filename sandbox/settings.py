@@ -101,6 +101,48 @@ SETTINGS: tuple[SettingSpec, ...] = (
         _positive_float,
         "Sign a tree head at least this often (seconds) while entries arrive.",
     ),
+    # -- the HTTP service (docs/api.md, docs/deployment.md) --
+    SettingSpec(
+        "workers", "SANDBOX_WORKERS", _positive_int, "Server processes `sandbox serve` runs."
+    ),
+    SettingSpec(
+        "job_workers",
+        "SANDBOX_JOB_WORKERS",
+        _positive_int,
+        "Analysis jobs that run at once in one server process.",
+    ),
+    SettingSpec(
+        "result_ttl_s",
+        "SANDBOX_RESULT_TTL_S",
+        _positive_float,
+        "A job's result (released or held for review) is deleted after this many seconds.",
+    ),
+    SettingSpec(
+        "rate_limit_per_minute",
+        "SANDBOX_RATE_LIMIT_PER_MINUTE",
+        _positive_int,
+        "Requests one token may make per minute (429 with Retry-After beyond).",
+    ),
+    SettingSpec("max_body_bytes", "SANDBOX_MAX_BODY_BYTES", _positive_int, "Largest request body."),
+    SettingSpec(
+        "max_upload_bytes",
+        "SANDBOX_MAX_UPLOAD_BYTES",
+        _positive_int,
+        "Largest dataset upload (a bureau's source file).",
+    ),
+    SettingSpec("max_sql_length", "SANDBOX_MAX_SQL_LENGTH", _positive_int, "Longest SQL text."),
+    SettingSpec(
+        "max_jobs_per_operator",
+        "SANDBOX_MAX_JOBS_PER_OPERATOR",
+        _positive_int,
+        "Jobs one operator may have queued or running at once.",
+    ),
+    SettingSpec(
+        "sync_wait_s",
+        "SANDBOX_SYNC_WAIT_S",
+        _positive_float,
+        "Longest a `wait=true` job submission waits for the result.",
+    ),
 )
 
 
@@ -122,6 +164,15 @@ class Settings:
     port: int = 8000
     audit_sign_every_n: int = 1000
     audit_sign_every_s: float = 60.0
+    workers: int = 1
+    job_workers: int = max(1, os.cpu_count() or 1)
+    result_ttl_s: float = 86_400.0
+    rate_limit_per_minute: int = 1_200
+    max_body_bytes: int = 1_048_576
+    max_upload_bytes: int = 1_073_741_824
+    max_sql_length: int = 20_000
+    max_jobs_per_operator: int = 8
+    sync_wait_s: float = 10.0
 
     def __post_init__(self) -> None:
         home = Path(self.home).resolve()
