@@ -5,6 +5,17 @@ durable, in the same control-plane transaction that spends the privacy budget,
 counts the usage and caches the release; if any of it fails, nothing is
 released and nothing is spent.  Every refusal, at any step, is audited with the
 rule that refused.
+
+A query whose grant requires the bureau's review (``review_required``) is never
+released by :meth:`QueryService.run`.  A job runs it with :meth:`QueryService.run_job`,
+which computes the desensitized result (noise drawn, suppression applied) and
+returns it :class:`Held`: recorded in the audit trail as computed, but nothing is
+released, no ε is spent and no usage is counted.  When the bureau approves,
+:meth:`QueryService.release_held` re-authorizes the query (the grant may have been
+narrowed, suspended or used up meanwhile), checks that the held result was computed
+under the same grant and dataset versions, and then releases it exactly like ``run``
+does: ε spent, usage counted, audit entry durable, release cached, in one
+transaction, before anything is returned.
 """
 
 from __future__ import annotations
@@ -43,7 +54,7 @@ from sandbox.rewrite import ContributionBounds
 from sandbox.sqlparse import parse_query
 from sandbox.timeutil import to_rfc3339
 
-__all__ = ["QueryResult", "QueryService"]
+__all__ = ["Held", "QueryResult", "QueryService"]
 
 ACTION = "dataset.query"
 #: Groups computed in the enclave may exceed the released-row limit by this factor
@@ -66,6 +77,22 @@ class QueryResult:
     table: pa.Table
     meta: dict[str, Any]
     receipt: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Held:
+    """A desensitized result computed under a grant that requires review: not released.
+
+    ``key`` is the release-cache key it was computed under (operator, query, grant and
+    dataset versions, disclosure parameters): a release later must find the same key.
+    """
+
+    table: pa.Table
+    groups_suppressed: int
+    epsilon: float
+    key: str
+    cpu_ms: int
+    meta: dict[str, Any]
 
 
 class QueryService:
@@ -178,10 +205,16 @@ class QueryService:
     # -- explain ---------------------------------------------------------------------------
 
     def explain(
-        self, actor: Actor, sql: str, *, purpose: str | None = None, client: str | None = None
+        self,
+        actor: Actor,
+        sql: str,
+        *,
+        purpose: str | None = None,
+        client: str | None = None,
+        request_id: str | None = None,
     ) -> dict[str, Any]:
         """Would this query be accepted, which rule refuses it, what it touches and costs."""
-        rid = uuid.uuid4().hex
+        rid = request_id or uuid.uuid4().hex
         try:
             auth = self._authorize(actor, sql, rid, purpose, client)
         except SandboxError as exc:
@@ -235,28 +268,107 @@ class QueryService:
         client: str | None = None,
     ) -> QueryResult:
         """Run one query and release its desensitized result (or raise, audited)."""
+        outcome = self._run(actor, sql, purpose, request_id, client, hold=False)
+        assert isinstance(outcome, QueryResult)
+        return outcome
+
+    def run_job(
+        self,
+        actor: Actor,
+        sql: str,
+        *,
+        purpose: str | None = None,
+        request_id: str | None = None,
+        client: str | None = None,
+    ) -> QueryResult | Held:
+        """As :meth:`run`; under a grant that requires review, compute and hold, don't release."""
+        return self._run(actor, sql, purpose, request_id, client, hold=True)
+
+    def check(
+        self,
+        actor: Actor,
+        sql: str,
+        *,
+        purpose: str | None = None,
+        request_id: str | None = None,
+        client: str | None = None,
+    ) -> None:
+        """Would :meth:`run_job` start?  A refusal is audited and raised; acceptance is silent.
+
+        For job submission: a query refused now is refused at once, with its rule, and
+        no job is created.  It is checked again when the job runs.
+        """
+        rid = request_id or uuid.uuid4().hex
+        started = time.perf_counter()
+        try:
+            self._check_budget(self._authorize(actor, sql, rid, purpose, client))
+        except SandboxError as exc:
+            self._refused(actor, rid, client, sql, exc, started)
+            raise
+
+    @staticmethod
+    def _check_budget(auth: Authorized) -> None:
+        prepared = auth.prepared
+        if prepared.params.epsilon and (
+            auth.remaining is None or prepared.epsilon > auth.remaining + 1e-9
+        ):
+            raise QueryRefused(
+                f"the query costs ε={prepared.epsilon:g} but only "
+                f"{auth.remaining or 0:g} remains on the grant",
+                rule="budget.exhausted",
+            )
+
+    def _refused(
+        self,
+        actor: Actor,
+        rid: str,
+        client: str | None,
+        sql: str,
+        exc: SandboxError,
+        started: float,
+    ) -> None:
+        if isinstance(exc, AuditUnavailable):
+            return
+        self._record(
+            actor,
+            rid,
+            "deny",
+            exc.rule or exc.code,
+            client=client,
+            dataset=None,
+            details={
+                "reason": exc.message,
+                "query_sha256": hashlib.sha256(sql.encode()).hexdigest(),
+                "duration_ms": int((time.perf_counter() - started) * 1000),
+            },
+        )
+
+    def _run(
+        self,
+        actor: Actor,
+        sql: str,
+        purpose: str | None,
+        request_id: str | None,
+        client: str | None,
+        *,
+        hold: bool,
+    ) -> QueryResult | Held:
         rid = request_id or uuid.uuid4().hex
         started = time.perf_counter()
         try:
             auth = self._authorize(actor, sql, rid, purpose, client)
             prepared = auth.prepared
-            if auth.decision.review_required:
+            if auth.decision.review_required and not hold:
                 raise QueryRefused(
                     "a grant used by this query requires bureau review before release: submit "
                     "it as a job",
                     rule="grant.review_required",
                 )
-            if prepared.params.epsilon and (
-                auth.remaining is None or prepared.epsilon > auth.remaining + 1e-9
-            ):
-                raise QueryRefused(
-                    f"the query costs ε={prepared.epsilon:g} but only "
-                    f"{auth.remaining or 0:g} remains on the grant",
-                    rule="budget.exhausted",
-                )
+            self._check_budget(auth)
             key = self._cache_key(actor, auth)
             cached = self._cached(key)
             if cached is not None:
+                # Already released to this operator (after review, if the grant needs it).
                 self._record(
                     actor,
                     rid,
@@ -277,23 +389,113 @@ class QueryService:
                     rule="enclave.max_result_rows",
                 )
             cpu_ms = int((time.process_time() - cpu0) * 1000)
+            if auth.decision.review_required:
+                return self._hold(actor, rid, client, auth, key, released, cpu_ms, started)
             return self._commit(actor, rid, client, auth, key, released, cpu_ms, started)
         except SandboxError as exc:
-            if isinstance(exc, AuditUnavailable):
-                raise
-            self._record(
+            self._refused(actor, rid, client, sql, exc, started)
+            raise
+
+    def _hold(
+        self,
+        actor: Actor,
+        rid: str,
+        client: str | None,
+        auth: Authorized,
+        key: str,
+        released: Released,
+        cpu_ms: int,
+        started: float,
+    ) -> Held:
+        """Record that a result was computed and is held for review; release nothing."""
+        prepared, decision = auth.prepared, auth.decision
+        meta: dict[str, Any] = {
+            "request_id": rid,
+            "rows": released.table.num_rows,
+            "groups_suppressed": released.groups_suppressed,
+            "k": prepared.params.k,
+            "epsilon": released.epsilon_spent,
+            "datasets": list(prepared.parsed.datasets),
+            "review_datasets": sorted(g.dataset for g in decision.grants if g.review_required),
+            "columns": prepared.touched,
+            "query_sha256": prepared.query_sha256,
+            "result_sha256": result_sha256(released.table),
+        }
+        self._record(
+            actor,
+            rid,
+            "allow",
+            decision.rule,
+            client=client,
+            dataset=prepared.parsed.datasets[0],
+            details={
+                **meta,
+                "held_for_review": True,
+                "epsilon_spent": 0.0,
+                "normalized_sql": prepared.parsed.normalized_sql,
+                "grants": [{"id": g.id, "version": g.version} for g in decision.grants],
+                "duration_ms": int((time.perf_counter() - started) * 1000),
+            },
+        )
+        return Held(
+            released.table, released.groups_suppressed, released.epsilon_spent, key, cpu_ms, meta
+        )
+
+    def release_held(
+        self,
+        actor: Actor,
+        sql: str,
+        held: Held,
+        *,
+        purpose: str | None = None,
+        request_id: str | None = None,
+        client: str | None = None,
+        review: list[dict[str, Any]] | None = None,
+    ) -> QueryResult:
+        """Release a held result after review: re-authorized, then spent, audited and cached.
+
+        Refused (and audited) with ``review.stale`` if the grants, datasets or disclosure
+        parameters changed since it was computed (the job must run again), and with the
+        authorization's own rule if the grant is no longer live or its budget cannot pay.
+        """
+        rid = request_id or uuid.uuid4().hex
+        started = time.perf_counter()
+        try:
+            auth = self._authorize(actor, sql, rid, purpose, client)
+            key = self._cache_key(actor, auth)
+            if key != held.key:
+                raise QueryRefused(
+                    "the grant, the dataset or the disclosure parameters changed after the "
+                    "result was computed: submit the job again",
+                    rule="review.stale",
+                )
+            cached = self._cached(key)
+            if cached is not None:
+                self._record(
+                    actor,
+                    rid,
+                    "allow",
+                    auth.decision.rule,
+                    client=client,
+                    dataset=auth.prepared.parsed.datasets[0],
+                    details={**cached.meta, "cache": True, "epsilon_spent": 0.0},
+                )
+                return cached
+            self._check_budget(auth)
+            released = Released(held.table, held.groups_suppressed, held.epsilon)
+            return self._commit(
                 actor,
                 rid,
-                "deny",
-                exc.rule or exc.code,
-                client=client,
-                dataset=None,
-                details={
-                    "reason": exc.message,
-                    "query_sha256": hashlib.sha256(sql.encode()).hexdigest(),
-                    "duration_ms": int((time.perf_counter() - started) * 1000),
-                },
+                client,
+                auth,
+                key,
+                released,
+                held.cpu_ms,
+                started,
+                extra={"review": review or []},
             )
+        except SandboxError as exc:
+            self._refused(actor, rid, client, sql, exc, started)
             raise
 
     def _cache_key(self, actor: Actor, auth: Authorized) -> str:
@@ -328,6 +530,8 @@ class QueryService:
         released: Released,
         cpu_ms: int,
         started: float,
+        *,
+        extra: dict[str, Any] | None = None,
     ) -> QueryResult:
         now = datetime.now(UTC)
         prepared, decision = auth.prepared, auth.decision
@@ -361,6 +565,7 @@ class QueryService:
                 "normalized_sql": prepared.parsed.normalized_sql,
                 "grants": [{"id": g.id, "version": g.version} for g in decision.grants],
                 "duration_ms": int((time.perf_counter() - started) * 1000),
+                **(extra or {}),
             }
             entry = self._record(
                 actor,
