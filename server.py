@@ -2,51 +2,56 @@
 
 Every error a route raises is a :class:`sandbox.errors.SandboxError` and is
 rendered by one handler as ``{"code", "message", "rule"}`` with the class's
-status code.
+status code (``sandbox/api/errors.py``).  Routes per role live in
+``sandbox/api/``; jobs in ``sandbox/jobs.py``, ``sandbox/job_runner.py`` and
+``sandbox/job_desk.py``.  Run it with ``sandbox serve`` (docs/deployment.md).
 """
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
 
 from sandbox import __version__
-from sandbox.errors import SandboxError
-from sandbox.platform import Platform
+from sandbox.api import Services, install
 from sandbox.settings import Settings, load_settings
 
 __all__ = ["create_app"]
 
+DESCRIPTION = """\
+Sandbox puts the governed enclave, the grants and the audit trail behind HTTP.
+Every route but `/health` and the OpenAPI documents needs `Authorization: Bearer
+<token>`; identity and role come from the token only.  Errors are always
+`{"code", "message", "rule"}`.  See docs/api.md for the tour per role.
+"""
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the application for one deployment home."""
+    """Build the application for one deployment home (jobs start with the app's lifespan)."""
     settings = settings or load_settings()
-    platform = Platform(settings)
-    app = FastAPI(title="Sandbox", version=__version__)
-    app.state.platform = platform
+    services = Services(settings)
 
-    @app.exception_handler(SandboxError)
-    async def sandbox_error(_request: Request, exc: SandboxError) -> JSONResponse:
-        return JSONResponse(exc.to_dict(), status_code=exc.status)
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(services.start)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(services.stop)
 
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        fields = sorted({".".join(str(p) for p in err.get("loc", ())) for err in exc.errors()})
-        body = {
-            "code": "invalid_request",
-            "message": f"request does not match the API schema at: {', '.join(fields)}",
-            "rule": "api.schema",
-        }
-        return JSONResponse(body, status_code=422)
+    app = FastAPI(title="Sandbox", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    install(app, services)
 
-    @app.get("/health")
+    @app.get("/health", tags=["health"])
     def health() -> dict[str, object]:
-        """Liveness: the service answers and can see its enclave."""
+        """Liveness: the service answers and can see its catalog."""
         return {
             "status": "ok",
             "version": __version__,
-            "datasets": len(platform.catalog.list()),
+            "datasets": len(services.platform.catalog.list()),
         }
 
     return app

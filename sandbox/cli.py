@@ -7,7 +7,6 @@ on stderr with a non-zero exit status; nothing prints a data value.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -29,6 +28,7 @@ from sandbox.cli_admin import (
     usage,
 )
 from sandbox.cli_audit import audit_app
+from sandbox.cli_job import job_app
 from sandbox.cli_query import query, receipt_app
 from sandbox.errors import CertificateError, InvalidInput, SandboxError
 from sandbox.platform import Platform
@@ -48,6 +48,7 @@ app.add_typer(token_app, name="token")
 app.add_typer(grant_app, name="grant")
 app.add_typer(audit_app, name="audit")
 app.add_typer(receipt_app, name="receipt")
+app.add_typer(job_app, name="job")
 app.command()(query)
 app.command()(freeze)
 app.command()(unfreeze)
@@ -108,18 +109,14 @@ def serve(
     ctx: typer.Context,
     host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
     port: Annotated[int | None, typer.Option(help="Port.")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Server processes (default SANDBOX_WORKERS, 1).")
+    ] = None,
 ) -> None:
-    """Run the HTTP API (uvicorn)."""
-    import uvicorn
+    """Run the HTTP API (uvicorn); several worker processes share the home safely."""
+    from sandbox.api.context import serve_app
 
-    from server import create_app
-
-    settings: Settings = ctx.obj
-    host = host or settings.host
-    port = port or settings.port
-    typer.echo(f"Sandbox API at http://{host}:{port}  (docs: http://{host}:{port}/docs)")
-    sys.stdout.flush()
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    serve_app(ctx.obj, host=host, port=port, workers=workers)
 
 
 @dataset_app.command("register")

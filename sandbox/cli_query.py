@@ -54,6 +54,10 @@ def query(
     receipt: Annotated[
         Path | None, typer.Option(help="Write the signed release receipt to this file.")
     ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option("--url", envvar="SANDBOX_URL", help="A Sandbox server (else the local home)."),
+    ] = None,
 ) -> None:
     """Run an analysis query and print the released (aggregated, desensitized) result.
 
@@ -65,6 +69,14 @@ def query(
 
     if fmt not in FORMATS:
         raise InvalidInput(f"--format is one of {', '.join(FORMATS)}", rule="cli.format")
+    if url is not None:
+        from sandbox.cli_job import remote_query
+
+        result = remote_query(url, token, sql, purpose=purpose, explain=explain)
+        if result is None:
+            return
+        _print_result(result, fmt, receipt)
+        return
     settings: Settings = ctx.obj
     platform = Platform(settings)
     try:
@@ -79,6 +91,10 @@ def query(
         result = service.run(actor, sql, purpose=purpose)
     finally:
         platform.close()
+    _print_result(result, fmt, receipt)
+
+
+def _print_result(result: Any, fmt: str, receipt: Path | None) -> None:
     if receipt is not None:
         receipt.write_text(json.dumps(result.receipt, indent=2, ensure_ascii=False) + "\n")
     if fmt == "json":

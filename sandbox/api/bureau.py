@@ -1,0 +1,308 @@
+"""Bureau routes (数据持有部门): datasets and classification, grants, the review queue."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+
+from connectors.files import FileSource
+from policies import Actor, GrantTerms, Target, Tariff, Use
+from sandbox.classification import Level, parse_classification
+from sandbox.errors import Forbidden, InvalidInput, NotFound
+from sandbox.reclassify import reclassify
+
+from .context import ActorDep, Meta, MetaDep, Services, ServicesDep
+from .models import (
+    ClassifyIn,
+    GrantIn,
+    GrantNarrowIn,
+    GrantOut,
+    JobOut,
+    Reason,
+    RegisterIn,
+    RegistrationOut,
+    ReviewIn,
+    ReviewOut,
+    UploadOut,
+)
+from .operator import job_out
+from .results import result_rows
+from .shared import dataset_out, grant_out
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["bureau"])
+
+UPLOAD_ID = re.compile(r"^up_[0-9a-f]{24}$")
+SUFFIX = re.compile(r"^\.[a-z]{2,8}$")
+UPLOAD_TTL_S = 86_400
+
+
+def _require(services: Services, actor: Actor, action: str, target: Target, meta: Meta) -> None:
+    authority = services.platform.authority
+    decision = authority.decide(actor, action, target, audit=False)
+    if not decision.allowed:
+        authority.record_decision(actor, decision, request_id=meta.request_id, client=meta.client)
+        raise decision.error()
+
+
+def _uploads(services: Services) -> Path:
+    path = services.platform.settings.staging_dir / "uploads"
+    path.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for old in path.iterdir():  # uploads never registered are dropped after a day
+        if now - old.stat().st_mtime > UPLOAD_TTL_S:
+            old.unlink(missing_ok=True)
+    return path
+
+
+@router.post(
+    "/v1/uploads",
+    response_model=UploadOut,
+    status_code=201,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
+)
+async def upload(
+    request: Request,
+    actor: ActorDep,
+    meta: MetaDep,
+    services: ServicesDep,
+    domain: Annotated[str, Query(pattern=r"^[a-z][a-z0-9_]{0,62}$")],
+    filename: Annotated[str, Query(min_length=1, max_length=255, description="For its suffix.")],
+) -> Any:
+    """Upload a source file (raw body) for a registration in ``domain``; returns its id.
+
+    The body is limited by ``max_upload_bytes``; the upload is kept for a day.
+    """
+    await run_in_threadpool(
+        _require, services, actor, "dataset.register", Target.domain(domain), meta
+    )
+    suffix = Path(filename).suffix.lower()
+    if not SUFFIX.match(suffix):
+        raise InvalidInput(
+            "the file name needs a suffix such as .csv or .parquet", rule="api.upload"
+        )
+    directory = await run_in_threadpool(_uploads, services)
+    upload_id = "up_" + uuid.uuid4().hex[:24]
+    target = directory / f"{upload_id}{suffix}"
+    digest, size = hashlib.sha256(), 0
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            async for chunk in request.stream():
+                digest.update(chunk)
+                size += len(chunk)
+                await anyio.to_thread.run_sync(out.write, chunk)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    if size == 0:
+        target.unlink(missing_ok=True)
+        raise InvalidInput("the upload is empty", rule="api.upload")
+    info = {"owner": actor.name, "domain": domain, "file": target.name, "bytes": size}
+    (directory / f"{upload_id}.json").write_text(json.dumps(info))
+    await run_in_threadpool(
+        services.platform.record,
+        actor=actor.name,
+        role=actor.role.value,
+        action="dataset.upload",
+        target=f"domain:{domain}",
+        decision="allow",
+        rule="allow.role",
+        request_id=meta.request_id,
+        client=meta.client,
+        details={"upload": upload_id, "bytes": size, "sha256": digest.hexdigest()},
+    )
+    return UploadOut(upload_id=upload_id, bytes=size, sha256=digest.hexdigest())
+
+
+def _source_path(services: Services, actor: Actor, body: RegisterIn, domain: str) -> Path:
+    source = body.source
+    if (source.upload_id is None) == (source.path is None):
+        raise InvalidInput("name one source: upload_id or path", rule="api.source")
+    if source.upload_id is not None:
+        if not UPLOAD_ID.match(source.upload_id):
+            raise NotFound("no such upload", rule="api.upload")
+        directory = services.platform.settings.staging_dir / "uploads"
+        try:
+            info = json.loads((directory / f"{source.upload_id}.json").read_text())
+        except (OSError, ValueError):
+            raise NotFound("no such upload", rule="api.upload") from None
+        if info["owner"] != actor.name or info["domain"] != domain:
+            raise Forbidden("this upload belongs to another account or domain", rule="api.upload")
+        return directory / info["file"]
+    assert source.path is not None
+    imports = services.platform.settings.import_dir.resolve()
+    path = (imports / source.path).resolve()
+    if not path.is_relative_to(imports) or not path.is_file():
+        raise InvalidInput(
+            "path must name a file inside the home's imports/ directory", rule="api.import_path"
+        )
+    return path
+
+
+@router.post("/v1/datasets", response_model=RegistrationOut, status_code=201)
+def register(body: RegisterIn, actor: ActorDep, meta: MetaDep, services: ServicesDep) -> Any:
+    """Register (or atomically replace) a dataset in your domain from an upload or an import path.
+
+    Audited either way; the signed registration certificate is returned.
+    """
+    spec = parse_classification(body.classification, source_name="api")
+    catalog = services.platform.catalog
+    target = Target.dataset(spec.id) if catalog.exists(spec.id) else Target.domain(spec.domain)
+    _require(services, actor, "dataset.register", target, meta)
+    path = _source_path(services, actor, body, spec.domain)
+    source = FileSource(path, services.platform.settings.staging_dir, body.source.format)
+    reg = services.platform.register(
+        spec,
+        source,
+        registered_by=actor.name,
+        role=actor.role.value,
+        allowed_domains=frozenset(actor.domains),
+    )
+    if body.source.upload_id is not None:
+        path.unlink(missing_ok=True)
+        path.with_name(f"{body.source.upload_id}.json").unlink(missing_ok=True)
+    return RegistrationOut(
+        dataset=dataset_out(reg.record, provenance=True),
+        replaced=reg.replaced,
+        certificate=reg.certificate,
+    )
+
+
+@router.put("/v1/datasets/{dataset_id}/classification", response_model=RegistrationOut)
+def classify(
+    dataset_id: str, body: ClassifyIn, actor: ActorDep, meta: MetaDep, services: ServicesDep
+) -> Any:
+    """Change a dataset's classification (分类分级) without reloading it: a new version."""
+    spec = parse_classification(body.classification, source_name="api")
+    if spec.id != dataset_id:
+        raise InvalidInput(
+            f"the classification is for {spec.id}, not {dataset_id}", rule="api.dataset_id"
+        )
+    _require(services, actor, "dataset.classify", Target.dataset(dataset_id), meta)
+    reg = reclassify(services.platform, spec, actor, request_id=meta.request_id, client=meta.client)
+    return RegistrationOut(
+        dataset=dataset_out(reg.record, provenance=True),
+        replaced=True,
+        certificate=reg.certificate,
+    )
+
+
+# -- grants ----------------------------------------------------------------------------------
+
+
+@router.post("/v1/grants", response_model=GrantOut, status_code=201)
+def issue_grant(body: GrantIn, actor: ActorDep, services: ServicesDep) -> Any:
+    """Issue a grant (数据授权) on one of your datasets to one operator."""
+    terms = GrantTerms(
+        purpose_code=body.purpose_code,
+        purpose_text=body.purpose_text,
+        valid_from=_utc(body.valid_from) if body.valid_from else datetime.now(UTC),
+        valid_until=_utc(body.valid_until),
+        max_level=Level.parse(body.max_level),
+        columns=None if body.columns is None else frozenset(body.columns),
+        groupable=frozenset(body.groupable),
+        k=body.k if body.k is not None else services.settings().k_floor,
+        epsilon_total=body.epsilon_total,
+        epsilon_per_query=body.epsilon_per_query,
+        queries_per_day=body.queries_per_day,
+        rows_per_day=body.rows_per_day,
+        review_required=body.review_required,
+        tariff=Tariff(
+            use=Use(body.use),
+            price_per_query=body.price_per_query_fen,
+            price_per_million_rows=body.price_per_million_rows_fen,
+        ),
+    )
+    grant = services.administration().issue_grant(
+        actor, body.dataset, body.operator, terms, reason=body.reason
+    )
+    return grant_out(grant)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@router.post("/v1/grants/{grant_id}/narrow", response_model=GrantOut)
+def narrow_grant(grant_id: str, body: GrantNarrowIn, actor: ActorDep, services: ServicesDep) -> Any:
+    """Narrow a grant; anything that would widen it is refused (``grant.narrow_widens``)."""
+    changes: dict[str, Any] = {}
+    for name, value in body.model_dump(exclude={"reason"}, exclude_none=True).items():
+        if name == "valid_until":
+            value = _utc(value)
+        elif name == "max_level":
+            value = Level.parse(value)
+        elif name in ("columns", "groupable"):
+            value = frozenset(value)
+        changes[name] = value
+    if not changes:
+        raise InvalidInput("nothing to narrow", rule="api.narrow")
+    grant = services.administration().narrow_grant(actor, grant_id, reason=body.reason, **changes)
+    return grant_out(grant)
+
+
+def _status_route(change: str, doc: str) -> None:
+    def route(grant_id: str, body: Reason, actor: ActorDep, services: ServicesDep) -> Any:
+        method = getattr(services.administration(), f"{change}_grant")
+        return grant_out(method(actor, grant_id, reason=body.reason))
+
+    route.__doc__ = doc
+    route.__name__ = f"{change}_grant"
+    router.post(f"/v1/grants/{{grant_id}}/{change}", response_model=GrantOut)(route)
+
+
+_status_route("suspend", "Suspend a grant (it can be resumed).")
+_status_route("resume", "Resume a suspended grant.")
+_status_route("revoke", "Revoke a grant for good.")
+
+
+# -- reviews ---------------------------------------------------------------------------------
+
+
+@router.get("/v1/reviews", response_model=list[JobOut])
+def review_queue(actor: ActorDep, meta: MetaDep, services: ServicesDep) -> Any:
+    """Jobs awaiting your review (a grant on your dataset requires it)."""
+    return [job_out(j) for j in services.desk.review_queue(actor, meta.request_id, meta.client)]
+
+
+@router.get("/v1/reviews/{job_id}", response_model=ReviewOut)
+def review_show(job_id: str, actor: ActorDep, meta: MetaDep, services: ServicesDep) -> Any:
+    """The desensitized result approval would release (your viewing is recorded)."""
+    job, table = services.desk.review_show(actor, job_id, meta.request_id, meta.client)
+    return ReviewOut(job=job_out(job), result=result_rows(table))
+
+
+@router.post("/v1/reviews/{job_id}", response_model=JobOut)
+def review(
+    job_id: str, body: ReviewIn, actor: ActorDep, meta: MetaDep, services: ServicesDep
+) -> Any:
+    """Approve or reject, with a reason.  Approval by every reviewing bureau releases it."""
+    job = services.desk.review(
+        actor,
+        job_id,
+        approve=body.verdict == "approve",
+        reason=body.reason,
+        rid=meta.request_id,
+        client=meta.client,
+    )
+    return job_out(job)

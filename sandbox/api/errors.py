@@ -1,0 +1,107 @@
+"""One error shape for every response: ``{"code", "message", "rule"}``, mapped in one place.
+
+:class:`~sandbox.errors.SandboxError` carries its code, status and rule;
+FastAPI's validation errors and Starlette's own HTTP errors (unknown route,
+method not allowed) are rendered in the same shape; anything unexpected becomes
+``internal_error`` with the request id and no traceback (the traceback goes to
+the server log only).
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from sandbox.errors import RateLimited, SandboxError
+
+__all__ = ["ERROR_RESPONSES", "ErrorBody", "error_response", "install_error_handlers"]
+
+log = logging.getLogger("sandbox.api")
+
+
+class ErrorBody(BaseModel):
+    """Every error: a stable machine-readable code, a human message, the refusing rule."""
+
+    code: str
+    message: str
+    rule: str | None = None
+
+
+def _described(status: int, text: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": text}
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _described(400, "Invalid input (`invalid_input` and its kinds)."),
+    401: _described(401, "Unknown, expired or revoked token (`unauthenticated`)."),
+    403: _described(403, "Known but not allowed, with the deciding rule (`forbidden`, …)."),
+    404: _described(404, "No such resource (`not_found`)."),
+    405: _described(405, "Method not allowed on this route (`method_not_allowed`)."),
+    408: _described(408, "The query ran out of time (`query_timeout`)."),
+    409: _described(409, "Conflicts with the resource's state (`conflict`)."),
+    413: _described(413, "Request or result too large."),
+    422: _described(422, "Refused by a rule, or not matching the API schema."),
+    429: _described(429, "Rate limit, concurrent jobs or quota; see `Retry-After`."),
+    500: _described(500, "Internal error (`internal_error`, `enclave_error`)."),
+    503: _described(503, "Audit trail or enclave unavailable; nothing was released."),
+}
+"""Documented on every route, so the OpenAPI document covers every status we send."""
+
+
+def error_response(
+    status: int, code: str, message: str, rule: str | None = None, **headers: str
+) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if rule:
+        body["rule"] = rule
+    return JSONResponse(body, status_code=status, headers=headers or None)
+
+
+def _http_code(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        return "http_error"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(SandboxError)
+    async def sandbox_error(_request: Request, exc: SandboxError) -> JSONResponse:
+        headers = {}
+        if isinstance(exc, RateLimited):
+            headers["Retry-After"] = str(int(getattr(exc, "retry_after", 60)))
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        return error_response(exc.status, exc.code, exc.message, exc.rule, **headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = sorted({".".join(str(p) for p in err.get("loc", ())) for err in exc.errors()})
+        return error_response(
+            422,
+            "invalid_request",
+            f"request does not match the API schema at: {', '.join(fields)}",
+            "api.schema",
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+        return error_response(
+            exc.status_code, _http_code(exc.status_code), message, "api.http", **(exc.headers or {})
+        )
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        rid = getattr(request.state, "request_id", "-")
+        log.error("unhandled error in request %s", rid, exc_info=exc)
+        return error_response(
+            500, "internal_error", f"internal error (request {rid}); nothing was released"
+        )

@@ -1,0 +1,375 @@
+"""Request and response models: what the OpenAPI document promises, route by route."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "AccountIn",
+    "AccountOut",
+    "AuditEntries",
+    "DatasetOut",
+    "ExplainOut",
+    "FreezeIn",
+    "GrantIn",
+    "GrantNarrowIn",
+    "GrantOut",
+    "GrantShown",
+    "JobIn",
+    "JobList",
+    "JobOut",
+    "LicenceIn",
+    "Me",
+    "Reason",
+    "RegisterIn",
+    "RegistrationOut",
+    "ResultRows",
+    "ReviewIn",
+    "ReviewOut",
+    "SettingsIn",
+    "SettingsOut",
+    "TokenIn",
+    "TokenIssued",
+    "TokenOut",
+    "UploadOut",
+    "UsageOut",
+]
+
+Format = Literal["json", "csv", "parquet", "arrow"]
+Json = dict[str, Any]
+MAX_SQL = 1_000_000  # hard cap of the schema; the configurable limit is max_sql_length
+
+
+class In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Me(BaseModel):
+    name: str
+    role: str
+    organisation: str
+    domains: list[str]
+    token_id: str | None
+
+
+# -- queries and jobs ----------------------------------------------------------------------
+
+
+class QueryIn(In):
+    sql: str = Field(min_length=1, max_length=MAX_SQL, description="One SELECT.")
+    purpose: str | None = Field(
+        default=None, max_length=63, description="Purpose code; picks the grant when several."
+    )
+
+
+class JobIn(QueryIn):
+    format: Format = Field(default="json", description="Preferred result format.")
+
+
+class ExplainOut(BaseModel):
+    accepted: bool
+    rule: str | None = None
+    message: str | None = None
+    datasets: list[str] | None = None
+    columns: list[str] | None = None
+    entity_of: str | None = None
+    k: int | None = None
+    epsilon: float | None = None
+    epsilon_remaining: float | None = None
+    review_required: bool | None = None
+    grants: list[Json] | None = None
+    normalized_sql: str | None = None
+
+
+class ResultRows(BaseModel):
+    columns: list[str]
+    rows: list[Json]
+
+
+class JobOut(BaseModel):
+    id: str
+    operator: str
+    state: Literal[
+        "queued",
+        "running",
+        "awaiting_review",
+        "succeeded",
+        "failed",
+        "refused",
+        "cancelled",
+        "expired",
+    ]
+    sql: str
+    purpose: str | None
+    format: str
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    expires_at: str | None
+    progress: float = Field(description="0 to 1; DuckDB's estimate while the query runs.")
+    cancel_requested: bool
+    rule: str | None
+    message: str | None
+    datasets: list[str]
+    review_datasets: list[str]
+    reviews: list[Json]
+    meta: Json | None
+    result: ResultRows | None = Field(
+        default=None, description="The released rows, when submitted with wait=true."
+    )
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+    limit: int
+    offset: int
+
+
+class ReviewIn(In):
+    verdict: Literal["approve", "reject"]
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class ReviewOut(BaseModel):
+    job: JobOut
+    result: ResultRows
+
+
+# -- datasets ------------------------------------------------------------------------------
+
+
+class DatasetOut(BaseModel):
+    id: str
+    domain: str
+    title: str
+    description: str
+    entity_key: str
+    row_count: int
+    version: int
+    frozen: bool
+    columns: dict[str, Json] = Field(description="Classification per column (never values).")
+    source: Json | None = Field(default=None, description="Provenance (bureaus and auditors).")
+    grants: list[str] | None = Field(default=None, description="Your grants on it (operators).")
+
+
+class UploadOut(BaseModel):
+    upload_id: str
+    bytes: int
+    sha256: str
+
+
+class SourceIn(In):
+    upload_id: str | None = Field(default=None, description="From POST /v1/uploads.")
+    path: str | None = Field(
+        default=None, description="A file under the home's imports/ directory (relative)."
+    )
+    format: Literal["csv", "parquet", "json", "arrow"] | None = None
+
+
+class RegisterIn(In):
+    classification: str = Field(min_length=1, max_length=200_000, description="TOML text.")
+    source: SourceIn
+
+
+class ClassifyIn(In):
+    classification: str = Field(min_length=1, max_length=200_000, description="TOML text.")
+
+
+class RegistrationOut(BaseModel):
+    dataset: DatasetOut
+    replaced: bool
+    certificate: Json
+
+
+# -- grants --------------------------------------------------------------------------------
+
+
+class GrantIn(In):
+    dataset: str = Field(max_length=130)
+    operator: str = Field(max_length=63)
+    purpose_code: str = Field(max_length=63)
+    purpose_text: str = Field(max_length=2000)
+    valid_from: datetime | None = None
+    valid_until: datetime
+    max_level: Literal["L1", "L2", "L3"] = "L2"
+    columns: list[str] | None = None
+    groupable: list[str] = []
+    k: int | None = Field(default=None, ge=1)
+    epsilon_total: float | None = Field(default=None, gt=0)
+    epsilon_per_query: float | None = Field(default=None, gt=0)
+    queries_per_day: int | None = Field(default=None, ge=1)
+    rows_per_day: int | None = Field(default=None, ge=1)
+    review_required: bool = False
+    use: Literal["public_interest", "commercial"] = "public_interest"
+    price_per_query_fen: int = Field(default=0, ge=0)
+    price_per_million_rows_fen: int = Field(default=0, ge=0)
+    reason: str = Field(default="", max_length=2000)
+
+
+class GrantNarrowIn(In):
+    valid_until: datetime | None = None
+    max_level: Literal["L1", "L2", "L3"] | None = None
+    columns: list[str] | None = None
+    groupable: list[str] | None = None
+    k: int | None = Field(default=None, ge=1)
+    epsilon_total: float | None = Field(default=None, gt=0)
+    epsilon_per_query: float | None = Field(default=None, gt=0)
+    queries_per_day: int | None = Field(default=None, ge=1)
+    rows_per_day: int | None = Field(default=None, ge=1)
+    review_required: bool | None = None
+    reason: str = Field(default="", max_length=2000)
+
+
+class Reason(In):
+    reason: str = Field(default="", max_length=2000)
+
+
+class GrantUsage(BaseModel):
+    day: str
+    queries_today: int
+    rows_scanned_today: int
+    queries_remaining: int | None
+    rows_remaining: int | None
+    epsilon_spent: float | None
+    epsilon_remaining: float | None
+
+
+class GrantOut(BaseModel):
+    id: str
+    dataset: str
+    operator: str
+    issued_by: str
+    status: str
+    version: int
+    created_at: str
+    updated_at: str
+    purpose: Json
+    valid_from: str
+    valid_until: str
+    max_level: str
+    columns: list[str] | None
+    groupable: list[str]
+    k: int
+    epsilon_total: float | None
+    epsilon_per_query: float | None
+    queries_per_day: int | None
+    rows_per_day: int | None
+    review_required: bool
+    tariff: Json
+    usage: GrantUsage | None = None
+
+
+class GrantShown(BaseModel):
+    grant: GrantOut
+    history: list[Json]
+
+
+class UsageOut(BaseModel):
+    day: str = Field(description="The UTC day, or the month for monthly totals.")
+    operator: str
+    grant: str
+    dataset: str
+    purpose: str
+    use: str
+    queries: int
+    joined_queries: int
+    rows_scanned: int
+    cpu_ms: int
+    epsilon_spent: float
+    query_fee_fen: int
+    row_fee_fen: int
+    charge_fen: int
+
+
+# -- audit ---------------------------------------------------------------------------------
+
+
+class AuditEntries(BaseModel):
+    entries: list[Json]
+    offset: int
+    limit: int
+
+
+# -- admin ---------------------------------------------------------------------------------
+
+
+class LicenceIn(In):
+    number: str | None = Field(default=None, max_length=100)
+    valid_until: datetime | None = None
+    status: Literal["active", "suspended", "withdrawn"] | None = None
+
+
+class AccountIn(In):
+    name: str = Field(max_length=63)
+    role: Literal["operator", "bureau", "auditor", "admin"]
+    organisation: str = Field(min_length=1, max_length=200)
+    domains: list[str] = []
+    licence: LicenceIn | None = None
+
+
+class AccountOut(BaseModel):
+    name: str
+    role: str
+    organisation: str
+    domains: list[str]
+    status: str
+    frozen: bool
+    created_at: str
+    licence: Json | None = None
+
+
+class TokenIn(In):
+    days: float = Field(default=90, gt=0, le=366)
+    label: str = Field(default="", max_length=200)
+
+
+class TokenIssued(BaseModel):
+    id: str
+    account: str
+    token: str = Field(description="Shown once; stored only as its SHA-256.")
+    expires_at: str
+
+
+class TokenOut(BaseModel):
+    id: str
+    account: str
+    label: str
+    created_at: str
+    expires_at: str
+    revoked: bool
+
+
+class FreezeIn(In):
+    dataset: str | None = Field(default=None, max_length=130)
+    operator: str | None = Field(default=None, max_length=63)
+    reason: str = Field(default="", max_length=2000)
+
+
+class SettingsOut(BaseModel):
+    k_floor: int
+    rate_limit_per_minute: int
+    max_body_bytes: int
+    max_upload_bytes: int
+    max_sql_length: int
+    max_jobs_per_operator: int
+    sync_wait_s: float
+    result_ttl_s: float
+    max_result_rows: int
+    query_timeout_s: float
+    job_workers: int
+    workers: int
+    overrides: Json
+
+
+class SettingsIn(In):
+    k_floor: int | None = Field(default=None, ge=2)
+    rate_limit_per_minute: int | None = Field(default=None, ge=1)
+    max_body_bytes: int | None = Field(default=None, ge=1024)
+    max_upload_bytes: int | None = Field(default=None, ge=1024)
+    max_sql_length: int | None = Field(default=None, ge=100, le=MAX_SQL)
+    max_jobs_per_operator: int | None = Field(default=None, ge=1)
+    sync_wait_s: float | None = Field(default=None, gt=0, le=300)
+    result_ttl_s: float | None = Field(default=None, gt=0)

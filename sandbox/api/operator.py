@@ -1,0 +1,163 @@
+"""Operator routes (授权运营主体): explain a query, submit and follow jobs, fetch results."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+from fastapi.responses import StreamingResponse
+
+from sandbox.job_desk import FORMATS
+from sandbox.jobs import Job, JobState
+
+from .context import ActorDep, MetaDep, ServicesDep
+from .models import ExplainOut, Format, JobIn, JobList, JobOut, QueryIn
+from .results import MEDIA_TYPES, encode, result_rows
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["operator"])
+
+_RESULT_CONTENT = {
+    media: {"schema": {"type": "string", "format": "binary"}}
+    for media in (
+        "text/csv; charset=utf-8",
+        "application/vnd.apache.parquet",
+        "application/vnd.apache.arrow.stream",
+    )
+}
+
+
+def job_out(job: Job, result: dict[str, Any] | None = None) -> JobOut:
+    return JobOut(**job.to_dict(), result=result)
+
+
+@router.post("/v1/explain", response_model=ExplainOut)
+def explain(body: QueryIn, actor: ActorDep, meta: MetaDep, services: ServicesDep) -> Any:
+    """Would the query be accepted, by which rule refused, what it touches and costs in ε.
+
+    Nothing runs; the verdict is recorded in the audit trail either way.
+    """
+    services.settings()
+    return services.service.explain(
+        actor, body.sql, purpose=body.purpose, client=meta.client, request_id=meta.request_id
+    )
+
+
+@router.post(
+    "/v1/jobs",
+    response_model=JobOut,
+    status_code=202,
+    responses={200: {"model": JobOut, "description": "Finished within the wait (wait=true)."}},
+)
+def submit_job(
+    body: JobIn,
+    actor: ActorDep,
+    meta: MetaDep,
+    services: ServicesDep,
+    response: Response,
+    wait: Annotated[bool, Query(description="Wait for the outcome (small queries).")] = False,
+    timeout: Annotated[
+        float, Query(gt=0, le=300, description="Seconds to wait (capped by sync_wait_s).")
+    ] = 10.0,
+) -> Any:
+    """Submit an analysis job.  Refused at once (with its rule) if it could not run.
+
+    202 with the queued job; with ``wait=true``, 200 with the outcome (and the released rows
+    inline when it succeeded) if it finishes within the wait, else 202 with its state.
+    """
+    job = services.desk.submit(
+        actor,
+        body.sql,
+        purpose=body.purpose,
+        fmt=body.format,
+        rid=meta.request_id,
+        client=meta.client,
+        wait_s=timeout if wait else None,
+    )
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    if job.state in (JobState.QUEUED, JobState.RUNNING):
+        return job_out(job)
+    response.status_code = 200
+    if job.state is JobState.SUCCEEDED:
+        # Delivered with its release, in this request: the release's audit entry covers it.
+        return job_out(job, result_rows(services.desk.just_released(job)))
+    return job_out(job)
+
+
+@router.get("/v1/jobs", response_model=JobList)
+def list_jobs(
+    actor: ActorDep,
+    meta: MetaDep,
+    services: ServicesDep,
+    state: Annotated[list[JobState] | None, Query(description="Only these states.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> Any:
+    """My jobs, newest first."""
+    found = services.desk.list(
+        actor, states=state, limit=limit, offset=offset, rid=meta.request_id, client=meta.client
+    )
+    return JobList(jobs=[job_out(j) for j in found], limit=limit, offset=offset)
+
+
+@router.get("/v1/jobs/{job_id}", response_model=JobOut)
+def get_job(job_id: str, actor: ActorDep, meta: MetaDep, services: ServicesDep) -> Any:
+    """A job's state and progress (0 to 1)."""
+    return job_out(services.desk.get(actor, job_id, meta.request_id, meta.client))
+
+
+@router.post("/v1/jobs/{job_id}/cancel", response_model=JobOut)
+def cancel_job(job_id: str, actor: ActorDep, meta: MetaDep, services: ServicesDep) -> Any:
+    """Cancel a queued, running or held job (a running query is interrupted)."""
+    return job_out(services.desk.cancel(actor, job_id, meta.request_id, meta.client))
+
+
+@router.get(
+    "/v1/jobs/{job_id}/result",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The released rows in the requested format.",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["columns", "rows"],
+                        "properties": {
+                            "columns": {"type": "array", "items": {"type": "string"}},
+                            "rows": {"type": "array", "items": {"type": "object"}},
+                        },
+                    }
+                },
+                **_RESULT_CONTENT,
+            },
+        }
+    },
+)
+def job_result(
+    job_id: str,
+    actor: ActorDep,
+    meta: MetaDep,
+    services: ServicesDep,
+    format: Annotated[Format | None, Query(description="Default: the job's format.")] = None,
+) -> StreamingResponse:
+    """The released result, streamed as JSON, CSV, Parquet or Arrow IPC (recorded)."""
+    job = services.desk.get(actor, job_id, meta.request_id, meta.client)
+    fmt = format or (job.format if job.format in FORMATS else "json")
+    job, table = services.desk.result(actor, job_id, fmt, meta.request_id, meta.client)
+    suffix = {"json": "json", "csv": "csv", "parquet": "parquet", "arrow": "arrows"}[fmt]
+    return StreamingResponse(
+        encode(table, fmt),
+        media_type=MEDIA_TYPES[fmt],
+        headers={
+            "Content-Disposition": f'attachment; filename="{job.id}.{suffix}"',
+            "X-Result-SHA256": str((job.meta or {}).get("result_sha256", "")),
+        },
+    )
+
+
+@router.get("/v1/jobs/{job_id}/receipt", response_model=dict[str, Any])
+def job_receipt(job_id: str, actor: ActorDep, meta: MetaDep, services: ServicesDep) -> Any:
+    """The signed release receipt (verify offline with `sandbox receipt verify`)."""
+    return services.desk.receipt(actor, job_id, meta.request_id, meta.client)

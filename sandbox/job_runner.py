@@ -1,0 +1,316 @@
+"""The bounded worker pool that runs jobs, and what happens to jobs when a server stops.
+
+Each server process runs one :class:`JobRunner`: ``workers`` threads claim queued
+jobs from the control-plane database (any process may claim any job), run them
+through :meth:`sandbox.service.QueryService.run_job` inside a
+:class:`~sandbox.shared_enclave.JobSlot`, and store the outcome.  A monitor thread
+publishes progress, forwards cancellations (a cancel may arrive at any process),
+beats the runner's heartbeat, deletes results past their retention, and fails the
+running jobs of runners that died.
+
+Restart behaviour: queued jobs stay queued and run when any server is up; a job
+that was running when its process stopped is marked ``failed`` with rule
+``job.interrupted`` (and an audit entry), at once on a graceful shutdown (after a
+grace period) and otherwise as soon as another runner notices the dead process
+(same host: at its next start or within seconds; another host: when the heartbeat
+is older than ``stale_after_s``).  Released results and results held for review
+stay in the database and remain retrievable until they expire.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import pyarrow as pa
+import sqlalchemy as sa
+
+from policies import Actor
+from policies.accounts import get_account
+from policies.schema import tokens
+from sandbox.errors import Forbidden, SandboxError
+from sandbox.jobs import ACTIVE_STATES, Job, JobState, JobStore, StoredResult
+from sandbox.platform import Platform
+from sandbox.service import Held, QueryService
+from sandbox.shared_enclave import JobSlot, job_slot
+
+__all__ = ["JobRunner", "arrow_bytes"]
+
+log = logging.getLogger("sandbox.jobs")
+
+INTERRUPTED = ("job.interrupted", "the server process running the job stopped; submit it again")
+SHUTDOWN = ("job.interrupted", "the server shut down while the job ran; submit it again")
+
+
+def arrow_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+class _Slot(JobSlot):
+    """A job slot whose interruption carries why (cancelled by the operator, or shutdown)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reason = ("job.cancelled", "cancelled by its operator")
+
+
+class JobRunner:
+    """``workers`` threads running jobs for one server process, plus a monitor thread."""
+
+    def __init__(
+        self,
+        platform: Platform,
+        service: QueryService,
+        store: JobStore,
+        *,
+        workers: int,
+        result_ttl_s: Callable[[], float],
+        poll_s: float = 1.0,
+        monitor_s: float = 0.5,
+        stale_after_s: float = 30.0,
+    ) -> None:
+        self.platform = platform
+        self.service = service
+        self.store = store
+        self.workers = max(1, workers)
+        self.result_ttl_s = result_ttl_s
+        self.poll_s = poll_s
+        self.monitor_s = monitor_s
+        self.stale_after_s = stale_after_s
+        self.runner_id: str | None = None
+        self._wake = threading.Condition()
+        self._done = threading.Condition()
+        self._slots: dict[str, _Slot] = {}
+        self._slots_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.runner_id = self.store.register_runner()
+        self.recover()
+        self.store.expire()
+        for n in range(self.workers):
+            thread = threading.Thread(target=self._work, name=f"job-worker-{n}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        monitor = threading.Thread(target=self._monitor, name="job-monitor", daemon=True)
+        monitor.start()
+        self._threads.append(monitor)
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Stop claiming; give running jobs ``grace_s``, then interrupt them (failed)."""
+        self._stopping.set()
+        with self._wake:
+            self._wake.notify_all()
+        deadline = time.monotonic() + grace_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._slots_lock:
+            for slot in self._slots.values():
+                slot.reason = SHUTDOWN
+                slot.cancel()
+        for thread in self._threads:
+            thread.join(10)
+        if self.runner_id is not None:
+            for job in self.store.orphaned([self.runner_id]):
+                self._interrupt(job, SHUTDOWN)
+            self.store.stop_runner(self.runner_id)
+
+    def notify(self) -> None:
+        """A job was queued in this process: wake one worker now."""
+        with self._wake:
+            self._wake.notify()
+
+    def wait(self, job_id: str, timeout_s: float) -> Job:
+        """The job once it left ``queued``/``running``, or as it is after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            job = self.store.get(job_id)
+            remaining = deadline - time.monotonic()
+            if job.state not in ACTIVE_STATES or remaining <= 0:
+                return job
+            with self._done:
+                self._done.wait(min(0.25, remaining))
+
+    def run_now(self, job_id: str) -> Job:
+        """Run one queued job in the calling thread (the command line without a server)."""
+        runner = self.runner_id or self.store.register_runner()
+        try:
+            job = self.store.claim_job(job_id, runner)
+            if job is not None:
+                self._run(job)
+        finally:
+            if self.runner_id is None:
+                self.store.stop_runner(runner)
+        return self.store.get(job_id)
+
+    def cancel_running(self, job_id: str) -> bool:
+        """Interrupt the job if it runs in this process (else the monitor of its runner will)."""
+        with self._slots_lock:
+            slot = self._slots.get(job_id)
+        if slot is None:
+            return False
+        slot.cancel()
+        return True
+
+    # -- recovery --------------------------------------------------------------------------
+
+    def recover(self) -> list[str]:
+        """Fail the running jobs of runners that died; returns their ids."""
+        assert self.runner_id is not None
+        dead = self.store.dead_runners(stale_after_s=self.stale_after_s, me=self.runner_id)
+        failed = []
+        for job in self.store.orphaned(dead):
+            if self._interrupt(job, INTERRUPTED):
+                failed.append(job.id)
+        self.store.forget_runners(dead)
+        return failed
+
+    def _interrupt(self, job: Job, reason: tuple[str, str]) -> bool:
+        rule, message = reason
+        if not self.store.finish(job.id, JobState.FAILED, rule=rule, message=message):
+            return False
+        try:
+            self.platform.record(
+                actor=job.operator,
+                role="operator",
+                action="dataset.query",
+                target=f"query:{job.id}",
+                decision="deny",
+                rule=rule,
+                request_id=job.id,
+                client=job.client,
+                details={"reason": message, "job": job.id},
+            )
+        except SandboxError:
+            log.warning("could not record the interruption of %s", job.id)
+        return True
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        assert self.runner_id is not None
+        while not self._stopping.is_set():
+            try:
+                job = self.store.claim(self.runner_id)
+            except Exception:  # the database is unreachable: retry later
+                log.exception("claiming a job failed")
+                job = None
+            if job is None:
+                with self._wake:
+                    self._wake.wait(self.poll_s)
+                continue
+            self._run(job)
+
+    def _actor(self, job: Job) -> Actor:
+        with self.platform.engine.connect() as conn:
+            account = get_account(conn, job.operator)
+            token = (
+                None
+                if job.token_id is None
+                else conn.execute(
+                    sa.select(tokens.c.revoked_at).where(tokens.c.id == job.token_id)
+                ).first()
+            )
+        if account is None:
+            raise Forbidden(f"account {job.operator} no longer exists", rule="account.unknown")
+        if token is not None and token.revoked_at is not None:
+            raise Forbidden(
+                "the token that submitted the job was revoked", rule="auth.token_revoked"
+            )
+        return Actor.of(account)
+
+    def _run(self, job: Job) -> None:
+        slot = _Slot()
+        with self._slots_lock:
+            self._slots[job.id] = slot
+        ttl = self.result_ttl_s()
+        try:
+            actor = self._actor(job)
+            with job_slot(slot):
+                outcome = self.service.run_job(
+                    actor, job.sql, purpose=job.purpose, request_id=job.id, client=job.client
+                )
+        except SandboxError as exc:
+            rule = exc.rule or exc.code
+            if rule == "job.cancelled":
+                state = JobState.CANCELLED if slot.reason[0] == "job.cancelled" else JobState.FAILED
+                rule, message = slot.reason
+            else:
+                refused = 400 <= exc.status < 500 and exc.status != 408
+                state = JobState.REFUSED if refused else JobState.FAILED
+                message = exc.message
+            self.store.finish(job.id, state, rule=rule, message=message)
+        except Exception:
+            log.exception("job %s failed", job.id)
+            self.store.finish(
+                job.id, JobState.FAILED, rule="job.internal", message="internal error"
+            )
+        else:
+            if isinstance(outcome, Held):
+                self.store.finish(
+                    job.id,
+                    JobState.AWAITING_REVIEW,
+                    meta={**(job.meta or {}), **outcome.meta},
+                    review_datasets=outcome.meta["review_datasets"],
+                    result=StoredResult(
+                        "held",
+                        arrow_bytes(outcome.table),
+                        outcome.key,
+                        outcome.groups_suppressed,
+                        outcome.epsilon,
+                        outcome.cpu_ms,
+                    ),
+                    ttl_s=ttl,
+                )
+            else:
+                self.store.finish(
+                    job.id,
+                    JobState.SUCCEEDED,
+                    meta={**(job.meta or {}), **outcome.meta},
+                    receipt=outcome.receipt,
+                    result=StoredResult("released", arrow_bytes(outcome.table), None, 0, 0.0, 0),
+                    ttl_s=ttl,
+                )
+        finally:
+            with self._slots_lock:
+                self._slots.pop(job.id, None)
+            with self._done:
+                self._done.notify_all()
+
+    # -- monitor ---------------------------------------------------------------------------
+
+    def _monitor(self) -> None:
+        assert self.runner_id is not None
+        last_beat = last_recover = last_expire = time.monotonic()
+        while not self._stopping.wait(self.monitor_s):
+            now = time.monotonic()
+            try:
+                with self._slots_lock:
+                    slots = dict(self._slots)
+                progress = {
+                    job_id: 0.05 + 0.9 * min(100.0, p) / 100.0
+                    for job_id, slot in slots.items()
+                    if (p := slot.progress()) is not None
+                }
+                self.store.set_progress(progress)
+                for job_id in self.store.cancel_requested(list(slots)):
+                    slots[job_id].cancel()
+                if now - last_beat >= 2.0:
+                    self.store.heartbeat(self.runner_id)
+                    last_beat = now
+                if now - last_recover >= 5.0:
+                    self.recover()
+                    last_recover = now
+                if now - last_expire >= 30.0:
+                    self.store.expire()
+                    last_expire = now
+            except Exception:
+                log.exception("job monitor step failed")

@@ -1,0 +1,74 @@
+"""Changing a registered dataset's classification without reloading its rows.
+
+The bureau sends a new classification for a dataset already in the enclave.  It
+is validated against the table's schema as loaded; the catalog then gets a new
+version with the same source and row count, a new registration certificate is
+signed, and the change is audited (``dataset.classify``) inside the same
+control-plane transaction, so it is never committed without its entry.  The
+next decision on every server sees it (the dataset version moved).
+"""
+
+from __future__ import annotations
+
+from connectors.base import LoadedSource
+from policies import Actor
+from sandbox.catalog import DatasetRecord
+from sandbox.classification import DatasetSpec, validate_against_schema
+from sandbox.errors import SandboxError
+from sandbox.platform import Platform
+from sandbox.registry import Registration, _record, _write_files
+
+__all__ = ["reclassify"]
+
+
+def reclassify(
+    platform: Platform,
+    spec: DatasetSpec,
+    actor: Actor,
+    *,
+    request_id: str | None = None,
+    client: str | None = None,
+) -> Registration:
+    """Record ``spec`` as the new classification of the registered dataset ``spec.id``."""
+    entry = {
+        "actor": actor.name,
+        "role": actor.role.value,
+        "action": "dataset.classify",
+        "target": f"dataset:{spec.id}",
+        "dataset": spec.id,
+        "request_id": request_id,
+        "client": client,
+    }
+    try:
+        current = platform.catalog.get(spec.id)
+        schema = platform.enclave.table_schema(spec.domain, spec.table)
+        typed = validate_against_schema(spec, schema)
+        loaded = LoadedSource(current.connector, current.source_uri, current.source_sha256)
+        with platform.engine.begin() as conn:
+            row, certificate, _ = _record(
+                conn,
+                typed,
+                loaded,
+                schema,
+                current.row_count,
+                actor.name,
+                platform.signing_key(),
+            )
+            platform.record(
+                **entry,
+                decision="allow",
+                rule="registry.classify",
+                details={
+                    "version": certificate["certificate"]["version"],
+                    "classification_sha256": typed.sha256(),
+                    "previous_classification_sha256": current.classification_sha256,
+                },
+            )
+    except SandboxError as exc:
+        if exc.rule not in ("audit.unavailable", "audit.append"):
+            platform.record(
+                **entry, decision="deny", rule=exc.rule or exc.code, details={"reason": exc.message}
+            )
+        raise
+    _write_files(platform.settings, typed, certificate)
+    return Registration(DatasetRecord.from_row(row), certificate, True)
