@@ -40,6 +40,7 @@ __all__ = ["JobRunner", "arrow_bytes"]
 
 log = logging.getLogger("sandbox.jobs")
 
+CANCELLED = ("job.cancelled", "cancelled by its operator")
 INTERRUPTED = ("job.interrupted", "the server process running the job stopped; submit it again")
 SHUTDOWN = ("job.interrupted", "the server shut down while the job ran; submit it again")
 
@@ -49,14 +50,6 @@ def arrow_bytes(table: pa.Table) -> bytes:
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     return bytes(sink.getvalue().to_pybytes())
-
-
-class _Slot(JobSlot):
-    """A job slot whose interruption carries why (cancelled by the operator, or shutdown)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.reason = ("job.cancelled", "cancelled by its operator")
 
 
 class JobRunner:
@@ -85,7 +78,7 @@ class JobRunner:
         self.runner_id: str | None = None
         self._wake = threading.Condition()
         self._done = threading.Condition()
-        self._slots: dict[str, _Slot] = {}
+        self._slots: dict[str, JobSlot] = {}
         self._slots_lock = threading.Lock()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -114,8 +107,7 @@ class JobRunner:
             thread.join(max(0.0, deadline - time.monotonic()))
         with self._slots_lock:
             for slot in self._slots.values():
-                slot.reason = SHUTDOWN
-                slot.cancel()
+                slot.cancel(SHUTDOWN)
         for thread in self._threads:
             thread.join(10)
         if self.runner_id is not None:
@@ -157,7 +149,7 @@ class JobRunner:
             slot = self._slots.get(job_id)
         if slot is None:
             return False
-        slot.cancel()
+        slot.cancel(CANCELLED)
         return True
 
     # -- recovery --------------------------------------------------------------------------
@@ -228,7 +220,7 @@ class JobRunner:
         return Actor.of(account)
 
     def _run(self, job: Job) -> None:
-        slot = _Slot()
+        slot = JobSlot()
         with self._slots_lock:
             self._slots[job.id] = slot
         ttl = self.result_ttl_s()
@@ -241,8 +233,9 @@ class JobRunner:
         except SandboxError as exc:
             rule = exc.rule or exc.code
             if rule == "job.cancelled":
-                state = JobState.CANCELLED if slot.reason[0] == "job.cancelled" else JobState.FAILED
-                rule, message = slot.reason
+                state, message = JobState.CANCELLED, exc.message
+            elif rule == "job.interrupted":
+                state, message = JobState.FAILED, exc.message
             else:
                 refused = 400 <= exc.status < 500 and exc.status != 408
                 state = JobState.REFUSED if refused else JobState.FAILED
@@ -302,7 +295,7 @@ class JobRunner:
                 }
                 self.store.set_progress(progress)
                 for job_id in self.store.cancel_requested(list(slots)):
-                    slots[job_id].cancel()
+                    slots[job_id].cancel(CANCELLED)
                 if now - last_beat >= 2.0:
                     self.store.heartbeat(self.runner_id)
                     last_beat = now

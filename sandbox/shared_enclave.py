@@ -9,8 +9,8 @@ three things the command line does not need:
    one of them.
 2. **Cancellation.**  A job runs inside a :class:`JobSlot` (:func:`job_slot`); the cursor its query
    uses is published there, so the runner reads its progress and can interrupt it.  An
-   interrupted job's query ends with :class:`~sandbox.errors.Conflict` (rule ``job.cancelled``),
-   not with a timeout.
+   interrupted job's query ends with :class:`~sandbox.errors.Conflict` whose rule says why
+   (``job.cancelled``, or ``job.interrupted`` at shutdown), not with a timeout.
 3. **Several processes.**  DuckDB lets many processes open the file read-only, or one process
    read-write, never both.  Readers and the writer coordinate through two lock files beside the
    enclave (``flock``): a process holds ``.enclave.readers`` shared while its read-only
@@ -54,11 +54,17 @@ class JobSlot:
         self._lock = threading.Lock()
         self._cursor: duckdb.DuckDBPyConnection | None = None
         self.cancelled = False
+        self.reason = ("job.cancelled", "the job was cancelled")
+
+    def stopped(self) -> Conflict:
+        """The error a query interrupted through this slot ends with (rule: why)."""
+        rule, message = self.reason
+        return Conflict(message, rule=rule)
 
     def attach(self, cursor: duckdb.DuckDBPyConnection) -> None:
         with self._lock:
             if self.cancelled:
-                raise Conflict("the job was cancelled", rule="job.cancelled")
+                raise self.stopped()
             self._cursor = cursor
 
     def detach(self) -> None:
@@ -76,8 +82,11 @@ class JobSlot:
                 return None
         return value if value >= 0 else None
 
-    def cancel(self) -> None:
+    def cancel(self, reason: tuple[str, str] | None = None) -> None:
+        """Interrupt the query (now, or as soon as it starts); ``reason`` is (rule, message)."""
         with self._lock:
+            if reason is not None and not self.cancelled:
+                self.reason = reason
             self.cancelled = True
             if self._cursor is not None:
                 self._cursor.interrupt()
@@ -276,7 +285,7 @@ class SharedEnclave(Enclave):
                 yield cur
             except QueryTimeout:
                 if slot is not None and slot.cancelled:
-                    raise Conflict("the job was cancelled", rule="job.cancelled") from None
+                    raise slot.stopped() from None
                 raise
             finally:
                 if slot is not None:

@@ -189,7 +189,7 @@ def keys(actor: ActorDep, services: ServicesDep) -> Any:
 
 @router.get(
     "/v1/audit/export",
-    response_class=StreamingResponse,
+    response_model=None,
     responses={
         200: {"content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}}}
     },

@@ -115,7 +115,7 @@ def cancel_job(job_id: str, actor: ActorDep, meta: MetaDep, services: ServicesDe
 
 @router.get(
     "/v1/jobs/{job_id}/result",
-    response_class=StreamingResponse,
+    response_model=None,
     responses={
         200: {
             "description": "The released rows in the requested format.",

@@ -6,13 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
-from fastapi.responses import PlainTextResponse
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import Response
 
 from policies import Actor, Role, Target
 from policies.grants import list_grants
 from policies.metering import budget_state, day_of, usage_today
-from sandbox.errors import InvalidInput
 
 from .context import ActorDep, MetaDep, Services, ServicesDep
 from .models import DatasetOut, GrantOut, GrantUsage, Me, SettingsOut, UsageOut
@@ -199,21 +198,24 @@ def usage(
 
 @router.get(
     "/v1/statements/{month}",
-    response_class=PlainTextResponse,
-    responses={200: {"content": {"text/csv; charset=utf-8": {"schema": {"type": "string"}}}}},
+    response_model=None,
+    responses={
+        200: {
+            "description": "The statement as CSV.",
+            "content": {"text/csv; charset=utf-8": {"schema": {"type": "string"}}},
+        }
+    },
 )
 def statement(
-    month: str,
+    month: Annotated[str, Path(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$", description="YYYY-MM")],
     actor: ActorDep,
     services: ServicesDep,
     operator: Annotated[str | None, Query(max_length=63)] = None,
     bureau: Annotated[str | None, Query(max_length=63)] = None,
-) -> PlainTextResponse:
+) -> Response:
     """A month's statement (CSV): what an operator owes, or what a bureau is owed."""
-    if len(month) != 7 or month[4] != "-" or not (month[:4] + month[5:]).isdigit():
-        raise InvalidInput("month is YYYY-MM", rule="api.month")
     text = services.administration().statement(actor, month, operator=operator, bureau=bureau)
-    return PlainTextResponse(text, media_type="text/csv; charset=utf-8")
+    return Response(text, media_type="text/csv; charset=utf-8")
 
 
 def settings_out(services: Services) -> SettingsOut:

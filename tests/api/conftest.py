@@ -1,0 +1,181 @@
+"""A real server for end-to-end tests: `sandbox serve` in a subprocess on a free loopback port."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from sandbox.client import SandboxClient
+from tests.conftest import build_deployment
+
+LAB_EVENTS = """
+[dataset]
+id = "lab.events"
+title = "Synthetic events (a test bureau's dataset)"
+entity_key = "id"
+
+[columns.id]
+level = "L3"
+role = "identifier"
+
+[columns.key]
+level = "L2"
+role = "identifier"
+joinable = ["lab.pairs.key"]
+
+[columns.bucket]
+level = "L1"
+role = "dimension"
+
+[columns.value]
+level = "L2"
+role = "measure"
+bounds = [0, 100]
+"""
+
+LAB_PAIRS = """
+[dataset]
+id = "lab.pairs"
+title = "Synthetic pairs"
+entity_key = "id"
+
+[columns.id]
+level = "L3"
+role = "identifier"
+
+[columns.key]
+level = "L2"
+role = "identifier"
+joinable = ["lab.events.key"]
+
+[columns.bucket]
+level = "L1"
+role = "dimension"
+"""
+
+SLOW_JOIN = (
+    "SELECT e.bucket, count(*) AS n FROM lab.events e JOIN lab.pairs p ON e.key = p.key "
+    "WHERE e.bucket <> p.bucket GROUP BY 1"
+)
+"""Billions of joined pairs, filtered across both sides (DuckDB cannot pre-aggregate it)."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def lab_files(directory: Path, rows: int = 100_000) -> tuple[Path, Path]:
+    """Two Parquet files whose join on ``key`` (2 values) is slow: rows² / 2 pairs."""
+    ids = pa.array([f"p{i:07d}" for i in range(rows)])
+    keys = pa.array([f"k{i % 2}" for i in range(rows)])
+    buckets = pa.array([f"b{i % 4}" for i in range(rows)])
+    events = directory / "events.parquet"
+    pairs = directory / "pairs.parquet"
+    values = pa.array([float(i % 100) for i in range(rows)])
+    pq.write_table(pa.table({"id": ids, "key": keys, "bucket": buckets, "value": values}), events)
+    pq.write_table(pa.table({"id": ids, "key": keys, "bucket": buckets}), pairs)
+    return events, pairs
+
+
+class LiveServer:
+    """`sandbox serve` on a home, started, stopped, killed and restarted by the test."""
+
+    def __init__(self, home: Path, tokens: dict[str, str], env: dict[str, str] | None = None):
+        self.home = home
+        self.tokens = tokens
+        self.env = dict(os.environ, SANDBOX_HOME=str(home), **(env or {}))
+        self.env.pop("SANDBOX_URL", None)
+        self.proc: subprocess.Popen[str] | None = None
+        self.port = 0
+        self.workers = 1
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, workers: int = 1) -> LiveServer:
+        self.port = free_port()
+        self.workers = workers
+        log = open(self.home.parent / f"server-{self.port}.log", "w")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sandbox.cli",
+                "serve",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(workers),
+            ],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.time() + 60
+        while True:
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            if time.time() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"server did not start: {self.log()[-2000:]}")
+            time.sleep(0.1)
+
+    def log(self) -> str:
+        path = self.home.parent / f"server-{self.port}.log"
+        return path.read_text() if path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: no shutdown code runs."""
+        self.stop(signal.SIGKILL)
+
+    def client(self, who: str) -> SandboxClient:
+        return SandboxClient(self.url, self.tokens[who], timeout=60)
+
+
+def deployment(home: Path) -> dict[str, str]:
+    platform, tokens = build_deployment(home)
+    platform.close()
+    (home / "demo-tokens.json").write_text(json.dumps(tokens))
+    return dict(tokens)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A module's own deployment and server (tests may change its state)."""
+    home = tmp_path_factory.mktemp("api") / "home"
+    live = LiveServer(home, deployment(home), env={"SANDBOX_JOB_WORKERS": "2"})
+    live.start()
+    try:
+        yield live
+    finally:
+        live.stop()

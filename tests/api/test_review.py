@@ -1,0 +1,111 @@
+"""The review flow: a grant that requires review holds results until its bureau approves.
+
+ε is spent at approval (never for a rejected, cancelled, stale or expired result), and
+the release's audit entry is durable before the result can be fetched.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from audit.keys import public_key_from_b64
+from sandbox.errors import Conflict, Forbidden
+from sandbox.receipts import verify_receipt
+
+BY_GENDER = "SELECT gender, count(*) AS n FROM health.claims GROUP BY 1"
+
+
+@pytest.fixture(scope="module")
+def reviewed(server):
+    """op-insurer's grant (ε 10, 1 per query) now requires review."""
+    with server.client("op-insurer") as insurer:
+        (grant,) = insurer.grants()
+    with server.client("bureau-health") as bureau:
+        bureau.narrow_grant(grant["id"], review_required=True, reason="review every release")
+    return server, grant["id"]
+
+
+def remaining(server) -> float:
+    with server.client("op-insurer") as insurer:
+        return insurer.grants()[0]["usage"]["epsilon_remaining"]
+
+
+def test_approval_releases_and_spends_then(reviewed) -> None:
+    server, _grant_id = reviewed
+    before = remaining(server)
+    with server.client("op-insurer") as insurer:
+        job = insurer.submit(BY_GENDER, wait=True)
+        assert job["state"] == "awaiting_review" and job["review_datasets"] == ["health.claims"]
+        assert "result" not in job or job["result"] is None
+        with pytest.raises(Conflict) as info:
+            insurer.result(job["id"])
+        assert info.value.rule == "job.no_result"
+    assert remaining(server) == pytest.approx(before), "nothing is spent before approval"
+    with server.client("bureau-market") as other, pytest.raises(Forbidden) as info:
+        other.review(job["id"])
+    assert info.value.rule == "domain.outside"
+    with server.client("bureau-health") as bureau:
+        assert job["id"] in [j["id"] for j in bureau.reviews()]
+        shown = bureau.review(job["id"])
+        assert shown["result"]["columns"] == ["gender", "n"]
+        approved = bureau.approve(job["id"], "aggregate by gender is fine")
+        assert approved["state"] == "succeeded"
+        assert approved["reviews"][0]["by"] == "bureau-health"
+        assert job["id"] not in [j["id"] for j in bureau.reviews()]
+    assert remaining(server) == pytest.approx(before - 1.0)
+    with server.client("op-insurer") as insurer:
+        table = insurer.result(job["id"])
+        assert table.to_pylist() == shown["result"]["rows"]
+        keys = {
+            k: public_key_from_b64(v)
+            for k, v in insurer.request("GET", "/v1/audit/keys").json().items()
+        }
+        body = verify_receipt(insurer.receipt(job["id"]), keys)
+        assert body["epsilon_spent"] == pytest.approx(1.0)
+        # Asked again: the released answer from the cache, no new review, no new spend.
+        again = insurer.submit(BY_GENDER, wait=True)
+        assert again["state"] == "succeeded" and again["meta"]["cached"]
+    assert remaining(server) == pytest.approx(before - 1.0)
+    with server.client("auditor") as auditor:
+        trail = auditor.audit_entries(target=f"query:{job['id']}")
+        assert [e["details"].get("held_for_review") for e in trail] == [True, None]
+        assert trail[1]["details"]["review"][0]["verdict"] == "approve"
+        review = auditor.audit_entries(action="job.review", target=f"job:{job['id']}")
+        assert [(e["decision"], e["rule"]) for e in review] == [("allow", "review.approved")]
+        assert review[0]["seq"] < trail[1]["seq"], "the approval is recorded before the release"
+
+
+def test_rejection_refuses_and_spends_nothing(reviewed) -> None:
+    server, _ = reviewed
+    before = remaining(server)
+    with server.client("op-insurer") as insurer:
+        job = insurer.submit(
+            "SELECT district, gender, count(*) AS n FROM health.claims GROUP BY 1, 2", wait=True
+        )
+    with server.client("bureau-health") as bureau:
+        refused = bureau.reject(job["id"], "too fine for this purpose")
+        assert (refused["state"], refused["rule"]) == ("refused", "review.rejected")
+        with pytest.raises(Conflict) as info:
+            bureau.approve(job["id"], "changed my mind")
+        assert info.value.rule == "review.nothing_pending"
+    assert remaining(server) == pytest.approx(before)
+
+
+def test_stale_and_cancelled_results_are_never_released(reviewed) -> None:
+    server, grant_id = reviewed
+    before = remaining(server)
+    with server.client("op-insurer") as insurer:
+        stale = insurer.submit("SELECT age, count(*) AS n FROM health.claims GROUP BY 1", wait=True)
+        withdrawn = insurer.submit(
+            "SELECT diagnosis_code, count(*) AS n FROM health.claims GROUP BY 1", wait=True
+        )
+        assert insurer.cancel(withdrawn["id"])["state"] == "cancelled"
+    with server.client("bureau-health") as bureau:
+        bureau.narrow_grant(grant_id, k=15, reason="raise k while a result waits")
+        outcome = bureau.approve(stale["id"], "looks fine")
+        assert (outcome["state"], outcome["rule"]) == ("refused", "review.stale")
+        with pytest.raises(Conflict):
+            bureau.approve(withdrawn["id"], "too late")
+    assert remaining(server) == pytest.approx(before)
+    with server.client("op-planner") as planner, pytest.raises(Forbidden):
+        planner.reviews()
