@@ -1,0 +1,175 @@
+"""The job store, the rate limiter, result encodings and the shared enclave, without a server."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from sandbox.api.limits import RateLimiter
+from sandbox.api.results import encode
+from sandbox.db import open_control_db
+from sandbox.errors import Conflict, RateLimited
+from sandbox.jobs import JobState, JobStore, StoredResult
+from sandbox.shared_enclave import JobSlot, SharedEnclave, job_slot
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> JobStore:
+    return JobStore(open_control_db(f"sqlite:///{tmp_path / 'control.db'}"))
+
+
+def new_job(store: JobStore, operator: str = "op-a"):
+    return store.create(operator=operator, sql="SELECT 1", purpose=None, fmt="json", client=None)
+
+
+def test_transitions_are_conditional(store: JobStore) -> None:
+    job = new_job(store)
+    runner = store.register_runner()
+    claimed = store.claim(runner)
+    assert claimed is not None and claimed.id == job.id and claimed.state is JobState.RUNNING
+    assert store.claim(runner) is None, "a job is claimed once"
+    assert store.active_count("op-a") == 1
+    result = StoredResult("released", b"x", None, 0, 0.0, 0)
+    assert store.finish(job.id, JobState.SUCCEEDED, result=result, ttl_s=60)
+    assert not store.finish(job.id, JobState.FAILED), "a finished job stays finished"
+    with pytest.raises(Conflict) as info:
+        store.cancel(job.id)
+    assert info.value.rule == "job.final"
+    assert store.expire(now=datetime.now(UTC) + timedelta(seconds=30)) == []
+    assert store.expire(now=datetime.now(UTC) + timedelta(seconds=61)) == [job.id]
+    expired = store.get(job.id)
+    assert expired.state is JobState.EXPIRED and store.result(job.id) is None
+
+
+def test_cancel_queued_running_and_held(store: JobStore) -> None:
+    queued = new_job(store)
+    assert store.cancel(queued.id).state is JobState.CANCELLED
+    running = new_job(store)
+    store.claim_job(running.id, store.register_runner())
+    asked = store.cancel(running.id)
+    assert asked.state is JobState.RUNNING and asked.cancel_requested
+    assert store.cancel_requested([running.id]) == {running.id}
+    held = new_job(store)
+    store.claim_job(held.id, "rn_x")
+    held_result = StoredResult("held", b"x", "k" * 64, 1, 1.0, 3)
+    assert store.finish(held.id, JobState.AWAITING_REVIEW, result=held_result, ttl_s=60)
+    assert store.cancel(held.id).state is JobState.CANCELLED
+    assert store.result(held.id) is None, "a withdrawn held result is deleted"
+
+
+def test_reviews_append_once_per_dataset(store: JobStore) -> None:
+    job = new_job(store)
+    store.claim_job(job.id, "rn_x")
+    store.finish(
+        job.id,
+        JobState.AWAITING_REVIEW,
+        review_datasets=["a.x", "b.y"],
+        result=StoredResult("held", b"x", "k", 0, 0.0, 0),
+    )
+    store.add_review(job.id, {"dataset": "a.x", "verdict": "approve"})
+    with pytest.raises(Conflict) as info:
+        store.add_review(job.id, {"dataset": "a.x", "verdict": "approve"})
+    assert info.value.rule == "review.duplicate"
+    done = store.add_review(job.id, {"dataset": "b.y", "verdict": "approve"})
+    assert [r["dataset"] for r in done.reviews] == ["a.x", "b.y"]
+    assert store.begin_release(job.id, "rn_y") and not store.begin_release(job.id, "rn_z")
+
+
+def test_dead_runners_are_found(store: JobStore) -> None:
+    me = store.register_runner()
+    gone = store.register_runner()
+    job = new_job(store)
+    store.claim_job(job.id, gone)
+    store.stop_runner(gone)
+    assert store.dead_runners(stale_after_s=30, me=me) == [gone]
+    assert [j.id for j in store.orphaned([gone])] == [job.id]
+    store.finish(job.id, JobState.FAILED, rule="job.interrupted")
+    store.forget_runners([gone])
+    assert store.dead_runners(stale_after_s=30, me=me) == []
+
+
+def test_rate_limiter_refills_and_says_when() -> None:
+    now = [0.0]
+    limiter = RateLimiter(clock=lambda: now[0])
+    for _ in range(3):
+        limiter.check("t", 3, "token")
+    with pytest.raises(RateLimited) as info:
+        limiter.check("t", 3, "token")
+    assert info.value.retry_after == 20 and info.value.refused == 1
+    now[0] += 20.0
+    limiter.check("t", 3, "token")
+    limiter.blocked("other", 3, "addr")  # no bucket yet: not blocked, nothing spent
+
+
+def test_every_format_round_trips() -> None:
+    table = pa.table(
+        {"district": ["D01", "D02", None], "n": [10, 20, 30], "mean": [1.5, 2.0, None]}
+    )
+    data = {fmt: b"".join(encode(table, fmt)) for fmt in ("json", "csv", "parquet", "arrow")}
+    assert json.loads(data["json"]) == {
+        "columns": ["district", "n", "mean"],
+        "rows": table.to_pylist(),
+    }
+    assert pacsv.read_csv(io.BytesIO(data["csv"])).column("n").to_pylist() == [10, 20, 30]
+    assert pq.read_table(io.BytesIO(data["parquet"])).equals(table)
+    assert pa.ipc.open_stream(pa.BufferReader(data["arrow"])).read_all().equals(table)
+    empty = table.slice(0, 0)
+    assert json.loads(b"".join(encode(empty, "json")))["rows"] == []
+    assert b"".join(encode(empty, "csv")).startswith(b'"district","n","mean"')
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from sandbox.shared_enclave import SharedEnclave
+    enclave = SharedEnclave(Path(sys.argv[1]), lock_timeout_s=20)
+    with enclave.writer() as con:
+        con.execute("CREATE OR REPLACE TABLE t AS SELECT 42 AS v")
+    print("written")
+    """
+)
+
+
+def test_a_writer_in_another_process_waits_for_readers_to_yield(tmp_path: Path) -> None:
+    path = tmp_path / "enclave.duckdb"
+    duckdb.connect(str(path)).execute("CREATE TABLE t AS SELECT 1 AS v").close()
+    reader = SharedEnclave(path, poll_s=0.05, progress_cursors=1)
+    try:
+        assert reader.query("SELECT v FROM t").to_pylist() == [{"v": 1}]
+        started = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, "-c", WRITER, str(path)], capture_output=True, text=True, timeout=60
+        )
+        assert proc.returncode == 0 and "written" in proc.stdout, proc.stderr
+        assert time.monotonic() - started < 30
+        assert reader.query("SELECT v FROM t").to_pylist() == [{"v": 42}]
+    finally:
+        reader.close()
+
+
+def test_a_cancelled_slot_stops_its_query_with_the_reason(tmp_path: Path) -> None:
+    path = tmp_path / "enclave.duckdb"
+    duckdb.connect(str(path)).execute("CREATE TABLE t AS SELECT 1 AS v").close()
+    enclave = SharedEnclave(path, progress_cursors=1)
+    try:
+        slot = JobSlot()
+        slot.cancel(("job.interrupted", "the server shut down"))
+        with job_slot(slot), pytest.raises(Conflict) as info:
+            enclave.query("SELECT v FROM t")
+        assert (info.value.rule, info.value.message) == ("job.interrupted", "the server shut down")
+        assert enclave.query("SELECT v FROM t").num_rows == 1
+    finally:
+        enclave.close()
