@@ -29,12 +29,11 @@ import pyarrow as pa
 from policies import Actor, Decision, Role, Target
 from policies.accounts import get_account
 from sandbox.errors import Conflict, Forbidden, NotFound, QueryRefused, RateLimited, SandboxError
-from sandbox.job_runner import JobRunner, arrow_bytes
+from sandbox.job_runner import Hint, JobRunner, arrow_bytes
 from sandbox.jobs import Job, JobState, JobStore, StoredResult
 from sandbox.platform import Platform
 from sandbox.service import Held, QueryService
 from sandbox.settings import Settings
-from sandbox.sqlparse import parse_query
 from sandbox.timeutil import to_rfc3339
 
 __all__ = ["FORMATS", "JobDesk", "read_table"]
@@ -143,7 +142,7 @@ class JobDesk:
             limited.retry_after = 2  # type: ignore[attr-defined]
             self.service.record_refusal(actor, rid, client, sql, limited, 0.0)
             raise limited
-        self.service.check(actor, sql, purpose=purpose, request_id=rid, client=client)
+        auth = self.service.check(actor, sql, purpose=purpose, request_id=rid, client=client)
         job = self.store.create(
             operator=actor.name,
             sql=sql,
@@ -151,9 +150,9 @@ class JobDesk:
             fmt=fmt,
             client=client,
             token_id=actor.token_id,
-            datasets=parse_query(sql).datasets,
+            datasets=auth.prepared.parsed.datasets,
         )
-        self.runner.notify()
+        self.runner.notify(job.id, Hint(actor, auth))
         if wait_s:
             job = self.runner.wait(job.id, min(wait_s, limits.sync_wait_s))
         return job

@@ -54,7 +54,7 @@ from sandbox.rewrite import ContributionBounds
 from sandbox.sqlparse import parse_query
 from sandbox.timeutil import to_rfc3339
 
-__all__ = ["Held", "QueryResult", "QueryService"]
+__all__ = ["Authorized", "Held", "QueryResult", "QueryService"]
 
 ACTION = "dataset.query"
 #: Groups computed in the enclave may exceed the released-row limit by this factor
@@ -280,9 +280,14 @@ class QueryService:
         purpose: str | None = None,
         request_id: str | None = None,
         client: str | None = None,
+        authorized: Authorized | None = None,
     ) -> QueryResult | Held:
-        """As :meth:`run`; under a grant that requires review, compute and hold, don't release."""
-        return self._run(actor, sql, purpose, request_id, client, hold=True)
+        """As :meth:`run`; under a grant that requires review, compute and hold, don't release.
+
+        ``authorized``: what :meth:`check` returned for this very query moments ago (a job
+        run at once in the process that accepted it), to skip parsing and checking again.
+        """
+        return self._run(actor, sql, purpose, request_id, client, hold=True, auth=authorized)
 
     def check(
         self,
@@ -292,7 +297,7 @@ class QueryService:
         purpose: str | None = None,
         request_id: str | None = None,
         client: str | None = None,
-    ) -> None:
+    ) -> Authorized:
         """Would :meth:`run_job` start?  A refusal is audited and raised; acceptance is silent.
 
         For job submission: a query refused now is refused at once, with its rule, and
@@ -301,10 +306,12 @@ class QueryService:
         rid = request_id or uuid.uuid4().hex
         started = time.perf_counter()
         try:
-            self._check_budget(self._authorize(actor, sql, rid, purpose, client))
+            auth = self._authorize(actor, sql, rid, purpose, client)
+            self._check_budget(auth)
         except SandboxError as exc:
-            self._refused(actor, rid, client, sql, exc, started)
+            self.record_refusal(actor, rid, client, sql, exc, started)
             raise
+        return auth
 
     @staticmethod
     def _check_budget(auth: Authorized) -> None:
@@ -318,7 +325,7 @@ class QueryService:
                 rule="budget.exhausted",
             )
 
-    def _refused(
+    def record_refusal(
         self,
         actor: Actor,
         rid: str,
@@ -327,6 +334,7 @@ class QueryService:
         exc: SandboxError,
         started: float,
     ) -> None:
+        """Audit a refusal of ``sql`` with its rule (nothing to record if the audit is down)."""
         if isinstance(exc, AuditUnavailable):
             return
         self._record(
@@ -352,11 +360,12 @@ class QueryService:
         client: str | None,
         *,
         hold: bool,
+        auth: Authorized | None = None,
     ) -> QueryResult | Held:
         rid = request_id or uuid.uuid4().hex
         started = time.perf_counter()
         try:
-            auth = self._authorize(actor, sql, rid, purpose, client)
+            auth = auth or self._authorize(actor, sql, rid, purpose, client)
             prepared = auth.prepared
             if auth.decision.review_required and not hold:
                 raise QueryRefused(
@@ -393,7 +402,7 @@ class QueryService:
                 return self._hold(actor, rid, client, auth, key, released, cpu_ms, started)
             return self._commit(actor, rid, client, auth, key, released, cpu_ms, started)
         except SandboxError as exc:
-            self._refused(actor, rid, client, sql, exc, started)
+            self.record_refusal(actor, rid, client, sql, exc, started)
             raise
 
     def _hold(
@@ -495,7 +504,7 @@ class QueryService:
                 extra={"review": review or []},
             )
         except SandboxError as exc:
-            self._refused(actor, rid, client, sql, exc, started)
+            self.record_refusal(actor, rid, client, sql, exc, started)
             raise
 
     def _cache_key(self, actor: Actor, auth: Authorized) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -64,7 +65,7 @@ def test_every_operation_has_models_and_the_error_shape(fuzzed: LiveServer) -> N
 
 @pytest.mark.parametrize("who", ["op-bank", "bureau-health", "auditor", "admin"])
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(
-    fuzzed: LiveServer, who: str
+    fuzzed: LiveServer, who: str, tmp_path: Path
 ) -> None:
     pytest.importorskip("schemathesis")
     command = [
@@ -93,6 +94,6 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
         "/v1/admin/settings",  # would lower the limits under the other roles' feet
         "--no-color",
     ]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     assert " passed" in run.stdout
