@@ -70,7 +70,7 @@ class _Local:
         from sandbox.jobs import JobState
 
         states = [JobState(s) for s in state] if state else None
-        found = self.services.desk.list(
+        found = self.services.desk.list_jobs(
             self.actor, states=states, limit=limit, offset=0, rid=None, client="cli"
         )
         return [j.to_dict() for j in found]

@@ -160,7 +160,7 @@ class JobDesk:
     def get(self, actor: Actor, job_id: str, rid: str | None, client: str | None) -> Job:
         return self._own(actor, job_id, "job.read", rid, client)[0]
 
-    def list(
+    def list_jobs(
         self,
         actor: Actor,
         *,
@@ -171,7 +171,7 @@ class JobDesk:
         client: str | None,
     ) -> list[Job]:
         self._require(actor, "job.read", Target.account(actor.name), rid, client)
-        return self.store.list(operator=actor.name, states=states, limit=limit, offset=offset)
+        return self.store.list_jobs(operator=actor.name, states=states, limit=limit, offset=offset)
 
     def cancel(self, actor: Actor, job_id: str, rid: str | None, client: str | None) -> Job:
         job, decision = self._own(actor, job_id, "job.read", rid, client)
@@ -221,7 +221,7 @@ class JobDesk:
                 rule=rule,
             )
             raise Conflict(f"job {job_id} is {job.state.value}: no result to fetch", rule=rule)
-        details = {"job": job_id, "format": fmt}
+        details: dict[str, Any] = {"job": job_id, "format": fmt}
         if job.meta:
             details["result_sha256"] = job.meta.get("result_sha256")
         self._record(actor, decision, details, rid, client)
@@ -276,7 +276,7 @@ class JobDesk:
                 details={"reason": "only a bureau reviews jobs"},
             )
             raise Forbidden("only a bureau reviews jobs", rule="role.not_permitted")
-        waiting = self.store.list(states=[JobState.AWAITING_REVIEW], limit=1000)
+        waiting = self.store.list_jobs(states=[JobState.AWAITING_REVIEW], limit=1000)
         queue = [job for job in waiting if self._reviewable(actor, job)]
         self.platform.record(
             **entry,

@@ -245,7 +245,7 @@ class JobStore:
             raise NotFound(f"no job {job_id}", rule="job.unknown")
         return Job.from_row(row)
 
-    def list(
+    def list_jobs(
         self,
         *,
         operator: str | None = None,

@@ -45,6 +45,12 @@ def test_serve_answers_health(demo_platform) -> None:
         assert body["status"] == "ok" and body["datasets"] == 4
         missing = httpx.get(f"http://127.0.0.1:{port}/no-such-route", timeout=2)
         assert missing.status_code == 404
+        assert missing.json() == {"code": "not_found", "message": "Not Found", "rule": "api.http"}
+        assert len(missing.headers["X-Request-ID"]) == 32
+        spec = httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=5).json()
+        assert "/v1/jobs" in spec["paths"]
+        anonymous = httpx.get(f"http://127.0.0.1:{port}/v1/me", timeout=5)
+        assert anonymous.status_code == 401 and anonymous.json()["code"] == "unauthenticated"
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -32,6 +32,7 @@ from .models import (
     Reason,
     RegisterIn,
     RegistrationOut,
+    ResultRows,
     ReviewIn,
     ReviewOut,
     UploadOut,
@@ -148,7 +149,7 @@ def _source_path(services: Services, actor: Actor, body: RegisterIn, domain: str
             raise NotFound("no such upload", rule="api.upload") from None
         if info["owner"] != actor.name or info["domain"] != domain:
             raise Forbidden("this upload belongs to another account or domain", rule="api.upload")
-        return directory / info["file"]
+        return directory / str(info["file"])
     assert source.path is not None
     imports = services.platform.settings.import_dir.resolve()
     path = (imports / source.path).resolve()
@@ -173,7 +174,7 @@ def register(body: RegisterIn, actor: ActorDep, meta: MetaDep, services: Service
     source = FileSource(path, services.platform.settings.staging_dir, body.source.format)
     reg = services.platform.register(
         spec,
-        source,
+        source,  # type: ignore[arg-type]  # FileSource.connector is a read-only property
         registered_by=actor.name,
         role=actor.role.value,
         allowed_domains=frozenset(actor.domains),
@@ -289,7 +290,7 @@ def review_queue(actor: ActorDep, meta: MetaDep, services: ServicesDep) -> Any:
 def review_show(job_id: str, actor: ActorDep, meta: MetaDep, services: ServicesDep) -> Any:
     """The desensitized result approval would release (your viewing is recorded)."""
     job, table = services.desk.review_show(actor, job_id, meta.request_id, meta.client)
-    return ReviewOut(job=job_out(job), result=result_rows(table))
+    return ReviewOut(job=job_out(job), result=ResultRows(**result_rows(table)))
 
 
 @router.post("/v1/reviews/{job_id}", response_model=JobOut)

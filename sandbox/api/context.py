@@ -43,7 +43,7 @@ class ServerPlatform(Platform):
         self.progress_cursors = progress_cursors
 
     @cached_property
-    def enclave(self) -> SharedEnclave:  # type: ignore[override]
+    def enclave(self) -> SharedEnclave:
         return SharedEnclave.for_server(self.settings, progress_cursors=self.progress_cursors)
 
 

@@ -11,7 +11,7 @@ from sandbox.job_desk import FORMATS
 from sandbox.jobs import Job, JobState
 
 from .context import ActorDep, MetaDep, ServicesDep
-from .models import ExplainOut, Format, JobIn, JobList, JobOut, QueryIn
+from .models import ExplainOut, Format, JobIn, JobList, JobOut, QueryIn, ResultRows
 from .results import MEDIA_TYPES, encode, result_rows
 
 __all__ = ["router"]
@@ -29,7 +29,7 @@ _RESULT_CONTENT = {
 
 
 def job_out(job: Job, result: dict[str, Any] | None = None) -> JobOut:
-    return JobOut(**job.to_dict(), result=result)
+    return JobOut(**job.to_dict(), result=None if result is None else ResultRows(**result))
 
 
 @router.post("/v1/explain", response_model=ExplainOut)
@@ -95,7 +95,7 @@ def list_jobs(
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> Any:
     """My jobs, newest first."""
-    found = services.desk.list(
+    found = services.desk.list_jobs(
         actor, states=state, limit=limit, offset=offset, rid=meta.request_id, client=meta.client
     )
     return JobList(jobs=[job_out(j) for j in found], limit=limit, offset=offset)

@@ -25,7 +25,7 @@ CHECKS = ",".join(
         "response_schema_conformance",
     )
 )
-EXAMPLES = 15  # per operation and role; about 2-3 s per role on 2 cores
+EXAMPLES = 10  # per operation and role: about 350 requests, 2-8 s per role on 2 cores
 
 
 @pytest.fixture(scope="module")
