@@ -32,6 +32,7 @@ from sandbox.errors import Conflict, Forbidden, NotFound, QueryRefused, RateLimi
 from sandbox.job_runner import Hint, JobRunner, arrow_bytes
 from sandbox.jobs import Job, JobState, JobStore, StoredResult
 from sandbox.platform import Platform
+from sandbox.release import result_sha256
 from sandbox.service import Held, QueryService
 from sandbox.settings import Settings
 from sandbox.timeutil import to_rfc3339
@@ -326,15 +327,10 @@ class JobDesk:
         stored = self.store.result(job_id)
         if stored is None:
             raise Conflict(f"job {job_id} holds no result", rule="job.no_result")
-        meta = job.meta or {}
-        self._record(
-            actor,
-            mine[0][1],
-            {"job": job_id, "result_sha256": meta.get("result_sha256")},
-            rid,
-            client,
-        )
-        return job, read_table(stored.data)
+        table = read_table(stored.data)
+        details = {"job": job_id, "result_sha256": result_sha256(table)}
+        self._record(actor, mine[0][1], details, rid, client)
+        return job, table
 
     def review(
         self,

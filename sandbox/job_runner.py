@@ -43,6 +43,10 @@ __all__ = ["Hint", "JobRunner", "arrow_bytes"]
 log = logging.getLogger("sandbox.jobs")
 
 CANCELLED = ("job.cancelled", "cancelled by its operator")
+HELD_VISIBLE = frozenset(
+    {"request_id", "k", "epsilon", "datasets", "review_datasets", "columns", "query_sha256"}
+)
+"""What a job awaiting review shows of its held result's metadata: nothing data-dependent."""
 HINT_S = 2.0
 """How long a submission's check may stand in for the run's own (seconds)."""
 INTERRUPTED = ("job.interrupted", "the server process running the job stopped; submit it again")
@@ -290,10 +294,13 @@ class JobRunner:
             )
         else:
             if isinstance(outcome, Held):
+                # Until approval the operator learns nothing data-dependent (not even the
+                # number of rows): the job shows only what the query's plan says.
+                shown = {k: v for k, v in outcome.meta.items() if k in HELD_VISIBLE}
                 self.store.finish(
                     job.id,
                     JobState.AWAITING_REVIEW,
-                    meta={**(job.meta or {}), **outcome.meta},
+                    meta={**(job.meta or {}), **shown},
                     review_datasets=outcome.meta["review_datasets"],
                     result=StoredResult(
                         "held",

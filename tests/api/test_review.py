@@ -36,7 +36,16 @@ def test_approval_releases_and_spends_then(reviewed) -> None:
     with server.client("op-insurer") as insurer:
         job = insurer.submit(BY_GENDER, wait=True)
         assert job["state"] == "awaiting_review" and job["review_datasets"] == ["health.claims"]
-        assert "result" not in job or job["result"] is None
+        assert job["result"] is None
+        assert set(job["meta"]) <= {
+            "request_id",
+            "k",
+            "epsilon",
+            "datasets",
+            "review_datasets",
+            "columns",
+            "query_sha256",
+        }, "nothing data-dependent (rows, suppressed groups, digest) before approval"
         with pytest.raises(Conflict) as info:
             insurer.result(job["id"])
         assert info.value.rule == "job.no_result"

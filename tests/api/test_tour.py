@@ -184,6 +184,13 @@ bounds = [0, 100]
         assert grant["status"] == "active"
         narrowed = bureau.narrow_grant(grant["id"], k=20, reason="tighter")
         assert narrowed["k"] == 20 and narrowed["version"] == 2
+        imports = server.home / "imports"
+        (imports / "visits-2.csv").write_text(visits.read_text())
+        by_path = bureau.register(toml, path="visits-2.csv")
+        assert by_path["replaced"] and by_path["dataset"]["version"] == 3
+        with pytest.raises(SandboxError) as info:
+            bureau.register(toml, path="../control.db")
+        assert info.value.rule == "api.import_path"
         with pytest.raises(Forbidden) as info:
             bureau.register(
                 toml.replace("health.visits", "market.visits"), upload_id="up_" + "0" * 24
