@@ -260,13 +260,31 @@ class JobRunner:
             )
         return Actor.of(account)
 
+    def _run_as(self, job: Job) -> Actor:
+        """The job's operator now; a refusal (account gone, token revoked) is audited."""
+        try:
+            return self._actor(job)
+        except SandboxError as exc:
+            self.platform.record(
+                actor=job.operator,
+                role="operator",
+                action="dataset.query",
+                target=f"query:{job.id}",
+                decision="deny",
+                rule=exc.rule or exc.code,
+                request_id=job.id,
+                client=job.client,
+                details={"reason": exc.message, "job": job.id},
+            )
+            raise
+
     def _run(self, job: Job, hint: Hint | None = None) -> None:
         slot = JobSlot()
         with self._slots_lock:
             self._slots[job.id] = slot
         ttl = self.result_ttl_s()
         try:
-            actor = hint.actor if hint is not None else self._actor(job)
+            actor = hint.actor if hint is not None else self._run_as(job)
             with job_slot(slot):
                 outcome = self.service.run_job(
                     actor,

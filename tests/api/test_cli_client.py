@@ -115,6 +115,32 @@ def test_jobs_on_the_local_home_without_a_server(sandbox, tmp_path: Path) -> Non
     assert json.loads(shown.stdout)["columns"] == ["board_station", "n"]
     other = sandbox(*base, "status", job_id, "--token", tokens["op-bank"])
     assert other.returncode == 2 and "owner.mismatch" in other.stderr
+    # A job submitted with a token that is revoked before it runs is refused, and audited.
+    from datetime import timedelta
+
+    from policies import Actor, Administration
+    from sandbox.platform import Platform
+    from sandbox.settings import Settings
+
+    platform = Platform(Settings(home=home))
+    try:
+        admin = Administration(platform.authority)
+        spare = admin.issue_token(Actor.host("tests"), "op-planner", ttl=timedelta(days=1))
+        queued = sandbox(
+            *base,
+            "submit",
+            "--token",
+            spare.token,
+            "SELECT board_station, count(*) AS n FROM transport.trips GROUP BY 1",
+        )
+        stolen = queued.stdout.split()[0]
+        admin.revoke_token(Actor.host("tests"), spare.id)
+        refused = sandbox(*base, "wait", stolen, "--token", tokens["op-planner"])
+        assert refused.returncode == 2 and "auth.token_revoked" in refused.stderr
+        entry = platform.audit.entries(newest_first=True, limit=1)[0]
+        assert (entry.target, entry.rule) == (f"query:{stolen}", "auth.token_revoked")
+    finally:
+        platform.close()
 
 
 def test_client_maps_every_error_to_its_class() -> None:
