@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,9 +26,15 @@ from sandbox.jobs import JobState, JobStore, StoredResult
 from sandbox.shared_enclave import JobSlot, SharedEnclave, job_slot
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> JobStore:
-    return JobStore(open_control_db(f"sqlite:///{tmp_path / 'control.db'}"))
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'control.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    engine = open_control_db(url)
+    yield JobStore(engine)
+    engine.dispose()
 
 
 def new_job(store: JobStore, operator: str = "op-a"):
