@@ -20,12 +20,13 @@ demo: install
 	$(VENV)/bin/sandbox --home $(HOME_DIR) demo --scale $(SCALE)
 	$(VENV)/bin/sandbox --home $(HOME_DIR) serve
 
-## test: the whole suite (PostgreSQL tests need initdb; .ci/run installs it)
+## test: the whole suite, bounded (PostgreSQL tests need initdb; .ci/run installs it)
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
 
+## test-long: everything, with the long variants (slow tests, more fuzzing examples)
 test-long: install
-	$(PY) -m pytest -q -m "slow or not slow" --hypothesis-profile=long
+	$(PY) -m pytest -q --hypothesis-profile=long
 
 bench: install
 	for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

@@ -7,8 +7,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.pgserver import PgServer, start_pg_server
+
+# Property-based budgets: `make test` runs the default profile (bounded, about a
+# hundred examples a property); `make test-long` runs `--hypothesis-profile=long`.
+# Tests that set `max_examples` themselves scale it with `hypothesis_scale()`.
+settings.register_profile("default", deadline=None)
+settings.register_profile(
+    "long",
+    deadline=None,
+    max_examples=2_000,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+def hypothesis_scale() -> int:
+    """How many times more examples the active profile asks for than the default."""
+    return max(1, settings().max_examples // 100)
 
 
 @pytest.fixture(scope="session")
