@@ -1,44 +1,51 @@
 """HTTP load: concurrent clients against a real server on loopback, bounded in time.
 
-Usage: python bench/http_load.py [--scale 0.1] [--seconds 10] [--clients 8] [--workers 1]
+Usage: python bench/http_load.py [--scale 0.1] [--seconds 10] [--clients 8] [--workers 1] [--mix]
 
 Builds a demo home in a temp dir, starts `sandbox serve` on a free 127.0.0.1 port (rate
-limit raised out of the way), and runs, one after the other, for --seconds each:
+limit and per-operator job limit raised out of the way), and runs, one after the other,
+for --seconds each:
 
 - ``explain``: ``POST /v1/explain`` of a small grouped query;
 - ``query``: ``POST /v1/jobs?wait=true`` of a small query, released synchronously; every
   request asks a different query (a moving filter), so the release cache never answers;
-- ``query (cached)``: the same query each time, answered from the release cache.
+- ``query (cached)``: the same query each time, answered from the release cache;
+- with ``--mix``, ``mixed``: the load test's mix (``loadgen.standard_mix``: explains, small
+  and cached queries, refusals and a few large jobs polled to completion, as three
+  operators), one line per request kind.
 
 It prints requests per second and p50 / p99 latency per phase, and checks that the audit
-trail grew by exactly one entry per request (read from the audit store itself, so the
-check adds no entries).  Loopback only: nothing leaves the machine.
+trail grew by exactly the entries the documented rule expects (one per explain and per
+synchronous query; none for polling one's own job), read from the audit store itself, so
+the check adds no entries.  The client loop is ``bench/loadgen.py``, shared with
+``tests/security/test_load.py``.  Loopback only: nothing leaves the machine.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
-
-from audit import AuditTrail, KeyRing
-from sandbox.settings import Settings
-
-EXPLAIN = "SELECT industry, count(*) AS n FROM market.enterprises GROUP BY 1"
-QUERY = "SELECT industry, count(*) AS n FROM market.enterprises WHERE founded > {} GROUP BY 1"
+from loadgen import (
+    EXPLAIN,
+    QUERY,
+    MixEntry,
+    audit_size,
+    explain,
+    run_load,
+    standard_mix,
+    sync_query,
+)
 
 
 def free_port() -> int:
@@ -60,7 +67,12 @@ def build(home: Path, scale: float) -> dict[str, str]:
 
 def serve(home: Path, workers: int) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    env = dict(os.environ, SANDBOX_HOME=str(home), SANDBOX_RATE_LIMIT_PER_MINUTE="100000000")
+    env = dict(
+        os.environ,
+        SANDBOX_HOME=str(home),
+        SANDBOX_RATE_LIMIT_PER_MINUTE="100000000",
+        SANDBOX_MAX_JOBS_PER_OPERATOR="100000",
+    )
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -91,63 +103,32 @@ def serve(home: Path, workers: int) -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit("the server did not start")
 
 
-def audit_size(home: Path) -> int:
-    settings = Settings(home=home)
-    trail = AuditTrail.open(settings.audit_db_url, KeyRing(settings.keys_dir))
-    try:
-        return trail.size()
-    finally:
-        trail.close()
-
-
 def phase(
     name: str,
     url: str,
-    token: str,
+    tokens: Mapping[str, str],
     clients: int,
     seconds: float,
-    request: Callable[[httpx.Client, int], httpx.Response],
+    mix: Sequence[MixEntry],
     home: Path,
 ) -> None:
+    """Run one mix for ``seconds`` and print its figures and the audit check."""
     before = audit_size(home)
-    latencies: list[float] = []
-    failures: list[int] = []
-    lock = threading.Lock()
-    counter = itertools.count()
-    stop = time.perf_counter() + seconds
-
-    def worker() -> None:
-        with httpx.Client(
-            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60
-        ) as client:
-            while time.perf_counter() < stop:
-                n = next(counter)
-                t0 = time.perf_counter()
-                response = request(client, n)
-                elapsed = time.perf_counter() - t0
-                with lock:
-                    latencies.append(elapsed)
-                    if response.status_code != 200:
-                        failures.append(response.status_code)
-
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - started
+    result = run_load(url, tokens, mix, clients=clients, seconds=seconds)
     entries = audit_size(home) - before
-    ms = sorted(x * 1000 for x in latencies)
-    p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
-    verdict = "==" if entries == len(ms) else "!="
-    print(
-        f"{name:<16} {len(ms):>6} requests  {len(ms) / wall:>7.1f} req/s  "
-        f"p50 {statistics.median(ms):>6.1f} ms  p99 {p99:>6.1f} ms  "
-        f"errors {len(failures)}  audit entries {entries} {verdict} requests"
-    )
-    if failures:
-        print(f"  error statuses: {sorted(set(failures))}")
+    expected = result.expected_entries
+    verdict = "==" if entries == expected else "!="
+    what = "requests" if expected == len(result.samples) else "expected"
+    check = f"  audit entries {entries} {verdict} {what}"
+    if len(result.kinds()) == 1:  # a single kind: one line under the phase's name
+        print(result.lines({"all": name})[-1] + check)
+    else:
+        print(f"{name}:{check}")
+        for line in result.lines():
+            print(f"  {line}")
+    failed = sorted({s.status for s in result.samples if s.status >= 400 or s.status == 0})
+    if failed:
+        print(f"  error statuses: {failed}")
 
 
 def main() -> None:
@@ -156,6 +137,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each phase")
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients")
     parser.add_argument("--workers", type=int, default=1, help="server processes")
+    parser.add_argument("--mix", action="store_true", help="also run the load test's mix")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="http-load-") as tmp:
         home = Path(tmp) / "home"
@@ -166,38 +148,19 @@ def main() -> None:
                 f"server {url}, {args.workers} process(es), {os.cpu_count()} cores; "
                 f"{args.clients} clients, {args.seconds:g} s per phase"
             )
-            bank = tokens["op-bank"]
-            phase(
-                "explain",
-                url,
-                bank,
-                args.clients,
-                args.seconds,
-                lambda c, n: c.post("/v1/explain", json={"sql": EXPLAIN}),
-                home,
-            )
-            phase(
-                "query",
-                url,
-                bank,
-                args.clients,
-                args.seconds,
-                lambda c, n: c.post(
-                    "/v1/jobs", params={"wait": "true"}, json={"sql": QUERY.format(n)}
+            bank = "op-bank"
+            phases: list[tuple[str, list[MixEntry]]] = [
+                ("explain", [MixEntry(1, explain("explain", bank, lambda n: EXPLAIN))]),
+                ("query", [MixEntry(1, sync_query("query", bank, lambda n: QUERY.format(n)))]),
+                (
+                    "query (cached)",
+                    [MixEntry(1, sync_query("query (cached)", bank, lambda n: QUERY.format(1990)))],
                 ),
-                home,
-            )
-            phase(
-                "query (cached)",
-                url,
-                bank,
-                args.clients,
-                args.seconds,
-                lambda c, n: c.post(
-                    "/v1/jobs", params={"wait": "true"}, json={"sql": QUERY.format(1990)}
-                ),
-                home,
-            )
+            ]
+            if args.mix:
+                phases.append(("mixed", standard_mix()))
+            for name, mix in phases:
+                phase(name, url, tokens, args.clients, args.seconds, mix, home)
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=60)

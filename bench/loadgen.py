@@ -1,0 +1,394 @@
+"""The HTTP load generator shared by ``bench/http_load.py`` and ``tests/security/test_load.py``.
+
+Concurrent clients (threads, one ``httpx.Client`` each) pick operations from a weighted
+mix until a deadline; an operation may issue several requests (a large job: submit, poll
+to completion, fetch the result), each recorded as a :class:`Sample` with its latency and
+the number of audit entries the server records for it under the documented rule
+(``docs/api.md``, "What is recorded").  The benchmark prints the figures; the test
+asserts on the same samples, so the load logic exists once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+import statistics
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+__all__ = [
+    "EXPLAIN",
+    "QUERY",
+    "LoadResult",
+    "MixEntry",
+    "Sample",
+    "Session",
+    "async_job",
+    "audit_size",
+    "expected_entries",
+    "explain",
+    "percentile",
+    "run_load",
+    "standard_mix",
+    "sync_query",
+]
+
+EXPLAIN = "SELECT industry, count(*) AS n FROM market.enterprises GROUP BY 1"
+QUERY = "SELECT industry, count(*) AS n FROM market.enterprises WHERE founded > {} GROUP BY 1"
+
+TERMINAL = frozenset({"succeeded", "awaiting_review", "refused", "failed", "cancelled", "expired"})
+_UNAUDITED_READS = re.compile(r"/v1/jobs(/[^/]+)?|/v1/me|/v1/settings|/v1/audit/keys|/health")
+
+
+def expected_entries(method: str, path: str, status: int) -> int:
+    """Audit entries the server records for one request, per docs/api.md "What is recorded".
+
+    Reading one's own job status or job list (and ``/v1/me``, ``/v1/settings``,
+    ``/v1/audit/keys``, ``/health``) records nothing when allowed; everything else this
+    generator sends (explains, submissions accepted or refused, result fetches) records
+    exactly one entry: an accepted job's entry is written when the job ends.  A per-token
+    rate-limit refusal (``429`` on any route) is recorded only for the first of a streak,
+    so it cannot be counted from one response: callers raise the limit out of the way.
+    """
+    if status == 0:
+        return 0  # never reached the server (or we cannot know): reported as a transport error
+    if method == "GET" and status < 400 and _UNAUDITED_READS.fullmatch(path):
+        return 0
+    return 1
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0..1) by rank, as the benchmarks have always reported it."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One HTTP request: what it was, how it ended, how long it took, what it should audit."""
+
+    kind: str
+    method: str
+    path: str
+    status: int  # 0: transport error (no response)
+    seconds: float
+    entries: int
+    body: Any = None  # the parsed JSON body of an error (4xx/5xx), else None
+    error: str = ""
+
+
+class Session:
+    """One client thread's connection, recording every request it makes."""
+
+    def __init__(self, client: httpx.Client, tokens: Mapping[str, str], sink: list[Sample]):
+        self.client = client
+        self.tokens = tokens
+        self.sink = sink
+        self.jobs: list[dict[str, Any]] = []
+
+    def request(
+        self, kind: str, who: str, method: str, path: str, **kwargs: Any
+    ) -> httpx.Response | None:
+        headers = {"Authorization": f"Bearer {self.tokens[who]}"}
+        t0 = time.perf_counter()
+        try:
+            response = self.client.request(method, path, headers=headers, **kwargs)
+        except httpx.TransportError as exc:
+            self.sink.append(
+                Sample(kind, method, path, 0, time.perf_counter() - t0, 0, error=repr(exc))
+            )
+            return None
+        elapsed = time.perf_counter() - t0
+        body = None
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = response.text
+        self.sink.append(
+            Sample(
+                kind,
+                method,
+                path,
+                response.status_code,
+                elapsed,
+                expected_entries(method, path, response.status_code),
+                body,
+            )
+        )
+        return response
+
+    def follow(
+        self, kind: str, who: str, job: dict[str, Any], poll_s: float, limit_s: float
+    ) -> dict[str, Any] | None:
+        """Poll a job until it ends (each poll a sample of ``kind``); None if it never did."""
+        deadline = time.monotonic() + limit_s
+        while job.get("state") not in TERMINAL:
+            if time.monotonic() > deadline:
+                self.sink.append(
+                    Sample(kind, "GET", f"/v1/jobs/{job['id']}", 0, 0.0, 0, error="job never ended")
+                )
+                return None
+            time.sleep(poll_s)
+            response = self.request(kind, who, "GET", f"/v1/jobs/{job['id']}")
+            if response is None or response.status_code != 200:
+                return None
+            job = response.json()
+        self.jobs.append(job)
+        return job
+
+
+Operation = Callable[[Session, int], None]
+"""One unit of client work: given the session and a unique number, issue its requests."""
+
+
+def explain(kind: str, who: str, sql: Callable[[int], str]) -> Operation:
+    """``POST /v1/explain`` (one entry: the verdict is recorded either way)."""
+
+    def op(session: Session, n: int) -> None:
+        session.request(kind, who, "POST", "/v1/explain", json={"sql": sql(n)})
+
+    return op
+
+
+def sync_query(
+    kind: str, who: str, sql: Callable[[int], str], poll_s: float = 0.2, limit_s: float = 300
+) -> Operation:
+    """``POST /v1/jobs?wait=true``; a 202 (not done within the wait) is polled to the end."""
+
+    def op(session: Session, n: int) -> None:
+        response = session.request(
+            kind, who, "POST", "/v1/jobs", params={"wait": "true"}, json={"sql": sql(n)}
+        )
+        if response is not None and response.status_code in (200, 202):
+            session.follow(f"{kind} poll", who, response.json(), poll_s, limit_s)
+
+    return op
+
+
+def async_job(
+    kind: str, who: str, sql: Callable[[int], str], poll_s: float = 0.25, limit_s: float = 300
+) -> Operation:
+    """Submit, poll to completion, fetch the result as JSON: ``KIND submit/poll/result``."""
+
+    def op(session: Session, n: int) -> None:
+        response = session.request(f"{kind} submit", who, "POST", "/v1/jobs", json={"sql": sql(n)})
+        if response is None or response.status_code != 202:
+            return
+        job = session.follow(f"{kind} poll", who, response.json(), poll_s, limit_s)
+        if job is not None and job["state"] == "succeeded":
+            session.request(
+                f"{kind} result",
+                who,
+                "GET",
+                f"/v1/jobs/{job['id']}/result",
+                params={"format": "json"},
+            )
+
+    return op
+
+
+@dataclass(frozen=True)
+class MixEntry:
+    """An operation, its weight in the mix, and at most how many may run at once (0: any)."""
+
+    weight: float
+    op: Operation
+    limit: int = 0
+
+
+@dataclass
+class LoadResult:
+    samples: list[Sample]
+    wall: float
+    clients: int
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def expected_entries(self) -> int:
+        return sum(s.entries for s in self.samples)
+
+    def kinds(self) -> dict[str, list[Sample]]:
+        by: dict[str, list[Sample]] = {}
+        for sample in self.samples:
+            by.setdefault(sample.kind, []).append(sample)
+        return dict(sorted(by.items()))
+
+    def stats(self) -> dict[str, dict[str, float]]:
+        """Per kind (and ``all``): requests, req/s, p50 and p99 ms, errors (status >= 400 or 0)."""
+        out: dict[str, dict[str, float]] = {}
+        groups = {**self.kinds(), "all": self.samples}
+        for kind, samples in groups.items():
+            ms = [s.seconds * 1000 for s in samples]
+            out[kind] = {
+                "requests": len(samples),
+                "rps": len(samples) / self.wall if self.wall else 0.0,
+                "p50_ms": statistics.median(ms) if ms else 0.0,
+                "p99_ms": percentile(ms, 0.99) if ms else 0.0,
+                "errors": sum(1 for s in samples if s.status >= 400 or s.status == 0),
+            }
+        return out
+
+    def lines(self, names: Mapping[str, str] | None = None) -> list[str]:
+        """One line per kind, then ``all``, in the benchmark's long-standing format."""
+        rows = []
+        for kind, st in self.stats().items():
+            label = (names or {}).get(kind, kind)
+            rows.append(
+                f"{label:<16} {int(st['requests']):>6} requests  {st['rps']:>7.1f} req/s  "
+                f"p50 {st['p50_ms']:>6.1f} ms  p99 {st['p99_ms']:>6.1f} ms  "
+                f"errors {int(st['errors'])}"
+            )
+        return rows
+
+
+def run_load(
+    url: str,
+    tokens: Mapping[str, str],
+    mix: Sequence[MixEntry],
+    *,
+    clients: int,
+    seconds: float,
+    seed: int = 7,
+    transport: httpx.BaseTransport | None = None,
+    timeout: float = 120,
+) -> LoadResult:
+    """``clients`` threads pick operations from ``mix`` until ``seconds`` have passed.
+
+    An operation started before the deadline runs to its end (a job is followed until it
+    finishes), so every audit entry the load causes has been written when this returns.
+    """
+    samples: list[Sample] = []
+    jobs: list[dict[str, Any]] = []
+    counter = itertools.count()
+    gates = [threading.BoundedSemaphore(e.limit) if e.limit else None for e in mix]
+    stop = time.perf_counter() + seconds
+    crashed: list[BaseException] = []
+
+    def pick(rng: random.Random) -> int:
+        while True:
+            i = rng.choices(range(len(mix)), weights=[e.weight for e in mix])[0]
+            gate = gates[i]
+            if gate is None or gate.acquire(blocking=False):
+                return i
+
+    def worker(index: int) -> None:
+        rng = random.Random(seed * 1000 + index)
+        mine: list[Sample] = []
+        try:
+            with httpx.Client(base_url=url, timeout=timeout, transport=transport) as client:
+                session = Session(client, tokens, mine)
+                while time.perf_counter() < stop:
+                    i = pick(rng)
+                    try:
+                        mix[i].op(session, next(counter))
+                    finally:
+                        if gates[i] is not None:
+                            gates[i].release()  # type: ignore[union-attr]
+                jobs.extend(session.jobs)
+        except BaseException as exc:
+            crashed.append(exc)
+        finally:
+            samples.extend(mine)
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    if crashed:
+        raise RuntimeError(f"{len(crashed)} load client(s) crashed") from crashed[0]
+    return LoadResult(samples, wall, clients, jobs)
+
+
+def standard_mix(
+    operators: Sequence[str] = ("op-bank", "op-planner", "op-insurer"),
+) -> list[MixEntry]:
+    """The issue's mix on the demo deployment: mostly explains and small queries, a few jobs.
+
+    Explains as every operator; small synchronous queries as the bank (market.enterprises,
+    a moving filter so the release cache never answers) and the planner (transport.trips);
+    cached repeats of one query; a few guard refusals (an identifier column: 422); and a
+    few large asynchronous jobs (enterprises x social insurance by industry and month, and
+    claims by district x diagnosis, as the bank; trips between stations, as the planner),
+    at most one of each at once, each polled to completion and its result fetched.  The insurer
+    only explains: its ε budget would run out.
+    """
+    bank, planner, insurer = operators
+    distinct = "HAVING count(*) > -{}"  # a no-op that makes each job's query distinct
+    join = (
+        "SELECT e.industry, s.month, count(DISTINCT e.credit_code) AS firms, "
+        "sum(s.wage_total) AS wages FROM market.enterprises e "
+        "JOIN hrss.social_insurance s ON s.credit_code = e.credit_code GROUP BY 1, 2 " + distinct
+    )
+    claims = (
+        "SELECT district, diagnosis_code, count(*) AS n, count(DISTINCT person_id) AS people, "
+        "avg(claim_amount) AS mean FROM health.claims GROUP BY 1, 2 " + distinct
+    )
+    trips = (
+        "SELECT board_station, alight_station, count(*) AS n, avg(fare) AS fare "
+        "FROM transport.trips GROUP BY 1, 2 " + distinct
+    )
+    return [
+        MixEntry(20, explain("explain", bank, lambda n: EXPLAIN)),
+        MixEntry(
+            5,
+            explain(
+                "explain",
+                insurer,
+                lambda n: "SELECT gender, count(*) AS n FROM health.claims GROUP BY 1",
+            ),
+        ),
+        MixEntry(
+            5,
+            explain(
+                "explain",
+                planner,
+                lambda n: "SELECT board_station, count(*) AS n FROM transport.trips GROUP BY 1",
+            ),
+        ),
+        MixEntry(20, sync_query("query", bank, lambda n: QUERY.format(n))),
+        MixEntry(
+            10,
+            sync_query(
+                "query",
+                planner,
+                lambda n: (
+                    "SELECT board_station, count(*) AS n, avg(fare) AS fare FROM transport.trips "
+                    f"WHERE fare < {2 + n % 1000 / 100:.2f} GROUP BY 1 " + distinct.format(n)
+                ),
+            ),
+        ),
+        MixEntry(10, sync_query("query (cached)", bank, lambda n: QUERY.format(1990))),
+        MixEntry(
+            2,
+            sync_query(
+                "refused", bank, lambda n: f"SELECT name FROM market.enterprises LIMIT {n % 50 + 1}"
+            ),
+        ),
+        MixEntry(1, async_job("job", bank, lambda n: join.format(n)), limit=1),
+        MixEntry(1, async_job("job", bank, lambda n: claims.format(n)), limit=1),
+        MixEntry(1, async_job("job", planner, lambda n: trips.format(n)), limit=1),
+    ]
+
+
+def audit_size(home: Path) -> int:
+    """The audit trail's size, read from the store itself (the count adds no entry)."""
+    from audit import AuditTrail, KeyRing
+    from sandbox.settings import Settings
+
+    settings = Settings(home=home)
+    trail = AuditTrail.open(settings.audit_db_url, KeyRing(settings.keys_dir))
+    try:
+        return trail.size()
+    finally:
+        trail.close()
