@@ -257,13 +257,15 @@ def run_load(
     clients: int,
     seconds: float,
     seed: int = 7,
-    transport: httpx.BaseTransport | None = None,
+    transport: Callable[[], httpx.BaseTransport] | None = None,
     timeout: float = 120,
 ) -> LoadResult:
     """``clients`` threads pick operations from ``mix`` until ``seconds`` have passed.
 
     An operation started before the deadline runs to its end (a job is followed until it
     finishes), so every audit entry the load causes has been written when this returns.
+    ``transport`` makes each client's own transport (a client closes its transport when
+    it is done, so they cannot share one).
     """
     samples: list[Sample] = []
     jobs: list[dict[str, Any]] = []
@@ -283,7 +285,9 @@ def run_load(
         rng = random.Random(seed * 1000 + index)
         mine: list[Sample] = []
         try:
-            with httpx.Client(base_url=url, timeout=timeout, transport=transport) as client:
+            with httpx.Client(
+                base_url=url, timeout=timeout, transport=transport() if transport else None
+            ) as client:
                 session = Session(client, tokens, mine)
                 while time.perf_counter() < stop:
                     i = pick(rng)
@@ -317,11 +321,12 @@ def standard_mix(
 
     Explains as every operator; small synchronous queries as the bank (market.enterprises,
     a moving filter so the release cache never answers) and the planner (transport.trips);
-    cached repeats of one query; a few guard refusals (an identifier column: 422); and a
-    few large asynchronous jobs (enterprises x social insurance by industry and month, and
-    claims by district x diagnosis, as the bank; trips between stations, as the planner),
-    at most one of each at once, each polled to completion and its result fetched.  The insurer
-    only explains: its ε budget would run out.
+    cached repeats of one query; a few guard refusals (grouping by an identifier column:
+    422 ``guard.identifier``); and a few large asynchronous jobs (enterprises x social
+    insurance by industry and month, claims by district x diagnosis, as the bank; trips
+    between stations, as the planner), at most one of each at once, each polled to
+    completion and its result fetched.  The insurer only explains: its ε budget would run
+    out.
     """
     bank, planner, insurer = operators
     distinct = "HAVING count(*) > -{}"  # a no-op that makes each job's query distinct
@@ -372,7 +377,12 @@ def standard_mix(
         MixEntry(
             2,
             sync_query(
-                "refused", bank, lambda n: f"SELECT name FROM market.enterprises LIMIT {n % 50 + 1}"
+                "refused",
+                bank,
+                lambda n: (
+                    "SELECT name, count(*) AS n FROM market.enterprises GROUP BY 1 "
+                    f"LIMIT {n % 50 + 1}"
+                ),
             ),
         ),
         MixEntry(1, async_job("job", bank, lambda n: join.format(n)), limit=1),
