@@ -31,7 +31,14 @@ from sandbox.errors import QueryRefused
 from sandbox.lineage import BaseColumn, ColumnInfo, Lineage
 from sandbox.sqlparse import AGGREGATES, RECORD_VALUE_AGGREGATES, Parsed
 
-__all__ = ["Checked", "DatasetAccess", "check_query", "generalized"]
+__all__ = [
+    "Checked",
+    "DatasetAccess",
+    "check_query",
+    "entity_dataset",
+    "first_source",
+    "generalized",
+]
 
 _VALUE_AGGS = (
     exp.Sum,
@@ -65,7 +72,6 @@ class Checked:
     keys: list[exp.Expression]
     primary: str
     touched: set[BaseColumn] = field(default_factory=set)
-    entity_paths: list[Scope] = field(default_factory=list)
 
 
 def _refuse(rule: str, message: str) -> QueryRefused:
@@ -301,8 +307,9 @@ def check_query(parsed: Parsed, access: Mapping[str, DatasetAccess]) -> Checked:
     if not isinstance(root, exp.Select):
         raise _refuse(
             "guard.set_operation",
-            "set operations (UNION, EXCEPT, INTERSECT) are not supported yet: run "
-            "each aggregated SELECT separately",
+            "the released SELECT cannot be a set operation (each aggregated SELECT is its "
+            "own release: run them separately); UNION ALL is allowed inside a CTE or "
+            "derived table",
         )
     rules = _Rules(parsed, access)
     scopes = list(traverse_scope(root))
@@ -310,19 +317,43 @@ def check_query(parsed: Parsed, access: Mapping[str, DatasetAccess]) -> Checked:
     for scope in scopes:
         if scope.scope_type in (ScopeType.SUBQUERY,):
             raise _refuse("guard.subquery_predicate", "subqueries are allowed only in FROM")
-        if scope.scope_type in (ScopeType.UDTF, ScopeType.SET_OPERATION):
-            raise _refuse(
-                "guard.set_operation",
-                "set operations and table functions are not allowed inside a query",
-            )
+        if scope.scope_type is ScopeType.UDTF:
+            raise _refuse("guard.table_function", "table functions are not allowed")
+        if isinstance(scope.expression, exp.SetOperation):
+            _check_set_operation(scope)
+            rules.lineage.record_set_outputs(scope)
+            continue
         _check_joins(rules, scope)
         if scope is final:
             keys = _check_final(rules, scope)
         else:
             _check_inner(rules, scope)
             rules.lineage.record_outputs(scope)
-    primary, path = _primary(final)
-    return Checked(parsed, root, final, rules.lineage, keys, primary, rules.touched, path)
+    primary = entity_dataset(final)
+    return Checked(parsed, root, final, rules.lineage, keys, primary, rules.touched)
+
+
+def _check_set_operation(scope: Scope) -> None:
+    """Only ``UNION ALL`` of row-level branches: it keeps every row, so entities stay countable.
+
+    ``UNION``, ``EXCEPT`` and ``INTERSECT`` compare whole rows (a DISTINCT in disguise,
+    refused in derived tables like DISTINCT itself), and ``BY NAME`` matches columns by
+    a name the lineage would have to guess.
+    """
+    op = scope.expression
+    if not isinstance(op, exp.Union) or op.args.get("distinct"):
+        kind = "UNION" if isinstance(op, exp.Union) else op.key.upper()
+        raise _refuse(
+            "guard.set_operation",
+            f"{kind} compares whole rows (like DISTINCT): only UNION ALL is allowed",
+        )
+    if op.args.get("by_name"):
+        raise _refuse("guard.set_operation", "UNION ALL BY NAME is not allowed; list the columns")
+    for arg in ("order", "limit", "offset"):
+        if op.args.get(arg):
+            raise _refuse(
+                "guard.inner_scope", f"{arg.upper()} is allowed only in the outermost SELECT"
+            )
 
 
 def _check_inner(rules: _Rules, scope: Scope) -> None:
@@ -492,16 +523,32 @@ def _check_output(
         _check_output(rules, scope, child, keys, clause)
 
 
-def _primary(final: Scope) -> tuple[str, list[Scope]]:
-    """The dataset whose entities are counted: follow the first FROM source down."""
-    path: list[Scope] = []
-    scope = final
-    while True:
-        from_ = scope.expression.args.get("from_")
-        source = scope.sources.get(from_.this.alias_or_name) if from_ else None
-        if isinstance(source, exp.Table):
-            return f"{source.args['db'].name.lower()}.{source.name.lower()}", path
-        if not isinstance(source, Scope):
-            raise _refuse("guard.lineage", "the query's first FROM source is not a dataset")
-        path.append(source)
-        scope = source
+def first_source(scope: Scope) -> tuple[str, exp.Table | Scope]:
+    """A SELECT scope's first FROM source (its alias and the table or derived scope)."""
+    from_ = scope.expression.args.get("from_")
+    alias = from_.this.alias_or_name if from_ else ""
+    source = scope.sources.get(alias) if from_ else None
+    if not isinstance(source, exp.Table | Scope):
+        raise _refuse("guard.lineage", "the query's first FROM source is not a dataset")
+    return alias, source
+
+
+def entity_dataset(scope: Scope) -> str:
+    """The dataset whose entities are counted: follow the first FROM source down.
+
+    Through a ``UNION ALL`` every branch must lead to the same dataset, so one entity
+    key identifies a contributor whichever branch its rows came from.
+    """
+    if isinstance(scope.expression, exp.SetOperation):
+        found = {entity_dataset(branch) for branch in scope.set_operation_scopes}
+        if len(found) != 1:
+            raise _refuse(
+                "guard.set_operation",
+                "every branch of a UNION ALL must read the same dataset first "
+                "(its entities are the ones counted)",
+            )
+        return found.pop()
+    _, source = first_source(scope)
+    if isinstance(source, exp.Table):
+        return f"{source.args['db'].name.lower()}.{source.name.lower()}"
+    return entity_dataset(source)

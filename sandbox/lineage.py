@@ -37,10 +37,10 @@ class ColumnInfo:
 
 
 class Lineage:
-    """Resolves columns scope by scope; ``outputs`` caches each derived scope's columns."""
+    """Resolves columns scope by scope; ``outputs`` holds each derived scope's columns in order."""
 
     def __init__(self) -> None:
-        self.outputs: dict[int, dict[str, ColumnInfo]] = {}
+        self.outputs: dict[int, list[tuple[str, ColumnInfo]]] = {}
 
     def source_dataset(self, table: exp.Table) -> str:
         return f"{table.args['db'].name.lower()}.{table.name.lower()}"
@@ -52,8 +52,8 @@ class Lineage:
         if isinstance(source, exp.Table):
             return ColumnInfo(frozenset({BaseColumn(self.source_dataset(source), name)}), True)
         if isinstance(source, Scope):
-            outputs = self.outputs.get(id(source))
-            if outputs is None or name not in outputs:
+            outputs = dict(self.outputs.get(id(source), ()))
+            if name not in outputs:
                 raise QueryRefused(
                     f"column '{column.name}' cannot be traced to a dataset column",
                     rule="guard.lineage",
@@ -76,13 +76,37 @@ class Lineage:
         return ColumnInfo(frozenset(bases), False)
 
     def record_outputs(self, scope: Scope) -> None:
-        """Remember the lineage of each output column of a derived scope."""
-        select = scope.expression
-        if not isinstance(select, exp.Select):
+        """Remember the lineage of each output column of a derived SELECT scope."""
+        self.outputs[id(scope)] = [
+            (proj.alias_or_name.lower(), self.of_expression(proj, scope))
+            for proj in scope.expression.expressions
+        ]
+
+    def record_set_outputs(self, scope: Scope) -> None:
+        """A set operation's column i depends on column i of every branch (named as the first).
+
+        Branches are recorded before the operation (``traverse_scope`` yields inner
+        scopes first), so nested operations compose.
+        """
+        branches = [self.outputs.get(id(b)) for b in scope.set_operation_scopes]
+        if not branches or any(b is None for b in branches):
             raise QueryRefused(
-                "set operations are allowed only at the top of a query", rule="guard.set_operation"
+                "a set operation's columns cannot be traced to dataset columns",
+                rule="guard.lineage",
             )
-        self.outputs[id(scope)] = {
-            proj.alias_or_name.lower(): self.of_expression(proj, scope)
-            for proj in select.expressions
-        }
+        columns = [b for b in branches if b is not None]
+        if len({len(b) for b in columns}) != 1:
+            raise QueryRefused(
+                "every branch of a set operation must have the same number of columns",
+                rule="guard.set_operation",
+            )
+        self.outputs[id(scope)] = [
+            (
+                name,
+                ColumnInfo(
+                    frozenset().union(*(b[i][1].bases for b in columns)),
+                    all(b[i][1].passthrough for b in columns),
+                ),
+            )
+            for i, (name, _) in enumerate(columns[0])
+        ]

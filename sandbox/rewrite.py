@@ -19,9 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from sqlglot import exp
+from sqlglot.optimizer.scope import Scope
 
 from sandbox.errors import QueryRefused
-from sandbox.guard import Checked, DatasetAccess
+from sandbox.guard import Checked, DatasetAccess, first_source
 
 __all__ = ["ContributionBounds", "Plan", "Stat", "build_plan"]
 
@@ -66,18 +67,29 @@ def _col(name: str, table: str | None = None) -> exp.Column:
 def _inject_entity(checked: Checked, access: Mapping[str, DatasetAccess]) -> exp.Expression:
     """Carry the primary dataset's entity key through derived tables; return its final form."""
     entity_key = access[checked.primary].spec.entity_key.lower()
-    scopes = [checked.final_scope, *checked.entity_paths]
-    expr: exp.Expression | None = None
-    for depth in range(len(scopes) - 1, -1, -1):
-        scope = scopes[depth]
-        alias = scope.expression.args["from_"].this.alias_or_name
-        source_expr = _col(entity_key, alias) if expr is None else _col("__sbx_e", alias)
-        if depth == 0:
-            return source_expr
-        select: exp.Select = scope.expression
-        select.append("expressions", exp.alias_(source_expr, "__sbx_e", quoted=True))
-        expr = source_expr
-    raise AssertionError("unreachable")
+    return _entity_of(checked.final_scope, entity_key, set())
+
+
+def _entity_of(scope: Scope, entity_key: str, carried: set[int]) -> exp.Expression:
+    """The entity key as a column of a SELECT scope's first FROM source."""
+    alias, source = first_source(scope)
+    if isinstance(source, exp.Table):
+        return _col(entity_key, alias)
+    _carry(source, entity_key, carried)
+    return _col("__sbx_e", alias)
+
+
+def _carry(scope: Scope, entity_key: str, carried: set[int]) -> None:
+    """Add ``__sbx_e`` to a derived scope's outputs (to every branch of a UNION ALL), once."""
+    if id(scope.expression) in carried:
+        return
+    carried.add(id(scope.expression))
+    if isinstance(scope.expression, exp.SetOperation):
+        for branch in scope.set_operation_scopes:
+            _carry(branch, entity_key, carried)
+        return
+    entity = _entity_of(scope, entity_key, carried)
+    scope.expression.append("expressions", exp.alias_(entity, "__sbx_e", quoted=True))
 
 
 class _Stats:
@@ -269,8 +281,7 @@ def build_plan(
         # choice depends on that entity's rows only); an unordered row_number avoids a sort
         # and halves the cost of the cap.
         inner_sql += (
-            ' QUALIFY row_number() OVER (PARTITION BY "__sbx_e")'
-            f" <= {bounds.max_groups_per_entity}"
+            f' QUALIFY row_number() OVER (PARTITION BY "__sbx_e") <= {bounds.max_groups_per_entity}'
         )
 
     ctes = []

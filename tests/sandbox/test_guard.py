@@ -167,6 +167,10 @@ PLACES = [
     "SELECT k, count(*) FROM (SELECT {e} AS k FROM health.claims) s GROUP BY k",
     "SELECT district, count(*) FROM health.claims GROUP BY 1 ORDER BY max({e})",
     "SELECT district, count(DISTINCT {e}) FROM health.claims GROUP BY 1",
+    "SELECT k, count(*) FROM (SELECT district AS k FROM health.claims "
+    "UNION ALL SELECT {e} FROM health.claims) s GROUP BY k",
+    "SELECT count(*) FROM (SELECT district, age FROM health.claims UNION ALL "
+    "SELECT district, age FROM health.claims) s WHERE {e} IS NOT NULL",
 ]
 
 

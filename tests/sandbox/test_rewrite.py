@@ -50,6 +50,14 @@ def raw(demo_platform, sql: str):
         "GROUP BY d HAVING count(*) > 400 ORDER BY 2 DESC LIMIT 3",
         "SELECT hospital_id, min(claim_date), max(claim_date) FROM health.claims GROUP BY 1 "
         "ORDER BY 1",
+        # UNION ALL keeps every row: persons in both branches are counted once per group.
+        "SELECT d, count(*), count(DISTINCT person_id) FROM (SELECT district AS d, "
+        "person_id FROM health.claims WHERE age < 40 UNION ALL SELECT "
+        "district, person_id FROM health.claims WHERE gender = 'F') t "
+        "GROUP BY 1 ORDER BY 1",
+        "WITH c AS (SELECT board_station, fare, card_id FROM transport.trips) SELECT count(*), "
+        "count(DISTINCT card_id), sum(fare) FROM (SELECT * FROM c UNION ALL SELECT * FROM c "
+        "UNION ALL (SELECT board_station, fare, card_id FROM c WHERE fare > 5)) t",
     ],
 )
 def test_rewrite_matches_raw_duckdb(demo_platform, sql: str) -> None:
