@@ -29,7 +29,7 @@ test-long: install
 	$(PY) -m pytest -q --hypothesis-profile=long
 
 bench: install
-	for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+	$(PY) bench/report.py
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,434 @@
+"""Run every benchmark and write ``bench/REPORT.md``: machine, versions, figures, targets.
+
+Usage: python bench/report.py [--quick] [--out bench/REPORT.md]
+
+Each ``bench/*.py`` script runs as a subprocess with the report's arguments (full sizes,
+or with ``--quick`` its small ones, for a smoke run whose figures mean nothing); its
+stdout and stderr go verbatim into the report under its command and wall time.  A summary
+table at the top puts the headline figures, parsed from those outputs, next to the issue
+targets; a figure that cannot be parsed reads "see output" instead of breaking the report,
+and ``tests/test_bench_report.py`` holds the parser to the scripts' real output formats.
+Run it on a quiet machine: everything else running skews every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SEE_OUTPUT = "see output"
+
+
+@dataclass(frozen=True)
+class Bench:
+    script: str
+    full: tuple[str, ...]
+    quick: tuple[str, ...]
+
+
+BENCHES: tuple[Bench, ...] = (
+    Bench("query_overhead.py", ("--scale", "10"), ("--scale", "0.02", "--repeat", "2")),
+    Bench("audit_bench.py", (), ("--quick",)),
+    Bench("authz_bench.py", (), ("--operators", "20", "--grants", "100", "--seconds", "0.5")),
+    Bench("enclave_load.py", ("--scale", "1"), ("--scale", "0.01")),
+    Bench(
+        "http_load.py",
+        ("--scale", "0.1", "--clients", "8", "--seconds", "10", "--mix"),
+        ("--scale", "0.01", "--clients", "2", "--seconds", "1", "--mix"),
+    ),
+    Bench("noise_bench.py", (), ("--cells", "300", "--repeat", "1")),
+)
+
+PACKAGES = ("duckdb", "pyarrow", "sqlglot", "pycasbin", "cryptography", "fastapi", "uvicorn")
+
+
+@dataclass(frozen=True)
+class Run:
+    bench: Bench
+    command: str
+    seconds: float
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+# -- parsing ------------------------------------------------------------------------------
+
+NUM = r"(-?[\d,]+(?:\.\d+)?)"
+
+
+def number(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+def search(pattern: str, text: str) -> re.Match[str] | None:
+    return re.search(pattern, text, re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One summary row: what, the parsed value (or "see output"), the target, the verdict."""
+
+    script: str
+    name: str
+    value: str
+    target: str
+    verdict: str
+
+
+@dataclass(frozen=True)
+class Headline:
+    """How to find one figure in a script's output, and how to judge it."""
+
+    script: str
+    name: str
+    parse: Callable[[str], tuple[float, str] | None]  # (compared value, shown text)
+    target: str = "—"
+    meets: Callable[[float], bool] | None = None
+
+
+def _w1(column: int) -> Callable[[str], tuple[float, str] | None]:
+    # "W1 claims by district x diagnosis    0.123    0.130   1.06    0.150   1.22"
+    def parse(out: str) -> tuple[float, str] | None:
+        m = search(rf"^W1 .*?\s{NUM}\s+{NUM}\s+{NUM}\s+{NUM}\s+{NUM}\s*$", out)
+        if not m:
+            return None
+        ratio = number(m.group(column))
+        return ratio, f"{ratio:.2f}"
+
+    return parse
+
+
+def _rate(pattern: str, unit: str) -> Callable[[str], tuple[float, str] | None]:
+    def parse(out: str) -> tuple[float, str] | None:
+        m = search(pattern, out)
+        if not m:
+            return None
+        value = number(m.group(1))
+        return value, f"{value:,.0f} {unit}"
+
+    return parse
+
+
+def _proof(out: str) -> tuple[float, str] | None:
+    # "inclusion proof at 1,000,000:  median 0.52 ms, p99 1.20 ms, max 3.00 ms"
+    m = search(rf"^inclusion proof at {NUM}:\s+median {NUM} ms, p99 {NUM} ms", out)
+    if not m:
+        return None
+    p99 = number(m.group(3))
+    return p99, f"p99 {p99:.2f} ms, median {number(m.group(2)):.2f} ms (at {m.group(1)} entries)"
+
+
+def _http(kind: str) -> Callable[[str], tuple[float, str] | None]:
+    # "explain    412 requests    135.8 req/s  p50   52.2 ms  p99  144.9 ms  errors 0 ..."
+    def parse(out: str) -> tuple[float, str] | None:
+        m = search(
+            rf"^{re.escape(kind)}\s+{NUM} requests\s+{NUM} req/s\s+p50\s+{NUM} ms\s+p99\s+{NUM} ms",
+            out,
+        )
+        if not m:
+            return None
+        rps, p50, p99 = (number(m.group(i)) for i in (2, 3, 4))
+        return rps, f"{rps:,.1f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+
+    return parse
+
+
+def _audit_check(out: str) -> tuple[float, str] | None:
+    # every phase ends "audit entries N == requests" (or "== expected"; "!=" on a mismatch)
+    checks = re.findall(r"audit entries (\d+) (==|!=) (requests|expected)", out)
+    if not checks:
+        return None
+    bad = sum(1 for _, verdict, _ in checks if verdict == "!=")
+    return float(bad == 0), f"{len(checks) - bad} of {len(checks)} phases equal"
+
+
+def _noise(out: str) -> tuple[float, str] | None:
+    # "disclose, 600 groups x 5 noised columns (3000 cells):"
+    # "  with ε = 1        45.0 ms  (noise: 30.1 ms)"
+    cells = search(r"^disclose, .*\((\d+) cells\):", out)
+    m = search(rf"with ε = 1\s+{NUM} ms\s+\(noise: {NUM} ms\)", out)
+    if not (cells and m):
+        return None
+    total = number(m.group(1))
+    return total, f"{total:.1f} ms for {cells.group(1)} cells (noise {number(m.group(2)):.1f} ms)"
+
+
+def _generator(out: str) -> tuple[float, str] | None:
+    m = search(rf"^\s+generator\s+all four\s+{NUM} rows\s+{NUM} s\s+{NUM} rows/s", out)
+    if not m:
+        return None
+    rate = number(m.group(3))
+    return rate, f"{rate:,.0f} rows/s ({m.group(1)} rows)"
+
+
+def _connector(name: str) -> Callable[[str], tuple[float, str] | None]:
+    def parse(out: str) -> tuple[float, str] | None:
+        m = search(rf"^\s+\S+\s+{re.escape(name)}\s+{NUM} rows\s+{NUM} s\s+{NUM} rows/s", out)
+        if not m:
+            return None
+        rate = number(m.group(3))
+        return rate, f"{rate:,.0f} rows/s"
+
+    return parse
+
+
+HEADLINES: tuple[Headline, ...] = (
+    Headline(
+        "query_overhead.py",
+        "query overhead W1, plain (ratio to raw DuckDB)",
+        _w1(3),
+        "≤ 1.15",
+        lambda v: v <= 1.15,
+    ),
+    Headline(
+        "query_overhead.py",
+        "query overhead W1, ε (ratio to raw DuckDB)",
+        _w1(5),
+        "≤ 1.5",
+        lambda v: v <= 1.5,
+    ),
+    Headline(
+        "audit_bench.py",
+        "durable audit appends, 1 thread",
+        _rate(rf"^durable appends, 1 thread:\s+{NUM} /s", "/s"),
+        "≥ 5,000 /s",
+        lambda v: v >= 5_000,
+    ),
+    Headline(
+        "audit_bench.py",
+        "durable audit appends, 4 threads",
+        _rate(rf"^durable appends, 4 threads:\s+{NUM} /s", "/s"),
+        "≥ 5,000 /s",
+        lambda v: v >= 5_000,
+    ),
+    Headline(
+        "audit_bench.py",
+        "offline verification",
+        _rate(rf"^offline verification:\s+{NUM} entries/s", "entries/s"),
+        "≥ 200,000 entries/s",
+        lambda v: v >= 200_000,
+    ),
+    Headline(
+        "audit_bench.py",
+        "live store verification",
+        _rate(rf"^live store verification:\s+{NUM} entries/s", "entries/s"),
+        "≥ 200,000 entries/s",
+        lambda v: v >= 200_000,
+    ),
+    Headline("audit_bench.py", "inclusion proof", _proof, "< 10 ms", lambda v: v < 10),
+    Headline(
+        "authz_bench.py",
+        "authorization decisions, warm",
+        _rate(rf"^warm decisions: {NUM}/s", "/s"),
+        "≥ 20,000 /s",
+        lambda v: v >= 20_000,
+    ),
+    Headline(
+        "authz_bench.py",
+        "authorization decisions, cold",
+        _rate(rf"^cold decisions .*: {NUM}/s", "/s"),
+    ),
+    Headline("enclave_load.py", "demo generation (all four datasets)", _generator),
+    Headline("enclave_load.py", "Parquet connector (health.claims)", _connector("claims.parquet")),
+    Headline("http_load.py", "HTTP explain", _http("explain")),
+    Headline("http_load.py", "HTTP small query (uncached)", _http("query")),
+    Headline("http_load.py", "HTTP cached query", _http("query (cached)")),
+    Headline(
+        "http_load.py",
+        "HTTP audit entries = expected",
+        _audit_check,
+        "every phase",
+        lambda v: v == 1.0,
+    ),
+    Headline(
+        "noise_bench.py",
+        "noisy disclosure, ε = 1",
+        _noise,
+        "≈ 300 ms budget (issue 5)",
+        lambda v: v <= 300,
+    ),
+)
+
+
+def summarize(outputs: Mapping[str, str], judge: bool = True) -> list[Figure]:
+    """The summary rows from each script's output (keyed by script name); never raises.
+
+    ``judge=False`` leaves the verdicts out (a quick run's figures say nothing about targets).
+    """
+    rows = []
+    for h in HEADLINES:
+        try:
+            parsed = h.parse(outputs.get(h.script, ""))
+        except (ValueError, IndexError):
+            parsed = None
+        if parsed is None:
+            rows.append(Figure(h.script, h.name, SEE_OUTPUT, h.target, ""))
+            continue
+        value, shown = parsed
+        verdict = (
+            "" if h.meets is None or not judge else ("meets" if h.meets(value) else "**misses**")
+        )
+        rows.append(Figure(h.script, h.name, shown, h.target, verdict))
+    return rows
+
+
+# -- machine ------------------------------------------------------------------------------
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def machine() -> list[tuple[str, str]]:
+    cpu = search(r"^model name\s*:\s*(.+)$", _read("/proc/cpuinfo"))
+    mem = search(r"^MemTotal:\s+(\d+) kB", _read("/proc/meminfo"))
+    try:
+        load = " ".join(f"{x:.2f}" for x in os.getloadavg()) + " (1, 5, 15 min)"
+    except OSError:
+        load = "unknown"
+    return [
+        ("CPU", cpu.group(1).strip() if cpu else (platform.processor() or "unknown")),
+        ("cores", str(os.cpu_count() or "unknown")),
+        ("RAM", f"{int(mem.group(1)) / 1024**2:.1f} GiB" if mem else "unknown"),
+        ("OS", platform.platform()),
+        ("Python", f"{platform.python_version()} ({platform.python_implementation()})"),
+        ("load average at start", load),
+    ]
+
+
+def versions(packages: Sequence[str] = PACKAGES) -> list[tuple[str, str]]:
+    found = []
+    for name in packages:
+        try:
+            found.append((name, importlib.metadata.version(name)))
+        except importlib.metadata.PackageNotFoundError:
+            found.append((name, "not installed"))
+    return found
+
+
+def commit() -> str:
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    try:
+        head = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return head + (" (with uncommitted changes)" if dirty else "")
+
+
+# -- running and writing ------------------------------------------------------------------
+
+
+def run(bench: Bench, quick: bool, timeout: float) -> Run:
+    args = bench.quick if quick else bench.full
+    command = " ".join(["python", f"bench/{bench.script}", *args])
+    print(f"== {command}", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / bench.script), *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        code, out, err = done.returncode, done.stdout, done.stderr
+    except subprocess.TimeoutExpired as exc:
+        code = -1
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        err = f"(stopped after {timeout:g} s)\n" + (
+            exc.stderr.decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        )
+    seconds = time.perf_counter() - started
+    print(f"   {seconds:.1f} s, exit {code}", file=sys.stderr, flush=True)
+    return Run(bench, command, seconds, code, out, err)
+
+
+def fence(text: str) -> str:
+    return "```\n" + (text.rstrip("\n") or "(no output)") + "\n```"
+
+
+def render(
+    runs: Sequence[Run], quick: bool, when: datetime, host: Sequence[tuple[str, str]]
+) -> str:
+    """The report's Markdown; ``host`` is :func:`machine` as it was before the runs."""
+    outputs = {r.bench.script: r.stdout for r in runs}
+    lines = [
+        "# Benchmark report",
+        "",
+        f"Written by `make bench` (`bench/report.py{' --quick' if quick else ''}`) on "
+        f"{when:%Y-%m-%d %H:%M} UTC; commit `{commit()}`.",
+        "",
+    ]
+    if quick:
+        lines += [
+            "**Quick run**: every benchmark at its small sizes, a smoke test of the report. "
+            "These figures say nothing about the targets.",
+            "",
+        ]
+    lines += [
+        "## Summary",
+        "",
+        "Figures parsed from the outputs below, next to the issue targets "
+        '("see output" where the output did not have the expected form).',
+        "",
+        "| figure | value | target | |",
+        "|---|---|---|---|",
+    ]
+    for row in summarize(outputs, judge=not quick):
+        lines.append(f"| {row.name} | {row.value} | {row.target} | {row.verdict} |")
+    lines += ["", "## Machine", "", "| | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in host]
+    lines += ["", "## Versions", "", "| package | version |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in versions()]
+    for r in runs:
+        status = "" if r.returncode == 0 else f", **exit status {r.returncode}**"
+        lines += [
+            "",
+            f"## bench/{r.bench.script}",
+            "",
+            f"`{r.command}`: {r.seconds:.1f} s wall{status}",
+            "",
+            fence(r.stdout),
+        ]
+        if r.stderr.strip():
+            lines += ["", "stderr:", "", fence(r.stderr)]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "REPORT.md")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds per benchmark")
+    parser.add_argument("--only", nargs="*", default=None, help="these scripts only")
+    args = parser.parse_args(argv)
+    benches = [b for b in BENCHES if args.only is None or b.script in args.only]
+    when, host = datetime.now(UTC), machine()
+    runs = [run(b, args.quick, args.timeout) for b in benches]
+    args.out.write_text(render(runs, args.quick, when, host))
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0 if all(r.returncode == 0 for r in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

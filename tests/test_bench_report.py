@@ -1,0 +1,239 @@
+"""The benchmark report's summary parser, held to the bench scripts' real output formats.
+
+The samples are captured outputs: the ``QUICK_*`` ones verbatim from
+``bench/report.py --quick`` on the 2-core VM, the ``FULL_*`` ones printed by the scripts'
+own format strings at full sizes.  When a script's output changes form, a row here turns
+into "see output" and a test fails, rather than the report quietly losing a figure.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from bench import report
+from bench.report import SEE_OUTPUT, Run, render, summarize
+
+QUICK_QUERY_OVERHEAD = """\
+demo data at --scale 0.02 built in 0.6 s
+threads=2, duckdb 2.0.1, median of 2
+workload                                raw s  plain s  ratio     dp s  ratio
+W1 claims by district x diagnosis       0.010    0.068   6.76    0.093   9.30
+W2 firms x wages join                   0.010    0.074   7.36    0.132  13.10
+W3 trips by station x hour              0.005    0.184  37.92    0.055  11.21
+small query (added ms)                    1.4     44.3  +42.8 ms
+"""
+
+QUICK_AUDIT = """\
+store: SQLite file (WAL, synchronous=FULL)
+durable appends, 1 thread:          578 /s  (1000 appends)
+durable appends, 4 threads:       1,685 /s  (4000 appends)
+durable appends, 8 threads:       1,919 /s  (4000 appends)
+durable appends, 16 threads:      1,590 /s  (4000 appends)
+offline verification:            33,559 entries/s (10000 entries, 10 tree heads, 0.30 s)
+live store verification:          3,601 entries/s
+bulk import to 50,000:          5,553 entries/s
+inclusion proof at 50,000:  median 0.78 ms, p99 19.95 ms, max 100.67 ms
+consistency proof at 50,000: 0.82 ms
+"""
+
+QUICK_AUTHZ = """\
+policy: 20 operators, 100 grants, 40 datasets, 70 Casbin lines; backend sqlite; built through the audited admin API in 2.6 s
+cold decisions (cache misses, 5,000 distinct requests): 463/s
+warm decisions: 20,515/s  (10,500 decisions, 94% allowed; target >= 20,000/s)
+warm decisions, 4 threads sharing one Authority: 24,595/s
+first decision after a grant or freeze change: 0.9 ms median (cache refill)
+first decision after a Casbin rule change: 4.7 ms median (Casbin reload)
+raw Casbin enforce_ex on this policy (no cache): 18,668/s
+"""  # noqa: E501 (verbatim output)
+
+QUICK_ENCLAVE_LOAD = """\
+demo at --scale 0.01
+  generator  health.claims                10,000 rows   0.08 s       124,334 rows/s
+  generator  market.enterprises              500 rows   0.03 s        14,725 rows/s
+  generator  hrss.social_insurance         4,884 rows   0.04 s       128,952 rows/s
+  generator  transport.trips               5,000 rows   0.04 s       124,307 rows/s
+  generator  all four                     20,384 rows   0.19 s       105,901 rows/s
+  csv        claims.csv                   10,000 rows   0.10 s       101,129 rows/s  (1 MB, 9 MB/s)
+  parquet    claims.parquet               10,000 rows   0.06 s       181,163 rows/s  (0 MB, 4 MB/s)
+"""
+
+QUICK_HTTP = """\
+demo home at --scale 0.01 built in 1.5 s
+server http://127.0.0.1:58465, 1 process(es), 2 cores; 2 clients, 1 s per phase
+explain             165 requests    164.5 req/s  p50   10.6 ms  p99   51.7 ms  errors 0  audit entries 165 == requests
+query                41 requests     39.7 req/s  p50   43.8 ms  p99  125.6 ms  errors 0  audit entries 41 == requests
+query (cached)       71 requests     69.7 req/s  p50   26.6 ms  p99   46.8 ms  errors 0  audit entries 71 == requests
+mixed:  audit entries 51 == expected
+  explain              28 requests     25.5 req/s  p50   13.4 ms  p99   27.2 ms  errors 0
+  job poll              2 requests      1.8 req/s  p50    7.4 ms  p99    9.2 ms  errors 0
+  job result            2 requests      1.8 req/s  p50   12.1 ms  p99   13.2 ms  errors 0
+  job submit            2 requests      1.8 req/s  p50   14.2 ms  p99   15.7 ms  errors 0
+  query                14 requests     12.7 req/s  p50   46.1 ms  p99  193.5 ms  errors 0
+  query (cached)        5 requests      4.5 req/s  p50   37.1 ms  p99   39.9 ms  errors 0
+  all                  53 requests     48.2 req/s  p50   18.0 ms  p99  193.5 ms  errors 0
+"""  # noqa: E501 (verbatim output)
+
+QUICK_NOISE = """\
+discrete Laplace, 300 cells, best of 1:
+  system (secrets)  scale              1:     4.1 ms      74,056 cells/s
+  system (secrets)  scale             25:     3.3 ms      91,138 cells/s
+  system (secrets)  scale          333.3:     2.8 ms     105,508 cells/s
+  system (secrets)  scale      1.429e+07:     4.6 ms      64,809 cells/s
+  system (secrets)  scale            0.3:     7.7 ms      38,886 cells/s
+  seeded (tests)    scale              1:     0.7 ms     418,116 cells/s
+  seeded (tests)    scale             25:     0.7 ms     434,749 cells/s
+  seeded (tests)    scale          333.3:     0.6 ms     512,577 cells/s
+  seeded (tests)    scale      1.429e+07:     0.6 ms     505,732 cells/s
+  seeded (tests)    scale            0.3:     1.5 ms     200,816 cells/s
+disclose, 60 groups x 5 noised columns (300 cells):
+  without budget    34.5 ms
+  with ε = 1         4.8 ms  (noise: -29.7 ms)
+"""
+
+FULL_QUERY_OVERHEAD = """\
+demo data at --scale 10 built in 38.4 s
+threads=2, duckdb 2.0.1, median of 5
+workload                                raw s  plain s  ratio     dp s  ratio
+W1 claims by district x diagnosis       0.412    0.451   1.09    0.530   1.29
+W2 firms x wages join                   0.301    0.330   1.10    0.390   1.30
+W3 trips by station x hour              0.250    0.271   1.08    0.355   1.42
+small query (added ms)                    1.3     14.2  +12.9 ms
+"""
+
+FULL_AUDIT = """\
+store: SQLite file (WAL, synchronous=FULL)
+durable appends, 1 thread:        6,234 /s  (5000 appends)
+durable appends, 4 threads:      14,876 /s  (20000 appends)
+durable appends, 8 threads:      15,321 /s  (20000 appends)
+durable appends, 16 threads:     13,990 /s  (20000 appends)
+offline verification:           412,346 entries/s (100000 entries, 100 tree heads, 0.24 s)
+live store verification:        251,234 entries/s
+bulk import to 1,000,000:        180,321 entries/s
+inclusion proof at 1,000,000:  median 0.41 ms, p99 0.93 ms, max 2.10 ms
+consistency proof at 1,000,000: 1.32 ms
+"""
+
+QUICK = {
+    "query_overhead.py": QUICK_QUERY_OVERHEAD,
+    "audit_bench.py": QUICK_AUDIT,
+    "authz_bench.py": QUICK_AUTHZ,
+    "enclave_load.py": QUICK_ENCLAVE_LOAD,
+    "http_load.py": QUICK_HTTP,
+    "noise_bench.py": QUICK_NOISE,
+}
+FULL = {**QUICK, "query_overhead.py": FULL_QUERY_OVERHEAD, "audit_bench.py": FULL_AUDIT}
+
+
+def rows(outputs: dict[str, str], judge: bool = True) -> dict[str, report.Figure]:
+    return {f.name: f for f in summarize(outputs, judge=judge)}
+
+
+def test_every_headline_is_found_in_the_captured_outputs() -> None:
+    """Each summary row reads its figure from its script's real output."""
+    for outputs in (QUICK, FULL):
+        missing = [f.name for f in summarize(outputs) if f.value == SEE_OUTPUT]
+        assert not missing
+    assert {h.script for h in report.HEADLINES} == {b.script for b in report.BENCHES}
+
+
+def test_the_figures_and_verdicts() -> None:
+    full = rows(FULL)
+    assert full["query overhead W1, plain (ratio to raw DuckDB)"].value == "1.09"
+    assert full["query overhead W1, ε (ratio to raw DuckDB)"].value == "1.29"
+    assert full["durable audit appends, 1 thread"].value == "6,234 /s"
+    assert full["durable audit appends, 4 threads"].value == "14,876 /s"
+    assert full["offline verification"].value == "412,346 entries/s"
+    assert full["inclusion proof"].value.startswith("p99 0.93 ms")
+    assert "1,000,000" in full["inclusion proof"].value
+    assert full["authorization decisions, warm"].value == "20,515 /s"
+    assert full["HTTP explain"].value == "164.5 req/s, p50 10.6 ms, p99 51.7 ms"
+    assert full["HTTP small query (uncached)"].value == "39.7 req/s, p50 43.8 ms, p99 125.6 ms"
+    assert full["HTTP audit entries = expected"].value == "4 of 4 phases equal"
+    assert full["noisy disclosure, ε = 1"].value == "4.8 ms for 300 cells (noise -29.7 ms)"
+    judged = {f.name: f.verdict for f in full.values() if f.target != "—"}
+    assert set(judged.values()) == {"meets"}  # the full samples meet every target
+
+    quick = rows(QUICK)
+    assert quick["query overhead W1, plain (ratio to raw DuckDB)"].verdict == "**misses**"
+    assert quick["durable audit appends, 1 thread"].verdict == "**misses**"
+    assert quick["inclusion proof"].verdict == "**misses**"  # p99 19.95 ms on a busy VM
+    assert {f.verdict for f in rows(QUICK, judge=False).values()} == {""}
+
+
+def test_a_changed_format_reads_see_output() -> None:
+    """A figure whose line changed form is "see output"; the others are unaffected."""
+    changed = dict(FULL)
+    changed["authz_bench.py"] = QUICK_AUTHZ.replace("warm decisions: ", "warm: ")
+    changed["http_load.py"] = QUICK_HTTP.replace(" req/s", " rps")
+    changed["audit_bench.py"] = "Traceback (most recent call last):\n  ...\nValueError: boom\n"
+    got = rows(changed)
+    assert got["authorization decisions, warm"].value == SEE_OUTPUT
+    assert got["authorization decisions, warm"].verdict == ""
+    assert got["authorization decisions, cold"].value == "463 /s"
+    assert got["HTTP explain"].value == SEE_OUTPUT
+    assert got["HTTP audit entries = expected"].value == "4 of 4 phases equal"
+    assert got["offline verification"].value == SEE_OUTPUT
+    assert got["query overhead W1, plain (ratio to raw DuckDB)"].value == "1.09"
+    assert {f.value for f in summarize({})} == {SEE_OUTPUT}
+
+
+def test_an_audit_mismatch_misses() -> None:
+    mismatch = QUICK_HTTP.replace("audit entries 41 == requests", "audit entries 40 != requests")
+    got = rows({**FULL, "http_load.py": mismatch})["HTTP audit entries = expected"]
+    assert (got.value, got.verdict) == ("3 of 4 phases equal", "**misses**")
+
+
+def test_render_has_the_summary_machine_versions_and_every_output() -> None:
+    runs = [
+        Run(b, f"python bench/{b.script}", 1.5, 0, FULL[b.script], "")
+        for b in report.BENCHES
+        if b.script != "authz_bench.py"
+    ]
+    authz = next(b for b in report.BENCHES if b.script == "authz_bench.py")
+    runs.append(Run(authz, "python bench/authz_bench.py", 2.0, 1, QUICK_AUTHZ, "WARNING: x\n"))
+    text = render(runs, False, datetime(2026, 1, 2, 3, 4, tzinfo=UTC), report.machine())
+    for heading in ("# Benchmark report", "## Summary", "## Machine", "## Versions"):
+        assert heading + "\n" in text
+    for name in ("duckdb", "pyarrow", "sqlglot", "pycasbin", "cryptography", "fastapi", "uvicorn"):
+        assert f"| {name} | " in text
+    for b in report.BENCHES:
+        assert f"## bench/{b.script}\n" in text
+    assert "`python bench/authz_bench.py`: 2.0 s wall, **exit status 1**" in text
+    assert "stderr:\n\n```\nWARNING: x\n```" in text
+    assert "W1 claims by district x diagnosis       0.412" in text  # verbatim
+    assert "2026-01-02 03:04 UTC" in text and "Quick run" not in text
+    assert f"| {SEE_OUTPUT} |" not in text.split("## Machine")[0]
+
+
+def test_the_fast_scripts_still_print_what_the_parser_reads(tmp_path: Path) -> None:
+    """The two quickest benchmarks run for real (a few seconds) and their figures parse."""
+    fast = [b for b in report.BENCHES if b.script in ("noise_bench.py", "enclave_load.py")]
+    outputs = {}
+    for bench in fast:
+        done = report.run(bench, quick=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        outputs[bench.script] = done.stdout
+    for figure in summarize(outputs):
+        if figure.script in outputs:
+            assert figure.value != SEE_OUTPUT, figure.name
+
+
+@pytest.mark.slow
+def test_a_quick_report_parses_every_figure(tmp_path: Path) -> None:
+    """Every benchmark at its small sizes (about a minute): no "see output" in the summary."""
+    out = tmp_path / "REPORT.md"
+    done = subprocess.run(
+        [sys.executable, str(report.ROOT / "bench" / "report.py"), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr
+    summary = out.read_text().split("## Machine")[0]
+    assert "Quick run" in summary
+    assert f"| {SEE_OUTPUT} |" not in summary
