@@ -27,6 +27,7 @@ from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, ScopeType, traverse_scope
 
 from sandbox.classification import ColumnSpec, DatasetSpec, Level, Role
+from sandbox.columns_expr import expand_columns
 from sandbox.errors import QueryRefused
 from sandbox.lineage import BaseColumn, ColumnInfo, Lineage
 from sandbox.sqlparse import AGGREGATES, RECORD_VALUE_AGGREGATES, Parsed
@@ -289,10 +290,11 @@ def check_query(parsed: Parsed, access: Mapping[str, DatasetAccess]) -> Checked:
     missing = [d for d in parsed.datasets if d not in access]
     if missing:
         raise _refuse("grant.missing", f"no live grant covers dataset {missing[0]}")
+    schema = _schema(access)
     try:
         root = qualify(
             parsed.expression.copy(),
-            schema=_schema(access),
+            schema=schema,
             dialect="duckdb",
             validate_qualify_columns=True,
             quote_identifiers=True,
@@ -313,6 +315,8 @@ def check_query(parsed: Parsed, access: Mapping[str, DatasetAccess]) -> Checked:
         )
     rules = _Rules(parsed, access)
     scopes = list(traverse_scope(root))
+    if expand_columns(scopes[-1], schema):
+        scopes = list(traverse_scope(root))
     final = scopes[-1]
     for scope in scopes:
         if scope.scope_type in (ScopeType.SUBQUERY,):

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from sqlglot import exp
 from sqlglot.optimizer.scope import Scope
 
+from sandbox.columns_expr import EXPANDED
 from sandbox.errors import QueryRefused
 from sandbox.guard import Checked, DatasetAccess, first_source
 
@@ -309,10 +310,15 @@ def _output_names(checked: Checked) -> list[str]:
     final = checked.final_scope.expression
     original = checked.parsed.expression
     written = original.expressions if isinstance(original, exp.Select) else []
-    if len(written) != len(final.expressions):
+    # A COLUMNS(...) projection stands for several outputs, each named after its column.
+    plain = [p for p in written if not p.find(exp.Columns)]
+    expanded = [p for p in final.expressions if p.meta.get(EXPANDED)]
+    if len(plain) + len(expanded) != len(final.expressions):
         return [p.alias_or_name for p in final.expressions]
     names: list[str] = []
-    for proj in written:
+    remaining = iter(plain)
+    for out in final.expressions:
+        proj = out if out.meta.get(EXPANDED) else next(remaining)
         if isinstance(proj, exp.Alias):
             name = proj.alias
         elif isinstance(proj, exp.Column):

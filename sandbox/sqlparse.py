@@ -200,7 +200,8 @@ def parse_query(sql: str, *, max_length: int = 20_000) -> Parsed:
         if isinstance(node, exp.Window):
             raise _refuse("guard.window", "window functions (OVER ...) are not allowed")
         if isinstance(node, exp.Columns):
-            raise _refuse("guard.columns_expression", "COLUMNS(...) is not allowed: name columns")
+            _check_columns(node, root)
+            continue
         if isinstance(node, exp.Exists):
             raise _refuse("guard.subquery_predicate", "subqueries are allowed only in FROM")
         if isinstance(node, exp.Placeholder):
@@ -230,6 +231,47 @@ def parse_query(sql: str, *, max_length: int = 20_000) -> Parsed:
     if not datasets:
         raise _refuse("guard.no_dataset", "the query reads no registered dataset")
     return Parsed(root, tuple(datasets), frozenset(ctes))
+
+
+def _check_columns(node: exp.Columns, root: exp.Expression) -> None:
+    """``COLUMNS('regex')`` or ``COLUMNS(*)``, unaliased, in the released SELECT list only.
+
+    The guard expands it against the sources' columns before any rule runs, so each
+    column it stands for is checked like a named one.  Lambdas, unpacking, aliases and
+    positional GROUP BY (whose numbers would shift with the expansion) are refused.
+    """
+    arg = node.this
+    literal = isinstance(arg, exp.Literal) and arg.is_string
+    if not (literal or isinstance(arg, exp.Star)) or node.args.get("unpack"):
+        raise _refuse(
+            "guard.columns_expression", "COLUMNS(...) takes a regular expression string or *"
+        )
+    projection: exp.Expression = node
+    while projection.parent is not root and projection.parent is not None:
+        projection = projection.parent
+    if not isinstance(root, exp.Select) or projection.arg_key != "expressions":
+        raise _refuse(
+            "guard.columns_expression",
+            "COLUMNS(...) is allowed only in the outermost SELECT list",
+        )
+    if isinstance(projection, exp.Alias) or len(list(projection.find_all(exp.Columns))) > 1:
+        raise _refuse(
+            "guard.columns_expression",
+            "a COLUMNS(...) output cannot be aliased or combined with another COLUMNS(...)",
+        )
+    first = next(i for i, p in enumerate(root.expressions) if p.find(exp.Columns)) + 1
+    group, order = root.args.get("group"), root.args.get("order")
+    keys = [
+        *(group.expressions if group else []),
+        *(o.this for o in (order.expressions if order else [])),
+    ]
+    positions = [k for k in keys if isinstance(k, exp.Literal)]
+    if any(not k.is_int or int(k.name) >= first for k in positions):
+        raise _refuse(
+            "guard.columns_expression",
+            "GROUP BY or ORDER BY positions at or after a COLUMNS(...) output would shift "
+            "with its expansion: name the columns (or use GROUP BY ALL)",
+        )
 
 
 _UNITS = frozenset(

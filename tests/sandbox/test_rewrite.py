@@ -58,6 +58,11 @@ def raw(demo_platform, sql: str):
         "WITH c AS (SELECT board_station, fare, card_id FROM transport.trips) SELECT count(*), "
         "count(DISTINCT card_id), sum(fare) FROM (SELECT * FROM c UNION ALL SELECT * FROM c "
         "UNION ALL (SELECT board_station, fare, card_id FROM c WHERE fare > 5)) t",
+        # COLUMNS(...) expands as DuckDB expands it (names, order, matches anywhere).
+        "SELECT COLUMNS('station'), sum(COLUMNS('fare')), count(*) FROM transport.trips "
+        "GROUP BY ALL ORDER BY board_station, alight_station",
+        "SELECT month, sum(COLUMNS('employees|wage')) FROM hrss.social_insurance "
+        "GROUP BY month ORDER BY 1",
     ],
 )
 def test_rewrite_matches_raw_duckdb(demo_platform, sql: str) -> None:
