@@ -2,15 +2,16 @@
 
 Input is the stats table of :mod:`sandbox.rewrite` (one row per group: ``__k*``
 keys, ``__entities``, one column per base statistic).  Output is the table the
-operator's outputs are computed from.  The steps, in order, all on *true*
-values so no group is ever chosen by a comparison on noisy data:
+operator's outputs are computed from.  The steps, in order:
 
-1. **low-count filter**: a group with fewer than ``k`` distinct entities goes;
-2. **dominance** ``(n, p)``: a group where the ``n`` largest per-entity
-   contributions to a sum exceed ``p`` of its total goes, so one large
+1. **low-count filter**: a group with fewer than ``k`` distinct entities goes; with a
+   budget it must also pass a **noisy threshold** (``selection_threshold``), because
+   which groups appear is itself data;
+2. **dominance** ``(n, p)``, without a budget: a group where the ``n`` largest
+   per-entity contributions to a sum exceed ``p`` of its total goes, so one large
    enterprise cannot be read off a total;
-3. optionally the suppressed groups are **folded** into one remainder row with
-   null keys, itself subject to both rules (on conservative bounds);
+3. optionally, without a budget, the suppressed groups are **folded** into one
+   remainder row with null keys, itself subject to both rules (on conservative bounds);
 4. with a budget ε, **discrete Laplace noise** on every count, sum and sum of
    squares, calibrated per column from the clamping bounds and the contribution
    bounds ``C`` (rows per entity and group) and ``G`` (groups per entity); ε is
@@ -36,6 +37,7 @@ from sandbox.noise import NoiseSource, system_noise
 
 __all__ = [
     "ENTITIES",
+    "GROUPS",
     "Disclosed",
     "DisclosureParams",
     "NoisePlan",
@@ -44,15 +46,18 @@ __all__ = [
     "disclose",
     "epsilon_cost",
     "noise_plan",
+    "selection_threshold",
     "sensitivity",
 ]
 
 ENTITIES = "__entities"
+#: With ε, the number of groups is released too (it gives ``groups_suppressed``).
+GROUPS = "__groups"
 _KEY = re.compile(r"__k\d+\Z")
-StatKind = Literal["entities", "rows", "count", "sum", "sumsq", "min", "max", "top2"]
-_COUNTS = frozenset({"entities", "rows", "count"})
+StatKind = Literal["entities", "groups", "rows", "count", "sum", "sumsq", "min", "max", "top2"]
+_COUNTS = frozenset({"entities", "groups", "rows", "count"})
 _NOISED = _COUNTS | {"sum", "sumsq"}
-_KINDS = _NOISED | {"min", "max", "top2"}
+_KINDS = (_NOISED - {"groups"}) | {"min", "max", "top2"}
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,9 @@ class DisclosureParams:
     dominance_p: float | None = 0.9
     round_digits: int | None = None
     fold_remainder: bool = False
+    # With ε: the probability, per query, that the set of released groups gives one
+    # entity away (see ``selection_threshold``).
+    delta: float = 1e-6
     # Is G enforced by the rewrite?  Only then can a remainder row's distinct
     # entities be bounded below by Σ entities / G.  None: exactly when ε is set
     # (release.prepare caps contributions only for a budget).
@@ -95,6 +103,8 @@ class DisclosureParams:
             problems.append("dominance_n must be 1 or 2 (the stats carry the top two)")
         if self.dominance_p is not None and not 0 <= self.dominance_p <= 1:
             problems.append("dominance_p must be in [0, 1]")
+        if not 0 < self.delta < 1:
+            problems.append("delta must be in (0, 1)")
         if problems:
             raise InvalidInput("; ".join(problems), rule="disclosure.params")
 
@@ -137,12 +147,13 @@ def sensitivity(column: StatColumn, params: DisclosureParams) -> Fraction:
     """L1 sensitivity of a whole column when one entity is added or removed.
 
     One entity touches at most ``G`` groups, with at most ``C`` rows in each,
-    each row clamped to ``[lower, upper]``: entities ``G``; rows and counts
+    each row clamped to ``[lower, upper]``: entities and the number of groups ``G``; rows
+    and counts
     ``G·C``; sums ``G·C·max(|lower|, |upper|)``; sums of squares
     ``G·C·max(lower², upper²)``.
     """
     g, c = params.max_groups_per_entity, params.max_rows_per_entity
-    if column.kind == "entities":
+    if column.kind in ("entities", "groups"):
         return Fraction(g)
     if column.kind in ("rows", "count"):
         return Fraction(g * c)
@@ -178,6 +189,7 @@ def noise_plan(columns: Sequence[StatColumn], params: DisclosureParams) -> list[
     if params.epsilon is None:
         return []
     noised = [c for c in _stat_columns(columns).values() if c.kind in _NOISED]
+    noised.append(StatColumn(GROUPS, "groups"))
     share = Fraction(params.epsilon) / len(noised)
     plans = []
     for column in noised:
@@ -194,6 +206,22 @@ def noise_plan(columns: Sequence[StatColumn], params: DisclosureParams) -> list[
 def epsilon_cost(columns: Sequence[StatColumn], params: DisclosureParams) -> float:
     """The ε a release of these columns spends (0 without a budget): all of ``params.epsilon``."""
     return float(sum((p.epsilon for p in noise_plan(columns, params)), Fraction(0)))
+
+
+def selection_threshold(plan: NoisePlan, params: DisclosureParams) -> int:
+    """With ε, a group is released only if its *noisy* entity count reaches this.
+
+    Which groups appear is itself data: a filter on true counts alone answers "does
+    this set hold at least k entities?" exactly, whatever the noise on the values.
+    So the group must also pass a threshold on its noisy count (DP partition
+    selection).  One entity moves at most ``G`` groups across the true-count filter;
+    a group it pushes to exactly ``k`` is released with probability
+    ``P[Z ≥ τ - k] ≤ exp(-(τ - k) / b)`` for discrete Laplace noise of scale ``b``,
+    so ``τ = k + ⌈b · ln(G / δ)⌉`` keeps that under ``δ`` for all ``G`` together.
+    Groups above the filter on both neighbours differ only through the ε-DP count.
+    """
+    g = params.max_groups_per_entity
+    return params.k + math.ceil(float(plan.scale) * math.log(g / params.delta))
 
 
 def _validate(stats: pa.Table, by_name: dict[str, StatColumn]) -> None:
@@ -314,14 +342,20 @@ def disclose(
     by_name = _stat_columns(columns)
     _validate(stats, by_name)
     rows = stats.select([n for n in stats.column_names if not _KEY.match(n)]).to_pylist()
-    keep = _kept(rows, by_name, params)
+    plans = {p.column: p for p in noise_plan(columns, params)}
+    source = (noise or system_noise()) if plans else None
+    noisy_entities: list[int] | None = None
+    if source is None:
+        keep = _kept(rows, by_name, params)
+        suppressed_count = keep.count(False)
+    else:
+        keep, noisy_entities = _selected(rows, plans[ENTITIES], params, source)
+        suppressed_count = _noisy_suppressed(len(rows), sum(keep), plans[GROUPS], source)
     suppressed = [r for r, ok in zip(rows, keep, strict=True) if not ok]
     keys = [n for n in stats.column_names if _KEY.match(n)]
     extra = None
-    if params.fold_remainder and suppressed and keys:
+    if params.fold_remainder and suppressed and keys and source is None:
         extra = _remainder(suppressed, by_name, params)
-    plans = {p.column: p for p in noise_plan(columns, params)}
-    source = (noise or system_noise()) if plans else None
     mask = pa.array(keep, pa.bool_())
     arrays: list[pa.Array] = []
     names: list[str] = []
@@ -332,6 +366,10 @@ def disclose(
         if stat is None or stat.kind in ("min", "max"):  # keys and dimension extremes
             kept = stats[name].filter(mask).combine_chunks()
             array = kept if extra is None else pa.concat_arrays([kept, pa.nulls(1, kept.type)])
+        elif name == ENTITIES and noisy_entities is not None:
+            # Already noised for the selection: release those same draws (no second spend).
+            values = [n for n, ok in zip(noisy_entities, keep, strict=True) if ok]
+            array = _release(values, stat, None, None, params.round_digits)
         else:
             values = [r[name] for r, ok in zip(rows, keep, strict=True) if ok]
             if extra is not None:
@@ -340,4 +378,28 @@ def disclose(
         names.append(name)
         arrays.append(array)
     table = pa.table(arrays, names=names)
-    return Disclosed(table, len(suppressed), epsilon_cost(columns, params))
+    return Disclosed(table, suppressed_count, epsilon_cost(columns, params))
+
+
+def _selected(
+    rows: list[dict[str, Any]], plan: NoisePlan, params: DisclosureParams, noise: NoiseSource
+) -> tuple[list[bool], list[int]]:
+    """With ε: which groups pass both the true-count filter and the noisy threshold.
+
+    The dominance rule is not applied under a budget: its decision is a comparison
+    on true values (a channel ε does not cover), and the noise on every sum already
+    exceeds the largest contribution any one entity can make, which is what the rule
+    protects (``docs/disclosure.md``).
+    """
+    true = [int(r[ENTITIES] or 0) for r in rows]
+    draws = noise.discrete_laplace(plan.scale, len(true))
+    noisy = [max(0, t + z) for t, z in zip(true, draws, strict=True)]
+    tau = selection_threshold(plan, params)
+    keep = [t >= params.k and n >= tau for t, n in zip(true, noisy, strict=True)]
+    return keep, noisy
+
+
+def _noisy_suppressed(groups: int, kept: int, plan: NoisePlan, noise: NoiseSource) -> int:
+    """With ε the number of groups is data too: suppressed = noisy total - released (≥ 0)."""
+    (z,) = noise.discrete_laplace(plan.scale, 1)
+    return max(0, groups + z - kept)

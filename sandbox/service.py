@@ -178,6 +178,7 @@ class QueryService:
             max_groups_per_entity=self.contribution.max_groups_per_entity,
             dominance_p=self.dominance_p,
             round_digits=self.round_digits,
+            delta=self.platform.settings.dp_delta,
         )
         return params, remaining
 

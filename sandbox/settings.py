@@ -41,6 +41,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise ValueError("must be between 0 and 1 (exclusive)")
+    return value
+
+
 SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("home", "SANDBOX_HOME", Path, "Deployment home directory (enclave, keys, DBs)."),
     SettingSpec(
@@ -86,6 +93,13 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "SANDBOX_DP_MAX_GROUPS_PER_ENTITY",
         _positive_int,
         "With a privacy budget: groups one entity may contribute to (G).",
+    ),
+    SettingSpec(
+        "dp_delta",
+        "SANDBOX_DP_DELTA",
+        _probability,
+        "With a privacy budget: per query, the chance that which groups appear gives one "
+        "entity away (δ of the noisy release threshold).",
     ),
     SettingSpec("host", "SANDBOX_HOST", str, "Address `sandbox serve` binds to."),
     SettingSpec("port", "SANDBOX_PORT", int, "Port `sandbox serve` listens on."),
@@ -160,6 +174,7 @@ class Settings:
     k_floor: int = 10
     dp_max_rows_per_entity: int = 2
     dp_max_groups_per_entity: int = 3
+    dp_delta: float = 1e-6
     host: str = "127.0.0.1"
     port: int = 8000
     audit_sign_every_n: int = 1000

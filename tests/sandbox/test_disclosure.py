@@ -16,11 +16,13 @@ from hypothesis import strategies as st
 
 from sandbox.disclosure import (
     ENTITIES,
+    GROUPS,
     DisclosureParams,
     StatColumn,
     disclose,
     epsilon_cost,
     noise_plan,
+    selection_threshold,
     sensitivity,
 )
 from sandbox.errors import EnclaveError, InvalidInput
@@ -151,15 +153,16 @@ def test_suppressed_groups_fold_into_one_remainder_row() -> None:
     remainder = result.table.to_pylist()[-1]
     assert remainder["__k0"] is None
     assert remainder[ENTITIES] == 12 and remainder["__s2"] == 1200.0  # B (3) + D (9)
+    # Under a budget nothing is folded: the remainder's membership is decided on true
+    # counts, a channel ε does not cover (docs/disclosure.md).
+    many = [*KNOWN, *people("E", 400)]
     noisy = disclose(
-        stats_from(KNOWN),
+        stats_from(many),
         COLUMNS,
         DisclosureParams(k=10, epsilon=1.0, fold_remainder=True),
         noise=seeded_noise(3),
     )
-    noisy_remainder = noisy.table.to_pylist()[-1]
-    assert noisy_remainder["__k0"] is None and noisy.table.num_rows == 3
-    assert (noisy_remainder[ENTITIES], noisy_remainder["__s2"]) != (12, 1200.0)
+    assert None not in noisy.table["__k0"].to_pylist() and noisy.table.num_rows >= 1
 
 
 def test_remainder_under_k_is_dropped_too() -> None:
@@ -237,7 +240,7 @@ def test_sensitivity_table() -> None:
 def test_epsilon_is_split_across_noised_columns_and_matches_the_cost() -> None:
     params = DisclosureParams(k=10, epsilon=0.7)
     plans = noise_plan(COLUMNS, params)
-    assert [p.column for p in plans] == [ENTITIES, "__r1", "__s2", "__n4", "__q5"]
+    assert [p.column for p in plans] == [ENTITIES, "__r1", "__s2", "__n4", "__q5", GROUPS]
     assert sum(p.epsilon for p in plans) == Fraction(0.7)
     result = disclose(stats_from(KNOWN), COLUMNS, params, noise=seeded_noise(1))
     assert result.epsilon_spent == epsilon_cost(COLUMNS, params) == 0.7
@@ -270,7 +273,7 @@ def test_noise_has_the_calibrated_spread() -> None:
         rows = by_key(disclose(stats, SIGNED, params, noise=seeded_noise(seed)).table)
         errors["__r1"].append(rows["Z"]["__r1"] - 200)
         errors["__s2"].append(rows["Z"]["__s2"] - 20_000.0)
-    assert plans["__r1"].scale == 2 * 5  # Δ = G·C = 2 with ε/5 per column
+    assert plans["__r1"].scale == 2 * 6  # Δ = G·C = 2 with ε/6 per column (5 + the groups)
     expected = discrete_laplace_variance(plans["__r1"].scale)
     assert statistics.fmean(e * e for e in errors["__r1"]) == pytest.approx(expected, rel=0.25)
     sum_scale = float(plans["__s2"].scale * plans["__s2"].resolution)
@@ -280,7 +283,8 @@ def test_noise_has_the_calibrated_spread() -> None:
 def test_differencing_attack_does_not_reveal_one_persons_value() -> None:
     """Total with and without one person (e.g. a filter that excludes her) differ by noise."""
     target_value = 4_321.0
-    everyone = [*people("all", 40, 250.0), ("all", "target", target_value)]
+    # Large enough for the group to pass the noisy release threshold (about k + 83 here).
+    everyone = [*people("all", 400, 250.0), ("all", "target", target_value)]
     others = everyone[:-1]
     exact = DisclosureParams(k=10, **NO_DOMINANCE)
     exact_with = disclose(stats_from(everyone, grouped=False), SIGNED, exact).table
@@ -305,6 +309,55 @@ def test_differencing_attack_does_not_reveal_one_persons_value() -> None:
     assert statistics.pstdev(differences) == pytest.approx(2 * scale, rel=0.25)  # √2·√2·b
 
 
+def test_under_a_budget_which_groups_appear_is_not_a_true_count_oracle() -> None:
+    """A group of exactly k entities (the k filter's edge) almost never shows under ε.
+
+    Without a budget it always does and a group of k - 1 never does: one query answers
+    "does this set hold k people with code c?" exactly.  Under a budget the group must
+    also pass a noisy threshold τ far above k (``selection_threshold``), so moving one
+    entity in or out changes what is released only through the noise.
+    """
+    params = DisclosureParams(k=10, epsilon=1.0, **NO_DOMINANCE)
+    edge = stats_from(people("edge", 10) + people("big", 2_000))
+    exact = disclose(edge, COLUMNS, DisclosureParams(k=10, **NO_DOMINANCE))
+    assert set(by_key(exact.table)) == {"edge", "big"}
+    shown = [
+        set(by_key(disclose(edge, COLUMNS, params, noise=seeded_noise(seed)).table))
+        for seed in range(300)
+    ]
+    assert sum("edge" in keys for keys in shown) == 0  # P ≤ δ = 1e-6 each
+    assert all("big" in keys for keys in shown)
+    plan = noise_plan(COLUMNS, params)[0]
+    assert selection_threshold(plan, params) == 10 + math.ceil(float(plan.scale) * math.log(1e6))
+
+
+def test_under_a_budget_the_suppressed_count_is_noised() -> None:
+    """The number of suppressed groups would count one-person groups exactly: it is noised."""
+    params = DisclosureParams(k=10, epsilon=1.0)
+    base = people("big", 2_000)
+    with_one = stats_from([*base, ("lonely", "p-1", 5.0)])
+    without = stats_from(base)
+    assert disclose(with_one, COLUMNS, DisclosureParams(k=10)).groups_suppressed == 1
+    assert disclose(without, COLUMNS, DisclosureParams(k=10)).groups_suppressed == 0
+    counts = [
+        disclose(table, COLUMNS, params, noise=seeded_noise(seed)).groups_suppressed
+        for seed in range(200)
+        for table in (with_one, without)
+    ]
+    assert len(set(counts)) > 3  # a spread, not the true 0 or 1
+
+
+def test_dominance_is_not_applied_under_a_budget() -> None:
+    """Its decision compares true values; the noise on a sum already exceeds one entity's cap."""
+    records = [*people("A", 400, 1.0), ("A", "giant", 9_999.0)]
+    assert disclose(stats_from(records), COLUMNS, DisclosureParams(k=10)).table.num_rows == 0
+    params = DisclosureParams(k=10, epsilon=1.0)
+    noisy = disclose(stats_from(records), COLUMNS, params, noise=seeded_noise(5))
+    assert noisy.table.num_rows == 1
+    plan = next(p for p in noise_plan(COLUMNS, params) if p.column == "__s2")
+    assert float(plan.scale * plan.resolution) > UPPER  # noise scale above the largest value
+
+
 # -- rounding and validation ------------------------------------------------------------------
 
 
@@ -326,6 +379,8 @@ def test_rounding_of_counts_and_sums() -> None:
         {"k": 5, "dominance_n": 3},
         {"k": 5, "dominance_p": 1.5},
         {"k": 5, "max_rows_per_entity": 0},
+        {"k": 5, "delta": 0.0},
+        {"k": 5, "delta": 1.0},
     ],
 )
 def test_bad_params_are_refused(kwargs: dict) -> None:
@@ -377,18 +432,26 @@ def test_released_groups_always_meet_k_and_all_groups_are_accounted_for(
     released = result.table["__k0"].to_pylist()
     assert all(true_entities[key] >= k for key in released)
     assert not any(name.startswith("__t") for name in result.table.column_names)
-    assert result.groups_suppressed + len(released) == stats.num_rows
     assert result.epsilon_spent == (epsilon or 0.0)
+    if epsilon is None:
+        assert result.groups_suppressed + len(released) == stats.num_rows
+    else:  # the number of groups is noised too; released groups passed the noisy threshold
+        tau = selection_threshold(noise_plan(COLUMNS, params)[0], params)
+        assert result.groups_suppressed >= 0
+        assert all(n >= tau for n in result.table[ENTITIES].to_pylist())
 
 
 @settings(max_examples=40, deadline=None)
 @given(stats=stats_tables(), k=st.integers(1, 12), seed=st.integers(0, 2**32))
 def test_folding_adds_at_most_one_keyless_row(stats: pa.Table, k: int, seed: int) -> None:
-    params = DisclosureParams(k=k, epsilon=1.0, fold_remainder=True)
-    result = disclose(stats, COLUMNS, params, noise=seeded_noise(seed))
+    params = DisclosureParams(k=k, fold_remainder=True)
+    result = disclose(stats, COLUMNS, params)
     keys = result.table["__k0"].to_pylist()
     assert keys.count(None) <= 1
     assert result.groups_suppressed + len(keys) - keys.count(None) == stats.num_rows
+    budget = DisclosureParams(k=k, epsilon=1.0, fold_remainder=True)
+    noisy = disclose(stats, COLUMNS, budget, noise=seeded_noise(seed))
+    assert None not in noisy.table["__k0"].to_pylist()
 
 
 # -- the lead's rewrite produces what disclosure expects ----------------------------------------
@@ -415,8 +478,13 @@ def test_real_stats_table_from_the_rewrite(demo_platform) -> None:
     released = dict(zip(*(result.table[c].to_pylist() for c in ("__k0", ENTITIES)), strict=True))
     assert released == {d: n for d, n in truth.items() if n >= k}
     assert result.groups_suppressed == sum(n < k for n in truth.values())
-    noisy = disclose(stats, columns, DisclosureParams(k=k, epsilon=1.0), noise=seeded_noise(1))
-    assert noisy.epsilon_spent == 1.0 and noisy.table.num_rows == len(released)
+    budget = DisclosureParams(k=k, epsilon=1.0)
+    noisy = disclose(stats, columns, budget, noise=seeded_noise(1))
+    tau = selection_threshold(noise_plan(columns, budget)[0], budget)
+    scale = float(noise_plan(columns, budget)[0].scale)
+    shown = set(noisy.table["__k0"].to_pylist())
+    assert noisy.epsilon_spent == 1.0 and shown <= set(released)
+    assert {d for d, n in truth.items() if n >= tau + 15 * scale} <= shown
 
 
 def test_all_is_complete() -> None:
