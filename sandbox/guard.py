@@ -455,8 +455,10 @@ def _check_final(rules: _Rules, scope: Scope) -> list[exp.Expression]:
                 continue
             _check_output(rules, scope, target, key_sql, "ORDER BY")
     limit = select.args.get("limit")
-    if limit is not None and not isinstance(limit.expression, exp.Literal):
-        raise _refuse("guard.limit", "LIMIT takes a number")
+    if limit is not None and not (
+        isinstance(limit.expression, exp.Literal) and limit.expression.is_int
+    ):
+        raise _refuse("guard.limit", "LIMIT takes a whole number")
     return keys
 
 

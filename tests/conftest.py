@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import hypothesis
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -25,7 +26,8 @@ settings.register_profile(
 
 def hypothesis_scale() -> int:
     """How many times more examples the active profile asks for than the default."""
-    return max(1, settings().max_examples // 100)
+    # Not the bare name: the `settings` fixture below rebinds it in this module.
+    return max(1, hypothesis.settings().max_examples // 100)
 
 
 @pytest.fixture(scope="session")
