@@ -36,7 +36,13 @@ from policies import Actor, Decision, Grant, spend_budget
 from sandbox.catalog import DatasetRecord
 from sandbox.db import release_cache
 from sandbox.disclosure import DisclosureParams
-from sandbox.errors import AuditUnavailable, QueryRefused, ResultTooLarge, SandboxError
+from sandbox.errors import (
+    AuditUnavailable,
+    BudgetExhausted,
+    QueryRefused,
+    ResultTooLarge,
+    SandboxError,
+)
 from sandbox.guard import DatasetAccess
 from sandbox.noise import NoiseSource
 from sandbox.platform import Platform
@@ -320,7 +326,9 @@ class QueryService:
         if prepared.params.epsilon and (
             auth.remaining is None or prepared.epsilon > auth.remaining + 1e-9
         ):
-            raise QueryRefused(
+            # The authority's own refusal of an empty ledger is BudgetExhausted: same rule,
+            # same code and status when a little is left but not enough.
+            raise BudgetExhausted(
                 f"the query costs ε={prepared.epsilon:g} but only "
                 f"{auth.remaining or 0:g} remains on the grant",
                 rule="budget.exhausted",

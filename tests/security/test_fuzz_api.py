@@ -1,0 +1,79 @@
+"""Schemathesis against the OpenAPI document, ten times harder than ``tests/api/test_openapi.py``.
+
+The API test (in ``make test``) sends 10 positive examples per operation and role. This one
+(``make test-long`` only: it is marked slow) sends ``EXAMPLES`` per operation and role, in
+both modes: *positive* (valid requests: no 5xx, responses as documented) and *negative*
+(requests the schema forbids: they must be refused with a documented 4xx in the error
+shape, never crash the server).  A non-slow variant would repeat the API test, so there is
+none.  The server is this module's own: fuzzing issues tokens, rotates keys, freezes things.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.api.conftest import LiveServer, deployment
+from tests.api.test_openapi import CHECKS
+
+EXAMPLES = 100  # per operation, role and mode: minutes per role on 2 cores
+ROLES = ("op-bank", "op-insurer", "bureau-health", "auditor", "admin")
+
+
+@pytest.fixture(scope="module")
+def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    home = tmp_path_factory.mktemp("fuzz-api") / "home"
+    live = LiveServer(home, deployment(home), env={"SANDBOX_RATE_LIMIT_PER_MINUTE": "1000000"})
+    live.start()
+    try:
+        yield live
+    finally:
+        live.stop()
+
+
+def schemathesis(live: LiveServer, who: str, mode: str, examples: int, cwd: Path) -> str:
+    """Run the schemathesis CLI as ``who``; returns its output, asserting it passed."""
+    command = [
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "run",
+        f"{live.url}/openapi.json",
+        "--header",
+        f"Authorization: Bearer {live.tokens[who]}",
+        "--checks",
+        CHECKS,
+        "--max-examples",
+        str(examples),
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--mode",
+        mode,
+        "--seed",
+        "20261201",
+        "--workers",
+        "2",
+        "--generation-database",
+        "none",
+        "--exclude-path",
+        "/v1/admin/settings",  # would lower the limits under the other roles' feet
+        "--no-color",
+    ]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=3600, cwd=cwd)
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    assert " passed" in run.stdout, run.stdout[-2000:]
+    return run.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["positive", "negative"])
+@pytest.mark.parametrize("who", ROLES)
+def test_schemathesis_at_depth(fuzzed: LiveServer, who: str, mode: str, tmp_path: Path) -> None:
+    """No 5xx and no deviation from the document, for valid and invalid requests alike."""
+    pytest.importorskip("schemathesis")
+    out = schemathesis(fuzzed, who, mode, EXAMPLES, tmp_path)
+    assert "not_a_server_error" in out or "passed" in out
