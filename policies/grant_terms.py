@@ -107,6 +107,12 @@ class GrantTerms:
     queries_per_day: int | None = None
     rows_per_day: int | None = None
     review_required: bool = False
+    #: Dominance ``(n, p)``: a sum whose ``n`` largest entities hold more than ``p`` of it
+    #: is suppressed (``p`` None: off).  Applies to grants without a privacy budget.
+    dominance_n: int = 2
+    dominance_p: float | None = 0.9
+    #: Decimal digits released values are rounded to (negative: tens, hundreds; None: none).
+    round_digits: int | None = 2
     tariff: Tariff = field(default_factory=Tariff)
 
     def terms_dict(self) -> dict[str, Any]:
@@ -124,6 +130,9 @@ class GrantTerms:
             "queries_per_day": self.queries_per_day,
             "rows_per_day": self.rows_per_day,
             "review_required": self.review_required,
+            "dominance_n": self.dominance_n,
+            "dominance_p": self.dominance_p,
+            "round_digits": self.round_digits,
             "tariff": self.tariff.to_dict(),
         }
 
@@ -179,6 +188,9 @@ class Grant(GrantTerms):
             queries_per_day=row.queries_per_day,
             rows_per_day=row.rows_per_day,
             review_required=bool(row.review_required),
+            dominance_n=row.dominance_n,
+            dominance_p=row.dominance_p,
+            round_digits=row.round_digits,
             tariff=Tariff(
                 use=Use(row.use),
                 price_per_query=row.price_per_query,
@@ -220,6 +232,9 @@ def terms_to_row(terms: GrantTerms) -> dict[str, Any]:
         "queries_per_day": terms.queries_per_day,
         "rows_per_day": terms.rows_per_day,
         "review_required": terms.review_required,
+        "dominance_n": terms.dominance_n,
+        "dominance_p": terms.dominance_p,
+        "round_digits": terms.round_digits,
         "use": terms.tariff.use.value,
         "price_per_query": terms.tariff.price_per_query,
         "price_per_million_rows": terms.tariff.price_per_million_rows,
@@ -268,6 +283,12 @@ def validate_terms(terms: GrantTerms, spec: DatasetSpec, *, k_floor: int) -> Gra
     if terms.k < k_floor:
         problems.append(f"k must be at least the platform floor {k_floor}")
     _check_budget(terms, problems)
+    if terms.dominance_n not in (1, 2):
+        problems.append("dominance_n is 1 or 2 (the largest one or two contributors)")
+    if terms.dominance_p is not None and not 0 < terms.dominance_p <= 1:
+        problems.append("dominance_p is a share in (0, 1], or null to turn the rule off")
+    if terms.round_digits is not None and not -9 <= terms.round_digits <= 9:
+        problems.append("round_digits is between -9 and 9, or null for no rounding")
     for name in ("queries_per_day", "rows_per_day"):
         value = getattr(terms, name)
         if value is not None and value <= 0:
@@ -321,4 +342,14 @@ def widenings(old: GrantTerms, new: GrantTerms) -> list[str]:
             out.append(f"{name} raised or removed")
     if old.review_required and not new.review_required:
         out.append("review requirement removed")
+    if old.dominance_p is not None and (
+        new.dominance_p is None or new.dominance_p > old.dominance_p
+    ):
+        out.append("dominance rule relaxed (p raised or removed)")
+    if new.dominance_n < old.dominance_n:
+        out.append("dominance rule relaxed (n lowered)")
+    if old.round_digits is not None and (
+        new.round_digits is None or new.round_digits > old.round_digits
+    ):
+        out.append("rounding made finer or removed")
     return out

@@ -96,6 +96,10 @@ grants = sa.Table(
     sa.Column("queries_per_day", sa.BigInteger),
     sa.Column("rows_per_day", sa.BigInteger),
     sa.Column("review_required", sa.Boolean, nullable=False),
+    # Disclosure terms: the (n, p) dominance rule (p NULL: off) and rounding (NULL: none).
+    sa.Column("dominance_n", sa.Integer, nullable=False, server_default="2"),
+    sa.Column("dominance_p", sa.Float, server_default="0.9"),
+    sa.Column("round_digits", sa.Integer, server_default="2"),
     sa.Column("use", sa.String(16), nullable=False),
     sa.Column("price_per_query", sa.BigInteger, nullable=False),
     sa.Column("price_per_million_rows", sa.BigInteger, nullable=False),

@@ -234,6 +234,13 @@ def grant_issue(
     queries_per_day: Annotated[int | None, Opt(help="Daily query quota.")] = None,
     rows_per_day: Annotated[int | None, Opt(help="Daily rows-scanned quota.")] = None,
     review: Annotated[bool, Opt(help="Results need bureau review before release.")] = False,
+    dominance_n: Annotated[int, Opt(help="Dominance rule: the n largest contributors.")] = 2,
+    dominance_p: Annotated[
+        float | None, Opt(help="Dominance rule: their share that suppresses (0 turns it off).")
+    ] = 0.9,
+    round_digits: Annotated[
+        int | None, Opt(help="Round released values to this many decimals (-1: tens).")
+    ] = 2,
     use: Annotated[Use, Opt(help="public_interest (free) or commercial.")] = Use.PUBLIC_INTEREST,
     price_per_query: Annotated[str | None, Opt(help="CNY per query.")] = None,
     price_per_million_rows: Annotated[str | None, Opt(help="CNY per million rows.")] = None,
@@ -259,6 +266,9 @@ def grant_issue(
         queries_per_day=queries_per_day,
         rows_per_day=rows_per_day,
         review_required=review,
+        dominance_n=dominance_n,
+        dominance_p=dominance_p or None,
+        round_digits=round_digits,
         tariff=Tariff(
             use=use,
             price_per_query=_fen(price_per_query, "price per query"),
@@ -314,6 +324,9 @@ def grant_narrow(
     queries_per_day: Annotated[int | None, Opt(help="Lower daily quota.")] = None,
     rows_per_day: Annotated[int | None, Opt(help="Lower rows quota.")] = None,
     review: Annotated[bool, Opt(help="Require review from now on.")] = False,
+    dominance_n: Annotated[int | None, Opt(help="Dominance over 2 contributors.")] = None,
+    dominance_p: Annotated[float | None, Opt(help="Lower dominance share.")] = None,
+    round_digits: Annotated[int | None, Opt(help="Coarser rounding (fewer digits).")] = None,
     reason: Annotated[str, Opt(help="Recorded in the grant's history.")] = "",
     token: TokenOpt = None,
 ) -> None:
@@ -333,6 +346,9 @@ def grant_narrow(
         ("epsilon_per_query", epsilon_per_query),
         ("queries_per_day", queries_per_day),
         ("rows_per_day", rows_per_day),
+        ("dominance_n", dominance_n),
+        ("dominance_p", dominance_p),
+        ("round_digits", round_digits),
     ):
         if value is not None:
             changes[name] = value

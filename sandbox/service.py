@@ -110,8 +110,6 @@ class QueryService:
         *,
         noise: NoiseSource | None = None,
         contribution: ContributionBounds | None = None,
-        dominance_p: float = 0.9,
-        round_digits: int | None = 2,
     ) -> None:
         self.platform = platform
         self.noise = noise
@@ -119,8 +117,6 @@ class QueryService:
             max_rows_per_entity=platform.settings.dp_max_rows_per_entity,
             max_groups_per_entity=platform.settings.dp_max_groups_per_entity,
         )
-        self.dominance_p = dominance_p
-        self.round_digits = round_digits
         self._release_db = release_database()
 
     # -- pieces ----------------------------------------------------------------------------
@@ -177,13 +173,17 @@ class QueryService:
             )
             caps = [g.epsilon_per_query for g in budgeted if g.epsilon_per_query]
             epsilon = min(caps) if caps else min(1.0, remaining or 0.0)
+        # A query over several grants (a join) releases under the strictest terms of each.
+        shares = [g.dominance_p for g in grants if g.dominance_p is not None]
+        digits = [g.round_digits for g in grants if g.round_digits is not None]
         params = DisclosureParams(
             k=k,
             epsilon=epsilon,
             max_rows_per_entity=self.contribution.max_rows_per_entity,
             max_groups_per_entity=self.contribution.max_groups_per_entity,
-            dominance_p=self.dominance_p,
-            round_digits=self.round_digits,
+            dominance_n=max((g.dominance_n for g in grants), default=2),
+            dominance_p=min(shares) if shares else None,
+            round_digits=min(digits) if digits else None,
             delta=self.platform.settings.dp_delta,
         )
         return params, remaining

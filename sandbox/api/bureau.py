@@ -228,6 +228,9 @@ def issue_grant(body: GrantIn, actor: ActorDep, services: ServicesDep) -> Any:
         queries_per_day=body.queries_per_day,
         rows_per_day=body.rows_per_day,
         review_required=body.review_required,
+        dominance_n=body.dominance_n,
+        dominance_p=body.dominance_p,
+        round_digits=body.round_digits,
         tariff=Tariff(
             use=Use(body.use),
             price_per_query=body.price_per_query_fen,

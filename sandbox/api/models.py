@@ -203,6 +203,9 @@ class GrantIn(In):
     queries_per_day: int | None = Field(default=None, ge=1)
     rows_per_day: int | None = Field(default=None, ge=1)
     review_required: bool = False
+    dominance_n: Literal[1, 2] = 2
+    dominance_p: float | None = Field(default=0.9, gt=0, le=1)
+    round_digits: int | None = Field(default=2, ge=-9, le=9)
     use: Literal["public_interest", "commercial"] = "public_interest"
     price_per_query_fen: int = Field(default=0, ge=0)
     price_per_million_rows_fen: int = Field(default=0, ge=0)
@@ -220,6 +223,9 @@ class GrantNarrowIn(In):
     queries_per_day: int | None = Field(default=None, ge=1)
     rows_per_day: int | None = Field(default=None, ge=1)
     review_required: bool | None = None
+    dominance_n: Literal[1, 2] | None = None
+    dominance_p: float | None = Field(default=None, gt=0, le=1)
+    round_digits: int | None = Field(default=None, ge=-9, le=9)
     reason: str = Field(default="", max_length=2000)
 
 
@@ -258,6 +264,9 @@ class GrantOut(BaseModel):
     queries_per_day: int | None
     rows_per_day: int | None
     review_required: bool
+    dominance_n: int
+    dominance_p: float | None
+    round_digits: int | None
     tariff: Json
     usage: GrantUsage | None = None
 

@@ -59,6 +59,10 @@ def terms(**changes: Any) -> GrantTerms:
         ({"purpose_text": " "}, "purpose text"),
         ({"tariff": Tariff(use=Use.PUBLIC_INTEREST, price_per_query=100)}, "free of charge"),
         ({"tariff": Tariff.commercial(per_query=-1, per_million_rows=0)}, "negative"),
+        ({"dominance_n": 3}, "dominance_n is 1 or 2"),
+        ({"dominance_p": 0.0}, "dominance_p is a share"),
+        ({"dominance_p": 1.5}, "dominance_p is a share"),
+        ({"round_digits": 12}, "round_digits is between"),
     ],
 )
 def test_terms_are_checked_against_the_classification(
@@ -130,6 +134,13 @@ def test_issue_is_versioned_and_audited(world: World) -> None:
         ({"purpose_code": "marketing"}, "purpose cannot change"),
         ({"tariff": Tariff.commercial(per_query=1, per_million_rows=1)}, "tariff cannot change"),
         ({"queries_per_day": 5}, None),
+        ({"dominance_p": 0.8, "dominance_n": 2}, None),
+        ({"round_digits": 0}, None),
+        ({"dominance_p": 0.95}, "dominance rule relaxed"),
+        ({"dominance_p": None}, "dominance rule relaxed"),
+        ({"dominance_n": 1}, "dominance rule relaxed"),
+        ({"round_digits": 4}, "rounding made finer"),
+        ({"round_digits": None}, "rounding made finer"),
     ],
 )
 def test_narrowing_never_widens(world: World, changes: dict[str, Any], widened: str | None) -> None:

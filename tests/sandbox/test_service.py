@@ -227,3 +227,23 @@ def test_frozen_dataset_is_refused_at_once(deployment) -> None:
         "SELECT board_station, count(*) FROM transport.trips GROUP BY 1",
     )
     assert result.table.num_rows > 0
+
+
+def test_the_grants_rounding_and_dominance_govern_the_release(deployment) -> None:
+    """A bureau narrows its grant's disclosure terms; the next release follows them."""
+    from policies import Administration
+
+    platform, _ = deployment
+    service = QueryService(platform)
+    bank = actor(deployment, "op-bank")
+    bureau = actor(deployment, "bureau-market")
+    admin = Administration(platform.authority, k_floor=platform.settings.k_floor)
+    (grant,) = [g for g in admin.list_grants(bureau) if g.operator == "op-bank"]
+    sql = "SELECT industry, sum(registered_capital) AS capital FROM market.enterprises GROUP BY 1"
+    before = service.run(bank, sql)
+    admin.narrow_grant(bureau, grant.id, round_digits=-3, dominance_p=0.3, reason="coarser")
+    after = service.run(bank, f"{sql} ORDER BY 1")
+    assert after.meta["groups_suppressed"] > before.meta["groups_suppressed"]
+    capitals = [row["capital"] for row in after.table.to_pylist()]
+    assert capitals and all(c % 1000 == 0 for c in capitals)
+    assert any(row["capital"] % 1000 for row in before.table.to_pylist())
