@@ -115,7 +115,13 @@ def serve(
 ) -> None:
     """Run the HTTP API (uvicorn); several worker processes share the home safely."""
     from sandbox.api.context import serve_app
+    from sandbox.startup import check_home
 
+    platform = _platform(ctx)
+    try:
+        check_home(platform)  # a damaged home is refused here, in one line, before any worker
+    finally:
+        platform.close()
     serve_app(ctx.obj, host=host, port=port, workers=workers)
 
 

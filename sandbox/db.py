@@ -99,9 +99,13 @@ def open_control_db(url: str, *, create: bool = True) -> Engine:
         else:
             with engine.connect():
                 pass
-    except sa.exc.OperationalError as exc:
+    except sa.exc.DatabaseError as exc:  # also "file is not a database", not only locks
+        where = engine.url.render_as_string(hide_password=True)
+        if engine.dialect.name == "sqlite":
+            where = str(engine.url.database)
+        problem = str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__
         raise EnclaveError(
-            f"control-plane database cannot be opened ({type(exc.orig).__name__})",
+            f"control-plane database {where} cannot be opened ({problem})",
             rule="control_db.open",
         ) from None
     return engine

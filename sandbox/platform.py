@@ -35,11 +35,17 @@ class Platform:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._creating = False
 
     # -- components ------------------------------------------------------------------------
 
     @cached_property
     def engine(self) -> Engine:
+        """The control plane; an initialised home's SQLite file must exist (never recreated)."""
+        if not self._creating:
+            from sandbox.startup import check_control_file
+
+            check_control_file(self)
         return open_control_db(self.settings.control_db_url)
 
     @cached_property
@@ -100,7 +106,11 @@ class Platform:
             directory.mkdir(exist_ok=True)
         self.keyring.ensure()
         self.enclave.create()
-        _ = self.engine
+        self._creating = True  # the one place that may create the control-plane database
+        try:
+            _ = self.engine
+        finally:
+            self._creating = False
 
     def close(self) -> None:
         """Release everything opened; safe to call twice."""

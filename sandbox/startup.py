@@ -1,0 +1,225 @@
+"""Start-up checks: refuse to serve a damaged home, with one line that names the file.
+
+``sandbox serve`` runs :func:`check_home` before any worker starts.  Each problem
+is an :class:`~sandbox.errors.EnclaveError` whose message names the file and what
+is wrong with it (rules ``startup.*``), so the CLI prints one line and exits 2:
+
+- a file of the home is missing although the home was initialised (an empty
+  control plane or audit trail must never be started silently in its place);
+- a file is not what it should be (not SQLite, not DuckDB, truncated);
+- a database is locked by another process past ``lock_wait_s``;
+- a dataset of the catalog is missing from the enclave or has other row counts.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from sandbox.errors import EnclaveBusy, EnclaveError
+
+if TYPE_CHECKING:
+    from sandbox.platform import Platform
+
+__all__ = ["check_control_file", "check_home", "has_history", "initialised", "sqlite_path"]
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+DUCKDB_MAGIC = b"DUCK"  # at offset 8
+DUCKDB_HEADERS = 3 * 4096
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL (None for PostgreSQL or an in-memory database)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def initialised(platform: Platform) -> bool:
+    """Was ``sandbox init`` run on this home (its key or its enclave file exists)?"""
+    return (
+        platform.settings.enclave_path.exists() or (platform.settings.keys_dir / "ACTIVE").exists()
+    )
+
+
+def has_history(engine: sa.Engine) -> bool:
+    """Does the control plane hold anything whose creation was audited (accounts, datasets)?"""
+    from policies.schema import accounts
+    from sandbox.db import datasets
+
+    with engine.connect() as conn:
+        for table in (accounts, datasets):
+            if conn.execute(sa.select(sa.literal(1)).select_from(table).limit(1)).first():
+                return True
+    return False
+
+
+def _fail(rule: str, message: str) -> EnclaveError:
+    return EnclaveError(message, rule=f"startup.{rule}")
+
+
+def check_sqlite_file(path: Path, what: str, rule: str) -> None:
+    """A SQLite file that exists must start with SQLite's header."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(SQLITE_MAGIC))
+    except OSError as exc:
+        raise _fail(rule, f"{what} {path} cannot be read ({exc.strerror})") from None
+    if head != SQLITE_MAGIC:
+        problem = "is empty" if not head else "is not an SQLite database (corrupt or overwritten)"
+        raise _fail(rule, f"{what} {path} {problem}: restore it from a backup")
+
+
+def probe_write_lock(path: Path, what: str, rule: str, wait_s: float) -> None:
+    """Take and release the database's write lock, waiting at most ``wait_s``."""
+    try:
+        con = sqlite3.connect(path, timeout=wait_s, isolation_level=None)
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.execute("ROLLBACK")
+        finally:
+            con.close()
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise _fail(
+                rule,
+                f"{what} {path} is locked by another process (waited {wait_s:g} s for its "
+                "write lock): stop whatever holds it",
+            ) from None
+        raise _fail(rule, f"{what} {path} cannot be written ({exc})") from None
+    except sqlite3.DatabaseError as exc:
+        raise _fail(rule, f"{what} {path} is damaged ({exc}): restore it from a backup") from None
+
+
+def check_enclave_file(path: Path) -> None:
+    """The enclave file exists, has DuckDB's header, and is as long as its blocks say."""
+    if not path.exists():
+        raise _fail("enclave", f"enclave file {path} does not exist: run `sandbox init`")
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+    if head[8:12] != DUCKDB_MAGIC:
+        raise _fail(
+            "enclave",
+            f"enclave file {path} is not a DuckDB database (corrupt or overwritten): "
+            "restore it from a backup",
+        )
+
+
+def check_control_file(platform: Platform) -> None:
+    """Before the control plane is opened: a SQLite file of an initialised home must be there.
+
+    Opening would otherwise create an empty one, and the deployment would start
+    without its accounts, grants, budgets and jobs.
+    """
+    control = sqlite_path(platform.settings.control_db_url)
+    if control is None:
+        return
+    if control.exists():
+        check_sqlite_file(control, "control-plane database", "control_db")
+    elif initialised(platform):
+        raise _fail(
+            "control_db",
+            f"control-plane database {control} is missing although the home "
+            f"{platform.settings.home} was initialised: restore it from a backup "
+            "(Sandbox does not start with an empty one)",
+        )
+
+
+def check_home(platform: Platform, *, lock_wait_s: float = 5.0) -> None:
+    """Every component of the home is present, of the right kind, unlocked and consistent."""
+    from audit.errors import AuditError
+
+    settings = platform.settings
+    if not initialised(platform):
+        raise _fail("home", f"home {settings.home} is not initialised: run `sandbox init`")
+    check_control_file(platform)
+    control = sqlite_path(settings.control_db_url)
+    if control is not None:
+        probe_write_lock(control, "control-plane database", "control_db", lock_wait_s)
+    engine = platform.engine
+    history = has_history(engine)
+    audit = sqlite_path(settings.audit_db_url)
+    if audit is not None:
+        if audit.exists():
+            check_sqlite_file(audit, "audit store", "audit")
+            probe_write_lock(audit, "audit store", "audit", lock_wait_s)
+        elif history:
+            raise _fail(
+                "audit",
+                f"audit store {audit} is missing but the control plane has audited history: "
+                "restore it from a backup (a new, empty trail would hide the old one)",
+            )
+    where = audit or "database"
+    try:
+        size = platform.audit.store.size()
+    except AuditError as exc:
+        raise _fail("audit", f"audit store {where} cannot be opened ({exc})") from None
+    if history and size == 0:
+        raise _fail(
+            "audit",
+            f"audit store {where} is empty but the control plane has audited history: "
+            "restore it from a backup",
+        )
+    check_enclave_file(settings.enclave_path)
+    check_enclave_contents(platform)
+
+
+def check_enclave_contents(platform: Platform) -> None:
+    """The enclave opens, is not truncated, and holds every catalog dataset with its rows."""
+    path = platform.settings.enclave_path
+    try:
+        _check_enclave_contents(platform, path)
+    except EnclaveBusy:
+        raise
+    except EnclaveError as exc:
+        if exc.rule and exc.rule.startswith("startup."):
+            raise
+        raise _fail(
+            "enclave",
+            f"enclave file {path} is damaged: it cannot be opened (corrupt or unreadable): "
+            "restore it from a backup",
+        ) from None
+
+
+def _check_enclave_contents(platform: Platform, path: Path) -> None:
+    with platform.enclave.cursor() as cur:
+        try:
+            size = cur.execute("PRAGMA database_size").fetchone()
+            tables = {
+                f"{schema}.{name}"
+                for schema, name in cur.execute(
+                    "SELECT table_schema, table_name FROM information_schema.tables"
+                ).fetchall()
+            }
+            block_size, total_blocks = int(size[2]), int(size[3])  # type: ignore[index]
+            if path.stat().st_size < DUCKDB_HEADERS + block_size * total_blocks:
+                raise _fail(
+                    "enclave",
+                    f"enclave file {path} is truncated (shorter than its {total_blocks} "
+                    "blocks): restore it from a backup",
+                )
+            for record in platform.catalog.list():
+                if record.id not in tables:
+                    raise _fail(
+                        "enclave",
+                        f"enclave file {path} lacks dataset {record.id} of the catalog: "
+                        "restore it from a backup",
+                    )
+                rows = cur.execute(f"SELECT count(*) FROM {record.id}").fetchone()
+                if rows is None or int(rows[0]) != record.row_count:
+                    raise _fail(
+                        "enclave",
+                        f"enclave file {path} holds other rows for {record.id} than the "
+                        "catalog says: restore it from a backup",
+                    )
+        except EnclaveError:
+            raise
+        except Exception as exc:  # duckdb's own errors: a damaged file
+            raise _fail(
+                "enclave", f"enclave file {path} is damaged ({type(exc).__name__})"
+            ) from None
