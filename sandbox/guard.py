@@ -417,6 +417,36 @@ def _check_joins(rules: _Rules, scope: Scope) -> None:
                 )
             rules.use(left, "join", "JOIN")
             rules.use(right, "join", "JOIN")
+    if scope.expression.args.get("joins"):
+        _check_joined_once(scope)
+
+
+def _datasets_reached(source: exp.Table | Scope) -> set[str]:
+    """The datasets a FROM or JOIN source reads, through derived tables, CTEs and unions."""
+    if isinstance(source, exp.Table):
+        return {f"{source.args['db'].name.lower()}.{source.name.lower()}"}
+    reached: set[str] = set()
+    for branch in source.set_operation_scopes:
+        reached |= _datasets_reached(branch)
+    for _, inner in source.selected_sources.values():
+        if isinstance(inner, exp.Table | Scope):
+            reached |= _datasets_reached(inner)
+    return reached
+
+
+def _check_joined_once(scope: Scope) -> None:
+    """A dataset on two sides of a join, even on declared keys, multiplies its own rows."""
+    seen: set[str] = set()
+    for _, source in scope.selected_sources.values():
+        reached = _datasets_reached(source) if isinstance(source, exp.Table | Scope) else set()
+        again = sorted(reached & seen)
+        if again:
+            raise _refuse(
+                "guard.join",
+                f"{again[0]} is joined more than once: a dataset joined to itself multiplies "
+                "its rows per key",
+            )
+        seen |= reached
 
 
 def _check_final(rules: _Rules, scope: Scope) -> list[exp.Expression]:
@@ -478,7 +508,12 @@ def _check_key(rules: _Rules, scope: Scope, key: exp.Expression) -> exp.Expressi
             rules.use(info, "key", "GROUP BY")
             return rewritten
         inner = next(iter(key.find_all(exp.Column)))
-        if key.sql() != generalized(spec, inner).sql():
+        # The declared form applied to a bare rename of the column, not to an expression
+        # a derived scope computed from it (bands of ``age * 10`` are exact ages).
+        if (
+            rules.lineage.resolve(inner, scope).single != base
+            or key.sql() != generalized(spec, inner).sql()
+        ):
             raise _refuse(
                 "guard.generalisation",
                 f"{where} may be grouped only as {spec.generalize.describe()}",

@@ -278,11 +278,15 @@ def build_plan(
     group_cols = [f'"__k{i}"' for i in range(len(checked.keys))]
     inner_sql = inner.sql(dialect="duckdb") + " GROUP BY " + ", ".join([*group_cols, '"__sbx_e"'])
     if bounds is not None:
-        # Keep at most G groups per entity.  Which ones does not matter for privacy (the
-        # choice depends on that entity's rows only); an unordered row_number avoids a sort
-        # and halves the cost of the cap.
+        # Keep at most G groups per entity, chosen by a hash of the entity and the group
+        # keys: the choice depends on that entity's rows only (an unordered row_number
+        # follows the scan order, which other entities' rows change), and entities choose
+        # different groups (in scan order they all kept the same first few groups, and
+        # the rest were released empty or suppressed).
+        order = ", ".join([*group_cols, '"__sbx_e"'])
         inner_sql += (
-            f' QUALIFY row_number() OVER (PARTITION BY "__sbx_e") <= {bounds.max_groups_per_entity}'
+            f' QUALIFY row_number() OVER (PARTITION BY "__sbx_e" ORDER BY hash({order}))'
+            f" <= {bounds.max_groups_per_entity}"
         )
 
     ctes = []

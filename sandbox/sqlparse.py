@@ -186,6 +186,8 @@ def parse_query(sql: str, *, max_length: int = 20_000) -> Parsed:
         if errors and errors[0].get("line") is not None:
             where = f" at line {errors[0]['line']}, column {errors[0]['col']}"
         raise _refuse("guard.syntax", f"the SQL does not parse{where}") from None
+    except RecursionError:
+        raise _refuse("guard.nesting", _NESTING_MESSAGE) from None
     if len(statements) != 1:
         raise _refuse(
             "guard.single_statement", f"exactly one statement is allowed, got {len(statements)}"
@@ -196,6 +198,8 @@ def parse_query(sql: str, *, max_length: int = 20_000) -> Parsed:
             "guard.statement",
             f"only SELECT queries are allowed, not {root.key.upper()}",
         )
+    if _depth(root) > MAX_DEPTH:
+        raise _refuse("guard.nesting", _NESTING_MESSAGE)
     for node in root.walk():
         if isinstance(node, exp.Window):
             raise _refuse("guard.window", "window functions (OVER ...) are not allowed")
@@ -272,6 +276,23 @@ def _check_columns(node: exp.Columns, root: exp.Expression) -> None:
             "GROUP BY or ORDER BY positions at or after a COLUMNS(...) output would shift "
             "with its expansion: name the columns (or use GROUP BY ALL)",
         )
+
+
+#: Deepest expression tree the guard accepts.  Every later stage (qualification, lineage,
+#: rewrite, SQL generation) recurses over the tree; bounding it here keeps them all far
+#: from Python's recursion limit, so deep nesting is a refusal, never a crash.
+MAX_DEPTH = 200
+_NESTING_MESSAGE = f"the query nests deeper than {MAX_DEPTH} levels"
+
+
+def _depth(root: exp.Expression) -> int:
+    """The depth of the expression tree, computed without recursion."""
+    deepest, stack = 0, [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in node.iter_expressions())
+    return deepest
 
 
 _UNITS = frozenset(

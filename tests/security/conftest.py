@@ -180,3 +180,4 @@ def security_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Securi
         yield server
     finally:
         server.live.stop()
+        server.transport.close()  # its pooled sockets, or pytest reports them unraisable
