@@ -20,7 +20,7 @@ import pytest
 from tests.api.conftest import LiveServer, deployment
 from tests.api.test_openapi import CHECKS
 
-EXAMPLES = 100  # per operation, role and mode: minutes per role on 2 cores
+EXAMPLES = 100  # per operation, role and mode: about 1.5 min each on 2 cores (15 in all)
 ROLES = ("op-bank", "op-insurer", "bureau-health", "auditor", "admin")
 
 
