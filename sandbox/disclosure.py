@@ -31,6 +31,7 @@ from fractions import Fraction
 from typing import Any, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from sandbox.errors import EnclaveError, InvalidInput
 from sandbox.noise import NoiseSource, system_noise
@@ -69,6 +70,9 @@ class StatColumn:
     lower: float | None = None  # per-row clamping bounds (sum/sumsq/top2)
     upper: float | None = None
     of: str | None = None  # for "top2": the sum column it belongs to
+    # Under FILTER (WHERE ...): the "entities" column counting who the filter keeps; a
+    # cell is released only where that count passes the low-count filter itself.
+    cell: str | None = None
 
 
 @dataclass(frozen=True)
@@ -236,6 +240,8 @@ def _validate(stats: pa.Table, by_name: dict[str, StatColumn]) -> None:
     for column in by_name.values():
         if column.kind == "top2" and (column.of not in by_name or by_name[column.of].kind != "sum"):
             raise EnclaveError(f"{column.name} belongs to no sum column", rule="disclosure.stats")
+        if column.cell is not None and by_name.get(column.cell, column).kind != "entities":
+            raise EnclaveError(f"{column.name}'s cell counts no entities", rule="disclosure.stats")
 
 
 def _largest(top: list[Any] | None) -> list[float]:
@@ -377,8 +383,55 @@ def disclose(
             array = _release(values, stat, plans.get(name), source, params.round_digits)
         names.append(name)
         arrays.append(array)
+    true_kept = {
+        name: [r[name] for r, ok in zip(rows, keep, strict=True) if ok]
+        + ([extra[name]] if extra is not None else [])
+        for name in _cells(by_name)
+    }
+    arrays = _suppress_cells(names, arrays, by_name, true_kept, plans, params)
     table = pa.table(arrays, names=names)
     return Disclosed(table, suppressed_count, epsilon_cost(columns, params))
+
+
+def _cells(by_name: dict[str, StatColumn]) -> set[str]:
+    """Columns counting the entities of a FILTER (all but the group's own ``__entities``)."""
+    return {n for n, c in by_name.items() if c.kind == "entities" and n != ENTITIES}
+
+
+def _suppress_cells(
+    names: list[str],
+    arrays: list[pa.Array],
+    by_name: dict[str, StatColumn],
+    true: dict[str, list[Any]],
+    plans: dict[str, NoisePlan],
+    params: DisclosureParams,
+) -> list[pa.Array]:
+    """NULL every FILTERed cell whose own entities fail the low-count filter.
+
+    ``count(*) FILTER (WHERE ...)`` in a group of a thousand people can count one: the
+    filter makes a finer group, so its cells pass the same test as groups do (true
+    count at least ``k``; with a budget also the noisy threshold on the released count).
+    """
+    position = {name: i for i, name in enumerate(names)}
+    masks: dict[str, pa.Array] = {}
+    for cell in _cells(by_name):
+        released = arrays[position[cell]].to_pylist()
+        plan = plans.get(cell)
+        tau = selection_threshold(plan, params) if plan is not None else params.k
+        masks[cell] = pa.array(
+            [
+                t is not None and t >= params.k and v is not None and v >= tau
+                for t, v in zip(true[cell], released, strict=True)
+            ],
+            pa.bool_(),
+        )
+    out = list(arrays)
+    for name, i in position.items():
+        column = by_name.get(name)
+        cell = name if name in masks else (column.cell if column is not None else None)
+        if cell is not None:
+            out[i] = pc.if_else(masks[cell], out[i], pa.nulls(len(out[i]), out[i].type))
+    return out
 
 
 def _selected(

@@ -39,6 +39,9 @@ class Stat:
     lower: float | None = None
     upper: float | None = None
     of: str | None = None
+    #: Under ``FILTER (WHERE ...)``: the stat counting the entities the filter keeps, which
+    #: decides whether this cell may be released (a filtered cell is a group of its own).
+    cell: str | None = None
 
 
 @dataclass(frozen=True)
@@ -122,10 +125,12 @@ class _Stats:
         *,
         lower: float | None = None,
         upper: float | None = None,
+        cell: str | None = None,
     ) -> str:
         if key in self.seen:
             return self.seen[key]
         prefix = {
+            "entities": "__e",
             "rows": "__r",
             "count": "__n",
             "sum": "__s",
@@ -139,7 +144,7 @@ class _Stats:
             exp.alias_(exp.maybe_parse(inner_sql, dialect="duckdb"), name, quoted=True)
         )
         self.outer.append(f'{outer_fn}("{name}") AS "{name}"')
-        self.stats.append(Stat(name, kind, lower, upper))
+        self.stats.append(Stat(name, kind, lower, upper, cell=cell))
         if kind == "sum":
             top = f"__t{len(self.stats)}"
             magnitude = f'"{name}"' if (lower or 0.0) >= 0 else f'abs("{name}")'
@@ -172,25 +177,36 @@ class _Stats:
             node = node.this
         arg = node.this
         tag = f"|{filter_sql}"
+        # The entities a FILTER keeps (0 or 1 per entity and group): its cells' k filter.
+        cell = (
+            self._add("distinct" + tag, "entities", f"(count(*){where} > 0)::BIGINT", "sum")
+            if filter_sql
+            else None
+        )
         if isinstance(node, exp.Count):
             if isinstance(arg, exp.Star):
-                name = self._add("rows" + tag, "rows", self._cap_count(f"count(*){where}"), "sum")
+                name = self._add(
+                    "rows" + tag, "rows", self._cap_count(f"count(*){where}"), "sum", cell=cell
+                )
                 return _col(name)
             if isinstance(arg, exp.Distinct):
-                if not filter_sql:
-                    return _col("__entities")
-                inner = f"(count(*){where} > 0)::BIGINT"
-                return _col(self._add("distinct" + tag, "count", inner, "sum"))
+                return _col(cell or "__entities")
             sql = arg.sql(dialect="duckdb")
             return _col(
                 self._add(
-                    f"count:{sql}{tag}", "count", self._cap_count(f"count({sql}){where}"), "sum"
+                    f"count:{sql}{tag}",
+                    "count",
+                    self._cap_count(f"count({sql}){where}"),
+                    "sum",
+                    cell=cell,
                 )
             )
         sql = arg.sql(dialect="duckdb")
         if isinstance(node, exp.Min | exp.Max):
             kind = "min" if isinstance(node, exp.Min) else "max"
-            return _col(self._add(f"{kind}:{sql}{tag}", kind, f"{kind}({sql}){where}", kind))
+            return _col(
+                self._add(f"{kind}:{sql}{tag}", kind, f"{kind}({sql}){where}", kind, cell=cell)
+            )
         lo, hi = self._measure_bounds(arg)
         clamped = f"greatest({lo!r}, least({hi!r}, ({sql})::DOUBLE))"
         per_entity_sum = f"sum({clamped}){where}"
@@ -199,8 +215,12 @@ class _Stats:
             per_entity_sum = (
                 f"greatest({min(lo, 0.0) * cap!r}, least({max(hi, 0.0) * cap!r}, {per_entity_sum}))"
             )
-        s = self._add(f"sum:{sql}{tag}", "sum", per_entity_sum, "sum", lower=lo, upper=hi)
-        n = self._add(f"count:{sql}{tag}", "count", self._cap_count(f"count({sql}){where}"), "sum")
+        s = self._add(
+            f"sum:{sql}{tag}", "sum", per_entity_sum, "sum", lower=lo, upper=hi, cell=cell
+        )
+        n = self._add(
+            f"count:{sql}{tag}", "count", self._cap_count(f"count({sql}){where}"), "sum", cell=cell
+        )
         if isinstance(node, exp.Sum):
             return _col(s)
         mean = f'("{s}" / NULLIF("{n}", 0))'
@@ -210,7 +230,7 @@ class _Stats:
         if self.bounds is not None:
             cap = self.bounds.max_rows_per_entity
             square = f"least({max(lo * lo, hi * hi) * cap!r}, {square})"
-        q = self._add(f"sumsq:{sql}{tag}", "sumsq", square, "sum", lower=lo, upper=hi)
+        q = self._add(f"sumsq:{sql}{tag}", "sumsq", square, "sum", lower=lo, upper=hi, cell=cell)
         pop = isinstance(node, exp.StddevPop | exp.VariancePop)
         denominator = f'NULLIF("{n}", 0)' if pop else f'NULLIF("{n}" - 1, 0)'
         variance = f'(greatest(0, "{q}" - "{s}" * "{s}" / NULLIF("{n}", 0)) / {denominator})'

@@ -358,6 +358,33 @@ def test_dominance_is_not_applied_under_a_budget() -> None:
     assert float(plan.scale * plan.resolution) > UPPER  # noise scale above the largest value
 
 
+def test_a_filtered_cell_passes_the_low_count_filter_itself() -> None:
+    """1,000 people in the group, 3 of them kept by the FILTER: that cell is NULL."""
+    stats = pa.table(
+        {
+            "__k0": ["A", "B"],
+            ENTITIES: pa.array([1_000, 1_000], pa.int64()),
+            "__e1": pa.array([3, 600], pa.int64()),  # entities the FILTER keeps
+            "__r2": pa.array([4, 700], pa.int64()),  # count(*) FILTER (WHERE ...)
+        }
+    )
+    columns = [
+        StatColumn(ENTITIES, "entities"),
+        StatColumn("__e1", "entities"),
+        StatColumn("__r2", "rows", cell="__e1"),
+    ]
+    exact = by_key(disclose(stats, columns, DisclosureParams(k=10)).table)
+    assert (exact["A"]["__e1"], exact["A"]["__r2"]) == (None, None)
+    assert (exact["B"]["__e1"], exact["B"]["__r2"]) == (600, 700)
+    assert exact["A"][ENTITIES] == 1_000  # the group itself is released
+    params = DisclosureParams(k=10, epsilon=1.0)
+    for seed in range(50):
+        noisy = by_key(disclose(stats, columns, params, noise=seeded_noise(seed)).table)
+        assert noisy["A"]["__r2"] is None and noisy["B"]["__r2"] is not None
+    with pytest.raises(EnclaveError):
+        disclose(stats, [*columns[:2], StatColumn("__r2", "rows", cell="__r2")], params)
+
+
 # -- rounding and validation ------------------------------------------------------------------
 
 

@@ -247,3 +247,32 @@ def test_the_grants_rounding_and_dominance_govern_the_release(deployment) -> Non
     capitals = [row["capital"] for row in after.table.to_pylist()]
     assert capitals and all(c % 1000 == 0 for c in capitals)
     assert any(row["capital"] % 1000 for row in before.table.to_pylist())
+
+
+def test_filtered_cells_pass_the_low_count_filter_themselves(deployment) -> None:
+    """A FILTER makes a finer group: its cell is NULL unless k entities pass the filter."""
+    platform, _ = deployment
+    sql = (
+        "SELECT hospital_id, count(*) AS n, count(*) FILTER (WHERE age >= 80) AS old, "
+        "avg(claim_amount) FILTER (WHERE age >= 80) AS old_mean, "
+        "count(DISTINCT person_id) FILTER (WHERE age >= 80) AS old_persons "
+        "FROM health.claims GROUP BY 1"
+    )
+    result = QueryService(platform).run(actor(deployment, "op-bank"), sql)
+    with platform.enclave.cursor() as cur:
+        truth = dict(
+            cur.sql(
+                "SELECT hospital_id, count(DISTINCT person_id) FILTER (WHERE age >= 80) "
+                "FROM health.claims GROUP BY 1"
+            ).fetchall()
+        )
+    rows = result.table.to_pylist()
+    shown = [r for r in rows if r["old_persons"] is not None]
+    hidden = [r for r in rows if r["old_persons"] is None]
+    assert shown and hidden, "the data should have cells on both sides of k"
+    for row in shown:
+        assert row["old_persons"] == truth[row["hospital_id"]] >= 10
+        assert row["old"] >= row["old_persons"] and row["old_mean"] is not None
+    for row in hidden:
+        assert truth[row["hospital_id"]] < 10
+        assert row["old"] is None and row["old_mean"] is None and row["n"] is not None
