@@ -205,9 +205,10 @@ def check_jobs(clients: dict[str, SandboxClient], acks: Acks, trail: Trail) -> d
                 e for e in trail.by_request.get(job["id"], []) if e["action"] == "dataset.query"
             ]
             if state == "succeeded":
-                check_release(client, job, entries)
+                check_release(client, job, entries, trail)
             else:  # it says why; a refusal or an interruption is in the trail too
                 assert job["rule"] and job["message"], (job["id"], state)
+                assert job["rule"] != "job.internal", f"{job['id']} hit a bug: see the server log"
                 if state == "refused" or job["rule"] == "job.interrupted":
                     denials = [e["rule"] for e in entries if e["decision"] == "deny"]
                     assert denials[-1:] == [job["rule"]], (job["id"], job["rule"], denials)
@@ -219,13 +220,20 @@ def check_jobs(clients: dict[str, SandboxClient], acks: Acks, trail: Trail) -> d
 
 
 def check_release(
-    client: SandboxClient, job: dict[str, Any], entries: list[dict[str, Any]]
+    client: SandboxClient, job: dict[str, Any], entries: list[dict[str, Any]], trail: Trail
 ) -> None:
     """A succeeded job: its receipt names its audit entry, and its rows match the receipt."""
     receipt = client.receipt(job["id"])["receipt"]
-    allowed = [e for e in entries if e["decision"] == "allow"]
-    assert receipt["audit"]["seq"] in {e["seq"] for e in allowed}, job["id"]
-    assert receipt["request_id"] == job["id"]
+    own = {e["seq"] for e in entries if e["decision"] == "allow"}
+    assert own, f"succeeded job {job['id']} has no release entry"
+    seq = receipt["audit"]["seq"]
+    entry = trail.entries[seq]
+    assert (entry["action"], entry["decision"]) == ("dataset.query", "allow"), job["id"]
+    assert entry["request_id"] == receipt["request_id"], job["id"]
+    if seq + 1 < len(trail.entries):  # the next entry's link is the receipt's entry hash
+        assert trail.entries[seq + 1]["prev"] == receipt["audit"]["entry_hash"], job["id"]
+    if not job["meta"].get("cached"):  # a cached answer carries the first release's receipt
+        assert receipt["request_id"] == job["id"] and seq in own, job["id"]
     assert receipt["result_sha256"] == job["meta"]["result_sha256"]
     assert result_sha256(client.result(job["id"])) == receipt["result_sha256"], job["id"]
 
