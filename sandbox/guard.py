@@ -75,6 +75,10 @@ class Checked:
     touched: set[BaseColumn] = field(default_factory=set)
 
 
+#: Larger LIMITs mean nothing (results are bounded far below) and overflow DuckDB's integers.
+MAX_LIMIT = 1_000_000_000
+
+
 def _refuse(rule: str, message: str) -> QueryRefused:
     return QueryRefused(message, rule=rule)
 
@@ -486,9 +490,11 @@ def _check_final(rules: _Rules, scope: Scope) -> list[exp.Expression]:
             _check_output(rules, scope, target, key_sql, "ORDER BY")
     limit = select.args.get("limit")
     if limit is not None and not (
-        isinstance(limit.expression, exp.Literal) and limit.expression.is_int
+        isinstance(limit.expression, exp.Literal)
+        and limit.expression.is_int
+        and 0 <= int(limit.expression.name) <= MAX_LIMIT
     ):
-        raise _refuse("guard.limit", "LIMIT takes a whole number")
+        raise _refuse("guard.limit", f"LIMIT takes a whole number from 0 to {MAX_LIMIT:,}")
     return keys
 
 

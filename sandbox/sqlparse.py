@@ -149,6 +149,16 @@ ALLOWED_NODES: frozenset[type[exp.Expression]] = frozenset(
 )
 
 
+#: What sqlglot makes of a bare word or expression at the top (``CHECKPOINT``, ``1+1``).
+_NOT_STATEMENTS: tuple[type[exp.Expression], ...] = (
+    exp.Condition,
+    exp.Alias,
+    exp.Identifier,
+    exp.Star,
+    exp.Paren,
+)
+
+
 @dataclass(frozen=True)
 class Parsed:
     """A query that passed the syntactic allowlist, with the datasets it names."""
@@ -194,10 +204,15 @@ def parse_query(sql: str, *, max_length: int = 20_000) -> Parsed:
         )
     (root,) = statements
     if not isinstance(root, exp.Select | exp.Union | exp.Except | exp.Intersect):
-        raise _refuse(
-            "guard.statement",
-            f"only SELECT queries are allowed, not {root.key.upper()}",
-        )
+        if isinstance(root, exp.Column) and not root.table:
+            # One bare word: a statement sqlglot does not know (``CHECKPOINT``).  Not echoed.
+            raise _refuse("guard.statement", "only SELECT queries are allowed, not that statement")
+        if isinstance(root, _NOT_STATEMENTS):
+            # A stray expression (``hello world``, ``1 + 1``): not a statement at all.
+            raise _refuse("guard.syntax", "the SQL is not a statement: write a SELECT query")
+        name = "statement" if isinstance(root, exp.Command) else root.key.upper()
+        word = str(root.this).split()[0].upper() if isinstance(root, exp.Command) else name
+        raise _refuse("guard.statement", f"only SELECT queries are allowed, not {word}")
     if _depth(root) > MAX_DEPTH:
         raise _refuse("guard.nesting", _NESTING_MESSAGE)
     for node in root.walk():
