@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -144,9 +144,20 @@ class Actor:
     organisation: str = ""
     domains: tuple[str, ...] = ()
     token_id: str | None = None
+    #: The request this actor was authenticated for (HTTP ``X-Request-ID``) and where it
+    #: came from: every audit entry written on its behalf carries them.
+    request_id: str | None = field(default=None, compare=False)
+    client: str | None = field(default=None, compare=False)
 
     @classmethod
-    def of(cls, account: Account, token_id: str | None = None) -> Actor:
+    def of(
+        cls,
+        account: Account,
+        token_id: str | None = None,
+        *,
+        request_id: str | None = None,
+        client: str | None = None,
+    ) -> Actor:
         return cls(
             name=account.name,
             role=account.role,
@@ -154,6 +165,8 @@ class Actor:
             organisation=account.organisation,
             domains=account.domains,
             token_id=token_id,
+            request_id=request_id,
+            client=client,
         )
 
     @classmethod

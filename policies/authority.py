@@ -147,7 +147,7 @@ class Authority:
                 record.account, target, "account.disabled", "account disabled", request_id, client
             )
         assert account is not None
-        return Actor.of(account, token_id=record.id)
+        return Actor.of(account, token_id=record.id, request_id=request_id, client=client)
 
     def _refuse(
         self,

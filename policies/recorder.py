@@ -121,8 +121,8 @@ def decision_entry(
         "target": decision.target,
         "decision": "allow" if decision.allowed else "deny",
         "rule": decision.rule,
-        "request_id": request_id,
-        "client": client,
+        "request_id": request_id or actor.request_id,
+        "client": client or actor.client,
         "dataset": decision.datasets[0] if len(decision.datasets) == 1 else None,
         "details": body,
     }

@@ -23,7 +23,8 @@ by us, never copied from a data value::
     │   └── QuotaExceeded (429)
     ├── EnclaveError (500)
     │   └── EnclaveBusy (503)
-    └── AuditUnavailable (503)
+    ├── AuditUnavailable (503)
+    └── ControlPlaneUnavailable (503)
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "ClassificationError",
     "Conflict",
     "ConnectorError",
+    "ControlPlaneUnavailable",
     "EnclaveBusy",
     "EnclaveError",
     "Forbidden",
@@ -171,4 +173,14 @@ class AuditUnavailable(SandboxError):
     """The audit trail could not record an entry; nothing is released (fail closed)."""
 
     code = "audit_unavailable"
+    status = 503
+
+
+class ControlPlaneUnavailable(SandboxError):
+    """The control-plane database refused a read or write (locked, disk full, gone).
+
+    Its transaction rolled back, so nothing it would have recorded or released happened.
+    """
+
+    code = "control_plane_unavailable"
     status = 503

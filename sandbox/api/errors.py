@@ -17,10 +17,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from sandbox.errors import RateLimited, SandboxError
+from sandbox.errors import ControlPlaneUnavailable, RateLimited, SandboxError
 
 __all__ = ["ERROR_RESPONSES", "ErrorBody", "error_response", "install_error_handlers"]
 
@@ -51,7 +52,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: _described(422, "Refused by a rule, or not matching the API schema."),
     429: _described(429, "Rate limit, concurrent jobs or quota; see `Retry-After`."),
     500: _described(500, "Internal error (`internal_error`, `enclave_error`)."),
-    503: _described(503, "Audit trail or enclave unavailable; nothing was released."),
+    503: _described(
+        503, "Audit trail, control-plane database or enclave unavailable; nothing was released."
+    ),
 }
 """Documented on every route, so the OpenAPI document covers every status we send."""
 
@@ -110,6 +113,18 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(
             exc.status_code, _http_code(exc.status_code), message, "api.http", **headers
         )
+
+    @app.exception_handler(sa_exc.OperationalError)
+    async def control_plane_error(request: Request, exc: sa_exc.OperationalError) -> JSONResponse:
+        # The database's own text may quote SQL or values: only its kind is returned.
+        rid = getattr(request.state, "request_id", "-")
+        log.warning("control-plane database error in request %s: %s", rid, type(exc.orig))
+        failed = ControlPlaneUnavailable(
+            f"the control-plane database is unavailable ({type(exc.orig).__name__}); "
+            "nothing was changed or released",
+            rule="control_plane.unavailable",
+        )
+        return error_response(failed.status, failed.code, failed.message, failed.rule)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:

@@ -282,3 +282,35 @@ def test_results_stream_in_each_format(server) -> None:
             pa.BufferReader(bank.result_bytes(job["id"], "arrow"))
         ).read_all()
         assert arrow.num_rows == len(job["result"]["rows"])
+
+
+def test_administrative_entries_carry_the_request_id_and_client(server) -> None:
+    """A freeze's and a grant change's entries name the HTTP request that made them."""
+    with server.client("admin") as admin:
+        admin.request(
+            "POST",
+            "/v1/admin/freeze",
+            json={"dataset": "transport.trips", "reason": "drill"},
+            headers={"X-Request-ID": "drill-freeze-1"},
+        )
+        admin.request(
+            "POST",
+            "/v1/admin/unfreeze",
+            json={"dataset": "transport.trips", "reason": "drill over"},
+            headers={"X-Request-ID": "drill-unfreeze-1"},
+        )
+    with server.client("bureau-transport") as bureau:
+        (grant,) = bureau.grants()
+        bureau.request(
+            "POST",
+            f"/v1/grants/{grant['id']}/narrow",
+            json={"k": grant["k"] + 1, "reason": "drill"},
+            headers={"X-Request-ID": "drill-narrow-1"},
+        )
+    for action, rid in (
+        ("dataset.freeze", "drill-freeze-1"),
+        ("dataset.unfreeze", "drill-unfreeze-1"),
+        ("grant.narrow", "drill-narrow-1"),
+    ):
+        entry = last_entry(server, action=action)
+        assert (entry["request_id"], entry["client"]) == (rid, "127.0.0.1"), action

@@ -282,6 +282,6 @@ def test_home_disk_full_simulated_with_a_file_size_limit(tmp_path: Path) -> None
         None,
         lambda live: set_file_size_limit(live, 1),
         lambda live: set_file_size_limit(live, resource.RLIM_INFINITY),
-        codes={"audit_unavailable", "internal_error", "enclave_error"},
+        codes={"audit_unavailable", "control_plane_unavailable", "enclave_error"},
     )
     print(f"rlimit: failures {out.failures}, withheld jobs {len(out.jobs_withheld)}")
