@@ -9,7 +9,7 @@ predicates.  Most are refused; what matters is *how*:
 (a) nothing crashes: the pipeline answers or raises a :class:`SandboxError` with a rule
     (a DuckDB error must come out as one too);
 (b) whatever is released passes the identifier leak check, and every released distinct
-    entity count of a group is at least k;
+    entity count, of a group or of a FILTERed cell, is at least k;
 (c) an identifier mixed into any expression (but ``count(DISTINCT entity_key)`` and a
     declared join key) is always refused.
 
@@ -444,7 +444,7 @@ def test_pipeline_answers_or_refuses_with_a_rule(target: Target, sql: str) -> No
     target.executed += 1
     target.leaks.assert_clean(released_text(result), sql)
     for name in result.table.column_names:
-        if name.startswith("ent"):
+        if name.startswith(("ent", "fent")):  # a group's entities, or a FILTERed cell's
             small = [v for v in result.table.column(name).to_pylist() if v is not None and v < K]
             assert not small, f"{name}: a released group of {small[0]} < k={K} entities: {sql}"
 
