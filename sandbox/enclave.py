@@ -28,6 +28,7 @@ from sandbox.errors import (
     EnclaveBusy,
     EnclaveError,
     Forbidden,
+    QueryRefused,
     QueryTimeout,
     ResultTooLarge,
 )
@@ -181,6 +182,14 @@ class Enclave:
             except duckdb.PermissionException:
                 raise Forbidden(
                     "the enclave does not permit this operation", rule="enclave.lockdown"
+                ) from None
+            except (duckdb.BinderException, duckdb.ParserException) as exc:
+                # Raised while binding, before any row is read: a property of the query and
+                # the schema (a type mismatch, an unknown overload), never of the data.
+                raise QueryRefused(
+                    f"the query does not type-check in the enclave ({type(exc).__name__}): "
+                    "check the argument types of its functions and operators",
+                    rule="enclave.bind",
                 ) from None
             except duckdb.Error as exc:
                 # DuckDB messages can quote data values: report the kind only.

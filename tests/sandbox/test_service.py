@@ -276,3 +276,17 @@ def test_filtered_cells_pass_the_low_count_filter_themselves(deployment) -> None
     for row in hidden:
         assert truth[row["hospital_id"]] < 10
         assert row["old"] is None and row["old_mean"] is None and row["n"] is not None
+
+
+def test_a_query_that_does_not_bind_is_refused_not_an_internal_error(deployment) -> None:
+    """A type mismatch is the operator's mistake, found from the schema alone: 422, audited."""
+    platform, _ = deployment
+    sql = (
+        "SELECT district, count(*) FROM health.claims WHERE coalesce(claim_date, 0) > 1 GROUP BY 1"
+    )
+    with pytest.raises(QueryRefused) as info:
+        QueryService(platform).run(actor(deployment, "op-bank"), sql)
+    assert (info.value.status, info.value.rule) == (422, "enclave.bind")
+    assert "BinderException" in info.value.message and "claim_date" not in info.value.message
+    last = platform.audit.entry(platform.audit.size() - 1)
+    assert (last.decision, last.rule) == ("deny", "enclave.bind")
