@@ -212,7 +212,7 @@ def epsilon_cost(columns: Sequence[StatColumn], params: DisclosureParams) -> flo
     return float(sum((p.epsilon for p in noise_plan(columns, params)), Fraction(0)))
 
 
-def selection_threshold(plan: NoisePlan, params: DisclosureParams) -> int:
+def selection_threshold(plan: NoisePlan, params: DisclosureParams, selections: int = 1) -> int:
     """With ε, a group is released only if its *noisy* entity count reaches this.
 
     Which groups appear is itself data: a filter on true counts alone answers "does
@@ -223,9 +223,12 @@ def selection_threshold(plan: NoisePlan, params: DisclosureParams) -> int:
     ``P[Z ≥ τ - k] ≤ exp(-(τ - k) / b)`` for discrete Laplace noise of scale ``b``,
     so ``τ = k + ⌈b · ln(G / δ)⌉`` keeps that under ``δ`` for all ``G`` together.
     Groups above the filter on both neighbours differ only through the ε-DP count.
+    A release making several such selections (the groups, and each FILTERed cell)
+    gives each ``δ / selections``, so the whole release stays within ``δ``.
     """
     g = params.max_groups_per_entity
-    return params.k + math.ceil(float(plan.scale) * math.log(g / params.delta))
+    delta = params.delta / max(1, selections)
+    return params.k + math.ceil(float(plan.scale) * math.log(g / delta))
 
 
 def _validate(stats: pa.Table, by_name: dict[str, StatColumn]) -> None:
@@ -296,7 +299,6 @@ def _release(
     column: StatColumn,
     plan: NoisePlan | None,
     noise: NoiseSource | None,
-    digits: int | None,
 ) -> pa.Array:
     """One released statistic column: exact without ε, else true units + discrete Laplace."""
     counts = column.kind in _COUNTS
@@ -313,9 +315,18 @@ def _release(
         out = [None if v is None else int(v) for v in values]
     else:
         out = [None if v is None else float(v) for v in values]
-    if digits is not None:
-        out = [v if v is None or (counts and digits >= 0) else round(v, digits) for v in out]
     return pa.array(out, pa.int64() if counts else pa.float64())
+
+
+def _rounded(array: pa.Array, column: StatColumn | None, digits: int | None) -> pa.Array:
+    """Released statistics rounded as the grant says (keys and extremes untouched)."""
+    if digits is None or column is None or column.kind in ("min", "max"):
+        return array
+    counts = column.kind in _COUNTS
+    if counts and digits >= 0:
+        return array
+    values = [v if v is None else round(v, digits) for v in array.to_pylist()]
+    return pa.array(values, pa.int64() if counts else pa.float64())
 
 
 def _kept(
@@ -355,7 +366,8 @@ def disclose(
         keep = _kept(rows, by_name, params)
         suppressed_count = keep.count(False)
     else:
-        keep, noisy_entities = _selected(rows, plans[ENTITIES], params, source)
+        selections = 1 + len(_cells(by_name))
+        keep, noisy_entities = _selected(rows, plans[ENTITIES], params, source, selections)
         suppressed_count = _noisy_suppressed(len(rows), sum(keep), plans[GROUPS], source)
     suppressed = [r for r, ok in zip(rows, keep, strict=True) if not ok]
     keys = [n for n in stats.column_names if _KEY.match(n)]
@@ -375,12 +387,12 @@ def disclose(
         elif name == ENTITIES and noisy_entities is not None:
             # Already noised for the selection: release those same draws (no second spend).
             values = [n for n, ok in zip(noisy_entities, keep, strict=True) if ok]
-            array = _release(values, stat, None, None, params.round_digits)
+            array = _release(values, stat, None, None)
         else:
             values = [r[name] for r, ok in zip(rows, keep, strict=True) if ok]
             if extra is not None:
                 values.append(extra[name])
-            array = _release(values, stat, plans.get(name), source, params.round_digits)
+            array = _release(values, stat, plans.get(name), source)
         names.append(name)
         arrays.append(array)
     true_kept = {
@@ -388,7 +400,10 @@ def disclose(
         + ([extra[name]] if extra is not None else [])
         for name in _cells(by_name)
     }
-    arrays = _suppress_cells(names, arrays, by_name, true_kept, plans, params)
+    arrays = _suppress_cells(names, arrays, by_name, true_kept, plans, params, extra is not None)
+    # Rounding is post-processing, after every decision made on the unrounded values.
+    digits = params.round_digits
+    arrays = [_rounded(a, by_name.get(n), digits) for n, a in zip(names, arrays, strict=True)]
     table = pa.table(arrays, names=names)
     return Disclosed(table, suppressed_count, epsilon_cost(columns, params))
 
@@ -405,26 +420,30 @@ def _suppress_cells(
     true: dict[str, list[Any]],
     plans: dict[str, NoisePlan],
     params: DisclosureParams,
+    remainder: bool = False,
 ) -> list[pa.Array]:
     """NULL every FILTERed cell whose own entities fail the low-count filter.
 
     ``count(*) FILTER (WHERE ...)`` in a group of a thousand people can count one: the
     filter makes a finer group, so its cells pass the same test as groups do (true
     count at least ``k``; with a budget also the noisy threshold on the released count).
+    A remainder row's cells are never released: its cell counts add up entity-group
+    pairs across the folded groups, which overcounts the distinct entities.
     """
     position = {name: i for i, name in enumerate(names)}
+    cells = _cells(by_name)
     masks: dict[str, pa.Array] = {}
-    for cell in _cells(by_name):
+    for cell in cells:
         released = arrays[position[cell]].to_pylist()
         plan = plans.get(cell)
-        tau = selection_threshold(plan, params) if plan is not None else params.k
-        masks[cell] = pa.array(
-            [
-                t is not None and t >= params.k and v is not None and v >= tau
-                for t, v in zip(true[cell], released, strict=True)
-            ],
-            pa.bool_(),
-        )
+        tau = selection_threshold(plan, params, 1 + len(cells)) if plan else params.k
+        ok = [
+            t is not None and t >= params.k and v is not None and v >= tau
+            for t, v in zip(true[cell], released, strict=True)
+        ]
+        if remainder and ok:
+            ok[-1] = False
+        masks[cell] = pa.array(ok, pa.bool_())
     out = list(arrays)
     for name, i in position.items():
         column = by_name.get(name)
@@ -435,7 +454,11 @@ def _suppress_cells(
 
 
 def _selected(
-    rows: list[dict[str, Any]], plan: NoisePlan, params: DisclosureParams, noise: NoiseSource
+    rows: list[dict[str, Any]],
+    plan: NoisePlan,
+    params: DisclosureParams,
+    noise: NoiseSource,
+    selections: int,
 ) -> tuple[list[bool], list[int]]:
     """With ε: which groups pass both the true-count filter and the noisy threshold.
 
@@ -447,7 +470,7 @@ def _selected(
     true = [int(r[ENTITIES] or 0) for r in rows]
     draws = noise.discrete_laplace(plan.scale, len(true))
     noisy = [max(0, t + z) for t, z in zip(true, draws, strict=True)]
-    tau = selection_threshold(plan, params)
+    tau = selection_threshold(plan, params, selections)
     keep = [t >= params.k and n >= tau for t, n in zip(true, noisy, strict=True)]
     return keep, noisy
 

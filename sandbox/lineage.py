@@ -76,10 +76,21 @@ class Lineage:
         return ColumnInfo(frozenset(bases), False)
 
     def record_outputs(self, scope: Scope) -> None:
-        """Remember the lineage of each output column of a derived SELECT scope."""
+        """Remember the lineage of each output column of a derived SELECT scope.
+
+        Two outputs of one name are refused: DuckDB binds a reference to the first, a
+        name-keyed lineage would follow another, and the guard would check the wrong one.
+        """
+        names = [proj.alias_or_name.lower() for proj in scope.expression.expressions]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise QueryRefused(
+                f"a derived table or CTE names two columns '{twice[0]}': name each column once",
+                rule="guard.duplicate_column",
+            )
         self.outputs[id(scope)] = [
-            (proj.alias_or_name.lower(), self.of_expression(proj, scope))
-            for proj in scope.expression.expressions
+            (name, self.of_expression(proj, scope))
+            for name, proj in zip(names, scope.expression.expressions, strict=True)
         ]
 
     def record_set_outputs(self, scope: Scope) -> None:

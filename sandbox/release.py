@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from sandbox.disclosure import DisclosureParams, StatColumn, disclose, epsilon_cost
 from sandbox.enclave import LOCKDOWN, Enclave
-from sandbox.errors import EnclaveError
+from sandbox.errors import EnclaveError, QueryRefused
 from sandbox.guard import Checked, DatasetAccess, check_query
 from sandbox.noise import NoiseSource
 from sandbox.rewrite import STATS_TABLE, ContributionBounds, Plan, build_plan
@@ -84,7 +84,13 @@ def prepare(
             max_rows_per_entity=params.max_rows_per_entity,
             max_groups_per_entity=params.max_groups_per_entity,
         )
-    plan = build_plan(checked, access, bounds=bounds if params.epsilon else None)
+    plan = build_plan(checked, access, bounds=bounds if params.epsilon else None, k=params.k)
+    if params.epsilon and any(stat.kind in ("min", "max") for stat in plan.stats):
+        raise QueryRefused(
+            "min and max are not released under a privacy budget: no noise hides whose value "
+            "an extreme is; count the values instead",
+            rule="disclosure.extreme",
+        )
     return Prepared(parsed, checked, plan, params)
 
 
@@ -109,11 +115,15 @@ def release(
 ) -> Released:
     """Disclosure control, then the operator's outputs over released statistics only."""
     disclosed = disclose(stats, prepared.columns, prepared.params, noise=noise)
+    # The enclave's row order follows its hash tables, which every row shapes: released
+    # rows (and a LIMIT without ORDER BY) follow the group keys instead.
+    keys = [(name, "ascending") for name in prepared.plan.keys]
+    released = disclosed.table.sort_by(keys) if keys else disclosed.table
     owned = database is None
     base = release_database() if database is None else database
     con = base.cursor()
     try:
-        con.register(STATS_TABLE, disclosed.table)
+        con.register(STATS_TABLE, released)
         table = con.sql(prepared.plan.release_sql).to_arrow_table()
     except duckdb.Error as exc:
         raise EnclaveError(

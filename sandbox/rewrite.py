@@ -102,10 +102,12 @@ class _Stats:
         checked: Checked,
         access: Mapping[str, DatasetAccess],
         bounds: ContributionBounds | None,
+        k: int = 1,
     ) -> None:
         self.checked = checked
         self.access = access
         self.bounds = bounds
+        self.k = k
         self.inner: list[exp.Expression] = []
         self.outer: list[str] = []
         self.stats: list[Stat] = [Stat("__entities", "entities")]
@@ -143,7 +145,8 @@ class _Stats:
         self.inner.append(
             exp.alias_(exp.maybe_parse(inner_sql, dialect="duckdb"), name, quoted=True)
         )
-        self.outer.append(f'{outer_fn}("{name}") AS "{name}"')
+        outer = outer_fn.format(f'"{name}"') if "{}" in outer_fn else f'{outer_fn}("{name}")'
+        self.outer.append(f'{outer} AS "{name}"')
         self.stats.append(Stat(name, kind, lower, upper, cell=cell))
         if kind == "sum":
             top = f"__t{len(self.stats)}"
@@ -166,6 +169,17 @@ class _Stats:
                 rule="guard.aggregate_argument",
             )
         return spec.bounds
+
+    def _present(self, sql: str, where: str, tag: str) -> str:
+        """The stat counting entities with a value of ``sql`` (under the filter, if any).
+
+        ``count(x)``, ``sum(x)``, ``avg(x)`` and the extremes see only rows where ``x``
+        is not NULL: a sparse column (or one made sparse by a CASE in a CTE) is a filter
+        in disguise, so those cells pass the low-count filter on these entities.
+        """
+        return self._add(
+            f"present:{sql}{tag}", "entities", f"(count({sql}){where} > 0)::BIGINT", "sum"
+        )
 
     def replacement(self, node: exp.Expression) -> exp.Expression:
         """The release-side expression for one aggregate of the operator's query."""
@@ -198,14 +212,23 @@ class _Stats:
                     "count",
                     self._cap_count(f"count({sql}){where}"),
                     "sum",
-                    cell=cell,
+                    cell=self._present(sql, where, tag),
                 )
             )
         sql = arg.sql(dialect="duckdb")
         if isinstance(node, exp.Min | exp.Max):
+            # Not the extreme row (a WHERE can add one person's row to a crowd) but the
+            # k-th most extreme entity: at least k entities lie at or beyond it.
             kind = "min" if isinstance(node, exp.Min) else "max"
+            kth = f"list_extract({kind}({{}}, {self.k}), {self.k})"
             return _col(
-                self._add(f"{kind}:{sql}{tag}", kind, f"{kind}({sql}){where}", kind, cell=cell)
+                self._add(
+                    f"{kind}:{sql}{tag}",
+                    kind,
+                    f"{kind}({sql}){where}",
+                    kth,
+                    cell=self._present(sql, where, tag),
+                )
             )
         lo, hi = self._measure_bounds(arg)
         clamped = f"greatest({lo!r}, least({hi!r}, ({sql})::DOUBLE))"
@@ -215,6 +238,7 @@ class _Stats:
             per_entity_sum = (
                 f"greatest({min(lo, 0.0) * cap!r}, least({max(hi, 0.0) * cap!r}, {per_entity_sum}))"
             )
+        cell = self._present(sql, where, tag)
         s = self._add(
             f"sum:{sql}{tag}", "sum", per_entity_sum, "sum", lower=lo, upper=hi, cell=cell
         )
@@ -239,6 +263,35 @@ class _Stats:
         return exp.maybe_parse(variance, dialect="duckdb")
 
 
+def _try(node: exp.Expression) -> exp.Expression:
+    """``TRY(node)``: NULL instead of an error (a bare column or key name cannot fail)."""
+    return (
+        node.copy()
+        if isinstance(node, exp.Column | exp.Try | exp.Literal)
+        else exp.Try(this=node.copy())
+    )
+
+
+def _contain_errors(root: exp.Expression, final: exp.Select) -> None:
+    """Make every operator expression that runs in the enclave unable to raise.
+
+    A run-time error is one exact bit about the rows that caused it (``CASE WHEN
+    <one person> THEN 1 / 0``): predicates (WHERE and FILTER) and the expressions of
+    derived tables become ``TRY(...)``, NULL where they would fail.  Join conditions
+    are equalities of declared key columns (they cannot fail on a value), and the
+    released SELECT's own expressions run outside, over released statistics.
+    """
+    for where in list(root.find_all(exp.Where)):
+        where.set("this", _try(where.this))
+    for select in list(root.find_all(exp.Select)):
+        if select is final:
+            continue
+        for proj in select.expressions:
+            inner = proj.this if isinstance(proj, exp.Alias) else proj
+            if not isinstance(inner, exp.Column | exp.Try | exp.Literal):
+                inner.replace(_try(inner))
+
+
 def _is_aggregate(node: exp.Expression) -> bool:
     return isinstance(node, exp.Filter | exp.AggFunc)
 
@@ -249,11 +302,17 @@ def build_plan(
     *,
     bounds: ContributionBounds | None = None,
     output_names: list[str] | None = None,
+    k: int = 1,
 ) -> Plan:
-    """Turn a checked query into the stats SQL (enclave) and the release SQL (outside)."""
-    entity = _inject_entity(checked, access)
+    """Turn a checked query into the stats SQL (enclave) and the release SQL (outside).
+
+    ``k`` is the release's minimum group size: extremes are released as the k-th most
+    extreme entity's value.
+    """
     final: exp.Select = checked.final_scope.expression
-    stats = _Stats(checked, access, bounds)
+    _contain_errors(checked.root, final)
+    entity = _inject_entity(checked, access)
+    stats = _Stats(checked, access, bounds, k)
     key_names = {key.sql(): f"__k{i}" for i, key in enumerate(checked.keys)}
 
     def to_release(node: exp.Expression) -> exp.Expression:
@@ -266,11 +325,11 @@ def build_plan(
     names = output_names or _output_names(checked)
     release_projections = []
     for proj, name in zip(final.expressions, names, strict=True):
-        body = proj.unalias().copy().transform(to_release)
+        body = _try(proj.unalias().copy().transform(to_release))
         release_projections.append(exp.alias_(body, name, quoted=True))
     release = exp.select(*release_projections).from_(STATS_TABLE)
     if final.args.get("having"):
-        release = release.where(final.args["having"].this.copy().transform(to_release))
+        release = release.where(_try(final.args["having"].this.copy().transform(to_release)))
     if final.args.get("order"):
         order = final.args["order"].copy()
         outputs = dict(zip((p.alias_or_name for p in final.expressions), names, strict=True))
@@ -279,7 +338,7 @@ def build_plan(
             if isinstance(target, exp.Column) and not target.table and target.name in outputs:
                 ordered.set("this", _col(outputs[target.name]))
             else:
-                ordered.set("this", target.transform(to_release))
+                ordered.set("this", _try(target.transform(to_release)))
         release.set("order", order)
     if final.args.get("limit"):
         release.set("limit", final.args["limit"].copy())
@@ -287,7 +346,7 @@ def build_plan(
     inner = exp.Select()
     inner.set(
         "expressions",
-        [exp.alias_(k.copy(), f"__k{i}", quoted=True) for i, k in enumerate(checked.keys)]
+        [exp.alias_(_try(key), f"__k{i}", quoted=True) for i, key in enumerate(checked.keys)]
         + [exp.alias_(entity, "__sbx_e", quoted=True), *stats.inner],
     )
     inner.set("from_", final.args["from_"].copy())
@@ -297,22 +356,28 @@ def build_plan(
         inner.set("where", final.args["where"].copy())
     group_cols = [f'"__k{i}"' for i in range(len(checked.keys))]
     inner_sql = inner.sql(dialect="duckdb") + " GROUP BY " + ", ".join([*group_cols, '"__sbx_e"'])
-    if bounds is not None:
-        # Keep at most G groups per entity, chosen by a hash of the entity and the group
-        # keys (as docs/settings.md says): the choice then depends on that entity's rows
-        # only, whereas an unordered row_number follows whatever order the engine
-        # produces, which nothing guarantees to be independent of other entities' rows.
-        order = ", ".join([*group_cols, '"__sbx_e"'])
-        inner_sql += (
-            f' QUALIFY row_number() OVER (PARTITION BY "__sbx_e" ORDER BY hash({order}))'
-            f" <= {bounds.max_groups_per_entity}"
-        )
-
     ctes = []
     with_ = checked.root.args.get("with_")
     if with_ is not None:
         ctes = [cte.sql(dialect="duckdb") for cte in with_.expressions]
-    ctes.append(f"__sbx_pe AS ({inner_sql})")
+    if bounds is None:
+        ctes.append(f"__sbx_pe AS ({inner_sql})")
+    else:
+        # Keep at most G groups per entity: the G whose hash of (keys, entity) is smallest.
+        # The choice then depends on that entity's rows only (an unordered row_number
+        # follows the engine's output order, which other entities' rows can change), and
+        # the G smallest hashes per entity are one small aggregate (a heap of G), not a
+        # sort of every (group, entity) pair.  Two equal 64-bit hashes for one entity
+        # (about G² / 2^64) would keep one group more.
+        h = f"hash({', '.join([*group_cols, '__sbx_e'])})"
+        g = bounds.max_groups_per_entity
+        ctes += [
+            f"__sbx_pg AS ({inner_sql})",
+            f'__sbx_cut AS (SELECT "__sbx_e", list_max(min({h}, {g})) AS "__sbx_h" '
+            'FROM __sbx_pg GROUP BY "__sbx_e")',
+            '__sbx_pe AS (SELECT __sbx_pg.* FROM __sbx_pg JOIN __sbx_cut USING ("__sbx_e") '
+            f'WHERE {h.replace("__sbx_e", "__sbx_pg.__sbx_e")} <= "__sbx_h")',
+        ]
     outer = [*group_cols, 'count(*) AS "__entities"', *stats.outer]
     stats_sql = f"WITH {', '.join(ctes)} SELECT {', '.join(outer)} FROM __sbx_pe"
     if group_cols:

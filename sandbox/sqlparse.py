@@ -230,6 +230,11 @@ def parse_query(sql: str, *, max_length: int = 20_000) -> Parsed:
                 "guard.alias_columns",
                 "column lists in aliases (AS t(a, b)) are not allowed: alias each column",
             )
+        if isinstance(node, exp.Identifier) and node.name.startswith("__"):
+            raise _refuse(
+                "guard.reserved_name",
+                "names starting with '__' are reserved for the sandbox's own rewrite",
+            )
         if isinstance(node, exp.Var) and not _known_unit(node):
             raise _refuse("guard.syntax_element", "a bare word where a date part is expected")
         if type(node) not in ALLOWED_NODES:
@@ -261,7 +266,10 @@ def _check_columns(node: exp.Columns, root: exp.Expression) -> None:
     """
     arg = node.this
     literal = isinstance(arg, exp.Literal) and arg.is_string
-    if not (literal or isinstance(arg, exp.Star)) or node.args.get("unpack"):
+    modified = isinstance(arg, exp.Star) and any(
+        arg.args.get(a) for a in ("except_", "replace", "rename", "ilike")
+    )
+    if not (literal or isinstance(arg, exp.Star)) or node.args.get("unpack") or modified:
         raise _refuse(
             "guard.columns_expression", "COLUMNS(...) takes a regular expression string or *"
         )

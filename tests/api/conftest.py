@@ -162,6 +162,67 @@ class LiveServer:
         return SandboxClient(self.url, self.tokens[who], timeout=60)
 
 
+SCHEMATHESIS_CHECKS = ",".join(
+    (
+        "not_a_server_error",
+        "status_code_conformance",
+        "content_type_conformance",
+        "response_headers_conformance",
+        "response_schema_conformance",
+    )
+)
+
+
+def run_schemathesis(
+    live: LiveServer,
+    who: str,
+    *,
+    examples: int,
+    cwd: Path,
+    mode: str = "positive",
+    phases: str = "examples,fuzzing",
+    seed: int = 20261124,
+    timeout: float = 300,
+) -> str:
+    """The schemathesis CLI against ``live``'s OpenAPI document as ``who``; asserts it passed.
+
+    A test dependency (``pip install -e '.[test]'``), never skipped: a missing install
+    must fail the suite, not hide the fuzzing.
+    """
+    import schemathesis  # noqa: F401  - fail here, clearly, if it is not installed
+
+    command = [
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "run",
+        f"{live.url}/openapi.json",
+        "--header",
+        f"Authorization: Bearer {live.tokens[who]}",
+        "--checks",
+        SCHEMATHESIS_CHECKS,
+        "--max-examples",
+        str(examples),
+        "--phases",
+        phases,
+        "--mode",
+        mode,
+        "--seed",
+        str(seed),
+        "--workers",
+        "2",
+        "--generation-database",
+        "none",
+        "--exclude-path",
+        "/v1/admin/settings",  # would lower the limits under the other roles' feet
+        "--no-color",
+    ]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    assert " passed" in run.stdout, run.stdout[-2000:]
+    return run.stdout
+
+
 def deployment(home: Path) -> dict[str, str]:
     platform, tokens = build_deployment(home)
     platform.close()

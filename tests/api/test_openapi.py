@@ -7,24 +7,13 @@ a server error or differs from the document (status code, content type, headers,
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.api.conftest import LiveServer, deployment
+from tests.api.conftest import LiveServer, deployment, run_schemathesis
 
-CHECKS = ",".join(
-    (
-        "not_a_server_error",
-        "status_code_conformance",
-        "content_type_conformance",
-        "response_headers_conformance",
-        "response_schema_conformance",
-    )
-)
 EXAMPLES = 10  # per operation and role: about 350 requests, 2-8 s per role on 2 cores
 
 
@@ -67,33 +56,4 @@ def test_every_operation_has_models_and_the_error_shape(fuzzed: LiveServer) -> N
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(
     fuzzed: LiveServer, who: str, tmp_path: Path
 ) -> None:
-    pytest.importorskip("schemathesis")
-    command = [
-        sys.executable,
-        "-m",
-        "schemathesis.cli",
-        "run",
-        f"{fuzzed.url}/openapi.json",
-        "--header",
-        f"Authorization: Bearer {fuzzed.tokens[who]}",
-        "--checks",
-        CHECKS,
-        "--max-examples",
-        str(EXAMPLES),
-        "--phases",
-        "examples,fuzzing",
-        "--mode",
-        "positive",
-        "--seed",
-        "20261124",
-        "--workers",
-        "2",
-        "--generation-database",
-        "none",
-        "--exclude-path",
-        "/v1/admin/settings",  # would lower the limits under the other roles' feet
-        "--no-color",
-    ]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
-    assert " passed" in run.stdout
+    run_schemathesis(fuzzed, who, examples=EXAMPLES, cwd=tmp_path)

@@ -529,3 +529,53 @@ def test_all_is_complete() -> None:
     }
     assert defined <= set(module.__all__)
     assert all(hasattr(module, name) for name in module.__all__)
+
+
+class Fixed:
+    """A noise source that returns the draws it is given, in order (to hit an exact edge)."""
+
+    def __init__(self, draws: list[int]) -> None:
+        self.draws = list(draws)
+
+    def discrete_laplace(self, scale: Fraction, size: int) -> list[int]:
+        return [self.draws.pop(0) for _ in range(size)]
+
+
+def test_cells_are_tested_before_rounding_and_share_delta() -> None:
+    """A noisy cell count under τ stays NULL even if rounding to hundreds would lift it past τ."""
+    columns = [StatColumn("__e1", "entities"), StatColumn("__r2", "rows", cell="__e1")]
+    params = DisclosureParams(
+        k=10, epsilon=1.0, max_rows_per_entity=2, max_groups_per_entity=3, round_digits=-2
+    )
+    plans = {p.column: p for p in noise_plan(columns, params)}
+    two = selection_threshold(plans["__e1"], params, 2)
+    assert two > selection_threshold(plans["__e1"], params)  # δ split over 2 selections
+    stats = pa.table({"__k0": ["a"], ENTITIES: [5_000], "__e1": [20], "__r2": [30]})
+    lifted = [v for v in range(two - 49, two) if round(v, -2) >= two]
+    assert lifted, f"no noisy count under τ={two} rounds past it: pick other parameters"
+    shown = disclose(stats, columns, params, noise=Fixed([0, 0, lifted[0] - 20, 0])).table
+    assert shown["__e1"].to_pylist() == [None] and shown["__r2"].to_pylist() == [None]
+    passed = disclose(stats, columns, params, noise=Fixed([0, 0, two + 60 - 20, 0])).table
+    assert passed["__e1"].to_pylist()[0] % 100 == 0  # released rounded, after the test
+
+
+def test_a_remainder_row_releases_no_cell() -> None:
+    """Its cell counts add entity-group pairs: one person in ten groups would count ten."""
+    stats = pa.table(
+        {
+            "__k0": ["A", "B", "C"],
+            ENTITIES: pa.array([50, 6, 6], pa.int64()),
+            "__e1": pa.array([30, 6, 6], pa.int64()),
+            "__r2": pa.array([40, 6, 6], pa.int64()),
+        }
+    )
+    columns = [
+        StatColumn(ENTITIES, "entities"),
+        StatColumn("__e1", "entities"),
+        StatColumn("__r2", "rows", cell="__e1"),
+    ]
+    params = DisclosureParams(k=10, fold_remainder=True, groups_capped=True)
+    rows = disclose(stats, columns, params).table.to_pylist()
+    remainder = [r for r in rows if r["__k0"] is None]
+    assert len(remainder) == 1 and remainder[0][ENTITIES] == 12
+    assert remainder[0]["__e1"] is None and remainder[0]["__r2"] is None

@@ -45,6 +45,9 @@ BUDGETED = [line for cls, line in CORPUS if cls == BUDGET_CLASS]
 
 #: What a refusal's message must name, per rule (a column, a function, the clause ...).
 SUBJECT = {
+    "guard.duplicate_column": r"names two columns '\w+'",
+    "guard.reserved_name": r"reserved",
+    "disclosure.extreme": r"min and max",
     "guard.statement": r"only SELECT",
     "guard.single_statement": r"one statement",
     "guard.syntax": r"does not parse",
