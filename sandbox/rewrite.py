@@ -372,11 +372,11 @@ def build_plan(
         h = f"hash({', '.join([*group_cols, '__sbx_e'])})"
         g = bounds.max_groups_per_entity
         ctes += [
-            f"__sbx_pg AS ({inner_sql})",
-            f'__sbx_cut AS (SELECT "__sbx_e", list_max(min({h}, {g})) AS "__sbx_h" '
+            f'__sbx_pg AS (SELECT *, {h} AS "__sbx_h" FROM ({inner_sql}))',
+            f'__sbx_cut AS (SELECT "__sbx_e", list_max(min("__sbx_h", {g})) AS "__sbx_t" '
             'FROM __sbx_pg GROUP BY "__sbx_e")',
             '__sbx_pe AS (SELECT __sbx_pg.* FROM __sbx_pg JOIN __sbx_cut USING ("__sbx_e") '
-            f'WHERE {h.replace("__sbx_e", "__sbx_pg.__sbx_e")} <= "__sbx_h")',
+            'WHERE "__sbx_h" <= "__sbx_t")',
         ]
     outer = [*group_cols, 'count(*) AS "__entities"', *stats.outer]
     stats_sql = f"WITH {', '.join(ctes)} SELECT {', '.join(outer)} FROM __sbx_pe"

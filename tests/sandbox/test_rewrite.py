@@ -117,3 +117,22 @@ def test_contribution_bounds_cap_rows_per_entity(demo_platform) -> None:
     )
     rows, persons = released[0]
     assert rows == persons, "with one row and one group per entity, rows equal entities"
+
+
+def test_contribution_bounds_keep_g_groups_per_entity(demo_platform) -> None:
+    """Each entity keeps exactly min(G, its groups) groups (chosen by its own hashes)."""
+    bounds = ContributionBounds(max_rows_per_entity=2, max_groups_per_entity=2)
+    plan, stats, _ = release(
+        demo_platform,
+        "SELECT diagnosis_code, count(*) FROM health.claims GROUP BY 1",
+        bounds,
+    )
+    kept = sum(stats["__entities"].to_pylist())
+    (expected,) = raw(
+        demo_platform,
+        "SELECT sum(least(2, n)) FROM (SELECT count(DISTINCT diagnosis_code) AS n "
+        "FROM health.claims GROUP BY person_id)",
+    )[0]
+    assert kept == expected
+    again = demo_platform.enclave.query(plan.stats_sql)
+    assert again.sort_by("__k0").equals(stats.sort_by("__k0"))  # the same choice every run
