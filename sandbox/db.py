@@ -14,7 +14,14 @@ from sqlalchemy.engine import Engine
 
 from sandbox.errors import EnclaveError
 
-__all__ = ["dataset_versions", "datasets", "metadata", "open_control_db", "release_cache"]
+__all__ = [
+    "add_missing_columns",
+    "dataset_versions",
+    "datasets",
+    "metadata",
+    "open_control_db",
+    "release_cache",
+]
 
 metadata = sa.MetaData()
 
@@ -80,6 +87,35 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.close()
 
 
+def add_missing_columns(engine: Engine) -> list[str]:
+    """Add columns a newer release declares to tables an older one created.
+
+    Only additive changes, and only columns that have a server default or may be NULL
+    (so existing rows stay valid); anything else needs a real migration.  Returns what
+    was added (``table.column``).
+    """
+    inspector = sa.inspect(engine)
+    added: list[str] = []
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            if not inspector.has_table(table.name):
+                continue
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in present:
+                    continue
+                if column.server_default is None and not column.nullable:
+                    raise EnclaveError(
+                        f"control-plane table {table.name} lacks column {column.name} and it "
+                        "cannot be added in place: migrate the database",
+                        rule="control_db.schema",
+                    )
+                ddl = sa.schema.CreateColumn(column).compile(dialect=engine.dialect)
+                conn.execute(sa.text(f'ALTER TABLE "{table.name}" ADD COLUMN {ddl}'))
+                added.append(f"{table.name}.{column.name}")
+    return added
+
+
 def open_control_db(url: str, *, create: bool = True) -> Engine:
     """Connect to the control-plane DB and (by default) create missing tables."""
     try:
@@ -96,6 +132,7 @@ def open_control_db(url: str, *, create: bool = True) -> Engine:
     try:
         if create:
             metadata.create_all(engine)
+            add_missing_columns(engine)
         else:
             with engine.connect():
                 pass
