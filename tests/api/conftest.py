@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -162,6 +163,9 @@ class LiveServer:
         return SandboxClient(self.url, self.tokens[who], timeout=60)
 
 
+UNLIMITED = {"SANDBOX_RATE_LIMIT_PER_MINUTE": "1000000"}
+"""A server environment for fuzzing: no rate limit in the way."""
+
 SCHEMATHESIS_CHECKS = ",".join(
     (
         "not_a_server_error",
@@ -230,13 +234,20 @@ def deployment(home: Path) -> dict[str, str]:
     return dict(tokens)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """A module's own deployment and server (tests may change its state)."""
-    home = tmp_path_factory.mktemp("api") / "home"
-    live = LiveServer(home, deployment(home), env={"SANDBOX_JOB_WORKERS": "2"})
+@contextmanager
+def served(root: Path, env: dict[str, str] | None = None) -> Iterator[LiveServer]:
+    """A demo deployment under ``root`` served for the duration of the block."""
+    home = root / "home"
+    live = LiveServer(home, deployment(home), env=env)
     live.start()
     try:
         yield live
     finally:
         live.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A module's own deployment and server (tests may change its state)."""
+    with served(tmp_path_factory.mktemp("api"), {"SANDBOX_JOB_WORKERS": "2"}) as live:
+        yield live

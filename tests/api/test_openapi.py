@@ -7,26 +7,22 @@ a server error or differs from the document (status code, content type, headers,
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.api.conftest import LiveServer, deployment, run_schemathesis
+from tests.api.conftest import UNLIMITED, LiveServer, run_schemathesis, served
 
 EXAMPLES = 10  # per operation and role: about 350 requests, 2-8 s per role on 2 cores
 
 
 @pytest.fixture(scope="module")
-def fuzzed(tmp_path_factory: pytest.TempPathFactory):
+def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """A server of its own: fuzzing issues tokens, rotates keys and freezes things."""
-    home = tmp_path_factory.mktemp("openapi") / "home"
-    live = LiveServer(home, deployment(home), env={"SANDBOX_RATE_LIMIT_PER_MINUTE": "1000000"})
-    live.start()
-    try:
+    with served(tmp_path_factory.mktemp("openapi"), UNLIMITED) as live:
         yield live
-    finally:
-        live.stop()
 
 
 def test_every_operation_has_models_and_the_error_shape(fuzzed: LiveServer) -> None:

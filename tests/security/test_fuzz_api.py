@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.conftest import LiveServer, deployment, run_schemathesis
+from tests.api.conftest import UNLIMITED, LiveServer, run_schemathesis, served
 
 EXAMPLES = 100  # per operation, role and mode: about 1.5 min each on 2 cores (15 in all)
 ROLES = ("op-bank", "op-insurer", "bureau-health", "auditor", "admin")
@@ -23,13 +23,8 @@ ROLES = ("op-bank", "op-insurer", "bureau-health", "auditor", "admin")
 
 @pytest.fixture(scope="module")
 def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    home = tmp_path_factory.mktemp("fuzz-api") / "home"
-    live = LiveServer(home, deployment(home), env={"SANDBOX_RATE_LIMIT_PER_MINUTE": "1000000"})
-    live.start()
-    try:
+    with served(tmp_path_factory.mktemp("fuzz-api"), UNLIMITED) as live:
         yield live
-    finally:
-        live.stop()
 
 
 @pytest.mark.slow
