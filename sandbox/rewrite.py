@@ -382,6 +382,11 @@ def build_plan(
     stats_sql = f"WITH {', '.join(ctes)} SELECT {', '.join(outer)} FROM __sbx_pe"
     if group_cols:
         stats_sql += " GROUP BY " + ", ".join(group_cols)
+    if bounds is not None:
+        # With a budget, groups under k never leave the enclave (disclosure would drop
+        # them anyway): the number of groups it sees, noised, counts only groups of at
+        # least k, and the stats table's size limit can only be reached by those.
+        stats_sql += f" HAVING count(*) >= {k}"
     return Plan(
         stats_sql=stats_sql,
         release_sql=release.sql(dialect="duckdb"),

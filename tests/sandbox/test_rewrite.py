@@ -136,3 +136,19 @@ def test_contribution_bounds_keep_g_groups_per_entity(demo_platform) -> None:
     assert kept == expected
     again = demo_platform.enclave.query(plan.stats_sql)
     assert again.sort_by("__k0").equals(stats.sort_by("__k0"))  # the same choice every run
+
+
+def test_with_a_budget_groups_under_k_never_leave_the_enclave(demo_platform) -> None:
+    from sandbox.guard import check_query
+    from sandbox.rewrite import build_plan
+    from sandbox.sqlparse import parse_query
+
+    sql = "SELECT hospital_id, diagnosis_code, count(*) FROM health.claims GROUP BY 1, 2"
+    grants = access()
+    bounds = ContributionBounds(max_rows_per_entity=2, max_groups_per_entity=3)
+    capped = build_plan(check_query(parse_query(sql), grants), grants, bounds=bounds, k=10)
+    small = demo_platform.enclave.query(capped.stats_sql)["__entities"].to_pylist()
+    assert small and min(small) >= 10
+    plain = build_plan(check_query(parse_query(sql), grants), grants, k=10)
+    everything = demo_platform.enclave.query(plain.stats_sql)["__entities"].to_pylist()
+    assert min(everything) < 10  # without a budget the exact suppressed count needs them all
