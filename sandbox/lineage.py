@@ -37,10 +37,14 @@ class ColumnInfo:
 
 
 class Lineage:
-    """Resolves columns scope by scope; ``outputs`` holds each derived scope's columns in order."""
+    """Resolves columns scope by scope; ``outputs`` holds each derived scope's columns in order.
+
+    Names are unique per scope (``record_outputs`` refuses duplicates), so a dict keeps
+    both the lookup by name and, in insertion order, the positions set operations need.
+    """
 
     def __init__(self) -> None:
-        self.outputs: dict[int, list[tuple[str, ColumnInfo]]] = {}
+        self.outputs: dict[int, dict[str, ColumnInfo]] = {}
 
     def source_dataset(self, table: exp.Table) -> str:
         return f"{table.args['db'].name.lower()}.{table.name.lower()}"
@@ -52,7 +56,7 @@ class Lineage:
         if isinstance(source, exp.Table):
             return ColumnInfo(frozenset({BaseColumn(self.source_dataset(source), name)}), True)
         if isinstance(source, Scope):
-            outputs = dict(self.outputs.get(id(source), ()))
+            outputs = self.outputs.get(id(source), {})
             if name not in outputs:
                 raise QueryRefused(
                     f"column '{column.name}' cannot be traced to a dataset column",
@@ -88,10 +92,10 @@ class Lineage:
                 f"a derived table or CTE names two columns '{twice[0]}': name each column once",
                 rule="guard.duplicate_column",
             )
-        self.outputs[id(scope)] = [
-            (name, self.of_expression(proj, scope))
+        self.outputs[id(scope)] = {
+            name: self.of_expression(proj, scope)
             for name, proj in zip(names, scope.expression.expressions, strict=True)
-        ]
+        }
 
     def record_set_outputs(self, scope: Scope) -> None:
         """A set operation's column i depends on column i of every branch (named as the first).
@@ -105,19 +109,17 @@ class Lineage:
                 "a set operation's columns cannot be traced to dataset columns",
                 rule="guard.lineage",
             )
-        columns = [b for b in branches if b is not None]
+        columns = [list(b.values()) for b in branches if b is not None]
         if len({len(b) for b in columns}) != 1:
             raise QueryRefused(
                 "every branch of a set operation must have the same number of columns",
                 rule="guard.set_operation",
             )
-        self.outputs[id(scope)] = [
-            (
-                name,
-                ColumnInfo(
-                    frozenset().union(*(b[i][1].bases for b in columns)),
-                    all(b[i][1].passthrough for b in columns),
-                ),
+        first = next(b for b in branches if b is not None)
+        self.outputs[id(scope)] = {
+            name: ColumnInfo(
+                frozenset().union(*(b[i].bases for b in columns)),
+                all(b[i].passthrough for b in columns),
             )
-            for i, (name, _) in enumerate(columns[0])
-        ]
+            for i, name in enumerate(first)
+        }

@@ -28,6 +28,8 @@ from sandbox.guard import Checked, DatasetAccess, first_source
 __all__ = ["ContributionBounds", "Plan", "Stat", "build_plan"]
 
 STATS_TABLE = "__sbx_stats"
+#: How a per-(group, entity) statistic becomes per group: a template over its column.
+SUM = "sum({})"
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,7 @@ class _Stats:
         key: str,
         kind: str,
         inner_sql: str,
-        outer_fn: str,
+        outer: str,
         *,
         lower: float | None = None,
         upper: float | None = None,
@@ -145,8 +147,8 @@ class _Stats:
         self.inner.append(
             exp.alias_(exp.maybe_parse(inner_sql, dialect="duckdb"), name, quoted=True)
         )
-        outer = outer_fn.format(f'"{name}"') if "{}" in outer_fn else f'{outer_fn}("{name}")'
-        self.outer.append(f'{outer} AS "{name}"')
+        quoted = f'"{name}"'
+        self.outer.append(f'{outer.format(quoted)} AS "{name}"')
         self.stats.append(Stat(name, kind, lower, upper, cell=cell))
         if kind == "sum":
             top = f"__t{len(self.stats)}"
@@ -178,7 +180,7 @@ class _Stats:
         in disguise, so those cells pass the low-count filter on these entities.
         """
         return self._add(
-            f"present:{sql}{tag}", "entities", f"(count({sql}){where} > 0)::BIGINT", "sum"
+            f"present:{sql}{tag}", "entities", f"(count({sql}){where} > 0)::BIGINT", SUM
         )
 
     def replacement(self, node: exp.Expression) -> exp.Expression:
@@ -193,14 +195,14 @@ class _Stats:
         tag = f"|{filter_sql}"
         # The entities a FILTER keeps (0 or 1 per entity and group): its cells' k filter.
         cell = (
-            self._add("distinct" + tag, "entities", f"(count(*){where} > 0)::BIGINT", "sum")
+            self._add("distinct" + tag, "entities", f"(count(*){where} > 0)::BIGINT", SUM)
             if filter_sql
             else None
         )
         if isinstance(node, exp.Count):
             if isinstance(arg, exp.Star):
                 name = self._add(
-                    "rows" + tag, "rows", self._cap_count(f"count(*){where}"), "sum", cell=cell
+                    "rows" + tag, "rows", self._cap_count(f"count(*){where}"), SUM, cell=cell
                 )
                 return _col(name)
             if isinstance(arg, exp.Distinct):
@@ -211,7 +213,7 @@ class _Stats:
                     f"count:{sql}{tag}",
                     "count",
                     self._cap_count(f"count({sql}){where}"),
-                    "sum",
+                    SUM,
                     cell=self._present(sql, where, tag),
                 )
             )
@@ -239,11 +241,9 @@ class _Stats:
                 f"greatest({min(lo, 0.0) * cap!r}, least({max(hi, 0.0) * cap!r}, {per_entity_sum}))"
             )
         cell = self._present(sql, where, tag)
-        s = self._add(
-            f"sum:{sql}{tag}", "sum", per_entity_sum, "sum", lower=lo, upper=hi, cell=cell
-        )
+        s = self._add(f"sum:{sql}{tag}", "sum", per_entity_sum, SUM, lower=lo, upper=hi, cell=cell)
         n = self._add(
-            f"count:{sql}{tag}", "count", self._cap_count(f"count({sql}){where}"), "sum", cell=cell
+            f"count:{sql}{tag}", "count", self._cap_count(f"count({sql}){where}"), SUM, cell=cell
         )
         if isinstance(node, exp.Sum):
             return _col(s)
@@ -254,7 +254,7 @@ class _Stats:
         if self.bounds is not None:
             cap = self.bounds.max_rows_per_entity
             square = f"least({max(lo * lo, hi * hi) * cap!r}, {square})"
-        q = self._add(f"sumsq:{sql}{tag}", "sumsq", square, "sum", lower=lo, upper=hi, cell=cell)
+        q = self._add(f"sumsq:{sql}{tag}", "sumsq", square, SUM, lower=lo, upper=hi, cell=cell)
         pop = isinstance(node, exp.StddevPop | exp.VariancePop)
         denominator = f'NULLIF("{n}", 0)' if pop else f'NULLIF("{n}" - 1, 0)'
         variance = f'(greatest(0, "{q}" - "{s}" * "{s}" / NULLIF("{n}", 0)) / {denominator})'
