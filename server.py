@@ -1,57 +1,20 @@
-"""The HTTP service: a thin wiring of routes to the packages.
+"""A shim for ``uvicorn server:app``: the application lives in :mod:`sandbox.api.app`.
 
-Every error a route raises is a :class:`sandbox.errors.SandboxError` and is
-rendered by one handler as ``{"code", "message", "rule"}`` with the class's
-status code (``sandbox/api/errors.py``).  Routes per role live in
-``sandbox/api/``; jobs in ``sandbox/jobs.py``, ``sandbox/job_runner.py`` and
-``sandbox/job_desk.py``.  Run it with ``sandbox serve`` (docs/deployment.md).
+``app`` is built on first access, from the environment (``SANDBOX_HOME`` and the
+other settings in docs/settings.md), so importing this module opens nothing.
+Nothing in the project imports it.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI
-from fastapi.concurrency import run_in_threadpool
+from sandbox.api.app import create_app
 
-from sandbox import __version__
-from sandbox.api import Services, install
-from sandbox.settings import Settings, load_settings
-
-__all__ = ["create_app"]
-
-DESCRIPTION = """\
-Sandbox puts the governed enclave, the grants and the audit trail behind HTTP.
-Every route but `/health` and the OpenAPI documents needs `Authorization: Bearer
-<token>`; identity and role come from the token only.  Errors are always
-`{"code", "message", "rule"}`.  See docs/api.md for the tour per role.
-"""
+__all__ = ["create_app"]  # and `app`, built on first access
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the application for one deployment home (jobs start with the app's lifespan)."""
-    settings = settings or load_settings()
-    services = Services(settings)
-
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await run_in_threadpool(services.start)
-        try:
-            yield
-        finally:
-            await run_in_threadpool(services.stop)
-
-    app = FastAPI(title="Sandbox", version=__version__, description=DESCRIPTION, lifespan=lifespan)
-    install(app, services)
-
-    @app.get("/health", tags=["health"])
-    def health() -> dict[str, object]:
-        """Liveness: the service answers and can see its catalog."""
-        return {
-            "status": "ok",
-            "version": __version__,
-            "datasets": len(services.platform.catalog.list()),
-        }
-
-    return app
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        return create_app()
+    raise AttributeError(name)

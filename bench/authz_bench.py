@@ -41,11 +41,11 @@ from policies import (
     Role,
     Tariff,
 )
-from policies.schema import bump_policy_version
-from sandbox.classification import Level
-from sandbox.classification import Role as ColumnRole
-from sandbox.db import datasets, open_control_db
-from sandbox.demo_data import DEMO_DATASETS, demo_spec
+from sandbox.core.classification import Level
+from sandbox.core.classification import Role as ColumnRole
+from sandbox.core.db import datasets, open_control_db
+from sandbox.core.policy_tables import bump_policy_version
+from sandbox.enclave.demo_data import DEMO_DATASETS, demo_spec
 
 DOMAINS = [f"bureau{i}" for i in range(10)]
 

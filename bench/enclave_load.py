@@ -17,9 +17,9 @@ from pathlib import Path
 import duckdb
 
 from connectors.files import FileSource
-from sandbox.demo_data import demo_sources, demo_spec
+from sandbox.core.settings import Settings
+from sandbox.enclave.demo_data import demo_sources, demo_spec
 from sandbox.platform import Platform
-from sandbox.settings import Settings
 
 
 def main() -> None:

@@ -57,7 +57,16 @@ def free_port() -> int:
 def build(home: Path, scale: float) -> dict[str, str]:
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "sandbox.cli", "--home", str(home), "demo", "--scale", str(scale)],
+        [
+            sys.executable,
+            "-m",
+            "sandbox.cli",
+            "--home",
+            str(home),
+            "demo",
+            "--scale",
+            str(scale),
+        ],
         check=True,
         capture_output=True,
     )

@@ -394,7 +394,7 @@ def standard_mix(
 def audit_size(home: Path) -> int:
     """The audit trail's size, read from the store itself (the count adds no entry)."""
     from audit import AuditTrail, KeyRing
-    from sandbox.settings import Settings
+    from sandbox.core.settings import Settings
 
     settings = Settings(home=home)
     trail = AuditTrail.open(settings.audit_db_url, KeyRing(settings.keys_dir))

@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pyarrow as pa
 
-from sandbox.disclosure import ENTITIES, DisclosureParams, StatColumn, disclose
-from sandbox.noise import NoiseSource, seeded_noise, system_noise
+from sandbox.query.disclosure import ENTITIES, DisclosureParams, StatColumn, disclose
+from sandbox.query.noise import NoiseSource, seeded_noise, system_noise
 
 SCALES = [Fraction(1), Fraction(25), Fraction(1000, 3), Fraction(10**8, 7), Fraction(0.3)]
 

@@ -23,10 +23,10 @@ import duckdb
 
 from policies import Actor, Administration, GrantTerms, Licence, Role
 from policies.demo import create_demo
-from sandbox.classification import Level
+from sandbox.core.classification import Level
+from sandbox.core.settings import Settings
 from sandbox.platform import Platform
-from sandbox.service import QueryService
-from sandbox.settings import Settings
+from sandbox.query.service import QueryService
 
 WORKLOADS = {
     "W1 claims by district x diagnosis": (

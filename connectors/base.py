@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import duckdb
 import pyarrow as pa
 
-from sandbox.errors import ConnectorError
+from sandbox.core.errors import ConnectorError
 
 __all__ = ["HashingSink", "LoadedSource", "Source", "load_arrow", "safe_reason"]
 

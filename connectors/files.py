@@ -16,7 +16,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from connectors.base import LoadedSource, load_arrow, safe_reason
-from sandbox.errors import ConnectorError
+from sandbox.core.errors import ConnectorError
 
 __all__ = ["FORMATS", "FileSource", "detect_format"]
 

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from connectors.base import HashingSink, LoadedSource, load_arrow
-from sandbox.errors import ConnectorError
+from sandbox.core.errors import ConnectorError
 
 __all__ = ["PostgresSource", "redact_url"]
 

@@ -13,8 +13,9 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from sandbox.errors import Conflict, InvalidInput, NotFound
-from sandbox.timeutil import to_rfc3339
+from sandbox.core.errors import Conflict, InvalidInput, NotFound
+from sandbox.core.policy_tables import accounts, bump_policy_version
+from sandbox.core.timeutil import to_rfc3339
 
 from .actors import (
     Account,
@@ -26,7 +27,6 @@ from .actors import (
     validate_domain,
 )
 from .enforcer import role_links, write_role_links
-from .schema import accounts, bump_policy_version
 
 __all__ = [
     "get_account",

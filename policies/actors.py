@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sandbox.errors import InvalidInput
+from sandbox.core.errors import InvalidInput
 
 __all__ = [
     "HOST_SUBJECT",

@@ -17,9 +17,9 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from sandbox.catalog import DatasetRecord
-from sandbox.db import datasets
-from sandbox.errors import InvalidInput, NotFound, SandboxError
+from sandbox.core.classification import DatasetSpec, parse_classification
+from sandbox.core.db import datasets
+from sandbox.core.errors import InvalidInput, NotFound, SandboxError
 
 from . import accounts as acc
 from . import freeze, grants, tokens
@@ -179,7 +179,11 @@ class Administration:
             row = conn.execute(sa.select(datasets).where(datasets.c.id == dataset)).first()
             if row is None:
                 raise NotFound(f"dataset {dataset} is not registered", rule="dataset.unknown")
-            valid = validate_terms(terms, DatasetRecord.from_row(row).spec, k_floor=self.k_floor)
+            valid = validate_terms(
+                terms,
+                _spec(row),
+                k_floor=self.k_floor,
+            )
             self._check_operator(conn, operator, now)
             return grants.insert_grant(
                 conn,
@@ -222,7 +226,11 @@ class Administration:
             except TypeError:
                 raise InvalidInput("unknown grant term", rule="grant.terms") from None
             row = conn.execute(sa.select(datasets).where(datasets.c.id == grant.dataset)).one()
-            valid = validate_terms(proposed, DatasetRecord.from_row(row).spec, k_floor=self.k_floor)
+            valid = validate_terms(
+                proposed,
+                _spec(row),
+                k_floor=self.k_floor,
+            )
             wider = widenings(grant.terms, valid)
             if wider:
                 raise InvalidInput(
@@ -373,3 +381,8 @@ class Administration:
             )
         self._record_reads(actor, allowed, text.count("\n") - 2)
         return text
+
+
+def _spec(row: Any) -> DatasetSpec:
+    """The classification of a catalog row."""
+    return parse_classification(row.classification, source_name=f"catalog:{row.id}")

@@ -25,9 +25,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from sandbox.classification import parse_classification
-from sandbox.db import datasets as datasets_table
-from sandbox.errors import AuthenticationError, InvalidInput
+from sandbox.core.classification import parse_classification
+from sandbox.core.db import datasets as datasets_table
+from sandbox.core.errors import AuthenticationError, InvalidInput
 
 from .accounts import get_account
 from .actors import Account, AccountStatus, Actor

@@ -10,15 +10,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sandbox.classification import DatasetSpec
-from sandbox.errors import BudgetExhausted, Forbidden, NotFound, QuotaExceeded, SandboxError
+from sandbox.core.access import DatasetAccess
+from sandbox.core.classification import DatasetSpec
+from sandbox.core.errors import BudgetExhausted, Forbidden, NotFound, QuotaExceeded, SandboxError
 
 from .grant_terms import Grant
-
-if TYPE_CHECKING:
-    from sandbox.guard import DatasetAccess
 
 __all__ = [
     "ACTIONS",
@@ -260,8 +258,6 @@ class Decision:
 
     def dataset_access(self, specs: Mapping[str, DatasetSpec]) -> dict[str, DatasetAccess]:
         """What the query guard needs per dataset, from the grants this decision used."""
-        from sandbox.guard import DatasetAccess
-
         return {
             g.dataset: DatasetAccess(
                 spec=specs[g.dataset],

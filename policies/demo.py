@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sandbox.classification import Level
+from sandbox.core.classification import Level
 
 from . import accounts as acc
 from . import grants as grant_store

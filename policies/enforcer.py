@@ -21,11 +21,11 @@ from sqlalchemy import orm
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy_adapter import Adapter
 
-from sandbox.db import metadata
-from sandbox.errors import InvalidInput
+from sandbox.core.db import metadata
+from sandbox.core.errors import InvalidInput
+from sandbox.core.policy_tables import bump_policy_version, casbin_rule
 
 from .actors import Account, Role
-from .schema import bump_policy_version, casbin_rule
 
 __all__ = [
     "MODEL_PATH",

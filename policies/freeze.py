@@ -14,13 +14,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from sandbox.db import datasets
-from sandbox.errors import InvalidInput, NotFound
-from sandbox.timeutil import to_rfc3339
+from sandbox.core.db import datasets
+from sandbox.core.errors import InvalidInput, NotFound
+from sandbox.core.policy_tables import bump_policy_version, freezes
+from sandbox.core.timeutil import to_rfc3339
 
 from .accounts import require_account, set_account_frozen
 from .actors import Role
-from .schema import bump_policy_version, freezes
 
 __all__ = ["freeze_history", "set_dataset_frozen", "set_operator_frozen"]
 

@@ -17,11 +17,10 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any
 
-from sandbox.classification import DatasetSpec, Level, Role
-from sandbox.errors import InvalidInput
-from sandbox.timeutil import to_rfc3339
-
-from .schema import EPSILON_SCALE
+from sandbox.core.classification import DatasetSpec, Level, Role
+from sandbox.core.errors import InvalidInput
+from sandbox.core.policy_tables import EPSILON_SCALE
+from sandbox.core.timeutil import to_rfc3339
 
 __all__ = [
     "Grant",

@@ -19,11 +19,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from sandbox.errors import Conflict, NotFound
-from sandbox.timeutil import to_rfc3339
+from sandbox.core.errors import Conflict, NotFound
+from sandbox.core.policy_tables import bump_policy_version, grant_budgets, grant_versions, grants
+from sandbox.core.timeutil import to_rfc3339
 
 from .grant_terms import Grant, GrantStatus, GrantTerms, terms_to_row
-from .schema import bump_policy_version, grant_budgets, grant_versions, grants
 
 __all__ = [
     "TRANSITIONS",

@@ -21,13 +21,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from sandbox.errors import BudgetExhausted, Forbidden, InvalidInput, NotFound
-from sandbox.timeutil import to_rfc3339
+from sandbox.core.errors import BudgetExhausted, Forbidden, InvalidInput, NotFound
+from sandbox.core.policy_tables import budget_spends, grant_budgets, grants, usage_daily
+from sandbox.core.timeutil import to_rfc3339
 
 from .decision import BudgetState, DailyUsage
 from .grant_terms import Grant, GrantStatus, epsilon_from_micro, epsilon_to_micro
 from .pricing import PartCharge, PricedPart, apportion, price_query
-from .schema import budget_spends, grant_budgets, grants, usage_daily
 
 __all__ = [
     "Charge",

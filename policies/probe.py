@@ -19,10 +19,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from sandbox.db import datasets
+from sandbox.core.db import datasets
+from sandbox.core.policy_tables import grant_budgets, policy_state, usage_daily
 
 from .decision import DailyUsage
-from .schema import grant_budgets, policy_state, usage_daily
 
 __all__ = ["Probe", "Prober", "State"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sandbox.errors import AuditUnavailable, SandboxError
+from sandbox.core.errors import AuditUnavailable, SandboxError
 
 if TYPE_CHECKING:
     from .actors import Actor

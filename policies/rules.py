@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from sandbox.classification import Level, Role
+from sandbox.core.classification import Level, Role
 
 from .actors import Account, AccountStatus, Actor, LicenceStatus
 from .actors import Role as AccountRole

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from sandbox.errors import InvalidInput
-
-from .schema import EPSILON_SCALE, grants, usage_daily
+from sandbox.core.errors import InvalidInput
+from sandbox.core.policy_tables import EPSILON_SCALE, grants, usage_daily
 
 __all__ = ["STATEMENT_COLUMNS", "UsageRow", "read_usage", "statement_csv"]
 

@@ -18,10 +18,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from sandbox.errors import InvalidInput, NotFound
-from sandbox.timeutil import to_rfc3339
-
-from .schema import bump_policy_version, tokens
+from sandbox.core.errors import InvalidInput, NotFound
+from sandbox.core.policy_tables import bump_policy_version, tokens
+from sandbox.core.timeutil import to_rfc3339
 
 __all__ = [
     "TOKEN_BYTES",

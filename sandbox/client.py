@@ -10,8 +10,8 @@
         table = client.result(job["id"])          # pyarrow.Table
         frame = client.result_frame(job["id"])    # pandas.DataFrame, if pandas is installed
 
-Every error response becomes the :class:`~sandbox.errors.SandboxError` subclass of its
-``code`` (with ``message`` and ``rule``); a :class:`~sandbox.errors.RateLimited` carries
+Every error response becomes the :class:`~sandbox.core.errors.SandboxError` subclass of its
+``code`` (with ``message`` and ``rule``); a :class:`~sandbox.core.errors.RateLimited` carries
 ``retry_after`` (seconds).  Nothing is retried silently.
 """
 
@@ -26,8 +26,8 @@ from typing import Any
 import httpx
 import pyarrow as pa
 
-from sandbox import errors
-from sandbox.errors import SandboxError
+from sandbox.core import errors
+from sandbox.core.errors import SandboxError
 
 __all__ = ["FINAL_STATES", "ConnectionFailed", "SandboxClient"]
 
@@ -190,7 +190,7 @@ class SandboxClient:
         """Poll until the job is final (or awaiting review, with ``until_review``).
 
         ``progress`` is called with the job each time its state or progress changes.
-        Raises :class:`~sandbox.errors.QueryTimeout` (rule ``client.wait``) after ``timeout``.
+        Raises :class:`~sandbox.core.errors.QueryTimeout` (rule ``client.wait``) after ``timeout``.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         seen: tuple[str, float] | None = None

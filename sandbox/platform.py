@@ -18,14 +18,14 @@ from audit.errors import AuditError
 from audit.keys import KeyRing, KeyRingError, SigningKey
 from connectors.base import Source
 from policies import Authority
-from sandbox.catalog import Catalog
-from sandbox.classification import DatasetSpec
-from sandbox.db import open_control_db
-from sandbox.demo_data import demo_sources
-from sandbox.enclave import Enclave
-from sandbox.errors import AuditUnavailable, EnclaveError, SandboxError
-from sandbox.registry import Registration, register_dataset
-from sandbox.settings import Settings
+from sandbox.core.classification import DatasetSpec
+from sandbox.core.db import open_control_db
+from sandbox.core.errors import AuditUnavailable, EnclaveError, SandboxError
+from sandbox.core.settings import Settings
+from sandbox.enclave.catalog import Catalog
+from sandbox.enclave.demo_data import demo_sources
+from sandbox.enclave.enclave import Enclave
+from sandbox.enclave.registry import Registration, register_dataset
 
 __all__ = ["Platform"]
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from connectors.base import LoadedSource
 from policies import Actor
-from sandbox.catalog import DatasetRecord
-from sandbox.classification import DatasetSpec, validate_against_schema
-from sandbox.errors import SandboxError
+from sandbox.core.classification import DatasetSpec, validate_against_schema
+from sandbox.core.errors import SandboxError
+from sandbox.enclave.catalog import DatasetRecord
+from sandbox.enclave.registry import Registration, _record, _write_files
 from sandbox.platform import Platform
-from sandbox.registry import Registration, _record, _write_files
 
 __all__ = ["reclassify"]
 

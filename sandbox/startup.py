@@ -1,7 +1,7 @@
 """Start-up checks: refuse to serve a damaged home, with one line that names the file.
 
 ``sandbox serve`` runs :func:`check_home` before any worker starts.  Each problem
-is an :class:`~sandbox.errors.EnclaveError` whose message names the file and what
+is an :class:`~sandbox.core.errors.EnclaveError` whose message names the file and what
 is wrong with it (rules ``startup.*``), so the CLI prints one line and exits 2:
 
 - a file of the home is missing although the home was initialised (an empty
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from sandbox.errors import EnclaveBusy, EnclaveError
+from sandbox.core.errors import EnclaveBusy, EnclaveError
 
 if TYPE_CHECKING:
     from sandbox.platform import Platform
@@ -49,8 +49,8 @@ def initialised(platform: Platform) -> bool:
 
 def has_history(engine: sa.Engine) -> bool:
     """Does the control plane hold anything whose creation was audited (accounts, datasets)?"""
-    from policies.schema import accounts
-    from sandbox.db import datasets
+    from sandbox.core.db import datasets
+    from sandbox.core.policy_tables import accounts
 
     with engine.connect() as conn:
         for table in (accounts, datasets):

@@ -58,7 +58,7 @@ def home(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def settings(tmp_path: Path):  # type: ignore[no-untyped-def]
-    from sandbox.settings import Settings
+    from sandbox.core.settings import Settings
 
     return Settings(home=tmp_path / "home", threads=2, memory_limit="1GB")
 
@@ -77,8 +77,8 @@ def platform(settings):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def demo_platform(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """A small demo home (scale 0.01: 10,000 claims) shared by read-only tests."""
+    from sandbox.core.settings import Settings
     from sandbox.platform import Platform
-    from sandbox.settings import Settings
 
     plat = Platform(Settings(home=tmp_path_factory.mktemp("demo") / "home", threads=2))
     plat.init()
@@ -93,8 +93,8 @@ def build_deployment(home: Path):  # type: ignore[no-untyped-def]
 
     from policies import Actor, Administration
     from policies.demo import create_demo
+    from sandbox.core.settings import Settings
     from sandbox.platform import Platform
-    from sandbox.settings import Settings
 
     plat = Platform(Settings(home=home, threads=2))
     plat.init()

@@ -1,6 +1,6 @@
 """The HTTP API: routers per role, one error shape, limits, and the per-process services.
 
-``server.create_app`` wires these together; nothing here holds request logic
+``sandbox.api.app.create_app`` wires these together; nothing here holds request logic
 that belongs to the packages (authorization, jobs, audit).
 """
 
@@ -12,8 +12,9 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from sandbox.services import Services
+
 from . import admin, auditor, bureau, operator, shared
-from .context import Services
 from .errors import ERROR_RESPONSES, install_error_handlers
 from .limits import UPLOAD_PATHS, BodyLimit
 

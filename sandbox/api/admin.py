@@ -15,8 +15,8 @@ from fastapi import APIRouter
 from audit import KeyRingError
 from policies import Licence, LicenceStatus, Role, Target
 from policies.tokens import list_tokens
-from sandbox.cli_audit import translate_audit_error
-from sandbox.errors import InvalidInput
+from sandbox.audit_errors import translate_audit_error
+from sandbox.core.errors import InvalidInput
 
 from .context import ActorDep, MetaDep, ServicesDep
 from .models import (
@@ -98,7 +98,7 @@ def tokens(name: str, actor: ActorDep, meta: MetaDep, services: ServicesDep) -> 
     if not decision.allowed:
         authority.record_decision(actor, decision, request_id=meta.request_id, client=meta.client)
         raise decision.error()
-    from policies.schema import tokens as table
+    from sandbox.core.policy_tables import tokens as table
 
     with services.platform.engine.connect() as conn:
         found = list_tokens(conn, name)

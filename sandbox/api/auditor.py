@@ -16,8 +16,8 @@ from fastapi.responses import StreamingResponse
 from audit import AuditError, EntryFilter, KeyRingError
 from audit.keys import public_key_to_b64
 from policies import Actor, Decision, Target
-from sandbox.cli_audit import translate_audit_error
-from sandbox.errors import NotFound
+from sandbox.audit_errors import translate_audit_error
+from sandbox.core.errors import NotFound
 
 from .context import ActorDep, Meta, MetaDep, Services, ServicesDep
 from .models import AuditEntries

@@ -18,8 +18,8 @@ from fastapi.concurrency import run_in_threadpool
 
 from connectors.files import FileSource
 from policies import Actor, GrantTerms, Target, Tariff, Use
-from sandbox.classification import Level, parse_classification
-from sandbox.errors import Forbidden, InvalidInput, NotFound
+from sandbox.core.classification import Level, parse_classification
+from sandbox.core.errors import Forbidden, InvalidInput, NotFound
 from sandbox.reclassify import reclassify
 
 from .context import ActorDep, Meta, MetaDep, Services, ServicesDep

@@ -1,6 +1,6 @@
 """One error shape for every response: ``{"code", "message", "rule"}``, mapped in one place.
 
-:class:`~sandbox.errors.SandboxError` carries its code, status and rule;
+:class:`~sandbox.core.errors.SandboxError` carries its code, status and rule;
 FastAPI's validation errors and Starlette's own HTTP errors (unknown route,
 method not allowed) are rendered in the same shape; anything unexpected becomes
 ``internal_error`` with the request id and no traceback (the traceback goes to
@@ -21,7 +21,7 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from sandbox.errors import ControlPlaneUnavailable, RateLimited, SandboxError
+from sandbox.core.errors import ControlPlaneUnavailable, RateLimited, SandboxError
 
 __all__ = ["ERROR_RESPONSES", "ErrorBody", "error_response", "install_error_handlers"]
 

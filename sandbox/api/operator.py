@@ -7,8 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 
-from sandbox.job_desk import FORMATS
-from sandbox.jobs import Job, JobState
+from sandbox.jobs.desk import FORMATS
+from sandbox.jobs.store import Job, JobState
 
 from .context import ActorDep, MetaDep, ServicesDep
 from .models import ExplainOut, Format, JobIn, JobList, JobOut, QueryIn, ResultRows

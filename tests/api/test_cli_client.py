@@ -10,9 +10,9 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
-from sandbox.cli import main
+from sandbox.cli.main import main
 from sandbox.client import ConnectionFailed, SandboxClient, error_from_response
-from sandbox.errors import QueryRefused, RateLimited, SandboxError
+from sandbox.core.errors import QueryRefused, RateLimited, SandboxError
 
 BY_DISTRICT = "SELECT district, count(*) AS n FROM health.claims GROUP BY 1"
 
@@ -119,8 +119,8 @@ def test_jobs_on_the_local_home_without_a_server(sandbox, tmp_path: Path) -> Non
     from datetime import timedelta
 
     from policies import Actor, Administration
+    from sandbox.core.settings import Settings
     from sandbox.platform import Platform
-    from sandbox.settings import Settings
 
     platform = Platform(Settings(home=home))
     try:

@@ -7,18 +7,22 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.settings import Settings
+from sandbox.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "api.md").read_text("utf-8")
-SOURCES = [
-    ROOT / "sandbox" / name
-    for name in ("jobs.py", "job_runner.py", "job_desk.py", "shared_enclave.py", "service.py")
-] + sorted((ROOT / "sandbox" / "api").glob("*.py"))
+SOURCES = (
+    [
+        ROOT / "sandbox" / name
+        for name in ("enclave/shared.py", "query/service.py", "services.py", "ratelimit.py")
+    ]
+    + sorted((ROOT / "sandbox" / "jobs").glob("*.py"))
+    + sorted((ROOT / "sandbox" / "api").glob("*.py"))
+)
 
 
 def _routes() -> list[tuple[str, str]]:
-    from server import create_app
+    from sandbox.api.app import create_app
 
     app = create_app(Settings(home=Path("/nonexistent/never-opened")))
     spec = app.openapi()

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sandbox.errors import QueryRefused, RateLimited
+from sandbox.core.errors import QueryRefused, RateLimited
 from tests.api.conftest import LAB_EVENTS, LAB_PAIRS, SLOW_JOIN, LiveServer, deployment, lab_files
 
 QUICK = "SELECT e.bucket, count(*) AS n FROM lab.events e GROUP BY 1"

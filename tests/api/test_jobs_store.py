@@ -18,12 +18,12 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from sandbox.api.limits import RateLimiter
 from sandbox.api.results import encode
-from sandbox.db import open_control_db
-from sandbox.errors import Conflict, RateLimited
-from sandbox.jobs import JobState, JobStore, StoredResult
-from sandbox.shared_enclave import JobSlot, SharedEnclave, job_slot
+from sandbox.core.db import open_control_db
+from sandbox.core.errors import Conflict, RateLimited
+from sandbox.enclave.shared import JobSlot, SharedEnclave, job_slot
+from sandbox.jobs.store import JobState, JobStore, StoredResult
+from sandbox.ratelimit import RateLimiter
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -43,7 +43,7 @@ def new_job(store: JobStore, operator: str = "op-a"):
 
 def test_transitions_are_conditional(store: JobStore) -> None:
     job = new_job(store)
-    runner = store.register_runner()
+    runner = store.runners.register()
     claimed = store.claim(runner)
     assert claimed is not None and claimed.id == job.id and claimed.state is JobState.RUNNING
     assert store.claim(runner) is None, "a job is claimed once"
@@ -64,7 +64,7 @@ def test_cancel_queued_running_and_held(store: JobStore) -> None:
     queued = new_job(store)
     assert store.cancel(queued.id).state is JobState.CANCELLED
     running = new_job(store)
-    store.claim_job(running.id, store.register_runner())
+    store.claim_job(running.id, store.runners.register())
     asked = store.cancel(running.id)
     assert asked.state is JobState.RUNNING and asked.cancel_requested
     assert store.cancel_requested([running.id]) == {running.id}
@@ -95,16 +95,16 @@ def test_reviews_append_once_per_dataset(store: JobStore) -> None:
 
 
 def test_dead_runners_are_found(store: JobStore) -> None:
-    me = store.register_runner()
-    gone = store.register_runner()
+    me = store.runners.register()
+    gone = store.runners.register()
     job = new_job(store)
     store.claim_job(job.id, gone)
-    store.stop_runner(gone)
-    assert store.dead_runners(stale_after_s=30, me=me) == [gone]
+    store.runners.stop(gone)
+    assert store.runners.dead(stale_after_s=30, me=me) == [gone]
     assert [j.id for j in store.orphaned([gone])] == [job.id]
     store.finish(job.id, JobState.FAILED, rule="job.interrupted")
-    store.forget_runners([gone])
-    assert store.dead_runners(stale_after_s=30, me=me) == []
+    store.runners.forget([gone])
+    assert store.runners.dead(stale_after_s=30, me=me) == []
 
 
 def test_rate_limiter_refills_and_says_when() -> None:
@@ -141,7 +141,7 @@ WRITER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from sandbox.shared_enclave import SharedEnclave
+    from sandbox.enclave.shared import SharedEnclave
     enclave = SharedEnclave(Path(sys.argv[1]), lock_timeout_s=20)
     with enclave.writer() as con:
         con.execute("CREATE OR REPLACE TABLE t AS SELECT 42 AS v")

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 from audit.keys import public_key_from_b64
-from sandbox.errors import Conflict, Forbidden
-from sandbox.receipts import verify_receipt
+from sandbox.core.errors import Conflict, Forbidden
+from sandbox.query.receipts import verify_receipt
 
 BY_GENDER = "SELECT gender, count(*) AS n FROM health.claims GROUP BY 1"
 

@@ -14,8 +14,8 @@ import pytest
 
 from audit import InclusionProof, verify_export
 from audit.keys import public_key_from_b64
-from sandbox.errors import Forbidden, QueryRefused, SandboxError
-from sandbox.receipts import verify_receipt
+from sandbox.core.errors import Forbidden, QueryRefused, SandboxError
+from sandbox.query.receipts import verify_receipt
 
 BY_DISTRICT = "SELECT district, count(*) AS n FROM health.claims GROUP BY 1"
 

@@ -10,9 +10,9 @@ import typer
 from typer.testing import CliRunner
 
 from audit import AuditTrail, KeyRing
-from sandbox.cli_audit import audit_app, translate_audit_error
-from sandbox.errors import AuditUnavailable, InvalidInput, NotFound
-from sandbox.settings import Settings
+from sandbox.cli.audit import audit_app, translate_audit_error
+from sandbox.core.errors import AuditUnavailable, InvalidInput, NotFound
+from sandbox.core.settings import Settings
 from tests.audit.conftest import fill
 
 

@@ -9,7 +9,7 @@ import pyarrow.csv as pacsv
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from sandbox.classification import DatasetSpec, parse_classification
+from sandbox.core.classification import DatasetSpec, parse_classification
 
 CLASSIFICATION = """
 [dataset]

@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from connectors.files import FileSource
-from sandbox.errors import ConnectorError, SandboxError
+from sandbox.core.errors import ConnectorError, SandboxError
 from tests.connectors.helpers import SECRET_IDS, visits_spec, visits_table, write
 
 FORMATS = {

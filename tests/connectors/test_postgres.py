@@ -10,7 +10,7 @@ import pyarrow.ipc as ipc
 import pytest
 
 from connectors.postgres import PostgresSource, redact_url
-from sandbox.errors import ConnectorError
+from sandbox.core.errors import ConnectorError
 from tests.connectors.helpers import visits_spec
 
 

@@ -14,8 +14,8 @@ from sqlalchemy.engine import Engine
 
 from policies import Actor, Administration, Authority, MemoryRecorder
 from policies.demo import create_demo
-from sandbox.db import datasets, open_control_db
-from sandbox.demo_data import DEMO_DATASETS, demo_spec
+from sandbox.core.db import datasets, open_control_db
+from sandbox.enclave.demo_data import DEMO_DATASETS, demo_spec
 from tests.pgserver import PgServer
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)

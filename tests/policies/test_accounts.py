@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from policies import Licence, LicenceStatus, Role
 from policies.tokens import TOKEN_BYTES, hash_token
-from sandbox.errors import AuthenticationError, Conflict, Forbidden, InvalidInput
+from sandbox.core.errors import AuthenticationError, Conflict, Forbidden, InvalidInput
 
 from .conftest import NOW, World
 

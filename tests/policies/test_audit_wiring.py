@@ -13,9 +13,9 @@ import sqlalchemy as sa
 from audit import AuditTrail, EntryFilter, KeyRing
 from policies import Actor, Administration, Authority, Role
 from policies.demo import create_demo
-from policies.schema import accounts
-from sandbox.db import open_control_db
-from sandbox.errors import AuditUnavailable, AuthenticationError
+from sandbox.core.db import open_control_db
+from sandbox.core.errors import AuditUnavailable, AuthenticationError
+from sandbox.core.policy_tables import accounts
 
 from .conftest import NOW, Clock, add_catalog_rows
 

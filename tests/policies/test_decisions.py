@@ -19,15 +19,15 @@ from policies import (
     record_usage,
     spend_budget,
 )
-from policies.schema import accounts, bump_policy_version
-from sandbox.classification import Level
-from sandbox.errors import (
+from sandbox.core.classification import Level
+from sandbox.core.errors import (
     AuthenticationError,
     BudgetExhausted,
     Forbidden,
     NotFound,
     QuotaExceeded,
 )
+from sandbox.core.policy_tables import accounts, bump_policy_version
 
 from .conftest import NOW, World
 

@@ -14,9 +14,9 @@ from policies.enforcer import (
     ensure_policy,
     read_policy_file,
 )
-from policies.schema import bump_policy_version, casbin_rule
-from sandbox.db import open_control_db
-from sandbox.errors import InvalidInput
+from sandbox.core.db import open_control_db
+from sandbox.core.errors import InvalidInput
+from sandbox.core.policy_tables import bump_policy_version, casbin_rule
 
 from .conftest import World
 

@@ -12,9 +12,9 @@ import sqlalchemy as sa
 
 from policies import GrantStatus, GrantTerms, Tariff, Use
 from policies.grant_terms import widenings
-from policies.schema import grant_versions
-from sandbox.classification import Level
-from sandbox.errors import Conflict, Forbidden, InvalidInput, NotFound
+from sandbox.core.classification import Level
+from sandbox.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from sandbox.core.policy_tables import grant_versions
 
 from .conftest import NOW, World
 

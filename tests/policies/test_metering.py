@@ -11,8 +11,8 @@ import pytest
 
 from policies import UsagePart, record_usage, spend_budget
 from policies.metering import budget_state
-from sandbox.db import open_control_db
-from sandbox.errors import BudgetExhausted, Forbidden, InvalidInput
+from sandbox.core.db import open_control_db
+from sandbox.core.errors import BudgetExhausted, Forbidden, InvalidInput
 
 from .conftest import World
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from policies import ACTIONS, Actor, Decision
 from policies.enforcer import read_policy_file
-from sandbox.errors import InvalidInput
+from sandbox.core.errors import InvalidInput
 
 from .conftest import World
 

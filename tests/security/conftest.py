@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sandbox.classification import Role
 from sandbox.client import SandboxClient
+from sandbox.core.classification import Role
 from tests.api.conftest import LiveServer
 from tests.conftest import build_deployment
 

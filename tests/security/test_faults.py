@@ -32,8 +32,8 @@ from typing import Any
 import pytest
 
 from sandbox.client import ConnectionFailed, SandboxClient
-from sandbox.errors import SandboxError
-from sandbox.release import result_sha256
+from sandbox.core.errors import SandboxError
+from sandbox.query.release import result_sha256
 from tests.security.conftest import SecurityServer, start_security_server
 from tests.security.faults import Trail, all_jobs, export_trail, settle
 

@@ -1,6 +1,6 @@
 """Fuzzing the guard and the pipeline with SQL built from the grammar's pieces.
 
-Queries are assembled from the demo classifications (``sandbox/demo/*.toml``): columns
+Queries are assembled from the demo classifications (``sandbox/enclave/demo/*.toml``): columns
 of every role, allowed and forbidden functions and aggregates, WHERE, GROUP BY (by
 expression, position or ALL), HAVING, FILTER, CTEs and derived tables with renames,
 joins on declared and undeclared keys, UNION, ORDER BY, LIMIT, CASE, CAST, subquery
@@ -32,12 +32,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sandbox.errors import SandboxError
-from sandbox.service import QueryService
+from sandbox.core.errors import SandboxError
+from sandbox.query.service import QueryService
 from tests.conftest import build_deployment, hypothesis_scale
 from tests.security.conftest import LeakCheck, identifier_values
 
-DEMO = Path(__file__).resolve().parents[2] / "sandbox" / "demo"
+DEMO = Path(__file__).resolve().parents[2] / "sandbox" / "enclave" / "demo"
 SPECS = {
     spec["dataset"]["id"]: spec
     for spec in (tomllib.loads(p.read_text()) for p in sorted(DEMO.glob("*.toml")))
@@ -370,7 +370,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     from policies.actors import Actor
     from policies.admin import Administration
     from policies.grant_terms import GrantTerms
-    from sandbox.classification import Level
+    from sandbox.core.classification import Level
 
     platform, tokens = build_deployment(tmp_path_factory.mktemp("fuzz") / "home")
     admin = Administration(platform.authority, k_floor=platform.settings.k_floor)

@@ -50,8 +50,8 @@ def load_server(home: Path, scale: float) -> Iterator[SecurityServer]:
     """
     from policies import Actor, Administration
     from policies.demo import create_demo
+    from sandbox.core.settings import Settings
     from sandbox.platform import Platform
-    from sandbox.settings import Settings
 
     platform = Platform(Settings(home=home, threads=2))
     try:

@@ -67,7 +67,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sandbox.client import SandboxClient
-from sandbox.errors import SandboxError
+from sandbox.core.errors import SandboxError
 from tests.security.conftest import LeakCheck, SecurityServer, start_security_server
 
 N = 200

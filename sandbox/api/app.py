@@ -1,0 +1,58 @@
+"""The FastAPI application: a thin wiring of routes to the packages.
+
+Every error a route raises is a :class:`sandbox.core.errors.SandboxError` and is
+rendered by one handler as ``{"code", "message", "rule"}`` with the class's
+status code (``sandbox/api/errors.py``).  Routes per role live beside this
+module; jobs in ``sandbox/jobs/``.  Run it with ``sandbox serve``
+(docs/deployment.md), or ``uvicorn server:app`` (``server.py`` is a shim).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+
+from sandbox import __version__
+from sandbox.api import install
+from sandbox.core.settings import Settings, load_settings
+from sandbox.services import Services
+
+__all__ = ["create_app"]
+
+DESCRIPTION = """\
+Sandbox puts the governed enclave, the grants and the audit trail behind HTTP.
+Every route but `/health` and the OpenAPI documents needs `Authorization: Bearer
+<token>`; identity and role come from the token only.  Errors are always
+`{"code", "message", "rule"}`.  See docs/api.md for the tour per role.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the application for one deployment home (jobs start with the app's lifespan)."""
+    settings = settings or load_settings()
+    services = Services(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(services.start)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(services.stop)
+
+    app = FastAPI(title="Sandbox", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    install(app, services)
+
+    @app.get("/health", tags=["health"])
+    def health() -> dict[str, object]:
+        """Liveness: the service answers and can see its catalog."""
+        return {
+            "status": "ok",
+            "version": __version__,
+            "datasets": len(services.platform.catalog.list()),
+        }
+
+    return app

@@ -1,0 +1,128 @@
+"""``sandbox account`` and ``sandbox token``: accounts, operator licences and API tokens (admin)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+import typer
+
+from policies import Licence, Role
+from policies.actors import LicenceStatus
+from sandbox.cli.common import JsonOpt, TokenOpt, echo_json, moment, services
+from sandbox.core.errors import InvalidInput
+
+__all__ = ["account_app", "token_app"]
+
+account_app = typer.Typer(help="Accounts and operator licences (admin).", no_args_is_help=True)
+token_app = typer.Typer(
+    help="API tokens: issue (shown once) and revoke (admin).", no_args_is_help=True
+)
+
+
+# -- accounts --------------------------------------------------------------------------------
+
+
+@account_app.command("create")
+def account_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Account name, e.g. op-bank.")],
+    role: Annotated[Role, typer.Option(help="operator, bureau, auditor or admin.")],
+    organisation: Annotated[str, typer.Option("--org", help="Organisation name.")],
+    domain: Annotated[list[str] | None, typer.Option(help="A bureau's domain (repeat).")] = None,
+    licence_number: Annotated[str | None, typer.Option(help="Operator licence number.")] = None,
+    licence_valid_until: Annotated[
+        str | None, typer.Option(help="Operator licence end (YYYY-MM-DD).")
+    ] = None,
+    token: TokenOpt = None,
+) -> None:
+    """Create an account (operators need a licence, bureaus a domain)."""
+    licence = None
+    if licence_number or licence_valid_until:
+        if not (licence_number and licence_valid_until):
+            raise InvalidInput("a licence needs a number and an end date", rule="cli.licence")
+        licence = Licence(
+            number=licence_number, valid_until=moment(licence_valid_until, "licence end")
+        )
+    with services(ctx.obj, token) as (admin, actor):
+        account = admin.create_account(
+            actor, name, role=role, organisation=organisation, domains=domain or (), licence=licence
+        )
+    typer.echo(f"created {account.role.value} account {account.name}")
+
+
+@account_app.command("list")
+def account_list(ctx: typer.Context, as_json: JsonOpt = False, token: TokenOpt = None) -> None:
+    """Every account, with role, domains, status and licence."""
+    with services(ctx.obj, token) as (admin, actor):
+        found = admin.list_accounts(actor)
+    if as_json:
+        echo_json([a.to_dict() for a in found])
+        return
+    for a in found:
+        extra = ",".join(a.domains)
+        if a.licence is not None:
+            lic = a.licence
+            extra = f"licence {lic.number} {lic.status.value} until {lic.valid_until:%Y-%m-%d}"
+        flags = " FROZEN" if a.frozen else ""
+        typer.echo(
+            f"{a.name:<20} {a.role.value:<9} {a.status.value:<9} {extra}{flags}  {a.organisation}"
+        )
+
+
+@account_app.command("disable")
+def account_disable(
+    ctx: typer.Context,
+    name: str,
+    reason: Annotated[str, typer.Option(help="Why (recorded in the audit trail).")] = "",
+    token: TokenOpt = None,
+) -> None:
+    """Disable an account: its tokens stop working at once."""
+    with services(ctx.obj, token) as (admin, actor):
+        admin.disable_account(actor, name, reason=reason)
+    typer.echo(f"disabled {name}")
+
+
+@account_app.command("licence")
+def account_licence(
+    ctx: typer.Context,
+    name: str,
+    status: Annotated[
+        LicenceStatus | None, typer.Option(help="active, suspended, withdrawn.")
+    ] = None,
+    number: Annotated[str | None, typer.Option(help="New licence number.")] = None,
+    valid_until: Annotated[str | None, typer.Option(help="New end date (YYYY-MM-DD).")] = None,
+    token: TokenOpt = None,
+) -> None:
+    """Change an operator's licence (准入与退出)."""
+    until = moment(valid_until, "valid until") if valid_until else None
+    with services(ctx.obj, token) as (admin, actor):
+        account = admin.set_licence(actor, name, number=number, valid_until=until, status=status)
+    assert account.licence is not None
+    typer.echo(f"{name}: licence {account.licence.number} {account.licence.status.value}")
+
+
+# -- tokens ----------------------------------------------------------------------------------
+
+
+@token_app.command("issue")
+def token_issue(
+    ctx: typer.Context,
+    account: str,
+    days: Annotated[float, typer.Option(help="Lifetime in days (at most 366).")] = 90,
+    label: Annotated[str, typer.Option(help="A note, e.g. where it is used.")] = "",
+    token: TokenOpt = None,
+) -> None:
+    """Issue a token; it is printed once and stored only as a hash."""
+    with services(ctx.obj, token) as (admin, actor):
+        issued = admin.issue_token(actor, account, ttl=timedelta(days=days), label=label)
+    typer.echo(f"token id {issued.id} for {account}, expires {issued.expires_at:%Y-%m-%d %H:%M}Z")
+    typer.echo(issued.token)
+
+
+@token_app.command("revoke")
+def token_revoke(ctx: typer.Context, token_id: str, token: TokenOpt = None) -> None:
+    """Revoke a token by its id (tk_...)."""
+    with services(ctx.obj, token) as (admin, actor):
+        record = admin.revoke_token(actor, token_id)
+    typer.echo(f"revoked {record.id} of {record.account}")

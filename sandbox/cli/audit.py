@@ -1,0 +1,201 @@
+"""``sandbox audit ...``: export, verify, sign, show the tree head, fetch proofs, query.
+
+``verify`` needs no database and no server: it reads an export directory and
+exits 0 only if everything holds (1 if something is wrong, 2 if the directory
+cannot be read).  The other commands open the store named by the settings
+(``ctx.obj``, a :class:`~sandbox.core.settings.Settings`).  Audit errors are
+translated here into :class:`~sandbox.core.errors.SandboxError` so the CLI renders
+them like every other error.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from audit import (
+    AuditError,
+    AuditTrail,
+    EntryFilter,
+    KeyRing,
+    KeyRingError,
+    TreeHead,
+    verify_export,
+)
+from audit.keys import load_public_keys
+from sandbox.audit_errors import translate_audit_error
+from sandbox.core.errors import NotFound as SandboxNotFound
+from sandbox.core.settings import Settings
+
+__all__ = ["audit_app"]
+
+audit_app = typer.Typer(
+    help="Audit trail: export it, verify an export offline, sign tree heads, fetch proofs.",
+    no_args_is_help=True,
+)
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except (AuditError, KeyRingError) as exc:
+        raise translate_audit_error(exc) from exc
+
+
+@contextmanager
+def _trail(ctx: typer.Context) -> Iterator[AuditTrail]:
+    settings: Settings = ctx.obj
+    with _translated():
+        trail = AuditTrail.open(
+            settings.audit_db_url,
+            KeyRing(settings.keys_dir),
+            sign_every_n=settings.audit_sign_every_n,
+            sign_every_s=settings.audit_sign_every_s,
+        )
+        try:
+            yield trail
+        finally:
+            trail.close()
+
+
+def _echo_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+@audit_app.command("export")
+def export_cmd(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", help="New or empty directory to write.")],
+) -> None:
+    """Sign a fresh tree head and write entries, tree heads and public keys to OUT."""
+    with _trail(ctx) as trail, _translated():
+        summary = trail.export(out)
+    typer.echo(
+        f"exported {summary.entries} entries and {summary.tree_heads} signed tree heads "
+        f"to {summary.directory} (root {summary.tree_head.root_hash.hex()})"
+    )
+
+
+@audit_app.command("verify")
+def verify_cmd(
+    directory: Annotated[Path, typer.Argument(help="An export directory.")],
+    keys: Annotated[
+        Path | None,
+        typer.Option(help="Trusted public keys (*.pub) to use instead of the export's own."),
+    ] = None,
+    trusted_head: Annotated[
+        list[Path] | None,
+        typer.Option(help="A tree head JSON obtained earlier; the export must agree with it."),
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option(help="Also parse every entry and demand exact RFC 8785 form.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Verify an export offline; exit 0 only if every check holds."""
+    try:
+        public_keys = load_public_keys(keys) if keys is not None else None
+        heads = [TreeHead.from_dict(json.loads(p.read_text())) for p in trusted_head or []]
+        report = verify_export(
+            directory, public_keys=public_keys, trusted_heads=heads, strict=strict
+        )
+    except (AuditError, KeyRingError, OSError, ValueError) as exc:
+        typer.echo(f"error: cannot verify {directory}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        _echo_json(report.to_dict())
+    else:
+        typer.echo(report.summary())
+        for problem in report.problems:
+            typer.echo(f"  {problem}")
+        if report.more_problems:
+            typer.echo(f"  ... and {report.more_problems} more")
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@audit_app.command("sign")
+def sign_cmd(ctx: typer.Context) -> None:
+    """Sign a tree head over every entry now and print it."""
+    with _trail(ctx) as trail, _translated():
+        _echo_json(trail.sign_tree_head().to_dict())
+
+
+@audit_app.command("head")
+def head_cmd(ctx: typer.Context) -> None:
+    """Print the newest signed tree head (JSON)."""
+    with _trail(ctx) as trail, _translated():
+        head = trail.latest_tree_head()
+    if head is None:
+        raise SandboxNotFound("no tree head has been signed yet", rule="audit.not_found")
+    _echo_json(head.to_dict())
+
+
+@audit_app.command("proof")
+def proof_cmd(
+    ctx: typer.Context,
+    seq: Annotated[int, typer.Option("--seq", help="Entry sequence number.", min=0)],
+    size: Annotated[
+        int | None,
+        typer.Option("--size", help="Tree size (default: the newest signed tree head).", min=1),
+    ] = None,
+) -> None:
+    """Print the inclusion proof of entry SEQ, with the entry and the tree head it leads to."""
+    with _trail(ctx) as trail, _translated():
+        proof = trail.inclusion_proof(seq, size)
+        heads = [h for h in trail.tree_heads() if h.tree_size == proof.tree_size]
+        entry = trail.entry(seq)
+    _echo_json(
+        {
+            "proof": proof.to_dict(),
+            "entry": entry.to_dict(),
+            "tree_head": heads[-1].to_dict() if heads else None,
+        }
+    )
+
+
+def _filter(**values: Any) -> EntryFilter:
+    with _translated():
+        return EntryFilter(**values)
+
+
+@audit_app.command("entries")
+def entries_cmd(
+    ctx: typer.Context,
+    since: Annotated[str | None, typer.Option(help="RFC 3339, inclusive.")] = None,
+    until: Annotated[str | None, typer.Option(help="RFC 3339, exclusive.")] = None,
+    actor: Annotated[str | None, typer.Option()] = None,
+    action: Annotated[str | None, typer.Option()] = None,
+    dataset: Annotated[str | None, typer.Option()] = None,
+    decision: Annotated[str | None, typer.Option(help="allow or deny.")] = None,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
+) -> None:
+    """List entries (JSON lines) matching the filters, in sequence order."""
+    filters = _filter(
+        since=since, until=until, actor=actor, action=action, dataset=dataset, decision=decision
+    )
+    with _trail(ctx) as trail, _translated():
+        rows = trail.entries(filters, offset=offset, limit=limit)
+    for entry in rows:
+        typer.echo(json.dumps(entry.to_dict(), sort_keys=True))
+
+
+@audit_app.command("counts")
+def counts_cmd(
+    ctx: typer.Context,
+    by: Annotated[list[str] | None, typer.Option(help="Field to group by (repeatable).")] = None,
+    since: Annotated[str | None, typer.Option(help="RFC 3339, inclusive.")] = None,
+    until: Annotated[str | None, typer.Option(help="RFC 3339, exclusive.")] = None,
+    decision: Annotated[str | None, typer.Option(help="allow or deny.")] = None,
+) -> None:
+    """Count entries per actor and dataset (or the --by fields)."""
+    filters = _filter(since=since, until=until, decision=decision)
+    with _trail(ctx) as trail, _translated():
+        rows = trail.counts(tuple(by or ("actor", "dataset")), filters)
+    _echo_json(rows)

@@ -1,0 +1,248 @@
+"""The `sandbox` command line: one home directory per deployment (``--home``).
+
+Every error is a :class:`SandboxError`, printed as ``error[code]: message (rule)``
+on stderr with a non-zero exit status; nothing prints a data value.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from audit.keys import KeyRingError, load_public_keys, public_key_from_b64
+from connectors.files import FileSource
+from connectors.postgres import PostgresSource
+from sandbox.cli.accounts import account_app, token_app
+from sandbox.cli.audit import audit_app
+from sandbox.cli.demo import demo_accounts
+from sandbox.cli.grants import grant_app
+from sandbox.cli.job import job_app
+from sandbox.cli.operations import freeze, statement, unfreeze, usage
+from sandbox.cli.query import query, receipt_app
+from sandbox.core.classification import parse_classification
+from sandbox.core.errors import CertificateError, InvalidInput, SandboxError
+from sandbox.core.settings import Settings, load_settings
+from sandbox.enclave.certificates import read_certificate, verify_certificate
+from sandbox.platform import Platform
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="Sandbox: a governed enclave for licensed analysis of public data.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+dataset_app = typer.Typer(help="Register, inspect and certify datasets.", no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
+app.add_typer(account_app, name="account")
+app.add_typer(token_app, name="token")
+app.add_typer(grant_app, name="grant")
+app.add_typer(audit_app, name="audit")
+app.add_typer(receipt_app, name="receipt")
+app.add_typer(job_app, name="job")
+app.command()(query)
+app.command()(freeze)
+app.command()(unfreeze)
+app.command()(usage)
+app.command()(statement)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    home: Annotated[
+        Path | None,
+        typer.Option("--home", help="Deployment home directory.", envvar="SANDBOX_HOME"),
+    ] = None,
+) -> None:
+    ctx.obj = load_settings(home=home)
+
+
+def _platform(ctx: typer.Context) -> Platform:
+    settings: Settings = ctx.obj
+    return Platform(settings)
+
+
+@app.command()
+def init(ctx: typer.Context) -> None:
+    """Create the home: platform signing key, enclave file and control-plane database."""
+    platform = _platform(ctx)
+    platform.init()
+    key = platform.keyring.active()
+    typer.echo(f"home {platform.settings.home} ready; platform key {key.key_id}")
+
+
+@app.command("demo-data")
+def demo_data(
+    ctx: typer.Context,
+    scale: Annotated[float, typer.Option(help="1 = about 1 million claim rows.")] = 1.0,
+) -> None:
+    """Generate and register the four demo datasets (deterministic)."""
+    platform = _platform(ctx)
+    platform.init()
+    for reg in platform.load_demo_data(scale):
+        typer.echo(f"registered {reg.record.id} v{reg.record.version}: {reg.record.row_count} rows")
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    scale: Annotated[float, typer.Option(help="1 = about 1 million claim rows.")] = 1.0,
+) -> None:
+    """Create a demo home: keys, enclave, the four bureaus' datasets, accounts, grants, tokens."""
+    demo_data(ctx, scale)
+    demo_accounts(ctx.obj)
+    typer.echo(f"demo home ready at {ctx.obj.home}")
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Server processes (default SANDBOX_WORKERS, 1).")
+    ] = None,
+) -> None:
+    """Run the HTTP API (uvicorn); several worker processes share the home safely."""
+    from sandbox.cli.serve import serve_app
+    from sandbox.startup import check_home
+
+    platform = _platform(ctx)
+    try:
+        check_home(platform)  # a damaged home is refused here, in one line, before any worker
+    finally:
+        platform.close()
+    serve_app(ctx.obj, host=host, port=port, workers=workers)
+
+
+@dataset_app.command("register")
+def dataset_register(
+    ctx: typer.Context,
+    classification: Annotated[Path, typer.Argument(help="The bureau's classification TOML.")],
+    source: Annotated[str, typer.Option(help="A file path, or a postgresql:// URL.")],
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="csv, parquet, json, arrow (default: suffix).")
+    ] = None,
+    table: Annotated[str | None, typer.Option(help="PostgreSQL table (schema.name).")] = None,
+    query: Annotated[str | None, typer.Option(help="PostgreSQL query.")] = None,
+) -> None:
+    """Load a source as a dataset; re-registering replaces it atomically."""
+    platform = _platform(ctx)
+    try:
+        text = classification.read_text("utf-8")
+    except OSError:
+        raise InvalidInput(
+            f"cannot read classification file {classification}", rule="cli.file"
+        ) from None
+    spec = parse_classification(text, source_name=classification.name)
+    if source.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+        src = PostgresSource(source, table=table, query=query)
+    else:
+        src = FileSource(Path(source), platform.settings.staging_dir, fmt)
+    reg = platform.register(spec, src)
+    verb = "replaced" if reg.replaced else "registered"
+    typer.echo(f"{verb} {reg.record.id} v{reg.record.version}: {reg.record.row_count} rows")
+    cert_dir = platform.settings.certificates_dir
+    typer.echo(f"certificate: {cert_dir / f'{reg.record.id}.v{reg.record.version}.json'}")
+
+
+@dataset_app.command("list")
+def dataset_list(ctx: typer.Context) -> None:
+    """Registered datasets."""
+    for rec in _platform(ctx).catalog.list():
+        frozen = "  FROZEN" if rec.frozen else ""
+        typer.echo(f"{rec.id:<26} v{rec.version:<3} {rec.row_count:>12,} rows  {rec.title}{frozen}")
+
+
+@dataset_app.command("show")
+def dataset_show(
+    ctx: typer.Context,
+    dataset_id: Annotated[str, typer.Argument(help="domain.table")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Metadata, provenance and column classification (never rows)."""
+    rec = _platform(ctx).catalog.get(dataset_id)
+    if as_json:
+        typer.echo(json.dumps(rec.to_dict(), indent=2, ensure_ascii=False))
+        return
+    typer.echo(f"{rec.id}  v{rec.version}  {rec.title}")
+    typer.echo(f"owner domain: {rec.domain}   entity key: {rec.entity_key}   rows: {rec.row_count}")
+    typer.echo(f"source: {rec.connector} {rec.source_uri}")
+    typer.echo(f"source sha256: {rec.source_sha256}   loaded: {rec.loaded_at}")
+    typer.echo("")
+    typer.echo(f"{'column':<16} {'type':<14} {'level':<5} {'role':<10} rules")
+    for col in rec.spec.columns:
+        rules = []
+        if col.bounds:
+            rules.append(f"bounds {col.bounds[0]:g}..{col.bounds[1]:g}")
+        if col.generalize:
+            rules.append(col.generalize.describe())
+        if col.joinable:
+            rules.append("joinable with " + ", ".join(col.joinable))
+        if col.name == rec.entity_key:
+            rules.append("entity key")
+        typer.echo(
+            f"{col.name:<16} {col.type or '':<14} {col.level.name:<5} {col.role.value:<10} "
+            + "; ".join(rules)
+        )
+
+
+@dataset_app.command("verify-cert")
+def dataset_verify_cert(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="Certificate JSON file.")],
+    public_key: Annotated[
+        Path | None, typer.Option(help="File holding the platform's base64 public key.")
+    ] = None,
+    keys_dir: Annotated[
+        Path | None, typer.Option(help="Directory of *.pub keys (default: HOME/keys).")
+    ] = None,
+) -> None:
+    """Verify a registration certificate offline with the platform's public key."""
+    try:
+        if public_key is not None:
+            from audit.keys import key_id_of
+
+            key = public_key_from_b64(public_key.read_text())
+            keys = {key_id_of(key): key}
+        else:
+            keys = load_public_keys(keys_dir or ctx.obj.keys_dir)
+    except (OSError, KeyRingError, ValueError) as exc:
+        raise CertificateError(
+            f"cannot read public keys ({type(exc).__name__})", rule="certificate.keys"
+        ) from None
+    body = verify_certificate(read_certificate(file), keys)
+    typer.echo(
+        f"valid: {body['dataset']} v{body['version']} owner {body['owner']}, "
+        f"{body['row_count']} rows, source sha256 {body['source']['sha256']}, "
+        f"issued {body['issued_at']}"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, render SandboxErrors without tracebacks."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except SandboxError as exc:
+        rule = f" (rule: {exc.rule})" if exc.rule else ""
+        typer.echo(f"error[{exc.code}]: {exc.message}{rule}", err=True)
+        raise SystemExit(2) from None
+    except typer.Abort:
+        raise SystemExit(1) from None
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            raise SystemExit(exc.exit_code) from None
+        if isinstance(exc, click.exceptions.Exit):
+            raise SystemExit(exc.exit_code) from None
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""`sandbox query` (an operator's analysis, local home) and `sandbox receipt verify`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import typer
+
+from audit.keys import KeyRingError, key_id_of, load_public_keys, public_key_from_b64
+from sandbox.core.errors import CertificateError, InvalidInput, QueryRefused
+from sandbox.core.settings import Settings
+from sandbox.platform import Platform
+from sandbox.query.receipts import verify_receipt
+
+__all__ = ["query", "receipt_app"]
+
+receipt_app = typer.Typer(help="Release receipts: verify one offline.", no_args_is_help=True)
+
+FORMATS = ("table", "json", "csv")
+
+
+def _json_default(value: Any) -> Any:
+    return str(value)
+
+
+def format_table(table: pa.Table) -> str:
+    """A plain aligned text table (what `--format table` prints)."""
+    rows = [[("" if v is None else str(v)) for v in row.values()] for row in table.to_pylist()]
+    header = table.column_names
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(lines)
+
+
+def query(
+    ctx: typer.Context,
+    sql: Annotated[str, typer.Argument(help="One SELECT over datasets you hold grants on.")],
+    token: Annotated[
+        str,
+        typer.Option("--token", envvar="SANDBOX_TOKEN", help="Your operator API token."),
+    ],
+    fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Check and cost the query without running it.")
+    ] = False,
+    purpose: Annotated[str | None, typer.Option(help="Purpose tag recorded in the audit.")] = None,
+    receipt: Annotated[
+        Path | None, typer.Option(help="Write the signed release receipt to this file.")
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option("--url", envvar="SANDBOX_URL", help="A Sandbox server (else the local home)."),
+    ] = None,
+) -> None:
+    """Run an analysis query and print the released (aggregated, desensitized) result.
+
+    Exit status 0 with the rows on stdout; on a refusal the rule and reason go to
+    stderr and the exit status is 2.  With --explain the verdict is printed and the
+    exit status is 0 if the query would be accepted, 2 if not.
+    """
+    from sandbox.query.service import QueryService
+
+    if fmt not in FORMATS:
+        raise InvalidInput(f"--format is one of {', '.join(FORMATS)}", rule="cli.format")
+    if url is not None:
+        from sandbox.cli.job import remote_query
+
+        result = remote_query(url, token, sql, purpose=purpose, explain=explain)
+        if result is None:
+            return
+        _print_result(result, fmt, receipt)
+        return
+    settings: Settings = ctx.obj
+    platform = Platform(settings)
+    try:
+        actor = platform.authority.authenticate(token)
+        service = QueryService(platform)
+        if explain:
+            verdict = service.explain(actor, sql, purpose=purpose)
+            typer.echo(json.dumps(verdict, indent=2, ensure_ascii=False))
+            if not verdict["accepted"]:
+                raise QueryRefused(verdict["message"], rule=verdict["rule"])
+            return
+        result = service.run(actor, sql, purpose=purpose)
+    finally:
+        platform.close()
+    _print_result(result, fmt, receipt)
+
+
+def _print_result(result: Any, fmt: str, receipt: Path | None) -> None:
+    if receipt is not None:
+        receipt.write_text(json.dumps(result.receipt, indent=2, ensure_ascii=False) + "\n")
+    if fmt == "json":
+        doc = {"rows": result.table.to_pylist(), "meta": result.meta, "receipt": result.receipt}
+        typer.echo(json.dumps(doc, indent=2, ensure_ascii=False, default=_json_default))
+        return
+    if fmt == "csv":
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(result.table, sink)
+        sys.stdout.write(sink.getvalue().to_pybytes().decode("utf-8"))
+    else:
+        typer.echo(format_table(result.table))
+    meta = result.meta
+    eps = f", ε spent {meta['epsilon_spent']:g}" if meta.get("epsilon_spent") else ""
+    remaining = meta.get("epsilon_remaining")
+    eps += f", ε remaining {remaining:g}" if remaining is not None else ""
+    typer.echo(
+        f"# {meta['rows']} rows, {meta['groups_suppressed']} groups suppressed (k={meta['k']})"
+        f"{eps}{', from cache' if meta.get('cached') else ''}; audit seq "
+        f"{result.receipt['receipt']['audit']['seq']}",
+        err=True,
+    )
+
+
+@receipt_app.command("verify")
+def receipt_verify(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="Receipt JSON file.")],
+    public_key: Annotated[
+        Path | None, typer.Option(help="File holding the platform's base64 public key.")
+    ] = None,
+) -> None:
+    """Verify a release receipt offline with the platform's public key."""
+    try:
+        if public_key is not None:
+            key = public_key_from_b64(public_key.read_text())
+            keys = {key_id_of(key): key}
+        else:
+            keys = load_public_keys(ctx.obj.keys_dir)
+        doc = json.loads(file.read_text())
+    except (OSError, KeyRingError, ValueError) as exc:
+        raise CertificateError(
+            f"cannot read the receipt or keys ({type(exc).__name__})", rule="receipt.read"
+        ) from None
+    body = verify_receipt(doc, keys)
+    typer.echo(
+        f"valid: request {body['request_id']} by {body['operator']}: {body['rows']} rows, "
+        f"result sha256 {body['result_sha256']}, ε {body['epsilon_spent']:g}, "
+        f"audit seq {body['audit']['seq']}"
+    )

@@ -1,0 +1,51 @@
+"""``sandbox serve``: run the HTTP API under uvicorn, in one process or several.
+
+The CLI never imports the API package: uvicorn loads the application factory by
+name (:data:`APP_FACTORY`), and every process rebuilds its settings from the
+environment this module exports.
+"""
+
+from __future__ import annotations
+
+import os
+
+from sandbox.core.settings import Settings
+from sandbox.services import prepare_home
+
+__all__ = ["APP_FACTORY", "serve_app"]
+
+#: The application factory uvicorn imports in each server process.
+APP_FACTORY = "sandbox.api.app:create_app"
+
+
+def serve_app(
+    settings: Settings, *, host: str | None, port: int | None, workers: int | None
+) -> None:
+    """``sandbox serve``: one process, or ``workers`` uvicorn processes sharing the home.
+
+    Worker processes rebuild the settings from the environment, so the home and the
+    process count are exported first; each process runs ``cores / workers`` job threads
+    unless ``SANDBOX_JOB_WORKERS`` says otherwise.
+    """
+    import sys
+
+    import uvicorn
+
+    host = host or settings.host
+    port = port or settings.port
+    workers = workers or settings.workers
+    prepare_home(settings)
+    print(f"Sandbox API at http://{host}:{port}  (docs: http://{host}:{port}/docs)", flush=True)
+    sys.stdout.flush()
+    os.environ["SANDBOX_HOME"] = str(settings.home)
+    os.environ["SANDBOX_WORKERS"] = str(workers)
+    if not os.environ.get("SANDBOX_JOB_WORKERS"):
+        os.environ["SANDBOX_JOB_WORKERS"] = str(max(1, (os.cpu_count() or 1) // workers))
+    uvicorn.run(
+        APP_FACTORY,
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+    )

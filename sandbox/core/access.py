@@ -1,0 +1,22 @@
+"""What an operator's grants allow on one dataset.
+
+The authorization layer's answer and the guard's input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sandbox.core.classification import DatasetSpec, Level
+
+__all__ = ["DatasetAccess"]
+
+
+@dataclass(frozen=True)
+class DatasetAccess:
+    """What the operator's grant allows on one dataset (from the authorization layer)."""
+
+    spec: DatasetSpec
+    max_level: Level = Level.L3
+    columns: frozenset[str] | None = None
+    groupable: frozenset[str] = frozenset()

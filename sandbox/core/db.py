@@ -1,0 +1,148 @@
+"""The control-plane database: one SQLAlchemy Core data-access layer for SQLite and PostgreSQL.
+
+Tables of every package are declared on :data:`metadata`; :func:`open_control_db`
+creates them.  SQLite runs in WAL mode with ``synchronous=FULL`` so a committed
+change survives a crash; PostgreSQL is used as is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from sandbox.core.errors import EnclaveError
+
+__all__ = [
+    "add_missing_columns",
+    "dataset_versions",
+    "datasets",
+    "metadata",
+    "open_control_db",
+    "release_cache",
+]
+
+metadata = sa.MetaData()
+
+datasets = sa.Table(
+    "datasets",
+    metadata,
+    sa.Column("id", sa.String(130), primary_key=True),
+    sa.Column("domain", sa.String(63), nullable=False, index=True),
+    sa.Column("name", sa.String(63), nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("description", sa.Text, nullable=False, default=""),
+    sa.Column("entity_key", sa.String(255), nullable=False),
+    sa.Column("row_count", sa.BigInteger, nullable=False),
+    sa.Column("connector", sa.String(40), nullable=False),
+    sa.Column("source_uri", sa.Text, nullable=False),
+    sa.Column("source_sha256", sa.String(64), nullable=False),
+    sa.Column("loaded_at", sa.String(40), nullable=False),
+    sa.Column("schema_sha256", sa.String(64), nullable=False),
+    sa.Column("classification", sa.JSON, nullable=False),
+    sa.Column("classification_sha256", sa.String(64), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("registered_by", sa.String(255), nullable=False),
+    sa.Column("frozen", sa.Boolean, nullable=False, default=False),
+)
+
+dataset_versions = sa.Table(
+    "dataset_versions",
+    metadata,
+    sa.Column("dataset_id", sa.String(130), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("registered_at", sa.String(40), nullable=False),
+    sa.Column("registered_by", sa.String(255), nullable=False),
+    sa.Column("connector", sa.String(40), nullable=False),
+    sa.Column("source_uri", sa.Text, nullable=False),
+    sa.Column("source_sha256", sa.String(64), nullable=False),
+    sa.Column("row_count", sa.BigInteger, nullable=False),
+    sa.Column("schema_sha256", sa.String(64), nullable=False),
+    sa.Column("classification_sha256", sa.String(64), nullable=False),
+    sa.Column("certificate", sa.JSON, nullable=False),
+)
+
+
+release_cache = sa.Table(
+    "release_cache",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("operator", sa.String(255), nullable=False, index=True),
+    sa.Column("created_at", sa.String(40), nullable=False),
+    sa.Column("result", sa.LargeBinary, nullable=False),
+    sa.Column("meta", sa.JSON, nullable=False),
+    sa.Column("receipt", sa.JSON, nullable=False),
+)
+"""Released results by (operator, normalized query, grants, data versions): asking the same
+query again returns the same noisy answer and spends no budget."""
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def add_missing_columns(engine: Engine) -> list[str]:
+    """Add columns a newer release declares to tables an older one created.
+
+    Only additive changes, and only columns that have a server default or may be NULL
+    (so existing rows stay valid); anything else needs a real migration.  Returns what
+    was added (``table.column``).
+    """
+    inspector = sa.inspect(engine)
+    added: list[str] = []
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            if not inspector.has_table(table.name):
+                continue
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in present:
+                    continue
+                if column.server_default is None and not column.nullable:
+                    raise EnclaveError(
+                        f"control-plane table {table.name} lacks column {column.name} and it "
+                        "cannot be added in place: migrate the database",
+                        rule="control_db.schema",
+                    )
+                ddl = sa.schema.CreateColumn(column).compile(dialect=engine.dialect)
+                conn.execute(sa.text(f'ALTER TABLE "{table.name}" ADD COLUMN {ddl}'))
+                added.append(f"{table.name}.{column.name}")
+    return added
+
+
+def open_control_db(url: str, *, create: bool = True) -> Engine:
+    """Connect to the control-plane DB and (by default) create missing tables."""
+    try:
+        engine = sa.create_engine(url, future=True, pool_pre_ping=True)
+    except (sa.exc.ArgumentError, ImportError) as exc:
+        raise EnclaveError(
+            f"control-plane database URL is not usable: {type(exc).__name__}",
+            rule="control_db.url",
+        ) from None
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    from sandbox.core import policy_tables  # noqa: F401  (declares the authorization tables)
+
+    try:
+        if create:
+            metadata.create_all(engine)
+            add_missing_columns(engine)
+        else:
+            with engine.connect():
+                pass
+    except sa.exc.DatabaseError as exc:  # also "file is not a database", not only locks
+        where = engine.url.render_as_string(hide_password=True)
+        if engine.dialect.name == "sqlite":
+            where = str(engine.url.database)
+        problem = str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__
+        raise EnclaveError(
+            f"control-plane database {where} cannot be opened ({problem})",
+            rule="control_db.open",
+        ) from None
+    return engine

@@ -1,0 +1,127 @@
+"""The catalog: which datasets are registered, with their classification and provenance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from sandbox.core.classification import DatasetSpec, parse_classification
+from sandbox.core.db import dataset_versions, datasets
+from sandbox.core.errors import NotFound
+
+__all__ = ["Catalog", "DatasetRecord"]
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    id: str
+    domain: str
+    title: str
+    description: str
+    entity_key: str
+    row_count: int
+    connector: str
+    source_uri: str
+    source_sha256: str
+    loaded_at: str
+    schema_sha256: str
+    classification_sha256: str
+    version: int
+    registered_by: str
+    frozen: bool
+    spec: DatasetSpec
+
+    @classmethod
+    def from_row(cls, row: Any, spec: DatasetSpec | None = None) -> DatasetRecord:
+        if spec is None:
+            spec = parse_classification(row.classification, source_name=f"catalog:{row.id}")
+        return cls(
+            id=row.id,
+            domain=row.domain,
+            title=row.title,
+            description=row.description,
+            entity_key=row.entity_key,
+            row_count=row.row_count,
+            connector=row.connector,
+            source_uri=row.source_uri,
+            source_sha256=row.source_sha256,
+            loaded_at=row.loaded_at,
+            schema_sha256=row.schema_sha256,
+            classification_sha256=row.classification_sha256,
+            version=row.version,
+            registered_by=row.registered_by,
+            frozen=bool(row.frozen),
+            spec=spec,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Public description: metadata and classification, never data."""
+        return {
+            "id": self.id,
+            "domain": self.domain,
+            "title": self.title,
+            "description": self.description,
+            "entity_key": self.entity_key,
+            "row_count": self.row_count,
+            "version": self.version,
+            "frozen": self.frozen,
+            "source": {
+                "connector": self.connector,
+                "uri": self.source_uri,
+                "sha256": self.source_sha256,
+                "loaded_at": self.loaded_at,
+            },
+            "schema_sha256": self.schema_sha256,
+            "classification_sha256": self.classification_sha256,
+            "columns": {c.name: c.to_dict() for c in self.spec.columns},
+        }
+
+
+class Catalog:
+    """Read access to registered datasets in the control-plane database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._specs: dict[tuple[str, str], DatasetSpec] = {}
+
+    def _record(self, row: Any) -> DatasetRecord:
+        # Parsing a classification costs about a millisecond; rows are read fresh each time,
+        # the parsed classification is reused while its digest is unchanged.
+        key = (row.id, row.classification_sha256)
+        spec = self._specs.get(key)
+        if spec is None:
+            spec = parse_classification(row.classification, source_name=f"catalog:{row.id}")
+            self._specs[key] = spec
+        return DatasetRecord.from_row(row, spec)
+
+    def list(self, domain: str | None = None) -> list[DatasetRecord]:
+        query = sa.select(datasets).order_by(datasets.c.id)
+        if domain is not None:
+            query = query.where(datasets.c.domain == domain)
+        with self.engine.connect() as conn:
+            return [self._record(row) for row in conn.execute(query)]
+
+    def get(self, dataset_id: str) -> DatasetRecord:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(datasets).where(datasets.c.id == dataset_id)).first()
+        if row is None:
+            raise NotFound(f"dataset {dataset_id} is not registered", rule="catalog.unknown")
+        return self._record(row)
+
+    def exists(self, dataset_id: str) -> bool:
+        with self.engine.connect() as conn:
+            query = sa.select(datasets.c.id).where(datasets.c.id == dataset_id)
+            return conn.execute(query).first() is not None
+
+    def versions(self, dataset_id: str) -> list[dict[str, Any]]:
+        """Every registration of a dataset, oldest first (re-registrations are recorded)."""
+        query = (
+            sa.select(dataset_versions)
+            .where(dataset_versions.c.dataset_id == dataset_id)
+            .order_by(dataset_versions.c.version)
+        )
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]

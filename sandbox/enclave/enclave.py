@@ -1,0 +1,238 @@
+"""The governed DuckDB enclave: one database file, read-only and locked down for queries.
+
+Defence in depth below the SQL guard: even a statement that reached DuckDB
+cannot read or write files, attach databases, load extensions or change
+settings, because the query connection is opened read-only with external
+access off, extension autoload/autoinstall off and the configuration locked.
+Every query runs under a timer that interrupts it, and a result larger than
+the limit is refused rather than truncated.
+
+DuckDB lets one process open a file either read-only or read-write, not both,
+so loads take the writer (which waits for running queries, closes the reader,
+and the reader reopens lazily afterwards).  A file held by another process
+(a running server) is reported as :class:`EnclaveBusy`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from sandbox.core.errors import (
+    EnclaveBusy,
+    EnclaveError,
+    Forbidden,
+    QueryRefused,
+    QueryTimeout,
+    ResultTooLarge,
+)
+from sandbox.core.settings import Settings
+
+__all__ = ["LOCKDOWN", "Enclave"]
+
+#: Connect-time options shared by reader and writer: nothing outside the file is reachable.
+LOCKDOWN: dict[str, Any] = {
+    "enable_external_access": False,
+    "autoload_known_extensions": False,
+    "autoinstall_known_extensions": False,
+    "allow_community_extensions": False,
+    "allow_unsigned_extensions": False,
+}
+
+_BATCH_ROWS = 8192
+
+
+class Enclave:
+    """Owns the enclave file; hands out locked query cursors and a transactional writer."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        memory_limit: str = "2GB",
+        threads: int = 2,
+        timeout_s: float = 30.0,
+        max_result_rows: int = 10_000,
+    ) -> None:
+        self.path = Path(path)
+        self.memory_limit = memory_limit
+        self.threads = threads
+        self.timeout_s = timeout_s
+        self.max_result_rows = max_result_rows
+        self._reader: duckdb.DuckDBPyConnection | None = None
+        self._gate = threading.Condition()
+        self._active = 0
+        self._writing = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Enclave:
+        return cls(
+            settings.enclave_path,
+            memory_limit=settings.memory_limit,
+            threads=settings.threads,
+            timeout_s=settings.query_timeout_s,
+            max_result_rows=settings.max_result_rows,
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def create(self) -> None:
+        """Create the database file if it does not exist yet."""
+        if self.path.exists():
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.writer():
+            pass
+
+    def close(self) -> None:
+        with self._gate:
+            self._gate.wait_for(lambda: self._active == 0)
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+
+    def _connect(self, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+        config = dict(LOCKDOWN, memory_limit=self.memory_limit, threads=self.threads)
+        if read_only and not self.path.exists():
+            raise EnclaveError(
+                f"enclave file {self.path} does not exist: run `sandbox init`",
+                rule="enclave.missing",
+            )
+        try:
+            con = duckdb.connect(str(self.path), read_only=read_only, config=config)
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise EnclaveBusy(
+                    "the enclave file is in use by another process (a running server?); "
+                    "stop it or register through its API",
+                    rule="enclave.locked",
+                ) from None
+            raise EnclaveError(
+                f"the enclave file {self.path.name} cannot be opened (corrupt or unreadable)",
+                rule="enclave.open",
+            ) from None
+        except duckdb.Error:
+            raise EnclaveError(
+                f"the enclave file {self.path.name} cannot be opened (corrupt or unreadable)",
+                rule="enclave.open",
+            ) from None
+        con.execute("SET lock_configuration = true")
+        return con
+
+    # -- queries ---------------------------------------------------------------------------
+
+    @contextmanager
+    def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor on the locked read-only connection (for this thread, this query)."""
+        with self._gate:
+            self._gate.wait_for(lambda: not self._writing)
+            if self._reader is None:
+                self._reader = self._connect(read_only=True)
+            cur = self._reader.cursor()
+            self._active += 1
+        try:
+            yield cur
+        finally:
+            cur.close()
+            with self._gate:
+                self._active -= 1
+                self._gate.notify_all()
+
+    def query(
+        self,
+        sql: str,
+        params: Sequence[Any] | None = None,
+        *,
+        timeout_s: float | None = None,
+        max_rows: int | None = None,
+    ) -> pa.Table:
+        """Run ``sql`` in the enclave; interrupt after the timeout; refuse oversized results."""
+        limit = self.max_result_rows if max_rows is None else max_rows
+        seconds = self.timeout_s if timeout_s is None else timeout_s
+        with self.cursor() as cur:
+            timer = threading.Timer(seconds, cur.interrupt)
+            timer.daemon = True
+            timer.start()
+            try:
+                relation = cur.sql(sql, params=list(params) if params else None)
+                if relation is None:  # a statement without a result
+                    return pa.table({})
+                reader = relation.to_arrow_reader(_BATCH_ROWS)
+                batches: list[pa.RecordBatch] = []
+                rows = 0
+                for batch in reader:
+                    rows += batch.num_rows
+                    if rows > limit:
+                        raise ResultTooLarge(
+                            f"the result has more than {limit} rows",
+                            rule="enclave.max_result_rows",
+                        )
+                    batches.append(batch)
+                return pa.Table.from_batches(batches, schema=reader.schema)
+            except duckdb.InterruptException:
+                raise QueryTimeout(
+                    f"the query was interrupted after {seconds:g} s", rule="enclave.timeout"
+                ) from None
+            except duckdb.PermissionException:
+                raise Forbidden(
+                    "the enclave does not permit this operation", rule="enclave.lockdown"
+                ) from None
+            except (duckdb.BinderException, duckdb.ParserException) as exc:
+                # Raised while binding, before any row is read: a property of the query and
+                # the schema (a type mismatch, an unknown overload), never of the data.
+                raise QueryRefused(
+                    f"the query does not type-check in the enclave ({type(exc).__name__}): "
+                    "check the argument types of its functions and operators",
+                    rule="enclave.bind",
+                ) from None
+            except duckdb.Error as exc:
+                # DuckDB messages can quote data values: report the kind only.
+                raise EnclaveError(
+                    f"the query failed in the enclave ({type(exc).__name__})",
+                    rule="enclave.execution",
+                ) from None
+            finally:
+                timer.cancel()
+
+    def table_schema(self, domain: str, table: str) -> dict[str, str]:
+        """Column names and DuckDB types of one enclave table (for the catalog, not users)."""
+        with self.cursor() as cur:
+            rows = cur.execute(
+                "SELECT column_name, data_type FROM duckdb_columns() "
+                "WHERE schema_name = ? AND table_name = ? ORDER BY column_index",
+                [domain, table],
+            ).fetchall()
+        return {name: dtype for name, dtype in rows}
+
+    # -- loads -----------------------------------------------------------------------------
+
+    @contextmanager
+    def writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """An exclusive read-write connection, locked down like the reader.
+
+        Waits for running queries, closes the reader, and reopens nothing: the
+        next query reopens the reader and sees the committed state.
+        """
+        with self._gate:
+            self._gate.wait_for(lambda: self._active == 0 and not self._writing)
+            self._writing = True
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            con = self._connect(read_only=False)
+            try:
+                yield con
+            finally:
+                con.close()
+        finally:
+            with self._gate:
+                self._writing = False
+                self._gate.notify_all()

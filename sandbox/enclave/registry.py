@@ -1,0 +1,178 @@
+"""Registering a dataset: load, classify, record, certify, as one atomic step.
+
+Order of effects, chosen so that a failure leaves nothing half-done:
+1. the classification file is parsed and validated (no I/O on the enclave yet);
+2. inside one DuckDB transaction the connector replaces the table and the
+   loaded schema is checked against the classification; any error rolls back,
+   so the previous version (or nothing) stays;
+3. the control-plane rows (dataset, version history) are written in one
+   transaction that commits only after the DuckDB commit succeeded;
+4. the signed certificate is written to the home (and kept in the version history).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import rfc8785
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from audit.keys import SigningKey
+from connectors.base import LoadedSource, Source
+from sandbox.core.classification import DatasetSpec, validate_against_schema
+from sandbox.core.db import dataset_versions, datasets
+from sandbox.core.errors import ConnectorError, Forbidden, SandboxError
+from sandbox.core.settings import Settings
+from sandbox.core.timeutil import now_rfc3339
+from sandbox.enclave.catalog import DatasetRecord
+from sandbox.enclave.certificates import issue_certificate
+from sandbox.enclave.enclave import Enclave
+
+__all__ = ["Registration", "register_dataset", "schema_sha256"]
+
+
+@dataclass(frozen=True)
+class Registration:
+    record: DatasetRecord
+    certificate: dict[str, Any]
+    replaced: bool
+
+
+def schema_sha256(schema: dict[str, str]) -> str:
+    """Digest of the ordered (column, type) list, as certified."""
+    return hashlib.sha256(rfc8785.dumps([[name, t] for name, t in schema.items()])).hexdigest()
+
+
+def _quoted(spec: DatasetSpec) -> str:
+    return f'"{spec.domain}"."{spec.table}"'
+
+
+def register_dataset(
+    *,
+    settings: Settings,
+    engine: Engine,
+    enclave: Enclave,
+    key: SigningKey,
+    spec: DatasetSpec,
+    source: Source,
+    registered_by: str,
+    allowed_domains: frozenset[str] | None = None,
+) -> Registration:
+    """Load ``source`` as dataset ``spec.id`` (replacing any previous version atomically)."""
+    if allowed_domains is not None and spec.domain not in allowed_domains:
+        raise Forbidden(
+            f"registering in domain '{spec.domain}' is outside this account's domains",
+            rule="registry.domain",
+        )
+    with enclave.writer() as con:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(f'CREATE SCHEMA IF NOT EXISTS "{spec.domain}"')
+            loaded: LoadedSource = source.load_into(con, _quoted(spec))
+            rows = con.execute(
+                "SELECT column_name, data_type FROM duckdb_columns() "
+                "WHERE schema_name = ? AND table_name = ? ORDER BY column_index",
+                [spec.domain, spec.table],
+            ).fetchall()
+            schema = {name: dtype for name, dtype in rows}
+            typed = validate_against_schema(spec, schema)
+            (row_count,) = con.execute(f"SELECT count(*) FROM {_quoted(spec)}").fetchone() or (0,)
+            with engine.begin() as cp:
+                record_row, certificate, replaced = _record(
+                    cp, typed, loaded, schema, int(row_count), registered_by, key
+                )
+                con.execute("COMMIT")
+        except SandboxError:
+            con.execute("ROLLBACK")
+            raise
+        except Exception as exc:
+            con.execute("ROLLBACK")
+            raise ConnectorError(
+                f"loading {spec.id} failed ({type(exc).__name__}); the enclave is unchanged",
+                rule="registry.load",
+            ) from exc
+    _write_files(settings, typed, certificate)
+    return Registration(DatasetRecord.from_row(record_row), certificate, replaced)
+
+
+def _record(
+    cp: sa.Connection,
+    spec: DatasetSpec,
+    loaded: LoadedSource,
+    schema: dict[str, str],
+    row_count: int,
+    registered_by: str,
+    key: SigningKey,
+) -> tuple[Any, dict[str, Any], bool]:
+    previous = cp.execute(
+        sa.select(datasets.c.version).where(datasets.c.id == spec.id).with_for_update()
+    ).first()
+    version = 1 if previous is None else previous.version + 1
+    now = now_rfc3339()
+    schema_digest = schema_sha256(schema)
+    classification = spec.to_dict()
+    certificate = issue_certificate(
+        {
+            "dataset": spec.id,
+            "version": version,
+            "owner": spec.domain,
+            "title": spec.title,
+            "entity_key": spec.entity_key,
+            "schema_sha256": schema_digest,
+            "classification_sha256": spec.sha256(),
+            "source": {"connector": loaded.connector, "uri": loaded.uri, "sha256": loaded.sha256},
+            "row_count": row_count,
+            "issued_at": now,
+            "registered_by": registered_by,
+        },
+        key,
+    )
+    values = {
+        "domain": spec.domain,
+        "name": spec.table,
+        "title": spec.title,
+        "description": spec.description,
+        "entity_key": spec.entity_key,
+        "row_count": row_count,
+        "connector": loaded.connector,
+        "source_uri": loaded.uri,
+        "source_sha256": loaded.sha256,
+        "loaded_at": now,
+        "schema_sha256": schema_digest,
+        "classification": classification,
+        "classification_sha256": spec.sha256(),
+        "version": version,
+        "registered_by": registered_by,
+    }
+    if previous is None:
+        cp.execute(sa.insert(datasets).values(id=spec.id, frozen=False, **values))
+    else:
+        cp.execute(sa.update(datasets).where(datasets.c.id == spec.id).values(**values))
+    cp.execute(
+        sa.insert(dataset_versions).values(
+            dataset_id=spec.id,
+            version=version,
+            registered_at=now,
+            registered_by=registered_by,
+            connector=loaded.connector,
+            source_uri=loaded.uri,
+            source_sha256=loaded.sha256,
+            row_count=row_count,
+            schema_sha256=schema_digest,
+            classification_sha256=spec.sha256(),
+            certificate=certificate,
+        )
+    )
+    row = cp.execute(sa.select(datasets).where(datasets.c.id == spec.id)).one()
+    return row, certificate, previous is not None
+
+
+def _write_files(settings: Settings, spec: DatasetSpec, certificate: dict[str, Any]) -> None:
+    version = certificate["certificate"]["version"]
+    settings.certificates_dir.mkdir(parents=True, exist_ok=True)
+    cert_path = settings.certificates_dir / f"{spec.id}.v{version}.json"
+    cert_path.write_text(json.dumps(certificate, indent=2, ensure_ascii=False) + "\n")

@@ -1,0 +1,430 @@
+"""What operators and bureaus do with jobs: submit, watch, cancel, fetch, review.
+
+Each act is authorized by the decision API and audited:
+
+- **submit**: the query is checked at once (authorization, guard, budget) and a
+  refusal is recorded and returned with its rule; an accepted job is recorded
+  once, when it runs (``dataset.query``, target ``query:JOB``, request id = job id).
+- **status and list** of one's own jobs are not recorded when allowed (polling would
+  flood the trail with entries that release nothing); a denial is.
+- **cancel** (``job.cancel``), **result** (``result.read``), **receipt**
+  (``receipt.read``) and every **review** act (``job.review``) are recorded.
+
+Review: a job whose grant requires review stops in ``awaiting_review`` holding its
+desensitized result.  Each bureau owning a dataset that needs review approves or
+rejects it (with a reason).  One rejection refuses the job; when every such
+dataset is approved the result is released: re-authorized, ε spent, usage
+counted, audit entry durable and receipt signed (:meth:`QueryService.release_held`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+
+from policies import Actor, Decision, Role, Target
+from policies.accounts import get_account
+from sandbox.core.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    QueryRefused,
+    RateLimited,
+    SandboxError,
+)
+from sandbox.core.settings import Settings
+from sandbox.core.timeutil import to_rfc3339
+from sandbox.jobs.runner import Hint, JobRunner, arrow_bytes
+from sandbox.jobs.store import Job, JobState, JobStore, StoredResult
+from sandbox.platform import Platform
+from sandbox.query.release import result_sha256
+from sandbox.query.service import Held, QueryService
+
+__all__ = ["FORMATS", "JobDesk", "read_table"]
+
+FORMATS = ("json", "csv", "parquet", "arrow")
+
+
+def read_table(data: bytes) -> pa.Table:
+    return pa.ipc.open_stream(pa.BufferReader(data)).read_all()
+
+
+class JobDesk:
+    """Authorized, audited acts on jobs, for one server process."""
+
+    def __init__(
+        self,
+        platform: Platform,
+        service: QueryService,
+        store: JobStore,
+        runner: JobRunner,
+        settings: Callable[[], Settings],
+    ) -> None:
+        self.platform = platform
+        self.service = service
+        self.store = store
+        self.runner = runner
+        self.settings = settings
+
+    # -- authorization helpers -------------------------------------------------------------
+
+    def _require(
+        self, actor: Actor, action: str, target: Target, rid: str | None, client: str | None
+    ) -> Decision:
+        authority = self.platform.authority
+        decision = authority.decide(actor, action, target, audit=False)
+        if not decision.allowed:
+            authority.record_decision(actor, decision, request_id=rid, client=client)
+            raise decision.error()
+        return decision
+
+    def _record(
+        self,
+        actor: Actor,
+        decision: Decision,
+        details: dict[str, Any],
+        rid: str | None,
+        client: str | None,
+        *,
+        action: str | None = None,
+        target: str | None = None,
+        allowed: bool = True,
+        rule: str | None = None,
+    ) -> None:
+        shown = replace(
+            decision,
+            action=action or decision.action,
+            target=target or decision.target,
+            allowed=allowed,
+            rule=rule or decision.rule,
+        )
+        self.platform.authority.record_decision(
+            actor, shown, details=details, request_id=rid, client=client
+        )
+
+    def _own(
+        self, actor: Actor, job_id: str, action: str, rid: str | None, client: str | None
+    ) -> tuple[Job, Decision]:
+        """The job, if ``actor`` may ``action`` it (an operator, its own jobs only)."""
+        try:
+            job = self.store.get(job_id)
+        except NotFound:
+            # Same answer whoever asks: authorize on the asker's own account first.
+            self._require(actor, action, Target.account(actor.name), rid, client)
+            raise
+        return job, self._require(actor, action, Target.account(job.operator), rid, client)
+
+    # -- operator --------------------------------------------------------------------------
+
+    def submit(
+        self,
+        actor: Actor,
+        sql: str,
+        *,
+        purpose: str | None,
+        fmt: str,
+        rid: str,
+        client: str | None,
+        wait_s: float | None = None,
+    ) -> Job:
+        """Check and queue a job; with ``wait_s``, wait that long for its outcome."""
+        limits = self.settings()
+        if len(sql) > limits.max_sql_length:
+            exc: SandboxError = QueryRefused(
+                f"the SQL text is longer than {limits.max_sql_length} characters",
+                rule="guard.sql_length",
+            )
+            self.service.record_refusal(actor, rid, client, sql[:100], exc, 0.0)
+            raise exc
+        if actor.role is Role.OPERATOR and (
+            self.store.active_count(actor.name) >= limits.max_jobs_per_operator
+        ):
+            limited = RateLimited(
+                f"at most {limits.max_jobs_per_operator} jobs may be queued or running at once",
+                rule="jobs.concurrency",
+            )
+            limited.retry_after = 2  # type: ignore[attr-defined]
+            self.service.record_refusal(actor, rid, client, sql, limited, 0.0)
+            raise limited
+        auth = self.service.check(actor, sql, purpose=purpose, request_id=rid, client=client)
+        job = self.store.create(
+            operator=actor.name,
+            sql=sql,
+            purpose=purpose,
+            fmt=fmt,
+            client=client,
+            token_id=actor.token_id,
+            datasets=auth.prepared.parsed.datasets,
+        )
+        self.runner.notify(job.id, Hint(actor, auth))
+        if wait_s:
+            job = self.runner.wait(job.id, min(wait_s, limits.sync_wait_s))
+        return job
+
+    def get(self, actor: Actor, job_id: str, rid: str | None, client: str | None) -> Job:
+        return self._own(actor, job_id, "job.read", rid, client)[0]
+
+    def list_jobs(
+        self,
+        actor: Actor,
+        *,
+        states: list[JobState] | None,
+        limit: int,
+        offset: int,
+        rid: str | None,
+        client: str | None,
+    ) -> list[Job]:
+        self._require(actor, "job.read", Target.account(actor.name), rid, client)
+        return self.store.list_jobs(operator=actor.name, states=states, limit=limit, offset=offset)
+
+    def cancel(self, actor: Actor, job_id: str, rid: str | None, client: str | None) -> Job:
+        job, decision = self._own(actor, job_id, "job.read", rid, client)
+        try:
+            cancelled = self.store.cancel(job_id)
+        except SandboxError as exc:
+            self._record(
+                actor,
+                decision,
+                {"job": job_id, "reason": exc.message},
+                rid,
+                client,
+                action="job.cancel",
+                target=f"job:{job_id}",
+                allowed=False,
+                rule=exc.rule,
+            )
+            raise
+        if cancelled.state is JobState.RUNNING:
+            self.runner.cancel_running(job_id)
+        self._record(
+            actor,
+            decision,
+            {"job": job_id, "state_before": job.state.value},
+            rid,
+            client,
+            action="job.cancel",
+            target=f"job:{job_id}",
+        )
+        return cancelled
+
+    def result(
+        self, actor: Actor, job_id: str, fmt: str, rid: str | None, client: str | None
+    ) -> tuple[Job, pa.Table]:
+        """A succeeded job's released table (recorded as ``result.read``)."""
+        job, decision = self._own(actor, job_id, "result.read", rid, client)
+        stored = self.store.result(job_id) if job.state is JobState.SUCCEEDED else None
+        if stored is None or stored.kind != "released":
+            rule = "job.expired" if job.state is JobState.EXPIRED else "job.no_result"
+            self._record(
+                actor,
+                decision,
+                {"job": job_id, "state": job.state.value},
+                rid,
+                client,
+                allowed=False,
+                rule=rule,
+            )
+            raise Conflict(f"job {job_id} is {job.state.value}: no result to fetch", rule=rule)
+        details: dict[str, Any] = {"job": job_id, "format": fmt}
+        if job.meta:
+            details["result_sha256"] = job.meta.get("result_sha256")
+        self._record(actor, decision, details, rid, client)
+        return job, read_table(stored.data)
+
+    def just_released(self, job: Job) -> pa.Table:
+        """The table a submission just released (``wait=true``), without a second entry."""
+        stored = self.store.result(job.id)
+        if stored is None or stored.kind != "released":
+            raise Conflict(f"job {job.id} has no result", rule="job.no_result")
+        return read_table(stored.data)
+
+    def receipt(
+        self, actor: Actor, job_id: str, rid: str | None, client: str | None
+    ) -> dict[str, Any]:
+        job, decision = self._own(actor, job_id, "receipt.read", rid, client)
+        if job.receipt is None:
+            raise Conflict(f"job {job_id} has no receipt (nothing released)", rule="job.no_result")
+        self._record(actor, decision, {"job": job_id}, rid, client)
+        return job.receipt
+
+    # -- bureau: review --------------------------------------------------------------------
+
+    def _reviewable(self, actor: Actor, job: Job) -> list[tuple[str, Decision]]:
+        """The datasets of ``job`` awaiting this bureau's review, with the allowing decision."""
+        out = []
+        for dataset in job.review_datasets:
+            if any(r["dataset"] == dataset for r in job.reviews):
+                continue
+            decision = self.platform.authority.decide(
+                actor, "job.review", Target.dataset(dataset), audit=False
+            )
+            if decision.allowed:
+                out.append((dataset, decision))
+        return out
+
+    def review_queue(self, actor: Actor, rid: str | None, client: str | None) -> list[Job]:
+        """Jobs with a dataset awaiting this bureau's review (decided per dataset)."""
+        entry = {
+            "actor": actor.name,
+            "role": actor.role.value,
+            "action": "job.review",
+            "request_id": rid,
+            "client": client,
+        }
+        if actor.role is not Role.BUREAU:
+            self.platform.record(
+                **entry,
+                target="platform",
+                decision="deny",
+                rule="role.not_permitted",
+                details={"reason": "only a bureau reviews jobs"},
+            )
+            raise Forbidden("only a bureau reviews jobs", rule="role.not_permitted")
+        waiting = self.store.list_jobs(states=[JobState.AWAITING_REVIEW], limit=1000)
+        queue = [job for job in waiting if self._reviewable(actor, job)]
+        self.platform.record(
+            **entry,
+            target="domain:" + ",".join(actor.domains),
+            decision="allow",
+            rule="allow.role",
+            details={"queue": len(queue)},
+        )
+        return queue
+
+    def _review_target(
+        self, actor: Actor, job_id: str, rid: str | None, client: str | None
+    ) -> tuple[Job, list[tuple[str, Decision]]]:
+        job = self.store.get(job_id)
+        mine = self._reviewable(actor, job) if job.state is JobState.AWAITING_REVIEW else []
+        if not mine:
+            target = job.review_datasets[0] if job.review_datasets else None
+            decision = self.platform.authority.decide(
+                actor,
+                "job.review",
+                Target.dataset(target) if target else Target.platform(),
+                audit=False,
+            )
+            if decision.allowed:  # allowed in principle, but nothing of this bureau waits
+                self._record(
+                    actor,
+                    decision,
+                    {"job": job_id, "state": job.state.value},
+                    rid,
+                    client,
+                    allowed=False,
+                    rule="review.nothing_pending",
+                )
+                raise Conflict(
+                    f"job {job_id} has nothing awaiting your review ({job.state.value})",
+                    rule="review.nothing_pending",
+                )
+            self.platform.authority.record_decision(actor, decision, request_id=rid, client=client)
+            raise decision.error()
+        return job, mine
+
+    def review_show(
+        self, actor: Actor, job_id: str, rid: str | None, client: str | None
+    ) -> tuple[Job, pa.Table]:
+        """The desensitized result that approval would release (recorded: the bureau saw it)."""
+        job, mine = self._review_target(actor, job_id, rid, client)
+        stored = self.store.result(job_id)
+        if stored is None:
+            raise Conflict(f"job {job_id} holds no result", rule="job.no_result")
+        table = read_table(stored.data)
+        details = {"job": job_id, "result_sha256": result_sha256(table)}
+        self._record(actor, mine[0][1], details, rid, client)
+        return job, table
+
+    def review(
+        self,
+        actor: Actor,
+        job_id: str,
+        *,
+        approve: bool,
+        reason: str,
+        rid: str | None,
+        client: str | None,
+    ) -> Job:
+        """Approve or reject for this bureau's datasets; release when all approved."""
+        job, mine = self._review_target(actor, job_id, rid, client)
+        at = to_rfc3339(datetime.now(UTC))
+        verdict = "approve" if approve else "reject"
+        for dataset, _ in mine:
+            job = self.store.add_review(
+                job_id,
+                {
+                    "dataset": dataset,
+                    "by": actor.name,
+                    "verdict": verdict,
+                    "reason": reason,
+                    "at": at,
+                },
+            )
+        self._record(
+            actor,
+            mine[0][1],
+            {"job": job_id, "verdict": verdict, "reason": reason, "datasets": [d for d, _ in mine]},
+            rid,
+            client,
+            target=f"job:{job_id}",
+            allowed=approve,
+            rule="review.approved" if approve else "review.rejected",
+        )
+        if not approve:
+            self.store.finish(
+                job_id,
+                JobState.REFUSED,
+                rule="review.rejected",
+                message=f"rejected by {actor.name}: {reason}",
+                expected=[JobState.AWAITING_REVIEW],
+            )
+            return self.store.get(job_id)
+        approved = {r["dataset"] for r in job.reviews if r["verdict"] == "approve"}
+        if not set(job.review_datasets) <= approved:
+            return job  # another bureau's review is still due
+        return self._release(job)
+
+    def _release(self, job: Job) -> Job:
+        """Every review approved: release the held result (the job is ``running`` meanwhile)."""
+        stored = self.store.result(job.id)
+        if stored is None or not self.store.begin_release(job.id, self.runner.runner_id):
+            raise Conflict(f"job {job.id} changed meanwhile; look at it again", rule="job.moved")
+        try:
+            with self.platform.engine.connect() as conn:
+                account = get_account(conn, job.operator)
+            if account is None:
+                raise Forbidden(f"account {job.operator} no longer exists", rule="account.unknown")
+            held = Held(
+                read_table(stored.data),
+                stored.groups_suppressed,
+                stored.epsilon,
+                stored.cache_key or "",
+                stored.cpu_ms,
+                job.meta or {},
+            )
+            result = self.service.release_held(
+                Actor.of(account),
+                job.sql,
+                held,
+                purpose=job.purpose,
+                request_id=job.id,
+                client=job.client,
+                review=job.reviews,
+            )
+        except SandboxError as exc:
+            state = JobState.FAILED if exc.status >= 500 else JobState.REFUSED
+            self.store.finish(job.id, state, rule=exc.rule or exc.code, message=exc.message)
+            return self.store.get(job.id)
+        self.store.finish(
+            job.id,
+            JobState.SUCCEEDED,
+            meta={**(job.meta or {}), **result.meta},
+            receipt=result.receipt,
+            result=StoredResult("released", arrow_bytes(result.table), None, 0, 0.0, 0),
+            ttl_s=self.settings().result_ttl_s,
+        )
+        return self.store.get(job.id)

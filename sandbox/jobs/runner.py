@@ -1,0 +1,377 @@
+"""The bounded worker pool that runs jobs, and what happens to jobs when a server stops.
+
+Each server process runs one :class:`JobRunner`: ``workers`` threads claim queued
+jobs from the control-plane database (any process may claim any job), run them
+through :meth:`sandbox.query.service.QueryService.run_job` inside a
+:class:`~sandbox.enclave.shared.JobSlot`, and store the outcome.  A monitor thread
+publishes progress, forwards cancellations (a cancel may arrive at any process),
+beats the runner's heartbeat, deletes results past their retention, and fails the
+running jobs of runners that died.
+
+Restart behaviour: queued jobs stay queued and run when any server is up; a job
+that was running when its process stopped is marked ``failed`` with rule
+``job.interrupted`` (and an audit entry), at once on a graceful shutdown (after a
+grace period) and otherwise as soon as another runner notices the dead process
+(same host: at its next start or within seconds; another host: when the heartbeat
+is older than ``stale_after_s``).  Released results and results held for review
+stay in the database and remain retrievable until they expire.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyarrow as pa
+import sqlalchemy as sa
+
+from policies import Actor
+from policies.accounts import get_account
+from sandbox.core.errors import Forbidden, SandboxError
+from sandbox.core.policy_tables import tokens
+from sandbox.enclave.shared import JobSlot, job_slot
+from sandbox.jobs.store import ACTIVE_STATES, Job, JobState, JobStore, StoredResult
+from sandbox.platform import Platform
+from sandbox.query.service import Authorized, Held, QueryService
+
+__all__ = ["Hint", "JobRunner", "arrow_bytes"]
+
+log = logging.getLogger("sandbox.jobs.store")
+
+CANCELLED = ("job.cancelled", "cancelled by its operator")
+HELD_VISIBLE = frozenset(
+    {"request_id", "k", "epsilon", "datasets", "review_datasets", "columns", "query_sha256"}
+)
+"""What a job awaiting review shows of its held result's metadata: nothing data-dependent."""
+HINT_S = 2.0
+"""How long a submission's check may stand in for the run's own (seconds)."""
+INTERRUPTED = ("job.interrupted", "the server process running the job stopped; submit it again")
+SHUTDOWN = ("job.interrupted", "the server shut down while the job ran; submit it again")
+
+
+def arrow_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+@dataclass(frozen=True)
+class Hint:
+    """What the process that accepted a job already knows: who, and its check."""
+
+    actor: Actor
+    authorized: Authorized
+
+
+class JobRunner:
+    """``workers`` threads running jobs for one server process, plus a monitor thread."""
+
+    def __init__(
+        self,
+        platform: Platform,
+        service: QueryService,
+        store: JobStore,
+        *,
+        workers: int,
+        result_ttl_s: Callable[[], float],
+        poll_s: float = 1.0,
+        monitor_s: float = 0.5,
+        stale_after_s: float = 30.0,
+    ) -> None:
+        self.platform = platform
+        self.service = service
+        self.store = store
+        self.workers = max(1, workers)
+        self.result_ttl_s = result_ttl_s
+        self.poll_s = poll_s
+        self.monitor_s = monitor_s
+        self.stale_after_s = stale_after_s
+        self.runner_id: str | None = None
+        self._wake = threading.Condition()
+        self._done = threading.Condition()
+        self._slots: dict[str, JobSlot] = {}
+        self._slots_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._local: collections.deque[tuple[str, float, Hint | None]] = collections.deque()
+        self._finished = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.runner_id = self.store.runners.register()
+        self.recover()
+        self.store.expire()
+        for n in range(self.workers):
+            thread = threading.Thread(target=self._work, name=f"job-worker-{n}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        monitor = threading.Thread(target=self._monitor, name="job-monitor", daemon=True)
+        monitor.start()
+        self._threads.append(monitor)
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Stop claiming; give running jobs ``grace_s``, then interrupt them (failed)."""
+        self._stopping.set()
+        with self._wake:
+            self._wake.notify_all()
+        deadline = time.monotonic() + grace_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._slots_lock:
+            for slot in self._slots.values():
+                slot.cancel(SHUTDOWN)
+        for thread in self._threads:
+            thread.join(10)
+        if self.runner_id is not None:
+            for job in self.store.orphaned([self.runner_id]):
+                self._interrupt(job, SHUTDOWN)
+            self.store.runners.stop(self.runner_id)
+
+    def notify(self, job_id: str | None = None, hint: Hint | None = None) -> None:
+        """A job was queued in this process: wake one worker now.
+
+        With a ``hint`` (the submitting actor and what its check produced), a worker of
+        this process that takes the job within :data:`HINT_S` skips reading the account
+        and checking the query again.
+        """
+        with self._wake:
+            if job_id is not None:
+                self._local.append((job_id, time.monotonic(), hint))
+            self._wake.notify()
+
+    def wait(self, job_id: str, timeout_s: float) -> Job:
+        """The job once it left ``queued``/``running``, or as it is after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            seen = self._finished  # read before the job: a finish after it is not missed
+            job = self.store.get(job_id)
+            remaining = deadline - time.monotonic()
+            if job.state not in ACTIVE_STATES or remaining <= 0:
+                return job
+            with self._done:
+                if self._finished == seen:
+                    self._done.wait(min(0.25, remaining))
+
+    def run_now(self, job_id: str) -> Job:
+        """Run one queued job in the calling thread (the command line without a server)."""
+        runner = self.runner_id or self.store.runners.register()
+        try:
+            job = self.store.claim_job(job_id, runner)
+            if job is not None:
+                self._run(job)
+        finally:
+            if self.runner_id is None:
+                self.store.runners.stop(runner)
+        return self.store.get(job_id)
+
+    def cancel_running(self, job_id: str) -> bool:
+        """Interrupt the job if it runs in this process (else the monitor of its runner will)."""
+        with self._slots_lock:
+            slot = self._slots.get(job_id)
+        if slot is None:
+            return False
+        slot.cancel(CANCELLED)
+        return True
+
+    # -- recovery --------------------------------------------------------------------------
+
+    def recover(self) -> list[str]:
+        """Fail the running jobs of runners that died; returns their ids."""
+        assert self.runner_id is not None
+        dead = self.store.runners.dead(stale_after_s=self.stale_after_s, me=self.runner_id)
+        failed = []
+        for job in self.store.orphaned(dead):
+            if self._interrupt(job, INTERRUPTED):
+                failed.append(job.id)
+        self.store.runners.forget(dead)
+        return failed
+
+    def _interrupt(self, job: Job, reason: tuple[str, str]) -> bool:
+        rule, message = reason
+        if not self.store.finish(job.id, JobState.FAILED, rule=rule, message=message):
+            return False
+        try:
+            self.platform.record(
+                actor=job.operator,
+                role="operator",
+                action="dataset.query",
+                target=f"query:{job.id}",
+                decision="deny",
+                rule=rule,
+                request_id=job.id,
+                client=job.client,
+                details={"reason": message, "job": job.id},
+            )
+        except SandboxError:
+            log.warning("could not record the interruption of %s", job.id)
+        return True
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def _next(self) -> tuple[Job | None, Hint | None]:
+        """A job queued here (with its check, if fresh), else the oldest queued anywhere."""
+        assert self.runner_id is not None
+        while True:
+            with self._wake:
+                if not self._local:
+                    break
+                job_id, queued_at, hint = self._local.popleft()
+            job = self.store.claim_job(job_id, self.runner_id)
+            if job is not None:
+                fresh = time.monotonic() - queued_at < HINT_S
+                return job, hint if fresh else None
+        return self.store.claim(self.runner_id), None
+
+    def _work(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                job, hint = self._next()
+            except Exception:  # the database is unreachable: retry later
+                log.exception("claiming a job failed")
+                job, hint = None, None
+            if job is None:
+                with self._wake:
+                    if not self._local:
+                        self._wake.wait(self.poll_s)
+                continue
+            self._run(job, hint)
+
+    def _actor(self, job: Job) -> Actor:
+        with self.platform.engine.connect() as conn:
+            account = get_account(conn, job.operator)
+            token = (
+                None
+                if job.token_id is None
+                else conn.execute(
+                    sa.select(tokens.c.revoked_at).where(tokens.c.id == job.token_id)
+                ).first()
+            )
+        if account is None:
+            raise Forbidden(f"account {job.operator} no longer exists", rule="account.unknown")
+        if token is not None and token.revoked_at is not None:
+            raise Forbidden(
+                "the token that submitted the job was revoked", rule="auth.token_revoked"
+            )
+        return Actor.of(account)
+
+    def _run_as(self, job: Job) -> Actor:
+        """The job's operator now; a refusal (account gone, token revoked) is audited."""
+        try:
+            return self._actor(job)
+        except SandboxError as exc:
+            self.platform.record(
+                actor=job.operator,
+                role="operator",
+                action="dataset.query",
+                target=f"query:{job.id}",
+                decision="deny",
+                rule=exc.rule or exc.code,
+                request_id=job.id,
+                client=job.client,
+                details={"reason": exc.message, "job": job.id},
+            )
+            raise
+
+    def _run(self, job: Job, hint: Hint | None = None) -> None:
+        slot = JobSlot()
+        with self._slots_lock:
+            self._slots[job.id] = slot
+        ttl = self.result_ttl_s()
+        try:
+            actor = hint.actor if hint is not None else self._run_as(job)
+            with job_slot(slot):
+                outcome = self.service.run_job(
+                    actor,
+                    job.sql,
+                    purpose=job.purpose,
+                    request_id=job.id,
+                    client=job.client,
+                    authorized=None if hint is None else hint.authorized,
+                )
+        except SandboxError as exc:
+            rule = exc.rule or exc.code
+            if rule == "job.cancelled":
+                state, message = JobState.CANCELLED, exc.message
+            elif rule == "job.interrupted":
+                state, message = JobState.FAILED, exc.message
+            else:
+                refused = 400 <= exc.status < 500 and exc.status != 408
+                state = JobState.REFUSED if refused else JobState.FAILED
+                message = exc.message
+            self.store.finish(job.id, state, rule=rule, message=message)
+        except Exception:
+            log.exception("job %s failed", job.id)
+            self.store.finish(
+                job.id, JobState.FAILED, rule="job.internal", message="internal error"
+            )
+        else:
+            if isinstance(outcome, Held):
+                # Until approval the operator learns nothing data-dependent (not even the
+                # number of rows): the job shows only what the query's plan says.
+                shown = {k: v for k, v in outcome.meta.items() if k in HELD_VISIBLE}
+                self.store.finish(
+                    job.id,
+                    JobState.AWAITING_REVIEW,
+                    meta={**(job.meta or {}), **shown},
+                    review_datasets=outcome.meta["review_datasets"],
+                    result=StoredResult(
+                        "held",
+                        arrow_bytes(outcome.table),
+                        outcome.key,
+                        outcome.groups_suppressed,
+                        outcome.epsilon,
+                        outcome.cpu_ms,
+                    ),
+                    ttl_s=ttl,
+                )
+            else:
+                self.store.finish(
+                    job.id,
+                    JobState.SUCCEEDED,
+                    meta={**(job.meta or {}), **outcome.meta},
+                    receipt=outcome.receipt,
+                    result=StoredResult("released", arrow_bytes(outcome.table), None, 0, 0.0, 0),
+                    ttl_s=ttl,
+                )
+        finally:
+            with self._slots_lock:
+                self._slots.pop(job.id, None)
+            with self._done:
+                self._finished += 1
+                self._done.notify_all()
+
+    # -- monitor ---------------------------------------------------------------------------
+
+    def _monitor(self) -> None:
+        assert self.runner_id is not None
+        last_beat = last_recover = last_expire = time.monotonic()
+        while not self._stopping.wait(self.monitor_s):
+            now = time.monotonic()
+            try:
+                with self._slots_lock:
+                    slots = dict(self._slots)
+                progress = {
+                    job_id: 0.05 + 0.9 * min(100.0, p) / 100.0
+                    for job_id, slot in slots.items()
+                    if (p := slot.progress()) is not None
+                }
+                self.store.set_progress(progress)
+                for job_id in self.store.cancel_requested(list(slots)):
+                    slots[job_id].cancel(CANCELLED)
+                if now - last_beat >= 2.0:
+                    self.store.runners.heartbeat(self.runner_id)
+                    last_beat = now
+                if now - last_recover >= 5.0:
+                    self.recover()
+                    last_recover = now
+                if now - last_expire >= 30.0:
+                    self.store.expire()
+                    last_expire = now
+            except Exception:
+                log.exception("job monitor step failed")

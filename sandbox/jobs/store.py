@@ -1,0 +1,439 @@
+"""Analysis jobs in the control-plane database: states, transitions, results.
+
+A job is one operator query run in the background by a bounded worker pool
+(:mod:`sandbox.jobs.runner`).  Everything about it lives in the control-plane
+database, never in process memory, so any server process can answer for any job
+and a restart loses nothing:
+
+```
+queued ──▶ running ──▶ succeeded ──▶ expired          (result deleted after result_ttl_s)
+  │           │   ╰──▶ awaiting_review ──▶ succeeded  (approved: released then)
+  │           │                 ╰──────▶ refused      (rejected, or stale / no longer allowed)
+  │           ├──▶ refused   (a rule refused it when it ran)
+  │           ├──▶ failed    (timeout, enclave error, audit unavailable, server stopped)
+  ╰───────────┴──▶ cancelled (by its operator; also from awaiting_review)
+```
+
+Every transition is a conditional ``UPDATE ... WHERE state = <expected>``, so two
+processes can never both claim, finish or review one job.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from sandbox.core.db import metadata
+from sandbox.core.errors import Conflict, NotFound
+from sandbox.core.timeutil import to_rfc3339
+from sandbox.jobs.registry import RunnerRegistry
+from sandbox.jobs.states import ACTIVE_STATES, FINAL_STATES, JobState
+from sandbox.jobs.tables import job_results, job_runners, jobs
+
+__all__ = [
+    "ACTIVE_STATES",
+    "FINAL_STATES",
+    "Job",
+    "JobState",
+    "JobStore",
+    "StoredResult",
+    "job_results",
+    "job_runners",
+    "jobs",
+]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    operator: str
+    state: JobState
+    sql: str
+    purpose: str | None
+    format: str
+    client: str | None
+    token_id: str | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    expires_at: str | None
+    progress: float
+    runner: str | None
+    cancel_requested: bool
+    rule: str | None
+    message: str | None
+    datasets: list[str]
+    review_datasets: list[str]
+    reviews: list[dict[str, Any]]
+    meta: dict[str, Any] | None
+    receipt: dict[str, Any] | None
+    version: int
+
+    @classmethod
+    def from_row(cls, row: Any) -> Job:
+        values = dict(row._mapping)
+        values["state"] = JobState(values["state"])
+        values["cancel_requested"] = bool(values["cancel_requested"])
+        return cls(**values)
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    def to_dict(self) -> dict[str, Any]:
+        """The operator's view: no SQL echo needed beyond what it sent, no result rows."""
+        return {
+            "id": self.id,
+            "operator": self.operator,
+            "state": self.state.value,
+            "sql": self.sql,
+            "purpose": self.purpose,
+            "format": self.format,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "expires_at": self.expires_at,
+            "progress": round(self.progress, 4),
+            "cancel_requested": self.cancel_requested,
+            "rule": self.rule,
+            "message": self.message,
+            "datasets": self.datasets,
+            "review_datasets": self.review_datasets,
+            "reviews": self.reviews,
+            "meta": self.meta,
+        }
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    kind: str
+    data: bytes
+    cache_key: str | None
+    groups_suppressed: int
+    epsilon: float
+    cpu_ms: int
+
+
+class JobStore:
+    """Data access for jobs and results (SQLite or PostgreSQL); runners in ``.runners``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        metadata.create_all(engine, tables=[jobs, job_results, job_runners])
+        self.runners = RunnerRegistry(engine)
+        """The server processes that run jobs (:mod:`sandbox.jobs.registry`)."""
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def create(
+        self,
+        *,
+        operator: str,
+        sql: str,
+        purpose: str | None,
+        fmt: str,
+        client: str | None,
+        token_id: str | None = None,
+        datasets: Sequence[str] = (),
+    ) -> Job:
+        job_id = "job_" + uuid.uuid4().hex[:24]
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.insert(jobs).values(
+                    id=job_id,
+                    operator=operator,
+                    state=JobState.QUEUED.value,
+                    sql=sql,
+                    purpose=purpose,
+                    format=fmt,
+                    client=client,
+                    token_id=token_id,
+                    created_at=to_rfc3339(_now()),
+                    progress=0.0,
+                    cancel_requested=False,
+                    datasets=list(datasets),
+                    review_datasets=[],
+                    reviews=[],
+                    version=0,
+                )
+            )
+        return self.get(job_id)
+
+    def get(self, job_id: str) -> Job:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
+        if row is None:
+            raise NotFound(f"no job {job_id}", rule="job.unknown")
+        return Job.from_row(row)
+
+    def list_jobs(
+        self,
+        *,
+        operator: str | None = None,
+        states: Sequence[JobState] | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Job]:
+        query = sa.select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.id)
+        if operator is not None:
+            query = query.where(jobs.c.operator == operator)
+        if states:
+            query = query.where(jobs.c.state.in_([s.value for s in states]))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.limit(limit).offset(offset)).all()
+        return [Job.from_row(row) for row in rows]
+
+    def active_count(self, operator: str) -> int:
+        query = (
+            sa.select(sa.func.count())
+            .select_from(jobs)
+            .where(jobs.c.operator == operator)
+            .where(jobs.c.state.in_([s.value for s in ACTIVE_STATES]))
+        )
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def _transition(
+        self, conn: Connection, job_id: str, expected: Sequence[JobState], **values: Any
+    ) -> bool:
+        if "state" in values and isinstance(values["state"], JobState):
+            values["state"] = values["state"].value
+        result = conn.execute(
+            sa.update(jobs)
+            .where(jobs.c.id == job_id)
+            .where(jobs.c.state.in_([s.value for s in expected]))
+            .values(**values)
+        )
+        return result.rowcount == 1
+
+    def claim(self, runner: str, *, limit: int = 8) -> Job | None:
+        """Take the oldest queued job for ``runner`` (atomically, across processes)."""
+        with self.engine.connect() as conn:
+            candidates = conn.execute(
+                sa.select(jobs.c.id)
+                .where(jobs.c.state == JobState.QUEUED.value)
+                .order_by(jobs.c.created_at, jobs.c.id)
+                .limit(limit)
+            ).scalars()
+            ids = list(candidates)
+        for job_id in ids:
+            with self.engine.begin() as conn:
+                claimed = self._transition(
+                    conn,
+                    job_id,
+                    [JobState.QUEUED],
+                    state=JobState.RUNNING,
+                    runner=runner,
+                    started_at=to_rfc3339(_now()),
+                )
+            if claimed:
+                return self.get(job_id)
+        return None
+
+    def claim_job(self, job_id: str, runner: str) -> Job | None:
+        """Take this queued job for ``runner`` (e.g. the command line running it now)."""
+        with self.engine.begin() as conn:
+            claimed = self._transition(
+                conn,
+                job_id,
+                [JobState.QUEUED],
+                state=JobState.RUNNING,
+                runner=runner,
+                started_at=to_rfc3339(_now()),
+            )
+        return self.get(job_id) if claimed else None
+
+    def set_progress(self, progress: dict[str, float]) -> None:
+        if not progress:
+            return
+        with self.engine.begin() as conn:
+            for job_id, value in progress.items():
+                self._transition(conn, job_id, [JobState.RUNNING], progress=value)
+
+    def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
+        if not job_ids:
+            return set()
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                sa.select(jobs.c.id)
+                .where(jobs.c.id.in_(list(job_ids)))
+                .where(jobs.c.cancel_requested.is_(True))
+            ).scalars()
+            return set(found)
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a queued or held job at once; ask a running one's runner to stop it."""
+        job = self.get(job_id)
+        now = to_rfc3339(_now())
+        with self.engine.begin() as conn:
+            if job.state in (JobState.QUEUED, JobState.AWAITING_REVIEW):
+                done = self._transition(
+                    conn,
+                    job_id,
+                    [job.state],
+                    state=JobState.CANCELLED,
+                    finished_at=now,
+                    rule="job.cancelled",
+                    message="cancelled by its operator",
+                    cancel_requested=True,
+                )
+                if done:
+                    conn.execute(sa.delete(job_results).where(job_results.c.job_id == job_id))
+            elif job.state is JobState.RUNNING:
+                done = self._transition(conn, job_id, [JobState.RUNNING], cancel_requested=True)
+            else:
+                done = False
+        if not done:
+            current = self.get(job_id)
+            if current.state is not job.state:
+                return self.cancel(job_id)  # it moved on meanwhile: decide again
+            raise Conflict(
+                f"job {job_id} is {current.state.value}: nothing to cancel",
+                rule="job.final",
+            )
+        return self.get(job_id)
+
+    def finish(
+        self,
+        job_id: str,
+        state: JobState,
+        *,
+        rule: str | None = None,
+        message: str | None = None,
+        meta: dict[str, Any] | None = None,
+        receipt: dict[str, Any] | None = None,
+        result: StoredResult | None = None,
+        review_datasets: Sequence[str] = (),
+        ttl_s: float | None = None,
+        expected: Sequence[JobState] = (JobState.RUNNING,),
+    ) -> bool:
+        """Move a job to its outcome and store its result, in one transaction."""
+        now = _now()
+        expires = None if result is None or ttl_s is None else now + timedelta(seconds=ttl_s)
+        values: dict[str, Any] = {
+            "state": state,
+            "rule": rule,
+            "message": message,
+            "meta": meta,
+            "receipt": receipt,
+            "progress": 1.0 if state is JobState.SUCCEEDED else None,
+            "expires_at": None if expires is None else to_rfc3339(expires),
+        }
+        if state is not JobState.AWAITING_REVIEW:
+            values["finished_at"] = to_rfc3339(now)
+        if review_datasets:
+            values["review_datasets"] = list(review_datasets)
+        values = {k: v for k, v in values.items() if v is not None or k in ("rule", "message")}
+        with self.engine.begin() as conn:
+            if not self._transition(conn, job_id, expected, **values):
+                return False
+            conn.execute(sa.delete(job_results).where(job_results.c.job_id == job_id))
+            if result is not None:
+                conn.execute(
+                    sa.insert(job_results).values(
+                        job_id=job_id,
+                        kind=result.kind,
+                        data=result.data,
+                        cache_key=result.cache_key,
+                        groups_suppressed=result.groups_suppressed,
+                        epsilon=result.epsilon,
+                        cpu_ms=result.cpu_ms,
+                    )
+                )
+        return True
+
+    def begin_release(self, job_id: str, runner: str | None) -> bool:
+        """A fully approved job is being released: ``running`` (on ``runner``) meanwhile."""
+        with self.engine.begin() as conn:
+            return self._transition(
+                conn, job_id, [JobState.AWAITING_REVIEW], state=JobState.RUNNING, runner=runner
+            )
+
+    def add_review(self, job_id: str, review: dict[str, Any]) -> Job:
+        """Append one bureau's verdict (compare-and-set on the review list)."""
+        for _ in range(10):
+            job = self.get(job_id)
+            if job.state is not JobState.AWAITING_REVIEW:
+                raise Conflict(f"job {job_id} is {job.state.value}", rule="job.not_awaiting_review")
+            if any(r["dataset"] == review["dataset"] for r in job.reviews):
+                raise Conflict(
+                    f"{review['dataset']} was already reviewed for job {job_id}",
+                    rule="review.duplicate",
+                )
+            with self.engine.begin() as conn:
+                done = conn.execute(
+                    sa.update(jobs)
+                    .where(jobs.c.id == job_id)
+                    .where(jobs.c.state == JobState.AWAITING_REVIEW.value)
+                    .where(jobs.c.version == job.version)
+                    .values(reviews=[*job.reviews, review], version=job.version + 1)
+                ).rowcount
+            if done == 1:
+                return self.get(job_id)
+        raise Conflict(f"job {job_id} is being reviewed concurrently; retry", rule="review.busy")
+
+    def result(self, job_id: str) -> StoredResult | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(job_results).where(job_results.c.job_id == job_id)).first()
+        if row is None:
+            return None
+        return StoredResult(
+            kind=row.kind,
+            data=bytes(row.data),
+            cache_key=row.cache_key,
+            groups_suppressed=row.groups_suppressed,
+            epsilon=row.epsilon,
+            cpu_ms=row.cpu_ms,
+        )
+
+    def expire(self, *, now: datetime | None = None) -> list[str]:
+        """Delete results past their retention; their jobs become ``expired``."""
+        stamp = to_rfc3339(now or _now())
+        with self.engine.connect() as conn:
+            due = list(
+                conn.execute(
+                    sa.select(jobs.c.id)
+                    .where(jobs.c.expires_at.is_not(None))
+                    .where(jobs.c.expires_at <= stamp)
+                    .where(
+                        jobs.c.state.in_([JobState.SUCCEEDED.value, JobState.AWAITING_REVIEW.value])
+                    )
+                ).scalars()
+            )
+        expired = []
+        for job_id in due:
+            with self.engine.begin() as conn:
+                if self._transition(
+                    conn,
+                    job_id,
+                    [JobState.SUCCEEDED, JobState.AWAITING_REVIEW],
+                    state=JobState.EXPIRED,
+                    rule="job.expired",
+                    message="the result passed its retention time and was deleted",
+                    finished_at=stamp,
+                ):
+                    conn.execute(sa.delete(job_results).where(job_results.c.job_id == job_id))
+                    expired.append(job_id)
+        return expired
+
+    def orphaned(self, runners: Sequence[str]) -> list[Job]:
+        """Jobs still marked running by the given runners."""
+        if not runners:
+            return []
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(jobs)
+                .where(jobs.c.state == JobState.RUNNING.value)
+                .where(jobs.c.runner.in_(list(runners)))
+            ).all()
+        return [Job.from_row(row) for row in rows]

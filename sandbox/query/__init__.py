@@ -1,0 +1,4 @@
+"""The query path.
+
+Parse, lineage, guard, rewrite, disclosure, noise, release, receipts, the query service.
+"""

@@ -1,0 +1,481 @@
+"""Disclosure control: what of a stats table may leave the enclave, and how noisy.
+
+Input is the stats table of :mod:`sandbox.query.rewrite` (one row per group: ``__k*``
+keys, ``__entities``, one column per base statistic).  Output is the table the
+operator's outputs are computed from.  The steps, in order:
+
+1. **low-count filter**: a group with fewer than ``k`` distinct entities goes; with a
+   budget it must also pass a **noisy threshold** (``selection_threshold``), because
+   which groups appear is itself data;
+2. **dominance** ``(n, p)``, without a budget: a group where the ``n`` largest
+   per-entity contributions to a sum exceed ``p`` of its total goes, so one large
+   enterprise cannot be read off a total;
+3. optionally, without a budget, the suppressed groups are **folded** into one
+   remainder row with null keys, itself subject to both rules (on conservative bounds);
+4. with a budget ε, **discrete Laplace noise** on every count, sum and sum of
+   squares, calibrated per column from the clamping bounds and the contribution
+   bounds ``C`` (rows per entity and group) and ``G`` (groups per entity); ε is
+   split equally across the noised columns (basic composition);
+5. **rounding**; top-2 columns never leave.
+
+The math and its caveats are in ``docs/disclosure.md``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sandbox.core.errors import EnclaveError, InvalidInput
+from sandbox.query.noise import NoiseSource, system_noise
+
+__all__ = [
+    "ENTITIES",
+    "GROUPS",
+    "Disclosed",
+    "DisclosureParams",
+    "NoisePlan",
+    "StatColumn",
+    "StatKind",
+    "disclose",
+    "epsilon_cost",
+    "noise_plan",
+    "selection_threshold",
+    "sensitivity",
+]
+
+ENTITIES = "__entities"
+#: With ε, the number of groups is released too (it gives ``groups_suppressed``).
+GROUPS = "__groups"
+_KEY = re.compile(r"__k\d+\Z")
+StatKind = Literal["entities", "groups", "rows", "count", "sum", "sumsq", "min", "max", "top2"]
+_COUNTS = frozenset({"entities", "groups", "rows", "count"})
+_NOISED = _COUNTS | {"sum", "sumsq"}
+_KINDS = (_NOISED - {"groups"}) | {"min", "max", "top2"}
+
+
+@dataclass(frozen=True)
+class StatColumn:
+    """One statistic column of the stats table and how disclosure treats it."""
+
+    name: str
+    kind: StatKind
+    lower: float | None = None  # per-row clamping bounds (sum/sumsq/top2)
+    upper: float | None = None
+    of: str | None = None  # for "top2": the sum column it belongs to
+    # Under FILTER (WHERE ...): the "entities" column counting who the filter keeps; a
+    # cell is released only where that count passes the low-count filter itself.
+    cell: str | None = None
+
+
+@dataclass(frozen=True)
+class DisclosureParams:
+    """A grant's disclosure settings; ``C`` and ``G`` must be what the rewrite enforced."""
+
+    k: int
+    epsilon: float | None = None
+    max_rows_per_entity: int = 1
+    max_groups_per_entity: int = 1
+    dominance_n: int = 2
+    dominance_p: float | None = 0.9
+    round_digits: int | None = None
+    fold_remainder: bool = False
+    # With ε: the probability, per query, that the set of released groups gives one
+    # entity away (see ``selection_threshold``).
+    delta: float = 1e-6
+    # Is G enforced by the rewrite?  Only then can a remainder row's distinct
+    # entities be bounded below by Σ entities / G.  None: exactly when ε is set
+    # (release.prepare caps contributions only for a budget).
+    groups_capped: bool | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.k < 1:
+            problems.append("k must be at least 1")
+        if self.epsilon is not None and not (0 < self.epsilon < math.inf):
+            problems.append("epsilon must be positive and finite")
+        if self.max_rows_per_entity < 1 or self.max_groups_per_entity < 1:
+            problems.append("contribution bounds must be at least 1")
+        if self.dominance_n not in (1, 2):
+            problems.append("dominance_n must be 1 or 2 (the stats carry the top two)")
+        if self.dominance_p is not None and not 0 <= self.dominance_p <= 1:
+            problems.append("dominance_p must be in [0, 1]")
+        if not 0 < self.delta < 1:
+            problems.append("delta must be in (0, 1)")
+        if problems:
+            raise InvalidInput("; ".join(problems), rule="disclosure.params")
+
+    @property
+    def capped(self) -> bool:
+        return self.epsilon is not None if self.groups_capped is None else self.groups_capped
+
+
+@dataclass(frozen=True)
+class Disclosed:
+    """The released stats table and what releasing it cost."""
+
+    table: pa.Table
+    groups_suppressed: int  # a count only, never which
+    epsilon_spent: float
+
+
+@dataclass(frozen=True)
+class NoisePlan:
+    """How one column is noised: integer units of ``resolution``, Laplace ``scale`` in units."""
+
+    column: str
+    sensitivity: Fraction  # L1 sensitivity of the whole column, in value units
+    resolution: Fraction
+    epsilon: Fraction
+    scale: Fraction  # discrete Laplace scale in units; ``scale * resolution`` in value units
+
+
+def _stat_columns(columns: Sequence[StatColumn]) -> dict[str, StatColumn]:
+    """Columns by name; ``__entities`` is always there (the k filter needs it)."""
+    by_name = {ENTITIES: StatColumn(ENTITIES, "entities")}
+    for column in columns:
+        if column.kind not in _KINDS:
+            raise EnclaveError(f"unknown statistic kind {column.kind!r}", rule="disclosure.stats")
+        by_name[column.name] = column
+    return by_name
+
+
+def sensitivity(column: StatColumn, params: DisclosureParams) -> Fraction:
+    """L1 sensitivity of a whole column when one entity is added or removed.
+
+    One entity touches at most ``G`` groups, with at most ``C`` rows in each,
+    each row clamped to ``[lower, upper]``: entities and the number of groups ``G``; rows
+    and counts
+    ``G·C``; sums ``G·C·max(|lower|, |upper|)``; sums of squares
+    ``G·C·max(lower², upper²)``.
+    """
+    g, c = params.max_groups_per_entity, params.max_rows_per_entity
+    if column.kind in ("entities", "groups"):
+        return Fraction(g)
+    if column.kind in ("rows", "count"):
+        return Fraction(g * c)
+    if column.kind in ("sum", "sumsq"):
+        if column.lower is None or column.upper is None:
+            raise EnclaveError(
+                f"{column.name} has no clamping bounds: cannot calibrate noise",
+                rule="disclosure.bounds",
+            )
+        bound = max(abs(Fraction(column.lower)), abs(Fraction(column.upper)))
+        return g * c * (bound if column.kind == "sum" else bound * bound)
+    raise EnclaveError(f"{column.name} ({column.kind}) is never noised", rule="disclosure.stats")
+
+
+def _resolution(delta: Fraction) -> Fraction:
+    """The power of ten three decades below the sensitivity (data-independent).
+
+    Released sums lie on this grid; rounding the true value to it costs at most
+    one unit per changed group, which adds ``G`` units (≤ 0.1%) to the sensitivity.
+    """
+    if delta == 0:
+        return Fraction(1)
+    exponent = len(str(delta.numerator)) - len(str(delta.denominator))
+    while Fraction(10) ** exponent > delta:
+        exponent -= 1
+    while Fraction(10) ** (exponent + 1) <= delta:
+        exponent += 1
+    return Fraction(10) ** (exponent - 3)
+
+
+def noise_plan(columns: Sequence[StatColumn], params: DisclosureParams) -> list[NoisePlan]:
+    """Per noised column: sensitivity, grid, share of ε and Laplace scale (empty without ε)."""
+    if params.epsilon is None:
+        return []
+    noised = [c for c in _stat_columns(columns).values() if c.kind in _NOISED]
+    noised.append(StatColumn(GROUPS, "groups"))
+    share = Fraction(params.epsilon) / len(noised)
+    plans = []
+    for column in noised:
+        delta = sensitivity(column, params)
+        if column.kind in _COUNTS:
+            resolution, units = Fraction(1), delta
+        else:
+            resolution = _resolution(delta)
+            units = Fraction(math.ceil(delta / resolution) + params.max_groups_per_entity)
+        plans.append(NoisePlan(column.name, delta, resolution, share, units / share))
+    return plans
+
+
+def epsilon_cost(columns: Sequence[StatColumn], params: DisclosureParams) -> float:
+    """The ε a release of these columns spends (0 without a budget): all of ``params.epsilon``."""
+    return float(sum((p.epsilon for p in noise_plan(columns, params)), Fraction(0)))
+
+
+def selection_threshold(plan: NoisePlan, params: DisclosureParams, selections: int = 1) -> int:
+    """With ε, a group is released only if its *noisy* entity count reaches this.
+
+    Which groups appear is itself data: a filter on true counts alone answers "does
+    this set hold at least k entities?" exactly, whatever the noise on the values.
+    So the group must also pass a threshold on its noisy count (DP partition
+    selection).  One entity moves at most ``G`` groups across the true-count filter;
+    a group it pushes to exactly ``k`` is released with probability
+    ``P[Z ≥ τ - k] ≤ exp(-(τ - k) / b)`` for discrete Laplace noise of scale ``b``,
+    so ``τ = k + ⌈b · ln(G / δ)⌉`` keeps that under ``δ`` for all ``G`` together.
+    Groups above the filter on both neighbours differ only through the ε-DP count.
+    A release making several such selections (the groups, and each FILTERed cell)
+    gives each ``δ / selections``, so the whole release stays within ``δ``.
+    """
+    g = params.max_groups_per_entity
+    delta = params.delta / max(1, selections)
+    return params.k + math.ceil(float(plan.scale) * math.log(g / delta))
+
+
+def _validate(stats: pa.Table, by_name: dict[str, StatColumn]) -> None:
+    names = set(stats.column_names)
+    missing = sorted(set(by_name) - names)
+    unknown = sorted(n for n in names - set(by_name) if not _KEY.match(n))
+    if missing or unknown:
+        raise EnclaveError(
+            f"stats table does not match its plan (missing {missing}, unknown {unknown})",
+            rule="disclosure.stats",
+        )
+    for column in by_name.values():
+        if column.kind == "top2" and (column.of not in by_name or by_name[column.of].kind != "sum"):
+            raise EnclaveError(f"{column.name} belongs to no sum column", rule="disclosure.stats")
+        if column.cell is not None and by_name.get(column.cell, column).kind != "entities":
+            raise EnclaveError(f"{column.name}'s cell counts no entities", rule="disclosure.stats")
+
+
+def _largest(top: list[Any] | None) -> list[float]:
+    """Absolute contributions, largest first."""
+    return sorted((abs(float(x)) for x in top or () if x is not None), reverse=True)
+
+
+def _dominant(top: list[Any] | None, total: Any, params: DisclosureParams, limit: int) -> bool:
+    """Do the ``limit`` largest contributions exceed ``p`` of the total (absolute values)?
+
+    Absolute values, so a huge negative contribution counts as much as a
+    positive one, and ``|total|`` (≤ Σ|x|) as the base, which errs on suppressing.
+    """
+    share = math.fsum(_largest(top)[:limit])
+    return share > (params.dominance_p or 0) * abs(float(total or 0))
+
+
+def _remainder(
+    rows: list[dict[str, Any]], by_name: dict[str, StatColumn], params: DisclosureParams
+) -> dict[str, Any] | None:
+    """True totals of the suppressed groups, if that row passes both rules itself.
+
+    An entity may sit in several suppressed groups, so Σ entities overcounts the
+    distinct ones: their number is at least the largest group's and, where the
+    rewrite caps G, at least ⌈Σ / G⌉.  Likewise the top ``n`` entities can hold
+    at most ``n·G`` of the per-group top contributions (all of them uncapped).
+    """
+    entities = [int(r[ENTITIES]) for r in rows]
+    g = params.max_groups_per_entity
+    distinct = max(max(entities), -(-sum(entities) // g) if params.capped else 0)
+    if distinct < params.k:
+        return None
+    totals: dict[str, Any] = {}
+    for name, column in by_name.items():
+        if column.kind in _NOISED:
+            present = [Fraction(r[name]) for r in rows if r[name] is not None]
+            totals[name] = sum(present, Fraction(0)) if present or column.kind in _COUNTS else None
+    if params.dominance_p:
+        n = params.dominance_n
+        for column in by_name.values():
+            if column.kind == "top2":
+                tops = [x for r in rows for x in _largest(r[column.name])[:n]]
+                limit = n * g if params.capped else len(tops)
+                assert column.of is not None
+                if _dominant(tops, totals[column.of], params, limit):
+                    return None
+    return totals
+
+
+def _release(
+    values: list[Any],
+    column: StatColumn,
+    plan: NoisePlan | None,
+    noise: NoiseSource | None,
+) -> pa.Array:
+    """One released statistic column: exact without ε, else true units + discrete Laplace."""
+    counts = column.kind in _COUNTS
+    if plan is not None and noise is not None:
+        units = [round(Fraction(v or 0) / plan.resolution) for v in values]
+        draws = noise.discrete_laplace(plan.scale, len(units))
+        noisy = [u + z for u, z in zip(units, draws, strict=True)]
+        if counts or column.kind == "sumsq" or (column.lower or 0) >= 0:
+            noisy = [max(0, u) for u in noisy]  # post-processing: cannot be negative
+        elif (column.upper or 0) <= 0:
+            noisy = [min(0, u) for u in noisy]
+        out: list[Any] = noisy if counts else [float(u * plan.resolution) for u in noisy]
+    elif counts:
+        out = [None if v is None else int(v) for v in values]
+    else:
+        out = [None if v is None else float(v) for v in values]
+    return pa.array(out, pa.int64() if counts else pa.float64())
+
+
+def _rounded(array: pa.Array, column: StatColumn | None, digits: int | None) -> pa.Array:
+    """Released statistics rounded as the grant says (keys and extremes untouched)."""
+    if digits is None or column is None or column.kind in ("min", "max"):
+        return array
+    counts = column.kind in _COUNTS
+    if counts and digits >= 0:
+        return array
+    values = [v if v is None else round(v, digits) for v in array.to_pylist()]
+    return pa.array(values, pa.int64() if counts else pa.float64())
+
+
+def _kept(
+    rows: list[dict[str, Any]], by_name: dict[str, StatColumn], params: DisclosureParams
+) -> list[bool]:
+    """Which groups pass the low-count filter and the dominance rule (true values)."""
+    keep = [r[ENTITIES] is not None and r[ENTITIES] >= params.k for r in rows]
+    if params.dominance_p:
+        for top in by_name.values():
+            if top.kind != "top2" or top.of is None:
+                continue
+            for i, row in enumerate(rows):
+                if keep[i] and _dominant(row[top.name], row[top.of], params, params.dominance_n):
+                    keep[i] = False
+    return keep
+
+
+def disclose(
+    stats: pa.Table,
+    columns: Sequence[StatColumn],
+    params: DisclosureParams,
+    *,
+    noise: NoiseSource | None = None,
+) -> Disclosed:
+    """Suppress, fold, noise and round a stats table; see the module docstring for the order.
+
+    ``noise`` defaults to the OS CSPRNG; tests pass a seeded source.  Without ε
+    nothing is noised and nothing is spent.
+    """
+    by_name = _stat_columns(columns)
+    _validate(stats, by_name)
+    rows = stats.select([n for n in stats.column_names if not _KEY.match(n)]).to_pylist()
+    plans = {p.column: p for p in noise_plan(columns, params)}
+    source = (noise or system_noise()) if plans else None
+    noisy_entities: list[int] | None = None
+    if source is None:
+        keep = _kept(rows, by_name, params)
+        suppressed_count = keep.count(False)
+    else:
+        selections = 1 + len(_cells(by_name))
+        keep, noisy_entities = _selected(rows, plans[ENTITIES], params, source, selections)
+        suppressed_count = _noisy_suppressed(len(rows), sum(keep), plans[GROUPS], source)
+    suppressed = [r for r, ok in zip(rows, keep, strict=True) if not ok]
+    keys = [n for n in stats.column_names if _KEY.match(n)]
+    extra = None
+    if params.fold_remainder and suppressed and keys and source is None:
+        extra = _remainder(suppressed, by_name, params)
+    mask = pa.array(keep, pa.bool_())
+    arrays: list[pa.Array] = []
+    names: list[str] = []
+    for name in stats.column_names:
+        stat = by_name.get(name)
+        if stat is not None and stat.kind == "top2":
+            continue
+        if stat is None or stat.kind in ("min", "max"):  # keys and dimension extremes
+            kept = stats[name].filter(mask).combine_chunks()
+            array = kept if extra is None else pa.concat_arrays([kept, pa.nulls(1, kept.type)])
+        elif name == ENTITIES and noisy_entities is not None:
+            # Already noised for the selection: release those same draws (no second spend).
+            values = [n for n, ok in zip(noisy_entities, keep, strict=True) if ok]
+            array = _release(values, stat, None, None)
+        else:
+            values = [r[name] for r, ok in zip(rows, keep, strict=True) if ok]
+            if extra is not None:
+                values.append(extra[name])
+            array = _release(values, stat, plans.get(name), source)
+        names.append(name)
+        arrays.append(array)
+    true_kept = {
+        name: [r[name] for r, ok in zip(rows, keep, strict=True) if ok]
+        + ([extra[name]] if extra is not None else [])
+        for name in _cells(by_name)
+    }
+    arrays = _suppress_cells(names, arrays, by_name, true_kept, plans, params, extra is not None)
+    # Rounding is post-processing, after every decision made on the unrounded values.
+    digits = params.round_digits
+    arrays = [_rounded(a, by_name.get(n), digits) for n, a in zip(names, arrays, strict=True)]
+    table = pa.table(arrays, names=names)
+    return Disclosed(table, suppressed_count, epsilon_cost(columns, params))
+
+
+def _cells(by_name: dict[str, StatColumn]) -> set[str]:
+    """Columns counting the entities of a FILTER (all but the group's own ``__entities``)."""
+    return {n for n, c in by_name.items() if c.kind == "entities" and n != ENTITIES}
+
+
+def _suppress_cells(
+    names: list[str],
+    arrays: list[pa.Array],
+    by_name: dict[str, StatColumn],
+    true: dict[str, list[Any]],
+    plans: dict[str, NoisePlan],
+    params: DisclosureParams,
+    remainder: bool = False,
+) -> list[pa.Array]:
+    """NULL every FILTERed cell whose own entities fail the low-count filter.
+
+    ``count(*) FILTER (WHERE ...)`` in a group of a thousand people can count one: the
+    filter makes a finer group, so its cells pass the same test as groups do (true
+    count at least ``k``; with a budget also the noisy threshold on the released count).
+    A remainder row's cells are never released: its cell counts add up entity-group
+    pairs across the folded groups, which overcounts the distinct entities.
+    """
+    position = {name: i for i, name in enumerate(names)}
+    cells = _cells(by_name)
+    masks: dict[str, pa.Array] = {}
+    for cell in cells:
+        released = arrays[position[cell]].to_pylist()
+        plan = plans.get(cell)
+        tau = selection_threshold(plan, params, 1 + len(cells)) if plan else params.k
+        ok = [
+            t is not None and t >= params.k and v is not None and v >= tau
+            for t, v in zip(true[cell], released, strict=True)
+        ]
+        if remainder and ok:
+            ok[-1] = False
+        masks[cell] = pa.array(ok, pa.bool_())
+    out = list(arrays)
+    for name, i in position.items():
+        column = by_name.get(name)
+        cell = name if name in masks else (column.cell if column is not None else None)
+        if cell is not None:
+            out[i] = pc.if_else(masks[cell], out[i], pa.nulls(len(out[i]), out[i].type))
+    return out
+
+
+def _selected(
+    rows: list[dict[str, Any]],
+    plan: NoisePlan,
+    params: DisclosureParams,
+    noise: NoiseSource,
+    selections: int,
+) -> tuple[list[bool], list[int]]:
+    """With ε: which groups pass both the true-count filter and the noisy threshold.
+
+    The dominance rule is not applied under a budget: its decision is a comparison
+    on true values (a channel ε does not cover), and the noise on every sum already
+    exceeds the largest contribution any one entity can make, which is what the rule
+    protects (``docs/disclosure.md``).
+    """
+    true = [int(r[ENTITIES] or 0) for r in rows]
+    draws = noise.discrete_laplace(plan.scale, len(true))
+    noisy = [max(0, t + z) for t, z in zip(true, draws, strict=True)]
+    tau = selection_threshold(plan, params, selections)
+    keep = [t >= params.k and n >= tau for t, n in zip(true, noisy, strict=True)]
+    return keep, noisy
+
+
+def _noisy_suppressed(groups: int, kept: int, plan: NoisePlan, noise: NoiseSource) -> int:
+    """With ε the number of groups is data too: suppressed = noisy total - released (≥ 0)."""
+    (z,) = noise.discrete_laplace(plan.scale, 1)
+    return max(0, groups + z - kept)

@@ -1,0 +1,125 @@
+"""Column lineage: every column reference resolved to the dataset columns it depends on.
+
+Works on a query qualified by sqlglot (every column carries its source alias,
+stars expanded, ``USING`` turned into ``ON``), scope by scope from the
+innermost out, so a renamed identifier (through an alias, a CTE or a derived
+table) keeps its lineage and cannot be hidden.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlglot import exp
+from sqlglot.optimizer.scope import Scope
+
+from sandbox.core.errors import QueryRefused
+
+__all__ = ["BaseColumn", "ColumnInfo", "Lineage"]
+
+
+@dataclass(frozen=True)
+class BaseColumn:
+    dataset: str  # domain.table
+    column: str  # lower-case column name
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    """What a column reference depends on; ``passthrough`` = a bare rename of one base column."""
+
+    bases: frozenset[BaseColumn]
+    passthrough: bool
+
+    @property
+    def single(self) -> BaseColumn | None:
+        return next(iter(self.bases)) if self.passthrough and len(self.bases) == 1 else None
+
+
+class Lineage:
+    """Resolves columns scope by scope; ``outputs`` holds each derived scope's columns in order.
+
+    Names are unique per scope (``record_outputs`` refuses duplicates), so a dict keeps
+    both the lookup by name and, in insertion order, the positions set operations need.
+    """
+
+    def __init__(self) -> None:
+        self.outputs: dict[int, dict[str, ColumnInfo]] = {}
+
+    def source_dataset(self, table: exp.Table) -> str:
+        return f"{table.args['db'].name.lower()}.{table.name.lower()}"
+
+    def resolve(self, column: exp.Column, scope: Scope) -> ColumnInfo:
+        alias = column.table
+        source = scope.sources.get(alias)
+        name = column.name.lower()
+        if isinstance(source, exp.Table):
+            return ColumnInfo(frozenset({BaseColumn(self.source_dataset(source), name)}), True)
+        if isinstance(source, Scope):
+            outputs = self.outputs.get(id(source), {})
+            if name not in outputs:
+                raise QueryRefused(
+                    f"column '{column.name}' cannot be traced to a dataset column",
+                    rule="guard.lineage",
+                )
+            return outputs[name]
+        raise QueryRefused(
+            f"column '{column.sql()}' cannot be traced to a dataset column", rule="guard.lineage"
+        )
+
+    def of_expression(self, node: exp.Expression, scope: Scope) -> ColumnInfo:
+        """Lineage of any expression: the union of its columns; passthrough only if bare."""
+        inner = node.unalias() if isinstance(node, exp.Alias) else node
+        while isinstance(inner, exp.Paren):
+            inner = inner.this
+        if isinstance(inner, exp.Column):
+            return self.resolve(inner, scope)
+        bases: set[BaseColumn] = set()
+        for col in inner.find_all(exp.Column):
+            bases |= self.resolve(col, scope).bases
+        return ColumnInfo(frozenset(bases), False)
+
+    def record_outputs(self, scope: Scope) -> None:
+        """Remember the lineage of each output column of a derived SELECT scope.
+
+        Two outputs of one name are refused: DuckDB binds a reference to the first, a
+        name-keyed lineage would follow another, and the guard would check the wrong one.
+        """
+        names = [proj.alias_or_name.lower() for proj in scope.expression.expressions]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise QueryRefused(
+                f"a derived table or CTE names two columns '{twice[0]}': name each column once",
+                rule="guard.duplicate_column",
+            )
+        self.outputs[id(scope)] = {
+            name: self.of_expression(proj, scope)
+            for name, proj in zip(names, scope.expression.expressions, strict=True)
+        }
+
+    def record_set_outputs(self, scope: Scope) -> None:
+        """A set operation's column i depends on column i of every branch (named as the first).
+
+        Branches are recorded before the operation (``traverse_scope`` yields inner
+        scopes first), so nested operations compose.
+        """
+        branches = [self.outputs.get(id(b)) for b in scope.set_operation_scopes]
+        if not branches or any(b is None for b in branches):
+            raise QueryRefused(
+                "a set operation's columns cannot be traced to dataset columns",
+                rule="guard.lineage",
+            )
+        columns = [list(b.values()) for b in branches if b is not None]
+        if len({len(b) for b in columns}) != 1:
+            raise QueryRefused(
+                "every branch of a set operation must have the same number of columns",
+                rule="guard.set_operation",
+            )
+        first = next(b for b in branches if b is not None)
+        self.outputs[id(scope)] = {
+            name: ColumnInfo(
+                frozenset().union(*(b[i].bases for b in columns)),
+                all(b[i].passthrough for b in columns),
+            )
+            for i, name in enumerate(first)
+        }

@@ -1,0 +1,352 @@
+"""First stage of the guard: one SELECT, known syntax only, registered datasets only.
+
+Pure functions over the SQL text.  Anything the parser produces that is not on
+the allowlist below is refused by name: a statement kind, a table function, a
+file path, an expression type.  Refusals quote the operator's own SQL
+(a table or function name) at most, never a data value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError, TokenError
+
+from sandbox.core.errors import QueryRefused
+
+__all__ = ["AGGREGATES", "ALLOWED_NODES", "RECORD_VALUE_AGGREGATES", "Parsed", "parse_query"]
+
+#: Aggregates the disclosure rewrite can decompose per entity.
+AGGREGATES: tuple[type[exp.Expression], ...] = (
+    exp.Count,
+    exp.Sum,
+    exp.Avg,
+    exp.Stddev,
+    exp.StddevSamp,
+    exp.StddevPop,
+    exp.Variance,
+    exp.VariancePop,
+    exp.Min,
+    exp.Max,
+)
+
+#: Aggregates that return (or reveal) one record's value: refused but on dimension columns.
+RECORD_VALUE_AGGREGATES: tuple[type[exp.Expression], ...] = (
+    exp.Min,
+    exp.Max,
+    exp.First,
+    exp.Last,
+    exp.AnyValue,
+    exp.ArgMin,
+    exp.ArgMax,
+    exp.ArrayAgg,
+    exp.GroupConcat,
+    exp.Mode,
+    exp.Median,
+    exp.Quantile,
+    exp.PercentileCont,
+    exp.PercentileDisc,
+    exp.ApproxTopK,
+    exp.ApproxQuantile,
+)
+
+_SCALARS: tuple[type[exp.Expression], ...] = (
+    exp.Abs,
+    exp.Round,
+    exp.Floor,
+    exp.Ceil,
+    exp.Sign,
+    exp.Sqrt,
+    exp.Pow,
+    exp.Greatest,
+    exp.Least,
+    exp.Coalesce,
+    exp.Nullif,
+    exp.If,
+    exp.Case,
+    exp.Upper,
+    exp.Lower,
+    exp.Length,
+    exp.Substring,
+    exp.Left,
+    exp.Right,
+    exp.Concat,
+    exp.DPipe,
+    exp.Trim,
+    exp.TimestampTrunc,
+    exp.DateTrunc,
+    exp.Extract,
+    exp.Year,
+    exp.Month,
+    exp.Day,
+    exp.Hour,
+    exp.Quarter,
+    exp.DayOfWeek,
+    exp.Cast,
+    exp.TryCast,
+    exp.DataType,
+    exp.DataTypeParam,
+    exp.Interval,
+)
+
+_STRUCTURE: tuple[type[exp.Expression], ...] = (
+    exp.Select,
+    exp.Union,
+    exp.Except,
+    exp.Intersect,
+    exp.From,
+    exp.Join,
+    exp.Where,
+    exp.Group,
+    exp.Having,
+    exp.Order,
+    exp.Ordered,
+    exp.Limit,
+    exp.With,
+    exp.CTE,
+    exp.Subquery,
+    exp.TableAlias,
+    exp.Table,
+    exp.Identifier,
+    exp.Column,
+    exp.Alias,
+    exp.Star,
+    exp.Literal,
+    exp.Boolean,
+    exp.Null,
+    exp.Var,
+    exp.Paren,
+    exp.Tuple,
+    exp.Distinct,
+    exp.Filter,
+    exp.And,
+    exp.Or,
+    exp.Not,
+    exp.EQ,
+    exp.NEQ,
+    exp.GT,
+    exp.GTE,
+    exp.LT,
+    exp.LTE,
+    exp.Between,
+    exp.In,
+    exp.Is,
+    exp.Like,
+    exp.ILike,
+    exp.Add,
+    exp.Sub,
+    exp.Mul,
+    exp.Div,
+    exp.Mod,
+    exp.Neg,
+)
+
+ALLOWED_NODES: frozenset[type[exp.Expression]] = frozenset(
+    _STRUCTURE + _SCALARS + AGGREGATES + RECORD_VALUE_AGGREGATES
+)
+
+
+#: What sqlglot makes of a bare word or expression at the top (``CHECKPOINT``, ``1+1``).
+_NOT_STATEMENTS: tuple[type[exp.Expression], ...] = (
+    exp.Condition,
+    exp.Alias,
+    exp.Identifier,
+    exp.Star,
+    exp.Paren,
+)
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A query that passed the syntactic allowlist, with the datasets it names."""
+
+    expression: exp.Query
+    datasets: tuple[str, ...]
+    cte_names: frozenset[str]
+
+    @cached_property
+    def normalized_sql(self) -> str:
+        return self.expression.sql(dialect="duckdb", normalize=True, pretty=False)
+
+
+def _refuse(rule: str, message: str) -> QueryRefused:
+    return QueryRefused(message, rule=rule)
+
+
+def _describe(node: exp.Expression) -> str:
+    if isinstance(node, exp.Anonymous):
+        return f"function {str(node.this).lower()}()"
+    if isinstance(node, exp.Func):
+        return f"function {node.sql_name().lower()}()"
+    return f"{node.key.upper()} syntax"
+
+
+def parse_query(sql: str, *, max_length: int = 20_000) -> Parsed:
+    """Parse ``sql`` as exactly one allowlisted SELECT; return the datasets it names."""
+    if len(sql) > max_length:
+        raise _refuse("guard.sql_length", f"the SQL text is longer than {max_length} characters")
+    try:
+        statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
+    except (ParseError, TokenError) as exc:
+        where = ""
+        errors = getattr(exc, "errors", None) or []
+        if errors and errors[0].get("line") is not None:
+            where = f" at line {errors[0]['line']}, column {errors[0]['col']}"
+        raise _refuse("guard.syntax", f"the SQL does not parse{where}") from None
+    except RecursionError:
+        raise _refuse("guard.nesting", _NESTING_MESSAGE) from None
+    if len(statements) != 1:
+        raise _refuse(
+            "guard.single_statement", f"exactly one statement is allowed, got {len(statements)}"
+        )
+    (root,) = statements
+    if not isinstance(root, exp.Select | exp.Union | exp.Except | exp.Intersect):
+        if isinstance(root, exp.Column) and not root.table:
+            # One bare word: a statement sqlglot does not know (``CHECKPOINT``).  Not echoed.
+            raise _refuse("guard.statement", "only SELECT queries are allowed, not that statement")
+        if isinstance(root, _NOT_STATEMENTS):
+            # A stray expression (``hello world``, ``1 + 1``): not a statement at all.
+            raise _refuse("guard.syntax", "the SQL is not a statement: write a SELECT query")
+        name = "statement" if isinstance(root, exp.Command) else root.key.upper()
+        word = str(root.this).split()[0].upper() if isinstance(root, exp.Command) else name
+        raise _refuse("guard.statement", f"only SELECT queries are allowed, not {word}")
+    if _depth(root) > MAX_DEPTH:
+        raise _refuse("guard.nesting", _NESTING_MESSAGE)
+    for node in root.walk():
+        if isinstance(node, exp.Window):
+            raise _refuse("guard.window", "window functions (OVER ...) are not allowed")
+        if isinstance(node, exp.Columns):
+            _check_columns(node, root)
+            continue
+        if isinstance(node, exp.Exists):
+            raise _refuse("guard.subquery_predicate", "subqueries are allowed only in FROM")
+        if isinstance(node, exp.Placeholder):
+            raise _refuse("guard.placeholder", "query parameters are not supported")
+        if isinstance(node, exp.TableAlias) and node.args.get("columns"):
+            raise _refuse(
+                "guard.alias_columns",
+                "column lists in aliases (AS t(a, b)) are not allowed: alias each column",
+            )
+        if isinstance(node, exp.Identifier) and node.name.startswith("__"):
+            raise _refuse(
+                "guard.reserved_name",
+                "names starting with '__' are reserved for the sandbox's own rewrite",
+            )
+        if isinstance(node, exp.Var) and not _known_unit(node):
+            raise _refuse("guard.syntax_element", "a bare word where a date part is expected")
+        if type(node) not in ALLOWED_NODES:
+            raise _refuse(
+                "guard.function" if isinstance(node, exp.Func) else "guard.syntax_element",
+                f"{_describe(node)} is not on the allowlist",
+            )
+    ctes = set()
+    for with_ in root.find_all(exp.With):
+        if with_.args.get("recursive"):
+            raise _refuse("guard.recursive_cte", "recursive CTEs are not allowed")
+        ctes.update(cte.alias_or_name.lower() for cte in with_.expressions)
+    datasets: list[str] = []
+    for table in root.find_all(exp.Table):
+        datasets_of = _table_dataset(table, ctes)
+        if datasets_of and datasets_of not in datasets:
+            datasets.append(datasets_of)
+    if not datasets:
+        raise _refuse("guard.no_dataset", "the query reads no registered dataset")
+    return Parsed(root, tuple(datasets), frozenset(ctes))
+
+
+def _check_columns(node: exp.Columns, root: exp.Expression) -> None:
+    """``COLUMNS('regex')`` or ``COLUMNS(*)``, unaliased, in the released SELECT list only.
+
+    The guard expands it against the sources' columns before any rule runs, so each
+    column it stands for is checked like a named one.  Lambdas, unpacking, aliases and
+    positional GROUP BY (whose numbers would shift with the expansion) are refused.
+    """
+    arg = node.this
+    literal = isinstance(arg, exp.Literal) and arg.is_string
+    modified = isinstance(arg, exp.Star) and any(
+        arg.args.get(a) for a in ("except_", "replace", "rename", "ilike")
+    )
+    if not (literal or isinstance(arg, exp.Star)) or node.args.get("unpack") or modified:
+        raise _refuse(
+            "guard.columns_expression", "COLUMNS(...) takes a regular expression string or *"
+        )
+    projection: exp.Expression = node
+    while projection.parent is not root and projection.parent is not None:
+        projection = projection.parent
+    if not isinstance(root, exp.Select) or projection.arg_key != "expressions":
+        raise _refuse(
+            "guard.columns_expression",
+            "COLUMNS(...) is allowed only in the outermost SELECT list",
+        )
+    if isinstance(projection, exp.Alias) or len(list(projection.find_all(exp.Columns))) > 1:
+        raise _refuse(
+            "guard.columns_expression",
+            "a COLUMNS(...) output cannot be aliased or combined with another COLUMNS(...)",
+        )
+    first = next(i for i, p in enumerate(root.expressions) if p.find(exp.Columns)) + 1
+    group, order = root.args.get("group"), root.args.get("order")
+    keys = [
+        *(group.expressions if group else []),
+        *(o.this for o in (order.expressions if order else [])),
+    ]
+    positions = [k for k in keys if isinstance(k, exp.Literal)]
+    if any(not k.is_int or int(k.name) >= first for k in positions):
+        raise _refuse(
+            "guard.columns_expression",
+            "GROUP BY or ORDER BY positions at or after a COLUMNS(...) output would shift "
+            "with its expansion: name the columns (or use GROUP BY ALL)",
+        )
+
+
+#: Deepest expression tree the guard accepts.  Every later stage (qualification, lineage,
+#: rewrite, SQL generation) recurses over the tree; bounding it here keeps them all far
+#: from Python's recursion limit, so deep nesting is a refusal, never a crash.
+MAX_DEPTH = 200
+_NESTING_MESSAGE = f"the query nests deeper than {MAX_DEPTH} levels"
+
+
+def _depth(root: exp.Expression) -> int:
+    """The depth of the expression tree, computed without recursion."""
+    deepest, stack = 0, [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in node.iter_expressions())
+    return deepest
+
+
+_UNITS = frozenset(
+    "year years quarter quarters month months week weeks day days hour hours minute minutes "
+    "second seconds millisecond milliseconds microsecond microseconds dow doy epoch isodow "
+    "isoyear decade century millennium".split()
+)
+
+
+def _known_unit(node: exp.Var) -> bool:
+    """A Var is only acceptable as a date part of EXTRACT, DATE_TRUNC or INTERVAL."""
+    parent = node.parent
+    return node.name.lower() in _UNITS and isinstance(
+        parent, exp.Extract | exp.TimestampTrunc | exp.DateTrunc | exp.Interval
+    )
+
+
+def _table_dataset(table: exp.Table, ctes: set[str]) -> str | None:
+    if not isinstance(table.this, exp.Identifier):
+        raise _refuse("guard.table_function", "table functions are not allowed in FROM")
+    if table.args.get("catalog") is not None:
+        raise _refuse("guard.table", "three-part table names are not allowed")
+    name = table.name.lower()
+    db = table.args.get("db")
+    if db is None:
+        if name in ctes:
+            return None
+        raise _refuse(
+            "guard.table",
+            f"table '{table.name}' is not a dataset: name datasets as domain.table",
+        )
+    if not isinstance(db, exp.Identifier):
+        raise _refuse("guard.table", "the dataset's domain must be a plain name")
+    return f"{db.name.lower()}.{name}"

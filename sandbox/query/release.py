@@ -1,0 +1,158 @@
+"""Prepare, execute and release one query: the pure steps of a job's path.
+
+``prepare`` (pure): parse, check against the grants, rewrite; also what the
+query would cost in ε.  ``execute``: the stats query in the locked enclave.
+``release``: disclosure control on the stats table, then the operator's output
+expressions, HAVING, ORDER BY and LIMIT computed over the released statistics
+only, in a separate in-memory DuckDB that can see nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sandbox.core.access import DatasetAccess
+from sandbox.core.errors import EnclaveError, QueryRefused
+from sandbox.enclave.enclave import LOCKDOWN, Enclave
+from sandbox.query.disclosure import DisclosureParams, StatColumn, disclose, epsilon_cost
+from sandbox.query.guard import Checked, check_query
+from sandbox.query.noise import NoiseSource
+from sandbox.query.parse import Parsed, parse_query
+from sandbox.query.rewrite import STATS_TABLE, ContributionBounds, Plan, build_plan
+
+__all__ = [
+    "Prepared",
+    "Released",
+    "execute",
+    "prepare",
+    "release",
+    "release_database",
+    "result_sha256",
+]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    parsed: Parsed
+    checked: Checked
+    plan: Plan
+    params: DisclosureParams
+
+    @property
+    def columns(self) -> list[StatColumn]:
+        return [StatColumn(**asdict(stat)) for stat in self.plan.stats]
+
+    @property
+    def epsilon(self) -> float:
+        """What releasing this query costs in ε (0 without a budget)."""
+        return epsilon_cost(self.columns, self.params) if self.params.epsilon else 0.0
+
+    @property
+    def query_sha256(self) -> str:
+        return hashlib.sha256(self.parsed.normalized_sql.encode()).hexdigest()
+
+    @property
+    def touched(self) -> list[str]:
+        return sorted(f"{b.dataset}.{b.column}" for b in self.checked.touched)
+
+
+@dataclass(frozen=True)
+class Released:
+    table: pa.Table
+    groups_suppressed: int
+    epsilon_spent: float
+
+
+def prepare(
+    sql: str | Parsed,
+    access: Mapping[str, DatasetAccess],
+    params: DisclosureParams,
+    *,
+    bounds: ContributionBounds | None = None,
+    max_sql_length: int = 20_000,
+) -> Prepared:
+    """Everything short of running: the guard's verdict and the rewritten SQL."""
+    parsed = sql if isinstance(sql, Parsed) else parse_query(sql, max_length=max_sql_length)
+    checked = check_query(parsed, access)
+    if params.epsilon and bounds is None:
+        bounds = ContributionBounds(
+            max_rows_per_entity=params.max_rows_per_entity,
+            max_groups_per_entity=params.max_groups_per_entity,
+        )
+    plan = build_plan(checked, access, bounds=bounds if params.epsilon else None, k=params.k)
+    if params.epsilon and any(stat.kind in ("min", "max") for stat in plan.stats):
+        raise QueryRefused(
+            "min and max are not released under a privacy budget: no noise hides whose value "
+            "an extreme is; count the values instead",
+            rule="disclosure.extreme",
+        )
+    return Prepared(parsed, checked, plan, params)
+
+
+def execute(enclave: Enclave, prepared: Prepared, *, max_groups: int | None = None) -> pa.Table:
+    """Run the stats query in the enclave (timeout and result limits apply)."""
+    return enclave.query(prepared.plan.stats_sql, max_rows=max_groups)
+
+
+def release_database() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB, locked down, for computing outputs over released statistics."""
+    con = duckdb.connect(config=dict(LOCKDOWN))
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def release(
+    stats: pa.Table,
+    prepared: Prepared,
+    *,
+    noise: NoiseSource | None = None,
+    database: duckdb.DuckDBPyConnection | None = None,
+) -> Released:
+    """Disclosure control, then the operator's outputs over released statistics only."""
+    disclosed = disclose(stats, prepared.columns, prepared.params, noise=noise)
+    # The enclave's row order follows its hash tables, which every row shapes: released
+    # rows (and a LIMIT without ORDER BY) follow the group keys instead.
+    keys = [(name, "ascending") for name in prepared.plan.keys]
+    released = disclosed.table.sort_by(keys) if keys else disclosed.table
+    owned = database is None
+    base = release_database() if database is None else database
+    con = base.cursor()
+    try:
+        con.register(STATS_TABLE, released)
+        table = con.sql(prepared.plan.release_sql).to_arrow_table()
+    except duckdb.Error as exc:
+        raise EnclaveError(
+            f"computing the released outputs failed ({type(exc).__name__})",
+            rule="release.outputs",
+        ) from None
+    finally:
+        con.close()
+        if owned:
+            base.close()
+    table = _round(table, prepared.params.round_digits)
+    return Released(table, disclosed.groups_suppressed, disclosed.epsilon_spent)
+
+
+def _round(table: pa.Table, digits: int | None) -> pa.Table:
+    if digits is None:
+        return table
+    columns = []
+    for column in table.columns:
+        if pa.types.is_floating(column.type):
+            column = pc.round(column, digits)
+        columns.append(column)
+    return pa.table(columns, names=table.column_names)
+
+
+def result_sha256(table: pa.Table) -> str:
+    """Digest of a released table (Arrow IPC stream), bound into the receipt."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()

@@ -1,0 +1,425 @@
+"""Rewrite a checked query into the two SQL texts the pipeline runs.
+
+1. The **stats query** runs in the enclave.  It pre-aggregates per group *and
+   entity* (so each entity's contribution can be clamped and bounded, and the
+   two largest contributions to each sum are known for the dominance rule),
+   then aggregates per group: ``__k*`` keys, ``__entities``, and one column per
+   base statistic (row counts ``__r*``, non-null counts ``__n*``, clamped sums
+   ``__s*``, sums of squares ``__q*``, top-2 contributions ``__t*``, min/max of
+   dimensions).
+2. The **release query** runs outside the enclave, over the disclosed stats
+   table only: it computes the operator's output expressions (``avg`` =
+   sum / count, variance from the moments, ...) and applies HAVING, ORDER BY and
+   LIMIT to released values, never to true ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from sqlglot import exp
+from sqlglot.optimizer.scope import Scope
+
+from sandbox.core.access import DatasetAccess
+from sandbox.core.errors import QueryRefused
+from sandbox.query.columns_expr import EXPANDED
+from sandbox.query.guard import Checked, first_source
+
+__all__ = ["ContributionBounds", "Plan", "Stat", "build_plan"]
+
+STATS_TABLE = "__sbx_stats"
+#: How a per-(group, entity) statistic becomes per group: a template over its column.
+SUM = "sum({})"
+
+
+@dataclass(frozen=True)
+class Stat:
+    """One column of the stats table and how disclosure treats it."""
+
+    name: str
+    kind: str  # entities | rows | count | sum | sumsq | min | max | top2
+    lower: float | None = None
+    upper: float | None = None
+    of: str | None = None
+    #: Under ``FILTER (WHERE ...)``: the stat counting the entities the filter keeps, which
+    #: decides whether this cell may be released (a filtered cell is a group of its own).
+    cell: str | None = None
+
+
+@dataclass(frozen=True)
+class ContributionBounds:
+    """Per-entity caps applied when the grant has a privacy budget."""
+
+    max_rows_per_entity: int = 2
+    max_groups_per_entity: int = 3
+
+
+@dataclass
+class Plan:
+    stats_sql: str
+    release_sql: str
+    stats: list[Stat]
+    keys: list[str]
+    output_names: list[str]
+    primary: str
+    bounds: ContributionBounds | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _col(name: str, table: str | None = None) -> exp.Column:
+    return exp.column(name, table=table, quoted=True)
+
+
+def _inject_entity(checked: Checked, access: Mapping[str, DatasetAccess]) -> exp.Expression:
+    """Carry the primary dataset's entity key through derived tables; return its final form."""
+    entity_key = access[checked.primary].spec.entity_key.lower()
+    return _entity_of(checked.final_scope, entity_key, set())
+
+
+def _entity_of(scope: Scope, entity_key: str, carried: set[int]) -> exp.Expression:
+    """The entity key as a column of a SELECT scope's first FROM source."""
+    alias, source = first_source(scope)
+    if isinstance(source, exp.Table):
+        return _col(entity_key, alias)
+    _carry(source, entity_key, carried)
+    return _col("__sbx_e", alias)
+
+
+def _carry(scope: Scope, entity_key: str, carried: set[int]) -> None:
+    """Add ``__sbx_e`` to a derived scope's outputs (to every branch of a UNION ALL), once."""
+    if id(scope.expression) in carried:
+        return
+    carried.add(id(scope.expression))
+    if isinstance(scope.expression, exp.SetOperation):
+        for branch in scope.set_operation_scopes:
+            _carry(branch, entity_key, carried)
+        return
+    entity = _entity_of(scope, entity_key, carried)
+    scope.expression.append("expressions", exp.alias_(entity, "__sbx_e", quoted=True))
+
+
+class _Stats:
+    def __init__(
+        self,
+        checked: Checked,
+        access: Mapping[str, DatasetAccess],
+        bounds: ContributionBounds | None,
+        k: int = 1,
+    ) -> None:
+        self.checked = checked
+        self.access = access
+        self.bounds = bounds
+        self.k = k
+        self.inner: list[exp.Expression] = []
+        self.outer: list[str] = []
+        self.stats: list[Stat] = [Stat("__entities", "entities")]
+        self.seen: dict[str, str] = {}
+
+    def _cap_count(self, agg: str) -> str:
+        if self.bounds is None:
+            return agg
+        return f"least({agg}, {self.bounds.max_rows_per_entity})"
+
+    def _add(
+        self,
+        key: str,
+        kind: str,
+        inner_sql: str,
+        outer: str,
+        *,
+        lower: float | None = None,
+        upper: float | None = None,
+        cell: str | None = None,
+    ) -> str:
+        if key in self.seen:
+            return self.seen[key]
+        prefix = {
+            "entities": "__e",
+            "rows": "__r",
+            "count": "__n",
+            "sum": "__s",
+            "sumsq": "__q",
+            "min": "__min",
+            "max": "__max",
+        }[kind]
+        name = f"{prefix}{len(self.stats)}"
+        self.seen[key] = name
+        self.inner.append(
+            exp.alias_(exp.maybe_parse(inner_sql, dialect="duckdb"), name, quoted=True)
+        )
+        quoted = f'"{name}"'
+        self.outer.append(f'{outer.format(quoted)} AS "{name}"')
+        self.stats.append(Stat(name, kind, lower, upper, cell=cell))
+        if kind == "sum":
+            top = f"__t{len(self.stats)}"
+            magnitude = f'"{name}"' if (lower or 0.0) >= 0 else f'abs("{name}")'
+            self.outer.append(f'max({magnitude}, 2) AS "{top}"')
+            self.stats.append(Stat(top, "top2", lower, upper, of=name))
+        return name
+
+    def _measure_bounds(self, column: exp.Column) -> tuple[float, float]:
+        info = self.checked.lineage.resolve(column, self.checked.final_scope)
+        base = info.single
+        if base is None:
+            raise QueryRefused(
+                "aggregated measures must be dataset columns", rule="guard.aggregate_argument"
+            )
+        spec = self.access[base.dataset].spec.column(base.column)
+        if spec.bounds is None:
+            raise QueryRefused(
+                f"{base.dataset}.{spec.name} has no clamping bounds",
+                rule="guard.aggregate_argument",
+            )
+        return spec.bounds
+
+    def _present(self, sql: str, where: str, tag: str) -> str:
+        """The stat counting entities with a value of ``sql`` (under the filter, if any).
+
+        ``count(x)``, ``sum(x)``, ``avg(x)`` and the extremes see only rows where ``x``
+        is not NULL: a sparse column (or one made sparse by a CASE in a CTE) is a filter
+        in disguise, so those cells pass the low-count filter on these entities.
+        """
+        return self._add(
+            f"present:{sql}{tag}", "entities", f"(count({sql}){where} > 0)::BIGINT", SUM
+        )
+
+    def replacement(self, node: exp.Expression) -> exp.Expression:
+        """The release-side expression for one aggregate of the operator's query."""
+        where = ""
+        filter_sql = ""
+        if isinstance(node, exp.Filter):
+            filter_sql = node.expression.this.sql(dialect="duckdb")
+            where = f" FILTER (WHERE {filter_sql})"
+            node = node.this
+        arg = node.this
+        tag = f"|{filter_sql}"
+        # The entities a FILTER keeps (0 or 1 per entity and group): its cells' k filter.
+        cell = (
+            self._add("distinct" + tag, "entities", f"(count(*){where} > 0)::BIGINT", SUM)
+            if filter_sql
+            else None
+        )
+        if isinstance(node, exp.Count):
+            if isinstance(arg, exp.Star):
+                name = self._add(
+                    "rows" + tag, "rows", self._cap_count(f"count(*){where}"), SUM, cell=cell
+                )
+                return _col(name)
+            if isinstance(arg, exp.Distinct):
+                return _col(cell or "__entities")
+            sql = arg.sql(dialect="duckdb")
+            return _col(
+                self._add(
+                    f"count:{sql}{tag}",
+                    "count",
+                    self._cap_count(f"count({sql}){where}"),
+                    SUM,
+                    cell=self._present(sql, where, tag),
+                )
+            )
+        sql = arg.sql(dialect="duckdb")
+        if isinstance(node, exp.Min | exp.Max):
+            # Not the extreme row (a WHERE can add one person's row to a crowd) but the
+            # k-th most extreme entity: at least k entities lie at or beyond it.
+            kind = "min" if isinstance(node, exp.Min) else "max"
+            kth = f"list_extract({kind}({{}}, {self.k}), {self.k})"
+            return _col(
+                self._add(
+                    f"{kind}:{sql}{tag}",
+                    kind,
+                    f"{kind}({sql}){where}",
+                    kth,
+                    cell=self._present(sql, where, tag),
+                )
+            )
+        lo, hi = self._measure_bounds(arg)
+        clamped = f"greatest({lo!r}, least({hi!r}, ({sql})::DOUBLE))"
+        per_entity_sum = f"sum({clamped}){where}"
+        if self.bounds is not None:
+            cap = self.bounds.max_rows_per_entity
+            per_entity_sum = (
+                f"greatest({min(lo, 0.0) * cap!r}, least({max(hi, 0.0) * cap!r}, {per_entity_sum}))"
+            )
+        cell = self._present(sql, where, tag)
+        s = self._add(f"sum:{sql}{tag}", "sum", per_entity_sum, SUM, lower=lo, upper=hi, cell=cell)
+        n = self._add(
+            f"count:{sql}{tag}", "count", self._cap_count(f"count({sql}){where}"), SUM, cell=cell
+        )
+        if isinstance(node, exp.Sum):
+            return _col(s)
+        mean = f'("{s}" / NULLIF("{n}", 0))'
+        if isinstance(node, exp.Avg):
+            return exp.maybe_parse(mean, dialect="duckdb")
+        square = f"sum(({clamped}) * ({clamped})){where}"
+        if self.bounds is not None:
+            cap = self.bounds.max_rows_per_entity
+            square = f"least({max(lo * lo, hi * hi) * cap!r}, {square})"
+        q = self._add(f"sumsq:{sql}{tag}", "sumsq", square, SUM, lower=lo, upper=hi, cell=cell)
+        pop = isinstance(node, exp.StddevPop | exp.VariancePop)
+        denominator = f'NULLIF("{n}", 0)' if pop else f'NULLIF("{n}" - 1, 0)'
+        variance = f'(greatest(0, "{q}" - "{s}" * "{s}" / NULLIF("{n}", 0)) / {denominator})'
+        if isinstance(node, exp.Stddev | exp.StddevSamp | exp.StddevPop):
+            return exp.maybe_parse(f"sqrt({variance})", dialect="duckdb")
+        return exp.maybe_parse(variance, dialect="duckdb")
+
+
+def _try(node: exp.Expression) -> exp.Expression:
+    """``TRY(node)``: NULL instead of an error (a bare column or key name cannot fail)."""
+    return (
+        node.copy()
+        if isinstance(node, exp.Column | exp.Try | exp.Literal)
+        else exp.Try(this=node.copy())
+    )
+
+
+def _contain_errors(root: exp.Expression, final: exp.Select) -> None:
+    """Make every operator expression that runs in the enclave unable to raise.
+
+    A run-time error is one exact bit about the rows that caused it (``CASE WHEN
+    <one person> THEN 1 / 0``): predicates (WHERE and FILTER) and the expressions of
+    derived tables become ``TRY(...)``, NULL where they would fail.  Join conditions
+    are equalities of declared key columns (they cannot fail on a value), and the
+    released SELECT's own expressions run outside, over released statistics.
+    """
+    for where in list(root.find_all(exp.Where)):
+        where.set("this", _try(where.this))
+    for select in list(root.find_all(exp.Select)):
+        if select is final:
+            continue
+        for proj in select.expressions:
+            inner = proj.this if isinstance(proj, exp.Alias) else proj
+            if not isinstance(inner, exp.Column | exp.Try | exp.Literal):
+                inner.replace(_try(inner))
+
+
+def _is_aggregate(node: exp.Expression) -> bool:
+    return isinstance(node, exp.Filter | exp.AggFunc)
+
+
+def build_plan(
+    checked: Checked,
+    access: Mapping[str, DatasetAccess],
+    *,
+    bounds: ContributionBounds | None = None,
+    output_names: list[str] | None = None,
+    k: int = 1,
+) -> Plan:
+    """Turn a checked query into the stats SQL (enclave) and the release SQL (outside).
+
+    ``k`` is the release's minimum group size: extremes are released as the k-th most
+    extreme entity's value.
+    """
+    final: exp.Select = checked.final_scope.expression
+    _contain_errors(checked.root, final)
+    entity = _inject_entity(checked, access)
+    stats = _Stats(checked, access, bounds, k)
+    key_names = {key.sql(): f"__k{i}" for i, key in enumerate(checked.keys)}
+
+    def to_release(node: exp.Expression) -> exp.Expression:
+        if node.sql() in key_names:
+            return _col(key_names[node.sql()])
+        if _is_aggregate(node):
+            return stats.replacement(node)
+        return node
+
+    names = output_names or _output_names(checked)
+    release_projections = []
+    for proj, name in zip(final.expressions, names, strict=True):
+        body = _try(proj.unalias().copy().transform(to_release))
+        release_projections.append(exp.alias_(body, name, quoted=True))
+    release = exp.select(*release_projections).from_(STATS_TABLE)
+    if final.args.get("having"):
+        release = release.where(_try(final.args["having"].this.copy().transform(to_release)))
+    if final.args.get("order"):
+        order = final.args["order"].copy()
+        outputs = dict(zip((p.alias_or_name for p in final.expressions), names, strict=True))
+        for ordered in order.expressions:
+            target = ordered.this
+            if isinstance(target, exp.Column) and not target.table and target.name in outputs:
+                ordered.set("this", _col(outputs[target.name]))
+            else:
+                ordered.set("this", _try(target.transform(to_release)))
+        release.set("order", order)
+    if final.args.get("limit"):
+        release.set("limit", final.args["limit"].copy())
+
+    inner = exp.Select()
+    inner.set(
+        "expressions",
+        [exp.alias_(_try(key), f"__k{i}", quoted=True) for i, key in enumerate(checked.keys)]
+        + [exp.alias_(entity, "__sbx_e", quoted=True), *stats.inner],
+    )
+    inner.set("from_", final.args["from_"].copy())
+    if final.args.get("joins"):
+        inner.set("joins", [j.copy() for j in final.args["joins"]])
+    if final.args.get("where"):
+        inner.set("where", final.args["where"].copy())
+    group_cols = [f'"__k{i}"' for i in range(len(checked.keys))]
+    inner_sql = inner.sql(dialect="duckdb") + " GROUP BY " + ", ".join([*group_cols, '"__sbx_e"'])
+    ctes = []
+    with_ = checked.root.args.get("with_")
+    if with_ is not None:
+        ctes = [cte.sql(dialect="duckdb") for cte in with_.expressions]
+    if bounds is None:
+        ctes.append(f"__sbx_pe AS ({inner_sql})")
+    else:
+        # Keep at most G groups per entity: the G whose hash of (keys, entity) is smallest.
+        # The choice then depends on that entity's rows only (an unordered row_number
+        # follows the engine's output order, which other entities' rows can change), and
+        # the G smallest hashes per entity are one small aggregate (a heap of G), not a
+        # sort of every (group, entity) pair.  Two equal 64-bit hashes for one entity
+        # (about G² / 2^64) would keep one group more.
+        h = f"hash({', '.join([*group_cols, '__sbx_e'])})"
+        g = bounds.max_groups_per_entity
+        ctes += [
+            f'__sbx_pg AS (SELECT *, {h} AS "__sbx_h" FROM ({inner_sql}))',
+            f'__sbx_cut AS (SELECT "__sbx_e", list_max(min("__sbx_h", {g})) AS "__sbx_t" '
+            'FROM __sbx_pg GROUP BY "__sbx_e")',
+            '__sbx_pe AS (SELECT __sbx_pg.* FROM __sbx_pg JOIN __sbx_cut USING ("__sbx_e") '
+            'WHERE "__sbx_h" <= "__sbx_t")',
+        ]
+    outer = [*group_cols, 'count(*) AS "__entities"', *stats.outer]
+    stats_sql = f"WITH {', '.join(ctes)} SELECT {', '.join(outer)} FROM __sbx_pe"
+    if group_cols:
+        stats_sql += " GROUP BY " + ", ".join(group_cols)
+    if bounds is not None:
+        # With a budget, groups under k never leave the enclave (disclosure would drop
+        # them anyway): the number of groups it sees, noised, counts only groups of at
+        # least k, and the stats table's size limit can only be reached by those.
+        stats_sql += f" HAVING count(*) >= {k}"
+    return Plan(
+        stats_sql=stats_sql,
+        release_sql=release.sql(dialect="duckdb"),
+        stats=stats.stats,
+        keys=[f"__k{i}" for i in range(len(checked.keys))],
+        output_names=names,
+        primary=checked.primary,
+        bounds=bounds,
+    )
+
+
+def _output_names(checked: Checked) -> list[str]:
+    """Output column names as the operator wrote them: the alias, the column, or the SQL."""
+    final = checked.final_scope.expression
+    original = checked.parsed.expression
+    written = original.expressions if isinstance(original, exp.Select) else []
+    # A COLUMNS(...) projection stands for several outputs, each named after its column.
+    plain = [p for p in written if not p.find(exp.Columns)]
+    expanded = [p for p in final.expressions if p.meta.get(EXPANDED)]
+    if len(plain) + len(expanded) != len(final.expressions):
+        return [p.alias_or_name for p in final.expressions]
+    names: list[str] = []
+    remaining = iter(plain)
+    for out in final.expressions:
+        proj = out if out.meta.get(EXPANDED) else next(remaining)
+        if isinstance(proj, exp.Alias):
+            name = proj.alias
+        elif isinstance(proj, exp.Column):
+            name = proj.name
+        else:
+            name = proj.sql(dialect="duckdb")
+        while name in names:
+            name += "_"
+        names.append(name)
+    return names

@@ -1,0 +1,637 @@
+"""A query's whole path: authorize, guard, rewrite, execute, disclose, record, release.
+
+Fail closed: the result leaves only after the audit entry that records it is
+durable, in the same control-plane transaction that spends the privacy budget,
+counts the usage and caches the release; if any of it fails, nothing is
+released and nothing is spent.  Every refusal, at any step, is audited with the
+rule that refused.
+
+A query whose grant requires the bureau's review (``review_required``) is never
+released by :meth:`QueryService.run`.  A job runs it with :meth:`QueryService.run_job`,
+which computes the desensitized result (noise drawn, suppression applied) and
+returns it :class:`Held`: recorded in the audit trail as computed, but nothing is
+released, no ε is spent and no usage is counted.  When the bureau approves,
+:meth:`QueryService.release_held` re-authorizes the query (the grant may have been
+narrowed, suspended or used up meanwhile), checks that the held result was computed
+under the same grant and dataset versions, and then releases it exactly like ``run``
+does: ε spent, usage counted, audit entry durable, release cached, in one
+transaction, before anything is returned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import sqlalchemy as sa
+
+from policies import Actor, Decision, Grant, spend_budget
+from sandbox.core.access import DatasetAccess
+from sandbox.core.db import release_cache
+from sandbox.core.errors import (
+    AuditUnavailable,
+    BudgetExhausted,
+    QueryRefused,
+    ResultTooLarge,
+    SandboxError,
+)
+from sandbox.core.timeutil import to_rfc3339
+from sandbox.enclave.catalog import DatasetRecord
+from sandbox.platform import Platform
+from sandbox.query.disclosure import DisclosureParams
+from sandbox.query.noise import NoiseSource
+from sandbox.query.parse import parse_query
+from sandbox.query.receipts import issue_receipt
+from sandbox.query.release import (
+    Prepared,
+    Released,
+    execute,
+    prepare,
+    release,
+    release_database,
+    result_sha256,
+)
+from sandbox.query.rewrite import ContributionBounds
+
+__all__ = ["Authorized", "Held", "QueryResult", "QueryService"]
+
+ACTION = "dataset.query"
+#: Groups computed in the enclave may exceed the released-row limit by this factor
+#: (small groups are suppressed before release); memory and time limits still apply.
+STATS_HEADROOM = 20
+
+
+@dataclass(frozen=True)
+class Authorized:
+    """A query that passed authorization and the guard, ready to run."""
+
+    decision: Decision
+    prepared: Prepared
+    remaining: float | None
+    records: dict[str, DatasetRecord]
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    table: pa.Table
+    meta: dict[str, Any]
+    receipt: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Held:
+    """A desensitized result computed under a grant that requires review: not released.
+
+    ``key`` is the release-cache key it was computed under (operator, query, grant and
+    dataset versions, disclosure parameters): a release later must find the same key.
+    """
+
+    table: pa.Table
+    groups_suppressed: int
+    epsilon: float
+    key: str
+    cpu_ms: int
+    meta: dict[str, Any]
+
+
+class QueryService:
+    """Runs and explains operators' queries against one platform."""
+
+    def __init__(
+        self,
+        platform: Platform,
+        *,
+        noise: NoiseSource | None = None,
+        contribution: ContributionBounds | None = None,
+    ) -> None:
+        self.platform = platform
+        self.noise = noise
+        self.contribution = contribution or ContributionBounds(
+            max_rows_per_entity=platform.settings.dp_max_rows_per_entity,
+            max_groups_per_entity=platform.settings.dp_max_groups_per_entity,
+        )
+        self._release_db = release_database()
+
+    # -- pieces ----------------------------------------------------------------------------
+
+    def _record(
+        self,
+        actor: Actor,
+        rid: str,
+        decision: str,
+        rule: str,
+        *,
+        client: str | None,
+        dataset: str | None,
+        details: dict[str, Any],
+    ) -> Any:
+        return self.platform.record(
+            actor=actor.name,
+            role=actor.role.value,
+            action=ACTION,
+            target=f"query:{rid}",
+            decision=decision,
+            rule=rule,
+            request_id=rid,
+            client=client,
+            dataset=dataset,
+            details=details,
+        )
+
+    def _access(
+        self, grants: tuple[Grant, ...], records: dict[str, DatasetRecord]
+    ) -> dict[str, DatasetAccess]:
+        access = {}
+        for grant in grants:
+            record = records[grant.dataset]
+            access[grant.dataset] = DatasetAccess(
+                record.spec,
+                grant.max_level,
+                None if grant.columns is None else frozenset(c.lower() for c in grant.columns),
+                frozenset(c.lower() for c in grant.groupable),
+            )
+        return access
+
+    def _params(self, decision: Decision) -> tuple[DisclosureParams, float | None]:
+        grants = decision.grants
+        k = max([g.k for g in grants] + [self.platform.settings.k_floor])
+        budgeted = [g for g in grants if g.epsilon_total is not None]
+        epsilon: float | None = None
+        remaining: float | None = None
+        if budgeted:
+            remaining = (
+                min(decision.budgets[g.id].remaining for g in budgeted if g.id in decision.budgets)
+                if decision.budgets
+                else None
+            )
+            caps = [g.epsilon_per_query for g in budgeted if g.epsilon_per_query]
+            epsilon = min(caps) if caps else min(1.0, remaining or 0.0)
+        # A query over several grants (a join) releases under the strictest terms of each.
+        shares = [g.dominance_p for g in grants if g.dominance_p is not None]
+        digits = [g.round_digits for g in grants if g.round_digits is not None]
+        params = DisclosureParams(
+            k=k,
+            epsilon=epsilon,
+            max_rows_per_entity=self.contribution.max_rows_per_entity,
+            max_groups_per_entity=self.contribution.max_groups_per_entity,
+            dominance_n=max((g.dominance_n for g in grants), default=2),
+            dominance_p=min(shares) if shares else None,
+            round_digits=min(digits) if digits else None,
+            delta=self.platform.settings.dp_delta,
+        )
+        return params, remaining
+
+    def _authorize(
+        self, actor: Actor, sql: str, rid: str, purpose: str | None, client: str | None
+    ) -> Authorized:
+        parsed = parse_query(sql)
+        decision = self.platform.authority.decide(
+            actor,
+            ACTION,
+            f"query:{rid}",
+            datasets=parsed.datasets,
+            purpose=purpose,
+            request_id=rid,
+            client=client,
+            audit=False,
+        )
+        if not decision.allowed:
+            raise decision.error()
+        records = {d: self.platform.catalog.get(d) for d in parsed.datasets}
+        params, remaining = self._params(decision)
+        prepared = prepare(parsed, self._access(decision.grants, records), params)
+        return Authorized(decision, prepared, remaining, records)
+
+    # -- explain ---------------------------------------------------------------------------
+
+    def explain(
+        self,
+        actor: Actor,
+        sql: str,
+        *,
+        purpose: str | None = None,
+        client: str | None = None,
+        request_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Would this query be accepted, which rule refuses it, what it touches and costs."""
+        rid = request_id or uuid.uuid4().hex
+        try:
+            auth = self._authorize(actor, sql, rid, purpose, client)
+        except SandboxError as exc:
+            self._record(
+                actor,
+                rid,
+                "deny",
+                exc.rule or exc.code,
+                client=client,
+                dataset=None,
+                details={
+                    "explain": True,
+                    "reason": exc.message,
+                    "query_sha256": hashlib.sha256(sql.encode()).hexdigest(),
+                },
+            )
+            return {"accepted": False, "rule": exc.rule or exc.code, "message": exc.message}
+        prepared, decision = auth.prepared, auth.decision
+        answer = {
+            "accepted": True,
+            "datasets": list(prepared.parsed.datasets),
+            "columns": prepared.touched,
+            "entity_of": prepared.plan.primary,
+            "k": prepared.params.k,
+            "epsilon": prepared.epsilon,
+            "epsilon_remaining": auth.remaining,
+            "review_required": decision.review_required,
+            "grants": [{"id": g.id, "version": g.version} for g in decision.grants],
+            "normalized_sql": prepared.parsed.normalized_sql,
+        }
+        self._record(
+            actor,
+            rid,
+            "allow",
+            decision.rule,
+            client=client,
+            dataset=prepared.parsed.datasets[0],
+            details={"explain": True, "query_sha256": prepared.query_sha256},
+        )
+        return answer
+
+    # -- run -------------------------------------------------------------------------------
+
+    def run(
+        self,
+        actor: Actor,
+        sql: str,
+        *,
+        purpose: str | None = None,
+        request_id: str | None = None,
+        client: str | None = None,
+    ) -> QueryResult:
+        """Run one query and release its desensitized result (or raise, audited)."""
+        outcome = self._run(actor, sql, purpose, request_id, client, hold=False)
+        assert isinstance(outcome, QueryResult)
+        return outcome
+
+    def run_job(
+        self,
+        actor: Actor,
+        sql: str,
+        *,
+        purpose: str | None = None,
+        request_id: str | None = None,
+        client: str | None = None,
+        authorized: Authorized | None = None,
+    ) -> QueryResult | Held:
+        """As :meth:`run`; under a grant that requires review, compute and hold, don't release.
+
+        ``authorized``: what :meth:`check` returned for this very query moments ago (a job
+        run at once in the process that accepted it), to skip parsing and checking again.
+        """
+        return self._run(actor, sql, purpose, request_id, client, hold=True, auth=authorized)
+
+    def check(
+        self,
+        actor: Actor,
+        sql: str,
+        *,
+        purpose: str | None = None,
+        request_id: str | None = None,
+        client: str | None = None,
+    ) -> Authorized:
+        """Would :meth:`run_job` start?  A refusal is audited and raised; acceptance is silent.
+
+        For job submission: a query refused now is refused at once, with its rule, and
+        no job is created.  It is checked again when the job runs.
+        """
+        rid = request_id or uuid.uuid4().hex
+        started = time.perf_counter()
+        try:
+            auth = self._authorize(actor, sql, rid, purpose, client)
+            self._check_budget(auth)
+        except SandboxError as exc:
+            self.record_refusal(actor, rid, client, sql, exc, started)
+            raise
+        return auth
+
+    @staticmethod
+    def _check_budget(auth: Authorized) -> None:
+        prepared = auth.prepared
+        if prepared.params.epsilon and (
+            auth.remaining is None or prepared.epsilon > auth.remaining + 1e-9
+        ):
+            # The authority's own refusal of an empty ledger is BudgetExhausted: same rule,
+            # same code and status when a little is left but not enough.
+            raise BudgetExhausted(
+                f"the query costs ε={prepared.epsilon:g} but only "
+                f"{auth.remaining or 0:g} remains on the grant",
+                rule="budget.exhausted",
+            )
+
+    def record_refusal(
+        self,
+        actor: Actor,
+        rid: str,
+        client: str | None,
+        sql: str,
+        exc: SandboxError,
+        started: float,
+    ) -> None:
+        """Audit a refusal of ``sql`` with its rule (nothing to record if the audit is down)."""
+        if isinstance(exc, AuditUnavailable):
+            return
+        self._record(
+            actor,
+            rid,
+            "deny",
+            exc.rule or exc.code,
+            client=client,
+            dataset=None,
+            details={
+                "reason": exc.message,
+                "query_sha256": hashlib.sha256(sql.encode()).hexdigest(),
+                "duration_ms": int((time.perf_counter() - started) * 1000),
+            },
+        )
+
+    def _run(
+        self,
+        actor: Actor,
+        sql: str,
+        purpose: str | None,
+        request_id: str | None,
+        client: str | None,
+        *,
+        hold: bool,
+        auth: Authorized | None = None,
+    ) -> QueryResult | Held:
+        rid = request_id or uuid.uuid4().hex
+        started = time.perf_counter()
+        try:
+            auth = auth or self._authorize(actor, sql, rid, purpose, client)
+            prepared = auth.prepared
+            if auth.decision.review_required and not hold:
+                raise QueryRefused(
+                    "a grant used by this query requires bureau review before release: submit "
+                    "it as a job",
+                    rule="grant.review_required",
+                )
+            self._check_budget(auth)
+            key = self._cache_key(actor, auth)
+            cached = self._cached(key)
+            if cached is not None:
+                # Already released to this operator (after review, if the grant needs it).
+                self._record(
+                    actor,
+                    rid,
+                    "allow",
+                    auth.decision.rule,
+                    client=client,
+                    dataset=prepared.parsed.datasets[0],
+                    details={**cached.meta, "cache": True, "epsilon_spent": 0.0},
+                )
+                return cached
+            cpu0 = time.process_time()
+            limit = self.platform.settings.max_result_rows
+            stats = execute(self.platform.enclave, prepared, max_groups=limit * STATS_HEADROOM)
+            released = release(stats, prepared, noise=self.noise, database=self._release_db)
+            if released.table.num_rows > limit:
+                raise ResultTooLarge(
+                    f"the released result has more than {limit} rows",
+                    rule="enclave.max_result_rows",
+                )
+            cpu_ms = int((time.process_time() - cpu0) * 1000)
+            if auth.decision.review_required:
+                return self._hold(actor, rid, client, auth, key, released, cpu_ms, started)
+            return self._commit(actor, rid, client, auth, key, released, cpu_ms, started)
+        except SandboxError as exc:
+            self.record_refusal(actor, rid, client, sql, exc, started)
+            raise
+
+    def _hold(
+        self,
+        actor: Actor,
+        rid: str,
+        client: str | None,
+        auth: Authorized,
+        key: str,
+        released: Released,
+        cpu_ms: int,
+        started: float,
+    ) -> Held:
+        """Record that a result was computed and is held for review; release nothing."""
+        prepared, decision = auth.prepared, auth.decision
+        meta: dict[str, Any] = {
+            "request_id": rid,
+            "rows": released.table.num_rows,
+            "groups_suppressed": released.groups_suppressed,
+            "k": prepared.params.k,
+            "epsilon": released.epsilon_spent,
+            "datasets": list(prepared.parsed.datasets),
+            "review_datasets": sorted(g.dataset for g in decision.grants if g.review_required),
+            "columns": prepared.touched,
+            "query_sha256": prepared.query_sha256,
+            "result_sha256": result_sha256(released.table),
+        }
+        self._record(
+            actor,
+            rid,
+            "allow",
+            decision.rule,
+            client=client,
+            dataset=prepared.parsed.datasets[0],
+            details={
+                **meta,
+                "held_for_review": True,
+                "epsilon_spent": 0.0,
+                "normalized_sql": prepared.parsed.normalized_sql,
+                "grants": [{"id": g.id, "version": g.version} for g in decision.grants],
+                "duration_ms": int((time.perf_counter() - started) * 1000),
+            },
+        )
+        return Held(
+            released.table, released.groups_suppressed, released.epsilon_spent, key, cpu_ms, meta
+        )
+
+    def release_held(
+        self,
+        actor: Actor,
+        sql: str,
+        held: Held,
+        *,
+        purpose: str | None = None,
+        request_id: str | None = None,
+        client: str | None = None,
+        review: list[dict[str, Any]] | None = None,
+    ) -> QueryResult:
+        """Release a held result after review: re-authorized, then spent, audited and cached.
+
+        Refused (and audited) with ``review.stale`` if the grants, datasets or disclosure
+        parameters changed since it was computed (the job must run again), and with the
+        authorization's own rule if the grant is no longer live or its budget cannot pay.
+        """
+        rid = request_id or uuid.uuid4().hex
+        started = time.perf_counter()
+        try:
+            auth = self._authorize(actor, sql, rid, purpose, client)
+            key = self._cache_key(actor, auth)
+            if key != held.key:
+                raise QueryRefused(
+                    "the grant, the dataset or the disclosure parameters changed after the "
+                    "result was computed: submit the job again",
+                    rule="review.stale",
+                )
+            cached = self._cached(key)
+            if cached is not None:
+                self._record(
+                    actor,
+                    rid,
+                    "allow",
+                    auth.decision.rule,
+                    client=client,
+                    dataset=auth.prepared.parsed.datasets[0],
+                    details={**cached.meta, "cache": True, "epsilon_spent": 0.0},
+                )
+                return cached
+            self._check_budget(auth)
+            released = Released(held.table, held.groups_suppressed, held.epsilon)
+            return self._commit(
+                actor,
+                rid,
+                client,
+                auth,
+                key,
+                released,
+                held.cpu_ms,
+                started,
+                extra={"review": review or []},
+            )
+        except SandboxError as exc:
+            self.record_refusal(actor, rid, client, sql, exc, started)
+            raise
+
+    def _cache_key(self, actor: Actor, auth: Authorized) -> str:
+        versions = sorted((d, r.version) for d, r in auth.records.items())
+        material = json.dumps(
+            [
+                actor.name,
+                auth.prepared.parsed.normalized_sql,
+                sorted((g.id, g.version) for g in auth.decision.grants),
+                versions,
+                repr(auth.prepared.params),
+            ],
+            sort_keys=True,
+        )
+        return hashlib.sha256(material.encode()).hexdigest()
+
+    def _cached(self, key: str) -> QueryResult | None:
+        with self.platform.engine.connect() as conn:
+            row = conn.execute(sa.select(release_cache).where(release_cache.c.key == key)).first()
+        if row is None:
+            return None
+        table = pa.ipc.open_stream(io.BytesIO(row.result)).read_all()
+        return QueryResult(table, {**row.meta, "cached": True}, row.receipt)
+
+    def _commit(
+        self,
+        actor: Actor,
+        rid: str,
+        client: str | None,
+        auth: Authorized,
+        key: str,
+        released: Released,
+        cpu_ms: int,
+        started: float,
+        *,
+        extra: dict[str, Any] | None = None,
+    ) -> QueryResult:
+        now = datetime.now(UTC)
+        prepared, decision = auth.prepared, auth.decision
+        digest = result_sha256(released.table)
+        datasets = [auth.records[d] for d in prepared.parsed.datasets]
+        meta: dict[str, Any] = {
+            "request_id": rid,
+            "rows": released.table.num_rows,
+            "groups_suppressed": released.groups_suppressed,
+            "k": prepared.params.k,
+            "epsilon_spent": released.epsilon_spent,
+            "epsilon_remaining": None
+            if auth.remaining is None
+            else max(0.0, auth.remaining - released.epsilon_spent),
+            "datasets": [d.id for d in datasets],
+            "columns": prepared.touched,
+            "query_sha256": prepared.query_sha256,
+            "result_sha256": digest,
+        }
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, released.table.schema) as writer:
+            writer.write_table(released.table)
+        with self.platform.engine.begin() as conn:
+            if released.epsilon_spent > 0:
+                for grant in decision.grants:
+                    if grant.epsilon_total is not None:
+                        spend_budget(conn, grant.id, released.epsilon_spent, now=now, ref=rid)
+            self.platform.authority.record_usage(decision, cpu_ms=cpu_ms, conn=conn, now=now)
+            details = {
+                **meta,
+                "normalized_sql": prepared.parsed.normalized_sql,
+                "grants": [{"id": g.id, "version": g.version} for g in decision.grants],
+                "duration_ms": int((time.perf_counter() - started) * 1000),
+                **(extra or {}),
+            }
+            entry = self._record(
+                actor,
+                rid,
+                "allow",
+                decision.rule,
+                client=client,
+                dataset=datasets[0].id,
+                details=details,
+            )
+            receipt = issue_receipt(
+                {
+                    "request_id": rid,
+                    "operator": actor.name,
+                    "issued_at": to_rfc3339(now),
+                    "query_sha256": prepared.query_sha256,
+                    "grants": details["grants"],
+                    "policy_version": self.platform.authority.policy_version,
+                    "datasets": [
+                        {"id": d.id, "version": d.version, "source_sha256": d.source_sha256}
+                        for d in datasets
+                    ],
+                    "epsilon_spent": released.epsilon_spent,
+                    "k": prepared.params.k,
+                    "rows": released.table.num_rows,
+                    "groups_suppressed": released.groups_suppressed,
+                    "result_sha256": digest,
+                    "audit": {"seq": entry.seq, "entry_hash": entry.entry_hash.hex()},
+                },
+                self.platform.signing_key(),
+            )
+            _insert_ignore(
+                conn,
+                release_cache,
+                key=key,
+                operator=actor.name,
+                created_at=to_rfc3339(now),
+                result=sink.getvalue().to_pybytes(),
+                meta=meta,
+                receipt=receipt,
+            )
+        return QueryResult(released.table, {**meta, "cached": False}, receipt)
+
+
+def _insert_ignore(conn: sa.Connection, table: sa.Table, **values: Any) -> None:
+    """Insert unless the key exists (two identical queries racing keep the first release)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    conn.execute(insert(table).values(**values).on_conflict_do_nothing())

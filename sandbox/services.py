@@ -1,0 +1,99 @@
+"""The components one server process (or one CLI command) needs, built lazily, with no HTTP in them.
+
+:class:`Services` holds one :class:`ServerPlatform` (whose enclave is a
+:class:`~sandbox.enclave.shared.SharedEnclave`), the query service, the job
+store, runner and desk, the run-time settings and the rate limiter.  The API
+keeps one in ``app.state``; ``sandbox job`` builds one for local jobs.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from policies import Administration
+from sandbox.core.runtime_settings import RuntimeSettings
+from sandbox.core.settings import Settings
+from sandbox.enclave.shared import SharedEnclave
+from sandbox.jobs.desk import JobDesk
+from sandbox.jobs.runner import JobRunner
+from sandbox.jobs.store import JobStore
+from sandbox.platform import Platform
+from sandbox.query.service import QueryService
+from sandbox.ratelimit import RateLimiter
+
+__all__ = ["ServerPlatform", "Services", "prepare_home"]
+
+
+class ServerPlatform(Platform):
+    """A platform whose enclave is shared with other server processes and reports progress."""
+
+    def __init__(self, settings: Settings, *, progress_cursors: int) -> None:
+        super().__init__(settings)
+        self.progress_cursors = progress_cursors
+
+    @cached_property
+    def enclave(self) -> SharedEnclave:
+        return SharedEnclave.for_server(self.settings, progress_cursors=self.progress_cursors)
+
+
+class Services:
+    """Everything one server process needs, opened lazily, started and stopped by the app."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.base_settings = settings
+        self.platform = ServerPlatform(settings, progress_cursors=settings.job_workers + 2)
+        self.limiter = RateLimiter()
+
+    @cached_property
+    def runtime(self) -> RuntimeSettings:
+        return RuntimeSettings(self.platform.engine, self.base_settings)
+
+    def settings(self) -> Settings:
+        """The settings in force now (the admin's run-time changes included)."""
+        current = self.runtime.current()
+        if current is not self.platform.settings:
+            self.platform.settings = current  # the query service reads k_floor from here
+        return current
+
+    @cached_property
+    def service(self) -> QueryService:
+        return QueryService(self.platform)
+
+    @cached_property
+    def store(self) -> JobStore:
+        return JobStore(self.platform.engine)
+
+    @cached_property
+    def runner(self) -> JobRunner:
+        return JobRunner(
+            self.platform,
+            self.service,
+            self.store,
+            workers=self.base_settings.job_workers,
+            result_ttl_s=lambda: self.settings().result_ttl_s,
+        )
+
+    @cached_property
+    def desk(self) -> JobDesk:
+        return JobDesk(self.platform, self.service, self.store, self.runner, self.settings)
+
+    def administration(self) -> Administration:
+        return Administration(self.platform.authority, k_floor=self.settings().k_floor)
+
+    def start(self) -> None:
+        self.settings()
+        self.runner.start()
+
+    def stop(self) -> None:
+        if "runner" in self.__dict__ and self.runner.runner_id is not None:
+            self.runner.stop()
+        self.platform.close()
+
+
+def prepare_home(settings: Settings) -> None:
+    """Create every control-plane table and seed the policy once, before workers start."""
+    services = Services(settings)
+    try:
+        _ = services.store, services.runtime, services.platform.authority, services.platform.audit
+    finally:
+        services.platform.close()

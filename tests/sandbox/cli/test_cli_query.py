@@ -1,0 +1,125 @@
+"""`sandbox query` and `sandbox receipt verify` as an operator uses them (subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "sandbox.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("cliq") / "home"
+    run("--home", str(home), "demo", "--scale", "0.01")
+    tokens = home / "demo-tokens.json"
+    assert tokens.stat().st_mode & 0o777 == 0o600
+    return home
+
+
+def token(home: Path, name: str) -> str:
+    return json.loads((home / "demo-tokens.json").read_text())[name]
+
+
+def test_query_prints_released_rows_and_writes_a_receipt(home: Path, tmp_path: Path) -> None:
+    receipt = tmp_path / "receipt.json"
+    proc = run(
+        "--home",
+        str(home),
+        "query",
+        "--token",
+        token(home, "op-bank"),
+        "--format",
+        "json",
+        "--receipt",
+        str(receipt),
+        "SELECT district, count(DISTINCT person_id) AS persons FROM health.claims GROUP BY 1",
+    )
+    doc = json.loads(proc.stdout)
+    assert len(doc["rows"]) == 16 and doc["meta"]["k"] == 10
+    assert all(row["persons"] >= 10 for row in doc["rows"])
+    verified = run("--home", str(home), "receipt", "verify", str(receipt))
+    assert "valid: request" in verified.stdout
+    tampered = json.loads(receipt.read_text())
+    tampered["receipt"]["rows"] = 1
+    receipt.write_text(json.dumps(tampered))
+    bad = run("--home", str(home), "receipt", "verify", str(receipt), check=False)
+    assert bad.returncode == 2 and "receipt.signature" in bad.stderr
+
+
+def test_table_and_csv_formats(home: Path) -> None:
+    sql = "SELECT status, count(*) AS firms FROM market.enterprises GROUP BY 1 ORDER BY 1"
+    table = run("--home", str(home), "query", "--token", token(home, "op-bank"), sql)
+    assert table.stdout.splitlines()[0].split() == ["status", "firms"]
+    assert "groups suppressed" in table.stderr
+    csv = run(
+        "--home", str(home), "query", "--token", token(home, "op-bank"), "--format", "csv", sql
+    )
+    assert csv.stdout.splitlines()[0] == '"status","firms"'
+
+
+def test_refusal_goes_to_stderr_with_nonzero_exit(home: Path) -> None:
+    proc = run(
+        "--home",
+        str(home),
+        "query",
+        "--token",
+        token(home, "op-bank"),
+        "SELECT id_number, count(*) FROM health.claims GROUP BY 1",
+        check=False,
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "guard.l4_column" in proc.stderr
+
+
+def test_bad_token_is_refused(home: Path) -> None:
+    proc = run(
+        "--home",
+        str(home),
+        "query",
+        "--token",
+        "sbx_not-a-token",
+        "SELECT count(*) FROM health.claims",
+        check=False,
+    )
+    assert proc.returncode == 2 and "unauthenticated" in proc.stderr
+
+
+def test_explain(home: Path) -> None:
+    ok = run(
+        "--home",
+        str(home),
+        "query",
+        "--token",
+        token(home, "op-insurer"),
+        "--explain",
+        "SELECT gender, count(*) FROM health.claims GROUP BY 1",
+    )
+    verdict = json.loads(ok.stdout)
+    assert verdict["accepted"] and verdict["epsilon"] == pytest.approx(1.0)
+    refused = run(
+        "--home",
+        str(home),
+        "query",
+        "--token",
+        token(home, "op-insurer"),
+        "--explain",
+        "SELECT * FROM health.claims",
+        check=False,
+    )
+    assert refused.returncode == 2
+    assert json.loads(refused.stdout)["rule"] == "guard.not_aggregated"

@@ -1,0 +1,292 @@
+"""A query's whole path on a demo deployment: refusals, releases, budget, cache, receipts, audit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from audit.errors import StoreUnavailable
+from sandbox.core.errors import AuditUnavailable, QueryRefused, SandboxError
+from sandbox.query.receipts import verify_receipt
+from sandbox.query.release import result_sha256
+from sandbox.query.service import QueryService
+from tests.conftest import build_deployment
+
+SHARED_ATTACKS = Path(__file__).resolve().parents[4] / "shared" / "attacks" / "samples.jsonl"
+W1 = (
+    "SELECT district, diagnosis_code, count(*) AS n, count(DISTINCT person_id) AS persons, "
+    "avg(claim_amount) AS mean_amount FROM health.claims GROUP BY 1, 2"
+)
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    """This module's own deployment: it spends budgets and freezes datasets."""
+    platform, tokens = build_deployment(tmp_path_factory.mktemp("service") / "home")
+    yield platform, tokens
+    platform.close()
+
+
+@pytest.fixture(scope="module")
+def identifier_values(deployment) -> set[str]:
+    """Every identifier value of the demo data (for the leak check)."""
+    platform, _ = deployment
+    values: set[str] = set()
+    queries = {
+        "health.claims": ["claim_id", "person_id", "name", "id_number"],
+        "market.enterprises": ["credit_code", "name"],
+        "transport.trips": ["card_id"],
+    }
+    with platform.enclave.cursor() as cur:
+        for table, columns in queries.items():
+            for column in columns:
+                values |= {
+                    r[0] for r in cur.sql(f"SELECT DISTINCT {column} FROM {table}").fetchall()
+                }
+    return values
+
+
+def actor(deployment, name: str):
+    platform, tokens = deployment
+    return platform.authority.authenticate(tokens[name])
+
+
+def audit_size(platform) -> int:
+    return platform.audit.size()
+
+
+def assert_no_leak(text: str, values: set[str]) -> None:
+    leaked = [v for v in values if len(v) >= 6 and v in text]
+    assert not leaked, f"identifier values leaked: {leaked[:3]}"
+
+
+def test_shared_attack_samples_end_to_end(deployment, identifier_values) -> None:
+    if not SHARED_ATTACKS.exists():
+        pytest.skip("../shared/attacks is not beside this checkout")
+    platform, _ = deployment
+    service = QueryService(platform)
+    bank = actor(deployment, "op-bank")
+    for line in SHARED_ATTACKS.read_text().splitlines():
+        sample = json.loads(line)
+        before = audit_size(platform)
+        if sample["expect"] == "refuse":
+            with pytest.raises(SandboxError) as info:
+                service.run(bank, sample["sql"])
+            assert info.value.rule, sample["id"]
+            assert_no_leak(str(info.value), identifier_values)
+        else:
+            result = service.run(bank, sample["sql"])
+            assert result.table.num_rows > 0, sample["id"]
+            assert_no_leak(json.dumps(result.table.to_pylist(), default=str), identifier_values)
+        assert audit_size(platform) == before + 1, f"{sample['id']} must be audited once"
+
+
+def test_refusal_is_audited_with_its_rule(deployment) -> None:
+    platform, _ = deployment
+    service = QueryService(platform)
+    with pytest.raises(QueryRefused):
+        service.run(
+            actor(deployment, "op-bank"), "SELECT name, count(*) FROM health.claims GROUP BY 1"
+        )
+    entry = platform.audit.entry(platform.audit.size() - 1)
+    assert entry.decision == "deny"
+    assert entry.rule == "guard.identifier"
+    assert entry.action == "dataset.query"
+
+
+def test_low_count_filter_against_true_counts(deployment) -> None:
+    platform, _ = deployment
+    result = QueryService(platform).run(actor(deployment, "op-bank"), W1)
+    with platform.enclave.cursor() as cur:
+        truth = cur.sql(
+            "SELECT district, diagnosis_code, count(*), count(DISTINCT person_id) "
+            "FROM health.claims GROUP BY 1, 2"
+        ).fetchall()
+    expected = {(d, c): (n, p) for d, c, n, p in truth if p >= 10}
+    released = {(r["district"], r["diagnosis_code"]): r for r in result.table.to_pylist()}
+    assert set(released) == set(expected)
+    assert result.meta["groups_suppressed"] == len(truth) - len(expected) > 0
+    for key, (n, persons) in expected.items():
+        assert released[key]["n"] == n and released[key]["persons"] == persons
+
+
+def test_operator_without_grant_is_refused(deployment) -> None:
+    platform, _ = deployment
+    with pytest.raises(SandboxError) as info:
+        QueryService(platform).run(
+            actor(deployment, "op-planner"),
+            "SELECT district, count(*) FROM health.claims GROUP BY 1",
+        )
+    assert info.value.status == 403
+
+
+def test_budget_cache_and_exhaustion(deployment) -> None:
+    platform, _ = deployment
+    service = QueryService(platform)
+    insurer = actor(deployment, "op-insurer")
+    first = service.run(insurer, "SELECT gender, count(*) AS n FROM health.claims GROUP BY 1")
+    assert first.meta["epsilon_spent"] == pytest.approx(1.0)
+    remaining = first.meta["epsilon_remaining"]
+    again = service.run(insurer, "SELECT gender, count(*) AS n FROM health.claims GROUP BY 1")
+    assert again.meta["cached"] and again.table.equals(first.table)
+    assert again.receipt == first.receipt
+    # Spend the rest, then the next new query is refused before it runs.
+    spent = 0
+    while remaining - spent >= 1.0 - 1e-9:
+        service.run(
+            insurer, f"SELECT gender, count(*) FROM health.claims WHERE age > {spent} GROUP BY 1"
+        )
+        spent += 1
+    with pytest.raises(SandboxError) as info:
+        service.run(insurer, "SELECT district, count(*) FROM health.claims GROUP BY 1")
+    assert info.value.rule == "budget.exhausted"
+    assert platform.audit.entry(platform.audit.size() - 1).rule == "budget.exhausted"
+    # Once the budget is gone the grant's use is over: repeats are refused too.
+    with pytest.raises(SandboxError):
+        service.run(insurer, "SELECT gender, count(*) AS n FROM health.claims GROUP BY 1")
+
+
+def test_receipt_verifies_offline_and_binds_the_result(deployment) -> None:
+    platform, _ = deployment
+    result = QueryService(platform).run(
+        actor(deployment, "op-bank"), "SELECT hospital_id, count(*) FROM health.claims GROUP BY 1"
+    )
+    keys = platform.keyring.public_keys()
+    body = verify_receipt(result.receipt, keys)
+    assert body["result_sha256"] == result_sha256(result.table)
+    assert (
+        body["datasets"][0]["source_sha256"] == platform.catalog.get("health.claims").source_sha256
+    )
+    entry = platform.audit.entry(body["audit"]["seq"])
+    assert entry.details["result_sha256"] == body["result_sha256"]
+    tampered = json.loads(json.dumps(result.receipt))
+    tampered["receipt"]["rows"] += 1
+    with pytest.raises(SandboxError):
+        verify_receipt(tampered, keys)
+
+
+def test_nothing_is_released_when_the_audit_fails(deployment, monkeypatch) -> None:
+    platform, _ = deployment
+    service = QueryService(platform)
+    insurer = actor(deployment, "op-insurer")
+
+    def broken(**_fields):
+        raise StoreUnavailable("disk full")
+
+    monkeypatch.setattr(platform.audit, "append", broken)
+    with pytest.raises(AuditUnavailable):
+        service.run(
+            actor(deployment, "op-bank"),
+            "SELECT status, count(*) FROM market.enterprises GROUP BY 1",
+        )
+    monkeypatch.undo()
+    # Not cached: running it again executes and releases for real.
+    result = service.run(
+        actor(deployment, "op-bank"), "SELECT status, count(*) FROM market.enterprises GROUP BY 1"
+    )
+    assert not result.meta["cached"]
+    assert insurer.name == "op-insurer"
+
+
+def test_explain_reports_without_running(deployment) -> None:
+    platform, _ = deployment
+    service = QueryService(platform)
+    before = audit_size(platform)
+    verdict = service.explain(actor(deployment, "op-bank"), W1)
+    assert verdict["accepted"] and verdict["epsilon"] == 0
+    assert "health.claims.person_id" in verdict["columns"]
+    refused = service.explain(actor(deployment, "op-bank"), "SELECT * FROM health.claims")
+    assert refused == {
+        "accepted": False,
+        "rule": "guard.not_aggregated",
+        "message": refused["message"],
+    }
+    assert audit_size(platform) == before + 2
+
+
+def test_frozen_dataset_is_refused_at_once(deployment) -> None:
+    from policies import Actor, Administration
+
+    platform, _ = deployment
+    admin = Administration(platform.authority, k_floor=10)
+    host = Actor.host("tests")
+    admin.set_dataset_frozen(host, "transport.trips", True, reason="incident drill")
+    try:
+        with pytest.raises(SandboxError) as info:
+            QueryService(platform).run(
+                actor(deployment, "op-planner"),
+                "SELECT board_station, count(*) FROM transport.trips GROUP BY 1",
+            )
+        assert "frozen" in info.value.rule
+    finally:
+        admin.set_dataset_frozen(host, "transport.trips", False, reason="drill over")
+    result = QueryService(platform).run(
+        actor(deployment, "op-planner"),
+        "SELECT board_station, count(*) FROM transport.trips GROUP BY 1",
+    )
+    assert result.table.num_rows > 0
+
+
+def test_the_grants_rounding_and_dominance_govern_the_release(deployment) -> None:
+    """A bureau narrows its grant's disclosure terms; the next release follows them."""
+    from policies import Administration
+
+    platform, _ = deployment
+    service = QueryService(platform)
+    bank = actor(deployment, "op-bank")
+    bureau = actor(deployment, "bureau-market")
+    admin = Administration(platform.authority, k_floor=platform.settings.k_floor)
+    (grant,) = [g for g in admin.list_grants(bureau) if g.operator == "op-bank"]
+    sql = "SELECT industry, sum(registered_capital) AS capital FROM market.enterprises GROUP BY 1"
+    before = service.run(bank, sql)
+    admin.narrow_grant(bureau, grant.id, round_digits=-3, dominance_p=0.3, reason="coarser")
+    after = service.run(bank, f"{sql} ORDER BY 1")
+    assert after.meta["groups_suppressed"] > before.meta["groups_suppressed"]
+    capitals = [row["capital"] for row in after.table.to_pylist()]
+    assert capitals and all(c % 1000 == 0 for c in capitals)
+    assert any(row["capital"] % 1000 for row in before.table.to_pylist())
+
+
+def test_filtered_cells_pass_the_low_count_filter_themselves(deployment) -> None:
+    """A FILTER makes a finer group: its cell is NULL unless k entities pass the filter."""
+    platform, _ = deployment
+    sql = (
+        "SELECT hospital_id, count(*) AS n, count(*) FILTER (WHERE age >= 80) AS old, "
+        "avg(claim_amount) FILTER (WHERE age >= 80) AS old_mean, "
+        "count(DISTINCT person_id) FILTER (WHERE age >= 80) AS old_persons "
+        "FROM health.claims GROUP BY 1"
+    )
+    result = QueryService(platform).run(actor(deployment, "op-bank"), sql)
+    with platform.enclave.cursor() as cur:
+        truth = dict(
+            cur.sql(
+                "SELECT hospital_id, count(DISTINCT person_id) FILTER (WHERE age >= 80) "
+                "FROM health.claims GROUP BY 1"
+            ).fetchall()
+        )
+    rows = result.table.to_pylist()
+    shown = [r for r in rows if r["old_persons"] is not None]
+    hidden = [r for r in rows if r["old_persons"] is None]
+    assert shown and hidden, "the data should have cells on both sides of k"
+    for row in shown:
+        assert row["old_persons"] == truth[row["hospital_id"]] >= 10
+        assert row["old"] >= row["old_persons"] and row["old_mean"] is not None
+    for row in hidden:
+        assert truth[row["hospital_id"]] < 10
+        assert row["old"] is None and row["old_mean"] is None and row["n"] is not None
+
+
+def test_a_query_that_does_not_bind_is_refused_not_an_internal_error(deployment) -> None:
+    """A type mismatch is the operator's mistake, found from the schema alone: 422, audited."""
+    platform, _ = deployment
+    sql = (
+        "SELECT district, count(*) FROM health.claims WHERE coalesce(claim_date, 0) > 1 GROUP BY 1"
+    )
+    with pytest.raises(QueryRefused) as info:
+        QueryService(platform).run(actor(deployment, "op-bank"), sql)
+    assert (info.value.status, info.value.rule) == (422, "enclave.bind")
+    assert "BinderException" in info.value.message and "claim_date" not in info.value.message
+    last = platform.audit.entry(platform.audit.size() - 1)
+    assert (last.decision, last.rule) == ("deny", "enclave.bind")
