@@ -20,6 +20,7 @@ from connectors.files import FileSource
 from policies import Actor, GrantTerms, Target, Tariff, Use
 from sandbox.core.classification import Level, parse_classification
 from sandbox.core.errors import Forbidden, InvalidInput, NotFound
+from sandbox.jobs.results import result_rows
 from sandbox.reclassify import reclassify
 
 from .context import ActorDep, Meta, MetaDep, Services, ServicesDep
@@ -38,7 +39,6 @@ from .models import (
     UploadOut,
 )
 from .operator import job_out
-from .results import result_rows
 from .shared import dataset_out, grant_out
 
 __all__ = ["router"]

@@ -8,11 +8,11 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 
 from sandbox.jobs.desk import FORMATS
+from sandbox.jobs.results import MEDIA_TYPES, encode, result_rows
 from sandbox.jobs.store import Job, JobState
 
 from .context import ActorDep, MetaDep, ServicesDep
 from .models import ExplainOut, Format, JobIn, JobList, JobOut, QueryIn, ResultRows
-from .results import MEDIA_TYPES, encode, result_rows
 
 __all__ = ["router"]
 

@@ -45,7 +45,7 @@ class _Local:
     """The client's job methods over the local home (no server needed)."""
 
     def __init__(self, settings: Settings, token: str) -> None:
-        from sandbox.api.context import Services
+        from sandbox.services import Services
 
         self.services = Services(settings)
         self.actor = self.services.platform.authority.authenticate(token)
@@ -254,7 +254,7 @@ def result(
 def _encode(table: pa.Table, fmt: str) -> bytes:
     if fmt == "table":
         return (format_table(table) + "\n").encode()
-    from sandbox.api.results import encode
+    from sandbox.jobs.results import encode
 
     return b"".join(encode(table, fmt)) + (b"\n" if fmt == "json" else b"")
 

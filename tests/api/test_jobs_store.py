@@ -18,10 +18,10 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from sandbox.api.results import encode
 from sandbox.core.db import open_control_db
 from sandbox.core.errors import Conflict, RateLimited
 from sandbox.enclave.shared import JobSlot, SharedEnclave, job_slot
+from sandbox.jobs.results import encode
 from sandbox.jobs.store import JobState, JobStore, StoredResult
 from sandbox.ratelimit import RateLimiter
 
