@@ -1,3 +1,4 @@
+# Over 400 lines: one method per API route, so the client mirrors docs/api.md.
 """A Python client for the Sandbox HTTP API (httpx).
 
 ::

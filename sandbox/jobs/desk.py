@@ -1,3 +1,4 @@
+# Over 400 lines: each act on a job is authorized and audited alike, through shared helpers.
 """What operators and bureaus do with jobs: submit, watch, cancel, fetch, review.
 
 Each act is authorized by the decision API and audited:

@@ -1,3 +1,4 @@
+# Over 400 lines: each job transition is one conditional UPDATE; the state machine reads as one.
 """Analysis jobs in the control-plane database: states, transitions, results.
 
 A job is one operator query run in the background by a bounded worker pool

@@ -1,3 +1,4 @@
+# Over 400 lines: the disclosure rules applied to one stats table, each a small pure function.
 """Disclosure control: what of a stats table may leave the enclave, and how noisy.
 
 Input is the stats table of :mod:`sandbox.query.rewrite` (one row per group: ``__k*``

@@ -1,3 +1,4 @@
+# Over 400 lines: one walk over the scopes; guard v2 (issue 13) splits it into rule modules.
 """The query guard: every column use checked against classification and grant.
 
 An ordered set of small rules over one analysed query (see ``docs/guard.md``):

@@ -1,3 +1,4 @@
+# Over 400 lines: one rewrite into the stats and release queries; its helpers go together.
 """Rewrite a checked query into the two SQL texts the pipeline runs.
 
 1. The **stats query** runs in the enclave.  It pre-aggregates per group *and
