@@ -41,6 +41,24 @@ TokenOpt = Annotated[
 RESULT_FORMATS = ("table", "json", "csv", "parquet", "arrow")
 
 
+def _job_id(value: str) -> str:
+    """Refuse an empty id as a usage error, as when ``JOB=$(sandbox job submit ...)`` failed."""
+    if not value.strip():
+        raise typer.BadParameter(
+            "the job id is empty (did the `sandbox job submit` that should have printed it "
+            "fail or get refused?)"
+        )
+    return value
+
+
+JobIdArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="JOB_ID", help="The job's id, as printed by `sandbox job submit`.", callback=_job_id
+    ),
+]
+
+
 class _Local:
     """The client's job methods over the local home (no server needed)."""
 
@@ -179,7 +197,7 @@ def submit(
 
 
 @job_app.command("status")
-def status(ctx: typer.Context, job_id: str, token: TokenOpt, url: UrlOpt = None) -> None:
+def status(ctx: typer.Context, job_id: JobIdArg, token: TokenOpt, url: UrlOpt = None) -> None:
     """A job's state, progress and outcome (JSON)."""
     with remote_or_local(ctx, url, token) as backend:
         _show(backend.job(job_id))
@@ -188,7 +206,7 @@ def status(ctx: typer.Context, job_id: str, token: TokenOpt, url: UrlOpt = None)
 @job_app.command("wait")
 def wait_cmd(
     ctx: typer.Context,
-    job_id: str,
+    job_id: JobIdArg,
     token: TokenOpt,
     url: UrlOpt = None,
     timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds.")] = None,
@@ -201,7 +219,7 @@ def wait_cmd(
 
 
 @job_app.command("cancel")
-def cancel(ctx: typer.Context, job_id: str, token: TokenOpt, url: UrlOpt = None) -> None:
+def cancel(ctx: typer.Context, job_id: JobIdArg, token: TokenOpt, url: UrlOpt = None) -> None:
     """Cancel a queued, running or held job."""
     with remote_or_local(ctx, url, token) as backend:
         typer.echo(_line(backend.cancel(job_id)))
@@ -225,7 +243,7 @@ def list_cmd(
 @job_app.command("result")
 def result(
     ctx: typer.Context,
-    job_id: str,
+    job_id: JobIdArg,
     token: TokenOpt,
     url: UrlOpt = None,
     fmt: Annotated[str, typer.Option("--format", help=", ".join(RESULT_FORMATS))] = "table",

@@ -224,24 +224,33 @@ def dataset_verify_cert(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the CLI, render SandboxErrors without tracebacks."""
+    """Entry point: run the CLI; exit with the command's status, never with a traceback.
+
+    Typer 0.29 runs on its own bundled click (``typer._click``): with
+    ``standalone_mode=False`` a ``typer.Exit(n)`` comes back as the return value
+    ``n``, and usage errors are typer's exceptions (:class:`typer.TyperException`),
+    not the ``click`` package's.  Status: 0 success; 1 a command's own "something
+    is wrong" (``audit verify``) or an abort; 2 a usage error (a ``Usage:`` line
+    and ``Error: ...`` on stderr) or a :class:`SandboxError` (``error[code]: ...``).
+    """
     try:
-        app(args=argv, standalone_mode=False)
+        status = app(args=argv, prog_name="sandbox", standalone_mode=False)
     except SandboxError as exc:
         rule = f" (rule: {exc.rule})" if exc.rule else ""
         typer.echo(f"error[{exc.code}]: {exc.message}{rule}", err=True)
         raise SystemExit(2) from None
+    except typer.TyperException as exc:  # usage errors: MissingParameter, NoSuchOption, ...
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            typer.echo(f"Error: {exc.format_message()}", err=True)
+        raise SystemExit(exc.exit_code) from None
     except typer.Abort:
+        typer.echo("Aborted!", err=True)
         raise SystemExit(1) from None
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            raise SystemExit(exc.exit_code) from None
-        if isinstance(exc, click.exceptions.Exit):
-            raise SystemExit(exc.exit_code) from None
-        raise
+    if isinstance(status, int) and not isinstance(status, bool) and status != 0:
+        raise SystemExit(status)
 
 
 if __name__ == "__main__":
