@@ -2,8 +2,10 @@
 
 The file is an allowlist: every column of the table must be classified, every
 key must be known, and anything the loader does not understand is an error.
-Validation collects every problem and reports them together, naming the
-column and the rule, never a data value.  Example::
+Validation (pydantic models of the file's sections, :mod:`sandbox.core.classification_file`)
+collects every problem and reports them together, each as the file, the key's path
+and the reason (``visits.toml: columns.amount.bounds: bounds need low < high``), never
+a value.  Example::
 
     [dataset]
     id = "health.claims"
@@ -23,7 +25,6 @@ column and the rule, never a data value.  Example::
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import re
 import tomllib
@@ -33,6 +34,15 @@ from typing import Any
 
 import rfc8785
 
+from sandbox.core.classification_file import (
+    DATASET_ID,
+    ColumnEntry,
+    DatasetEntry,
+    Generalization,
+    Level,
+    Role,
+    section,
+)
 from sandbox.core.errors import ClassificationError
 
 __all__ = [
@@ -46,59 +56,11 @@ __all__ = [
     "validate_against_schema",
 ]
 
-DATASET_ID = re.compile(r"^([a-z][a-z0-9_]{0,62})\.([a-z][a-z0-9_]{0,62})$")
-COLUMN_REF = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
 NUMERIC_TYPES = re.compile(
     r"^(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|UTINYINT|USMALLINT|UINTEGER|UBIGINT|UHUGEINT"
     r"|FLOAT|DOUBLE|REAL|DECIMAL(\(\d+,\s*\d+\))?)$"
 )
 TEMPORAL_TYPES = re.compile(r"^(DATE|TIMESTAMP.*|TIME)$")
-TRUNCATE_UNITS = ("year", "quarter", "month", "week", "day", "hour", "minute")
-
-
-class Level(enum.IntEnum):
-    """Classification level: L1 public, L2 internal, L3 sensitive, L4 core (never released)."""
-
-    L1 = 1
-    L2 = 2
-    L3 = 3
-    L4 = 4
-
-    @classmethod
-    def parse(cls, text: str) -> Level:
-        return cls[text.upper()]
-
-
-class Role(enum.StrEnum):
-    IDENTIFIER = "identifier"
-    QUASI = "quasi"
-    SENSITIVE = "sensitive"
-    DIMENSION = "dimension"
-    MEASURE = "measure"
-
-
-@dataclass(frozen=True)
-class Generalization:
-    """How a quasi-identifier must be coarsened before it may be grouped."""
-
-    kind: str  # "band" | "truncate" | "prefix"
-    width: float | None = None
-    unit: str | None = None
-    length: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        if self.kind == "band":
-            return {"band": self.width}
-        if self.kind == "truncate":
-            return {"truncate": self.unit}
-        return {"prefix": self.length}
-
-    def describe(self) -> str:
-        if self.kind == "band":
-            return f"bands of {self.width:g}"
-        if self.kind == "truncate":
-            return f"truncated to {self.unit}"
-        return f"first {self.length} characters"
 
 
 @dataclass(frozen=True)
@@ -177,14 +139,14 @@ def parse_dataset_id(text: str) -> tuple[str, str]:
     return match.group(1), match.group(2)
 
 
-_DATASET_KEYS = {"id", "title", "description", "entity_key"}
-_COLUMN_KEYS = {"level", "role", "type", "description", "bounds", "generalize", "joinable"}
-
-
 def parse_classification(
     source: str | Mapping[str, Any], *, source_name: str = "<classification>"
 ) -> DatasetSpec:
-    """Parse and validate a classification document (TOML text or a parsed mapping)."""
+    """Parse and validate a classification document (TOML text or a parsed mapping).
+
+    Every problem is reported in one :class:`ClassificationError`, each as the key's
+    path and the reason (``columns.amount.bounds: bounds need low < high``).
+    """
     if isinstance(source, str):
         try:
             doc: Mapping[str, Any] = tomllib.loads(source)
@@ -203,145 +165,48 @@ def parse_classification(
         raise ClassificationError(
             f"{source_name}: missing [dataset] section", rule="classification.structure"
         )
-    unknown_meta = set(meta) - _DATASET_KEYS
-    if unknown_meta:
-        problems.append(f"[dataset]: unknown keys {sorted(unknown_meta)}")
-    dataset_id = str(meta.get("id", ""))
-    if not DATASET_ID.fullmatch(dataset_id):
-        problems.append("[dataset].id must be 'domain.table' (lower-case identifiers)")
-    entity_key = str(meta.get("entity_key", ""))
     columns_doc = doc.get("columns")
     if not isinstance(columns_doc, Mapping) or not columns_doc:
         raise ClassificationError(
             f"{source_name}: missing [columns.*] sections", rule="classification.structure"
         )
-    columns = []
+    column_problems: list[str] = []
+    columns: list[ColumnSpec] = []
+    roles: dict[str, Role | None] = {}
     for name, raw in columns_doc.items():
-        column = _parse_column(str(name), raw, problems)
+        column = section(ColumnEntry, raw, f"columns.{name}", column_problems)
+        roles[str(name).lower()] = None if column is None else column.role
         if column is not None:
-            columns.append(column)
-    names = [c.name.lower() for c in columns]
-    if len(set(names)) != len(names):
-        problems.append("column names must be unique ignoring case")
-    if not entity_key:
-        problems.append("[dataset].entity_key is required (the column naming a person or firm)")
-    elif entity_key.lower() not in names:
-        problems.append(f"entity_key '{entity_key}' is not a classified column")
-    else:
-        key_col = columns[names.index(entity_key.lower())]
-        if key_col.role is not Role.IDENTIFIER:
-            problems.append(f"entity_key '{entity_key}' must have role 'identifier'")
-    if problems:
+            columns.append(_column_spec(str(name), column))
+    if len(roles) != len(columns_doc):
+        column_problems.append("columns: column names must be unique ignoring case")
+    dataset = section(DatasetEntry, meta, "dataset", problems, {"roles": roles})
+    problems += column_problems
+    if problems or dataset is None:
         raise ClassificationError(
             f"{source_name}: " + "; ".join(problems), rule="classification.invalid"
         )
     return DatasetSpec(
-        id=dataset_id,
-        title=str(meta.get("title", dataset_id)),
-        description=str(meta.get("description", "")),
-        entity_key=entity_key,
+        id=dataset.id,
+        title=dataset.id if dataset.title is None else dataset.title,
+        description=dataset.description,
+        entity_key=dataset.entity_key,
         columns=tuple(columns),
         source_name=source_name,
     )
 
 
-def _parse_column(name: str, raw: Any, problems: list[str]) -> ColumnSpec | None:
-    where = f"column '{name}'"
-    if not isinstance(raw, Mapping):
-        problems.append(f"{where}: must be a table")
-        return None
-    unknown = set(raw) - _COLUMN_KEYS
-    if unknown:
-        problems.append(f"{where}: unknown keys {sorted(unknown)}")
-    try:
-        level = Level.parse(str(raw.get("level", "")))
-    except KeyError:
-        problems.append(f"{where}: level must be one of L1, L2, L3, L4")
-        return None
-    try:
-        role = Role(str(raw.get("role", "")))
-    except ValueError:
-        problems.append(f"{where}: role must be one of {[r.value for r in Role]}")
-        return None
-    bounds = _parse_bounds(where, role, raw.get("bounds"), problems)
-    generalize = _parse_generalization(where, role, raw.get("generalize"), problems)
-    joinable = raw.get("joinable", [])
-    if isinstance(joinable, str):
-        joinable = [joinable]
-    if not isinstance(joinable, list) or not all(isinstance(j, str) for j in joinable):
-        problems.append(f"{where}: joinable must be a list of 'domain.table.column'")
-        joinable = []
-    if "joinable" in raw and not joinable:
-        problems.append(f"{where}: declared joinable without a target column")
-    for target in joinable:
-        if not COLUMN_REF.fullmatch(target):
-            problems.append(f"{where}: join target '{target}' is not 'domain.table.column'")
-    if joinable and level is Level.L4:
-        problems.append(f"{where}: an L4 column can never be a join key")
-    if joinable and role not in (Role.IDENTIFIER, Role.DIMENSION):
-        problems.append(f"{where}: only identifier or dimension columns can be join keys")
+def _column_spec(name: str, column: ColumnEntry) -> ColumnSpec:
     return ColumnSpec(
         name=name,
-        level=level,
-        role=role,
-        type=str(raw["type"]).upper() if "type" in raw else None,
-        description=str(raw.get("description", "")),
-        bounds=bounds,
-        generalize=generalize,
-        joinable=tuple(joinable),
+        level=column.level,
+        role=column.role,
+        type=None if column.type is None else column.type.upper(),
+        description=column.description,
+        bounds=column.bounds,
+        generalize=column.generalize,
+        joinable=column.joinable or (),
     )
-
-
-def _parse_bounds(
-    where: str, role: Role, raw: Any, problems: list[str]
-) -> tuple[float, float] | None:
-    if raw is None:
-        if role is Role.MEASURE:
-            problems.append(f"{where}: a measure needs clamping bounds = [low, high]")
-        return None
-    if role is not Role.MEASURE:
-        problems.append(f"{where}: bounds apply to measures only")
-        return None
-    valid = (
-        isinstance(raw, list)
-        and len(raw) == 2
-        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in raw)
-    )
-    if not valid:
-        problems.append(f"{where}: bounds must be two numbers [low, high]")
-        return None
-    low, high = float(raw[0]), float(raw[1])
-    if not low < high:
-        problems.append(f"{where}: bounds need low < high")
-        return None
-    return (low, high)
-
-
-def _parse_generalization(
-    where: str, role: Role, raw: Any, problems: list[str]
-) -> Generalization | None:
-    if raw is None:
-        return None
-    if role is not Role.QUASI:
-        problems.append(f"{where}: generalize applies to quasi-identifiers only")
-        return None
-    if not isinstance(raw, Mapping) or len(raw) != 1:
-        problems.append(
-            f"{where}: generalize is one of {{band = N}}, {{truncate = UNIT}}, {{prefix = N}}"
-        )
-        return None
-    ((kind, value),) = raw.items()
-    if kind == "band" and isinstance(value, int | float) and value > 0:
-        return Generalization("band", width=float(value))
-    if kind == "truncate" and value in TRUNCATE_UNITS:
-        return Generalization("truncate", unit=str(value))
-    if kind == "prefix" and isinstance(value, int) and value > 0:
-        return Generalization("prefix", length=int(value))
-    problems.append(
-        f"{where}: generalize must be band = positive number, truncate = one of "
-        f"{list(TRUNCATE_UNITS)}, or prefix = positive integer"
-    )
-    return None
 
 
 def validate_against_schema(spec: DatasetSpec, schema: Mapping[str, str]) -> DatasetSpec:

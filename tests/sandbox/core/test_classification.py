@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,6 +18,8 @@ from sandbox.core.classification import (
 )
 from sandbox.core.errors import ClassificationError
 from sandbox.enclave.demo_data import DEMO_DATASETS, demo_spec
+
+ROOT = Path(__file__).resolve().parents[3]
 
 BASE = """
 [dataset]
@@ -162,3 +167,182 @@ def test_dataset_id_parser_accepts_only_domain_dot_table(text: str) -> None:
     assert f"{domain}.{table}" == text
     assert domain.isascii() and table.isascii()
     assert '"' not in text and " " not in text
+
+
+# -- the file's structure: each problem names the file, the key's path and the reason ------
+
+INVALID = "classification.invalid"
+FINITE = "bounds must be finite numbers (inf, -inf and nan are refused)"
+
+REFUSED = {
+    "infinite upper bound": ("[0, 1000]", "[0, inf]", f"columns.amount.bounds: {FINITE}"),
+    "infinite lower bound": ("[0, 1000]", "[-inf, 1000]", f"columns.amount.bounds: {FINITE}"),
+    "nan bound": ("[0, 1000]", "[nan, 1000]", f"columns.amount.bounds: {FINITE}"),
+    "inverted bounds": ("[0, 1000]", "[1000, 0]", "columns.amount.bounds: bounds need low < high"),
+    "equal bounds": ("[0, 1000]", "[7, 7]", "columns.amount.bounds: bounds need low < high"),
+    "one bound": (
+        "[0, 1000]",
+        "[0]",
+        "columns.amount.bounds: bounds must be two numbers [low, high]",
+    ),
+    "bounds as strings": (
+        "[0, 1000]",
+        '["0", "1000"]',
+        "columns.amount.bounds: bounds must be two numbers [low, high]",
+    ),
+    "a boolean bound": (
+        "[0, 1000]",
+        "[true, 1000]",
+        "columns.amount.bounds: bounds must be two numbers [low, high]",
+    ),
+    "unknown column key": (
+        'role = "identifier"\n',
+        'role = "identifier"\ncolour = "red"\n',
+        "columns.person_id: unknown keys ['colour']",
+    ),
+    "unknown dataset key": (
+        'title = "Visits"\n',
+        'title = "Visits"\nowner = "someone"\n',
+        "dataset: unknown keys ['owner']",
+    ),
+    "title not a string": ('title = "Visits"', "title = 5", "dataset.title: must be a string"),
+    "type not a string": (
+        'role = "identifier"\n',
+        'role = "identifier"\ntype = 12\n',
+        "columns.person_id.type: must be a string",
+    ),
+    "description not a string": (
+        'role = "identifier"\n',
+        'role = "identifier"\ndescription = true\n',
+        "columns.person_id.description: must be a string",
+    ),
+    "level not a string": (
+        'level = "L3"',
+        "level = 3",
+        "columns.person_id.level: level must be one of L1, L2, L3, L4",
+    ),
+    "joinable not a list": (
+        'role = "identifier"\n',
+        'role = "identifier"\njoinable = 3\n',
+        "columns.person_id.joinable: joinable must be a list of 'domain.table.column'",
+    ),
+    "infinite band": (
+        "{ band = 10 }",
+        "{ band = inf }",
+        "columns.age.generalize: generalize must be band = positive number, truncate = one "
+        "of ['year', 'quarter', 'month', 'week', 'day', 'hour', 'minute'], or prefix = "
+        "positive integer",
+    ),
+    "column not a table": (
+        '[columns.age]\nlevel = "L2"\nrole = "quasi"\ngeneralize = { band = 10 }\n',
+        "[columns]\nage = 40\n",
+        "columns.age: must be a table",
+    ),
+    "level missing": ('level = "L3"\n', "", "columns.person_id.level: is required"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_each_problem_names_the_file_the_key_and_the_reason(case: str) -> None:
+    old, new, problem = REFUSED[case]
+    with pytest.raises(ClassificationError) as info:
+        parse_classification(_replace(old, new), source_name="visits.toml")
+    assert info.value.message == f"visits.toml: {problem}"
+    assert info.value.rule == INVALID
+
+
+def test_a_file_with_infinite_bounds_is_refused_before_it_can_reach_the_noise() -> None:
+    """Issue 11: ``bounds = [0, inf]`` was accepted, then crashed the ε path (a 500)."""
+    text = (ROOT / "sandbox/enclave/demo/health.claims.toml").read_text("utf-8")
+    assert "bounds = [0, 200000]" in text
+    with pytest.raises(ClassificationError) as info:
+        parse_classification(
+            text.replace("bounds = [0, 200000]", "bounds = [0, inf]"),
+            source_name="health.claims.toml",
+        )
+    assert str(info.value) == (
+        f"health.claims.toml: columns.claim_amount.bounds: {FINITE} [rule: {INVALID}]"
+    )
+
+
+def test_a_stored_classification_with_infinite_bounds_is_refused_too() -> None:
+    """A catalog row is re-parsed from its stored mapping: the same rules apply."""
+    stored = parse_classification(BASE).to_dict()
+    stored["columns"]["amount"]["bounds"] = [0.0, math.inf]
+    with pytest.raises(ClassificationError) as info:
+        parse_classification(stored, source_name="catalog:health.visits")
+    assert info.value.message == f"catalog:health.visits: columns.amount.bounds: {FINITE}"
+
+
+def test_several_problems_of_one_file_are_reported_together_with_their_paths() -> None:
+    text = (
+        _replace("[0, 1000]", "[0, nan]")
+        .replace('title = "Visits"', "title = 5")
+        .replace('role = "quasi"', 'role = "quasi"\nshade = 1')
+    )
+    with pytest.raises(ClassificationError) as info:
+        parse_classification(text, source_name="visits.toml")
+    problems = info.value.message.removeprefix("visits.toml: ").split("; ")
+    assert sorted(problems) == sorted(
+        [
+            "dataset.title: must be a string",
+            "columns.age: unknown keys ['shade']",
+            f"columns.amount.bounds: {FINITE}",
+        ]
+    )
+
+
+def test_no_problem_quotes_the_value_that_caused_it() -> None:
+    text = _replace('title = "Visits"', "title = 123456789").replace("[0, 1000]", "[987654321, 5]")
+    with pytest.raises(ClassificationError) as info:
+        parse_classification(text, source_name="v.toml")
+    assert "123456789" not in str(info.value) and "987654321" not in str(info.value)
+    assert "dataset.title" in str(info.value) and "columns.amount.bounds" in str(info.value)
+
+
+def _toml_number(value: float | int) -> str:
+    return repr(value)  # inf, -inf, nan and 1e+300 are all TOML
+
+
+NUMBERS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=-(10**15), max_value=10**15),
+    st.sampled_from([0, -0.0, 1e308, -1e308, 5e-324]),
+)
+
+
+@given(NUMBERS, NUMBERS)
+def test_bounds_are_accepted_exactly_when_finite_and_low_below_high(
+    low: float | int, high: float | int
+) -> None:
+    text = _replace("[0, 1000]", f"[{_toml_number(low)}, {_toml_number(high)}]")
+    finite = math.isfinite(low) and math.isfinite(high)
+    if finite and float(low) < float(high):
+        spec = parse_classification(text, source_name="visits.toml")
+        assert spec.column("amount").bounds == (float(low), float(high))
+        assert parse_classification(spec.to_dict()).sha256() == spec.sha256()
+        return
+    with pytest.raises(ClassificationError) as info:
+        parse_classification(text, source_name="visits.toml")
+    reason = FINITE if not finite else "bounds need low < high"
+    assert info.value.message == f"visits.toml: columns.amount.bounds: {reason}"
+
+
+# Digests of the demo classifications as parsed before the pydantic models (f8b0aff), e.g.
+#   python -c 'from sandbox.enclave.demo_data import demo_spec as d
+#   print(d("health.claims").sha256())'
+# Certificates and stored classifications carry these: parsing must not change them.
+DEMO_DIGESTS = {
+    "health.claims": "13a22c863614424d4f19676a75fb63bb6d0583f141824986a36414f9bd8e0d9b",
+    "market.enterprises": "d4f352c11b89ee4732950f0fe5231e0f21f37b430d09dfb7ec2a3278058f919f",
+    "hrss.social_insurance": "83943b36fd75db1fa2a53124c54d9d316120909ed466e1c8d83bf39ab13fe42b",
+    "transport.trips": "f8a81652dd58da77a830a0ced65a5ef0653a112197486db1e855c9640fcaa777",
+}
+
+
+@pytest.mark.parametrize("dataset_id", sorted(DEMO_DIGESTS))
+def test_canonical_digest_is_unchanged_and_survives_the_stored_form(dataset_id: str) -> None:
+    spec = demo_spec(dataset_id)
+    assert spec.sha256() == DEMO_DIGESTS[dataset_id]
+    stored = parse_classification(spec.to_dict(), source_name=f"catalog:{dataset_id}")
+    assert stored == spec and stored.sha256() == spec.sha256()
