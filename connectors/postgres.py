@@ -63,8 +63,14 @@ class PostgresSource:
         return str(self.query)
 
     def load_into(self, con: duckdb.DuckDBPyConnection, target: str) -> LoadedSource:
-        import adbc_driver_manager
-        import adbc_driver_postgresql.dbapi as pg
+        try:
+            import adbc_driver_manager
+            import adbc_driver_postgresql.dbapi as pg
+        except ImportError:  # the core install has no PostgreSQL drivers
+            raise ConnectorError(
+                "PostgreSQL sources need the postgres extra: pip install 'sandbox[postgres]'",
+                rule="connector.postgresql.extra",
+            ) from None
 
         sql = self._sql()
         url = self.url.replace("postgresql+psycopg://", "postgresql://", 1)

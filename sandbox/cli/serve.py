@@ -7,8 +7,10 @@ environment this module exports.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
+from sandbox.core.errors import InvalidInput
 from sandbox.core.settings import Settings
 from sandbox.services import prepare_home
 
@@ -29,6 +31,12 @@ def serve_app(
     """
     import sys
 
+    if not all(importlib.util.find_spec(name) for name in ("uvicorn", "fastapi")):
+        # The core install (CLI, local queries, audit verify) has no server.
+        raise InvalidInput(
+            "sandbox serve needs the server extra: pip install 'sandbox[server]'",
+            rule="cli.server_extra",
+        )
     import uvicorn
 
     host = host or settings.host
