@@ -168,6 +168,14 @@ def sensitivity(column: StatColumn, params: DisclosureParams) -> Fraction:
                 f"{column.name} has no clamping bounds: cannot calibrate noise",
                 rule="disclosure.bounds",
             )
+        # The classification refuses these; a spec that got past it must not reach Fraction().
+        finite = math.isfinite(column.lower) and math.isfinite(column.upper)
+        if not finite or column.lower > column.upper:
+            raise EnclaveError(
+                f"{column.name} has clamping bounds that are not finite or not ordered: "
+                "cannot calibrate noise",
+                rule="disclosure.bounds",
+            )
         bound = max(abs(Fraction(column.lower)), abs(Fraction(column.upper)))
         return g * c * (bound if column.kind == "sum" else bound * bound)
     raise EnclaveError(f"{column.name} ({column.kind}) is never noised", rule="disclosure.stats")
@@ -355,8 +363,25 @@ def disclose(
     """Suppress, fold, noise and round a stats table; see the module docstring for the order.
 
     ``noise`` defaults to the OS CSPRNG; tests pass a seeded source.  Without ε
-    nothing is noised and nothing is spent.
+    nothing is noised and nothing is spent.  Arithmetic the release cannot carry (a
+    statistic that overflowed to inf or nan in the enclave, bounds whose noise has no
+    float64) is refused as :class:`EnclaveError` ``disclosure.arithmetic``, kind only.
     """
+    try:
+        return _disclose(stats, columns, params, noise)
+    except (ArithmeticError, ValueError) as exc:
+        raise EnclaveError(
+            f"disclosure could not compute the release ({type(exc).__name__}); nothing is released",
+            rule="disclosure.arithmetic",
+        ) from exc
+
+
+def _disclose(
+    stats: pa.Table,
+    columns: Sequence[StatColumn],
+    params: DisclosureParams,
+    noise: NoiseSource | None,
+) -> Disclosed:
     by_name = _stat_columns(columns)
     _validate(stats, by_name)
     rows = stats.select([n for n in stats.column_names if not _KEY.match(n)]).to_pylist()

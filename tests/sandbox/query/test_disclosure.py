@@ -428,6 +428,65 @@ def test_stats_that_do_not_match_the_plan_are_refused() -> None:
     assert info.value.rule == "disclosure.bounds"
 
 
+def _with_bounds(lower: float, upper: float) -> list[StatColumn]:
+    return [
+        StatColumn(c.name, c.kind, lower, upper, c.of) if c.kind in ("sum", "sumsq", "top2") else c
+        for c in COLUMNS
+    ]
+
+
+@pytest.mark.parametrize(
+    ("lower", "upper"),
+    [(0.0, math.inf), (-math.inf, 0.0), (math.nan, 1.0), (0.0, math.nan), (5.0, 1.0)],
+    ids=["inf", "-inf", "nan-low", "nan-high", "inverted"],
+)
+def test_bounds_that_are_not_finite_or_ordered_never_reach_the_noise(
+    lower: float, upper: float
+) -> None:
+    """Defence in depth: the classification refuses these, a spec that slipped past it is
+    refused here as a project error (it used to be Fraction's OverflowError/ValueError)."""
+    columns = _with_bounds(lower, upper)
+    params = DisclosureParams(k=5, epsilon=1.0)
+    for step in (
+        lambda: sensitivity(columns[2], params),
+        lambda: epsilon_cost(columns, params),
+        lambda: disclose(stats_from(KNOWN), columns, params, noise=seeded_noise(1)),
+    ):
+        with pytest.raises(EnclaveError) as info:
+            step()
+        assert info.value.rule == "disclosure.bounds"
+        assert "not finite or not ordered" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("columns", "params", "stats"),
+    [
+        # Finite bounds whose square has no float64: the noisy sum of squares overflows.
+        (_with_bounds(0.0, 1e160), {"epsilon": 1.0}, None),
+        # A sum that overflowed to inf (or nan) in the enclave.
+        (COLUMNS, {"epsilon": 1.0}, {"__s2": math.inf}),
+        (COLUMNS, {"epsilon": 1.0}, {"__s2": math.nan}),
+        (COLUMNS, {"fold_remainder": True, "groups_capped": True}, {"__s2": math.inf}),
+        # An ε so small that the noise scale has no float64.
+        (COLUMNS, {"epsilon": 1e-320}, None),
+    ],
+    ids=["huge-bounds", "inf-sum", "nan-sum", "inf-sum-folded", "tiny-epsilon"],
+)
+def test_arithmetic_the_release_cannot_carry_is_a_project_error(
+    columns: list[StatColumn], params: dict, stats: dict | None
+) -> None:
+    # Groups large enough to pass the noisy threshold, and two under k to fold.
+    table = stats_from(people("A", 400) + people("B", 300) + people("C", 3) + people("D", 2))
+    for name, value in (stats or {}).items():
+        index = table.schema.get_field_index(name)
+        table = table.set_column(index, name, pa.array([value] * table.num_rows, pa.float64()))
+    with pytest.raises(EnclaveError) as info:
+        disclose(table, columns, DisclosureParams(k=5, **params), noise=seeded_noise(1))
+    assert info.value.rule == "disclosure.arithmetic"
+    assert isinstance(info.value.__cause__, ArithmeticError | ValueError)
+    assert "inf" not in info.value.message and "nan" not in info.value.message
+
+
 # -- properties -------------------------------------------------------------------------------
 
 
