@@ -6,10 +6,17 @@ cannot be read).  The other commands open the store named by the settings
 (``ctx.obj``, a :class:`~sandbox.core.settings.Settings`).  Audit errors are
 translated here into :class:`~sandbox.core.errors.SandboxError` so the CLI renders
 them like every other error.
+
+Reading or signing the trail from the host is itself recorded, like an auditor's
+call over HTTP: actor ``host:<os user>``, role ``admin``, target ``platform``, rule
+``host.console``, action ``audit.export``, ``audit.sign`` or ``audit.read`` (``head``,
+``proof``, ``entries``, ``counts``; ``details.command`` names which), appended after
+the command succeeded (so an export or a head never contains its own record).
 """
 
 from __future__ import annotations
 
+import getpass
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -64,6 +71,24 @@ def _trail(ctx: typer.Context) -> Iterator[AuditTrail]:
             trail.close()
 
 
+HOST_RULE = "host.console"
+"""The rule of a host command's own entry: the console acts without an account."""
+
+
+def _record(trail: AuditTrail, action: str, command: str, **details: Any) -> None:
+    """Append the entry that records a host command reading or signing the trail."""
+    with _translated():
+        trail.append(
+            actor=f"host:{getpass.getuser()}",
+            role="admin",
+            action=action,
+            target="platform",
+            decision="allow",
+            rule=HOST_RULE,
+            details={"command": command, **details},
+        )
+
+
 def _echo_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, sort_keys=True))
 
@@ -74,8 +99,17 @@ def export_cmd(
     out: Annotated[Path, typer.Option("--out", help="New or empty directory to write.")],
 ) -> None:
     """Sign a fresh tree head and write entries, tree heads and public keys to OUT."""
-    with _trail(ctx) as trail, _translated():
-        summary = trail.export(out)
+    with _trail(ctx) as trail:
+        with _translated():
+            summary = trail.export(out)
+        _record(
+            trail,
+            "audit.export",
+            "export",
+            entries=summary.entries,
+            tree_size=summary.tree_head.tree_size,
+            out=str(summary.directory),
+        )
     typer.echo(
         f"exported {summary.entries} entries and {summary.tree_heads} signed tree heads "
         f"to {summary.directory} (root {summary.tree_head.root_hash.hex()})"
@@ -122,17 +156,22 @@ def verify_cmd(
 @audit_app.command("sign")
 def sign_cmd(ctx: typer.Context) -> None:
     """Sign a tree head over every entry now and print it."""
-    with _trail(ctx) as trail, _translated():
-        _echo_json(trail.sign_tree_head().to_dict())
+    with _trail(ctx) as trail:
+        with _translated():
+            head = trail.sign_tree_head()
+        _record(trail, "audit.sign", "sign", tree_size=head.tree_size)
+    _echo_json(head.to_dict())
 
 
 @audit_app.command("head")
 def head_cmd(ctx: typer.Context) -> None:
     """Print the newest signed tree head (JSON)."""
-    with _trail(ctx) as trail, _translated():
-        head = trail.latest_tree_head()
-    if head is None:
-        raise SandboxNotFound("no tree head has been signed yet", rule="audit.not_found")
+    with _trail(ctx) as trail:
+        with _translated():
+            head = trail.latest_tree_head()
+        if head is None:
+            raise SandboxNotFound("no tree head has been signed yet", rule="audit.not_found")
+        _record(trail, "audit.read", "head", tree_size=head.tree_size)
     _echo_json(head.to_dict())
 
 
@@ -146,10 +185,12 @@ def proof_cmd(
     ] = None,
 ) -> None:
     """Print the inclusion proof of entry SEQ, with the entry and the tree head it leads to."""
-    with _trail(ctx) as trail, _translated():
-        proof = trail.inclusion_proof(seq, size)
-        heads = [h for h in trail.tree_heads() if h.tree_size == proof.tree_size]
-        entry = trail.entry(seq)
+    with _trail(ctx) as trail:
+        with _translated():
+            proof = trail.inclusion_proof(seq, size)
+            heads = [h for h in trail.tree_heads() if h.tree_size == proof.tree_size]
+            entry = trail.entry(seq)
+        _record(trail, "audit.read", "proof", seq=seq, tree_size=proof.tree_size)
     _echo_json(
         {
             "proof": proof.to_dict(),
@@ -180,8 +221,10 @@ def entries_cmd(
     filters = _filter(
         since=since, until=until, actor=actor, action=action, dataset=dataset, decision=decision
     )
-    with _trail(ctx) as trail, _translated():
-        rows = trail.entries(filters, offset=offset, limit=limit)
+    with _trail(ctx) as trail:
+        with _translated():
+            rows = trail.entries(filters, offset=offset, limit=limit)
+        _record(trail, "audit.read", "entries", rows=len(rows), offset=offset)
     for entry in rows:
         typer.echo(json.dumps(entry.to_dict(), sort_keys=True))
 
@@ -196,6 +239,8 @@ def counts_cmd(
 ) -> None:
     """Count entries per actor and dataset (or the --by fields)."""
     filters = _filter(since=since, until=until, decision=decision)
-    with _trail(ctx) as trail, _translated():
-        rows = trail.counts(tuple(by or ("actor", "dataset")), filters)
+    with _trail(ctx) as trail:
+        with _translated():
+            rows = trail.counts(tuple(by or ("actor", "dataset")), filters)
+        _record(trail, "audit.read", "counts", rows=len(rows))
     _echo_json(rows)

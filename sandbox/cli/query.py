@@ -111,10 +111,12 @@ def _print_result(result: Any, fmt: str, receipt: Path | None) -> None:
     eps = f", ε spent {meta['epsilon_spent']:g}" if meta.get("epsilon_spent") else ""
     remaining = meta.get("epsilon_remaining")
     eps += f", ε remaining {remaining:g}" if remaining is not None else ""
+    # A repeat answered from the cache has its own audit entry; its receipt is the first
+    # release's (a server older than audit_seq in the metadata: the receipt's entry).
+    seq = meta.get("audit_seq", result.receipt["receipt"]["audit"]["seq"])
     typer.echo(
         f"# {meta['rows']} rows, {meta['groups_suppressed']} groups suppressed (k={meta['k']})"
-        f"{eps}{', from cache' if meta.get('cached') else ''}; audit seq "
-        f"{result.receipt['receipt']['audit']['seq']}",
+        f"{eps}{', from cache' if meta.get('cached') else ''}; audit seq {seq}",
         err=True,
     )
 

@@ -8,6 +8,7 @@ file path, an expression type.  Refusals quote the operator's own SQL
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -17,7 +18,14 @@ from sqlglot.errors import ParseError, TokenError
 
 from sandbox.core.errors import QueryRefused
 
-__all__ = ["AGGREGATES", "ALLOWED_NODES", "RECORD_VALUE_AGGREGATES", "Parsed", "parse_query"]
+__all__ = [
+    "AGGREGATES",
+    "ALLOWED_NODES",
+    "RECORD_VALUE_AGGREGATES",
+    "Parsed",
+    "attempted_sql",
+    "parse_query",
+]
 
 #: Aggregates the disclosure rewrite can decompose per entity.
 AGGREGATES: tuple[type[exp.Expression], ...] = (
@@ -170,6 +178,30 @@ class Parsed:
     @cached_property
     def normalized_sql(self) -> str:
         return self.expression.sql(dialect="duckdb", normalize=True, pretty=False)
+
+
+def attempted_sql(sql: str, *, max_length: int = 20_000) -> dict[str, str]:
+    """What the audit records of SQL that was refused: the operator's own text, normalized.
+
+    ``normalized_sql`` (the form an allowed query records, statements joined by ``;``) if
+    the text parses, else ``sql``: the text as sent, cut at ``max_length`` characters.
+    ``query_sha256`` hashes the normalized form, or the whole text, so a refusal and a
+    release of the same query carry the same hash.  Never raises.
+    """
+    if len(sql) <= max_length:
+        try:
+            statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
+            normalized = "; ".join(
+                s.sql(dialect="duckdb", normalize=True, pretty=False) for s in statements
+            )
+            if any(isinstance(s, _NOT_STATEMENTS) for s in statements):
+                normalized = ""  # what sqlglot made of a typo is not what was written
+        except Exception:  # any parser failure: record the text as sent
+            normalized = ""
+        if normalized:
+            digest = hashlib.sha256(normalized.encode()).hexdigest()
+            return {"normalized_sql": normalized, "query_sha256": digest}
+    return {"sql": sql[:max_length], "query_sha256": hashlib.sha256(sql.encode()).hexdigest()}
 
 
 def _refuse(rule: str, message: str) -> QueryRefused:

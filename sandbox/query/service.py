@@ -47,7 +47,7 @@ from sandbox.enclave.catalog import DatasetRecord
 from sandbox.platform import Platform
 from sandbox.query.disclosure import DisclosureParams
 from sandbox.query.noise import NoiseSource
-from sandbox.query.parse import parse_query
+from sandbox.query.parse import attempted_sql, parse_query
 from sandbox.query.receipts import issue_receipt
 from sandbox.query.release import (
     Prepared,
@@ -232,11 +232,7 @@ class QueryService:
                 exc.rule or exc.code,
                 client=client,
                 dataset=None,
-                details={
-                    "explain": True,
-                    "reason": exc.message,
-                    "query_sha256": hashlib.sha256(sql.encode()).hexdigest(),
-                },
+                details={"explain": True, "reason": exc.message, **attempted_sql(sql)},
             )
             return {"accepted": False, "rule": exc.rule or exc.code, "message": exc.message}
         prepared, decision = auth.prepared, auth.decision
@@ -259,7 +255,11 @@ class QueryService:
             decision.rule,
             client=client,
             dataset=prepared.parsed.datasets[0],
-            details={"explain": True, "query_sha256": prepared.query_sha256},
+            details={
+                "explain": True,
+                "normalized_sql": prepared.parsed.normalized_sql,
+                "query_sha256": prepared.query_sha256,
+            },
         )
         return answer
 
@@ -355,7 +355,7 @@ class QueryService:
             dataset=None,
             details={
                 "reason": exc.message,
-                "query_sha256": hashlib.sha256(sql.encode()).hexdigest(),
+                **attempted_sql(sql),
                 "duration_ms": int((time.perf_counter() - started) * 1000),
             },
         )
@@ -387,16 +387,7 @@ class QueryService:
             cached = self._cached(key)
             if cached is not None:
                 # Already released to this operator (after review, if the grant needs it).
-                self._record(
-                    actor,
-                    rid,
-                    "allow",
-                    auth.decision.rule,
-                    client=client,
-                    dataset=prepared.parsed.datasets[0],
-                    details={**cached.meta, "cache": True, "epsilon_spent": 0.0},
-                )
-                return cached
+                return self._repeat(actor, rid, client, auth, cached, started)
             cpu0 = time.process_time()
             limit = self.platform.settings.max_result_rows
             stats = execute(self.platform.enclave, prepared, max_groups=limit * STATS_HEADROOM)
@@ -489,16 +480,7 @@ class QueryService:
                 )
             cached = self._cached(key)
             if cached is not None:
-                self._record(
-                    actor,
-                    rid,
-                    "allow",
-                    auth.decision.rule,
-                    client=client,
-                    dataset=auth.prepared.parsed.datasets[0],
-                    details={**cached.meta, "cache": True, "epsilon_spent": 0.0},
-                )
-                return cached
+                return self._repeat(actor, rid, client, auth, cached, started)
             self._check_budget(auth)
             released = Released(held.table, held.groups_suppressed, held.epsilon)
             return self._commit(
@@ -515,6 +497,47 @@ class QueryService:
         except SandboxError as exc:
             self.record_refusal(actor, rid, client, sql, exc, started)
             raise
+
+    def _repeat(
+        self,
+        actor: Actor,
+        rid: str,
+        client: str | None,
+        auth: Authorized,
+        cached: QueryResult,
+        started: float,
+    ) -> QueryResult:
+        """Answer a repeat from the release cache: its own audit entry, nothing spent.
+
+        The rows and the receipt are the first release's (the receipt signs that
+        release's entry); ``request_id`` and ``audit_seq`` are this answer's own, and
+        ``released_by`` names the request whose release it repeats.
+        """
+        prepared, decision = auth.prepared, auth.decision
+        first = cached.meta["request_id"]
+        meta: dict[str, Any] = {
+            **cached.meta,
+            "request_id": rid,
+            "released_by": first,
+            "epsilon_spent": 0.0,
+            "epsilon_remaining": auth.remaining,
+        }
+        entry = self._record(
+            actor,
+            rid,
+            "allow",
+            decision.rule,
+            client=client,
+            dataset=prepared.parsed.datasets[0],
+            details={
+                **{k: v for k, v in meta.items() if k != "cached"},
+                "cache": True,
+                "normalized_sql": prepared.parsed.normalized_sql,
+                "grants": [{"id": g.id, "version": g.version} for g in decision.grants],
+                "duration_ms": int((time.perf_counter() - started) * 1000),
+            },
+        )
+        return QueryResult(cached.table, {**meta, "audit_seq": entry.seq}, cached.receipt)
 
     def _cache_key(self, actor: Actor, auth: Authorized) -> str:
         versions = sorted((d, r.version) for d, r in auth.records.items())
@@ -625,7 +648,9 @@ class QueryService:
                 meta=meta,
                 receipt=receipt,
             )
-        return QueryResult(released.table, {**meta, "cached": False}, receipt)
+        return QueryResult(
+            released.table, {**meta, "cached": False, "audit_seq": entry.seq}, receipt
+        )
 
 
 def _insert_ignore(conn: sa.Connection, table: sa.Table, **values: Any) -> None:

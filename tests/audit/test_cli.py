@@ -9,7 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from audit import AuditTrail, KeyRing
+from audit import AuditTrail, EntryFilter, KeyRing
 from sandbox.cli.audit import audit_app, translate_audit_error
 from sandbox.core.errors import AuditUnavailable, InvalidInput, NotFound
 from sandbox.core.settings import Settings
@@ -87,7 +87,37 @@ def test_queries(settings: Settings) -> None:
     assert code == 0
     assert [json.loads(line)["seq"] for line in out.splitlines()] == [1, 4]
     _, out = run(settings, "counts", "--by", "decision")
-    assert json.loads(out) == [{"decision": "allow", "count": 6}, {"decision": "deny", "count": 1}]
+    # The seven entries, and the record of the `entries` command just before.
+    assert json.loads(out) == [{"decision": "allow", "count": 7}, {"decision": "deny", "count": 1}]
+
+
+def test_host_commands_that_read_or_sign_the_trail_are_recorded(
+    settings: Settings, tmp_path: Path
+) -> None:
+    import getpass
+
+    run(settings, "export", "--out", str(tmp_path / "x"))
+    run(settings, "sign")
+    run(settings, "head")
+    run(settings, "proof", "--seq", "2")
+    run(settings, "counts", "--by", "action")
+    run(settings, "entries", "--limit", "3")
+    with AuditTrail.open(settings.audit_db_url, KeyRing(settings.keys_dir)) as trail:
+        recorded = trail.entries(EntryFilter(), offset=7, limit=100)
+    assert [(e.action, e.details["command"]) for e in recorded] == [
+        ("audit.export", "export"),
+        ("audit.sign", "sign"),
+        ("audit.read", "head"),
+        ("audit.read", "proof"),
+        ("audit.read", "counts"),
+        ("audit.read", "entries"),
+    ]
+    for entry in recorded:
+        assert entry.actor == f"host:{getpass.getuser()}" and entry.role == "admin"
+        assert (entry.target, entry.decision, entry.rule) == ("platform", "allow", "host.console")
+    assert recorded[0].details["entries"] == 7  # the export holds the entries before its record
+    assert recorded[1].details["tree_size"] == 8  # the head signed covers the export's record
+    assert recorded[3].details["seq"] == 2
 
 
 def test_errors_are_sandbox_errors(settings: Settings) -> None:

@@ -123,3 +123,19 @@ def test_explain(home: Path) -> None:
     )
     assert refused.returncode == 2
     assert json.loads(refused.stdout)["rule"] == "guard.not_aggregated"
+
+
+def test_a_repeat_from_the_cache_prints_its_own_audit_seq(home: Path) -> None:
+    sql = "SELECT industry, count(*) AS firms FROM market.enterprises GROUP BY 1"
+    args = ("--home", str(home), "query", "--token", token(home, "op-bank"))
+    first = run(*args, sql)
+    again = run(*args, sql)
+    assert "from cache" in again.stderr and "from cache" not in first.stderr
+    seqs = [int(p.stderr.rsplit("audit seq ", 1)[1]) for p in (first, again)]
+    assert seqs[1] > seqs[0]
+    entries = run("--home", str(home), "audit", "entries", "--action", "dataset.query",
+                  "--limit", "10000")  # fmt: skip
+    by_seq = {e["seq"]: e for e in map(json.loads, entries.stdout.splitlines())}
+    assert "cache" not in by_seq[seqs[0]]["details"]
+    assert by_seq[seqs[1]]["details"]["cache"] is True
+    assert by_seq[seqs[1]]["details"]["released_by"] == by_seq[seqs[0]]["request_id"]

@@ -290,3 +290,71 @@ def test_a_query_that_does_not_bind_is_refused_not_an_internal_error(deployment)
     assert "BinderException" in info.value.message and "claim_date" not in info.value.message
     last = platform.audit.entry(platform.audit.size() - 1)
     assert (last.decision, last.rule) == ("deny", "enclave.bind")
+
+
+def test_a_refusal_records_the_normalized_sql_not_only_its_hash(deployment) -> None:
+    """An auditor sees what was attempted; the refusal message itself echoes no value."""
+    import hashlib
+
+    platform, _ = deployment
+    literal = "110101199001011234"
+    sql = f"select NAME, count(*) from health.claims where id_number = '{literal}' group by 1"
+    with pytest.raises(QueryRefused) as info:
+        QueryService(platform).run(actor(deployment, "op-bank"), sql)
+    assert literal not in info.value.message
+    entry = platform.audit.entry(platform.audit.size() - 1)
+    assert (entry.decision, entry.rule) == ("deny", "guard.identifier")
+    assert literal not in entry.details["reason"]
+    normalized = entry.details["normalized_sql"]
+    assert normalized == (
+        f"SELECT name, COUNT(*) FROM health.claims WHERE id_number = '{literal}' GROUP BY 1"
+    )
+    assert entry.details["query_sha256"] == hashlib.sha256(normalized.encode()).hexdigest()
+    # SQL that does not parse is recorded as sent.
+    with pytest.raises(QueryRefused):
+        QueryService(platform).run(actor(deployment, "op-bank"), "SELEC district FRM x")
+    entry = platform.audit.entry(platform.audit.size() - 1)
+    assert entry.details["sql"] == "SELEC district FRM x" and "normalized_sql" not in entry.details
+    # So does explain's refusal.
+    QueryService(platform).explain(actor(deployment, "op-bank"), "SELECT * FROM health.claims")
+    entry = platform.audit.entry(platform.audit.size() - 1)
+    assert entry.details["normalized_sql"] == "SELECT * FROM health.claims"
+
+
+def test_refusal_and_release_of_one_query_carry_the_same_hash(deployment) -> None:
+    platform, _ = deployment
+    service = QueryService(platform)
+    sql = "SELECT board_station, count(*) AS n FROM transport.trips GROUP BY 1"
+    with pytest.raises(SandboxError):  # op-bank holds no grant on transport.trips
+        service.run(actor(deployment, "op-bank"), sql)
+    refused = platform.audit.entry(platform.audit.size() - 1)
+    result = service.run(actor(deployment, "op-planner"), sql.lower())
+    released = platform.audit.entry(result.meta["audit_seq"])
+    assert refused.details["query_sha256"] == released.details["query_sha256"]
+    assert refused.details["normalized_sql"] == released.details["normalized_sql"]
+
+
+def test_a_cached_answer_has_its_own_audit_entry(deployment) -> None:
+    """The repeat gets (and reports) its own seq; the receipt still signs the first release."""
+    platform, _ = deployment
+    service = QueryService(platform)
+    bank = actor(deployment, "op-bank")
+    sql = "SELECT status, industry, count(*) AS firms FROM market.enterprises GROUP BY 1, 2"
+    first = service.run(bank, sql, request_id="first-release")
+    again = service.run(bank, sql, request_id="the-repeat")
+    assert again.meta["cached"] and again.receipt == first.receipt
+    assert first.meta["audit_seq"] == first.receipt["receipt"]["audit"]["seq"]
+    assert again.meta["audit_seq"] == platform.audit.size() - 1 > first.meta["audit_seq"]
+    assert again.meta["request_id"] == "the-repeat"
+    assert again.meta["released_by"] == "first-release"
+    entry = platform.audit.entry(again.meta["audit_seq"])
+    assert (entry.action, entry.decision, entry.request_id) == (
+        "dataset.query",
+        "allow",
+        "the-repeat",
+    )
+    assert entry.details["cache"] is True and entry.details["epsilon_spent"] == 0
+    assert (
+        entry.details["normalized_sql"]
+        == platform.audit.entry(first.meta["audit_seq"]).details["normalized_sql"]
+    )
