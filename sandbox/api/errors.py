@@ -3,17 +3,20 @@
 :class:`~sandbox.core.errors.SandboxError` carries its code, status and rule;
 FastAPI's validation errors and Starlette's own HTTP errors (unknown route,
 method not allowed) are rendered in the same shape; anything unexpected becomes
-``internal_error`` with the request id and no traceback (the traceback goes to
-the server log only).
+``500 internal_error`` with the request id and no traceback (the traceback goes to
+the server log only) and is audited as ``api.internal_error`` with the exception's
+type name, never its text (which may quote a value).
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -128,8 +131,34 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        rid = getattr(request.state, "request_id", "-")
+        # Starlette runs this handler outermost (ServerErrorMiddleware), outside RequestId:
+        # the header is set here.  The exception is re-raised afterwards for the server's log.
+        rid = getattr(request.state, "request_id", None) or uuid.uuid4().hex
         log.error("unhandled error in request %s", rid, exc_info=exc)
-        return error_response(
-            500, "internal_error", f"internal error (request {rid}); nothing was released"
-        )
+        try:
+            await run_in_threadpool(_record_internal_error, request, rid, exc)
+        except Exception:  # the trail or its database is down too: still a clean 500
+            log.exception("could not audit the internal error of request %s", rid)
+        body = {
+            "code": "internal_error",
+            "message": f"internal error (request id {rid}); the details are in the server log",
+            "rule": None,
+        }
+        return JSONResponse(body, status_code=500, headers={"X-Request-ID": rid})
+
+
+def _record_internal_error(request: Request, rid: str, exc: Exception) -> None:
+    """One ``api.internal_error`` entry: who, which route, the exception's type name only."""
+    actor = getattr(request.state, "actor", None)  # set once the token was authenticated
+    route = getattr(request.scope.get("route"), "path", None) or request.url.path
+    request.app.state.services.platform.record(
+        actor=actor.name if actor is not None else "anonymous",
+        role=actor.role.value if actor is not None else "-",
+        action="api.internal_error",
+        target=f"api:{request.method} {route}",
+        decision="deny",
+        rule="api.internal_error",
+        request_id=rid,
+        client=request.client.host if request.client else None,
+        details={"method": request.method, "route": route, "error": type(exc).__name__},
+    )

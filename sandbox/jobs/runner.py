@@ -49,6 +49,7 @@ HELD_VISIBLE = frozenset(
 """What a job awaiting review shows of its held result's metadata: nothing data-dependent."""
 HINT_S = 2.0
 """How long a submission's check may stand in for the run's own (seconds)."""
+INTERNAL = ("job.internal", "internal error")
 INTERRUPTED = ("job.interrupted", "the server process running the job stopped; submit it again")
 SHUTDOWN = ("job.interrupted", "the server shut down while the job ran; submit it again")
 
@@ -192,10 +193,14 @@ class JobRunner:
         self.store.runners.forget(dead)
         return failed
 
-    def _interrupt(self, job: Job, reason: tuple[str, str]) -> bool:
+    def _interrupt(self, job: Job, reason: tuple[str, str], error: str | None = None) -> bool:
+        """Fail the job with ``reason`` and audit it; ``error``: an exception's type name."""
         rule, message = reason
         if not self.store.finish(job.id, JobState.FAILED, rule=rule, message=message):
             return False
+        details = {"reason": message, "job": job.id}
+        if error is not None:
+            details["error"] = error
         try:
             self.platform.record(
                 actor=job.operator,
@@ -206,10 +211,10 @@ class JobRunner:
                 rule=rule,
                 request_id=job.id,
                 client=job.client,
-                details={"reason": message, "job": job.id},
+                details=details,
             )
         except SandboxError:
-            log.warning("could not record the interruption of %s", job.id)
+            log.warning("could not record the failure of %s (%s)", job.id, rule)
         return True
 
     # -- workers ---------------------------------------------------------------------------
@@ -305,11 +310,11 @@ class JobRunner:
                 state = JobState.REFUSED if refused else JobState.FAILED
                 message = exc.message
             self.store.finish(job.id, state, rule=rule, message=message)
-        except Exception:
+        except Exception as exc:
+            # A bug, not a refusal: failed and audited with the exception's type name only
+            # (its text may quote a value); the traceback goes to the server log.
             log.exception("job %s failed", job.id)
-            self.store.finish(
-                job.id, JobState.FAILED, rule="job.internal", message="internal error"
-            )
+            self._interrupt(job, INTERNAL, error=type(exc).__name__)
         else:
             if isinstance(outcome, Held):
                 # Until approval the operator learns nothing data-dependent (not even the

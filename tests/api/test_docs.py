@@ -68,6 +68,7 @@ def test_every_api_rule_is_documented(rule: str) -> None:
         "dataset.classify",
         "settings.update",
         "api.rate_limit",
+        "api.internal_error",
         "audit.export",
     ],
 )
