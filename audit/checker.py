@@ -44,6 +44,7 @@ PROBLEM_KINDS = {
     "truncated": "a signed tree head covers entries that are missing",
     "consistency": "two signed tree heads are not consistent (the log was forked)",
     "uncovered": "export only: entries after the newest signed tree head",
+    "manifest": "export only: manifest.json disagrees with the entries or the signed heads",
 }
 
 
@@ -72,6 +73,11 @@ class Report:
     covered: int = 0
     problems: list[Problem] = field(default_factory=list)
     more_problems: int = 0
+    key_source: str | None = None
+    """Export only: ``"export"`` (the export's own keys, which vouch for nothing) or
+    ``"trusted"`` (keys the verifier brought)."""
+    warnings: list[str] = field(default_factory=list)
+    """What did not stop the verification, e.g. a key file that could not be read."""
 
     @property
     def ok(self) -> bool:
@@ -81,12 +87,13 @@ class Report:
     def first_problem(self) -> Problem | None:
         """The problem at the lowest entry, else the first tree-head problem found.
 
-        ``uncovered`` comes last: it is usually the echo of a rejected newest head.
+        ``uncovered`` and ``manifest`` come last: they are usually the echo of a
+        rejected newest head or of a change to the entries.
         """
 
         def rank(item: tuple[int, Problem]) -> tuple[int, int]:
             order, problem = item
-            if problem.kind == "uncovered":
+            if problem.kind in ("uncovered", "manifest"):
                 return (2, order)
             if problem.seq is not None:
                 return (0, problem.seq)
@@ -96,12 +103,19 @@ class Report:
         return ranked[0][1] if ranked else None
 
     def summary(self) -> str:
+        keys = {
+            None: "",
+            "export": "; signatures checked with the export's own keys, which vouch for nothing",
+            "trusted": "; signatures checked with trusted keys",
+        }.get(self.key_source, f"; keys: {self.key_source}")
+        warned = f"; {len(self.warnings)} warning(s)" if self.warnings else ""
         if self.ok:
             return (
                 f"OK: {self.entries} entries, {self.tree_heads} signed tree heads, "
-                f"{self.covered} entries covered by a signed tree head"
+                f"{self.covered} entries covered by a signed tree head{warned}{keys}"
             )
-        return f"FAILED: {self.first_problem} ({len(self.problems) + self.more_problems} problems)"
+        count = len(self.problems) + self.more_problems
+        return f"FAILED: {self.first_problem} ({count} problems){warned}{keys}"
 
     def to_dict(self) -> dict[str, Any]:
         first = self.first_problem
@@ -113,6 +127,8 @@ class Report:
             "first_problem": first.to_dict() if first else None,
             "problems": [p.to_dict() for p in self.problems],
             "more_problems": self.more_problems,
+            "key_source": self.key_source,
+            "warnings": list(self.warnings),
         }
 
 

@@ -21,11 +21,12 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 import rfc8785
 
+from audit.canonical import loads_canonical
 from audit.errors import InvalidEntry
 
 __all__ = [
@@ -245,17 +246,21 @@ class Entry:
 
     @classmethod
     def from_bytes(cls, canonical: bytes, *, strict: bool = False) -> Entry:
-        """Parse and type-check; ``strict`` also demands the exact canonical form."""
-        try:
-            data = json.loads(canonical)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidEntry(f"entry is not JSON: {exc}") from None
+        """Parse and type-check; ``strict`` also demands the exact canonical form.
+
+        Strict parsing refuses duplicate member names too: the bytes a verifier hashes
+        must say one thing to every reader (see :mod:`audit.canonical`).
+        """
+        if strict:
+            data = loads_canonical(canonical)
+        else:
+            try:
+                data = json.loads(canonical)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise InvalidEntry(f"entry is not JSON: {exc}") from None
         if not isinstance(data, dict) or tuple(sorted(data)) != ENTRY_KEYS:
             raise InvalidEntry("entry does not have exactly the members of a version 1 entry")
-        entry = cls._typed(data)
-        if strict and rfc8785.dumps(data) != canonical:
-            raise InvalidEntry("entry bytes are not RFC 8785 canonical JSON")
-        return entry
+        return cls._typed(data)
 
     @classmethod
     def _typed(cls, data: dict[str, Any]) -> Entry:
@@ -266,16 +271,22 @@ class Entry:
         prev = data["prev"]
         if not isinstance(prev, str) or len(prev) != 64 or prev.strip("0123456789abcdef"):
             raise InvalidEntry("prev must be 64 lowercase hex digits")
-        try:
-            moment = datetime.strptime(data["time"], "%Y-%m-%dT%H:%M:%S.%fZ")
+        try:  # fromisoformat is lenient and fast; the round trip below makes it exact
+            moment = datetime.fromisoformat(data["time"])
         except (TypeError, ValueError):
-            raise InvalidEntry("time must be RFC 3339 UTC: 2026-01-02T03:04:05.000006Z") from None
-        if format_time(moment.replace(tzinfo=UTC)) != data["time"]:
+            moment = None
+        if moment is None or moment.utcoffset() != timedelta(0):
+            raise InvalidEntry("time must be RFC 3339 UTC: 2026-01-02T03:04:05.000006Z")
+        if format_time(moment) != data["time"]:
             raise InvalidEntry("time must have exactly six fractional digits")
         try:
             EntryDraft(
                 **{k: data[k] for k in (*_REQUIRED_TEXT, *_OPTIONAL_TEXT, "decision")},
-                details=data["details"] if isinstance(data["details"], dict) else [],
+                # A non-object goes on as one, for EntryDraft's own check to refuse.
+                details=cast(
+                    "Mapping[str, Any]",
+                    data["details"] if isinstance(data["details"], dict) else [],
+                ),
             )
         except TypeError as exc:
             raise InvalidEntry(str(exc)) from None

@@ -33,6 +33,7 @@ __all__ = [
     "load_public_keys",
     "public_key_from_b64",
     "public_key_to_b64",
+    "read_public_keys",
     "verify_signature",
 ]
 
@@ -81,6 +82,27 @@ def load_public_keys(directory: Path) -> dict[str, Ed25519PublicKey]:
             raise KeyRingError(f"public key file {path.name} does not match its key id")
         keys[path.stem] = key
     return keys
+
+
+def read_public_keys(directory: Path) -> tuple[dict[str, Ed25519PublicKey], list[str]]:
+    """Every readable ``*.pub`` in ``directory``, and what was wrong with each other one.
+
+    What a verifier wants: one unreadable or mislabelled key file must not stop it;
+    whether the keys that remain verify the signatures decides the outcome.
+    """
+    keys: dict[str, Ed25519PublicKey] = {}
+    problems: list[str] = []
+    for path in sorted(Path(directory).glob("*.pub")):
+        try:
+            key = public_key_from_b64(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError, KeyRingError) as exc:
+            problems.append(f"key file {path.name} cannot be read ({type(exc).__name__}: {exc})")
+            continue
+        if key_id_of(key) != path.stem:
+            problems.append(f"key file {path.name} does not hold the key of that id; ignored")
+            continue
+        keys[path.stem] = key
+    return keys, problems
 
 
 @dataclass(frozen=True)

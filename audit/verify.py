@@ -2,24 +2,33 @@
 
 Checks every chain link, recomputes the Merkle root at each signed tree head,
 checks every signature and the consistency between consecutive heads, and that
-the newest head covers every exported entry.  The export's own ``keys/`` are
-used unless the auditor passes keys obtained independently (they should: keys
-shipped inside an export vouch for nothing by themselves), and heads obtained
-earlier (``trusted_heads``) are checked against the export as well, which is
-what catches a log truncated together with its newest heads.
+the newest head covers every exported entry.  Every entry is parsed and must be
+its own RFC 8785 canonical form: a repeated member name (``"decision":"deny"`` and
+``"decision":"allow"`` in one signed entry) or any other spelling is ``malformed``.
+The manifest must agree with what the export holds (``manifest``).
+
+The export's own ``keys/`` are used unless the auditor brings keys obtained
+independently (they should: keys shipped inside an export vouch for nothing by
+themselves; the report's ``key_source`` says which were used).  A key file that
+cannot be read is a warning, not a stop: whether the remaining keys verify every
+signature decides.  Heads obtained earlier (``trusted_heads``) are checked against
+the export as well, which is what catches a log truncated together with its newest
+heads.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from audit.checker import Checker, Report
-from audit.errors import ExportError
+from audit.errors import ExportError, ProofError
 from audit.export import read_manifest, read_tree_heads
-from audit.keys import KeyRingError, load_public_keys
+from audit.keys import KeyRingError, read_public_keys
 from audit.signing import TreeHead
 
 __all__ = ["verify_export"]
@@ -29,19 +38,37 @@ def verify_export(
     directory: Path,
     *,
     public_keys: Mapping[str, Ed25519PublicKey] | None = None,
+    keys_dir: Path | None = None,
     trusted_heads: Sequence[TreeHead] = (),
-    strict: bool = False,
+    strict: bool = True,
 ) -> Report:
-    """Verify the export in ``directory``; raises :class:`ExportError` if it is unreadable."""
+    """Verify the export in ``directory``; raises :class:`ExportError` if it is unreadable.
+
+    Trusted keys come as ``public_keys`` or as the ``*.pub`` files of ``keys_dir``
+    (:class:`KeyRingError` if that is not a directory); without either, the export's
+    own.  ``strict`` is accepted for compatibility and changes nothing: the full
+    entry check that it used to switch on is always made.
+    """
+    del strict  # always strict since the default check refuses duplicate keys
     directory = Path(directory)
-    read_manifest(directory)
+    manifest = read_manifest(directory)
     heads, bad_lines = read_tree_heads(directory / "tree_heads.jsonl")
-    if public_keys is None:
-        try:
-            public_keys = load_public_keys(directory / "keys")
-        except (KeyRingError, ValueError) as exc:
-            raise ExportError(f"export keys are unreadable: {exc}") from None
-    checker = Checker([*heads, *trusted_heads], public_keys, strict=strict)
+    warnings: list[str] = []
+    if public_keys is not None and keys_dir is not None:
+        raise ValueError("pass public_keys or keys_dir, not both")
+    if public_keys is not None:
+        source = "trusted"
+    elif keys_dir is not None:
+        if not Path(keys_dir).is_dir():
+            raise KeyRingError(f"{keys_dir} is not a directory of public keys")
+        public_keys, warnings = read_public_keys(Path(keys_dir))
+        source = "trusted"
+    else:
+        public_keys, warnings = read_public_keys(directory / "keys")
+        if not (directory / "keys").is_dir():
+            warnings.append("the export has no keys/ directory")
+        source = "export"
+    checker = Checker([*heads, *trusted_heads], public_keys, strict=True)
     for message in bad_lines:
         checker.problem("malformed", message)
     try:
@@ -51,4 +78,43 @@ def verify_export(
                 feed(line[:-1] if line.endswith(b"\n") else line)
     except OSError as exc:
         raise ExportError(f"cannot read entries: {exc}") from None
-    return checker.finish(require_covered=True)
+    report = checker.finish(require_covered=True)
+    for message in _manifest_problems(manifest, heads, len(heads) + len(bad_lines), report):
+        checker.problem("manifest", f"manifest.json {message}")
+    report.key_source = source
+    report.warnings.extend(warnings)
+    return report
+
+
+def _manifest_problems(
+    manifest: Mapping[str, Any], heads: Sequence[TreeHead], head_lines: int, report: Report
+) -> list[str]:
+    """Where the (unsigned) manifest disagrees with the entries and the signed heads."""
+    found = []
+    entries = manifest.get("entries")
+    if type(entries) is not int or entries != report.entries:
+        found.append(f"says {entries!r} entries but entries.jsonl holds {report.entries}")
+    count = manifest.get("tree_heads")
+    if type(count) is not int or count != head_lines:
+        found.append(f"says {count!r} tree heads but tree_heads.jsonl holds {head_lines}")
+    try:
+        head = TreeHead.from_dict(manifest.get("tree_head") or {})
+    except (ProofError, ValueError, TypeError) as exc:
+        found.append(f"has no readable tree_head ({exc})")
+    else:
+        if head not in heads:
+            found.append(
+                f"names a tree head of size {head.tree_size} that is not among the export's "
+                "tree heads"
+            )
+        elif head.tree_size != report.entries:
+            found.append(
+                f"names a tree head of size {head.tree_size} but the export holds "
+                f"{report.entries} entries"
+            )
+    exported_at = manifest.get("exported_at")
+    try:
+        datetime.strptime(str(exported_at), "%Y-%m-%dT%H:%M:%S.%fZ")
+    except ValueError:
+        found.append(f"has exported_at {exported_at!r}, not an RFC 3339 UTC time")
+    return found

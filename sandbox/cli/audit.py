@@ -34,7 +34,6 @@ from audit import (
     TreeHead,
     verify_export,
 )
-from audit.keys import load_public_keys
 from sandbox.audit_errors import translate_audit_error
 from sandbox.core.errors import NotFound as SandboxNotFound
 from sandbox.core.settings import Settings
@@ -121,35 +120,43 @@ def verify_cmd(
     directory: Annotated[Path, typer.Argument(help="An export directory.")],
     keys: Annotated[
         Path | None,
-        typer.Option(help="Trusted public keys (*.pub) to use instead of the export's own."),
+        typer.Option(
+            help="Directory of trusted public keys (*.pub), obtained independently, to use "
+            "instead of the export's own (which vouch for nothing)."
+        ),
     ] = None,
     trusted_head: Annotated[
         list[Path] | None,
         typer.Option(help="A tree head JSON obtained earlier; the export must agree with it."),
     ] = None,
     strict: Annotated[
-        bool, typer.Option(help="Also parse every entry and demand exact RFC 8785 form.")
+        bool,
+        typer.Option(
+            help="Accepted for compatibility; does nothing: every entry is always parsed and "
+            "must be exact RFC 8785 (no duplicate keys)."
+        ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Verify an export offline; exit 0 only if every check holds."""
+    """Verify an export offline: exit 0 if every check holds, 1 if not, 2 if unreadable."""
+    del strict  # kept so that scripts passing --strict keep working
     try:
-        public_keys = load_public_keys(keys) if keys is not None else None
         heads = [TreeHead.from_dict(json.loads(p.read_text())) for p in trusted_head or []]
-        report = verify_export(
-            directory, public_keys=public_keys, trusted_heads=heads, strict=strict
-        )
+        report = verify_export(directory, keys_dir=keys, trusted_heads=heads)
     except (AuditError, KeyRingError, OSError, ValueError) as exc:
         typer.echo(f"error: cannot verify {directory}: {exc}", err=True)
         raise typer.Exit(2) from None
     if as_json:
-        _echo_json(report.to_dict())
+        _echo_json({**report.to_dict(), "keys_dir": str(keys) if keys is not None else None})
     else:
-        typer.echo(report.summary())
+        where = f" from {keys}" if keys is not None else " (pass --keys DIR for trusted ones)"
+        typer.echo(report.summary() + where)
         for problem in report.problems:
             typer.echo(f"  {problem}")
         if report.more_problems:
             typer.echo(f"  ... and {report.more_problems} more")
+        for warning in report.warnings:
+            typer.echo(f"  warning: {warning}")
     raise typer.Exit(0 if report.ok else 1)
 
 

@@ -1,0 +1,112 @@
+"""`loads_canonical` accepts exactly the bytes rfc8785 writes, and never a repeated name."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import rfc8785
+from hypothesis import given
+from hypothesis import strategies as st
+
+from audit.canonical import loads_canonical
+from audit.errors import InvalidEntry
+
+SAFE = 2**53 - 1
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-SAFE, SAFE)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def canonical_or_none(value: Any) -> bytes | None:
+    try:
+        return rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError:
+        return None  # lone surrogates and the like: RFC 8785 has no form for them
+
+
+@given(values)
+def test_accepts_every_canonical_form(value: Any) -> None:
+    data = canonical_or_none(value)
+    if data is not None:
+        assert loads_canonical(data) == json.loads(data)
+
+
+@given(
+    values,
+    st.sampled_from(
+        [
+            {},
+            {"sort_keys": True},
+            {"sort_keys": True, "separators": (",", ":")},
+            {"sort_keys": True, "separators": (",", ":"), "ensure_ascii": False},
+            {"separators": (",", ":"), "ensure_ascii": False},
+            {"indent": 1},
+        ]
+    ),
+)
+def test_accepts_another_spelling_only_if_it_is_the_canonical_one(
+    value: Any, options: dict[str, Any]
+) -> None:
+    try:
+        data = json.dumps(value, **options).encode("utf-8")
+    except UnicodeEncodeError:
+        return  # a lone surrogate written raw: not UTF-8 at all
+    want = canonical_or_none(json.loads(data))
+    if want == data:
+        assert loads_canonical(data) == json.loads(data)
+    else:
+        with pytest.raises(InvalidEntry):
+            loads_canonical(data)
+
+
+@given(st.dictionaries(st.text(), scalars, min_size=1, max_size=4), scalars)
+def test_refuses_a_repeated_member_name(members: dict[str, Any], other: Any) -> None:
+    data, extra = canonical_or_none(members), canonical_or_none(other)
+    if data is None or extra is None:
+        return
+    name = sorted(members)[0]
+    first = json.dumps(name, ensure_ascii=False).encode() + b":"
+    at = data.index(first)  # the first member; repeat its name with another value before it
+    doubled = data[:at] + first + extra + b"," + data[at:]
+    with pytest.raises(InvalidEntry, match="repeats the member name"):
+        loads_canonical(doubled)
+
+
+@pytest.mark.parametrize(
+    ("data", "accepted"),
+    [
+        (b'{"a":0.25,"b":1e-7,"c":1e+21,"d":-1.5}', True),
+        (b'{"a":1.0}', False),  # RFC 8785 writes 1
+        (b'{"a":1e-07}', False),  # Python's repr, not ECMAScript's
+        (b'{"a":1e+16}', False),  # RFC 8785 writes 10000000000000000
+        (b'{"a":9007199254740992}', True),  # the double 2**53, written in full
+        (b'{"a":9007199254740993}', False),  # no double has this value
+        (b'{"a":-0}', False),
+        (b'{"a":NaN}', False),
+        (b'{"a":"\\u0041"}', False),
+        (b'{"a":"\\u001f"}', True),
+        (b'{"a":"\\u001F"}', False),
+        (b'{"a":"\\ud800"}', False),  # a lone surrogate has no canonical form
+        ('{"\U0001f600":1,"\uffff":2}'.encode(), True),  # UTF-16 order, not code points
+        ('{"\uffff":2,"\U0001f600":1}'.encode(), False),
+        (b'{"a":1} ', False),
+        (b"\xff", False),
+    ],
+)
+def test_edge_cases(data: bytes, accepted: bool) -> None:
+    if accepted:
+        assert loads_canonical(data) == json.loads(data)
+    else:
+        with pytest.raises(InvalidEntry):
+            loads_canonical(data)
