@@ -31,13 +31,16 @@ test-long: install
 bench: install
 	$(PY) bench/report.py
 
+## lint: ruff, the import contracts (import-linter) and mypy (strict on audit, core, query)
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) $(HOME_DIR) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(HOME_DIR) .pytest_cache .mypy_cache .import_linter_cache build *.egg-info

@@ -36,7 +36,10 @@ class LoadedSource:
 class Source(Protocol):
     """A source of rows for one dataset."""
 
-    connector: str
+    @property
+    def connector(self) -> str:
+        """The connector's name (read-only: sources are frozen dataclasses)."""
+        ...
 
     def load_into(self, con: duckdb.DuckDBPyConnection, target: str) -> LoadedSource:
         """``CREATE OR REPLACE TABLE target`` from the source inside the open transaction."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -153,10 +154,13 @@ def set_licence(
         raise InvalidInput("only operator accounts carry a licence", rule="account.licence")
     licence = replace(
         account.licence,
-        **{
-            k: v
-            for k, v in (("number", number), ("valid_until", valid_until), ("status", status))
-            if v is not None
-        },
+        **cast(
+            "dict[str, Any]",
+            {
+                k: v
+                for k, v in (("number", number), ("valid_until", valid_until), ("status", status))
+                if v is not None
+            },
+        ),
     )
     return _update(conn, name, now, **_licence_values(licence))

@@ -71,8 +71,8 @@ def _upsert_add(conn: Connection, keys: Mapping[str, Any], adds: Mapping[str, in
     if dialect in ("sqlite", "postgresql"):
         if dialect == "sqlite":
             from sqlalchemy.dialects.sqlite import insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert
+        else:  # the same insert().on_conflict_do_update() in both dialects
+            from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
         stmt = insert(usage_daily).values(**keys, **adds)
         stmt = stmt.on_conflict_do_update(
             index_elements=["grant_id", "day"],

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from audit.keys import KeyRingError, load_public_keys, public_key_from_b64
+from connectors.base import Source
 from connectors.files import FileSource
 from connectors.postgres import PostgresSource
 from sandbox.cli.accounts import account_app, token_app
@@ -140,7 +141,7 @@ def dataset_register(
         ) from None
     spec = parse_classification(text, source_name=classification.name)
     if source.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
-        src = PostgresSource(source, table=table, query=query)
+        src: Source = PostgresSource(source, table=table, query=query)
     else:
         src = FileSource(Path(source), platform.settings.staging_dir, fmt)
     reg = platform.register(spec, src)

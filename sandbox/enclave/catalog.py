@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,7 +117,7 @@ class Catalog:
             query = sa.select(datasets.c.id).where(datasets.c.id == dataset_id)
             return conn.execute(query).first() is not None
 
-    def versions(self, dataset_id: str) -> list[dict[str, Any]]:
+    def versions(self, dataset_id: str) -> builtins.list[dict[str, Any]]:  # list: the method
         """Every registration of a dataset, oldest first (re-registrations are recorded)."""
         query = (
             sa.select(dataset_versions)

@@ -27,7 +27,7 @@ __all__ = ["EXPANDED", "expand_columns", "matching_columns"]
 #: ``meta`` key marking a projection that stands for one column of a ``COLUMNS(...)``.
 EXPANDED = "sbx_columns_expansion"
 
-_ISOLATED = {
+_ISOLATED: dict[str, str | bool | int | float | list[str]] = {
     "enable_external_access": False,
     "autoload_known_extensions": False,
     "autoinstall_known_extensions": False,
@@ -83,7 +83,7 @@ def expand_columns(scope: Scope, schema: Mapping[str, Mapping[str, Mapping[str, 
     if not any(p.find(exp.Columns) for p in select.expressions):
         return False
     available = _source_columns(scope, schema)
-    projections: list[exp.Expression] = []
+    projections: list[exp.Expr] = []
     for proj in select.expressions:
         star = proj.find(exp.Columns)
         if star is None:

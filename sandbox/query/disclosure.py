@@ -473,9 +473,9 @@ def _suppress_cells(
     out = list(arrays)
     for name, i in position.items():
         column = by_name.get(name)
-        cell = name if name in masks else (column.cell if column is not None else None)
-        if cell is not None:
-            out[i] = pc.if_else(masks[cell], out[i], pa.nulls(len(out[i]), out[i].type))
+        own = name if name in masks else (column.cell if column is not None else None)
+        if own is not None:
+            out[i] = pc.if_else(masks[own], out[i], pa.nulls(len(out[i]), out[i].type))
     return out
 
 

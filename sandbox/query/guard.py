@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 from sqlglot import exp
 from sqlglot.errors import OptimizeError
@@ -203,7 +204,7 @@ class _Rules:
         if isinstance(agg, exp.Filter):
             self.walk(agg.expression, scope, "predicate", f"{clause} FILTER")
             agg = agg.this
-            name = agg.sql_name().lower()
+            name = cast(exp.Func, agg).sql_name().lower()
         if type(agg) not in AGGREGATES:
             args = list(agg.find_all(exp.Column))
             infos = [self.lineage.resolve(c, scope) for c in args]
@@ -288,9 +289,9 @@ def check_query(parsed: Parsed, access: Mapping[str, DatasetAccess]) -> Checked:
         raise _refuse("grant.missing", f"no live grant covers dataset {missing[0]}")
     schema = _schema(access)
     try:
-        root = qualify(
+        root: exp.Expr = qualify(
             parsed.expression.copy(),
-            schema=schema,
+            schema=cast("dict[str, object]", schema),
             dialect="duckdb",
             validate_qualify_columns=True,
             quote_identifiers=True,
@@ -520,7 +521,7 @@ def _check_key(rules: _Rules, scope: Scope, key: exp.Expression) -> exp.Expressi
     return key
 
 
-def _replace_everywhere(select: exp.Select, old: exp.Expression, new: exp.Expression) -> None:
+def _replace_everywhere(select: exp.Expr, old: exp.Expression, new: exp.Expression) -> None:
     target = old.sql()
     for clause in ("expressions", "group", "having", "order"):
         value = select.args.get(clause)

@@ -158,7 +158,7 @@ ALLOWED_NODES: frozenset[type[exp.Expression]] = frozenset(
 
 
 #: What sqlglot makes of a bare word or expression at the top (``CHECKPOINT``, ``1+1``).
-_NOT_STATEMENTS: tuple[type[exp.Expression], ...] = (
+_NOT_STATEMENTS: tuple[type[exp.Expr], ...] = (
     exp.Condition,
     exp.Alias,
     exp.Identifier,
@@ -208,7 +208,7 @@ def _refuse(rule: str, message: str) -> QueryRefused:
     return QueryRefused(message, rule=rule)
 
 
-def _describe(node: exp.Expression) -> str:
+def _describe(node: exp.Expr) -> str:
     if isinstance(node, exp.Anonymous):
         return f"function {str(node.this).lower()}()"
     if isinstance(node, exp.Func):
@@ -274,7 +274,7 @@ def parse_query(sql: str, *, max_length: int = 20_000) -> Parsed:
                 "guard.function" if isinstance(node, exp.Func) else "guard.syntax_element",
                 f"{_describe(node)} is not on the allowlist",
             )
-    ctes = set()
+    ctes: set[str] = set()
     for with_ in root.find_all(exp.With):
         if with_.args.get("recursive"):
             raise _refuse("guard.recursive_cte", "recursive CTEs are not allowed")
@@ -305,7 +305,7 @@ def _check_columns(node: exp.Columns, root: exp.Expression) -> None:
         raise _refuse(
             "guard.columns_expression", "COLUMNS(...) takes a regular expression string or *"
         )
-    projection: exp.Expression = node
+    projection: exp.Expr = node
     while projection.parent is not root and projection.parent is not None:
         projection = projection.parent
     if not isinstance(root, exp.Select) or projection.arg_key != "expressions":

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 from sqlglot import exp
 from sqlglot.optimizer.scope import Scope
@@ -112,7 +113,7 @@ class _Stats:
         self.access = access
         self.bounds = bounds
         self.k = k
-        self.inner: list[exp.Expression] = []
+        self.inner: list[exp.Expr] = []
         self.outer: list[str] = []
         self.stats: list[Stat] = [Stat("__entities", "entities")]
         self.seen: dict[str, str] = {}
@@ -311,7 +312,7 @@ def build_plan(
     ``k`` is the release's minimum group size: extremes are released as the k-th most
     extreme entity's value.
     """
-    final: exp.Select = checked.final_scope.expression
+    final = cast(exp.Select, checked.final_scope.expression)  # the guard refuses any other
     _contain_errors(checked.root, final)
     entity = _inject_entity(checked, access)
     stats = _Stats(checked, access, bounds, k)

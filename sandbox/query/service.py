@@ -657,6 +657,6 @@ def _insert_ignore(conn: sa.Connection, table: sa.Table, **values: Any) -> None:
     """Insert unless the key exists (two identical queries racing keep the first release)."""
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
+    else:  # the same insert().on_conflict_do_nothing() in both dialects
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
     conn.execute(insert(table).values(**values).on_conflict_do_nothing())
