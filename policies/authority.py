@@ -70,7 +70,7 @@ class Authority:
         self._prober = Prober(engine)
         self._state: State | None = None
         self._outcomes: dict[Key, tuple[State, Outcome]] = {}
-        self._datasets: dict[str, DatasetFacts | None] = {}
+        self._datasets: dict[str, tuple[State, DatasetFacts | None]] = {}
         self._tokens: dict[str, tuple[TokenRecord, Account | None]] = {}
 
     # -- cross-process invalidation ---------------------------------------------------------
@@ -251,14 +251,15 @@ class Authority:
         request = Request(actor, action, parsed, touched, cols, groups, purpose, epsilon)
         return request, shown
 
-    def _facts(self, request: Request) -> Facts:
+    def _facts(self, request: Request, state: State) -> Facts:
+        """The rows a decision needs; ``state`` is the policy state read before them."""
         target = request.target
         wanted = set(request.datasets)
         if target.kind is TargetKind.DATASET:
             wanted.add(target.id)
         with self.engine.connect() as conn:
             account = None if request.actor.is_host else get_account(conn, request.actor.subject)
-            infos = {ds: self._dataset(conn, ds) for ds in sorted(wanted)}
+            infos = {ds: self._dataset(conn, ds, state) for ds in sorted(wanted)}
             grants: Mapping[str, Any] = {}
             if request.action == "dataset.query" and account is not None:
                 grants = grants_for(conn, account.name, request.datasets)
@@ -270,9 +271,15 @@ class Authority:
             target_grant=target_grant,
         )
 
-    def _dataset(self, conn: Connection, dataset_id: str) -> DatasetFacts | None:
-        if dataset_id in self._datasets:
-            return self._datasets[dataset_id]
+    def _dataset(self, conn: Connection, dataset_id: str, state: State) -> DatasetFacts | None:
+        """A dataset's facts, cached under the policy state read before its row.
+
+        Like the token and outcome caches: a row read before another process's change
+        (a freeze) is never kept once this process has adopted that change's state.
+        """
+        cached = self._datasets.get(dataset_id)
+        if cached is not None and cached[0] == state:
+            return cached[1]
         row = conn.execute(
             sa.select(datasets_table).where(datasets_table.c.id == dataset_id)
         ).first()
@@ -286,7 +293,9 @@ class Authority:
                 row_count=int(row.row_count),
                 columns={c.name.lower(): (c.level, c.role) for c in spec.columns},
             )
-        self._datasets[dataset_id] = info
+        with self._lock:
+            if self._state == state:
+                self._datasets[dataset_id] = (state, info)
         return info
 
     def _decide(self, key: Key, request: Request, now: datetime) -> Decision:
@@ -301,7 +310,7 @@ class Authority:
                 return finish(cached[1], request, probe.usage, probe.spent)
         for _ in range(3):
             state = self.sync()
-            outcome = evaluate(request, self._facts(request), self._enforcer.permit, now)
+            outcome = evaluate(request, self._facts(request, state), self._enforcer.permit, now)
             with self._lock:
                 if self._state == state:
                     if len(self._outcomes) >= self._cache_size:

@@ -163,6 +163,8 @@ class RoleEnforcer:
         self._adapter = Adapter(engine, db_class=CasbinRuleRow, create_table=False)
         self._lock = threading.Lock()
         self._memo: dict[tuple[str, str, str, str], tuple[bool, str | None]] = {}
+        self._generation = 0
+        """Moves at every reload: a lookup made before one is not memoised after it."""
         self._enforcer = casbin.Enforcer(str(MODEL_PATH), self._adapter)
         self._enforcer.add_named_domain_matching_func("g", key_match)
         self.reload()
@@ -177,6 +179,7 @@ class RoleEnforcer:
                 for ptype, assertion in model.model.get(sec, {}).items():
                     lines.extend((ptype, *rule) for rule in assertion.policy)
             self._memo = {}
+            self._generation += 1
             try:
                 check_separation(lines)
             except InvalidInput:
@@ -188,10 +191,13 @@ class RoleEnforcer:
         found = self._memo.get(key)
         if found is None:
             with self._lock:
+                generation = self._generation
                 allowed, explain = self._enforcer.enforce_ex(sub, dom, obj, act)
             line = ", ".join(["p", *explain]) if allowed and explain else None
             found = (bool(allowed), line)
-            self._memo[key] = found
+            with self._lock:
+                if self._generation == generation:  # else the lines it used were replaced
+                    self._memo[key] = found
         return found
 
     @property
