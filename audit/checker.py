@@ -184,15 +184,20 @@ class Checker:
 
         The common case, an entry that continues the chain, is decided by byte
         comparisons on the canonical form (see :func:`audit.entry.peek`); any
-        doubt takes the slow path, which parses and explains.
+        doubt takes the slow path, which parses and explains.  ``strict`` first
+        parses the entry and demands its exact canonical form.
         """
+        if self.strict:
+            try:
+                Entry.from_bytes(canonical, strict=True)
+            except InvalidEntry:
+                return self._feed_slow(canonical)  # which reports it
         chain = self.chain
         p = canonical.rfind(b',"prev":"')
         s = canonical.find(b',"seq":', p + 73)
         end = canonical.find(b",", s + 7)
         if (
-            self.strict
-            or p < 0
+            p < 0
             or s < 0
             or canonical[p + 9 : p + 75] != chain.hex().encode() + b'",'
             or canonical[s + 7 : end] != b"%d" % self.expected_seq

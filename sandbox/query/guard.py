@@ -200,11 +200,10 @@ class _Rules:
                 self.walk(child, scope, sub, clause)
 
     def aggregate(self, agg: exp.Expression, scope: Scope, clause: str) -> None:
-        name = agg.sql_name().lower() if isinstance(agg, exp.Func) else agg.key
         if isinstance(agg, exp.Filter):
             self.walk(agg.expression, scope, "predicate", f"{clause} FILTER")
             agg = agg.this
-            name = cast(exp.Func, agg).sql_name().lower()
+        name = self.parsed.written(agg)
         if type(agg) not in AGGREGATES:
             args = list(agg.find_all(exp.Column))
             infos = [self.lineage.resolve(c, scope) for c in args]

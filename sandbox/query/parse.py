@@ -17,6 +17,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
 from sandbox.core.errors import QueryRefused
+from sandbox.query.spelling import called, describe, written_name
 
 __all__ = [
     "AGGREGATES",
@@ -174,10 +175,24 @@ class Parsed:
     expression: exp.Query
     datasets: tuple[str, ...]
     cte_names: frozenset[str]
+    sql: str = ""
+    """The text as the analyst wrote it (refusals name their functions as written)."""
 
     @cached_property
     def normalized_sql(self) -> str:
         return self.expression.sql(dialect="duckdb", normalize=True, pretty=False)
+
+    @cached_property
+    def calls(self) -> tuple[str, ...]:
+        """The function names the text calls, as written."""
+        return called(self.sql)
+
+    def written(self, func: exp.Expr) -> str:
+        """The name the analyst wrote for ``func`` (``quantile_cont``, not ``percentile_cont``)."""
+        name = written_name(func, self.calls)
+        if name is not None:
+            return name
+        return func.sql_name().lower() if isinstance(func, exp.Func) else func.key
 
 
 def attempted_sql(sql: str, *, max_length: int = 20_000) -> dict[str, str]:
@@ -206,14 +221,6 @@ def attempted_sql(sql: str, *, max_length: int = 20_000) -> dict[str, str]:
 
 def _refuse(rule: str, message: str) -> QueryRefused:
     return QueryRefused(message, rule=rule)
-
-
-def _describe(node: exp.Expr) -> str:
-    if isinstance(node, exp.Anonymous):
-        return f"function {str(node.this).lower()}()"
-    if isinstance(node, exp.Func):
-        return f"function {node.sql_name().lower()}()"
-    return f"{node.key.upper()} syntax"
 
 
 def parse_query(sql: str, *, max_length: int = 20_000) -> Parsed:
@@ -272,7 +279,7 @@ def parse_query(sql: str, *, max_length: int = 20_000) -> Parsed:
         if type(node) not in ALLOWED_NODES:
             raise _refuse(
                 "guard.function" if isinstance(node, exp.Func) else "guard.syntax_element",
-                f"{_describe(node)} is not on the allowlist",
+                f"{describe(node, sql)} is not on the allowlist",
             )
     ctes: set[str] = set()
     for with_ in root.find_all(exp.With):
@@ -286,7 +293,7 @@ def parse_query(sql: str, *, max_length: int = 20_000) -> Parsed:
             datasets.append(datasets_of)
     if not datasets:
         raise _refuse("guard.no_dataset", "the query reads no registered dataset")
-    return Parsed(root, tuple(datasets), frozenset(ctes))
+    return Parsed(root, tuple(datasets), frozenset(ctes), sql)
 
 
 def _check_columns(node: exp.Columns, root: exp.Expression) -> None:

@@ -8,6 +8,7 @@ hold, so only the entry check, the manifest check, or the key source can tell.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,7 @@ def verify(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
         (b'"actor":"operator-', b'"actor":"\\u006fperator-', "not RFC 8785"),
         (b'"budget_spent":0.125', b'"budget_spent":1.25e-1', "not RFC 8785"),
         (b'"decision":"deny",', b'"decision": "deny",', "not RFC 8785"),
+        (b'"role":"operator"', b'"role":""', "role must be a non-empty string"),
     ],
 )
 def test_a_signed_entry_that_is_not_canonical_fails_by_default(
@@ -112,6 +114,25 @@ def test_a_signed_entry_that_is_not_canonical_fails_by_default(
         assert first is not None and (first.kind, first.seq) == ("malformed", 3), report.problems
         assert why in first.message
         assert {p.kind for p in report.problems} == {"malformed"}  # hashes and heads hold
+
+
+@pytest.mark.parametrize(
+    ("time", "why"),
+    [
+        (b"2026-02-30T00:00:00.000000Z", "not a valid date"),
+        (b"2026-01-02T03:04:05.000006+00:00", "RFC 3339 UTC"),
+        (b"2026-01-02T03:04:05.06Z", "RFC 3339 UTC"),
+    ],
+)
+def test_an_entry_time_must_be_exact_and_real(
+    export: Path, keyring: KeyRing, time: bytes, why: str
+) -> None:
+    lines = entries(export)
+    forged = re.sub(rb'"time":"[^"]*"', b'"time":"' + time + b'"', lines[2])
+    resign(export, keyring, [*lines[:2], forged, *lines[3:]])
+    first = verify_export(export).first_problem
+    assert first is not None and (first.kind, first.seq) == ("malformed", 2)
+    assert why in first.message
 
 
 def test_the_cli_fails_on_a_duplicate_key_without_strict(
