@@ -14,7 +14,8 @@ from sandbox.query.release import result_sha256
 from sandbox.query.service import QueryService
 from tests.conftest import build_deployment
 
-SHARED_ATTACKS = Path(__file__).resolve().parents[4] / "shared" / "attacks" / "samples.jsonl"
+# The attack samples we were given, vendored (see shared_attacks/SOURCE.md): never skipped.
+SHARED_ATTACKS = Path(__file__).parent / "shared_attacks" / "samples.jsonl"
 W1 = (
     "SELECT district, diagnosis_code, count(*) AS n, count(DISTINCT person_id) AS persons, "
     "avg(claim_amount) AS mean_amount FROM health.claims GROUP BY 1, 2"
@@ -63,8 +64,6 @@ def assert_no_leak(text: str, values: set[str]) -> None:
 
 
 def test_shared_attack_samples_end_to_end(deployment, identifier_values) -> None:
-    if not SHARED_ATTACKS.exists():
-        pytest.skip("../shared/attacks is not beside this checkout")
     platform, _ = deployment
     service = QueryService(platform)
     bank = actor(deployment, "op-bank")
