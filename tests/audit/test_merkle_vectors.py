@@ -1,15 +1,14 @@
 """RFC 6962 / RFC 9162 published vectors: roots of sizes 0..8 and 196 proofs, valid and corrupted.
 
-Read from ../shared/testdata/rfc6962 next to the checkout (see SOURCE.md there);
-they are not copied into this repository.  Missing vectors fail under CI and
-skip on a developer machine.
+Vendored in ``vectors/rfc6962`` (copied unchanged from the shared test data, itself
+from transparency-dev/merkle under the Apache License 2.0: see SOURCE.md and LICENSE
+there), so every checkout and every CI run checks them; missing vectors fail, never skip.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +18,12 @@ from audit.errors import ProofError
 from audit.merkle import SHA256, root_from_leaves, verify_consistency, verify_inclusion
 from audit.tree import MemoryTree
 
-VECTORS = Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata" / "rfc6962"
+VECTORS = Path(__file__).resolve().parent / "vectors" / "rfc6962"
 
 
 def _require_vectors() -> Path:
-    if not VECTORS.is_dir():
-        # The vectors are read from the shared folder beside the checkout, never copied.
-        # SANDBOX_REQUIRE_SHARED=1 turns their absence into a failure.
-        if os.environ.get("SANDBOX_REQUIRE_SHARED"):
-            pytest.fail(f"RFC 6962 vectors missing at {VECTORS}")
-        pytest.skip(f"RFC 6962 vectors not found at {VECTORS}")
+    if not (VECTORS / "roots.json").is_file():
+        pytest.fail(f"RFC 6962 vectors missing at {VECTORS} (they are part of the repository)")
     return VECTORS
 
 
