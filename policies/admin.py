@@ -225,17 +225,24 @@ class Administration:
                 proposed = replace(grant.terms, **changes)
             except TypeError:
                 raise InvalidInput("unknown grant term", rule="grant.terms") from None
+            # Widening first: a k below the floor is "k lowered", not a floor to meet.
+            wider = widenings(grant.terms, proposed)
+            if wider:
+                raise InvalidInput(
+                    "a grant can only be narrowed (issue a new grant to widen one); this would "
+                    "widen it: " + "; ".join(wider),
+                    rule="grant.narrow_widens",
+                )
             row = conn.execute(sa.select(datasets).where(datasets.c.id == grant.dataset)).one()
             valid = validate_terms(
                 proposed,
                 _spec(row),
                 k_floor=self.k_floor,
             )
-            wider = widenings(grant.terms, valid)
-            if wider:
+            if valid == grant.terms:
                 raise InvalidInput(
-                    "narrowing may only take rights away: " + "; ".join(wider),
-                    rule="grant.narrow_widens",
+                    "the narrowing changes nothing: the grant already has these terms",
+                    rule="grant.unchanged",
                 )
             return grants.replace_terms(conn, grant, valid, by=actor.name, now=now, reason=reason)
 

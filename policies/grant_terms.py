@@ -317,7 +317,10 @@ def _check_budget(terms: GrantTerms, problems: list[str]) -> None:
 
 
 def widenings(old: GrantTerms, new: GrantTerms) -> list[str]:
-    """What ``new`` would grant that ``old`` did not (empty: a true narrowing)."""
+    """What ``new`` would grant that ``old`` did not (empty: a true narrowing).
+
+    ``old`` is validated (column names lower case); ``new`` need not be yet.
+    """
     out: list[str] = []
     if (new.purpose_code, new.purpose_text) != (old.purpose_code, old.purpose_text):
         out.append("purpose cannot change (issue a new grant)")
@@ -329,9 +332,10 @@ def widenings(old: GrantTerms, new: GrantTerms) -> list[str]:
         out.append("valid_until later")
     if new.max_level > old.max_level:
         out.append("ceiling raised")
-    if old.columns is not None and (new.columns is None or not new.columns <= old.columns):
+    new_columns = None if new.columns is None else {c.lower() for c in new.columns}
+    if old.columns is not None and (new_columns is None or not new_columns <= old.columns):
         out.append("columns added")
-    if not new.groupable <= old.groupable:
+    if not {c.lower() for c in new.groupable} <= old.groupable:
         out.append("groupable columns added")
     if new.k < old.k:
         out.append("k lowered")

@@ -239,3 +239,40 @@ def test_listing_is_scoped_to_what_the_actor_may_read(world: World) -> None:
     with pytest.raises(Forbidden) as raised:
         world.admin.show_grant(world.actor("op-bank"), world.grant_id("op-insurer", CLAIMS))
     assert raised.value.rule == "grant.not_own"
+
+
+def test_narrowing_k_below_the_floor_says_grants_only_narrow(world: World) -> None:
+    """A lower k is a widening first: the refusal says so, not what the floor is."""
+    bureau = world.actor("bureau-health")
+    grant_id = world.grant_id("op-bank", CLAIMS)
+    with pytest.raises(InvalidInput) as raised:
+        world.admin.narrow_grant(bureau, grant_id, k=5)
+    assert raised.value.rule == "grant.narrow_widens"
+    assert "can only be narrowed" in raised.value.message and "k lowered" in raised.value.message
+    assert "floor" not in raised.value.message
+
+
+def test_upper_case_column_names_are_not_a_widening(world: World) -> None:
+    bureau = world.actor("bureau-health")
+    grant_id = world.grant_id("op-bank", CLAIMS)
+    grant = world.admin.narrow_grant(bureau, grant_id, groupable=frozenset({"AGE"}))
+    assert grant.groupable == frozenset({"age"}) and grant.version == 2
+
+
+def test_a_narrowing_that_changes_nothing_is_refused_without_a_new_version(world: World) -> None:
+    bureau = world.actor("bureau-health")
+    grant_id = world.grant_id("op-bank", CLAIMS)
+    bank = world.actor("op-bank")
+    grant, _ = world.admin.show_grant(bank, grant_id)
+    entries = len(world.recorder.entries)
+    with pytest.raises(InvalidInput) as raised:
+        world.admin.narrow_grant(bureau, grant_id, k=grant.k, max_level=grant.max_level)
+    assert raised.value.rule == "grant.unchanged" and "changes nothing" in raised.value.message
+    again, history = world.admin.show_grant(bank, grant_id)
+    assert again.version == grant.version and len(history) == 1
+    refusal = world.recorder.entries[entries]
+    assert (refusal["action"], refusal["decision"], refusal["rule"]) == (
+        "grant.narrow",
+        "deny",
+        "grant.unchanged",
+    )
