@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from sandbox.core.settings import SETTINGS, SETTINGS_BY_NAME, SettingSpec
 
 __all__ = [
     "AccountIn",
@@ -40,7 +42,10 @@ __all__ = [
 
 Format = Literal["json", "csv", "parquet", "arrow"]
 Json = dict[str, Any]
-MAX_SQL = 1_000_000  # hard cap of the schema; the configurable limit is max_sql_length
+_SQL_CAP = SETTINGS_BY_NAME["max_sql_length"].le
+assert _SQL_CAP is not None, "max_sql_length is declared with an upper bound"
+#: Hard cap of the schema: the largest ``max_sql_length`` may be (the limit in force applies).
+MAX_SQL = int(_SQL_CAP)
 
 
 class In(BaseModel):
@@ -357,28 +362,38 @@ class FreezeIn(In):
     reason: str = Field(default="", max_length=2000)
 
 
-class SettingsOut(BaseModel):
-    k_floor: int
-    rate_limit_per_minute: int
-    max_body_bytes: int
-    max_upload_bytes: int
-    max_sql_length: int
-    max_jobs_per_operator: int
-    sync_wait_s: float
-    result_ttl_s: float
-    max_result_rows: int
-    query_timeout_s: float
-    job_workers: int
-    workers: int
-    overrides: Json
+def _setting_field(spec: SettingSpec, *, optional: bool) -> Any:
+    """A model field for ``spec``: its type, help and (for input) its declared bounds."""
+    if not optional:
+        return (spec.type, Field(description=spec.help))
+    field = Field(
+        default=None,
+        description=spec.help,
+        ge=spec.ge,
+        gt=spec.gt,
+        le=spec.le,
+        lt=spec.lt,
+        allow_inf_nan=False if spec.type is float else None,
+    )
+    return (spec.type | None, field)
 
 
-class SettingsIn(In):
-    k_floor: int | None = Field(default=None, ge=2)
-    rate_limit_per_minute: int | None = Field(default=None, ge=1)
-    max_body_bytes: int | None = Field(default=None, ge=1024)
-    max_upload_bytes: int | None = Field(default=None, ge=1024)
-    max_sql_length: int | None = Field(default=None, ge=100, le=MAX_SQL)
-    max_jobs_per_operator: int | None = Field(default=None, ge=1)
-    sync_wait_s: float | None = Field(default=None, gt=0, le=300)
-    result_ttl_s: float | None = Field(default=None, gt=0)
+if TYPE_CHECKING:  # the fields are generated from the settings' declaration below
+
+    class SettingsOut(BaseModel): ...
+
+    class SettingsIn(In): ...
+
+else:
+    SettingsOut = create_model(
+        "SettingsOut",
+        __doc__="The k floor and the limits in force, with the admin's run-time overrides.",
+        **{spec.name: _setting_field(spec, optional=False) for spec in SETTINGS if spec.public},
+        overrides=(Json, Field(description="The admin's run-time changes in force.")),
+    )
+    SettingsIn = create_model(
+        "SettingsIn",
+        __base__=In,
+        __doc__="Run-time changes: only the settings declared `runtime`, within their bounds.",
+        **{spec.name: _setting_field(spec, optional=True) for spec in SETTINGS if spec.runtime},
+    )

@@ -220,21 +220,10 @@ def statement(
 
 def settings_out(services: Services) -> SettingsOut:
     current = services.settings()
-    return SettingsOut(
-        k_floor=current.k_floor,
-        rate_limit_per_minute=current.rate_limit_per_minute,
-        max_body_bytes=current.max_body_bytes,
-        max_upload_bytes=current.max_upload_bytes,
-        max_sql_length=current.max_sql_length,
-        max_jobs_per_operator=current.max_jobs_per_operator,
-        sync_wait_s=current.sync_wait_s,
-        result_ttl_s=current.result_ttl_s,
-        max_result_rows=current.max_result_rows,
-        query_timeout_s=current.query_timeout_s,
-        job_workers=current.job_workers,
-        workers=current.workers,
-        overrides=services.runtime.overrides(),
-    )
+    shown = {
+        name: getattr(current, name) for name in SettingsOut.model_fields if name != "overrides"
+    }
+    return SettingsOut.model_validate({**shown, "overrides": services.runtime.overrides()})
 
 
 @router.get("/v1/settings", response_model=SettingsOut)

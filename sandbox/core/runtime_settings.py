@@ -1,11 +1,12 @@
 """Settings the admin may change while the platform runs: the k floor and the API limits.
 
 The deployment's :class:`~sandbox.core.settings.Settings` come from the environment
-at start.  A few of them may be changed at run time (``PUT /v1/admin/settings``):
-the overrides are rows of ``platform_settings`` in the control-plane database,
-so every server process and every server host applies them, within
-``refresh_s`` of the change.  Everything else (paths, databases, enclave
-memory and threads, timeouts) needs a restart.
+at start.  The settings declared ``runtime`` may be changed at run time
+(``PUT /v1/admin/settings``), within the same bounds as in the environment: the
+overrides are rows of ``platform_settings`` in the control-plane database, so
+every server process and every server host applies them, within ``refresh_s`` of
+the change.  Everything else (paths, databases, enclave memory and threads,
+timeouts) needs a restart.
 """
 
 from __future__ import annotations
@@ -21,22 +22,13 @@ from sqlalchemy.engine import Engine
 
 from sandbox.core.db import metadata
 from sandbox.core.errors import InvalidInput
-from sandbox.core.settings import SETTINGS, Settings
+from sandbox.core.settings import SETTINGS, SETTINGS_BY_NAME, Settings
 from sandbox.core.timeutil import to_rfc3339
 
 __all__ = ["RUNTIME_SETTINGS", "RuntimeSettings", "platform_settings"]
 
-RUNTIME_SETTINGS: tuple[str, ...] = (
-    "k_floor",
-    "rate_limit_per_minute",
-    "max_body_bytes",
-    "max_upload_bytes",
-    "max_sql_length",
-    "max_jobs_per_operator",
-    "sync_wait_s",
-    "result_ttl_s",
-)
-"""The settings an admin may change at run time."""
+RUNTIME_SETTINGS: tuple[str, ...] = tuple(spec.name for spec in SETTINGS if spec.runtime)
+"""The settings an admin may change at run time (declared ``runtime`` in :class:`Settings`)."""
 
 platform_settings = sa.Table(
     "platform_settings",
@@ -46,8 +38,6 @@ platform_settings = sa.Table(
     sa.Column("updated_at", sa.String(40), nullable=False),
     sa.Column("updated_by", sa.String(255), nullable=False),
 )
-
-_SPECS = {spec.name: spec for spec in SETTINGS}
 
 
 class RuntimeSettings:
@@ -63,9 +53,21 @@ class RuntimeSettings:
         metadata.create_all(engine, tables=[platform_settings])
 
     def overrides(self) -> dict[str, Any]:
+        """The stored overrides still within their declared bounds.
+
+        A row out of bounds can only come from a release with looser bounds, or from
+        outside the API: it is ignored, and the environment's value stays in force.
+        """
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(platform_settings)).all()
-        return {row.name: row.value for row in rows if row.name in RUNTIME_SETTINGS}
+        found: dict[str, Any] = {}
+        for row in rows:
+            if row.name in RUNTIME_SETTINGS:
+                try:
+                    found[row.name] = SETTINGS_BY_NAME[row.name].validate(row.value)
+                except ValueError:
+                    continue
+        return found
 
     def current(self) -> Settings:
         """The settings in force now (re-read at most every ``refresh_s``)."""
@@ -79,18 +81,16 @@ class RuntimeSettings:
 
     @staticmethod
     def validate(changes: dict[str, Any]) -> dict[str, Any]:
-        """Parse each change as its environment variable would be; every problem at once."""
+        """Check each change against its declared bounds (as at start); every problem at once."""
         problems, parsed = [], {}
         for name, value in changes.items():
             if name not in RUNTIME_SETTINGS:
                 problems.append(f"{name} cannot be changed at run time")
                 continue
             try:
-                parsed[name] = _SPECS[name].parse(str(value))
+                parsed[name] = SETTINGS_BY_NAME[name].validate(value)
             except ValueError as exc:
                 problems.append(f"{name}: {exc}")
-        if parsed.get("k_floor", 2) < 2:
-            problems.append("k_floor: a group of one is never released (at least 2)")
         if problems:
             raise InvalidInput("settings: " + "; ".join(problems), rule="settings.invalid")
         return parsed

@@ -1,7 +1,14 @@
 """Platform settings: one frozen object, built from the environment by an injectable loader.
 
-Each setting is declared once in :data:`SETTINGS` with its environment variable,
-default and help text; ``docs/settings.md`` documents every one (a test checks).
+Each setting is declared once, as a field of :class:`Settings`: its name (the
+environment variable is ``SANDBOX_`` + the name in capitals), type, default,
+bounds, help text and whether the admin may change it at run time.  Everything
+else is derived from that declaration: :func:`load_settings` (the environment),
+:class:`~sandbox.core.runtime_settings.RuntimeSettings` (the admin's run-time
+changes), the API's ``SettingsIn``/``SettingsOut`` and the table in
+``docs/settings.md`` (``python -m sandbox.core.settings`` prints it; a test checks
+the file holds exactly that).  So a bound is the same wherever a value comes from.
+
 Nothing reads ``os.environ`` elsewhere: the CLI and the server receive a
 :class:`Settings` and pass it down.
 """
@@ -9,185 +16,207 @@ Nothing reads ``os.environ`` elsewhere: the CLI and the server receive a
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Annotated, Any
+
+import annotated_types as at
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass as validated_dataclass
+from pydantic.fields import FieldInfo
 
 from sandbox.core.errors import InvalidInput
 
-__all__ = ["SETTINGS", "SettingSpec", "Settings", "load_settings"]
+__all__ = [
+    "SETTINGS",
+    "SETTINGS_BY_NAME",
+    "SettingSpec",
+    "Settings",
+    "load_settings",
+    "settings_table",
+]
+
+ENV_PREFIX = "SANDBOX_"
+_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-@dataclass(frozen=True)
-class SettingSpec:
-    name: str
-    env: str
-    parse: Callable[[str], Any]
-    help: str
+def setting(
+    default: Any,
+    *,
+    help: str,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    runtime: bool = False,
+    public: bool = False,
+    default_text: str | None = None,
+) -> Any:
+    """Declare one setting (a field of :class:`Settings`).
+
+    ``runtime``: the admin may change it while the platform runs (it is then also
+    ``public``: shown to every account by ``GET /v1/settings``).  ``default_text``:
+    how the docs show a default computed at start (the number of cores, a path
+    under the home).
+    """
+    extra: dict[str, Any] = {"runtime": runtime, "public": public or runtime}
+    if default_text is not None:
+        extra["default_text"] = default_text
+    return Field(default, ge=ge, gt=gt, le=le, lt=lt, description=help, json_schema_extra=extra)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise ValueError("must be positive")
-    return value
+_CORES = max(1, os.cpu_count() or 1)
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise ValueError("must be positive")
-    return value
-
-
-def _probability(text: str) -> float:
-    value = float(text)
-    if not 0 < value < 1:
-        raise ValueError("must be between 0 and 1 (exclusive)")
-    return value
-
-
-SETTINGS: tuple[SettingSpec, ...] = (
-    SettingSpec("home", "SANDBOX_HOME", Path, "Deployment home directory (enclave, keys, DBs)."),
-    SettingSpec(
-        "control_db_url",
-        "SANDBOX_CONTROL_DB_URL",
-        str,
-        "SQLAlchemy URL of the control-plane database; default SQLite file HOME/control.db.",
-    ),
-    SettingSpec(
-        "audit_db_url",
-        "SANDBOX_AUDIT_DB_URL",
-        str,
-        "SQLAlchemy URL of the audit store; default SQLite file HOME/audit.db.",
-    ),
-    SettingSpec("memory_limit", "SANDBOX_MEMORY_LIMIT", str, "DuckDB memory limit for queries."),
-    SettingSpec("threads", "SANDBOX_THREADS", _positive_int, "DuckDB threads for queries."),
-    SettingSpec(
-        "query_timeout_s",
-        "SANDBOX_QUERY_TIMEOUT_S",
-        _positive_float,
-        "A query running longer than this is interrupted.",
-    ),
-    SettingSpec(
-        "max_result_rows",
-        "SANDBOX_MAX_RESULT_ROWS",
-        _positive_int,
-        "A result with more rows than this is refused.",
-    ),
-    SettingSpec(
-        "k_floor",
-        "SANDBOX_K_FLOOR",
-        _positive_int,
-        "Platform floor of the minimum group size k; no grant may go below it.",
-    ),
-    SettingSpec(
-        "dp_max_rows_per_entity",
-        "SANDBOX_DP_MAX_ROWS_PER_ENTITY",
-        _positive_int,
-        "With a privacy budget: rows one entity may contribute to one group (C).",
-    ),
-    SettingSpec(
-        "dp_max_groups_per_entity",
-        "SANDBOX_DP_MAX_GROUPS_PER_ENTITY",
-        _positive_int,
-        "With a privacy budget: groups one entity may contribute to (G).",
-    ),
-    SettingSpec(
-        "dp_delta",
-        "SANDBOX_DP_DELTA",
-        _probability,
-        "With a privacy budget: per query, the chance that which groups appear gives one "
-        "entity away (δ of the noisy release threshold).",
-    ),
-    SettingSpec("host", "SANDBOX_HOST", str, "Address `sandbox serve` binds to."),
-    SettingSpec("port", "SANDBOX_PORT", int, "Port `sandbox serve` listens on."),
-    SettingSpec(
-        "audit_sign_every_n",
-        "SANDBOX_AUDIT_SIGN_EVERY_N",
-        _positive_int,
-        "Sign a tree head after this many audit entries.",
-    ),
-    SettingSpec(
-        "audit_sign_every_s",
-        "SANDBOX_AUDIT_SIGN_EVERY_S",
-        _positive_float,
-        "Sign a tree head at least this often (seconds) while entries arrive.",
-    ),
-    # -- the HTTP service (docs/api.md, docs/deployment.md) --
-    SettingSpec(
-        "workers", "SANDBOX_WORKERS", _positive_int, "Server processes `sandbox serve` runs."
-    ),
-    SettingSpec(
-        "job_workers",
-        "SANDBOX_JOB_WORKERS",
-        _positive_int,
-        "Analysis jobs that run at once in one server process.",
-    ),
-    SettingSpec(
-        "result_ttl_s",
-        "SANDBOX_RESULT_TTL_S",
-        _positive_float,
-        "A job's result (released or held for review) is deleted after this many seconds.",
-    ),
-    SettingSpec(
-        "rate_limit_per_minute",
-        "SANDBOX_RATE_LIMIT_PER_MINUTE",
-        _positive_int,
-        "Requests one token may make per minute (429 with Retry-After beyond).",
-    ),
-    SettingSpec("max_body_bytes", "SANDBOX_MAX_BODY_BYTES", _positive_int, "Largest request body."),
-    SettingSpec(
-        "max_upload_bytes",
-        "SANDBOX_MAX_UPLOAD_BYTES",
-        _positive_int,
-        "Largest dataset upload (a bureau's source file).",
-    ),
-    SettingSpec("max_sql_length", "SANDBOX_MAX_SQL_LENGTH", _positive_int, "Longest SQL text."),
-    SettingSpec(
-        "max_jobs_per_operator",
-        "SANDBOX_MAX_JOBS_PER_OPERATOR",
-        _positive_int,
-        "Jobs one operator may have queued or running at once.",
-    ),
-    SettingSpec(
-        "sync_wait_s",
-        "SANDBOX_SYNC_WAIT_S",
-        _positive_float,
-        "Longest a `wait=true` job submission waits for the result.",
-    ),
-)
-
-
-@dataclass(frozen=True, kw_only=True)
+@validated_dataclass(frozen=True, kw_only=True, config=_CONFIG)
 class Settings:
     """Every tunable of a deployment.  Paths derive from ``home`` unless overridden."""
 
-    home: Path = Path("sandbox-home")
-    control_db_url: str = ""
-    audit_db_url: str = ""
-    memory_limit: str = "2GB"
-    threads: int = max(1, os.cpu_count() or 1)
-    query_timeout_s: float = 30.0
-    max_result_rows: int = 10_000
-    k_floor: int = 10
-    dp_max_rows_per_entity: int = 2
-    dp_max_groups_per_entity: int = 3
-    dp_delta: float = 1e-6
-    host: str = "127.0.0.1"
-    port: int = 8000
-    audit_sign_every_n: int = 1000
-    audit_sign_every_s: float = 60.0
-    workers: int = 1
-    job_workers: int = max(1, os.cpu_count() or 1)
-    result_ttl_s: float = 86_400.0
-    rate_limit_per_minute: int = 1_200
-    max_body_bytes: int = 1_048_576
-    max_upload_bytes: int = 1_073_741_824
-    max_sql_length: int = 20_000
-    max_jobs_per_operator: int = 8
-    sync_wait_s: float = 10.0
+    home: Path = setting(
+        Path("sandbox-home"),
+        help="Deployment home, relative to the working directory: `enclave.duckdb`, "
+        "`control.db`, `audit.db`, `keys/`, `certificates/`, `staging/`, `imports/`. "
+        "Created with mode 0700. The CLI's `--home` overrides it.",
+    )
+    control_db_url: str = setting(
+        "",
+        help="SQLAlchemy URL of the control-plane database (catalog, accounts, grants, "
+        "ledgers, jobs). `postgresql+psycopg://user@host/db` for deployments with several "
+        "API servers.",
+        default_text="`sqlite:///HOME/control.db`",
+    )
+    audit_db_url: str = setting(
+        "",
+        help="SQLAlchemy URL of the audit store (may be the same PostgreSQL database as the "
+        "control plane).",
+        default_text="`sqlite:///HOME/audit.db`",
+    )
+    memory_limit: str = setting("2GB", help="DuckDB `memory_limit` of the enclave connections.")
+    threads: int = setting(
+        _CORES,
+        ge=1,
+        help="DuckDB `threads` of the enclave connections.",
+        default_text="number of cores",
+    )
+    query_timeout_s: float = setting(
+        30.0,
+        gt=0,
+        public=True,
+        help="A query still running after this many seconds is interrupted "
+        "(`query_timeout`, rule `enclave.timeout`).",
+    )
+    max_result_rows: int = setting(
+        10_000,
+        ge=1,
+        public=True,
+        help="A result with more rows is refused (`result_too_large`), never truncated.",
+    )
+    k_floor: int = setting(
+        10,
+        ge=2,
+        runtime=True,
+        help="Platform floor of the minimum group size k: no grant may set a lower k. "
+        "At least 2: a group of one is never released.",
+    )
+    dp_max_rows_per_entity: int = setting(
+        2,
+        ge=1,
+        help="With a privacy budget, rows one entity may contribute to one group (C); more "
+        "are dropped before aggregation. Sensitivities scale with it (`docs/disclosure.md`).",
+    )
+    dp_max_groups_per_entity: int = setting(
+        3,
+        ge=1,
+        help="With a privacy budget, groups one entity may contribute to (G); chosen by a "
+        "hash of the group keys.",
+    )
+    dp_delta: float = setting(
+        1e-6,
+        gt=0,
+        lt=1,
+        help="With a privacy budget, per query: the probability that *which* groups are "
+        "released gives one entity away. Sets the noisy release threshold "
+        "`τ = k + ⌈b·ln(G/δ)⌉` (`docs/disclosure.md`); a query's release is (ε, δ)-DP.",
+    )
+    host: str = setting(
+        "127.0.0.1",
+        help="Address `sandbox serve` binds to. Put a TLS reverse proxy in front for "
+        "anything but loopback.",
+    )
+    port: int = setting(8000, ge=1, le=65_535, help="Port `sandbox serve` listens on.")
+    audit_sign_every_n: int = setting(
+        1000, ge=1, help="Sign a Merkle tree head after this many new audit entries."
+    )
+    audit_sign_every_s: float = setting(
+        60.0, gt=0, help="Sign a tree head at least this often (seconds) while entries arrive."
+    )
+    # -- the HTTP service (docs/api.md, docs/deployment.md) --
+    workers: int = setting(
+        1,
+        ge=1,
+        public=True,
+        help="Server processes `sandbox serve` runs (uvicorn workers). Each opens the "
+        "enclave read-only; see `docs/deployment.md`.",
+    )
+    job_workers: int = setting(
+        _CORES,
+        ge=1,
+        public=True,
+        help="Analysis jobs that run at once in one server process; further jobs wait in "
+        "the queue (`docs/api.md`).",
+        default_text="number of cores (÷ `workers` under `sandbox serve --workers`)",
+    )
+    result_ttl_s: float = setting(
+        86_400.0,
+        gt=0,
+        runtime=True,
+        help="A job's result, released or held for review, is deleted this many seconds "
+        "after it was computed; the job becomes `expired`.",
+    )
+    rate_limit_per_minute: int = setting(
+        1_200,
+        ge=1,
+        runtime=True,
+        help="Requests one token may make per minute; beyond it `rate_limited` (429) with "
+        "`Retry-After`. Counted per server process.",
+    )
+    max_body_bytes: int = setting(
+        1_048_576,
+        ge=1024,
+        runtime=True,
+        help="Largest request body (`request_too_large`, 413), uploads excepted.",
+    )
+    max_upload_bytes: int = setting(
+        1_073_741_824,
+        ge=1024,
+        runtime=True,
+        help="Largest dataset upload a bureau may send.",
+    )
+    max_sql_length: int = setting(
+        20_000,
+        ge=100,
+        le=1_000_000,
+        runtime=True,
+        help="Longest SQL text, on every path: explain, jobs, `sandbox query` "
+        "(`guard.sql_length`).",
+    )
+    max_jobs_per_operator: int = setting(
+        8,
+        ge=1,
+        runtime=True,
+        help="Jobs one operator may have `queued` or `running` at once (`jobs.concurrency`, 429).",
+    )
+    sync_wait_s: float = setting(
+        10.0,
+        gt=0,
+        le=300,
+        runtime=True,
+        help="Longest a job submission with `wait=true` waits before answering 202 with "
+        "the job's state.",
+    )
 
     def __post_init__(self) -> None:
         home = Path(self.home).resolve()
@@ -231,23 +260,158 @@ class Settings:
         return replace(self, **changes)
 
 
+# -- what the declaration says, for the loaders, the API models and the docs ------------------
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """One setting as :class:`Settings` declares it (read from the field, never restated)."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    ge: float | None
+    gt: float | None
+    le: float | None
+    lt: float | None
+    runtime: bool
+    public: bool
+    default_text: str | None
+    adapter: TypeAdapter[Any] = field(repr=False, compare=False)
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def bounds(self) -> dict[str, float]:
+        """The declared bounds as ``Field`` keywords (``ge``, ``gt``, ``le``, ``lt``)."""
+        limits = {"ge": self.ge, "gt": self.gt, "le": self.le, "lt": self.lt}
+        return {key: value for key, value in limits.items() if value is not None}
+
+    def validate(self, value: Any) -> Any:
+        """``value`` (text from the environment, or JSON) as this setting's type, in bounds.
+
+        Raises ``ValueError`` with a one-line reason.
+        """
+        try:
+            return self.adapter.validate_python(value)
+        except ValidationError as exc:
+            reasons = {_reason(error["msg"]) for error in exc.errors()}
+            raise ValueError("; ".join(sorted(reasons))) from None
+
+
+def _reason(message: str) -> str:
+    return re.sub(r"^Input should be\b", "must be", message)
+
+
+def _spec(name: str) -> SettingSpec:
+    info: FieldInfo = Settings.__pydantic_fields__[name]  # type: ignore[attr-defined]
+    extra = info.json_schema_extra
+    assert isinstance(extra, dict), f"{name} is not declared with setting()"
+    bounds: dict[str, Any] = {}
+    for constraint in info.metadata:
+        if isinstance(constraint, at.Ge | at.Gt | at.Le | at.Lt):
+            key = type(constraint).__name__.lower()
+            bounds[key] = getattr(constraint, key)
+    annotation = info.annotation
+    assert isinstance(annotation, type)
+    # The field's own type and constraints: a value checked here is one Settings accepts.
+    form: Any = Annotated[(annotation, *info.metadata)] if info.metadata else annotation
+    return SettingSpec(
+        name=name,
+        type=annotation,
+        default=info.default,
+        help=info.description or "",
+        ge=bounds.get("ge"),
+        gt=bounds.get("gt"),
+        le=bounds.get("le"),
+        lt=bounds.get("lt"),
+        runtime=bool(extra["runtime"]),
+        public=bool(extra["public"]),
+        default_text=text if isinstance(text := extra.get("default_text"), str) else None,
+        adapter=TypeAdapter(form, config=_CONFIG),
+    )
+
+
+SETTINGS: tuple[SettingSpec, ...] = tuple(_spec(f.name) for f in fields(Settings))
+"""Every setting, in declaration order."""
+
+SETTINGS_BY_NAME: Mapping[str, SettingSpec] = MappingProxyType({s.name: s for s in SETTINGS})
+
+
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-    """Build settings from ``environ`` (default ``os.environ``), then explicit overrides."""
+    """Build settings from ``environ`` (default ``os.environ``), then explicit overrides.
+
+    Every value is checked against its declaration; all problems are reported at once,
+    each naming the environment variable (or the override) it came from.
+    """
     env = os.environ if environ is None else environ
+    given = {name: value for name, value in overrides.items() if value is not None}
+    unknown = set(given) - set(SETTINGS_BY_NAME)
+    if unknown:
+        raise InvalidInput(f"unknown settings: {sorted(unknown)}", rule="settings.unknown")
     values: dict[str, Any] = {}
+    problems: list[str] = []
     for spec in SETTINGS:
         raw = env.get(spec.env)
         if raw is None or raw == "":
             continue
         try:
-            values[spec.name] = spec.parse(raw)
+            values[spec.name] = spec.validate(raw)
         except ValueError as exc:
-            raise InvalidInput(
-                f"setting {spec.env} is not valid: {exc}", rule="settings.parse"
-            ) from None
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in fields(Settings)}
-    unknown = set(values) - known
-    if unknown:
-        raise InvalidInput(f"unknown settings: {sorted(unknown)}", rule="settings.unknown")
+            problems.append(f"setting {spec.env} is not valid: {exc} (got {raw!r})")
+    for name, value in given.items():
+        try:
+            values[name] = SETTINGS_BY_NAME[name].validate(value)
+        except ValueError as exc:
+            problems.append(f"setting {name} is not valid: {exc} (got {value!r})")
+    if problems:
+        raise InvalidInput("; ".join(problems), rule="settings.parse")
     return Settings(**values)
+
+
+# -- the documentation ---------------------------------------------------------------------
+
+
+def _number(value: float) -> str:
+    if float(value).is_integer():
+        return str(int(value))
+    return re.sub(r"e([+-])0*(\d)", r"e\1\2", f"{value:g}").replace("e+", "e")
+
+
+def _default_cell(spec: SettingSpec) -> str:
+    if spec.default_text is not None:
+        return spec.default_text
+    value = spec.default
+    shown = _number(value) if isinstance(value, int | float) else str(value)
+    return f"`{shown}`"
+
+
+def _bounds_cell(spec: SettingSpec) -> str:
+    signs = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}
+    return ", ".join(f"{signs[key]} {_number(value)}" for key, value in spec.bounds.items())
+
+
+def settings_table() -> str:
+    """The Markdown table of every setting (what ``docs/settings.md`` shows)."""
+    lines = [
+        "| setting | environment variable | default | bounds | run time | meaning |",
+        "|---|---|---|---|---|---|",
+    ]
+    for spec in SETTINGS:
+        cells = (
+            f"`{spec.name}`",
+            f"`{spec.env}`",
+            _default_cell(spec),
+            _bounds_cell(spec),
+            "yes" if spec.runtime else "",
+            spec.help.replace("|", "\\|"),
+        )
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(settings_table(), end="")

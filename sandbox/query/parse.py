@@ -195,11 +195,12 @@ class Parsed:
         return func.sql_name().lower() if isinstance(func, exp.Func) else func.key
 
 
-def attempted_sql(sql: str, *, max_length: int = 20_000) -> dict[str, str]:
+def attempted_sql(sql: str, *, max_length: int) -> dict[str, str]:
     """What the audit records of SQL that was refused: the operator's own text, normalized.
 
     ``normalized_sql`` (the form an allowed query records, statements joined by ``;``) if
-    the text parses, else ``sql``: the text as sent, cut at ``max_length`` characters.
+    the text parses, else ``sql``: the text as sent, cut at ``max_length`` characters (the
+    deployment's ``max_sql_length``).
     ``query_sha256`` hashes the normalized form, or the whole text, so a refusal and a
     release of the same query carry the same hash.  Never raises.
     """
@@ -223,8 +224,12 @@ def _refuse(rule: str, message: str) -> QueryRefused:
     return QueryRefused(message, rule=rule)
 
 
-def parse_query(sql: str, *, max_length: int = 20_000) -> Parsed:
-    """Parse ``sql`` as exactly one allowlisted SELECT; return the datasets it names."""
+def parse_query(sql: str, *, max_length: int) -> Parsed:
+    """Parse ``sql`` as exactly one allowlisted SELECT; return the datasets it names.
+
+    ``max_length`` is the deployment's ``max_sql_length``: no default, so no path can
+    forget it.
+    """
     if len(sql) > max_length:
         raise _refuse("guard.sql_length", f"the SQL text is longer than {max_length} characters")
     try:

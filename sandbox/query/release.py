@@ -75,7 +75,7 @@ def prepare(
     params: DisclosureParams,
     *,
     bounds: ContributionBounds | None = None,
-    max_sql_length: int = 20_000,
+    max_sql_length: int,
 ) -> Prepared:
     """Everything short of running: the guard's verdict and the rewritten SQL."""
     parsed = sql if isinstance(sql, Parsed) else parse_query(sql, max_length=max_sql_length)

@@ -191,7 +191,8 @@ class QueryService:
     def _authorize(
         self, actor: Actor, sql: str, rid: str, purpose: str | None, client: str | None
     ) -> Authorized:
-        parsed = parse_query(sql)
+        max_length = self.platform.settings.max_sql_length
+        parsed = parse_query(sql, max_length=max_length)
         decision = self.platform.authority.decide(
             actor,
             ACTION,
@@ -206,7 +207,8 @@ class QueryService:
             raise decision.error()
         records = {d: self.platform.catalog.get(d) for d in parsed.datasets}
         params, remaining = self._params(decision)
-        prepared = prepare(parsed, self._access(decision.grants, records), params)
+        access = self._access(decision.grants, records)
+        prepared = prepare(parsed, access, params, max_sql_length=max_length)
         return Authorized(decision, prepared, remaining, records)
 
     # -- explain ---------------------------------------------------------------------------
@@ -232,7 +234,11 @@ class QueryService:
                 exc.rule or exc.code,
                 client=client,
                 dataset=None,
-                details={"explain": True, "reason": exc.message, **attempted_sql(sql)},
+                details={
+                    "explain": True,
+                    "reason": exc.message,
+                    **attempted_sql(sql, max_length=self.platform.settings.max_sql_length),
+                },
             )
             return {"accepted": False, "rule": exc.rule or exc.code, "message": exc.message}
         prepared, decision = auth.prepared, auth.decision
@@ -355,7 +361,7 @@ class QueryService:
             dataset=None,
             details={
                 "reason": exc.message,
-                **attempted_sql(sql),
+                **attempted_sql(sql, max_length=self.platform.settings.max_sql_length),
                 "duration_ms": int((time.perf_counter() - started) * 1000),
             },
         )

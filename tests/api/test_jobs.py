@@ -106,6 +106,13 @@ def test_request_limits(lab: LiveServer) -> None:
             with pytest.raises(QueryRefused) as info:
                 bank.submit(QUICK + " " * 300)
             assert info.value.rule == "guard.sql_length"
+            with pytest.raises(QueryRefused) as info:
+                bank.submit(QUICK + " " * 300, wait=True)
+            assert info.value.rule == "guard.sql_length"
+            verdict = bank.explain(QUICK + " " * 300)  # explain honours the limit too
+            assert (verdict["accepted"], verdict["rule"]) == (False, "guard.sql_length")
+            assert "longer than 200 characters" in verdict["message"]
+            assert bank.explain(QUICK)["accepted"]
         big = httpx.post(
             f"{lab.url}/v1/explain",
             headers={"Authorization": f"Bearer {lab.tokens['op-bank']}"},

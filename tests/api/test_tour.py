@@ -252,6 +252,13 @@ def test_admin_tour(server) -> None:
         settings = admin.update_settings(k_floor=12)
         assert settings["k_floor"] == 12 and settings["overrides"]["k_floor"] == 12
         admin.update_settings(k_floor=10)
+        # The declared bounds and run-time flags: k_floor=1 is refused here as at start.
+        with pytest.raises(SandboxError) as refused:
+            admin.update_settings(k_floor=1, threads=4)
+        assert (refused.value.status, refused.value.rule) == (422, "api.schema")
+        assert "k_floor" in refused.value.message and "threads" in refused.value.message
+        shown = admin.settings()
+        assert shown["k_floor"] == 10 and "home" not in shown and "control_db_url" not in shown
         admin.revoke_token(issued["id"])
         with pytest.raises(Forbidden):
             admin.result(_some_job(server))

@@ -99,6 +99,30 @@ def test_bad_token_is_refused(home: Path) -> None:
     assert proc.returncode == 2 and "unauthenticated" in proc.stderr
 
 
+def test_the_configured_sql_length_applies_to_local_queries(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sql = "SELECT gender, count(*) FROM health.claims GROUP BY 1" + " " * 100
+    args = ("--home", str(home), "query", "--token", token(home, "op-bank"))
+    assert json.loads(run(*args, "--explain", sql).stdout)["accepted"]  # the default: 20,000
+    monkeypatch.setenv("SANDBOX_MAX_SQL_LENGTH", "100")
+    explained = run(*args, "--explain", sql, check=False)
+    assert explained.returncode == 2
+    assert json.loads(explained.stdout)["rule"] == "guard.sql_length"
+    ran = run(*args, sql, check=False)
+    assert ran.returncode == 2 and ran.stdout == ""
+    assert "longer than 100 characters" in ran.stderr and "guard.sql_length" in ran.stderr
+
+
+def test_a_setting_out_of_bounds_stops_the_cli_naming_the_variable(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SANDBOX_K_FLOOR", "1")
+    proc = run("--home", str(home), "dataset", "list", check=False)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "SANDBOX_K_FLOOR is not valid: must be greater than or equal to 2" in proc.stderr
+
+
 def test_explain(home: Path) -> None:
     ok = run(
         "--home",

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from sandbox.core.access import DatasetAccess
 from sandbox.core.classification import Level
 from sandbox.core.errors import QueryRefused
+from sandbox.core.settings import SETTINGS_BY_NAME
 from sandbox.enclave.demo_data import DEMO_DATASETS, demo_spec
 from sandbox.query.guard import check_query
 from sandbox.query.parse import parse_query
@@ -21,6 +22,7 @@ CASES = Path(__file__).parent / "guard_cases"
 # The attack samples we were given, vendored (see shared_attacks/SOURCE.md): never skipped.
 SHARED_ATTACKS = Path(__file__).parent / "shared_attacks" / "samples.jsonl"
 GROUPABLE = frozenset({"age", "gender", "diagnosis_code", "board_time"})
+MAX_SQL_LENGTH: int = SETTINGS_BY_NAME["max_sql_length"].default
 
 
 def access(groupable: frozenset[str] = GROUPABLE, max_level: Level = Level.L3):
@@ -29,7 +31,7 @@ def access(groupable: frozenset[str] = GROUPABLE, max_level: Level = Level.L3):
 
 def guard(sql: str, grants=None):
     grants = access() if grants is None else grants
-    parsed = parse_query(sql)
+    parsed = parse_query(sql, max_length=MAX_SQL_LENGTH)
     unknown = [d for d in parsed.datasets if d not in DEMO_DATASETS]
     if unknown:
         raise QueryRefused(f"{unknown[0]} is not registered", rule="unknown_dataset")

@@ -8,7 +8,7 @@ import duckdb
 import pytest
 
 from sandbox.query.rewrite import STATS_TABLE, ContributionBounds
-from tests.sandbox.query.test_guard import access, guard
+from tests.sandbox.query.test_guard import MAX_SQL_LENGTH, access, guard
 
 
 def release(demo_platform, sql: str, bounds: ContributionBounds | None = None):
@@ -25,7 +25,9 @@ def _plan_with_bounds(sql: str, bounds: ContributionBounds):
     from sandbox.query.rewrite import build_plan
 
     grants = access()
-    return build_plan(check_query(parse_query(sql), grants), grants, bounds=bounds)
+    return build_plan(
+        check_query(parse_query(sql, max_length=MAX_SQL_LENGTH), grants), grants, bounds=bounds
+    )
 
 
 def raw(demo_platform, sql: str):
@@ -146,9 +148,16 @@ def test_with_a_budget_groups_under_k_never_leave_the_enclave(demo_platform) -> 
     sql = "SELECT hospital_id, diagnosis_code, count(*) FROM health.claims GROUP BY 1, 2"
     grants = access()
     bounds = ContributionBounds(max_rows_per_entity=2, max_groups_per_entity=3)
-    capped = build_plan(check_query(parse_query(sql), grants), grants, bounds=bounds, k=10)
+    capped = build_plan(
+        check_query(parse_query(sql, max_length=MAX_SQL_LENGTH), grants),
+        grants,
+        bounds=bounds,
+        k=10,
+    )
     small = demo_platform.enclave.query(capped.stats_sql)["__entities"].to_pylist()
     assert small and min(small) >= 10
-    plain = build_plan(check_query(parse_query(sql), grants), grants, k=10)
+    plain = build_plan(
+        check_query(parse_query(sql, max_length=MAX_SQL_LENGTH), grants), grants, k=10
+    )
     everything = demo_platform.enclave.query(plain.stats_sql)["__entities"].to_pylist()
     assert min(everything) < 10  # without a budget the exact suppressed count needs them all

@@ -205,6 +205,33 @@ def test_explain_reports_without_running(deployment) -> None:
     assert audit_size(platform) == before + 2
 
 
+def test_the_configured_sql_length_applies_to_explain_check_and_run(deployment) -> None:
+    """``max_sql_length`` is the deployment's on every path, not only on job submission."""
+    from dataclasses import replace
+
+    platform, _ = deployment
+    bank = actor(deployment, "op-bank")
+    sql = W1 + " " * 100
+    base = platform.settings
+    assert QueryService(platform).explain(bank, sql)["accepted"]  # under the default limit
+    platform.settings = replace(base, max_sql_length=len(sql) - 1)
+    try:
+        service = QueryService(platform)
+        verdict = service.explain(bank, sql)
+        assert (verdict["accepted"], verdict["rule"]) == (False, "guard.sql_length")
+        assert f"longer than {len(sql) - 1} characters" in verdict["message"]
+        for path in (service.check, service.run):
+            with pytest.raises(QueryRefused) as info:
+                path(bank, sql)
+            assert info.value.rule == "guard.sql_length"
+            entry = platform.audit.entry(platform.audit.size() - 1)
+            assert (entry.decision, entry.rule) == ("deny", "guard.sql_length")
+            assert entry.details["sql"] == sql[: len(sql) - 1]  # recorded up to the limit
+        assert service.explain(bank, W1)["accepted"]
+    finally:
+        platform.settings = base
+
+
 def test_frozen_dataset_is_refused_at_once(deployment) -> None:
     from policies import Actor, Administration
 
