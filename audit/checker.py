@@ -108,14 +108,16 @@ class Report:
             "export": "; signatures checked with the export's own keys, which vouch for nothing",
             "trusted": "; signatures checked with trusted keys",
         }.get(self.key_source, f"; keys: {self.key_source}")
-        warned = f"; {len(self.warnings)} warning(s)" if self.warnings else ""
+        warned = f"; {_counted(len(self.warnings), 'warning')}" if self.warnings else ""
         if self.ok:
             return (
-                f"OK: {self.entries} entries, {self.tree_heads} signed tree heads, "
-                f"{self.covered} entries covered by a signed tree head{warned}{keys}"
+                f"OK: {_counted(self.entries, 'entry', 'entries')}, "
+                f"{_counted(self.tree_heads, 'signed tree head')}, "
+                f"{_counted(self.covered, 'entry', 'entries')} covered by a signed tree head"
+                f"{warned}{keys}"
             )
         count = len(self.problems) + self.more_problems
-        return f"FAILED: {self.first_problem} ({count} problems){warned}{keys}"
+        return f"FAILED: {self.first_problem} ({_counted(count, 'problem')}){warned}{keys}"
 
     def to_dict(self) -> dict[str, Any]:
         first = self.first_problem
@@ -313,3 +315,8 @@ class Checker:
                     "consistency",
                     f"tree heads of sizes {older.tree_size} and {newer.tree_size}: {exc}",
                 )
+
+
+def _counted(count: int, singular: str, plural: str | None = None) -> str:
+    """``1 entry``, ``2 entries``: never ``1 entries``."""
+    return f"{count} {singular if count == 1 else plural or singular + 's'}"

@@ -37,6 +37,7 @@ from audit import (
 from sandbox.audit_errors import translate_audit_error
 from sandbox.core.errors import NotFound as SandboxNotFound
 from sandbox.core.settings import Settings
+from sandbox.core.wording import counted
 
 __all__ = ["audit_app"]
 
@@ -110,7 +111,8 @@ def export_cmd(
             out=str(summary.directory),
         )
     typer.echo(
-        f"exported {summary.entries} entries and {summary.tree_heads} signed tree heads "
+        f"exported {counted(summary.entries, 'entry', 'entries')} and "
+        f"{counted(summary.tree_heads, 'signed tree head')} "
         f"to {summary.directory} (root {summary.tree_head.root_hash.hex()})"
     )
 

@@ -23,6 +23,7 @@ from sandbox.cli.query import format_table
 from sandbox.client import FINAL_STATES, SandboxClient
 from sandbox.core.errors import Conflict, InvalidInput, QueryRefused
 from sandbox.core.settings import Settings
+from sandbox.core.wording import counted
 
 __all__ = ["job_app", "remote_or_local", "remote_query"]
 
@@ -263,7 +264,7 @@ def result(
     data = _encode(table, fmt)
     if out is not None:
         out.write_bytes(data)
-        typer.echo(f"wrote {table.num_rows} rows to {out}", err=True)
+        typer.echo(f"wrote {counted(table.num_rows, 'row')} to {out}", err=True)
     else:
         sys.stdout.write(data.decode("utf-8"))
         sys.stdout.flush()

@@ -26,6 +26,7 @@ from sandbox.cli.query import query, receipt_app
 from sandbox.core.classification import parse_classification
 from sandbox.core.errors import CertificateError, InvalidInput, SandboxError
 from sandbox.core.settings import Settings, load_settings
+from sandbox.core.wording import counted, noun
 from sandbox.enclave.certificates import read_certificate, verify_certificate
 from sandbox.platform import Platform
 
@@ -85,7 +86,8 @@ def demo_data(
     platform = _platform(ctx)
     platform.init()
     for reg in platform.load_demo_data(scale):
-        typer.echo(f"registered {reg.record.id} v{reg.record.version}: {reg.record.row_count} rows")
+        rows = counted(reg.record.row_count, "row")
+        typer.echo(f"registered {reg.record.id} v{reg.record.version}: {rows}")
 
 
 @app.command()
@@ -146,7 +148,8 @@ def dataset_register(
         src = FileSource(Path(source), platform.settings.staging_dir, fmt)
     reg = platform.register(spec, src)
     verb = "replaced" if reg.replaced else "registered"
-    typer.echo(f"{verb} {reg.record.id} v{reg.record.version}: {reg.record.row_count} rows")
+    rows = counted(reg.record.row_count, "row")
+    typer.echo(f"{verb} {reg.record.id} v{reg.record.version}: {rows}")
     cert_dir = platform.settings.certificates_dir
     typer.echo(f"certificate: {cert_dir / f'{reg.record.id}.v{reg.record.version}.json'}")
 
@@ -156,7 +159,8 @@ def dataset_list(ctx: typer.Context) -> None:
     """Registered datasets."""
     for rec in _platform(ctx).catalog.list():
         frozen = "  FROZEN" if rec.frozen else ""
-        typer.echo(f"{rec.id:<26} v{rec.version:<3} {rec.row_count:>12,} rows  {rec.title}{frozen}")
+        rows = f"{rec.row_count:>12,} {noun(rec.row_count, 'row'):<4}"
+        typer.echo(f"{rec.id:<26} v{rec.version:<3} {rows} {rec.title}{frozen}")
 
 
 @dataset_app.command("show")
@@ -219,7 +223,7 @@ def dataset_verify_cert(
     body = verify_certificate(read_certificate(file), keys)
     typer.echo(
         f"valid: {body['dataset']} v{body['version']} owner {body['owner']}, "
-        f"{body['row_count']} rows, source sha256 {body['source']['sha256']}, "
+        f"{counted(body['row_count'], 'row')}, source sha256 {body['source']['sha256']}, "
         f"issued {body['issued_at']}"
     )
 

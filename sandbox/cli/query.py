@@ -14,6 +14,7 @@ import typer
 from audit.keys import KeyRingError, key_id_of, load_public_keys, public_key_from_b64
 from sandbox.core.errors import CertificateError, InvalidInput, QueryRefused
 from sandbox.core.settings import Settings
+from sandbox.core.wording import counted
 from sandbox.platform import Platform
 from sandbox.query.receipts import verify_receipt
 
@@ -115,7 +116,8 @@ def _print_result(result: Any, fmt: str, receipt: Path | None) -> None:
     # release's (a server older than audit_seq in the metadata: the receipt's entry).
     seq = meta.get("audit_seq", result.receipt["receipt"]["audit"]["seq"])
     typer.echo(
-        f"# {meta['rows']} rows, {meta['groups_suppressed']} groups suppressed (k={meta['k']})"
+        f"# {counted(meta['rows'], 'row')}, {counted(meta['groups_suppressed'], 'group')} "
+        f"suppressed (k={meta['k']})"
         f"{eps}{', from cache' if meta.get('cached') else ''}; audit seq {seq}",
         err=True,
     )
@@ -143,7 +145,8 @@ def receipt_verify(
         ) from None
     body = verify_receipt(doc, keys)
     typer.echo(
-        f"valid: request {body['request_id']} by {body['operator']}: {body['rows']} rows, "
+        f"valid: request {body['request_id']} by {body['operator']}: "
+        f"{counted(body['rows'], 'row')}, "
         f"result sha256 {body['result_sha256']}, ε {body['epsilon_spent']:g}, "
         f"audit seq {body['audit']['seq']}"
     )

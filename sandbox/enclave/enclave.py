@@ -33,6 +33,7 @@ from sandbox.core.errors import (
     ResultTooLarge,
 )
 from sandbox.core.settings import Settings
+from sandbox.core.wording import counted
 
 __all__ = ["LOCKDOWN", "Enclave"]
 
@@ -170,7 +171,7 @@ class Enclave:
                     rows += batch.num_rows
                     if rows > limit:
                         raise ResultTooLarge(
-                            f"the result has more than {limit} rows",
+                            f"the result has more than {counted(limit, 'row')}",
                             rule="enclave.max_result_rows",
                         )
                     batches.append(batch)

@@ -39,6 +39,7 @@ from sandbox.core.errors import (
 )
 from sandbox.core.settings import Settings
 from sandbox.core.timeutil import to_rfc3339
+from sandbox.core.wording import counted
 from sandbox.jobs.runner import Hint, JobRunner, arrow_bytes
 from sandbox.jobs.store import Job, JobState, JobStore, StoredResult
 from sandbox.platform import Platform
@@ -145,7 +146,8 @@ class JobDesk:
             self.store.active_count(actor.name) >= limits.max_jobs_per_operator
         ):
             limited = RateLimited(
-                f"at most {limits.max_jobs_per_operator} jobs may be queued or running at once",
+                f"at most {counted(limits.max_jobs_per_operator, 'job')} may be queued or "
+                "running at once",
                 rule="jobs.concurrency",
             )
             limited.retry_after = 2  # type: ignore[attr-defined]

@@ -43,6 +43,7 @@ from sandbox.core.errors import (
     SandboxError,
 )
 from sandbox.core.timeutil import to_rfc3339
+from sandbox.core.wording import counted
 from sandbox.enclave.catalog import DatasetRecord
 from sandbox.platform import Platform
 from sandbox.query.disclosure import DisclosureParams
@@ -400,7 +401,7 @@ class QueryService:
             released = release(stats, prepared, noise=self.noise, database=self._release_db)
             if released.table.num_rows > limit:
                 raise ResultTooLarge(
-                    f"the released result has more than {limit} rows",
+                    f"the released result has more than {counted(limit, 'row')}",
                     rule="enclave.max_result_rows",
                 )
             cpu_ms = int((time.process_time() - cpu0) * 1000)

@@ -10,7 +10,8 @@ import typer
 from typer.testing import CliRunner
 
 from audit import AuditTrail, EntryFilter, KeyRing
-from sandbox.cli.audit import audit_app, translate_audit_error
+from sandbox.audit_errors import translate_audit_error
+from sandbox.cli.audit import audit_app
 from sandbox.core.errors import AuditUnavailable, InvalidInput, NotFound
 from sandbox.core.settings import Settings
 from tests.audit.conftest import fill
@@ -137,3 +138,20 @@ def test_every_audit_error_maps_to_a_sandbox_error() -> None:
         exc = cls(b"\x00" * 32, b"\x01" * 32) if name == "RootMismatchError" else cls("x")
         mapped = translate_audit_error(exc)
         assert isinstance(mapped, AuditUnavailable | InvalidInput | NotFound), name
+
+
+def test_counts_of_one_are_singular(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "home")
+    settings.home.mkdir()
+    code, out = run(settings, "export", "--out", str(tmp_path / "empty"))
+    assert code == 0 and out.startswith("exported 0 entries and 1 signed tree head to "), out
+    code, out = run(settings, "verify", str(tmp_path / "empty"))
+    assert code == 0 and out.startswith("OK: 0 entries, 1 signed tree head, 0 entries"), out
+    with AuditTrail.open(settings.audit_db_url, KeyRing(settings.keys_dir)) as trail:
+        size = trail.size()  # the export's own record
+    assert size == 1
+    code, out = run(settings, "export", "--out", str(tmp_path / "x"))
+    assert code == 0 and out.startswith(f"exported {size} entry and "), out
+    code, out = run(settings, "verify", str(tmp_path / "x"))
+    assert code == 0 and out.startswith(f"OK: {size} entry, "), out
+    assert f"{size} entry covered by a signed tree head" in out

@@ -163,3 +163,9 @@ def test_a_repeat_from_the_cache_prints_its_own_audit_seq(home: Path) -> None:
     assert "cache" not in by_seq[seqs[0]]["details"]
     assert by_seq[seqs[1]]["details"]["cache"] is True
     assert by_seq[seqs[1]]["details"]["released_by"] == by_seq[seqs[0]]["request_id"]
+
+
+def test_a_count_of_one_is_singular(home: Path, tmp_path: Path) -> None:
+    args = ("--home", str(home), "query", "--token", token(home, "op-bank"))
+    proc = run(*args, "SELECT count(*) AS claims FROM health.claims")
+    assert "# 1 row, 0 groups suppressed (k=10)" in proc.stderr, proc.stderr
