@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -26,7 +27,13 @@ from starlette.routing import Match
 
 from sandbox.core.errors import ControlPlaneUnavailable, RateLimited, SandboxError
 
-__all__ = ["ERROR_RESPONSES", "ErrorBody", "error_response", "install_error_handlers"]
+__all__ = [
+    "ERROR_RESPONSES",
+    "ErrorBody",
+    "error_response",
+    "install_error_handlers",
+    "schema_problems",
+]
 
 log = logging.getLogger("sandbox.api")
 
@@ -99,11 +106,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        fields = sorted({".".join(str(p) for p in err.get("loc", ())) for err in exc.errors()})
         return error_response(
             422,
             "invalid_request",
-            f"request does not match the API schema at: {', '.join(fields)}",
+            f"request does not match the API schema: {schema_problems(exc.errors())}",
             "api.schema",
         )
 
@@ -145,6 +151,39 @@ def install_error_handlers(app: FastAPI) -> None:
             "rule": None,
         }
         return JSONResponse(body, status_code=500, headers={"X-Request-ID": rid})
+
+
+MAX_SCHEMA_PROBLEMS = 5
+
+
+def schema_problems(errors: Sequence[Any]) -> str:
+    """Each field pydantic rejected and why, ``body.sql: Field required``; never the value.
+
+    Pydantic's messages name the expected type, bound or choices, not the input; a
+    message that quotes the input anyway (a custom validator) is replaced by the
+    error's type.  The first problem of each field, at most :data:`MAX_SCHEMA_PROBLEMS`.
+    """
+    problems: dict[str, str] = {}
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ())]
+        kind = str(err.get("type", "invalid"))
+        if kind == "json_invalid":  # FastAPI puts the character position last
+            where = loc[0] if loc else "body"
+            why = f"not valid JSON ({err.get('ctx', {}).get('error', 'decode error')})"
+            if len(loc) > 1:
+                why += f" at character {loc[-1]}"
+        elif loc == ["body"] and kind == "missing":
+            where, why = "body", "a JSON body is required"
+        else:
+            where = ".".join(loc) or "request"
+            why = str(err.get("msg", "invalid value"))
+            value = err.get("input")
+            if isinstance(value, str | int | float) and len(str(value)) >= 3 and str(value) in why:
+                why = kind.replace("_", " ")
+        problems.setdefault(where, why)
+    shown = [f"{where}: {why}" for where, why in list(problems.items())[:MAX_SCHEMA_PROBLEMS]]
+    more = len(problems) - len(shown)
+    return "; ".join(shown) + (f" (and {more} more)" if more > 0 else "")
 
 
 def _record_internal_error(request: Request, rid: str, exc: Exception) -> None:
