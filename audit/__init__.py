@@ -10,7 +10,12 @@ points::
     trail.export(out_dir); verify_export(out_dir).ok
 
 ``docs/audit.md`` specifies every byte an independent verifier needs.
+
+:class:`AuditTrail` and :class:`EntryFilter` need SQLAlchemy; they are imported on
+first use, so that verifying an export (``verify_export``) loads no database code.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from audit.chain import GENESIS_HASH, entry_hash
 from audit.checker import PROBLEM_KINDS, Problem, Report
@@ -29,10 +34,12 @@ from audit.errors import (
 from audit.export import ExportSummary
 from audit.keys import KeyRing, KeyRingError
 from audit.proofs import ConsistencyProof, InclusionProof, verify_receipt_inclusion
-from audit.queries import EntryFilter
 from audit.signing import Receipt, TreeHead, verify_receipt, verify_tree_head
-from audit.trail import AuditTrail
 from audit.verify import verify_export
+
+if TYPE_CHECKING:
+    from audit.queries import EntryFilter
+    from audit.trail import AuditTrail
 
 __all__ = [
     "DECISIONS",
@@ -67,3 +74,15 @@ __all__ = [
     "verify_receipt_inclusion",
     "verify_tree_head",
 ]
+
+_LAZY = {"AuditTrail": "audit.trail", "EntryFilter": "audit.queries"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'audit' has no attribute {name!r}")

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
@@ -43,7 +42,7 @@ class KeyRingError(Exception):
 
 
 def public_key_to_b64(key: Ed25519PublicKey) -> str:
-    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    raw = key.public_bytes_raw()
     return base64.b64encode(raw).decode("ascii")
 
 
@@ -55,7 +54,7 @@ def public_key_from_b64(text: str) -> Ed25519PublicKey:
 
 
 def key_id_of(key: Ed25519PublicKey) -> str:
-    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    raw = key.public_bytes_raw()
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
@@ -137,6 +136,8 @@ class KeyRing:
         """Generate a new key and make it active; old keys stay for verification."""
         self.directory.mkdir(parents=True, exist_ok=True)
         os.chmod(self.directory, 0o700)
+        from cryptography.hazmat.primitives import serialization  # PEM: ~4x ed25519's import
+
         private = Ed25519PrivateKey.generate()
         key_id = key_id_of(private.public_key())
         pem = private.private_bytes(
@@ -166,6 +167,8 @@ class KeyRing:
         return self.load(key_id)
 
     def load(self, key_id: str) -> SigningKey:
+        from cryptography.hazmat.primitives import serialization  # PEM: ~4x ed25519's import
+
         path = self.directory / f"{key_id}.key"
         try:
             if path.stat().st_mode & 0o077:

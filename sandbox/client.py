@@ -22,13 +22,15 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-import pyarrow as pa
 
 from sandbox.core import errors
 from sandbox.core.errors import SandboxError
+
+if TYPE_CHECKING:  # imported by result(): a CLI command that fetches none starts faster
+    import pyarrow as pa
 
 __all__ = ["FINAL_STATES", "ConnectionFailed", "SandboxClient"]
 
@@ -232,6 +234,8 @@ class SandboxClient:
     def result(self, job_id: str) -> pa.Table:
         """The released result as a pyarrow Table (fetched as Arrow IPC)."""
         data = self.result_bytes(job_id, "arrow")
+        import pyarrow as pa
+
         return pa.ipc.open_stream(pa.BufferReader(data)).read_all()
 
     def result_frame(self, job_id: str) -> Any:

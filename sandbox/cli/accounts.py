@@ -7,9 +7,7 @@ from typing import Annotated
 
 import typer
 
-from policies import Licence, Role
-from policies.actors import LicenceStatus
-from sandbox.cli.common import JsonOpt, TokenOpt, echo_json, moment, services
+from sandbox.cli.common import JsonOpt, TokenOpt, choice, echo_json, moment, services
 from sandbox.core.errors import InvalidInput
 
 __all__ = ["account_app", "token_app"]
@@ -27,7 +25,7 @@ token_app = typer.Typer(
 def account_create(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Account name, e.g. op-bank.")],
-    role: Annotated[Role, typer.Option(help="operator, bureau, auditor or admin.")],
+    role: Annotated[str, typer.Option(help="operator, bureau, auditor or admin.")],
     organisation: Annotated[str, typer.Option("--org", help="Organisation name.")],
     domain: Annotated[list[str] | None, typer.Option(help="A bureau's domain (repeat).")] = None,
     licence_number: Annotated[str | None, typer.Option(help="Operator licence number.")] = None,
@@ -37,6 +35,9 @@ def account_create(
     token: TokenOpt = None,
 ) -> None:
     """Create an account (operators need a licence, bureaus a domain)."""
+    from policies.actors import Licence, Role
+
+    kind = choice(Role, role, "--role")
     licence = None
     if licence_number or licence_valid_until:
         if not (licence_number and licence_valid_until):
@@ -46,7 +47,7 @@ def account_create(
         )
     with services(ctx.obj, token) as (admin, actor):
         account = admin.create_account(
-            actor, name, role=role, organisation=organisation, domains=domain or (), licence=licence
+            actor, name, role=kind, organisation=organisation, domains=domain or (), licence=licence
         )
     typer.echo(f"created {account.role.value} account {account.name}")
 
@@ -87,17 +88,18 @@ def account_disable(
 def account_licence(
     ctx: typer.Context,
     name: str,
-    status: Annotated[
-        LicenceStatus | None, typer.Option(help="active, suspended, withdrawn.")
-    ] = None,
+    status: Annotated[str | None, typer.Option(help="active, suspended, withdrawn.")] = None,
     number: Annotated[str | None, typer.Option(help="New licence number.")] = None,
     valid_until: Annotated[str | None, typer.Option(help="New end date (YYYY-MM-DD).")] = None,
     token: TokenOpt = None,
 ) -> None:
     """Change an operator's licence (准入与退出)."""
+    from policies.actors import LicenceStatus
+
+    state = choice(LicenceStatus, status, "--status") if status is not None else None
     until = moment(valid_until, "valid until") if valid_until else None
     with services(ctx.obj, token) as (admin, actor):
-        account = admin.set_licence(actor, name, number=number, valid_until=until, status=status)
+        account = admin.set_licence(actor, name, number=number, valid_until=until, status=state)
     assert account.licence is not None
     typer.echo(f"{name}: licence {account.licence.number} {account.licence.status.value}")
 

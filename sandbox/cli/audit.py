@@ -21,23 +21,16 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from audit import (
-    AuditError,
-    AuditTrail,
-    EntryFilter,
-    KeyRing,
-    KeyRingError,
-    TreeHead,
-    verify_export,
-)
-from sandbox.audit_errors import translate_audit_error
+from sandbox.cli.common import settings_of
 from sandbox.core.errors import NotFound as SandboxNotFound
-from sandbox.core.settings import Settings
 from sandbox.core.wording import counted
+
+if TYPE_CHECKING:  # imported where used: `verify` must not load SQLAlchemy or the settings
+    from audit import AuditTrail, EntryFilter
 
 __all__ = ["audit_app"]
 
@@ -49,6 +42,9 @@ audit_app = typer.Typer(
 
 @contextmanager
 def _translated() -> Iterator[None]:
+    from audit import AuditError, KeyRingError
+    from sandbox.audit_errors import translate_audit_error
+
     try:
         yield
     except (AuditError, KeyRingError) as exc:
@@ -57,7 +53,9 @@ def _translated() -> Iterator[None]:
 
 @contextmanager
 def _trail(ctx: typer.Context) -> Iterator[AuditTrail]:
-    settings: Settings = ctx.obj
+    from audit import AuditTrail, KeyRing
+
+    settings = settings_of(ctx.obj)
     with _translated():
         trail = AuditTrail.open(
             settings.audit_db_url,
@@ -141,6 +139,8 @@ def verify_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Verify an export offline: exit 0 if every check holds, 1 if not, 2 if unreadable."""
+    from audit import AuditError, KeyRingError, TreeHead, verify_export
+
     del strict  # kept so that scripts passing --strict keep working
     try:
         heads = [TreeHead.from_dict(json.loads(p.read_text())) for p in trusted_head or []]
@@ -210,6 +210,8 @@ def proof_cmd(
 
 
 def _filter(**values: Any) -> EntryFilter:
+    from audit import EntryFilter
+
     with _translated():
         return EntryFilter(**values)
 

@@ -10,22 +10,38 @@ API and audit trail as the HTTP server.
 
 from __future__ import annotations
 
+import enum
 import getpass
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
 
-from policies import Actor, Administration, Authority
 from sandbox.core.errors import InvalidInput
-from sandbox.core.settings import Settings
-from sandbox.platform import Platform
 
-__all__ = ["JsonOpt", "Opt", "TokenOpt", "echo_json", "fen", "moment", "services"]
+if TYPE_CHECKING:  # imported where used: `sandbox --help` and offline commands load neither
+    from policies import Actor, Administration
+    from sandbox.core.settings import Settings
+
+__all__ = [
+    "JsonOpt",
+    "LazySettings",
+    "Opt",
+    "TokenOpt",
+    "choice",
+    "echo_json",
+    "fen",
+    "moment",
+    "services",
+    "settings_of",
+]
+
+E = TypeVar("E", bound=enum.Enum)
 
 Opt = typer.Option
 
@@ -36,11 +52,56 @@ TokenOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
-@contextmanager
-def services(settings: Settings, token: str | None) -> Iterator[tuple[Administration, Actor]]:
-    """The administration API over this home, its audit trail, and the acting actor."""
-    from audit import AuditTrail
+class LazySettings:
+    """The root command's ``ctx.obj``: the deployment's settings, loaded on first use.
 
+    Commands that never touch a home (``audit verify``, ``receipt verify --public-key``,
+    ``--url`` clients, ``--help``) then never import or validate the settings.
+    """
+
+    def __init__(self, home: Path | None) -> None:
+        self.home_option = home
+        self._settings: Settings | None = None
+
+    def load(self) -> Settings:
+        if self._settings is None:
+            from sandbox.core.settings import load_settings
+
+            self._settings = load_settings(home=self.home_option)
+        return self._settings
+
+
+def settings_of(obj: Any) -> Settings:
+    """The settings behind a ``ctx.obj``: a :class:`LazySettings`, or settings themselves."""
+    if isinstance(obj, LazySettings):
+        return obj.load()
+    return cast("Settings", obj)
+
+
+def choice(kind: type[E], value: str, option: str) -> E:
+    """``value`` as a member of ``kind``, or a usage error naming ``option`` and the choices.
+
+    Enum-typed options would need their (heavy) modules imported to build the command
+    line; the options are plain strings and convert here, when the command runs.
+    """
+    try:
+        return kind(value)
+    except ValueError:
+        names = ", ".join(str(member.value) for member in kind)
+        raise typer.BadParameter(f"{value!r} is not one of {names}", param_hint=option) from None
+
+
+@contextmanager
+def services(settings: Any, token: str | None) -> Iterator[tuple[Administration, Actor]]:
+    """The administration API over this home, its audit trail, and the acting actor.
+
+    ``settings`` is a :class:`Settings` or the ``ctx.obj`` that holds them.
+    """
+    from audit import AuditTrail
+    from policies import Actor, Administration, Authority
+    from sandbox.platform import Platform
+
+    settings = settings_of(settings)
     platform = Platform(settings)
     trail = AuditTrail.open(
         settings.audit_db_url,

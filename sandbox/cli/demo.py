@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from sandbox.cli.common import services
-from sandbox.core.settings import Settings
+
+if TYPE_CHECKING:
+    from sandbox.core.settings import Settings
 
 __all__ = ["demo_accounts"]
 

@@ -7,9 +7,17 @@ from typing import Annotated, Any
 
 import typer
 
-from policies import GrantTerms, Tariff, Use
-from sandbox.cli.common import JsonOpt, Opt, TokenOpt, echo_json, fen, moment, services
-from sandbox.core.classification import Level
+from sandbox.cli.common import (
+    JsonOpt,
+    Opt,
+    TokenOpt,
+    choice,
+    echo_json,
+    fen,
+    moment,
+    services,
+    settings_of,
+)
 from sandbox.core.errors import InvalidInput
 
 __all__ = ["grant_app"]
@@ -47,13 +55,17 @@ def grant_issue(
     round_digits: Annotated[
         int | None, Opt(help="Round released values to this many decimals (-1: tens).")
     ] = 2,
-    use: Annotated[Use, Opt(help="public_interest (free) or commercial.")] = Use.PUBLIC_INTEREST,
+    use: Annotated[str, Opt(help="public_interest (free) or commercial.")] = "public_interest",
     price_per_query: Annotated[str | None, Opt(help="CNY per query.")] = None,
     price_per_million_rows: Annotated[str | None, Opt(help="CNY per million rows.")] = None,
     reason: Annotated[str, Opt(help="Recorded in the grant's history.")] = "",
     token: TokenOpt = None,
 ) -> None:
     """Issue a grant on one of your bureau's datasets to one operator."""
+    from policies.grant_terms import GrantTerms, Tariff, Use
+    from sandbox.core.classification import Level
+
+    kind = choice(Use, use, "--use")
     try:
         level = Level.parse(max_level)
     except KeyError:
@@ -66,7 +78,7 @@ def grant_issue(
         max_level=level,
         columns=frozenset(column) if column else None,
         groupable=frozenset(groupable or ()),
-        k=k if k is not None else ctx.obj.k_floor,
+        k=k if k is not None else settings_of(ctx.obj).k_floor,
         epsilon_total=epsilon_total,
         epsilon_per_query=epsilon_per_query,
         queries_per_day=queries_per_day,
@@ -76,7 +88,7 @@ def grant_issue(
         dominance_p=dominance_p or None,
         round_digits=round_digits,
         tariff=Tariff(
-            use=use,
+            use=kind,
             price_per_query=fen(price_per_query, "price per query"),
             price_per_million_rows=fen(price_per_million_rows, "price per million rows"),
         ),
@@ -137,6 +149,8 @@ def grant_narrow(
     token: TokenOpt = None,
 ) -> None:
     """Narrow a grant (anything that would widen it is refused)."""
+    from sandbox.core.classification import Level
+
     changes: dict[str, Any] = {}
     if valid_until:
         changes["valid_until"] = moment(valid_until, "valid until")

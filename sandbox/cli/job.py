@@ -14,16 +14,19 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
-import pyarrow as pa
 import typer
 
-from sandbox.cli.query import format_table
-from sandbox.client import FINAL_STATES, SandboxClient
+from sandbox.cli.common import settings_of
 from sandbox.core.errors import Conflict, InvalidInput, QueryRefused
-from sandbox.core.settings import Settings
 from sandbox.core.wording import counted
+
+if TYPE_CHECKING:  # imported where used: a --url command loads neither DuckDB nor pyarrow
+    import pyarrow as pa
+
+    from sandbox.client import SandboxClient
+    from sandbox.core.settings import Settings
 
 __all__ = ["job_app", "remote_or_local", "remote_query"]
 
@@ -40,6 +43,14 @@ TokenOpt = Annotated[
     str, typer.Option("--token", envvar="SANDBOX_TOKEN", help="Your operator API token.")
 ]
 RESULT_FORMATS = ("table", "json", "csv", "parquet", "arrow")
+
+
+class Released(NamedTuple):
+    """A released result fetched from a server (what a local query's QueryResult holds)."""
+
+    table: pa.Table
+    meta: dict[str, Any]
+    receipt: dict[str, Any]
 
 
 def _job_id(value: str) -> str:
@@ -116,12 +127,16 @@ class _Local:
 
 class _Remote:
     def __init__(self, url: str, token: str) -> None:
-        self.client = SandboxClient(url, token)
+        from sandbox.client import SandboxClient
+
+        self.client: SandboxClient = SandboxClient(url, token)
 
     def close(self) -> None:
         self.client.close()
 
     def submit(self, sql: str, *, purpose: str | None, format: str, wait: bool) -> dict[str, Any]:
+        from sandbox.client import FINAL_STATES
+
         job = self.client.submit(sql, purpose=purpose, format=format, wait=wait)
         if wait and job["state"] not in FINAL_STATES | {"awaiting_review"}:
             job = self.client.wait(job["id"])
@@ -148,7 +163,7 @@ class _Remote:
 
 @contextmanager
 def remote_or_local(ctx: typer.Context, url: str | None, token: str) -> Iterator[Any]:
-    backend: _Local | _Remote = _Remote(url, token) if url else _Local(ctx.obj, token)
+    backend: _Local | _Remote = _Remote(url, token) if url else _Local(settings_of(ctx.obj), token)
     try:
         yield backend
     finally:
@@ -272,6 +287,8 @@ def result(
 
 def _encode(table: pa.Table, fmt: str) -> bytes:
     if fmt == "table":
+        from sandbox.cli.query import format_table
+
         return (format_table(table) + "\n").encode()
     from sandbox.jobs.results import encode
 
@@ -280,7 +297,7 @@ def _encode(table: pa.Table, fmt: str) -> bytes:
 
 def remote_query(url: str, token: str, sql: str, *, purpose: str | None, explain: bool) -> Any:
     """``sandbox query --url``: explain, or run as a job and fetch the released result."""
-    from sandbox.query.service import QueryResult
+    from sandbox.client import SandboxClient
 
     with SandboxClient(url, token) as client:
         if explain:
@@ -302,4 +319,4 @@ def remote_query(url: str, token: str, sql: str, *, purpose: str | None, explain
         _outcome(job)
         table = client.result(job["id"])
         meta = {**(job.get("meta") or {}), "job": job["id"]}
-        return QueryResult(table, meta, client.receipt(job["id"]))
+        return Released(table, meta, client.receipt(job["id"]))

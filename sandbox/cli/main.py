@@ -2,33 +2,34 @@
 
 Every error is a :class:`SandboxError`, printed as ``error[code]: message (rule)``
 on stderr with a non-zero exit status; nothing prints a data value.
+
+Start-up matters (``bench/cli_startup.py``): building the command line imports only
+typer and light modules; DuckDB, pyarrow, sqlglot, SQLAlchemy, Casbin, FastAPI,
+pydantic (the settings) and the cryptography library are imported inside the
+commands that use them, and the settings are loaded on first use (``LazySettings``).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from audit.keys import KeyRingError, load_public_keys, public_key_from_b64
-from connectors.base import Source
-from connectors.files import FileSource
-from connectors.postgres import PostgresSource
 from sandbox.cli.accounts import account_app, token_app
 from sandbox.cli.audit import audit_app
-from sandbox.cli.demo import demo_accounts
+from sandbox.cli.common import LazySettings, settings_of
 from sandbox.cli.grants import grant_app
 from sandbox.cli.job import job_app
 from sandbox.cli.operations import freeze, statement, unfreeze, usage
 from sandbox.cli.query import query, receipt_app
-from sandbox.core.classification import parse_classification
 from sandbox.core.errors import CertificateError, InvalidInput, SandboxError
-from sandbox.core.settings import Settings, load_settings
 from sandbox.core.wording import counted, noun
-from sandbox.enclave.certificates import read_certificate, verify_certificate
-from sandbox.platform import Platform
+
+if TYPE_CHECKING:
+    from connectors.base import Source
+    from sandbox.platform import Platform
 
 __all__ = ["app", "main"]
 
@@ -36,6 +37,7 @@ app = typer.Typer(
     help="Sandbox: a governed enclave for licensed analysis of public data.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: rendering it with rich imported ~0.1 s of modules
 )
 dataset_app = typer.Typer(help="Register, inspect and certify datasets.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
@@ -60,12 +62,13 @@ def _root(
         typer.Option("--home", help="Deployment home directory.", envvar="SANDBOX_HOME"),
     ] = None,
 ) -> None:
-    ctx.obj = load_settings(home=home)
+    ctx.obj = LazySettings(home)
 
 
 def _platform(ctx: typer.Context) -> Platform:
-    settings: Settings = ctx.obj
-    return Platform(settings)
+    from sandbox.platform import Platform
+
+    return Platform(settings_of(ctx.obj))
 
 
 @app.command()
@@ -96,9 +99,12 @@ def demo(
     scale: Annotated[float, typer.Option(help="1 = about 1 million claim rows.")] = 1.0,
 ) -> None:
     """Create a demo home: keys, enclave, the four bureaus' datasets, accounts, grants, tokens."""
+    from sandbox.cli.demo import demo_accounts
+
     demo_data(ctx, scale)
-    demo_accounts(ctx.obj)
-    typer.echo(f"demo home ready at {ctx.obj.home}")
+    settings = settings_of(ctx.obj)
+    demo_accounts(settings)
+    typer.echo(f"demo home ready at {settings.home}")
 
 
 @app.command()
@@ -119,7 +125,7 @@ def serve(
         check_home(platform)  # a damaged home is refused here, in one line, before any worker
     finally:
         platform.close()
-    serve_app(ctx.obj, host=host, port=port, workers=workers)
+    serve_app(settings_of(ctx.obj), host=host, port=port, workers=workers)
 
 
 @dataset_app.command("register")
@@ -134,6 +140,10 @@ def dataset_register(
     query: Annotated[str | None, typer.Option(help="PostgreSQL query.")] = None,
 ) -> None:
     """Load a source as a dataset; re-registering replaces it atomically."""
+    from connectors.files import FileSource
+    from connectors.postgres import PostgresSource
+    from sandbox.core.classification import parse_classification
+
     platform = _platform(ctx)
     try:
         text = classification.read_text("utf-8")
@@ -208,14 +218,15 @@ def dataset_verify_cert(
     ] = None,
 ) -> None:
     """Verify a registration certificate offline with the platform's public key."""
+    from audit.keys import KeyRingError, key_id_of, load_public_keys, public_key_from_b64
+    from sandbox.enclave.certificates import read_certificate, verify_certificate
+
     try:
         if public_key is not None:
-            from audit.keys import key_id_of
-
             key = public_key_from_b64(public_key.read_text())
             keys = {key_id_of(key): key}
         else:
-            keys = load_public_keys(keys_dir or ctx.obj.keys_dir)
+            keys = load_public_keys(keys_dir or settings_of(ctx.obj).keys_dir)
     except (OSError, KeyRingError, ValueError) as exc:
         raise CertificateError(
             f"cannot read public keys ({type(exc).__name__})", rule="certificate.keys"

@@ -5,18 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import pyarrow as pa
-import pyarrow.csv as pacsv
 import typer
 
-from audit.keys import KeyRingError, key_id_of, load_public_keys, public_key_from_b64
+from sandbox.cli.common import settings_of
 from sandbox.core.errors import CertificateError, InvalidInput, QueryRefused
-from sandbox.core.settings import Settings
 from sandbox.core.wording import counted
-from sandbox.platform import Platform
-from sandbox.query.receipts import verify_receipt
+
+if TYPE_CHECKING:  # imported where used, so that building the command line stays fast
+    import pyarrow as pa
 
 __all__ = ["query", "receipt_app"]
 
@@ -66,8 +64,6 @@ def query(
     stderr and the exit status is 2.  With --explain the verdict is printed and the
     exit status is 0 if the query would be accepted, 2 if not.
     """
-    from sandbox.query.service import QueryService
-
     if fmt not in FORMATS:
         raise InvalidInput(f"--format is one of {', '.join(FORMATS)}", rule="cli.format")
     if url is not None:
@@ -78,8 +74,10 @@ def query(
             return
         _print_result(result, fmt, receipt)
         return
-    settings: Settings = ctx.obj
-    platform = Platform(settings)
+    from sandbox.platform import Platform
+    from sandbox.query.service import QueryService
+
+    platform = Platform(settings_of(ctx.obj))
     try:
         actor = platform.authority.authenticate(token)
         service = QueryService(platform)
@@ -103,6 +101,9 @@ def _print_result(result: Any, fmt: str, receipt: Path | None) -> None:
         typer.echo(json.dumps(doc, indent=2, ensure_ascii=False, default=_json_default))
         return
     if fmt == "csv":
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
         sink = pa.BufferOutputStream()
         pacsv.write_csv(result.table, sink)
         sys.stdout.write(sink.getvalue().to_pybytes().decode("utf-8"))
@@ -132,12 +133,15 @@ def receipt_verify(
     ] = None,
 ) -> None:
     """Verify a release receipt offline with the platform's public key."""
+    from audit.keys import KeyRingError, key_id_of, load_public_keys, public_key_from_b64
+    from sandbox.query.receipts import verify_receipt
+
     try:
         if public_key is not None:
             key = public_key_from_b64(public_key.read_text())
             keys = {key_id_of(key): key}
         else:
-            keys = load_public_keys(ctx.obj.keys_dir)
+            keys = load_public_keys(settings_of(ctx.obj).keys_dir)
         doc = json.loads(file.read_text())
     except (OSError, KeyRingError, ValueError) as exc:
         raise CertificateError(
