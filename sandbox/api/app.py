@@ -17,6 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from sandbox import __version__
 from sandbox.api import install
+from sandbox.api.docs_ui import install_docs
 from sandbox.core.settings import Settings, load_settings
 from sandbox.services import Services
 
@@ -43,8 +44,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await run_in_threadpool(services.stop)
 
-    app = FastAPI(title="Sandbox", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="Sandbox",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,  # the CDN pages: install_docs serves them from the package instead
+        redoc_url=None,
+    )
     install(app, services)
+    install_docs(app)
 
     @app.get("/health", tags=["health"])
     def health() -> dict[str, object]:
