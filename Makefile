@@ -4,8 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HOME_DIR ?= demo-home
 SCALE ?= 1
+PORT ?= 8000
+FRESH ?=
 
-.PHONY: install demo test test-long bench lint format clean
+.PHONY: install demo serve clean-demo test test-long bench lint format clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,10 +17,26 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-## demo: build a demo home (bureaus, datasets, accounts) and serve it
+## demo: build a fresh demo home (bureaus, datasets, accounts) and serve it on PORT
+## (an existing home is refused: `make serve` serves it as it is, FRESH=1 rebuilds it)
 demo: install
+	@if [ -e "$(HOME_DIR)" ] && [ "$(FRESH)" != 1 ]; then \
+	  echo "$(HOME_DIR) exists (an earlier make demo): its tokens, versions and settings would"; \
+	  echo "not match a fresh tour. Run 'make demo FRESH=1' (or 'make clean-demo', then"; \
+	  echo "'make demo') to rebuild it, or 'make serve' to serve it as it is."; \
+	  exit 1; \
+	fi
+	rm -rf "$(HOME_DIR)"
 	$(VENV)/bin/sandbox --home $(HOME_DIR) demo --scale $(SCALE)
-	$(VENV)/bin/sandbox --home $(HOME_DIR) serve
+	SANDBOX_PORT=$(PORT) $(VENV)/bin/sandbox --home $(HOME_DIR) serve
+
+## serve: serve the existing demo home on PORT
+serve: install
+	SANDBOX_PORT=$(PORT) $(VENV)/bin/sandbox --home $(HOME_DIR) serve
+
+## clean-demo: delete the demo home
+clean-demo:
+	rm -rf "$(HOME_DIR)"
 
 ## test: the whole suite, bounded (PostgreSQL tests need initdb; .ci/run installs it)
 test: install

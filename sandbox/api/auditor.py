@@ -7,6 +7,7 @@ import tarfile
 import tempfile
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -200,7 +201,9 @@ def export(actor: ActorDep, meta: MetaDep, services: ServicesDep) -> StreamingRe
     staging = services.platform.settings.staging_dir
     staging.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="export-", dir=staging))
-    name = f"audit-export-{uuid.uuid4().hex[:8]}"
+    # Sortable: the newest export's directory sorts last (a glob picks them in time order).
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    name = f"audit-export-{stamp}-{uuid.uuid4().hex[:4]}"
     try:
         summary = _call(services.platform.audit.export, work / name)
         archive = work / f"{name}.tar.gz"
