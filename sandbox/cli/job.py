@@ -45,6 +45,20 @@ TokenOpt = Annotated[
 RESULT_FORMATS = ("table", "json", "csv", "parquet", "arrow")
 
 
+def _client() -> type[SandboxClient]:
+    """:class:`SandboxClient`, imported without httpx's own command-line tool.
+
+    httpx's package ``__init__`` imports ``httpx._main`` (rich, click, pygments: about
+    half of httpx's import time) and falls back to a stub when that import fails; a
+    ``None`` in ``sys.modules`` makes it fail.  The sandbox command never runs httpx's
+    tool, so a --url command skips that import.
+    """
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+    from sandbox.client import SandboxClient
+
+    return SandboxClient
+
+
 class Released(NamedTuple):
     """A released result fetched from a server (what a local query's QueryResult holds)."""
 
@@ -127,9 +141,7 @@ class _Local:
 
 class _Remote:
     def __init__(self, url: str, token: str) -> None:
-        from sandbox.client import SandboxClient
-
-        self.client: SandboxClient = SandboxClient(url, token)
+        self.client: SandboxClient = _client()(url, token)
 
     def close(self) -> None:
         self.client.close()
@@ -297,9 +309,7 @@ def _encode(table: pa.Table, fmt: str) -> bytes:
 
 def remote_query(url: str, token: str, sql: str, *, purpose: str | None, explain: bool) -> Any:
     """``sandbox query --url``: explain, or run as a job and fetch the released result."""
-    from sandbox.client import SandboxClient
-
-    with SandboxClient(url, token) as client:
+    with _client()(url, token) as client:
         if explain:
             verdict = client.explain(sql, purpose=purpose)
             shown = {k: v for k, v in verdict.items() if v is not None}

@@ -60,4 +60,4 @@ def test_audit_verify_loads_no_data_stack(export: Path) -> None:
 def test_a_remote_command_loads_no_data_stack() -> None:
     found = loaded("job", "list", "--url", "http://127.0.0.1:1", "--token", "t")
     assert "httpx" in found
-    assert not found & (DATA_STACK | {"policies", "connectors", "audit"}), found
+    assert not found & (DATA_STACK | {"policies", "connectors", "audit", "rich"}), found
