@@ -44,6 +44,9 @@ __all__ = ["Authority"]
 
 Key = tuple[Any, ...]
 
+NO_TOKEN = "no bearer token was sent: add the header `Authorization: Bearer <token>`"
+"""Why a request without a token (no Authorization header, or not ``Bearer``) is refused."""
+
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
@@ -128,6 +131,10 @@ class Authority:
                 if self._state == state:
                     self._tokens[digest] = found
         if found is None:
+            if not token:
+                self._refuse(
+                    "anonymous", "token", "auth.token_missing", NO_TOKEN, request_id, client
+                )
             self._refuse(
                 "anonymous", "token", "auth.token_unknown", "unknown token", request_id, client
             )

@@ -84,6 +84,7 @@ RULES: Mapping[str, str] = {
     "target.invalid": "the target is not of a kind this action accepts",
     "query.no_datasets": "a query decision must name the datasets the query touches",
     # who
+    "auth.token_missing": "no bearer token was sent (no Authorization header, or not Bearer)",
     "auth.token_unknown": "the bearer token is malformed or was never issued",
     "auth.token_expired": "the bearer token is past its expiry",
     "auth.token_revoked": "the bearer token was revoked",

@@ -58,3 +58,19 @@ def test_a_body_that_is_not_json_says_so(server: LiveServer, content: bytes, exp
     )
     assert answer.status_code == 422
     assert expected in answer.json()["message"], answer.json()
+
+
+@pytest.mark.parametrize("header", [None, "Basic b3AtYmFuazpzZWNyZXQ=", "Bearer"])
+def test_no_bearer_token_says_the_header_is_missing(server: LiveServer, header: str | None) -> None:
+    headers = {} if header is None else {"Authorization": header}
+    answer = httpx.get(f"{server.url}/v1/me", headers=headers, timeout=30)
+    assert answer.status_code == 401 and answer.headers["WWW-Authenticate"] == "Bearer"
+    body = answer.json()
+    assert (body["code"], body["rule"]) == ("unauthenticated", "auth.token_missing")
+    assert "Authorization: Bearer <token>" in body["message"]
+    assert "unknown token" not in body["message"]
+
+
+def test_an_unknown_token_is_still_called_unknown(server: LiveServer) -> None:
+    answer = httpx.get(f"{server.url}/v1/me", headers={"Authorization": "Bearer sbx_x"}, timeout=30)
+    assert answer.status_code == 401 and answer.json()["rule"] == "auth.token_unknown"
