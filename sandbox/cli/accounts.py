@@ -1,7 +1,5 @@
 """``sandbox account`` and ``sandbox token``: accounts, operator licences and API tokens (admin)."""
 
-from __future__ import annotations
-
 from datetime import timedelta
 from typing import Annotated
 

@@ -14,8 +14,6 @@ call over HTTP: actor ``host:<os user>``, role ``admin``, target ``platform``, r
 the command succeeded (so an export or a head never contains its own record).
 """
 
-from __future__ import annotations
-
 import getpass
 import json
 from collections.abc import Iterator
@@ -52,7 +50,7 @@ def _translated() -> Iterator[None]:
 
 
 @contextmanager
-def _trail(ctx: typer.Context) -> Iterator[AuditTrail]:
+def _trail(ctx: typer.Context) -> "Iterator[AuditTrail]":
     from audit import AuditTrail, KeyRing
 
     settings = settings_of(ctx.obj)
@@ -73,7 +71,7 @@ HOST_RULE = "host.console"
 """The rule of a host command's own entry: the console acts without an account."""
 
 
-def _record(trail: AuditTrail, action: str, command: str, **details: Any) -> None:
+def _record(trail: "AuditTrail", action: str, command: str, **details: Any) -> None:
     """Append the entry that records a host command reading or signing the trail."""
     with _translated():
         trail.append(
@@ -209,7 +207,7 @@ def proof_cmd(
     )
 
 
-def _filter(**values: Any) -> EntryFilter:
+def _filter(**values: Any) -> "EntryFilter":
     from audit import EntryFilter
 
     with _translated():

@@ -1,7 +1,5 @@
 """``sandbox grant``: grants (数据授权) a bureau issues, lists, narrows, suspends and revokes."""
 
-from __future__ import annotations
-
 from datetime import UTC, datetime
 from typing import Annotated, Any
 

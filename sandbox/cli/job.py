@@ -7,8 +7,6 @@ control-plane database: a submitted job is queued for the home's server; with
 Every command needs the operator's token (``--token`` or ``SANDBOX_TOKEN``).
 """
 
-from __future__ import annotations
-
 import json
 import sys
 from collections.abc import Iterator
@@ -45,7 +43,7 @@ TokenOpt = Annotated[
 RESULT_FORMATS = ("table", "json", "csv", "parquet", "arrow")
 
 
-def _client() -> type[SandboxClient]:
+def _client() -> "type[SandboxClient]":
     """:class:`SandboxClient`, imported without httpx's own command-line tool.
 
     httpx's package ``__init__`` imports ``httpx._main`` (rich, click, pygments: about
@@ -62,7 +60,7 @@ def _client() -> type[SandboxClient]:
 class Released(NamedTuple):
     """A released result fetched from a server (what a local query's QueryResult holds)."""
 
-    table: pa.Table
+    table: "pa.Table"
     meta: dict[str, Any]
     receipt: dict[str, Any]
 
@@ -88,7 +86,7 @@ JobIdArg = Annotated[
 class _Local:
     """The client's job methods over the local home (no server needed)."""
 
-    def __init__(self, settings: Settings, token: str) -> None:
+    def __init__(self, settings: "Settings", token: str) -> None:
         from sandbox.services import Services
 
         self.services = Services(settings)
@@ -132,7 +130,7 @@ class _Local:
         progress(job)
         return job
 
-    def result(self, job_id: str) -> pa.Table:
+    def result(self, job_id: str) -> "pa.Table":
         return self.services.desk.result(self.actor, job_id, "arrow", None, "cli")[1]
 
     def receipt(self, job_id: str) -> dict[str, Any]:
@@ -166,7 +164,7 @@ class _Remote:
     def wait(self, job_id: str, *, timeout: float | None, progress: Any) -> dict[str, Any]:
         return self.client.wait(job_id, timeout=timeout, progress=progress)
 
-    def result(self, job_id: str) -> pa.Table:
+    def result(self, job_id: str) -> "pa.Table":
         return self.client.result(job_id)
 
     def receipt(self, job_id: str) -> dict[str, Any]:
@@ -297,7 +295,7 @@ def result(
         sys.stdout.flush()
 
 
-def _encode(table: pa.Table, fmt: str) -> bytes:
+def _encode(table: "pa.Table", fmt: str) -> bytes:
     if fmt == "table":
         from sandbox.cli.query import format_table
 

@@ -1,7 +1,5 @@
 """``sandbox freeze``, ``unfreeze``, ``usage`` and ``statement``: emergency stop and metering."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

@@ -1,7 +1,5 @@
 """`sandbox query` (an operator's analysis, local home) and `sandbox receipt verify`."""
 
-from __future__ import annotations
-
 import json
 import sys
 from pathlib import Path
@@ -27,7 +25,7 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def format_table(table: pa.Table) -> str:
+def format_table(table: "pa.Table") -> str:
     """A plain aligned text table (what `--format table` prints)."""
     rows = [[("" if v is None else str(v)) for v in row.values()] for row in table.to_pylist()]
     header = table.column_names
