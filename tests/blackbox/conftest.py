@@ -1,0 +1,146 @@
+"""The black-box suite: the installed ``sandbox`` command, run as a user runs it.
+
+Nothing here imports the project to act on it: each test starts the console script
+that ``pip install`` put next to the interpreter (``.venv/bin/sandbox``) as a
+subprocess, with a clean environment, and judges it by exit status and output only.
+No output may contain a Python traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def _sandbox_command() -> str:
+    path = os.pathsep.join([str(BIN), os.environ.get("PATH", "")])
+    found = shutil.which("sandbox", path=path)
+    if found is None:
+        pytest.fail(f"no installed `sandbox` command next to {sys.executable} (pip install -e .)")
+    return found
+
+
+SANDBOX = _sandbox_command()
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The caller's environment without SANDBOX_* settings, with BIN first on PATH."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}
+    env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
+    env.update(extra)
+    return env
+
+
+@dataclass(frozen=True)
+class Result:
+    args: tuple[str, ...]
+    code: int
+    out: str
+    err: str
+
+    def __str__(self) -> str:
+        return f"sandbox {' '.join(self.args)} -> {self.code}\n{self.out[-1500:]}{self.err[-1500:]}"
+
+
+def sandbox(*args: str, timeout: float = 120, **env: str) -> Result:
+    """Run the installed command; fail the test on any traceback in its output."""
+    proc = subprocess.run(
+        [SANDBOX, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=clean_env(**env),
+        stdin=subprocess.DEVNULL,
+    )
+    result = Result(tuple(args), proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stdout + proc.stderr, str(result)
+    return result
+
+
+@dataclass(frozen=True)
+class DemoHome:
+    home: Path
+    tokens: dict[str, str]
+
+    def run(self, *args: str, **env: str) -> Result:
+        return sandbox("--home", str(self.home), *args, **env)
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoHome:
+    """``sandbox --home H demo --scale 0.001``: one small demo home for the whole suite."""
+    home = tmp_path_factory.mktemp("blackbox") / "home"
+    made = sandbox("--home", str(home), "demo", "--scale", "0.001", timeout=300)
+    assert made.code == 0 and "demo home ready" in made.out, str(made)
+    tokens = json.loads((home / "demo-tokens.json").read_text())
+    return DemoHome(home, tokens)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen[str]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+
+@pytest.fixture(scope="session")
+def server(demo: DemoHome) -> Iterator[Server]:
+    """``sandbox serve`` on the demo home as its own process, until /health answers."""
+    port = _free_port()
+    log = demo.home.parent / f"serve-{port}.log"
+    with open(log, "w") as sink:
+        proc = subprocess.Popen(
+            [SANDBOX, "--home", str(demo.home), "serve", "--port", str(port)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=clean_env(),
+            start_new_session=True,  # its own process group: stopped below, and only it
+        )
+    running = Server(f"http://127.0.0.1:{port}", proc, log)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{running.url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"sandbox serve did not answer /health: {running.output()[-2000:]}")
+            time.sleep(0.2)
+        yield running
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 15)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+                proc.wait(timeout=10)
+        assert "Traceback" not in running.output(), running.output()[-3000:]
