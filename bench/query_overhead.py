@@ -50,6 +50,12 @@ GROUPABLE = {
 SMALL = "SELECT status, count(*) FROM market.enterprises WHERE founded = 2001 GROUP BY 1"
 
 
+def _enrol(admin: Administration, host: Actor, account: str) -> str:
+    """A token for ``account`` as a deployment gets one: the host's code, redeemed."""
+    code = admin.issue_enrolment(host, account, token_ttl=timedelta(hours=1)).code
+    return admin.redeem_enrolment(code).token
+
+
 def setup(home: Path, scale: float) -> tuple[Platform, dict[str, Actor]]:
     platform = Platform(Settings(home=home, max_result_rows=100_000))
     platform.init()
@@ -81,7 +87,7 @@ def setup(home: Path, scale: float) -> tuple[Platform, dict[str, Actor]]:
         "transport.trips",
     ):
         bureau = platform.authority.authenticate(
-            admin.issue_token(host, bureaus[dataset.split(".")[0]], ttl=timedelta(hours=1)).token
+            _enrol(admin, host, bureaus[dataset.split(".")[0]])
         )
         for name, epsilon in (("bench-plain", None), ("bench-dp", 1.0)):
             terms = GrantTerms(
@@ -98,8 +104,7 @@ def setup(home: Path, scale: float) -> tuple[Platform, dict[str, Actor]]:
             admin.issue_grant(bureau, dataset, name, terms, reason="bench")
     actors = {}
     for name in ("bench-plain", "bench-dp"):
-        token = admin.issue_token(host, name, ttl=timedelta(hours=1)).token
-        actors[name] = platform.authority.authenticate(token)
+        actors[name] = platform.authority.authenticate(_enrol(admin, host, name))
     return platform, actors
 
 

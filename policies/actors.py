@@ -135,7 +135,10 @@ class Actor:
     """An authenticated principal.  A snapshot: every decision re-reads the account's state.
 
     ``subject`` is the Casbin subject (the account name, or ``host`` for the host
-    console); ``name`` is what the audit trail records.
+    console); ``name`` is what the audit trail records.  ``token_id`` is the token it
+    acts with and ``token_issued_by`` who set that token's issue in motion (the holder
+    itself, or the admin whose enrolment code it redeemed): every audit entry written
+    on its behalf carries both (:meth:`audit_details`).
     """
 
     name: str
@@ -144,6 +147,7 @@ class Actor:
     organisation: str = ""
     domains: tuple[str, ...] = ()
     token_id: str | None = None
+    token_issued_by: str | None = None
     #: The request this actor was authenticated for (HTTP ``X-Request-ID``) and where it
     #: came from: every audit entry written on its behalf carries them.
     request_id: str | None = field(default=None, compare=False)
@@ -155,6 +159,7 @@ class Actor:
         account: Account,
         token_id: str | None = None,
         *,
+        token_issued_by: str | None = None,
         request_id: str | None = None,
         client: str | None = None,
     ) -> Actor:
@@ -165,6 +170,7 @@ class Actor:
             organisation=account.organisation,
             domains=account.domains,
             token_id=token_id,
+            token_issued_by=token_issued_by,
             request_id=request_id,
             client=client,
         )
@@ -182,3 +188,8 @@ class Actor:
 
     def to_dict(self) -> Mapping[str, Any]:
         return {"name": self.name, "role": self.role.value, "domains": list(self.domains)}
+
+    def audit_details(self) -> dict[str, str | None]:
+        """What every audit entry of this actor carries in its details: the acting token's
+        id and who issued it (both null for the host console, which acts without one)."""
+        return {"token_id": self.token_id, "token_issued_by": self.token_issued_by}

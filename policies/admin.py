@@ -19,10 +19,10 @@ from sqlalchemy.engine import Connection
 
 from sandbox.core.classification import DatasetSpec, parse_classification
 from sandbox.core.db import datasets
-from sandbox.core.errors import InvalidInput, NotFound, SandboxError
+from sandbox.core.errors import AuthenticationError, InvalidInput, NotFound, SandboxError
 
 from . import accounts as acc
-from . import freeze, grants, tokens
+from . import enrolments, freeze, grants, tokens
 from .actors import Account, AccountStatus, Actor, Licence, LicenceStatus, Role
 from .authority import Authority
 from .decision import Decision, Target
@@ -145,21 +145,132 @@ class Administration:
         )
 
     def issue_token(
-        self, actor: Actor, account: str, *, ttl: timedelta = timedelta(days=90), label: str = ""
+        self,
+        actor: Actor,
+        account: str | None = None,
+        *,
+        ttl: timedelta = timedelta(days=90),
+        label: str = "",
+        replace_current: bool = False,
     ) -> tokens.IssuedToken:
+        """A new token for the actor's own account (``account``, if given, must be it).
+
+        Nobody gets a token of another account (rule ``token.not_own``, the admin and
+        the host console included): that account enrols with a code
+        (:meth:`issue_enrolment`).  ``replace_current`` revokes the token the actor acts
+        with, in the same transaction.
+        """
+        name = actor.name if account is None else account
+
         def change(conn: Connection, now: datetime) -> tokens.IssuedToken:
-            holder = acc.require_account(conn, account)
-            if holder.status is not AccountStatus.ACTIVE:
-                raise InvalidInput(f"account '{account}' is disabled", rule="account.disabled")
-            return tokens.insert_token(conn, account, ttl=ttl, by=actor.name, now=now, label=label)
+            via = None if actor.token_id is None else f"token:{actor.token_id}"
+            issued = tokens.insert_token(
+                conn, name, ttl=ttl, by=actor.name, now=now, label=label, via=via
+            )
+            if replace_current and actor.token_id is not None:
+                tokens.revoke_token(conn, actor.token_id, by=actor.name, now=now)
+            return issued
 
         return self._act(
             actor,
             "token.issue",
+            Target.account(name),
+            change,
+            lambda t: {
+                "new_token_id": t.id,
+                "expires_at": t.expires_at.isoformat(),
+                "label": label,
+                "revoked": actor.token_id if replace_current else None,
+            },
+        )
+
+    def issue_enrolment(
+        self,
+        actor: Actor,
+        account: str,
+        *,
+        ttl: timedelta = timedelta(hours=24),
+        token_ttl: timedelta = timedelta(days=90),
+        label: str = "",
+    ) -> enrolments.IssuedEnrolment:
+        """A one-time code the holder of ``account`` redeems for its token (admin only)."""
+
+        def change(conn: Connection, now: datetime) -> enrolments.IssuedEnrolment:
+            holder = acc.require_account(conn, account)
+            if holder.status is not AccountStatus.ACTIVE:
+                raise InvalidInput(f"account '{account}' is disabled", rule="account.disabled")
+            return enrolments.insert_enrolment(
+                conn, account, ttl=ttl, token_ttl=token_ttl, by=actor.name, now=now, label=label
+            )
+
+        return self._act(
+            actor,
+            "enrolment.issue",
             Target.account(account),
             change,
-            lambda t: {"token_id": t.id, "expires_at": t.expires_at.isoformat(), "label": label},
+            lambda e: {
+                "enrolment": e.id,
+                "expires_at": e.expires_at.isoformat(),
+                "token_days": e.token_ttl.total_seconds() / 86_400,
+                "label": label,
+            },
         )
+
+    def redeem_enrolment(
+        self, code: str, *, request_id: str | None = None, client: str | None = None
+    ) -> tokens.IssuedToken:
+        """Spend an enrolment code for a token of its account (no token needed: the code is
+        the credential).  Audited as ``enrolment.redeem`` either way; a refusal is an
+        :class:`AuthenticationError` with its rule (an unknown code goes through
+        :meth:`Authority.refuse_anonymous`, like an unknown token)."""
+        now = self.authority.clock()
+        entry: dict[str, Any] = {
+            "action": "enrolment.redeem",
+            "request_id": request_id,
+            "client": client,
+        }
+        try:
+            with self.authority.engine.begin() as conn:
+                redeemed = enrolments.redeem_enrolment(conn, code, now=now)
+                holder = acc.require_account(conn, redeemed.token.account)
+                if holder.status is not AccountStatus.ACTIVE:
+                    raise AuthenticationError(
+                        "enrolment refused: account disabled", rule="account.disabled"
+                    )
+                self.authority.record(
+                    **entry,
+                    actor=holder.name,
+                    role=holder.role.value,
+                    target=f"account:{holder.name}",
+                    decision="allow",
+                    rule="allow.enrolment",
+                    details={
+                        "enrolment": redeemed.enrolment,
+                        "new_token_id": redeemed.token.id,
+                        "expires_at": redeemed.token.expires_at.isoformat(),
+                        "token_id": None,
+                        "token_issued_by": None,
+                        "enrolment_issued_by": redeemed.issued_by,
+                    },
+                )
+        except AuthenticationError as exc:
+            enrolment = getattr(exc, "enrolment", None)
+            if exc.rule == "enrolment.unknown":
+                self.authority.refuse_anonymous(
+                    "enrolment.redeem", "enrolment", exc, request_id=request_id, client=client
+                )
+            else:
+                self.authority.record(
+                    **entry,
+                    actor="anonymous",
+                    role="-",
+                    target=f"enrolment:{enrolment}" if enrolment else "enrolment",
+                    decision="deny",
+                    rule=exc.rule or exc.code,
+                    details={"reason": exc.message},
+                )
+            raise
+        return redeemed.token
 
     def revoke_token(self, actor: Actor, token_id: str) -> tokens.TokenRecord:
         return self._act(

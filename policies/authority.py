@@ -36,7 +36,7 @@ from .enforcer import RoleEnforcer, ensure_policy
 from .grants import get_grant, grants_for
 from .metering import Charge, UsagePart, day_of, record_usage
 from .probe import Prober, State
-from .recorder import NullRecorder, Recorder, append_entry, decision_entry
+from .recorder import FailureSink, NullRecorder, Recorder, append_entry, decision_entry
 from .rules import DatasetFacts, Facts, Outcome, Request, evaluate, finish
 from .tokens import TokenRecord, find_token, hash_token
 
@@ -75,6 +75,8 @@ class Authority:
         self._outcomes: dict[Key, tuple[State, Outcome]] = {}
         self._datasets: dict[str, tuple[State, DatasetFacts | None]] = {}
         self._tokens: dict[str, tuple[TokenRecord, Account | None]] = {}
+        self.failures: FailureSink | None = None
+        """Where anonymous refusals go instead of one entry each (set by the API server)."""
 
     # -- cross-process invalidation ---------------------------------------------------------
 
@@ -131,48 +133,85 @@ class Authority:
                 if self._state == state:
                     self._tokens[digest] = found
         if found is None:
-            if not token:
-                self._refuse(
-                    "anonymous", "token", "auth.token_missing", NO_TOKEN, request_id, client
+            error = (
+                AuthenticationError(f"authentication failed: {NO_TOKEN}", rule="auth.token_missing")
+                if not token
+                else AuthenticationError(
+                    "authentication failed: unknown token", rule="auth.token_unknown"
                 )
-            self._refuse(
-                "anonymous", "token", "auth.token_unknown", "unknown token", request_id, client
             )
+            self.refuse_anonymous(
+                "auth.authenticate", "token", error, request_id=request_id, client=client
+            )
+            raise error
         assert found is not None
         record, account = found
-        target = f"token:{record.id}"
         if record.revoked_at is not None:
-            self._refuse(
-                record.account, target, "auth.token_revoked", "token revoked", request_id, client
-            )
+            self._refuse(record, "auth.token_revoked", "token revoked", request_id, client)
         if now >= record.expires_at:
-            self._refuse(
-                record.account, target, "auth.token_expired", "token expired", request_id, client
-            )
+            self._refuse(record, "auth.token_expired", "token expired", request_id, client)
         if account is None or account.status is not AccountStatus.ACTIVE:
-            self._refuse(
-                record.account, target, "account.disabled", "account disabled", request_id, client
-            )
+            self._refuse(record, "account.disabled", "account disabled", request_id, client)
         assert account is not None
-        return Actor.of(account, token_id=record.id, request_id=request_id, client=client)
+        return Actor.of(
+            account,
+            token_id=record.id,
+            token_issued_by=record.created_by,
+            request_id=request_id,
+            client=client,
+        )
+
+    def refuse_anonymous(
+        self,
+        action: str,
+        target: str,
+        error: AuthenticationError,
+        *,
+        request_id: str | None = None,
+        client: str | None = None,
+    ) -> None:
+        """Record a refusal no account can be named for (an unknown token or enrolment code).
+
+        With a :attr:`failures` tally (the API server's) such refusals are counted per
+        client address and window, not recorded one by one, so a flood of made-up
+        tokens cannot grow the trail without bound.
+        """
+        fields: dict[str, Any] = {
+            "actor": "anonymous",
+            "role": "-",
+            "action": action,
+            "target": target,
+            "decision": "deny",
+            "rule": error.rule or error.code,
+            "details": {"reason": error.message},
+            "request_id": request_id,
+            "client": client,
+        }
+        if self.failures is not None:
+            self.failures.add(fields)
+        else:
+            self.record(**fields)
 
     def _refuse(
         self,
-        actor: str,
-        target: str,
+        record: TokenRecord,
         rule: str,
         reason: str,
         request_id: str | None,
         client: str | None,
     ) -> None:
         self.record(
-            actor=actor,
+            actor=record.account,
             role="-",
             action="auth.authenticate",
-            target=target,
+            target=f"token:{record.id}",
             decision="deny",
             rule=rule,
-            details={"reason": reason},
+            details={
+                "reason": reason,
+                "token_id": record.id,
+                "token_issued_by": record.created_by,
+            },
             request_id=request_id,
             client=client,
         )

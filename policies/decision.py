@@ -14,13 +14,21 @@ from typing import Any
 
 from sandbox.core.access import DatasetAccess
 from sandbox.core.classification import DatasetSpec
-from sandbox.core.errors import BudgetExhausted, Forbidden, NotFound, QuotaExceeded, SandboxError
+from sandbox.core.errors import (
+    BudgetExhausted,
+    Forbidden,
+    NotFound,
+    QuotaExceeded,
+    SandboxError,
+    Withheld,
+)
 
 from .grant_terms import Grant
 
 __all__ = [
     "ACTIONS",
     "RULES",
+    "WITHHELD",
     "BudgetState",
     "DailyUsage",
     "Decision",
@@ -69,6 +77,7 @@ ACTIONS: Mapping[str, frozenset[TargetKind]] = {
     "account.licence": frozenset({_K.ACCOUNT}),
     "token.issue": frozenset({_K.ACCOUNT}),
     "token.revoke": frozenset({_K.TOKEN}),
+    "enrolment.issue": frozenset({_K.ACCOUNT}),
     "operator.freeze": frozenset({_K.ACCOUNT}),
     "operator.unfreeze": frozenset({_K.ACCOUNT}),
     "key.rotate": frozenset({_K.PLATFORM}),
@@ -79,6 +88,9 @@ RULES: Mapping[str, str] = {
     # allow
     "allow.role": "the role may perform the action in the target's domain (Casbin policy line)",
     "allow.grant": "a live grant covers every dataset and column the query touches",
+    "allow.own": "an account asks for a token of its own, with a token it holds (every role "
+    "may; no policy line needed)",
+    "allow.enrolment": "an account's holder redeemed a live enrolment code for its token",
     # request shape
     "action.unknown": "the action is not in the action table (deny by default)",
     "target.invalid": "the target is not of a kind this action accepts",
@@ -88,11 +100,16 @@ RULES: Mapping[str, str] = {
     "auth.token_unknown": "the bearer token is malformed or was never issued",
     "auth.token_expired": "the bearer token is past its expiry",
     "auth.token_revoked": "the bearer token was revoked",
+    "enrolment.unknown": "the enrolment code is malformed or was never issued",
+    "enrolment.used": "the enrolment code was already redeemed, or a newer one voided it",
+    "enrolment.expired": "the enrolment code is past its expiry",
     "account.unknown": "the acting account does not exist",
     "account.disabled": "the acting account is disabled",
     "role.not_permitted": "no Casbin policy line lets this role perform the action",
     "domain.outside": "the role may do this, but not in this domain (another bureau's)",
     "owner.mismatch": "an operator may read only its own jobs, results, receipts and usage",
+    "token.not_own": "a token is issued only to its own account (asked for with a token it "
+    "holds, or by redeeming an enrolment code): nobody, the admin included, gets another's",
     "licence.missing": "the operator has no licence on record",
     "licence.expired": "the operator's licence is past its validity",
     "licence.suspended": "the operator's licence is suspended",
@@ -147,6 +164,21 @@ _ERROR_OF_RULE: Mapping[str, type[SandboxError]] = {
     "budget.exhausted": BudgetExhausted,
     "budget.per_query": BudgetExhausted,
 }
+
+
+_NO_DATASET = ("dataset.unknown", "{datasets} does not exist or is not granted to you")
+_NO_GRANT = ("grant.unknown", "no grant {id}")
+WITHHELD: Mapping[tuple[str, str], tuple[str, str]] = {
+    ("query", "dataset.unknown"): _NO_DATASET,
+    ("query", "grant.missing"): _NO_DATASET,
+    ("grant", "grant.unknown"): _NO_GRANT,
+    ("grant", "grant.not_own"): _NO_GRANT,
+    ("grant", "domain.outside"): _NO_GRANT,
+}
+"""(target kind, rule) -> (rule, message) the caller sees instead: "does not exist" and
+"not yours" answer alike (404 ``not_found``), so neither tells whether another
+operator's grant or a dataset one holds no grant on exists.  The audit records the
+real rule; :meth:`Decision.error` returns a :class:`~sandbox.core.errors.Withheld`."""
 
 
 @dataclass(frozen=True)
@@ -270,6 +302,18 @@ class Decision:
         }
 
     def error(self) -> SandboxError:
+        """The error the caller sees: the rule's, or not-found when the rule would tell it
+        that a dataset or grant of someone else exists (:data:`WITHHELD`)."""
+        kind, _, ident = self.target.partition(":")
+        shown = WITHHELD.get((kind, self.rule))
+        if shown is not None:
+            rule, template = shown
+            return Withheld(
+                template.format(id=ident, datasets="dataset " + " or ".join(self.datasets)),
+                rule=rule,
+                actual_rule=self.rule,
+                actual_reason=self.reason,
+            )
         cls = _ERROR_OF_RULE.get(self.rule, Forbidden)
         return cls(self.reason, rule=self.rule)
 

@@ -1,8 +1,11 @@
 """The demo's accounts, grants and tokens, created through the audited administrative API.
 
-The host console creates the accounts; each bureau account then issues its own
-grants, so the demo's audit trail reads exactly as a real deployment's would.
-Running it again creates only what is missing and issues fresh tokens.
+The host console creates the accounts and issues each an enrolment code; the
+demo, standing in for each account's holder on the host, redeems the code for
+that account's token (the admin never issues a token of another account).  Each
+bureau then issues its own grants with its token, so the demo's audit trail
+reads exactly as a real deployment's would.  Running it again creates only what
+is missing and enrols fresh tokens.
 """
 
 from __future__ import annotations
@@ -103,7 +106,7 @@ DEMO_GRANTS: tuple[DemoGrant, ...] = (
 def create_demo(
     admin: Administration, host: Actor, *, now: datetime, days: int = 365
 ) -> dict[str, str]:
-    """Create missing demo accounts and grants; return a fresh token per account."""
+    """Create missing demo accounts and grants; return a fresh token per account (enrolled)."""
     engine = admin.authority.engine
     with engine.connect() as conn:
         existing = {a.name for a in acc.list_accounts(conn)}
@@ -118,10 +121,15 @@ def create_demo(
         admin.create_account(
             host, name, role=role, organisation=organisation, domains=domains, licence=licence
         )
+    tokens = {}
+    for name in DEMO_ACCOUNTS:
+        enrolment = admin.issue_enrolment(
+            host, name, ttl=timedelta(minutes=5), token_ttl=timedelta(days=90), label="demo"
+        )
+        tokens[name] = admin.redeem_enrolment(enrolment.code).token
     for spec in DEMO_GRANTS:
         with engine.connect() as conn:
             held = grant_store.grants_for(conn, spec.operator, [spec.dataset]).get(spec.dataset, [])
-            bureau = acc.require_account(conn, spec.bureau)
         if any(g.purpose_code == spec.purpose[0] and g.status is GrantStatus.ACTIVE for g in held):
             continue
         terms = GrantTerms(
@@ -137,13 +145,9 @@ def create_demo(
             queries_per_day=spec.queries_per_day,
             tariff=spec.tariff,
         )
-        admin.issue_grant(
-            Actor.of(bureau), spec.dataset, spec.operator, terms, reason="demo deployment"
-        )
-    return {
-        name: admin.issue_token(host, name, ttl=timedelta(days=90), label="demo").token
-        for name in DEMO_ACCOUNTS
-    }
+        bureau = admin.authority.authenticate(tokens[spec.bureau])
+        admin.issue_grant(bureau, spec.dataset, spec.operator, terms, reason="demo deployment")
+    return tokens
 
 
 def write_tokens(path: Path, tokens: Mapping[str, str]) -> None:

@@ -50,18 +50,21 @@ FORBIDDEN: dict[str, frozenset[str]] = {
         | {"grant.suspend", "grant.revoke"}
     ),
     Role.BUREAU.value: frozenset(
-        {"dataset.query", "result.read", "account.create", "account.disable", "token.issue"}
+        {"dataset.query", "result.read", "account.create", "account.disable", "enrolment.issue"}
         | {"audit.export", "operator.freeze", "key.rotate"}
     ),
     Role.OPERATOR.value: frozenset(
         {"grant.issue", "grant.narrow", "grant.suspend", "grant.resume", "grant.revoke"}
         | {"dataset.register", "dataset.classify", "dataset.freeze", "dataset.unfreeze"}
-        | {"account.create", "account.disable", "account.licence", "token.issue"}
+        | {"account.create", "account.disable", "account.licence", "enrolment.issue"}
         | {"operator.freeze", "operator.unfreeze", "audit.read", "audit.export", "job.review"}
     ),
 }
 """Separation of duties: actions a role may never hold, whatever the policy says."""
 AUDITOR_VERBS = frozenset({"read", "export", "verify"})
+ADDED_ACTIONS = frozenset({("enrolment", "issue")})
+"""Actions added after the first release: :func:`ensure_policy` gives a policy table that
+names none of them their default lines (the admin issuing enrolment codes)."""
 
 
 class CasbinRuleRow:
@@ -123,18 +126,30 @@ def _row(line: Line) -> dict[str, str | None]:
 
 
 def ensure_policy(engine: Engine, path: Path = POLICY_PATH) -> bool:
-    """Seed the default policy into an empty ``casbin_rule`` table; True if it seeded."""
+    """Seed the default policy into an empty ``casbin_rule`` table; True if it changed it.
+
+    A table seeded by an older release gets the default lines of :data:`ADDED_ACTIONS`
+    that no line of it names yet; every other action stays as the deployment configured it.
+    """
     lines = read_policy_file(path)
     check_separation(lines)
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":  # two servers starting at once seed once
             conn.execute(sa.text("LOCK TABLE casbin_rule IN SHARE ROW EXCLUSIVE MODE"))
-        count = conn.execute(
-            sa.select(sa.func.count()).select_from(casbin_rule).where(casbin_rule.c.ptype == "p")
-        ).scalar_one()
-        if count:
+        named = {
+            (row.v2, row.v3)
+            for row in conn.execute(
+                sa.select(casbin_rule.c.v2, casbin_rule.c.v3).where(casbin_rule.c.ptype == "p")
+            )
+        }
+        missing = [
+            line
+            for line in lines
+            if not named or (line[3:5] in ADDED_ACTIONS and line[3:5] not in named)
+        ]
+        if not missing:
             return False
-        conn.execute(sa.insert(casbin_rule), [_row(line) for line in lines])
+        conn.execute(sa.insert(casbin_rule), [_row(line) for line in missing])
         bump_policy_version(conn, rules=True)
     return True
 

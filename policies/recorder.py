@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AUDIT_ACTIONS",
+    "FailureSink",
     "MemoryRecorder",
     "NullRecorder",
     "Recorder",
@@ -35,8 +36,12 @@ AUDIT_ACTIONS: Mapping[str, str] = {
     "account.disable": "an account was disabled",
     "account.licence": "an operator's licence number, validity or status changed",
     "account.list": "the account list was read",
-    "token.issue": "a token was issued (its id and expiry; never the token)",
+    "token.issue": "an account asked for a token of its own, with a token it holds (the new "
+    "token's id and expiry; never the token)",
     "token.revoke": "a token was revoked",
+    "enrolment.issue": "an admin issued a one-time enrolment code for an account (its id and "
+    "expiry; never the code)",
+    "enrolment.redeem": "an enrolment code was redeemed for a token of its account, or refused",
     "grant.issue": "a bureau issued a grant (full terms in details)",
     "grant.narrow": "a bureau narrowed a grant (new terms and version)",
     "grant.suspend": "a bureau suspended a grant",
@@ -69,6 +74,12 @@ class Recorder(Protocol):
         dataset: str | None = None,
         details: dict[str, Any] | None = None,
     ) -> object: ...
+
+
+class FailureSink(Protocol):
+    """Takes the audit fields of refusals nobody can be named for, to record them in bulk."""
+
+    def add(self, fields: dict[str, Any]) -> None: ...
 
 
 class NullRecorder:
@@ -109,11 +120,13 @@ def decision_entry(
     request_id: str | None = None,
     client: str | None = None,
 ) -> dict[str, Any]:
-    """The audit fields of one decision: who, what, allow/deny, the rule and why."""
+    """The audit fields of one decision: who (and with which token), what, allow/deny, the
+    rule and why."""
     body = decision.audit_details()
     if decision.datasets:
         body["datasets"] = list(decision.datasets)
     body.update(details or {})
+    body.update(actor.audit_details())
     return {
         "actor": actor.name,
         "role": actor.role.value,

@@ -110,9 +110,14 @@ def evaluate(request: Request, facts: Facts, permit: Permit, now: datetime) -> O
 
     try:
         account = _check_actor(request, facts)
+        if request.action == "token.issue":
+            _check_own_token(request)
+            decision = decide(True, "allow.own", "an account may ask for a token of its own")
+            return _window(Outcome(decision), bounds, now)
         domains = _domains(request, facts)
         for domain in domains:
             policy = _check_role(request, account, domain, permit)
+        _check_dataset_target(request, facts)
         _check_owner(request, facts)
         if request.action != "dataset.query":
             decision = decide(True, "allow.role", "the role's policy allows it")
@@ -200,9 +205,7 @@ def _domains(request: Request, facts: Facts) -> list[str]:
         domain, dot, table = ident.partition(".")
         if not dot or not table:
             raise _Deny("target.invalid", "a dataset target is 'domain.table'")
-        if request.action != "dataset.register" and ident not in facts.datasets:
-            raise _Deny("dataset.unknown", f"dataset {ident} is not registered")
-        return [domain]
+        return [domain]  # its role is checked first: whether it exists is no one else's business
     if kind is TargetKind.GRANT:
         if facts.target_grant is None:
             raise _Deny("grant.unknown", f"no grant {ident}")
@@ -223,6 +226,27 @@ def _check_role(request: Request, account: Account | None, domain: str, permit: 
     raise _Deny(
         "role.not_permitted", f"the {request.actor.role.value} role may not {request.action}"
     )
+
+
+def _check_dataset_target(request: Request, facts: Facts) -> None:
+    """A dataset target must be registered (except to register it), checked only once the
+    role may act in its domain: an outsider learns the same either way."""
+    target = request.target
+    if target.kind is not TargetKind.DATASET or request.action == "dataset.register":
+        return
+    if target.id not in facts.datasets:
+        raise _Deny("dataset.unknown", f"dataset {target.id} is not registered")
+
+
+def _check_own_token(request: Request) -> None:
+    """Tokens go only to their own account: no role (the admin's neither) gets another's."""
+    actor = request.actor
+    if actor.is_host or request.target.id != actor.name:
+        raise _Deny(
+            "token.not_own",
+            "a token is issued only to its own account; another account enrols with a "
+            "one-time code (enrolment.issue)",
+        )
 
 
 def _check_owner(request: Request, facts: Facts) -> None:
@@ -256,17 +280,19 @@ def _check_licence(account: Account, now: datetime, bounds: list[datetime]) -> N
 def _check_datasets(
     request: Request, facts: Facts, now: datetime, bounds: list[datetime]
 ) -> tuple[tuple[str, tuple[Grant, ...]], ...]:
+    # Existence and a grant first, for every dataset: to an operator without a grant a
+    # dataset it names is answered as unknown (Decision.error), whatever its state.
     for dataset in request.datasets:
-        info = facts.datasets.get(dataset)
-        if info is None:
+        if dataset not in facts.datasets:
             raise _Deny("dataset.unknown", f"dataset {dataset} is not registered")
-        if info.frozen:
+        if not facts.grants.get(dataset):
+            raise _Deny("grant.missing", f"no grant on {dataset} for this operator")
+    for dataset in request.datasets:
+        if facts.datasets[dataset].frozen:
             raise _Deny("dataset.frozen", f"dataset {dataset} is frozen (emergency action)")
     out = []
     for dataset in request.datasets:
         grants = list(facts.grants.get(dataset, ()))
-        if not grants:
-            raise _Deny("grant.missing", f"no grant on {dataset} for this operator")
         if request.purpose is not None:
             grants = [g for g in grants if g.purpose_code == request.purpose]
             if not grants:

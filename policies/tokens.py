@@ -4,6 +4,12 @@ A token is ``sbx_`` followed by 43 base64url characters (32 random bytes).
 Because it is uniformly random, a plain SHA-256 is as strong as a slow
 password hash here and costs microseconds per request.  The token's public id
 (``tk_...``) names it for listing and revocation without revealing it.
+
+A token is only ever shown to its own account: the holder asks for one with a
+token it already has, or redeems an enrolment code the admin issued
+(:mod:`policies.enrolments`).  ``created_by`` names who set its issue in motion
+(the holder, or the admin who issued the code) and ``issued_via`` how; every
+audit entry of its holder carries both (:meth:`policies.actors.Actor.audit_details`).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from sandbox.core.policy_tables import bump_policy_version, tokens
 from sandbox.core.timeutil import to_rfc3339
 
 __all__ = [
+    "MAX_TTL",
     "TOKEN_BYTES",
     "IssuedToken",
     "TokenRecord",
@@ -42,7 +49,7 @@ MAX_TTL = timedelta(days=366)
 
 @dataclass(frozen=True)
 class IssuedToken:
-    """The one moment a token exists in clear: returned to the admin, never stored."""
+    """The one moment a token exists in clear: returned to its holder, never stored."""
 
     id: str
     account: str
@@ -58,6 +65,8 @@ class TokenRecord:
     created_at: str
     expires_at: datetime
     revoked_at: str | None
+    created_by: str = ""
+    issued_via: str | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> TokenRecord:
@@ -68,6 +77,8 @@ class TokenRecord:
             created_at=row.created_at,
             expires_at=datetime.fromisoformat(row.expires_at),
             revoked_at=row.revoked_at,
+            created_by=row.created_by,
+            issued_via=row.issued_via,
         )
 
 
@@ -86,7 +97,9 @@ def insert_token(
     by: str,
     now: datetime,
     label: str = "",
+    via: str | None = None,
 ) -> IssuedToken:
+    """Store a new token for ``account`` (the caller has checked who may receive it)."""
     if not timedelta(0) < ttl <= MAX_TTL:
         raise InvalidInput("a token lives between 1 second and 366 days", rule="token.ttl")
     token = TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
@@ -103,6 +116,7 @@ def insert_token(
             created_at=to_rfc3339(now),
             created_by=by,
             expires_at=to_rfc3339(expires),
+            issued_via=via,
         )
     )
     return IssuedToken(id=token_id, account=account, token=token, expires_at=expires)

@@ -126,6 +126,20 @@ class SandboxClient:
     def health(self) -> dict[str, Any]:
         return self._json("GET", "/health")  # type: ignore[no-any-return]
 
+    def issue_own_token(
+        self, *, days: float = 90, label: str = "", replace_current: bool = False
+    ) -> dict[str, Any]:
+        """A new token for this token's own account (``replace_current`` revokes this one)."""
+        body = {"days": days, "label": label, "replace_current": replace_current}
+        return self._json("POST", "/v1/me/tokens", json=body)  # type: ignore[no-any-return]
+
+    @classmethod
+    def redeem(cls, url: str, code: str, *, timeout: float = 60.0) -> dict[str, Any]:
+        """Redeem an enrolment code for your account's token (no token needed)."""
+        with cls(url, "", timeout=timeout) as client:
+            client._http.headers.pop("Authorization", None)
+            return client._json("POST", "/v1/enrol", json={"code": code})  # type: ignore[no-any-return]
+
     def me(self) -> dict[str, Any]:
         return self._json("GET", "/v1/me")  # type: ignore[no-any-return]
 
@@ -365,8 +379,16 @@ class SandboxClient:
         return self._json("POST", "/v1/admin/accounts", json=body)  # type: ignore[no-any-return]
 
     def issue_token(self, account: str, *, days: float = 90, label: str = "") -> dict[str, Any]:
+        """A token for ``account``: refused (``token.not_own``) unless it is your own."""
         body = {"days": days, "label": label}
         return self._json("POST", f"/v1/admin/accounts/{account}/tokens", json=body)  # type: ignore[no-any-return]
+
+    def enrol(
+        self, account: str, *, hours: float = 24, days: float = 90, label: str = ""
+    ) -> dict[str, Any]:
+        """A one-time enrolment code for ``account`` (admin): hand it to the holder."""
+        body = {"hours": hours, "days": days, "label": label}
+        return self._json("POST", f"/v1/admin/accounts/{account}/enrolments", json=body)  # type: ignore[no-any-return]
 
     def revoke_token(self, token_id: str) -> dict[str, Any]:
         return self._json("POST", f"/v1/admin/tokens/{token_id}/revoke")  # type: ignore[no-any-return]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import os
+from collections.abc import Mapping
 from functools import cached_property
 from typing import Any
 
@@ -134,9 +135,15 @@ class Platform:
         registered_by: str | None = None,
         role: str = "admin",
         allowed_domains: frozenset[str] | None = None,
+        acting: Mapping[str, Any] | None = None,
     ) -> Registration:
-        """Register (or atomically replace) a dataset; the outcome is audited either way."""
+        """Register (or atomically replace) a dataset; the outcome is audited either way.
+
+        ``acting``: the registering actor's token (``Actor.audit_details()``), recorded
+        in both outcomes' details; none for the host console and the demo.
+        """
         actor = registered_by or f"host:{getpass.getuser()}"
+        token = dict(acting or {"token_id": None, "token_issued_by": None})
         target = f"dataset:{spec.id}"
         try:
             reg = register_dataset(
@@ -158,7 +165,11 @@ class Platform:
                 decision="deny",
                 rule=exc.rule or exc.code,
                 dataset=spec.id,
-                details={"reason": exc.message, "connector": getattr(source, "connector", "")},
+                details={
+                    "reason": exc.message,
+                    "connector": getattr(source, "connector", ""),
+                    **token,
+                },
             )
             raise
         cert = reg.certificate["certificate"]
@@ -177,6 +188,7 @@ class Platform:
                 "source": cert["source"],
                 "schema_sha256": cert["schema_sha256"],
                 "classification_sha256": cert["classification_sha256"],
+                **token,
             },
         )
         return reg

@@ -62,12 +62,16 @@ def reclassify(
                     "version": certificate["certificate"]["version"],
                     "classification_sha256": typed.sha256(),
                     "previous_classification_sha256": current.classification_sha256,
+                    **actor.audit_details(),
                 },
             )
     except SandboxError as exc:
         if exc.rule not in ("audit.unavailable", "audit.append"):
             platform.record(
-                **entry, decision="deny", rule=exc.rule or exc.code, details={"reason": exc.message}
+                **entry,
+                decision="deny",
+                rule=exc.rule or exc.code,
+                details={"reason": exc.message, **actor.audit_details()},
             )
         raise
     _write_files(platform.settings, typed, certificate)

@@ -8,20 +8,26 @@ keeps one in ``app.state``; ``sandbox job`` builds one for local jobs.
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from functools import cached_property
 
 from policies import Administration
 from sandbox.core.runtime_settings import RuntimeSettings
 from sandbox.core.settings import Settings
 from sandbox.enclave.shared import SharedEnclave
+from sandbox.enclave.staging import Staging
 from sandbox.jobs.desk import JobDesk
 from sandbox.jobs.runner import JobRunner
 from sandbox.jobs.store import JobStore
 from sandbox.platform import Platform
 from sandbox.query.service import QueryService
-from sandbox.ratelimit import RateLimiter
+from sandbox.ratelimit import FailureTally, RateLimiter
 
 __all__ = ["ServerPlatform", "Services", "prepare_home"]
+
+log = logging.getLogger("sandbox.services")
 
 
 class ServerPlatform(Platform):
@@ -43,6 +49,17 @@ class Services:
         self.base_settings = settings
         self.platform = ServerPlatform(settings, progress_cursors=settings.job_workers + 2)
         self.limiter = RateLimiter()
+        self.failures = FailureTally(
+            self.platform.record, window_s=lambda: self.base_settings.failure_audit_window_s
+        )
+        """Refusals of unknown tokens and codes, recorded per address and window."""
+        self._stopping = threading.Event()
+        self._housekeeper: threading.Thread | None = None
+
+    @cached_property
+    def staging(self) -> Staging:
+        """Unregistered uploads, with their quotas."""
+        return Staging(self.base_settings.staging_dir / "uploads", self.settings)
 
     @cached_property
     def runtime(self) -> RuntimeSettings:
@@ -82,12 +99,36 @@ class Services:
 
     def start(self) -> None:
         self.settings()
+        self.platform.authority.failures = self.failures
+        self.staging.sweep()
+        self._housekeeper = threading.Thread(
+            target=self._housekeeping, name="housekeeping", daemon=True
+        )
+        self._housekeeper.start()
         self.runner.start()
 
+    def _housekeeping(self, every_s: float = 2.0) -> None:
+        """Record closed failure windows every few seconds; sweep staging on its schedule."""
+        swept = time.monotonic()
+        while not self._stopping.wait(every_s):
+            try:
+                self.failures.flush()
+                if time.monotonic() - swept >= self.base_settings.staging_sweep_s:
+                    swept = time.monotonic()
+                    self.staging.sweep()
+            except Exception:  # logged; the next round tries again
+                log.exception("housekeeping failed")
+
     def stop(self) -> None:
+        self._stopping.set()
+        if self._housekeeper is not None:
+            self._housekeeper.join(10)
         if "runner" in self.__dict__ and self.runner.runner_id is not None:
             self.runner.stop()
-        self.platform.close()
+        try:
+            self.failures.flush(everything=True)  # the open windows, before the trail closes
+        finally:
+            self.platform.close()
 
 
 def prepare_home(settings: Settings) -> None:

@@ -14,13 +14,20 @@ from fastapi import FastAPI
 
 from sandbox.services import Services
 
-from . import admin, auditor, bureau, operator, shared
+from . import admin, auditor, bureau, operator, shared, tokens
 from .errors import ERROR_RESPONSES, install_error_handlers
-from .limits import UPLOAD_PATHS, BodyLimit
+from .limits import UPLOAD_PATHS, BodyLimit, ClientAddress, ResponseHeaders, parse_proxies
 
 __all__ = ["ROUTERS", "Services", "install"]
 
-ROUTERS = (shared.router, operator.router, bureau.router, auditor.router, admin.router)
+ROUTERS = (
+    shared.router,
+    tokens.router,
+    operator.router,
+    bureau.router,
+    auditor.router,
+    admin.router,
+)
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_.-]{8,64}$")
 
@@ -61,7 +68,15 @@ def install(app: FastAPI, services: Services) -> None:
         limits = services.settings()
         return limits.max_upload_bytes if path in UPLOAD_PATHS else limits.max_body_bytes
 
-    app.add_middleware(BodyLimit, limits=body_limit)
+    app.add_middleware(
+        BodyLimit,
+        limits=body_limit,
+        timeout=lambda: services.settings().body_read_timeout_s,
+        header_bytes=services.base_settings.max_header_bytes,
+    )
+    app.add_middleware(ResponseHeaders)
     app.add_middleware(RequestId)
+    # Outermost: everything inside sees the client address it establishes.
+    app.add_middleware(ClientAddress, proxies=parse_proxies(services.base_settings.trusted_proxies))
     for router in ROUTERS:
         app.include_router(router, responses=ERROR_RESPONSES)

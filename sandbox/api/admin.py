@@ -1,7 +1,8 @@
 """Admin routes (管理方): accounts, tokens, emergency freeze, key rotation, run-time settings.
 
-The admin never grants data, reviews or reads results (管运分离): those routes
-refuse it by policy, with the deciding rule.
+The admin never grants data, reviews, reads results or gets another account's
+token (管运分离): those routes refuse it by policy, with the deciding rule.  An
+account enrols with a one-time code the admin issues (``sandbox/api/tokens.py``).
 """
 
 from __future__ import annotations
@@ -132,7 +133,11 @@ def tokens(name: str, actor: ActorDep, meta: MetaDep, services: ServicesDep) -> 
 
 @router.post("/v1/admin/accounts/{name}/tokens", response_model=TokenIssued, status_code=201)
 def issue_token(name: str, body: TokenIn, actor: ActorDep, services: ServicesDep) -> Any:
-    """Issue a token for an account: shown once, stored only as its SHA-256."""
+    """A token for an account: only your own (shown once, stored only as its SHA-256).
+
+    For any other account it is refused (``token.not_own``), the admin included: that
+    account enrols with a one-time code (``POST /v1/admin/accounts/{name}/enrolments``).
+    """
     issued = services.administration().issue_token(
         actor, name, ttl=timedelta(days=body.days), label=body.label
     )
@@ -227,10 +232,15 @@ def update_settings(body: SettingsIn, actor: ActorDep, meta: MetaDep, services: 
     changes = body.model_dump(exclude_none=True)
     if not decision.allowed:
         services.platform.record(
-            **entry, decision="deny", rule=decision.rule, details={"reason": decision.reason}
+            **entry,
+            decision="deny",
+            rule=decision.rule,
+            details={"reason": decision.reason, **actor.audit_details()},
         )
         raise decision.error()
     parsed = services.runtime.validate(changes)
-    services.platform.record(**entry, decision="allow", rule=decision.rule, details=parsed)
+    services.platform.record(
+        **entry, decision="allow", rule=decision.rule, details={**parsed, **actor.audit_details()}
+    )
     services.runtime.update(parsed, by=actor.name)
     return settings_out(services)

@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import re
-import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,13 +58,8 @@ def _require(services: Services, actor: Actor, action: str, target: Target, meta
 
 
 def _uploads(services: Services) -> Path:
-    path = services.platform.settings.staging_dir / "uploads"
-    path.mkdir(parents=True, exist_ok=True)
-    now = time.time()
-    for old in path.iterdir():  # uploads never registered are dropped after a day
-        if now - old.stat().st_mtime > UPLOAD_TTL_S:
-            old.unlink(missing_ok=True)
-    return path
+    # Unregistered uploads are deleted on a schedule (Services), not by this request.
+    return services.staging.ready()
 
 
 @router.post(
@@ -91,7 +85,9 @@ async def upload(
 ) -> Any:
     """Upload a source file (raw body) for a registration in ``domain``; returns its id.
 
-    The body is limited by ``max_upload_bytes``; the upload is kept for a day.
+    The body is limited by ``max_upload_bytes``, what waits in staging by
+    ``max_staging_bytes_per_account`` (413 ``staging_quota``) and ``max_staging_bytes``
+    (507 ``staging_full``); an upload not registered within ``upload_ttl_s`` is deleted.
     """
     await run_in_threadpool(
         _require, services, actor, "dataset.register", Target.domain(domain), meta
@@ -105,21 +101,25 @@ async def upload(
     upload_id = "up_" + uuid.uuid4().hex[:24]
     target = directory / f"{upload_id}{suffix}"
     digest, size = hashlib.sha256(), 0
+    quota = services.staging.quota(actor.name, target)
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as out:
             async for chunk in request.stream():
                 digest.update(chunk)
                 size += len(chunk)
-                await anyio.to_thread.run_sync(out.write, chunk)
+                await anyio.to_thread.run_sync(quota.write, out, chunk, size)
     except BaseException:
         target.unlink(missing_ok=True)
+        quota.close()
         raise
     if size == 0:
         target.unlink(missing_ok=True)
+        quota.close()
         raise InvalidInput("the upload is empty", rule="api.upload")
     info = {"owner": actor.name, "domain": domain, "file": target.name, "bytes": size}
     (directory / f"{upload_id}.json").write_text(json.dumps(info))
+    quota.close()  # from now on counted as the account's, from the directory
     await run_in_threadpool(
         services.platform.record,
         actor=actor.name,
@@ -130,7 +130,12 @@ async def upload(
         rule="allow.role",
         request_id=meta.request_id,
         client=meta.client,
-        details={"upload": upload_id, "bytes": size, "sha256": digest.hexdigest()},
+        details={
+            "upload": upload_id,
+            "bytes": size,
+            "sha256": digest.hexdigest(),
+            **actor.audit_details(),
+        },
     )
     return UploadOut(upload_id=upload_id, bytes=size, sha256=digest.hexdigest())
 
@@ -178,6 +183,7 @@ def register(body: RegisterIn, actor: ActorDep, meta: MetaDep, services: Service
         registered_by=actor.name,
         role=actor.role.value,
         allowed_domains=frozenset(actor.domains),
+        acting=actor.audit_details(),
     )
     if body.source.upload_id is not None:
         path.unlink(missing_ok=True)

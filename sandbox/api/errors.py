@@ -54,17 +54,21 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: _described(400, "Invalid input (`invalid_input` and its kinds)."),
     401: _described(401, "Unknown, expired or revoked token (`unauthenticated`)."),
     403: _described(403, "Known but not allowed, with the deciding rule (`forbidden`, …)."),
-    404: _described(404, "No such resource (`not_found`)."),
+    404: _described(404, "No such resource, or not yours (`not_found`)."),
     405: _described(405, "Method not allowed on this route (`method_not_allowed`)."),
-    408: _described(408, "The query ran out of time (`query_timeout`)."),
+    408: _described(
+        408, "The query ran out of time (`query_timeout`), or the body stalled (`request_timeout`)."
+    ),
     409: _described(409, "Conflicts with the resource's state (`conflict`)."),
-    413: _described(413, "Request or result too large."),
+    413: _described(413, "Request, result or staged uploads too large."),
     422: _described(422, "Refused by a rule, or not matching the API schema."),
     429: _described(429, "Rate limit, concurrent jobs or quota; see `Retry-After`."),
+    431: _described(431, "Request headers too large (`headers_too_large`)."),
     500: _described(500, "Internal error (`internal_error`, `enclave_error`)."),
     503: _described(
         503, "Audit trail, control-plane database or enclave unavailable; nothing was released."
     ),
+    507: _described(507, "The staging area for uploads is full (`staging_full`)."),
 }
 """Documented on every route, so the OpenAPI document covers every status we send."""
 
@@ -150,7 +154,11 @@ def install_error_handlers(app: FastAPI) -> None:
             "message": f"internal error (request id {rid}); the details are in the server log",
             "rule": None,
         }
-        return JSONResponse(body, status_code=500, headers={"X-Request-ID": rid})
+        # Outside every middleware too: the headers ResponseHeaders gives the other answers.
+        headers = {"X-Request-ID": rid, "X-Content-Type-Options": "nosniff"}
+        if request.url.path.startswith("/v1/"):
+            headers["Cache-Control"] = "no-store"
+        return JSONResponse(body, status_code=500, headers=headers)
 
 
 MAX_SCHEMA_PROBLEMS = 5
@@ -199,5 +207,10 @@ def _record_internal_error(request: Request, rid: str, exc: Exception) -> None:
         rule="api.internal_error",
         request_id=rid,
         client=request.client.host if request.client else None,
-        details={"method": request.method, "route": route, "error": type(exc).__name__},
+        details={
+            "method": request.method,
+            "route": route,
+            "error": type(exc).__name__,
+            **(actor.audit_details() if actor is not None else {}),
+        },
     )

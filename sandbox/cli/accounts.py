@@ -1,4 +1,10 @@
-"""``sandbox account`` and ``sandbox token``: accounts, operator licences and API tokens (admin)."""
+"""``sandbox account`` and ``sandbox token``: accounts, operator licences and API tokens.
+
+Tokens go only to their own account: ``token issue`` asks for one with a token the
+account holds, ``token enrol`` (admin) issues a one-time code that the account's
+holder redeems with ``token redeem``.  Nobody, the host console included, gets a
+token of another account.
+"""
 
 from datetime import timedelta
 from typing import Annotated
@@ -12,7 +18,8 @@ __all__ = ["account_app", "token_app"]
 
 account_app = typer.Typer(help="Accounts and operator licences (admin).", no_args_is_help=True)
 token_app = typer.Typer(
-    help="API tokens: issue (shown once) and revoke (admin).", no_args_is_help=True
+    help="API tokens: your own (issue), enrolment codes (enrol, admin; redeem), revoke (admin).",
+    no_args_is_help=True,
 )
 
 
@@ -108,15 +115,68 @@ def account_licence(
 @token_app.command("issue")
 def token_issue(
     ctx: typer.Context,
-    account: str,
+    account: Annotated[
+        str | None, typer.Argument(help="Your own account (the default); no other.")
+    ] = None,
     days: Annotated[float, typer.Option(help="Lifetime in days (at most 366).")] = 90,
     label: Annotated[str, typer.Option(help="A note, e.g. where it is used.")] = "",
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Revoke the token you ask with.")
+    ] = False,
     token: TokenOpt = None,
 ) -> None:
-    """Issue a token; it is printed once and stored only as a hash."""
+    """A new token for your own account, asked for with --token (printed once, stored hashed).
+
+    Refused for any other account (rule token.not_own), the host console's requests
+    included: an account without a token enrols with a code (``sandbox token enrol``).
+    """
     with services(ctx.obj, token) as (admin, actor):
-        issued = admin.issue_token(actor, account, ttl=timedelta(days=days), label=label)
-    typer.echo(f"token id {issued.id} for {account}, expires {issued.expires_at:%Y-%m-%d %H:%M}Z")
+        issued = admin.issue_token(
+            actor, account, ttl=timedelta(days=days), label=label, replace_current=replace
+        )
+    typer.echo(
+        f"token id {issued.id} for {issued.account}, expires {issued.expires_at:%Y-%m-%d %H:%M}Z"
+    )
+    typer.echo(issued.token)
+
+
+@token_app.command("enrol")
+def token_enrol(
+    ctx: typer.Context,
+    account: str,
+    hours: Annotated[float, typer.Option(help="How long the code is valid (at most 168).")] = 24,
+    days: Annotated[float, typer.Option(help="Lifetime of the token it gives.")] = 90,
+    label: Annotated[str, typer.Option(help="A note for the token.")] = "",
+    token: TokenOpt = None,
+) -> None:
+    """A one-time enrolment code for an account (admin): give it to the account's holder,
+    who redeems it for the token (``sandbox token redeem`` or ``POST /v1/enrol``)."""
+    with services(ctx.obj, token) as (admin, actor):
+        issued = admin.issue_enrolment(
+            actor,
+            account,
+            ttl=timedelta(hours=hours),
+            token_ttl=timedelta(days=days),
+            label=label,
+        )
+    typer.echo(
+        f"enrolment {issued.id} for {account}, single-use, "
+        f"valid until {issued.expires_at:%Y-%m-%d %H:%M}Z"
+    )
+    typer.echo(issued.code)
+
+
+@token_app.command("redeem")
+def token_redeem(
+    ctx: typer.Context,
+    code: Annotated[str, typer.Argument(envvar="SANDBOX_ENROLMENT_CODE", help="The sbe_ code.")],
+) -> None:
+    """Redeem an enrolment code for your account's token (printed once, stored hashed)."""
+    with services(ctx.obj, None) as (admin, _host):
+        issued = admin.redeem_enrolment(code)
+    typer.echo(
+        f"token id {issued.id} for {issued.account}, expires {issued.expires_at:%Y-%m-%d %H:%M}Z"
+    )
     typer.echo(issued.token)
 
 

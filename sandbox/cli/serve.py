@@ -56,4 +56,12 @@ def serve_app(
         port=port,
         workers=workers,
         log_level="warning",
+        # The application decides who the client is (trusted_proxies), not uvicorn's
+        # default of believing X-Forwarded-For from 127.0.0.1.
+        proxy_headers=False,
+        forwarded_allow_ips="",
+        # h11 for its header limit (httptools, if installed, has none).
+        http="h11",
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+        timeout_keep_alive=max(1, round(settings.keep_alive_timeout_s)),
     )

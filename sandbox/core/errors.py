@@ -16,6 +16,7 @@ by us, never copied from a data value::
     │   └── BudgetExhausted (403)
     ├── QueryRefused (422)
     ├── NotFound (404)
+    │   └── Withheld (404)
     ├── Conflict (409)
     ├── ResultTooLarge (413)
     ├── QueryTimeout (408)
@@ -49,6 +50,7 @@ __all__ = [
     "RateLimited",
     "ResultTooLarge",
     "SandboxError",
+    "Withheld",
 ]
 
 
@@ -71,6 +73,11 @@ class SandboxError(Exception):
 
     def __str__(self) -> str:
         return f"{self.message} [rule: {self.rule}]" if self.rule else self.message
+
+    @property
+    def audited(self) -> tuple[str, str]:
+        """The rule and message the audit trail records (the caller's, unless withheld)."""
+        return self.rule or self.code, self.message
 
 
 class InvalidInput(SandboxError):
@@ -126,6 +133,22 @@ class QueryRefused(SandboxError):
 class NotFound(SandboxError):
     code = "not_found"
     status = 404
+
+
+class Withheld(NotFound):
+    """A refusal answered exactly as "does not exist" because its real reason would tell
+    the caller that something of another account exists (another operator's job, a
+    dataset it holds no grant on).  The audit trail records the real rule and reason
+    (:attr:`audited`); the caller sees only the not-found answer."""
+
+    def __init__(self, message: str, *, rule: str, actual_rule: str, actual_reason: str) -> None:
+        super().__init__(message, rule=rule)
+        self.actual_rule = actual_rule
+        self.actual_reason = actual_reason
+
+    @property
+    def audited(self) -> tuple[str, str]:
+        return self.actual_rule, self.actual_reason
 
 
 class Conflict(SandboxError):

@@ -31,6 +31,7 @@ __all__ = [
     "budget_spends",
     "bump_policy_version",
     "casbin_rule",
+    "enrolments",
     "freezes",
     "grant_budgets",
     "grant_versions",
@@ -74,7 +75,28 @@ tokens = sa.Table(
     sa.Column("expires_at", sa.String(_TS), nullable=False),
     sa.Column("revoked_at", sa.String(_TS)),
     sa.Column("revoked_by", sa.String(255)),
+    # How it came to be: ``enrolment:en_…`` (an admin's code, redeemed by the holder) or
+    # ``token:tk_…`` (the holder's own request, made with that token); NULL before both.
+    sa.Column("issued_via", sa.String(40)),
 )
+
+enrolments = sa.Table(
+    "enrolments",
+    metadata,
+    sa.Column("id", sa.String(24), primary_key=True),
+    sa.Column("code_sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("account", sa.String(63), sa.ForeignKey("accounts.name"), nullable=False, index=True),
+    sa.Column("label", sa.Text, nullable=False, default=""),
+    sa.Column("token_ttl_s", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.String(_TS), nullable=False),
+    sa.Column("created_by", sa.String(255), nullable=False),
+    sa.Column("expires_at", sa.String(_TS), nullable=False),
+    sa.Column("used_at", sa.String(_TS)),
+    sa.Column("token_id", sa.String(24)),
+    sa.Column("voided_at", sa.String(_TS)),
+)
+"""One-time enrolment codes: the admin issues one for an account, its holder redeems it
+for a token (the admin never sees a token of another account).  Stored as SHA-256."""
 
 grants = sa.Table(
     "grants",

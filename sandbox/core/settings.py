@@ -217,6 +217,77 @@ class Settings:
         help="Longest a job submission with `wait=true` waits before answering 202 with "
         "the job's state.",
     )
+    # -- abuse limits of the HTTP service (docs/deployment.md lists them with the proxy's) --
+    sign_in_failures_per_minute: int = setting(
+        30,
+        ge=1,
+        runtime=True,
+        help="Failed sign-ins (unknown, expired or revoked tokens, bad enrolment codes) "
+        "one client address, and one presented credential, may make per minute; beyond "
+        "it `rate_limited` (429). Valid tokens are never held back by it.",
+    )
+    failure_audit_window_s: float = setting(
+        60.0,
+        ge=1,
+        le=3600,
+        help="Refusals of unknown tokens and codes are recorded as one audit entry per "
+        "client address and window of this many seconds, with their count (the first "
+        "at once); a window's entry is written when it closes, or at shutdown.",
+    )
+    trusted_proxies: str = setting(
+        "",
+        help="Comma-separated addresses or networks (`10.0.0.5`, `10.0.0.0/24`) of reverse "
+        "proxies whose `X-Forwarded-For` names the client. Empty: the header is ignored "
+        "and the peer address is the client.",
+    )
+    keep_alive_timeout_s: float = setting(
+        5.0,
+        gt=0,
+        le=300,
+        help="An idle keep-alive connection is closed after this many seconds (uvicorn "
+        "`timeout_keep_alive`).",
+    )
+    max_header_bytes: int = setting(
+        16_384,
+        ge=1024,
+        le=1_048_576,
+        help="Largest request line and headers: beyond it `headers_too_large` (431); "
+        "uvicorn's h11 stops buffering an unfinished header block past it too "
+        "(`h11_max_incomplete_event_size`).",
+    )
+    body_read_timeout_s: float = setting(
+        30.0,
+        gt=0,
+        le=3600,
+        runtime=True,
+        help="A request body that sends nothing for this many seconds is refused "
+        "(`request_timeout`, 408).",
+    )
+    max_staging_bytes_per_account: int = setting(
+        4 << 30,
+        ge=1024,
+        runtime=True,
+        help="Bytes of unregistered uploads one account may hold in staging at once "
+        "(`staging_quota`, 413).",
+    )
+    max_staging_bytes: int = setting(
+        16 << 30,
+        ge=1024,
+        runtime=True,
+        help="Bytes of unregistered uploads all accounts together may hold in staging "
+        "(`staging_full`, 507).",
+    )
+    upload_ttl_s: float = setting(
+        86_400.0,
+        gt=0,
+        runtime=True,
+        help="An upload not registered within this many seconds is deleted.",
+    )
+    staging_sweep_s: float = setting(
+        600.0,
+        gt=0,
+        help="How often the server deletes expired uploads (also once at start).",
+    )
 
     def __post_init__(self) -> None:
         home = Path(self.home).resolve()

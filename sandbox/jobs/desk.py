@@ -28,7 +28,6 @@ from typing import Any
 import pyarrow as pa
 
 from policies import Actor, Decision, Role, Target
-from policies.accounts import get_account
 from sandbox.core.errors import (
     Conflict,
     Forbidden,
@@ -36,6 +35,7 @@ from sandbox.core.errors import (
     QueryRefused,
     RateLimited,
     SandboxError,
+    Withheld,
 )
 from sandbox.core.settings import Settings
 from sandbox.core.timeutil import to_rfc3339
@@ -49,6 +49,11 @@ from sandbox.query.service import Held, QueryService
 __all__ = ["FORMATS", "JobDesk", "read_table"]
 
 FORMATS = ("json", "csv", "parquet", "arrow")
+
+
+def _no_job(job_id: str, rule: str, reason: str) -> Withheld:
+    """The answer for a job that is not the caller's: the very one for a missing job."""
+    return Withheld(f"no job {job_id}", rule="job.unknown", actual_rule=rule, actual_reason=reason)
 
 
 def read_table(data: bytes) -> pa.Table:
@@ -111,14 +116,25 @@ class JobDesk:
     def _own(
         self, actor: Actor, job_id: str, action: str, rid: str | None, client: str | None
     ) -> tuple[Job, Decision]:
-        """The job, if ``actor`` may ``action`` it (an operator, its own jobs only)."""
+        """The job, if ``actor`` may ``action`` it (an operator, its own jobs only).
+
+        Another operator's job is answered exactly as a job that does not exist (404
+        ``job.unknown``), so job ids tell nothing; the audit records ``owner.mismatch``.
+        """
         try:
             job = self.store.get(job_id)
         except NotFound:
             # Same answer whoever asks: authorize on the asker's own account first.
             self._require(actor, action, Target.account(actor.name), rid, client)
             raise
-        return job, self._require(actor, action, Target.account(job.operator), rid, client)
+        authority = self.platform.authority
+        decision = authority.decide(actor, action, Target.account(job.operator), audit=False)
+        if not decision.allowed:
+            authority.record_decision(actor, decision, request_id=rid, client=client)
+            if decision.rule == "owner.mismatch":
+                raise _no_job(job_id, decision.rule, decision.reason)
+            raise decision.error()
+        return job, decision
 
     # -- operator --------------------------------------------------------------------------
 
@@ -284,7 +300,7 @@ class JobDesk:
                 target="platform",
                 decision="deny",
                 rule="role.not_permitted",
-                details={"reason": "only a bureau reviews jobs"},
+                details={"reason": "only a bureau reviews jobs", **actor.audit_details()},
             )
             raise Forbidden("only a bureau reviews jobs", rule="role.not_permitted")
         waiting = self.store.list_jobs(states=[JobState.AWAITING_REVIEW], limit=1000)
@@ -294,23 +310,46 @@ class JobDesk:
             target="domain:" + ",".join(actor.domains),
             decision="allow",
             rule="allow.role",
-            details={"queue": len(queue)},
+            details={"queue": len(queue), **actor.audit_details()},
         )
         return queue
 
     def _review_target(
         self, actor: Actor, job_id: str, rid: str | None, client: str | None
     ) -> tuple[Job, list[tuple[str, Decision]]]:
+        """The job and this bureau's datasets in it awaiting review.
+
+        Only a bureau reviews (``role.not_permitted`` before any lookup); a job touching
+        none of its domains is answered as one that does not exist (404 ``job.unknown``,
+        the real rule audited).
+        """
+        if actor.role is not Role.BUREAU:
+            self.platform.record(
+                actor=actor.name,
+                role=actor.role.value,
+                action="job.review",
+                target=f"job:{job_id}",
+                decision="deny",
+                rule="role.not_permitted",
+                request_id=rid,
+                client=client,
+                details={"reason": "only a bureau reviews jobs", **actor.audit_details()},
+            )
+            raise Forbidden("only a bureau reviews jobs", rule="role.not_permitted")
         job = self.store.get(job_id)
         mine = self._reviewable(actor, job) if job.state is JobState.AWAITING_REVIEW else []
         if not mine:
-            target = job.review_datasets[0] if job.review_datasets else None
-            decision = self.platform.authority.decide(
-                actor,
-                "job.review",
-                Target.dataset(target) if target else Target.platform(),
-                audit=False,
+            touched = job.review_datasets or job.datasets
+            decisions = [
+                self.platform.authority.decide(actor, "job.review", Target.dataset(d), audit=False)
+                for d in touched
+            ]
+            decision = next(
+                (d for d in decisions if d.allowed),
+                decisions[0] if decisions else None,
             )
+            if decision is None:  # a job that names no dataset: nothing to review anywhere
+                raise _no_job(job_id, "review.nothing_pending", "the job names no dataset")
             if decision.allowed:  # allowed in principle, but nothing of this bureau waits
                 self._record(
                     actor,
@@ -326,7 +365,7 @@ class JobDesk:
                     rule="review.nothing_pending",
                 )
             self.platform.authority.record_decision(actor, decision, request_id=rid, client=client)
-            raise decision.error()
+            raise _no_job(job_id, decision.rule, decision.reason)
         return job, mine
 
     def review_show(
@@ -397,10 +436,8 @@ class JobDesk:
         if stored is None or not self.store.begin_release(job.id, self.runner.runner_id):
             raise Conflict(f"job {job.id} changed meanwhile; look at it again", rule="job.moved")
         try:
-            with self.platform.engine.connect() as conn:
-                account = get_account(conn, job.operator)
-            if account is None:
-                raise Forbidden(f"account {job.operator} no longer exists", rule="account.unknown")
+            # As before: a release after review is decided on the account, not the token.
+            operator = self.runner.job_actor(job, revoked_refuses=False)
             held = Held(
                 read_table(stored.data),
                 stored.groups_suppressed,
@@ -410,7 +447,7 @@ class JobDesk:
                 job.meta or {},
             )
             result = self.service.release_held(
-                Actor.of(account),
+                operator,
                 job.sql,
                 held,
                 purpose=job.purpose,

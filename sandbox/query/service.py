@@ -143,7 +143,7 @@ class QueryService:
             request_id=rid,
             client=client,
             dataset=dataset,
-            details=details,
+            details={**details, **actor.audit_details()},
         )
 
     def _access(
@@ -228,16 +228,17 @@ class QueryService:
         try:
             auth = self._authorize(actor, sql, rid, purpose, client)
         except SandboxError as exc:
+            rule, reason = exc.audited  # the real reason, also when withheld from the caller
             self._record(
                 actor,
                 rid,
                 "deny",
-                exc.rule or exc.code,
+                rule,
                 client=client,
                 dataset=None,
                 details={
                     "explain": True,
-                    "reason": exc.message,
+                    "reason": reason,
                     **attempted_sql(sql, max_length=self.platform.settings.max_sql_length),
                 },
             )
@@ -353,15 +354,16 @@ class QueryService:
         """Audit a refusal of ``sql`` with its rule (nothing to record if the audit is down)."""
         if isinstance(exc, AuditUnavailable):
             return
+        rule, reason = exc.audited  # the real reason, also when withheld from the caller
         self._record(
             actor,
             rid,
             "deny",
-            exc.rule or exc.code,
+            rule,
             client=client,
             dataset=None,
             details={
-                "reason": exc.message,
+                "reason": reason,
                 **attempted_sql(sql, max_length=self.platform.settings.max_sql_length),
                 "duration_ms": int((time.perf_counter() - started) * 1000),
             },

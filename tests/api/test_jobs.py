@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from sandbox.client import SandboxClient
 from sandbox.core.errors import QueryRefused, RateLimited
 from tests.api.conftest import LAB_EVENTS, LAB_PAIRS, SLOW_JOIN, LiveServer, deployment, lab_files
 
@@ -28,7 +29,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory):
     server.start()
     with server.client("admin") as admin:
         admin.create_account(name="bureau-lab", role="bureau", organisation="Lab", domains=["lab"])
-        server.tokens["bureau-lab"] = admin.issue_token("bureau-lab", days=1)["token"]
+        code = admin.enrol("bureau-lab", days=1)["code"]
+    server.tokens["bureau-lab"] = SandboxClient.redeem(server.url, code)["token"]
     events, pairs = lab_files(root)
     with server.client("bureau-lab") as bureau:
         for toml, path in ((LAB_EVENTS, events), (LAB_PAIRS, pairs)):
@@ -123,8 +125,9 @@ def test_request_limits(lab: LiveServer) -> None:
         with lab.client("admin") as admin:
             admin.update_settings(max_sql_length=20_000, max_body_bytes=1_048_576)
     # The rate limit: a fresh token, a tiny limit, 429 with Retry-After; recorded once.
+    with lab.client("op-planner") as planner:
+        token = planner.issue_own_token(days=1, label="rate")["token"]
     with lab.client("admin") as admin:
-        token = admin.issue_token("op-planner", days=1, label="rate")["token"]
         admin.update_settings(rate_limit_per_minute=3)
     time.sleep(1.1)
     try:

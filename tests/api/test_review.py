@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from audit.keys import public_key_from_b64
-from sandbox.core.errors import Conflict, Forbidden
+from sandbox.core.errors import Conflict, Forbidden, NotFound
 from sandbox.query.receipts import verify_receipt
 
 BY_GENDER = "SELECT gender, count(*) AS n FROM health.claims GROUP BY 1"
@@ -50,9 +50,10 @@ def test_approval_releases_and_spends_then(reviewed) -> None:
             insurer.result(job["id"])
         assert info.value.rule == "job.no_result"
     assert remaining(server) == pytest.approx(before), "nothing is spent before approval"
-    with server.client("bureau-market") as other, pytest.raises(Forbidden) as info:
+    # A job that touches none of its domains answers as a job that does not exist.
+    with server.client("bureau-market") as other, pytest.raises(NotFound) as info:
         other.review(job["id"])
-    assert info.value.rule == "domain.outside"
+    assert (info.value.rule, info.value.message) == ("job.unknown", f"no job {job['id']}")
     with server.client("bureau-health") as bureau:
         assert job["id"] in [j["id"] for j in bureau.reviews()]
         shown = bureau.review(job["id"])

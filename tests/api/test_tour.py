@@ -14,7 +14,8 @@ import pytest
 
 from audit import InclusionProof, verify_export
 from audit.keys import public_key_from_b64
-from sandbox.core.errors import Forbidden, QueryRefused, SandboxError
+from sandbox.client import SandboxClient
+from sandbox.core.errors import Forbidden, NotFound, QueryRefused, SandboxError
 from sandbox.query.receipts import verify_receipt
 
 BY_DISTRICT = "SELECT district, count(*) AS n FROM health.claims GROUP BY 1"
@@ -116,9 +117,17 @@ def test_refusals_are_errors_of_one_shape_and_audited(server) -> None:
     with server.client("admin") as admin, pytest.raises(Forbidden):
         admin.jobs()
     with server.client("op-planner") as planner:
-        with pytest.raises(Forbidden) as info:
-            planner.job(_some_job(server))
-        assert info.value.rule == "owner.mismatch"
+        # Another operator's job is answered as one that does not exist (404); the
+        # trail records the real reason.
+        other = _some_job(server)
+        with pytest.raises(NotFound) as info:
+            planner.job(other)
+        with pytest.raises(NotFound) as missing:
+            planner.job("job_" + "0" * 24)
+        assert (info.value.rule, info.value.message) == ("job.unknown", f"no job {other}")
+        assert missing.value.rule == "job.unknown"
+        entry = last_entry(server, actor="op-planner", decision="deny")
+        assert (entry["action"], entry["rule"]) == ("job.read", "owner.mismatch")
     for response in (
         httpx.get(f"{server.url}/nowhere"),
         httpx.delete(f"{server.url}/v1/me", headers=_auth(server, "op-bank")),
@@ -239,8 +248,14 @@ def test_admin_tour(server) -> None:
             licence={"number": "LAB-1", "valid_until": "2030-01-01T00:00:00Z"},
         )
         assert created["licence"]["status"] == "active"
-        issued = admin.issue_token("op-lab", days=1, label="tour")
-        assert issued["token"].startswith("sbx_")
+        with pytest.raises(Forbidden) as refused:  # never another account's token
+            admin.issue_token("op-lab", days=1, label="tour")
+        assert refused.value.rule == "token.not_own"
+        enrolment = admin.enrol("op-lab", days=1, label="tour")
+        assert enrolment["code"].startswith("sbe_") and "token" not in enrolment
+    issued = SandboxClient.redeem(server.url, enrolment["code"])
+    assert issued["token"].startswith("sbx_") and issued["account"] == "op-lab"
+    with server.client("admin") as admin:
         assert admin.freeze(dataset="transport.trips", reason="drill")["changed"]
     with server.client("op-planner") as planner, pytest.raises(Forbidden) as info:
         planner.submit("SELECT board_station, count(*) FROM transport.trips GROUP BY 1")

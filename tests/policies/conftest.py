@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 
 from policies import Actor, Administration, Authority, MemoryRecorder
 from policies.demo import create_demo
+from policies.tokens import IssuedToken
 from sandbox.core.db import datasets, open_control_db
 from sandbox.enclave.demo_data import DEMO_DATASETS, demo_spec
 from tests.pgserver import PgServer
@@ -128,6 +129,12 @@ class World:
 
     def actor(self, name: str) -> Actor:
         return self.authority.authenticate(self.tokens[name])
+
+    def enrol(self, name: str, *, ttl: timedelta = timedelta(days=90)) -> IssuedToken:
+        """A new token for ``name`` the only way the admin can bring one about: an enrolment
+        code (from the host console), redeemed by the account's holder."""
+        code = self.admin.issue_enrolment(self.host, name, token_ttl=ttl).code
+        return self.admin.redeem_enrolment(code)
 
     def server(self, recorder: MemoryRecorder | None = None) -> Authority:
         """Another API server on the same database (its own engine, caches and enforcer)."""

@@ -75,7 +75,7 @@ def test_multi_domain_bureau_acts_in_each_domain(world: World) -> None:
         organisation="Two",
         domains=["transport", "health"],
     )
-    token = world.admin.issue_token(world.host, "bureau-multi").token
+    token = world.enrol("bureau-multi").token
     actor = world.authority.authenticate(token)
     for target in ("dataset:health.claims", "dataset:transport.trips"):
         assert world.authority.decide(actor, "grant.issue", target).allowed
@@ -85,10 +85,11 @@ def test_multi_domain_bureau_acts_in_each_domain(world: World) -> None:
 
 
 def test_token_is_random_shown_once_and_stored_hashed(world: World) -> None:
-    issued = world.admin.issue_token(world.host, "op-bank", label="ci")
+    bank = world.actor("op-bank")
+    issued = world.admin.issue_token(bank, label="ci")
     assert issued.token.startswith("sbx_") and len(issued.token) == 4 + 43
     assert TOKEN_BYTES * 8 >= 256
-    other = world.admin.issue_token(world.host, "op-bank")
+    other = world.enrol("op-bank")
     assert other.token != issued.token
     with world.engine.connect() as conn:
         dump = [tuple(map(str, row)) for row in conn.execute(sa.text("SELECT * FROM tokens"))]
@@ -101,7 +102,7 @@ def test_token_is_random_shown_once_and_stored_hashed(world: World) -> None:
 
 
 def test_token_expiry_revocation_and_disabled_account(world: World) -> None:
-    issued = world.admin.issue_token(world.host, "op-insurer", ttl=timedelta(hours=1))
+    issued = world.enrol("op-insurer", ttl=timedelta(hours=1))
     assert world.authority.authenticate(issued.token).name == "op-insurer"
     world.clock.advance(hours=1)
     with pytest.raises(AuthenticationError) as raised:
@@ -112,8 +113,9 @@ def test_token_expiry_revocation_and_disabled_account(world: World) -> None:
     with pytest.raises(AuthenticationError) as raised:
         world.authority.authenticate(token)
     assert raised.value.rule == "account.disabled"
-    with pytest.raises(InvalidInput):
-        world.admin.issue_token(world.host, "op-planner")
+    with pytest.raises(InvalidInput) as refused:
+        world.admin.issue_enrolment(world.host, "op-planner")
+    assert refused.value.rule == "account.disabled"
     bank = world.actor("op-bank")
     world.admin.revoke_token(world.host, bank.token_id or "")
     with pytest.raises(AuthenticationError) as raised:
@@ -136,10 +138,15 @@ def test_unknown_and_malformed_tokens(world: World, token: str) -> None:
 
 
 def test_token_lifetime_is_bounded(world: World) -> None:
+    bank = world.actor("op-bank")
     with pytest.raises(InvalidInput):
-        world.admin.issue_token(world.host, "op-bank", ttl=timedelta(days=400))
+        world.admin.issue_token(bank, ttl=timedelta(days=400))
     with pytest.raises(InvalidInput):
-        world.admin.issue_token(world.host, "op-bank", ttl=timedelta(0))
+        world.admin.issue_token(bank, ttl=timedelta(0))
+    with pytest.raises(InvalidInput):
+        world.admin.issue_enrolment(world.host, "op-bank", token_ttl=timedelta(days=400))
+    with pytest.raises(InvalidInput):
+        world.admin.issue_enrolment(world.host, "op-bank", ttl=timedelta(days=8))
 
 
 def test_licence_changes(world: World) -> None:

@@ -60,6 +60,11 @@ def test_decisions_and_acts_are_in_the_real_trail(tmp_path: Path, trail: AuditTr
     )
     assert allow.dataset == "health.claims" and allow.request_id == "req-1"
     assert allow.details["grants"][0]["id"] == d.grants[0].id
+    # Which token acted, and who set its issue in motion (the host's enrolment code).
+    assert (allow.details["token_id"], allow.details["token_issued_by"]) == (
+        bank.token_id,
+        "host:ops",
+    )
     (deny,) = trail.entries(EntryFilter(action="dataset.query", decision="deny"))
     assert deny.rule == "grant.missing"
     issued = trail.entries(EntryFilter(action="grant.issue"), limit=100)
@@ -70,7 +75,12 @@ def test_decisions_and_acts_are_in_the_real_trail(tmp_path: Path, trail: AuditTr
         "bureau-transport",
     }
     assert len(trail.entries(EntryFilter(action="account.create"), limit=100)) == 9
-    assert len(trail.entries(EntryFilter(action="token.issue"), limit=100)) == 9
+    assert all(e.details["token_issued_by"] == "host:ops" for e in issued)
+    assert len({e.details["token_id"] for e in issued}) == 4
+    assert len(trail.entries(EntryFilter(action="enrolment.issue"), limit=100)) == 9
+    redeemed = trail.entries(EntryFilter(action="enrolment.redeem"), limit=100)
+    assert len(redeemed) == 9 and {e.decision for e in redeemed} == {"allow"}
+    assert not trail.entries(EntryFilter(action="token.issue"), limit=100)
     assert trail.entries(EntryFilter(action="auth.authenticate"))[0].rule == "auth.token_unknown"
     assert trail.verify().ok
 
@@ -103,7 +113,12 @@ def test_no_audit_record_means_no_change(tmp_path: Path) -> None:
             rows = conn.execute(sa.select(accounts.c.name, accounts.c.status)).all()
         assert [tuple(r) for r in rows] == [("auditor", "active")]
         recorder.fail = False
-        token = admin.issue_token(host, "auditor", ttl=timedelta(days=1))
+        code = admin.issue_enrolment(host, "auditor", token_ttl=timedelta(days=1)).code
+        recorder.fail = True
+        with pytest.raises(AuditUnavailable):  # no record, no token: the code stays unspent
+            admin.redeem_enrolment(code)
+        recorder.fail = False
+        token = admin.redeem_enrolment(code)
         assert authority.authenticate(token.token).name == "auditor"
     finally:
         authority.close()

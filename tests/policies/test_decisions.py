@@ -26,6 +26,7 @@ from sandbox.core.errors import (
     Forbidden,
     NotFound,
     QuotaExceeded,
+    Withheld,
 )
 from sandbox.core.policy_tables import accounts, bump_policy_version
 
@@ -232,6 +233,10 @@ CASES: list[tuple[str, Setup]] = [
         lambda w: {"actor": "bureau-health", "action": "grant.issue", "target": "platform"},
     ),
     ("query.no_datasets", lambda w: query(datasets=[], columns={})),
+    (
+        "token.not_own",
+        lambda w: {"actor": w.host, "action": "token.issue", "target": "account:op-bank"},
+    ),
 ]
 
 ERRORS = {
@@ -241,6 +246,9 @@ ERRORS = {
     "budget.per_query": BudgetExhausted,
     "dataset.unknown": NotFound,
     "grant.unknown": NotFound,
+    # "Not yours" is answered as "does not exist" (Withheld, a NotFound; real rule audited).
+    "grant.missing": Withheld,
+    "grant.not_own": Withheld,
 }
 
 
@@ -254,7 +262,7 @@ def _decide(w: World, request: dict[str, Any]):  # type: ignore[no-untyped-def]
 
 def test_every_deny_rule_has_a_case() -> None:
     named = {rule for rule, _ in CASES}
-    auth_rules = {r for r in RULES if r.startswith(("auth.", "allow."))}
+    auth_rules = {r for r in RULES if r.startswith(("auth.", "allow.", "enrolment."))}
     assert named == set(RULES) - auth_rules
 
 

@@ -236,9 +236,18 @@ def test_listing_is_scoped_to_what_the_actor_may_read(world: World) -> None:
         world.admin.list_grants(world.actor("bureau-health"), domain="market")
     with pytest.raises(Forbidden):
         world.admin.list_grants(world.host)  # an admin does not manage grants
-    with pytest.raises(Forbidden) as raised:
-        world.admin.show_grant(world.actor("op-bank"), world.grant_id("op-insurer", CLAIMS))
-    assert raised.value.rule == "grant.not_own"
+    # Another operator's grant is answered as one that does not exist; the trail knows why.
+    other = world.grant_id("op-insurer", CLAIMS)
+    with pytest.raises(NotFound) as raised:
+        world.admin.show_grant(world.actor("op-bank"), other)
+    with pytest.raises(NotFound) as missing:
+        world.admin.show_grant(world.actor("op-bank"), "gr_0000000000000000")
+    assert raised.value.to_dict() == {
+        **missing.value.to_dict(),
+        "message": f"no grant {other}",
+    }
+    assert raised.value.rule == "grant.unknown"
+    assert world.recorder.entries[-2]["rule"] == "grant.not_own"
 
 
 def test_narrowing_k_below_the_floor_says_grants_only_narrow(world: World) -> None:

@@ -54,7 +54,6 @@ SUBJECT = {
     "guard.function": r"function \w+\(\)",
     "guard.table": r"table",
     "dataset.unknown": r"dataset \w+\.\w+",
-    "grant.missing": r"grant on \w+\.\w+",
     "guard.identifier": r"identifier \w+\.\w+\.\w+",
     "guard.l4_column": r"\w+\.\w+\.\w+ is level L4",
     "guard.aggregate_record_value": r"column \w+\.\w+\.\w+",
@@ -136,15 +135,20 @@ def _assert_refusal_message(line: dict[str, Any], message: str) -> None:
 
 
 def _refused(server: SecurityServer, line: dict[str, Any]) -> None:
-    """Refused by explain (a verdict) and by job submission (an error), with the same rule."""
+    """Refused by explain (a verdict) and by job submission (an error), with the same rule.
+
+    ``audited``: the rule the trail records when the caller is answered another (a
+    dataset without a grant answers as one that does not exist).
+    """
     who, sql, rule = line["as"], line["sql"], line["rule"]
+    audited = line.get("audited", rule)
     verdict = _explain(server, who, sql)
     assert verdict.status_code == 200, verdict.text[:300]
     body = verdict.json()
     assert body["accepted"] is False, f"{line['id']} was accepted by explain"
     assert body["rule"] == rule, f"{line['id']}: explain refused with {body['rule']}"
     _assert_refusal_message(line, body["message"])
-    RECORD.refusals[verdict.headers["x-request-id"]] = (line["id"], rule)
+    RECORD.refusals[verdict.headers["x-request-id"]] = (line["id"], audited)
 
     job = _submit(server, who, sql)
     assert 400 <= job.status_code < 500, f"{line['id']}: job answered {job.status_code}"
@@ -152,7 +156,7 @@ def _refused(server: SecurityServer, line: dict[str, Any]) -> None:
     assert set(error) == {"code", "message", "rule"}, error
     assert error["rule"] == rule, f"{line['id']}: job refused with {error['rule']}"
     _assert_refusal_message(line, error["message"])
-    RECORD.refusals[job.headers["x-request-id"]] = (line["id"], rule)
+    RECORD.refusals[job.headers["x-request-id"]] = (line["id"], audited)
 
 
 def _count_positions(sql: str) -> list[int]:

@@ -167,7 +167,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Village]:
             admin.create_account(
                 name="bureau-lab", role="bureau", organisation="Lab", domains=["lab"]
             )
-            server.tokens["bureau-lab"] = admin.issue_token("bureau-lab", days=1)["token"]
+            code = admin.enrol("bureau-lab", days=1)["code"]
+        server.tokens["bureau-lab"] = SandboxClient.redeem(server.url, code)["token"]
         # Not the recording client: its transport cannot keep a streamed upload body.
         with SandboxClient(server.url, server.tokens["bureau-lab"], timeout=60) as bureau:
             upload = bureau.upload(source, domain="lab")
