@@ -19,7 +19,6 @@ stay in the database and remain retrievable until they expire.
 
 from __future__ import annotations
 
-import collections
 import logging
 import threading
 import time
@@ -99,7 +98,8 @@ class JobRunner:
         self._slots_lock = threading.Lock()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._local: collections.deque[tuple[str, float, Hint | None]] = collections.deque()
+        self._hints: dict[str, tuple[float, Hint | None]] = {}
+        self._queued = 0  # notifications so far: a worker waits only if none came meanwhile
         self._finished = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -138,12 +138,14 @@ class JobRunner:
         """A job was queued in this process: wake one worker now.
 
         With a ``hint`` (the submitting actor and what its check produced), a worker of
-        this process that takes the job within :data:`HINT_S` skips reading the account
-        and checking the query again.
+        this process that claims the job within :data:`HINT_S` skips reading the account
+        and checking the query again.  Which job a worker claims is the store's fair
+        choice (:meth:`JobStore.claim`), never the order of notifications.
         """
         with self._wake:
             if job_id is not None:
-                self._local.append((job_id, time.monotonic(), hint))
+                self._hints[job_id] = (time.monotonic(), hint)
+            self._queued += 1
             self._wake.notify()
 
     def wait(self, job_id: str, timeout_s: float) -> Job:
@@ -221,21 +223,23 @@ class JobRunner:
     # -- workers ---------------------------------------------------------------------------
 
     def _next(self) -> tuple[Job | None, Hint | None]:
-        """A job queued here (with its check, if fresh), else the oldest queued anywhere."""
+        """The store's next job in turn across operators (with its check, if queued here
+        moments ago)."""
         assert self.runner_id is not None
-        while True:
-            with self._wake:
-                if not self._local:
-                    break
-                job_id, queued_at, hint = self._local.popleft()
-            job = self.store.claim_job(job_id, self.runner_id)
-            if job is not None:
-                fresh = time.monotonic() - queued_at < HINT_S
-                return job, hint if fresh else None
-        return self.store.claim(self.runner_id), None
+        job = self.store.claim(self.runner_id)
+        now = time.monotonic()
+        with self._wake:
+            found = None if job is None else self._hints.pop(job.id, None)
+            for stale in [k for k, (at, _) in self._hints.items() if now - at >= HINT_S]:
+                del self._hints[stale]  # claimed elsewhere, or too old to stand in
+        if job is None or found is None or now - found[0] >= HINT_S:
+            return job, None
+        return job, found[1]
 
     def _work(self) -> None:
         while not self._stopping.is_set():
+            with self._wake:
+                seen = self._queued
             try:
                 job, hint = self._next()
             except Exception:  # the database is unreachable: retry later
@@ -243,7 +247,7 @@ class JobRunner:
                 job, hint = None, None
             if job is None:
                 with self._wake:
-                    if not self._local:
+                    if self._queued == seen:
                         self._wake.wait(self.poll_s)
                 continue
             self._run(job, hint)

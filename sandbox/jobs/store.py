@@ -218,16 +218,15 @@ class JobStore:
         return result.rowcount == 1
 
     def claim(self, runner: str, *, limit: int = 8) -> Job | None:
-        """Take the oldest queued job for ``runner`` (atomically, across processes)."""
-        with self.engine.connect() as conn:
-            candidates = conn.execute(
-                sa.select(jobs.c.id)
-                .where(jobs.c.state == JobState.QUEUED.value)
-                .order_by(jobs.c.created_at, jobs.c.id)
-                .limit(limit)
-            ).scalars()
-            ids = list(candidates)
-        for job_id in ids:
+        """Take the next job in turn for ``runner`` (atomically, across processes).
+
+        Operators take turns: the next job is the oldest queued job of the operator with
+        queued work whose last job started longest ago (never: first; ties by the age
+        of their oldest queued job), so one operator's backlog delays each other
+        operator by at most one job per worker.  Each claim is a conditional UPDATE:
+        two processes never take one job; the loser tries the next in turn.
+        """
+        for job_id in self._in_turn(limit):
             with self.engine.begin() as conn:
                 claimed = self._transition(
                     conn,
@@ -240,6 +239,42 @@ class JobStore:
             if claimed:
                 return self.get(job_id)
         return None
+
+    def _in_turn(self, limit: int) -> list[str]:
+        """Up to ``limit`` queued job ids, each the oldest of its operator, in turn order."""
+        queued = JobState.QUEUED.value
+        with self.engine.connect() as conn:
+            waiting = {
+                row.operator: row.oldest
+                for row in conn.execute(
+                    sa.select(jobs.c.operator, sa.func.min(jobs.c.created_at).label("oldest"))
+                    .where(jobs.c.state == queued)
+                    .group_by(jobs.c.operator)
+                )
+            }
+            if not waiting:
+                return []
+            served = {
+                row.operator: row.last
+                for row in conn.execute(
+                    sa.select(jobs.c.operator, sa.func.max(jobs.c.started_at).label("last"))
+                    .where(jobs.c.operator.in_(list(waiting)))
+                    .where(jobs.c.started_at.is_not(None))
+                    .group_by(jobs.c.operator)
+                )
+            }
+            turn = sorted(waiting, key=lambda op: (served.get(op) or "", waiting[op], op))
+            ids = []
+            for operator in turn[:limit]:
+                oldest = conn.execute(
+                    sa.select(jobs.c.id)
+                    .where(jobs.c.state == queued, jobs.c.operator == operator)
+                    .order_by(jobs.c.created_at, jobs.c.id)
+                    .limit(1)
+                ).scalar()
+                if oldest is not None:  # else claimed meanwhile by another process
+                    ids.append(str(oldest))
+        return ids
 
     def claim_job(self, job_id: str, runner: str) -> Job | None:
         """Take this queued job for ``runner`` (e.g. the command line running it now)."""
