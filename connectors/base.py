@@ -5,23 +5,34 @@ pyarrow (or a database driver) into Arrow batches and hands them to the
 enclave's locked-down writer, inside the caller's transaction, so a failure
 anywhere leaves the enclave exactly as it was.  The SHA-256 of the source bytes
 is computed from the same bytes that are loaded (file sources are copied into
-the home's staging directory first, hashing as they copy, so a file swapped
-underneath us cannot make the hash and the data disagree).
+the registration's work directory under the home's staging directory first,
+hashing as they copy, so a file swapped underneath us cannot make the hash and
+the data disagree).  A :class:`StagedSource` does its reading and parsing before
+the writer is taken (file sources: in a confined child process, ``files.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import duckdb
 import pyarrow as pa
 
+from connectors.limits import IngestLimits
+from connectors.reasons import safe_reason
 from sandbox.core.errors import ConnectorError
 
-__all__ = ["HashingSink", "LoadedSource", "Source", "load_arrow", "safe_reason"]
+__all__ = [
+    "HashingSink",
+    "LoadedSource",
+    "Source",
+    "StagedSource",
+    "load_arrow",
+    "safe_reason",
+]
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,20 @@ class Source(Protocol):
         ...
 
 
+@runtime_checkable
+class StagedSource(Protocol):
+    """A source whose reading and parsing happen before the enclave's writer is taken.
+
+    ``prepare`` does all the work in ``workdir`` (private to this registration, removed
+    afterwards) within ``limits``; the :class:`Source` it returns only loads a finished
+    file, so the writer is held for as short a time as the load itself.
+    """
+
+    connector: str
+
+    def prepare(self, workdir: Path, limits: IngestLimits) -> Source: ...
+
+
 class HashingSink:
     """A write-only file object that only hashes (for digests of Arrow IPC streams)."""
 
@@ -68,37 +93,14 @@ class HashingSink:
         return True
 
 
-_SAFE_PHRASES = (
-    re.compile(r"Expected \d+ columns?, got \d+"),
-    re.compile(r"Row #\d+"),
-    re.compile(r"CSV column #\d+"),
-    re.compile(r"Empty CSV file"),
-    re.compile(r"straddling object straddles two block boundaries"),
-    re.compile(r"JSON parse error: [A-Za-z ]+"),
-    re.compile(r"Parquet magic bytes not found"),
-    re.compile(r"Not an Arrow file"),
-    re.compile(r"Invalid IPC stream"),
-    re.compile(r"conversion error to \w+"),
-)
-
-
-def safe_reason(exc: BaseException) -> str:
-    """Describe a parse error without quoting any of the input (allowlisted phrases only)."""
-    text = str(exc)
-    found = [m.group(0) for pattern in _SAFE_PHRASES if (m := pattern.search(text))]
-    if found:
-        return "; ".join(found)
-    return f"the input could not be parsed ({type(exc).__name__})"
-
-
 def load_arrow(
     con: duckdb.DuckDBPyConnection,
     target: str,
-    reader: pa.RecordBatchReader,
+    reader: pa.RecordBatchReader | pa.Table,
     *,
     what: str,
 ) -> None:
-    """Stream ``reader`` into ``target`` through the writer connection (no file access)."""
+    """Copy ``reader`` into ``target`` through the writer connection (no file access)."""
     view = "__sandbox_source"
     con.register(view, reader)
     try:

@@ -18,7 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from connectors.files import FileSource
 from policies import Actor, GrantTerms, Target, Tariff, Use
 from sandbox.core.classification import Level, parse_classification
-from sandbox.core.errors import Forbidden, InvalidInput, NotFound
+from sandbox.core.errors import ConnectorError, Forbidden, InvalidInput, NotFound
 from sandbox.jobs.results import result_rows
 from sandbox.reclassify import reclassify
 
@@ -46,7 +46,9 @@ router = APIRouter(tags=["bureau"])
 
 UPLOAD_ID = re.compile(r"^up_[0-9a-f]{24}$")
 SUFFIX = re.compile(r"^\.[a-z]{2,8}$")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 UPLOAD_TTL_S = 86_400
+MAX_IMPORT_PATH = 1024
 
 
 def _require(services: Services, actor: Actor, action: str, target: Target, meta: Meta) -> None:
@@ -92,6 +94,8 @@ async def upload(
     await run_in_threadpool(
         _require, services, actor, "dataset.register", Target.domain(domain), meta
     )
+    if CONTROL.search(filename):
+        raise InvalidInput("the file name may not hold control characters", rule="api.upload")
     suffix = Path(filename).suffix.lower()
     if not SUFFIX.match(suffix):
         raise InvalidInput(
@@ -117,7 +121,13 @@ async def upload(
         target.unlink(missing_ok=True)
         quota.close()
         raise InvalidInput("the upload is empty", rule="api.upload")
-    info = {"owner": actor.name, "domain": domain, "file": target.name, "bytes": size}
+    info = {
+        "owner": actor.name,
+        "domain": domain,
+        "file": target.name,
+        "name": Path(filename).name,  # what provenance records, never the server's path
+        "bytes": size,
+    }
     (directory / f"{upload_id}.json").write_text(json.dumps(info))
     quota.close()  # from now on counted as the account's, from the directory
     await run_in_threadpool(
@@ -140,7 +150,10 @@ async def upload(
     return UploadOut(upload_id=upload_id, bytes=size, sha256=digest.hexdigest())
 
 
-def _source_path(services: Services, actor: Actor, body: RegisterIn, domain: str) -> Path:
+def _source_path(
+    services: Services, actor: Actor, body: RegisterIn, domain: str
+) -> tuple[Path, str]:
+    """The file to register and the name provenance records for it (never a server path)."""
     source = body.source
     if (source.upload_id is None) == (source.path is None):
         raise InvalidInput("name one source: upload_id or path", rule="api.source")
@@ -154,15 +167,21 @@ def _source_path(services: Services, actor: Actor, body: RegisterIn, domain: str
             raise NotFound("no such upload", rule="api.upload") from None
         if info["owner"] != actor.name or info["domain"] != domain:
             raise Forbidden("this upload belongs to another account or domain", rule="api.upload")
-        return directory / str(info["file"])
+        return directory / str(info["file"]), str(info.get("name") or info["file"])
     assert source.path is not None
+    outside = InvalidInput(
+        "path must name a file inside the home's imports/ directory", rule="api.import_path"
+    )
+    if CONTROL.search(source.path) or len(source.path.encode()) > MAX_IMPORT_PATH:
+        raise outside
     imports = services.platform.settings.import_dir.resolve()
-    path = (imports / source.path).resolve()
-    if not path.is_relative_to(imports) or not path.is_file():
-        raise InvalidInput(
-            "path must name a file inside the home's imports/ directory", rule="api.import_path"
-        )
-    return path
+    try:
+        path = (imports / source.path).resolve()
+        if not path.is_relative_to(imports) or not path.is_file():
+            raise outside
+    except (OSError, ValueError):  # a name too long for the file system, and the like
+        raise outside from None
+    return path, path.relative_to(imports).as_posix()
 
 
 @router.post("/v1/datasets", response_model=RegistrationOut, status_code=201)
@@ -175,24 +194,34 @@ def register(body: RegisterIn, actor: ActorDep, meta: MetaDep, services: Service
     catalog = services.platform.catalog
     target = Target.dataset(spec.id) if catalog.exists(spec.id) else Target.domain(spec.domain)
     _require(services, actor, "dataset.register", target, meta)
-    path = _source_path(services, actor, body, spec.domain)
-    source = FileSource(path, services.platform.settings.staging_dir, body.source.format)
-    reg = services.platform.register(
-        spec,
-        source,  # type: ignore[arg-type]  # FileSource.connector is a read-only property
-        registered_by=actor.name,
-        role=actor.role.value,
-        allowed_domains=frozenset(actor.domains),
-        acting=actor.audit_details(),
-    )
-    if body.source.upload_id is not None:
-        path.unlink(missing_ok=True)
-        path.with_name(f"{body.source.upload_id}.json").unlink(missing_ok=True)
+    path, name = _source_path(services, actor, body, spec.domain)
+    source = FileSource(path, services.platform.settings.staging_dir, body.source.format, name)
+    upload = body.source.upload_id
+    try:
+        reg = services.platform.register(
+            spec,
+            source,  # type: ignore[arg-type]  # FileSource.connector is a read-only property
+            registered_by=actor.name,
+            role=actor.role.value,
+            allowed_domains=frozenset(actor.domains),
+            acting=actor.audit_details(),
+        )
+    except ConnectorError as exc:
+        if upload is not None and exc.rule == "ingest.failed":  # refused for what it holds
+            _drop_upload(path, upload)
+        raise
+    if upload is not None:
+        _drop_upload(path, upload)
     return RegistrationOut(
         dataset=dataset_out(reg.record, provenance=True),
         replaced=reg.replaced,
         certificate=reg.certificate,
     )
+
+
+def _drop_upload(path: Path, upload_id: str) -> None:
+    path.unlink(missing_ok=True)
+    path.with_name(f"{upload_id}.json").unlink(missing_ok=True)
 
 
 @router.put("/v1/datasets/{dataset_id}/classification", response_model=RegistrationOut)

@@ -288,6 +288,44 @@ class Settings:
         gt=0,
         help="How often the server deletes expired uploads (also once at start).",
     )
+    # -- ingestion: the confined child that parses a source (docs/deployment.md) --
+    ingest_memory_bytes: int = setting(
+        4 << 30,
+        ge=256 << 20,
+        help="Address space of the child process that parses an uploaded or imported "
+        "source (`RLIMIT_AS`; with a delegated cgroup v2 also `memory.max`). pyarrow "
+        "reserves about 0.7 GB of it; JSON needs about 3 times its text size.",
+    )
+    ingest_cpu_s: int = setting(
+        600, ge=1, help="CPU seconds of the parsing child, all threads (`RLIMIT_CPU`)."
+    )
+    ingest_timeout_s: float = setting(
+        600.0, gt=0, help="Wall-clock seconds before the server kills the parsing child."
+    )
+    ingest_max_output_bytes: int = setting(
+        8 << 30,
+        ge=1 << 20,
+        help="Largest converted table the parsing child may write under "
+        "`staging/work/` (`RLIMIT_FSIZE`).",
+    )
+    ingest_max_bytes: int = setting(
+        1 << 30,
+        ge=1024,
+        help="Size of a source after decompression: CSV or JSON text (a `.gz`, `.zst`, "
+        "`.bz2` or `.lz4` file counts decompressed), or decoded Parquet or Arrow columns.",
+    )
+    ingest_max_rows: int = setting(
+        50_000_000, ge=1, help="Rows of one source (Parquet: read from its footer first)."
+    )
+    ingest_max_depth: int = setting(
+        64,
+        ge=1,
+        le=1000,
+        help="Nesting of a JSON value, or of a Parquet or Arrow column type.",
+    )
+    ingest_max_line_bytes: int = setting(
+        1 << 20, ge=1024, help="Longest line of CSV or JSON-lines text (without its newline)."
+    )
 
     def __post_init__(self) -> None:
         home = Path(self.home).resolve()

@@ -2,19 +2,29 @@
 
 Order of effects, chosen so that a failure leaves nothing half-done:
 1. the classification file is parsed and validated (no I/O on the enclave yet);
-2. inside one DuckDB transaction the connector replaces the table and the
-   loaded schema is checked against the classification; any error rolls back,
-   so the previous version (or nothing) stays;
-3. the control-plane rows (dataset, version history) are written in one
+2. a :class:`~connectors.base.StagedSource` reads and parses its source in a private
+   work directory under ``staging/work/``, within the ``ingest_*`` limits, while
+   queries go on: the enclave's writer is not taken yet;
+3. inside one DuckDB transaction, under the writer, the connector replaces the table
+   (from the finished file) and the loaded schema is checked against the
+   classification; any error rolls back, so the previous version (or nothing) stays;
+4. the control-plane rows (dataset, version history) are written in one
    transaction that commits only after the DuckDB commit succeeded;
-4. the signed certificate is written to the home (and kept in the version history).
+5. the work directory is removed, whatever happened;
+6. the signed certificate is written to the home (and kept in the version history).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import rfc8785
@@ -22,7 +32,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from audit.keys import SigningKey
-from connectors.base import LoadedSource, Source
+from connectors.base import LoadedSource, Source, StagedSource
+from connectors.limits import IngestLimits
 from sandbox.core.classification import DatasetSpec, validate_against_schema
 from sandbox.core.db import dataset_versions, datasets
 from sandbox.core.errors import ConnectorError, Forbidden, SandboxError
@@ -33,6 +44,9 @@ from sandbox.enclave.certificates import issue_certificate
 from sandbox.enclave.enclave import Enclave
 
 __all__ = ["Registration", "register_dataset", "schema_sha256"]
+
+WORK_TTL_S = 86_400
+"""A work directory older than this was left by a killed process and is removed."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +72,7 @@ def register_dataset(
     enclave: Enclave,
     key: SigningKey,
     spec: DatasetSpec,
-    source: Source,
+    source: Source | StagedSource,
     registered_by: str,
     allowed_domains: frozenset[str] | None = None,
 ) -> Registration:
@@ -68,6 +82,48 @@ def register_dataset(
             f"registering in domain '{spec.domain}' is outside this account's domains",
             rule="registry.domain",
         )
+    with _workdir(settings.staging_dir) as workdir:
+        ready = (
+            source.prepare(workdir, IngestLimits.from_settings(settings))
+            if isinstance(source, StagedSource)
+            else source
+        )
+        record_row, certificate, replaced, typed = _load(
+            enclave, engine, key, spec, ready, registered_by
+        )
+    _write_files(settings, typed, certificate)
+    return Registration(DatasetRecord.from_row(record_row), certificate, replaced)
+
+
+@contextmanager
+def _workdir(staging_dir: Path) -> Iterator[Path]:
+    """A private directory for one registration's files, removed afterwards."""
+    work = staging_dir / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for old in work.iterdir():  # left by a process killed mid-registration
+        try:
+            if now - old.stat().st_mtime > WORK_TTL_S:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass
+    path = work / uuid.uuid4().hex
+    path.mkdir(mode=0o700)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _load(
+    enclave: Enclave,
+    engine: Engine,
+    key: SigningKey,
+    spec: DatasetSpec,
+    source: Source,
+    registered_by: str,
+) -> tuple[Any, dict[str, Any], bool, DatasetSpec]:
+    """The locked part: replace the table, check it, record it; all or nothing."""
     with enclave.writer() as con:
         con.execute("BEGIN TRANSACTION")
         try:
@@ -95,8 +151,7 @@ def register_dataset(
                 f"loading {spec.id} failed ({type(exc).__name__}); the enclave is unchanged",
                 rule="registry.load",
             ) from exc
-    _write_files(settings, typed, certificate)
-    return Registration(DatasetRecord.from_row(record_row), certificate, replaced)
+    return record_row, certificate, replaced, typed
 
 
 def _record(
