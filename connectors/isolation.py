@@ -15,6 +15,7 @@ malformed), whose message names the limit or the signal and never a data value.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -22,6 +23,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,9 +32,9 @@ from typing import Any
 import connectors
 from connectors.convert import RESULT
 from connectors.limits import IngestLimits
-from sandbox.core.errors import ConnectorError
+from sandbox.core.errors import ConnectorError, EnclaveBusy
 
-__all__ = ["Cgroup", "convert_isolated", "exit_reason", "refused"]
+__all__ = ["Cgroup", "convert_isolated", "exit_reason", "parse_slot", "refused"]
 
 _ROOT = str(Path(connectors.__file__).resolve().parents[1])
 
@@ -137,6 +140,45 @@ class Cgroup:
                 return
             except OSError:
                 time.sleep(0.01)
+
+
+def _take_slot(directory: Path, slots: int) -> int | None:
+    for index in range(slots):
+        fd = os.open(directory / f".ingest.slot-{index}", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return fd
+    return None
+
+
+@contextmanager
+def parse_slot(directory: Path, limits: IngestLimits) -> Iterator[None]:
+    """One of ``limits.concurrency`` turns to parse, shared by every process on the host.
+
+    Before the confined child, parsing ran under the enclave writer, one at a time; this
+    keeps a bound (``concurrency`` times ``memory_bytes``) now that it runs beside queries.
+    The turns are ``flock`` locks on ``.ingest.slot-N`` files in ``directory`` (the home,
+    beside the enclave's lock files); a process that dies frees its turn.
+    """
+    deadline = time.monotonic() + limits.timeout_s
+    delay = 0.01
+    while (fd := _take_slot(directory, limits.concurrency)) is None:
+        if time.monotonic() >= deadline:
+            raise EnclaveBusy(
+                f"{limits.concurrency} sources were being parsed for {limits.timeout_s:g} s "
+                "(ingest_concurrency); retry later",
+                rule="ingest.busy",
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def _environment() -> dict[str, str]:

@@ -44,6 +44,8 @@ class IngestLimits:
     """Nesting of a JSON value, or of a Parquet/Arrow column type."""
     max_line_bytes: int = 1 << 20
     """Longest line of CSV or JSON-lines text, without its newline."""
+    concurrency: int = 2
+    """Children parsing at once on the host (all server processes): the others wait."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IngestLimits:
@@ -56,6 +58,7 @@ class IngestLimits:
             max_rows=settings.ingest_max_rows,
             max_depth=settings.ingest_max_depth,
             max_line_bytes=settings.ingest_max_line_bytes,
+            concurrency=settings.ingest_concurrency,
         )
 
     def to_dict(self) -> dict[str, Any]:

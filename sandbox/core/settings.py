@@ -326,6 +326,14 @@ class Settings:
     ingest_max_line_bytes: int = setting(
         1 << 20, ge=1024, help="Longest line of CSV or JSON-lines text (without its newline)."
     )
+    ingest_concurrency: int = setting(
+        2,
+        ge=1,
+        help="Sources parsed at once on this host, by all server processes together; "
+        "a further registration waits its turn up to `ingest_timeout_s` (then 503 "
+        "`enclave_busy`, rule `ingest.busy`). Bounds parsing memory at this many times "
+        "`ingest_memory_bytes`.",
+    )
 
     def __post_init__(self) -> None:
         home = Path(self.home).resolve()

@@ -3,8 +3,9 @@
 Order of effects, chosen so that a failure leaves nothing half-done:
 1. the classification file is parsed and validated (no I/O on the enclave yet);
 2. a :class:`~connectors.base.StagedSource` reads and parses its source in a private
-   work directory under ``staging/work/``, within the ``ingest_*`` limits, while
-   queries go on: the enclave's writer is not taken yet;
+   work directory under ``staging/work/``, within the ``ingest_*`` limits and one of
+   ``ingest_concurrency`` turns on the host, while queries go on: the enclave's
+   writer is not taken yet;
 3. inside one DuckDB transaction, under the writer, the connector replaces the table
    (from the finished file) and the loaded schema is checked against the
    classification; any error rolls back, so the previous version (or nothing) stays;
@@ -33,6 +34,7 @@ from sqlalchemy.engine import Engine
 
 from audit.keys import SigningKey
 from connectors.base import LoadedSource, Source, StagedSource
+from connectors.isolation import parse_slot
 from connectors.limits import IngestLimits
 from sandbox.core.classification import DatasetSpec, validate_against_schema
 from sandbox.core.db import dataset_versions, datasets
@@ -82,12 +84,13 @@ def register_dataset(
             f"registering in domain '{spec.domain}' is outside this account's domains",
             rule="registry.domain",
         )
+    limits = IngestLimits.from_settings(settings)
     with _workdir(settings.staging_dir) as workdir:
-        ready = (
-            source.prepare(workdir, IngestLimits.from_settings(settings))
-            if isinstance(source, StagedSource)
-            else source
-        )
+        if isinstance(source, StagedSource):
+            with parse_slot(settings.home, limits):
+                ready = source.prepare(workdir, limits)
+        else:
+            ready = source
         record_row, certificate, replaced, typed = _load(
             enclave, engine, key, spec, ready, registered_by
         )

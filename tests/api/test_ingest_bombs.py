@@ -65,8 +65,12 @@ def nesting_bomb(directory: Path) -> Path:
 
 
 def gzip_bomb(directory: Path) -> Path:
-    """Valid CSV rows, three times ``MAX_BYTES`` once decompressed (about 1000:1)."""
-    line = b"P-0001,D01,1.0\n"
+    """Valid CSV rows, three times ``MAX_BYTES`` once decompressed (about 1000:1).
+
+    Rows of 70 bytes: ``MAX_BYTES`` is reached before ``MAX_ROWS`` rows, whatever the
+    reader has buffered, so the refusal's reason is always the same one.
+    """
+    line = b"P-0001" + b"0" * 56 + b",D01,1.0\n"
     path = directory / "rows.csv.gz"
     with gzip.open(path, "wb", compresslevel=9) as out:
         out.write(b"person_id,district,amount\n")

@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from connectors.files import FileSource
-from connectors.isolation import Cgroup, _environment, exit_reason
+from connectors.isolation import Cgroup, _environment, exit_reason, parse_slot
 from connectors.limits import IngestLimits
-from sandbox.core.errors import ConnectorError
+from sandbox.core.errors import ConnectorError, EnclaveBusy
 from tests.connectors.helpers import visits_spec, visits_table, write
 
 
@@ -230,3 +230,14 @@ def test_queries_answer_while_a_registration_parses(platform, tmp_path: Path) ->
     (registration,) = outcome
     assert not isinstance(registration, Exception), registration
     assert platform.enclave.query("SELECT count(*) FROM health.visits").column(0)[0].as_py() == 40
+
+
+def test_parsing_turns_are_bounded_and_freed(tmp_path: Path) -> None:
+    limits = IngestLimits(concurrency=2, timeout_s=0.3)
+    with parse_slot(tmp_path, limits), parse_slot(tmp_path, limits):
+        start = time.monotonic()
+        with pytest.raises(EnclaveBusy) as info, parse_slot(tmp_path, limits):
+            pass
+        assert info.value.rule == "ingest.busy" and time.monotonic() - start >= 0.3
+    with parse_slot(tmp_path, limits), parse_slot(tmp_path, limits):
+        pass  # both turns were given back
