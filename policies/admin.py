@@ -1,3 +1,4 @@
+# Over 400 lines: every administrative act is a method of one class, decided and audited by _act.
 """Administrative acts, each authorized by the decision API and audited before it commits.
 
 Every method takes the acting :class:`Actor` first.  The pattern is the same
@@ -19,7 +20,7 @@ from sqlalchemy.engine import Connection
 
 from sandbox.core.classification import DatasetSpec, parse_classification
 from sandbox.core.db import datasets
-from sandbox.core.errors import AuthenticationError, InvalidInput, NotFound, SandboxError
+from sandbox.core.errors import InvalidInput, NotFound, SandboxError
 
 from . import accounts as acc
 from . import enrolments, freeze, grants, tokens
@@ -223,54 +224,7 @@ class Administration:
         the credential).  Audited as ``enrolment.redeem`` either way; a refusal is an
         :class:`AuthenticationError` with its rule (an unknown code goes through
         :meth:`Authority.refuse_anonymous`, like an unknown token)."""
-        now = self.authority.clock()
-        entry: dict[str, Any] = {
-            "action": "enrolment.redeem",
-            "request_id": request_id,
-            "client": client,
-        }
-        try:
-            with self.authority.engine.begin() as conn:
-                redeemed = enrolments.redeem_enrolment(conn, code, now=now)
-                holder = acc.require_account(conn, redeemed.token.account)
-                if holder.status is not AccountStatus.ACTIVE:
-                    raise AuthenticationError(
-                        "enrolment refused: account disabled", rule="account.disabled"
-                    )
-                self.authority.record(
-                    **entry,
-                    actor=holder.name,
-                    role=holder.role.value,
-                    target=f"account:{holder.name}",
-                    decision="allow",
-                    rule="allow.enrolment",
-                    details={
-                        "enrolment": redeemed.enrolment,
-                        "new_token_id": redeemed.token.id,
-                        "expires_at": redeemed.token.expires_at.isoformat(),
-                        "token_id": None,
-                        "token_issued_by": None,
-                        "enrolment_issued_by": redeemed.issued_by,
-                    },
-                )
-        except AuthenticationError as exc:
-            enrolment = getattr(exc, "enrolment", None)
-            if exc.rule == "enrolment.unknown":
-                self.authority.refuse_anonymous(
-                    "enrolment.redeem", "enrolment", exc, request_id=request_id, client=client
-                )
-            else:
-                self.authority.record(
-                    **entry,
-                    actor="anonymous",
-                    role="-",
-                    target=f"enrolment:{enrolment}" if enrolment else "enrolment",
-                    decision="deny",
-                    rule=exc.rule or exc.code,
-                    details={"reason": exc.message},
-                )
-            raise
-        return redeemed.token
+        return enrolments.redeem(self.authority, code, request_id=request_id, client=client)
 
     def revoke_token(self, actor: Actor, token_id: str) -> tokens.TokenRecord:
         return self._act(

@@ -1,3 +1,4 @@
+# Over 400 lines: authentication and decisions share one set of caches and their invalidation.
 """The decision API: ``authenticate(token) -> Actor`` and ``decide(actor, action, target)``.
 
 One :class:`Authority` per process (API server, CLI).  Before every decision it

@@ -12,8 +12,9 @@ first.  That cannot go unnoticed: the code is then spent for the real holder,
 and every audit entry of the token it gave names the enrolment and the admin who
 issued it (``token_issued_by``).
 
-These functions run inside the caller's transaction and do no authorization;
-:class:`policies.admin.Administration` decides and audits.
+:func:`insert_enrolment` and :func:`redeem_enrolment` run inside the caller's
+transaction and do no authorization (:class:`policies.admin.Administration` decides
+and audits the issue); :func:`redeem` is the whole redemption, audited either way.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -31,7 +33,12 @@ from sandbox.core.errors import AuthenticationError, InvalidInput
 from sandbox.core.policy_tables import enrolments
 from sandbox.core.timeutil import to_rfc3339
 
+from .accounts import require_account
+from .actors import AccountStatus
 from .tokens import MAX_TTL, IssuedToken, insert_token
+
+if TYPE_CHECKING:
+    from .authority import Authority
 
 __all__ = [
     "CODE_PREFIX",
@@ -41,6 +48,7 @@ __all__ = [
     "Redeemed",
     "hash_code",
     "insert_enrolment",
+    "redeem",
     "redeem_enrolment",
 ]
 
@@ -174,3 +182,61 @@ def redeem_enrolment(conn: Connection, code: str, *, now: datetime) -> Redeemed:
     )
     conn.execute(sa.update(enrolments).where(enrolments.c.id == row.id).values(token_id=token.id))
     return Redeemed(enrolment=row.id, issued_by=row.created_by, token=token)
+
+
+def redeem(
+    authority: Authority, code: str, *, request_id: str | None = None, client: str | None = None
+) -> IssuedToken:
+    """Spend an enrolment code for a token of its account: the token row and the
+    ``enrolment.redeem`` entry in one transaction (no entry, no token).
+
+    A refusal is audited and raised as an :class:`AuthenticationError` with its rule; an
+    unknown code goes through :meth:`Authority.refuse_anonymous`, like an unknown token.
+    """
+    entry: dict[str, Any] = {
+        "action": "enrolment.redeem",
+        "request_id": request_id,
+        "client": client,
+    }
+    try:
+        with authority.engine.begin() as conn:
+            redeemed = redeem_enrolment(conn, code, now=authority.clock())
+            holder = require_account(conn, redeemed.token.account)
+            if holder.status is not AccountStatus.ACTIVE:
+                raise AuthenticationError(
+                    "enrolment refused: account disabled", rule="account.disabled"
+                )
+            authority.record(
+                **entry,
+                actor=holder.name,
+                role=holder.role.value,
+                target=f"account:{holder.name}",
+                decision="allow",
+                rule="allow.enrolment",
+                details={
+                    "enrolment": redeemed.enrolment,
+                    "new_token_id": redeemed.token.id,
+                    "expires_at": redeemed.token.expires_at.isoformat(),
+                    "token_id": None,  # a code acted, not a token
+                    "token_issued_by": None,
+                    "enrolment_issued_by": redeemed.issued_by,
+                },
+            )
+    except AuthenticationError as exc:
+        if exc.rule == "enrolment.unknown":
+            authority.refuse_anonymous(
+                "enrolment.redeem", "enrolment", exc, request_id=request_id, client=client
+            )
+        else:
+            enrolment = getattr(exc, "enrolment", None)
+            authority.record(
+                **entry,
+                actor="anonymous",
+                role="-",
+                target=f"enrolment:{enrolment}" if enrolment else "enrolment",
+                decision="deny",
+                rule=exc.rule or exc.code,
+                details={"reason": exc.message},
+            )
+        raise
+    return redeemed.token

@@ -1,3 +1,4 @@
+# Over 400 lines: one declaration per setting, in one frozen class that the docs table comes from.
 """Platform settings: one frozen object, built from the environment by an injectable loader.
 
 Each setting is declared once, as a field of :class:`Settings`: its name (the

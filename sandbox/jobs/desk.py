@@ -40,6 +40,7 @@ from sandbox.core.errors import (
 from sandbox.core.settings import Settings
 from sandbox.core.timeutil import to_rfc3339
 from sandbox.core.wording import counted
+from sandbox.jobs.acting import job_actor
 from sandbox.jobs.runner import Hint, JobRunner, arrow_bytes
 from sandbox.jobs.store import Job, JobState, JobStore, StoredResult
 from sandbox.platform import Platform
@@ -437,7 +438,7 @@ class JobDesk:
             raise Conflict(f"job {job.id} changed meanwhile; look at it again", rule="job.moved")
         try:
             # As before: a release after review is decided on the account, not the token.
-            operator = self.runner.job_actor(job, revoked_refuses=False)
+            operator = job_actor(self.platform.engine, job, revoked_refuses=False)
             held = Held(
                 read_table(stored.data),
                 stored.groups_suppressed,

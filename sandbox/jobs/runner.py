@@ -26,13 +26,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
-import sqlalchemy as sa
 
 from policies import Actor
-from policies.accounts import get_account
-from sandbox.core.errors import Forbidden, SandboxError
-from sandbox.core.policy_tables import tokens
+from sandbox.core.errors import SandboxError
 from sandbox.enclave.shared import JobSlot, job_slot
+from sandbox.jobs.acting import job_actor, token_details
 from sandbox.jobs.store import ACTIVE_STATES, Job, JobState, JobStore, StoredResult
 from sandbox.platform import Platform
 from sandbox.query.service import Authorized, Held, QueryService
@@ -204,7 +202,7 @@ class JobRunner:
         if error is not None:
             details["error"] = error
         try:
-            details.update(self._token_of(job))
+            details.update(token_details(self.platform.engine, job))
             self.platform.record(
                 actor=job.operator,
                 role="operator",
@@ -252,47 +250,10 @@ class JobRunner:
                 continue
             self._run(job, hint)
 
-    def job_actor(self, job: Job, *, revoked_refuses: bool = True) -> Actor:
-        """The job's operator now, acting with the token that submitted the job (its audit
-        entries name that token); refused if the account is gone or (``revoked_refuses``)
-        the token was revoked."""
-        with self.platform.engine.connect() as conn:
-            account = get_account(conn, job.operator)
-            token = (
-                None
-                if job.token_id is None
-                else conn.execute(
-                    sa.select(tokens.c.revoked_at, tokens.c.created_by).where(
-                        tokens.c.id == job.token_id
-                    )
-                ).first()
-            )
-        if account is None:
-            raise Forbidden(f"account {job.operator} no longer exists", rule="account.unknown")
-        if revoked_refuses and token is not None and token.revoked_at is not None:
-            raise Forbidden(
-                "the token that submitted the job was revoked", rule="auth.token_revoked"
-            )
-        return Actor.of(
-            account,
-            token_id=job.token_id,
-            token_issued_by=None if token is None else token.created_by,
-        )
-
-    def _token_of(self, job: Job) -> dict[str, str | None]:
-        """The audit details naming the token that submitted ``job`` and who issued it."""
-        issued_by = None
-        if job.token_id is not None:
-            with self.platform.engine.connect() as conn:
-                issued_by = conn.execute(
-                    sa.select(tokens.c.created_by).where(tokens.c.id == job.token_id)
-                ).scalar()
-        return {"token_id": job.token_id, "token_issued_by": issued_by}
-
     def _run_as(self, job: Job) -> Actor:
         """The job's operator now; a refusal (account gone, token revoked) is audited."""
         try:
-            return self.job_actor(job)
+            return job_actor(self.platform.engine, job)
         except SandboxError as exc:
             self.platform.record(
                 actor=job.operator,
@@ -303,7 +264,11 @@ class JobRunner:
                 rule=exc.rule or exc.code,
                 request_id=job.id,
                 client=job.client,
-                details={"reason": exc.message, "job": job.id, **self._token_of(job)},
+                details={
+                    "reason": exc.message,
+                    "job": job.id,
+                    **token_details(self.platform.engine, job),
+                },
             )
             raise
 

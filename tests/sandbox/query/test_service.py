@@ -118,7 +118,9 @@ def test_operator_without_grant_is_refused(deployment) -> None:
             actor(deployment, "op-planner"),
             "SELECT district, count(*) FROM health.claims GROUP BY 1",
         )
-    assert info.value.status == 403
+    # Answered as a dataset that does not exist (404); the trail records grant.missing.
+    assert (info.value.status, info.value.rule) == (404, "dataset.unknown")
+    assert platform.audit.entry(platform.audit.size() - 1).rule == "grant.missing"
 
 
 def test_budget_cache_and_exhaustion(deployment) -> None:
