@@ -1,3 +1,4 @@
+# Over 400 lines: one query's path (authorize, run, hold, release, repeat, commit), one transaction.
 """A query's whole path: authorize, guard, rewrite, execute, disclose, record, release.
 
 Fail closed: the result leaves only after the audit entry that records it is
