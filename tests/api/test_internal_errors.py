@@ -63,7 +63,10 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
         assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
         time.sleep(0.05)
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+        # A fresh connection per request: under load a kept-alive one may be closed by the
+        # server's keep-alive timeout just as a request goes out (a flake, not a finding).
+        fresh = httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60, limits=fresh) as client:
             yield App(client, application.state.services, tokens)
     finally:
         server.should_exit = True
