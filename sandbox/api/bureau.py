@@ -18,7 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from connectors.files import FileSource
 from policies import Actor, GrantTerms, Target, Tariff, Use
 from sandbox.core.classification import Level, parse_classification
-from sandbox.core.errors import ConnectorError, Forbidden, InvalidInput, NotFound
+from sandbox.core.errors import ConnectorError, InvalidInput, NotFound, Withheld
 from sandbox.jobs.results import result_rows
 from sandbox.reclassify import reclassify
 
@@ -166,7 +166,14 @@ def _source_path(
         except (OSError, ValueError):
             raise NotFound("no such upload", rule="api.upload") from None
         if info["owner"] != actor.name or info["domain"] != domain:
-            raise Forbidden("this upload belongs to another account or domain", rule="api.upload")
+            # Answered like an unknown id, so an upload id tells nobody that it exists;
+            # the trail keeps the real reason (the register route audits Withheld).
+            raise Withheld(
+                "no such upload",
+                rule="api.upload",
+                actual_rule="upload.not_yours",
+                actual_reason="the upload belongs to another account or domain",
+            )
         return directory / str(info["file"]), str(info.get("name") or info["file"])
     assert source.path is not None
     outside = InvalidInput(
@@ -194,7 +201,22 @@ def register(body: RegisterIn, actor: ActorDep, meta: MetaDep, services: Service
     catalog = services.platform.catalog
     target = Target.dataset(spec.id) if catalog.exists(spec.id) else Target.domain(spec.domain)
     _require(services, actor, "dataset.register", target, meta)
-    path, name = _source_path(services, actor, body, spec.domain)
+    try:
+        path, name = _source_path(services, actor, body, spec.domain)
+    except Withheld as exc:
+        rule, reason = exc.audited
+        services.platform.record(
+            actor=actor.name,
+            role=actor.role.value,
+            action="dataset.register",
+            target=str(target),
+            decision="deny",
+            rule=rule,
+            request_id=meta.request_id,
+            client=meta.client,
+            details={"reason": reason, "upload_id": body.source.upload_id, **actor.audit_details()},
+        )
+        raise
     source = FileSource(path, services.platform.settings.staging_dir, body.source.format, name)
     upload = body.source.upload_id
     try:

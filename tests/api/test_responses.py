@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 
 import httpx
@@ -228,3 +229,26 @@ def test_staging_quotas_per_account_and_in_total(live: LiveServer, tmp_path: Pat
     finally:
         with SandboxClient(live.url, live.tokens["admin"]) as admin:
             admin.update_settings(max_staging_bytes_per_account=4 << 30, max_staging_bytes=16 << 30)
+
+
+def test_another_accounts_upload_answers_as_an_unknown_one(
+    live: LiveServer, tmp_path: Path
+) -> None:
+    source = tmp_path / "rows.csv"
+    source.write_bytes(b"a,b\n1,2\n")
+    with SandboxClient(live.url, live.tokens["bureau-market"]) as market:
+        theirs = market.upload(source, domain="market")["upload_id"]
+    demo = resources.files("sandbox.enclave").joinpath("demo")
+    classification = demo.joinpath("health.claims.toml").read_text("utf-8")
+    answers = {}
+    with SandboxClient(live.url, live.tokens["bureau-health"]) as health:
+        for name, upload_id in (("theirs", theirs), ("unknown", "up_" + "0" * 24)):
+            with pytest.raises(SandboxError) as refused:
+                health.register(classification, upload_id=upload_id)
+            error = refused.value
+            answers[name] = (error.status, error.code, error.rule, error.message)
+    assert answers["theirs"] == answers["unknown"]
+    assert answers["theirs"][:3] == (404, "not_found", "api.upload")
+    with SandboxClient(live.url, live.tokens["auditor"]) as auditor:
+        denied = auditor.audit_entries(actor="bureau-health", decision="deny", limit=1000)
+    assert [e for e in denied if e["rule"] == "upload.not_yours"], "the real reason is not audited"
