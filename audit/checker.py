@@ -143,7 +143,7 @@ class Checker:
         public_keys: Mapping[str, Ed25519PublicKey],
         *,
         hasher: Hasher = SHA256,
-        strict: bool = False,
+        strict: bool = True,
         max_problems: int = 100,
     ) -> None:
         self.hasher = hasher

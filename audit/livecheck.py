@@ -25,7 +25,7 @@ _COLUMNS = ("time", *FILTER_COLUMNS)
 
 
 def verify_store(
-    store: AuditStore, public_keys: Mapping[str, Ed25519PublicKey], *, strict: bool = False
+    store: AuditStore, public_keys: Mapping[str, Ed25519PublicKey], *, strict: bool = True
 ) -> Report:
     checker = Checker(store.tree_heads(), public_keys, strict=strict)
     for row in store.iter_entries():

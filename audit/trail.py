@@ -301,7 +301,7 @@ class AuditTrail:
 
         return write_export(self, Path(out_dir))
 
-    def verify(self, *, strict: bool = False) -> Report:
+    def verify(self, *, strict: bool = True) -> Report:
         """Check the live store: chain, stored hashes, indexes, nodes and every tree head."""
         from audit.livecheck import verify_store
 

@@ -264,3 +264,20 @@ def test_read_public_keys_keeps_the_good_ones(keyring: KeyRing) -> None:
     (keyring.directory / "0000000000000000.pub").write_text("%%%\n")
     keys, problems = read_public_keys(keyring.directory)
     assert set(keys) == {keyring.active().key_id} and len(problems) == 1
+
+
+def test_the_live_verifier_is_as_strict_as_the_offline_one(export: Path) -> None:
+    """The same checker serves ``POST /v1/audit/verify`` (live) and the export: by default it
+    parses every entry, so a relinked duplicate-key entry is malformed there too."""
+    from audit.checker import Checker
+
+    lines = entries(export)
+    forged = lines[3].replace(b'"decision":"deny",', b'"decision":"deny","decision":"allow",')
+    checker = Checker([], {})
+    chain = GENESIS_HASH
+    for line in [*lines[:3], forged, *lines[4:]]:
+        _, old_prev = peek(line)
+        line = line.replace(old_prev.hex().encode(), chain.hex().encode(), 1)
+        chain, _ = checker.feed(line)
+    problems = checker.finish().problems
+    assert [(p.kind, p.seq) for p in problems] == [("malformed", 3)], problems
