@@ -427,11 +427,19 @@ def _disclose(
         for name in _cells(by_name)
     }
     arrays = _suppress_cells(names, arrays, by_name, true_kept, plans, params, extra is not None)
+    for name, array in zip(names, arrays, strict=True):
+        if name in by_name and pa.types.is_floating(array.type) and not _finite(array):
+            raise ValueError("a released statistic is not finite")  # with or without ε
     # Rounding is post-processing, after every decision made on the unrounded values.
     digits = params.round_digits
     arrays = [_rounded(a, by_name.get(n), digits) for n, a in zip(names, arrays, strict=True)]
     table = pa.table(arrays, names=names)
     return Disclosed(table, suppressed_count, epsilon_cost(columns, params))
+
+
+def _finite(array: pa.Array) -> bool:
+    """No inf or nan among the values (nulls are suppressed cells, not values)."""
+    return bool(pc.all(pc.is_finite(array.drop_null())).as_py() is not False)
 
 
 def _cells(by_name: dict[str, StatColumn]) -> set[str]:

@@ -467,10 +467,21 @@ def test_bounds_that_are_not_finite_or_ordered_never_reach_the_noise(
         (COLUMNS, {"epsilon": 1.0}, {"__s2": math.inf}),
         (COLUMNS, {"epsilon": 1.0}, {"__s2": math.nan}),
         (COLUMNS, {"fold_remainder": True, "groups_capped": True}, {"__s2": math.inf}),
+        # Without ε too: an inf or nan statistic is never released as a value.
+        (COLUMNS, {}, {"__s2": math.inf}),
+        (COLUMNS, {}, {"__s2": math.nan}),
         # An ε so small that the noise scale has no float64.
         (COLUMNS, {"epsilon": 1e-320}, None),
     ],
-    ids=["huge-bounds", "inf-sum", "nan-sum", "inf-sum-folded", "tiny-epsilon"],
+    ids=[
+        "huge-bounds",
+        "inf-sum",
+        "nan-sum",
+        "inf-sum-folded",
+        "inf-sum-no-epsilon",
+        "nan-sum-no-epsilon",
+        "tiny-epsilon",
+    ],
 )
 def test_arithmetic_the_release_cannot_carry_is_a_project_error(
     columns: list[StatColumn], params: dict, stats: dict | None
