@@ -19,10 +19,10 @@ from sandbox.jobs.store import Job
 __all__ = ["job_actor", "token_details"]
 
 
-def job_actor(engine: Engine, job: Job, *, revoked_refuses: bool = True) -> Actor:
+def job_actor(engine: Engine, job: Job) -> Actor:
     """The job's operator now, acting with the token that submitted the job.
 
-    Refused if the account is gone or (``revoked_refuses``) the token was revoked.
+    Refused if the account is gone or the token was revoked.
     """
     with engine.connect() as conn:
         account = get_account(conn, job.operator)
@@ -37,7 +37,7 @@ def job_actor(engine: Engine, job: Job, *, revoked_refuses: bool = True) -> Acto
         )
     if account is None:
         raise Forbidden(f"account {job.operator} no longer exists", rule="account.unknown")
-    if revoked_refuses and token is not None and token.revoked_at is not None:
+    if token is not None and token.revoked_at is not None:
         raise Forbidden("the token that submitted the job was revoked", rule="auth.token_revoked")
     return Actor.of(
         account,

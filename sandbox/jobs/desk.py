@@ -437,8 +437,8 @@ class JobDesk:
         if stored is None or not self.store.begin_release(job.id, self.runner.runner_id):
             raise Conflict(f"job {job.id} changed meanwhile; look at it again", rule="job.moved")
         try:
-            # As before: a release after review is decided on the account, not the token.
-            operator = job_actor(self.platform.engine, job, revoked_refuses=False)
+            # Like a run, a release acts with the submitting token: revoked, nothing leaves.
+            operator = job_actor(self.platform.engine, job)
             held = Held(
                 read_table(stored.data),
                 stored.groups_suppressed,

@@ -119,3 +119,22 @@ def test_stale_and_cancelled_results_are_never_released(reviewed) -> None:
     assert remaining(server) == pytest.approx(before)
     with server.client("op-planner") as planner, pytest.raises(Forbidden):
         planner.reviews()
+
+
+def test_a_job_whose_token_was_revoked_is_not_released_after_review(reviewed) -> None:
+    """A release acts with the submitting token, as a run does: revoked, nothing leaves."""
+    from sandbox.client import SandboxClient
+
+    server, _grant_id = reviewed
+    before = remaining(server)
+    with server.client("op-insurer") as insurer:
+        spare = insurer.issue_own_token(label="revoked before approval")
+    with SandboxClient(server.url, spare["token"], timeout=60) as holder:
+        job = holder.submit(BY_GENDER + " ORDER BY 1", wait=True)
+    assert job["state"] == "awaiting_review"
+    with server.client("admin") as admin:
+        admin.revoke_token(spare["id"])
+    with server.client("bureau-health") as bureau:
+        outcome = bureau.approve(job["id"], "looks fine")
+    assert (outcome["state"], outcome["rule"]) == ("refused", "auth.token_revoked")
+    assert remaining(server) == pytest.approx(before), "nothing is spent"
