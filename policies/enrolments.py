@@ -19,7 +19,6 @@ and audits the issue); :func:`redeem` is the whole redemption, audited either wa
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from sandbox.core.timeutil import to_rfc3339
 
 from .accounts import require_account
 from .actors import AccountStatus
+from .bearer import new_secret, secret_sha256
 from .tokens import MAX_TTL, IssuedToken, insert_token
 
 if TYPE_CHECKING:
@@ -71,9 +71,7 @@ class IssuedEnrolment:
 
 def hash_code(code: str) -> str | None:
     """SHA-256 of a well-formed code; None for anything that cannot be one."""
-    if not CODE_SHAPE.match(code or ""):
-        return None
-    return hashlib.sha256(code.encode("ascii")).hexdigest()
+    return secret_sha256(code, CODE_SHAPE)
 
 
 def insert_enrolment(
@@ -101,7 +99,7 @@ def insert_enrolment(
         )
         .values(voided_at=stamp)
     )
-    code = CODE_PREFIX + secrets.token_urlsafe(32)
+    code = new_secret(CODE_PREFIX)
     digest = hash_code(code)
     assert digest is not None
     enrolment_id = "en_" + secrets.token_hex(8)

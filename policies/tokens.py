@@ -14,7 +14,6 @@ audit entry of its holder carries both (:meth:`policies.actors.Actor.audit_detai
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 from dataclasses import dataclass
@@ -27,6 +26,8 @@ from sqlalchemy.engine import Connection
 from sandbox.core.errors import InvalidInput, NotFound
 from sandbox.core.policy_tables import bump_policy_version, tokens
 from sandbox.core.timeutil import to_rfc3339
+
+from .bearer import SECRET_BYTES, new_secret, secret_sha256
 
 __all__ = [
     "MAX_TTL",
@@ -41,7 +42,7 @@ __all__ = [
     "token_account",
 ]
 
-TOKEN_BYTES = 32
+TOKEN_BYTES = SECRET_BYTES
 TOKEN_PREFIX = "sbx_"
 TOKEN_SHAPE = re.compile(r"^sbx_[A-Za-z0-9_-]{43}$")
 MAX_TTL = timedelta(days=366)
@@ -84,9 +85,7 @@ class TokenRecord:
 
 def hash_token(token: str) -> str | None:
     """SHA-256 of a well-formed token; None for anything that cannot be a token."""
-    if not TOKEN_SHAPE.match(token or ""):
-        return None
-    return hashlib.sha256(token.encode("ascii")).hexdigest()
+    return secret_sha256(token, TOKEN_SHAPE)
 
 
 def insert_token(
@@ -102,7 +101,7 @@ def insert_token(
     """Store a new token for ``account`` (the caller has checked who may receive it)."""
     if not timedelta(0) < ttl <= MAX_TTL:
         raise InvalidInput("a token lives between 1 second and 366 days", rule="token.ttl")
-    token = TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
+    token = new_secret(TOKEN_PREFIX)
     digest = hash_token(token)
     assert digest is not None
     token_id = "tk_" + secrets.token_hex(8)

@@ -229,20 +229,7 @@ class QueryService:
         try:
             auth = self._authorize(actor, sql, rid, purpose, client)
         except SandboxError as exc:
-            rule, reason = exc.audited  # the real reason, also when withheld from the caller
-            self._record(
-                actor,
-                rid,
-                "deny",
-                rule,
-                client=client,
-                dataset=None,
-                details={
-                    "explain": True,
-                    "reason": reason,
-                    **attempted_sql(sql, max_length=self.platform.settings.max_sql_length),
-                },
-            )
+            self._record_deny(actor, rid, client, sql, exc, {"explain": True})
             return {"accepted": False, "rule": exc.rule or exc.code, "message": exc.message}
         prepared, decision = auth.prepared, auth.decision
         answer = {
@@ -355,7 +342,22 @@ class QueryService:
         """Audit a refusal of ``sql`` with its rule (nothing to record if the audit is down)."""
         if isinstance(exc, AuditUnavailable):
             return
-        rule, reason = exc.audited  # the real reason, also when withheld from the caller
+        duration = {"duration_ms": int((time.perf_counter() - started) * 1000)}
+        self._record_deny(actor, rid, client, sql, exc, duration)
+
+    def _record_deny(
+        self,
+        actor: Actor,
+        rid: str,
+        client: str | None,
+        sql: str,
+        exc: SandboxError,
+        extra: dict[str, Any],
+    ) -> None:
+        """The deny entry of ``sql``: the real rule and reason (also when withheld from the
+        caller), the SQL as attempted, and ``extra``."""
+        rule, reason = exc.audited
+        attempted = attempted_sql(sql, max_length=self.platform.settings.max_sql_length)
         self._record(
             actor,
             rid,
@@ -363,11 +365,7 @@ class QueryService:
             rule,
             client=client,
             dataset=None,
-            details={
-                "reason": reason,
-                **attempted_sql(sql, max_length=self.platform.settings.max_sql_length),
-                "duration_ms": int((time.perf_counter() - started) * 1000),
-            },
+            details={"reason": reason, **attempted, **extra},  # canonical JSON sorts keys
         )
 
     def _run(
