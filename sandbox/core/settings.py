@@ -115,6 +115,42 @@ class Settings:
         public=True,
         help="A result with more rows is refused (`result_too_large`), never truncated.",
     )
+    max_rows_read: int = setting(
+        200_000_000,
+        ge=1,
+        runtime=True,
+        help="Rows one query may read, estimated before it runs: each dataset's row count "
+        "times the times the expanded query scans it (CTE references and UNION ALL "
+        "branches multiply; `guard.cost`). Also what the rows quota is charged.",
+    )
+    max_dataset_reads: int = setting(
+        64,
+        ge=1,
+        runtime=True,
+        help="Times one query may scan one dataset once its CTE references are expanded "
+        "(`guard.cost`).",
+    )
+    max_expanded_nodes: int = setting(
+        50_000,
+        ge=1000,
+        runtime=True,
+        help="Syntax nodes of a query once each CTE reference is expanded: bounds the "
+        "guard's own analysis time before it starts (`guard.too_complex`).",
+    )
+    max_string_copies: int = setting(
+        64,
+        ge=2,
+        runtime=True,
+        help="Column values one string expression may concatenate, counted through CTEs "
+        "(`guard.cost`): a string doubled level by level is refused before DuckDB plans it.",
+    )
+    job_workers_per_operator: int = setting(
+        0,
+        ge=0,
+        public=True,
+        help="Jobs of one operator that run at once in one server process; 0: one less "
+        "than `job_workers` (at least 1), so one operator never holds every worker.",
+    )
     k_floor: int = setting(
         10,
         ge=2,
