@@ -17,13 +17,21 @@ format, compression, output file, limits), and the child:
    ``{"ok": true, "rows": n}`` or ``{"ok": false, "rule": ..., "reason": ...}``, a
    reason that names a limit or a parse error's kind and never quotes the data.
 
+A PostgreSQL source (format ``postgresql``: ``url`` and ``sql`` in the job, never on
+the command line) is read the same way: the child opens a read-only ADBC session,
+streams the result's Arrow batches into the output file under the same limits
+(rows, decoded bytes, time, memory), and reports the SHA-256 of the Arrow IPC stream
+of exactly those batches as the source's digest.  The enclave's writer is taken only
+afterwards, to swap the finished file in.
+
 Anything the kernel ends (a crash, a resource limit) leaves no verdict: the parent
-reads it from the exit status.  Only the standard library, pyarrow and this package's
-small pure modules are imported here.
+reads it from the exit status.  Only the standard library, pyarrow, the PostgreSQL
+ADBC driver (for that format) and this package's small pure modules are imported here.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import resource
@@ -195,11 +203,93 @@ def _arrow(job: dict[str, Any], limits: IngestLimits, refusals: list[str]) -> Ba
     return stream.schema, iter(stream)
 
 
+class SourceFailed(Exception):
+    """A source that could not be read (not a limit): ``rule`` and a reason without data."""
+
+    def __init__(self, rule: str, reason: str) -> None:
+        super().__init__(reason)
+        self.rule = rule
+        self.reason = reason
+
+
+class _Digest:
+    """A write-only file object that only hashes (the digest of an Arrow IPC stream)."""
+
+    def __init__(self) -> None:
+        self.hash = hashlib.sha256()
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self.hash.update(view)
+        return view.nbytes
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def writable(self) -> bool:
+        return True
+
+
+def _read_only_url(url: str) -> str:
+    url = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}options=-c%20default_transaction_read_only%3Don"
+
+
+def _postgresql(job: dict[str, Any], limits: IngestLimits, refusals: list[str]) -> Batches:
+    """The result of ``job["sql"]`` in a read-only session, batch by batch, hashed as read."""
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    try:
+        import adbc_driver_manager
+        import adbc_driver_postgresql.dbapi as pg
+    except ImportError:  # the core install has no PostgreSQL drivers
+        raise SourceFailed(
+            "connector.postgresql.extra",
+            "PostgreSQL sources need the postgres extra: pip install 'sandbox[postgres]'",
+        ) from None
+
+    def failed(exc: BaseException) -> SourceFailed:
+        state = getattr(exc, "sqlstate", None) or type(exc).__name__
+        return SourceFailed("connector.postgresql", f"PostgreSQL source failed ({state})")
+
+    try:
+        conn = pg.connect(_read_only_url(job["url"]))
+        cursor = conn.cursor()
+        cursor.execute(job["sql"])
+        upstream = cursor.fetch_record_batch()
+    except adbc_driver_manager.Error as exc:
+        raise failed(exc) from None
+    digest = _Digest()
+    stream = ipc.new_stream(pa.PythonFile(digest, mode="w"), upstream.schema)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            for batch in upstream:
+                stream.write_batch(batch)
+                yield batch
+            stream.close()
+            job["sha256"] = digest.hash.hexdigest()
+        except adbc_driver_manager.Error as exc:
+            raise failed(exc) from None
+        finally:
+            cursor.close()
+            conn.close()
+
+    return upstream.schema, batches()
+
+
 _READERS: dict[str, Callable[[dict[str, Any], IngestLimits, list[str]], Batches]] = {
     "csv": _csv,
     "json": _json,
     "parquet": _parquet,
     "arrow": _arrow,
+    "postgresql": _postgresql,
 }
 
 
@@ -223,6 +313,10 @@ def _decoded(batch: pa.RecordBatch, plain: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(columns, schema=plain)
 
 
+_DECODED_FORMATS = ("parquet", "arrow", "postgresql")
+"""Formats whose decoded bytes count towards ``max_bytes`` (text is counted as it streams)."""
+
+
 def _write(schema: pa.Schema, batches: Iterator[pa.RecordBatch], job: dict[str, Any]) -> int:
     import pyarrow as pa
     import pyarrow.ipc as ipc
@@ -243,7 +337,7 @@ def _write(schema: pa.Schema, batches: Iterator[pa.RecordBatch], job: dict[str, 
             size += batch.nbytes
             if rows > limits.max_rows:
                 raise LimitExceeded(_rows_reason(limits))
-            if job["format"] in ("parquet", "arrow") and size > limits.max_bytes:
+            if job["format"] in _DECODED_FORMATS and size > limits.max_bytes:
                 raise LimitExceeded(_bytes_reason(limits))
             writer.write_batch(batch)
     return rows
@@ -263,6 +357,8 @@ def convert(job: dict[str, Any]) -> dict[str, Any]:
         rows = _write(schema, batches, job)
     except LimitExceeded as exc:
         return {"ok": False, "rule": "ingest.failed", "reason": exc.reason}
+    except SourceFailed as exc:
+        return {"ok": False, "rule": exc.rule, "reason": exc.reason}
     except MemoryError:
         return {"ok": False, "rule": "ingest.failed", "reason": memory}
     except Exception as exc:
@@ -272,7 +368,10 @@ def convert(job: dict[str, Any]) -> dict[str, Any]:
             return {"ok": False, "rule": "ingest.failed", "reason": memory}
         reason = f"{job['format']} input is malformed: {safe_reason(exc)}"
         return {"ok": False, "rule": "connector.parse", "reason": reason}
-    return {"ok": True, "rows": rows}
+    verdict: dict[str, Any] = {"ok": True, "rows": rows}
+    if "sha256" in job:
+        verdict["sha256"] = job["sha256"]
+    return verdict
 
 
 def main() -> None:

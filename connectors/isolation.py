@@ -34,7 +34,26 @@ from connectors.convert import RESULT
 from connectors.limits import IngestLimits
 from sandbox.core.errors import ConnectorError, EnclaveBusy
 
-__all__ = ["Cgroup", "convert_isolated", "exit_reason", "parse_slot", "refused"]
+__all__ = ["Cgroup", "convert_isolated", "exit_reason", "parse_slot", "refused", "run_isolated"]
+
+#: libpq's own settings, passed to a PostgreSQL import's child (the host console's, for the
+#: source it names); nothing else of the environment is.
+LIBPQ_ENVIRONMENT = (
+    "PGPASSWORD",
+    "PGPASSFILE",
+    "PGSERVICE",
+    "PGSERVICEFILE",
+    "PGSSLMODE",
+    "PGSSLROOTCERT",
+    "PGSSLCERT",
+    "PGSSLKEY",
+    "PGCONNECT_TIMEOUT",
+)
+
+#: Verdict rules the child may give besides ``ingest.failed``.
+_CHILD_RULES = frozenset(
+    {"ingest.failed", "connector.parse", "connector.postgresql", "connector.postgresql.extra"}
+)
 
 _ROOT = str(Path(connectors.__file__).resolve().parents[1])
 
@@ -181,9 +200,11 @@ def parse_slot(directory: Path, limits: IngestLimits) -> Iterator[None]:
         os.close(fd)
 
 
-def _environment() -> dict[str, str]:
-    """The child's whole environment: no database URL, token or key of the server's."""
+def _environment(passed: tuple[str, ...] = ()) -> dict[str, str]:
+    """The child's whole environment: no database URL, token or key of the server's
+    (``passed``: the few variables a source's own connection needs)."""
     return {
+        **{name: os.environ[name] for name in passed if name in os.environ},
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "PYTHONPATH": _ROOT,
         "PYTHONDONTWRITEBYTECODE": "1",
@@ -204,11 +225,27 @@ def convert_isolated(
     limits: IngestLimits,
 ) -> int:
     """Convert ``source`` into the Arrow IPC file ``output`` in a confined child; its rows."""
+    job = {"input": str(source), "format": fmt, "compression": compression}
+    return int(run_isolated(job, workdir=workdir, output=output, limits=limits)["rows"])
+
+
+def run_isolated(
+    job: dict[str, Any],
+    *,
+    workdir: Path,
+    output: Path,
+    limits: IngestLimits,
+    environment: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Run one ``connectors.convert`` job (``format`` and its inputs) in a confined child,
+    writing ``output``; its verdict (``rows``, and ``sha256`` where the child hashes).
+
+    ``environment`` names variables of this process the child may see (libpq's, for a
+    PostgreSQL source); a job's secrets (a source URL) travel on its stdin, never argv.
+    """
     result = workdir / RESULT
     job = {
-        "input": str(source),
-        "format": fmt,
-        "compression": compression,
+        **job,
         "output": str(output),
         "result": str(result),
         "limits": limits.to_dict(),
@@ -222,7 +259,7 @@ def convert_isolated(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         cwd=workdir,
-        env=_environment(),
+        env=_environment(environment),
         start_new_session=True,
     )
     oom = False
@@ -259,9 +296,9 @@ def convert_isolated(
         rule = verdict.get("rule")
         raise refused(
             str(verdict.get("reason", ""))[:300],
-            rule if rule in ("ingest.failed", "connector.parse") else "ingest.failed",
+            rule if rule in _CHILD_RULES else "ingest.failed",
         )
-    return int(verdict["rows"])
+    return verdict
 
 
 def _verdict(path: Path) -> dict[str, Any] | None:

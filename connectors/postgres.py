@@ -1,5 +1,13 @@
 """PostgreSQL connector: a table or a query, read through ADBC straight into Arrow.
 
+The read happens in the same confined child as a file's parse
+(:mod:`connectors.convert`, format ``postgresql``), before the enclave's writer is
+taken: the child streams the result into a finished Arrow IPC file within the
+``ingest_*`` limits (rows, decoded bytes, CPU and wall-clock time, memory), and only
+the swap-in of that file holds the writer (``sandbox/enclave/registry.py``).  The URL
+reaches the child on its stdin, never on a command line, and the child sees none of
+the server's environment beyond libpq's own variables.
+
 The session is opened with ``default_transaction_read_only=on`` so a bureau's
 query can never change its own database.  The recorded source digest is the
 SHA-256 of the Arrow IPC stream of exactly the batches that were loaded, and
@@ -10,14 +18,19 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import duckdb
-import pyarrow as pa
-import pyarrow.ipc as ipc
 
-from connectors.base import HashingSink, LoadedSource, load_arrow
+from connectors.base import LoadedSource
+from connectors.convert import OUTPUT
+from connectors.files import FinishedFile
+from connectors.isolation import LIBPQ_ENVIRONMENT, run_isolated
+from connectors.limits import IngestLimits
 from sandbox.core.errors import ConnectorError
 
 __all__ = ["PostgresSource", "redact_url"]
@@ -33,11 +46,6 @@ def redact_url(url: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)
     user = (parts.username or "") + ":***"
     return urlunsplit(parts._replace(netloc=f"{user}@{netloc[-1]}"))
-
-
-def _read_only_url(url: str) -> str:
-    sep = "&" if "?" in url else "?"
-    return f"{url}{sep}options=-c%20default_transaction_read_only%3Don"
 
 
 @dataclass(frozen=True)
@@ -62,39 +70,34 @@ class PostgresSource:
             return "SELECT * FROM " + ".".join(f'"{p}"' for p in self.table.split("."))
         return str(self.query)
 
-    def load_into(self, con: duckdb.DuckDBPyConnection, target: str) -> LoadedSource:
-        try:
-            import adbc_driver_manager
-            import adbc_driver_postgresql.dbapi as pg
-        except ImportError:  # the core install has no PostgreSQL drivers
-            raise ConnectorError(
-                "PostgreSQL sources need the postgres extra: pip install 'sandbox[postgres]'",
-                rule="connector.postgresql.extra",
-            ) from None
+    def _libpq_url(self) -> str:
+        return self.url.replace("postgresql+psycopg://", "postgresql://", 1)
 
+    def uri(self, sql: str) -> str:
+        """Provenance: where (no password) and what (the table, or a digest of the query)."""
+        where = redact_url(self._libpq_url())
+        if self.table:
+            return f"{where}#table={self.table}"
+        return f"{where}#query={hashlib.sha256(sql.encode()).hexdigest()[:16]}"
+
+    def prepare(self, workdir: Path, limits: IngestLimits) -> FinishedFile:
+        """Stream the rows into a finished Arrow file in a confined child (no enclave lock)."""
         sql = self._sql()
-        url = self.url.replace("postgresql+psycopg://", "postgresql://", 1)
-        sink = HashingSink()
+        output = workdir / OUTPUT
+        job = {"format": "postgresql", "url": self._libpq_url(), "sql": sql}
+        verdict = run_isolated(
+            job, workdir=workdir, output=output, limits=limits, environment=LIBPQ_ENVIRONMENT
+        )
+        loaded = LoadedSource(connector="postgresql", uri=self.uri(sql), sha256=verdict["sha256"])
+        finished = FinishedFile(output, loaded, int(verdict["rows"]))
+        finished.check(limits)
+        return finished
+
+    def load_into(self, con: duckdb.DuckDBPyConnection, target: str) -> LoadedSource:
+        """Prepare (default limits, a private work directory) and load in one step; the
+        registry calls the two apart, so that only the load holds the writer."""
+        workdir = Path(tempfile.mkdtemp(prefix="sandbox-pg-"))  # mode 0700
         try:
-            with pg.connect(_read_only_url(url)) as conn, conn.cursor() as cur:
-                cur.execute(sql)
-                upstream = cur.fetch_record_batch()
-                writer = ipc.new_stream(pa.PythonFile(sink, mode="w"), upstream.schema)
-
-                def batches():  # type: ignore[no-untyped-def]
-                    for batch in upstream:
-                        writer.write_batch(batch)
-                        yield batch
-
-                reader = pa.RecordBatchReader.from_batches(upstream.schema, batches())
-                load_arrow(con, target, reader, what="postgresql")
-                writer.close()
-        except adbc_driver_manager.Error as exc:
-            state = getattr(exc, "sqlstate", None) or type(exc).__name__
-            raise ConnectorError(
-                f"PostgreSQL source failed ({state})", rule="connector.postgresql"
-            ) from None
-        where = redact_url(url)
-        query_digest = hashlib.sha256(sql.encode()).hexdigest()[:16]
-        uri = f"{where}#table={self.table}" if self.table else f"{where}#query={query_digest}"
-        return LoadedSource(connector="postgresql", uri=uri, sha256=sink.hash.hexdigest())
+            return self.prepare(workdir, IngestLimits()).load_into(con, target)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)

@@ -2,9 +2,13 @@
 
 Every value is a pure function of the row number through DuckDB's ``hash``,
 so the same ``--scale`` always yields the same tables, whatever the thread
-count.  Distributions are shaped to exercise disclosure control: districts
-and diagnoses are skewed (rare combinations fall under k), a few claims exceed
-the clamping bound, and a few employers dominate their industry's wage totals.
+count.  Like any source, a table is generated before the enclave's writer is taken
+(in a private in-memory DuckDB, into a finished Arrow file in the registration's work
+directory), and the writer is held only to swap that file in.
+
+Distributions are shaped to exercise disclosure control: districts and diagnoses
+are skewed (rare combinations fall under k), a few claims exceed the clamping bound,
+and a few employers dominate their industry's wage totals.
 """
 
 from __future__ import annotations
@@ -12,11 +16,17 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 
 import duckdb
+import pyarrow.ipc as ipc
 
 from connectors.base import LoadedSource
+from connectors.convert import OUTPUT
+from connectors.files import FinishedFile
+from connectors.limits import IngestLimits
 from sandbox.core.classification import DatasetSpec, parse_classification
+from sandbox.enclave.enclave import LOCKDOWN
 
 __all__ = ["DEMO_DATASETS", "DemoSource", "demo_sources", "demo_spec"]
 
@@ -151,20 +161,44 @@ GENERATORS = {
 
 @dataclass(frozen=True)
 class DemoSource:
-    """A generator connector: the table is computed by SQL inside the enclave writer."""
+    """A generator connector: the table is computed by SQL, outside the enclave."""
 
     dataset_id: str
     scale: float
     connector: str = "generator"
 
-    def load_into(self, con: duckdb.DuckDBPyConnection, target: str) -> LoadedSource:
-        sql = GENERATORS[self.dataset_id](self.scale)
-        con.execute(f"CREATE OR REPLACE TABLE {target} AS {sql}")
+    def _loaded(self, sql: str) -> LoadedSource:
         return LoadedSource(
             connector=self.connector,
             uri=f"demo://{self.dataset_id}?scale={self.scale:g}",
             sha256=hashlib.sha256(sql.encode()).hexdigest(),
         )
+
+    def prepare(self, workdir: Path, limits: IngestLimits) -> FinishedFile:
+        """Generate the table into a finished Arrow file in ``workdir`` (no enclave lock).
+
+        The generator runs in its own in-memory DuckDB, locked down like the enclave and
+        bounded by ``ingest_memory_bytes``; only trusted SQL of this module runs there.
+        """
+        sql = GENERATORS[self.dataset_id](self.scale)
+        output = workdir / OUTPUT
+        config = dict(LOCKDOWN, memory_limit=f"{limits.memory_bytes}B", threads=2)
+        rows = 0
+        with duckdb.connect(":memory:", config=config) as con:
+            reader = con.sql(sql).to_arrow_reader()
+            with ipc.new_file(str(output), reader.schema) as writer:
+                for batch in reader:
+                    rows += batch.num_rows
+                    writer.write_batch(batch)
+        finished = FinishedFile(output, self._loaded(sql), rows)
+        finished.check(limits)
+        return finished
+
+    def load_into(self, con: duckdb.DuckDBPyConnection, target: str) -> LoadedSource:
+        """Generate inside ``con`` (a caller holding a writer already; the registry prepares)."""
+        sql = GENERATORS[self.dataset_id](self.scale)
+        con.execute(f"CREATE OR REPLACE TABLE {target} AS {sql}")
+        return self._loaded(sql)
 
 
 def demo_spec(dataset_id: str) -> DatasetSpec:

@@ -2,13 +2,17 @@
 
 Order of effects, chosen so that a failure leaves nothing half-done:
 1. the classification file is parsed and validated (no I/O on the enclave yet);
-2. a :class:`~connectors.base.StagedSource` reads and parses its source in a private
-   work directory under ``staging/work/``, within the ``ingest_*`` limits and one of
-   ``ingest_concurrency`` turns on the host, while queries go on: the enclave's
+2. a :class:`~connectors.base.StagedSource` (a file, a PostgreSQL table or query, the
+   demo generator) reads, parses or generates its rows into a finished Arrow file in a
+   private work directory under ``staging/work/``, within the ``ingest_*`` limits and
+   one of ``ingest_concurrency`` turns on the host, while queries go on: the enclave's
    writer is not taken yet;
 3. inside one DuckDB transaction, under the writer, the connector replaces the table
    (from the finished file) and the loaded schema is checked against the
-   classification; any error rolls back, so the previous version (or nothing) stays;
+   classification; any error rolls back, so the previous version (or nothing) stays.
+   On the host console the server processes of the same home are asked to let go of
+   the enclave first (:func:`~sandbox.enclave.shared.exclusive_with_servers`), so a
+   ``sandbox dataset register`` works while the server runs, with the same short pause;
 4. the control-plane rows (dataset, version history) are written in one
    transaction that commits only after the DuckDB commit succeeded;
 5. the work directory is removed, whatever happened;
@@ -23,7 +27,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +48,7 @@ from sandbox.core.timeutil import now_rfc3339
 from sandbox.enclave.catalog import DatasetRecord
 from sandbox.enclave.certificates import issue_certificate
 from sandbox.enclave.enclave import Enclave
+from sandbox.enclave.shared import SharedEnclave, exclusive_with_servers
 
 __all__ = ["Registration", "register_dataset", "schema_sha256"]
 
@@ -118,6 +123,14 @@ def _workdir(staging_dir: Path) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def _servers_yield(enclave: Enclave) -> AbstractContextManager[None]:
+    """Outside a server (the host console), ask the server processes on this home to let go
+    of the enclave for the swap-in; a server's own enclave does so in its writer."""
+    if isinstance(enclave, SharedEnclave):
+        return nullcontext()
+    return exclusive_with_servers(enclave.path.parent)
+
+
 def _load(
     enclave: Enclave,
     engine: Engine,
@@ -127,7 +140,7 @@ def _load(
     registered_by: str,
 ) -> tuple[Any, dict[str, Any], bool, DatasetSpec]:
     """The locked part: replace the table, check it, record it; all or nothing."""
-    with enclave.writer() as con:
+    with _servers_yield(enclave), enclave.writer() as con:
         con.execute("BEGIN TRANSACTION")
         try:
             con.execute(f'CREATE SCHEMA IF NOT EXISTS "{spec.domain}"')

@@ -39,7 +39,7 @@ from sandbox.core.errors import Conflict, EnclaveBusy, EnclaveError, QueryTimeou
 from sandbox.core.settings import Settings
 from sandbox.enclave.enclave import LOCKDOWN, Enclave
 
-__all__ = ["JobSlot", "SharedEnclave", "current_slot", "job_slot"]
+__all__ = ["JobSlot", "SharedEnclave", "current_slot", "exclusive_with_servers", "job_slot"]
 
 _PROGRESS_SETTINGS = (
     "SET enable_progress_bar = true",
@@ -134,6 +134,28 @@ def _unlock(fd: int | None) -> None:
     if fd is not None:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+@contextmanager
+def exclusive_with_servers(directory: Path, timeout_s: float = 120.0) -> Iterator[None]:
+    """The writer's side of the protocol below, for a process that serves no queries.
+
+    A registration on the host console (a plain :class:`Enclave`) takes ``.enclave.intent``
+    and then ``.enclave.readers`` in ``directory`` exclusively around its writer, so the
+    server processes on the same home let go of their readers for the swap-in instead of
+    the load failing with ``enclave.locked``.
+    """
+    intent = _lock(directory / ".enclave.intent", fcntl.LOCK_EX, timeout_s, "a load is running")
+    try:
+        readers = _lock(
+            directory / ".enclave.readers", fcntl.LOCK_EX, timeout_s, "queries in server processes"
+        )
+        try:
+            yield
+        finally:
+            _unlock(readers)
+    finally:
+        _unlock(intent)
 
 
 class SharedEnclave(Enclave):
