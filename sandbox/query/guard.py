@@ -33,7 +33,9 @@ from sandbox.core.classification import ColumnSpec, Level, Role
 from sandbox.core.errors import QueryRefused
 from sandbox.query.columns_expr import expand_columns
 from sandbox.query.lineage import BaseColumn, ColumnInfo, Lineage
-from sandbox.query.parse import AGGREGATES, RECORD_VALUE_AGGREGATES, Parsed
+from sandbox.query.nodes import Kind, closure_refusal, row_source
+from sandbox.query.parse import AGGREGATES, NODE_KINDS, RECORD_VALUE_AGGREGATES, Parsed
+from sandbox.query.spelling import describe
 
 __all__ = [
     "Checked",
@@ -172,32 +174,48 @@ class _Rules:
     # -- expression walking ------------------------------------------------------------------
 
     def walk(self, node: exp.Expression, scope: Scope, context: str, clause: str) -> None:
-        """Check every column under ``node`` (not descending into nested scopes)."""
-        if isinstance(node, exp.Subquery | exp.Select) and node is not scope.expression:
+        """Check every column under ``node`` by its kind (not descending into nested scopes).
+
+        Closed: a node type without a kind in ``NODE_KINDS`` is refused, never descended.
+        """
+        kind = NODE_KINDS.get(type(node))
+        if kind is Kind.COLUMN:
+            assert isinstance(node, exp.Column)
+            self.use(self.lineage.resolve(node, scope), context, clause)
+        elif kind is Kind.STAR:
+            if not isinstance(node.parent, exp.Count):
+                raise _refuse("guard.star", f"* is allowed only in count(*) (in {clause})")
+        elif isinstance(node, exp.Where):  # a FILTER's condition
+            self.walk(node.this, scope, context, clause)
+        elif kind is Kind.CLAUSE:
             raise _refuse(
                 "guard.subquery_predicate",
                 f"subqueries are allowed only in FROM (found in {clause})",
             )
-        if isinstance(node, exp.Column):
-            self.use(self.lineage.resolve(node, scope), context, clause)
+        elif kind is Kind.AGGREGATE:
+            raise _refuse(
+                "guard.aggregate_placement",
+                f"{self.parsed.written(node)}() in {clause}: aggregates are allowed only in "
+                "the outermost SELECT list, HAVING and ORDER BY",
+            )
+        elif kind in (Kind.CONSTANT, Kind.LEAF):
             return
-        if isinstance(node, exp.Star):
-            if not isinstance(node.parent, exp.Count):
-                raise _refuse("guard.star", f"* is allowed only in count(*) (in {clause})")
-            return
-        sub = context
-        if isinstance(node, exp.Predicate | exp.Connector | exp.Not) and context in (
-            "output",
-            "inner_expression",
-            "value_aggregate",
-            "key",
-        ):
-            sub = "predicate" if context != "key" else "key"
-        for child in node.iter_expressions():
-            if isinstance(node, exp.If) and child is node.this and sub != "key":
-                self.walk(child, scope, "predicate", clause)
-            else:
-                self.walk(child, scope, sub, clause)
+        elif kind is None:
+            raise closure_refusal(node, scope.expression, describe(node, self.parsed.sql))
+        else:
+            sub = context
+            if kind is Kind.PREDICATE and context in (
+                "output",
+                "inner_expression",
+                "value_aggregate",
+                "key",
+            ):
+                sub = "predicate" if context != "key" else "key"
+            for child in node.iter_expressions():
+                if isinstance(node, exp.If) and child is node.this and sub != "key":
+                    self.walk(child, scope, "predicate", clause)
+                else:
+                    self.walk(child, scope, sub, clause)
 
     def aggregate(self, agg: exp.Expression, scope: Scope, clause: str) -> None:
         if isinstance(agg, exp.Filter):
@@ -313,6 +331,7 @@ def check_query(parsed: Parsed, access: Mapping[str, DatasetAccess]) -> Checked:
     scopes = list(traverse_scope(root))
     if expand_columns(scopes[-1], schema):
         scopes = list(traverse_scope(root))
+    _check_closed(root, parsed.sql)
     final = scopes[-1]
     for scope in scopes:
         if scope.scope_type in (ScopeType.SUBQUERY,):
@@ -474,12 +493,9 @@ def _check_final(rules: _Rules, scope: Scope) -> list[exp.Expression]:
     if select.args.get("having"):
         _check_output(rules, scope, select.args["having"].this, key_sql, "HAVING")
     if select.args.get("order"):
-        outputs = {p.alias_or_name for p in select.expressions}
+        outputs = frozenset(p.alias_or_name for p in select.expressions)
         for ordered in select.args["order"].expressions:
-            target = ordered.this
-            if isinstance(target, exp.Column) and not target.table and target.name in outputs:
-                continue
-            _check_output(rules, scope, target, key_sql, "ORDER BY")
+            _check_output(rules, scope, ordered.this, key_sql, "ORDER BY", outputs)
     limit = select.args.get("limit")
     if limit is not None and not (
         isinstance(limit.expression, exp.Literal)
@@ -542,24 +558,58 @@ def _inside_aggregate(node: exp.Expression) -> bool:
 
 
 def _check_output(
-    rules: _Rules, scope: Scope, node: exp.Expression, keys: set[str], clause: str
+    rules: _Rules,
+    scope: Scope,
+    node: exp.Expression,
+    keys: set[str],
+    clause: str,
+    outputs: frozenset[str] = frozenset(),
 ) -> None:
-    """An output expression: group keys, aggregates, constants, and arithmetic over them."""
+    """An output expression: group keys, aggregates, constants, and any expression over them.
+
+    ``outputs``: in ORDER BY, the released columns' names, which it may refer to.
+    """
     if node.sql() in keys:
         return
-    if isinstance(node, exp.Filter | exp.AggFunc) or type(node) in RECORD_VALUE_AGGREGATES:
+    kind = NODE_KINDS.get(type(node))
+    if kind is Kind.AGGREGATE:
         rules.aggregate(node, scope, clause)
-        return
-    if isinstance(node, exp.Column):
+    elif kind is Kind.COLUMN:
+        assert isinstance(node, exp.Column)
+        if not node.table and node.name in outputs:
+            return  # a released output, named in ORDER BY
         rules.use(rules.lineage.resolve(node, scope), "output", clause)
         raise _refuse(
             "guard.not_aggregated",
             f"column '{node.name}' in {clause} is neither aggregated nor a GROUP BY key",
         )
-    if isinstance(node, exp.Subquery | exp.Select):
+    elif kind is Kind.CLAUSE:
         raise _refuse("guard.subquery_predicate", f"subqueries are not allowed in {clause}")
-    for child in node.iter_expressions():
-        _check_output(rules, scope, child, keys, clause)
+    elif kind is Kind.STAR:
+        raise _refuse("guard.star", f"* is allowed only in count(*) (in {clause})")
+    elif kind is None:
+        raise closure_refusal(node, scope.expression, describe(node, rules.parsed.sql))
+    else:
+        for child in node.iter_expressions():
+            _check_output(rules, scope, child, keys, clause, outputs)
+
+
+def _check_closed(root: exp.Expr, sql: str) -> None:
+    """Every node of the qualified query has a kind: nothing passes because no rule looked.
+
+    Qualification adds nodes the syntax stage never saw: a source's alias used as a
+    value becomes a ``TableColumn`` (the whole row, as a STRUCT, in DuckDB).
+    """
+    for node in root.walk():
+        if type(node) not in NODE_KINDS:
+            raise closure_refusal(node, root, describe(node, sql))
+        if isinstance(node, exp.Column) and isinstance(node.this, exp.Star):
+            source = row_source(root, node.table)
+            raise _refuse(
+                "guard.star",
+                f"{node.table}.* stands for every column of {source}: name the columns "
+                "you need (count(*) counts rows)",
+            )
 
 
 def first_source(scope: Scope) -> tuple[str, exp.Table | Scope]:

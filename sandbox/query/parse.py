@@ -17,11 +17,13 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
 from sandbox.core.errors import QueryRefused
+from sandbox.query.nodes import EXPRESSION_KINDS, Kind
 from sandbox.query.spelling import called, describe, written_name
 
 __all__ = [
     "AGGREGATES",
     "ALLOWED_NODES",
+    "NODE_KINDS",
     "RECORD_VALUE_AGGREGATES",
     "Parsed",
     "attempted_sql",
@@ -62,100 +64,14 @@ RECORD_VALUE_AGGREGATES: tuple[type[exp.Expression], ...] = (
     exp.ApproxQuantile,
 )
 
-_SCALARS: tuple[type[exp.Expression], ...] = (
-    exp.Abs,
-    exp.Round,
-    exp.Floor,
-    exp.Ceil,
-    exp.Sign,
-    exp.Sqrt,
-    exp.Pow,
-    exp.Greatest,
-    exp.Least,
-    exp.Coalesce,
-    exp.Nullif,
-    exp.If,
-    exp.Case,
-    exp.Upper,
-    exp.Lower,
-    exp.Length,
-    exp.Substring,
-    exp.Left,
-    exp.Right,
-    exp.Concat,
-    exp.DPipe,
-    exp.Trim,
-    exp.TimestampTrunc,
-    exp.DateTrunc,
-    exp.Extract,
-    exp.Year,
-    exp.Month,
-    exp.Day,
-    exp.Hour,
-    exp.Quarter,
-    exp.DayOfWeek,
-    exp.Cast,
-    exp.TryCast,
-    exp.DataType,
-    exp.DataTypeParam,
-    exp.Interval,
-)
+#: Every expression type the guard handles, with its kind (sandbox/query/nodes.py).
+NODE_KINDS: dict[type[exp.Expr], Kind] = {
+    **EXPRESSION_KINDS,
+    **dict.fromkeys((*AGGREGATES, *RECORD_VALUE_AGGREGATES, exp.Filter), Kind.AGGREGATE),
+}
 
-_STRUCTURE: tuple[type[exp.Expression], ...] = (
-    exp.Select,
-    exp.Union,
-    exp.Except,
-    exp.Intersect,
-    exp.From,
-    exp.Join,
-    exp.Where,
-    exp.Group,
-    exp.Having,
-    exp.Order,
-    exp.Ordered,
-    exp.Limit,
-    exp.With,
-    exp.CTE,
-    exp.Subquery,
-    exp.TableAlias,
-    exp.Table,
-    exp.Identifier,
-    exp.Column,
-    exp.Alias,
-    exp.Star,
-    exp.Literal,
-    exp.Boolean,
-    exp.Null,
-    exp.Var,
-    exp.Paren,
-    exp.Tuple,
-    exp.Distinct,
-    exp.Filter,
-    exp.And,
-    exp.Or,
-    exp.Not,
-    exp.EQ,
-    exp.NEQ,
-    exp.GT,
-    exp.GTE,
-    exp.LT,
-    exp.LTE,
-    exp.Between,
-    exp.In,
-    exp.Is,
-    exp.Like,
-    exp.ILike,
-    exp.Add,
-    exp.Sub,
-    exp.Mul,
-    exp.Div,
-    exp.Mod,
-    exp.Neg,
-)
-
-ALLOWED_NODES: frozenset[type[exp.Expression]] = frozenset(
-    _STRUCTURE + _SCALARS + AGGREGATES + RECORD_VALUE_AGGREGATES
-)
+#: The syntactic allowlist: exactly the node types the guard has a rule for.
+ALLOWED_NODES: frozenset[type[exp.Expr]] = frozenset(NODE_KINDS)
 
 
 #: What sqlglot makes of a bare word or expression at the top (``CHECKPOINT``, ``1+1``).

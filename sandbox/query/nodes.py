@@ -1,0 +1,189 @@
+"""The node-kind table: every expression type the guard understands, and what it is.
+
+The guard is closed by construction: a node type is either in this table, with
+the rule that handles it, or refused (``guard.unsupported``).  Nothing is let
+through because a rule did not think to look for it.  The kinds:
+
+- ``COLUMN``: a column reference, traced by the lineage to dataset columns and
+  checked by their role in the clause where it is used;
+- ``AGGREGATE``: checked by the aggregate rules (parse.py lists which);
+- ``SCALAR``: a function or operator of its arguments; its result keeps their
+  lineage and role (``CAST(age AS VARCHAR)`` is ``age``, never a bare rename);
+- ``PREDICATE``: a comparison or connective; its operands are filtered on;
+- ``CONSTANT``: holds no column (a literal, ``pi()``, ``current_date``);
+- ``LEAF``: syntax that holds no value (a type name, a date part, a name);
+- ``WRAPPER``: parentheses, aliases, ordering, tuples, DISTINCT: what they wrap;
+- ``STAR``: ``*``, only inside ``count(*)`` (stars elsewhere are expanded by
+  sqlglot's qualification before the rules run);
+- ``CLAUSE``: statement structure (FROM, WHERE, a derived table ...), checked by
+  the scope rules; never a value.
+
+Functions that can grow data (``repeat``, ``lpad``, ``string_agg``, list
+functions), struct, list and map constructors and accessors, lambdas, UNNEST,
+PIVOT, window frames are absent, so refused.  A source's alias used as a value
+(``CAST(c AS VARCHAR)``) is the whole row in DuckDB: ``guard.row_value``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import Enum
+
+from sqlglot import exp
+
+from sandbox.core.errors import QueryRefused
+
+__all__ = [
+    "CLAUSES",
+    "EXPRESSION_KINDS",
+    "Kind",
+    "closure_refusal",
+    "row_source",
+]
+
+
+class Kind(Enum):
+    COLUMN = "column"
+    AGGREGATE = "aggregate"
+    SCALAR = "scalar"
+    PREDICATE = "predicate"
+    CONSTANT = "constant"
+    LEAF = "leaf"
+    WRAPPER = "wrapper"
+    STAR = "star"
+    CLAUSE = "clause"
+
+
+def _all(kind: Kind, *types: type[exp.Expr]) -> dict[type[exp.Expr], Kind]:
+    return dict.fromkeys(types, kind)
+
+
+#: Statement structure: handled by the scope rules, never walked as a value.
+CLAUSES: frozenset[type[exp.Expr]] = frozenset(
+    {
+        exp.Select,
+        exp.Union,
+        exp.Except,
+        exp.Intersect,
+        exp.From,
+        exp.Join,
+        exp.Where,
+        exp.Group,
+        exp.Having,
+        exp.Order,
+        exp.Limit,
+        exp.With,
+        exp.CTE,
+        exp.Subquery,
+        exp.TableAlias,
+        exp.Table,
+    }
+)
+
+#: Every non-aggregate expression type the guard handles (parse.py adds the aggregates).
+EXPRESSION_KINDS: Mapping[type[exp.Expr], Kind] = {
+    **_all(Kind.CLAUSE, *CLAUSES),
+    exp.Column: Kind.COLUMN,
+    exp.Star: Kind.STAR,
+    **_all(
+        Kind.CONSTANT,
+        exp.Literal,
+        exp.Boolean,
+        exp.Null,
+        exp.Pi,
+        exp.CurrentDate,
+        exp.CurrentTimestamp,
+    ),
+    **_all(Kind.LEAF, exp.Identifier, exp.Var, exp.DataType, exp.DataTypeParam),
+    **_all(Kind.WRAPPER, exp.Paren, exp.Alias, exp.Ordered, exp.Tuple, exp.Distinct),
+    **_all(
+        Kind.PREDICATE,
+        exp.And,
+        exp.Or,
+        exp.Not,
+        exp.EQ,
+        exp.NEQ,
+        exp.GT,
+        exp.GTE,
+        exp.LT,
+        exp.LTE,
+        exp.Between,
+        exp.In,
+        exp.Is,
+        exp.Like,
+        exp.ILike,
+    ),
+    **_all(
+        Kind.SCALAR,
+        # arithmetic
+        exp.Add,
+        exp.Sub,
+        exp.Mul,
+        exp.Div,
+        exp.Mod,
+        exp.Neg,
+        exp.Abs,
+        exp.Round,
+        exp.Floor,
+        exp.Ceil,
+        exp.Sign,
+        exp.Sqrt,
+        exp.Pow,
+        exp.Ln,
+        exp.Log,
+        exp.Exp,
+        exp.Greatest,
+        exp.Least,
+        # conditionals
+        exp.Coalesce,
+        exp.Nullif,
+        exp.If,
+        exp.Case,
+        # strings: results no longer than their inputs (no repeat, no padding)
+        exp.Upper,
+        exp.Lower,
+        exp.Length,
+        exp.Substring,
+        exp.Left,
+        exp.Right,
+        exp.Concat,
+        exp.DPipe,
+        exp.Trim,
+        # dates
+        exp.TimestampTrunc,
+        exp.DateTrunc,
+        exp.Extract,
+        exp.Year,
+        exp.Month,
+        exp.Day,
+        exp.Hour,
+        exp.Quarter,
+        exp.DayOfWeek,
+        exp.DayOfYear,
+        exp.TimeToStr,
+        exp.Interval,
+        # conversions: the value's lineage, whatever the target type
+        exp.Cast,
+        exp.TryCast,
+    ),
+}
+
+
+def row_source(root: exp.Expr, alias: str) -> str:
+    """What a source alias stands for, in the analyst's terms (``health.claims``)."""
+    for table in root.find_all(exp.Table):
+        if table.alias_or_name == alias and table.args.get("db") is not None:
+            return f"{table.args['db'].name}.{table.name}"
+    return f"the derived table {alias}"
+
+
+def closure_refusal(node: exp.Expr, root: exp.Expr, describe: str) -> QueryRefused:
+    """The refusal of a node the table does not hold (``describe`` names it as written)."""
+    if isinstance(node, exp.TableColumn):
+        name = node.name
+        return QueryRefused(
+            f"{name} stands for the whole row of {row_source(root, name)}: "
+            "name the columns you need",
+            rule="guard.row_value",
+        )
+    return QueryRefused(f"{describe} is not supported by the guard", rule="guard.unsupported")
