@@ -100,3 +100,46 @@ def test_digest_is_arrow_ipc_stream_of_rows() -> None:
         for batch in table.to_batches():
             writer.write_batch(batch)
     assert len(hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()) == 64
+
+
+def _prepare_refusal(source: PostgresSource, tmp_path, limits) -> ConnectorError:  # type: ignore[no-untyped-def]
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    with pytest.raises(ConnectorError) as info:
+        source.prepare(workdir, limits)
+    assert not list(workdir.iterdir()), "the child's files are removed"
+    return info.value
+
+
+def test_rows_are_read_in_the_bounded_child(source_db: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from connectors.limits import IngestLimits
+
+    refused = _prepare_refusal(
+        PostgresSource(source_db, table="clinic.visits"), tmp_path, IngestLimits(max_rows=100)
+    )
+    assert refused.rule == "ingest.failed"
+    assert refused.message.startswith("ingest.failed: row count above 100 (ingest_max_rows)")
+
+
+def test_a_slow_source_is_stopped_by_the_ingest_timeout(source_db: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from connectors.limits import IngestLimits
+
+    slow = PostgresSource(source_db, query="SELECT pg_sleep(60), * FROM clinic.visits")
+    refused = _prepare_refusal(slow, tmp_path, IngestLimits(timeout_s=1))
+    assert refused.message.startswith("ingest.failed: timed out after 1 s (ingest_timeout_s)")
+
+
+def test_the_finished_file_is_what_is_loaded(source_db: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from connectors.limits import IngestLimits
+
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    finished = PostgresSource(source_db, table="clinic.visits").prepare(workdir, IngestLimits())
+    assert finished.rows == 500 and finished.path.parent == workdir
+    table = ipc.open_file(pa.memory_map(str(finished.path))).read_all()
+    sink = pa.BufferOutputStream()
+    with ipc.new_stream(sink, table.schema) as writer:
+        for batch in table.to_batches():
+            writer.write_batch(batch)
+    # The digest is of the Arrow IPC stream of the batches read (here: the same batches).
+    assert finished.loaded.sha256 == hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
