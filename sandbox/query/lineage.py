@@ -51,6 +51,13 @@ class Lineage:
 
     def resolve(self, column: exp.Column, scope: Scope) -> ColumnInfo:
         alias = column.table
+        if not alias and column.name in scope.sources:
+            # A source's alias as a value: in DuckDB the whole row, as a STRUCT.
+            raise QueryRefused(
+                f"{column.name} stands for the whole row of "
+                f"{self._describe(scope.sources[column.name])}: name the columns you need",
+                rule="guard.row_value",
+            )
         source = scope.sources.get(alias)
         name = column.name.lower()
         if isinstance(source, exp.Table):
@@ -66,6 +73,11 @@ class Lineage:
         raise QueryRefused(
             f"column '{column.sql()}' cannot be traced to a dataset column", rule="guard.lineage"
         )
+
+    def _describe(self, source: object) -> str:
+        if isinstance(source, exp.Table):
+            return self.source_dataset(source)
+        return "a derived table"
 
     def of_expression(self, node: exp.Expression, scope: Scope) -> ColumnInfo:
         """Lineage of any expression: the union of its columns; passthrough only if bare."""
