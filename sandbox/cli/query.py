@@ -114,9 +114,11 @@ def _print_result(result: Any, fmt: str, receipt: Path | None) -> None:
     # A repeat answered from the cache has its own audit entry; its receipt is the first
     # release's (a server older than audit_seq in the metadata: the receipt's entry).
     seq = meta.get("audit_seq", result.receipt["receipt"]["audit"]["seq"])
+    # Reported (noised) under a privacy budget only: without one it is null.
+    withheld = meta.get("groups_suppressed")
+    shown = "" if withheld is None else f", {counted(withheld, 'group')} suppressed"
     typer.echo(
-        f"# {counted(meta['rows'], 'row')}, {counted(meta['groups_suppressed'], 'group')} "
-        f"suppressed (k={meta['k']})"
+        f"# {counted(meta['rows'], 'row')}{shown} (k={meta['k']})"
         f"{eps}{', from cache' if meta.get('cached') else ''}; audit seq {seq}",
         err=True,
     )

@@ -120,7 +120,7 @@ class StoredResult:
     kind: str
     data: bytes
     cache_key: str | None
-    groups_suppressed: int
+    groups_suppressed: int | None  # None: not reported (no budget)
     epsilon: float
     cpu_ms: int
 

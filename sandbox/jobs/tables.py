@@ -43,7 +43,8 @@ job_results = sa.Table(
     sa.Column("kind", sa.String(10), nullable=False),  # released | held
     sa.Column("data", sa.LargeBinary, nullable=False),  # Arrow IPC stream
     sa.Column("cache_key", sa.String(64), nullable=True),
-    sa.Column("groups_suppressed", sa.Integer, nullable=False, default=0),
+    # Null without a budget: no count of withheld groups is reported (docs/disclosure.md).
+    sa.Column("groups_suppressed", sa.Integer, nullable=True),
     sa.Column("epsilon", sa.Float, nullable=False, default=0.0),
     sa.Column("cpu_ms", sa.Integer, nullable=False, default=0),
 )

@@ -77,7 +77,7 @@ class Lineage:
     def _describe(self, source: object) -> str:
         if isinstance(source, exp.Table):
             return self.source_dataset(source)
-        return "a derived table"
+        return "a derived table or CTE"
 
     def of_expression(self, node: exp.Expression, scope: Scope) -> ColumnInfo:
         """Lineage of any expression: the union of its columns; passthrough only if bare."""

@@ -174,6 +174,8 @@ def row_source(root: exp.Expr, alias: str) -> str:
     for table in root.find_all(exp.Table):
         if table.alias_or_name == alias and table.args.get("db") is not None:
             return f"{table.args['db'].name}.{table.name}"
+    if any(cte.alias_or_name == alias for cte in root.find_all(exp.CTE)):
+        return f"the CTE {alias}"
     return f"the derived table {alias}"
 
 

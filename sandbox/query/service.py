@@ -96,7 +96,7 @@ class Held:
     """
 
     table: pa.Table
-    groups_suppressed: int
+    groups_suppressed: int | None
     epsilon: float
     key: str
     cpu_ms: int

@@ -106,7 +106,8 @@ def test_low_count_filter_against_true_counts(deployment) -> None:
     expected = {(d, c): (n, p) for d, c, n, p in truth if p >= 10}
     released = {(r["district"], r["diagnosis_code"]): r for r in result.table.to_pylist()}
     assert set(released) == set(expected)
-    assert result.meta["groups_suppressed"] == len(truth) - len(expected) > 0
+    assert len(truth) - len(expected) > 0  # some groups were withheld ...
+    assert result.meta["groups_suppressed"] is None  # ... and no count of them is reported
     for key, (n, persons) in expected.items():
         assert released[key]["n"] == n and released[key]["persons"] == persons
 
@@ -271,7 +272,7 @@ def test_the_grants_rounding_and_dominance_govern_the_release(deployment) -> Non
     before = service.run(bank, sql)
     admin.narrow_grant(bureau, grant.id, round_digits=-3, dominance_p=0.3, reason="coarser")
     after = service.run(bank, f"{sql} ORDER BY 1")
-    assert after.meta["groups_suppressed"] > before.meta["groups_suppressed"]
+    assert after.table.num_rows < before.table.num_rows
     capitals = [row["capital"] for row in after.table.to_pylist()]
     assert capitals and all(c % 1000 == 0 for c in capitals)
     assert any(row["capital"] % 1000 for row in before.table.to_pylist())
