@@ -56,10 +56,16 @@ ENTITIES = "__entities"
 #: With ε, the number of groups is released too (it gives ``groups_suppressed``).
 GROUPS = "__groups"
 _KEY = re.compile(r"__k\d+\Z")
-StatKind = Literal["entities", "groups", "rows", "count", "sum", "sumsq", "min", "max", "top2"]
+StatKind = Literal[
+    "entities", "joined", "groups", "rows", "count", "sum", "sumsq", "min", "max", "top2"
+]
 _COUNTS = frozenset({"entities", "groups", "rows", "count"})
 _NOISED = _COUNTS | {"sum", "sumsq"}
-_KINDS = (_NOISED - {"groups"}) | {"min", "max", "top2"}
+_KINDS = (_NOISED - {"groups"}) | {"min", "max", "top2", "joined"}
+#: Used for decisions inside the enclave's boundary only, never released.  ("joined"
+#: counts are released exactly without a budget, as count(DISTINCT key) of that dataset;
+#: under a budget the rewrite joins on entity keys only and makes none.)
+_UNRELEASED = frozenset({"top2"})
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,9 @@ class StatColumn:
     kind: StatKind
     lower: float | None = None  # per-row clamping bounds (sum/sumsq/top2)
     upper: float | None = None
-    of: str | None = None  # for "top2": the sum column it belongs to
+    # For "top2": the sum (or sum of squares) column it belongs to.  For "joined": the
+    # entities column it counts again on another joined dataset's entities.
+    of: str | None = None
     # Under FILTER (WHERE ...): the "entities" column counting who the filter keeps; a
     # cell is released only where that count passes the low-count filter itself.
     cell: str | None = None
@@ -123,7 +131,9 @@ class Disclosed:
     """The released stats table and what releasing it cost."""
 
     table: pa.Table
-    groups_suppressed: int  # a count only, never which
+    #: With ε a noised count; without, None: an exact count of groups below k would say
+    #: whether anybody matches a query that releases nothing (docs/disclosure.md).
+    groups_suppressed: int | None
     epsilon_spent: float
 
 
@@ -250,8 +260,11 @@ def _validate(stats: pa.Table, by_name: dict[str, StatColumn]) -> None:
             rule="disclosure.stats",
         )
     for column in by_name.values():
-        if column.kind == "top2" and (column.of not in by_name or by_name[column.of].kind != "sum"):
+        of = by_name.get(column.of or "")
+        if column.kind == "top2" and (of is None or of.kind not in ("sum", "sumsq")):
             raise EnclaveError(f"{column.name} belongs to no sum column", rule="disclosure.stats")
+        if column.kind == "joined" and (of is None or of.kind != "entities"):
+            raise EnclaveError(f"{column.name} counts no entities", rule="disclosure.stats")
         if column.cell is not None and by_name.get(column.cell, column).kind != "entities":
             raise EnclaveError(f"{column.name}'s cell counts no entities", rule="disclosure.stats")
 
@@ -281,11 +294,12 @@ def _remainder(
     rewrite caps G, at least ⌈Σ / G⌉.  Likewise the top ``n`` entities can hold
     at most ``n·G`` of the per-group top contributions (all of them uncapped).
     """
-    entities = [int(r[ENTITIES]) for r in rows]
     g = params.max_groups_per_entity
-    distinct = max(max(entities), -(-sum(entities) // g) if params.capped else 0)
-    if distinct < params.k:
-        return None
+    for name in (ENTITIES, *_joined(by_name, ENTITIES)):
+        entities = [int(r[name] or 0) for r in rows]
+        distinct = max(max(entities), -(-sum(entities) // g) if params.capped else 0)
+        if distinct < params.k:
+            return None
     totals: dict[str, Any] = {}
     for name, column in by_name.items():
         if column.kind in _NOISED:
@@ -310,7 +324,7 @@ def _release(
     noise: NoiseSource | None,
 ) -> pa.Array:
     """One released statistic column: exact without ε, else true units + discrete Laplace."""
-    counts = column.kind in _COUNTS
+    counts = column.kind in _COUNTS or column.kind == "joined"
     if plan is not None and noise is not None:
         units = [round(Fraction(v or 0) / plan.resolution) for v in values]
         draws = noise.discrete_laplace(plan.scale, len(units))
@@ -331,7 +345,7 @@ def _rounded(array: pa.Array, column: StatColumn | None, digits: int | None) -> 
     """Released statistics rounded as the grant says (keys and extremes untouched)."""
     if digits is None or column is None or column.kind in ("min", "max"):
         return array
-    counts = column.kind in _COUNTS
+    counts = column.kind in _COUNTS or column.kind == "joined"
     if counts and digits >= 0:
         return array
     values = [v if v is None else round(v, digits) for v in array.to_pylist()]
@@ -342,7 +356,7 @@ def _kept(
     rows: list[dict[str, Any]], by_name: dict[str, StatColumn], params: DisclosureParams
 ) -> list[bool]:
     """Which groups pass the low-count filter and the dominance rule (true values)."""
-    keep = [r[ENTITIES] is not None and r[ENTITIES] >= params.k for r in rows]
+    keep = [_least(r, ENTITIES, by_name) >= params.k for r in rows]
     if params.dominance_p:
         for top in by_name.values():
             if top.kind != "top2" or top.of is None:
@@ -387,13 +401,21 @@ def _disclose(
     rows = stats.select([n for n in stats.column_names if not _KEY.match(n)]).to_pylist()
     plans = {p.column: p for p in noise_plan(columns, params)}
     source = (noise or system_noise()) if plans else None
+    if plans and _joined(by_name, ENTITIES):
+        # Exact counts of other datasets' entities have no noise plan (the rewrite joins
+        # on entity keys under a budget and makes none): never release one with ε.
+        raise EnclaveError("joined entity counts under a budget", rule="disclosure.stats")
     noisy_entities: list[int] | None = None
+    suppressed_count: int | None = None
     if source is None:
         keep = _kept(rows, by_name, params)
-        suppressed_count = keep.count(False)
     else:
         selections = 1 + len(_cells(by_name))
         keep, noisy_entities = _selected(rows, plans[ENTITIES], params, source, selections)
+        keep = [
+            ok and _least(r, ENTITIES, by_name) >= params.k
+            for r, ok in zip(rows, keep, strict=True)
+        ]
         suppressed_count = _noisy_suppressed(len(rows), sum(keep), plans[GROUPS], source)
     suppressed = [r for r, ok in zip(rows, keep, strict=True) if not ok]
     keys = [n for n in stats.column_names if _KEY.match(n)]
@@ -405,7 +427,7 @@ def _disclose(
     names: list[str] = []
     for name in stats.column_names:
         stat = by_name.get(name)
-        if stat is not None and stat.kind == "top2":
+        if stat is not None and stat.kind in _UNRELEASED:
             continue
         if stat is None or stat.kind in ("min", "max"):  # keys and dimension extremes
             kept = stats[name].filter(mask).combine_chunks()
@@ -422,7 +444,7 @@ def _disclose(
         names.append(name)
         arrays.append(array)
     true_kept = {
-        name: [r[name] for r, ok in zip(rows, keep, strict=True) if ok]
+        name: [_least(r, name, by_name) for r, ok in zip(rows, keep, strict=True) if ok]
         + ([extra[name]] if extra is not None else [])
         for name in _cells(by_name)
     }
@@ -435,6 +457,21 @@ def _disclose(
     arrays = [_rounded(a, by_name.get(n), digits) for n, a in zip(names, arrays, strict=True)]
     table = pa.table(arrays, names=names)
     return Disclosed(table, suppressed_count, epsilon_cost(columns, params))
+
+
+def _joined(by_name: dict[str, StatColumn], of: str) -> list[str]:
+    """The columns counting ``of`` again on each other dataset of a join."""
+    return [n for n, c in by_name.items() if c.kind == "joined" and c.of == of]
+
+
+def _least(row: dict[str, Any], name: str, by_name: dict[str, StatColumn]) -> int:
+    """An entities count as the k filter sees it: the smallest over every joined dataset.
+
+    A join's group is released only if each personal dataset in it has ``k`` entities
+    there: one person's claim joined to twelve reference rows is still one person.
+    """
+    counts = [row[n] for n in (name, *_joined(by_name, name))]
+    return min(-1 if c is None else int(c) for c in counts)
 
 
 def _finite(array: pa.Array) -> bool:

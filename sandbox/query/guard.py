@@ -41,6 +41,7 @@ __all__ = [
     "Checked",
     "DatasetAccess",
     "check_query",
+    "datasets_reached",
     "entity_dataset",
     "first_source",
     "generalized",
@@ -396,6 +397,41 @@ def _check_inner(rules: _Rules, scope: Scope) -> None:
         rules.walk(select.args["where"].this, scope, "predicate", "WHERE")
 
 
+#: Set on a Join node the guard accepted: an inner join on both sides' entity keys.
+ENTITY_JOIN = "sbx.entity_join"
+
+
+def _declares(spec: ColumnSpec, dataset: str, other: ColumnSpec) -> bool:
+    return f"{dataset}.{other.name}".lower() in {t.lower() for t in spec.joinable}
+
+
+def _check_consent(lb: BaseColumn, lspec: ColumnSpec, rb: BaseColumn, rspec: ColumnSpec) -> None:
+    """Two bureaus' columns join only if both classifications declare the pair.
+
+    One bureau (one domain) consents for its own datasets with one declaration; across
+    bureaus one side alone would make another bureau's data joinable without its consent.
+    """
+    left, right = f"{lb.dataset}.{lspec.name}", f"{rb.dataset}.{rspec.name}"
+    to_right, to_left = _declares(lspec, rb.dataset, rspec), _declares(rspec, lb.dataset, lspec)
+    if lb.dataset.split(".")[0] == rb.dataset.split(".")[0]:
+        if to_right or to_left:
+            return
+    elif to_right and to_left:
+        return
+    if to_right or to_left:
+        declared, missing = (left, right) if to_right else (right, left)
+        raise _refuse(
+            "guard.join",
+            f"{left} and {right} join across two bureaus: {declared} declares the pair but "
+            f"{missing.rsplit('.', 1)[0]}'s classification does not; both must declare it",
+        )
+    raise _refuse("guard.join", f"{left} and {right} are not declared joinable")
+
+
+def _is_entity_key(rules: _Rules, base: BaseColumn) -> bool:
+    return base.column == rules.access[base.dataset].spec.entity_key.lower()
+
+
 def _check_joins(rules: _Rules, scope: Scope) -> None:
     for join in scope.expression.args.get("joins") or []:
         on = join.args.get("on")
@@ -404,6 +440,7 @@ def _check_joins(rules: _Rules, scope: Scope) -> None:
         if join.args.get("kind") and str(join.args["kind"]).upper() not in ("INNER", "OUTER"):
             raise _refuse("guard.join", f"{join.args['kind']} joins are not allowed")
         conditions = list(on.flatten()) if isinstance(on, exp.And) else [on]
+        on_entities = False
         for cond in conditions:
             if not (
                 isinstance(cond, exp.EQ)
@@ -420,32 +457,29 @@ def _check_joins(rules: _Rules, scope: Scope) -> None:
                 raise _refuse("guard.join", "join keys must be dataset columns, not expressions")
             _, lspec = rules.column(lb)
             _, rspec = rules.column(rb)
-            pair = (
-                f"{rb.dataset}.{rspec.name}" in lspec.joinable
-                or f"{lb.dataset}.{lspec.name}" in rspec.joinable
-            )
-            if not pair:
-                raise _refuse(
-                    "guard.join",
-                    f"{lb.dataset}.{lspec.name} and {rb.dataset}.{rspec.name} are not "
-                    "declared joinable",
-                )
+            _check_consent(lb, lspec, rb, rspec)
             rules.use(left, "join", "JOIN")
             rules.use(right, "join", "JOIN")
+            on_entities |= _is_entity_key(rules, lb) and _is_entity_key(rules, rb)
+        inner = (
+            join.args.get("side") is None
+            and str(join.args.get("kind") or "INNER").upper() == "INNER"
+        )
+        join.meta[ENTITY_JOIN] = inner and on_entities
     if scope.expression.args.get("joins"):
         _check_joined_once(scope)
 
 
-def _datasets_reached(source: exp.Table | Scope) -> set[str]:
+def datasets_reached(source: exp.Table | Scope) -> set[str]:
     """The datasets a FROM or JOIN source reads, through derived tables, CTEs and unions."""
     if isinstance(source, exp.Table):
         return {f"{source.args['db'].name.lower()}.{source.name.lower()}"}
     reached: set[str] = set()
     for branch in source.set_operation_scopes:
-        reached |= _datasets_reached(branch)
+        reached |= datasets_reached(branch)
     for _, inner in source.selected_sources.values():
         if isinstance(inner, exp.Table | Scope):
-            reached |= _datasets_reached(inner)
+            reached |= datasets_reached(inner)
     return reached
 
 
@@ -453,7 +487,7 @@ def _check_joined_once(scope: Scope) -> None:
     """A dataset on two sides of a join, even on declared keys, multiplies its own rows."""
     seen: set[str] = set()
     for _, source in scope.selected_sources.values():
-        reached = _datasets_reached(source) if isinstance(source, exp.Table | Scope) else set()
+        reached = datasets_reached(source) if isinstance(source, exp.Table | Scope) else set()
         again = sorted(reached & seen)
         if again:
             raise _refuse(
@@ -569,11 +603,9 @@ def _check_output(
 
     ``outputs``: in ORDER BY, the released columns' names, which it may refer to.
     """
-    kind = NODE_KINDS.get(type(node))
-    if kind is None:
-        raise closure_refusal(node, scope.expression, describe(node, rules.parsed.sql))
     if node.sql() in keys:
         return
+    kind = NODE_KINDS.get(type(node))
     if kind is Kind.AGGREGATE:
         rules.aggregate(node, scope, clause)
     elif kind is Kind.COLUMN:
@@ -589,6 +621,8 @@ def _check_output(
         raise _refuse("guard.subquery_predicate", f"subqueries are not allowed in {clause}")
     elif kind is Kind.STAR:
         raise _refuse("guard.star", f"* is allowed only in count(*) (in {clause})")
+    elif kind is None:
+        raise closure_refusal(node, scope.expression, describe(node, rules.parsed.sql))
     else:
         for child in node.iter_expressions():
             _check_output(rules, scope, child, keys, clause, outputs)

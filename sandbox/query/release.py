@@ -65,7 +65,7 @@ class Prepared:
 @dataclass(frozen=True)
 class Released:
     table: pa.Table
-    groups_suppressed: int
+    groups_suppressed: int | None  # noised with ε; None without (never an exact count)
     epsilon_spent: float
 
 

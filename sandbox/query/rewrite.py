@@ -26,11 +26,12 @@ from sqlglot.optimizer.scope import Scope
 from sandbox.core.access import DatasetAccess
 from sandbox.core.errors import QueryRefused
 from sandbox.query.columns_expr import EXPANDED
-from sandbox.query.guard import Checked, first_source
+from sandbox.query.guard import ENTITY_JOIN, Checked, datasets_reached, first_source
 
 __all__ = ["ContributionBounds", "Plan", "Stat", "build_plan"]
 
 STATS_TABLE = "__sbx_stats"
+ENTITIES = "__entities"
 #: How a per-(group, entity) statistic becomes per group: a template over its column.
 SUM = "sum({})"
 
@@ -40,7 +41,7 @@ class Stat:
     """One column of the stats table and how disclosure treats it."""
 
     name: str
-    kind: str  # entities | rows | count | sum | sumsq | min | max | top2
+    kind: str  # entities | joined | rows | count | sum | sumsq | min | max | top2
     lower: float | None = None
     upper: float | None = None
     of: str | None = None
@@ -88,6 +89,55 @@ def _entity_of(scope: Scope, entity_key: str, carried: set[int]) -> exp.Expressi
     return _col("__sbx_e", alias)
 
 
+def _table_id(table: exp.Table) -> str:
+    return f"{table.args['db'].name.lower()}.{table.name.lower()}"
+
+
+def joined_datasets(checked: Checked) -> list[str]:
+    """The datasets the released SELECT reads besides the primary one, in a stable order.
+
+    Every dataset has an entity key (the classification format requires one), so each
+    of them is personal: its entities are counted too (``docs/disclosure.md``, joins).
+    """
+    reached: set[str] = set()
+    for _, source in checked.final_scope.selected_sources.values():
+        if isinstance(source, exp.Table | Scope):
+            reached |= datasets_reached(source)
+    return sorted(reached - {checked.primary})
+
+
+def _entity_in(
+    scope: Scope, dataset: str, key: str, name: str, carried: set[tuple[int, str]]
+) -> exp.Expression:
+    """``dataset``'s entity key as a value of a SELECT scope (NULL where no source reads it).
+
+    A source that is the dataset's table gives its column; a derived source that reads
+    it carries the key up as ``name``.
+    """
+    for alias, (_, source) in scope.selected_sources.items():
+        if isinstance(source, exp.Table) and _table_id(source) == dataset:
+            return _col(key, alias)
+        if isinstance(source, Scope) and dataset in datasets_reached(source):
+            _carry_as(source, dataset, key, name, carried)
+            return _col(name, alias)
+    return exp.Null()
+
+
+def _carry_as(
+    scope: Scope, dataset: str, key: str, name: str, carried: set[tuple[int, str]]
+) -> None:
+    """Add ``name`` (``dataset``'s entity key) to a derived scope's outputs, once."""
+    if (id(scope.expression), name) in carried:
+        return
+    carried.add((id(scope.expression), name))
+    if isinstance(scope.expression, exp.SetOperation):
+        for branch in scope.set_operation_scopes:
+            _carry_as(branch, dataset, key, name, carried)
+        return
+    entity = _entity_in(scope, dataset, key, name, carried)
+    scope.expression.append("expressions", exp.alias_(entity, name, quoted=True))
+
+
 def _carry(scope: Scope, entity_key: str, carried: set[int]) -> None:
     """Add ``__sbx_e`` to a derived scope's outputs (to every branch of a UNION ALL), once."""
     if id(scope.expression) in carried:
@@ -108,15 +158,28 @@ class _Stats:
         access: Mapping[str, DatasetAccess],
         bounds: ContributionBounds | None,
         k: int = 1,
+        joined: list[str] | None = None,
     ) -> None:
         self.checked = checked
+        self.joined = joined or []
         self.access = access
         self.bounds = bounds
         self.k = k
         self.inner: list[exp.Expr] = []
         self.outer: list[str] = []
-        self.stats: list[Stat] = [Stat("__entities", "entities")]
+        self.stats: list[Stat] = [Stat(ENTITIES, "entities")]
         self.seen: dict[str, str] = {}
+        self.tops: dict[str, tuple[str, str]] = {}  # sum column -> (its top2, magnitude)
+
+    def _distinct(self, arg: exp.Distinct, entities: str) -> str:
+        """``count(DISTINCT key)``: the entities column of the dataset whose key it is.
+
+        Under a budget every join is on entity keys, so all datasets count the same.
+        """
+        base = self.checked.lineage.resolve(arg.expressions[0], self.checked.final_scope).single
+        if base is None or base.dataset not in self.joined or self.bounds is not None:
+            return entities
+        return f"{entities}_j{self.joined.index(base.dataset) + 1}"
 
     def _cap_count(self, agg: str) -> str:
         if self.bounds is None:
@@ -153,12 +216,41 @@ class _Stats:
         quoted = f'"{name}"'
         self.outer.append(f'{outer.format(quoted)} AS "{name}"')
         self.stats.append(Stat(name, kind, lower, upper, cell=cell))
-        if kind == "sum":
+        if kind in ("sum", "sumsq"):
+            # Dominance: the two largest per-entity contributions, to a sum and (what a
+            # variance or stddev releases) to a sum of squares.
             top = f"__t{len(self.stats)}"
-            magnitude = f'"{name}"' if (lower or 0.0) >= 0 else f'abs("{name}")'
+            signed = kind == "sum" and (lower or 0.0) < 0
+            magnitude = f'abs("{name}")' if signed else f'"{name}"'
             self.outer.append(f'max({magnitude}, 2) AS "{top}"')
             self.stats.append(Stat(top, "top2", lower, upper, of=name))
+            self.tops[name] = (top, magnitude)
         return name
+
+    def joined_stats(self, j: int) -> tuple[list[str], list[Stat]]:
+        """Per group, from a pre-aggregate per (group, entity of the j-th joined dataset).
+
+        Its distinct entities (each entities column counted again on its entities) and
+        the top two contributions of its entities to each sum and sum of squares.  Rows
+        where the dataset has no entity (an outer join's unmatched side) are no entity.
+        """
+        known = 'FILTER (WHERE "__sbx_e" IS NOT NULL)'
+        outer = [f'count("__sbx_e") AS "{ENTITIES}_j{j}"']
+        stats = [Stat(f"{ENTITIES}_j{j}", "joined", of=ENTITIES)]
+        for stat in self.stats:
+            if stat.kind == "entities" and stat.name != ENTITIES:
+                outer.append(f'sum("{stat.name}") {known} AS "{stat.name}_j{j}"')
+                stats.append(Stat(f"{stat.name}_j{j}", "joined", of=stat.name, cell=stat.name))
+            elif stat.name in self.tops:
+                top, magnitude = self.tops[stat.name]
+                outer.append(f'max({magnitude}, 2) {known} AS "{top}_j{j}"')
+                stats.append(Stat(f"{top}_j{j}", "top2", stat.lower, stat.upper, of=stat.name))
+        return outer, stats
+
+    def per_entity(self) -> list[exp.Expr]:
+        """The per-(group, entity) columns a joined dataset's pre-aggregate needs."""
+        wanted = {s.name for s in self.stats if s.kind in ("entities", "sum", "sumsq")}
+        return [e for e in self.inner if e.alias in wanted]
 
     def _measure_bounds(self, column: exp.Column) -> tuple[float, float]:
         info = self.checked.lineage.resolve(column, self.checked.final_scope)
@@ -209,7 +301,7 @@ class _Stats:
                 )
                 return _col(name)
             if isinstance(arg, exp.Distinct):
-                return _col(cell or "__entities")
+                return _col(self._distinct(arg, cell or ENTITIES))
             sql = arg.sql(dialect="duckdb")
             return _col(
                 self._add(
@@ -315,7 +407,25 @@ def build_plan(
     final = cast(exp.Select, checked.final_scope.expression)  # the guard refuses any other
     _contain_errors(checked.root, final)
     entity = _inject_entity(checked, access)
-    stats = _Stats(checked, access, bounds, k)
+    joined = joined_datasets(checked)
+    if bounds is not None and joined:
+        _check_budget_joins(checked)
+    carried: set[tuple[int, str]] = set()
+    entities = (
+        []
+        if bounds is not None
+        else [
+            _entity_in(
+                checked.final_scope,
+                dataset,
+                access[dataset].spec.entity_key.lower(),
+                f"__sbx_e{j}",
+                carried,
+            )
+            for j, dataset in enumerate(joined, 1)
+        ]
+    )
+    stats = _Stats(checked, access, bounds, k, joined)
     key_names = {key.sql(): f"__k{i}" for i, key in enumerate(checked.keys)}
 
     def to_release(node: exp.Expression) -> exp.Expression:
@@ -381,24 +491,70 @@ def build_plan(
             '__sbx_pe AS (SELECT __sbx_pg.* FROM __sbx_pg JOIN __sbx_cut USING ("__sbx_e") '
             'WHERE "__sbx_h" <= "__sbx_t")',
         ]
-    outer = [*group_cols, 'count(*) AS "__entities"', *stats.outer]
-    stats_sql = f"WITH {', '.join(ctes)} SELECT {', '.join(outer)} FROM __sbx_pe"
+    outer = [*group_cols, f'count(*) AS "{ENTITIES}"', *stats.outer]
+    main = f"SELECT {', '.join(outer)} FROM __sbx_pe"
     if group_cols:
-        stats_sql += " GROUP BY " + ", ".join(group_cols)
+        main += " GROUP BY " + ", ".join(group_cols)
     if bounds is not None:
         # With a budget, groups under k never leave the enclave (disclosure would drop
         # them anyway): the number of groups it sees, noised, counts only groups of at
         # least k, and the stats table's size limit can only be reached by those.
-        stats_sql += f" HAVING count(*) >= {k}"
+        main += f" HAVING count(*) >= {k}"
+    all_stats = list(stats.stats)
+    if not entities:
+        stats_sql = f"WITH {', '.join(ctes)} {main}"
+    else:
+        # Every other dataset of the join counts its own entities and their contributions.
+        ctes.append(f"__sbx_main AS ({main})")
+        columns = ["__sbx_main.*"]
+        joins = []
+        for j, entity_j in enumerate(entities, 1):
+            inner.set(
+                "expressions",
+                [*inner.expressions[: len(checked.keys)], exp.alias_(entity_j, "__sbx_e")]
+                + [e.copy() for e in stats.per_entity()],
+            )
+            per = inner.sql(dialect="duckdb") + " GROUP BY " + ", ".join([*group_cols, '"__sbx_e"'])
+            outer_j, stats_j = stats.joined_stats(j)
+            x = f"SELECT {', '.join([*group_cols, *outer_j])} FROM __sbx_j{j}"
+            if group_cols:
+                x += " GROUP BY " + ", ".join(group_cols)
+            ctes += [f"__sbx_j{j} AS ({per})", f"__sbx_x{j} AS ({x})"]
+            columns += [f'__sbx_x{j}."{s.name}"' for s in stats_j]
+            on = " AND ".join(
+                f"__sbx_main.{c} IS NOT DISTINCT FROM __sbx_x{j}.{c}" for c in group_cols
+            )
+            joins.append(f"LEFT JOIN __sbx_x{j} ON {on or 'true'}")
+            all_stats += stats_j
+        stats_sql = (
+            f"WITH {', '.join(ctes)} SELECT {', '.join(columns)} FROM __sbx_main {' '.join(joins)}"
+        )
     return Plan(
         stats_sql=stats_sql,
         release_sql=release.sql(dialect="duckdb"),
-        stats=stats.stats,
+        stats=all_stats,
         keys=[f"__k{i}" for i in range(len(checked.keys))],
         output_names=names,
         primary=checked.primary,
         bounds=bounds,
     )
+
+
+def _check_budget_joins(checked: Checked) -> None:
+    """Under a budget, datasets are joined only on their entity keys, inner joins only.
+
+    Then every joined row carries one entity value across all the datasets, and the
+    contribution bounds C and G, applied per (group, entity), bound what any one
+    entity of any of them changes (``docs/disclosure.md``, joins under a budget).
+    """
+    for join in checked.root.find_all(exp.Join):
+        if not join.meta.get(ENTITY_JOIN):
+            raise QueryRefused(
+                "under a privacy budget datasets are joined only on their entity keys "
+                "(an inner join, e.g. ON a.credit_code = b.credit_code): a join on "
+                "another key lets one entity's rows reach an unbounded number of others'",
+                rule="guard.join_budget",
+            )
 
 
 def _output_names(checked: Checked) -> list[str]:
