@@ -403,11 +403,12 @@ class Authority:
         rows_scanned: Mapping[str, int] | None = None,
         conn: Connection | None = None,
         now: datetime | None = None,
+        count: bool = True,
     ) -> Charge:
         """Count an executed query against the grants its decision used.
 
         Rows scanned default to each dataset's row count (a full scan, which is what
-        the enclave does).
+        the enclave does).  ``count=False``: CPU time only, of a query counted before.
         """
         if not decision.allowed or not decision.grants:
             raise InvalidInput("usage is recorded for an allowed query", rule="usage.parts")
@@ -415,9 +416,9 @@ class Authority:
         parts = [UsagePart(g, int(rows.get(g.dataset, 0))) for g in decision.grants]
         now = now or self.clock()
         if conn is not None:
-            return record_usage(conn, parts, cpu_ms=cpu_ms, now=now)
+            return record_usage(conn, parts, cpu_ms=cpu_ms, now=now, count=count)
         with self.engine.begin() as own:
-            return record_usage(own, parts, cpu_ms=cpu_ms, now=now)
+            return record_usage(own, parts, cpu_ms=cpu_ms, now=now, count=count)
 
 
 def _counted(outcome: Outcome) -> tuple[list[str], list[str]]:

@@ -91,12 +91,19 @@ def _upsert_add(conn: Connection, keys: Mapping[str, Any], adds: Mapping[str, in
 
 
 def record_usage(
-    conn: Connection, parts: Sequence[UsagePart], *, cpu_ms: int = 0, now: datetime
+    conn: Connection,
+    parts: Sequence[UsagePart],
+    *,
+    cpu_ms: int = 0,
+    now: datetime,
+    count: bool = True,
 ) -> Charge:
     """Count one executed query against each grant it used, with its charge and CPU time.
 
     A joined query counts once on each grant's quota; CPU time is attributed to
     the parts in proportion to rows scanned.  Charges follow :mod:`policies.pricing`.
+    ``count=False`` adds only CPU time to a query counted before (a query is charged
+    before it runs, its CPU time when it ends, however it ends); the charge is then 0.
     """
     if not parts:
         raise InvalidInput("usage needs at least one grant", rule="usage.parts")
@@ -113,6 +120,8 @@ def record_usage(
         cpu = apportion(cpu_ms, [1] * len(parts))
     day = day_of(now)
     joined = 1 if len(parts) > 1 else 0
+    if not count:
+        charges = [PartCharge(c.dataset, 0, 0) for c in charges]
     for part, charge, cpu_part in zip(parts, charges, cpu, strict=True):
         _upsert_add(
             conn,
@@ -123,9 +132,9 @@ def record_usage(
                 "dataset_id": part.grant.dataset,
             },
             {
-                "queries": 1,
-                "joined_queries": joined,
-                "rows_scanned": part.rows_scanned,
+                "queries": int(count),
+                "joined_queries": joined if count else 0,
+                "rows_scanned": part.rows_scanned if count else 0,
                 "cpu_ms": cpu_part,
                 "epsilon_spent": 0,
                 "query_fee": charge.query_fee,

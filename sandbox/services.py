@@ -88,6 +88,7 @@ class Services:
             self.store,
             workers=self.base_settings.job_workers,
             result_ttl_s=lambda: self.settings().result_ttl_s,
+            per_operator=self.base_settings.job_workers_per_operator,
         )
 
     @cached_property

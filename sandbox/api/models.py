@@ -87,6 +87,8 @@ class ExplainOut(BaseModel):
     review_required: bool | None = None
     grants: list[Json] | None = None
     normalized_sql: str | None = None
+    reads: dict[str, int] | None = None
+    rows_read: int | None = None
 
 
 class ResultRows(BaseModel):

@@ -112,14 +112,14 @@ def _print_result(result: Any, fmt: str, receipt: Path | None) -> None:
     remaining = meta.get("epsilon_remaining")
     eps += f", ε remaining {remaining:g}" if remaining is not None else ""
     # A repeat answered from the cache has its own audit entry; its receipt is the first
-    # release's (a server older than audit_seq in the metadata: the receipt's entry).
-    seq = meta.get("audit_seq", result.receipt["receipt"]["audit"]["seq"])
+    # release's.  Entries are named by hash: a seq would count every account's activity.
+    entry = meta.get("audit_entry_hash") or result.receipt["receipt"]["audit"]["entry_hash"]
     # Reported (noised) under a privacy budget only: without one it is null.
     withheld = meta.get("groups_suppressed")
     shown = "" if withheld is None else f", {counted(withheld, 'group')} suppressed"
     typer.echo(
         f"# {counted(meta['rows'], 'row')}{shown} (k={meta['k']})"
-        f"{eps}{', from cache' if meta.get('cached') else ''}; audit seq {seq}",
+        f"{eps}{', from cache' if meta.get('cached') else ''}; audit entry {entry}",
         err=True,
     )
 
@@ -152,5 +152,5 @@ def receipt_verify(
         f"valid: request {body['request_id']} by {body['operator']}: "
         f"{counted(body['rows'], 'row')}, "
         f"result sha256 {body['result_sha256']}, ε {body['epsilon_spent']:g}, "
-        f"audit seq {body['audit']['seq']}"
+        f"audit entry {body['audit']['entry_hash']}"
     )

@@ -80,11 +80,14 @@ class JobRunner:
         poll_s: float = 1.0,
         monitor_s: float = 0.5,
         stale_after_s: float = 30.0,
+        per_operator: int = 0,
     ) -> None:
         self.platform = platform
         self.service = service
         self.store = store
         self.workers = max(1, workers)
+        #: Jobs of one operator running at once here (0: one less than the workers, min 1).
+        self.per_operator = per_operator or max(1, self.workers - 1)
         self.result_ttl_s = result_ttl_s
         self.poll_s = poll_s
         self.monitor_s = monitor_s
@@ -224,7 +227,7 @@ class JobRunner:
         """The store's next job in turn across operators (with its check, if queued here
         moments ago)."""
         assert self.runner_id is not None
-        job = self.store.claim(self.runner_id)
+        job = self.store.claim(self.runner_id, per_operator=self.per_operator)
         now = time.monotonic()
         with self._wake:
             found = None if job is None else self._hints.pop(job.id, None)

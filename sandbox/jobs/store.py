@@ -22,7 +22,7 @@ processes can never both claim, finish or review one job.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -217,16 +217,19 @@ class JobStore:
         )
         return result.rowcount == 1
 
-    def claim(self, runner: str, *, limit: int = 8) -> Job | None:
+    def claim(self, runner: str, *, limit: int = 8, per_operator: int | None = None) -> Job | None:
         """Take the next job in turn for ``runner`` (atomically, across processes).
 
         Operators take turns: the next job is the oldest queued job of the operator with
         queued work whose last job started longest ago (never: first; ties by the age
         of their oldest queued job), so one operator's backlog delays each other
-        operator by at most one job per worker.  Each claim is a conditional UPDATE:
-        two processes never take one job; the loser tries the next in turn.
+        operator by at most one job per worker.  ``per_operator``: an operator with that
+        many jobs running on ``runner`` waits, so one operator's long jobs never hold
+        every worker.  Each claim is a conditional UPDATE: two processes never take one
+        job; the loser tries the next in turn.
         """
-        for job_id in self._in_turn(limit):
+        busy = set() if per_operator is None else self._busy(runner, per_operator)
+        for job_id in self._in_turn(limit, exclude=busy):
             with self.engine.begin() as conn:
                 claimed = self._transition(
                     conn,
@@ -240,8 +243,19 @@ class JobStore:
                 return self.get(job_id)
         return None
 
-    def _in_turn(self, limit: int) -> list[str]:
-        """Up to ``limit`` queued job ids, each the oldest of its operator, in turn order."""
+    def _busy(self, runner: str, per_operator: int) -> set[str]:
+        """Operators with ``per_operator`` or more jobs running on ``runner``."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(jobs.c.operator, sa.func.count().label("n"))
+                .where(jobs.c.state == JobState.RUNNING.value, jobs.c.runner == runner)
+                .group_by(jobs.c.operator)
+            )
+            return {row.operator for row in rows if row.n >= per_operator}
+
+    def _in_turn(self, limit: int, *, exclude: Collection[str] = ()) -> list[str]:
+        """Up to ``limit`` queued job ids, each the oldest of its operator, in turn order
+        (operators in ``exclude`` wait)."""
         queued = JobState.QUEUED.value
         with self.engine.connect() as conn:
             waiting = {
@@ -251,6 +265,7 @@ class JobStore:
                     .where(jobs.c.state == queued)
                     .group_by(jobs.c.operator)
                 )
+                if row.operator not in exclude
             }
             if not waiting:
                 return []

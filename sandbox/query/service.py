@@ -1,22 +1,28 @@
 # Over 400 lines: one query's path (authorize, run, hold, release, repeat, commit), one transaction.
 """A query's whole path: authorize, guard, rewrite, execute, disclose, record, release.
 
+Paid before it runs: once a query passed the guard and its cost bounds
+(:mod:`sandbox.query.cost`), its ε is spent and the query, the rows it reads (as
+expanded: CTE reuse and UNION ALL multiply) and its fees are counted in one
+transaction *before* it touches data; its CPU time is added when it ends.  A run
+that fails (timeout, memory, cancellation, shutdown) is charged like one that
+succeeds, so failure is no oracle that bypasses the budget.
+
 Fail closed: the result leaves only after the audit entry that records it is
-durable, in the same control-plane transaction that spends the privacy budget,
-counts the usage and caches the release; if any of it fails, nothing is
-released and nothing is spent.  Every refusal, at any step, is audited with the
-rule that refused.
+durable, in the same control-plane transaction that caches the release; if any of
+it fails, nothing is released (what the run was charged stays charged).  Every
+refusal, at any step, is audited with the rule that refused.
 
 A query whose grant requires the bureau's review (``review_required``) is never
 released by :meth:`QueryService.run`.  A job runs it with :meth:`QueryService.run_job`,
 which computes the desensitized result (noise drawn, suppression applied) and
-returns it :class:`Held`: recorded in the audit trail as computed, but nothing is
-released, no ε is spent and no usage is counted.  When the bureau approves,
+returns it :class:`Held`: recorded in the audit trail as computed (and charged,
+like every run), but nothing is released.  When the bureau approves,
 :meth:`QueryService.release_held` re-authorizes the query (the grant may have been
-narrowed, suspended or used up meanwhile), checks that the held result was computed
-under the same grant and dataset versions, and then releases it exactly like ``run``
-does: ε spent, usage counted, audit entry durable, release cached, in one
-transaction, before anything is returned.
+narrowed, suspended or revoked meanwhile), checks that the held result was computed
+under the same grant and dataset versions, and then releases it like ``run`` does:
+audit entry durable, release cached, in one transaction, before anything is
+returned; nothing is charged again.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -40,6 +47,7 @@ from sandbox.core.errors import (
     AuditUnavailable,
     BudgetExhausted,
     QueryRefused,
+    QuotaExceeded,
     ResultTooLarge,
     SandboxError,
 )
@@ -47,6 +55,7 @@ from sandbox.core.timeutil import to_rfc3339
 from sandbox.core.wording import counted
 from sandbox.enclave.catalog import DatasetRecord
 from sandbox.platform import Platform
+from sandbox.query.cost import Cost, CostLimits, check_cost
 from sandbox.query.disclosure import DisclosureParams
 from sandbox.query.noise import NoiseSource
 from sandbox.query.parse import attempted_sql, parse_query
@@ -64,6 +73,8 @@ from sandbox.query.rewrite import ContributionBounds
 
 __all__ = ["Authorized", "Held", "QueryResult", "QueryService"]
 
+log = logging.getLogger("sandbox.query.service")
+
 ACTION = "dataset.query"
 #: Groups computed in the enclave may exceed the released-row limit by this factor
 #: (small groups are suppressed before release); memory and time limits still apply.
@@ -78,6 +89,8 @@ class Authorized:
     prepared: Prepared
     remaining: float | None
     records: dict[str, DatasetRecord]
+    cost: Cost | None = None
+    """What the expanded query reads (``sandbox.query.cost``): what a run is charged."""
 
 
 @dataclass(frozen=True)
@@ -208,10 +221,24 @@ class QueryService:
         if not decision.allowed:
             raise decision.error()
         records = {d: self.platform.catalog.get(d) for d in parsed.datasets}
+        # Before the guard qualifies anything: its own analysis grows with the expanded query.
+        cost = check_cost(
+            parsed.expression, {d: r.row_count for d, r in records.items()}, self._limits()
+        )
+        _check_rows_quota(decision, cost)
         params, remaining = self._params(decision)
         access = self._access(decision.grants, records)
         prepared = prepare(parsed, access, params, max_sql_length=max_length)
-        return Authorized(decision, prepared, remaining, records)
+        return Authorized(decision, prepared, remaining, records, cost)
+
+    def _limits(self) -> CostLimits:
+        settings = self.platform.settings
+        return CostLimits(
+            max_rows_read=settings.max_rows_read,
+            max_dataset_reads=settings.max_dataset_reads,
+            max_expanded_nodes=settings.max_expanded_nodes,
+            max_string_copies=settings.max_string_copies,
+        )
 
     # -- explain ---------------------------------------------------------------------------
 
@@ -244,6 +271,9 @@ class QueryService:
             "grants": [{"id": g.id, "version": g.version} for g in decision.grants],
             "normalized_sql": prepared.parsed.normalized_sql,
         }
+        if auth.cost is not None:
+            answer["reads"] = dict(auth.cost.reads)
+            answer["rows_read"] = auth.cost.rows_total
         self._record(
             actor,
             rid,
@@ -338,12 +368,17 @@ class QueryService:
         sql: str,
         exc: SandboxError,
         started: float,
+        *,
+        extra: dict[str, Any] | None = None,
     ) -> None:
-        """Audit a refusal of ``sql`` with its rule (nothing to record if the audit is down)."""
+        """Audit a refusal of ``sql`` with its rule (nothing to record if the audit is down).
+
+        ``extra``: more details (a failed run's ``epsilon_spent``: it was charged).
+        """
         if isinstance(exc, AuditUnavailable):
             return
         duration = {"duration_ms": int((time.perf_counter() - started) * 1000)}
-        self._record_deny(actor, rid, client, sql, exc, duration)
+        self._record_deny(actor, rid, client, sql, exc, {**duration, **(extra or {})})
 
     def _record_deny(
         self,
@@ -381,6 +416,7 @@ class QueryService:
     ) -> QueryResult | Held:
         rid = request_id or uuid.uuid4().hex
         started = time.perf_counter()
+        charged: float | None = None
         try:
             auth = auth or self._authorize(actor, sql, rid, purpose, client)
             prepared = auth.prepared
@@ -396,22 +432,57 @@ class QueryService:
             if cached is not None:
                 # Already released to this operator (after review, if the grant needs it).
                 return self._repeat(actor, rid, client, auth, cached, started)
+            # Paid before it touches data: a run that fails (time, memory, cancellation)
+            # costs what one that succeeds does, so failing is no free oracle.
+            charged = self._charge(auth, rid)
             cpu0 = time.process_time()
-            limit = self.platform.settings.max_result_rows
-            stats = execute(self.platform.enclave, prepared, max_groups=limit * STATS_HEADROOM)
-            released = release(stats, prepared, noise=self.noise, database=self._release_db)
-            if released.table.num_rows > limit:
-                raise ResultTooLarge(
-                    f"the released result has more than {counted(limit, 'row')}",
-                    rule="enclave.max_result_rows",
-                )
+            try:
+                limit = self.platform.settings.max_result_rows
+                stats = execute(self.platform.enclave, prepared, max_groups=limit * STATS_HEADROOM)
+                released = release(stats, prepared, noise=self.noise, database=self._release_db)
+                if released.table.num_rows > limit:
+                    raise ResultTooLarge(
+                        f"the released result has more than {counted(limit, 'row')}",
+                        rule="enclave.max_result_rows",
+                    )
+            except BaseException:
+                self._meter(auth, int((time.process_time() - cpu0) * 1000))
+                raise
             cpu_ms = int((time.process_time() - cpu0) * 1000)
             if auth.decision.review_required:
                 return self._hold(actor, rid, client, auth, key, released, cpu_ms, started)
             return self._commit(actor, rid, client, auth, key, released, cpu_ms, started)
         except SandboxError as exc:
-            self.record_refusal(actor, rid, client, sql, exc, started)
+            extra = {} if charged is None else {"epsilon_spent": charged}
+            self.record_refusal(actor, rid, client, sql, exc, started, extra=extra)
             raise
+
+    def _charge(self, auth: Authorized, rid: str) -> float:
+        """Spend the run's ε and count it (query, estimated rows, fees) before it runs.
+
+        One transaction: if the budget cannot pay, nothing is counted and nothing runs.
+        The run's outcome changes nothing here; only its CPU time is added afterwards.
+        Returns the ε spent.
+        """
+        now = datetime.now(UTC)
+        decision, epsilon = auth.decision, auth.prepared.epsilon
+        rows = None if auth.cost is None else dict(auth.cost.rows)
+        with self.platform.engine.begin() as conn:
+            if epsilon > 0:
+                for grant in decision.grants:
+                    if grant.epsilon_total is not None:
+                        spend_budget(conn, grant.id, epsilon, now=now, ref=rid)
+            self.platform.authority.record_usage(decision, rows_scanned=rows, conn=conn, now=now)
+        return epsilon
+
+    def _meter(self, auth: Authorized, cpu_ms: int) -> None:
+        """Add a failed or cancelled run's CPU time to its usage (best effort: it was paid)."""
+        if cpu_ms <= 0:
+            return
+        try:
+            self.platform.authority.record_usage(auth.decision, cpu_ms=cpu_ms, count=False)
+        except Exception:  # the control plane is down: the run's charge stands
+            log.warning("could not meter the CPU time of a failed run")
 
     def _hold(
         self,
@@ -448,7 +519,7 @@ class QueryService:
             details={
                 **meta,
                 "held_for_review": True,
-                "epsilon_spent": 0.0,
+                "epsilon_spent": released.epsilon_spent,  # charged when it ran
                 "normalized_sql": prepared.parsed.normalized_sql,
                 "grants": [{"id": g.id, "version": g.version} for g in decision.grants],
                 "duration_ms": int((time.perf_counter() - started) * 1000),
@@ -489,7 +560,7 @@ class QueryService:
             cached = self._cached(key)
             if cached is not None:
                 return self._repeat(actor, rid, client, auth, cached, started)
-            self._check_budget(auth)
+            # Its ε, quota and fees were charged when it ran (whatever the review decides).
             released = Released(held.table, held.groups_suppressed, held.epsilon)
             return self._commit(
                 actor,
@@ -518,7 +589,7 @@ class QueryService:
         """Answer a repeat from the release cache: its own audit entry, nothing spent.
 
         The rows and the receipt are the first release's (the receipt signs that
-        release's entry); ``request_id`` and ``audit_seq`` are this answer's own, and
+        release's entry); ``request_id`` and ``audit_entry_hash`` are this answer's own, and
         ``released_by`` names the request whose release it repeats.
         """
         prepared, decision = auth.prepared, auth.decision
@@ -545,7 +616,9 @@ class QueryService:
                 "duration_ms": int((time.perf_counter() - started) * 1000),
             },
         )
-        return QueryResult(cached.table, {**meta, "audit_seq": entry.seq}, cached.receipt)
+        return QueryResult(
+            cached.table, {**meta, "audit_entry_hash": entry.entry_hash.hex()}, cached.receipt
+        )
 
     def _cache_key(self, actor: Actor, auth: Authorized) -> str:
         versions = sorted((d, r.version) for d, r in auth.records.items())
@@ -604,11 +677,10 @@ class QueryService:
         with pa.ipc.new_stream(sink, released.table.schema) as writer:
             writer.write_table(released.table)
         with self.platform.engine.begin() as conn:
-            if released.epsilon_spent > 0:
-                for grant in decision.grants:
-                    if grant.epsilon_total is not None:
-                        spend_budget(conn, grant.id, released.epsilon_spent, now=now, ref=rid)
-            self.platform.authority.record_usage(decision, cpu_ms=cpu_ms, conn=conn, now=now)
+            # ε, the query and its rows were charged before it ran (:meth:`_charge`).
+            self.platform.authority.record_usage(
+                decision, cpu_ms=cpu_ms, conn=conn, now=now, count=False
+            )
             details = {
                 **meta,
                 "normalized_sql": prepared.parsed.normalized_sql,
@@ -632,7 +704,6 @@ class QueryService:
                     "issued_at": to_rfc3339(now),
                     "query_sha256": prepared.query_sha256,
                     "grants": details["grants"],
-                    "policy_version": self.platform.authority.policy_version,
                     "datasets": [
                         {"id": d.id, "version": d.version, "source_sha256": d.source_sha256}
                         for d in datasets
@@ -642,7 +713,8 @@ class QueryService:
                     "rows": released.table.num_rows,
                     "groups_suppressed": released.groups_suppressed,
                     "result_sha256": digest,
-                    "audit": {"seq": entry.seq, "entry_hash": entry.entry_hash.hex()},
+                    # The entry's hash, not its seq: a seq counts every account's activity.
+                    "audit": {"entry_hash": entry.entry_hash.hex()},
                 },
                 self.platform.signing_key(),
             )
@@ -657,7 +729,9 @@ class QueryService:
                 receipt=receipt,
             )
         return QueryResult(
-            released.table, {**meta, "cached": False, "audit_seq": entry.seq}, receipt
+            released.table,
+            {**meta, "cached": False, "audit_entry_hash": entry.entry_hash.hex()},
+            receipt,
         )
 
 
@@ -668,3 +742,23 @@ def _insert_ignore(conn: sa.Connection, table: sa.Table, **values: Any) -> None:
     else:  # the same insert().on_conflict_do_nothing() in both dialects
         from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
     conn.execute(insert(table).values(**values).on_conflict_do_nothing())
+
+
+def _check_rows_quota(decision: Decision, cost: Cost) -> None:
+    """A grant's rows-per-day quota against the rows this query reads, as expanded.
+
+    The authority checked one scan of each dataset; CTE reuse and UNION ALL read more.
+    """
+    for grant in decision.grants:
+        if grant.rows_per_day is None:
+            continue
+        used = decision.usage.get(grant.id)
+        so_far = used.rows_scanned if used is not None else 0
+        rows = cost.rows.get(grant.dataset, 0)
+        if so_far + rows > grant.rows_per_day:
+            raise QuotaExceeded(
+                f"the query reads about {rows:,} rows of {grant.dataset} "
+                f"({cost.reads.get(grant.dataset, 0):,} reads); the grant's rows-per-day "
+                f"quota has {max(0, grant.rows_per_day - so_far):,} left today",
+                rule="quota.rows_per_day",
+            )

@@ -75,6 +75,47 @@ def test_an_operator_served_while_others_wait_goes_to_the_back(store: JobStore) 
     assert [j.id for j in claimed if j is not None] == [b[0], a[1], b[1]]
 
 
+def test_one_operator_never_holds_every_worker(store: JobStore) -> None:
+    """With a cap of one running job per operator, a second worker stays free for others."""
+    runner = store.runners.register()
+    a = submit(store, "op-a", 3)
+    first = store.claim(runner, per_operator=1)
+    assert first is not None and first.id == a[0]
+    # op-a's backlog waits while its job runs, even with a worker idle and nobody else queued.
+    assert store.claim(runner, per_operator=1) is None
+    b = submit(store, "op-b")
+    second = store.claim(runner, per_operator=1)
+    assert second is not None and second.id == b[0]
+    finish(store, first.id)
+    third = store.claim(runner, per_operator=1)
+    assert third is not None and third.id == a[1]
+    # The cap counts this runner's jobs: another process's workers take their own turn.
+    other = store.runners.register()
+    fourth = store.claim(other, per_operator=1)
+    assert fourth is not None and fourth.id == a[2]
+    # Without a cap, the old behaviour: an operator may take every worker.
+    c = submit(store, "op-c", 2)
+    assert [store.claim(runner).id, store.claim(runner).id] == c  # type: ignore[union-attr]
+
+
+def test_the_runner_caps_each_operator_below_its_workers() -> None:
+    """The default cap: one less than the workers (at least one); the setting overrides."""
+    from sandbox.jobs.runner import JobRunner
+
+    def cap(workers: int, per_operator: int = 0) -> int:
+        runner = JobRunner(
+            None,  # type: ignore[arg-type]
+            None,  # type: ignore[arg-type]
+            None,  # type: ignore[arg-type]
+            workers=workers,
+            result_ttl_s=lambda: 1.0,
+            per_operator=per_operator,
+        )
+        return runner.per_operator
+
+    assert [cap(1), cap(2), cap(4), cap(4, per_operator=4)] == [1, 1, 3, 4]
+
+
 def test_concurrent_claimers_never_share_a_job(store: JobStore) -> None:
     for operator in ("op-a", "op-b", "op-c"):
         submit(store, operator, 10)

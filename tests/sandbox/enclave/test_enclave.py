@@ -12,11 +12,12 @@ from sandbox.core.errors import (
     EnclaveBusy,
     EnclaveError,
     Forbidden,
+    QueryRefused,
     QueryTimeout,
     ResultTooLarge,
     SandboxError,
 )
-from sandbox.enclave.enclave import Enclave
+from sandbox.enclave.enclave import LIMITS_MESSAGE, Enclave
 
 # Each of these must fail on the query connection, whatever the guard would have said.
 LOCKDOWN_CASES = {
@@ -59,8 +60,9 @@ def test_file_access_is_a_permission_error(demo_platform) -> None:
 
 def test_python_replacement_scan_is_off(demo_platform) -> None:
     secret_frame = pa.table({"x": [42]})  # noqa: F841 - visible in this scope on purpose
-    with pytest.raises(EnclaveError):
+    with pytest.raises(QueryRefused) as info:  # a catalog error: bound, never run
         demo_platform.enclave.query("SELECT * FROM secret_frame")
+    assert info.value.rule == "enclave.bind"
 
 
 def test_settings_are_locked_and_applied(demo_platform) -> None:
@@ -79,7 +81,8 @@ def test_aggregate_query_runs(demo_platform) -> None:
 def test_timeout_interrupts(demo_platform) -> None:
     with pytest.raises(QueryTimeout) as info:
         demo_platform.enclave.query("SELECT count(*) FROM range(100000000000) a", timeout_s=0.3)
-    assert info.value.rule == "enclave.timeout"
+    assert info.value.rule == "enclave.limits"
+    assert info.value.message == LIMITS_MESSAGE
     # The connection is usable afterwards.
     assert demo_platform.enclave.query("SELECT 1 AS one").num_rows == 1
 
@@ -91,12 +94,37 @@ def test_result_size_limit(demo_platform) -> None:
 
 
 def test_execution_errors_do_not_echo_values(demo_platform) -> None:
-    with pytest.raises(EnclaveError) as info:
+    with pytest.raises(QueryTimeout) as info:
         demo_platform.enclave.query("SELECT CAST(name AS INTEGER) FROM health.claims")
     message = str(info.value)
     names = demo_platform.enclave.query("SELECT DISTINCT name FROM health.claims LIMIT 50")
     assert not any(name in message for name in names.column("name").to_pylist())
-    assert info.value.rule == "enclave.execution"
+    assert info.value.rule == "enclave.limits"
+
+
+def test_failures_on_data_are_told_apart_by_nothing(tmp_path) -> None:
+    """A timeout, a value that fails a cast and running out of memory: one error, one text.
+
+    Each can be made to happen iff some row matches, so none may say which it was.
+    """
+    enclave = Enclave(tmp_path / "small.duckdb", memory_limit="64MB", threads=1)
+    enclave.create()
+    with enclave.writer() as con:
+        con.execute("CREATE TABLE t AS SELECT 'name' || i::VARCHAR AS name FROM range(10000) r(i)")
+    runs = {
+        "timeout": ("SELECT count(*) FROM range(100000000000) a", 0.3),
+        "value": ("SELECT CAST(name AS INTEGER) FROM t", None),
+        "memory": ("SELECT length(string_agg(repeat(name, 1000), '')) FROM t", None),
+    }
+    seen = set()
+    for kind, (sql, timeout_s) in runs.items():
+        with pytest.raises(SandboxError) as info:
+            enclave.query(sql, timeout_s=timeout_s)
+        error = info.value
+        seen.add((type(error), error.code, error.status, error.rule, error.message))
+        assert error.rule == "enclave.limits", kind
+    enclave.close()
+    assert len(seen) == 1, seen
 
 
 def test_missing_enclave_file_is_clear(tmp_path) -> None:

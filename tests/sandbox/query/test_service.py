@@ -58,6 +58,14 @@ def audit_size(platform) -> int:
     return platform.audit.size()
 
 
+def entry_by_hash(platform, entry_hash: str):
+    """The audit entry a receipt or a result names by its hash (what an auditor looks up)."""
+    for entry in platform.audit.entries(limit=10_000, newest_first=True):
+        if bytes(platform.audit.store.entry_row(entry.seq).entry_hash).hex() == entry_hash:
+            return entry
+    raise AssertionError(f"no audit entry with hash {entry_hash}")
+
+
 def assert_no_leak(text: str, values: set[str]) -> None:
     leaked = [v for v in values if len(v) >= 6 and v in text]
     assert not leaked, f"identifier values leaked: {leaked[:3]}"
@@ -137,9 +145,8 @@ def test_budget_cache_and_exhaustion(deployment) -> None:
     # Spend the rest, then the next new query is refused before it runs.
     spent = 0
     while remaining - spent >= 1.0 - 1e-9:
-        service.run(
-            insurer, f"SELECT gender, count(*) FROM health.claims WHERE age > {spent} GROUP BY 1"
-        )
+        band = f"age >= {10 * spent}"  # a new query each time (age only in bands of 10)
+        service.run(insurer, f"SELECT gender, count(*) FROM health.claims WHERE {band} GROUP BY 1")
         spent += 1
     with pytest.raises(SandboxError) as info:
         service.run(insurer, "SELECT district, count(*) FROM health.claims GROUP BY 1")
@@ -161,7 +168,10 @@ def test_receipt_verifies_offline_and_binds_the_result(deployment) -> None:
     assert (
         body["datasets"][0]["source_sha256"] == platform.catalog.get("health.claims").source_sha256
     )
-    entry = platform.audit.entry(body["audit"]["seq"])
+    # Nothing platform-wide: no audit seq, no policy version (either counts other accounts).
+    assert set(body["audit"]) == {"entry_hash"} and "policy_version" not in body
+    entry = entry_by_hash(platform, body["audit"]["entry_hash"])
+    assert entry.request_id == body["request_id"]
     assert entry.details["result_sha256"] == body["result_sha256"]
     tampered = json.loads(json.dumps(result.receipt))
     tampered["receipt"]["rows"] += 1
@@ -358,13 +368,13 @@ def test_refusal_and_release_of_one_query_carry_the_same_hash(deployment) -> Non
         service.run(actor(deployment, "op-bank"), sql)
     refused = platform.audit.entry(platform.audit.size() - 1)
     result = service.run(actor(deployment, "op-planner"), sql.lower())
-    released = platform.audit.entry(result.meta["audit_seq"])
+    released = entry_by_hash(platform, result.meta["audit_entry_hash"])
     assert refused.details["query_sha256"] == released.details["query_sha256"]
     assert refused.details["normalized_sql"] == released.details["normalized_sql"]
 
 
 def test_a_cached_answer_has_its_own_audit_entry(deployment) -> None:
-    """The repeat gets (and reports) its own seq; the receipt still signs the first release."""
+    """The repeat gets (and reports) its own entry; the receipt still signs the first release."""
     platform, _ = deployment
     service = QueryService(platform)
     bank = actor(deployment, "op-bank")
@@ -372,11 +382,12 @@ def test_a_cached_answer_has_its_own_audit_entry(deployment) -> None:
     first = service.run(bank, sql, request_id="first-release")
     again = service.run(bank, sql, request_id="the-repeat")
     assert again.meta["cached"] and again.receipt == first.receipt
-    assert first.meta["audit_seq"] == first.receipt["receipt"]["audit"]["seq"]
-    assert again.meta["audit_seq"] == platform.audit.size() - 1 > first.meta["audit_seq"]
+    assert first.meta["audit_entry_hash"] == first.receipt["receipt"]["audit"]["entry_hash"]
+    entry = entry_by_hash(platform, again.meta["audit_entry_hash"])
+    assert entry.seq == platform.audit.size() - 1
+    assert entry.seq > entry_by_hash(platform, first.meta["audit_entry_hash"]).seq
     assert again.meta["request_id"] == "the-repeat"
     assert again.meta["released_by"] == "first-release"
-    entry = platform.audit.entry(again.meta["audit_seq"])
     assert (entry.action, entry.decision, entry.request_id) == (
         "dataset.query",
         "allow",
@@ -385,5 +396,5 @@ def test_a_cached_answer_has_its_own_audit_entry(deployment) -> None:
     assert entry.details["cache"] is True and entry.details["epsilon_spent"] == 0
     assert (
         entry.details["normalized_sql"]
-        == platform.audit.entry(first.meta["audit_seq"]).details["normalized_sql"]
+        == entry_by_hash(platform, first.meta["audit_entry_hash"]).details["normalized_sql"]
     )
