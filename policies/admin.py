@@ -194,14 +194,25 @@ class Administration:
         token_ttl: timedelta = timedelta(days=90),
         label: str = "",
     ) -> enrolments.IssuedEnrolment:
-        """A one-time code the holder of ``account`` redeems for its token (admin only)."""
+        """A one-time code the holder of ``account`` redeems for its token (admin only).
+
+        An admin account's code gives a token only once a second administrator approves
+        the holder's redemption (:meth:`approve_enrolment`); the host console's at once.
+        """
 
         def change(conn: Connection, now: datetime) -> enrolments.IssuedEnrolment:
             holder = acc.require_account(conn, account)
             if holder.status is not AccountStatus.ACTIVE:
                 raise InvalidInput(f"account '{account}' is disabled", rule="account.disabled")
             return enrolments.insert_enrolment(
-                conn, account, ttl=ttl, token_ttl=token_ttl, by=actor.name, now=now, label=label
+                conn,
+                account,
+                ttl=ttl,
+                token_ttl=token_ttl,
+                by=actor.name,
+                now=now,
+                label=label,
+                needs_approval=not actor.is_host,
             )
 
         return self._act(
@@ -214,6 +225,7 @@ class Administration:
                 "expires_at": e.expires_at.isoformat(),
                 "token_days": e.token_ttl.total_seconds() / 86_400,
                 "label": label,
+                "needs_approval": e.needs_approval,
             },
         )
 
@@ -223,8 +235,65 @@ class Administration:
         """Spend an enrolment code for a token of its account (no token needed: the code is
         the credential).  Audited as ``enrolment.redeem`` either way; a refusal is an
         :class:`AuthenticationError` with its rule (an unknown code goes through
-        :meth:`Authority.refuse_anonymous`, like an unknown token)."""
-        return enrolments.redeem(self.authority, code, request_id=request_id, client=client)
+        :meth:`Authority.refuse_anonymous`, like an unknown token).  A code that needs a
+        second approval is refused here (``enrolment.holder_token``, not spent): see
+        :meth:`redeem_with_token`."""
+        redeemed = enrolments.redeem(self.authority, code, request_id=request_id, client=client)
+        assert redeemed.token is not None  # a code needing approval needs a holder's token
+        return redeemed.token
+
+    def redeem_with_token(
+        self,
+        code: str,
+        token_sha256: str,
+        *,
+        request_id: str | None = None,
+        client: str | None = None,
+    ) -> enrolments.Redeemed:
+        """Spend an enrolment code for a token its holder made (only its SHA-256 is sent):
+        the token at once for a host console's code, else a request pending a second
+        administrator's approval (its fingerprint is returned for the holder to read out).
+        """
+        return enrolments.redeem(
+            self.authority,
+            code,
+            token_sha256=token_sha256,
+            request_id=request_id,
+            client=client,
+        )
+
+    def approve_enrolment(
+        self, actor: Actor, enrolment_id: str, fingerprint: str
+    ) -> tokens.IssuedToken:
+        """Approve a redeemed code as the second administrator: the holder's token (never
+        seen here: the returned ``token`` is empty) comes into existence.
+
+        ``fingerprint`` is what the holder reads to ``actor``; the code's issuer may not
+        approve (``enrolment.same_admin``), see :func:`enrolments.approve_enrolment`.
+        """
+        with self.authority.engine.connect() as conn:
+            account = enrolments.enrolment_account(conn, enrolment_id)
+        issued_by: list[str] = []
+
+        def change(conn: Connection, now: datetime) -> tokens.IssuedToken:
+            token, issuer = enrolments.approve_enrolment(
+                conn, enrolment_id, fingerprint, by=actor.name, now=now
+            )
+            issued_by.append(issuer)
+            return token
+
+        return self._act(
+            actor,
+            "enrolment.approve",
+            Target.account(account),
+            change,
+            lambda t: {
+                "enrolment": enrolment_id,
+                "new_token_id": t.id,
+                "expires_at": t.expires_at.isoformat(),
+                "enrolment_issued_by": issued_by[0],
+            },
+        )
 
     def revoke_token(self, actor: Actor, token_id: str) -> tokens.TokenRecord:
         return self._act(

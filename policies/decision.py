@@ -78,6 +78,7 @@ ACTIONS: Mapping[str, frozenset[TargetKind]] = {
     "token.issue": frozenset({_K.ACCOUNT}),
     "token.revoke": frozenset({_K.TOKEN}),
     "enrolment.issue": frozenset({_K.ACCOUNT}),
+    "enrolment.approve": frozenset({_K.ACCOUNT}),
     "operator.freeze": frozenset({_K.ACCOUNT}),
     "operator.unfreeze": frozenset({_K.ACCOUNT}),
     "key.rotate": frozenset({_K.PLATFORM}),
@@ -91,6 +92,8 @@ RULES: Mapping[str, str] = {
     "allow.own": "an account asks for a token of its own, with a token it holds (every role "
     "may; no policy line needed)",
     "allow.enrolment": "an account's holder redeemed a live enrolment code for its token",
+    "allow.enrolment_pending": "an account's holder redeemed a live enrolment code issued by "
+    "an admin account, for a token it made: the token waits for a second administrator",
     # request shape
     "action.unknown": "the action is not in the action table (deny by default)",
     "target.invalid": "the target is not of a kind this action accepts",
@@ -103,6 +106,15 @@ RULES: Mapping[str, str] = {
     "enrolment.unknown": "the enrolment code is malformed or was never issued",
     "enrolment.used": "the enrolment code was already redeemed, or a newer one voided it",
     "enrolment.expired": "the enrolment code is past its expiry",
+    "enrolment.holder_token": "a code issued by an admin account gives a token only for one its "
+    "holder made (token_sha256) and a second administrator approved",
+    "enrolment.token_hash": "token_sha256 is not a SHA-256 in hex, or that token is in use",
+    "enrolment.same_admin": "the administrator who issued an enrolment code cannot approve it: "
+    "a second administrator must (dual control)",
+    "enrolment.not_pending": "the enrolment is not waiting for approval (not redeemed, already "
+    "approved, or a host console's code)",
+    "enrolment.fingerprint": "the fingerprint given is not that of the token the code was "
+    "redeemed with",
     "account.unknown": "the acting account does not exist",
     "account.disabled": "the acting account is disabled",
     "role.not_permitted": "no Casbin policy line lets this role perform the action",

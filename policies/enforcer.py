@@ -51,20 +51,21 @@ FORBIDDEN: dict[str, frozenset[str]] = {
     ),
     Role.BUREAU.value: frozenset(
         {"dataset.query", "result.read", "account.create", "account.disable", "enrolment.issue"}
-        | {"audit.export", "operator.freeze", "key.rotate"}
+        | {"audit.export", "operator.freeze", "key.rotate", "enrolment.approve"}
     ),
     Role.OPERATOR.value: frozenset(
         {"grant.issue", "grant.narrow", "grant.suspend", "grant.resume", "grant.revoke"}
         | {"dataset.register", "dataset.classify", "dataset.freeze", "dataset.unfreeze"}
         | {"account.create", "account.disable", "account.licence", "enrolment.issue"}
         | {"operator.freeze", "operator.unfreeze", "audit.read", "audit.export", "job.review"}
+        | {"enrolment.approve"}
     ),
 }
 """Separation of duties: actions a role may never hold, whatever the policy says."""
 AUDITOR_VERBS = frozenset({"read", "export", "verify"})
-ADDED_ACTIONS = frozenset({("enrolment", "issue")})
+ADDED_ACTIONS = frozenset({("enrolment", "issue"), ("enrolment", "approve")})
 """Actions added after the first release: :func:`ensure_policy` gives a policy table that
-names none of them their default lines (the admin issuing enrolment codes)."""
+names none of them their default lines (the admin issuing and approving enrolments)."""
 
 
 class CasbinRuleRow:

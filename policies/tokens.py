@@ -97,12 +97,17 @@ def insert_token(
     now: datetime,
     label: str = "",
     via: str | None = None,
+    token_sha256: str | None = None,
 ) -> IssuedToken:
-    """Store a new token for ``account`` (the caller has checked who may receive it)."""
+    """Store a new token for ``account`` (the caller has checked who may receive it).
+
+    With ``token_sha256`` the token was made by its holder and only its digest is
+    stored: the returned ``token`` is empty (the server never knew it).
+    """
     if not timedelta(0) < ttl <= MAX_TTL:
         raise InvalidInput("a token lives between 1 second and 366 days", rule="token.ttl")
-    token = new_secret(TOKEN_PREFIX)
-    digest = hash_token(token)
+    token = "" if token_sha256 is not None else new_secret(TOKEN_PREFIX)
+    digest = token_sha256 if token_sha256 is not None else hash_token(token)
     assert digest is not None
     token_id = "tk_" + secrets.token_hex(8)
     expires = now + ttl

@@ -94,9 +94,16 @@ enrolments = sa.Table(
     sa.Column("used_at", sa.String(_TS)),
     sa.Column("token_id", sa.String(24)),
     sa.Column("voided_at", sa.String(_TS)),
+    sa.Column("needs_approval", sa.Boolean),
+    sa.Column("token_sha256", sa.String(64)),
+    sa.Column("approved_by", sa.String(255)),
+    sa.Column("approved_at", sa.String(_TS)),
 )
 """One-time enrolment codes: the admin issues one for an account, its holder redeems it
-for a token (the admin never sees a token of another account).  Stored as SHA-256."""
+for a token (the admin never sees a token of another account).  Stored as SHA-256.
+A code an admin account issued (``needs_approval``) gives no token when redeemed: it
+records the SHA-256 of a token the holder made, and a second administrator's approval
+(``approved_by``) brings that token about (``policies/enrolments.py``)."""
 
 grants = sa.Table(
     "grants",

@@ -143,3 +143,93 @@ def test_a_policy_seeded_before_enrolments_gets_their_lines(tmp_path: Path) -> N
     finally:
         authority.close()
         engine.dispose()
+
+
+# -- dual control: an admin account's code gives no token alone ------------------------------
+
+
+def _holder_token() -> tuple[str, str]:
+    """A token made by its holder, and the SHA-256 that is all the server gets."""
+    from policies.bearer import new_secret
+    from policies.tokens import TOKEN_PREFIX, hash_token
+
+    token = new_secret(TOKEN_PREFIX)
+    digest = hash_token(token)
+    assert digest is not None
+    return token, digest
+
+
+def test_an_admin_accounts_code_needs_the_holders_token_and_a_second_admin(world: World) -> None:
+    from policies.bearer import fingerprint
+
+    admin = world.actor("admin")
+    enrolment = world.admin.issue_enrolment(admin, "op-insurer", label="second laptop")
+    assert enrolment.needs_approval
+    # A token made by the server is refused, and the code is not spent by asking.
+    with pytest.raises(AuthenticationError) as raised:
+        world.admin.redeem_enrolment(enrolment.code)
+    assert raised.value.rule == "enrolment.holder_token"
+    with pytest.raises(AuthenticationError) as raised:
+        world.admin.redeem_with_token(enrolment.code, "not-a-digest")
+    assert raised.value.rule == "enrolment.token_hash"
+    token, digest = _holder_token()
+    pending = world.admin.redeem_with_token(enrolment.code, digest)
+    assert pending.pending and pending.token is None and pending.account == "op-insurer"
+    assert pending.fingerprint == fingerprint(digest)
+    assert world.recorder.entries[-1]["rule"] == "allow.enrolment_pending"
+    with pytest.raises(AuthenticationError) as raised:
+        world.authority.authenticate(token)  # no token exists before the approval
+    assert raised.value.rule == "auth.token_unknown"
+    # The issuing admin cannot approve it, whatever fingerprint it gives.
+    with pytest.raises(Forbidden) as refused:
+        world.admin.approve_enrolment(admin, enrolment.id, pending.fingerprint or "")
+    assert refused.value.rule == "enrolment.same_admin"
+    assert world.recorder.entries[-1]["action"] == "enrolment.approve"
+    # A second administrator must be told the right fingerprint.
+    with pytest.raises(Forbidden) as refused:
+        world.admin.approve_enrolment(world.host, enrolment.id, fingerprint("0" * 64))
+    assert refused.value.rule == "enrolment.fingerprint"
+    told = (pending.fingerprint or "").lower().replace("-", " ")  # as typed by a person
+    approved = world.admin.approve_enrolment(world.host, enrolment.id, told)
+    assert approved.token == "" and approved.account == "op-insurer"
+    actor = world.authority.authenticate(token)
+    assert (actor.name, actor.token_id, actor.token_issued_by) == (
+        "op-insurer",
+        approved.id,
+        "admin",
+    )
+    entry = world.recorder.entries[-1]
+    assert (entry["action"], entry["decision"], entry["actor"]) == (
+        "enrolment.approve",
+        "allow",
+        "host:tester",
+    )
+    assert entry["details"]["enrolment_issued_by"] == "admin"
+    assert token not in repr(world.recorder.entries) and digest not in repr(world.recorder.entries)
+    with pytest.raises(Exception) as again:
+        world.admin.approve_enrolment(world.host, enrolment.id, told)
+    assert getattr(again.value, "rule", None) == "enrolment.not_pending"
+
+
+def test_an_admin_cannot_enrol_an_admin_of_its_own_to_approve_for_it(world: World) -> None:
+    admin = world.actor("admin")
+    world.admin.create_account(admin, "admin-two", role=Role.ADMIN, organisation="sock puppet")
+    code = world.admin.issue_enrolment(admin, "admin-two").code
+    _, digest = _holder_token()
+    pending = world.admin.redeem_with_token(code, digest)
+    assert pending.pending  # admin accounts too: no token without a second administrator
+    with pytest.raises(Forbidden) as refused:
+        world.admin.approve_enrolment(admin, pending.enrolment, pending.fingerprint or "")
+    assert refused.value.rule == "enrolment.same_admin"
+
+
+def test_a_host_console_code_gives_the_holders_own_token_at_once(world: World) -> None:
+    enrolment = world.admin.issue_enrolment(world.host, "op-planner")
+    assert not enrolment.needs_approval
+    token, digest = _holder_token()
+    redeemed = world.admin.redeem_with_token(enrolment.code, digest)
+    assert redeemed.token is not None and redeemed.token.token == ""  # never seen here
+    assert world.authority.authenticate(token).name == "op-planner"
+    with pytest.raises(Exception) as refused:
+        world.admin.approve_enrolment(world.actor("admin"), enrolment.id, "x")
+    assert getattr(refused.value, "rule", None) == "enrolment.not_pending"
