@@ -17,6 +17,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
 from sandbox.core.errors import QueryRefused
+from sandbox.query.dialects import alternatives, respell, top_to_limit
 from sandbox.query.nodes import EXPRESSION_KINDS, Kind
 from sandbox.query.spelling import called, describe, written_name
 
@@ -140,17 +141,21 @@ def _refuse(rule: str, message: str) -> QueryRefused:
     return QueryRefused(message, rule=rule)
 
 
-def parse_query(sql: str, *, max_length: int) -> Parsed:
+def parse_query(sql: str, *, max_length: int, written: str | None = None) -> Parsed:
     """Parse ``sql`` as exactly one allowlisted SELECT; return the datasets it names.
 
     ``max_length`` is the deployment's ``max_sql_length``: no default, so no path can
-    forget it.
+    forget it.  Other dialects' spellings are read as DuckDB's where unambiguous
+    (``sandbox/query/dialects.py``); ``written`` is then the analyst's own text.
     """
     if len(sql) > max_length:
         raise _refuse("guard.sql_length", f"the SQL text is longer than {max_length} characters")
     try:
         statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
     except (ParseError, TokenError) as exc:
+        as_limit = top_to_limit(sql)  # T-SQL's SELECT TOP n
+        if as_limit is not None:
+            return parse_query(as_limit, max_length=max(max_length, len(as_limit)), written=sql)
         where = ""
         errors = getattr(exc, "errors", None) or []
         if errors and errors[0].get("line") is not None:
@@ -175,6 +180,7 @@ def parse_query(sql: str, *, max_length: int) -> Parsed:
         raise _refuse("guard.statement", f"only SELECT queries are allowed, not {word}")
     if _depth(root) > MAX_DEPTH:
         raise _refuse("guard.nesting", _NESTING_MESSAGE)
+    root = respell(root)
     for node in root.walk():
         if isinstance(node, exp.Window):
             raise _refuse("guard.window", "window functions (OVER ...) are not allowed")
@@ -200,7 +206,7 @@ def parse_query(sql: str, *, max_length: int) -> Parsed:
         if type(node) not in ALLOWED_NODES:
             raise _refuse(
                 "guard.function" if isinstance(node, exp.Func) else "guard.syntax_element",
-                f"{describe(node, sql)} is not on the allowlist",
+                f"{describe(node, sql)} is not on the allowlist{_hint(node)}",
             )
     ctes: set[str] = set()
     for with_ in root.find_all(exp.With):
@@ -214,7 +220,15 @@ def parse_query(sql: str, *, max_length: int) -> Parsed:
             datasets.append(datasets_of)
     if not datasets:
         raise _refuse("guard.no_dataset", "the query reads no registered dataset")
-    return Parsed(root, tuple(datasets), frozenset(ctes), sql)
+    return Parsed(root, tuple(datasets), frozenset(ctes), sql if written is None else written)
+
+
+def _hint(node: exp.Expr) -> str:
+    """For a function other dialects read in several ways, the DuckDB forms to choose from."""
+    forms = alternatives(node) if isinstance(node, exp.Anonymous) else ()
+    if len(forms) > 1:
+        return f" (other SQL dialects disagree on its meaning): write {' or '.join(forms)}"
+    return ""
 
 
 def _check_columns(node: exp.Columns, root: exp.Expression) -> None:

@@ -20,6 +20,8 @@ from sqlglot import exp
 from sqlglot.errors import ErrorLevel
 from sqlglot.tokens import TokenType
 
+from sandbox.query.dialects import respell
+
 __all__ = ["called", "describe", "written_name"]
 
 #: What some node types are called in SQL, where the node has no one-token operator.
@@ -92,7 +94,7 @@ def _call_type(word: str) -> type[exp.Expr] | None:
         return None
     if not isinstance(select, exp.Select) or not select.expressions:
         return None
-    node = select.expressions[0]
+    node = respell(select.expressions[0])  # ``std`` is read as MySQL's stddev_pop
     while isinstance(node, exp.IgnoreNulls | exp.RespectNulls):
         node = node.this
     return type(node)

@@ -1,0 +1,184 @@
+"""Other SQL dialects' spellings, read as DuckDB's where the meaning is unambiguous.
+
+Analysts write what their last database taught them: ``SELECT TOP 10``,
+``std(x)``, ``var(x)``, ``date_part('year', d)``.  DuckDB (or sqlglot's DuckDB
+reader) does not know some of these, so a strict guard would refuse ordinary
+analysis.  Here a function sqlglot reads as unknown (``Anonymous``) in DuckDB is
+read again by sqlglot's other dialects:
+
+- if every dialect that knows it makes the same DuckDB expression of it, that is
+  what the analyst meant (``std`` is MySQL's population standard deviation;
+  ``date_part`` is ``extract`` everywhere);
+- if they disagree (``isnull(x)`` is ``x IS NULL`` in MySQL and ``coalesce`` in
+  T-SQL), it is left alone, and the refusal names the DuckDB forms to choose from.
+
+Only the function's name and its literal arguments are read in the other
+dialect; its other arguments stay the DuckDB expressions the analyst wrote, so no
+operator changes meaning (``||`` is OR in MySQL).  A few spellings no sqlglot
+dialect knows but whose meaning is fixed (T-SQL's ``var``, ``varp``, ``stdevp``)
+are listed here.  Pure functions.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ErrorLevel
+from sqlglot.tokens import TokenType
+
+__all__ = ["DIALECTS", "alternatives", "respell", "top_to_limit"]
+
+#: The dialects consulted, in order.
+DIALECTS = (
+    "mysql",
+    "tsql",
+    "postgres",
+    "snowflake",
+    "oracle",
+    "bigquery",
+    "spark",
+    "presto",
+    "trino",
+    "redshift",
+    "sqlite",
+    "clickhouse",
+)
+
+#: Spellings with one meaning that sqlglot's dialects do not know (T-SQL aggregates).
+_FIXED = {"var": "var_samp", "varp": "var_pop", "stdevp": "stddev_pop"}
+
+_PLACEHOLDER = "sbx_arg"
+
+
+def _template(node: exp.Anonymous) -> tuple[str, tuple[str, ...]] | None:
+    """The call with every non-literal argument a placeholder: (name, argument texts)."""
+    name = str(node.this)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        return None
+    args = []
+    for i, arg in enumerate(node.expressions):
+        if isinstance(arg, exp.Literal):
+            args.append(arg.sql(dialect="duckdb"))
+        else:
+            args.append(f"{_PLACEHOLDER}{i}")
+    return name.lower(), tuple(args)
+
+
+def _read(sql: str, dialect: str) -> exp.Expr | None:
+    try:
+        select = sqlglot.parse_one(f"SELECT {sql}", read=dialect, error_level=ErrorLevel.IGNORE)
+    except Exception:  # this dialect does not read it: it has no say
+        return None
+    if not isinstance(select, exp.Select) or len(select.expressions) != 1:
+        return None
+    node = select.expressions[0]
+    if isinstance(node, exp.Extract) and isinstance(node.this, exp.Literal):
+        # ``extract('year' FROM d)`` is ``extract(year FROM d)``: one meaning, one form
+        node.set("this", exp.Var(this=node.this.name.upper()))
+    return None if isinstance(node, exp.Anonymous | exp.Column) else node
+
+
+@lru_cache(maxsize=1024)
+def _readings(name: str, args: tuple[str, ...]) -> tuple[str, ...]:
+    """The distinct DuckDB forms the dialects make of ``name(args)`` (placeholders kept)."""
+    call = f"{_FIXED.get(name, name)}({', '.join(args)})"
+    dialects = ("duckdb",) if name in _FIXED else DIALECTS
+    forms: dict[str, None] = {}
+    for dialect in dialects:
+        node = _read(call, dialect)
+        if node is None:
+            continue
+        placeholders = [c.name for c in node.find_all(exp.Column)]
+        wanted = [a for a in args if a.startswith(_PLACEHOLDER)]
+        if sorted(placeholders) != sorted(wanted):
+            continue  # an argument dropped or repeated: not a respelling
+        forms[node.sql(dialect="duckdb")] = None
+    return tuple(forms)
+
+
+def _respelled(node: exp.Anonymous) -> exp.Expr | None:
+    template = _template(node)
+    if template is None:
+        return None
+    forms = _readings(*template)
+    if len(forms) != 1:
+        return None
+    new = sqlglot.parse_one(forms[0], read="duckdb")
+    for column in list(new.find_all(exp.Column)):
+        index = int(column.name.removeprefix(_PLACEHOLDER))
+        column.replace(node.expressions[index].copy())
+    return new
+
+
+def respell(root: exp.Expr) -> exp.Expr:
+    """``root`` with every unknown function another dialect reads unambiguously respelled."""
+    for node in list(root.find_all(exp.Anonymous)):
+        new = _respelled(node)
+        if new is not None:
+            if node is root:
+                return new
+            node.replace(new)
+    return root
+
+
+def alternatives(node: exp.Anonymous) -> tuple[str, ...]:
+    """The DuckDB forms other dialects give an unknown function (several: it is ambiguous)."""
+    template = _template(node)
+    if template is None:
+        return ()
+    names = iter("xyzuvw")
+    shown = {a: next(names, a) for a in template[1] if a.startswith(_PLACEHOLDER)}
+    out = []
+    for form in _readings(*template):
+        for placeholder, letter in shown.items():
+            form = form.replace(placeholder, letter)
+        out.append(form.lower())
+    return tuple(out)
+
+
+def top_to_limit(sql: str) -> str | None:
+    """``SELECT TOP n …`` (T-SQL) as ``SELECT … LIMIT n``, for the released SELECT only.
+
+    Only when ``TOP`` with a whole number follows the outermost query's ``SELECT``
+    (or ``SELECT DISTINCT``), once, and the query has no LIMIT: None otherwise.
+    """
+    try:
+        tokens = sqlglot.Dialect.get_or_raise("duckdb").tokenize(sql)
+    except Exception:  # does not tokenize: not ours to fix
+        return None
+    depth, found = 0, None
+    for i, token in enumerate(tokens):
+        if token.token_type is TokenType.L_PAREN:
+            depth += 1
+        elif token.token_type is TokenType.R_PAREN:
+            depth -= 1
+        elif token.text.upper() == "TOP" and i > 0:
+            before = tokens[i - 1]
+            after = tokens[i + 1] if i + 1 < len(tokens) else None
+            at_select = before.token_type is TokenType.SELECT or (
+                before.token_type is TokenType.DISTINCT
+                and i > 1
+                and tokens[i - 2].token_type is TokenType.SELECT
+            )
+            if found is not None or depth != 0 or not at_select or after is None:
+                return None
+            if after.token_type is not TokenType.NUMBER or not after.text.isdigit():
+                return None
+            found = (token, after)
+    if found is None:
+        return None
+    top, number = found
+    follows = tokens[tokens.index(number) + 1] if number is not tokens[-1] else None
+    if follows is not None and follows.text.upper() in ("PERCENT", "WITH"):
+        return None
+    rest = sql[: top.start] + sql[number.end + 1 :]
+    try:
+        root = sqlglot.parse_one(rest, read="duckdb")
+    except Exception:  # something else is wrong too: let the parser say so
+        return None
+    if not isinstance(root, exp.Select) or root.args.get("limit") is not None:
+        return None
+    return root.limit(int(number.text)).sql(dialect="duckdb")

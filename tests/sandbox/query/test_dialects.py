@@ -1,0 +1,108 @@
+"""Other dialects' spellings: read as DuckDB's where unambiguous, else refused with the forms."""
+
+from __future__ import annotations
+
+import pytest
+import sqlglot
+from sqlglot import exp
+
+from sandbox.core.errors import QueryRefused
+from sandbox.query.dialects import alternatives, respell, top_to_limit
+from tests.sandbox.query.test_guard import guard
+
+
+def _respelled(expression: str) -> str:
+    root = sqlglot.parse_one(f"SELECT {expression}", read="duckdb")
+    return respell(root).sql(dialect="duckdb")
+
+
+@pytest.mark.parametrize(
+    ("written", "duckdb"),
+    [
+        ("std(x)", "SELECT STDDEV_POP(x)"),  # MySQL: the population standard deviation
+        ("var(x)", "SELECT VARIANCE(x)"),  # T-SQL: the sample variance
+        ("varp(x)", "SELECT VAR_POP(x)"),
+        ("stdevp(x)", "SELECT STDDEV_POP(x)"),
+        ("date_part('year', d)", "SELECT EXTRACT(YEAR FROM d)"),
+        ("now()", "SELECT CURRENT_TIMESTAMP"),
+        ("std(a + b) + var(c || 'x')", "SELECT STDDEV_POP(a + b) + VARIANCE(c || 'x')"),
+    ],
+)
+def test_an_unambiguous_spelling_is_read_as_duckdb(written: str, duckdb: str) -> None:
+    assert _respelled(written) == duckdb
+
+
+def test_arguments_stay_duckdb_expressions() -> None:
+    """``||`` is OR in MySQL: the argument must not be read in the other dialect."""
+    root = respell(sqlglot.parse_one("SELECT std(a || b)", read="duckdb"))
+    assert root.find(exp.DPipe) is not None and root.find(exp.Or) is None
+
+
+@pytest.mark.parametrize("written", ["isnull(x)", "frobnicate(x)", "e()"])
+def test_an_ambiguous_or_unknown_function_is_left_alone(written: str) -> None:
+    assert _respelled(written) == f"SELECT {written.upper().split('(')[0]}({written.split('(')[1]}"
+
+
+def test_an_ambiguous_function_is_refused_with_the_duckdb_forms() -> None:
+    node = sqlglot.parse_one("SELECT isnull(x)", read="duckdb").expressions[0]
+    assert isinstance(node, exp.Anonymous)
+    assert "(x is null)" in alternatives(node)
+    with pytest.raises(QueryRefused) as info:
+        guard("SELECT count(*) FROM health.claims WHERE isnull(district)")
+    assert info.value.rule == "guard.function"
+    assert "function isnull()" in info.value.message and "(x is null)" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("written", "limited"),
+    [
+        ("SELECT TOP 10 a FROM t", "SELECT a FROM t LIMIT 10"),
+        ("select top 5 a, b FROM t ORDER BY b DESC", "SELECT a, b FROM t ORDER BY b DESC LIMIT 5"),
+        ("SELECT DISTINCT TOP 3 a FROM t", "SELECT DISTINCT a FROM t LIMIT 3"),
+        (
+            "WITH c AS (SELECT a FROM t) SELECT TOP 2 a FROM c",
+            "WITH c AS (SELECT a FROM t) SELECT a FROM c LIMIT 2",
+        ),
+    ],
+)
+def test_top_is_read_as_limit(written: str, limited: str) -> None:
+    assert top_to_limit(written) == limited
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "SELECT TOP 10 PERCENT a FROM t",
+        "SELECT TOP 10 a FROM t LIMIT 3",
+        "SELECT a FROM (SELECT TOP 10 a FROM t) s",
+        "SELECT TOP 1 a FROM t UNION ALL SELECT TOP 1 a FROM t",
+        "SELECT TOP x a FROM t",
+        "SELECT a AS top FROM t",
+    ],
+)
+def test_top_anywhere_else_is_not_rewritten(written: str) -> None:
+    assert top_to_limit(written) is None
+
+
+def test_respelled_functions_keep_every_guard_rule() -> None:
+    with pytest.raises(QueryRefused) as info:
+        guard("SELECT district, std(person_id) FROM health.claims GROUP BY 1")
+    assert info.value.rule == "guard.identifier"
+    assert "std()" in info.value.message  # named as written, not as stddev_pop()
+    with pytest.raises(QueryRefused) as info:
+        guard("SELECT count(*) FROM health.claims WHERE date_part('year', id_number) = 1990")
+    assert info.value.rule == "guard.l4_column"
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT TOP 10 district, count(*) AS n FROM health.claims GROUP BY 1 ORDER BY n DESC",
+        "SELECT district, var(claim_amount) AS v, std(claim_amount) AS s FROM health.claims "
+        "GROUP BY 1",
+        "SELECT date_part('year', claim_date) AS y, count(*) AS n FROM health.claims GROUP BY 1",
+    ],
+)
+def test_analysts_dialect_queries_are_answered(sql: str) -> None:
+    plan = guard(sql)
+    assert plan.release_sql.startswith("SELECT")
