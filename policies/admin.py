@@ -245,7 +245,7 @@ class Administration:
     def redeem_with_token(
         self,
         code: str,
-        token_sha256: str,
+        token_sha256: str | None,
         *,
         request_id: str | None = None,
         client: str | None = None,
@@ -253,6 +253,7 @@ class Administration:
         """Spend an enrolment code for a token its holder made (only its SHA-256 is sent):
         the token at once for a host console's code, else a request pending a second
         administrator's approval (its fingerprint is returned for the holder to read out).
+        Without ``token_sha256``, as :meth:`redeem_enrolment` (the server makes the token).
         """
         return enrolments.redeem(
             self.authority,

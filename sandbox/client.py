@@ -134,11 +134,18 @@ class SandboxClient:
         return self._json("POST", "/v1/me/tokens", json=body)  # type: ignore[no-any-return]
 
     @classmethod
-    def redeem(cls, url: str, code: str, *, timeout: float = 60.0) -> dict[str, Any]:
-        """Redeem an enrolment code for your account's token (no token needed)."""
+    def redeem(
+        cls, url: str, code: str, *, token_sha256: str | None = None, timeout: float = 60.0
+    ) -> dict[str, Any]:
+        """Redeem an enrolment code for your account's token (no token needed); with
+        ``token_sha256``, for a token you made (pending a second admin's approval when an
+        admin account issued the code)."""
+        body = (
+            {"code": code} if token_sha256 is None else {"code": code, "token_sha256": token_sha256}
+        )
         with cls(url, "", timeout=timeout) as client:
             client._http.headers.pop("Authorization", None)
-            return client._json("POST", "/v1/enrol", json={"code": code})  # type: ignore[no-any-return]
+            return client._json("POST", "/v1/enrol", json=body)  # type: ignore[no-any-return]
 
     def me(self) -> dict[str, Any]:
         return self._json("GET", "/v1/me")  # type: ignore[no-any-return]
@@ -382,6 +389,11 @@ class SandboxClient:
         """A token for ``account``: refused (``token.not_own``) unless it is your own."""
         body = {"days": days, "label": label}
         return self._json("POST", f"/v1/admin/accounts/{account}/tokens", json=body)  # type: ignore[no-any-return]
+
+    def approve_enrolment(self, enrolment_id: str, fingerprint: str) -> dict[str, Any]:
+        """Approve a redeemed enrolment as the second administrator (admin)."""
+        path = f"/v1/admin/enrolments/{enrolment_id}/approve"
+        return self._json("POST", path, json={"fingerprint": fingerprint})  # type: ignore[no-any-return]
 
     def enrol(
         self, account: str, *, hours: float = 24, days: float = 90, label: str = ""

@@ -3,10 +3,12 @@
 Tokens go only to their own account: ``token issue`` asks for one with a token the
 account holds, ``token enrol`` (admin) issues a one-time code that the account's
 holder redeems with ``token redeem``.  Nobody, the host console included, gets a
-token of another account.
+token of another account.  ``token redeem`` makes the token on the holder's machine
+and sends only its SHA-256; a code an admin account issued then waits for a second
+administrator's ``token approve`` with the fingerprint the holder reads to them.
 """
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 
 import typer
@@ -18,7 +20,8 @@ __all__ = ["account_app", "token_app"]
 
 account_app = typer.Typer(help="Accounts and operator licences (admin).", no_args_is_help=True)
 token_app = typer.Typer(
-    help="API tokens: your own (issue), enrolment codes (enrol, admin; redeem), revoke (admin).",
+    help="API tokens: your own (issue), enrolment codes (enrol and approve, admin; redeem), "
+    "revoke (admin).",
     no_args_is_help=True,
 )
 
@@ -163,6 +166,11 @@ def token_enrol(
         f"enrolment {issued.id} for {account}, single-use, "
         f"valid until {issued.expires_at:%Y-%m-%d %H:%M}Z"
     )
+    if issued.needs_approval:
+        typer.echo(
+            "its token needs a second administrator's approval "
+            f"(sandbox token approve {issued.id} --fingerprint …)"
+        )
     typer.echo(issued.code)
 
 
@@ -170,14 +178,58 @@ def token_enrol(
 def token_redeem(
     ctx: typer.Context,
     code: Annotated[str, typer.Argument(envvar="SANDBOX_ENROLMENT_CODE", help="The sbe_ code.")],
+    url: Annotated[
+        str | None, typer.Option(envvar="SANDBOX_URL", help="Redeem through this server.")
+    ] = None,
 ) -> None:
-    """Redeem an enrolment code for your account's token (printed once, stored hashed)."""
-    with services(ctx.obj, None) as (admin, _host):
-        issued = admin.redeem_enrolment(code)
+    """Redeem an enrolment code for your account's token: the token is made here and only
+    its SHA-256 is sent.  An admin account's code then waits for a second administrator,
+    to whom you read the fingerprint printed; the token works once they approve."""
+    from policies.bearer import new_secret
+    from policies.tokens import TOKEN_PREFIX, hash_token
+
+    token = new_secret(TOKEN_PREFIX)
+    digest = hash_token(token)
+    assert digest is not None
+    if url is not None:
+        from sandbox.client import SandboxClient
+
+        answer = SandboxClient.redeem(url, code, token_sha256=digest)
+        enrolment, account = answer["enrolment"], answer["account"]
+        token_id, shown, expires = answer["id"], answer["fingerprint"], answer["expires_at"]
+    else:
+        with services(ctx.obj, None) as (admin, _host):
+            redeemed = admin.redeem_with_token(code, digest)
+        enrolment, account, shown = redeemed.enrolment, redeemed.account, redeemed.fingerprint
+        token_id = redeemed.token.id if redeemed.token else None
+        expires = redeemed.token.expires_at.isoformat() if redeemed.token else None
+    if token_id is None or expires is None:
+        typer.echo(f"enrolment {enrolment} for {account} waits for a second administrator:")
+        typer.echo(f"read them this fingerprint: {shown}")
+        typer.echo("your token (it works once they approve; keep it, it is shown only here):")
+    else:
+        until = datetime.fromisoformat(expires)
+        typer.echo(f"token id {token_id} for {account}, expires {until:%Y-%m-%d %H:%M}Z")
+    typer.echo(token)
+
+
+@token_app.command("approve")
+def token_approve(
+    ctx: typer.Context,
+    enrolment: Annotated[str, typer.Argument(help="The enrolment id (en_…).")],
+    fingerprint: Annotated[
+        str, typer.Option(help="As the holder read it to you (XXXX-XXXX-XXXX-XXXX).")
+    ],
+    token: TokenOpt = None,
+) -> None:
+    """Approve a redeemed enrolment as the second administrator (admin; never the code's
+    issuer): the holder's own token then works.  Check who reads you the fingerprint."""
+    with services(ctx.obj, token) as (admin, actor):
+        issued = admin.approve_enrolment(actor, enrolment, fingerprint)
     typer.echo(
-        f"token id {issued.id} for {issued.account}, expires {issued.expires_at:%Y-%m-%d %H:%M}Z"
+        f"approved {enrolment}: token id {issued.id} for {issued.account}, "
+        f"expires {issued.expires_at:%Y-%m-%d %H:%M}Z"
     )
-    typer.echo(issued.token)
 
 
 @token_app.command("revoke")

@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from policies.bearer import new_secret
+from policies.tokens import TOKEN_PREFIX, hash_token
 from sandbox.client import SandboxClient
 from sandbox.core.errors import AuthenticationError, SandboxError
 from tests.api.conftest import LAB_EVENTS
@@ -171,15 +173,43 @@ def test_enrolment_gives_the_holder_a_token_the_admin_never_sees(server) -> None
         )
         assert response.headers["cache-control"] == "no-store"
         newer = response.json()
-    assert set(enrolment) == {"id", "account", "code", "expires_at", "token_days"}
-    # The newer code voided the first; the holder redeems the newer one, once.
+    assert set(enrolment) == {
+        "id",
+        "account",
+        "code",
+        "expires_at",
+        "token_days",
+        "needs_approval",
+    }
+    assert enrolment["needs_approval"] and newer["needs_approval"]
+    # The newer code voided the first; the holder redeems the newer one, once, with the
+    # SHA-256 of a token it made; a second administrator (the host console) approves.
+    token = new_secret(TOKEN_PREFIX)
+    digest = hash_token(token) or ""
     with pytest.raises(AuthenticationError) as raised:
-        SandboxClient.redeem(server.url, enrolment["code"])
+        SandboxClient.redeem(server.url, enrolment["code"], token_sha256=digest)
     assert raised.value.rule == "enrolment.used"
-    issued = SandboxClient.redeem(server.url, newer["code"])
-    with pytest.raises(AuthenticationError) as raised:
+    with pytest.raises(AuthenticationError) as raised:  # a server-made token: never
         SandboxClient.redeem(server.url, newer["code"])
+    assert raised.value.rule == "enrolment.holder_token"
+    pending = SandboxClient.redeem(server.url, newer["code"], token_sha256=digest)
+    assert (pending["status"], pending["token"], pending["id"]) == ("pending", None, None)
+    with pytest.raises(AuthenticationError) as raised:
+        SandboxClient.redeem(server.url, newer["code"], token_sha256=digest)
     assert raised.value.rule == "enrolment.used"
+    with server.client("admin") as admin, pytest.raises(SandboxError) as refused:
+        admin.approve_enrolment(pending["enrolment"], pending["fingerprint"])
+    assert refused.value.rule == "enrolment.same_admin"
+    approve = [sys.executable, "-m", "sandbox.cli", "token", "approve", pending["enrolment"]]
+    run = subprocess.run(
+        [*approve, "--fingerprint", pending["fingerprint"]],
+        env=dict(os.environ, SANDBOX_HOME=str(server.home)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0 and "sbx_" not in run.stdout, run.stderr
+    issued = {"id": run.stdout.split("token id ")[1].split()[0], "token": token}
     with SandboxClient(server.url, issued["token"]) as holder:
         me = holder.me()
         assert (me["name"], me["token_id"]) == ("op-enrolled", issued["id"])
@@ -188,9 +218,12 @@ def test_enrolment_gives_the_holder_a_token_the_admin_never_sees(server) -> None
             holder.issue_own_token(days=1)
         assert refused.value.rule == "auth.token_revoked"
     with server.client("auditor") as auditor:
-        redeemed = auditor.audit_entries(action="enrolment.redeem", decision="allow")
-        mine = [e for e in redeemed if e["details"]["new_token_id"] == issued["id"]]
+        approved = auditor.audit_entries(action="enrolment.approve", decision="allow")
+        mine = [e for e in approved if e["details"]["new_token_id"] == issued["id"]]
         assert mine and mine[0]["details"]["enrolment_issued_by"] == "admin"
+        assert mine[0]["actor"].startswith("host:")  # the second administrator
+        redeemed = auditor.audit_entries(action="enrolment.redeem", decision="allow")
+        assert any(e["details"]["enrolment"] == pending["enrolment"] for e in redeemed)
         asked = auditor.audit_entries(action="token.issue", actor="op-enrolled")
         (entry,) = [e for e in asked if e["details"]["new_token_id"] == rotated["id"]]
         assert (entry["details"]["token_id"], entry["details"]["token_issued_by"]) == (

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sandbox.client import SandboxClient
 from sandbox.core.errors import QueryRefused, RateLimited
 from tests.api.conftest import LAB_EVENTS, LAB_PAIRS, SLOW_JOIN, LiveServer, deployment, lab_files
+from tests.enrolling import enrol
 
 QUICK = "SELECT e.bucket, count(*) AS n FROM lab.events e GROUP BY 1"
 
@@ -29,8 +29,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory):
     server.start()
     with server.client("admin") as admin:
         admin.create_account(name="bureau-lab", role="bureau", organisation="Lab", domains=["lab"])
-        code = admin.enrol("bureau-lab", days=1)["code"]
-    server.tokens["bureau-lab"] = SandboxClient.redeem(server.url, code)["token"]
+    server.tokens["bureau-lab"] = enrol(server.url, server.tokens["admin"], home, "bureau-lab")
     events, pairs = lab_files(root)
     with server.client("bureau-lab") as bureau:
         for toml, path in ((LAB_EVENTS, events), (LAB_PAIRS, pairs)):

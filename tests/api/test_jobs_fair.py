@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.client import SandboxClient
 from sandbox.core.db import open_control_db
 from sandbox.jobs.store import JobState, JobStore, StoredResult
 from tests.api.conftest import LAB_EVENTS, LAB_PAIRS, LiveServer, deployment, lab_files
+from tests.enrolling import enrol
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -157,8 +157,7 @@ def test_a_late_operator_starts_before_most_of_a_backlog(tmp_path: Path) -> None
             admin.create_account(
                 name="bureau-lab", role="bureau", organisation="Lab", domains=["lab"]
             )
-            code = admin.enrol("bureau-lab", days=1)["code"]
-        server.tokens["bureau-lab"] = SandboxClient.redeem(server.url, code)["token"]
+        server.tokens["bureau-lab"] = enrol(server.url, tokens["admin"], home, "bureau-lab")
         events, pairs = lab_files(tmp_path, rows=6_000)
         until = (datetime.now(UTC) + timedelta(days=1)).isoformat()
         with server.client("bureau-lab") as bureau:

@@ -17,6 +17,7 @@ from audit.keys import public_key_from_b64
 from sandbox.client import SandboxClient
 from sandbox.core.errors import Forbidden, NotFound, QueryRefused, SandboxError
 from sandbox.query.receipts import verify_receipt
+from tests.enrolling import enrol
 
 BY_DISTRICT = "SELECT district, count(*) AS n FROM health.claims GROUP BY 1"
 
@@ -253,8 +254,15 @@ def test_admin_tour(server) -> None:
         assert refused.value.rule == "token.not_own"
         enrolment = admin.enrol("op-lab", days=1, label="tour")
         assert enrolment["code"].startswith("sbe_") and "token" not in enrolment
-    issued = SandboxClient.redeem(server.url, enrolment["code"])
-    assert issued["token"].startswith("sbx_") and issued["account"] == "op-lab"
+        assert enrolment["needs_approval"]  # an admin account's code: two administrators
+    pending = SandboxClient.redeem(server.url, enrolment["code"], token_sha256="ab" * 32)
+    assert pending["status"] == "pending" and pending["account"] == "op-lab"
+    with server.client("admin") as admin, pytest.raises(Forbidden) as refused:
+        admin.approve_enrolment(pending["enrolment"], pending["fingerprint"])
+    assert refused.value.rule == "enrolment.same_admin"
+    lab_token = enrol(server.url, server.tokens["admin"], server.home, "op-lab")
+    with SandboxClient(server.url, lab_token) as lab:
+        issued = {"id": lab.me()["token_id"]}
     with server.client("admin") as admin:
         assert admin.freeze(dataset="transport.trips", reason="drill")["changed"]
     with server.client("op-planner") as planner, pytest.raises(Forbidden) as info:

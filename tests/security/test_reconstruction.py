@@ -68,6 +68,7 @@ import pytest
 
 from sandbox.client import SandboxClient
 from sandbox.core.errors import SandboxError
+from tests.enrolling import enrol
 from tests.security.conftest import LeakCheck, SecurityServer, start_security_server
 
 N = 200
@@ -167,8 +168,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Village]:
             admin.create_account(
                 name="bureau-lab", role="bureau", organisation="Lab", domains=["lab"]
             )
-            code = admin.enrol("bureau-lab", days=1)["code"]
-        server.tokens["bureau-lab"] = SandboxClient.redeem(server.url, code)["token"]
+        admin_token = server.tokens["admin"]
+        server.tokens["bureau-lab"] = enrol(server.url, admin_token, server.live.home, "bureau-lab")
         # Not the recording client: its transport cannot keep a streamed upload body.
         with SandboxClient(server.url, server.tokens["bureau-lab"], timeout=60) as bureau:
             upload = bureau.upload(source, domain="lab")
