@@ -107,7 +107,7 @@ class Settings:
         gt=0,
         public=True,
         help="A query still running after this many seconds is interrupted "
-        "(`query_timeout`, rule `enclave.timeout`).",
+        "(`query_timeout`, rule `enclave.limits`).",
     )
     max_result_rows: int = setting(
         10_000,
