@@ -2,7 +2,10 @@
 
 The host console creates the accounts and issues each an enrolment code; the
 demo, standing in for each account's holder on the host, redeems the code for
-that account's token (the admin never issues a token of another account).  Each
+that account's token (the admin never issues a token of another account).  This is
+a bootstrap for a demonstration: only the host console's codes give a token without
+a second administrator's approval (``policies/enrolments.py``), and a deployment
+enrols its real accounts with dual control (``docs/deployment.md``).  Each
 bureau then issues its own grants with its token, so the demo's audit trail
 reads exactly as a real deployment's would.  Running it again creates only what
 is missing and enrols fresh tokens.

@@ -1,4 +1,8 @@
-"""The demo's accounts, grants and tokens, created through the same administration API."""
+"""The demo's accounts, grants and tokens, created through the same administration API.
+
+A bootstrap: the host console enrols every demo account (its codes need no second
+administrator), and the tokens are written to ``HOME/demo-tokens.json`` for the tour.
+"""
 
 from __future__ import annotations
 
