@@ -39,6 +39,7 @@ NOT_EXERCISED = {
     "token.issue": "depends on how the demo gives accounts their tokens (tests/policies)",
     "enrolment.issue": "depends on how the demo gives accounts their tokens (tests/policies)",
     "enrolment.redeem": "depends on how the demo gives accounts their tokens (tests/policies)",
+    "enrolment.approve": "dual control (tests/policies/test_enrolment.py, tests/blackbox)",
 }
 """Documented actions this session does not produce, and where they are tested."""
 
