@@ -319,14 +319,20 @@ def test_a_real_receipt_verifies_with_only_what_the_doc_says(recorded: Recorded)
     documented = set(re.findall(r"`(\w+)`", section("### 5.1").split("The body (`receipt`)")[1]
                                 .split("**The signed bytes")[0]))  # fmt: skip
     assert set(body) <= documented and {"type", "audit", "result_sha256"} <= set(body)
-    # It pins its audit entry: the export's line at audit.seq hashes to audit.entry_hash.
+    # It pins its audit entry by hash only (a seq would count other accounts' activity):
+    # the export's line whose target is query:<request_id> hashes to audit.entry_hash.
+    assert set(body["audit"]) == {"entry_hash"} and "policy_version" not in body
     lines = (recorded.home.parent / "export" / "entries.jsonl").read_bytes().split(b"\n")
-    seq = body["audit"]["seq"]
-    entry = json.loads(lines[seq])
-    assert (
-        hashlib.sha256(bytes.fromhex(entry["prev"]) + lines[seq]).hexdigest()
-        == (body["audit"]["entry_hash"])
-    )
+    target = f"query:{body['request_id']}"
+    (line,) = [
+        raw
+        for raw in lines
+        if raw
+        and json.loads(raw)["target"] == target
+        and hashlib.sha256(bytes.fromhex(json.loads(raw)["prev"]) + raw).hexdigest()
+        == body["audit"]["entry_hash"]
+    ]
+    entry = json.loads(line)
     assert entry["details"]["result_sha256"] == body["result_sha256"]
     assert entry["details"]["query_sha256"] == body["query_sha256"]
     # A changed body, or a signature under another key id, fails.
