@@ -148,7 +148,12 @@ def issue_enrolment(name: str, body: EnrolmentIn, actor: ActorDep, services: Ser
     )
 
 
-@router.post("/v1/enrol", response_model=Enrolled, status_code=201)
+@router.post(
+    "/v1/enrol",
+    response_model=Enrolled,
+    status_code=201,
+    responses={202: {"model": Enrolled, "description": "Pending a second administrator."}},
+)
 async def enrol(body: EnrolIn, meta: MetaDep, services: ServicesDep, response: Response) -> Any:
     """Redeem an enrolment code for your account's token (no bearer token: the code is the
     credential).  With ``token_sha256`` the token is one you made (the server never sees
