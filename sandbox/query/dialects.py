@@ -114,7 +114,14 @@ def _respelled(node: exp.Anonymous) -> exp.Expr | None:
 
 
 def respell(root: exp.Expr) -> exp.Expr:
-    """``root`` with every unknown function another dialect reads unambiguously respelled."""
+    """``root`` with every unknown function another dialect reads unambiguously respelled.
+
+    Also ``count(1)`` (any non-NULL constant) is ``count(*)``, in every dialect.
+    """
+    for count in list(root.find_all(exp.Count)):
+        arg = count.this
+        if isinstance(arg, exp.Literal | exp.Boolean) and not count.args.get("expressions"):
+            count.set("this", exp.Star())
     for node in list(root.find_all(exp.Anonymous)):
         new = _respelled(node)
         if new is not None:

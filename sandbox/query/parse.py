@@ -303,7 +303,7 @@ def _known_unit(node: exp.Var) -> bool:
     """A Var is only acceptable as a date part of EXTRACT, DATE_TRUNC or INTERVAL."""
     parent = node.parent
     return node.name.lower() in _UNITS and isinstance(
-        parent, exp.Extract | exp.TimestampTrunc | exp.DateTrunc | exp.Interval
+        parent, exp.Extract | exp.TimestampTrunc | exp.DateTrunc | exp.Interval | exp.DateDiff
     )
 
 
