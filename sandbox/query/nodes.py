@@ -112,6 +112,8 @@ EXPRESSION_KINDS: Mapping[type[exp.Expr], Kind] = {
         exp.Is,
         exp.Like,
         exp.ILike,
+        exp.NullSafeEQ,
+        exp.NullSafeNEQ,
     ),
     **_all(
         Kind.SCALAR,
@@ -132,6 +134,8 @@ EXPRESSION_KINDS: Mapping[type[exp.Expr], Kind] = {
         exp.Ln,
         exp.Log,
         exp.Exp,
+        exp.Cbrt,
+        exp.Trunc,
         exp.Greatest,
         exp.Least,
         # conditionals
@@ -160,6 +164,11 @@ EXPRESSION_KINDS: Mapping[type[exp.Expr], Kind] = {
         exp.Quarter,
         exp.DayOfWeek,
         exp.DayOfYear,
+        exp.DayOfWeekIso,
+        exp.Week,
+        exp.Dayname,
+        exp.Monthname,
+        exp.DateDiff,
         exp.TimeToStr,
         exp.Interval,
         # conversions: the value's lineage, whatever the target type
