@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sandbox.core.errors import EnclaveError, InvalidInput
-from sandbox.query.noise import NoiseSource, system_noise
+from sandbox.query.noise import ChoiceSource, NoiseSource, system_noise
 
 __all__ = [
     "ENTITIES",
@@ -57,11 +57,23 @@ ENTITIES = "__entities"
 GROUPS = "__groups"
 _KEY = re.compile(r"__k\d+\Z")
 StatKind = Literal[
-    "entities", "joined", "groups", "rows", "count", "sum", "sumsq", "min", "max", "top2"
+    "entities",
+    "joined",
+    "groups",
+    "rows",
+    "count",
+    "sum",
+    "sumsq",
+    "min",
+    "max",
+    "top2",
+    "quantile",
 ]
 _COUNTS = frozenset({"entities", "groups", "rows", "count"})
 _NOISED = _COUNTS | {"sum", "sumsq"}
-_KINDS = (_NOISED - {"groups"}) | {"min", "max", "top2", "joined"}
+_KINDS = (_NOISED - {"groups"}) | {"min", "max", "top2", "joined", "quantile"}
+#: A DP quantile chooses among the edges of this many equal bins over the declared bounds.
+QUANTILE_BINS = 1000
 #: Used for decisions inside the enclave's boundary only, never released.  ("joined"
 #: counts are released exactly without a budget, as count(DISTINCT key) of that dataset;
 #: under a budget the rewrite joins on entity keys only and makes none.)
@@ -82,6 +94,9 @@ class StatColumn:
     # Under FILTER (WHERE ...): the "entities" column counting who the filter keeps; a
     # cell is released only where that count passes the low-count filter itself.
     cell: str | None = None
+    # For "quantile": which quantile (0.5 for median); the column is a histogram of
+    # ``QUANTILE_BINS`` bins over [lower, upper], at most C rows per entity and group.
+    q: float | None = None
 
 
 @dataclass(frozen=True)
@@ -211,11 +226,14 @@ def noise_plan(columns: Sequence[StatColumn], params: DisclosureParams) -> list[
     """Per noised column: sensitivity, grid, share of ε and Laplace scale (empty without ε)."""
     if params.epsilon is None:
         return []
-    noised = [c for c in _stat_columns(columns).values() if c.kind in _NOISED]
+    noised = [c for c in _stat_columns(columns).values() if c.kind in _NOISED | {"quantile"}]
     noised.append(StatColumn(GROUPS, "groups"))
     share = Fraction(params.epsilon) / len(noised)
     plans = []
     for column in noised:
+        if column.kind == "quantile":
+            plans.append(_quantile_plan(column, params, share))
+            continue
         delta = sensitivity(column, params)
         if column.kind in _COUNTS:
             resolution, units = Fraction(1), delta
@@ -224,6 +242,40 @@ def noise_plan(columns: Sequence[StatColumn], params: DisclosureParams) -> list[
             units = Fraction(math.ceil(delta / resolution) + params.max_groups_per_entity)
         plans.append(NoisePlan(column.name, delta, resolution, share, units / share))
     return plans
+
+
+def _quantile_plan(column: StatColumn, params: DisclosureParams, share: Fraction) -> NoisePlan:
+    """The exponential mechanism's temperature for one quantile column.
+
+    The score of a candidate edge is ``-|rows below it - q·n|``; one row moves it by at
+    most 1 (``max(q, 1 - q) ≤ 1``), one entity by ``C`` in each of at most ``G`` groups.
+    Each group's choice gets ``ε_j / G`` (one entity reaches ``G`` groups: basic
+    composition), so the temperature is ``T = 2·C / (ε_j / G)``; ``scale`` holds ``T``.
+    """
+    c, g = params.max_rows_per_entity, params.max_groups_per_entity
+    return NoisePlan(column.name, Fraction(c), Fraction(1), share, 2 * c * g / share)
+
+
+def _quantile(histogram: Any, column: StatColumn, plan: NoisePlan, source: Any) -> float:
+    """One group's DP quantile: an edge of the bins, chosen by permute-and-flip.
+
+    Candidates are the ``QUANTILE_BINS + 1`` bin edges over the declared bounds (data-
+    independent); an empty group still gets a (uniformly random) edge, so emptiness
+    is not told by a NULL.
+    """
+    if not isinstance(source, ChoiceSource):
+        raise EnclaveError("the noise source cannot choose a quantile", rule="disclosure.stats")
+    counts = [0] * QUANTILE_BINS
+    for bin_, n in histogram or ():
+        counts[int(bin_)] += int(n)
+    target = Fraction(column.q or 0) * sum(counts)
+    scores, below = [], 0
+    for i in range(QUANTILE_BINS + 1):
+        scores.append(-abs(below - target))
+        below += counts[i] if i < QUANTILE_BINS else 0
+    index = source.permute_and_flip(scores, plan.scale)
+    lower, upper = Fraction(column.lower or 0), Fraction(column.upper or 0)
+    return float(lower + (upper - lower) * index / QUANTILE_BINS)
 
 
 def epsilon_cost(columns: Sequence[StatColumn], params: DisclosureParams) -> float:
@@ -265,6 +317,10 @@ def _validate(stats: pa.Table, by_name: dict[str, StatColumn]) -> None:
             raise EnclaveError(f"{column.name} belongs to no sum column", rule="disclosure.stats")
         if column.kind == "joined" and (of is None or of.kind != "entities"):
             raise EnclaveError(f"{column.name} counts no entities", rule="disclosure.stats")
+        if column.kind == "quantile" and (
+            column.q is None or column.lower is None or column.upper is None
+        ):
+            raise EnclaveError(f"{column.name} has no quantile or bounds", rule="disclosure.stats")
         if column.cell is not None and by_name.get(column.cell, column).kind != "entities":
             raise EnclaveError(f"{column.name}'s cell counts no entities", rule="disclosure.stats")
 
@@ -432,6 +488,12 @@ def _disclose(
         if stat is None or stat.kind in ("min", "max"):  # keys and dimension extremes
             kept = stats[name].filter(mask).combine_chunks()
             array = kept if extra is None else pa.concat_arrays([kept, pa.nulls(1, kept.type)])
+        elif stat.kind == "quantile":
+            plan = plans.get(name)
+            if plan is None or source is None:
+                raise EnclaveError("a quantile without a budget", rule="disclosure.stats")
+            values = [r[name] for r, ok in zip(rows, keep, strict=True) if ok]
+            array = pa.array([_quantile(v, stat, plan, source) for v in values], pa.float64())
         elif name == ENTITIES and noisy_entities is not None:
             # Already noised for the selection: release those same draws (no second spend).
             values = [n for n, ok in zip(noisy_entities, keep, strict=True) if ok]

@@ -45,6 +45,7 @@ __all__ = [
     "entity_dataset",
     "first_source",
     "generalized",
+    "quantile_of",
 ]
 
 _VALUE_AGGS = (
@@ -73,6 +74,26 @@ class Checked:
 
 #: Larger LIMITs mean nothing (results are bounded far below) and overflow DuckDB's integers.
 MAX_LIMIT = 1_000_000_000
+
+
+#: Quantiles of a measure: released under a privacy budget only (docs/disclosure.md).
+QUANTILES = (exp.Median, exp.PercentileCont, exp.PercentileDisc, exp.Quantile)
+
+
+def quantile_of(agg: exp.Expression) -> float | None:
+    """The constant quantile of a quantile aggregate (0.5 for median), None if not one."""
+    if isinstance(agg, exp.Median):
+        return 0.5
+    q = agg.args.get("quantile") if isinstance(agg, exp.Quantile) else agg.args.get("expression")
+    negative = isinstance(q, exp.Neg)
+    literal = q.this if negative else q
+    if not isinstance(literal, exp.Literal) or literal.is_string:
+        return None
+    try:
+        value = -float(literal.name) if negative else float(literal.name)
+    except ValueError:
+        return None
+    return value if 0 <= value <= 1 else None
 
 
 def _refuse(rule: str, message: str) -> QueryRefused:
@@ -223,6 +244,9 @@ class _Rules:
             self.walk(agg.expression, scope, "predicate", f"{clause} FILTER")
             agg = agg.this
         name = self.parsed.written(agg)
+        if isinstance(agg, QUANTILES):
+            self._quantile(agg, scope, name, clause)
+            return
         if type(agg) not in AGGREGATES:
             args = list(agg.find_all(exp.Column))
             infos = [self.lineage.resolve(c, scope) for c in args]
@@ -263,6 +287,22 @@ class _Rules:
             self._bare_argument(arg, scope, name, "record_aggregate", clause)
             return
         self._bare_argument(arg, scope, name, "value_aggregate", clause)
+
+    def _quantile(self, agg: exp.Expression, scope: Scope, name: str, clause: str) -> None:
+        """``median(x)``, ``quantile_cont(x, q)``, ``quantile_disc(x, q)``, ``quantile(x, q)``.
+
+        A measure column and one constant ``q`` in [0, 1]; released only under a
+        privacy budget, by the exponential mechanism (the rewrite refuses it without:
+        ``guard.quantile_needs_budget``).
+        """
+        q = quantile_of(agg)
+        if q is None:
+            raise _refuse(
+                "guard.aggregate_argument",
+                f"{name}() takes a measure column and one constant quantile from 0 to 1, "
+                f"e.g. {name}(x, 0.9)",
+            )
+        self._bare_argument(agg.this, scope, name, "value_aggregate", clause)
 
     def _bare_argument(
         self, arg: exp.Expression, scope: Scope, name: str, context: str, clause: str

@@ -13,7 +13,11 @@ Discrete Gaussian for Differential Privacy" (NeurIPS 2020), algorithms 1-3:
   accepted with probability ``exp(-U / t)``, plus ``t`` times a geometric
   number of ``exp(-1)`` successes, divided by ``s``, with a random sign;
 * the discrete Gaussian ``P(x) ∝ exp(-x² / 2 sigma^2)`` by rejection from a discrete
-  Laplace (algorithm 3).
+  Laplace (algorithm 3);
+* the exponential mechanism's choice among scored candidates, as **permute-and-flip**
+  (McKenna and Sheldon, NeurIPS 2020): candidates in a uniformly random order, each
+  accepted with probability ``exp(-(best - score) / temperature)`` by algorithm 1, so
+  the choice is exact too (used for DP quantiles).
 
 The only source of randomness is ``randbelow(n)``: a uniform integer in
 ``[0, n)``.  Production uses the operating system's CSPRNG (:mod:`secrets`);
@@ -35,6 +39,7 @@ from math import isqrt
 from typing import Protocol, runtime_checkable
 
 __all__ = [
+    "ChoiceSource",
     "ExactNoise",
     "NoiseSource",
     "RandBelow",
@@ -54,6 +59,15 @@ class NoiseSource(Protocol):
 
     def discrete_laplace(self, scale: Fraction, size: int) -> list[int]:
         """``size`` independent integers with ``P(x) ∝ exp(-|x| / scale)``."""
+        ...
+
+
+@runtime_checkable
+class ChoiceSource(Protocol):
+    """What a DP quantile needs: the exponential mechanism's choice among candidates."""
+
+    def permute_and_flip(self, scores: list[Fraction], temperature: Fraction) -> int:
+        """An index, chosen with probability that falls as ``exp(-(best - score) / T)``."""
         ...
 
 
@@ -111,6 +125,27 @@ class ExactNoise:
         exact = as_fraction(scale)
         s, t, rb = exact.denominator, exact.numerator, self._randbelow
         return [_discrete_laplace(s, t, rb) for _ in range(size)]
+
+    def permute_and_flip(self, scores: list[Fraction], temperature: Fraction) -> int:
+        """Permute-and-flip over ``scores`` at ``temperature`` ``T = 2Δ / ε``: ε-DP.
+
+        Each candidate, in a random order, is kept with probability
+        ``exp(-(best - score) / T)`` (exact, algorithm 1); the best is kept surely, so
+        one pass ends.  Its utility is never worse than the exponential mechanism's.
+        """
+        if not scores:
+            raise ValueError("no candidates to choose from")
+        scale = as_fraction(temperature)
+        best = max(scores)
+        order = list(range(len(scores)))
+        for i in range(len(order) - 1, 0, -1):  # Fisher-Yates from randbelow
+            j = self._randbelow(i + 1)
+            order[i], order[j] = order[j], order[i]
+        for index in order:
+            gamma = Fraction(best - scores[index]) / scale
+            if _bernoulli_exp(gamma.numerator, gamma.denominator, self._randbelow):
+                return index
+        raise AssertionError("the best candidate is always kept")  # pragma: no cover
 
     def discrete_gaussian(self, sigma2: Fraction, size: int) -> list[int]:
         """``size`` draws with ``P(x) ∝ exp(-x² / (2 sigma^2))`` (CKS20 algorithm 3)."""

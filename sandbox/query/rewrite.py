@@ -26,7 +26,15 @@ from sqlglot.optimizer.scope import Scope
 from sandbox.core.access import DatasetAccess
 from sandbox.core.errors import QueryRefused
 from sandbox.query.columns_expr import EXPANDED
-from sandbox.query.guard import ENTITY_JOIN, Checked, datasets_reached, first_source
+from sandbox.query.disclosure import QUANTILE_BINS
+from sandbox.query.guard import (
+    ENTITY_JOIN,
+    QUANTILES,
+    Checked,
+    datasets_reached,
+    first_source,
+    quantile_of,
+)
 
 __all__ = ["ContributionBounds", "Plan", "Stat", "build_plan"]
 
@@ -41,13 +49,15 @@ class Stat:
     """One column of the stats table and how disclosure treats it."""
 
     name: str
-    kind: str  # entities | joined | rows | count | sum | sumsq | min | max | top2
+    kind: str  # entities | joined | rows | count | sum | sumsq | min | max | top2 | quantile
     lower: float | None = None
     upper: float | None = None
     of: str | None = None
     #: Under ``FILTER (WHERE ...)``: the stat counting the entities the filter keeps, which
     #: decides whether this cell may be released (a filtered cell is a group of its own).
     cell: str | None = None
+    #: For "quantile": which one (0.5 for median); the column holds a histogram of bins.
+    q: float | None = None
 
 
 @dataclass(frozen=True)
@@ -267,6 +277,48 @@ class _Stats:
             )
         return spec.bounds
 
+    def _quantile(
+        self,
+        node: exp.Expression,
+        sql: str,
+        clamped: str,
+        bounds: tuple[float, float],
+        filter_sql: str,
+        tag: str,
+    ) -> str:
+        """A histogram per group of the measure's bins, at most C rows per entity.
+
+        Disclosure chooses the quantile among the bin edges by the exponential mechanism
+        (permute-and-flip): only under a budget.  Each entity's C rows are those whose bin
+        hashes smallest, a choice made from its own rows.
+        """
+        name = self.checked.parsed.written(node)
+        if self.bounds is None:
+            raise QueryRefused(
+                f"{name}() needs a privacy budget on the grant: quantiles are released only "
+                "with differential privacy (the exponential mechanism over the measure's "
+                "declared bounds); without one use avg, or count with FILTER on ranges",
+                rule="guard.quantile_needs_budget",
+            )
+        q = quantile_of(node)
+        lo, hi = bounds
+        width = (hi - lo) / QUANTILE_BINS
+        bin_ = f"least({QUANTILE_BINS - 1}, floor((({clamped}) - {lo!r}) / {width!r}))::INTEGER"
+        keep = f"({sql}) IS NOT NULL" + (f" AND ({filter_sql})" if filter_sql else "")
+        cap = self.bounds.max_rows_per_entity
+        key = f"quantile:{q}:{sql}{tag}"
+        if key in self.seen:
+            return self.seen[key]
+        column = f"__h{len(self.stats)}"
+        self.seen[key] = column
+        where = f" FILTER (WHERE {filter_sql})" if filter_sql else ""
+        cell = self._present(sql, where, tag)
+        inner = f"list_slice(list({bin_} ORDER BY hash({bin_})) FILTER (WHERE {keep}), 1, {cap})"
+        self.inner.append(exp.alias_(exp.maybe_parse(inner, dialect="duckdb"), column, quoted=True))
+        self.outer.append(f'list_aggregate(flatten(list("{column}")), \'histogram\') AS "{column}"')
+        self.stats.append(Stat(column, "quantile", lo, hi, cell=cell, q=q))
+        return column
+
     def _present(self, sql: str, where: str, tag: str) -> str:
         """The stat counting entities with a value of ``sql`` (under the filter, if any).
 
@@ -329,6 +381,8 @@ class _Stats:
             )
         lo, hi = self._measure_bounds(arg)
         clamped = f"greatest({lo!r}, least({hi!r}, ({sql})::DOUBLE))"
+        if isinstance(node, QUANTILES):
+            return _col(self._quantile(node, sql, clamped, (lo, hi), filter_sql, tag))
         per_entity_sum = f"sum({clamped}){where}"
         if self.bounds is not None:
             cap = self.bounds.max_rows_per_entity
