@@ -311,3 +311,67 @@ def test_a_qualified_star_outside_a_select_list_is_refused() -> None:
     refusal = _refused("SELECT count(c.*) FROM health.claims c")
     assert refusal.rule == "guard.star"
     assert "c.* stands for every column of health.claims" in refusal.message
+
+
+# -- random trees from sqlglot's whole expression set -----------------------------------------
+
+#: Column references an accepted query may never contain (no count(DISTINCT ...) is built).
+SECRET_LEAVES = ("c.id_number", "c.name", "c.person_id", "c")
+PLAIN_LEAVES = ("c.district", "c.claim_amount", "c.claim_date", "'D01'", "1", "2.5", "NULL")
+
+
+def _buildable(cls: type) -> bool:
+    if not issubclass(cls, exp.Func | exp.Binary | exp.Unary | exp.Condition):
+        return False
+    return _instance(cls) is not None and not issubclass(cls, exp.AggFunc)
+
+
+NODE_TYPES = [c for c in ALL_TYPES if _buildable(c)]
+
+
+def _node(cls: type, children: list[exp.Expression]) -> exp.Expression:
+    """``cls`` over ``children``: its required arguments filled, the rest left out."""
+    args: dict[str, object] = {}
+    pool = iter(children)
+    for name, required in cls.arg_types.items():
+        if name == "expressions":
+            args[name] = [next(pool, exp.Literal.number(1))]
+        elif name in ("this", "expression") or required:
+            args[name] = next(pool, exp.Literal.number(1))
+    return cls(**args)
+
+
+@st.composite
+def _trees(draw: st.DrawFn, depth: int = 3) -> exp.Expression:
+    if depth == 0 or draw(st.booleans()):
+        leaf = draw(st.sampled_from(SECRET_LEAVES + PLAIN_LEAVES))
+        return sqlglot.parse_one(leaf, read="duckdb")
+    cls = draw(st.sampled_from(NODE_TYPES))
+    children = [draw(_trees(depth - 1)) for _ in range(draw(st.integers(1, 3)))]
+    return _node(cls, children)
+
+
+def _render(tree: exp.Expression) -> str | None:
+    try:
+        return tree.sql(dialect="duckdb")
+    except Exception:  # a tree sqlglot cannot write as SQL: not a query anyone can send
+        return None
+
+
+@settings(max_examples=400, deadline=None)
+@given(_trees(), st.sampled_from(sorted(CLAUSE_SQL)))
+def test_random_trees_never_release_a_hidden_column(tree: exp.Expression, clause: str) -> None:
+    """Whatever sqlglot node types surround them, accepted queries hold no hidden column."""
+    text = _render(tree)
+    if text is None:
+        return
+    sql = CLAUSE_SQL[clause].format(e=f"({text})")
+    try:
+        guard(sql)
+    except QueryRefused:
+        return
+    except Exception as error:  # the guard may only refuse
+        raise AssertionError(f"{type(error).__name__} for {sql}") from None
+    parsed = sqlglot.parse_one(sql, read="duckdb")
+    seen = {col.sql() for col in parsed.find_all(exp.Column)}
+    assert not seen & set(SECRET_LEAVES), f"accepted with a hidden column: {sql}"
