@@ -643,9 +643,11 @@ def _check_output(
 
     ``outputs``: in ORDER BY, the released columns' names, which it may refer to.
     """
+    kind = NODE_KINDS.get(type(node))
+    if kind is None:
+        raise closure_refusal(node, scope.expression, describe(node, rules.parsed.sql))
     if node.sql() in keys:
         return
-    kind = NODE_KINDS.get(type(node))
     if kind is Kind.AGGREGATE:
         rules.aggregate(node, scope, clause)
     elif kind is Kind.COLUMN:
@@ -661,8 +663,6 @@ def _check_output(
         raise _refuse("guard.subquery_predicate", f"subqueries are not allowed in {clause}")
     elif kind is Kind.STAR:
         raise _refuse("guard.star", f"* is allowed only in count(*) (in {clause})")
-    elif kind is None:
-        raise closure_refusal(node, scope.expression, describe(node, rules.parsed.sql))
     else:
         for child in node.iter_expressions():
             _check_output(rules, scope, child, keys, clause, outputs)
