@@ -235,6 +235,7 @@ class Authority:
         client: str | None = None,
         audit: bool = True,
         now: datetime | None = None,
+        paid: bool = False,
     ) -> Decision:
         """Allow or deny ``action`` on ``target``; deny by default, one named rule per outcome.
 
@@ -242,10 +243,12 @@ class Authority:
         the ``columns`` it reads and the columns it groups by (as the guard reports
         them); ``target`` may then name the job (``query:JOB``) for the audit record.
         ``audit=False`` is for callers that record the decision in their own entry.
+        ``paid``: the query was charged when it ran (a held result's release): quotas
+        and budget are not checked again.
         """
         now = now or self.clock()
         request, shown = self._request(
-            actor, action, target, datasets, columns, group_by, purpose, epsilon
+            actor, action, target, datasets, columns, group_by, purpose, epsilon, paid
         )
         key = (
             actor.subject,
@@ -258,6 +261,7 @@ class Authority:
             tuple(sorted(request.group_by.items())),
             purpose,
             epsilon,
+            paid,
         )
         decision = self._decide(key, request, now)
         if shown != decision.target:
@@ -282,6 +286,7 @@ class Authority:
         group_by: Mapping[str, Iterable[str]] | None,
         purpose: str | None,
         epsilon: float | None,
+        paid: bool = False,
     ) -> tuple[Request, str]:
         cols = {ds: frozenset(c.lower() for c in names) for ds, names in (columns or {}).items()}
         groups = {ds: frozenset(c.lower() for c in names) for ds, names in (group_by or {}).items()}
@@ -295,7 +300,7 @@ class Authority:
             except ValueError as exc:
                 raise InvalidInput(str(exc), rule="target.invalid") from None
             shown = str(parsed)
-        request = Request(actor, action, parsed, touched, cols, groups, purpose, epsilon)
+        request = Request(actor, action, parsed, touched, cols, groups, purpose, epsilon, paid)
         return request, shown
 
     def _facts(self, request: Request, state: State) -> Facts:

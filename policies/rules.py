@@ -57,6 +57,9 @@ class Request:
     group_by: Mapping[str, frozenset[str]] = field(default_factory=dict)
     purpose: str | None = None
     epsilon: float | None = None
+    #: Charged when it ran (a held result released after review): its quotas and
+    #: budget were checked and spent then, so the dynamic rules do not apply again.
+    paid: bool = False
 
 
 @dataclass(frozen=True)
@@ -152,7 +155,8 @@ def finish(
         failures: list[_Deny] = []
         for grant in grants:
             try:
-                _check_dynamic(grant, outcome.rows[dataset], usage, spent, request.epsilon)
+                if not request.paid:
+                    _check_dynamic(grant, outcome.rows[dataset], usage, spent, request.epsilon)
             except _Deny as deny:
                 failures.append(deny)
                 continue

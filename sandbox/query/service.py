@@ -204,8 +204,20 @@ class QueryService:
         return params, remaining
 
     def _authorize(
-        self, actor: Actor, sql: str, rid: str, purpose: str | None, client: str | None
+        self,
+        actor: Actor,
+        sql: str,
+        rid: str,
+        purpose: str | None,
+        client: str | None,
+        *,
+        paid: bool = False,
     ) -> Authorized:
+        """Parse, authorize, bound the cost, guard and rewrite ``sql``.
+
+        ``paid``: it was charged when it ran (a held result's release after review): the
+        grant must still be live, but its quotas and budget are not checked again.
+        """
         max_length = self.platform.settings.max_sql_length
         parsed = parse_query(sql, max_length=max_length)
         decision = self.platform.authority.decide(
@@ -217,6 +229,7 @@ class QueryService:
             request_id=rid,
             client=client,
             audit=False,
+            paid=paid,
         )
         if not decision.allowed:
             raise decision.error()
@@ -225,7 +238,8 @@ class QueryService:
         cost = check_cost(
             parsed.expression, {d: r.row_count for d, r in records.items()}, self._limits()
         )
-        _check_rows_quota(decision, cost)
+        if not paid:
+            _check_rows_quota(decision, cost)
         params, remaining = self._params(decision)
         access = self._access(decision.grants, records)
         prepared = prepare(parsed, access, params, max_sql_length=max_length)
@@ -540,16 +554,17 @@ class QueryService:
         client: str | None = None,
         review: list[dict[str, Any]] | None = None,
     ) -> QueryResult:
-        """Release a held result after review: re-authorized, then spent, audited and cached.
+        """Release a held result after review: re-authorized, then audited and cached.
 
         Refused (and audited) with ``review.stale`` if the grants, datasets or disclosure
         parameters changed since it was computed (the job must run again), and with the
-        authorization's own rule if the grant is no longer live or its budget cannot pay.
+        authorization's own rule if the grant is no longer live.  Its ε and quotas were
+        charged when it ran: they are neither checked nor spent again.
         """
         rid = request_id or uuid.uuid4().hex
         started = time.perf_counter()
         try:
-            auth = self._authorize(actor, sql, rid, purpose, client)
+            auth = self._authorize(actor, sql, rid, purpose, client, paid=True)
             key = self._cache_key(actor, auth)
             if key != held.key:
                 raise QueryRefused(

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from policies import Administration
-from policies.metering import day_of, usage_today
+from policies.metering import budget_state, day_of, usage_today
 from sandbox.core.errors import QueryRefused, QueryTimeout, QuotaExceeded
 from sandbox.core.settings import Settings
 from sandbox.enclave.enclave import LIMITS_MESSAGE
 from sandbox.platform import Platform
-from sandbox.query.service import QueryService
+from sandbox.query.service import Held, QueryService
 from tests.conftest import build_deployment
 
 SQL = "SELECT district, count(*) AS n FROM health.claims GROUP BY 1"
@@ -53,8 +53,12 @@ def usage(platform: Platform, grant_id: str):  # type: ignore[no-untyped-def]
         return usage_today(conn, [grant_id], day_of(datetime.now(UTC))).get(grant_id)
 
 
-def remaining(service: QueryService, actor) -> float:  # type: ignore[no-untyped-def]
-    return float(service.explain(actor, SQL)["epsilon_remaining"])
+def ledger(platform: Platform, grant_id: str) -> float:
+    """The grant's remaining ε, read from the budget ledger itself."""
+    with platform.engine.connect() as conn:
+        state = budget_state(conn, grant_id)
+    assert state is not None
+    return state.remaining
 
 
 def test_a_run_that_fails_in_the_enclave_spends_epsilon_and_quota(homes) -> None:  # type: ignore[no-untyped-def]
@@ -64,12 +68,12 @@ def test_a_run_that_fails_in_the_enclave_spends_epsilon_and_quota(homes) -> None
         service = QueryService(platform)
         insurer = platform.authority.authenticate(tokens["op-insurer"])
         grant = grant_of(platform, tokens, "op-insurer")
-        before_eps = remaining(service, insurer)
+        before_eps = ledger(platform, grant.id)
         before = usage(platform, grant.id)
         with pytest.raises(QueryTimeout) as info:
             service.run(insurer, SQL, request_id="starved-run")
         assert (info.value.rule, info.value.message) == ("enclave.limits", LIMITS_MESSAGE)
-        assert remaining(service, insurer) == before_eps - 1.0
+        assert ledger(platform, grant.id) == before_eps - 1.0
         after = usage(platform, grant.id)
         assert after is not None
         assert after.queries == (before.queries if before else 0) + 1
@@ -107,11 +111,11 @@ def test_a_successful_run_is_charged_once(homes) -> None:  # type: ignore[no-unt
         service = QueryService(platform)
         insurer = platform.authority.authenticate(tokens["op-insurer"])
         grant = grant_of(platform, tokens, "op-insurer")
-        before_eps = remaining(service, insurer)
+        before_eps = ledger(platform, grant.id)
         before = usage(platform, grant.id)
         result = service.run(insurer, f"{SQL} ORDER BY 1")
         assert result.meta["epsilon_spent"] == 1.0
-        assert remaining(service, insurer) == before_eps - 1.0
+        assert ledger(platform, grant.id) == before_eps - 1.0
         after = usage(platform, grant.id)
         assert after is not None
         assert after.queries == (before.queries if before else 0) + 1
@@ -167,5 +171,39 @@ def test_a_fan_out_is_refused_before_the_guard_and_audited(homes) -> None:  # ty
         (entry,) = [e for e in platform.audit.entries(limit=10_000) if e.request_id == "fan-out"]
         assert entry.decision == "deny" and entry.rule == "guard.cost"
         assert "epsilon_spent" not in entry.details  # refused before it ran: nothing charged
+    finally:
+        platform.close()
+
+
+def test_a_held_run_is_charged_when_it_runs_and_released_without_a_second_charge(homes) -> None:  # type: ignore[no-untyped-def]
+    """Review after the run: the run paid (even its last query of the day); release is free."""
+    home, tokens = homes
+    platform = open_platform(home)
+    try:
+        service = QueryService(platform)
+        insurer = platform.authority.authenticate(tokens["op-insurer"])
+        grant = grant_of(platform, tokens, "op-insurer")
+        used = usage(platform, grant.id)
+        so_far = used.queries if used else 0
+        admin = Administration(platform.authority, k_floor=platform.settings.k_floor)
+        admin.narrow_grant(
+            platform.authority.authenticate(tokens["bureau-health"]),
+            grant.id,
+            review_required=True,
+            queries_per_day=so_far + 1,
+            reason="review and one more query today",
+        )
+        sql = "SELECT hospital_id, count(*) AS n FROM health.claims GROUP BY 1"
+        before_eps = ledger(platform, grant.id)
+        held = service.run_job(insurer, sql)
+        assert isinstance(held, Held) and held.epsilon == 1.0
+        assert ledger(platform, grant.id) == before_eps - 1.0  # charged when it ran
+        released = service.release_held(insurer, sql, held)
+        assert released.meta["epsilon_spent"] == 1.0  # what the release cost, paid before
+        assert ledger(platform, grant.id) == before_eps - 1.0  # nothing spent again
+        after = usage(platform, grant.id)
+        assert after is not None and after.queries == so_far + 1
+        with pytest.raises(QuotaExceeded):  # the day's last query went to the held run
+            service.run_job(insurer, f"{sql} ORDER BY 1")
     finally:
         platform.close()
