@@ -6,7 +6,7 @@ is one conditional ``UPDATE`` (``spent + e <= total``): under concurrent
 releases on any number of API servers, SQLite's single writer or PostgreSQL's
 row lock re-checks the condition, so the total is never exceeded.
 
-Quotas are checked when a query is authorized and counted here after it ran;
+Quotas are checked when a query is authorized and counted here just before it runs;
 two queries of one operator racing on different servers can overshoot a
 daily quota by at most the number in flight (the budget can never overshoot).
 """
