@@ -95,11 +95,23 @@ def _readings(name: str, args: tuple[str, ...]) -> tuple[str, ...]:
         wanted = [a for a in args if a.startswith(_PLACEHOLDER)]
         if sorted(placeholders) != sorted(wanted):
             continue  # an argument dropped or repeated: not a respelling
-        forms[node.sql(dialect="duckdb")] = None
+        try:
+            form = node.sql(dialect="duckdb")
+            sqlglot.parse_one(form, read="duckdb")
+        except Exception:  # no DuckDB form of it (``glob``): not a respelling
+            continue
+        forms[form] = None
     return tuple(forms)
 
 
 def _respelled(node: exp.Anonymous) -> exp.Expr | None:
+    try:
+        return _respell_one(node)
+    except Exception:  # any failure leaves the call unknown, so refused: never a crash
+        return None
+
+
+def _respell_one(node: exp.Anonymous) -> exp.Expr | None:
     template = _template(node)
     if template is None:
         return None
@@ -123,6 +135,8 @@ def respell(root: exp.Expr) -> exp.Expr:
         if isinstance(arg, exp.Literal | exp.Boolean) and not count.args.get("expressions"):
             count.set("this", exp.Star())
     for node in list(root.find_all(exp.Anonymous)):
+        if isinstance(node.parent, exp.Table):
+            continue  # a table function: refused as one, whatever other dialects make of it
         new = _respelled(node)
         if new is not None:
             if node is root:

@@ -158,8 +158,9 @@ class _Rules:
                 if context not in ("passthrough", "count_distinct", "join") or not info.passthrough:
                     raise _refuse(
                         "guard.identifier",
-                        f"identifier {where}: identifiers may only be counted "
-                        "distinct or used as declared join keys",
+                        f"identifier {where}: identifiers may only be counted, as "
+                        f"count(DISTINCT {grant.spec.entity_key}), or used as declared "
+                        "join keys",
                     )
             elif context == "record_aggregate" and role is not Role.DIMENSION:
                 raise _refuse(
@@ -172,7 +173,8 @@ class _Rules:
                     raise _refuse(
                         "guard.measure",
                         f"measure {where}: measures may only be aggregated "
-                        "(sum, avg, stddev, variance, count) or filtered on",
+                        f"(sum, avg, stddev, variance, count: e.g. sum({spec.name})) "
+                        "or filtered on",
                     )
             elif role in (Role.QUASI, Role.SENSITIVE):
                 groupable = spec.name.lower() in grant.groupable

@@ -163,6 +163,8 @@ def parse_query(sql: str, *, max_length: int, written: str | None = None) -> Par
         raise _refuse("guard.syntax", f"the SQL does not parse{where}") from None
     except RecursionError:
         raise _refuse("guard.nesting", _NESTING_MESSAGE) from None
+    except Exception:  # the parser's own failure (``var_map(x)`` raises IndexError)
+        raise _refuse("guard.syntax", "the SQL does not parse") from None
     if len(statements) != 1:
         raise _refuse(
             "guard.single_statement", f"exactly one statement is allowed, got {len(statements)}"

@@ -106,3 +106,30 @@ def test_respelled_functions_keep_every_guard_rule() -> None:
 def test_analysts_dialect_queries_are_answered(sql: str) -> None:
     plan = guard(sql)
     assert plan.release_sql.startswith("SELECT")
+
+
+def _function_names() -> list[str]:
+    names: set[str] = set()
+    stack: list[type] = [exp.Func]
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        try:
+            names.update(n.lower() for n in cls.sql_names() if n.isidentifier())
+        except NotImplementedError:  # an abstract function class
+            continue
+    return sorted(names | {"glob", "read_csv", "var", "std", "isnull", "e", "weekday"})
+
+
+def test_no_function_name_makes_the_parser_fail_other_than_by_refusing() -> None:
+    """Every function name sqlglot knows, called in WHERE and FROM: a refusal or a plan."""
+    for name in _function_names():
+        for sql in (
+            f"SELECT count(*) FROM health.claims WHERE {name}(district) IS NULL",
+            f"SELECT count(*) FROM health.claims WHERE {name}('x', district, 1) IS NULL",
+            f"SELECT count(*) FROM {name}('/etc/passwd')",
+        ):
+            try:
+                guard(sql)
+            except QueryRefused:
+                pass
