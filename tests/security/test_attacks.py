@@ -214,6 +214,11 @@ def _answered(server: SecurityServer, line: dict[str, Any]) -> dict[str, Any]:
         # how many: a count would answer "does anybody match?" (docs/disclosure.md).
         counts = _withheld_counts(response.json())
         assert counts and set(counts) == {None}, f"{line['id']}: withheld groups counted"
+    elif check == "absent":
+        # A group the disclosure rules must withhold (e.g. one firm dominating it).
+        group = line["absent"]
+        hit = [r for r in result["rows"] if all(r.get(c) == v for c, v in group.items())]
+        assert not hit, f"{line['id']}: released the group {group}"
     elif check == "rows":
         assert result["rows"], f"{line['id']}: a legitimate query released nothing"
     else:
@@ -421,7 +426,7 @@ def test_corpus_is_large_and_well_formed() -> None:
         if line["expect"] != "answer":
             assert line["rule"] in SUBJECT or line["expect"] == "fail", line["id"]
         if cls != BUDGET_CLASS:
-            assert line.get("check", "k") in ("k", "suppressed"), line["id"]
+            assert line.get("check", "k") in ("k", "suppressed", "absent"), line["id"]
     refusals = [line for _, line in CORPUS if line["expect"] == "refuse"]
     assert len(refusals) >= 150, len(refusals)
     per_class = {cls: sum(1 for c, _ in CORPUS if c == cls) for cls in CLASSES}

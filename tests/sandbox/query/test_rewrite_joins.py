@@ -198,3 +198,37 @@ def test_under_a_budget_joins_are_on_entity_keys_only(enclave) -> None:
         prepare(sql, grants(), DisclosureParams(k=10, epsilon=1.0), max_sql_length=10_000)
     assert info.value.rule == "guard.join_budget"
     assert "entity keys" in info.value.message
+
+
+def test_no_released_stddev_is_one_firms_capital_in_the_demo(demo_platform) -> None:
+    """The red team's case: a firm dominating a group's sum of squares is read via stddev.
+
+    Over the demo's industry × district cells, no released stddev may come
+    from a group where the two largest firms hold more than p of the sum of squares.
+    """
+    sql = (
+        "SELECT industry, district, stddev_pop(registered_capital) AS sd, "
+        "avg(registered_capital) AS mean, count(*) AS n FROM market.enterprises "
+        "GROUP BY 1, 2"
+    )
+    grants = access_demo()
+    prepared = prepare(sql, grants, DisclosureParams(k=10), max_sql_length=MAX_SQL_LENGTH)
+    stats = demo_platform.enclave.query(prepared.plan.stats_sql)
+    released = release(stats, prepared).table.to_pylist()
+    assert released, "the query releases something"
+    with demo_platform.enclave.cursor() as cur:
+        shares = cur.sql(
+            "SELECT industry, district, list_sum(list_slice(list_reverse_sort("
+            "list(least(registered_capital, 1e9)::DOUBLE ^ 2)), 1, 2)) / "
+            "sum(least(registered_capital, 1e9)::DOUBLE ^ 2) FROM market.enterprises "
+            "GROUP BY 1, 2"
+        ).fetchall()
+    top = {(i, d): s for i, d, s in shares}
+    dominated = [r for r in released if top[(r["industry"], r["district"])] > 0.9]
+    assert not dominated, f"{len(dominated)} released stddevs are one or two firms' capital"
+
+
+def access_demo():
+    from tests.sandbox.query.test_guard import access
+
+    return access()
