@@ -464,6 +464,7 @@ class QueryService:
                 raise
             cpu_ms = int((time.process_time() - cpu0) * 1000)
             if auth.decision.review_required:
+                self._meter(auth, cpu_ms)  # now: a rejected result is never released
                 return self._hold(actor, rid, client, auth, key, released, cpu_ms, started)
             return self._commit(actor, rid, client, auth, key, released, cpu_ms, started)
         except SandboxError as exc:
@@ -584,7 +585,7 @@ class QueryService:
                 auth,
                 key,
                 released,
-                held.cpu_ms,
+                0,  # metered when it ran
                 started,
                 extra={"review": review or []},
             )
