@@ -40,6 +40,8 @@ __all__ = ["ContributionBounds", "Plan", "Stat", "build_plan"]
 
 STATS_TABLE = "__sbx_stats"
 ENTITIES = "__entities"
+#: A joined dataset's entity key in its own pre-aggregate (a name no source carries).
+JOINED_ENTITY = "__sbx_je"
 #: How a per-(group, entity) statistic becomes per group: a template over its column.
 SUM = "sum({})"
 
@@ -244,8 +246,8 @@ class _Stats:
         the top two contributions of its entities to each sum and sum of squares.  Rows
         where the dataset has no entity (an outer join's unmatched side) are no entity.
         """
-        known = 'FILTER (WHERE "__sbx_e" IS NOT NULL)'
-        outer = [f'count("__sbx_e") AS "{ENTITIES}_j{j}"']
+        known = f'FILTER (WHERE "{JOINED_ENTITY}" IS NOT NULL)'
+        outer = [f'count("{JOINED_ENTITY}") AS "{ENTITIES}_j{j}"']
         stats = [Stat(f"{ENTITIES}_j{j}", "joined", of=ENTITIES)]
         for stat in self.stats:
             if stat.kind == "entities" and stat.name != ENTITIES:
@@ -565,10 +567,17 @@ def build_plan(
         for j, entity_j in enumerate(entities, 1):
             inner.set(
                 "expressions",
-                [*inner.expressions[: len(checked.keys)], exp.alias_(entity_j, "__sbx_e")]
+                [
+                    *inner.expressions[: len(checked.keys)],
+                    exp.alias_(entity_j, JOINED_ENTITY, quoted=True),
+                ]
                 + [e.copy() for e in stats.per_entity()],
             )
-            per = inner.sql(dialect="duckdb") + " GROUP BY " + ", ".join([*group_cols, '"__sbx_e"'])
+            per = (
+                inner.sql(dialect="duckdb")
+                + " GROUP BY "
+                + ", ".join([*group_cols, f'"{JOINED_ENTITY}"'])
+            )
             outer_j, stats_j = stats.joined_stats(j)
             x = f"SELECT {', '.join([*group_cols, *outer_j])} FROM __sbx_j{j}"
             if group_cols:

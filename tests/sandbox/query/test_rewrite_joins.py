@@ -111,6 +111,41 @@ def test_a_reference_table_first_does_not_multiply_one_person(enclave) -> None:
     assert released.table.to_pylist() == [], "one person's claim was released"
 
 
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT count(*) AS n, sum(amount) AS total FROM (SELECT c.amount, c.district "
+        "FROM ref.months m JOIN health.claims c ON m.year = c.year) t WHERE district = 'D02'",
+        "WITH j AS (SELECT m.season, c.amount, c.district FROM ref.months m "
+        "JOIN health.claims c ON m.year = c.year) "
+        "SELECT season, count(*) AS n, sum(amount) AS total FROM j WHERE district = 'D02' "
+        "GROUP BY 1",
+        "SELECT count(*) AS n, sum(c.amount) AS total FROM ref.months m JOIN "
+        "(SELECT year AS y, amount FROM health.claims WHERE district = 'D02') c ON m.year = c.y",
+    ],
+)
+def test_the_reference_rows_cannot_hide_in_a_derived_table(enclave, sql: str) -> None:
+    _, released = run(enclave, sql, DisclosureParams(k=10))
+    assert released.table.to_pylist() == [], "one person's claim was released"
+
+
+def test_a_join_on_entity_keys_under_a_budget_is_answered(demo_platform) -> None:
+    from tests.sandbox.query.test_guard import access
+
+    sql = (
+        "SELECT count(*) AS n, sum(s.employees) AS staff FROM market.enterprises e "
+        "JOIN (SELECT credit_code AS c, month, employees FROM hrss.social_insurance) s "
+        "ON e.credit_code = s.c"
+    )
+    params = DisclosureParams(k=10, epsilon=1.0, max_rows_per_entity=2, max_groups_per_entity=3)
+    prepared = prepare(sql, access(), params, max_sql_length=MAX_SQL_LENGTH)
+    assert not any(s.kind == "joined" for s in prepared.plan.stats)
+    stats = demo_platform.enclave.query(prepared.plan.stats_sql)
+    released = release(stats, prepared, noise=seeded_noise(5))
+    assert released.epsilon_spent == 1.0 and released.table.num_rows > 0
+    assert released.groups_suppressed is not None  # noised under a budget, not withheld
+
+
 def test_every_dataset_of_the_join_needs_k_entities(enclave) -> None:
     sql = (
         "SELECT c.district, count(*) AS n, count(DISTINCT c.person_id) AS people "
@@ -203,7 +238,7 @@ def test_under_a_budget_joins_are_on_entity_keys_only(enclave) -> None:
 def test_no_released_stddev_is_one_firms_capital_in_the_demo(demo_platform) -> None:
     """The red team's case: a firm dominating a group's sum of squares is read via stddev.
 
-    Over the demo's industry × district cells, no released stddev may come
+    Over the demo's industry-by-district cells, no released stddev may come
     from a group where the two largest firms hold more than p of the sum of squares.
     """
     sql = (
