@@ -354,7 +354,7 @@ def identifier_queries(draw: st.DrawFn) -> str:
 # -- fixtures and properties -------------------------------------------------------------
 
 
-@dataclass
+@dataclass(repr=False)
 class Target:
     service: QueryService
     bank: Any
@@ -362,17 +362,21 @@ class Target:
     executed: int = 0
     accepted: int = 0
 
+    def __repr__(self) -> str:
+        # Hypothesis prints a failing example's arguments: not thousands of identifiers.
+        return f"Target(accepted={self.accepted}, executed={self.executed})"
 
-@pytest.fixture(scope="module")
-def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    """A demo deployment of its own; op-bank gets a quota-free twin of its health grant."""
+
+def build_target(home: Path) -> Iterator[Target]:
+    """A demo deployment of its own in ``home``; op-bank gets a quota-free twin of its
+    health grant.  A generator: the deployment closes when it resumes."""
     from policies.accounts import require_account
     from policies.actors import Actor
     from policies.admin import Administration
     from policies.grant_terms import GrantTerms
     from sandbox.core.classification import Level
 
-    platform, tokens = build_deployment(tmp_path_factory.mktemp("fuzz") / "home")
+    platform, tokens = build_deployment(home)
     admin = Administration(platform.authority, k_floor=platform.settings.k_floor)
     with platform.engine.connect() as conn:
         bureau = Actor.of(require_account(conn, "bureau-health"))
@@ -398,6 +402,11 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
         yield Target(QueryService(platform), bank, leaks)
     finally:
         platform.close()
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    yield from build_target(tmp_path_factory.mktemp("fuzz") / "home")
 
 
 def fuzz_settings(examples: int) -> Any:

@@ -1,0 +1,553 @@
+"""Fuzzing the guard with random ASTs from sqlglot's whole expression set.
+
+Where ``test_fuzz_guard.py`` assembles SQL from pieces the demo classifications name,
+this fuzzer draws an expression class from **every** subclass of ``sqlglot.exp.Func``,
+``exp.Binary`` and ``exp.Condition`` (637 in sqlglot 30.30, plus lambdas, stars, FILTER,
+DISTINCT, tuples, intervals, slices and WITHIN GROUP), fills its ``arg_types``
+with children (columns of every role, literals, a source's alias used as a value
+(DuckDB's whole-row STRUCT), struct and list constructors, struct field access, or
+another drawn node), renders it with ``.sql(dialect="duckdb")`` and places it in a
+SELECT, WHERE, FILTER, GROUP BY, HAVING, ORDER BY, JOIN ON or CTE position of a query
+that op-bank runs through the real :class:`QueryService` (explain first, then run).
+
+A class is *generable* if one instance with simple children renders in DuckDB's
+dialect; the others (about one in fifteen: abstract bases, other dialects' functions
+sqlglot cannot write for DuckDB) are counted in :data:`SKIPPED` and never drawn.  Half
+the draws come from :data:`COMMON`, what analysts write, so that enough queries are
+accepted for (b) to see releases.  Properties:
+
+(a) nothing crashes: an answer, or a :class:`SandboxError` with a rule;
+(b) a release passes the identifier leak check (every identifier value of the enclave,
+    the L4 identity-card numbers among them) and every released entity count, of a
+    group (``ent``) or a FILTERed cell (``fent``), is at least k;
+(c) an expression using an identifier other than the entity key (or an L4 column) by
+    name is refused wherever it is placed;
+(d) an expression using a source's alias as a value (the whole row) is refused.
+
+Examples scale with ``hypothesis_scale()`` (20 times more under ``make test-long``).
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import sqlglot
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from sqlglot import exp
+from sqlglot.errors import ErrorLevel
+
+from sandbox.core.errors import SandboxError
+from tests.security.test_fuzz_guard import (
+    K,
+    Target,
+    build_target,
+    fuzz_settings,
+    refusal_ok,
+    released_text,
+)
+
+# -- sqlglot's expression classes --------------------------------------------------------
+
+
+def _subclasses(root: type) -> set[type]:
+    found: set[type] = set()
+    stack = [root]
+    while stack:
+        for sub in stack.pop().__subclasses__():
+            if sub not in found:
+                found.add(sub)
+                stack.append(sub)
+    return found
+
+
+#: Expression nodes outside Func/Binary/Condition that issue 13 names (lambdas, stars,
+#: FILTER, DISTINCT, tuples, intervals, slices, WITHIN GROUP).
+EXTRA = (
+    exp.Lambda,
+    exp.Star,
+    exp.Filter,
+    exp.Distinct,
+    exp.Tuple,
+    exp.Interval,
+    exp.Slice,
+    exp.WithinGroup,
+)
+#: Every class the fuzzer considers: sqlglot's functions, binary operators and conditions.
+CLASSES: tuple[type[exp.Expression], ...] = tuple(
+    sorted(
+        {c for c in _subclasses(exp.Expression) if issubclass(c, (exp.Func, exp.Binary))}
+        | {c for c in _subclasses(exp.Condition)}
+        | set(EXTRA),
+        key=lambda c: (c.__module__, c.__name__),
+    )
+)
+
+LIST_ARGS = frozenset({"expressions", "ifs", "partition_by"})
+TYPES = ("VARCHAR", "INTEGER", "DOUBLE", "DATE", "BIGINT", "TIMESTAMP", "JSON", "VARCHAR[]")
+UNITS = ("day", "hour", "month", "year", "week", "quarter", "minute", "second")
+NUMBERS = ("0", "1", "2", "10", "35", "2025", "0.5")
+STRINGS = ("a", "D01", "F", "%1%", "2025-01-01", "", "I10")
+
+
+def known_parser_crash(sql: str) -> bool:
+    """Does sqlglot's DuckDB parser raise ``TypeError`` (not ``ParseError``) on ``sql``?
+
+    A JSON arrow without its right operand (``SELECT district -> FROM health.claims``)
+    does, in ``build_json_extract``; ``parse.py`` at HEAD lets it escape as an internal
+    error instead of refusing with ``guard.syntax``.  The fuzzer draws another query for
+    this one shape (``test_a_dangling_json_arrow_is_a_syntax_refusal`` pins it), so that
+    any *other* crash still fails property (a).
+    """
+    try:
+        sqlglot.parse(sql, read="duckdb")
+    except TypeError as exc:
+        return traceback.extract_tb(exc.__traceback__)[-1].name == "build_json_extract"
+    except Exception:  # a ParseError or any other failure is the guard's to answer
+        return False
+    return False
+
+
+def known_guard_crash(node: exp.Expression) -> bool:
+    """Does ``node`` hold ``count()`` with no argument?  DuckDB reads it as ``count(*)``;
+    the guard at HEAD raises AttributeError on it (``_bare_argument(None)``), an internal
+    error.  Pinned by ``test_count_without_argument_is_answered_or_refused``."""
+    return any(
+        isinstance(n, exp.Count) and n.this is None and not n.expressions for n in node.walk()
+    )
+
+
+def render(node: exp.Expression) -> str:
+    """DuckDB SQL of ``node``; raises when sqlglot cannot write it for DuckDB."""
+    return node.sql(dialect="duckdb", unsupported_level=ErrorLevel.RAISE)
+
+
+# -- the sources an expression is evaluated over --------------------------------------------
+
+
+@dataclass(frozen=True)
+class Source:
+    """A FROM clause (and CTE) with its aliases, columns by role, entity and group key."""
+
+    name: str
+    with_clause: str
+    from_clause: str
+    aliases: tuple[str, ...]  # usable as values: each is a whole row
+    safe: tuple[str, ...]  # columns that are not identifiers
+    identifiers: tuple[str, ...]  # identifiers other than the entity key, and L4 columns
+    entity: str
+    key: str  # a dimension to group by
+
+
+HEALTH_SAFE = ("age", "gender", "district", "hospital_id", "diagnosis_code", "claim_amount")
+HEALTH_IDS = ("claim_id", "name", "id_number")
+HEALTH_DERIVED = "person_id, claim_id, name, age, gender, district, diagnosis_code, claim_amount"
+
+
+def _qualified(alias: str, names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f"{alias}.{n}" for n in names)
+
+
+SOURCES = (
+    Source(
+        "table",
+        "",
+        "health.claims AS c",
+        ("c",),
+        (*_qualified("c", HEALTH_SAFE), "c.claim_date"),
+        _qualified("c", HEALTH_IDS),
+        "c.person_id",
+        "c.district",
+    ),
+    Source(
+        "derived",
+        "",
+        f"(SELECT {HEALTH_DERIVED} FROM health.claims) AS d",
+        ("d",),
+        _qualified("d", HEALTH_SAFE),
+        _qualified("d", ("claim_id", "name")),
+        "d.person_id",
+        "d.district",
+    ),
+    Source(
+        "cte",
+        f"WITH x AS (SELECT {HEALTH_DERIVED} FROM health.claims) ",
+        "x",
+        ("x",),
+        _qualified("x", HEALTH_SAFE),
+        _qualified("x", ("claim_id", "name")),
+        "x.person_id",
+        "x.district",
+    ),
+    Source(
+        "join",
+        "",
+        "market.enterprises AS e JOIN hrss.social_insurance AS s ON e.credit_code = s.credit_code",
+        ("e", "s"),
+        (
+            "e.industry",
+            "e.district",
+            "e.status",
+            "e.founded",
+            "e.registered_capital",
+            "s.month",
+            "s.employees",
+            "s.wage_total",
+        ),
+        ("e.name",),
+        "e.credit_code",
+        "e.industry",
+    ),
+)
+
+# -- leaves and nodes ---------------------------------------------------------------------
+
+
+@dataclass
+class Drawn:
+    """What an expression contains, for the refusal properties."""
+
+    identifier: bool = False
+    row_value: bool = False
+
+
+def contents(tree: exp.Expression, source: Source) -> Drawn:
+    """Identifiers (by ``alias.column``) and row values (a bare alias) in ``tree``."""
+    found = Drawn()
+    for col in tree.find_all(exp.Column):
+        if not col.table and col.name in source.aliases:
+            found.row_value = True
+        elif f"{col.table}.{col.name}" in source.identifiers:
+            found.identifier = True
+    return found
+
+
+def _column(ref: str) -> exp.Column:
+    table, name = ref.split(".")
+    return exp.column(name, table)
+
+
+def _literal(text: str, number: bool) -> exp.Expression:
+    return exp.Literal.number(text) if number else exp.Literal.string(text)
+
+
+@st.composite
+def row_value(draw: st.DrawFn, source: Source) -> exp.Expression:
+    """A source's alias as a value: ``c``, ``struct_extract(c, 'name')`` or ``(c).name``."""
+    alias = draw(st.sampled_from(source.aliases))
+    kind = draw(st.integers(0, 3))
+    if kind <= 1:  # the alias itself: the whole row as a STRUCT
+        return exp.column(alias)
+    field_name = draw(st.sampled_from(source.identifiers + source.safe)).split(".")[1]
+    if kind == 2:
+        return exp.Anonymous(
+            this="struct_extract", expressions=[exp.column(alias), exp.Literal.string(field_name)]
+        )
+    return exp.Dot(this=exp.Paren(this=exp.column(alias)), expression=exp.to_identifier(field_name))
+
+
+@st.composite
+def leaf(draw: st.DrawFn, source: Source, rows: bool) -> exp.Expression:
+    kinds = ["safe"] * 6 + ["identifier"] * 2 + ["number"] * 3 + ["string"] * 2 + ["null"]
+    kinds += ["struct", "list"] + ["row"] * (4 if rows else 0)
+    kind = draw(st.sampled_from(kinds))
+    if kind == "safe":
+        return _column(draw(st.sampled_from(source.safe)))
+    if kind == "identifier":
+        return _column(draw(st.sampled_from(source.identifiers)))
+    if kind == "number":
+        return _literal(draw(st.sampled_from(NUMBERS)), True)
+    if kind == "string":
+        return _literal(draw(st.sampled_from(STRINGS)), False)
+    if kind == "null":
+        return exp.null()
+    if kind == "row":
+        return draw(row_value(source))
+    inner = draw(leaf(source, rows))
+    if kind == "list":
+        return exp.Array(expressions=[inner])
+    struct = exp.Struct(expressions=[exp.PropertyEQ(this=exp.to_identifier("f"), expression=inner)])
+    if draw(st.booleans()):  # {'f': …}.f
+        return exp.Dot(this=exp.Paren(this=struct), expression=exp.to_identifier("f"))
+    return struct
+
+
+def _simple_args(cls: type[exp.Expression], child: Callable[[], exp.Expression]) -> dict:
+    """Only the required arguments of ``cls``, each a simple child."""
+    if cls is exp.Lambda:  # its parameters are names: x -> f(x)
+        return {"this": child(), "expressions": [exp.to_identifier("x")]}
+    args: dict[str, Any] = {}
+    for name, required in cls.arg_types.items():
+        if required:
+            args[name] = _arg(name, child, 1)
+    return args
+
+
+def _arg(name: str, child: Callable[[], exp.Expression], count: int) -> Any:
+    if name == "to":
+        return exp.DataType.build("VARCHAR")
+    if name == "unit":
+        return exp.var("day")
+    if name in LIST_ARGS:
+        return [child() for _ in range(count)]
+    return child()
+
+
+def _generable(cls: type[exp.Expression]) -> bool:
+    try:
+        render(cls(**_simple_args(cls, lambda: exp.column("district", "c"))))
+    except Exception:  # any failure to build or to write for DuckDB: not generable
+        return False
+    return True
+
+
+GENERABLE: tuple[type[exp.Expression], ...] = tuple(c for c in CLASSES if _generable(c))
+SKIPPED: tuple[str, ...] = tuple(c.__name__ for c in CLASSES if c not in GENERABLE)
+#: Half the draws come from what analysts write (mostly on the guard's allowlist), so
+#: that enough queries are accepted and run for property (b) to look at releases.
+COMMON: tuple[type[exp.Expression], ...] = tuple(
+    c
+    for c in (
+        *(exp.Add, exp.Sub, exp.Mul, exp.Div, exp.IntDiv, exp.Mod, exp.Neg, exp.Paren),
+        *(exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.In, exp.Is),
+        *(exp.Like, exp.ILike, exp.Not, exp.And, exp.Or, exp.DPipe, exp.Concat),
+        *(exp.Cast, exp.TryCast, exp.Case, exp.If, exp.Coalesce, exp.Nullif),
+        *(exp.Floor, exp.Ceil, exp.Round, exp.Abs, exp.Greatest, exp.Least, exp.Pow),
+        *(exp.Upper, exp.Lower, exp.Length, exp.Substring, exp.Left, exp.Right, exp.Trim),
+        *(exp.DateTrunc, exp.TimestampTrunc, exp.Extract, exp.Year, exp.Month, exp.Quarter),
+        *(exp.Count, exp.Sum, exp.Avg, exp.Stddev, exp.Variance, exp.VariancePop, exp.Min),
+        *(exp.Max, exp.Median, exp.Quantile, exp.Struct, exp.Array, exp.Dot, exp.Bracket),
+    )
+    if c in GENERABLE
+)
+
+
+@st.composite
+def node(draw: st.DrawFn, source: Source, rows: bool, depth: int = 0) -> exp.Expression:
+    """A node of a drawn class, its arguments drawn (or the required ones, simply)."""
+    cls = draw(st.sampled_from(COMMON if draw(st.booleans()) else GENERABLE))
+
+    def child() -> exp.Expression:
+        if depth < 2 and draw(st.integers(0, 3)) == 0:
+            return draw(node(source, rows, depth + 1))
+        return draw(leaf(source, rows))
+
+    args: dict[str, Any] = _simple_args(cls, child) if cls is exp.Lambda else {}
+    for name, required in () if cls is exp.Lambda else cls.arg_types.items():
+        if not required and draw(st.integers(0, 4)) != 0:
+            continue
+        if name == "to":
+            args[name] = exp.DataType.build(draw(st.sampled_from(TYPES)))
+        elif name == "unit":
+            args[name] = exp.var(draw(st.sampled_from(UNITS)))
+        else:
+            args[name] = _arg(name, child, draw(st.integers(1, 3)))
+    for build in (lambda: cls(**args), lambda: cls(**_simple_args(cls, child))):
+        try:
+            built = build()
+            render(built)
+        except Exception:  # optional arguments it cannot write: the simple form, or a leaf
+            continue
+        return built
+    return draw(leaf(source, rows))
+
+
+# -- queries ------------------------------------------------------------------------------
+
+#: Longer drawn expressions are drawn again (a few optional list arguments nest fast).
+MAX_EXPRESSION = 1500
+POSITIONS = ("select", "group", "where", "filter", "having", "order", "join_on", "cte")
+
+
+@dataclass(frozen=True)
+class Case:
+    sql: str
+    position: str
+    seen: Drawn
+
+
+def place(source: Source, position: str, expr: str) -> str:
+    """A query as op-bank writes it with ``expr`` in ``position``: ``ent`` counts entities."""
+    ent = f"count(DISTINCT {source.entity})"
+    head, src, key = source.with_clause, source.from_clause, source.key
+    if position == "select":
+        return f"{head}SELECT {key} AS g, {expr} AS v, {ent} AS ent FROM {src} GROUP BY 1"
+    if position == "group":
+        return f"{head}SELECT {expr} AS g, {ent} AS ent FROM {src} GROUP BY 1"
+    if position == "where":
+        return f"{head}SELECT {key} AS g, {ent} AS ent FROM {src} WHERE {expr} GROUP BY 1"
+    if position == "filter":
+        return (
+            f"{head}SELECT {key} AS g, {ent} FILTER (WHERE {expr}) AS fent, {ent} AS ent "
+            f"FROM {src} GROUP BY 1"
+        )
+    if position == "having":
+        return f"{head}SELECT {key} AS g, {ent} AS ent FROM {src} GROUP BY 1 HAVING {expr}"
+    if position == "order":
+        return f"{head}SELECT {key} AS g, {ent} AS ent FROM {src} GROUP BY 1 ORDER BY {expr}"
+    if position == "join_on" and source.name == "join":
+        on = f"ON e.credit_code = s.credit_code AND {expr}"
+        joined = src.replace("ON e.credit_code = s.credit_code", on)
+        return f"SELECT {key} AS g, {ent} AS ent FROM {joined} GROUP BY 1"
+    if position == "join_on":  # a self-join of the health source on its entity key
+        alias = source.aliases[0]
+        inner = src.rsplit(" AS ", 1)[0] if " AS " in src else src
+        other = f"{inner} AS o" if source.name != "cte" else "x AS o"
+        entity = source.entity.split(".")[1]
+        return (
+            f"{head}SELECT {key} AS g, {ent} AS ent FROM {src} JOIN {other} "
+            f"ON {alias}.{entity} = o.{entity} AND {expr} GROUP BY 1"
+        )
+    # cte: the expression computed in a CTE, grouped on outside
+    entity = source.entity.split(".")[1]
+    inner = f"SELECT {source.entity} AS {entity}, {expr} AS v FROM {src}"
+    prefix = f"{head.rstrip()}, y AS ({inner}) " if head else f"WITH y AS ({inner}) "
+    return f"{prefix}SELECT y.v AS g, count(DISTINCT y.{entity}) AS ent FROM y GROUP BY 1"
+
+
+@st.composite
+def cases(draw: st.DrawFn, rows: bool = True, need: str | None = None) -> Case:
+    """A query with one drawn expression; ``need``: it must hold an identifier / a row value."""
+    source = draw(st.sampled_from(SOURCES))
+    expr = draw(node(source, rows))
+    if need == "identifier" and not contents(expr, source).identifier:
+        column = _column(draw(st.sampled_from(source.identifiers)))
+        expr = exp.Coalesce(this=column, expressions=[expr]) if draw(st.booleans()) else column
+    if need == "row_value" and not contents(expr, source).row_value:
+        row = draw(row_value(source))
+        if draw(st.booleans()):
+            expr = exp.Coalesce(this=row, expressions=[expr])
+        else:
+            expr = exp.Cast(this=row, to=exp.DataType.build("VARCHAR")).eq(expr)
+    position = draw(st.sampled_from(POSITIONS))
+    try:
+        text = render(expr)
+    except Exception:  # a combination of children sqlglot cannot write: draw another
+        assume(False)
+    assume(len(text) <= MAX_EXPRESSION and not known_guard_crash(expr))
+    sql = place(source, position, text)
+    assume(not known_parser_crash(sql))
+    try:  # what the SQL holds as written (sqlglot may drop an argument it cannot write)
+        seen = contents(sqlglot.parse_one(text, read="duckdb"), source)
+    except Exception:  # text that does not parse: the guard refuses it (guard.syntax)
+        seen = contents(expr, source)
+    assume(need is None or getattr(seen, need))
+    return Case(sql, position, seen)
+
+
+# -- fixtures and properties ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    yield from build_target(tmp_path_factory.mktemp("grammar") / "home")
+
+
+def _check_release(target: Target, sql: str) -> None:
+    verdict = target.service.explain(target.bank, sql)
+    if not verdict["accepted"]:
+        assert verdict["rule"], sql
+        target.leaks.assert_clean(verdict["message"], sql)
+        return
+    target.accepted += 1
+    try:
+        result = target.service.run(target.bank, sql)
+    except SandboxError as exc:
+        refusal_ok(exc, sql, target.leaks)
+        return
+    target.executed += 1
+    target.leaks.assert_clean(released_text(result), sql)
+    for name in ("ent", "fent"):
+        if name in result.table.column_names:
+            values = result.table.column(name).to_pylist()
+            small = [v for v in values if v is not None and v < K]
+            assert not small, f"{name}: a released group of {small[0]} < k={K} entities: {sql}"
+
+
+@fuzz_settings(300)
+@given(case=cases())
+def test_any_ast_answers_or_refuses_and_releases_nothing_identifying(
+    target: Target, case: Case
+) -> None:
+    """(a) + (b) over every generable class, every leaf kind and every position."""
+    _check_release(target, case.sql)
+
+
+@fuzz_settings(150)
+@given(case=cases(rows=False, need="identifier"))
+def test_an_identifier_in_any_ast_is_refused(target: Target, case: Case) -> None:
+    """(c): claim_id, name, id_number (or a firm's name) inside any expression, anywhere."""
+    verdict = target.service.explain(target.bank, case.sql)
+    assert not verdict["accepted"], f"accepted an identifier in {case.position}: {case.sql}"
+    assert verdict["rule"], case.sql
+    target.leaks.assert_clean(verdict["message"], case.sql)
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="issue 13 leak: a table or derived-table alias used as a value (the whole row) "
+    "passes the guard at HEAD, being fixed",
+)
+@fuzz_settings(150)
+@given(case=cases(need="row_value"))
+def test_a_row_value_in_any_ast_is_refused(target: Target, case: Case) -> None:
+    """(d): ``c``, ``CAST(c AS VARCHAR)``, ``struct_extract(c, 'name')``, ``(c).name``."""
+    verdict = target.service.explain(target.bank, case.sql)
+    assert not verdict["accepted"], f"accepted a row value in {case.position}: {case.sql}"
+    assert verdict["rule"], case.sql
+    target.leaks.assert_clean(verdict["message"], case.sql)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 13: parse.py lets sqlglot's TypeError on a dangling JSON arrow escape "
+    "(an internal error, not guard.syntax); remove this marker and the generator's "
+    "known_parser_crash filter when fixed",
+)
+def test_a_dangling_json_arrow_is_a_syntax_refusal(target: Target) -> None:
+    """The one crash shape the generator steps around, pinned here (found by this fuzzer)."""
+    sql = "SELECT district -> FROM health.claims"
+    assert known_parser_crash(sql)
+    verdict = target.service.explain(target.bank, sql)
+    assert verdict == {"accepted": False, "rule": "guard.syntax", "message": verdict["message"]}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 13: the guard raises AttributeError on count() without an argument "
+    "(an internal error); remove this marker and the generator's known_guard_crash "
+    "filter when fixed",
+)
+def test_count_without_argument_is_answered_or_refused(target: Target) -> None:
+    """The other crash shape the generator steps around (found by this fuzzer)."""
+    sql = "SELECT district, count() AS n FROM health.claims GROUP BY 1"
+    assert known_guard_crash(sqlglot.parse_one(sql, read="duckdb"))
+    verdict = target.service.explain(target.bank, sql)
+    assert verdict["accepted"] or verdict["rule"], verdict
+
+
+def test_the_grammar_covers_sqlglot() -> None:
+    """Most of sqlglot's Func/Binary/Condition classes are drawn; the rest are counted."""
+    assert len(CLASSES) >= 500, len(CLASSES)
+    assert len(GENERABLE) + len(SKIPPED) == len(CLASSES)
+    assert len(GENERABLE) >= 0.75 * len(CLASSES), f"only {len(GENERABLE)} of {len(CLASSES)}"
+    for must in (exp.Struct, exp.Array, exp.Map, exp.Cast, exp.Dot, exp.Bracket, *EXTRA):
+        assert must in GENERABLE, must.__name__
+    assert len(COMMON) >= 50, len(COMMON)
+
+
+def test_the_generator_reaches_acceptance(target: Target) -> None:
+    """Sanity: some drawn queries are accepted, else (b) checks nothing."""
+    verdicts: list[bool] = []
+
+    @settings(max_examples=60, deadline=None, database=None)
+    @given(case=cases(rows=False))
+    def sample(case: Case) -> None:
+        verdicts.append(target.service.explain(target.bank, case.sql)["accepted"])
+
+    sample()
+    assert sum(verdicts) >= 1, f"none of {len(verdicts)} accepted"
