@@ -230,9 +230,12 @@ def _string_width(expression: exp.Expression, limits: CostLimits) -> tuple[int, 
             w = names.get(node.name.lower(), (1, 0))
         elif isinstance(node, exp.Literal):
             w = (0, len(node.name)) if node.is_string else (0, 0)
-        elif isinstance(node, exp.Concat | exp.DPipe):
+        elif isinstance(node, exp.Concat | exp.DPipe | exp.ArrayConcat):
             parts = [width.get(id(c), (0, 0)) for c in node.iter_expressions()]
             w = (sum(p[0] for p in parts), sum(p[1] for p in parts))
+            _check_width(node, w, limits)
+        elif isinstance(node, exp.Repeat | exp.Pad):
+            w = _grown(node, width.get(id(node.this), (1, 0)))
             _check_width(node, w, limits)
         elif isinstance(node, exp.Select):
             for projection in node.expressions:
@@ -250,17 +253,44 @@ def _string_width(expression: exp.Expression, limits: CostLimits) -> tuple[int, 
     return widest
 
 
+def _grown(node: exp.Repeat | exp.Pad, inner: tuple[int, int]) -> tuple[int, int]:
+    """``repeat(s, n)`` holds n copies of s; ``lpad(s, n)`` n characters (and s's values).
+
+    Growth functions are not on today's allowlist; should one be added, a count that is
+    not a constant is refused here rather than left unbounded.
+    """
+    count = node.args.get("times") if isinstance(node, exp.Repeat) else node.expression
+    if not (isinstance(count, exp.Literal) and count.is_int):
+        raise QueryRefused(
+            f"{_name(node)} takes a constant count here: its output size must be known "
+            "before the query runs",
+            rule="guard.cost",
+        )
+    n = max(0, int(count.name))
+    if isinstance(node, exp.Repeat):
+        return (inner[0] * n, inner[1] * n)
+    return (inner[0], max(inner[1], n))
+
+
+def _name(node: exp.Expression) -> str:
+    if isinstance(node, exp.DPipe):
+        return "||"
+    if isinstance(node, exp.Pad):
+        return "lpad()" if node.args.get("is_left") else "rpad()"
+    return f"{node.sql_name().lower()}()" if isinstance(node, exp.Func) else node.key
+
+
 def _check_width(node: exp.Expression, w: tuple[int, int], limits: CostLimits) -> None:
-    what = "||" if isinstance(node, exp.DPipe) else "concat()"
+    what = _name(node)
     if w[0] > limits.max_string_copies:
         raise QueryRefused(
-            f"a {what} expression would hold {w[0]:,} copies of column values (strings "
-            f"doubled through CTEs); the limit is {limits.max_string_copies}",
+            f"{what} would hold {w[0]:,} copies of column values (a string grown through "
+            f"CTEs, derived tables or repeats); the limit is {limits.max_string_copies}",
             rule="guard.cost",
         )
     if w[1] > MAX_LITERAL_CHARS:
         raise QueryRefused(
-            f"a {what} expression would build a constant string of {w[1]:,} characters; "
+            f"{what} would build a constant string of {w[1]:,} characters; "
             f"the limit is {MAX_LITERAL_CHARS:,}",
             rule="guard.cost",
         )

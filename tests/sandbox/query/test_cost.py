@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlglot
 
 from sandbox.core.errors import QueryRefused
 from sandbox.query.cost import CostLimits, analyse, check_cost
@@ -102,3 +103,21 @@ def test_a_wide_cte_referenced_often_is_too_complex_referenced_rarely_is_not() -
     with pytest.raises(QueryRefused) as info:
         check_cost(parsed(sql(64)), ROWS, LIMITS)
     assert info.value.rule == "guard.too_complex"
+
+
+@pytest.mark.parametrize(
+    ("sql", "subject"),
+    [
+        ("SELECT repeat(diagnosis_code, 1000) FROM health.claims", "1,000 copies"),
+        ("SELECT lpad(district, 100000000, 'x') FROM health.claims", "100,000,000 characters"),
+        ("SELECT lpad(district, age, 'x') FROM health.claims", "takes a constant count"),
+    ],
+)
+def test_growth_functions_are_bounded_if_allowlisted(sql: str, subject: str) -> None:
+    """repeat() and lpad() are not allowlisted today; the width analysis bounds them anyway."""
+    expression = sqlglot.parse_one(sql, read="duckdb")
+    with pytest.raises(QueryRefused) as info:
+        analyse(expression, ROWS, LIMITS)
+    assert info.value.rule == "guard.cost" and subject in info.value.message
+    small = sqlglot.parse_one("SELECT repeat(diagnosis_code, 3) FROM health.claims", read="duckdb")
+    assert analyse(small, ROWS, LIMITS).string_copies == 3
