@@ -10,14 +10,15 @@ from sandbox.core.errors import QueryRefused
 from sandbox.enclave.demo_data import DEMO_DATASETS, demo_spec
 from sandbox.query.guard import check_query
 from sandbox.query.parse import parse_query
+from sandbox.query.rewrite import build_plan
 
 GROUPABLE = frozenset({"age", "gender", "diagnosis_code"})
 
 
 def refusal(sql: str) -> QueryRefused:
     access = {d: DatasetAccess(demo_spec(d), Level.L3, None, GROUPABLE) for d in DEMO_DATASETS}
-    with pytest.raises(QueryRefused) as info:
-        check_query(parse_query(sql, max_length=20_000), access)
+    with pytest.raises(QueryRefused) as info:  # the guard, then the plan's own refusals
+        build_plan(check_query(parse_query(sql, max_length=20_000), access), access)
     return info.value
 
 
