@@ -1,6 +1,7 @@
 """The review flow: a grant that requires review holds results until its bureau approves.
 
-ε is spent at approval (never for a rejected, cancelled, stale or expired result), and
+ε is spent when the job runs, before it touches data (a held, rejected, cancelled, stale
+or expired result paid for its run like any other; the release spends nothing more), and
 the release's audit entry is durable before the result can be fetched.
 """
 
@@ -30,7 +31,7 @@ def remaining(server) -> float:
         return insurer.grants()[0]["usage"]["epsilon_remaining"]
 
 
-def test_approval_releases_and_spends_then(reviewed) -> None:
+def test_approval_releases_what_the_run_paid_for(reviewed) -> None:
     server, _grant_id = reviewed
     before = remaining(server)
     with server.client("op-insurer") as insurer:
@@ -49,7 +50,7 @@ def test_approval_releases_and_spends_then(reviewed) -> None:
         with pytest.raises(Conflict) as info:
             insurer.result(job["id"])
         assert info.value.rule == "job.no_result"
-    assert remaining(server) == pytest.approx(before), "nothing is spent before approval"
+    assert remaining(server) == pytest.approx(before - 1.0), "the run paid before it ran"
     # A job that touches none of its domains answers as a job that does not exist.
     with server.client("bureau-market") as other, pytest.raises(NotFound) as info:
         other.review(job["id"])
@@ -85,7 +86,7 @@ def test_approval_releases_and_spends_then(reviewed) -> None:
         assert review[0]["seq"] < trail[1]["seq"], "the approval is recorded before the release"
 
 
-def test_rejection_refuses_and_spends_nothing(reviewed) -> None:
+def test_rejection_refuses_and_refunds_nothing(reviewed) -> None:
     server, _ = reviewed
     before = remaining(server)
     with server.client("op-insurer") as insurer:
@@ -98,7 +99,7 @@ def test_rejection_refuses_and_spends_nothing(reviewed) -> None:
         with pytest.raises(Conflict) as info:
             bureau.approve(job["id"], "changed my mind")
         assert info.value.rule == "review.nothing_pending"
-    assert remaining(server) == pytest.approx(before)
+    assert remaining(server) == pytest.approx(before - 1.0), "the run paid; nothing more"
 
 
 def test_stale_and_cancelled_results_are_never_released(reviewed) -> None:
@@ -116,7 +117,7 @@ def test_stale_and_cancelled_results_are_never_released(reviewed) -> None:
         assert (outcome["state"], outcome["rule"]) == ("refused", "review.stale")
         with pytest.raises(Conflict):
             bureau.approve(withdrawn["id"], "too late")
-    assert remaining(server) == pytest.approx(before)
+    assert remaining(server) == pytest.approx(before - 2.0), "two runs paid; no release spent"
     with server.client("op-planner") as planner, pytest.raises(Forbidden):
         planner.reviews()
 
@@ -137,4 +138,4 @@ def test_a_job_whose_token_was_revoked_is_not_released_after_review(reviewed) ->
     with server.client("bureau-health") as bureau:
         outcome = bureau.approve(job["id"], "looks fine")
     assert (outcome["state"], outcome["rule"]) == ("refused", "auth.token_revoked")
-    assert remaining(server) == pytest.approx(before), "nothing is spent"
+    assert remaining(server) == pytest.approx(before - 1.0), "the run paid; the release none"
