@@ -140,6 +140,7 @@ class _Expander:
     def __init__(self) -> None:
         self.memo: dict[int, tuple[int, dict[str, int]]] = {}
         self.busy: set[int] = set()
+        self.by_name: dict[str, list[exp.CTE]] | None = None
 
     def expand(self, cte: exp.CTE) -> tuple[int, dict[str, int]]:
         key = id(cte)
@@ -157,6 +158,17 @@ class _Expander:
             self.busy.discard(key)
         return self.memo[key]
 
+    def _anywhere(self, table: exp.Table) -> exp.CTE | None:
+        """Out of scope (DuckDB would not bind it): the costliest CTE of that name that does
+        not contain the reference, so a scoping rule we do not model never undercounts."""
+        if self.by_name is None:
+            self.by_name = {}
+            for cte in table.root().find_all(exp.CTE):
+                self.by_name.setdefault(cte.alias_or_name.lower(), []).append(cte)
+        named = self.by_name.get(table.name.lower(), [])
+        outside = [cte for cte in named if not _contains(cte, table)]
+        return max(outside, key=lambda c: sum(self.expand(c)[1].values()), default=None)
+
     def region(self, root: exp.Expression) -> tuple[int, dict[str, int]]:
         """Expanded nodes and reads of ``root``, nested WITH bodies excepted (own regions)."""
         nodes = 0
@@ -170,9 +182,9 @@ class _Expander:
                 name = f"{db.name.lower()}.{node.name.lower()}"
                 reads[name] = reads.get(name, 0) + 1
                 continue
-            cte = _resolve(node)
+            cte = _resolve(node) or self._anywhere(node)
             if cte is None:
-                continue  # not a CTE in scope: DuckDB cannot bind it; nothing is read
+                continue  # no CTE of that name at all: DuckDB cannot bind it
             more, inner = self.expand(cte)
             nodes += more
             for name, n in inner.items():
@@ -186,6 +198,15 @@ def _walk_skipping_with(root: exp.Expression) -> Iterator[exp.Expression]:
         node = stack.pop()
         yield node
         stack.extend(c for c in node.iter_expressions() if not isinstance(c, exp.With))
+
+
+def _contains(outer: exp.Expression, inner: exp.Expression) -> bool:
+    node: exp.Expression | None = inner
+    while node is not None:
+        if node is outer:
+            return True
+        node = node.parent
+    return False
 
 
 def _resolve(table: exp.Table) -> exp.CTE | None:
