@@ -8,15 +8,15 @@ is computed from the same bytes that are loaded (file sources are copied into
 the registration's work directory under the home's staging directory first,
 hashing as they copy, so a file swapped underneath us cannot make the hash and
 the data disagree).  A :class:`StagedSource` does its reading and parsing before
-the writer is taken (file sources: in a confined child process, ``files.py``).
+the writer is taken (files and PostgreSQL: in a confined child process,
+``files.py``, ``postgres.py``; the demo generator in a private DuckDB).
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import duckdb
 import pyarrow as pa
@@ -26,7 +26,6 @@ from connectors.reasons import safe_reason
 from sandbox.core.errors import ConnectorError
 
 __all__ = [
-    "HashingSink",
     "LoadedSource",
     "Source",
     "StagedSource",
@@ -69,28 +68,6 @@ class StagedSource(Protocol):
     connector: str
 
     def prepare(self, workdir: Path, limits: IngestLimits) -> Source: ...
-
-
-class HashingSink:
-    """A write-only file object that only hashes (for digests of Arrow IPC streams)."""
-
-    def __init__(self) -> None:
-        self.hash = hashlib.sha256()
-        self.closed = False
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data)
-        self.hash.update(view)
-        return view.nbytes
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self.closed = True
-
-    def writable(self) -> bool:
-        return True
 
 
 def load_arrow(
