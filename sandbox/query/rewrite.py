@@ -27,14 +27,8 @@ from sandbox.core.access import DatasetAccess
 from sandbox.core.errors import QueryRefused
 from sandbox.query.columns_expr import EXPANDED
 from sandbox.query.disclosure import QUANTILE_BINS
-from sandbox.query.guard import (
-    ENTITY_JOIN,
-    QUANTILES,
-    Checked,
-    datasets_reached,
-    first_source,
-    quantile_of,
-)
+from sandbox.query.guard import QUANTILES, Checked, first_source, quantile_of
+from sandbox.query.joined import check_budget_joins, entity_in, joined_datasets
 
 __all__ = ["ContributionBounds", "Plan", "Stat", "build_plan"]
 
@@ -99,55 +93,6 @@ def _entity_of(scope: Scope, entity_key: str, carried: set[int]) -> exp.Expressi
         return _col(entity_key, alias)
     _carry(source, entity_key, carried)
     return _col("__sbx_e", alias)
-
-
-def _table_id(table: exp.Table) -> str:
-    return f"{table.args['db'].name.lower()}.{table.name.lower()}"
-
-
-def joined_datasets(checked: Checked) -> list[str]:
-    """The datasets the released SELECT reads besides the primary one, in a stable order.
-
-    Every dataset has an entity key (the classification format requires one), so each
-    of them is personal: its entities are counted too (``docs/disclosure.md``, joins).
-    """
-    reached: set[str] = set()
-    for _, source in checked.final_scope.selected_sources.values():
-        if isinstance(source, exp.Table | Scope):
-            reached |= datasets_reached(source)
-    return sorted(reached - {checked.primary})
-
-
-def _entity_in(
-    scope: Scope, dataset: str, key: str, name: str, carried: set[tuple[int, str]]
-) -> exp.Expression:
-    """``dataset``'s entity key as a value of a SELECT scope (NULL where no source reads it).
-
-    A source that is the dataset's table gives its column; a derived source that reads
-    it carries the key up as ``name``.
-    """
-    for alias, (_, source) in scope.selected_sources.items():
-        if isinstance(source, exp.Table) and _table_id(source) == dataset:
-            return _col(key, alias)
-        if isinstance(source, Scope) and dataset in datasets_reached(source):
-            _carry_as(source, dataset, key, name, carried)
-            return _col(name, alias)
-    return exp.Null()
-
-
-def _carry_as(
-    scope: Scope, dataset: str, key: str, name: str, carried: set[tuple[int, str]]
-) -> None:
-    """Add ``name`` (``dataset``'s entity key) to a derived scope's outputs, once."""
-    if (id(scope.expression), name) in carried:
-        return
-    carried.add((id(scope.expression), name))
-    if isinstance(scope.expression, exp.SetOperation):
-        for branch in scope.set_operation_scopes:
-            _carry_as(branch, dataset, key, name, carried)
-        return
-    entity = _entity_in(scope, dataset, key, name, carried)
-    scope.expression.append("expressions", exp.alias_(entity, name, quoted=True))
 
 
 def _carry(scope: Scope, entity_key: str, carried: set[int]) -> None:
@@ -465,13 +410,13 @@ def build_plan(
     entity = _inject_entity(checked, access)
     joined = joined_datasets(checked)
     if bounds is not None and joined:
-        _check_budget_joins(checked)
+        check_budget_joins(checked)
     carried: set[tuple[int, str]] = set()
     entities = (
         []
         if bounds is not None
         else [
-            _entity_in(
+            entity_in(
                 checked.final_scope,
                 dataset,
                 access[dataset].spec.entity_key.lower(),
@@ -601,23 +546,6 @@ def build_plan(
         primary=checked.primary,
         bounds=bounds,
     )
-
-
-def _check_budget_joins(checked: Checked) -> None:
-    """Under a budget, datasets are joined only on their entity keys, inner joins only.
-
-    Then every joined row carries one entity value across all the datasets, and the
-    contribution bounds C and G, applied per (group, entity), bound what any one
-    entity of any of them changes (``docs/disclosure.md``, joins under a budget).
-    """
-    for join in checked.root.find_all(exp.Join):
-        if not join.meta.get(ENTITY_JOIN):
-            raise QueryRefused(
-                "under a privacy budget datasets are joined only on their entity keys "
-                "(an inner join, e.g. ON a.credit_code = b.credit_code): a join on "
-                "another key lets one entity's rows reach an unbounded number of others'",
-                rule="guard.join_budget",
-            )
 
 
 def _output_names(checked: Checked) -> list[str]:
