@@ -29,7 +29,6 @@ Examples scale with ``hypothesis_scale()`` (20 times more under ``make test-long
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -92,24 +91,6 @@ TYPES = ("VARCHAR", "INTEGER", "DOUBLE", "DATE", "BIGINT", "TIMESTAMP", "JSON", 
 UNITS = ("day", "hour", "month", "year", "week", "quarter", "minute", "second")
 NUMBERS = ("0", "1", "2", "10", "35", "2025", "0.5")
 STRINGS = ("a", "D01", "F", "%1%", "2025-01-01", "", "I10")
-
-
-def known_parser_crash(sql: str) -> bool:
-    """Does sqlglot's DuckDB parser raise ``TypeError`` (not ``ParseError``) on ``sql``?
-
-    A JSON arrow without its right operand (``SELECT district -> FROM health.claims``)
-    does, in ``build_json_extract``; ``parse.py`` at HEAD lets it escape as an internal
-    error instead of refusing with ``guard.syntax``.  The fuzzer draws another query for
-    this one shape (``test_a_dangling_json_arrow_is_a_syntax_refusal`` pins it), so that
-    any *other* crash still fails property (a).
-    """
-    try:
-        sqlglot.parse(sql, read="duckdb")
-    except TypeError as exc:
-        return traceback.extract_tb(exc.__traceback__)[-1].name == "build_json_extract"
-    except Exception:  # a ParseError or any other failure is the guard's to answer
-        return False
-    return False
 
 
 def known_guard_crash(node: exp.Expression) -> bool:
@@ -430,7 +411,6 @@ def cases(draw: st.DrawFn, rows: bool = True, need: str | None = None) -> Case:
         assume(False)
     assume(len(text) <= MAX_EXPRESSION and not known_guard_crash(expr))
     sql = place(source, position, text)
-    assume(not known_parser_crash(sql))
     try:  # what the SQL holds as written (sqlglot may drop an argument it cannot write)
         seen = contents(sqlglot.parse_one(text, read="duckdb"), source)
     except Exception:  # text that does not parse: the guard refuses it (guard.syntax)
@@ -487,31 +467,24 @@ def test_an_identifier_in_any_ast_is_refused(target: Target, case: Case) -> None
     target.leaks.assert_clean(verdict["message"], case.sql)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 13 leak: a table or derived-table alias used as a value (the whole row) "
-    "passes the guard at HEAD, being fixed",
-)
 @fuzz_settings(150)
 @given(case=cases(need="row_value"))
 def test_a_row_value_in_any_ast_is_refused(target: Target, case: Case) -> None:
-    """(d): ``c``, ``CAST(c AS VARCHAR)``, ``struct_extract(c, 'name')``, ``(c).name``."""
+    """(d): ``c``, ``CAST(c AS VARCHAR)``, ``struct_extract(c, 'name')``, ``(c).name``.
+
+    Failed before guard.row_value (issue 13 leak 1), e.g. ``SELECT d.district AS g,
+    count(DISTINCT d.person_id) AS ent FROM (SELECT … FROM health.claims) AS d
+    WHERE CAST(d AS TEXT) = COALESCE('D01', 'D01' = 'D01') GROUP BY 1`` was answered.
+    """
     verdict = target.service.explain(target.bank, case.sql)
     assert not verdict["accepted"], f"accepted a row value in {case.position}: {case.sql}"
     assert verdict["rule"], case.sql
     target.leaks.assert_clean(verdict["message"], case.sql)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13: parse.py lets sqlglot's TypeError on a dangling JSON arrow escape "
-    "(an internal error, not guard.syntax); remove this marker and the generator's "
-    "known_parser_crash filter when fixed",
-)
 def test_a_dangling_json_arrow_is_a_syntax_refusal(target: Target) -> None:
-    """The one crash shape the generator steps around, pinned here (found by this fuzzer)."""
+    """Found by this fuzzer: sqlglot raises TypeError (not ParseError) on it."""
     sql = "SELECT district -> FROM health.claims"
-    assert known_parser_crash(sql)
     verdict = target.service.explain(target.bank, sql)
     assert verdict == {"accepted": False, "rule": "guard.syntax", "message": verdict["message"]}
 
@@ -523,7 +496,7 @@ def test_a_dangling_json_arrow_is_a_syntax_refusal(target: Target) -> None:
     "filter when fixed",
 )
 def test_count_without_argument_is_answered_or_refused(target: Target) -> None:
-    """The other crash shape the generator steps around (found by this fuzzer)."""
+    """The crash shape the generator steps around (found by this fuzzer)."""
     sql = "SELECT district, count() AS n FROM health.claims GROUP BY 1"
     assert known_guard_crash(sqlglot.parse_one(sql, read="duckdb"))
     verdict = target.service.explain(target.bank, sql)
