@@ -196,12 +196,15 @@ def _check_enclave_contents(platform: Platform, path: Path) -> None:
                     "SELECT table_schema, table_name FROM information_schema.tables"
                 ).fetchall()
             }
-            block_size, total_blocks = int(size[2]), int(size[3])  # type: ignore[index]
-            if path.stat().st_size < DUCKDB_HEADERS + block_size * total_blocks:
+            block_size = int(size[2])  # type: ignore[index]
+            # Free blocks at the end are not kept in the file (DuckDB truncates them, e.g.
+            # after a table is created from Arrow in parallel): only used blocks must fit.
+            used_blocks = int(size[4])  # type: ignore[index]
+            if path.stat().st_size < DUCKDB_HEADERS + block_size * used_blocks:
                 raise _fail(
                     "enclave",
-                    f"enclave file {path} is truncated (shorter than its {total_blocks} "
-                    "blocks): restore it from a backup",
+                    f"enclave file {path} is truncated (shorter than its {used_blocks} "
+                    "used blocks): restore it from a backup",
                 )
             for record in platform.catalog.list():
                 if record.id not in tables:
