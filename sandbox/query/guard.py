@@ -78,6 +78,8 @@ MAX_LIMIT = 1_000_000_000
 
 #: Quantiles of a measure: released under a privacy budget only (docs/disclosure.md).
 QUANTILES = (exp.Median, exp.PercentileCont, exp.PercentileDisc, exp.Quantile)
+#: The arguments a quantile may carry: the column and the quantile (anything else refused).
+_QUANTILE_ARGS = frozenset({"this", "expression", "quantile"})
 
 
 def quantile_of(agg: exp.Expression) -> float | None:
@@ -246,7 +248,7 @@ class _Rules:
             self.walk(agg.expression, scope, "predicate", f"{clause} FILTER")
             agg = agg.this
         name = self.parsed.written(agg)
-        if isinstance(agg, QUANTILES):
+        if type(agg) in QUANTILES:  # exactly these (approx_quantile stays refused)
             self._quantile(agg, scope, name, clause)
             return
         if type(agg) not in AGGREGATES:
@@ -298,7 +300,8 @@ class _Rules:
         ``guard.quantile_needs_budget``).
         """
         q = quantile_of(agg)
-        if q is None:
+        extra = {k for k, v in agg.args.items() if v is not None} - _QUANTILE_ARGS
+        if q is None or extra:
             raise _refuse(
                 "guard.aggregate_argument",
                 f"{name}() takes a measure column and one constant quantile from 0 to 1, "

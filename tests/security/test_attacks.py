@@ -75,6 +75,7 @@ SUBJECT = {
     "guard.row_value": r"\w+ stands for the whole row of [\w. ]+: name the columns you need",
     "guard.star": r"\*",
     "budget.exhausted": r"budget",
+    "guard.quantile_needs_budget": r"\w+\(\) needs a privacy budget",
     "guard.cost": r"reads \S+ [\d,]+ times|[\d,]+ rows|copies of column values|constant string",
     "guard.too_complex": r"CTEs|syntax nodes|SELECT blocks",
 }
