@@ -16,6 +16,7 @@ a value.  Example::
     level = "L2"
     role = "quasi"
     generalize = { band = 10 }
+    measure = { bounds = [0, 120] }   # also averaged: a second, aggregated use
 
     [columns.claim_amount]
     level = "L2"
@@ -71,8 +72,15 @@ class ColumnSpec:
     type: str | None = None
     description: str = ""
     bounds: tuple[float, float] | None = None
+    """Clamping bounds of the column's measure use: its role's, or a declared second use."""
     generalize: Generalization | None = None
     joinable: tuple[str, ...] = ()
+
+    @property
+    def uses(self) -> tuple[str, ...]:
+        """What the column may be used as: its role, and ``measure`` if also aggregated."""
+        extra = self.bounds is not None and self.role is not Role.MEASURE
+        return (self.role.value, "measure") if extra else (self.role.value,)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"level": self.level.name, "role": self.role.value}
@@ -80,8 +88,10 @@ class ColumnSpec:
             out["type"] = self.type
         if self.description:
             out["description"] = self.description
-        if self.bounds is not None:
+        if self.bounds is not None and self.role is Role.MEASURE:
             out["bounds"] = list(self.bounds)
+        elif self.bounds is not None:
+            out["measure"] = {"bounds": list(self.bounds)}
         if self.generalize is not None:
             out["generalize"] = self.generalize.to_dict()
         if self.joinable:
@@ -203,7 +213,7 @@ def _column_spec(name: str, column: ColumnEntry) -> ColumnSpec:
         role=column.role,
         type=None if column.type is None else column.type.upper(),
         description=column.description,
-        bounds=column.bounds,
+        bounds=column.bounds if column.measure is None else column.measure,
         generalize=column.generalize,
         joinable=column.joinable or (),
     )
@@ -229,6 +239,10 @@ def validate_against_schema(spec: DatasetSpec, schema: Mapping[str, str]) -> Dat
             problems.append(f"column '{col.name}' is declared {col.type} but the data is {dtype}")
         if col.role is Role.MEASURE and not NUMERIC_TYPES.fullmatch(dtype):
             problems.append(f"column '{col.name}' is a measure but its type {dtype} is not numeric")
+        elif col.bounds is not None and not NUMERIC_TYPES.fullmatch(dtype):
+            problems.append(
+                f"column '{col.name}' declares a measure use but its type {dtype} is not numeric"
+            )
         gen = col.generalize
         if gen and gen.kind == "band" and not NUMERIC_TYPES.fullmatch(dtype):
             problems.append(f"column '{col.name}': band generalisation needs a numeric type")

@@ -144,6 +144,35 @@ def _bounds(value: Any, handler: ValidatorFunctionWrapHandler) -> tuple[float, f
     return (float(low), float(high))
 
 
+class _Measure(BaseModel):
+    """``measure = { bounds = [low, high] }``: a second, aggregated use of a column."""
+
+    model_config = _FILE
+
+    bounds: Annotated[
+        Annotated[tuple[_Finite, _Finite], Strict(False)] | None, WrapValidator(_bounds)
+    ] = Field(default=None, validate_default=True)
+
+
+_MEASURE_SHAPE = "measure is a table {bounds = [low, high]}"
+
+
+def _measure_use(value: Any) -> tuple[float, float] | None:
+    """A measure use's clamping bounds; ``None`` when the key is absent."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or set(value) != {"bounds"}:
+        raise PydanticCustomError("measure", _MEASURE_SHAPE)
+    try:
+        bounds = _Measure.model_validate(value).bounds
+    except ValidationError as exc:
+        reason = exc.errors(include_url=False, include_input=False)[0]["msg"]
+        raise PydanticCustomError("measure", "{reason}", {"reason": reason}) from None
+    if bounds is None:
+        raise PydanticCustomError("measure", _MEASURE_SHAPE)
+    return bounds
+
+
 class _Generalize(BaseModel):
     model_config = _FILE
 
@@ -197,6 +226,7 @@ class ColumnEntry(BaseModel):
     ] = Field(default=None, validate_default=True)
     generalize: Annotated[Generalization | None, PlainValidator(_generalization)] = None
     joinable: Annotated[tuple[str, ...] | None, WrapValidator(_join_targets)] = None
+    measure: Annotated[tuple[float, float] | None, PlainValidator(_measure_use)] = None
 
     @field_validator("bounds")
     @classmethod
@@ -221,6 +251,26 @@ class ColumnEntry(BaseModel):
             raise PydanticCustomError(
                 "generalize_role", "generalize applies to quasi-identifiers only"
             )
+        return value
+
+    @field_validator("measure")
+    @classmethod
+    def _measure_use_role(
+        cls, value: tuple[float, float] | None, info: ValidationInfo
+    ) -> tuple[float, float] | None:
+        """A second use, aggregated: for columns whose own role is not already a measure.
+
+        ``age`` grouped in bands and averaged: ``role = "quasi"``, ``generalize``, and
+        ``measure = { bounds = [0, 120] }``.  A measure declares ``bounds`` itself; an
+        identifier is never aggregated.
+        """
+        role = info.data.get("role")
+        if value is not None and role is Role.MEASURE:
+            raise PydanticCustomError(
+                "measure_role", "a measure column declares bounds = [low, high] directly"
+            )
+        if value is not None and role is Role.IDENTIFIER:
+            raise PydanticCustomError("measure_role", "an identifier cannot have a measure use")
         return value
 
     @field_validator("joinable")

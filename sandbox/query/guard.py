@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import cast
 
 from sqlglot import exp
@@ -31,6 +32,7 @@ from sqlglot.optimizer.scope import Scope, ScopeType, traverse_scope
 from sandbox.core.access import DatasetAccess
 from sandbox.core.classification import ColumnSpec, Level, Role
 from sandbox.core.errors import QueryRefused
+from sandbox.query import bands
 from sandbox.query.columns_expr import expand_columns
 from sandbox.query.lineage import BaseColumn, ColumnInfo, Lineage
 from sandbox.query.nodes import Kind, closure_refusal, row_source
@@ -103,18 +105,8 @@ def _refuse(rule: str, message: str) -> QueryRefused:
 
 
 def generalized(column: ColumnSpec, expr: exp.Expression) -> exp.Expression:
-    """The declared generalisation of ``column`` applied to ``expr``."""
-    gen = column.generalize
-    assert gen is not None
-    if gen.kind == "band":
-        width = exp.Literal.number(f"{gen.width:g}")
-        return exp.Mul(
-            this=exp.Floor(this=exp.Div(this=expr.copy(), expression=width)),
-            expression=width.copy(),
-        )
-    if gen.kind == "truncate":
-        return exp.TimestampTrunc(this=expr.copy(), unit=exp.Var(this=str(gen.unit).upper()))
-    return exp.Left(this=expr.copy(), expression=exp.Literal.number(int(gen.length or 1)))
+    """The declared generalisation of ``column`` applied to ``expr`` (see ``bands``)."""
+    return bands.generalisation(column, expr)
 
 
 class _Rules:
@@ -186,12 +178,14 @@ class _Rules:
                         f"{role.value} column {where}: the grant does not allow "
                         "grouping or filtering on it",
                     )
-                if context in ("record_aggregate", "value_aggregate", "output"):
+                measured = context == "value_aggregate" and spec.bounds is not None
+                if context in ("record_aggregate", "value_aggregate", "output") and not measured:
                     raise _refuse(
                         f"guard.{role.value}",
-                        f"{role.value} column {where} may only be grouped or counted",
+                        f"{role.value} column {where} may only be grouped or counted "
+                        "(its classification declares no measure use)",
                     )
-            elif role is Role.DIMENSION and context == "value_aggregate":
+            elif role is Role.DIMENSION and context == "value_aggregate" and spec.bounds is None:
                 raise _refuse(
                     "guard.aggregate_argument",
                     f"dimension {where}: sum, avg, stddev and variance take measures",
@@ -335,6 +329,14 @@ class _Rules:
                     )
 
 
+def _spec_of(access: Mapping[str, DatasetAccess], base: BaseColumn) -> ColumnSpec | None:
+    grant = access.get(base.dataset)
+    try:
+        return None if grant is None else grant.spec.column(base.column)
+    except KeyError:
+        return None
+
+
 def _schema(access: Mapping[str, DatasetAccess]) -> dict[str, dict[str, dict[str, str]]]:
     schema: dict[str, dict[str, dict[str, str]]] = {}
     for dataset_id, grant in access.items():
@@ -374,6 +376,7 @@ def check_query(parsed: Parsed, access: Mapping[str, DatasetAccess]) -> Checked:
             "derived table",
         )
     rules = _Rules(parsed, access)
+    banded = bands.Tracker(partial(_spec_of, access), parsed.written)
     scopes = list(traverse_scope(root))
     if expand_columns(scopes[-1], schema):
         scopes = list(traverse_scope(root))
@@ -387,6 +390,7 @@ def check_query(parsed: Parsed, access: Mapping[str, DatasetAccess]) -> Checked:
         if isinstance(scope.expression, exp.SetOperation):
             _check_set_operation(scope)
             rules.lineage.record_set_outputs(scope)
+            banded.record_set(scope)
             continue
         _check_joins(rules, scope)
         if scope is final:
@@ -394,6 +398,7 @@ def check_query(parsed: Parsed, access: Mapping[str, DatasetAccess]) -> Checked:
         else:
             _check_inner(rules, scope)
             rules.lineage.record_outputs(scope)
+        banded.check(scope, final=scope is final)
     primary = entity_dataset(final)
     return Checked(parsed, root, final, rules.lineage, keys, primary, rules.touched)
 
@@ -473,6 +478,23 @@ def _check_consent(lb: BaseColumn, lspec: ColumnSpec, rb: BaseColumn, rspec: Col
     raise _refuse("guard.join", f"{left} and {right} are not declared joinable")
 
 
+def _check_join_filter(rules: _Rules, scope: Scope, cond: exp.Expression) -> None:
+    """Besides key equalities, ``ON`` may filter one side (``AND s.month = '2025-01'``).
+
+    Such a condition is a predicate like WHERE's, on the columns of one source only
+    (an outer join keeps the other side's rows, so it cannot move to WHERE); one that
+    relates two sources (``OR``, a function of both keys, an inequality) is refused.
+    """
+    sources = {column.table for column in cond.find_all(exp.Column)}
+    if len(sources) != 1:
+        raise _refuse(
+            "guard.join",
+            "join conditions must be equalities of declared join keys, and may filter one "
+            "side (AND s.month = '2025-01'); this one relates both sides or neither",
+        )
+    rules.walk(cond, scope, "predicate", "JOIN ON")
+
+
 def _is_entity_key(rules: _Rules, base: BaseColumn) -> bool:
     return base.column == rules.access[base.dataset].spec.entity_key.lower()
 
@@ -486,15 +508,16 @@ def _check_joins(rules: _Rules, scope: Scope) -> None:
             raise _refuse("guard.join", f"{join.args['kind']} joins are not allowed")
         conditions = list(on.flatten()) if isinstance(on, exp.And) else [on]
         on_entities = False
+        pairs = 0
         for cond in conditions:
             if not (
                 isinstance(cond, exp.EQ)
                 and isinstance(cond.this, exp.Column)
                 and isinstance(cond.expression, exp.Column)
             ):
-                raise _refuse(
-                    "guard.join", "join conditions must be equalities of declared join keys"
-                )
+                _check_join_filter(rules, scope, cond)
+                continue
+            pairs += 1
             left = rules.lineage.resolve(cond.this, scope)
             right = rules.lineage.resolve(cond.expression, scope)
             lb, rb = left.single, right.single
@@ -506,6 +529,10 @@ def _check_joins(rules: _Rules, scope: Scope) -> None:
             rules.use(left, "join", "JOIN")
             rules.use(right, "join", "JOIN")
             on_entities |= _is_entity_key(rules, lb) and _is_entity_key(rules, rb)
+        if not pairs:
+            raise _refuse(
+                "guard.join", "join conditions must be equalities of declared join keys"
+            )
         inner = (
             join.args.get("side") is None
             and str(join.args.get("kind") or "INNER").upper() == "INNER"
@@ -592,25 +619,13 @@ def _check_key(rules: _Rules, scope: Scope, key: exp.Expression) -> exp.Expressi
     info = rules.lineage.of_expression(key, scope)
     for base in info.bases:
         _, spec = rules.column(base)
-        if spec.generalize is None:
-            continue
-        where = f"{base.dataset}.{spec.name}"
-        if info.passthrough:
+        if spec.generalize is not None and info.passthrough:
             rewritten = generalized(spec, key)
             _replace_everywhere(scope.expression, key, rewritten)
             rules.use(info, "key", "GROUP BY")
             return rewritten
-        inner = next(iter(key.find_all(exp.Column)))
-        # The declared form applied to a bare rename of the column, not to an expression
-        # a derived scope computed from it (bands of ``age * 10`` are exact ages).
-        if (
-            rules.lineage.resolve(inner, scope).single != base
-            or key.sql() != generalized(spec, inner).sql()
-        ):
-            raise _refuse(
-                "guard.generalisation",
-                f"{where} may be grouped only as {spec.generalize.describe()}",
-            )
+    # Any other key over a generalised column is judged with every other use of it, by
+    # bands.Tracker after the scope's rules: a function of the declared form passes.
     rules.walk(key, scope, "key", "GROUP BY")
     return key
 

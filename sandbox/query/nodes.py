@@ -122,6 +122,7 @@ EXPRESSION_KINDS: Mapping[type[exp.Expr], Kind] = {
         exp.Sub,
         exp.Mul,
         exp.Div,
+        exp.IntDiv,  # `//`: banding, sandbox/query/bands.py
         exp.Mod,
         exp.Neg,
         exp.Abs,

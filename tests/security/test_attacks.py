@@ -68,7 +68,7 @@ SUBJECT = {
     "guard.sql_length": r"longer than \d+ characters",
     "guard.syntax_element": r"syntax|bare word|is not on the allowlist",
     "guard.limit": r"LIMIT",
-    "guard.generalisation": r"\w+\.\w+\.\w+ may be grouped only",
+    "guard.generalisation": r"\w+\.\w+\.\w+ is released (in bands|truncated|as its first)",
     "guard.resolve": r"cannot be resolved",
     "guard.not_aggregated": r"aggregat",
     "guard.nesting": r"nest",

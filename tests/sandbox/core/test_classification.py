@@ -239,6 +239,41 @@ REFUSED = {
         "columns.age: must be a table",
     ),
     "level missing": ('level = "L3"\n', "", "columns.person_id.level: is required"),
+    "measure use without bounds": (
+        "{ band = 10 }\n",
+        "{ band = 10 }\nmeasure = {}\n",
+        "columns.age.measure: measure is a table {bounds = [low, high]}",
+    ),
+    "measure use as a list": (
+        "{ band = 10 }\n",
+        "{ band = 10 }\nmeasure = [0, 120]\n",
+        "columns.age.measure: measure is a table {bounds = [low, high]}",
+    ),
+    "measure use with an unknown key": (
+        "{ band = 10 }\n",
+        "{ band = 10 }\nmeasure = { bounds = [0, 120], clip = true }\n",
+        "columns.age.measure: measure is a table {bounds = [low, high]}",
+    ),
+    "measure use with inverted bounds": (
+        "{ band = 10 }\n",
+        "{ band = 10 }\nmeasure = { bounds = [120, 0] }\n",
+        "columns.age.measure: bounds need low < high",
+    ),
+    "measure use with an infinite bound": (
+        "{ band = 10 }\n",
+        "{ band = 10 }\nmeasure = { bounds = [0, inf] }\n",
+        f"columns.age.measure: {FINITE}",
+    ),
+    "measure use on a measure": (
+        "bounds = [0, 1000]\n",
+        "bounds = [0, 1000]\nmeasure = { bounds = [0, 10] }\n",
+        "columns.amount.measure: a measure column declares bounds = [low, high] directly",
+    ),
+    "measure use on an identifier": (
+        'role = "identifier"\n',
+        'role = "identifier"\nmeasure = { bounds = [0, 10] }\n',
+        "columns.person_id.measure: an identifier cannot have a measure use",
+    ),
 }
 
 
@@ -332,10 +367,17 @@ def test_bounds_are_accepted_exactly_when_finite_and_low_below_high(
 #   python -c 'from sandbox.enclave.demo_data import demo_spec as d
 #   print(d("health.claims").sha256())'
 # Certificates and stored classifications carry these: parsing must not change them.
+# health.claims and transport.trips changed as files in issue 13 (age declares its type and
+# a measure use, board_time its type); their earlier texts keep their earlier digests
+# (OLD_DEMO_DIGESTS, checked against the files as of c5017c8).
 DEMO_DIGESTS = {
-    "health.claims": "13a22c863614424d4f19676a75fb63bb6d0583f141824986a36414f9bd8e0d9b",
+    "health.claims": "67d46319939474f72aed5eb0ec24ed2053962bf7f4d298f2dccc02e3892b3611",
     "market.enterprises": "d4f352c11b89ee4732950f0fe5231e0f21f37b430d09dfb7ec2a3278058f919f",
     "hrss.social_insurance": "83943b36fd75db1fa2a53124c54d9d316120909ed466e1c8d83bf39ab13fe42b",
+    "transport.trips": "8428c503de9e35098bd578802cad40603cc0acea8c5ad1fde75cd6e2c14506a4",
+}
+OLD_DEMO_DIGESTS = {
+    "health.claims": "13a22c863614424d4f19676a75fb63bb6d0583f141824986a36414f9bd8e0d9b",
     "transport.trips": "f8a81652dd58da77a830a0ced65a5ef0653a112197486db1e855c9640fcaa777",
 }
 
@@ -346,3 +388,44 @@ def test_canonical_digest_is_unchanged_and_survives_the_stored_form(dataset_id: 
     assert spec.sha256() == DEMO_DIGESTS[dataset_id]
     stored = parse_classification(spec.to_dict(), source_name=f"catalog:{dataset_id}")
     assert stored == spec and stored.sha256() == spec.sha256()
+
+
+def _without_issue_13_keys(text: str) -> str:
+    """A demo file as it was before issue 13: no column types, no measure use."""
+    lines = text.splitlines(keepends=True)
+    return "".join(x for x in lines if not x.startswith(("type = ", "measure = ")))
+
+
+@pytest.mark.parametrize("dataset_id", sorted(OLD_DEMO_DIGESTS))
+def test_a_file_without_the_new_keys_keeps_its_digest(dataset_id: str) -> None:
+    """The measure use changes nothing for files that do not use it (stored digests hold)."""
+    text = (ROOT / f"sandbox/enclave/demo/{dataset_id}.toml").read_text("utf-8")
+    old = parse_classification(_without_issue_13_keys(text))
+    assert old.sha256() == OLD_DEMO_DIGESTS[dataset_id] != DEMO_DIGESTS[dataset_id]
+
+
+def test_a_measure_use_is_a_second_use_of_a_quasi_column() -> None:
+    """``age``: grouped in bands (quasi) and aggregated within bounds (measure use)."""
+    spec = demo_spec("health.claims")
+    age = spec.column("age")
+    assert age.role is Role.QUASI and age.uses == ("quasi", "measure")
+    assert age.bounds == (0.0, 120.0) and age.generalize is not None
+    assert age.to_dict()["measure"] == {"bounds": [0.0, 120.0]} and "bounds" not in age.to_dict()
+    assert spec.column("claim_amount").uses == ("measure",)
+    assert spec.column("gender").uses == ("quasi",) and spec.column("gender").bounds is None
+    stored = parse_classification(spec.to_dict())
+    assert stored == spec
+
+
+def test_a_measure_use_needs_a_numeric_column() -> None:
+    text = BASE.replace("{ band = 10 }", '"x"').replace(
+        'generalize = "x"', "measure = { bounds = [0, 120] }"
+    )
+    spec = parse_classification(text)
+    assert spec.column("age").uses == ("quasi", "measure")
+    with pytest.raises(ClassificationError) as info:
+        validate_against_schema(spec, {**SCHEMA, "age": "VARCHAR"})
+    assert "column 'age' declares a measure use but its type VARCHAR is not numeric" in (
+        info.value.message
+    )
+    assert validate_against_schema(spec, SCHEMA).column("age").type == "INTEGER"

@@ -1,8 +1,9 @@
 """Channels that single out one person inside an answer that passes the low-count filter.
 
-Each test picks a real person of the demo data who is alone in a (district, age, gender)
-cell, then asks a question whose answer would differ with that one person's diagnosis,
-and checks the answer is the same either way (or refused the same way).
+Each test picks a real person of the demo data who is alone in a (district, age band,
+gender) cell (exact ages are refused in filters: age is declared in bands of 10), then
+asks a question whose answer would differ with that one person's diagnosis, and checks
+the answer is the same either way (or refused the same way).
 """
 
 from __future__ import annotations
@@ -29,21 +30,22 @@ def target(world) -> tuple[str, str, int, str, str, str]:
     platform, _, _ = world
     with platform.enclave.cursor() as cur:
         district, age, gender, persons = cur.sql(
-            "SELECT district, age, gender, count(DISTINCT person_id) FROM health.claims "
+            "SELECT district, age // 10 * 10, gender, count(DISTINCT person_id) FROM health.claims "
             "WHERE district >= 'D10' GROUP BY ALL HAVING count(DISTINCT person_id) = 1 "
             "ORDER BY ALL LIMIT 1"
         ).fetchall()[0]
-        (has,) = cur.sql(
-            "SELECT min(diagnosis_code) FROM health.claims "
-            f"WHERE district = '{district}' AND age = {age} AND gender = '{gender}'"
-        ).fetchall()[0]
+        band = f"age >= {age} AND age < {age + 10}"
+        cell = f"district = '{district}' AND {band} AND gender = '{gender}'"
+        (has,) = cur.sql(f"SELECT min(diagnosis_code) FROM health.claims WHERE {cell}").fetchall()[
+            0
+        ]
         (lacks,) = cur.sql(
             "SELECT min(diagnosis_code) FROM health.claims WHERE diagnosis_code NOT IN ("
             "SELECT diagnosis_code FROM health.claims "
-            f"WHERE district = '{district}' AND age = {age} AND gender = '{gender}')"
+            f"WHERE {cell})"
         ).fetchall()[0]
     assert persons == 1
-    where = f"district = '{district}' AND age = {age} AND gender = '{gender}'"
+    where = cell
     return where, district, age, gender, has, lacks
 
 
