@@ -56,6 +56,14 @@ def test_there_are_many_types_and_the_table_holds_few() -> None:
     assert set(NODE_KINDS) <= set(ALL_TYPES) | {exp.Expression}
 
 
+def test_every_kind_is_documented() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "guard.md").read_text()
+    for kind in Kind:
+        assert f"\n| {kind.value} |" in doc, kind
+
+
 def test_the_syntax_allowlist_is_the_table() -> None:
     assert frozenset(NODE_KINDS) == ALLOWED_NODES
     assert {t for t, k in NODE_KINDS.items() if k is Kind.CLAUSE} == CLAUSES
