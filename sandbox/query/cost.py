@@ -329,5 +329,7 @@ def _post_order(root: exp.Expression) -> Iterator[exp.Expression]:
             yield node
             continue
         stack.append((node, True))
-        children = sorted(node.iter_expressions(), key=lambda c: _FIRST.get(c.arg_key, 3))
+        children = list(node.iter_expressions())
+        if isinstance(node, exp.Query):
+            children.sort(key=lambda c: _FIRST.get(c.arg_key, 3))
         stack.extend((c, False) for c in reversed(children))
