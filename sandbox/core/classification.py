@@ -1,5 +1,7 @@
 """Classification (分类分级) of a dataset's columns, declared in a TOML file a bureau reviews.
 
+The format, key by key: ``docs/classification.md``.
+
 The file is an allowlist: every column of the table must be classified, every
 key must be known, and anything the loader does not understand is an error.
 Validation (pydantic models of the file's sections, :mod:`sandbox.core.classification_file`)

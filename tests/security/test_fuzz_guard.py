@@ -484,9 +484,9 @@ def test_the_generators_reach_acceptance(target: Target) -> None:
 @pytest.mark.parametrize(
     "sql",
     [
-        "SELECT district, count(DISTINCT person_id) FILTER (WHERE gender = 'F' AND age > 80) "
+        "SELECT district, count(DISTINCT person_id) FILTER (WHERE gender = 'F' AND age >= 80) "
         "AS fent FROM health.claims GROUP BY 1",
-        "SELECT district, count(*) FILTER (WHERE gender = 'F' AND age > 85) AS n "
+        "SELECT district, count(*) FILTER (WHERE gender = 'F' AND age >= 90) AS n "
         "FROM health.claims GROUP BY 1",
         "SELECT hospital_id, count(claim_amount) FILTER (WHERE diagnosis_code = 'F32') AS n "
         "FROM health.claims GROUP BY 1",
