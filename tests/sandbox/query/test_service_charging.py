@@ -13,7 +13,7 @@ import pytest
 
 from policies import Administration
 from policies.metering import budget_state, day_of, usage_today
-from sandbox.core.errors import QueryRefused, QueryTimeout, QuotaExceeded
+from sandbox.core.errors import Conflict, QueryRefused, QueryTimeout, QuotaExceeded
 from sandbox.core.settings import Settings
 from sandbox.enclave.enclave import LIMITS_MESSAGE
 from sandbox.platform import Platform
@@ -99,6 +99,36 @@ def test_a_failed_run_without_a_budget_is_still_counted(homes) -> None:  # type:
         after = usage(platform, grant.id)
         assert after is not None
         assert after.queries == (before.queries if before else 0) + 1
+    finally:
+        platform.close()
+
+
+def test_a_cancelled_job_is_charged_like_a_run(homes) -> None:  # type: ignore[no-untyped-def]
+    """A job cancelled as its query starts (a real job slot on the server's enclave) paid."""
+    from sandbox.enclave.shared import JobSlot, job_slot
+    from sandbox.services import ServerPlatform
+
+    home, tokens = homes
+    platform = ServerPlatform(Settings(home=home, threads=1), progress_cursors=2)
+    try:
+        service = QueryService(platform)
+        insurer = platform.authority.authenticate(tokens["op-insurer"])
+        grant = grant_of(platform, tokens, "op-insurer")
+        before_eps = ledger(platform, grant.id)
+        before = usage(platform, grant.id)
+        slot = JobSlot()
+        slot.cancel(("job.cancelled", "cancelled by its operator"))
+        with job_slot(slot), pytest.raises(Conflict) as info:
+            service.run_job(insurer, f"{SQL} LIMIT 7", request_id="cancelled-job")
+        assert info.value.rule == "job.cancelled"
+        assert ledger(platform, grant.id) == before_eps - 1.0
+        after = usage(platform, grant.id)
+        assert after is not None
+        assert after.queries == (before.queries if before else 0) + 1
+        (entry,) = [
+            e for e in platform.audit.entries(limit=10_000) if e.request_id == "cancelled-job"
+        ]
+        assert entry.rule == "job.cancelled" and entry.details["epsilon_spent"] == 1.0
     finally:
         platform.close()
 
