@@ -530,9 +530,7 @@ def _check_joins(rules: _Rules, scope: Scope) -> None:
             rules.use(right, "join", "JOIN")
             on_entities |= _is_entity_key(rules, lb) and _is_entity_key(rules, rb)
         if not pairs:
-            raise _refuse(
-                "guard.join", "join conditions must be equalities of declared join keys"
-            )
+            raise _refuse("guard.join", "joins need an equality of declared join keys in ON")
         inner = (
             join.args.get("side") is None
             and str(join.args.get("kind") or "INNER").upper() == "INNER"

@@ -373,12 +373,22 @@ def _contain_errors(root: exp.Expression, final: exp.Select) -> None:
 
     A run-time error is one exact bit about the rows that caused it (``CASE WHEN
     <one person> THEN 1 / 0``): predicates (WHERE and FILTER) and the expressions of
-    derived tables become ``TRY(...)``, NULL where they would fail.  Join conditions
-    are equalities of declared key columns (they cannot fail on a value), and the
+    derived tables become ``TRY(...)``, NULL where they would fail.  Join keys are
+    equalities of declared key columns (they cannot fail on a value; a filter beside
+    them in ``ON`` becomes ``TRY(...)`` too), and the
     released SELECT's own expressions run outside, over released statistics.
     """
     for where in list(root.find_all(exp.Where)):
         where.set("this", _try(where.this))
+    for join in list(root.find_all(exp.Join)):
+        on = join.args.get("on")
+        for cond in list(on.flatten()) if isinstance(on, exp.And) else [on] if on else []:
+            if not (
+                isinstance(cond, exp.EQ)
+                and isinstance(cond.this, exp.Column)
+                and isinstance(cond.expression, exp.Column)
+            ):
+                cond.replace(_try(cond))  # a filter on one side, like WHERE
     for select in list(root.find_all(exp.Select)):
         if select is final:
             continue

@@ -267,3 +267,61 @@ def access_demo():
     from tests.sandbox.query.test_guard import access
 
     return access()
+
+
+def test_on_may_filter_one_side_of_an_outer_join(demo_platform) -> None:
+    """``LEFT JOIN ... ON key AND s.month = ...``: coverage per industry, as DuckDB counts it."""
+    from tests.sandbox.query.test_guard import access
+
+    sql = (
+        "SELECT e.industry, count(DISTINCT s.credit_code) AS insured, "
+        "count(DISTINCT e.credit_code) AS firms FROM market.enterprises e "
+        "LEFT JOIN hrss.social_insurance s ON e.credit_code = s.credit_code "
+        "AND s.month = '2025-01' GROUP BY 1 ORDER BY 1"
+    )
+    prepared = prepare(
+        sql, access(), DisclosureParams(k=10, dominance_p=None), max_sql_length=MAX_SQL_LENGTH
+    )
+    released = release(demo_platform.enclave.query(prepared.plan.stats_sql), prepared)
+    with demo_platform.enclave.cursor() as cur:
+        truth = {row[0]: row[1:] for row in cur.sql(sql).fetchall()}
+    rows = released.table.to_pylist()
+    assert rows
+    for row in rows:
+        assert (row["insured"], row["firms"]) == truth[row["industry"]]
+
+
+def test_a_filter_in_on_cannot_raise_an_error(demo_platform) -> None:
+    """A failing ON filter is NULL (TRY), not an error that tells about a row."""
+    from tests.sandbox.query.test_guard import access
+
+    sql = (
+        "SELECT e.district, count(*) AS n FROM market.enterprises e JOIN hrss.social_insurance "
+        "s ON e.credit_code = s.credit_code AND "
+        + " * ".join(["s.employees"] * 16)
+        + " > 0 GROUP BY 1"
+    )
+    with demo_platform.enclave.cursor() as cur, pytest.raises(duckdb.Error):
+        cur.sql(sql).fetchall()  # as written, employees^16 overflows on some rows
+    prepared = prepare(sql, access(), DisclosureParams(k=10), max_sql_length=MAX_SQL_LENGTH)
+    demo_platform.enclave.query(prepared.plan.stats_sql)  # runs: the filter is TRY(...)
+
+
+@pytest.mark.parametrize(
+    "on",
+    [
+        "e.credit_code = s.credit_code OR e.district = 'D01'",
+        "e.credit_code = s.credit_code AND e.district = s.month",
+        "e.district = 'D01'",
+    ],
+)
+def test_on_filters_relate_one_side_only(on: str) -> None:
+    from tests.sandbox.query.test_guard import access
+
+    sql = (
+        "SELECT e.district, count(*) FROM market.enterprises e "
+        f"JOIN hrss.social_insurance s ON {on} GROUP BY 1"
+    )
+    with pytest.raises(QueryRefused) as info:
+        prepare(sql, access(), DisclosureParams(k=10), max_sql_length=MAX_SQL_LENGTH)
+    assert info.value.rule == "guard.join"
