@@ -54,6 +54,7 @@ from sandbox.core.errors import (
 from sandbox.core.timeutil import to_rfc3339
 from sandbox.core.wording import counted
 from sandbox.enclave.catalog import DatasetRecord
+from sandbox.enclave.enclave import limits_failure
 from sandbox.platform import Platform
 from sandbox.query.cost import Cost, CostLimits, check_cost
 from sandbox.query.disclosure import DisclosureParams
@@ -452,7 +453,14 @@ class QueryService:
             cpu0 = time.process_time()
             try:
                 limit = self.platform.settings.max_result_rows
-                stats = execute(self.platform.enclave, prepared, max_groups=limit * STATS_HEADROOM)
+                try:
+                    stats = execute(
+                        self.platform.enclave, prepared, max_groups=limit * STATS_HEADROOM
+                    )
+                except ResultTooLarge:
+                    # How many groups the data forms, before suppression, is the data's:
+                    # told apart from a timeout or out of memory by nothing.
+                    raise limits_failure() from None
                 released = release(stats, prepared, noise=self.noise, database=self._release_db)
                 if released.table.num_rows > limit:
                     raise ResultTooLarge(
