@@ -241,3 +241,15 @@ def test_parsing_turns_are_bounded_and_freed(tmp_path: Path) -> None:
         assert info.value.rule == "ingest.busy" and time.monotonic() - start >= 0.3
     with parse_slot(tmp_path, limits), parse_slot(tmp_path, limits):
         pass  # both turns were given back
+
+
+def test_a_postgresql_child_gets_libpq_variables_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from connectors.isolation import LIBPQ_ENVIRONMENT
+
+    monkeypatch.setenv("SANDBOX_CONTROL_DB_URL", "postgresql://u:secret@db/x")
+    monkeypatch.setenv("PGPASSWORD", "the-source-password")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-for-the-child")
+    env = _environment(LIBPQ_ENVIRONMENT)
+    assert env["PGPASSWORD"] == "the-source-password"  # the import's own connection
+    assert "AWS_SECRET_ACCESS_KEY" not in env and not [k for k in env if k.startswith("SANDBOX_")]
+    assert "PGPASSWORD" not in _environment()  # a file's child gets none of them
