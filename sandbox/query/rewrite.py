@@ -127,6 +127,7 @@ class _Stats:
         self.stats: list[Stat] = [Stat(ENTITIES, "entities")]
         self.seen: dict[str, str] = {}
         self.tops: dict[str, tuple[str, str]] = {}  # sum column -> (its top2, magnitude)
+        self.entity_sql = "NULL"  # the entity key as the per-entity pre-aggregate sees it
 
     def _distinct(self, arg: exp.Distinct, entities: str) -> str:
         """``count(DISTINCT key)``: the entities column of the dataset whose key it is.
@@ -236,8 +237,10 @@ class _Stats:
         """A histogram per group of the measure's bins, at most C rows per entity.
 
         Disclosure chooses the quantile among the bin edges by the exponential mechanism
-        (permute-and-flip): only under a budget.  Each entity's C rows are those whose bin
-        hashes smallest, a choice made from its own rows.
+        (permute-and-flip): only under a budget.  Each entity's C rows are those whose
+        (value, entity) hashes smallest: a choice made from its own rows, and a different
+        pseudo-random order for each entity (one order for all, e.g. by the bin's hash,
+        would over-represent the same bins in every entity's sample and bias the result).
         """
         name = self.checked.parsed.written(node)
         if self.bounds is None:
@@ -260,7 +263,8 @@ class _Stats:
         self.seen[key] = column
         where = f" FILTER (WHERE {filter_sql})" if filter_sql else ""
         cell = self._present(sql, where, tag)
-        inner = f"list_slice(list({bin_} ORDER BY hash({bin_})) FILTER (WHERE {keep}), 1, {cap})"
+        order = f"hash(({sql})::VARCHAR, ({self.entity_sql})::VARCHAR)"
+        inner = f"list_slice(list({bin_} ORDER BY {order}) FILTER (WHERE {keep}), 1, {cap})"
         self.inner.append(exp.alias_(exp.maybe_parse(inner, dialect="duckdb"), column, quoted=True))
         self.outer.append(f'list_aggregate(flatten(list("{column}")), \'histogram\') AS "{column}"')
         self.stats.append(Stat(column, "quantile", lo, hi, cell=cell, q=q))
@@ -437,6 +441,7 @@ def build_plan(
         ]
     )
     stats = _Stats(checked, access, bounds, k, joined)
+    stats.entity_sql = entity.sql(dialect="duckdb")
     key_names = {key.sql(): f"__k{i}" for i, key in enumerate(checked.keys)}
 
     def to_release(node: exp.Expression) -> exp.Expression:
