@@ -125,8 +125,8 @@ def _respell_one(node: exp.Anonymous) -> exp.Expr | None:
     return new
 
 
-def respell(root: exp.Expr) -> exp.Expr:
-    """``root`` with every unknown function another dialect reads unambiguously respelled.
+def respell(root: exp.Expr) -> None:
+    """Respell, in place, every unknown function under ``root`` another dialect reads one way.
 
     Also ``count(1)`` (any non-NULL constant) is ``count(*)``, in every dialect.
     """
@@ -137,12 +137,9 @@ def respell(root: exp.Expr) -> exp.Expr:
     for node in list(root.find_all(exp.Anonymous)):
         if isinstance(node.parent, exp.Table):
             continue  # a table function: refused as one, whatever other dialects make of it
-        new = _respelled(node)
+        new = _respelled(node) if node is not root else None
         if new is not None:
-            if node is root:
-                return new
             node.replace(new)
-    return root
 
 
 def alternatives(node: exp.Anonymous) -> tuple[str, ...]:

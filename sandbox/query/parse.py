@@ -182,7 +182,7 @@ def parse_query(sql: str, *, max_length: int, written: str | None = None) -> Par
         raise _refuse("guard.statement", f"only SELECT queries are allowed, not {word}")
     if _depth(root) > MAX_DEPTH:
         raise _refuse("guard.nesting", _NESTING_MESSAGE)
-    root = respell(root)
+    respell(root)
     for node in root.walk():
         if isinstance(node, exp.Window):
             raise _refuse("guard.window", "window functions (OVER ...) are not allowed")

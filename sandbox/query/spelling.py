@@ -94,7 +94,8 @@ def _call_type(word: str) -> type[exp.Expr] | None:
         return None
     if not isinstance(select, exp.Select) or not select.expressions:
         return None
-    node = respell(select.expressions[0])  # ``std`` is read as MySQL's stddev_pop
+    respell(select)  # ``std`` is read as MySQL's stddev_pop
+    node = select.expressions[0]
     while isinstance(node, exp.IgnoreNulls | exp.RespectNulls):
         node = node.this
     return type(node)
