@@ -1,3 +1,4 @@
+# Over 400 lines: the AST generator, the crashes it steps around and the properties, together.
 """Fuzzing the guard with random ASTs from sqlglot's whole expression set.
 
 Where ``test_fuzz_guard.py`` assembles SQL from pieces the demo classifications name,

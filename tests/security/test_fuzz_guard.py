@@ -1,3 +1,4 @@
+# Over 400 lines: the query generators and the properties they feed are read together.
 """Fuzzing the guard and the pipeline with SQL built from the grammar's pieces.
 
 Queries are assembled from the demo classifications (``sandbox/enclave/demo/*.toml``): columns
