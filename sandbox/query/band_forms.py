@@ -264,8 +264,6 @@ def band(use: Use, child: exp.Expr, parent: exp.Expr) -> bool:
             _coarser_width(use, floor, _number(parent.expression), width)
             return not (_number(parent.expression) == width and _is_declared(floor))
         raise use.refuse(f"{use.what(parent)} without floor() is not a band")
-    if isinstance(parent, exp.Alias | exp.Select | exp.Ordered):
-        raise use.refuse("the column as it is is finer")
     raise use.refuse(f"{use.what(parent)} of {use.name} does not keep to its bands")
 
 

@@ -97,11 +97,13 @@ def judge(use: bf.Use, *, derived: bool) -> bool:
     """
     child, parent = bf.up(use.column)
     if parent is None or isinstance(parent, exp.Group):
-        raise use.refuse("the column as it is is finer")
+        raise use.refuse("used as it is, it is finer than declared")
     if derived and isinstance(parent, exp.Alias) and isinstance(parent.parent, exp.Select):
         return False
     if isinstance(parent, exp.Select) and derived and child in parent.expressions:
         return False
+    if isinstance(parent, exp.Alias | exp.Select | exp.Ordered):
+        raise use.refuse("used as it is, it is finer than declared")
     if isinstance(parent, exp.Is) and isinstance(parent.expression, exp.Null):
         return True
     if isinstance(parent, exp.Count) and parent.this is child:

@@ -288,3 +288,16 @@ def test_demo_access_is_the_guard_tests_access() -> None:
     """The data cases run with the same grants as tests/sandbox/query/test_guard.py."""
     assert {"age", "board_time"} <= GROUPABLE and "health.claims" in DEMO_DATASETS
     assert demo_spec("health.claims").column("age").type == "INTEGER"
+
+
+def test_a_value_aggregate_needs_a_declared_measure_use() -> None:
+    """``score`` is banded without a measure use: avg() is refused; ``age`` declares one."""
+    groupable = frozenset({"score"})
+    access = {"health.visits": DatasetAccess(VISITS, Level.L3, None, groupable)}
+    sql = "SELECT avg(score) AS mean FROM health.visits"
+    with pytest.raises(QueryRefused) as info:
+        check_query(parse_query(sql, max_length=10_000), access)
+    assert info.value.rule == "guard.quasi"
+    assert "declares no measure use" in info.value.message
+    plan = guard("SELECT gender, avg(age) AS mean FROM health.claims GROUP BY 1")
+    assert "GREATEST(0.0, LEAST(120.0, " in plan.stats_sql  # clamped to the declared bounds
