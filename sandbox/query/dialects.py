@@ -47,8 +47,9 @@ DIALECTS = (
     "clickhouse",
 )
 
-#: Spellings with one meaning that sqlglot's dialects do not know (T-SQL aggregates).
-_FIXED = {"var": "var_samp", "varp": "var_pop", "stdevp": "stddev_pop"}
+#: Spellings with one meaning that sqlglot's dialects do not know: T-SQL's aggregates, and
+#: DuckDB's own ``mean`` (an alias of ``avg``) that sqlglot's DuckDB reader does not know.
+_FIXED = {"var": "var_samp", "varp": "var_pop", "stdevp": "stddev_pop", "mean": "avg"}
 
 _PLACEHOLDER = "sbx_arg"
 
@@ -128,8 +129,16 @@ def _respell_one(node: exp.Anonymous) -> exp.Expr | None:
 def respell(root: exp.Expr) -> None:
     """Respell, in place, every unknown function under ``root`` another dialect reads one way.
 
-    Also ``count(1)`` (any non-NULL constant) is ``count(*)``, in every dialect.
+    Also ``count(1)`` (any non-NULL constant) is ``count(*)``, in every dialect, and
+    the standard ``FETCH FIRST n ROWS ONLY`` is ``LIMIT n``.
     """
+    for fetch in list(root.find_all(exp.Fetch)):
+        count, options = fetch.args.get("count"), fetch.args.get("limit_options")
+        plain = options is None or not (
+            options.args.get("percent") or options.args.get("with_ties")
+        )
+        if isinstance(count, exp.Literal) and count.is_int and plain:
+            fetch.replace(exp.Limit(expression=count.copy()))
     for count in list(root.find_all(exp.Count)):
         arg = count.this
         if isinstance(arg, exp.Literal | exp.Boolean) and not count.args.get("expressions"):

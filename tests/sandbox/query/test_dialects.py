@@ -26,6 +26,8 @@ def _respelled(expression: str) -> str:
         ("stdevp(x)", "SELECT STDDEV_POP(x)"),
         ("date_part('year', d)", "SELECT EXTRACT(YEAR FROM d)"),
         ("now()", "SELECT CURRENT_TIMESTAMP"),
+        ("mean(x)", "SELECT AVG(x)"),  # DuckDB's own alias, unknown to sqlglot's reader
+        ("count(1), count('x')", "SELECT COUNT(*), COUNT(*)"),
         ("std(a + b) + var(c || 'x')", "SELECT STDDEV_POP(a + b) + VARIANCE(c || 'x')"),
     ],
 )
@@ -135,3 +137,24 @@ def test_no_function_name_makes_the_parser_fail_other_than_by_refusing() -> None
                 guard(sql)
             except QueryRefused:
                 pass
+
+
+@pytest.mark.parametrize(
+    ("written", "limit"),
+    [
+        (
+            "SELECT a FROM t ORDER BY a FETCH FIRST 5 ROWS ONLY",
+            "SELECT a FROM t ORDER BY a LIMIT 5",
+        ),
+        ("SELECT a FROM t FETCH NEXT 2 ROWS ONLY", "SELECT a FROM t LIMIT 2"),
+        ("SELECT a FROM t FETCH FIRST 5 ROWS WITH TIES", None),
+        ("SELECT a FROM t FETCH FIRST 5 PERCENT ROWS ONLY", None),
+    ],
+)
+def test_fetch_first_is_read_as_limit(written: str, limit: str | None) -> None:
+    root = sqlglot.parse_one(written, read="duckdb")
+    respell(root)
+    if limit is None:
+        assert root.find(exp.Fetch) is not None
+    else:
+        assert root.sql(dialect="duckdb") == limit
