@@ -130,8 +130,13 @@ def respell(root: exp.Expr) -> None:
     """Respell, in place, every unknown function under ``root`` another dialect reads one way.
 
     Also ``count(1)`` (any non-NULL constant) is ``count(*)``, in every dialect, and
-    the standard ``FETCH FIRST n ROWS ONLY`` is ``LIMIT n``.
+    the standard ``FETCH FIRST n ROWS ONLY`` is ``LIMIT n``, and the standard
+    ``percentile_cont(q) WITHIN GROUP (ORDER BY x)`` is ``quantile_cont(x, q)``.
     """
+    for within in list(root.find_all(exp.WithinGroup)):
+        plain = _within_group(within)
+        if plain is not None:
+            within.replace(plain)
     for fetch in list(root.find_all(exp.Fetch)):
         count, options = fetch.args.get("count"), fetch.args.get("limit_options")
         plain = options is None or not (
@@ -149,6 +154,23 @@ def respell(root: exp.Expr) -> None:
         new = _respelled(node) if node is not root else None
         if new is not None:
             node.replace(new)
+
+
+def _within_group(within: exp.WithinGroup) -> exp.Expr | None:
+    """``percentile_cont(q) WITHIN GROUP (ORDER BY x)`` as ``quantile_cont(x, q)``.
+
+    Only one ascending key and a numeric constant q: the form with one meaning.
+    """
+    func, order = within.this, within.expression
+    if not isinstance(func, exp.PercentileCont | exp.PercentileDisc):
+        return None
+    if not isinstance(order, exp.Order) or len(order.expressions) != 1:
+        return None
+    (key,) = order.expressions
+    q = func.this
+    if key.args.get("desc") or not (isinstance(q, exp.Literal) and not q.is_string):
+        return None
+    return type(func)(this=key.this.copy(), expression=q.copy())
 
 
 def alternatives(node: exp.Anonymous) -> tuple[str, ...]:

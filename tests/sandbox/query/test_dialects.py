@@ -28,6 +28,8 @@ def _respelled(expression: str) -> str:
         ("now()", "SELECT CURRENT_TIMESTAMP"),
         ("mean(x)", "SELECT AVG(x)"),  # DuckDB's own alias, unknown to sqlglot's reader
         ("count(1), count('x')", "SELECT COUNT(*), COUNT(*)"),
+        ("percentile_cont(0.5) WITHIN GROUP (ORDER BY x)", "SELECT QUANTILE_CONT(x, 0.5)"),
+        ("percentile_disc(0.9) WITHIN GROUP (ORDER BY x)", "SELECT QUANTILE_DISC(x, 0.9)"),
         ("std(a + b) + var(c || 'x')", "SELECT STDDEV_POP(a + b) + VARIANCE(c || 'x')"),
     ],
 )
@@ -158,3 +160,11 @@ def test_fetch_first_is_read_as_limit(written: str, limit: str | None) -> None:
         assert root.find(exp.Fetch) is not None
     else:
         assert root.sql(dialect="duckdb") == limit
+
+
+def test_a_descending_within_group_is_left_alone() -> None:
+    root = sqlglot.parse_one(
+        "SELECT percentile_disc(0.9) WITHIN GROUP (ORDER BY x DESC) FROM t", read="duckdb"
+    )
+    respell(root)
+    assert root.find(exp.WithinGroup) is not None
