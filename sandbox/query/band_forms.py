@@ -75,6 +75,10 @@ _OPERATORS: dict[str, str] = {
 }
 
 
+#: round(age / 10) groups 5..14, half of two declared bands: 5-year resolution with them.
+_MOVED = "{what} moves the band boundaries off the declared ones (only floor() keeps them)"
+
+
 @dataclass(frozen=True)
 class Use:
     """One occurrence of a raw generalised column, as the analyst wrote it."""
@@ -263,7 +267,11 @@ def band(use: Use, child: exp.Expr, parent: exp.Expr) -> bool:
         if isinstance(floor, exp.Floor) and floor.this is divided and not _extra(floor):
             _coarser_width(use, floor, _number(parent.expression), width)
             return not (_number(parent.expression) == width and _is_declared(floor))
+        if isinstance(floor, exp.Round | exp.Ceil):
+            raise use.refuse(_MOVED.format(what=use.what(floor)))
         raise use.refuse(f"{use.what(parent)} without floor() is not a band")
+    if isinstance(parent, exp.Round | exp.Ceil):
+        raise use.refuse(_MOVED.format(what=use.what(parent)))
     raise use.refuse(f"{use.what(parent)} of {use.name} does not keep to its bands")
 
 
