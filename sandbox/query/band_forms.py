@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
@@ -129,7 +129,7 @@ class Use:
         if gen.kind == "truncate":
             unit = str(gen.unit)
             start = bm.truncate(datetime(2024, 1, 1, 8, 0), unit)
-            end = _next(start, unit)
+            end = bm.next_period(start, unit)
             kind = "DATE" if (self.spec.type or "").upper() == "DATE" else "TIMESTAMP"
             fmt = "%Y-%m-%d" if kind == "DATE" else "%Y-%m-%d %H:%M"
             return (
@@ -154,15 +154,6 @@ class Use:
         if type(node) in _COMPARE:
             return f"`{self.name} {_COMPARE[type(node)]} …`"
         return f"`{_OPERATORS.get(node.key, node.key.upper())}`"
-
-
-def _next(moment: datetime, unit: str) -> datetime:
-    if unit in ("minute", "hour", "day", "week"):
-        step = {"minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400}[unit]
-        return moment + timedelta(seconds=step)
-    months = {"month": 1, "quarter": 3, "year": 12}[unit]
-    index = moment.year * 12 + moment.month - 1 + months
-    return moment.replace(year=index // 12, month=index % 12 + 1)
 
 
 def up(node: exp.Expr) -> tuple[exp.Expr, exp.Expr | None]:
@@ -322,35 +313,37 @@ def truncated(use: Use, child: exp.Expr, parent: exp.Expr) -> bool:
         if not ok:
             raise use.refuse(problem)
         return True
-    unit = _unit_of(parent, child)
-    if unit is None:
+    units = _units_of(parent, child)
+    if units is None:
         raise use.refuse(f"{use.what(parent)} of {use.name} does not keep to its periods")
-    if not bm.coarser_unit(unit, declared):
-        raise use.refuse(f"{use.what(parent)} needs the {unit}, finer than the {declared}")
-    declared_form = isinstance(parent, exp.TimestampTrunc | exp.DateTrunc) and unit == declared
+    for unit in units:
+        if not bm.coarser_unit(unit, declared):
+            raise use.refuse(f"{use.what(parent)} needs the {unit}, finer than the {declared}")
+    declared_form = isinstance(parent, exp.TimestampTrunc | exp.DateTrunc) and units == (declared,)
     return not declared_form
 
 
-def _unit_of(parent: exp.Expr, child: exp.Expr) -> str | None:
-    """The truncation unit a date form depends on; ``None`` if it is not one."""
+def _units_of(parent: exp.Expr, child: exp.Expr) -> tuple[str, ...] | None:
+    """The truncation units a date form depends on; ``None`` if it is not one."""
+    name = ""
     if isinstance(parent, exp.TimestampTrunc | exp.DateTrunc) and parent.this is child:
-        if parent.args.get("zone") is not None:
-            return None
         unit = parent.args.get("unit")
-        name = unit.name.lower() if isinstance(unit, exp.Var | exp.Literal) else ""
-        return name if name in bm.UNITS else None
-    if isinstance(parent, exp.Extract) and parent.expression is child:
+        if isinstance(unit, exp.Var | exp.Literal) and parent.args.get("zone") is None:
+            name = unit.name.lower() if unit.name.lower() in bm.UNITS else ""
+    elif isinstance(parent, exp.Extract) and parent.expression is child:
         field = parent.this
-        name = field.name.lower() if isinstance(field, exp.Var | exp.Literal) else ""
-        return bm.FIELD_UNITS.get(name)
-    if type(parent).__name__ in _PART_FUNCTIONS and parent.this is child:
-        if not _extra(parent):
-            return _PART_FUNCTIONS[type(parent).__name__]
-    if isinstance(parent, exp.Cast) and parent.this is child:
+        if isinstance(field, exp.Var | exp.Literal):
+            name = bm.FIELD_UNITS.get(field.name.lower(), "")
+    elif type(parent).__name__ in _PART_FUNCTIONS and parent.this is child:
+        name = "" if _extra(parent) else _PART_FUNCTIONS[type(parent).__name__]
+    elif isinstance(parent, exp.Cast) and parent.this is child:
         to = parent.args.get("to")
-        if isinstance(to, exp.DataType) and to.is_type(exp.DataType.Type.DATE):
-            return "day"
-    return None
+        name = "day" if isinstance(to, exp.DataType) and to.is_type(exp.DataType.Type.DATE) else ""
+    elif isinstance(parent, exp.TimeToStr) and parent.this is child:  # strftime(t, '%Y-%m-%d')
+        fmt = _string(parent.args.get("format"))
+        extra = any(v is not None for k, v in parent.args.items() if k not in ("this", "format"))
+        return None if fmt is None or extra else bm.format_units(fmt)
+    return (name,) if name else None
 
 
 def prefix(use: Use, child: exp.Expr, parent: exp.Expr) -> bool:

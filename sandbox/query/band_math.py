@@ -26,7 +26,9 @@ __all__ = [
     "band_selects_whole",
     "band_set_whole",
     "coarser_unit",
+    "format_units",
     "instant_aligned",
+    "next_period",
     "parse_instant",
     "truncate",
 ]
@@ -80,6 +82,43 @@ FIELD_UNITS: dict[str, str] = {
     "minute": "minute",
     "minutes": "minute",
 }
+
+
+#: strftime specifiers and the unit each needs (week numbers: their day, whichever week
+#: start they use; anything finer than a minute, or unknown, is not listed: refused).
+FORMAT_UNITS: dict[str, str] = {
+    **dict.fromkeys("YyCG", "year"),
+    **dict.fromkeys("mbBh", "month"),
+    **dict.fromkeys("deajAwuUWV", "day"),
+    **dict.fromkeys("HIpkl", "hour"),
+    "M": "minute",
+}
+
+
+def format_units(fmt: str) -> tuple[str, ...] | None:
+    """The units a ``strftime`` format reads (``'%Y-%m-%d %H:00'``: year … hour), or ``None``.
+
+    >>> format_units("%Y-%m-%d %H:00")
+    ('year', 'month', 'day', 'hour')
+    >>> format_units("%H:%M:%S") is None
+    True
+    """
+    units: list[str] = []
+    i = 0
+    while i < len(fmt):
+        if fmt[i] != "%":
+            i += 1
+            continue
+        spec = fmt[i + 1 : i + 3]
+        spec = spec[1:] if spec.startswith("-") else spec[:1]
+        if spec == "%":
+            i += 2
+            continue
+        if spec not in FORMAT_UNITS:
+            return None
+        units.append(FORMAT_UNITS[spec])
+        i += 3 if fmt[i + 1 : i + 2] == "-" else 2
+    return tuple(units)
 
 
 def coarser_unit(unit: str, declared: str) -> bool:
@@ -157,6 +196,16 @@ def truncate(moment: datetime, unit: str) -> datetime:
         return day.replace(month=3 * ((day.month - 1) // 3) + 1, day=1)
     assert unit == "year", unit
     return day.replace(month=1, day=1)
+
+
+def next_period(moment: datetime, unit: str) -> datetime:
+    """The start of the period after the one ``moment`` starts (for examples in messages)."""
+    if unit in ("minute", "hour", "day", "week"):
+        step = {"minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400}[unit]
+        return moment + timedelta(seconds=step)
+    months = {"month": 1, "quarter": 3, "year": 12}[unit]
+    index = moment.year * 12 + moment.month - 1 + months
+    return moment.replace(year=index // 12, month=index % 12 + 1)
 
 
 def _aligned(moment: datetime, unit: str) -> bool:
