@@ -131,8 +131,11 @@ def respell(root: exp.Expr) -> None:
 
     Also ``count(1)`` (any non-NULL constant) is ``count(*)``, in every dialect, and
     the standard ``FETCH FIRST n ROWS ONLY`` is ``LIMIT n``, and the standard
-    ``percentile_cont(q) WITHIN GROUP (ORDER BY x)`` is ``quantile_cont(x, q)``.
+    ``percentile_cont(q) WITHIN GROUP (ORDER BY x)`` is ``quantile_cont(x, q)``; a
+    conditional aggregate is its FILTER form (``_case_to_filter``).
     """
+    for agg in list(root.find_all(*_CONDITIONAL)):
+        _case_to_filter(agg)
     for within in list(root.find_all(exp.WithinGroup)):
         plain = _within_group(within)
         if plain is not None:
@@ -154,6 +157,74 @@ def respell(root: exp.Expr) -> None:
         new = _respelled(node) if node is not root else None
         if new is not None:
             node.replace(new)
+
+
+#: Aggregates whose ``agg(CASE WHEN c THEN x END)`` is ``agg(x) FILTER (WHERE c)``: they
+#: skip NULLs, and a row that fails c gives NULL.
+_CONDITIONAL: tuple[type[exp.Expr], ...] = (
+    exp.Count,
+    exp.Sum,
+    exp.Avg,
+    exp.Min,
+    exp.Max,
+    exp.Stddev,
+    exp.StddevSamp,
+    exp.StddevPop,
+    exp.Variance,
+    exp.VariancePop,
+)
+
+
+def _when(node: exp.Expr) -> tuple[exp.Expr, exp.Expr, exp.Expr | None] | None:
+    """(condition, value, else) of a one-branch ``CASE WHEN`` or ``if(c, x, y)``."""
+    if isinstance(node, exp.Case) and node.this is None and len(node.args["ifs"]) == 1:
+        (branch,) = node.args["ifs"]
+        return branch.this, branch.args["true"], node.args.get("default")
+    if isinstance(node, exp.If) and not isinstance(node.parent, exp.Case):
+        return node.this, node.args["true"], node.args.get("false")
+    return None
+
+
+def _case_to_filter(agg: exp.Expr) -> None:
+    """``sum(CASE WHEN c THEN x END)`` as ``sum(x) FILTER (WHERE c)``, where exactly equal.
+
+    Equal when the CASE has one branch and no ELSE (or ELSE NULL): the aggregate skips
+    the NULL rows the condition rejects.  Also ``sum(CASE WHEN c THEN 1 ELSE 0 END)`` and
+    ``count(CASE WHEN c THEN 1 END)``, the counting idioms, as ``count(*) FILTER (WHERE c)``,
+    and ``sum(CASE WHEN c THEN x ELSE 0 END)`` as ``sum(x) FILTER (WHERE c)`` (equal
+    wherever a row matches; NULL, not 0, where none does).
+    The FILTER form is the one the guard's rules and the rewrite know (a FILTERed cell
+    is a finer group, suppressed below k).
+    """
+    arg = agg.this
+    distinct = isinstance(arg, exp.Distinct) and len(arg.expressions) == 1
+    inner = arg.expressions[0] if distinct else arg
+    parts = _when(inner) if isinstance(inner, exp.Expr) else None
+    if parts is None or agg.args.get("expressions"):
+        return
+    condition, value, otherwise = parts
+    no_else = otherwise is None or isinstance(otherwise, exp.Null)
+    one = isinstance(value, exp.Literal) and not value.is_string and value.name == "1"
+    zero = isinstance(otherwise, exp.Literal) and not otherwise.is_string and otherwise.name == "0"
+    constant = isinstance(value, exp.Literal | exp.Boolean)
+    if isinstance(agg, exp.Count) and not distinct and no_else and constant:
+        new: exp.Expr = exp.Count(this=exp.Star())
+    elif isinstance(agg, exp.Sum) and not distinct and one and zero:
+        new = exp.Count(this=exp.Star())
+    elif (no_else or (isinstance(agg, exp.Sum) and zero)) and not isinstance(value, exp.Null):
+        # (a sum's ELSE 0 adds nothing, but where no row matches it says 0: the FILTER
+        # form says NULL, as it says for a cell of fewer than k entities, withheld)
+        body = exp.Distinct(expressions=[value.copy()]) if distinct else value.copy()
+        new = type(agg)(this=body)
+    else:
+        return
+    condition = condition.copy()
+    outer = agg.parent
+    if isinstance(outer, exp.Filter) and isinstance(outer.expression, exp.Where):
+        both = exp.and_(exp.paren(outer.expression.this.copy()), exp.paren(condition))
+        outer.replace(exp.Filter(this=new, expression=exp.Where(this=both)))
+    else:
+        agg.replace(exp.Filter(this=new, expression=exp.Where(this=condition)))
 
 
 def _within_group(within: exp.WithinGroup) -> exp.Expr | None:

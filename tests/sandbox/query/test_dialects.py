@@ -168,3 +168,39 @@ def test_a_descending_within_group_is_left_alone() -> None:
     )
     respell(root)
     assert root.find(exp.WithinGroup) is not None
+
+
+@pytest.mark.parametrize(
+    ("written", "filtered"),
+    [
+        ("sum(CASE WHEN a > 1 THEN 1 ELSE 0 END)", "SELECT COUNT(*) FILTER(WHERE a > 1)"),
+        ("count(CASE WHEN a THEN 1 END)", "SELECT COUNT(*) FILTER(WHERE a)"),
+        ("count(CASE WHEN a THEN x END)", "SELECT COUNT(x) FILTER(WHERE a)"),
+        ("count(DISTINCT CASE WHEN a THEN p END)", "SELECT COUNT(DISTINCT p) FILTER(WHERE a)"),
+        ("avg(CASE WHEN a THEN x ELSE NULL END)", "SELECT AVG(x) FILTER(WHERE a)"),
+        ("sum(if(a, x, NULL))", "SELECT SUM(x) FILTER(WHERE a)"),
+        (
+            "count(CASE WHEN a THEN 1 END) FILTER (WHERE b OR c)",
+            "SELECT COUNT(*) FILTER(WHERE (b OR c) AND (a))",
+        ),
+        # a sum's ELSE 0 adds nothing (where nothing matches: NULL, as a withheld cell)
+        ("sum(CASE WHEN a THEN x ELSE 0 END)", "SELECT SUM(x) FILTER(WHERE a)"),
+        # not equal to a FILTER (two branches; an average over zeros): left as written
+        (
+            "sum(CASE WHEN a THEN x WHEN b THEN y END)",
+            "SELECT SUM(CASE WHEN a THEN x WHEN b THEN y END)",
+        ),
+        ("avg(CASE WHEN a THEN x ELSE 0 END)", "SELECT AVG(CASE WHEN a THEN x ELSE 0 END)"),
+    ],
+)
+def test_a_conditional_aggregate_is_read_as_its_filter(written: str, filtered: str) -> None:
+    assert _respelled(written) == filtered
+
+
+def test_a_conditional_aggregate_keeps_every_guard_rule() -> None:
+    with pytest.raises(QueryRefused) as info:
+        guard("SELECT sum(CASE WHEN name = 'x' THEN 1 ELSE 0 END) FROM health.claims")
+    assert info.value.rule == "guard.identifier"
+    with pytest.raises(QueryRefused) as info:
+        guard("SELECT count(CASE WHEN id_number LIKE '1101%' THEN 1 END) FROM health.claims")
+    assert info.value.rule == "guard.l4_column"

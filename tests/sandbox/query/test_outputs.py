@@ -37,6 +37,16 @@ ANSWERED = [
     "GROUP BY 1 ORDER BY 1",
     "SELECT district, count(*) AS n FROM health.claims WHERE claim_amount::DOUBLE > 100 "
     "GROUP BY 1 ORDER BY 1",
+    # conditional aggregates, read as their FILTER form (sandbox/query/dialects.py)
+    "SELECT gender, sum(CASE WHEN claim_amount > 1000 THEN 1 ELSE 0 END) AS large "
+    "FROM health.claims GROUP BY 1 ORDER BY 1",
+    "SELECT district, count(CASE WHEN gender = 'F' THEN 1 END) AS f, "
+    "count(DISTINCT CASE WHEN gender = 'F' THEN person_id END) AS women "
+    "FROM health.claims GROUP BY 1 ORDER BY 1",
+    "SELECT gender, sum(CASE WHEN diagnosis_code LIKE 'J%' THEN claim_amount ELSE 0 END) "
+    "AS j FROM health.claims WHERE claim_amount < 5000 GROUP BY 1 ORDER BY 1",
+    "SELECT alight_station, avg(CASE WHEN fare > 2 THEN fare END) AS dear, "
+    "sum(if(fare > 2, fare, NULL)) AS s FROM transport.trips GROUP BY 1 ORDER BY 1",
 ]
 
 
