@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
 
@@ -301,3 +301,66 @@ def test_a_value_aggregate_needs_a_declared_measure_use() -> None:
     assert "declares no measure use" in info.value.message
     plan = guard("SELECT gender, avg(age) AS mean FROM health.claims GROUP BY 1")
     assert "GREATEST(0.0, LEAST(120.0, " in plan.stats_sql  # clamped to the declared bounds
+
+
+# -- brute force for the other kinds: DATE months, timestamp hours, prefixes --------------
+
+DAYS = [date(2023, 11, 1) + timedelta(days=i) for i in range(200)]
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    op=st.sampled_from(sorted(OPS)),
+    day=st.one_of(st.sampled_from([d for d in DAYS[10:190] if d.day == 1]), st.sampled_from(DAYS)),
+    unit=st.sampled_from(["day", "week", "month", "quarter", "year"]),
+)
+def test_an_accepted_date_comparison_selects_whole_periods(op: str, day: date, unit: str) -> None:
+    moment = datetime.combine(day, datetime.min.time())
+    if not band_math.instant_aligned(op, moment, unit, dates=True):
+        return
+    periods: dict[datetime, set[bool]] = {}
+    for d in DAYS:
+        at = datetime.combine(d, datetime.min.time())
+        periods.setdefault(band_math.truncate(at, unit), set()).add(OPS[op](d, day))
+    assert all(len(seen) == 1 for seen in periods.values()), (op, day, unit)
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    op=st.sampled_from(sorted(OPS)),
+    minutes=st.one_of(st.integers(0, 48).map(lambda h: 60 * h), st.integers(0, 48 * 60)),
+    unit=st.sampled_from(["minute", "hour", "day"]),
+)
+def test_an_accepted_time_comparison_selects_whole_periods(
+    op: str, minutes: int, unit: str
+) -> None:
+    start = datetime(2025, 3, 1)
+    c = start + timedelta(minutes=minutes)
+    if not band_math.instant_aligned(op, c, unit, dates=False):
+        return
+    periods: dict[datetime, set[bool]] = {}
+    for seconds in range(0, 3 * 86400, 30):  # a 30-second grid: finer than any unit tried
+        t = start + timedelta(seconds=seconds)
+        periods.setdefault(band_math.truncate(t, unit), set()).add(OPS[op](t, c))
+    assert all(len(seen) == 1 for seen in periods.values()), (op, c, unit)
+
+
+WORDS = ["", "3", "31", "310", "3101", "31012", "32", "320", "4"]
+
+
+@settings(max_examples=80, deadline=None)
+@given(constant=st.sampled_from(WORDS), negate=st.booleans())
+def test_an_accepted_prefix_equality_selects_whole_prefix_classes(
+    constant: str, negate: bool
+) -> None:
+    """``postcode`` is declared as its first 3 characters: ``=`` keeps classes whole."""
+    op = "<>" if negate else "="
+    try:
+        _visits_guard(f"postcode {op} '{constant}'")
+    except QueryRefused:
+        assert len(constant) >= 3  # only constants shorter than n are whole classes
+        return
+    classes: dict[str, set[bool]] = {}
+    for word in WORDS:
+        classes.setdefault(word[:3], set()).add((word == constant) != negate)
+    assert all(len(seen) == 1 for seen in classes.values()), constant
