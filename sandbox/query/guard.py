@@ -675,7 +675,8 @@ def _check_output(
         rules.use(rules.lineage.resolve(node, scope), "output", clause)
         raise _refuse(
             "guard.not_aggregated",
-            f"column '{node.name}' in {clause} is neither aggregated nor a GROUP BY key",
+            f"column '{node.name}' in {clause} is neither aggregated nor a GROUP BY key: "
+            "group by it, or aggregate it (count, sum, avg ...)",
         )
     elif kind is Kind.CLAUSE:
         raise _refuse("guard.subquery_predicate", f"subqueries are not allowed in {clause}")

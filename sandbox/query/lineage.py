@@ -71,7 +71,9 @@ class Lineage:
                 )
             return outputs[name]
         raise QueryRefused(
-            f"column '{column.sql()}' cannot be traced to a dataset column", rule="guard.lineage"
+            f"column '{'.'.join(p for p in (column.table, column.name) if p)}' cannot be "
+            "traced to a dataset column",
+            rule="guard.lineage",
         )
 
     def _describe(self, source: object) -> str:
