@@ -21,8 +21,9 @@ known to depend on the column only through g:
   equality with a constant shorter than n (``x = 'ab'`` is ``left(x, 3) = 'ab'``);
 - ``x IS [NOT] NULL`` and ``count(x)``;
 - a bare rename in a CTE or derived table (the outer use is checked in its turn);
-- the column directly in sum/avg/stddev/variance when the bureau declared a measure
-  use (``measure = { bounds = […] }``): the role rules decide that use.
+- the column directly in sum/avg/stddev/variance (and, under a budget, the DP
+  quantiles) when the bureau declared a measure use (``measure = { bounds = […] }``):
+  the role rules decide that use.
 
 Anything else is refused (``guard.generalisation``) naming the column and the
 accepted forms.  An accepted occurrence is then *evaluated on g(column)* (the forms
@@ -44,7 +45,9 @@ from sandbox.query.lineage import BaseColumn
 
 __all__ = ["Tracker", "generalisation", "substitute"]
 
-_VALUE_AGGREGATES = (
+#: Aggregates of a measure: where a declared measure use of the column may appear bare
+#: (quantiles pass the guard only under a privacy budget: the rewrite refuses them without).
+_MEASURE_AGGREGATES = (
     exp.Sum,
     exp.Avg,
     exp.Stddev,
@@ -52,6 +55,10 @@ _VALUE_AGGREGATES = (
     exp.StddevPop,
     exp.Variance,
     exp.VariancePop,
+    exp.Median,
+    exp.PercentileCont,
+    exp.PercentileDisc,
+    exp.Quantile,
 )
 
 
@@ -108,7 +115,7 @@ def judge(use: bf.Use, *, derived: bool) -> bool:
         return True
     if isinstance(parent, exp.Count) and parent.this is child:
         return True
-    if isinstance(parent, _VALUE_AGGREGATES) and parent.this is child:
+    if isinstance(parent, _MEASURE_AGGREGATES) and parent.this is child:
         if use.spec.bounds is not None and use.spec.role is not Role.MEASURE:
             return False  # a declared measure use: the role rules decide it
         raise use.refuse(f"{use.what(parent)} takes measures, and no measure use is declared")

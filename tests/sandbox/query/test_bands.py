@@ -28,7 +28,8 @@ from sandbox.enclave.demo_data import DEMO_DATASETS, demo_spec
 from sandbox.query import band_math
 from sandbox.query.guard import check_query
 from sandbox.query.parse import parse_query
-from tests.sandbox.query.test_guard import GROUPABLE, guard
+from sandbox.query.rewrite import ContributionBounds, build_plan
+from tests.sandbox.query.test_guard import GROUPABLE, access, guard
 
 CASES = Path(__file__).parent / "guard_cases" / "bands.jsonl"
 AGES = range(-60, 260)  # brute-force domain: well beyond every constant drawn below
@@ -364,3 +365,18 @@ def test_an_accepted_prefix_equality_selects_whole_prefix_classes(
     for word in WORDS:
         classes.setdefault(word[:3], set()).add((word == constant) != negate)
     assert all(len(seen) == 1 for seen in classes.values()), constant
+
+
+def test_a_measure_use_takes_the_dp_quantiles_under_a_budget_only() -> None:
+    """median(age) is a measure's quantile: refused without a budget for that reason only."""
+    sql = "SELECT gender, median(age) AS m FROM health.claims GROUP BY 1"
+    with pytest.raises(QueryRefused) as info:
+        guard(sql)
+    assert info.value.rule == "guard.quantile_needs_budget"
+    grants = access(GROUPABLE)
+    checked = check_query(parse_query(sql, max_length=10_000), grants)
+    plan = build_plan(checked, grants, bounds=ContributionBounds(5, 2))
+    assert "__entities" in plan.stats_sql
+    with pytest.raises(QueryRefused) as info:
+        guard("SELECT gender, median(age // 10) AS m FROM health.claims GROUP BY 1")
+    assert info.value.rule == "guard.aggregate_argument"  # the bare column only
