@@ -25,7 +25,7 @@ from functools import partial
 from typing import cast
 
 from sqlglot import exp
-from sqlglot.errors import OptimizeError
+from sqlglot.errors import ErrorLevel, OptimizeError, UnsupportedError
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, ScopeType, traverse_scope
 
@@ -35,7 +35,7 @@ from sandbox.core.errors import QueryRefused
 from sandbox.query import bands
 from sandbox.query.columns_expr import expand_columns
 from sandbox.query.lineage import BaseColumn, ColumnInfo, Lineage
-from sandbox.query.nodes import Kind, closure_refusal, row_source
+from sandbox.query.nodes import Kind, closure_refusal, extra_arguments, row_source
 from sandbox.query.parse import AGGREGATES, NODE_KINDS, RECORD_VALUE_AGGREGATES, Parsed
 from sandbox.query.spelling import describe
 
@@ -399,6 +399,7 @@ def check_query(parsed: Parsed, access: Mapping[str, DatasetAccess]) -> Checked:
             _check_inner(rules, scope)
             rules.lineage.record_outputs(scope)
         banded.check(scope, final=scope is final)
+    _check_writable(root)
     primary = entity_dataset(final)
     return Checked(parsed, root, final, rules.lineage, keys, primary, rules.touched)
 
@@ -696,6 +697,12 @@ def _check_closed(root: exp.Expr, sql: str) -> None:
     for node in root.walk():
         if type(node) not in NODE_KINDS:
             raise closure_refusal(node, root, describe(node, sql))
+        if type(node) in AGGREGATES and extra_arguments(node):
+            raise _refuse(
+                "guard.aggregate_argument",
+                f"{describe(node, sql)} takes one column here (forms with more arguments, "
+                "such as max(x, n) for the n largest values, are not supported)",
+            )
         if isinstance(node, exp.Column) and isinstance(node.this, exp.Star):
             source = row_source(root, node.table)
             raise _refuse(
@@ -703,6 +710,18 @@ def _check_closed(root: exp.Expr, sql: str) -> None:
                 f"{node.table}.* stands for every column of {source}: name the columns "
                 "you need (count(*) counts rows)",
             )
+
+
+def _check_writable(root: exp.Expr) -> None:
+    """Last: what sqlglot would drop when writing the query for DuckDB, no rule read."""
+    try:
+        root.sql(dialect="duckdb", unsupported_level=ErrorLevel.RAISE)
+    except UnsupportedError:
+        raise _refuse(
+            "guard.unsupported",
+            "part of the query has no DuckDB form as written (an argument would be "
+            "dropped): write it as DuckDB documents it",
+        ) from None
 
 
 def first_source(scope: Scope) -> tuple[str, exp.Table | Scope]:

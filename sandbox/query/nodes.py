@@ -34,10 +34,12 @@ from sqlglot import exp
 from sandbox.core.errors import QueryRefused
 
 __all__ = [
+    "AGGREGATE_ARGUMENTS",
     "CLAUSES",
     "EXPRESSION_KINDS",
     "Kind",
     "closure_refusal",
+    "extra_arguments",
     "row_source",
 ]
 
@@ -177,6 +179,21 @@ EXPRESSION_KINDS: Mapping[type[exp.Expr], Kind] = {
         exp.TryCast,
     ),
 }
+
+
+#: The arguments the aggregate rules understand, per aggregate they accept (the rules
+#: read ``this`` only): ``max(x, n)`` (the n largest values, a list) or ``count(a, b)``
+#: must not pass as ``max(x)`` and ``count(a)``.  ``big_int`` is a flag sqlglot sets.
+AGGREGATE_ARGUMENTS: frozenset[str] = frozenset({"this", "big_int"})
+
+
+def extra_arguments(node: exp.Expr) -> list[str]:
+    """The arguments of ``node`` that are set but not understood (for aggregates)."""
+    return sorted(
+        key
+        for key, value in node.args.items()
+        if value not in (None, False, []) and key not in AGGREGATE_ARGUMENTS
+    )
 
 
 def row_source(root: exp.Expr, alias: str) -> str:

@@ -18,7 +18,7 @@ from sqlglot import exp
 from sqlglot.optimizer.scope import traverse_scope
 
 from sandbox.core.errors import QueryRefused
-from sandbox.query.guard import _check_closed, _check_output, _Rules
+from sandbox.query.guard import _check_closed, _check_output, _check_writable, _Rules
 from sandbox.query.nodes import CLAUSES, Kind
 from sandbox.query.parse import ALLOWED_NODES, NODE_KINDS, parse_query
 from tests.sandbox.query.test_guard import MAX_SQL_LENGTH, access, guard
@@ -383,3 +383,29 @@ def test_random_trees_never_release_a_hidden_column(tree: exp.Expression, clause
     parsed = sqlglot.parse_one(sql, read="duckdb")
     seen = {col.sql() for col in parsed.find_all(exp.Column)}
     assert not seen & set(SECRET_LEAVES), f"accepted with a hidden column: {sql}"
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT gender, max(district, 50) AS m FROM health.claims GROUP BY 1",
+        "SELECT gender, min(claim_date, 3) AS m FROM health.claims GROUP BY 1",
+        "SELECT gender, count(district, id_number) AS n FROM health.claims GROUP BY 1",
+        "SELECT gender, count(district, name) AS n FROM health.claims GROUP BY 1",
+    ],
+)
+def test_an_aggregate_argument_no_rule_reads_is_refused(sql: str) -> None:
+    """The aggregate rules read one argument: a second one must not pass unread."""
+    refusal = _refused(sql)
+    assert refusal.rule == "guard.aggregate_argument"
+    assert "takes one column" in refusal.message
+
+
+def test_what_sqlglot_cannot_write_for_duckdb_is_refused() -> None:
+    """A node argument the DuckDB writer would drop (here Oracle's ``(+)``) is refused."""
+    column = exp.Column(this=exp.to_identifier("district"), join_mark=True)
+    root = exp.select(column).from_("t")
+    _check_closed(root, "")  # every node has a kind ...
+    with pytest.raises(QueryRefused) as info:
+        _check_writable(root)  # ... but one argument would be lost
+    assert info.value.rule == "guard.unsupported"
