@@ -697,6 +697,9 @@ def _check_closed(root: exp.Expr, sql: str) -> None:
     for node in root.walk():
         if type(node) not in NODE_KINDS:
             raise closure_refusal(node, root, describe(node, sql))
+        if isinstance(node, exp.Join) and node.args.get("method"):
+            # ASOF, POSITIONAL ...: a way of matching rows the join rules do not read
+            raise _refuse("guard.join", f"{node.args['method']} joins are not allowed")
         if type(node) in AGGREGATES and extra_arguments(node):
             raise _refuse(
                 "guard.aggregate_argument",

@@ -409,3 +409,12 @@ def test_what_sqlglot_cannot_write_for_duckdb_is_refused() -> None:
     with pytest.raises(QueryRefused) as info:
         _check_writable(root)  # ... but one argument would be lost
     assert info.value.rule == "guard.unsupported"
+
+
+def test_a_join_method_no_rule_reads_is_refused() -> None:
+    refusal = _refused(
+        "SELECT count(*) FROM market.enterprises e ASOF JOIN hrss.social_insurance s "
+        "ON s.credit_code = e.credit_code"
+    )
+    assert refusal.rule == "guard.join"
+    assert "ASOF joins are not allowed" in refusal.message
