@@ -362,6 +362,7 @@ class Target:
     leaks: LeakCheck
     executed: int = 0
     accepted: int = 0
+    planner: Any = None  # op-planner, for transport.trips
 
     def __repr__(self) -> str:
         # Hypothesis prints a failing example's arguments: not thousands of identifiers.
@@ -399,8 +400,9 @@ def build_target(home: Path) -> Iterator[Target]:
     )
     leaks = LeakCheck.of(identifier_values(platform))
     bank = platform.authority.authenticate(tokens["op-bank"])
+    planner = platform.authority.authenticate(tokens["op-planner"])
     try:
-        yield Target(QueryService(platform), bank, leaks)
+        yield Target(QueryService(platform), bank, leaks, planner=planner)
     finally:
         platform.close()
 
