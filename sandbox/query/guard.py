@@ -697,9 +697,6 @@ def _check_closed(root: exp.Expr, sql: str) -> None:
     for node in root.walk():
         if type(node) not in NODE_KINDS:
             raise closure_refusal(node, root, describe(node, sql))
-        if isinstance(node, exp.Join) and node.args.get("method"):
-            # ASOF, POSITIONAL ...: a way of matching rows the join rules do not read
-            raise _refuse("guard.join", f"{node.args['method']} joins are not allowed")
         if type(node) in AGGREGATES and extra_arguments(node):
             raise _refuse(
                 "guard.aggregate_argument",
@@ -716,7 +713,14 @@ def _check_closed(root: exp.Expr, sql: str) -> None:
 
 
 def _check_writable(root: exp.Expr) -> None:
-    """Last: what sqlglot would drop when writing the query for DuckDB, no rule read."""
+    """Last, after the rules that name a column: arguments no rule read.
+
+    A join's matching method (ASOF, POSITIONAL ...), and whatever sqlglot would drop
+    when writing the query for DuckDB.
+    """
+    for join in root.find_all(exp.Join):
+        if join.args.get("method"):
+            raise _refuse("guard.join", f"{join.args['method']} joins are not allowed")
     try:
         root.sql(dialect="duckdb", unsupported_level=ErrorLevel.RAISE)
     except UnsupportedError:
