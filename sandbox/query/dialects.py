@@ -132,7 +132,8 @@ def respell(root: exp.Expr) -> None:
     Also ``count(1)`` (any non-NULL constant) is ``count(*)``, in every dialect, and
     the standard ``FETCH FIRST n ROWS ONLY`` is ``LIMIT n``, and the standard
     ``percentile_cont(q) WITHIN GROUP (ORDER BY x)`` is ``quantile_cont(x, q)``; a
-    conditional aggregate is its FILTER form (``_case_to_filter``).
+    conditional aggregate is its FILTER form (``_case_to_filter``); DuckDB's
+    ``ORDER BY ALL`` is ``ORDER BY 1, 2, …``.
     """
     for agg in list(root.find_all(*_CONDITIONAL)):
         _case_to_filter(agg)
@@ -140,6 +141,8 @@ def respell(root: exp.Expr) -> None:
         plain = _within_group(within)
         if plain is not None:
             within.replace(plain)
+    if isinstance(root, exp.Select):
+        _order_by_all(root)
     for fetch in list(root.find_all(exp.Fetch)):
         count, options = fetch.args.get("count"), fetch.args.get("limit_options")
         plain = options is None or not (
@@ -225,6 +228,29 @@ def _case_to_filter(agg: exp.Expr) -> None:
         outer.replace(exp.Filter(this=new, expression=exp.Where(this=both)))
     else:
         agg.replace(exp.Filter(this=new, expression=exp.Where(this=condition)))
+
+
+def _order_by_all(select: exp.Select) -> None:
+    """DuckDB's ``ORDER BY ALL`` (every output, left to right) as ``ORDER BY 1, 2, …``."""
+    order = select.args.get("order")
+    if order is None or len(order.expressions) != 1:
+        return
+    (item,) = order.expressions
+    if not (isinstance(item.this, exp.Var) and item.this.name.upper() == "ALL"):
+        return
+    for projection in select.expressions:
+        bare = projection.unalias()
+        starred = isinstance(bare, exp.Star) or (
+            isinstance(bare, exp.Column) and isinstance(bare.this, exp.Star)
+        )
+        if starred or projection.find(exp.Columns):
+            return  # outputs a star stands for: not countable here, refused as written
+    positions = []
+    for i in range(1, len(select.expressions) + 1):
+        ordered = item.copy()
+        ordered.set("this", exp.Literal.number(i))
+        positions.append(ordered)
+    order.set("expressions", positions)
 
 
 def _within_group(within: exp.WithinGroup) -> exp.Expr | None:

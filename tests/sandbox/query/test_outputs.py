@@ -32,6 +32,8 @@ ANSWERED = [
     "SELECT district, CASE WHEN count(*) > 500 THEN 'many' ELSE 'few' END AS size "
     "FROM health.claims GROUP BY 1 ORDER BY 1",
     "SELECT lower(district) AS d, count(*) AS n FROM health.claims GROUP BY 1 ORDER BY d",
+    "SELECT district, gender, count(*) AS n FROM health.claims GROUP BY ALL ORDER BY ALL",
+    "SELECT district, count(*) AS n FROM health.claims GROUP BY ALL ORDER BY ALL DESC",
     "SELECT year(claim_date) AS y, count(*) AS n FROM health.claims GROUP BY 1 ORDER BY y",
     "SELECT strftime(claim_date, '%Y-%m') AS m, count(*) AS n FROM health.claims "
     "GROUP BY 1 ORDER BY 1",
