@@ -138,9 +138,9 @@ def respell(root: exp.Expr) -> None:
     for agg in list(root.find_all(*_CONDITIONAL)):
         _case_to_filter(agg)
     for within in list(root.find_all(exp.WithinGroup)):
-        plain = _within_group(within)
-        if plain is not None:
-            within.replace(plain)
+        quantile = _within_group(within)
+        if quantile is not None:
+            within.replace(quantile)
     if isinstance(root, exp.Select):
         _order_by_all(root)
     for fetch in list(root.find_all(exp.Fetch)):

@@ -25,7 +25,7 @@ from functools import partial
 from typing import cast
 
 from sqlglot import exp
-from sqlglot.errors import ErrorLevel, OptimizeError, UnsupportedError
+from sqlglot.errors import OptimizeError
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, ScopeType, traverse_scope
 
@@ -33,9 +33,10 @@ from sandbox.core.access import DatasetAccess
 from sandbox.core.classification import ColumnSpec, Level, Role
 from sandbox.core.errors import QueryRefused
 from sandbox.query import bands
+from sandbox.query.closure import check_closed, check_writable
 from sandbox.query.columns_expr import expand_columns
 from sandbox.query.lineage import BaseColumn, ColumnInfo, Lineage
-from sandbox.query.nodes import Kind, closure_refusal, extra_arguments, row_source
+from sandbox.query.nodes import Kind, closure_refusal
 from sandbox.query.parse import AGGREGATES, NODE_KINDS, RECORD_VALUE_AGGREGATES, Parsed
 from sandbox.query.spelling import describe
 
@@ -380,7 +381,7 @@ def check_query(parsed: Parsed, access: Mapping[str, DatasetAccess]) -> Checked:
     scopes = list(traverse_scope(root))
     if expand_columns(scopes[-1], schema):
         scopes = list(traverse_scope(root))
-    _check_closed(root, parsed.sql)
+    check_closed(root, parsed.sql)
     final = scopes[-1]
     for scope in scopes:
         if scope.scope_type in (ScopeType.SUBQUERY,):
@@ -399,7 +400,7 @@ def check_query(parsed: Parsed, access: Mapping[str, DatasetAccess]) -> Checked:
             _check_inner(rules, scope)
             rules.lineage.record_outputs(scope)
         banded.check(scope, final=scope is final)
-    _check_writable(root)
+    check_writable(root)
     primary = entity_dataset(final)
     return Checked(parsed, root, final, rules.lineage, keys, primary, rules.touched)
 
@@ -686,49 +687,6 @@ def _check_output(
     else:
         for child in node.iter_expressions():
             _check_output(rules, scope, child, keys, clause, outputs)
-
-
-def _check_closed(root: exp.Expr, sql: str) -> None:
-    """Every node of the qualified query has a kind: nothing passes because no rule looked.
-
-    Qualification adds nodes the syntax stage never saw: a source's alias used as a
-    value becomes a ``TableColumn`` (the whole row, as a STRUCT, in DuckDB).
-    """
-    for node in root.walk():
-        if type(node) not in NODE_KINDS:
-            raise closure_refusal(node, root, describe(node, sql))
-        if type(node) in AGGREGATES and extra_arguments(node):
-            raise _refuse(
-                "guard.aggregate_argument",
-                f"{describe(node, sql)} takes one column here (forms with more arguments, "
-                "such as max(x, n) for the n largest values, are not supported)",
-            )
-        if isinstance(node, exp.Column) and isinstance(node.this, exp.Star):
-            source = row_source(root, node.table)
-            raise _refuse(
-                "guard.star",
-                f"{node.table}.* stands for every column of {source}: name the columns "
-                "you need (count(*) counts rows)",
-            )
-
-
-def _check_writable(root: exp.Expr) -> None:
-    """Last, after the rules that name a column: arguments no rule read.
-
-    A join's matching method (ASOF, POSITIONAL ...), and whatever sqlglot would drop
-    when writing the query for DuckDB.
-    """
-    for join in root.find_all(exp.Join):
-        if join.args.get("method"):
-            raise _refuse("guard.join", f"{join.args['method']} joins are not allowed")
-    try:
-        root.sql(dialect="duckdb", unsupported_level=ErrorLevel.RAISE)
-    except UnsupportedError:
-        raise _refuse(
-            "guard.unsupported",
-            "part of the query has no DuckDB form as written (an argument would be "
-            "dropped): write it as DuckDB documents it",
-        ) from None
 
 
 def first_source(scope: Scope) -> tuple[str, exp.Table | Scope]:

@@ -1,3 +1,4 @@
+# Over 400 lines: one table of wrapping cases per node kind and clause; split it by kind.
 """The guard is closed by construction: every sqlglot node type is handled or refused.
 
 Two halves.  The node-kind table is total: every subclass of sqlglot's ``Expression``
@@ -18,7 +19,8 @@ from sqlglot import exp
 from sqlglot.optimizer.scope import traverse_scope
 
 from sandbox.core.errors import QueryRefused
-from sandbox.query.guard import _check_closed, _check_output, _check_writable, _Rules
+from sandbox.query.closure import check_closed, check_writable
+from sandbox.query.guard import _check_output, _Rules
 from sandbox.query.nodes import CLAUSES, Kind
 from sandbox.query.parse import ALLOWED_NODES, NODE_KINDS, parse_query
 from tests.sandbox.query.test_guard import MAX_SQL_LENGTH, access, guard
@@ -87,7 +89,7 @@ def test_every_type_without_a_kind_is_refused_by_every_walk(cls: type) -> None:
     rules, scope, _ = _scope_and_rules()
     wrapped = exp.Paren(this=node)  # reached through a node that is handled
     for check in (
-        lambda: _check_closed(exp.Where(this=wrapped), ""),
+        lambda: check_closed(exp.Where(this=wrapped), ""),
         lambda: rules.walk(wrapped, scope, "predicate", "WHERE"),
         lambda: rules.walk(wrapped, scope, "key", "GROUP BY"),
         lambda: rules.walk(wrapped, scope, "inner_expression", "a derived table"),
@@ -405,9 +407,9 @@ def test_what_sqlglot_cannot_write_for_duckdb_is_refused() -> None:
     """A node argument the DuckDB writer would drop (here Oracle's ``(+)``) is refused."""
     column = exp.Column(this=exp.to_identifier("district"), join_mark=True)
     root = exp.select(column).from_("t")
-    _check_closed(root, "")  # every node has a kind ...
+    check_closed(root, "")  # every node has a kind ...
     with pytest.raises(QueryRefused) as info:
-        _check_writable(root)  # ... but one argument would be lost
+        check_writable(root)  # ... but one argument would be lost
     assert info.value.rule == "guard.unsupported"
 
 
