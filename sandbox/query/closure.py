@@ -3,7 +3,8 @@
 ``check_closed`` runs before any rule: every node must have a kind in the node-kind
 table (``nodes.py``), so qualification cannot slip in a node no rule looks at (a
 source's alias used as a value becomes a ``TableColumn``, the whole row), and an
-accepted aggregate may carry only the argument its rule reads.  ``check_writable``
+accepted aggregate may carry only the argument its rule reads; casts to nested types
+(a list constructor in disguise) and the empty row ``()`` are refused.  ``check_writable``
 runs after the rules, so that a refusal naming a column comes first: a join's
 matching method and anything sqlglot would drop when writing the query for DuckDB
 are arguments no rule read.  Pure functions; refusals name the analyst's words.
@@ -36,6 +37,14 @@ def check_closed(root: exp.Expr, sql: str) -> None:
                 "such as max(x, n) for the n largest values, are not supported)",
                 rule="guard.aggregate_argument",
             )
+        if isinstance(node, exp.DataType) and node.this in exp.DataType.NESTED_TYPES:
+            raise QueryRefused(
+                f"a cast to {node.sql(dialect='duckdb')} makes a nested value (a list, struct "
+                "or map): cast to a plain type",
+                rule="guard.unsupported",
+            )
+        if isinstance(node, exp.Tuple) and not node.expressions:
+            raise QueryRefused("() is an empty row value: name a column", rule="guard.row_value")
         if isinstance(node, exp.Column) and isinstance(node.this, exp.Star):
             raise QueryRefused(
                 f"{node.table}.* stands for every column of {row_source(root, node.table)}: "

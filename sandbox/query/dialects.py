@@ -129,7 +129,7 @@ def _respell_one(node: exp.Anonymous) -> exp.Expr | None:
 def respell(root: exp.Expr) -> None:
     """Respell, in place, every unknown function under ``root`` another dialect reads one way.
 
-    Also ``count(1)`` (any non-NULL constant) is ``count(*)``, in every dialect, and
+    Also ``count(1)`` (any non-NULL constant) and ``count()`` are ``count(*)``, and
     the standard ``FETCH FIRST n ROWS ONLY`` is ``LIMIT n``, and the standard
     ``percentile_cont(q) WITHIN GROUP (ORDER BY x)`` is ``quantile_cont(x, q)``; a
     conditional aggregate is its FILTER form (``_case_to_filter``); DuckDB's
@@ -152,8 +152,9 @@ def respell(root: exp.Expr) -> None:
             fetch.replace(exp.Limit(expression=count.copy()))
     for count in list(root.find_all(exp.Count)):
         arg = count.this
-        if isinstance(arg, exp.Literal | exp.Boolean) and not count.args.get("expressions"):
-            count.set("this", exp.Star())
+        constant = arg is None or isinstance(arg, exp.Literal | exp.Boolean)
+        if constant and not count.args.get("expressions"):
+            count.set("this", exp.Star())  # DuckDB reads count() as count(*) too
     for node in list(root.find_all(exp.Anonymous)):
         if isinstance(node.parent, exp.Table):
             continue  # a table function: refused as one, whatever other dialects make of it

@@ -219,6 +219,10 @@ class _Rules:
                 f"{self.parsed.written(node)}() in {clause}: aggregates are allowed only in "
                 "the outermost SELECT list, HAVING and ORDER BY",
             )
+        elif isinstance(node, exp.Tuple) and context in ("key", "output", "inner_expression"):
+            for child in node.iter_expressions():  # a column's own rule first
+                self.walk(child, scope, context, clause)
+            raise _refuse("guard.row_value", _TUPLE_MESSAGE)
         elif kind in (Kind.CONSTANT, Kind.LEAF):
             return
         elif kind is None:
@@ -651,6 +655,11 @@ def _inside_aggregate(node: exp.Expression) -> bool:
     return False
 
 
+_TUPLE_MESSAGE = (
+    "(a, b) makes one row value (a STRUCT): list the columns as separate outputs or keys"
+)
+
+
 def _check_output(
     rules: _Rules,
     scope: Scope,
@@ -684,6 +693,10 @@ def _check_output(
         raise _refuse("guard.subquery_predicate", f"subqueries are not allowed in {clause}")
     elif kind is Kind.STAR:
         raise _refuse("guard.star", f"* is allowed only in count(*) (in {clause})")
+    elif isinstance(node, exp.Tuple):
+        for child in node.iter_expressions():  # a column's own rule first
+            _check_output(rules, scope, child, keys, clause, outputs)
+        raise _refuse("guard.row_value", _TUPLE_MESSAGE)
     else:
         for child in node.iter_expressions():
             _check_output(rules, scope, child, keys, clause, outputs)

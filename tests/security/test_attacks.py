@@ -74,6 +74,7 @@ SUBJECT = {
     "guard.nesting": r"nest",
     "guard.row_value": r"\w+ stands for the whole row of [\w. ]+: name the columns you need",
     "guard.star": r"\*",
+    "guard.unsupported": r"not supported|no DuckDB form|nested value",
     "budget.exhausted": r"budget",
     "guard.quantile_needs_budget": r"\w+\(\) needs a privacy budget",
     "guard.cost": r"reads \S+ [\d,]+ times|[\d,]+ rows|copies of column values|constant string",

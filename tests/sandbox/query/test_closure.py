@@ -420,3 +420,32 @@ def test_a_join_method_no_rule_reads_is_refused() -> None:
     )
     assert refusal.rule == "guard.join"
     assert "ASOF joins are not allowed" in refusal.message
+
+
+@pytest.mark.parametrize(
+    ("sql", "rule"),
+    [
+        ("SELECT () AS g, count(*) AS n FROM health.claims GROUP BY 1", "guard.row_value"),
+        (
+            "SELECT (district, gender) AS g, count(*) AS n FROM health.claims GROUP BY 1",
+            "guard.row_value",
+        ),
+        ("SELECT district, (count(*), 1) AS g FROM health.claims GROUP BY 1", "guard.row_value"),
+        ("SELECT count(*) FROM (SELECT (district, gender) AS t FROM health.claims) x", None),
+        (
+            "SELECT CAST(district AS VARCHAR[]) AS g, count(*) AS n FROM health.claims GROUP BY 1",
+            "guard.unsupported",
+        ),
+        ("SELECT count(*) FROM health.claims WHERE district::STRUCT(a VARCHAR) IS NULL", None),
+    ],
+)
+def test_row_and_nested_values_are_refused(sql: str, rule: str | None) -> None:
+    """A tuple as a value is a STRUCT, a cast to a nested type a list or struct constructor."""
+    refusal = _refused(sql)
+    assert refusal.rule == (rule or refusal.rule)
+    assert refusal.rule in ("guard.row_value", "guard.unsupported", "guard.syntax_element")
+
+
+def test_a_row_comparison_in_a_predicate_is_accepted() -> None:
+    guard("SELECT count(*) FROM health.claims WHERE (district, gender) = ('D01', 'F')")
+    guard("SELECT count(*) FROM health.claims WHERE (district, gender) IN (('D01', 'F'))")

@@ -27,7 +27,7 @@ def _respelled(expression: str) -> str:
         ("date_part('year', d)", "SELECT EXTRACT(YEAR FROM d)"),
         ("now()", "SELECT CURRENT_TIMESTAMP"),
         ("mean(x)", "SELECT AVG(x)"),  # DuckDB's own alias, unknown to sqlglot's reader
-        ("count(1), count('x')", "SELECT COUNT(*), COUNT(*)"),
+        ("count(1), count('x'), count()", "SELECT COUNT(*), COUNT(*), COUNT(*)"),
         ("percentile_cont(0.5) WITHIN GROUP (ORDER BY x)", "SELECT QUANTILE_CONT(x, 0.5)"),
         ("percentile_disc(0.9) WITHIN GROUP (ORDER BY x)", "SELECT QUANTILE_DISC(x, 0.9)"),
         ("std(a + b) + var(c || 'x')", "SELECT STDDEV_POP(a + b) + VARIANCE(c || 'x')"),
