@@ -220,8 +220,8 @@ class _Rules:
                 "the outermost SELECT list, HAVING and ORDER BY",
             )
         elif isinstance(node, exp.Tuple) and context in ("key", "output", "inner_expression"):
-            for child in node.iter_expressions():  # a column's own rule first
-                self.walk(child, scope, context, clause)
+            for part in node.iter_expressions():  # a column's own rule first
+                self.walk(part, scope, context, clause)
             raise _refuse("guard.row_value", _TUPLE_MESSAGE)
         elif kind in (Kind.CONSTANT, Kind.LEAF):
             return
@@ -694,8 +694,8 @@ def _check_output(
     elif kind is Kind.STAR:
         raise _refuse("guard.star", f"* is allowed only in count(*) (in {clause})")
     elif isinstance(node, exp.Tuple):
-        for child in node.iter_expressions():  # a column's own rule first
-            _check_output(rules, scope, child, keys, clause, outputs)
+        for part in node.iter_expressions():  # a column's own rule first
+            _check_output(rules, scope, part, keys, clause, outputs)
         raise _refuse("guard.row_value", _TUPLE_MESSAGE)
     else:
         for child in node.iter_expressions():
