@@ -133,7 +133,7 @@ def respell(root: exp.Expr) -> None:
     the standard ``FETCH FIRST n ROWS ONLY`` is ``LIMIT n``, and the standard
     ``percentile_cont(q) WITHIN GROUP (ORDER BY x)`` is ``quantile_cont(x, q)``; a
     conditional aggregate is its FILTER form (``_case_to_filter``); DuckDB's
-    ``ORDER BY ALL`` is ``ORDER BY 1, 2, …``.
+    ``ORDER BY ALL`` is ``ORDER BY 1, 2, …`` and ``LIMIT ALL`` no limit.
     """
     for agg in list(root.find_all(*_CONDITIONAL)):
         _case_to_filter(agg)
@@ -143,6 +143,10 @@ def respell(root: exp.Expr) -> None:
             within.replace(quantile)
     if isinstance(root, exp.Select):
         _order_by_all(root)
+        limit = root.args.get("limit")
+        if isinstance(limit, exp.Limit) and isinstance(limit.expression, exp.Var):
+            if limit.expression.name.upper() == "ALL":  # LIMIT ALL: no limit
+                root.set("limit", None)
     for fetch in list(root.find_all(exp.Fetch)):
         count, options = fetch.args.get("count"), fetch.args.get("limit_options")
         plain = options is None or not (

@@ -116,6 +116,7 @@ EXPRESSION_KINDS: Mapping[type[exp.Expr], Kind] = {
         exp.ILike,
         exp.NullSafeEQ,
         exp.NullSafeNEQ,
+        exp.StartsWith,  # starts_with(x, 'C'), like x LIKE 'C%'
     ),
     **_all(
         Kind.SCALAR,

@@ -180,6 +180,7 @@ WRAPPERS = {
     exp.ILike: "({c} ILIKE 'a%')",
     exp.NullSafeEQ: "({c} IS NOT DISTINCT FROM 'x')",
     exp.NullSafeNEQ: "({c} IS DISTINCT FROM 'x')",
+    exp.StartsWith: "starts_with({c}, 'x')",
     exp.Not: "(NOT {c} = 'x')",
     exp.And: "({c} = 'x' AND TRUE)",
     exp.Or: "({c} = 'x' OR FALSE)",

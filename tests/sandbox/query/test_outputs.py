@@ -34,6 +34,9 @@ ANSWERED = [
     "SELECT lower(district) AS d, count(*) AS n FROM health.claims GROUP BY 1 ORDER BY d",
     "SELECT district, gender, count(*) AS n FROM health.claims GROUP BY ALL ORDER BY ALL",
     "SELECT district, count(*) AS n FROM health.claims GROUP BY ALL ORDER BY ALL DESC",
+    "SELECT district, count(*) AS n FROM health.claims GROUP BY 1 ORDER BY n DESC LIMIT ALL",
+    "SELECT CASE WHEN starts_with(diagnosis_code, 'J') THEN 'j' ELSE 'other' END AS g, "
+    "count(*) AS n FROM health.claims GROUP BY 1 ORDER BY 1",
     "SELECT year(claim_date) AS y, count(*) AS n FROM health.claims GROUP BY 1 ORDER BY y",
     "SELECT strftime(claim_date, '%Y-%m') AS m, count(*) AS n FROM health.claims "
     "GROUP BY 1 ORDER BY 1",
