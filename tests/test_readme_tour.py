@@ -82,6 +82,7 @@ _MASKS = [
     (re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)?"), "<time>"),
     (re.compile(r"sbx_[A-Za-z0-9_-]{20,}"), "<token>"),
     (re.compile(r"\b((?:job|tk|gr|up|en)_)?[0-9a-f]{16,}\b"), r"\1<hex>"),
+    (re.compile(r"\b[0-9a-f]{4,15}…"), "<hex>"),  # a hash the README shortens
     (re.compile(r"[^\s\"']*/demo-home\b"), "<home>"),
     (
         re.compile(
@@ -221,6 +222,7 @@ def test_masking_keeps_what_the_reader_can_check() -> None:
         "# 5 rows, 0 groups suppressed (k=10); audit seq <n>"
     )
     assert mask("job_b8e0936a3a204c14a0365be4  succeeded") == "job_<hex>  succeeded"
+    assert mask("audit entry 3f1c…") == mask("audit entry " + "3f1c" * 16) == "audit entry <hex>"
     assert matches(("a …", "...", "z"), ["a b c", "x", "y", "z"])
     assert not matches(("a", "b"), ["a", "c"])
 

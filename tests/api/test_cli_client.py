@@ -43,7 +43,7 @@ def test_query_and_jobs_over_http(server, sandbox, tmp_path: Path) -> None:
     table = sandbox("query", "--url", server.url, "--token", token, BY_DISTRICT)
     assert table.returncode == 0, table.stderr
     assert table.stdout.splitlines()[0].split() == ["district", "n"]
-    assert "audit seq" in table.stderr
+    assert "audit entry " in table.stderr
     refused = sandbox(
         "query", "--url", server.url, "--token", token, "SELECT name FROM health.claims"
     )
