@@ -118,8 +118,7 @@ def release(
     disclosed = disclose(stats, prepared.columns, prepared.params, noise=noise)
     # The enclave's row order follows its hash tables, which every row shapes: released
     # rows (and a LIMIT without ORDER BY) follow the group keys instead.
-    keys = [(name, "ascending") for name in prepared.plan.keys]
-    released = disclosed.table.sort_by(keys) if keys else disclosed.table
+    released = _sorted(disclosed.table, prepared.plan.keys)
     owned = database is None
     base = release_database() if database is None else database
     con = base.cursor()
@@ -137,6 +136,30 @@ def release(
             base.close()
     table = _round(table, prepared.params.round_digits)
     return Released(table, disclosed.groups_suppressed, disclosed.epsilon_spent)
+
+
+def _sorted(table: pa.Table, keys: list[str]) -> pa.Table:
+    """The rows ordered by the group keys, ascending, nulls last.
+
+    pyarrow sorts no interval: an interval key (``INTERVAL 1 DAY`` as a group key, or
+    a difference of timestamps) sorts by its months, then days, then nanoseconds.
+    """
+    if not keys or table.num_rows == 0:
+        return table
+    proxy: dict[str, pa.Array | pa.ChunkedArray] = {}
+    order: list[tuple[str, str]] = []
+    for i, name in enumerate(keys):
+        column = table.column(name)
+        if pa.types.is_interval(column.type):
+            values = column.to_pylist()
+            for j, field in enumerate(("months", "days", "nanoseconds")):
+                part = [None if v is None else getattr(v, field) for v in values]
+                proxy[f"k{i}_{j}"] = pa.array(part, type=pa.int64())
+                order.append((f"k{i}_{j}", "ascending"))
+        else:
+            proxy[f"k{i}"] = column
+            order.append((f"k{i}", "ascending"))
+    return table.take(pc.sort_indices(pa.table(proxy), sort_keys=order))
 
 
 def _round(table: pa.Table, digits: int | None) -> pa.Table:
