@@ -29,6 +29,8 @@ from sqlglot import exp
 from sqlglot.errors import ErrorLevel
 from sqlglot.tokens import TokenType
 
+from sandbox.query.normalize import normalize
+
 __all__ = ["DIALECTS", "alternatives", "respell", "top_to_limit"]
 
 #: The dialects consulted, in order.
@@ -133,7 +135,9 @@ def respell(root: exp.Expr) -> None:
     the standard ``FETCH FIRST n ROWS ONLY`` is ``LIMIT n``, and the standard
     ``percentile_cont(q) WITHIN GROUP (ORDER BY x)`` is ``quantile_cont(x, q)``; a
     conditional aggregate is its FILTER form (``_case_to_filter``); DuckDB's
-    ``ORDER BY ALL`` is ``ORDER BY 1, 2, …`` and ``LIMIT ALL`` no limit.
+    ``ORDER BY ALL`` is ``ORDER BY 1, 2, …`` and ``LIMIT ALL`` no limit.  Then the
+    equivalent forms of ``sandbox/query/normalize.py`` (implicit joins, ``LIMIT n
+    OFFSET m``, an outer SELECT over an aggregating derived table or CTE).
     """
     for agg in list(root.find_all(*_CONDITIONAL)):
         _case_to_filter(agg)
@@ -165,6 +169,7 @@ def respell(root: exp.Expr) -> None:
         new = _respelled(node) if node is not root else None
         if new is not None:
             node.replace(new)
+    normalize(root)
 
 
 #: Aggregates whose ``agg(CASE WHEN c THEN x END)`` is ``agg(x) FILTER (WHERE c)``: they

@@ -29,6 +29,7 @@ from sandbox.query.columns_expr import EXPANDED
 from sandbox.query.disclosure import QUANTILE_BINS
 from sandbox.query.guard import QUANTILES, Checked, first_source, quantile_of
 from sandbox.query.joined import check_budget_joins, entity_in, joined_datasets
+from sandbox.query.normalize import MAX_OFFSET
 
 __all__ = ["ContributionBounds", "Plan", "Stat", "build_plan"]
 
@@ -78,6 +79,26 @@ class Plan:
 
 def _col(name: str, table: str | None = None) -> exp.Column:
     return exp.column(name, table=table, quoted=True)
+
+
+def _limit(release: exp.Select, limit: exp.Limit) -> None:
+    """The released SELECT's LIMIT, and its OFFSET (normalize.py puts it in the LIMIT node).
+
+    Both apply to the released rows in their released order, as written.
+    """
+    limit = limit.copy()
+    offset = limit.args.get("offset")
+    limit.set("offset", None)
+    release.set("limit", limit)
+    if offset is None:
+        return
+    if not (
+        isinstance(offset, exp.Literal) and offset.is_int and 0 <= int(offset.name) <= MAX_OFFSET
+    ):
+        raise QueryRefused(
+            f"OFFSET takes a whole number from 0 to {MAX_OFFSET:,}", rule="guard.limit"
+        )
+    release.set("offset", exp.Offset(expression=offset))
 
 
 def _inject_entity(checked: Checked, access: Mapping[str, DatasetAccess]) -> exp.Expression:
@@ -470,7 +491,7 @@ def build_plan(
                 ordered.set("this", _try(target.transform(to_release)))
         release.set("order", order)
     if final.args.get("limit"):
-        release.set("limit", final.args["limit"].copy())
+        _limit(release, final.args["limit"])
 
     inner = exp.Select()
     inner.set(
