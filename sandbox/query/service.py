@@ -450,7 +450,10 @@ class QueryService:
             # Paid before it touches data: a run that fails (time, memory, cancellation)
             # costs what one that succeeds does, so failing is no free oracle.
             charged = self._charge(auth, rid)
-            cpu0 = time.process_time()
+            # This thread's CPU clock, not the process's: the process's also counts other
+            # operators' concurrent jobs, which an operator could read off its own usage.
+            # DuckDB's helper threads are not counted (they serve every query at once).
+            cpu0 = time.thread_time()
             try:
                 limit = self.platform.settings.max_result_rows
                 try:
@@ -468,9 +471,9 @@ class QueryService:
                         rule="enclave.max_result_rows",
                     )
             except BaseException:
-                self._meter(auth, int((time.process_time() - cpu0) * 1000))
+                self._meter(auth, int((time.thread_time() - cpu0) * 1000))
                 raise
-            cpu_ms = int((time.process_time() - cpu0) * 1000)
+            cpu_ms = int((time.thread_time() - cpu0) * 1000)
             if auth.decision.review_required:
                 self._meter(auth, cpu_ms)  # now: a rejected result is never released
                 return self._hold(actor, rid, client, auth, key, released, cpu_ms, started)
