@@ -17,8 +17,9 @@ Masked, with why it is not a count of other accounts' activity:
   the audit log itself is closed to operators (403, checked below);
 - timestamps: wall-clock; what they say about queueing is what an operator measures
   with its own clock by polling, bounded by the fair queue (docs/threat-model.md);
-- ``cpu_ms`` / ``cpu_seconds``: measured with the process CPU clock (see the
-  threat model's residual note: concurrent jobs of other operators inflate it).
+- ``cpu_ms`` / ``cpu_seconds``: op-bank's own CPU time, which varies run to run.  It
+  is the running thread's CPU clock: the process clock it used to be also counted
+  other operators' concurrent jobs (a timing effect this test cannot pin down).
 """
 
 from __future__ import annotations
