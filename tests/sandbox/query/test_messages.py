@@ -1,8 +1,9 @@
 """Every refusal the guard gives, read as the analyst reads it (issue 13, item 9).
 
-The refused queries of ``guard_cases/*.jsonl`` and of the attack corpus
-(``tests/security/attacks/*.jsonl``) go through ``QueryService.explain`` on a demo
-deployment, as their account; each message must:
+The refused queries of ``guard_cases/*.jsonl``, of the attack corpus
+(``tests/security/attacks/*.jsonl``) and the utility corpus's known refusals go
+through ``QueryService.explain`` on a demo deployment, as their account; each
+message must:
 
 - carry no sqlglot internals (positions, node class names) and no rewrite names;
 - name a column or function in the analyst's words: a column it names is one the
@@ -27,10 +28,12 @@ from sandbox.enclave.demo_data import DEMO_DATASETS, demo_spec
 from sandbox.query.service import QueryService
 from tests.conftest import build_deployment
 from tests.security.conftest import LeakCheck, identifier_values
+from tests.utility.enclave import CORPUS, known_refusals
 
 HERE = Path(__file__).parent
 GUARD_CASES = HERE / "guard_cases"
 ATTACKS = HERE.parents[1] / "security" / "attacks"
+
 
 INTERNALS = re.compile(
     r"Line: \d+, Col: \d+|\bExpression\b|\bexp\.[A-Z]|sqlglot|<class |object at 0x|Traceback"
@@ -40,6 +43,8 @@ INTERNALS = re.compile(
 SQLGLOT_TEXT = re.compile(r"Unknown column: |could not be resolved")
 #: A keyword or type a message names as the query's: it must be one the analyst wrote.
 WRITTEN = re.compile(r"^(\w+) syntax is not|a cast to (\w+)|, not ([A-Z]+)$")
+#: A clause named by half its keyword (sqlglot's arg name: "group", "order").
+HALF_KEYWORD = re.compile(r"\b(GROUP|ORDER)\b(?! BY)")
 REWRITE_NAMES = re.compile(r"__\w+")
 QUALIFIED = re.compile(r"\b(\w+)\.(\w+)\.(\w+)\b")
 FUNCTION = re.compile(r"\b([A-Za-z_]\w*)\(\)")
@@ -49,6 +54,14 @@ STAR = re.compile(r"(?<!\()\*(?!\s*\))|\bCOLUMNS\s*\(", re.IGNORECASE)
 _NATURAL = (
     "NATURAL JOIN joins on every column the two sides share: write JOIN ... ON a key "
     "both classifications declare joinable"
+)
+_INNER_GROUP = (
+    "GROUP BY is allowed only in the outermost SELECT: aggregate once, in the released "
+    "SELECT (an aggregate of aggregates, such as a mean of per-person totals, is not supported)"
+)
+_INNER_ORDER = (
+    "ORDER BY is allowed only in the outermost SELECT (inside, with LIMIT, it would pick "
+    "single rows): order the released result instead"
 )
 #: Messages that fail a check today, by query (line numbers in the case files move),
 #: with the wording proposed for them.
@@ -66,6 +79,22 @@ KNOWN: dict[str, str] = {
         "identifier health.claims.person_id in any_value(): identifiers may only be counted, "
         "as count(DISTINCT person_id), or used as declared join keys"
     ),
+    # scope_rules.py names the clause by sqlglot's arg name ("group", "order").
+    "SELECT district, count(*) FROM (SELECT district, count(*) AS n FROM health.claims "
+    "GROUP BY 1) t GROUP BY 1": _INNER_GROUP,
+    "SELECT d, count(*) FROM (SELECT district AS d FROM health.claims UNION ALL SELECT "
+    "district FROM health.claims GROUP BY 1) t GROUP BY 1": _INNER_GROUP,
+    "WITH per_person AS (SELECT person_id, district, sum(claim_amount) AS total FROM "
+    "health.claims GROUP BY person_id, district) SELECT district, avg(total) AS mean_per_person "
+    "FROM per_person GROUP BY district": _INNER_GROUP,
+    "WITH a AS (SELECT district, count(*) AS n FROM health.claims GROUP BY 1), b AS (SELECT "
+    "sum(n) AS total FROM a) SELECT a.district, a.n * 100.0 / b.total AS pct FROM a, b": (
+        _INNER_GROUP
+    ),
+    "SELECT district, count(*) FROM (SELECT district FROM health.claims ORDER BY claim_amount "
+    "DESC LIMIT 1) t GROUP BY 1": _INNER_ORDER,
+    "SELECT d, count(*) FROM (SELECT district AS d FROM health.claims UNION ALL SELECT "
+    "district FROM health.claims ORDER BY 1 LIMIT 5) t GROUP BY 1": _INNER_ORDER,
     # sqlglot writes VARCHAR as TEXT.
     "SELECT CAST(district AS VARCHAR[]) AS g, count(DISTINCT person_id) AS ent "
     "FROM health.claims GROUP BY 1": (
@@ -86,6 +115,11 @@ def _cases() -> list[dict[str, Any]]:
         for n, case in enumerate(_lines(path), 1):
             if case.get("expect", "refuse") == "refuse" and "rule" in case:
                 cases.append({"id": f"{path.stem}-{n}", "as": "op-bank", **case})
+    # Analysts' queries the guard still refuses: their messages matter most.
+    known = set(known_refusals())
+    for case in _lines(CORPUS):
+        if case["id"] in known:
+            cases.append({**case, "id": f"utility-{case['id']}"})
     for path in sorted(ATTACKS.glob("*.jsonl")):
         for n, case in enumerate(_lines(path), 1):
             if case.get("expect") == "refuse":
@@ -135,6 +169,8 @@ def problems(sql: str, message: str, leaks: LeakCheck) -> list[str]:
         w for w in m.groups() if w
     ).lower() not in sql.lower():
         found.append(f"{next(w for w in m.groups() if w)!r} is not what the query wrote")
+    if m := HALF_KEYWORD.search(message):
+        found.append(f"{m.group(0)} without BY")
     if m := REWRITE_NAMES.search(message):
         found.append(f"rewrite name {m.group(0)!r}")
     # The subject is the first column or function a message names; any later one may be
@@ -183,6 +219,7 @@ def test_the_checks_can_fail() -> None:
     assert problems(sql, "identifier health.claims.name cannot be grouped", leaks)
     assert problems(sql, "function stddev_samp() is not on the allowlist", leaks)
     assert problems(sql, "value 110101199003071234 matched", leaks)
+    assert problems(sql, "GROUP is allowed only in the outermost SELECT", leaks)
     assert problems(sql, "IGNORENULLS syntax is not on the allowlist", leaks)
     assert problems(sql, "only SELECT queries are allowed, not TRANSACTION", leaks)
     assert problems(sql, "the query's columns cannot be resolved: Unknown column: name", leaks)
