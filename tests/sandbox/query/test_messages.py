@@ -34,7 +34,6 @@ HERE = Path(__file__).parent
 GUARD_CASES = HERE / "guard_cases"
 ATTACKS = HERE.parents[1] / "security" / "attacks"
 
-
 INTERNALS = re.compile(
     r"Line: \d+, Col: \d+|\bExpression\b|\bexp\.[A-Z]|sqlglot|<class |object at 0x|Traceback"
     r"|\b(?:Anonymous|Paren|Alias|Column|Identifier|Literal|Tuple|Struct|Dot|Cast|Func)\b(?!\s*\()"
