@@ -23,7 +23,14 @@ from __future__ import annotations
 
 from sqlglot import exp
 
-__all__ = ["MAX_OFFSET", "aggregate_source", "implicit_joins", "normalize", "offset_into_limit"]
+__all__ = [
+    "MAX_OFFSET",
+    "aggregate_source",
+    "coalesce_zero",
+    "implicit_joins",
+    "normalize",
+    "offset_into_limit",
+]
 
 #: Larger offsets mean nothing (results are bounded far below), as for LIMIT.
 MAX_OFFSET = 1_000_000_000
@@ -36,6 +43,8 @@ def normalize(root: exp.Expr) -> None:
     aggregate_source(root)
     implicit_joins(root)
     offset_into_limit(root)
+    for agg in list(root.find_all(exp.Sum, exp.Avg, exp.Count)):
+        coalesce_zero(agg)
 
 
 # -- implicit joins --------------------------------------------------------------------
@@ -102,6 +111,58 @@ def implicit_joins(select: exp.Select) -> None:
         join.set("on", exp.and_(*(c.unnest().copy() for c in found)))
     rest = [c.copy() for c in conjuncts if id(c) not in used]
     select.set("where", exp.Where(this=exp.and_(*rest)) if rest else None)
+
+
+# -- coalesce(x, 0) inside an aggregate ------------------------------------------------
+
+
+def _zero(node: exp.Expr) -> bool:
+    if isinstance(node, exp.Neg):
+        return _zero(node.this)
+    if not (isinstance(node, exp.Literal) and not node.is_string):
+        return False
+    try:
+        return float(node.name) == 0
+    except ValueError:
+        return False
+
+
+def coalesce_zero(agg: exp.Expr) -> None:
+    """``sum``, ``avg`` and ``count`` of ``coalesce(x, 0)``, in the forms the rewrite knows.
+
+    ``count(coalesce(x, c))`` (a constant c) is ``count(*)``; ``sum(coalesce(x, 0))``
+    is ``sum(x)``; ``avg(coalesce(x, 0))`` is ``sum(x) / count(*)`` (the NULLs count as
+    zeros).  Equal wherever a row has a value; NULL rather than 0 where every value of
+    the group is NULL (as ``sum(CASE … ELSE 0 END)`` in dialects.py).  A ``FILTER``
+    stays on each aggregate made.  Other arguments are left as written.
+    """
+    arg = agg.this
+    if not isinstance(arg, exp.Coalesce) or agg.args.get("expressions"):
+        return
+    if len(arg.expressions) != 1:
+        return
+    (fallback,) = arg.expressions
+    if isinstance(agg, exp.Count):
+        if not isinstance(fallback, exp.Literal | exp.Boolean):
+            return
+        agg.replace(exp.Count(this=exp.Star()))
+        return
+    if not _zero(fallback):
+        return
+    value = arg.this.copy()
+    if isinstance(agg, exp.Sum):
+        agg.set("this", value)
+        return
+    outer = agg.parent
+    filtered = isinstance(outer, exp.Filter) and isinstance(outer.expression, exp.Where)
+
+    def kept(new: exp.Expr) -> exp.Expr:
+        if filtered:
+            return exp.Filter(this=new, expression=outer.expression.copy())
+        return new
+
+    ratio = exp.Div(this=kept(exp.Sum(this=value)), expression=kept(exp.Count(this=exp.Star())))
+    (outer if filtered else agg).replace(exp.paren(ratio))
 
 
 # -- OFFSET ----------------------------------------------------------------------------
