@@ -79,17 +79,8 @@ KNOWN: dict[str, str] = {
         "as count(DISTINCT person_id), or used as declared join keys"
     ),
     # scope_rules.py names the clause by sqlglot's arg name ("group", "order").
-    "SELECT district, count(*) FROM (SELECT district, count(*) AS n FROM health.claims "
-    "GROUP BY 1) t GROUP BY 1": _INNER_GROUP,
     "SELECT d, count(*) FROM (SELECT district AS d FROM health.claims UNION ALL SELECT "
     "district FROM health.claims GROUP BY 1) t GROUP BY 1": _INNER_GROUP,
-    "WITH per_person AS (SELECT person_id, district, sum(claim_amount) AS total FROM "
-    "health.claims GROUP BY person_id, district) SELECT district, avg(total) AS mean_per_person "
-    "FROM per_person GROUP BY district": _INNER_GROUP,
-    "WITH a AS (SELECT district, count(*) AS n FROM health.claims GROUP BY 1), b AS (SELECT "
-    "sum(n) AS total FROM a) SELECT a.district, a.n * 100.0 / b.total AS pct FROM a, b": (
-        _INNER_GROUP
-    ),
     "SELECT district, count(*) FROM (SELECT district FROM health.claims ORDER BY claim_amount "
     "DESC LIMIT 1) t GROUP BY 1": _INNER_ORDER,
     "SELECT d, count(*) FROM (SELECT district AS d FROM health.claims UNION ALL SELECT "
