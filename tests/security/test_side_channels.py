@@ -233,6 +233,29 @@ def test_nothing_op_bank_receives_counts_other_accounts_activity(worlds: dict[st
         assert quiet[name] == busy[name], f"{name}: {_diff(quiet[name], busy[name])}"
 
 
+def _keys(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield k
+            yield from _keys(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _keys(v)
+
+
+def test_no_platform_wide_counter_by_name(worlds: dict[str, Any]) -> None:
+    """Leak 9 itself: no audit seq or global policy version in anything op-bank receives."""
+    names = {
+        key
+        for world in worlds.values()
+        for round_ in ("first", "second")
+        for seen_ in world[round_].values()
+        for key in _keys(seen_.get("body"))
+    }
+    assert "audit_entry_hash" in names and "grants" in names  # the receipt was looked at
+    assert not {n for n in names if re.search(r"seq|policy_version|sequence", n)}, names
+
+
 def test_the_audit_log_is_closed_to_operators(worlds: dict[str, Any]) -> None:
     second = worlds["busy"]["second"]
     assert second["audit entries"]["status"] == 403
