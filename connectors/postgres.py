@@ -17,6 +17,7 @@ the recorded URI carries no password.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import re
 import shutil
 import tempfile
@@ -82,6 +83,12 @@ class PostgresSource:
 
     def prepare(self, workdir: Path, limits: IngestLimits) -> FinishedFile:
         """Stream the rows into a finished Arrow file in a confined child (no enclave lock)."""
+        if importlib.util.find_spec("adbc_driver_postgresql") is None:
+            # Said here, before a child starts, in the same words the child would use.
+            raise ConnectorError(
+                "PostgreSQL sources need the postgres extra: pip install 'sandbox[postgres]'",
+                rule="connector.postgresql.extra",
+            )
         sql = self._sql()
         output = workdir / OUTPUT
         job = {"format": "postgresql", "url": self._libpq_url(), "sql": sql}

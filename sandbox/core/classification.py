@@ -64,6 +64,17 @@ NUMERIC_TYPES = re.compile(
     r"|FLOAT|DOUBLE|REAL|DECIMAL(\(\d+,\s*\d+\))?)$"
 )
 TEMPORAL_TYPES = re.compile(r"^(DATE|TIMESTAMP.*|TIME)$")
+#: Whole-number types: a column declared as one matches data of any other (a CSV reader
+#: infers BIGINT where the bureau wrote INTEGER); what the guard needs is "whole numbers".
+INTEGER_TYPES = re.compile(
+    r"^(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|UTINYINT|USMALLINT|UINTEGER|UBIGINT|UHUGEINT)$"
+)
+
+
+def _same_type(declared: str, actual: str) -> bool:
+    if declared == actual:
+        return True
+    return bool(INTEGER_TYPES.fullmatch(declared) and INTEGER_TYPES.fullmatch(actual))
 
 
 @dataclass(frozen=True)
@@ -237,7 +248,7 @@ def validate_against_schema(spec: DatasetSpec, schema: Mapping[str, str]) -> Dat
             problems.append(f"column '{col.name}' is classified but not in the data")
             continue
         real_name, dtype = actual[col.name.lower()]
-        if col.type and col.type != dtype:
+        if col.type and not _same_type(col.type, dtype):
             problems.append(f"column '{col.name}' is declared {col.type} but the data is {dtype}")
         if col.role is Role.MEASURE and not NUMERIC_TYPES.fullmatch(dtype):
             problems.append(f"column '{col.name}' is a measure but its type {dtype} is not numeric")

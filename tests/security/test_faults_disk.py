@@ -41,7 +41,7 @@ from tests.conftest import build_deployment
 from tests.security.conftest import SERVER_ENV, LeakCheck, identifier_values
 from tests.security.faults import export_trail
 
-QUERY = "SELECT gender, count(*) AS n FROM health.claims WHERE age >= {x} GROUP BY 1"
+QUERY = "SELECT gender, count(*) AS n FROM health.claims WHERE claim_amount >= {x} GROUP BY 1"
 
 
 @contextmanager

@@ -429,3 +429,15 @@ def test_a_measure_use_needs_a_numeric_column() -> None:
         info.value.message
     )
     assert validate_against_schema(spec, SCHEMA).column("age").type == "INTEGER"
+
+
+def test_a_declared_whole_number_type_matches_any_whole_number_type() -> None:
+    """A CSV reader infers BIGINT where the bureau declared INTEGER: still whole numbers."""
+    text = BASE.replace("[columns.age]\n", '[columns.age]\ntype = "INTEGER"\n', 1)
+    spec = parse_classification(text)
+    assert spec.column("age").type == "INTEGER"
+    typed = validate_against_schema(spec, {**SCHEMA, "age": "BIGINT"})
+    assert typed.column("age").type == "BIGINT"
+    with pytest.raises(ClassificationError) as info:
+        validate_against_schema(spec, {**SCHEMA, "age": "DOUBLE"})
+    assert "column 'age' is declared INTEGER but the data is DOUBLE" in info.value.message
