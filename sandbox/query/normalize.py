@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from sqlglot import exp
 
+from sandbox.query.advice import advise
+
 __all__ = [
     "MAX_OFFSET",
     "aggregate_source",
@@ -37,14 +39,20 @@ MAX_OFFSET = 1_000_000_000
 
 
 def normalize(root: exp.Expr) -> None:
-    """Apply every rewrite of this module to the outermost SELECT, in place."""
+    """Apply every rewrite of this module to the outermost SELECT, in place.
+
+    Then ``advice.py``: shapes left as written that it recognises are refused with the
+    guard's rule and the accepted way.
+    """
     if not isinstance(root, exp.Select):
+        advise(root)
         return
     aggregate_source(root)
     implicit_joins(root)
     offset_into_limit(root)
     for agg in list(root.find_all(exp.Sum, exp.Avg, exp.Count)):
         coalesce_zero(agg)
+    advise(root)
 
 
 # -- implicit joins --------------------------------------------------------------------
