@@ -1,0 +1,256 @@
+"""Column-use rules: each column reference checked by its role where it stands.
+
+``ColumnRules.use`` consults the role-by-clause table (``sandbox/query/uses.py``);
+the walks dispatch on the node-kind table (``sandbox/query/nodes.py``) and refuse a
+node without a kind; the aggregate rules check each aggregate and its argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sqlglot import exp
+from sqlglot.optimizer.scope import Scope
+
+from sandbox.core.access import DatasetAccess
+from sandbox.core.classification import ColumnSpec, Level, Role
+from sandbox.core.errors import QueryRefused
+from sandbox.query.lineage import BaseColumn, ColumnInfo, Lineage
+from sandbox.query.nodes import Kind, closure_refusal
+from sandbox.query.parse import AGGREGATES, NODE_KINDS, RECORD_VALUE_AGGREGATES, Parsed
+from sandbox.query.spelling import describe
+from sandbox.query.uses import USES, Context, Needs
+
+#: Quantiles of a measure: released under a privacy budget only (docs/disclosure.md).
+QUANTILES = (exp.Median, exp.PercentileCont, exp.PercentileDisc, exp.Quantile)
+#: The arguments a quantile may carry: the column and the quantile (anything else refused).
+_QUANTILE_ARGS = frozenset({"this", "expression", "quantile"})
+
+
+def quantile_of(agg: exp.Expression) -> float | None:
+    """The constant quantile of a quantile aggregate (0.5 for median), None if not one."""
+    if isinstance(agg, exp.Median):
+        return 0.5
+    q = agg.args.get("quantile") if isinstance(agg, exp.Quantile) else agg.args.get("expression")
+    negative = isinstance(q, exp.Neg)
+    literal = q.this if isinstance(q, exp.Neg) else q
+    if not isinstance(literal, exp.Literal) or literal.is_string:
+        return None
+    try:
+        value = -float(literal.name) if negative else float(literal.name)
+    except ValueError:
+        return None
+    return value if 0 <= value <= 1 else None
+
+
+def refuse(rule: str, message: str) -> QueryRefused:
+    return QueryRefused(message, rule=rule)
+
+
+class ColumnRules:
+    """The column-use rules over one query; holds its lineage and the columns touched."""
+
+    def __init__(self, parsed: Parsed, access: Mapping[str, DatasetAccess]) -> None:
+        self.parsed = parsed
+        self.access = access
+        self.lineage = Lineage()
+        self.touched: set[BaseColumn] = set()
+
+    # -- column rules ------------------------------------------------------------------------
+
+    def column(self, base: BaseColumn) -> tuple[DatasetAccess, ColumnSpec]:
+        grant = self.access.get(base.dataset)
+        if grant is None:
+            raise refuse("grant.missing", f"no live grant covers dataset {base.dataset}")
+        try:
+            spec = grant.spec.column(base.column)
+        except KeyError:
+            raise refuse(
+                "guard.unknown_column", f"{base.dataset} has no column '{base.column}'"
+            ) from None
+        where = f"{base.dataset}.{spec.name}"
+        if spec.level is Level.L4:
+            raise refuse("guard.l4_column", f"{where} is level L4 and never leaves the enclave")
+        if spec.level > grant.max_level:
+            raise refuse(
+                "grant.column_ceiling",
+                f"{where} is level {spec.level.name}, above the grant's ceiling "
+                f"{grant.max_level.name}",
+            )
+        if grant.columns is not None and spec.name.lower() not in grant.columns:
+            raise refuse("grant.column_list", f"{where} is not in the grant's column list")
+        self.touched.add(base)
+        return grant, spec
+
+    def use(self, info: ColumnInfo, context: str, clause: str) -> None:
+        """Check every base column of a reference used in ``context`` within ``clause``.
+
+        The decision is the role-by-context table of ``sandbox.query.uses``.
+        """
+        for base in info.bases:
+            grant, spec = self.column(base)
+            cell = USES[(spec.role, Context(context))]
+            if cell.needs is Needs.NOTHING:
+                continue
+            met = {
+                Needs.BARE: info.passthrough,
+                Needs.GROUPABLE: spec.name.lower() in grant.groupable,
+                Needs.MEASURE_USE: spec.bounds is not None,
+                Needs.NEVER: False,
+            }[cell.needs]
+            if not met:
+                raise refuse(
+                    cell.rule,
+                    cell.message.format(
+                        where=f"{base.dataset}.{spec.name} in {clause}",
+                        role=spec.role.value,
+                        name=spec.name,
+                        entity_key=grant.spec.entity_key,
+                    ),
+                )
+
+    # -- expression walking ------------------------------------------------------------------
+
+    def walk(self, node: exp.Expression, scope: Scope, context: str, clause: str) -> None:
+        """Check every column under ``node`` by its kind (not descending into nested scopes).
+
+        Closed: a node type without a kind in ``NODE_KINDS`` is refused, never descended.
+        """
+        kind = NODE_KINDS.get(type(node))
+        if kind is Kind.COLUMN:
+            assert isinstance(node, exp.Column)
+            self.use(self.lineage.resolve(node, scope), context, clause)
+        elif kind is Kind.STAR:
+            if not isinstance(node.parent, exp.Count):
+                raise refuse("guard.star", f"* is allowed only in count(*) (in {clause})")
+        elif isinstance(node, exp.Where):  # a FILTER's condition
+            self.walk(node.this, scope, context, clause)
+        elif kind is Kind.CLAUSE:
+            raise refuse(
+                "guard.subquery_predicate",
+                f"subqueries are allowed only in FROM (found in {clause})",
+            )
+        elif kind is Kind.AGGREGATE:
+            raise refuse(
+                "guard.aggregate_placement",
+                f"{self.parsed.written(node)}() in {clause}: aggregates are allowed only in "
+                "the outermost SELECT list, HAVING and ORDER BY",
+            )
+        elif isinstance(node, exp.Tuple) and context in ("key", "output", "inner_expression"):
+            for part in node.iter_expressions():  # a column's own rule first
+                self.walk(part, scope, context, clause)
+            raise refuse("guard.row_value", TUPLE_MESSAGE)
+        elif kind in (Kind.CONSTANT, Kind.LEAF):
+            return
+        elif kind is None:
+            raise closure_refusal(node, scope.expression, describe(node, self.parsed.sql))
+        else:
+            sub = context
+            if kind is Kind.PREDICATE and context in (
+                "output",
+                "inner_expression",
+                "value_aggregate",
+                "key",
+            ):
+                sub = "predicate" if context != "key" else "key"
+            for child in node.iter_expressions():
+                if isinstance(node, exp.If) and child is node.this and sub != "key":
+                    self.walk(child, scope, "predicate", clause)
+                else:
+                    self.walk(child, scope, sub, clause)
+
+    def aggregate(self, agg: exp.Expression, scope: Scope, clause: str) -> None:
+        if isinstance(agg, exp.Filter):
+            self.walk(agg.expression, scope, "predicate", f"{clause} FILTER")
+            agg = agg.this
+        name = self.parsed.written(agg)
+        if type(agg) in QUANTILES:  # exactly these (approx_quantile stays refused)
+            self._quantile(agg, scope, name, clause)
+            return
+        if type(agg) not in AGGREGATES:
+            args = list(agg.find_all(exp.Column))
+            infos = [self.lineage.resolve(c, scope) for c in args]
+            for info in infos:
+                self.use(info, "record_aggregate", f"{name}()")
+            raise refuse(
+                "guard.aggregate_unsupported",
+                f"{name}() is not supported; use count, sum, avg, stddev, variance, min or max",
+            )
+        for inner in agg.iter_expressions():
+            if inner.find(*AGGREGATES, *RECORD_VALUE_AGGREGATES):
+                raise refuse("guard.nested_aggregate", f"aggregates cannot be nested ({name})")
+        arg = agg.this
+        if isinstance(agg, exp.Count):
+            if isinstance(arg, exp.Star):
+                return
+            if isinstance(arg, exp.Distinct):
+                if len(arg.expressions) != 1 or not isinstance(arg.expressions[0], exp.Column):
+                    raise refuse(
+                        "guard.count_distinct",
+                        "count(DISTINCT ...) takes one column: the entity key",
+                    )
+                info = self.lineage.resolve(arg.expressions[0], scope)
+                base = info.single
+                spec = self.access[base.dataset].spec if base else None
+                if base is None or spec is None or base.column != spec.entity_key.lower():
+                    for b in info.bases:
+                        self.column(b)
+                    raise refuse(
+                        "guard.count_distinct",
+                        "count(DISTINCT ...) is allowed only on a dataset's entity key",
+                    )
+                self.use(info, "count_distinct", clause)
+                return
+            self._bare_argument(arg, scope, name, "count_argument", clause)
+            return
+        if isinstance(agg, exp.Min | exp.Max):
+            self._bare_argument(arg, scope, name, "record_aggregate", clause)
+            return
+        self._bare_argument(arg, scope, name, "value_aggregate", clause)
+
+    def _quantile(self, agg: exp.Expression, scope: Scope, name: str, clause: str) -> None:
+        """``median(x)``, ``quantile_cont(x, q)``, ``quantile_disc(x, q)``, ``quantile(x, q)``.
+
+        A measure column and one constant ``q`` in [0, 1]; released only under a
+        privacy budget, by the exponential mechanism (the rewrite refuses it without:
+        ``guard.quantile_needs_budget``).
+        """
+        q = quantile_of(agg)
+        extra = {k for k, v in agg.args.items() if v is not None} - _QUANTILE_ARGS
+        if q is None or extra:
+            raise refuse(
+                "guard.aggregate_argument",
+                f"{name}() takes a measure column and one constant quantile from 0 to 1, "
+                f"e.g. {name}(x, 0.9)",
+            )
+        self._bare_argument(agg.this, scope, name, "value_aggregate", clause)
+
+    def _bare_argument(
+        self, arg: exp.Expression, scope: Scope, name: str, context: str, clause: str
+    ) -> None:
+        if not isinstance(arg, exp.Column):
+            # Check the columns first so the refusal names the most specific rule.
+            for col in arg.find_all(exp.Column):
+                self.use(self.lineage.resolve(col, scope), context, f"{name}()")
+            raise refuse(
+                "guard.aggregate_argument",
+                f"{name}() takes a column directly; use FILTER (WHERE ...) for conditions",
+            )
+        info = self.lineage.resolve(arg, scope)
+        self.use(info, context, f"{name}() in {clause}")
+        if context == "value_aggregate" and not info.passthrough:
+            raise refuse("guard.aggregate_argument", f"{name}() takes a measure column")
+        if context == "record_aggregate":
+            for base in info.bases:
+                _, spec = self.column(base)
+                if spec.role is not Role.DIMENSION or not info.passthrough:
+                    raise refuse(
+                        "guard.aggregate_record_value",
+                        f"{name}() returns one record's value: allowed on dimension "
+                        f"columns only, not {base.dataset}.{spec.name}",
+                    )
+
+
+TUPLE_MESSAGE = (
+    "(a, b) makes one row value (a STRUCT): list the columns as separate outputs or keys"
+)
