@@ -149,7 +149,8 @@ def _per_entity_mean(root: exp.Select, inner: exp.Select) -> str | None:
     for avg in root.find_all(exp.Avg):
         column = avg.this
         value = outputs.get(column.name.lower()) if isinstance(column, exp.Column) else None
-        if isinstance(value, exp.Sum):
+        keys_written = all(isinstance(k, exp.Column) for k in outer_group.expressions)
+        if isinstance(value, exp.Sum) and isinstance(value.this, exp.Column) and keys_written:
             keys = ", ".join(_text(k) for k in outer_group.expressions)
             return (
                 f"{_text(avg)} is the mean of the per-{_text(extra[0])} sums: that is "
