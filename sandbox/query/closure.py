@@ -12,6 +12,8 @@ are arguments no rule read.  Pure functions; refusals name the analyst's words.
 
 from __future__ import annotations
 
+import re
+
 from sqlglot import exp
 from sqlglot.errors import ErrorLevel, UnsupportedError
 
@@ -39,7 +41,7 @@ def check_closed(root: exp.Expr, sql: str) -> None:
             )
         if isinstance(node, exp.DataType) and node.this in exp.DataType.NESTED_TYPES:
             raise QueryRefused(
-                f"a cast to {node.sql(dialect='duckdb')} makes a nested value (a list, struct "
+                f"a cast to {_written_type(node)} makes a nested value (a list, struct "
                 "or map): cast to a plain type",
                 rule="guard.unsupported",
             )
@@ -70,3 +72,8 @@ def check_writable(root: exp.Expr) -> None:
             "dropped): write it as DuckDB documents it",
             rule="guard.unsupported",
         ) from None
+
+
+def _written_type(node: exp.Expr) -> str:
+    """A type as DuckDB spells it (sqlglot writes VARCHAR as TEXT)."""
+    return re.sub(r"\bTEXT\b", "VARCHAR", node.sql(dialect="duckdb"))

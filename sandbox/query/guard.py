@@ -22,6 +22,7 @@ The result is a :class:`Checked` query the rewrite turns into SQL.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -140,6 +141,13 @@ def analyse(parsed: Parsed, access: Mapping[str, DatasetAccess]) -> Analysed:
     missing = [d for d in parsed.datasets if d not in access]
     if missing:
         raise refuse("grant.missing", f"no live grant covers dataset {missing[0]}")
+    for join in parsed.expression.find_all(exp.Join):
+        if str(join.args.get("method") or "").upper() == "NATURAL":
+            raise refuse(
+                "guard.join",
+                "NATURAL JOIN joins on every column the two sides share: write JOIN ... ON "
+                "a key both classifications declare joinable",
+            )
     schema = _schema(access)
     try:
         root: exp.Expr = qualify(
@@ -151,7 +159,7 @@ def analyse(parsed: Parsed, access: Mapping[str, DatasetAccess]) -> Analysed:
             identify=True,
         )
     except OptimizeError as exc:
-        raise refuse("guard.resolve", f"the query's columns cannot be resolved: {exc}") from None
+        raise refuse("guard.resolve", unresolved_message(str(exc), parsed.datasets)) from None
     if not isinstance(root, exp.Select):
         raise refuse(
             "guard.set_operation",
@@ -318,3 +326,26 @@ def entity_dataset(scope: Scope) -> str:
     if isinstance(source, exp.Table):
         return f"{source.args['db'].name.lower()}.{source.name.lower()}"
     return entity_dataset(source)
+
+
+_UNRESOLVED = (
+    re.compile(r"Column '([^']+)' could not be resolved"),
+    re.compile(r"Unknown column: (\S+)"),
+)
+
+
+def unresolved_message(error: str, datasets: tuple[str, ...]) -> str:
+    """sqlglot's resolution error in the analyst's words: the column as written, no positions.
+
+    The name comes from the query's own text (sqlglot quotes what it could not find), so
+    nothing from the data is echoed.
+    """
+    names = ", ".join(datasets)
+    for pattern in _UNRESOLVED:
+        found = pattern.search(error)
+        if found:
+            return (
+                f"{found.group(1)} is not a column of {names} "
+                "(GET /v1/datasets lists the columns you may use)"
+            )
+    return f"a column of the query is not a column of {names} (GET /v1/datasets lists them)"

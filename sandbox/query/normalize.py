@@ -49,6 +49,11 @@ def normalize(root: exp.Expr) -> None:
     if not isinstance(root, exp.Select):
         advise(root)
         return
+    for ignore in list(root.find_all(exp.IgnoreNulls)):
+        if isinstance(ignore.this, exp.AnyValue):
+            # sqlglot reads DuckDB's any_value(x) as IGNORE NULLS(any_value(x)); DuckDB's
+            # any_value already skips NULLs, so the bare call means the same.
+            ignore.replace(ignore.this)
     aggregate_source(root)
     implicit_joins(root)
     offset_into_limit(root)

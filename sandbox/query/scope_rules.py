@@ -34,18 +34,37 @@ def check_set_operation(scope: Scope) -> None:
         raise refuse("guard.set_operation", "UNION ALL BY NAME is not allowed; list the columns")
     for arg in ("order", "limit", "offset"):
         if op.args.get(arg):
-            raise refuse(
-                "guard.inner_scope", f"{arg.upper()} is allowed only in the outermost SELECT"
-            )
+            raise refuse("guard.inner_scope", inner_clause_message(arg))
+
+
+_CLAUSES = {
+    "group": "GROUP BY",
+    "having": "HAVING",
+    "order": "ORDER BY",
+    "limit": "LIMIT",
+    "offset": "OFFSET",
+    "qualify": "QUALIFY",
+    "distinct": "DISTINCT",
+}
+_WHY = {
+    "group": (
+        ": aggregate once, in the released SELECT (an aggregate of aggregates, such as a "
+        "mean of per-person totals, is not supported)"
+    ),
+    "order": " (inside, with LIMIT, it would pick single rows): order the released result instead",
+}
+
+
+def inner_clause_message(arg: str) -> str:
+    """Why a clause is refused inside a derived table, CTE or UNION ALL branch, by its keyword."""
+    return f"{_CLAUSES[arg]} is allowed only in the outermost SELECT{_WHY.get(arg, '')}"
 
 
 def check_inner(rules: ColumnRules, scope: Scope) -> None:
     select = scope.expression
     for arg in ("group", "having", "order", "limit", "offset", "qualify", "distinct"):
         if select.args.get(arg):
-            raise refuse(
-                "guard.inner_scope", f"{arg.upper()} is allowed only in the outermost SELECT"
-            )
+            raise refuse("guard.inner_scope", inner_clause_message(arg))
     for proj in select.expressions:
         if proj.find(*AGGREGATES, *RECORD_VALUE_AGGREGATES, exp.AggFunc):
             raise refuse("guard.inner_scope", "aggregates are allowed only in the outermost SELECT")

@@ -69,7 +69,7 @@ SUBJECT = {
     "guard.syntax_element": r"syntax|bare word|is not on the allowlist",
     "guard.limit": r"LIMIT",
     "guard.generalisation": r"\w+\.\w+\.\w+ is released (in bands|truncated|as its first)",
-    "guard.resolve": r"cannot be resolved",
+    "guard.resolve": r"is not a column of",
     "guard.not_aggregated": r"aggregat",
     "guard.nesting": r"nest",
     "guard.row_value": r"\w+ stands for the whole row of [\w. ]+: name the columns you need",

@@ -50,47 +50,9 @@ FUNCTION = re.compile(r"\b([A-Za-z_]\w*)\(\)")
 #: A star that is not count(*)'s: the columns it reaches are not written out.
 STAR = re.compile(r"(?<!\()\*(?!\s*\))|\bCOLUMNS\s*\(", re.IGNORECASE)
 
-_NATURAL = (
-    "NATURAL JOIN joins on every column the two sides share: write JOIN ... ON a key "
-    "both classifications declare joinable"
-)
-_INNER_GROUP = (
-    "GROUP BY is allowed only in the outermost SELECT: aggregate once, in the released "
-    "SELECT (an aggregate of aggregates, such as a mean of per-person totals, is not supported)"
-)
-_INNER_ORDER = (
-    "ORDER BY is allowed only in the outermost SELECT (inside, with LIMIT, it would pick "
-    "single rows): order the released result instead"
-)
 #: Messages that fail a check today, by query (line numbers in the case files move),
 #: with the wording proposed for them.
-KNOWN: dict[str, str] = {
-    # A NATURAL JOIN names no column, yet the message names claim_id twice.
-    "SELECT count(*) FROM health.claims a NATURAL JOIN health.claims b": _NATURAL,
-    # guard.resolve passes sqlglot's OptimizeError text through (positions included).
-    "SELECT count(*) FROM health.claims WHERE nosuchcolumn = 1": (
-        "nosuchcolumn is not a column of health.claims (GET /v1/datasets lists them)"
-    ),
-    "SELECT e.district, count(*) FROM market.enterprises e LEFT JOIN hrss.social_insurance s "
-    "ON e.credit_code = s.name GROUP BY 1": "s.name: hrss.social_insurance has no column name",
-    # sqlglot reads any_value(x) as IGNORE NULLS(any_value(x)); the rule names that node.
-    "SELECT district, any_value(person_id) FROM health.claims GROUP BY 1": (
-        "identifier health.claims.person_id in any_value(): identifiers may only be counted, "
-        "as count(DISTINCT person_id), or used as declared join keys"
-    ),
-    # scope_rules.py names the clause by sqlglot's arg name ("group", "order").
-    "SELECT d, count(*) FROM (SELECT district AS d FROM health.claims UNION ALL SELECT "
-    "district FROM health.claims GROUP BY 1) t GROUP BY 1": _INNER_GROUP,
-    "SELECT district, count(*) FROM (SELECT district FROM health.claims ORDER BY claim_amount "
-    "DESC LIMIT 1) t GROUP BY 1": _INNER_ORDER,
-    "SELECT d, count(*) FROM (SELECT district AS d FROM health.claims UNION ALL SELECT "
-    "district FROM health.claims ORDER BY 1 LIMIT 5) t GROUP BY 1": _INNER_ORDER,
-    # sqlglot writes VARCHAR as TEXT.
-    "SELECT CAST(district AS VARCHAR[]) AS g, count(DISTINCT person_id) AS ent "
-    "FROM health.claims GROUP BY 1": (
-        "a cast to VARCHAR[] makes a nested value (a list, struct or map): cast to a plain type"
-    ),
-}
+KNOWN: dict[str, str] = {}
 
 
 def _lines(path: Path) -> Iterator[dict[str, Any]]:
