@@ -72,9 +72,7 @@ class Cost:
         return sum(self.rows.values())
 
 
-def check_cost(
-    expression: exp.Expression, row_counts: Mapping[str, int], limits: CostLimits
-) -> Cost:
+def check_cost(expression: exp.Expr, row_counts: Mapping[str, int], limits: CostLimits) -> Cost:
     """:func:`analyse`, then refuse what exceeds ``limits``; returns the cost."""
     cost = analyse(expression, row_counts, limits)
     for dataset, reads in cost.reads.items():
@@ -103,7 +101,7 @@ def check_cost(
     return cost
 
 
-def analyse(expression: exp.Expression, row_counts: Mapping[str, int], limits: CostLimits) -> Cost:
+def analyse(expression: exp.Expr, row_counts: Mapping[str, int], limits: CostLimits) -> Cost:
     """The expanded cost of ``expression``; ``guard.too_complex`` past the structural bounds.
 
     Linear in the tree: each CTE body is walked once and its totals reused at each
@@ -169,7 +167,7 @@ class _Expander:
         outside = [cte for cte in named if not _contains(cte, table)]
         return max(outside, key=lambda c: sum(self.expand(c)[1].values()), default=None)
 
-    def region(self, root: exp.Expression) -> tuple[int, dict[str, int]]:
+    def region(self, root: exp.Expr) -> tuple[int, dict[str, int]]:
         """Expanded nodes and reads of ``root``, nested WITH bodies excepted (own regions)."""
         nodes = 0
         reads: dict[str, int] = {}
@@ -192,7 +190,7 @@ class _Expander:
         return nodes, reads
 
 
-def _walk_skipping_with(root: exp.Expression) -> Iterator[exp.Expression]:
+def _walk_skipping_with(root: exp.Expr) -> Iterator[exp.Expr]:
     stack = [root]
     while stack:
         node = stack.pop()
@@ -200,8 +198,8 @@ def _walk_skipping_with(root: exp.Expression) -> Iterator[exp.Expression]:
         stack.extend(c for c in node.iter_expressions() if not isinstance(c, exp.With))
 
 
-def _contains(outer: exp.Expression, inner: exp.Expression) -> bool:
-    node: exp.Expression | None = inner
+def _contains(outer: exp.Expr, inner: exp.Expr) -> bool:
+    node: exp.Expr | None = inner
     while node is not None:
         if node is outer:
             return True
@@ -213,13 +211,13 @@ def _resolve(table: exp.Table) -> exp.CTE | None:
     """The CTE a bare table name refers to: the nearest enclosing WITH that defines it,
     and within a CTE's own WITH only the CTEs before it (non-recursive scoping)."""
     name = table.name.lower()
-    node: exp.Expression = table
+    node: exp.Expr = table
     skip: exp.With | None = None
     while node.parent is not None:
         parent = node.parent
         if isinstance(parent, exp.With) and isinstance(node, exp.CTE):
             before = parent.expressions[: parent.expressions.index(node)]
-            found = [c for c in before if c.alias_or_name.lower() == name]
+            found: list[exp.CTE] = [c for c in before if c.alias_or_name.lower() == name]
             if found:
                 return found[-1]
             skip = parent
@@ -236,7 +234,7 @@ def _resolve(table: exp.Table) -> exp.CTE | None:
 # -- string growth ---------------------------------------------------------------------------
 
 
-def _string_width(expression: exp.Expression, limits: CostLimits) -> tuple[int, int]:
+def _string_width(expression: exp.Expr, limits: CostLimits) -> tuple[int, int]:
     """The widest string expression: (column-value copies, literal characters).
 
     One pass, inner queries first (WITH, then FROM and joins, then the rest), so a
@@ -293,7 +291,7 @@ def _grown(node: exp.Repeat | exp.Pad, inner: tuple[int, int]) -> tuple[int, int
     return (inner[0], max(inner[1], n))
 
 
-def _name(node: exp.Expression) -> str:
+def _name(node: exp.Expr) -> str:
     if isinstance(node, exp.DPipe):
         return "||"
     if isinstance(node, exp.Pad):
@@ -301,7 +299,7 @@ def _name(node: exp.Expression) -> str:
     return f"{node.sql_name().lower()}()" if isinstance(node, exp.Func) else node.key
 
 
-def _check_width(node: exp.Expression, w: tuple[int, int], limits: CostLimits) -> None:
+def _check_width(node: exp.Expr, w: tuple[int, int], limits: CostLimits) -> None:
     what = _name(node)
     if w[0] > limits.max_string_copies:
         raise QueryRefused(
@@ -320,9 +318,9 @@ def _check_width(node: exp.Expression, w: tuple[int, int], limits: CostLimits) -
 _FIRST = {"with_": 0, "from_": 1, "joins": 2}
 
 
-def _post_order(root: exp.Expression) -> Iterator[exp.Expression]:
+def _post_order(root: exp.Expr) -> Iterator[exp.Expr]:
     """Children before parents; WITH, FROM and joins before a query's other clauses."""
-    stack: list[tuple[exp.Expression, bool]] = [(root, False)]
+    stack: list[tuple[exp.Expr, bool]] = [(root, False)]
     while stack:
         node, done = stack.pop()
         if done:
@@ -331,5 +329,5 @@ def _post_order(root: exp.Expression) -> Iterator[exp.Expression]:
         stack.append((node, True))
         children = list(node.iter_expressions())
         if isinstance(node, exp.Query):
-            children.sort(key=lambda c: _FIRST.get(c.arg_key, 3))
+            children.sort(key=lambda c: _FIRST.get(c.arg_key or "", 3))
         stack.extend((c, False) for c in reversed(children))

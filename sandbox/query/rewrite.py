@@ -384,7 +384,7 @@ class _Stats:
         return exp.maybe_parse(variance, dialect="duckdb")
 
 
-def _try(node: exp.Expression) -> exp.Expression:
+def _try(node: exp.Expr) -> exp.Expr:
     """``TRY(node)``: NULL instead of an error (a bare column or key name cannot fail)."""
     return (
         node.copy()
