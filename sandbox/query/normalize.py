@@ -145,7 +145,8 @@ def _zero(node: exp.Expr) -> bool:
 def coalesce_zero(agg: exp.Expr) -> None:
     """``sum``, ``avg`` and ``count`` of ``coalesce(x, 0)``, in the forms the rewrite knows.
 
-    ``count(coalesce(x, c))`` (a constant c) is ``count(*)``; ``sum(coalesce(x, 0))``
+    ``count(coalesce(x, c))`` (a constant c) is ``count(*) FILTER (WHERE coalesce(x, c)
+    IS NOT NULL)``, so x is still checked as a filter; ``sum(coalesce(x, 0))``
     is ``sum(x)``; ``avg(coalesce(x, 0))`` is ``sum(x) / count(*)`` (the NULLs count as
     zeros).  Equal wherever a row has a value; NULL rather than 0 where every value of
     the group is NULL (as ``sum(CASE … ELSE 0 END)`` in dialects.py).  A ``FILTER``
@@ -160,7 +161,16 @@ def coalesce_zero(agg: exp.Expr) -> None:
     if isinstance(agg, exp.Count):
         if not isinstance(fallback, exp.Literal | exp.Boolean):
             return
-        agg.replace(exp.Count(this=exp.Star()))
+        # count(coalesce(x, c)) counts the rows where coalesce(x, c) is not NULL: written
+        # so, as a FILTER, the guard still checks x (an identifier or an L4 column named
+        # here is refused, not rewritten away).
+        outer = agg.parent
+        present = exp.Not(this=exp.Is(this=arg.copy(), expression=exp.Null()))
+        if isinstance(outer, exp.Filter) and isinstance(outer.expression, exp.Where):
+            outer.expression.set("this", exp.and_(outer.expression.this.copy(), present))
+            agg.replace(exp.Count(this=exp.Star()))
+            return
+        agg.replace(exp.Filter(this=exp.Count(this=exp.Star()), expression=exp.Where(this=present)))
         return
     if not _zero(fallback):
         return

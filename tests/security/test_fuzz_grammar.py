@@ -640,7 +640,8 @@ def test_any_ast_answers_or_refuses_and_releases_nothing_identifying(
 def test_an_identifier_in_any_ast_is_refused(target: Target, case: Case) -> None:
     """(c): claim_id, name, id_number (or a firm's name) inside any expression, anywhere;
     accepted only where the guard's normalisation removed it (the query it accepted
-    touches no identifier column: ``count(coalesce(name, 'x'))`` is ``count(*)``)."""
+    touches no identifier column; ``count(coalesce(name, 'x'))`` is no longer such a case:
+    it becomes a FILTER the guard checks)."""
     verdict = target.service.explain(target.bank, case.sql)
     if verdict["accepted"]:
         used = sorted(set(verdict["columns"]) & NON_ENTITY_IDENTIFIERS)
