@@ -20,6 +20,7 @@ from sandbox.core.errors import QueryRefused
 from sandbox.query.dialects import alternatives, respell, top_to_limit
 from sandbox.query.nodes import EXPRESSION_KINDS, Kind
 from sandbox.query.spelling import called, describe, written_name
+from sandbox.query.stacked import stacked_as_grouped
 
 __all__ = [
     "AGGREGATES",
@@ -182,6 +183,8 @@ def parse_query(sql: str, *, max_length: int, written: str | None = None) -> Par
         raise _refuse("guard.statement", f"only SELECT queries are allowed, not {word}")
     if _depth(root) > MAX_DEPTH:
         raise _refuse("guard.nesting", _NESTING_MESSAGE)
+    if isinstance(root, exp.Union):
+        root = stacked_as_grouped(root) or root
     respell(root)
     for node in root.walk():
         if isinstance(node, exp.Window):
