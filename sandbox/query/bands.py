@@ -42,24 +42,13 @@ from sandbox.core.classification import ColumnSpec, Role
 from sandbox.core.errors import QueryRefused
 from sandbox.query import band_forms as bf
 from sandbox.query.lineage import BaseColumn
+from sandbox.query.nodes import QUANTILES, VALUE_AGGREGATES
 
 __all__ = ["Tracker", "generalisation", "substitute"]
 
 #: Aggregates of a measure: where a declared measure use of the column may appear bare
 #: (quantiles pass the guard only under a privacy budget: the rewrite refuses them without).
-_MEASURE_AGGREGATES = (
-    exp.Sum,
-    exp.Avg,
-    exp.Stddev,
-    exp.StddevSamp,
-    exp.StddevPop,
-    exp.Variance,
-    exp.VariancePop,
-    exp.Median,
-    exp.PercentileCont,
-    exp.PercentileDisc,
-    exp.Quantile,
-)
+_MEASURE_AGGREGATES = (*VALUE_AGGREGATES, *QUANTILES)
 
 
 def generalisation(spec: ColumnSpec, expr: exp.Expression) -> exp.Expression:

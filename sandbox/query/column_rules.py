@@ -16,13 +16,12 @@ from sandbox.core.access import DatasetAccess
 from sandbox.core.classification import ColumnSpec, Level, Role
 from sandbox.core.errors import QueryRefused
 from sandbox.query.lineage import BaseColumn, ColumnInfo, Lineage
-from sandbox.query.nodes import Kind, closure_refusal
+from sandbox.query.nodes import QUANTILES, Kind, closure_refusal
 from sandbox.query.parse import AGGREGATES, NODE_KINDS, RECORD_VALUE_AGGREGATES, Parsed
 from sandbox.query.spelling import describe
 from sandbox.query.uses import USES, Context, Needs
 
 #: Quantiles of a measure: released under a privacy budget only (docs/disclosure.md).
-QUANTILES = (exp.Median, exp.PercentileCont, exp.PercentileDisc, exp.Quantile)
 #: The arguments a quantile may carry: the column and the quantile (anything else refused).
 _QUANTILE_ARGS = frozenset({"this", "expression", "quantile"})
 

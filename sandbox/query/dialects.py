@@ -29,6 +29,7 @@ from sqlglot import exp
 from sqlglot.errors import ErrorLevel
 from sqlglot.tokens import TokenType
 
+from sandbox.query.nodes import AGGREGATES
 from sandbox.query.normalize import normalize
 
 __all__ = ["DIALECTS", "alternatives", "respell", "top_to_limit"]
@@ -174,18 +175,7 @@ def respell(root: exp.Expr) -> None:
 
 #: Aggregates whose ``agg(CASE WHEN c THEN x END)`` is ``agg(x) FILTER (WHERE c)``: they
 #: skip NULLs, and a row that fails c gives NULL.
-_CONDITIONAL: tuple[type[exp.Expr], ...] = (
-    exp.Count,
-    exp.Sum,
-    exp.Avg,
-    exp.Min,
-    exp.Max,
-    exp.Stddev,
-    exp.StddevSamp,
-    exp.StddevPop,
-    exp.Variance,
-    exp.VariancePop,
-)
+_CONDITIONAL: tuple[type[exp.Expr], ...] = AGGREGATES
 
 
 def _when(node: exp.Expr) -> tuple[exp.Expr, exp.Expr, exp.Expr | None] | None:

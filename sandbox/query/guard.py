@@ -37,10 +37,11 @@ from sandbox.core.access import DatasetAccess
 from sandbox.core.classification import ColumnSpec
 from sandbox.query import bands
 from sandbox.query.closure import check_closed, check_writable
-from sandbox.query.column_rules import QUANTILES, ColumnRules, quantile_of, refuse
+from sandbox.query.column_rules import ColumnRules, quantile_of, refuse
 from sandbox.query.columns_expr import expand_columns
 from sandbox.query.join_rules import ENTITY_JOIN, check_joins, datasets_reached
 from sandbox.query.lineage import BaseColumn, Lineage
+from sandbox.query.nodes import QUANTILES
 from sandbox.query.parse import Parsed
 from sandbox.query.scope_rules import (
     check_final,

@@ -34,14 +34,38 @@ from sqlglot import exp
 from sandbox.core.errors import QueryRefused
 
 __all__ = [
+    "AGGREGATES",
     "AGGREGATE_ARGUMENTS",
     "CLAUSES",
     "EXPRESSION_KINDS",
+    "QUANTILES",
+    "VALUE_AGGREGATES",
     "Kind",
     "closure_refusal",
     "extra_arguments",
     "row_source",
 ]
+
+
+#: Aggregates of a measure's values: sums and the moments built from them.
+VALUE_AGGREGATES: tuple[type[exp.Expr], ...] = (
+    exp.Sum,
+    exp.Avg,
+    exp.Stddev,
+    exp.StddevSamp,
+    exp.StddevPop,
+    exp.Variance,
+    exp.VariancePop,
+)
+#: Aggregates the disclosure rewrite can decompose per entity.
+AGGREGATES: tuple[type[exp.Expr], ...] = (exp.Count, *VALUE_AGGREGATES, exp.Min, exp.Max)
+#: The quantiles answered under a privacy budget (exactly these: approx_quantile is not).
+QUANTILES: tuple[type[exp.Expr], ...] = (
+    exp.Median,
+    exp.PercentileCont,
+    exp.PercentileDisc,
+    exp.Quantile,
+)
 
 
 class Kind(Enum):

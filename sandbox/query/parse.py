@@ -18,7 +18,7 @@ from sqlglot.errors import ParseError, TokenError
 
 from sandbox.core.errors import QueryRefused
 from sandbox.query.dialects import alternatives, respell, top_to_limit
-from sandbox.query.nodes import EXPRESSION_KINDS, Kind
+from sandbox.query.nodes import AGGREGATES, EXPRESSION_KINDS, Kind
 from sandbox.query.spelling import called, describe, written_name
 from sandbox.query.stacked import stacked_as_grouped
 
@@ -32,19 +32,6 @@ __all__ = [
     "parse_query",
 ]
 
-#: Aggregates the disclosure rewrite can decompose per entity.
-AGGREGATES: tuple[type[exp.Expression], ...] = (
-    exp.Count,
-    exp.Sum,
-    exp.Avg,
-    exp.Stddev,
-    exp.StddevSamp,
-    exp.StddevPop,
-    exp.Variance,
-    exp.VariancePop,
-    exp.Min,
-    exp.Max,
-)
 
 #: Aggregates that return (or reveal) one record's value: refused but on dimension columns.
 RECORD_VALUE_AGGREGATES: tuple[type[exp.Expression], ...] = (

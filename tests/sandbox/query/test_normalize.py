@@ -13,13 +13,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 import sqlglot
 from sqlglot import exp
 
 from sandbox.core.errors import QueryRefused
-from sandbox.enclave.demo_data import GENERATORS
 from sandbox.query.dialects import respell
 from sandbox.query.service import QueryService
 from tests.conftest import build_deployment
@@ -29,7 +27,6 @@ CASES = [
     for line in (Path(__file__).parent / "normalize_cases" / "cases.jsonl").read_text().splitlines()
     if line.strip()
 ]
-SCALE = 0.01  # the demo deployment's (tests/conftest.py)
 
 
 def _normalized(sql: str) -> exp.Expr:
@@ -48,14 +45,8 @@ def _duckdb_sql(root: exp.Expr) -> str:
 
 
 @pytest.fixture(scope="module")
-def raw() -> Any:
-    con = duckdb.connect()
-    for dataset, generate in GENERATORS.items():
-        schema, _ = dataset.split(".")
-        con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-        con.execute(f"CREATE TABLE {dataset} AS {generate(SCALE)}")
-    yield con
-    con.close()
+def raw(raw_demo: Any) -> Any:
+    return raw_demo
 
 
 def _rows(con: Any, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import duckdb
 import pytest
 import sqlglot
 
 from sandbox.core.errors import QueryRefused
-from sandbox.enclave.demo_data import GENERATORS
 from sandbox.query.service import QueryService
 from sandbox.query.stacked import stacked_as_grouped
 from tests.conftest import build_deployment
@@ -79,14 +77,8 @@ def test_other_stacks_are_left_as_written(sql: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def raw() -> Any:
-    con = duckdb.connect()
-    for dataset, generate in GENERATORS.items():
-        schema, _ = dataset.split(".")
-        con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-        con.execute(f"CREATE TABLE {dataset} AS {generate(0.01)}")
-    yield con
-    con.close()
+def raw(raw_demo: Any) -> Any:
+    return raw_demo
 
 
 @pytest.mark.parametrize(("stacked", "grouped"), READ)
