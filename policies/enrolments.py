@@ -236,6 +236,14 @@ def redeem_enrolment(
     told = None if holder_digest is None else fingerprint(holder_digest)
     if row.needs_approval:
         return Redeemed(row.id, row.account, row.created_by, None, told)
+    token = _enrolment_token(conn, row, holder_digest, now)
+    return Redeemed(row.id, row.account, row.created_by, token, told)
+
+
+def _enrolment_token(
+    conn: Connection, row: Any, token_sha256: str | None, now: datetime
+) -> IssuedToken:
+    """The token an enrolment gives (by whoever issued the code), recorded on the enrolment."""
     token = insert_token(
         conn,
         row.account,
@@ -244,10 +252,10 @@ def redeem_enrolment(
         now=now,
         label=row.label,
         via=f"enrolment:{row.id}",
-        token_sha256=holder_digest,
+        token_sha256=token_sha256,
     )
     conn.execute(sa.update(enrolments).where(enrolments.c.id == row.id).values(token_id=token.id))
-    return Redeemed(row.id, row.account, row.created_by, token, told)
+    return token
 
 
 def enrolment_account(conn: Connection, enrolment_id: str) -> str:
@@ -312,18 +320,7 @@ def approve_enrolment(
         raise Conflict(
             f"enrolment {enrolment_id} is not waiting for approval", rule="enrolment.not_pending"
         )
-    token = insert_token(
-        conn,
-        row.account,
-        ttl=timedelta(seconds=row.token_ttl_s),
-        by=row.created_by,
-        now=now,
-        label=row.label,
-        via=f"enrolment:{row.id}",
-        token_sha256=row.token_sha256,
-    )
-    conn.execute(sa.update(enrolments).where(enrolments.c.id == row.id).values(token_id=token.id))
-    return token, row.created_by
+    return _enrolment_token(conn, row, row.token_sha256, now), row.created_by
 
 
 def redeem(
