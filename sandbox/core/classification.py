@@ -24,6 +24,10 @@ a value.  Example::
     level = "L2"
     role = "measure"
     bounds = [0, 200000]
+
+    [contribution]                    # optional: the platform's defaults without it
+    max_rows_per_entity = 6           # C: one person's claims counted in one group
+    max_groups_per_entity = 4         # G: groups one person counts in, per query
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import rfc8785
 from sandbox.core.classification_file import (
     DATASET_ID,
     ColumnEntry,
+    ContributionEntry,
     DatasetEntry,
     Generalization,
     Level,
@@ -50,6 +55,7 @@ from sandbox.core.errors import ClassificationError
 
 __all__ = [
     "ColumnSpec",
+    "Contribution",
     "DatasetSpec",
     "Generalization",
     "Level",
@@ -113,6 +119,34 @@ class ColumnSpec:
 
 
 @dataclass(frozen=True)
+class Contribution:
+    """Contribution bounds of one entity key: at most ``C`` rows in each of ``G`` groups.
+
+    What a query with a privacy budget keeps of one entity (``docs/disclosure.md``):
+    the rewrite drops the rest before aggregating, and every sensitivity scales with them.
+    """
+
+    max_rows_per_entity: int
+    max_groups_per_entity: int
+
+    def narrowed(
+        self, max_rows_per_entity: int | None = None, max_groups_per_entity: int | None = None
+    ) -> Contribution:
+        """These bounds, lowered to the given ones where those are set and lower."""
+        rows, groups = self.max_rows_per_entity, self.max_groups_per_entity
+        return Contribution(
+            rows if max_rows_per_entity is None else min(rows, max_rows_per_entity),
+            groups if max_groups_per_entity is None else min(groups, max_groups_per_entity),
+        )
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "max_rows_per_entity": self.max_rows_per_entity,
+            "max_groups_per_entity": self.max_groups_per_entity,
+        }
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     id: str
     title: str
@@ -120,6 +154,8 @@ class DatasetSpec:
     columns: tuple[ColumnSpec, ...]
     description: str = ""
     source_name: str = field(default="<classification>", compare=False)
+    contribution: Contribution | None = None
+    """Declared ``[contribution]``; ``None``: the platform's default bounds apply."""
 
     @property
     def domain(self) -> str:
@@ -136,7 +172,7 @@ class DatasetSpec:
         raise KeyError(name)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "dataset": {
                 "id": self.id,
                 "title": self.title,
@@ -145,6 +181,13 @@ class DatasetSpec:
             },
             "columns": {c.name: c.to_dict() for c in self.columns},
         }
+        if self.contribution is not None:  # absent: the digest it had before the section
+            out["contribution"] = self.contribution.to_dict()
+        return out
+
+    def contribution_or(self, default: Contribution) -> Contribution:
+        """The declared bounds, or ``default`` (the platform's) for a file without them."""
+        return default if self.contribution is None else self.contribution
 
     def sha256(self) -> str:
         """Digest of the classification as declared (canonical JSON), for certificates."""
@@ -180,7 +223,7 @@ def parse_classification(
     else:
         doc = source
     problems: list[str] = []
-    unknown_top = set(doc) - {"dataset", "columns"}
+    unknown_top = set(doc) - {"dataset", "columns", "contribution"}
     if unknown_top:
         problems.append(f"unknown sections {sorted(unknown_top)}")
     meta = doc.get("dataset")
@@ -205,6 +248,11 @@ def parse_classification(
         column_problems.append("columns: column names must be unique ignoring case")
     dataset = section(DatasetEntry, meta, "dataset", problems, {"roles": roles})
     problems += column_problems
+    contribution = None
+    if "contribution" in doc:
+        bounds = section(ContributionEntry, doc["contribution"], "contribution", problems)
+        if bounds is not None:
+            contribution = Contribution(bounds.max_rows_per_entity, bounds.max_groups_per_entity)
     if problems or dataset is None:
         raise ClassificationError(
             f"{source_name}: " + "; ".join(problems), rule="classification.invalid"
@@ -216,6 +264,7 @@ def parse_classification(
         entity_key=dataset.entity_key,
         columns=tuple(columns),
         source_name=source_name,
+        contribution=contribution,
     )
 
 

@@ -2,7 +2,7 @@
 
 :mod:`sandbox.core.classification` reads a file with these models and builds its
 :class:`~sandbox.core.classification.DatasetSpec`.  One model per section
-(``[dataset]``, ``[columns.NAME]``); every rule that concerns one key is a
+(``[dataset]``, ``[columns.NAME]``, ``[contribution]``); every rule that concerns one key is a
 validator of that key, so its problem is reported with the key's path
 (``columns.amount.bounds``).  ``strict``: nothing is coerced (``title = 5`` is
 refused, not read as ``"5"``); ``extra="forbid"``: a key the loader does not know
@@ -34,8 +34,10 @@ from pydantic_core import PydanticCustomError
 __all__ = [
     "COLUMN_REF",
     "DATASET_ID",
+    "MAX_CONTRIBUTION",
     "TRUNCATE_UNITS",
     "ColumnEntry",
+    "ContributionEntry",
     "DatasetEntry",
     "Generalization",
     "Level",
@@ -49,6 +51,9 @@ DATASET_ID = re.compile(r"^([a-z][a-z0-9_]{0,62})\.([a-z][a-z0-9_]{0,62})$")
 COLUMN_REF = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
 TruncateUnit = Literal["year", "quarter", "month", "week", "day", "hour", "minute"]
 TRUNCATE_UNITS: tuple[str, ...] = get_args(TruncateUnit)
+#: Largest contribution bound a file may declare: a typo (``10000`` for ``10``) would
+#: scale every noise by it, and ``propose-bounds`` never suggests more.
+MAX_CONTRIBUTION = 1000
 
 
 class Level(enum.IntEnum):
@@ -334,7 +339,41 @@ class DatasetEntry(BaseModel):
         return value
 
 
-Section = TypeVar("Section", ColumnEntry, DatasetEntry)
+def _bound(value: Any, what: str) -> int:
+    """A contribution bound: a whole number in ``[1, MAX_CONTRIBUTION]``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PydanticCustomError("contribution", f"{what} must be a whole number")
+    if not 1 <= value <= MAX_CONTRIBUTION:
+        raise PydanticCustomError(
+            "contribution", f"{what} must be between 1 and {MAX_CONTRIBUTION}"
+        )
+    return value
+
+
+def _rows_bound(value: Any) -> int:
+    return _bound(value, "max_rows_per_entity")
+
+
+def _groups_bound(value: Any) -> int:
+    return _bound(value, "max_groups_per_entity")
+
+
+class ContributionEntry(BaseModel):
+    """``[contribution]``: what one entity (of the dataset's entity key) may contribute.
+
+    ``max_rows_per_entity`` (C): rows of one entity counted in one group;
+    ``max_groups_per_entity`` (G): groups one entity counts in, per query with a
+    privacy budget.  Both required: a half-declared section is a mistake, not a wish
+    for the platform's default of the other.
+    """
+
+    model_config = _FILE
+
+    max_rows_per_entity: Annotated[int, PlainValidator(_rows_bound)]
+    max_groups_per_entity: Annotated[int, PlainValidator(_groups_bound)]
+
+
+Section = TypeVar("Section", ColumnEntry, DatasetEntry, ContributionEntry)
 
 
 def section(

@@ -369,8 +369,16 @@ def test_bounds_are_accepted_exactly_when_finite_and_low_below_high(
 # Certificates and stored classifications carry these: parsing must not change them.
 # health.claims and transport.trips changed as files in issue 13 (age declares its type and
 # a measure use, board_time its type); their earlier texts keep their earlier digests
-# (OLD_DEMO_DIGESTS, checked against the files as of c5017c8).
+# (OLD_DEMO_DIGESTS, checked against the files as of c5017c8).  Issue 14 added a
+# [contribution] section to each; without it they keep the digests they had
+# (PRE_CONTRIBUTION_DIGESTS).
 DEMO_DIGESTS = {
+    "health.claims": "1f6bc54bca693785bb2c712125a754f36ce4f40bf148fda6d1c0a0239ee3967f",
+    "market.enterprises": "84f25590545af9cdbbc6688985850ecd4f454695fd18173aacb360f04d3017fc",
+    "hrss.social_insurance": "642a8bfdca94aa6d1e43f80f2903c166c643d7a9cc1ccf134ba3c507acb8672d",
+    "transport.trips": "563a2c23dfd7703d23a1b971a9aef909b05867f29d0857fae9259bfbf11e4dd8",
+}
+PRE_CONTRIBUTION_DIGESTS = {
     "health.claims": "67d46319939474f72aed5eb0ec24ed2053962bf7f4d298f2dccc02e3892b3611",
     "market.enterprises": "d4f352c11b89ee4732950f0fe5231e0f21f37b430d09dfb7ec2a3278058f919f",
     "hrss.social_insurance": "83943b36fd75db1fa2a53124c54d9d316120909ed466e1c8d83bf39ab13fe42b",
@@ -390,10 +398,24 @@ def test_canonical_digest_is_unchanged_and_survives_the_stored_form(dataset_id: 
     assert stored == spec and stored.sha256() == spec.sha256()
 
 
+def _without_contribution(text: str) -> str:
+    """A demo file as it was before issue 14: no [contribution] section (the file's last)."""
+    return text.split("[contribution]", 1)[0]
+
+
 def _without_issue_13_keys(text: str) -> str:
     """A demo file as it was before issue 13: no column types, no measure use."""
-    lines = text.splitlines(keepends=True)
+    lines = _without_contribution(text).splitlines(keepends=True)
     return "".join(x for x in lines if not x.startswith(("type = ", "measure = ")))
+
+
+@pytest.mark.parametrize("dataset_id", sorted(PRE_CONTRIBUTION_DIGESTS))
+def test_a_file_without_contribution_keeps_its_digest(dataset_id: str) -> None:
+    """Registrations from before [contribution] keep their digests (and the default bounds)."""
+    text = (ROOT / f"sandbox/enclave/demo/{dataset_id}.toml").read_text("utf-8")
+    old = parse_classification(_without_contribution(text))
+    assert old.contribution is None and "contribution" not in old.to_dict()
+    assert old.sha256() == PRE_CONTRIBUTION_DIGESTS[dataset_id] != DEMO_DIGESTS[dataset_id]
 
 
 @pytest.mark.parametrize("dataset_id", sorted(OLD_DEMO_DIGESTS))
