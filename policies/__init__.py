@@ -25,7 +25,7 @@ from .decision import (
     Target,
     TargetKind,
 )
-from .grant_terms import Grant, GrantStatus, GrantTerms, Tariff, Use
+from .grant_terms import Grant, GrantStatus, GrantTerms, ReleaseMode, Tariff, Use
 from .metering import Charge, UsagePart, record_usage, spend_budget
 from .pricing import PartCharge, PricedPart, apportion, price_query
 from .recorder import AUDIT_ACTIONS, MemoryRecorder, NullRecorder, Recorder
@@ -56,6 +56,7 @@ __all__ = [
     "PartCharge",
     "PricedPart",
     "Recorder",
+    "ReleaseMode",
     "Role",
     "Target",
     "TargetKind",

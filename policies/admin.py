@@ -10,6 +10,7 @@ validation is audited as a denial with the validation's rule.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -20,27 +21,45 @@ from sqlalchemy.engine import Connection
 
 from sandbox.core.classification import DatasetSpec, parse_classification
 from sandbox.core.db import datasets
-from sandbox.core.errors import InvalidInput, NotFound, SandboxError
+from sandbox.core.errors import AuditUnavailable, InvalidInput, NotFound, SandboxError
 
 from . import accounts as acc
 from . import enrolments, freeze, grants, tokens
 from .actors import Account, AccountStatus, Actor, Licence, LicenceStatus, Role
 from .authority import Authority
 from .decision import Decision, Target
-from .grant_terms import Grant, GrantTerms, validate_terms, widenings
+from .grant_terms import (
+    Grant,
+    GrantTerms,
+    ReleaseMode,
+    validate_terms,
+    widenings,
+    with_default_budget,
+)
+from .recorder import append_entry
 from .statements import UsageRow, read_usage, statement_csv
 
-__all__ = ["Administration"]
+__all__ = ["Administration", "migrate_release_modes"]
 
 T = TypeVar("T")
+log = logging.getLogger("policies.admin")
 
 
 class Administration:
     """Accounts, tokens, grants, freezes, usage and statements, for authorized actors."""
 
-    def __init__(self, authority: Authority, *, k_floor: int = 10) -> None:
+    def __init__(
+        self,
+        authority: Authority,
+        *,
+        k_floor: int = 10,
+        default_budget: tuple[float, float] = (10.0, 1.0),
+    ) -> None:
         self.authority = authority
         self.k_floor = k_floor
+        #: (ε total, ε per query) a ``dp`` grant issued without a budget gets (settings
+        #: ``dp_default_epsilon_total``, ``dp_default_epsilon_per_query``).
+        self.default_budget = default_budget
 
     # -- the one pattern --------------------------------------------------------------------
 
@@ -315,7 +334,7 @@ class Administration:
             if row is None:
                 raise NotFound(f"dataset {dataset} is not registered", rule="dataset.unknown")
             valid = validate_terms(
-                terms,
+                self._with_default_budget(terms),
                 _spec(row),
                 k_floor=self.k_floor,
             )
@@ -388,6 +407,109 @@ class Administration:
             change,
             lambda g: {"grant": g.to_dict(), "reason": reason},
         )
+
+    def _with_default_budget(self, terms: GrantTerms) -> GrantTerms:
+        total, per_query = self.default_budget
+        return with_default_budget(terms, epsilon_total=total, epsilon_per_query=per_query)
+
+    def set_release_mode(
+        self,
+        actor: Actor,
+        grant_id: str,
+        mode: ReleaseMode,
+        *,
+        epsilon_total: float | None = None,
+        epsilon_per_query: float | None = None,
+        reason: str = "",
+    ) -> Grant:
+        """The owning bureau's choice of release mode: a new grant version, audited.
+
+        ``dp``: noised under ``epsilon_total`` (or the grant's budget, or the default);
+        ``reviewed``: exact, each release held for review (the budget, spent or not, is
+        dropped from the terms; its ledger stays).  The grant's other terms stay.
+        """
+
+        def change(conn: Connection, now: datetime) -> Grant:
+            grant = grants.require_grant(conn, grant_id)
+            if not reason.strip():
+                raise InvalidInput(
+                    "a release-mode choice needs a reason (it is the bureau's recorded choice)",
+                    rule="grant.release_mode",
+                )
+            if mode is ReleaseMode.REVIEWED and (epsilon_total or epsilon_per_query):
+                raise InvalidInput(
+                    "a reviewed grant releases exact values after review: it takes no budget",
+                    rule="grant.release_mode",
+                )
+            if mode is grant.release_mode and epsilon_total is None and epsilon_per_query is None:
+                raise InvalidInput(
+                    f"grant {grant.id} is already {mode.value}", rule="grant.unchanged"
+                )
+            if mode is ReleaseMode.DP:
+                total = epsilon_total if epsilon_total is not None else grant.epsilon_total
+                per_query = epsilon_per_query
+                if per_query is None and epsilon_total is None:
+                    per_query = grant.epsilon_per_query
+                proposed = self._with_default_budget(
+                    replace(
+                        grant.terms,
+                        release_mode=mode,
+                        epsilon_total=total,
+                        epsilon_per_query=per_query,
+                    )
+                )
+                if grant.release_mode is ReleaseMode.DP:
+                    wider = widenings(grant.terms, replace(proposed, release_mode=mode))
+                    if wider:
+                        raise InvalidInput(
+                            "a dp grant's budget can only be lowered: " + "; ".join(wider),
+                            rule="grant.narrow_widens",
+                        )
+            else:
+                proposed = replace(
+                    grant.terms, release_mode=mode, epsilon_total=None, epsilon_per_query=None
+                )
+            row = conn.execute(sa.select(datasets).where(datasets.c.id == grant.dataset)).one()
+            valid = validate_terms(proposed, _spec(row), k_floor=self.k_floor)
+            return grants.set_release_mode(
+                conn, grant, valid, by=actor.name, now=now, reason=reason
+            )
+
+        return self._act(
+            actor,
+            "grant.release_mode",
+            Target.grant(grant_id),
+            change,
+            lambda g: {"grant": g.to_dict(), "reason": reason},
+        )
+
+    def migrate_release_modes(self) -> list[Grant]:
+        """Give grants stored before release modes existed their mode (see
+        :func:`policies.grants.migrate_release_modes`), each with an audit entry by
+        ``system`` naming what it was and what was chosen, pending the owning bureau's
+        choice.  Entries are appended before the commit: nothing is migrated unrecorded."""
+        now = self.authority.clock()
+        with self.authority.engine.begin() as conn:
+            migrated = grants.migrate_release_modes(conn, now=now)
+            for grant, was in migrated:
+                append_entry(
+                    self.authority.recorder,
+                    actor=grants.MIGRATION_ACTOR,
+                    role=grants.MIGRATION_ACTOR,
+                    action="grant.release_mode",
+                    target=f"grant:{grant.id}",
+                    decision="allow",
+                    rule="grant.release_mode.migrated",
+                    dataset=grant.dataset,
+                    details={
+                        "grant": grant.to_dict(),
+                        "was": was,
+                        "release_mode": grant.release_mode.value,
+                        "chosen_by": grants.MIGRATION_ACTOR,
+                        "pending": "the owning bureau's choice (sandbox grant release-mode)",
+                    },
+                )
+        return [g for g, _ in migrated]
 
     def _status(self, actor: Actor, grant_id: str, change: str, reason: str) -> Grant:
         def apply(conn: Connection, now: datetime) -> Grant:
@@ -528,3 +650,17 @@ class Administration:
 def _spec(row: Any) -> DatasetSpec:
     """The classification of a catalog row."""
     return parse_classification(row.classification, source_name=f"catalog:{row.id}")
+
+
+def migrate_release_modes(authority: Authority) -> list[Grant]:
+    """:meth:`Administration.migrate_release_modes` on opening a home (a no-op once done).
+
+    If the audit trail cannot record it, nothing is migrated and a warning is logged:
+    until then such grants are read as the migration would set them (never exact
+    unreviewed), and the next start tries again.
+    """
+    try:
+        return Administration(authority).migrate_release_modes()
+    except AuditUnavailable:
+        log.warning("grants stored before release modes: migration deferred (audit down)")
+        return []

@@ -58,6 +58,7 @@ ACTIONS: Mapping[str, frozenset[TargetKind]] = {
     "grant.issue": frozenset({_K.DATASET}),
     "grant.read": frozenset({_K.GRANT, _K.ACCOUNT, _K.DOMAIN, _K.DATASET, _K.PLATFORM}),
     "grant.narrow": frozenset({_K.GRANT}),
+    "grant.release_mode": frozenset({_K.GRANT}),
     "grant.suspend": frozenset({_K.GRANT}),
     "grant.resume": frozenset({_K.GRANT}),
     "grant.revoke": frozenset({_K.GRANT}),

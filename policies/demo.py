@@ -7,8 +7,10 @@ a bootstrap for a demonstration: only the host console's codes give a token with
 a second administrator's approval (``policies/enrolments.py``), and a deployment
 enrols its real accounts with dual control (``docs/deployment.md``).  Each
 bureau then issues its own grants with its token, so the demo's audit trail
-reads exactly as a real deployment's would.  Running it again creates only what
-is missing and enrols fresh tokens.
+reads exactly as a real deployment's would.  op-bank's grants are ``reviewed`` (bank
+analysts get exact figures after the bureau's check); op-insurer's and op-planner's are
+``dp`` (the default: noised under a budget; op-planner's is the platform default).
+Running it again creates only what is missing and enrols fresh tokens.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from . import accounts as acc
 from . import grants as grant_store
 from .actors import Actor, Licence, Role
 from .admin import Administration
-from .grant_terms import GrantStatus, GrantTerms, Tariff
+from .grant_terms import GrantStatus, GrantTerms, ReleaseMode, Tariff
 
 __all__ = ["DEMO_ACCOUNTS", "DEMO_GRANTS", "DemoGrant", "create_demo", "write_tokens"]
 
@@ -53,6 +55,7 @@ class DemoGrant:
     bureau: str
     purpose: tuple[str, str]
     groupable: frozenset[str] = frozenset()
+    release_mode: ReleaseMode = ReleaseMode.DP
     epsilon_total: float | None = None
     epsilon_per_query: float | None = None
     queries_per_day: int | None = None
@@ -65,6 +68,7 @@ DEMO_GRANTS: tuple[DemoGrant, ...] = (
         "market.enterprises",
         "bureau-market",
         INCLUSIVE_FINANCE,
+        release_mode=ReleaseMode.REVIEWED,
         tariff=Tariff.commercial(per_query=200, per_million_rows=1_000),
     ),
     DemoGrant(
@@ -72,6 +76,7 @@ DEMO_GRANTS: tuple[DemoGrant, ...] = (
         "hrss.social_insurance",
         "bureau-hrss",
         INCLUSIVE_FINANCE,
+        release_mode=ReleaseMode.REVIEWED,
         tariff=Tariff.commercial(per_query=300, per_million_rows=1_500),
     ),
     DemoGrant(
@@ -80,6 +85,7 @@ DEMO_GRANTS: tuple[DemoGrant, ...] = (
         "bureau-health",
         INCLUSIVE_FINANCE,
         groupable=HEALTH_GROUPABLE,
+        release_mode=ReleaseMode.REVIEWED,
         queries_per_day=1_000,
         tariff=Tariff.commercial(per_query=500, per_million_rows=2_000),
     ),
@@ -143,6 +149,7 @@ def create_demo(
             max_level=Level.L3,
             groupable=spec.groupable,
             k=max(10, admin.k_floor),
+            release_mode=spec.release_mode,
             epsilon_total=spec.epsilon_total,
             epsilon_per_query=spec.epsilon_per_query,
             queries_per_day=spec.queries_per_day,

@@ -47,7 +47,7 @@ FORBIDDEN: dict[str, frozenset[str]] = {
     Role.ADMIN.value: frozenset(
         {"dataset.query", "result.read", "job.read", "job.review", "dataset.register"}
         | {"dataset.classify", "grant.issue", "grant.narrow", "grant.resume"}
-        | {"grant.suspend", "grant.revoke"}
+        | {"grant.suspend", "grant.revoke", "grant.release_mode"}
     ),
     Role.BUREAU.value: frozenset(
         {"dataset.query", "result.read", "account.create", "account.disable", "enrolment.issue"}
@@ -55,6 +55,7 @@ FORBIDDEN: dict[str, frozenset[str]] = {
     ),
     Role.OPERATOR.value: frozenset(
         {"grant.issue", "grant.narrow", "grant.suspend", "grant.resume", "grant.revoke"}
+        | {"grant.release_mode"}
         | {"dataset.register", "dataset.classify", "dataset.freeze", "dataset.unfreeze"}
         | {"account.create", "account.disable", "account.licence", "enrolment.issue"}
         | {"operator.freeze", "operator.unfreeze", "audit.read", "audit.export", "job.review"}

@@ -2,7 +2,9 @@
 
 A bureau grants one operator the use of one of its datasets for one purpose,
 within a validity window, up to a column ceiling, with a minimum group size,
-optionally a privacy budget and daily quotas, and a tariff.  Nothing here does
+a release mode (:class:`ReleaseMode`: noised under a privacy budget, or exact after
+the bureau's review; no exact value leaves without a recorded review), daily quotas,
+and a tariff.  Nothing here does
 I/O: :func:`validate_terms` checks terms against the dataset's classification,
 :func:`widenings` lists what a proposed change would widen (a narrowing may
 only ever take rights away).
@@ -26,13 +28,16 @@ __all__ = [
     "Grant",
     "GrantStatus",
     "GrantTerms",
+    "ReleaseMode",
     "Tariff",
     "Use",
     "epsilon_from_micro",
     "epsilon_to_micro",
+    "legacy_release_mode",
     "terms_to_row",
     "validate_terms",
     "widenings",
+    "with_default_budget",
 ]
 
 PURPOSE_CODE = re.compile(r"^[a-z][a-z0-9-]{1,62}$")
@@ -44,6 +49,30 @@ class Use(enum.StrEnum):
 
     PUBLIC_INTEREST = "public_interest"
     COMMERCIAL = "commercial"
+
+
+class ReleaseMode(enum.StrEnum):
+    """How a grant's results leave the enclave; there is no third way.
+
+    ``dp``: every released number is noised under the grant's privacy budget
+    (``epsilon_total``, ``epsilon_per_query``).  ``reviewed``: exact values, each release
+    held until the owning bureau has reviewed it (output checking as trusted research
+    environments practise it).
+    """
+
+    DP = "dp"
+    REVIEWED = "reviewed"
+
+
+def legacy_release_mode(*, review_required: bool, epsilon_total: object) -> ReleaseMode:
+    """The mode of a grant stored before release modes existed (conservative).
+
+    Review required: ``reviewed``.  A budget: ``dp``.  Neither (exact and unreviewed,
+    which no longer exists): ``reviewed``, which keeps its exactness behind a review.
+    """
+    if review_required or epsilon_total is None:
+        return ReleaseMode.REVIEWED
+    return ReleaseMode.DP
 
 
 class GrantStatus(enum.StrEnum):
@@ -105,7 +134,8 @@ class GrantTerms:
     epsilon_per_query: float | None = None
     queries_per_day: int | None = None
     rows_per_day: int | None = None
-    review_required: bool = False
+    #: ``dp`` (the default: noised under the budget) or ``reviewed`` (exact after review).
+    release_mode: ReleaseMode = ReleaseMode.DP
     #: Dominance ``(n, p)``: a sum whose ``n`` largest entities hold more than ``p`` of it
     #: is suppressed (``p`` None: off).  Applies to grants without a privacy budget.
     dominance_n: int = 2
@@ -113,6 +143,11 @@ class GrantTerms:
     #: Decimal digits released values are rounded to (negative: tens, hundreds; None: none).
     round_digits: int | None = 2
     tariff: Tariff = field(default_factory=Tariff)
+
+    @property
+    def review_required(self) -> bool:
+        """Is every release held for the owning bureau's review?"""
+        return self.release_mode is ReleaseMode.REVIEWED
 
     def terms_dict(self) -> dict[str, Any]:
         """JSON form of the terms (grant versions, audit details, API)."""
@@ -128,6 +163,7 @@ class GrantTerms:
             "epsilon_per_query": self.epsilon_per_query,
             "queries_per_day": self.queries_per_day,
             "rows_per_day": self.rows_per_day,
+            "release_mode": self.release_mode.value,
             "review_required": self.review_required,
             "dominance_n": self.dominance_n,
             "dominance_p": self.dominance_p,
@@ -186,7 +222,7 @@ class Grant(GrantTerms):
             epsilon_per_query=epsilon_from_micro(row.epsilon_per_query),
             queries_per_day=row.queries_per_day,
             rows_per_day=row.rows_per_day,
-            review_required=bool(row.review_required),
+            release_mode=_stored_mode(row),
             dominance_n=row.dominance_n,
             dominance_p=row.dominance_p,
             round_digits=row.round_digits,
@@ -230,6 +266,8 @@ def terms_to_row(terms: GrantTerms) -> dict[str, Any]:
         "epsilon_per_query": _micro_or_none(terms.epsilon_per_query),
         "queries_per_day": terms.queries_per_day,
         "rows_per_day": terms.rows_per_day,
+        "release_mode": terms.release_mode.value,
+        # Kept for servers of the previous schema that read it: they hold what it holds.
         "review_required": terms.review_required,
         "dominance_n": terms.dominance_n,
         "dominance_p": terms.dominance_p,
@@ -238,6 +276,31 @@ def terms_to_row(terms: GrantTerms) -> dict[str, Any]:
         "price_per_query": terms.tariff.price_per_query,
         "price_per_million_rows": terms.tariff.price_per_million_rows,
     }
+
+
+def _stored_mode(row: Any) -> ReleaseMode:
+    """A row's mode; a row written by a server of the previous schema (NULL) is read as
+    :func:`legacy_release_mode` would migrate it, so it is never released exact unreviewed."""
+    mode = getattr(row, "release_mode", None)
+    if mode is None:
+        return legacy_release_mode(
+            review_required=bool(row.review_required), epsilon_total=row.epsilon_total
+        )
+    return ReleaseMode(mode)
+
+
+def with_default_budget(
+    terms: GrantTerms, *, epsilon_total: float, epsilon_per_query: float
+) -> GrantTerms:
+    """A ``dp`` grant issued without a budget gets the platform's default one.
+
+    The per-query default is capped by the grant's own total.  Other modes and grants
+    with a budget are returned as they are.
+    """
+    if terms.release_mode is not ReleaseMode.DP or terms.epsilon_total is not None:
+        return terms
+    per_query = terms.epsilon_per_query or min(epsilon_per_query, epsilon_total)
+    return replace(terms, epsilon_total=epsilon_total, epsilon_per_query=per_query)
 
 
 def _micro_or_none(value: float | None) -> int | None:
@@ -282,6 +345,13 @@ def validate_terms(terms: GrantTerms, spec: DatasetSpec, *, k_floor: int) -> Gra
     if terms.k < k_floor:
         problems.append(f"k must be at least the platform floor {k_floor}")
     _check_budget(terms, problems)
+    if not isinstance(terms.release_mode, ReleaseMode):
+        problems.append("release_mode is 'dp' or 'reviewed'")
+    elif terms.release_mode is ReleaseMode.DP and terms.epsilon_total is None:
+        problems.append(
+            "a dp grant needs a privacy budget (epsilon_total): every released number is "
+            "noised under it; choose release_mode 'reviewed' for exact values after review"
+        )
     if terms.dominance_n not in (1, 2):
         problems.append("dominance_n is 1 or 2 (the largest one or two contributors)")
     if terms.dominance_p is not None and not 0 < terms.dominance_p <= 1:
@@ -343,8 +413,8 @@ def widenings(old: GrantTerms, new: GrantTerms) -> list[str]:
         before, after = getattr(old, name), getattr(new, name)
         if before is not None and (after is None or after > before):
             out.append(f"{name} raised or removed")
-    if old.review_required and not new.review_required:
-        out.append("review requirement removed")
+    if new.release_mode != old.release_mode:
+        out.append("release mode changed (the bureau changes it with `grant release-mode`)")
     if old.dominance_p is not None and (
         new.dominance_p is None or new.dominance_p > old.dominance_p
     ):

@@ -5,7 +5,10 @@ Each change writes the grant row (optimistically locked on its version), a
 policy version, all in the caller's transaction.  The audit entry for the
 change is appended by :class:`policies.admin.Administration` before commit.
 
-Status moves: active <-> suspended, and either -> revoked (final).
+Status moves: active <-> suspended, and either -> revoked (final).  The release mode
+(``dp`` or ``reviewed``) changes only by the owning bureau's explicit choice
+(:func:`set_release_mode`), or once by :func:`migrate_release_modes` for grants stored
+before release modes existed.
 """
 
 from __future__ import annotations
@@ -23,7 +26,14 @@ from sandbox.core.errors import Conflict, NotFound
 from sandbox.core.policy_tables import bump_policy_version, grant_budgets, grant_versions, grants
 from sandbox.core.timeutil import to_rfc3339
 
-from .grant_terms import Grant, GrantStatus, GrantTerms, terms_to_row
+from .grant_terms import (
+    Grant,
+    GrantStatus,
+    GrantTerms,
+    ReleaseMode,
+    legacy_release_mode,
+    terms_to_row,
+)
 
 __all__ = [
     "TRANSITIONS",
@@ -33,9 +43,14 @@ __all__ = [
     "grants_for",
     "insert_grant",
     "list_grants",
+    "migrate_release_modes",
     "replace_terms",
     "require_grant",
+    "set_release_mode",
 ]
+
+#: Who made the choice a migration records: the system, pending the owning bureau's own.
+MIGRATION_ACTOR = "system"
 
 TRANSITIONS: dict[str, tuple[frozenset[GrantStatus], GrantStatus]] = {
     "suspend": (frozenset({GrantStatus.ACTIVE}), GrantStatus.SUSPENDED),
@@ -141,8 +156,7 @@ def insert_grant(
             **terms_to_row(terms),
         )
     )
-    if terms.epsilon_total is not None:
-        conn.execute(sa.insert(grant_budgets).values(grant_id=grant_id, spent=0))
+    _ensure_budget(conn, grant_id, terms)
     grant = require_grant(conn, grant_id)
     _record_version(conn, grant, change="issue", by=issued_by, now=now, reason=reason)
     return grant
@@ -168,10 +182,73 @@ def replace_terms(
     if grant.status is GrantStatus.REVOKED:
         raise Conflict(f"grant {grant.id} is revoked", rule="grant.transition")
     updated = _update(conn, grant, now, **terms_to_row(terms))
-    if terms.epsilon_total is not None and grant.epsilon_total is None:
-        conn.execute(sa.insert(grant_budgets).values(grant_id=grant.id, spent=0))
+    _ensure_budget(conn, grant.id, terms)
     _record_version(conn, updated, change="narrow", by=by, now=now, reason=reason)
     return updated
+
+
+def _ensure_budget(conn: Connection, grant_id: str, terms: GrantTerms) -> None:
+    """A budget ledger row for a grant with a budget (kept, never reset, once it exists)."""
+    if terms.epsilon_total is None:
+        return
+    present = conn.execute(
+        sa.select(grant_budgets.c.grant_id).where(grant_budgets.c.grant_id == grant_id)
+    ).first()
+    if present is None:
+        conn.execute(sa.insert(grant_budgets).values(grant_id=grant_id, spent=0))
+
+
+def set_release_mode(
+    conn: Connection, grant: Grant, terms: GrantTerms, *, by: str, now: datetime, reason: str
+) -> Grant:
+    """Store the owning bureau's choice of release mode (validated ``terms``) as the next
+    version.  What was spent of a budget stays spent: the ledger is never reset."""
+    if grant.status is GrantStatus.REVOKED:
+        raise Conflict(f"grant {grant.id} is revoked", rule="grant.transition")
+    updated = _update(conn, grant, now, **terms_to_row(terms))
+    _ensure_budget(conn, grant.id, terms)
+    _record_version(conn, updated, change="release_mode", by=by, now=now, reason=reason)
+    return updated
+
+
+def migrate_release_modes(conn: Connection, *, now: datetime) -> list[tuple[Grant, str]]:
+    """Give every grant stored before release modes existed its mode; each a new version.
+
+    Review required: ``reviewed``; a budget: ``dp``; neither (exact and unreviewed, which
+    no longer exists): ``reviewed``, the conservative mode that keeps its exactness.
+    Returns each migrated grant with what it was (``review_required``, ``budget``,
+    ``exact_unreviewed``), for the caller's audit entries.
+    """
+    rows = conn.execute(
+        sa.select(grants).where(grants.c.release_mode.is_(None)).order_by(grants.c.id)
+    ).all()
+    out: list[tuple[Grant, str]] = []
+    for row in rows:
+        mode = legacy_release_mode(
+            review_required=bool(row.review_required), epsilon_total=row.epsilon_total
+        )
+        was = (
+            "review_required"
+            if row.review_required
+            else "budget"
+            if row.epsilon_total is not None
+            else "exact_unreviewed"
+        )
+        grant = Grant.from_row(row)  # read as ``mode`` already (NULL is read conservatively)
+        updated = _update(
+            conn,
+            grant,
+            now,
+            release_mode=mode.value,
+            review_required=mode is ReleaseMode.REVIEWED,
+        )
+        reason = (
+            f"release modes introduced: {was.replace('_', ' ')} became {mode.value}, "
+            "pending the owning bureau's choice"
+        )
+        _record_version(conn, updated, change="migrate", by=MIGRATION_ACTOR, now=now, reason=reason)
+        out.append((updated, was))
+    return out
 
 
 def change_status(

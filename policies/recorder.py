@@ -44,6 +44,9 @@ AUDIT_ACTIONS: Mapping[str, str] = {
     "enrolment.redeem": "an enrolment code was redeemed for a token of its account, or refused",
     "grant.issue": "a bureau issued a grant (full terms in details)",
     "grant.narrow": "a bureau narrowed a grant (new terms and version)",
+    "grant.release_mode": "a bureau chose a grant's release mode (dp or reviewed; new terms "
+    "and version), or the system migrated a grant stored before release modes existed "
+    "(actor `system`, rule `grant.release_mode.migrated`)",
     "grant.suspend": "a bureau suspended a grant",
     "grant.resume": "a bureau resumed a suspended grant",
     "grant.revoke": "a bureau revoked a grant",

@@ -327,6 +327,25 @@ class SandboxClient:
         body = json.loads(json.dumps(changes, default=str))
         return self._json("POST", f"/v1/grants/{grant_id}/narrow", json=body)  # type: ignore[no-any-return]
 
+    def set_release_mode(
+        self,
+        grant_id: str,
+        mode: str,
+        *,
+        reason: str,
+        epsilon_total: float | None = None,
+        epsilon_per_query: float | None = None,
+    ) -> dict[str, Any]:
+        """The owning bureau's choice: ``dp`` (noised) or ``reviewed`` (exact after review)."""
+        body: dict[str, Any] = {"mode": mode, "reason": reason}
+        if epsilon_total is not None:
+            body["epsilon_total"] = epsilon_total
+        if epsilon_per_query is not None:
+            body["epsilon_per_query"] = epsilon_per_query
+        return self._json(  # type: ignore[no-any-return]
+            "POST", f"/v1/grants/{grant_id}/release-mode", json=body
+        )
+
     def grant_status(self, grant_id: str, change: str, reason: str = "") -> dict[str, Any]:
         """``change`` is suspend, resume or revoke."""
         return self._json(  # type: ignore[no-any-return]

@@ -19,6 +19,7 @@ from audit.errors import AuditError
 from audit.keys import KeyRing, KeyRingError, SigningKey
 from connectors.base import Source
 from policies import Authority
+from policies.admin import migrate_release_modes
 from sandbox.core.classification import DatasetSpec
 from sandbox.core.db import open_control_db
 from sandbox.core.errors import AuditUnavailable, EnclaveError, SandboxError
@@ -73,8 +74,13 @@ class Platform:
 
     @cached_property
     def authority(self) -> Authority:
-        """Authentication and decisions; every decision is recorded in the audit trail."""
-        return Authority(self.engine, recorder=self.audit)
+        """Authentication and decisions; every decision is recorded in the audit trail.
+
+        Grants stored before release modes existed get theirs first, audited
+        (``policies.grants.migrate_release_modes``)."""
+        authority = Authority(self.engine, recorder=self.audit)
+        migrate_release_modes(authority)
+        return authority
 
     def record(self, **fields: Any) -> Receipt:
         """Append one audit entry; a failure is :class:`AuditUnavailable` (callers fail closed)."""

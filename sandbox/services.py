@@ -96,7 +96,11 @@ class Services:
         return JobDesk(self.platform, self.service, self.store, self.runner, self.settings)
 
     def administration(self) -> Administration:
-        return Administration(self.platform.authority, k_floor=self.settings().k_floor)
+        settings = self.settings()
+        budget = (settings.dp_default_epsilon_total, settings.dp_default_epsilon_per_query)
+        return Administration(
+            self.platform.authority, k_floor=settings.k_floor, default_budget=budget
+        )
 
     def start(self) -> None:
         self.settings()

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
 from connectors.files import FileSource
-from policies import Actor, GrantTerms, Target, Tariff, Use
+from policies import Actor, GrantTerms, ReleaseMode, Target, Tariff, Use
 from sandbox.core.classification import Level, parse_classification
 from sandbox.core.errors import ConnectorError, InvalidInput, NotFound, Withheld
 from sandbox.jobs.results import result_rows
@@ -32,6 +32,7 @@ from .models import (
     Reason,
     RegisterIn,
     RegistrationOut,
+    ReleaseModeIn,
     ResultRows,
     ReviewIn,
     ReviewOut,
@@ -284,7 +285,7 @@ def issue_grant(body: GrantIn, actor: ActorDep, services: ServicesDep) -> Any:
         epsilon_per_query=body.epsilon_per_query,
         queries_per_day=body.queries_per_day,
         rows_per_day=body.rows_per_day,
-        review_required=body.review_required,
+        release_mode=_release_mode(body),
         dominance_n=body.dominance_n,
         dominance_p=body.dominance_p,
         round_digits=body.round_digits,
@@ -296,6 +297,40 @@ def issue_grant(body: GrantIn, actor: ActorDep, services: ServicesDep) -> Any:
     )
     grant = services.administration().issue_grant(
         actor, body.dataset, body.operator, terms, reason=body.reason
+    )
+    return grant_out(grant)
+
+
+def _release_mode(body: GrantIn) -> ReleaseMode:
+    """``release_mode`` (default ``dp``); the deprecated ``review_required`` means reviewed."""
+    if body.release_mode is None:
+        return ReleaseMode.REVIEWED if body.review_required else ReleaseMode.DP
+    mode = ReleaseMode(body.release_mode)
+    if body.review_required and mode is not ReleaseMode.REVIEWED:
+        raise InvalidInput(
+            "review_required true contradicts release_mode 'dp': give release_mode only",
+            rule="grant.terms",
+        )
+    return mode
+
+
+@router.post("/v1/grants/{grant_id}/release-mode", response_model=GrantOut)
+def set_release_mode(
+    grant_id: str, body: ReleaseModeIn, actor: ActorDep, services: ServicesDep
+) -> Any:
+    """Choose a grant's release mode (``dp`` noised, or ``reviewed`` exact after review).
+
+    A new grant version and an audit entry (``grant.release_mode``).  ``dp`` takes
+    ``epsilon_total`` (default: the grant's budget, else the platform's); a dp grant's
+    budget can only be lowered here.  ``reviewed`` takes no budget.
+    """
+    grant = services.administration().set_release_mode(
+        actor,
+        grant_id,
+        ReleaseMode(body.mode),
+        epsilon_total=body.epsilon_total,
+        epsilon_per_query=body.epsilon_per_query,
+        reason=body.reason,
     )
     return grant_out(grant)
 

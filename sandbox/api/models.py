@@ -210,7 +210,15 @@ class GrantIn(In):
     epsilon_per_query: float | None = Field(default=None, gt=0)
     queries_per_day: int | None = Field(default=None, ge=1)
     rows_per_day: int | None = Field(default=None, ge=1)
-    review_required: bool = False
+    release_mode: Literal["dp", "reviewed"] | None = Field(
+        default=None,
+        description="dp (the default): every released number noised under the budget "
+        "(epsilon_total, or the platform's default); reviewed: exact values, each release "
+        "held for the owning bureau's review.",
+    )
+    review_required: bool = Field(
+        default=False, description="Deprecated: true means release_mode 'reviewed'."
+    )
     dominance_n: Literal[1, 2] = 2
     dominance_p: float | None = Field(default=0.9, gt=0, le=1)
     round_digits: int | None = Field(default=2, ge=-9, le=9)
@@ -230,7 +238,6 @@ class GrantNarrowIn(In):
     epsilon_per_query: float | None = Field(default=None, gt=0)
     queries_per_day: int | None = Field(default=None, ge=1)
     rows_per_day: int | None = Field(default=None, ge=1)
-    review_required: bool | None = None
     dominance_n: Literal[1, 2] | None = None
     dominance_p: float | None = Field(default=None, gt=0, le=1)
     round_digits: int | None = Field(default=None, ge=-9, le=9)
@@ -239,6 +246,13 @@ class GrantNarrowIn(In):
 
 class Reason(In):
     reason: str = Field(default="", max_length=2000)
+
+
+class ReleaseModeIn(In):
+    mode: Literal["dp", "reviewed"]
+    epsilon_total: float | None = Field(default=None, gt=0)
+    epsilon_per_query: float | None = Field(default=None, gt=0)
+    reason: str = Field(min_length=1, max_length=2000)
 
 
 class GrantUsage(BaseModel):
@@ -271,6 +285,7 @@ class GrantOut(BaseModel):
     epsilon_per_query: float | None
     queries_per_day: int | None
     rows_per_day: int | None
+    release_mode: Literal["dp", "reviewed"]
     review_required: bool
     dominance_n: int
     dominance_p: float | None

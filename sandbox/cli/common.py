@@ -99,6 +99,7 @@ def services(settings: Any, token: str | None) -> Iterator[tuple[Administration,
     """
     from audit import AuditTrail
     from policies import Actor, Administration, Authority
+    from policies.admin import migrate_release_modes
     from sandbox.platform import Platform
 
     settings = settings_of(settings)
@@ -111,8 +112,10 @@ def services(settings: Any, token: str | None) -> Iterator[tuple[Administration,
     )
     authority = Authority(platform.engine, recorder=trail)
     try:
+        migrate_release_modes(authority)
         actor = authority.authenticate(token) if token else Actor.host(getpass.getuser())
-        yield Administration(authority, k_floor=settings.k_floor), actor
+        budget = (settings.dp_default_epsilon_total, settings.dp_default_epsilon_per_query)
+        yield Administration(authority, k_floor=settings.k_floor, default_budget=budget), actor
     finally:
         authority.close()
         trail.close()

@@ -1,4 +1,5 @@
-"""``sandbox grant``: grants (数据授权) a bureau issues, lists, narrows, suspends and revokes."""
+"""``sandbox grant``: grants (数据授权) a bureau issues, lists, narrows, suspends and revokes,
+and the release mode (``dp`` or ``reviewed``) it chooses for each."""
 
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -41,11 +42,19 @@ def grant_issue(
     column: Annotated[list[str] | None, Opt(help="Explicit column list (repeat).")] = None,
     groupable: Annotated[list[str] | None, Opt(help="Groupable quasi/sensitive column.")] = None,
     k: Annotated[int | None, Opt(help="Minimum group size (default: platform floor).")] = None,
-    epsilon_total: Annotated[float | None, Opt(help="Privacy budget.")] = None,
+    release_mode: Annotated[
+        str,
+        Opt(
+            help="dp: every released number noised under the budget (default); reviewed: "
+            "exact values, each release held for your review."
+        ),
+    ] = "dp",
+    epsilon_total: Annotated[
+        float | None, Opt(help="Privacy budget (dp; default: the platform's).")
+    ] = None,
     epsilon_per_query: Annotated[float | None, Opt(help="Max epsilon per query.")] = None,
     queries_per_day: Annotated[int | None, Opt(help="Daily query quota.")] = None,
     rows_per_day: Annotated[int | None, Opt(help="Daily rows-scanned quota.")] = None,
-    review: Annotated[bool, Opt(help="Results need bureau review before release.")] = False,
     dominance_n: Annotated[int, Opt(help="Dominance rule: the n largest contributors.")] = 2,
     dominance_p: Annotated[
         float | None, Opt(help="Dominance rule: their share that suppresses (0 turns it off).")
@@ -60,10 +69,11 @@ def grant_issue(
     token: TokenOpt = None,
 ) -> None:
     """Issue a grant on one of your bureau's datasets to one operator."""
-    from policies.grant_terms import GrantTerms, Tariff, Use
+    from policies.grant_terms import GrantTerms, ReleaseMode, Tariff, Use
     from sandbox.core.classification import Level
 
     kind = choice(Use, use, "--use")
+    mode = choice(ReleaseMode, release_mode, "--release-mode")
     try:
         level = Level.parse(max_level)
     except KeyError:
@@ -81,7 +91,7 @@ def grant_issue(
         epsilon_per_query=epsilon_per_query,
         queries_per_day=queries_per_day,
         rows_per_day=rows_per_day,
-        review_required=review,
+        release_mode=mode,
         dominance_n=dominance_n,
         dominance_p=dominance_p or None,
         round_digits=round_digits,
@@ -93,7 +103,21 @@ def grant_issue(
     )
     with services(ctx.obj, token) as (admin, actor):
         grant = admin.issue_grant(actor, dataset, operator, terms, reason=reason)
-    typer.echo(f"issued {grant.id}: {dataset} to {operator} for {purpose}, v{grant.version}")
+    typer.echo(
+        f"issued {grant.id}: {dataset} to {operator} for {purpose}, v{grant.version}, "
+        f"{_mode_text(grant)}"
+    )
+
+
+def _mode_text(grant: Any) -> str:
+    if grant.review_required and grant.epsilon_total is None:
+        return "release mode reviewed (exact values, each release held for your review)"
+    if grant.review_required:
+        return f"release mode reviewed (noised, ε {grant.epsilon_total:g}, and reviewed)"
+    return (
+        f"release mode dp (ε {grant.epsilon_total:g} in total, "
+        f"{grant.epsilon_per_query:g} per query)"
+    )
 
 
 @grant_app.command("list")
@@ -139,7 +163,6 @@ def grant_narrow(
     epsilon_per_query: Annotated[float | None, Opt(help="Lower per-query epsilon.")] = None,
     queries_per_day: Annotated[int | None, Opt(help="Lower daily quota.")] = None,
     rows_per_day: Annotated[int | None, Opt(help="Lower rows quota.")] = None,
-    review: Annotated[bool, Opt(help="Require review from now on.")] = False,
     dominance_n: Annotated[int | None, Opt(help="Dominance over 2 contributors.")] = None,
     dominance_p: Annotated[float | None, Opt(help="Lower dominance share.")] = None,
     round_digits: Annotated[int | None, Opt(help="Coarser rounding (fewer digits).")] = None,
@@ -170,13 +193,39 @@ def grant_narrow(
     ):
         if value is not None:
             changes[name] = value
-    if review:
-        changes["review_required"] = True
     if not changes:
         raise InvalidInput("nothing to narrow", rule="cli.narrow")
     with services(ctx.obj, token) as (admin, actor):
         grant = admin.narrow_grant(actor, grant_id, reason=reason, **changes)
     typer.echo(f"narrowed {grant.id} to v{grant.version}")
+
+
+@grant_app.command("release-mode")
+def grant_release_mode(
+    ctx: typer.Context,
+    grant_id: str,
+    mode: Annotated[str, typer.Argument(help="dp or reviewed.")],
+    epsilon_total: Annotated[
+        float | None, Opt(help="dp: the budget (default: the grant's, else the platform's).")
+    ] = None,
+    epsilon_per_query: Annotated[float | None, Opt(help="dp: max epsilon per query.")] = None,
+    reason: Annotated[str, Opt(help="Why (recorded with the new version; required).")] = "",
+    token: TokenOpt = None,
+) -> None:
+    """Choose a grant's release mode: dp (noised) or reviewed (exact after your review)."""
+    from policies.grant_terms import ReleaseMode
+
+    chosen = choice(ReleaseMode, mode, "MODE")
+    with services(ctx.obj, token) as (admin, actor):
+        grant = admin.set_release_mode(
+            actor,
+            grant_id,
+            chosen,
+            epsilon_total=epsilon_total,
+            epsilon_per_query=epsilon_per_query,
+            reason=reason,
+        )
+    typer.echo(f"{grant.id} v{grant.version}: {_mode_text(grant)}")
 
 
 def _status_command(change: str, doc: str) -> None:

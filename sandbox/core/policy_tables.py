@@ -125,6 +125,10 @@ grants = sa.Table(
     sa.Column("queries_per_day", sa.BigInteger),
     sa.Column("rows_per_day", sa.BigInteger),
     sa.Column("review_required", sa.Boolean, nullable=False),
+    # ``dp`` or ``reviewed`` (policies.grant_terms.ReleaseMode).  NULL only in a database of
+    # the previous schema until policies.grants.migrate_release_modes has run; read as the
+    # migration would set it meanwhile (never exact unreviewed).
+    sa.Column("release_mode", sa.String(16)),
     # Disclosure terms: the (n, p) dominance rule (p NULL: off) and rounding (NULL: none).
     sa.Column("dominance_n", sa.Integer, nullable=False, server_default="2"),
     sa.Column("dominance_p", sa.Float, server_default="0.9"),

@@ -178,6 +178,17 @@ class Settings:
         "released gives one entity away. Sets the noisy release threshold "
         "`τ = k + ⌈b·ln(G/δ)⌉` (`docs/disclosure.md`); a query's release is (ε, δ)-DP.",
     )
+    dp_default_epsilon_total: float = setting(
+        10.0,
+        gt=0,
+        help="Privacy budget ε a `dp` grant gets when its bureau issues it without one "
+        "(recorded in the grant's terms; `docs/policy.md`).",
+    )
+    dp_default_epsilon_per_query: float = setting(
+        1.0,
+        gt=0,
+        help="ε per query a `dp` grant gets when issued without one (at most its total).",
+    )
     host: str = setting(
         "127.0.0.1",
         help="Address `sandbox serve` binds to. Put a TLS reverse proxy in front for "

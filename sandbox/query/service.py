@@ -13,7 +13,12 @@ durable, in the same control-plane transaction that caches the release; if any o
 it fails, nothing is released (what the run was charged stays charged).  Every
 refusal, at any step, is audited with the rule that refused.
 
-A query whose grant requires the bureau's review (``review_required``) is never
+No exact value leaves without a recorded review: a grant's release mode is ``dp``
+(every number noised under its budget) or ``reviewed`` (exact, held for the owning
+bureau's review); a run whose result would be neither noised nor held is refused
+(``release.exact_unreviewed``) before it touches data.
+
+A query whose grant requires the bureau's review (``reviewed``) is never
 released by :meth:`QueryService.run`.  A job runs it with :meth:`QueryService.run_job`,
 which computes the desensitized result (noise drawn, suppression applied) and
 returns it :class:`Held`: recorded in the audit trail as computed (and charged,
@@ -441,6 +446,7 @@ class QueryService:
                     "it as a job",
                     rule="grant.review_required",
                 )
+            _check_noised_or_reviewed(auth)
             self._check_budget(auth)
             key = self._cache_key(actor, auth)
             cached = self._cached(key)
@@ -769,6 +775,21 @@ def _insert_ignore(conn: sa.Connection, table: sa.Table, **values: Any) -> None:
     else:  # the same insert().on_conflict_do_nothing() in both dialects
         from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
     conn.execute(insert(table).values(**values).on_conflict_do_nothing())
+
+
+def _check_noised_or_reviewed(auth: Authorized) -> None:
+    """No exact value leaves without a recorded review: a result not held for review must
+    be noised (ε > 0).  Closed by construction: whatever grant terms got here, a run
+    that would release exact values unreviewed is refused before it touches data."""
+    if auth.decision.review_required:
+        return
+    epsilon = auth.prepared.params.epsilon
+    if epsilon is None or not epsilon > 0:
+        raise QueryRefused(
+            "this query's grants neither add noise to the result nor hold it for the "
+            "bureau's review; no exact value leaves without a recorded review",
+            rule="release.exact_unreviewed",
+        )
 
 
 def _check_rows_quota(decision: Decision, cost: Cost) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from policies import GrantStatus, GrantTerms, Tariff, Use
+from policies import GrantStatus, GrantTerms, ReleaseMode, Tariff, Use
 from policies.grant_terms import widenings
 from sandbox.core.classification import Level
 from sandbox.core.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -51,7 +51,10 @@ def terms(**changes: Any) -> GrantTerms:
             "outside the grant",
         ),
         ({"valid_until": NOW - timedelta(days=1)}, "valid_from must be before"),
-        ({"epsilon_per_query": 1.0}, "needs an epsilon_total"),
+        (
+            {"epsilon_per_query": 1.0, "release_mode": ReleaseMode.REVIEWED},
+            "needs an epsilon_total",
+        ),
         ({"epsilon_total": 1.0, "epsilon_per_query": 2.0}, "cannot exceed"),
         ({"epsilon_total": -1.0}, "positive number"),
         ({"queries_per_day": 0}, "queries_per_day must be positive"),
@@ -162,7 +165,7 @@ def test_widenings_lists_everything_that_widens() -> None:
         columns=frozenset({"age", "person_id"}),
         epsilon_total=5.0,
         queries_per_day=10,
-        review_required=True,
+        release_mode=ReleaseMode.REVIEWED,
     )
     new = terms(
         max_level=Level.L3,
@@ -171,7 +174,7 @@ def test_widenings_lists_everything_that_widens() -> None:
         groupable=frozenset({"age", "gender"}),
         epsilon_total=None,
         queries_per_day=20,
-        review_required=False,
+        release_mode=ReleaseMode.DP,
     )
     found = widenings(old, new)
     assert {
@@ -179,7 +182,7 @@ def test_widenings_lists_everything_that_widens() -> None:
         "groupable columns added",
         "epsilon_total raised or removed",
         "queries_per_day raised or removed",
-        "review requirement removed",
+        "release mode changed (the bureau changes it with `grant release-mode`)",
     } <= set(found)
     assert widenings(old, old) == []
 
