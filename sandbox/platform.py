@@ -142,6 +142,7 @@ class Platform:
         role: str = "admin",
         allowed_domains: frozenset[str] | None = None,
         acting: Mapping[str, Any] | None = None,
+        procedure: dict[str, Any] | None = None,
     ) -> Registration:
         """Register (or atomically replace) a dataset; the outcome is audited either way.
 
@@ -161,6 +162,7 @@ class Platform:
                 source=source,
                 registered_by=actor,
                 allowed_domains=allowed_domains,
+                procedure=procedure,
             )
         except SandboxError as exc:
             self.record(

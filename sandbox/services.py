@@ -21,6 +21,7 @@ from sandbox.enclave.staging import Staging
 from sandbox.jobs.desk import JobDesk
 from sandbox.jobs.runner import JobRunner
 from sandbox.jobs.store import JobStore
+from sandbox.monitoring import Monitor
 from sandbox.platform import Platform
 from sandbox.query.service import QueryService
 from sandbox.ratelimit import FailureTally, RateLimiter
@@ -74,7 +75,14 @@ class Services:
 
     @cached_property
     def service(self) -> QueryService:
-        return QueryService(self.platform)
+        service = QueryService(self.platform)
+        service.observer = self.monitor.observe
+        return service
+
+    @cached_property
+    def monitor(self) -> Monitor:
+        """The risk detectors over this process's query decisions (docs/monitoring.md)."""
+        return Monitor(self.platform, self.settings)
 
     @cached_property
     def store(self) -> JobStore:
@@ -111,6 +119,7 @@ class Services:
         )
         self._housekeeper.start()
         self.runner.start()
+        self.monitor.start()
 
     def _housekeeping(self, every_s: float = 2.0) -> None:
         """Record closed failure windows every few seconds; sweep staging on its schedule."""
@@ -126,6 +135,8 @@ class Services:
 
     def stop(self) -> None:
         self._stopping.set()
+        if "monitor" in self.__dict__:
+            self.monitor.stop()
         if self._housekeeper is not None:
             self._housekeeper.join(10)
         if "runner" in self.__dict__ and self.runner.runner_id is not None:

@@ -127,7 +127,8 @@ def open_control_db(url: str, *, create: bool = True) -> Engine:
         ) from None
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
-    from sandbox.core import policy_tables  # noqa: F401  (declares the authorization tables)
+    # Declare the authorization tables and the governance procedures' tables.
+    from sandbox.core import governance_tables, policy_tables  # noqa: F401
 
     try:
         if create:

@@ -383,6 +383,58 @@ class Settings:
         "`ingest_memory_bytes`.",
     )
 
+    monitor_enabled: bool = setting(
+        True,
+        help="Run the risk detectors on every query decision (docs/monitoring.md); off, no "
+        "alert is raised and no response policy acts.",
+    )
+    monitor_probe_window_s: float = setting(
+        600.0, gt=0, help="Refusal bursts (detector `probing`) are counted in this window."
+    )
+    monitor_probe_rule_warning: int = setting(
+        8, ge=2, help="Refusals by one rule within the window that raise a `warning`."
+    )
+    monitor_probe_total_high: int = setting(
+        20, ge=2, help="Refusals by any rules within the window that raise a `high` alert."
+    )
+    monitor_repeat_warning: int = setting(
+        10,
+        ge=2,
+        help="Variants of one query that differ only in constants, within ten minutes, that "
+        "raise a `warning` (detector `repeated`).",
+    )
+    monitor_repeat_high: int = setting(
+        20, ge=2, help="As `monitor_repeat_warning`, for a `high` alert."
+    )
+    monitor_volume_floor_per_hour: int = setting(
+        300,
+        ge=1,
+        help="Queries per hour below which no volume spike is raised, whatever the baseline.",
+    )
+    monitor_volume_factor: float = setting(
+        3.0,
+        gt=1,
+        help="A spike is an hour with more than this many times the operator's busiest hour "
+        "of the previous 7 days.",
+    )
+    monitor_burn_factor: float = setting(
+        4.0,
+        gt=1,
+        help="Budget burn: ε spent (at least a quarter of the grant's) faster than this many "
+        "times the share of the grant's validity elapsed.",
+    )
+    monitor_suppress_queries: int = setting(
+        25,
+        ge=2,
+        help="Queries with small groups suppressed within an hour that raise a `warning`.",
+    )
+    monitor_work_hours: str = setting(
+        "07-22", help="Working hours (local, `HH-HH`); a query outside them is an `info` alert."
+    )
+    monitor_utc_offset_hours: float = setting(
+        8.0, ge=-12, le=14, help="The deployment's local time zone, for working hours."
+    )
+
     def __post_init__(self) -> None:
         home = Path(self.home).resolve()
         object.__setattr__(self, "home", home)

@@ -82,8 +82,14 @@ def register_dataset(
     source: Source | StagedSource,
     registered_by: str,
     allowed_domains: frozenset[str] | None = None,
+    procedure: dict[str, Any] | None = None,
 ) -> Registration:
-    """Load ``source`` as dataset ``spec.id`` (replacing any previous version atomically)."""
+    """Load ``source`` as dataset ``spec.id`` (replacing any previous version atomically).
+
+    ``procedure``: the registration procedure's record (who accepted and reviewed it, the
+    publicity window: ``sandbox.governance``), carried in the certificate; none on the
+    host console's direct path.
+    """
     if allowed_domains is not None and spec.domain not in allowed_domains:
         raise Forbidden(
             f"registering in domain '{spec.domain}' is outside this account's domains",
@@ -97,7 +103,7 @@ def register_dataset(
         else:
             ready = source
         record_row, certificate, replaced, typed = _load(
-            enclave, engine, key, spec, ready, registered_by
+            enclave, engine, key, spec, ready, registered_by, procedure
         )
     _write_files(settings, typed, certificate)
     return Registration(DatasetRecord.from_row(record_row), certificate, replaced)
@@ -138,6 +144,7 @@ def _load(
     spec: DatasetSpec,
     source: Source,
     registered_by: str,
+    procedure: dict[str, Any] | None = None,
 ) -> tuple[Any, dict[str, Any], bool, DatasetSpec]:
     """The locked part: replace the table, check it, record it; all or nothing."""
     with _servers_yield(enclave), enclave.writer() as con:
@@ -155,7 +162,7 @@ def _load(
             (row_count,) = con.execute(f"SELECT count(*) FROM {_quoted(spec)}").fetchone() or (0,)
             with engine.begin() as cp:
                 record_row, certificate, replaced = _record(
-                    cp, typed, loaded, schema, int(row_count), registered_by, key
+                    cp, typed, loaded, schema, int(row_count), registered_by, key, procedure
                 )
                 con.execute("COMMIT")
         except SandboxError:
@@ -178,6 +185,7 @@ def _record(
     row_count: int,
     registered_by: str,
     key: SigningKey,
+    procedure: dict[str, Any] | None = None,
 ) -> tuple[Any, dict[str, Any], bool]:
     previous = cp.execute(
         sa.select(datasets.c.version).where(datasets.c.id == spec.id).with_for_update()
@@ -199,6 +207,7 @@ def _record(
             "row_count": row_count,
             "issued_at": now,
             "registered_by": registered_by,
+            **({"procedure": procedure} if procedure is not None else {}),
         },
         key,
     )

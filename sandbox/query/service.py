@@ -38,6 +38,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -60,6 +61,7 @@ from sandbox.core.timeutil import to_rfc3339
 from sandbox.core.wording import counted
 from sandbox.enclave.catalog import DatasetRecord
 from sandbox.enclave.enclave import limits_failure
+from sandbox.monitoring.fingerprint import predicate_fingerprint
 from sandbox.platform import Platform
 from sandbox.query.cost import Cost, CostLimits, check_cost
 from sandbox.query.disclosure import DisclosureParams
@@ -139,6 +141,9 @@ class QueryService:
             max_groups_per_entity=platform.settings.dp_max_groups_per_entity,
         )
         self._release_db = release_database()
+        #: Called with every query decision's audit receipt once it is durable (the risk
+        #: monitor, ``sandbox.monitoring``); it must not raise or block.
+        self.observer: Callable[[Any], None] | None = None
 
     # -- pieces ----------------------------------------------------------------------------
 
@@ -153,7 +158,7 @@ class QueryService:
         dataset: str | None,
         details: dict[str, Any],
     ) -> Any:
-        return self.platform.record(
+        receipt = self.platform.record(
             actor=actor.name,
             role=actor.role.value,
             action=ACTION,
@@ -165,6 +170,9 @@ class QueryService:
             dataset=dataset,
             details={**details, **actor.audit_details()},
         )
+        if self.observer is not None:
+            self.observer(receipt)
+        return receipt
 
     def _access(
         self, grants: tuple[Grant, ...], records: dict[str, DatasetRecord]
@@ -550,6 +558,7 @@ class QueryService:
             dataset=prepared.parsed.datasets[0],
             details={
                 **meta,
+                "predicates": predicate_fingerprint(prepared.parsed.expression),
                 "held_for_review": True,
                 "epsilon_spent": released.epsilon_spent,  # charged when it ran
                 "normalized_sql": prepared.parsed.normalized_sql,
@@ -645,6 +654,7 @@ class QueryService:
                 **{k: v for k, v in meta.items() if k != "cached"},
                 "cache": True,
                 "normalized_sql": prepared.parsed.normalized_sql,
+                "predicates": predicate_fingerprint(prepared.parsed.expression),
                 "grants": [{"id": g.id, "version": g.version} for g in decision.grants],
                 "duration_ms": int((time.perf_counter() - started) * 1000),
             },
@@ -717,6 +727,7 @@ class QueryService:
             details = {
                 **meta,
                 "normalized_sql": prepared.parsed.normalized_sql,
+                "predicates": predicate_fingerprint(prepared.parsed.expression),
                 "grants": [{"id": g.id, "version": g.version} for g in decision.grants],
                 "duration_ms": int((time.perf_counter() - started) * 1000),
                 **(extra or {}),

@@ -1,0 +1,96 @@
+"""The public catalog (数据目录) operators browse before they apply for a grant.
+
+Per dataset: description, columns with their level and role (never a value, nor a
+declared bound: bounds may be proposed from the data), update frequency and price
+terms from its registration procedure, quality scores when a quality report exists
+(none is computed yet: ``null``), and how to apply.  Every read is a ``catalog.read``
+decision, recorded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from policies import Actor, Target
+from sandbox.core.governance_tables import registration_applications as regs
+from sandbox.enclave.catalog import DatasetRecord
+from sandbox.platform import Platform
+
+__all__ = ["HOW_TO_APPLY", "catalog_entry", "read_catalog"]
+
+HOW_TO_APPLY = {
+    "http": "POST /v1/grant-applications",
+    "cli": "sandbox grant apply DATASET --purpose CODE --purpose-text TEXT --column C "
+    "--days N --use public_interest|commercial",
+    "states": "the owning bureau approves (the grant is issued), amends or rejects, "
+    "with reasons; see GET /v1/grant-applications",
+}
+
+
+def catalog_entry(record: DatasetRecord, registration: Any | None) -> dict[str, Any]:
+    """One dataset as the catalog shows it (pure)."""
+    columns = []
+    for col in record.spec.columns:
+        shown: dict[str, Any] = {
+            "name": col.name,
+            "level": col.level.name,
+            "role": col.role.value,
+            "type": col.type,
+            "description": col.description,
+        }
+        if col.generalize is not None:
+            shown["generalize"] = col.generalize.to_dict()
+        if col.joinable:
+            shown["joinable"] = list(col.joinable)
+        if col.level.name == "L4":
+            shown["note"] = "never released in any form"
+        columns.append(shown)
+    return {
+        "id": record.id,
+        "domain": record.domain,
+        "title": record.title,
+        "description": record.description,
+        "entity_key": record.entity_key,
+        "version": record.version,
+        "registered_at": record.loaded_at,
+        "frozen": record.frozen,
+        "columns": columns,
+        "update_frequency": None if registration is None else registration.update_frequency,
+        "quality": None,
+        "price_terms": None if registration is None else registration.listing or None,
+        "registration": None
+        if registration is None
+        else {"application": registration.id, "issued_at": registration.issued_at},
+        "how_to_apply": HOW_TO_APPLY,
+    }
+
+
+def read_catalog(
+    platform: Platform, actor: Actor, dataset: str | None = None
+) -> list[dict[str, Any]]:
+    """The catalog (or one dataset of it) for ``actor``; the read is a recorded decision."""
+    authority = platform.authority
+    target = Target.platform() if dataset is None else Target.dataset(dataset)
+    decision = authority.decide(actor, "catalog.read", target, audit=False)
+    if not decision.allowed:
+        authority.record_decision(actor, decision, request_id=actor.request_id, client=actor.client)
+        raise decision.error()
+    records = [platform.catalog.get(dataset)] if dataset else platform.catalog.list()
+    with platform.engine.connect() as conn:
+        issued = {
+            row.dataset: row
+            for row in conn.execute(
+                sa.select(regs).where(regs.c.state == "issued").order_by(regs.c.issued_at)
+            )
+        }
+    out = [catalog_entry(r, issued.get(r.id)) for r in records]
+    authority.record_decision(
+        actor,
+        decision,
+        details={"rows": len(out)},
+        request_id=actor.request_id,
+        client=actor.client,
+    )
+    return out

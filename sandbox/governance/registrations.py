@@ -1,0 +1,570 @@
+# Over 400 lines: seven steps of one procedure, and the reading views sharing its helpers.
+"""The registration procedure over the control plane: apply, accept, review, publicity, issue.
+
+The state machine is :mod:`sandbox.governance.registration_states` (pure); this module
+reads the facts it needs, applies the step, and writes the new state, the step's row in
+``registration_events`` and its audit entry in one transaction.  The file a bureau
+applies with is kept in a private directory of the staging area (``registrations/``),
+with its SHA-256: the certificate is issued for exactly the bytes that were reviewed.
+
+The host console's ``sandbox dataset register`` stays the bootstrap and admin path
+(the demo, first datasets); over HTTP a bureau registers through this procedure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from connectors.files import FileSource
+from policies import Actor, Role, Target
+from sandbox.core.classification import parse_classification
+from sandbox.core.db import datasets
+from sandbox.core.errors import Conflict, InvalidInput, NotFound, Withheld
+from sandbox.core.governance_tables import (
+    registration_applications as apps,
+)
+from sandbox.core.governance_tables import (
+    registration_events as events,
+)
+from sandbox.core.governance_tables import (
+    registration_objections as objections,
+)
+from sandbox.core.timeutil import to_rfc3339
+from sandbox.enclave.registry import Registration
+from sandbox.platform import Platform
+
+from .acts import Clock, audited, new_id, record_allow, sees_everything, system_clock
+from .registration_states import Facts, RegState, RegStep, advance
+
+__all__ = ["Registrations", "SourceFile"]
+
+FREQUENCY_MAX = 40
+OPEN_STATES = (RegState.APPLIED, RegState.ACCEPTED, RegState.PUBLICITY, RegState.REVIEWED)
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """The file an application names: where it is now, and what provenance calls it."""
+
+    path: Path
+    name: str
+    format: str | None = None
+    move: bool = False
+    """An upload (moved into the application's directory) or an import (copied)."""
+
+
+def _ts(moment: datetime) -> str:
+    return to_rfc3339(moment)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Registrations:
+    """The procedure for one deployment; ``clock`` is injected (tests move time)."""
+
+    def __init__(self, platform: Platform, *, clock: Clock = system_clock) -> None:
+        self.platform = platform
+        self.clock = clock
+
+    @property
+    def publicity(self) -> timedelta:
+        return timedelta(days=self.platform.settings.registration_publicity_days)
+
+    def _files(self, app_id: str) -> Path:
+        return self.platform.settings.staging_dir / "registrations" / app_id
+
+    # -- apply ---------------------------------------------------------------------------
+
+    def apply(
+        self,
+        actor: Actor,
+        *,
+        classification: str,
+        source: SourceFile | Callable[[str], SourceFile],
+        update_frequency: str,
+        listing: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """A bureau applies to register (or re-register) a dataset of its domain.
+
+        ``source``: the file, or a function of the dataset's domain that finds it (an
+        upload of the account), called once the bureau may register there.
+        """
+        spec = parse_classification(classification, source_name="application")
+        engine = self.platform.engine
+        with engine.connect() as conn:
+            current = conn.execute(
+                sa.select(datasets.c.version).where(datasets.c.id == spec.id)
+            ).first()
+            last = conn.execute(
+                sa.select(apps.c.version, apps.c.classification_sha256)
+                .where(apps.c.dataset == spec.id, apps.c.state == RegState.ISSUED.value)
+                .order_by(apps.c.version.desc())
+                .limit(1)
+            ).first()
+        target = Target.dataset(spec.id) if current is not None else Target.domain(spec.domain)
+        authority = self.platform.authority
+        decision = authority.decide(actor, "dataset.register", target, audit=False)
+        with audited(self.platform, actor, "registration.apply", str(target), dataset=spec.id):
+            if not decision.allowed:
+                raise decision.error()
+            found = source(spec.domain) if callable(source) else source
+            frequency = update_frequency.strip()
+            if not frequency or len(frequency) > FREQUENCY_MAX:
+                raise InvalidInput(
+                    f"update frequency: a few words such as 'monthly' (at most {FREQUENCY_MAX})",
+                    rule="registration.frequency",
+                )
+            # The short form: the classification the public was shown is the one in force
+            # (issued through this procedure, and no version registered since).
+            short = (
+                current is not None
+                and last is not None
+                and last.version == current.version
+                and last.classification_sha256 == spec.sha256()
+            )
+            form = "short" if short else "full"
+            app_id = new_id("rg")
+            now = self.clock()
+            stored = self._keep(app_id, found)
+            try:
+                with engine.begin() as conn:
+                    pending = conn.execute(
+                        sa.select(apps.c.id).where(
+                            apps.c.dataset == spec.id, apps.c.state.in_(list(OPEN_STATES))
+                        )
+                    ).first()
+                    if pending is not None:
+                        raise Conflict(
+                            f"{spec.id} already has an open application ({pending.id})",
+                            rule="registration.pending",
+                        )
+                    conn.execute(
+                        sa.insert(apps).values(
+                            id=app_id,
+                            dataset=spec.id,
+                            domain=spec.domain,
+                            form=form,
+                            state=RegState.APPLIED.value,
+                            applicant=actor.name,
+                            applied_at=_ts(now),
+                            title=spec.title,
+                            description=spec.description,
+                            update_frequency=frequency,
+                            listing=dict(listing or {}),
+                            classification=spec.to_dict(),
+                            classification_sha256=spec.sha256(),
+                            source=stored,
+                            updated_at=_ts(now),
+                        )
+                    )
+                    self._event(conn, app_id, actor, "apply", None, RegState.APPLIED, now)
+                    record_allow(
+                        self.platform,
+                        actor,
+                        "registration.apply",
+                        f"registration:{app_id}",
+                        "allow.role",
+                        dataset=spec.id,
+                        details={"application": app_id, "form": form, "source": stored},
+                    )
+            except BaseException:
+                shutil.rmtree(self._files(app_id), ignore_errors=True)
+                raise
+        return self.show(actor, app_id)
+
+    def _keep(self, app_id: str, source: SourceFile) -> dict[str, Any]:
+        directory = self._files(app_id)
+        directory.mkdir(parents=True, mode=0o700)
+        kept = directory / Path(source.name).name
+        if source.move:
+            shutil.move(source.path, kept)
+        else:
+            shutil.copyfile(source.path, kept)
+        return {
+            "file": kept.name,
+            "name": source.name,
+            "format": source.format,
+            "bytes": kept.stat().st_size,
+            "sha256": _sha256(kept),
+        }
+
+    # -- the admin's steps, objections, withdrawal -----------------------------------------
+
+    def step(
+        self,
+        actor: Actor,
+        app_id: str,
+        step: RegStep,
+        *,
+        comment: str = "",
+        objection: str | None = None,
+    ) -> dict[str, Any]:
+        """Accept, refuse, approve, reject, uphold or dismiss (an objection), or withdraw."""
+        if step in (RegStep.OBJECT, RegStep.ISSUE):
+            raise InvalidInput(f"use {step.value}() for this step", rule="registration.step")
+        action = f"registration.{_ACTION[step]}"
+        target = f"registration:{app_id}"
+        with audited(self.platform, actor, action, target, details={"step": step.value}):
+            if step in (RegStep.REFUSE, RegStep.REJECT, RegStep.UPHOLD, RegStep.DISMISS):
+                _need_text(comment, "a reason")
+            now = self.clock()
+            with self.platform.engine.begin() as conn:
+                row = self._row(conn, actor, app_id)
+                open_ids = self._open_objections(conn, app_id)
+                new = advance(
+                    RegState(row.state), step, actor.role, self._facts(row, actor, now, open_ids)
+                )
+                if step in (RegStep.UPHOLD, RegStep.DISMISS):
+                    if objection not in open_ids:
+                        raise NotFound(
+                            "no open objection of this application has that id",
+                            rule="registration.objection_unknown",
+                        )
+                    conn.execute(
+                        sa.update(objections)
+                        .where(objections.c.id == objection)
+                        .values(
+                            status="upheld" if step is RegStep.UPHOLD else "dismissed",
+                            resolved_by=actor.name,
+                            resolved_at=_ts(now),
+                            resolution=comment,
+                        )
+                    )
+                values: dict[str, Any] = {"state": new.value, "updated_at": _ts(now)}
+                if step is RegStep.ACCEPT:
+                    values |= {"accepted_by": actor.name, "accepted_at": _ts(now)}
+                elif step in (RegStep.APPROVE, RegStep.REJECT):
+                    values |= {
+                        "reviewed_by": actor.name,
+                        "reviewed_at": _ts(now),
+                        "review_comment": comment,
+                    }
+                    if new is RegState.PUBLICITY:
+                        values |= {
+                            "publicity_from": _ts(now),
+                            "publicity_until": _ts(now + self.publicity),
+                        }
+                conn.execute(sa.update(apps).where(apps.c.id == app_id).values(**values))
+                before = RegState(row.state)
+                self._event(conn, app_id, actor, step, before, new, now, comment, objection)
+                record_allow(
+                    self.platform,
+                    actor,
+                    action,
+                    target,
+                    "registration.transition",
+                    dataset=row.dataset,
+                    details={
+                        "application": app_id,
+                        "from": row.state,
+                        "to": new.value,
+                        "comment": comment,
+                        "objection": objection,
+                        **{k: v for k, v in values.items() if k.startswith("publicity")},
+                    },
+                )
+        if new in (RegState.REJECTED, RegState.WITHDRAWN):
+            shutil.rmtree(self._files(app_id), ignore_errors=True)
+        return self.show(actor, app_id)
+
+    def object(self, actor: Actor, app_id: str, text: str) -> dict[str, Any]:
+        """Anyone with an account files an objection while the application is in publicity."""
+        target = f"registration:{app_id}"
+        with audited(self.platform, actor, "registration.object", target):
+            _need_text(text, "the objection's grounds")
+            now = self.clock()
+            objection_id = new_id("ob")
+            with self.platform.engine.begin() as conn:
+                row = self._row(conn, actor, app_id)
+                open_ids = self._open_objections(conn, app_id)
+                facts = self._facts(row, actor, now, open_ids)
+                advance(RegState(row.state), RegStep.OBJECT, actor.role, facts)
+                conn.execute(
+                    sa.insert(objections).values(
+                        id=objection_id,
+                        application=app_id,
+                        filed_by=actor.name,
+                        filed_role=actor.role.value,
+                        filed_at=_ts(now),
+                        text=text.strip(),
+                        status="open",
+                    )
+                )
+                state = RegState(row.state)
+                self._event(
+                    conn, app_id, actor, RegStep.OBJECT, state, state, now, "", objection_id
+                )
+                record_allow(
+                    self.platform,
+                    actor,
+                    "registration.object",
+                    target,
+                    "registration.transition",
+                    dataset=row.dataset,
+                    details={"application": app_id, "objection": objection_id},
+                )
+        return self.show(actor, app_id)
+
+    def issue(self, actor: Actor, app_id: str) -> tuple[dict[str, Any], Registration]:
+        """Load the reviewed file and issue the certificate, with the procedure's record."""
+        target = f"registration:{app_id}"
+        with audited(self.platform, actor, "registration.issue", target):
+            now = self.clock()
+            with self.platform.engine.connect() as conn:
+                row = self._row(conn, actor, app_id)
+                open_ids = self._open_objections(conn, app_id)
+            facts = self._facts(row, actor, now, open_ids)
+            advance(RegState(row.state), RegStep.ISSUE, actor.role, facts)
+            kept = self._files(app_id) / row.source["file"]
+            if not kept.is_file() or _sha256(kept) != row.source["sha256"]:
+                raise Conflict(
+                    "the applied file is no longer the one reviewed: the bureau applies again",
+                    rule="registration.source_changed",
+                )
+            spec = parse_classification(row.classification, source_name=f"application:{app_id}")
+            procedure = self._record_of(row, actor, now)
+            source = FileSource(
+                kept, self.platform.settings.staging_dir, row.source["format"], row.source["name"]
+            )
+            reg = self.platform.register(
+                spec,
+                source,  # type: ignore[arg-type]  # FileSource.connector is a read-only property
+                registered_by=actor.name,
+                role=actor.role.value,
+                acting=actor.audit_details(),
+                procedure=procedure,
+            )
+            with self.platform.engine.begin() as conn:
+                conn.execute(
+                    sa.update(apps)
+                    .where(apps.c.id == app_id)
+                    .values(
+                        state=RegState.ISSUED.value,
+                        issued_by=actor.name,
+                        issued_at=_ts(now),
+                        version=reg.record.version,
+                        updated_at=_ts(now),
+                    )
+                )
+                self._event(
+                    conn, app_id, actor, RegStep.ISSUE, RegState(row.state), RegState.ISSUED, now
+                )
+                record_allow(
+                    self.platform,
+                    actor,
+                    "registration.issue",
+                    target,
+                    "registration.transition",
+                    dataset=row.dataset,
+                    details={"application": app_id, "version": reg.record.version},
+                )
+        shutil.rmtree(self._files(app_id), ignore_errors=True)
+        return self.show(actor, app_id), reg
+
+    @staticmethod
+    def _record_of(row: Any, actor: Actor, now: datetime) -> dict[str, Any]:
+        """What the certificate carries of the procedure."""
+        return {
+            "application": row.id,
+            "form": row.form,
+            "applicant": row.applicant,
+            "applied_at": row.applied_at,
+            "accepted_by": row.accepted_by,
+            "accepted_at": row.accepted_at,
+            "reviewed_by": row.reviewed_by,
+            "reviewed_at": row.reviewed_at,
+            "review_comment": row.review_comment,
+            "publicity": None
+            if row.publicity_from is None
+            else {"from": row.publicity_from, "until": row.publicity_until},
+            "issued_by": actor.name,
+            "update_frequency": row.update_frequency,
+        }
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def visible(self, actor: Actor, *, state: str | None = None) -> list[dict[str, Any]]:
+        """Applications the actor may see: every one in publicity (the public listing), a
+        bureau's own domains', and all of them for admins and auditors."""
+        query = sa.select(apps).order_by(apps.c.applied_at, apps.c.id)
+        if state is not None:
+            query = query.where(apps.c.state == RegState(state).value)
+        with self.platform.engine.connect() as conn:
+            rows = [r for r in conn.execute(query) if self._visible(r, actor)]
+            return [self._out(conn, r, actor) for r in rows]
+
+    def show(self, actor: Actor, app_id: str) -> dict[str, Any]:
+        with self.platform.engine.connect() as conn:
+            return self._out(conn, self._row(conn, actor, app_id), actor)
+
+    @staticmethod
+    def _visible(row: Any, actor: Actor) -> bool:
+        return (
+            sees_everything(actor)
+            or row.state == RegState.PUBLICITY.value
+            or (actor.role is Role.BUREAU and row.domain in actor.domains)
+        )
+
+    def _row(self, conn: sa.Connection, actor: Actor, app_id: str) -> Any:
+        row = conn.execute(sa.select(apps).where(apps.c.id == app_id)).first()
+        if row is None:
+            raise NotFound(f"no registration application {app_id}", rule="registration.unknown")
+        if not (self._visible(row, actor) or self._objected(conn, app_id, actor)):
+            # Not listed publicly, and not this account's: answered as one that does not
+            # exist; the trail keeps the real rule.
+            raise Withheld(
+                f"no registration application {app_id}",
+                rule="registration.unknown",
+                actual_rule="registration.not_listed",
+                actual_reason=f"the application is {row.state}, not in publicity",
+            )
+        return row
+
+    @staticmethod
+    def _objected(conn: sa.Connection, app_id: str, actor: Actor) -> bool:
+        query = sa.select(objections.c.id).where(
+            objections.c.application == app_id, objections.c.filed_by == actor.name
+        )
+        return conn.execute(query).first() is not None
+
+    @staticmethod
+    def _open_objections(conn: sa.Connection, app_id: str) -> list[str]:
+        query = sa.select(objections.c.id).where(
+            objections.c.application == app_id, objections.c.status == "open"
+        )
+        return [r.id for r in conn.execute(query)]
+
+    @staticmethod
+    def _facts(row: Any, actor: Actor, now: datetime, open_ids: list[str]) -> Facts:
+        until = row.publicity_until
+        return Facts(
+            now=now,
+            own_domain=actor.role is Role.BUREAU and row.domain in actor.domains,
+            short_form=row.form == "short",
+            publicity_until=None if until is None else datetime.fromisoformat(until),
+            open_objections=len(open_ids),
+        )
+
+    @staticmethod
+    def _event(
+        conn: sa.Connection,
+        app_id: str,
+        actor: Actor,
+        step: RegStep | str,
+        before: RegState | None,
+        after: RegState,
+        now: datetime,
+        comment: str = "",
+        objection: str | None = None,
+    ) -> None:
+        conn.execute(
+            sa.insert(events).values(
+                application=app_id,
+                at=_ts(now),
+                actor=actor.name,
+                role=actor.role.value,
+                step=str(step),
+                from_state=None if before is None else before.value,
+                to_state=after.value,
+                comment=comment,
+                objection=objection,
+            )
+        )
+
+    def _out(self, conn: sa.Connection, row: Any, actor: Actor) -> dict[str, Any]:
+        party = sees_everything(actor) or (
+            actor.role is Role.BUREAU and row.domain in actor.domains
+        )
+        filed = conn.execute(
+            sa.select(objections)
+            .where(objections.c.application == row.id)
+            .order_by(objections.c.filed_at, objections.c.id)
+        ).all()
+        steps = conn.execute(
+            sa.select(events).where(events.c.application == row.id).order_by(events.c.id)
+        ).all()
+        return {
+            "id": row.id,
+            "dataset": row.dataset,
+            "domain": row.domain,
+            "form": row.form,
+            "state": row.state,
+            "applicant": row.applicant,
+            "applied_at": row.applied_at,
+            "title": row.title,
+            "description": row.description,
+            "update_frequency": row.update_frequency,
+            "listing": row.listing,
+            "classification": row.classification,
+            "classification_sha256": row.classification_sha256,
+            "source": {k: row.source[k] for k in ("name", "format", "bytes", "sha256")},
+            "accepted_by": row.accepted_by,
+            "accepted_at": row.accepted_at,
+            "reviewed_by": row.reviewed_by,
+            "reviewed_at": row.reviewed_at,
+            "review_comment": row.review_comment,
+            "publicity_from": row.publicity_from,
+            "publicity_until": row.publicity_until,
+            "issued_by": row.issued_by,
+            "issued_at": row.issued_at,
+            "version": row.version,
+            "objections": [
+                {
+                    "id": o.id,
+                    "filed_by": o.filed_by,
+                    "filed_at": o.filed_at,
+                    "text": o.text,
+                    "status": o.status,
+                    "resolved_by": o.resolved_by,
+                    "resolved_at": o.resolved_at,
+                    "resolution": o.resolution,
+                }
+                for o in filed
+                if party or o.filed_by == actor.name
+            ],
+            "open_objections": sum(1 for o in filed if o.status == "open"),
+            "steps": [
+                {
+                    "at": e.at,
+                    "actor": e.actor,
+                    "role": e.role,
+                    "step": e.step,
+                    "from": e.from_state,
+                    "to": e.to_state,
+                    "comment": e.comment,
+                    "objection": e.objection,
+                }
+                for e in steps
+                if party or e.step != RegStep.OBJECT.value or e.actor == actor.name
+            ],
+        }
+
+
+_ACTION = {
+    RegStep.ACCEPT: "accept",
+    RegStep.REFUSE: "accept",
+    RegStep.APPROVE: "review",
+    RegStep.REJECT: "review",
+    RegStep.UPHOLD: "resolve",
+    RegStep.DISMISS: "resolve",
+    RegStep.WITHDRAW: "withdraw",
+}
+
+
+def _need_text(text: str, what: str) -> None:
+    if not text.strip():
+        raise InvalidInput(f"this step needs {what} in words", rule="registration.comment")
