@@ -331,6 +331,13 @@ class Settings:
         runtime=True,
         help="An upload not registered within this many seconds is deleted.",
     )
+    registration_publicity_days: float = setting(
+        7.0,
+        gt=0,
+        help="Publicity period (公示期) of a registration application, in days: objections "
+        "may be filed until it ends, and the certificate is issued only after it "
+        "(docs/governance.md).",
+    )
     staging_sweep_s: float = setting(
         600.0,
         gt=0,
@@ -382,6 +389,7 @@ class Settings:
         "`enclave_busy`, rule `ingest.busy`). Bounds parsing memory at this many times "
         "`ingest_memory_bytes`.",
     )
+
 
     monitor_enabled: bool = setting(
         True,
