@@ -6,17 +6,19 @@ keys, ``__entities``, one column per base statistic).  Output is the table the
 operator's outputs are computed from.  The steps, in order:
 
 1. **low-count filter**: a group with fewer than ``k`` distinct entities goes; with a
-   budget it must also pass a **noisy threshold** (``selection_threshold``), because
-   which groups appear is itself data;
+   budget the test is on the **noisy** count instead, against ``max(k, τ)``
+   (``selection_threshold``, :mod:`sandbox.query.partition`), because which groups
+   appear is itself data;
 2. **dominance** ``(n, p)``, without a budget: a group where the ``n`` largest
    per-entity contributions to a sum exceed ``p`` of its total goes, so one large
    enterprise cannot be read off a total;
 3. optionally, without a budget, the suppressed groups are **folded** into one
    remainder row with null keys, itself subject to both rules (on conservative bounds);
-4. with a budget ε, **discrete Laplace noise** on every count, sum and sum of
-   squares, calibrated per column from the clamping bounds and the contribution
-   bounds ``C`` (rows per entity and group) and ``G`` (groups per entity); ε is
-   split equally across the noised columns (basic composition);
+4. with a budget ε, **discrete Laplace or discrete Gaussian noise** (whichever is
+   smaller for the query's columns, :mod:`sandbox.query.accountant`) on every count,
+   sum and sum of squares, calibrated per column from the clamping bounds and the
+   contribution bounds ``C`` (rows per entity and group) and ``G`` (groups per
+   entity); ε is split by sensitivity, to minimise the summed relative variance;
 5. **rounding**; top-2 columns never leave.
 
 The math and its caveats are in ``docs/disclosure.md``.
@@ -35,7 +37,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sandbox.core.errors import EnclaveError, InvalidInput
-from sandbox.query.noise import ChoiceSource, NoiseSource, system_noise
+from sandbox.query.accountant import CONVERSION_SHARE, Demand, Mechanism, choose
+from sandbox.query.accuracy import gaussian_half_width, laplace_half_width
+from sandbox.query.noise import ChoiceSource, GaussianSource, NoiseSource, system_noise
+from sandbox.query.partition import gaussian_threshold, laplace_threshold
 
 __all__ = [
     "ENTITIES",
@@ -154,13 +159,27 @@ class Disclosed:
 
 @dataclass(frozen=True)
 class NoisePlan:
-    """How one column is noised: integer units of ``resolution``, Laplace ``scale`` in units."""
+    """How one column is noised: integer units of ``resolution``, noise ``scale`` in units.
+
+    ``scale`` is the discrete Laplace scale ``b`` (``mechanism == "laplace"``), the
+    discrete Gaussian variance ``sigma²`` (``"gaussian"``), or a quantile's temperature.
+    ``epsilon`` is the column's ε (Laplace, quantile) and ``rho`` its rho (zCDP, both).
+    """
 
     column: str
     sensitivity: Fraction  # L1 sensitivity of the whole column, in value units
     resolution: Fraction
     epsilon: Fraction
-    scale: Fraction  # discrete Laplace scale in units; ``scale * resolution`` in value units
+    scale: Fraction
+    mechanism: Mechanism = "laplace"
+    rho: Fraction = Fraction(0)
+
+    @property
+    def half_width(self) -> float:
+        """95% half-width of the noise on one cell, in value units (data-independent)."""
+        if self.mechanism == "gaussian":
+            return float(gaussian_half_width(self.scale) * self.resolution)
+        return float(laplace_half_width(self.scale) * self.resolution)
 
 
 def _stat_columns(columns: Sequence[StatColumn]) -> dict[str, StatColumn]:
@@ -222,38 +241,90 @@ def _resolution(delta: Fraction) -> Fraction:
     return Fraction(10) ** (exponent - 3)
 
 
-def noise_plan(columns: Sequence[StatColumn], params: DisclosureParams) -> list[NoisePlan]:
-    """Per noised column: sensitivity, grid, share of ε and Laplace scale (empty without ε)."""
+#: How much a column's error matters relative to a count's: the number of groups only
+#: feeds the metadata's ``groups_suppressed``, so it gets a small share of ε.
+_GROUPS_WEIGHT = 0.01
+#: The typical magnitude of one entity's contribution, as a share of its bound (data-
+#: independent): half the bound for a sum, a third of the squared bound for a sum of
+#: squares (a uniform value's mean square), the whole bound for a count.
+_TYPICAL = {"sum": Fraction(1, 2), "sumsq": Fraction(1, 3)}
+
+
+def _units(column: StatColumn, params: DisclosureParams) -> tuple[Fraction, Fraction, Demand]:
+    """A column's grid, L1 sensitivity in units, and what it asks of the accountant.
+
+    L2 sensitivity: one entity changes at most ``G`` cells, each by at most a ``G``-th
+    of the L1 sensitivity (plus a rounding unit on a grid), so ``Δ₂ = Δ₁ / √G``.
+    The weight is ``1 / (typical per-entity contribution in units)²``: minimising
+    ``Σ weight · variance`` minimises the summed *relative* variance of the columns.
+    """
+    g = params.max_groups_per_entity
+    delta = sensitivity(column, params)
+    if column.kind in _COUNTS:
+        per_group = delta / g
+        weight = _GROUPS_WEIGHT if column.kind == "groups" else 1.0
+        l2 = float(delta) if column.kind == "groups" else math.sqrt(g) * float(per_group)
+        return Fraction(1), delta, Demand(float(delta), l2, weight / float(per_group) ** 2)
+    resolution = _resolution(delta)
+    per_group = Fraction(math.ceil(delta / g / resolution) + 1)
+    units = Fraction(math.ceil(delta / resolution) + g)
+    typical = max(float(delta / g / resolution * _TYPICAL[column.kind]), 1.0)
+    demand = Demand(float(units), math.sqrt(g) * float(per_group), 1 / typical**2)
+    return resolution, units, demand
+
+
+def _floor(value: float) -> Fraction:
+    """A rational at most ``value`` (never more ε than allocated)."""
+    return Fraction(math.floor(value * 10**9), 10**9)
+
+
+def _ceil(value: float) -> Fraction:
+    """A rational at least ``value`` (never less noise than allocated)."""
+    return Fraction(math.ceil(value * 10**6), 10**6)
+
+
+def noise_plan(
+    columns: Sequence[StatColumn], params: DisclosureParams, *, grouped: bool = True
+) -> list[NoisePlan]:
+    """Per noised column: sensitivity, grid, mechanism, share of ε and scale (empty without ε).
+
+    ``grouped``: the query has GROUP BY keys; without, there is one group and the number
+    of groups is not noised (nor released: ``groups_suppressed`` follows the table).
+    """
     if params.epsilon is None:
         return []
     noised = [c for c in _stat_columns(columns).values() if c.kind in _NOISED | {"quantile"}]
-    noised.append(StatColumn(GROUPS, "groups"))
-    share = Fraction(params.epsilon) / len(noised)
-    plans = []
+    if grouped:
+        noised.append(StatColumn(GROUPS, "groups"))
+    c, g = params.max_rows_per_entity, params.max_groups_per_entity
+    shapes: list[tuple[Fraction, Fraction]] = []
+    demands: list[Demand] = []
     for column in noised:
         if column.kind == "quantile":
-            plans.append(_quantile_plan(column, params, share))
+            # Temperature 2·C·G/ε_j; weighted like a count of the same reach.
+            shapes.append((Fraction(1), Fraction(2 * c * g)))
+            demands.append(Demand(2.0 * c * g, 2.0 * c * g, 1 / (2.0 * c) ** 2, pure=True))
             continue
-        delta = sensitivity(column, params)
-        if column.kind in _COUNTS:
-            resolution, units = Fraction(1), delta
+        resolution, units, demand = _units(column, params)
+        shapes.append((resolution, units))
+        demands.append(demand)
+    chosen = choose(demands, params.epsilon, params.delta * CONVERSION_SHARE)
+    plans = []
+    for i, column in enumerate(noised):
+        resolution, units = shapes[i]
+        rho = _floor(chosen.rhos[i])
+        delta = sensitivity(column, params) if column.kind != "quantile" else Fraction(c)
+        if column.kind == "quantile" or chosen.mechanism == "laplace":
+            eps = _floor(chosen.epsilons[i])
+            plans.append(
+                NoisePlan(column.name, delta, resolution, eps, units / eps, "laplace", rho)
+            )
         else:
-            resolution = _resolution(delta)
-            units = Fraction(math.ceil(delta / resolution) + params.max_groups_per_entity)
-        plans.append(NoisePlan(column.name, delta, resolution, share, units / share))
+            sigma2 = _ceil(demands[i].l2 ** 2 / (2 * float(rho)))
+            plans.append(
+                NoisePlan(column.name, delta, resolution, Fraction(0), sigma2, "gaussian", rho)
+            )
     return plans
-
-
-def _quantile_plan(column: StatColumn, params: DisclosureParams, share: Fraction) -> NoisePlan:
-    """The exponential mechanism's temperature for one quantile column.
-
-    The score of a candidate edge is ``-|rows below it - q·n|``; one row moves it by at
-    most 1 (``max(q, 1 - q) ≤ 1``), one entity by ``C`` in each of at most ``G`` groups.
-    Each group's choice gets ``ε_j / G`` (one entity reaches ``G`` groups: basic
-    composition), so the temperature is ``T = 2·C / (ε_j / G)``; ``scale`` holds ``T``.
-    """
-    c, g = params.max_rows_per_entity, params.max_groups_per_entity
-    return NoisePlan(column.name, Fraction(c), Fraction(1), share, 2 * c * g / share)
 
 
 def _quantile(histogram: Any, column: StatColumn, plan: NoisePlan, source: Any) -> float:
@@ -278,28 +349,47 @@ def _quantile(histogram: Any, column: StatColumn, plan: NoisePlan, source: Any) 
     return float(lower + (upper - lower) * index / QUANTILE_BINS)
 
 
-def epsilon_cost(columns: Sequence[StatColumn], params: DisclosureParams) -> float:
-    """The ε a release of these columns spends (0 without a budget): all of ``params.epsilon``."""
-    return float(sum((p.epsilon for p in noise_plan(columns, params)), Fraction(0)))
+def epsilon_cost(
+    columns: Sequence[StatColumn], params: DisclosureParams, *, grouped: bool = True
+) -> float:
+    """The ε a release of these columns spends (0 without a budget): all of ``params.epsilon``.
+
+    Laplace shares are rounded down and add to at most ε (basic composition); under the
+    Gaussian the total rho converts to at most ε at ``δ · CONVERSION_SHARE``
+    (:mod:`sandbox.query.accountant`).  Either way the ledger is charged the query's ε.
+    """
+    if not noise_plan(columns, params, grouped=grouped):
+        return 0.0
+    return float(params.epsilon or 0.0)
 
 
 def selection_threshold(plan: NoisePlan, params: DisclosureParams, selections: int = 1) -> int:
-    """With ε, a group is released only if its *noisy* entity count reaches this.
+    """With ε, a group (or FILTERed cell) is released only if its *noisy* count reaches this.
 
-    Which groups appear is itself data: a filter on true counts alone answers "does
-    this set hold at least k entities?" exactly, whatever the noise on the values.
-    So the group must also pass a threshold on its noisy count (DP partition
-    selection).  One entity moves at most ``G`` groups across the true-count filter;
-    a group it pushes to exactly ``k`` is released with probability
-    ``P[Z ≥ τ - k] ≤ exp(-(τ - k) / b)`` for discrete Laplace noise of scale ``b``,
-    so ``τ = k + ⌈b · ln(G / δ)⌉`` keeps that under ``δ`` for all ``G`` together.
-    Groups above the filter on both neighbours differ only through the ε-DP count.
-    A release making several such selections (the groups, and each FILTERed cell)
-    gives each ``δ / selections``, so the whole release stays within ``δ``.
+    Which groups appear is itself data: a filter on true counts answers "does this set
+    hold at least k entities?" exactly, whatever the noise on the values.  So the test
+    is on the noisy entity count, against ``max(k, τ)`` with ``τ`` from
+    :mod:`sandbox.query.partition` (``k`` on a noisy count is post-processing).  The
+    query's δ goes to the selections (less the Gaussian's conversion share), and a
+    release making several (the groups, each FILTERed cell) gives each an equal part.
     """
     g = params.max_groups_per_entity
+    if plan.mechanism == "gaussian":
+        delta = params.delta * (1 - CONVERSION_SHARE) / max(1, selections)
+        return max(params.k, gaussian_threshold(plan.scale, g, delta))
     delta = params.delta / max(1, selections)
-    return params.k + math.ceil(float(plan.scale) * math.log(g / delta))
+    return max(params.k, laplace_threshold(plan.scale, g, delta))
+
+
+def _draw(source: NoiseSource, plan: NoisePlan, size: int) -> list[int]:
+    """``size`` integers of the plan's noise."""
+    if plan.mechanism == "gaussian":
+        if not isinstance(source, GaussianSource):
+            raise EnclaveError(
+                "the noise source cannot draw Gaussian noise", rule="disclosure.stats"
+            )
+        return source.discrete_gaussian(plan.scale, size)
+    return source.discrete_laplace(plan.scale, size)
 
 
 def _validate(stats: pa.Table, by_name: dict[str, StatColumn]) -> None:
@@ -383,7 +473,7 @@ def _release(
     counts = column.kind in _COUNTS or column.kind == "joined"
     if plan is not None and noise is not None:
         units = [round(Fraction(v or 0) / plan.resolution) for v in values]
-        draws = noise.discrete_laplace(plan.scale, len(units))
+        draws = _draw(noise, plan, len(units))
         noisy = [u + z for u, z in zip(units, draws, strict=True)]
         if counts or column.kind == "sumsq" or (column.lower or 0) >= 0:
             noisy = [max(0, u) for u in noisy]  # post-processing: cannot be negative
@@ -455,7 +545,8 @@ def _disclose(
     by_name = _stat_columns(columns)
     _validate(stats, by_name)
     rows = stats.select([n for n in stats.column_names if not _KEY.match(n)]).to_pylist()
-    plans = {p.column: p for p in noise_plan(columns, params)}
+    keys = [n for n in stats.column_names if _KEY.match(n)]
+    plans = {p.column: p for p in noise_plan(columns, params, grouped=bool(keys))}
     source = (noise or system_noise()) if plans else None
     if plans and _joined(by_name, ENTITIES):
         # Exact counts of other datasets' entities have no noise plan (the rewrite joins
@@ -468,13 +559,11 @@ def _disclose(
     else:
         selections = 1 + len(_cells(by_name))
         keep, noisy_entities = _selected(rows, plans[ENTITIES], params, source, selections)
-        keep = [
-            ok and _least(r, ENTITIES, by_name) >= params.k
-            for r, ok in zip(rows, keep, strict=True)
-        ]
-        suppressed_count = _noisy_suppressed(len(rows), sum(keep), plans[GROUPS], source)
+        if keys:
+            suppressed_count = _noisy_suppressed(len(rows), sum(keep), plans[GROUPS], source)
+        else:  # one group, known to exist: what was held back is what the table lacks
+            suppressed_count = 1 - sum(keep)
     suppressed = [r for r, ok in zip(rows, keep, strict=True) if not ok]
-    keys = [n for n in stats.column_names if _KEY.match(n)]
     extra = None
     if params.fold_remainder and suppressed and keys and source is None:
         extra = _remainder(suppressed, by_name, params)
@@ -518,7 +607,7 @@ def _disclose(
     digits = params.round_digits
     arrays = [_rounded(a, by_name.get(n), digits) for n, a in zip(names, arrays, strict=True)]
     table = pa.table(arrays, names=names)
-    return Disclosed(table, suppressed_count, epsilon_cost(columns, params))
+    return Disclosed(table, suppressed_count, epsilon_cost(columns, params, grouped=bool(keys)))
 
 
 def _joined(by_name: dict[str, StatColumn], of: str) -> list[str]:
@@ -559,7 +648,7 @@ def _suppress_cells(
 
     ``count(*) FILTER (WHERE ...)`` in a group of a thousand people can count one: the
     filter makes a finer group, so its cells pass the same test as groups do (true
-    count at least ``k``; with a budget also the noisy threshold on the released count).
+    count at least ``k``; with a budget the noisy count against ``max(k, τ)`` instead).
     A remainder row's cells are never released: its cell counts add up entity-group
     pairs across the folded groups, which overcounts the distinct entities.
     """
@@ -569,11 +658,11 @@ def _suppress_cells(
     for cell in cells:
         released = arrays[position[cell]].to_pylist()
         plan = plans.get(cell)
-        tau = selection_threshold(plan, params, 1 + len(cells)) if plan else params.k
-        ok = [
-            t is not None and t >= params.k and v is not None and v >= tau
-            for t, v in zip(true[cell], released, strict=True)
-        ]
+        if plan is not None:  # under a budget: the noisy count decides (post-processing)
+            tau = selection_threshold(plan, params, 1 + len(cells))
+            ok = [v is not None and v >= tau for v in released]
+        else:
+            ok = [t is not None and t >= params.k for t in true[cell]]
         if remainder and ok:
             ok[-1] = False
         masks[cell] = pa.array(ok, pa.bool_())
@@ -593,7 +682,7 @@ def _selected(
     noise: NoiseSource,
     selections: int,
 ) -> tuple[list[bool], list[int]]:
-    """With ε: which groups pass both the true-count filter and the noisy threshold.
+    """With ε: which groups' noisy entity count reaches ``max(k, τ)``.
 
     The dominance rule is not applied under a budget: its decision is a comparison
     on true values (a channel ε does not cover), and the noise on every sum already
@@ -601,14 +690,13 @@ def _selected(
     protects (``docs/disclosure.md``).
     """
     true = [int(r[ENTITIES] or 0) for r in rows]
-    draws = noise.discrete_laplace(plan.scale, len(true))
+    draws = _draw(noise, plan, len(true))
     noisy = [max(0, t + z) for t, z in zip(true, draws, strict=True)]
     tau = selection_threshold(plan, params, selections)
-    keep = [t >= params.k and n >= tau for t, n in zip(true, noisy, strict=True)]
-    return keep, noisy
+    return [n >= tau for n in noisy], noisy
 
 
 def _noisy_suppressed(groups: int, kept: int, plan: NoisePlan, noise: NoiseSource) -> int:
     """With ε the number of groups is data too: suppressed = noisy total - released (≥ 0)."""
-    (z,) = noise.discrete_laplace(plan.scale, 1)
+    (z,) = _draw(noise, plan, 1)
     return max(0, groups + z - kept)

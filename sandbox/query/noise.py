@@ -41,6 +41,7 @@ from typing import Protocol, runtime_checkable
 __all__ = [
     "ChoiceSource",
     "ExactNoise",
+    "GaussianSource",
     "NoiseSource",
     "RandBelow",
     "as_fraction",
@@ -59,6 +60,15 @@ class NoiseSource(Protocol):
 
     def discrete_laplace(self, scale: Fraction, size: int) -> list[int]:
         """``size`` independent integers with ``P(x) ∝ exp(-|x| / scale)``."""
+        ...
+
+
+@runtime_checkable
+class GaussianSource(Protocol):
+    """What a Gaussian release needs: a vector of discrete Gaussian draws."""
+
+    def discrete_gaussian(self, sigma2: Fraction, size: int) -> list[int]:
+        """``size`` independent integers with ``P(x) ∝ exp(-x² / (2 sigma2))``."""
         ...
 
 

@@ -51,7 +51,9 @@ class Prepared:
     @property
     def epsilon(self) -> float:
         """What releasing this query costs in ε (0 without a budget)."""
-        return epsilon_cost(self.columns, self.params) if self.params.epsilon else 0.0
+        if not self.params.epsilon:
+            return 0.0
+        return epsilon_cost(self.columns, self.params, grouped=bool(self.plan.keys))
 
     @property
     def query_sha256(self) -> str:
@@ -85,7 +87,10 @@ def prepare(
             max_rows_per_entity=params.max_rows_per_entity,
             max_groups_per_entity=params.max_groups_per_entity,
         )
-    plan = build_plan(checked, access, bounds=bounds if params.epsilon else None, k=params.k)
+    # Under a budget k is a floor on the *noisy* count (disclosure.selection_threshold):
+    # the enclave keeps every group, so a DP release is not cut by a test on true counts.
+    k = 1 if params.epsilon else params.k
+    plan = build_plan(checked, access, bounds=bounds if params.epsilon else None, k=k)
     if params.epsilon and any(stat.kind in ("min", "max") for stat in plan.stats):
         raise QueryRefused(
             "min and max are not released under a privacy budget: no noise hides whose value "
