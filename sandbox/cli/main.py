@@ -22,6 +22,7 @@ import typer
 from sandbox.cli.accounts import account_app, token_app
 from sandbox.cli.audit import audit_app
 from sandbox.cli.common import LazySettings, settings_of
+from sandbox.cli.governance import add_grant_application_commands, catalog_app, registration_app
 from sandbox.cli.grants import grant_app
 from sandbox.cli.job import job_app
 from sandbox.cli.operations import freeze, statement, unfreeze, usage
@@ -46,6 +47,9 @@ app.add_typer(dataset_app, name="dataset")
 app.add_typer(account_app, name="account")
 app.add_typer(token_app, name="token")
 app.add_typer(grant_app, name="grant")
+add_grant_application_commands(grant_app)
+app.add_typer(registration_app, name="registration")
+app.add_typer(catalog_app, name="catalog")
 app.add_typer(audit_app, name="audit")
 app.add_typer(receipt_app, name="receipt")
 app.add_typer(job_app, name="job")

@@ -1,0 +1,388 @@
+"""``sandbox registration``, ``sandbox catalog`` and ``sandbox grant apply|approve|reject``.
+
+The same procedures as the HTTP routes (``sandbox.governance``), on this home, as the
+account of ``--token`` (or ``SANDBOX_TOKEN``); without one, the host console, an admin:
+it accepts, reviews, resolves and issues, but never applies for a bureau or an operator.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from sandbox.cli.common import JsonOpt, Opt, TokenOpt, echo_json, fen, settings_of
+from sandbox.core.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from policies import Actor
+    from sandbox.platform import Platform
+
+__all__ = ["add_grant_application_commands", "catalog_app", "registration_app"]
+
+registration_app = typer.Typer(
+    help="The registration procedure (申请、受理、审查、公示、凭证发放).", no_args_is_help=True
+)
+catalog_app = typer.Typer(help="The data catalog operators browse.", no_args_is_help=True)
+
+
+@contextmanager
+def acting(obj: Any, token: str | None) -> Iterator[tuple["Platform", "Actor"]]:
+    """This home's platform and the acting account (the host console without a token)."""
+    import getpass
+
+    from policies import Actor
+    from sandbox.platform import Platform
+
+    platform = Platform(settings_of(obj))
+    try:
+        authority = platform.authority
+        actor = authority.authenticate(token) if token else Actor.host(getpass.getuser())
+        yield platform, actor
+    finally:
+        platform.close()
+
+
+def _show_registration(app: dict[str, Any]) -> None:
+    typer.echo(
+        f"{app['id']}  {app['dataset']:<24} {app['state']:<10} {app['form']:<5} "
+        f"by {app['applicant']}"
+        + (f"  publicity until {app['publicity_until']}" if app["publicity_until"] else "")
+        + (f"  {app['open_objections']} open objection(s)" if app["open_objections"] else "")
+    )
+
+
+# -- registration ----------------------------------------------------------------------------
+
+
+@registration_app.command("apply")
+def registration_apply(
+    ctx: typer.Context,
+    classification: Annotated[Path, typer.Argument(help="The bureau's classification TOML.")],
+    source: Annotated[Path, Opt(help="The data file (csv, parquet, json, arrow).")],
+    update_frequency: Annotated[str, Opt(help="How often it is updated, e.g. monthly.")],
+    fmt: Annotated[str | None, Opt("--format", help="Format (default: suffix).")] = None,
+    public_interest: Annotated[bool, Opt(help="Offered free for public interest.")] = True,
+    commercial: Annotated[bool, Opt(help="Offered for commercial use.")] = False,
+    price_per_query: Annotated[str | None, Opt(help="Listed CNY per query.")] = None,
+    price_per_million_rows: Annotated[str | None, Opt(help="Listed CNY per M rows.")] = None,
+    terms: Annotated[str, Opt(help="Conditions of use, in words.")] = "",
+    token: TokenOpt = None,
+) -> None:
+    """Apply to register (or re-register) a dataset of your bureau."""
+    from sandbox.governance.registrations import Registrations, SourceFile
+
+    try:
+        text = classification.read_text("utf-8")
+    except OSError:
+        raise InvalidInput(
+            f"cannot read classification file {classification}", rule="cli.file"
+        ) from None
+    if not source.is_file():
+        raise InvalidInput(f"no file {source}", rule="cli.file")
+    listing = {
+        "public_interest": public_interest,
+        "commercial": commercial,
+        "price_per_query_fen": fen(price_per_query, "price per query"),
+        "price_per_million_rows_fen": fen(price_per_million_rows, "price per million rows"),
+        "terms": terms,
+    }
+    with acting(ctx.obj, token) as (platform, actor):
+        app = Registrations(platform).apply(
+            actor,
+            classification=text,
+            source=SourceFile(path=source, name=source.name, format=fmt),
+            update_frequency=update_frequency,
+            listing=listing,
+        )
+    typer.echo(f"applied {app['id']}: {app['dataset']} ({app['form']} form), {app['state']}")
+
+
+@registration_app.command("list")
+def registration_list(
+    ctx: typer.Context,
+    state: Annotated[str | None, Opt(help="Only applications in this state.")] = None,
+    as_json: JsonOpt = False,
+    token: TokenOpt = None,
+) -> None:
+    """Applications you may see (all in publicity; your domains'; all for admins)."""
+    from sandbox.governance.registrations import Registrations
+
+    with acting(ctx.obj, token) as (platform, actor):
+        found = Registrations(platform).visible(actor, state=state)
+    if as_json:
+        echo_json(found)
+        return
+    for app in found:
+        _show_registration(app)
+
+
+@registration_app.command("show")
+def registration_show(ctx: typer.Context, app_id: str, token: TokenOpt = None) -> None:
+    """One application with its steps and objections (JSON)."""
+    from sandbox.governance.registrations import Registrations
+
+    with acting(ctx.obj, token) as (platform, actor):
+        echo_json(Registrations(platform).show(actor, app_id))
+
+
+def _step(ctx: typer.Context, token: str | None, app_id: str, step: str, **kw: Any) -> None:
+    from sandbox.governance.registration_states import RegStep
+    from sandbox.governance.registrations import Registrations
+
+    with acting(ctx.obj, token) as (platform, actor):
+        app = Registrations(platform).step(actor, app_id, RegStep(step), **kw)
+    _show_registration(app)
+
+
+@registration_app.command("accept")
+def registration_accept(
+    ctx: typer.Context,
+    app_id: str,
+    refuse: Annotated[bool, Opt(help="Refuse it (不予受理) instead.")] = False,
+    comment: Annotated[str, Opt(help="Why (required to refuse).")] = "",
+    token: TokenOpt = None,
+) -> None:
+    """Accept (受理) an application, or refuse it (admin)."""
+    _step(ctx, token, app_id, "refuse" if refuse else "accept", comment=comment)
+
+
+@registration_app.command("review")
+def registration_review(
+    ctx: typer.Context,
+    app_id: str,
+    comment: Annotated[str, Opt(help="The review's comment.")],
+    reject: Annotated[bool, Opt(help="Reject instead of approving.")] = False,
+    token: TokenOpt = None,
+) -> None:
+    """Review (审查): approval starts the publicity period (admin)."""
+    if not comment.strip():
+        raise InvalidInput("a review needs a comment", rule="registration.comment")
+    _step(ctx, token, app_id, "reject" if reject else "approve", comment=comment)
+
+
+@registration_app.command("object")
+def registration_object(
+    ctx: typer.Context,
+    app_id: str,
+    text: Annotated[str, Opt(help="The grounds of the objection.")],
+    token: TokenOpt = None,
+) -> None:
+    """Object to an application in publicity (any account)."""
+    from sandbox.governance.registrations import Registrations
+
+    with acting(ctx.obj, token) as (platform, actor):
+        app = Registrations(platform).object(actor, app_id, text)
+    mine = [o["id"] for o in app["objections"] if o["filed_by"] == actor.name]
+    typer.echo(f"objection {mine[-1]} filed on {app_id}")
+
+
+@registration_app.command("resolve")
+def registration_resolve(
+    ctx: typer.Context,
+    app_id: str,
+    objection: str,
+    comment: Annotated[str, Opt(help="The resolution, in words.")],
+    uphold: Annotated[bool, Opt(help="Uphold it (the application is rejected).")] = False,
+    token: TokenOpt = None,
+) -> None:
+    """Resolve an objection: dismiss it (default) or uphold it (admin)."""
+    step = "uphold" if uphold else "dismiss"
+    _step(ctx, token, app_id, step, comment=comment, objection=objection)
+
+
+@registration_app.command("withdraw")
+def registration_withdraw(
+    ctx: typer.Context,
+    app_id: str,
+    comment: Annotated[str, Opt(help="Why.")] = "",
+    token: TokenOpt = None,
+) -> None:
+    """Withdraw your bureau's open application."""
+    _step(ctx, token, app_id, "withdraw", comment=comment)
+
+
+@registration_app.command("issue")
+def registration_issue(ctx: typer.Context, app_id: str, token: TokenOpt = None) -> None:
+    """Load the reviewed file and issue the certificate (凭证发放) (admin)."""
+    from sandbox.governance.registrations import Registrations
+
+    with acting(ctx.obj, token) as (platform, actor):
+        app, reg = Registrations(platform).issue(actor, app_id)
+        cert_dir = platform.settings.certificates_dir
+    typer.echo(f"issued {app['dataset']} v{reg.record.version} ({app_id})")
+    typer.echo(f"certificate: {cert_dir / f'{reg.record.id}.v{reg.record.version}.json'}")
+
+
+# -- catalog ---------------------------------------------------------------------------------
+
+
+@catalog_app.command("list")
+def catalog_list(ctx: typer.Context, as_json: JsonOpt = False, token: TokenOpt = None) -> None:
+    """Every registered dataset: title, update frequency, whether prices are listed."""
+    from sandbox.governance.catalog_view import read_catalog
+
+    with acting(ctx.obj, token) as (platform, actor):
+        found = read_catalog(platform, actor)
+    if as_json:
+        echo_json(found)
+        return
+    for entry in found:
+        every = entry["update_frequency"] or "-"
+        priced = "priced" if entry["price_terms"] else "terms on application"
+        typer.echo(
+            f"{entry['id']:<26} v{entry['version']:<3} {every:<10} {priced:<22} {entry['title']}"
+        )
+
+
+@catalog_app.command("show")
+def catalog_show(
+    ctx: typer.Context, dataset: str, as_json: JsonOpt = False, token: TokenOpt = None
+) -> None:
+    """One dataset: description, columns with level and role, terms, how to apply."""
+    from sandbox.governance.catalog_view import read_catalog
+
+    with acting(ctx.obj, token) as (platform, actor):
+        entry = read_catalog(platform, actor, dataset)[0]
+    if as_json:
+        echo_json(entry)
+        return
+    typer.echo(f"{entry['id']}  v{entry['version']}  {entry['title']}")
+    typer.echo(entry["description"])
+    typer.echo(f"update frequency: {entry['update_frequency'] or 'not declared'}")
+    typer.echo(f"quality: {entry['quality'] or 'no report yet'}")
+    typer.echo(f"price terms: {entry['price_terms'] or 'set by the bureau on approval'}")
+    typer.echo(f"{'column':<16} {'level':<5} {'role':<10} description")
+    for col in entry["columns"]:
+        typer.echo(f"{col['name']:<16} {col['level']:<5} {col['role']:<10} {col['description']}")
+    typer.echo(f"apply: {entry['how_to_apply']['cli']}")
+
+
+# -- grant applications ----------------------------------------------------------------------
+
+
+def grant_apply(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Argument(help="domain.table")],
+    purpose: Annotated[str, Opt(help="Purpose code, e.g. inclusive-finance.")],
+    purpose_text: Annotated[str, Opt(help="The scenario, in words.")],
+    column: Annotated[list[str], Opt(help="A column the purpose needs (repeat).")],
+    days: Annotated[int, Opt(help="Duration in days.")],
+    use: Annotated[str, Opt(help="public_interest or commercial.")],
+    groupable: Annotated[list[str] | None, Opt(help="A column to group by (repeat).")] = None,
+    release_mode: Annotated[str | None, Opt(help="dp or reviewed (default: bureau).")] = None,
+    note: Annotated[str, Opt(help="Anything else for the bureau.")] = "",
+    token: TokenOpt = None,
+) -> None:
+    """Apply for a grant on a catalogued dataset (operator)."""
+    from policies import ReleaseMode, Use
+    from sandbox.cli.common import choice
+    from sandbox.governance.applications import Asked
+
+    asked = Asked(
+        dataset=dataset,
+        purpose_code=purpose,
+        purpose_text=purpose_text,
+        columns=tuple(column),
+        groupable=tuple(groupable or ()),
+        duration_days=days,
+        use=choice(Use, use, "--use"),
+        release_mode=None
+        if release_mode is None
+        else choice(ReleaseMode, release_mode, "--release-mode"),
+        note=note,
+    )
+    with acting(ctx.obj, token) as (platform, actor):
+        app = _applications(platform).apply(actor, asked)
+    typer.echo(f"applied {app['id']}: {dataset} for {purpose}, {app['state']}")
+
+
+def _applications(platform: "Platform") -> Any:
+    from policies import Administration
+    from sandbox.governance.applications import Applications
+
+    admin = Administration(platform.authority, k_floor=platform.settings.k_floor)
+    return Applications(platform, admin)
+
+
+def grant_approve(
+    ctx: typer.Context,
+    app_id: str,
+    reason: Annotated[str, Opt(help="Why (required when amending).")] = "",
+    column: Annotated[list[str] | None, Opt(help="Amended column list (repeat).")] = None,
+    groupable: Annotated[list[str] | None, Opt(help="Amended groupable list.")] = None,
+    days: Annotated[int | None, Opt(help="Amended duration in days.")] = None,
+    use: Annotated[str | None, Opt(help="Amended use.")] = None,
+    release_mode: Annotated[str | None, Opt(help="dp or reviewed.")] = None,
+    k: Annotated[int | None, Opt(help="Minimum group size.")] = None,
+    epsilon_total: Annotated[float | None, Opt(help="Privacy budget.")] = None,
+    epsilon_per_query: Annotated[float | None, Opt(help="Max epsilon per query.")] = None,
+    queries_per_day: Annotated[int | None, Opt(help="Daily query quota.")] = None,
+    price_per_query: Annotated[str | None, Opt(help="CNY per query (commercial).")] = None,
+    price_per_million_rows: Annotated[str | None, Opt(help="CNY per M rows.")] = None,
+    token: TokenOpt = None,
+) -> None:
+    """Approve an application on your bureau's dataset: the grant is issued (amended where
+    an option changes what was asked)."""
+    from policies import ReleaseMode, Use
+    from sandbox.cli.common import choice
+    from sandbox.governance.applications import Decided
+
+    decided = Decided(
+        columns=None if column is None else tuple(column),
+        groupable=None if groupable is None else tuple(groupable),
+        duration_days=days,
+        use=None if use is None else choice(Use, use, "--use"),
+        release_mode=None
+        if release_mode is None
+        else choice(ReleaseMode, release_mode, "--release-mode"),
+        k=k,
+        epsilon_total=epsilon_total,
+        epsilon_per_query=epsilon_per_query,
+        queries_per_day=queries_per_day,
+        price_per_query=fen(price_per_query, "price per query"),
+        price_per_million_rows=fen(price_per_million_rows, "price per million rows"),
+    )
+    with acting(ctx.obj, token) as (platform, actor):
+        app = _applications(platform).approve(actor, app_id, decided, reason=reason)
+    typer.echo(f"{app_id} {app['state']}: grant {app['grant']}")
+
+
+def grant_reject(
+    ctx: typer.Context,
+    app_id: str,
+    reason: Annotated[str, Opt(help="Why, for the operator.")],
+    token: TokenOpt = None,
+) -> None:
+    """Reject an application on your bureau's dataset, with a reason."""
+    with acting(ctx.obj, token) as (platform, actor):
+        app = _applications(platform).reject(actor, app_id, reason=reason)
+    typer.echo(f"{app_id} {app['state']}")
+
+
+def grant_applications(
+    ctx: typer.Context,
+    state: Annotated[str | None, Opt(help="Only applications in this state.")] = None,
+    as_json: JsonOpt = False,
+    token: TokenOpt = None,
+) -> None:
+    """Grant applications you are party to (all, for admins and auditors)."""
+    with acting(ctx.obj, token) as (platform, actor):
+        found = _applications(platform).visible(actor, state=state)
+    if as_json:
+        echo_json(found)
+        return
+    for app in found:
+        typer.echo(
+            f"{app['id']}  {app['dataset']:<24} {app['operator']:<12} {app['state']:<9} "
+            f"{app['asked']['purpose_code']}" + (f"  grant {app['grant']}" if app["grant"] else "")
+        )
+
+
+def add_grant_application_commands(grant_app: typer.Typer) -> None:
+    """``sandbox grant apply|approve|reject|applications`` on the grant command group."""
+    grant_app.command("apply")(grant_apply)
+    grant_app.command("approve")(grant_approve)
+    grant_app.command("reject")(grant_reject)
+    grant_app.command("applications")(grant_applications)
