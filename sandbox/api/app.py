@@ -16,8 +16,9 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from sandbox import __version__
-from sandbox.api import install
+from sandbox.api import alerts, install
 from sandbox.api.docs_ui import install_docs
+from sandbox.api.errors import ERROR_RESPONSES
 from sandbox.core.settings import Settings, load_settings
 from sandbox.services import Services
 
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     install(app, services)
+    app.include_router(alerts.router, responses=ERROR_RESPONSES)
     install_docs(app)
 
     @app.get("/health", tags=["health"])

@@ -48,7 +48,8 @@ EVIDENCE_CAP = 200
 
 @dataclass(frozen=True)
 class Change:
-    """What :func:`record_finding` did: ``opened``, ``escalated`` or ``updated``."""
+    """What :func:`record_finding` did: ``opened``, ``escalated``, ``updated`` or ``ignored``
+    (evidence already judged by a resolved alert of its kind)."""
 
     kind: str
     alert: dict[str, Any]
@@ -75,6 +76,8 @@ def record_finding(conn: Connection, finding: Finding, now: datetime) -> Change:
         .limit(1)
     ).first()
     if row is None:
+        if _judged(conn, finding):
+            return Change("ignored", {})
         values = {
             "id": "al_" + secrets.token_hex(8),
             "key": _key(finding),
@@ -102,6 +105,22 @@ def record_finding(conn: Connection, finding: Finding, now: datetime) -> Change:
             changes["state"] = "open"  # worse than what was acknowledged: look again
     conn.execute(sa.update(alerts).where(alerts.c.id == current["id"]).values(**changes))
     return Change("escalated" if higher else "updated", _public({**current, **changes}))
+
+
+def _judged(conn: Connection, finding: Finding) -> bool:
+    """Most of the finding's evidence was in an alert of its kind already resolved: a
+    resolution is a judgement on that evidence, so only fresh evidence opens a new alert."""
+    row = conn.execute(
+        sa.select(alerts.c.evidence)
+        .where(alerts.c.key == _key(finding), alerts.c.state == "resolved")
+        .order_by(alerts.c.resolved_at.desc())
+        .limit(1)
+    ).first()
+    if row is None or not row[0]:
+        return False
+    judged = max(row[0])
+    fresh = sum(1 for seq in finding.evidence if seq > judged)
+    return 2 * fresh < len(finding.evidence)
 
 
 def set_responses(conn: Connection, alert_id: str, responses: Sequence[dict[str, Any]]) -> None:

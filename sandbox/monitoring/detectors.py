@@ -206,8 +206,8 @@ def differencing(history: History, i: int, th: Thresholds, /) -> Finding | None:
     complement) or across queries of the same shape within the window (high either way).
     """
     event = history.events[i]
-    if not event.allowed or event.shape is None or not event.sets:
-        return None
+    if not event.allowed or event.cached or event.shape is None or not event.sets:
+        return None  # a repeat from the release cache learns nothing new
     sets = event.sets
     for x, a in enumerate(sets):
         for b in sets[x + 1 :]:

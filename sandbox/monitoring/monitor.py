@@ -231,7 +231,7 @@ class Monitor:
         done: list[dict[str, Any]] = []
         with self.platform.engine.begin() as conn:
             change = record_finding(conn, finding, now)
-            if change.kind == "updated":
+            if change.kind in ("updated", "ignored"):
                 return
             record_change(self.platform, conn, change, finding)
             alert = change.alert

@@ -1,0 +1,267 @@
+"""Risk monitoring against a live server (issue 16): scripted attacks raise their alerts.
+
+Its own demo home and ``sandbox serve`` process (responses freeze and suspend the demo
+operators, so the suite's shared server is left alone).  Each attack session states
+within how many queries its alert is raised, and checks that the bureau's response
+policy took effect (the next query is refused with the response's rule) and that the
+bureau reverses it with a reason (the query after that is answered again).  Alerts,
+acknowledgements and resolutions are read back as their audit entries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.blackbox.conftest import SANDBOX, DemoHome, Server, _free_port, clean_env, sandbox
+
+pytestmark = pytest.mark.slow
+
+
+def call(
+    server: Server, method: str, path: str, token: str | None = None, body: Any = None
+) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"{server.url}{path}", data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> DemoHome:
+    path = tmp_path_factory.mktemp("monitoring") / "home"
+    made = sandbox("--home", str(path), "demo", "--scale", "0.001", timeout=300)
+    assert made.code == 0, str(made)
+    return DemoHome(path, json.loads((path / "demo-tokens.json").read_text()))
+
+
+@pytest.fixture(scope="module")
+def live(home: DemoHome) -> Iterator[Server]:
+    port = _free_port()
+    log = home.home.parent / f"serve-{port}.log"
+    with open(log, "w") as sink:
+        proc = subprocess.Popen(
+            [SANDBOX, "--home", str(home.home), "serve", "--port", str(port)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=clean_env(),
+            start_new_session=True,
+        )
+    running = Server(f"http://127.0.0.1:{port}", proc, log)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{running.url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"sandbox serve did not answer /health: {running.output()[-2000:]}")
+            time.sleep(0.2)
+        yield running
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 15)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+                proc.wait(timeout=10)
+        assert "Traceback" not in running.output(), running.output()[-3000:]
+
+
+def query(live: Server, token: str, sql: str) -> tuple[int, Any]:
+    return call(live, "POST", "/v1/jobs?wait=true&timeout=60", token, {"sql": sql})
+
+
+def rule_of(answer: tuple[int, Any]) -> str:
+    status, body = answer
+    if status == 200 and body.get("state") == "succeeded":
+        return "ok"
+    return str(body.get("rule") or body.get("error", {}).get("rule") or body)
+
+
+def alert_of(
+    live: Server, token: str, detector: str, operator: str, severity: str = "info"
+) -> dict[str, Any] | None:
+    """The unresolved alert of ``detector`` on ``operator`` at ``severity`` or above (waits
+    for the monitor a little: it evaluates each decision just after it was recorded)."""
+    deadline = time.monotonic() + 15
+    while True:
+        path = f"/v1/alerts?operator={operator}&severity={severity}"
+        status, found = call(live, "GET", path, token)
+        assert status == 200, found
+        for alert in found:
+            if alert["detector"] == detector and alert["state"] != "resolved":
+                return alert
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.2)
+
+
+def set_policy(live: Server, token: str, **body: Any) -> None:
+    status, answer = call(live, "PUT", "/v1/alerts/policies", token, body)
+    assert status == 200, answer
+
+
+def resolve(live: Server, token: str, alert: dict[str, Any], *, reverse: bool) -> dict[str, Any]:
+    status, done = call(
+        live,
+        "POST",
+        f"/v1/alerts/{alert['id']}/resolve",
+        token,
+        {"reason": "drill: the attack was ours", "reverse": reverse},
+    )
+    assert status == 200, done
+    return dict(done)
+
+
+HEALTH_BASE = "SELECT count(*) AS n FROM health.claims WHERE gender = 'F'"
+
+
+def test_operators_see_no_alerts(live: Server, home: DemoHome) -> None:
+    status, body = call(live, "GET", "/v1/alerts", home.tokens["op-insurer"])
+    assert status == 403 and body["rule"] == "alerts.not_visible"
+    status, body = call(live, "GET", "/v1/alerts", home.tokens["auditor"])
+    assert status == 200
+
+
+def test_differencing_by_one_person_freezes_the_operator(live: Server, home: DemoHome) -> None:
+    """Within 2 queries: a count, then the same count excluding a narrow condition."""
+    insurer, bureau = home.tokens["op-insurer"], home.tokens["bureau-health"]
+    set_policy(
+        live, bureau, scope="dataset", target="health.claims", action="freeze", reason="drill"
+    )
+    assert rule_of(query(live, insurer, HEALTH_BASE)) == "ok"
+    second = HEALTH_BASE + " AND NOT (diagnosis_code = 'J45' AND age >= 80)"
+    assert rule_of(query(live, insurer, second)) == "ok"
+    alert = alert_of(live, bureau, "differencing", "op-insurer")
+    assert alert is not None and alert["severity"] == "high"
+    assert len(alert["evidence"]) == 2
+    assert alert["responses"] == [{"action": "freeze", "operator": "op-insurer"}]
+    assert rule_of(query(live, insurer, HEALTH_BASE)) != "ok"  # frozen, on the next query
+    done = resolve(live, bureau, alert, reverse=True)
+    assert done["state"] == "resolved" and done["reversed"]
+    assert rule_of(query(live, insurer, HEALTH_BASE)) == "ok"  # cached: answered, nothing spent
+
+
+def test_complement_inside_one_query_holds_results(live: Server, home: DemoHome) -> None:
+    """Within 1 query: a count beside the same count with FILTER (WHERE NOT ...)."""
+    insurer, bureau = home.tokens["op-insurer"], home.tokens["bureau-health"]
+    status, grants = call(live, "GET", "/v1/grants", insurer)
+    assert status == 200, grants
+    grant = next(g for g in grants if g["dataset"] == "health.claims")
+    # The strongest of the dataset's and the grant's policies acts: the dataset's back to notify.
+    set_policy(live, bureau, scope="dataset", target="health.claims", action="notify", reason="-")
+    set_policy(live, bureau, scope="grant", target=grant["id"], action="hold", reason="drill")
+    sql = (
+        "SELECT count(*) AS n, count(*) FILTER (WHERE NOT (diagnosis_code = 'E11')) AS rest "
+        "FROM health.claims WHERE gender = 'M'"
+    )
+    assert rule_of(query(live, insurer, sql)) == "ok"
+    alert = alert_of(live, bureau, "differencing", "op-insurer")
+    assert alert is not None and alert["evidence"] and len(alert["evidence"]) == 1
+    assert alert["responses"][0]["action"] == "hold"
+    status, held = query(live, insurer, "SELECT count(*) AS n FROM health.claims WHERE age < 40")
+    assert status in (200, 202) and held.get("state") != "succeeded"  # held for review
+    done = resolve(live, bureau, alert, reverse=True)
+    assert [r["action"] for r in done["reversed"]] == ["hold"]
+
+
+def test_exact_value_probing_suspends_the_grant(live: Server, home: DemoHome) -> None:
+    """Within 8 queries: the same refusal again and again (a fare of one card)."""
+    planner, bureau = home.tokens["op-planner"], home.tokens["bureau-transport"]
+    status, grants = call(live, "GET", "/v1/grants", planner)
+    grant = next(g for g in grants if g["dataset"] == "transport.trips")
+    set_policy(
+        live,
+        bureau,
+        scope="grant",
+        target=grant["id"],
+        action="suspend",
+        min_severity="warning",
+        reason="drill",
+    )
+    rules = set()
+    for n in range(8):
+        sql = f"SELECT fare FROM transport.trips WHERE card_id = 'C{n:05d}'"
+        rules.add(rule_of(query(live, planner, sql)))
+    assert "ok" not in rules and len(rules) == 1, rules
+    alert = alert_of(live, bureau, "probing", "op-planner")
+    assert alert is not None and alert["severity"] == "warning"
+    assert alert["responses"] == [{"action": "suspend", "grant": grant["id"]}]
+    after = rule_of(query(live, planner, "SELECT count(*) AS n FROM transport.trips"))
+    assert after.startswith("grant"), after
+    done = resolve(live, bureau, alert, reverse=True)
+    assert done["reversed"] == [{"action": "suspend", "grant": grant["id"]}]
+    status, grants = call(live, "GET", "/v1/grants", planner)
+    assert next(g for g in grants if g["id"] == grant["id"])["status"] == "active"
+
+
+def test_refusal_burst_is_high_and_freezes(live: Server, home: DemoHome) -> None:
+    """Within 20 queries: refusals by several rules."""
+    bank, bureau, auditor = (
+        home.tokens["op-bank"],
+        home.tokens["bureau-health"],
+        home.tokens["auditor"],
+    )
+    attempts = [
+        "SELECT person_id FROM health.claims",
+        "SELECT name, count(*) FROM health.claims GROUP BY name",
+        "SELECT id_number FROM health.claims",
+        "SELECT nonexistent FROM health.claims",
+    ]
+    set_policy(
+        live, bureau, scope="dataset", target="health.claims", action="freeze", reason="drill"
+    )
+    for n in range(20):
+        assert rule_of(query(live, bank, attempts[n % 4])) != "ok"
+    alert = alert_of(live, auditor, "probing", "op-bank", "high")
+    assert alert is not None and alert["severity"] == "high", alert
+    assert alert["responses"] == [{"action": "freeze", "operator": "op-bank"}]
+    assert rule_of(query(live, bank, "SELECT count(*) AS n FROM health.claims")) == (
+        "operator.frozen"
+    )
+    status, acked = call(
+        live, "POST", f"/v1/alerts/{alert['id']}/ack", bureau, {"reason": "looking into it"}
+    )
+    assert status == 200 and acked["state"] == "acknowledged", acked
+    done = resolve(live, bureau, alert, reverse=True)
+    assert done["reversed"] == [{"action": "freeze", "operator": "op-bank"}]
+
+
+def test_alerts_and_acts_on_them_are_audit_entries(live: Server, home: DemoHome) -> None:
+    result = sandbox("--home", str(home.home), "alerts", "list", "--json")
+    assert result.code == 0, str(result)
+    listed = json.loads(result.out)
+    assert {a["detector"] for a in listed} >= {"differencing", "probing"}
+    status, page = call(
+        live, "GET", "/v1/audit/entries?actor=monitor&limit=1000", home.tokens["auditor"]
+    )
+    assert status == 200
+    actions = {e["action"] for e in page["entries"]}
+    assert {"alert.open", "alert.respond"} <= actions
+    status, page = call(
+        live, "GET", "/v1/audit/entries?action=alert.resolve&limit=100", home.tokens["auditor"]
+    )
+    assert status == 200 and len(page["entries"]) >= 4
+    assert all(e["decision"] == "allow" for e in page["entries"])
