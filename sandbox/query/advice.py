@@ -14,6 +14,7 @@ from __future__ import annotations
 from sqlglot import exp
 
 from sandbox.core.errors import QueryRefused
+from sandbox.query.totals import is_total, obstacle
 
 __all__ = ["advise"]
 
@@ -80,6 +81,9 @@ def _scalar_total(root: exp.Select) -> None:
     for sub in root.find_all(exp.Subquery):
         if isinstance(sub.parent, exp.From | exp.Join) or isinstance(sub.parent, exp.Exists):
             continue
+        reason = obstacle(sub, root)
+        if reason is None:
+            continue  # a total, released as a part of its own (parts.py)
         inner = sub.this
         if not isinstance(inner, exp.Select) or inner.args.get("group"):
             continue
@@ -89,9 +93,10 @@ def _scalar_total(root: exp.Select) -> None:
             continue
         total = f"SELECT {_text(aggregates[0])} FROM {tables[0]}"
         raise QueryRefused(
-            f"a total in a subquery ({total}) is a release of its own, and subqueries are "
-            "allowed only in FROM: run the total as its own query and divide the released "
-            "figures (or release the parts with GROUP BY and add them up)",
+            f"a total in a subquery ({total}) is released on its own only when it stands "
+            "in the SELECT list, HAVING or ORDER BY, outside any aggregate, and reads no "
+            f"column of the outer query; here {reason} (other subqueries are allowed only "
+            "in FROM)",
             rule="guard.subquery_predicate",
         )
 
@@ -165,7 +170,12 @@ def _aggregate_of_aggregates(root: exp.Select) -> None:
     sources = _sources(root)
     if not sources:
         return
-    aggregates_outside = any(p.find(exp.AggFunc) for p in root.expressions)
+    totals = [s for s in root.find_all(exp.Subquery) if is_total(s, root)]
+    aggregates_outside = any(
+        not any(agg.find_ancestor(exp.Subquery) is t for t in totals)
+        for p in root.expressions
+        for agg in p.find_all(exp.AggFunc)
+    )
     if not aggregates_outside and not root.args.get("joins"):
         return  # normalize.py merges what it can; the guard says why not for the rest
     for inner in sources.values():

@@ -192,9 +192,13 @@ def closed(a: Analysed) -> None:
 
 
 def scope_placement(a: Analysed, scope: Scope) -> None:
-    """Subqueries only in FROM; no table functions."""
+    """Subqueries only in FROM, totals aside (each released on its own); no table functions."""
     if scope.scope_type in (ScopeType.SUBQUERY,):
-        raise refuse("guard.subquery_predicate", "subqueries are allowed only in FROM")
+        raise refuse(
+            "guard.subquery_predicate",
+            "subqueries are allowed only in FROM, and as a total (SELECT agg(x) FROM … with "
+            "no GROUP BY) in the SELECT list, HAVING or ORDER BY",
+        )
     if scope.scope_type is ScopeType.UDTF:
         raise refuse("guard.table_function", "table functions are not allowed")
 

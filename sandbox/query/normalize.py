@@ -14,7 +14,11 @@ and left as written otherwise (the guard then refuses it by its own rule):
   projects, computes over its columns, filters, orders and limits: the outer is
   merged into the inner (the inner's outputs substituted into the outer's
   expressions; the outer WHERE becomes HAVING): ``merge_source.py``;
-- ``sum``, ``avg``, ``count`` of ``coalesce(x, 0)`` as the aggregates of ``x``.
+- ``sum``, ``avg``, ``count`` of ``coalesce(x, 0)`` as the aggregates of ``x``;
+- a comma join with a one-row aggregate (``FROM a, b`` where ``b`` totals ``a``): each
+  ``b.x`` as a scalar subquery, a total ``parts.py`` releases on its own (``totals.py``);
+- aggregates over an aggregating CTE or derived table, as aggregates over its rows
+  grouped coarser (a rollup, or a per-entity stage): ``rollup.py``.
 
 The guard checks the rewritten query, so the privacy rules hold whatever the
 rewrite produces; the conditions here keep its answer the analyst's.  Pure functions.
@@ -26,6 +30,8 @@ from sqlglot import exp
 
 from sandbox.query.advice import advise
 from sandbox.query.merge_source import aggregate_source
+from sandbox.query.rollup import rollup
+from sandbox.query.totals import cross_joined_totals
 
 __all__ = [
     "MAX_OFFSET",
@@ -54,6 +60,8 @@ def normalize(root: exp.Expr) -> None:
             # sqlglot reads DuckDB's any_value(x) as IGNORE NULLS(any_value(x)); DuckDB's
             # any_value already skips NULLs, so the bare call means the same.
             ignore.replace(ignore.this)
+    cross_joined_totals(root)
+    rollup(root)
     aggregate_source(root)
     implicit_joins(root)
     offset_into_limit(root)

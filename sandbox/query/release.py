@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import duckdb
 import pyarrow as pa
@@ -24,10 +24,13 @@ from sandbox.query.disclosure import DisclosureParams, StatColumn, disclose, eps
 from sandbox.query.guard import Checked, check_query
 from sandbox.query.noise import NoiseSource
 from sandbox.query.parse import Parsed, parse_query
+from sandbox.query.parts import Split, split_totals
 from sandbox.query.rewrite import STATS_TABLE, ContributionBounds, Plan, build_plan
+from sandbox.query.totals import WithTotals, total_column
 
 __all__ = [
     "Prepared",
+    "PreparedWithTotals",
     "Released",
     "execute",
     "prepare",
@@ -65,6 +68,50 @@ class Prepared:
 
 
 @dataclass(frozen=True)
+class PreparedWithTotals(Prepared):
+    """A query whose totals are released as parts of their own (``sandbox/query/parts.py``).
+
+    ``params`` is the outer query's share of the release (ε and δ split equally over
+    the outer query and its totals); each part holds its own share.
+    """
+
+    parts: tuple[Prepared, ...] = ()
+
+    @property
+    def epsilon(self) -> float:
+        return super().epsilon + sum(part.epsilon for part in self.parts)
+
+    @property
+    def touched(self) -> list[str]:
+        return sorted({*super().touched, *(c for part in self.parts for c in part.touched)})
+
+
+def _share(params: DisclosureParams, parts: int) -> DisclosureParams:
+    """One of ``parts`` equal shares of a release's ε and δ (basic composition)."""
+    if not params.epsilon:
+        return params
+    return replace(params, epsilon=params.epsilon / parts, delta=params.delta / parts)
+
+
+def _with_totals(
+    parsed: Parsed,
+    split: Split,
+    access: Mapping[str, DatasetAccess],
+    params: DisclosureParams,
+    bounds: ContributionBounds | None,
+    max_sql_length: int,
+) -> PreparedWithTotals:
+    """The outer query and each total, each prepared as a query of its own."""
+    share = _share(params, 1 + len(split.totals))
+    parts = tuple(
+        prepare(t, access, share, bounds=bounds, max_sql_length=max_sql_length)
+        for t in split.totals
+    )
+    main = prepare(split.main, access, share, bounds=bounds, max_sql_length=max_sql_length)
+    return PreparedWithTotals(parsed, main.checked, main.plan, main.params, parts=parts)
+
+
+@dataclass(frozen=True)
 class Released:
     table: pa.Table
     groups_suppressed: int | None  # noised with ε; None without (never an exact count)
@@ -81,6 +128,9 @@ def prepare(
 ) -> Prepared:
     """Everything short of running: the guard's verdict and the rewritten SQL."""
     parsed = sql if isinstance(sql, Parsed) else parse_query(sql, max_length=max_sql_length)
+    split = split_totals(parsed)
+    if split is not None:
+        return _with_totals(parsed, split, access, params, bounds, max_sql_length)
     checked = check_query(parsed, access)
     if params.epsilon and bounds is None:
         bounds = ContributionBounds(
@@ -100,9 +150,15 @@ def prepare(
     return Prepared(parsed, checked, plan, params)
 
 
-def execute(enclave: Enclave, prepared: Prepared, *, max_groups: int | None = None) -> pa.Table:
-    """Run the stats query in the enclave (timeout and result limits apply)."""
-    return enclave.query(prepared.plan.stats_sql, max_rows=max_groups)
+def execute(
+    enclave: Enclave, prepared: Prepared, *, max_groups: int | None = None
+) -> pa.Table | WithTotals:
+    """Run the stats query in the enclave (timeout and result limits apply); totals too."""
+    table = enclave.query(prepared.plan.stats_sql, max_rows=max_groups)
+    if not isinstance(prepared, PreparedWithTotals):
+        return table
+    totals = tuple(execute(enclave, p, max_groups=max_groups) for p in prepared.parts)
+    return WithTotals(table, totals)
 
 
 def release_database() -> duckdb.DuckDBPyConnection:
@@ -113,13 +169,26 @@ def release_database() -> duckdb.DuckDBPyConnection:
 
 
 def release(
-    stats: pa.Table,
+    stats: pa.Table | WithTotals,
     prepared: Prepared,
     *,
     noise: NoiseSource | None = None,
     database: duckdb.DuckDBPyConnection | None = None,
 ) -> Released:
-    """Disclosure control, then the operator's outputs over released statistics only."""
+    """Disclosure control, then the operator's outputs over released statistics only.
+
+    A query's totals are released first, each as the query of its own it is; the
+    outer query's outputs then read their released values (never true ones).
+    """
+    totals: list[Released] = []
+    if isinstance(stats, WithTotals) != isinstance(prepared, PreparedWithTotals):
+        raise EnclaveError("the stats do not match the prepared query", rule="release.outputs")
+    if isinstance(stats, WithTotals) and isinstance(prepared, PreparedWithTotals):
+        totals = [
+            release(part_stats, part, noise=noise, database=database)
+            for part_stats, part in zip(stats.totals, prepared.parts, strict=True)
+        ]
+        stats = stats.main
     disclosed = disclose(stats, prepared.columns, prepared.params, noise=noise)
     # The enclave's row order follows its hash tables, which every row shapes: released
     # rows (and a LIMIT without ORDER BY) follow the group keys instead.
@@ -128,7 +197,7 @@ def release(
     base = release_database() if database is None else database
     con = base.cursor()
     try:
-        con.register(STATS_TABLE, released)
+        con.register(STATS_TABLE, _with_columns(released, totals))
         table = con.sql(prepared.plan.release_sql).to_arrow_table()
     except duckdb.Error as exc:
         raise EnclaveError(
@@ -140,7 +209,21 @@ def release(
         if owned:
             base.close()
     table = _round(table, prepared.params.round_digits)
-    return Released(table, disclosed.groups_suppressed, disclosed.epsilon_spent)
+    suppressed = disclosed.groups_suppressed
+    if suppressed is not None:
+        suppressed += sum(total.groups_suppressed or 0 for total in totals)
+    spent = disclosed.epsilon_spent + sum(total.epsilon_spent for total in totals)
+    return Released(table, suppressed, spent)
+
+
+def _with_columns(table: pa.Table, totals: list[Released]) -> pa.Table:
+    """The released stats with each released total as a column (NULL if it was withheld)."""
+    for index, total in enumerate(totals):
+        values = total.table.column(0)
+        value = values[0].as_py() if len(values) else None
+        column = pa.array([value] * table.num_rows, type=values.type)
+        table = table.append_column(total_column(index), column)
+    return table
 
 
 def _sorted(table: pa.Table, keys: list[str]) -> pa.Table:

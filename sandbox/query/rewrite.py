@@ -30,6 +30,7 @@ from sandbox.query.disclosure import QUANTILE_BINS
 from sandbox.query.guard import QUANTILES, Checked, first_source, quantile_of
 from sandbox.query.joined import check_budget_joins, entity_in, joined_datasets
 from sandbox.query.normalize import MAX_OFFSET
+from sandbox.query.totals import total_reference
 
 __all__ = ["ContributionBounds", "Plan", "Stat", "build_plan"]
 
@@ -466,6 +467,9 @@ def build_plan(
     key_names = {key.sql(): f"__k{i}" for i, key in enumerate(checked.keys)}
 
     def to_release(node: exp.Expression) -> exp.Expression:
+        total = total_reference(node)  # a total released on its own (parts.py)
+        if total is not None:
+            return total
         if node.sql() in key_names:
             return _col(key_names[node.sql()])
         if _is_aggregate(node):
