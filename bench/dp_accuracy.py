@@ -1,0 +1,515 @@
+"""DP accuracy side by side: this sandbox against OpenDP SmartNoise SQL, at equal ε per query.
+
+Usage::
+
+    python bench/dp_accuracy.py                      # census-like table, 1,000 persons
+    python bench/dp_accuracy.py --dataset claims --scale 0.01
+    python bench/dp_accuracy.py --table-csv t.csv --classification t.toml --queries q.jsonl
+    options: --epsilon 1 --repetitions 10 --seed 14 --details --no-smartnoise --json out.json
+
+The same table and the same SQL go through both systems:
+
+* **this sandbox**: a temp home; the table registered through the real registration path
+  (``Platform.register`` with its classification file); a ``dp`` grant with
+  ``epsilon_per_query = --epsilon`` (every released number noised); each query run by
+  ``QueryService`` as an operator, one operator per repetition (the release cache answers
+  a repeat with the first release, so a fresh operator is a fresh draw);
+* **SmartNoise SQL** (``smartnoise-sql`` 1.0.10, in ``.venv-smartnoise``: it pins pandas < 3
+  and opendp < 0.15), in a subprocess (``bench/smartnoise_runner.py``) reading the same
+  CSV, with metadata made from the same classification: clamping bounds equal to the
+  classification's, the entity key as ``private_id``, ``max_ids`` the per-entity row bound
+  (below).
+
+**Equal ε.**  Both sides spend ``--epsilon`` in total on each query, and at most the
+platform's ``dp_delta`` (δ): the sandbox splits the grant's per-query ε over its noised
+columns and uses δ for its noisy release threshold; SmartNoise's ``Privacy(epsilon=e)`` is
+per statistic, so ``e`` is chosen per query so that SmartNoise's own odometer
+(``get_privacy_cost``) reports exactly ``--epsilon`` for the whole query, and its δ so
+the reported δ is at most ``dp_delta``.  Both figures are printed per query with
+``--details``.  **Contribution bounds.**  The sandbox enforces ``C`` rows per entity and
+group and ``G`` groups per entity (today platform settings); SmartNoise bounds rows per
+entity over the whole table (``max_ids``), given ``min(C·G, the largest number of rows
+any entity has)``: the data's own bound (1 on a one-row-per-person table), never looser
+than the sandbox's.
+
+**Figures** (per system): the share of (query, repetition) runs answered with a non-empty
+result; over grouped queries, the share of true groups released (median and mean over
+queries of each query's mean over repetitions); the median relative error of released
+cells against the true answer (raw DuckDB on the same table), over all cells and as the
+median of per-query medians.  A refusal counts as unanswered, with no groups.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow.csv as pacsv
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from census import write_csv
+from dp_metrics import Answer, Score, key_positions, score, summarise
+
+from connectors.files import FileSource
+from policies import Actor, Administration, GrantTerms, Licence, Role
+from sandbox.core.classification import (
+    DatasetSpec,
+    Level,
+    parse_classification,
+)
+from sandbox.core.classification import Role as ColumnRole
+from sandbox.core.errors import SandboxError
+from sandbox.core.settings import Settings
+from sandbox.platform import Platform
+from sandbox.query.noise import seeded_noise
+from sandbox.query.service import QueryService
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+SMARTNOISE_VENV = ROOT / ".venv-smartnoise"
+SMARTNOISE_PIN = "smartnoise-sql==1.0.10"
+PRESETS = {
+    "census": (BENCH / "census.toml", BENCH / "dp_queries" / "census.jsonl"),
+    "claims": (None, BENCH / "dp_queries" / "claims.jsonl"),
+}
+
+
+@dataclass(frozen=True)
+class Query:
+    id: str
+    sql: str
+
+
+def read_queries(path: Path) -> list[Query]:
+    """JSON lines ``{"id": ..., "sql": ...}``; blank lines and ``#`` lines are skipped."""
+    out = []
+    for line in path.read_text("utf-8").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            item = json.loads(line)
+            out.append(Query(item["id"], item["sql"]))
+    return out
+
+
+# -- this sandbox ----------------------------------------------------------------------------
+
+
+def _enrol(admin: Administration, host: Actor, account: str) -> Actor:
+    code = admin.issue_enrolment(host, account, token_ttl=timedelta(hours=2)).code
+    return admin.authority.authenticate(admin.redeem_enrolment(code).token)
+
+
+def _dp_terms(spec: DatasetSpec, epsilon: float, budget: float, now: datetime) -> GrantTerms:
+    """A dp grant on every releasable column: the most an analyst could be given."""
+    levels = [c.level for c in spec.columns if c.level < Level.L4]
+    terms = GrantTerms(
+        purpose_code="dp-accuracy-bench",
+        purpose_text="accuracy benchmark against SmartNoise SQL",
+        valid_from=now - timedelta(minutes=1),
+        valid_until=now + timedelta(days=1),
+        max_level=max(levels, default=Level.L1),
+        groupable=frozenset(
+            c.name for c in spec.columns if c.role in (ColumnRole.QUASI, ColumnRole.SENSITIVE)
+        ),
+        epsilon_total=budget,
+        epsilon_per_query=epsilon,
+    )
+    try:  # release modes per grant (issue 14): dp is the mode benchmarked
+        from policies.grant_terms import ReleaseMode
+
+        terms = replace(terms, release_mode=ReleaseMode.DP)  # type: ignore[call-arg]
+    except ImportError:
+        pass
+    return terms
+
+
+class SandboxSide:
+    """A temp home with one dataset registered and one dp grant per repetition."""
+
+    def __init__(self, home: Path, settings: dict[str, Any]) -> None:
+        self.platform = Platform(Settings(home=home, max_result_rows=100_000, **settings))
+        self.platform.init()
+        self.admin = Administration(self.platform.authority, k_floor=self.platform.settings.k_floor)
+        self.host = Actor.host("bench")
+        self.now = datetime.now(UTC)
+
+    def register_csv(self, spec: DatasetSpec, csv: Path) -> None:
+        source = FileSource(csv, self.platform.settings.staging_dir, name=csv.name)
+        self.platform.register(spec, source, registered_by="bench")
+
+    def register_demo(self, scale: float) -> None:
+        self.platform.load_demo_data(scale)
+
+    def operators(self, spec: DatasetSpec, n: int, epsilon: float, queries: int) -> list[Actor]:
+        bureau = f"bureau-{spec.domain}"
+        self.admin.create_account(
+            self.host, bureau, role=Role.BUREAU, organisation="bench", domains=(spec.domain,)
+        )
+        issuer = _enrol(self.admin, self.host, bureau)
+        licence = Licence(number="BENCH-DP", valid_until=self.now + timedelta(days=1))
+        terms = _dp_terms(spec, epsilon, budget=max(1.0, 2 * epsilon * queries), now=self.now)
+        actors = []
+        for i in range(n):
+            name = f"bench-dp-{i}"
+            self.admin.create_account(
+                self.host, name, role=Role.OPERATOR, organisation="bench", licence=licence
+            )
+            self.admin.issue_grant(issuer, spec.id, name, terms, reason="bench")
+            actors.append(_enrol(self.admin, self.host, name))
+        return actors
+
+    def truth(self, sql: str) -> list[tuple[Any, ...]]:
+        with self.platform.enclave.cursor() as cur:
+            return [tuple(r) for r in cur.sql(sql).fetchall()]
+
+    def export_csv(self, spec: DatasetSpec, path: Path) -> Path:
+        """The registered table as the peer reads it (L4 columns left out: never queried)."""
+        names = ", ".join(f'"{c.name}"' for c in spec.columns if c.level < Level.L4)
+        with self.platform.enclave.cursor() as cur:
+            table = cur.sql(f'SELECT {names} FROM "{spec.domain}"."{spec.table}"').to_arrow_table()
+        pacsv.write_csv(table, str(path))
+        return path
+
+    def schema(self, spec: DatasetSpec) -> dict[str, str]:
+        with self.platform.enclave.cursor() as cur:
+            rel = cur.sql(f'SELECT * FROM "{spec.domain}"."{spec.table}" LIMIT 0')
+            return {name: str(t) for name, t in zip(rel.columns, rel.types, strict=True)}
+
+    def max_rows_per_entity(self, spec: DatasetSpec) -> int:
+        key = spec.entity_key
+        table = f'"{spec.domain}"."{spec.table}"'
+        sql = f'SELECT max(n) FROM (SELECT count(*) AS n FROM {table} GROUP BY "{key}")'
+        with self.platform.enclave.cursor() as cur:
+            return int(cur.sql(sql).fetchall()[0][0])
+
+    def contribution(self) -> tuple[int, int]:
+        service = QueryService(self.platform)
+        bounds = service.contribution
+        return bounds.max_rows_per_entity, bounds.max_groups_per_entity
+
+    def run(self, actors: list[Actor], queries: list[Query], seed: int) -> dict[str, list[Answer]]:
+        answers: dict[str, list[Answer]] = {q.id: [] for q in queries}
+        for rep, actor in enumerate(actors):
+            service = QueryService(self.platform, noise=seeded_noise(seed + rep))
+            for query in queries:
+                try:
+                    result = service.run(actor, query.sql)
+                except SandboxError as exc:
+                    answers[query.id].append(Answer(error=f"{exc.rule or exc.code}: {exc.message}"))
+                    continue
+                rows = tuple(tuple(r.values()) for r in result.table.to_pylist())
+                spent = result.meta.get("epsilon_spent", result.meta.get("epsilon"))
+                answers[query.id].append(Answer(rows=rows, epsilon=spent))
+        return answers
+
+    def close(self) -> None:
+        self.platform.close()
+
+
+# -- SmartNoise SQL --------------------------------------------------------------------------
+
+
+def smartnoise_python(install: bool) -> Path | None:
+    """The peer's interpreter; made with ``python -m venv`` + pip when missing and asked."""
+    python = SMARTNOISE_VENV / "bin" / "python"
+    if python.exists():
+        return python
+    if not install:
+        return None
+    print(f"creating {SMARTNOISE_VENV} with {SMARTNOISE_PIN} ...", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(SMARTNOISE_VENV)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", SMARTNOISE_PIN], check=True)
+    return python
+
+
+def _sn_type(duck: str) -> str:
+    duck = duck.upper()
+    if duck in ("BOOLEAN",):
+        return "boolean"
+    if duck.startswith(("DATE", "TIMESTAMP")):
+        return "datetime"
+    if any(
+        duck.startswith(t) for t in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "U")
+    ):
+        return "int"
+    if duck.startswith(("DOUBLE", "FLOAT", "REAL", "DECIMAL")):
+        return "float"
+    return "string"
+
+
+def smartnoise_metadata(
+    spec: DatasetSpec, schema: dict[str, str], rows: int, max_ids: int
+) -> dict[str, Any]:
+    """SmartNoise's metadata from the classification: same bounds, same entity key."""
+    table: dict[str, Any] = {
+        "rows": rows,
+        "row_privacy": False,
+        "max_ids": max_ids,
+        "sample_max_ids": True,
+        "censor_dims": True,
+        "clamp_columns": True,
+    }
+    for column in spec.columns:
+        if column.level >= Level.L4 or column.name not in schema:
+            continue
+        entry: dict[str, Any] = {"type": _sn_type(schema[column.name])}
+        if column.name.lower() == spec.entity_key.lower():
+            entry["private_id"] = True
+        elif column.bounds is not None and entry["type"] in ("int", "float"):
+            entry["lower"], entry["upper"] = column.bounds
+        table[column.name] = entry
+    return {"Collection": {spec.domain: {spec.table: table}}}
+
+
+def smartnoise_run(
+    python: Path,
+    csv: Path,
+    metadata: dict[str, Any],
+    queries: list[Query],
+    *,
+    epsilon: float,
+    delta: float,
+    repetitions: int,
+) -> dict[str, tuple[list[Answer], dict[str, Any]]]:
+    job = {
+        "csv": str(csv),
+        "metadata": metadata,
+        "epsilon": epsilon,
+        "delta": delta,
+        "repetitions": repetitions,
+        "queries": [{"id": q.id, "sql": q.sql} for q in queries],
+    }
+    proc = subprocess.run(
+        [str(python), str(BENCH / "smartnoise_runner.py")],
+        input=json.dumps(job),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"smartnoise_runner failed: {proc.stderr[-2000:]}")
+    out = {}
+    for entry in json.loads(proc.stdout):
+        if entry["error"]:
+            answers = [Answer(error=entry["error"])] * repetitions
+        else:
+            spent = entry["cost"][0]
+            answers = [
+                Answer(rows=tuple(map(tuple, rows)), epsilon=spent) for rows in entry["runs"]
+            ]
+        out[entry["id"]] = (answers, entry)
+    return out
+
+
+# -- report ----------------------------------------------------------------------------------
+
+
+def _pct(value: float | None) -> str:
+    return "   -  " if value is None else f"{100 * value:5.1f}%"
+
+
+def print_summary(name: str, figures: dict[str, float | None], queries: int, grouped: int) -> None:
+    print(
+        f"{name:<12} answered {_pct(figures['answered'])}   groups released (grouped "
+        f"queries, n={grouped}) median {_pct(figures['groups_median'])} mean "
+        f"{_pct(figures['groups_mean'])}   median rel. error cells {_pct(figures['error_cells'])}"
+        f" / per-query {_pct(figures['error_queries'])}   spurious groups "
+        f"{int(figures['spurious'] or 0)}"
+    )
+
+
+def _query_cells(scores: list[Score]) -> tuple[str, str, str]:
+    answered = statistics.fmean(s.answered for s in scores) if scores else 0.0
+    share = statistics.fmean(s.group_share for s in scores) if scores else 0.0
+    errors = [e for s in scores for e in s.errors]
+    err = statistics.median(errors) if errors else None
+    return _pct(answered), _pct(share), _pct(err)
+
+
+def print_details(
+    queries: list[Query],
+    truth_groups: dict[str, int],
+    systems: dict[str, dict[str, list[Score]]],
+    answers: dict[str, dict[str, list[Answer]]],
+    notes: dict[str, dict[str, str]],
+) -> None:
+    names = list(systems)
+    head = f"{'query':<28} {'groups':>6} " + " ".join(
+        f"| {n[:10]:<10} {'ans':>6} {'grp':>6} {'err':>6} {'ε':>5}" for n in names
+    )
+    print(head)
+    print("-" * len(head))
+    for q in queries:
+        line = f"{q.id[:28]:<28} {truth_groups[q.id]:>6} "
+        for n in names:
+            ans, grp, err = _query_cells(systems[n][q.id])
+            spent = [a.epsilon for a in answers[n][q.id] if a.epsilon is not None]
+            eps = f"{statistics.median(spent):5.2f}" if spent else "    -"
+            line += f"| {'':<10} {ans:>6} {grp:>6} {err:>6} {eps}"
+        print(line)
+        for n in names:
+            if note := notes[n].get(q.id):
+                print(f"    {n}: {note[:150]}")
+
+
+# -- main ------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", choices=sorted(PRESETS), default="census")
+    parser.add_argument("--persons", type=int, default=1000, help="census: persons generated")
+    parser.add_argument("--scale", type=float, default=0.01, help="claims: demo scale")
+    parser.add_argument("--table-csv", type=Path, help="any table (with --classification)")
+    parser.add_argument("--classification", type=Path)
+    parser.add_argument("--queries", type=Path, help="JSON lines {id, sql}")
+    parser.add_argument("--epsilon", type=float, default=1.0, help="total ε per query")
+    parser.add_argument("--repetitions", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=14)
+    parser.add_argument("--details", action="store_true", help="per-query table")
+    parser.add_argument("--no-smartnoise", action="store_true", help="this sandbox only")
+    parser.add_argument("--no-install", action="store_true", help="never create the peer's venv")
+    parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a platform setting for the sandbox side (e.g. dp_max_groups_per_entity=1)",
+    )
+    parser.add_argument("--json", type=Path, help="write the figures as JSON here")
+    args = parser.parse_args(argv)
+    if args.table_csv and not args.classification:
+        parser.error("--table-csv needs --classification")
+    classification, query_file = PRESETS[args.dataset]
+    classification = args.classification or classification
+    queries = read_queries(args.queries or query_file)
+    settings = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.setting)}
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        side = SandboxSide(tmp / "home", settings)
+        try:
+            if args.table_csv or args.dataset == "census":
+                assert classification is not None
+                spec = parse_classification(
+                    classification.read_text("utf-8"), source_name=classification.name
+                )
+                csv = args.table_csv or write_csv(tmp / "census.csv", args.persons, args.seed)
+                side.register_csv(spec, csv)
+                described = f"{csv.name if args.table_csv else f'census, {args.persons} persons'}"
+            else:
+                side.register_demo(args.scale)
+                from sandbox.enclave.demo_data import demo_spec
+
+                spec = demo_spec("health.claims")
+                described = f"demo health.claims at --scale {args.scale:g}"
+            peer_csv = side.export_csv(spec, tmp / "peer.csv")
+            rows = side.truth(f'SELECT count(*) FROM "{spec.domain}"."{spec.table}"')[0][0]
+            c, g = side.contribution()
+            max_ids = min(c * g, side.max_rows_per_entity(spec))
+            delta = side.platform.settings.dp_delta
+            truth = {q.id: side.truth(q.sql) for q in queries}
+            keys = {q.id: key_positions(q.sql) for q in queries}
+            grouped = {q.id for q in queries if keys[q.id]}
+            print(
+                f"{described}: {rows} rows; {len(queries)} queries ({len(grouped)} grouped); "
+                f"ε = {args.epsilon:g} and δ ≤ {delta:g} in total per query on both sides; "
+                f"{args.repetitions} repetitions, seed {args.seed}"
+            )
+            print(
+                f"sandbox: C = {c} rows per entity and group, G = {g} groups per entity, "
+                f"k floor {side.platform.settings.k_floor}; SmartNoise: max_ids = {max_ids}"
+                f" (= min(C·G, largest rows per entity))"
+            )
+            actors = side.operators(spec, args.repetitions, args.epsilon, len(queries))
+            t0 = time.perf_counter()
+            answers = {"sandbox": side.run(actors, queries, args.seed)}
+            timing = {"sandbox": time.perf_counter() - t0}
+            notes: dict[str, dict[str, str]] = {"sandbox": {}}
+            for qid, runs in answers["sandbox"].items():
+                errors = {a.error for a in runs if a.error}
+                if errors:
+                    notes["sandbox"][qid] = "; ".join(sorted(errors))
+            python = None if args.no_smartnoise else smartnoise_python(not args.no_install)
+            if python is not None:
+                metadata = smartnoise_metadata(spec, side.schema(spec), rows, max_ids)
+                t0 = time.perf_counter()
+                peer = smartnoise_run(
+                    python,
+                    peer_csv,
+                    metadata,
+                    queries,
+                    epsilon=args.epsilon,
+                    delta=delta,
+                    repetitions=args.repetitions,
+                )
+                timing["smartnoise"] = time.perf_counter() - t0
+                answers["smartnoise"] = {qid: a for qid, (a, _) in peer.items()}
+                notes["smartnoise"] = {}
+                for qid, (_, entry) in peer.items():
+                    if entry["error"]:
+                        notes["smartnoise"][qid] = entry["error"]
+                    else:
+                        notes["smartnoise"][qid] = (
+                            (
+                                f"per-statistic ε {entry['epsilon_per_statistic']:.4g}, "
+                                f"odometer (ε, δ) = ({entry['cost'][0]:.4g}, "
+                                f"{entry['cost'][1]:.3g})"
+                            )
+                            if args.details
+                            else ""
+                        )
+        finally:
+            side.close()
+
+    scores = {
+        name: {q.id: [score(a, truth[q.id], keys[q.id]) for a in per[q.id]] for q in queries}
+        for name, per in answers.items()
+    }
+    figures = {name: summarise(s, grouped) for name, s in scores.items()}
+    if args.details:
+        truth_groups = {q.id: len(truth[q.id]) for q in queries}
+        print_details(queries, truth_groups, scores, answers, notes)
+    for name, fig in figures.items():
+        print_summary(name, fig, len(queries), len(grouped))
+    print(
+        "time: "
+        + ", ".join(f"{n} {t:.1f} s" for n, t in timing.items())
+        + f"; total {time.perf_counter() - started:.1f} s"
+    )
+    result = {
+        "dataset": described,
+        "epsilon": args.epsilon,
+        "delta": delta,
+        "repetitions": args.repetitions,
+        "contribution": {"C": c, "G": g, "max_ids": max_ids},
+        "figures": figures,
+        "queries": {
+            q.id: {
+                name: {
+                    "answered": statistics.fmean(s.answered for s in scores[name][q.id]),
+                    "group_share": statistics.fmean(s.group_share for s in scores[name][q.id]),
+                    "note": notes[name].get(q.id, ""),
+                }
+                for name in scores
+            }
+            for q in queries
+        },
+    }
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2), "utf-8")
+    return result
+
+
+if __name__ == "__main__":
+    main()
