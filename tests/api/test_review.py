@@ -1,8 +1,10 @@
-"""The review flow: a grant that requires review holds results until its bureau approves.
+"""The review flow: a ``reviewed`` grant holds results until its bureau approves.
 
-ε is spent when the job runs, before it touches data (a held, rejected, cancelled, stale
-or expired result paid for its run like any other; the release spends nothing more), and
-the release's audit entry is durable before the result can be fetched.
+op-bank's health grant is ``reviewed`` (the demo's): exact values, each release after the
+bureau's recorded review.  A run is charged when the job runs, before it touches data (a
+held, rejected, cancelled, stale or expired result paid for its run like any other, here
+one query of the grant's daily quota; the release charges nothing more), and the release's
+audit entry is durable before the result can be fetched.
 """
 
 from __future__ import annotations
@@ -18,24 +20,25 @@ BY_GENDER = "SELECT gender, count(*) AS n FROM health.claims GROUP BY 1"
 
 @pytest.fixture(scope="module")
 def reviewed(server):
-    """op-insurer's grant (ε 10, 1 per query) now requires review."""
-    with server.client("op-insurer") as insurer:
-        (grant,) = insurer.grants()
-    with server.client("bureau-health") as bureau:
-        bureau.narrow_grant(grant["id"], review_required=True, reason="review every release")
+    """op-bank's health grant: reviewed."""
+    with server.client("op-bank") as bank:
+        (grant,) = [g for g in bank.grants() if g["dataset"] == "health.claims"]
+    assert grant["release_mode"] == "reviewed"
     return server, grant["id"]
 
 
 def remaining(server) -> float:
-    with server.client("op-insurer") as insurer:
-        return insurer.grants()[0]["usage"]["epsilon_remaining"]
+    """Queries left today on the grant: what a run is charged."""
+    with server.client("op-bank") as bank:
+        (grant,) = [g for g in bank.grants() if g["dataset"] == "health.claims"]
+        return grant["usage"]["queries_remaining"]
 
 
 def test_approval_releases_what_the_run_paid_for(reviewed) -> None:
     server, _grant_id = reviewed
     before = remaining(server)
-    with server.client("op-insurer") as insurer:
-        job = insurer.submit(BY_GENDER, wait=True)
+    with server.client("op-bank") as bank:
+        job = bank.submit(BY_GENDER, wait=True)
         assert job["state"] == "awaiting_review" and job["review_datasets"] == ["health.claims"]
         assert job["result"] is None
         assert set(job["meta"]) <= {
@@ -48,7 +51,7 @@ def test_approval_releases_what_the_run_paid_for(reviewed) -> None:
             "query_sha256",
         }, "nothing data-dependent (rows, suppressed groups, digest) before approval"
         with pytest.raises(Conflict) as info:
-            insurer.result(job["id"])
+            bank.result(job["id"])
         assert info.value.rule == "job.no_result"
     assert remaining(server) == pytest.approx(before - 1.0), "the run paid before it ran"
     # A job that touches none of its domains answers as a job that does not exist.
@@ -64,17 +67,17 @@ def test_approval_releases_what_the_run_paid_for(reviewed) -> None:
         assert approved["reviews"][0]["by"] == "bureau-health"
         assert job["id"] not in [j["id"] for j in bureau.reviews()]
     assert remaining(server) == pytest.approx(before - 1.0)
-    with server.client("op-insurer") as insurer:
-        table = insurer.result(job["id"])
+    with server.client("op-bank") as bank:
+        table = bank.result(job["id"])
         assert table.to_pylist() == shown["result"]["rows"]
         keys = {
             k: public_key_from_b64(v)
-            for k, v in insurer.request("GET", "/v1/audit/keys").json().items()
+            for k, v in bank.request("GET", "/v1/audit/keys").json().items()
         }
-        body = verify_receipt(insurer.receipt(job["id"]), keys)
-        assert body["epsilon_spent"] == pytest.approx(1.0)
+        body = verify_receipt(bank.receipt(job["id"]), keys)
+        assert body["epsilon_spent"] == 0, "exact: no noise, no ε"
         # Asked again: the released answer from the cache, no new review, no new spend.
-        again = insurer.submit(BY_GENDER, wait=True)
+        again = bank.submit(BY_GENDER, wait=True)
         assert again["state"] == "succeeded" and again["meta"]["cached"]
     assert remaining(server) == pytest.approx(before - 1.0)
     with server.client("auditor") as auditor:
@@ -89,8 +92,8 @@ def test_approval_releases_what_the_run_paid_for(reviewed) -> None:
 def test_rejection_refuses_and_refunds_nothing(reviewed) -> None:
     server, _ = reviewed
     before = remaining(server)
-    with server.client("op-insurer") as insurer:
-        job = insurer.submit(
+    with server.client("op-bank") as bank:
+        job = bank.submit(
             "SELECT district, gender, count(*) AS n FROM health.claims GROUP BY 1, 2", wait=True
         )
     with server.client("bureau-health") as bureau:
@@ -105,12 +108,12 @@ def test_rejection_refuses_and_refunds_nothing(reviewed) -> None:
 def test_stale_and_cancelled_results_are_never_released(reviewed) -> None:
     server, grant_id = reviewed
     before = remaining(server)
-    with server.client("op-insurer") as insurer:
-        stale = insurer.submit("SELECT age, count(*) AS n FROM health.claims GROUP BY 1", wait=True)
-        withdrawn = insurer.submit(
+    with server.client("op-bank") as bank:
+        stale = bank.submit("SELECT age, count(*) AS n FROM health.claims GROUP BY 1", wait=True)
+        withdrawn = bank.submit(
             "SELECT diagnosis_code, count(*) AS n FROM health.claims GROUP BY 1", wait=True
         )
-        assert insurer.cancel(withdrawn["id"])["state"] == "cancelled"
+        assert bank.cancel(withdrawn["id"])["state"] == "cancelled"
     with server.client("bureau-health") as bureau:
         bureau.narrow_grant(grant_id, k=15, reason="raise k while a result waits")
         outcome = bureau.approve(stale["id"], "looks fine")
@@ -128,8 +131,8 @@ def test_a_job_whose_token_was_revoked_is_not_released_after_review(reviewed) ->
 
     server, _grant_id = reviewed
     before = remaining(server)
-    with server.client("op-insurer") as insurer:
-        spare = insurer.issue_own_token(label="revoked before approval")
+    with server.client("op-bank") as bank:
+        spare = bank.issue_own_token(label="revoked before approval")
     with SandboxClient(server.url, spare["token"], timeout=60) as holder:
         job = holder.submit(BY_GENDER + " ORDER BY 1", wait=True)
     assert job["state"] == "awaiting_review"
