@@ -172,8 +172,10 @@ class SandboxClient:
 
     # -- operator --------------------------------------------------------------------------
 
-    def explain(self, sql: str, *, purpose: str | None = None) -> dict[str, Any]:
-        body = self._params(sql=sql, purpose=purpose)
+    def explain(
+        self, sql: str, *, purpose: str | None = None, epsilon: float | None = None
+    ) -> dict[str, Any]:
+        body = self._params(sql=sql, purpose=purpose, epsilon=epsilon)
         return self._json("POST", "/v1/explain", json=body)  # type: ignore[no-any-return]
 
     def submit(

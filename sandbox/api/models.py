@@ -71,6 +71,15 @@ class QueryIn(In):
     )
 
 
+class ExplainIn(QueryIn):
+    epsilon: float | None = Field(
+        default=None,
+        gt=0,
+        description="The ε this query would spend, up to the grant's per-query maximum "
+        "(default: that maximum); refused above it (budget.epsilon_per_query).",
+    )
+
+
 class JobIn(QueryIn):
     format: Format = Field(default="json", description="Preferred result format.")
 
@@ -85,6 +94,11 @@ class ExplainOut(BaseModel):
     k: int | None = None
     epsilon: float | None = None
     epsilon_remaining: float | None = None
+    accuracy: dict[str, Json] | None = Field(
+        default=None,
+        description="Per output: the 95% half-width of its noise (docs/disclosure.md, "
+        "Accuracy), known before any ε is spent.",
+    )
     review_required: bool | None = None
     grants: list[Json] | None = None
     normalized_sql: str | None = None

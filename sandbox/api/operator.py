@@ -12,7 +12,7 @@ from sandbox.jobs.results import MEDIA_TYPES, encode, result_rows
 from sandbox.jobs.store import Job, JobState
 
 from .context import ActorDep, MetaDep, ServicesDep
-from .models import ExplainOut, Format, JobIn, JobList, JobOut, QueryIn, ResultRows
+from .models import ExplainIn, ExplainOut, Format, JobIn, JobList, JobOut, ResultRows
 
 __all__ = ["router"]
 
@@ -33,14 +33,19 @@ def job_out(job: Job, result: dict[str, Any] | None = None) -> JobOut:
 
 
 @router.post("/v1/explain", response_model=ExplainOut)
-def explain(body: QueryIn, actor: ActorDep, meta: MetaDep, services: ServicesDep) -> Any:
+def explain(body: ExplainIn, actor: ActorDep, meta: MetaDep, services: ServicesDep) -> Any:
     """Would the query be accepted, by which rule refused, what it touches and costs in ε.
 
     Nothing runs; the verdict is recorded in the audit trail either way.
     """
     services.settings()
     return services.service.explain(
-        actor, body.sql, purpose=body.purpose, client=meta.client, request_id=meta.request_id
+        actor,
+        body.sql,
+        purpose=body.purpose,
+        client=meta.client,
+        request_id=meta.request_id,
+        epsilon=body.epsilon,
     )
 
 

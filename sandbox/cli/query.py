@@ -48,6 +48,10 @@ def query(
         bool, typer.Option("--explain", help="Check and cost the query without running it.")
     ] = False,
     purpose: Annotated[str | None, typer.Option(help="Purpose tag recorded in the audit.")] = None,
+    epsilon: Annotated[
+        float | None,
+        typer.Option(help="ε for this query, up to the grant's per-query maximum (its default)."),
+    ] = None,
     receipt: Annotated[
         Path | None, typer.Option(help="Write the signed release receipt to this file.")
     ] = None,
@@ -64,6 +68,12 @@ def query(
     """
     if fmt not in FORMATS:
         raise InvalidInput(f"--format is one of {', '.join(FORMATS)}", rule="cli.format")
+    if url is not None and epsilon is not None:
+        raise InvalidInput(
+            "--epsilon works on the local home only: a job on a server runs at the grant's "
+            "per-query ε",
+            rule="cli.epsilon",
+        )
     if url is not None:
         from sandbox.cli.job import remote_query
 
@@ -80,12 +90,12 @@ def query(
         actor = platform.authority.authenticate(token)
         service = QueryService(platform)
         if explain:
-            verdict = service.explain(actor, sql, purpose=purpose)
+            verdict = service.explain(actor, sql, purpose=purpose, epsilon=epsilon)
             typer.echo(json.dumps(verdict, indent=2, ensure_ascii=False))
             if not verdict["accepted"]:
                 raise QueryRefused(verdict["message"], rule=verdict["rule"])
             return
-        result = service.run(actor, sql, purpose=purpose)
+        result = service.run(actor, sql, purpose=purpose, epsilon=epsilon)
     finally:
         platform.close()
     _print_result(result, fmt, receipt)
@@ -117,6 +127,13 @@ def _print_result(result: Any, fmt: str, receipt: Path | None) -> None:
     # Reported (noised) under a privacy budget only: without one it is null.
     withheld = meta.get("groups_suppressed")
     shown = "" if withheld is None else f", {counted(withheld, 'group')} suppressed"
+    # Under a budget: each output's 95% half-width (an average's bound is in the meta).
+    widths = [
+        f"{name} ±{a['half_width']:,g}"
+        for name, a in (meta.get("accuracy") or {}).items()
+        if a.get("half_width") is not None
+    ]
+    eps += f", 95% within {', '.join(widths)}" if widths else ""
     typer.echo(
         f"# {counted(meta['rows'], 'row')}{shown} (k={meta['k']})"
         f"{eps}{', from cache' if meta.get('cached') else ''}; audit entry {entry}",

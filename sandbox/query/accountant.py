@@ -26,8 +26,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Literal
+
+from sandbox.core.errors import QueryRefused
+
+if TYPE_CHECKING:
+    from sandbox.query.disclosure import DisclosureParams
 
 __all__ = [
     "CONVERSION_SHARE",
@@ -37,6 +42,7 @@ __all__ = [
     "allocate",
     "basic_composition",
     "choose",
+    "per_query_epsilon",
     "pure_to_zcdp",
     "zcdp_composition",
     "zcdp_epsilon",
@@ -100,14 +106,16 @@ def zcdp_epsilon(rho: float, delta: float) -> float:
         return 0.0
     log_inv = math.log(1 / delta)
     simple = rho + 2 * math.sqrt(rho * log_inv)
-    return min(simple, _cks_epsilon(rho, log_inv))
+    return max(0.0, min(simple, _cks_epsilon(rho, log_inv)))
 
 
 def zcdp_for_epsilon(epsilon: float, delta: float) -> float:
     """The largest rho whose conversion at ``δ`` is at most ``ε`` (bisection, from below)."""
     if epsilon <= 0:
         raise ValueError("ε must be positive")
-    lo, hi = 0.0, epsilon  # zcdp_epsilon(rho) ≥ rho
+    lo, hi = 0.0, epsilon
+    while zcdp_epsilon(hi, delta) <= epsilon:  # the tight conversion can be under rho
+        lo, hi = hi, 2 * hi
     for _ in range(200):
         mid = (lo + hi) / 2
         if zcdp_epsilon(mid, delta) <= epsilon:
@@ -191,3 +199,30 @@ def choose(demands: Sequence[Demand], epsilon: float, delta: float) -> Allocatio
         return laplace
     gaussian = _gaussian(demands, epsilon, delta)
     return gaussian if gaussian.error < laplace.error else laplace
+
+
+def per_query_epsilon(
+    params: DisclosureParams, cap: float | None, requested: float | None
+) -> DisclosureParams:
+    """The release's parameters with the ε the analyst chose (``None``: the grant's default).
+
+    Refused, naming the rule: choosing ε where no budget applies (``budget.epsilon``), a
+    value that is not a positive finite number (``budget.epsilon``), or one above the
+    grant's per-query maximum ``cap`` (``budget.epsilon_per_query``).  A value above what
+    remains on the ledger is refused later, by the ledger check (``budget.exhausted``).
+    """
+    if requested is None:
+        return params
+    if params.epsilon is None:
+        raise QueryRefused(
+            "this query is answered under no privacy budget, so it takes no ε",
+            rule="budget.epsilon",
+        )
+    if not 0 < requested < math.inf:
+        raise QueryRefused("ε must be a positive number", rule="budget.epsilon")
+    if cap is not None and requested > cap + 1e-12:
+        raise QueryRefused(
+            f"ε={requested:g} is above the grant's per-query maximum ε={cap:g}",
+            rule="budget.epsilon_per_query",
+        )
+    return replace(params, epsilon=requested)

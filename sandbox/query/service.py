@@ -63,6 +63,8 @@ from sandbox.enclave.catalog import DatasetRecord
 from sandbox.enclave.enclave import limits_failure
 from sandbox.monitoring.fingerprint import predicate_fingerprint
 from sandbox.platform import Platform
+from sandbox.query.accountant import per_query_epsilon
+from sandbox.query.cell_accuracy import output_accuracy
 from sandbox.query.cost import Cost, CostLimits, check_cost
 from sandbox.query.disclosure import DisclosureParams
 from sandbox.query.noise import NoiseSource
@@ -226,6 +228,7 @@ class QueryService:
         client: str | None,
         *,
         paid: bool = False,
+        epsilon: float | None = None,
     ) -> Authorized:
         """Parse, authorize, bound the cost, guard and rewrite ``sql``.
 
@@ -255,6 +258,8 @@ class QueryService:
         if not paid:
             _check_rows_quota(decision, cost)
         params, remaining = self._params(decision)
+        caps = [g.epsilon_per_query for g in decision.grants if g.epsilon_per_query]
+        params = per_query_epsilon(params, min(caps) if caps else None, epsilon)
         access = self._access(decision.grants, records)
         prepared = prepare(parsed, access, params, max_sql_length=max_length)
         return Authorized(decision, prepared, remaining, records, cost)
@@ -278,11 +283,15 @@ class QueryService:
         purpose: str | None = None,
         client: str | None = None,
         request_id: str | None = None,
+        epsilon: float | None = None,
     ) -> dict[str, Any]:
-        """Would this query be accepted, which rule refuses it, what it touches and costs."""
+        """Would this query be accepted, which rule refuses it, what it touches and costs.
+
+        ``epsilon``: the ε the analyst chooses for this query (default: the grant's).
+        """
         rid = request_id or uuid.uuid4().hex
         try:
-            auth = self._authorize(actor, sql, rid, purpose, client)
+            auth = self._authorize(actor, sql, rid, purpose, client, epsilon=epsilon)
         except SandboxError as exc:
             self._record_deny(actor, rid, client, sql, exc, {"explain": True})
             return {"accepted": False, "rule": exc.rule or exc.code, "message": exc.message}
@@ -295,6 +304,8 @@ class QueryService:
             "k": prepared.params.k,
             "epsilon": prepared.epsilon,
             "epsilon_remaining": auth.remaining,
+            # 95% half-widths per output, from the noise plan: before any ε is spent.
+            "accuracy": output_accuracy(prepared),
             "review_required": decision.review_required,
             "grants": [{"id": g.id, "version": g.version} for g in decision.grants],
             "normalized_sql": prepared.parsed.normalized_sql,
@@ -327,9 +338,13 @@ class QueryService:
         purpose: str | None = None,
         request_id: str | None = None,
         client: str | None = None,
+        epsilon: float | None = None,
     ) -> QueryResult:
-        """Run one query and release its desensitized result (or raise, audited)."""
-        outcome = self._run(actor, sql, purpose, request_id, client, hold=False)
+        """Run one query and release its desensitized result (or raise, audited).
+
+        ``epsilon``: the ε the analyst chooses, within the grant's per-query maximum.
+        """
+        outcome = self._run(actor, sql, purpose, request_id, client, hold=False, epsilon=epsilon)
         assert isinstance(outcome, QueryResult)
         return outcome
 
@@ -441,12 +456,13 @@ class QueryService:
         *,
         hold: bool,
         auth: Authorized | None = None,
+        epsilon: float | None = None,
     ) -> QueryResult | Held:
         rid = request_id or uuid.uuid4().hex
         started = time.perf_counter()
         charged: float | None = None
         try:
-            auth = auth or self._authorize(actor, sql, rid, purpose, client)
+            auth = auth or self._authorize(actor, sql, rid, purpose, client, epsilon=epsilon)
             prepared = auth.prepared
             if auth.decision.review_required and not hold:
                 raise QueryRefused(
@@ -708,6 +724,7 @@ class QueryService:
             "groups_suppressed": released.groups_suppressed,
             "k": prepared.params.k,
             "epsilon_spent": released.epsilon_spent,
+            "accuracy": output_accuracy(prepared),
             "epsilon_remaining": None
             if auth.remaining is None
             else max(0.0, auth.remaining - released.epsilon_spent),
