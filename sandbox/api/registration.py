@@ -98,11 +98,13 @@ def apply(
 
     def find(domain: str) -> SourceFile:
         path, name = _source_path(services, actor, body, domain)  # type: ignore[arg-type]
+        upload = body.source.upload_id is not None
         return SourceFile(
             path=Path(path),
             name=name,
             format=body.source.format,
-            move=body.source.upload_id is not None,
+            move=upload,
+            also_remove=(Path(path).with_suffix(".json"),) if upload else (),
         )
 
     return _procedure(request, services).apply(

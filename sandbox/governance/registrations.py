@@ -59,6 +59,8 @@ class SourceFile:
     format: str | None = None
     move: bool = False
     """An upload (moved into the application's directory) or an import (copied)."""
+    also_remove: tuple[Path, ...] = ()
+    """Once moved: files that described it where it was (an upload's record)."""
 
 
 def _ts(moment: datetime) -> str:
@@ -192,6 +194,8 @@ class Registrations:
         kept = directory / Path(source.name).name
         if source.move:
             shutil.move(source.path, kept)
+            for extra in source.also_remove:
+                extra.unlink(missing_ok=True)
         else:
             shutil.copyfile(source.path, kept)
         return {
@@ -509,9 +513,13 @@ class Registrations:
             "description": row.description,
             "update_frequency": row.update_frequency,
             "listing": row.listing,
-            "classification": row.classification,
+            # The public sees the classification without declared bounds (they may be
+            # proposed from the data) and nothing of the file; the parties see both.
+            "classification": row.classification if party else _public(row.classification),
             "classification_sha256": row.classification_sha256,
-            "source": {k: row.source[k] for k in ("name", "format", "bytes", "sha256")},
+            "source": {k: row.source[k] for k in ("name", "format", "bytes", "sha256")}
+            if party
+            else None,
             "accepted_by": row.accepted_by,
             "accepted_at": row.accepted_at,
             "reviewed_by": row.reviewed_by,
@@ -563,6 +571,16 @@ _ACTION = {
     RegStep.DISMISS: "resolve",
     RegStep.WITHDRAW: "withdraw",
 }
+
+
+def _public(classification: dict[str, Any]) -> dict[str, Any]:
+    """A classification as the public listing shows it: no declared bounds."""
+    columns = {
+        name: {k: v for k, v in col.items() if k not in ("bounds", "measure")}
+        for name, col in classification.get("columns", {}).items()
+    }
+    shown = {k: v for k, v in classification.items() if k != "contribution"}
+    return {**shown, "columns": columns}
 
 
 def _need_text(text: str, what: str) -> None:

@@ -193,6 +193,12 @@ def test_registration_procedure_full_form(api: Api) -> None:
     # Another operator reads the count, not the grounds.
     seen = api.ok("op-bank", "GET", f"/v1/registrations/{rid}")
     assert seen["open_objections"] == 1 and seen["objections"] == []
+    # The public listing shows no file and no declared bound; the bureau sees both.
+    assert seen["source"] is None and "bounds" not in str(seen["classification"])
+    own = api.ok("bureau-health", "GET", f"/v1/registrations/{rid}")
+    assert own["source"]["bytes"] == len(CSV) and "bounds" in str(own["classification"])
+    uploads = api.services.platform.settings.staging_dir / "uploads"
+    assert not (uploads / f"{body['source']['upload_id']}.json").exists()
     api.clock.now = until + timedelta(seconds=1)
     api.refused(
         "op-bank",
