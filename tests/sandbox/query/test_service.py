@@ -11,8 +11,9 @@ from audit.errors import StoreUnavailable
 from sandbox.core.errors import AuditUnavailable, QueryRefused, SandboxError
 from sandbox.query.receipts import verify_receipt
 from sandbox.query.release import result_sha256
-from sandbox.query.service import QueryService
+from sandbox.query.service import Held, QueryResult, QueryService
 from tests.conftest import build_deployment
+from tests.reviewing import reviewing
 
 # The attack samples we were given, vendored (see shared_attacks/SOURCE.md): never skipped.
 SHARED_ATTACKS = Path(__file__).parent / "shared_attacks" / "samples.jsonl"
@@ -54,6 +55,14 @@ def actor(deployment, name: str):
     return platform.authority.authenticate(tokens[name])
 
 
+def released(deployment, sql: str, who: str = "op-bank") -> QueryResult:
+    """Run ``sql`` as a job and release it as the owning bureau approves (op-bank's grants are
+    ``reviewed``: exact values only after a recorded review)."""
+    platform, _ = deployment
+    with reviewing(platform, QueryService(platform)) as desk:
+        return desk.run(actor(deployment, who), sql)
+
+
 def audit_size(platform) -> int:
     return platform.audit.size()
 
@@ -83,10 +92,11 @@ def test_shared_attack_samples_end_to_end(deployment, identifier_values) -> None
                 service.run(bank, sample["sql"])
             assert info.value.rule, sample["id"]
             assert_no_leak(str(info.value), identifier_values)
-        else:
-            result = service.run(bank, sample["sql"])
-            assert result.table.num_rows > 0, sample["id"]
-            assert_no_leak(json.dumps(result.table.to_pylist(), default=str), identifier_values)
+        else:  # what the reviewer would release: the held table
+            held = service.run_job(bank, sample["sql"])
+            assert isinstance(held, Held), sample["id"]
+            assert held.table.num_rows > 0, sample["id"]
+            assert_no_leak(json.dumps(held.table.to_pylist(), default=str), identifier_values)
         assert audit_size(platform) == before + 1, f"{sample['id']} must be audited once"
 
 
@@ -105,19 +115,19 @@ def test_refusal_is_audited_with_its_rule(deployment) -> None:
 
 def test_low_count_filter_against_true_counts(deployment) -> None:
     platform, _ = deployment
-    result = QueryService(platform).run(actor(deployment, "op-bank"), W1)
+    result = released(deployment, W1)
     with platform.enclave.cursor() as cur:
         truth = cur.sql(
             "SELECT district, diagnosis_code, count(*), count(DISTINCT person_id) "
             "FROM health.claims GROUP BY 1, 2"
         ).fetchall()
     expected = {(d, c): (n, p) for d, c, n, p in truth if p >= 10}
-    released = {(r["district"], r["diagnosis_code"]): r for r in result.table.to_pylist()}
-    assert set(released) == set(expected)
+    rows = {(r["district"], r["diagnosis_code"]): r for r in result.table.to_pylist()}
+    assert set(rows) == set(expected)
     assert len(truth) - len(expected) > 0  # some groups were withheld ...
     assert result.meta["groups_suppressed"] is None  # ... and no count of them is reported
     for key, (n, persons) in expected.items():
-        assert released[key]["n"] == n and released[key]["persons"] == persons
+        assert rows[key]["n"] == n and rows[key]["persons"] == persons
 
 
 def test_operator_without_grant_is_refused(deployment) -> None:
@@ -159,9 +169,7 @@ def test_budget_cache_and_exhaustion(deployment) -> None:
 
 def test_receipt_verifies_offline_and_binds_the_result(deployment) -> None:
     platform, _ = deployment
-    result = QueryService(platform).run(
-        actor(deployment, "op-bank"), "SELECT hospital_id, count(*) FROM health.claims GROUP BY 1"
-    )
+    result = released(deployment, "SELECT hospital_id, count(*) FROM health.claims GROUP BY 1")
     keys = platform.keyring.public_keys()
     body = verify_receipt(result.receipt, keys)
     assert body["result_sha256"] == result_sha256(result.table)
@@ -189,15 +197,13 @@ def test_nothing_is_released_when_the_audit_fails(deployment, monkeypatch) -> No
 
     monkeypatch.setattr(platform.audit, "append", broken)
     with pytest.raises(AuditUnavailable):
-        service.run(
+        service.run_job(
             actor(deployment, "op-bank"),
             "SELECT status, count(*) FROM market.enterprises GROUP BY 1",
         )
     monkeypatch.undo()
-    # Not cached: running it again executes and releases for real.
-    result = service.run(
-        actor(deployment, "op-bank"), "SELECT status, count(*) FROM market.enterprises GROUP BY 1"
-    )
+    # Not cached: running it again executes, is reviewed and released for real.
+    result = released(deployment, "SELECT status, count(*) FROM market.enterprises GROUP BY 1")
     assert not result.meta["cached"]
     assert insurer.name == "op-insurer"
 
@@ -261,11 +267,10 @@ def test_frozen_dataset_is_refused_at_once(deployment) -> None:
         assert "frozen" in info.value.rule
     finally:
         admin.set_dataset_frozen(host, "transport.trips", False, reason="drill over")
-    result = QueryService(platform).run(
-        actor(deployment, "op-planner"),
-        "SELECT board_station, count(*) FROM transport.trips GROUP BY 1",
+    result = QueryService(platform).run(  # a dp grant: noised, released at once
+        actor(deployment, "op-planner"), "SELECT count(*) AS trips FROM transport.trips"
     )
-    assert result.table.num_rows > 0
+    assert result.table.num_rows == 1
 
 
 def test_the_grants_rounding_and_dominance_govern_the_release(deployment) -> None:
@@ -273,15 +278,13 @@ def test_the_grants_rounding_and_dominance_govern_the_release(deployment) -> Non
     from policies import Administration
 
     platform, _ = deployment
-    service = QueryService(platform)
-    bank = actor(deployment, "op-bank")
     bureau = actor(deployment, "bureau-market")
     admin = Administration(platform.authority, k_floor=platform.settings.k_floor)
     (grant,) = [g for g in admin.list_grants(bureau) if g.operator == "op-bank"]
     sql = "SELECT industry, sum(registered_capital) AS capital FROM market.enterprises GROUP BY 1"
-    before = service.run(bank, sql)
+    before = released(deployment, sql)
     admin.narrow_grant(bureau, grant.id, round_digits=-3, dominance_p=0.3, reason="coarser")
-    after = service.run(bank, f"{sql} ORDER BY 1")
+    after = released(deployment, f"{sql} ORDER BY 1")
     assert after.table.num_rows < before.table.num_rows
     capitals = [row["capital"] for row in after.table.to_pylist()]
     assert capitals and all(c % 1000 == 0 for c in capitals)
@@ -297,7 +300,7 @@ def test_filtered_cells_pass_the_low_count_filter_themselves(deployment) -> None
         "count(DISTINCT person_id) FILTER (WHERE age >= 80) AS old_persons "
         "FROM health.claims GROUP BY 1"
     )
-    result = QueryService(platform).run(actor(deployment, "op-bank"), sql)
+    result = released(deployment, sql)
     with platform.enclave.cursor() as cur:
         truth = dict(
             cur.sql(
@@ -323,8 +326,8 @@ def test_a_query_that_does_not_bind_is_refused_not_an_internal_error(deployment)
     sql = (
         "SELECT district, count(*) FROM health.claims WHERE coalesce(claim_date, 0) > 1 GROUP BY 1"
     )
-    with pytest.raises(QueryRefused) as info:
-        QueryService(platform).run(actor(deployment, "op-bank"), sql)
+    with pytest.raises(QueryRefused) as info:  # run as a job would (the grant is reviewed)
+        QueryService(platform).run_job(actor(deployment, "op-bank"), sql)
     assert (info.value.status, info.value.rule) == (422, "enclave.bind")
     assert "BinderException" in info.value.message and "claim_date" not in info.value.message
     last = platform.audit.entry(platform.audit.size() - 1)
@@ -379,15 +382,16 @@ def test_a_cached_answer_has_its_own_audit_entry(deployment) -> None:
     service = QueryService(platform)
     bank = actor(deployment, "op-bank")
     sql = "SELECT status, industry, count(*) AS firms FROM market.enterprises GROUP BY 1, 2"
-    first = service.run(bank, sql, request_id="first-release")
-    again = service.run(bank, sql, request_id="the-repeat")
+    first = released(deployment, sql)  # reviewed, then released
+    again = service.run_job(bank, sql, request_id="the-repeat")  # no new review: the cache
+    assert isinstance(again, QueryResult)
     assert again.meta["cached"] and again.receipt == first.receipt
     assert first.meta["audit_entry_hash"] == first.receipt["receipt"]["audit"]["entry_hash"]
     entry = entry_by_hash(platform, again.meta["audit_entry_hash"])
     assert entry.seq == platform.audit.size() - 1
     assert entry.seq > entry_by_hash(platform, first.meta["audit_entry_hash"]).seq
     assert again.meta["request_id"] == "the-repeat"
-    assert again.meta["released_by"] == "first-release"
+    assert again.meta["released_by"] == first.meta["request_id"]
     assert (entry.action, entry.decision, entry.request_id) == (
         "dataset.query",
         "allow",
