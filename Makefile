@@ -49,6 +49,12 @@ test-long: install
 bench: install
 	$(PY) bench/report.py
 
+## bench-venv-smartnoise: the peer's own virtualenv for bench/dp_accuracy.py
+## (smartnoise-sql 1.0.10 pins pandas < 3 and opendp < 0.15; the bench makes it if missing)
+bench-venv-smartnoise:
+	$(PYTHON) -m venv .venv-smartnoise
+	.venv-smartnoise/bin/python -m pip install -q smartnoise-sql==1.0.10
+
 ## lint: ruff, the import contracts (import-linter) and mypy (strict on audit, core, query)
 lint: install
 	$(VENV)/bin/ruff check .

@@ -69,6 +69,8 @@ def _income(rng: random.Random, age: int, education: str) -> int:
     career = math.exp(-(((age - 48) / 22) ** 2))  # peaks in the late forties
     pension = 0.55 if age >= 63 else 1.0
     median = 48_000 * _EDU_INCOME[EDUCATION.index(education)] * (0.55 + 0.6 * career) * pension
+    if rng.random() < 0.01:  # owners and executives: a Pareto tail, some above the bound
+        return int(round(250_000 * rng.paretovariate(1.5), -2))
     return int(round(median * math.exp(rng.gauss(0, 0.6)), -2))
 
 

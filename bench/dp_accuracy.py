@@ -50,6 +50,7 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from inspect import signature
 from pathlib import Path
 from typing import Any
 
@@ -196,13 +197,18 @@ class SandboxSide:
         bounds = service.contribution
         return bounds.max_rows_per_entity, bounds.max_groups_per_entity
 
-    def run(self, actors: list[Actor], queries: list[Query], seed: int) -> dict[str, list[Answer]]:
+    def run(
+        self, actors: list[Actor], queries: list[Query], seed: int, epsilon: float
+    ) -> dict[str, list[Answer]]:
         answers: dict[str, list[Answer]] = {q.id: [] for q in queries}
+        # The analyst's ε per query (issue 14) where the service takes it; the grant's
+        # per-query maximum is the same ε, so either way each query spends it.
+        chosen = {"epsilon": epsilon} if "epsilon" in signature(QueryService.run).parameters else {}
         for rep, actor in enumerate(actors):
             service = QueryService(self.platform, noise=seeded_noise(seed + rep))
             for query in queries:
                 try:
-                    result = service.run(actor, query.sql)
+                    result = service.run(actor, query.sql, **chosen)
                 except SandboxError as exc:
                     answers[query.id].append(Answer(error=f"{exc.rule or exc.code}: {exc.message}"))
                     continue
@@ -364,6 +370,26 @@ def print_details(
 # -- main ------------------------------------------------------------------------------------
 
 
+def code_version() -> str:
+    """The commit the sandbox side ran, and whether its code had uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "sandbox", "policies"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + (f" + uncommitted changes in {len(dirty)} files" if dirty else "")
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", choices=sorted(PRESETS), default="census")
@@ -426,6 +452,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"ε = {args.epsilon:g} and δ ≤ {delta:g} in total per query on both sides; "
                 f"{args.repetitions} repetitions, seed {args.seed}"
             )
+            print(f"sandbox code: {code_version()}")
             print(
                 f"sandbox: C = {c} rows per entity and group, G = {g} groups per entity, "
                 f"k floor {side.platform.settings.k_floor}; SmartNoise: max_ids = {max_ids}"
@@ -433,7 +460,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
             actors = side.operators(spec, args.repetitions, args.epsilon, len(queries))
             t0 = time.perf_counter()
-            answers = {"sandbox": side.run(actors, queries, args.seed)}
+            answers = {"sandbox": side.run(actors, queries, args.seed, args.epsilon)}
             timing = {"sandbox": time.perf_counter() - t0}
             notes: dict[str, dict[str, str]] = {"sandbox": {}}
             for qid, runs in answers["sandbox"].items():

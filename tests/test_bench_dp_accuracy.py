@@ -1,0 +1,115 @@
+"""Smoke test of ``bench/dp_accuracy.py``: the sandbox side on a tiny census, and its scoring.
+
+No SmartNoise virtualenv needed (``--no-smartnoise``); seconds, not minutes.  The
+figures of a 300-person table mean nothing; what is checked is that the bench runs the
+real path (registration, dp grant, ``QueryService``), scores what it released against
+raw DuckDB, and that its pieces (generator, scoring, the peer's metadata) say what the
+report claims they do.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import census, dp_accuracy
+from sandbox.core.classification import parse_classification
+
+BENCH = Path(dp_accuracy.__file__).parent
+Answer, score, summarise = dp_accuracy.Answer, dp_accuracy.score, dp_accuracy.summarise
+
+
+def test_sandbox_side_on_a_tiny_census(tmp_path: Path) -> None:
+    queries = tmp_path / "q.jsonl"
+    queries.write_text(
+        "\n".join(
+            json.dumps(q)
+            for q in [
+                {"id": "n", "sql": "SELECT COUNT(*) AS n FROM census.persons"},
+                {"id": "sex", "sql": "SELECT sex, COUNT(*) AS n FROM census.persons GROUP BY sex"},
+                {"id": "mean", "sql": "SELECT AVG(age) AS a FROM census.persons"},
+                {"id": "exact-age", "sql": "SELECT COUNT(*) FROM census.persons WHERE age = 37"},
+            ]
+        ),
+        "utf-8",
+    )
+    out = tmp_path / "out.json"
+    args = ["--persons", "400", "--repetitions", "2", "--no-smartnoise"]
+    result = dp_accuracy.main([*args, "--queries", str(queries), "--json", str(out)])
+    assert json.loads(out.read_text("utf-8")) == json.loads(json.dumps(result))
+    figures = result["figures"]["sandbox"]
+    per_query = result["queries"]
+    # A total over 400 persons is released in every repetition, close to the truth.
+    assert per_query["n"]["sandbox"]["answered"] == 1.0
+    assert figures["error_cells"] is not None and figures["error_cells"] < 0.5
+    # Both sexes hold ~200 persons: far above any release threshold at ε = 1.
+    assert per_query["sex"]["sandbox"]["group_share"] == 1.0
+    # An exact age cuts inside the declared band: refused, by a named rule.
+    assert per_query["exact-age"]["sandbox"]["answered"] == 0.0
+    assert "guard.generalisation" in per_query["exact-age"]["sandbox"]["note"]
+    assert result["contribution"]["max_ids"] == 1  # one row per person
+
+
+def test_census_is_deterministic_and_shaped() -> None:
+    rows = census.generate(500, seed=3)
+    assert rows == census.generate(500, seed=3)
+    assert rows != census.generate(500, seed=4)
+    assert len({r["person_id"] for r in rows}) == 500
+    assert all(18 <= int(r["age"]) <= 90 for r in rows)  # type: ignore[call-overload]
+    assert {r["education"] for r in rows} <= set(census.EDUCATION)
+    assert {r["marital"] for r in rows} <= set(census.MARITAL)
+    widowed = [r for r in rows if r["marital"] == "widowed"]
+    assert widowed and min(int(r["age"]) for r in widowed) >= 35  # type: ignore[call-overload]
+
+
+def test_score_matches_groups_across_engines() -> None:
+    truth = [(30, "F", 10), (30, "M", 20), (40, "F", 0)]
+    answer = Answer(rows=((30.0, "F", 11), ("30", "M", 10.0), (50, "F", 4)))
+    s = score(answer, truth, keys=(0, 1))
+    assert (s.groups_true, s.groups_released, s.spurious) == (3, 2, 1)
+    assert s.errors == pytest.approx((0.1, 0.5))
+    assert s.group_share == pytest.approx(2 / 3)
+    zero = score(Answer(rows=((40, "F", 3),)), truth, keys=(0, 1))
+    assert zero.errors == () and zero.zero_cells == 1
+
+
+def test_refusals_and_empty_results_are_unanswered() -> None:
+    truth = [("F", 5), ("M", 7)]
+    refused = score(Answer(error="guard.x: no"), truth, keys=(0,))
+    empty = score(Answer(rows=()), truth, keys=(0,))
+    full = score(Answer(rows=(("F", 5), ("M", 14))), truth, keys=(0,))
+    assert not refused.answered and not empty.answered and full.answered
+    figures = summarise({"a": [refused, full], "b": [empty, empty]}, grouped={"a", "b"})
+    assert figures["answered"] == 0.25
+    assert figures["groups_mean"] == pytest.approx((0.5 + 0.0) / 2)
+    assert figures["error_cells"] == pytest.approx(0.5)  # cells 0.0 and 1.0
+
+
+def test_key_positions_are_the_select_items_without_aggregates() -> None:
+    sql = "SELECT FLOOR(age / 10) * 10 AS b, sex, COUNT(*), AVG(income) FROM t GROUP BY 1, 2"
+    assert dp_accuracy.key_positions(sql) == (0, 1)
+    assert dp_accuracy.key_positions("SELECT COUNT(*) FROM t") == ()
+
+
+def test_smartnoise_metadata_takes_the_classification_bounds() -> None:
+    spec = parse_classification((BENCH / "census.toml").read_text("utf-8"))
+    schema = {c: "BIGINT" for c in ("person_id", "age", "income")} | {
+        c: "VARCHAR" for c in ("sex", "education", "marital")
+    }
+    meta = dp_accuracy.smartnoise_metadata(spec, schema, rows=1000, max_ids=1)
+    table = meta["Collection"]["census"]["persons"]
+    assert table["max_ids"] == 1 and table["row_privacy"] is False
+    assert table["person_id"] == {"type": "int", "private_id": True}
+    assert (table["income"]["lower"], table["income"]["upper"]) == spec.column("income").bounds
+    assert (table["age"]["lower"], table["age"]["upper"]) == spec.column("age").bounds
+    assert table["sex"] == {"type": "string"}
+
+
+def test_query_files_parse() -> None:
+    for path in (BENCH / "dp_queries").glob("*.jsonl"):
+        queries = dp_accuracy.read_queries(path)
+        assert queries and len({q.id for q in queries}) == len(queries)
+        for q in queries:
+            dp_accuracy.key_positions(q.sql)
