@@ -297,6 +297,18 @@ class Registrations:
                 open_ids = self._open_objections(conn, app_id)
                 facts = self._facts(row, actor, now, open_ids)
                 advance(RegState(row.state), RegStep.OBJECT, actor.role, facts)
+                mine = conn.execute(
+                    sa.select(objections.c.id).where(
+                        objections.c.application == app_id,
+                        objections.c.filed_by == actor.name,
+                        objections.c.status == "open",
+                    )
+                ).first()
+                if mine is not None:  # one open objection per account: add to it, not more
+                    raise Conflict(
+                        f"your objection {mine.id} is still open: the admin resolves it first",
+                        rule="registration.objection_open",
+                    )
                 conn.execute(
                     sa.insert(objections).values(
                         id=objection_id,

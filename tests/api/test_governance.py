@@ -190,6 +190,14 @@ def test_registration_procedure_full_form(api: Api) -> None:
     )["objections"]
     assert [o["status"] for o in objection] == ["open"]
     ob_id = objection[0]["id"]
+    api.refused(
+        "op-insurer",
+        "POST",
+        f"/v1/registrations/{rid}/objections",
+        409,
+        "registration.objection_open",
+        json={"text": "and again"},
+    )
     # Another operator reads the count, not the grounds.
     seen = api.ok("op-bank", "GET", f"/v1/registrations/{rid}")
     assert seen["open_objections"] == 1 and seen["objections"] == []
