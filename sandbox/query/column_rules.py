@@ -18,6 +18,7 @@ from sandbox.core.errors import QueryRefused
 from sandbox.query.lineage import BaseColumn, ColumnInfo, Lineage
 from sandbox.query.nodes import QUANTILES, Kind, closure_refusal
 from sandbox.query.parse import AGGREGATES, NODE_KINDS, RECORD_VALUE_AGGREGATES, Parsed
+from sandbox.query.rollup import stage_note
 from sandbox.query.spelling import describe
 from sandbox.query.uses import USES, Context, Needs
 
@@ -196,7 +197,8 @@ class ColumnRules:
                         self.column(b)
                     raise refuse(
                         "guard.count_distinct",
-                        "count(DISTINCT ...) is allowed only on a dataset's entity key",
+                        f"{stage_note(agg)}count(DISTINCT ...) is allowed only on a dataset's "
+                        "entity key",
                     )
                 self.use(info, "count_distinct", clause)
                 return

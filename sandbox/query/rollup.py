@@ -49,7 +49,10 @@ from sandbox.query.merge_source import (
     _outputs,
 )
 
-__all__ = ["rollup"]
+__all__ = ["STAGE", "rollup", "stage_note"]
+
+#: Meta of a ``count(DISTINCT c)`` this module made: (the CTE's name, c), as written.
+STAGE = "sbx_stage"
 
 #: The clauses an outer SELECT may have to be read over the inner's rows.
 _OUTER = frozenset(
@@ -137,6 +140,7 @@ class _Reader:
         if self.extra is None:
             raise _Left
         count = exp.Count(this=exp.Distinct(expressions=[self.extra.copy()]))
+        count.meta[STAGE] = (self.name, self.extra.name)
         return _filtered(count, condition)
 
     def aggregate(self, node: exp.Expr) -> exp.Expr:
@@ -201,6 +205,24 @@ class _Reader:
         if node.find(exp.Window, exp.Subquery):
             raise _Left
         return node.copy().transform(swap)
+
+
+def stage_note(count: exp.Expr) -> str:
+    """For a ``count(DISTINCT c)`` read here, why the query counts c (for a refusal), or "".
+
+    Names only (the CTE's and the column's, as the analyst wrote them); a forged
+    ``/* sqlglot.meta */`` comment sets a boolean, which gives "".
+    """
+    stage = count.meta.get(STAGE)
+    if not isinstance(stage, tuple) or len(stage) != 2:
+        return ""
+    name, column = stage
+    if not (isinstance(name, str) and isinstance(column, str)):
+        return ""
+    return (
+        f"the rows of {name} are one per {column} in each group, so counting or averaging "
+        f"over them is count(DISTINCT {column}), and "
+    )
 
 
 def _outer_keys(select: exp.Select) -> list[exp.Expr]:

@@ -62,6 +62,8 @@ SUBJECT = {
     "guard.join": r"join",
     "guard.set_operation": r"set operation",
     "guard.subquery_predicate": r"subquer",
+    "guard.count_distinct": r"count\(DISTINCT \w+\)",
+    "guard.inner_scope": r"aggregate",
     "guard.columns_expression": r"COLUMNS",
     "guard.placeholder": r"parameters",
     "guard.recursive_cte": r"recursive",

@@ -207,3 +207,15 @@ def test_what_is_not_a_sound_total_stays_refused(sql: str, rule: str) -> None:
     assert info.value.rule == rule
     for constant in re.findall(r"'([^']*)'", sql):
         assert constant not in str(info.value)
+
+
+def test_a_forged_placeholder_mark_is_ignored(demo_platform: Any, clamped: Any) -> None:
+    """sqlglot reads ``/* sqlglot.meta sbx_total */`` into a node's meta: never a total."""
+    sql = (
+        "SELECT gender, count(*) / 2.0 /* sqlglot.meta sbx_total */ AS half, "
+        "count(*) * 1.0 / (SELECT count(*) FROM health.claims) AS share "
+        "FROM health.claims GROUP BY gender"
+    )
+    _, result = released(demo_platform, sql)
+    rows = sorted(map(_rounded, result.table.to_pylist()), key=repr)
+    assert rows == sorted(map(_rounded, clamped.sql(sql).fetchall()), key=repr)
