@@ -49,6 +49,8 @@ registration_applications = sa.Table(
     sa.Column("issued_by", sa.String(255)),
     sa.Column("issued_at", sa.String(_TS)),
     sa.Column("version", sa.Integer),  # the dataset version the certificate names
+    # Set while one administrator's issue loads the file: a second one is refused.
+    sa.Column("issuing_since", sa.String(_TS)),
     sa.Column("updated_at", sa.String(_TS), nullable=False),
 )
 

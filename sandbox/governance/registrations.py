@@ -47,6 +47,8 @@ from .registration_states import Facts, RegState, RegStep, advance
 __all__ = ["Registrations", "SourceFile"]
 
 FREQUENCY_MAX = 40
+CLAIM_TTL = timedelta(hours=1)
+"""An issue's claim older than this was left by a killed process."""
 OPEN_STATES = (RegState.APPLIED, RegState.ACCEPTED, RegState.PUBLICITY, RegState.REVIEWED)
 
 
@@ -356,14 +358,22 @@ class Registrations:
             source = FileSource(
                 kept, self.platform.settings.staging_dir, row.source["format"], row.source["name"]
             )
-            reg = self.platform.register(
-                spec,
-                source,  # type: ignore[arg-type]  # FileSource.connector is a read-only property
-                registered_by=actor.name,
-                role=actor.role.value,
-                acting=actor.audit_details(),
-                procedure=procedure,
-            )
+            self._claim(app_id, RegState(row.state), now)
+            try:
+                reg = self.platform.register(
+                    spec,
+                    source,  # type: ignore[arg-type]  # FileSource.connector: a read-only property
+                    registered_by=actor.name,
+                    role=actor.role.value,
+                    acting=actor.audit_details(),
+                    procedure=procedure,
+                )
+            except BaseException:
+                with self.platform.engine.begin() as conn:
+                    conn.execute(
+                        sa.update(apps).where(apps.c.id == app_id).values(issuing_since=None)
+                    )
+                raise
             with self.platform.engine.begin() as conn:
                 conn.execute(
                     sa.update(apps)
@@ -373,6 +383,7 @@ class Registrations:
                         issued_by=actor.name,
                         issued_at=_ts(now),
                         version=reg.record.version,
+                        issuing_since=None,
                         updated_at=_ts(now),
                     )
                 )
@@ -390,6 +401,26 @@ class Registrations:
                 )
         shutil.rmtree(self._files(app_id), ignore_errors=True)
         return self.show(actor, app_id), reg
+
+    def _claim(self, app_id: str, state: RegState, now: datetime) -> None:
+        """Mark the application as being issued, unless another issue holds it (a claim
+        older than :data:`CLAIM_TTL` was left by a killed process and is taken over)."""
+        stale = _ts(now - CLAIM_TTL)
+        with self.platform.engine.begin() as conn:
+            done = conn.execute(
+                sa.update(apps)
+                .where(
+                    apps.c.id == app_id,
+                    apps.c.state == state.value,
+                    sa.or_(apps.c.issuing_since.is_(None), apps.c.issuing_since < stale),
+                )
+                .values(issuing_since=_ts(now))
+            )
+        if done.rowcount != 1:
+            raise Conflict(
+                "another administrator is issuing this certificate right now",
+                rule="registration.issuing",
+            )
 
     @staticmethod
     def _record_of(row: Any, actor: Actor, now: datetime) -> dict[str, Any]:
