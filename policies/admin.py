@@ -450,6 +450,8 @@ class Administration:
                 per_query = epsilon_per_query
                 if per_query is None and epsilon_total is None:
                     per_query = grant.epsilon_per_query
+                if per_query is None and total is not None:
+                    per_query = min(self.default_budget[1], total)
                 proposed = self._with_default_budget(
                     replace(
                         grant.terms,

@@ -114,10 +114,9 @@ def _mode_text(grant: Any) -> str:
         return "release mode reviewed (exact values, each release held for your review)"
     if grant.review_required:
         return f"release mode reviewed (noised, ε {grant.epsilon_total:g}, and reviewed)"
-    return (
-        f"release mode dp (ε {grant.epsilon_total:g} in total, "
-        f"{grant.epsilon_per_query:g} per query)"
-    )
+    per_query = grant.epsilon_per_query
+    cap = "no per-query cap" if per_query is None else f"{per_query:g} per query"
+    return f"release mode dp (ε {grant.epsilon_total:g} in total, {cap})"
 
 
 @grant_app.command("list")

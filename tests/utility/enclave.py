@@ -1,9 +1,12 @@
 """The utility corpus's enclave, and how one corpus query is judged.
 
 A demo deployment (scale 0.01, ``tests.conftest.build_deployment``) run in process
-through :class:`QueryService`, as the demo operators.  op-insurer also gets a twin of
-its health grant with a large budget, so that every budgeted line of the corpus can
-spend its ε (the demo grant holds 10) and is judged on the guard, not on the ledger.
+through :class:`QueryService`, as the demo operators, on the job path
+(``QueryService.run_job``): op-bank's grants are ``reviewed`` (and op-planner's is made so
+here), so their lines are judged on the held table, what the bureau's review would
+release.  op-insurer also gets a twin of its health grant with a large budget, so that
+every budgeted line of the corpus can spend its ε (the demo grant holds 10) and is
+judged on the guard, not on the ledger.
 """
 
 from __future__ import annotations
@@ -59,11 +62,30 @@ class UtilityEnclave:
     def __init__(self, home: Path) -> None:
         self.platform, tokens = build_deployment(home)
         self._large_budget_for_insurer()
+        self._planner_reviewed()
         self.actors = {
             name: self.platform.authority.authenticate(tokens[name])
             for name in ("op-bank", "op-insurer", "op-planner")
         }
         self.service = QueryService(self.platform)
+
+    def _planner_reviewed(self) -> None:
+        """op-planner's lines are judged on exact answers, as op-bank's: its bureau chooses
+        ``reviewed`` for its grant (the demo's is ``dp``), so each result is held for review
+        and what the reviewer would release is judged."""
+        from policies.accounts import require_account
+        from policies.actors import Actor
+        from policies.admin import Administration
+        from policies.grant_terms import ReleaseMode
+
+        admin = Administration(self.platform.authority, k_floor=self.platform.settings.k_floor)
+        with self.platform.engine.connect() as conn:
+            bureau = Actor.of(require_account(conn, "bureau-transport"))
+        for grant in admin.list_grants(bureau):
+            if grant.operator == "op-planner":
+                admin.set_release_mode(
+                    bureau, grant.id, ReleaseMode.REVIEWED, reason="utility corpus: exact answers"
+                )
 
     def _large_budget_for_insurer(self) -> None:
         from policies.accounts import require_account
@@ -102,7 +124,9 @@ class UtilityEnclave:
         """Run one corpus line as its operator: answered, empty, refused or failed."""
         ident, cls = line["id"], line["class"]
         try:
-            result = self.service.run(self.actors[line["as"]], line["sql"])
+            # Run as a job runs it: under a reviewed grant (op-bank's) the result is held,
+            # and what the reviewer would release is what is judged.
+            result = self.service.run_job(self.actors[line["as"]], line["sql"])
         except QueryRefused as exc:
             return Outcome(ident, cls, "refused", rule=exc.rule or exc.code, message=exc.message)
         except SandboxError as exc:
