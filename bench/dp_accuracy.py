@@ -142,6 +142,7 @@ class SandboxSide:
         self.admin = Administration(self.platform.authority, k_floor=self.platform.settings.k_floor)
         self.host = Actor.host("bench")
         self.now = datetime.now(UTC)
+        self.enforced: set[tuple[int, int]] = set()  # (C, G) as results' metadata report them
 
     def register_csv(self, spec: DatasetSpec, csv: Path) -> None:
         source = FileSource(csv, self.platform.settings.staging_dir, name=csv.name)
@@ -192,9 +193,16 @@ class SandboxSide:
         with self.platform.enclave.cursor() as cur:
             return int(cur.sql(sql).fetchall()[0][0])
 
-    def contribution(self) -> tuple[int, int]:
-        service = QueryService(self.platform)
-        bounds = service.contribution
+    def contribution(self, spec: DatasetSpec) -> tuple[int, int]:
+        """C and G this dataset is declared to run under: its ``[contribution]`` or the default.
+
+        What the service enforced is read from each result's metadata where it says so
+        (``SandboxSide.enforced``); this is the fallback for a service that does not.
+        """
+        bounds = QueryService(self.platform).contribution
+        declared = getattr(spec, "contribution", None)
+        if declared is not None:
+            return declared.max_rows_per_entity, declared.max_groups_per_entity
         return bounds.max_rows_per_entity, bounds.max_groups_per_entity
 
     def run(
@@ -213,6 +221,10 @@ class SandboxSide:
                     answers[query.id].append(Answer(error=f"{exc.rule or exc.code}: {exc.message}"))
                     continue
                 rows = tuple(tuple(r.values()) for r in result.table.to_pylist())
+                if isinstance(enforced := result.meta.get("contribution"), dict):
+                    self.enforced.add(
+                        (enforced["max_rows_per_entity"], enforced["max_groups_per_entity"])
+                    )
                 spent = result.meta.get("epsilon_spent", result.meta.get("epsilon"))
                 answers[query.id].append(Answer(rows=rows, epsilon=spent))
         return answers
@@ -264,15 +276,16 @@ def smartnoise_metadata(
         "censor_dims": True,
         "clamp_columns": True,
     }
-    for column in spec.columns:
-        if column.level >= Level.L4 or column.name not in schema:
+    for name, duck_type in schema.items():  # the table's own spelling of each column
+        column = spec.column(name)
+        if column.level >= Level.L4:
             continue
-        entry: dict[str, Any] = {"type": _sn_type(schema[column.name])}
-        if column.name.lower() == spec.entity_key.lower():
+        entry: dict[str, Any] = {"type": _sn_type(duck_type)}
+        if name.lower() == spec.entity_key.lower():
             entry["private_id"] = True
         elif column.bounds is not None and entry["type"] in ("int", "float"):
             entry["lower"], entry["upper"] = column.bounds
-        table[column.name] = entry
+        table[name] = entry
     return {"Collection": {spec.domain: {spec.table: table}}}
 
 
@@ -413,8 +426,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--json", type=Path, help="write the figures as JSON here")
     args = parser.parse_args(argv)
-    if args.table_csv and not args.classification:
-        parser.error("--table-csv needs --classification")
+    if args.table_csv and not (args.classification and args.queries):
+        parser.error("--table-csv needs --classification and --queries")
     classification, query_file = PRESETS[args.dataset]
     classification = args.classification or classification
     queries = read_queries(args.queries or query_file)
@@ -441,8 +454,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 described = f"demo health.claims at --scale {args.scale:g}"
             peer_csv = side.export_csv(spec, tmp / "peer.csv")
             rows = side.truth(f'SELECT count(*) FROM "{spec.domain}"."{spec.table}"')[0][0]
-            c, g = side.contribution()
-            max_ids = min(c * g, side.max_rows_per_entity(spec))
             delta = side.platform.settings.dp_delta
             truth = {q.id: side.truth(q.sql) for q in queries}
             keys = {q.id: key_positions(q.sql) for q in queries}
@@ -453,15 +464,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"{args.repetitions} repetitions, seed {args.seed}"
             )
             print(f"sandbox code: {code_version()}")
-            print(
-                f"sandbox: C = {c} rows per entity and group, G = {g} groups per entity, "
-                f"k floor {side.platform.settings.k_floor}; SmartNoise: max_ids = {max_ids}"
-                f" (= min(C·G, largest rows per entity))"
-            )
             actors = side.operators(spec, args.repetitions, args.epsilon, len(queries))
             t0 = time.perf_counter()
             answers = {"sandbox": side.run(actors, queries, args.seed, args.epsilon)}
             timing = {"sandbox": time.perf_counter() - t0}
+            c, g = min(side.enforced) if side.enforced else side.contribution(spec)
+            max_ids = min(c * g, side.max_rows_per_entity(spec))
+            source = "enforced, from result metadata" if side.enforced else "declared or default"
+            print(
+                f"sandbox: C = {c} rows per entity and group, G = {g} groups per entity "
+                f"({source}), k floor {side.platform.settings.k_floor}; SmartNoise: max_ids = "
+                f"{max_ids} (= min(C·G, largest rows per entity))"
+            )
             notes: dict[str, dict[str, str]] = {"sandbox": {}}
             for qid, runs in answers["sandbox"].items():
                 errors = {a.error for a in runs if a.error}
