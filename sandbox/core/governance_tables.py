@@ -111,6 +111,8 @@ grant_applications = sa.Table(
     sa.Column("reason", sa.Text),
     sa.Column("amendments", sa.JSON),  # {term: {"asked": …, "granted": …}}
     sa.Column("grant_id", sa.String(24)),
+    # Set while the bureau's approval issues the grant: nothing else decides it meanwhile.
+    sa.Column("deciding_since", sa.String(_TS)),
     sa.Column("updated_at", sa.String(_TS), nullable=False),
 )
 

@@ -33,6 +33,8 @@ from .application_states import AppState, AppStep, advance_application
 __all__ = ["Applications", "Asked", "Decided"]
 
 MAX_DAYS = 3660
+CLAIM_TTL = timedelta(hours=1)
+"""An approval's claim older than this was left by a killed process."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -209,14 +211,25 @@ class Applications:
             )
             now = self.clock()
             terms = self._terms(row.asked, decided, now, self._spec(row.dataset))
-            grant = self.administration.issue_grant(
-                actor,
-                row.dataset,
-                row.operator,
-                terms,
-                reason=f"application {app_id}" + (f": {reason}" if reason else ""),
-            )
+            claimed = self._claim(app_id, now)
+            try:
+                grant = self.administration.issue_grant(
+                    actor,
+                    row.dataset,
+                    row.operator,
+                    terms,
+                    reason=f"application {app_id}" + (f": {reason}" if reason else ""),
+                )
+            except BaseException:
+                with self.platform.engine.begin() as conn:
+                    conn.execute(
+                        sa.update(apps)
+                        .where(apps.c.id == app_id, apps.c.deciding_since == claimed)
+                        .values(deciding_since=None)
+                    )
+                raise
             self._decide(
+                claimed=claimed,
                 conn_values={
                     "state": new.value,
                     "decided_by": actor.name,
@@ -282,15 +295,29 @@ class Applications:
         step: str,
         extra: dict[str, Any],
         action: str = "grant.approve",
+        claimed: str | None = None,
     ) -> None:
+        """Write the decision, if the application still waits and nobody else's approval
+        holds it (``claimed``: this approval's own claim)."""
+        held = (
+            apps.c.deciding_since == claimed
+            if claimed is not None
+            else sa.or_(
+                apps.c.deciding_since.is_(None),
+                apps.c.deciding_since < to_rfc3339(now - CLAIM_TTL),
+            )
+        )
         with self.platform.engine.begin() as conn:
             done = conn.execute(
                 sa.update(apps)
-                .where(apps.c.id == row.id, apps.c.state == AppState.SUBMITTED.value)
-                .values(**conn_values)
+                .where(apps.c.id == row.id, apps.c.state == AppState.SUBMITTED.value, held)
+                .values(**conn_values, deciding_since=None)
             )
             if done.rowcount != 1:  # decided by someone else meanwhile
-                raise Conflict("the application was decided meanwhile", rule="application.state")
+                raise Conflict(
+                    "the application was decided, or is being decided, meanwhile",
+                    rule="application.state",
+                )
             self._event(conn, row.id, actor, step, AppState(row.state), new, now, reason)
             record_allow(
                 self.platform,
@@ -301,6 +328,27 @@ class Applications:
                 dataset=row.dataset,
                 details={"application": row.id, "to": new.value, "reason": reason, **extra},
             )
+
+    def _claim(self, app_id: str, now: datetime) -> str:
+        """Hold a waiting application while its grant is issued; returns the claim."""
+        stamp = to_rfc3339(now)
+        stale = to_rfc3339(now - CLAIM_TTL)
+        with self.platform.engine.begin() as conn:
+            done = conn.execute(
+                sa.update(apps)
+                .where(
+                    apps.c.id == app_id,
+                    apps.c.state == AppState.SUBMITTED.value,
+                    sa.or_(apps.c.deciding_since.is_(None), apps.c.deciding_since < stale),
+                )
+                .values(deciding_since=stamp)
+            )
+        if done.rowcount != 1:
+            raise Conflict(
+                "the application is being decided by someone else right now",
+                rule="application.deciding",
+            )
+        return stamp
 
     @staticmethod
     def _owns(actor: Actor, row: Any) -> bool:
