@@ -196,14 +196,18 @@ class SandboxSide:
     def contribution(self, spec: DatasetSpec) -> tuple[int, int]:
         """C and G this dataset is declared to run under: its ``[contribution]`` or the default.
 
-        What the service enforced is read from each result's metadata where it says so
-        (``SandboxSide.enforced``); this is the fallback for a service that does not.
+        What the service enforces is read from ``explain`` and each result's metadata where
+        they say so (``SandboxSide.enforced``); this is the fallback where they do not.
         """
         bounds = QueryService(self.platform).contribution
         declared = getattr(spec, "contribution", None)
         if declared is not None:
             return declared.max_rows_per_entity, declared.max_groups_per_entity
         return bounds.max_rows_per_entity, bounds.max_groups_per_entity
+
+    def _note_bounds(self, meta: dict[str, Any]) -> None:
+        if isinstance(enforced := meta.get("contribution"), dict):
+            self.enforced.add((enforced["max_rows_per_entity"], enforced["max_groups_per_entity"]))
 
     def run(
         self, actors: list[Actor], queries: list[Query], seed: int, epsilon: float
@@ -215,16 +219,15 @@ class SandboxSide:
         for rep, actor in enumerate(actors):
             service = QueryService(self.platform, noise=seeded_noise(seed + rep))
             for query in queries:
+                if rep == 0:  # what explain says the query runs under, before it spends
+                    self._note_bounds(service.explain(actor, query.sql, **chosen))
                 try:
                     result = service.run(actor, query.sql, **chosen)
                 except SandboxError as exc:
                     answers[query.id].append(Answer(error=f"{exc.rule or exc.code}: {exc.message}"))
                     continue
                 rows = tuple(tuple(r.values()) for r in result.table.to_pylist())
-                if isinstance(enforced := result.meta.get("contribution"), dict):
-                    self.enforced.add(
-                        (enforced["max_rows_per_entity"], enforced["max_groups_per_entity"])
-                    )
+                self._note_bounds(result.meta)
                 spent = result.meta.get("epsilon_spent", result.meta.get("epsilon"))
                 answers[query.id].append(Answer(rows=rows, epsilon=spent))
         return answers
@@ -470,7 +473,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             timing = {"sandbox": time.perf_counter() - t0}
             c, g = min(side.enforced) if side.enforced else side.contribution(spec)
             max_ids = min(c * g, side.max_rows_per_entity(spec))
-            source = "enforced, from result metadata" if side.enforced else "declared or default"
+            source = "as explain reports them" if side.enforced else "declared or default"
             print(
                 f"sandbox: C = {c} rows per entity and group, G = {g} groups per entity "
                 f"({source}), k floor {side.platform.settings.k_floor}; SmartNoise: max_ids = "
