@@ -1,0 +1,79 @@
+"""The analyst's ε per query, and each output's 95% interval before and after spending.
+
+On the demo deployment: op-insurer's grant on health.claims has ε 10 in total and at
+most 1 per query; op-bank's is reviewed (no budget).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from sandbox.core.errors import QueryRefused
+from sandbox.query.service import QueryService
+from tests.conftest import build_deployment
+
+SQL = (
+    "SELECT district, count(*) AS n, sum(claim_amount) AS total, avg(claim_amount) AS mean "
+    "FROM health.claims GROUP BY 1"
+)
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):  # type: ignore[no-untyped-def]
+    platform, tokens = build_deployment(tmp_path_factory.mktemp("epsilon") / "home")
+    yield platform, tokens
+    platform.close()
+
+
+def test_explain_takes_the_analysts_epsilon_and_states_accuracy_first(deployment) -> None:  # type: ignore[no-untyped-def]
+    platform, tokens = deployment
+    service = QueryService(platform)
+    insurer = platform.authority.authenticate(tokens["op-insurer"])
+    default = service.explain(insurer, SQL)
+    half = service.explain(insurer, SQL, epsilon=0.25)
+    assert default["accepted"] and half["accepted"], (default, half)
+    assert default["epsilon"] == 1.0 and half["epsilon"] == 0.25
+    before, after = default["accuracy"], half["accuracy"]
+    assert before["district"] == {"key": True}
+    assert before["n"]["half_width"] > 0 and before["total"]["half_width"] > 0
+    assert before["mean"]["kind"] == "average" and before["mean"]["half_width"] is None
+    assert before["mean"]["sum_half_width"] > 0 and before["mean"]["count_half_width"] > 0
+    # A quarter of the ε: about four times the half-width (Laplace, whole units).
+    assert 3.5 < after["n"]["half_width"] / before["n"]["half_width"] < 4.5
+    assert 3.5 < after["total"]["half_width"] / before["total"]["half_width"] < 4.5
+
+
+def test_epsilon_above_the_grants_maximum_is_refused_by_name(deployment) -> None:  # type: ignore[no-untyped-def]
+    platform, tokens = deployment
+    service = QueryService(platform)
+    insurer = platform.authority.authenticate(tokens["op-insurer"])
+    verdict = service.explain(insurer, SQL, epsilon=1.5)
+    assert not verdict["accepted"]
+    assert verdict["rule"] == "budget.epsilon_per_query"
+    assert "per-query maximum" in verdict["message"]
+    with pytest.raises(QueryRefused) as info:
+        service.run(insurer, SQL, epsilon=2.0)
+    assert info.value.rule == "budget.epsilon_per_query"
+
+
+def test_a_run_spends_the_chosen_epsilon_and_reports_accuracy(deployment) -> None:  # type: ignore[no-untyped-def]
+    platform, tokens = deployment
+    service = QueryService(platform)
+    insurer = platform.authority.authenticate(tokens["op-insurer"])
+    before = service.explain(insurer, SQL + " ORDER BY 1", epsilon=0.5)["epsilon_remaining"]
+    result = service.run(insurer, SQL + " ORDER BY 1", epsilon=0.5)
+    assert result.meta["epsilon_spent"] == 0.5
+    assert result.meta["epsilon_remaining"] == pytest.approx(before - 0.5)
+    accuracy = result.meta["accuracy"]
+    assert (
+        accuracy["n"]["half_width"]
+        == service.explain(insurer, SQL, epsilon=0.5)["accuracy"]["n"]["half_width"]
+    )
+
+
+def test_no_epsilon_without_a_budget(deployment) -> None:  # type: ignore[no-untyped-def]
+    platform, tokens = deployment
+    service = QueryService(platform)
+    bank = platform.authority.authenticate(tokens["op-bank"])
+    verdict = service.explain(bank, SQL, epsilon=0.5)
+    assert not verdict["accepted"] and verdict["rule"] == "budget.epsilon"
