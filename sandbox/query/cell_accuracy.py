@@ -41,7 +41,7 @@ def output_accuracy(prepared: Prepared) -> dict[str, dict[str, Any]] | None:
         for p in noise_plan(prepared.columns, prepared.params, grouped=bool(prepared.plan.keys))
     }
     kinds = {c.name: c.kind for c in prepared.columns}
-    select = exp.maybe_parse(prepared.plan.release_sql, dialect="duckdb")
+    select: exp.Expr = exp.maybe_parse(prepared.plan.release_sql, dialect="duckdb")
     out: dict[str, dict[str, Any]] = {}
     expressions = select.expressions if isinstance(select, exp.Select) else []
     for name, node in zip(prepared.plan.output_names, expressions, strict=False):
