@@ -75,7 +75,7 @@ class AlertDesk:
             raise
         return result
 
-    def list(self, actor: Actor, filters: store.AlertFilter) -> list[dict[str, Any]]:
+    def list_alerts(self, actor: Actor, filters: store.AlertFilter) -> list[dict[str, Any]]:
         return self._act(
             actor,
             "alert.read",

@@ -1,3 +1,4 @@
+# Over 400 lines: seven short detectors and the history they share, so live and re-run agree.
 """The detectors: small pure functions over one operator's history of decisions.
 
 A :class:`History` is one operator's events in seq order with the indexes the
@@ -59,7 +60,6 @@ class Thresholds:
     probe_rule_warning: int = 8
     probe_total_high: int = 20
     diff_window_s: float = DAY
-    diff_lookback: int = 32
     repeat_window_s: float = 600.0
     repeat_warning: int = 10
     repeat_high: int = 20
@@ -103,12 +103,18 @@ class History:
     deny_times: list[float] = field(default_factory=list)
     deny_index: list[int] = field(default_factory=list)
     rule_times: dict[str, list[float]] = field(default_factory=dict)
-    by_shape: dict[tuple[str | None, str], list[int]] = field(default_factory=dict)
+    bases: dict[tuple[str | None, str, frozenset[str]], int] = field(default_factory=dict)
+    """(dataset, shape, predicate set) -> the last event computing under that set."""
+    extended: dict[tuple[str | None, str, frozenset[str]], int] = field(default_factory=dict)
+    """(dataset, shape, set without one excluding conjunct) -> the last event computing
+    under such a set: a pair with an event of ``bases`` under that smaller set."""
     by_template: dict[tuple[str | None, str], list[int]] = field(default_factory=dict)
     clients: dict[str, int] = field(default_factory=dict)
     hours: dict[int, int] = field(default_factory=dict)
     suppress_times: list[float] = field(default_factory=list)
     suppress_index: list[int] = field(default_factory=list)
+    suppress_groups: list[int] = field(default_factory=lambda: [0])
+    """Prefix sums of the groups suppressed, over ``suppress_index``."""
     spend_index: dict[str | None, list[int]] = field(default_factory=dict)
     _peaks: dict[int, int] = field(default_factory=dict)
 
@@ -126,13 +132,17 @@ class History:
             self.deny_index.append(i)
             self.rule_times.setdefault(event.rule, []).append(event.at)
         elif not event.explain:
-            if event.shape is not None:
-                self.by_shape.setdefault((event.dataset, event.shape), []).append(i)
+            if event.shape is not None and not event.cached:
+                for key, minus in _pair_keys(event):
+                    self.bases[key] = i
+                    for smaller in minus:
+                        self.extended[smaller] = i
             if event.template is not None:
                 self.by_template.setdefault((event.dataset, event.template), []).append(i)
             if event.suppressed > 0:
                 self.suppress_times.append(event.at)
                 self.suppress_index.append(i)
+                self.suppress_groups.append(self.suppress_groups[-1] + event.suppressed)
             if event.epsilon_spent > 0:
                 self.spend_index.setdefault(event.dataset, []).append(i)
         if event.client is not None:
@@ -189,13 +199,21 @@ def probing(history: History, i: int, th: Thresholds, /) -> Finding | None:
     )
 
 
-def _narrow_pair(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
-    """One predicate is the other plus one excluding condition."""
-    small, large = (a, b) if len(a) < len(b) else (b, a)
-    if len(large) != len(small) + 1:
-        return False
-    extra = set(large) - set(small)
-    return len(extra) == 1 and next(iter(extra)).startswith("!") and set(small) <= set(large)
+def _pair_keys(
+    event: Event,
+) -> list[
+    tuple[tuple[str | None, str, frozenset[str]], list[tuple[str | None, str, frozenset[str]]]]
+]:
+    """Per predicate set: its key, and the keys of the set without each excluding conjunct."""
+    out = []
+    for found in event.sets:
+        conjuncts = frozenset(found)
+        key = (event.dataset, event.shape or "", conjuncts)
+        minus = [
+            (event.dataset, event.shape or "", conjuncts - {c}) for c in conjuncts if c[0] == "!"
+        ]
+        out.append((key, minus))
+    return out
 
 
 def differencing(history: History, i: int, th: Thresholds, /) -> Finding | None:
@@ -204,33 +222,34 @@ def differencing(history: History, i: int, th: Thresholds, /) -> Finding | None:
 
     Inside one query (a total beside the same total with ``FILTER (WHERE NOT c)``: a
     complement) or across queries of the same shape within the window (high either way).
+    A repeat from the release cache learns nothing new and is not counted.
     """
     event = history.events[i]
     if not event.allowed or event.cached or event.shape is None or not event.sets:
-        return None  # a repeat from the release cache learns nothing new
-    sets = event.sets
-    for x, a in enumerate(sets):
-        for b in sets[x + 1 :]:
-            if _narrow_pair(a, b):
-                return Finding(
-                    "differencing",
-                    "high",
-                    history.operator,
-                    event.dataset,
-                    (event.seq,),
-                    f"one query over {event.dataset} computes a result and its complement "
-                    "(the same predicate with one excluding condition)",
-                )
-    earlier = history.by_shape.get((event.dataset, event.shape), [])
+        return None
+    keys = _pair_keys(event)
+    own = {key for key, _minus in keys}
+    for _key, minus in keys:
+        if any(smaller in own for smaller in minus):
+            return Finding(
+                "differencing",
+                "high",
+                history.operator,
+                event.dataset,
+                (event.seq,),
+                f"one query over {event.dataset} computes a result and its complement "
+                "(the same predicate with one excluding condition)",
+            )
     start = event.at - th.diff_window_s
-    stop = bisect_left(earlier, i)
-    for j in reversed(earlier[max(0, stop - th.diff_lookback) : stop]):
-        other = history.events[j]
-        if other.at < start:
-            break
-        if other.query == event.query:
-            continue
-        if any(_narrow_pair(a, b) for a in sets for b in other.sets):
+    for key, minus in keys:
+        partners = [history.extended.get(key)]  # an earlier query narrower by an exclusion
+        partners += [history.bases.get(smaller) for smaller in minus]  # or wider by one
+        for j in partners:
+            if j is None or j >= i:
+                continue
+            other = history.events[j]
+            if other.at < start or other.query == event.query:
+                continue
             return Finding(
                 "differencing",
                 "high",
@@ -379,7 +398,7 @@ def suppressions(history: History, i: int, th: Thresholds, /) -> Finding | None:
     if count < th.suppress_queries:
         return None
     indexes = history.suppress_index[first:]
-    groups = sum(history.events[j].suppressed for j in indexes)
+    groups = history.suppress_groups[-1] - history.suppress_groups[first]
     return Finding(
         "suppressions",
         "warning",

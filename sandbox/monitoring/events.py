@@ -3,7 +3,8 @@
 :func:`event_from_entry` takes the fields of an ``dataset.query`` audit entry (the
 query service writes them, ``sandbox/query/service.py``) and keeps what the
 detectors read: when, who, which dataset and client, allowed or the refusing
-rule, the predicate fingerprint (``sandbox.monitoring.fingerprint``), groups
+rule, the predicate fingerprint of its normalized SQL
+(``sandbox.monitoring.fingerprint``), groups
 suppressed, ε spent.  No released value is ever in an audit entry, so none is here.
 """
 
@@ -14,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from .fingerprint import predicate_fingerprint
 
 __all__ = ["QUERY_ACTION", "Event", "dataset_named", "epoch", "event_from_entry"]
 
@@ -74,7 +77,10 @@ def event_from_entry(entry: Mapping[str, Any], *, datasets: Iterable[str] = ()) 
     if dataset is None and not allowed:
         text = details.get("normalized_sql") or details.get("sql") or ""
         dataset = dataset_named(str(text), datasets)
-    fingerprint = details.get("predicates") or {}
+    fingerprint: Mapping[str, Any] = {}
+    normalized = details.get("normalized_sql")
+    if allowed and isinstance(normalized, str):
+        fingerprint = predicate_fingerprint(normalized)
     sets = tuple(tuple(str(c) for c in s) for s in fingerprint.get("sets", ()))
     suppressed = details.get("groups_suppressed")
     spent = details.get("epsilon_spent")

@@ -31,7 +31,7 @@ from sandbox.core.settings import Settings
 from sandbox.platform import Platform
 
 from .alerts import Change, record_finding, set_responses
-from .detectors import DAY, Budget, Finding, History, Thresholds, evaluate
+from .detectors import DAY, Budget, Finding, History, Thresholds, evaluate, severity_rank
 from .events import QUERY_ACTION, Event, event_from_entry
 from .responses import MONITOR, apply_responses
 
@@ -41,6 +41,7 @@ log = logging.getLogger("sandbox.monitoring")
 
 KEEP = 50_000
 """Events kept per operator in memory (then the oldest half is forgotten)."""
+RECENT_S = 60.0
 
 
 def thresholds_of(settings: Settings) -> Thresholds:
@@ -112,6 +113,8 @@ class Monitor:
         self._datasets: tuple[float, tuple[str, ...]] = (0.0, ())
         self._budgets: dict[tuple[str, str], tuple[float, Budget | None]] = {}
         self._thread: threading.Thread | None = None
+        self._recent: dict[str, tuple[int, float]] = {}
+        """Alert key -> (severity rank, when) of this process's last write for it."""
 
     # -- the query path's side ---------------------------------------------------------------
 
@@ -227,6 +230,14 @@ class Monitor:
         return {} if budget is None else {event.dataset: budget}
 
     def _raise(self, finding: Finding) -> None:
+        """Record a finding, unless this process recorded one of its kind, no less severe,
+        within ``RECENT_S`` (a burst adds its evidence once a minute, not once a query)."""
+        key = f"{finding.detector}|{finding.operator}|{finding.dataset or ''}"
+        rank, clock = severity_rank(finding.severity), time.monotonic()
+        last = self._recent.get(key)
+        if last is not None and last[0] >= rank and clock - last[1] < RECENT_S:
+            return
+        self._recent[key] = (rank, clock)
         now = datetime.now(UTC)
         done: list[dict[str, Any]] = []
         with self.platform.engine.begin() as conn:

@@ -26,7 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from policies import Actor, Grant, GrantStatus, Role
+from policies import Actor, Grant, GrantStatus, GrantTerms, ReleaseMode, Role
 from policies import freeze as freezing
 from policies import grants as grant_store
 from sandbox.core.db import datasets
@@ -124,13 +124,8 @@ def _chosen(conn: Connection, severity: str, dataset: str, grants: Sequence[Gran
     return action
 
 
-def _reviewed(grant: Grant) -> Any:
-    terms = grant.terms
-    if hasattr(terms, "release_mode"):
-        from policies import ReleaseMode
-
-        return dataclasses.replace(terms, release_mode=ReleaseMode.REVIEWED)
-    return dataclasses.replace(terms, review_required=True)  # pragma: no cover
+def _reviewed(grant: Grant) -> GrantTerms:
+    return dataclasses.replace(grant.terms, release_mode=ReleaseMode.REVIEWED)
 
 
 def apply_responses(conn: Connection, alert: dict[str, Any], now: datetime) -> list[dict[str, Any]]:
@@ -189,9 +184,7 @@ def reverse(
         elif act["action"] == "hold":
             grant = grant_store.require_grant(conn, act["grant"])
             if grant.status is not GrantStatus.REVOKED:
-                restored = dataclasses.replace(
-                    grant.terms, **_release_fields(grant.terms, act["terms"])
-                )
+                restored = dataclasses.replace(grant.terms, **_release_fields(act["terms"]))
                 grant_store.replace_terms(conn, grant, restored, by=actor.name, now=now, reason=why)
                 undone.append(act)
     if undone:
@@ -199,9 +192,5 @@ def reverse(
     return undone
 
 
-def _release_fields(terms: Any, before: dict[str, Any]) -> dict[str, Any]:
-    if hasattr(terms, "release_mode"):
-        from policies import ReleaseMode
-
-        return {"release_mode": ReleaseMode(before.get("release_mode", "dp"))}
-    return {"review_required": bool(before.get("review_required"))}  # pragma: no cover
+def _release_fields(before: dict[str, Any]) -> dict[str, Any]:
+    return {"release_mode": ReleaseMode(before.get("release_mode", "dp"))}
