@@ -347,6 +347,11 @@ def print_summary(name: str, figures: dict[str, float | None], queries: int, gro
         f" / per-query {_pct(figures['error_queries'])}   spurious groups "
         f"{int(figures['spurious'] or 0)}"
     )
+    if figures.get("epsilon_min") is not None:
+        print(
+            f"{'':<12} ε spent per answered query: {figures['epsilon_min']:.4g} to "
+            f"{figures['epsilon_max']:.4g}"
+        )
 
 
 def _query_cells(scores: list[Score]) -> tuple[str, str, str]:
@@ -427,6 +432,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         metavar="NAME=VALUE",
         help="a platform setting for the sandbox side (e.g. dp_max_groups_per_entity=1)",
     )
+    parser.add_argument(
+        "--max-ids",
+        type=int,
+        help="SmartNoise's max_ids instead of min(C·G, largest rows per entity)",
+    )
     parser.add_argument("--json", type=Path, help="write the figures as JSON here")
     args = parser.parse_args(argv)
     if args.table_csv and not (args.classification and args.queries):
@@ -472,12 +482,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             answers = {"sandbox": side.run(actors, queries, args.seed, args.epsilon)}
             timing = {"sandbox": time.perf_counter() - t0}
             c, g = min(side.enforced) if side.enforced else side.contribution(spec)
-            max_ids = min(c * g, side.max_rows_per_entity(spec))
+            max_ids = args.max_ids or min(c * g, side.max_rows_per_entity(spec))
             source = "as explain reports them" if side.enforced else "declared or default"
             print(
                 f"sandbox: C = {c} rows per entity and group, G = {g} groups per entity "
                 f"({source}), k floor {side.platform.settings.k_floor}; SmartNoise: max_ids = "
-                f"{max_ids} (= min(C·G, largest rows per entity))"
+                f"{max_ids}" + ("" if args.max_ids else " (= min(C·G, largest rows per entity))")
             )
             notes: dict[str, dict[str, str]] = {"sandbox": {}}
             for qid, runs in answers["sandbox"].items():
@@ -521,6 +531,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for name, per in answers.items()
     }
     figures = {name: summarise(s, grouped) for name, s in scores.items()}
+    for name, per in answers.items():  # what each side says it spent, per query
+        spent = [a.epsilon for runs in per.values() for a in runs if a.epsilon is not None]
+        figures[name]["epsilon_min"] = min(spent, default=None)
+        figures[name]["epsilon_max"] = max(spent, default=None)
     if args.details:
         truth_groups = {q.id: len(truth[q.id]) for q in queries}
         print_details(queries, truth_groups, scores, answers, notes)
