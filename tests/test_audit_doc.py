@@ -40,6 +40,10 @@ NOT_EXERCISED = {
     "enrolment.issue": "depends on how the demo gives accounts their tokens (tests/policies)",
     "enrolment.redeem": "depends on how the demo gives accounts their tokens (tests/policies)",
     "enrolment.approve": "dual control (tests/policies/test_enrolment.py, tests/blackbox)",
+    **{
+        f"alert.{act}": "risk alerts (tests/blackbox/test_monitoring.py)"
+        for act in ("open", "escalate", "respond", "read", "acknowledge", "resolve", "policy")
+    },
 }
 """Documented actions this session does not produce, and where they are tested."""
 
