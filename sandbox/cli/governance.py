@@ -361,6 +361,18 @@ def grant_reject(
     typer.echo(f"{app_id} {app['state']}")
 
 
+def grant_withdraw_application(
+    ctx: typer.Context,
+    app_id: str,
+    reason: Annotated[str, Opt(help="Why.")] = "",
+    token: TokenOpt = None,
+) -> None:
+    """Withdraw your grant application while it waits (operator)."""
+    with acting(ctx.obj, token) as (platform, actor):
+        app = _applications(platform).withdraw(actor, app_id, reason=reason)
+    typer.echo(f"{app_id} {app['state']}")
+
+
 def grant_applications(
     ctx: typer.Context,
     state: Annotated[str | None, Opt(help="Only applications in this state.")] = None,
@@ -381,8 +393,9 @@ def grant_applications(
 
 
 def add_grant_application_commands(grant_app: typer.Typer) -> None:
-    """``sandbox grant apply|approve|reject|applications`` on the grant command group."""
+    """``sandbox grant apply|approve|reject|applications|withdraw-application``."""
     grant_app.command("apply")(grant_apply)
     grant_app.command("approve")(grant_approve)
     grant_app.command("reject")(grant_reject)
     grant_app.command("applications")(grant_applications)
+    grant_app.command("withdraw-application")(grant_withdraw_application)

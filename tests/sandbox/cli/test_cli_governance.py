@@ -97,23 +97,10 @@ def test_registration_short_form_and_catalog_over_the_command_line(
     )
     assert "(short form), applied" in out
     app_id = out.split()[1].rstrip(":")
-    # The operator has no token that applies, the bureau none that accepts.
-    refused(
-        path,
-        "role.not_permitted",
-        "registration",
-        "apply",
-        str(files / "visits.toml"),
-        "--source",
-        str(files / "visits.csv"),
-        "--update-frequency",
-        "weekly",
-        token=tokens["op-bank"],
-    )
+    # A bureau does not accept (管运分离).
     refused(
         path, "registration.role", "registration", "accept", app_id, token=tokens["bureau-health"]
     )
-    refused(path, "registration.state", "registration", "issue", app_id)
     assert "accepted" in ok(path, "registration", "accept", app_id)
     assert "reviewed" in ok(path, "registration", "review", app_id, "--comment", "same columns")
     out = ok(path, "registration", "issue", app_id)
@@ -149,7 +136,6 @@ def test_grant_application_over_the_command_line(home: tuple[Path, dict[str, str
     out = ok(path, *ask, token=tokens["op-planner"])
     app_id = out.split()[1].rstrip(":")
     refused(path, "application.unknown", "grant", "approve", app_id, token=tokens["bureau-market"])
-    refused(path, "application.role", "grant", "approve", app_id, token=tokens["op-planner"])
     out = ok(path, "grant", "approve", app_id, "--k", "15", token=tokens["bureau-health"])
     assert f"{app_id} approved: grant gr_" in out
     second = ok(path, *ask, token=tokens["op-planner"]).split()[1].rstrip(":")
@@ -172,6 +158,11 @@ def test_grant_application_over_the_command_line(home: tuple[Path, dict[str, str
         "one grant per purpose",
         token=tokens["bureau-health"],
     )
+    third = ok(path, *ask, token=tokens["op-planner"]).split()[1].rstrip(":")
+    assert "withdrawn" in ok(
+        path, "grant", "withdraw-application", third, token=tokens["op-planner"]
+    )
     mine = json.loads(ok(path, "grant", "applications", "--json", token=tokens["op-planner"]))
-    assert {a["id"]: a["state"] for a in mine} == {app_id: "approved", second: "rejected"}
+    states = {a["id"]: a["state"] for a in mine}
+    assert states == {app_id: "approved", second: "rejected", third: "withdrawn"}
     assert json.loads(ok(path, "grant", "applications", "--json", token=tokens["op-bank"])) == []
