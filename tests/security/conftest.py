@@ -157,6 +157,20 @@ SERVER_ENV = {
 }
 
 
+def _planner_reviewed(platform, tokens: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    """op-planner's corpus lines are judged on exact results, as op-bank's: its bureau
+    chooses ``reviewed`` for its grant (the demo's is ``dp``)."""
+    from policies import Administration, ReleaseMode
+
+    admin = Administration(platform.authority, k_floor=platform.settings.k_floor)
+    bureau = platform.authority.authenticate(tokens["bureau-transport"])
+    for grant in admin.list_grants(bureau):
+        if grant.operator == "op-planner":
+            admin.set_release_mode(
+                bureau, grant.id, ReleaseMode.REVIEWED, reason="attack corpus: exact results"
+            )
+
+
 def start_security_server(home: Path, env: dict[str, str] | None = None) -> SecurityServer:
     """A demo deployment (scale 0.01) in ``home`` served for real, with its leak check."""
     import json
@@ -164,6 +178,7 @@ def start_security_server(home: Path, env: dict[str, str] | None = None) -> Secu
     platform, tokens = build_deployment(home)
     try:
         leaks = LeakCheck.of(identifier_values(platform))
+        _planner_reviewed(platform, tokens)
     finally:
         platform.close()
     (home / "demo-tokens.json").write_text(json.dumps(tokens))

@@ -195,29 +195,50 @@ def _withheld_counts(body: Any) -> list[Any]:
     return []
 
 
+def _reviewed(server: SecurityServer, job: dict[str, Any]) -> list[httpx.Response]:
+    """What each owning bureau's review shows of a held job: what approval would release."""
+    shown = []
+    for dataset in job["review_datasets"]:
+        with _http(server, "bureau-" + dataset.split(".", 1)[0]) as http:
+            response = http.get(f"/v1/reviews/{job['id']}")
+        assert response.status_code == 200, response.text[:300]
+        shown.append(response)
+    return shown
+
+
 def _answered(server: SecurityServer, line: dict[str, Any]) -> dict[str, Any]:
-    """Accepted and released; rows within k and free of identifiers; the job returned."""
+    """Accepted and released (under a reviewed grant: held, nothing data-dependent shown to
+    the operator, and what the reviewer would release checked instead); rows within k and
+    free of identifiers; the job returned."""
     who, sql = line["as"], line["sql"]
     verdict = _explain(server, who, sql).json()
     assert verdict["accepted"] is True, f"{line['id']} refused: {verdict['rule']}"
     response = _submit(server, who, sql)
     assert response.status_code == 200, response.text[:300]
     job = response.json()
-    assert job["state"] == "succeeded", f"{line['id']}: {job['state']} {job['rule']}"
-    result = job["result"]
+    responses = [response]
+    if job["state"] == "awaiting_review":
+        assert job["result"] is None and not _withheld_counts(job), line["id"]
+        responses += _reviewed(server, job)
+        result = responses[-1].json()["result"]
+    else:
+        assert job["state"] == "succeeded", f"{line['id']}: {job['state']} {job['rule']}"
+        result = job["result"]
     k = job["meta"]["k"]
     assert k >= 10
     for pos in _count_positions(sql):
         name = result["columns"][pos]
         small = [r[name] for r in result["rows"] if r[name] is not None and r[name] < k]
         assert not small, f"{line['id']}: released {name} under k={k}: {small[:3]}"
-    server.leaks.assert_clean(response.text, sql)
+    for each in responses:
+        server.leaks.assert_clean(each.text, sql)
     check = line.get("check", "k")
     if check == "suppressed":
         # Groups under k were withheld, and (without a budget) nothing in the answer says
         # how many: a count would answer "does anybody match?" (docs/disclosure.md).
-        counts = _withheld_counts(response.json())
-        assert counts and set(counts) == {None}, f"{line['id']}: withheld groups counted"
+        counts = [c for each in responses for c in _withheld_counts(each.json())]
+        held = job["state"] == "awaiting_review"
+        assert (held or counts) and set(counts) <= {None}, f"{line['id']}: withheld groups counted"
     elif check == "absent":
         # A group the disclosure rules must withhold (e.g. one firm dominating it).
         group = line["absent"]
@@ -361,9 +382,12 @@ def _repeat(server: SecurityServer, line: dict[str, Any]) -> None:
 def _difference(server: SecurityServer, line: dict[str, Any]) -> None:
     before = _remaining(server)
     noisy = [_job(server, "op-insurer", q)[1] for q in (line["sql"], line["pair"])]
-    exact = [_job(server, "op-bank", q)[1] for q in (line["sql"], line["pair"])]
-    for job in noisy + exact:
+    held = [_job(server, "op-bank", q)[1] for q in (line["sql"], line["pair"])]
+    for job in noisy:
         assert job["state"] == "succeeded", job
+    for job in held:  # op-bank's grant is reviewed: exact, but only for its reviewer now
+        assert job["state"] == "awaiting_review" and job["result"] is None, job
+    exact = [_reviewed(server, job)[-1].json() for job in held]
     assert _remaining(server) == before - 2.0
     (noisy_a,), (noisy_b,) = (j["result"]["rows"] for j in noisy)
     (exact_a,), (exact_b,) = (j["result"]["rows"] for j in exact)
