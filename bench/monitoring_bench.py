@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import sys
@@ -80,8 +81,8 @@ def fingerprint_us(lines: list[dict[str, str]], repeat: int) -> list[float]:
     return runs
 
 
-def live(lines: list[dict[str, str]], repeat: int) -> tuple[list[float], list[float]]:
-    """Monitor.process per decision (µs) and raw DuckDB per corpus query (ms)."""
+def live(lines: list[dict[str, str]], repeat: int) -> tuple[list[float], list[float], list[float]]:
+    """Monitor.process per decision (µs: wall, CPU) and raw DuckDB per corpus query (ms)."""
     with tempfile.TemporaryDirectory() as home:
         platform, tokens = build_deployment(Path(home) / "home")
         try:
@@ -95,7 +96,8 @@ def live(lines: list[dict[str, str]], repeat: int) -> tuple[list[float], list[fl
                 except SandboxError:
                     pass
             entries = [Entry.from_bytes(raw) for raw in receipts]
-            monitor_runs = []
+            monitor_runs: list[float] = []
+            monitor_cpu: list[float] = []
             for _ in range(repeat):
                 monitor = Monitor(platform, lambda: platform.settings)  # fresh histories
                 for entry in entries[:5]:
@@ -104,10 +106,11 @@ def live(lines: list[dict[str, str]], repeat: int) -> tuple[list[float], list[fl
                 for entry in entries:  # warm: one history per operator, then every decision
                     monitor._history(entry.actor, entry.seq)
                     break
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
                 for entry in entries:
                     monitor.process(entry)
                 monitor_runs.append((time.perf_counter() - start) / len(entries) * 1e6)
+                monitor_cpu.append((time.process_time() - cpu) / len(entries) * 1e6)
             enclave = platform.settings.enclave_path
         finally:
             platform.close()
@@ -123,20 +126,28 @@ def live(lines: list[dict[str, str]], repeat: int) -> tuple[list[float], list[fl
                     pass
             raw_runs.append((time.perf_counter() - start) / max(count, 1) * 1e3)
         con.close()
-    return monitor_runs, raw_runs
+    return monitor_runs, monitor_cpu, raw_runs
 
 
 def synthetic(n: int, lines: list[dict[str, str]], seed: int = 7) -> list[Event]:
+    """An operator's history: a query every 20 s on average during working hours
+    (09:00-18:00 local, weekdays), 10% refused, 10% with small groups suppressed, each
+    answer one of the corpus's fingerprints with one of 50 constants, ε spent on each."""
     rng = random.Random(seed)
     prints = [predicate_fingerprint(text) for text in normalized(lines)]
-    events, at = [], 1_789_956_800.0
+    events: list[Event] = []
+    at = 1_789_952_400.0  # a Monday 09:00 in UTC+8
     rules = ["guard.identifier", "guard.band", "budget.exhausted", "guard.columns"]
     for seq in range(n):
-        at += rng.expovariate(1 / 20)  # a query every 20 s on average
+        at += rng.expovariate(1 / 20)
+        local = (at + 8 * 3600) % 86400
+        if local >= 18 * 3600:  # the next working morning (weekends skipped)
+            at += 86400 - local + 9 * 3600
+            while int((at + 8 * 3600) // 86400 + 3) % 7 >= 5:
+                at += 86400
         if rng.random() < 0.1:
-            events.append(
-                Event(seq, at, "op", "health.claims", False, rng.choice(rules), client="10.0.0.1")
-            )
+            rule = rng.choice(rules)
+            events.append(Event(seq, at, "op", "health.claims", False, rule, client="10.0.0.1"))
             continue
         f = prints[rng.randrange(len(prints))]
         events.append(
@@ -152,7 +163,7 @@ def synthetic(n: int, lines: list[dict[str, str]], seed: int = 7) -> list[Event]
                 shape=f["shape"],
                 template=f["template"],
                 sets=tuple(tuple(s) for s in f["sets"]),
-                suppressed=rng.choice([0, 0, 0, 1, 4]),
+                suppressed=rng.choice([0] * 9 + [3]),
                 epsilon_spent=0.1,
                 epsilon_remaining=1e6 - 0.1 * seq,
             )
@@ -160,13 +171,16 @@ def synthetic(n: int, lines: list[dict[str, str]], seed: int = 7) -> list[Event]
     return events
 
 
-def rescan_s(events: list[Event], th: Thresholds, repeat: int) -> tuple[list[float], int]:
-    runs, found = [], 0
+def rescan_s(
+    events: list[Event], th: Thresholds, repeat: int
+) -> tuple[list[float], list[float], int]:
+    runs, cpu_runs, found = [], [], 0
     for _ in range(repeat):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         found = len(scan("op", events, th))
         runs.append(time.perf_counter() - start)
-    return runs, found
+        cpu_runs.append(time.process_time() - cpu)
+    return runs, cpu_runs, found
 
 
 def main() -> None:
@@ -177,24 +191,28 @@ def main() -> None:
     lines = corpus()
     fp = fingerprint_us(lines, args.repeat)
     print(f"fingerprint per query (µs), {len(lines)} corpus queries: {spread(fp)}")
-    monitor, raw = live(lines, args.repeat)
-    print(f"monitor per decision (µs), {len(lines)} decisions: {spread(monitor)}")
-    print(f"raw DuckDB per corpus query (ms): {spread(raw)}")
-    per_query_ms = statistics.median(monitor) / 1000
+    monitor, monitor_cpu, raw = live(lines, args.repeat)
+    print(f"monitor per decision (µs wall), {len(lines)} decisions: {spread(monitor)}")
+    print(f"monitor per decision (µs CPU of this process): {spread(monitor_cpu)}")
+    print(f"raw DuckDB per corpus query (ms wall): {spread(raw)}")
+    wall_ms, cpu_ms = statistics.median(monitor) / 1000, statistics.median(monitor_cpu) / 1000
     print(
-        f"detectors per query: {per_query_ms:.3f} ms (target <= 1 ms: "
-        f"{'met' if per_query_ms <= 1 else 'MISSED'}); "
-        f"ratio to raw DuckDB: {per_query_ms / statistics.median(raw):.2f}"
+        f"detectors per query: {wall_ms:.3f} ms wall, {cpu_ms:.3f} ms CPU (target <= 1 ms: "
+        f"{'met' if cpu_ms <= 1 else 'MISSED'} in CPU, {'met' if wall_ms <= 1 else 'MISSED'} "
+        f"in wall time); ratio to raw DuckDB (wall): {wall_ms / statistics.median(raw):.2f}"
     )
     from sandbox.core.settings import Settings
 
     events = synthetic(args.decisions, lines)
-    runs, found = rescan_s(events, thresholds_of(Settings()), args.repeat)
-    verdict = "met" if statistics.median(runs) < 1 else "MISSED"
+    runs, cpu_runs, found = rescan_s(events, thresholds_of(Settings()), args.repeat)
+    days = (events[-1].at - events[0].at) / 86400
     print(
-        f"re-evaluate {args.decisions:,} decisions of one operator (s): {spread(runs)}; "
-        f"{found} findings; target < 1 s: {verdict}"
+        f"re-evaluate {args.decisions:,} decisions of one operator ({days:.0f} days): "
+        f"wall s {spread(runs)}; CPU s {spread(cpu_runs)}; {found} findings; target < 1 s: "
+        f"{'met' if statistics.median(cpu_runs) < 1 else 'MISSED'} in CPU, "
+        f"{'met' if statistics.median(runs) < 1 else 'MISSED'} in wall time"
     )
+    print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":
