@@ -1,3 +1,4 @@
+# Over 400 lines: one dataclass of terms with the pure rules that read every term.
 """The terms of a grant (数据授权) and the pure rules that validate and narrow them.
 
 A bureau grants one operator the use of one of its datasets for one purpose,

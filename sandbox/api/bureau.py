@@ -1,3 +1,4 @@
+# Over 400 lines: one router for a bureau's acts: datasets, grants, release modes, reviews.
 """Bureau routes (数据持有部门): datasets and classification, grants, the review queue."""
 
 from __future__ import annotations
