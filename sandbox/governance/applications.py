@@ -1,4 +1,3 @@
-# Over 400 lines: one procedure, its term mapping and its reading views.
 """Grant applications (数据授权申请): an operator asks, the owning bureau decides.
 
 The operator states the purpose, the columns, the duration, public-interest or
@@ -11,15 +10,15 @@ with a reason.  Applicant, bureau, admins and auditors see the whole exchange.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
-from policies import Actor, Administration, GrantTerms, Role, Target, Tariff, Use
+from policies import Actor, Administration, Role, Target
 from policies.grant_terms import ReleaseMode, validate_terms
-from sandbox.core.classification import Level, parse_classification
+from sandbox.core.classification import DatasetSpec, parse_classification
 from sandbox.core.db import datasets
 from sandbox.core.errors import Conflict, Forbidden, InvalidInput, NotFound, Withheld
 from sandbox.core.governance_tables import grant_application_events as events
@@ -29,63 +28,13 @@ from sandbox.platform import Platform
 
 from .acts import Clock, audited, new_id, record_allow, sees_everything, system_clock
 from .application_states import AppState, AppStep, advance_application
+from .application_terms import Asked, Decided, amendments_of, grant_terms_for
 
 __all__ = ["Applications", "Asked", "Decided"]
 
 MAX_DAYS = 3660
 CLAIM_TTL = timedelta(hours=1)
 """An approval's claim older than this was left by a killed process."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Asked:
-    """What an operator asks for."""
-
-    dataset: str
-    purpose_code: str
-    purpose_text: str
-    columns: tuple[str, ...]
-    duration_days: int
-    use: Use
-    groupable: tuple[str, ...] = ()
-    release_mode: ReleaseMode | None = None
-    note: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "purpose_code": self.purpose_code,
-            "purpose_text": self.purpose_text,
-            "columns": sorted(c.lower() for c in self.columns),
-            "groupable": sorted(c.lower() for c in self.groupable),
-            "duration_days": self.duration_days,
-            "use": self.use.value,
-            "release_mode": None if self.release_mode is None else self.release_mode.value,
-            "note": self.note,
-        }
-
-
-@dataclass(frozen=True, kw_only=True)
-class Decided:
-    """What the bureau sets on approval: amendments of the asked terms, and its own terms.
-
-    ``columns``, ``groupable``, ``duration_days``, ``use`` and ``release_mode`` amend what
-    was asked (None: as asked); the rest are the bureau's terms of any grant."""
-
-    columns: tuple[str, ...] | None = None
-    groupable: tuple[str, ...] | None = None
-    duration_days: int | None = None
-    use: Use | None = None
-    release_mode: ReleaseMode | None = None
-    k: int | None = None
-    epsilon_total: float | None = None
-    epsilon_per_query: float | None = None
-    queries_per_day: int | None = None
-    rows_per_day: int | None = None
-    price_per_query: int = 0
-    price_per_million_rows: int = 0
-
-
-AMENDABLE = ("columns", "groupable", "duration_days", "use", "release_mode")
 
 
 class Applications:
@@ -115,7 +64,7 @@ class Applications:
             # The asked terms must make a valid grant (unknown or L4 columns, a bad purpose):
             # every problem at once, as grant.terms, before the bureau sees them.  The
             # budget of a dp grant is the bureau's to set on approval, so it is not asked.
-            terms = self._terms(asked.to_dict(), Decided(), now, spec)
+            terms = grant_terms_for(asked.to_dict(), Decided(), now, spec, k_floor=self._k_floor)
             validate_terms(
                 replace(terms, release_mode=ReleaseMode.REVIEWED), spec, k_floor=self._k_floor
             )
@@ -149,7 +98,7 @@ class Applications:
     def _k_floor(self) -> int:
         return self.platform.settings.k_floor
 
-    def _spec(self, dataset: str) -> Any:
+    def _spec(self, dataset: str) -> DatasetSpec:
         with self.platform.engine.connect() as conn:
             row = conn.execute(
                 sa.select(datasets.c.classification).where(datasets.c.id == dataset)
@@ -158,41 +107,6 @@ class Applications:
             raise NotFound(f"dataset {dataset} is not registered", rule="dataset.unknown")
         return parse_classification(row.classification, source_name=f"catalog:{dataset}")
 
-    def _terms(
-        self, asked: dict[str, Any], decided: Decided, now: datetime, spec: Any
-    ) -> GrantTerms:
-        columns = decided.columns if decided.columns is not None else asked["columns"]
-        groupable = decided.groupable if decided.groupable is not None else asked["groupable"]
-        days = decided.duration_days or asked["duration_days"]
-        use = decided.use or Use(asked["use"])
-        mode = decided.release_mode or (
-            ReleaseMode(asked["release_mode"]) if asked["release_mode"] else ReleaseMode.DP
-        )
-        levels = {c.name.lower(): c.level for c in spec.columns}
-        ceiling = max((levels.get(c.lower(), Level.L1) for c in columns), default=Level.L1)
-        return GrantTerms(
-            purpose_code=asked["purpose_code"],
-            purpose_text=asked["purpose_text"],
-            valid_from=now,
-            valid_until=now + timedelta(days=days),
-            max_level=ceiling,
-            columns=frozenset(c.lower() for c in columns),
-            groupable=frozenset(c.lower() for c in groupable),
-            k=decided.k if decided.k is not None else self._k_floor,
-            epsilon_total=decided.epsilon_total,
-            epsilon_per_query=decided.epsilon_per_query,
-            queries_per_day=decided.queries_per_day,
-            rows_per_day=decided.rows_per_day,
-            release_mode=mode,
-            tariff=Tariff(
-                use=use,
-                price_per_query=decided.price_per_query if use is Use.COMMERCIAL else 0,
-                price_per_million_rows=decided.price_per_million_rows
-                if use is Use.COMMERCIAL
-                else 0,
-            ),
-        )
-
     def approve(
         self, actor: Actor, app_id: str, decided: Decided, *, reason: str = ""
     ) -> dict[str, Any]:
@@ -200,7 +114,7 @@ class Applications:
         target = f"application:{app_id}"
         with audited(self.platform, actor, "grant.approve", target):
             row = self._row(actor, app_id)
-            amendments = _amendments(row.asked, decided)
+            amendments = amendments_of(row.asked, decided)
             new = advance_application(
                 AppState(row.state),
                 AppStep.APPROVE,
@@ -210,7 +124,9 @@ class Applications:
                 reason=reason,
             )
             now = self.clock()
-            terms = self._terms(row.asked, decided, now, self._spec(row.dataset))
+            terms = grant_terms_for(
+                row.asked, decided, now, self._spec(row.dataset), k_floor=self._k_floor
+            )
             claimed = self._claim(app_id, now)
             try:
                 grant = self.administration.issue_grant(
@@ -451,19 +367,3 @@ class Applications:
                 reason=reason,
             )
         )
-
-
-def _amendments(asked: dict[str, Any], decided: Decided) -> dict[str, Any]:
-    """Each asked term the bureau changes: ``{term: {"asked": …, "granted": …}}``."""
-    out: dict[str, Any] = {}
-    for name in AMENDABLE:
-        value = getattr(decided, name)
-        if value is None:
-            continue
-        if name in ("columns", "groupable"):
-            value = sorted(str(c).lower() for c in value)
-        elif name in ("use", "release_mode"):
-            value = value.value
-        if value != asked.get(name):
-            out[name] = {"asked": asked.get(name), "granted": value}
-    return out
