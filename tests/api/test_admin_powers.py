@@ -71,6 +71,12 @@ def test_every_way_to_data_or_rights_is_refused_to_the_admin(server) -> None:  #
                 "role.not_permitted",
             ),
             (
+                "grant release-mode",
+                lambda: admin.set_release_mode(grant_id, "dp", reason="admin tries"),
+                403,
+                "role.not_permitted",
+            ),
+            (
                 "grant resume",
                 lambda: admin.grant_status(grant_id, "resume"),
                 403,
@@ -133,6 +139,7 @@ def test_every_way_to_data_or_rights_is_refused_to_the_admin(server) -> None:  #
         ("token.issue", "token.not_own"),
         ("grant.issue", "role.not_permitted"),
         ("grant.narrow", "role.not_permitted"),
+        ("grant.release_mode", "role.not_permitted"),
         ("dataset.query", "role.not_permitted"),
         ("job.read", "role.not_permitted"),  # the result route reads the job first
         ("receipt.read", "role.not_permitted"),

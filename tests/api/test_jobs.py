@@ -42,11 +42,21 @@ def lab(tmp_path_factory: pytest.TempPathFactory):
                 purpose_text="slow joins",
                 valid_until="2030-01-01T00:00:00Z",
                 max_level="L2",
+                # Joins on a non-entity key: exact, held for review (dp joins only on keys).
+                release_mode="reviewed",
             )
     try:
         yield server
     finally:
         server.stop()
+
+
+def approved(lab: LiveServer, client, job: dict) -> dict:
+    """The lab grants are reviewed: the lab bureau approves a held job; the job as it ends."""
+    assert job["state"] == "awaiting_review", job
+    with lab.client("bureau-lab") as bureau:
+        bureau.approve(job["id"], "lab test")
+    return client.job(job["id"])
 
 
 def wait_state(client, job_id: str, states: set[str], timeout: float = 30) -> dict:
@@ -148,7 +158,7 @@ def test_request_limits(lab: LiveServer) -> None:
 
 def test_jobs_survive_a_crash_and_a_shutdown(lab: LiveServer) -> None:
     with lab.client("op-bank") as bank:
-        done = bank.submit(QUICK, wait=True)
+        done = approved(lab, bank, bank.submit(QUICK, wait=True))
         assert done["state"] == "succeeded"
         slow = bank.submit(SLOW_JOIN)
         assert wait_state(bank, slow["id"], {"running"})["state"] == "running"
@@ -159,7 +169,8 @@ def test_jobs_survive_a_crash_and_a_shutdown(lab: LiveServer) -> None:
     with lab.client("op-bank") as bank:
         failed = bank.wait(slow["id"], timeout=20)
         assert (failed["state"], failed["rule"]) == ("failed", "job.interrupted")
-        assert bank.wait(queued["id"], timeout=20)["state"] == "succeeded"
+        held = bank.wait(queued["id"], timeout=20)
+        assert approved(lab, bank, held)["state"] == "succeeded"
         assert bank.result(done["id"]).num_rows == 4  # released before the crash, still there
         # A graceful stop interrupts what runs after a grace period, and says so.
         slow = bank.submit(SLOW_JOIN)
@@ -182,15 +193,17 @@ def test_multiple_workers_share_the_home(lab: LiveServer, tmp_path: Path) -> Non
     lab.start(workers=2)
     try:
         with lab.client("op-bank") as bank:
-            jobs = [bank.submit(QUICK, wait=True) for _ in range(6)]
+            variants = [QUICK.replace("AS n", f"AS n{i}") for i in range(6)]  # each runs
+            jobs = [approved(lab, bank, bank.submit(q, wait=True)) for q in variants]
             assert {j["state"] for j in jobs} == {"succeeded"}
             with lab.client("bureau-lab") as bureau:
                 events, _ = lab_files(tmp_path, rows=1000)
                 upload = bureau.upload(events, domain="lab")
                 reg = bureau.register(LAB_EVENTS, upload_id=upload["upload_id"])
                 assert reg["replaced"] and reg["dataset"]["row_count"] == 1000
-            after = [bank.submit(QUICK, wait=True) for _ in range(6)]
-            assert {j["result"]["rows"][0]["n"] for j in after} == {250}
+            after = [approved(lab, bank, bank.submit(q, wait=True)) for q in variants]
+            counts = {n for j in after for n in bank.result(j["id"]).column(1).to_pylist()}
+            assert counts == {250}
     finally:
         lab.stop()
         lab.start()
