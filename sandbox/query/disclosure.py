@@ -293,7 +293,11 @@ def noise_plan(
     """
     if params.epsilon is None:
         return []
-    noised = [c for c in _stat_columns(columns).values() if c.kind in _NOISED | {"quantile"}]
+    by_name = _stat_columns(columns)
+    counted = _counted_cells(by_name)
+    noised = [
+        c for c in by_name.values() if c.kind in _NOISED | {"quantile"} and c.name not in counted
+    ]
     if grouped:
         noised.append(StatColumn(GROUPS, "groups"))
     c, g = params.max_rows_per_entity, params.max_groups_per_entity
@@ -364,14 +368,15 @@ def epsilon_cost(
 
 
 def selection_threshold(plan: NoisePlan, params: DisclosureParams, selections: int = 1) -> int:
-    """With ε, a group (or FILTERed cell) is released only if its *noisy* count reaches this.
+    """With ε, a group is released only if its *noisy* entity count reaches this.
 
     Which groups appear is itself data: a filter on true counts answers "does this set
     hold at least k entities?" exactly, whatever the noise on the values.  So the test
     is on the noisy entity count, against ``max(k, τ)`` with ``τ`` from
     :mod:`sandbox.query.partition` (``k`` on a noisy count is post-processing).  The
-    query's δ goes to the selections (less the Gaussian's conversion share), and a
-    release making several (the groups, each FILTERed cell) gives each an equal part.
+    query's δ goes to the group selection (less the Gaussian's conversion share);
+    ``selections`` splits it further for a caller that makes several.  FILTERed cells
+    need none (``_suppress_cells``).
     """
     g = params.max_groups_per_entity
     if plan.mechanism == "gaussian":
@@ -557,8 +562,7 @@ def _disclose(
     if source is None:
         keep = _kept(rows, by_name, params)
     else:
-        selections = 1 + len(_cells(by_name))
-        keep, noisy_entities = _selected(rows, plans[ENTITIES], params, source, selections)
+        keep, noisy_entities = _selected(rows, plans[ENTITIES], params, source, 1)
         if keys:
             suppressed_count = _noisy_suppressed(len(rows), sum(keep), plans[GROUPS], source)
         else:  # one group, known to exist: what was held back is what the table lacks
@@ -583,6 +587,9 @@ def _disclose(
                 raise EnclaveError("a quantile without a budget", rule="disclosure.stats")
             values = [r[name] for r, ok in zip(rows, keep, strict=True) if ok]
             array = pa.array([_quantile(v, stat, plan, source) for v in values], pa.float64())
+        elif source is not None and name in _counted_cells(by_name):
+            # Not noised: its cell test reads the noisy count of the same values instead.
+            array = pa.nulls(sum(keep), pa.int64())
         elif name == ENTITIES and noisy_entities is not None:
             # Already noised for the selection: release those same draws (no second spend).
             values = [n for n, ok in zip(noisy_entities, keep, strict=True) if ok]
@@ -630,6 +637,21 @@ def _finite(array: pa.Array) -> bool:
     return bool(pc.all(pc.is_finite(array.drop_null())).as_py() is not False)
 
 
+def _counted_cells(by_name: dict[str, StatColumn]) -> dict[str, str]:
+    """Cells (entities columns) that a ``count`` column of the same cell also measures.
+
+    The rewrite's presence cell of ``x`` (entities with a non-NULL ``x``, under the
+    same FILTER) and ``count(x)`` (rows with one, at most ``C`` per entity) are zero
+    together: under a budget the noisy count stands in for the cell's entities.
+    """
+    out: dict[str, str] = {}
+    for name in sorted(by_name):
+        column = by_name[name]
+        if column.kind == "count" and column.cell is not None and column.cell != ENTITIES:
+            out.setdefault(column.cell, name)
+    return out
+
+
 def _cells(by_name: dict[str, StatColumn]) -> set[str]:
     """Columns counting the entities of a FILTER (all but the group's own ``__entities``)."""
     return {n for n, c in by_name.items() if c.kind == "entities" and n != ENTITIES}
@@ -647,19 +669,28 @@ def _suppress_cells(
     """NULL every FILTERed cell whose own entities fail the low-count filter.
 
     ``count(*) FILTER (WHERE ...)`` in a group of a thousand people can count one: the
-    filter makes a finer group, so its cells pass the same test as groups do (true
-    count at least ``k``; with a budget the noisy count against ``max(k, τ)`` instead).
+    filter makes a finer group, so its cells pass the same test as groups do: true
+    count at least ``k``; with a budget, the released noisy count against ``max(k, τ)``
+    instead.  That is post-processing and takes no share of δ: the cell's count is
+    noised in every released group, empty or not (only a *group's* existence is data
+    no noise covers), so τ here is a margin of the same size as the groups', not a
+    privacy need.  A measure's presence cell (entities with a value of ``x``) is
+    not noised under a budget when a ``count(x)`` of the same cell is: that noisy count
+    decides (``_counted_cells``), so ``sum(x)`` and ``avg(x)`` pay for no extra column.
     A remainder row's cells are never released: its cell counts add up entity-group
     pairs across the folded groups, which overcounts the distinct entities.
     """
     position = {name: i for i, name in enumerate(names)}
     cells = _cells(by_name)
+    counted = _counted_cells(by_name)
     masks: dict[str, pa.Array] = {}
     for cell in cells:
-        released = arrays[position[cell]].to_pylist()
-        plan = plans.get(cell)
-        if plan is not None:  # under a budget: the noisy count decides (post-processing)
-            tau = selection_threshold(plan, params, 1 + len(cells))
+        if plans:  # under a budget: the noisy count decides, as a group's would
+            source = counted.get(cell, cell)
+            released = arrays[position[source]].to_pylist()
+            tau = selection_threshold(plans[source], params)
+            if source != cell:  # a count: one entity adds up to C rows, not 1
+                tau = max(params.k, tau + params.max_rows_per_entity - 1)
             ok = [v is not None and v >= tau for v in released]
         else:
             ok = [t is not None and t >= params.k for t in true[cell]]
