@@ -174,9 +174,10 @@ class Settings:
         1e-6,
         gt=0,
         lt=1,
-        help="With a privacy budget, per query: the probability that *which* groups are "
-        "released gives one entity away. Sets the noisy release threshold "
-        "`τ = k + ⌈b·ln(G/δ)⌉` (`docs/disclosure.md`); a query's release is (ε, δ)-DP.",
+        help="With a privacy budget, per query: a query's release is (ε, δ)-DP. Pays for "
+        "partition selection (a group is released if its noisy entity count reaches "
+        "`max(k, τ)`, τ from δ) and, when the Gaussian is chosen, half of it for the zCDP "
+        "conversion (`docs/disclosure.md`).",
     )
     dp_default_epsilon_total: float = setting(
         10.0,
