@@ -22,7 +22,8 @@ import typer
 from sandbox.cli.accounts import account_app, token_app
 from sandbox.cli.audit import audit_app
 from sandbox.cli.common import LazySettings, settings_of
-from sandbox.cli.governance import add_grant_application_commands, catalog_app, registration_app
+from sandbox.cli.governance import catalog_app, registration_app
+from sandbox.cli.grant_applications import add_grant_application_commands
 from sandbox.cli.grants import grant_app
 from sandbox.cli.job import job_app
 from sandbox.cli.operations import freeze, statement, unfreeze, usage

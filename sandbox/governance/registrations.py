@@ -1,4 +1,4 @@
-# Over 400 lines: seven steps of one procedure, and the reading views sharing its helpers.
+# Over 400 lines: seven steps of one procedure, each reading its facts and writing its state.
 """The registration procedure over the control plane: apply, accept, review, publicity, issue.
 
 The state machine is :mod:`sandbox.governance.registration_states` (pure); this module
@@ -13,10 +13,7 @@ The host console's ``sandbox dataset register`` stays the bootstrap and admin pa
 
 from __future__ import annotations
 
-import hashlib
-import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,8 +38,10 @@ from sandbox.core.timeutil import to_rfc3339
 from sandbox.enclave.registry import Registration
 from sandbox.platform import Platform
 
-from .acts import Clock, audited, new_id, record_allow, sees_everything, system_clock
+from .acts import Clock, audited, new_id, record_allow, system_clock
+from .registration_files import SourceFile, discard, keep, kept_directory, sha256_of
 from .registration_states import Facts, RegState, RegStep, advance
+from .registration_views import listed_to, procedure_record, view
 
 __all__ = ["Registrations", "SourceFile"]
 
@@ -52,29 +51,8 @@ CLAIM_TTL = timedelta(hours=1)
 OPEN_STATES = (RegState.APPLIED, RegState.ACCEPTED, RegState.PUBLICITY, RegState.REVIEWED)
 
 
-@dataclass(frozen=True)
-class SourceFile:
-    """The file an application names: where it is now, and what provenance calls it."""
-
-    path: Path
-    name: str
-    format: str | None = None
-    move: bool = False
-    """An upload (moved into the application's directory) or an import (copied)."""
-    also_remove: tuple[Path, ...] = ()
-    """Once moved: files that described it where it was (an upload's record)."""
-
-
 def _ts(moment: datetime) -> str:
     return to_rfc3339(moment)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class Registrations:
@@ -89,7 +67,7 @@ class Registrations:
         return timedelta(days=self.platform.settings.registration_publicity_days)
 
     def _files(self, app_id: str) -> Path:
-        return self.platform.settings.staging_dir / "registrations" / app_id
+        return kept_directory(self.platform.settings.staging_dir, app_id)
 
     # -- apply ---------------------------------------------------------------------------
 
@@ -143,7 +121,7 @@ class Registrations:
             form = "short" if short else "full"
             app_id = new_id("rg")
             now = self.clock()
-            stored = self._keep(app_id, found)
+            stored = keep(self._files(app_id), found)
             try:
                 with engine.begin() as conn:
                     pending = conn.execute(
@@ -186,27 +164,9 @@ class Registrations:
                         details={"application": app_id, "form": form, "source": stored},
                     )
             except BaseException:
-                shutil.rmtree(self._files(app_id), ignore_errors=True)
+                discard(self._files(app_id))
                 raise
         return self.show(actor, app_id)
-
-    def _keep(self, app_id: str, source: SourceFile) -> dict[str, Any]:
-        directory = self._files(app_id)
-        directory.mkdir(parents=True, mode=0o700)
-        kept = directory / Path(source.name).name
-        if source.move:
-            shutil.move(source.path, kept)
-            for extra in source.also_remove:
-                extra.unlink(missing_ok=True)
-        else:
-            shutil.copyfile(source.path, kept)
-        return {
-            "file": kept.name,
-            "name": source.name,
-            "format": source.format,
-            "bytes": kept.stat().st_size,
-            "sha256": _sha256(kept),
-        }
 
     # -- the admin's steps, objections, withdrawal -----------------------------------------
 
@@ -284,7 +244,7 @@ class Registrations:
                     },
                 )
         if new in (RegState.REJECTED, RegState.WITHDRAWN):
-            shutil.rmtree(self._files(app_id), ignore_errors=True)
+            discard(self._files(app_id))
         return self.show(actor, app_id)
 
     def object(self, actor: Actor, app_id: str, text: str) -> dict[str, Any]:
@@ -348,13 +308,13 @@ class Registrations:
             facts = self._facts(row, actor, now, open_ids)
             advance(RegState(row.state), RegStep.ISSUE, actor.role, facts)
             kept = self._files(app_id) / row.source["file"]
-            if not kept.is_file() or _sha256(kept) != row.source["sha256"]:
+            if not kept.is_file() or sha256_of(kept) != row.source["sha256"]:
                 raise Conflict(
                     "the applied file is no longer the one reviewed: the bureau applies again",
                     rule="registration.source_changed",
                 )
             spec = parse_classification(row.classification, source_name=f"application:{app_id}")
-            procedure = self._record_of(row, actor, now)
+            procedure = procedure_record(row, actor.name)
             source = FileSource(
                 kept, self.platform.settings.staging_dir, row.source["format"], row.source["name"]
             )
@@ -399,7 +359,7 @@ class Registrations:
                     dataset=row.dataset,
                     details={"application": app_id, "version": reg.record.version},
                 )
-        shutil.rmtree(self._files(app_id), ignore_errors=True)
+        discard(self._files(app_id))
         return self.show(actor, app_id), reg
 
     def _claim(self, app_id: str, state: RegState, now: datetime) -> None:
@@ -422,26 +382,6 @@ class Registrations:
                 rule="registration.issuing",
             )
 
-    @staticmethod
-    def _record_of(row: Any, actor: Actor, now: datetime) -> dict[str, Any]:
-        """What the certificate carries of the procedure."""
-        return {
-            "application": row.id,
-            "form": row.form,
-            "applicant": row.applicant,
-            "applied_at": row.applied_at,
-            "accepted_by": row.accepted_by,
-            "accepted_at": row.accepted_at,
-            "reviewed_by": row.reviewed_by,
-            "reviewed_at": row.reviewed_at,
-            "review_comment": row.review_comment,
-            "publicity": None
-            if row.publicity_from is None
-            else {"from": row.publicity_from, "until": row.publicity_until},
-            "issued_by": actor.name,
-            "update_frequency": row.update_frequency,
-        }
-
     # -- reading ---------------------------------------------------------------------------
 
     def visible(self, actor: Actor, *, state: str | None = None) -> list[dict[str, Any]]:
@@ -451,26 +391,18 @@ class Registrations:
         if state is not None:
             query = query.where(apps.c.state == RegState(state).value)
         with self.platform.engine.connect() as conn:
-            rows = [r for r in conn.execute(query) if self._visible(r, actor)]
+            rows = [r for r in conn.execute(query) if listed_to(r, actor)]
             return [self._out(conn, r, actor) for r in rows]
 
     def show(self, actor: Actor, app_id: str) -> dict[str, Any]:
         with self.platform.engine.connect() as conn:
             return self._out(conn, self._row(conn, actor, app_id), actor)
 
-    @staticmethod
-    def _visible(row: Any, actor: Actor) -> bool:
-        return (
-            sees_everything(actor)
-            or row.state == RegState.PUBLICITY.value
-            or (actor.role is Role.BUREAU and row.domain in actor.domains)
-        )
-
     def _row(self, conn: sa.Connection, actor: Actor, app_id: str) -> Any:
         row = conn.execute(sa.select(apps).where(apps.c.id == app_id)).first()
         if row is None:
             raise NotFound(f"no registration application {app_id}", rule="registration.unknown")
-        if not (self._visible(row, actor) or self._objected(conn, app_id, actor)):
+        if not (listed_to(row, actor) or self._objected(conn, app_id, actor)):
             # Not listed publicly, and not this account's: answered as one that does not
             # exist; the trail keeps the real rule.
             raise Withheld(
@@ -532,10 +464,8 @@ class Registrations:
             )
         )
 
-    def _out(self, conn: sa.Connection, row: Any, actor: Actor) -> dict[str, Any]:
-        party = sees_everything(actor) or (
-            actor.role is Role.BUREAU and row.domain in actor.domains
-        )
+    @staticmethod
+    def _out(conn: sa.Connection, row: Any, actor: Actor) -> dict[str, Any]:
         filed = conn.execute(
             sa.select(objections)
             .where(objections.c.application == row.id)
@@ -544,65 +474,7 @@ class Registrations:
         steps = conn.execute(
             sa.select(events).where(events.c.application == row.id).order_by(events.c.id)
         ).all()
-        return {
-            "id": row.id,
-            "dataset": row.dataset,
-            "domain": row.domain,
-            "form": row.form,
-            "state": row.state,
-            "applicant": row.applicant,
-            "applied_at": row.applied_at,
-            "title": row.title,
-            "description": row.description,
-            "update_frequency": row.update_frequency,
-            "listing": row.listing,
-            # The public sees the classification without declared bounds (they may be
-            # proposed from the data) and nothing of the file; the parties see both.
-            "classification": row.classification if party else _public(row.classification),
-            "classification_sha256": row.classification_sha256,
-            "source": {k: row.source[k] for k in ("name", "format", "bytes", "sha256")}
-            if party
-            else None,
-            "accepted_by": row.accepted_by,
-            "accepted_at": row.accepted_at,
-            "reviewed_by": row.reviewed_by,
-            "reviewed_at": row.reviewed_at,
-            "review_comment": row.review_comment,
-            "publicity_from": row.publicity_from,
-            "publicity_until": row.publicity_until,
-            "issued_by": row.issued_by,
-            "issued_at": row.issued_at,
-            "version": row.version,
-            "objections": [
-                {
-                    "id": o.id,
-                    "filed_by": o.filed_by,
-                    "filed_at": o.filed_at,
-                    "text": o.text,
-                    "status": o.status,
-                    "resolved_by": o.resolved_by,
-                    "resolved_at": o.resolved_at,
-                    "resolution": o.resolution,
-                }
-                for o in filed
-                if party or o.filed_by == actor.name
-            ],
-            "open_objections": sum(1 for o in filed if o.status == "open"),
-            "steps": [
-                {
-                    "at": e.at,
-                    "actor": e.actor,
-                    "role": e.role,
-                    "step": e.step,
-                    "from": e.from_state,
-                    "to": e.to_state,
-                    "comment": e.comment,
-                    "objection": e.objection,
-                }
-                for e in steps
-                if party or e.step != RegStep.OBJECT.value or e.actor == actor.name
-            ],
-        }
+        return view(row, filed, steps, actor)
 
 
 _ACTION = {
@@ -614,16 +486,6 @@ _ACTION = {
     RegStep.DISMISS: "resolve",
     RegStep.WITHDRAW: "withdraw",
 }
-
-
-def _public(classification: dict[str, Any]) -> dict[str, Any]:
-    """A classification as the public listing shows it: no declared bounds."""
-    columns = {
-        name: {k: v for k, v in col.items() if k not in ("bounds", "measure")}
-        for name, col in classification.get("columns", {}).items()
-    }
-    shown = {k: v for k, v in classification.items() if k != "contribution"}
-    return {**shown, "columns": columns}
 
 
 def _need_text(text: str, what: str) -> None:
