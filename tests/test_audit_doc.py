@@ -132,8 +132,10 @@ def drive(s: Session, home: Path) -> None:
     s.ok("op-bank", "GET", "/v1/datasets")
     s.ok("op-bank", "POST", "/v1/explain", json={"sql": by_district})
     s.ok("op-bank", "POST", "/v1/explain", json={"sql": "SELECT * FROM health.claims"})
-    job = s.job("op-bank", by_district)
-    assert job["state"] == "succeeded", job
+    job = s.job("op-bank", by_district)  # op-bank's grants are reviewed: held, then approved
+    assert job["state"] == "awaiting_review", job
+    s.ok("bureau-health", "POST", f"/v1/reviews/{job['id']}",
+         json={"verdict": "approve", "reason": "district counts"})  # fmt: skip
     assert s.job("op-bank", by_district)["meta"]["cached"]
     assert s.job("op-bank", "SELEC district FRM x")["rule"] == "guard.syntax"  # refused at once
     assert s.call("op-bank", "POST", "/v1/jobs", json={"sql": "SELECT name FROM x.y"}).is_error
@@ -170,7 +172,7 @@ def drive(s: Session, home: Path) -> None:
             "purpose_text": "outpatient load per district",
             "valid_until": "2027-12-31T00:00:00Z",
             "max_level": "L2",
-            "review_required": True,
+            "release_mode": "reviewed",
             "reason": "pilot",
         },
     )
@@ -180,6 +182,8 @@ def drive(s: Session, home: Path) -> None:
     s.ok("bureau-health", "GET", "/v1/reviews")
     s.ok("bureau-health", "POST", f"/v1/reviews/{held['id']}",
          json={"verdict": "approve", "reason": "fine"})  # fmt: skip
+    s.ok("bureau-health", "POST", f"/v1/grants/{grant['id']}/release-mode",
+         json={"mode": "dp", "reason": "pilot over"})  # fmt: skip
     for change in ("suspend", "resume", "revoke"):
         s.ok("bureau-health", "POST", f"/v1/grants/{grant['id']}/{change}", json={"reason": "x"})
     # auditor
