@@ -34,6 +34,7 @@ from .alerts import Change, record_finding, set_responses
 from .detectors import DAY, Budget, Finding, History, Thresholds, evaluate, severity_rank
 from .events import QUERY_ACTION, Event, event_from_entry
 from .responses import MONITOR, apply_responses
+from .tables import alerts
 
 __all__ = ["Monitor", "entry_fields", "record_change", "thresholds_of"]
 
@@ -113,8 +114,8 @@ class Monitor:
         self._datasets: tuple[float, tuple[str, ...]] = (0.0, ())
         self._budgets: dict[tuple[str, str], tuple[float, Budget | None]] = {}
         self._thread: threading.Thread | None = None
-        self._recent: dict[str, tuple[int, float]] = {}
-        """Alert key -> (severity rank, when) of this process's last write for it."""
+        self._recent: dict[str, tuple[int, float, str]] = {}
+        """Alert key -> (severity rank, when, alert id) of this process's last write for it."""
 
     # -- the query path's side ---------------------------------------------------------------
 
@@ -229,6 +230,13 @@ class Monitor:
             self._budgets[key] = (time.monotonic(), budget)
         return {} if budget is None else {event.dataset: budget}
 
+    def _still_open(self, alert_id: str) -> bool:
+        with self.platform.engine.connect() as conn:
+            state = conn.execute(
+                sa.select(alerts.c.state).where(alerts.c.id == alert_id)
+            ).scalar_one_or_none()
+        return state is not None and state != "resolved"
+
     def _raise(self, finding: Finding) -> None:
         """Record a finding, unless this process recorded one of its kind, no less severe,
         within ``RECENT_S`` (a burst adds its evidence once a minute, not once a query)."""
@@ -236,12 +244,13 @@ class Monitor:
         rank, clock = severity_rank(finding.severity), time.monotonic()
         last = self._recent.get(key)
         if last is not None and last[0] >= rank and clock - last[1] < RECENT_S:
-            return
-        self._recent[key] = (rank, clock)
+            if last[2] and self._still_open(last[2]):  # a read, not a write
+                return
         now = datetime.now(UTC)
         done: list[dict[str, Any]] = []
         with self.platform.engine.begin() as conn:
             change = record_finding(conn, finding, now)
+            self._recent[key] = (rank, clock, change.alert.get("id", ""))
             if change.kind in ("updated", "ignored"):
                 return
             record_change(self.platform, conn, change, finding)

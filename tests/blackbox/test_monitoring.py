@@ -17,14 +17,11 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.blackbox.conftest import SANDBOX, DemoHome, Server, _free_port, clean_env, sandbox
-
-pytestmark = pytest.mark.slow
 
 
 def call(
@@ -214,6 +211,7 @@ def test_exact_value_probing_suspends_the_grant(live: Server, home: DemoHome) ->
     done = resolve(live, bureau, alert, reverse=True)
     assert done["reversed"] == [{"action": "suspend", "grant": grant["id"]}]
     status, grants = call(live, "GET", "/v1/grants", planner)
+    assert status == 200
     assert next(g for g in grants if g["id"] == grant["id"])["status"] == "active"
 
 
