@@ -172,16 +172,27 @@ def test_grants_need_a_bureau(
     monkeypatch.setenv("SANDBOX_TOKEN", tokens(home)["bureau-transport"])
     code, out, err = run(home, capsys, *issue)
     assert code == 0, err
+    # dp by default, with the platform's default budget, said on issue.
+    assert "release mode dp (ε 10 in total, 1 per query)" in out, out
     grant_id = out.split()[1].rstrip(":")
     code, out, _ = run(home, capsys, "grant", "list", "--json")
     listed = {g["id"]: g for g in json.loads(out)}
     assert listed[grant_id]["tariff"]["price_per_query_fen"] == 150
+    assert (listed[grant_id]["release_mode"], listed[grant_id]["epsilon_total"]) == ("dp", 10.0)
     code, out, _ = run(
         home, capsys, "grant", "narrow", grant_id, "--queries-per-day", "10", "--reason", "pilot"
     )
     assert code == 0 and "v2" in out
     code, out, err = run(home, capsys, "grant", "narrow", grant_id, "--max-level", "L3")
     assert code == 2 and "grant.narrow_widens" in err
+    code, out, err = run(home, capsys, "grant", "release-mode", grant_id, "reviewed")
+    assert code == 2 and "grant.release_mode" in err  # a reason is required
+    code, out, err = run(
+        home, capsys, "grant", "release-mode", grant_id, "reviewed", "--reason", "exact, checked"
+    )
+    assert code == 0 and "v3: release mode reviewed" in out, err
+    code, out, err = run(home, capsys, "grant", "release-mode", grant_id, "fuzzy", "--reason", "x")
+    assert code == 2 and "'fuzzy' is not one of dp, reviewed" in err
     for change, status in (("suspend", "suspended"), ("resume", "active"), ("revoke", "revoked")):
         code, out, _ = run(home, capsys, "grant", change, grant_id, "--reason", "t")
         assert code == 0 and status in out
@@ -190,6 +201,7 @@ def test_grants_need_a_bureau(
     assert [h["change"] for h in shown["history"]] == [
         "issue",
         "narrow",
+        "release_mode",
         "suspend",
         "resume",
         "revoke",
