@@ -186,10 +186,14 @@ class SandboxClient:
         format: str = "json",
         wait: bool = False,
         timeout: float = 10.0,
+        epsilon: float | None = None,
     ) -> dict[str, Any]:
-        """Submit a job; with ``wait``, the server waits up to ``timeout`` for its outcome."""
+        """Submit a job; with ``wait``, the server waits up to ``timeout`` for its outcome.
+
+        ``epsilon``: the ε this query spends, up to the grant's per-query maximum.
+        """
         params = {"wait": "true", "timeout": timeout} if wait else None
-        body = self._params(sql=sql, purpose=purpose, format=format)
+        body = self._params(sql=sql, purpose=purpose, format=format, epsilon=epsilon)
         return self._json("POST", "/v1/jobs", json=body, params=params)  # type: ignore[no-any-return]
 
     def job(self, job_id: str) -> dict[str, Any]:

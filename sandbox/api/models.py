@@ -80,7 +80,7 @@ class ExplainIn(QueryIn):
     )
 
 
-class JobIn(QueryIn):
+class JobIn(ExplainIn):
     format: Format = Field(default="json", description="Preferred result format.")
 
 

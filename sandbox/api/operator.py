@@ -76,6 +76,7 @@ def submit_job(
         body.sql,
         purpose=body.purpose,
         fmt=body.format,
+        epsilon=body.epsilon,
         rid=meta.request_id,
         client=meta.client,
         wait_s=timeout if wait else None,

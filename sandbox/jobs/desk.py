@@ -149,8 +149,12 @@ class JobDesk:
         rid: str,
         client: str | None,
         wait_s: float | None = None,
+        epsilon: float | None = None,
     ) -> Job:
-        """Check and queue a job; with ``wait_s``, wait that long for its outcome."""
+        """Check and queue a job; with ``wait_s``, wait that long for its outcome.
+
+        ``epsilon``: the ε the operator chose (checked now and again when the job runs).
+        """
         limits = self.settings()
         if len(sql) > limits.max_sql_length:
             exc: SandboxError = QueryRefused(
@@ -170,7 +174,9 @@ class JobDesk:
             limited.retry_after = 2  # type: ignore[attr-defined]
             self.service.record_refusal(actor, rid, client, sql, limited, 0.0)
             raise limited
-        auth = self.service.check(actor, sql, purpose=purpose, request_id=rid, client=client)
+        auth = self.service.check(
+            actor, sql, purpose=purpose, request_id=rid, client=client, epsilon=epsilon
+        )
         job = self.store.create(
             operator=actor.name,
             sql=sql,
@@ -179,6 +185,7 @@ class JobDesk:
             client=client,
             token_id=actor.token_id,
             datasets=auth.prepared.parsed.datasets,
+            epsilon=epsilon,
         )
         self.runner.notify(job.id, Hint(actor, auth))
         if wait_s:

@@ -290,6 +290,7 @@ class JobRunner:
                     request_id=job.id,
                     client=job.client,
                     authorized=None if hint is None else hint.authorized,
+                    epsilon=job.epsilon,
                 )
         except SandboxError as exc:
             rule = exc.rule or exc.code

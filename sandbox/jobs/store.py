@@ -79,6 +79,7 @@ class Job:
     meta: dict[str, Any] | None
     receipt: dict[str, Any] | None
     version: int
+    epsilon: float | None = None  # the operator's ε for this query (None: the grant's)
 
     @classmethod
     def from_row(cls, row: Any) -> Job:
@@ -146,6 +147,7 @@ class JobStore:
         client: str | None,
         token_id: str | None = None,
         datasets: Sequence[str] = (),
+        epsilon: float | None = None,
     ) -> Job:
         job_id = "job_" + uuid.uuid4().hex[:24]
         with self.engine.begin() as conn:
@@ -166,6 +168,7 @@ class JobStore:
                     review_datasets=[],
                     reviews=[],
                     version=0,
+                    epsilon=epsilon,
                 )
             )
         return self.get(job_id)

@@ -34,6 +34,8 @@ jobs = sa.Table(
     sa.Column("meta", sa.JSON, nullable=True),
     sa.Column("receipt", sa.JSON, nullable=True),
     sa.Column("version", sa.Integer, nullable=False, default=0),
+    # The ε the operator chose for this query (NULL: the grant's per-query ε).
+    sa.Column("epsilon", sa.Float, nullable=True),
 )
 
 job_results = sa.Table(

@@ -357,13 +357,17 @@ class QueryService:
         request_id: str | None = None,
         client: str | None = None,
         authorized: Authorized | None = None,
+        epsilon: float | None = None,
     ) -> QueryResult | Held:
         """As :meth:`run`; under a grant that requires review, compute and hold, don't release.
 
         ``authorized``: what :meth:`check` returned for this very query moments ago (a job
         run at once in the process that accepted it), to skip parsing and checking again.
+        ``epsilon``: the ε the job was submitted with (checked again when it runs).
         """
-        return self._run(actor, sql, purpose, request_id, client, hold=True, auth=authorized)
+        return self._run(
+            actor, sql, purpose, request_id, client, hold=True, auth=authorized, epsilon=epsilon
+        )
 
     def check(
         self,
@@ -373,6 +377,7 @@ class QueryService:
         purpose: str | None = None,
         request_id: str | None = None,
         client: str | None = None,
+        epsilon: float | None = None,
     ) -> Authorized:
         """Would :meth:`run_job` start?  A refusal is audited and raised; acceptance is silent.
 
@@ -382,7 +387,7 @@ class QueryService:
         rid = request_id or uuid.uuid4().hex
         started = time.perf_counter()
         try:
-            auth = self._authorize(actor, sql, rid, purpose, client)
+            auth = self._authorize(actor, sql, rid, purpose, client, epsilon=epsilon)
             self._check_budget(auth)
         except SandboxError as exc:
             self.record_refusal(actor, rid, client, sql, exc, started)

@@ -77,3 +77,44 @@ def test_no_epsilon_without_a_budget(deployment) -> None:  # type: ignore[no-unt
     bank = platform.authority.authenticate(tokens["op-bank"])
     verdict = service.explain(bank, SQL, epsilon=0.5)
     assert not verdict["accepted"] and verdict["rule"] == "budget.epsilon"
+
+
+def test_a_job_runs_at_the_epsilon_it_was_submitted_with(deployment) -> None:  # type: ignore[no-untyped-def]
+    """Through the real job desk: the ε is stored with the job and charged when it runs."""
+    import uuid
+
+    from sandbox.core.errors import QueryRefused as Refused
+    from tests.reviewing import reviewing
+
+    platform, tokens = deployment
+    service = QueryService(platform)
+    insurer = platform.authority.authenticate(tokens["op-insurer"])
+    sql = SQL + " ORDER BY 2"
+    with reviewing(platform, service) as desk:
+        job = desk.desk.submit(
+            insurer,
+            sql,
+            purpose=None,
+            fmt="arrow",
+            rid=uuid.uuid4().hex,
+            client=None,
+            wait_s=60,
+            epsilon=0.125,
+        )
+        assert job.state.value == "succeeded", (job.state, job.rule, job.message)
+        assert job.epsilon == 0.125
+        assert job.meta is not None and job.meta["epsilon_spent"] == 0.125
+        assert job.meta["accuracy"]["n"]["half_width"] > 0
+        # Re-read from the store (a job run by another process reads its ε from here).
+        assert desk.store.get(job.id).epsilon == 0.125
+        with pytest.raises(Refused) as info:
+            desk.desk.submit(
+                insurer,
+                sql + ", 1",
+                purpose=None,
+                fmt="arrow",
+                rid=uuid.uuid4().hex,
+                client=None,
+                epsilon=3.0,
+            )
+        assert info.value.rule == "budget.epsilon_per_query"
