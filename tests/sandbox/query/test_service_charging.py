@@ -95,7 +95,7 @@ def test_a_failed_run_without_a_budget_is_still_counted(homes) -> None:  # type:
         grant = grant_of(platform, tokens, "op-bank")
         before = usage(platform, grant.id)
         with pytest.raises(QueryTimeout):
-            QueryService(platform).run(bank, SQL)
+            QueryService(platform).run_job(bank, SQL)
         after = usage(platform, grant.id)
         assert after is not None
         assert after.queries == (before.queries if before else 0) + 1
@@ -174,10 +174,10 @@ def test_reads_multiplied_by_reuse_are_what_the_rows_quota_sees(homes) -> None: 
         answer = service.explain(bank, SQL)
         assert answer["reads"] == {"health.claims": 1} and answer["rows_read"] == 10_000
         with pytest.raises(QuotaExceeded) as info:
-            service.run(bank, sql)
+            service.run_job(bank, sql)
         assert info.value.rule == "quota.rows_per_day"
         assert "80,000 rows of health.claims (8 reads)" in info.value.message
-        service.run(bank, SQL)  # one read fits
+        service.run_job(bank, SQL)  # one read fits
         after = usage(platform, grant.id)
         assert after is not None and after.rows_scanned == so_far + 10_000
     finally:
@@ -195,7 +195,7 @@ def test_a_fan_out_is_refused_before_the_guard_and_audited(homes) -> None:  # ty
             ctes.append(f"c{i} AS ({copies})")
         sql = "WITH " + ", ".join(ctes) + " SELECT district, count(*) AS n FROM c5 GROUP BY 1"
         with pytest.raises(QueryRefused) as info:
-            QueryService(platform).run(bank, sql, request_id="fan-out")
+            QueryService(platform).run_job(bank, sql, request_id="fan-out")
         assert info.value.rule == "guard.cost"
         assert "reads health.claims 100,000 times" in info.value.message
         (entry,) = [e for e in platform.audit.entries(limit=10_000) if e.request_id == "fan-out"]
@@ -206,34 +206,36 @@ def test_a_fan_out_is_refused_before_the_guard_and_audited(homes) -> None:  # ty
 
 
 def test_a_held_run_is_charged_when_it_runs_and_released_without_a_second_charge(homes) -> None:  # type: ignore[no-untyped-def]
-    """Review after the run: the run paid (even its last query of the day); release is free."""
+    """Review after the run: the run paid (even its last query of the day); release is free.
+
+    op-bank's health grant is ``reviewed`` (exact: no ε); what a run is charged is the
+    query, counted against the grant's daily quota before it runs."""
     home, tokens = homes
     platform = open_platform(home)
     try:
         service = QueryService(platform)
-        insurer = platform.authority.authenticate(tokens["op-insurer"])
-        grant = grant_of(platform, tokens, "op-insurer")
+        bank = platform.authority.authenticate(tokens["op-bank"])
+        grant = grant_of(platform, tokens, "op-bank")
+        assert grant.review_required
         used = usage(platform, grant.id)
         so_far = used.queries if used else 0
         admin = Administration(platform.authority, k_floor=platform.settings.k_floor)
         admin.narrow_grant(
             platform.authority.authenticate(tokens["bureau-health"]),
             grant.id,
-            review_required=True,
             queries_per_day=so_far + 1,
-            reason="review and one more query today",
+            reason="one more query today",
         )
         sql = "SELECT hospital_id, count(*) AS n FROM health.claims GROUP BY 1"
-        before_eps = ledger(platform, grant.id)
-        held = service.run_job(insurer, sql)
-        assert isinstance(held, Held) and held.epsilon == 1.0
-        assert ledger(platform, grant.id) == before_eps - 1.0  # charged when it ran
-        released = service.release_held(insurer, sql, held)
-        assert released.meta["epsilon_spent"] == 1.0  # what the release cost, paid before
-        assert ledger(platform, grant.id) == before_eps - 1.0  # nothing spent again
+        held = service.run_job(bank, sql)
+        assert isinstance(held, Held) and held.epsilon == 0
         after = usage(platform, grant.id)
-        assert after is not None and after.queries == so_far + 1
+        assert after is not None and after.queries == so_far + 1  # charged when it ran
+        released = service.release_held(bank, sql, held)
+        assert released.meta["epsilon_spent"] == 0 and not released.meta["cached"]
+        again = usage(platform, grant.id)
+        assert again is not None and again.queries == so_far + 1  # nothing charged again
         with pytest.raises(QuotaExceeded):  # the day's last query went to the held run
-            service.run_job(insurer, f"{sql} ORDER BY 1")
+            service.run_job(bank, f"{sql} ORDER BY 1")
     finally:
         platform.close()
