@@ -263,3 +263,23 @@ def test_alerts_and_acts_on_them_are_audit_entries(live: Server, home: DemoHome)
     )
     assert status == 200 and len(page["entries"]) >= 4
     assert all(e["decision"] == "allow" for e in page["entries"])
+
+
+def test_the_command_line_acts_like_the_routes(live: Server, home: DemoHome) -> None:
+    """`sandbox alerts ack|resolve ID --reason …` as the host console; operators refused."""
+    refused = sandbox("--home", str(home.home), "alerts", "list", "--token", home.tokens["op-bank"])
+    assert refused.code != 0 and "alerts.not_visible" in refused.err, str(refused)
+    for _ in range(8):  # a fresh burst by one rule: a warning to act on
+        query(live, home.tokens["op-planner"], "SELECT card_id FROM transport.trips")
+    alert = alert_of(live, home.tokens["auditor"], "probing", "op-planner", "warning")
+    assert alert is not None
+    run = lambda *args: sandbox("--home", str(home.home), "alerts", *args)  # noqa: E731
+    no_reason = run("ack", alert["id"])
+    assert no_reason.code != 0 and "alerts.reason" in no_reason.err, str(no_reason)
+    acked = run("ack", alert["id"], "--reason", "the host console looks")
+    assert acked.code == 0 and "acknowledged" in acked.out, str(acked)
+    done = run("resolve", alert["id"], "--reason", "drill", "--reverse")
+    assert done.code == 0 and "resolved" in done.out, str(done)
+    shown = json.loads(run("list", "--state", "resolved", "--json").out)
+    mine = next(a for a in shown if a["id"] == alert["id"])
+    assert mine["acknowledged_by"].startswith("host:") and mine["resolved_reason"] == "drill"
