@@ -3,8 +3,10 @@
 Run after ``normalize.py`` (so only shapes it left as written reach here), before the
 guard: each raises the rule the guard would raise for the shape (so the verdict is the
 same), with a message that says how to get the figure: a UNION ALL of aggregated
-SELECTs (``guard.set_operation``), a total as a scalar subquery
-(``guard.subquery_predicate``), an aggregate over an aggregating CTE or derived table
+SELECTs (``guard.set_operation``), a total as a scalar subquery where a total may not
+stand (``guard.subquery_predicate``, naming the condition ``totals.obstacle`` found; a
+total where it may is released on its own, ``parts.py``), an aggregate over an
+aggregating CTE or derived table that ``rollup.py`` does not read
 (``guard.inner_scope``).  Messages name columns, functions and tables as written,
 never a constant of the query.  Pure functions.
 """
