@@ -389,6 +389,7 @@ class QueryService:
         try:
             auth = self._authorize(actor, sql, rid, purpose, client, epsilon=epsilon)
             self._check_budget(auth)
+            _check_noised_or_reviewed(auth)
         except SandboxError as exc:
             self.record_refusal(actor, rid, client, sql, exc, started)
             raise
