@@ -104,6 +104,8 @@ def test_the_utility_corpus_twice_over_a_week_raises_nothing_above_info(tmp_path
         event = event_from_entry(entry_fields(entry), datasets=[d for _o, d in budgets])
         assert event is not None
         by_operator[event.operator].append((0 if entry.seq < boundary else 1, event))
+    answered = [e for tagged in by_operator.values() for _r, e in tagged if e.allowed]
+    assert answered and all(e.shape and e.sets for e in answered)  # every answer fingerprinted
     th = thresholds_of(platform.settings)
     found = []
     for operator, tagged in by_operator.items():
