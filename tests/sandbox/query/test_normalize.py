@@ -141,8 +141,8 @@ def test_the_service_answers_as_for_the_accepted_form(
 ) -> None:
     """Released as the hand-written accepted form is (the same disclosure applies)."""
     svc, bank = service
-    released = svc.run(bank, sql).table
-    expected = svc.run(bank, accepted).table
+    released = svc.run_job(bank, sql).table
+    expected = svc.run_job(bank, accepted).table
     assert released.column_names == expected.column_names == _rows(raw, sql)[0]
     assert released.num_rows > 1
     assert released.to_pylist() == expected.to_pylist()
@@ -151,11 +151,11 @@ def test_the_service_answers_as_for_the_accepted_form(
 def test_offset_skips_released_rows_in_their_released_order(service: Any) -> None:
     svc, bank = service
     base = "SELECT district, count(*) AS n FROM health.claims GROUP BY district ORDER BY n DESC"
-    ten = svc.run(bank, f"{base} LIMIT 10").table.to_pylist()
-    page = svc.run(bank, f"{base} LIMIT 5 OFFSET 5").table.to_pylist()
+    ten = svc.run_job(bank, f"{base} LIMIT 10").table.to_pylist()
+    page = svc.run_job(bank, f"{base} LIMIT 5 OFFSET 5").table.to_pylist()
     assert len(ten) == 10
     assert page == ten[5:]
-    assert svc.run(bank, f"{base} LIMIT 3 OFFSET 0").table.to_pylist() == ten[:3]
+    assert svc.run_job(bank, f"{base} LIMIT 3 OFFSET 0").table.to_pylist() == ten[:3]
 
 
 @pytest.mark.parametrize(
@@ -213,4 +213,4 @@ def test_the_advised_form_is_answered_with_the_same_figures(
     _, rows = _rows(raw, sql)
     _, advised_rows = _rows(raw, advised)
     assert sorted(map(_rounded, advised_rows)) == sorted(map(_rounded, rows))
-    assert svc.run(bank, advised).table.num_rows == len(rows) > 1
+    assert svc.run_job(bank, advised).table.num_rows == len(rows) > 1

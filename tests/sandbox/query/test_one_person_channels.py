@@ -52,7 +52,7 @@ def target(world) -> tuple[str, str, int, str, str, str]:
 def outcome(service, actor, sql: str) -> object:
     """What the operator learns: the released rows, or the refusal's rule."""
     try:
-        return service.run(actor, sql).table.to_pylist()
+        return service.run_job(actor, sql).table.to_pylist()  # held, under a reviewed grant
     except SandboxError as exc:
         return exc.rule
 
@@ -66,7 +66,7 @@ def test_an_extreme_is_never_one_persons_value(world, target) -> None:
         f"SELECT gender, max(district) AS top FROM health.claims WHERE {crowd} OR ({where}) "
         "GROUP BY 1"
     )
-    rows = service.run(actors["op-bank"], sql).table.to_pylist()
+    rows = service.run_job(actors["op-bank"], sql).table.to_pylist()
     assert rows and all(r["top"] is None or r["top"] < "D05" for r in rows), district
     with pytest.raises(SandboxError) as info:
         service.run(
@@ -94,7 +94,7 @@ def test_a_runtime_error_cannot_depend_on_one_persons_row(world, target) -> None
 
 def test_an_overflow_in_the_released_outputs_is_null_not_a_refusal(world) -> None:
     _, service, actors = world
-    rows = service.run(
+    rows = service.run_job(
         actors["op-bank"],
         "SELECT gender, count(*) * 9223372036854775807 AS x FROM health.claims GROUP BY 1",
     ).table.to_pylist()
@@ -109,7 +109,7 @@ def test_a_conditional_column_is_a_filter_in_disguise(world, target) -> None:
         f"WITH t AS (SELECT district, CASE WHEN diagnosis_code = '{code}' THEN 1 END AS f "
         "FROM health.claims) SELECT district, count(*) AS n, count(f) AS c FROM t GROUP BY 1"
     )
-    rows = service.run(actors["op-bank"], sql).table.to_pylist()
+    rows = service.run_job(actors["op-bank"], sql).table.to_pylist()
     with platform.enclave.cursor() as cur:
         truth = dict(
             cur.sql(
@@ -124,7 +124,7 @@ def test_a_conditional_column_is_a_filter_in_disguise(world, target) -> None:
 def test_released_rows_follow_the_keys_not_the_engine(world) -> None:
     """A LIMIT without ORDER BY takes the first groups by key, not by hash-table order."""
     _, service, actors = world
-    rows = service.run(
+    rows = service.run_job(
         actors["op-bank"], "SELECT district, count(*) AS n FROM health.claims GROUP BY 1 LIMIT 3"
     ).table.to_pylist()
     assert [r["district"] for r in rows] == ["D01", "D02", "D03"]

@@ -97,9 +97,9 @@ def test_the_service_answers_the_stack_as_the_separate_selects(deployment) -> No
     platform, tokens = deployment
     bank = platform.authority.authenticate(tokens["op-bank"])
     service = QueryService(platform)
-    stacked = service.run(bank, F_M).table.to_pylist()
+    stacked = service.run_job(bank, F_M).table.to_pylist()
     separate = [
-        service.run(
+        service.run_job(
             bank, f"SELECT count(*) AS n FROM health.claims WHERE gender = '{g}'"
         ).table.to_pylist()[0]["n"]
         for g in ("F", "M")
@@ -115,5 +115,5 @@ def test_a_stack_of_identifier_values_is_still_refused(deployment) -> None:  # t
         "UNION ALL SELECT 'P2', count(*) FROM health.claims WHERE person_id = 'P2'"
     )
     with pytest.raises(QueryRefused) as info:
-        QueryService(platform).run(bank, sql)
+        QueryService(platform).run_job(bank, sql)
     assert info.value.rule == "guard.identifier"
