@@ -80,8 +80,10 @@ def _parsed(query: exp.Select, sql: str) -> Parsed:
 def split_totals(parsed: Parsed) -> Split | None:
     """The outer query (totals replaced by placeholders) and each total, or None if none."""
     root = parsed.expression
-    if not isinstance(root, exp.Select):
-        return None
+    if not isinstance(root, exp.Select) or not any(
+        is_total(s, root) for s in root.find_all(exp.Subquery)
+    ):
+        return None  # most queries: no copy of the tree
     main = root.copy()
     for node in main.walk():
         node.meta.pop(TOTAL, None)  # only placeholders carry it (a comment can set it)
