@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -47,13 +48,14 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> DemoHome:
     return DemoHome(path, json.loads((path / "demo-tokens.json").read_text()))
 
 
-@pytest.fixture(scope="module")
-def live(home: DemoHome) -> Iterator[Server]:
+@contextmanager
+def serving(home: DemoHome, *extra: str) -> Iterator[Server]:
+    """``sandbox serve`` on ``home`` as its own process group, until /health answers."""
     port = _free_port()
     log = home.home.parent / f"serve-{port}.log"
     with open(log, "w") as sink:
         proc = subprocess.Popen(
-            [SANDBOX, "--home", str(home.home), "serve", "--port", str(port)],
+            [SANDBOX, "--home", str(home.home), "serve", "--port", str(port), *extra],
             stdout=sink,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -84,6 +86,12 @@ def live(home: DemoHome) -> Iterator[Server]:
                 os.killpg(proc.pid, 9)
                 proc.wait(timeout=10)
         assert "Traceback" not in running.output(), running.output()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def live(home: DemoHome) -> Iterator[Server]:
+    with serving(home) as running:
+        yield running
 
 
 def query(live: Server, token: str, sql: str) -> tuple[int, Any]:
@@ -283,3 +291,23 @@ def test_the_command_line_acts_like_the_routes(live: Server, home: DemoHome) -> 
     shown = json.loads(run("list", "--state", "resolved", "--json").out)
     mine = next(a for a in shown if a["id"] == alert["id"])
     assert mine["acknowledged_by"].startswith("host:") and mine["resolved_reason"] == "drill"
+
+
+def test_across_two_server_processes(home: DemoHome) -> None:
+    """``serve --workers 2``: the two halves of a differencing pair may reach different
+    processes; the second one's monitor reads the first from the audit store, and the
+    freeze it sets holds on every process at once."""
+    insurer, bureau = home.tokens["op-insurer"], home.tokens["bureau-health"]
+    with serving(home, "--workers", "2") as two:
+        set_policy(
+            two, bureau, scope="dataset", target="health.claims", action="freeze", reason="drill"
+        )
+        base = "SELECT count(*) AS n FROM health.claims WHERE district = 'D03'"
+        assert rule_of(query(two, insurer, base)) == "ok"
+        assert rule_of(query(two, insurer, base + " AND NOT (gender = 'F' AND age >= 90)")) == "ok"
+        alert = alert_of(two, bureau, "differencing", "op-insurer", "high")
+        assert alert is not None and alert["responses"][0]["action"] == "freeze"
+        refused = {rule_of(query(two, insurer, base)) for _ in range(6)}  # both processes
+        assert refused == {"operator.frozen"}, refused
+        done = resolve(two, bureau, alert, reverse=True)
+        assert done["reversed"] == [{"action": "freeze", "operator": "op-insurer"}]
