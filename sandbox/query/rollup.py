@@ -26,8 +26,8 @@ aggregate over the source rows, grouped coarser:
       --    FILTER (WHERE claim_amount IS NOT NULL) FROM t GROUP BY district
 
   ``count(DISTINCT c)`` is allowed by the guard only on the dataset's entity key (so a
-  per-phone stage is refused there, by ``guard.count_distinct``); the rewrite counts a
-  NULL entity as one entity, as the inner's NULL group is one row.
+  per-phone stage is refused there, by ``guard.count_distinct``); without a budget the
+  rewrite counts a NULL entity as one entity, as the inner's NULL group is one row.
 
 The outer WHERE and FILTERs may name only the inner's keys (a filter on a key is the
 same filter on the rows).  Anything else (an inner HAVING, an outer filter on an
