@@ -55,6 +55,7 @@ ACTIONS: Mapping[str, frozenset[TargetKind]] = {
     "dataset.classify": frozenset({_K.DOMAIN, _K.DATASET}),
     "dataset.freeze": frozenset({_K.DATASET}),
     "dataset.unfreeze": frozenset({_K.DATASET}),
+    "registration.decide": frozenset({_K.DOMAIN}),
     "grant.issue": frozenset({_K.DATASET}),
     "grant.read": frozenset({_K.GRANT, _K.ACCOUNT, _K.DOMAIN, _K.DATASET, _K.PLATFORM}),
     "grant.narrow": frozenset({_K.GRANT}),

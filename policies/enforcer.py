@@ -52,6 +52,7 @@ FORBIDDEN: dict[str, frozenset[str]] = {
     Role.BUREAU.value: frozenset(
         {"dataset.query", "result.read", "account.create", "account.disable", "enrolment.issue"}
         | {"audit.export", "operator.freeze", "key.rotate", "enrolment.approve"}
+        | {"registration.decide"}  # a bureau never accepts or certifies its own registration
     ),
     Role.OPERATOR.value: frozenset(
         {"grant.issue", "grant.narrow", "grant.suspend", "grant.resume", "grant.revoke"}
@@ -59,12 +60,14 @@ FORBIDDEN: dict[str, frozenset[str]] = {
         | {"dataset.register", "dataset.classify", "dataset.freeze", "dataset.unfreeze"}
         | {"account.create", "account.disable", "account.licence", "enrolment.issue"}
         | {"operator.freeze", "operator.unfreeze", "audit.read", "audit.export", "job.review"}
-        | {"enrolment.approve"}
+        | {"enrolment.approve", "registration.decide"}
     ),
 }
 """Separation of duties: actions a role may never hold, whatever the policy says."""
 AUDITOR_VERBS = frozenset({"read", "export", "verify"})
-ADDED_ACTIONS = frozenset({("enrolment", "issue"), ("enrolment", "approve")})
+ADDED_ACTIONS = frozenset(
+    {("enrolment", "issue"), ("enrolment", "approve"), ("registration", "decide")}
+)
 """Actions added after the first release: :func:`ensure_policy` gives a policy table that
 names none of them their default lines (the admin issuing and approving enrolments)."""
 

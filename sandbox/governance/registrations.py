@@ -194,6 +194,8 @@ class Registrations:
                 new = advance(
                     RegState(row.state), step, actor.role, self._facts(row, actor, now, open_ids)
                 )
+                if step is not RegStep.WITHDRAW:
+                    self._permitted(actor, row)
                 if step in (RegStep.UPHOLD, RegStep.DISMISS):
                     if objection not in open_ids:
                         raise NotFound(
@@ -307,6 +309,7 @@ class Registrations:
                 open_ids = self._open_objections(conn, app_id)
             facts = self._facts(row, actor, now, open_ids)
             advance(RegState(row.state), RegStep.ISSUE, actor.role, facts)
+            self._permitted(actor, row)
             kept = self._files(app_id) / row.source["file"]
             if not kept.is_file() or sha256_of(kept) != row.source["sha256"]:
                 raise Conflict(
@@ -361,6 +364,16 @@ class Registrations:
                 )
         discard(self._files(app_id))
         return self.show(actor, app_id), reg
+
+    def _permitted(self, actor: Actor, row: Any) -> None:
+        """The platform's steps are also a policy line (``registration.decide``, the admin's
+        in the default policy; 管运分离 forbids it to bureaus and operators)."""
+        authority = self.platform.authority
+        decision = authority.decide(
+            actor, "registration.decide", Target.domain(row.domain), audit=False
+        )
+        if not decision.allowed:
+            raise decision.error()
 
     def _claim(self, app_id: str, state: RegState, now: datetime) -> None:
         """Mark the application as being issued, unless another issue holds it (a claim

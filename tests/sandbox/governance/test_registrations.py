@@ -93,3 +93,32 @@ def test_a_second_issue_meanwhile_is_refused_and_a_stale_claim_taken_over(
         row = conn.execute(sa.select(table).where(table.c.id == app_id)).one()
     assert row.issuing_since is None
     assert not (Path(platform.settings.staging_dir) / "registrations" / app_id).exists()
+
+
+def test_the_admins_steps_are_a_policy_line(world: tuple[Platform, dict[str, str]]) -> None:
+    """Without the policy's `registration.decide` line the admin's steps are refused."""
+    from sandbox.core.policy_tables import bump_policy_version, casbin_rule
+
+    platform, tokens = world
+    clock = Clock()
+    procedure = Registrations(platform, clock=clock)
+    bureau = platform.authority.authenticate(tokens["bureau-health"])
+    app = procedure.apply(
+        bureau,
+        classification=VISITS.replace("health.visits", "health.unpermitted"),
+        source=SourceFile(path=platform.settings.home.parent / "visits.csv", name="visits.csv"),
+        update_frequency="monthly",
+    )
+    line = (casbin_rule.c.ptype == "p") & (casbin_rule.c.v2 == "registration")
+    with platform.engine.begin() as conn:
+        removed = [dict(r._mapping) for r in conn.execute(sa.select(casbin_rule).where(line))]
+        conn.execute(sa.delete(casbin_rule).where(line))
+        bump_policy_version(conn, rules=True)
+    try:
+        refused = _refused(lambda: procedure.step(Actor.host("tests"), app["id"], RegStep.ACCEPT))
+        assert refused.rule == "role.not_permitted"
+    finally:
+        with platform.engine.begin() as conn:
+            conn.execute(sa.insert(casbin_rule), removed)
+            bump_policy_version(conn, rules=True)
+    assert procedure.step(Actor.host("tests"), app["id"], RegStep.ACCEPT)["state"] == "accepted"
