@@ -91,7 +91,7 @@ def list_alerts(
 ) -> Any:
     """The alerts you may see, newest first (at most 500)."""
     filters = AlertFilter(state=state, severity=severity, dataset=dataset, operator=operator)
-    return _desk(services).list(actor, filters)
+    return _desk(services).list_alerts(actor, filters)
 
 
 @router.get("/v1/alerts/policies", response_model=list[PolicyOut])

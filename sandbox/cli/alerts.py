@@ -69,7 +69,7 @@ def list_(
 
     filters = AlertFilter(state=state, severity=severity, dataset=dataset, operator=operator)
     with _desk(ctx.obj, token) as (desk, actor):
-        found = desk.list(actor, filters)
+        found = desk.list_alerts(actor, filters)
     if json_out:
         echo_json(found)
         return
