@@ -193,16 +193,13 @@ class SandboxSide:
         with self.platform.enclave.cursor() as cur:
             return int(cur.sql(sql).fetchall()[0][0])
 
-    def contribution(self, spec: DatasetSpec) -> tuple[int, int]:
-        """C and G this dataset is declared to run under: its ``[contribution]`` or the default.
+    def contribution(self) -> tuple[int, int]:
+        """C and G where neither explain nor the results report them: the platform default.
 
-        What the service enforces is read from ``explain`` and each result's metadata where
-        they say so (``SandboxSide.enforced``); this is the fallback where they do not.
+        A service that does not report the bounds a query runs under predates per-dataset
+        ``[contribution]`` (issue 14) and applies the platform's settings to every dataset.
         """
         bounds = QueryService(self.platform).contribution
-        declared = getattr(spec, "contribution", None)
-        if declared is not None:
-            return declared.max_rows_per_entity, declared.max_groups_per_entity
         return bounds.max_rows_per_entity, bounds.max_groups_per_entity
 
     def _note_bounds(self, meta: dict[str, Any]) -> None:
@@ -481,9 +478,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             t0 = time.perf_counter()
             answers = {"sandbox": side.run(actors, queries, args.seed, args.epsilon)}
             timing = {"sandbox": time.perf_counter() - t0}
-            c, g = min(side.enforced) if side.enforced else side.contribution(spec)
+            c, g = min(side.enforced) if side.enforced else side.contribution()
             max_ids = args.max_ids or min(c * g, side.max_rows_per_entity(spec))
-            source = "as explain reports them" if side.enforced else "declared or default"
+            source = "as explain reports them" if side.enforced else "platform default"
             print(
                 f"sandbox: C = {c} rows per entity and group, G = {g} groups per entity "
                 f"({source}), k floor {side.platform.settings.k_floor}; SmartNoise: max_ids = "
