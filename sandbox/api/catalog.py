@@ -107,13 +107,13 @@ def applications(
 ) -> Any:
     """Applications you are party to (operator: yours; bureau: your domains'; admin and
     auditor: all)."""
-    return _applications(request, services).visible(actor, state=state)
+    return _applications(request, services).read(actor, state=state)
 
 
 @router.get("/v1/grant-applications/{app_id}", response_model=Json)
 def application(app_id: str, request: Request, actor: ActorDep, services: ServicesDep) -> Any:
     """One application and every step of its exchange."""
-    return _applications(request, services).show(actor, app_id)
+    return _applications(request, services).read(actor, app_id)[0]
 
 
 @router.post("/v1/grant-applications/{app_id}/approve", response_model=Json)

@@ -129,13 +129,13 @@ def applications(
 ) -> Any:
     """Applications you may see: every one in publicity (公示), your domains' (bureau), all
     (admin, auditor)."""
-    return _procedure(request, services).visible(actor, state=state)
+    return _procedure(request, services).read(actor, state=state)
 
 
 @router.get("/v1/registrations/{app_id}", response_model=Json)
 def application(app_id: str, request: Request, actor: ActorDep, services: ServicesDep) -> Any:
     """One application, with its steps and the objections you may read."""
-    return _procedure(request, services).show(actor, app_id)
+    return _procedure(request, services).read(actor, app_id)[0]
 
 
 def _step(

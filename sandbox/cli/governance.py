@@ -110,7 +110,7 @@ def registration_list(
     from sandbox.governance.registrations import Registrations
 
     with acting(ctx.obj, token) as (platform, actor):
-        found = Registrations(platform).visible(actor, state=state)
+        found = Registrations(platform).read(actor, state=state)
     if as_json:
         echo_json(found)
         return
@@ -124,7 +124,7 @@ def registration_show(ctx: typer.Context, app_id: str, token: TokenOpt = None) -
     from sandbox.governance.registrations import Registrations
 
     with acting(ctx.obj, token) as (platform, actor):
-        echo_json(Registrations(platform).show(actor, app_id))
+        echo_json(Registrations(platform).read(actor, app_id)[0])
 
 
 def _step(ctx: typer.Context, token: str | None, app_id: str, step: str, **kw: Any) -> None:

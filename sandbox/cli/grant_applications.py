@@ -133,7 +133,7 @@ def grant_applications(
 ) -> None:
     """Grant applications you are party to (all, for admins and auditors)."""
     with acting(ctx.obj, token) as (platform, actor):
-        found = _applications(platform).visible(actor, state=state)
+        found = _applications(platform).read(actor, state=state)
     if as_json:
         echo_json(found)
         return

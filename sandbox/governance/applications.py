@@ -299,6 +299,27 @@ class Applications:
             )
         return row
 
+    def read(
+        self, actor: Actor, app_id: str | None = None, *, state: str | None = None
+    ) -> list[dict[str, Any]]:
+        """What the API and the command line answer (one application, or the listing), the
+        read recorded as ``application.read`` with the number of rows (a refusal with its rule)."""
+        target = "platform" if app_id is None else f"application:{app_id}"
+        with audited(self.platform, actor, "application.read", target):
+            if app_id is None:
+                found = self.visible(actor, state=state)
+            else:
+                found = [self.show(actor, app_id)]
+            record_allow(
+                self.platform,
+                actor,
+                "application.read",
+                target,
+                "allow.read",
+                details={"rows": len(found)},
+            )
+        return found
+
     def visible(self, actor: Actor, *, state: str | None = None) -> list[dict[str, Any]]:
         query = sa.select(apps).order_by(apps.c.submitted_at, apps.c.id)
         if state is not None:

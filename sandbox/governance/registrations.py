@@ -397,6 +397,27 @@ class Registrations:
 
     # -- reading ---------------------------------------------------------------------------
 
+    def read(
+        self, actor: Actor, app_id: str | None = None, *, state: str | None = None
+    ) -> list[dict[str, Any]]:
+        """What the API and the command line answer (one application, or the listing), the
+        read recorded as ``registration.read`` with the number of rows (a refusal with its rule)."""
+        target = "platform" if app_id is None else f"registration:{app_id}"
+        with audited(self.platform, actor, "registration.read", target):
+            if app_id is None:
+                found = self.visible(actor, state=state)
+            else:
+                found = [self.show(actor, app_id)]
+            record_allow(
+                self.platform,
+                actor,
+                "registration.read",
+                target,
+                "allow.read",
+                details={"rows": len(found)},
+            )
+        return found
+
     def visible(self, actor: Actor, *, state: str | None = None) -> list[dict[str, Any]]:
         """Applications the actor may see: every one in publicity (the public listing), a
         bureau's own domains', and all of them for admins and auditors."""

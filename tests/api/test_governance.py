@@ -262,6 +262,10 @@ def test_registration_procedure_full_form(api: Api) -> None:
         "registration.resolve",
     ):
         assert any(e.decision == "allow" for e in api.entries(action)), action
+    # Reads are recorded too; a refused one with its real rule.
+    reads = {(e.actor, e.decision, e.rule) for e in api.entries("registration.read")}
+    assert ("op-bank", "deny", "registration.not_listed") in reads
+    assert ("op-insurer", "allow", "allow.read") in reads
     # The catalog shows it with what the procedure declared, and never a value or bound.
     entry = api.ok("op-bank", "GET", "/v1/catalog/health.visits")
     assert entry["update_frequency"] == "monthly"
@@ -472,7 +476,10 @@ def test_catalog_and_grant_applications(api: Api) -> None:
         api.ok("op-planner", "POST", f"/v1/grant-applications/{aid3}/withdraw", json={})["state"]
         == "withdrawn"
     )
-    # The exchange is in the audit trail.
+    # The exchange is in the audit trail, reads included.
+    reads = {(e.actor, e.decision, e.rule) for e in api.entries("application.read")}
+    assert ("op-bank", "deny", "application.not_own") in reads
+    assert ("auditor", "allow", "allow.read") in reads
     for action in ("grant.apply", "grant.approve", "grant.reject", "grant.withdraw_application"):
         assert any(e.decision == "allow" for e in api.entries(action)), action
     assert any(e.rule == "application.domain" for e in api.entries("grant.approve"))
