@@ -241,3 +241,41 @@ def test_a_derived_tables_condition_is_shared_not_a_complement() -> None:
         )[0]
         is None
     )
+
+
+def test_events_from_audit_entries() -> None:
+    from sandbox.monitoring.events import event_from_entry
+
+    base = {"seq": 7, "time": "2026-12-02T03:00:00.000000Z", "actor": "op", "client": None}
+    refused = event_from_entry(
+        {
+            **base,
+            "action": "dataset.query",
+            "decision": "deny",
+            "rule": "guard.identifier",
+            "dataset": None,
+            "details": {"normalized_sql": "SELECT person_id FROM health.claims"},
+        },
+        datasets=["health.claims", "market.enterprises"],
+    )
+    assert refused is not None and refused.dataset == "health.claims" and not refused.allowed
+    assert refused.shape is None  # refusals are counted, not fingerprinted
+    answered = event_from_entry(
+        {
+            **base,
+            "action": "dataset.query",
+            "decision": "allow",
+            "rule": "grant.allow",
+            "dataset": DS,
+            "details": {
+                "normalized_sql": BASE,
+                "groups_suppressed": 2,
+                "epsilon_spent": 1.0,
+                "epsilon_remaining": 9.0,
+                "cache": True,
+            },
+        },
+    )
+    assert answered is not None and answered.shape and answered.sets and answered.cached
+    assert (answered.suppressed, answered.epsilon_spent, answered.epsilon_remaining) == (2, 1, 9)
+    assert event_from_entry({**base, "action": "grant.read", "decision": "allow"}) is None
