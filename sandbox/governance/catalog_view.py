@@ -4,7 +4,7 @@ Per dataset: description, columns with their level and role (never a value, nor 
 declared bound: bounds may be proposed from the data), update frequency and price
 terms from its registration procedure, quality scores when a quality report exists
 (none is computed yet: ``null``), and how to apply.  Every read is a ``catalog.read``
-decision, recorded.
+decision, recorded; a bureau reads its own domains' part.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from policies import Actor, Target
+from policies import Actor, Role, Target
 from sandbox.core.governance_tables import registration_applications as regs
 from sandbox.enclave.catalog import DatasetRecord
 from sandbox.platform import Platform
@@ -70,14 +70,31 @@ def catalog_entry(record: DatasetRecord, registration: Any | None) -> dict[str, 
 def read_catalog(
     platform: Platform, actor: Actor, dataset: str | None = None
 ) -> list[dict[str, Any]]:
-    """The catalog (or one dataset of it) for ``actor``; the read is a recorded decision."""
+    """The catalog (or one dataset of it) for ``actor``; the read is a recorded decision.
+
+    Operators, auditors and admins read the whole catalog; a bureau its own domains'
+    (its ``catalog.read`` holds there only), one decision per domain.
+    """
     authority = platform.authority
-    target = Target.platform() if dataset is None else Target.dataset(dataset)
-    decision = authority.decide(actor, "catalog.read", target, audit=False)
-    if not decision.allowed:
-        authority.record_decision(actor, decision, request_id=actor.request_id, client=actor.client)
-        raise decision.error()
-    records = [platform.catalog.get(dataset)] if dataset else platform.catalog.list()
+    if dataset is not None:
+        targets = [Target.dataset(dataset)]
+    elif actor.role is Role.BUREAU:
+        targets = [Target.domain(d) for d in actor.domains]
+    else:
+        targets = [Target.platform()]
+    decisions = [authority.decide(actor, "catalog.read", t, audit=False) for t in targets]
+    for decision in decisions:
+        if not decision.allowed:
+            authority.record_decision(
+                actor, decision, request_id=actor.request_id, client=actor.client
+            )
+            raise decision.error()
+    if dataset is not None:
+        records = [platform.catalog.get(dataset)]
+    elif actor.role is Role.BUREAU:
+        records = [r for d in actor.domains for r in platform.catalog.list(domain=d)]
+    else:
+        records = platform.catalog.list()
     with platform.engine.connect() as conn:
         issued = {
             row.dataset: row
@@ -86,11 +103,12 @@ def read_catalog(
             )
         }
     out = [catalog_entry(r, issued.get(r.id)) for r in records]
-    authority.record_decision(
-        actor,
-        decision,
-        details={"rows": len(out)},
-        request_id=actor.request_id,
-        client=actor.client,
-    )
+    for decision in decisions:
+        authority.record_decision(
+            actor,
+            decision,
+            details={"rows": len(out)},
+            request_id=actor.request_id,
+            client=actor.client,
+        )
     return out

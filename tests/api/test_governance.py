@@ -366,6 +366,11 @@ def test_catalog_and_grant_applications(api: Api) -> None:
     assert claims["how_to_apply"]["http"] == "POST /v1/grant-applications"
     assert all("bounds" not in c for c in claims["columns"])
     api.refused("op-bank", "GET", "/v1/catalog/health.nothing", 404, "dataset.unknown")
+    # A bureau reads its own domains' part (its catalog.read holds there only).
+    own = [e["id"] for e in api.ok("bureau-market", "GET", "/v1/catalog")]
+    assert own == ["market.enterprises"]
+    api.refused("bureau-market", "GET", "/v1/catalog/health.claims", 403, "domain.outside")
+    assert len(api.ok("auditor", "GET", "/v1/catalog")) == len(listed)
 
     ask = {
         "dataset": "health.claims",
