@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from sandbox.core.classification import DatasetSpec, Level, Role
+from sandbox.core.classification_file import MAX_CONTRIBUTION
 from sandbox.core.errors import InvalidInput
 from sandbox.core.policy_tables import EPSILON_SCALE
 from sandbox.core.timeutil import to_rfc3339
@@ -144,6 +145,10 @@ class GrantTerms:
     #: Decimal digits released values are rounded to (negative: tens, hundreds; None: none).
     round_digits: int | None = 2
     tariff: Tariff = field(default_factory=Tariff)
+    #: Contribution bounds C and G narrower than the dataset's ``[contribution]`` (None:
+    #: the dataset's own); a query under this grant keeps at most these per entity.
+    max_rows_per_entity: int | None = None
+    max_groups_per_entity: int | None = None
 
     @property
     def review_required(self) -> bool:
@@ -169,6 +174,8 @@ class GrantTerms:
             "dominance_n": self.dominance_n,
             "dominance_p": self.dominance_p,
             "round_digits": self.round_digits,
+            "max_rows_per_entity": self.max_rows_per_entity,
+            "max_groups_per_entity": self.max_groups_per_entity,
             "tariff": self.tariff.to_dict(),
         }
 
@@ -227,6 +234,8 @@ class Grant(GrantTerms):
             dominance_n=row.dominance_n,
             dominance_p=row.dominance_p,
             round_digits=row.round_digits,
+            max_rows_per_entity=getattr(row, "max_rows_per_entity", None),
+            max_groups_per_entity=getattr(row, "max_groups_per_entity", None),
             tariff=Tariff(
                 use=Use(row.use),
                 price_per_query=row.price_per_query,
@@ -273,6 +282,8 @@ def terms_to_row(terms: GrantTerms) -> dict[str, Any]:
         "dominance_n": terms.dominance_n,
         "dominance_p": terms.dominance_p,
         "round_digits": terms.round_digits,
+        "max_rows_per_entity": terms.max_rows_per_entity,
+        "max_groups_per_entity": terms.max_groups_per_entity,
         "use": terms.tariff.use.value,
         "price_per_query": terms.tariff.price_per_query,
         "price_per_million_rows": terms.tariff.price_per_million_rows,
@@ -346,6 +357,7 @@ def validate_terms(terms: GrantTerms, spec: DatasetSpec, *, k_floor: int) -> Gra
     if terms.k < k_floor:
         problems.append(f"k must be at least the platform floor {k_floor}")
     _check_budget(terms, problems)
+    _check_contribution(terms, spec, problems)
     if not isinstance(terms.release_mode, ReleaseMode):
         problems.append("release_mode is 'dp' or 'reviewed'")
     elif terms.release_mode is ReleaseMode.DP and terms.epsilon_total is None:
@@ -373,6 +385,24 @@ def validate_terms(terms: GrantTerms, spec: DatasetSpec, *, k_floor: int) -> Gra
     if problems:
         raise InvalidInput("grant terms: " + "; ".join(problems), rule="grant.terms")
     return replace(terms, columns=columns, groupable=groupable)
+
+
+def _check_contribution(terms: GrantTerms, spec: DatasetSpec, problems: list[str]) -> None:
+    """A grant's C and G only narrow the dataset's (``docs/classification.md``)."""
+    declared = spec.contribution
+    for name in ("max_rows_per_entity", "max_groups_per_entity"):
+        value = getattr(terms, name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"{name} must be a whole number when set")
+        elif not 1 <= value <= MAX_CONTRIBUTION:
+            problems.append(f"{name} must be between 1 and {MAX_CONTRIBUTION} when set")
+        elif declared is not None and value > getattr(declared, name):
+            problems.append(
+                f"{name} can only narrow the dataset's: {spec.id} declares "
+                f"{getattr(declared, name)}"
+            )
 
 
 def _check_budget(terms: GrantTerms, problems: list[str]) -> None:
@@ -410,7 +440,14 @@ def widenings(old: GrantTerms, new: GrantTerms) -> list[str]:
         out.append("groupable columns added")
     if new.k < old.k:
         out.append("k lowered")
-    for name in ("epsilon_total", "epsilon_per_query", "queries_per_day", "rows_per_day"):
+    for name in (
+        "epsilon_total",
+        "epsilon_per_query",
+        "queries_per_day",
+        "rows_per_day",
+        "max_rows_per_entity",
+        "max_groups_per_entity",
+    ):
         before, after = getattr(old, name), getattr(new, name)
         if before is not None and (after is None or after > before):
             out.append(f"{name} raised or removed")

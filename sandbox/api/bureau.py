@@ -21,10 +21,13 @@ from policies import Actor, GrantTerms, ReleaseMode, Target, Tariff, Use
 from sandbox.core.classification import Level, parse_classification
 from sandbox.core.errors import ConnectorError, InvalidInput, NotFound, Withheld
 from sandbox.jobs.results import result_rows
+from sandbox.query.bounds_proposal import propose_bounds
 from sandbox.reclassify import reclassify
 
 from .context import ActorDep, Meta, MetaDep, Services, ServicesDep
 from .models import (
+    BoundsProposalIn,
+    BoundsProposalOut,
     ClassifyIn,
     GrantIn,
     GrantNarrowIn,
@@ -267,6 +270,24 @@ def classify(
     )
 
 
+@router.post("/v1/datasets/{dataset_id}/bounds-proposal", response_model=BoundsProposalOut)
+def bounds_proposal(
+    dataset_id: str, body: BoundsProposalIn, actor: ActorDep, meta: MetaDep, services: ServicesDep
+) -> Any:
+    """Propose C, G and clamping bounds from DP quantiles: spends ε, recorded first."""
+    proposal = propose_bounds(
+        services.platform,
+        dataset_id,
+        actor,
+        epsilon=body.epsilon,
+        percentile=body.percentile,
+        value_percentile=body.value_percentile,
+        request_id=meta.request_id,
+        client=meta.client,
+    )
+    return proposal.to_dict()
+
+
 # -- grants ----------------------------------------------------------------------------------
 
 
@@ -290,6 +311,8 @@ def issue_grant(body: GrantIn, actor: ActorDep, services: ServicesDep) -> Any:
         dominance_n=body.dominance_n,
         dominance_p=body.dominance_p,
         round_digits=body.round_digits,
+        max_rows_per_entity=body.max_rows_per_entity,
+        max_groups_per_entity=body.max_groups_per_entity,
         tariff=Tariff(
             use=Use(body.use),
             price_per_query=body.price_per_query_fen,

@@ -99,6 +99,11 @@ class ExplainOut(BaseModel):
         description="Per output: the 95% half-width of its noise (docs/disclosure.md, "
         "Accuracy), known before any ε is spent.",
     )
+    contribution: dict[str, int] | None = Field(
+        default=None,
+        description="C and G the query runs under: the datasets' [contribution], narrowed "
+        "by the grants (docs/disclosure.md).",
+    )
     review_required: bool | None = None
     grants: list[Json] | None = None
     normalized_sql: str | None = None
@@ -200,6 +205,30 @@ class ClassifyIn(In):
     classification: str = Field(min_length=1, max_length=200_000, description="TOML text.")
 
 
+class BoundsProposalIn(In):
+    epsilon: float | None = Field(
+        default=None, gt=0, le=10, description="Owner-side ε to spend (recorded)."
+    )
+    percentile: float | None = Field(
+        default=None, gt=0.5, lt=1, description="Share of entities C and G keep whole."
+    )
+    value_percentile: float | None = Field(
+        default=None, gt=0.5, lt=1, description="Quantile proposed as clamping bounds."
+    )
+
+
+class BoundsProposalOut(BaseModel):
+    dataset: str
+    epsilon: float
+    percentile: float
+    value_percentile: float
+    contribution: dict[str, int]
+    groups_by_column: dict[str, int]
+    bounds: dict[str, list[float]]
+    owner_epsilon_spent: float
+    toml: str
+
+
 class RegistrationOut(BaseModel):
     dataset: DatasetOut
     replaced: bool
@@ -236,6 +265,12 @@ class GrantIn(In):
     dominance_n: Literal[1, 2] = 2
     dominance_p: float | None = Field(default=0.9, gt=0, le=1)
     round_digits: int | None = Field(default=2, ge=-9, le=9)
+    max_rows_per_entity: int | None = Field(
+        default=None, ge=1, le=1000, description="C below the dataset's [contribution]."
+    )
+    max_groups_per_entity: int | None = Field(
+        default=None, ge=1, le=1000, description="G below the dataset's [contribution]."
+    )
     use: Literal["public_interest", "commercial"] = "public_interest"
     price_per_query_fen: int = Field(default=0, ge=0)
     price_per_million_rows_fen: int = Field(default=0, ge=0)
@@ -255,6 +290,8 @@ class GrantNarrowIn(In):
     dominance_n: Literal[1, 2] | None = None
     dominance_p: float | None = Field(default=None, gt=0, le=1)
     round_digits: int | None = Field(default=None, ge=-9, le=9)
+    max_rows_per_entity: int | None = Field(default=None, ge=1, le=1000)
+    max_groups_per_entity: int | None = Field(default=None, ge=1, le=1000)
     reason: str = Field(default="", max_length=2000)
 
 
@@ -304,6 +341,8 @@ class GrantOut(BaseModel):
     dominance_n: int
     dominance_p: float | None
     round_digits: int | None
+    max_rows_per_entity: int | None = None
+    max_groups_per_entity: int | None = None
     tariff: Json
     usage: GrantUsage | None = None
 

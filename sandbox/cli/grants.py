@@ -62,6 +62,12 @@ def grant_issue(
     round_digits: Annotated[
         int | None, Opt(help="Round released values to this many decimals (-1: tens).")
     ] = 2,
+    max_rows_per_entity: Annotated[
+        int | None, Opt(help="C: rows per entity and group, below the dataset's [contribution].")
+    ] = None,
+    max_groups_per_entity: Annotated[
+        int | None, Opt(help="G: groups per entity, below the dataset's [contribution].")
+    ] = None,
     use: Annotated[str, Opt(help="public_interest (free) or commercial.")] = "public_interest",
     price_per_query: Annotated[str | None, Opt(help="CNY per query.")] = None,
     price_per_million_rows: Annotated[str | None, Opt(help="CNY per million rows.")] = None,
@@ -95,6 +101,8 @@ def grant_issue(
         dominance_n=dominance_n,
         dominance_p=dominance_p or None,
         round_digits=round_digits,
+        max_rows_per_entity=max_rows_per_entity,
+        max_groups_per_entity=max_groups_per_entity,
         tariff=Tariff(
             use=kind,
             price_per_query=fen(price_per_query, "price per query"),
@@ -165,6 +173,8 @@ def grant_narrow(
     dominance_n: Annotated[int | None, Opt(help="Dominance over 2 contributors.")] = None,
     dominance_p: Annotated[float | None, Opt(help="Lower dominance share.")] = None,
     round_digits: Annotated[int | None, Opt(help="Coarser rounding (fewer digits).")] = None,
+    max_rows_per_entity: Annotated[int | None, Opt(help="Lower C (rows per entity).")] = None,
+    max_groups_per_entity: Annotated[int | None, Opt(help="Lower G (groups per entity).")] = None,
     reason: Annotated[str, Opt(help="Recorded in the grant's history.")] = "",
     token: TokenOpt = None,
 ) -> None:
@@ -189,6 +199,8 @@ def grant_narrow(
         ("dominance_n", dominance_n),
         ("dominance_p", dominance_p),
         ("round_digits", round_digits),
+        ("max_rows_per_entity", max_rows_per_entity),
+        ("max_groups_per_entity", max_groups_per_entity),
     ):
         if value is not None:
             changes[name] = value

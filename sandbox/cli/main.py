@@ -21,6 +21,7 @@ import typer
 
 from sandbox.cli.accounts import account_app, token_app
 from sandbox.cli.audit import audit_app
+from sandbox.cli.bounds import propose_bounds_command
 from sandbox.cli.common import LazySettings, settings_of
 from sandbox.cli.governance import catalog_app, registration_app
 from sandbox.cli.grant_applications import add_grant_application_commands
@@ -45,6 +46,7 @@ app = typer.Typer(
 )
 dataset_app = typer.Typer(help="Register, inspect and certify datasets.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
+dataset_app.command("propose-bounds")(propose_bounds_command)
 app.add_typer(account_app, name="account")
 app.add_typer(token_app, name="token")
 app.add_typer(grant_app, name="grant")
@@ -195,6 +197,13 @@ def dataset_show(
     typer.echo(f"owner domain: {rec.domain}   entity key: {rec.entity_key}   rows: {rec.row_count}")
     typer.echo(f"source: {rec.connector} {rec.source_uri}")
     typer.echo(f"source sha256: {rec.source_sha256}   loaded: {rec.loaded_at}")
+    bounds = rec.spec.contribution
+    typer.echo(
+        "contribution: platform default (no [contribution])"
+        if bounds is None
+        else f"contribution: C = {bounds.max_rows_per_entity} rows per entity and group, "
+        f"G = {bounds.max_groups_per_entity} groups per entity"
+    )
     typer.echo("")
     typer.echo(f"{'column':<16} {'type':<14} {'level':<5} {'role':<10} rules")
     for col in rec.spec.columns:

@@ -41,10 +41,10 @@ from typing import Any
 
 import rfc8785
 
+from sandbox.core.classification_contribution import ContributionEntry
 from sandbox.core.classification_file import (
     DATASET_ID,
     ColumnEntry,
-    ContributionEntry,
     DatasetEntry,
     Generalization,
     Level,

@@ -37,7 +37,6 @@ __all__ = [
     "MAX_CONTRIBUTION",
     "TRUNCATE_UNITS",
     "ColumnEntry",
-    "ContributionEntry",
     "DatasetEntry",
     "Generalization",
     "Level",
@@ -339,41 +338,7 @@ class DatasetEntry(BaseModel):
         return value
 
 
-def _bound(value: Any, what: str) -> int:
-    """A contribution bound: a whole number in ``[1, MAX_CONTRIBUTION]``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise PydanticCustomError("contribution", f"{what} must be a whole number")
-    if not 1 <= value <= MAX_CONTRIBUTION:
-        raise PydanticCustomError(
-            "contribution", f"{what} must be between 1 and {MAX_CONTRIBUTION}"
-        )
-    return value
-
-
-def _rows_bound(value: Any) -> int:
-    return _bound(value, "max_rows_per_entity")
-
-
-def _groups_bound(value: Any) -> int:
-    return _bound(value, "max_groups_per_entity")
-
-
-class ContributionEntry(BaseModel):
-    """``[contribution]``: what one entity (of the dataset's entity key) may contribute.
-
-    ``max_rows_per_entity`` (C): rows of one entity counted in one group;
-    ``max_groups_per_entity`` (G): groups one entity counts in, per query with a
-    privacy budget.  Both required: a half-declared section is a mistake, not a wish
-    for the platform's default of the other.
-    """
-
-    model_config = _FILE
-
-    max_rows_per_entity: Annotated[int, PlainValidator(_rows_bound)]
-    max_groups_per_entity: Annotated[int, PlainValidator(_groups_bound)]
-
-
-Section = TypeVar("Section", ColumnEntry, DatasetEntry, ContributionEntry)
+Section = TypeVar("Section", bound=BaseModel)
 
 
 def section(

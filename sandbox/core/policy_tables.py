@@ -133,6 +133,9 @@ grants = sa.Table(
     sa.Column("dominance_n", sa.Integer, nullable=False, server_default="2"),
     sa.Column("dominance_p", sa.Float, server_default="0.9"),
     sa.Column("round_digits", sa.Integer, server_default="2"),
+    # Contribution bounds narrower than the dataset's [contribution] (NULL: the dataset's).
+    sa.Column("max_rows_per_entity", sa.Integer),
+    sa.Column("max_groups_per_entity", sa.Integer),
     sa.Column("use", sa.String(16), nullable=False),
     sa.Column("price_per_query", sa.BigInteger, nullable=False),
     sa.Column("price_per_million_rows", sa.BigInteger, nullable=False),

@@ -78,6 +78,10 @@ class DatasetRecord:
             "schema_sha256": self.schema_sha256,
             "classification_sha256": self.classification_sha256,
             "columns": {c.name: c.to_dict() for c in self.spec.columns},
+            # C and G as declared ([contribution]); null: the platform's default applies.
+            "contribution": None
+            if self.spec.contribution is None
+            else self.spec.contribution.to_dict(),
         }
 
 

@@ -65,6 +65,7 @@ from sandbox.monitoring.fingerprint import predicate_fingerprint
 from sandbox.platform import Platform
 from sandbox.query.accountant import per_query_epsilon
 from sandbox.query.cell_accuracy import output_accuracy
+from sandbox.query.contribution import effective_contribution
 from sandbox.query.cost import Cost, CostLimits, check_cost
 from sandbox.query.disclosure import DisclosureParams
 from sandbox.query.noise import NoiseSource
@@ -138,6 +139,7 @@ class QueryService:
     ) -> None:
         self.platform = platform
         self.noise = noise
+        # The default for a dataset whose classification declares no [contribution].
         self.contribution = contribution or ContributionBounds(
             max_rows_per_entity=platform.settings.dp_max_rows_per_entity,
             max_groups_per_entity=platform.settings.dp_max_groups_per_entity,
@@ -190,7 +192,9 @@ class QueryService:
             )
         return access
 
-    def _params(self, decision: Decision) -> tuple[DisclosureParams, float | None]:
+    def _params(
+        self, decision: Decision, records: dict[str, DatasetRecord] | None = None
+    ) -> tuple[DisclosureParams, float | None]:
         grants = decision.grants
         k = max([g.k for g in grants] + [self.platform.settings.k_floor])
         budgeted = [g for g in grants if g.epsilon_total is not None]
@@ -207,11 +211,14 @@ class QueryService:
         # A query over several grants (a join) releases under the strictest terms of each.
         shares = [g.dominance_p for g in grants if g.dominance_p is not None]
         digits = [g.round_digits for g in grants if g.round_digits is not None]
+        # C and G: each dataset's [contribution] (or the default), narrowed by its grants.
+        specs = {d: r.spec for d, r in (records or {}).items()}
+        bounds = effective_contribution(grants, specs, self.contribution)
         params = DisclosureParams(
             k=k,
             epsilon=epsilon,
-            max_rows_per_entity=self.contribution.max_rows_per_entity,
-            max_groups_per_entity=self.contribution.max_groups_per_entity,
+            max_rows_per_entity=bounds.max_rows_per_entity,
+            max_groups_per_entity=bounds.max_groups_per_entity,
             dominance_n=max((g.dominance_n for g in grants), default=2),
             dominance_p=min(shares) if shares else None,
             round_digits=min(digits) if digits else None,
@@ -257,7 +264,7 @@ class QueryService:
         )
         if not paid:
             _check_rows_quota(decision, cost)
-        params, remaining = self._params(decision)
+        params, remaining = self._params(decision, records)
         caps = [g.epsilon_per_query for g in decision.grants if g.epsilon_per_query]
         params = per_query_epsilon(params, min(caps) if caps else None, epsilon)
         access = self._access(decision.grants, records)
@@ -306,6 +313,10 @@ class QueryService:
             "epsilon_remaining": auth.remaining,
             # 95% half-widths per output, from the noise plan: before any ε is spent.
             "accuracy": output_accuracy(prepared),
+            "contribution": {
+                "max_rows_per_entity": prepared.params.max_rows_per_entity,
+                "max_groups_per_entity": prepared.params.max_groups_per_entity,
+            },
             "review_required": decision.review_required,
             "grants": [{"id": g.id, "version": g.version} for g in decision.grants],
             "normalized_sql": prepared.parsed.normalized_sql,

@@ -1,0 +1,51 @@
+"""The ``[contribution]`` section of a classification file: C and G of the entity key.
+
+Read by :func:`sandbox.core.classification.parse_classification` with
+:func:`sandbox.core.classification_file.section`, like every section: problems are
+reported by key path, never with the value (``docs/classification.md``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, PlainValidator
+from pydantic_core import PydanticCustomError
+
+from sandbox.core.classification_file import _FILE, MAX_CONTRIBUTION
+
+__all__ = ["ContributionEntry"]
+
+
+def _bound(value: Any, what: str) -> int:
+    """A contribution bound: a whole number in ``[1, MAX_CONTRIBUTION]``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PydanticCustomError("contribution", f"{what} must be a whole number")
+    if not 1 <= value <= MAX_CONTRIBUTION:
+        raise PydanticCustomError(
+            "contribution", f"{what} must be between 1 and {MAX_CONTRIBUTION}"
+        )
+    return value
+
+
+def _rows_bound(value: Any) -> int:
+    return _bound(value, "max_rows_per_entity")
+
+
+def _groups_bound(value: Any) -> int:
+    return _bound(value, "max_groups_per_entity")
+
+
+class ContributionEntry(BaseModel):
+    """``[contribution]``: what one entity (of the dataset's entity key) may contribute.
+
+    ``max_rows_per_entity`` (C): rows of one entity counted in one group;
+    ``max_groups_per_entity`` (G): groups one entity counts in, per query with a
+    privacy budget.  Both required: a half-declared section is a mistake, not a wish
+    for the platform's default of the other.
+    """
+
+    model_config = _FILE
+
+    max_rows_per_entity: Annotated[int, PlainValidator(_rows_bound)]
+    max_groups_per_entity: Annotated[int, PlainValidator(_groups_bound)]

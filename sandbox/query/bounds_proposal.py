@@ -1,0 +1,289 @@
+"""``sandbox dataset propose-bounds``: C, G and clamping bounds from DP quantiles.
+
+The bureau that owns a dataset asks what to declare in its classification's
+``[contribution]`` section and ``bounds``.  Reading the true maximum would release a
+value of one entity (the busiest person's claim count, the largest amount), so every
+bound is a DP quantile (:mod:`sandbox.query.bounds_quantile`), at the
+``bounds_percentile`` setting ``p`` (0.95 by default) for counts and at
+``bounds_value_percentile`` ``v`` (0.99) for values, spending an owner-side ε:
+
+1. **C**: the ``p``-quantile of per-entity row counts, candidates ``1 … MAX_CONTRIBUTION``
+   (one entity is one item: ``Δ = 1``);
+2. **G**, per groupable column (dimension, quasi, sensitive; never L4), as the column
+   is released (its declared generalisation applied): the ``p``-quantile of per-entity
+   distinct values (``Δ = 1``).  The proposal is the largest of them: every one-column
+   grouping keeps the share ``p`` of its entities whole;
+3. **clamping bounds** of each measure and measure use: the ``1 - v`` and ``v`` quantiles
+   of the values, each entity keeping at most the C of step 1 rows (``Δ = C``; C is
+   already DP, so using it is post-processing), over ``QUANTILE_BINS`` bins of the
+   *declared* bounds (public): a proposal only ever narrows them.
+
+ε is split equally among the quantiles (basic composition): the proposal is ε-DP for
+adding or removing one entity's rows.  The spend is **recorded before** anything is
+read: an audit entry (``dataset.propose_bounds``, rule ``registry.propose_bounds``)
+with ``epsilon`` and the dataset's cumulative owner-side spend
+(``owner_epsilon_spent``), which auditors read; a repeated proposal spends again (no
+cache: each draws fresh noise).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from typing import Any
+
+from audit.queries import EntryFilter
+from policies import Actor, Target
+from sandbox.core.classification import ColumnSpec, Contribution, DatasetSpec, Level, Role
+from sandbox.core.classification_file import MAX_CONTRIBUTION
+from sandbox.core.errors import InvalidInput, SandboxError
+from sandbox.platform import Platform
+from sandbox.query.bounds_quantile import chosen_count, chosen_edge
+from sandbox.query.disclosure import QUANTILE_BINS
+from sandbox.query.noise import ChoiceSource, system_noise
+
+__all__ = ["ACTION", "BoundsProposal", "owner_epsilon_spent", "propose_bounds"]
+
+ACTION = "dataset.propose_bounds"
+RULE = "registry.propose_bounds"
+GROUPABLE = (Role.DIMENSION, Role.QUASI, Role.SENSITIVE)
+
+
+@dataclass(frozen=True)
+class BoundsProposal:
+    """What ``propose-bounds`` suggests for one dataset (every number a DP output)."""
+
+    dataset: str
+    epsilon: float
+    percentile: float
+    value_percentile: float
+    contribution: Contribution
+    groups_by_column: dict[str, int]
+    bounds: dict[str, tuple[float, float]]
+    owner_epsilon_spent: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "epsilon": self.epsilon,
+            "percentile": self.percentile,
+            "value_percentile": self.value_percentile,
+            "contribution": self.contribution.to_dict(),
+            "groups_by_column": dict(self.groups_by_column),
+            "bounds": {name: list(pair) for name, pair in self.bounds.items()},
+            "owner_epsilon_spent": self.owner_epsilon_spent,
+            "toml": self.toml(),
+        }
+
+    def toml(self) -> str:
+        """A snippet to paste into the classification (replacing what it names)."""
+        lines = [
+            f"# Proposed by `sandbox dataset propose-bounds` (DP, ε = {self.epsilon:g}): "
+            f"C and G keep about {self.percentile:.0%} of entities whole, clamping bounds "
+            f"the {1 - self.value_percentile:.0%} and {self.value_percentile:.0%} quantiles.",
+            "[contribution]",
+            f"max_rows_per_entity = {self.contribution.max_rows_per_entity}",
+            f"max_groups_per_entity = {self.contribution.max_groups_per_entity}",
+            "# G by one-column grouping: "
+            + ", ".join(f"{name} {g}" for name, g in self.groups_by_column.items()),
+        ]
+        for name, (low, high) in self.bounds.items():
+            lines += ["", f"# [columns.{name}]: bounds = [{_number(low)}, {_number(high)}]"]
+        return "\n".join(lines) + "\n"
+
+    def apply_to(self, spec: DatasetSpec) -> DatasetSpec:
+        """``spec`` with the proposed contribution and clamping bounds."""
+        columns = tuple(
+            replace(col, bounds=self.bounds[col.name]) if col.name in self.bounds else col
+            for col in spec.columns
+        )
+        return replace(spec, columns=columns, contribution=self.contribution)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value == int(value) and abs(value) < 1e15 else repr(value)
+
+
+def owner_epsilon_spent(platform: Platform, dataset: str) -> float:
+    """The ε the dataset's owner has spent on proposals, from the audit trail."""
+    total = 0.0
+    offset, page = 0, 1000
+    filters = EntryFilter(action=ACTION, dataset=dataset, decision="allow")
+    while True:
+        entries = platform.audit.entries(filters, offset=offset, limit=page)
+        total += sum(float(e.details.get("epsilon", 0.0)) for e in entries)
+        if len(entries) < page:
+            return total
+        offset += page
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _released_form(col: ColumnSpec) -> str:
+    """The column as a grouping may release it (its declared generalisation applied)."""
+    name, gen = _quoted(col.name), col.generalize
+    if gen is None:
+        return name
+    if gen.kind == "band":
+        return f"floor({name} / {gen.width!r}) * {gen.width!r}"
+    if gen.kind == "truncate":
+        return f"date_trunc('{gen.unit}', {name})"
+    return f"left({name}, {int(gen.length or 1)})"
+
+
+def _per_entity_histogram(
+    run: Callable[[str, list[Any]], list[tuple[Any, ...]]], table: str, entity: str, expr: str
+) -> list[int]:
+    """Entities by per-entity ``expr`` (an integer, clipped to ``1 … MAX_CONTRIBUTION``)."""
+    rows = run(
+        f"SELECT least(greatest(n, 1), {MAX_CONTRIBUTION}) AS v, count(*) AS c "
+        f"FROM (SELECT {expr} AS n FROM {table} GROUP BY {entity}) GROUP BY 1",
+        [],
+    )
+    counts = [0] * MAX_CONTRIBUTION  # bin j: value j + 1
+    for value, count in rows:
+        counts[int(value) - 1] += int(count)
+    return counts
+
+
+def _value_histogram(
+    run: Callable[[str, list[Any]], list[tuple[Any, ...]]],
+    table: str,
+    entity: str,
+    col: ColumnSpec,
+    cap: int,
+) -> list[int]:
+    """Values of ``col`` in ``QUANTILE_BINS`` bins of its declared bounds, ≤ ``cap`` rows
+    per entity."""
+    assert col.bounds is not None
+    name = _quoted(col.name)
+    rows = run(
+        f"SELECT least(greatest(floor((least(greatest(x, ?), ?) - ?) / (? - ?) * {QUANTILE_BINS}),"
+        f" 0), {QUANTILE_BINS - 1})::BIGINT AS bin, count(*) AS c FROM ("
+        # Which rows an entity keeps depends on its own values only (a hash of each), never
+        # on the scan order, which other entities' rows could move: the sensitivity stays C.
+        f"SELECT {name}::DOUBLE AS x, row_number() OVER "
+        f"(PARTITION BY {entity} ORDER BY hash({name}), {name}) AS rn "
+        f"FROM {table} WHERE {name} IS NOT NULL) WHERE rn <= {cap} GROUP BY 1",
+        [*col.bounds, col.bounds[0], col.bounds[1], col.bounds[0]],
+    )
+    counts = [0] * QUANTILE_BINS
+    for bin_, count in rows:
+        counts[int(bin_)] += int(count)
+    return counts
+
+
+def _check(epsilon: float, *percentiles: float) -> None:
+    if not (math.isfinite(epsilon) and 0 < epsilon <= 10):
+        raise InvalidInput("epsilon must be a number in (0, 10]", rule="bounds.epsilon")
+    if not all(math.isfinite(p) and 0.5 < p < 1 for p in percentiles):
+        raise InvalidInput("a percentile must be a number in (0.5, 1)", rule="bounds.percentile")
+
+
+def propose_bounds(
+    platform: Platform,
+    dataset: str,
+    actor: Actor,
+    *,
+    epsilon: float | None = None,
+    percentile: float | None = None,
+    value_percentile: float | None = None,
+    source: ChoiceSource | None = None,
+    request_id: str | None = None,
+    client: str | None = None,
+) -> BoundsProposal:
+    """Spend ``epsilon`` (recorded first) and propose C, G and clamping bounds for ``dataset``.
+
+    Only who may reclassify the dataset (its bureau, or the host console) may ask: the
+    decision is ``dataset.classify`` on it.  Every refusal is audited with its rule; a
+    failure after the spend is recorded keeps the spend.
+    """
+    eps = platform.settings.bounds_epsilon if epsilon is None else epsilon
+    p = platform.settings.bounds_percentile if percentile is None else percentile
+    v = platform.settings.bounds_value_percentile if value_percentile is None else value_percentile
+    entry = {
+        "actor": actor.name,
+        "role": actor.role.value,
+        "action": ACTION,
+        "target": f"dataset:{dataset}",
+        "dataset": dataset,
+        "request_id": request_id,
+        "client": client,
+    }
+    decision = platform.authority.decide(
+        actor, "dataset.classify", Target.dataset(dataset), audit=False
+    )
+    if not decision.allowed:
+        platform.authority.record_decision(actor, decision, request_id=request_id, client=client)
+        raise decision.error()
+    try:
+        _check(eps, p, v)
+        spec = platform.catalog.get(dataset).spec
+        groupable = [c for c in spec.columns if c.role in GROUPABLE and c.level is not Level.L4]
+        measured = [c for c in spec.columns if c.bounds is not None]
+        spent = owner_epsilon_spent(platform, dataset) + eps
+        platform.record(
+            **entry,
+            decision="allow",
+            rule=RULE,
+            details={
+                "epsilon": eps,
+                "percentile": p,
+                "value_percentile": v,
+                "quantiles": 1 + len(groupable) + 2 * len(measured),
+                "owner_epsilon_spent": spent,
+                **actor.audit_details(),
+            },
+        )
+    except SandboxError as exc:
+        if exc.rule not in ("audit.unavailable", "audit.append"):
+            platform.record(
+                **entry,
+                decision="deny",
+                rule=exc.rule or exc.code,
+                details={"reason": exc.message, **actor.audit_details()},
+            )
+        raise
+    chooser = source or system_noise()
+    share = Fraction(eps) / (1 + len(groupable) + 2 * len(measured))
+    q, qv = Fraction(str(p)), Fraction(str(v))
+    table = f"{_quoted(spec.domain)}.{_quoted(spec.table)}"
+    entity = _quoted(spec.entity_key)
+
+    def run(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        return [tuple(r.values()) for r in platform.enclave.query(sql, params).to_pylist()]
+
+    rows = _per_entity_histogram(run, table, entity, "count(*)")
+    c = chosen_count(rows, q, share, chooser)
+    groups = {}
+    for col in groupable:
+        counts = _per_entity_histogram(run, table, entity, f"count(DISTINCT {_released_form(col)})")
+        groups[col.name] = chosen_count(counts, q, share, chooser)
+    bounds = {}
+    for col in measured:
+        assert col.bounds is not None
+        counts = _value_histogram(run, table, entity, col, c)
+        low_edge = chosen_edge(counts, 1 - qv, share, c, chooser)
+        high_edge = chosen_edge(counts, qv, share, c, chooser)
+        if high_edge <= low_edge:  # a bound pair needs low < high: widen by one bin
+            high_edge = min(low_edge + 1, QUANTILE_BINS)
+            low_edge = high_edge - 1
+        low, high = Fraction(col.bounds[0]), Fraction(col.bounds[1])
+        bounds[col.name] = (
+            float(low + (high - low) * Fraction(low_edge, QUANTILE_BINS)),
+            float(low + (high - low) * Fraction(high_edge, QUANTILE_BINS)),
+        )
+    return BoundsProposal(
+        dataset=dataset,
+        epsilon=eps,
+        percentile=p,
+        value_percentile=v,
+        contribution=Contribution(c, max(groups.values(), default=1)),
+        groups_by_column=groups,
+        bounds=bounds,
+        owner_epsilon_spent=spent,
+    )

@@ -1,0 +1,124 @@
+"""DP quantiles of histograms, for proposing a dataset's bounds (pure functions).
+
+``sandbox dataset propose-bounds`` (:mod:`sandbox.query.bounds_proposal`) reads
+histograms in the enclave (per-entity row counts, per-entity distinct values of a
+groupable column, clamped values) and chooses each bound here with the exponential
+mechanism as permute-and-flip (:meth:`sandbox.query.noise.ExactNoise.permute_and_flip`),
+never reading the true maximum.
+
+One choice, over candidates ``i = 0 … m`` (the edges of ``m`` bins): the score of ``i``
+is ``-|below(i) - q·n|``, ``below(i)`` the items in bins before ``i`` and ``n`` all
+items.  Adding or removing one entity moves ``below(i)`` by at most ``Δ`` (its items:
+1 for a per-entity count, at most ``C`` for values when each entity keeps at most ``C``
+rows) and ``q·n`` by at most ``q·Δ``; so a score moves by at most ``Δ``
+(``max(q, 1 - q) ≤ 1``).  Permute-and-flip at temperature ``T = 2Δ/ε`` is ε-DP, and with
+probability ``1 - β`` its choice scores within ``T·(ln(m + 1) + ln(1/β))`` of the best
+(McKenna and Sheldon 2020): :func:`rank_tolerance`.  The candidates depend only on
+public inputs (the declared bounds, :data:`COUNT_CANDIDATES`), never on the data.
+
+Per-entity counts are whole numbers with atoms (every person has one gender): there
+the score of a candidate ``c`` is ``-max(0, #(< c) - q·n, q·n - #(≤ c))``, zero exactly
+where ``c`` is a ``q``-quantile, so a plateau of equal scores above the largest value
+does not draw the choice upwards; its sensitivity is ``Δ`` too.  The candidates are
+``1 … 20`` and then steps of about 20% up to ``MAX_CONTRIBUTION`` (fewer candidates: a
+smaller ``ln m`` and fewer ways to land far off).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from fractions import Fraction
+
+from sandbox.core.classification_file import MAX_CONTRIBUTION
+from sandbox.query.noise import ChoiceSource
+
+__all__ = [
+    "COUNT_CANDIDATES",
+    "chosen_count",
+    "chosen_edge",
+    "count_scores",
+    "edge_scores",
+    "rank_tolerance",
+    "temperature",
+]
+
+
+def _count_candidates(limit: int) -> tuple[int, ...]:
+    values = list(range(1, 21))
+    while values[-1] < limit:
+        values.append(min(limit, round(values[-1] * 1.2)))
+    return tuple(values)
+
+
+#: The bounds a per-entity count may be proposed as (data-independent).
+COUNT_CANDIDATES = _count_candidates(MAX_CONTRIBUTION)
+
+
+def temperature(epsilon: Fraction, sensitivity: int) -> Fraction:
+    """``T = 2Δ/ε``: permute-and-flip over scores of sensitivity ``Δ`` is then ε-DP."""
+    if epsilon <= 0 or sensitivity < 1:
+        raise ValueError("a DP quantile needs ε > 0 and a sensitivity of at least 1")
+    return 2 * Fraction(sensitivity) / epsilon
+
+
+def edge_scores(counts: Sequence[int], q: Fraction) -> list[Fraction]:
+    """``-|below(i) - q·n|`` for each edge ``i = 0 … len(counts)``."""
+    target = q * sum(counts)
+    scores, below = [], 0
+    for i in range(len(counts) + 1):
+        scores.append(-abs(below - target))
+        below += counts[i] if i < len(counts) else 0
+    return scores
+
+
+def chosen_edge(
+    counts: Sequence[int],
+    q: Fraction,
+    epsilon: Fraction,
+    sensitivity: int,
+    source: ChoiceSource,
+    *,
+    first: int = 0,
+) -> int:
+    """The edge (``first … len(counts)``) permute-and-flip chooses as the ``q``-quantile.
+
+    ``first``: the lowest admissible edge (1 for a count: a bound of 0 rows is none).
+    """
+    scores = edge_scores(counts, q)[first:]
+    return first + source.permute_and_flip(scores, temperature(epsilon, sensitivity))
+
+
+def count_scores(
+    counts: Sequence[int], q: Fraction, candidates: Sequence[int] = COUNT_CANDIDATES
+) -> list[Fraction]:
+    """``-max(0, #(< c) - q·n, q·n - #(≤ c))`` per candidate ``c``; ``counts[j]``: value ``j+1``."""
+    prefix = [0]
+    for count in counts:
+        prefix.append(prefix[-1] + count)
+    target = q * prefix[-1]
+    scores = []
+    for c in candidates:
+        below, at_most = prefix[min(c - 1, len(counts))], prefix[min(c, len(counts))]
+        scores.append(-max(Fraction(0), below - target, target - at_most))
+    return scores
+
+
+def chosen_count(
+    counts: Sequence[int],
+    q: Fraction,
+    epsilon: Fraction,
+    source: ChoiceSource,
+    candidates: Sequence[int] = COUNT_CANDIDATES,
+) -> int:
+    """The candidate permute-and-flip chooses as the ``q``-quantile of per-entity counts
+    (one entity, one count: ``Δ = 1``)."""
+    scores = count_scores(counts, q, candidates)
+    return candidates[source.permute_and_flip(scores, temperature(epsilon, 1))]
+
+
+def rank_tolerance(
+    epsilon: Fraction, sensitivity: int, candidates: int, beta: float = 1e-9
+) -> float:
+    """How far below the best score a choice falls, at most, with probability ``1 - β``."""
+    return float(temperature(epsilon, sensitivity)) * (math.log(candidates) + math.log(1 / beta))

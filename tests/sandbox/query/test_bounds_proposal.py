@@ -1,0 +1,207 @@
+"""`propose-bounds`: C, G and clamping bounds from DP quantiles, the ε recorded each time."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from fractions import Fraction
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sandbox.core.errors import Forbidden, InvalidInput, SandboxError
+from sandbox.query.bounds_proposal import ACTION, owner_epsilon_spent, propose_bounds
+from sandbox.query.bounds_quantile import (
+    COUNT_CANDIDATES,
+    chosen_count,
+    count_scores,
+    edge_scores,
+    rank_tolerance,
+)
+from sandbox.query.disclosure import QUANTILE_BINS
+from sandbox.query.noise import seeded_noise
+from tests.conftest import build_deployment
+
+EPSILON = 8.0  # large enough for a 2,000-person demo to land near the true percentile
+Q = Fraction("0.95")
+QV = Fraction("0.99")
+
+
+def test_a_count_score_is_zero_exactly_at_the_quantiles() -> None:
+    counts = [0] * 30
+    counts[0], counts[4] = 90, 10  # 90 entities with one row, 10 with five
+    scores = count_scores(counts, Q, range(1, 11))
+    assert scores.index(max(scores)) == 4 and max(scores) == 0  # the 95th percentile is 5
+    assert scores[0] == -5 and all(s == -5 for s in scores[5:])  # above the maximum: -(1-q)n
+    # One atom (everybody has one gender): 1 is the quantile, every larger candidate loses n/20.
+    assert count_scores([100], Q, [1, 2, 3]) == [0, -5, -5]
+
+
+@given(st.lists(st.integers(0, 50), min_size=1, max_size=60), st.integers(0, 2**32))
+def test_the_chosen_count_is_within_the_mechanisms_tolerance(counts: list[int], seed: int) -> None:
+    epsilon = Fraction(1)
+    chosen = chosen_count(counts, Q, epsilon, seeded_noise(seed))
+    scores = count_scores(counts, Q)
+    tolerance = rank_tolerance(epsilon, 1, len(COUNT_CANDIDATES))
+    assert scores[COUNT_CANDIDATES.index(chosen)] >= max(scores) - tolerance
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    platform, tokens = build_deployment(tmp_path_factory.mktemp("bounds") / "home")
+    yield platform, tokens
+    platform.close()
+
+
+def _actor(deployment, name: str):
+    platform, tokens = deployment
+    return platform.authority.authenticate(tokens[name])
+
+
+def _true_counts(platform, sql: str, size: int) -> list[int]:
+    """A histogram straight from the enclave (what the mechanism must land near)."""
+    counts = [0] * size
+    with platform.enclave.cursor() as cur:
+        for value, count in cur.sql(sql).fetchall():
+            counts[int(value)] += int(count)
+    return counts
+
+
+def test_the_proposal_is_near_the_true_percentiles(deployment) -> None:
+    platform, _ = deployment
+    bureau = _actor(deployment, "bureau-health")
+    proposal = propose_bounds(
+        platform, "health.claims", bureau, epsilon=EPSILON, source=seeded_noise(14)
+    )
+    quantiles = 1 + len(proposal.groups_by_column) + 2 * len(proposal.bounds)
+    share = Fraction(EPSILON) / quantiles
+    # C: per-person claim counts (bin j holds the persons with j + 1 claims).
+    rows = _true_counts(
+        platform,
+        "SELECT n - 1, count(*) FROM (SELECT count(*) n FROM health.claims GROUP BY person_id) "
+        "GROUP BY 1",
+        1000,
+    )
+    scores = count_scores(rows, Q)
+    c = proposal.contribution.max_rows_per_entity
+    tolerance = rank_tolerance(share, 1, len(COUNT_CANDIDATES))
+    assert scores[COUNT_CANDIDATES.index(c)] >= max(scores) - tolerance
+    persons = sum(rows)
+    assert sum(rows[:c]) >= 0.9 * persons  # near the 95th percentile in plain terms too
+    # G: district is one per person, diagnoses several; G is the largest column's.
+    assert proposal.groups_by_column["district"] == 1
+    assert proposal.groups_by_column["gender"] == 1
+    assert proposal.contribution.max_groups_per_entity == max(proposal.groups_by_column.values())
+    assert "id_number" not in proposal.groups_by_column  # L4: never a grouping
+    # Clamping bounds of claim_amount: within the declared bounds, near the 1% and 99%.
+    low, high = proposal.bounds["claim_amount"]
+    assert 0 <= low < high <= 200_000
+    width = Fraction(200_000) / QUANTILE_BINS
+    values = _true_counts(
+        platform,
+        f"SELECT least(floor(least(x, 200000) / {float(width)}), {QUANTILE_BINS - 1}), count(*) "
+        f"FROM (SELECT claim_amount::DOUBLE x, row_number() OVER (PARTITION BY person_id "
+        f"ORDER BY hash(claim_amount), claim_amount) rn FROM health.claims "
+        f"WHERE claim_amount IS NOT NULL) WHERE rn <= {c} GROUP BY 1",
+        QUANTILE_BINS,
+    )
+    tolerance = rank_tolerance(share, c, QUANTILE_BINS + 1)
+    for q, bound in ((1 - QV, low), (QV, high)):
+        edge_scores_q = edge_scores(values, q)
+        edge = round(Fraction(bound) / width)
+        assert edge_scores_q[edge] >= max(edge_scores_q) - tolerance
+    # The proposal is a classification the bureau can paste, and it parses.
+    assert "[contribution]" in proposal.toml() and f"max_rows_per_entity = {c}" in proposal.toml()
+    spec = proposal.apply_to(platform.catalog.get("health.claims").spec)
+    assert spec.contribution == proposal.contribution
+    assert spec.column("claim_amount").bounds == (low, high)
+    assert spec.column("age").bounds == proposal.bounds["age"]
+
+
+def test_every_proposal_spends_and_records_its_epsilon(deployment) -> None:
+    platform, _ = deployment
+    bureau = _actor(deployment, "bureau-transport")
+    before = owner_epsilon_spent(platform, "transport.trips")
+    first = propose_bounds(platform, "transport.trips", bureau, epsilon=0.25)
+    second = propose_bounds(platform, "transport.trips", bureau, epsilon=0.25)
+    assert first.owner_epsilon_spent == pytest.approx(before + 0.25)
+    assert second.owner_epsilon_spent == pytest.approx(before + 0.5)
+    assert owner_epsilon_spent(platform, "transport.trips") == pytest.approx(before + 0.5)
+    entries = platform.audit.entries(limit=10_000, newest_first=True)
+    mine = [e for e in entries if e.action == ACTION and e.dataset == "transport.trips"][:2]
+    assert [e.details["epsilon"] for e in mine] == [0.25, 0.25]
+    assert all(e.decision == "allow" and e.rule == "registry.propose_bounds" for e in mine)
+    assert mine[0].actor == bureau.name
+    assert mine[0].details["owner_epsilon_spent"] == pytest.approx(before + 0.5)
+
+
+def test_only_the_owning_bureau_may_ask_and_refusals_are_audited(deployment) -> None:
+    platform, _ = deployment
+    size = platform.audit.size()
+    with pytest.raises(Forbidden):
+        propose_bounds(platform, "health.claims", _actor(deployment, "op-insurer"))
+    with pytest.raises(Forbidden):
+        propose_bounds(platform, "health.claims", _actor(deployment, "bureau-market"))
+    with pytest.raises(InvalidInput) as info:
+        propose_bounds(platform, "health.claims", _actor(deployment, "bureau-health"), epsilon=0)
+    assert info.value.rule == "bounds.epsilon"
+    with pytest.raises(InvalidInput) as info:
+        propose_bounds(
+            platform, "health.claims", _actor(deployment, "bureau-health"), percentile=1.0
+        )
+    assert info.value.rule == "bounds.percentile"
+    entries = platform.audit.entries(offset=size, limit=100)
+    assert [e.decision for e in entries] == ["deny"] * 4
+    assert entries[-1].rule == "bounds.percentile" and entries[-2].rule == "bounds.epsilon"
+    # A refused proposal spends nothing.
+    spent = sum(e.details.get("epsilon", 0) for e in entries)
+    assert spent == 0
+
+
+def _cli(platform, token: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SANDBOX_TOKEN": token}
+    return subprocess.run(
+        [sys.executable, "-m", "sandbox.cli", "--home", str(platform.settings.home), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_command_writes_a_reclassification(deployment) -> None:
+    platform, tokens = deployment
+    version = platform.catalog.get("market.enterprises").version
+    done = _cli(
+        platform,
+        tokens["bureau-market"],
+        "dataset",
+        "propose-bounds",
+        "market.enterprises",
+        "--epsilon",
+        "10",
+        "--write",
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["epsilon"] == 10 and out["written_version"] == version + 1
+    # One row per enterprise: C and G are 1 but for a chance below 1e-6 (every other
+    # candidate scores -n/20 = -25 for the 500 enterprises, at T = 2/ε_j = 1.4).
+    assert out["contribution"] == {"max_rows_per_entity": 1, "max_groups_per_entity": 1}
+    record = platform.catalog.get("market.enterprises")
+    assert record.version == version + 1
+    assert record.spec.contribution is not None
+    assert record.spec.contribution.to_dict() == out["contribution"]
+    low, high = out["bounds"]["registered_capital"]
+    assert record.spec.column("registered_capital").bounds == (low, high)
+    refused = _cli(platform, tokens["op-bank"], "dataset", "propose-bounds", "market.enterprises")
+    assert refused.returncode != 0 and "dataset.classify" in refused.stderr
+    assert math.isfinite(owner_epsilon_spent(platform, "market.enterprises"))
+    with pytest.raises(SandboxError):
+        propose_bounds(platform, "nosuch.table", _actor(deployment, "bureau-market"))
