@@ -85,7 +85,8 @@ class Registrations:
         ``source``: the file, or a function of the dataset's domain that finds it (an
         upload of the account), called once the bureau may register there.
         """
-        spec = parse_classification(classification, source_name="application")
+        with audited(self.platform, actor, "registration.apply", "platform"):
+            spec = parse_classification(classification, source_name="application")
         engine = self.platform.engine
         with engine.connect() as conn:
             current = conn.execute(

@@ -146,6 +146,11 @@ def test_registration_procedure_full_form(api: Api) -> None:
     # Who may apply: a bureau, in its own domain only.
     api.refused("op-bank", "POST", "/v1/registrations", 403, "role.not_permitted", json=body)
     api.refused("bureau-market", "POST", "/v1/registrations", 403, "domain.outside", json=body)
+    bad = {**body, "classification": VISITS.replace('level = "L1"', 'level = "L9"')}
+    response = api.call("bureau-health", "POST", "/v1/registrations", json=bad)
+    assert response.status_code == 422, response.text
+    refusals = {e.rule for e in api.entries("registration.apply") if e.decision == "deny"}
+    assert response.json()["rule"] in refusals
     app = api.ok("bureau-health", "POST", "/v1/registrations", json=body)
     assert (app["state"], app["form"], app["dataset"]) == ("applied", "full", "health.visits")
     rid = app["id"]
