@@ -18,6 +18,8 @@ from tests.blackbox.conftest import DemoHome, Server, sandbox
 
 RELEASED = "SELECT status, count(*) AS firms FROM market.enterprises GROUP BY 1 ORDER BY 1"
 REFUSED = "SELECT name, credit_code FROM market.enterprises"
+#: op-insurer's grant is dp (noised, released at once); op-bank's are reviewed.
+NOISED = "SELECT count(*) AS claims FROM health.claims"
 
 
 @pytest.fixture(scope="module")
@@ -56,15 +58,21 @@ def test_a_missing_export_exits_2(tmp_path: Path) -> None:
 
 
 def test_a_local_query_releases_rows(demo: DemoHome) -> None:
-    result = demo.run("query", "--token", demo.tokens["op-bank"], "--format", "json", RELEASED)
+    insurer = demo.tokens["op-insurer"]
+    result = demo.run("query", "--token", insurer, "--format", "json", NOISED)
     assert result.code == 0, str(result)
     doc = json.loads(result.out)
-    assert doc["rows"] and set(doc["rows"][0]) == {"status", "firms"}
+    assert doc["rows"] and set(doc["rows"][0]) == {"claims"}
+    assert doc["meta"]["epsilon_spent"] > 0  # dp: noised
     # The receipt names its audit entry by hash: no platform-wide seq.
     assert set(doc["receipt"]["receipt"]["audit"]) == {"entry_hash"}
-    table = demo.run("query", "--token", demo.tokens["op-bank"], RELEASED)
-    assert table.code == 0 and table.out.startswith("status"), str(table)
+    table = demo.run("query", "--token", insurer, NOISED)
+    assert table.code == 0 and table.out.startswith("claims"), str(table)
     assert "audit entry " in table.err
+    # Under op-bank's reviewed grant nothing leaves a local query: exact only after review.
+    held = demo.run("query", "--token", demo.tokens["op-bank"], "--format", "json", RELEASED)
+    assert held.code == 2 and held.out == "", str(held)
+    assert "(rule: grant.review_required)" in held.err, str(held)
 
 
 def test_a_refused_local_query_exits_2_with_its_rule(demo: DemoHome) -> None:
@@ -83,9 +91,22 @@ def test_serve_answers_health_and_a_url_client_works(server: Server, demo: DemoH
     with urllib.request.urlopen(f"{server.url}/health", timeout=10) as response:
         assert response.status == 200 and json.loads(response.read())
     token = demo.tokens["op-bank"]
-    query = sandbox("query", "--url", server.url, "--token", token, "--format", "json", RELEASED)
-    assert query.code == 0, str(query)
-    job = json.loads(query.out)["meta"]["job"]
+    held = sandbox("query", "--url", server.url, "--token", token, "--format", "json", RELEASED)
+    assert held.code == 2 and "(rule: job.review)" in held.err, str(held)  # reviewed: held
+    job = held.err.split("job ", 1)[1].split()[0]
+    approve = urllib.request.Request(
+        f"{server.url}/v1/reviews/{job}",
+        data=json.dumps({"verdict": "approve", "reason": "status counts"}).encode(),
+        headers={
+            "Authorization": f"Bearer {demo.tokens['bureau-market']}",
+            "Content-Type": "application/json",
+        },
+        method="POST",
+    )
+    with urllib.request.urlopen(approve, timeout=30) as response:
+        assert json.loads(response.read())["state"] == "succeeded"
+    result = sandbox("job", "result", job, "--url", server.url, "--token", token)
+    assert result.code == 0 and result.out.startswith("status"), str(result)
     listed = sandbox("job", "list", "--url", server.url, "--token", token)
     assert listed.code == 0 and job in listed.out, str(listed)
     status = sandbox("job", "status", job, "--url", server.url, "--token", token)
