@@ -200,3 +200,17 @@ def test_a_reviewed_grant_releases_nothing_locally(home: Path) -> None:
     )
     assert proc.returncode == 2 and "grant.review_required" in proc.stderr, proc.stderr
     assert proc.stdout == ""
+
+
+def test_epsilon_per_query_and_the_accuracy_line(home: Path) -> None:
+    """`--epsilon` within the grant's per-query maximum; the 95% half-widths on stderr."""
+    sql = "SELECT status, count(*) AS firms FROM market.enterprises GROUP BY 1 ORDER BY 1 DESC"
+    half = run(
+        "--home", str(home), "query", "--token", token(home, "op-bank"), "--epsilon", "0.5", sql
+    )
+    assert "ε spent 0.5" in half.stderr and "95% within firms ±" in half.stderr
+    above = run(
+        "--home", str(home), "query", "--token", token(home, "op-bank"), "--epsilon", "5", sql,
+        check=False,
+    )  # fmt: skip
+    assert above.returncode == 2 and "budget.epsilon_per_query" in above.stderr
