@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from sandbox.cli.accounts import account_app, token_app
+from sandbox.cli.alerts import alerts_app
 from sandbox.cli.audit import audit_app
 from sandbox.cli.bounds import propose_bounds_command
 from sandbox.cli.common import LazySettings, settings_of
@@ -56,6 +57,7 @@ app.add_typer(catalog_app, name="catalog")
 app.add_typer(audit_app, name="audit")
 app.add_typer(receipt_app, name="receipt")
 app.add_typer(job_app, name="job")
+app.add_typer(alerts_app, name="alerts")
 app.command()(query)
 app.command()(freeze)
 app.command()(unfreeze)

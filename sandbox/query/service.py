@@ -61,7 +61,6 @@ from sandbox.core.timeutil import to_rfc3339
 from sandbox.core.wording import counted
 from sandbox.enclave.catalog import DatasetRecord
 from sandbox.enclave.enclave import limits_failure
-from sandbox.monitoring.fingerprint import predicate_fingerprint
 from sandbox.platform import Platform
 from sandbox.query.accountant import per_query_epsilon
 from sandbox.query.cell_accuracy import output_accuracy
@@ -591,7 +590,6 @@ class QueryService:
             dataset=prepared.parsed.datasets[0],
             details={
                 **meta,
-                "predicates": predicate_fingerprint(prepared.parsed.expression),
                 "held_for_review": True,
                 "epsilon_spent": released.epsilon_spent,  # charged when it ran
                 "normalized_sql": prepared.parsed.normalized_sql,
@@ -687,7 +685,6 @@ class QueryService:
                 **{k: v for k, v in meta.items() if k != "cached"},
                 "cache": True,
                 "normalized_sql": prepared.parsed.normalized_sql,
-                "predicates": predicate_fingerprint(prepared.parsed.expression),
                 "grants": [{"id": g.id, "version": g.version} for g in decision.grants],
                 "duration_ms": int((time.perf_counter() - started) * 1000),
             },
@@ -761,7 +758,6 @@ class QueryService:
             details = {
                 **meta,
                 "normalized_sql": prepared.parsed.normalized_sql,
-                "predicates": predicate_fingerprint(prepared.parsed.expression),
                 "grants": [{"id": g.id, "version": g.version} for g in decision.grants],
                 "duration_ms": int((time.perf_counter() - started) * 1000),
                 **(extra or {}),
