@@ -125,6 +125,26 @@ def attempted_sql(sql: str, *, max_length: int) -> dict[str, str]:
     return {"sql": sql[:max_length], "query_sha256": hashlib.sha256(sql.encode()).hexdigest()}
 
 
+#: What sqlglot's tokenizer itself puts in a node's meta (positions for error messages).
+_PARSER_META = frozenset({"line", "col", "start", "end"})
+
+
+def _drop_comment_meta(root: exp.Expr) -> None:
+    """Drop the query's comments, and what a ``/* sqlglot.meta key */`` one wrote into meta.
+
+    The analysis marks nodes through meta (totals, rollup stages, entity joins, expanded
+    columns); the query text must never be able to set such a mark.  Closed by
+    construction: every key but the parser's positions goes, whatever its name, and the
+    comments go too, so SQL generated from the tree and parsed again cannot bring one back.
+    """
+    for node in root.walk():
+        node.comments = None
+        meta = node._meta  # read, not ``meta``, which would create an empty dict
+        if meta:
+            for key in [k for k in meta if k not in _PARSER_META]:
+                del meta[key]
+
+
 def _refuse(rule: str, message: str) -> QueryRefused:
     return QueryRefused(message, rule=rule)
 
@@ -158,6 +178,7 @@ def parse_query(sql: str, *, max_length: int, written: str | None = None) -> Par
             "guard.single_statement", f"exactly one statement is allowed, got {len(statements)}"
         )
     (root,) = statements
+    _drop_comment_meta(root)
     if not isinstance(root, exp.Select | exp.Union | exp.Except | exp.Intersect):
         if isinstance(root, exp.Column) and not root.table:
             # One bare word: a statement sqlglot does not know (``CHECKPOINT``).  Not echoed.
