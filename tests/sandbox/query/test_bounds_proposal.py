@@ -14,7 +14,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sandbox.core.errors import Forbidden, InvalidInput, SandboxError
-from sandbox.query.bounds_proposal import ACTION, owner_epsilon_spent, propose_bounds
+from sandbox.query.bounds_proposal import (
+    ACTION,
+    VALUE_PART,
+    owner_epsilon_spent,
+    propose_bounds,
+)
 from sandbox.query.bounds_quantile import (
     COUNT_CANDIDATES,
     chosen_count,
@@ -77,8 +82,8 @@ def test_the_proposal_is_near_the_true_percentiles(deployment) -> None:
     proposal = propose_bounds(
         platform, "health.claims", bureau, epsilon=EPSILON, source=seeded_noise(14)
     )
-    quantiles = 1 + len(proposal.groups_by_column) + 2 * len(proposal.bounds)
-    share = Fraction(EPSILON) / quantiles
+    share = Fraction(EPSILON) * (1 - VALUE_PART) / (1 + len(proposal.groups_by_column))
+    value_share = Fraction(EPSILON) * VALUE_PART / (2 * len(proposal.bounds))
     # C: per-person claim counts (bin j holds the persons with j + 1 claims).
     rows = _true_counts(
         platform,
@@ -109,7 +114,7 @@ def test_the_proposal_is_near_the_true_percentiles(deployment) -> None:
         f"WHERE claim_amount IS NOT NULL) WHERE rn <= {c} GROUP BY 1",
         QUANTILE_BINS,
     )
-    tolerance = rank_tolerance(share, c, QUANTILE_BINS + 1)
+    tolerance = rank_tolerance(value_share, c, QUANTILE_BINS + 1)
     for q, bound in ((1 - QV, low), (QV, high)):
         edge_scores_q = edge_scores(values, q)
         edge = round(Fraction(bound) / width)
