@@ -13,13 +13,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import duckdb
 from sqlglot import exp
 
-from sandbox.query.accuracy import gaussian_half_width, laplace_half_width
+from sandbox.query.accuracy import gaussian_half_width, laplace_half_width, ratio_half_width
 from sandbox.query.disclosure import NoisePlan, noise_plan
-from sandbox.query.release import Prepared
+from sandbox.query.release import Prepared, Released, release_database
+from sandbox.query.rewrite import STATS_TABLE
 
-__all__ = ["output_accuracy"]
+__all__ = ["output_accuracy", "result_accuracy"]
 
 
 def _half(plan: NoisePlan, level: float) -> float:
@@ -63,6 +65,8 @@ def output_accuracy(prepared: Prepared) -> dict[str, dict[str, Any]] | None:
                 s, n = plans[sums[0]], plans[counts[0]]
                 entry.update(
                     kind="average",
+                    sum=sums[0],
+                    count=counts[0],
                     mechanism=s.mechanism,
                     sum_half_width=_half(s, 0.975),
                     count_half_width=_half(n, 0.975),
@@ -71,3 +75,48 @@ def output_accuracy(prepared: Prepared) -> dict[str, dict[str, Any]] | None:
                 )
         out[name] = entry
     return out
+
+
+def result_accuracy(prepared: Prepared, released: Released) -> dict[str, dict[str, Any]] | None:
+    """:func:`output_accuracy`, and for each average the half-width of every released cell.
+
+    Computed from released (noisy) values only: the release SQL run again over the
+    released statistics with each average's noisy sum and count beside it, so the rows
+    line up with the released ones (same filter, order and limit); then
+    :func:`ratio_half_width` per row (``None`` where the count is within its own noise).
+    """
+    accuracy = output_accuracy(prepared)
+    averages = {n: a for n, a in (accuracy or {}).items() if a.get("kind") == "average"}
+    if not averages or released.stats is None:
+        return accuracy
+    select: exp.Expr = exp.maybe_parse(prepared.plan.release_sql, dialect="duckdb")
+    if not isinstance(select, exp.Select) or select.args.get("distinct"):
+        return accuracy  # extra columns would change which rows are distinct
+    extra: list[tuple[str, str, str]] = []
+    for i, (name, entry) in enumerate(averages.items()):
+        select = select.select(
+            exp.alias_(exp.column(entry["sum"], quoted=True), f"__acc_s{i}", quoted=True),
+            exp.alias_(exp.column(entry["count"], quoted=True), f"__acc_n{i}", quoted=True),
+            copy=False,
+        )
+        extra.append((name, f"__acc_s{i}", f"__acc_n{i}"))
+    base = release_database()
+    try:
+        con = base.cursor()
+        con.register(STATS_TABLE, released.stats)
+        rows = con.sql(select.sql(dialect="duckdb")).to_arrow_table().to_pylist()
+    except duckdb.Error:
+        return accuracy  # no per-cell figures rather than a failed release
+    finally:
+        base.close()
+    for name, s, n in extra:
+        entry = averages[name]
+        entry["half_widths"] = [
+            None
+            if row[s] is None or row[n] is None
+            else ratio_half_width(
+                float(row[s]), float(row[n]), entry["sum_half_width"], entry["count_half_width"]
+            )
+            for row in rows
+        ]
+    return accuracy

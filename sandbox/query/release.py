@@ -116,6 +116,8 @@ class Released:
     table: pa.Table
     groups_suppressed: int | None  # noised with ε; None without (never an exact count)
     epsilon_spent: float
+    #: The released statistics the outputs were computed from (for per-cell accuracy).
+    stats: pa.Table | None = None
 
 
 def prepare(
@@ -197,7 +199,8 @@ def release(
     base = release_database() if database is None else database
     con = base.cursor()
     try:
-        con.register(STATS_TABLE, _with_columns(released, totals))
+        released = _with_columns(released, totals)
+        con.register(STATS_TABLE, released)
         table = con.sql(prepared.plan.release_sql).to_arrow_table()
     except duckdb.Error as exc:
         raise EnclaveError(
@@ -213,7 +216,7 @@ def release(
     if suppressed is not None:
         suppressed += sum(total.groups_suppressed or 0 for total in totals)
     spent = disclosed.epsilon_spent + sum(total.epsilon_spent for total in totals)
-    return Released(table, suppressed, spent)
+    return Released(table, suppressed, spent, released)
 
 
 def _with_columns(table: pa.Table, totals: list[Released]) -> pa.Table:

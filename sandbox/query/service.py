@@ -63,7 +63,7 @@ from sandbox.enclave.catalog import DatasetRecord
 from sandbox.enclave.enclave import limits_failure
 from sandbox.platform import Platform
 from sandbox.query.accountant import per_query_epsilon
-from sandbox.query.cell_accuracy import output_accuracy
+from sandbox.query.cell_accuracy import output_accuracy, result_accuracy
 from sandbox.query.contribution import effective_contribution
 from sandbox.query.cost import Cost, CostLimits, check_cost
 from sandbox.query.disclosure import DisclosureParams
@@ -738,7 +738,7 @@ class QueryService:
             "groups_suppressed": released.groups_suppressed,
             "k": prepared.params.k,
             "epsilon_spent": released.epsilon_spent,
-            "accuracy": output_accuracy(prepared),
+            "accuracy": result_accuracy(prepared, released),
             "epsilon_remaining": None
             if auth.remaining is None
             else max(0.0, auth.remaining - released.epsilon_spent),

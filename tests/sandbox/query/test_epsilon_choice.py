@@ -69,6 +69,13 @@ def test_a_run_spends_the_chosen_epsilon_and_reports_accuracy(deployment) -> Non
         accuracy["n"]["half_width"]
         == service.explain(insurer, SQL, epsilon=0.5)["accuracy"]["n"]["half_width"]
     )
+    # Each released average has its own interval, from its noisy sum and count.
+    widths = accuracy["mean"]["half_widths"]
+    assert len(widths) == result.table.num_rows > 0
+    for row, width in zip(result.table.to_pylist(), widths, strict=True):
+        if width is not None:  # at least the sum's half-width over the (noisy) count
+            assert width >= accuracy["mean"]["sum_half_width"] / (row["n"] + 100)
+    assert any(width is not None for width in widths)
 
 
 def test_no_epsilon_without_a_budget(deployment) -> None:  # type: ignore[no-untyped-def]
