@@ -59,7 +59,7 @@ import pyarrow.csv as pacsv
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from census import write_csv
-from dp_metrics import Answer, Score, key_positions, score, summarise
+from dp_metrics import Answer, Score, key_positions, score, spread, summarise
 
 from connectors.files import FileSource
 from policies import Actor, Administration, GrantTerms, Licence, Role
@@ -351,6 +351,20 @@ def print_summary(name: str, figures: dict[str, float | None], queries: int, gro
         )
 
 
+def print_spread(figures: dict[str, tuple[float, float, float] | None], reps: int) -> None:
+    def cell(name: str) -> str:
+        value = figures.get(name)
+        if value is None:
+            return "-"
+        return " / ".join(f"{100 * v:.1f}" for v in value) + "%"
+
+    print(
+        f"{'':<12} each repetition alone (min / median / max of {reps}): answered "
+        f"{cell('answered')}, groups median {cell('groups_median')}, mean "
+        f"{cell('groups_mean')}, median cell error {cell('error_cells')}"
+    )
+
+
 def _query_cells(scores: list[Score]) -> tuple[str, str, str]:
     answered = statistics.fmean(s.answered for s in scores) if scores else 0.0
     share = statistics.fmean(s.group_share for s in scores) if scores else 0.0
@@ -528,6 +542,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for name, per in answers.items()
     }
     figures = {name: summarise(s, grouped) for name, s in scores.items()}
+    spreads = {name: spread(s, grouped) for name, s in scores.items()}
     for name, per in answers.items():  # what each side says it spent, per query
         spent = [a.epsilon for runs in per.values() for a in runs if a.epsilon is not None]
         figures[name]["epsilon_min"] = min(spent, default=None)
@@ -537,6 +552,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print_details(queries, truth_groups, scores, answers, notes)
     for name, fig in figures.items():
         print_summary(name, fig, len(queries), len(grouped))
+        print_spread(spreads[name], args.repetitions)
     print(
         "time: "
         + ", ".join(f"{n} {t:.1f} s" for n, t in timing.items())
@@ -549,6 +565,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "repetitions": args.repetitions,
         "contribution": {"C": c, "G": g, "max_ids": max_ids},
         "figures": figures,
+        "spread": spreads,
         "queries": {
             q.id: {
                 name: {

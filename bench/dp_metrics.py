@@ -17,7 +17,7 @@ from typing import Any
 import sqlglot
 from sqlglot import exp
 
-__all__ = ["Answer", "Score", "key_positions", "score", "summarise"]
+__all__ = ["Answer", "Score", "key_positions", "score", "spread", "summarise"]
 
 
 @dataclass(frozen=True)
@@ -144,3 +144,19 @@ def summarise(scores: dict[str, list[Score]], grouped: set[str]) -> dict[str, fl
         "error_queries": _median(per_query_error),
         "spurious": float(sum(s.spurious for s in runs)),
     }
+
+
+def spread(
+    scores: dict[str, list[Score]], grouped: set[str]
+) -> dict[str, tuple[float, float, float] | None]:
+    """Each headline figure computed on each repetition alone: (min, median, max) over them."""
+    repetitions = max((len(per_query) for per_query in scores.values()), default=0)
+    by_rep = [
+        summarise({qid: per_query[r : r + 1] for qid, per_query in scores.items()}, grouped)
+        for r in range(repetitions)
+    ]
+    out: dict[str, tuple[float, float, float] | None] = {}
+    for name in ("answered", "groups_median", "groups_mean", "error_cells"):
+        values = [f[name] for f in by_rep if f[name] is not None]
+        out[name] = (min(values), statistics.median(values), max(values)) if values else None
+    return out

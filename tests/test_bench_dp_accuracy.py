@@ -113,3 +113,14 @@ def test_query_files_parse() -> None:
         assert queries and len({q.id for q in queries}) == len(queries)
         for q in queries:
             dp_accuracy.key_positions(q.sql)
+
+
+def test_spread_is_each_repetition_alone() -> None:
+    truth = [("F", 10), ("M", 10)]
+    first = score(Answer(rows=(("F", 11),)), truth, keys=(0,))  # half the groups, 10% off
+    second = score(Answer(rows=(("F", 10), ("M", 13))), truth, keys=(0,))  # all, 0% and 30%
+    low, mid, high = dp_accuracy.spread({"q": [first, second]}, grouped={"q"})["groups_mean"]
+    assert (low, mid, high) == pytest.approx((0.5, 0.75, 1.0))
+    assert dp_accuracy.spread({"q": [first, second]}, {"q"})["error_cells"] == pytest.approx(
+        (0.1, 0.125, 0.15)
+    )
