@@ -6,7 +6,8 @@ the same kind adds its evidence (audit seq numbers) and may raise the severity
 with who, when and why.  Visibility: auditors and the admin see every alert, a
 bureau the alerts on datasets of its domains, an operator none (rule
 ``alerts.not_visible``); an alert with no dataset (refusals that named none) is
-the auditors' and the admin's only.
+the auditors' and the admin's only.  Bureaus and the admin acknowledge and resolve;
+an auditor only reads (``alerts.auditor_reads_only``).
 """
 
 from __future__ import annotations
@@ -192,6 +193,17 @@ def get_alert(conn: Connection, actor: Actor, alert_id: str) -> dict[str, Any]:
     return dict(row._mapping)
 
 
+def _may_act(actor: Actor) -> None:
+    """Bureaus (on their domains' alerts) and the admin act on alerts; auditors only read
+    (an auditor changes nothing), operators do not see them."""
+    require_visible(actor)
+    if actor.role is Role.AUDITOR:
+        raise Forbidden(
+            "an auditor reads alerts; the bureau or the admin acknowledges and resolves them",
+            rule="alerts.auditor_reads_only",
+        )
+
+
 def _reason(reason: str) -> str:
     text = reason.strip()
     if not text:
@@ -203,6 +215,7 @@ def acknowledge(
     conn: Connection, actor: Actor, alert_id: str, reason: str, now: datetime
 ) -> dict[str, Any]:
     """open -> acknowledged."""
+    _may_act(actor)
     alert = get_alert(conn, actor, alert_id)
     why = _reason(reason)
     if alert["state"] != "open":
@@ -222,6 +235,7 @@ def resolve(
     conn: Connection, actor: Actor, alert_id: str, reason: str, now: datetime
 ) -> dict[str, Any]:
     """open or acknowledged -> resolved (the responses are reversed by the caller)."""
+    _may_act(actor)
     alert = get_alert(conn, actor, alert_id)
     why = _reason(reason)
     if alert["state"] == "resolved":

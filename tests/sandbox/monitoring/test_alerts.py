@@ -52,6 +52,8 @@ def test_lifecycle_needs_reasons_and_order(plane: Any) -> None:
         alert = record_finding(conn, finding("warning", (10,), "op-b"), NOW).alert
         with pytest.raises(InvalidInput):
             acknowledge(conn, bureau, alert["id"], "  ", NOW)
+        with pytest.raises(Forbidden):  # an auditor changes nothing
+            resolve(conn, actors["auditor"], alert["id"], "seen", NOW)
         done = resolve(conn, bureau, alert["id"], "a script error", NOW)
         assert done["resolved_by"] == "bureau-health" and done["state"] == "resolved"
         with pytest.raises(Conflict):
