@@ -462,7 +462,9 @@ class Settings:
         help="Queries with small groups suppressed within an hour that raise a `warning`.",
     )
     monitor_work_hours: str = setting(
-        "07-22", help="Working hours (local, `HH-HH`); a query outside them is an `info` alert."
+        "00-24",
+        help="Working hours (local, `HH-HH`, e.g. `07-22`); a query outside them is an `info` "
+        "alert. The default, all day, raises none.",
     )
     monitor_utc_offset_hours: float = setting(
         8.0, ge=-12, le=14, help="The deployment's local time zone, for working hours."

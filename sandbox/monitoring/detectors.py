@@ -70,7 +70,7 @@ class Thresholds:
     burn_factor: float = 4.0
     suppress_window_s: float = HOUR
     suppress_queries: int = 25
-    work_hours: tuple[int, int] = (7, 22)
+    work_hours: tuple[int, int] = (0, 24)
     utc_offset_hours: float = 8.0
 
 

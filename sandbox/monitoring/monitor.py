@@ -50,7 +50,7 @@ def thresholds_of(settings: Settings) -> Thresholds:
     try:
         hours = (int(start), int(end))
     except ValueError:
-        hours = (7, 22)
+        hours = (0, 24)
     return Thresholds(
         probe_window_s=settings.monitor_probe_window_s,
         probe_rule_warning=settings.monitor_probe_rule_warning,

@@ -203,8 +203,10 @@ def test_new_client_and_off_hours_are_info() -> None:
     assert run([first, other], new_client)[0] is None
     assert run([first, other], new_client)[1].severity == "info"  # type: ignore[union-attr]
     night = allowed(3, T0 + 14 * 3600, BASE)  # 00:13 local
-    assert run([first], off_hours)[0] is None
-    assert run([night], off_hours)[0].severity == "info"  # type: ignore[union-attr]
+    office = replace(TH, work_hours=(7, 22))
+    assert run([first], off_hours, office)[0] is None
+    assert run([night], off_hours, office)[0].severity == "info"  # type: ignore[union-attr]
+    assert run([night], off_hours)[0] is None  # the default: all day is working time
 
 
 # -- the whole -----------------------------------------------------------------------------
