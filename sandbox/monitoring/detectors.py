@@ -71,6 +71,8 @@ class Thresholds:
     suppress_window_s: float = HOUR
     suppress_queries: int = 25
     work_hours: tuple[int, int] = (0, 24)
+    new_client_after: int = 20
+    """Decisions of history before a client not seen yet is worth an ``info``."""
     utc_offset_hours: float = 8.0
 
 
@@ -355,9 +357,10 @@ def budget_burn(
 
 
 def new_client(history: History, i: int, th: Thresholds, /) -> Finding | None:
-    """A client (address) the operator never used before, after some history."""
+    """A client (address) the operator never used before, after ``new_client_after``
+    decisions from others."""
     event = history.events[i]
-    if i == 0 or event.client is None or history.clients.get(event.client) != i:
+    if i < th.new_client_after or event.client is None or history.clients.get(event.client) != i:
         return None
     return Finding(
         "new_client",

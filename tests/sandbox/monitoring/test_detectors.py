@@ -199,9 +199,12 @@ def test_budget_burn_against_validity() -> None:
 
 def test_new_client_and_off_hours_are_info() -> None:
     first = allowed(1, T0, BASE)
-    other = replace(allowed(2, T0 + 5, BASE), client="10.9.9.9")
-    assert run([first, other], new_client)[0] is None
-    assert run([first, other], new_client)[1].severity == "info"  # type: ignore[union-attr]
+    usual = [allowed(i, T0 + i, BASE) for i in range(TH.new_client_after)]
+    other = replace(allowed(99, T0 + 99, BASE), client="10.9.9.9")
+    found = run([*usual, other], new_client)
+    assert all(f is None for f in found[:-1])
+    assert found[-1].severity == "info"  # type: ignore[union-attr]
+    assert run([first, other], new_client)[1] is None  # too little history to judge
     night = allowed(3, T0 + 14 * 3600, BASE)  # 00:13 local
     office = replace(TH, work_hours=(7, 22))
     assert run([first], off_hours, office)[0] is None
