@@ -553,6 +553,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name, fig in figures.items():
         print_summary(name, fig, len(queries), len(grouped))
         print_spread(spreads[name], args.repetitions)
+    if len(scores) > 1:  # errors where both released: one side's easy answers only
+        common = [
+            q.id
+            for q in queries
+            if all(any(e for sc in per[q.id] for e in sc.errors) for per in scores.values())
+        ]
+        medians = {
+            name: statistics.median(
+                statistics.median([e for sc in per[qid] for e in sc.errors]) for qid in common
+            )
+            if common
+            else None
+            for name, per in scores.items()
+        }
+        for name, value in medians.items():
+            figures[name]["error_common_queries"] = value
+        print(
+            f"on the {len(common)} queries both released cells of: median of per-query median "
+            "errors "
+            + ", ".join(f"{name} {_pct(value).strip()}" for name, value in medians.items())
+        )
     print(
         "time: "
         + ", ".join(f"{n} {t:.1f} s" for n, t in timing.items())
