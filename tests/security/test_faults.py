@@ -200,11 +200,16 @@ def check_jobs(clients: dict[str, SandboxClient], acks: Acks, trail: Trail) -> d
             state = job["state"]
             key = f"{state} {job['rule']}" if job["rule"] else state
             states[key] = states.get(key, 0) + 1
-            assert state in ("succeeded", "failed", "refused", "cancelled"), (job["id"], state)
+            final = ("succeeded", "failed", "refused", "cancelled", "awaiting_review")
+            assert state in final, (job["id"], state)
             entries = [
                 e for e in trail.by_request.get(job["id"], []) if e["action"] == "dataset.query"
             ]
-            if state == "succeeded":
+            if state == "awaiting_review":  # op-bank's reviewed grants: computed, held, recorded
+                held = [e for e in entries if (e.get("details") or {}).get("held_for_review")]
+                assert held and held[-1]["decision"] == "allow", (job["id"], entries)
+                assert job.get("result") is None, job["id"]
+            elif state == "succeeded":
                 check_release(client, job, entries, trail)
             else:  # it says why; a refusal or an interruption is in the trail too
                 assert job["rule"] and job["message"], (job["id"], state)
