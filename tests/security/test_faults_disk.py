@@ -112,6 +112,9 @@ class Outcome:
     refused_explains: list[str] = field(default_factory=list)  # failed request ids
     jobs_released: list[str] = field(default_factory=list)
     jobs_withheld: list[str] = field(default_factory=list)
+    #: op-bank's grants are reviewed: a job that ran is held (nothing released), its
+    #: computation recorded (``held_for_review``) before the hold was acknowledged.
+    jobs_held: list[str] = field(default_factory=list)
     narrows: list[tuple[str, str]] = field(default_factory=list)  # (reason, valid_until)
     failed_narrows: list[str] = field(default_factory=list)
     failures: dict[str, int] = field(default_factory=dict)  # code -> how many
@@ -151,9 +154,13 @@ def fire(live: LiveServer, out: Outcome, grant_id: str, until: datetime, codes: 
                 out.failed_cleanly(got, codes)
             else:
                 job = got.json()
-                assert got.status_code == 200 and job["state"] in ("succeeded", "failed"), job
+                states = ("succeeded", "failed", "awaiting_review")
+                assert got.status_code == 200 and job["state"] in states, job
                 if job["state"] == "succeeded":
                     out.jobs_released.append(job["id"])
+                elif job["state"] == "awaiting_review":
+                    assert job.get("result") is None, job
+                    out.jobs_held.append(job["id"])
                 else:  # the release could not be recorded: nothing is released (fail closed)
                     assert job["rule"] and job.get("result") is None, job
                     result = bank.get(f"/v1/jobs/{job['id']}/result")
@@ -216,9 +223,10 @@ def disk_full_scenario(
         assert out.failures, "the full disk made no request fail: the test tested nothing"
         make_room(live)
         # The same server recovers without a restart.
-        before = len(out.explains), len(out.jobs_released), len(out.narrows)
+        ran = lambda: len(out.jobs_released) + len(out.jobs_held)  # noqa: E731 (held: reviewed)
+        before = len(out.explains), ran(), len(out.narrows)
         fire(live, out, grant["id"], until, codes)
-        after = len(out.explains), len(out.jobs_released), len(out.narrows)
+        after = len(out.explains), ran(), len(out.narrows)
         assert [a - b for a, b in zip(after, before, strict=True)] == [8, 8, 8], out.failures
         check_after(live, out, grant["id"], tmp_path / "export")
     finally:
@@ -241,6 +249,9 @@ def check_after(live: LiveServer, out: Outcome, grant_id: str, export_dir: Path)
     for job_id in out.jobs_released:
         kinds = {(e["action"], e["decision"]) for e in trail.by_request.get(job_id, [])}
         assert ("dataset.query", "allow") in kinds, job_id
+    for job_id in out.jobs_held:
+        entries = trail.by_request.get(job_id, [])
+        assert any((e.get("details") or {}).get("held_for_review") for e in entries), job_id
     for job_id in out.jobs_withheld:
         kinds = {(e["action"], e["decision"]) for e in trail.by_request.get(job_id, [])}
         assert ("dataset.query", "allow") not in kinds, job_id
