@@ -584,7 +584,7 @@ def _outcome(target: Target, sql: str, who: str = "bank") -> tuple[Any, ...]:
     if not verdict["accepted"]:
         return ("refused", verdict["rule"])
     try:
-        result = target.service.run(actor, sql)
+        result = target.service.run_job(actor, sql)
     except SandboxError as exc:
         return ("failed", exc.rule)
     except Exception as exc:
@@ -609,7 +609,7 @@ def _check_release(target: Target, sql: str) -> None:
         return
     target.accepted += 1
     try:
-        result = target.service.run(target.bank, sql)
+        result = target.service.run_job(target.bank, sql)
     except SandboxError as exc:
         refusal_ok(exc, sql, target.leaks)
         return
@@ -693,7 +693,7 @@ def test_an_unsortable_group_key_is_answered_or_refused(target: Target, key: str
     """Found by this fuzzer: answered, or refused with a rule, never an internal error."""
     sql = f"SELECT {key} AS g, count(DISTINCT person_id) AS ent FROM health.claims GROUP BY 1"
     try:
-        target.service.run(target.bank, sql)
+        target.service.run_job(target.bank, sql)
     except SandboxError as exc:
         assert exc.rule, exc
 
@@ -710,7 +710,7 @@ with tempfile.TemporaryDirectory() as tmp:
     platform, tokens = build_deployment(Path(tmp) / "home")
     bank = platform.authority.authenticate(tokens["op-bank"])
     try:
-        QueryService(platform).run(bank, sys.argv[1])
+        QueryService(platform).run_job(bank, sys.argv[1])
     except SandboxError as exc:
         print(exc.rule)
     platform.close()

@@ -386,11 +386,13 @@ class Target:
 
 def build_target(home: Path) -> Iterator[Target]:
     """A demo deployment of its own in ``home``; op-bank gets a quota-free twin of its
-    health grant.  A generator: the deployment closes when it resumes."""
+    health grant (``reviewed``, as the demo's: results are held, and what the reviewer
+    would release is what is checked); op-planner's grant is made ``reviewed`` too.  A
+    generator: the deployment closes when it resumes."""
     from policies.accounts import require_account
     from policies.actors import Actor
     from policies.admin import Administration
-    from policies.grant_terms import GrantTerms
+    from policies.grant_terms import GrantTerms, ReleaseMode
     from sandbox.core.classification import Level
 
     platform, tokens = build_deployment(home)
@@ -410,9 +412,18 @@ def build_target(home: Path) -> Iterator[Target]:
             max_level=Level.L3,
             groupable=frozenset({"age", "gender", "diagnosis_code"}),
             k=K,
+            release_mode=ReleaseMode.REVIEWED,
         ),
         reason="fuzzing",
     )
+    # op-planner's (dp by default) too: answers are compared exactly (the band twin).
+    with platform.engine.connect() as conn:
+        transport = Actor.of(require_account(conn, "bureau-transport"))
+    for grant in admin.list_grants(transport):
+        if grant.operator == "op-planner":
+            admin.set_release_mode(
+                transport, grant.id, ReleaseMode.REVIEWED, reason="fuzzing: exact answers"
+            )
     leaks = LeakCheck.of(identifier_values(platform))
     bank = platform.authority.authenticate(tokens["op-bank"])
     planner = platform.authority.authenticate(tokens["op-planner"])
@@ -464,7 +475,7 @@ def test_pipeline_answers_or_refuses_with_a_rule(target: Target, sql: str) -> No
         return
     target.accepted += 1
     try:
-        result = target.service.run(target.bank, sql)
+        result = target.service.run_job(target.bank, sql)
     except SandboxError as exc:
         refusal_ok(exc, sql, target.leaks)
         return
@@ -517,6 +528,6 @@ def test_the_generators_reach_acceptance(target: Target) -> None:
 )
 def test_filtered_counts_respect_k(target: Target, sql: str) -> None:
     """A FILTERed count is a cell of its own: fewer than k persons must not be released."""
-    result = target.service.run(target.bank, sql)
+    result = target.service.run_job(target.bank, sql)
     values = [v for v in result.table.column(1).to_pylist() if v is not None]
     assert all(v == 0 or v >= K for v in values), f"cells below k released: {sorted(values)[:5]}"
