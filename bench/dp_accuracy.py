@@ -1,3 +1,4 @@
+# Over 400 lines: the bench as one command (sandbox side, run order, report); see dp_peer.py.
 """DP accuracy side by side: this sandbox against OpenDP SmartNoise SQL, at equal ε per query.
 
 Usage::
@@ -48,7 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from inspect import signature
 from pathlib import Path
@@ -59,7 +60,17 @@ import pyarrow.csv as pacsv
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from census import write_csv
-from dp_metrics import Answer, Score, key_positions, score, spread, summarise
+from dp_metrics import (
+    Answer,
+    Query,
+    Score,
+    key_positions,
+    read_queries,
+    score,
+    spread,
+    summarise,
+)
+from dp_peer import smartnoise_metadata, smartnoise_python, smartnoise_run
 
 from connectors.files import FileSource
 from policies import Actor, Administration, GrantTerms, Licence, Role
@@ -77,28 +88,10 @@ from sandbox.query.service import QueryService
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-SMARTNOISE_VENV = ROOT / ".venv-smartnoise"
-SMARTNOISE_PIN = "smartnoise-sql==1.0.10"
 PRESETS = {
     "census": (BENCH / "census.toml", BENCH / "dp_queries" / "census.jsonl"),
     "claims": (None, BENCH / "dp_queries" / "claims.jsonl"),
 }
-
-
-@dataclass(frozen=True)
-class Query:
-    id: str
-    sql: str
-
-
-def read_queries(path: Path) -> list[Query]:
-    """JSON lines ``{"id": ..., "sql": ...}``; blank lines and ``#`` lines are skipped."""
-    out = []
-    for line in path.read_text("utf-8").splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            item = json.loads(line)
-            out.append(Query(item["id"], item["sql"]))
-    return out
 
 
 # -- this sandbox ----------------------------------------------------------------------------
@@ -231,102 +224,6 @@ class SandboxSide:
 
     def close(self) -> None:
         self.platform.close()
-
-
-# -- SmartNoise SQL --------------------------------------------------------------------------
-
-
-def smartnoise_python(install: bool) -> Path | None:
-    """The peer's interpreter; made with ``python -m venv`` + pip when missing and asked."""
-    python = SMARTNOISE_VENV / "bin" / "python"
-    if python.exists():
-        return python
-    if not install:
-        return None
-    print(f"creating {SMARTNOISE_VENV} with {SMARTNOISE_PIN} ...", flush=True)
-    subprocess.run([sys.executable, "-m", "venv", str(SMARTNOISE_VENV)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", SMARTNOISE_PIN], check=True)
-    return python
-
-
-def _sn_type(duck: str) -> str:
-    duck = duck.upper()
-    if duck in ("BOOLEAN",):
-        return "boolean"
-    if duck.startswith(("DATE", "TIMESTAMP")):
-        return "datetime"
-    if any(
-        duck.startswith(t) for t in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "U")
-    ):
-        return "int"
-    if duck.startswith(("DOUBLE", "FLOAT", "REAL", "DECIMAL")):
-        return "float"
-    return "string"
-
-
-def smartnoise_metadata(
-    spec: DatasetSpec, schema: dict[str, str], rows: int, max_ids: int
-) -> dict[str, Any]:
-    """SmartNoise's metadata from the classification: same bounds, same entity key."""
-    table: dict[str, Any] = {
-        "rows": rows,
-        "row_privacy": False,
-        "max_ids": max_ids,
-        "sample_max_ids": True,
-        "censor_dims": True,
-        "clamp_columns": True,
-    }
-    for name, duck_type in schema.items():  # the table's own spelling of each column
-        column = spec.column(name)
-        if column.level >= Level.L4:
-            continue
-        entry: dict[str, Any] = {"type": _sn_type(duck_type)}
-        if name.lower() == spec.entity_key.lower():
-            entry["private_id"] = True
-        elif column.bounds is not None and entry["type"] in ("int", "float"):
-            entry["lower"], entry["upper"] = column.bounds
-        table[name] = entry
-    return {"Collection": {spec.domain: {spec.table: table}}}
-
-
-def smartnoise_run(
-    python: Path,
-    csv: Path,
-    metadata: dict[str, Any],
-    queries: list[Query],
-    *,
-    epsilon: float,
-    delta: float,
-    repetitions: int,
-) -> dict[str, tuple[list[Answer], dict[str, Any]]]:
-    job = {
-        "csv": str(csv),
-        "metadata": metadata,
-        "epsilon": epsilon,
-        "delta": delta,
-        "repetitions": repetitions,
-        "queries": [{"id": q.id, "sql": q.sql} for q in queries],
-    }
-    proc = subprocess.run(
-        [str(python), str(BENCH / "smartnoise_runner.py")],
-        input=json.dumps(job),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"smartnoise_runner failed: {proc.stderr[-2000:]}")
-    out = {}
-    for entry in json.loads(proc.stdout):
-        if entry["error"]:
-            answers = [Answer(error=entry["error"])] * repetitions
-        else:
-            spent = entry["cost"][0]
-            answers = [
-                Answer(rows=tuple(map(tuple, rows)), epsilon=spent) for rows in entry["runs"]
-            ]
-        out[entry["id"]] = (answers, entry)
-    return out
 
 
 # -- report ----------------------------------------------------------------------------------

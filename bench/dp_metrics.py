@@ -8,16 +8,43 @@ aggregate, by position); a released cell is scored by its relative error
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import sqlglot
 from sqlglot import exp
 
-__all__ = ["Answer", "Score", "key_positions", "score", "spread", "summarise"]
+__all__ = [
+    "Answer",
+    "Query",
+    "Score",
+    "key_positions",
+    "read_queries",
+    "score",
+    "spread",
+    "summarise",
+]
+
+
+@dataclass(frozen=True)
+class Query:
+    id: str
+    sql: str
+
+
+def read_queries(path: Path) -> list[Query]:
+    """JSON lines ``{"id": ..., "sql": ...}``; blank lines and ``#`` lines are skipped."""
+    out = []
+    for line in path.read_text("utf-8").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            item = json.loads(line)
+            out.append(Query(item["id"], item["sql"]))
+    return out
 
 
 @dataclass(frozen=True)
