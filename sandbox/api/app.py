@@ -19,6 +19,7 @@ from sandbox import __version__
 from sandbox.api import alerts, install
 from sandbox.api.docs_ui import install_docs
 from sandbox.api.errors import ERROR_RESPONSES
+from sandbox.api.metrics import install_metrics
 from sandbox.core.settings import Settings, load_settings
 from sandbox.services import Services
 
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install(app, services)
     app.include_router(alerts.router, responses=ERROR_RESPONSES)
+    install_metrics(app, services)
     install_docs(app)
 
     @app.get("/health", tags=["health"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 
 from sandbox.core.errors import InvalidInput
 from sandbox.core.settings import Settings
@@ -47,6 +48,13 @@ def serve_app(
     sys.stdout.flush()
     os.environ["SANDBOX_HOME"] = str(settings.home)
     os.environ["SANDBOX_WORKERS"] = str(workers)
+    # Per-process metrics of every worker, summed at scrape (sandbox/api/metrics.py):
+    # prometheus-client's multiprocess files, emptied at each start.
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        metrics_dir = settings.home / "run" / "prometheus"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     if not os.environ.get("SANDBOX_JOB_WORKERS"):
         os.environ["SANDBOX_JOB_WORKERS"] = str(max(1, (os.cpu_count() or 1) // workers))
     uvicorn.run(

@@ -469,6 +469,12 @@ class Settings:
     monitor_utc_offset_hours: float = setting(
         8.0, ge=-12, le=14, help="The deployment's local time zone, for working hours."
     )
+    metrics_loopback_open: bool = setting(
+        False,
+        help="`GET /metrics` answers a client on a loopback address (127.0.0.0/8, ::1) "
+        "without a token (a Prometheus on the same host); otherwise an admin or auditor "
+        "token is needed (docs/monitoring.md).",
+    )
 
     def __post_init__(self) -> None:
         home = Path(self.home).resolve()
