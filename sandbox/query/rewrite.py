@@ -606,6 +606,8 @@ def _group_cap(inner_sql: str, group_cols: list[str], g: int) -> list[str]:
     key) are dropped.  Two equal 64-bit hashes for one entity (about g² / 2^64) would
     keep one group more.
     """
+    if g < 1:  # no threshold would then read as "keep every cell"
+        raise ValueError(f"max_groups_per_entity must be at least 1, not {g}")
     h = f"hash({', '.join([*group_cols, '__sbx_e'])})"
     return [
         f'__sbx_pg AS (SELECT *, {h} AS "__sbx_h" FROM ({inner_sql}))',
