@@ -36,6 +36,7 @@ from .tables import alerts
 
 __all__ = [
     "ALERT_STATES",
+    "EMPTY",
     "SharedFigures",
     "TrailCounts",
     "TrailTally",
