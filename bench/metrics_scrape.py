@@ -7,7 +7,9 @@ Measured in one run on temporary SQLite stores (audit and control plane):
    plus the control-plane counts (ε per dataset, alerts by severity, jobs by state);
 2. ``warm``: a later scrape after ``--new`` entries were appended (the tally reads
    only those, by primary key), the whole exposition rendered by prometheus-client;
-3. ``raw``: for scale, one plain ``SELECT action, decision, count(*) ... GROUP BY``
+3. ``resumed``: a new process's first scrape when the shared checkpoint
+   (``metrics_trail_counts``) is ``--new`` entries behind the trail;
+4. ``raw``: for scale, one plain ``SELECT action, decision, count(*) ... GROUP BY``
    over the same trail (what recounting at every scrape would cost at least, without
    refusals by rule).
 
@@ -36,7 +38,7 @@ from sandbox.api.metrics import SharedCollector
 from sandbox.core.db import metadata
 from sandbox.jobs.states import JobState
 from sandbox.jobs.tables import jobs
-from sandbox.monitoring.metrics import TrailTally, shared_figures
+from sandbox.monitoring.metrics import TrailTally, checkpoints, shared_figures
 from sandbox.monitoring.tables import alerts
 
 RULES = ("guard.not_aggregated", "disclosure.k", "grant.none", "budget.exhausted")
@@ -136,7 +138,7 @@ def main() -> None:
         control = sa.create_engine(f"sqlite:///{root / 'control.db'}")
         fill_control(control, n_jobs=10_000, n_alerts=1_000)
 
-        cold, warm, raw = [], [], []
+        cold, warm, resumed, raw = [], [], [], []
         for r in range(args.repeat):
             tally = TrailTally(trail.store)
             started = time.perf_counter()
@@ -149,6 +151,14 @@ def main() -> None:
             started = time.perf_counter()
             body = generate_latest(registry)
             warm.append(time.perf_counter() - started)
+            TrailTally(trail.store, control, checkpoint_every=1).counts()  # checkpoint now
+            trail.import_entries([drafts[i % 1000] for i in range(args.new)])
+            fresh = TrailTally(trail.store, control)
+            started = time.perf_counter()
+            shared_figures(fresh, control, states)
+            resumed.append(time.perf_counter() - started)
+            with control.begin() as conn:
+                conn.execute(sa.delete(checkpoints))
             started = time.perf_counter()
             with trail.store.reading() as reads:
                 counted = reads.conn.execute(
@@ -165,6 +175,7 @@ def main() -> None:
         trail.close()
     print(f"cold scrape (whole trail read once) : {spread(cold)}")
     print(f"warm scrape (+{args.new} entries, rendered): {spread(warm)}")
+    print(f"resumed first scrape (+{args.new} after checkpoint): {spread(resumed)}")
     print(f"raw GROUP BY recount of the trail    : {spread(raw)}")
     print(
         f"ratio warm / raw recount: {statistics.median(warm) / statistics.median(raw):.3f}; "

@@ -28,7 +28,7 @@ from fastapi import APIRouter, FastAPI, Request, Security
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
+    CONTENT_TYPE_PLAIN_0_0_4,
     CollectorRegistry,
     Counter,
     Histogram,
@@ -185,7 +185,7 @@ def install_metrics(app: FastAPI, services: Services) -> None:
     trail = services.platform.audit
     trail.append = _timed(trail.append)  # type: ignore[method-assign]
     trail.append_many = _timed(trail.append_many)  # type: ignore[method-assign]
-    tally = TrailTally(trail.store)
+    tally = TrailTally(trail.store, services.platform.engine)
     states = tuple(state.value for state in JobState)
     app.state.metrics = SharedCollector(
         lambda: shared_figures(tally, services.platform.engine, states)
@@ -197,7 +197,7 @@ def install_metrics(app: FastAPI, services: Services) -> None:
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text."}},
+    responses={200: {"content": {CONTENT_TYPE_PLAIN_0_0_4: {}}, "description": "Prometheus text."}},
 )
 def metrics(
     request: Request,
@@ -230,4 +230,4 @@ def metrics(
     registry = CollectorRegistry(auto_describe=False)
     registry.register(request.app.state.metrics)
     body = _process_exposition() + generate_latest(registry)
-    return Response(content=body, media_type=CONTENT_TYPE_LATEST)
+    return Response(content=body, media_type=CONTENT_TYPE_PLAIN_0_0_4)

@@ -5,7 +5,9 @@ any process (any worker, any host on one PostgreSQL) reports the same totals:
 
 - audit entries by action and decision, and refusals by action and rule, from the
   trail (:class:`TrailTally`: each process keeps a cursor and reads only entries
-  appended since its last scrape, by primary key);
+  appended since its last scrape, by primary key; a process starts from the newest
+  shared checkpoint of those counts in ``metrics_trail_counts``, so no process re-reads
+  a long trail from the start);
 - ε spent per dataset, from the grants' budget ledgers (``grant_budgets``);
 - alerts not yet resolved, by severity and state (``monitor_alerts``);
 - jobs by state (``jobs``).
@@ -29,10 +31,11 @@ from sqlalchemy.engine import Connection
 
 from audit.schema import entries
 from audit.store import AuditStore
+from sandbox.core.db import metadata
 from sandbox.core.policy_tables import EPSILON_SCALE, grant_budgets, grants
 
 from .detectors import SEVERITIES
-from .tables import alerts
+from .tables import alerts, create_tables
 
 __all__ = [
     "ALERT_STATES",
@@ -41,6 +44,7 @@ __all__ = [
     "TrailCounts",
     "TrailTally",
     "alerts_by_severity",
+    "checkpoints",
     "epsilon_spent_by_dataset",
     "jobs_by_state",
     "label_safe",
@@ -106,23 +110,65 @@ def tally(before: TrailCounts, rows: Iterable[tuple[int, str, str, bytes]]) -> T
 
 EMPTY = TrailCounts({}, {}, 0)
 
+checkpoints = sa.Table(
+    "metrics_trail_counts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("next_seq", sa.BigInteger, nullable=False),
+    sa.Column("counts", sa.JSON, nullable=False),
+)
+"""One row: the trail's counts up to ``next_seq``, shared by every process (any may
+write a newer one; counts up to a seq are the same whoever computed them)."""
+
+
+def _encode(counts: TrailCounts) -> dict[str, list[list[object]]]:
+    return {
+        "entries": [[a, d, n] for (a, d), n in sorted(counts.entries.items())],
+        "refusals": [[a, r, n] for (a, r), n in sorted(counts.refusals.items())],
+    }
+
+
+def _decode(next_seq: int, data: Mapping[str, list[list[object]]]) -> TrailCounts:
+    def pairs(rows: list[list[object]]) -> dict[tuple[str, str], int]:
+        return {(str(a), str(b)): int(str(n)) for a, b, n in rows}
+
+    return TrailCounts(pairs(data["entries"]), pairs(data["refusals"]), next_seq)
+
 
 class TrailTally:
     """This process's running counts of the shared trail.
 
-    Each call reads only the entries appended since the previous one (``seq >`` the
-    cursor, the primary key), in chunks; the first call reads the whole trail once.
-    Every process reaches the same counts because the trail is append-only.
+    Each call reads only the entries appended since the previous one (``seq >=`` the
+    cursor, the primary key), in chunks.  With a control plane (``control``) the first
+    call starts from the shared checkpoint when the trail reaches it, and the counts
+    are checkpointed again after every ``checkpoint_every`` new entries; without one
+    the first call reads the whole trail.  Every process reaches the same counts because
+    the trail is append-only.
     """
 
-    def __init__(self, store: AuditStore, *, chunk: int = 20_000) -> None:
+    def __init__(
+        self,
+        store: AuditStore,
+        control: sa.engine.Engine | None = None,
+        *,
+        chunk: int = 20_000,
+        checkpoint_every: int = 10_000,
+    ) -> None:
         self._store = store
+        self._control = control
         self._chunk = chunk
+        self._every = checkpoint_every
         self._counts = EMPTY
+        self._saved = 0
+        self._started = False
         self._lock = threading.Lock()
 
     def counts(self) -> TrailCounts:
         with self._lock:
+            if not self._started:
+                self._counts = self._resume()
+                self._saved = self._counts.next_seq
+                self._started = True
             while True:
                 query = (
                     sa.select(entries.c.seq, entries.c.action, entries.c.decision, entries.c.entry)
@@ -134,7 +180,44 @@ class TrailTally:
                     rows = [tuple(row) for row in reads.conn.execute(query)]
                 self._counts = tally(self._counts, rows)  # type: ignore[arg-type]
                 if len(rows) < self._chunk:
-                    return self._counts
+                    break
+            if self._control is not None and self._counts.next_seq - self._saved >= self._every:
+                self._save(self._counts)
+                self._saved = self._counts.next_seq
+            return self._counts
+
+    def _resume(self) -> TrailCounts:
+        """The shared checkpoint, if the trail holds every entry it counted."""
+        if self._control is None:
+            return EMPTY
+        create_tables(self._control)  # the alert tables, if no monitor started yet
+        checkpoints.create(self._control, checkfirst=True)
+        with self._control.connect() as conn:
+            row = conn.execute(sa.select(checkpoints).where(checkpoints.c.id == 1)).first()
+        if row is None:
+            return EMPTY
+        with self._store.reading() as reads:
+            size = reads.size_and_chain_head()[0]
+        if int(row.next_seq) > size:
+            return EMPTY  # another trail than the one counted: count this one afresh
+        return _decode(int(row.next_seq), row.counts)
+
+    def _save(self, counts: TrailCounts) -> None:
+        values = {"next_seq": counts.next_seq, "counts": _encode(counts)}
+        assert self._control is not None
+        try:
+            with self._control.begin() as conn:
+                done = conn.execute(
+                    sa.update(checkpoints)
+                    .where(checkpoints.c.id == 1, checkpoints.c.next_seq < counts.next_seq)
+                    .values(**values)
+                )
+                if done.rowcount == 0:
+                    exists = conn.execute(sa.select(checkpoints.c.id)).first()
+                    if exists is None:
+                        conn.execute(sa.insert(checkpoints).values(id=1, **values))
+        except sa.exc.IntegrityError:
+            pass  # another process wrote the first checkpoint at the same moment
 
 
 def epsilon_spent_by_dataset(conn: Connection) -> dict[str, float]:

@@ -74,7 +74,7 @@ def test_counters_move_by_exactly_one_query_and_one_refusal(live: LiveServer) ->
     auditor = live.tokens["auditor"]
     first = scrape(live, auditor)
     assert first.status_code == 200, first.text
-    assert first.headers["content-type"].startswith("text/plain")
+    assert first.headers["content-type"].startswith("text/plain; version=0.0.4")
     before = samples(first.text)
 
     answered = query(live, live.tokens["op-insurer"], ANSWERED)

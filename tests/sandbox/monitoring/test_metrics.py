@@ -22,6 +22,7 @@ from sandbox.monitoring.metrics import (
     EMPTY,
     TrailTally,
     alerts_by_severity,
+    checkpoints,
     jobs_by_state,
     label_safe,
     rule_of,
@@ -163,3 +164,31 @@ def test_control_plane_counts(tmp_path: Path) -> None:
     assert by_severity[("warning", "open")] == 1 and by_severity[("high", "open")] == 1
     assert sum(by_severity.values()) == 2  # the resolved one is not counted
     assert by_severity[("info", "acknowledged")] == 0
+
+
+def test_a_new_process_resumes_from_the_shared_checkpoint(tmp_path: Path) -> None:
+    """Counts checkpointed by one process let the next start there, and agree with a
+    full recount; a checkpoint beyond the trail (another trail) is not trusted."""
+    trail = AuditTrail.open(f"sqlite:///{tmp_path / 'audit.db'}", KeyRing(tmp_path / "keys"))
+    control = sa.create_engine(f"sqlite:///{tmp_path / 'control.db'}")
+    try:
+        for i in range(5):
+            trail.append(**_fields(draft("guard.k" if i % 2 else "grant.none", {"n": i})))
+        first = TrailTally(trail.store, control, checkpoint_every=3)
+        assert first.counts().next_seq == 5
+        with control.connect() as conn:
+            saved = conn.execute(sa.select(checkpoints.c.next_seq)).scalar_one()
+        assert saved == 5
+        trail.append(**_fields(draft("guard.k", {})))
+        resumed = TrailTally(trail.store, control, chunk=1)
+        assert resumed.counts() == TrailTally(trail.store).counts()
+        with control.begin() as conn:  # a marked checkpoint: a new tally starts from it
+            marked = {"entries": [["marker", "allow", 7]], "refusals": []}
+            conn.execute(sa.update(checkpoints).values(next_seq=5, counts=marked))
+        started = TrailTally(trail.store, control).counts()
+        assert started.entries == {("marker", "allow"): 7, ("dataset.query", "deny"): 1}
+        with control.begin() as conn:  # a checkpoint of a longer trail than this one
+            conn.execute(sa.update(checkpoints).values(next_seq=99))
+        assert TrailTally(trail.store, control).counts() == TrailTally(trail.store).counts()
+    finally:
+        trail.close()
