@@ -19,7 +19,7 @@ from sandbox.core.errors import ConnectorError, InvalidInput
 from sandbox.core.settings import load_settings
 
 
-@pytest.mark.parametrize("missing", ["uvicorn", "fastapi"])
+@pytest.mark.parametrize("missing", ["uvicorn", "fastapi", "prometheus_client"])
 def test_serve_without_the_server_extra(
     missing: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

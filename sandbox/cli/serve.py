@@ -32,7 +32,8 @@ def serve_app(
     """
     import sys
 
-    if not all(importlib.util.find_spec(name) for name in ("uvicorn", "fastapi")):
+    server_modules = ("uvicorn", "fastapi", "prometheus_client")
+    if not all(importlib.util.find_spec(name) for name in server_modules):
         # The core install (CLI, local queries, audit verify) has no server.
         raise InvalidInput(
             "sandbox serve needs the server extra: pip install 'sandbox[server]'",
