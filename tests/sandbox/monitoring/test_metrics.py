@@ -7,13 +7,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from audit import AuditTrail, EntryDraft, KeyRing
 from audit.entry import seal
-from sandbox.core.db import metadata
+from sandbox.core.db import metadata, open_control_db
 from sandbox.jobs.states import JobState
 from sandbox.jobs.tables import jobs
 from sandbox.monitoring.alerts import record_finding
@@ -26,6 +27,7 @@ from sandbox.monitoring.metrics import (
     jobs_by_state,
     label_safe,
     rule_of,
+    shared_figures,
     tally,
 )
 from sandbox.monitoring.tables import alerts
@@ -192,3 +194,55 @@ def test_a_new_process_resumes_from_the_shared_checkpoint(tmp_path: Path) -> Non
         assert TrailTally(trail.store, control).counts() == TrailTally(trail.store).counts()
     finally:
         trail.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """One database holding the audit store and the control plane, as hosts share it."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'shared.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+def test_two_hosts_on_one_database_report_the_same_figures(shared_url: str, tmp_path: Path) -> None:
+    """Host A counts and checkpoints; entries and a job arrive; host B starts from the
+    checkpoint: both report the same shared figures (the SQL runs on SQLite and PostgreSQL)."""
+    keys = KeyRing(tmp_path / "keys")
+    trail = AuditTrail.open(shared_url, keys)
+    control = open_control_db(shared_url)
+    other_trail = AuditTrail.open(shared_url, keys)
+    other_control = open_control_db(shared_url)
+    states = [s.value for s in JobState]
+    try:
+        for i in range(4):
+            trail.append(**_fields(draft("guard.k" if i % 2 else "grant.none", {"n": i})))
+        host_a = TrailTally(trail.store, control, checkpoint_every=2)
+        before = shared_figures(host_a, control, states)
+        assert before.trail.next_seq == 4 and before.jobs["queued"] == 0
+        other_trail.append(**_fields(draft("guard.k", {})))
+        with other_control.begin() as conn:
+            conn.execute(
+                sa.insert(jobs).values(
+                    id="j1",
+                    operator="op",
+                    state="queued",
+                    sql="-",
+                    format="json",
+                    created_at="2026-12-02T03:00:00.000000Z",
+                    datasets=[],
+                    review_datasets=[],
+                    reviews=[],
+                )
+            )
+        host_b = TrailTally(other_trail.store, other_control)
+        a, b = (
+            shared_figures(host_a, control, states),
+            shared_figures(host_b, other_control, states),
+        )
+        assert a == b
+        assert a.trail.refusals[("dataset.query", "guard.k")] == 3 and a.jobs["queued"] == 1
+    finally:
+        trail.close()
+        other_trail.close()
+        control.dispose()
+        other_control.dispose()
