@@ -138,6 +138,7 @@ def drive(s: Session, home: Path) -> None:
          json={"verdict": "approve", "reason": "district counts"})  # fmt: skip
     assert s.job("op-bank", by_district)["meta"]["cached"]
     assert s.job("op-bank", "SELEC district FRM x")["rule"] == "guard.syntax"  # refused at once
+    assert s.call("op-bank", "GET", "/metrics").json()["rule"] == "metrics.not_permitted"
     assert s.call("op-bank", "POST", "/v1/jobs", json={"sql": "SELECT name FROM x.y"}).is_error
     s.ok("op-bank", "GET", f"/v1/jobs/{job['id']}")
     s.ok("op-bank", "GET", "/v1/jobs")
