@@ -163,3 +163,11 @@ def test_loopback_scrape_without_a_token_when_opened(tmp_path: Path) -> None:
         assert "sandbox_audit_entries_total" in answer.text
     finally:
         server.stop()
+
+
+def test_only_loopback_addresses_count_as_loopback() -> None:
+    from sandbox.api.metrics import _loopback
+
+    assert _loopback("127.0.0.1") and _loopback("127.8.9.10") and _loopback("::1")
+    for client in ("10.0.0.1", "192.168.1.1", "::ffff:8.8.8.8", "testclient", "", None):
+        assert not _loopback(client), client
