@@ -562,7 +562,9 @@ def _disclose(
     if source is None:
         keep = _kept(rows, by_name, params)
     else:
-        keep, noisy_entities = _selected(rows, plans[ENTITIES], params, source, 1)
+        keep, noisy_entities = _selected(
+            rows, plans[ENTITIES], params, source, 1, grouped=bool(keys)
+        )
         if keys:
             suppressed_count = _noisy_suppressed(len(rows), sum(keep), plans[GROUPS], source)
         else:  # one group, known to exist: what was held back is what the table lacks
@@ -712,8 +714,14 @@ def _selected(
     params: DisclosureParams,
     noise: NoiseSource,
     selections: int,
+    *,
+    grouped: bool = True,
 ) -> tuple[list[bool], list[int]]:
     """With ε: which groups' noisy entity count reaches ``max(k, τ)``.
+
+    Without group keys (``grouped`` False) there is one group, whose existence is not
+    data (the stats query returns its row even over no entity): no partition selection
+    is needed, so its noisy count is held against ``k`` alone (post-processing).
 
     The dominance rule is not applied under a budget: its decision is a comparison
     on true values (a channel ε does not cover), and the noise on every sum already
@@ -723,7 +731,7 @@ def _selected(
     true = [int(r[ENTITIES] or 0) for r in rows]
     draws = _draw(noise, plan, len(true))
     noisy = [max(0, t + z) for t, z in zip(true, draws, strict=True)]
-    tau = selection_threshold(plan, params, selections)
+    tau = selection_threshold(plan, params, selections) if grouped else params.k
     return [n >= tau for n in noisy], noisy
 
 

@@ -358,7 +358,12 @@ class _Stats:
             return _col(self._quantile(node, sql, clamped, (lo, hi), filter_sql, tag))
         per_entity_sum = f"sum({clamped}){where}"
         if self.bounds is not None:
+            # Under a budget every statistic is over each entity's capped rows: its count
+            # is capped at C, so its sum is scaled to C of its rows (its mean times C)
+            # where it has more.  Clamping the sum instead made averages of entities with
+            # more than C rows too large (the sum of all rows over a count of C).
             cap = self.bounds.max_rows_per_entity
+            per_entity_sum = _scaled_to_cap(per_entity_sum, f"count({sql}){where}", cap)
             per_entity_sum = _clamp(per_entity_sum, min(lo, 0.0) * cap, max(hi, 0.0) * cap)
         cell = self._present(sql, where, tag)
         s = self._add(f"sum:{sql}{tag}", "sum", per_entity_sum, SUM, lower=lo, upper=hi, cell=cell)
@@ -373,6 +378,7 @@ class _Stats:
         square = f"sum(({clamped}) * ({clamped})){where}"
         if self.bounds is not None:
             cap = self.bounds.max_rows_per_entity
+            square = _scaled_to_cap(square, f"count({sql}){where}", cap)
             square = _clamp(square, 0.0, max(lo * lo, hi * hi) * cap)
         q = self._add(f"sumsq:{sql}{tag}", "sumsq", square, SUM, lower=lo, upper=hi, cell=cell)
         pop = isinstance(node, exp.StddevPop | exp.VariancePop)
@@ -381,6 +387,17 @@ class _Stats:
         if isinstance(node, exp.Stddev | exp.StddevSamp | exp.StddevPop):
             return exp.maybe_parse(f"sqrt({variance})", dialect="duckdb")
         return exp.maybe_parse(variance, dialect="duckdb")
+
+
+def _scaled_to_cap(per_entity: str, rows: str, cap: int) -> str:
+    """``per_entity`` (a sum over one entity's rows) scaled to ``cap`` of its ``rows``.
+
+    ``least(1, cap / rows)``: unchanged for an entity with at most ``cap`` rows, else its
+    mean times ``cap``, so it stays within ``cap`` rows' bounds (the sensitivity the noise
+    is calibrated to) and agrees with the count capped at ``cap``.  NULL where ``rows``
+    is 0 (the sum is NULL there too).
+    """
+    return f"(({per_entity}) * least(1.0, {cap} / NULLIF({rows}, 0)))"
 
 
 def _clamp(sql: str, lo: float, hi: float) -> str:
@@ -533,10 +550,12 @@ def build_plan(
     main = f"SELECT {', '.join(outer)} FROM __sbx_pe"
     if group_cols:
         main += " GROUP BY " + ", ".join(group_cols)
-    if bounds is not None:
+    if bounds is not None and group_cols:
         # With a budget, groups under k never leave the enclave (disclosure would drop
         # them anyway): the number of groups it sees, noised, counts only groups of at
         # least k, and the stats table's size limit can only be reached by those.
+        # Without group keys the one group exists whatever the data: its row is always
+        # there (even over no entity), so whether it appears says nothing.
         main += f" HAVING count(*) >= {k}"
     all_stats = list(stats.stats)
     if not entities:

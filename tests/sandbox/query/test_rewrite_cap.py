@@ -1,10 +1,10 @@
 """The per-entity contribution cap of the stats query against a plain Python reference.
 
 Under a budget each entity keeps the G (group, entity) cells whose DuckDB ``hash(keys,
-entity)`` is smallest, counts at most C rows in each and clamps each value to the
-column's bounds and each cell's sum to C times them.  The reference below does that cell
-by cell in Python; DuckDB is asked only for the hash of each cell's key and entity (the
-order that defines "smallest").
+entity)`` is smallest, counts at most C rows in each, clamps each value to the column's
+bounds and scales each cell's sum to C of its rows (its mean times C).  The reference
+below does that cell by cell in Python; DuckDB is asked only for the hash of each cell's
+key and entity (the order that defines "smallest").
 """
 
 from __future__ import annotations
@@ -105,7 +105,9 @@ def _reference(
         group = out.setdefault(key, {"entities": 0, "rows": 0, "sum": 0.0})
         group["entities"] += 1
         group["rows"] += min(len(amounts), c)
-        group["sum"] += min(HIGH * c, max(LOW * c, sum(clamped)))
+        # Scaled to C of its rows where it has more (its mean times C), as counts are.
+        scaled = sum(clamped) * min(1.0, c / len(clamped)) if clamped else 0.0
+        group["sum"] += min(HIGH * c, max(LOW * c, scaled))
     return out
 
 
