@@ -415,7 +415,6 @@ class Settings:
         "`ingest_memory_bytes`.",
     )
 
-
     monitor_enabled: bool = setting(
         True,
         help="Run the risk detectors on every query decision (docs/monitoring.md); off, no "
