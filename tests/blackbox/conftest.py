@@ -18,8 +18,10 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,14 +82,18 @@ class DemoHome:
         return sandbox("--home", str(self.home), *args, **env)
 
 
-@pytest.fixture(scope="session")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoHome:
-    """``sandbox --home H demo --scale 0.001``: one small demo home for the whole suite."""
-    home = tmp_path_factory.mktemp("blackbox") / "home"
+def make_demo_home(home: Path) -> DemoHome:
+    """``sandbox --home HOME demo --scale 0.001`` and the demo tokens it wrote."""
     made = sandbox("--home", str(home), "demo", "--scale", "0.001", timeout=300)
     assert made.code == 0 and "demo home ready" in made.out, str(made)
     tokens = json.loads((home / "demo-tokens.json").read_text())
     return DemoHome(home, tokens)
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoHome:
+    """One small demo home for the whole suite."""
+    return make_demo_home(tmp_path_factory.mktemp("blackbox") / "home")
 
 
 def _free_port() -> int:
@@ -106,14 +112,30 @@ class Server:
         return self.log.read_text()
 
 
-@pytest.fixture(scope="session")
-def server(demo: DemoHome) -> Iterator[Server]:
-    """``sandbox serve`` on the demo home as its own process, until /health answers."""
+def call(
+    server: Server, method: str, path: str, token: str | None = None, body: Any = None
+) -> tuple[int, Any]:
+    """One HTTP request; the status and the JSON body (errors included)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"{server.url}{path}", data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+@contextmanager
+def serving(home: DemoHome, *extra: str) -> Iterator[Server]:
+    """``sandbox serve`` on ``home`` as its own process, until /health answers."""
     port = _free_port()
-    log = demo.home.parent / f"serve-{port}.log"
+    log = home.home.parent / f"serve-{port}.log"
     with open(log, "w") as sink:
         proc = subprocess.Popen(
-            [SANDBOX, "--home", str(demo.home), "serve", "--port", str(port)],
+            [SANDBOX, "--home", str(home.home), "serve", "--port", str(port), *extra],
             stdout=sink,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -144,3 +166,10 @@ def server(demo: DemoHome) -> Iterator[Server]:
                 os.killpg(proc.pid, 9)
                 proc.wait(timeout=10)
         assert "Traceback" not in running.output(), running.output()[-3000:]
+
+
+@pytest.fixture(scope="session")
+def server(demo: DemoHome) -> Iterator[Server]:
+    """``sandbox serve`` on the demo home, for the whole suite."""
+    with serving(demo) as running:
+        yield running

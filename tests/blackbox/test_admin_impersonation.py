@@ -11,31 +11,12 @@ holder-made token approved by a second administrator, is shown to work.
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
-import urllib.error
-import urllib.request
 from typing import Any
 
-from tests.blackbox.conftest import DemoHome, Server, sandbox
+from tests.blackbox.conftest import DemoHome, Server, call, sandbox
 
 UNTIL = "2030-01-01T00:00:00Z"
-
-
-def call(
-    server: Server, method: str, path: str, token: str | None = None, body: Any = None
-) -> tuple[int, Any]:
-    """One HTTP request; the status and the JSON body (errors included)."""
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"{server.url}{path}", data=data, method=method)
-    request.add_header("Content-Type", "application/json")
-    if token is not None:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"null")
 
 
 def made_token() -> tuple[str, str]:

@@ -11,81 +11,18 @@ acknowledgements and resolutions are read back as their audit entries.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
-from tests.blackbox.conftest import SANDBOX, DemoHome, Server, _free_port, clean_env, sandbox
-
-
-def call(
-    server: Server, method: str, path: str, token: str | None = None, body: Any = None
-) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"{server.url}{path}", data=data, method=method)
-    request.add_header("Content-Type", "application/json")
-    if token is not None:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"null")
+from tests.blackbox.conftest import DemoHome, Server, call, make_demo_home, sandbox, serving
 
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> DemoHome:
-    path = tmp_path_factory.mktemp("monitoring") / "home"
-    made = sandbox("--home", str(path), "demo", "--scale", "0.001", timeout=300)
-    assert made.code == 0, str(made)
-    return DemoHome(path, json.loads((path / "demo-tokens.json").read_text()))
-
-
-@contextmanager
-def serving(home: DemoHome, *extra: str) -> Iterator[Server]:
-    """``sandbox serve`` on ``home`` as its own process group, until /health answers."""
-    port = _free_port()
-    log = home.home.parent / f"serve-{port}.log"
-    with open(log, "w") as sink:
-        proc = subprocess.Popen(
-            [SANDBOX, "--home", str(home.home), "serve", "--port", str(port), *extra],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            env=clean_env(),
-            start_new_session=True,
-        )
-    running = Server(f"http://127.0.0.1:{port}", proc, log)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{running.url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"sandbox serve did not answer /health: {running.output()[-2000:]}")
-            time.sleep(0.2)
-        yield running
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, 15)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
-                proc.wait(timeout=10)
-        assert "Traceback" not in running.output(), running.output()[-3000:]
+    return make_demo_home(tmp_path_factory.mktemp("monitoring") / "home")
 
 
 @pytest.fixture(scope="module")
