@@ -18,7 +18,7 @@ from audit import AuditTrail, Receipt
 from audit.errors import AuditError
 from audit.keys import KeyRing, KeyRingError, SigningKey
 from connectors.base import Source
-from policies import Authority
+from policies import Actor, Authority
 from policies.admin import migrate_release_modes
 from sandbox.core.classification import DatasetSpec
 from sandbox.core.db import open_control_db
@@ -91,6 +91,32 @@ class Platform:
                 f"the audit trail could not record the event ({type(exc).__name__})",
                 rule="audit.unavailable",
             ) from None
+
+    def record_act(
+        self,
+        actor: Actor,
+        action: str,
+        target: str,
+        decision: str,
+        rule: str,
+        *,
+        dataset: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> Receipt:
+        """:meth:`record` of one act by ``actor``: its name, role, request and client, and
+        ``details`` with the actor's own (``Actor.audit_details``) added."""
+        return self.record(
+            actor=actor.name,
+            role=actor.role.value,
+            action=action,
+            target=target,
+            decision=decision,
+            rule=rule,
+            dataset=dataset,
+            request_id=actor.request_id,
+            client=actor.client,
+            details={**(details or {}), **actor.audit_details()},
+        )
 
     def signing_key(self) -> SigningKey:
         try:

@@ -18,7 +18,15 @@ from policies import Actor, Role
 from sandbox.core.errors import SandboxError
 from sandbox.platform import Platform
 
-__all__ = ["Clock", "audited", "new_id", "record_allow", "sees_everything", "system_clock"]
+__all__ = [
+    "Clock",
+    "audited",
+    "audited_read",
+    "new_id",
+    "record_allow",
+    "sees_everything",
+    "system_clock",
+]
 
 Clock = Callable[[], datetime]
 """Injected everywhere a step depends on time (tests move it; nothing sleeps)."""
@@ -45,22 +53,18 @@ def audited(
     """Record a refusal raised in the block (a :class:`SandboxError`) under ``action``
     with its rule, and re-raise it; the block writes its own allow entry
     (:func:`record_allow`) as the last act of its transaction."""
-    base = {**(details or {}), **actor.audit_details()}
     try:
         yield
     except SandboxError as exc:
         rule, reason = getattr(exc, "audited", (exc.rule or exc.code, exc.message))
-        platform.record(
-            actor=actor.name,
-            role=actor.role.value,
-            action=action,
-            target=target,
-            decision="deny",
-            rule=rule,
+        platform.record_act(
+            actor,
+            action,
+            target,
+            "deny",
+            rule,
             dataset=dataset,
-            request_id=actor.request_id,
-            client=actor.client,
-            details={**base, "reason": reason},
+            details={**(details or {}), "reason": reason},
         )
         raise
 
@@ -76,18 +80,25 @@ def record_allow(
     details: dict[str, Any] | None = None,
 ) -> None:
     """The allow entry of a step (call it inside the step's transaction, last)."""
-    platform.record(
-        actor=actor.name,
-        role=actor.role.value,
-        action=action,
-        target=target,
-        decision="allow",
-        rule=rule,
-        dataset=dataset,
-        request_id=actor.request_id,
-        client=actor.client,
-        details={**(details or {}), **actor.audit_details()},
-    )
+    platform.record_act(actor, action, target, "allow", rule, dataset=dataset, details=details)
+
+
+def audited_read(
+    platform: Platform,
+    actor: Actor,
+    kind: str,
+    record_id: str | None,
+    listing: Callable[[], list[dict[str, Any]]],
+    one: Callable[[str], dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """What the API and the command line answer (one record of ``kind``, or the listing),
+    the read recorded as ``<kind>.read`` with the number of rows (a refusal with its rule)."""
+    action = f"{kind}.read"
+    target = "platform" if record_id is None else f"{kind}:{record_id}"
+    with audited(platform, actor, action, target):
+        found = listing() if record_id is None else [one(record_id)]
+        record_allow(platform, actor, action, target, "allow.read", details={"rows": len(found)})
+    return found
 
 
 def sees_everything(actor: Actor) -> bool:

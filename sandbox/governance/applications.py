@@ -26,7 +26,7 @@ from sandbox.core.governance_tables import grant_applications as apps
 from sandbox.core.timeutil import to_rfc3339
 from sandbox.platform import Platform
 
-from .acts import Clock, audited, new_id, record_allow, sees_everything, system_clock
+from .acts import Clock, audited, audited_read, new_id, record_allow, sees_everything, system_clock
 from .application_states import AppState, AppStep, advance_application
 from .application_terms import Asked, Decided, amendments_of, grant_terms_for
 
@@ -304,21 +304,14 @@ class Applications:
     ) -> list[dict[str, Any]]:
         """What the API and the command line answer (one application, or the listing), the
         read recorded as ``application.read`` with the number of rows (a refusal with its rule)."""
-        target = "platform" if app_id is None else f"application:{app_id}"
-        with audited(self.platform, actor, "application.read", target):
-            if app_id is None:
-                found = self.visible(actor, state=state)
-            else:
-                found = [self.show(actor, app_id)]
-            record_allow(
-                self.platform,
-                actor,
-                "application.read",
-                target,
-                "allow.read",
-                details={"rows": len(found)},
-            )
-        return found
+        return audited_read(
+            self.platform,
+            actor,
+            "application",
+            app_id,
+            lambda: self.visible(actor, state=state),
+            lambda one: self.show(actor, one),
+        )
 
     def visible(self, actor: Actor, *, state: str | None = None) -> list[dict[str, Any]]:
         query = sa.select(apps).order_by(apps.c.submitted_at, apps.c.id)

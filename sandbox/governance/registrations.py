@@ -38,7 +38,7 @@ from sandbox.core.timeutil import to_rfc3339
 from sandbox.enclave.registry import Registration
 from sandbox.platform import Platform
 
-from .acts import Clock, audited, new_id, record_allow, system_clock
+from .acts import Clock, audited, audited_read, new_id, record_allow, system_clock
 from .registration_files import SourceFile, discard, keep, kept_directory, sha256_of
 from .registration_states import Facts, RegState, RegStep, advance
 from .registration_views import listed_to, procedure_record, view
@@ -403,21 +403,14 @@ class Registrations:
     ) -> list[dict[str, Any]]:
         """What the API and the command line answer (one application, or the listing), the
         read recorded as ``registration.read`` with the number of rows (a refusal with its rule)."""
-        target = "platform" if app_id is None else f"registration:{app_id}"
-        with audited(self.platform, actor, "registration.read", target):
-            if app_id is None:
-                found = self.visible(actor, state=state)
-            else:
-                found = [self.show(actor, app_id)]
-            record_allow(
-                self.platform,
-                actor,
-                "registration.read",
-                target,
-                "allow.read",
-                details={"rows": len(found)},
-            )
-        return found
+        return audited_read(
+            self.platform,
+            actor,
+            "registration",
+            app_id,
+            lambda: self.visible(actor, state=state),
+            lambda one: self.show(actor, one),
+        )
 
     def visible(self, actor: Actor, *, state: str | None = None) -> list[dict[str, Any]]:
         """Applications the actor may see: every one in publicity (the public listing), a

@@ -47,30 +47,24 @@ class AlertDesk:
         try:
             with self.platform.engine.begin() as conn:
                 result = change(conn, now)
-                self.platform.record(
-                    actor=actor.name,
-                    role=actor.role.value,
-                    action=action,
-                    target=target,
-                    decision="allow",
-                    rule=rule,
-                    request_id=actor.request_id,
-                    client=actor.client,
+                self.platform.record_act(
+                    actor,
+                    action,
+                    target,
+                    "allow",
+                    rule,
                     dataset=dataset(result),
-                    details={**details(result), **actor.audit_details()},
+                    details=details(result),
                 )
         except SandboxError as exc:
             if exc.rule != "audit.unavailable":
-                self.platform.record(
-                    actor=actor.name,
-                    role=actor.role.value,
-                    action=action,
-                    target=target,
-                    decision="deny",
-                    rule=exc.rule or exc.code,
-                    request_id=actor.request_id,
-                    client=actor.client,
-                    details={"reason": exc.message, **actor.audit_details()},
+                self.platform.record_act(
+                    actor,
+                    action,
+                    target,
+                    "deny",
+                    exc.rule or exc.code,
+                    details={"reason": exc.message},
                 )
             raise
         return result
