@@ -5,7 +5,7 @@ account of ``--token`` (or ``SANDBOX_TOKEN``); without one, the host console, an
 it accepts, reviews, resolves and issues, but never applies for a bureau or an operator.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from policies import Actor
     from sandbox.platform import Platform
 
-__all__ = ["acting", "catalog_app", "registration_app"]
+__all__ = ["acting", "catalog_app", "echo_rows", "registration_app"]
 
 registration_app = typer.Typer(
     help="The registration procedure (申请、受理、审查、公示、凭证发放).", no_args_is_help=True
@@ -44,8 +44,19 @@ def acting(obj: Any, token: str | None) -> Iterator[tuple["Platform", "Actor"]]:
         platform.close()
 
 
-def _show_registration(app: dict[str, Any]) -> None:
-    typer.echo(
+def echo_rows(
+    found: list[dict[str, Any]], as_json: bool, line: Callable[[dict[str, Any]], str]
+) -> None:
+    """A governance listing: JSON with ``--json``, else one ``line`` per row."""
+    if as_json:
+        echo_json(found)
+        return
+    for row in found:
+        typer.echo(line(row))
+
+
+def _registration_line(app: dict[str, Any]) -> str:
+    return (
         f"{app['id']}  {app['dataset']:<24} {app['state']:<10} {app['form']:<5} "
         f"by {app['applicant']}"
         + (f"  publicity until {app['publicity_until']}" if app["publicity_until"] else "")
@@ -111,11 +122,7 @@ def registration_list(
 
     with acting(ctx.obj, token) as (platform, actor):
         found = Registrations(platform).read(actor, state=state)
-    if as_json:
-        echo_json(found)
-        return
-    for app in found:
-        _show_registration(app)
+    echo_rows(found, as_json, _registration_line)
 
 
 @registration_app.command("show")
@@ -133,7 +140,7 @@ def _step(ctx: typer.Context, token: str | None, app_id: str, step: str, **kw: A
 
     with acting(ctx.obj, token) as (platform, actor):
         app = Registrations(platform).step(actor, app_id, RegStep(step), **kw)
-    _show_registration(app)
+    typer.echo(_registration_line(app))
 
 
 @registration_app.command("accept")
@@ -225,15 +232,13 @@ def catalog_list(ctx: typer.Context, as_json: JsonOpt = False, token: TokenOpt =
 
     with acting(ctx.obj, token) as (platform, actor):
         found = read_catalog(platform, actor)
-    if as_json:
-        echo_json(found)
-        return
-    for entry in found:
-        every = entry["update_frequency"] or "-"
-        priced = "priced" if entry["price_terms"] else "terms on application"
-        typer.echo(
-            f"{entry['id']:<26} v{entry['version']:<3} {every:<10} {priced:<22} {entry['title']}"
-        )
+    echo_rows(found, as_json, _catalog_line)
+
+
+def _catalog_line(entry: dict[str, Any]) -> str:
+    every = entry["update_frequency"] or "-"
+    priced = "priced" if entry["price_terms"] else "terms on application"
+    return f"{entry['id']:<26} v{entry['version']:<3} {every:<10} {priced:<22} {entry['title']}"
 
 
 @catalog_app.command("show")

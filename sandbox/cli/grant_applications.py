@@ -5,8 +5,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from sandbox.cli.common import JsonOpt, Opt, TokenOpt, echo_json, fen
-from sandbox.cli.governance import acting
+from sandbox.cli.common import JsonOpt, Opt, TokenOpt, fen
+from sandbox.cli.governance import acting, echo_rows
 
 if TYPE_CHECKING:
     from sandbox.platform import Platform
@@ -134,14 +134,14 @@ def grant_applications(
     """Grant applications you are party to (all, for admins and auditors)."""
     with acting(ctx.obj, token) as (platform, actor):
         found = _applications(platform).read(actor, state=state)
-    if as_json:
-        echo_json(found)
-        return
-    for app in found:
-        typer.echo(
-            f"{app['id']}  {app['dataset']:<24} {app['operator']:<12} {app['state']:<9} "
-            f"{app['asked']['purpose_code']}" + (f"  grant {app['grant']}" if app["grant"] else "")
-        )
+    echo_rows(found, as_json, _application_line)
+
+
+def _application_line(app: dict[str, Any]) -> str:
+    return (
+        f"{app['id']}  {app['dataset']:<24} {app['operator']:<12} {app['state']:<9} "
+        f"{app['asked']['purpose_code']}" + (f"  grant {app['grant']}" if app["grant"] else "")
+    )
 
 
 def add_grant_application_commands(grant_app: typer.Typer) -> None:
