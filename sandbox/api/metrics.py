@@ -185,11 +185,15 @@ def install_metrics(app: FastAPI, services: Services) -> None:
     trail = services.platform.audit
     trail.append = _timed(trail.append)  # type: ignore[method-assign]
     trail.append_many = _timed(trail.append_many)  # type: ignore[method-assign]
-    tally = TrailTally(trail.store, services.platform.engine)
     states = tuple(state.value for state in JobState)
-    app.state.metrics = SharedCollector(
-        lambda: shared_figures(tally, services.platform.engine, states)
-    )
+    tallies: list[TrailTally] = []  # made at the first scrape: creating the app opens nothing
+
+    def figures() -> SharedFigures:
+        if not tallies:
+            tallies.append(TrailTally(trail.store, services.platform.engine))
+        return shared_figures(tallies[0], services.platform.engine, states)
+
+    app.state.metrics = SharedCollector(figures)
     app.user_middleware.append(Middleware(CountRequests))
     app.include_router(router, responses=ERROR_RESPONSES)
 
