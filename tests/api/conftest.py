@@ -8,15 +8,18 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import uvicorn
 
 from sandbox.client import SandboxClient
 from tests.conftest import build_deployment
@@ -251,3 +254,26 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """A module's own deployment and server (tests may change its state)."""
     with served(tmp_path_factory.mktemp("api"), {"SANDBOX_JOB_WORKERS": "2"}) as live:
         yield live
+
+
+@contextmanager
+def in_thread(application: Any, name: str) -> Iterator[httpx.Client]:
+    """``application`` served by uvicorn in a thread of the test process (its lifespan and
+    job runner included), on a free loopback port; a client on it until the block ends."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(application, port=port, log_level="critical"))
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{name}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    try:
+        # A fresh connection per request: under load a kept-alive one may be closed by the
+        # server's keep-alive timeout just as a request goes out (a flake, not a finding).
+        fresh = httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60, limits=fresh) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        thread.join(30)

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
 
 from sandbox.api.app import create_app
 from sandbox.core.settings import Settings
-from tests.api.conftest import free_port
+from tests.api.conftest import in_thread
 from tests.conftest import build_deployment
 
 PATH = "/v1/datasets/health.claims/bounds-proposal"
@@ -24,21 +21,8 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client
     platform, tokens = build_deployment(home)
     platform.close()
     application = create_app(Settings(home=home, threads=2, job_workers=1))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(application, port=port, log_level="critical"))
-    thread = threading.Thread(target=server.run, name="uvicorn-bounds", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    try:
-        fresh = httpx.Limits(max_keepalive_connections=0)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60, limits=fresh) as client:
-            yield client, tokens
-    finally:
-        server.should_exit = True
-        thread.join(30)
+    with in_thread(application, "bounds") as client:
+        yield client, tokens
 
 
 def _auth(tokens: dict, who: str) -> dict[str, str]:

@@ -7,8 +7,6 @@ A real uvicorn server runs the app in a thread; the procedures' clock is the tes
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -16,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from audit import EntryFilter
 from audit.keys import load_public_keys
@@ -24,7 +21,7 @@ from sandbox.api.app import create_app
 from sandbox.core.settings import Settings
 from sandbox.enclave.certificates import verify_certificate
 from sandbox.services import Services
-from tests.api.conftest import free_port
+from tests.api.conftest import in_thread
 from tests.conftest import build_deployment
 
 VISITS = """
@@ -109,21 +106,8 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     application = create_app(Settings(home=home, threads=2, job_workers=1))
     clock = Clock()
     application.state.clock = clock
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(application, port=port, log_level="critical"))
-    thread = threading.Thread(target=server.run, name="uvicorn-governance", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    try:
-        fresh = httpx.Limits(max_keepalive_connections=0)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60, limits=fresh) as client:
-            yield Api(client, application.state.services, tokens, clock)
-    finally:
-        server.should_exit = True
-        thread.join(30)
+    with in_thread(application, "governance") as client:
+        yield Api(client, application.state.services, tokens, clock)
 
 
 def _apply_body(upload_id: str) -> dict[str, Any]:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +18,6 @@ from typing import Any, NoReturn
 
 import httpx
 import pytest
-import uvicorn
 
 from audit import EntryFilter
 from audit.entry import Entry
@@ -28,7 +25,7 @@ from sandbox.api.app import create_app
 from sandbox.core.errors import AuditUnavailable
 from sandbox.core.settings import Settings
 from sandbox.services import Services
-from tests.api.conftest import free_port
+from tests.api.conftest import in_thread
 from tests.conftest import build_deployment
 
 BY_DISTRICT = "SELECT district, count(*) AS n FROM health.claims GROUP BY 1"
@@ -54,23 +51,8 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
     platform, tokens = build_deployment(home)
     platform.close()
     application = create_app(Settings(home=home, threads=2, job_workers=1))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(application, port=port, log_level="critical"))
-    thread = threading.Thread(target=server.run, name="uvicorn-internal-errors", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    try:
-        # A fresh connection per request: under load a kept-alive one may be closed by the
-        # server's keep-alive timeout just as a request goes out (a flake, not a finding).
-        fresh = httpx.Limits(max_keepalive_connections=0)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60, limits=fresh) as client:
-            yield App(client, application.state.services, tokens)
-    finally:
-        server.should_exit = True
-        thread.join(30)
+    with in_thread(application, "internal-errors") as client:
+        yield App(client, application.state.services, tokens)
 
 
 def broken(*_args: Any, **_kwargs: Any) -> NoReturn:
