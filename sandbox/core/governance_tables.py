@@ -8,6 +8,8 @@ Timestamps are RFC 3339 strings in UTC, as in ``sandbox.core.policy_tables``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 from sandbox.core.db import metadata
@@ -21,6 +23,20 @@ __all__ = [
 ]
 
 _TS = 40
+
+
+def _step_columns() -> list[sa.Column[Any]]:
+    """What every ``*_events`` row records: when, who (name and role), the step, and the
+    state it moved the application from and to."""
+    return [
+        sa.Column("at", sa.String(_TS), nullable=False),
+        sa.Column("actor", sa.String(255), nullable=False),
+        sa.Column("role", sa.String(16), nullable=False),
+        sa.Column("step", sa.String(16), nullable=False),
+        sa.Column("from_state", sa.String(16)),
+        sa.Column("to_state", sa.String(16), nullable=False),
+    ]
+
 
 registration_applications = sa.Table(
     "registration_applications",
@@ -86,12 +102,7 @@ registration_events = sa.Table(
         nullable=False,
         index=True,
     ),
-    sa.Column("at", sa.String(_TS), nullable=False),
-    sa.Column("actor", sa.String(255), nullable=False),
-    sa.Column("role", sa.String(16), nullable=False),
-    sa.Column("step", sa.String(16), nullable=False),
-    sa.Column("from_state", sa.String(16)),
-    sa.Column("to_state", sa.String(16), nullable=False),
+    *_step_columns(),
     sa.Column("comment", sa.Text, nullable=False),
     sa.Column("objection", sa.String(24)),
 )
@@ -121,11 +132,6 @@ grant_application_events = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("application", sa.String(24), sa.ForeignKey("grant_applications.id"), nullable=False),
-    sa.Column("at", sa.String(_TS), nullable=False),
-    sa.Column("actor", sa.String(255), nullable=False),
-    sa.Column("role", sa.String(16), nullable=False),
-    sa.Column("step", sa.String(16), nullable=False),
-    sa.Column("from_state", sa.String(16)),
-    sa.Column("to_state", sa.String(16), nullable=False),
+    *_step_columns(),
     sa.Column("reason", sa.Text, nullable=False),
 )
