@@ -215,36 +215,37 @@ def acknowledge(
     conn: Connection, actor: Actor, alert_id: str, reason: str, now: datetime
 ) -> dict[str, Any]:
     """open -> acknowledged."""
-    _may_act(actor)
-    alert = get_alert(conn, actor, alert_id)
-    why = _reason(reason)
-    if alert["state"] != "open":
-        raise Conflict(f"alert {alert_id} is {alert['state']}", rule="alerts.transition")
-    changes = {
-        "state": "acknowledged",
-        "acknowledged_by": actor.name,
-        "acknowledged_at": to_rfc3339(now),
-        "acknowledged_reason": why,
-        "updated_at": to_rfc3339(now),
-    }
-    conn.execute(sa.update(alerts).where(alerts.c.id == alert_id).values(**changes))
-    return _public({**alert, **changes})
+    return _move(conn, actor, alert_id, reason, now, ("open",), "acknowledged")
 
 
 def resolve(
     conn: Connection, actor: Actor, alert_id: str, reason: str, now: datetime
 ) -> dict[str, Any]:
     """open or acknowledged -> resolved (the responses are reversed by the caller)."""
+    return _move(conn, actor, alert_id, reason, now, ("open", "acknowledged"), "resolved")
+
+
+def _move(
+    conn: Connection,
+    actor: Actor,
+    alert_id: str,
+    reason: str,
+    now: datetime,
+    sources: tuple[str, ...],
+    target: str,
+) -> dict[str, Any]:
+    """An alert in one of ``sources`` to ``target``, with who moved it, when and why
+    (the ``<target>_by``, ``_at`` and ``_reason`` columns)."""
     _may_act(actor)
     alert = get_alert(conn, actor, alert_id)
     why = _reason(reason)
-    if alert["state"] == "resolved":
-        raise Conflict(f"alert {alert_id} is resolved", rule="alerts.transition")
+    if alert["state"] not in sources:
+        raise Conflict(f"alert {alert_id} is {alert['state']}", rule="alerts.transition")
     changes = {
-        "state": "resolved",
-        "resolved_by": actor.name,
-        "resolved_at": to_rfc3339(now),
-        "resolved_reason": why,
+        "state": target,
+        f"{target}_by": actor.name,
+        f"{target}_at": to_rfc3339(now),
+        f"{target}_reason": why,
         "updated_at": to_rfc3339(now),
     }
     conn.execute(sa.update(alerts).where(alerts.c.id == alert_id).values(**changes))
