@@ -231,6 +231,11 @@ def aggregate_source(select: exp.Select) -> None:
         if new_order is None:
             return
         merged.set("order", new_order)
+    _install(select, merged)
+
+
+def _install(select: exp.Select, merged: exp.Select) -> None:
+    """Make ``select`` the merged query in place, keeping its own LIMIT and OFFSET."""
     for arg in ("limit", "offset"):
         clause = select.args.get(arg)
         merged.set(arg, clause.copy() if clause is not None else None)

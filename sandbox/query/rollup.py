@@ -45,6 +45,7 @@ from sandbox.query.merge_source import (
     _aliases,
     _explicit_group,
     _inner_of,
+    _install,
     _only,
     _outputs,
 )
@@ -308,10 +309,4 @@ def _rollup(select: exp.Select) -> None:
     merged.set("where", exp.Where(this=both) if both is not None else None)
     merged.set("having", exp.Having(this=new_having) if new_having is not None else None)
     merged.set("order", new_order)
-    for arg in ("limit", "offset"):
-        clause = select.args.get(arg)
-        merged.set(arg, clause.copy() if clause is not None else None)
-    for key in list(select.args):
-        select.set(key, None)
-    for key, value in merged.args.items():
-        select.set(key, value)
+    _install(select, merged)
