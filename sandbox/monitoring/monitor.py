@@ -85,21 +85,32 @@ def record_change(
 ) -> None:
     """The audit entry of a new or escalated alert (in the caller's transaction)."""
     alert = change.alert
+    record_monitor_act(
+        platform,
+        alert,
+        "alert.open" if change.kind == "opened" else "alert.escalate",
+        {
+            "severity": alert["severity"],
+            "evidence": list(finding.evidence if finding else alert["evidence"]),
+            "summary": alert["summary"],
+        },
+    )
+
+
+def record_monitor_act(
+    platform: Platform, alert: dict[str, Any], action: str, details: dict[str, Any]
+) -> None:
+    """An allow entry of the monitor (a system actor) on ``alert``, under the detector's
+    rule; ``details`` after the alert's id and operator."""
     platform.record(
         actor=MONITOR,
         role="system",
-        action="alert.open" if change.kind == "opened" else "alert.escalate",
+        action=action,
         target=f"alert:{alert['id']}",
         decision="allow",
         rule=f"monitor.{alert['detector']}",
         dataset=alert["dataset"],
-        details={
-            "alert": alert["id"],
-            "severity": alert["severity"],
-            "operator": alert["operator"],
-            "evidence": list(finding.evidence if finding else alert["evidence"]),
-            "summary": alert["summary"],
-        },
+        details={"alert": alert["id"], "operator": alert["operator"], **details},
     )
 
 
@@ -260,19 +271,6 @@ class Monitor:
             done = apply_responses(conn, alert, now)
             if done:
                 set_responses(conn, alert["id"], [*alert.get("responses", []), *done])
-                self.platform.record(
-                    actor=MONITOR,
-                    role="system",
-                    action="alert.respond",
-                    target=f"alert:{alert['id']}",
-                    decision="allow",
-                    rule=f"monitor.{alert['detector']}",
-                    dataset=alert["dataset"],
-                    details={
-                        "alert": alert["id"],
-                        "operator": alert["operator"],
-                        "responses": done,
-                    },
-                )
+                record_monitor_act(self.platform, alert, "alert.respond", {"responses": done})
         if done:
             log.warning("alert %s: %s applied", alert["id"], ", ".join(d["action"] for d in done))
