@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import getpass
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from functools import cached_property
 from typing import Any
 
@@ -117,6 +118,23 @@ class Platform:
             client=actor.client,
             details={**(details or {}), **actor.audit_details()},
         )
+
+    @contextmanager
+    def refusal_recorded(self, actor: Actor, entry: Mapping[str, Any]) -> Iterator[None]:
+        """Record a :class:`SandboxError` raised in the block as a ``deny`` entry (``entry``'s
+        fields, the error's rule, its message as the reason) and re-raise it; a failure of
+        the audit trail itself is not recorded again."""
+        try:
+            yield
+        except SandboxError as exc:
+            if exc.rule not in ("audit.unavailable", "audit.append"):
+                self.record(
+                    **entry,
+                    decision="deny",
+                    rule=exc.rule or exc.code,
+                    details={"reason": exc.message, **actor.audit_details()},
+                )
+            raise
 
     def signing_key(self) -> SigningKey:
         try:

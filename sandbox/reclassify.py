@@ -13,7 +13,6 @@ from __future__ import annotations
 from connectors.base import LoadedSource
 from policies import Actor
 from sandbox.core.classification import DatasetSpec, validate_against_schema
-from sandbox.core.errors import SandboxError
 from sandbox.enclave.catalog import DatasetRecord
 from sandbox.enclave.registry import Registration, _record, _write_files
 from sandbox.platform import Platform
@@ -39,7 +38,7 @@ def reclassify(
         "request_id": request_id,
         "client": client,
     }
-    try:
+    with platform.refusal_recorded(actor, entry):
         current = platform.catalog.get(spec.id)
         schema = platform.enclave.table_schema(spec.domain, spec.table)
         typed = validate_against_schema(spec, schema)
@@ -65,14 +64,5 @@ def reclassify(
                     **actor.audit_details(),
                 },
             )
-    except SandboxError as exc:
-        if exc.rule not in ("audit.unavailable", "audit.append"):
-            platform.record(
-                **entry,
-                decision="deny",
-                rule=exc.rule or exc.code,
-                details={"reason": exc.message, **actor.audit_details()},
-            )
-        raise
     _write_files(platform.settings, typed, certificate)
     return Registration(DatasetRecord.from_row(row), certificate, True)

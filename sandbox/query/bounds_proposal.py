@@ -44,7 +44,7 @@ from audit.queries import EntryFilter
 from policies import Actor, Target
 from sandbox.core.classification import ColumnSpec, Contribution, DatasetSpec, Level, Role
 from sandbox.core.classification_file import MAX_CONTRIBUTION
-from sandbox.core.errors import InvalidInput, SandboxError
+from sandbox.core.errors import InvalidInput
 from sandbox.platform import Platform
 from sandbox.query.bounds_quantile import chosen_count, chosen_edge
 from sandbox.query.disclosure import QUANTILE_BINS
@@ -235,7 +235,7 @@ def propose_bounds(
     if not decision.allowed:
         platform.authority.record_decision(actor, decision, request_id=request_id, client=client)
         raise decision.error()
-    try:
+    with platform.refusal_recorded(actor, entry):
         _check(eps, p, v)
         spec = platform.catalog.get(dataset).spec
         groupable = [c for c in spec.columns if c.role in GROUPABLE and c.level is not Level.L4]
@@ -255,15 +255,6 @@ def propose_bounds(
                 **actor.audit_details(),
             },
         )
-    except SandboxError as exc:
-        if exc.rule not in ("audit.unavailable", "audit.append"):
-            platform.record(
-                **entry,
-                decision="deny",
-                rule=exc.rule or exc.code,
-                details={"reason": exc.message, **actor.audit_details()},
-            )
-        raise
     chooser = source or system_noise()
     share, value_share = _shares(Fraction(eps), 1 + len(groupable), 2 * len(measured))
     q, qv = Fraction(str(p)), Fraction(str(v))
