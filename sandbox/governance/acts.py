@@ -25,6 +25,7 @@ __all__ = [
     "new_id",
     "record_allow",
     "sees_everything",
+    "step_out",
     "system_clock",
 ]
 
@@ -104,3 +105,16 @@ def audited_read(
 def sees_everything(actor: Actor) -> bool:
     """Admins and auditors see every application; bureaus their domains'; operators theirs."""
     return actor.role in (Role.ADMIN, Role.AUDITOR)
+
+
+def step_out(event: Any) -> dict[str, Any]:
+    """What both procedures show of a step (a row of an ``*_events`` table): when, who,
+    the step and the states it moved between; each adds its own columns."""
+    return {
+        "at": event.at,
+        "actor": event.actor,
+        "role": event.role,
+        "step": event.step,
+        "from": event.from_state,
+        "to": event.to_state,
+    }

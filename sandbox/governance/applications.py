@@ -26,7 +26,16 @@ from sandbox.core.governance_tables import grant_applications as apps
 from sandbox.core.timeutil import to_rfc3339
 from sandbox.platform import Platform
 
-from .acts import Clock, audited, audited_read, new_id, record_allow, sees_everything, system_clock
+from .acts import (
+    Clock,
+    audited,
+    audited_read,
+    new_id,
+    record_allow,
+    sees_everything,
+    step_out,
+    system_clock,
+)
 from .application_states import AppState, AppStep, advance_application
 from .application_terms import Asked, Decided, amendments_of, grant_terms_for
 
@@ -344,18 +353,7 @@ class Applications:
             "reason": row.reason,
             "amendments": row.amendments,
             "grant": row.grant_id,
-            "steps": [
-                {
-                    "at": e.at,
-                    "actor": e.actor,
-                    "role": e.role,
-                    "step": e.step,
-                    "from": e.from_state,
-                    "to": e.to_state,
-                    "reason": e.reason,
-                }
-                for e in steps
-            ],
+            "steps": [{**step_out(e), "reason": e.reason} for e in steps],
         }
 
     @staticmethod

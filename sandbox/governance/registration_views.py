@@ -14,7 +14,7 @@ from typing import Any
 
 from policies import Actor, Role
 
-from .acts import sees_everything
+from .acts import sees_everything, step_out
 from .registration_states import RegState, RegStep
 
 __all__ = ["is_party", "listed_to", "procedure_record", "public_classification", "view"]
@@ -108,16 +108,7 @@ def view(row: Any, filed: Sequence[Any], steps: Sequence[Any], actor: Actor) -> 
         ],
         "open_objections": sum(1 for o in filed if o.status == "open"),
         "steps": [
-            {
-                "at": e.at,
-                "actor": e.actor,
-                "role": e.role,
-                "step": e.step,
-                "from": e.from_state,
-                "to": e.to_state,
-                "comment": e.comment,
-                "objection": e.objection,
-            }
+            {**step_out(e), "comment": e.comment, "objection": e.objection}
             for e in steps
             if party or e.step != RegStep.OBJECT.value or e.actor == actor.name
         ],
