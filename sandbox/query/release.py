@@ -134,6 +134,14 @@ def prepare(
     if split is not None:
         return _with_totals(parsed, split, access, params, bounds, max_sql_length)
     checked = check_query(parsed, access)
+    if params.epsilon and bounds is None and not checked.keys and params.max_groups_per_entity > 1:
+        # One group: an entity's C rows in each of G groups are C·G rows in this one, the
+        # same L1 sensitivity the (C, G) pair promises, with no rows lost to a cap per group.
+        params = replace(
+            params,
+            max_rows_per_entity=params.max_rows_per_entity * params.max_groups_per_entity,
+            max_groups_per_entity=1,
+        )
     if params.epsilon and bounds is None:
         bounds = ContributionBounds(
             max_rows_per_entity=params.max_rows_per_entity,
