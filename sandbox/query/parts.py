@@ -20,7 +20,7 @@ from sqlglot import exp
 
 from sandbox.query.normalize import normalize
 from sandbox.query.parse import Parsed
-from sandbox.query.totals import TOTAL, is_total, placeholder
+from sandbox.query.totals import is_total, placeholder
 
 __all__ = ["Split", "split_totals"]
 
@@ -84,9 +84,7 @@ def split_totals(parsed: Parsed) -> Split | None:
         is_total(s, root) for s in root.find_all(exp.Subquery)
     ):
         return None  # most queries: no copy of the tree
-    main = root.copy()
-    for node in main.walk():
-        node.meta.pop(TOTAL, None)  # only placeholders carry it (a comment can set it)
+    main = root.copy()  # no node of the text carries TOTAL: parse_query dropped comment meta
     subs = [s for s in main.find_all(exp.Subquery) if is_total(s, main)]
     if not subs:
         return None

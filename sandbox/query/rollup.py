@@ -211,8 +211,7 @@ class _Reader:
 def stage_note(count: exp.Expr) -> str:
     """For a ``count(DISTINCT c)`` read here, why the query counts c (for a refusal), or "".
 
-    Names only (the CTE's and the column's, as the analyst wrote them); a forged
-    ``/* sqlglot.meta */`` comment sets a boolean, which gives "".
+    Names only (the CTE's and the column's, as the analyst wrote them).
     """
     stage = count.meta.get(STAGE)
     if not isinstance(stage, tuple) or len(stage) != 2:

@@ -63,9 +63,8 @@ def placeholder(index: int) -> exp.Literal:
 
     A decimal, so it is never read as an ORDER BY position, and one per total, so
     qualification never takes one total's ORDER BY for another's output; marked in its
-    meta with the total's index.  SQL text can set meta too (sqlglot reads a
-    ``/* sqlglot.meta key */`` comment), but only as a boolean, and ``parts.py`` drops
-    the key from every node of the text first: only these placeholders are replaced.
+    meta with the total's index.  SQL text cannot set meta: ``parse_query`` drops what a
+    ``/* sqlglot.meta key */`` comment writes, so only these placeholders are replaced.
     """
     literal = exp.Literal(this=f"{index + 1}.0000000000001", is_string=False)
     literal.meta[TOTAL] = index
@@ -75,7 +74,7 @@ def placeholder(index: int) -> exp.Literal:
 def total_reference(node: exp.Expr) -> exp.Column | None:
     """For a placeholder, the column of its released total (release query)."""
     index = node.meta.get(TOTAL) if isinstance(node, exp.Literal) else None
-    if type(index) is not int:  # a ``/* sqlglot.meta sbx_total */`` comment sets a bool
+    if type(index) is not int:
         return None
     return exp.column(total_column(index), quoted=True)
 
