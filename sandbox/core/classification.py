@@ -94,6 +94,8 @@ class ColumnSpec:
     """Clamping bounds of the column's measure use: its role's, or a declared second use."""
     generalize: Generalization | None = None
     joinable: tuple[str, ...] = ()
+    values: tuple[str, ...] | None = None
+    """Declared domain of the values (``values = [...]``), checked by quality's validity."""
 
     @property
     def uses(self) -> tuple[str, ...]:
@@ -115,6 +117,8 @@ class ColumnSpec:
             out["generalize"] = self.generalize.to_dict()
         if self.joinable:
             out["joinable"] = list(self.joinable)
+        if self.values is not None:
+            out["values"] = list(self.values)
         return out
 
 
@@ -156,6 +160,9 @@ class DatasetSpec:
     source_name: str = field(default="<classification>", compare=False)
     contribution: Contribution | None = None
     """Declared ``[contribution]``; ``None``: the platform's default bounds apply."""
+    update_frequency: str | None = None
+    """Declared ``update_frequency``; ``None``: :data:`DEFAULT_UPDATE_FREQUENCY` applies."""
+    one_row_per_entity: bool = False
 
     @property
     def domain(self) -> str:
@@ -181,6 +188,11 @@ class DatasetSpec:
             },
             "columns": {c.name: c.to_dict() for c in self.columns},
         }
+        # Set only when declared: a file without them keeps the digest it had before.
+        if self.update_frequency is not None:
+            out["dataset"]["update_frequency"] = self.update_frequency
+        if self.one_row_per_entity:
+            out["dataset"]["one_row_per_entity"] = True
         if self.contribution is not None:  # absent: the digest it had before the section
             out["contribution"] = self.contribution.to_dict()
         return out
@@ -265,6 +277,8 @@ def parse_classification(
         columns=tuple(columns),
         source_name=source_name,
         contribution=contribution,
+        update_frequency=dataset.update_frequency,
+        one_row_per_entity=dataset.one_row_per_entity,
     )
 
 
@@ -278,6 +292,7 @@ def _column_spec(name: str, column: ColumnEntry) -> ColumnSpec:
         bounds=column.bounds if column.measure is None else column.measure,
         generalize=column.generalize,
         joinable=column.joinable or (),
+        values=column.values,
     )
 
 

@@ -34,8 +34,10 @@ from pydantic_core import PydanticCustomError
 __all__ = [
     "COLUMN_REF",
     "DATASET_ID",
+    "DEFAULT_UPDATE_FREQUENCY",
     "MAX_CONTRIBUTION",
     "TRUNCATE_UNITS",
+    "UPDATE_FREQUENCIES",
     "ColumnEntry",
     "DatasetEntry",
     "Generalization",
@@ -50,6 +52,11 @@ DATASET_ID = re.compile(r"^([a-z][a-z0-9_]{0,62})\.([a-z][a-z0-9_]{0,62})$")
 COLUMN_REF = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
 TruncateUnit = Literal["year", "quarter", "month", "week", "day", "hour", "minute"]
 TRUNCATE_UNITS: tuple[str, ...] = get_args(TruncateUnit)
+UpdateFrequency = Literal["daily", "weekly", "monthly", "quarterly", "yearly"]
+UPDATE_FREQUENCIES: tuple[str, ...] = get_args(UpdateFrequency)
+#: How often a dataset is declared to be updated when its file does not say (quality's
+#: timeliness measures a version's age against it).
+DEFAULT_UPDATE_FREQUENCY = "yearly"
 #: Largest contribution bound a file may declare: a typo (``10000`` for ``10``) would
 #: scale every noise by it, and ``propose-bounds`` never suggests more.
 MAX_CONTRIBUTION = 1000
@@ -231,6 +238,15 @@ class ColumnEntry(BaseModel):
     generalize: Annotated[Generalization | None, PlainValidator(_generalization)] = None
     joinable: Annotated[tuple[str, ...] | None, WrapValidator(_join_targets)] = None
     measure: Annotated[tuple[float, float] | None, PlainValidator(_measure_use)] = None
+    #: The declared domain of a column's values (quality's validity counts values outside).
+    values: (
+        Annotated[
+            tuple[Annotated[str, Strict(), Field(max_length=200)], ...],
+            Strict(False),
+            Field(min_length=1, max_length=1000),
+        ]
+        | None
+    ) = None
 
     @field_validator("bounds")
     @classmethod
@@ -308,6 +324,9 @@ class DatasetEntry(BaseModel):
     title: str | None = None
     description: str = ""
     entity_key: str = Field(default="", validate_default=True)
+    update_frequency: UpdateFrequency | None = None
+    #: One row per entity is declared: quality's uniqueness counts duplicate entity keys.
+    one_row_per_entity: bool = False
 
     @field_validator("id")
     @classmethod
