@@ -65,11 +65,27 @@ FORBIDDEN: dict[str, frozenset[str]] = {
 }
 """Separation of duties: actions a role may never hold, whatever the policy says."""
 AUDITOR_VERBS = frozenset({"read", "export", "verify"})
-ADDED_ACTIONS = frozenset(
-    {("enrolment", "issue"), ("enrolment", "approve"), ("registration", "decide")}
+FIRST_RELEASE_ACTIONS = frozenset(
+    tuple(action.split("."))
+    for action in (
+        "account.create account.disable account.licence account.list audit.export audit.read "
+        "audit.verify budget.read catalog.read dataset.classify dataset.freeze dataset.query "
+        "dataset.register dataset.unfreeze grant.issue grant.narrow grant.read grant.resume "
+        "grant.revoke grant.suspend job.read job.review key.rotate operator.freeze "
+        "operator.unfreeze receipt.read result.read statement.read token.issue token.revoke "
+        "usage.read"
+    ).split()
 )
-"""Actions added after the first release: :func:`ensure_policy` gives a policy table that
-names none of them their default lines (the admin issuing and approving enrolments)."""
+"""The (object, action) pairs the first release's default policy named.  Every other action
+of the default policy file was added later: :func:`ensure_policy` gives a policy table that
+names none of its lines the default ones, so a new action never arrives unusable."""
+
+
+def added_actions(lines: Iterable[Line]) -> frozenset[tuple[str, ...]]:
+    """The (object, action) pairs of ``lines`` that the first release did not have."""
+    return frozenset(
+        line[3:5] for line in lines if line[0] == "p" and line[3:5] not in FIRST_RELEASE_ACTIONS
+    )
 
 
 class CasbinRuleRow:
@@ -133,8 +149,9 @@ def _row(line: Line) -> dict[str, str | None]:
 def ensure_policy(engine: Engine, path: Path = POLICY_PATH) -> bool:
     """Seed the default policy into an empty ``casbin_rule`` table; True if it changed it.
 
-    A table seeded by an older release gets the default lines of :data:`ADDED_ACTIONS`
-    that no line of it names yet; every other action stays as the deployment configured it.
+    A table seeded by an older release gets the default lines of every action added since
+    the first release (:func:`added_actions`) that no line of it names yet; every other
+    action stays as the deployment configured it.
     """
     lines = read_policy_file(path)
     check_separation(lines)
@@ -147,10 +164,9 @@ def ensure_policy(engine: Engine, path: Path = POLICY_PATH) -> bool:
                 sa.select(casbin_rule.c.v2, casbin_rule.c.v3).where(casbin_rule.c.ptype == "p")
             )
         }
+        added = added_actions(lines)
         missing = [
-            line
-            for line in lines
-            if not named or (line[3:5] in ADDED_ACTIONS and line[3:5] not in named)
+            line for line in lines if not named or (line[3:5] in added and line[3:5] not in named)
         ]
         if not missing:
             return False

@@ -7,9 +7,11 @@ import sqlalchemy as sa
 
 from policies import Actor, Authority, MemoryRecorder
 from policies.enforcer import (
+    FIRST_RELEASE_ACTIONS,
     MODEL_PATH,
     POLICY_PATH,
     RoleEnforcer,
+    added_actions,
     check_separation,
     ensure_policy,
     read_policy_file,
@@ -115,3 +117,30 @@ def test_host_console_is_an_admin_only_through_the_policy(world: World) -> None:
     assert world.authority.decide(host, "account.list", "platform").policy == (
         "p, admin, platform, account, list"
     )
+
+
+def test_an_older_policy_table_gets_every_action_added_since(control_url: str) -> None:
+    """A table seeded by the first release gains each later action's default lines."""
+    engine = open_control_db(control_url)
+    try:
+        first = [
+            line
+            for line in read_policy_file()
+            if line[0] == "g" or line[3:5] in FIRST_RELEASE_ACTIONS
+        ]
+        with engine.begin() as conn:
+            conn.execute(
+                sa.insert(casbin_rule),
+                [
+                    {"ptype": line[0]} | {f"v{i}": (*line[1:], *[None] * 6)[i] for i in range(6)}
+                    for line in first
+                ],
+            )
+        added = added_actions(read_policy_file())
+        assert ("grant", "release_mode") in added and ("registration", "decide") in added
+        assert ensure_policy(engine) is True
+        enforcer = RoleEnforcer(engine)
+        assert set(enforcer.lines()) == set(read_policy_file())
+        assert ensure_policy(engine) is False
+    finally:
+        engine.dispose()
