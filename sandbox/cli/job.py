@@ -95,11 +95,19 @@ class _Local:
     def close(self) -> None:
         self.services.platform.close()
 
-    def submit(self, sql: str, *, purpose: str | None, format: str, wait: bool) -> dict[str, Any]:
+    def submit(
+        self, sql: str, *, purpose: str | None, format: str, wait: bool, epsilon: float | None
+    ) -> dict[str, Any]:
         import uuid
 
         job = self.services.desk.submit(
-            self.actor, sql, purpose=purpose, fmt=format, rid=uuid.uuid4().hex, client="cli"
+            self.actor,
+            sql,
+            purpose=purpose,
+            fmt=format,
+            rid=uuid.uuid4().hex,
+            client="cli",
+            epsilon=epsilon,
         )
         if wait:
             job = self.services.runner.run_now(job.id)
@@ -144,10 +152,12 @@ class _Remote:
     def close(self) -> None:
         self.client.close()
 
-    def submit(self, sql: str, *, purpose: str | None, format: str, wait: bool) -> dict[str, Any]:
+    def submit(
+        self, sql: str, *, purpose: str | None, format: str, wait: bool, epsilon: float | None
+    ) -> dict[str, Any]:
         from sandbox.client import FINAL_STATES
 
-        job = self.client.submit(sql, purpose=purpose, format=format, wait=wait)
+        job = self.client.submit(sql, purpose=purpose, format=format, wait=wait, epsilon=epsilon)
         if wait and job["state"] not in FINAL_STATES | {"awaiting_review"}:
             job = self.client.wait(job["id"])
         return job
@@ -209,12 +219,16 @@ def submit(
     fmt: Annotated[str, typer.Option("--format", help="json, csv, parquet or arrow.")] = "json",
     wait: Annotated[bool, typer.Option(help="Wait for the outcome.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
+    epsilon: Annotated[
+        float | None,
+        typer.Option(help="ε for this job, up to the grant's per-query maximum (its default)."),
+    ] = None,
 ) -> None:
     """Submit an analysis job; prints its id and state (refusals exit 2 with the rule)."""
     if fmt not in RESULT_FORMATS[1:]:
         raise InvalidInput("--format is json, csv, parquet or arrow", rule="cli.format")
     with remote_or_local(ctx, url, token) as backend:
-        job = backend.submit(sql, purpose=purpose, format=fmt, wait=wait)
+        job = backend.submit(sql, purpose=purpose, format=fmt, wait=wait, epsilon=epsilon)
     if as_json:
         _show(job)
     else:
@@ -305,17 +319,19 @@ def _encode(table: "pa.Table", fmt: str) -> bytes:
     return b"".join(encode(table, fmt)) + (b"\n" if fmt == "json" else b"")
 
 
-def remote_query(url: str, token: str, sql: str, *, purpose: str | None, explain: bool) -> Any:
+def remote_query(
+    url: str, token: str, sql: str, *, purpose: str | None, explain: bool, epsilon: float | None
+) -> Any:
     """``sandbox query --url``: explain, or run as a job and fetch the released result."""
     with _client()(url, token) as client:
         if explain:
-            verdict = client.explain(sql, purpose=purpose)
+            verdict = client.explain(sql, purpose=purpose, epsilon=epsilon)
             shown = {k: v for k, v in verdict.items() if v is not None}
             typer.echo(json.dumps(shown, indent=2, ensure_ascii=False))
             if not verdict["accepted"]:
                 raise QueryRefused(verdict["message"], rule=verdict["rule"])
             return None
-        job = client.submit(sql, purpose=purpose, format="arrow", wait=True)
+        job = client.submit(sql, purpose=purpose, format="arrow", wait=True, epsilon=epsilon)
         if job["state"] in ("queued", "running"):
             job = client.wait(job["id"], progress=_progress)
         if job["state"] == "awaiting_review":

@@ -68,16 +68,10 @@ def query(
     """
     if fmt not in FORMATS:
         raise InvalidInput(f"--format is one of {', '.join(FORMATS)}", rule="cli.format")
-    if url is not None and epsilon is not None:
-        raise InvalidInput(
-            "--epsilon works on the local home only: a job on a server runs at the grant's "
-            "per-query ε",
-            rule="cli.epsilon",
-        )
     if url is not None:
         from sandbox.cli.job import remote_query
 
-        result = remote_query(url, token, sql, purpose=purpose, explain=explain)
+        result = remote_query(url, token, sql, purpose=purpose, explain=explain, epsilon=epsilon)
         if result is None:
             return
         _print_result(result, fmt, receipt)

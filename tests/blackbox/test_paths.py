@@ -115,3 +115,18 @@ def test_serve_answers_health_and_a_url_client_works(server: Server, demo: DemoH
     assert refused.code == 2 and "(rule: guard." in refused.err, str(refused)
     unreachable = sandbox("job", "list", "--url", "http://127.0.0.1:1", "--token", token)
     assert unreachable.code == 2 and "connection_failed" in unreachable.err, str(unreachable)
+
+
+def test_a_url_query_and_a_job_take_their_epsilon(server: Server, demo: DemoHome) -> None:
+    """`--epsilon` reaches the server: spent as asked, refused above the per-query maximum."""
+    insurer = demo.tokens["op-insurer"]
+    half = sandbox(
+        "query", "--url", server.url, "--token", insurer, "--epsilon", "0.5", "--format", "json",
+        NOISED,
+    )  # fmt: skip
+    assert half.code == 0, str(half)
+    assert json.loads(half.out)["meta"]["epsilon_spent"] == pytest.approx(0.5)
+    above = sandbox(
+        "job", "submit", "--url", server.url, "--token", insurer, "--epsilon", "50", NOISED
+    )
+    assert above.code == 2 and "budget.epsilon_per_query" in above.err, str(above)
