@@ -282,6 +282,9 @@ class Decision:
     budgets: Mapping[str, BudgetState] = field(default_factory=dict)
     usage: Mapping[str, DailyUsage] = field(default_factory=dict)
     dataset_rows: Mapping[str, int] = field(default_factory=dict)
+    #: Datasets whose important data (重要数据) the query reads: every release is held for
+    #: the owning bureau's review, whatever the grant's mode (set by the query service).
+    held_for: tuple[str, ...] = ()
 
     @property
     def grant(self) -> Grant | None:
@@ -296,7 +299,12 @@ class Decision:
 
     @property
     def review_required(self) -> bool:
-        return any(g.review_required for g in self.grants)
+        return bool(self.held_for) or any(g.review_required for g in self.grants)
+
+    @property
+    def review_datasets(self) -> list[str]:
+        """The datasets whose owning bureaus review a held release."""
+        return sorted({*(g.dataset for g in self.grants if g.review_required), *self.held_for})
 
     @property
     def k(self) -> int | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sandbox.core.classification import DatasetSpec, Level
+from sandbox.core.data_controls import NO_CONTROLS, DatasetControls
 
 __all__ = ["DatasetAccess"]
 
@@ -20,3 +21,6 @@ class DatasetAccess:
     max_level: Level = Level.L3
     columns: frozenset[str] | None = None
     groupable: frozenset[str] = frozenset()
+    #: The negative list and important-data items of the dataset, with the limited items
+    #: the grant was co-approved for (``sandbox.core.data_controls.load_controls``).
+    controls: DatasetControls = NO_CONTROLS

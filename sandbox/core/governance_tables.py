@@ -135,3 +135,6 @@ grant_application_events = sa.Table(
     *_step_columns(),
     sa.Column("reason", sa.Text, nullable=False),
 )
+
+# The negative list and the important-data catalog declare their tables on import.
+from sandbox.core import data_controls as _data_controls  # noqa: E402, F401

@@ -14,7 +14,8 @@ rules themselves live in one module per concept:
   the released SELECT aggregated;
 - ``sandbox/query/join_rules.py``: equalities of declared joinable pairs only;
 - ``sandbox/query/bands.py``: declared generalisations in every clause;
-- ``sandbox/query/closure.py``: every node known, every argument written.
+- ``sandbox/query/closure.py``: every node known, every argument written;
+- ``sandbox/query/negative_rules.py``: the negative list and important data.
 
 ``python -m sandbox.query.guard_doc`` prints the tables ``docs/guard.md`` holds.
 The result is a :class:`Checked` query the rewrite turns into SQL.
@@ -41,6 +42,7 @@ from sandbox.query.column_rules import ColumnRules, quantile_of, refuse
 from sandbox.query.columns_expr import expand_columns
 from sandbox.query.join_rules import ENTITY_JOIN, check_joins, datasets_reached
 from sandbox.query.lineage import BaseColumn, Lineage
+from sandbox.query.negative_rules import base_columns, check_controls, wrote_star
 from sandbox.query.nodes import QUANTILES
 from sandbox.query.parse import Parsed
 from sandbox.query.scope_rules import (
@@ -186,6 +188,18 @@ Step = Callable[[Analysed], None]
 ScopeStep = Callable[[Analysed, Scope], None]
 
 
+def data_lists(a: Analysed) -> None:
+    """The negative list and important data (negative_rules.py), first: every dataset
+    column any scope reads, wherever it stands (``*`` expanded)."""
+    star = wrote_star(a.parsed.expression)
+    check_controls(a.parsed.datasets, base_columns(a.scopes), a.access, star=star)
+
+
+def touched_controls(a: Analysed) -> None:
+    """The same rules again over every column the other rules resolved (defence in depth)."""
+    check_controls(a.parsed.datasets, a.rules.touched, a.access)
+
+
 def closed(a: Analysed) -> None:
     """Every node of the qualified query has a kind in the node-kind table (closure.py)."""
     check_closed(a.root, a.parsed.sql)
@@ -290,7 +304,7 @@ def writable(a: Analysed) -> None:
 
 
 #: The guard, in order, over one analysed query.
-RULES: tuple[Step, ...] = (closed, scopes, safe_casts, writable)
+RULES: tuple[Step, ...] = (data_lists, closed, scopes, touched_controls, safe_casts, writable)
 
 
 def check_query(parsed: Parsed, access: Mapping[str, DatasetAccess]) -> Checked:

@@ -48,6 +48,7 @@ import sqlalchemy as sa
 
 from policies import Actor, Decision, Grant, spend_budget
 from sandbox.core.access import DatasetAccess
+from sandbox.core.data_controls import load_controls
 from sandbox.core.db import release_cache
 from sandbox.core.errors import (
     AuditUnavailable,
@@ -67,6 +68,8 @@ from sandbox.query.cell_accuracy import output_accuracy, result_accuracy
 from sandbox.query.contribution import effective_contribution
 from sandbox.query.cost import Cost, CostLimits, check_cost
 from sandbox.query.disclosure import DisclosureParams
+from sandbox.query.lineage import BaseColumn
+from sandbox.query.negative_rules import important_datasets, important_release
 from sandbox.query.noise import NoiseSource
 from sandbox.query.parse import attempted_sql, parse_query
 from sandbox.query.receipts import issue_receipt
@@ -180,6 +183,9 @@ class QueryService:
     def _access(
         self, grants: tuple[Grant, ...], records: dict[str, DatasetRecord]
     ) -> dict[str, DatasetAccess]:
+        # The negative list and important data, read fresh for every query (docs/governance.md).
+        with self.platform.engine.connect() as conn:
+            controls = load_controls(conn, records, {g.dataset: g.id for g in grants})
         access = {}
         for grant in grants:
             record = records[grant.dataset]
@@ -188,6 +194,7 @@ class QueryService:
                 grant.max_level,
                 None if grant.columns is None else frozenset(c.lower() for c in grant.columns),
                 frozenset(c.lower() for c in grant.groupable),
+                controls[grant.dataset],
             )
         return access
 
@@ -268,6 +275,9 @@ class QueryService:
         params = per_query_epsilon(params, min(caps) if caps else None, epsilon)
         access = self._access(decision.grants, records)
         prepared = prepare(parsed, access, params, max_sql_length=max_length)
+        touched = [BaseColumn(*c.rsplit(".", 1)) for c in prepared.touched]
+        important = important_datasets(parsed.datasets, touched, access)
+        decision = important_release(decision, important, epsilon=prepared.params.epsilon)
         return Authorized(decision, prepared, remaining, records, cost)
 
     def _limits(self) -> CostLimits:
@@ -480,6 +490,12 @@ class QueryService:
         try:
             auth = auth or self._authorize(actor, sql, rid, purpose, client, epsilon=epsilon)
             prepared = auth.prepared
+            if auth.decision.held_for and not hold:
+                raise QueryRefused(
+                    "the query reads important data (重要数据): every release waits for the "
+                    "owning bureau's review: submit it as a job",
+                    rule="important.review",
+                )
             if auth.decision.review_required and not hold:
                 raise QueryRefused(
                     "a grant used by this query requires bureau review before release: submit "
@@ -576,7 +592,7 @@ class QueryService:
             "k": prepared.params.k,
             "epsilon": released.epsilon_spent,
             "datasets": list(prepared.parsed.datasets),
-            "review_datasets": sorted(g.dataset for g in decision.grants if g.review_required),
+            "review_datasets": decision.review_datasets,
             "columns": prepared.touched,
             "query_sha256": prepared.query_sha256,
             "result_sha256": result_sha256(released.table),
