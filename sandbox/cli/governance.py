@@ -256,7 +256,11 @@ def catalog_show(
     typer.echo(f"{entry['id']}  v{entry['version']}  {entry['title']}")
     typer.echo(entry["description"])
     typer.echo(f"update frequency: {entry['update_frequency'] or 'not declared'}")
-    typer.echo(f"quality: {entry['quality'] or 'no report yet'}")
+    quality = entry["quality"]
+    shown = (
+        "no report yet" if quality is None else f"score {quality['score']} (v{quality['version']})"
+    )
+    typer.echo(f"quality: {shown}; sandbox dataset quality {entry['id']}")
     typer.echo(f"price terms: {entry['price_terms'] or 'set by the bureau on approval'}")
     typer.echo(f"{'column':<16} {'level':<5} {'role':<10} description")
     for col in entry["columns"]:

@@ -29,6 +29,7 @@ from sandbox.cli.grant_applications import add_grant_application_commands
 from sandbox.cli.grants import grant_app
 from sandbox.cli.job import job_app
 from sandbox.cli.operations import freeze, statement, unfreeze, usage
+from sandbox.cli.quality import quality_command
 from sandbox.cli.query import query, receipt_app
 from sandbox.core.errors import CertificateError, InvalidInput, SandboxError
 from sandbox.core.wording import counted, noun
@@ -48,6 +49,7 @@ app = typer.Typer(
 dataset_app = typer.Typer(help="Register, inspect and certify datasets.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
 dataset_app.command("propose-bounds")(propose_bounds_command)
+dataset_app.command("quality")(quality_command)
 app.add_typer(account_app, name="account")
 app.add_typer(token_app, name="token")
 app.add_typer(grant_app, name="grant")

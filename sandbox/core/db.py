@@ -61,6 +61,8 @@ dataset_versions = sa.Table(
     sa.Column("schema_sha256", sa.String(64), nullable=False),
     sa.Column("classification_sha256", sa.String(64), nullable=False),
     sa.Column("certificate", sa.JSON, nullable=False),
+    # The version's quality report (aggregates only; its digest is in the certificate).
+    sa.Column("quality", sa.JSON, nullable=True),
 )
 
 

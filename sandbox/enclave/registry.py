@@ -48,6 +48,8 @@ from sandbox.core.timeutil import now_rfc3339
 from sandbox.enclave.catalog import DatasetRecord
 from sandbox.enclave.certificates import issue_certificate
 from sandbox.enclave.enclave import Enclave
+from sandbox.enclave.quality import measure_quality
+from sandbox.enclave.quality_math import report_sha256
 from sandbox.enclave.shared import SharedEnclave, exclusive_with_servers
 
 __all__ = ["Registration", "register_dataset", "schema_sha256"]
@@ -103,7 +105,7 @@ def register_dataset(
         else:
             ready = source
         record_row, certificate, replaced, typed = _load(
-            enclave, engine, key, spec, ready, registered_by, procedure
+            enclave, engine, key, spec, ready, registered_by, procedure, k=settings.k_floor
         )
     _write_files(settings, typed, certificate)
     return Registration(DatasetRecord.from_row(record_row), certificate, replaced)
@@ -145,8 +147,11 @@ def _load(
     source: Source,
     registered_by: str,
     procedure: dict[str, Any] | None = None,
+    *,
+    k: int,
 ) -> tuple[Any, dict[str, Any], bool, DatasetSpec]:
-    """The locked part: replace the table, check it, record it; all or nothing."""
+    """The locked part: replace the table, check it, evaluate its quality (counts only,
+    small ones withheld below ``k``), record it; all or nothing."""
     with _servers_yield(enclave), enclave.writer() as con:
         con.execute("BEGIN TRANSACTION")
         try:
@@ -160,9 +165,18 @@ def _load(
             schema = {name: dtype for name, dtype in rows}
             typed = validate_against_schema(spec, schema)
             (row_count,) = con.execute(f"SELECT count(*) FROM {_quoted(spec)}").fetchone() or (0,)
+            quality = measure_quality(con, typed, k=k, evaluated_at=now_rfc3339())
             with engine.begin() as cp:
                 record_row, certificate, replaced = _record(
-                    cp, typed, loaded, schema, int(row_count), registered_by, key, procedure
+                    cp,
+                    typed,
+                    loaded,
+                    schema,
+                    int(row_count),
+                    registered_by,
+                    key,
+                    procedure,
+                    quality=quality,
                 )
                 con.execute("COMMIT")
         except SandboxError:
@@ -186,7 +200,11 @@ def _record(
     registered_by: str,
     key: SigningKey,
     procedure: dict[str, Any] | None = None,
+    *,
+    quality: dict[str, Any] | None = None,
 ) -> tuple[Any, dict[str, Any], bool]:
+    """``quality``: the version's quality report (none when only the classification
+    changes: ``sandbox.reclassify``); the certificate binds its digest and score."""
     previous = cp.execute(
         sa.select(datasets.c.version).where(datasets.c.id == spec.id).with_for_update()
     ).first()
@@ -208,6 +226,11 @@ def _record(
             "issued_at": now,
             "registered_by": registered_by,
             **({"procedure": procedure} if procedure is not None else {}),
+            **(
+                {"quality": {"sha256": report_sha256(quality), "score": quality["score"]}}
+                if quality is not None
+                else {}
+            ),
         },
         key,
     )
@@ -245,6 +268,7 @@ def _record(
             schema_sha256=schema_digest,
             classification_sha256=spec.sha256(),
             certificate=certificate,
+            **({"quality": quality} if quality is not None else {}),  # else SQL NULL
         )
     )
     row = cp.execute(sa.select(datasets).where(datasets.c.id == spec.id)).one()

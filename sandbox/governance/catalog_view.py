@@ -2,8 +2,9 @@
 
 Per dataset: description, columns with their level and role (never a value, nor a
 declared bound: bounds may be proposed from the data), update frequency and price
-terms from its registration procedure, quality scores when a quality report exists
-(none is computed yet: ``null``), and how to apply.  Every read is a ``catalog.read``
+terms from its registration procedure, its quality score and each dimension's rate
+(``sandbox.governance.quality_view``; the full report at ``GET /v1/datasets/{id}/quality``),
+and how to apply.  Every read is a ``catalog.read``
 decision, recorded; a bureau reads its own domains' part.
 """
 
@@ -16,6 +17,8 @@ import sqlalchemy as sa
 from policies import Actor, Role, Target
 from sandbox.core.governance_tables import registration_applications as regs
 from sandbox.enclave.catalog import DatasetRecord
+from sandbox.governance.acts import system_clock
+from sandbox.governance.quality_view import latest_quality, quality_summary
 from sandbox.platform import Platform
 
 __all__ = ["HOW_TO_APPLY", "catalog_entry", "read_catalog"]
@@ -29,8 +32,10 @@ HOW_TO_APPLY = {
 }
 
 
-def catalog_entry(record: DatasetRecord, registration: Any | None) -> dict[str, Any]:
-    """One dataset as the catalog shows it (pure)."""
+def catalog_entry(
+    record: DatasetRecord, registration: Any | None, quality: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """One dataset as the catalog shows it (pure); ``quality``: its quality summary."""
     columns = []
     for col in record.spec.columns:
         shown: dict[str, Any] = {
@@ -57,8 +62,11 @@ def catalog_entry(record: DatasetRecord, registration: Any | None) -> dict[str, 
         "registered_at": record.loaded_at,
         "frozen": record.frozen,
         "columns": columns,
-        "update_frequency": None if registration is None else registration.update_frequency,
-        "quality": None,
+        # The procedure's words, else the classification's declaration (None: not declared).
+        "update_frequency": record.spec.update_frequency
+        if registration is None
+        else registration.update_frequency,
+        "quality": quality,
         "price_terms": None if registration is None else registration.listing or None,
         "registration": None
         if registration is None
@@ -102,7 +110,9 @@ def read_catalog(
                 sa.select(regs).where(regs.c.state == "issued").order_by(regs.c.issued_at)
             )
         }
-    out = [catalog_entry(r, issued.get(r.id)) for r in records]
+        now = system_clock()
+        quality = {r.id: quality_summary(latest_quality(conn, r.id), now) for r in records}
+    out = [catalog_entry(r, issued.get(r.id), quality[r.id]) for r in records]
     for decision in decisions:
         authority.record_decision(
             actor,

@@ -259,7 +259,8 @@ def test_registration_procedure_full_form(api: Api) -> None:
     entry = api.ok("op-bank", "GET", "/v1/catalog/health.visits")
     assert entry["update_frequency"] == "monthly"
     assert entry["price_terms"]["price_per_query_fen"] == 300
-    assert entry["quality"] is None
+    # Its quality report was computed when the certificate was issued (issue 17 part 4).
+    assert entry["quality"]["version"] == 1 and 0 <= entry["quality"]["score"] <= 100
     assert {c["name"]: (c["level"], c["role"]) for c in entry["columns"]}["id_number"] == (
         "L4",
         "identifier",

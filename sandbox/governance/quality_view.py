@@ -1,0 +1,107 @@
+"""Quality reports (数据质量评测) as the catalog and ``GET /v1/datasets/{id}/quality`` show them.
+
+Each registered version carries the report the enclave computed while loading it
+(:mod:`sandbox.enclave.quality`; aggregates only, counts below k withheld), whose
+digest and score its signed certificate binds.  A read adds timeliness as of now (a
+version's age against its declared update frequency) and lists the history: every
+version's score and digest.  A version recorded by reclassification alone (no new
+data) has no report of its own: the view shows the newest version that has one.
+Reading is the catalog's ``catalog.read`` decision, recorded.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from policies import Actor, Target
+from sandbox.core.db import dataset_versions as versions
+from sandbox.enclave.quality_math import DIMENSIONS, report_sha256, with_timeliness
+from sandbox.governance.acts import Clock, system_clock
+from sandbox.platform import Platform
+
+__all__ = ["latest_quality", "quality_history", "quality_summary", "read_quality"]
+
+
+def quality_history(conn: sa.Connection, dataset: str) -> list[dict[str, Any]]:
+    """Every version, oldest first: its score and report digest (``null``: no report)."""
+    rows = conn.execute(
+        sa.select(versions.c.version, versions.c.registered_at, versions.c.quality)
+        .where(versions.c.dataset_id == dataset)
+        .order_by(versions.c.version)
+    )
+    return [
+        {
+            "version": row.version,
+            "registered_at": row.registered_at,
+            "score": None if row.quality is None else row.quality.get("score"),
+            "sha256": None if row.quality is None else report_sha256(row.quality),
+        }
+        for row in rows
+    ]
+
+
+def latest_quality(conn: sa.Connection, dataset: str) -> tuple[int, str, dict[str, Any]] | None:
+    """The newest version with a report: (version, registered_at, report)."""
+    row = conn.execute(
+        sa.select(versions.c.version, versions.c.registered_at, versions.c.quality)
+        .where(versions.c.dataset_id == dataset, versions.c.quality.is_not(None))
+        .order_by(versions.c.version.desc())
+        .limit(1)
+    ).first()
+    if row is None or row.quality is None:
+        return None
+    return int(row.version), str(row.registered_at), dict(row.quality)
+
+
+def _report_now(found: tuple[int, str, dict[str, Any]], now: datetime) -> dict[str, Any]:
+    version, registered_at, report = found
+    shown = with_timeliness(report, datetime.fromisoformat(registered_at), now)
+    return {"version": version, "sha256": report_sha256(report), **shown}
+
+
+def quality_summary(
+    found: tuple[int, str, dict[str, Any]] | None, now: datetime
+) -> dict[str, Any] | None:
+    """What the catalog shows: the score, each dimension's rate, the version and digest."""
+    if found is None:
+        return None
+    full = _report_now(found, now)
+    return {
+        "score": full["score"],
+        "certified_score": full["certified_score"],
+        "version": full["version"],
+        "sha256": full["sha256"],
+        "dimensions": {d: full[d]["rate"] for d in DIMENSIONS},
+    }
+
+
+def read_quality(
+    platform: Platform, actor: Actor, dataset: str, *, clock: Clock = system_clock
+) -> dict[str, Any]:
+    """The dataset's quality report (newest version) and history; a recorded read."""
+    authority = platform.authority
+    decision = authority.decide(actor, "catalog.read", Target.dataset(dataset), audit=False)
+    if not decision.allowed:
+        authority.record_decision(actor, decision, request_id=actor.request_id, client=actor.client)
+        raise decision.error()
+    record = platform.catalog.get(dataset)
+    with platform.engine.connect() as conn:
+        found = latest_quality(conn, dataset)
+        history = quality_history(conn, dataset)
+    out = {
+        "dataset": record.id,
+        "current_version": record.version,
+        "report": None if found is None else _report_now(found, clock()),
+        "history": history,
+    }
+    authority.record_decision(
+        actor,
+        decision,
+        details={"quality": True, "rows": len(history)},
+        request_id=actor.request_id,
+        client=actor.client,
+    )
+    return out
