@@ -20,14 +20,17 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from sandbox.core.classification import DatasetSpec, parse_classification
+from sandbox.core.data_controls import grant_co_approvals, load_controls
 from sandbox.core.db import datasets
 from sandbox.core.errors import AuditUnavailable, InvalidInput, NotFound, SandboxError
+from sandbox.core.timeutil import to_rfc3339
 
 from . import accounts as acc
 from . import enrolments, freeze, grants, tokens
 from .actors import Account, AccountStatus, Actor, Licence, LicenceStatus, Role
 from .authority import Authority
 from .decision import Decision, Target
+from .grant_controls import CoApproval, check_grant_controls, limited_items
 from .grant_terms import (
     Grant,
     GrantTerms,
@@ -327,8 +330,18 @@ class Administration:
     # -- grants -----------------------------------------------------------------------------
 
     def issue_grant(
-        self, actor: Actor, dataset: str, operator: str, terms: GrantTerms, *, reason: str = ""
+        self,
+        actor: Actor,
+        dataset: str,
+        operator: str,
+        terms: GrantTerms,
+        *,
+        reason: str = "",
+        co_approval: CoApproval | None = None,
     ) -> Grant:
+        """Issue a grant; ``co_approval``: the admin's approval of its strictly limited
+        items (a grant application's), recorded with the grant (``negative.limited``)."""
+
         def change(conn: Connection, now: datetime) -> Grant:
             row = conn.execute(sa.select(datasets).where(datasets.c.id == dataset)).first()
             if row is None:
@@ -338,8 +351,10 @@ class Administration:
                 _spec(row),
                 k_floor=self.k_floor,
             )
+            approved = co_approval.items if co_approval is not None else frozenset()
+            _check_controls(conn, _spec(row), valid, approved)
             self._check_operator(conn, operator, now)
-            return grants.insert_grant(
+            grant = grants.insert_grant(
                 conn,
                 dataset=dataset,
                 operator=operator,
@@ -348,6 +363,10 @@ class Administration:
                 now=now,
                 reason=reason,
             )
+            if co_approval is not None:
+                items = limited_items(valid, load_controls(conn, [dataset])[dataset])
+                _record_co_approval(conn, grant, co_approval, items, actor.name, now)
+            return grant
 
         return self._act(
             actor,
@@ -393,6 +412,7 @@ class Administration:
                 _spec(row),
                 k_floor=self.k_floor,
             )
+            _check_controls(conn, _spec(row), valid, frozenset(), limited=False, important=False)
             if valid == grant.terms:
                 raise InvalidInput(
                     "the narrowing changes nothing: the grant already has these terms",
@@ -473,6 +493,7 @@ class Administration:
                 )
             row = conn.execute(sa.select(datasets).where(datasets.c.id == grant.dataset)).one()
             valid = validate_terms(proposed, _spec(row), k_floor=self.k_floor)
+            _check_controls(conn, _spec(row), valid, frozenset(), limited=False)
             return grants.set_release_mode(
                 conn, grant, valid, by=actor.name, now=now, reason=reason
             )
@@ -647,6 +668,44 @@ class Administration:
             )
         self._record_reads(actor, allowed, text.count("\n") - 2)
         return text
+
+
+def _check_controls(
+    conn: Connection,
+    spec: DatasetSpec,
+    terms: GrantTerms,
+    co_approved: frozenset[str],
+    *,
+    limited: bool = True,
+    important: bool = True,
+) -> None:
+    """The negative list and important data at grant time (``grant_controls``)."""
+    controls = load_controls(conn, [spec.id])[spec.id]
+    check_grant_controls(
+        terms, spec, controls, co_approved=co_approved, limited=limited, important=important
+    )
+
+
+def _record_co_approval(
+    conn: Connection,
+    grant: Grant,
+    approval: CoApproval,
+    items: frozenset[str],
+    bureau: str,
+    now: datetime,
+) -> None:
+    for item in sorted(items):
+        conn.execute(
+            sa.insert(grant_co_approvals).values(
+                grant_id=grant.id,
+                dataset=grant.dataset,
+                column_name=item,
+                admin=approval.admin,
+                bureau=bureau,
+                application=approval.application,
+                approved_at=to_rfc3339(now),
+            )
+        )
 
 
 def _spec(row: Any) -> DatasetSpec:

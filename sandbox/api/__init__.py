@@ -16,6 +16,7 @@ from sandbox.services import Services
 
 from . import admin, auditor, bureau, operator, shared, tokens
 from . import catalog as catalog_routes
+from . import data_lists as data_list_routes
 from . import quality as quality_routes
 from . import registration as registration_routes
 from .errors import ERROR_RESPONSES, install_error_handlers
@@ -33,6 +34,7 @@ ROUTERS = (
     catalog_routes.router,
     registration_routes.router,
     quality_routes.router,
+    data_list_routes.router,
 )
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_.-]{8,64}$")

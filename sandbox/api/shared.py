@@ -12,6 +12,8 @@ from fastapi.responses import Response
 from policies import Actor, Role, Target
 from policies.grants import list_grants
 from policies.metering import budget_state, day_of, usage_today
+from sandbox.core.data_controls import DatasetControls, load_controls
+from sandbox.governance.listed_view import listed
 
 from .context import ActorDep, MetaDep, Services, ServicesDep
 from .models import DatasetOut, GrantOut, GrantUsage, Me, SettingsOut, UsageOut
@@ -33,11 +35,21 @@ def me(actor: ActorDep) -> Any:
     )
 
 
-def dataset_out(record: Any, *, provenance: bool, grants: list[Any] | None = None) -> DatasetOut:
+def dataset_out(
+    record: Any,
+    *,
+    provenance: bool,
+    grants: list[Any] | None = None,
+    controls: DatasetControls | None = None,
+) -> DatasetOut:
+    """``controls``: the negative list and important data, for an operator's view (a
+    prohibited column shown by its name and that it is prohibited only)."""
     columns = {c.name: c.to_dict() for c in record.spec.columns}
     if grants is not None:
         for col in record.spec.columns:
             columns[col.name]["granted"] = any(g.allows_column(col.name, col.level) for g in grants)
+    if controls is not None:
+        columns = listed({"columns": columns}, controls)["columns"] or {}
     body = record.to_dict()
     return DatasetOut(
         id=record.id,
@@ -86,9 +98,13 @@ def datasets(actor: ActorDep, meta: MetaDep, services: ServicesDep) -> Any:
                 if g.status.value == "active" and g.live_at(now)
             ]
         out = []
+        with services.platform.engine.connect() as conn:
+            controls = load_controls(conn, {g.dataset for g in held})
         for dataset_id in sorted({g.dataset for g in held}):
             mine = [g for g in held if g.dataset == dataset_id]
-            out.append(dataset_out(catalog.get(dataset_id), provenance=False, grants=mine))
+            record = catalog.get(dataset_id)
+            shown = controls[dataset_id]
+            out.append(dataset_out(record, provenance=False, grants=mine, controls=shown))
     elif actor.role is Role.BUREAU:
         out = [
             dataset_out(r, provenance=True) for d in actor.domains for r in catalog.list(domain=d)

@@ -24,6 +24,7 @@ from sandbox.cli.alerts import alerts_app
 from sandbox.cli.audit import audit_app
 from sandbox.cli.bounds import propose_bounds_command
 from sandbox.cli.common import LazySettings, settings_of
+from sandbox.cli.data_lists import add_co_approve_command, important_app, negative_app
 from sandbox.cli.governance import catalog_app, registration_app
 from sandbox.cli.grant_applications import add_grant_application_commands
 from sandbox.cli.grants import grant_app
@@ -54,6 +55,9 @@ app.add_typer(account_app, name="account")
 app.add_typer(token_app, name="token")
 app.add_typer(grant_app, name="grant")
 add_grant_application_commands(grant_app)
+add_co_approve_command(grant_app)
+app.add_typer(negative_app, name="negative-list")
+dataset_app.add_typer(important_app, name="important")
 app.add_typer(registration_app, name="registration")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(audit_app, name="audit")

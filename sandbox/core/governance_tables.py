@@ -125,6 +125,8 @@ grant_applications = sa.Table(
     # Set while the bureau's approval issues the grant: nothing else decides it meanwhile.
     sa.Column("deciding_since", sa.String(_TS)),
     sa.Column("updated_at", sa.String(_TS), nullable=False),
+    # The admin's approval of strictly limited items (negative list): admin, at, items, reason.
+    sa.Column("co_approval", sa.JSON),
 )
 
 grant_application_events = sa.Table(

@@ -17,8 +17,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from policies import Actor, Administration, Role, Target
+from policies.grant_controls import CoApproval, check_grant_controls
 from policies.grant_terms import ReleaseMode, validate_terms
 from sandbox.core.classification import DatasetSpec, parse_classification
+from sandbox.core.data_controls import load_controls
 from sandbox.core.db import datasets
 from sandbox.core.errors import Conflict, Forbidden, InvalidInput, NotFound, Withheld
 from sandbox.core.governance_tables import grant_application_events as events
@@ -77,6 +79,11 @@ class Applications:
             validate_terms(
                 replace(terms, release_mode=ReleaseMode.REVIEWED), spec, k_floor=self._k_floor
             )
+            # Prohibited items are never asked for; important data is never asked exact.
+            # Strictly limited items wait for the admin's co-approval (co_approve).
+            with self.platform.engine.connect() as conn:
+                controls = load_controls(conn, [asked.dataset])[asked.dataset]
+            check_grant_controls(terms, spec, controls, limited=False)
             app_id = new_id("ga")
             with self.platform.engine.begin() as conn:
                 conn.execute(
@@ -137,6 +144,7 @@ class Applications:
                 row.asked, decided, now, self._spec(row.dataset), k_floor=self._k_floor
             )
             claimed = self._claim(app_id, now)
+            co = row.co_approval
             try:
                 grant = self.administration.issue_grant(
                     actor,
@@ -144,6 +152,9 @@ class Applications:
                     row.operator,
                     terms,
                     reason=f"application {app_id}" + (f": {reason}" if reason else ""),
+                    co_approval=None
+                    if not co
+                    else CoApproval(co["admin"], app_id, frozenset(co["items"])),
                 )
             except BaseException:
                 with self.platform.engine.begin() as conn:
@@ -353,6 +364,7 @@ class Applications:
             "reason": row.reason,
             "amendments": row.amendments,
             "grant": row.grant_id,
+            "co_approval": row.co_approval,
             "steps": [{**step_out(e), "reason": e.reason} for e in steps],
         }
 

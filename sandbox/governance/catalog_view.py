@@ -15,9 +15,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from policies import Actor, Role, Target
+from sandbox.core.data_controls import NO_CONTROLS, DatasetControls, load_controls
 from sandbox.core.governance_tables import registration_applications as regs
 from sandbox.enclave.catalog import DatasetRecord
 from sandbox.governance.acts import system_clock
+from sandbox.governance.listed_view import listed
 from sandbox.governance.quality_view import latest_quality, quality_summary
 from sandbox.platform import Platform
 
@@ -33,9 +35,19 @@ HOW_TO_APPLY = {
 
 
 def catalog_entry(
-    record: DatasetRecord, registration: Any | None, quality: dict[str, Any] | None = None
+    record: DatasetRecord,
+    registration: Any | None,
+    quality: dict[str, Any] | None = None,
+    controls: DatasetControls = NO_CONTROLS,
 ) -> dict[str, Any]:
-    """One dataset as the catalog shows it (pure); ``quality``: its quality summary."""
+    """One dataset as the catalog shows it (pure); ``quality``: its quality summary;
+    ``controls``: the negative list and important data, shown by ``listed``."""
+    return listed(_entry(record, registration, quality), controls)
+
+
+def _entry(
+    record: DatasetRecord, registration: Any | None, quality: dict[str, Any] | None
+) -> dict[str, Any]:
     columns = []
     for col in record.spec.columns:
         shown: dict[str, Any] = {
@@ -112,7 +124,8 @@ def read_catalog(
         }
         now = system_clock()
         quality = {r.id: quality_summary(latest_quality(conn, r.id), now) for r in records}
-    out = [catalog_entry(r, issued.get(r.id), quality[r.id]) for r in records]
+        controls = load_controls(conn, [r.id for r in records])
+    out = [catalog_entry(r, issued.get(r.id), quality[r.id], controls[r.id]) for r in records]
     for decision in decisions:
         authority.record_decision(
             actor,

@@ -31,7 +31,9 @@ CONTROLS = {
 def access() -> dict[str, DatasetAccess]:
     groupable = frozenset({"age", "gender", "diagnosis_code", "board_time"})
     return {
-        d: DatasetAccess(demo_spec(d), Level.L3, None, groupable, CONTROLS.get(d, DatasetControls()))
+        d: DatasetAccess(
+            demo_spec(d), Level.L3, None, groupable, CONTROLS.get(d, DatasetControls())
+        )
         for d in DEMO_DATASETS
     }
 
