@@ -104,6 +104,14 @@ class Authority:
         return self._enforcer
 
     @property
+    def state(self) -> State | None:
+        """The policy state this process last adopted (no read: :meth:`sync` reads it).
+
+        Caches of work derived from policy (``sandbox.query.plan_cache``) key by it.
+        """
+        return self._state
+
+    @property
     def policy_version(self) -> int:
         return self.sync()[0]
 

@@ -144,6 +144,13 @@ class Settings:
         help="Column values one string expression may concatenate, counted through CTEs "
         "(`guard.cost`): a string doubled level by level is refused before DuckDB plans it.",
     )
+    plan_cache_size: int = setting(
+        1024,
+        ge=0,
+        help="Analysed queries (parsed, costed, checked and rewritten) kept per process, "
+        "keyed by the SQL and everything its analysis reads (grants, classification, "
+        "disclosure parameters, policy version); 0 turns the cache off.",
+    )
     job_workers_per_operator: int = setting(
         0,
         ge=0,

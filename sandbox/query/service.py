@@ -58,6 +58,7 @@ from sandbox.core.errors import (
     ResultTooLarge,
     SandboxError,
 )
+from sandbox.core.product_tables import PRODUCT_PURPOSE_PREFIX
 from sandbox.core.timeutil import to_rfc3339
 from sandbox.core.wording import counted
 from sandbox.enclave.catalog import DatasetRecord
@@ -72,6 +73,8 @@ from sandbox.query.lineage import BaseColumn
 from sandbox.query.negative_rules import important_datasets, important_release
 from sandbox.query.noise import NoiseSource
 from sandbox.query.parse import attempted_sql, parse_query
+from sandbox.query.product_guard import check_product_query
+from sandbox.query.plan_cache import PlanCache, access_key
 from sandbox.query.receipts import issue_receipt
 from sandbox.query.release import (
     Prepared,
@@ -147,6 +150,7 @@ class QueryService:
             max_groups_per_entity=platform.settings.dp_max_groups_per_entity,
         )
         self._release_db = release_database()
+        self._plans = PlanCache(platform.settings.plan_cache_size)
         #: Called with every query decision's audit receipt once it is durable (the risk
         #: monitor, ``sandbox.monitoring``); it must not raise or block.
         self.observer: Callable[[Any], None] | None = None
@@ -248,8 +252,13 @@ class QueryService:
         ``paid``: it was charged when it ran (a held result's release after review): the
         grant must still be live, but its quotas and budget are not checked again.
         """
+        if purpose is not None and purpose.startswith(PRODUCT_PURPOSE_PREFIX):
+            check_product_query(self.platform, purpose, sql)  # its template's bindings only
         max_length = self.platform.settings.max_sql_length
-        parsed = parse_query(sql, max_length=max_length)
+        plans = self._plans
+        parsed = plans.get_or_build(
+            ("parse", sql, max_length), lambda: parse_query(sql, max_length=max_length)
+        )
         decision = self.platform.authority.decide(
             actor,
             ACTION,
@@ -264,9 +273,14 @@ class QueryService:
         if not decision.allowed:
             raise decision.error()
         records = {d: self.platform.catalog.get(d) for d in parsed.datasets}
+        # The analysis is cached by all it reads (sandbox.query.plan_cache), read fresh here.
+        state = self.platform.authority.state
+        versions = {d: (r.version, r.classification_sha256) for d, r in records.items()}
+        rows, limits = {d: r.row_count for d, r in records.items()}, self._limits()
         # Before the guard qualifies anything: its own analysis grows with the expanded query.
-        cost = check_cost(
-            parsed.expression, {d: r.row_count for d, r in records.items()}, self._limits()
+        cost = plans.get_or_build(
+            ("cost", state, sql, max_length, tuple(sorted(rows.items())), limits),
+            lambda: check_cost(parsed.expression, rows, limits),
         )
         if not paid:
             _check_rows_quota(decision, cost)
@@ -274,7 +288,12 @@ class QueryService:
         caps = [g.epsilon_per_query for g in decision.grants if g.epsilon_per_query]
         params = per_query_epsilon(params, min(caps) if caps else None, epsilon)
         access = self._access(decision.grants, records)
-        prepared = prepare(parsed, access, params, max_sql_length=max_length)
+        fingerprint = access_key(access, versions)
+        key = None if fingerprint is None else ("prepare", state, sql, max_length, fingerprint)
+        prepared = plans.get_or_build(
+            None if key is None else (*key, params),
+            lambda: prepare(parsed, access, params, max_sql_length=max_length),
+        )
         touched = [BaseColumn(*c.rsplit(".", 1)) for c in prepared.touched]
         important = important_datasets(parsed.datasets, touched, access)
         decision = important_release(decision, important, epsilon=prepared.params.epsilon)
