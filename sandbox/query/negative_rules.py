@@ -160,6 +160,6 @@ def important_release(
     return replace(decision, held_for=tuple(sorted(important)))
 
 
-def wrote_star(expression: exp.Expression) -> bool:
+def wrote_star(expression: exp.Expr) -> bool:
     """Did the query write ``*`` outside ``count(*)`` (qualification expanded it)?"""
     return any(not isinstance(s.parent, exp.Count) for s in expression.find_all(exp.Star))
