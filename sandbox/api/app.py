@@ -20,6 +20,7 @@ from sandbox.api import alerts, install
 from sandbox.api.docs_ui import install_docs
 from sandbox.api.errors import ERROR_RESPONSES
 from sandbox.api.metrics import install_metrics
+from sandbox.console import install_console  # the composition root mounts the console
 from sandbox.core.settings import Settings, load_settings
 from sandbox.services import Services
 
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(alerts.router, responses=ERROR_RESPONSES)
     install_metrics(app, services)
     install_docs(app)
+    install_console(app)
 
     @app.get("/health", tags=["health"])
     def health() -> dict[str, object]:

@@ -1,0 +1,126 @@
+"""The admin's pages (管理方): accounts, licences, tokens, freeze and unfreeze, settings.
+
+The admin never sees data, grants or results here either: those pages do not exist
+for this role, and the API functions they would call refuse it by policy.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import RedirectResponse, Response
+
+from policies import Actor, Role
+from sandbox.api import admin as admin_routes
+from sandbox.api.context import ServicesDep, request_meta
+from sandbox.api.models import FreezeIn, LicenceIn, Reason, SettingsIn
+from sandbox.api.shared import settings_out
+
+from .forms import as_model, optional
+from .render import ConsoleRoute, page
+from .session import ConsoleActor, Form, require_role
+
+__all__ = ["router"]
+
+
+def admin(actor: ConsoleActor) -> Actor:
+    require_role(actor, Role.ADMIN)
+    return actor
+
+
+Admin = Annotated[Actor, Depends(admin)]
+router = APIRouter(prefix="/console/admin", route_class=ConsoleRoute, include_in_schema=False)
+
+
+@router.get("")
+def accounts(request: Request, actor: Admin, services: ServicesDep) -> Response:
+    """Every account with role, domains, status, freeze and licence (GET /v1/admin/accounts)."""
+    found = admin_routes.accounts(actor, services)
+    return page(request, "admin/accounts.html", actor, accounts=found)
+
+
+@router.post("/accounts/{name}/disable")
+def disable(
+    name: str, request: Request, form: Form, actor: Admin, services: ServicesDep
+) -> Response:
+    """Disable an account (POST /v1/admin/accounts/{name}/disable)."""
+    body = as_model(Reason, {"reason": form.get("reason", "")})
+    admin_routes.disable_account(name, body, actor, services)
+    return RedirectResponse("/console/admin", status_code=303)
+
+
+@router.post("/accounts/{name}/licence")
+def licence(
+    name: str, request: Request, form: Form, actor: Admin, services: ServicesDep
+) -> Response:
+    """Change an operator's licence status or end (PUT /v1/admin/accounts/{name}/licence)."""
+    fields: dict[str, Any] = {}
+    for key in ("status", "valid_until"):
+        if optional(form.get(key)) is not None:
+            fields[key] = form[key].strip()
+    admin_routes.licence(name, as_model(LicenceIn, fields), actor, services)
+    return RedirectResponse("/console/admin", status_code=303)
+
+
+@router.get("/accounts/{name}/tokens")
+def tokens(name: str, request: Request, actor: Admin, services: ServicesDep) -> Response:
+    """An account's tokens: ids, labels, expiry, never the tokens (GET …/tokens)."""
+    found = admin_routes.tokens(name, actor, request_meta(request), services)
+    return page(request, "admin/tokens.html", actor, account=name, tokens=found)
+
+
+@router.post("/tokens/{token_id}/revoke")
+def revoke(
+    token_id: str, request: Request, form: Form, actor: Admin, services: ServicesDep
+) -> Response:
+    """Revoke a token (POST /v1/admin/tokens/{id}/revoke)."""
+    record = admin_routes.revoke_token(token_id, actor, services)
+    return RedirectResponse(f"/console/admin/accounts/{record.account}/tokens", status_code=303)
+
+
+@router.get("/freeze")
+def freeze_form(request: Request, actor: Admin, services: ServicesDep) -> Response:
+    """The emergency freeze form, with what is frozen now."""
+    found = admin_routes.accounts(actor, services)
+    datasets = services.platform.catalog.list()
+    return page(request, "admin/freeze.html", actor, accounts=found, datasets=datasets)
+
+
+@router.post("/freeze")
+def freeze(request: Request, form: Form, actor: Admin, services: ServicesDep) -> Response:
+    """Freeze or unfreeze a dataset or an operator (POST /v1/admin/freeze, /unfreeze)."""
+    target = form.get("target", "")
+    kind, _, name = target.partition(":")
+    body = as_model(
+        FreezeIn,
+        {
+            "dataset": name if kind == "dataset" else None,
+            "operator": name if kind == "operator" else None,
+            "reason": form.get("reason", ""),
+        },
+    )
+    if form.get("verb") == "unfreeze":
+        admin_routes.unfreeze(body, actor, services)
+    else:
+        admin_routes.freeze(body, actor, services)
+    return RedirectResponse("/console/admin/freeze", status_code=303)
+
+
+@router.get("/settings")
+def settings(request: Request, actor: Admin, services: ServicesDep) -> Response:
+    """The settings in force and the run-time overrides (GET /v1/settings)."""
+    shown = settings_out(services).model_dump()
+    editable = sorted(SettingsIn.model_fields)
+    return page(request, "admin/settings.html", actor, settings=shown, editable=editable)
+
+
+@router.post("/settings")
+def update_settings(request: Request, form: Form, actor: Admin, services: ServicesDep) -> Response:
+    """Change a setting at run time (PUT /v1/admin/settings)."""
+    name = form.get("name", "")
+    if name not in SettingsIn.model_fields:
+        name = "unknown"
+    body = as_model(SettingsIn, {name: form.get("value", "").strip()})
+    admin_routes.update_settings(body, actor, request_meta(request), services)
+    return RedirectResponse("/console/admin/settings", status_code=303)

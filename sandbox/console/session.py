@@ -1,0 +1,122 @@
+"""Who is signed in to the console, and the CSRF token that goes with the sign-in.
+
+The console holds the account's API token in one cookie (:data:`SESSION_COOKIE`:
+HttpOnly, SameSite=Strict, Secure when the request came over https, path
+``/console``) and authenticates it exactly as the API authenticates a bearer token
+(:func:`sandbox.api.context.current_actor`: the same failed-sign-in limits, rate
+limit and audit entries).  Every form carries a CSRF token derived from the
+session's token (an HMAC keyed by it), so it is stable for a session, differs
+between sessions and cannot be computed without the cookie; the sign-in form, which
+has no session yet, uses a random pre-session cookie (double submit).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from typing import Annotated
+from urllib.parse import parse_qs
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials
+from starlette.responses import Response
+
+from policies import Actor, Role
+from sandbox.api.context import current_actor, request_meta
+from sandbox.core.errors import AuthenticationError, Forbidden, InvalidInput
+
+__all__ = [
+    "PRE_COOKIE",
+    "SESSION_COOKIE",
+    "ConsoleActor",
+    "Form",
+    "csrf_token",
+    "form_of",
+    "require_role",
+    "set_cookie",
+    "signed_in",
+]
+
+SESSION_COOKIE = "sbx_console"
+PRE_COOKIE = "sbx_console_pre"
+CSRF_FIELD = "csrf"
+MAX_FORM_BYTES = 256 * 1024
+
+
+def csrf_token(secret: str) -> str:
+    """The CSRF token of a session (or pre-session) secret: HMAC-SHA256, 32 hex characters."""
+    return hmac.new(secret.encode(), b"sandbox-console-csrf", hashlib.sha256).hexdigest()[:32]
+
+
+def set_cookie(request: Request, response: Response, name: str, value: str) -> None:
+    """A console cookie: HttpOnly, SameSite=Strict, Secure when the request came over https."""
+    response.set_cookie(
+        name,
+        value,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/console",
+    )
+
+
+class SignInNeeded(AuthenticationError):
+    """No console session: the page sends the browser to the sign-in form."""
+
+
+def signed_in(request: Request) -> Actor:
+    """The account whose token the session cookie holds, authenticated as the API does."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        raise SignInNeeded("sign in first", rule="console.sign_in")
+    credentials = HTTPAuthorizationCredentials(scheme="Bearer", credentials=token)
+    return current_actor(request, request_meta(request), credentials)
+
+
+ConsoleActor = Annotated[Actor, Depends(signed_in)]
+
+
+def require_role(actor: Actor, role: Role) -> None:
+    """A page of one role's console, refused for every other role (rule ``console.role``)."""
+    if actor.role is not role:
+        raise Forbidden(
+            f"this page belongs to the {role.value} console; you are signed in as "
+            f"{actor.role.value}",
+            rule="console.role",
+        )
+
+
+async def form_of(request: Request) -> dict[str, str]:
+    """The posted form's fields (first value of each), after its CSRF token is checked.
+
+    A form without the token of this session (or, for the sign-in form, of the
+    pre-session cookie) is refused with rule ``console.csrf`` before anything is read.
+    """
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        raise InvalidInput("the form is too large", rule="console.form")
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/x-www-form-urlencoded":
+        raise InvalidInput("send the form as the page does", rule="console.form")
+    try:
+        parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=500)
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidInput("the form could not be read", rule="console.form") from None
+    fields = {name: values[0] for name, values in parsed.items()}
+    secret = request.cookies.get(SESSION_COOKIE) or request.cookies.get(PRE_COOKIE) or ""
+    sent = fields.pop(CSRF_FIELD, "")
+    if not secret or not hmac.compare_digest(sent.encode(), csrf_token(secret).encode()):
+        raise Forbidden(
+            "the form is missing its security token (or it is from an older session): "
+            "reload the page and send it again",
+            rule="console.csrf",
+        )
+    return fields
+
+
+Form = Annotated[dict[str, str], Depends(form_of)]
+
+
+def new_pre_session() -> str:
+    return secrets.token_urlsafe(24)

@@ -1,0 +1,266 @@
+"""One journey per role, end to end in headless Chromium against a live server.
+
+The operator applies for a grant, the bureau approves it (and reviews a held
+result, and suspends and resumes a grant), the operator explains, runs, charts and
+downloads a query (and cancels a held one), the auditor finds the entries and checks
+an inclusion proof in the page, verifies the live trail and downloads an export, and
+the admin freezes and unfreezes an operator.  Each role's main page is photographed
+at 1280 px and 390 px (under the test's tmp dir; with CONSOLE_SCREENSHOTS also for
+the README) and must not scroll sideways at 390 px.  The tests run in file order
+and build on each other (one server, one browser).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from .conftest import Browser, Console, readme_shots
+
+WAIT_S = 30
+SQL = "SELECT age, count(*) AS claims FROM health.claims GROUP BY 1 ORDER BY 1"
+HELD_SQL = "SELECT gender, count(*) AS claims FROM health.claims GROUP BY 1 ORDER BY 1"
+CANCEL_SQL = "SELECT diagnosis_code, count(*) AS claims FROM health.claims GROUP BY 1"
+
+
+def wait(b: Browser):
+    return WebDriverWait(b.driver, WAIT_S)
+
+
+def go(b: Browser, console: Console, path: str) -> None:
+    b.driver.get(console.url + path)
+
+
+def find(b: Browser, css: str):
+    return wait(b).until(ec.presence_of_element_located((By.CSS_SELECTOR, css)))
+
+
+def text(b: Browser) -> str:
+    return b.driver.find_element(By.TAG_NAME, "body").text
+
+
+def sign_in(b: Browser, console: Console, account: str) -> None:
+    b.driver.delete_all_cookies()
+    go(b, console, "/console/sign-in")
+    find(b, "#token").send_keys(console.token(account))
+    b.driver.find_element(By.CSS_SELECTOR, "form.card button[type=submit]").click()
+    wait(b).until(lambda d: f"{account} · " in d.find_element(By.CSS_SELECTOR, ".account").text)
+
+
+def submit(b: Browser, form_css: str) -> None:
+    form = find(b, form_css)
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+
+
+def main_page(b: Browser, role: str) -> None:
+    """Screenshots of a role's main page at 1280 px and 390 px; nothing wider than 390 px."""
+    driver = b.driver
+    driver.save_screenshot(str(b.shots / f"{role}-1280.png"))
+    target = readme_shots()
+    if target is not None:
+        target.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(target / f"console-{role}.png"))
+    driver.set_window_size(390, 844)
+    try:
+        overflow = driver.execute_script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        driver.save_screenshot(str(b.shots / f"{role}-390.png"))
+        assert overflow <= 0, f"the {role} page scrolls sideways by {overflow}px at 390 px"
+    finally:
+        driver.set_window_size(1280, 900)
+
+
+def test_operator_applies_for_a_grant(browser: Browser, console: Console) -> None:
+    b = browser
+    sign_in(b, console, "op-planner")
+    assert "数据目录" in text(b)  # Chinese by default
+    main_page(b, "operator")
+    b.driver.find_element(By.LINK_TEXT, "health.claims").click()
+    find(b, "#purpose_code").send_keys("clinic-planning")
+    find(b, "#purpose_text").send_keys("城市门诊规划: claims by age band")
+    find(b, "#columns").send_keys("age, gender")
+    find(b, "#groupable").send_keys("age gender")
+    Select(find(b, "#use")).select_by_value("public_interest")
+    submit(b, "form[action$='/apply']")
+    wait(b).until(ec.url_contains("/console/operator/applications"))
+    row = find(b, "tbody tr")
+    assert "health.claims" in row.text and "已提交" in row.text
+
+
+def test_bureau_approves_reviews_and_suspends(browser: Browser, console: Console) -> None:
+    b = browser
+    with console.api("op-bank") as api:  # a held job, to review (op-bank's grant is reviewed)
+        held = api.post("/v1/jobs?wait=true&timeout=20", json={"sql": HELD_SQL}).json()
+    assert held["state"] == "awaiting_review", held
+    sign_in(b, console, "bureau-health")
+    assert "op-planner" in text(b)
+    main_page(b, "bureau")
+    row = find(b, "tbody tr")
+    Select(row.find_element(By.CSS_SELECTOR, "select[name=release_mode]")).select_by_value("dp")
+    row.find_element(By.CSS_SELECTOR, "form[action$='/approve'] button").click()
+    wait(b).until(ec.url_contains("/console/bureau/grants"))
+    mine = [
+        r for r in b.driver.find_elements(By.CSS_SELECTOR, "tbody tr") if "op-planner" in r.text
+    ]
+    assert any("health.claims" in r.text and "有效" in r.text for r in mine)
+
+    go(b, console, "/console/bureau/reviews")
+    b.driver.find_element(By.LINK_TEXT, held["id"]).click()
+    assert len(find(b, "#held-table").find_elements(By.CSS_SELECTOR, "tbody tr")) == 2
+    find(b, "#v-approve").click()
+    find(b, "#reason").send_keys("gender totals are fine")
+    find(b, "#review-submit").click()
+    wait(b).until(ec.url_to_be(console.url + "/console/bureau/reviews"))
+    assert held["id"] not in text(b)
+
+    go(b, console, "/console/bureau/grants")
+    for verb, reason, status in (
+        ("suspend", "checking a complaint", "已暂停"),
+        ("resume", "complaint unfounded", "有效"),
+    ):
+        row = _row(b, "op-insurer")
+        form = row.find_element(By.CSS_SELECTOR, f"form[action$='/{verb}']")
+        form.find_element(By.CSS_SELECTOR, "input[name=reason]").send_keys(reason)
+        form.find_element(By.CSS_SELECTOR, "button").click()
+        wait(b).until(ec.staleness_of(row))
+        assert status in _row(b, "op-insurer").text
+
+
+def _row(b: Browser, word: str):
+    return next(r for r in b.driver.find_elements(By.CSS_SELECTOR, "tbody tr") if word in r.text)
+
+
+def test_operator_explains_runs_charts_and_downloads(browser: Browser, console: Console) -> None:
+    b = browser
+    sign_in(b, console, "op-planner")
+    go(b, console, "/console/operator/query")
+    find(b, "#sql").send_keys(SQL)
+    find(b, "#explain-button").click()  # htmx: the verdict comes into the page
+    verdict = find(b, "#verdict.accepted")
+    assert b.driver.current_url.endswith("/console/operator/query")
+    assert float(find(b, "#explain-epsilon").text) > 0
+    assert "half_width" in verdict.text
+    find(b, "#run-button").click()
+    wait(b).until(ec.url_contains("/console/operator/jobs/job_"))
+    find(b, "#result-table")  # htmx polls the state and reloads once released
+    rows = b.driver.find_elements(By.CSS_SELECTOR, "#result-table tbody tr")
+    assert rows, "the released table is empty"
+    bars = b.driver.find_elements(By.CSS_SELECTOR, "figure.chart svg rect")
+    assert len(bars) == len(rows)
+    job_id = b.driver.current_url.rsplit("/", 1)[-1]
+    find(b, "#download-csv").click()
+    path = _downloaded(b.downloads, f"{job_id}.csv")
+    table = list(csv.DictReader(io.StringIO(path.read_text())))
+    assert list(table[0]) == ["age", "claims"] and len(table) == len(rows)
+    cookie = b.driver.get_cookie("sbx_console")
+    with console.api("op-planner") as api:
+        api.cookies.set("sbx_console", cookie["value"], path="/console")
+        for fmt, magic in (("parquet", b"PAR1"), ("arrow", b"\xff\xff\xff\xff")):
+            got = api.get(f"/console/operator/jobs/{job_id}/download?format={fmt}")
+            assert got.status_code == 200 and got.content[:4] == magic, fmt
+
+    # A held job can be cancelled from its page.
+    sign_in(b, console, "op-bank")
+    go(b, console, "/console/operator/query")
+    find(b, "#sql").send_keys(CANCEL_SQL)
+    find(b, "#run-button").click()
+    wait(b).until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, "#job-state"), "待审核"))
+    find(b, "#cancel-button").click()
+    wait(b).until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, "#job-state"), "已取消"))
+
+
+def _downloaded(directory: Path, name: str) -> Path:
+    path = directory / name
+    deadline = time.monotonic() + WAIT_S
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert path.exists(), (
+        f"{name} was not downloaded: {sorted(p.name for p in directory.iterdir())}"
+    )
+    return path
+
+
+def test_auditor_finds_the_entries_and_checks_a_proof(browser: Browser, console: Console) -> None:
+    b = browser
+    signed = console.home.run("audit", "sign")  # the host console signs a tree head now
+    assert signed.code == 0, str(signed)
+    sign_in(b, console, "auditor")
+    main_page(b, "auditor")
+    find(b, "#f-actor").send_keys("op-planner")
+    find(b, "#f-action").send_keys("dataset.query")
+    Select(find(b, "#f-decision")).select_by_value("allow")
+    find(b, "#filter-button").click()
+    wait(b).until(ec.url_contains("actor=op-planner"))
+    actors = b.driver.find_elements(By.CSS_SELECTOR, "#trail-table tbody td:nth-child(3)")
+    assert actors and {a.text for a in actors} == {"op-planner"}
+    actions = b.driver.find_elements(By.CSS_SELECTOR, "#trail-table tbody td:nth-child(5)")
+    assert {a.text for a in actions} == {"dataset.query"}
+    b.driver.find_elements(By.CSS_SELECTOR, "#trail-table tbody td:first-child a")[-1].click()
+    proof = find(b, "#proof-result")
+    assert "ok" in proof.get_attribute("class").split()
+    assert proof.text.count("✔") == 4 and "✘" not in proof.text
+
+    go(b, console, "/console/auditor/verify")
+    find(b, "#verify-button").click()
+    assert "ok" in find(b, "#verify-result").get_attribute("class").split()
+    find(b, "#export-link").click()
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        done = [p for p in b.downloads.iterdir() if p.name.endswith(".tar.gz")]
+        if done:
+            break
+        time.sleep(0.1)
+    assert done, "no export was downloaded"
+
+
+def test_admin_freezes_and_unfreezes_an_operator(browser: Browser, console: Console) -> None:
+    b = browser
+    sign_in(b, console, "admin")
+    assert "op-planner" in find(b, "#accounts-table").text
+    main_page(b, "admin")
+    go(b, console, "/console/admin/freeze")
+    Select(find(b, "#target")).select_by_value("operator:op-insurer")
+    find(b, "#verb-freeze").click()
+    find(b, "#reason").send_keys("suspected scraping")
+    find(b, "#freeze-button").click()
+    assert "op-insurer" in find(b, "#frozen-list").text
+    with console.api("op-insurer") as api:
+        refused = api.post("/v1/explain", json={"sql": SQL})
+    assert refused.json()["rule"] == "operator.frozen", refused.text
+    Select(find(b, "#target")).select_by_value("operator:op-insurer")
+    find(b, "#verb-unfreeze").click()
+    find(b, "#reason").send_keys("cleared")
+    find(b, "#freeze-button").click()
+    assert "op-insurer" not in find(b, "#frozen-list").text
+
+
+def test_english_and_signing_out(browser: Browser, console: Console) -> None:
+    b = browser
+    sign_in(b, console, "op-planner")
+    b.driver.find_element(By.LINK_TEXT, "English").click()
+    wait(b).until(ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Data catalog"))
+    go(b, console, "/console/operator/jobs")  # the choice is kept
+    assert find(b, "h1").text == "Jobs"
+    # The session cookie is out of the page's reach.
+    assert "sbx_console" not in b.driver.execute_script("return document.cookie")
+    find(b, "form[action='/console/sign-out'] button").click()
+    wait(b).until(ec.url_contains("/console/sign-in"))
+    go(b, console, "/console/operator")
+    wait(b).until(ec.url_contains("/console/sign-in"))
+
+
+@pytest.fixture(autouse=True)
+def _no_console_errors(browser: Browser) -> None:
+    """No page of a journey logs a script error or a CSP violation in the browser."""
+    yield
+    logs = browser.driver.get_log("browser")
+    bad = [e["message"] for e in logs if e["level"] == "SEVERE"]
+    assert not bad, bad
