@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from sandbox.core.classification import Level, Role
+from sandbox.core.product_tables import PRODUCT_PURPOSE_PREFIX
 
 from .actors import Account, AccountStatus, Actor, LicenceStatus
 from .actors import Role as AccountRole
@@ -297,6 +298,12 @@ def _check_datasets(
     out = []
     for dataset in request.datasets:
         grants = list(facts.grants.get(dataset, ()))
+        if request.purpose is None or not request.purpose.startswith(PRODUCT_PURPOSE_PREFIX):
+            # A data product's grant serves that product's queries only (the query
+            # service checks a product purpose's SQL against the product's template).
+            grants = [g for g in grants if not g.purpose_code.startswith(PRODUCT_PURPOSE_PREFIX)]
+            if not grants:
+                raise _Deny("grant.missing", f"no grant on {dataset} for this operator")
         if request.purpose is not None:
             grants = [g for g in grants if g.purpose_code == request.purpose]
             if not grants:

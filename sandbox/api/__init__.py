@@ -17,6 +17,7 @@ from sandbox.services import Services
 from . import admin, auditor, bureau, operator, shared, tokens
 from . import catalog as catalog_routes
 from . import data_lists as data_list_routes
+from . import products as product_routes
 from . import quality as quality_routes
 from . import registration as registration_routes
 from .errors import ERROR_RESPONSES, install_error_handlers
@@ -34,6 +35,7 @@ ROUTERS = (
     catalog_routes.router,
     registration_routes.router,
     quality_routes.router,
+    product_routes.router,
     data_list_routes.router,
 )
 

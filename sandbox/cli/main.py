@@ -30,6 +30,7 @@ from sandbox.cli.grant_applications import add_grant_application_commands
 from sandbox.cli.grants import grant_app
 from sandbox.cli.job import job_app
 from sandbox.cli.operations import freeze, statement, unfreeze, usage
+from sandbox.cli.products import product_app
 from sandbox.cli.quality import quality_command
 from sandbox.cli.query import query, receipt_app
 from sandbox.core.errors import CertificateError, InvalidInput, SandboxError
@@ -60,6 +61,7 @@ app.add_typer(negative_app, name="negative-list")
 dataset_app.add_typer(important_app, name="important")
 app.add_typer(registration_app, name="registration")
 app.add_typer(catalog_app, name="catalog")
+app.add_typer(product_app, name="product")
 app.add_typer(audit_app, name="audit")
 app.add_typer(receipt_app, name="receipt")
 app.add_typer(job_app, name="job")

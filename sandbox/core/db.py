@@ -130,7 +130,7 @@ def open_control_db(url: str, *, create: bool = True) -> Engine:
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     # Declare the authorization tables and the governance procedures' tables.
-    from sandbox.core import governance_tables, policy_tables  # noqa: F401
+    from sandbox.core import governance_tables, policy_tables, product_tables  # noqa: F401
 
     try:
         if create:
