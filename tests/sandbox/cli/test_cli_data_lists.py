@@ -1,0 +1,76 @@
+"""`sandbox negative-list`, `sandbox dataset important` and `sandbox grant co-approve` as
+users run them: the installed command as a subprocess, each role with its own token (the
+host console, an admin, without one), each refusal by its rule."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import build_deployment
+
+
+def run(home: Path, *args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+    env_token = ["--token", token] if token else []
+    return subprocess.run(
+        [sys.executable, "-m", "sandbox.cli", "--home", str(home), *args, *env_token],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def ok(home: Path, *args: str, token: str | None = None) -> str:
+    proc = run(home, *args, token=token)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def refused(home: Path, rule: str, *args: str, token: str | None = None) -> None:
+    proc = run(home, *args, token=token)
+    assert proc.returncode != 0, proc.stdout
+    assert f"(rule: {rule})" in proc.stderr, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    home = tmp_path_factory.mktemp("cli-lists") / "home"
+    platform, tokens = build_deployment(home)
+    platform.close()
+    return home, tokens
+
+
+def test_negative_list_by_its_owners(home: tuple[Path, dict[str, str]]) -> None:
+    path, tokens = home
+    item = "health.claims.claim_amount"
+    out = ok(path, "negative-list", "add", item, "--reason", "payment details",
+             token=tokens["bureau-health"])  # fmt: skip
+    assert f"{item} is prohibited" in out
+    listed = json.loads(ok(path, "negative-list", "list", "--json", token=tokens["op-insurer"]))
+    assert [(i["item"], i["kind"], i["added_by"]) for i in listed] == [
+        (item, "prohibited", "bureau-health")
+    ]
+    item_id = listed[0]["id"]
+    # The host console is an admin: it takes the item off, with a reason.
+    assert "no longer prohibited" in ok(path, "negative-list", "remove", item_id, "--reason", "ok")
+
+
+def test_important_data_and_co_approval(home: tuple[Path, dict[str, str]]) -> None:
+    path, tokens = home
+    out = ok(path, "dataset", "important", "mark", "market.enterprises", "--reason", "registry",
+             token=tokens["bureau-market"])  # fmt: skip
+    assert "market.enterprises is important" in out
+    ok(path, "negative-list", "add", "health.claims.diagnosis_code", "--kind", "limited",
+       "--reason", "diagnoses")  # fmt: skip
+    out = ok(path, "grant", "apply", "health.claims", "--purpose", "diagnosis-study",
+             "--purpose-text", "claims by diagnosis", "--column", "age", "--column",
+             "diagnosis_code", "--days", "30", "--use", "public_interest",
+             token=tokens["op-insurer"])  # fmt: skip
+    app_id = out.split()[1].rstrip(":")
+    refused(path, "negative.limited", "grant", "approve", app_id, token=tokens["bureau-health"])
+    assert "co-approved" in ok(path, "grant", "co-approve", app_id, "--reason", "public health")
+    ok(path, "grant", "approve", app_id, token=tokens["bureau-health"])
