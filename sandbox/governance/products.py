@@ -31,38 +31,31 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
 from policies import Actor, Administration, Role, Target
 from policies.grant_controls import check_grant_controls
-from policies.grant_terms import GrantTerms, ReleaseMode, Tariff, Use, validate_terms
-from sandbox.core.classification import DatasetSpec, Level, parse_classification
+from policies.grant_terms import ReleaseMode, Use, validate_terms
+from sandbox.core.classification import DatasetSpec
 from sandbox.core.data_controls import load_controls
-from sandbox.core.db import datasets
-from sandbox.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from sandbox.core.errors import Conflict, Forbidden, InvalidInput
 from sandbox.core.product_tables import (
-    product_purpose,
-    product_runs,
-    product_subscriptions,
     products,
 )
 from sandbox.core.timeutil import to_rfc3339
 from sandbox.platform import Platform
 
-from .acts import Clock, audited, new_id, record_allow, sees_everything, system_clock
-from .product_templates import Template, bind, parse_params, parse_template
+from .acts import Clock, audited, new_id, record_allow, system_clock
+from .product_rows import product_template
+from .product_subscriptions import Submit, SubscriptionSteps
+from .product_templates import Template, parse_params, parse_template
 
 __all__ = ["Guard", "Offer", "Products", "Submit", "product_template"]
 
 Guard = Callable[[DatasetSpec, Template, tuple[str, ...], tuple[str, ...]], None]
 """Check every sample binding of a template with the guard (raise the guard's refusal)."""
-Submit = Callable[[Actor, str, str], dict[str, Any]]
-"""Submit ``sql`` under a purpose code as ``actor``'s job; the job as the API shows it."""
-
-MAX_DAYS = 3660
 
 
 @dataclass(frozen=True)
@@ -81,13 +74,11 @@ class Offer:
     public_interest: str = "free for public-interest use stated in the subscription"
 
 
-def product_template(row: Any) -> Template:
-    """A stored product's template (its parameters were resolved when it was offered)."""
-    return parse_template(row.template, parse_params(row.params, stored=True))
+class Products(SubscriptionSteps):
+    """Data products over the control plane; ``guard`` and ``submit`` come from above.
 
-
-class Products:
-    """Data products over the control plane; ``guard`` and ``submit`` come from above."""
+    Offering here; subscriptions and runs in :mod:`.product_subscriptions`, reading in
+    :mod:`.product_rows`."""
 
     def __init__(
         self,
@@ -249,336 +240,3 @@ class Products:
                 dataset=row.dataset,
                 details={"from": row.state, "to": to, "reason": reason},
             )
-
-    # -- subscriptions -----------------------------------------------------------------------
-
-    def subscribe(
-        self,
-        actor: Actor,
-        pid: str,
-        *,
-        use: Use,
-        release_mode: ReleaseMode,
-        purpose_text: str,
-        duration_days: int,
-    ) -> dict[str, Any]:
-        """An operator asks to use a published product; the owning bureau approves."""
-        with audited(self.platform, actor, "product.subscribe", f"product:{pid}"):
-            if actor.role is not Role.OPERATOR:
-                raise Forbidden("only an operator subscribes", rule="product.role")
-            row = self._visible_row(actor, pid)
-            if row.state != "published":
-                raise Conflict(f"product {pid} is {row.state}", rule="product.state")
-            if not purpose_text.strip():
-                raise InvalidInput("state the purpose of the use", rule="product.purpose")
-            if not 1 <= duration_days <= MAX_DAYS:
-                raise InvalidInput(f"duration: 1 to {MAX_DAYS} days", rule="product.duration")
-            sid = new_id("ps")
-            now = to_rfc3339(self.clock())
-            with self.platform.engine.begin() as conn:
-                conn.execute(
-                    sa.insert(product_subscriptions).values(
-                        id=sid,
-                        product=pid,
-                        operator=actor.name,
-                        state="requested",
-                        use=use.value,
-                        release_mode=release_mode.value,
-                        purpose_text=purpose_text.strip(),
-                        duration_days=duration_days,
-                        requested_at=now,
-                    )
-                )
-                record_allow(
-                    self.platform,
-                    actor,
-                    "product.subscribe",
-                    f"subscription:{sid}",
-                    "product.transition",
-                    dataset=row.dataset,
-                    details={"product": pid, "use": use.value, "release_mode": release_mode.value},
-                )
-        return self._subscription_out(self._subscription(sid))
-
-    def decide_subscription(
-        self, actor: Actor, sid: str, *, approve: bool, reason: str = ""
-    ) -> dict[str, Any]:
-        """The owning bureau approves (a grant is issued for the product) or rejects."""
-        action = "product.approve_subscription" if approve else "product.reject_subscription"
-        with audited(self.platform, actor, action, f"subscription:{sid}"):
-            sub = self._subscription(sid)
-            row = self._own_row(actor, sub.product, unknown=f"subscription {sid}")
-            if sub.state != "requested":
-                raise Conflict(f"subscription {sid} is {sub.state}", rule="product.state")
-            if not approve and not reason.strip():
-                raise InvalidInput("a rejection needs a reason", rule="product.reason")
-            grant_id = None
-            if approve:
-                if row.state != "published":
-                    raise Conflict(f"product {row.id} is {row.state}", rule="product.state")
-                spec = self._spec(row.dataset)
-                terms = self._terms(
-                    spec,
-                    tuple(row.columns),
-                    tuple(row.groupable),
-                    product_purpose(row.id),
-                    Use(sub.use),
-                    ReleaseMode(sub.release_mode),
-                    sub.duration_days,
-                    row.price_per_run,
-                    purpose_text=f"{row.title}: {sub.purpose_text}"[:2000],
-                )
-                grant = self.administration.issue_grant(
-                    actor, row.dataset, sub.operator, terms, reason=f"subscription {sid}"
-                )
-                grant_id = grant.id
-            now = to_rfc3339(self.clock())
-            with self.platform.engine.begin() as conn:
-                conn.execute(
-                    sa.update(product_subscriptions)
-                    .where(product_subscriptions.c.id == sid)
-                    .values(
-                        state="active" if approve else "rejected",
-                        decided_by=actor.name,
-                        decided_at=now,
-                        reason=reason,
-                        grant_id=grant_id,
-                    )
-                )
-                record_allow(
-                    self.platform,
-                    actor,
-                    action,
-                    f"subscription:{sid}",
-                    "product.transition",
-                    dataset=row.dataset,
-                    details={"product": row.id, "grant": grant_id, "reason": reason},
-                )
-        return self._subscription_out(self._subscription(sid))
-
-    def _terms(
-        self,
-        spec: DatasetSpec,
-        columns: tuple[str, ...],
-        groupable: tuple[str, ...],
-        purpose: str,
-        use: Use,
-        mode: ReleaseMode,
-        days: int,
-        price: int,
-        *,
-        purpose_text: str = "data product",
-    ) -> GrantTerms:
-        levels = []
-        for name in columns:
-            try:
-                levels.append(spec.column(name).level)
-            except KeyError:
-                raise InvalidInput(
-                    f"column '{name}' is not a column of {spec.id}", rule="product.columns"
-                ) from None
-        now = self.clock()
-        terms = GrantTerms(
-            purpose_code=purpose,
-            purpose_text=purpose_text,
-            valid_from=now,
-            valid_until=now + timedelta(days=days),
-            max_level=max(levels, default=Level.L1),
-            columns=frozenset(columns),
-            groupable=frozenset(groupable),
-            release_mode=mode,
-            tariff=Tariff.free()
-            if use is Use.PUBLIC_INTEREST
-            else Tariff.commercial(per_query=price, per_million_rows=0),
-        )
-        return terms  # validated where it is issued (Administration.issue_grant)
-
-    # -- running -----------------------------------------------------------------------------
-
-    def run(self, actor: Actor, pid: str, values: dict[str, Any]) -> dict[str, Any]:
-        """Bind ``values`` and submit the product's query as the operator's job."""
-        assert self.submit is not None, "a runner needs submit"
-        with audited(self.platform, actor, "product.run", f"product:{pid}"):
-            if actor.role is not Role.OPERATOR:
-                raise Forbidden("only a subscribed operator runs a product", rule="product.role")
-            row = self._visible_row(actor, pid)
-            if row.state != "published":
-                raise Conflict(f"product {pid} is {row.state}", rule="product.state")
-            with self.platform.engine.connect() as conn:
-                sub = conn.execute(
-                    sa.select(product_subscriptions).where(
-                        product_subscriptions.c.product == pid,
-                        product_subscriptions.c.operator == actor.name,
-                        product_subscriptions.c.state == "active",
-                    )
-                ).first()
-            if sub is None:
-                raise Forbidden(
-                    f"no active subscription to product {pid}", rule="product.not_subscribed"
-                )
-            sql = bind(product_template(row), values)
-            # The job's own check (authorization, the guard with these values, the budget)
-            # is also audited as the query's; the run is counted once the job is accepted.
-            job = self.submit(actor, sql, product_purpose(pid))
-        with self.platform.engine.begin() as conn:
-            conn.execute(
-                sa.insert(product_runs).values(
-                    product=pid,
-                    subscription=sub.id,
-                    operator=actor.name,
-                    at=to_rfc3339(self.clock()),
-                    job=str(job.get("id")),
-                    params={k: str(v) for k, v in values.items()},
-                )
-            )
-            record_allow(
-                self.platform,
-                actor,
-                "product.run",
-                f"product:{pid}",
-                "product.subscribed",
-                dataset=row.dataset,
-                details={"subscription": sub.id, "job": job.get("id")},
-            )
-        return {"product": pid, "subscription": sub.id, "job": job}
-
-    # -- reading -----------------------------------------------------------------------------
-
-    def listing(self, actor: Actor) -> list[dict[str, Any]]:
-        """Published products (anyone with an account), and the proposals one is party to."""
-        with self.platform.engine.connect() as conn:
-            rows = conn.execute(sa.select(products).order_by(products.c.created_at)).all()
-        shown = [self._out(r) for r in rows if self._sees(actor, r)]
-        record_allow(
-            self.platform,
-            actor,
-            "product.read",
-            "platform",
-            "allow.read",
-            details={"rows": len(shown)},
-        )
-        return shown
-
-    def show(self, actor: Actor, pid: str, *, record: bool = True) -> dict[str, Any]:
-        with audited(self.platform, actor, "product.read", f"product:{pid}"):
-            row = self._visible_row(actor, pid)
-            out = self._out(row)
-            if self._party(actor, row):
-                with self.platform.engine.connect() as conn:
-                    subs = conn.execute(
-                        sa.select(product_subscriptions).where(
-                            product_subscriptions.c.product == pid
-                        )
-                    ).all()
-                out["subscriptions"] = [
-                    self._subscription_out(s)
-                    for s in subs
-                    if actor.role is not Role.OPERATOR or s.operator == actor.name
-                ]
-            if record:
-                record_allow(self.platform, actor, "product.read", f"product:{pid}", "allow.read")
-        return out
-
-    def _out(self, row: Any) -> dict[str, Any]:
-        with self.platform.engine.connect() as conn:
-            runs = conn.execute(
-                sa.select(sa.func.count()).where(product_runs.c.product == row.id)
-            ).scalar_one()
-            subscribers = conn.execute(
-                sa.select(sa.func.count()).where(
-                    product_subscriptions.c.product == row.id,
-                    product_subscriptions.c.state == "active",
-                )
-            ).scalar_one()
-        return {
-            "id": row.id,
-            "dataset": row.dataset,
-            "state": row.state,
-            "title": row.title,
-            "description": row.description,
-            "template": row.template,
-            "params": row.params,
-            "columns": row.columns,
-            "groupable": row.groupable,
-            "price_per_run_fen": row.price_per_run,
-            "terms": row.terms,
-            "public_interest": row.public_interest,
-            "proposed_by": row.proposed_by,
-            "decided_by": row.decided_by,
-            "reason": row.reason,
-            "usage": {"runs": int(runs), "subscribers": int(subscribers)},
-            "purpose_code": product_purpose(row.id),
-        }
-
-    @staticmethod
-    def _subscription_out(sub: Any) -> dict[str, Any]:
-        return {
-            "id": sub.id,
-            "product": sub.product,
-            "operator": sub.operator,
-            "state": sub.state,
-            "use": sub.use,
-            "release_mode": sub.release_mode,
-            "purpose_text": sub.purpose_text,
-            "duration_days": sub.duration_days,
-            "requested_at": sub.requested_at,
-            "decided_by": sub.decided_by,
-            "reason": sub.reason,
-            "grant": sub.grant_id,
-        }
-
-    # -- rows --------------------------------------------------------------------------------
-
-    def _spec(self, dataset: str) -> DatasetSpec:
-        with self.platform.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(datasets.c.classification).where(datasets.c.id == dataset)
-            ).first()
-        if row is None:
-            raise NotFound(f"dataset {dataset} is not registered", rule="dataset.unknown")
-        return parse_classification(row.classification, source_name=f"catalog:{dataset}")
-
-    def _row(self, pid: str) -> Any:
-        with self.platform.engine.connect() as conn:
-            row = conn.execute(sa.select(products).where(products.c.id == pid)).first()
-        if row is None:
-            raise NotFound(f"product {pid} does not exist", rule="product.unknown")
-        return row
-
-    @staticmethod
-    def _party(actor: Actor, row: Any) -> bool:
-        if sees_everything(actor):
-            return True
-        if actor.role is Role.BUREAU:
-            return row.domain in actor.domains
-        return True  # an operator sees its own subscriptions only (filtered by the caller)
-
-    def _sees(self, actor: Actor, row: Any) -> bool:
-        if row.state == "published" or sees_everything(actor):
-            return True
-        if actor.role is Role.BUREAU:
-            return row.domain in actor.domains
-        return bool(row.proposed_by == actor.name)
-
-    def _visible_row(self, actor: Actor, pid: str) -> Any:
-        row = self._row(pid)
-        if not self._sees(actor, row):  # another's proposal: answered as unknown
-            raise NotFound(f"product {pid} does not exist", rule="product.unknown")
-        return row
-
-    def _own_row(self, actor: Actor, pid: str, *, unknown: str | None = None) -> Any:
-        if actor.role is not Role.BUREAU:
-            raise Forbidden("only the owning bureau decides", rule="product.role")
-        row = self._row(pid)
-        if row.domain not in actor.domains:
-            raise NotFound(f"{unknown or 'product ' + pid} does not exist", rule="product.unknown")
-        return row
-
-    def _subscription(self, sid: str) -> Any:
-        with self.platform.engine.connect() as conn:
-            sub = conn.execute(
-                sa.select(product_subscriptions).where(product_subscriptions.c.id == sid)
-            ).first()
-        if sub is None:
-            raise NotFound(f"subscription {sid} does not exist", rule="product.unknown")
-        return sub
