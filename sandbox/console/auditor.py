@@ -4,6 +4,7 @@ checked on the server, live verification, export, tree heads, alerts.  Read-only
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlencode
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -61,7 +62,7 @@ def trail(
         limit=PAGE,
         newest_first=True,
     )
-    query = "&".join(f"{k}={v}" for k, v in given.items() if v)
+    query = urlencode({k: v for k, v in given.items() if v})
     return page(
         request,
         "auditor/trail.html",

@@ -56,7 +56,7 @@ def set_cookie(request: Request, response: Response, name: str, value: str) -> N
         value,
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=request.scope.get("scheme") == "https",
         path="/console",
     )
 

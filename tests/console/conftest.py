@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,13 +48,15 @@ class Console:
             timeout=60,
         )
 
-    def session(self, account: str) -> httpx.Client:
+    @contextmanager
+    def session(self, account: str) -> Iterator[httpx.Client]:
         """A console session (cookies) signed in as ``account``, as a browser would."""
-        client = httpx.Client(base_url=self.url, timeout=60)
-        csrf = csrf_of(client.get("/console/sign-in").text)
-        answer = client.post("/console/sign-in", data={"csrf": csrf, "token": self.token(account)})
-        assert answer.status_code == 303, answer.text[:500]
-        return client
+        with httpx.Client(base_url=self.url, timeout=60) as client:
+            csrf = csrf_of(client.get("/console/sign-in").text)
+            token = self.token(account)
+            answer = client.post("/console/sign-in", data={"csrf": csrf, "token": token})
+            assert answer.status_code == 303, answer.text[:500]
+            yield client
 
 
 def csrf_of(html: str) -> str:
