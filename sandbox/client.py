@@ -314,9 +314,34 @@ class SandboxClient:
         path: str | None = None,
         format: str | None = None,
     ) -> dict[str, Any]:
+        """``POST /v1/datasets``: closed, refused to every account (``registration.procedure``).
+
+        A bureau registers through the procedure: :meth:`apply_registration`."""
         source = self._params(upload_id=upload_id, path=path, format=format)
         body = {"classification": classification, "source": source}
         return self._json("POST", "/v1/datasets", json=body)  # type: ignore[no-any-return]
+
+    def apply_registration(
+        self,
+        classification: str,
+        *,
+        update_frequency: str,
+        upload_id: str | None = None,
+        path: str | None = None,
+        format: str | None = None,
+        listing: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Apply to register (or re-register) a dataset: the registration procedure's first
+        step (the admin accepts, reviews and issues the certificate)."""
+        source = self._params(upload_id=upload_id, path=path, format=format)
+        body: dict[str, Any] = {
+            "classification": classification,
+            "source": source,
+            "update_frequency": update_frequency,
+        }
+        if listing is not None:
+            body["listing"] = listing
+        return self._json("POST", "/v1/registrations", json=body)  # type: ignore[no-any-return]
 
     def classify(self, dataset_id: str, classification: str) -> dict[str, Any]:
         return self._json(  # type: ignore[no-any-return]

@@ -159,7 +159,9 @@ def drive(s: Session, home: Path) -> None:
     )
     toml = (EXAMPLES / "visits.toml").read_text()
     body = {"classification": toml, "source": {"upload_id": upload["upload_id"]}}
-    s.ok("bureau-health", "POST", "/v1/datasets", json=body)
+    # Direct registration over HTTP is closed (the procedure is the bureau's path).
+    closed = s.call("bureau-health", "POST", "/v1/datasets", json=body)
+    assert closed.json()["rule"] == "registration.procedure", closed.text
     s.call("bureau-health", "PUT", "/v1/datasets/health.visits/classification",
            json={"classification": toml})  # fmt: skip
     grant = s.ok(

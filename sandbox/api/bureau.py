@@ -16,10 +16,9 @@ import anyio
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
-from connectors.files import FileSource
 from policies import Actor, GrantTerms, ReleaseMode, Target, Tariff, Use
 from sandbox.core.classification import Level, parse_classification
-from sandbox.core.errors import ConnectorError, InvalidInput, NotFound, Withheld
+from sandbox.core.errors import Forbidden, InvalidInput, NotFound, Withheld
 from sandbox.jobs.results import result_rows
 from sandbox.query.bounds_proposal import propose_bounds
 from sandbox.reclassify import reclassify
@@ -172,7 +171,7 @@ def _source_path(
             raise NotFound("no such upload", rule="api.upload") from None
         if info["owner"] != actor.name or info["domain"] != domain:
             # Answered like an unknown id, so an upload id tells nobody that it exists;
-            # the trail keeps the real reason (the register route audits Withheld).
+            # the trail keeps the real reason (the registration procedure audits Withheld).
             raise Withheld(
                 "no such upload",
                 rule="api.upload",
@@ -198,57 +197,31 @@ def _source_path(
 
 @router.post("/v1/datasets", response_model=RegistrationOut, status_code=201)
 def register(body: RegisterIn, actor: ActorDep, meta: MetaDep, services: ServicesDep) -> Any:
-    """Register (or atomically replace) a dataset in your domain from an upload or an import path.
-
-    Audited either way; the signed registration certificate is returned.
-    """
+    """Closed: datasets are registered through the registration procedure
+    (``POST /v1/registrations``); direct registration is the host console's audited
+    bootstrap (``sandbox dataset register``).  Refused, and audited, for every account
+    (``registration.procedure``)."""
     spec = parse_classification(body.classification, source_name="api")
     catalog = services.platform.catalog
     target = Target.dataset(spec.id) if catalog.exists(spec.id) else Target.domain(spec.domain)
-    _require(services, actor, "dataset.register", target, meta)
-    try:
-        path, name = _source_path(services, actor, body, spec.domain)
-    except Withheld as exc:
-        rule, reason = exc.audited
-        services.platform.record(
-            actor=actor.name,
-            role=actor.role.value,
-            action="dataset.register",
-            target=str(target),
-            decision="deny",
-            rule=rule,
-            request_id=meta.request_id,
-            client=meta.client,
-            details={"reason": reason, "upload_id": body.source.upload_id, **actor.audit_details()},
-        )
-        raise
-    source = FileSource(path, services.platform.settings.staging_dir, body.source.format, name)
-    upload = body.source.upload_id
-    try:
-        reg = services.platform.register(
-            spec,
-            source,  # type: ignore[arg-type]  # FileSource.connector is a read-only property
-            registered_by=actor.name,
-            role=actor.role.value,
-            allowed_domains=frozenset(actor.domains),
-            acting=actor.audit_details(),
-        )
-    except ConnectorError as exc:
-        if upload is not None and exc.rule == "ingest.failed":  # refused for what it holds
-            _drop_upload(path, upload)
-        raise
-    if upload is not None:
-        _drop_upload(path, upload)
-    return RegistrationOut(
-        dataset=dataset_out(reg.record, provenance=True),
-        replaced=reg.replaced,
-        certificate=reg.certificate,
+    closed = Forbidden(
+        "datasets are registered through the registration procedure: apply with POST "
+        "/v1/registrations (sandbox registration apply); the admin accepts, reviews and "
+        "issues the certificate",
+        rule="registration.procedure",
     )
-
-
-def _drop_upload(path: Path, upload_id: str) -> None:
-    path.unlink(missing_ok=True)
-    path.with_name(f"{upload_id}.json").unlink(missing_ok=True)
+    services.platform.record(
+        actor=actor.name,
+        role=actor.role.value,
+        action="dataset.register",
+        target=str(target),
+        decision="deny",
+        rule=closed.rule or closed.code,
+        request_id=meta.request_id,
+        client=meta.client,
+        details={"reason": closed.message, **actor.audit_details()},
+    )
+    raise closed
 
 
 @router.put("/v1/datasets/{dataset_id}/classification", response_model=RegistrationOut)

@@ -103,7 +103,7 @@ def test_every_way_to_data_or_rights_is_refused_to_the_admin(server) -> None:  #
                 "dataset register",
                 lambda: admin.register(LAB_EVENTS, path="events.parquet"),
                 403,
-                "role.not_permitted",
+                "registration.procedure",
             ),
             (
                 "upload",

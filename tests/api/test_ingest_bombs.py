@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.api.conftest import LiveServer, served
+from tests.api.conftest import FAST_PUBLICITY, LiveServer, served
 
 MAX_BYTES = 4 << 20
 MAX_ROWS = 100_000
@@ -53,7 +54,7 @@ ROW = {"person_id": "P-0001", "district": "D01", "amount": 1.0}
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    with served(tmp_path_factory.mktemp("bombs"), LIMITS) as server:
+    with served(tmp_path_factory.mktemp("bombs"), {**LIMITS, **FAST_PUBLICITY}) as server:
         yield server
 
 
@@ -103,6 +104,8 @@ def _headers(live: LiveServer, who: str) -> dict[str, str]:
 
 
 def _upload_and_register(live: LiveServer, path: Path, fmt: str) -> httpx.Response:
+    """Upload, apply, accept, review and issue (the file is read at issue); the issue's
+    response.  A refused issue leaves the application open: the bureau withdraws it."""
     headers = _headers(live, "bureau-health")
     upload = httpx.post(
         f"{live.url}/v1/uploads",
@@ -115,8 +118,25 @@ def _upload_and_register(live: LiveServer, path: Path, fmt: str) -> httpx.Respon
     body = {
         "classification": CLASSIFICATION,
         "source": {"upload_id": upload.json()["upload_id"], "format": fmt},
+        "update_frequency": "monthly",
     }
-    return httpx.post(f"{live.url}/v1/datasets", json=body, headers=headers, timeout=120)
+    admin = _headers(live, "admin")
+    applied = httpx.post(f"{live.url}/v1/registrations", json=body, headers=headers, timeout=60)
+    assert applied.status_code == 201, applied.text
+    steps = f"{live.url}/v1/registrations/{applied.json()['id']}"
+    for step, step_body in (("accept", {}), ("review", {"verdict": "approve", "comment": "ok"})):
+        done = httpx.post(f"{steps}/{step}", json=step_body, headers=admin, timeout=60)
+        assert done.status_code == 200, done.text
+    deadline = time.time() + 60
+    while True:
+        issued = httpx.post(f"{steps}/issue", headers=admin, timeout=120)
+        waiting = issued.status_code == 409 and "publicity" in issued.json()["rule"]
+        if not waiting or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    if issued.status_code != 200:
+        httpx.post(f"{steps}/withdraw", json={}, headers=headers, timeout=60)
+    return issued
 
 
 def _staged_files(live: LiveServer) -> list[Path]:
@@ -167,10 +187,9 @@ def test_a_legal_file_still_registers_under_the_same_limits(live: LiveServer, tm
         out.write(b"person_id,district,amount\n")
         out.write(b"".join(f"P-{i:04d},D0{i % 3},{i % 100}.5\n".encode() for i in range(500)))
     response = _upload_and_register(live, path, "csv")
-    assert response.status_code == 201, response.text
-    dataset = response.json()["dataset"]
-    assert dataset["row_count"] == 500
+    assert response.status_code == 200, response.text
     certificate = response.json()["certificate"]["certificate"]
+    assert certificate["row_count"] == 500
     assert certificate["source"]["uri"] == "visits.csv.gz", "the uploaded name, not a path"
     assert str(live.home) not in response.text
     assert not _staged_files(live)
@@ -186,9 +205,12 @@ def test_a_legal_file_still_registers_under_the_same_limits(live: LiveServer, tm
     ],
 )
 def test_bad_import_paths_are_a_clean_400(live: LiveServer, path: str) -> None:
-    body = {"classification": CLASSIFICATION, "source": {"path": path}}
+    body = {"classification": CLASSIFICATION, "source": {"path": path}, "update_frequency": "daily"}
     response = httpx.post(
-        f"{live.url}/v1/datasets", json=body, headers=_headers(live, "bureau-health"), timeout=30
+        f"{live.url}/v1/registrations",
+        json=body,
+        headers=_headers(live, "bureau-health"),
+        timeout=30,
     )
     assert response.status_code == 400, response.text
     assert response.json()["rule"] == "api.import_path"

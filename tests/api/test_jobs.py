@@ -13,7 +13,16 @@ import httpx
 import pytest
 
 from sandbox.core.errors import QueryRefused, RateLimited
-from tests.api.conftest import LAB_EVENTS, LAB_PAIRS, SLOW_JOIN, LiveServer, deployment, lab_files
+from tests.api.conftest import (
+    FAST_PUBLICITY,
+    LAB_EVENTS,
+    LAB_PAIRS,
+    SLOW_JOIN,
+    LiveServer,
+    deployment,
+    lab_files,
+    register,
+)
 from tests.enrolling import enrol
 
 QUICK = "SELECT e.bucket, count(*) AS n FROM lab.events e GROUP BY 1"
@@ -25,7 +34,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("jobs")
     home = root / "home"
     tokens = deployment(home)
-    server = LiveServer(home, tokens, env={"SANDBOX_JOB_WORKERS": "1", "SANDBOX_THREADS": "1"})
+    env = {"SANDBOX_JOB_WORKERS": "1", "SANDBOX_THREADS": "1", **FAST_PUBLICITY}
+    server = LiveServer(home, tokens, env=env)
     server.start()
     with server.client("admin") as admin:
         admin.create_account(name="bureau-lab", role="bureau", organisation="Lab", domains=["lab"])
@@ -34,7 +44,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory):
     with server.client("bureau-lab") as bureau:
         for toml, path in ((LAB_EVENTS, events), (LAB_PAIRS, pairs)):
             upload = bureau.upload(path, domain="lab")
-            bureau.register(toml, upload_id=upload["upload_id"])
+            register(server, "bureau-lab", toml, upload_id=upload["upload_id"])
             bureau.issue_grant(
                 dataset=toml.split('id = "')[1].split('"')[0],
                 operator="op-bank",
@@ -199,7 +209,7 @@ def test_multiple_workers_share_the_home(lab: LiveServer, tmp_path: Path) -> Non
             with lab.client("bureau-lab") as bureau:
                 events, _ = lab_files(tmp_path, rows=1000)
                 upload = bureau.upload(events, domain="lab")
-                reg = bureau.register(LAB_EVENTS, upload_id=upload["upload_id"])
+                reg = register(lab, "bureau-lab", LAB_EVENTS, upload_id=upload["upload_id"])
                 assert reg["replaced"] and reg["dataset"]["row_count"] == 1000
             after = [approved(lab, bank, bank.submit(q, wait=True)) for q in variants]
             counts = {n for j in after for n in bank.result(j["id"]).column(1).to_pylist()}

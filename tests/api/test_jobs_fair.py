@@ -18,7 +18,15 @@ import pytest
 
 from sandbox.core.db import open_control_db
 from sandbox.jobs.store import JobState, JobStore, StoredResult
-from tests.api.conftest import LAB_EVENTS, LAB_PAIRS, LiveServer, deployment, lab_files
+from tests.api.conftest import (
+    FAST_PUBLICITY,
+    LAB_EVENTS,
+    LAB_PAIRS,
+    LiveServer,
+    deployment,
+    lab_files,
+    register,
+)
 from tests.enrolling import enrol
 
 
@@ -150,7 +158,7 @@ def _moment(text: str) -> datetime:
 def test_a_late_operator_starts_before_most_of_a_backlog(tmp_path: Path) -> None:
     home = tmp_path / "home"
     tokens = deployment(home)
-    env = {"SANDBOX_JOB_WORKERS": "2", "SANDBOX_THREADS": "1"}
+    env = {"SANDBOX_JOB_WORKERS": "2", "SANDBOX_THREADS": "1", **FAST_PUBLICITY}
     server = LiveServer(home, tokens, env=env).start()
     try:
         with server.client("admin") as admin:
@@ -163,7 +171,7 @@ def test_a_late_operator_starts_before_most_of_a_backlog(tmp_path: Path) -> None
         with server.client("bureau-lab") as bureau:
             for toml, path in ((LAB_EVENTS, events), (LAB_PAIRS, pairs)):
                 upload = bureau.upload(path, domain="lab")
-                bureau.register(toml, upload_id=upload["upload_id"])
+                register(server, "bureau-lab", toml, upload_id=upload["upload_id"])
                 for operator in ("op-bank", "op-planner"):
                     bureau.issue_grant(
                         dataset=toml.split('id = "')[1].split('"')[0],

@@ -16,7 +16,7 @@ import pytest
 
 from sandbox.client import SandboxClient
 from sandbox.core.errors import SandboxError
-from tests.api.conftest import LiveServer, deployment
+from tests.api.conftest import LiveServer, deployment, register
 
 BY_STATION = "SELECT board_station, count(*) AS n FROM transport.trips GROUP BY 1"
 
@@ -242,12 +242,11 @@ def test_another_accounts_upload_answers_as_an_unknown_one(
     demo = resources.files("sandbox.enclave").joinpath("demo")
     classification = demo.joinpath("health.claims.toml").read_text("utf-8")
     answers = {}
-    with SandboxClient(live.url, live.tokens["bureau-health"]) as health:
-        for name, upload_id in (("theirs", theirs), ("unknown", "up_" + "0" * 24)):
-            with pytest.raises(SandboxError) as refused:
-                health.register(classification, upload_id=upload_id)
-            error = refused.value
-            answers[name] = (error.status, error.code, error.rule, error.message)
+    for name, upload_id in (("theirs", theirs), ("unknown", "up_" + "0" * 24)):
+        with pytest.raises(SandboxError) as refused:
+            register(live, "bureau-health", classification, upload_id=upload_id)
+        error = refused.value
+        answers[name] = (error.status, error.code, error.rule, error.message)
     assert answers["theirs"] == answers["unknown"]
     assert answers["theirs"][:3] == (404, "not_found", "api.upload")
     with SandboxClient(live.url, live.tokens["auditor"]) as auditor:

@@ -17,6 +17,7 @@ from audit.keys import public_key_from_b64
 from sandbox.client import SandboxClient
 from sandbox.core.errors import Forbidden, NotFound, QueryRefused, SandboxError
 from sandbox.query.receipts import verify_receipt
+from tests.api.conftest import register
 from tests.enrolling import enrol
 
 BY_DISTRICT = "SELECT district, count(*) AS n FROM health.claims GROUP BY 1"
@@ -177,7 +178,11 @@ bounds = [0, 100]
     with server.client("bureau-health") as bureau:
         upload = bureau.upload(visits, domain="health")
         assert upload["bytes"] == visits.stat().st_size
-        reg = bureau.register(toml, upload_id=upload["upload_id"])
+        # The direct path is closed: a bureau registers through the procedure.
+        with pytest.raises(Forbidden) as info:
+            bureau.register(toml, upload_id=upload["upload_id"])
+        assert info.value.rule == "registration.procedure"
+        reg = register(server, "bureau-health", toml, upload_id=upload["upload_id"])
         assert reg["dataset"]["id"] == "health.visits" and reg["dataset"]["row_count"] == 400
         assert reg["certificate"]["certificate"]["version"] == 1
         reclassified = bureau.classify(
@@ -201,14 +206,17 @@ bounds = [0, 100]
         assert narrowed["k"] == 20 and narrowed["version"] == 2
         imports = server.home / "imports"
         (imports / "visits-2.csv").write_text(visits.read_text())
-        by_path = bureau.register(toml, path="visits-2.csv")
+        by_path = register(server, "bureau-health", toml, path="visits-2.csv")
         assert by_path["replaced"] and by_path["dataset"]["version"] == 3
         with pytest.raises(SandboxError) as info:
-            bureau.register(toml, path="../control.db")
+            register(server, "bureau-health", toml, path="../control.db")
         assert info.value.rule == "api.import_path"
         with pytest.raises(Forbidden) as info:
-            bureau.register(
-                toml.replace("health.visits", "market.visits"), upload_id="up_" + "0" * 24
+            register(
+                server,
+                "bureau-health",
+                toml.replace("health.visits", "market.visits"),
+                upload_id="up_" + "0" * 24,
             )
         assert info.value.rule == "domain.outside"
     with server.client("op-planner") as planner:

@@ -75,6 +75,7 @@ import pytest
 
 from sandbox.client import SandboxClient
 from sandbox.core.errors import SandboxError
+from tests.api.conftest import FAST_PUBLICITY, register
 from tests.enrolling import enrol
 from tests.security.conftest import LeakCheck, SecurityServer, start_security_server
 
@@ -155,7 +156,7 @@ class Village:
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Village]:
     """A server whose test bureau registered ``lab.village`` and granted it three times."""
     root = tmp_path_factory.mktemp("reconstruction")
-    server = start_security_server(root / "home")
+    server = start_security_server(root / "home", FAST_PUBLICITY)
     truth = village()
     rng = random.Random(SEED + 1)
     person_ids = ["".join(rng.choices(string.digits, k=12)) for _ in range(N)]
@@ -181,7 +182,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Village]:
         # Not the recording client: its transport cannot keep a streamed upload body.
         with SandboxClient(server.url, server.tokens["bureau-lab"], timeout=60) as bureau:
             upload = bureau.upload(source, domain="lab")
-            bureau.register(VILLAGE, upload_id=upload["upload_id"])
+            register(server.live, "bureau-lab", VILLAGE, upload_id=upload["upload_id"])
             for purpose, budget in (
                 (BUDGET_NOISE, {"epsilon_total": EPS_TOTAL, "epsilon_per_query": EPS_Q}),
                 (BUDGET_KEYS, {"epsilon_total": EPS_TOTAL, "epsilon_per_query": EPS_Q}),
