@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sandbox.core.classification import DatasetSpec
+from sandbox.core.classification import DatasetSpec, Level
 from sandbox.core.classification_file import DEFAULT_UPDATE_FREQUENCY
 from sandbox.enclave.quality_math import (
     ColumnCounts,
@@ -29,12 +29,19 @@ def _ident(name: str) -> str:
 def quality_counts(con: Any, spec: DatasetSpec) -> QualityCounts:
     """Count, in one scan, what the report needs; then each declared partner's matches.
 
-    Missing is NULL, or for text a blank string (a CSV's empty field)."""
+    Missing is NULL, or for text a blank string (a CSV's empty field).  An L4 column never
+    leaves in any form, so it is not evaluated at all (nor uniqueness over an L4 key).
+    """
     table = f"{_ident(spec.domain)}.{_ident(spec.table)}"
+    evaluated = [c for c in spec.columns if c.level is not Level.L4]
+    key_level = next(
+        (c.level for c in spec.columns if c.name.lower() == spec.entity_key.lower()), Level.L4
+    )
+    unique = spec.one_row_per_entity and key_level is not Level.L4
     selects = ["count(*)"]
     params: list[Any] = []
     rules: list[str | None] = []
-    for col in spec.columns:
+    for col in evaluated:
         c = _ident(col.name)
         if col.type == "VARCHAR":  # a blank text is as missing as a NULL
             selects.append(f"count(*) FILTER (WHERE trim({c}) <> '')")
@@ -54,20 +61,20 @@ def quality_counts(con: Any, spec: DatasetSpec) -> QualityCounts:
             rules.append("values")
         else:
             rules.append(None)
-    selects.append(f"count(DISTINCT {_ident(spec.entity_key)})")
+    selects.append(f"count(DISTINCT {_ident(spec.entity_key)})" if unique else "0")
     row = con.execute(f"SELECT {', '.join(selects)} FROM {table}", params).fetchone()
     values = list(row)
     rows = int(values.pop(0))
     columns = []
-    for col, rule in zip(spec.columns, rules, strict=True):
+    for col, rule in zip(evaluated, rules, strict=True):
         non_null = int(values.pop(0))
         invalid = int(values.pop(0)) if rule is not None else 0
         columns.append(ColumnCounts(col.name, non_null, rule, invalid))
     entities = int(values.pop(0))
     partners = tuple(
-        _partner(con, table, col.name, target) for col in spec.columns for target in col.joinable
+        _partner(con, table, col.name, target) for col in evaluated for target in col.joinable
     )
-    return QualityCounts(rows, tuple(columns), entities, spec.one_row_per_entity, partners)
+    return QualityCounts(rows, tuple(columns), entities, unique, partners)
 
 
 def _partner(con: Any, table: str, column: str, target: str) -> PartnerCounts:

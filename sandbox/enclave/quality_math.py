@@ -22,8 +22,9 @@ The score is 100 x the mean of the assessable rates, to one decimal.
 
 from __future__ import annotations
 
+import copy
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -37,10 +38,12 @@ __all__ = [
     "PartnerCounts",
     "QualityCounts",
     "build_report",
+    "recompute",
     "report_sha256",
     "score",
     "timeliness",
     "with_timeliness",
+    "withhold",
 ]
 
 #: Days in one declared update period.
@@ -178,6 +181,56 @@ def build_report(
     }
     report["score"] = score(report)
     return report
+
+
+def _weight(entry: Mapping[str, Any], key: str, k: int) -> float:
+    shown = entry.get(key)
+    return k / 2 if shown is None else float(shown)
+
+
+def recompute(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The dimension rates and score from the report's own entries (what it shows), as
+    :func:`build_report` computed them: after entries are withheld, the rates describe
+    only what is shown."""
+    out = copy.deepcopy(dict(report))
+    rows, k = out["rows"], out["k"]
+    columns = out["completeness"]["columns"].values()
+    mean_null = _mean([_rate(_weight(e, "nulls", k), rows) for e in columns])
+    out["completeness"]["rate"] = None if mean_null is None else round(1 - mean_null, 4)
+    checks = out["validity"]["columns"].values()
+    bad = _rate(sum(_weight(e, "invalid", k) for e in checks), sum(e["checked"] for e in checks))
+    out["validity"]["rate"] = None if bad is None else round(1 - bad, 4)
+    partners = out["consistency"]["partners"].values()
+    out["consistency"]["rate"] = _mean([p["match_rate"] for p in partners])
+    out["score"] = score({d: out[d] for d in DIMENSIONS if d in out})
+    return out
+
+
+def withhold(
+    report: Mapping[str, Any], columns: Iterable[str], *, entity_key: str
+) -> dict[str, Any]:
+    """The report without any figure of ``columns`` (lower-case names: items on the
+    negative list, whose figures are never released, not even in aggregate), its rates
+    recomputed over what remains; the entity key's withholding takes uniqueness along."""
+    hidden = {c.lower() for c in columns}
+    if not hidden:
+        return dict(report)
+    out = copy.deepcopy(dict(report))
+    for dim in ("completeness", "validity"):
+        out[dim]["columns"] = {
+            n: e for n, e in out[dim]["columns"].items() if n.lower() not in hidden
+        }
+    out["consistency"]["partners"] = {
+        label: e
+        for label, e in out["consistency"]["partners"].items()
+        if label.split(" -> ", 1)[0].lower() not in hidden
+        and label.split(" -> ", 1)[1].lower() not in hidden
+    }
+    if entity_key.lower() in hidden:
+        out["uniqueness"] = {"declared": out["uniqueness"]["declared"], "rate": None}
+    withheld = recompute(out)
+    withheld["withheld"] = "figures of items on the negative list are not shown"
+    return withheld
 
 
 def report_sha256(report: Mapping[str, Any]) -> str:

@@ -20,7 +20,7 @@ from sandbox.core.governance_tables import registration_applications as regs
 from sandbox.enclave.catalog import DatasetRecord
 from sandbox.governance.acts import system_clock
 from sandbox.governance.listed_view import listed
-from sandbox.governance.quality_view import latest_quality, quality_summary
+from sandbox.governance.quality_view import hidden_items, latest_quality, quality_summary
 from sandbox.platform import Platform
 
 __all__ = ["HOW_TO_APPLY", "catalog_entry", "read_catalog"]
@@ -123,7 +123,15 @@ def read_catalog(
             )
         }
         now = system_clock()
-        quality = {r.id: quality_summary(latest_quality(conn, r.id), now) for r in records}
+        quality = {
+            r.id: quality_summary(
+                latest_quality(conn, r.id),
+                now,
+                hidden=hidden_items(conn, r.spec),
+                entity_key=r.spec.entity_key,
+            )
+            for r in records
+        }
         controls = load_controls(conn, [r.id for r in records])
     out = [catalog_entry(r, issued.get(r.id), quality[r.id], controls[r.id]) for r in records]
     for decision in decisions:

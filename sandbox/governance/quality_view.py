@@ -7,6 +7,11 @@ version's age against its declared update frequency) and lists the history: ever
 version's score and digest.  A version recorded by reclassification alone (no new
 data) has no report of its own: the view shows the newest version that has one.
 Reading is the catalog's ``catalog.read`` decision, recorded.
+
+Items on the negative list (prohibited) are never released, not even in aggregate: a
+read leaves out every figure of a prohibited column (and of a partner's prohibited
+join key), the rates recomputed over what remains (``quality_math.withhold``), and a
+prohibited dataset shows no report at all.
 """
 
 from __future__ import annotations
@@ -17,12 +22,33 @@ from typing import Any
 import sqlalchemy as sa
 
 from policies import Actor, Target
+from sandbox.core.classification import DatasetSpec
+from sandbox.core.data_controls import WHOLE, load_controls
 from sandbox.core.db import dataset_versions as versions
-from sandbox.enclave.quality_math import DIMENSIONS, report_sha256, with_timeliness
+from sandbox.enclave.quality_math import DIMENSIONS, report_sha256, with_timeliness, withhold
 from sandbox.governance.acts import Clock, system_clock
 from sandbox.platform import Platform
 
-__all__ = ["latest_quality", "quality_history", "quality_summary", "read_quality"]
+__all__ = ["hidden_items", "latest_quality", "quality_history", "quality_summary", "read_quality"]
+
+Hidden = frozenset[str] | None
+"""Lower-case names whose figures are withheld (``None``: the whole dataset's)."""
+
+
+def hidden_items(conn: sa.Connection, spec: DatasetSpec) -> Hidden:
+    """The prohibited columns of ``spec`` and of its join partners (``domain.table.column``)."""
+    partners = {t.rsplit(".", 1)[0] for c in spec.columns for t in c.joinable}
+    controls = load_controls(conn, [spec.id, *partners])
+    own = controls[spec.id]
+    if own.is_prohibited():
+        return None
+    hidden = {c for c in own.prohibited if c != WHOLE}
+    for col in spec.columns:
+        for target in col.joinable:
+            dataset, _, key = target.rpartition(".")
+            if controls[dataset].is_prohibited(key):
+                hidden.add(target.lower())
+    return frozenset(hidden)
 
 
 def quality_history(conn: sa.Connection, dataset: str) -> list[dict[str, Any]]:
@@ -56,19 +82,27 @@ def latest_quality(conn: sa.Connection, dataset: str) -> tuple[int, str, dict[st
     return int(row.version), str(row.registered_at), dict(row.quality)
 
 
-def _report_now(found: tuple[int, str, dict[str, Any]], now: datetime) -> dict[str, Any]:
+def _report_now(
+    found: tuple[int, str, dict[str, Any]], now: datetime, hidden: frozenset[str], key: str
+) -> dict[str, Any]:
     version, registered_at, report = found
-    shown = with_timeliness(report, datetime.fromisoformat(registered_at), now)
+    shown = with_timeliness(
+        withhold(report, hidden, entity_key=key), datetime.fromisoformat(registered_at), now
+    )
     return {"version": version, "sha256": report_sha256(report), **shown}
 
 
 def quality_summary(
-    found: tuple[int, str, dict[str, Any]] | None, now: datetime
+    found: tuple[int, str, dict[str, Any]] | None,
+    now: datetime,
+    *,
+    hidden: Hidden = frozenset(),
+    entity_key: str = "",
 ) -> dict[str, Any] | None:
     """What the catalog shows: the score, each dimension's rate, the version and digest."""
-    if found is None:
+    if found is None or hidden is None:
         return None
-    full = _report_now(found, now)
+    full = _report_now(found, now, hidden, entity_key)
     return {
         "score": full["score"],
         "certified_score": full["certified_score"],
@@ -91,10 +125,15 @@ def read_quality(
     with platform.engine.connect() as conn:
         found = latest_quality(conn, dataset)
         history = quality_history(conn, dataset)
+        hidden = hidden_items(conn, record.spec)
+    if hidden is None:  # a prohibited dataset: nothing of it is released
+        found, history = None, []
     out = {
         "dataset": record.id,
         "current_version": record.version,
-        "report": None if found is None else _report_now(found, clock()),
+        "report": None
+        if found is None or hidden is None
+        else _report_now(found, clock(), hidden, record.spec.entity_key),
         "history": history,
     }
     authority.record_decision(

@@ -68,6 +68,7 @@ def test_quality_report_over_http(api: Api) -> None:
     for dim in ("completeness", "validity", "uniqueness", "consistency", "timeliness"):
         assert dim in report
     assert report["validity"]["columns"]["gender"]["rule"] == "values"
+    assert "id_number" not in report["completeness"]["columns"]  # L4: not evaluated at all
     assert report["timeliness"]["update_frequency"] == "monthly"
     assert [h["version"] for h in found["history"]] == [report["version"]]
     # Aggregates only: none of the column's declared values, no identifier.
@@ -123,6 +124,12 @@ def test_publication_is_refused_with_named_rules(api: Api) -> None:
         ),
     )
     assert any(e.decision == "deny" for e in api.entries("product.publish"))
+    # Nor is any figure of it in the quality report or the catalog's summary.
+    report = api.ok("op-bank", "GET", "/v1/datasets/health.claims/quality")["report"]
+    assert "hospital_id" not in json.dumps(report) and report["withheld"]
+    columns = api.ok("op-bank", "GET", "/v1/catalog/health.claims")["columns"]
+    shown = next(c for c in columns if c["name"] == "hospital_id")
+    assert shown["negative_list"] == "prohibited" and "level" not in shown
 
 
 def test_a_product_from_publication_to_a_metered_run(api: Api) -> None:

@@ -13,10 +13,12 @@ from sandbox.enclave.quality_math import (
     PartnerCounts,
     QualityCounts,
     build_report,
+    recompute,
     report_sha256,
     score,
     timeliness,
     with_timeliness,
+    withhold,
 )
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -136,3 +138,38 @@ def test_no_count_between_1_and_k_minus_1_is_ever_shown(rows: int, data, k: int)
         rate = report[dim]["rate"]
         assert rate is None or 0.0 <= rate <= 1.0
     json.dumps(report)  # JSON as it is stored and certified
+    # The rates follow from what the report shows: recomputing them changes nothing.
+    assert recompute(report) == report
+
+
+def test_withheld_columns_leave_no_figure_and_no_trace_in_the_rates() -> None:
+    counts = QualityCounts(
+        rows=1000,
+        columns=(
+            ColumnCounts("id", 1000),
+            ColumnCounts("secret", 500, "bounds", 300),
+            ColumnCounts("ok", 1000, "values", 0),
+        ),
+        entities=990,
+        one_row_per_entity=True,
+        partners=(PartnerCounts("id", "b.t.id", 990, 500), PartnerCounts("id", "c.t.k", 990, 990)),
+    )
+    report = _report(counts)
+    shown = withhold(report, {"secret", "b.t.id"}, entity_key="id")
+    assert "secret" not in json.dumps(shown) and "b.t.id" not in json.dumps(shown)
+    assert shown["completeness"]["rate"] == 1.0 and shown["validity"]["rate"] == 1.0
+    assert shown["consistency"]["rate"] == 1.0 and shown["uniqueness"]["rate"] == 0.99
+    clean = _report(
+        QualityCounts(
+            1000,
+            (ColumnCounts("id", 1000), ColumnCounts("ok", 1000, "values", 0)),
+            990,
+            True,
+            (PartnerCounts("id", "c.t.k", 990, 990),),
+        )
+    )
+    assert shown["score"] == clean["score"]  # as if the column had never been there
+    by_key = withhold(report, {"id"}, entity_key="id")
+    assert by_key["uniqueness"] == {"declared": True, "rate": None}
+    assert by_key["consistency"]["partners"] == {}
+    assert withhold(report, set(), entity_key="id") == report
