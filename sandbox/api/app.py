@@ -20,6 +20,7 @@ from sandbox.api import alerts, install
 from sandbox.api.docs_ui import install_docs
 from sandbox.api.errors import ERROR_RESPONSES
 from sandbox.api.metrics import install_metrics
+from sandbox.api.pool import bound_threads
 from sandbox.console import install_console  # the composition root mounts the console
 from sandbox.core.settings import Settings, load_settings
 from sandbox.services import Services
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        bound_threads(settings.http_threads)  # sandbox/api/pool.py
         await run_in_threadpool(services.start)
         try:
             yield

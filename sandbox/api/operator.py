@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from sandbox.jobs.desk import FORMATS
@@ -13,6 +14,7 @@ from sandbox.jobs.store import Job, JobState
 
 from .context import ActorDep, MetaDep, ServicesDep
 from .models import ExplainIn, ExplainOut, Format, JobIn, JobList, JobOut, ResultRows
+from .pool import wait_for_job
 
 __all__ = ["router"]
 
@@ -55,7 +57,7 @@ def explain(body: ExplainIn, actor: ActorDep, meta: MetaDep, services: ServicesD
     status_code=202,
     responses={200: {"model": JobOut, "description": "Finished within the wait (wait=true)."}},
 )
-def submit_job(
+async def submit_job(
     body: JobIn,
     actor: ActorDep,
     meta: MetaDep,
@@ -70,24 +72,34 @@ def submit_job(
 
     202 with the queued job; with ``wait=true``, 200 with the outcome (and the released rows
     inline when it succeeded) if it finishes within the wait, else 202 with its state.
+    The wait holds no thread of the bounded pool (``sandbox/api/pool.py``).
     """
-    job = services.desk.submit(
-        actor,
-        body.sql,
-        purpose=body.purpose,
-        fmt=body.format,
-        epsilon=body.epsilon,
-        rid=meta.request_id,
-        client=meta.client,
-        wait_s=timeout if wait else None,
-    )
+
+    def submit() -> tuple[Job, float]:
+        job = services.desk.submit(
+            actor,
+            body.sql,
+            purpose=body.purpose,
+            fmt=body.format,
+            epsilon=body.epsilon,
+            rid=meta.request_id,
+            client=meta.client,
+        )
+        return job, min(timeout, services.settings().sync_wait_s)
+
+    job, wait_s = await run_in_threadpool(submit)
+    if wait:
+        job = await wait_for_job(services.runner, job.id, wait_s)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     if job.state in (JobState.QUEUED, JobState.RUNNING):
         return job_out(job)
     response.status_code = 200
     if job.state is JobState.SUCCEEDED:
         # Delivered with its release, in this request: the release's audit entry covers it.
-        return job_out(job, result_rows(services.desk.just_released(job)))
+        done = job
+        return await run_in_threadpool(
+            lambda: job_out(done, result_rows(services.desk.just_released(done)))
+        )
     return job_out(job)
 
 

@@ -121,7 +121,11 @@ def add_missing_columns(engine: Engine) -> list[str]:
 def open_control_db(url: str, *, create: bool = True) -> Engine:
     """Connect to the control-plane DB and (by default) create missing tables."""
     try:
-        engine = sa.create_engine(url, future=True, pool_pre_ping=True)
+        # A SQLite file cannot drop a connection as a server can: no ping before each use,
+        # and enough pooled connections for every thread of a server (none reopened).
+        sqlite = sa.engine.make_url(url).get_backend_name() == "sqlite"
+        pooling: dict[str, Any] = {"pool_size": 32} if sqlite else {}
+        engine = sa.create_engine(url, future=True, pool_pre_ping=not sqlite, **pooling)
     except (sa.exc.ArgumentError, ImportError) as exc:
         raise EnclaveError(
             f"control-plane database URL is not usable: {type(exc).__name__}",

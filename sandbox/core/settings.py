@@ -249,6 +249,14 @@ class Settings:
         "the queue (`docs/api.md`).",
         default_text="number of cores (÷ `workers` under `sandbox serve --workers`)",
     )
+    http_threads: int = setting(
+        max(4, 2 * _CORES),
+        ge=1,
+        help="Threads one server process runs blocking request work on (authentication, "
+        "DuckDB, SQLite); further requests wait on the event loop. A synchronous job's "
+        "wait holds none (`docs/architecture.md`, Performance).",
+        default_text="twice the number of cores, at least 4",
+    )
     result_ttl_s: float = setting(
         86_400.0,
         gt=0,

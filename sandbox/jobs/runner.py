@@ -102,6 +102,7 @@ class JobRunner:
         self._hints: dict[str, tuple[float, Hint | None]] = {}
         self._queued = 0  # notifications so far: a worker waits only if none came meanwhile
         self._finished = 0
+        self._watchers: list[Callable[[], None]] = []  # see watch(); under _done
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -161,6 +162,17 @@ class JobRunner:
             with self._done:
                 if self._finished == seen:
                     self._done.wait(min(0.25, remaining))
+
+    def watch(self, wake: Callable[[], None]) -> Callable[[], None]:
+        """Call ``wake`` (from a worker thread) whenever a job ends here; returns the unwatch."""
+        with self._done:
+            self._watchers.append(wake)
+
+        def unwatch() -> None:
+            with self._done:
+                self._watchers.remove(wake)
+
+        return unwatch
 
     def run_now(self, job_id: str) -> Job:
         """Run one queued job in the calling thread (the command line without a server)."""
@@ -343,6 +355,8 @@ class JobRunner:
             with self._done:
                 self._finished += 1
                 self._done.notify_all()
+                for wake in self._watchers:
+                    wake()
 
     # -- monitor ---------------------------------------------------------------------------
 
