@@ -246,3 +246,61 @@ def test_an_operator_proposes_and_the_bureau_decides(api: Api) -> None:
         "product.state",
         json={"params": {"g": "F", "min_age": 30}},
     )
+
+
+def test_a_reviewed_public_interest_run_and_a_column_listed_afterwards(api: Api) -> None:
+    offer = _offer(
+        title="Claims per district (amounts)",
+        template="SELECT district, count(*) AS claims, sum(claim_amount) AS amount "
+        "FROM health.claims WHERE diagnosis_code = :dx GROUP BY district",
+        params={"dx": {"type": "enum", "values": ["J18", "I10", "E11"]}},
+        columns=["district", "diagnosis_code", "claim_amount"],
+        groupable=["diagnosis_code"],
+    )
+    pid = api.ok("bureau-health", "POST", "/v1/products", json=offer)["id"]
+    sub = api.ok(
+        "op-bank",
+        "POST",
+        f"/v1/products/{pid}/subscriptions",
+        json={
+            "use": "public_interest",
+            "release_mode": "reviewed",
+            "purpose_text": "hospital capacity, public interest",
+            "duration_days": 30,
+        },
+    )
+    approved = api.ok("bureau-health", "POST", f"/v1/product-subscriptions/{sub['id']}/approve")
+    grant = api.ok("op-bank", "GET", f"/v1/grants/{approved['grant']}")["grant"]
+    assert grant["release_mode"] == "reviewed" and grant["tariff"]["use"] == "public_interest"
+
+    ran = api.call(
+        "op-bank", "POST", f"/v1/products/{pid}/run?wait=true", json={"params": {"dx": "I10"}}
+    )
+    job = ran.json()["job"]
+    assert job["state"] == "awaiting_review", job  # exact values wait for the bureau
+    released = api.ok(
+        "bureau-health",
+        "POST",
+        f"/v1/reviews/{job['id']}",
+        json={"verdict": "approve", "reason": "aggregates only"},
+    )
+    assert released["state"] == "succeeded"
+    usage = api.ok("op-bank", "GET", "/v1/usage", params={"operator": "op-bank"})
+    mine = [u for u in usage if u["grant"] == approved["grant"]]
+    assert mine and sum(u["charge_fen"] for u in mine) == 0  # public interest: free
+
+    # Listed afterwards, a column the product reads stops every run at the guard.
+    api.ok(
+        "bureau-health",
+        "POST",
+        "/v1/negative-list",
+        json={"item": "health.claims.diagnosis_code", "kind": "prohibited", "reason": "test"},
+    )
+    api.refused(
+        "op-bank",
+        "POST",
+        f"/v1/products/{pid}/run",
+        422,
+        "negative.prohibited",
+        json={"params": {"dx": "I10"}},
+    )
