@@ -9,7 +9,7 @@ objections' grounds.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from policies import Actor, Role
@@ -30,10 +30,16 @@ def listed_to(row: Any, actor: Actor) -> bool:
     return row.state == RegState.PUBLICITY.value or is_party(row, actor)
 
 
-def public_classification(classification: dict[str, Any]) -> dict[str, Any]:
-    """A classification as the public listing shows it: no declared bounds."""
+def public_classification(
+    classification: dict[str, Any], prohibited: Collection[str] = ()
+) -> dict[str, Any]:
+    """A classification as the public listing shows it: no declared bounds; a column on the
+    negative list (``prohibited``: lower-case names, ``*`` the dataset) by that only."""
+    whole = "*" in prohibited
     columns = {
-        name: {k: v for k, v in col.items() if k not in ("bounds", "measure")}
+        name: {"negative_list": "prohibited"}
+        if whole or name.lower() in prohibited
+        else {k: v for k, v in col.items() if k not in ("bounds", "measure")}
         for name, col in classification.get("columns", {}).items()
     }
     shown = {k: v for k, v in classification.items() if k != "contribution"}
@@ -60,8 +66,16 @@ def procedure_record(row: Any, issued_by: str) -> dict[str, Any]:
     }
 
 
-def view(row: Any, filed: Sequence[Any], steps: Sequence[Any], actor: Actor) -> dict[str, Any]:
-    """The application as ``actor`` reads it, with its objections and steps."""
+def view(
+    row: Any,
+    filed: Sequence[Any],
+    steps: Sequence[Any],
+    actor: Actor,
+    *,
+    prohibited: Collection[str] = (),
+) -> dict[str, Any]:
+    """The application as ``actor`` reads it, with its objections and steps; ``prohibited``:
+    the dataset's items on the negative list, shown to the public by that only."""
     party = is_party(row, actor)
     return {
         "id": row.id,
@@ -77,7 +91,7 @@ def view(row: Any, filed: Sequence[Any], steps: Sequence[Any], actor: Actor) -> 
         "listing": row.listing,
         "classification": row.classification
         if party
-        else public_classification(row.classification),
+        else public_classification(row.classification, prohibited),
         "classification_sha256": row.classification_sha256,
         "source": {k: row.source[k] for k in ("name", "format", "bytes", "sha256")}
         if party

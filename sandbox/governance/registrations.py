@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from connectors.files import FileSource
 from policies import Actor, Role, Target
 from sandbox.core.classification import parse_classification
+from sandbox.core.data_controls import load_controls
 from sandbox.core.db import datasets
 from sandbox.core.errors import Conflict, InvalidInput, NotFound, Withheld
 from sandbox.core.governance_tables import (
@@ -502,7 +503,8 @@ class Registrations:
         steps = conn.execute(
             sa.select(events).where(events.c.application == row.id).order_by(events.c.id)
         ).all()
-        return view(row, filed, steps, actor)
+        prohibited = load_controls(conn, [row.dataset])[row.dataset].prohibited
+        return view(row, filed, steps, actor, prohibited=prohibited)
 
 
 _ACTION = {

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 from typing import Any
 
 import httpx
@@ -30,7 +31,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 
 def call(live: LiveServer, who: str, method: str, path: str, **kw: Any) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {live.tokens[who]}"}
+    headers = {"Authorization": f"Bearer {live.tokens[who]}", **kw.pop("headers", {})}
     return httpx.request(method, live.url + path, headers=headers, timeout=60, **kw)
 
 
@@ -170,6 +171,29 @@ def test_prohibited_column_cannot_be_reached(live: LiveServer) -> None:
     mine = next(d for d in ok(live, "op-insurer", "GET", "/v1/datasets") if d["id"] == CLAIMS)
     assert set(mine["columns"]["claim_amount"]) == {"negative_list", "note"}
     assert "level" in mine["columns"]["age"]
+    # A new version's application in publicity shows the public the column's flag only.
+    toml = (resources.files("sandbox.enclave") / "demo" / "health.claims.toml").read_text()
+    upload = ok(
+        live,
+        "bureau-health",
+        "POST",
+        "/v1/uploads",
+        params={"domain": "health", "filename": "claims.csv"},
+        content=b"claim_id\nc1\n",
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    body = {
+        "classification": toml,
+        "source": {"upload_id": upload["upload_id"]},
+        "update_frequency": "monthly",
+    }
+    app = ok(live, "bureau-health", "POST", "/v1/registrations", json=body)
+    ok(live, "admin", "POST", f"/v1/registrations/{app['id']}/accept", json={})
+    review = {"verdict": "approve", "comment": "new version"}
+    ok(live, "admin", "POST", f"/v1/registrations/{app['id']}/review", json=review)
+    public = ok(live, "op-insurer", "GET", f"/v1/registrations/{app['id']}")
+    assert public["classification"]["columns"]["claim_amount"] == {"negative_list": "prohibited"}
+    assert "level" in public["classification"]["columns"]["age"]
 
 
 def test_prohibited_dataset_and_join(live: LiveServer) -> None:
