@@ -7,7 +7,7 @@ SCALE ?= 1
 PORT ?= 8000
 FRESH ?=
 
-.PHONY: install demo serve clean-demo test test-long bench lint format clean
+.PHONY: install demo serve clean-demo test test-long bench lint format clean console-screenshots
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ test: install
 ## test-long: everything, with the long variants (slow tests, more fuzzing examples)
 test-long: install
 	$(PY) -m pytest -q --hypothesis-profile=long
+
+## console-screenshots: the README's screenshot of each role's console page (docs/img/),
+## taken by the browser journeys in headless Chromium
+console-screenshots: install
+	CONSOLE_SCREENSHOTS=docs/img $(PY) -m pytest -q -p no:cacheprovider tests/console/test_journeys.py
 
 bench: install
 	$(PY) bench/report.py

@@ -59,6 +59,12 @@ def submit(b: Browser, form_css: str) -> None:
     form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
 
 
+def reload_after(b: Browser, button) -> None:  # type: ignore[no-untyped-def]
+    """Click a button whose form reloads the page, and wait until it has."""
+    button.click()
+    wait(b).until(ec.staleness_of(button))
+
+
 def main_page(b: Browser, role: str) -> None:
     """Screenshots of a role's main page at 1280 px and 390 px; nothing wider than 390 px."""
     driver = b.driver
@@ -132,10 +138,21 @@ def test_bureau_approves_reviews_and_suspends(browser: Browser, console: Console
         form.find_element(By.CSS_SELECTOR, "button").click()
         wait(b).until(ec.staleness_of(row))
         assert status in _row(b, "op-insurer").text
+    _row(b, "op-insurer").find_element(By.LINK_TEXT, "收窄").click()
+    find(b, "#queries_per_day").send_keys("500")
+    find(b, "#reason").send_keys("a daily cap")
+    submit(b, "form[action$='/narrow']")
+    wait(b).until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, "dl.facts"), "500"))
 
 
 def _row(b: Browser, word: str):
-    return next(r for r in b.driver.find_elements(By.CSS_SELECTOR, "tbody tr") if word in r.text)
+    """The first table row that mentions ``word``, once the page shows one."""
+
+    def row(driver):  # type: ignore[no-untyped-def]
+        found = [r for r in driver.find_elements(By.CSS_SELECTOR, "tbody tr") if word in r.text]
+        return found[0] if found else False
+
+    return wait(b).until(row)
 
 
 def test_operator_explains_runs_charts_and_downloads(browser: Browser, console: Console) -> None:
@@ -230,7 +247,7 @@ def test_admin_freezes_and_unfreezes_an_operator(browser: Browser, console: Cons
     Select(find(b, "#target")).select_by_value("operator:op-insurer")
     find(b, "#verb-freeze").click()
     find(b, "#reason").send_keys("suspected scraping")
-    find(b, "#freeze-button").click()
+    reload_after(b, find(b, "#freeze-button"))
     assert "op-insurer" in find(b, "#frozen-list").text
     with console.api("op-insurer") as api:
         refused = api.post("/v1/explain", json={"sql": SQL})
@@ -238,7 +255,7 @@ def test_admin_freezes_and_unfreezes_an_operator(browser: Browser, console: Cons
     Select(find(b, "#target")).select_by_value("operator:op-insurer")
     find(b, "#verb-unfreeze").click()
     find(b, "#reason").send_keys("cleared")
-    find(b, "#freeze-button").click()
+    reload_after(b, find(b, "#freeze-button"))
     assert "op-insurer" not in find(b, "#frozen-list").text
 
 
