@@ -118,9 +118,10 @@ def _print_result(result: Any, fmt: str, receipt: Path | None) -> None:
     # A repeat answered from the cache has its own audit entry; its receipt is the first
     # release's.  Entries are named by hash: a seq would count every account's activity.
     entry = meta.get("audit_entry_hash") or result.receipt["receipt"]["audit"]["entry_hash"]
-    # Reported (noised) under a privacy budget only: without one it is null.
+    # Reported under a privacy budget only (without one it is null), as a noisy lower
+    # bound: at least that many groups were held back (97.5% confidence).
     withheld = meta.get("groups_suppressed")
-    shown = "" if withheld is None else f", {counted(withheld, 'group')} suppressed"
+    shown = "" if withheld is None else f", at least {counted(withheld, 'group')} suppressed"
     # Under a budget: each output's 95% half-width (an average's bound is in the meta).
     widths = [
         f"{name} ±{a['half_width']:,g}"

@@ -14,14 +14,21 @@ bound is a DP quantile (:mod:`sandbox.query.bounds_quantile`), at the
    distinct values (``Δ = 1``).  The proposal is the largest of them: every one-column
    grouping keeps the share ``p`` of its entities whole;
 3. **clamping bounds** of each measure and measure use: the ``1 - v`` and ``v`` quantiles
-   of the values, each entity keeping at most the C of step 1 rows (``Δ = C``; C is
-   already DP, so using it is post-processing), over ``QUANTILE_BINS`` bins of the
-   *declared* bounds (public): a proposal only ever narrows them.
+   of the values, drawn only for a bound that can lower ``max(|lower|, |upper|)``, which
+   every sensitivity scales with (a declared lower bound at or above 0 is kept, as is an
+   upper bound at or below 0: raising a lower bound of 0 would only bias, a summed
+   ``CASE … ELSE 0`` counting each 0 as the raised bound); one row per entity (the row
+   whose hash of its value is smallest: a choice from the entity's own rows, so
+   ``Δ = 1`` whatever C comes out), among the geometric grid of candidates
+   :func:`~sandbox.query.bounds_quantile.value_edges` of the *declared* bounds (public):
+   a proposal only ever narrows them.  One row per entity rather than C: the margin a
+   quantile has, ``(1 - v)`` of the items, grows with C no faster than the temperature
+   ``2C/ε`` does, and a C drawn far too large no longer flattens the value quantiles.
 
 ε is split among the quantiles (basic composition): half among the count quantiles
-(C and each G), half among the value quantiles (two per measure), or all to the counts
-of a dataset without measures.  Equal shares per quantile starved the value quantiles
-(sensitivity ``C``, 1,001 candidates, a margin of only ``(1 - v)`` of the rows: claim
+(C and each G), half among the value quantiles (one or two per measure), or all to the
+counts of a dataset without value quantiles.  Equal shares per quantile starved the value quantiles
+(then of sensitivity ``C`` over 1,001 equal bins, a margin of only ``(1 - v)`` of the rows: claim
 amounts' upper bound came out 4 to 13 times the true 99th percentile at ε = 0.1);
 five times a count's share starved the counts of a dataset with one grouping and two
 measures (C = 642 for 12 rows per employer, once in five).  The proposal is ε-DP for
@@ -46,8 +53,7 @@ from sandbox.core.classification import ColumnSpec, Contribution, DatasetSpec, L
 from sandbox.core.classification_file import MAX_CONTRIBUTION
 from sandbox.core.errors import InvalidInput
 from sandbox.platform import Platform
-from sandbox.query.bounds_quantile import chosen_count, chosen_edge
-from sandbox.query.disclosure import QUANTILE_BINS
+from sandbox.query.bounds_quantile import chosen_count, chosen_edge, value_edges
 from sandbox.query.noise import ChoiceSource, system_noise
 
 __all__ = ["ACTION", "VALUE_PART", "BoundsProposal", "owner_epsilon_spent", "propose_bounds"]
@@ -163,26 +169,37 @@ def _value_histogram(
     table: str,
     entity: str,
     col: ColumnSpec,
-    cap: int,
+    edges: tuple[float, ...],
 ) -> list[int]:
-    """Values of ``col`` in ``QUANTILE_BINS`` bins of its declared bounds, ≤ ``cap`` rows
-    per entity."""
+    """One value of ``col`` per entity, clamped to its declared bounds, counted in the bins
+    ``[edges[i], edges[i + 1])`` (the declared upper bound in the last bin)."""
     assert col.bounds is not None
     name = _quoted(col.name)
+    bins = len(edges) - 1
     rows = run(
-        f"SELECT least(greatest(floor((least(greatest(x, ?), ?) - ?) / (? - ?) * {QUANTILE_BINS}),"
-        f" 0), {QUANTILE_BINS - 1})::BIGINT AS bin, count(*) AS c FROM ("
-        # Which rows an entity keeps depends on its own values only (a hash of each), never
-        # on the scan order, which other entities' rows could move: the sensitivity stays C.
-        f"SELECT {name}::DOUBLE AS x, row_number() OVER "
-        f"(PARTITION BY {entity} ORDER BY hash({name}), {name}) AS rn "
-        f"FROM {table} WHERE {name} IS NOT NULL) WHERE rn <= {cap} GROUP BY 1",
-        [*col.bounds, col.bounds[0], col.bounds[1], col.bounds[0]],
+        "WITH e AS (SELECT v, row_number() OVER (ORDER BY v) - 1 AS i "
+        "FROM (SELECT unnest(?::DOUBLE[]) AS v)), "
+        # The entity's row whose hash of its value is smallest: chosen from its own rows
+        # only (never by scan order, which other entities' rows could move), so Δ = 1.
+        f"s AS (SELECT least(greatest(arg_min({name}::DOUBLE, hash({name})), ?), ?) AS x "
+        f"FROM {table} WHERE {name} IS NOT NULL GROUP BY {entity}) "
+        f"SELECT least(e.i, {bins - 1}) AS bin, count(*) AS c "
+        "FROM s ASOF JOIN e ON s.x >= e.v GROUP BY 1",
+        [list(edges), *col.bounds],
     )
-    counts = [0] * QUANTILE_BINS
+    counts = [0] * bins
     for bin_, count in rows:
         counts[int(bin_)] += int(count)
     return counts
+
+
+def _drawn(col: ColumnSpec) -> tuple[bool, bool]:
+    """Which of a measure's bounds a quantile is drawn for: only one that can lower
+    ``max(|lower|, |upper|)``, the bound every sensitivity scales with.  A declared lower
+    bound at or above 0 stays (raising it would only bias: a ``CASE … ELSE 0`` summed
+    would count each 0 as the raised bound), and so does an upper bound at or below 0."""
+    assert col.bounds is not None
+    return col.bounds[0] < 0, col.bounds[1] > 0
 
 
 def _shares(epsilon: Fraction, counts: int, values: int) -> tuple[Fraction, Fraction]:
@@ -240,6 +257,7 @@ def propose_bounds(
         spec = platform.catalog.get(dataset).spec
         groupable = [c for c in spec.columns if c.role in GROUPABLE and c.level is not Level.L4]
         measured = [c for c in spec.columns if c.bounds is not None]
+        sides = sum(map(sum, map(_drawn, measured)))
         spent = owner_epsilon_spent(platform, dataset) + eps
         platform.record(
             **entry,
@@ -249,14 +267,14 @@ def propose_bounds(
                 "epsilon": eps,
                 "percentile": p,
                 "value_percentile": v,
-                "quantiles": 1 + len(groupable) + 2 * len(measured),
-                "value_part": float(VALUE_PART) if measured else 0.0,
+                "quantiles": 1 + len(groupable) + sides,
+                "value_part": float(VALUE_PART) if sides else 0.0,
                 "owner_epsilon_spent": spent,
                 **actor.audit_details(),
             },
         )
     chooser = source or system_noise()
-    share, value_share = _shares(Fraction(eps), 1 + len(groupable), 2 * len(measured))
+    share, value_share = _shares(Fraction(eps), 1 + len(groupable), sides)
     q, qv = Fraction(str(p)), Fraction(str(v))
     table = f"{_quoted(spec.domain)}.{_quoted(spec.table)}"
     entity = _quoted(spec.entity_key)
@@ -273,17 +291,19 @@ def propose_bounds(
     bounds = {}
     for col in measured:
         assert col.bounds is not None
-        counts = _value_histogram(run, table, entity, col, c)
-        low_edge = chosen_edge(counts, 1 - qv, value_share, c, chooser)
-        high_edge = chosen_edge(counts, qv, value_share, c, chooser)
-        if high_edge <= low_edge:  # a bound pair needs low < high: widen by one bin
-            high_edge = min(low_edge + 1, QUANTILE_BINS)
+        edges = value_edges(*col.bounds)
+        low_edge, high_edge = 0, len(edges) - 1
+        draw_low, draw_high = _drawn(col)
+        if draw_low or draw_high:
+            counts = _value_histogram(run, table, entity, col, edges)
+            if draw_low:
+                low_edge = chosen_edge(counts, 1 - qv, value_share, 1, chooser)
+            if draw_high:
+                high_edge = chosen_edge(counts, qv, value_share, 1, chooser)
+        if high_edge <= low_edge:  # a bound pair needs low < high: widen by one edge
+            high_edge = min(low_edge + 1, len(edges) - 1)
             low_edge = high_edge - 1
-        low, high = Fraction(col.bounds[0]), Fraction(col.bounds[1])
-        bounds[col.name] = (
-            float(low + (high - low) * Fraction(low_edge, QUANTILE_BINS)),
-            float(low + (high - low) * Fraction(high_edge, QUANTILE_BINS)),
-        )
+        bounds[col.name] = (edges[low_edge], edges[high_edge])
     return BoundsProposal(
         dataset=dataset,
         epsilon=eps,

@@ -22,6 +22,15 @@ where ``c`` is a ``q``-quantile, so a plateau of equal scores above the largest 
 does not draw the choice upwards; its sensitivity is ``Δ`` too.  The candidates are
 ``1 … 20`` and then steps of about 20% up to ``MAX_CONTRIBUTION`` (fewer candidates: a
 smaller ``ln m`` and fewer ways to land far off).
+
+Values (clamping bounds) are chosen among a **geometric grid** (:func:`value_edges`): the
+E24 preferred numbers (24 per decade, steps of 7 to 15%) over ``VALUE_DECADES`` decades below
+the larger declared bound's magnitude, mirrored for negative values, plus 0 and the
+declared bounds themselves.  Equal-width bins over wide declared bounds put almost every
+candidate above the data (claim amounts declared ``[0, 200000]``, 99% of them under
+13,500: 93% of 1,001 equal bins, every one scoring about ``-(1 - q)·n``), so at a small ε the
+choice landed anywhere up to the declared bound; on a geometric grid the candidates above
+the data are a few dozen of about 130, and a value is known to within 15% of itself.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ __all__ = [
     "edge_scores",
     "rank_tolerance",
     "temperature",
+    "value_edges",
 ]
 
 
@@ -53,6 +63,36 @@ def _count_candidates(limit: int) -> tuple[int, ...]:
 
 #: The bounds a per-entity count may be proposed as (data-independent).
 COUNT_CANDIDATES = _count_candidates(MAX_CONTRIBUTION)
+
+
+#: The E24 series of preferred numbers (IEC 60063): 24 steps per decade.
+E24 = (
+    10, 11, 12, 13, 15, 16, 18, 20, 22, 24, 27, 30,
+    33, 36, 39, 43, 47, 51, 56, 62, 68, 75, 82, 91,
+)  # fmt: skip
+#: Decades of magnitude the value grid spans below the larger declared bound.
+VALUE_DECADES = 6
+
+
+def value_edges(lower: float, upper: float, decades: int = VALUE_DECADES) -> tuple[float, ...]:
+    """Candidate clamping bounds in ``[lower, upper]`` (public: from the declared bounds only).
+
+    The E24 numbers ``d·10^e`` for the ``decades`` decades up to the magnitude of
+    ``max(|lower|, |upper|)``, with both signs, kept where they fall strictly inside the
+    bounds; then ``lower``, ``upper`` and 0 (if inside).  Sorted, distinct, at least two.
+    """
+    if not (math.isfinite(lower) and math.isfinite(upper) and lower < upper):
+        raise ValueError("value edges need finite bounds with lower < upper")
+    top = math.floor(math.log10(max(abs(lower), abs(upper))))
+    magnitudes = {
+        float(Fraction(d) * Fraction(10) ** (e - 1))
+        for e in range(top - decades + 1, top + 1)
+        for d in E24
+    }
+    inside = {v for m in magnitudes for v in (m, -m) if lower < v < upper}
+    if lower < 0 < upper:
+        inside.add(0.0)
+    return tuple(sorted({float(lower), float(upper), *inside}))
 
 
 def temperature(epsilon: Fraction, sensitivity: int) -> Fraction:

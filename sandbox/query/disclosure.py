@@ -151,8 +151,9 @@ class Disclosed:
     """The released stats table and what releasing it cost."""
 
     table: pa.Table
-    #: With ε a noised count; without, None: an exact count of groups below k would say
-    #: whether anybody matches a query that releases nothing (docs/disclosure.md).
+    #: With ε a noisy lower bound (97.5%) on the groups held back; without, None: an exact
+    #: count of groups below k would say whether anybody matches a query that releases
+    #: nothing (docs/disclosure.md).
     groups_suppressed: int | None
     epsilon_spent: float
 
@@ -736,6 +737,13 @@ def _selected(
 
 
 def _noisy_suppressed(groups: int, kept: int, plan: NoisePlan, noise: NoiseSource) -> int:
-    """With ε the number of groups is data too: suppressed = noisy total - released (≥ 0)."""
+    """With ε the number of groups is data too: at least how many groups were held back.
+
+    The noisy number of groups minus the released ones, less the noise's 95% half-width
+    ``w`` (``P(Z > w) ≤ 2.5%``), at least 0: a lower bound that holds with probability at
+    least 97.5%.  The point estimate read wrong (a two-group query "suppressing 112
+    groups" was noise of scale 22 on that number's small share of ε); the bound is 0
+    unless the held-back groups clearly outnumber the noise.
+    """
     (z,) = _draw(noise, plan, 1)
-    return max(0, groups + z - kept)
+    return max(0, groups + z - kept - round(plan.half_width))

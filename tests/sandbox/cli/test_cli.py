@@ -46,7 +46,7 @@ def test_show_prints_columns_with_level_and_role(demo_home: Path) -> None:
     lines = {line.split()[0]: line.split() for line in out.splitlines() if line.strip()}
     assert lines["id_number"][2:4] == ["L4", "identifier"]
     assert lines["age"][2:4] == ["L2", "quasi"] and "bands of 10" in out
-    assert lines["claim_amount"][2:4] == ["L2", "measure"] and "bounds 0..200000" in out
+    assert lines["claim_amount"][2:4] == ["L2", "measure"] and "bounds 0..13000" in out
     assert lines["district"][2:4] == ["L1", "dimension"]
     assert lines["diagnosis_code"][2:4] == ["L3", "sensitive"]
 

@@ -67,7 +67,7 @@ def test_demo_claims_matches_the_agreed_classification() -> None:
     assert spec.column("diagnosis_code").role is Role.SENSITIVE
     assert spec.column("age").generalize is not None
     assert spec.column("age").generalize.width == 10
-    assert spec.column("claim_amount").bounds == (0.0, 200000.0)
+    assert spec.column("claim_amount").bounds == (0.0, 13000.0)
     market = demo_spec("market.enterprises")
     assert market.column("credit_code").joinable == ("hrss.social_insurance.credit_code",)
 
@@ -289,10 +289,10 @@ def test_each_problem_names_the_file_the_key_and_the_reason(case: str) -> None:
 def test_a_file_with_infinite_bounds_is_refused_before_it_can_reach_the_noise() -> None:
     """Issue 11: ``bounds = [0, inf]`` was accepted, then crashed the ε path (a 500)."""
     text = (ROOT / "sandbox/enclave/demo/health.claims.toml").read_text("utf-8")
-    assert "bounds = [0, 200000]" in text
+    assert "bounds = [0, 13000]" in text
     with pytest.raises(ClassificationError) as info:
         parse_classification(
-            text.replace("bounds = [0, 200000]", "bounds = [0, inf]"),
+            text.replace("bounds = [0, 13000]", "bounds = [0, inf]"),
             source_name="health.claims.toml",
         )
     assert str(info.value) == (
@@ -371,9 +371,11 @@ def test_bounds_are_accepted_exactly_when_finite_and_low_below_high(
 # a measure use, board_time its type); their earlier texts keep their earlier digests
 # (OLD_DEMO_DIGESTS, checked against the files as of c5017c8).  Issue 14 added a
 # [contribution] section to each; without it they keep the digests they had
-# (PRE_CONTRIBUTION_DIGESTS).
+# (PRE_CONTRIBUTION_DIGESTS).  Issue 14 then set health.claims' clamping bounds and C to
+# what `propose-bounds` proposes (its digest was 1f6bc54b… before); with the earlier
+# bounds restored its older texts keep their digests (_with_earlier_bounds).
 DEMO_DIGESTS = {
-    "health.claims": "1f6bc54bca693785bb2c712125a754f36ce4f40bf148fda6d1c0a0239ee3967f",
+    "health.claims": "2223b4d8c4f3baf7fed4bd7f2e871656a1f3efe30ac3c754262a0d4c25eac777",
     "market.enterprises": "84f25590545af9cdbbc6688985850ecd4f454695fd18173aacb360f04d3017fc",
     "hrss.social_insurance": "642a8bfdca94aa6d1e43f80f2903c166c643d7a9cc1ccf134ba3c507acb8672d",
     "transport.trips": "563a2c23dfd7703d23a1b971a9aef909b05867f29d0857fae9259bfbf11e4dd8",
@@ -398,9 +400,15 @@ def test_canonical_digest_is_unchanged_and_survives_the_stored_form(dataset_id: 
     assert stored == spec and stored.sha256() == spec.sha256()
 
 
+def _with_earlier_bounds(text: str) -> str:
+    """health.claims' clamping bounds as declared before propose-bounds set them."""
+    text = text.replace("measure = { bounds = [0, 110] }", "measure = { bounds = [0, 120] }")
+    return text.replace("bounds = [0, 13000]", "bounds = [0, 200000]")
+
+
 def _without_contribution(text: str) -> str:
     """A demo file as it was before issue 14: no [contribution] section (the file's last)."""
-    return text.split("[contribution]", 1)[0]
+    return _with_earlier_bounds(text).split("[contribution]", 1)[0]
 
 
 def _without_issue_13_keys(text: str) -> str:
@@ -431,8 +439,8 @@ def test_a_measure_use_is_a_second_use_of_a_quasi_column() -> None:
     spec = demo_spec("health.claims")
     age = spec.column("age")
     assert age.role is Role.QUASI and age.uses == ("quasi", "measure")
-    assert age.bounds == (0.0, 120.0) and age.generalize is not None
-    assert age.to_dict()["measure"] == {"bounds": [0.0, 120.0]} and "bounds" not in age.to_dict()
+    assert age.bounds == (0.0, 110.0) and age.generalize is not None
+    assert age.to_dict()["measure"] == {"bounds": [0.0, 110.0]} and "bounds" not in age.to_dict()
     assert spec.column("claim_amount").uses == ("measure",)
     assert spec.column("gender").uses == ("quasi",) and spec.column("gender").bounds is None
     stored = parse_classification(spec.to_dict())

@@ -43,18 +43,18 @@ def test_a_dataset_without_the_section_gets_the_platform_default() -> None:
 
 def test_the_declared_bounds_apply_and_a_grant_narrows_them() -> None:
     specs = {"health.claims": demo_spec("health.claims")}
-    assert effective_contribution([], specs, DEFAULT) == Contribution(6, 4)
+    assert effective_contribution([], specs, DEFAULT) == Contribution(9, 4)
     narrowing = FakeGrant("health.claims", max_rows_per_entity=2)
     assert effective_contribution([narrowing], specs, DEFAULT) == Contribution(2, 4)
     wider = FakeGrant("health.claims", max_rows_per_entity=50, max_groups_per_entity=50)
-    assert effective_contribution([wider], specs, DEFAULT) == Contribution(6, 4)
+    assert effective_contribution([wider], specs, DEFAULT) == Contribution(9, 4)
 
 
 def test_a_join_runs_under_the_strictest_of_its_datasets() -> None:
     specs = {d: demo_spec(d) for d in ("market.enterprises", "hrss.social_insurance")}
     assert effective_contribution([], specs, DEFAULT) == Contribution(1, 1)
     specs = {d: demo_spec(d) for d in ("health.claims", "transport.trips")}
-    assert effective_contribution([], specs, DEFAULT) == Contribution(6, 4)
+    assert effective_contribution([], specs, DEFAULT) == Contribution(9, 4)
 
 
 @given(
@@ -105,10 +105,10 @@ def _grant(deployment, bureau: str, operator: str, dataset: str):
 def test_a_query_runs_under_its_datasets_bounds_and_a_narrowed_grant(deployment) -> None:
     """The bounds reach the rewrite: explain shows them and the plan caps by them."""
     answer = _explain(deployment, "op-insurer", CLAIMS_BY_AGE)
-    assert answer["contribution"] == {"max_rows_per_entity": 6, "max_groups_per_entity": 4}
+    assert answer["contribution"] == {"max_rows_per_entity": 9, "max_groups_per_entity": 4}
     admin, bureau, grant = _grant(deployment, "bureau-health", "op-insurer", "health.claims")
     with pytest.raises(InvalidInput) as info:  # a grant never widens the data's bounds
-        admin.narrow_grant(bureau, grant.id, max_rows_per_entity=7, reason="wider")
+        admin.narrow_grant(bureau, grant.id, max_rows_per_entity=10, reason="wider")
     assert "can only narrow the dataset's" in info.value.message
     narrowed = admin.narrow_grant(bureau, grant.id, max_rows_per_entity=2, reason="one visit")
     assert narrowed.to_dict()["max_rows_per_entity"] == 2

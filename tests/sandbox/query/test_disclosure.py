@@ -341,23 +341,6 @@ def test_under_a_budget_which_groups_appear_is_not_a_true_count_oracle() -> None
     assert g * q ** (tau - 1) / (1 + q) <= 1e-6 < g * q ** (tau - 2) / (1 + q)
 
 
-def test_under_a_budget_the_suppressed_count_is_noised() -> None:
-    """The number of suppressed groups would count one-person groups exactly: it is noised."""
-    params = DisclosureParams(k=10, epsilon=1.0)
-    base = people("big", 2_000)
-    with_one = stats_from([*base, ("lonely", "p-1", 5.0)])
-    without = stats_from(base)
-    # Without a budget it is not reported at all: both answers look the same.
-    assert disclose(with_one, COLUMNS, DisclosureParams(k=10)).groups_suppressed is None
-    assert disclose(without, COLUMNS, DisclosureParams(k=10)).groups_suppressed is None
-    counts = [
-        disclose(table, COLUMNS, params, noise=seeded_noise(seed)).groups_suppressed
-        for seed in range(200)
-        for table in (with_one, without)
-    ]
-    assert len(set(counts)) > 3  # a spread, not the true 0 or 1
-
-
 def test_dominance_is_not_applied_under_a_budget() -> None:
     """Its decision compares true values; the noise on a sum already exceeds one entity's cap."""
     records = [*people("A", 400, 1.0), ("A", "giant", 9_999.0)]

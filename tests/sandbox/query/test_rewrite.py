@@ -93,7 +93,7 @@ def test_generalised_key_matches_banded_raw(demo_platform) -> None:
 def test_measures_are_clamped_to_bounds(demo_platform) -> None:
     _, _, released = release(demo_platform, "SELECT sum(claim_amount) FROM health.claims")
     (clamped,) = raw(
-        demo_platform, "SELECT sum(least(claim_amount, 200000)::DOUBLE) FROM health.claims"
+        demo_platform, "SELECT sum(least(claim_amount, 13000)::DOUBLE) FROM health.claims"
     )
     (unclamped,) = raw(demo_platform, "SELECT sum(claim_amount::DOUBLE) FROM health.claims")
     assert released[0][0] == pytest.approx(clamped[0])

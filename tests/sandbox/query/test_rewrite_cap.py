@@ -17,12 +17,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sandbox.enclave.demo_data import demo_spec
 from sandbox.query.guard import check_query
 from sandbox.query.parse import parse_query
 from sandbox.query.rewrite import ENTITIES, ContributionBounds, Plan, build_plan
 from tests.sandbox.query.test_guard import MAX_SQL_LENGTH, access
 
-LOW, HIGH = 0.0, 200_000.0  # health.claims.claim_amount's declared bounds
+LOW, HIGH = demo_spec("health.claims").column("claim_amount").bounds or (0.0, 0.0)
 GROUPED = (
     "SELECT diagnosis_code, count(*), count(DISTINCT person_id), sum(claim_amount) "
     "FROM health.claims GROUP BY 1"
