@@ -34,7 +34,8 @@ from audit.errors import (
 from audit.export import ExportSummary
 from audit.keys import KeyRing, KeyRingError
 from audit.proofs import ConsistencyProof, InclusionProof, verify_receipt_inclusion
-from audit.signing import Receipt, TreeHead, verify_receipt, verify_tree_head
+from audit.receipts import Promise, Receipt, verify_receipt
+from audit.signing import TreeHead, verify_tree_head
 from audit.verify import verify_export
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ __all__ = [
     "KeyRingError",
     "NotFound",
     "Problem",
+    "Promise",
     "ProofError",
     "Receipt",
     "Report",

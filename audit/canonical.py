@@ -1,4 +1,4 @@
-"""Reading canonical JSON back, refusing every other spelling of the same bytes' meaning.
+"""Canonical JSON (RFC 8785) written fast, and read back refusing every other spelling.
 
 A verifier that only hashes bytes cannot say what an entry means; one that parses
 them must be sure every reader reads the same thing.  JSON lets one object repeat a
@@ -15,6 +15,10 @@ the ECMAScript form: ``1e-7``, not ``1e-07``; ``2``, not ``2.0``) and member nam
 outside the Basic Multilingual Plane (RFC 8785 sorts by UTF-16 code units).  Input
 holding either takes the rfc8785 path; a float such as ``0.25``, whose Python ``repr``
 is already its RFC 8785 form (rfc8785 itself starts from ``repr``), does not.
+Writing works the same way (:func:`dumps_canonical`): a walk over the value decides
+whether it is plain (exact built-in types, no such float or name, integers within
++-(2**53 - 1)); plain values take the C encoder, the rest :mod:`rfc8785`.  A
+hypothesis property checks both give the same bytes.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import rfc8785
 
 from audit.errors import InvalidEntry
 
-__all__ = ["loads_canonical"]
+__all__ = ["dumps_canonical", "dumps_plain", "loads_canonical"]
 
 _SAFE = 2**53  # beyond +-(2**53 - 1), an integer literal is a double that rfc8785 must write
 _ASTRAL = re.compile(rb"[\xf0-\xf4]")  # the lead byte of a UTF-8 character beyond U+FFFF
@@ -67,6 +71,73 @@ _SLOW = json.JSONDecoder(parse_int=_int_or_double, parse_constant=_constant)
 _ENCODE = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":")
 ).encode
+
+
+_MAX_DEPTH = 64
+
+
+def _plain(value: Any) -> bool:
+    """Whether the C encoder writes ``value`` exactly as RFC 8785 does (see the module doc).
+
+    Exact built-in types only, string member names within the Basic Multilingual Plane,
+    integers within +-(2**53 - 1) and floats whose ``repr`` is their ECMAScript form;
+    anything else (or nesting deeper than 64, or a cycle) is left to :mod:`rfc8785`.
+    """
+    stack = [(value, 0)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        item, depth = pop()
+        kind = type(item)
+        if kind is str or kind is bool or item is None:
+            continue
+        if kind is int:
+            if -_SAFE < item < _SAFE:
+                continue
+            return False
+        if kind is float:
+            if -_SAFE < item < _SAFE:
+                text = repr(item)
+                if "e" not in text and not text.endswith(".0"):
+                    continue
+            return False  # 2.0, -0.0, 1e-07, inf, nan, beyond +-2**53
+        if depth >= _MAX_DEPTH:
+            return False
+        if kind is dict:
+            for key, member in item.items():
+                if type(key) is not str or (not key.isascii() and max(key) > "\uffff"):
+                    return False  # RFC 8785 sorts names by UTF-16 code units
+                push((member, depth + 1))
+        elif kind is list or kind is tuple:
+            for member in item:
+                push((member, depth + 1))
+        else:
+            return False
+    return True
+
+
+def dumps_plain(value: Any) -> bytes | None:
+    """The canonical bytes of ``value`` from the C encoder, or None if it is not plain.
+
+    Plain values (almost every audit entry's) are written by the C encoder exactly
+    as RFC 8785 writes them, about five times faster than :mod:`rfc8785`.
+    """
+    if _plain(value):
+        try:
+            return _ENCODE(value).encode("utf-8")
+        except UnicodeEncodeError:
+            pass  # a lone surrogate: rfc8785 says why it has no form
+    return None
+
+
+def dumps_canonical(value: Any) -> bytes:
+    """RFC 8785 canonical JSON of ``value``: byte for byte what ``rfc8785.dumps`` writes.
+
+    Plain values take the C encoder (:func:`dumps_plain`); the rest go to
+    :mod:`rfc8785`, which raises :class:`rfc8785.CanonicalizationError` for what has
+    no canonical form.
+    """
+    fast = dumps_plain(value)
+    return rfc8785.dumps(value) if fast is None else fast
 
 
 def loads_canonical(data: bytes) -> Any:

@@ -27,7 +27,7 @@ from typing import Any, cast
 
 import rfc8785
 
-from audit.canonical import loads_canonical
+from audit.canonical import dumps_plain, loads_canonical
 from audit.errors import InvalidEntry
 
 __all__ = [
@@ -95,12 +95,15 @@ def _check_numbers(name: str, value: Any) -> None:
 def _canonical_text(value: str | None) -> bytes:
     """Canonical JSON of a short text field; actors, roles, rules repeat, so it is cached."""
     try:
-        return rfc8785.dumps(value)
+        return dumps_plain(value) or rfc8785.dumps(value)
     except rfc8785.CanonicalizationError as exc:
         raise InvalidEntry(f"text cannot be canonical JSON: {exc}") from None
 
 
 def _canonical(name: str, value: Any) -> bytes:
+    fast = dumps_plain(value)  # plain values hold no float beyond +-2**53
+    if fast is not None:
+        return fast
     try:
         if isinstance(value, dict):
             _check_numbers(name, value)
@@ -150,24 +153,34 @@ class EntryDraft:
         The result is the entry's canonical bytes cut where the store-assigned
         members (``prev``, ``seq``, ``time``, ``v``) go, so sealing is one join.
         """
-        values = {
-            name: _canonical_text(getattr(self, name))
-            for name in (*_REQUIRED_TEXT, *_OPTIONAL_TEXT, "decision")
-        }
-        details = _canonical("details", dict(self.details))
+        given = self.details
+        details = _canonical("details", given if type(given) is dict else dict(given))
         if len(details) > MAX_DETAILS_BYTES:
             raise InvalidEntry(f"details exceed {MAX_DETAILS_BYTES} bytes of canonical JSON")
-        values["details"] = details
-        # Every key is ASCII, so ENTRY_KEYS' byte order is RFC 8785's UTF-16 code-unit order.
-        segments: list[bytes] = []
-        current = b"{"
-        for key in ENTRY_KEYS:
-            if key in _ASSIGNED:
-                segments.append(current)
-                current = b""
-            else:
-                current += b'"' + key.encode() + b'":' + values[key] + b","
-        return Prepared(*segments)
+        text = _canonical_text
+        # Members in ENTRY_KEYS order (every key is ASCII, so that is RFC 8785's order),
+        # cut where prev, seq, time and v go; the assertion below the class checks it.
+        return Prepared(
+            b"".join(
+                (
+                    b'{"action":', text(self.action),
+                    b',"actor":', text(self.actor),
+                    b',"client":', text(self.client),
+                    b',"dataset":', text(self.dataset),
+                    b',"decision":', text(self.decision),
+                    b',"details":', details, b",",
+                )
+            ),
+            b"".join(
+                (
+                    b'"request_id":', text(self.request_id),
+                    b',"role":', text(self.role),
+                    b',"rule":', text(self.rule), b",",
+                )
+            ),
+            b'"target":' + text(self.target) + b",",
+            b"",
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +193,10 @@ class Prepared:
     before_v: bytes
 
 
-_ASSIGNED = ("prev", "seq", "time", "v")
+assert ENTRY_KEYS == (
+    *("action", "actor", "client", "dataset", "decision", "details", "prev"),
+    *("request_id", "role", "rule", "seq", "target", "time", "v"),
+), "EntryDraft.prepare spells out this order"
 
 
 def seal(prepared: Prepared, *, seq: int, time: str, prev: bytes) -> bytes:

@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from audit.errors import ProofError
 from audit.merkle import SHA256, verify_consistency, verify_inclusion
-from audit.signing import Receipt, TreeHead, verify_receipt, verify_tree_head
+from audit.receipts import Receipt, verify_receipt
+from audit.signing import TreeHead, verify_tree_head
 
 __all__ = ["ConsistencyProof", "InclusionProof", "verify_receipt_inclusion"]
 
@@ -96,7 +97,11 @@ def verify_receipt_inclusion(
     proof: InclusionProof,
     public_keys: Mapping[str, Ed25519PublicKey],
 ) -> None:
-    """Raise unless the receipt is genuine and its entry is under the signed ``head``."""
+    """Raise unless the receipt is genuine and its entry is under the signed ``head``.
+
+    That is the promise kept: the receipt's promise (or format 1 signature) holds, and
+    ``proof`` leads from its entry's leaf to the root a known key signed in ``head``.
+    """
     verify_receipt(receipt, public_keys)
     verify_tree_head(head, public_keys)
     if proof.seq != receipt.seq or proof.tree_size != head.tree_size:

@@ -1,12 +1,13 @@
-"""Signed tree heads and signed receipts: the byte strings that get signed, and checks.
+"""Signed tree heads: the byte string that gets signed, its JSON form, and the check.
 
-Each signed message starts with its own context string, so a tree-head signature
-can never be replayed as a receipt signature or the other way round.  Integers
-are unsigned 64-bit big-endian, hashes their raw 32 bytes::
+This is the one place a tree head is signed and checked (the writer, the exports and
+every verifier call it).  Each signed message starts with its own context string,
+so a tree-head signature can never be replayed as a receipt's promise
+(:mod:`audit.receipts`) or the other way round.  Integers are unsigned 64-bit
+big-endian, hashes their raw 32 bytes::
 
     tree head: b"sandbox-audit/tree-head/v1\\n" || u64 tree_size || u64 timestamp_ms
                || root_hash || chain_head
-    receipt:   b"sandbox-audit/receipt/v1\\n" || u64 seq || entry_hash
 
 ``chain_head`` is the hash-chain value after the last covered entry (the
 genesis hash for size 0), so one signature vouches for both structures.
@@ -24,26 +25,18 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from audit.chain import entry_hash
-from audit.entry import peek
-from audit.errors import InvalidEntry, ProofError, SignatureError
+from audit.errors import ProofError, SignatureError
 from audit.keys import SigningKey, verify_signature
-from audit.merkle import SHA256
 
 __all__ = [
-    "RECEIPT_CONTEXT",
     "TREE_HEAD_CONTEXT",
-    "Receipt",
     "TreeHead",
-    "receipt_message",
     "sign_tree_head",
     "tree_head_message",
-    "verify_receipt",
     "verify_tree_head",
 ]
 
 TREE_HEAD_CONTEXT = b"sandbox-audit/tree-head/v1\n"
-RECEIPT_CONTEXT = b"sandbox-audit/receipt/v1\n"
 
 
 def tree_head_message(
@@ -52,12 +45,6 @@ def tree_head_message(
     if len(root_hash) != 32 or len(chain_head) != 32:
         raise ValueError("root_hash and chain_head must be 32 bytes")
     return TREE_HEAD_CONTEXT + struct.pack(">QQ", tree_size, timestamp_ms) + root_hash + chain_head
-
-
-def receipt_message(seq: int, entry_hash_: bytes) -> bytes:
-    if len(entry_hash_) != 32:
-        raise ValueError("entry_hash must be 32 bytes")
-    return RECEIPT_CONTEXT + struct.pack(">Q", seq) + entry_hash_
 
 
 def _unhex(data: Mapping[str, Any], name: str) -> bytes:
@@ -149,63 +136,3 @@ def _check_signature(
 def verify_tree_head(head: TreeHead, public_keys: Mapping[str, Ed25519PublicKey]) -> None:
     """Raise :class:`SignatureError` unless a known key signed exactly this head."""
     _check_signature(public_keys, head.key_id, head.signature, head.message())
-
-
-@dataclass(frozen=True, kw_only=True)
-class Receipt:
-    """What an append returns: the entry, where it sits, and the platform's signature.
-
-    With the entry bytes anyone recomputes ``entry_hash`` (``prev`` is inside the
-    entry) and checks the signature; later an inclusion proof up to a signed tree
-    head shows the entry is in the log every auditor sees.
-    """
-
-    seq: int
-    entry_hash: bytes
-    leaf_hash: bytes
-    time: str
-    entry: bytes
-    key_id: str
-    signature: bytes
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "seq": self.seq,
-            "entry_hash": self.entry_hash.hex(),
-            "leaf_hash": self.leaf_hash.hex(),
-            "time": self.time,
-            "entry": self.entry.decode("utf-8"),
-            "key_id": self.key_id,
-            "signature": base64.b64encode(self.signature).decode("ascii"),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Receipt:
-        if not isinstance(data.get("entry"), str) or not isinstance(data.get("key_id"), str):
-            raise ProofError("receipt needs string entry and key_id")
-        return cls(
-            seq=_count(data, "seq"),
-            entry_hash=_unhex(data, "entry_hash"),
-            leaf_hash=_unhex(data, "leaf_hash"),
-            time=str(data.get("time", "")),
-            entry=data["entry"].encode("utf-8"),
-            key_id=data["key_id"],
-            signature=_unb64(data, "signature"),
-        )
-
-
-def verify_receipt(receipt: Receipt, public_keys: Mapping[str, Ed25519PublicKey]) -> None:
-    """Raise unless the receipt's entry, position, hashes and signature all agree."""
-    try:
-        seq, prev = peek(receipt.entry)
-    except InvalidEntry as exc:
-        raise ProofError(f"receipt entry is malformed: {exc}") from None
-    if seq != receipt.seq:
-        raise ProofError(f"receipt says seq {receipt.seq} but its entry says {seq}")
-    if entry_hash(prev, receipt.entry) != receipt.entry_hash:
-        raise ProofError("receipt entry does not hash to its entry_hash")
-    if SHA256.hash_leaf(receipt.entry) != receipt.leaf_hash:
-        raise ProofError("receipt entry does not hash to its leaf_hash")
-    _check_signature(
-        public_keys, receipt.key_id, receipt.signature, receipt_message(seq, receipt.entry_hash)
-    )

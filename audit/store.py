@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
@@ -33,6 +32,8 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from audit.errors import StoreUnavailable
 from audit.schema import ENTRY_COLUMNS, LAST_ENTRY, STATE_QUERY, entries, metadata, tree_heads
 from audit.signing import TreeHead
+from audit.sqlite_txn import sqlite_transaction
+from audit.state import LogState, SeqTaken, WriteOps, find_nodes
 
 __all__ = [
     "AuditStore",
@@ -41,6 +42,7 @@ __all__ = [
     "SeqTaken",
     "WriteTxn",
     "Writer",
+    "find_nodes",
 ]
 
 
@@ -53,22 +55,7 @@ def _insert_sql(paramstyle: str) -> str:
     return f"INSERT INTO audit_entries ({columns}) VALUES ({markers})"
 
 
-class SeqTaken(Exception):
-    """Internal: an insert found its sequence number taken; the writer re-reads and retries."""
-
-
-@dataclass(frozen=True)
-class LogState:
-    """What a writer must know under the lock: the chain's head and the newest signed size."""
-
-    size: int
-    chain_head: bytes | None
-    signed_size: int
-    signed_at_ms: int
-
-
 _SCHEMA_LOCK_KEY = 0x5A4E_4442_4155_4431  # pg advisory lock key for schema creation
-_FETCH_CHUNK = 500
 
 
 def _head_from_row(row: Any) -> TreeHead:
@@ -103,31 +90,13 @@ class Reads:
         )
 
     def node_hashes(self, wanted: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-        """Hashes of full subtrees ``(level, index)``, looked up by the entry that completed them.
+        """Hashes of full subtrees ``(level, index)`` (see :func:`find_nodes`)."""
 
-        Leaf ``i`` completes the subtrees at levels 1..t, t the number of trailing
-        one bits of ``i``; so node (level, index) sits in row
-        ``((index + 1) << level) - 1`` at offset ``(level - 1) * 32`` of
-        ``subtree_hashes``, and level 0 is that row's ``leaf_hash``.
-        """
-        rows_of: dict[int, list[tuple[int, int]]] = {}
-        for level, index in set(wanted):
-            rows_of.setdefault(((index + 1) << level) - 1, []).append((level, index))
-        found: dict[tuple[int, int], bytes] = {}
-        seqs = sorted(rows_of)
-        for start in range(0, len(seqs), _FETCH_CHUNK):
-            chunk = seqs[start : start + _FETCH_CHUNK]
-            query = select(entries.c.seq, entries.c.leaf_hash, entries.c.subtree_hashes).where(
-                entries.c.seq.in_(chunk)
-            )
-            for row in self.conn.execute(query):
-                subtrees = bytes(row.subtree_hashes)
-                for level, index in rows_of[row.seq]:
-                    if level == 0:
-                        found[(0, index)] = bytes(row.leaf_hash)
-                    elif len(subtrees) >= level * 32:
-                        found[(level, index)] = subtrees[(level - 1) * 32 : level * 32]
-        return found
+        def fetch(seqs: Sequence[int]) -> Iterable[tuple[int, bytes, bytes]]:
+            query = select(entries.c.seq, entries.c.leaf_hash, entries.c.subtree_hashes)
+            return [tuple(row) for row in self.conn.execute(query.where(entries.c.seq.in_(seqs)))]
+
+        return find_nodes(wanted, fetch)
 
     def newest_tree_head(self) -> TreeHead | None:
         row = self.conn.execute(
@@ -172,21 +141,34 @@ class WriteTxn(Reads):
 
 
 class Writer:
-    """One long-lived connection whose transactions take the append lock."""
+    """One long-lived connection whose transactions take the append lock.
+
+    On SQLite the transactions run on the driver connection itself
+    (:mod:`audit.sqlite_txn`); on PostgreSQL through SQLAlchemy.
+    """
 
     def __init__(self, store: AuditStore) -> None:
         self.store = store
         self.conn: Connection | None = None
 
     @contextmanager
-    def transaction(self) -> Iterator[WriteTxn]:
+    def transaction(self) -> Iterator[WriteOps]:
         try:
             if self.conn is None:
                 self.conn = self.store.engine.connect().execution_options(audit_write=True)
+            if self.store.dialect == "sqlite":
+                raw = self.conn.connection.driver_connection
+                if raw is None:
+                    raise StoreUnavailable("audit store connection is closed")
+                with sqlite_transaction(raw, _insert_sql("qmark")) as txn:
+                    yield txn
+                return
             with self.store._begin(self.conn, write=True):
                 yield WriteTxn(self.conn)
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, StoreUnavailable) as exc:
             self.close()  # a broken connection is not reused
+            if isinstance(exc, StoreUnavailable):
+                raise
             raise StoreUnavailable(f"audit store failed: {type(exc).__name__}") from exc
 
     def close(self) -> None:

@@ -1,8 +1,9 @@
 """The audit trail: appends with group commit, signed tree heads, proofs, queries.
 
 Appends go through a group-commit writer thread (:mod:`audit.writer`) and are
-acknowledged only once durable; the receipt is signed in the caller's thread
-after that, so signing overlaps the next commit.  Reads (proofs, queries) go
+acknowledged only once durable; each receipt carries its commit's promise of
+inclusion (:mod:`audit.receipts`), signed only when a receipt is first serialized
+or checked.  Reads (proofs, queries) go
 straight to the store.  Several processes may each open a trail on the same
 store: the database's lock keeps one gapless chain.
 """
@@ -21,7 +22,8 @@ from audit.keys import KeyRing, SigningKey
 from audit.merkle import SHA256, consistency_ranges, fold_nodes, inclusion_ranges, range_nodes
 from audit.proofs import ConsistencyProof, InclusionProof
 from audit.queries import EntryFilter
-from audit.signing import Receipt, TreeHead, receipt_message
+from audit.receipts import Receipt
+from audit.signing import TreeHead
 from audit.store import AuditStore, Reads
 from audit.writer import GroupCommitWriter
 
@@ -126,7 +128,6 @@ class AuditTrail:
         """Record several events (consecutive unless other appends interleave)."""
         prepared = [(d, d.prepare()) for d in drafts]
         futures = self._with_writer(lambda w: w.submit(prepared))
-        key = self._key or self._signing_key()
         receipts = []
         for future in futures:
             done = future.result()
@@ -137,8 +138,8 @@ class AuditTrail:
                     leaf_hash=done.leaf_hash,
                     time=done.time,
                     entry=done.entry,
-                    key_id=key.key_id,
-                    signature=key.sign(receipt_message(done.seq, done.entry_hash)),
+                    promise=done.promise,
+                    batch_path=done.batch_path,
                 )
             )
         return receipts
@@ -180,8 +181,8 @@ class AuditTrail:
     def _signing_key(self) -> SigningKey:
         """The active key, re-read when the ACTIVE file changed (rotation).
 
-        Called for every tree head; receipts reuse the key found then, so after a
-        rotation receipts switch keys with the next tree head (or ``reload_key``).
+        Called for every commit (its promise and any tree head), so a rotation
+        takes effect with the next commit.
         """
         try:
             stamp: int | None = (self.keyring.directory / "ACTIVE").stat().st_mtime_ns

@@ -12,6 +12,10 @@ A tree head is signed inside the same transaction when ``sign_every_n``
 entries are unsigned, when the newest head is older than ``sign_every_s``
 seconds while entries are unsigned (the writer wakes up for that while idle),
 and on request.
+
+Each commit's appends share one :class:`~audit.receipts.Promise` (the Merkle root of
+their leaves, signed when a receipt is first serialized or checked) and each gets
+its audit path in that batch: no signature on the append path.
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ from audit.chain import GENESIS_HASH, entry_hash
 from audit.entry import EntryDraft, Prepared, format_time, seal
 from audit.errors import AuditError, StoreUnavailable
 from audit.keys import KeyRingError, SigningKey
-from audit.merkle import SHA256
+from audit.merkle import SHA256, batch_paths
+from audit.receipts import Promise
 from audit.signing import TreeHead, sign_tree_head
-from audit.store import AuditStore, LogState, SeqTaken, WriteTxn
+from audit.state import LogState, SeqTaken, WriteOps
+from audit.store import AuditStore
 from audit.tree import Frontier, peak_nodes
 
 __all__ = ["Appended", "GroupCommitWriter", "Pending"]
@@ -80,6 +86,8 @@ class Appended:
     leaf_hash: bytes
     time: str
     entry: bytes
+    promise: Promise
+    batch_path: tuple[bytes, ...]
 
 
 @dataclass
@@ -228,7 +236,8 @@ class GroupCommitWriter:
         Trusting ``known`` saves a query per commit; if another process appended
         meanwhile, our first seq is taken and the insert raises :class:`SeqTaken`.
         """
-        appended: list[Appended] = []
+        done: list[tuple[int, bytes, bytes, bytes]] = []  # seq, chain, leaf, entry
+        key = self.signing_key()  # before the commit: no key, nothing committed
         with self._db.transaction() as txn:
             state = known or txn.state()
             self._drain(batch)  # whatever queued while we waited for the lock joins
@@ -238,7 +247,8 @@ class GroupCommitWriter:
             completed: list[tuple[int, int, bytes]] = []
             append_leaf = frontier.append
             # One commit, one instant: every entry of the batch gets the same time.
-            moment = format_time(datetime.now(UTC))
+            now = time.time()
+            moment = format_time(datetime.fromtimestamp(now, UTC))
             for request in batch:
                 if not isinstance(request, _Append):
                     continue
@@ -254,10 +264,10 @@ class GroupCommitWriter:
                     (seq, moment, d.actor, d.role, d.action, d.target, d.dataset, d.decision,
                      canonical, chain, leaf, subtrees)
                 )  # fmt: skip
-                appended.append(Appended(seq, chain, leaf, moment, canonical))
+                done.append((seq, chain, leaf, canonical))
             txn.insert_entries(rows)
             forced = any(isinstance(r, _Sign) for r in batch)
-            head = self._maybe_sign(txn, state, frontier, chain, forced=forced)
+            head = self._maybe_sign(txn, state, frontier, chain, key, forced=forced)
         # Committed: remember where the log stands for the next commit.
         self._frontier = frontier
         self._state = LogState(
@@ -266,9 +276,9 @@ class GroupCommitWriter:
             signed_size=head.tree_size if head else state.signed_size,
             signed_at_ms=head.timestamp_ms if head else state.signed_at_ms,
         )
-        return appended, head
+        return _promised(done, key, moment, int(now * 1000)), head
 
-    def _load_frontier(self, txn: WriteTxn, size: int) -> Frontier:
+    def _load_frontier(self, txn: WriteOps, size: int) -> Frontier:
         cached = self._frontier
         if cached is not None and cached.size == size:
             return cached.copy()
@@ -280,7 +290,14 @@ class GroupCommitWriter:
             raise StoreUnavailable(f"stored Merkle nodes for size {size} are missing") from None
 
     def _maybe_sign(
-        self, txn: WriteTxn, state: LogState, frontier: Frontier, chain: bytes, *, forced: bool
+        self,
+        txn: WriteOps,
+        state: LogState,
+        frontier: Frontier,
+        chain: bytes,
+        key: SigningKey,
+        *,
+        forced: bool,
     ) -> TreeHead | None:
         now = time.time()
         signed_at = state.signed_at_ms / 1000
@@ -289,7 +306,7 @@ class GroupCommitWriter:
         head = None
         if forced or (unsigned > 0 and (unsigned >= self.sign_every_n or stale)):
             head = sign_tree_head(
-                self.signing_key(),
+                key,
                 tree_size=frontier.size,
                 timestamp_ms=int(now * 1000),
                 root_hash=frontier.root(),
@@ -299,3 +316,24 @@ class GroupCommitWriter:
             signed_at, unsigned = now, 0
         self._sign_due = signed_at + self.sign_every_s if unsigned > 0 else None
         return head
+
+
+def _promised(
+    done: list[tuple[int, bytes, bytes, bytes]], key: SigningKey, moment: str, timestamp_ms: int
+) -> list[Appended]:
+    """The committed entries, each with the group's promise and its path in the group."""
+    if not done:
+        return []
+    root, paths = batch_paths([leaf for _, _, leaf, _ in done])
+    promise = Promise(
+        first=done[0][0],
+        count=len(done),
+        timestamp_ms=timestamp_ms,
+        batch_root=root,
+        key_id=key.key_id,
+        key=key,
+    )
+    return [
+        Appended(seq, chain, leaf, moment, canonical, promise, tuple(path))
+        for (seq, chain, leaf, canonical), path in zip(done, paths, strict=True)
+    ]

@@ -10,7 +10,7 @@ import rfc8785
 from hypothesis import given
 from hypothesis import strategies as st
 
-from audit.canonical import loads_canonical
+from audit.canonical import dumps_canonical, dumps_plain, loads_canonical
 from audit.errors import InvalidEntry
 
 SAFE = 2**53 - 1
@@ -110,3 +110,51 @@ def test_edge_cases(data: bytes, accepted: bool) -> None:
     else:
         with pytest.raises(InvalidEntry):
             loads_canonical(data)
+
+
+wide = st.recursive(
+    scalars
+    | st.integers()
+    | st.floats()
+    | st.sampled_from([2.0, -0.0, 1e-7, 1e16, 1e21, 2.0**53, 0.1, "\ud800", "\U0001f600"]),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.tuples(inner, inner)
+        | st.dictionaries(
+            st.text() | st.sampled_from(["\U0001f600", "\uffff", "a\U00010000"]), inner, max_size=4
+        )
+    ),
+    max_leaves=12,
+)
+
+
+@given(wide)
+def test_dumps_canonical_writes_exactly_what_rfc8785_writes(value: Any) -> None:
+    """The fast writer gives rfc8785's bytes, or refuses exactly when rfc8785 refuses."""
+    try:
+        expected: bytes | None = rfc8785.dumps(value)
+    except (rfc8785.CanonicalizationError, RecursionError, OverflowError):
+        expected = None
+    if expected is None:
+        with pytest.raises((rfc8785.CanonicalizationError, RecursionError, OverflowError)):
+            dumps_canonical(value)
+    else:
+        assert dumps_canonical(value) == expected
+
+
+def test_dumps_canonical_leaves_unusual_values_to_rfc8785() -> None:
+    """Each value the C encoder would spell differently takes the rfc8785 path."""
+    for value, text in [
+        (2.0, b"2"),
+        (-0.0, b"0"),
+        (1e-7, b"1e-7"),
+        (1e16, b"10000000000000000"),
+        ({"\U0001f600": 1, "\uffff": 2}, '{"\U0001f600":1,"\uffff":2}'.encode()),
+        ([0.25, "é", None, True], '[0.25,"é",null,true]'.encode()),
+    ]:
+        assert dumps_canonical(value) == text == rfc8785.dumps(value)
+    assert dumps_plain({"a": 1.5, "b": [1, "x"]}) == b'{"a":1.5,"b":[1,"x"]}'
+    assert dumps_plain({"a": 2.0}) is None and dumps_plain({1: 2}) is None
+    cycle: list[Any] = []
+    cycle.append(cycle)
+    assert dumps_plain(cycle) is None

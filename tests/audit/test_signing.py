@@ -1,4 +1,5 @@
-"""Signed tree heads and receipts: messages, JSON forms, forgeries, unknown keys, rotation."""
+"""Signed tree heads: message, JSON form, forgeries, unknown keys, rotation (receipts:
+test_receipts.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import dataclasses
 
 import pytest
 
-from audit import KeyRing, Receipt, TreeHead, verify_receipt, verify_tree_head
+from audit import KeyRing, TreeHead, verify_tree_head
 from audit.errors import ProofError, SignatureError
-from audit.signing import receipt_message, sign_tree_head, tree_head_message
+from audit.signing import sign_tree_head, tree_head_message
 
 
 def head(ring: KeyRing, size: int = 3) -> TreeHead:
@@ -29,9 +30,6 @@ def test_tree_head_message_layout() -> None:
         + (5).to_bytes(8, "big")
         + b"\x11" * 32
         + b"\x22" * 32
-    )
-    assert receipt_message(3, b"\x33" * 32) == (
-        b"sandbox-audit/receipt/v1\n" + (3).to_bytes(8, "big") + b"\x33" * 32
     )
 
 
@@ -81,22 +79,3 @@ def test_unknown_key_and_rotation(keyring: KeyRing, tmp_path) -> None:  # type: 
 def test_malformed_tree_heads_are_refused(keyring: KeyRing, bad: dict[str, object]) -> None:
     with pytest.raises(ProofError):
         TreeHead.from_dict({**head(keyring).to_dict(), **bad})
-
-
-def test_receipt_checks(keyring: KeyRing, trail) -> None:  # type: ignore[no-untyped-def]
-    from tests.audit.conftest import record
-
-    receipt = record(trail, 1)
-    keys = keyring.public_keys()
-    verify_receipt(Receipt.from_dict(receipt.to_dict()), keys)
-    forged_entry = receipt.entry.replace(b"operator-1", b"operator-9")
-    with pytest.raises(ProofError, match="does not hash"):
-        verify_receipt(dataclasses.replace(receipt, entry=forged_entry), keys)
-    with pytest.raises(ProofError, match="seq"):
-        verify_receipt(dataclasses.replace(receipt, seq=receipt.seq + 1), keys)
-    with pytest.raises(SignatureError):
-        verify_receipt(dataclasses.replace(receipt, signature=bytes(64)), keys)
-    # A tree-head signature cannot pass for a receipt signature (context strings differ).
-    signed = head(keyring)
-    with pytest.raises(SignatureError):
-        verify_receipt(dataclasses.replace(receipt, signature=signed.signature), keys)

@@ -94,7 +94,8 @@ def test_rotated_keys_sign_new_heads_and_old_heads_still_verify(
     trail.reload_key()
     second = record(trail, 1)
     new = trail.sign_tree_head()
-    assert old.key_id != new.key_id == second.key_id != first.key_id
+    assert first.promise is not None and second.promise is not None
+    assert old.key_id != new.key_id == second.promise.key_id != first.promise.key_id
     assert trail.verify().ok
 
 
