@@ -38,7 +38,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -48,7 +48,7 @@ import sqlalchemy as sa
 
 from policies import Actor, Decision, Grant, spend_budget
 from sandbox.core.access import DatasetAccess
-from sandbox.core.data_controls import load_controls
+from sandbox.core.data_controls import DatasetControls, load_controls
 from sandbox.core.db import release_cache
 from sandbox.core.errors import (
     AuditUnavailable,
@@ -185,11 +185,22 @@ class QueryService:
         return receipt
 
     def _access(
-        self, grants: tuple[Grant, ...], records: dict[str, DatasetRecord]
+        self,
+        grants: tuple[Grant, ...],
+        records: dict[str, DatasetRecord],
+        state: Hashable | None = None,
     ) -> dict[str, DatasetAccess]:
-        # The negative list and important data, read fresh for every query (docs/governance.md).
-        with self.platform.engine.connect() as conn:
-            controls = load_controls(conn, records, {g.dataset: g.id for g in grants})
+        # The negative list and important data (docs/governance.md), cached by the policy
+        # state the authority adopted for this request: every change to them, and every
+        # grant's co-approval, bumps the policy version in its own transaction.
+        ids = {g.dataset: g.id for g in grants}
+
+        def read() -> dict[str, DatasetControls]:
+            with self.platform.engine.connect() as conn:
+                return load_controls(conn, records, ids)
+
+        key = None if state is None else ("controls", state, tuple(sorted(ids.items())))
+        controls = self._plans.get_or_build(key, read) if set(records) == set(ids) else read()
         access = {}
         for grant in grants:
             record = records[grant.dataset]
@@ -287,7 +298,7 @@ class QueryService:
         params, remaining = self._params(decision, records)
         caps = [g.epsilon_per_query for g in decision.grants if g.epsilon_per_query]
         params = per_query_epsilon(params, min(caps) if caps else None, epsilon)
-        access = self._access(decision.grants, records)
+        access = self._access(decision.grants, records, state)
         fingerprint = access_key(access, versions)
         key = None if fingerprint is None else ("prepare", state, sql, max_length, fingerprint)
         prepared = plans.get_or_build(
