@@ -1,16 +1,21 @@
 """Reconstruction attacks: can an operator rebuild every person's diagnosis from releases?
 
-A test bureau registers ``lab.village`` through the real API: ``N`` persons (30,000:
-enough that the largest diagnoses pass the noisy release threshold at ε 0.02 per query,
-so values *are* released and the attacks have something to work with; the attacks
-target the first ``TARGETS`` = 200 of them), one row each, ``house`` a *dimension*
-with a distinct value per person (a deliberately weak classification, the worst case:
-every person can be singled out by a filter) and ``diagnosis`` *sensitive*, skewed
-over six codes.  It grants the same operator the dataset three times (distinct
-purposes): two grants with a budget (ε 10 in total, ``EPS_Q`` per query: jobs run at
-the grant's per-query ε, so a small cap is what gives the attacker many queries) and one
-``reviewed`` (the control: exact values, each release held for the bureau's review; the
-attacks read what each review shows, i.e. what approving every query would release).
+A test bureau registers ``lab.village`` through the real API: ``persons`` persons, one
+row each (declared: ``[contribution]`` C = G = 1, the least noise, the strongest
+attacker's case), enough that the largest diagnoses pass the noisy release threshold at
+ε 0.02 per query, so values *are* released and the attacks have something to work with;
+the attacks target the first ``targets`` of them.  Two sizes (``Scale``): ``SMALL``
+(6,000 persons, 60 targets, ε 2 and 3 in all: about 440 queries) runs with the suite;
+``LARGE`` (30,000 persons, 200 targets, ε 10: about 1,300 queries, a tighter margin) is
+``slow`` (``make test-long``).  ``house`` is a *dimension* with a distinct value per
+person (a deliberately weak classification, the worst case: every person can be singled
+out by a filter) and ``diagnosis`` *sensitive*, skewed over six codes.  It grants the
+same operator the dataset four times (distinct purposes): two grants with a budget
+(``eps_total`` and ``eps_keys``, ``eps_q`` per query: jobs run at the grant's per-query
+ε, so a small cap is what gives the attacker many queries), one ``reviewed`` (the
+control: exact values, each release held for the bureau's review; the attacks read what
+each review shows, i.e. what approving every query would release) and one whose budget
+is short of two queries.
 Every query goes through ``sandbox serve`` over loopback; noise comes from the server's
 own CSPRNG (no seed), only the data is seeded.
 
@@ -29,14 +34,14 @@ releases on ``D`` and ``D₋ᵢ`` differ in total variation by at most
 ``√(KL / 2) ≤ √(Σ_q ε_q² / 4)`` (Pinsker; an ε-DP mechanism has KL ≤ ε·tanh(ε/2) ≤ ε²/2,
 and KL adds up over adaptive queries).  So each person is guessed right with
 probability at most ``p_max + ½·√(Σ ε_q²)``: with ε 10 spent in queries of 0.02 that is
-``p_max + ½·√(500 · 0.02²) = p_max + 0.224``.  (The pure-DP bound ``e^ε · p_max`` is
-useless at ε = 10; many small queries compose much better than one large one, which
-is why the per-query cap matters.)  The baseline is the *empirical* share of the most
-common value among the targets, not ``p_max``; accuracy over the ``TARGETS`` persons
-deviates from its expectation by a few binomial standard errors ``√(p(1 - p)/T)`` ≈ 0.035
-at ``T = 200``: we allow
-four (0.14), so the assertion ``accuracy ≤ baseline + 0.224 + 0.14`` fails by chance
-with probability far below 10⁻⁴.  In practice the noise scale (hundreds) dwarfs the
+``p_max + ½·√(500 · 0.02²) = p_max + 0.224`` (``SMALL``: ε 2, ``p_max + 0.1``).  (The
+pure-DP bound ``e^ε · p_max`` is useless at ε = 10; many small queries compose much
+better than one large one, which is why the per-query cap matters.)  The baseline is
+the *empirical* share of the most common value among the targets, not ``p_max``;
+accuracy over the ``targets`` persons deviates from its expectation by a few binomial
+standard errors ``√(p(1 - p)/T)`` ≈ 0.035 at ``T = 200`` (0.065 at 60): we allow four
+(0.14; 0.26 at 60), so the assertion ``accuracy ≤ baseline + 0.224 + 0.14`` fails by
+chance with probability far below 10⁻⁴.  In practice the noise scale (hundreds) dwarfs the
 signal (one person), and the attack lands on the baseline.  The control, with exact
 counts, gets every targeted person right: the attack is real.
 
@@ -79,20 +84,39 @@ from tests.api.conftest import FAST_PUBLICITY, register
 from tests.enrolling import enrol
 from tests.security.conftest import LeakCheck, SecurityServer, start_security_server
 
-N = 30_000
-#: The persons the attacks target (the first ones); accuracy is measured over them.
-TARGETS = 200
 CODES = ("J06", "I10", "E11", "K29", "M54", "F32")
 WEIGHTS = (0.40, 0.20, 0.15, 0.10, 0.08, 0.07)
 SEED = 20261124
 K = 10
-EPS_TOTAL = 10.0
-EPS_Q = 0.02
-#: Four binomial standard errors of accuracy over the targets (at worst p = ½; docstring).
-SAMPLING_SLACK = 4 * math.sqrt(0.25 / TARGETS)
-#: What ε can leak at most per person: ½·√(Σ ε_q²) with the whole budget in EPS_Q queries.
-TV_BOUND = 0.5 * math.sqrt((EPS_TOTAL / EPS_Q) * EPS_Q**2)
-MARGIN = TV_BOUND + SAMPLING_SLACK
+
+
+@dataclass(frozen=True)
+class Scale:
+    """One size of the scenario (module docstring)."""
+
+    name: str
+    persons: int
+    #: The persons the attacks target (the first ones); accuracy is measured over them.
+    targets: int
+    eps_q: float
+    eps_total: float  # the values channel's grant
+    eps_keys: float  # the key channel's grant
+
+    @property
+    def sampling_slack(self) -> float:
+        """Four binomial standard errors of accuracy over the targets (at worst p = ½)."""
+        return 4 * math.sqrt(0.25 / self.targets)
+
+    def tv_bound(self, total: float) -> float:
+        """What ε can leak at most per person: ½·√(Σ ε_q²), ``total`` spent in ``eps_q``s."""
+        return 0.5 * math.sqrt((total / self.eps_q) * self.eps_q**2)
+
+    def margin(self, total: float) -> float:
+        return self.tv_bound(total) + self.sampling_slack
+
+
+SMALL = Scale("small", persons=6_000, targets=60, eps_q=0.02, eps_total=2.0, eps_keys=3.0)
+LARGE = Scale("large", persons=30_000, targets=200, eps_q=0.02, eps_total=10.0, eps_keys=10.0)
 #: Accuracy the control (no budget) must reach for the attack to count as real.
 CONTROL_FLOOR = 0.9
 #: Questions in flight at once where the attacker does not need one answer for the next.
@@ -116,6 +140,10 @@ description = "House number: distinct per person (a deliberately weak classifica
 [columns.diagnosis]
 level = "L3"
 role = "sensitive"
+
+[contribution]
+max_rows_per_entity = 1
+max_groups_per_entity = 1
 """
 
 BUDGET_NOISE = "village-noise"
@@ -129,15 +157,16 @@ def house(i: int) -> str:
     return f"H{i:05d}"
 
 
-def village() -> list[str]:
+def village(persons: int) -> list[str]:
     """Each person's diagnosis, person ``i`` living in ``house(i)`` (seeded: data only)."""
     rng = random.Random(SEED)
-    return rng.choices(CODES, weights=WEIGHTS, k=N)
+    return rng.choices(CODES, weights=WEIGHTS, k=persons)
 
 
 @dataclass
 class Village:
     server: SecurityServer
+    scale: Scale
     truth: list[str]
     grants: dict[str, str] = field(default_factory=dict)
 
@@ -149,29 +178,36 @@ class Village:
 
     @property
     def baseline(self) -> float:
-        return Counter(self.truth[:TARGETS]).most_common(1)[0][1] / TARGETS
+        targets = self.scale.targets
+        return Counter(self.truth[:targets]).most_common(1)[0][1] / targets
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Village]:
-    """A server whose test bureau registered ``lab.village`` and granted it three times."""
-    root = tmp_path_factory.mktemp("reconstruction")
+@pytest.fixture(
+    scope="module", params=[SMALL, pytest.param(LARGE, marks=pytest.mark.slow)], ids=str
+)
+def lab(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Village]:
+    """A server whose test bureau registered ``lab.village`` and granted it four times."""
+    scale: Scale = request.param
+    root = tmp_path_factory.mktemp(f"reconstruction-{scale.name}")
     server = start_security_server(root / "home", FAST_PUBLICITY)
-    truth = village()
+    truth = village(scale.persons)
     rng = random.Random(SEED + 1)
-    person_ids = ["".join(rng.choices(string.digits, k=12)) for _ in range(N)]
+    person_ids = ["".join(rng.choices(string.digits, k=12)) for _ in range(scale.persons)]
     source = root / "village.parquet"
     pq.write_table(
         pa.table(
             {
                 "person_id": person_ids,
-                "house": [house(i) for i in range(N)],
+                "house": [house(i) for i in range(scale.persons)],
                 "diagnosis": truth,
             }
         ),
         source,
     )
-    lab = Village(server, truth)
+    lab = Village(server, scale, truth)
+    eps_q = scale.eps_q
     try:
         with server.client("admin") as admin:
             admin.create_account(
@@ -184,10 +220,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Village]:
             upload = bureau.upload(source, domain="lab")
             register(server.live, "bureau-lab", VILLAGE, upload_id=upload["upload_id"])
             for purpose, budget in (
-                (BUDGET_NOISE, {"epsilon_total": EPS_TOTAL, "epsilon_per_query": EPS_Q}),
-                (BUDGET_KEYS, {"epsilon_total": EPS_TOTAL, "epsilon_per_query": EPS_Q}),
+                (BUDGET_NOISE, {"epsilon_total": scale.eps_total, "epsilon_per_query": eps_q}),
+                (BUDGET_KEYS, {"epsilon_total": scale.eps_keys, "epsilon_per_query": eps_q}),
                 (OPEN, {"release_mode": "reviewed"}),
-                (TINY, {"epsilon_total": 0.03, "epsilon_per_query": EPS_Q}),
+                (TINY, {"epsilon_total": 0.03, "epsilon_per_query": eps_q}),
             ):
                 grant = bureau.issue_grant(
                     dataset="lab.village",
@@ -288,13 +324,13 @@ def combine(cell: tuple[float, float] | None, var: tuple[float, float]) -> float
     return (rows / vr + persons / vp) / (1 / vr + 1 / vp)
 
 
-def differencing_attack(oracle: Oracle, budgeted: bool) -> list[str]:
+def differencing_attack(oracle: Oracle, budgeted: bool, targets: int) -> list[str]:
     """Attack 1: everyone-but-one counts and repeated totals, decoded per person."""
     var = noise_variance(oracle, budgeted)
     cell_var = 1 / (1 / var[0] + 1 / var[1])
     without: dict[int, dict[str, float]] = {}
     totals: list[dict[str, float]] = []
-    answers = oracle.counts_many([f"house <> '{house(i)}'" for i in range(TARGETS)])
+    answers = oracle.counts_many([f"house <> '{house(i)}'" for i in range(targets)])
     for i, got in enumerate(answers):
         if got is not None:
             without[i] = {c: combine(got.get(c), var) for c in CODES}
@@ -311,7 +347,7 @@ def differencing_attack(oracle: Oracle, budgeted: bool) -> list[str]:
     diff_var = cell_var + cell_var / len(totals)
     mode = max(prior, key=prior.__getitem__)
     guesses = []
-    for i in range(TARGETS):
+    for i in range(targets):
         if i not in without:
             guesses.append(mode)
             continue
@@ -321,13 +357,13 @@ def differencing_attack(oracle: Oracle, budgeted: bool) -> list[str]:
     return guesses
 
 
-def key_attack(oracle: Oracle) -> list[str | None]:
+def key_attack(oracle: Oracle, persons: int, targets: int) -> list[str | None]:
     """Attack 2: the k filter's yes/no on true counts, read off which groups appear."""
 
     # For each code, the smallest t such that houses 0..t-1 hold k of it (parallel
     # binary search: the prefix count is monotone in t).
     lo = dict.fromkeys(CODES, 1)
-    hi = dict.fromkeys(CODES, N + 1)  # N + 1: never reaches k
+    hi = dict.fromkeys(CODES, persons + 1)  # persons + 1: never reaches k
     while any(lo[c] < hi[c] for c in CODES):
         open_codes = [c for c in CODES if lo[c] < hi[c]]
         mids = {c: (lo[c] + hi[c]) // 2 for c in open_codes}
@@ -340,15 +376,15 @@ def key_attack(oracle: Oracle) -> list[str | None]:
                 hi[c] = mids[c]
             else:
                 lo[c] = mids[c] + 1
-    crossing = {c: lo[c] for c in CODES if lo[c] <= N}
-    guesses: list[str | None] = [None] * N
+    crossing = {c: lo[c] for c in CODES if lo[c] <= persons}
+    guesses: list[str | None] = [None] * persons
     if not crossing:  # no group ever appeared: nothing to decode
         return guesses
     for c, t in crossing.items():
         guesses[t - 1] = c  # person t-1 is the k-th holder of c
-    targets = [j for j in range(TARGETS) if guesses[j] is None]
+    open_targets = [j for j in range(targets) if guesses[j] is None]
     questions = []
-    for j in targets:
+    for j in open_targets:
         clauses = []
         for c, t in crossing.items():
             if j < t - 1:  # houses < t hold exactly k of c: removing j drops c iff j has it
@@ -360,7 +396,7 @@ def key_attack(oracle: Oracle) -> list[str | None]:
                     f"(diagnosis = '{c}' AND (house < '{house(t - 1)}' OR house = '{house(j)}'))"
                 )
         questions.append(" OR ".join(clauses))
-    for j, got in zip(targets, oracle.counts_many(questions), strict=True):
+    for j, got in zip(open_targets, oracle.counts_many(questions), strict=True):
         assert got is not None, "the key attack needs far less than the budget"
         for c, t in crossing.items():
             if (c in got) == (j >= t - 1):
@@ -368,10 +404,11 @@ def key_attack(oracle: Oracle) -> list[str | None]:
     return guesses
 
 
-def accuracy(truth: list[str], guesses: list[str | None], fallback: str) -> float:
-    """Right guesses over the targets (the first ``TARGETS`` persons)."""
-    pairs = zip(truth[:TARGETS], guesses[:TARGETS], strict=True)
-    return sum(t == (g or fallback) for t, g in pairs) / TARGETS
+def accuracy(lab: Village, guesses: list[str | None]) -> float:
+    """Right guesses over the targets (the first ``targets`` persons)."""
+    targets, fallback = lab.scale.targets, Counter(lab.truth).most_common(1)[0][0]
+    pairs = zip(lab.truth[:targets], guesses[:targets], strict=True)
+    return sum(t == (g or fallback) for t, g in pairs) / targets
 
 
 # -- the tests ---------------------------------------------------------------------------
@@ -392,8 +429,8 @@ def test_differencing_attack_without_budget_succeeds(lab: Village) -> None:
     The reviewer, who sees the whole pattern of queries in the queue, is what stops it."""
     with lab.operator() as client, lab.reviewer() as reviewer:
         oracle = Oracle(client, OPEN, reviewer)
-        guesses = differencing_attack(oracle, budgeted=False)
-    acc = accuracy(lab.truth, guesses, Counter(lab.truth).most_common(1)[0][0])
+        guesses = differencing_attack(oracle, budgeted=False, targets=lab.scale.targets)
+    acc = accuracy(lab, guesses)
     print(f"\ndifferencing, no budget: accuracy {acc:.3f} over {oracle.queries} queries")
     assert acc >= CONTROL_FLOOR, (
         f"the attack must be real: accuracy without a budget {acc:.3f} < {CONTROL_FLOOR} "
@@ -405,24 +442,28 @@ def test_differencing_attack_with_budget_stays_near_baseline(lab: Village) -> No
     """With ε: the whole budget buys at most baseline + margin, and the ledger ends empty."""
     with lab.operator() as client:
         oracle = Oracle(client, BUDGET_NOISE)
-        guesses = differencing_attack(oracle, budgeted=True)
+        guesses = differencing_attack(oracle, budgeted=True, targets=lab.scale.targets)
         grant = client.grant(lab.grants[BUDGET_NOISE])
-    acc = accuracy(lab.truth, guesses, Counter(lab.truth).most_common(1)[0][0])
+    acc = accuracy(lab, guesses)
+    scale = lab.scale
+    margin = scale.margin(scale.eps_total)
     message = (
-        f"differencing with ε {EPS_TOTAL:g} in {oracle.queries} queries of {EPS_Q:g}: "
-        f"accuracy {acc:.3f}, baseline {lab.baseline:.3f}, margin {MARGIN:.3f} "
-        f"(TV bound {TV_BOUND:.3f} + sampling {SAMPLING_SLACK:.3f})"
+        f"differencing with ε {scale.eps_total:g} in {oracle.queries} queries of "
+        f"{scale.eps_q:g}: accuracy {acc:.3f}, baseline {lab.baseline:.3f}, margin "
+        f"{margin:.3f} (TV bound {scale.tv_bound(scale.eps_total):.3f} + sampling "
+        f"{scale.sampling_slack:.3f})"
     )
     print("\n" + message + f"; {oracle.released} groups released")
-    assert acc <= lab.baseline + MARGIN, message
+    assert acc <= lab.baseline + margin, message
+    assert lab.baseline + margin < CONTROL_FLOOR, "the margin must leave the control room"
     # It bites: values were released (the largest diagnoses pass the noisy threshold).
     assert oracle.released >= oracle.queries, message
-    assert oracle.queries == round(EPS_TOTAL / EPS_Q), message
+    assert oracle.queries == round(scale.eps_total / scale.eps_q), message
     assert oracle.refusal is not None and oracle.refusal.rule == "budget.exhausted", message
     assert oracle.refusal.code == "budget_exhausted"
     usage = grant["grant"]["usage"]
-    assert usage["epsilon_remaining"] < EPS_Q <= usage["epsilon_spent"], usage
-    assert usage["epsilon_spent"] == pytest.approx(EPS_TOTAL), usage
+    assert usage["epsilon_remaining"] < scale.eps_q <= usage["epsilon_spent"], usage
+    assert usage["epsilon_spent"] == pytest.approx(scale.eps_total), usage
     assert lab.server.assert_no_leaks() > 0
 
 
@@ -431,7 +472,7 @@ def test_exhausted_budget_refuses_before_running(lab: Village) -> None:
     with lab.operator() as client:
         oracle = Oracle(client, BUDGET_NOISE)
         usage = client.grant(lab.grants[BUDGET_NOISE])["grant"]["usage"]
-        if usage["epsilon_remaining"] >= EPS_Q:
+        if usage["epsilon_remaining"] >= lab.scale.eps_q:
             pytest.skip("runs after the budgeted differencing attack has emptied the ledger")
         assert oracle.counts("house <> 'never-asked'") is None
     assert oracle.refusal is not None
@@ -449,7 +490,7 @@ def test_budget_short_of_a_query_refuses_with_the_same_code(lab: Village) -> Non
         assert oracle.counts("house <> 'first'") is not None
         assert oracle.counts("house <> 'second'") is None
         usage = client.grant(lab.grants[TINY])["grant"]["usage"]
-    assert 0 < usage["epsilon_remaining"] < EPS_Q, usage
+    assert 0 < usage["epsilon_remaining"] < lab.scale.eps_q, usage
     assert oracle.refusal is not None
     assert (oracle.refusal.code, oracle.refusal.status) == ("budget_exhausted", 403)
 
@@ -459,8 +500,8 @@ def test_key_attack_without_budget_succeeds(lab: Village) -> None:
     (on what the reviews of a ``reviewed`` grant show, as above)."""
     with lab.operator() as client, lab.reviewer() as reviewer:
         oracle = Oracle(client, OPEN, reviewer)
-        guesses = key_attack(oracle)
-    acc = accuracy(lab.truth, guesses, Counter(lab.truth).most_common(1)[0][0])
+        guesses = key_attack(oracle, lab.scale.persons, lab.scale.targets)
+    acc = accuracy(lab, guesses)
     print(f"\nkey channel, no budget: accuracy {acc:.3f} over {oracle.queries} queries")
     assert acc >= CONTROL_FLOOR, (
         f"the key attack must be real: accuracy without a budget {acc:.3f} < {CONTROL_FLOOR}"
@@ -471,11 +512,14 @@ def test_key_attack_with_budget_stays_near_baseline(lab: Village) -> None:
     """Under a budget the set of released groups is noisy too: back to the baseline."""
     with lab.operator() as client:
         oracle = Oracle(client, BUDGET_KEYS)
-        guesses = key_attack(oracle)
-    acc = accuracy(lab.truth, guesses, Counter(lab.truth).most_common(1)[0][0])
+        guesses = key_attack(oracle, lab.scale.persons, lab.scale.targets)
+    acc = accuracy(lab, guesses)
+    scale = lab.scale
+    margin = scale.margin(scale.eps_keys)
     message = (
-        f"key channel with ε {EPS_TOTAL:g}: accuracy {acc:.3f} in {oracle.queries} queries "
-        f"(ε {oracle.queries * EPS_Q:g} spent), baseline {lab.baseline:.3f}, margin {MARGIN:.3f}"
+        f"key channel with ε {scale.eps_keys:g}: accuracy {acc:.3f} in {oracle.queries} "
+        f"queries (ε {oracle.queries * scale.eps_q:g} spent), baseline {lab.baseline:.3f}, "
+        f"margin {margin:.3f}"
     )
     print("\n" + message)
-    assert acc <= lab.baseline + MARGIN, message
+    assert acc <= lab.baseline + margin, message
