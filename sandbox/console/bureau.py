@@ -13,10 +13,11 @@ from sandbox.api import bureau as bureau_routes
 from sandbox.api import catalog as catalog_routes
 from sandbox.api import registration as registration_routes
 from sandbox.api import shared
-from sandbox.api.alerts import list_alerts
+from sandbox.api.alerts import ReasonIn, ResolveIn, acknowledge, list_alerts, resolve
 from sandbox.api.context import ServicesDep, request_meta
-from sandbox.api.models import GrantNarrowIn, Reason, ReviewIn
+from sandbox.api.models import GrantIn, GrantNarrowIn, Reason, ReviewIn
 from sandbox.api.registration import clock_of
+from sandbox.core.errors import NotFound
 from sandbox.governance.applications import Applications, Decided
 
 from .forms import as_model, lines, optional
@@ -70,7 +71,37 @@ def reject(
 def grants(request: Request, actor: Bureau, services: ServicesDep) -> Response:
     """Your domains' grants with today's use (GET /v1/grants); suspend, resume, narrow."""
     found = shared.grants(actor, request_meta(request), services)
-    return page(request, "bureau/grants.html", actor, grants=found, grant_actions=True)
+    datasets = shared.datasets(actor, request_meta(request), services)
+    return page(
+        request,
+        "bureau/grants.html",
+        actor,
+        grants=found,
+        grant_actions=True,
+        datasets=[d.id for d in datasets],
+    )
+
+
+@router.post("/grants")
+def issue(request: Request, form: Form, actor: Bureau, services: ServicesDep) -> Response:
+    """Issue a grant on one of your datasets to one operator (POST /v1/grants)."""
+    fields: dict[str, Any] = {
+        name: form.get(name, "").strip()
+        for name in ("dataset", "operator", "purpose_code", "purpose_text", "valid_until")
+    }
+    fields.update(
+        max_level=form.get("max_level") or "L2",
+        columns=lines(form.get("columns")) or None,
+        groupable=lines(form.get("groupable")),
+        release_mode=optional(form.get("release_mode")),
+        use=form.get("use") or "public_interest",
+        reason=form.get("reason", ""),
+    )
+    for name in ("epsilon_total", "queries_per_day"):
+        if optional(form.get(name)) is not None:
+            fields[name] = form[name].strip()
+    bureau_routes.issue_grant(as_model(GrantIn, fields), actor, services)
+    return RedirectResponse("/console/bureau/grants", status_code=303)
 
 
 @router.get("/grants/{grant_id}")
@@ -159,7 +190,22 @@ def registrations(request: Request, actor: Bureau, services: ServicesDep) -> Res
 def alerts(request: Request, actor: Bureau, services: ServicesDep) -> Response:
     """Alerts on your domains' datasets (GET /v1/alerts)."""
     found = list_alerts(actor, services)
-    return page(request, "alerts.html", actor, alerts=found)
+    return page(request, "alerts.html", actor, alerts=found, respond=True)
+
+
+@router.post("/alerts/{alert_id}/{step}")
+def alert_step(
+    alert_id: str, step: str, request: Request, form: Form, actor: Bureau, services: ServicesDep
+) -> Response:
+    """Acknowledge or resolve an alert, with a reason (POST /v1/alerts/{id}/ack, …/resolve)."""
+    body = as_model(ResolveIn, {"reason": form.get("reason", "")})
+    if step == "ack":
+        acknowledge(alert_id[:24], ReasonIn(reason=body.reason), actor, services)
+    elif step == "resolve":
+        resolve(alert_id[:24], body, actor, services)
+    else:
+        raise NotFound("no such step", rule="console.form")
+    return RedirectResponse("/console/bureau/alerts", status_code=303)
 
 
 @router.get("/usage")

@@ -43,6 +43,7 @@ def _used_keys() -> set[str]:
     keys |= {f"lang.{lang}" for lang in LANGUAGES}
     keys |= {f"col.{f}" for f in ("actor", "role", "action", "target", "dataset")}
     keys |= {f"proof.{s}" for s in ("leaf", "size", "root", "signature", "no_head", "failed")}
+    keys |= {"action.ack", "action.resolve"}
     dimensions = ("completeness", "validity", "uniqueness", "consistency", "timeliness")
     keys |= {f"quality.{d}" for d in dimensions}
     for module in CONSOLE.glob("*.py"):
