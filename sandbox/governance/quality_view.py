@@ -51,8 +51,11 @@ def hidden_items(conn: sa.Connection, spec: DatasetSpec) -> Hidden:
     return frozenset(hidden)
 
 
-def quality_history(conn: sa.Connection, dataset: str) -> list[dict[str, Any]]:
-    """Every version, oldest first: its score and report digest (``null``: no report)."""
+def quality_history(
+    conn: sa.Connection, dataset: str, hidden: frozenset[str] = frozenset(), entity_key: str = ""
+) -> list[dict[str, Any]]:
+    """Every version, oldest first: its score and report digest (``null``: no report); with
+    ``hidden`` items, the score over what may be shown."""
     rows = conn.execute(
         sa.select(versions.c.version, versions.c.registered_at, versions.c.quality)
         .where(versions.c.dataset_id == dataset)
@@ -62,7 +65,9 @@ def quality_history(conn: sa.Connection, dataset: str) -> list[dict[str, Any]]:
         {
             "version": row.version,
             "registered_at": row.registered_at,
-            "score": None if row.quality is None else row.quality.get("score"),
+            "score": None
+            if row.quality is None
+            else withhold(row.quality, hidden, entity_key=entity_key).get("score"),
             "sha256": None if row.quality is None else report_sha256(row.quality),
         }
         for row in rows
@@ -89,6 +94,8 @@ def _report_now(
     shown = with_timeliness(
         withhold(report, hidden, entity_key=key), datetime.fromisoformat(registered_at), now
     )
+    if hidden:  # the certified score also counts the withheld items: not shown
+        shown["certified_score"] = None
     return {"version": version, "sha256": report_sha256(report), **shown}
 
 
@@ -124,10 +131,9 @@ def read_quality(
     record = platform.catalog.get(dataset)
     with platform.engine.connect() as conn:
         found = latest_quality(conn, dataset)
-        history = quality_history(conn, dataset)
         hidden = hidden_items(conn, record.spec)
-    if hidden is None:  # a prohibited dataset: nothing of it is released
-        found, history = None, []
+        key = record.spec.entity_key
+        history = [] if hidden is None else quality_history(conn, dataset, hidden, key)
     out = {
         "dataset": record.id,
         "current_version": record.version,

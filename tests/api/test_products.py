@@ -127,6 +127,7 @@ def test_publication_is_refused_with_named_rules(api: Api) -> None:
     # Nor is any figure of it in the quality report or the catalog's summary.
     report = api.ok("op-bank", "GET", "/v1/datasets/health.claims/quality")["report"]
     assert "hospital_id" not in json.dumps(report) and report["withheld"]
+    assert report["certified_score"] is None  # it counts the withheld column too
     columns = api.ok("op-bank", "GET", "/v1/catalog/health.claims")["columns"]
     shown = next(c for c in columns if c["name"] == "hospital_id")
     assert shown["negative_list"] == "prohibited" and "level" not in shown
