@@ -45,6 +45,8 @@ PROBLEM_KINDS = {
     "consistency": "two signed tree heads are not consistent (the log was forked)",
     "uncovered": "export only: entries after the newest signed tree head",
     "manifest": "export only: manifest.json disagrees with the entries or the signed heads",
+    "receipt": "export only: a receipt given to check does not verify, or its promise was not "
+    "kept (its entry or group is missing, altered or not covered by a signed tree head)",
 }
 
 
@@ -93,7 +95,7 @@ class Report:
 
         def rank(item: tuple[int, Problem]) -> tuple[int, int]:
             order, problem = item
-            if problem.kind in ("uncovered", "manifest"):
+            if problem.kind in ("uncovered", "manifest", "receipt"):
                 return (2, order)
             if problem.seq is not None:
                 return (0, problem.seq)
@@ -169,6 +171,8 @@ class Checker:
         self._next_size = -1
         self._sha256 = hashlib.sha256
         self._hash_leaf = hasher.hash_leaf
+        self.last_entry: Entry | None = None
+        """The entry the last :meth:`feed` parsed (strict mode; None if malformed)."""
         self._check_heads_at(0)
 
     def problem(self, kind: str, message: str, seq: int | None = None) -> None:
@@ -191,8 +195,9 @@ class Checker:
         """
         if self.strict:
             try:
-                Entry.from_bytes(canonical, strict=True)
+                self.last_entry = Entry.from_bytes(canonical, strict=True)
             except InvalidEntry:
+                self.last_entry = None
                 return self._feed_slow(canonical)  # which reports it
         chain = self.chain
         p = canonical.rfind(b',"prev":"')

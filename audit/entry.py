@@ -23,7 +23,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import rfc8785
 
@@ -112,6 +112,35 @@ def _canonical(name: str, value: Any) -> bytes:
         raise InvalidEntry(f"field {name!r} cannot be canonical JSON: {exc}") from None
 
 
+def _check_fields(fields: Mapping[str, Any]) -> None:
+    """The rules every entry's caller-given members obey (a draft's and a parsed entry's)."""
+    for name in _REQUIRED_TEXT:
+        value = fields[name]
+        if not isinstance(value, str) or not value:
+            raise InvalidEntry(f"{name} must be a non-empty string")
+    for name in _OPTIONAL_TEXT:
+        value = fields[name]
+        if value is not None and (not isinstance(value, str) or not value):
+            raise InvalidEntry(f"{name} must be a non-empty string or None")
+    decision = fields["decision"]
+    if decision not in DECISIONS:
+        raise InvalidEntry(f"decision must be one of {DECISIONS}, not {decision!r}")
+    if not isinstance(fields["details"], Mapping):
+        raise InvalidEntry("details must be a JSON object")
+
+
+@functools.lru_cache(maxsize=4096)
+def _check_time(time: str) -> None:
+    """Raise unless ``time`` is exactly the entry time form and a real moment (cached:
+    the entries of one commit share their time)."""
+    if not _TIME.fullmatch(time):
+        raise InvalidEntry("time must be RFC 3339 UTC: 2026-01-02T03:04:05.000006Z")
+    try:
+        datetime.fromisoformat(time)  # the form is exact; is it a real moment?
+    except ValueError:
+        raise InvalidEntry(f"time {time} is not a valid date and time") from None
+
+
 @dataclass(frozen=True, kw_only=True)
 class EntryDraft:
     """What the caller says about an event; the store adds seq, time and prev.
@@ -132,18 +161,7 @@ class EntryDraft:
     details: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in _REQUIRED_TEXT:
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value:
-                raise InvalidEntry(f"{name} must be a non-empty string")
-        for name in _OPTIONAL_TEXT:
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, str) or not value):
-                raise InvalidEntry(f"{name} must be a non-empty string or None")
-        if self.decision not in DECISIONS:
-            raise InvalidEntry(f"decision must be one of {DECISIONS}, not {self.decision!r}")
-        if not isinstance(self.details, Mapping):
-            raise InvalidEntry("details must be a JSON object")
+        _check_fields(self.__dict__)
         if self.dataset is None and self.target.startswith("dataset:"):
             object.__setattr__(self, "dataset", self.target.removeprefix("dataset:") or None)
 
@@ -290,24 +308,15 @@ class Entry:
         if not isinstance(prev, str) or len(prev) != 64 or prev.strip("0123456789abcdef"):
             raise InvalidEntry("prev must be 64 lowercase hex digits")
         time = data["time"]
-        if not isinstance(time, str) or not _TIME.fullmatch(time):
+        if not isinstance(time, str):
             raise InvalidEntry("time must be RFC 3339 UTC: 2026-01-02T03:04:05.000006Z")
-        try:
-            datetime.fromisoformat(time)  # the form is exact; is it a real moment?
-        except ValueError:
-            raise InvalidEntry(f"time {time} is not a valid date and time") from None
-        try:
-            EntryDraft(
-                **{k: data[k] for k in (*_REQUIRED_TEXT, *_OPTIONAL_TEXT, "decision")},
-                # A non-object goes on as one, for EntryDraft's own check to refuse.
-                details=cast(
-                    "Mapping[str, Any]",
-                    data["details"] if isinstance(data["details"], dict) else [],
-                ),
-            )
-        except TypeError as exc:
-            raise InvalidEntry(str(exc)) from None
-        return cls(**data)
+        _check_time(time)
+        _check_fields(data)
+        # ``data`` holds exactly the fields (checked by the caller): fill the frozen
+        # instance directly, as its generated __init__ would, without its per-field cost.
+        entry = object.__new__(cls)
+        entry.__dict__.update(data)
+        return entry
 
     def to_dict(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in ENTRY_KEYS}

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
+    LargeBinary,
     create_engine,
     event,
     func,
@@ -302,6 +303,27 @@ class AuditStore:
         )
         with self.reading() as r:
             return [dict(row._mapping) for row in r.conn.execute(query)]
+
+    def iter_entry_tuples(self, *, chunk: int = 20_000) -> Iterator[tuple[Any, ...]]:
+        """Every row as a plain tuple in :data:`ENTRY_COLUMNS` order (bytes as ``bytes``),
+        in seq order, read in chunks by key (each chunk its own short read)."""
+        after = -1
+        query = select(*entries.columns).order_by(entries.c.seq).limit(chunk)
+        binary = [i for i, c in enumerate(entries.columns) if isinstance(c.type, LargeBinary)]
+        while True:
+            with self.reading() as r:
+                rows = r.conn.execute(query.where(entries.c.seq > after)).all()
+            if not rows:
+                return
+            for row in rows:
+                if binary and type(row[binary[0]]) is not bytes:  # PostgreSQL: memoryview
+                    values = list(row)
+                    for i in binary:
+                        values[i] = bytes(values[i])
+                    yield tuple(values)
+                else:
+                    yield tuple(row)
+            after = rows[-1][0]
 
     def iter_entries(self, stop: int | None = None, *, chunk: int = 5000) -> Iterator[Any]:
         """Rows in seq order, read in chunks by key (each chunk its own short read)."""

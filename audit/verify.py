@@ -26,9 +26,11 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from audit.checker import Checker, Report
-from audit.errors import ExportError, ProofError
+from audit.errors import ExportError, ProofError, SignatureError
 from audit.export import read_manifest, read_tree_heads
 from audit.keys import KeyRingError, read_public_keys
+from audit.merkle import root_from_leaves
+from audit.receipts import Receipt, verify_receipt
 from audit.signing import TreeHead
 
 __all__ = ["verify_export"]
@@ -40,6 +42,7 @@ def verify_export(
     public_keys: Mapping[str, Ed25519PublicKey] | None = None,
     keys_dir: Path | None = None,
     trusted_heads: Sequence[TreeHead] = (),
+    receipts: Sequence[Receipt] = (),
     strict: bool = True,
 ) -> Report:
     """Verify the export in ``directory``; raises :class:`ExportError` if it is unreadable.
@@ -47,7 +50,9 @@ def verify_export(
     Trusted keys come as ``public_keys`` or as the ``*.pub`` files of ``keys_dir``
     (:class:`KeyRingError` if that is not a directory); without either, the export's
     own.  ``strict`` is accepted for compatibility and changes nothing: the full
-    entry check that it used to switch on is always made.
+    entry check that it used to switch on is always made.  Each of ``receipts`` must
+    verify with the same keys and its promise must be kept by the export (problem
+    kind ``receipt``, see :func:`receipt_problems`).
     """
     del strict  # always strict since the default check refuses duplicate keys
     directory = Path(directory)
@@ -71,14 +76,22 @@ def verify_export(
     checker = Checker([*heads, *trusted_heads], public_keys, strict=True)
     for message in bad_lines:
         checker.problem("malformed", message)
+    wanted = {r.seq for r in receipts}
+    found: dict[int, bytes] = {}
     try:
         with open(directory / "entries.jsonl", "rb") as handle:
             feed = checker.feed
             for line in handle:
-                feed(line[:-1] if line.endswith(b"\n") else line)
+                entry = line[:-1] if line.endswith(b"\n") else line
+                if wanted and checker.size in wanted:
+                    found[checker.size] = entry
+                feed(entry)
     except OSError as exc:
         raise ExportError(f"cannot read entries: {exc}") from None
     report = checker.finish(require_covered=True)
+    for receipt in receipts:
+        for message in receipt_problems(receipt, public_keys, found.get(receipt.seq), checker):
+            checker.problem("receipt", f"receipt for entry {receipt.seq}: {message}", receipt.seq)
     for message in _manifest_problems(manifest, heads, len(heads) + len(bad_lines), report):
         checker.problem("manifest", f"manifest.json {message}")
     report.key_source = source
@@ -118,3 +131,39 @@ def _manifest_problems(
     except ValueError:
         found.append(f"has exported_at {exported_at!r}, not an RFC 3339 UTC time")
     return found
+
+
+def receipt_problems(
+    receipt: Receipt,
+    public_keys: Mapping[str, Ed25519PublicKey],
+    exported: bytes | None,
+    checker: Checker,
+) -> list[str]:
+    """What is wrong with a receipt, checked against the verified entries of an export.
+
+    The receipt must verify by itself (:func:`audit.receipts.verify_receipt`), the export
+    must hold its very entry bytes at its seq, the entries of its promise's group must
+    have the promised batch root, and a trusted signed tree head must cover them.
+    """
+    try:
+        verify_receipt(receipt, public_keys)
+    except (ProofError, SignatureError) as exc:
+        return [f"does not verify: {exc}"]
+    if exported is None:
+        return [f"its entry is not in the export (which holds {checker.size} entries)"]
+    if exported != receipt.entry:
+        return ["the export holds other bytes at its seq: the entry was altered"]
+    promise = receipt.promise
+    end = receipt.seq + 1 if promise is None else promise.first + promise.count
+    if promise is not None:
+        if end > checker.size:
+            return [f"its group ends at entry {end - 1}, beyond the export"]
+        leaves = [checker.tree.leaf_hash(i) for i in range(promise.first, end)]
+        if root_from_leaves(leaves) != promise.batch_root:
+            return [
+                f"the entries {promise.first}..{end - 1} of its group do not have the "
+                "promised root: one was altered, inserted or removed"
+            ]
+    if checker.report.covered < end:
+        return ["no trusted signed tree head covers it: the promise of inclusion is not kept"]
+    return []

@@ -135,14 +135,22 @@ def verify_cmd(
         ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    receipt: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="An append receipt (JSON) to check: it must verify and the export must keep "
+            "its promise of inclusion (repeatable)."
+        ),
+    ] = None,
 ) -> None:
     """Verify an export offline: exit 0 if every check holds, 1 if not, 2 if unreadable."""
-    from audit import AuditError, KeyRingError, TreeHead, verify_export
+    from audit import AuditError, KeyRingError, Receipt, TreeHead, verify_export
 
     del strict  # kept so that scripts passing --strict keep working
     try:
         heads = [TreeHead.from_dict(json.loads(p.read_text())) for p in trusted_head or []]
-        report = verify_export(directory, keys_dir=keys, trusted_heads=heads)
+        receipts = [Receipt.from_dict(json.loads(p.read_text())) for p in receipt or []]
+        report = verify_export(directory, keys_dir=keys, trusted_heads=heads, receipts=receipts)
     except (AuditError, KeyRingError, OSError, ValueError) as exc:
         typer.echo(f"error: cannot verify {directory}: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -251,3 +253,66 @@ def test_any_tampered_byte_fails_with_a_named_reason(
     with pytest.raises((ProofError, SignatureError)) as caught:
         verify_receipt(forged, keyring.public_keys())
     assert str(caught.value)  # says what does not hold
+
+
+SANDBOX = str(Path(sys.executable).with_name("sandbox"))
+
+
+def verify_cli(export: Path, *receipts: Path) -> subprocess.CompletedProcess[str]:
+    """``sandbox audit verify EXPORT --receipt R ...``: the installed command, as users run it."""
+    args = [SANDBOX, "audit", "verify", str(export)]
+    for receipt in receipts:
+        args += ["--receipt", str(receipt)]
+    return subprocess.run(args, capture_output=True, text=True, timeout=120)
+
+
+def test_sandbox_audit_verify_checks_receipts_against_an_export(
+    grouped: tuple[AuditTrail, list[Receipt]], tmp_path: Path
+) -> None:
+    trail, receipts = grouped
+    late = trail.append_many([draft(99)])[0]  # a commit of its own after the group
+    files = []
+    for receipt in [*receipts[:3], late]:
+        path = tmp_path / f"receipt-{receipt.seq}.json"
+        path.write_text(json.dumps(receipt.to_dict()))
+        files.append(path)
+    trail.export(tmp_path / "early")  # covers everything, the late entry included
+    ok = verify_cli(tmp_path / "early", *files)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.startswith("OK: 8 entries")
+
+    # A byte of a receipt's entry changed: the receipt itself fails, exit 1, named.
+    doc = json.loads(files[1].read_text())
+    doc["entry"] = doc["entry"].replace("operator-1", "operator-2")
+    files[1].write_text(json.dumps(doc))
+    bad = verify_cli(tmp_path / "early", files[1])
+    assert bad.returncode == 1
+    assert "receipt: receipt for entry 1: does not verify: receipt entry does not hash" in (
+        bad.stdout
+    )
+
+    # An export in which the receipt's entry was altered: the promise is broken.
+    lines = (tmp_path / "early" / "entries.jsonl").read_bytes().splitlines(keepends=True)
+    lines[2] = lines[2].replace(b"operator-2", b"operator-0")
+    (tmp_path / "early" / "entries.jsonl").write_bytes(b"".join(lines))
+    broken = verify_cli(tmp_path / "early", files[2])
+    assert broken.returncode == 1
+    assert "receipt for entry 2: the export holds other bytes at its seq" in broken.stdout
+
+
+def test_a_promise_is_not_kept_by_an_export_without_its_entry(
+    grouped: tuple[AuditTrail, list[Receipt]], tmp_path: Path
+) -> None:
+    trail, _ = grouped
+    trail.export(tmp_path / "before")
+    late = trail.append_many([draft(99)])[0]
+    path = tmp_path / "late.json"
+    path.write_text(json.dumps(late.to_dict()))
+    missing = verify_cli(tmp_path / "before", path)
+    assert missing.returncode == 1
+    assert "receipt for entry 7: its entry is not in the export (which holds 7 entries)" in (
+        missing.stdout
+    )
+    unreadable = tmp_path / "unreadable.json"
+    unreadable.write_text('{"entry": "{}", "seq": 1}')
+    assert verify_cli(tmp_path / "before", unreadable).returncode == 2
