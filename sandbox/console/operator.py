@@ -14,6 +14,7 @@ from starlette.responses import RedirectResponse, Response
 from policies import Actor, Role
 from sandbox.api import catalog as catalog_routes
 from sandbox.api import operator as operator_routes
+from sandbox.api import products as products_routes
 from sandbox.api import shared
 from sandbox.api.context import ServicesDep, request_meta
 from sandbox.api.models import ExplainIn, Format, JobIn
@@ -197,6 +198,31 @@ def download(
 ) -> Response:
     """The released result as CSV, Parquet or Arrow (GET /v1/jobs/{id}/result)."""
     return operator_routes.job_result(job_id, actor, request_meta(request), services, format)
+
+
+@router.get("/products")
+def products(request: Request, actor: Operator, services: ServicesDep) -> Response:
+    """Published data products with their template, parameters and price (GET /v1/products)."""
+    found = products_routes.listing(request, actor, services)
+    return page(request, "operator/products.html", actor, products=found)
+
+
+@router.post("/products/{pid}/subscribe")
+def subscribe(
+    pid: str, request: Request, form: Form, actor: Operator, services: ServicesDep
+) -> Response:
+    """Ask to use a product (POST /v1/products/{id}/subscriptions); its bureau decides."""
+    body = as_model(
+        products_routes.SubscribeIn,
+        {
+            "use": form.get("use", ""),
+            "release_mode": form.get("release_mode") or "dp",
+            "purpose_text": form.get("purpose_text", ""),
+            "duration_days": form.get("duration_days") or 0,
+        },
+    )
+    products_routes.subscribe(pid, body, request, actor, services)
+    return RedirectResponse("/console/operator/products", status_code=303)
 
 
 @router.get("/budget")

@@ -51,6 +51,7 @@ NAVIGATION = {
         ("/console/operator/applications", "nav.applications"),
         ("/console/operator/query", "nav.query"),
         ("/console/operator/jobs", "nav.jobs"),
+        ("/console/operator/products", "nav.products"),
         ("/console/operator/budget", "nav.budget"),
     ),
     "bureau": (
