@@ -402,3 +402,61 @@ def audit_size(home: Path) -> int:
         return trail.size()
     finally:
         trail.close()
+
+
+def small_query_p99(result: LoadResult) -> tuple[int, float]:
+    """How many small synchronous queries ran (``query`` and ``query (cached)``), their p99 ms."""
+    ms = [s.seconds * 1000 for s in result.samples if s.kind in ("query", "query (cached)")]
+    return len(ms), percentile(ms, 0.99) if ms else 0.0
+
+
+def main() -> None:
+    """``python bench/loadgen.py [--clients 50] [--seconds 20] [--scale 0.1]``.
+
+    The load test's mix (:func:`standard_mix`) against ``sandbox serve`` on loopback, on
+    the load deployment of ``bench/http_load.py`` (its ``build`` and ``serve``): one line
+    per request kind, the audit check, and the small synchronous queries' p99 (issue 15's
+    "50 clients, mixed" figure).
+    """
+    import argparse
+    import os
+    import signal
+    import tempfile
+
+    from http_load import build, monitor_entries, serve
+
+    parser = argparse.ArgumentParser(description=main.__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--scale", type=float, default=0.1, help="demo data scale")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="loadgen-") as tmp:
+        home = Path(tmp) / "home"
+        tokens = build(home, args.scale)
+        proc, url = serve(home, 1)
+        try:
+            print(
+                f"server {url}, {os.cpu_count()} cores, load average "
+                f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; the load test's mix, "
+                f"{args.clients} clients, {args.seconds:g} s"
+            )
+            before = audit_size(home)
+            mix = standard_mix()
+            result = run_load(url, tokens, mix, clients=args.clients, seconds=args.seconds)
+            entries = audit_size(home) - before - monitor_entries(home, since=before)
+            for line in result.lines():
+                print(line)
+            verdict = "==" if entries == result.expected_entries else "!="
+            print(f"audit entries {entries} {verdict} expected")
+            count, p99 = small_query_p99(result)
+            print(f"small queries p99 {p99:.1f} ms ({count} requests: query, query (cached))")
+            failed = sorted({s.status for s in result.samples if s.status >= 400 or s.status == 0})
+            if failed:
+                print(f"error statuses: {failed}")
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=60)
+
+
+if __name__ == "__main__":
+    main()

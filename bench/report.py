@@ -48,6 +48,12 @@ BENCHES: tuple[Bench, ...] = (
         ("--scale", "0.01", "--clients", "2", "--seconds", "1", "--mix"),
     ),
     Bench("noise_bench.py", (), ("--cells", "300", "--repeat", "1")),
+    Bench("profile_small.py", ("--scale", "1", "--repeat", "31"), ("--quick",)),
+    Bench(
+        "loadgen.py",
+        ("--clients", "50", "--seconds", "20", "--scale", "0.1"),
+        ("--clients", "4", "--seconds", "1", "--scale", "0.01"),
+    ),
 )
 
 PACKAGES = ("duckdb", "pyarrow", "sqlglot", "pycasbin", "cryptography", "fastapi", "uvicorn")
@@ -145,6 +151,45 @@ def _http(kind: str) -> Callable[[str], tuple[float, str] | None]:
     return parse
 
 
+def _http_target(kind: str, rps: float, p99: float) -> Callable[[str], tuple[float, str] | None]:
+    """As :func:`_http`, judged against a rate and a p99 both: the value is the worse of
+    the two ratios to their targets (at least 1 meets both)."""
+    shown = _http(kind)
+
+    def parse(out: str) -> tuple[float, str] | None:
+        found = shown(out)
+        m = search(
+            rf"^{re.escape(kind)}\s+{NUM} requests\s+{NUM} req/s\s+p50\s+{NUM} ms\s+p99\s+{NUM} ms",
+            out,
+        )
+        if found is None or m is None:
+            return None
+        got_rps, got_p99 = number(m.group(2)), number(m.group(4))
+        return min(got_rps / rps, p99 / got_p99 if got_p99 else 1.0), found[1]
+
+    return parse
+
+
+def _added_ms(pattern: str) -> Callable[[str], tuple[float, str] | None]:
+    def parse(out: str) -> tuple[float, str] | None:
+        m = search(pattern, out)
+        if not m:
+            return None
+        added = number(m.group(m.lastindex or 1).lstrip("+"))  # the last group: the added ms
+        return added, f"+{added:.1f} ms" if added >= 0 else f"{added:.1f} ms"
+
+    return parse
+
+
+def _small_p99(out: str) -> tuple[float, str] | None:
+    # "small queries p99 812.3 ms (640 requests: query, query (cached))"
+    m = search(rf"^small queries p99 {NUM} ms \({NUM} requests", out)
+    if not m:
+        return None
+    p99 = number(m.group(1))
+    return p99, f"p99 {p99:,.0f} ms ({m.group(2)} requests)"
+
+
 def _audit_check(out: str) -> tuple[float, str] | None:
     # every phase ends "audit entries N == requests" (or "== expected"; "!=" on a mismatch)
     checks = re.findall(r"audit entries (\d+) (==|!=) (requests|expected)", out)
@@ -200,6 +245,27 @@ HEADLINES: tuple[Headline, ...] = (
         lambda v: v <= 1.5,
     ),
     Headline(
+        "query_overhead.py",
+        "small query, time added over raw DuckDB",
+        _added_ms(rf"^small query \(added ms\)\s+{NUM}\s+{NUM}\s+([+-]?[\d.]+) ms"),
+        "≤ 5 ms",
+        lambda v: v <= 5,
+    ),
+    Headline(
+        "profile_small.py",
+        "small query added over raw DuckDB, reviewed (stage profile)",
+        _added_ms(r"^reviewed .*added over raw ([+-]?[\d.]+) ms"),
+        "≤ 5 ms",
+        lambda v: v <= 5,
+    ),
+    Headline(
+        "profile_small.py",
+        "small query added over raw DuckDB, dp (stage profile)",
+        _added_ms(r"^dp .*added over raw ([+-]?[\d.]+) ms"),
+        "≤ 5 ms",
+        lambda v: v <= 5,
+    ),
+    Headline(
         "audit_bench.py",
         "durable audit appends, 1 thread",
         _rate(rf"^durable appends, 1 thread:\s+{NUM} /s", "/s"),
@@ -243,7 +309,13 @@ HEADLINES: tuple[Headline, ...] = (
     Headline("enclave_load.py", "demo generation (all four datasets)", _generator),
     Headline("enclave_load.py", "Parquet connector (health.claims)", _connector("claims.parquet")),
     Headline("http_load.py", "HTTP explain", _http("explain")),
-    Headline("http_load.py", "HTTP small query (uncached)", _http("query")),
+    Headline(
+        "http_load.py",
+        "HTTP small query (uncached)",
+        _http_target("query", 200, 50),
+        "≥ 200 req/s, p99 < 50 ms",
+        lambda v: v >= 1,
+    ),
     Headline("http_load.py", "HTTP cached query", _http("query (cached)")),
     Headline(
         "http_load.py",
@@ -251,6 +323,13 @@ HEADLINES: tuple[Headline, ...] = (
         _audit_check,
         "every phase",
         lambda v: v == 1.0,
+    ),
+    Headline(
+        "loadgen.py",
+        "50 clients mixed: small-query p99",
+        _small_p99,
+        "< 1,000 ms",
+        lambda v: v < 1000,
     ),
     Headline(
         "noise_bench.py",
