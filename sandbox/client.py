@@ -412,6 +412,10 @@ class SandboxClient:
     def tree_head(self) -> dict[str, Any]:
         return self._json("GET", "/v1/audit/tree-head")  # type: ignore[no-any-return]
 
+    def sign_tree_head(self) -> dict[str, Any]:
+        """Have the platform sign a tree head over every entry now (auditors)."""
+        return self._json("POST", "/v1/audit/tree-head")  # type: ignore[no-any-return]
+
     def inclusion_proof(self, seq: int, size: int | None = None) -> dict[str, Any]:
         params = self._params(seq=seq, size=size)
         return self._json("GET", "/v1/audit/proofs/inclusion", params=params)  # type: ignore[no-any-return]

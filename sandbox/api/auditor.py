@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tarfile
 import tempfile
@@ -139,6 +140,19 @@ def tree_head(actor: ActorDep, meta: MetaDep, services: ServicesDep) -> Any:
     if head is None:
         raise NotFound("no tree head has been signed yet", rule="audit.not_found")
     _done(services, actor, allowed, meta, tree_size=head.tree_size)
+    return head.to_dict()
+
+
+@router.post("/v1/audit/tree-head", response_model=Json)
+def sign_tree_head(actor: ActorDep, meta: MetaDep, services: ServicesDep) -> Any:
+    """Sign a tree head over every entry committed so far, now, and return it.
+
+    Authorized as ``audit.export`` (an export signs a fresh head too, so this adds no
+    power); recorded as ``audit.sign``."""
+    allowed = _allow(services, actor, "audit.export", meta)
+    head = _call(services.platform.audit.sign_tree_head)
+    signed = dataclasses.replace(allowed, action="audit.sign")
+    _done(services, actor, signed, meta, tree_size=head.tree_size, authorized_as="audit.export")
     return head.to_dict()
 
 
