@@ -58,7 +58,7 @@ class DataLists:
     def add(self, actor: Actor, kind: ItemKind, item: str, *, reason: str) -> dict[str, Any]:
         """Put ``item`` on the list of ``kind`` (prohibited, limited: negative; important)."""
         action = ACTIONS[kind.list_name][0]
-        with audited(self.platform, actor, action, f"item:{item}"):
+        with audited(self.platform, actor, action, f"item:{item[:300]}"):
             dataset, column = parse_item(item)
             self._may_add(actor, dataset)
             if not reason.strip():
