@@ -68,6 +68,18 @@ class SubscriptionSteps(ProductRows):
             sid = new_id("ps")
             now = to_rfc3339(self.clock())
             with self.platform.engine.begin() as conn:
+                open_one = conn.execute(
+                    sa.select(product_subscriptions.c.id).where(
+                        product_subscriptions.c.product == pid,
+                        product_subscriptions.c.operator == actor.name,
+                        product_subscriptions.c.state.in_(("requested", "active")),
+                    )
+                ).first()
+                if open_one is not None:
+                    raise Conflict(
+                        f"you already have subscription {open_one.id} to product {pid}",
+                        rule="product.subscribed",
+                    )
                 conn.execute(
                     sa.insert(product_subscriptions).values(
                         id=sid,

@@ -158,6 +158,14 @@ def test_a_product_from_publication_to_a_metered_run(api: Api) -> None:
         json={"use": "commercial", "purpose_text": "district planning", "duration_days": 30},
     )
     assert sub["state"] == "requested" and sub["grant"] is None
+    api.refused(
+        "op-planner",
+        "POST",
+        subscribe,
+        409,
+        "product.subscribed",
+        json={"use": "public_interest", "purpose_text": "again", "duration_days": 30},
+    )
     decide = f"/v1/product-subscriptions/{sub['id']}"
     api.refused("op-planner", "POST", f"{decide}/approve", 403, "product.role")
     api.refused("bureau-market", "POST", f"{decide}/approve", 404, "product.unknown")
