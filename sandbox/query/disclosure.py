@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any, Literal
 
@@ -165,6 +165,8 @@ class NoisePlan:
     ``scale`` is the discrete Laplace scale ``b`` (``mechanism == "laplace"``), the
     discrete Gaussian variance ``sigma²`` (``"gaussian"``), or a quantile's temperature.
     ``epsilon`` is the column's ε (Laplace, quantile) and ``rho`` its rho (zCDP, both).
+    ``copy_of``: the column is released as that noised column's values (equal in every
+    group, ``_copies``): no noise of its own, no ε; its scale is the source's.
     """
 
     column: str
@@ -174,6 +176,7 @@ class NoisePlan:
     scale: Fraction
     mechanism: Mechanism = "laplace"
     rho: Fraction = Fraction(0)
+    copy_of: str | None = None
 
     @property
     def half_width(self) -> float:
@@ -296,8 +299,11 @@ def noise_plan(
         return []
     by_name = _stat_columns(columns)
     counted = _counted_cells(by_name)
+    copies = _copies(by_name, params)
     noised = [
-        c for c in by_name.values() if c.kind in _NOISED | {"quantile"} and c.name not in counted
+        c
+        for c in by_name.values()
+        if c.kind in _NOISED | {"quantile"} and c.name not in counted and c.name not in copies
     ]
     if grouped:
         noised.append(StatColumn(GROUPS, "groups"))
@@ -329,7 +335,34 @@ def noise_plan(
             plans.append(
                 NoisePlan(column.name, delta, resolution, Fraction(0), sigma2, "gaussian", rho)
             )
-    return plans
+    by_plan = {p.column: p for p in plans}
+    for name, source in copies.items():
+        by_plan[name] = replace(
+            by_plan[source], column=name, epsilon=Fraction(0), rho=Fraction(0), copy_of=source
+        )
+    return [by_plan[n] for n in [*by_name, GROUPS] if n in by_plan]  # in the columns' order
+
+
+def _copies(by_name: dict[str, StatColumn], params: DisclosureParams) -> dict[str, str]:
+    """``rows`` columns equal, in every group, to a column noised anyway: released as it.
+
+    At ``C = 1`` the rewrite counts at most one row per entity and group (``least(count(*),
+    1)`` per cell), so ``count(*)`` is the number of entities with a row there: exactly
+    ``__entities``, and under a FILTER exactly that filter's entities column (or, where
+    that cell is not noised, the ``count(x)`` that stands in for it).  Releasing the one
+    noisy value twice is post-processing: the query's ε goes to the columns that differ,
+    and a count query on one-row-per-entity data has half the noise it had when the two
+    were noised apart (`tests/sandbox/query/test_copied_counts.py`).
+    """
+    if params.max_rows_per_entity != 1:
+        return {}
+    counted = _counted_cells(by_name)
+    out = {}
+    for name, column in by_name.items():
+        if column.kind == "rows":
+            cell = column.cell or ENTITIES
+            out[name] = counted.get(cell, cell)
+    return out
 
 
 def _quantile(histogram: Any, column: StatColumn, plan: NoisePlan, source: Any) -> float:
@@ -593,6 +626,8 @@ def _disclose(
         elif source is not None and name in _counted_cells(by_name):
             # Not noised: its cell test reads the noisy count of the same values instead.
             array = pa.nulls(sum(keep), pa.int64())
+        elif (plan := plans.get(name)) is not None and plan.copy_of is not None:
+            array = pa.nulls(sum(keep), pa.int64())  # its source's values, below
         elif name == ENTITIES and noisy_entities is not None:
             # Already noised for the selection: release those same draws (no second spend).
             values = [n for n, ok in zip(noisy_entities, keep, strict=True) if ok]
@@ -604,6 +639,10 @@ def _disclose(
             array = _release(values, stat, plans.get(name), source)
         names.append(name)
         arrays.append(array)
+    position = {name: i for i, name in enumerate(names)}
+    for name, plan in plans.items():
+        if plan.copy_of is not None:
+            arrays[position[name]] = arrays[position[plan.copy_of]]
     true_kept = {
         name: [_least(r, name, by_name) for r, ok in zip(rows, keep, strict=True) if ok]
         + ([extra[name]] if extra is not None else [])
