@@ -316,3 +316,28 @@ def test_a_promise_is_not_kept_by_an_export_without_its_entry(
     unreadable = tmp_path / "unreadable.json"
     unreadable.write_text('{"entry": "{}", "seq": 1}')
     assert verify_cli(tmp_path / "before", unreadable).returncode == 2
+
+
+def _doc_receipt_checker() -> Any:
+    """The receipt checker written in docs/audit.md section 5 from the text alone."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "audit.md").read_text()
+    section = text[text.index("## 5. Receipts") : text.index("### 5.1 Release receipts")]
+    code = section[section.index("```python") + len("```python") :]
+    code = code[: code.index("```")]
+    namespace: dict[str, Any] = {"__name__": "doc_receipts"}
+    exec(compile(code, "docs/audit.md", "exec"), namespace)
+    return namespace["check_append_receipt"]
+
+
+def test_the_documented_receipt_check_agrees_with_ours(
+    grouped: tuple[AuditTrail, list[Receipt]], keyring: KeyRing
+) -> None:
+    check = _doc_receipt_checker()
+    _, receipts = grouped
+    for receipt in receipts:
+        check(receipt.to_dict(), keyring.directory)
+    check(json.loads((VECTOR / "receipt.json").read_text()), VECTOR / "keys")
+    for name in ("entry", "batch_path", "batch_root", "signature"):
+        forged = tamper(receipts[3], name, 5, 1)
+        with pytest.raises(Exception):  # noqa: B017 - the doc's checker raises what fails
+            check(forged.to_dict(), keyring.directory)
