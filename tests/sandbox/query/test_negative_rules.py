@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import pytest
+from sqlglot import exp
 
 from sandbox.core.access import DatasetAccess
 from sandbox.core.classification import Level
@@ -14,8 +17,10 @@ from sandbox.core.data_controls import WHOLE, DatasetControls
 from sandbox.core.errors import QueryRefused
 from sandbox.core.settings import SETTINGS_BY_NAME
 from sandbox.enclave.demo_data import DEMO_DATASETS, demo_spec
+from sandbox.query.disclosure import DisclosureParams
 from sandbox.query.guard import check_query
 from sandbox.query.parse import parse_query
+from sandbox.query.release import prepare
 
 CASES = Path(__file__).parent / "guard_cases" / "negative_list.jsonl"
 MAX_SQL_LENGTH: int = SETTINGS_BY_NAME["max_sql_length"].default
@@ -99,3 +104,54 @@ def test_important_data_joins_within_its_domain_only() -> None:
         guard(sql, grants)
     assert info.value.rule == "important.cross_domain"
     assert "hrss.social_insurance" in info.value.message
+
+
+ANSWERED = (
+    Path(__file__).parent / "guard_cases" / "answer.jsonl",
+    Path(__file__).parents[2] / "utility" / "queries.jsonl",  # what analysts really ask
+)
+READ_CLAIMS = sorted(
+    {
+        json.loads(line)["sql"]
+        for path in ANSWERED
+        for line in path.read_text("utf-8").splitlines()
+        if "health.claims" in line
+    }
+)
+
+
+@pytest.mark.parametrize("sql", READ_CLAIMS)
+def test_an_answered_query_is_refused_exactly_when_it_reads_the_item(sql: str) -> None:
+    """Every query the guard answers, with health.claims.claim_amount prohibited: refused
+    (negative.prohibited) if it reads the column, by name or through ``*``; else as before."""
+    groupable = frozenset({"age", "gender", "diagnosis_code", "board_time"})
+    prohibited = DatasetControls(prohibited=frozenset({"claim_amount"}))
+    grants = {d: DatasetAccess(demo_spec(d), Level.L3, None, groupable) for d in DEMO_DATASETS}
+    # The guard alone, or the service's whole preparation for totals (released apart).
+    try:
+        guard(sql, grants)
+        check = guard
+    except QueryRefused:
+        params = DisclosureParams(k=10, epsilon=1.0)
+        prepare(sql, grants, params, max_sql_length=MAX_SQL_LENGTH)
+        check = partial(prepare, params=params, max_sql_length=MAX_SQL_LENGTH)
+
+    def prepared(grants: dict[str, DatasetAccess]) -> None:
+        check(sql, grants)
+
+    grants["health.claims"] = replace(grants["health.claims"], controls=prohibited)
+    text = sql.lower()
+    stars = parse_query(sql, max_length=MAX_SQL_LENGTH).expression.find_all(exp.Star)
+    star = any(not isinstance(s.parent, exp.Count) for s in stars)
+    patterns = re.findall(r"columns\('([^']*)'\)", text)  # COLUMNS('regex') picks by name
+    reads = (
+        "claim_amount" in text
+        or (star and "health.claims" in text)
+        or any(re.search(p, "claim_amount") for p in patterns)
+    )
+    if reads:
+        with pytest.raises(QueryRefused) as info:
+            prepared(grants)
+        assert info.value.rule == "negative.prohibited"
+    else:
+        prepared(grants)
