@@ -425,7 +425,7 @@ def main() -> None:
 
     from http_load import build, monitor_entries, serve
 
-    parser = argparse.ArgumentParser(description=main.__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(main.__doc__ or "").split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--scale", type=float, default=0.1, help="demo data scale")
