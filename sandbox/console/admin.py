@@ -14,10 +14,11 @@ from starlette.responses import RedirectResponse, Response
 from policies import Actor, Role
 from sandbox.api import admin as admin_routes
 from sandbox.api.context import ServicesDep, request_meta
-from sandbox.api.models import FreezeIn, LicenceIn, Reason, SettingsIn
+from sandbox.api.models import AccountIn, FreezeIn, LicenceIn, Reason, SettingsIn
 from sandbox.api.shared import settings_out
+from sandbox.api.tokens import EnrolmentIn, issue_enrolment
 
-from .forms import as_model, optional
+from .forms import as_model, lines, optional
 from .render import ConsoleRoute, page
 from .session import ConsoleActor, Form, require_role
 
@@ -38,6 +39,34 @@ def accounts(request: Request, actor: Admin, services: ServicesDep) -> Response:
     """Every account with role, domains, status, freeze and licence (GET /v1/admin/accounts)."""
     found = admin_routes.accounts(actor, services)
     return page(request, "admin/accounts.html", actor, accounts=found)
+
+
+@router.post("/accounts")
+def create(request: Request, form: Form, actor: Admin, services: ServicesDep) -> Response:
+    """Create an account (POST /v1/admin/accounts): an operator with its licence, a bureau
+    with its domains."""
+    fields: dict[str, Any] = {
+        "name": form.get("name", "").strip(),
+        "role": form.get("role", ""),
+        "organisation": form.get("organisation", "").strip(),
+        "domains": lines(form.get("domains")),
+    }
+    if optional(form.get("licence_number")) is not None:
+        fields["licence"] = {
+            "number": form["licence_number"].strip(),
+            "valid_until": optional(form.get("licence_until")),
+        }
+    admin_routes.create_account(as_model(AccountIn, fields), actor, services)
+    return RedirectResponse("/console/admin", status_code=303)
+
+
+@router.post("/accounts/{name}/enrolments")
+def enrol(name: str, request: Request, form: Form, actor: Admin, services: ServicesDep) -> Response:
+    """A one-time enrolment code for the account's holder, shown once on this page
+    (POST /v1/admin/accounts/{name}/enrolments); the admin never sees the token."""
+    body = as_model(EnrolmentIn, {"label": form.get("label", "")})
+    issued = issue_enrolment(name, body, actor, services)
+    return page(request, "admin/enrolment.html", actor, issued=issued)
 
 
 @router.post("/accounts/{name}/disable")

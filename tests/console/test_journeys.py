@@ -13,10 +13,13 @@ and build on each other (one server, one browser).
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import secrets
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -278,6 +281,34 @@ def test_admin_freezes_and_unfreezes_an_operator(browser: Browser, console: Cons
     find(b, "#reason").send_keys("cleared")
     reload_after(b, find(b, "#freeze-button"))
     assert "op-insurer" not in find(b, "#frozen-list").text
+
+    # A new operator account, its enrolment code shown once, redeemed by its holder.
+    go(b, console, "/console/admin")
+    find(b, "#a-name").send_keys("op-console")
+    Select(find(b, "#a-role")).select_by_value("operator")
+    find(b, "#a-organisation").send_keys("Console Test Analytics")
+    find(b, "#a-licence_number").send_keys("SZ-OP-CONSOLE-2026")
+    b.driver.execute_script("arguments[0].value = '2027-12-31'", find(b, "#a-licence_until"))
+    reload_after(b, find(b, "#create-button"))
+    row = _row(b, "op-console")
+    reload_after(b, row.find_element(By.CSS_SELECTOR, "form[action$='/enrolments'] button"))
+    code = find(b, "#enrolment-code").text
+    assert code.startswith("sbe_")
+    # An admin's code needs a second administrator: the holder makes its own token and
+    # sends its hash, the host console approves with the fingerprint the holder reads out.
+    token = "sbx_" + secrets.token_urlsafe(32)
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    with httpx.Client(base_url=console.url) as anyone:
+        enrolled = anyone.post("/v1/enrol", json={"code": code, "token_sha256": digest})
+    assert enrolled.status_code == 202, enrolled.text
+    pending = enrolled.json()
+    approved = console.home.run(
+        "token", "approve", pending["enrolment"], "--fingerprint", pending["fingerprint"]
+    )
+    assert approved.code == 0, str(approved)
+    console.home.tokens["op-console"] = token
+    sign_in(b, console, "op-console")
+    assert b.driver.current_url.endswith("/console/operator")
 
 
 def test_english_and_signing_out(browser: Browser, console: Console) -> None:
