@@ -20,7 +20,7 @@ from sandbox.core.access import DatasetAccess
 from sandbox.core.classification import DatasetSpec, Level
 from sandbox.core.data_controls import load_controls
 from sandbox.core.errors import QueryRefused
-from sandbox.core.product_tables import PRODUCT_PURPOSE_PREFIX, products
+from sandbox.core.product_tables import PRODUCT_PURPOSE_PREFIX, product_purpose, products
 from sandbox.governance.product_templates import Template, bind, match_binding, samples
 from sandbox.governance.products import product_template
 from sandbox.platform import Platform
@@ -96,10 +96,12 @@ def template_guard(platform: Platform) -> Any:
 def check_product_query(platform: Platform, purpose: str, sql: str) -> None:
     """A query under a product purpose must be a binding of that published product."""
     assert purpose.startswith(PRODUCT_PURPOSE_PREFIX)
+    # product_purpose("pd_<hex>") is "product-pd-<hex>": the id is its inverse.
+    wanted = purpose[len(PRODUCT_PURPOSE_PREFIX) :].replace("-", "_", 1)
     with platform.engine.connect() as conn:
-        rows = conn.execute(sa.select(products).where(products.c.state == "published")).all()
-    wanted = purpose[len(PRODUCT_PURPOSE_PREFIX) :]
-    row = next((r for r in rows if r.id.replace("_", "-") == wanted), None)
-    if row is None:
+        row = conn.execute(
+            sa.select(products).where(products.c.id == wanted, products.c.state == "published")
+        ).first()
+    if row is None or product_purpose(row.id) != purpose:
         raise QueryRefused("this purpose names no published data product", rule="product.template")
     match_binding(product_template(row), sql)
