@@ -11,6 +11,7 @@ store: the database's lock keeps one gapless chain.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -57,6 +58,10 @@ class AuditTrail:
         self._closed = False
         self._key: SigningKey | None = None
         self._key_stamp: int | None = None
+        #: Called with the seconds each :meth:`append_many` (and so :meth:`append`) took,
+        #: from submission to durable, after it succeeded (e.g. a latency histogram).
+        #: A hook that raises is ignored: the entries are durable by then.
+        self.append_observers: list[Callable[[float], None]] = []
 
     @classmethod
     def open(
@@ -126,6 +131,7 @@ class AuditTrail:
 
     def append_many(self, drafts: Sequence[EntryDraft]) -> list[Receipt]:
         """Record several events (consecutive unless other appends interleave)."""
+        started = time.perf_counter()
         prepared = [(d, d.prepare()) for d in drafts]
         futures = self._with_writer(lambda w: w.submit(prepared))
         receipts = []
@@ -142,6 +148,13 @@ class AuditTrail:
                     batch_path=done.batch_path,
                 )
             )
+        if self.append_observers:
+            elapsed = time.perf_counter() - started
+            for observe in self.append_observers:
+                try:
+                    observe(elapsed)
+                except Exception:  # a metric must never fail a durable append
+                    pass
         return receipts
 
     def import_entries(self, drafts: Sequence[EntryDraft]) -> int:
