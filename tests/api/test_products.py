@@ -313,3 +313,31 @@ def test_a_reviewed_public_interest_run_and_a_column_listed_afterwards(api: Api)
         "negative.prohibited",
         json={"params": {"dx": "I10"}},
     )
+
+
+def test_a_product_grant_never_serves_an_operators_own_queries(api: Api) -> None:
+    """op-insurer holds its own grant on health.claims and subscribes to a product: its
+    free queries are decided on its own grant alone, the product's on the product's."""
+    offer = _offer(title="Claims per district (insurer)", price_per_run_fen=0)
+    pid = api.ok("bureau-health", "POST", "/v1/products", json=offer)["id"]
+    sub = api.ok(
+        "op-insurer",
+        "POST",
+        f"/v1/products/{pid}/subscriptions",
+        json={"use": "public_interest", "purpose_text": "claims review", "duration_days": 10},
+    )
+    product_grant = api.ok(
+        "bureau-health", "POST", f"/v1/product-subscriptions/{sub['id']}/approve"
+    )["grant"]
+    free = "SELECT district, count(*) AS n FROM health.claims GROUP BY district"
+    explained = api.ok("op-insurer", "POST", "/v1/explain", json={"sql": free})
+    assert explained["accepted"], explained
+    assert product_grant not in {g["id"] for g in explained["grants"]}
+    bound = TEMPLATE.replace(":g", "'M'").replace(":min_age", "40")
+    purpose = api.ok("op-insurer", "GET", f"/v1/products/{pid}")["purpose_code"]
+    under_product = api.ok(
+        "op-insurer", "POST", "/v1/explain", json={"sql": bound, "purpose": purpose}
+    )
+    assert [g["id"] for g in under_product["grants"]] == [product_grant]
+    refused = api.ok("op-insurer", "POST", "/v1/explain", json={"sql": free, "purpose": purpose})
+    assert refused == {**refused, "accepted": False, "rule": "product.template"}
