@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,8 +91,8 @@ def demo_platform(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-
     plat.close()
 
 
-def build_deployment(home: Path):  # type: ignore[no-untyped-def]
-    """A demo home (scale 0.01) with the demo accounts, grants and tokens: (platform, tokens)."""
+def _make_deployment(home: Path) -> dict[str, str]:
+    """Build a demo home (scale 0.01) with the demo accounts and grants; its tokens."""
     from datetime import UTC, datetime
 
     from policies import Actor, Administration
@@ -97,11 +101,38 @@ def build_deployment(home: Path):  # type: ignore[no-untyped-def]
     from sandbox.platform import Platform
 
     plat = Platform(Settings(home=home, threads=2))
-    plat.init()
-    plat.load_demo_data(scale=0.01)
-    admin = Administration(plat.authority, k_floor=plat.settings.k_floor)
-    tokens = create_demo(admin, Actor.host("tests"), now=datetime.now(UTC))
-    return plat, tokens
+    try:
+        plat.init()
+        plat.load_demo_data(scale=0.01)
+        admin = Administration(plat.authority, k_floor=plat.settings.k_floor)
+        return create_demo(admin, Actor.host("tests"), now=datetime.now(UTC))
+    finally:
+        plat.close()
+
+
+@functools.cache
+def _deployment_template() -> tuple[Path, dict[str, str]]:
+    """One demo deployment per test process, built on first use and copied by every
+    :func:`build_deployment` (building one takes seconds; a copy, milliseconds).  A home
+    holds no absolute path (tests/test_conftest.py checks that a copy works as its own)."""
+    root = Path(tempfile.mkdtemp(prefix="sandbox-template-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    tokens = _make_deployment(root / "home")
+    return root / "home", tokens
+
+
+def build_deployment(home: Path):  # type: ignore[no-untyped-def]
+    """A demo home (scale 0.01) with the demo accounts, grants and tokens: (platform, tokens).
+
+    A copy of this process's template deployment: the same datasets, accounts, grants,
+    tokens and platform key in every copy, each copy its own home to change."""
+    from sandbox.core.settings import Settings
+    from sandbox.platform import Platform
+
+    template, tokens = _deployment_template()
+    home.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(template, home)
+    return Platform(Settings(home=home, threads=2)), dict(tokens)
 
 
 @pytest.fixture(scope="session")

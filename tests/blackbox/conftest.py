@@ -8,12 +8,15 @@ No output may contain a Python traceback.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -82,10 +85,20 @@ class DemoHome:
         return sandbox("--home", str(self.home), *args, **env)
 
 
-def make_demo_home(home: Path) -> DemoHome:
-    """``sandbox --home HOME demo --scale 0.001`` and the demo tokens it wrote."""
-    made = sandbox("--home", str(home), "demo", "--scale", "0.001", timeout=300)
+@functools.cache
+def _demo_template() -> Path:
+    """``sandbox --home HOME demo --scale 0.001``, run once per test process."""
+    root = Path(tempfile.mkdtemp(prefix="sandbox-blackbox-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    made = sandbox("--home", str(root / "home"), "demo", "--scale", "0.001", timeout=300)
     assert made.code == 0 and "demo home ready" in made.out, str(made)
+    return root / "home"
+
+
+def make_demo_home(home: Path) -> DemoHome:
+    """A demo home made by ``sandbox demo --scale 0.001`` and the demo tokens it wrote: a
+    copy of the one this process made (the same tokens and key in every copy)."""
+    shutil.copytree(_demo_template(), home)
     tokens = json.loads((home / "demo-tokens.json").read_text())
     return DemoHome(home, tokens)
 

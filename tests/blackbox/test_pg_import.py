@@ -27,7 +27,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.blackbox.conftest import SANDBOX, Result, _free_port, clean_env, sandbox
+from tests.blackbox.conftest import (
+    SANDBOX,
+    Result,
+    _free_port,
+    clean_env,
+    make_demo_home,
+    sandbox,
+)
 from tests.connectors.helpers import CLASSIFICATION
 
 ROWS = 400_000
@@ -129,9 +136,7 @@ def big_table(pg_url: str) -> str:
 def test_a_served_query_answers_while_a_postgresql_import_reads(
     tmp_path: Path, big_table: str
 ) -> None:
-    home = tmp_path / "home"
-    made = sandbox("--home", str(home), "demo", "--scale", "0.001", timeout=300)
-    assert made.code == 0, str(made)
+    home = make_demo_home(tmp_path / "home").home
     token = json.loads((home / "demo-tokens.json").read_text())["op-insurer"]
     toml = tmp_path / "visits.toml"
     toml.write_text(CLASSIFICATION)
