@@ -111,8 +111,17 @@ def page(
     return response
 
 
+def _htmx(request: Request) -> bool:
+    return request.headers.get("hx-request") == "true"
+
+
 def sign_in_redirect(request: Request) -> Response:
-    response = RedirectResponse("/console/sign-in", status_code=303)
+    """To the sign-in form (the whole page, also from an htmx request), session forgotten."""
+    response: Response
+    if _htmx(request):
+        response = Response(status_code=200, headers={"HX-Redirect": "/console/sign-in"})
+    else:
+        response = RedirectResponse("/console/sign-in", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/console")
     return response
 
@@ -145,7 +154,7 @@ def _error(request: Request, status: int, code: str, message: str, rule: str | N
         headers["Retry-After"] = "60"
     response = page(
         request,
-        "error.html",
+        "refusal.html" if _htmx(request) else "error.html",
         None,
         status=status,
         code=code,

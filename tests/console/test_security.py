@@ -112,6 +112,14 @@ def test_payloads_render_as_text(
     )
     assert "<b id=xss>x</b>" in verdict.text
     assert not b.driver.find_elements(By.ID, "xss")
+    # A refusal of the request itself comes into the page too, with its rule.
+    b.driver.find_element(By.ID, "epsilon").send_keys("<b id=xss>lots</b>")
+    b.driver.find_element(By.ID, "explain-button").click()
+    refusal = WebDriverWait(b.driver, 30).until(
+        ec.presence_of_element_located((By.CSS_SELECTOR, "#explain #refusal"))
+    )
+    assert "api.schema" in refusal.text and "epsilon" in refusal.text
+    assert not b.driver.find_elements(By.ID, "xss") and "lots" not in refusal.text
     _sign_in(b, console, "bureau-health")
     _inert(b, "/console/bureau", XSS_PURPOSE)
     _inert(b, "/console/bureau/datasets", XSS_TITLE, XSS_TEXT)
@@ -183,6 +191,8 @@ def test_without_a_session_pages_send_to_sign_in(console: Console) -> None:
         for path in (*PAGES.values(), "/console/auditor/entries/1", "/console/operator/jobs"):
             answer = web.get(path)
             assert answer.status_code == 303 and answer.headers["location"] == "/console/sign-in"
+        polled = web.get("/console/operator/jobs/job_x/status", headers={"HX-Request": "true"})
+        assert polled.status_code == 200 and polled.headers["HX-Redirect"] == "/console/sign-in"
         web.cookies.set("sbx_console", "sbx_not-a-real-token-at-all-000000000", path="/console")
         assert web.get("/console/admin").headers["location"] == "/console/sign-in"
         # A wrong token at the sign-in form is refused with its rule, and no session starts.
