@@ -16,12 +16,19 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from . import admin, auditor, bureau, common, operator
+from . import admin, auditor, bureau, common, lists, operator
 from .render import ConsoleHeaders
 
 __all__ = ["ROUTERS", "install_console"]
 
-ROUTERS = (common.router, operator.router, bureau.router, auditor.router, admin.router)
+ROUTERS = (
+    common.router,
+    operator.router,
+    bureau.router,
+    auditor.router,
+    admin.router,
+    lists.router,
+)
 STATIC = Path(__file__).parent / "static"
 
 

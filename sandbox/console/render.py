@@ -53,6 +53,7 @@ NAVIGATION = {
         ("/console/operator/jobs", "nav.jobs"),
         ("/console/operator/products", "nav.products"),
         ("/console/operator/budget", "nav.budget"),
+        ("/console/lists", "nav.lists"),
     ),
     "bureau": (
         ("/console/bureau", "nav.applications"),
@@ -62,17 +63,20 @@ NAVIGATION = {
         ("/console/bureau/registrations", "nav.registrations"),
         ("/console/bureau/alerts", "nav.alerts"),
         ("/console/bureau/usage", "nav.usage"),
+        ("/console/lists", "nav.lists"),
     ),
     "auditor": (
         ("/console/auditor", "nav.trail"),
         ("/console/auditor/heads", "nav.heads"),
         ("/console/auditor/verify", "nav.verify"),
         ("/console/auditor/alerts", "nav.alerts"),
+        ("/console/lists", "nav.lists"),
     ),
     "admin": (
         ("/console/admin", "nav.accounts"),
         ("/console/admin/freeze", "nav.freeze"),
         ("/console/admin/settings", "nav.settings"),
+        ("/console/lists", "nav.lists"),
     ),
 }
 """Each role's menu: only its own pages."""
