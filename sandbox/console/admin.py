@@ -13,10 +13,12 @@ from starlette.responses import RedirectResponse, Response
 
 from policies import Actor, Role
 from sandbox.api import admin as admin_routes
+from sandbox.api import registration as registration_routes
 from sandbox.api.context import ServicesDep, request_meta
 from sandbox.api.models import AccountIn, FreezeIn, LicenceIn, Reason, SettingsIn
 from sandbox.api.shared import settings_out
 from sandbox.api.tokens import EnrolmentIn, issue_enrolment
+from sandbox.core.errors import NotFound
 
 from .forms import as_model, lines, optional
 from .render import ConsoleRoute, page
@@ -106,6 +108,35 @@ def revoke(
     """Revoke a token (POST /v1/admin/tokens/{id}/revoke)."""
     record = admin_routes.revoke_token(token_id, actor, services)
     return RedirectResponse(f"/console/admin/accounts/{record.account}/tokens", status_code=303)
+
+
+@router.get("/registrations")
+def registrations(request: Request, actor: Admin, services: ServicesDep) -> Response:
+    """Registration applications and their steps (GET /v1/registrations), with the admin's
+    next step for each: accept, review, issue."""
+    found = registration_routes.applications(request, actor, services)
+    return page(request, "bureau/registrations.html", actor, registrations=found, decide=True)
+
+
+@router.post("/registrations/{app_id}/{step}")
+def registration_step(
+    app_id: str, step: str, request: Request, form: Form, actor: Admin, services: ServicesDep
+) -> Response:
+    """One step of the procedure (POST /v1/registrations/{id}/accept, …/review, …/issue)."""
+    verdict, comment = form.get("verdict", ""), form.get("comment", "")
+    if step == "accept":
+        body = as_model(registration_routes.AcceptStepIn, {"verdict": verdict, "comment": comment})
+        registration_routes.accept(app_id, body, request, actor, services)
+    elif step == "review":
+        reviewed = as_model(
+            registration_routes.ReviewStepIn, {"verdict": verdict, "comment": comment}
+        )
+        registration_routes.review(app_id, reviewed, request, actor, services)
+    elif step == "issue":
+        registration_routes.issue(app_id, request, actor, services)
+    else:
+        raise NotFound("no such step", rule="console.form")
+    return RedirectResponse("/console/admin/registrations", status_code=303)
 
 
 @router.get("/freeze")

@@ -74,6 +74,7 @@ NAVIGATION = {
     ),
     "admin": (
         ("/console/admin", "nav.accounts"),
+        ("/console/admin/registrations", "nav.registrations"),
         ("/console/admin/freeze", "nav.freeze"),
         ("/console/admin/settings", "nav.settings"),
         ("/console/lists", "nav.lists"),

@@ -44,6 +44,8 @@ def _used_keys() -> set[str]:
     keys |= {f"col.{f}" for f in ("actor", "role", "action", "target", "dataset")}
     keys |= {f"proof.{s}" for s in ("leaf", "size", "root", "signature", "no_head", "failed")}
     keys |= {"action.ack", "action.resolve"}
+    keys |= {f"registrations.{k}" for k in ("accept", "review", "issue")}
+    keys |= {f"registrations.verdict.{k}" for k in ("accept", "refuse", "approve", "reject")}
     keys |= {f"lists.kind.{k}" for k in ("prohibited", "limited", "important")}
     dimensions = ("completeness", "validity", "uniqueness", "consistency", "timeliness")
     keys |= {f"quality.{d}" for d in dimensions}

@@ -1,0 +1,59 @@
+"""The registration procedure from the admin's console, over HTTP: a bureau applies
+(through the API, with an upload), the admin accepts and reviews in the console, the
+certificate is refused while publicity runs, and the bureau's page shows every step."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .conftest import Console, csrf_of
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_admin_takes_a_registration_through_its_steps(console: Console) -> None:
+    toml = (ROOT / "examples" / "visits.toml").read_text()
+    toml = toml.replace('id = "health.visits"', 'id = "health.outpatients"')
+    with console.api("bureau-health") as bureau:
+        upload = bureau.post(
+            "/v1/uploads?domain=health&filename=visits.csv",
+            content=(ROOT / "examples" / "visits.csv").read_bytes(),
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        assert upload.status_code == 201, upload.text
+        applied = bureau.post(
+            "/v1/registrations",
+            json={
+                "classification": toml,
+                "source": {"upload_id": upload.json()["upload_id"]},
+                "update_frequency": "monthly",
+            },
+        )
+        assert applied.status_code == 201, applied.text
+    app_id = applied.json()["id"]
+    with console.session("admin") as admin:
+        for step, fields, state in (
+            ("accept", {"verdict": "accept", "comment": ""}, "accepted"),
+            ("review", {"verdict": "approve", "comment": "classification checked"}, "publicity"),
+        ):
+            page = admin.get("/console/admin/registrations")
+            assert f'action="/console/admin/registrations/{app_id}/{step}"' in page.text
+            done = admin.post(
+                f"/console/admin/registrations/{app_id}/{step}",
+                data={"csrf": csrf_of(page.text), **fields},
+            )
+            assert done.status_code == 303, done.text
+            with console.api("admin") as api:
+                assert api.get(f"/v1/registrations/{app_id}").json()["state"] == state
+        page = admin.get("/console/admin/registrations")
+        early = admin.post(
+            f"/console/admin/registrations/{app_id}/issue", data={"csrf": csrf_of(page.text)}
+        )
+        assert early.status_code in (403, 409), early.text
+        assert re.search(r'class="rule">registration\.[a-z_]+<', early.text), early.text
+    with console.session("bureau-health") as bureau:
+        shown = bureau.get("/console/bureau/registrations").text
+        section = shown.split(app_id, 1)[1].split("</section>", 1)[0]
+        assert "classification checked" in section
+        assert "/console/admin/registrations" not in shown  # the admin's forms only
