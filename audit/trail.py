@@ -62,6 +62,7 @@ class AuditTrail:
         #: from submission to durable, after it succeeded (e.g. a latency histogram).
         #: A hook that raises is ignored: the entries are durable by then.
         self.append_observers: list[Callable[[float], None]] = []
+        self._checked: tuple[int, bytes] | None = None  # what verify() last found sound
 
     @classmethod
     def open(
@@ -316,7 +317,17 @@ class AuditTrail:
         return write_export(self, Path(out_dir))
 
     def verify(self, *, strict: bool = True) -> Report:
-        """Check the live store: chain, stored hashes, indexes, nodes and every tree head."""
-        from audit.livecheck import verify_store
+        """Check the live store: chain, stored hashes, indexes, nodes and every tree head.
 
-        return verify_store(self.store, self.keyring.public_keys(), strict=strict)
+        Entries a previous run of this trail found sound are not parsed again if the
+        chain still reaches the head it had after them (see
+        :func:`audit.livecheck.verify_store_again`); everything else is checked anew.
+        """
+        from audit.livecheck import verify_store_again
+
+        report, checked = verify_store_again(
+            self.store, self.keyring.public_keys(), strict=strict, checked=self._checked
+        )
+        if report.ok and strict:
+            self._checked = checked  # the next run parses only what came after
+        return report
