@@ -350,6 +350,25 @@ class SandboxClient:
             json={"classification": classification},
         )
 
+    def quality(self, dataset_id: str) -> dict[str, Any]:
+        """The dataset's quality report (newest version) and its history."""
+        return self._json("GET", f"/v1/datasets/{dataset_id}/quality")  # type: ignore[no-any-return]
+
+    def products(self) -> list[dict[str, Any]]:
+        """Data products you may see, with their usage counts."""
+        return self._json("GET", "/v1/products")  # type: ignore[no-any-return]
+
+    def run_product(
+        self, product_id: str, params: dict[str, Any], *, wait: bool = False
+    ) -> dict[str, Any]:
+        """Run a product you subscribe to: ``{"product", "subscription", "job"}``."""
+        return self._json(  # type: ignore[no-any-return]
+            "POST",
+            f"/v1/products/{product_id}/run",
+            params=self._params(wait=wait or None),
+            json={"params": params},
+        )
+
     def issue_grant(self, **terms: Any) -> dict[str, Any]:
         body = json.loads(json.dumps(terms, default=str))
         return self._json("POST", "/v1/grants", json=body)  # type: ignore[no-any-return]

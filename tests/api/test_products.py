@@ -341,3 +341,14 @@ def test_a_product_grant_never_serves_an_operators_own_queries(api: Api) -> None
     assert [g["id"] for g in under_product["grants"]] == [product_grant]
     refused = api.ok("op-insurer", "POST", "/v1/explain", json={"sql": free, "purpose": purpose})
     assert refused == {**refused, "accepted": False, "rule": "product.template"}
+
+
+def test_the_python_client(api: Api) -> None:
+    from sandbox.client import SandboxClient
+
+    with SandboxClient(str(api.client.base_url), api.tokens["op-insurer"]) as client:
+        assert client.quality("market.enterprises")["report"]["uniqueness"]["declared"] is True
+        mine = [p for p in client.products() if p["title"] == "Claims per district (insurer)"]
+        assert mine and mine[0]["usage"]["subscribers"] == 1
+        ran = client.run_product(mine[0]["id"], {"g": "M", "min_age": 40}, wait=True)
+        assert ran["job"]["state"] == "succeeded", ran
