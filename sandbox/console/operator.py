@@ -6,6 +6,7 @@ same audit entries); nothing here reads data the API would not give this account
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -223,6 +224,18 @@ def subscribe(
     )
     products_routes.subscribe(pid, body, request, actor, services)
     return RedirectResponse("/console/operator/products", status_code=303)
+
+
+@router.get("/jobs/{job_id}/receipt")
+def receipt(job_id: str, request: Request, actor: Operator, services: ServicesDep) -> Response:
+    """The signed release receipt as a JSON file (GET /v1/jobs/{id}/receipt); verify it
+    offline with `sandbox receipt verify`."""
+    signed = operator_routes.job_receipt(job_id, actor, request_meta(request), services)
+    return Response(
+        json.dumps(signed, ensure_ascii=False, indent=2),
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="{job_id}.receipt.json"'},
+    )
 
 
 @router.get("/budget")

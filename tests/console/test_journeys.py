@@ -207,6 +207,8 @@ def test_operator_explains_runs_charts_and_downloads(browser: Browser, console: 
         for fmt, magic in (("parquet", b"PAR1"), ("arrow", b"\xff\xff\xff\xff")):
             got = api.get(f"/console/operator/jobs/{job_id}/download?format={fmt}")
             assert got.status_code == 200 and got.content[:4] == magic, fmt
+        signed = api.get(f"/console/operator/jobs/{job_id}/receipt")
+        assert signed.status_code == 200 and signed.json()["signature"], signed.text
 
     # A held job can be cancelled from its page.
     sign_in(b, console, "op-bank")
