@@ -83,6 +83,8 @@ def test_quality_report_over_http(api: Api) -> None:
 def test_publication_is_refused_with_named_rules(api: Api) -> None:
     post = "/v1/products"
     api.refused("op-bank", "POST", post, 403, "product.role", json=_offer())
+    api.refused("admin", "POST", post, 403, "product.role", json=_offer())  # 管运分离
+    api.refused("auditor", "POST", "/v1/products/proposals", 403, "product.role", json=_offer())
     api.refused("bureau-market", "POST", post, 403, "domain.outside", json=_offer())
     api.refused(
         "bureau-health",
@@ -199,6 +201,8 @@ def test_a_product_from_publication_to_a_metered_run(api: Api) -> None:
     assert job["result"] is not None
     listed = {p["id"]: p for p in api.ok("op-insurer", "GET", "/v1/products")}
     assert listed[pid]["usage"] == {"runs": 1, "subscribers": 1}
+    audited = api.ok("auditor", "GET", f"/v1/products/{pid}")  # the auditor sees it all
+    assert [x["operator"] for x in audited["subscriptions"]] == ["op-planner"]
     usage = api.ok("op-planner", "GET", "/v1/usage", params={"operator": "op-planner"})
     charged = [u for u in usage if u["grant"] == approved["grant"]]
     assert charged and sum(u["query_fee_fen"] for u in charged) == 250
