@@ -84,6 +84,7 @@ async def submit_job(
             epsilon=body.epsilon,
             rid=meta.request_id,
             client=meta.client,
+            inline=wait,  # a small query runs in this pool thread (sandbox/jobs/desk.py)
         )
         return job, min(timeout, services.settings().sync_wait_s)
 

@@ -297,6 +297,14 @@ class Settings:
         runtime=True,
         help="Jobs one operator may have `queued` or `running` at once (`jobs.concurrency`, 429).",
     )
+    sync_inline_rows: int = setting(
+        1_000_000,
+        ge=0,
+        runtime=True,
+        help="A job submitted with `wait=true` whose query reads at most this many rows "
+        "(its cost bound, `max_rows_read`) runs at once in the request's thread (bounded "
+        "by `http_threads`) instead of waiting in the queue behind larger jobs; 0: never.",
+    )
     sync_wait_s: float = setting(
         10.0,
         gt=0,

@@ -150,10 +150,14 @@ class JobDesk:
         client: str | None,
         wait_s: float | None = None,
         epsilon: float | None = None,
+        inline: bool = False,
     ) -> Job:
         """Check and queue a job; with ``wait_s``, wait that long for its outcome.
 
         ``epsilon``: the ε the operator chose (checked now and again when the job runs).
+        ``inline``: the caller waits for the outcome; if the query reads at most
+        ``sync_inline_rows`` rows (its cost bound), it runs now in the calling thread
+        rather than behind the queue (where one operator's large job would hold it up).
         """
         limits = self.settings()
         if len(sql) > limits.max_sql_length:
@@ -187,6 +191,11 @@ class JobDesk:
             datasets=auth.prepared.parsed.datasets,
             epsilon=epsilon,
         )
+        small = auth.cost is not None and auth.cost.rows_total <= limits.sync_inline_rows
+        if inline and small:
+            done = self.runner.run_inline(job.id, Hint(actor, auth))
+            if done is not None:
+                return done
         self.runner.notify(job.id, Hint(actor, auth))
         if wait_s:
             job = self.runner.wait(job.id, min(wait_s, limits.sync_wait_s))

@@ -174,6 +174,15 @@ class JobRunner:
 
         return unwatch
 
+    def run_inline(self, job_id: str, hint: Hint) -> Job | None:
+        """Run a job queued here in this thread, through the store's states like any job
+        (None if another runner claimed it first)."""
+        job = None if self.runner_id is None else self.store.claim_job(job_id, self.runner_id)
+        if job is None:
+            return None
+        self._run(job, hint)
+        return self.store.get(job_id)
+
     def run_now(self, job_id: str) -> Job:
         """Run one queued job in the calling thread (the command line without a server)."""
         runner = self.runner_id or self.store.runners.register()

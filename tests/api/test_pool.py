@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import anyio.to_thread
@@ -45,5 +46,51 @@ def test_a_waiting_submission_leaves_the_pool_free_and_wakes_when_its_job_ends(
         early, done = asyncio.run(scenario())
         assert early is JobState.QUEUED  # the short wait timed out with the job's state
         assert done in (JobState.SUCCEEDED, JobState.AWAITING_REVIEW)
+    finally:
+        services.stop()
+
+
+def test_a_small_synchronous_query_runs_at_once_though_its_operator_s_share_is_busy(
+    tmp_path: Path,
+) -> None:
+    platform, tokens = build_deployment(tmp_path / "home")
+    settings = dataclasses.replace(platform.settings, job_workers=1)
+    platform.close()
+    services = Services(settings)
+    try:
+        services.start()
+        bank = services.platform.authority.authenticate(tokens["op-bank"])
+        desk, store, runner = services.desk, services.store, services.runner
+        # A job of the bank's holds its one worker share: claimed by this runner, running.
+        queued = store.create(
+            operator="op-bank",
+            sql=SQL,
+            purpose=None,
+            fmt="json",
+            client=None,
+            token_id=bank.token_id,
+            datasets=("market.enterprises",),
+        )
+        assert runner.runner_id is not None
+        assert store.claim_job(queued.id, runner.runner_id) is not None
+
+        def submit(n: int, inline: bool, wait_s: float | None = None) -> JobState:
+            sql = SQL.replace("1995", str(1990 + n))
+            job = desk.submit(
+                bank,
+                sql,
+                purpose=None,
+                fmt="json",
+                rid=f"r{n}",
+                client=None,
+                inline=inline,
+                wait_s=wait_s,
+            )
+            return job.state
+
+        # Behind the queue it waits its turn (the share is taken) ...
+        assert submit(1, inline=False, wait_s=1.0) is JobState.QUEUED
+        # ... a small synchronous query runs now, in this thread, as a job like any other.
+        assert submit(2, inline=True) in (JobState.SUCCEEDED, JobState.AWAITING_REVIEW)
     finally:
         services.stop()
