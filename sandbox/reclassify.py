@@ -10,10 +10,15 @@ next decision on every server sees it (the dataset version moved).
 
 from __future__ import annotations
 
+import sqlalchemy as sa
+
 from connectors.base import LoadedSource
 from policies import Actor
 from sandbox.core.classification import DatasetSpec, validate_against_schema
+from sandbox.core.db import dataset_versions
+from sandbox.core.timeutil import now_rfc3339
 from sandbox.enclave.catalog import DatasetRecord
+from sandbox.enclave.quality import measure_quality
 from sandbox.enclave.registry import Registration, _record, _write_files
 from sandbox.platform import Platform
 
@@ -42,6 +47,24 @@ def reclassify(
         current = platform.catalog.get(spec.id)
         schema = platform.enclave.table_schema(spec.domain, spec.table)
         typed = validate_against_schema(spec, schema)
+        # The same rows under new declarations: validity, uniqueness may change; the rows
+        # are as old as the version that loaded them (timeliness counts from then).
+        with platform.engine.connect() as conn:
+            earlier = conn.execute(
+                sa.select(dataset_versions.c.quality, dataset_versions.c.registered_at).where(
+                    dataset_versions.c.dataset_id == spec.id,
+                    dataset_versions.c.version == current.version,
+                )
+            ).first()
+        as_of = None if earlier is None else (earlier.quality or {}).get("data_as_of")
+        with platform.enclave.cursor() as cur:
+            quality = measure_quality(
+                cur,
+                typed,
+                k=platform.settings.k_floor,
+                evaluated_at=now_rfc3339(),
+                data_as_of=as_of or (None if earlier is None else earlier.registered_at),
+            )
         loaded = LoadedSource(current.connector, current.source_uri, current.source_sha256)
         with platform.engine.begin() as conn:
             row, certificate, _ = _record(
@@ -52,6 +75,7 @@ def reclassify(
                 current.row_count,
                 actor.name,
                 platform.signing_key(),
+                quality=quality,
             )
             platform.record(
                 **entry,

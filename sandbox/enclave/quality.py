@@ -96,11 +96,14 @@ def _partner(con: Any, table: str, column: str, target: str) -> PartnerCounts:
     return PartnerCounts(column, target, int(keys), int(matched))
 
 
-def measure_quality(con: Any, spec: DatasetSpec, *, k: int, evaluated_at: str) -> dict[str, Any]:
+def measure_quality(
+    con: Any, spec: DatasetSpec, *, k: int, evaluated_at: str, data_as_of: str | None = None
+) -> dict[str, Any]:
     """The quality report of the table ``spec`` names, as loaded on ``con``."""
     return build_report(
         quality_counts(con, spec),
         k=k,
         update_frequency=spec.update_frequency or DEFAULT_UPDATE_FREQUENCY,
         evaluated_at=evaluated_at,
+        data_as_of=data_as_of,
     )

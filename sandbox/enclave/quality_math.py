@@ -106,9 +106,17 @@ def _mean(rates: Sequence[float | None]) -> float | None:
 
 
 def build_report(
-    counts: QualityCounts, *, k: int, update_frequency: str, evaluated_at: str
+    counts: QualityCounts,
+    *,
+    k: int,
+    update_frequency: str,
+    evaluated_at: str,
+    data_as_of: str | None = None,
 ) -> dict[str, Any]:
-    """The certified report: counts and rates, small counts withheld, no timeliness."""
+    """The certified report: counts and rates, small counts withheld, no timeliness.
+
+    ``data_as_of``: when the rows were loaded (timeliness counts from it); the evaluation's
+    own time unless the rows are an earlier version's (a reclassification)."""
     rows = counts.rows
     completeness_cols: dict[str, Any] = {}
     null_rates: list[float | None] = []
@@ -178,6 +186,7 @@ def build_report(
             "partners": partners,
         },
         "update_frequency": update_frequency,
+        "data_as_of": data_as_of or evaluated_at,
     }
     report["score"] = score(report)
     return report

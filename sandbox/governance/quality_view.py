@@ -91,8 +91,9 @@ def _report_now(
     found: tuple[int, str, dict[str, Any]], now: datetime, hidden: frozenset[str], key: str
 ) -> dict[str, Any]:
     version, registered_at, report = found
+    loaded = str(report.get("data_as_of") or registered_at)  # reports before the key: its time
     shown = with_timeliness(
-        withhold(report, hidden, entity_key=key), datetime.fromisoformat(registered_at), now
+        withhold(report, hidden, entity_key=key), datetime.fromisoformat(loaded), now
     )
     if hidden:  # the certified score also counts the withheld items: not shown
         shown["certified_score"] = None

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import sqlalchemy as sa
 
 from audit.keys import load_public_keys
 from connectors.files import FileSource
 from sandbox.core.classification import parse_classification
+from sandbox.core.db import dataset_versions
 from sandbox.enclave.certificates import verify_certificate
 from sandbox.enclave.quality_math import report_sha256
 from sandbox.governance.quality_view import latest_quality, quality_history
@@ -137,3 +139,32 @@ def test_a_registration_measures_binds_and_keeps_its_report(
     assert history[0]["sha256"] == report_sha256(report)
     assert second["score"] == 100.0 and history[1]["score"] == 100.0
     assert history[0]["score"] < 100.0
+
+
+def test_a_reclassification_is_evaluated_anew_with_the_rows_age(
+    platform: Platform, tmp_path: Path
+) -> None:
+    from policies import Actor
+    from sandbox.reclassify import reclassify
+
+    staging = platform.settings.staging_dir
+    firms = parse_classification(FIRMS.replace('joinable = ["trade.payrolls.code"]\n', ""))
+    platform.register(firms, FileSource(_firms(tmp_path), staging))
+    narrower = parse_classification(
+        FIRMS.replace('joinable = ["trade.payrolls.code"]\n', "").replace(
+            "bounds = [0, 1000]", "bounds = [0, 100]"
+        )
+    )
+    reg = reclassify(platform, narrower, Actor.host("tests"))
+    with platform.engine.connect() as conn:
+        history = quality_history(conn, "trade.firms")
+        version, _, report = latest_quality(conn, "trade.firms")
+        first = conn.execute(
+            sa.select(dataset_versions.c.quality).where(dataset_versions.c.version == 1)
+        ).scalar_one()
+    assert version == reg.record.version == 2 and [h["version"] for h in history] == [1, 2]
+    staff = report["validity"]["columns"]["staff"]
+    assert first["validity"]["columns"]["staff"]["invalid"] is None  # one value: below k
+    assert staff["invalid"] >= 100  # values above 100 are out of the narrower bounds
+    assert report["data_as_of"] == first["data_as_of"]  # the same rows, as old as before
+    assert reg.certificate["certificate"]["quality"]["sha256"] == report_sha256(report)
