@@ -4,8 +4,9 @@ Each registered version carries the report the enclave computed while loading it
 (:mod:`sandbox.enclave.quality`; aggregates only, counts below k withheld), whose
 digest and score its signed certificate binds.  A read adds timeliness as of now (a
 version's age against its declared update frequency) and lists the history: every
-version's score and digest.  A version recorded by reclassification alone (no new
-data) has no report of its own: the view shows the newest version that has one.
+version's score and digest.  A version registered before quality evaluation existed has
+no report: the view shows the newest version that has one.  Timeliness counts from the
+report's ``data_as_of`` (a reclassification keeps the rows' own age).
 Reading is the catalog's ``catalog.read`` decision, recorded.
 
 Items on the negative list (prohibited) are never released, not even in aggregate: a
