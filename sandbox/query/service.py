@@ -73,8 +73,8 @@ from sandbox.query.lineage import BaseColumn
 from sandbox.query.negative_rules import important_datasets, important_release
 from sandbox.query.noise import NoiseSource
 from sandbox.query.parse import attempted_sql, parse_query
-from sandbox.query.product_guard import check_product_query
 from sandbox.query.plan_cache import PlanCache, access_key
+from sandbox.query.product_guard import check_product_query
 from sandbox.query.receipts import issue_receipt
 from sandbox.query.release import (
     Prepared,
