@@ -12,8 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sandbox.core.access import DatasetAccess
-from sandbox.core.classification import DatasetSpec
 from sandbox.core.errors import (
     BudgetExhausted,
     Forbidden,
@@ -310,18 +308,6 @@ class Decision:
     def k(self) -> int | None:
         """The minimum group size that applies: the largest k of the grants used."""
         return max((g.k for g in self.grants), default=None)
-
-    def dataset_access(self, specs: Mapping[str, DatasetSpec]) -> dict[str, DatasetAccess]:
-        """What the query guard needs per dataset, from the grants this decision used."""
-        return {
-            g.dataset: DatasetAccess(
-                spec=specs[g.dataset],
-                max_level=g.max_level,
-                columns=g.columns,
-                groupable=g.groupable,
-            )
-            for g in self.grants
-        }
 
     def error(self) -> SandboxError:
         """The error the caller sees: the rule's, or not-found when the rule would tell it
