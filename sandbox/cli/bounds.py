@@ -1,6 +1,7 @@
 """`sandbox dataset propose-bounds`: C, G and clamping bounds from DP quantiles.
 
-The bureau's (or the host console's) command: it spends a small owner-side ε, recorded
+The owning bureau's command (``--token``; the host console, an admin, is refused
+``dataset.classify``): it spends a small owner-side ε, recorded
 in the audit trail before anything is read, and prints a TOML snippet for the
 classification, or with ``--write`` records it as the dataset's new classification
 (a reclassification: a new version and certificate).  See

@@ -230,7 +230,8 @@ def propose_bounds(
 ) -> BoundsProposal:
     """Spend ``epsilon`` (recorded first) and propose C, G and clamping bounds for ``dataset``.
 
-    Only who may reclassify the dataset (its bureau, or the host console) may ask: the
+    Only who may reclassify the dataset (its owning bureau; never an admin, the host
+    console included: separation of duties, ``policies/enforcer.py``) may ask: the
     decision is ``dataset.classify`` on it.  Every refusal is audited with its rule; a
     failure after the spend is recorded keeps the spend.
     """
