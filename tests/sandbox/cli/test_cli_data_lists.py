@@ -11,6 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from policies import Actor, Administration, Use
+from sandbox.core.data_controls import ItemKind
+from sandbox.core.settings import Settings
+from sandbox.governance.applications import Applications, Asked
+from sandbox.governance.data_lists import DataLists
+from sandbox.platform import Platform
 from tests.conftest import build_deployment
 
 
@@ -64,13 +70,20 @@ def test_important_data_and_co_approval(home: tuple[Path, dict[str, str]]) -> No
     out = ok(path, "dataset", "important", "mark", "market.enterprises", "--reason", "registry",
              token=tokens["bureau-market"])  # fmt: skip
     assert "market.enterprises is important" in out
-    ok(path, "negative-list", "add", "health.claims.diagnosis_code", "--kind", "limited",
-       "--reason", "diagnoses")  # fmt: skip
-    out = ok(path, "grant", "apply", "health.claims", "--purpose", "diagnosis-study",
-             "--purpose-text", "claims by diagnosis", "--column", "age", "--column",
-             "diagnosis_code", "--days", "30", "--use", "public_interest",
-             token=tokens["op-insurer"])  # fmt: skip
-    app_id = out.split()[1].rstrip(":")
+    # The operator's application, waiting for both approvals (made in-process: the
+    # commands it uses are tested in test_cli_governance.py).
+    platform = Platform(Settings(home=path, threads=2))
+    try:
+        DataLists(platform).add(Actor.host("test"), ItemKind.LIMITED,
+                                "health.claims.diagnosis_code", reason="diagnoses")  # fmt: skip
+        operator = platform.authority.authenticate(tokens["op-insurer"])
+        admin = Administration(platform.authority, k_floor=platform.settings.k_floor)
+        asked = Asked(dataset="health.claims", purpose_code="diagnosis-study",
+                      purpose_text="claims by diagnosis", columns=("age", "diagnosis_code"),
+                      duration_days=30, use=Use.PUBLIC_INTEREST)  # fmt: skip
+        app_id = Applications(platform, admin).apply(operator, asked)["id"]
+    finally:
+        platform.close()
     refused(path, "negative.limited", "grant", "approve", app_id, token=tokens["bureau-health"])
     assert "co-approved" in ok(path, "grant", "co-approve", app_id, "--reason", "public health")
     ok(path, "grant", "approve", app_id, token=tokens["bureau-health"])
