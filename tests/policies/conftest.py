@@ -3,10 +3,16 @@ of demo accounts and grants on it, at a fixed time, on SQLite or a real PostgreS
 
 from __future__ import annotations
 
+import atexit
+import copy
+import functools
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -96,11 +102,34 @@ def control_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'control.db'}"
 
 
+@functools.cache
+def _sqlite_template() -> tuple[Path, dict[str, str], list[dict[str, Any]]]:
+    """The demo world built once per test process on SQLite: the database file, its tokens
+    and the entries its building recorded (each SQLite world starts as a copy of it)."""
+    root = Path(tempfile.mkdtemp(prefix="policies-world-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    worlds = build_world(f"sqlite:///{root / 'control.db'}")
+    world = next(worlds)
+    made = (root / "control.db", dict(world.tokens), copy.deepcopy(world.recorder.entries))
+    next(worlds, None)  # past its yield: the world is closed, its engine disposed
+    return made
+
+
+def sqlite_world(path: Path) -> Iterator[World]:
+    """The demo world on SQLite at ``path``: a copy of this process's template, its
+    recorder holding what building the world recorded (as if built here)."""
+    template, tokens, entries = _sqlite_template()
+    for suffix in ("", "-wal"):
+        if Path(f"{template}{suffix}").exists():
+            shutil.copyfile(f"{template}{suffix}", f"{path}{suffix}")
+    yield from build_world(f"sqlite:///{path}", tokens=tokens, entries=copy.deepcopy(entries))
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def any_world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
     """The demo world on SQLite and on PostgreSQL."""
     if request.param == "sqlite":
-        yield from build_world(f"sqlite:///{tmp_path / 'control.db'}")
+        yield from sqlite_world(tmp_path / "control.db")
         return
     import psycopg
 
@@ -154,13 +183,17 @@ class World:
         return found[0].id
 
 
-def build_world(url: str, tokens: dict[str, str] | None = None) -> Iterator[World]:
-    """A world on ``url``; with ``tokens``, the database already holds it (a template copy)."""
+def build_world(
+    url: str, tokens: dict[str, str] | None = None, entries: list[dict[str, Any]] | None = None
+) -> Iterator[World]:
+    """A world on ``url``; with ``tokens``, the database already holds it (a template copy),
+    and ``entries`` are what building it recorded."""
     engine = open_control_db(url)
     if tokens is None:
         add_catalog_rows(engine)
     clock = Clock()
     recorder = MemoryRecorder()
+    recorder.entries.extend(entries or [])
     authority = Authority(engine, recorder=recorder, clock=clock)
     admin = Administration(authority, k_floor=10)
     host = Actor.host("tester")
@@ -172,13 +205,12 @@ def build_world(url: str, tokens: dict[str, str] | None = None) -> Iterator[Worl
 
 
 @pytest.fixture
-def world(sqlite_url: str) -> Iterator[World]:
+def world(tmp_path: Path) -> Iterator[World]:
     """The demo world on SQLite."""
-    yield from build_world(sqlite_url)
+    yield from sqlite_world(tmp_path / "control.db")
 
 
 @pytest.fixture(scope="module")
 def shared_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """One demo world for a module of read-only decisions (do not change it)."""
-    path = tmp_path_factory.mktemp("world") / "control.db"
-    yield from build_world(f"sqlite:///{path}")
+    yield from sqlite_world(tmp_path_factory.mktemp("world") / "control.db")
