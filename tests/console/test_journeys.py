@@ -76,13 +76,6 @@ def main_page(b: Browser, role: str) -> None:
     """Screenshots of a role's main page at 1280 px and 390 px; nothing wider than 390 px;
     every control labelled, every text at 4.5:1 contrast; the keyboard reaches the content."""
     driver = b.driver
-    assert driver.execute_script(A11Y) == []
-    body = driver.find_element(By.TAG_NAME, "body")
-    body.send_keys(Keys.TAB)  # the first stop is the skip link, and it leads to the content
-    skip = driver.switch_to.active_element
-    assert skip.get_attribute("class") == "skip"
-    skip.send_keys(Keys.ENTER)
-    assert driver.switch_to.active_element.get_attribute("id") == "main"
     driver.save_screenshot(str(b.shots / f"{role}-1280.png"))
     target = readme_shots()
     if target is not None:
@@ -97,6 +90,13 @@ def main_page(b: Browser, role: str) -> None:
         assert overflow <= 0, f"the {role} page scrolls sideways by {overflow}px at 390 px"
     finally:
         driver.set_window_size(1280, 900)
+    assert driver.execute_script(A11Y) == []
+    body = driver.find_element(By.TAG_NAME, "body")
+    body.send_keys(Keys.TAB)  # the first stop is the skip link, and it leads to the content
+    skip = driver.switch_to.active_element
+    assert skip.get_attribute("class") == "skip"
+    skip.send_keys(Keys.ENTER)
+    assert driver.switch_to.active_element.get_attribute("id") == "main"
 
 
 def test_operator_applies_for_a_grant(browser: Browser, console: Console) -> None:
@@ -128,10 +128,7 @@ def test_bureau_approves_reviews_and_suspends(browser: Browser, console: Console
     Select(row.find_element(By.CSS_SELECTOR, "select[name=release_mode]")).select_by_value("dp")
     row.find_element(By.CSS_SELECTOR, "form[action$='/approve'] button").click()
     wait(b).until(ec.url_contains("/console/bureau/grants"))
-    mine = [
-        r for r in b.driver.find_elements(By.CSS_SELECTOR, "tbody tr") if "op-planner" in r.text
-    ]
-    assert any("health.claims" in r.text and "有效" in r.text for r in mine)
+    assert "有效" in _row(b, "op-planner").text
 
     go(b, console, "/console/bureau/reviews")
     b.driver.find_element(By.LINK_TEXT, held["id"]).click()
@@ -215,8 +212,8 @@ def test_operator_explains_runs_charts_and_downloads(browser: Browser, console: 
     go(b, console, "/console/operator/query")
     find(b, "#sql").send_keys(CANCEL_SQL)
     find(b, "#run-button").click()
-    wait(b).until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, "#job-state"), "待审核"))
-    find(b, "#cancel-button").click()
+    # Held: the page reloads once the state settles (the poll's fragment says so first).
+    reload_after(b, find(b, "#job[data-state='awaiting_review'] #cancel-button"))
     wait(b).until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, "#job-state"), "已取消"))
 
 
