@@ -33,6 +33,7 @@ __all__ = [
     "Form",
     "csrf_token",
     "form_of",
+    "over_https",
     "require_role",
     "set_cookie",
     "signed_in",
@@ -49,6 +50,17 @@ def csrf_token(secret: str) -> str:
     return hmac.new(secret.encode(), b"sandbox-console-csrf", hashlib.sha256).hexdigest()[:32]
 
 
+def over_https(request: Request) -> bool:
+    """The request came over https: to this server, or to a TLS proxy in front of it
+    (``X-Forwarded-Proto: https``; ``sandbox serve`` runs uvicorn without proxy headers).
+
+    The header is believed from anyone: it can only add ``Secure``, and a browser then
+    sends the cookie over https only, which takes nothing from anybody else.
+    """
+    forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    return request.scope.get("scheme") == "https" or forwarded == "https"
+
+
 def set_cookie(request: Request, response: Response, name: str, value: str) -> None:
     """A console cookie: HttpOnly, SameSite=Strict, Secure when the request came over https."""
     response.set_cookie(
@@ -56,7 +68,7 @@ def set_cookie(request: Request, response: Response, name: str, value: str) -> N
         value,
         httponly=True,
         samesite="strict",
-        secure=request.scope.get("scheme") == "https",
+        secure=over_https(request),
         path="/console",
     )
 

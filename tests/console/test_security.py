@@ -233,8 +233,14 @@ def test_the_cookie_is_secure_over_https() -> None:
 
     from sandbox.console.session import set_cookie
 
-    for scheme, secure in (("https", True), ("http", False)):
-        request = Request({"type": "http", "scheme": scheme, "path": "/", "headers": []})
+    cases = (
+        ("https", [], True),
+        ("http", [], False),
+        ("http", [(b"x-forwarded-proto", b"https")], True),  # behind a TLS proxy
+        ("http", [(b"x-forwarded-proto", b"http")], False),
+    )
+    for scheme, headers, secure in cases:
+        request = Request({"type": "http", "scheme": scheme, "path": "/", "headers": headers})
         response = Response()
         set_cookie(request, response, "sbx_console", "value")
         header = response.headers["set-cookie"].lower()
