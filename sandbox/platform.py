@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -24,6 +25,8 @@ from policies.admin import migrate_release_modes
 from sandbox.core.classification import DatasetSpec
 from sandbox.core.db import open_control_db
 from sandbox.core.errors import AuditUnavailable, EnclaveError, SandboxError
+from sandbox.core.home_keys import create_home_keys, open_home_keyring
+from sandbox.core.keyring import Keyring as DataKeyring
 from sandbox.core.settings import Settings
 from sandbox.enclave.catalog import Catalog
 from sandbox.enclave.demo_data import demo_sources
@@ -39,6 +42,8 @@ class Platform:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._creating = False
+        self.created_master_key: Path | None = None
+        """The master key file ``init`` generated (to tell the user where it is), if any."""
 
     # -- components ------------------------------------------------------------------------
 
@@ -49,11 +54,20 @@ class Platform:
             from sandbox.startup import check_control_file
 
             check_control_file(self)
+            _ = self.data_keys  # an encrypted home opens only with its master key
         return open_control_db(self.settings.control_db_url)
 
     @cached_property
     def enclave(self) -> Enclave:
-        return Enclave.from_settings(self.settings)
+        return Enclave.from_settings(self.settings, self.enclave_key())
+
+    @cached_property
+    def data_keys(self) -> DataKeyring | None:
+        """The home's data keys (None: a home without encryption at rest)."""
+        return open_home_keyring(self.settings)
+
+    def enclave_key(self) -> bytes | None:
+        return None if self.data_keys is None else self.data_keys.active("enclave").key
 
     @cached_property
     def keyring(self) -> KeyRing:
@@ -156,6 +170,7 @@ class Platform:
         ):
             directory.mkdir(exist_ok=True)
         self.keyring.ensure()
+        self.created_master_key = create_home_keys(self.settings)
         self.enclave.create()
         self._creating = True  # the one place that may create the control-plane database
         try:

@@ -40,7 +40,9 @@ class ServerPlatform(Platform):
 
     @cached_property
     def enclave(self) -> SharedEnclave:
-        return SharedEnclave.for_server(self.settings, progress_cursors=self.progress_cursors)
+        return SharedEnclave.for_server(
+            self.settings, progress_cursors=self.progress_cursors, encryption_key=self.enclave_key()
+        )
 
 
 class Services:
@@ -86,7 +88,7 @@ class Services:
 
     @cached_property
     def store(self) -> JobStore:
-        return JobStore(self.platform.engine)
+        return JobStore(self.platform.engine, self.platform.data_keys)
 
     @cached_property
     def runner(self) -> JobRunner:

@@ -177,7 +177,7 @@ def check_enclave_contents(platform: Platform) -> None:
     except EnclaveBusy:
         raise
     except EnclaveError as exc:
-        if exc.rule and exc.rule.startswith("startup."):
+        if exc.rule and exc.rule.startswith(("startup.", "keys.")):
             raise
         raise _fail(
             "enclave",
@@ -189,7 +189,9 @@ def check_enclave_contents(platform: Platform) -> None:
 def _check_enclave_contents(platform: Platform, path: Path) -> None:
     with platform.enclave.cursor() as cur:
         try:
-            size = cur.execute("PRAGMA database_size").fetchone()
+            size = cur.execute(
+                "SELECT * FROM pragma_database_size() WHERE database_name = current_database()"
+            ).fetchone()
             tables = {
                 f"{schema}.{name}"
                 for schema, name in cur.execute(

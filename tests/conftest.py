@@ -110,6 +110,13 @@ def _make_deployment(home: Path) -> dict[str, str]:
         plat.close()
 
 
+def copy_master_key(template: Path, home: Path) -> None:
+    """Copy a home's master key file (kept beside the home, not in it) along with it."""
+    key = template.parent / f"{template.name}.master.key"
+    if key.exists():
+        shutil.copy2(key, home.parent / f"{home.name}.master.key")
+
+
 @functools.cache
 def _deployment_template() -> tuple[Path, dict[str, str]]:
     """One demo deployment per test process, built on first use and copied by every
@@ -132,6 +139,7 @@ def build_deployment(home: Path):  # type: ignore[no-untyped-def]
     template, tokens = _deployment_template()
     home.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(template, home)
+    copy_master_key(template, home)
     return Platform(Settings(home=home, threads=2)), dict(tokens)
 
 

@@ -34,7 +34,7 @@ class Reviewing:
 
     def __init__(self, platform: Platform, service: QueryService) -> None:
         self.platform = platform
-        self.store = JobStore(platform.engine)
+        self.store = JobStore(platform.engine, platform.data_keys)
         self.runner = JobRunner(
             platform, service, self.store, workers=1, result_ttl_s=lambda: 3600.0, poll_s=0.1
         )

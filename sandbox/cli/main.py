@@ -29,6 +29,7 @@ from sandbox.cli.governance import catalog_app, registration_app
 from sandbox.cli.grant_applications import add_grant_application_commands
 from sandbox.cli.grants import grant_app
 from sandbox.cli.job import job_app
+from sandbox.cli.keys import keys_app
 from sandbox.cli.operations import freeze, statement, unfreeze, usage
 from sandbox.cli.products import product_app
 from sandbox.cli.quality import quality_command
@@ -66,6 +67,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(receipt_app, name="receipt")
 app.add_typer(job_app, name="job")
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(keys_app, name="keys")
 app.command()(query)
 app.command()(freeze)
 app.command()(unfreeze)
@@ -97,6 +99,15 @@ def init(ctx: typer.Context) -> None:
     platform.init()
     key = platform.keyring.active()
     typer.echo(f"home {platform.settings.home} ready; platform key {key.key_id}")
+    _tell_master_key(platform)
+
+
+def _tell_master_key(platform: "Platform") -> None:
+    if platform.created_master_key is not None:
+        typer.echo(
+            f"master key: {platform.created_master_key} (mode 0600); back it up apart from "
+            "the home: without it the encrypted data cannot be read"
+        )
 
 
 @app.command("demo-data")
@@ -107,6 +118,7 @@ def demo_data(
     """Generate and register the four demo datasets (deterministic)."""
     platform = _platform(ctx)
     platform.init()
+    _tell_master_key(platform)
     for reg in platform.load_demo_data(scale):
         rows = counted(reg.record.row_count, "row")
         typer.echo(f"registered {reg.record.id} v{reg.record.version}: {rows}")

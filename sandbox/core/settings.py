@@ -95,6 +95,24 @@ class Settings:
         "control plane).",
         default_text="`sqlite:///HOME/audit.db`",
     )
+    encrypt_at_rest: bool = setting(
+        True,
+        help="`sandbox init` creates an encrypted home: the enclave file, held results, "
+        "cached releases and staged uploads are encrypted under data keys in "
+        "`HOME/datakeys.json`, wrapped by the master key (docs/operations.md, encryption). "
+        "A home that has `datakeys.json` is always opened encrypted.",
+    )
+    master_key_file: str = setting(
+        "",
+        help="The master key file (base64, mode 0600 or stricter; a looser mode is refused). "
+        "Keep it out of the home's backups.",
+        default_text="`HOME.master.key` (beside the home, not in it)",
+    )
+    master_key_env: str = setting(
+        "",
+        help="Name of an environment variable holding the master key (base64); when set it "
+        "is used instead of `master_key_file`.",
+    )
     memory_limit: str = setting("2GB", help="DuckDB `memory_limit` of the enclave connections.")
     threads: int = setting(
         _CORES,

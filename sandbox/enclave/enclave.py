@@ -36,6 +36,7 @@ from sandbox.core.errors import (
 )
 from sandbox.core.settings import Settings
 from sandbox.core.wording import counted
+from sandbox.enclave.encrypted import cursor_of, open_connection
 
 __all__ = ["LIMITS_MESSAGE", "LOCKDOWN", "Enclave", "limits_failure"]
 
@@ -74,8 +75,10 @@ class Enclave:
         threads: int = 2,
         timeout_s: float = 30.0,
         max_result_rows: int = 10_000,
+        encryption_key: bytes | None = None,
     ) -> None:
         self.path = Path(path)
+        self.encryption_key = encryption_key
         self.memory_limit = memory_limit
         self.threads = threads
         self.timeout_s = timeout_s
@@ -86,13 +89,14 @@ class Enclave:
         self._writing = False
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Enclave:
+    def from_settings(cls, settings: Settings, encryption_key: bytes | None = None) -> Enclave:
         return cls(
             settings.enclave_path,
             memory_limit=settings.memory_limit,
             threads=settings.threads,
             timeout_s=settings.query_timeout_s,
             max_result_rows=settings.max_result_rows,
+            encryption_key=encryption_key,
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -120,7 +124,9 @@ class Enclave:
                 rule="enclave.missing",
             )
         try:
-            con = duckdb.connect(str(self.path), read_only=read_only, config=config)
+            con = open_connection(
+                self.path, read_only=read_only, config=config, key=self.encryption_key
+            )
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise EnclaveBusy(
@@ -149,7 +155,7 @@ class Enclave:
             self._gate.wait_for(lambda: not self._writing)
             if self._reader is None:
                 self._reader = self._connect(read_only=True)
-            cur = self._reader.cursor()
+            cur = cursor_of(self._reader, self.encryption_key)
             self._active += 1
         try:
             yield cur

@@ -38,6 +38,7 @@ import duckdb
 from sandbox.core.errors import Conflict, EnclaveBusy, EnclaveError, QueryTimeout
 from sandbox.core.settings import Settings
 from sandbox.enclave.enclave import LOCKDOWN, Enclave
+from sandbox.enclave.encrypted import cursor_of, open_connection
 
 __all__ = ["JobSlot", "SharedEnclave", "current_slot", "exclusive_with_servers", "job_slot"]
 
@@ -184,10 +185,13 @@ class SharedEnclave(Enclave):
         self._stop = threading.Event()
 
     @classmethod
-    def for_server(cls, settings: Settings, *, progress_cursors: int) -> SharedEnclave:
+    def for_server(
+        cls, settings: Settings, *, progress_cursors: int, encryption_key: bytes | None = None
+    ) -> SharedEnclave:
         return cls(
             settings.enclave_path,
             progress_cursors=progress_cursors,
+            encryption_key=encryption_key,
             memory_limit=settings.memory_limit,
             threads=settings.threads,
             timeout_s=settings.query_timeout_s,
@@ -206,7 +210,7 @@ class SharedEnclave(Enclave):
             )
         config = dict(LOCKDOWN, memory_limit=self.memory_limit, threads=self.threads)
         try:
-            con = duckdb.connect(str(self.path), read_only=True, config=config)
+            con = open_connection(self.path, read_only=True, config=config, key=self.encryption_key)
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise EnclaveBusy(
@@ -224,7 +228,7 @@ class SharedEnclave(Enclave):
             ) from None
         # Progress must be switched on per connection, before the configuration is locked.
         for _ in range(self.progress_cursors):
-            cur = con.cursor()
+            cur = cursor_of(con, self.encryption_key)
             for statement in _PROGRESS_SETTINGS:
                 cur.execute(statement)
             self._free.append(cur)
@@ -299,7 +303,7 @@ class SharedEnclave(Enclave):
             if slot is not None and self._free:
                 cur = self._free.pop()
             else:
-                cur = self._reader.cursor()
+                cur = cursor_of(self._reader, self.encryption_key)
             self._active += 1
         try:
             if slot is not None:

@@ -32,6 +32,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from sandbox.core.db import metadata
 from sandbox.core.errors import Conflict, NotFound
+from sandbox.core.keyring import Keyring
+from sandbox.core.sealed import open_blob, seal_blob
 from sandbox.core.timeutil import to_rfc3339
 from sandbox.jobs.registry import RunnerRegistry
 from sandbox.jobs.states import ACTIVE_STATES, FINAL_STATES, JobState
@@ -129,8 +131,10 @@ class StoredResult:
 class JobStore:
     """Data access for jobs and results (SQLite or PostgreSQL); runners in ``.runners``."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, keys: Keyring | None = None) -> None:
         self.engine = engine
+        self.keys = keys
+        """The home's data keys: results are stored sealed (None: a home without encryption)."""
         metadata.create_all(engine, tables=[jobs, job_results, job_runners])
         self.runners = RunnerRegistry(engine)
         """The server processes that run jobs (:mod:`sandbox.jobs.registry`)."""
@@ -397,7 +401,7 @@ class JobStore:
                     sa.insert(job_results).values(
                         job_id=job_id,
                         kind=result.kind,
-                        data=result.data,
+                        data=seal_blob(self.keys, result.data, f"job_results:{job_id}"),
                         cache_key=result.cache_key,
                         groups_suppressed=result.groups_suppressed,
                         epsilon=result.epsilon,
@@ -443,7 +447,7 @@ class JobStore:
             return None
         return StoredResult(
             kind=row.kind,
-            data=bytes(row.data),
+            data=open_blob(self.keys, bytes(row.data), f"job_results:{job_id}"),
             cache_key=row.cache_key,
             groups_suppressed=row.groups_suppressed,
             epsilon=row.epsilon,

@@ -59,6 +59,7 @@ from sandbox.core.errors import (
     SandboxError,
 )
 from sandbox.core.product_tables import PRODUCT_PURPOSE_PREFIX
+from sandbox.core.sealed import open_blob, seal_blob
 from sandbox.core.timeutil import to_rfc3339
 from sandbox.core.wording import counted
 from sandbox.enclave.catalog import DatasetRecord
@@ -758,7 +759,8 @@ class QueryService:
             row = conn.execute(sa.select(release_cache).where(release_cache.c.key == key)).first()
         if row is None:
             return None
-        table = pa.ipc.open_stream(io.BytesIO(row.result)).read_all()
+        data = open_blob(self.platform.data_keys, bytes(row.result), f"release_cache:{key}")
+        table = pa.ipc.open_stream(io.BytesIO(data)).read_all()
         return QueryResult(table, {**row.meta, "cached": True}, row.receipt)
 
     def _commit(
@@ -844,7 +846,9 @@ class QueryService:
                 key=key,
                 operator=actor.name,
                 created_at=to_rfc3339(now),
-                result=sink.getvalue().to_pybytes(),
+                result=seal_blob(
+                    self.platform.data_keys, sink.getvalue().to_pybytes(), f"release_cache:{key}"
+                ),
                 meta=meta,
                 receipt=receipt,
             )

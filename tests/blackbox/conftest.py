@@ -99,6 +99,9 @@ def make_demo_home(home: Path) -> DemoHome:
     """A demo home made by ``sandbox demo --scale 0.001`` and the demo tokens it wrote: a
     copy of the one this process made (the same tokens and key in every copy)."""
     shutil.copytree(_demo_template(), home)
+    key = _demo_template().parent / "home.master.key"  # beside the home, not in it
+    if key.exists():
+        shutil.copy2(key, home.parent / f"{home.name}.master.key")
     tokens = json.loads((home / "demo-tokens.json").read_text())
     return DemoHome(home, tokens)
 

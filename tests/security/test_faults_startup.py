@@ -130,6 +130,8 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Out
     for name, case in CASES.items():
         home = root / name / "home"
         shutil.copytree(root / "pristine", home)
+        if (root / "pristine.master.key").exists():  # the master key lives beside the home
+            shutil.copy2(root / "pristine.master.key", home.parent / "home.master.key")
         case.damage(home)
         if case.lock is not None:
             holder = sqlite3.connect(home / case.lock, isolation_level=None)

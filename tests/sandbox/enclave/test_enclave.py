@@ -47,6 +47,14 @@ LOCKDOWN_CASES = {
 
 @pytest.mark.parametrize("name", sorted(LOCKDOWN_CASES))
 def test_lockdown_refuses(demo_platform, name: str) -> None:
+    if name == "attach_memory" and demo_platform.enclave.encryption_key is not None:
+        # The encrypted enclave is attached to a writable in-memory instance, which allows
+        # an in-memory ATTACH (nothing outside the process; sandbox/enclave/encrypted.py).
+        demo_platform.enclave.query(LOCKDOWN_CASES[name])
+        demo_platform.enclave.query("DETACH other")
+        with pytest.raises(SandboxError):
+            demo_platform.enclave.query("ATTACH '/tmp/sandbox-other-h.db' AS other_file")
+        return
     with pytest.raises(SandboxError):
         demo_platform.enclave.query(LOCKDOWN_CASES[name])
 
@@ -70,7 +78,15 @@ def test_settings_are_locked_and_applied(demo_platform) -> None:
         "SELECT current_setting('enable_external_access'), current_setting('lock_configuration'),"
         " current_setting('autoload_known_extensions'), current_setting('access_mode')"
     ).to_pylist()
-    assert list(rows[0].values()) == [False, True, False, "read_only"]
+    if demo_platform.enclave.encryption_key is None:
+        assert list(rows[0].values()) == [False, True, False, "read_only"]
+        return
+    # Encrypted: the file is attached READ_ONLY to an in-memory instance, the only database.
+    assert list(rows[0].values())[:3] == [False, True, False]
+    databases = demo_platform.enclave.query(
+        "SELECT database_name, readonly, encrypted FROM duckdb_databases() WHERE NOT internal"
+    ).to_pylist()
+    assert databases == [{"database_name": "enclave", "readonly": True, "encrypted": True}]
 
 
 def test_aggregate_query_runs(demo_platform) -> None:
@@ -147,9 +163,12 @@ def test_enclave_held_by_another_process_is_busy(platform) -> None:
         [
             sys.executable,
             "-c",
-            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1] if sys.argv[2] == '-' "
+            "else ':memory:'); sys.argv[2] == '-' or c.execute('SET force_mbedtls_unsafe = true')"
+            ".execute(f\"ATTACH '{sys.argv[1]}' AS e (ENCRYPTION_KEY '{sys.argv[2]}')\"); "
             "print('ready', flush=True); time.sleep(30)",
             str(path),
+            key.hex() if (key := platform.enclave.encryption_key) else "-",
         ],
         stdout=subprocess.PIPE,
         text=True,
