@@ -38,9 +38,10 @@ serve: install
 clean-demo:
 	rm -rf "$(HOME_DIR)"
 
-## test: the whole suite, bounded (PostgreSQL tests need initdb; .ci/run installs it)
+## test: the whole suite, bounded (PostgreSQL tests need initdb; .ci/run installs it);
+## it lists its 15 slowest steps (setup included): the suite must stay under 15 minutes
 test: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" --durations=15
 
 ## test-long: everything, with the long variants (slow tests, more fuzzing examples)
 test-long: install
