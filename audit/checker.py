@@ -44,6 +44,10 @@ PROBLEM_KINDS = {
     "truncated": "a signed tree head covers entries that are missing",
     "consistency": "two signed tree heads are not consistent (the log was forked)",
     "uncovered": "export only: entries after the newest signed tree head",
+    "checkpoint": "export only: the checkpoint is unreadable, not signed by a log key, or "
+    "has another root than the entries",
+    "witness": "export only, under a witness policy: the checkpoint lacks the policy's "
+    "quorum of valid witness cosignatures",
     "manifest": "export only: manifest.json disagrees with the entries or the signed heads",
     "receipt": "export only: a receipt given to check does not verify, or its promise was not "
     "kept (its entry or group is missing, altered or not covered by a signed tree head)",

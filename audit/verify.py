@@ -32,6 +32,8 @@ from audit.keys import KeyRingError, read_public_keys
 from audit.merkle import root_from_leaves
 from audit.receipts import Receipt, verify_receipt
 from audit.signing import TreeHead
+from audit.witness_policy import WitnessPolicy
+from audit.witnessed import checkpoint_problems
 
 __all__ = ["verify_export"]
 
@@ -44,6 +46,7 @@ def verify_export(
     trusted_heads: Sequence[TreeHead] = (),
     receipts: Sequence[Receipt] = (),
     strict: bool = True,
+    witness_policy: WitnessPolicy | None = None,
 ) -> Report:
     """Verify the export in ``directory``; raises :class:`ExportError` if it is unreadable.
 
@@ -52,7 +55,9 @@ def verify_export(
     own.  ``strict`` is accepted for compatibility and changes nothing: the full
     entry check that it used to switch on is always made.  Each of ``receipts`` must
     verify with the same keys and its promise must be kept by the export (problem
-    kind ``receipt``, see :func:`receipt_problems`).
+    kind ``receipt``, see :func:`receipt_problems`).  The export's ``checkpoint`` file, if
+    any, must agree with the entries; under ``witness_policy`` it must exist and carry
+    the policy's quorum of witness cosignatures (:mod:`audit.witnessed`).
     """
     del strict  # always strict since the default check refuses duplicate keys
     directory = Path(directory)
@@ -94,6 +99,12 @@ def verify_export(
             checker.problem("receipt", f"receipt for entry {receipt.seq}: {message}", receipt.seq)
     for message in _manifest_problems(manifest, heads, len(heads) + len(bad_lines), report):
         checker.problem("manifest", f"manifest.json {message}")
+    found_cp, cp_warnings = checkpoint_problems(
+        directory, public_keys, checker.tree.root, checker.size, witness_policy
+    )
+    for kind, message in found_cp:
+        checker.problem(kind, message)
+    warnings.extend(cp_warnings)
     report.key_source = source
     report.warnings.extend(warnings)
     return report

@@ -71,6 +71,8 @@ ACTIONS: Mapping[str, frozenset[TargetKind]] = {
     "audit.read": frozenset({_K.PLATFORM}),
     "audit.export": frozenset({_K.PLATFORM}),
     "audit.verify": frozenset({_K.PLATFORM}),
+    "audit.cosign": frozenset({_K.PLATFORM, _K.DOMAIN}),
+    "witness.register": frozenset({_K.ACCOUNT}),
     "account.create": frozenset({_K.ACCOUNT}),
     "account.list": frozenset({_K.PLATFORM}),
     "account.disable": frozenset({_K.ACCOUNT}),

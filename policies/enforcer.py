@@ -60,11 +60,12 @@ FORBIDDEN: dict[str, frozenset[str]] = {
         | {"dataset.register", "dataset.classify", "dataset.freeze", "dataset.unfreeze"}
         | {"account.create", "account.disable", "account.licence", "enrolment.issue"}
         | {"operator.freeze", "operator.unfreeze", "audit.read", "audit.export", "job.review"}
-        | {"enrolment.approve", "registration.decide"}
+        | {"enrolment.approve", "registration.decide", "audit.cosign"}
     ),
 }
 """Separation of duties: actions a role may never hold, whatever the policy says."""
-AUDITOR_VERBS = frozenset({"read", "export", "verify"})
+# A witness's cosignature attests what it observed and changes nothing in the log.
+AUDITOR_VERBS = frozenset({"read", "export", "verify", "cosign"})
 FIRST_RELEASE_ACTIONS = frozenset(
     tuple(action.split("."))
     for action in (
@@ -128,7 +129,7 @@ def check_separation(lines: Iterable[Line]) -> None:
             if action in FORBIDDEN.get(role, frozenset()):
                 problems.append(f"{role} may never {action}")
             if role == Role.AUDITOR.value and line[4] not in AUDITOR_VERBS:
-                problems.append(f"auditor may only read, export or verify, not {action}")
+                problems.append(f"auditor may only read, export, verify or cosign, not {action}")
         elif line[0] == "g" and len(line) >= 3:
             roles_of.setdefault(line[1], set()).add(line[2])
     for subject, roles in sorted(roles_of.items()):

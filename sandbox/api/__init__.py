@@ -20,6 +20,7 @@ from . import data_lists as data_list_routes
 from . import products as product_routes
 from . import quality as quality_routes
 from . import registration as registration_routes
+from . import witness as witness_routes
 from .errors import ERROR_RESPONSES, install_error_handlers
 from .limits import UPLOAD_PATHS, BodyLimit, ClientAddress, ResponseHeaders, parse_proxies
 
@@ -37,6 +38,7 @@ ROUTERS = (
     quality_routes.router,
     product_routes.router,
     data_list_routes.router,
+    witness_routes.router,
 )
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_.-]{8,64}$")

@@ -20,6 +20,7 @@ from audit.keys import public_key_to_b64
 from policies import Actor, Decision, Target
 from sandbox.audit_errors import translate_audit_error
 from sandbox.core.errors import NotFound
+from sandbox.monitoring.witnesses import write_export_checkpoint
 
 from .context import ActorDep, Meta, MetaDep, Services, ServicesDep
 from .models import AuditEntries
@@ -220,6 +221,13 @@ def export(actor: ActorDep, meta: MetaDep, services: ServicesDep) -> StreamingRe
     name = f"audit-export-{stamp}-{uuid.uuid4().hex[:4]}"
     try:
         summary = _call(services.platform.audit.export, work / name)
+        _call(
+            write_export_checkpoint,
+            services.platform.settings,
+            services.platform.keyring,
+            work / name,
+            summary.tree_head,
+        )
         archive = work / f"{name}.tar.gz"
         with tarfile.open(archive, "w:gz") as tar:
             tar.add(work / name, arcname=name)

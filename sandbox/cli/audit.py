@@ -95,9 +95,14 @@ def export_cmd(
     out: Annotated[Path, typer.Option("--out", help="New or empty directory to write.")],
 ) -> None:
     """Sign a fresh tree head and write entries, tree heads and public keys to OUT."""
+    from sandbox.monitoring.witnesses import write_export_checkpoint
+
     with _trail(ctx) as trail:
         with _translated():
             summary = trail.export(out)
+            write_export_checkpoint(
+                settings_of(ctx.obj), trail.keyring, out, summary.tree_head
+            )
         _record(
             trail,
             "audit.export",
@@ -142,15 +147,30 @@ def verify_cmd(
             "its promise of inclusion (repeatable)."
         ),
     ] = None,
+    witness_policy: Annotated[
+        Path | None,
+        typer.Option(
+            help="A witness policy (C2SP tlog-policy: witness, group and quorum lines): the "
+            "export's checkpoint must carry the quorum's cosignatures (docs/audit.md)."
+        ),
+    ] = None,
 ) -> None:
     """Verify an export offline: exit 0 if every check holds, 1 if not, 2 if unreadable."""
     from audit import AuditError, KeyRingError, Receipt, TreeHead, verify_export
+    from audit.witness_policy import parse_policy
 
     del strict  # kept so that scripts passing --strict keep working
     try:
         heads = [TreeHead.from_dict(json.loads(p.read_text())) for p in trusted_head or []]
         receipts = [Receipt.from_dict(json.loads(p.read_text())) for p in receipt or []]
-        report = verify_export(directory, keys_dir=keys, trusted_heads=heads, receipts=receipts)
+        policy = parse_policy(witness_policy.read_text()) if witness_policy else None
+        report = verify_export(
+            directory,
+            keys_dir=keys,
+            trusted_heads=heads,
+            receipts=receipts,
+            witness_policy=policy,
+        )
     except (AuditError, KeyRingError, OSError, ValueError) as exc:
         typer.echo(f"error: cannot verify {directory}: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -34,6 +34,7 @@ from sandbox.cli.operations import freeze, statement, unfreeze, usage
 from sandbox.cli.products import product_app
 from sandbox.cli.quality import quality_command
 from sandbox.cli.query import query, receipt_app
+from sandbox.cli.witness import witness_app
 from sandbox.core.errors import CertificateError, InvalidInput, SandboxError
 from sandbox.core.wording import counted, noun
 
@@ -68,6 +69,7 @@ app.add_typer(receipt_app, name="receipt")
 app.add_typer(job_app, name="job")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(keys_app, name="keys")
+app.add_typer(witness_app, name="witness")
 app.command()(query)
 app.command()(freeze)
 app.command()(unfreeze)

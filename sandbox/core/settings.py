@@ -251,6 +251,14 @@ class Settings:
     audit_sign_every_s: float = setting(
         60.0, gt=0, help="Sign a tree head at least this often (seconds) while entries arrive."
     )
+    audit_origin: str = setting(
+        "",
+        help="The audit log's origin: the first line of its C2SP checkpoints and their key name, "
+        "which witnesses follow (docs/audit.md, checkpoints). Set it once, before witnesses "
+        "start, to a schema-less URL without spaces or `+`.",
+        default_text="`<host name>/sandbox-audit`, written to `HOME/checkpoints/ORIGIN` at "
+        "first use",
+    )
     # -- the HTTP service (docs/api.md, docs/deployment.md) --
     workers: int = setting(
         1,
