@@ -1,7 +1,10 @@
 """Query overhead: the full path (parse, authorize, rewrite, execute, disclose, audit)
 against the same SQL run directly in DuckDB.
 
-Usage: python bench/query_overhead.py [--scale 10] [--repeat 5]
+Usage: python bench/query_overhead.py [--scale 10] [--repeat 5] [--encrypted]
+
+With --encrypted: the workloads' raw SQL on an encrypted enclave against a plain one
+(target: at most 1.2x).
 
 Builds a demo home at the given scale in a temp dir, with two bench operators:
 `bench-plain` (``reviewed`` grants: exact values, computed and held for the bureau's
@@ -121,11 +124,56 @@ def median_time(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
+def compare_encryption(scale: float, repeat: int) -> None:
+    """Each workload's raw SQL on an encrypted and on a plain enclave of the same data,
+    runs interleaved (plain, encrypted, plain, ...) so drift on a shared machine hits both."""
+    with tempfile.TemporaryDirectory() as tmp:
+        homes = {}
+        for name, encrypted in (("plain", False), ("encrypted", True)):
+            settings = Settings(
+                home=Path(tmp) / name, encrypt_at_rest=encrypted, query_timeout_s=600.0
+            )
+            platform = Platform(settings)
+            platform.init()
+            platform.load_demo_data(scale)
+            platform.enclave.query("SELECT 1")
+            homes[name] = platform
+        assert homes["encrypted"].enclave.encryption_key is not None
+        assert homes["plain"].enclave.encryption_key is None
+        print(f"duckdb {duckdb.__version__}, --scale {scale:g}, median of {repeat} (min-max)")
+        print(f"{'workload':<36} {'plain s':>16} {'encrypted s':>16} {'ratio':>6}")
+        for label, sql in {**WORKLOADS, "small query": SMALL}.items():
+            times: dict[str, list[float]] = {"plain": [], "encrypted": []}
+            for i in range(repeat + 1):
+                for name, platform in homes.items():
+                    start = time.perf_counter()
+                    with platform.enclave.cursor() as cur:
+                        cur.sql(sql).to_arrow_table()
+                    if i:  # the first round warms both
+                        times[name].append(time.perf_counter() - start)
+            p, e = (statistics.median(times[n]) for n in ("plain", "encrypted"))
+            spread = {n: f"{min(t):.3f}-{max(t):.3f}" for n, t in times.items()}
+            print(
+                f"{label:<36} {p:7.3f} {spread['plain']:>8} {e:7.3f} {spread['encrypted']:>8} "
+                f"{e / p:6.2f}"
+            )
+        for platform in homes.values():
+            platform.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scale", type=float, default=10.0)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--encrypted",
+        action="store_true",
+        help="Compare the workloads on an encrypted enclave against a plain one (raw SQL).",
+    )
     args = parser.parse_args()
+    if args.encrypted:
+        compare_encryption(args.scale, args.repeat)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         platform, actors = setup(Path(tmp) / "home", args.scale)
         service = QueryService(platform)

@@ -97,8 +97,8 @@ class Settings:
     )
     encrypt_at_rest: bool = setting(
         True,
-        help="`sandbox init` creates an encrypted home: the enclave file, held results, "
-        "cached releases and staged uploads are encrypted under data keys in "
+        help="`sandbox init` creates an encrypted home: the enclave file, held results and "
+        "cached releases are encrypted under data keys in "
         "`HOME/datakeys.json`, wrapped by the master key (docs/operations.md, encryption). "
         "A home that has `datakeys.json` is always opened encrypted.",
     )
