@@ -25,8 +25,10 @@ from typing import Any
 import httpx
 import pytest
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from audit import AuditTrail, EntryFilter, KeyRing
+from audit.cosignature import witness_verifier
 from tests.api.conftest import LiveServer, served
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +42,8 @@ NOT_EXERCISED = {
     "enrolment.issue": "depends on how the demo gives accounts their tokens (tests/policies)",
     "enrolment.redeem": "depends on how the demo gives accounts their tokens (tests/policies)",
     "enrolment.approve": "dual control (tests/policies/test_enrolment.py, tests/blackbox)",
+    "keys.rotate": "host console key management (tests/blackbox/test_encryption.py)",
+    "keys.reencrypt": "host console key management (tests/blackbox/test_encryption.py)",
     **{
         f"alert.{act}": "risk alerts (tests/blackbox/test_monitoring.py)"
         for act in ("open", "escalate", "respond", "read", "acknowledge", "resolve", "policy")
@@ -197,6 +201,7 @@ def drive(s: Session, home: Path) -> None:
     s.ok("auditor", "GET", "/v1/audit/tree-head")
     s.ok("auditor", "GET", "/v1/audit/proofs/inclusion?seq=2")
     s.ok("auditor", "GET", "/v1/audit/proofs/consistency?size1=2")
+    s.ok("auditor", "GET", "/v1/audit/checkpoint/proof?old=0&size=0")  # audit.cosign
     # admin
     s.ok("admin", "GET", "/v1/admin/accounts")
     s.ok(
@@ -219,6 +224,8 @@ def drive(s: Session, home: Path) -> None:
         )
         s.ok("admin", "POST", f"/v1/admin/{verb}", json={"operator": "op-planner", "reason": "x"})
     s.ok("admin", "POST", "/v1/admin/keys/rotate", json={"reason": "yearly"})
+    witness = witness_verifier("auditor.test/witness", Ed25519PrivateKey.generate()).vkey()
+    s.ok("admin", "PUT", "/v1/admin/witnesses/auditor", json={"vkey": witness})
     assert s.call("admin", "GET", "/v1/jobs").status_code == 403
     me = s.ok("op-insurer", "GET", "/v1/me")
     s.ok("admin", "POST", f"/v1/admin/tokens/{me['token_id']}/revoke", json={"reason": "x"})
