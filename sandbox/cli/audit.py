@@ -100,9 +100,7 @@ def export_cmd(
     with _trail(ctx) as trail:
         with _translated():
             summary = trail.export(out)
-            write_export_checkpoint(
-                settings_of(ctx.obj), trail.keyring, out, summary.tree_head
-            )
+            write_export_checkpoint(settings_of(ctx.obj), trail.keyring, out, summary.tree_head)
         _record(
             trail,
             "audit.export",
