@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from audit import KeyRing, verify_export
-from audit.checkpoint import parse_checkpoint_text, sign_checkpoint
+from audit.checkpoint import log_verifier, parse_checkpoint_text, sign_checkpoint
 from audit.checkpoint_store import CheckpointStore
 from audit.cosignature import cosign, witness_verifier
 from audit.note import Note, format_note, parse_note
@@ -58,6 +58,7 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     sandbox("--home", str(home), "audit", "export", "--out", str(root / "export"))
     for k in (2, 3):
         (root / f"policy-{k}.txt").write_text(_policy(k))
+    (root / "log.vkey").write_text(log_vkey)
     return {"root": root, "export": root / "export"}
 
 
@@ -128,3 +129,15 @@ def test_an_export_without_a_checkpoint_still_verifies_but_not_under_a_policy(
     report = verify_export(old_format, witness_policy=parse_policy(_policy(2)))
     assert [p.kind for p in report.problems] == ["witness"]
     assert "no checkpoint file" in report.problems[0].message
+
+
+def test_a_policy_may_name_the_log_key(made, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    log_vkey = (made["root"] / "log.vkey").read_text()
+    named = parse_policy(f"log {log_vkey}\n" + _policy(2))
+    assert verify_export(made["export"], witness_policy=named).ok
+    other = KeyRing(tmp_path / "other").ensure()
+    origin = log_vkey.split("+")[0]
+    stranger = parse_policy(f"log {log_verifier(origin, other.public_key).vkey()}\n" + _policy(2))
+    report = verify_export(made["export"], witness_policy=stranger)
+    assert [p.kind for p in report.problems] == ["checkpoint"]
+    assert "no known log key signed" in report.problems[0].message
