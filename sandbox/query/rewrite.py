@@ -27,6 +27,7 @@ from sandbox.core.access import DatasetAccess
 from sandbox.core.errors import QueryRefused
 from sandbox.query.columns_expr import EXPANDED
 from sandbox.query.disclosure import QUANTILE_BINS
+from sandbox.query.entity_caps import cap_can_bind, clamp, group_cap, scaled_to_cap
 from sandbox.query.guard import QUANTILES, Checked, first_source, quantile_of
 from sandbox.query.joined import check_budget_joins, entity_in, joined_datasets
 from sandbox.query.normalize import MAX_OFFSET
@@ -353,7 +354,7 @@ class _Stats:
                 )
             )
         lo, hi = self._measure_bounds(arg)
-        clamped = _clamp(f"({sql})::DOUBLE", lo, hi)
+        clamped = clamp(f"({sql})::DOUBLE", lo, hi)
         if isinstance(node, QUANTILES):
             return _col(self._quantile(node, sql, clamped, (lo, hi), filter_sql, tag))
         per_entity_sum = f"sum({clamped}){where}"
@@ -363,8 +364,8 @@ class _Stats:
             # where it has more.  Clamping the sum instead made averages of entities with
             # more than C rows too large (the sum of all rows over a count of C).
             cap = self.bounds.max_rows_per_entity
-            per_entity_sum = _scaled_to_cap(per_entity_sum, f"count({sql}){where}", cap)
-            per_entity_sum = _clamp(per_entity_sum, min(lo, 0.0) * cap, max(hi, 0.0) * cap)
+            per_entity_sum = scaled_to_cap(per_entity_sum, f"count({sql}){where}", cap)
+            per_entity_sum = clamp(per_entity_sum, min(lo, 0.0) * cap, max(hi, 0.0) * cap)
         cell = self._present(sql, where, tag)
         s = self._add(f"sum:{sql}{tag}", "sum", per_entity_sum, SUM, lower=lo, upper=hi, cell=cell)
         n = self._add(
@@ -378,8 +379,8 @@ class _Stats:
         square = f"sum(({clamped}) * ({clamped})){where}"
         if self.bounds is not None:
             cap = self.bounds.max_rows_per_entity
-            square = _scaled_to_cap(square, f"count({sql}){where}", cap)
-            square = _clamp(square, 0.0, max(lo * lo, hi * hi) * cap)
+            square = scaled_to_cap(square, f"count({sql}){where}", cap)
+            square = clamp(square, 0.0, max(lo * lo, hi * hi) * cap)
         q = self._add(f"sumsq:{sql}{tag}", "sumsq", square, SUM, lower=lo, upper=hi, cell=cell)
         pop = isinstance(node, exp.StddevPop | exp.VariancePop)
         denominator = f'NULLIF("{n}", 0)' if pop else f'NULLIF("{n}" - 1, 0)'
@@ -387,27 +388,6 @@ class _Stats:
         if isinstance(node, exp.Stddev | exp.StddevSamp | exp.StddevPop):
             return exp.maybe_parse(f"sqrt({variance})", dialect="duckdb")
         return exp.maybe_parse(variance, dialect="duckdb")
-
-
-def _scaled_to_cap(per_entity: str, rows: str, cap: int) -> str:
-    """``per_entity`` (a sum over one entity's rows) scaled to ``cap`` of its ``rows``.
-
-    ``least(1, cap / rows)``: unchanged for an entity with at most ``cap`` rows, else its
-    mean times ``cap``, so it stays within ``cap`` rows' bounds (the sensitivity the noise
-    is calibrated to) and agrees with the count capped at ``cap``.  NULL where ``rows``
-    is 0 (the sum is NULL there too).
-    """
-    return f"(({per_entity}) * least(1.0, {cap} / NULLIF({rows}, 0)))"
-
-
-def _clamp(sql: str, lo: float, hi: float) -> str:
-    """``sql`` clamped to ``[lo, hi]``, NULL where it is NULL.
-
-    DuckDB's ``least`` and ``greatest`` skip NULL arguments: a bare ``least(hi, NULL)``
-    is ``hi``, which would count a missing value (or a cell whose FILTER keeps no row)
-    as the upper bound.
-    """
-    return f"CASE WHEN ({sql}) IS NULL THEN NULL ELSE greatest({lo!r}, least({hi!r}, {sql})) END"
 
 
 def _try(node: exp.Expr) -> exp.Expr:
@@ -541,11 +521,11 @@ def build_plan(
         ctes = [cte.sql(dialect="duckdb") for cte in with_.expressions]
     if bounds is None:
         ctes.append(f"__sbx_pe AS ({inner_sql})")
-    elif not _cap_can_bind(group_cols, bounds):
+    elif not cap_can_bind(group_cols, bounds.max_groups_per_entity):
         # Under a budget rows without an entity are no entity's: dropped, as the cap does.
         ctes.append(f'__sbx_pe AS (SELECT * FROM ({inner_sql}) WHERE "__sbx_e" IS NOT NULL)')
     else:
-        ctes += _group_cap(inner_sql, group_cols, bounds.max_groups_per_entity)
+        ctes += group_cap(inner_sql, group_cols, bounds.max_groups_per_entity)
     outer = [*group_cols, f'count(*) AS "{ENTITIES}"', *stats.outer]
     main = f"SELECT {', '.join(outer)} FROM __sbx_pe"
     if group_cols:
@@ -602,39 +582,6 @@ def build_plan(
         primary=checked.primary,
         bounds=bounds,
     )
-
-
-def _cap_can_bind(group_cols: list[str], bounds: ContributionBounds) -> bool:
-    """Whether keeping G groups per entity can drop anything.
-
-    Without group keys the query forms one group, so each entity has one (group,
-    entity) cell and any G of at least 1 keeps it: the cap is skipped, not weakened.
-    """
-    return bool(group_cols) or bounds.max_groups_per_entity < 1
-
-
-def _group_cap(inner_sql: str, group_cols: list[str], g: int) -> list[str]:
-    """CTEs keeping at most ``g`` groups per entity of the per-(group, entity) table.
-
-    Each entity keeps the ``g`` cells whose hash of (keys, entity) is smallest: a choice
-    made from that entity's own cells only (an unordered row_number would follow the
-    engine's output order, which other entities' rows can change).  The ``g``-th smallest
-    hash per entity is one small aggregate (a heap of ``g``), not a sort of every cell;
-    only entities with more than ``g`` cells carry it into the join, and the others keep
-    every cell (a LEFT JOIN that finds no threshold).  Cells without an entity (a NULL
-    key) are dropped.  Two equal 64-bit hashes for one entity (about g² / 2^64) would
-    keep one group more.
-    """
-    if g < 1:  # no threshold would then read as "keep every cell"
-        raise ValueError(f"max_groups_per_entity must be at least 1, not {g}")
-    h = f"hash({', '.join([*group_cols, '__sbx_e'])})"
-    return [
-        f'__sbx_pg AS (SELECT *, {h} AS "__sbx_h" FROM ({inner_sql}))',
-        f'__sbx_cut AS (SELECT "__sbx_e", list_max(min("__sbx_h", {g})) AS "__sbx_t" '
-        f'FROM __sbx_pg GROUP BY "__sbx_e" HAVING count(*) > {g})',
-        '__sbx_pe AS (SELECT __sbx_pg.* FROM __sbx_pg LEFT JOIN __sbx_cut USING ("__sbx_e") '
-        'WHERE "__sbx_e" IS NOT NULL AND ("__sbx_t" IS NULL OR "__sbx_h" <= "__sbx_t"))',
-    ]
 
 
 def _output_names(checked: Checked) -> list[str]:
