@@ -14,11 +14,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import duckdb
-
 from connectors.files import FileSource
 from sandbox.core.settings import Settings
 from sandbox.enclave.demo_data import demo_sources, demo_spec
+from sandbox.enclave.encrypted import connect_home
 from sandbox.platform import Platform
 
 
@@ -51,7 +50,7 @@ def main() -> None:
         # Export claims outside the enclave (bench only), then load them back through connectors.
         exports = Path(tmp) / "exports"
         exports.mkdir()
-        con = duckdb.connect(str(platform.settings.enclave_path), read_only=True)
+        con = connect_home(platform.settings)
         con.execute(f"COPY health.claims TO '{exports / 'claims.csv'}' (HEADER)")
         con.execute(f"COPY health.claims TO '{exports / 'claims.parquet'}' (FORMAT parquet)")
         con.close()

@@ -39,6 +39,7 @@ import sqlglot
 
 from audit import Entry
 from sandbox.core.errors import SandboxError
+from sandbox.enclave.encrypted import connect_home
 from sandbox.monitoring import Event, Monitor, predicate_fingerprint, scan, thresholds_of
 from sandbox.monitoring.detectors import Thresholds
 from sandbox.query.service import QueryService
@@ -111,10 +112,9 @@ def live(lines: list[dict[str, str]], repeat: int) -> tuple[list[float], list[fl
                     monitor.process(entry)
                 monitor_runs.append((time.perf_counter() - start) / len(entries) * 1e6)
                 monitor_cpu.append((time.process_time() - cpu) / len(entries) * 1e6)
-            enclave = platform.settings.enclave_path
         finally:
             platform.close()
-        con = duckdb.connect(str(enclave), read_only=True)
+        con = connect_home(platform.settings)
         raw_runs = []
         for _ in range(repeat):
             start, count = time.perf_counter(), 0

@@ -33,9 +33,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
 
-    import duckdb
-
     from sandbox.core.settings import Settings
+    from sandbox.enclave.encrypted import connect_home
     from sandbox.enclave.quality import quality_counts
     from sandbox.platform import Platform
 
@@ -48,7 +47,7 @@ def main() -> None:
         registration = time.perf_counter() - started
         specs = {r.id: (r.spec, r.row_count) for r in platform.catalog.list()}
         platform.close()
-        con = duckdb.connect(str(settings.enclave_path), read_only=True)
+        con = connect_home(settings)
         con.execute("SET threads = 2")
         timings: dict[str, dict[str, list[float]]] = {
             d: {"quality": [], "raw": [], "scan": []} for d in specs

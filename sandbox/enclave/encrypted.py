@@ -33,8 +33,9 @@ from typing import Any
 import duckdb
 
 from sandbox.core.errors import EnclaveError
+from sandbox.core.settings import Settings
 
-__all__ = ["ALIAS", "cursor_of", "open_connection"]
+__all__ = ["ALIAS", "connect_home", "cursor_of", "open_connection"]
 
 ALIAS = "enclave"
 
@@ -87,3 +88,13 @@ def cursor_of(con: duckdb.DuckDBPyConnection, key: bytes | None) -> duckdb.DuckD
     if key is not None:
         cur.execute(f"USE {ALIAS}")
     return cur
+
+
+def connect_home(settings: Settings) -> duckdb.DuckDBPyConnection:
+    """A plain read-only connection to a home's enclave, with its key if it is encrypted
+    (for benches and tests that read the file beside the platform; not locked down)."""
+    from sandbox.core.home_keys import open_home_keyring
+
+    keys = open_home_keyring(settings)
+    key = None if keys is None else keys.active("enclave").key
+    return open_connection(settings.enclave_path, read_only=True, config={}, key=key)

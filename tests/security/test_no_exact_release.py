@@ -35,12 +35,15 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 def _exact(live: LiveServer) -> dict[str, int]:
     """The exact counts, straight from the enclave file (what must not leave unreviewed)."""
-    import duckdb
 
+    from sandbox.core.home_keys import open_home_keyring
     from sandbox.core.settings import Settings
+    from sandbox.enclave.encrypted import open_connection
 
     settings = Settings(home=live.home)
-    con = duckdb.connect(str(settings.enclave_path), read_only=True)
+    keys = open_home_keyring(settings)  # the enclave is encrypted: open it with its key
+    key = None if keys is None else keys.active("enclave").key
+    con = open_connection(settings.enclave_path, read_only=True, config={}, key=key)
     try:
         rows = con.sql(
             'SELECT diagnosis_code, count(*) FROM "health"."claims" GROUP BY 1'
