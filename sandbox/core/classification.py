@@ -96,6 +96,10 @@ class ColumnSpec:
     joinable: tuple[str, ...] = ()
     values: tuple[str, ...] | None = None
     """Declared domain of the values (``values = [...]``), checked by quality's validity."""
+    values_per_entity: int | None = None
+    """Declared: one entity has at most this many distinct values of the column (a person's
+    sex: 1).  A query grouped by such columns only caps each entity to the product of
+    their values groups; ``None``: the dataset's ``max_groups_per_entity`` applies."""
 
     @property
     def uses(self) -> tuple[str, ...]:
@@ -119,6 +123,8 @@ class ColumnSpec:
             out["joinable"] = list(self.joinable)
         if self.values is not None:
             out["values"] = list(self.values)
+        if self.values_per_entity is not None:  # absent: the digest it had before the key
+            out["values_per_entity"] = self.values_per_entity
         return out
 
 
@@ -293,6 +299,7 @@ def _column_spec(name: str, column: ColumnEntry) -> ColumnSpec:
         generalize=column.generalize,
         joinable=column.joinable or (),
         values=column.values,
+        values_per_entity=column.values_per_entity,
     )
 
 

@@ -247,6 +247,9 @@ class ColumnEntry(BaseModel):
         ]
         | None
     ) = None
+    #: At most this many distinct values of the column per entity (a person's sex: 1): a
+    #: query grouped by such columns caps each entity to fewer groups than the dataset's G.
+    values_per_entity: Annotated[int, Strict(), Field(ge=1, le=MAX_CONTRIBUTION)] | None = None
 
     @field_validator("bounds")
     @classmethod

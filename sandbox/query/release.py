@@ -22,6 +22,7 @@ from sandbox.core.errors import EnclaveError, QueryRefused
 from sandbox.enclave.enclave import LOCKDOWN, Enclave
 from sandbox.query.disclosure import DisclosureParams, StatColumn, disclose, epsilon_cost
 from sandbox.query.guard import Checked, check_query
+from sandbox.query.key_groups import declared_groups
 from sandbox.query.noise import NoiseSource
 from sandbox.query.parse import Parsed, parse_query
 from sandbox.query.parts import Split, split_totals
@@ -142,6 +143,12 @@ def prepare(
             max_rows_per_entity=params.max_rows_per_entity * params.max_groups_per_entity,
             max_groups_per_entity=1,
         )
+    if params.epsilon and bounds is None and checked.keys:
+        # The keys' declared values per entity (a person's sex: 1) may bound the groups
+        # an entity falls in below the dataset's G: the cap then keeps that many.
+        declared = declared_groups(checked, access)
+        if declared is not None and declared < params.max_groups_per_entity:
+            params = replace(params, max_groups_per_entity=declared)
     if params.epsilon and bounds is None:
         bounds = ContributionBounds(
             max_rows_per_entity=params.max_rows_per_entity,

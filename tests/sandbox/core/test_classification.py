@@ -375,9 +375,11 @@ def test_bounds_are_accepted_exactly_when_finite_and_low_below_high(
 # what `propose-bounds` proposes (its digest was 1f6bc54b… before); with the earlier
 # bounds restored its older texts keep their digests (_with_earlier_bounds).  Issue 17
 # (quality) declared update_frequency, one_row_per_entity and values in the files; without
-# them the earlier digests hold (_without_quality_keys).
+# them the earlier digests hold (_without_quality_keys).  Issue 14 then declared
+# values_per_entity on three claims columns; without it health.claims keeps 2223b4d8…
+# (PRE_VALUES_PER_ENTITY_DIGEST).
 DEMO_DIGESTS = {
-    "health.claims": "2223b4d8c4f3baf7fed4bd7f2e871656a1f3efe30ac3c754262a0d4c25eac777",
+    "health.claims": "8541d6defa32b8e02eb21e376a316c137c4da0da95891b6ba6f6648e51c70952",
     "market.enterprises": "c4c6c1a7273c218b2fda865848260c1491f27ec178bc26c7425764e11c6337a2",
     "hrss.social_insurance": "81306f9a62f5398dc5d230ede1dbfbdd70821b29fa6dd1505e4ff8b3c955c26c",
     "transport.trips": "3274cd4d702a607a8d5b7550c7b26d7ef93f1baf73ae2f4499ccb9a0a07b97f3",
@@ -388,6 +390,7 @@ PRE_CONTRIBUTION_DIGESTS = {
     "hrss.social_insurance": "83943b36fd75db1fa2a53124c54d9d316120909ed466e1c8d83bf39ab13fe42b",
     "transport.trips": "8428c503de9e35098bd578802cad40603cc0acea8c5ad1fde75cd6e2c14506a4",
 }
+PRE_VALUES_PER_ENTITY_DIGEST = "2223b4d8c4f3baf7fed4bd7f2e871656a1f3efe30ac3c754262a0d4c25eac777"
 OLD_DEMO_DIGESTS = {
     "health.claims": "13a22c863614424d4f19676a75fb63bb6d0583f141824986a36414f9bd8e0d9b",
     "transport.trips": "f8a81652dd58da77a830a0ced65a5ef0653a112197486db1e855c9640fcaa777",
@@ -406,7 +409,22 @@ def _without_quality_keys(text: str) -> str:
     """A demo file as it was before issue 17 part 4 (quality): no update_frequency,
     one_row_per_entity or values declarations."""
     keys = ("update_frequency = ", "one_row_per_entity = ", "values = ")
+    text = _without_values_per_entity(text)
     return "".join(x for x in text.splitlines(keepends=True) if not x.startswith(keys))
+
+
+def _without_values_per_entity(text: str) -> str:
+    """A demo file as it was before values_per_entity was declared."""
+    lines = text.splitlines(keepends=True)
+    return "".join(x for x in lines if not x.startswith("values_per_entity = "))
+
+
+def test_a_file_without_values_per_entity_keeps_its_digest() -> None:
+    text = (ROOT / "sandbox/enclave/demo/health.claims.toml").read_text("utf-8")
+    old = parse_classification(_without_values_per_entity(text))
+    assert all(c.values_per_entity is None for c in old.columns)
+    assert old.sha256() == PRE_VALUES_PER_ENTITY_DIGEST != DEMO_DIGESTS["health.claims"]
+    assert demo_spec("health.claims").column("gender").values_per_entity == 1
 
 
 def _with_earlier_bounds(text: str) -> str:
@@ -481,3 +499,13 @@ def test_a_declared_whole_number_type_matches_any_whole_number_type() -> None:
     with pytest.raises(ClassificationError) as info:
         validate_against_schema(spec, {**SCHEMA, "age": "DOUBLE"})
     assert "column 'age' is declared INTEGER but the data is DOUBLE" in info.value.message
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "1001", '"1"', "1.5"])
+def test_values_per_entity_is_a_whole_number_from_1(value: str) -> None:
+    text = BASE.replace("generalize = { band = 10 }", f"values_per_entity = {value}")
+    with pytest.raises(ClassificationError):
+        parse_classification(text)
+    ok = parse_classification(BASE.replace("generalize = { band = 10 }", "values_per_entity = 2"))
+    assert ok.column("age").values_per_entity == 2
+    assert ok.column("age").to_dict()["values_per_entity"] == 2

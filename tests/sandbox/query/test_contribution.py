@@ -105,7 +105,8 @@ def _grant(deployment, bureau: str, operator: str, dataset: str):
 def test_a_query_runs_under_its_datasets_bounds_and_a_narrowed_grant(deployment) -> None:
     """The bounds reach the rewrite: explain shows them and the plan caps by them."""
     answer = _explain(deployment, "op-insurer", CLAIMS_BY_AGE)
-    assert answer["contribution"] == {"max_rows_per_entity": 9, "max_groups_per_entity": 4}
+    # G = 2, not the dataset's 4: age declares two values per person (key_groups).
+    assert answer["contribution"] == {"max_rows_per_entity": 9, "max_groups_per_entity": 2}
     admin, bureau, grant = _grant(deployment, "bureau-health", "op-insurer", "health.claims")
     with pytest.raises(InvalidInput) as info:  # a grant never widens the data's bounds
         admin.narrow_grant(bureau, grant.id, max_rows_per_entity=10, reason="wider")
@@ -113,14 +114,14 @@ def test_a_query_runs_under_its_datasets_bounds_and_a_narrowed_grant(deployment)
     narrowed = admin.narrow_grant(bureau, grant.id, max_rows_per_entity=2, reason="one visit")
     assert narrowed.to_dict()["max_rows_per_entity"] == 2
     answer = _explain(deployment, "op-insurer", CLAIMS_BY_AGE)
-    assert answer["contribution"] == {"max_rows_per_entity": 2, "max_groups_per_entity": 4}
+    assert answer["contribution"] == {"max_rows_per_entity": 2, "max_groups_per_entity": 2}
     with pytest.raises(InvalidInput) as info:  # and a narrowing is never undone
         admin.narrow_grant(bureau, grant.id, max_rows_per_entity=3, reason="back")
     assert "max_rows_per_entity raised or removed" in info.value.message
     platform, tokens = deployment
     insurer = platform.authority.authenticate(tokens["op-insurer"])
     auth = QueryService(platform)._authorize(insurer, CLAIMS_BY_AGE, "rid-c", None, None)
-    assert auth.prepared.plan.bounds == ContributionBounds(2, 4)
+    assert auth.prepared.plan.bounds == ContributionBounds(2, 2)
 
 
 def test_a_join_explains_the_strictest_bounds(deployment) -> None:

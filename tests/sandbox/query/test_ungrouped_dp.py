@@ -78,9 +78,9 @@ def test_one_group_takes_c_times_g_rows_per_entity() -> None:
     assert (total.params.max_rows_per_entity, total.params.max_groups_per_entity) == (6, 1)
     assert "LEAST(COUNT(*), 6)" in total.plan.stats_sql.upper().replace('"', "")
     grouped = prepare(
-        "SELECT gender, count(*) FROM health.claims GROUP BY 1",
+        "SELECT diagnosis_code, count(*) FROM health.claims GROUP BY 1",
         access(),
         params,
         max_sql_length=MAX_SQL_LENGTH,
-    )
+    )  # diagnosis_code declares no values per person: the dataset's G (key_groups)
     assert (grouped.params.max_rows_per_entity, grouped.params.max_groups_per_entity) == (2, 3)
