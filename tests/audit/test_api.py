@@ -39,6 +39,7 @@ def _doc_verifier() -> dict[str, object]:
     """Run the small independent verifier of docs/audit.md: the format is specified well enough."""
     text = DOC.read_text()
     section = text[text.index("## 11. A small independent verifier") :]
+    section = section[: section.find("\n## ", 1)] if "\n## " in section[1:] else section
     code = section[section.index("```python") + len("```python") : section.rindex("```")]
     namespace: dict[str, object] = {"__name__": "doc_verifier"}
     exec(compile(code, "docs/audit.md", "exec"), namespace)
