@@ -16,7 +16,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from . import admin, auditor, bureau, common, lists, operator
+from . import admin, auditor, bureau, common, lists, operator, registrations
 from .render import ConsoleHeaders
 
 __all__ = ["ROUTERS", "install_console"]
@@ -28,6 +28,7 @@ ROUTERS = (
     auditor.router,
     admin.router,
     lists.router,
+    registrations.router,
 )
 STATIC = Path(__file__).parent / "static"
 

@@ -15,7 +15,7 @@ from sandbox.api import registration as registration_routes
 from sandbox.api import shared
 from sandbox.api.alerts import ReasonIn, ResolveIn, acknowledge, list_alerts, resolve
 from sandbox.api.context import ServicesDep, request_meta
-from sandbox.api.models import GrantIn, GrantNarrowIn, Reason, ReviewIn
+from sandbox.api.models import GrantIn, GrantNarrowIn, Reason, ReleaseModeIn, ReviewIn
 from sandbox.api.registration import clock_of
 from sandbox.core.errors import NotFound
 from sandbox.governance.applications import Applications, Decided
@@ -144,6 +144,21 @@ def _status(change: str) -> None:
 
 _status("suspend")
 _status("resume")
+_status("revoke")
+
+
+@router.post("/grants/{grant_id}/release-mode")
+def release_mode(
+    grant_id: str, request: Request, form: Form, actor: Bureau, services: ServicesDep
+) -> Response:
+    """Choose the release mode, dp (with its budget) or reviewed
+    (POST /v1/grants/{id}/release-mode)."""
+    fields: dict[str, Any] = {"mode": form.get("mode", ""), "reason": form.get("reason", "")}
+    for name in ("epsilon_total", "epsilon_per_query"):
+        if optional(form.get(name)) is not None:
+            fields[name] = form[name].strip()
+    bureau_routes.set_release_mode(grant_id, as_model(ReleaseModeIn, fields), actor, services)
+    return RedirectResponse(f"/console/bureau/grants/{grant_id}", status_code=303)
 
 
 @router.get("/reviews")

@@ -53,6 +53,7 @@ NAVIGATION = {
         ("/console/operator/jobs", "nav.jobs"),
         ("/console/operator/products", "nav.products"),
         ("/console/operator/budget", "nav.budget"),
+        ("/console/registrations", "nav.registrations"),
         ("/console/lists", "nav.lists"),
     ),
     "bureau": (
@@ -70,6 +71,7 @@ NAVIGATION = {
         ("/console/auditor/heads", "nav.heads"),
         ("/console/auditor/verify", "nav.verify"),
         ("/console/auditor/alerts", "nav.alerts"),
+        ("/console/registrations", "nav.registrations"),
         ("/console/lists", "nav.lists"),
     ),
     "admin": (
