@@ -16,7 +16,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from . import admin, auditor, bureau, common, lists, operator, registrations
+from . import admin, auditor, bureau, common, lists, operator, products, registrations
 from .render import ConsoleHeaders
 
 __all__ = ["ROUTERS", "install_console"]
@@ -29,6 +29,7 @@ ROUTERS = (
     admin.router,
     lists.router,
     registrations.router,
+    products.router,
 )
 STATIC = Path(__file__).parent / "static"
 

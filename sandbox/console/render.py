@@ -63,6 +63,7 @@ NAVIGATION = {
         ("/console/bureau/datasets", "nav.datasets"),
         ("/console/bureau/registrations", "nav.registrations"),
         ("/console/bureau/alerts", "nav.alerts"),
+        ("/console/bureau/products", "nav.products"),
         ("/console/bureau/usage", "nav.usage"),
         ("/console/lists", "nav.lists"),
     ),
