@@ -281,6 +281,13 @@ HEADLINES: tuple[Headline, ...] = (
     ),
     Headline(
         "audit_bench.py",
+        "durable audit appends, 16 threads",
+        _rate(rf"^durable appends, 16 threads:\s+{NUM} /s", "/s"),
+        "≥ 10,000 /s",
+        lambda v: v >= 10_000,
+    ),
+    Headline(
+        "audit_bench.py",
         "offline verification",
         _rate(rf"^offline verification:\s+{NUM} entries/s", "entries/s"),
         "≥ 200,000 entries/s",
