@@ -417,11 +417,15 @@ class Authority:
         conn: Connection | None = None,
         now: datetime | None = None,
         count: bool = True,
+        epsilon: float = 0.0,
+        ref: str = "",
     ) -> Charge:
         """Count an executed query against the grants its decision used.
 
         Rows scanned default to each dataset's row count (a full scan, which is what
         the enclave does).  ``count=False``: CPU time only, of a query counted before.
+        ``epsilon`` > 0: also spend it from each budgeted grant, in the same writes
+        (:func:`policies.metering.record_usage`).
         """
         if not decision.allowed or not decision.grants:
             raise InvalidInput("usage is recorded for an allowed query", rule="usage.parts")
@@ -429,9 +433,13 @@ class Authority:
         parts = [UsagePart(g, int(rows.get(g.dataset, 0))) for g in decision.grants]
         now = now or self.clock()
         if conn is not None:
-            return record_usage(conn, parts, cpu_ms=cpu_ms, now=now, count=count)
+            return record_usage(
+                conn, parts, cpu_ms=cpu_ms, now=now, count=count, epsilon=epsilon, ref=ref
+            )
         with self.engine.begin() as own:
-            return record_usage(own, parts, cpu_ms=cpu_ms, now=now, count=count)
+            return record_usage(
+                own, parts, cpu_ms=cpu_ms, now=now, count=count, epsilon=epsilon, ref=ref
+            )
 
 
 def _counted(outcome: Outcome) -> tuple[list[str], list[str]]:

@@ -97,6 +97,8 @@ def record_usage(
     cpu_ms: int = 0,
     now: datetime,
     count: bool = True,
+    epsilon: float = 0.0,
+    ref: str = "",
 ) -> Charge:
     """Count one executed query against each grant it used, with its charge and CPU time.
 
@@ -104,7 +106,13 @@ def record_usage(
     the parts in proportion to rows scanned.  Charges follow :mod:`policies.pricing`.
     ``count=False`` adds only CPU time to a query counted before (a query is charged
     before it runs, its CPU time when it ends, however it ends); the charge is then 0.
+    ``epsilon`` > 0 (with ``count``): first spend it, as :func:`spend_budget` does, from
+    each part's grant that has a budget (``ref`` names the spend); the spend goes into the
+    same usage row as the count (one write per grant), and if any grant cannot pay,
+    this raises before this call writes any usage.
     """
+    if epsilon < 0 or (epsilon > 0 and not count):
+        raise InvalidInput("a spend must be a positive epsilon", rule="budget.epsilon")
     if not parts:
         raise InvalidInput("usage needs at least one grant", rule="usage.parts")
     operators = {p.grant.operator for p in parts}
@@ -122,6 +130,13 @@ def record_usage(
     joined = 1 if len(parts) > 1 else 0
     if not count:
         charges = [PartCharge(c.dataset, 0, 0) for c in charges]
+    spent: dict[str, int] = {}
+    if epsilon > 0:
+        need = epsilon_to_micro(epsilon)
+        for part in parts:
+            if part.grant.epsilon_total is not None and part.grant.id not in spent:
+                _spend(conn, part.grant.id, need, epsilon, now=now, ref=ref)
+                spent[part.grant.id] = need
     for part, charge, cpu_part in zip(parts, charges, cpu, strict=True):
         _upsert_add(
             conn,
@@ -136,7 +151,7 @@ def record_usage(
                 "joined_queries": joined if count else 0,
                 "rows_scanned": part.rows_scanned if count else 0,
                 "cpu_ms": cpu_part,
-                "epsilon_spent": 0,
+                "epsilon_spent": spent.pop(part.grant.id, 0),
                 "query_fee": charge.query_fee,
                 "row_fee": charge.row_fee,
             },
@@ -153,6 +168,34 @@ def spend_budget(
     take the total over the budget, or the grant is not live.
     """
     need = epsilon_to_micro(epsilon)
+    grant = _spend(conn, grant_id, need, epsilon, now=now, ref=ref)
+    _upsert_add(
+        conn,
+        {
+            "grant_id": grant_id,
+            "day": day_of(now),
+            "operator": grant.operator,
+            "dataset_id": grant.dataset,
+        },
+        {
+            "queries": 0,
+            "joined_queries": 0,
+            "rows_scanned": 0,
+            "cpu_ms": 0,
+            "epsilon_spent": need,
+            "query_fee": 0,
+            "row_fee": 0,
+        },
+    )
+    state = budget_state(conn, grant_id)
+    assert state is not None
+    return state
+
+
+def _spend(
+    conn: Connection, grant_id: str, need: int, epsilon: float, *, now: datetime, ref: str
+) -> Grant:
+    """Take ``need`` micro-ε from the grant's budget and log the spend (not the usage row)."""
     if need <= 0:
         raise InvalidInput("a spend must be a positive epsilon", rule="budget.epsilon")
     row = conn.execute(sa.select(grants).where(grants.c.id == grant_id)).first()
@@ -190,27 +233,7 @@ def spend_budget(
             grant_id=grant_id, at=to_rfc3339(now), epsilon=need, ref=ref[:255]
         )
     )
-    _upsert_add(
-        conn,
-        {
-            "grant_id": grant_id,
-            "day": day_of(now),
-            "operator": grant.operator,
-            "dataset_id": grant.dataset,
-        },
-        {
-            "queries": 0,
-            "joined_queries": 0,
-            "rows_scanned": 0,
-            "cpu_ms": 0,
-            "epsilon_spent": need,
-            "query_fee": 0,
-            "row_fee": 0,
-        },
-    )
-    state = budget_state(conn, grant_id)
-    assert state is not None
-    return state
+    return grant
 
 
 _SPENT = sa.select(grant_budgets.c.grant_id, grant_budgets.c.spent).where(

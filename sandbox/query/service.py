@@ -46,7 +46,7 @@ from typing import Any
 import pyarrow as pa
 import sqlalchemy as sa
 
-from policies import Actor, Decision, Grant, spend_budget
+from policies import Actor, Decision, Grant
 from sandbox.core.access import DatasetAccess
 from sandbox.core.data_controls import DatasetControls, load_controls
 from sandbox.core.db import release_cache
@@ -587,11 +587,10 @@ class QueryService:
         decision, epsilon = auth.decision, auth.prepared.epsilon
         rows = None if auth.cost is None else dict(auth.cost.rows)
         with self.platform.engine.begin() as conn:
-            if epsilon > 0:
-                for grant in decision.grants:
-                    if grant.epsilon_total is not None:
-                        spend_budget(conn, grant.id, epsilon, now=now, ref=rid)
-            self.platform.authority.record_usage(decision, rows_scanned=rows, conn=conn, now=now)
+            # Each budgeted grant's spend and its usage row (count, rows, fees, ε): one write.
+            self.platform.authority.record_usage(
+                decision, rows_scanned=rows, conn=conn, now=now, epsilon=epsilon, ref=rid
+            )
         return epsilon
 
     def _meter(self, auth: Authorized, cpu_ms: int) -> None:
