@@ -16,7 +16,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from . import admin, auditor, bureau, common, lists, operator, products, registrations
+from . import admin, auditor, bureau, common, governance, lists, operator, products, registrations
 from .render import ConsoleHeaders
 
 __all__ = ["ROUTERS", "install_console"]
@@ -30,6 +30,7 @@ ROUTERS = (
     lists.router,
     registrations.router,
     products.router,
+    governance.router,
 )
 STATIC = Path(__file__).parent / "static"
 

@@ -63,6 +63,7 @@ NAVIGATION = {
         ("/console/bureau/datasets", "nav.datasets"),
         ("/console/bureau/registrations", "nav.registrations"),
         ("/console/bureau/alerts", "nav.alerts"),
+        ("/console/bureau/alert-policies", "nav.policies"),
         ("/console/bureau/products", "nav.products"),
         ("/console/bureau/usage", "nav.usage"),
         ("/console/lists", "nav.lists"),
@@ -78,6 +79,7 @@ NAVIGATION = {
     "admin": (
         ("/console/admin", "nav.accounts"),
         ("/console/admin/registrations", "nav.registrations"),
+        ("/console/admin/applications", "nav.applications"),
         ("/console/admin/freeze", "nav.freeze"),
         ("/console/admin/settings", "nav.settings"),
         ("/console/lists", "nav.lists"),
