@@ -65,20 +65,41 @@ class Charge:
         return sum(part.total for _, part in self.parts)
 
 
-def _upsert_add(conn: Connection, keys: Mapping[str, Any], adds: Mapping[str, int]) -> None:
-    """Add to a ledger row, creating it if missing (one statement on SQLite and PostgreSQL)."""
-    dialect = conn.dialect.name
-    if dialect in ("sqlite", "postgresql"):
+_LEDGER = (
+    "queries",
+    "joined_queries",
+    "rows_scanned",
+    "cpu_ms",
+    "epsilon_spent",
+    "query_fee",
+    "row_fee",
+)
+_UPSERTS: dict[str, Any] = {}
+
+
+def _upsert_statement(dialect: str) -> Any:
+    """The ledger's add-or-create statement for one dialect, built once (hot path)."""
+    stmt = _UPSERTS.get(dialect)
+    if stmt is None:
         if dialect == "sqlite":
             from sqlalchemy.dialects.sqlite import insert
         else:  # the same insert().on_conflict_do_update() in both dialects
             from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
-        stmt = insert(usage_daily).values(**keys, **adds)
+        names = ("grant_id", "day", "operator", "dataset_id", *_LEDGER)
+        stmt = insert(usage_daily).values({name: sa.bindparam(name) for name in names})
         stmt = stmt.on_conflict_do_update(
             index_elements=["grant_id", "day"],
-            set_={name: usage_daily.c[name] + stmt.excluded[name] for name in adds},
+            set_={name: usage_daily.c[name] + stmt.excluded[name] for name in _LEDGER},
         )
-        conn.execute(stmt)
+        _UPSERTS[dialect] = stmt
+    return stmt
+
+
+def _upsert_add(conn: Connection, keys: Mapping[str, Any], adds: Mapping[str, int]) -> None:
+    """Add to a ledger row, creating it if missing (one statement on SQLite and PostgreSQL)."""
+    dialect = conn.dialect.name
+    if dialect in ("sqlite", "postgresql") and set(adds) == set(_LEDGER):
+        conn.execute(_upsert_statement(dialect), {**keys, **adds})
         return
     where = sa.and_(usage_daily.c.grant_id == keys["grant_id"], usage_daily.c.day == keys["day"])
     changed = conn.execute(
