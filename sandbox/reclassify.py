@@ -10,6 +10,8 @@ next decision on every server sees it (the dataset version moved).
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 from connectors.base import LoadedSource
@@ -32,8 +34,10 @@ def reclassify(
     *,
     request_id: str | None = None,
     client: str | None = None,
+    procedure: dict[str, Any] | None = None,
 ) -> Registration:
-    """Record ``spec`` as the new classification of the registered dataset ``spec.id``."""
+    """Record ``spec`` as the new classification of the registered dataset ``spec.id``;
+    ``procedure``: the registration procedure's record a revision was issued under."""
     entry = {
         "actor": actor.name,
         "role": actor.role.value,
@@ -75,6 +79,7 @@ def reclassify(
                 current.row_count,
                 actor.name,
                 platform.signing_key(),
+                procedure,
                 quality=quality,
             )
             platform.record(

@@ -19,6 +19,8 @@ from fastapi.concurrency import run_in_threadpool
 from policies import Actor, GrantTerms, ReleaseMode, Target, Tariff, Use
 from sandbox.core.classification import Level, parse_classification
 from sandbox.core.errors import Forbidden, InvalidInput, NotFound, Withheld
+from sandbox.governance.registrations import Registrations
+from sandbox.governance.revision_terms import loosenings
 from sandbox.jobs.results import result_rows
 from sandbox.query.bounds_proposal import propose_bounds
 from sandbox.reclassify import reclassify
@@ -228,13 +230,39 @@ def register(body: RegisterIn, actor: ActorDep, meta: MetaDep, services: Service
 def classify(
     dataset_id: str, body: ClassifyIn, actor: ActorDep, meta: MetaDep, services: ServicesDep
 ) -> Any:
-    """Change a dataset's classification (分类分级) without reloading it: a new version."""
+    """Tighten a dataset's classification (分类分级) at once, without reloading it: a new
+    version.  A loosening change is refused (``registration.procedure``): it is a revision
+    applied through the registration procedure, with a publicity period."""
     spec = parse_classification(body.classification, source_name="api")
     if spec.id != dataset_id:
         raise InvalidInput(
             f"the classification is for {spec.id}, not {dataset_id}", rule="api.dataset_id"
         )
     _require(services, actor, "dataset.classify", Target.dataset(dataset_id), meta)
+    platform = services.platform
+    default = Registrations(platform).default_contribution()
+    loosened = loosenings(platform.catalog.get(dataset_id).spec, spec, default)
+    if loosened:
+        closed = Forbidden(
+            f"this change loosens the classification in force ({'; '.join(loosened[:5])}): "
+            "apply for a revision with POST /v1/registrations without a source (sandbox "
+            "registration apply without --source); the admin accepts and reviews it and "
+            "issues it after its publicity period",
+            rule="registration.procedure",
+        )
+        platform.record(
+            actor=actor.name,
+            role=actor.role.value,
+            action="dataset.classify",
+            target=f"dataset:{dataset_id}",
+            dataset=dataset_id,
+            decision="deny",
+            rule="registration.procedure",
+            request_id=meta.request_id,
+            client=meta.client,
+            details={"reason": closed.message, "loosened": loosened, **actor.audit_details()},
+        )
+        raise closed
     reg = reclassify(services.platform, spec, actor, request_id=meta.request_id, client=meta.client)
     return RegistrationOut(
         dataset=dataset_out(reg.record, provenance=True),

@@ -44,7 +44,11 @@ class Listing(In):
 
 class RegistrationApplyIn(In):
     classification: str = Field(min_length=1, max_length=200_000, description="TOML text.")
-    source: SourceIn
+    source: SourceIn | None = Field(
+        default=None,
+        description="The data file; omitted: a revision reclassifying a registered "
+        "dataset's rows as loaded.",
+    )
     update_frequency: str = Field(min_length=1, max_length=40, examples=["monthly"])
     listing: Listing = Field(default_factory=Listing)
 
@@ -94,9 +98,11 @@ def apply(
     actor: ActorDep,
     services: ServicesDep,
 ) -> Any:
-    """Apply to register (or re-register) a dataset of your domain (bureau)."""
+    """Apply to register (or re-register, or reclassify: no source) a dataset of your domain
+    (bureau)."""
 
     def find(domain: str) -> SourceFile:
+        assert body.source is not None
         path, name = _source_path(services, actor, body, domain)  # type: ignore[arg-type]
         upload = body.source.upload_id is not None
         return SourceFile(
@@ -110,7 +116,7 @@ def apply(
     return _procedure(request, services).apply(
         actor,
         classification=body.classification,
-        source=find,
+        source=None if body.source is None else find,
         update_frequency=body.update_frequency,
         listing=body.listing.model_dump(),
     )

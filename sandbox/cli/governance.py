@@ -71,8 +71,14 @@ def _registration_line(app: dict[str, Any]) -> str:
 def registration_apply(
     ctx: typer.Context,
     classification: Annotated[Path, typer.Argument(help="The bureau's classification TOML.")],
-    source: Annotated[Path, Opt(help="The data file (csv, parquet, json, arrow).")],
     update_frequency: Annotated[str, Opt(help="How often it is updated, e.g. monthly.")],
+    source: Annotated[
+        Path | None,
+        Opt(
+            help="The data file (csv, parquet, json, arrow); omit it to reclassify a "
+            "registered dataset's rows as loaded (a revision)."
+        ),
+    ] = None,
     fmt: Annotated[str | None, Opt("--format", help="Format (default: suffix).")] = None,
     public_interest: Annotated[bool, Opt(help="Offered free for public interest.")] = True,
     commercial: Annotated[bool, Opt(help="Offered for commercial use.")] = False,
@@ -81,7 +87,7 @@ def registration_apply(
     terms: Annotated[str, Opt(help="Conditions of use, in words.")] = "",
     token: TokenOpt = None,
 ) -> None:
-    """Apply to register (or re-register) a dataset of your bureau."""
+    """Apply to register (or re-register, or revise the classification of) a dataset."""
     from sandbox.governance.registrations import Registrations, SourceFile
 
     try:
@@ -90,7 +96,7 @@ def registration_apply(
         raise InvalidInput(
             f"cannot read classification file {classification}", rule="cli.file"
         ) from None
-    if not source.is_file():
+    if source is not None and not source.is_file():
         raise InvalidInput(f"no file {source}", rule="cli.file")
     listing = {
         "public_interest": public_interest,
@@ -103,7 +109,7 @@ def registration_apply(
         app = Registrations(platform).apply(
             actor,
             classification=text,
-            source=SourceFile(path=source, name=source.name, format=fmt),
+            source=None if source is None else SourceFile(source, source.name, format=fmt),
             update_frequency=update_frequency,
             listing=listing,
         )

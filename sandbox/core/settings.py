@@ -412,6 +412,13 @@ class Settings:
         "may be filed until it ends, and the certificate is issued only after it "
         "(docs/governance.md).",
     )
+    revision_publicity_days: float = setting(
+        2.0,
+        gt=0,
+        help="Publicity period of a revision that loosens a registered dataset's "
+        "classification (a level lowered, a column added, bounds widened...), in days; a "
+        "purely tightening revision takes effect at once (docs/governance.md).",
+    )
     staging_sweep_s: float = setting(
         600.0,
         gt=0,

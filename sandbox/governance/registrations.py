@@ -9,6 +9,12 @@ with its SHA-256: the certificate is issued for exactly the bytes that were revi
 
 The host console's ``sandbox dataset register`` stays the bootstrap and admin path
 (the demo, first datasets); over HTTP a bureau registers through this procedure.
+
+A change of a registered dataset is a revision in the same procedure: with a new file
+(a new version) or without one (a reclassification of the rows as loaded).  One that
+only tightens the classification in force (:func:`.revision_terms.is_tightening`) takes
+the short form (accept, review, issue); one that loosens it the ``revision`` form, with
+the shorter publicity period ``revision_publicity_days``.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import sqlalchemy as sa
 
 from connectors.files import FileSource
 from policies import Actor, Role, Target
-from sandbox.core.classification import parse_classification
+from sandbox.core.classification import Contribution, parse_classification
 from sandbox.core.data_controls import load_controls
 from sandbox.core.db import datasets
 from sandbox.core.errors import Conflict, InvalidInput, NotFound, Withheld
@@ -38,11 +44,13 @@ from sandbox.core.governance_tables import (
 from sandbox.core.timeutil import to_rfc3339
 from sandbox.enclave.registry import Registration
 from sandbox.platform import Platform
+from sandbox.reclassify import reclassify
 
 from .acts import Clock, audited, audited_read, new_id, record_allow, system_clock
 from .registration_files import SourceFile, discard, keep, kept_directory, sha256_of
 from .registration_states import Facts, RegState, RegStep, advance
 from .registration_views import listed_to, procedure_record, view
+from .revision_terms import is_tightening
 
 __all__ = ["Registrations", "SourceFile"]
 
@@ -67,6 +75,16 @@ class Registrations:
     def publicity(self) -> timedelta:
         return timedelta(days=self.platform.settings.registration_publicity_days)
 
+    def _publicity_of(self, form: str) -> timedelta:
+        """A loosening revision's publicity is the shorter ``revision_publicity_days``."""
+        if form == "revision":
+            return timedelta(days=self.platform.settings.revision_publicity_days)
+        return self.publicity
+
+    def default_contribution(self) -> Contribution:
+        settings = self.platform.settings
+        return Contribution(settings.dp_max_rows_per_entity, settings.dp_max_groups_per_entity)
+
     def _files(self, app_id: str) -> Path:
         return kept_directory(self.platform.settings.staging_dir, app_id)
 
@@ -77,14 +95,15 @@ class Registrations:
         actor: Actor,
         *,
         classification: str,
-        source: SourceFile | Callable[[str], SourceFile],
+        source: SourceFile | Callable[[str], SourceFile] | None,
         update_frequency: str,
         listing: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """A bureau applies to register (or re-register) a dataset of its domain.
 
         ``source``: the file, or a function of the dataset's domain that finds it (an
-        upload of the account), called once the bureau may register there.
+        upload of the account), called once the bureau may register there; ``None``: a
+        reclassification of a registered dataset's rows as loaded (no new file).
         """
         with audited(self.platform, actor, "registration.apply", "platform"):
             spec = parse_classification(classification, source_name="application")
@@ -105,6 +124,11 @@ class Registrations:
         with audited(self.platform, actor, "registration.apply", str(target), dataset=spec.id):
             if not decision.allowed:
                 raise decision.error()
+            if source is None and current is None:
+                raise InvalidInput(
+                    f"{spec.id} is not registered: an application names its data file",
+                    rule="registration.source",
+                )
             found = source(spec.domain) if callable(source) else source
             frequency = update_frequency.strip()
             if not frequency or len(frequency) > FREQUENCY_MAX:
@@ -120,10 +144,29 @@ class Registrations:
                 and last.version == current.version
                 and last.classification_sha256 == spec.sha256()
             )
-            form = "short" if short else "full"
+            if not short and current is not None:
+                # A revision: tightening (fail safe) needs no publicity; loosening the
+                # shorter one of a revision.
+                in_force = self.platform.catalog.get(spec.id).spec
+                tight = is_tightening(in_force, spec, self.default_contribution())
+                short = tight and in_force.sha256() != spec.sha256()
+                form = "short" if short else "revision"
+            else:
+                form = "short" if short else "full"
             app_id = new_id("rg")
             now = self.clock()
-            stored = keep(self._files(app_id), found)
+            if found is None:
+                record = self.platform.catalog.get(spec.id)
+                stored = {
+                    "reclassify": True,
+                    "version": record.version,
+                    "name": f"{spec.id} version {record.version}, as loaded",
+                    "format": None,
+                    "bytes": None,
+                    "sha256": record.source_sha256,
+                }
+            else:
+                stored = keep(self._files(app_id), found)
             try:
                 with engine.begin() as conn:
                     pending = conn.execute(
@@ -226,7 +269,7 @@ class Registrations:
                     if new is RegState.PUBLICITY:
                         values |= {
                             "publicity_from": _ts(now),
-                            "publicity_until": _ts(now + self.publicity),
+                            "publicity_until": _ts(now + self._publicity_of(row.form)),
                         }
                 conn.execute(sa.update(apps).where(apps.c.id == app_id).values(**values))
                 before = RegState(row.state)
@@ -312,6 +355,8 @@ class Registrations:
             facts = self._facts(row, actor, now, open_ids)
             advance(RegState(row.state), RegStep.ISSUE, actor.role, facts)
             self._permitted(actor, row)
+            if row.source.get("reclassify"):
+                return self._reclassify(actor, row, now)
             kept = self._files(app_id) / row.source["file"]
             if not kept.is_file() or sha256_of(kept) != row.source["sha256"]:
                 raise Conflict(
@@ -339,33 +384,60 @@ class Registrations:
                         sa.update(apps).where(apps.c.id == app_id).values(issuing_since=None)
                     )
                 raise
-            with self.platform.engine.begin() as conn:
-                conn.execute(
-                    sa.update(apps)
-                    .where(apps.c.id == app_id)
-                    .values(
-                        state=RegState.ISSUED.value,
-                        issued_by=actor.name,
-                        issued_at=_ts(now),
-                        version=reg.record.version,
-                        issuing_since=None,
-                        updated_at=_ts(now),
-                    )
-                )
-                self._event(
-                    conn, app_id, actor, RegStep.ISSUE, RegState(row.state), RegState.ISSUED, now
-                )
-                record_allow(
-                    self.platform,
-                    actor,
-                    "registration.issue",
-                    target,
-                    "registration.transition",
-                    dataset=row.dataset,
-                    details={"application": app_id, "version": reg.record.version},
-                )
+            self._issued(actor, row, now, reg)
         discard(self._files(app_id))
         return self.show(actor, app_id), reg
+
+    def _reclassify(
+        self, actor: Actor, row: Any, now: datetime
+    ) -> tuple[dict[str, Any], Registration]:
+        """Issue a revision without a file: the reviewed classification over the rows of
+        the version it was applied against (a version registered since refuses it)."""
+        current = self.platform.catalog.get(row.dataset)
+        if current.version != row.source["version"]:
+            raise Conflict(
+                f"{row.dataset} has a new version since this revision was applied: the "
+                "bureau applies again",
+                rule="registration.source_changed",
+            )
+        spec = parse_classification(row.classification, source_name=f"application:{row.id}")
+        self._claim(row.id, RegState(row.state), now)
+        try:
+            record = procedure_record(row, actor.name)
+            reg = reclassify(self.platform, spec, actor, procedure=record)
+        except BaseException:
+            with self.platform.engine.begin() as conn:
+                conn.execute(sa.update(apps).where(apps.c.id == row.id).values(issuing_since=None))
+            raise
+        self._issued(actor, row, now, reg)
+        return self.show(actor, row.id), reg
+
+    def _issued(self, actor: Actor, row: Any, now: datetime, reg: Registration) -> None:
+        with self.platform.engine.begin() as conn:
+            conn.execute(
+                sa.update(apps)
+                .where(apps.c.id == row.id)
+                .values(
+                    state=RegState.ISSUED.value,
+                    issued_by=actor.name,
+                    issued_at=_ts(now),
+                    version=reg.record.version,
+                    issuing_since=None,
+                    updated_at=_ts(now),
+                )
+            )
+            self._event(
+                conn, row.id, actor, RegStep.ISSUE, RegState(row.state), RegState.ISSUED, now
+            )
+            record_allow(
+                self.platform,
+                actor,
+                "registration.issue",
+                f"registration:{row.id}",
+                "registration.transition",
+                dataset=row.dataset,
+                details={"application": row.id, "version": reg.record.version},
+            )
 
     def _permitted(self, actor: Actor, row: Any) -> None:
         """The platform's steps are also a policy line (``registration.decide``, the admin's

@@ -166,3 +166,29 @@ def test_grant_application_over_the_command_line(home: tuple[Path, dict[str, str
     states = {a["id"]: a["state"] for a in mine}
     assert states == {app_id: "approved", second: "rejected", third: "withdrawn"}
     assert json.loads(ok(path, "grant", "applications", "--json", token=tokens["op-bank"])) == []
+
+
+def test_a_revision_without_a_file_over_the_command_line(
+    home: tuple[Path, dict[str, str]],
+) -> None:
+    """`sandbox registration apply` without --source: a tightening is the short form, a
+    loosening the revision form, with publicity."""
+    path, tokens = home
+    files = path.parent
+    bureau = tokens["bureau-health"]
+    tighter = VISITS.replace('[columns.district]\nlevel = "L1"', '[columns.district]\nlevel = "L2"')
+    (files / "tighter.toml").write_text(tighter)
+    (files / "looser.toml").write_text(tighter.replace("bounds = [0, 5000]", "bounds = [0, 9000]"))
+    apply = ["registration", "apply", "--update-frequency", "weekly"]
+    out = ok(path, *apply, str(files / "tighter.toml"), token=bureau)
+    assert "(short form), applied" in out
+    app_id = out.split()[1].rstrip(":")
+    ok(path, "registration", "accept", app_id)
+    assert "reviewed" in ok(path, "registration", "review", app_id, "--comment", "L2")
+    assert "issued health.visits" in ok(path, "registration", "issue", app_id)
+    out = ok(path, *apply, str(files / "looser.toml"), token=bureau)
+    assert "(revision form), applied" in out
+    app_id = out.split()[1].rstrip(":")
+    ok(path, "registration", "accept", app_id)
+    assert "publicity" in ok(path, "registration", "review", app_id, "--comment", "wider")
+    ok(path, "registration", "withdraw", app_id, "--comment", "later", token=bureau)
