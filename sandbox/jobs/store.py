@@ -128,6 +128,23 @@ class StoredResult:
     cpu_ms: int
 
 
+_started = jobs.alias("started")
+# Each queued operator's oldest job and latest start: the start is one lookup per operator
+# in ix_jobs_operator_started (a max over an index prefix), not a scan of its history.
+_WAITING = (
+    sa.select(
+        jobs.c.operator,
+        sa.func.min(jobs.c.created_at).label("oldest"),
+        sa.select(sa.func.max(_started.c.started_at))
+        .where(_started.c.operator == jobs.c.operator)
+        .scalar_subquery()
+        .label("last"),
+    )
+    .where(jobs.c.state == sa.bindparam("queued"))
+    .group_by(jobs.c.operator)
+)
+
+
 class JobStore:
     """Data access for jobs and results (SQLite or PostgreSQL); runners in ``.runners``."""
 
@@ -136,6 +153,9 @@ class JobStore:
         self.keys = keys
         """The home's data keys: results are stored sealed (None: a home without encryption)."""
         metadata.create_all(engine, tables=[jobs, job_results, job_runners])
+        # create_all makes no index of a table an older release created: add it in place.
+        for index in jobs.indexes:
+            index.create(engine, checkfirst=True)
         self.runners = RunnerRegistry(engine)
         """The server processes that run jobs (:mod:`sandbox.jobs.registry`)."""
 
@@ -265,26 +285,13 @@ class JobStore:
         (operators in ``exclude`` wait)."""
         queued = JobState.QUEUED.value
         with self.engine.connect() as conn:
-            waiting = {
-                row.operator: row.oldest
-                for row in conn.execute(
-                    sa.select(jobs.c.operator, sa.func.min(jobs.c.created_at).label("oldest"))
-                    .where(jobs.c.state == queued)
-                    .group_by(jobs.c.operator)
-                )
-                if row.operator not in exclude
-            }
+            waiting: dict[str, str] = {}
+            served: dict[str, str | None] = {}
+            for row in conn.execute(_WAITING, {"queued": queued}):
+                if row.operator not in exclude:
+                    waiting[row.operator], served[row.operator] = row.oldest, row.last
             if not waiting:
                 return []
-            served = {
-                row.operator: row.last
-                for row in conn.execute(
-                    sa.select(jobs.c.operator, sa.func.max(jobs.c.started_at).label("last"))
-                    .where(jobs.c.operator.in_(list(waiting)))
-                    .where(jobs.c.started_at.is_not(None))
-                    .group_by(jobs.c.operator)
-                )
-            }
             turn = sorted(waiting, key=lambda op: (served.get(op) or "", waiting[op], op))
             ids = []
             for operator in turn[:limit]:

@@ -36,6 +36,8 @@ jobs = sa.Table(
     sa.Column("version", sa.Integer, nullable=False, default=0),
     # The ε the operator chose for this query (NULL: the grant's per-query ε).
     sa.Column("epsilon", sa.Float, nullable=True),
+    # An operator's latest start, read by every claim (:meth:`JobStore._in_turn`).
+    sa.Index("ix_jobs_operator_started", "operator", "started_at"),
 )
 
 job_results = sa.Table(
