@@ -325,6 +325,39 @@ def test_english_and_signing_out(browser: Browser, console: Console) -> None:
     wait(b).until(ec.url_contains("/console/sign-in"))
 
 
+def test_bureau_publishes_a_product_and_the_admin_rotates_the_key(
+    browser: Browser, console: Console
+) -> None:
+    """One browser step on each of the pages added last: the bureau's products page and
+    registration form, the admin's applications and settings (labels and contrast too)."""
+    b = browser
+    sign_in(b, console, "bureau-health")
+    go(b, console, "/console/bureau/products")
+    find(b, "#publish-product").find_element(By.XPATH, "..").find_element(
+        By.TAG_NAME, "summary"
+    ).click()
+    for css, value in (
+        ("#p-dataset", "health.claims"),
+        ("#p-title", "Claims per district (browser)"),
+        ("#p-description", "count of claims per district"),
+        ("#p-template", "SELECT district, count(*) AS n FROM health.claims GROUP BY district"),
+        ("#p-columns", "district"),
+    ):
+        find(b, css).send_keys(value)
+    reload_after(b, find(b, "#publish-product button[type=submit]"))
+    assert "Claims per district (browser)" in text(b)
+    assert b.driver.execute_script(A11Y) == []
+    go(b, console, "/console/bureau/registrations")
+    assert find(b, "#apply-registration").get_attribute("method") == "post"
+    assert b.driver.execute_script(A11Y) == []
+    sign_in(b, console, "admin")
+    go(b, console, "/console/admin/applications")
+    assert b.driver.execute_script(A11Y) == []
+    go(b, console, "/console/admin/settings")
+    reload_after(b, find(b, "#rotate-key button"))
+    assert find(b, "#active-key").text
+
+
 @pytest.fixture(autouse=True)
 def _no_console_errors(browser: Browser) -> None:
     """No page of a journey logs a script error or a CSP violation in the browser."""
