@@ -62,15 +62,14 @@ def apply(request: Request, form: Form, actor: ConsoleActor, services: ServicesD
     for name in ("price_per_query_fen", "price_per_million_rows_fen"):
         if optional(form.get(name)) is not None:
             listing[name] = form[name].strip()
-    body = as_model(
-        registration_routes.RegistrationApplyIn,
-        {
-            "classification": form.get("classification", ""),
-            "source": source,
-            "update_frequency": form.get("update_frequency", "").strip(),
-            "listing": listing,
-        },
-    )
+    fields: dict[str, Any] = {
+        "classification": form.get("classification", ""),
+        "update_frequency": form.get("update_frequency", "").strip(),
+        "listing": listing,
+    }
+    if source["path"] or source["upload_id"]:  # neither: no source (a revision)
+        fields["source"] = source
+    body = as_model(registration_routes.RegistrationApplyIn, fields)
     registration_routes.apply(body, request, actor, services)
     return _back(actor)
 
