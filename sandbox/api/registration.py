@@ -50,7 +50,11 @@ class RegistrationApplyIn(In):
         "dataset's rows as loaded.",
     )
     update_frequency: str = Field(min_length=1, max_length=40, examples=["monthly"])
-    listing: Listing = Field(default_factory=Listing)
+    listing: Listing | None = Field(
+        default=None,
+        description="Omitted: the defaults for a new file; a revision without a file keeps "
+        "the terms last issued.",
+    )
 
 
 class StepIn(In):
@@ -118,7 +122,9 @@ def apply(
         classification=body.classification,
         source=None if body.source is None else find,
         update_frequency=body.update_frequency,
-        listing=body.listing.model_dump(),
+        listing=body.listing.model_dump()
+        if body.listing is not None
+        else (None if body.source is None else Listing().model_dump()),
     )
 
 

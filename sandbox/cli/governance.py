@@ -98,13 +98,16 @@ def registration_apply(
         ) from None
     if source is not None and not source.is_file():
         raise InvalidInput(f"no file {source}", rule="cli.file")
-    listing = {
+    priced = (commercial, terms, price_per_query, price_per_million_rows)
+    listing: dict[str, Any] | None = {
         "public_interest": public_interest,
         "commercial": commercial,
         "price_per_query_fen": fen(price_per_query, "price per query"),
         "price_per_million_rows_fen": fen(price_per_million_rows, "price per million rows"),
         "terms": terms,
     }
+    if source is None and public_interest and not any(priced):
+        listing = None  # a revision without a file keeps the terms last issued
     with acting(ctx.obj, token) as (platform, actor):
         app = Registrations(platform).apply(
             actor,

@@ -104,6 +104,7 @@ class Registrations:
         ``source``: the file, or a function of the dataset's domain that finds it (an
         upload of the account), called once the bureau may register there; ``None``: a
         reclassification of a registered dataset's rows as loaded (no new file).
+        ``listing``: ``None`` keeps the price terms last issued through the procedure.
         """
         with audited(self.platform, actor, "registration.apply", "platform"):
             spec = parse_classification(classification, source_name="application")
@@ -113,7 +114,7 @@ class Registrations:
                 sa.select(datasets.c.version).where(datasets.c.id == spec.id)
             ).first()
             last = conn.execute(
-                sa.select(apps.c.version, apps.c.classification_sha256)
+                sa.select(apps.c.version, apps.c.classification_sha256, apps.c.listing)
                 .where(apps.c.dataset == spec.id, apps.c.state == RegState.ISSUED.value)
                 .order_by(apps.c.version.desc())
                 .limit(1)
@@ -147,10 +148,13 @@ class Registrations:
             if not short and current is not None:
                 # A revision: tightening (fail safe) needs no publicity; loosening the
                 # shorter one of a revision.
+                # (An equivalent classification keeps the full form: the public was
+                # never shown it through the procedure.)
                 in_force = self.platform.catalog.get(spec.id).spec
-                tight = is_tightening(in_force, spec, self.default_contribution())
-                short = tight and in_force.sha256() != spec.sha256()
-                form = "short" if short else "revision"
+                default = self.default_contribution()
+                tighter = is_tightening(in_force, spec, default)
+                same = tighter and is_tightening(spec, in_force, default)
+                form = "revision" if not tighter else ("full" if same else "short")
             else:
                 form = "short" if short else "full"
             app_id = new_id("rg")
@@ -191,7 +195,11 @@ class Registrations:
                             title=spec.title,
                             description=spec.description,
                             update_frequency=frequency,
-                            listing=dict(listing or {}),
+                            listing=dict(
+                                listing
+                                if listing is not None
+                                else (last.listing if last is not None else {})
+                            ),
                             classification=spec.to_dict(),
                             classification_sha256=spec.sha256(),
                             source=stored,

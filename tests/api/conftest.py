@@ -281,8 +281,12 @@ def in_thread(application: Any, name: str) -> Iterator[httpx.Client]:
         thread.join(30)
 
 
-FAST_PUBLICITY = {"SANDBOX_REGISTRATION_PUBLICITY_DAYS": "0.00001"}
-"""A server environment whose registration publicity period (公示期) ends within a second,
+FAST_PUBLICITY = {
+    "SANDBOX_REGISTRATION_PUBLICITY_DAYS": "0.00001",
+    "SANDBOX_REVISION_PUBLICITY_DAYS": "0.00001",
+}
+"""A server environment whose registration publicity period (公示期, a loosening
+revision's too) ends within a second,
 so a test registers datasets through the whole procedure (``register``)."""
 
 

@@ -118,6 +118,9 @@ def test_revisions_tighten_at_once_and_loosen_through_the_procedure(api: Api) ->
     assert verify_certificate(tightened["certificate"], keys)["version"] == 2
     columns = _columns(api)
     assert columns["version"] == 3 and columns["district"]["level"] == "L1"
+    # A revision without a file or a listing keeps the price terms last issued.
+    catalog = api.ok("op-bank", "GET", "/v1/catalog/health.visits")
+    assert catalog["price_terms"]["price_per_query_fen"] == 300
     steps = {e.rule for e in api.entries("registration.issue") if e.decision == "allow"}
     assert "registration.transition" in steps
 
