@@ -86,7 +86,18 @@ def _refuse(services: Services, actor: Actor, target: Target, exc: SandboxError)
     )
 
 
-@router.get("/v1/audit/checkpoint", response_class=PlainTextResponse)
+@router.get(
+    "/v1/audit/checkpoint",
+    # The note is text; the errors keep the JSON error body (response_class would make
+    # every documented error text/plain too).
+    response_model=None,
+    responses={
+        200: {
+            "description": "The checkpoint as a C2SP signed note.",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+)
 def checkpoint(
     actor: ActorDep,
     meta: MetaDep,
