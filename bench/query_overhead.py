@@ -17,6 +17,7 @@ cache never answers.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -115,12 +116,17 @@ def setup(home: Path, scale: float) -> tuple[Platform, dict[str, Actor]]:
     return platform, actors
 
 
-def median_time(fn, repeat: int) -> float:
+#: Every run's seconds by label, for the spread printed at the end.
+SPREAD: dict[str, list[float]] = {}
+
+
+def median_time(fn, repeat: int, label: str = "") -> float:
     times = []
     for i in range(repeat):
         start = time.perf_counter()
         fn(i)
         times.append(time.perf_counter() - start)
+    SPREAD[label] = times
     return statistics.median(times)
 
 
@@ -186,7 +192,7 @@ def main() -> None:
                     cur.sql(sql).to_arrow_table()
 
             run(0)  # warm
-            return median_time(run, args.repeat)
+            return median_time(run, args.repeat, f"raw {sql[:40]}")
 
         def guarded(sql: str, who: str) -> float:
             def run(_i: int) -> None:
@@ -194,11 +200,12 @@ def main() -> None:
                 service.run_job(actors[who], f"{sql} HAVING count(*) > -{next(counter)}")
 
             run(0)
-            return median_time(run, args.repeat)
+            return median_time(run, args.repeat, f"{who} {sql[:40]}")
 
         print(
             f"threads={platform.settings.threads}, duckdb {duckdb.__version__}, "
-            f"median of {args.repeat}"
+            f"median of {args.repeat}, load average before: "
+            f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}"
         )
         print(f"{'workload':<36} {'raw s':>8} {'plain s':>8} {'ratio':>6} {'dp s':>8} {'ratio':>6}")
         for label, sql in WORKLOADS.items():
@@ -215,6 +222,10 @@ def main() -> None:
             f"{'small query (added ms)':<36} {base * 1000:8.1f} {plain * 1000:8.1f} "
             f"{(plain - base) * 1000:+6.1f} ms"
         )
+        print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+        print("spread (min-max s) per figure:")
+        for label, times in SPREAD.items():
+            print(f"  {label:<56} {min(times):8.3f} - {max(times):8.3f}")
         platform.close()
 
 

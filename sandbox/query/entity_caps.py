@@ -64,6 +64,15 @@ def group_cap(inner_sql: str, group_cols: list[str], g: int) -> list[str]:
     if g < 1:  # lag(…, 0) would compare each cell with itself and drop all
         raise ValueError(f"max_groups_per_entity must be at least 1, not {g}")
     cell = f"hash({', '.join([*group_cols, '__sbx_e'])})"
+    if g == 1:  # the smallest hash is a plain min per entity: cheaper than the sort
+        return [
+            f'__sbx_pg AS (SELECT *, {cell} AS "__sbx_h" FROM ({inner_sql}) '
+            'WHERE "__sbx_e" IS NOT NULL)',
+            '__sbx_cut AS (SELECT "__sbx_e", min("__sbx_h") AS "__sbx_t" FROM __sbx_pg '
+            'GROUP BY "__sbx_e")',
+            '__sbx_pe AS (SELECT __sbx_pg.* FROM __sbx_pg JOIN __sbx_cut USING ("__sbx_e") '
+            'WHERE "__sbx_h" = "__sbx_t")',
+        ]
     return [
         f'__sbx_pg AS (SELECT *, {cell} AS "__sbx_h", hash("__sbx_e") AS "__sbx_he" '
         f'FROM ({inner_sql}) WHERE "__sbx_e" IS NOT NULL)',

@@ -58,6 +58,10 @@ def _old_sql(new_sql: str, n_keys: int, g: int) -> str:
     """The same stats query with the joined cap in place of the window."""
     group_cols = [f'"__k{i}"' for i in range(n_keys)]
     new = group_cap("@@", group_cols, g)
+    if g == 1:  # its own form: a plain min per entity, joined back
+        head, rest = new_sql.split(new[0].split("@@")[0], 1)
+        inner, tail = rest.split(new[0].split("@@")[1] + ", " + ", ".join(new[1:]), 1)
+        return head + ", ".join(_joined_cap(inner, group_cols, g)) + tail
     head, rest = new_sql.split(new[0].split("@@")[0], 1)
     inner, tail = rest.split(new[0].split("@@")[1] + ", " + new[1], 1)
     return head + ", ".join(_joined_cap(inner, group_cols, g)) + tail
