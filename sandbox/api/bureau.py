@@ -19,6 +19,8 @@ from fastapi.concurrency import run_in_threadpool
 from policies import Actor, GrantTerms, ReleaseMode, Target, Tariff, Use
 from sandbox.core.classification import Level, parse_classification
 from sandbox.core.errors import Forbidden, InvalidInput, NotFound, Withheld
+from sandbox.core.sealed_files import Sink, staged_writer
+from sandbox.enclave.staging import UploadQuota
 from sandbox.governance.registrations import Registrations
 from sandbox.governance.revision_terms import loosenings
 from sandbox.jobs.results import result_rows
@@ -63,6 +65,11 @@ def _require(services: Services, actor: Actor, action: str, target: Target, meta
     if not decision.allowed:
         authority.record_decision(actor, decision, request_id=meta.request_id, client=meta.client)
         raise decision.error()
+
+
+def _write_staged(quota: UploadQuota, sink: Sink, chunk: bytes, size: int) -> None:
+    quota.check(size)  # before the bytes land: a refused upload never passes a quota
+    sink.write(chunk)
 
 
 def _uploads(services: Services) -> Path:
@@ -112,13 +119,16 @@ async def upload(
     target = directory / f"{upload_id}{suffix}"
     digest, size = hashlib.sha256(), 0
     quota = services.staging.quota(actor.name, target)
+    keys = await run_in_threadpool(lambda: services.platform.data_keys)
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as out:
+            sink = staged_writer(out, keys)  # sealed as it arrives (encrypted home)
             async for chunk in request.stream():
                 digest.update(chunk)
                 size += len(chunk)
-                await anyio.to_thread.run_sync(quota.write, out, chunk, size)
+                await anyio.to_thread.run_sync(_write_staged, quota, sink, chunk, size)
+            await anyio.to_thread.run_sync(sink.close)
     except BaseException:
         target.unlink(missing_ok=True)
         quota.close()

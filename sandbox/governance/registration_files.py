@@ -3,6 +3,7 @@
 An upload is moved (its record in the uploads directory removed), an import copied,
 into ``staging/registrations/<application>/`` (0700), with its SHA-256: the certificate
 is issued only for those bytes, and the directory goes when the application closes.
+In an encrypted home the kept file is sealed (:mod:`sandbox.core.sealed_files`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from sandbox.core.keyring import Keyring
+from sandbox.core.sealed_files import plain_digest, seal_copy
 
 __all__ = ["SourceFile", "discard", "keep", "kept_directory", "sha256_of"]
 
@@ -41,8 +45,11 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def keep(directory: Path, source: SourceFile) -> dict[str, Any]:
-    """Keep ``source`` in ``directory`` (new); what the application records of it."""
+def keep(directory: Path, source: SourceFile, keys: Keyring | None = None) -> dict[str, Any]:
+    """Keep ``source`` in ``directory`` (new); what the application records of it.
+
+    An upload is already sealed (in an encrypted home); an import is sealed as it is
+    copied.  Bytes and SHA-256 describe the plain bytes (what the bureau can check)."""
     directory.mkdir(parents=True, mode=0o700)
     kept = directory / Path(source.name).name
     if source.move:
@@ -50,13 +57,14 @@ def keep(directory: Path, source: SourceFile) -> dict[str, Any]:
         for extra in source.also_remove:
             extra.unlink(missing_ok=True)
     else:
-        shutil.copyfile(source.path, kept)
+        seal_copy(source.path, kept, keys)
+    sha256, size = plain_digest(kept, keys)
     return {
         "file": kept.name,
         "name": source.name,
         "format": source.format,
-        "bytes": kept.stat().st_size,
-        "sha256": sha256_of(kept),
+        "bytes": size,
+        "sha256": sha256,
     }
 
 

@@ -19,7 +19,8 @@ the shorter publicity period ``revision_publicity_days``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from policies import Actor, Role, Target
 from sandbox.core.classification import Contribution, parse_classification
 from sandbox.core.data_controls import load_controls
 from sandbox.core.db import datasets
-from sandbox.core.errors import Conflict, InvalidInput, NotFound, Withheld
+from sandbox.core.errors import Conflict, EnclaveError, InvalidInput, NotFound, Withheld
 from sandbox.core.governance_tables import (
     registration_applications as apps,
 )
@@ -41,13 +42,14 @@ from sandbox.core.governance_tables import (
 from sandbox.core.governance_tables import (
     registration_objections as objections,
 )
+from sandbox.core.sealed_files import opened_plain
 from sandbox.core.timeutil import to_rfc3339
 from sandbox.enclave.registry import Registration
 from sandbox.platform import Platform
 from sandbox.reclassify import reclassify
 
 from .acts import Clock, audited, audited_read, new_id, record_allow, system_clock
-from .registration_files import SourceFile, discard, keep, kept_directory, sha256_of
+from .registration_files import SourceFile, discard, keep, kept_directory
 from .registration_states import Facts, RegState, RegStep, advance
 from .registration_views import listed_to, procedure_record, view
 from .revision_terms import is_tightening
@@ -170,7 +172,7 @@ class Registrations:
                     "sha256": record.source_sha256,
                 }
             else:
-                stored = keep(self._files(app_id), found)
+                stored = keep(self._files(app_id), found, self.platform.data_keys)
             try:
                 with engine.begin() as conn:
                     pending = conn.execute(
@@ -366,35 +368,54 @@ class Registrations:
             if row.source.get("reclassify"):
                 return self._reclassify(actor, row, now)
             kept = self._files(app_id) / row.source["file"]
-            if not kept.is_file() or sha256_of(kept) != row.source["sha256"]:
-                raise Conflict(
-                    "the applied file is no longer the one reviewed: the bureau applies again",
-                    rule="registration.source_changed",
-                )
-            spec = parse_classification(row.classification, source_name=f"application:{app_id}")
-            procedure = procedure_record(row, actor.name)
-            source = FileSource(
-                kept, self.platform.settings.staging_dir, row.source["format"], row.source["name"]
+            changed = Conflict(
+                "the applied file is no longer the one reviewed: the bureau applies again",
+                rule="registration.source_changed",
             )
-            self._claim(app_id, RegState(row.state), now)
-            try:
-                reg = self.platform.register(
-                    spec,
-                    source,  # type: ignore[arg-type]  # FileSource.connector: a read-only property
-                    registered_by=actor.name,
-                    role=actor.role.value,
-                    acting=actor.audit_details(),
-                    procedure=procedure,
+            if not kept.is_file():
+                raise changed
+            # A sealed file is opened into a plain one beside it, deleted on leaving.
+            with self._opened(kept, changed) as (plain, sha256):
+                if sha256 != row.source["sha256"]:
+                    raise changed
+                spec = parse_classification(row.classification, source_name=f"application:{app_id}")
+                procedure = procedure_record(row, actor.name)
+                source = FileSource(
+                    plain,
+                    self.platform.settings.staging_dir,
+                    row.source["format"],
+                    row.source["name"],
                 )
-            except BaseException:
-                with self.platform.engine.begin() as conn:
-                    conn.execute(
-                        sa.update(apps).where(apps.c.id == app_id).values(issuing_since=None)
+                self._claim(app_id, RegState(row.state), now)
+                try:
+                    reg = self.platform.register(
+                        spec,
+                        source,  # type: ignore[arg-type]  # FileSource.connector: read-only
+                        registered_by=actor.name,
+                        role=actor.role.value,
+                        acting=actor.audit_details(),
+                        procedure=procedure,
                     )
-                raise
+                except BaseException:
+                    with self.platform.engine.begin() as conn:
+                        conn.execute(
+                            sa.update(apps).where(apps.c.id == app_id).values(issuing_since=None)
+                        )
+                    raise
             self._issued(actor, row, now, reg)
         discard(self._files(app_id))
         return self.show(actor, app_id), reg
+
+    @contextmanager
+    def _opened(self, kept: Path, changed: Conflict) -> Iterator[tuple[Path, str]]:
+        """The kept file's plain bytes for the connector; damage reads as a changed file."""
+        try:
+            with opened_plain(kept, self.platform.data_keys) as opened:
+                yield opened
+        except EnclaveError as exc:
+            if exc.rule != "keys.sealed_invalid":
+                raise
+            raise changed from None
 
     def _reclassify(
         self, actor: Actor, row: Any, now: datetime

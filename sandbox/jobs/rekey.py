@@ -6,8 +6,8 @@
   the process dies between the two, opening the home says to finish that rename.
 - :func:`reencrypt` draws new data keys and re-encrypts the data under them: the
   enclave file is copied into a new file under the new key (DuckDB ``COPY FROM
-  DATABASE``), held results and cached releases are re-sealed, then the old keys
-  are deleted.  It needs the servers of the home stopped (they hold the old key).
+  DATABASE``), held results, cached releases and staged uploads are re-sealed, then
+  the old keys are deleted.  It needs the servers of the home stopped (they hold the old key).
 
 Both are recorded in the audit trail by the caller (``sandbox/cli/keys.py``).
 This module lives in ``jobs`` because it rewrites the jobs' result table.
@@ -29,6 +29,7 @@ from sandbox.core.home_keys import keyring_path, master_key_path, provider_for
 from sandbox.core.key_provider import FileKeyProvider, KeyProvider, generate_key_file
 from sandbox.core.keyring import Keyring, load_keyring, save_keyring
 from sandbox.core.sealed import open_blob, seal_blob
+from sandbox.core.sealed_files import reseal
 from sandbox.enclave.enclave import LOCKDOWN
 from sandbox.jobs.tables import job_results, job_runners
 from sandbox.platform import Platform
@@ -50,6 +51,7 @@ class Reencrypted:
     enclave_bytes: int
     results: int
     cached: int
+    uploads: int = 0
 
 
 def _keys(platform: Platform) -> Keyring:
@@ -185,6 +187,7 @@ def reencrypt(platform: Platform) -> Reencrypted:
     save_keyring(keyring_path(settings), staged, provider)
     os.replace(target, enclave)
     results, cached = _reseal(platform, staged, staged)
+    uploads = reseal(settings.staging_dir, staged)
     final = staged.without_retired()
     save_keyring(keyring_path(settings), final, provider)
     return Reencrypted(
@@ -193,4 +196,5 @@ def reencrypt(platform: Platform) -> Reencrypted:
         enclave_bytes=enclave.stat().st_size,
         results=results,
         cached=cached,
+        uploads=uploads,
     )

@@ -478,3 +478,29 @@ def test_catalog_and_grant_applications(api: Api) -> None:
     for action in ("grant.apply", "grant.approve", "grant.reject", "grant.withdraw_application"):
         assert any(e.decision == "allow" for e in api.entries(action)), action
     assert any(e.rule == "application.domain" for e in api.entries("grant.approve"))
+
+
+def test_an_upload_is_sealed_on_disk_and_recorded_by_its_plain_bytes(api: Api) -> None:
+    import hashlib
+
+    from sandbox.core.sealed import MAGIC
+
+    assert api.services.platform.data_keys is not None  # the deployment is encrypted
+    staging = api.services.platform.settings.staging_dir
+    known = f"1101{7:014d}".encode()  # an id_number of the uploaded CSV
+    assert known in CSV.encode()
+    upload_id = api.upload()
+    (staged,) = [p for p in (staging / "uploads").glob(f"{upload_id}.*") if p.suffix != ".json"]
+    on_disk = staged.read_bytes()
+    assert on_disk.startswith(MAGIC) and known not in on_disk and b"person_id" not in on_disk
+    toml = VISITS.replace("health.visits", "health.visits_s")
+    body = {**_apply_body(upload_id), "classification": toml}
+    app = api.ok("bureau-health", "POST", "/v1/registrations", json=body)
+    source = api.ok("bureau-health", "GET", f"/v1/registrations/{app['id']}")["source"]
+    assert source["bytes"] == len(CSV.encode())
+    assert source["sha256"] == hashlib.sha256(CSV.encode()).hexdigest()
+    kept = list((staging / "registrations" / app["id"]).iterdir())
+    assert len(kept) == 1 and not staged.exists()
+    held = kept[0].read_bytes()
+    assert held.startswith(MAGIC) and known not in held
+    api.ok("bureau-health", "POST", f"/v1/registrations/{app['id']}/withdraw", json={})

@@ -3,7 +3,8 @@
 One demo home (a copy of the session's, with its master key beside it): the enclave
 file does not open without its key and opens with it; a wrong, missing or readable-by-
 others master key makes ``sandbox serve`` and ``sandbox query`` exit with one line; a
-cached release holds no plaintext value; rotate then reencrypt keeps every answer.
+cached release holds no plaintext value; rotate then reencrypt keeps every answer and
+re-seals an upload awaiting registration.
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from sandbox.core.home_keys import open_home_keyring
+from sandbox.core.keyring import Keyring
+from sandbox.core.sealed import key_id_of
+from sandbox.core.sealed_files import plain_chunks, staged_writer
+from sandbox.core.settings import Settings
 from tests.blackbox.conftest import DemoHome, make_demo_home
 
 QUERY = "SELECT gender, count(*) AS n FROM health.claims GROUP BY gender"
@@ -42,6 +48,26 @@ def enclave_key(home: DemoHome) -> str:
     keys = open_home_keyring(Settings(home=home.home))
     assert keys is not None
     return keys.active("enclave").key.hex()
+
+
+def home_keyring(home: DemoHome) -> Keyring:
+    keys = open_home_keyring(Settings(home=home.home))
+    assert keys is not None
+    return keys
+
+
+def stage_upload(home: DemoHome) -> tuple[Path, bytes]:
+    """An upload awaiting registration, sealed as the upload route writes it."""
+    plain = b"person_id,cost\n" + b"".join(b"p%d,%d\n" % (i, i) for i in range(50))
+    uploads = Settings(home=home.home).staging_dir / "uploads"
+    uploads.mkdir(parents=True, exist_ok=True)
+    path = uploads / "up_000000000000000000000001.csv"
+    with path.open("xb") as out:
+        sink = staged_writer(out, home_keyring(home))
+        sink.write(plain)
+        sink.close()
+    assert b"p7," not in path.read_bytes()
+    return path, plain
 
 
 def test_enclave_unreadable_without_the_key_readable_with_it(home: DemoHome) -> None:
@@ -121,9 +147,18 @@ def test_rotate_then_reencrypt_keeps_every_answer(home: DemoHome) -> None:
     assert key_file(home).stat().st_mode & 0o777 == 0o600
     assert enclave_key(home) == old_enclave  # rotation re-wraps, the data key stays
 
+    upload, plain = stage_upload(home)
+    old_upload_key = key_id_of(upload.read_bytes()[:64])
+
     again = home.run("keys", "reencrypt")
     assert again.code == 0, str(again)
+    assert '"uploads": 1' in again.out, str(again)
     assert enclave_key(home) != old_enclave
+    keys = home_keyring(home)
+    resealed = upload.read_bytes()
+    assert key_id_of(resealed[:64]) == keys.active("uploads").id != old_upload_key
+    assert old_upload_key not in [k.id for k in keys.keys] and b"p7," not in resealed
+    assert b"".join(plain_chunks(upload, keys)) == plain
     con = duckdb.connect(":memory:")
     with pytest.raises(duckdb.Error):
         con.execute(
