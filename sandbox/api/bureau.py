@@ -20,7 +20,7 @@ from policies import Actor, GrantTerms, ReleaseMode, Target, Tariff, Use
 from sandbox.core.classification import Level, parse_classification
 from sandbox.core.errors import Forbidden, InvalidInput, NotFound, Withheld
 from sandbox.core.sealed_files import Sink, staged_writer
-from sandbox.enclave.staging import UploadQuota
+from sandbox.enclave.staging import RECORD_SUFFIX, UploadQuota
 from sandbox.governance.registrations import Registrations
 from sandbox.governance.revision_terms import loosenings
 from sandbox.jobs.results import result_rows
@@ -144,7 +144,7 @@ async def upload(
         "name": Path(filename).name,  # what provenance records, never the server's path
         "bytes": size,
     }
-    (directory / f"{upload_id}.json").write_text(json.dumps(info))
+    (directory / f"{upload_id}{RECORD_SUFFIX}").write_text(json.dumps(info))
     quota.close()  # from now on counted as the account's, from the directory
     await run_in_threadpool(
         services.platform.record,
@@ -178,7 +178,7 @@ def _source_path(
             raise NotFound("no such upload", rule="api.upload")
         directory = services.platform.settings.staging_dir / "uploads"
         try:
-            info = json.loads((directory / f"{source.upload_id}.json").read_text())
+            info = json.loads((directory / f"{source.upload_id}{RECORD_SUFFIX}").read_text())
         except (OSError, ValueError):
             raise NotFound("no such upload", rule="api.upload") from None
         if info["owner"] != actor.name or info["domain"] != domain:

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from policies import Actor
+from sandbox.enclave.staging import RECORD_SUFFIX
 from sandbox.governance.acts import Clock, system_clock
 from sandbox.governance.registration_states import RegStep
 from sandbox.governance.registrations import Registrations, SourceFile
@@ -114,7 +115,7 @@ def apply(
             name=name,
             format=body.source.format,
             move=upload,
-            also_remove=(Path(path).with_suffix(".json"),) if upload else (),
+            also_remove=(Path(path).with_suffix(RECORD_SUFFIX),) if upload else (),
         )
 
     return _procedure(request, services).apply(

@@ -145,7 +145,10 @@ def opened_plain(path: Path, keys: Keyring | None) -> Iterator[tuple[Path, str]]
 def _staged(staging_dir: Path) -> Iterator[Path]:
     uploads = staging_dir / "uploads"
     if uploads.is_dir():
-        yield from (p for p in uploads.iterdir() if p.is_file() and p.suffix != ".json")
+        # Records (``up_<id>.upload.json``) stay plain; an upload named *.json is data.
+        yield from (
+            p for p in uploads.iterdir() if p.is_file() and not p.name.endswith(".upload.json")
+        )
     registrations = staging_dir / "registrations"
     if registrations.is_dir():
         for directory in registrations.iterdir():

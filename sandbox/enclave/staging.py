@@ -1,7 +1,8 @@
 """Uploads waiting to be registered: quotas per account and in total, and their cleaning.
 
 A bureau uploads a source file (``POST /v1/uploads``) into ``HOME/staging/uploads/``
-as ``up_<id>.<suffix>`` plus ``up_<id>.json`` (owner, domain, size), then
+as ``up_<id>.<suffix>`` plus its record ``up_<id>.upload.json`` (owner, domain, size;
+two dots, so no upload's own name, ``up_<id>`` and one suffix, is ever a record's), then
 registers it.  A request's body is capped by ``max_upload_bytes``; what stays on
 disk between upload and registration is capped here:
 
@@ -32,7 +33,10 @@ from typing import BinaryIO
 from sandbox.core.errors import SandboxError
 from sandbox.core.settings import Settings
 
-__all__ = ["RESCAN_BYTES", "Staging", "StagingFull", "StagingQuota", "UploadQuota"]
+#: The name ending of an upload's record file: ``up_<id>.upload.json``.
+RECORD_SUFFIX = ".upload.json"
+
+__all__ = ["RECORD_SUFFIX", "RESCAN_BYTES", "Staging", "StagingFull", "StagingQuota", "UploadQuota"]
 
 RESCAN_BYTES = 16 << 20
 """How far an upload grows between two readings of the staging directory."""
@@ -88,7 +92,7 @@ class Staging:
         owners: dict[str, str] = {}
         for path in self.ready().iterdir():
             try:
-                if path.suffix == ".json":
+                if path.name.endswith(RECORD_SUFFIX):
                     info = json.loads(path.read_text())
                     owners[str(info["file"])] = str(info["owner"])
                 else:

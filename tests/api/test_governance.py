@@ -7,6 +7,7 @@ A real uvicorn server runs the app in a thread; the procedures' clock is the tes
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -195,7 +196,7 @@ def test_registration_procedure_full_form(api: Api) -> None:
     own = api.ok("bureau-health", "GET", f"/v1/registrations/{rid}")
     assert own["source"]["bytes"] == len(CSV) and "bounds" in str(own["classification"])
     uploads = api.services.platform.settings.staging_dir / "uploads"
-    assert not (uploads / f"{body['source']['upload_id']}.json").exists()
+    assert not (uploads / f"{body['source']['upload_id']}.upload.json").exists()
     api.clock.now = until + timedelta(seconds=1)
     api.refused(
         "op-bank",
@@ -490,7 +491,11 @@ def test_an_upload_is_sealed_on_disk_and_recorded_by_its_plain_bytes(api: Api) -
     known = f"1101{7:014d}".encode()  # an id_number of the uploaded CSV
     assert known in CSV.encode()
     upload_id = api.upload()
-    (staged,) = [p for p in (staging / "uploads").glob(f"{upload_id}.*") if p.suffix != ".json"]
+    (staged,) = [
+        p
+        for p in (staging / "uploads").glob(f"{upload_id}.*")
+        if not p.name.endswith(".upload.json")
+    ]
     on_disk = staged.read_bytes()
     assert on_disk.startswith(MAGIC) and known not in on_disk and b"person_id" not in on_disk
     toml = VISITS.replace("health.visits", "health.visits_s")
@@ -504,3 +509,27 @@ def test_an_upload_is_sealed_on_disk_and_recorded_by_its_plain_bytes(api: Api) -
     held = kept[0].read_bytes()
     assert held.startswith(MAGIC) and known not in held
     api.ok("bureau-health", "POST", f"/v1/registrations/{app['id']}/withdraw", json={})
+
+
+def test_an_upload_named_json_keeps_its_record(api: Api) -> None:
+    """``rows.json`` is stored as ``up_<id>.json``: its record is ``up_<id>.upload.json``,
+    so the data never overwrites the record (it did when both were ``up_<id>.json``)."""
+    rows = "\n".join(f'{{"person_id": "P{i}", "visits": {i % 5}}}' for i in range(30))
+    body = api.ok(
+        "bureau-health",
+        "POST",
+        "/v1/uploads",
+        params={"domain": "health", "filename": "rows.json"},
+        content=rows.encode(),
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    uploads = api.services.platform.settings.staging_dir / "uploads"
+    data, record = (
+        uploads / f"{body['upload_id']}.json",
+        uploads / f"{body['upload_id']}.upload.json",
+    )
+    assert data.is_file() and record.is_file()
+    info = json.loads(record.read_text())
+    assert info["file"] == data.name and info["bytes"] == len(rows.encode())
+    usage = api.services.staging.usage()
+    assert usage.by_owner.get("bureau-health", 0) >= data.stat().st_size  # counted as data

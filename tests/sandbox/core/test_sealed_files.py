@@ -103,7 +103,7 @@ def test_reseal_moves_every_staged_file_to_the_new_key(tmp_path: Path) -> None:
     uploads.mkdir()
     kept.mkdir(parents=True)
     _write(uploads / "up_5.csv", PLAIN, old)
-    (uploads / "up_5.json").write_text('{"owner": "bureau"}')
+    (uploads / "up_5.upload.json").write_text('{"owner": "bureau"}')
     _write(kept / "visits.csv", PLAIN, None)  # staged before encryption: plain
     (kept / f"{PLAIN_PREFIX}0-visits.csv").write_bytes(PLAIN)  # a crash's leftover
     staged = old.with_new_keys()
@@ -114,5 +114,5 @@ def test_reseal_moves_every_staged_file_to_the_new_key(tmp_path: Path) -> None:
         data = path.read_bytes()
         assert KNOWN not in data and key_id_of(data[:64]) == final.active("uploads").id
         assert plain_digest(path, final)[0] == hashlib.sha256(PLAIN).hexdigest()
-    assert (uploads / "up_5.json").read_text() == '{"owner": "bureau"}'
+    assert (uploads / "up_5.upload.json").read_text() == '{"owner": "bureau"}'
     assert sorted(p.name for p in kept.iterdir()) == ["visits.csv"]

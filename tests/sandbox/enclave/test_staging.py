@@ -19,10 +19,10 @@ from sandbox.services import Services
 def finished(directory: Path, name: str, owner: str, size: int, *, age_s: float = 0) -> None:
     data = directory / f"{name}.csv"
     data.write_bytes(b"x" * size)
-    (directory / f"{name}.json").write_text(json.dumps({"owner": owner, "file": data.name}))
+    (directory / f"{name}.upload.json").write_text(json.dumps({"owner": owner, "file": data.name}))
     if age_s:
         old = time.time() - age_s
-        for path in (data, directory / f"{name}.json"):
+        for path in (data, directory / f"{name}.upload.json"):
             os.utime(path, (old, old))
 
 
@@ -82,10 +82,10 @@ def test_the_sweep_deletes_what_outlived_its_time(tmp_path: Path) -> None:
     busy.write_bytes(b"x")
     os.utime(busy, (time.time() - 7200, time.time() - 7200))
     quota = area.quota("bureau-a", busy)  # an upload still streaming here is kept
-    assert area.sweep() == ["up_old.csv", "up_old.json"]
+    assert area.sweep() == ["up_old.csv", "up_old.upload.json"]
     quota.close()
     assert area.sweep() == ["up_busy.csv"]
-    assert sorted(p.name for p in area.directory.iterdir()) == ["up_new.csv", "up_new.json"]
+    assert sorted(p.name for p in area.directory.iterdir()) == ["up_new.csv", "up_new.upload.json"]
 
 
 def test_the_server_sweeps_at_start(platform, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -96,6 +96,6 @@ def test_the_server_sweeps_at_start(platform, tmp_path: Path) -> None:  # type: 
     services = Services(platform.settings)
     services.start()
     try:
-        assert sorted(p.name for p in uploads.iterdir()) == ["up_fresh.csv", "up_fresh.json"]
+        assert sorted(p.name for p in uploads.iterdir()) == ["up_fresh.csv", "up_fresh.upload.json"]
     finally:
         services.stop()
