@@ -17,12 +17,15 @@ import hashlib
 import io
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -36,6 +39,24 @@ CANCEL_SQL = "SELECT diagnosis_code, count(*) AS claims FROM health.claims GROUP
 
 def wait(b: Browser):
     return WebDriverWait(b.driver, WAIT_S)
+
+
+def gone(element: WebElement) -> Callable[[object], bool]:
+    """A wait condition: ``element`` left the document (the page was replaced).
+
+    Selenium's ``staleness_of`` expects StaleElementReferenceException; during a navigation
+    chromedriver may instead answer "Node with given id does not belong to the document"
+    (a plain WebDriverException), which means the same thing here.
+    """
+
+    def check(_driver: object) -> bool:
+        try:
+            element.is_enabled()
+        except WebDriverException:  # StaleElementReferenceException is one
+            return True
+        return False
+
+    return check
 
 
 def go(b: Browser, console: Console, path: str) -> None:
@@ -66,7 +87,7 @@ def submit(b: Browser, form_css: str) -> None:
 def reload_after(b: Browser, button) -> None:  # type: ignore[no-untyped-def]
     """Click a button whose form reloads the page, and wait until it has."""
     button.click()
-    wait(b).until(ec.staleness_of(button))
+    wait(b).until(gone(button))
 
 
 A11Y = (Path(__file__).parent / "a11y.js").read_text()
@@ -148,7 +169,7 @@ def test_bureau_approves_reviews_and_suspends(browser: Browser, console: Console
         form = row.find_element(By.CSS_SELECTOR, f"form[action$='/{verb}']")
         form.find_element(By.CSS_SELECTOR, "input[name=reason]").send_keys(reason)
         form.find_element(By.CSS_SELECTOR, "button").click()
-        wait(b).until(ec.staleness_of(row))
+        wait(b).until(gone(row))
         assert status in _row(b, "op-insurer").text
     _row(b, "op-insurer").find_element(By.LINK_TEXT, "收窄").click()
     find(b, "#queries_per_day").send_keys("500")
