@@ -28,6 +28,24 @@ W3 trips by station x hour              0.005    0.184  37.92    0.055  11.21
 small query (added ms)                    1.4     44.3  +42.8 ms
 """
 
+QUICK_ENCRYPTED = """\
+duckdb 2.0.1, --scale 0.02, median of 2 (min-max)
+workload                                      plain s      encrypted s  ratio
+W1 claims by district x diagnosis      0.005 0.004-0.006   0.007 0.006-0.009   1.43
+W2 firms x wages join                  0.006 0.005-0.006   0.005 0.005-0.005   0.94
+W3 trips by station x hour             0.002 0.002-0.002   0.002 0.002-0.002   1.09
+small query                            0.001 0.001-0.001   0.001 0.001-0.001   1.16
+"""
+
+FULL_ENCRYPTED = """\
+duckdb 2.0.1, --scale 10, median of 5 (min-max)
+workload                                      plain s      encrypted s  ratio
+W1 claims by district x diagnosis      0.412 0.401-0.430   0.441 0.430-0.470   1.07
+W2 firms x wages join                  0.306 0.295-0.316   0.325 0.315-0.335   1.06
+W3 trips by station x hour             0.202 0.192-0.212   0.222 0.212-0.232   1.10
+small query                            0.001 0.001-0.001   0.001 0.001-0.001   1.00
+"""
+
 QUICK_AUDIT = """\
 store: SQLite file (WAL, synchronous=FULL)
 durable appends, 1 thread:          578 /s  (1000 appends)
@@ -194,6 +212,7 @@ FULL_HTTP = QUICK_HTTP.replace(
 
 QUICK = {
     "query_overhead.py": QUICK_QUERY_OVERHEAD,
+    "query_overhead.py --encrypted": QUICK_ENCRYPTED,
     "audit_bench.py": QUICK_AUDIT,
     "authz_bench.py": QUICK_AUTHZ,
     "enclave_load.py": QUICK_ENCLAVE_LOAD,
@@ -205,6 +224,7 @@ QUICK = {
 FULL = {
     **QUICK,
     "query_overhead.py": FULL_QUERY_OVERHEAD,
+    "query_overhead.py --encrypted": FULL_ENCRYPTED,
     "audit_bench.py": FULL_AUDIT,
     "http_load.py": FULL_HTTP,
     "profile_small.py": FULL_PROFILE,
@@ -221,7 +241,7 @@ def test_every_headline_is_found_in_the_captured_outputs() -> None:
     for outputs in (QUICK, FULL):
         missing = [f.name for f in summarize(outputs) if f.value == SEE_OUTPUT]
         assert not missing
-    assert {h.script for h in report.HEADLINES} == {b.script for b in report.BENCHES}
+    assert {h.script for h in report.HEADLINES} == {b.key for b in report.BENCHES}
 
 
 def test_the_figures_and_verdicts() -> None:
@@ -237,9 +257,17 @@ def test_the_figures_and_verdicts() -> None:
     assert full["HTTP explain"].value == "164.5 req/s, p50 10.6 ms, p99 51.7 ms"
     assert full["HTTP small query (uncached)"].value == "240.9 req/s, p50 21.3 ms, p99 44.6 ms"
     assert full["small query, time added over raw DuckDB"].value == "+4.1 ms"
+    assert full["query overhead W3, worse of reviewed and ε (ratio to raw DuckDB)"].value == (
+        "1.08 reviewed, 1.42 ε"
+    )
     assert full["small query added over raw DuckDB, dp (stage profile)"].value == "+4.9 ms"
     assert full["50 clients mixed: small-query p99"].value == "p99 812 ms (1,204 requests)"
     assert full["HTTP audit entries = expected"].value == "4 of 4 phases equal"
+    assert full["encrypted enclave / plain enclave, raw SQL"].value.startswith(
+        "worst 1.10 (W1 1.07"
+    )
+    quick_enc = rows(QUICK)["encrypted enclave / plain enclave, raw SQL"]
+    assert quick_enc.verdict == "**misses**" and quick_enc.value.startswith("worst 1.43")
     assert full["noisy disclosure, ε = 1"].value == "4.8 ms for 300 cells (noise -29.7 ms)"
     judged = {f.name: f.verdict for f in full.values() if f.target != "—"}
     assert set(judged.values()) == {"meets"}  # the full samples meet every target
@@ -279,7 +307,7 @@ def test_an_audit_mismatch_misses() -> None:
 
 def test_render_has_the_summary_machine_versions_and_every_output() -> None:
     runs = [
-        Run(b, f"python bench/{b.script}", 1.5, 0, FULL[b.script], "")
+        Run(b, f"python bench/{b.script}", 1.5, 0, FULL[b.key], "")
         for b in report.BENCHES
         if b.script != "authz_bench.py"
     ]
@@ -291,7 +319,7 @@ def test_render_has_the_summary_machine_versions_and_every_output() -> None:
     for name in ("duckdb", "pyarrow", "sqlglot", "pycasbin", "cryptography", "fastapi", "uvicorn"):
         assert f"| {name} | " in text
     for b in report.BENCHES:
-        assert f"## bench/{b.script}\n" in text
+        assert f"## bench/{b.key}\n" in text
     assert "`python bench/authz_bench.py`: 2.0 s wall, **exit status 1**" in text
     assert "stderr:\n\n```\nWARNING: x\n```" in text
     assert "W1 claims by district x diagnosis       0.412" in text  # verbatim
