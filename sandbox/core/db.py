@@ -45,6 +45,8 @@ datasets = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("registered_by", sa.String(255), nullable=False),
     sa.Column("frozen", sa.Boolean, nullable=False, default=False),
+    # Which engine holds and runs the dataset: "duckdb" (the enclave file) or "spark".
+    sa.Column("engine", sa.String(16), nullable=False, server_default="duckdb"),
 )
 
 dataset_versions = sa.Table(

@@ -127,6 +127,12 @@ class Settings:
         help="A query still running after this many seconds is interrupted "
         "(`query_timeout`, rule `enclave.limits`).",
     )
+    spark_master: str = setting(
+        "local[2]",
+        help="Spark master URL for datasets registered with `--engine spark` "
+        "(`local[N]` runs Spark in the server's own JVM; `spark://host:7077` a cluster). "
+        "Needs the `[spark]` extra and a Java 17 runtime.",
+    )
     max_result_rows: int = setting(
         10_000,
         ge=1,
@@ -542,6 +548,11 @@ class Settings:
     @property
     def enclave_path(self) -> Path:
         return self.home / "enclave.duckdb"
+
+    @property
+    def warehouse_dir(self) -> Path:
+        """The governed Parquet warehouse of datasets registered with ``--engine spark``."""
+        return self.home / "warehouse"
 
     @property
     def keys_dir(self) -> Path:

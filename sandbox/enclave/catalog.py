@@ -34,6 +34,7 @@ class DatasetRecord:
     registered_by: str
     frozen: bool
     spec: DatasetSpec
+    engine: str = "duckdb"  # "duckdb" (the enclave file) or "spark" (the warehouse)
 
     @classmethod
     def from_row(cls, row: Any, spec: DatasetSpec | None = None) -> DatasetRecord:
@@ -56,6 +57,7 @@ class DatasetRecord:
             registered_by=row.registered_by,
             frozen=bool(row.frozen),
             spec=spec,
+            engine=getattr(row, "engine", None) or "duckdb",
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -69,6 +71,7 @@ class DatasetRecord:
             "row_count": self.row_count,
             "version": self.version,
             "frozen": self.frozen,
+            "engine": self.engine,
             "source": {
                 "connector": self.connector,
                 "uri": self.source_uri,
