@@ -127,6 +127,13 @@ class Settings:
         help="A query still running after this many seconds is interrupted "
         "(`query_timeout`, rule `enclave.limits`).",
     )
+    warehouse: str = setting(
+        "",
+        help="Directory of the Parquet warehouse that holds datasets registered with "
+        "`--engine spark` (mode 0700; only the engine's service account reads it). Several "
+        "hosts share one (a shared file system) with one Spark master.",
+        default_text="`HOME/warehouse`",
+    )
     spark_master: str = setting(
         "local[2]",
         help="Spark master URL for datasets registered with `--engine spark` "
@@ -552,7 +559,7 @@ class Settings:
     @property
     def warehouse_dir(self) -> Path:
         """The governed Parquet warehouse of datasets registered with ``--engine spark``."""
-        return self.home / "warehouse"
+        return Path(self.warehouse).resolve() if self.warehouse else self.home / "warehouse"
 
     @property
     def keys_dir(self) -> Path:
