@@ -32,6 +32,9 @@ from sandbox.enclave.catalog import Catalog
 from sandbox.enclave.demo_data import demo_sources
 from sandbox.enclave.enclave import Enclave
 from sandbox.enclave.registry import Registration, register_dataset
+from sandbox.engines.base import DEFAULT_ENGINE, ENGINES
+from sandbox.engines.base import Engine as QueryEngine
+from sandbox.engines.duck import DuckDBEngine
 
 __all__ = ["Platform"]
 
@@ -60,6 +63,27 @@ class Platform:
     @cached_property
     def enclave(self) -> Enclave:
         return Enclave.from_settings(self.settings, self.enclave_key())
+
+    def query_engine(self, name: str = DEFAULT_ENGINE) -> QueryEngine:
+        """The engine that runs stats queries over datasets registered on ``name``.
+
+        DuckDB is the enclave file; Spark (``[spark]`` extra, a Java runtime) is started
+        on first use, once per process, and reads the warehouse."""
+        engines = self.__dict__.setdefault("_query_engines", {})
+        if name not in engines:
+            if name == "duckdb":
+                engines[name] = DuckDBEngine(self.enclave)
+            elif name == "spark":
+                from sandbox.engines.spark import SparkEngine
+
+                engines[name] = SparkEngine(self.settings, self.catalog)
+            else:
+                raise EnclaveError(
+                    f"no query engine named {name!r} (one of {', '.join(ENGINES)})",
+                    rule="engine.unknown",
+                )
+        engine: QueryEngine = engines[name]
+        return engine
 
     @cached_property
     def data_keys(self) -> DataKeyring | None:
@@ -180,6 +204,8 @@ class Platform:
 
     def close(self) -> None:
         """Release everything opened; safe to call twice."""
+        for engine in self.__dict__.pop("_query_engines", {}).values():
+            engine.close()
         for name, closer in (
             ("authority", lambda: self.authority.close()),
             ("audit", lambda: self.audit.close()),

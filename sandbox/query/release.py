@@ -1,7 +1,8 @@
 """Prepare, execute and release one query: the pure steps of a job's path.
 
 ``prepare`` (pure): parse, check against the grants, rewrite; also what the
-query would cost in ε.  ``execute``: the stats query in the locked enclave.
+query would cost in ε.  ``execute``: the stats query on its engine (the locked
+DuckDB enclave, or Spark over the warehouse: ``sandbox.engines``), as an AST.
 ``release``: disclosure control on the stats table, then the operator's output
 expressions, HAVING, ORDER BY and LIMIT computed over the released statistics
 only, in a separate in-memory DuckDB that can see nothing else.
@@ -20,6 +21,8 @@ import pyarrow.compute as pc
 from sandbox.core.access import DatasetAccess
 from sandbox.core.errors import EnclaveError, QueryRefused
 from sandbox.enclave.enclave import LOCKDOWN, Enclave
+from sandbox.engines.base import Engine
+from sandbox.engines.duck import DuckDBEngine
 from sandbox.query.disclosure import DisclosureParams, StatColumn, disclose, epsilon_cost
 from sandbox.query.guard import Checked, check_query
 from sandbox.query.key_groups import declared_groups
@@ -168,13 +171,19 @@ def prepare(
 
 
 def execute(
-    enclave: Enclave, prepared: Prepared, *, max_groups: int | None = None
+    engine: Engine | Enclave, prepared: Prepared, *, max_groups: int | None = None
 ) -> pa.Table | WithTotals:
-    """Run the stats query in the enclave (timeout and result limits apply); totals too."""
-    table = enclave.query(prepared.plan.stats_sql, max_rows=max_groups)
+    """Run the stats query on its engine (timeout and result limits apply); totals too.
+
+    The engine receives the rewritten query as an AST (``Plan.stats_query``), never the
+    operator's text; an :class:`Enclave` is run as the DuckDB engine.
+    """
+    if isinstance(engine, Enclave):
+        engine = DuckDBEngine(engine)
+    table = engine.run(prepared.plan.stats_query, max_rows=max_groups)
     if not isinstance(prepared, PreparedWithTotals):
         return table
-    totals = tuple(execute(enclave, p, max_groups=max_groups) for p in prepared.parts)
+    totals = tuple(execute(engine, p, max_groups=max_groups) for p in prepared.parts)
     return WithTotals(table, totals)
 
 

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import cast
 
+import sqlglot
 from sqlglot import exp
 from sqlglot.optimizer.scope import Scope
 
@@ -77,6 +79,14 @@ class Plan:
     primary: str
     bounds: ContributionBounds | None = None
     notes: list[str] = field(default_factory=list)
+
+    @cached_property
+    def stats_query(self) -> exp.Expression:
+        """``stats_sql`` parsed once (DuckDB's dialect): what an engine receives.
+
+        Engines render or transpile it and never change it (a plan is shared by the
+        plan cache across threads)."""
+        return sqlglot.parse_one(self.stats_sql, read="duckdb")
 
 
 def _col(name: str, table: str | None = None) -> exp.Column:

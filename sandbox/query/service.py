@@ -64,6 +64,7 @@ from sandbox.core.timeutil import to_rfc3339
 from sandbox.core.wording import counted
 from sandbox.enclave.catalog import DatasetRecord
 from sandbox.enclave.enclave import limits_failure
+from sandbox.engines.base import engine_of
 from sandbox.platform import Platform
 from sandbox.query.accountant import per_query_epsilon
 from sandbox.query.cell_accuracy import output_accuracy, result_accuracy
@@ -285,6 +286,7 @@ class QueryService:
         if not decision.allowed:
             raise decision.error()
         records = {d: self.platform.catalog.get(d) for d in parsed.datasets}
+        engine_of(records.values())  # one engine per query (engine.mixed)
         # The analysis is cached by all it reads (sandbox.query.plan_cache), read fresh here.
         state = self.platform.authority.state
         versions = {d: (r.version, r.classification_sha256) for d, r in records.items()}
@@ -550,9 +552,8 @@ class QueryService:
             try:
                 limit = self.platform.settings.max_result_rows
                 try:
-                    stats = execute(
-                        self.platform.enclave, prepared, max_groups=limit * STATS_HEADROOM
-                    )
+                    engine = self.platform.query_engine(engine_of(auth.records.values()))
+                    stats = execute(engine, prepared, max_groups=limit * STATS_HEADROOM)
                 except ResultTooLarge:
                     # How many groups the data forms, before suppression, is the data's:
                     # told apart from a timeout or out of memory by nothing.
