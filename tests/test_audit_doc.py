@@ -143,6 +143,8 @@ def drive(s: Session, home: Path) -> None:
     assert s.job("op-bank", by_district)["meta"]["cached"]
     assert s.job("op-bank", "SELEC district FRM x")["rule"] == "guard.syntax"  # refused at once
     assert s.call("op-bank", "GET", "/metrics").json()["rule"] == "metrics.not_permitted"
+    signed_in = {"Cookie": f"sbx_console={s.live.tokens['op-bank']}"}  # a console session
+    assert s.client.get("/console/admin", headers=signed_in).status_code == 403  # console.page
     assert s.call("op-bank", "POST", "/v1/jobs", json={"sql": "SELECT name FROM x.y"}).is_error
     s.ok("op-bank", "GET", f"/v1/jobs/{job['id']}")
     s.ok("op-bank", "GET", "/v1/jobs")

@@ -6,12 +6,11 @@ for this role, and the API functions they would call refuse it by policy.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
-from policies import Actor, Role
 from sandbox.api import admin as admin_routes
 from sandbox.api import registration as registration_routes
 from sandbox.api.context import ServicesDep, request_meta
@@ -22,17 +21,11 @@ from sandbox.core.errors import NotFound
 
 from .forms import as_model, lines, optional
 from .render import ConsoleRoute, page
-from .session import ConsoleActor, Form, require_role
+from .session import Admin, Form
 
 __all__ = ["router"]
 
 
-def admin(actor: ConsoleActor) -> Actor:
-    require_role(actor, Role.ADMIN)
-    return actor
-
-
-Admin = Annotated[Actor, Depends(admin)]
 router = APIRouter(prefix="/console/admin", route_class=ConsoleRoute, include_in_schema=False)
 
 

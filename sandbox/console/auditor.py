@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from audit import AuditError, InclusionProof, TreeHead, verify_tree_head
 from audit.canonical import dumps_canonical
 from audit.merkle import SHA256
-from policies import Actor, Role, Target
+from policies import Target
 from sandbox.api import auditor as auditor_routes
 from sandbox.api.alerts import list_alerts
 from sandbox.api.context import ServicesDep, request_meta
@@ -21,17 +21,11 @@ from sandbox.core.errors import SandboxError
 
 from .forms import optional
 from .render import ConsoleRoute, page
-from .session import ConsoleActor, Form, require_role
+from .session import Auditor, Form
 
 __all__ = ["ProofCheck", "check_inclusion", "router"]
 
 
-def auditor(actor: ConsoleActor) -> Actor:
-    require_role(actor, Role.AUDITOR)
-    return actor
-
-
-Auditor = Annotated[Actor, Depends(auditor)]
 router = APIRouter(prefix="/console/auditor", route_class=ConsoleRoute, include_in_schema=False)
 FILTERS = ("actor", "role", "action", "target", "dataset", "decision", "since", "until")
 PAGE = 50

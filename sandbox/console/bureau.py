@@ -3,12 +3,12 @@ alerts, usage.  Each calls the function behind the API route it mirrors."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
-from policies import Actor, ReleaseMode, Role
+from policies import ReleaseMode
 from sandbox.api import bureau as bureau_routes
 from sandbox.api import catalog as catalog_routes
 from sandbox.api import registration as registration_routes
@@ -22,17 +22,11 @@ from sandbox.governance.applications import Applications, Decided
 
 from .forms import as_model, lines, optional
 from .render import ConsoleRoute, page
-from .session import ConsoleActor, Form, require_role
+from .session import Bureau, Form
 
 __all__ = ["router"]
 
 
-def bureau(actor: ConsoleActor) -> Actor:
-    require_role(actor, Role.BUREAU)
-    return actor
-
-
-Bureau = Annotated[Actor, Depends(bureau)]
 router = APIRouter(prefix="/console/bureau", route_class=ConsoleRoute, include_in_schema=False)
 
 

@@ -7,12 +7,9 @@ audit entry, same refusal rules).
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
-from policies import Actor, Role
 from sandbox.api import admin as admin_routes
 from sandbox.api import bureau as bureau_routes
 from sandbox.api import catalog as catalog_routes
@@ -24,25 +21,11 @@ from sandbox.api.tokens import ApproveIn, approve_enrolment
 
 from .forms import as_model
 from .render import ConsoleRoute, page
-from .session import ConsoleActor, Form, require_role
+from .session import Admin, Bureau, Form
 
 __all__ = ["router"]
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
-
-
-def bureau(actor: ConsoleActor) -> Actor:
-    require_role(actor, Role.BUREAU)
-    return actor
-
-
-def admin(actor: ConsoleActor) -> Actor:
-    require_role(actor, Role.ADMIN)
-    return actor
-
-
-Bureau = Annotated[Actor, Depends(bureau)]
-Admin = Annotated[Actor, Depends(admin)]
 
 
 @router.post("/console/bureau/datasets/{dataset_id}/classification")

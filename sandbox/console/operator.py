@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from starlette.responses import RedirectResponse, Response
 
-from policies import Actor, Role
 from sandbox.api import catalog as catalog_routes
 from sandbox.api import operator as operator_routes
 from sandbox.api import products as products_routes
@@ -26,17 +25,11 @@ from sandbox.jobs.store import JobState
 from .chart import bar_chart
 from .forms import as_model, lines, optional
 from .render import ConsoleRoute, page
-from .session import ConsoleActor, Form, require_role
+from .session import Form, Operator
 
 __all__ = ["router"]
 
 
-def operator(actor: ConsoleActor) -> Actor:
-    require_role(actor, Role.OPERATOR)
-    return actor
-
-
-Operator = Annotated[Actor, Depends(operator)]
 router = APIRouter(prefix="/console/operator", route_class=ConsoleRoute, include_in_schema=False)
 LIVE = (JobState.QUEUED.value, JobState.RUNNING.value)
 CANCELLABLE = (*LIVE, JobState.AWAITING_REVIEW.value)

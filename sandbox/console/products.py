@@ -8,37 +8,22 @@ procedure decides (role, domain, state) and records the step.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
-from policies import Actor, Role
 from sandbox.api import products as products_routes
 from sandbox.api.context import ServicesDep, request_meta
 from sandbox.core.errors import InvalidInput, NotFound
 
 from .forms import as_model, lines
 from .render import ConsoleRoute, page
-from .session import ConsoleActor, Form, require_role
+from .session import Bureau, Form, Operator
 
 __all__ = ["form_params", "router"]
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
-
-
-def bureau(actor: ConsoleActor) -> Actor:
-    require_role(actor, Role.BUREAU)
-    return actor
-
-
-def operator(actor: ConsoleActor) -> Actor:
-    require_role(actor, Role.OPERATOR)
-    return actor
-
-
-Bureau = Annotated[Actor, Depends(bureau)]
-Operator = Annotated[Actor, Depends(operator)]
 
 
 def form_params(declared: dict[str, dict[str, Any]], form: dict[str, str]) -> dict[str, Any]:

@@ -8,6 +8,10 @@ limit and audit entries).  Every form carries a CSRF token derived from the
 session's token (an HMAC keyed by it), so it is stable for a session, differs
 between sessions and cannot be computed without the cookie; the sign-in form, which
 has no session yet, uses a random pre-session cookie (double submit).
+
+A page of one role's console is refused to every other role (rule ``console.role``)
+and the refusal is audited like the API's (action ``console.page``, target
+``console:<route>``): :data:`Operator`, :data:`Bureau`, :data:`Auditor`, :data:`Admin`.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from typing import Annotated
 from urllib.parse import parse_qs
 
@@ -23,14 +28,18 @@ from fastapi.security import HTTPAuthorizationCredentials
 from starlette.responses import Response
 
 from policies import Actor, Role
-from sandbox.api.context import current_actor, request_meta
+from sandbox.api.context import Services, ServicesDep, current_actor, request_meta
 from sandbox.core.errors import AuthenticationError, Forbidden, InvalidInput
 
 __all__ = [
     "PRE_COOKIE",
     "SESSION_COOKIE",
+    "Admin",
+    "Auditor",
+    "Bureau",
     "ConsoleActor",
     "Form",
+    "Operator",
     "csrf_token",
     "form_of",
     "over_https",
@@ -89,14 +98,41 @@ def signed_in(request: Request) -> Actor:
 ConsoleActor = Annotated[Actor, Depends(signed_in)]
 
 
-def require_role(actor: Actor, role: Role) -> None:
-    """A page of one role's console, refused for every other role (rule ``console.role``)."""
-    if actor.role is not role:
+def require_role(request: Request, services: Services, actor: Actor, role: Role) -> None:
+    """A page of one role's console, refused for every other role (rule ``console.role``)
+    and the refusal recorded: action ``console.page``, target ``console:<route>`` (the
+    page's route, never a value from its path)."""
+    if actor.role is role:
+        return
+    route = getattr(request.scope.get("route"), "path", None) or request.url.path
+    entry = {
+        "actor": actor.name,
+        "role": actor.role.value,
+        "action": "console.page",
+        "target": f"console:{route}",
+        "request_id": actor.request_id,
+        "client": actor.client,
+    }
+    with services.platform.refusal_recorded(actor, entry):
         raise Forbidden(
             f"this page belongs to the {role.value} console; you are signed in as "
             f"{actor.role.value}",
             rule="console.role",
         )
+
+
+def _signed_in_as(role: Role) -> Callable[[Request, Actor, Services], Actor]:
+    def signed_in_as(request: Request, actor: ConsoleActor, services: ServicesDep) -> Actor:
+        require_role(request, services, actor, role)
+        return actor
+
+    return signed_in_as
+
+
+Operator = Annotated[Actor, Depends(_signed_in_as(Role.OPERATOR))]
+Bureau = Annotated[Actor, Depends(_signed_in_as(Role.BUREAU))]
+Auditor = Annotated[Actor, Depends(_signed_in_as(Role.AUDITOR))]
+Admin = Annotated[Actor, Depends(_signed_in_as(Role.ADMIN))]
 
 
 async def form_of(request: Request) -> dict[str, str]:

@@ -3,8 +3,9 @@
 XSS payloads in a dataset's title and descriptions, a grant application's purpose,
 SQL and a rule's message render as text (checked in Chromium: no element, no script
 run); a form without its CSRF token is refused (``console.csrf``) and changes
-nothing; one role's pages are refused for another (``console.role``); the cookies'
-flags; the Content-Security-Policy; nothing is loaded from outside the host.
+nothing; one role's pages are refused for another (``console.role``) and the refusal
+is audited; the cookies' flags; the Content-Security-Policy; nothing is loaded from
+outside the host.
 """
 
 from __future__ import annotations
@@ -183,6 +184,32 @@ def test_one_roles_pages_are_refused_for_another(console: Console, role: str) ->
             assert "console.role" in refused.text
             # Nor is another role's menu offered.
             assert f'href="{path}"' not in own.text
+
+
+def test_a_refused_page_is_in_the_audit_trail(console: Console) -> None:
+    """The refusal of another role's page is a ``deny`` entry: who, which page, the rule."""
+    with console.session("op-bank") as web:
+        refused = web.get("/console/admin/settings")
+    assert refused.status_code == 403 and "console.role" in refused.text
+    request_id = refused.headers["x-request-id"]
+    with console.api("auditor") as api:
+        found = api.get(
+            "/v1/audit/entries",
+            params={"action": "console.page", "actor": "op-bank", "newest_first": "true"},
+        ).json()["entries"]
+    entry = next(e for e in found if e["request_id"] == request_id)
+    assert entry["role"] == "operator" and entry["decision"] == "deny"
+    assert entry["rule"] == "console.role"
+    assert entry["target"] == "console:/console/admin/settings"
+    assert "admin console" in entry["details"]["reason"]
+    with console.session("admin") as web:  # the own role's page is not refused, nor recorded
+        allowed = web.get("/console/admin/settings")
+    assert allowed.status_code == 200
+    with console.api("auditor") as api:
+        after = api.get(
+            "/v1/audit/entries", params={"action": "console.page", "actor": "admin"}
+        ).json()["entries"]
+    assert allowed.headers["x-request-id"] not in {e["request_id"] for e in after}
 
 
 def test_without_a_session_pages_send_to_sign_in(console: Console) -> None:
