@@ -170,17 +170,27 @@ def _proof(out: str) -> tuple[float, str] | None:
     return p99, f"p99 {p99:.2f} ms, median {number(m.group(2)):.2f} ms (at {m.group(1)} entries)"
 
 
-def _http(kind: str) -> Callable[[str], tuple[float, str] | None]:
+def _http_figures(kind: str, out: str) -> tuple[float, float, float] | None:
+    """One phase's line of ``http_load.py`` / ``loadgen.py``: req/s, p50 ms, p99 ms."""
     # "explain    412 requests    135.8 req/s  p50   52.2 ms  p99  144.9 ms  errors 0 ..."
+    m = search(
+        rf"^{re.escape(kind)}\s+{NUM} requests\s+{NUM} req/s\s+p50\s+{NUM} ms\s+p99\s+{NUM} ms",
+        out,
+    )
+    if not m:
+        return None
+    rps, p50, p99 = (number(m.group(i)) for i in (2, 3, 4))
+    return rps, p50, p99
+
+
+def _http_shown(rps: float, p50: float, p99: float) -> str:
+    return f"{rps:,.1f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+
+
+def _http(kind: str) -> Callable[[str], tuple[float, str] | None]:
     def parse(out: str) -> tuple[float, str] | None:
-        m = search(
-            rf"^{re.escape(kind)}\s+{NUM} requests\s+{NUM} req/s\s+p50\s+{NUM} ms\s+p99\s+{NUM} ms",
-            out,
-        )
-        if not m:
-            return None
-        rps, p50, p99 = (number(m.group(i)) for i in (2, 3, 4))
-        return rps, f"{rps:,.1f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+        found = _http_figures(kind, out)
+        return None if found is None else (found[0], _http_shown(*found))
 
     return parse
 
@@ -188,18 +198,13 @@ def _http(kind: str) -> Callable[[str], tuple[float, str] | None]:
 def _http_target(kind: str, rps: float, p99: float) -> Callable[[str], tuple[float, str] | None]:
     """As :func:`_http`, judged against a rate and a p99 both: the value is the worse of
     the two ratios to their targets (at least 1 meets both)."""
-    shown = _http(kind)
 
     def parse(out: str) -> tuple[float, str] | None:
-        found = shown(out)
-        m = search(
-            rf"^{re.escape(kind)}\s+{NUM} requests\s+{NUM} req/s\s+p50\s+{NUM} ms\s+p99\s+{NUM} ms",
-            out,
-        )
-        if found is None or m is None:
+        found = _http_figures(kind, out)
+        if found is None:
             return None
-        got_rps, got_p99 = number(m.group(2)), number(m.group(4))
-        return min(got_rps / rps, p99 / got_p99 if got_p99 else 1.0), found[1]
+        got_rps, _, got_p99 = found
+        return min(got_rps / rps, p99 / got_p99 if got_p99 else 1.0), _http_shown(*found)
 
     return parse
 
