@@ -228,11 +228,14 @@ class Platform:
         allowed_domains: frozenset[str] | None = None,
         acting: Mapping[str, Any] | None = None,
         procedure: dict[str, Any] | None = None,
+        engine: str = "duckdb",
     ) -> Registration:
         """Register (or atomically replace) a dataset; the outcome is audited either way.
 
         ``acting``: the registering actor's token (``Actor.audit_details()``), recorded
-        in both outcomes' details; none for the host console and the demo.
+        in both outcomes' details; none for the host console and the demo.  ``engine``:
+        ``duckdb`` (the enclave) or ``spark`` (the Parquet warehouse), in both outcomes'
+        details.
         """
         actor = registered_by or f"host:{getpass.getuser()}"
         token = dict(acting or {"token_id": None, "token_issued_by": None})
@@ -240,7 +243,7 @@ class Platform:
         try:
             reg = register_dataset(
                 settings=self.settings,
-                engine=self.engine,
+                control=self.engine,
                 enclave=self.enclave,
                 key=self.signing_key(),
                 spec=spec,
@@ -248,6 +251,7 @@ class Platform:
                 registered_by=actor,
                 allowed_domains=allowed_domains,
                 procedure=procedure,
+                engine=engine,
             )
         except SandboxError as exc:
             self.record(
@@ -261,6 +265,7 @@ class Platform:
                 details={
                     "reason": exc.message,
                     "connector": getattr(source, "connector", ""),
+                    "engine": engine,
                     **token,
                 },
             )
@@ -281,6 +286,7 @@ class Platform:
                 "source": cert["source"],
                 "schema_sha256": cert["schema_sha256"],
                 "classification_sha256": cert["classification_sha256"],
+                "engine": reg.record.engine,
                 **token,
             },
         )

@@ -18,6 +18,7 @@ from connectors.base import LoadedSource
 from policies import Actor
 from sandbox.core.classification import DatasetSpec, validate_against_schema
 from sandbox.core.db import dataset_versions
+from sandbox.core.errors import InvalidInput
 from sandbox.core.timeutil import now_rfc3339
 from sandbox.enclave.catalog import DatasetRecord
 from sandbox.enclave.quality import measure_quality
@@ -49,6 +50,14 @@ def reclassify(
     }
     with platform.refusal_recorded(actor, entry):
         current = platform.catalog.get(spec.id)
+        if current.engine != "duckdb":
+            # Its rows are in the warehouse, under their version's directory: a new
+            # version without new rows would name a directory that does not exist.
+            raise InvalidInput(
+                f"{spec.id} is held in the {current.engine} warehouse: a new classification "
+                "is registered with its file again",
+                rule="registry.engine",
+            )
         schema = platform.enclave.table_schema(spec.domain, spec.table)
         typed = validate_against_schema(spec, schema)
         # The same rows under new declarations: validity, uniqueness may change; the rows

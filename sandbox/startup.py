@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from sandbox.core.errors import EnclaveBusy, EnclaveError
 
 if TYPE_CHECKING:
+    from sandbox.enclave.catalog import DatasetRecord
     from sandbox.platform import Platform
 
 __all__ = ["check_control_file", "check_home", "has_history", "initialised", "sqlite_path"]
@@ -186,6 +187,28 @@ def check_enclave_contents(platform: Platform) -> None:
         ) from None
 
 
+def _check_warehouse_version(platform: Platform, record: DatasetRecord) -> None:
+    """A dataset held in the warehouse: its version's Parquet files are there and hold the
+    catalog's number of rows (read from their footers)."""
+    from sandbox.enclave.warehouse import dataset_dir, version_row_count
+
+    directory = dataset_dir(platform.settings.warehouse_dir, record.id, record.version)
+    try:
+        rows = version_row_count(directory)
+    except Exception:  # missing, unreadable or not Parquet
+        raise _fail(
+            "warehouse",
+            f"warehouse directory {directory} of dataset {record.id} is missing or "
+            "unreadable: restore it from a backup",
+        ) from None
+    if rows != record.row_count:
+        raise _fail(
+            "warehouse",
+            f"warehouse directory {directory} holds other rows for {record.id} than the "
+            "catalog says: restore it from a backup",
+        )
+
+
 def _check_enclave_contents(platform: Platform, path: Path) -> None:
     with platform.enclave.cursor() as cur:
         try:
@@ -209,6 +232,9 @@ def _check_enclave_contents(platform: Platform, path: Path) -> None:
                     "used blocks): restore it from a backup",
                 )
             for record in platform.catalog.list():
+                if record.engine != "duckdb":
+                    _check_warehouse_version(platform, record)
+                    continue
                 if record.id not in tables:
                     raise _fail(
                         "enclave",

@@ -171,12 +171,21 @@ def dataset_register(
     ] = None,
     table: Annotated[str | None, typer.Option(help="PostgreSQL table (schema.name).")] = None,
     query: Annotated[str | None, typer.Option(help="PostgreSQL query.")] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="Where the rows live: duckdb (the enclave file) or spark (the Parquet "
+            "warehouse, queried by the Spark engine)."
+        ),
+    ] = "duckdb",
 ) -> None:
     """Load a source as a dataset; re-registering replaces it atomically."""
     from connectors.files import FileSource
     from connectors.postgres import PostgresSource
     from sandbox.core.classification import parse_classification
+    from sandbox.enclave.registry import check_engine
 
+    check_engine(engine)
     platform = _platform(ctx)
     try:
         text = classification.read_text("utf-8")
@@ -189,10 +198,11 @@ def dataset_register(
         src: Source = PostgresSource(source, table=table, query=query)
     else:
         src = FileSource(Path(source), platform.settings.staging_dir, fmt)
-    reg = platform.register(spec, src)
+    reg = platform.register(spec, src, engine=engine)
     verb = "replaced" if reg.replaced else "registered"
     rows = counted(reg.record.row_count, "row")
-    typer.echo(f"{verb} {reg.record.id} v{reg.record.version}: {rows}")
+    where = "" if reg.record.engine == "duckdb" else f", in the {reg.record.engine} warehouse"
+    typer.echo(f"{verb} {reg.record.id} v{reg.record.version}: {rows}{where}")
     cert_dir = platform.settings.certificates_dir
     typer.echo(f"certificate: {cert_dir / f'{reg.record.id}.v{reg.record.version}.json'}")
 
@@ -202,8 +212,9 @@ def dataset_list(ctx: typer.Context) -> None:
     """Registered datasets."""
     for rec in _platform(ctx).catalog.list():
         frozen = "  FROZEN" if rec.frozen else ""
+        where = "" if rec.engine == "duckdb" else f"  [{rec.engine}]"
         rows = f"{rec.row_count:>12,} {noun(rec.row_count, 'row'):<4}"
-        typer.echo(f"{rec.id:<26} v{rec.version:<3} {rows} {rec.title}{frozen}")
+        typer.echo(f"{rec.id:<26} v{rec.version:<3} {rows} {rec.title}{frozen}{where}")
 
 
 @dataset_app.command("show")
@@ -221,6 +232,11 @@ def dataset_show(
     typer.echo(f"owner domain: {rec.domain}   entity key: {rec.entity_key}   rows: {rec.row_count}")
     typer.echo(f"source: {rec.connector} {rec.source_uri}")
     typer.echo(f"source sha256: {rec.source_sha256}   loaded: {rec.loaded_at}")
+    typer.echo(
+        "engine: duckdb (the enclave file)"
+        if rec.engine == "duckdb"
+        else f"engine: {rec.engine} (the Parquet warehouse, v{rec.version})"
+    )
     bounds = rec.spec.contribution
     typer.echo(
         "contribution: platform default (no [contribution])"

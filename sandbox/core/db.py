@@ -63,6 +63,8 @@ dataset_versions = sa.Table(
     sa.Column("schema_sha256", sa.String(64), nullable=False),
     sa.Column("classification_sha256", sa.String(64), nullable=False),
     sa.Column("certificate", sa.JSON, nullable=False),
+    # Where the version's rows lived: "duckdb" (the enclave file) or "spark" (the warehouse).
+    sa.Column("engine", sa.String(16), nullable=False, server_default="duckdb"),
     # The version's quality report (aggregates only; its digest is in the certificate).
     sa.Column("quality", sa.JSON, nullable=True),
 )

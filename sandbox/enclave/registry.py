@@ -17,6 +17,17 @@ Order of effects, chosen so that a failure leaves nothing half-done:
    transaction that commits only after the DuckDB commit succeeded;
 5. the work directory is removed, whatever happened;
 6. the signed certificate is written to the home (and kept in the version history).
+
+With ``engine="spark"`` the rows are loaded, checked and measured in the same DuckDB
+transaction (so the certificate and the quality report are computed exactly as for
+DuckDB), then, still inside it and with the catalog's row locked for the new version,
+written as Parquet to a staged directory of the warehouse
+(:mod:`sandbox.enclave.warehouse`), renamed into place as ``v<version>``, and the table
+is dropped from the enclave before its COMMIT: the rows live only in the warehouse.  A
+failure before the control-plane commit removes the new directory, and the previous
+version (in either engine) stays as it was; after the commit the previous version's
+directory, if it had one, is removed.  Writing Parquet needs only pyarrow: registering
+for Spark works without pyspark or Java, and querying such a dataset is what needs them.
 """
 
 from __future__ import annotations
@@ -42,7 +53,7 @@ from connectors.isolation import parse_slot
 from connectors.limits import IngestLimits
 from sandbox.core.classification import DatasetSpec, validate_against_schema
 from sandbox.core.db import dataset_versions, datasets
-from sandbox.core.errors import ConnectorError, Forbidden, SandboxError
+from sandbox.core.errors import ConnectorError, Forbidden, InvalidInput, SandboxError
 from sandbox.core.settings import Settings
 from sandbox.core.timeutil import now_rfc3339
 from sandbox.enclave.catalog import DatasetRecord
@@ -51,8 +62,15 @@ from sandbox.enclave.enclave import Enclave
 from sandbox.enclave.quality import measure_quality
 from sandbox.enclave.quality_math import report_sha256
 from sandbox.enclave.shared import SharedEnclave, exclusive_with_servers
+from sandbox.enclave.warehouse import publish, remove_version, write_staged
 
-__all__ = ["Registration", "register_dataset", "schema_sha256"]
+__all__ = ["ENGINES", "Registration", "check_engine", "register_dataset", "schema_sha256"]
+
+ENGINES = ("duckdb", "spark")
+"""Where a registered dataset's rows live: the DuckDB enclave file, or the Parquet warehouse
+that the Spark engine reads."""
+
+_EXPORT_BATCH_ROWS = 65_536
 
 WORK_TTL_S = 86_400
 """A work directory older than this was left by a killed process and is removed."""
@@ -70,6 +88,13 @@ def schema_sha256(schema: dict[str, str]) -> str:
     return hashlib.sha256(rfc8785.dumps([[name, t] for name, t in schema.items()])).hexdigest()
 
 
+def check_engine(name: str) -> str:
+    """``name`` if it is an engine a dataset can be registered to; refused otherwise."""
+    if name not in ENGINES:
+        raise InvalidInput(f"engine must be one of {', '.join(ENGINES)}", rule="registry.engine")
+    return name
+
+
 def _quoted(spec: DatasetSpec) -> str:
     return f'"{spec.domain}"."{spec.table}"'
 
@@ -77,7 +102,7 @@ def _quoted(spec: DatasetSpec) -> str:
 def register_dataset(
     *,
     settings: Settings,
-    engine: Engine,
+    control: Engine,
     enclave: Enclave,
     key: SigningKey,
     spec: DatasetSpec,
@@ -85,13 +110,16 @@ def register_dataset(
     registered_by: str,
     allowed_domains: frozenset[str] | None = None,
     procedure: dict[str, Any] | None = None,
+    engine: str = "duckdb",
 ) -> Registration:
     """Load ``source`` as dataset ``spec.id`` (replacing any previous version atomically).
 
-    ``procedure``: the registration procedure's record (who accepted and reviewed it, the
-    publicity window: ``sandbox.governance``), carried in the certificate; none on the
-    host console's direct path.
+    ``control``: the control-plane database.  ``procedure``: the registration procedure's
+    record (who accepted and reviewed it, the publicity window: ``sandbox.governance``),
+    carried in the certificate; none on the host console's direct path.  ``engine``:
+    where the rows live, ``duckdb`` (the enclave) or ``spark`` (the warehouse).
     """
+    check_engine(engine)
     if allowed_domains is not None and spec.domain not in allowed_domains:
         raise Forbidden(
             f"registering in domain '{spec.domain}' is outside this account's domains",
@@ -105,7 +133,16 @@ def register_dataset(
         else:
             ready = source
         record_row, certificate, replaced, typed = _load(
-            enclave, engine, key, spec, ready, registered_by, procedure, k=settings.k_floor
+            enclave,
+            control,
+            key,
+            spec,
+            ready,
+            registered_by,
+            procedure,
+            k=settings.k_floor,
+            engine=engine,
+            warehouse_dir=settings.warehouse_dir,
         )
     _write_files(settings, typed, certificate)
     return Registration(DatasetRecord.from_row(record_row), certificate, replaced)
@@ -141,7 +178,7 @@ def _servers_yield(enclave: Enclave) -> AbstractContextManager[None]:
 
 def _load(
     enclave: Enclave,
-    engine: Engine,
+    control: Engine,
     key: SigningKey,
     spec: DatasetSpec,
     source: Source,
@@ -149,9 +186,51 @@ def _load(
     procedure: dict[str, Any] | None = None,
     *,
     k: int,
+    engine: str,
+    warehouse_dir: Path,
 ) -> tuple[Any, dict[str, Any], bool, DatasetSpec]:
     """The locked part: replace the table, check it, evaluate its quality (counts only,
-    small ones withheld below ``k``), record it; all or nothing."""
+    small ones withheld below ``k``), record it; all or nothing.  For ``spark`` the
+    table moves to the warehouse before the commits; the previous version's directory
+    (if any) is removed after them."""
+    published: list[int] = []  # the warehouse version this call put in place
+    try:
+        result, previous = _load_locked(
+            enclave,
+            control,
+            key,
+            spec,
+            source,
+            registered_by,
+            procedure,
+            k=k,
+            engine=engine,
+            warehouse_dir=warehouse_dir,
+            published=published,
+        )
+    except BaseException:
+        for version in published:  # the catalog never named it
+            remove_version(warehouse_dir, spec.id, version)
+        raise
+    if previous is not None and previous.engine == "spark":  # replaced: no longer named
+        remove_version(warehouse_dir, spec.id, previous.version)
+    return result
+
+
+def _load_locked(
+    enclave: Enclave,
+    control: Engine,
+    key: SigningKey,
+    spec: DatasetSpec,
+    source: Source,
+    registered_by: str,
+    procedure: dict[str, Any] | None,
+    *,
+    k: int,
+    engine: str,
+    warehouse_dir: Path,
+    published: list[int],
+) -> tuple[tuple[Any, dict[str, Any], bool, DatasetSpec], Any]:
     with _servers_yield(enclave), enclave.writer() as con:
         con.execute("BEGIN TRANSACTION")
         try:
@@ -166,7 +245,12 @@ def _load(
             typed = validate_against_schema(spec, schema)
             (row_count,) = con.execute(f"SELECT count(*) FROM {_quoted(spec)}").fetchone() or (0,)
             quality = measure_quality(con, typed, k=k, evaluated_at=now_rfc3339())
-            with engine.begin() as cp:
+            with control.begin() as cp:
+                previous = cp.execute(
+                    sa.select(datasets.c.version, datasets.c.engine)
+                    .where(datasets.c.id == spec.id)
+                    .with_for_update()
+                ).first()
                 record_row, certificate, replaced = _record(
                     cp,
                     typed,
@@ -177,7 +261,10 @@ def _load(
                     key,
                     procedure,
                     quality=quality,
+                    engine=engine,
                 )
+                if engine == "spark":
+                    _move_to_warehouse(con, spec, warehouse_dir, int(record_row.version), published)
                 con.execute("COMMIT")
         except SandboxError:
             con.execute("ROLLBACK")
@@ -188,7 +275,27 @@ def _load(
                 f"loading {spec.id} failed ({type(exc).__name__}); the enclave is unchanged",
                 rule="registry.load",
             ) from exc
-    return record_row, certificate, replaced, typed
+    return (record_row, certificate, replaced, typed), previous
+
+
+def _move_to_warehouse(
+    con: Any, spec: DatasetSpec, warehouse_dir: Path, version: int, published: list[int]
+) -> None:
+    """Write the loaded table as the version's Parquet directory and drop it from the
+    enclave (inside the enclave's transaction: its COMMIT comes after)."""
+    con.complete()  # an earlier fetchone() left its result open; the relation API refuses that
+    reader = con.sql(f"SELECT * FROM {_quoted(spec)}").to_arrow_reader(_EXPORT_BATCH_ROWS)
+    try:
+        staged = write_staged(warehouse_dir, spec.id, version, reader, reader.schema)
+    finally:
+        reader.close()  # the result holds the table: DROP waits for nothing
+    try:
+        publish(staged, warehouse_dir, spec.id, version)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    published.append(version)
+    con.execute(f"DROP TABLE {_quoted(spec)}")
 
 
 def _record(
@@ -202,13 +309,19 @@ def _record(
     procedure: dict[str, Any] | None = None,
     *,
     quality: dict[str, Any] | None = None,
+    engine: str | None = None,
 ) -> tuple[Any, dict[str, Any], bool]:
     """``quality``: the version's quality report (none when only the classification
-    changes: ``sandbox.reclassify``); the certificate binds its digest and score."""
+    changes: ``sandbox.reclassify``); the certificate binds its digest and score.
+    ``engine``: where the version's rows live (``None``: where the previous version's do)."""
     previous = cp.execute(
-        sa.select(datasets.c.version).where(datasets.c.id == spec.id).with_for_update()
+        sa.select(datasets.c.version, datasets.c.engine)
+        .where(datasets.c.id == spec.id)
+        .with_for_update()
     ).first()
     version = 1 if previous is None else previous.version + 1
+    if engine is None:
+        engine = "duckdb" if previous is None else previous.engine or "duckdb"
     now = now_rfc3339()
     schema_digest = schema_sha256(schema)
     classification = spec.to_dict()
@@ -223,6 +336,7 @@ def _record(
             "classification_sha256": spec.sha256(),
             "source": {"connector": loaded.connector, "uri": loaded.uri, "sha256": loaded.sha256},
             "row_count": row_count,
+            "engine": engine,
             "issued_at": now,
             "registered_by": registered_by,
             **({"procedure": procedure} if procedure is not None else {}),
@@ -250,6 +364,7 @@ def _record(
         "classification_sha256": spec.sha256(),
         "version": version,
         "registered_by": registered_by,
+        "engine": engine,
     }
     if previous is None:
         cp.execute(sa.insert(datasets).values(id=spec.id, frozen=False, **values))
@@ -267,6 +382,7 @@ def _record(
             row_count=row_count,
             schema_sha256=schema_digest,
             classification_sha256=spec.sha256(),
+            engine=engine,
             certificate=certificate,
             **({"quality": quality} if quality is not None else {}),  # else SQL NULL
         )
