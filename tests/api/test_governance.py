@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -99,16 +100,24 @@ class Api:
         return self.services.platform.audit.entries(EntryFilter(action=action), limit=10_000)
 
 
-@pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    home = tmp_path_factory.mktemp("governance") / "home"
+@contextmanager
+def served_api(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Api]:
+    """The test deployment (``build_deployment``) in a fresh home, its app served in a
+    thread with the test's clock (also for tests/api/test_revisions.py, test_products.py)."""
+    home = tmp_path_factory.mktemp(name) / "home"
     platform, tokens = build_deployment(home)
     platform.close()
     application = create_app(Settings(home=home, threads=2, job_workers=1))
     clock = Clock()
     application.state.clock = clock
-    with in_thread(application, "governance") as client:
+    with in_thread(application, name) as client:
         yield Api(client, application.state.services, tokens, clock)
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    with served_api(tmp_path_factory, "governance") as served:
+        yield served
 
 
 def _apply_body(upload_id: str) -> dict[str, Any]:

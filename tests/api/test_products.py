@@ -18,11 +18,7 @@ from typing import Any
 
 import pytest
 
-from sandbox.api.app import create_app
-from sandbox.core.settings import Settings
-from tests.api.conftest import in_thread
-from tests.api.test_governance import Api, Clock
-from tests.conftest import build_deployment
+from tests.api.test_governance import Api, served_api
 
 TEMPLATE = (
     "SELECT district, count(*) AS claims, avg(claim_amount) AS mean_amount "
@@ -51,14 +47,8 @@ def _offer(**over: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    home = tmp_path_factory.mktemp("products") / "home"
-    platform, tokens = build_deployment(home)
-    platform.close()
-    application = create_app(Settings(home=home, threads=2, job_workers=1))
-    clock = Clock()
-    application.state.clock = clock
-    with in_thread(application, "products") as client:
-        yield Api(client, application.state.services, tokens, clock)
+    with served_api(tmp_path_factory, "products") as served:
+        yield served
 
 
 def test_quality_report_over_http(api: Api) -> None:

@@ -12,12 +12,8 @@ from typing import Any
 import pytest
 
 from audit.keys import load_public_keys
-from sandbox.api.app import create_app
-from sandbox.core.settings import Settings
 from sandbox.enclave.certificates import verify_certificate
-from tests.api.conftest import in_thread
-from tests.api.test_governance import VISITS, Api, Clock, _apply_body
-from tests.conftest import build_deployment
+from tests.api.test_governance import VISITS, Api, _apply_body, served_api
 
 REVIEW = {"verdict": "approve", "comment": "checked against the schema"}
 TIGHTER = VISITS.replace('[columns.district]\nlevel = "L1"', '[columns.district]\nlevel = "L2"')
@@ -26,14 +22,8 @@ LOOSER = VISITS.replace("bounds = [0, 5000]", "bounds = [0, 6000]")
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    home = tmp_path_factory.mktemp("revisions") / "home"
-    platform, tokens = build_deployment(home)
-    platform.close()
-    application = create_app(Settings(home=home, threads=2, job_workers=1))
-    clock = Clock()
-    application.state.clock = clock
-    with in_thread(application, "revisions") as client:
-        yield Api(client, application.state.services, tokens, clock)
+    with served_api(tmp_path_factory, "revisions") as served:
+        yield served
 
 
 def _columns(api: Api) -> dict[str, Any]:

@@ -5,8 +5,6 @@ host console, an admin, without one), each refusal by its rule."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,28 +16,7 @@ from sandbox.governance.applications import Applications, Asked
 from sandbox.governance.data_lists import DataLists
 from sandbox.platform import Platform
 from tests.conftest import build_deployment
-
-
-def run(home: Path, *args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
-    env_token = ["--token", token] if token else []
-    return subprocess.run(
-        [sys.executable, "-m", "sandbox.cli", "--home", str(home), *args, *env_token],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def ok(home: Path, *args: str, token: str | None = None) -> str:
-    proc = run(home, *args, token=token)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
-
-
-def refused(home: Path, rule: str, *args: str, token: str | None = None) -> None:
-    proc = run(home, *args, token=token)
-    assert proc.returncode != 0, proc.stdout
-    assert f"(rule: {rule})" in proc.stderr, proc.stderr
+from tests.sandbox.cli.commands import ok, refused
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,6 @@ short form, and the grant application then run as subprocesses of the installed 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,28 +20,7 @@ from sandbox.governance.registrations import Registrations, SourceFile
 from sandbox.platform import Platform
 from tests.api.test_governance import CSV, VISITS, Clock
 from tests.conftest import build_deployment
-
-
-def run(home: Path, *args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
-    env_token = ["--token", token] if token else []
-    return subprocess.run(
-        [sys.executable, "-m", "sandbox.cli", "--home", str(home), *args, *env_token],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def ok(home: Path, *args: str, token: str | None = None) -> str:
-    proc = run(home, *args, token=token)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
-
-
-def refused(home: Path, rule: str, *args: str, token: str | None = None) -> None:
-    proc = run(home, *args, token=token)
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert f"(rule: {rule})" in proc.stderr, proc.stderr
+from tests.sandbox.cli.commands import ok, refused
 
 
 @pytest.fixture(scope="module")
