@@ -37,7 +37,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -47,6 +46,8 @@ from loadgen import (
     MixEntry,
     audit_size,
     explain,
+    load_deployment,
+    monitor_entries,
     run_load,
     standard_mix,
     sync_query,
@@ -59,52 +60,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-#: ε total of every dp grant in the load deployment: large enough that no run exhausts it.
-LOAD_EPSILON = 1_000_000.0
-
-
 def build(home: Path, scale: float) -> dict[str, str]:
-    """The demo deployment at ``scale``, with grants that fit a load run; its tokens.
-
-    As ``tests/security/test_load.py`` sets it up: the demo's ``dp`` grants get a budget
-    that outlasts the run (the planner's default of 10 would run out in seconds), and the
-    bank's bureaus choose ``dp`` for its ``reviewed`` grants (audited, as a bureau does),
-    so its synchronous queries and jobs are noised and released, not held for a review
-    nobody gives here.  The insurer keeps its demo budget (it only explains).
-    """
-    from policies import Actor, Administration, ReleaseMode
-    from policies.demo import create_demo, write_tokens
+    """The load deployment (``loadgen.load_deployment``) at ``scale`` in a new ``home``,
+    its tokens also written to ``demo-tokens.json``; its tokens."""
+    from policies.demo import write_tokens
     from sandbox.core.settings import Settings
     from sandbox.platform import Platform
 
     started = time.perf_counter()
     platform = Platform(Settings(home=home))
     try:
-        platform.init()
-        platform.load_demo_data(scale=scale)
-        admin = Administration(
-            platform.authority,
-            k_floor=platform.settings.k_floor,
-            default_budget=(LOAD_EPSILON, 1.0),
+        tokens = load_deployment(
+            platform, scale, by="bench", reason="load benchmark: released without review"
         )
-        tokens = create_demo(admin, Actor.host("bench"), now=datetime.now(UTC))
-        for bureau in ("bureau-market", "bureau-hrss", "bureau-health"):
-            actor = platform.authority.authenticate(tokens[bureau])
-            for grant in admin.list_grants(actor):
-                if grant.operator == "op-bank" and grant.release_mode is ReleaseMode.REVIEWED:
-                    admin.set_release_mode(
-                        actor,
-                        grant.id,
-                        ReleaseMode.DP,
-                        epsilon_total=LOAD_EPSILON,
-                        epsilon_per_query=1.0,
-                        reason="load benchmark: released without review",
-                    )
     finally:
         platform.close()
     write_tokens(home / "demo-tokens.json", tokens)
     print(f"demo home at --scale {scale:g} built in {time.perf_counter() - started:.1f} s")
-    return dict(tokens)
+    return tokens
 
 
 def serve(home: Path, workers: int) -> tuple[subprocess.Popen[bytes], str]:
@@ -143,20 +116,6 @@ def serve(home: Path, workers: int) -> tuple[subprocess.Popen[bytes], str]:
             time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
     raise SystemExit("the server did not start")
-
-
-def monitor_entries(home: Path, *, since: int) -> int:
-    """Entries the risk monitor appended (``alert.*``) from seq ``since`` on."""
-    from audit import AuditTrail, KeyRing
-    from sandbox.core.settings import Settings
-
-    settings = Settings(home=home)
-    trail = AuditTrail.open(settings.audit_db_url, KeyRing(settings.keys_dir))
-    try:
-        entries = trail.entries(offset=since, limit=1_000_000)
-    finally:
-        trail.close()
-    return sum(1 for entry in entries if entry.action.startswith("alert."))
 
 
 def phase(

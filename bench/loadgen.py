@@ -5,7 +5,9 @@ mix until a deadline; an operation may issue several requests (a large job: subm
 to completion, fetch the result), each recorded as a :class:`Sample` with its latency and
 the number of audit entries the server records for it under the documented rule
 (``docs/api.md``, "What is recorded").  The benchmark prints the figures; the test
-asserts on the same samples, so the load logic exists once.
+asserts on the same samples, so the load logic exists once; so does the load
+deployment both serve (:func:`load_deployment`) and the count of the risk monitor's own
+entries the audit check sets aside (:func:`monitor_entries`).
 """
 
 from __future__ import annotations
@@ -19,12 +21,16 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
+if TYPE_CHECKING:
+    from sandbox.platform import Platform
+
 __all__ = [
     "EXPLAIN",
+    "LOAD_EPSILON",
     "QUERY",
     "LoadResult",
     "MixEntry",
@@ -34,6 +40,8 @@ __all__ = [
     "audit_size",
     "expected_entries",
     "explain",
+    "load_deployment",
+    "monitor_entries",
     "percentile",
     "run_load",
     "standard_mix",
@@ -404,6 +412,64 @@ def audit_size(home: Path) -> int:
         trail.close()
 
 
+def monitor_entries(home: Path, *, since: int) -> int:
+    """Entries the risk monitor appended (``alert.*``) from seq ``since`` on: they come on
+    top of the requests' own, so the audit check subtracts them."""
+    from audit import AuditTrail, KeyRing
+    from sandbox.core.settings import Settings
+
+    settings = Settings(home=home)
+    trail = AuditTrail.open(settings.audit_db_url, KeyRing(settings.keys_dir))
+    try:
+        entries = trail.entries(offset=since, limit=1_000_000)
+    finally:
+        trail.close()
+    return sum(1 for entry in entries if entry.action.startswith("alert."))
+
+
+#: ε total of every dp grant in the load deployment: large enough that no run exhausts it.
+LOAD_EPSILON = 1_000_000.0
+
+
+def load_deployment(platform: Platform, scale: float, *, by: str, reason: str) -> dict[str, str]:
+    """Make ``platform``'s (new) home the load deployment at ``scale``; the demo tokens.
+
+    The demo's data and accounts (created by the host console ``by``), with grants that
+    fit a load run: the demo's ``dp`` grants get a budget that outlasts it (the planner's
+    default of 10 would run out in seconds), and the bank's bureaus choose ``dp`` for its
+    ``reviewed`` grants (audited, with ``reason``, as a bureau does), so its synchronous
+    queries and jobs are noised and released, not held for a review nobody gives here.
+    The insurer keeps its demo budget (it only explains).  Used by ``bench/http_load.py``
+    and ``tests/security/test_load.py``; the caller opens and closes ``platform``.
+    """
+    from datetime import UTC, datetime
+
+    from policies import Actor, Administration, ReleaseMode
+    from policies.demo import create_demo
+
+    platform.init()
+    platform.load_demo_data(scale=scale)
+    admin = Administration(
+        platform.authority,
+        k_floor=platform.settings.k_floor,
+        default_budget=(LOAD_EPSILON, 1.0),
+    )
+    tokens = create_demo(admin, Actor.host(by), now=datetime.now(UTC))
+    for bureau in ("bureau-market", "bureau-hrss", "bureau-health"):
+        actor = platform.authority.authenticate(tokens[bureau])
+        for grant in admin.list_grants(actor):
+            if grant.operator == "op-bank" and grant.release_mode is ReleaseMode.REVIEWED:
+                admin.set_release_mode(
+                    actor,
+                    grant.id,
+                    ReleaseMode.DP,
+                    epsilon_total=LOAD_EPSILON,
+                    epsilon_per_query=1.0,
+                    reason=reason,
+                )
+    return dict(tokens)
+
+
 def small_query_p99(result: LoadResult) -> tuple[int, float]:
     """How many small synchronous queries ran (``query`` and ``query (cached)``), their p99 ms."""
     ms = [s.seconds * 1000 for s in result.samples if s.kind in ("query", "query (cached)")]
@@ -423,7 +489,7 @@ def main() -> None:
     import signal
     import tempfile
 
-    from http_load import build, monitor_entries, serve
+    from http_load import build, serve
 
     parser = argparse.ArgumentParser(description=(main.__doc__ or "").split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=50)

@@ -15,14 +15,20 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from bench.loadgen import LoadResult, audit_size, run_load, standard_mix
+from bench.loadgen import (
+    LoadResult,
+    audit_size,
+    load_deployment,
+    monitor_entries,
+    run_load,
+    standard_mix,
+)
 from tests.api.conftest import LiveServer
 from tests.security.conftest import (
     SERVER_ENV,
@@ -40,71 +46,33 @@ LOAD_ENV = {
     "SANDBOX_QUERY_TIMEOUT_S": "120",
 }
 
-#: ε total of every dp grant in the load deployment: large enough that no run exhausts it.
-LOAD_EPSILON = 1_000_000.0
-
 
 @contextmanager
 def load_server(home: Path, scale: float) -> Iterator[SecurityServer]:
-    """The demo deployment at ``scale`` served for real, with the security suite's leak check.
+    """The load deployment (``bench/loadgen.py:load_deployment``) at ``scale`` served for
+    real, with the security suite's leak check.
 
     ``start_security_server`` builds at scale 0.01, too small for a large job to be large;
     this assembles the same pieces at a larger scale.
     """
-    from policies import Actor, Administration, ReleaseMode
-    from policies.demo import create_demo
     from sandbox.core.settings import Settings
     from sandbox.platform import Platform
 
     platform = Platform(Settings(home=home, threads=2))
     try:
-        platform.init()
-        platform.load_demo_data(scale=scale)
-        # A load test's budgets must outlast it: the planner's dp grant gets a large one,
-        # and the bank's bureaus choose dp for its (reviewed) grants, so its synchronous
-        # queries and jobs are released, not held for a review nobody gives here.
-        admin = Administration(
-            platform.authority,
-            k_floor=platform.settings.k_floor,
-            default_budget=(LOAD_EPSILON, 1.0),
+        tokens = load_deployment(
+            platform, scale, by="tests", reason="load test: released without review"
         )
-        tokens = create_demo(admin, Actor.host("tests"), now=datetime.now(UTC))
-        for bureau in ("bureau-market", "bureau-hrss", "bureau-health"):
-            actor = platform.authority.authenticate(tokens[bureau])
-            for grant in admin.list_grants(actor):
-                if grant.operator == "op-bank" and grant.release_mode is ReleaseMode.REVIEWED:
-                    admin.set_release_mode(
-                        actor,
-                        grant.id,
-                        ReleaseMode.DP,
-                        epsilon_total=LOAD_EPSILON,
-                        epsilon_per_query=1.0,
-                        reason="load test: released without review",
-                    )
         leaks = LeakCheck.of(identifier_values(platform))
     finally:
         platform.close()
     (home / "demo-tokens.json").write_text(json.dumps(tokens))
-    live = LiveServer(home, dict(tokens), env=LOAD_ENV)
+    live = LiveServer(home, tokens, env=LOAD_ENV)
     live.start()
     try:
         yield SecurityServer(live, leaks)
     finally:
         live.stop()
-
-
-def monitor_entries(home: Path, *, since: int) -> int:
-    """Entries the risk monitor appended (``alert.*``) from seq ``since`` on."""
-    from audit import AuditTrail, KeyRing
-    from sandbox.core.settings import Settings
-
-    settings = Settings(home=home)
-    trail = AuditTrail.open(settings.audit_db_url, KeyRing(settings.keys_dir))
-    try:
-        entries = trail.entries(offset=since, limit=10_000)
-    finally:
-        trail.close()
-    return sum(1 for entry in entries if entry.action.startswith("alert."))
 
 
 def report(result: LoadResult, record_property: Any) -> None:
