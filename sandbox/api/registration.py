@@ -56,6 +56,12 @@ class RegistrationApplyIn(In):
         description="Omitted: the defaults for a new file; a revision without a file keeps "
         "the terms last issued.",
     )
+    engine: Literal["duckdb", "spark"] = Field(
+        default="duckdb",
+        description="Where the issued version's rows live: duckdb (the enclave file) or "
+        "spark (the Parquet warehouse, queried by the Spark engine). A revision without a "
+        "file keeps the rows where they are.",
+    )
 
 
 class StepIn(In):
@@ -126,6 +132,7 @@ def apply(
         listing=body.listing.model_dump()
         if body.listing is not None
         else (None if body.source is None else Listing().model_dump()),
+        engine=body.engine,
     )
 
 

@@ -85,6 +85,13 @@ def registration_apply(
     price_per_query: Annotated[str | None, Opt(help="Listed CNY per query.")] = None,
     price_per_million_rows: Annotated[str | None, Opt(help="Listed CNY per M rows.")] = None,
     terms: Annotated[str, Opt(help="Conditions of use, in words.")] = "",
+    engine: Annotated[
+        str,
+        Opt(
+            help="Where the rows live once issued: duckdb (the enclave file) or spark "
+            "(the Parquet warehouse)."
+        ),
+    ] = "duckdb",
     token: TokenOpt = None,
 ) -> None:
     """Apply to register (or re-register, or revise the classification of) a dataset."""
@@ -115,6 +122,7 @@ def registration_apply(
             source=None if source is None else SourceFile(source, source.name, format=fmt),
             update_frequency=update_frequency,
             listing=listing,
+            engine=engine,
         )
     typer.echo(f"applied {app['id']}: {app['dataset']} ({app['form']} form), {app['state']}")
 

@@ -55,6 +55,8 @@ registration_applications = sa.Table(
     sa.Column("classification", sa.JSON, nullable=False),
     sa.Column("classification_sha256", sa.String(64), nullable=False),
     sa.Column("source", sa.JSON, nullable=False),  # staged file, name, format, sha256, bytes
+    # Where the issued version's rows go: "duckdb" (the enclave) or "spark" (the warehouse).
+    sa.Column("engine", sa.String(16), nullable=False, server_default="duckdb"),
     sa.Column("accepted_by", sa.String(255)),
     sa.Column("accepted_at", sa.String(_TS)),
     sa.Column("reviewed_by", sa.String(255)),

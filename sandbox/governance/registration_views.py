@@ -89,6 +89,7 @@ def view(
         "description": row.description,
         "update_frequency": row.update_frequency,
         "listing": row.listing,
+        "engine": getattr(row, "engine", None) or "duckdb",
         "classification": row.classification
         if party
         else public_classification(row.classification, prohibited),

@@ -44,7 +44,7 @@ from sandbox.core.governance_tables import (
 )
 from sandbox.core.sealed_files import opened_plain
 from sandbox.core.timeutil import to_rfc3339
-from sandbox.enclave.registry import Registration
+from sandbox.enclave.registry import Registration, check_engine
 from sandbox.platform import Platform
 from sandbox.reclassify import reclassify
 
@@ -100,6 +100,7 @@ class Registrations:
         source: SourceFile | Callable[[str], SourceFile] | None,
         update_frequency: str,
         listing: dict[str, Any] | None = None,
+        engine: str = "duckdb",
     ) -> dict[str, Any]:
         """A bureau applies to register (or re-register) a dataset of its domain.
 
@@ -107,13 +108,16 @@ class Registrations:
         upload of the account), called once the bureau may register there; ``None``: a
         reclassification of a registered dataset's rows as loaded (no new file).
         ``listing``: ``None`` keeps the price terms last issued through the procedure.
+        ``engine``: where the issued version's rows go (``duckdb``, the enclave, or
+        ``spark``, the Parquet warehouse); a revision without a file keeps them where
+        they are, and one of a dataset in the warehouse names its file.
         """
         with audited(self.platform, actor, "registration.apply", "platform"):
             spec = parse_classification(classification, source_name="application")
-        engine = self.platform.engine
-        with engine.connect() as conn:
+        control = self.platform.engine
+        with control.connect() as conn:
             current = conn.execute(
-                sa.select(datasets.c.version).where(datasets.c.id == spec.id)
+                sa.select(datasets.c.version, datasets.c.engine).where(datasets.c.id == spec.id)
             ).first()
             last = conn.execute(
                 sa.select(apps.c.version, apps.c.classification_sha256, apps.c.listing)
@@ -132,6 +136,9 @@ class Registrations:
                     f"{spec.id} is not registered: an application names its data file",
                     rule="registration.source",
                 )
+            check_engine(engine)
+            if source is None and current is not None:
+                _same_engine(spec.id, current.engine, engine)
             found = source(spec.domain) if callable(source) else source
             frequency = update_frequency.strip()
             if not frequency or len(frequency) > FREQUENCY_MAX:
@@ -174,7 +181,7 @@ class Registrations:
             else:
                 stored = keep(self._files(app_id), found, self.platform.data_keys)
             try:
-                with engine.begin() as conn:
+                with control.begin() as conn:
                     pending = conn.execute(
                         sa.select(apps.c.id).where(
                             apps.c.dataset == spec.id, apps.c.state.in_(list(OPEN_STATES))
@@ -205,6 +212,7 @@ class Registrations:
                             classification=spec.to_dict(),
                             classification_sha256=spec.sha256(),
                             source=stored,
+                            engine=engine,
                             updated_at=_ts(now),
                         )
                     )
@@ -216,7 +224,12 @@ class Registrations:
                         f"registration:{app_id}",
                         "allow.role",
                         dataset=spec.id,
-                        details={"application": app_id, "form": form, "source": stored},
+                        details={
+                            "application": app_id,
+                            "form": form,
+                            "source": stored,
+                            "engine": engine,
+                        },
                     )
             except BaseException:
                 discard(self._files(app_id))
@@ -395,6 +408,7 @@ class Registrations:
                         role=actor.role.value,
                         acting=actor.audit_details(),
                         procedure=procedure,
+                        engine=row.engine or "duckdb",
                     )
                 except BaseException:
                     with self.platform.engine.begin() as conn:
@@ -617,6 +631,23 @@ _ACTION = {
     RegStep.DISMISS: "resolve",
     RegStep.WITHDRAW: "withdraw",
 }
+
+
+def _same_engine(dataset: str, current: str | None, asked: str) -> None:
+    """A revision without a file reclassifies the rows where they are: in the enclave only
+    (a version in the warehouse is a directory of its own, written from the file)."""
+    held = current or "duckdb"
+    if held != "duckdb":
+        raise InvalidInput(
+            f"{dataset} is held in the {held} warehouse: a revision of it names its data file",
+            rule="registry.engine",
+        )
+    if asked != held:
+        raise InvalidInput(
+            f"a revision without a file keeps {dataset}'s rows in {held}: moving them to "
+            f"{asked} takes the data file",
+            rule="registry.engine",
+        )
 
 
 def _need_text(text: str, what: str) -> None:
