@@ -507,15 +507,20 @@ def fence(text: str) -> str:
 
 
 def render(
-    runs: Sequence[Run], quick: bool, when: datetime, host: Sequence[tuple[str, str]]
+    runs: Sequence[Run],
+    quick: bool,
+    when: datetime,
+    host: Sequence[tuple[str, str]],
+    revision: str | None = None,
 ) -> str:
-    """The report's Markdown; ``host`` is :func:`machine` as it was before the runs."""
+    """The report's Markdown; ``host`` is :func:`machine` and ``revision`` :func:`commit` as
+    they were before the runs (what was measured, not what the tree became meanwhile)."""
     outputs = {r.bench.key: r.stdout for r in runs}
     lines = [
         "# Benchmark report",
         "",
         f"Written by `make bench` (`bench/report.py{' --quick' if quick else ''}`) on "
-        f"{when:%Y-%m-%d %H:%M} UTC; commit `{commit()}`.",
+        f"{when:%Y-%m-%d %H:%M} UTC; commit `{revision or commit()}`.",
         "",
     ]
     if quick:
@@ -564,9 +569,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     benches = [
         b for b in BENCHES if args.only is None or b.script in args.only or b.key in args.only
     ]
-    when, host = datetime.now(UTC), machine()
+    when, host, revision = datetime.now(UTC), machine(), commit()
     runs = [run(b, args.quick, args.timeout) for b in benches]
-    args.out.write_text(render(runs, args.quick, when, host))
+    args.out.write_text(render(runs, args.quick, when, host, revision))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0 if all(r.returncode == 0 for r in runs) else 1
 
