@@ -126,7 +126,12 @@ def _line(p: dict[str, Any]) -> str:
     )
 
 
+def _echo(found: dict[str, Any], as_json: bool) -> None:
+    echo_json(found) if as_json else typer.echo(_line(found))
+
+
 FileArg = Annotated[Path, typer.Argument(help="The product file (TOML).")]
+ReasonOpt = Annotated[str, Opt(help="Why, in words the other side reads.")]
 
 
 @product_app.command("publish")
@@ -135,8 +140,7 @@ def publish(
 ) -> None:
     """Publish a product of your bureau's dataset (the guard checks every parameter)."""
     with _products(ctx.obj, token) as (products, actor):
-        found = products.publish(actor, _offer(file))
-    echo_json(found) if as_json else typer.echo(_line(found))
+        _echo(products.publish(actor, _offer(file)), as_json)
 
 
 @product_app.command("propose")
@@ -145,8 +149,7 @@ def propose(
 ) -> None:
     """Propose a product for the owning bureau to approve (operator)."""
     with _products(ctx.obj, token) as (products, actor):
-        found = products.propose(actor, _offer(file))
-    echo_json(found) if as_json else typer.echo(_line(found))
+        _echo(products.propose(actor, _offer(file)), as_json)
 
 
 @product_app.command("list")
@@ -177,10 +180,7 @@ def approve(ctx: typer.Context, product: str, token: TokenOpt = None) -> None:
 
 @product_app.command("reject")
 def reject(
-    ctx: typer.Context,
-    product: str,
-    reason: Annotated[str, Opt(help="Why (the proposer reads it).")] = "",
-    token: TokenOpt = None,
+    ctx: typer.Context, product: str, reason: ReasonOpt = "", token: TokenOpt = None
 ) -> None:
     """Reject a proposed product, with a reason (the owning bureau)."""
     with _products(ctx.obj, token) as (products, actor):
@@ -189,10 +189,7 @@ def reject(
 
 @product_app.command("withdraw")
 def withdraw(
-    ctx: typer.Context,
-    product: str,
-    reason: Annotated[str, Opt(help="Why.")] = "",
-    token: TokenOpt = None,
+    ctx: typer.Context, product: str, reason: ReasonOpt = "", token: TokenOpt = None
 ) -> None:
     """Withdraw a published product (the owning bureau)."""
     with _products(ctx.obj, token) as (products, actor):
@@ -236,10 +233,7 @@ def approve_subscription(ctx: typer.Context, subscription: str, token: TokenOpt 
 
 @product_app.command("reject-subscription")
 def reject_subscription(
-    ctx: typer.Context,
-    subscription: str,
-    reason: Annotated[str, Opt(help="Why.")] = "",
-    token: TokenOpt = None,
+    ctx: typer.Context, subscription: str, reason: ReasonOpt = "", token: TokenOpt = None
 ) -> None:
     """Reject a subscription, with a reason (bureau)."""
     with _products(ctx.obj, token) as (products, actor):
