@@ -63,8 +63,15 @@ def status(ctx: typer.Context) -> None:
 
     platform = _platform(ctx)
     settings = platform.settings
+    # The Parquet warehouse (datasets registered with --engine spark) is never encrypted
+    # by the sandbox: it relies on the storage it lives on (docs/operations.md).
+    warehouse = {
+        "path": str(settings.warehouse_dir),
+        "encrypted": False,
+        "relies_on": "the storage's own encryption (the cluster's disks or object store)",
+    }
     if not is_encrypted(settings):
-        echo_json({"encrypted": False})
+        echo_json({"encrypted": False, "warehouse": warehouse})
         return
     keys = platform.data_keys
     echo_json(
@@ -77,6 +84,7 @@ def status(ctx: typer.Context) -> None:
                 {"id": k.id, "purpose": k.purpose, "created_at": k.created_at, "active": k.active}
                 for k in keys.keys
             ],
+            "warehouse": warehouse,
         }
     )
 

@@ -113,6 +113,11 @@ def test_register_with_engine_spark_writes_the_warehouse_not_the_enclave(home: P
         in sandbox(home, "dataset", "show", DATASET).stdout
     )
     assert "[spark]" in sandbox(home, "dataset", "list").stdout
+    # The enclave is encrypted; the warehouse is not, and the key status says so.
+    status = json.loads(sandbox(home, "keys", "status").stdout)
+    assert status["encrypted"] is True
+    assert status["warehouse"]["encrypted"] is False
+    assert status["warehouse"]["path"] == str((home / "warehouse").resolve())
 
 
 def test_the_certificate_quality_report_and_audit_entry_say_spark(
