@@ -76,7 +76,9 @@ class Platform:
             elif name == "spark":
                 from sandbox.engines.spark import SparkEngine
 
-                engines[name] = SparkEngine(self.settings, self.catalog)
+                engines[name] = SparkEngine(
+                    self.settings, self.catalog, shuffle_partitions=max(2, self.settings.threads)
+                )
             else:
                 raise EnclaveError(
                     f"no query engine named {name!r} (one of {', '.join(ENGINES)})",

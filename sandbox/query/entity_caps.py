@@ -8,7 +8,54 @@ Under a budget each cell's statistics describe at most ``C`` of its rows
 
 from __future__ import annotations
 
-__all__ = ["cap_can_bind", "clamp", "group_cap", "scaled_to_cap"]
+__all__ = [
+    "PORTABLE_TEXT",
+    "PORTABLE_TIME",
+    "cap_can_bind",
+    "clamp",
+    "group_cap",
+    "portable_hash",
+    "scaled_to_cap",
+]
+
+#: Column types whose text (``CAST(x AS VARCHAR)``) is the same on DuckDB and Spark.
+PORTABLE_TEXT = frozenset(
+    {
+        "TINYINT",
+        "SMALLINT",
+        "INT",
+        "INTEGER",
+        "BIGINT",
+        "UTINYINT",
+        "USMALLINT",
+        "UINTEGER",
+        "VARCHAR",
+        "TEXT",
+        "DATE",
+        "BOOLEAN",
+    }
+)
+#: Timestamps: their microseconds since the epoch (``epoch_us``; Spark's ``unix_micros``).
+PORTABLE_TIME = frozenset({"TIMESTAMP", "DATETIME"})
+
+
+def _canonical(sql: str, kind: str) -> str:
+    """One value's part of the canonical string: ``<length>:<text>``, or ``n`` for NULL.
+
+    A prefix code: no two tuples of values make the same string."""
+    text = f"CAST(epoch_us({sql}) AS VARCHAR)" if kind == "time" else f"CAST({sql} AS VARCHAR)"
+    return f"coalesce(CAST(length({text}) AS VARCHAR) || ':' || {text}, 'n')"
+
+
+def portable_hash(values: list[tuple[str, str]]) -> str:
+    """A cell hash both engines compute alike: the MD5 (hex) of the values' canonical string.
+
+    ``values``: (SQL, ``text`` or ``time``) per column.  Both DuckDB and Spark hash the
+    same UTF-8 bytes to the same lowercase hex, and order hex strings of one length as
+    the numbers they spell, so each entity keeps the same cells on both (DuckDB's own
+    ``hash()`` is faster and stays its default; docs/architecture.md, "Engines").
+    """
+    return "md5(" + " || ".join(_canonical(sql, kind) for sql, kind in values) + ")"
 
 
 def scaled_to_cap(per_entity: str, rows: str, cap: int) -> str:
@@ -41,7 +88,12 @@ def cap_can_bind(group_cols: list[str], max_groups_per_entity: int) -> bool:
     return bool(group_cols) or max_groups_per_entity < 1
 
 
-def group_cap(inner_sql: str, group_cols: list[str], g: int) -> list[str]:
+def group_cap(
+    inner_sql: str,
+    group_cols: list[str],
+    g: int,
+    portable: list[str] | None = None,
+) -> list[str]:
     """CTEs keeping at most ``g`` groups per entity of the per-(group, entity) table.
 
     Each entity keeps the ``g`` cells whose ``hash(keys, entity)`` is smallest: a choice
@@ -60,10 +112,19 @@ def group_cap(inner_sql: str, group_cols: list[str], g: int) -> list[str]:
     (about N² / 2^65 for N entities, 10^-7 at two million) share one run of ``g`` cells;
     two cells of one entity with equal hashes (about g² / 2^64) keep exactly ``g``, in
     either order.
+
+    ``portable``: each of the group columns' and the entity's canonical kind (``text``
+    or ``time``) for :func:`portable_hash`, which both engines compute alike; None:
+    DuckDB's ``hash()``.
     """
     if g < 1:  # lag(…, 0) would compare each cell with itself and drop all
         raise ValueError(f"max_groups_per_entity must be at least 1, not {g}")
     cell = f"hash({', '.join([*group_cols, '__sbx_e'])})"
+    of_entity = 'hash("__sbx_e")'
+    if portable is not None:
+        columns = [*group_cols, '"__sbx_e"']
+        cell = portable_hash(list(zip(columns, portable, strict=True)))
+        of_entity = portable_hash([('"__sbx_e"', portable[-1])])
     if g == 1:  # the smallest hash is a plain min per entity: cheaper than the sort
         return [
             f'__sbx_pg AS (SELECT *, {cell} AS "__sbx_h" FROM ({inner_sql}) '
@@ -74,7 +135,7 @@ def group_cap(inner_sql: str, group_cols: list[str], g: int) -> list[str]:
             'WHERE "__sbx_h" = "__sbx_t")',
         ]
     return [
-        f'__sbx_pg AS (SELECT *, {cell} AS "__sbx_h", hash("__sbx_e") AS "__sbx_he" '
+        f'__sbx_pg AS (SELECT *, {cell} AS "__sbx_h", {of_entity} AS "__sbx_he" '
         f'FROM ({inner_sql}) WHERE "__sbx_e" IS NOT NULL)',
         f'__sbx_pe AS (SELECT * FROM __sbx_pg QUALIFY lag("__sbx_he", {g}) '
         'OVER (ORDER BY "__sbx_he", "__sbx_h") IS DISTINCT FROM "__sbx_he")',

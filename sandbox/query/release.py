@@ -104,14 +104,17 @@ def _with_totals(
     params: DisclosureParams,
     bounds: ContributionBounds | None,
     max_sql_length: int,
+    portable: bool,
 ) -> PreparedWithTotals:
     """The outer query and each total, each prepared as a query of its own."""
     share = _share(params, 1 + len(split.totals))
     parts = tuple(
-        prepare(t, access, share, bounds=bounds, max_sql_length=max_sql_length)
+        prepare(t, access, share, bounds=bounds, max_sql_length=max_sql_length, portable=portable)
         for t in split.totals
     )
-    main = prepare(split.main, access, share, bounds=bounds, max_sql_length=max_sql_length)
+    main = prepare(
+        split.main, access, share, bounds=bounds, max_sql_length=max_sql_length, portable=portable
+    )
     return PreparedWithTotals(parsed, main.checked, main.plan, main.params, parts=parts)
 
 
@@ -131,12 +134,16 @@ def prepare(
     *,
     bounds: ContributionBounds | None = None,
     max_sql_length: int,
+    portable: bool = False,
 ) -> Prepared:
-    """Everything short of running: the guard's verdict and the rewritten SQL."""
+    """Everything short of running: the guard's verdict and the rewritten SQL.
+
+    ``portable``: the per-entity caps choose cells by a hash every engine computes
+    alike (``rewrite.build_plan``); Spark needs it, DuckDB uses its own ``hash()``."""
     parsed = sql if isinstance(sql, Parsed) else parse_query(sql, max_length=max_sql_length)
     split = split_totals(parsed)
     if split is not None:
-        return _with_totals(parsed, split, access, params, bounds, max_sql_length)
+        return _with_totals(parsed, split, access, params, bounds, max_sql_length, portable)
     checked = check_query(parsed, access)
     if params.epsilon and bounds is None and not checked.keys and params.max_groups_per_entity > 1:
         # One group: an entity's C rows in each of G groups are C·G rows in this one, the
@@ -160,7 +167,9 @@ def prepare(
     # Under a budget k is a floor on the *noisy* count (disclosure.selection_threshold):
     # the enclave keeps every group, so a DP release is not cut by a test on true counts.
     k = 1 if params.epsilon else params.k
-    plan = build_plan(checked, access, bounds=bounds if params.epsilon else None, k=k)
+    plan = build_plan(
+        checked, access, bounds=bounds if params.epsilon else None, k=k, portable=portable
+    )
     if params.epsilon and any(stat.kind in ("min", "max") for stat in plan.stats):
         raise QueryRefused(
             "min and max are not released under a privacy budget: no noise hides whose value "
@@ -215,9 +224,11 @@ def release(
             for part_stats, part in zip(stats.totals, prepared.parts, strict=True)
         ]
         stats = stats.main
+    # The engine's row order follows its hash tables, which every row shapes (and differs
+    # between engines): noise is drawn, and released rows (and a LIMIT without ORDER BY)
+    # follow, in the order of the group keys instead.
+    stats = _sorted(stats, prepared.plan.keys)
     disclosed = disclose(stats, prepared.columns, prepared.params, noise=noise)
-    # The enclave's row order follows its hash tables, which every row shapes: released
-    # rows (and a LIMIT without ORDER BY) follow the group keys instead.
     released = _sorted(disclosed.table, prepared.plan.keys)
     owned = database is None
     base = release_database() if database is None else database

@@ -23,13 +23,21 @@ from typing import cast
 
 import sqlglot
 from sqlglot import exp
+from sqlglot.optimizer.annotate_types import annotate_types
 from sqlglot.optimizer.scope import Scope
 
 from sandbox.core.access import DatasetAccess
 from sandbox.core.errors import QueryRefused
 from sandbox.query.columns_expr import EXPANDED
 from sandbox.query.disclosure import QUANTILE_BINS
-from sandbox.query.entity_caps import cap_can_bind, clamp, group_cap, scaled_to_cap
+from sandbox.query.entity_caps import (
+    PORTABLE_TEXT,
+    PORTABLE_TIME,
+    cap_can_bind,
+    clamp,
+    group_cap,
+    scaled_to_cap,
+)
 from sandbox.query.guard import QUANTILES, Checked, first_source, quantile_of
 from sandbox.query.joined import check_budget_joins, entity_in, joined_datasets
 from sandbox.query.normalize import MAX_OFFSET
@@ -161,6 +169,7 @@ class _Stats:
         self.seen: dict[str, str] = {}
         self.tops: dict[str, tuple[str, str]] = {}  # sum column -> (its top2, magnitude)
         self.entity_sql = "NULL"  # the entity key as the per-entity pre-aggregate sees it
+        self.portable = False  # the cap's hashes computed alike on every engine
 
     def _distinct(self, arg: exp.Distinct, entities: str) -> str:
         """``count(DISTINCT key)``: the entities column of the dataset whose key it is.
@@ -282,6 +291,12 @@ class _Stats:
                 "with differential privacy (the exponential mechanism over the measure's "
                 "declared bounds); without one use avg, or count with FILTER on ranges",
                 rule="guard.quantile_needs_budget",
+            )
+        if self.portable:
+            raise QueryRefused(
+                f"{name}() is not computed alike on every engine (its per-entity sample is "
+                "chosen by a hash only DuckDB computes): run it on a DuckDB dataset",
+                rule="engine.unsupported",
             )
         q = quantile_of(node)
         lo, hi = bounds
@@ -450,11 +465,14 @@ def build_plan(
     bounds: ContributionBounds | None = None,
     output_names: list[str] | None = None,
     k: int = 1,
+    portable: bool = False,
 ) -> Plan:
     """Turn a checked query into the stats SQL (enclave) and the release SQL (outside).
 
     ``k`` is the release's minimum group size: extremes are released as the k-th most
-    extreme entity's value.
+    extreme entity's value.  ``portable``: the per-entity caps choose cells by a hash
+    every engine computes alike (``entity_caps.portable_hash``; Spark always), not
+    DuckDB's faster ``hash()``.
     """
     final = cast(exp.Select, checked.final_scope.expression)  # the guard refuses any other
     _contain_errors(checked.root, final)
@@ -478,6 +496,7 @@ def build_plan(
         ]
     )
     stats = _Stats(checked, access, bounds, k, joined)
+    stats.portable = portable
     stats.entity_sql = entity.sql(dialect="duckdb")
     key_names = {key.sql(): f"__k{i}" for i, key in enumerate(checked.keys)}
 
@@ -535,7 +554,8 @@ def build_plan(
         # Under a budget rows without an entity are no entity's: dropped, as the cap does.
         ctes.append(f'__sbx_pe AS (SELECT * FROM ({inner_sql}) WHERE "__sbx_e" IS NOT NULL)')
     else:
-        ctes += group_cap(inner_sql, group_cols, bounds.max_groups_per_entity)
+        kinds = _portable_kinds(checked, access) if portable else None
+        ctes += group_cap(inner_sql, group_cols, bounds.max_groups_per_entity, kinds)
     outer = [*group_cols, f'count(*) AS "{ENTITIES}"', *stats.outer]
     main = f"SELECT {', '.join(outer)} FROM __sbx_pe"
     if group_cols:
@@ -592,6 +612,58 @@ def build_plan(
         primary=checked.primary,
         bounds=bounds,
     )
+
+
+def _portable_kinds(checked: Checked, access: Mapping[str, DatasetAccess]) -> list[str]:
+    """Each group key's and the entity's canonical kind for the portable cap hash.
+
+    A key's type is its expression's over its base columns' declared types; a type whose
+    text differs between engines (a float, a decimal, an interval) is refused.
+    """
+
+    def base_type(column: exp.Column) -> str | None:
+        base = checked.lineage.resolve(column, checked.final_scope).single
+        if base is None:
+            return None
+        return access[base.dataset].spec.column(base.column).type
+
+    def kind(expr: exp.Expression, written: str) -> str:
+        typed = expr.copy()
+        if isinstance(typed, exp.Column):
+            found = base_type(expr)  # type: ignore[arg-type]
+            dtype = (found or "").upper().split("(")[0]
+        else:
+            for column in list(typed.find_all(exp.Column)):
+                found = base_type(column)
+                if found is None:
+                    dtype = ""
+                    break
+                column.replace(exp.cast(exp.null(), exp.DataType.build(found, dialect="duckdb")))
+            else:
+                annotated = annotate_types(typed, dialect="duckdb")
+                dtype = annotated.type.sql(dialect="duckdb").upper() if annotated.type else ""
+        if dtype in PORTABLE_TEXT:
+            return "text"
+        if dtype in PORTABLE_TIME:
+            return "time"
+        raise QueryRefused(
+            f"the per-entity cap cannot choose cells alike on every engine by {written} "
+            f"({dtype.lower() or 'a type not known here'}): group by an integer, text, date, "
+            "boolean or timestamp key, or run it on a DuckDB dataset",
+            rule="engine.unsupported",
+        )
+
+    kinds = [kind(key, key.sql(dialect="duckdb")) for key in checked.keys]
+    spec = access[checked.primary].spec
+    entity_type = spec.column(spec.entity_key).type or ""
+    entity = entity_type.upper().split("(")[0]
+    if entity not in PORTABLE_TEXT | PORTABLE_TIME:
+        raise QueryRefused(
+            f"the per-entity cap cannot choose cells alike on every engine by the entity key "
+            f"{spec.entity_key} ({entity.lower() or 'a type not known here'})",
+            rule="engine.unsupported",
+        )
+    return [*kinds, "text" if entity in PORTABLE_TEXT else "time"]
 
 
 def _output_names(checked: Checked) -> list[str]:

@@ -64,7 +64,7 @@ from sandbox.core.timeutil import to_rfc3339
 from sandbox.core.wording import counted
 from sandbox.enclave.catalog import DatasetRecord
 from sandbox.enclave.enclave import limits_failure
-from sandbox.engines.base import engine_of
+from sandbox.engines.base import DEFAULT_ENGINE, engine_of
 from sandbox.platform import Platform
 from sandbox.query.accountant import per_query_epsilon
 from sandbox.query.cell_accuracy import output_accuracy, result_accuracy
@@ -143,9 +143,13 @@ class QueryService:
         *,
         noise: NoiseSource | None = None,
         contribution: ContributionBounds | None = None,
+        portable_hash: bool = False,
     ) -> None:
         self.platform = platform
         self.noise = noise
+        #: Cap cells by the hash every engine computes alike on DuckDB too (Spark always
+        #: does; ``sandbox.query.entity_caps.portable_hash``): the engines' equivalence.
+        self.portable_hash = portable_hash
         # The default for a dataset whose classification declares no [contribution].
         self.contribution = contribution or ContributionBounds(
             max_rows_per_entity=platform.settings.dp_max_rows_per_entity,
@@ -286,7 +290,8 @@ class QueryService:
         if not decision.allowed:
             raise decision.error()
         records = {d: self.platform.catalog.get(d) for d in parsed.datasets}
-        engine_of(records.values())  # one engine per query (engine.mixed)
+        # One engine per query (engine.mixed); Spark's caps choose cells by the portable hash.
+        portable = self.portable_hash or engine_of(records.values()) != DEFAULT_ENGINE
         # The analysis is cached by all it reads (sandbox.query.plan_cache), read fresh here.
         state = self.platform.authority.state
         versions = {d: (r.version, r.classification_sha256) for d, r in records.items()}
@@ -305,8 +310,8 @@ class QueryService:
         fingerprint = access_key(access, versions)
         key = None if fingerprint is None else ("prepare", state, sql, max_length, fingerprint)
         prepared = plans.get_or_build(
-            None if key is None else (*key, params),
-            lambda: prepare(parsed, access, params, max_sql_length=max_length),
+            None if key is None else (*key, params, portable),
+            lambda: prepare(parsed, access, params, max_sql_length=max_length, portable=portable),
         )
         touched = [BaseColumn(*c.rsplit(".", 1)) for c in prepared.touched]
         important = important_datasets(parsed.datasets, touched, access)

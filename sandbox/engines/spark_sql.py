@@ -1,0 +1,261 @@
+"""The checked stats query in Spark SQL, closed: what is not known to mean the same is refused.
+
+Pure.  :func:`to_spark` walks the rewritten query (a DuckDB-dialect sqlglot AST)
+against an explicit allowlist of node types and functions whose semantics Spark
+shares with DuckDB (with ``spark.sql.ansi.enabled=false``, see
+:mod:`sandbox.engines.spark`), renders the few DuckDB constructs the rewrite emits in
+Spark's words, and only then calls sqlglot's Spark generator.  Anything else is
+refused, ``engine.unsupported``, naming the construct as the analyst would (never a
+data value):
+
+- ``TRY(x)``: dropped: with ANSI off Spark gives NULL where DuckDB's TRY would
+  (division by zero is refused below; ``+ - *`` become ``try_add`` ... so an integer
+  overflow is NULL, not a wrapped value);
+- ``max(x, n)`` / ``min(x, n)`` (the top-2 contributions, the k-th extreme):
+  ``slice(sort_array(collect_list(x)), 1, n)``, NULL over no value as DuckDB gives;
+  ``list_extract(l, k)``: ``try_element_at(l, k)``;
+- ``QUALIFY``: sqlglot's subquery form; ``epoch_us``: ``unix_micros``;
+- a division only by ``NULLIF(..., 0)`` or a non-zero number (``x / 0`` is infinity in
+  DuckDB, NULL in Spark); casts only between types whose conversion agrees (no float
+  to integer: DuckDB rounds, Spark truncates; text only of integers, text, dates,
+  booleans); DuckDB's ``hash()``, quantile histograms and every other function: refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.optimizer.annotate_types import annotate_types
+
+from sandbox.core.errors import QueryRefused
+
+__all__ = ["to_spark"]
+
+RULE = "engine.unsupported"
+
+#: Node types that mean the same in both engines (structure, predicates, plain operators).
+ALLOWED: tuple[type[exp.Expression], ...] = (
+    exp.Select,
+    exp.With,
+    exp.CTE,
+    exp.From,
+    exp.Join,
+    exp.Where,
+    exp.Group,
+    exp.Having,
+    exp.Order,
+    exp.Ordered,
+    exp.Subquery,
+    exp.Union,
+    exp.Table,
+    exp.TableAlias,
+    exp.Column,
+    exp.Identifier,
+    exp.Star,
+    exp.Alias,
+    exp.Literal,
+    exp.Boolean,
+    exp.Null,
+    exp.Paren,
+    exp.And,
+    exp.Or,
+    exp.Not,
+    exp.EQ,
+    exp.NEQ,
+    exp.GT,
+    exp.GTE,
+    exp.LT,
+    exp.LTE,
+    exp.Is,
+    exp.In,
+    exp.Between,
+    exp.NullSafeEQ,
+    exp.NullSafeNEQ,
+    exp.Neg,
+    exp.Add,
+    exp.Sub,
+    exp.Mul,
+    exp.Div,
+    exp.Case,
+    exp.If,
+    exp.Coalesce,
+    exp.Nullif,
+    exp.Cast,
+    exp.DataType,
+    exp.Try,
+    exp.Count,
+    exp.Sum,
+    exp.Min,
+    exp.Max,
+    exp.Filter,
+    exp.Distinct,
+    exp.Window,
+    exp.Lag,
+    exp.Qualify,
+    exp.Greatest,
+    exp.Least,
+    exp.Abs,
+    exp.MD5,
+    exp.Length,
+    exp.DPipe,
+    exp.Upper,
+    exp.Lower,
+    exp.DateTrunc,
+    exp.TimestampTrunc,
+    exp.Extract,
+    exp.Var,
+    exp.Year,
+    exp.Month,
+    exp.Day,
+    exp.Anonymous,
+)
+#: Functions sqlglot does not know by class, by their DuckDB name.
+ANONYMOUS = frozenset({"list_extract", "epoch_us"})
+#: Units of date_trunc and extract that both engines count alike (DuckDB's week and
+#: Spark's both start on Monday; no day-of-week: Sunday is 0 in one and 1 in the other).
+UNITS = frozenset({"year", "quarter", "month", "week", "day", "hour", "minute"})
+INTEGERS = frozenset({"TINYINT", "SMALLINT", "INT", "BIGINT"})
+NUMBERS = INTEGERS | {"FLOAT", "DOUBLE", "DECIMAL"}
+TEXT = frozenset({"VARCHAR", "TEXT"})
+TIMES = frozenset({"DATE", "TIMESTAMP", "DATETIME"})
+#: Target type -> the source types whose conversion both engines agree on.
+CASTS: dict[str, frozenset[str]] = {
+    "DOUBLE": NUMBERS | {"BOOLEAN"},
+    "BIGINT": INTEGERS | {"BOOLEAN"},
+    "INT": INTEGERS | {"BOOLEAN"},
+    "VARCHAR": INTEGERS | TEXT | {"DATE", "BOOLEAN"},
+    "TEXT": INTEGERS | TEXT | {"DATE", "BOOLEAN"},
+    "DATE": TIMES,
+    "TIMESTAMP": TIMES,
+}
+
+
+def _refuse(what: str) -> QueryRefused:
+    return QueryRefused(
+        f"{what} is not computed alike on the Spark engine; run it on a DuckDB dataset or "
+        "write it without",
+        rule=RULE,
+    )
+
+
+def _type_name(node: exp.Expression) -> str:
+    dtype = node.type
+    if dtype is None or dtype.this == exp.DataType.Type.UNKNOWN:
+        return ""
+    return dtype.sql(dialect="duckdb").upper().split("(")[0]
+
+
+def _name(node: exp.Expression) -> str:
+    if isinstance(node, exp.Anonymous):
+        return f"{node.name.lower()}()"
+    if isinstance(node, exp.Func):
+        return f"{node.sql_name().lower()}()"
+    return node.key.upper()
+
+
+def _unit(node: exp.Expression) -> str:
+    unit = node.args.get("unit") if not isinstance(node, exp.Extract) else node.this
+    if isinstance(node, exp.DateTrunc | exp.TimestampTrunc) and unit is None:
+        unit = node.this
+    return unit.name.lower() if isinstance(unit, exp.Expression) else str(unit or "").lower()
+
+
+def _check(node: exp.Expression) -> None:
+    """Refuse one node unless it is known to mean the same on Spark."""
+    if not isinstance(node, ALLOWED):
+        raise _refuse(_name(node))
+    if isinstance(node, exp.Anonymous) and node.name.lower() not in ANONYMOUS:
+        raise _refuse(_name(node))
+    if isinstance(node, exp.DateTrunc | exp.TimestampTrunc | exp.Extract):
+        if _unit(node) not in UNITS:
+            raise _refuse(f"{_name(node)} by {_unit(node) or 'this unit'}")
+    if isinstance(node, exp.Div):
+        divisor = node.expression.unnest()
+        nonzero = (
+            isinstance(divisor, exp.Literal) and divisor.is_number and float(divisor.name) != 0
+        )
+        if not (nonzero or isinstance(divisor, exp.Nullif)):
+            raise _refuse("a division by a value that may be zero (infinity in DuckDB)")
+    if isinstance(node, exp.Cast):
+        target = node.to.sql(dialect="duckdb").upper().split("(")[0]
+        source = _type_name(node.this)
+        if source == target or source in CASTS.get(target, frozenset()):
+            return
+        if target in TEXT and node.find_ancestor(exp.MD5) is not None:
+            # The rewrite's portable cap hash (no operator may call md5): it vetted each
+            # value's type (rewrite._portable_kinds) and casts only integers, text, dates,
+            # booleans and epoch microseconds to text.
+            return
+        raise _refuse(f"a conversion of {source.lower() or 'a derived value'} to {target.lower()}")
+    if isinstance(node, exp.Window) and not isinstance(node.this, exp.Lag):
+        raise _refuse(f"the window function {_name(node.this)}")
+
+
+def _top(agg: exp.Min | exp.Max, condition: exp.Expression | None) -> exp.Expression:
+    """DuckDB's ``max(x, n)`` (``min``): the n largest (smallest) non-NULL values, NULL if none."""
+    where = "" if condition is None else f" FILTER (WHERE {condition.sql(dialect='spark')})"
+    value = agg.this.sql(dialect="spark")
+    n = agg.args["count"].sql(dialect="spark")
+    order = "FALSE" if isinstance(agg, exp.Max) else "TRUE"
+    return sqlglot.parse_one(
+        f"IF(COUNT({value}){where} = 0, NULL, "
+        f"SLICE(SORT_ARRAY(COLLECT_LIST({value}){where}, {order}), 1, {n}))",
+        read="spark",
+    )
+
+
+def _spark_forms(node: exp.Expression) -> exp.Expression:
+    """The DuckDB constructs of the rewrite in Spark's words (checked before)."""
+    if isinstance(node, exp.Filter) and isinstance(node.this, exp.Min | exp.Max):
+        if node.this.args.get("count") is not None:
+            return _top(node.this, node.expression.this)
+    if isinstance(node, exp.Min | exp.Max) and node.args.get("count") is not None:
+        if not isinstance(node.parent, exp.Filter):
+            return _top(node, None)
+    if isinstance(node, exp.Try):
+        return node.this
+    if isinstance(node, exp.Add | exp.Sub | exp.Mul):
+        name = {exp.Add: "try_add", exp.Sub: "try_subtract", exp.Mul: "try_multiply"}
+        return exp.Anonymous(this=name[type(node)], expressions=[node.this, node.expression])
+    if isinstance(node, exp.Anonymous):
+        name = node.name.lower()
+        if name == "list_extract":
+            return exp.Anonymous(this="try_element_at", expressions=node.expressions)
+        if name == "epoch_us":
+            return exp.Anonymous(this="unix_micros", expressions=node.expressions)
+    return node
+
+
+def to_spark(
+    query: exp.Expression,
+    views: Mapping[str, str],
+    schema: Mapping[str, Mapping[str, str]],
+) -> str:
+    """Spark SQL for the checked stats ``query``, or :class:`QueryRefused` (``engine.unsupported``).
+
+    ``views``: each dataset id (``domain.table``) to the Spark view that holds it;
+    ``schema``: each dataset's column DuckDB types (to check conversions).  ``query`` is
+    not changed.
+    """
+    if not isinstance(query, exp.Select):
+        raise _refuse(f"a {query.key.upper()} statement (only a SELECT runs)")
+    nested: dict[str, dict[str, dict[str, str]]] = {}
+    for dataset, columns in schema.items():
+        domain, _, table = dataset.partition(".")
+        nested.setdefault(domain, {})[table] = dict(columns)
+    tree = annotate_types(query.copy(), schema=nested, dialect="duckdb")
+    for node in tree.walk():
+        _check(node)
+    ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
+    for table in list(tree.find_all(exp.Table)):
+        if not table.db and table.name.lower() in ctes:
+            continue  # a CTE of the query itself
+        dataset = f"{table.db}.{table.name}".lower()
+        if dataset not in views:
+            raise _refuse(f"a table that is no dataset of this query ({table.name})")
+        alias = table.alias or table.name
+        table.replace(exp.to_table(views[dataset], alias=exp.to_identifier(alias, quoted=True)))
+    tree = tree.transform(_spark_forms)
+    return tree.sql(dialect="spark", unsupported_level=sqlglot.ErrorLevel.RAISE)
