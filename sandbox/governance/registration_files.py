@@ -8,7 +8,6 @@ In an encrypted home the kept file is sealed (:mod:`sandbox.core.sealed_files`).
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 from sandbox.core.keyring import Keyring
 from sandbox.core.sealed_files import plain_digest, seal_copy
 
-__all__ = ["SourceFile", "discard", "keep", "kept_directory", "sha256_of"]
+__all__ = ["SourceFile", "discard", "keep", "kept_directory"]
 
 
 @dataclass(frozen=True)
@@ -35,14 +34,6 @@ class SourceFile:
 
 def kept_directory(staging_dir: Path, app_id: str) -> Path:
     return staging_dir / "registrations" / app_id
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def keep(directory: Path, source: SourceFile, keys: Keyring | None = None) -> dict[str, Any]:
