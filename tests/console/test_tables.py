@@ -1,7 +1,7 @@
-"""The grants and applications tables (``macros.html``: ``list_table``, ``reason_form``)
-over HTTP against the live server: a heading per column, an empty list's row spanning
-them all, and each row's reason form posting its step (suspend, then resume, so the
-shared server's grants stay as the journeys need them)."""
+"""The grants and applications tables (``macros.html``: ``list_table``, ``reason_form``):
+each row's reason form posts its step over HTTP against the live server (suspend, then
+resume, so the shared server's grants stay as the journeys need them); as rendered, a
+heading per column and an empty list's row spanning them all."""
 
 from __future__ import annotations
 
