@@ -273,6 +273,7 @@ def catalog_show(
     typer.echo(f"{entry['id']}  v{entry['version']}  {entry['title']}")
     typer.echo(entry["description"])
     typer.echo(f"update frequency: {entry['update_frequency'] or 'not declared'}")
+    typer.echo(f"engine: {entry['engine']}")
     quality = entry["quality"]
     shown = (
         "no report yet" if quality is None else f"score {quality['score']} (v{quality['version']})"

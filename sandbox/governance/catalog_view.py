@@ -73,6 +73,8 @@ def _entry(
         "version": record.version,
         "registered_at": record.loaded_at,
         "frozen": record.frozen,
+        # Where the rows live: "duckdb" or "spark" (a function Spark lacks is refused there).
+        "engine": record.engine,
         "columns": columns,
         # The procedure's words, else the classification's declaration (None: not declared).
         "update_frequency": record.spec.update_frequency

@@ -11,6 +11,7 @@ from audit import EntryFilter
 from policies import Actor
 from sandbox.core.errors import SandboxError
 from sandbox.enclave.warehouse import dataset_dir, version_row_count
+from sandbox.governance.catalog_view import read_catalog
 from sandbox.governance.registration_states import RegStep
 from sandbox.governance.registrations import Registrations, SourceFile
 from sandbox.platform import Platform
@@ -63,8 +64,13 @@ def test_an_application_for_spark_is_issued_into_the_warehouse(
     assert record.engine == "spark" and record.version == version == 1
     v1 = dataset_dir(platform.settings.warehouse_dir, "health.sparked", 1)
     assert version_row_count(v1) == record.row_count == 60
-    cert = platform.catalog.versions("health.sparked")[-1]["certificate"]["certificate"]
+    history = platform.catalog.versions("health.sparked")[-1]
+    assert history["engine"] == "spark"
+    cert = history["certificate"]["certificate"]
     assert cert["engine"] == "spark" and "procedure" in cert
+    operator = platform.authority.authenticate(tokens["op-bank"])
+    (entry,) = read_catalog(platform, operator, "health.sparked")
+    assert entry["engine"] == "spark"  # operators see where it runs
     applied = platform.audit.entries(EntryFilter(action="registration.apply"), limit=1000)
     assert [e.details["engine"] for e in applied if e.details.get("application") == app["id"]] == [
         "spark"
