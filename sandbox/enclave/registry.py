@@ -288,7 +288,7 @@ def _move_to_warehouse(
     try:
         staged = write_staged(warehouse_dir, spec.id, version, reader, reader.schema)
     finally:
-        reader.close()  # the result holds the table: DROP waits for nothing
+        reader.close()  # the open result would hold the table the DROP below removes
     try:
         publish(staged, warehouse_dir, spec.id, version)
     except BaseException:
