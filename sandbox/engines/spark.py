@@ -170,7 +170,10 @@ class SparkEngine:
             views, self._views = self._views, {}
         if _SESSION is not None:
             for name, _ in views.values():
-                _SESSION.catalog.dropTempView(name)
+                try:
+                    _SESSION.catalog.dropTempView(name)
+                except Exception:  # the JVM is gone (SIGTERM to the whole process group,
+                    break  # as systemd sends it): its views went with it
 
 
 def _as(table: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -39,11 +39,13 @@ from tests.deployment.hosts import (
     serving,
 )
 from tests.pgserver import PgServer
+from tests.sandbox.engines.spark_setup import require_spark
 
 pytestmark = pytest.mark.postgres
 
 OPERATOR = "op-insurer"  # a dp grant: each query spends the ε it asks for, out of 10
 EPSILON = 0.001  # so the load below never exhausts the budget
+SPARK_DATASET = "health.outpatient"
 QUERY = "SELECT district, count(*) AS {name} FROM health.claims GROUP BY district"
 
 
@@ -51,7 +53,10 @@ QUERY = "SELECT district, count(*) AS {name} FROM health.claims GROUP BY distric
 def deployment(
     pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Deployment]:
-    made = make_deployment(tmp_path_factory.mktemp("hosts"), pg_server)
+    # Each host's Spark runs in its own server process (local mode, one core each).
+    made = make_deployment(
+        tmp_path_factory.mktemp("hosts"), pg_server, SANDBOX_SPARK_MASTER="local[1]"
+    )
     with serving(made) as running:
         yield running
 
@@ -181,6 +186,51 @@ def test_a_duckdb_dataset_registered_on_one_host_reaches_another_only_as_a_file_
     b.start()
     status, body = request(b.url, "GET", "/health", deployment.tokens[OPERATOR])
     assert status == 200 and body["datasets"] == 5
+
+
+def test_a_spark_dataset_registered_on_one_host_is_queried_through_both(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """The warehouse is shared: a dataset registered with ``--engine spark`` on A is read
+    by each host's own Spark (``spark_master=local[1]`` per host here; a real cluster's
+    master is out of reach of a test: every host would name the same ``spark://``)."""
+    require_spark()
+    a, b = deployment.hosts
+    toml = tmp_path / "outpatient.toml"
+    toml.write_text(CLASSIFICATION.replace('id = "health.visits"', f'id = "{SPARK_DATASET}"'))
+    source = write(visits_table(40), tmp_path / "outpatient.csv", "csv")
+    registered = a.run(
+        "dataset", "register", str(toml), "--source", str(source), "--engine", "spark"
+    )
+    assert registered.code == 0, str(registered)
+    domain, _, table = SPARK_DATASET.partition(".")
+    assert list((deployment.warehouse / domain / table / "v1").glob("part-*.parquet"))
+    issued = a.run(
+        "grant", "issue", SPARK_DATASET, OPERATOR,
+        "--purpose", "several-hosts", "--purpose-text", "the several-hosts test",
+        "--valid-until", "2099-12-31", "--k", "10",
+        "--epsilon-total", "10", "--epsilon-per-query", "1",
+        "--token", deployment.tokens["bureau-health"],
+    )  # fmt: skip
+    assert issued.code == 0, str(issued)
+    token = deployment.tokens[OPERATOR]
+    sql = f"SELECT count(*) AS n FROM {SPARK_DATASET}"
+    for host in (a, b):
+        done = sandbox_cmd(
+            "query", "--url", host.url, "--token", token, "--format", "json",
+            "--epsilon", "0.5", sql.replace(" AS n", f" AS n_{host.name[-1]}"),
+            env=host.env, timeout=240,
+        )  # fmt: skip
+        assert done.code == 0, str(done)
+        answer = json.loads(done.out)
+        assert answer["meta"]["datasets"] == [SPARK_DATASET]
+        # (its one row may be withheld: 40 people under ε 0.5 can fall below the
+        # release threshold; the answer itself is what this test needs)
+        assert answer["meta"]["epsilon_spent"] == 0.5
+    # Each host's console shows it in the warehouse (registration left no enclave copy).
+    for host in (a, b):
+        shown = host.run("dataset", "show", SPARK_DATASET)
+        assert shown.code == 0 and "engine: spark (the Parquet warehouse, v1)" in shown.out
 
 
 @dataclass
