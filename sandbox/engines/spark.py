@@ -68,15 +68,19 @@ def spark_session(master: str, *, shuffle_partitions: int = 8) -> Any:
         return _SESSION
 
 
-def _duckdb_type(field: pa.Field) -> str:
-    """A Parquet column's DuckDB type, as the enclave's catalog names them."""
+def _duckdb_types(schema: pa.Schema) -> dict[str, str]:
+    """A Parquet file's column DuckDB types, as the enclave's catalog names them."""
     con = duckdb.connect(config=dict(LOCKDOWN))
     try:
-        empty = pa.table({"c": pa.array([], type=field.type)})
-        con.register("e", empty)
-        return str(con.sql('SELECT "c" FROM e').types[0])
+        con.register("e", schema.empty_table())
+        relation = con.sql("SELECT * FROM e")
+        return {n: str(t) for n, t in zip(relation.columns, relation.types, strict=True)}
     finally:
         con.close()
+
+
+#: How many queries' DuckDB result schemas are kept (a plan is run again and again).
+SCHEMAS_KEPT = 512
 
 
 class SparkEngine:
@@ -92,14 +96,15 @@ class SparkEngine:
         self.shuffle_partitions = shuffle_partitions
         self.timeout_s = settings.query_timeout_s
         self.max_result_rows = settings.max_result_rows
-        self._views: dict[Path, tuple[str, pa.Schema]] = {}
+        self._views: dict[Path, tuple[str, pa.Schema, dict[str, str]]] = {}
+        self._schemas: dict[tuple[str, tuple[str, ...]], pa.Schema] = {}
         self._lock = threading.Lock()
 
     @property
     def session(self) -> Any:
         return spark_session(self.settings.spark_master, shuffle_partitions=self.shuffle_partitions)
 
-    def _view(self, dataset: str) -> tuple[str, pa.Schema]:
+    def _view(self, dataset: str) -> tuple[str, pa.Schema, dict[str, str]]:
         """The temporary view of the dataset's current version (created once)."""
         record = self.catalog.get(dataset)
         path = dataset_dir(self.settings.warehouse_dir, dataset, record.version)
@@ -114,11 +119,25 @@ class SparkEngine:
                 digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
                 name = f"__sbx_{dataset.replace('.', '_')}_v{record.version}_{digest}"
                 self.session.read.parquet(str(path)).createOrReplaceTempView(name)
-                self._views[path] = (name, pq.read_schema(parts[0]))
+                schema = pq.read_schema(parts[0])
+                self._views[path] = (name, schema, _duckdb_types(schema))
             return self._views[path]
 
     def _duckdb_schema(self, query: exp.Expression, schemas: dict[str, pa.Schema]) -> pa.Schema:
         """The schema DuckDB gives ``query``: bound over empty tables of the datasets'."""
+        sql = query.sql(dialect="duckdb")
+        key = (sql, tuple(sorted(schemas)))
+        with self._lock:
+            known = self._schemas.get(key)
+        if known is None:
+            known = self._bind(sql, schemas)
+            with self._lock:
+                if len(self._schemas) >= SCHEMAS_KEPT:
+                    self._schemas.clear()
+                self._schemas[key] = known
+        return known
+
+    def _bind(self, sql: str, schemas: dict[str, pa.Schema]) -> pa.Schema:
         con = duckdb.connect(config=dict(LOCKDOWN))
         try:
             for i, (dataset, schema) in enumerate(schemas.items()):
@@ -126,7 +145,7 @@ class SparkEngine:
                 con.register(f"__e{i}", schema.empty_table())
                 con.execute(f'CREATE SCHEMA IF NOT EXISTS "{domain}"')
                 con.execute(f'CREATE TABLE "{domain}"."{table}" AS SELECT * FROM __e{i}')
-            return con.sql(query.sql(dialect="duckdb")).to_arrow_table().schema
+            return con.sql(sql).to_arrow_table().schema
         finally:
             con.close()
 
@@ -135,9 +154,9 @@ class SparkEngine:
         datasets = sorted({f"{t.db}.{t.name}".lower() for t in query.find_all(exp.Table) if t.db})
         views: dict[str, str] = {}
         schemas: dict[str, pa.Schema] = {}
+        columns: dict[str, dict[str, str]] = {}
         for dataset in datasets:
-            views[dataset], schemas[dataset] = self._view(dataset)
-        columns = {d: {f.name: _duckdb_type(f) for f in schema} for d, schema in schemas.items()}
+            views[dataset], schemas[dataset], columns[dataset] = self._view(dataset)
         sql = to_spark(query, views, columns)  # refuses what is not computed alike
         target = self._duckdb_schema(query, schemas)
         session = self.session
@@ -169,7 +188,7 @@ class SparkEngine:
         with self._lock:
             views, self._views = self._views, {}
         if _SESSION is not None:
-            for name, _ in views.values():
+            for name, _, _ in views.values():
                 try:
                     _SESSION.catalog.dropTempView(name)
                 except Exception:  # the JVM is gone (SIGTERM to the whole process group,

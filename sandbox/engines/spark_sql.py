@@ -23,9 +23,11 @@ data value):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import sqlglot
+import sqlglot.errors
 from sqlglot import exp
 from sqlglot.optimizer.annotate_types import annotate_types
 
@@ -109,6 +111,20 @@ ALLOWED: tuple[type[exp.Expression], ...] = (
     exp.Year,
     exp.Month,
     exp.Day,
+    exp.Hour,
+    exp.Quarter,
+    exp.DayOfWeek,
+    exp.Monthname,
+    exp.Floor,
+    exp.Ceil,
+    exp.IntDiv,
+    exp.Like,
+    exp.ILike,
+    exp.StartsWith,
+    exp.Left,
+    exp.Substring,
+    exp.Concat,
+    exp.TimeToStr,
     exp.Anonymous,
 )
 #: Functions sqlglot does not know by class, by their DuckDB name.
@@ -120,6 +136,10 @@ INTEGERS = frozenset({"TINYINT", "SMALLINT", "INT", "BIGINT"})
 NUMBERS = INTEGERS | {"FLOAT", "DOUBLE", "DECIMAL"}
 TEXT = frozenset({"VARCHAR", "TEXT"})
 TIMES = frozenset({"DATE", "TIMESTAMP", "DATETIME"})
+#: A date or timestamp literal both engines read alike (ISO 8601, as DuckDB prints them).
+ISO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}( \d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?")
+#: strftime formats whose Spark pattern (sqlglot's translation) prints the same text.
+STRFTIME = re.compile(r"(%[YmdHM]|[-:/ 0-9])*")
 #: Target type -> the source types whose conversion both engines agree on.
 CASTS: dict[str, frozenset[str]] = {
     "DOUBLE": NUMBERS | {"BOOLEAN"},
@@ -183,6 +203,11 @@ def _check(node: exp.Expression) -> None:
         source = _type_name(node.this)
         if source == target or source in CASTS.get(target, frozenset()):
             return
+        literal = node.this.unnest()
+        if target in TIMES and _string(literal) and ISO_TIME.fullmatch(literal.name):
+            return  # DATE '2025-07-01'
+        if target in INTEGERS and _integral(literal):
+            return  # floor(age / 10) * 10 AS INT: an integral value, converted exactly
         if target in TEXT and node.find_ancestor(exp.MD5) is not None:
             # The rewrite's portable cap hash (no operator may call md5): it vetted each
             # value's type (rewrite._portable_kinds) and casts only integers, text, dates,
@@ -191,6 +216,54 @@ def _check(node: exp.Expression) -> None:
         raise _refuse(f"a conversion of {source.lower() or 'a derived value'} to {target.lower()}")
     if isinstance(node, exp.Window) and not isinstance(node.this, exp.Lag):
         raise _refuse(f"the window function {_name(node.this)}")
+    _check_function(node)
+
+
+def _string(node: exp.Expression) -> bool:
+    return isinstance(node, exp.Literal) and node.is_string
+
+
+def _whole(node: exp.Expression | None, least: int) -> bool:
+    """A whole-number literal of at least ``least``."""
+    return isinstance(node, exp.Literal) and node.is_int and int(node.name) >= least
+
+
+def _integral(node: exp.Expression) -> bool:
+    """``floor(x)``, ``ceil(x)``, or one times a whole number: an integral double."""
+    node = node.unnest()
+    if isinstance(node, exp.Floor | exp.Ceil):
+        return node.args.get("decimals") is None
+    if isinstance(node, exp.Mul):
+        a, b = node.this.unnest(), node.expression.unnest()
+        return (_integral(a) and _whole(b, 0)) or (_whole(a, 0) and _integral(b))
+    return False
+
+
+def _check_function(node: exp.Expression) -> None:
+    """The functions allowed only with arguments on which the engines agree."""
+    if isinstance(node, exp.Floor | exp.Ceil) and node.args.get("decimals") is not None:
+        raise _refuse(f"{_name(node)} to decimals")
+    if isinstance(node, exp.IntDiv):
+        types = {_type_name(node.this), _type_name(node.expression)}
+        if not types <= INTEGERS:
+            raise _refuse("// of a value that is not a whole number")
+    if isinstance(node, exp.Like | exp.ILike):
+        pattern = node.expression.unnest()
+        if not _string(pattern) or "\\" in pattern.name or not pattern.name.isascii():
+            raise _refuse(f"{node.key.upper()} but with a plain ASCII pattern (no escape)")
+    if isinstance(node, exp.Left) and not _whole(node.expression, 0):
+        raise _refuse("left() but by a whole number of characters")
+    if isinstance(node, exp.Substring):
+        length = node.args.get("length")
+        if not _whole(node.args.get("start"), 1) or (length is not None and not _whole(length, 0)):
+            raise _refuse("substr() but from a position of 1 or more, by a whole length")
+    if isinstance(node, exp.Concat):
+        if any(_type_name(arg) not in TEXT for arg in node.expressions):
+            raise _refuse("concat() of a value that is not text (numbers print differently)")
+    if isinstance(node, exp.TimeToStr):
+        form = node.args.get("format")
+        if form is None or not _string(form) or not STRFTIME.fullmatch(form.name):
+            raise _refuse("strftime() but with %Y, %m, %d, %H and %M only")
 
 
 def _top(agg: exp.Min | exp.Max, condition: exp.Expression | None) -> exp.Expression:
@@ -206,26 +279,50 @@ def _top(agg: exp.Min | exp.Max, condition: exp.Expression | None) -> exp.Expres
     )
 
 
-def _spark_forms(node: exp.Expression) -> exp.Expression:
-    """The DuckDB constructs of the rewrite in Spark's words (checked before)."""
-    if isinstance(node, exp.Filter) and isinstance(node.this, exp.Min | exp.Max):
-        if node.this.args.get("count") is not None:
-            return _top(node.this, node.expression.this)
-    if isinstance(node, exp.Min | exp.Max) and node.args.get("count") is not None:
-        if not isinstance(node.parent, exp.Filter):
-            return _top(node, None)
-    if isinstance(node, exp.Try):
-        return node.this
-    if isinstance(node, exp.Add | exp.Sub | exp.Mul):
-        name = {exp.Add: "try_add", exp.Sub: "try_subtract", exp.Mul: "try_multiply"}
-        return exp.Anonymous(this=name[type(node)], expressions=[node.this, node.expression])
-    if isinstance(node, exp.Anonymous):
-        name = node.name.lower()
-        if name == "list_extract":
-            return exp.Anonymous(this="try_element_at", expressions=node.expressions)
-        if name == "epoch_us":
-            return exp.Anonymous(this="unix_micros", expressions=node.expressions)
-    return node
+ARITHMETIC = {exp.Add: "try_add", exp.Sub: "try_subtract", exp.Mul: "try_multiply"}
+RENAMED = {"list_extract": "try_element_at", "epoch_us": "unix_micros"}
+
+
+def _spark_forms(tree: exp.Expression) -> exp.Expression:
+    """The DuckDB constructs of the rewrite in Spark's words (every node checked before).
+
+    Each replacement keeps its operands as they are, so one pass over a list of the
+    nodes taken first rewrites nested ones too."""
+    for agg in list(tree.find_all(exp.Min, exp.Max)):
+        if agg.args.get("count") is None:
+            continue
+        if isinstance(agg.parent, exp.Filter):
+            agg.parent.replace(_top(agg, agg.parent.expression.this))
+        else:
+            agg.replace(_top(agg, None))
+    for day in list(tree.find_all(exp.DayOfWeek, exp.Monthname)):
+        if isinstance(day, exp.DayOfWeek):  # Sunday is 0 in DuckDB, 1 in Spark
+            spark_day = exp.Anonymous(this="dayofweek", expressions=[day.this])
+            replaced: exp.Expression = exp.Paren(
+                this=exp.Sub(this=spark_day, expression=exp.Literal.number(1))
+            )
+        else:  # DuckDB's monthname is the full English name; Spark's, three letters
+            replaced = exp.Anonymous(
+                this="date_format", expressions=[day.this, exp.Literal.string("MMMM")]
+            )
+        day.replace(replaced)
+    for node in list(tree.find_all(exp.Try, exp.Add, exp.Sub, exp.Mul, exp.Anonymous)):
+        if isinstance(node, exp.Try):
+            replacement: exp.Expression = node.this
+        elif isinstance(node, exp.Anonymous):
+            name = RENAMED.get(node.name.lower())
+            if name is None:
+                continue
+            replacement = exp.Anonymous(this=name, expressions=list(node.expressions))
+        else:
+            replacement = exp.Anonymous(
+                this=ARITHMETIC[type(node)], expressions=[node.this, node.expression]
+            )
+        if node is tree:
+            tree = replacement
+        else:
+            node.replace(replacement)
+    return tree
 
 
 def to_spark(
@@ -257,5 +354,8 @@ def to_spark(
             raise _refuse(f"a table that is no dataset of this query ({table.name})")
         alias = table.alias or table.name
         table.replace(exp.to_table(views[dataset], alias=exp.to_identifier(alias, quoted=True)))
-    tree = tree.transform(_spark_forms)
-    return tree.sql(dialect="spark", unsupported_level=sqlglot.ErrorLevel.RAISE)
+    tree = _spark_forms(tree)
+    try:
+        return tree.sql(dialect="spark", unsupported_level=sqlglot.ErrorLevel.RAISE)
+    except sqlglot.errors.UnsupportedError:
+        raise _refuse("a construct of this query") from None
