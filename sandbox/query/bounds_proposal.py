@@ -51,7 +51,7 @@ from audit.queries import EntryFilter
 from policies import Actor, Target
 from sandbox.core.classification import ColumnSpec, Contribution, DatasetSpec, Level, Role
 from sandbox.core.classification_file import MAX_CONTRIBUTION
-from sandbox.core.errors import InvalidInput
+from sandbox.core.errors import InvalidInput, QueryRefused
 from sandbox.platform import Platform
 from sandbox.query.bounds_quantile import chosen_count, chosen_edge, value_edges
 from sandbox.query.noise import ChoiceSource, system_noise
@@ -255,7 +255,16 @@ def propose_bounds(
         raise decision.error()
     with platform.refusal_recorded(actor, entry):
         _check(eps, p, v)
-        spec = platform.catalog.get(dataset).spec
+        record = platform.catalog.get(dataset)
+        if record.engine != "duckdb":
+            # Nothing is spent: the histograms are DuckDB queries on the enclave file.
+            raise QueryRefused(
+                f"bounds are proposed from the enclave, and {dataset} is held in the "
+                f"{record.engine} warehouse: declare [contribution] and the bounds in its "
+                "classification file, or propose them on a DuckDB registration first",
+                rule="engine.unsupported",
+            )
+        spec = record.spec
         groupable = [c for c in spec.columns if c.role in GROUPABLE and c.level is not Level.L4]
         measured = [c for c in spec.columns if c.bounds is not None]
         sides = sum(map(sum, map(_drawn, measured)))

@@ -12,11 +12,14 @@ import statistics
 import subprocess
 import sys
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from connectors.files import FileSource
+from sandbox.core.classification import parse_classification
 from sandbox.core.errors import Forbidden, InvalidInput, SandboxError
 from sandbox.query.bounds_proposal import (
     ACTION,
@@ -282,3 +285,23 @@ def test_the_command_writes_a_reclassification(deployment) -> None:
     assert math.isfinite(owner_epsilon_spent(platform, "market.enterprises"))
     with pytest.raises(SandboxError):
         propose_bounds(platform, "nosuch.table", _actor(deployment, "bureau-market"))
+
+
+def test_a_dataset_in_the_warehouse_is_refused_before_anything_is_spent(deployment) -> None:
+    """The histograms are enclave queries: a Spark dataset is refused by name, unspent."""
+    platform, _ = deployment
+    examples = Path(__file__).resolve().parents[3] / "examples"
+    spec = parse_classification((examples / "visits.toml").read_text(), source_name="visits.toml")
+    platform.register(
+        spec,
+        FileSource(examples / "visits.csv", platform.settings.staging_dir, None),
+        engine="spark",
+    )
+    size = platform.audit.size()
+    with pytest.raises(SandboxError) as info:
+        propose_bounds(platform, spec.id, _actor(deployment, "bureau-health"), epsilon=0.5)
+    assert info.value.rule == "engine.unsupported"
+    assert "warehouse" in info.value.message
+    (entry,) = platform.audit.entries(offset=size, limit=10)
+    assert (entry.decision, entry.rule, entry.dataset) == ("deny", "engine.unsupported", spec.id)
+    assert owner_epsilon_spent(platform, spec.id) == 0
