@@ -6,6 +6,9 @@ HOME_DIR ?= demo-home
 SCALE ?= 1
 PORT ?= 8000
 FRESH ?=
+# Test processes (pytest-xdist): whole files go to one process each (--dist loadfile),
+# so a file's module fixtures are built once and its tests run in their written order.
+TEST_WORKERS ?= 2
 
 .PHONY: install demo serve clean-demo test test-long bench lint format clean console-screenshots
 
@@ -38,14 +41,15 @@ serve: install
 clean-demo:
 	rm -rf "$(HOME_DIR)"
 
-## test: the whole suite, bounded (PostgreSQL tests need initdb; .ci/run installs it);
-## it lists its 15 slowest steps (setup included): the suite must stay under 15 minutes
+## test: the whole suite, bounded (PostgreSQL tests need initdb; .ci/run installs it),
+## on TEST_WORKERS processes; it lists its 15 slowest steps (setup included): the suite
+## must stay under 15 minutes
 test: install
-	$(PY) -m pytest -q -m "not slow" --durations=15
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow" --durations=15
 
 ## test-long: everything, with the long variants (slow tests, more fuzzing examples)
 test-long: install
-	$(PY) -m pytest -q --hypothesis-profile=long
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --hypothesis-profile=long
 
 ## console-screenshots: the README's screenshot of each role's console page (docs/img/),
 ## taken by the browser journeys in headless Chromium
