@@ -38,7 +38,7 @@ class Engine(Protocol):
         """``duckdb`` or ``spark``: what ``DatasetRecord.engine`` names."""
         ...
 
-    def run(self, query: exp.Expression, *, max_rows: int | None) -> pa.Table:
+    def run(self, query: exp.Expr, *, max_rows: int | None) -> pa.Table:
         """The rows of ``query`` (a single checked SELECT); more than ``max_rows`` (the
         engine's own limit if None) is :class:`~sandbox.core.errors.ResultTooLarge`."""
         ...

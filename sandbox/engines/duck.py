@@ -22,7 +22,7 @@ class DuckDBEngine:
     def __init__(self, enclave: Enclave) -> None:
         self.enclave = enclave
 
-    def run(self, query: exp.Expression, *, max_rows: int | None) -> pa.Table:
+    def run(self, query: exp.Expr, *, max_rows: int | None) -> pa.Table:
         return self.enclave.query(query.sql(dialect="duckdb"), max_rows=max_rows)
 
     def close(self) -> None:

@@ -12,7 +12,8 @@ A dataset is a temporary view over its catalog version's directory in the wareho
 (``sandbox.enclave.warehouse.dataset_dir``).  The engine runs only the guard's
 product: one SELECT, transpiled by :func:`~sandbox.engines.spark_sql.to_spark`; it
 registers no UDF and takes no session setting from a query.  Each run is a job group
-cancelled by a timer after ``query_timeout_s``; more than ``max_rows`` rows is
+cancelled after ``query_timeout_s`` (and again every half second until it ends: a job
+still being planned is not in the group yet); more than ``max_rows`` rows is
 :class:`ResultTooLarge` (``enclave.max_result_rows``), never a truncated result; any
 other failure is :func:`limits_failure`.  The result's column types are DuckDB's for
 the same query (bound over empty tables of the datasets' schema), so the release step
@@ -79,6 +80,8 @@ def _duckdb_types(schema: pa.Schema) -> dict[str, str]:
         con.close()
 
 
+#: How often a run past its time is cancelled again (seconds).
+CANCEL_EVERY_S = 0.5
 #: How many queries' DuckDB result schemas are kept (a plan is run again and again).
 SCHEMAS_KEPT = 512
 
@@ -123,7 +126,7 @@ class SparkEngine:
                 self._views[path] = (name, schema, _duckdb_types(schema))
             return self._views[path]
 
-    def _duckdb_schema(self, query: exp.Expression, schemas: dict[str, pa.Schema]) -> pa.Schema:
+    def _duckdb_schema(self, query: exp.Expr, schemas: dict[str, pa.Schema]) -> pa.Schema:
         """The schema DuckDB gives ``query``: bound over empty tables of the datasets'."""
         sql = query.sql(dialect="duckdb")
         key = (sql, tuple(sorted(schemas)))
@@ -149,7 +152,7 @@ class SparkEngine:
         finally:
             con.close()
 
-    def run(self, query: exp.Expression, *, max_rows: int | None) -> pa.Table:
+    def run(self, query: exp.Expr, *, max_rows: int | None) -> pa.Table:
         limit = self.max_result_rows if max_rows is None else max_rows
         datasets = sorted({f"{t.db}.{t.name}".lower() for t in query.find_all(exp.Table) if t.db})
         views: dict[str, str] = {}
@@ -162,11 +165,22 @@ class SparkEngine:
         session = self.session
         context = session.sparkContext
         group = f"sbx-{uuid.uuid4().hex}"
-        timer = threading.Timer(self.timeout_s, context.cancelJobGroup, args=(group,))
-        timer.daemon = True
+        done, expired = threading.Event(), threading.Event()
+
+        def cancel() -> None:
+            # Again and again until the run ends: a job still being planned when the time
+            # is up is not in the group yet, and one cancellation would miss it.
+            if done.wait(self.timeout_s):
+                return
+            expired.set()
+            while not done.is_set():
+                context.cancelJobGroup(group)
+                done.wait(CANCEL_EVERY_S)
+
+        canceller = threading.Thread(target=cancel, name=f"{group}-timer", daemon=True)
         try:
             context.setJobGroup(group, "sandbox stats query", interruptOnCancel=True)
-            timer.start()
+            canceller.start()
             table = session.sql(sql).limit(limit + 1).toArrow()
         except SandboxError:
             raise
@@ -174,8 +188,10 @@ class SparkEngine:
             # Timeout, memory or an error raised by a row: one message for all.
             raise limits_failure() from None
         finally:
-            timer.cancel()
+            done.set()
             context.setJobGroup("", "", interruptOnCancel=False)
+        if expired.is_set():  # a result that came in as the time ran out is not kept
+            raise limits_failure()
         if table.num_rows > limit:
             raise ResultTooLarge(
                 f"the result has more than {counted(limit, 'row')}",

@@ -14,11 +14,16 @@ data value):
 - ``max(x, n)`` / ``min(x, n)`` (the top-2 contributions, the k-th extreme):
   ``slice(sort_array(collect_list(x)), 1, n)``, NULL over no value as DuckDB gives;
   ``list_extract(l, k)``: ``try_element_at(l, k)``;
-- ``QUALIFY``: sqlglot's subquery form; ``epoch_us``: ``unix_micros``;
+- ``QUALIFY``: sqlglot's subquery form; ``epoch_us``: ``unix_micros``; ``dayofweek``:
+  Spark's minus one (Sunday is 0 in DuckDB); ``monthname``: the full name;
 - a division only by ``NULLIF(..., 0)`` or a non-zero number (``x / 0`` is infinity in
-  DuckDB, NULL in Spark); casts only between types whose conversion agrees (no float
-  to integer: DuckDB rounds, Spark truncates; text only of integers, text, dates,
-  booleans); DuckDB's ``hash()``, quantile histograms and every other function: refused.
+  DuckDB, NULL in Spark); ``//`` of whole numbers only; casts only between types whose
+  conversion agrees (a float to an integer only if integral, ``floor(x) * 10``: DuckDB
+  rounds, Spark truncates; text only of integers, text, dates, booleans; dates and
+  timestamps from ISO literals); ``LIKE``/``ILIKE`` with a plain ASCII pattern (Spark
+  escapes with ``\\`` by default, DuckDB not); ``left``/``substr`` by whole literals;
+  ``concat`` of text only (numbers print differently); ``strftime`` with ``%Y %m %d %H
+  %M``; DuckDB's ``hash()``, quantile histograms and every other function: refused.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ __all__ = ["to_spark"]
 RULE = "engine.unsupported"
 
 #: Node types that mean the same in both engines (structure, predicates, plain operators).
-ALLOWED: tuple[type[exp.Expression], ...] = (
+ALLOWED: tuple[type[exp.Expr], ...] = (
     exp.Select,
     exp.With,
     exp.CTE,
@@ -160,14 +165,14 @@ def _refuse(what: str) -> QueryRefused:
     )
 
 
-def _type_name(node: exp.Expression) -> str:
+def _type_name(node: exp.Expr) -> str:
     dtype = node.type
     if dtype is None or dtype.this == exp.DataType.Type.UNKNOWN:
         return ""
     return dtype.sql(dialect="duckdb").upper().split("(")[0]
 
 
-def _name(node: exp.Expression) -> str:
+def _name(node: exp.Expr) -> str:
     if isinstance(node, exp.Anonymous):
         return f"{node.name.lower()}()"
     if isinstance(node, exp.Func):
@@ -175,14 +180,14 @@ def _name(node: exp.Expression) -> str:
     return node.key.upper()
 
 
-def _unit(node: exp.Expression) -> str:
+def _unit(node: exp.Expr) -> str:
     unit = node.args.get("unit") if not isinstance(node, exp.Extract) else node.this
     if isinstance(node, exp.DateTrunc | exp.TimestampTrunc) and unit is None:
         unit = node.this
-    return unit.name.lower() if isinstance(unit, exp.Expression) else str(unit or "").lower()
+    return unit.name.lower() if isinstance(unit, exp.Expr) else str(unit or "").lower()
 
 
-def _check(node: exp.Expression) -> None:
+def _check(node: exp.Expr) -> None:
     """Refuse one node unless it is known to mean the same on Spark."""
     if not isinstance(node, ALLOWED):
         raise _refuse(_name(node))
@@ -219,16 +224,16 @@ def _check(node: exp.Expression) -> None:
     _check_function(node)
 
 
-def _string(node: exp.Expression) -> bool:
+def _string(node: exp.Expr) -> bool:
     return isinstance(node, exp.Literal) and node.is_string
 
 
-def _whole(node: exp.Expression | None, least: int) -> bool:
+def _whole(node: exp.Expr | None, least: int) -> bool:
     """A whole-number literal of at least ``least``."""
     return isinstance(node, exp.Literal) and node.is_int and int(node.name) >= least
 
 
-def _integral(node: exp.Expression) -> bool:
+def _integral(node: exp.Expr) -> bool:
     """``floor(x)``, ``ceil(x)``, or one times a whole number: an integral double."""
     node = node.unnest()
     if isinstance(node, exp.Floor | exp.Ceil):
@@ -239,7 +244,7 @@ def _integral(node: exp.Expression) -> bool:
     return False
 
 
-def _check_function(node: exp.Expression) -> None:
+def _check_function(node: exp.Expr) -> None:
     """The functions allowed only with arguments on which the engines agree."""
     if isinstance(node, exp.Floor | exp.Ceil) and node.args.get("decimals") is not None:
         raise _refuse(f"{_name(node)} to decimals")
@@ -266,7 +271,7 @@ def _check_function(node: exp.Expression) -> None:
             raise _refuse("strftime() but with %Y, %m, %d, %H and %M only")
 
 
-def _top(agg: exp.Min | exp.Max, condition: exp.Expression | None) -> exp.Expression:
+def _top(agg: exp.Min | exp.Max, condition: exp.Expr | None) -> exp.Expr:
     """DuckDB's ``max(x, n)`` (``min``): the n largest (smallest) non-NULL values, NULL if none."""
     where = "" if condition is None else f" FILTER (WHERE {condition.sql(dialect='spark')})"
     value = agg.this.sql(dialect="spark")
@@ -279,17 +284,21 @@ def _top(agg: exp.Min | exp.Max, condition: exp.Expression | None) -> exp.Expres
     )
 
 
-ARITHMETIC = {exp.Add: "try_add", exp.Sub: "try_subtract", exp.Mul: "try_multiply"}
+ARITHMETIC: dict[type[exp.Expr], str] = {
+    exp.Add: "try_add",
+    exp.Sub: "try_subtract",
+    exp.Mul: "try_multiply",
+}
 RENAMED = {"list_extract": "try_element_at", "epoch_us": "unix_micros"}
 
 
-def _spark_forms(tree: exp.Expression) -> exp.Expression:
+def _spark_forms(tree: exp.Expr) -> exp.Expr:
     """The DuckDB constructs of the rewrite in Spark's words (every node checked before).
 
     Each replacement keeps its operands as they are, so one pass over a list of the
     nodes taken first rewrites nested ones too."""
     for agg in list(tree.find_all(exp.Min, exp.Max)):
-        if agg.args.get("count") is None:
+        if not isinstance(agg, exp.Min | exp.Max) or agg.args.get("count") is None:
             continue
         if isinstance(agg.parent, exp.Filter):
             agg.parent.replace(_top(agg, agg.parent.expression.this))
@@ -298,7 +307,7 @@ def _spark_forms(tree: exp.Expression) -> exp.Expression:
     for day in list(tree.find_all(exp.DayOfWeek, exp.Monthname)):
         if isinstance(day, exp.DayOfWeek):  # Sunday is 0 in DuckDB, 1 in Spark
             spark_day = exp.Anonymous(this="dayofweek", expressions=[day.this])
-            replaced: exp.Expression = exp.Paren(
+            replaced: exp.Expr = exp.Paren(
                 this=exp.Sub(this=spark_day, expression=exp.Literal.number(1))
             )
         else:  # DuckDB's monthname is the full English name; Spark's, three letters
@@ -308,7 +317,7 @@ def _spark_forms(tree: exp.Expression) -> exp.Expression:
         day.replace(replaced)
     for node in list(tree.find_all(exp.Try, exp.Add, exp.Sub, exp.Mul, exp.Anonymous)):
         if isinstance(node, exp.Try):
-            replacement: exp.Expression = node.this
+            replacement: exp.Expr = node.this
         elif isinstance(node, exp.Anonymous):
             name = RENAMED.get(node.name.lower())
             if name is None:
@@ -326,7 +335,7 @@ def _spark_forms(tree: exp.Expression) -> exp.Expression:
 
 
 def to_spark(
-    query: exp.Expression,
+    query: exp.Expr,
     views: Mapping[str, str],
     schema: Mapping[str, Mapping[str, str]],
 ) -> str:
@@ -338,15 +347,18 @@ def to_spark(
     """
     if not isinstance(query, exp.Select):
         raise _refuse(f"a {query.key.upper()} statement (only a SELECT runs)")
-    nested: dict[str, dict[str, dict[str, str]]] = {}
+    nested: dict[str, object] = {}
     for dataset, columns in schema.items():
-        domain, _, table = dataset.partition(".")
-        nested.setdefault(domain, {})[table] = dict(columns)
-    tree = annotate_types(query.copy(), schema=nested, dialect="duckdb")
+        domain, _, name = dataset.partition(".")
+        tables = nested.setdefault(domain, {})
+        assert isinstance(tables, dict)
+        tables[name] = dict(columns)
+    tree: exp.Expr = annotate_types(query.copy(), schema=nested, dialect="duckdb")
     for node in tree.walk():
         _check(node)
     ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
     for table in list(tree.find_all(exp.Table)):
+        assert isinstance(table, exp.Table)
         if not table.db and table.name.lower() in ctes:
             continue  # a CTE of the query itself
         dataset = f"{table.db}.{table.name}".lower()

@@ -89,7 +89,7 @@ class Plan:
     notes: list[str] = field(default_factory=list)
 
     @cached_property
-    def stats_query(self) -> exp.Expression:
+    def stats_query(self) -> exp.Expr:
         """``stats_sql`` parsed once (DuckDB's dialect): what an engine receives.
 
         Engines render or transpile it and never change it (a plan is shared by the

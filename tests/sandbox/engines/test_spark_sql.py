@@ -83,10 +83,23 @@ def test_the_portable_hash_renders_alike() -> None:
         ('SELECT extract(dow FROM "c"."paid_at") FROM "health"."claims" AS "c"', "dow"),
         ('SELECT round("c"."ratio", 1) FROM "health"."claims" AS "c"', "round()"),
         ('SELECT count(*) FROM "other"."table"', "table"),
+        ('SELECT "c"."district" LIKE \'a\\_%\' FROM "health"."claims" AS "c"', "LIKE"),
+        ('SELECT substr("c"."district", 0, 2) FROM "health"."claims" AS "c"', "substr()"),
+        ('SELECT concat("c"."ratio", \'x\') FROM "health"."claims" AS "c"', "concat()"),
+        ('SELECT "c"."ratio" // 2 FROM "health"."claims" AS "c"', "//"),
+        ('SELECT strftime("c"."paid_at", \'%A\') FROM "health"."claims" AS "c"', "strftime()"),
     ],
 )
 def test_what_is_not_known_to_agree_is_refused_by_name(sql: str, named: str) -> None:
     assert named in refused(sql).message
+
+
+def test_day_of_week_and_month_name_as_duckdb_counts_and_names_them() -> None:
+    out = spark(
+        'SELECT dayofweek("c"."paid_at"), monthname("c"."paid_at") FROM "health"."claims" AS "c"'
+    )
+    assert "TRY_SUBTRACT(DAYOFWEEK(`c`.`paid_at`), 1)" in out
+    assert "DATE_FORMAT(`c`.`paid_at`, 'MMMM')" in out
 
 
 def test_only_a_select_runs() -> None:
