@@ -7,8 +7,11 @@ SCALE ?= 1
 PORT ?= 8000
 FRESH ?=
 # Test processes (pytest-xdist): whole files go to one process each (--dist loadfile),
-# so a file's module fixtures are built once and its tests run in their written order.
+# so a file's module fixtures are built once and its tests run in their written order;
+# each process takes its files in the suite's order (--no-loadscope-reorder), as one
+# process would: files that share a session fixture see it in the same order.
 TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 .PHONY: install demo serve clean-demo test test-long bench lint format clean console-screenshots
 
@@ -45,11 +48,11 @@ clean-demo:
 ## on TEST_WORKERS processes; it lists its 15 slowest steps (setup included): the suite
 ## must stay under 15 minutes
 test: install
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow" --durations=15
+	$(PY) -m pytest -q $(XDIST) -m "not slow" --durations=15
 
 ## test-long: everything, with the long variants (slow tests, more fuzzing examples)
 test-long: install
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --hypothesis-profile=long
+	$(PY) -m pytest -q $(XDIST) --hypothesis-profile=long
 
 ## console-screenshots: the README's screenshot of each role's console page (docs/img/),
 ## taken by the browser journeys in headless Chromium
