@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ HERE = Path(__file__).parent
 DUCKDB_ONLY = HERE / "duckdb_only.txt"
 QUERIES = {**WORKLOADS, "small query": SMALL}
 CORPUS = load_corpus()
+#: Corpus lines per class compared in ``make test`` (all of them in ``make test-long``).
+SAMPLED_PER_CLASS = 2
 
 
 def duckdb_only() -> dict[str, str]:
@@ -134,7 +137,19 @@ def test_workload_stats_alike(bench_pair: dict[str, Any], workload: str, mode: s
     assert same_values(tables["duckdb"].to_pylist(), tables["spark"].to_pylist())
 
 
-@pytest.mark.parametrize("line", CORPUS, ids=[line["id"] for line in CORPUS])
+def corpus_params() -> list[Any]:
+    """Every corpus line; in ``make test`` the first two of each class and every line of
+    duckdb_only.txt (Spark takes about a second a query), the rest with ``make test-long``."""
+    listed, seen, params = duckdb_only(), Counter[str](), []
+    for line in CORPUS:
+        seen[line["class"]] += 1
+        sampled = seen[line["class"]] <= SAMPLED_PER_CLASS or line["id"] in listed
+        marks = () if sampled else (pytest.mark.slow,)
+        params.append(pytest.param(line, id=line["id"], marks=marks))
+    return params
+
+
+@pytest.mark.parametrize("line", corpus_params())
 def test_corpus_line_alike(corpus_pair: dict[str, UtilityEnclave], line: dict[str, Any]) -> None:
     results = {}
     for name, enclave in corpus_pair.items():
