@@ -188,6 +188,7 @@ def test_a_duckdb_dataset_registered_on_one_host_reaches_another_only_as_a_file_
     assert status == 200 and body["datasets"] == 5
 
 
+@pytest.mark.slow  # two JVMs start (15 s idle, 64 s on a loaded machine): make test-long
 def test_a_spark_dataset_registered_on_one_host_is_queried_through_both(
     deployment: Deployment, tmp_path: Path
 ) -> None:
