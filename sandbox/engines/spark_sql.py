@@ -100,6 +100,7 @@ ALLOWED: tuple[type[exp.Expr], ...] = (
     exp.Distinct,
     exp.Window,
     exp.Lag,
+    exp.RowNumber,
     exp.Qualify,
     exp.Greatest,
     exp.Least,
@@ -219,7 +220,7 @@ def _check(node: exp.Expr) -> None:
             # booleans and epoch microseconds to text.
             return
         raise _refuse(f"a conversion of {source.lower() or 'a derived value'} to {target.lower()}")
-    if isinstance(node, exp.Window) and not isinstance(node.this, exp.Lag):
+    if isinstance(node, exp.Window) and not isinstance(node.this, exp.Lag | exp.RowNumber):
         raise _refuse(f"the window function {_name(node.this)}")
     _check_function(node)
 

@@ -114,8 +114,9 @@ def group_cap(
     either order.
 
     ``portable``: each of the group columns' and the entity's canonical kind (``text``
-    or ``time``) for :func:`portable_hash`, which both engines compute alike; None:
-    DuckDB's ``hash()``.
+    or ``time``) for :func:`portable_hash`, which both engines compute alike, and the
+    cap as a window partitioned by entity (each entity's ``g`` smallest cell hashes), the
+    form a distributed engine runs in parallel; None: DuckDB's ``hash()`` and the sort.
     """
     if g < 1:  # lag(…, 0) would compare each cell with itself and drop all
         raise ValueError(f"max_groups_per_entity must be at least 1, not {g}")
@@ -133,6 +134,16 @@ def group_cap(
             'GROUP BY "__sbx_e")',
             '__sbx_pe AS (SELECT __sbx_pg.* FROM __sbx_pg JOIN __sbx_cut USING ("__sbx_e") '
             'WHERE "__sbx_h" = "__sbx_t")',
+        ]
+    if portable is not None:
+        # Partitioned by the entity itself: a distributed engine spreads the entities over
+        # its executors (the one ordered stream below would be one task on Spark), and
+        # both engines keep the same g cells (equal 128-bit hashes aside).
+        return [
+            f'__sbx_pg AS (SELECT *, {cell} AS "__sbx_h" FROM ({inner_sql}) '
+            'WHERE "__sbx_e" IS NOT NULL)',
+            "__sbx_pe AS (SELECT * FROM __sbx_pg QUALIFY row_number() "
+            f'OVER (PARTITION BY "__sbx_e" ORDER BY "__sbx_h") <= {g})',
         ]
     return [
         f'__sbx_pg AS (SELECT *, {cell} AS "__sbx_h", {of_entity} AS "__sbx_he" '

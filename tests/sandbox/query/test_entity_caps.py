@@ -8,6 +8,7 @@ entities, NULL keys, NULL values and entities over both caps.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from decimal import Decimal
 
@@ -123,3 +124,27 @@ def test_an_entity_keeps_exactly_g_of_its_cells_and_no_other_entity_is_touched()
         plan = build_plan(checked, grants, bounds=ContributionBounds(1, g), k=1)
         table = _database(rows).sql(plan.stats_sql).to_arrow_table().to_pylist()
         assert sum(r["__entities"] for r in table) == min(g, 15) + min(g, 2)
+
+
+def test_the_portable_cap_keeps_each_entitys_g_smallest_cell_hashes() -> None:
+    """The portable cap (a window partitioned by entity: Spark runs it in parallel)
+    keeps, per entity, the g cells whose MD5 of the canonical string is smallest."""
+
+    def canonical(*values: str) -> str:
+        return hashlib.md5("".join(f"{len(v)}:{v}" for v in values).encode()).hexdigest()
+
+    con = duckdb.connect()
+    cells = [(f"P{e}", f"D{d}", f"X{x}") for e in range(1, 6) for d in range(3) for x in range(e)]
+    con.execute("CREATE TABLE t (e VARCHAR, d VARCHAR, x VARCHAR)")
+    con.executemany("INSERT INTO t VALUES (?, ?, ?)", cells)
+    inner = 'SELECT d AS "__k0", x AS "__k1", e AS "__sbx_e" FROM t'
+    for g in (2, 3, 5):
+        ctes = group_cap(inner, ['"__k0"', '"__k1"'], g, portable=["text", "text", "text"])
+        assert "PARTITION BY" in ctes[-1]
+        sql = f'WITH {", ".join(ctes)} SELECT "__sbx_e", "__k0", "__k1" FROM __sbx_pe'
+        kept = sorted(con.sql(sql).fetchall())
+        want = []
+        for e in sorted({c[0] for c in cells}):
+            mine = sorted((c for c in cells if c[0] == e), key=lambda c: canonical(c[1], c[2], e))
+            want += [(e, d, x) for e, d, x in mine[:g]]
+        assert kept == sorted(want)
