@@ -22,12 +22,11 @@ from sqlglot import exp
 
 from sandbox.core.errors import QueryRefused
 from sandbox.enclave.catalog import DatasetRecord
+from sandbox.enclave.registry import ENGINES
 
 __all__ = ["DEFAULT_ENGINE", "ENGINES", "Engine", "engine_of"]
 
-DEFAULT_ENGINE = "duckdb"
-#: Every engine a dataset may be registered on.
-ENGINES = ("duckdb", "spark")
+DEFAULT_ENGINE = ENGINES[0]  # the enclave file; registration's list names every engine
 
 
 class Engine(Protocol):

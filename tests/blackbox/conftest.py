@@ -20,7 +20,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,6 +144,24 @@ def call(
         return error.code, json.loads(error.read() or b"null")
 
 
+def wait_healthy(
+    url: str, proc: subprocess.Popen[Any], output: Callable[[], str], timeout: float = 90.0
+) -> None:
+    """Until ``url``/health answers 200; fails with the server's output if ``proc`` ends
+    or ``timeout`` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"sandbox serve did not answer /health: {output()[-2000:]}")
+        time.sleep(0.2)
+
+
 @contextmanager
 def serving(home: DemoHome, *extra: str) -> Iterator[Server]:
     """``sandbox serve`` on ``home`` as its own process, until /health answers."""
@@ -161,17 +179,7 @@ def serving(home: DemoHome, *extra: str) -> Iterator[Server]:
         )
     running = Server(f"http://127.0.0.1:{port}", proc, log)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{running.url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"sandbox serve did not answer /health: {running.output()[-2000:]}")
-            time.sleep(0.2)
+        wait_healthy(running.url, proc, running.output)
         yield running
     finally:
         if proc.poll() is None:

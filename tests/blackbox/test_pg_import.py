@@ -18,8 +18,6 @@ import os
 import signal
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,6 +32,7 @@ from tests.blackbox.conftest import (
     clean_env,
     make_demo_home,
     sandbox,
+    wait_healthy,
 )
 from tests.connectors.helpers import CLASSIFICATION
 
@@ -58,16 +57,7 @@ def served(home: Path) -> Iterator[str]:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
-            time.sleep(0.2)
+        wait_healthy(url, proc, log.read_text)
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -18,7 +18,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.blackbox.conftest import SANDBOX, Result, _free_port, clean_env
+from tests.blackbox.conftest import SANDBOX, Result, _free_port, clean_env, wait_healthy
 from tests.pgserver import PgServer
 
 #: Every host names the log the same way: witnesses follow one origin, whatever host.
@@ -72,17 +71,7 @@ class Host:
                 start_new_session=True,
             )
         self.url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"{self.name} did not start: {self.output()[-2000:]}")
-            time.sleep(0.2)
+        wait_healthy(self.url, self.proc, self.output)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Send ``sig`` to the server's process group and reap it."""
