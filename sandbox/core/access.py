@@ -24,3 +24,7 @@ class DatasetAccess:
     #: The negative list and important-data items of the dataset, with the limited items
     #: the grant was co-approved for (``sandbox.core.data_controls.load_controls``).
     controls: DatasetControls = NO_CONTROLS
+    #: Every row of the dataset's version is a distinct entity: its entity key was
+    #: verified unique and never NULL there (``sandbox.enclave.entity_rows``), so each
+    #: (group, entity) cell is one row and the per-entity stage can be skipped.
+    entity_is_row: bool = False

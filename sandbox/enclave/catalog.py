@@ -119,6 +119,12 @@ class Catalog:
             raise NotFound(f"dataset {dataset_id} is not registered", rule="catalog.unknown")
         return self._record(row)
 
+    def current_versions(self, dataset_ids: builtins.list[str]) -> dict[str, int]:
+        """Each registered dataset's current version (one read; unknown ones left out)."""
+        query = sa.select(datasets.c.id, datasets.c.version).where(datasets.c.id.in_(dataset_ids))
+        with self.engine.connect() as conn:
+            return {row.id: int(row.version) for row in conn.execute(query)}
+
     def exists(self, dataset_id: str) -> bool:
         with self.engine.connect() as conn:
             query = sa.select(datasets.c.id).where(datasets.c.id == dataset_id)

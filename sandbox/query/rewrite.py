@@ -38,7 +38,7 @@ from sandbox.query.entity_caps import (
     group_cap,
     scaled_to_cap,
 )
-from sandbox.query.guard import QUANTILES, Checked, first_source, quantile_of
+from sandbox.query.guard import QUANTILES, Checked, entity_dataset, first_source, quantile_of
 from sandbox.query.joined import check_budget_joins, entity_in, joined_datasets
 from sandbox.query.normalize import MAX_OFFSET
 from sandbox.query.totals import total_reference
@@ -87,6 +87,9 @@ class Plan:
     primary: str
     bounds: ContributionBounds | None = None
     notes: list[str] = field(default_factory=list)
+    #: The stats query has no per-entity stage (each cell is one row: ``one_row_per_cell``):
+    #: its result holds only for the dataset version that fact was established on.
+    one_stage: bool = False
 
     @cached_property
     def stats_query(self) -> exp.Expr:
@@ -170,6 +173,10 @@ class _Stats:
         self.tops: dict[str, tuple[str, str]] = {}  # sum column -> (its top2, magnitude)
         self.entity_sql = "NULL"  # the entity key as the per-entity pre-aggregate sees it
         self.portable = False  # the cap's hashes computed alike on every engine
+        #: Each statistic computed straight from the rows, per group: what the two stages
+        #: give where every (group, entity) cell is one row (``one_stage``); None once a
+        #: statistic has no such form (a quantile's per-entity sample).
+        self.direct: list[str] | None = []
 
     def _distinct(self, arg: exp.Distinct, entities: str) -> str:
         """``count(DISTINCT key)``: the entities column of the dataset whose key it is.
@@ -193,10 +200,18 @@ class _Stats:
         inner_sql: str,
         outer: str,
         *,
+        direct: str,
+        row: tuple[str, str] | None = None,
         lower: float | None = None,
         upper: float | None = None,
         cell: str | None = None,
     ) -> str:
+        """One stats column: ``inner_sql`` per (group, entity), ``outer`` over it per group.
+
+        ``direct``: the same statistic per group straight from the rows where each cell is
+        one row; ``row``: for a sum or sum of squares, its one row's value and FILTER
+        clause (what its top-two contributions are over, then).
+        """
         if key in self.seen:
             return self.seen[key]
         prefix = {
@@ -215,6 +230,8 @@ class _Stats:
         )
         quoted = f'"{name}"'
         self.outer.append(f'{outer.format(quoted)} AS "{name}"')
+        if self.direct is not None:
+            self.direct.append(f'{direct} AS "{name}"')
         self.stats.append(Stat(name, kind, lower, upper, cell=cell))
         if kind in ("sum", "sumsq"):
             # Dominance: the two largest per-entity contributions, to a sum and (what a
@@ -223,6 +240,10 @@ class _Stats:
             signed = kind == "sum" and (lower or 0.0) < 0
             magnitude = f'abs("{name}")' if signed else f'"{name}"'
             self.outer.append(f'max({magnitude}, 2) AS "{top}"')
+            if self.direct is not None and row is not None:
+                value, where = row
+                value = f"abs({value})" if signed else value
+                self.direct.append(f'max({value}, 2){where} AS "{top}"')
             self.stats.append(Stat(top, "top2", lower, upper, of=name))
             self.tops[name] = (top, magnitude)
         return name
@@ -315,6 +336,7 @@ class _Stats:
         inner = f"list_slice(list({bin_} ORDER BY {order}) FILTER (WHERE {keep}), 1, {cap})"
         self.inner.append(exp.alias_(exp.maybe_parse(inner, dialect="duckdb"), column, quoted=True))
         self.outer.append(f'list_aggregate(flatten(list("{column}")), \'histogram\') AS "{column}"')
+        self.direct = None  # its sample is chosen per entity: two stages always
         self.stats.append(Stat(column, "quantile", lo, hi, cell=cell, q=q))
         return column
 
@@ -326,7 +348,11 @@ class _Stats:
         in disguise, so those cells pass the low-count filter on these entities.
         """
         return self._add(
-            f"present:{sql}{tag}", "entities", f"(count({sql}){where} > 0)::BIGINT", SUM
+            f"present:{sql}{tag}",
+            "entities",
+            f"(count({sql}){where} > 0)::BIGINT",
+            SUM,
+            direct=f"count({sql}){where}",
         )
 
     def replacement(self, node: exp.Expression) -> exp.Expression:
@@ -341,14 +367,25 @@ class _Stats:
         tag = f"|{filter_sql}"
         # The entities a FILTER keeps (0 or 1 per entity and group): its cells' k filter.
         cell = (
-            self._add("distinct" + tag, "entities", f"(count(*){where} > 0)::BIGINT", SUM)
+            self._add(
+                "distinct" + tag,
+                "entities",
+                f"(count(*){where} > 0)::BIGINT",
+                SUM,
+                direct=f"count(*){where}",
+            )
             if filter_sql
             else None
         )
         if isinstance(node, exp.Count):
             if isinstance(arg, exp.Star):
                 name = self._add(
-                    "rows" + tag, "rows", self._cap_count(f"count(*){where}"), SUM, cell=cell
+                    "rows" + tag,
+                    "rows",
+                    self._cap_count(f"count(*){where}"),
+                    SUM,
+                    direct=f"count(*){where}",
+                    cell=cell,
                 )
                 return _col(name)
             if isinstance(arg, exp.Distinct):
@@ -360,6 +397,7 @@ class _Stats:
                     "count",
                     self._cap_count(f"count({sql}){where}"),
                     SUM,
+                    direct=f"count({sql}){where}",
                     cell=self._present(sql, where, tag),
                 )
             )
@@ -375,6 +413,7 @@ class _Stats:
                     kind,
                     f"{kind}({sql}){where}",
                     kth,
+                    direct=f"list_extract({kind}({sql}, {self.k}){where}, {self.k})",
                     cell=self._present(sql, where, tag),
                 )
             )
@@ -392,9 +431,24 @@ class _Stats:
             per_entity_sum = scaled_to_cap(per_entity_sum, f"count({sql}){where}", cap)
             per_entity_sum = clamp(per_entity_sum, min(lo, 0.0) * cap, max(hi, 0.0) * cap)
         cell = self._present(sql, where, tag)
-        s = self._add(f"sum:{sql}{tag}", "sum", per_entity_sum, SUM, lower=lo, upper=hi, cell=cell)
+        s = self._add(
+            f"sum:{sql}{tag}",
+            "sum",
+            per_entity_sum,
+            SUM,
+            direct=f"sum({clamped}){where}",
+            row=(clamped, where),
+            lower=lo,
+            upper=hi,
+            cell=cell,
+        )
         n = self._add(
-            f"count:{sql}{tag}", "count", self._cap_count(f"count({sql}){where}"), SUM, cell=cell
+            f"count:{sql}{tag}",
+            "count",
+            self._cap_count(f"count({sql}){where}"),
+            SUM,
+            direct=f"count({sql}){where}",
+            cell=cell,
         )
         if isinstance(node, exp.Sum):
             return _col(s)
@@ -406,7 +460,18 @@ class _Stats:
             cap = self.bounds.max_rows_per_entity
             square = scaled_to_cap(square, f"count({sql}){where}", cap)
             square = clamp(square, 0.0, max(lo * lo, hi * hi) * cap)
-        q = self._add(f"sumsq:{sql}{tag}", "sumsq", square, SUM, lower=lo, upper=hi, cell=cell)
+        row_square = f"(({clamped}) * ({clamped}))"
+        q = self._add(
+            f"sumsq:{sql}{tag}",
+            "sumsq",
+            square,
+            SUM,
+            direct=f"sum({row_square}){where}",
+            row=(row_square, where),
+            lower=lo,
+            upper=hi,
+            cell=cell,
+        )
         pop = isinstance(node, exp.StddevPop | exp.VariancePop)
         denominator = f'NULLIF("{n}", 0)' if pop else f'NULLIF("{n}" - 1, 0)'
         variance = f'(greatest(0, "{q}" - "{s}" * "{s}" / NULLIF("{n}", 0)) / {denominator})'
@@ -548,6 +613,27 @@ def build_plan(
     with_ = checked.root.args.get("with_")
     if with_ is not None:
         ctes = [cte.sql(dialect="duckdb") for cte in with_.expressions]
+    if stats.direct is not None and not entities and one_row_per_cell(checked, access):
+        # Each (group, entity) cell is one row: the per-entity stage would copy the rows,
+        # and each entity is in one group, so no cap can bind.  Same table, one pass.
+        inner.set("expressions", inner.expressions[: len(checked.keys)])
+        for direct in [f'count(*) AS "{ENTITIES}"', *stats.direct]:
+            inner.append("expressions", exp.maybe_parse(direct, dialect="duckdb"))
+        one = inner.sql(dialect="duckdb")
+        if group_cols:
+            one += " GROUP BY " + ", ".join(group_cols)
+            if bounds is not None:  # as below: groups under k never leave the enclave
+                one += f" HAVING count(*) >= {k}"
+        return Plan(
+            stats_sql=f"WITH {', '.join(ctes)} {one}" if ctes else one,
+            release_sql=release.sql(dialect="duckdb"),
+            stats=list(stats.stats),
+            keys=[f"__k{i}" for i in range(len(checked.keys))],
+            output_names=names,
+            primary=checked.primary,
+            bounds=bounds,
+            one_stage=True,
+        )
     if bounds is None:
         ctes.append(f"__sbx_pe AS ({inner_sql})")
     elif not cap_can_bind(group_cols, bounds.max_groups_per_entity):
@@ -612,6 +698,24 @@ def build_plan(
         primary=checked.primary,
         bounds=bounds,
     )
+
+
+def one_row_per_cell(checked: Checked, access: Mapping[str, DatasetAccess]) -> bool:
+    """Whether each (group, entity) cell of the query is one row of its dataset.
+
+    It is where the query reads one dataset straight from its table (no join, no derived
+    table, which could repeat or merge rows) whose every row is a distinct entity
+    (``DatasetAccess.entity_is_row``: the entity key verified unique and never NULL in
+    the version read): a row is one entity and lies in one group.
+    """
+    final = checked.final_scope.expression
+    if final.args.get("joins"):
+        return False
+    _alias, source = first_source(checked.final_scope)
+    if not isinstance(source, exp.Table) or entity_dataset(checked.final_scope) != checked.primary:
+        return False
+    item = access.get(checked.primary)
+    return item is not None and item.entity_is_row
 
 
 def _portable_kinds(checked: Checked, access: Mapping[str, DatasetAccess]) -> list[str]:

@@ -64,6 +64,7 @@ from sandbox.core.timeutil import to_rfc3339
 from sandbox.core.wording import counted
 from sandbox.enclave.catalog import DatasetRecord
 from sandbox.enclave.enclave import limits_failure
+from sandbox.enclave.entity_rows import entity_is_row
 from sandbox.engines.base import DEFAULT_ENGINE, engine_of
 from sandbox.platform import Platform
 from sandbox.query.accountant import per_query_epsilon
@@ -157,6 +158,9 @@ class QueryService:
         )
         self._release_db = release_database()
         self._plans = PlanCache(platform.settings.plan_cache_size)
+        #: (dataset, version) -> whether each of its rows is a distinct entity
+        #: (``sandbox.enclave.entity_rows``); established once per version and process.
+        self._entity_rows: dict[tuple[str, int], bool] = {}
         #: Called with every query decision's audit receipt once it is durable (the risk
         #: monitor, ``sandbox.monitoring``); it must not raise or block.
         self.observer: Callable[[Any], None] | None = None
@@ -216,8 +220,42 @@ class QueryService:
                 None if grant.columns is None else frozenset(c.lower() for c in grant.columns),
                 frozenset(c.lower() for c in grant.groupable),
                 controls[grant.dataset],
+                entity_is_row=self._entity_is_row(record),
             )
         return access
+
+    def _entity_is_row(self, record: DatasetRecord) -> bool:
+        """Whether each row of the record's version is a distinct entity (DuckDB only).
+
+        Counted in the enclave once per version; a new version is counted again.  Should
+        the table be replaced between this count and a run, the run's version check
+        (:meth:`_check_versions`) refuses its result.
+        """
+        if not record.spec.one_row_per_entity or record.engine != DEFAULT_ENGINE:
+            return False
+        key = (record.id, record.version)
+        found = self._entity_rows.get(key)
+        if found is None:
+            found = entity_is_row(self.platform.enclave, record.spec)
+            self._entity_rows[key] = found
+        return found
+
+    def _check_versions(self, auth: Authorized) -> None:
+        """Refuse a one-stage run whose datasets changed version while it was prepared or ran.
+
+        Its plan relied on a fact of the version it was authorized on (one row per entity);
+        a registration swaps the table in and updates the catalog before readers resume,
+        so an unchanged catalog version after the run means the run read that version.
+        """
+        plans = [auth.prepared.plan] + [p.plan for p in getattr(auth.prepared, "parts", ())]
+        if not any(plan.one_stage for plan in plans):
+            return
+        now = self.platform.catalog.current_versions(list(auth.records))
+        if any(now.get(d) != r.version for d, r in auth.records.items()):
+            raise QueryRefused(
+                "a dataset of the query was replaced by a new version while it ran: run it again",
+                rule="catalog.version_changed",
+            )
 
     def _params(
         self, decision: Decision, records: dict[str, DatasetRecord] | None = None
@@ -559,6 +597,7 @@ class QueryService:
                 try:
                     engine = self.platform.query_engine(engine_of(auth.records.values()))
                     stats = execute(engine, prepared, max_groups=limit * STATS_HEADROOM)
+                    self._check_versions(auth)
                 except ResultTooLarge:
                     # How many groups the data forms, before suppression, is the data's:
                     # told apart from a timeout or out of memory by nothing.
