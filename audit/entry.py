@@ -23,6 +23,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from time import gmtime, strftime
 from typing import Any
 
 import rfc8785
@@ -37,6 +38,7 @@ __all__ = [
     "Entry",
     "EntryDraft",
     "Prepared",
+    "format_micros",
     "format_time",
     "peek",
     "query_details",
@@ -74,6 +76,16 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def format_micros(micros: int) -> str:
+    """:func:`format_time` of the instant ``micros`` microseconds after the Unix epoch.
+
+    The writer stamps every commit; this skips building a ``datetime`` (a third of
+    the cost).  A test checks it against :func:`format_time`.
+    """
+    seconds, fraction = divmod(micros, 1_000_000)
+    return f"{strftime('%Y-%m-%dT%H:%M:%S', gmtime(seconds))}.{fraction:06d}Z"
+
+
 _SAFE = 2**53  # I-JSON (RFC 7493): numbers beyond this do not survive a round trip
 
 
@@ -98,6 +110,24 @@ def _canonical_text(value: str | None) -> bytes:
         return dumps_plain(value) or rfc8785.dumps(value)
     except rfc8785.CanonicalizationError as exc:
         raise InvalidEntry(f"text cannot be canonical JSON: {exc}") from None
+
+
+def _fresh_text(value: str | None) -> bytes:
+    """Canonical JSON of a text field that seldom repeats (request ids, targets).
+
+    Printable ASCII without a quote or a backslash needs no escape in RFC 8785, so it
+    is only quoted; anything else goes through :func:`_canonical_text`, whose cache
+    such values would only churn.
+    """
+    if (
+        value is not None
+        and value.isascii()
+        and value.isprintable()
+        and '"' not in value
+        and "\\" not in value
+    ):
+        return b'"%b"' % value.encode("ascii")
+    return _canonical_text(value)
 
 
 def _canonical(name: str, value: Any) -> bytes:
@@ -191,12 +221,12 @@ class EntryDraft:
             ),
             b"".join(
                 (
-                    b'"request_id":', text(self.request_id),
+                    b'"request_id":', _fresh_text(self.request_id),
                     b',"role":', text(self.role),
                     b',"rule":', text(self.rule), b",",
                 )
             ),
-            b'"target":' + text(self.target) + b",",
+            b'"target":' + _fresh_text(self.target) + b",",
             b"",
         )  # fmt: skip
 

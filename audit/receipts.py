@@ -181,6 +181,36 @@ class Receipt:
         return out
 
     @classmethod
+    def committed(
+        cls,
+        seq: int,
+        entry_hash: bytes,
+        leaf_hash: bytes,
+        time: str,
+        entry: bytes,
+        promise: Promise,
+        batch_path: tuple[bytes, ...],
+    ) -> Receipt:
+        """The receipt the writer hands back for an entry it just committed.
+
+        Filled directly, as the generated ``__init__`` would, without its per-field
+        ``object.__setattr__`` (a frozen dataclass's cost, paid once per append).
+        """
+        receipt = object.__new__(cls)
+        receipt.__dict__.update(
+            seq=seq,
+            entry_hash=entry_hash,
+            leaf_hash=leaf_hash,
+            time=time,
+            entry=entry,
+            promise=promise,
+            batch_path=batch_path,
+            key_id=None,
+            signature=None,
+        )
+        return receipt
+
+    @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Receipt:
         """Parse either format; raises :class:`ProofError` on malformed input."""
         if not isinstance(data, Mapping) or not isinstance(data.get("entry"), str):

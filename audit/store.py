@@ -56,6 +56,7 @@ def _insert_sql(paramstyle: str) -> str:
     return f"INSERT INTO audit_entries ({columns}) VALUES ({markers})"
 
 
+_SQLITE_INSERT = _insert_sql("qmark")
 _SCHEMA_LOCK_KEY = 0x5A4E_4442_4155_4431  # pg advisory lock key for schema creation
 
 
@@ -151,17 +152,21 @@ class Writer:
     def __init__(self, store: AuditStore) -> None:
         self.store = store
         self.conn: Connection | None = None
+        self._raw: Any = None  # SQLite: the driver connection of ``conn``, looked up once
 
     @contextmanager
     def transaction(self) -> Iterator[WriteOps]:
         try:
             if self.conn is None:
                 self.conn = self.store.engine.connect().execution_options(audit_write=True)
+                self._raw = None
             if self.store.dialect == "sqlite":
-                raw = self.conn.connection.driver_connection
+                raw = self._raw
                 if raw is None:
-                    raise StoreUnavailable("audit store connection is closed")
-                with sqlite_transaction(raw, _insert_sql("qmark")) as txn:
+                    raw = self._raw = self.conn.connection.driver_connection
+                    if raw is None:
+                        raise StoreUnavailable("audit store connection is closed")
+                with sqlite_transaction(raw, _SQLITE_INSERT) as txn:
                     yield txn
                 return
             with self.store._begin(self.conn, write=True):
@@ -173,6 +178,7 @@ class Writer:
             raise StoreUnavailable(f"audit store failed: {type(exc).__name__}") from exc
 
     def close(self) -> None:
+        self._raw = None
         if self.conn is not None:
             try:
                 self.conn.close()

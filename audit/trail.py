@@ -10,6 +10,7 @@ store: the database's lock keeps one gapless chain.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -58,6 +59,7 @@ class AuditTrail:
         self._closed = False
         self._key: SigningKey | None = None
         self._key_stamp: int | None = None
+        self._active_file = os.fspath(keyring.directory / "ACTIVE")  # stat on every commit
         #: Called with the seconds each :meth:`append_many` (and so :meth:`append`) took,
         #: from submission to durable, after it succeeded (e.g. a latency histogram).
         #: A hook that raises is ignored: the entries are durable by then.
@@ -135,20 +137,7 @@ class AuditTrail:
         started = time.perf_counter()
         prepared = [(d, d.prepare()) for d in drafts]
         futures = self._with_writer(lambda w: w.submit(prepared))
-        receipts = []
-        for future in futures:
-            done = future.result()
-            receipts.append(
-                Receipt(
-                    seq=done.seq,
-                    entry_hash=done.entry_hash,
-                    leaf_hash=done.leaf_hash,
-                    time=done.time,
-                    entry=done.entry,
-                    promise=done.promise,
-                    batch_path=done.batch_path,
-                )
-            )
+        receipts = [future.result() for future in futures]
         if self.append_observers:
             elapsed = time.perf_counter() - started
             for observe in self.append_observers:
@@ -199,7 +188,7 @@ class AuditTrail:
         takes effect with the next commit.
         """
         try:
-            stamp: int | None = (self.keyring.directory / "ACTIVE").stat().st_mtime_ns
+            stamp: int | None = os.stat(self._active_file).st_mtime_ns
         except OSError:
             stamp = None
         with self._key_lock:

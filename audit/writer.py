@@ -25,21 +25,20 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from audit.chain import GENESIS_HASH, entry_hash
-from audit.entry import EntryDraft, Prepared, format_time, seal
+from audit.entry import EntryDraft, Prepared, format_micros, seal
 from audit.errors import AuditError, StoreUnavailable
 from audit.keys import KeyRingError, SigningKey
 from audit.merkle import SHA256, batch_paths
-from audit.receipts import Promise
+from audit.receipts import Promise, Receipt
 from audit.signing import TreeHead, sign_tree_head
 from audit.state import LogState, SeqTaken, WriteOps
 from audit.store import AuditStore
 from audit.tree import Frontier, peak_nodes
 
-__all__ = ["Appended", "GroupCommitWriter", "Pending"]
+__all__ = ["GroupCommitWriter", "Pending"]
 
 _STOP = object()
 _T = TypeVar("_T")
@@ -77,24 +76,11 @@ class Pending(Generic[_T]):
         return self._value
 
 
-@dataclass(frozen=True)
-class Appended:
-    """What the writer reports for a committed entry."""
-
-    seq: int
-    entry_hash: bytes
-    leaf_hash: bytes
-    time: str
-    entry: bytes
-    promise: Promise
-    batch_path: tuple[bytes, ...]
-
-
 @dataclass
 class _Append:
     draft: EntryDraft
     prepared: Prepared
-    future: Pending[Appended]
+    future: Pending[Receipt]
 
 
 @dataclass
@@ -127,26 +113,45 @@ class GroupCommitWriter:
         self._state: LogState | None = None
         self._sign_due: float | None = None
         self._stopping = False
+        # The gathering writer sleeps on this lock (held = not rung) until ``_want``
+        # appends are queued or the group delay runs out: one wake-up a commit, not
+        # one per queued request (see _gather).
+        self._doorbell = threading.Lock()
+        self._doorbell.acquire()
+        self._want = 0
         self._db = store.writer()
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, prepared: Sequence[tuple[EntryDraft, Prepared]]) -> list[Pending[Appended]]:
+    def submit(self, prepared: Sequence[tuple[EntryDraft, Prepared]]) -> list[Pending[Receipt]]:
         """Queue prepared drafts (canonicalized by the caller, outside any lock)."""
         requests = [_Append(draft, ready, Pending()) for draft, ready in prepared]
+        put = self._queue.put
         for request in requests:
-            self._queue.put(request)
+            put(request)
+        want = self._want
+        if want and self._queue.qsize() >= want:
+            self._ring()
         return [r.future for r in requests]
 
     def sign(self) -> Pending[TreeHead]:
         request = _Sign(Pending())
         self._queue.put(request)
+        self._ring()
         return request.future
 
     def close(self) -> None:
         """Commit everything queued so far, then stop (callers must not submit after)."""
         self._queue.put(_STOP)
+        self._ring()
         self._thread.join()
+
+    def _ring(self) -> None:
+        """Wake the gathering writer (a second ring before it wakes is a no-op)."""
+        try:
+            self._doorbell.release()
+        except RuntimeError:
+            pass  # already rung
 
     def _drain(self, batch: list[Any]) -> None:
         while len(batch) < self.max_batch:
@@ -166,21 +171,23 @@ class GroupCommitWriter:
         request; waiting a fraction of a commit for them turns many small
         commits into one (PostgreSQL's ``commit_delay`` idea).  A lone appender
         never waits: its last batch had one request.
+
+        The writer sleeps on the doorbell, which the submitter that makes the
+        queue long enough rings (as do :meth:`sign` and :meth:`close`); waking up
+        for every queued request instead cost a thread switch and a GIL hand-off
+        per append.  Lost wake-ups cannot happen: ``_want`` is set before the
+        queue is measured, and a submitter measures the queue after its put.  A
+        late ring only ends some later wait early (a smaller group).
         """
         self._drain(batch)
-        deadline = time.perf_counter() + self.group_delay_s
-        while len(batch) < self._last_batch and not self._stopping:
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
-                break
-            try:
-                item = self._queue.get(timeout=remaining)
-            except queue.Empty:
-                break
-            if item is _STOP:
-                self._stopping = True
-                break
-            batch.append(item)
+        missing = self._last_batch - len(batch)
+        if missing > 0 and not self._stopping:
+            self._doorbell.acquire(blocking=False)  # forget a ring meant for an earlier wait
+            self._want = missing
+            if self._queue.qsize() < missing:
+                self._doorbell.acquire(timeout=self.group_delay_s)
+            self._want = 0
+            self._drain(batch)
         self._last_batch = max(1, sum(isinstance(item, _Append) for item in batch))
 
     def _run(self) -> None:
@@ -230,7 +237,7 @@ class GroupCommitWriter:
 
     def _try_commit(
         self, batch: list[Any], known: LogState | None
-    ) -> tuple[list[Appended], TreeHead | None]:
+    ) -> tuple[list[Receipt], TreeHead | None]:
         """One locked transaction; ``known`` is the state our own last commit left.
 
         Trusting ``known`` saves a query per commit; if another process appended
@@ -247,8 +254,8 @@ class GroupCommitWriter:
             completed: list[tuple[int, int, bytes]] = []
             append_leaf = frontier.append
             # One commit, one instant: every entry of the batch gets the same time.
-            now = time.time()
-            moment = format_time(datetime.fromtimestamp(now, UTC))
+            micros = time.time_ns() // 1000
+            moment = format_micros(micros)
             for request in batch:
                 if not isinstance(request, _Append):
                     continue
@@ -276,7 +283,7 @@ class GroupCommitWriter:
             signed_size=head.tree_size if head else state.signed_size,
             signed_at_ms=head.timestamp_ms if head else state.signed_at_ms,
         )
-        return _promised(done, key, moment, int(now * 1000)), head
+        return _promised(done, key, moment, micros // 1000), head
 
     def _load_frontier(self, txn: WriteOps, size: int) -> Frontier:
         cached = self._frontier
@@ -320,8 +327,8 @@ class GroupCommitWriter:
 
 def _promised(
     done: list[tuple[int, bytes, bytes, bytes]], key: SigningKey, moment: str, timestamp_ms: int
-) -> list[Appended]:
-    """The committed entries, each with the group's promise and its path in the group."""
+) -> list[Receipt]:
+    """The committed entries' receipts: the group's promise and each one's path in it."""
     if not done:
         return []
     root, paths = batch_paths([leaf for _, _, leaf, _ in done])
@@ -333,7 +340,8 @@ def _promised(
         key_id=key.key_id,
         key=key,
     )
+    committed = Receipt.committed
     return [
-        Appended(seq, chain, leaf, moment, canonical, promise, tuple(path))
+        committed(seq, chain, leaf, moment, canonical, promise, tuple(path))
         for (seq, chain, leaf, canonical), path in zip(done, paths, strict=True)
     ]

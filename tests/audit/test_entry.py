@@ -12,7 +12,17 @@ import rfc8785
 from hypothesis import given
 from hypothesis import strategies as st
 
-from audit.entry import ENTRY_KEYS, Entry, EntryDraft, format_time, peek, query_details, seal
+from audit.entry import (
+    ENTRY_KEYS,
+    Entry,
+    EntryDraft,
+    _fresh_text,
+    format_micros,
+    format_time,
+    peek,
+    query_details,
+    seal,
+)
 from audit.errors import InvalidEntry
 
 text = st.text(min_size=1, max_size=30)
@@ -158,6 +168,19 @@ def test_times_are_fixed_width_utc() -> None:
     )
     with pytest.raises(InvalidEntry):
         format_time(datetime(2026, 1, 1))
+
+
+@given(st.integers(0, 253_402_300_799_999_999))  # 1970-01-01 .. 9999-12-31T23:59:59.999999
+def test_commit_times_are_format_time_of_the_same_microsecond(micros: int) -> None:
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
+    assert format_micros(micros) == format_time(moment)
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=30) | st.none())
+def test_fresh_text_fields_are_rfc8785(value: str | None) -> None:
+    # ASCII with quotes, backslashes and control characters: the quoted-only path
+    # and the escaping path must both write what RFC 8785 writes.
+    assert _fresh_text(value) == rfc8785.dumps(value)
 
 
 def test_query_details_hash_the_sql() -> None:
