@@ -165,7 +165,7 @@ class GroupCommitWriter:
             batch.append(item)
 
     def _gather(self, batch: list[Any]) -> None:
-        """Wait up to ``group_delay_s`` for as many requests as the last batch had.
+        """Wait up to ``group_delay_s`` until ``batch`` has as many appends as the last one.
 
         Appenders that were just acknowledged are still preparing their next
         request; waiting a fraction of a commit for them turns many small
@@ -188,23 +188,38 @@ class GroupCommitWriter:
                 self._doorbell.acquire(timeout=self.group_delay_s)
             self._want = 0
             self._drain(batch)
-        self._last_batch = max(1, sum(isinstance(item, _Append) for item in batch))
 
     def _run(self) -> None:
+        """Commit groups until stopped.
+
+        After a group of several appends the writer goes straight to waiting for
+        the next one (its appenders come back at once); after a group of one, or
+        when nobody came within the delay, it blocks until a request arrives or a
+        signing deadline passes.
+        """
         try:
-            while not self._stopping:
-                due = self._sign_due
-                timeout = None if due is None else max(0.0, due - time.time())
-                try:
-                    first = self._queue.get(timeout=timeout)
-                except queue.Empty:
-                    first = None  # a signing deadline passed while idle
-                if first is _STOP:
-                    break
-                batch = [] if first is None else [first]
-                if first is not None:
+            while True:
+                batch: list[Any] = []
+                if self._last_batch > 1:
                     self._gather(batch)
+                if not batch:
+                    if self._stopping:
+                        break
+                    due = self._sign_due
+                    timeout = None if due is None else max(0.0, due - time.time())
+                    try:
+                        first = self._queue.get(timeout=timeout)
+                    except queue.Empty:
+                        first = None  # a signing deadline passed while idle
+                    if first is _STOP:
+                        break
+                    if first is not None:
+                        batch.append(first)
+                        self._gather(batch)
+                self._last_batch = max(1, sum(isinstance(item, _Append) for item in batch))
                 self._commit(batch)
+                if self._stopping:
+                    break
         finally:
             self._db.close()
 
