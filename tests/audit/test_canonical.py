@@ -10,7 +10,13 @@ import rfc8785
 from hypothesis import given
 from hypothesis import strategies as st
 
-from audit.canonical import dumps_canonical, dumps_plain, loads_canonical
+from audit.canonical import (
+    _ENCODE,
+    _ENCODE_ACYCLIC,
+    dumps_canonical,
+    dumps_plain,
+    loads_canonical,
+)
 from audit.errors import InvalidEntry
 
 SAFE = 2**53 - 1
@@ -158,3 +164,17 @@ def test_dumps_canonical_leaves_unusual_values_to_rfc8785() -> None:
     cycle: list[Any] = []
     cycle.append(cycle)
     assert dumps_plain(cycle) is None
+    looped: dict[str, Any] = {"a": [1]}
+    looped["b"] = {"c": looped}
+    assert dumps_plain(looped) is None
+    deep: Any = 1
+    for _ in range(64):
+        deep = [deep]
+    assert dumps_plain(deep) == b"[" * 64 + b"1" + b"]" * 64
+    assert dumps_plain([deep]) is None  # 65 levels: left to rfc8785
+
+
+@given(values)
+def test_the_encoder_built_once_writes_what_json_encoder_writes(value: Any) -> None:
+    # _ENCODE_ACYCLIC is the C encoder built once without cycle markers: same bytes.
+    assert _ENCODE_ACYCLIC(value) == _ENCODE(value)
