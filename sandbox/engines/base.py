@@ -37,9 +37,11 @@ class Engine(Protocol):
         """``duckdb`` or ``spark``: what ``DatasetRecord.engine`` names."""
         ...
 
-    def run(self, query: exp.Expr, *, max_rows: int | None) -> pa.Table:
-        """The rows of ``query`` (a single checked SELECT); more than ``max_rows`` (the
-        engine's own limit if None) is :class:`~sandbox.core.errors.ResultTooLarge`."""
+    def run(self, query: exp.Expr | str, *, max_rows: int | None) -> pa.Table:
+        """The rows of ``query`` (a single checked SELECT, as an AST or as its text in
+        DuckDB's dialect, which an engine that needs the AST parses); more than
+        ``max_rows`` (the engine's own limit if None) is
+        :class:`~sandbox.core.errors.ResultTooLarge`."""
         ...
 
     def close(self) -> None:

@@ -31,6 +31,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
+import sqlglot
 from sqlglot import exp
 
 from sandbox.core.errors import EnclaveError, ResultTooLarge, SandboxError
@@ -152,7 +153,9 @@ class SparkEngine:
         finally:
             con.close()
 
-    def run(self, query: exp.Expr, *, max_rows: int | None) -> pa.Table:
+    def run(self, query: exp.Expr | str, *, max_rows: int | None) -> pa.Table:
+        if isinstance(query, str):  # the rewrite's DuckDB text: transpiled from its AST
+            query = sqlglot.parse_one(query, read="duckdb")
         limit = self.max_result_rows if max_rows is None else max_rows
         datasets = sorted({f"{t.db}.{t.name}".lower() for t in query.find_all(exp.Table) if t.db})
         views: dict[str, str] = {}

@@ -184,12 +184,13 @@ def execute(
 ) -> pa.Table | WithTotals:
     """Run the stats query on its engine (timeout and result limits apply); totals too.
 
-    The engine receives the rewritten query as an AST (``Plan.stats_query``), never the
-    operator's text; an :class:`Enclave` is run as the DuckDB engine.
+    The engine receives the rewritten query (``Plan.stats_sql``, DuckDB's dialect: the
+    DuckDB engine runs it as it is, Spark transpiles its AST), never the operator's
+    text; an :class:`Enclave` is run as the DuckDB engine.
     """
     if isinstance(engine, Enclave):
         engine = DuckDBEngine(engine)
-    table = engine.run(prepared.plan.stats_query, max_rows=max_groups)
+    table = engine.run(prepared.plan.stats_sql, max_rows=max_groups)
     if not isinstance(prepared, PreparedWithTotals):
         return table
     totals = tuple(execute(engine, p, max_groups=max_groups) for p in prepared.parts)
@@ -230,13 +231,28 @@ def release(
     stats = _sorted(stats, prepared.plan.keys)
     disclosed = disclose(stats, prepared.columns, prepared.params, noise=noise)
     released = _sorted(disclosed.table, prepared.plan.keys)
+    released = _with_columns(released, totals)
+    columns = prepared.plan.release_columns
+    if columns is not None:  # outputs that are released statistics as they are
+        table = released.select([c for c, _ in columns]).rename_columns([n for _, n in columns])
+    else:
+        table = _outputs(released, prepared.plan.release_sql, database)
+    table = _round(table, prepared.params.round_digits)
+    suppressed = disclosed.groups_suppressed
+    if suppressed is not None:
+        suppressed += sum(total.groups_suppressed or 0 for total in totals)
+    spent = disclosed.epsilon_spent + sum(total.epsilon_spent for total in totals)
+    return Released(table, suppressed, spent, released)
+
+
+def _outputs(released: pa.Table, sql: str, database: duckdb.DuckDBPyConnection | None) -> pa.Table:
+    """The release SQL over the released stats, in the (locked, in-memory) release database."""
     owned = database is None
     base = release_database() if database is None else database
     con = base.cursor()
     try:
-        released = _with_columns(released, totals)
         con.register(STATS_TABLE, released)
-        table = con.sql(prepared.plan.release_sql).to_arrow_table()
+        return con.sql(sql).to_arrow_table()
     except duckdb.Error as exc:
         raise EnclaveError(
             f"computing the released outputs failed ({type(exc).__name__})",
@@ -246,12 +262,6 @@ def release(
         con.close()
         if owned:
             base.close()
-    table = _round(table, prepared.params.round_digits)
-    suppressed = disclosed.groups_suppressed
-    if suppressed is not None:
-        suppressed += sum(total.groups_suppressed or 0 for total in totals)
-    spent = disclosed.epsilon_spent + sum(total.epsilon_spent for total in totals)
-    return Released(table, suppressed, spent, released)
 
 
 def _with_columns(table: pa.Table, totals: list[Released]) -> pa.Table:

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import cast
 
-import sqlglot
 from sqlglot import exp
 from sqlglot.optimizer.annotate_types import annotate_types
 from sqlglot.optimizer.scope import Scope
@@ -87,17 +85,13 @@ class Plan:
     primary: str
     bounds: ContributionBounds | None = None
     notes: list[str] = field(default_factory=list)
+    #: The release is a plain projection: (stats column, output name) per output, no
+    #: filter, order or limit; None where it computes anything (``release.release``
+    #: then runs ``release_sql``).
+    release_columns: tuple[tuple[str, str], ...] | None = None
     #: The stats query has no per-entity stage (each cell is one row: ``one_row_per_cell``):
     #: its result holds only for the dataset version that fact was established on.
     one_stage: bool = False
-
-    @cached_property
-    def stats_query(self) -> exp.Expr:
-        """``stats_sql`` parsed once (DuckDB's dialect): what an engine receives.
-
-        Engines render or transpile it and never change it (a plan is shared by the
-        plan cache across threads)."""
-        return sqlglot.parse_one(self.stats_sql, read="duckdb")
 
 
 def _col(name: str, table: str | None = None) -> exp.Column:
@@ -231,6 +225,9 @@ class _Stats:
         quoted = f'"{name}"'
         self.outer.append(f'{outer.format(quoted)} AS "{name}"')
         if self.direct is not None:
+            if outer == SUM and kind in ("entities", "rows", "count"):
+                # The two stages' sum of per-cell counts is a HUGEINT: the same type here.
+                direct = f"CAST({direct} AS HUGEINT)"
             self.direct.append(f'{direct} AS "{name}"')
         self.stats.append(Stat(name, kind, lower, upper, cell=cell))
         if kind in ("sum", "sumsq"):
@@ -595,6 +592,13 @@ def build_plan(
         release.set("order", order)
     if final.args.get("limit"):
         _limit(release, final.args["limit"])
+    projected = [p.this for p in release_projections]
+    plain = all(isinstance(p, exp.Column) for p in projected) and not any(
+        release.args.get(clause) for clause in ("where", "order", "limit", "offset")
+    )
+    release_columns = (
+        tuple((p.name, n) for p, n in zip(projected, names, strict=True)) if plain else None
+    )
 
     inner = exp.Select()
     inner.set(
@@ -633,6 +637,7 @@ def build_plan(
             primary=checked.primary,
             bounds=bounds,
             one_stage=True,
+            release_columns=release_columns,
         )
     if bounds is None:
         ctes.append(f"__sbx_pe AS ({inner_sql})")
@@ -697,6 +702,7 @@ def build_plan(
         output_names=names,
         primary=checked.primary,
         bounds=bounds,
+        release_columns=release_columns,
     )
 
 

@@ -49,9 +49,10 @@ def _plan(sql: str, fact: bool, bounds: ContributionBounds | None, k: int = 3) -
     return build_plan(checked, grants, bounds=bounds, k=k)
 
 
-def _rows(con: duckdb.DuckDBPyConnection, plan: Plan) -> list[dict]:
-    table = con.sql(plan.stats_sql).to_arrow_table().to_pylist()
-    return sorted(table, key=lambda r: tuple(str(r[k]) for k in plan.keys))
+def _rows(con: duckdb.DuckDBPyConnection, plan: Plan) -> tuple[object, list[dict]]:
+    table = con.sql(plan.stats_sql).to_arrow_table()
+    rows = sorted(table.to_pylist(), key=lambda r: tuple(str(r[k]) for k in plan.keys))
+    return table.schema, rows
 
 
 def _same(a: object, b: object) -> bool:
@@ -71,7 +72,8 @@ def test_one_stage_equals_two_stages(
     assert one.one_stage and not two.one_stage
     assert "__sbx_pe" not in one.stats_sql and "__sbx_pe" in two.stats_sql
     assert [s.name for s in one.stats] == [s.name for s in two.stats]
-    got, want = _rows(raw_demo, one), _rows(raw_demo, two)
+    (got_schema, got), (want_schema, want) = _rows(raw_demo, one), _rows(raw_demo, two)
+    assert got_schema == want_schema  # the same types: released outputs keep theirs
     assert got, sql  # the demo has rows for every query here
     assert len(got) == len(want)
     for g, w in zip(got, want, strict=True):
