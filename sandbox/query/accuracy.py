@@ -15,7 +15,8 @@ and adds, for averages, the interval of the ratio from the released (noisy) valu
   delta method: with probability at least 95% both noises lie within their 97.5%
   half-widths ``h_S``, ``h_N`` (union bound), and then the true ratio lies within
   ``(h_S + |Ŝ/N̂|·h_N) / (N̂ - h_N)`` of the released one (``N̂ > h_N``; otherwise no
-  finite interval, ``None``).
+  finite interval, ``None``); for a sum noised centred on ``c`` (``disclosure._centres``),
+  ``h_S`` is the centred sum's and ``|Ŝ/N̂ - c|`` replaces ``|Ŝ/N̂|``.
 """
 
 from __future__ import annotations
@@ -52,9 +53,18 @@ def gaussian_half_width(sigma2: Fraction | float, level: float = LEVEL) -> int:
 
 
 def ratio_half_width(
-    noisy_sum: float, noisy_count: float, sum_half: float, count_half: float
+    noisy_sum: float,
+    noisy_count: float,
+    sum_half: float,
+    count_half: float,
+    centre: float = 0.0,
 ) -> float | None:
-    """Conservative half-width of ``Ŝ / N̂`` from the two half-widths (at level 97.5% each)."""
+    """Conservative half-width of ``Ŝ / N̂`` from the two half-widths (at level 97.5% each).
+
+    ``centre``: the sum was noised as ``S - c·N`` (``sum_half`` is that noise's), so the
+    average is ``c + (S - c·N)~ / N̂`` and the count's noise weighs ``|Ŝ/N̂ - c|``.
+    """
     if noisy_count - count_half <= 0:
         return None
-    return (sum_half + abs(noisy_sum / noisy_count) * count_half) / (noisy_count - count_half)
+    off_centre = abs(noisy_sum / noisy_count - centre)
+    return (sum_half + off_centre * count_half) / (noisy_count - count_half)

@@ -4,9 +4,11 @@ For every output column of the operator's query: an output that is one noised
 statistic (a count, a sum) gets that statistic's 95% half-width
 (:attr:`NoisePlan.half_width`, the same for every released cell); an average
 (``sum / count``) gets the two 97.5% half-widths its conservative ratio bound needs
-(:func:`sandbox.query.accuracy.ratio_half_width`: ``(h_S + |avg|·h_N) / (N̂ - h_N)``
-for a cell whose noisy count is ``N̂``); other outputs (variances, quantiles,
-expressions) say so with ``half_width: None``.  Nothing here reads data.
+(:func:`sandbox.query.accuracy.ratio_half_width`: ``(h_S + |avg - c|·h_N) / (N̂ - h_N)``
+for a cell whose noisy count is ``N̂``, ``c`` the centre its sum was noised around, or 0);
+a sum noised centred (``disclosure._centres``) gets ``h_S + |c|·h_N`` at 97.5% each;
+other outputs (variances, quantiles, expressions) say so with ``half_width: None``.
+Nothing here reads data.
 """
 
 from __future__ import annotations
@@ -54,7 +56,13 @@ def output_accuracy(prepared: Prepared) -> dict[str, dict[str, Any]] | None:
         entry: dict[str, Any] = {"half_width": None, "level": 0.95}
         if isinstance(inner, exp.Column) and inner.name in plans:
             plan = plans[inner.name]
-            if kinds.get(inner.name) != "quantile":
+            if plan.centred_on is not None:
+                # Released as (S - c·N)~ + c·N~: both within their 97.5% half-widths
+                # with probability at least 95% (union bound).
+                count = plans[plan.centred_on]
+                half = _half(plan, 0.975) + abs(float(plan.centre)) * _half(count, 0.975)
+                entry.update(mechanism=plan.mechanism, half_width=half)
+            elif kinds.get(inner.name) != "quantile":
                 entry.update(mechanism=plan.mechanism, half_width=_half(plan, 0.95))
         elif isinstance(inner, exp.Column) and inner.name.startswith("__k"):
             entry = {"key": True}
@@ -63,15 +71,21 @@ def output_accuracy(prepared: Prepared) -> dict[str, dict[str, Any]] | None:
             counts = [u for u in used if kinds.get(u) == "count"]
             if sums and counts and sums[0] in plans and counts[0] in plans:
                 s, n = plans[sums[0]], plans[counts[0]]
+                sum_half, centre = _half(s, 0.975), 0.0
+                if s.centred_on == counts[0]:
+                    centre = float(s.centre)
+                elif s.centred_on is not None:  # another count's noise is in the sum too
+                    sum_half += abs(float(s.centre)) * _half(plans[s.centred_on], 0.975)
                 entry.update(
                     kind="average",
                     sum=sums[0],
                     count=counts[0],
                     mechanism=s.mechanism,
-                    sum_half_width=_half(s, 0.975),
+                    sum_half_width=sum_half,
                     count_half_width=_half(n, 0.975),
-                    bound="(sum_half_width + |avg| * count_half_width) / "
+                    bound="(sum_half_width + |avg - centre| * count_half_width) / "
                     "(noisy count - count_half_width)",
+                    centre=centre,
                 )
         out[name] = entry
     return out
@@ -115,7 +129,11 @@ def result_accuracy(prepared: Prepared, released: Released) -> dict[str, dict[st
             None
             if row[s] is None or row[n] is None
             else ratio_half_width(
-                float(row[s]), float(row[n]), entry["sum_half_width"], entry["count_half_width"]
+                float(row[s]),
+                float(row[n]),
+                entry["sum_half_width"],
+                entry["count_half_width"],
+                entry["centre"],
             )
             for row in rows
         ]

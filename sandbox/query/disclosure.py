@@ -167,6 +167,8 @@ class NoisePlan:
     ``epsilon`` is the column's ε (Laplace, quantile) and ``rho`` its rho (zCDP, both).
     ``copy_of``: the column is released as that noised column's values (equal in every
     group, ``_copies``): no noise of its own, no ε; its scale is the source's.
+    ``centre``/``centred_on``: see ``_centres`` (``half_width`` is then the centred sum's;
+    the released sum also carries ``centre`` times the count's noise).
     """
 
     column: str
@@ -177,6 +179,11 @@ class NoisePlan:
     mechanism: Mechanism = "laplace"
     rho: Fraction = Fraction(0)
     copy_of: str | None = None
+    #: A sum released centred (``_centres``): the noise is drawn on ``sum - centre·count``
+    #: of the count column ``centred_on``, and the noisy count times ``centre`` is added
+    #: back; ``sensitivity`` and ``scale`` are the centred sum's.
+    centre: Fraction = Fraction(0)
+    centred_on: str | None = None
 
     @property
     def half_width(self) -> float:
@@ -300,8 +307,9 @@ def noise_plan(
     by_name = _stat_columns(columns)
     counted = _counted_cells(by_name)
     copies = _copies(by_name, params)
+    centres = _centres(by_name)
     noised = [
-        c
+        _centred(c, centres[c.name][1]) if c.name in centres else c
         for c in by_name.values()
         if c.kind in _NOISED | {"quantile"} and c.name not in counted and c.name not in copies
     ]
@@ -336,6 +344,8 @@ def noise_plan(
                 NoisePlan(column.name, delta, resolution, Fraction(0), sigma2, "gaussian", rho)
             )
     by_plan = {p.column: p for p in plans}
+    for name, (count, centre) in centres.items():
+        by_plan[name] = replace(by_plan[name], centre=centre, centred_on=count)
     for name, source in copies.items():
         by_plan[name] = replace(
             by_plan[source], column=name, epsilon=Fraction(0), rho=Fraction(0), copy_of=source
@@ -363,6 +373,50 @@ def _copies(by_name: dict[str, StatColumn], params: DisclosureParams) -> dict[st
             cell = column.cell or ENTITIES
             out[name] = counted.get(cell, cell)
     return out
+
+
+def _centres(by_name: dict[str, StatColumn]) -> dict[str, tuple[str, Fraction]]:
+    """Sums noised centred on their bounds' midpoint ``c``: per sum, its count column and ``c``.
+
+    The rewrite pairs every ``sum(x)`` with ``count(x)`` over the same rows (both carry
+    ``x``'s presence cell, and no other count or sum does): per (group, entity) the sum is
+    ``n·mean`` with ``n ≤ C`` rows counted and ``mean`` in ``[lower, upper]``, so
+    ``sum - c·n = n·(mean - c)`` lies within ``±C·(upper - lower)/2``.  Noising that at
+    its sensitivity ``G·C·(upper - lower)/2`` and adding ``c`` times the noisy count
+    (noised anyway; post-processing) releases the sum with half the sensitivity it had
+    at ``[0, upper]``, and an average ``c + (sum - c·n)~/n~`` whose count noise is
+    weighed by ``|avg - c|`` rather than ``|avg|`` (the bounded mean of Google's DP
+    library and OpenDP).  Only bounds around 0 (``lower ≤ 0 ≤ upper``, ``c ≠ 0``): there
+    a released sum's variance is never larger than uncentred at the split ``noise_plan``
+    gives (``docs/disclosure.md``, "Averages, centred").
+    """
+    counts: dict[str, list[str]] = {}
+    for name, column in by_name.items():
+        if column.kind == "count" and column.cell not in (None, ENTITIES):
+            counts.setdefault(column.cell, []).append(name)
+    out: dict[str, tuple[str, Fraction]] = {}
+    for name, column in by_name.items():
+        if column.kind != "sum" or column.cell is None or len(counts.get(column.cell, ())) != 1:
+            continue
+        lower, upper = column.lower, column.upper
+        if lower is None or upper is None or not math.isfinite(lower) or not math.isfinite(upper):
+            continue  # sensitivity() refuses it
+        if not lower <= 0 <= upper:
+            continue
+        centre = (Fraction(lower) + Fraction(upper)) / 2
+        if centre != 0:
+            out[name] = (counts[column.cell][0], centre)
+    return out
+
+
+def _centred(column: StatColumn, centre: Fraction) -> StatColumn:
+    """The sum of ``value - centre``: its bounds shifted, so ``sensitivity`` is the centred one."""
+    assert column.lower is not None and column.upper is not None
+    return replace(
+        column,
+        lower=float(Fraction(column.lower) - centre),
+        upper=float(Fraction(column.upper) - centre),
+    )
 
 
 def _quantile(histogram: Any, column: StatColumn, plan: NoisePlan, source: Any) -> float:
@@ -628,6 +682,14 @@ def _disclose(
             array = pa.nulls(sum(keep), pa.int64())
         elif (plan := plans.get(name)) is not None and plan.copy_of is not None:
             array = pa.nulls(sum(keep), pa.int64())  # its source's values, below
+        elif plan is not None and plan.centred_on is not None:
+            # sum - c·count, true values inside the boundary; c·(noisy count) added below.
+            values = [
+                Fraction(r[name] or 0) - plan.centre * int(r[plan.centred_on] or 0)
+                for r, ok in zip(rows, keep, strict=True)
+                if ok
+            ]
+            array = _release(values, _centred(stat, plan.centre), plan, source)
         elif name == ENTITIES and noisy_entities is not None:
             # Already noised for the selection: release those same draws (no second spend).
             values = [n for n, ok in zip(noisy_entities, keep, strict=True) if ok]
@@ -643,6 +705,10 @@ def _disclose(
     for name, plan in plans.items():
         if plan.copy_of is not None:
             arrays[position[name]] = arrays[position[plan.copy_of]]
+        elif plan.centred_on is not None:
+            arrays[position[name]] = _uncentred(
+                arrays[position[name]], arrays[position[plan.centred_on]], by_name[name], plan
+            )
     true_kept = {
         name: [_least(r, name, by_name) for r, ok in zip(rows, keep, strict=True) if ok]
         + ([extra[name]] if extra is not None else [])
@@ -657,6 +723,23 @@ def _disclose(
     arrays = [_rounded(a, by_name.get(n), digits) for n, a in zip(names, arrays, strict=True)]
     table = pa.table(arrays, names=names)
     return Disclosed(table, suppressed_count, epsilon_cost(columns, params, grouped=bool(keys)))
+
+
+def _uncentred(centred: pa.Array, count: pa.Array, column: StatColumn, plan: NoisePlan) -> pa.Array:
+    """The released sum: the noisy centred sum plus the centre times the released noisy count.
+
+    Post-processing of two noised columns; clamped at 0 as any noisy sum of a measure
+    whose bounds are on one side of 0.
+    """
+    out = []
+    for s, n in zip(centred.to_pylist(), count.to_pylist(), strict=True):
+        value = Fraction(s or 0) + plan.centre * int(n or 0)
+        if (column.lower or 0) >= 0:
+            value = max(Fraction(0), value)
+        elif (column.upper or 0) <= 0:
+            value = min(Fraction(0), value)
+        out.append(float(value))
+    return pa.array(out, pa.float64())
 
 
 def _joined(by_name: dict[str, StatColumn], of: str) -> list[str]:

@@ -652,7 +652,11 @@ def test_a_measures_presence_cell_uses_its_noisy_count_under_a_budget() -> None:
     assert low["__s2"].to_pylist() == [None] and low["__n3"].to_pylist() == [None]
     assert low["__e1"].to_pylist() == [None]  # never released as a value
     high = disclose(stats, columns, params, noise=Fixed([0, 0, 0, tau - 3])).table
-    assert high["__n3"].to_pylist() == [tau] and high["__s2"].to_pylist() == [150.0]
+    # The sum is noised centred on 50 (docs/disclosure.md): no draw of its own here, and
+    # 50 times the count's noise.
+    assert high["__n3"].to_pylist() == [tau] and high["__s2"].to_pylist() == [
+        150.0 + 50 * (tau - 3)
+    ]
 
 
 def test_a_remainder_row_releases_no_cell() -> None:
