@@ -65,6 +65,7 @@ from dp_metrics import (
     Query,
     Score,
     key_positions,
+    matched_errors,
     read_queries,
     score,
     spread,
@@ -471,6 +472,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "errors "
             + ", ".join(f"{name} {_pct(value).strip()}" for name, value in medians.items())
         )
+        # The same cells on both sides: per query, the (group, output) cells every system
+        # released at least once; each side's errors on those, then the median over queries.
+        matched = {
+            q.id: matched_errors({n: per[q.id] for n, per in scores.items()}) for q in queries
+        }
+        both = [qid for qid, m in matched.items() if all(m.values())]
+        cells_median = {
+            name: statistics.median(statistics.median(matched[qid][name]) for qid in both)
+            if both
+            else None
+            for name in scores
+        }
+        for name, value in cells_median.items():
+            figures[name]["error_matched_cells"] = value
+        print(
+            f"on the cells both released ({len(both)} queries; same groups on both sides): "
+            "median of per-query median errors "
+            + ", ".join(f"{name} {_pct(value).strip()}" for name, value in cells_median.items())
+        )
     print(
         "time: "
         + ", ".join(f"{n} {t:.1f} s" for n, t in timing.items())
@@ -489,6 +509,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 name: {
                     "answered": statistics.fmean(s.answered for s in scores[name][q.id]),
                     "group_share": statistics.fmean(s.group_share for s in scores[name][q.id]),
+                    "median_error": statistics.median(errors)
+                    if (errors := [e for s in scores[name][q.id] for e in s.errors])
+                    else None,
                     "note": notes[name].get(q.id, ""),
                 }
                 for name in scores

@@ -24,6 +24,7 @@ __all__ = [
     "Query",
     "Score",
     "key_positions",
+    "matched_errors",
     "read_queries",
     "score",
     "spread",
@@ -68,6 +69,8 @@ class Score:
     spurious: int  # released groups that are not in the true answer
     errors: tuple[float, ...] = field(default=())  # relative error of each scored cell
     zero_cells: int = 0  # released cells whose true value is 0 (not scored)
+    #: The scored cells again, each as (group key, output position, relative error).
+    cells: tuple[tuple[tuple[Any, ...], int, float], ...] = field(default=())
 
     @property
     def group_share(self) -> float:
@@ -117,6 +120,7 @@ def score(answer: Answer, truth: Sequence[Sequence[Any]], keys: Sequence[int]) -
     released = 0
     spurious = 0
     errors: list[float] = []
+    cells: list[tuple[tuple[Any, ...], int, float]] = []
     zeros = 0
     for row in answer.rows:
         key = tuple(_key(row[i]) for i in keys)
@@ -135,7 +139,27 @@ def score(answer: Answer, truth: Sequence[Sequence[Any]], keys: Sequence[int]) -
                 zeros += 1
                 continue
             errors.append(abs(noisy - true) / abs(true))
-    return Score(True, len(true_rows), released, spurious, tuple(errors), zeros)
+            cells.append((key, i, errors[-1]))
+    return Score(True, len(true_rows), released, spurious, tuple(errors), zeros, tuple(cells))
+
+
+def matched_errors(per_system: dict[str, list[Score]]) -> dict[str, list[float]]:
+    """Each system's errors on the cells every system released (in any repetition).
+
+    Systems that release different groups are otherwise compared on different cells: one
+    that releases only the largest groups of a query scores its easiest cells.  Here
+    each system's errors (all repetitions) are kept only for the (group, output) cells
+    that every system released at least once: the same cells on every side.
+    """
+    released = [
+        {(key, i) for score in scores for key, i, _ in score.cells}
+        for scores in per_system.values()
+    ]
+    common = set.intersection(*released) if released else set()
+    return {
+        name: [e for score in scores for key, i, e in score.cells if (key, i) in common]
+        for name, scores in per_system.items()
+    }
 
 
 def _median(values: Iterable[float]) -> float | None:

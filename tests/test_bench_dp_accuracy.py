@@ -75,6 +75,23 @@ def test_score_matches_groups_across_engines() -> None:
     assert zero.errors == () and zero.zero_cells == 1
 
 
+def test_matched_errors_compare_the_same_cells_on_both_sides() -> None:
+    """A side that releases only the largest group is scored against the other on it alone."""
+    truth = [("F", 100), ("M", 10)]
+    wide = [score(Answer(rows=(("F", 101), ("M", 15))), truth, keys=(0,))] * 2
+    narrow = [
+        score(Answer(rows=(("F", 104),)), truth, keys=(0,)),
+        score(Answer(rows=()), truth, keys=(0,)),
+    ]
+    matched = dp_accuracy.matched_errors({"wide": wide, "narrow": narrow})
+    assert matched["wide"] == pytest.approx([0.01, 0.01])  # M (50% off) is not compared
+    assert matched["narrow"] == pytest.approx([0.04])
+    assert dp_accuracy.matched_errors({"wide": wide, "none": [narrow[1]]}) == {
+        "wide": [],
+        "none": [],
+    }
+
+
 def test_refusals_and_empty_results_are_unanswered() -> None:
     truth = [("F", 5), ("M", 7)]
     refused = score(Answer(error="guard.x: no"), truth, keys=(0,))
