@@ -66,6 +66,7 @@ def apply(request: Request, form: Form, actor: ConsoleActor, services: ServicesD
         "classification": form.get("classification", ""),
         "update_frequency": form.get("update_frequency", "").strip(),
         "listing": listing,
+        "engine": form.get("engine") or "duckdb",
     }
     if source["path"] or source["upload_id"]:  # neither: no source (a revision)
         fields["source"] = source

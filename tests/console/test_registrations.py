@@ -57,3 +57,38 @@ def test_the_admin_takes_a_registration_through_its_steps(console: Console) -> N
         section = shown.split(app_id, 1)[1].split("</section>", 1)[0]
         assert "classification checked" in section
         assert "/console/admin/registrations" not in shown  # the admin's forms only
+
+
+def test_the_bureau_chooses_where_the_rows_live_in_the_form(console: Console) -> None:
+    """The console's application form carries the engine (POST /v1/registrations `engine`):
+    the application records the choice, and a value outside the two is refused by name."""
+    toml = (ROOT / "examples" / "visits.toml").read_text()
+    toml = toml.replace('id = "health.visits"', 'id = "health.inpatients"')
+    with console.api("bureau-health") as api:
+        upload = api.post(
+            "/v1/uploads?domain=health&filename=visits.csv",
+            content=(ROOT / "examples" / "visits.csv").read_bytes(),
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        assert upload.status_code == 201, upload.text
+        upload_id = upload.json()["upload_id"]
+    with console.session("bureau-health") as bureau:
+        page = bureau.get("/console/bureau/registrations")
+        assert 'name="engine"' in page.text and '<option value="spark">' in page.text
+        form = {
+            "csrf": csrf_of(page.text),
+            "classification": toml,
+            "upload_id": upload_id,
+            "format": "csv",
+            "update_frequency": "monthly",
+            "public_interest": "on",
+        }
+        wrong = bureau.post("/console/registrations", data={**form, "engine": "oracle"})
+        assert wrong.status_code >= 400 and "oracle" not in wrong.text
+        done = bureau.post("/console/registrations", data={**form, "engine": "spark"})
+        assert done.status_code == 303, done.text
+    with console.api("bureau-health") as api:
+        found = [
+            a for a in api.get("/v1/registrations").json() if a["dataset"] == "health.inpatients"
+        ]
+    assert [a["engine"] for a in found] == ["spark"]
