@@ -451,6 +451,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name, fig in figures.items():
         print_summary(name, fig, len(queries), len(grouped))
         print_spread(spreads[name], args.repetitions)
+    matched: dict[str, dict[str, list[float]]] = {}
     if len(scores) > 1:  # errors where both released: one side's easy answers only
         common = [
             q.id
@@ -511,6 +512,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "group_share": statistics.fmean(s.group_share for s in scores[name][q.id]),
                     "median_error": statistics.median(errors)
                     if (errors := [e for s in scores[name][q.id] for e in s.errors])
+                    else None,
+                    "matched_error": statistics.median(cells)
+                    if (cells := matched.get(q.id, {}).get(name))
                     else None,
                     "note": notes[name].get(q.id, ""),
                 }
