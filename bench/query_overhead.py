@@ -25,6 +25,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import sqlglot
+from sqlglot import exp
 
 from policies import Actor, Administration, GrantTerms, Licence, ReleaseMode, Role
 from policies.demo import create_demo
@@ -132,6 +134,18 @@ def median_time(fn, repeat: int, label: str = "") -> float:
     return statistics.median(times)
 
 
+def stage_sql(stats_sql: str, cte: str) -> str | None:
+    """The stats query cut after one of its stages: ``count(*)`` of CTE ``cte`` (None if
+    the plan has no such stage, e.g. a one-stage plan)."""
+    tree = sqlglot.parse_one(stats_sql, read="duckdb")
+    with_ = tree.args.get("with_")
+    if with_ is None or cte not in {c.alias for c in with_.expressions}:
+        return None
+    cut = exp.select("count(*)").from_(cte)
+    cut.set("with_", with_)
+    return cut.sql(dialect="duckdb")
+
+
 def compare_encryption(scale: float, repeat: int) -> None:
     """Each workload's raw SQL on an encrypted and on a plain enclave of the same data,
     runs interleaved (plain, encrypted, plain, ...) so drift on a shared machine hits both."""
@@ -218,6 +232,25 @@ def main() -> None:
                 f"{label:<36} {base:8.3f} {plain:8.3f} {plain / base:6.2f} {dp:8.3f} "
                 f"{dp / base:6.2f}"
             )
+        # What the governed queries cannot be cheaper than: their stats query cut after the
+        # per-entity stage (``__sbx_pe`` of the exact plan: one aggregate per (group,
+        # entity) cell) and after the G cap (``__sbx_pe`` of the ε plan), run raw.
+        print(
+            "stage floors (median s, ratio to raw DuckDB; the stats query cut after a stage, "
+            "counted):"
+        )
+        for label, sql in WORKLOADS.items():
+            base = statistics.median(SPREAD[f"raw {sql[:40]}"])
+            shown = []
+            for who, name in (("bench-plain", "per-entity"), ("bench-dp", "capped (ε)")):
+                plan = service._authorize(actors[who], sql, "floors", None, None).prepared.plan
+                cut = stage_sql(plan.stats_sql, "__sbx_pe")
+                if cut is None:
+                    shown.append(f"{name} -")
+                    continue
+                floor = raw(cut)
+                shown.append(f"{name} {floor:7.3f} {floor / base:5.2f}x")
+            print(f"{label:<36} {'   '.join(shown)}")
         base = raw(SMALL)
         plain = guarded(SMALL, "bench-plain")
         print(
