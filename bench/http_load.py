@@ -16,6 +16,10 @@ job limit raised out of the way), and runs, one after the other, for --seconds e
   and cached queries, refusals and a few large jobs polled to completion, as three
   operators), one line per request kind.
 
+Each phase starts with one request of each of its operations, not counted
+(``loadgen.warm_up``: the server's first use of a route costs about 0.3 s); clients reuse
+their connection (keep-alive), as a client of the API would.
+
 ``--only`` runs the named phases only (``--only mixed --clients 50``: the load test's
 mix at 50 clients, issue 15's "50 clients, mixed" figure).
 
@@ -51,6 +55,7 @@ from loadgen import (
     run_load,
     standard_mix,
     sync_query,
+    warm_up,
 )
 
 
@@ -127,7 +132,8 @@ def phase(
     mix: Sequence[MixEntry],
     home: Path,
 ) -> None:
-    """Run one mix for ``seconds`` and print its figures and the audit check."""
+    """Warm up, run one mix for ``seconds`` and print its figures and the audit check."""
+    warm_up(url, tokens, mix)
     before = audit_size(home)
     result = run_load(url, tokens, mix, clients=clients, seconds=seconds)
     # The risk monitor's alert entries (alert.*) come on top of the requests' own, as the

@@ -7,7 +7,6 @@ that belongs to the packages (authorization, jobs, audit).
 from __future__ import annotations
 
 import re
-import uuid
 from typing import Any
 
 from fastapi import FastAPI
@@ -22,6 +21,7 @@ from . import quality as quality_routes
 from . import registration as registration_routes
 from . import witness as witness_routes
 from .errors import ERROR_RESPONSES, install_error_handlers
+from .ids import new_request_id
 from .limits import UPLOAD_PATHS, BodyLimit, ClientAddress, ResponseHeaders, parse_proxies
 
 __all__ = ["ROUTERS", "Services", "install"]
@@ -59,7 +59,7 @@ class RequestId:
             if name == b"x-request-id":
                 text = value.decode("latin-1")
                 rid = text if _REQUEST_ID.match(text) else None
-        rid = rid or uuid.uuid4().hex
+        rid = rid or new_request_id()
         scope.setdefault("state", {})["request_id"] = rid
 
         async def stamped(message: Any) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import uuid
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -21,6 +20,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from policies import Actor
 from sandbox.core.errors import AuthenticationError, RateLimited
 from sandbox.services import Services
+
+from .ids import new_request_id
 
 __all__ = [
     "ActorDep",
@@ -43,11 +44,17 @@ class Meta:
 
 
 def request_meta(request: Request) -> Meta:
-    rid = getattr(request.state, "request_id", None) or uuid.uuid4().hex
+    rid = getattr(request.state, "request_id", None) or new_request_id()
     return Meta(rid, request.client.host if request.client else None)
 
 
-MetaDep = Annotated[Meta, Depends(request_meta)]
+async def _meta(request: Request) -> Meta:
+    # ``async``: FastAPI runs a plain ``def`` dependency in the thread pool, a hop (and a
+    # wait for a pool thread) per request for what touches nothing but the request.
+    return request_meta(request)
+
+
+MetaDep = Annotated[Meta, Depends(_meta)]
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -169,7 +176,8 @@ def _record_limited(
 ActorDep = Annotated[Actor, Depends(current_actor)]
 
 
-def services_of(request: Request) -> Services:
+async def services_of(request: Request) -> Services:
+    """``async`` for the reason of :func:`_meta`: it only reads the application's state."""
     return request.app.state.services  # type: ignore[no-any-return]
 
 
