@@ -9,6 +9,7 @@ rewrite and DuckDB) that one entity moves ``sum - c·count`` by no more than tha
 
 from __future__ import annotations
 
+import math
 import statistics
 from fractions import Fraction
 
@@ -25,7 +26,7 @@ from sandbox.query.disclosure import (
     noise_plan,
     sensitivity,
 )
-from sandbox.query.noise import seeded_noise
+from sandbox.query.noise import discrete_laplace_variance, seeded_noise
 from sandbox.query.rewrite import ContributionBounds
 from tests.sandbox.query.test_rewrite_cap import Row, _database, _plan, rows_strategy
 
@@ -160,3 +161,23 @@ def test_one_entity_moves_the_centred_sum_by_at_most_its_sensitivity(
     moved = sum(abs(before.get(g, 0) - after.get(g, 0)) for g in set(before) | set(after))
     assert moved <= centred.sensitivity * (1 + Fraction(1, 10**9)) + Fraction(1, 10**6)
     assert centred.sensitivity == 2 * 2 * (centred.centre)  # G·C·(upper - lower)/2, lower 0
+
+
+def test_the_released_sums_noise_has_the_calibrated_variance() -> None:
+    """Error of the released sum: the centred sum's noise plus ``c`` times the count's."""
+    params = DisclosureParams(k=10, epsilon=1.0, max_rows_per_entity=2)
+    plans = {p.column: p for p in noise_plan(PAIRED, params)}
+    s, n = plans["__s2"], plans["__n3"]
+    stats = pa.table(
+        {"__k0": ["a"], ENTITIES: [5_000], "__e1": [5_000], "__s2": [250_000.0], "__n3": [5_000]}
+    )
+    errors = [
+        disclose(stats, PAIRED, params, noise=seeded_noise(seed)).table["__s2"][0].as_py()
+        - 250_000.0
+        for seed in range(2_000)
+    ]
+    expected = float(s.resolution) ** 2 * discrete_laplace_variance(s.scale) + float(
+        s.centre
+    ) ** 2 * discrete_laplace_variance(n.scale)
+    assert statistics.fmean(e * e for e in errors) == pytest.approx(expected, rel=0.15)
+    assert abs(statistics.fmean(errors)) < 0.1 * math.sqrt(expected)  # unbiased
