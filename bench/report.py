@@ -161,6 +161,15 @@ def _cpu_per_append(threads: str) -> Callable[[str], tuple[float, str] | None]:
     return parse
 
 
+def _one_gil(out: str) -> tuple[float, str] | None:
+    # "dp (noised, released): whole run 24.58 ms (p10-p90 ...)": what one process can serve
+    m = search(rf"^dp \(noised, released\): whole run {NUM} ms", out)
+    if not m:
+        return None
+    whole = number(m.group(1))
+    return whole, f"{whole:.1f} ms a query (one GIL's ceiling {1000 / whole:,.0f} req/s)"
+
+
 def _encrypted(out: str) -> tuple[float, str] | None:
     # "W1 claims by district x diagnosis   0.123 0.1-0.2   0.130 0.1-0.2   1.06": the worst
     ratios = [
@@ -356,6 +365,13 @@ HEADLINES: tuple[Headline, ...] = (
         _added_ms(r"^reviewed .*added over raw ([+-]?[\d.]+) ms"),
         "≤ 5 ms",
         lambda v: v <= 5,
+    ),
+    # Why the HTTP rate misses: the small query's own Python time, which one process's
+    # interpreter runs one at a time whatever the threads (the stage table says where).
+    Headline(
+        "profile_small.py",
+        "small query in process, uncached dp (the HTTP rate's ceiling)",
+        _one_gil,
     ),
     Headline(
         "profile_small.py",
