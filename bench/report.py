@@ -167,7 +167,7 @@ def _one_gil(out: str) -> tuple[float, str] | None:
     if not m:
         return None
     whole = number(m.group(1))
-    return whole, f"{whole:.1f} ms a query (one GIL's ceiling {1000 / whole:,.0f} req/s)"
+    return whole, f"{whole:.1f} ms a query ({1000 / whole:,.0f} req/s one at a time)"
 
 
 def _encrypted(out: str) -> tuple[float, str] | None:
@@ -366,11 +366,11 @@ HEADLINES: tuple[Headline, ...] = (
         "≤ 5 ms",
         lambda v: v <= 5,
     ),
-    # Why the HTTP rate misses: the small query's own Python time, which one process's
-    # interpreter runs one at a time whatever the threads (the stage table says where).
+    # Why the HTTP rate misses: the small query's own time; its Python parts (most of it,
+    # the stage table says which) run one at a time in a process whatever its threads.
     Headline(
         "profile_small.py",
-        "small query in process, uncached dp (the HTTP rate's ceiling)",
+        "small query in process, uncached dp (beside the HTTP rate)",
         _one_gil,
     ),
     Headline(
