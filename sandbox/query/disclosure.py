@@ -595,7 +595,8 @@ def _kept(
     rows: list[dict[str, Any]], by_name: dict[str, StatColumn], params: DisclosureParams
 ) -> list[bool]:
     """Which groups pass the low-count filter and the dominance rule (true values)."""
-    keep = [_least(r, ENTITIES, by_name) >= params.k for r in rows]
+    counted = _counted_by(by_name, ENTITIES)
+    keep = [_least(r, counted) >= params.k for r in rows]
     if params.dominance_p:
         for top in by_name.values():
             if top.kind != "top2" or top.of is None:
@@ -710,9 +711,10 @@ def _disclose(
                 arrays[position[name]], arrays[position[plan.centred_on]], by_name[name], plan
             )
     true_kept = {
-        name: [_least(r, name, by_name) for r, ok in zip(rows, keep, strict=True) if ok]
+        name: [_least(r, counted) for r, ok in zip(rows, keep, strict=True) if ok]
         + ([extra[name]] if extra is not None else [])
         for name in _cells(by_name)
+        for counted in [_counted_by(by_name, name)]
     }
     arrays = _suppress_cells(names, arrays, by_name, true_kept, plans, params, extra is not None)
     for name, array in zip(names, arrays, strict=True):
@@ -747,14 +749,22 @@ def _joined(by_name: dict[str, StatColumn], of: str) -> list[str]:
     return [n for n, c in by_name.items() if c.kind == "joined" and c.of == of]
 
 
-def _least(row: dict[str, Any], name: str, by_name: dict[str, StatColumn]) -> int:
-    """An entities count as the k filter sees it: the smallest over every joined dataset.
+def _counted_by(by_name: dict[str, StatColumn], name: str) -> tuple[str, ...]:
+    """An entities column and its counts on every other dataset of a join (for _least)."""
+    return (name, *_joined(by_name, name))
+
+
+def _least(row: dict[str, Any], counted: tuple[str, ...]) -> int:
+    """An entities count as the k filter sees it: the smallest over every joined dataset
+    (``counted``: :func:`_counted_by`, found once per column, not once per row).
 
     A join's group is released only if each personal dataset in it has ``k`` entities
     there: one person's claim joined to twelve reference rows is still one person.
     """
-    counts = [row[n] for n in (name, *_joined(by_name, name))]
-    return min(-1 if c is None else int(c) for c in counts)
+    if len(counted) == 1:
+        c = row[counted[0]]
+        return -1 if c is None else int(c)
+    return min(-1 if row[n] is None else int(row[n]) for n in counted)
 
 
 def _finite(array: pa.Array) -> bool:
