@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import cast
 
 from sqlglot import exp
@@ -617,6 +618,15 @@ def build_plan(
     with_ = checked.root.args.get("with_")
     if with_ is not None:
         ctes = [cte.sql(dialect="duckdb") for cte in with_.expressions]
+    plan = partial(
+        Plan,
+        release_sql=release.sql(dialect="duckdb"),
+        keys=[f"__k{i}" for i in range(len(checked.keys))],
+        output_names=names,
+        primary=checked.primary,
+        bounds=bounds,
+        release_columns=release_columns,
+    )
     if stats.direct is not None and not entities and one_row_per_cell(checked, access):
         # Each (group, entity) cell is one row: the per-entity stage would copy the rows,
         # and each entity is in one group, so no cap can bind.  Same table, one pass.
@@ -628,17 +638,8 @@ def build_plan(
             one += " GROUP BY " + ", ".join(group_cols)
             if bounds is not None:  # as below: groups under k never leave the enclave
                 one += f" HAVING count(*) >= {k}"
-        return Plan(
-            stats_sql=f"WITH {', '.join(ctes)} {one}" if ctes else one,
-            release_sql=release.sql(dialect="duckdb"),
-            stats=list(stats.stats),
-            keys=[f"__k{i}" for i in range(len(checked.keys))],
-            output_names=names,
-            primary=checked.primary,
-            bounds=bounds,
-            one_stage=True,
-            release_columns=release_columns,
-        )
+        stats_sql = f"WITH {', '.join(ctes)} {one}" if ctes else one
+        return plan(stats_sql=stats_sql, stats=list(stats.stats), one_stage=True)
     if bounds is None:
         ctes.append(f"__sbx_pe AS ({inner_sql})")
     elif not cap_can_bind(group_cols, bounds.max_groups_per_entity):
@@ -694,16 +695,7 @@ def build_plan(
         stats_sql = (
             f"WITH {', '.join(ctes)} SELECT {', '.join(columns)} FROM __sbx_main {' '.join(joins)}"
         )
-    return Plan(
-        stats_sql=stats_sql,
-        release_sql=release.sql(dialect="duckdb"),
-        stats=all_stats,
-        keys=[f"__k{i}" for i in range(len(checked.keys))],
-        output_names=names,
-        primary=checked.primary,
-        bounds=bounds,
-        release_columns=release_columns,
-    )
+    return plan(stats_sql=stats_sql, stats=all_stats)
 
 
 def one_row_per_cell(checked: Checked, access: Mapping[str, DatasetAccess]) -> bool:

@@ -7,26 +7,34 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import httpx
+
 from .conftest import Console, csrf_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_the_admin_takes_a_registration_through_its_steps(console: Console) -> None:
+def _uploaded(bureau: httpx.Client, dataset_id: str) -> tuple[str, str]:
+    """The example visits as ``dataset_id``: its classification and its upload's id."""
     toml = (ROOT / "examples" / "visits.toml").read_text()
-    toml = toml.replace('id = "health.visits"', 'id = "health.outpatients"')
+    toml = toml.replace('id = "health.visits"', f'id = "{dataset_id}"')
+    upload = bureau.post(
+        "/v1/uploads?domain=health&filename=visits.csv",
+        content=(ROOT / "examples" / "visits.csv").read_bytes(),
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert upload.status_code == 201, upload.text
+    return toml, upload.json()["upload_id"]
+
+
+def test_the_admin_takes_a_registration_through_its_steps(console: Console) -> None:
     with console.api("bureau-health") as bureau:
-        upload = bureau.post(
-            "/v1/uploads?domain=health&filename=visits.csv",
-            content=(ROOT / "examples" / "visits.csv").read_bytes(),
-            headers={"Content-Type": "application/octet-stream"},
-        )
-        assert upload.status_code == 201, upload.text
+        toml, upload_id = _uploaded(bureau, "health.outpatients")
         applied = bureau.post(
             "/v1/registrations",
             json={
                 "classification": toml,
-                "source": {"upload_id": upload.json()["upload_id"]},
+                "source": {"upload_id": upload_id},
                 "update_frequency": "monthly",
             },
         )
@@ -62,16 +70,8 @@ def test_the_admin_takes_a_registration_through_its_steps(console: Console) -> N
 def test_the_bureau_chooses_where_the_rows_live_in_the_form(console: Console) -> None:
     """The console's application form carries the engine (POST /v1/registrations `engine`):
     the application records the choice, and a value outside the two is refused by name."""
-    toml = (ROOT / "examples" / "visits.toml").read_text()
-    toml = toml.replace('id = "health.visits"', 'id = "health.inpatients"')
     with console.api("bureau-health") as api:
-        upload = api.post(
-            "/v1/uploads?domain=health&filename=visits.csv",
-            content=(ROOT / "examples" / "visits.csv").read_bytes(),
-            headers={"Content-Type": "application/octet-stream"},
-        )
-        assert upload.status_code == 201, upload.text
-        upload_id = upload.json()["upload_id"]
+        toml, upload_id = _uploaded(api, "health.inpatients")
     with console.session("bureau-health") as bureau:
         page = bureau.get("/console/bureau/registrations")
         assert 'name="engine"' in page.text and '<option value="spark">' in page.text

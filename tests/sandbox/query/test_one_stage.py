@@ -9,7 +9,6 @@ computes, with and without a budget's caps; anything else keeps the two stages.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import duckdb
 import pytest
@@ -18,6 +17,7 @@ from sandbox.enclave.entity_rows import entity_is_row
 from sandbox.query.guard import check_query
 from sandbox.query.parse import parse_query
 from sandbox.query.rewrite import ContributionBounds, Plan, build_plan
+from tests.sandbox.query.test_entity_caps import _same
 from tests.sandbox.query.test_guard import MAX_SQL_LENGTH, access
 
 E = "market.enterprises"
@@ -53,14 +53,6 @@ def _rows(con: duckdb.DuckDBPyConnection, plan: Plan) -> tuple[object, list[dict
     table = con.sql(plan.stats_sql).to_arrow_table()
     rows = sorted(table.to_pylist(), key=lambda r: tuple(str(r[k]) for k in plan.keys))
     return table.schema, rows
-
-
-def _same(a: object, b: object) -> bool:
-    if isinstance(a, float) and isinstance(b, float):
-        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-6)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
 
 
 @pytest.mark.parametrize("bounds", BOUNDS, ids=["exact", "C1G1", "C2G3"])
