@@ -123,6 +123,9 @@ class DisclosureParams:
     # entities be bounded below by Σ entities / G.  None: exactly when ε is set
     # (release.prepare caps contributions only for a budget).
     groups_capped: bool | None = None
+    #: T: rows of one entity over all groups together, where the rewrite enforces it
+    #: (``rewrite.ContributionBounds``; only ever below ``C·G``, else None).
+    max_total_rows_per_entity: int | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -131,6 +134,8 @@ class DisclosureParams:
         if self.epsilon is not None and not (0 < self.epsilon < math.inf):
             problems.append("epsilon must be positive and finite")
         if self.max_rows_per_entity < 1 or self.max_groups_per_entity < 1:
+            problems.append("contribution bounds must be at least 1")
+        if self.max_total_rows_per_entity is not None and self.max_total_rows_per_entity < 1:
             problems.append("contribution bounds must be at least 1")
         if self.dominance_n not in (1, 2):
             problems.append("dominance_n must be 1 or 2 (the stats carry the top two)")
@@ -144,6 +149,19 @@ class DisclosureParams:
     @property
     def capped(self) -> bool:
         return self.epsilon is not None if self.groups_capped is None else self.groups_capped
+
+    @property
+    def total_bound(self) -> int | None:
+        """T where it binds (below ``C·G``): row counts and sums then pay for T rows."""
+        t = self.max_total_rows_per_entity
+        binds = t is not None and t < self.max_rows_per_entity * self.max_groups_per_entity
+        return t if binds else None
+
+    @property
+    def rows_bound(self) -> int:
+        """Rows of one entity that row counts and sums can see over all groups together."""
+        t = self.total_bound
+        return self.max_groups_per_entity * self.max_rows_per_entity if t is None else t
 
 
 @dataclass(frozen=True)
@@ -210,13 +228,15 @@ def sensitivity(column: StatColumn, params: DisclosureParams) -> Fraction:
     each row clamped to ``[lower, upper]``: entities and the number of groups ``G``; rows
     and counts
     ``G·C``; sums ``G·C·max(|lower|, |upper|)``; sums of squares
-    ``G·C·max(lower², upper²)``.
+    ``G·C·max(lower², upper²)``.  Where the data declares ``T < G·C`` rows over all
+    groups together (``params.total_bound``), rows, counts and sums see ``T`` of an
+    entity's rows instead of ``G·C`` (``params.rows_bound``; the rewrite's ``_total_cap``).
     """
-    g, c = params.max_groups_per_entity, params.max_rows_per_entity
+    g, rows = params.max_groups_per_entity, params.rows_bound
     if column.kind in ("entities", "groups"):
         return Fraction(g)
     if column.kind in ("rows", "count"):
-        return Fraction(g * c)
+        return Fraction(rows)
     if column.kind in ("sum", "sumsq"):
         if column.lower is None or column.upper is None:
             raise EnclaveError(
@@ -232,7 +252,7 @@ def sensitivity(column: StatColumn, params: DisclosureParams) -> Fraction:
                 rule="disclosure.bounds",
             )
         bound = max(abs(Fraction(column.lower)), abs(Fraction(column.upper)))
-        return g * c * (bound if column.kind == "sum" else bound * bound)
+        return rows * (bound if column.kind == "sum" else bound * bound)
     raise EnclaveError(f"{column.name} ({column.kind}) is never noised", rule="disclosure.stats")
 
 
@@ -266,21 +286,38 @@ def _units(column: StatColumn, params: DisclosureParams) -> tuple[Fraction, Frac
 
     L2 sensitivity: one entity changes at most ``G`` cells, each by at most a ``G``-th
     of the L1 sensitivity (plus a rounding unit on a grid), so ``Δ₂ = Δ₁ / √G``.
+    Under a binding ``T`` (``params.total_bound``) a row column's entity changes at most
+    ``T`` cells (each it keeps holds at least one of its rows), each by at most ``C`` rows'
+    worth plus a rounding unit, so ``Δ₂² ≤ (largest change per cell) · Δ₁``.
     The weight is ``1 / (typical per-entity contribution in units)²``: minimising
     ``Σ weight · variance`` minimises the summed *relative* variance of the columns.
     """
     g = params.max_groups_per_entity
     delta = sensitivity(column, params)
+    total = params.total_bound if column.kind in ("rows", "count", "sum", "sumsq") else None
     if column.kind in _COUNTS:
-        per_group = delta / g
+        per_group = delta / g if total is None else Fraction(params.max_rows_per_entity)
         weight = _GROUPS_WEIGHT if column.kind == "groups" else 1.0
-        l2 = float(delta) if column.kind == "groups" else math.sqrt(g) * float(per_group)
+        if column.kind == "groups":
+            l2 = float(delta)
+        elif total is None:
+            l2 = math.sqrt(g) * float(per_group)
+        else:
+            l2 = math.sqrt(float(per_group) * float(delta))
         return Fraction(1), delta, Demand(float(delta), l2, weight / float(per_group) ** 2)
     resolution = _resolution(delta)
-    per_group = Fraction(math.ceil(delta / g / resolution) + 1)
-    units = Fraction(math.ceil(delta / resolution) + g)
-    typical = max(float(delta / g / resolution * _TYPICAL[column.kind]), 1.0)
-    demand = Demand(float(units), math.sqrt(g) * float(per_group), 1 / typical**2)
+    if total is None:
+        per_cell = delta / g / resolution  # one cell's bound, in units
+        per_group = Fraction(math.ceil(per_cell) + 1)
+        units = Fraction(math.ceil(delta / resolution) + g)
+        l2 = math.sqrt(g) * float(per_group)
+    else:
+        per_cell = delta / total * params.max_rows_per_entity / resolution  # C rows' bound
+        per_group = Fraction(math.ceil(per_cell) + 1)
+        units = Fraction(math.ceil(delta / resolution) + total)
+        l2 = math.sqrt(float(per_group) * float(units))
+    typical = max(float(per_cell * _TYPICAL[column.kind]), 1.0)
+    demand = Demand(float(units), l2, 1 / typical**2)
     return resolution, units, demand
 
 
