@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from audit import Entry
+
 from .fingerprint import predicate_fingerprint
 
-__all__ = ["QUERY_ACTION", "Event", "dataset_named", "epoch", "event_from_entry"]
+__all__ = ["QUERY_ACTION", "Event", "dataset_named", "entry_fields", "epoch", "event_from_entry"]
 
 QUERY_ACTION = "dataset.query"
 
@@ -62,6 +64,21 @@ def dataset_named(sql: str, known: Iterable[str]) -> str | None:
         if match.group(0) in ids:
             return match.group(0)
     return None
+
+
+def entry_fields(entry: Entry) -> dict[str, Any]:
+    """The fields of a parsed audit entry that :func:`event_from_entry` reads."""
+    return {
+        "seq": entry.seq,
+        "time": entry.time,
+        "actor": entry.actor,
+        "action": entry.action,
+        "dataset": entry.dataset,
+        "decision": entry.decision,
+        "rule": entry.rule,
+        "client": entry.client,
+        "details": entry.details,
+    }
 
 
 def event_from_entry(entry: Mapping[str, Any], *, datasets: Iterable[str] = ()) -> Event | None:

@@ -1,13 +1,16 @@
 """The monitor of one process: query decisions in, detectors run, alerts and responses out.
 
 The query service hands every ``dataset.query`` audit receipt to :meth:`Monitor.observe`
-(after the entry is durable); a single thread then brings that operator's history
-up to date from the audit store (entries other server processes appended too),
-runs the detectors on the new event, and records what they find: the alert row
-and its audit entry in one control-plane transaction, and for a new or escalated
-alert whose severity a response policy acts on, the response in that same
-transaction (``sandbox.monitoring.responses``).  Off the query's path: a query
-never waits for the detectors, and a detector failure is logged, never a refusal.
+(after the entry is durable); a single thread then takes every decision queued so far
+as one batch: it brings each operator's history up to date from the audit store
+(entries other server processes appended too; one read per operator and batch,
+``sandbox.monitoring.catchup``), runs the detectors on each decision in queue order,
+and records what they find: the alert row and its audit entry in one control-plane
+transaction, and for a new or escalated alert whose severity a response policy acts
+on, the response in that same transaction (``sandbox.monitoring.responses``).  A batch
+finds, records and audits exactly what taking its decisions one at a time would.  Off
+the query's path: a query never waits for the detectors, and a detector failure is
+logged, never a refusal.
 """
 
 from __future__ import annotations
@@ -16,14 +19,13 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from audit import Entry
-from audit.schema import entries
 from policies import GrantStatus
 from policies import grants as grant_store
 from sandbox.core.db import datasets
@@ -31,8 +33,9 @@ from sandbox.core.settings import Settings
 from sandbox.platform import Platform
 
 from .alerts import Change, record_finding, set_responses
+from .catchup import KEEP, Step, read_first, read_since, steps
 from .detectors import DAY, Budget, Finding, History, Thresholds, evaluate, severity_rank
-from .events import QUERY_ACTION, Event, event_from_entry
+from .events import QUERY_ACTION, Event, entry_fields, event_from_entry
 from .responses import MONITOR, apply_responses
 from .tables import alerts
 
@@ -40,9 +43,12 @@ __all__ = ["Monitor", "entry_fields", "record_change", "thresholds_of"]
 
 log = logging.getLogger("sandbox.monitoring")
 
-KEEP = 50_000
-"""Events kept per operator in memory (then the oldest half is forgotten)."""
 RECENT_S = 60.0
+BATCH = 256
+"""Decisions taken from the queue at most per batch."""
+_STATES = sa.select(alerts.c.id, alerts.c.state).where(
+    alerts.c.id.in_(sa.bindparam("ids", expanding=True))
+)
 
 
 def thresholds_of(settings: Settings) -> Thresholds:
@@ -64,20 +70,6 @@ def thresholds_of(settings: Settings) -> Thresholds:
         work_hours=hours,
         utc_offset_hours=settings.monitor_utc_offset_hours,
     )
-
-
-def entry_fields(entry: Entry) -> dict[str, Any]:
-    return {
-        "seq": entry.seq,
-        "time": entry.time,
-        "actor": entry.actor,
-        "action": entry.action,
-        "dataset": entry.dataset,
-        "decision": entry.decision,
-        "rule": entry.rule,
-        "client": entry.client,
-        "details": entry.details,
-    }
 
 
 def record_change(
@@ -154,65 +146,116 @@ class Monitor:
 
     def _work(self) -> None:
         while True:
-            item = self._queue.get()
+            items = [self._queue.get()]
+            while len(items) < BATCH and items[-1] is not None:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = items[-1] is None
             try:
-                if item is None:
-                    return
-                self.process(Entry.from_bytes(item))
+                batch = []
+                for item in items[:-1] if stop else items:
+                    try:
+                        batch.append(Entry.from_bytes(item))
+                    except Exception:  # logged: the monitor must never stop the platform
+                        log.exception("the risk monitor could not read a decision")
+                self._process(batch, strict=False)
             except Exception:  # logged: the monitor must never stop the platform
-                log.exception("the risk monitor could not evaluate a decision")
+                log.exception("the risk monitor could not evaluate a batch of decisions")
             finally:
-                self._queue.task_done()
+                for _ in items:
+                    self._queue.task_done()
+            if stop:
+                return
 
     # -- evaluation ----------------------------------------------------------------------------
 
     def process(self, entry: Entry) -> list[Finding]:
         """Evaluate one decision: bring its operator's history up to it, detect, record."""
-        settings = self.settings()
-        if not settings.monitor_enabled or entry.action != QUERY_ACTION:
-            return []
-        event = event_from_entry(entry_fields(entry), datasets=self._dataset_ids())
-        if event is None:
-            return []
-        history = self._history(event.operator, event.seq)
-        if event.seq <= history.last_seq:
-            return []
-        index = history.append(event)
-        if len(history.events) > KEEP:
-            history.trim(KEEP // 2)
-            index = len(history.events) - 1
-        findings = evaluate(history, index, thresholds_of(settings), self._budget_of(event))
-        for finding in findings:
-            self._raise(finding)
-        return findings
+        return self._process([entry], strict=True)
 
-    def _history(self, operator: str, before: int) -> History:
-        """The operator's history with every entry before ``before`` (other processes' too)."""
-        history = self._histories.get(operator)
-        conditions = [entries.c.actor == operator, entries.c.action == QUERY_ACTION]
-        if history is None:
-            history = self._histories[operator] = History(operator)
-            since = datetime.fromtimestamp(time.time() - 8 * DAY, UTC).strftime(
-                "%Y-%m-%dT%H:%M:%S.000000Z"
-            )
-            conditions.append(entries.c.time >= since)
-            rows = self.platform.audit.store.select_entries(
-                [*conditions, entries.c.seq < before], offset=0, limit=KEEP, newest_first=True
-            )
-            rows.reverse()
-        else:
-            rows = self.platform.audit.store.select_entries(
-                [*conditions, entries.c.seq > history.last_seq, entries.c.seq < before],
-                offset=0,
-                limit=KEEP,
-                newest_first=False,
-            )
+    def process_batch(self, batch: Sequence[Entry]) -> list[Finding]:
+        """Evaluate decisions in the order given, as :meth:`process` of each in turn
+        would, reading the audit store and the control plane once per batch."""
+        return self._process(batch, strict=True)
+
+    def _process(self, batch: Sequence[Entry], *, strict: bool) -> list[Finding]:
+        """``strict``: raise a decision's failure; else log it and go on with the next."""
+        settings = self.settings()
+        if not settings.monitor_enabled:
+            return []
+        queries = [entry for entry in batch if entry.action == QUERY_ACTION]
+        if not queries:
+            return []
         known = self._dataset_ids()
-        for raw in rows:
-            event = event_from_entry(entry_fields(Entry.from_bytes(raw)), datasets=known)
-            if event is not None:
-                history.append(event)
-        return history
+        events = [
+            event
+            for entry in queries
+            if (event := event_from_entry(entry_fields(entry), datasets=known)) is not None
+        ]
+        if not events:
+            return []
+        plan = self._catch_up(events, known)
+        thresholds = thresholds_of(settings)
+        budgets = self._budgets_of(events)
+        still_open = _OpenAlerts(self)
+        found: list[Finding] = []
+        for event in events:
+            taken, evaluated = plan[event.operator].pop(0)
+            try:
+                history = self._histories[event.operator]
+                for earlier in taken:
+                    history.append(earlier)
+                if not evaluated:
+                    continue
+                index = history.append(event)
+                if len(history.events) > KEEP:
+                    history.trim(KEEP // 2)
+                    index = len(history.events) - 1
+                budget = (
+                    {}
+                    if event.dataset is None
+                    else budgets.get((event.operator, event.dataset), {})
+                )
+                findings = evaluate(history, index, thresholds, budget)
+                for finding in findings:
+                    self._raise(finding, still_open)
+                found.extend(findings)
+            except Exception:
+                if strict:
+                    raise
+                log.exception("the risk monitor could not evaluate a decision")
+        return found
+
+    def _catch_up(self, events: Sequence[Event], known: Sequence[str]) -> dict[str, list[Step]]:
+        """Read what each operator's history lacks (one read per operator; two at its
+        first sight); each operator's steps, in queue order (``catchup.steps``)."""
+        queued: dict[str, list[Event]] = {}
+        for event in events:
+            queued.setdefault(event.operator, []).append(event)
+        plan: dict[str, list[Step]] = {}
+        with self.platform.audit.store.reading() as reads:
+            for operator, mine in queued.items():
+                history = self._histories.get(operator)
+                if history is None:
+                    history = self._histories[operator] = History(operator)
+                    since = datetime.fromtimestamp(time.time() - 8 * DAY, UTC).strftime(
+                        "%Y-%m-%dT%H:%M:%S.000000Z"
+                    )
+                    first = read_first(reads.conn, operator, mine[0].seq, since, known)
+                    for event in first:
+                        history.append(event)
+                stored = read_since(
+                    reads.conn,
+                    operator,
+                    history.last_seq,
+                    max(e.seq for e in mine),
+                    (e.seq for e in mine),
+                    known,
+                )
+                plan[operator] = steps(history.last_seq, mine, stored)
+        return plan
 
     def _dataset_ids(self) -> tuple[str, ...]:
         read_at, ids = self._datasets
@@ -222,46 +265,51 @@ class Monitor:
             self._datasets = (time.monotonic(), ids)
         return ids
 
-    def _budget_of(self, event: Event) -> Mapping[str, Budget]:
-        if event.epsilon_spent <= 0 or event.dataset is None:
-            return {}
-        key = (event.operator, event.dataset)
-        read_at, budget = self._budgets.get(key, (0.0, None))
-        if time.monotonic() - read_at > 30:
+    def _budgets_of(self, events: Iterable[Event]) -> dict[tuple[str, str], Mapping[str, Budget]]:
+        """The grants' budgets of the (operator, dataset) pairs that spent ε in ``events``,
+        each read again at most every 30 s (one connection for the batch)."""
+        wanted = {(e.operator, e.dataset) for e in events if e.epsilon_spent > 0 and e.dataset}
+        clock = time.monotonic()
+        stale: dict[str, list[str]] = {}
+        for operator, dataset in wanted:
+            if clock - self._budgets.get((operator, dataset), (0.0, None))[0] > 30:
+                stale.setdefault(operator, []).append(dataset)
+        if stale:
             with self.platform.engine.connect() as conn:
-                found = grant_store.grants_for(conn, event.operator, [event.dataset])
-            budget = None
-            for grant in found.get(event.dataset, []):
-                if grant.status is GrantStatus.ACTIVE and grant.epsilon_total:
-                    budget = Budget(
-                        grant.epsilon_total,
-                        grant.valid_from.timestamp(),
-                        grant.valid_until.timestamp(),
-                    )
-            self._budgets[key] = (time.monotonic(), budget)
-        return {} if budget is None else {event.dataset: budget}
+                for operator, names in stale.items():
+                    found = grant_store.grants_for(conn, operator, names)
+                    for dataset in names:
+                        budget = None
+                        for grant in found.get(dataset, []):
+                            if grant.status is GrantStatus.ACTIVE and grant.epsilon_total:
+                                budget = Budget(
+                                    grant.epsilon_total,
+                                    grant.valid_from.timestamp(),
+                                    grant.valid_until.timestamp(),
+                                )
+                        self._budgets[(operator, dataset)] = (time.monotonic(), budget)
+        out: dict[tuple[str, str], Mapping[str, Budget]] = {}
+        for key in wanted:
+            budget = self._budgets[key][1]
+            out[key] = {} if budget is None else {key[1]: budget}
+        return out
 
-    def _still_open(self, alert_id: str) -> bool:
-        with self.platform.engine.connect() as conn:
-            state = conn.execute(
-                sa.select(alerts.c.state).where(alerts.c.id == alert_id)
-            ).scalar_one_or_none()
-        return state is not None and state != "resolved"
-
-    def _raise(self, finding: Finding) -> None:
+    def _raise(self, finding: Finding, still_open: _OpenAlerts) -> None:
         """Record a finding, unless this process recorded one of its kind, no less severe,
         within ``RECENT_S`` (a burst adds its evidence once a minute, not once a query)."""
         key = f"{finding.detector}|{finding.operator}|{finding.dataset or ''}"
         rank, clock = severity_rank(finding.severity), time.monotonic()
         last = self._recent.get(key)
         if last is not None and last[0] >= rank and clock - last[1] < RECENT_S:
-            if last[2] and self._still_open(last[2]):  # a read, not a write
+            if last[2] and still_open(last[2]):  # a read per batch, not a write
                 return
         now = datetime.now(UTC)
         done: list[dict[str, Any]] = []
         with self.platform.engine.begin() as conn:
             change = record_finding(conn, finding, now)
             self._recent[key] = (rank, clock, change.alert.get("id", ""))
+            if change.alert.get("id"):
+                still_open.wrote(change.alert["id"])
             if change.kind in ("updated", "ignored"):
                 return
             record_change(self.platform, conn, change, finding)
@@ -274,3 +322,33 @@ class Monitor:
                 record_monitor_act(self.platform, alert, "alert.respond", {"responses": done})
         if done:
             log.warning("alert %s: %s applied", alert["id"], ", ".join(d["action"] for d in done))
+
+
+class _OpenAlerts:
+    """Which of the monitor's recent alerts are still open, for one batch: read once, at
+    the first question, for every alert that can be asked about; then kept up to date
+    with the batch's own writes (an alert recorded for one decision is open for the next)."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        self._monitor = monitor
+        self._open: dict[str, bool] | None = None
+
+    def __call__(self, alert_id: str) -> bool:
+        if self._open is None:
+            clock = time.monotonic()
+            ids = sorted(
+                {
+                    last[2]
+                    for last in self._monitor._recent.values()
+                    if last[2] and clock - last[1] < RECENT_S
+                }
+            )
+            with self._monitor.platform.engine.connect() as conn:
+                states = {row[0]: row[1] for row in conn.execute(_STATES, {"ids": ids})}
+            self._open = {i: states.get(i) not in (None, "resolved") for i in ids}
+        return self._open.get(alert_id, False)
+
+    def wrote(self, alert_id: str) -> None:
+        """The batch recorded a finding on ``alert_id`` (opened or added to: not resolved)."""
+        if self._open is not None:
+            self._open[alert_id] = True
