@@ -181,6 +181,10 @@ class JobDesk:
         auth = self.service.check(
             actor, sql, purpose=purpose, request_id=rid, client=client, epsilon=epsilon
         )
+        small = auth.cost is not None and auth.cost.rows_total <= limits.sync_inline_rows
+        # Run here: created already claimed by this process's runner (one write, never
+        # queued), finished in one more (no runner yet, e.g. before start: queued).
+        here = self.runner.runner_id if inline and small else None
         job = self.store.create(
             operator=actor.name,
             sql=sql,
@@ -190,12 +194,10 @@ class JobDesk:
             token_id=actor.token_id,
             datasets=auth.prepared.parsed.datasets,
             epsilon=epsilon,
+            runner=here,
         )
-        small = auth.cost is not None and auth.cost.rows_total <= limits.sync_inline_rows
-        if inline and small:
-            done = self.runner.run_inline(job.id, Hint(actor, auth))
-            if done is not None:
-                return done
+        if here is not None:
+            return self.runner.run_inline(job, Hint(actor, auth))
         self.runner.notify(job.id, Hint(actor, auth))
         if wait_s:
             job = self.runner.wait(job.id, min(wait_s, limits.sync_wait_s))
@@ -434,14 +436,14 @@ class JobDesk:
             rule="review.approved" if approve else "review.rejected",
         )
         if not approve:
-            self.store.finish(
+            refused = self.store.finish(
                 job_id,
                 JobState.REFUSED,
                 rule="review.rejected",
                 message=f"rejected by {actor.name}: {reason}",
                 expected=[JobState.AWAITING_REVIEW],
             )
-            return self.store.get(job_id)
+            return refused or self.store.get(job_id)
         approved = {r["dataset"] for r in job.reviews if r["verdict"] == "approve"}
         if not set(job.review_datasets) <= approved:
             return job  # another bureau's review is still due
@@ -474,9 +476,9 @@ class JobDesk:
             )
         except SandboxError as exc:
             state = JobState.FAILED if exc.status >= 500 else JobState.REFUSED
-            self.store.finish(job.id, state, rule=exc.rule or exc.code, message=exc.message)
-            return self.store.get(job.id)
-        self.store.finish(
+            ended = self.store.finish(job.id, state, rule=exc.rule or exc.code, message=exc.message)
+            return ended or self.store.get(job.id)
+        released = self.store.finish(
             job.id,
             JobState.SUCCEEDED,
             meta={**(job.meta or {}), **result.meta},
@@ -484,4 +486,4 @@ class JobDesk:
             result=StoredResult("released", arrow_bytes(result.table), None, 0, 0.0, 0),
             ttl_s=self.settings().result_ttl_s,
         )
-        return self.store.get(job.id)
+        return released or self.store.get(job.id)

@@ -174,26 +174,25 @@ class JobRunner:
 
         return unwatch
 
-    def run_inline(self, job_id: str, hint: Hint) -> Job | None:
-        """Run a job queued here in this thread, through the store's states like any job
-        (None if another runner claimed it first)."""
-        job = None if self.runner_id is None else self.store.claim_job(job_id, self.runner_id)
-        if job is None:
-            return None
-        self._run(job, hint)
-        return self.store.get(job_id)
+    def run_inline(self, job: Job, hint: Hint) -> Job:
+        """Run in this thread a job created claimed by this runner (``JobStore.create``
+        with ``runner=runner_id``); the job as it ended.
+
+        It is a job like any other from there: cancellable through its slot, an orphan
+        of this runner if the process dies, finished through the store's transitions.
+        """
+        return self._run(job, hint) or self.store.get(job.id)
 
     def run_now(self, job_id: str) -> Job:
         """Run one queued job in the calling thread (the command line without a server)."""
         runner = self.runner_id or self.store.runners.register()
         try:
             job = self.store.claim_job(job_id, runner)
-            if job is not None:
-                self._run(job)
+            ended = None if job is None else self._run(job)
         finally:
             if self.runner_id is None:
                 self.store.runners.stop(runner)
-        return self.store.get(job_id)
+        return ended or self.store.get(job_id)
 
     def cancel_running(self, job_id: str) -> bool:
         """Interrupt the job if it runs in this process (else the monitor of its runner will)."""
@@ -212,16 +211,20 @@ class JobRunner:
         dead = self.store.runners.dead(stale_after_s=self.stale_after_s, me=self.runner_id)
         failed = []
         for job in self.store.orphaned(dead):
-            if self._interrupt(job, INTERRUPTED):
+            if self._interrupt(job, INTERRUPTED) is not None:
                 failed.append(job.id)
         self.store.runners.forget(dead)
         return failed
 
-    def _interrupt(self, job: Job, reason: tuple[str, str], error: str | None = None) -> bool:
-        """Fail the job with ``reason`` and audit it; ``error``: an exception's type name."""
+    def _interrupt(self, job: Job, reason: tuple[str, str], error: str | None = None) -> Job | None:
+        """Fail the job with ``reason`` and audit it; ``error``: an exception's type name.
+
+        The failed job, or None if it had already ended (nothing recorded then).
+        """
         rule, message = reason
-        if not self.store.finish(job.id, JobState.FAILED, rule=rule, message=message):
-            return False
+        failed = self.store.finish(job.id, JobState.FAILED, rule=rule, message=message)
+        if failed is None:
+            return None
         details: dict[str, str | None] = {"reason": message, "job": job.id}
         if error is not None:
             details["error"] = error
@@ -240,7 +243,7 @@ class JobRunner:
             )
         except SandboxError:
             log.warning("could not record the failure of %s (%s)", job.id, rule)
-        return True
+        return failed
 
     # -- workers ---------------------------------------------------------------------------
 
@@ -296,8 +299,12 @@ class JobRunner:
             )
             raise
 
-    def _run(self, job: Job, hint: Hint | None = None) -> None:
+    def _run(self, job: Job, hint: Hint | None = None) -> Job | None:
+        """Run a job this runner claimed and store its outcome; the job as it ended
+        (None: it ended elsewhere meanwhile, failed by a shutdown or another runner's
+        recovery)."""
         slot = JobSlot()
+        done: Job | None = None
         with self._slots_lock:
             self._slots[job.id] = slot
         ttl = self.result_ttl_s()
@@ -323,18 +330,18 @@ class JobRunner:
                 refused = 400 <= exc.status < 500 and exc.status != 408
                 state = JobState.REFUSED if refused else JobState.FAILED
                 message = exc.message
-            self.store.finish(job.id, state, rule=rule, message=message)
+            done = self.store.finish(job.id, state, rule=rule, message=message)
         except Exception as exc:
             # A bug, not a refusal: failed and audited with the exception's type name only
             # (its text may quote a value); the traceback goes to the server log.
             log.exception("job %s failed", job.id)
-            self._interrupt(job, INTERNAL, error=type(exc).__name__)
+            done = self._interrupt(job, INTERNAL, error=type(exc).__name__)
         else:
             if isinstance(outcome, Held):
                 # Until approval the operator learns nothing data-dependent (not even the
                 # number of rows): the job shows only what the query's plan says.
                 shown = {k: v for k, v in outcome.meta.items() if k in HELD_VISIBLE}
-                self.store.finish(
+                done = self.store.finish(
                     job.id,
                     JobState.AWAITING_REVIEW,
                     meta={**(job.meta or {}), **shown},
@@ -350,7 +357,7 @@ class JobRunner:
                     ttl_s=ttl,
                 )
             else:
-                self.store.finish(
+                done = self.store.finish(
                     job.id,
                     JobState.SUCCEEDED,
                     meta={**(job.meta or {}), **outcome.meta},
@@ -366,6 +373,7 @@ class JobRunner:
                 self._done.notify_all()
                 for wake in self._watchers:
                     wake()
+        return done
 
     # -- monitor ---------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ processes can never both claim, finish or review one job.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -85,7 +85,12 @@ class Job:
 
     @classmethod
     def from_row(cls, row: Any) -> Job:
-        values = dict(row._mapping)
+        return cls.from_values(row._mapping)
+
+    @classmethod
+    def from_values(cls, mapping: Mapping[str, Any]) -> Job:
+        """The job from its ``jobs`` row's values (every column)."""
+        values = dict(mapping)
         values["state"] = JobState(values["state"])
         values["cancel_requested"] = bool(values["cancel_requested"])
         return cls(**values)
@@ -172,30 +177,44 @@ class JobStore:
         token_id: str | None = None,
         datasets: Sequence[str] = (),
         epsilon: float | None = None,
+        runner: str | None = None,
     ) -> Job:
-        job_id = "job_" + uuid.uuid4().hex[:24]
+        """A new job, ``queued``; with ``runner``, already claimed by it (``running``).
+
+        A job created claimed is never queued, so no other runner can take it; if its
+        runner dies before finishing it, it is an orphan like any job that runner had
+        claimed (:meth:`orphaned`).  Returns the job as written (nothing is read back).
+        """
+        now = to_rfc3339(_now())
+        values: dict[str, Any] = {
+            "id": "job_" + uuid.uuid4().hex[:24],
+            "operator": operator,
+            "state": (JobState.QUEUED if runner is None else JobState.RUNNING).value,
+            "sql": sql,
+            "purpose": purpose,
+            "format": fmt,
+            "client": client,
+            "token_id": token_id,
+            "created_at": now,
+            "started_at": None if runner is None else now,
+            "finished_at": None,
+            "expires_at": None,
+            "progress": 0.0,
+            "runner": runner,
+            "cancel_requested": False,
+            "rule": None,
+            "message": None,
+            "datasets": list(datasets),
+            "review_datasets": [],
+            "reviews": [],
+            "meta": None,
+            "receipt": None,
+            "version": 0,
+            "epsilon": epsilon,
+        }
         with self.engine.begin() as conn:
-            conn.execute(
-                sa.insert(jobs).values(
-                    id=job_id,
-                    operator=operator,
-                    state=JobState.QUEUED.value,
-                    sql=sql,
-                    purpose=purpose,
-                    format=fmt,
-                    client=client,
-                    token_id=token_id,
-                    created_at=to_rfc3339(_now()),
-                    progress=0.0,
-                    cancel_requested=False,
-                    datasets=list(datasets),
-                    review_datasets=[],
-                    reviews=[],
-                    version=0,
-                    epsilon=epsilon,
-                )
-            )
-        return self.get(job_id)
+            conn.execute(sa.insert(jobs).values(**values))
+        return Job.from_values(values)
 
     def get(self, job_id: str) -> Job:
         with self.engine.connect() as conn:
@@ -233,16 +252,19 @@ class JobStore:
 
     def _transition(
         self, conn: Connection, job_id: str, expected: Sequence[JobState], **values: Any
-    ) -> bool:
+    ) -> Job | None:
+        """The job as this UPDATE left it (RETURNING: no second read), or None if it
+        was in none of the ``expected`` states."""
         if "state" in values and isinstance(values["state"], JobState):
             values["state"] = values["state"].value
-        result = conn.execute(
+        row = conn.execute(
             sa.update(jobs)
             .where(jobs.c.id == job_id)
             .where(jobs.c.state.in_([s.value for s in expected]))
             .values(**values)
-        )
-        return result.rowcount == 1
+            .returning(*jobs.c)
+        ).first()
+        return None if row is None else Job.from_row(row)
 
     def claim(self, runner: str, *, limit: int = 8, per_operator: int | None = None) -> Job | None:
         """Take the next job in turn for ``runner`` (atomically, across processes).
@@ -257,17 +279,9 @@ class JobStore:
         """
         busy = set() if per_operator is None else self._busy(runner, per_operator)
         for job_id in self._in_turn(limit, exclude=busy):
-            with self.engine.begin() as conn:
-                claimed = self._transition(
-                    conn,
-                    job_id,
-                    [JobState.QUEUED],
-                    state=JobState.RUNNING,
-                    runner=runner,
-                    started_at=to_rfc3339(_now()),
-                )
-            if claimed:
-                return self.get(job_id)
+            claimed = self.claim_job(job_id, runner)
+            if claimed is not None:
+                return claimed
         return None
 
     def _busy(self, runner: str, per_operator: int) -> set[str]:
@@ -308,7 +322,7 @@ class JobStore:
     def claim_job(self, job_id: str, runner: str) -> Job | None:
         """Take this queued job for ``runner`` (e.g. the command line running it now)."""
         with self.engine.begin() as conn:
-            claimed = self._transition(
+            return self._transition(
                 conn,
                 job_id,
                 [JobState.QUEUED],
@@ -316,7 +330,6 @@ class JobStore:
                 runner=runner,
                 started_at=to_rfc3339(_now()),
             )
-        return self.get(job_id) if claimed else None
 
     def set_progress(self, progress: dict[str, float]) -> None:
         if not progress:
@@ -352,13 +365,13 @@ class JobStore:
                     message="cancelled by its operator",
                     cancel_requested=True,
                 )
-                if done:
+                if done is not None:
                     conn.execute(sa.delete(job_results).where(job_results.c.job_id == job_id))
             elif job.state is JobState.RUNNING:
                 done = self._transition(conn, job_id, [JobState.RUNNING], cancel_requested=True)
             else:
-                done = False
-        if not done:
+                done = None
+        if done is None:
             current = self.get(job_id)
             if current.state is not job.state:
                 return self.cancel(job_id)  # it moved on meanwhile: decide again
@@ -366,7 +379,7 @@ class JobStore:
                 f"job {job_id} is {current.state.value}: nothing to cancel",
                 rule="job.final",
             )
-        return self.get(job_id)
+        return done
 
     def finish(
         self,
@@ -381,8 +394,12 @@ class JobStore:
         review_datasets: Sequence[str] = (),
         ttl_s: float | None = None,
         expected: Sequence[JobState] = (JobState.RUNNING,),
-    ) -> bool:
-        """Move a job to its outcome and store its result, in one transaction."""
+    ) -> Job | None:
+        """Move a job to its outcome and store its result, in one transaction.
+
+        Returns the job as written, or None if it was in none of the ``expected`` states
+        (another process finished, cancelled or failed it first): then nothing changed.
+        """
         now = _now()
         expires = None if result is None or ttl_s is None else now + timedelta(seconds=ttl_s)
         values: dict[str, Any] = {
@@ -400,8 +417,9 @@ class JobStore:
             values["review_datasets"] = list(review_datasets)
         values = {k: v for k, v in values.items() if v is not None or k in ("rule", "message")}
         with self.engine.begin() as conn:
-            if not self._transition(conn, job_id, expected, **values):
-                return False
+            done = self._transition(conn, job_id, expected, **values)
+            if done is None:
+                return None
             conn.execute(sa.delete(job_results).where(job_results.c.job_id == job_id))
             if result is not None:
                 conn.execute(
@@ -415,14 +433,15 @@ class JobStore:
                         cpu_ms=result.cpu_ms,
                     )
                 )
-        return True
+        return done
 
     def begin_release(self, job_id: str, runner: str | None) -> bool:
         """A fully approved job is being released: ``running`` (on ``runner``) meanwhile."""
         with self.engine.begin() as conn:
-            return self._transition(
+            moved = self._transition(
                 conn, job_id, [JobState.AWAITING_REVIEW], state=JobState.RUNNING, runner=runner
             )
+        return moved is not None
 
     def add_review(self, job_id: str, review: dict[str, Any]) -> Job:
         """Append one bureau's verdict (compare-and-set on the review list)."""

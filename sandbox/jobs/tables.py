@@ -38,6 +38,9 @@ jobs = sa.Table(
     sa.Column("epsilon", sa.Float, nullable=True),
     # An operator's latest start, read by every claim (:meth:`JobStore._in_turn`).
     sa.Index("ix_jobs_operator_started", "operator", "started_at"),
+    # An operator's queued and running jobs, counted by every submission
+    # (:meth:`JobStore.active_count`): a range of this index, not a scan of its history.
+    sa.Index("ix_jobs_operator_state", "operator", "state"),
 )
 
 job_results = sa.Table(

@@ -94,6 +94,57 @@ def test_reviews_append_once_per_dataset(store: JobStore) -> None:
     assert store.begin_release(job.id, "rn_y") and not store.begin_release(job.id, "rn_z")
 
 
+def test_each_write_returns_the_job_as_stored(store: JobStore) -> None:
+    queued = new_job(store)
+    assert queued == store.get(queued.id)
+    assert queued.state is JobState.QUEUED and queued.started_at is None
+    runner = store.runners.register()
+    claimed = store.claim_job(queued.id, runner)
+    assert claimed is not None and claimed == store.get(queued.id)
+    assert claimed.state is JobState.RUNNING and claimed.runner == runner
+    result = StoredResult("released", b"rows", None, 0, 0.0, 0)
+    done = store.finish(
+        queued.id, JobState.SUCCEEDED, meta={"rows": 1}, receipt={"r": 1}, result=result, ttl_s=60
+    )
+    assert done is not None and done == store.get(queued.id)
+    assert (done.state, done.progress, done.meta) == (JobState.SUCCEEDED, 1.0, {"rows": 1})
+    assert done.expires_at is not None and store.result(queued.id) == result
+    assert store.finish(queued.id, JobState.FAILED) is None, "a finished job stays finished"
+    assert store.get(queued.id) == done
+
+
+def test_a_job_created_claimed_runs_at_once_and_is_an_orphan_if_its_runner_dies(
+    store: JobStore,
+) -> None:
+    runner, other = store.runners.register(), store.runners.register()
+    job = store.create(
+        operator="op-a",
+        sql="SELECT 1",
+        purpose="p",
+        fmt="csv",
+        client="127.0.0.1",
+        token_id="tok_1",
+        datasets=["a.x"],
+        epsilon=0.5,
+        runner=runner,
+    )
+    assert job == store.get(job.id), "built from the insert, as a read would find it"
+    assert (job.state, job.runner, job.started_at) == (JobState.RUNNING, runner, job.created_at)
+    assert store.claim(other) is None, "never queued: no other runner takes it"
+    assert store.claim_job(job.id, other) is None
+    assert store.active_count("op-a") == 1
+    asked = store.cancel(job.id)  # as for any running job: its runner is asked to stop it
+    assert asked == store.get(job.id)
+    assert asked.state is JobState.RUNNING and asked.cancel_requested
+    store.runners.stop(runner)  # its process died before finishing it
+    assert store.runners.dead(stale_after_s=30, me=other) == [runner]
+    assert [j.id for j in store.orphaned([runner])] == [job.id]
+    failed = store.finish(job.id, JobState.FAILED, rule="job.interrupted", message="stopped")
+    assert failed is not None and failed == store.get(job.id)
+    assert (failed.state, failed.rule) == (JobState.FAILED, "job.interrupted")
+    assert store.active_count("op-a") == 0
+
+
 def test_dead_runners_are_found(store: JobStore) -> None:
     me = store.runners.register()
     gone = store.runners.register()
