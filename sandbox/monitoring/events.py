@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from audit import Entry
@@ -66,6 +67,15 @@ def dataset_named(sql: str, known: Iterable[str]) -> str | None:
     return None
 
 
+@lru_cache(maxsize=256)
+def _fingerprint(normalized: str) -> tuple[str | None, str | None, tuple[tuple[str, ...], ...]]:
+    """The predicate fingerprint as immutable parts, the last few memoized (an explain
+    and its run, a query repeated from the release cache, share one normalized SQL)."""
+    found = predicate_fingerprint(normalized)
+    sets = tuple(tuple(str(c) for c in s) for s in found.get("sets", ()))
+    return found.get("shape"), found.get("template"), sets
+
+
 def entry_fields(entry: Entry) -> dict[str, Any]:
     """The fields of a parsed audit entry that :func:`event_from_entry` reads."""
     return {
@@ -94,11 +104,12 @@ def event_from_entry(entry: Mapping[str, Any], *, datasets: Iterable[str] = ()) 
     if dataset is None and not allowed:
         text = details.get("normalized_sql") or details.get("sql") or ""
         dataset = dataset_named(str(text), datasets)
-    fingerprint: Mapping[str, Any] = {}
+    shape: str | None = None
+    template: str | None = None
+    sets: tuple[tuple[str, ...], ...] = ()
     normalized = details.get("normalized_sql")
     if allowed and isinstance(normalized, str):
-        fingerprint = predicate_fingerprint(normalized)
-    sets = tuple(tuple(str(c) for c in s) for s in fingerprint.get("sets", ()))
+        shape, template, sets = _fingerprint(normalized)
     suppressed = details.get("groups_suppressed")
     spent = details.get("epsilon_spent")
     remaining = details.get("epsilon_remaining")
@@ -111,8 +122,8 @@ def event_from_entry(entry: Mapping[str, Any], *, datasets: Iterable[str] = ()) 
         rule=str(entry.get("rule", "")),
         client=entry.get("client"),
         query=details.get("query_sha256"),
-        shape=fingerprint.get("shape"),
-        template=fingerprint.get("template"),
+        shape=shape,
+        template=template,
         sets=sets,
         suppressed=int(suppressed) if isinstance(suppressed, int) else 0,
         epsilon_spent=float(spent) if isinstance(spent, int | float) else 0.0,

@@ -20,6 +20,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from typing import Any
 
@@ -230,12 +231,20 @@ class Monitor:
 
     def _catch_up(self, events: Sequence[Event], known: Sequence[str]) -> dict[str, list[Step]]:
         """Read what each operator's history lacks (one read per operator; two at its
-        first sight); each operator's steps, in queue order (``catchup.steps``)."""
+        first sight; none when its queued seqs follow the history's with no gap); each
+        operator's steps, in queue order (``catchup.steps``)."""
         queued: dict[str, list[Event]] = {}
         for event in events:
             queued.setdefault(event.operator, []).append(event)
         plan: dict[str, list[Step]] = {}
-        with self.platform.audit.store.reading() as reads:
+        with ExitStack() as stack:
+            opened: list[sa.Connection] = []
+
+            def store() -> sa.Connection:  # one read transaction for the batch, if any
+                if not opened:
+                    opened.append(stack.enter_context(self.platform.audit.store.reading()).conn)
+                return opened[0]
+
             for operator, mine in queued.items():
                 history = self._histories.get(operator)
                 if history is None:
@@ -243,17 +252,12 @@ class Monitor:
                     since = datetime.fromtimestamp(time.time() - 8 * DAY, UTC).strftime(
                         "%Y-%m-%dT%H:%M:%S.000000Z"
                     )
-                    first = read_first(reads.conn, operator, mine[0].seq, since, known)
-                    for event in first:
+                    for event in read_first(store(), operator, mine[0].seq, since, known):
                         history.append(event)
-                stored = read_since(
-                    reads.conn,
-                    operator,
-                    history.last_seq,
-                    max(e.seq for e in mine),
-                    (e.seq for e in mine),
-                    known,
-                )
+                seqs = {e.seq for e in mine}
+                stored = []
+                if not _follows(history.last_seq, seqs):
+                    stored = read_since(store(), operator, history.last_seq, max(seqs), seqs, known)
                 plan[operator] = steps(history.last_seq, mine, stored)
         return plan
 
@@ -322,6 +326,12 @@ class Monitor:
                 record_monitor_act(self.platform, alert, "alert.respond", {"responses": done})
         if done:
             log.warning("alert %s: %s applied", alert["id"], ", ".join(d["action"] for d in done))
+
+
+def _follows(last_seq: int, seqs: set[int]) -> bool:
+    """The seqs are the ones right after ``last_seq``, with none missing: the store
+    holds nothing between them for this operator that the history lacks."""
+    return min(seqs) == last_seq + 1 and max(seqs) - min(seqs) + 1 == len(seqs)
 
 
 class _OpenAlerts:
