@@ -33,10 +33,13 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any, Literal
 
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from sandbox.core.errors import EnclaveError, InvalidInput
+from sandbox.query import disclosure_exact as exact
 from sandbox.query.accountant import CONVERSION_SHARE, Demand, Mechanism, choose
 from sandbox.query.accuracy import gaussian_half_width, laplace_half_width
 from sandbox.query.noise import ChoiceSource, GaussianSource, NoiseSource, system_noise
@@ -61,6 +64,7 @@ ENTITIES = "__entities"
 #: With ε, the number of groups is released too (it gives ``groups_suppressed``).
 GROUPS = "__groups"
 _KEY = re.compile(r"__k\d+\Z")
+Mask = npt.NDArray[np.bool_]
 StatKind = Literal[
     "entities",
     "joined",
@@ -594,27 +598,50 @@ def _remainder(
 
 
 def _release(
-    values: list[Any],
+    values: pa.Array,
     column: StatColumn,
     plan: NoisePlan | None,
     noise: NoiseSource | None,
+    counts_of: pa.Array | None = None,
 ) -> pa.Array:
-    """One released statistic column: exact without ε, else true units + discrete Laplace."""
+    """One released statistic column: exact without ε, else true units + discrete noise.
+
+    Per group, with ε: ``round(Fraction(v) / resolution)`` units (of ``v - centre·n``
+    for a centred sum, ``counts_of`` its counts), plus the plan's draw, clamped at 0
+    where the column cannot be negative, released as ``float(units · resolution)``.
+    :mod:`sandbox.query.disclosure_exact` computes that a column at a time, exactly.
+    """
     counts = column.kind in _COUNTS or column.kind == "joined"
     if plan is not None and noise is not None:
-        units = [round(Fraction(v or 0) / plan.resolution) for v in values]
+        centre = plan.centre if plan.centred_on is not None else Fraction(0)
+        units = exact.grid_units(values, plan.resolution, centre, counts_of)
         draws = _draw(noise, plan, len(units))
-        noisy = [u + z for u, z in zip(units, draws, strict=True)]
+        clamp = 0
         if counts or column.kind == "sumsq" or (column.lower or 0) >= 0:
-            noisy = [max(0, u) for u in noisy]  # post-processing: cannot be negative
+            clamp = 1  # post-processing: cannot be negative
         elif (column.upper or 0) <= 0:
-            noisy = [min(0, u) for u in noisy]
-        out: list[Any] = noisy if counts else [float(u * plan.resolution) for u in noisy]
-    elif counts:
-        out = [None if v is None else int(v) for v in values]
-    else:
-        out = [None if v is None else float(v) for v in values]
-    return pa.array(out, pa.int64() if counts else pa.float64())
+            clamp = -1
+        noisy = exact.noisy_units(units, draws, clamp)
+        return _int64(noisy) if counts else exact.grid_values(noisy, plan.resolution)
+    return _exact_values(values, counts)
+
+
+def _int64(values: exact.Ints) -> pa.Array:
+    """Integers as int64 (Python ints that do not fit fail as ``pa.array`` fails on them)."""
+    return pa.array(values.tolist() if values.dtype == object else values, pa.int64())
+
+
+def _exact_values(values: pa.Array, counts: bool) -> pa.Array:
+    """``int(v)`` (counts) or ``float(v)`` per value, nulls kept: int64 or float64."""
+    kind = pa.int64() if counts else pa.float64()
+    if values.type == kind:
+        return values
+    if counts and exact.as_ints(values, 0) is not None:
+        return pc.cast(values, kind)  # an integer type whose values all fit
+    if not counts and pa.types.is_floating(values.type):
+        return pc.cast(values, kind)  # float32 and float16 widen exactly
+    python = values.to_pylist()
+    return pa.array([None if v is None else int(v) if counts else float(v) for v in python], kind)
 
 
 def _rounded(array: pa.Array, column: StatColumn | None, digits: int | None) -> pa.Array:
@@ -624,24 +651,33 @@ def _rounded(array: pa.Array, column: StatColumn | None, digits: int | None) -> 
     counts = column.kind in _COUNTS or column.kind == "joined"
     if counts and digits >= 0:
         return array
-    values = [v if v is None else round(v, digits) for v in array.to_pylist()]
-    return pa.array(values, pa.int64() if counts else pa.float64())
+    return exact.rounded(array, digits, counts)
 
 
 def _kept(
-    rows: list[dict[str, Any]], by_name: dict[str, StatColumn], params: DisclosureParams
-) -> list[bool]:
+    data: dict[str, pa.Array], by_name: dict[str, StatColumn], params: DisclosureParams
+) -> Mask:
     """Which groups pass the low-count filter and the dominance rule (true values)."""
     counted = _counted_by(by_name, ENTITIES)
-    keep = [_least(r, counted) >= params.k for r in rows]
+    keep = np.asarray(exact.least([data[n] for n in counted]) >= params.k, dtype=np.bool_)
     if params.dominance_p:
         for top in by_name.values():
             if top.kind != "top2" or top.of is None:
                 continue
-            for i, row in enumerate(rows):
-                if keep[i] and _dominant(row[top.name], row[top.of], params, params.dominance_n):
-                    keep[i] = False
+            keep &= ~_dominated(data[top.name], data[top.of], params, keep)
     return keep
+
+
+def _dominated(tops: pa.Array, totals: pa.Array, params: DisclosureParams, where: Mask) -> Mask:
+    """``_dominant`` for each group in ``where``: column-wise where that is one IEEE
+    operation (``disclosure_exact.top_shares``), per group otherwise.
+    """
+    shares, exact_shares = exact.top_shares(tops, params.dominance_n)
+    magnitudes, exact_totals = exact.magnitudes_of(totals)
+    result = exact.dominant_rows(shares, magnitudes, params.dominance_p or 0) & where
+    for i in np.flatnonzero(where & ~(exact_shares & exact_totals)):
+        result[i] = _dominant(tops[i].as_py(), totals[i].as_py(), params, params.dominance_n)
+    return result
 
 
 def disclose(
@@ -675,7 +711,7 @@ def _disclose(
 ) -> Disclosed:
     by_name = _stat_columns(columns)
     _validate(stats, by_name)
-    rows = stats.select([n for n in stats.column_names if not _KEY.match(n)]).to_pylist()
+    data = {name: stats[name].combine_chunks() for name in stats.column_names}
     keys = [n for n in stats.column_names if _KEY.match(n)]
     plans = {p.column: p for p in noise_plan(columns, params, grouped=bool(keys))}
     source = (noise or system_noise()) if plans else None
@@ -683,23 +719,28 @@ def _disclose(
         # Exact counts of other datasets' entities have no noise plan (the rewrite joins
         # on entity keys under a budget and makes none): never release one with ε.
         raise EnclaveError("joined entity counts under a budget", rule="disclosure.stats")
-    noisy_entities: list[int] | None = None
+    noisy_entities: exact.Ints | None = None
     suppressed_count: int | None = None
     if source is None:
-        keep = _kept(rows, by_name, params)
+        keep = _kept(data, by_name, params)
     else:
         keep, noisy_entities = _selected(
-            rows, plans[ENTITIES], params, source, 1, grouped=bool(keys)
+            data[ENTITIES], plans[ENTITIES], params, source, 1, grouped=bool(keys)
         )
         if keys:
-            suppressed_count = _noisy_suppressed(len(rows), sum(keep), plans[GROUPS], source)
+            suppressed_count = _noisy_suppressed(
+                stats.num_rows, int(keep.sum()), plans[GROUPS], source
+            )
         else:  # one group, known to exist: what was held back is what the table lacks
-            suppressed_count = 1 - sum(keep)
-    suppressed = [r for r, ok in zip(rows, keep, strict=True) if not ok]
-    extra = None
-    if params.fold_remainder and suppressed and keys and source is None:
-        extra = _remainder(suppressed, by_name, params)
+            suppressed_count = 1 - int(keep.sum())
     mask = pa.array(keep, pa.bool_())
+    released = int(keep.sum())
+    extra = None
+    if params.fold_remainder and not keep.all() and keys and source is None:
+        measures = [n for n in stats.column_names if not _KEY.match(n)]
+        suppressed = stats.filter(pc.invert(mask)).select(measures).to_pylist()
+        extra = _remainder(suppressed, by_name, params)
+    kept = {name: array.filter(mask) for name, array in data.items()}
     arrays: list[pa.Array] = []
     names: list[str] = []
     for name in stats.column_names:
@@ -707,36 +748,35 @@ def _disclose(
         if stat is not None and stat.kind in _UNRELEASED:
             continue
         if stat is None or stat.kind in ("min", "max"):  # keys and dimension extremes
-            kept = stats[name].filter(mask).combine_chunks()
-            array = kept if extra is None else pa.concat_arrays([kept, pa.nulls(1, kept.type)])
+            array = kept[name]
+            if extra is not None:
+                array = pa.concat_arrays([array, pa.nulls(1, array.type)])
         elif stat.kind == "quantile":
             plan = plans.get(name)
             if plan is None or source is None:
                 raise EnclaveError("a quantile without a budget", rule="disclosure.stats")
-            values = [r[name] for r, ok in zip(rows, keep, strict=True) if ok]
+            values = kept[name].to_pylist()
             array = pa.array([_quantile(v, stat, plan, source) for v in values], pa.float64())
         elif source is not None and name in _counted_cells(by_name):
             # Not noised: its cell test reads the noisy count of the same values instead.
-            array = pa.nulls(sum(keep), pa.int64())
+            array = pa.nulls(released, pa.int64())
         elif (plan := plans.get(name)) is not None and plan.copy_of is not None:
-            array = pa.nulls(sum(keep), pa.int64())  # its source's values, below
+            array = pa.nulls(released, pa.int64())  # its source's values, below
         elif plan is not None and plan.centred_on is not None:
             # sum - c·count, true values inside the boundary; c·(noisy count) added below.
-            values = [
-                Fraction(r[name] or 0) - plan.centre * int(r[plan.centred_on] or 0)
-                for r, ok in zip(rows, keep, strict=True)
-                if ok
-            ]
-            array = _release(values, _centred(stat, plan.centre), plan, source)
+            array = _release(
+                kept[name], _centred(stat, plan.centre), plan, source, kept[plan.centred_on]
+            )
         elif name == ENTITIES and noisy_entities is not None:
             # Already noised for the selection: release those same draws (no second spend).
-            values = [n for n, ok in zip(noisy_entities, keep, strict=True) if ok]
-            array = _release(values, stat, None, None)
+            array = _int64(noisy_entities[keep])
         else:
-            values = [r[name] for r, ok in zip(rows, keep, strict=True) if ok]
+            tail = None if extra is None else extra[name]
+            array = _release(kept[name], stat, plans.get(name), source)
             if extra is not None:
-                values.append(extra[name])
-            array = _release(values, stat, plans.get(name), source)
+                counts = stat.kind in _COUNTS or stat.kind == "joined"
+                last = None if tail is None else int(tail) if counts else float(tail)
+                array = pa.concat_arrays([array, pa.array([last], array.type)])
         names.append(name)
         arrays.append(array)
     position = {name: i for i, name in enumerate(names)}
@@ -747,12 +787,12 @@ def _disclose(
             arrays[position[name]] = _uncentred(
                 arrays[position[name]], arrays[position[plan.centred_on]], by_name[name], plan
             )
-    true_kept = {
-        name: [_least(r, counted) for r, ok in zip(rows, keep, strict=True) if ok]
-        + ([extra[name]] if extra is not None else [])
-        for name in _cells(by_name)
-        for counted in [_counted_by(by_name, name)]
-    }
+    true_kept = {}
+    for name in _cells(by_name):
+        least = exact.least([kept[n] for n in _counted_by(by_name, name)])
+        if extra is not None:
+            least = np.append(least.astype(object), np.array([extra[name]], dtype=object))
+        true_kept[name] = least
     arrays = _suppress_cells(names, arrays, by_name, true_kept, plans, params, extra is not None)
     for name, array in zip(names, arrays, strict=True):
         if name in by_name and pa.types.is_floating(array.type) and not _finite(array):
@@ -768,17 +808,15 @@ def _uncentred(centred: pa.Array, count: pa.Array, column: StatColumn, plan: Noi
     """The released sum: the noisy centred sum plus the centre times the released noisy count.
 
     Post-processing of two noised columns; clamped at 0 as any noisy sum of a measure
-    whose bounds are on one side of 0.
+    whose bounds are on one side of 0.  Per group ``float(Fraction(s) + centre·n)``,
+    computed a column at a time (``disclosure_exact.uncentred``).
     """
-    out = []
-    for s, n in zip(centred.to_pylist(), count.to_pylist(), strict=True):
-        value = Fraction(s or 0) + plan.centre * int(n or 0)
-        if (column.lower or 0) >= 0:
-            value = max(Fraction(0), value)
-        elif (column.upper or 0) <= 0:
-            value = min(Fraction(0), value)
-        out.append(float(value))
-    return pa.array(out, pa.float64())
+    clamp = 0
+    if (column.lower or 0) >= 0:
+        clamp = 1
+    elif (column.upper or 0) <= 0:
+        clamp = -1
+    return exact.uncentred(centred, count, plan.centre, clamp)
 
 
 def _joined(by_name: dict[str, StatColumn], of: str) -> list[str]:
@@ -789,19 +827,6 @@ def _joined(by_name: dict[str, StatColumn], of: str) -> list[str]:
 def _counted_by(by_name: dict[str, StatColumn], name: str) -> tuple[str, ...]:
     """An entities column and its counts on every other dataset of a join (for _least)."""
     return (name, *_joined(by_name, name))
-
-
-def _least(row: dict[str, Any], counted: tuple[str, ...]) -> int:
-    """An entities count as the k filter sees it: the smallest over every joined dataset
-    (``counted``: :func:`_counted_by`, found once per column, not once per row).
-
-    A join's group is released only if each personal dataset in it has ``k`` entities
-    there: one person's claim joined to twelve reference rows is still one person.
-    """
-    if len(counted) == 1:
-        c = row[counted[0]]
-        return -1 if c is None else int(c)
-    return min(-1 if row[n] is None else int(row[n]) for n in counted)
 
 
 def _finite(array: pa.Array) -> bool:
@@ -833,7 +858,7 @@ def _suppress_cells(
     names: list[str],
     arrays: list[pa.Array],
     by_name: dict[str, StatColumn],
-    true: dict[str, list[Any]],
+    true: dict[str, exact.Ints],
     plans: dict[str, NoisePlan],
     params: DisclosureParams,
     remainder: bool = False,
@@ -859,14 +884,14 @@ def _suppress_cells(
     for cell in cells:
         if plans:  # under a budget: the noisy count decides, as a group's would
             source = counted.get(cell, cell)
-            released = arrays[position[source]].to_pylist()
             tau = selection_threshold(plans[source], params)
             if source != cell:  # a count: one entity adds up to C rows, not 1
                 tau = max(params.k, tau + params.max_rows_per_entity - 1)
-            ok = [v is not None and v >= tau for v in released]
+            passed = pc.fill_null(pc.greater_equal(arrays[position[source]], tau), False)
+            ok = passed.to_numpy(zero_copy_only=False).copy()
         else:
-            ok = [t is not None and t >= params.k for t in true[cell]]
-        if remainder and ok:
+            ok = np.asarray(true[cell] >= params.k, dtype=np.bool_)
+        if remainder and len(ok):
             ok[-1] = False
         masks[cell] = pa.array(ok, pa.bool_())
     out = list(arrays)
@@ -879,14 +904,14 @@ def _suppress_cells(
 
 
 def _selected(
-    rows: list[dict[str, Any]],
+    entities: pa.Array,
     plan: NoisePlan,
     params: DisclosureParams,
     noise: NoiseSource,
     selections: int,
     *,
     grouped: bool = True,
-) -> tuple[list[bool], list[int]]:
+) -> tuple[Mask, exact.Ints]:
     """With ε: which groups' noisy entity count reaches ``max(k, τ)``.
 
     Without group keys (``grouped`` False) there is one group, whose existence is not
@@ -898,11 +923,13 @@ def _selected(
     exceeds the largest contribution any one entity can make, which is what the rule
     protects (``docs/disclosure.md``).
     """
-    true = [int(r[ENTITIES] or 0) for r in rows]
+    true = exact.as_ints(entities, 0)
+    if true is None:
+        true = np.array([int(v or 0) for v in entities.to_pylist()], dtype=object)
     draws = _draw(noise, plan, len(true))
-    noisy = [max(0, t + z) for t, z in zip(true, draws, strict=True)]
+    noisy = exact.noisy_units(true, draws, 1)
     tau = selection_threshold(plan, params, selections) if grouped else params.k
-    return [n >= tau for n in noisy], noisy
+    return np.asarray(noisy >= tau, dtype=np.bool_), noisy
 
 
 def _noisy_suppressed(groups: int, kept: int, plan: NoisePlan, noise: NoiseSource) -> int:
