@@ -35,7 +35,7 @@ import random
 import secrets
 from collections.abc import Callable
 from fractions import Fraction
-from math import isqrt
+from math import gcd, isqrt
 from typing import Protocol, runtime_checkable
 
 __all__ = [
@@ -160,14 +160,17 @@ class ExactNoise:
     def discrete_gaussian(self, sigma2: Fraction, size: int) -> list[int]:
         """``size`` draws with ``P(x) ∝ exp(-x² / (2 sigma^2))`` (CKS20 algorithm 3)."""
         var = as_fraction(sigma2)
-        t = isqrt(var.numerator // var.denominator) + 1  # floor(sigma) + 1
-        shift = var / t
-        twice = 2 * var
+        a, b = var.numerator, var.denominator
+        t = isqrt(a // b) + 1  # floor(sigma) + 1
+        # gamma = (|y| - sigma²/t)² / (2 sigma²) = (|y|·b·t - a)² / (2·a·b·t²), in lowest
+        # terms as Fraction would give it (algorithm 1 reads numerator and denominator).
+        bt, den = b * t, 2 * a * b * t * t
         out: list[int] = []
         while len(out) < size:
             y = _discrete_laplace(1, t, self._randbelow)
-            gamma = (abs(y) - shift) ** 2 / twice
-            if _bernoulli_exp(gamma.numerator, gamma.denominator, self._randbelow):
+            num = (abs(y) * bt - a) ** 2
+            common = gcd(num, den)
+            if _bernoulli_exp(num // common, den // common, self._randbelow):
                 out.append(y)
         return out
 
