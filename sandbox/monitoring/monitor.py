@@ -231,8 +231,8 @@ class Monitor:
 
     def _catch_up(self, events: Sequence[Event], known: Sequence[str]) -> dict[str, list[Step]]:
         """Read what each operator's history lacks (one read per operator; two at its
-        first sight; none when its queued seqs follow the history's with no gap); each
-        operator's steps, in queue order (``catchup.steps``)."""
+        first sight; none when its queued seqs run on from the history's with no gap);
+        each operator's steps, in queue order (``catchup.steps``)."""
         queued: dict[str, list[Event]] = {}
         for event in events:
             queued.setdefault(event.operator, []).append(event)
@@ -256,7 +256,7 @@ class Monitor:
                         history.append(event)
                 seqs = {e.seq for e in mine}
                 stored = []
-                if not _follows(history.last_seq, seqs):
+                if _may_lack(history.last_seq, seqs):
                     stored = read_since(store(), operator, history.last_seq, max(seqs), seqs, known)
                 plan[operator] = steps(history.last_seq, mine, stored)
         return plan
@@ -328,10 +328,14 @@ class Monitor:
             log.warning("alert %s: %s applied", alert["id"], ", ".join(d["action"] for d in done))
 
 
-def _follows(last_seq: int, seqs: set[int]) -> bool:
-    """The seqs are the ones right after ``last_seq``, with none missing: the store
-    holds nothing between them for this operator that the history lacks."""
-    return min(seqs) == last_seq + 1 and max(seqs) - min(seqs) + 1 == len(seqs)
+def _may_lack(last_seq: int, seqs: set[int]) -> bool:
+    """Whether the store may hold entries of the operator that neither its history (up
+    to ``last_seq``) nor its queued ``seqs`` have: not when no queued seq is beyond the
+    next one, nor when the queued seqs beyond ``last_seq`` run on from it with no gap."""
+    top = max(seqs)
+    if top <= last_seq + 1:
+        return False
+    return sum(1 for seq in seqs if seq > last_seq) != top - last_seq
 
 
 class _OpenAlerts:
