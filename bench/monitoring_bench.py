@@ -31,7 +31,13 @@ the GIL the requests need.  Measured in one run:
      ``sandbox/monitoring/monitor.py`` of git revision REV, loaded beside the current
      one (the other monitoring modules are the working tree's; the bench lists those
      that differ from REV);
-3. ``rescan``: :func:`scan` of 100,000 synthetic decisions of one operator (a mix of
+3. ``threads`` (``--threads N``, 0 to skip): N request threads in this process, each
+   running ``--per-thread`` pairs of the small stream, with no monitor, REV's (with
+   ``--against``) and the current one attached as the server attaches it (its thread
+   started, ``observe`` as the observer), interleaved: decisions per second until the
+   monitor has drained, and the mean number of decisions the current monitor's thread
+   took per batch (what batching gets under load);
+4. ``rescan``: :func:`scan` of 100,000 synthetic decisions of one operator (a mix of
    answers with fingerprints from the corpus, refusals, suppressions, ε spends).
 
 CPU is this process's (``time.process_time``: the monitor thread included).  Medians
@@ -53,6 +59,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -230,6 +237,53 @@ def raw_duckdb_ms(settings: Settings, lines: list[dict[str, str]], repeat: int) 
     return runs
 
 
+def threaded(
+    platform: Platform,
+    tokens: dict[str, str],
+    clients: int,
+    per_thread: int,
+    repeat: int,
+    against: ModuleType | None,
+    rev: str,
+) -> tuple[dict[str, list[float]], list[float]]:
+    """Decisions per second with each monitor (or none) and the current one's mean batch."""
+    bank = platform.authority.authenticate(tokens["op-bank"])
+    kinds: list[tuple[str, Any]] = [("no monitor", None)]
+    if against is not None:
+        kinds.append((rev, against.Monitor))
+    kinds.append(("current", Monitor))
+    rates: dict[str, list[float]] = {name: [] for name, _ in kinds}
+    batches: list[float] = []
+    moving = iter(range(10**9))
+    for run in range(repeat):
+        for name, kind in kinds if run % 2 == 0 else kinds[::-1]:
+            service = QueryService(platform)
+            monitor = None if kind is None else kind(platform, lambda: platform.settings)
+            if monitor is not None:
+                monitor.start()
+                service.observer = monitor.observe
+
+            def client(service: QueryService = service) -> None:
+                for _ in range(per_thread):
+                    service.explain(bank, EXPLAIN)
+                    service.run_job(bank, QUERY.format(next(moving)))
+
+            threads = [threading.Thread(target=client) for _ in range(clients)]
+            start = time.perf_counter()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            if monitor is not None:
+                monitor.drain()
+            rates[name].append(2 * clients * per_thread / (time.perf_counter() - start))
+            if monitor is not None:
+                monitor.stop()
+                if kind is Monitor:
+                    batches.append(monitor.taken / max(monitor.batches, 1))
+    return rates, batches
+
+
 def monitor_at(rev: str) -> ModuleType:
     """``sandbox/monitoring/monitor.py`` of git revision ``rev``, as a module beside the
     current one (its relative imports resolve to the working tree's package)."""
@@ -319,6 +373,8 @@ def main() -> None:
     parser.add_argument("--decisions", type=int, default=100_000)
     parser.add_argument("--small", type=int, default=200, help="pairs of the small stream")
     parser.add_argument("--against", metavar="REV", help="also time REV's monitor.py")
+    parser.add_argument("--threads", type=int, default=8, help="request threads (0: skip)")
+    parser.add_argument("--per-thread", type=int, default=15, help="pairs per thread")
     args = parser.parse_args()
     against = None
     if args.against:
@@ -347,6 +403,16 @@ def main() -> None:
             tokens = load_deployment(platform, 0.01, by="bench", reason="monitoring benchmark")
             small, small_ms = small_decisions(platform, tokens, args.small)
             small_modes = per_decision(platform, small, args.repeat, chosen)
+            if args.threads:
+                rates, batches = threaded(
+                    platform,
+                    tokens,
+                    args.threads,
+                    args.per_thread,
+                    args.repeat,
+                    against,
+                    args.against or "",
+                )
         finally:
             platform.close()
     report_modes("corpus", corpus_modes, len(raw))
@@ -364,9 +430,18 @@ def main() -> None:
     print(f"small query in process (ms wall, {len(small_ms)} queries): {spread(small_ms)}")
     for name, (cpu, _wall) in small_modes.items():
         print(
-            f"  monitor CPU per decision / one small query, {name}: "
+            f"  monitor CPU per decision / one small query's wall time, {name}: "
             f"{statistics.median(cpu) / 1000 / query_ms:.3f}"
         )
+    if args.threads:
+        print(f"{args.threads} request threads in process, {2 * args.per_thread} decisions each:")
+        anchor = statistics.median(rates["no monitor"])
+        for name, values in rates.items():
+            print(
+                f"  {name:>10}: decisions/s {spread(values)}; "
+                f"/ no monitor {statistics.median(values) / anchor:.3f}"
+            )
+        print(f"  current monitor's mean batch (decisions per batch): {spread(batches)}")
 
     events = synthetic(args.decisions, lines)
     runs, cpu_runs, found = rescan_s(events, thresholds_of(Settings()), args.repeat)

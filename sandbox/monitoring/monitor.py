@@ -120,6 +120,9 @@ class Monitor:
         self._thread: threading.Thread | None = None
         self._recent: dict[str, tuple[int, float, str]] = {}
         """Alert key -> (severity rank, when, alert id) of this process's last write for it."""
+        self.batches = 0
+        self.taken = 0
+        """Batches the thread took from the queue, and decisions in them (the mean batch)."""
 
     # -- the query path's side ---------------------------------------------------------------
 
@@ -154,6 +157,8 @@ class Monitor:
                 except queue.Empty:
                     break
             stop = items[-1] is None
+            self.batches += 1
+            self.taken += len(items) - stop
             try:
                 batch = []
                 for item in items[:-1] if stop else items:
