@@ -64,7 +64,7 @@ ENTITIES = "__entities"
 #: With ε, the number of groups is released too (it gives ``groups_suppressed``).
 GROUPS = "__groups"
 _KEY = re.compile(r"__k\d+\Z")
-Mask = npt.NDArray[np.bool_]
+_Mask = npt.NDArray[np.bool_]
 StatKind = Literal[
     "entities",
     "joined",
@@ -640,6 +640,10 @@ def _exact_values(values: pa.Array, counts: bool) -> pa.Array:
         return pc.cast(values, kind)  # an integer type whose values all fit
     if not counts and pa.types.is_floating(values.type):
         return pc.cast(values, kind)  # float32 and float16 widen exactly
+    ints = None if counts else exact.as_ints(values, 0)
+    if ints is not None and bool((np.abs(ints) <= 2**53).all()):
+        nulls = pc.is_null(values).to_numpy(zero_copy_only=False)
+        return pa.array(ints.astype(np.float64), kind, mask=nulls)  # exact below 2**53
     python = values.to_pylist()
     return pa.array([None if v is None else int(v) if counts else float(v) for v in python], kind)
 
@@ -656,7 +660,7 @@ def _rounded(array: pa.Array, column: StatColumn | None, digits: int | None) -> 
 
 def _kept(
     data: dict[str, pa.Array], by_name: dict[str, StatColumn], params: DisclosureParams
-) -> Mask:
+) -> _Mask:
     """Which groups pass the low-count filter and the dominance rule (true values)."""
     counted = _counted_by(by_name, ENTITIES)
     keep = np.asarray(exact.least([data[n] for n in counted]) >= params.k, dtype=np.bool_)
@@ -668,7 +672,7 @@ def _kept(
     return keep
 
 
-def _dominated(tops: pa.Array, totals: pa.Array, params: DisclosureParams, where: Mask) -> Mask:
+def _dominated(tops: pa.Array, totals: pa.Array, params: DisclosureParams, where: _Mask) -> _Mask:
     """``_dominant`` for each group in ``where``: column-wise where that is one IEEE
     operation (``disclosure_exact.top_shares``), per group otherwise.
     """
@@ -911,7 +915,7 @@ def _selected(
     selections: int,
     *,
     grouped: bool = True,
-) -> tuple[Mask, exact.Ints]:
+) -> tuple[_Mask, exact.Ints]:
     """With ε: which groups' noisy entity count reaches ``max(k, τ)``.
 
     Without group keys (``grouped`` False) there is one group, whose existence is not

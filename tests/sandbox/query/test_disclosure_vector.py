@@ -236,6 +236,11 @@ def _measure(draw: st.DrawFn, n: int) -> pa.Array:
     if draw(st.integers(0, 9)) == 0:
         element = st.one_of(element, special)
     values = draw(st.lists(element, min_size=n, max_size=n))
+    if draw(st.integers(0, 5)) == 0:  # an integer measure's sum (int64)
+        return pa.array(
+            [None if v is None or v != v or abs(v) >= 2**62 else int(v) for v in values],
+            pa.int64(),
+        )
     if draw(st.integers(0, 5)) == 0:
         scale = draw(st.integers(0, 4))
         return pa.array(
