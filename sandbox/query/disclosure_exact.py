@@ -16,6 +16,8 @@ in row order, so they raise what it raises.  The result is the definition's bit 
 
 from __future__ import annotations
 
+import math
+import sys
 from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
@@ -52,6 +54,8 @@ _WHOLE = 2.0**51
 #: with room; and an absolute floor for results in the subnormal range.
 _RELATIVE = 2.0**-50
 _ABSOLUTE = 2.0**-1000
+#: The smallest normal float64: below it a float is not within 2**-53 of its value.
+_NORMAL = sys.float_info.min
 
 
 def as_ints(array: pa.Array, null: int) -> Ints | None:
@@ -67,6 +71,14 @@ def as_ints(array: pa.Array, null: int) -> Ints | None:
         return None
     values: Ints = pc.fill_null(ints, null).to_numpy(zero_copy_only=False)
     return values
+
+
+def _as_float(value: Fraction | int) -> float | None:
+    """``float(value)``, or None where it has none (beyond float64's range)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return None
 
 
 def _floats(array: pa.Array) -> tuple[Floats, Mask]:
@@ -153,9 +165,14 @@ def grid_units(
         else:
             product, exact = _centre_product(centre, n)
             ok &= exact
+    step = _as_float(resolution)
+    if (
+        step is None or not _NORMAL <= step < math.inf
+    ):  # a subnormal grid is not within 2**-53 of itself
+        ok = np.zeros(len(sums), np.bool_)
     with np.errstate(all="ignore"):
         shifted = values - product if centre else values
-        q = shifted / float(resolution)
+        q = shifted / (step or 1.0)
         whole = np.rint(q)
         bound = np.abs(q) * _RELATIVE + _ABSOLUTE
         ok &= np.isfinite(q) & (np.abs(q) < _WHOLE) & (np.abs(q - whole) < 0.5 - bound)
@@ -210,13 +227,13 @@ def grid_values(units: Ints, resolution: Fraction) -> pa.Array:
     ok = np.zeros(count, np.bool_)
     fast = np.zeros(count)
     if units.dtype != object:
-        top, bottom = resolution.numerator, resolution.denominator
+        top, bottom = _as_float(resolution.numerator), _as_float(resolution.denominator)
         with np.errstate(all="ignore"):
-            if bottom == 1 and float(top) == top:
-                fast = units.astype(np.float64) * float(top)
+            if resolution.denominator == 1 and top is not None and top == resolution:
+                fast = units.astype(np.float64) * top
                 ok = np.abs(units) <= _EXACT
-            elif top == 1 and float(bottom) == bottom:
-                fast = units.astype(np.float64) / float(bottom)
+            elif resolution.numerator == 1 and bottom is not None and bottom == 1 / resolution:
+                fast = units.astype(np.float64) / bottom
                 ok = np.abs(units) <= _EXACT
             ok &= np.isfinite(fast)
     rows = np.flatnonzero(~ok)
@@ -230,8 +247,9 @@ def uncentred(centred: pa.Array, counts: pa.Array, centre: Fraction, clamp: int)
     """``float(Fraction(s or 0) + centre·int(n or 0))`` per group, clamped at 0 first.
 
     ``s`` is a float64 and ``centre·n`` exact (``_centre_product``): one IEEE addition
-    of exact operands is the correctly rounded exact sum.  It is 0.0, never -0.0,
-    where the sum is 0 (the product is never -0.0), and no non-zero sum underflows to
+    of exact operands is the correctly rounded exact sum.  Adding 0.0 makes a zero sum
+    0.0, as ``float(Fraction(0))`` (-0.0 + -0.0 is -0.0, and a negative centre times a
+    count of 0 is -0.0), and changes nothing else; no non-zero sum underflows to
     0, so clamping the rounded value is clamping the exact one.
     """
     values, ok = _floats(centred)
@@ -242,7 +260,7 @@ def uncentred(centred: pa.Array, counts: pa.Array, centre: Fraction, clamp: int)
     else:
         product, exact = _centre_product(centre, n)
         with np.errstate(all="ignore"):
-            total = values + product
+            total = values + product + 0.0
         ok &= exact & np.isfinite(total)
     if clamp > 0:
         total = np.where(total < 0, 0.0, total)

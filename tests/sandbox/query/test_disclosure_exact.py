@@ -21,6 +21,8 @@ from hypothesis import strategies as st
 from sandbox.query import disclosure_exact as exact
 
 GRIDS = [Fraction(10) ** e for e in range(-12, 13)] + [Fraction(1, 3), Fraction(7, 2)]
+# Grids float64 holds only as subnormals (or not at all), and beyond its range.
+GRIDS += [Fraction(1, 10**310), Fraction(3, 10**316), Fraction(1, 10**330), Fraction(10**400)]
 
 
 def _bits(values: list[Any]) -> list[Any]:
