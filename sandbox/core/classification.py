@@ -130,7 +130,8 @@ class ColumnSpec:
 
 @dataclass(frozen=True)
 class Contribution:
-    """Contribution bounds of one entity key: at most ``C`` rows in each of ``G`` groups.
+    """Contribution bounds of one entity key: at most ``C`` rows in each of ``G`` groups,
+    and (where declared) at most ``T`` rows over all of a query's groups together.
 
     What a query with a privacy budget keeps of one entity (``docs/disclosure.md``):
     the rewrite drops the rest before aggregating, and every sensitivity scales with them.
@@ -138,6 +139,7 @@ class Contribution:
 
     max_rows_per_entity: int
     max_groups_per_entity: int
+    max_total_rows_per_entity: int | None = None
 
     def narrowed(
         self, max_rows_per_entity: int | None = None, max_groups_per_entity: int | None = None
@@ -147,13 +149,17 @@ class Contribution:
         return Contribution(
             rows if max_rows_per_entity is None else min(rows, max_rows_per_entity),
             groups if max_groups_per_entity is None else min(groups, max_groups_per_entity),
+            self.max_total_rows_per_entity,
         )
 
     def to_dict(self) -> dict[str, int]:
-        return {
+        out = {
             "max_rows_per_entity": self.max_rows_per_entity,
             "max_groups_per_entity": self.max_groups_per_entity,
         }
+        if self.max_total_rows_per_entity is not None:  # absent: the digest it had before T
+            out["max_total_rows_per_entity"] = self.max_total_rows_per_entity
+        return out
 
 
 @dataclass(frozen=True)
@@ -270,7 +276,11 @@ def parse_classification(
     if "contribution" in doc:
         bounds = section(ContributionEntry, doc["contribution"], "contribution", problems)
         if bounds is not None:
-            contribution = Contribution(bounds.max_rows_per_entity, bounds.max_groups_per_entity)
+            contribution = Contribution(
+                bounds.max_rows_per_entity,
+                bounds.max_groups_per_entity,
+                bounds.max_total_rows_per_entity,
+            )
     if problems or dataset is None:
         raise ClassificationError(
             f"{source_name}: " + "; ".join(problems), rule="classification.invalid"

@@ -1,4 +1,4 @@
-"""The ``[contribution]`` section of a classification file: C and G of the entity key.
+"""The ``[contribution]`` section of a classification file: C, G (and T) of the entity key.
 
 Read by :func:`sandbox.core.classification.parse_classification` with
 :func:`sandbox.core.classification_file.section`, like every section: problems are
@@ -36,16 +36,24 @@ def _groups_bound(value: Any) -> int:
     return _bound(value, "max_groups_per_entity")
 
 
+def _total_bound(value: Any) -> int:
+    return _bound(value, "max_total_rows_per_entity")
+
+
 class ContributionEntry(BaseModel):
     """``[contribution]``: what one entity (of the dataset's entity key) may contribute.
 
     ``max_rows_per_entity`` (C): rows of one entity counted in one group;
     ``max_groups_per_entity`` (G): groups one entity counts in, per query with a
     privacy budget.  Both required: a half-declared section is a mistake, not a wish
-    for the platform's default of the other.
+    for the platform's default of the other.  ``max_total_rows_per_entity`` (T),
+    optional: rows of one entity counted over all groups of a query together; where
+    ``T < C·G`` row counts and sums pay for ``T`` rows, not ``C·G``
+    (``docs/disclosure.md``, "The total-rows bound T").
     """
 
     model_config = _FILE
 
     max_rows_per_entity: Annotated[int, PlainValidator(_rows_bound)]
     max_groups_per_entity: Annotated[int, PlainValidator(_groups_bound)]
+    max_total_rows_per_entity: Annotated[int, PlainValidator(_total_bound)] | None = None

@@ -190,6 +190,13 @@ def _unit(node: exp.Expr) -> str:
 
 def _check(node: exp.Expr) -> None:
     """Refuse one node unless it is known to mean the same on Spark."""
+    if isinstance(node, exp.WindowSpec):  # a frame: only the running total's, of rows
+        window = node.parent
+        whole = node.args.get("start") == "UNBOUNDED" and node.args.get("end") == "CURRENT ROW"
+        if isinstance(window, exp.Window) and _running_cell_rows(window) and whole:
+            if node.args.get("kind") == "ROWS":
+                return
+        raise _refuse("a window frame")
     if not isinstance(node, ALLOWED):
         raise _refuse(_name(node))
     if isinstance(node, exp.Anonymous) and node.name.lower() not in ANONYMOUS:
@@ -221,8 +228,21 @@ def _check(node: exp.Expr) -> None:
             return
         raise _refuse(f"a conversion of {source.lower() or 'a derived value'} to {target.lower()}")
     if isinstance(node, exp.Window) and not isinstance(node.this, exp.Lag | exp.RowNumber):
-        raise _refuse(f"the window function {_name(node.this)}")
+        if not _running_cell_rows(node):
+            raise _refuse(f"the window function {_name(node.this)}")
     _check_function(node)
+
+
+#: The per-cell row count the rewrite's total cap adds up (``entity_caps.CELL_ROWS``; a
+#: window the guard never lets an operator write: it refuses every window function).
+_CELL_ROWS = "__sbx_r"
+
+
+def _running_cell_rows(node: exp.Window) -> bool:
+    """The total cap's running total: ``sum`` of the whole-number per-cell row counts, a
+    sum of integers both engines compute exactly over the same ordered rows."""
+    arg = node.this.this if isinstance(node.this, exp.Sum) else None
+    return isinstance(arg, exp.Column) and arg.name == _CELL_ROWS and not arg.table
 
 
 def _string(node: exp.Expr) -> bool:

@@ -9,6 +9,11 @@ budget is an inner join on the entity keys: one entity value per joined row) run
 under the strictest of all: the least C and the least G of every dataset and every
 grant in it.  Any C and G are private (the rewrite enforces them and every
 sensitivity scales with them); lower ones trade dropped rows for less noise.
+
+T (rows of one entity over all of a query's groups together) is declared only by the
+data's owner, optionally; a query runs under the least T any of its datasets declares
+(a bound the rewrite enforces on the rows it aggregates holds whichever dataset's it
+is), and under none if none declares one.
 """
 
 from __future__ import annotations
@@ -47,16 +52,18 @@ class NarrowingGrant(Protocol):
 def effective_contribution(
     grants: Iterable[NarrowingGrant], specs: Mapping[str, DatasetSpec], default: Bounds
 ) -> Contribution:
-    """The least C and least G over the datasets in ``specs`` and the ``grants``.
+    """The least C and least G over the datasets in ``specs`` and the ``grants``; the least T.
 
     ``default``: the platform's bounds, for a dataset that declares none.  A grant on a
     dataset not in ``specs`` still narrows (it is part of the query's authorization).
     """
     fallback = Contribution(default.max_rows_per_entity, default.max_groups_per_entity)
     declared = [spec.contribution_or(fallback) for spec in specs.values()] or [fallback]
+    totals = [d.max_total_rows_per_entity for d in declared]
     bounds = Contribution(
         min(d.max_rows_per_entity for d in declared),
         min(d.max_groups_per_entity for d in declared),
+        min((t for t in totals if t is not None), default=None),
     )
     for grant in grants:
         bounds = bounds.narrowed(grant.max_rows_per_entity, grant.max_groups_per_entity)

@@ -1,9 +1,12 @@
-"""The per-entity stage's caps under a budget: C rows per cell, G cells per entity.
+"""The per-entity stage's caps under a budget: C rows per cell, G cells per entity, and
+(where the data declares it) T rows per entity over all cells.
 
 The stats query aggregates per cell ``(group, entity)`` first (``rewrite.build_plan``).
 Under a budget each cell's statistics describe at most ``C`` of its rows
 (:func:`scaled_to_cap`, :func:`clamp`), and each entity keeps at most ``G`` cells
-(:func:`group_cap`).  These are SQL fragments over that per-cell table; nothing here runs.
+(:func:`group_cap`); with a binding ``T`` its row counts and sums keep, instead, the
+cells whose running total of rows stays within ``T`` (:func:`total_cap`).  These are
+SQL fragments over that per-cell table; nothing here runs.
 """
 
 from __future__ import annotations
@@ -16,7 +19,13 @@ __all__ = [
     "group_cap",
     "portable_hash",
     "scaled_to_cap",
+    "total_cap",
 ]
+
+#: The per-cell row count the total cap adds up (``C`` rows at most per cell).
+CELL_ROWS = "__sbx_r"
+#: True on the (at most ``G``) cells of an entity its entity counts keep.
+GROUP_KEPT = "__sbx_gk"
 
 #: Column types whose text (``CAST(x AS VARCHAR)``) is the same on DuckDB and Spark.
 PORTABLE_TEXT = frozenset(
@@ -150,4 +159,74 @@ def group_cap(
         f'FROM ({inner_sql}) WHERE "__sbx_e" IS NOT NULL)',
         f'__sbx_pe AS (SELECT * FROM __sbx_pg QUALIFY lag("__sbx_he", {g}) '
         'OVER (ORDER BY "__sbx_he", "__sbx_h") IS DISTINCT FROM "__sbx_he")',
+    ]
+
+
+def total_cap(
+    inner_sql: str,
+    group_cols: list[str],
+    g: int,
+    t: int,
+    columns: list[tuple[str, str]],
+    portable: list[str] | None = None,
+) -> list[str]:
+    """CTEs for a binding ``T``: entity counts keep ``g`` cells, row statistics ``t`` rows.
+
+    One order of each entity's cells, by the cell's hash as :func:`group_cap`'s: its
+    first ``g`` cells are the ones entity counts (``kind`` ``entities``; quantile
+    histograms) see, flagged :data:`GROUP_KEPT`, and what decides which groups exist;
+    its row counts and sums (``rows``, ``count``, ``sum``, ``sumsq``) see every cell
+    whose running total of :data:`CELL_ROWS` (``least(count(*), C)``), in that order,
+    is at most ``t``.  So one entity moves row statistics by at most ``t`` rows' worth
+    in all, in at most ``t`` cells (each kept cell holds one of its rows at least), and
+    entity counts by ``g``: ``disclosure.sensitivity`` with ``params.total_bound``.  A
+    cell is kept whole or not at all, so counts stay whole numbers.
+
+    ``columns``: (name, kind) of each statistic the per-cell table computes, masked here
+    (0 for counts, NULL otherwise) where its cap drops it.  The stage's output has the
+    group columns, :data:`GROUP_KEPT` and those columns.
+
+    On DuckDB the running totals come from the same sort as the group cap's lag (one
+    stream ordered by entity hash, then cell hash) less each entity's start, found by a
+    GROUP BY; ``portable``: windows partitioned by the entity (see :func:`group_cap`).
+    """
+    if g < 2 or t < 1:
+        raise ValueError(f"a total cap needs G of at least 2 and T of at least 1, not {g}, {t}")
+    cell = f"hash({', '.join([*group_cols, '__sbx_e'])})"
+    rows = f'"{CELL_ROWS}"'
+    kept = f'"{GROUP_KEPT}"'
+    within = f'("__sbx_cum" <= {t})'
+    masks = {"entities": (kept, "0"), "quantile": (kept, "NULL")}
+    masks |= {k: (within, "0") for k in ("rows", "count")}
+    masks |= {k: (within, "NULL") for k in ("sum", "sumsq")}
+    projection = [*group_cols, kept]
+    for name, kind in columns:
+        if kind not in masks:
+            raise ValueError(f"no total cap for a statistic of kind {kind}")
+        flag, dropped = masks[kind]
+        projection.append(f'CASE WHEN {flag} THEN "{name}" ELSE {dropped} END AS "{name}"')
+    if portable is not None:
+        columns_ = [*group_cols, '"__sbx_e"']
+        cell = portable_hash(list(zip(columns_, portable, strict=True)))
+        ordered = 'PARTITION BY "__sbx_e" ORDER BY "__sbx_h"'
+        return [
+            f'__sbx_pg AS (SELECT *, {cell} AS "__sbx_h" FROM ({inner_sql}) '
+            'WHERE "__sbx_e" IS NOT NULL)',
+            f"__sbx_po AS (SELECT *, row_number() OVER ({ordered}) <= {g} AS {kept}, "
+            f"sum({rows}) OVER ({ordered} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) "
+            'AS "__sbx_cum" FROM __sbx_pg)',
+            f"__sbx_pe AS (SELECT {', '.join(projection)} FROM __sbx_po)",
+        ]
+    return [
+        f'__sbx_pg AS (SELECT *, {cell} AS "__sbx_h", hash("__sbx_e") AS "__sbx_he" '
+        f'FROM ({inner_sql}) WHERE "__sbx_e" IS NOT NULL)',
+        f'__sbx_po AS (SELECT *, lag("__sbx_he", {g}) OVER __sbx_w IS DISTINCT FROM '
+        f'"__sbx_he" AS {kept}, sum({rows}) OVER __sbx_w AS "__sbx_run" FROM __sbx_pg '
+        'WINDOW __sbx_w AS (ORDER BY "__sbx_he", "__sbx_h" ROWS UNBOUNDED PRECEDING))',
+        # Each entity's start: the running total before its first cell (the smallest).
+        f'__sbx_ps AS (SELECT "__sbx_he", min("__sbx_run" - {rows}) AS "__sbx_start" '
+        'FROM __sbx_po GROUP BY "__sbx_he")',
+        '__sbx_pc AS (SELECT *, "__sbx_run" - "__sbx_start" AS "__sbx_cum" '
+        'FROM __sbx_po JOIN __sbx_ps USING ("__sbx_he"))',
+        f"__sbx_pe AS (SELECT {', '.join(projection)} FROM __sbx_pc)",
     ]

@@ -127,6 +127,21 @@ class Released:
     stats: pa.Table | None = None
 
 
+def with_total(params: DisclosureParams) -> DisclosureParams:
+    """``params`` with T applied: ``C`` at most ``T``, and ``T`` kept only where it binds.
+
+    One cell never holds more than ``T`` of an entity's rows, so ``C`` above ``T`` is
+    ``T``; and ``T`` at or above ``C·G`` (an ungrouped query's folded ``C``, say) drops
+    nothing the group cap keeps: the query then runs as if no ``T`` were declared.
+    """
+    t = params.max_total_rows_per_entity
+    if t is None:
+        return params
+    c = min(params.max_rows_per_entity, t)
+    binds = t < c * params.max_groups_per_entity
+    return replace(params, max_rows_per_entity=c, max_total_rows_per_entity=t if binds else None)
+
+
 def prepare(
     sql: str | Parsed,
     access: Mapping[str, DatasetAccess],
@@ -160,9 +175,11 @@ def prepare(
         if declared is not None and declared < params.max_groups_per_entity:
             params = replace(params, max_groups_per_entity=declared)
     if params.epsilon and bounds is None:
+        params = with_total(params)
         bounds = ContributionBounds(
             max_rows_per_entity=params.max_rows_per_entity,
             max_groups_per_entity=params.max_groups_per_entity,
+            max_total_rows_per_entity=params.max_total_rows_per_entity,
         )
     # Under a budget k is a floor on the *noisy* count (disclosure.selection_threshold):
     # the enclave keeps every group, so a DP release is not cut by a test on true counts.

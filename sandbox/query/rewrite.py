@@ -30,12 +30,15 @@ from sandbox.core.errors import QueryRefused
 from sandbox.query.columns_expr import EXPANDED
 from sandbox.query.disclosure import QUANTILE_BINS
 from sandbox.query.entity_caps import (
+    CELL_ROWS,
+    GROUP_KEPT,
     PORTABLE_TEXT,
     PORTABLE_TIME,
     cap_can_bind,
     clamp,
     group_cap,
     scaled_to_cap,
+    total_cap,
 )
 from sandbox.query.guard import QUANTILES, Checked, entity_dataset, first_source, quantile_of
 from sandbox.query.joined import check_budget_joins, entity_in, joined_datasets
@@ -74,6 +77,9 @@ class ContributionBounds:
 
     max_rows_per_entity: int = 2
     max_groups_per_entity: int = 3
+    #: T: an entity's rows over all groups together (``entity_caps.total_cap``); None
+    #: where none is declared or it cannot bind (``release.with_total``).
+    max_total_rows_per_entity: int | None = None
 
 
 @dataclass
@@ -613,6 +619,12 @@ def build_plan(
     if final.args.get("where"):
         inner.set("where", final.args["where"].copy())
     group_cols = [f'"__k{i}"' for i in range(len(checked.keys))]
+    total = None if bounds is None else bounds.max_total_rows_per_entity
+    if total is not None and not (group_cols and bounds and bounds.max_groups_per_entity > 1):
+        total = None  # one cell per entity, or one group: C ≤ T (release.with_total) holds it
+    if total is not None:
+        cell_rows = f"least(count(*), {bounds.max_rows_per_entity if bounds else 1})"
+        inner.append("expressions", exp.alias_(exp.maybe_parse(cell_rows), CELL_ROWS, quoted=True))
     inner_sql = inner.sql(dialect="duckdb") + " GROUP BY " + ", ".join([*group_cols, '"__sbx_e"'])
     ctes = []
     with_ = checked.root.args.get("with_")
@@ -645,10 +657,20 @@ def build_plan(
     elif not cap_can_bind(group_cols, bounds.max_groups_per_entity):
         # Under a budget rows without an entity are no entity's: dropped, as the cap does.
         ctes.append(f'__sbx_pe AS (SELECT * FROM ({inner_sql}) WHERE "__sbx_e" IS NOT NULL)')
+    elif total is not None:
+        # Entity counts keep G cells per entity, row counts and sums T rows (total_cap).
+        kinds = _portable_kinds(checked, access) if portable else None
+        per_cell = {e.alias for e in stats.inner}
+        computed = [(st.name, st.kind) for st in stats.stats if st.name in per_cell]
+        g = bounds.max_groups_per_entity
+        ctes += total_cap(inner_sql, group_cols, g, total, computed, kinds)
     else:
         kinds = _portable_kinds(checked, access) if portable else None
         ctes += group_cap(inner_sql, group_cols, bounds.max_groups_per_entity, kinds)
-    outer = [*group_cols, f'count(*) AS "{ENTITIES}"', *stats.outer]
+    # Under a total cap a group exists by its G-capped cells only (which groups exist is
+    # what partition selection's threshold covers: at most G per entity).
+    counted = "count(*)" if total is None else f'count(*) FILTER (WHERE "{GROUP_KEPT}")'
+    outer = [*group_cols, f'{counted} AS "{ENTITIES}"', *stats.outer]
     main = f"SELECT {', '.join(outer)} FROM __sbx_pe"
     if group_cols:
         main += " GROUP BY " + ", ".join(group_cols)
@@ -658,7 +680,7 @@ def build_plan(
         # least k, and the stats table's size limit can only be reached by those.
         # Without group keys the one group exists whatever the data: its row is always
         # there (even over no entity), so whether it appears says nothing.
-        main += f" HAVING count(*) >= {k}"
+        main += f" HAVING {counted} >= {k}"
     all_stats = list(stats.stats)
     if not entities:
         stats_sql = f"WITH {', '.join(ctes)} {main}"

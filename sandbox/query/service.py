@@ -284,6 +284,7 @@ class QueryService:
             epsilon=epsilon,
             max_rows_per_entity=bounds.max_rows_per_entity,
             max_groups_per_entity=bounds.max_groups_per_entity,
+            max_total_rows_per_entity=bounds.max_total_rows_per_entity,
             dominance_n=max((g.dominance_n for g in grants), default=2),
             dominance_p=min(shares) if shares else None,
             round_digits=min(digits) if digits else None,
@@ -401,6 +402,8 @@ class QueryService:
             "contribution": {
                 "max_rows_per_entity": prepared.params.max_rows_per_entity,
                 "max_groups_per_entity": prepared.params.max_groups_per_entity,
+                # T where it binds (else null): rows and sums pay for T rows, not C·G.
+                "max_total_rows_per_entity": prepared.params.total_bound,
             },
             "review_required": decision.review_required,
             "grants": [{"id": g.id, "version": g.version} for g in decision.grants],

@@ -379,7 +379,7 @@ def test_bounds_are_accepted_exactly_when_finite_and_low_below_high(
 # values_per_entity on three claims columns; without it health.claims keeps 2223b4d8…
 # (PRE_VALUES_PER_ENTITY_DIGEST).
 DEMO_DIGESTS = {
-    "health.claims": "8541d6defa32b8e02eb21e376a316c137c4da0da95891b6ba6f6648e51c70952",
+    "health.claims": "7eb18be3c27fa4fe555ba33bc1bddfcbfa36f49d87ba67493dbf6579af6a1602",
     "market.enterprises": "c4c6c1a7273c218b2fda865848260c1491f27ec178bc26c7425764e11c6337a2",
     "hrss.social_insurance": "81306f9a62f5398dc5d230ede1dbfbdd70821b29fa6dd1505e4ff8b3c955c26c",
     "transport.trips": "3274cd4d702a607a8d5b7550c7b26d7ef93f1baf73ae2f4499ccb9a0a07b97f3",
@@ -390,6 +390,7 @@ PRE_CONTRIBUTION_DIGESTS = {
     "hrss.social_insurance": "83943b36fd75db1fa2a53124c54d9d316120909ed466e1c8d83bf39ab13fe42b",
     "transport.trips": "8428c503de9e35098bd578802cad40603cc0acea8c5ad1fde75cd6e2c14506a4",
 }
+PRE_TOTAL_DIGEST = "8541d6defa32b8e02eb21e376a316c137c4da0da95891b6ba6f6648e51c70952"
 PRE_VALUES_PER_ENTITY_DIGEST = "2223b4d8c4f3baf7fed4bd7f2e871656a1f3efe30ac3c754262a0d4c25eac777"
 OLD_DEMO_DIGESTS = {
     "health.claims": "13a22c863614424d4f19676a75fb63bb6d0583f141824986a36414f9bd8e0d9b",
@@ -413,10 +414,23 @@ def _without_quality_keys(text: str) -> str:
     return "".join(x for x in text.splitlines(keepends=True) if not x.startswith(keys))
 
 
-def _without_values_per_entity(text: str) -> str:
-    """A demo file as it was before values_per_entity was declared."""
+def _without_total(text: str) -> str:
+    """A demo file as it was before T (``max_total_rows_per_entity``) was declared."""
     lines = text.splitlines(keepends=True)
+    return "".join(x for x in lines if not x.startswith("max_total_rows_per_entity = "))
+
+
+def _without_values_per_entity(text: str) -> str:
+    """A demo file as it was before values_per_entity (and T, later) was declared."""
+    lines = _without_total(text).splitlines(keepends=True)
     return "".join(x for x in lines if not x.startswith("values_per_entity = "))
+
+
+def test_a_file_without_t_keeps_its_digest() -> None:
+    text = (ROOT / "sandbox/enclave/demo/health.claims.toml").read_text("utf-8")
+    old = parse_classification(_without_total(text))
+    assert old.contribution is not None and old.contribution.max_total_rows_per_entity is None
+    assert old.sha256() == PRE_TOTAL_DIGEST != DEMO_DIGESTS["health.claims"]
 
 
 def test_a_file_without_values_per_entity_keeps_its_digest() -> None:

@@ -88,6 +88,16 @@ def test_the_portable_hash_renders_alike() -> None:
         ('SELECT concat("c"."ratio", \'x\') FROM "health"."claims" AS "c"', "concat()"),
         ('SELECT "c"."ratio" // 2 FROM "health"."claims" AS "c"', "//"),
         ('SELECT strftime("c"."paid_at", \'%A\') FROM "health"."claims" AS "c"', "strftime()"),
+        (
+            'SELECT sum("c"."age") OVER (ORDER BY "c"."age" ROWS UNBOUNDED PRECEDING) '
+            'FROM "health"."claims" AS "c"',
+            "window",
+        ),
+        (
+            'SELECT sum("__sbx_r") OVER (ORDER BY "__sbx_r" ROWS BETWEEN 1 PRECEDING AND '
+            'CURRENT ROW) FROM (SELECT 1 AS "__sbx_r" FROM "health"."claims") AS "c"',
+            "window frame",
+        ),
     ],
 )
 def test_what_is_not_known_to_agree_is_refused_by_name(sql: str, named: str) -> None:
@@ -126,3 +136,14 @@ def test_the_query_is_not_changed() -> None:
     before = tree.sql(dialect="duckdb")
     to_spark(tree, VIEWS, SCHEMA)
     assert tree.sql(dialect="duckdb") == before
+
+
+def test_the_total_caps_running_row_total_renders() -> None:
+    """The one window sum allowed: the rewrite's whole-number per-cell rows, from the
+    start of the entity's cells (``entity_caps.total_cap``)."""
+    out = spark(
+        'SELECT sum("__sbx_r") OVER (PARTITION BY "e" ORDER BY "h" ROWS BETWEEN UNBOUNDED '
+        'PRECEDING AND CURRENT ROW) FROM (SELECT 1 AS "__sbx_r", "c"."person_id" AS "e", '
+        '"c"."age" AS "h" FROM "health"."claims" AS "c") AS "x"'
+    )
+    assert "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW" in out

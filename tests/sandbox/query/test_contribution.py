@@ -43,18 +43,19 @@ def test_a_dataset_without_the_section_gets_the_platform_default() -> None:
 
 def test_the_declared_bounds_apply_and_a_grant_narrows_them() -> None:
     specs = {"health.claims": demo_spec("health.claims")}
-    assert effective_contribution([], specs, DEFAULT) == Contribution(9, 4)
+    assert effective_contribution([], specs, DEFAULT) == Contribution(9, 4, 9)
     narrowing = FakeGrant("health.claims", max_rows_per_entity=2)
-    assert effective_contribution([narrowing], specs, DEFAULT) == Contribution(2, 4)
+    assert effective_contribution([narrowing], specs, DEFAULT) == Contribution(2, 4, 9)
     wider = FakeGrant("health.claims", max_rows_per_entity=50, max_groups_per_entity=50)
-    assert effective_contribution([wider], specs, DEFAULT) == Contribution(9, 4)
+    assert effective_contribution([wider], specs, DEFAULT) == Contribution(9, 4, 9)
 
 
 def test_a_join_runs_under_the_strictest_of_its_datasets() -> None:
     specs = {d: demo_spec(d) for d in ("market.enterprises", "hrss.social_insurance")}
     assert effective_contribution([], specs, DEFAULT) == Contribution(1, 1)
     specs = {d: demo_spec(d) for d in ("health.claims", "transport.trips")}
-    assert effective_contribution([], specs, DEFAULT) == Contribution(9, 4)
+    # T: the least any dataset declares (trips declares none).
+    assert effective_contribution([], specs, DEFAULT) == Contribution(9, 4, 9)
 
 
 @given(
@@ -105,8 +106,13 @@ def _grant(deployment, bureau: str, operator: str, dataset: str):
 def test_a_query_runs_under_its_datasets_bounds_and_a_narrowed_grant(deployment) -> None:
     """The bounds reach the rewrite: explain shows them and the plan caps by them."""
     answer = _explain(deployment, "op-insurer", CLAIMS_BY_AGE)
-    # G = 2, not the dataset's 4: age declares two values per person (key_groups).
-    assert answer["contribution"] == {"max_rows_per_entity": 9, "max_groups_per_entity": 2}
+    # G = 2, not the dataset's 4: age declares two values per person (key_groups); T = 9
+    # binds below C·G = 18.
+    assert answer["contribution"] == {
+        "max_rows_per_entity": 9,
+        "max_groups_per_entity": 2,
+        "max_total_rows_per_entity": 9,
+    }
     admin, bureau, grant = _grant(deployment, "bureau-health", "op-insurer", "health.claims")
     with pytest.raises(InvalidInput) as info:  # a grant never widens the data's bounds
         admin.narrow_grant(bureau, grant.id, max_rows_per_entity=10, reason="wider")
@@ -114,7 +120,12 @@ def test_a_query_runs_under_its_datasets_bounds_and_a_narrowed_grant(deployment)
     narrowed = admin.narrow_grant(bureau, grant.id, max_rows_per_entity=2, reason="one visit")
     assert narrowed.to_dict()["max_rows_per_entity"] == 2
     answer = _explain(deployment, "op-insurer", CLAIMS_BY_AGE)
-    assert answer["contribution"] == {"max_rows_per_entity": 2, "max_groups_per_entity": 2}
+    # C·G = 4 is below T: T no longer binds.
+    assert answer["contribution"] == {
+        "max_rows_per_entity": 2,
+        "max_groups_per_entity": 2,
+        "max_total_rows_per_entity": None,
+    }
     with pytest.raises(InvalidInput) as info:  # and a narrowing is never undone
         admin.narrow_grant(bureau, grant.id, max_rows_per_entity=3, reason="back")
     assert "max_rows_per_entity raised or removed" in info.value.message
@@ -126,4 +137,8 @@ def test_a_query_runs_under_its_datasets_bounds_and_a_narrowed_grant(deployment)
 
 def test_a_join_explains_the_strictest_bounds(deployment) -> None:
     answer = _explain(deployment, "op-bank", JOIN)
-    assert answer["contribution"] == {"max_rows_per_entity": 1, "max_groups_per_entity": 1}
+    assert answer["contribution"] == {
+        "max_rows_per_entity": 1,
+        "max_groups_per_entity": 1,
+        "max_total_rows_per_entity": None,
+    }
