@@ -99,10 +99,11 @@ class ExplainOut(BaseModel):
         description="Per output: the 95% half-width of its noise (docs/disclosure.md, "
         "Accuracy), known before any ε is spent.",
     )
-    contribution: dict[str, int] | None = Field(
+    contribution: dict[str, int | None] | None = Field(
         default=None,
         description="C and G the query runs under: the datasets' [contribution], narrowed "
-        "by the grants (docs/disclosure.md).",
+        "by the grants, and T (max_total_rows_per_entity) where it binds, else null "
+        "(docs/disclosure.md).",
     )
     review_required: bool | None = None
     grants: list[Json] | None = None
