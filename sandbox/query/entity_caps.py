@@ -186,9 +186,11 @@ def total_cap(
     (0 for counts, NULL otherwise) where its cap drops it.  The stage's output has the
     group columns, :data:`GROUP_KEPT` and those columns.
 
-    On DuckDB the running totals come from the same sort as the group cap's lag (one
-    stream ordered by entity hash, then cell hash) less each entity's start, found by a
-    GROUP BY; ``portable``: windows partitioned by the entity (see :func:`group_cap`).
+    One window partitioned by the entity's hash (``portable``: by the entity, with the
+    MD5 cell hash of :func:`group_cap`) gives both: a row number and a running total.
+    Measured on W1 at 10 M rows (DuckDB 2.0, loaded machine, interleaved): 8.5 s against
+    7.6 s for the group cap alone; the group cap's global sort with each entity's start
+    joined back took 10.3 s, and T lags of that sort 9.4 s.
     """
     if g < 2 or t < 1:
         raise ValueError(f"a total cap needs G of at least 2 and T of at least 1, not {g}, {t}")
@@ -205,28 +207,19 @@ def total_cap(
             raise ValueError(f"no total cap for a statistic of kind {kind}")
         flag, dropped = masks[kind]
         projection.append(f'CASE WHEN {flag} THEN "{name}" ELSE {dropped} END AS "{name}"')
+    entity, hashed = '"__sbx_he"', ', hash("__sbx_e") AS "__sbx_he"'
     if portable is not None:
         columns_ = [*group_cols, '"__sbx_e"']
         cell = portable_hash(list(zip(columns_, portable, strict=True)))
-        ordered = 'PARTITION BY "__sbx_e" ORDER BY "__sbx_h"'
-        return [
-            f'__sbx_pg AS (SELECT *, {cell} AS "__sbx_h" FROM ({inner_sql}) '
-            'WHERE "__sbx_e" IS NOT NULL)',
-            f"__sbx_po AS (SELECT *, row_number() OVER ({ordered}) <= {g} AS {kept}, "
-            f"sum({rows}) OVER ({ordered} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) "
-            'AS "__sbx_cum" FROM __sbx_pg)',
-            f"__sbx_pe AS (SELECT {', '.join(projection)} FROM __sbx_po)",
-        ]
+        entity, hashed = '"__sbx_e"', ""
+    # One window partitioned by the entity (its hash on DuckDB, as the group cap's sort:
+    # colliding entities share one run) and ordered by the cell hash: both flags from it.
+    ordered = f'PARTITION BY {entity} ORDER BY "__sbx_h"'
     return [
-        f'__sbx_pg AS (SELECT *, {cell} AS "__sbx_h", hash("__sbx_e") AS "__sbx_he" '
-        f'FROM ({inner_sql}) WHERE "__sbx_e" IS NOT NULL)',
-        f'__sbx_po AS (SELECT *, lag("__sbx_he", {g}) OVER __sbx_w IS DISTINCT FROM '
-        f'"__sbx_he" AS {kept}, sum({rows}) OVER __sbx_w AS "__sbx_run" FROM __sbx_pg '
-        'WINDOW __sbx_w AS (ORDER BY "__sbx_he", "__sbx_h" ROWS UNBOUNDED PRECEDING))',
-        # Each entity's start: the running total before its first cell (the smallest).
-        f'__sbx_ps AS (SELECT "__sbx_he", min("__sbx_run" - {rows}) AS "__sbx_start" '
-        'FROM __sbx_po GROUP BY "__sbx_he")',
-        '__sbx_pc AS (SELECT *, "__sbx_run" - "__sbx_start" AS "__sbx_cum" '
-        'FROM __sbx_po JOIN __sbx_ps USING ("__sbx_he"))',
-        f"__sbx_pe AS (SELECT {', '.join(projection)} FROM __sbx_pc)",
+        f'__sbx_pg AS (SELECT *, {cell} AS "__sbx_h"{hashed} FROM ({inner_sql}) '
+        'WHERE "__sbx_e" IS NOT NULL)',
+        f"__sbx_po AS (SELECT *, row_number() OVER ({ordered}) <= {g} AS {kept}, "
+        f"sum({rows}) OVER ({ordered} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) "
+        'AS "__sbx_cum" FROM __sbx_pg)',
+        f"__sbx_pe AS (SELECT {', '.join(projection)} FROM __sbx_po)",
     ]
