@@ -95,11 +95,12 @@ class BoundsProposal:
         """A snippet to paste into the classification (replacing what it names)."""
         lines = [
             f"# Proposed by `sandbox dataset propose-bounds` (DP, ε = {self.epsilon:g}): "
-            f"C and G keep about {self.percentile:.0%} of entities whole, clamping bounds "
+            f"C, G and T keep about {self.percentile:.0%} of entities whole, clamping bounds "
             f"the {1 - self.value_percentile:.0%} and {self.value_percentile:.0%} quantiles.",
             "[contribution]",
             f"max_rows_per_entity = {self.contribution.max_rows_per_entity}",
             f"max_groups_per_entity = {self.contribution.max_groups_per_entity}",
+            f"max_total_rows_per_entity = {self.contribution.max_total_rows_per_entity}",
             "# G by one-column grouping: "
             + ", ".join(f"{name} {g}" for name, g in self.groups_by_column.items()),
         ]
@@ -319,7 +320,8 @@ def propose_bounds(
         epsilon=eps,
         percentile=p,
         value_percentile=v,
-        contribution=Contribution(c, max(groups.values(), default=1)),
+        # C's quantile is of each entity's rows in all: it is T as well (a cell holds no more).
+        contribution=Contribution(c, max(groups.values(), default=1), c),
         groups_by_column=groups,
         bounds=bounds,
         owner_epsilon_spent=spent,

@@ -272,8 +272,13 @@ def test_the_command_writes_a_reclassification(deployment) -> None:
     out = json.loads(done.stdout)
     assert out["epsilon"] == 10 and out["written_version"] == version + 1
     # One row per enterprise: C and G are 1 but for a chance below 1e-6 (every other
-    # candidate scores -n/20 = -25 for the 500 enterprises, at T = 2/ε_j = 1.4).
-    assert out["contribution"] == {"max_rows_per_entity": 1, "max_groups_per_entity": 1}
+    # candidate scores -n/20 = -25 for the 500 enterprises, at temperature 2/ε_j = 1.4);
+    # T is C's quantile too (rows per entity in all).
+    assert out["contribution"] == {
+        "max_rows_per_entity": 1,
+        "max_groups_per_entity": 1,
+        "max_total_rows_per_entity": 1,
+    }
     record = platform.catalog.get("market.enterprises")
     assert record.version == version + 1
     assert record.spec.contribution is not None
