@@ -21,7 +21,9 @@ operator's outputs are computed from.  The steps, in order:
    entity); ε is split by sensitivity, to minimise the summed relative variance;
 5. **rounding**; top-2 columns never leave.
 
-The math and its caveats are in ``docs/disclosure.md``.
+The math and its caveats are in ``docs/disclosure.md``.  The rules are stated per group
+(``Fraction``, ``round``, ``int``); :mod:`sandbox.query.disclosure_exact` evaluates them a
+column at a time with the same result bit for bit.
 """
 
 from __future__ import annotations
