@@ -777,7 +777,9 @@ def _disclose(
             # Already noised for the selection: release those same draws (no second spend).
             array = _int64(noisy_entities[keep])
         else:
-            tail = None if extra is None else extra[name]
+            # A joined count summed over the folded groups overcounts their entities (as a
+            # cell's does): the remainder row carries none.
+            tail = None if extra is None else extra.get(name)
             array = _release(kept[name], stat, plans.get(name), source)
             if extra is not None:
                 counts = stat.kind in _COUNTS or stat.kind == "joined"
