@@ -243,6 +243,11 @@ def dataset_show(
         if bounds is None
         else f"contribution: C = {bounds.max_rows_per_entity} rows per entity and group, "
         f"G = {bounds.max_groups_per_entity} groups per entity"
+        + (
+            ""
+            if bounds.max_total_rows_per_entity is None
+            else f", T = {bounds.max_total_rows_per_entity} rows per entity in all"
+        )
     )
     typer.echo("")
     typer.echo(f"{'column':<16} {'type':<14} {'level':<5} {'role':<10} rules")
