@@ -1,3 +1,4 @@
+# Over 400 lines: one pool's life (claim, run, cancel, recover, monitor) shares its slots and locks.
 """The bounded worker pool that runs jobs, and what happens to jobs when a server stops.
 
 Each server process runs one :class:`JobRunner`: ``workers`` threads claim queued
