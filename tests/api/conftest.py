@@ -334,3 +334,33 @@ def register(
         "application": out["application"],
         "form": reviewed.get("form"),
     }
+
+
+def start_lab(root: Path, env: dict[str, str]) -> LiveServer:
+    """A started server whose bureau-lab registered the two lab datasets (from uploads)
+    and granted them to op-bank, reviewed: a join on a non-entity key is exact and held
+    for review (dp joins only on entity keys).  ``env``: the server's settings."""
+    from tests.enrolling import enrol
+
+    home = root / "home"
+    tokens = deployment(home)
+    server = LiveServer(home, tokens, env={**env, **FAST_PUBLICITY})
+    server.start()
+    with server.client("admin") as admin:
+        admin.create_account(name="bureau-lab", role="bureau", organisation="Lab", domains=["lab"])
+    server.tokens["bureau-lab"] = enrol(server.url, server.tokens["admin"], home, "bureau-lab")
+    events, pairs = lab_files(root)
+    with server.client("bureau-lab") as bureau:
+        for toml, path in ((LAB_EVENTS, events), (LAB_PAIRS, pairs)):
+            upload = bureau.upload(path, domain="lab")
+            register(server, "bureau-lab", toml, upload_id=upload["upload_id"])
+            bureau.issue_grant(
+                dataset=toml.split('id = "')[1].split('"')[0],
+                operator="op-bank",
+                purpose_code="lab-tests",
+                purpose_text="slow joins",
+                valid_until="2030-01-01T00:00:00Z",
+                max_level="L2",
+                release_mode="reviewed",
+            )
+    return server

@@ -14,16 +14,13 @@ import pytest
 
 from sandbox.core.errors import QueryRefused, RateLimited
 from tests.api.conftest import (
-    FAST_PUBLICITY,
     LAB_EVENTS,
-    LAB_PAIRS,
     SLOW_JOIN,
     LiveServer,
-    deployment,
     lab_files,
     register,
+    start_lab,
 )
-from tests.enrolling import enrol
 
 QUICK = "SELECT e.bucket, count(*) AS n FROM lab.events e GROUP BY 1"
 
@@ -32,29 +29,7 @@ QUICK = "SELECT e.bucket, count(*) AS n FROM lab.events e GROUP BY 1"
 def lab(tmp_path_factory: pytest.TempPathFactory):
     """A server (one job worker) whose op-bank holds a grant on the lab datasets."""
     root = tmp_path_factory.mktemp("jobs")
-    home = root / "home"
-    tokens = deployment(home)
-    env = {"SANDBOX_JOB_WORKERS": "1", "SANDBOX_THREADS": "1", **FAST_PUBLICITY}
-    server = LiveServer(home, tokens, env=env)
-    server.start()
-    with server.client("admin") as admin:
-        admin.create_account(name="bureau-lab", role="bureau", organisation="Lab", domains=["lab"])
-    server.tokens["bureau-lab"] = enrol(server.url, server.tokens["admin"], home, "bureau-lab")
-    events, pairs = lab_files(root)
-    with server.client("bureau-lab") as bureau:
-        for toml, path in ((LAB_EVENTS, events), (LAB_PAIRS, pairs)):
-            upload = bureau.upload(path, domain="lab")
-            register(server, "bureau-lab", toml, upload_id=upload["upload_id"])
-            bureau.issue_grant(
-                dataset=toml.split('id = "')[1].split('"')[0],
-                operator="op-bank",
-                purpose_code="lab-tests",
-                purpose_text="slow joins",
-                valid_until="2030-01-01T00:00:00Z",
-                max_level="L2",
-                # Joins on a non-entity key: exact, held for review (dp joins only on keys).
-                release_mode="reviewed",
-            )
+    server = start_lab(root, {"SANDBOX_JOB_WORKERS": "1", "SANDBOX_THREADS": "1"})
     try:
         yield server
     finally:

@@ -22,17 +22,11 @@ from sandbox.client import ConnectionFailed
 from sandbox.jobs.store import JobState
 from sandbox.services import Services
 from tests.api.conftest import (
-    FAST_PUBLICITY,
-    LAB_EVENTS,
-    LAB_PAIRS,
     SLOW_JOIN,
     LiveServer,
-    deployment,
-    lab_files,
-    register,
+    start_lab,
 )
 from tests.conftest import build_deployment
-from tests.enrolling import enrol
 
 SQL = "SELECT industry, count(*) AS n FROM market.enterprises WHERE founded > {} GROUP BY 1"
 
@@ -101,28 +95,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """A server whose op-bank may run SLOW_JOIN, small enough by its cost bound
     (``sync_inline_rows``) to run inline when submitted with ``wait=true``."""
     root = tmp_path_factory.mktemp("inline")
-    home = root / "home"
-    tokens = deployment(home)
-    env = {"SANDBOX_JOB_WORKERS": "1", "SANDBOX_SYNC_INLINE_ROWS": "1000000", **FAST_PUBLICITY}
-    server = LiveServer(home, tokens, env=env)
-    server.start()
-    with server.client("admin") as admin:
-        admin.create_account(name="bureau-lab", role="bureau", organisation="Lab", domains=["lab"])
-    server.tokens["bureau-lab"] = enrol(server.url, server.tokens["admin"], home, "bureau-lab")
-    events, pairs = lab_files(root)
-    with server.client("bureau-lab") as bureau:
-        for toml, path in ((LAB_EVENTS, events), (LAB_PAIRS, pairs)):
-            upload = bureau.upload(path, domain="lab")
-            register(server, "bureau-lab", toml, upload_id=upload["upload_id"])
-            bureau.issue_grant(
-                dataset=toml.split('id = "')[1].split('"')[0],
-                operator="op-bank",
-                purpose_code="lab-tests",
-                purpose_text="slow joins",
-                valid_until="2030-01-01T00:00:00Z",
-                max_level="L2",
-                release_mode="reviewed",
-            )
+    server = start_lab(root, {"SANDBOX_JOB_WORKERS": "1", "SANDBOX_SYNC_INLINE_ROWS": "1000000"})
     try:
         yield server
     finally:
