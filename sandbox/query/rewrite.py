@@ -623,8 +623,8 @@ def build_plan(
     if total is not None and not (group_cols and bounds and bounds.max_groups_per_entity > 1):
         total = None  # one cell per entity, or one group: C ≤ T (release.with_total) holds it
     if total is not None:
-        cell_rows = f"least(count(*), {bounds.max_rows_per_entity if bounds else 1})"
-        inner.append("expressions", exp.alias_(exp.maybe_parse(cell_rows), CELL_ROWS, quoted=True))
+        cell_rows = exp.maybe_parse(stats._cap_count("count(*)"))  # least(count(*), C)
+        inner.append("expressions", exp.alias_(cell_rows, CELL_ROWS, quoted=True))
     inner_sql = inner.sql(dialect="duckdb") + " GROUP BY " + ", ".join([*group_cols, '"__sbx_e"'])
     ctes = []
     with_ = checked.root.args.get("with_")
