@@ -623,7 +623,7 @@ def build_plan(
     if total is not None and not (group_cols and bounds and bounds.max_groups_per_entity > 1):
         total = None  # one cell per entity, or one group: C ≤ T (release.with_total) holds it
     if total is not None:
-        cell_rows: exp.Expression = exp.maybe_parse(stats._cap_count("count(*)"))  # least(count(*), C)
+        cell_rows: exp.Expression = exp.maybe_parse(stats._cap_count("count(*)"))
         inner.append("expressions", exp.alias_(cell_rows, CELL_ROWS, quoted=True))
     inner_sql = inner.sql(dialect="duckdb") + " GROUP BY " + ", ".join([*group_cols, '"__sbx_e"'])
     ctes = []
