@@ -137,14 +137,18 @@ def _w3(out: str) -> tuple[float, str] | None:
     return max(plain, dp), f"{plain:.2f} reviewed, {dp:.2f} ε"
 
 
-def _floor(workload: str, stage: str) -> Callable[[str], tuple[float, str] | None]:
-    # "W3 trips by station x hour    per-entity   0.444  5.10x   capped (ε)   1.234 14.20x"
+def _floor(workload: str, *stages: str) -> Callable[[str], tuple[float, str] | None]:
+    # "W3 trips by station x hour    per-entity   0.444  5.10x   stats   0.600  6.90x ...":
+    # the first stage's ratio is the figure; the text gives each stage's, in order
     def parse(out: str) -> tuple[float, str] | None:
-        m = search(rf"^{workload} .*?{re.escape(stage)}\s+{NUM}\s+{NUM}x", out)
-        if not m:
-            return None
-        ratio = number(m.group(2))
-        return ratio, f"{ratio:.2f} ({number(m.group(1)):.3f} s)"
+        found = []
+        for stage in stages:
+            m = search(rf"^{workload} .*?{re.escape(stage)}\s+{NUM}\s+{NUM}x", out)
+            if not m:
+                return None
+            found.append((number(m.group(2)), number(m.group(1))))
+        shown = ", then ".join(f"{ratio:.2f} ({seconds:.3f} s)" for ratio, seconds in found)
+        return found[0][0], shown
 
     return parse
 
@@ -323,27 +327,28 @@ HEADLINES: tuple[Headline, ...] = (
         "≤ 3",
         lambda v: v <= 3,
     ),
-    # Why the three above miss: what the stats query costs up to a stage, run raw (a floor
-    # no governed run can go under; query_overhead.py, "stage floors").
+    # Why the three above miss: what the stats query costs up to a stage, and whole, run raw
+    # (floors no governed run can go under; query_overhead.py, "stage floors"), as ratios
+    # to raw DuckDB.
     Headline(
         "query_overhead.py",
-        "W1 floor, exact: the per-entity stage alone (ratio to raw DuckDB)",
-        _floor("W1", "per-entity"),
+        "W1 floors, exact: the per-entity stage, then the whole stats query (ratios to raw)",
+        _floor("W1", "per-entity", "stats"),
     ),
     Headline(
         "query_overhead.py",
-        "W1 floor, ε: the stages up to the G cap (ratio to raw DuckDB)",
-        _floor("W1", "capped (ε)"),
+        "W1 floors, ε: up to and with the entity cap, then the whole stats query (ratios to raw)",
+        _floor("W1", "capped (ε)", "stats (ε)"),
     ),
     Headline(
         "query_overhead.py",
-        "W3 floor, exact: the per-entity stage alone (ratio to raw DuckDB)",
-        _floor("W3", "per-entity"),
+        "W3 floors, exact: the per-entity stage, then the whole stats query (ratios to raw)",
+        _floor("W3", "per-entity", "stats"),
     ),
     Headline(
         "query_overhead.py",
-        "W3 floor, ε: the stages up to the G cap (ratio to raw DuckDB)",
-        _floor("W3", "capped (ε)"),
+        "W3 floors, ε: up to and with the entity cap, then the whole stats query (ratios to raw)",
+        _floor("W3", "capped (ε)", "stats (ε)"),
     ),
     Headline(
         "query_overhead.py --encrypted",

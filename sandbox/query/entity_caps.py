@@ -26,6 +26,8 @@ __all__ = [
 CELL_ROWS = "__sbx_r"
 #: True on the (at most ``G``) cells of an entity its entity counts keep.
 GROUP_KEPT = "__sbx_gk"
+#: An entity's running total of :data:`CELL_ROWS` over its cells in the cap's order.
+RUNNING_ROWS = "__sbx_cum"
 
 #: Column types whose text (``CAST(x AS VARCHAR)``) is the same on DuckDB and Spark.
 PORTABLE_TEXT = frozenset(
@@ -197,7 +199,8 @@ def total_cap(
     cell = f"hash({', '.join([*group_cols, '__sbx_e'])})"
     rows = f'"{CELL_ROWS}"'
     kept = f'"{GROUP_KEPT}"'
-    within = f'("__sbx_cum" <= {t})'
+    running = f'"{RUNNING_ROWS}"'
+    within = f"({running} <= {t})"
     masks = {"entities": (kept, "0"), "quantile": (kept, "NULL")}
     masks |= {k: (within, "0") for k in ("rows", "count")}
     masks |= {k: (within, "NULL") for k in ("sum", "sumsq")}
@@ -220,6 +223,6 @@ def total_cap(
         'WHERE "__sbx_e" IS NOT NULL)',
         f"__sbx_po AS (SELECT *, row_number() OVER ({ordered}) <= {g} AS {kept}, "
         f"sum({rows}) OVER ({ordered} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) "
-        'AS "__sbx_cum" FROM __sbx_pg)',
+        f"AS {running} FROM __sbx_pg)",
         f"__sbx_pe AS (SELECT {', '.join(projection)} FROM __sbx_po)",
     ]
