@@ -23,6 +23,7 @@ from connectors.base import Source
 from policies import Actor, Authority
 from policies.admin import migrate_release_modes
 from sandbox.core.classification import DatasetSpec
+from sandbox.core.control_writer import ControlWriter
 from sandbox.core.db import open_control_db
 from sandbox.core.errors import AuditUnavailable, EnclaveError, SandboxError
 from sandbox.core.home_keys import create_home_keys, open_home_keyring
@@ -59,6 +60,11 @@ class Platform:
             check_control_file(self)
             _ = self.data_keys  # an encrypted home opens only with its master key
         return open_control_db(self.settings.control_db_url)
+
+    @cached_property
+    def control_writer(self) -> ControlWriter:
+        """Group-committed control-plane writes (a request's charge, usage, release, job)."""
+        return ControlWriter(self.engine)
 
     @cached_property
     def enclave(self) -> Enclave:
@@ -212,6 +218,7 @@ class Platform:
             ("authority", lambda: self.authority.close()),
             ("audit", lambda: self.audit.close()),
             ("enclave", lambda: self.enclave.close()),
+            ("control_writer", lambda: self.control_writer.close()),
             ("engine", lambda: self.engine.dispose()),
         ):
             if name in self.__dict__:

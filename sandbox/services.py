@@ -88,7 +88,9 @@ class Services:
 
     @cached_property
     def store(self) -> JobStore:
-        return JobStore(self.platform.engine, self.platform.data_keys)
+        return JobStore(
+            self.platform.engine, self.platform.data_keys, writer=self.platform.control_writer
+        )
 
     @cached_property
     def runner(self) -> JobRunner:

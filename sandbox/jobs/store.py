@@ -22,14 +22,15 @@ processes can never both claim, finish or review one job.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from sandbox.core.control_writer import ControlWriter
 from sandbox.core.db import metadata
 from sandbox.core.errors import Conflict, NotFound
 from sandbox.core.keyring import Keyring
@@ -38,6 +39,8 @@ from sandbox.core.timeutil import to_rfc3339
 from sandbox.jobs.registry import RunnerRegistry
 from sandbox.jobs.states import ACTIVE_STATES, FINAL_STATES, JobState
 from sandbox.jobs.tables import job_results, job_runners, jobs
+
+T = TypeVar("T")
 
 __all__ = [
     "ACTIVE_STATES",
@@ -153,10 +156,19 @@ _WAITING = (
 class JobStore:
     """Data access for jobs and results (SQLite or PostgreSQL); runners in ``.runners``."""
 
-    def __init__(self, engine: Engine, keys: Keyring | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        keys: Keyring | None = None,
+        *,
+        writer: ControlWriter | None = None,
+    ) -> None:
         self.engine = engine
         self.keys = keys
         """The home's data keys: results are stored sealed (None: a home without encryption)."""
+        self.writer = writer
+        """Group commit for the writes on a request's path (creating and finishing a job);
+        None: each in its own transaction."""
         metadata.create_all(engine, tables=[jobs, job_results, job_runners])
         # create_all makes no index of a table an older release created: add it in place.
         for index in jobs.indexes:
@@ -212,9 +224,15 @@ class JobStore:
             "version": 0,
             "epsilon": epsilon,
         }
-        with self.engine.begin() as conn:
-            conn.execute(sa.insert(jobs).values(**values))
+        self._write(lambda conn: conn.execute(sa.insert(jobs).values(**values)))
         return Job.from_values(values)
+
+    def _write(self, fn: Callable[[Connection], T]) -> T:
+        """``fn(conn)`` in a transaction: the group writer's if there is one."""
+        if self.writer is not None:
+            return self.writer.run(fn)
+        with self.engine.begin() as conn:
+            return fn(conn)
 
     def get(self, job_id: str) -> Job:
         with self.engine.connect() as conn:
@@ -416,24 +434,28 @@ class JobStore:
         if review_datasets:
             values["review_datasets"] = list(review_datasets)
         values = {k: v for k, v in values.items() if v is not None or k in ("rule", "message")}
-        with self.engine.begin() as conn:
+        stored = None
+        if result is not None:
+            stored = {
+                "job_id": job_id,
+                "kind": result.kind,
+                "data": seal_blob(self.keys, result.data, f"job_results:{job_id}"),
+                "cache_key": result.cache_key,
+                "groups_suppressed": result.groups_suppressed,
+                "epsilon": result.epsilon,
+                "cpu_ms": result.cpu_ms,
+            }
+
+        def write(conn: Connection) -> Job | None:
             done = self._transition(conn, job_id, expected, **values)
             if done is None:
                 return None
             conn.execute(sa.delete(job_results).where(job_results.c.job_id == job_id))
-            if result is not None:
-                conn.execute(
-                    sa.insert(job_results).values(
-                        job_id=job_id,
-                        kind=result.kind,
-                        data=seal_blob(self.keys, result.data, f"job_results:{job_id}"),
-                        cache_key=result.cache_key,
-                        groups_suppressed=result.groups_suppressed,
-                        epsilon=result.epsilon,
-                        cpu_ms=result.cpu_ms,
-                    )
-                )
-        return done
+            if stored is not None:
+                conn.execute(sa.insert(job_results).values(**stored))
+            return done
+
+        return self._write(write)
 
     def begin_release(self, job_id: str, runner: str | None) -> bool:
         """A fully approved job is being released: ``running`` (on ``runner``) meanwhile."""

@@ -9,8 +9,11 @@ that fails (timeout, memory, cancellation, shutdown) is charged like one that
 succeeds, so failure is no oracle that bypasses the budget.
 
 Fail closed: the result leaves only after the audit entry that records it is
-durable, in the same control-plane transaction that caches the release; if any of
-it fails, nothing is released (what the run was charged stays charged).  Every
+durable and then the control-plane transaction that caches the release (and adds
+the run's CPU time) has committed; if any of it fails, nothing is released (what
+the run was charged stays charged).  Control-plane writes go through the
+platform's group-commit writer (:mod:`sandbox.core.control_writer`): one
+transaction, and one fsync, for every request's writes waiting at that moment.  Every
 refusal, at any step, is audited with the rule that refused.
 
 No exact value leaves without a recorded review: a grant's release mode is ``dp``
@@ -26,8 +29,8 @@ like every run), but nothing is released.  When the bureau approves,
 :meth:`QueryService.release_held` re-authorizes the query (the grant may have been
 narrowed, suspended or revoked meanwhile), checks that the held result was computed
 under the same grant and dataset versions, and then releases it like ``run`` does:
-audit entry durable, release cached, in one transaction, before anything is
-returned; nothing is charged again.
+audit entry durable, then the release cached, before anything is returned;
+nothing is charged again.
 """
 
 from __future__ import annotations
@@ -634,11 +637,13 @@ class QueryService:
         now = datetime.now(UTC)
         decision, epsilon = auth.decision, auth.prepared.epsilon
         rows = None if auth.cost is None else dict(auth.cost.rows)
-        with self.platform.engine.begin() as conn:
-            # Each budgeted grant's spend and its usage row (count, rows, fees, ε): one write.
-            self.platform.authority.record_usage(
+        # Each budgeted grant's spend and its usage row (count, rows, fees, ε): one write,
+        # committed with whatever other requests' writes are waiting (group commit).
+        self.platform.control_writer.run(
+            lambda conn: self.platform.authority.record_usage(
                 decision, rows_scanned=rows, conn=conn, now=now, epsilon=epsilon, ref=rid
             )
+        )
         return epsilon
 
     def _meter(self, auth: Authorized, cpu_ms: int) -> None:
@@ -845,47 +850,55 @@ class QueryService:
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, released.table.schema) as writer:
             writer.write_table(released.table)
-        with self.platform.engine.begin() as conn:
+        # The audit entry is durable first (its own store's group commit), then the CPU time
+        # and the cached release commit in the control plane's next group; only then is
+        # anything returned.  A failure after the entry leaves it recording a release that
+        # was never returned: the trail may say more than happened, never less.
+        details = {
+            **meta,
+            "normalized_sql": prepared.parsed.normalized_sql,
+            "grants": [{"id": g.id, "version": g.version} for g in decision.grants],
+            "duration_ms": int((time.perf_counter() - started) * 1000),
+            **(extra or {}),
+        }
+        entry = self._record(
+            actor,
+            rid,
+            "allow",
+            decision.rule,
+            client=client,
+            dataset=datasets[0].id,
+            details=details,
+        )
+        receipt = issue_receipt(
+            {
+                "request_id": rid,
+                "operator": actor.name,
+                "issued_at": to_rfc3339(now),
+                "query_sha256": prepared.query_sha256,
+                "grants": details["grants"],
+                "datasets": [
+                    {"id": d.id, "version": d.version, "source_sha256": d.source_sha256}
+                    for d in datasets
+                ],
+                "epsilon_spent": released.epsilon_spent,
+                "k": prepared.params.k,
+                "rows": released.table.num_rows,
+                "groups_suppressed": released.groups_suppressed,
+                "result_sha256": digest,
+                # The entry's hash, not its seq: a seq counts every account's activity.
+                "audit": {"entry_hash": entry.entry_hash.hex()},
+            },
+            self.platform.signing_key(),
+        )
+        sealed = seal_blob(
+            self.platform.data_keys, sink.getvalue().to_pybytes(), f"release_cache:{key}"
+        )
+
+        def write(conn: sa.Connection) -> None:
             # ε, the query and its rows were charged before it ran (:meth:`_charge`).
             self.platform.authority.record_usage(
                 decision, cpu_ms=cpu_ms, conn=conn, now=now, count=False
-            )
-            details = {
-                **meta,
-                "normalized_sql": prepared.parsed.normalized_sql,
-                "grants": [{"id": g.id, "version": g.version} for g in decision.grants],
-                "duration_ms": int((time.perf_counter() - started) * 1000),
-                **(extra or {}),
-            }
-            entry = self._record(
-                actor,
-                rid,
-                "allow",
-                decision.rule,
-                client=client,
-                dataset=datasets[0].id,
-                details=details,
-            )
-            receipt = issue_receipt(
-                {
-                    "request_id": rid,
-                    "operator": actor.name,
-                    "issued_at": to_rfc3339(now),
-                    "query_sha256": prepared.query_sha256,
-                    "grants": details["grants"],
-                    "datasets": [
-                        {"id": d.id, "version": d.version, "source_sha256": d.source_sha256}
-                        for d in datasets
-                    ],
-                    "epsilon_spent": released.epsilon_spent,
-                    "k": prepared.params.k,
-                    "rows": released.table.num_rows,
-                    "groups_suppressed": released.groups_suppressed,
-                    "result_sha256": digest,
-                    # The entry's hash, not its seq: a seq counts every account's activity.
-                    "audit": {"entry_hash": entry.entry_hash.hex()},
-                },
-                self.platform.signing_key(),
             )
             _insert_ignore(
                 conn,
@@ -893,12 +906,12 @@ class QueryService:
                 key=key,
                 operator=actor.name,
                 created_at=to_rfc3339(now),
-                result=seal_blob(
-                    self.platform.data_keys, sink.getvalue().to_pybytes(), f"release_cache:{key}"
-                ),
+                result=sealed,
                 meta=meta,
                 receipt=receipt,
             )
+
+        self.platform.control_writer.run(write)
         return QueryResult(
             released.table,
             {**meta, "cached": False, "audit_entry_hash": entry.entry_hash.hex()},
