@@ -37,6 +37,7 @@ from sandbox.core.errors import (
 from sandbox.core.settings import Settings
 from sandbox.core.wording import counted
 from sandbox.enclave.encrypted import cursor_of, open_connection
+from sandbox.enclave.watchdog import Watchdog
 
 __all__ = ["LIMITS_MESSAGE", "LOCKDOWN", "Enclave", "limits_failure"]
 
@@ -87,6 +88,7 @@ class Enclave:
         self._gate = threading.Condition()
         self._active = 0
         self._writing = False
+        self._watchdog = Watchdog()  # interrupts a query at its timeout
 
     @classmethod
     def from_settings(cls, settings: Settings, encryption_key: bytes | None = None) -> Enclave:
@@ -115,6 +117,7 @@ class Enclave:
             if self._reader is not None:
                 self._reader.close()
                 self._reader = None
+        self._watchdog.close()
 
     def _connect(self, *, read_only: bool) -> duckdb.DuckDBPyConnection:
         config = dict(LOCKDOWN, memory_limit=self.memory_limit, threads=self.threads)
@@ -177,9 +180,7 @@ class Enclave:
         limit = self.max_result_rows if max_rows is None else max_rows
         seconds = self.timeout_s if timeout_s is None else timeout_s
         with self.cursor() as cur:
-            timer = threading.Timer(seconds, cur.interrupt)
-            timer.daemon = True
-            timer.start()
+            deadline = self._watchdog.arm(seconds, cur.interrupt)
             try:
                 relation = cur.sql(sql, params=list(params) if params else None)
                 if relation is None:  # a statement without a result
@@ -220,7 +221,7 @@ class Enclave:
                 # message for all, never the exception's kind or text.
                 raise limits_failure() from None
             finally:
-                timer.cancel()
+                deadline.disarm()
 
     def table_schema(self, domain: str, table: str) -> dict[str, str]:
         """Column names and DuckDB types of one enclave table (for the catalog, not users)."""
