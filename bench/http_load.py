@@ -23,7 +23,9 @@ their connection (keep-alive), as a client of the API would.
 ``--only`` runs the named phases only (``--only mixed --clients 50``: the load test's
 mix at 50 clients, issue 15's "50 clients, mixed" figure).
 
-It prints requests per second and p50 / p99 latency per phase, and checks that the audit
+It prints requests per second and p50 / p99 latency per phase, the CPU time each request
+cost the server (its whole process group) and this load generator (whose client threads
+share the machine's cores), and checks that the audit
 trail grew by exactly the entries the documented rule expects (one per explain and per
 synchronous query; none for polling one's own job), read from the audit store itself, so
 the check adds no entries.  The client loop is ``bench/loadgen.py``, shared with
@@ -123,6 +125,23 @@ def serve(home: Path, workers: int) -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit("the server did not start")
 
 
+def cpu_seconds(group: int) -> float:
+    """User + system CPU time of every live process in process group ``group`` (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        # After the command: state (0), ppid, pgrp (2), ... utime (11), stime (12).
+        if int(fields[2]) == group:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
 def phase(
     name: str,
     url: str,
@@ -131,11 +150,16 @@ def phase(
     seconds: float,
     mix: Sequence[MixEntry],
     home: Path,
+    server: int,
 ) -> None:
-    """Warm up, run one mix for ``seconds`` and print its figures and the audit check."""
+    """Warm up, run one mix for ``seconds`` and print its figures, the audit check and
+    where the CPU went (the server's process group, and this load generator)."""
     warm_up(url, tokens, mix)
     before = audit_size(home)
+    server0, client0, wall0 = cpu_seconds(server), time.process_time(), time.perf_counter()
     result = run_load(url, tokens, mix, clients=clients, seconds=seconds)
+    wall = time.perf_counter() - wall0
+    server_cpu, client_cpu = cpu_seconds(server) - server0, time.process_time() - client0
     # The risk monitor's alert entries (alert.*) come on top of the requests' own, as the
     # load test counts them (tests/security/test_load.py).
     entries = audit_size(home) - before - monitor_entries(home, since=before)
@@ -149,6 +173,12 @@ def phase(
         print(f"{name}:{check}")
         for line in result.lines():
             print(f"  {line}")
+    n = max(1, len(result.samples))
+    print(
+        f"  CPU: server {server_cpu / n * 1000:.1f} ms a request ({server_cpu / wall:.2f} of "
+        f"{os.cpu_count()} cores busy), load generator {client_cpu / n * 1000:.1f} ms a "
+        f"request ({client_cpu / wall:.2f} cores)"
+    )
     failed = sorted({s.status for s in result.samples if s.status >= 400 or s.status == 0})
     if failed:
         print(f"  error statuses: {failed}")
@@ -191,7 +221,7 @@ def main() -> None:
             if args.only:
                 phases = [(name, mix) for name, mix in phases if name in args.only]
             for name, mix in phases:
-                phase(name, url, tokens, args.clients, args.seconds, mix, home)
+                phase(name, url, tokens, args.clients, args.seconds, mix, home, proc.pid)
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=60)

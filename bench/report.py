@@ -220,6 +220,27 @@ def _http_figures(kind: str, out: str) -> tuple[float, float, float] | None:
     return rps, p50, p99
 
 
+def _http_cpu(kind: str) -> Callable[[str], tuple[float, str] | None]:
+    """The CPU line under one phase of ``http_load.py``: the server's ms a request."""
+
+    def parse(out: str) -> tuple[float, str] | None:
+        # "query  288 requests ... \n  CPU: server 25.2 ms a request (0.89 of 2 cores busy), ..."
+        m = search(
+            rf"^{re.escape(kind)}\s+{NUM} requests.*\n\s+CPU: server {NUM} ms a request "
+            rf"\({NUM} of (\d+) cores busy\), load generator {NUM} ms",
+            out,
+        )
+        if not m:
+            return None
+        ms, busy = number(m.group(2)), number(m.group(3))
+        return ms, (
+            f"{ms:.1f} ms CPU a request; {busy:.2f} of {m.group(4)} cores busy "
+            f"(load generator {number(m.group(5)):.1f} ms a request)"
+        )
+
+    return parse
+
+
 def _http_shown(rps: float, p50: float, p99: float) -> str:
     return f"{rps:,.1f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms"
 
@@ -447,6 +468,11 @@ HEADLINES: tuple[Headline, ...] = (
         _http_target("query", 200, 50),
         "≥ 200 req/s, p99 < 50 ms",
         lambda v: v >= 1,
+    ),
+    Headline(
+        "http_load.py",
+        "HTTP small query, server CPU (what bounds its rate)",
+        _http_cpu("query"),
     ),
     Headline("http_load.py", "HTTP cached query", _http("query (cached)")),
     Headline(

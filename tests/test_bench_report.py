@@ -93,6 +93,7 @@ demo home at --scale 0.01 built in 1.5 s
 server http://127.0.0.1:58465, 1 process(es), 2 cores; 2 clients, 1 s per phase
 explain             165 requests    164.5 req/s  p50   10.6 ms  p99   51.7 ms  errors 0  audit entries 165 == requests
 query                41 requests     39.7 req/s  p50   43.8 ms  p99  125.6 ms  errors 0  audit entries 41 == requests
+  CPU: server 24.1 ms a request (0.96 of 2 cores busy), load generator 2.0 ms a request (0.08 cores)
 query (cached)       71 requests     69.7 req/s  p50   26.6 ms  p99   46.8 ms  errors 0  audit entries 71 == requests
 mixed:  audit entries 51 == expected
   explain              28 requests     25.5 req/s  p50   13.4 ms  p99   27.2 ms  errors 0
@@ -303,6 +304,9 @@ def test_the_figures_and_verdicts() -> None:
     assert quick["durable audit appends, 1 thread"].verdict == "**misses**"
     assert quick["inclusion proof"].verdict == "**misses**"  # p99 19.95 ms on a busy VM
     assert quick["HTTP small query (uncached)"].verdict == "**misses**"  # 39.7 req/s
+    assert quick["HTTP small query, server CPU (what bounds its rate)"].value == (
+        "24.1 ms CPU a request; 0.96 of 2 cores busy (load generator 2.0 ms a request)"
+    )
     assert quick["small query added over raw DuckDB, reviewed (stage profile)"].value == "+44.9 ms"
     assert quick["50 clients mixed: small-query p99"].verdict == "**misses**"
     assert {f.verdict for f in rows(QUICK, judge=False).values()} == {""}
