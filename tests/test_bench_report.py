@@ -227,6 +227,13 @@ FULL_HTTP = QUICK_HTTP.replace(
     "query              2410 requests    240.9 req/s  p50   21.3 ms  p99   44.6 ms",
 )
 
+QUICK_HTTP_2 = """\
+demo home at --scale 0.01 built in 1.4 s
+server http://127.0.0.1:39661, 2 process(es), 2 cores; 2 clients, 1 s per phase
+query                52 requests     51.3 req/s  p50   35.2 ms  p99   98.0 ms  errors 0  audit entries 52 == requests
+  CPU: server 27.0 ms a request (1.39 of 2 cores busy), load generator 2.1 ms a request (0.11 cores)
+"""  # noqa: E501 (verbatim output)
+
 QUICK = {
     "query_overhead.py": QUICK_QUERY_OVERHEAD,
     "query_overhead.py --encrypted": QUICK_ENCRYPTED,
@@ -234,6 +241,7 @@ QUICK = {
     "authz_bench.py": QUICK_AUTHZ,
     "enclave_load.py": QUICK_ENCLAVE_LOAD,
     "http_load.py": QUICK_HTTP,
+    "http_load.py --workers 2": QUICK_HTTP_2,
     "noise_bench.py": QUICK_NOISE,
     "profile_small.py": QUICK_PROFILE,
     "loadgen.py": QUICK_LOADGEN,
@@ -244,6 +252,10 @@ FULL = {
     "query_overhead.py --encrypted": FULL_ENCRYPTED,
     "audit_bench.py": FULL_AUDIT,
     "http_load.py": FULL_HTTP,
+    "http_load.py --workers 2": QUICK_HTTP_2.replace(
+        "query                52 requests     51.3 req/s  p50   35.2 ms  p99   98.0 ms",
+        "query              2050 requests    205.0 req/s  p50   30.2 ms  p99   48.0 ms",
+    ),
     "profile_small.py": FULL_PROFILE,
     "loadgen.py": FULL_LOADGEN,
 }
@@ -304,6 +316,12 @@ def test_the_figures_and_verdicts() -> None:
     assert quick["durable audit appends, 1 thread"].verdict == "**misses**"
     assert quick["inclusion proof"].verdict == "**misses**"  # p99 19.95 ms on a busy VM
     assert quick["HTTP small query (uncached)"].verdict == "**misses**"  # 39.7 req/s
+    two = "HTTP small query, 2 server processes (one interpreter per core)"
+    assert quick[two].verdict == "**misses**"
+    assert full[two].value == "205.0 req/s, p50 30.2 ms, p99 48.0 ms"
+    assert quick["HTTP small query, 2 server processes: server CPU"].value.startswith(
+        "27.0 ms CPU a request; 1.39 of 2 cores busy"
+    )
     assert quick["HTTP small query, server CPU (what bounds its rate)"].value == (
         "24.1 ms CPU a request; 0.96 of 2 cores busy (load generator 2.0 ms a request)"
     )
