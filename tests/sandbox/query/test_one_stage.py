@@ -152,3 +152,48 @@ def test_a_run_over_a_version_replaced_meanwhile_is_refused(tmp_path) -> None:
         assert (E, auth.records[E].version + 1) in service._entity_rows
     finally:
         platform.close()
+
+
+def test_a_dataset_of_one_row_per_entity_without_bounds_runs_under_c_g_one(tmp_path) -> None:
+    """Declared one row per entity, verified, no [contribution]: a query over it alone runs
+    under C = G = 1 (its data's bounds), a join under the platform's default; without the
+    verified fact, the default."""
+    from sandbox.enclave.demo_data import demo_sources
+    from sandbox.query.service import QueryService
+    from tests.conftest import build_deployment
+
+    platform, tokens = build_deployment(tmp_path / "home")
+    try:
+        service = QueryService(platform)
+        bank = platform.authority.authenticate(tokens["op-bank"])
+        spec, source = next((s, src) for s, src in demo_sources(0.01) if s.id == E)
+        default = (
+            service.contribution.max_rows_per_entity,
+            service.contribution.max_groups_per_entity,
+        )
+        assert default == (2, 3)
+        join = (
+            "SELECT e.status, count(*) FROM market.enterprises e JOIN hrss.social_insurance s "
+            "ON s.credit_code = e.credit_code GROUP BY 1"
+        )
+
+        def bounds(sql: str, rid: str) -> tuple[int, int]:
+            params = service._authorize(bank, sql, rid, None, None).prepared.params
+            return params.max_rows_per_entity, params.max_groups_per_entity
+
+        platform.register(
+            dataclasses.replace(spec, contribution=None), source, registered_by="test"
+        )
+        assert bounds(QUERIES[0], "r-1") == (1, 1)
+        assert bounds(join, "r-2") == default  # least of the default and hrss's 12, 12
+        undeclared = dataclasses.replace(spec, contribution=None, one_row_per_entity=False)
+        platform.register(undeclared, source, registered_by="test")
+        assert bounds(QUERIES[0], "r-3") == default  # not declared: not counted, not assumed
+        platform.register(spec, source, registered_by="test")  # its own [contribution] again
+        assert spec.contribution is not None
+        assert bounds(QUERIES[0], "r-4") == (
+            spec.contribution.max_rows_per_entity,
+            spec.contribution.max_groups_per_entity,
+        )
+    finally:
+        platform.close()
