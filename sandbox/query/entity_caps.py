@@ -120,7 +120,7 @@ def group_cap(
     cost about twice as much, and filtering on a ``row_number`` partitioned by entity
     (``QUALIFY`` or ``WHERE``) becomes, in DuckDB 2.0, a per-group top-N that outgrew a
     2 GB ``memory_limit`` on W1.  That ``row_number`` kept as a flag that masks each
-    statistic, as :func:`total_cap` keeps ``GROUP_KEPT``, was about 15% faster on W1 (not
+    statistic, as :func:`total_cap` keeps ``GROUP_KEPT``, was 15-31% faster on W1 (not
     on W3), but needs the final aggregate to filter its entity counts on the flag.
 
     Ties, both stricter and never looser: two entities whose 64-bit key hashes collide
