@@ -588,6 +588,22 @@ def machine() -> list[tuple[str, str]]:
     ]
 
 
+def python_speed(n: int = 5_000_000, repeat: int = 3) -> float:
+    """Seconds (median of ``repeat``) this interpreter takes for ``n`` additions in a loop.
+
+    Timed before and after the benchmarks: req/s and appends/s are not ratios, and a
+    slower host, or a neighbour on a shared one, shows here as it shows in them.
+    """
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        total = 0
+        for i in range(n):
+            total += i
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
 def versions(packages: Sequence[str] = PACKAGES) -> list[tuple[str, str]]:
     found = []
     for name in packages:
@@ -708,7 +724,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         b for b in BENCHES if args.only is None or b.script in args.only or b.key in args.only
     ]
     when, host, revision = datetime.now(UTC), machine(), commit()
+    before = python_speed()
     runs = [run(b, args.quick, args.timeout) for b in benches]
+    host.append(
+        (
+            "Python speed (5 M additions in a loop)",
+            f"{before:.2f} s before the benchmarks, {python_speed():.2f} s after",
+        )
+    )
     args.out.write_text(render(runs, args.quick, when, host, revision))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0 if all(r.returncode == 0 for r in runs) else 1

@@ -8,6 +8,7 @@ into "see output" and a test fails, rather than the report quietly losing a figu
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -402,3 +403,18 @@ def test_a_quick_report_parses_every_figure(tmp_path: Path) -> None:
     summary = out.read_text().split("## Machine")[0]
     assert "Quick run" in summary
     assert f"| {SEE_OUTPUT} |" not in summary
+
+
+def test_python_speed_times_the_loop_and_main_reports_it_before_and_after(
+    tmp_path: Path,
+) -> None:
+    """The speed anchor: a longer loop takes longer, and the Machine table shows both runs."""
+    short, long = report.python_speed(100_000, 3), report.python_speed(2_000_000, 3)
+    assert 0 < short < long
+    out = tmp_path / "REPORT.md"
+    assert report.main(["--quick", "--only", "noise_bench.py", "--out", str(out)]) == 0
+    row = re.search(
+        r"^\| Python speed \(5 M additions in a loop\) \| (.+) \|$", out.read_text(), re.M
+    )
+    assert row is not None
+    assert re.fullmatch(r"\d+\.\d\d s before the benchmarks, \d+\.\d\d s after", row.group(1))
