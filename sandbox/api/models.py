@@ -224,7 +224,9 @@ class BoundsProposalOut(BaseModel):
     percentile: float
     value_percentile: float
     contribution: dict[str, int]
-    groups_by_column: dict[str, int]
+    groupings: list[str] = Field(
+        description="The columns whose per-entity distinct values G's one quantile reads."
+    )
     bounds: dict[str, list[float]]
     owner_epsilon_spent: float
     toml: str

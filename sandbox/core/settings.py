@@ -215,7 +215,8 @@ class Settings:
         gt=0,
         le=10,
         help="ε the bureau spends, by default, on one `sandbox dataset propose-bounds`: "
-        "split equally among the DP quantiles it draws; recorded in the audit trail.",
+        "split among the DP quantiles it draws (`docs/classification.md`); recorded in "
+        "the audit trail.",
     )
     bounds_percentile: float = setting(
         0.95,

@@ -127,6 +127,29 @@ def test_the_count_prior_keeps_a_small_epsilon_off_the_plateau() -> None:
     assert statistics.median(chosen) == truth
 
 
+def test_one_row_per_entity_data_gets_one_row_and_one_group(deployment) -> None:
+    """Seeded, statistical: 500 enterprises of one row each (four groupable columns), ε 2.
+
+    Every enterprise has one row and one value in each column, so C = G = 1.  G is one
+    quantile of each entity's most distinct values: 1 in 20 of 20 seeded proposals here
+    (it landed on 1 unless the draw strayed).  Drawn per column and the largest taken
+    (one quantile per column, each with a fifth of the counts' ε), as before, G was 1
+    in 56% of 200 simulated proposals."""
+    platform, _ = deployment
+    bureau = _actor(deployment, "bureau-market")
+    proposals = [
+        propose_bounds(platform, "market.enterprises", bureau, epsilon=2.0, source=seeded_noise(s))
+        for s in range(20)
+    ]
+    assert set(proposals[0].groupings) == {"industry", "district", "founded", "status"}
+    groups = [p.contribution.max_groups_per_entity for p in proposals]
+    rows = [p.contribution.max_rows_per_entity for p in proposals]
+    assert groups.count(1) >= 18, groups
+    assert rows.count(1) >= 18, rows
+    assert all(p.contribution.max_total_rows_per_entity == p.contribution.max_rows_per_entity
+               for p in proposals)  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory):
     platform, tokens = build_deployment(tmp_path_factory.mktemp("bounds") / "home")
@@ -154,7 +177,7 @@ def test_the_proposal_is_near_the_true_percentiles(deployment) -> None:
     proposal = propose_bounds(
         platform, "health.claims", bureau, epsilon=EPSILON, source=seeded_noise(14)
     )
-    share = Fraction(EPSILON) * (1 - VALUE_PART) / (1 + len(proposal.groups_by_column))
+    share = Fraction(EPSILON) * (1 - VALUE_PART) / 2  # C's quantile and G's
     # One value quantile per measure: the demo's declare lower bounds of 0, which stay.
     value_share = Fraction(EPSILON) * VALUE_PART / len(proposal.bounds)
     # C: per-person claim counts (bin j holds the persons with j + 1 claims).
@@ -170,11 +193,25 @@ def test_the_proposal_is_near_the_true_percentiles(deployment) -> None:
     assert scores[COUNT_CANDIDATES.index(c)] >= max(scores) - tolerance
     persons = sum(rows)
     assert sum(rows[:c]) >= 0.9 * persons  # near the 95th percentile in plain terms too
-    # G: district is one per person, diagnoses several; G is the largest column's.
-    assert proposal.groups_by_column["district"] == 1
-    assert proposal.groups_by_column["gender"] == 1
-    assert proposal.contribution.max_groups_per_entity == max(proposal.groups_by_column.values())
-    assert "id_number" not in proposal.groups_by_column  # L4: never a grouping
+    # G: per person, the most distinct values in any one groupable column as released
+    # (age in bands of 10); district and gender are one per person, diagnoses several.
+    assert "id_number" not in proposal.groupings  # L4: never a grouping
+    assert set(proposal.groupings) == {
+        "age", "gender", "district", "hospital_id", "diagnosis_code", "claim_date"
+    }  # fmt: skip
+    most = _true_counts(
+        platform,
+        "SELECT least(n, 1000) - 1, count(*) FROM (SELECT greatest("
+        "count(DISTINCT floor(age / 10) * 10), count(DISTINCT gender), "
+        "count(DISTINCT district), count(DISTINCT hospital_id), "
+        "count(DISTINCT diagnosis_code), count(DISTINCT claim_date)) n "
+        "FROM health.claims GROUP BY person_id) GROUP BY 1",
+        1000,
+    )
+    scores = count_scores(most, Q)
+    g = proposal.contribution.max_groups_per_entity
+    assert scores[COUNT_CANDIDATES.index(g)] >= max(scores) - tolerance
+    assert sum(most[:g]) >= 0.9 * persons
     # Clamping bounds of claim_amount: within the declared bounds, near the 1% and 99%,
     # each an edge of the geometric grid over the declared bounds.
     declared = platform.catalog.get("health.claims").spec.column("claim_amount").bounds
