@@ -392,10 +392,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             timing = {"sandbox": time.perf_counter() - t0}
             c, g = min(side.enforced) if side.enforced else side.contribution()
             max_ids = args.max_ids or min(c * g, side.max_rows_per_entity(spec))
-            source = "as explain reports them" if side.enforced else "platform default"
+            if side.enforced:  # a query's own G (ungrouped: 1) differs from query to query
+                pairs = ", ".join(f"({pc}, {pg})" for pc, pg in sorted(side.enforced))
+                bounds = f"(C, G) as results' metadata report them: {pairs}; the smallest"
+            else:
+                bounds = "the platform default"
             print(
                 f"sandbox: C = {c} rows per entity and group, G = {g} groups per entity "
-                f"({source}), k floor {side.platform.settings.k_floor}; SmartNoise: max_ids = "
+                f"({bounds}), k floor {side.platform.settings.k_floor}; SmartNoise: max_ids = "
                 f"{max_ids}" + ("" if args.max_ids else " (= min(C·G, largest rows per entity))")
             )
             notes: dict[str, dict[str, str]] = {"sandbox": {}}
