@@ -152,9 +152,11 @@ class ColumnRules:
                 "value_aggregate",
                 "key",
             ):
-                sub = "predicate" if context != "key" else "key"
+                # A comparison's operands are filtered on, in a key as anywhere: the key's
+                # value is the comparison's truth value (or a CASE branch), never theirs.
+                sub = "predicate"
             for child in node.iter_expressions():
-                if isinstance(node, exp.If) and child is node.this and sub != "key":
+                if isinstance(node, exp.If) and child is node.this:
                     self.walk(child, scope, "predicate", clause)
                 else:
                     self.walk(child, scope, sub, clause)

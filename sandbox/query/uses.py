@@ -35,8 +35,11 @@ class Context(StrEnum):
 #: The clause each context stands for, in the analyst's words (the doc table's rows).
 CLAUSES: dict[Context, str] = {
     Context.OUTPUT: "SELECT output, HAVING, ORDER BY (outside an aggregate, not a group key)",
-    Context.KEY: "GROUP BY key (and a predicate inside one)",
-    Context.PREDICATE: "WHERE, FILTER (WHERE …), a JOIN ON filter, a predicate in an output",
+    Context.KEY: "GROUP BY key (outside a predicate)",
+    Context.PREDICATE: (
+        "WHERE, FILTER (WHERE …), a JOIN ON filter, a predicate (a comparison, or a CASE "
+        "condition) in an output or a GROUP BY key"
+    ),
     Context.JOIN: "JOIN ON key equality (after the declared-pair check)",
     Context.PASSTHROUGH: "derived table or CTE: a bare column (rename)",
     Context.INNER_EXPRESSION: "derived table or CTE: an expression of the column",
