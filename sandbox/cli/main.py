@@ -203,6 +203,18 @@ def dataset_register(
     rows = counted(reg.record.row_count, "row")
     where = "" if reg.record.engine == "duckdb" else f", in the {reg.record.engine} warehouse"
     typer.echo(f"{verb} {reg.record.id} v{reg.record.version}: {rows}{where}")
+    if spec.contribution is None:  # the noise a bureau did not choose: say so once, here
+        settings = platform.settings
+        alone = ", C = G = 1 for a query over it alone" if spec.one_row_per_entity else ""
+        typer.echo(
+            "note: no [contribution] in the classification: queries with a privacy budget "
+            f"run at the platform default C = {settings.dp_max_rows_per_entity}, "
+            f"G = {settings.dp_max_groups_per_entity}{alone}"
+        )
+        typer.echo(
+            "      declare the data's own (docs/classification.md), or ask for a proposal: "
+            f"sandbox dataset propose-bounds {reg.record.id}"
+        )
     cert_dir = platform.settings.certificates_dir
     typer.echo(f"certificate: {cert_dir / f'{reg.record.id}.v{reg.record.version}.json'}")
 
