@@ -274,6 +274,7 @@ def propose_bounds(
         groupable = [c for c in spec.columns if c.role in GROUPABLE and c.level is not Level.L4]
         measured = [c for c in spec.columns if c.bounds is not None]
         sides = sum(map(sum, map(_drawn, measured)))
+        count_quantiles = 1 + bool(groupable)  # C's quantile, and G's if anything can be grouped
         spent = owner_epsilon_spent(platform, dataset) + eps
         platform.record(
             **entry,
@@ -283,14 +284,14 @@ def propose_bounds(
                 "epsilon": eps,
                 "percentile": p,
                 "value_percentile": v,
-                "quantiles": 1 + bool(groupable) + sides,
+                "quantiles": count_quantiles + sides,
                 "value_part": float(VALUE_PART) if sides else 0.0,
                 "owner_epsilon_spent": spent,
                 **actor.audit_details(),
             },
         )
     chooser = source or system_noise()
-    share, value_share = _shares(Fraction(eps), 1 + bool(groupable), sides)
+    share, value_share = _shares(Fraction(eps), count_quantiles, sides)
     q, qv = Fraction(str(p)), Fraction(str(v))
     table = f"{_quoted(spec.domain)}.{_quoted(spec.table)}"
     entity = _quoted(spec.entity_key)

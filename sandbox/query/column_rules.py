@@ -47,6 +47,10 @@ def refuse(rule: str, message: str) -> QueryRefused:
     return QueryRefused(message, rule=rule)
 
 
+#: Contexts whose comparisons filter on their operands (a predicate stays a predicate).
+_FILTERED_WITHIN = frozenset({"output", "inner_expression", "value_aggregate", "key"})
+
+
 class ColumnRules:
     """The column-use rules over one query; holds its lineage and the columns touched."""
 
@@ -145,21 +149,13 @@ class ColumnRules:
         elif kind is None:
             raise closure_refusal(node, scope.expression, describe(node, self.parsed.sql))
         else:
-            sub = context
-            if kind is Kind.PREDICATE and context in (
-                "output",
-                "inner_expression",
-                "value_aggregate",
-                "key",
-            ):
-                # A comparison's operands are filtered on, in a key as anywhere: the key's
-                # value is the comparison's truth value (or a CASE branch), never theirs.
-                sub = "predicate"
+            # A comparison's operands, and a CASE condition, are filtered on, in a key as
+            # anywhere: the key's value is the truth value (or a CASE branch), never theirs.
+            filtered = kind is Kind.PREDICATE and context in _FILTERED_WITHIN
+            sub = "predicate" if filtered else context
             for child in node.iter_expressions():
-                if isinstance(node, exp.If) and child is node.this:
-                    self.walk(child, scope, "predicate", clause)
-                else:
-                    self.walk(child, scope, sub, clause)
+                condition = isinstance(node, exp.If) and child is node.this
+                self.walk(child, scope, "predicate" if condition else sub, clause)
 
     def aggregate(self, agg: exp.Expression, scope: Scope, clause: str) -> None:
         if isinstance(agg, exp.Filter):
