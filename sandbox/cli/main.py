@@ -40,6 +40,7 @@ from sandbox.core.wording import counted, noun
 
 if TYPE_CHECKING:
     from connectors.base import Source
+    from sandbox.enclave.catalog import DatasetRecord
     from sandbox.platform import Platform
 
 __all__ = ["app", "main"]
@@ -206,11 +207,21 @@ def dataset_register(
     if spec.contribution is None:  # the noise a bureau did not choose: say so once, here
         settings = platform.settings
         alone = ", C = G = 1 for a query over it alone" if spec.one_row_per_entity else ""
+        drawn = (
+            not spec.one_row_per_entity
+            and settings.default_bounds_epsilon > 0
+            and reg.record.engine == "duckdb"
+        )
         typer.echo(
             "note: no [contribution] in the classification: queries with a privacy budget "
             f"run at the platform default C = {settings.dp_max_rows_per_entity}, "
-            f"G = {settings.dp_max_groups_per_entity}{alone}"
+            f"G = {settings.dp_max_groups_per_entity}{alone}{',' if drawn else ''}"
         )
+        if drawn:
+            typer.echo(
+                "      lowered to the data's rows per entity by one DP draw at the first one "
+                f"(owner-side ε {settings.default_bounds_epsilon:g}, audited);"
+            )
         typer.echo(
             "      declare the data's own (docs/classification.md), or ask for a proposal: "
             f"sandbox dataset propose-bounds {reg.record.id}"
@@ -229,6 +240,27 @@ def dataset_list(ctx: typer.Context) -> None:
         typer.echo(f"{rec.id:<26} v{rec.version:<3} {rows} {rec.title}{frozen}{where}")
 
 
+def _undeclared_bounds(platform: "Platform", rec: "DatasetRecord") -> str:
+    """The ``contribution:`` line of a dataset without ``[contribution]``."""
+    from sandbox.core.classification import Contribution
+    from sandbox.query.default_bounds import stored_draw
+
+    settings = platform.settings
+    default = Contribution(settings.dp_max_rows_per_entity, settings.dp_max_groups_per_entity)
+    words = f"C = {default.max_rows_per_entity}, G = {default.max_groups_per_entity}"
+    drawn = stored_draw(platform, rec.id)
+    if drawn is None or drawn.entity_key != rec.entity_key.lower():
+        return f"contribution: platform default {words} (no [contribution]; none drawn yet)"
+    how = f"drawn from v{drawn.version}'s rows per entity, DP, ε {drawn.epsilon:g}"
+    lower = drawn.bounds(default)
+    if lower is None:
+        return f"contribution: platform default {words} (no [contribution]; {how})"
+    return (
+        f"contribution: C = {lower.max_rows_per_entity}, G = {lower.max_groups_per_entity}, "
+        f"T = {lower.max_total_rows_per_entity} (no [contribution]; {how})"
+    )
+
+
 @dataset_app.command("show")
 def dataset_show(
     ctx: typer.Context,
@@ -236,7 +268,8 @@ def dataset_show(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Metadata, provenance and column classification (never rows)."""
-    rec = _platform(ctx).catalog.get(dataset_id)
+    platform = _platform(ctx)
+    rec = platform.catalog.get(dataset_id)
     if as_json:
         typer.echo(json.dumps(rec.to_dict(), indent=2, ensure_ascii=False))
         return
@@ -251,7 +284,7 @@ def dataset_show(
     )
     bounds = rec.spec.contribution
     typer.echo(
-        "contribution: platform default (no [contribution])"
+        _undeclared_bounds(platform, rec)
         if bounds is None
         else f"contribution: C = {bounds.max_rows_per_entity} rows per entity and group, "
         f"G = {bounds.max_groups_per_entity} groups per entity"

@@ -18,6 +18,7 @@ __all__ = [
     "add_missing_columns",
     "dataset_versions",
     "datasets",
+    "derived_contribution",
     "metadata",
     "open_control_db",
     "release_cache",
@@ -68,6 +69,25 @@ dataset_versions = sa.Table(
     # The version's quality report (aggregates only; its digest is in the certificate).
     sa.Column("quality", sa.JSON, nullable=True),
 )
+
+
+derived_contribution = sa.Table(
+    "derived_contribution",
+    metadata,
+    sa.Column("dataset_id", sa.String(130), primary_key=True),
+    # The entity key the bound was drawn for: another key draws again.
+    sa.Column("entity_key", sa.String(255), nullable=False),
+    # T drawn from the data (DP); NULL: the draw chose "top or more" (the default's bounds).
+    sa.Column("max_total_rows_per_entity", sa.Integer, nullable=True),
+    # The least total the draw could not tell apart (the default's C·G, or its T).
+    sa.Column("top", sa.Integer, nullable=False),
+    sa.Column("epsilon", sa.Float, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),  # the dataset version drawn from
+    sa.Column("derived_at", sa.String(40), nullable=False),
+)
+"""The rows-per-entity bound of a dataset whose classification declares no
+``[contribution]``, drawn once from its data with an owner-side ε
+(``sandbox.query.default_bounds``)."""
 
 
 release_cache = sa.Table(

@@ -210,6 +210,16 @@ class Settings:
         "hash of the group keys. The default for a dataset whose classification declares "
         "no `[contribution]`.",
     )
+    default_bounds_epsilon: float = setting(
+        0.2,
+        ge=0,
+        le=10,
+        help="ε spent once per dataset whose classification declares no `[contribution]` "
+        "(outside the verified one-row case), at its first query with a privacy budget, on one DP "
+        "quantile of rows per entity: C, G and T lowered from the platform default to what "
+        'the data needs (`docs/disclosure.md`, "Bounds drawn from the data"); recorded in '
+        "the audit trail as the owner's. 0: the platform default applies as is.",
+    )
     bounds_epsilon: float = setting(
         0.1,
         gt=0,

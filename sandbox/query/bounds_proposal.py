@@ -59,7 +59,14 @@ from sandbox.platform import Platform
 from sandbox.query.bounds_quantile import chosen_count, chosen_edge, value_edges
 from sandbox.query.noise import ChoiceSource, system_noise
 
-__all__ = ["ACTION", "VALUE_PART", "BoundsProposal", "owner_epsilon_spent", "propose_bounds"]
+__all__ = [
+    "ACTION",
+    "VALUE_PART",
+    "BoundsProposal",
+    "owner_epsilon_spent",
+    "per_entity_histogram",
+    "propose_bounds",
+]
 
 ACTION = "dataset.propose_bounds"
 RULE = "registry.propose_bounds"
@@ -155,7 +162,7 @@ def _released_form(col: ColumnSpec) -> str:
     return f"left({name}, {int(gen.length or 1)})"
 
 
-def _per_entity_histogram(
+def per_entity_histogram(
     run: Callable[[str, list[Any]], list[tuple[Any, ...]]], table: str, entity: str, expr: str
 ) -> list[int]:
     """Entities by per-entity ``expr`` (an integer, clipped to ``1 … MAX_CONTRIBUTION``)."""
@@ -299,13 +306,13 @@ def propose_bounds(
     def run(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
         return [tuple(r.values()) for r in platform.enclave.query(sql, params).to_pylist()]
 
-    rows = _per_entity_histogram(run, table, entity, "count(*)")
+    rows = per_entity_histogram(run, table, entity, "count(*)")
     c = chosen_count(rows, q, share, chooser)
     g = 1  # no groupable column: one group per query (its total), and nothing drawn
     if groupable:
         distinct = [f"count(DISTINCT {_released_form(col)})" for col in groupable]
         most = distinct[0] if len(distinct) == 1 else f"greatest({', '.join(distinct)})"
-        g = chosen_count(_per_entity_histogram(run, table, entity, most), q, share, chooser)
+        g = chosen_count(per_entity_histogram(run, table, entity, most), q, share, chooser)
     bounds = {}
     for col in measured:
         assert col.bounds is not None

@@ -52,11 +52,13 @@ __all__ = [
     "COUNT_CANDIDATES",
     "chosen_count",
     "chosen_edge",
+    "chosen_total",
     "count_scores",
     "count_tolerance",
     "edge_scores",
     "rank_tolerance",
     "temperature",
+    "total_scores",
     "value_edges",
 ]
 
@@ -165,6 +167,33 @@ def chosen_count(
     t = temperature(epsilon, 1)
     scores = [s - COUNT_PRIOR * t * i for i, s in enumerate(count_scores(counts, q, candidates))]
     return candidates[source.permute_and_flip(scores, t)]
+
+
+def total_scores(counts: Sequence[int], q: Fraction, top: int) -> list[Fraction]:
+    """Scores of the candidates ``1 … top``, where ``top`` stands for "``top`` or more".
+
+    ``1 … top - 1`` score as in :func:`count_scores`; ``top`` scores
+    ``-max(0, #(< top) - q·n)``: zero wherever a ``q``-quantile is at least ``top``, so
+    data whose entities hold many rows keeps the bounds ``top`` stands for rather than
+    being drawn down to a candidate below them all.  Sensitivity 1, as every count score.
+    """
+    if top < 2:
+        raise ValueError("a total's candidates need a top of at least 2")
+    scores = count_scores(counts, q, range(1, top))
+    below = sum(counts[: top - 1])
+    scores.append(-max(Fraction(0), below - q * sum(counts)))
+    return scores
+
+
+def chosen_total(
+    counts: Sequence[int], q: Fraction, epsilon: Fraction, source: ChoiceSource, top: int
+) -> int:
+    """The candidate ``1 … top`` permute-and-flip chooses as the ``q``-quantile of per-entity
+    row counts (:func:`total_scores`; ``Δ = 1``), each score lowered by ``COUNT_PRIOR·T``
+    per step up, as :func:`chosen_count` does.  ``top``: "``top`` or more"."""
+    t = temperature(epsilon, 1)
+    scores = [s - COUNT_PRIOR * t * i for i, s in enumerate(total_scores(counts, q, top))]
+    return 1 + source.permute_and_flip(scores, t)
 
 
 def count_tolerance(epsilon: Fraction, candidates: int, beta: float = 1e-9) -> float:

@@ -42,7 +42,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,6 +51,7 @@ import sqlalchemy as sa
 
 from policies import Actor, Decision, Grant
 from sandbox.core.access import DatasetAccess
+from sandbox.core.classification import Contribution, DatasetSpec
 from sandbox.core.data_controls import DatasetControls, load_controls
 from sandbox.core.db import release_cache
 from sandbox.core.errors import (
@@ -74,10 +75,11 @@ from sandbox.query.accountant import per_query_epsilon
 from sandbox.query.cell_accuracy import output_accuracy, result_accuracy
 from sandbox.query.contribution import effective_contribution
 from sandbox.query.cost import Cost, CostLimits, check_cost
+from sandbox.query.default_bounds import DataBounds
 from sandbox.query.disclosure import DisclosureParams
 from sandbox.query.lineage import BaseColumn
 from sandbox.query.negative_rules import important_datasets, important_release
-from sandbox.query.noise import NoiseSource
+from sandbox.query.noise import ExactNoise, NoiseSource
 from sandbox.query.parse import attempted_sql, parse_query
 from sandbox.query.plan_cache import PlanCache, access_key
 from sandbox.query.product_guard import check_product_query
@@ -164,6 +166,10 @@ class QueryService:
         #: (dataset, version) -> whether each of its rows is a distinct entity
         #: (``sandbox.enclave.entity_rows``); established once per version and process.
         self._entity_rows: dict[tuple[str, int], bool] = {}
+        #: Bounds drawn from the data of datasets that declare none (one DP quantile each).
+        self._data_bounds = DataBounds(
+            platform, source=noise if isinstance(noise, ExactNoise) else None
+        )
         #: Called with every query decision's audit receipt once it is durable (the risk
         #: monitor, ``sandbox.monitoring``); it must not raise or block.
         self.observer: Callable[[Any], None] | None = None
@@ -279,9 +285,13 @@ class QueryService:
         # A query over several grants (a join) releases under the strictest terms of each.
         shares = [g.dominance_p for g in grants if g.dominance_p is not None]
         digits = [g.round_digits for g in grants if g.round_digits is not None]
-        # C and G: each dataset's [contribution] (or the default), narrowed by its grants.
+        # C and G: each dataset's [contribution] (or the default, or bounds drawn from its
+        # data where it declares none), narrowed by its grants.
+        default = self._default_bounds(records or {})
         specs = {d: r.spec for d, r in (records or {}).items()}
-        bounds = effective_contribution(grants, specs, self._default_bounds(records or {}))
+        if budgeted:
+            specs = self._drawn_specs(records or {}, default)
+        bounds = effective_contribution(grants, specs, default)
         params = DisclosureParams(
             k=k,
             epsilon=epsilon,
@@ -311,6 +321,25 @@ class QueryService:
             if record.spec.contribution is None and self._entity_is_row(record):
                 return ContributionBounds(max_rows_per_entity=1, max_groups_per_entity=1)
         return self.contribution
+
+    def _drawn_specs(
+        self, records: dict[str, DatasetRecord], default: ContributionBounds
+    ) -> dict[str, DatasetSpec]:
+        """Each dataset's classification, a missing ``[contribution]`` filled with the
+        bounds drawn from its data (``sandbox.query.default_bounds``) where they lower
+        ``default``; drawn at the first query with a budget that needs them."""
+        fallback = Contribution(
+            default.max_rows_per_entity,
+            default.max_groups_per_entity,
+            default.max_total_rows_per_entity,
+        )
+        specs = {}
+        for dataset, record in records.items():
+            drawn = self._data_bounds.bounds(record, fallback)
+            specs[dataset] = (
+                record.spec if drawn is None else replace(record.spec, contribution=drawn)
+            )
+        return specs
 
     def _authorize(
         self,

@@ -1,0 +1,225 @@
+"""Contribution bounds for a dataset that declares none: drawn once from its data, with DP.
+
+A classification without ``[contribution]`` (outside the verified one-row case, where a
+query over the dataset alone runs at ``C = G = 1`` with no ε: ``sandbox.enclave.entity_rows``)
+used to run every query
+with a privacy budget at the platform's default, ``C = 2, G = 3``: six times the noise
+where each person is one row, the noise a bureau did not choose.  Now, at the first
+query with a budget over such a dataset, the platform draws **one** DP quantile
+(:func:`sandbox.query.bounds_quantile.chosen_total`) of its rows per entity, at the
+``bounds_percentile`` setting ``p`` (0.95), among the candidates ``1 … top``, ``top``
+being the default's ``C·G`` (or its ``T``) and standing for "that or more".  A drawn
+``t < top`` **lowers** the default to ``C = min(C, t)``, ``G = min(G, t)``, ``T = t``
+(an entity of ``t`` rows is in at most ``t`` groups); ``top`` keeps it as it is.
+
+- **Only ever lower.**  Lower bounds are a tightening (``docs/governance.md``,
+  "Revisions"): fewer rows of an entity count, each release's noise shrinks, its ε is
+  unchanged.  Rows beyond ``t`` are dropped by the rewrite, as for any declared bound:
+  a bias on the at most ``1 - p`` of entities with more, never a privacy loss.
+- **Private.**  Per-entity row counts change by one entity's when one is added or
+  removed (``Δ = 1``); the quantile spends ``default_bounds_epsilon`` (0.2), ε-DP, and
+  the bound is a post-processing of it.  The spend is the dataset owner's and is
+  **recorded before** anything is read, as ``propose-bounds``'s is (action
+  ``dataset.propose_bounds``, rule ``registry.default_bounds``; counted in
+  ``owner_epsilon_spent``); the outcome is a second entry (``dataset.default_bounds``).
+- **Once per dataset and entity key.**  The drawn bound is kept in the control plane
+  (:data:`sandbox.core.db.derived_contribution`) and reused by every later version
+  (reusing a DP output spends nothing): a dataset updated daily does not spend daily.
+  A new entity key draws again.  A declared ``[contribution]`` always wins.
+- Only for the DuckDB enclave (the histogram is a query on its file); a dataset held in
+  the Spark warehouse keeps the default.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import sqlalchemy as sa
+
+from sandbox.core.classification import Contribution
+from sandbox.core.db import derived_contribution
+from sandbox.core.timeutil import now_rfc3339
+from sandbox.enclave.catalog import DatasetRecord
+from sandbox.platform import Platform
+from sandbox.query.bounds_proposal import ACTION, owner_epsilon_spent, per_entity_histogram
+from sandbox.query.bounds_quantile import chosen_total
+from sandbox.query.noise import ChoiceSource, system_noise
+
+__all__ = ["OUTCOME", "RULE", "DataBounds", "DrawnTotal", "lowered", "stored_draw", "top_of"]
+
+RULE = "registry.default_bounds"
+#: The audit action of a draw's outcome (its spend is an ``ACTION`` entry).
+OUTCOME = "dataset.default_bounds"
+#: Who draws: the platform, on the owner's behalf (as the risk monitor is "monitor").
+ACTOR = "platform"
+
+
+def top_of(default: Contribution) -> int:
+    """The least rows per entity that keeps ``default`` as it is: its T, else ``C·G``."""
+    if default.max_total_rows_per_entity is not None:
+        return default.max_total_rows_per_entity
+    return default.max_rows_per_entity * default.max_groups_per_entity
+
+
+def lowered(default: Contribution, total: int | None) -> Contribution | None:
+    """``default`` lowered to an entity of ``total`` rows; None where nothing is lowered."""
+    if total is None or total >= top_of(default):
+        return None
+    return Contribution(
+        min(default.max_rows_per_entity, total),
+        min(default.max_groups_per_entity, total),
+        total,
+    )
+
+
+@dataclass(frozen=True)
+class DrawnTotal:
+    """One dataset's stored draw: ``total`` None where it chose "``top`` or more"."""
+
+    entity_key: str
+    total: int | None
+    epsilon: float
+    version: int
+
+    def bounds(self, default: Contribution) -> Contribution | None:
+        return lowered(default, self.total)
+
+
+class DataBounds:
+    """The drawn bounds of datasets that declare none; draws a dataset's on first use.
+
+    One per query service (process); the control plane is the record shared by every
+    process, this object only remembers what it read.  Two processes drawing the same
+    dataset at once both spend, and both spends are recorded; the first stored draw is
+    the one every process uses.
+    """
+
+    def __init__(self, platform: Platform, source: ChoiceSource | None = None) -> None:
+        self.platform = platform
+        self.source = source
+        self._known: dict[str, DrawnTotal] = {}
+        self._lock = threading.Lock()
+
+    def bounds(self, record: DatasetRecord, default: Contribution) -> Contribution | None:
+        """The lowered bounds ``record``'s queries run under, or None (``default`` applies).
+
+        None without a draw: a declared ``[contribution]``, a Spark dataset, a
+        ``default_bounds_epsilon`` of 0, or a default that cannot be lowered (``C·G = 1``).
+        """
+        epsilon = self.platform.settings.default_bounds_epsilon
+        if record.spec.contribution is not None or record.engine != "duckdb" or epsilon <= 0:
+            return None
+        top = top_of(default)
+        if top < 2:
+            return None
+        key = record.spec.entity_key.lower()
+        drawn = self._known.get(record.id)
+        if drawn is None or drawn.entity_key != key:
+            with self._lock:
+                drawn = self._read(record.id)
+                if drawn is None or drawn.entity_key != key:
+                    drawn = self._draw(record, epsilon, top)
+                self._known[record.id] = drawn
+        return drawn.bounds(default)
+
+    def _read(self, dataset: str) -> DrawnTotal | None:
+        return stored_draw(self.platform, dataset)
+
+    def _draw(self, record: DatasetRecord, epsilon: float, top: int) -> DrawnTotal:
+        """Record the spend, read the histogram, draw, store (the first stored draw wins)."""
+        platform, spec = self.platform, record.spec
+        percentile = platform.settings.bounds_percentile
+        target = f"dataset:{record.id}"
+        platform.record(
+            actor=ACTOR,
+            role="system",
+            action=ACTION,
+            target=target,
+            decision="allow",
+            rule=RULE,
+            dataset=record.id,
+            details={
+                "epsilon": epsilon,
+                "percentile": percentile,
+                "quantiles": 1,
+                "automatic": True,
+                "version": record.version,
+                "owner_epsilon_spent": owner_epsilon_spent(platform, record.id) + epsilon,
+            },
+        )
+        table = f"{_quoted(spec.domain)}.{_quoted(spec.table)}"
+
+        def run(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+            return [tuple(r.values()) for r in platform.enclave.query(sql, params).to_pylist()]
+
+        rows = per_entity_histogram(run, table, _quoted(spec.entity_key), "count(*)")
+        chosen = chosen_total(
+            rows,
+            Fraction(str(percentile)),
+            Fraction(str(epsilon)),
+            self.source or system_noise(),
+            top,
+        )
+        drawn = DrawnTotal(
+            spec.entity_key.lower(), None if chosen >= top else chosen, epsilon, record.version
+        )
+        drawn = self._store(record.id, drawn, top)
+        default_kept = drawn.total is None
+        platform.record(
+            actor=ACTOR,
+            role="system",
+            action=OUTCOME,
+            target=target,
+            decision="allow",
+            rule=RULE,
+            dataset=record.id,
+            details={
+                "version": drawn.version,
+                "max_total_rows_per_entity": drawn.total,
+                "default_kept": default_kept,
+            },
+        )
+        return drawn
+
+    def _store(self, dataset: str, drawn: DrawnTotal, top: int) -> DrawnTotal:
+        values = {
+            "entity_key": drawn.entity_key,
+            "max_total_rows_per_entity": drawn.total,
+            "top": top,
+            "epsilon": drawn.epsilon,
+            "version": drawn.version,
+            "derived_at": now_rfc3339(),
+        }
+        table = derived_contribution
+        with self.platform.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(table.c.entity_key).where(table.c.dataset_id == dataset).with_for_update()
+            ).first()
+            if row is None:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(sa.insert(table).values(dataset_id=dataset, **values))
+                except sa.exc.IntegrityError:  # another process stored its draw first
+                    pass
+            elif row.entity_key != drawn.entity_key:  # drawn for an older entity key
+                conn.execute(sa.update(table).where(table.c.dataset_id == dataset).values(**values))
+        found = self._read(dataset)
+        return drawn if found is None else found
+
+
+def stored_draw(platform: Platform, dataset: str) -> DrawnTotal | None:
+    """The draw stored for ``dataset``, if one was made (whatever its entity key)."""
+    with platform.engine.connect() as conn:
+        row = conn.execute(
+            sa.select(derived_contribution).where(derived_contribution.c.dataset_id == dataset)
+        ).first()
+    if row is None:
+        return None
+    return DrawnTotal(row.entity_key, row.max_total_rows_per_entity, row.epsilon, row.version)
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

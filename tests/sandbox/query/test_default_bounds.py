@@ -1,0 +1,227 @@
+"""Bounds drawn from the data for a dataset that declares none: one DP quantile, once.
+
+A classification without ``[contribution]`` ran every query with a budget at the
+platform's C = 2, G = 3; now the first such query draws the data's rows per entity
+(``sandbox.query.default_bounds``) and lowers the default to it, never raises it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from fractions import Fraction
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from audit.queries import EntryFilter
+from policies import Administration, ReleaseMode
+from sandbox.core.classification import Contribution
+from sandbox.core.settings import Settings
+from sandbox.platform import Platform
+from sandbox.query.bounds_proposal import ACTION, owner_epsilon_spent
+from sandbox.query.bounds_quantile import chosen_total, total_scores
+from sandbox.query.default_bounds import OUTCOME, RULE, lowered, top_of
+from sandbox.query.noise import seeded_noise
+from sandbox.query.service import QueryService
+from sandbox.reclassify import reclassify
+from tests.conftest import build_deployment
+
+Q = Fraction("0.95")
+DEFAULT = Contribution(2, 3)
+ENTERPRISES = "SELECT industry, count(*) AS n FROM market.enterprises GROUP BY 1"
+CLAIMS = "SELECT gender, count(*) AS n FROM health.claims GROUP BY 1"
+
+
+def _histogram(rows_per_entity: list[int]) -> list[int]:
+    counts = [0] * max(rows_per_entity)
+    for rows in rows_per_entity:
+        counts[rows - 1] += 1
+    return counts
+
+
+def test_the_top_candidate_stands_for_that_or_more() -> None:
+    # 1,000 entities of one row: 1 is the quantile; each larger candidate loses n/20.
+    assert total_scores(_histogram([1] * 1000), Q, 6) == [0, -50, -50, -50, -50, -50]
+    # Every entity holds 9 rows: no candidate below 6 is a quantile; "6 or more" is.
+    scores = total_scores(_histogram([9] * 1000), Q, 6)
+    assert scores[-1] == 0 and all(s == -950 for s in scores[:-1])
+    # 90% of one row, 10% of seven: the 95th percentile is 7, so "6 or more" scores 0 and
+    # 1 loses 50 (without the top candidate's own score it tied with 1 and lost to the prior).
+    scores = total_scores(_histogram([1] * 900 + [7] * 100), Q, 6)
+    assert scores[-1] == 0 and scores[0] == -50
+
+
+@given(
+    st.integers(1, 12),
+    st.integers(1, 12),
+    st.one_of(st.none(), st.integers(1, 200)),
+    st.one_of(st.none(), st.integers(1, 400)),
+)
+def test_lowered_bounds_never_exceed_the_default(c, g, t, total) -> None:
+    default = Contribution(c, g, t)
+    got = lowered(default, total)
+    if total is None or total >= top_of(default):
+        assert got is None
+        return
+    assert got is not None
+    assert got.max_rows_per_entity <= c and got.max_groups_per_entity <= g
+    assert got.max_total_rows_per_entity == total < top_of(default)
+    assert got.max_rows_per_entity <= total and got.max_groups_per_entity <= total
+
+
+@pytest.mark.parametrize(
+    ("rows", "want", "at_least"),
+    [
+        ([1] * 1000, 1, 0.95),  # one row each: C = G = T = 1
+        ([9] * 1000, 6, 0.99),  # many rows each: the default stays (top = C·G = 6)
+        ([1] * 500 + [2] * 300 + [3] * 200, 3, 0.95),  # T = 3 under C·G = 6
+    ],
+    ids=["one-row", "nine-rows", "one-to-three"],
+)
+def test_the_draw_lands_on_the_quantile(rows, want, at_least) -> None:
+    """Seeded, statistical: 400 draws at the default ε 0.2 on 1,000 entities."""
+    counts = _histogram(rows)
+    draws = [chosen_total(counts, Q, Fraction(1, 5), seeded_noise(s), 6) for s in range(400)]
+    assert draws.count(want) / len(draws) >= at_least, sorted(set(draws))
+
+
+@pytest.fixture
+def home(tmp_path):
+    platform, tokens = build_deployment(tmp_path / "home")
+    platform.close()
+    return tmp_path / "home", tokens
+
+
+def _open(home, **settings) -> Platform:
+    return Platform(Settings(home=home, threads=2, **settings))
+
+
+def _undeclare(platform: Platform, tokens: dict[str, str], dataset: str, bureau: str) -> None:
+    spec = platform.catalog.get(dataset).spec
+    plain = dataclasses.replace(spec, contribution=None, one_row_per_entity=False)
+    reclassify(platform, plain, platform.authority.authenticate(tokens[bureau]))
+
+
+def _dp(platform: Platform, tokens: dict[str, str]) -> None:
+    """op-bank's grant on the enterprises (reviewed in the demo) made dp, with a budget."""
+    admin = Administration(platform.authority, k_floor=platform.settings.k_floor)
+    bureau = platform.authority.authenticate(tokens["bureau-market"])
+    (grant,) = [g for g in admin.list_grants(bureau) if g.dataset == "market.enterprises"]
+    admin.set_release_mode(bureau, grant.id, ReleaseMode.DP, epsilon_total=10, reason="dp")
+
+
+def _explain(platform: Platform, tokens, operator: str, sql: str, **kw) -> dict:
+    service = QueryService(platform, **kw)
+    answer = service.explain(platform.authority.authenticate(tokens[operator]), sql)
+    assert answer["accepted"], answer
+    return answer
+
+
+def _entries(platform: Platform, action: str, dataset: str):
+    return platform.audit.entries(EntryFilter(action=action, dataset=dataset), limit=100)
+
+
+def test_one_row_data_without_bounds_runs_at_one_row_and_one_group(home) -> None:
+    path, tokens = home
+    platform = _open(path, default_bounds_epsilon=2.0)
+    try:
+        _undeclare(platform, tokens, "market.enterprises", "bureau-market")
+        _dp(platform, tokens)
+        answer = _explain(platform, tokens, "op-bank", ENTERPRISES, noise=seeded_noise(3))
+        assert answer["contribution"] == {
+            "max_rows_per_entity": 1,
+            "max_groups_per_entity": 1,
+            "max_total_rows_per_entity": None,  # T = 1 = C·G: it cannot bind
+        }
+        (spend,) = _entries(platform, ACTION, "market.enterprises")
+        assert (spend.actor, spend.rule, spend.details["epsilon"]) == ("platform", RULE, 2.0)
+        assert spend.details["automatic"] is True and spend.details["quantiles"] == 1
+        (outcome,) = _entries(platform, OUTCOME, "market.enterprises")
+        assert outcome.details["max_total_rows_per_entity"] == 1
+        assert not outcome.details["default_kept"]
+        assert outcome.seq > spend.seq  # the spend is recorded before the data is read
+        assert owner_epsilon_spent(platform, "market.enterprises") == 2.0
+        # Drawn once: another query, another service, another process spend nothing more.
+        _explain(platform, tokens, "op-bank", ENTERPRISES)
+    finally:
+        platform.close()
+    platform = _open(path, default_bounds_epsilon=2.0)
+    try:
+        answer = _explain(platform, tokens, "op-bank", ENTERPRISES)
+        assert answer["contribution"]["max_groups_per_entity"] == 1
+        assert len(_entries(platform, ACTION, "market.enterprises")) == 1
+        # A new version (same entity key) keeps the draw: no daily spend for daily data.
+        _undeclare(platform, tokens, "market.enterprises", "bureau-market")
+        _explain(platform, tokens, "op-bank", ENTERPRISES)
+        assert owner_epsilon_spent(platform, "market.enterprises") == 2.0
+    finally:
+        platform.close()
+    # The host console says which bounds apply, and where they came from.
+    shown = _show(path, "market.enterprises")
+    assert "contribution: C = 1, G = 1, T = 1 (no [contribution]; drawn from v" in shown
+    assert "DP, ε 2)" in shown
+    assert "contribution: platform default C = 2, G = 3 (no [contribution]; none drawn yet)" in (
+        _show(path, "hrss.social_insurance", undeclare=True, tokens=tokens)
+    )
+
+
+def _show(home, dataset: str, *, undeclare: bool = False, tokens=None) -> str:
+    if undeclare:
+        platform = _open(home)
+        try:
+            _undeclare(platform, tokens, dataset, "bureau-hrss")
+        finally:
+            platform.close()
+    proc = subprocess.run(
+        [sys.executable, "-m", "sandbox.cli", "--home", str(home), "dataset", "show", dataset],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=120,
+        check=True,
+    )
+    return proc.stdout
+
+
+def test_many_rows_per_person_keep_the_default_and_declared_bounds_win(home) -> None:
+    path, tokens = home
+    platform = _open(path, default_bounds_epsilon=2.0)
+    try:
+        declared = _explain(platform, tokens, "op-insurer", CLAIMS)["contribution"]
+        assert declared["max_rows_per_entity"] == 9  # the demo's own [contribution]
+        assert not _entries(platform, ACTION, "health.claims")  # declared: nothing drawn
+        _undeclare(platform, tokens, "health.claims", "bureau-health")
+        answer = _explain(platform, tokens, "op-insurer", CLAIMS, noise=seeded_noise(5))
+        assert answer["contribution"] == {
+            "max_rows_per_entity": 2,
+            "max_groups_per_entity": 1,  # gender: one value per person (key_groups)
+            "max_total_rows_per_entity": None,
+        }
+        (outcome,) = _entries(platform, OUTCOME, "health.claims")
+        assert outcome.details["default_kept"] is True
+    finally:
+        platform.close()
+
+
+def test_a_zero_epsilon_setting_draws_nothing(home) -> None:
+    path, tokens = home
+    platform = _open(path, default_bounds_epsilon=0)
+    try:
+        _undeclare(platform, tokens, "market.enterprises", "bureau-market")
+        _dp(platform, tokens)
+        answer = _explain(platform, tokens, "op-bank", ENTERPRISES)
+        assert answer["contribution"]["max_rows_per_entity"] == 2
+        assert not _entries(platform, ACTION, "market.enterprises")
+    finally:
+        platform.close()
+
+
+def test_one_row_data_at_the_default_epsilon_nearly_always_draws_one() -> None:
+    """Seeded: 2,000 entities of one row, ε 0.2 (the setting's default)."""
+    counts = _histogram([1] * 2000)
+    draws = [chosen_total(counts, Q, Fraction(1, 5), seeded_noise(s), 6) for s in range(200)]
+    assert draws.count(1) >= 198
