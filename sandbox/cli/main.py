@@ -248,7 +248,7 @@ def _undeclared_bounds(platform: "Platform", rec: "DatasetRecord") -> str:
     settings = platform.settings
     default = Contribution(settings.dp_max_rows_per_entity, settings.dp_max_groups_per_entity)
     words = f"C = {default.max_rows_per_entity}, G = {default.max_groups_per_entity}"
-    drawn = stored_draw(platform, rec.id)
+    drawn = stored_draw(platform.engine, rec.id)
     if drawn is None or drawn.entity_key != rec.entity_key.lower():
         return f"contribution: platform default {words} (no [contribution]; none drawn yet)"
     how = f"drawn from v{drawn.version}'s rows per entity, DP, ε {drawn.epsilon:g}"

@@ -38,6 +38,7 @@ from fractions import Fraction
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 
 from sandbox.core.classification import Contribution
 from sandbox.core.db import derived_contribution
@@ -48,7 +49,16 @@ from sandbox.query.bounds_proposal import ACTION, owner_epsilon_spent, per_entit
 from sandbox.query.bounds_quantile import chosen_total
 from sandbox.query.noise import ChoiceSource, system_noise
 
-__all__ = ["OUTCOME", "RULE", "DataBounds", "DrawnTotal", "lowered", "stored_draw", "top_of"]
+__all__ = [
+    "OUTCOME",
+    "RULE",
+    "DataBounds",
+    "DrawnTotal",
+    "lowered",
+    "store_draw",
+    "stored_draw",
+    "top_of",
+]
 
 RULE = "registry.default_bounds"
 #: The audit action of a draw's outcome (its spend is an ``ACTION`` entry).
@@ -126,7 +136,7 @@ class DataBounds:
         return drawn.bounds(default)
 
     def _read(self, dataset: str) -> DrawnTotal | None:
-        return stored_draw(self.platform, dataset)
+        return stored_draw(self.platform.engine, dataset)
 
     def _draw(self, record: DatasetRecord, epsilon: float, top: int) -> DrawnTotal:
         """Record the spend, read the histogram, draw, store (the first stored draw wins)."""
@@ -166,7 +176,7 @@ class DataBounds:
         drawn = DrawnTotal(
             spec.entity_key.lower(), None if chosen >= top else chosen, epsilon, record.version
         )
-        drawn = self._store(record.id, drawn, top)
+        drawn = store_draw(platform.engine, record.id, drawn, top)
         default_kept = drawn.total is None
         platform.record(
             actor=ACTOR,
@@ -184,41 +194,47 @@ class DataBounds:
         )
         return drawn
 
-    def _store(self, dataset: str, drawn: DrawnTotal, top: int) -> DrawnTotal:
-        values = {
-            "entity_key": drawn.entity_key,
-            "max_total_rows_per_entity": drawn.total,
-            "top": top,
-            "epsilon": drawn.epsilon,
-            "version": drawn.version,
-            "derived_at": now_rfc3339(),
-        }
-        table = derived_contribution
-        with self.platform.engine.begin() as conn:
-            row = conn.execute(
-                sa.select(table.c.entity_key).where(table.c.dataset_id == dataset).with_for_update()
-            ).first()
-            if row is None:
-                try:
-                    with conn.begin_nested():
-                        conn.execute(sa.insert(table).values(dataset_id=dataset, **values))
-                except sa.exc.IntegrityError:  # another process stored its draw first
-                    pass
-            elif row.entity_key != drawn.entity_key:  # drawn for an older entity key
-                conn.execute(sa.update(table).where(table.c.dataset_id == dataset).values(**values))
-        found = self._read(dataset)
-        return drawn if found is None else found
 
-
-def stored_draw(platform: Platform, dataset: str) -> DrawnTotal | None:
+def stored_draw(engine: Engine, dataset: str) -> DrawnTotal | None:
     """The draw stored for ``dataset``, if one was made (whatever its entity key)."""
-    with platform.engine.connect() as conn:
+    with engine.connect() as conn:
         row = conn.execute(
             sa.select(derived_contribution).where(derived_contribution.c.dataset_id == dataset)
         ).first()
     if row is None:
         return None
     return DrawnTotal(row.entity_key, row.max_total_rows_per_entity, row.epsilon, row.version)
+
+
+def store_draw(engine: Engine, dataset: str, drawn: DrawnTotal, top: int) -> DrawnTotal:
+    """Store ``drawn`` unless a draw for the same entity key is stored; the one stored.
+
+    A draw for another entity key is replaced.  Two processes storing at once: the first
+    insert wins and the other returns it (the later spend stays recorded, unused).
+    """
+    values = {
+        "entity_key": drawn.entity_key,
+        "max_total_rows_per_entity": drawn.total,
+        "top": top,
+        "epsilon": drawn.epsilon,
+        "version": drawn.version,
+        "derived_at": now_rfc3339(),
+    }
+    table = derived_contribution
+    with engine.begin() as conn:
+        row = conn.execute(
+            sa.select(table.c.entity_key).where(table.c.dataset_id == dataset).with_for_update()
+        ).first()
+        if row is None:
+            try:
+                with conn.begin_nested():
+                    conn.execute(sa.insert(table).values(dataset_id=dataset, **values))
+            except sa.exc.IntegrityError:  # another process stored its draw first
+                pass
+        elif row.entity_key != drawn.entity_key:  # drawn for an older entity key
+            conn.execute(sa.update(table).where(table.c.dataset_id == dataset).values(**values))
+    found = stored_draw(engine, dataset)
+    return drawn if found is None else found
 
 
 def _quoted(name: str) -> str:

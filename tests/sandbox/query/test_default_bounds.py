@@ -20,11 +20,20 @@ from hypothesis import strategies as st
 from audit.queries import EntryFilter
 from policies import Administration, ReleaseMode
 from sandbox.core.classification import Contribution
+from sandbox.core.db import open_control_db
 from sandbox.core.settings import Settings
 from sandbox.platform import Platform
 from sandbox.query.bounds_proposal import ACTION, owner_epsilon_spent
 from sandbox.query.bounds_quantile import chosen_total, total_scores
-from sandbox.query.default_bounds import OUTCOME, RULE, lowered, top_of
+from sandbox.query.default_bounds import (
+    OUTCOME,
+    RULE,
+    DrawnTotal,
+    lowered,
+    store_draw,
+    stored_draw,
+    top_of,
+)
 from sandbox.query.noise import seeded_noise
 from sandbox.query.service import QueryService
 from sandbox.reclassify import reclassify
@@ -225,3 +234,29 @@ def test_one_row_data_at_the_default_epsilon_nearly_always_draws_one() -> None:
     counts = _histogram([1] * 2000)
     draws = [chosen_total(counts, Q, Fraction(1, 5), seeded_noise(s), 6) for s in range(200)]
     assert draws.count(1) >= 198
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def test_the_first_stored_draw_wins_and_a_new_entity_key_replaces_it(
+    backend: str, tmp_path, request
+) -> None:
+    url = (
+        f"sqlite:///{tmp_path / 'control.db'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    engine = open_control_db(url)
+    try:
+        assert stored_draw(engine, "a.b") is None
+        first = DrawnTotal("person_id", 1, 0.2, 3)
+        assert store_draw(engine, "a.b", first, 6) == first
+        # Another process's later draw for the same key: the stored one is returned, kept.
+        assert store_draw(engine, "a.b", DrawnTotal("person_id", None, 0.2, 4), 6) == first
+        assert stored_draw(engine, "a.b") == first
+        # A draw for another entity key replaces it.
+        other = DrawnTotal("household_id", 4, 0.2, 5)
+        assert store_draw(engine, "a.b", other, 6) == other == stored_draw(engine, "a.b")
+    finally:
+        engine.dispose()
