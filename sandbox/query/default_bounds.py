@@ -32,6 +32,7 @@ being the default's ``C·G`` (or its ``T``) and standing for "that or more".  A 
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from fractions import Fraction
@@ -42,6 +43,7 @@ from sqlalchemy.engine import Engine
 
 from sandbox.core.classification import Contribution
 from sandbox.core.db import derived_contribution
+from sandbox.core.errors import SandboxError
 from sandbox.core.timeutil import now_rfc3339
 from sandbox.enclave.catalog import DatasetRecord
 from sandbox.platform import Platform
@@ -59,6 +61,8 @@ __all__ = [
     "stored_draw",
     "top_of",
 ]
+
+log = logging.getLogger("sandbox.query.default_bounds")
 
 RULE = "registry.default_bounds"
 #: The audit action of a draw's outcome (its spend is an ``ACTION`` entry).
@@ -165,7 +169,14 @@ class DataBounds:
         def run(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
             return [tuple(r.values()) for r in platform.enclave.query(sql, params).to_pylist()]
 
-        rows = per_entity_histogram(run, table, _quoted(spec.entity_key), "count(*)")
+        try:
+            rows = per_entity_histogram(run, table, _quoted(spec.entity_key), "count(*)")
+        except SandboxError as exc:
+            # The owner's draw must not fail the operator's query: the default applies in
+            # this query service (one per process) until it restarts (a retry would spend
+            # again; the spend above stays recorded), and nothing is stored.
+            log.warning("drawing %s's bounds failed (%s): the default applies", record.id, exc.rule)
+            return DrawnTotal(spec.entity_key.lower(), None, epsilon, record.version)
         chosen = chosen_total(
             rows,
             Fraction(str(percentile)),

@@ -260,3 +260,27 @@ def test_the_first_stored_draw_wins_and_a_new_entity_key_replaces_it(
         assert store_draw(engine, "a.b", other, 6) == other == stored_draw(engine, "a.b")
     finally:
         engine.dispose()
+
+
+def test_a_failed_draw_leaves_the_query_at_the_default(home, monkeypatch) -> None:
+    """The owner's draw failing in the enclave (fault injected) never fails the operator's
+    query: the spend stays recorded, nothing is stored, the default applies."""
+    from sandbox.core.errors import EnclaveError
+    from sandbox.query import default_bounds
+
+    def broken(*args, **kwargs):
+        raise EnclaveError("the enclave is busy", rule="enclave.busy")
+
+    monkeypatch.setattr(default_bounds, "per_entity_histogram", broken)
+    path, tokens = home
+    platform = _open(path, default_bounds_epsilon=2.0)
+    try:
+        _undeclare(platform, tokens, "market.enterprises", "bureau-market")
+        _dp(platform, tokens)
+        answer = _explain(platform, tokens, "op-bank", ENTERPRISES)
+        assert answer["contribution"]["max_rows_per_entity"] == 2
+        assert len(_entries(platform, ACTION, "market.enterprises")) == 1  # spent, recorded
+        assert not _entries(platform, OUTCOME, "market.enterprises")
+        assert stored_draw(platform.engine, "market.enterprises") is None
+    finally:
+        platform.close()
