@@ -89,11 +89,14 @@ class ColumnRules:
     def use(self, info: ColumnInfo, context: str, clause: str) -> None:
         """Check every base column of a reference used in ``context`` within ``clause``.
 
-        The decision is the role-by-context table of ``sandbox.query.uses``.
+        The decision is the role-by-context table of ``sandbox.query.uses``.  A base that
+        reaches the reference only through predicates (``ColumnInfo.filtered``: a bucket
+        made in a CTE) is checked as a predicate where a predicate in place would be.
         """
         for base in info.bases:
             grant, spec = self.column(base)
-            cell = USES[(spec.role, Context(context))]
+            filtered = base in info.filtered and context in _FILTERED_WITHIN
+            cell = USES[(spec.role, Context("predicate" if filtered else context))]
             if cell.needs is Needs.NOTHING:
                 continue
             met = {

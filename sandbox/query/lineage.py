@@ -14,6 +14,7 @@ from sqlglot import exp
 from sqlglot.optimizer.scope import Scope
 
 from sandbox.core.errors import QueryRefused
+from sandbox.query.nodes import EXPRESSION_KINDS, Kind
 
 __all__ = ["BaseColumn", "ColumnInfo", "Lineage"]
 
@@ -26,10 +27,18 @@ class BaseColumn:
 
 @dataclass(frozen=True)
 class ColumnInfo:
-    """What a column reference depends on; ``passthrough`` = a bare rename of one base column."""
+    """What a column reference depends on; ``passthrough`` = a bare rename of one base column.
+
+    ``filtered``: the bases that reach the column only through predicates (a comparison's
+    operands, a CASE condition), so its value is a function of truth values about them
+    and never of their values: ``CASE WHEN income < 20000 THEN 'low' ELSE 'high' END`` in
+    a CTE depends on ``income`` only so.  The guard checks such a base, used as a key or
+    an output, as it checks a predicate (as if the CASE were written in place).
+    """
 
     bases: frozenset[BaseColumn]
     passthrough: bool
+    filtered: frozenset[BaseColumn] = frozenset()
 
     @property
     def single(self) -> BaseColumn | None:
@@ -82,16 +91,24 @@ class Lineage:
         return "a derived table or CTE"
 
     def of_expression(self, node: exp.Expression, scope: Scope) -> ColumnInfo:
-        """Lineage of any expression: the union of its columns; passthrough only if bare."""
+        """Lineage of any expression: the union of its columns; passthrough only if bare.
+
+        A base is ``filtered`` when every column that carries it stands in a predicate
+        position of ``node`` (:func:`in_predicate`) or carries it filtered already.
+        """
         inner = node.unalias() if isinstance(node, exp.Alias) else node
         while isinstance(inner, exp.Paren):
             inner = inner.this
         if isinstance(inner, exp.Column):
             return self.resolve(inner, scope)
         bases: set[BaseColumn] = set()
+        valued: set[BaseColumn] = set()  # reaching the value somewhere
         for col in inner.find_all(exp.Column):
-            bases |= self.resolve(col, scope).bases
-        return ColumnInfo(frozenset(bases), False)
+            info = self.resolve(col, scope)
+            bases |= info.bases
+            if not in_predicate(col, inner):
+                valued |= info.bases - info.filtered
+        return ColumnInfo(frozenset(bases), False, frozenset(bases - valued))
 
     def record_outputs(self, scope: Scope) -> None:
         """Remember the lineage of each output column of a derived SELECT scope.
@@ -131,9 +148,30 @@ class Lineage:
             )
         first = next(b for b in branches if b is not None)
         self.outputs[id(scope)] = {
-            name: ColumnInfo(
-                frozenset().union(*(b[i].bases for b in columns)),
-                all(b[i].passthrough for b in columns),
-            )
-            for i, name in enumerate(first)
+            name: _union([b[i] for b in columns]) for i, name in enumerate(first)
         }
+
+
+def _union(infos: list[ColumnInfo]) -> ColumnInfo:
+    """One column of several branches: every base of any; filtered where no branch values it."""
+    bases: frozenset[BaseColumn] = frozenset().union(*(i.bases for i in infos))
+    valued: frozenset[BaseColumn] = frozenset().union(*(i.bases - i.filtered for i in infos))
+    return ColumnInfo(bases, all(i.passthrough for i in infos), bases - valued)
+
+
+def in_predicate(column: exp.Expression, root: exp.Expression) -> bool:
+    """Whether ``column`` stands, within ``root``, under a predicate node (a comparison or
+    connective: its value is a truth value) or in a CASE/IF condition.
+
+    Closed: only the node kinds ``nodes.EXPRESSION_KINDS`` names predicates, and the
+    condition of ``exp.If``, count; anything else on the way up leaves it a value.  The
+    guard's walk gives the same positions the predicate context (``column_rules``).
+    """
+    child, node = column, column.parent
+    while node is not None and child is not root:
+        if EXPRESSION_KINDS.get(type(node)) is Kind.PREDICATE:
+            return True
+        if isinstance(node, exp.If) and child is node.this:
+            return True
+        child, node = node, node.parent
+    return False
