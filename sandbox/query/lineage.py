@@ -159,7 +159,7 @@ def _union(infos: list[ColumnInfo]) -> ColumnInfo:
     return ColumnInfo(bases, all(i.passthrough for i in infos), bases - valued)
 
 
-def in_predicate(column: exp.Expression, root: exp.Expression) -> bool:
+def in_predicate(column: exp.Expr, root: exp.Expr) -> bool:
     """Whether ``column`` stands, within ``root``, under a predicate node (a comparison or
     connective: its value is a truth value) or in a CASE/IF condition.
 
