@@ -240,6 +240,24 @@ def dataset_list(ctx: typer.Context) -> None:
         typer.echo(f"{rec.id:<26} v{rec.version:<3} {rows} {rec.title}{frozen}{where}")
 
 
+def _drawn_bounds(platform: "Platform", rec: "DatasetRecord") -> dict[str, object] | None:
+    """The ``--json`` form of a draw for ``rec`` (None: none drawn for its entity key)."""
+    from sandbox.core.classification import Contribution
+    from sandbox.query.default_bounds import stored_draw
+
+    drawn = stored_draw(platform.engine, rec.id)
+    if drawn is None or drawn.entity_key != rec.entity_key.lower():
+        return None
+    settings = platform.settings
+    default = Contribution(settings.dp_max_rows_per_entity, settings.dp_max_groups_per_entity)
+    lower = drawn.bounds(default)
+    return {
+        "bounds": None if lower is None else lower.to_dict(),  # None: the default is kept
+        "epsilon": drawn.epsilon,
+        "drawn_from_version": drawn.version,
+    }
+
+
 def _undeclared_bounds(platform: "Platform", rec: "DatasetRecord") -> str:
     """The ``contribution:`` line of a dataset without ``[contribution]``."""
     from sandbox.core.classification import Contribution
@@ -271,7 +289,10 @@ def dataset_show(
     platform = _platform(ctx)
     rec = platform.catalog.get(dataset_id)
     if as_json:
-        typer.echo(json.dumps(rec.to_dict(), indent=2, ensure_ascii=False))
+        body = rec.to_dict()
+        if rec.spec.contribution is None:
+            body["contribution_drawn"] = _drawn_bounds(platform, rec)
+        typer.echo(json.dumps(body, indent=2, ensure_ascii=False))
         return
     typer.echo(f"{rec.id}  v{rec.version}  {rec.title}")
     typer.echo(f"owner domain: {rec.domain}   entity key: {rec.entity_key}   rows: {rec.row_count}")

@@ -8,6 +8,7 @@ platform's C = 2, G = 3; now the first such query draws the data's rows per enti
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -173,12 +174,16 @@ def test_one_row_data_without_bounds_runs_at_one_row_and_one_group(home) -> None
     shown = _show(path, "market.enterprises")
     assert "contribution: C = 1, G = 1, T = 1 (no [contribution]; drawn from v" in shown
     assert "DP, ε 2)" in shown
+    body = json.loads(_show(path, "market.enterprises", "--json"))
+    assert body["contribution"] is None  # nothing declared
+    assert body["contribution_drawn"]["bounds"]["max_rows_per_entity"] == 1
+    assert body["contribution_drawn"]["epsilon"] == 2.0
     assert "contribution: platform default C = 2, G = 3 (no [contribution]; none drawn yet)" in (
         _show(path, "hrss.social_insurance", undeclare=True, tokens=tokens)
     )
 
 
-def _show(home, dataset: str, *, undeclare: bool = False, tokens=None) -> str:
+def _show(home, dataset: str, *args: str, undeclare: bool = False, tokens=None) -> str:
     if undeclare:
         platform = _open(home)
         try:
@@ -186,7 +191,17 @@ def _show(home, dataset: str, *, undeclare: bool = False, tokens=None) -> str:
         finally:
             platform.close()
     proc = subprocess.run(
-        [sys.executable, "-m", "sandbox.cli", "--home", str(home), "dataset", "show", dataset],
+        [
+            sys.executable,
+            "-m",
+            "sandbox.cli",
+            "--home",
+            str(home),
+            "dataset",
+            "show",
+            dataset,
+            *args,
+        ],
         capture_output=True,
         text=True,
         env=dict(os.environ),
