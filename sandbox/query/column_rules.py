@@ -16,7 +16,7 @@ from sandbox.core.access import DatasetAccess
 from sandbox.core.classification import ColumnSpec, Level, Role
 from sandbox.core.errors import QueryRefused
 from sandbox.query.lineage import BaseColumn, ColumnInfo, Lineage
-from sandbox.query.nodes import QUANTILES, Kind, closure_refusal
+from sandbox.query.nodes import QUANTILES, Kind, bare_comparison, closure_refusal
 from sandbox.query.parse import AGGREGATES, NODE_KINDS, RECORD_VALUE_AGGREGATES, Parsed
 from sandbox.query.rollup import stage_note
 from sandbox.query.spelling import describe
@@ -152,13 +152,14 @@ class ColumnRules:
         elif kind is None:
             raise closure_refusal(node, scope.expression, describe(node, self.parsed.sql))
         else:
-            # A comparison's operands, and a CASE condition, are filtered on, in a key as
-            # anywhere: the key's value is the truth value (or a CASE branch), never theirs.
-            filtered = kind is Kind.PREDICATE and context in _FILTERED_WITHIN
+            # In a key or an output, a comparison of bare columns and constants filters on
+            # its operands (the key's value is its truth value, never theirs); any other
+            # comparison, and a CASE condition as a whole, keep the key's own rule, so a
+            # measure inside arithmetic is refused there (nodes.bare_comparison).
+            filtered = context in _FILTERED_WITHIN and bare_comparison(node)
             sub = "predicate" if filtered else context
             for child in node.iter_expressions():
-                condition = isinstance(node, exp.If) and child is node.this
-                self.walk(child, scope, "predicate" if condition else sub, clause)
+                self.walk(child, scope, sub, clause)
 
     def aggregate(self, agg: exp.Expression, scope: Scope, clause: str) -> None:
         if isinstance(agg, exp.Filter):

@@ -14,7 +14,7 @@ from sqlglot import exp
 from sqlglot.optimizer.scope import Scope
 
 from sandbox.core.errors import QueryRefused
-from sandbox.query.nodes import EXPRESSION_KINDS, Kind
+from sandbox.query.nodes import bare_comparison
 
 __all__ = ["BaseColumn", "ColumnInfo", "Lineage"]
 
@@ -160,18 +160,21 @@ def _union(infos: list[ColumnInfo]) -> ColumnInfo:
 
 
 def in_predicate(column: exp.Expr, root: exp.Expr) -> bool:
-    """Whether ``column`` stands, within ``root``, under a predicate node (a comparison or
-    connective: its value is a truth value) or in a CASE/IF condition.
+    """Whether ``column`` is, within ``root``, an operand of a comparison of bare columns and
+    constants (``nodes.bare_comparison``; parentheses aside): it is then filtered on.
 
-    Closed: only the node kinds ``nodes.EXPRESSION_KINDS`` names predicates, and the
-    condition of ``exp.If``, count; anything else on the way up leaves it a value.  The
-    guard's walk gives the same positions the predicate context (``column_rules``).
+    The guard's walk gives the same positions the predicate context (``column_rules``);
+    anything else (arithmetic around it, LIKE, a column used as a boolean) values it.
     """
-    child, node = column, column.parent
-    while node is not None and child is not root:
-        if EXPRESSION_KINDS.get(type(node)) is Kind.PREDICATE:
+    node = column.parent
+    while isinstance(node, exp.Paren) and node is not root:
+        node = node.parent
+    return node is not None and bare_comparison(node) and _within(node, root)
+
+
+def _within(node: exp.Expr, root: exp.Expr) -> bool:
+    while node is not None:
+        if node is root:
             return True
-        if isinstance(node, exp.If) and child is node.this:
-            return True
-        child, node = node, node.parent
+        node = node.parent
     return False

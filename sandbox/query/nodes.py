@@ -9,7 +9,8 @@ through because a rule did not think to look for it.  The kinds:
 - ``AGGREGATE``: checked by the aggregate rules (parse.py lists which);
 - ``SCALAR``: a function or operator of its arguments; its result keeps their
   lineage and role (``CAST(age AS VARCHAR)`` is ``age``, never a bare rename);
-- ``PREDICATE``: a comparison or connective; its operands are filtered on;
+- ``PREDICATE``: a comparison or connective; its operands are filtered on (in a group
+  key or an output only where it compares bare columns and constants: ``bare_comparison``);
 - ``CONSTANT``: holds no column (a literal, ``pi()``, ``current_date``);
 - ``LEAF``: syntax that holds no value (a type name, a date part, a name);
 - ``WRAPPER``: parentheses, aliases, ordering, tuples, DISTINCT: what they wrap;
@@ -41,6 +42,7 @@ __all__ = [
     "QUANTILES",
     "VALUE_AGGREGATES",
     "Kind",
+    "bare_comparison",
     "closure_refusal",
     "extra_arguments",
     "row_source",
@@ -210,6 +212,45 @@ EXPRESSION_KINDS: Mapping[type[exp.Expr], Kind] = {
 #: read ``this`` only): ``max(x, n)`` (the n largest values, a list) or ``count(a, b)``
 #: must not pass as ``max(x)`` and ``count(a)``.  ``big_int`` is a flag sqlglot sets.
 AGGREGATE_ARGUMENTS: frozenset[str] = frozenset({"this", "big_int"})
+
+
+#: Comparisons whose result is one truth value about their operands' order or equality.
+#: Not LIKE, ILIKE or starts_with: a pattern per digit spells a number out.
+_COMPARISONS: tuple[type[exp.Expr], ...] = (
+    exp.EQ,
+    exp.NEQ,
+    exp.GT,
+    exp.GTE,
+    exp.LT,
+    exp.LTE,
+    exp.NullSafeEQ,
+    exp.NullSafeNEQ,
+    exp.Between,
+    exp.In,
+    exp.Is,
+)
+
+
+def _bare_operand(node: exp.Expr) -> bool:
+    while isinstance(node, exp.Paren):
+        node = node.this
+    return isinstance(node, exp.Column) or node.find(exp.Column) is None
+
+
+def bare_comparison(node: exp.Expr) -> bool:
+    """A comparison of bare columns and constants (``income > 50000``, ``x BETWEEN 1 AND 9``,
+    ``x IN (1, 2)``, ``x IS NULL``): where its operands are filtered on in a group key or
+    an output, as in WHERE.
+
+    Each such comparison cuts one column's range at its constants, so a key made of m of
+    them splits a measure into at most 2m + 1 intervals (bounded by the query's length).
+    A comparison of an expression of the column (``floor(x / 2^k) % 2 = 1``) is one truth
+    value too, but m of them spell the value out bit by bit, so there the column keeps
+    the key's (or output's) own rule.
+    """
+    if not isinstance(node, _COMPARISONS):
+        return False
+    return all(_bare_operand(child) for child in node.iter_expressions())
 
 
 def extra_arguments(node: exp.Expr) -> list[str]:

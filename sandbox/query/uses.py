@@ -37,8 +37,9 @@ CLAUSES: dict[Context, str] = {
     Context.OUTPUT: "SELECT output, HAVING, ORDER BY (outside an aggregate, not a group key)",
     Context.KEY: "GROUP BY key (outside a predicate)",
     Context.PREDICATE: (
-        "WHERE, FILTER (WHERE …), a JOIN ON filter, a predicate (a comparison, or a CASE "
-        "condition) in an output or a GROUP BY key"
+        "WHERE, FILTER (WHERE …), a JOIN ON filter; in an output or a GROUP BY key (a CASE "
+        "condition included), a comparison of bare columns and constants (`x >= 1000`, "
+        "`x BETWEEN a AND b`, `x IN (…)`, `x IS NULL`)"
     ),
     Context.JOIN: "JOIN ON key equality (after the declared-pair check)",
     Context.PASSTHROUGH: "derived table or CTE: a bare column (rename)",
@@ -89,7 +90,8 @@ _MEASURE = Use(
     Needs.NEVER,
     "guard.measure",
     "measure {where}: measures may only be aggregated (sum, avg, stddev, variance, count: "
-    "e.g. sum({name})) or filtered on",
+    "e.g. sum({name})) or filtered on; in a group key or an output, compare the column "
+    "itself with constants (e.g. {name} >= 1000)",
 )
 _DIMENSION_VALUE = Use(
     Needs.MEASURE_USE,

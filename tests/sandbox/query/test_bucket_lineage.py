@@ -1,5 +1,10 @@
 """A bucket computed in a CTE or derived table gets the verdict it gets written in place.
 
+A measure is filtered on in a key only as the bare column compared with constants (or
+another bare column): arithmetic inside a comparison is one truth value, but a key summing
+``CAST(floor(x / 2^k) % 2 = 1 AS INTEGER) * 2^k`` over k spells x out bit by bit (an
+outside attack pass found it; ``guard_cases/refuse.jsonl`` holds it).
+
 Lineage records which dataset columns reach a CTE column only through predicates
 (``ColumnInfo.filtered``): ``CASE WHEN claim_amount < 1000 THEN 'low' … END`` carries
 truth values about the measure, never its value, so it may be a group key as the same
@@ -25,8 +30,15 @@ COLUMNS = ("claim_amount", "district", "hospital_id", "gender")
 OPERATORS = ("<", ">=", "=", "<>")
 
 operands = st.one_of(st.sampled_from(COLUMNS), st.sampled_from(("1000", "'A'", "NULL")))
-comparisons = st.builds(
-    lambda a, op, b: f"{a} {op} {b}", st.sampled_from(COLUMNS), st.sampled_from(OPERATORS), operands
+#: The column itself, or an expression of it: only a bare column is filtered on in a key.
+FORMS = ("{}", "({})", "{} + 1", "floor({} / 2) % 2", "abs({})", "CAST({} AS VARCHAR)")
+columns = st.builds(
+    lambda form, c: form.format(c), st.sampled_from(FORMS), st.sampled_from(COLUMNS)
+)
+comparisons = st.one_of(
+    st.builds(lambda a, op, b: f"{a} {op} {b}", columns, st.sampled_from(OPERATORS), operands),
+    st.builds(lambda a: f"{a} LIKE '1%'", columns),
+    st.builds(lambda a: f"{a} BETWEEN 1 AND 9", columns),
 )
 values = st.one_of(st.sampled_from(("'low'", "'high'", "1", "NULL")), st.sampled_from(COLUMNS))
 cases = st.builds(
@@ -72,6 +84,13 @@ def test_a_bucket_in_a_cte_is_judged_as_in_place(bucket: str) -> None:
         ("NOT (a = b)", {"a": True, "b": True}),
         ("coalesce(a > 1, b)", {"a": True, "b": False}),
         ("IF(a IS NULL, b, 0)", {"a": True, "b": False}),
+        ("(a) > (1) AND b IN (1, 2)", {"a": True, "b": True}),
+        ("a > 10 * 100", {"a": True}),
+        # One bit each, but a key summing many spells the value out: not filtered on.
+        ("floor(a / 2) % 2 = 1", {"a": False}),
+        ("a + 0 > b", {"a": False, "b": False}),  # the comparison as a whole is not bare
+        ("a LIKE '1%'", {"a": False}),
+        ("CASE WHEN a THEN 1 END", {"a": False}),
     ],
 )
 def test_predicate_positions(expression: str, positions: dict[str, bool]) -> None:
