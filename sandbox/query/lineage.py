@@ -173,8 +173,9 @@ def in_predicate(column: exp.Expr, root: exp.Expr) -> bool:
 
 
 def _within(node: exp.Expr, root: exp.Expr) -> bool:
-    while node is not None:
-        if node is root:
+    at: exp.Expr | None = node
+    while at is not None:
+        if at is root:
             return True
-        node = node.parent
+        at = at.parent
     return False
