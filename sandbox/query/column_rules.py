@@ -242,7 +242,11 @@ class ColumnRules:
         info = self.lineage.resolve(arg, scope)
         self.use(info, context, f"{name}() in {clause}")
         if context == "value_aggregate" and not info.passthrough:
-            raise refuse("guard.aggregate_argument", f"{name}() takes a measure column")
+            raise refuse(
+                "guard.aggregate_argument",
+                f"{name}() takes a measure column, not one computed from others; to count "
+                "the rows that meet a condition, use count(*) FILTER (WHERE …)",
+            )
         if context == "record_aggregate":
             for base in info.bases:
                 _, spec = self.column(base)
