@@ -16,7 +16,7 @@ from sandbox.core.access import DatasetAccess
 from sandbox.core.classification import ColumnSpec, Level, Role
 from sandbox.core.errors import QueryRefused
 from sandbox.query.lineage import BaseColumn, ColumnInfo, Lineage
-from sandbox.query.nodes import QUANTILES, Kind, bare_comparison, closure_refusal
+from sandbox.query.nodes import QUANTILES, Kind, closure_refusal
 from sandbox.query.parse import AGGREGATES, NODE_KINDS, RECORD_VALUE_AGGREGATES, Parsed
 from sandbox.query.rollup import stage_note
 from sandbox.query.spelling import describe
@@ -152,11 +152,12 @@ class ColumnRules:
         elif kind is None:
             raise closure_refusal(node, scope.expression, describe(node, self.parsed.sql))
         else:
-            # In a key or an output, a comparison of bare columns and constants filters on
-            # its operands (the key's value is its truth value, never theirs); any other
-            # comparison, and a CASE condition as a whole, keep the key's own rule, so a
-            # measure inside arithmetic is refused there (nodes.bare_comparison).
-            filtered = context in _FILTERED_WITHIN and bare_comparison(node)
+            # In a key or an output, a comparison of a column's own values (or of an
+            # order-keeping step of them) with constants filters on its operands: the key's
+            # value is its truth value, never theirs.  Any other comparison, and a CASE
+            # condition as a whole, keep the key's own rule, so a measure inside arithmetic,
+            # here or in a CTE, is refused there (Lineage.filters).
+            filtered = context in _FILTERED_WITHIN and self.lineage.filters(node, scope)
             sub = "predicate" if filtered else context
             for child in node.iter_expressions():
                 self.walk(child, scope, sub, clause)

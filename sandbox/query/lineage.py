@@ -14,7 +14,7 @@ from sqlglot import exp
 from sqlglot.optimizer.scope import Scope
 
 from sandbox.core.errors import QueryRefused
-from sandbox.query.nodes import bare_comparison
+from sandbox.query.nodes import comparison_operands
 
 __all__ = ["BaseColumn", "ColumnInfo", "Lineage"]
 
@@ -93,22 +93,49 @@ class Lineage:
     def of_expression(self, node: exp.Expression, scope: Scope) -> ColumnInfo:
         """Lineage of any expression: the union of its columns; passthrough only if bare.
 
-        A base is ``filtered`` when every column that carries it stands in a predicate
-        position of ``node`` (:func:`in_predicate`) or carries it filtered already.
+        A base is ``filtered`` when every column that carries it is an operand of a
+        comparison that filters (:meth:`filters`) or carries it filtered already.
         """
         inner = node.unalias() if isinstance(node, exp.Alias) else node
         while isinstance(inner, exp.Paren):
             inner = inner.this
         if isinstance(inner, exp.Column):
             return self.resolve(inner, scope)
+        compared = self.filtered_positions(inner, scope)
         bases: set[BaseColumn] = set()
         valued: set[BaseColumn] = set()  # reaching the value somewhere
         for col in inner.find_all(exp.Column):
             info = self.resolve(col, scope)
             bases |= info.bases
-            if not in_predicate(col, inner):
+            if id(col) not in compared:
                 valued |= info.bases - info.filtered
         return ColumnInfo(frozenset(bases), False, frozenset(bases - valued))
+
+    def filters(self, comparison: exp.Expr, scope: Scope) -> bool:
+        """Whether ``comparison`` filters on its operands in a group key or an output.
+
+        It must compare columns with constants, each column directly or through
+        order-keeping steps (``nodes.comparison_operands``), and each column must hold a
+        dataset column's own values (a bare rename) or only truth values about its bases
+        (``filtered``): a CTE column computed as ``floor(x / 2) % 2`` is a column in the
+        outer query, and comparing it with 1 is a bit of ``x``.
+        """
+        columns = comparison_operands(comparison)
+        if columns is None:
+            return False
+        for col in columns:
+            info = self.resolve(col, scope)
+            if not (info.passthrough or info.bases <= info.filtered):
+                return False
+        return True
+
+    def filtered_positions(self, root: exp.Expr, scope: Scope) -> set[int]:
+        """The ids of the column nodes under ``root`` that a filtering comparison compares."""
+        out: set[int] = set()
+        for node in root.walk():
+            if isinstance(node, exp.Expr) and self.filters(node, scope):
+                out.update(id(col) for col in comparison_operands(node) or ())
+        return out
 
     def record_outputs(self, scope: Scope) -> None:
         """Remember the lineage of each output column of a derived SELECT scope.
@@ -157,25 +184,3 @@ def _union(infos: list[ColumnInfo]) -> ColumnInfo:
     bases: frozenset[BaseColumn] = frozenset().union(*(i.bases for i in infos))
     valued: frozenset[BaseColumn] = frozenset().union(*(i.bases - i.filtered for i in infos))
     return ColumnInfo(bases, all(i.passthrough for i in infos), bases - valued)
-
-
-def in_predicate(column: exp.Expr, root: exp.Expr) -> bool:
-    """Whether ``column`` is, within ``root``, an operand of a comparison of bare columns and
-    constants (``nodes.bare_comparison``; parentheses aside): it is then filtered on.
-
-    The guard's walk gives the same positions the predicate context (``column_rules``);
-    anything else (arithmetic around it, LIKE, a column used as a boolean) values it.
-    """
-    node = column.parent
-    while isinstance(node, exp.Paren) and node is not root:
-        node = node.parent
-    return node is not None and bare_comparison(node) and _within(node, root)
-
-
-def _within(node: exp.Expr, root: exp.Expr) -> bool:
-    at: exp.Expr | None = node
-    while at is not None:
-        if at is root:
-            return True
-        at = at.parent
-    return False

@@ -44,7 +44,9 @@ __all__ = [
     "Kind",
     "bare_comparison",
     "closure_refusal",
+    "comparison_operands",
     "extra_arguments",
+    "monotone_column",
     "row_source",
 ]
 
@@ -231,26 +233,78 @@ _COMPARISONS: tuple[type[exp.Expr], ...] = (
 )
 
 
-def _bare_operand(node: exp.Expr) -> bool:
-    while isinstance(node, exp.Paren):
-        node = node.this
-    return isinstance(node, exp.Column) or node.find(exp.Column) is None
+def _column_free(node: exp.Expr) -> bool:
+    return node.find(exp.Column) is None
+
+
+def monotone_column(node: exp.Expr) -> exp.Column | None:
+    """The column ``node`` is a monotone function of, through order-keeping steps only;
+    None if it is not one.
+
+    The steps, each with column-free other arguments: parentheses, a cast to a numeric
+    type, ``+``/``-`` a constant, ``*`` a constant, ``/`` by a constant (the column the
+    dividend), negation, ``round``/``floor``/``ceil``, ``coalesce(x, constants)``.  Each
+    keeps ``{x: f(x) >= c}`` one interval (and NULLs) for every ``c``, so a comparison of
+    ``f(x)`` with a constant cuts ``x`` once, as ``x >= c'`` would.  Not ``%``, ``abs``,
+    string casts or functions: a comparison of ``floor(x / 2^k) % 2`` is a bit of ``x``.
+    """
+    while True:
+        if isinstance(node, exp.Column):
+            return node
+        if isinstance(node, exp.Paren | exp.Neg):
+            node = node.this
+        elif isinstance(node, exp.Cast | exp.TryCast):
+            if node.to.this not in exp.DataType.NUMERIC_TYPES:
+                return None
+            node = node.this
+        elif isinstance(node, exp.Add | exp.Sub | exp.Mul):
+            left, right = node.this, node.expression
+            if _column_free(right):
+                node = left
+            elif _column_free(left):
+                node = right
+            else:
+                return None
+        elif isinstance(node, exp.Div):
+            if not _column_free(node.expression):
+                return None
+            node = node.this
+        elif isinstance(node, exp.Round | exp.Floor | exp.Ceil | exp.Coalesce):
+            others = [v for k, v in node.args.items() if k != "this" and v is not None]
+            flat = [x for v in others for x in (v if isinstance(v, list) else [v])]
+            if not all(isinstance(x, exp.Expr) and _column_free(x) for x in flat):
+                return None
+            node = node.this
+        else:
+            return None
+
+
+def comparison_operands(node: exp.Expr) -> list[exp.Column] | None:
+    """The columns a comparison compares, each directly or through order-keeping steps
+    (:func:`monotone_column`), the other operands constants; None if it is not one.
+
+    Such a comparison (``income > 50000``, ``income / 1000 BETWEEN 10 AND 20``,
+    ``x IN (1, 2)``, ``x IS NULL``, ``x > y``) cuts each column's range once: where the
+    columns hold a dataset column's own values (``Lineage.filters``), its operands are
+    filtered on in a group key or an output, as in WHERE.  Not LIKE, ILIKE or
+    starts_with: a pattern per digit spells a number out.
+    """
+    if not isinstance(node, _COMPARISONS):
+        return None
+    columns = []
+    for child in node.iter_expressions():
+        if _column_free(child):
+            continue
+        column = monotone_column(child)
+        if column is None:
+            return None
+        columns.append(column)
+    return columns
 
 
 def bare_comparison(node: exp.Expr) -> bool:
-    """A comparison of bare columns and constants (``income > 50000``, ``x BETWEEN 1 AND 9``,
-    ``x IN (1, 2)``, ``x IS NULL``): where its operands are filtered on in a group key or
-    an output, as in WHERE.
-
-    Each such comparison cuts one column's range at its constants, so a key made of m of
-    them splits a measure into at most 2m + 1 intervals (bounded by the query's length).
-    A comparison of an expression of the column (``floor(x / 2^k) % 2 = 1``) is one truth
-    value too, but m of them spell the value out bit by bit, so there the column keeps
-    the key's (or output's) own rule.
-    """
-    if not isinstance(node, _COMPARISONS):
-        return False
-    return all(_bare_operand(child) for child in node.iter_expressions())
+    """Whether ``node`` is a comparison :func:`comparison_operands` accepts."""
+    return comparison_operands(node) is not None
 
 
 def extra_arguments(node: exp.Expr) -> list[str]:

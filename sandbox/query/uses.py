@@ -38,8 +38,9 @@ CLAUSES: dict[Context, str] = {
     Context.KEY: "GROUP BY key (outside a predicate)",
     Context.PREDICATE: (
         "WHERE, FILTER (WHERE …), a JOIN ON filter; in an output or a GROUP BY key (a CASE "
-        "condition included), a comparison of bare columns and constants (`x >= 1000`, "
-        "`x BETWEEN a AND b`, `x IN (…)`, `x IS NULL`)"
+        "condition included), a comparison of a column's own values, or an order-keeping "
+        "step of them, with constants (`x >= 1000`, `x / 1000 BETWEEN a AND b`, `x IN (…)`, "
+        "`x IS NULL`)"
     ),
     Context.JOIN: "JOIN ON key equality (after the declared-pair check)",
     Context.PASSTHROUGH: "derived table or CTE: a bare column (rename)",
