@@ -241,6 +241,14 @@ def _column_free(node: exp.Expr) -> bool:
     return node.find(exp.Column) is None
 
 
+def _only_this(node: exp.Expr, *allowed: str) -> bool:
+    """Whether ``node`` sets no argument but ``this``, ``allowed`` and sqlglot's flags."""
+    return all(
+        key in ("this", *allowed) or value in (None, False, []) or isinstance(value, bool)
+        for key, value in node.args.items()
+    )
+
+
 def monotone_column(node: exp.Expr) -> exp.Column | None:
     """The column ``node`` is a monotone function of, through order-keeping steps only;
     None if it is not one.
@@ -258,8 +266,8 @@ def monotone_column(node: exp.Expr) -> exp.Column | None:
         if isinstance(node, exp.Paren | exp.Neg):
             node = node.this
         elif isinstance(node, exp.Cast | exp.TryCast):
-            if node.to.this not in _ORDERED_NUMBERS:
-                return None
+            if node.to.this not in _ORDERED_NUMBERS or not _only_this(node, "to"):
+                return None  # a DEFAULT … ON CONVERSION ERROR or a FORMAT holds more
             node = node.this
         elif isinstance(node, exp.Add | exp.Sub | exp.Mul):
             left, right = node.this, node.expression
