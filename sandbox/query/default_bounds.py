@@ -146,16 +146,22 @@ class DataBounds:
         """Record the spend, read the histogram, draw, store (the first stored draw wins)."""
         platform, spec = self.platform, record.spec
         percentile = platform.settings.bounds_percentile
-        target = f"dataset:{record.id}"
-        platform.record(
-            actor=ACTOR,
-            role="system",
-            action=ACTION,
-            target=target,
-            decision="allow",
-            rule=RULE,
-            dataset=record.id,
-            details={
+
+        def record_act(action: str, details: dict[str, Any]) -> None:
+            platform.record(
+                actor=ACTOR,
+                role="system",
+                action=action,
+                target=f"dataset:{record.id}",
+                decision="allow",
+                rule=RULE,
+                dataset=record.id,
+                details=details,
+            )
+
+        record_act(
+            ACTION,
+            {
                 "epsilon": epsilon,
                 "percentile": percentile,
                 "quantiles": 1,
@@ -188,19 +194,12 @@ class DataBounds:
             spec.entity_key.lower(), None if chosen >= top else chosen, epsilon, record.version
         )
         drawn = store_draw(platform.engine, record.id, drawn, top)
-        default_kept = drawn.total is None
-        platform.record(
-            actor=ACTOR,
-            role="system",
-            action=OUTCOME,
-            target=target,
-            decision="allow",
-            rule=RULE,
-            dataset=record.id,
-            details={
+        record_act(
+            OUTCOME,
+            {
                 "version": drawn.version,
                 "max_total_rows_per_entity": drawn.total,
-                "default_kept": default_kept,
+                "default_kept": drawn.total is None,
             },
         )
         return drawn

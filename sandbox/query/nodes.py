@@ -10,7 +10,8 @@ through because a rule did not think to look for it.  The kinds:
 - ``SCALAR``: a function or operator of its arguments; its result keeps their
   lineage and role (``CAST(age AS VARCHAR)`` is ``age``, never a bare rename);
 - ``PREDICATE``: a comparison or connective; its operands are filtered on (in a group
-  key or an output only where it compares bare columns and constants: ``bare_comparison``);
+  key or an output only where it compares one column with constants:
+  ``comparison_operands``);
 - ``CONSTANT``: holds no column (a literal, ``pi()``, ``current_date``);
 - ``LEAF``: syntax that holds no value (a type name, a date part, a name);
 - ``WRAPPER``: parentheses, aliases, ordering, tuples, DISTINCT: what they wrap;
@@ -42,7 +43,6 @@ __all__ = [
     "QUANTILES",
     "VALUE_AGGREGATES",
     "Kind",
-    "bare_comparison",
     "closure_refusal",
     "comparison_operands",
     "extra_arguments",
@@ -315,11 +315,6 @@ def comparison_operands(node: exp.Expr) -> list[exp.Column] | None:
     # column compared with each other repeat along its range (``floor(x / 2) * 2 <>
     # floor(x)`` is its parity: a third attack pass spelled values out to the cent).
     return columns if len(columns) <= 1 else None
-
-
-def bare_comparison(node: exp.Expr) -> bool:
-    """Whether ``node`` is a comparison :func:`comparison_operands` accepts."""
-    return comparison_operands(node) is not None
 
 
 def extra_arguments(node: exp.Expr) -> list[str]:
