@@ -2,7 +2,8 @@
 
 A classification without ``[contribution]`` ran every query with a budget at the
 platform's C = 2, G = 3; now the first such query draws the data's rows per entity
-(``sandbox.query.default_bounds``) and lowers the default to it, never raises it.
+(``sandbox.query.default_bounds``): ``C = T = t`` where ``t < C·G``, so an entity reaches
+no further than the default let it, and its rows in one group all count.
 """
 
 from __future__ import annotations
@@ -71,16 +72,25 @@ def test_the_top_candidate_stands_for_that_or_more() -> None:
     st.one_of(st.none(), st.integers(1, 200)),
     st.one_of(st.none(), st.integers(1, 400)),
 )
-def test_lowered_bounds_never_exceed_the_default(c, g, t, total) -> None:
+def test_drawn_bounds_never_reach_further_than_the_default(c, g, t, total) -> None:
+    """C = T = the draw and G at most it: an entity moves any row statistic by at most
+    ``total`` rows, fewer than the default lets it (its ``C·G``, or its ``T``)."""
     default = Contribution(c, g, t)
     got = lowered(default, total)
     if total is None or total >= top_of(default):
         assert got is None
         return
     assert got is not None
-    assert got.max_rows_per_entity <= c and got.max_groups_per_entity <= g
-    assert got.max_total_rows_per_entity == total < top_of(default)
-    assert got.max_rows_per_entity <= total and got.max_groups_per_entity <= total
+    assert got.max_rows_per_entity == got.max_total_rows_per_entity == total
+    assert got.max_groups_per_entity == min(g, total)
+    assert _reach(got) <= total < _reach(default)
+
+
+def _reach(bounds: Contribution) -> int:
+    """Rows of one entity a row statistic can see over all groups (``rows_bound``)."""
+    t = bounds.max_total_rows_per_entity
+    reach = bounds.max_rows_per_entity * bounds.max_groups_per_entity
+    return reach if t is None else min(reach, t)
 
 
 @pytest.mark.parametrize(
@@ -297,5 +307,85 @@ def test_a_failed_draw_leaves_the_query_at_the_default(home, monkeypatch) -> Non
         assert len(_entries(platform, ACTION, "market.enterprises")) == 1  # spent, recorded
         assert not _entries(platform, OUTCOME, "market.enterprises")
         assert stored_draw(platform.engine, "market.enterprises") is None
+    finally:
+        platform.close()
+
+
+REPEATED = """
+[dataset]
+id = "survey.visits"
+title = "Repeated visits"
+description = "Three identical records per person: sex and age."
+entity_key = "pid"
+
+[columns.pid]
+level = "L3"
+role = "identifier"
+type = "BIGINT"
+
+[columns.sex]
+level = "L1"
+role = "dimension"
+type = "BIGINT"
+
+[columns.age]
+level = "L2"
+role = "quasi"
+type = "BIGINT"
+measure = { bounds = [0, 100] }
+"""
+
+
+def test_repeated_records_in_one_group_are_all_counted(tmp_path) -> None:
+    """600 persons of three identical records each, grouped by sex: the draw is T = 3 and
+    C = T, so each person's three rows count (C = min(2, 3) counted two: a third lost)."""
+    from datetime import UTC, datetime, timedelta
+
+    from connectors.files import FileSource
+    from policies import Actor, GrantTerms, Licence, Role
+    from sandbox.core.classification import Level, parse_classification
+
+    csv = tmp_path / "visits.csv"
+    lines = ["pid,sex,age"] + [f"{p},{p % 2},{20 + p % 50}" for p in range(600) for _ in range(3)]
+    csv.write_text("\n".join(lines) + "\n")
+    spec = parse_classification(REPEATED)
+    platform = _open(tmp_path / "home")
+    try:
+        platform.init()
+        platform.register(spec, FileSource(csv, platform.settings.staging_dir), registered_by="t")
+        admin = Administration(platform.authority, k_floor=platform.settings.k_floor)
+        host, now = Actor.host("test"), datetime.now(UTC)
+        admin.create_account(
+            host, "bureau-survey", role=Role.BUREAU, organisation="s", domains=("survey",)
+        )
+        licence = Licence(number="L-1", valid_until=now + timedelta(days=1))
+        admin.create_account(host, "op-a", role=Role.OPERATOR, organisation="a", licence=licence)
+
+        def token(account: str) -> str:
+            code = admin.issue_enrolment(host, account, token_ttl=timedelta(hours=1)).code
+            return admin.redeem_enrolment(code).token
+
+        terms = GrantTerms(
+            purpose_code="survey-study",
+            purpose_text="repeated records",
+            valid_from=now - timedelta(minutes=1),
+            valid_until=now + timedelta(days=1),
+            max_level=Level.L2,
+            epsilon_total=10,
+            epsilon_per_query=1,
+            release_mode=ReleaseMode.DP,
+        )
+        bureau = platform.authority.authenticate(token("bureau-survey"))
+        admin.issue_grant(bureau, "survey.visits", "op-a", terms, reason="t")
+        operator = platform.authority.authenticate(token("op-a"))
+        service = QueryService(platform, noise=seeded_noise(11))
+        sql = "SELECT sex, count(*) AS n FROM survey.visits GROUP BY sex"
+        bounds = service.explain(operator, sql)["contribution"]
+        assert bounds["max_rows_per_entity"] == 3  # the draw, T = 3 (C·G = 6 is the default)
+        assert bounds["max_groups_per_entity"] == 3
+        result = service.run(operator, sql)
+        counts = {row["sex"]: row["n"] for row in result.table.to_pylist()}
+        assert set(counts) == {0, 1}
+        assert all(abs(n - 900) <= 90 for n in counts.values()), counts  # 600 if C were 2
     finally:
         platform.close()
