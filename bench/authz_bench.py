@@ -5,10 +5,11 @@ Builds a control plane with 40 datasets in 10 bureau domains, 100 operators and
 commercial), issued through the audited administrative API, then replays a
 mix of query decisions: single-dataset and two-dataset joins, varied columns,
 about one in twenty denied.  Reports cold decisions (cache misses), warm
-decisions (the steady state: one policy-state read per decision), the cost of
-a policy change (first decision after it), and raw Casbin enforcement for
-comparison.  The audit recorder is a no-op: appends are measured by
-``bench/audit_bench.py``.
+decisions (the steady state: one policy-state check per decision; on SQLite
+``PRAGMA data_version``, the rows read again only after a commit, see
+``policies/probe.py``), the cost of a policy change (first decision after it),
+and raw Casbin enforcement for comparison.  The audit recorder is a no-op:
+appends are measured by ``bench/audit_bench.py``.
 
     .venv/bin/python bench/authz_bench.py [--operators 100] [--grants 1000]
         [--seconds 3] [--db-url postgresql+psycopg://...]

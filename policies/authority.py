@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -36,7 +35,7 @@ from .decision import Decision, Target, TargetKind
 from .enforcer import RoleEnforcer, ensure_policy
 from .grants import get_grant, grants_for
 from .metering import Charge, UsagePart, day_of, record_usage
-from .probe import Prober, State
+from .probe import Probe, Prober, State
 from .recorder import FailureSink, NullRecorder, Recorder, append_entry, decision_entry
 from .rules import DatasetFacts, Facts, Outcome, Request, evaluate, finish
 from .tokens import TokenRecord, find_token, hash_token
@@ -73,7 +72,7 @@ class Authority:
         self._lock = threading.RLock()
         self._prober = Prober(engine)
         self._state: State | None = None
-        self._outcomes: dict[Key, tuple[State, Outcome]] = {}
+        self._outcomes: dict[Key, _Entry] = {}
         self._datasets: dict[str, tuple[State, DatasetFacts | None]] = {}
         self._tokens: dict[str, tuple[TokenRecord, Account | None]] = {}
         self.failures: FailureSink | None = None
@@ -255,25 +254,33 @@ class Authority:
         and budget are not checked again.
         """
         now = now or self.clock()
-        request, shown = self._request(
-            actor, action, target, datasets, columns, group_by, purpose, epsilon, paid
-        )
+        # The cache key is the request as given (materialised once: iterables may be
+        # generators); the same request spelled differently is a second entry, never a
+        # wrong one.  A query's job id is left out: every job would miss otherwise.
+        touched = tuple(datasets)
+        cols = tuple((ds, tuple(names)) for ds, names in columns.items()) if columns else ()
+        groups = tuple((ds, tuple(names)) for ds, names in group_by.items()) if group_by else ()
+        query = action == "dataset.query" and (target is None or str(target).startswith("query:"))
         key = (
             actor.subject,
             actor.name,
             actor.role,
             action,
-            "" if request.target.kind is TargetKind.QUERY else str(request.target),
-            request.datasets,
-            tuple(sorted(request.columns.items())),
-            tuple(sorted(request.group_by.items())),
+            None if query else target,
+            touched,
+            cols,
+            groups,
             purpose,
             epsilon,
             paid,
         )
-        decision = self._decide(key, request, now)
+        decision, shown = self._decide(
+            key, now, lambda: self._request(actor, action, target, key, purpose, epsilon, paid)
+        )
+        if query and target is not None:
+            shown = str(target)
         if shown != decision.target:
-            decision = replace(decision, target=shown)
+            decision = decision.amend(target=shown)
         if audit:
             self.record_decision(actor, decision, request_id=request_id, client=client)
         return decision
@@ -289,15 +296,15 @@ class Authority:
         actor: Actor,
         action: str,
         target: str | Target | None,
-        datasets: Iterable[str],
-        columns: Mapping[str, Iterable[str]] | None,
-        group_by: Mapping[str, Iterable[str]] | None,
+        key: Key,
         purpose: str | None,
         epsilon: float | None,
         paid: bool = False,
     ) -> tuple[Request, str]:
-        cols = {ds: frozenset(c.lower() for c in names) for ds, names in (columns or {}).items()}
-        groups = {ds: frozenset(c.lower() for c in names) for ds, names in (group_by or {}).items()}
+        """The normalised request of a cache ``key`` built by :meth:`decide`."""
+        datasets, columns, group_by = key[5], key[6], key[7]
+        cols = {ds: frozenset(c.lower() for c in names) for ds, names in columns}
+        groups = {ds: frozenset(c.lower() for c in names) for ds, names in group_by}
         touched = tuple(dict.fromkeys([*datasets, *cols, *groups]))
         if action == "dataset.query" and (target is None or str(target).startswith("query:")):
             shown = str(target) if target is not None else "query:" + ",".join(touched)
@@ -358,32 +365,44 @@ class Authority:
                 self._datasets[dataset_id] = (state, info)
         return info
 
-    def _decide(self, key: Key, request: Request, now: datetime) -> Decision:
-        """One round trip when the outcome is cached: state and counters read together."""
-        day = day_of(now)
+    def _decide(
+        self, key: Key, now: datetime, build: Callable[[], tuple[Request, str]]
+    ) -> tuple[Decision, str]:
+        """One round trip when the outcome is cached: state and counters read together.
+
+        Returns the decision and the target to show (``build`` makes the request on a miss).
+        """
         cached = self._outcomes.get(key)
-        if cached is not None and cached[1].holds_at(now):
-            usage_ids, budget_ids = _counted(cached[1])
-            probe = self._prober.read(usage_ids, budget_ids, day)
-            self._adopt(probe.state)
-            if probe.state == cached[0]:
-                return finish(cached[1], request, probe.usage, probe.spent)
+        if cached is not None and cached.outcome.holds_at(now):
+            probe = self._probe(cached.usage_ids, cached.budget_ids, now)
+            if probe.state == cached.state:
+                decision = finish(cached.outcome, cached.request, probe.usage, probe.spent)
+                return decision, cached.shown
+        request, shown = build()
         for _ in range(3):
             state = self.sync()
             outcome = evaluate(request, self._facts(request, state), self._enforcer.permit, now)
+            entry = _Entry(state, outcome, request, shown, *_counted(outcome))
             with self._lock:
                 if self._state == state:
                     if len(self._outcomes) >= self._cache_size:
                         self._outcomes = {}
-                    self._outcomes[key] = (state, outcome)
-            usage_ids, budget_ids = _counted(outcome)
-            if not usage_ids and not budget_ids:
-                return outcome.decision
-            probe = self._prober.read(usage_ids, budget_ids, day)
-            self._adopt(probe.state)
+                    self._outcomes[key] = entry
+            if not entry.usage_ids and not entry.budget_ids:
+                return outcome.decision, shown
+            probe = self._probe(entry.usage_ids, entry.budget_ids, now)
             if probe.state == state:
-                return finish(outcome, request, probe.usage, probe.spent)
+                return finish(outcome, request, probe.usage, probe.spent), shown
         raise AssertionError("policy changed three times during one decision")  # pragma: no cover
+
+    def _probe(
+        self, usage_ids: tuple[str, ...], budget_ids: tuple[str, ...], now: datetime
+    ) -> Probe:
+        """The shared state (adopted if newer) and the counters of these grants."""
+        probe = self._prober.read(usage_ids, budget_ids, day_of(now) if usage_ids else "")
+        if probe.state != self._state:
+            self._adopt(probe.state)
+        return probe
 
     # -- recording --------------------------------------------------------------------------
 
@@ -442,11 +461,25 @@ class Authority:
             )
 
 
-def _counted(outcome: Outcome) -> tuple[list[str], list[str]]:
+class _Entry(NamedTuple):
+    """A cached outcome: the policy state it was decided under, the normalised request,
+    the target to show, and the grants whose counters each use reads fresh."""
+
+    state: State
+    outcome: Outcome
+    request: Request
+    shown: str
+    usage_ids: tuple[str, ...]
+    budget_ids: tuple[str, ...]
+
+
+def _counted(outcome: Outcome) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Candidate grants whose quotas or budget must be read fresh."""
     if not outcome.decision.allowed:
-        return [], []
+        return (), ()
     grants = [g for _, gs in outcome.candidates for g in gs]
-    usage = [g.id for g in grants if g.queries_per_day is not None or g.rows_per_day is not None]
-    budget = [g.id for g in grants if g.epsilon_total is not None]
+    usage = tuple(
+        g.id for g in grants if g.queries_per_day is not None or g.rows_per_day is not None
+    )
+    budget = tuple(g.id for g in grants if g.epsilon_total is not None)
     return usage, budget

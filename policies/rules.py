@@ -165,7 +165,7 @@ def finish(
             break
         else:
             worst = _furthest(failures)
-            return replace(static, allowed=False, rule=worst.rule, reason=worst.reason, grants=())
+            return static.amend(allowed=False, rule=worst.rule, reason=worst.reason, grants=())
     budgets = {
         g.id: BudgetState(
             total=g.epsilon_total, per_query=g.epsilon_per_query, spent=spent.get(g.id, 0) / 1e6
@@ -174,8 +174,8 @@ def finish(
         if g.epsilon_total is not None
     }
     used = {g.id: usage.get(g.id, DailyUsage()) for g in chosen}
-    return replace(
-        static, grants=tuple(chosen), budgets=budgets, usage=used, dataset_rows=outcome.rows
+    return static.amend(
+        grants=tuple(chosen), budgets=budgets, usage=used, dataset_rows=outcome.rows
     )
 
 
