@@ -19,6 +19,15 @@ Writing works the same way (:func:`dumps_canonical`): a walk over the value deci
 whether it is plain (exact built-in types, no such float or name, integers within
 +-(2**53 - 1)); plain values take the C encoder, the rest :mod:`rfc8785`.  A
 hypothesis property checks both give the same bytes.
+
+Verifiers read every entry of a log, so reading has a quicker first try,
+:func:`loads_quick` (about 2 µs an entry instead of 20): :mod:`orjson` parses, and
+writes back with sorted keys; if that gives the very same bytes, holds no float
+written differently by RFC 8785 (the same test as for writing), no integer beyond
++-(2**53 - 1) and no character beyond U+FFFF, the bytes are the RFC 8785 form.  It
+only ever accepts: whatever it cannot prove goes to :func:`loads_canonical`, which
+decides and says why.  Hypothesis properties check that it accepts nothing
+:func:`loads_canonical` refuses, and gives the same value.
 """
 
 from __future__ import annotations
@@ -29,11 +38,20 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import orjson
 import rfc8785
 
 from audit.errors import InvalidEntry
 
-__all__ = ["dumps_canonical", "dumps_plain", "loads_canonical"]
+__all__ = [
+    "Unproven",
+    "dumps_canonical",
+    "dumps_plain",
+    "loads_canonical",
+    "loads_quick",
+    "loads_sorted",
+    "plain_floats",
+]
 
 _SAFE = 2**53  # beyond +-(2**53 - 1), an integer literal is a double that rfc8785 must write
 _ASTRAL = re.compile(rb"[\xf0-\xf4]")  # the lead byte of a UTF-8 character beyond U+FFFF
@@ -198,6 +216,69 @@ def loads_canonical(data: bytes) -> Any:
     if not same:
         raise InvalidEntry(_why_not_canonical(text))
     return value
+
+
+class Unproven(Exception):
+    """:func:`loads_quick` could not prove the bytes canonical (they may still be)."""
+
+
+# Sorted keys, and an integer beyond +-(2**53 - 1) raises (RFC 8785 would write a double).
+_QUICK = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
+_NESTED = frozenset((dict, list, float))
+
+
+def loads_quick(data: bytes) -> Any:
+    """The JSON value of ``data`` if a quick check proves it canonical, else :class:`Unproven`.
+
+    Accepts a subset of what :func:`loads_canonical` accepts, with the same value;
+    anything it refuses (a repeated name, another spelling, an unusual float,
+    a character beyond U+FFFF, an error) must be judged by :func:`loads_canonical`.
+    """
+    value = loads_sorted(data)
+    if not plain_floats(value):
+        raise Unproven
+    return value
+
+
+def loads_sorted(data: bytes) -> Any:
+    """:func:`loads_quick` but for floats: canonical only if :func:`plain_floats` of it.
+
+    The bytes are what orjson writes of their value with sorted keys, hold no
+    integer beyond +-(2**53 - 1) and no character beyond U+FFFF (RFC 8785 sorts
+    names by UTF-16 code units); else :class:`Unproven`.
+    """
+    try:
+        value = orjson.loads(data)
+        same = orjson.dumps(value, option=_QUICK) == data
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+        raise Unproven from None
+    if not same or (not data.isascii() and _ASTRAL.search(data)):
+        raise Unproven
+    return value
+
+
+def plain_floats(value: Any) -> bool:
+    """Whether every float in ``value`` is written the same by RFC 8785 as by ``repr``.
+
+    orjson, ``repr`` and RFC 8785 write the same shortest digits; they differ only in
+    exponent form and in a trailing ``.0``, which ``repr`` shows (see :func:`_plain`).
+    """
+    kind = type(value)
+    if kind is dict:
+        members: Iterable[Any] = value.values()
+    elif kind is list:
+        members = value
+    else:
+        members = (value,)
+    for item in members:
+        kind = type(item)
+        if kind is float:
+            text = repr(item)
+            if "e" in text or text.endswith(".0") or not -_SAFE < item < _SAFE:
+                return False
+        elif (kind is dict or kind is list) and not plain_floats(item):
+            return False
+    return True
 
 
 def _why_not_canonical(text: str) -> str:

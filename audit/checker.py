@@ -15,129 +15,33 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from audit.chain import GENESIS_HASH, entry_hash
 from audit.entry import Entry, peek
 from audit.errors import InvalidEntry, ProofError, SignatureError
-from audit.merkle import SHA256, Hasher, verify_consistency
+from audit.merkle import SHA256, Hasher, Sha256Hasher, verify_consistency
+from audit.quick import fields_pinned, fields_quick
+from audit.report import PROBLEM_KINDS, Problem, Report
 from audit.signing import TreeHead, verify_tree_head
 from audit.tree import MemoryTree
 
-__all__ = ["PROBLEM_KINDS", "Checker", "Problem", "Report"]
+__all__ = ["PROBLEM_KINDS", "Checker", "Fed", "Problem", "Report"]
 
-PROBLEM_KINDS = {
-    "malformed": "an entry is not a well-formed canonical entry",
-    "sequence": "an entry's seq is not its position: entries deleted, inserted or reordered",
-    "chain": "an entry does not hash to the prev recorded by the next entry: it was altered",
-    "stored_hash": "live store only: a stored entry or leaf hash disagrees with the entry",
-    "index": "live store only: a query column disagrees with the entry it indexes",
-    "node": "live store only: a cached Merkle node disagrees with the entries",
-    "signature": "a tree head's signature does not verify",
-    "unknown_key": "a tree head is signed by a key that is not among the public keys",
-    "root": "a signed root differs from the root recomputed from the entries",
-    "chain_head": "a signed chain head differs from the recomputed hash chain",
-    "truncated": "a signed tree head covers entries that are missing",
-    "consistency": "two signed tree heads are not consistent (the log was forked)",
-    "uncovered": "export only: entries after the newest signed tree head",
-    "checkpoint": "export only: the checkpoint is unreadable, not signed by a log key, or "
-    "has another root than the entries",
-    "witness": "export only, under a witness policy: the checkpoint lacks the policy's "
-    "quorum of valid witness cosignatures",
-    "manifest": "export only: manifest.json disagrees with the entries or the signed heads",
-    "receipt": "export only: a receipt given to check does not verify, or its promise was not "
-    "kept (its entry or group is missing, altered or not covered by a signed tree head)",
-}
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong; ``seq`` names the first entry concerned when there is one."""
-
-    kind: str
-    message: str
-    seq: int | None = None
-
-    def __str__(self) -> str:
-        where = f"entry {self.seq}: " if self.seq is not None else ""
-        return f"{where}{self.kind}: {self.message}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "seq": self.seq, "message": self.message}
+_T = TypeVar("_T")
 
 
 @dataclass
-class Report:
-    """Outcome of a verification; ``ok`` only if nothing at all was wrong."""
+class Fed(Generic[_T]):
+    """What :meth:`Checker.feed_many` recomputed, one item an entry."""
 
-    entries: int = 0
-    tree_heads: int = 0
-    covered: int = 0
-    problems: list[Problem] = field(default_factory=list)
-    more_problems: int = 0
-    key_source: str | None = None
-    """Export only: ``"export"`` (the export's own keys, which vouch for nothing) or
-    ``"trusted"`` (keys the verifier brought)."""
-    warnings: list[str] = field(default_factory=list)
-    """What did not stop the verification, e.g. a key file that could not be read."""
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    @property
-    def first_problem(self) -> Problem | None:
-        """The problem at the lowest entry, else the first tree-head problem found.
-
-        ``uncovered`` and ``manifest`` come last: they are usually the echo of a
-        rejected newest head or of a change to the entries.
-        """
-
-        def rank(item: tuple[int, Problem]) -> tuple[int, int]:
-            order, problem = item
-            if problem.kind in ("uncovered", "manifest", "receipt"):
-                return (2, order)
-            if problem.seq is not None:
-                return (0, problem.seq)
-            return (1, order)
-
-        ranked = sorted(enumerate(self.problems), key=rank)
-        return ranked[0][1] if ranked else None
-
-    def summary(self) -> str:
-        keys = {
-            None: "",
-            "export": "; signatures checked with the export's own keys, which vouch for nothing",
-            "trusted": "; signatures checked with trusted keys",
-        }.get(self.key_source, f"; keys: {self.key_source}")
-        warned = f"; {_counted(len(self.warnings), 'warning')}" if self.warnings else ""
-        if self.ok:
-            return (
-                f"OK: {_counted(self.entries, 'entry', 'entries')}, "
-                f"{_counted(self.tree_heads, 'signed tree head')}, "
-                f"{_counted(self.covered, 'entry', 'entries')} covered by a signed tree head"
-                f"{warned}{keys}"
-            )
-        count = len(self.problems) + self.more_problems
-        return f"FAILED: {self.first_problem} ({_counted(count, 'problem')}){warned}{keys}"
-
-    def to_dict(self) -> dict[str, Any]:
-        first = self.first_problem
-        return {
-            "ok": self.ok,
-            "entries": self.entries,
-            "tree_heads": self.tree_heads,
-            "covered": self.covered,
-            "first_problem": first.to_dict() if first else None,
-            "problems": [p.to_dict() for p in self.problems],
-            "more_problems": self.more_problems,
-            "key_source": self.key_source,
-            "warnings": list(self.warnings),
-        }
+    chains: list[bytes]
+    leaves: list[bytes]
+    picked: list[_T | None]  # empty unless a ``pick`` was given
 
 
 class Checker:
@@ -179,8 +83,6 @@ class Checker:
         self._next_size = -1
         self._sha256 = hashlib.sha256
         self._hash_leaf = hasher.hash_leaf
-        self.last_entry: Entry | None = None
-        """The entry the last :meth:`feed` parsed (strict mode; None if malformed)."""
         self._check_heads_at(0)
 
     def problem(self, kind: str, message: str, seq: int | None = None) -> None:
@@ -201,10 +103,9 @@ class Checker:
         doubt takes the slow path, which parses and explains.  ``strict`` first
         parses the entry and demands its exact canonical form.
         """
-        self.last_entry = None
         if self.strict and self.tree.size >= self.trust_below:
             try:
-                self.last_entry = Entry.from_bytes(canonical, strict=True)
+                Entry.from_bytes(canonical, strict=True)
             except InvalidEntry:
                 return self._feed_slow(canonical)  # which reports it
         chain = self.chain
@@ -226,6 +127,84 @@ class Checker:
         if tree.size == self._next_size:
             self._check_heads_at(tree.size)
         return chain, leaf
+
+    def feed_many(
+        self,
+        entries: Sequence[bytes],
+        pick: Callable[[dict[str, Any]], _T] | None = None,
+    ) -> Fed[_T]:
+        """:meth:`feed` each of ``entries`` in order, with the same checks, in bulk.
+
+        Entries that :func:`audit.quick.fields_quick` proves well formed (strictly: a
+        ``strict=False`` checker only asks less of the others; below ``trust_below``
+        only parsed, :func:`audit.quick.fields_pinned`) and that continue the chain
+        are hashed in one tight loop, and their leaves added to the tree in one batch,
+        up to each tree head's size, where the head is checked; any other entry goes
+        through :meth:`feed`, which checks and reports it.  Returns each entry's
+        recomputed entry and leaf hashes and, with ``pick``, ``pick`` of its members
+        (None if it is not even loosely a JSON entry).
+        """
+        fed: Fed[_T] = Fed([], [], [])
+        start, count = 0, len(entries)
+        while start < count:
+            size = self.tree.size
+            stop = count
+            if self._next_size >= 0:
+                stop = min(stop, start + self._next_size - size)
+            if size < self.trust_below:
+                stop = min(stop, start + self.trust_below - size)
+            start = self._feed_run(entries, start, stop, fed, pick)
+            if start < stop:  # not proven here: checked and explained one by one
+                canonical = entries[start]
+                chain, leaf = self.feed(canonical)
+                fed.chains.append(chain)
+                fed.leaves.append(leaf)
+                if pick is not None:
+                    try:
+                        fed.picked.append(pick(Entry.from_bytes(canonical).__dict__))
+                    except InvalidEntry:
+                        fed.picked.append(None)  # reported as malformed by feed if strict
+                start += 1
+        return fed
+
+    def _feed_run(
+        self,
+        entries: Sequence[bytes],
+        start: int,
+        stop: int,
+        fed: Fed[_T],
+        pick: Callable[[dict[str, Any]], _T] | None,
+    ) -> int:
+        """The common case of :meth:`feed_many` over ``entries[start:stop]``, no head
+        inside; returns where it stopped: ``stop``, or the first entry it cannot prove."""
+        sha256 = hashlib.sha256
+        quick = fields_quick if self.tree.size >= self.trust_below else fields_pinned
+        chain, seq = self.chain, self.expected_seq
+        add_chain, add_pick = fed.chains.append, fed.picked.append
+        for canonical in itertools.islice(entries, start, stop):
+            fields = quick(canonical, seq, chain)
+            if fields is None:
+                break
+            chain = sha256(chain + canonical).digest()
+            add_chain(chain)
+            if pick is not None:
+                add_pick(pick(fields))
+            seq += 1
+        done = seq - self.expected_seq
+        if not done:
+            return start
+        self.chain, self.expected_seq = chain, seq
+        run = entries[start : start + done]
+        if type(self.hasher) is Sha256Hasher:  # RFC 9162 leaf hash, without a call a leaf
+            leaves = [sha256(b"\x00" + canonical).digest() for canonical in run]
+        else:
+            leaves = list(map(self._hash_leaf, run))
+        fed.leaves.extend(leaves)
+        tree = self.tree
+        tree.extend(leaves)
+        if tree.size == self._next_size:
+            self._check_heads_at(tree.size)
+        return start + done
 
     def _feed_slow(self, canonical: bytes) -> tuple[bytes, bytes]:
         position = self.tree.size
@@ -328,8 +307,3 @@ class Checker:
                     "consistency",
                     f"tree heads of sizes {older.tree_size} and {newer.tree_size}: {exc}",
                 )
-
-
-def _counted(count: int, singular: str, plural: str | None = None) -> str:
-    """``1 entry``, ``2 entries``: never ``1 entries``."""
-    return f"{count} {singular if count == 1 else plural or singular + 's'}"

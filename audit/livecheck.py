@@ -9,20 +9,24 @@ Entries after the newest signed tree head are normal here, not a problem.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from operator import itemgetter
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from audit.checker import Checker, Report
-from audit.entry import Entry
-from audit.errors import InvalidEntry
-from audit.schema import FILTER_COLUMNS
+from audit.schema import ENTRY_COLUMNS, FILTER_COLUMNS
 from audit.store import AuditStore
 
 __all__ = ["Checked", "verify_store", "verify_store_again"]
 
 _COLUMNS = ("time", *FILTER_COLUMNS)
+assert ENTRY_COLUMNS[:12] == (
+    *("seq", *_COLUMNS, "entry"),
+    *("entry_hash", "leaf_hash", "subtree_hashes"),
+), "_check_rows reads rows by position"
+_PICK = itemgetter(*_COLUMNS)
 
 
 Checked = tuple[int, bytes]
@@ -73,49 +77,41 @@ def _verify(
 ) -> tuple[Report, Checked]:
     skip, pinned = checked if checked is not None else (0, b"")
     checker = Checker(store.tree_heads(), public_keys, strict=strict, trust_below=skip)
-    feed = checker.feed
-    for row in store.iter_entry_tuples():
-        seq, columns, canonical, stored_chain, stored_leaf, subtrees = (
-            row[0], row[1:8], row[8], row[9], row[10], row[11]
-        )  # fmt: skip
-        position = checker.size
-        if position == skip and skip and checker.chain != pinned:
-            raise _Changed
-        if seq != position:
-            checker.problem("sequence", f"row key {seq} at position {position}", position)
-        chain, leaf = feed(canonical)
-        if stored_chain != chain or stored_leaf != leaf:
-            checker.problem("stored_hash", "stored hashes differ from the entry's", position)
-        if subtrees != _completed_by(checker, position):
-            checker.problem("node", "stored subtree hashes differ from the entries'", position)
-        if position < skip:
-            try:  # the same bytes an earlier run parsed strictly, if the chain says so
-                fields = json.loads(canonical)
-                values = tuple([fields[name] for name in _COLUMNS])
-            except (ValueError, TypeError, KeyError):
-                raise _Changed from None
-        else:
-            entry = checker.last_entry
-            if entry is None:
-                try:
-                    entry = Entry.from_bytes(canonical)
-                except InvalidEntry:
-                    continue  # reported as malformed by the checker when it matters
-            fields = entry.__dict__
-            values = tuple([fields[name] for name in _COLUMNS])
-        if columns != values:
-            wrong = [n for n, v in zip(_COLUMNS, columns, strict=True) if v != fields[n]]
-            checker.problem("index", f"columns {wrong} differ from the entry", position)
+    for rows in store.iter_entry_chunks():
+        base = checker.size
+        cut = skip - base if base < skip < base + len(rows) else 0
+        for part in (rows[:cut], rows[cut:]) if cut else (rows,):
+            if skip and checker.size == skip and checker.chain != pinned:
+                raise _Changed
+            _check_rows(checker, part)
     if checker.size < skip or (checker.size == skip and checker.chain != pinned):
         raise _Changed
     report = checker.finish(require_covered=False)
     return report, (checker.size, checker.chain)
 
 
-def _completed_by(checker: Checker, position: int) -> bytes:
-    """The full subtrees leaf ``position`` completed, level 1 first, as the store keeps them."""
-    levels = (position ^ (position + 1)).bit_length() - 1  # trailing one bits
-    if not levels:
-        return b""
-    tree = checker.tree
-    return b"".join(tree.node(level, position >> level) for level in range(1, levels + 1))
+def _check_rows(checker: Checker, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Feed the rows' entries to ``checker``; check what the rows store beside them."""
+    position = checker.size
+    fed = checker.feed_many([row[8] for row in rows], pick=_PICK)
+    levels, width = checker.tree.levels, checker.hasher.size
+    for row, chain, leaf, values in zip(rows, fed.chains, fed.leaves, fed.picked, strict=True):
+        if row[0] != position:
+            checker.problem("sequence", f"row key {row[0]} at position {position}", position)
+        if row[9] != chain or row[10] != leaf:
+            checker.problem("stored_hash", "stored hashes differ from the entry's", position)
+        # The full subtrees leaf ``position`` completed, level 1 first, as the store keeps
+        # them: one a trailing one bit of ``position``.
+        subtrees = row[11]
+        if position & 1 or subtrees:
+            levels_done = (position ^ (position + 1)).bit_length() - 1
+            want = b"".join(
+                levels[level][(position >> level) * width : ((position >> level) + 1) * width]
+                for level in range(1, levels_done + 1)
+            )
+            if subtrees != want:
+                checker.problem("node", "stored subtree hashes differ from the entries'", position)
+        if values is not None and row[1:8] != values:
+            wrong = [n for n, v, e in zip(_COLUMNS, row[1:8], values, strict=True) if v != e]
+            checker.problem("index", f"columns {wrong} differ from the entry", position)
+        position += 1

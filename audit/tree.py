@@ -8,17 +8,20 @@ proofs never recompute from all leaves.
 
 :class:`MemoryTree` keeps every full subtree in flat per-level byte arrays (32
 bytes a node): the offline verifier and the tests use it to compute roots and
-proofs for any earlier size in O(log n).
+proofs for any earlier size in O(log n).  Verifiers add leaves in batches
+(:meth:`MemoryTree.extend`): each level's new nodes are then hashed in one pass.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 from audit.errors import NotFound
 from audit.merkle import (
     SHA256,
     Hasher,
+    Sha256Hasher,
     consistency_proof,
     fold_nodes,
     inclusion_proof,
@@ -109,6 +112,50 @@ class MemoryTree:
             levels[level] += node
         peaks.append(node)
         self._size += 1
+
+    def extend(self, leaf_hashes: Sequence[bytes]) -> None:
+        """Append every leaf of ``leaf_hashes``: the same tree as :meth:`append` one by one.
+
+        Each level's new full subtrees are hashed in one pass over the level below.
+        """
+        width = self.hasher.size
+        joined = b"".join(leaf_hashes)
+        if not set(map(len, leaf_hashes)) <= {width}:
+            raise ValueError(f"leaf hash must be {width} bytes")
+        if not joined:
+            return
+        levels = self.levels
+        levels[0] += joined
+        self._size += len(leaf_hashes)
+        pair = 2 * width
+        level = 0
+        while True:
+            below = levels[level]
+            done = len(levels[level + 1]) * 2 if level + 1 < len(levels) else 0
+            end = len(below) - len(below) % pair
+            if done >= end:
+                break  # no new node here, so none above
+            if level + 1 == len(levels):
+                levels.append(bytearray())
+            levels[level + 1] += self._hash_pairs(bytes(below[done:end]))
+            level += 1
+        self._peaks = [self.node(lv, index) for lv, index in peak_nodes(self._size)]
+
+    def _hash_pairs(self, nodes: bytes) -> bytes:
+        """The parents of consecutive pairs of ``nodes`` (an even number of hashes), joined."""
+        width = self.hasher.size
+        if type(self.hasher) is Sha256Hasher:  # RFC 9162 node hash, without a call a node
+            sha256 = hashlib.sha256
+            return b"".join(
+                [sha256(b"\x01" + nodes[i : i + 64]).digest() for i in range(0, len(nodes), 64)]
+            )
+        children = self._hash_children
+        return b"".join(
+            [
+                children(nodes[i : i + width], nodes[i + width : i + 2 * width])
+                for i in range(0, len(nodes), 2 * width)
+            ]
+        )
 
     def node(self, level: int, index: int) -> bytes:
         width = self.hasher.size

@@ -12,6 +12,7 @@ CPU time per append.  Everything runs on a SQLite file in a temporary directory
     .venv/bin/python bench/audit_bench.py                 # full run, a few minutes
     .venv/bin/python bench/audit_bench.py --quick         # smaller sizes, seconds
     .venv/bin/python bench/audit_bench.py --dir /dev/shm  # no fsync cost: the CPU ceiling
+    .venv/bin/python bench/audit_bench.py --only verify   # one part (repeatable); see --help
 """
 
 from __future__ import annotations
@@ -152,6 +153,59 @@ def fill(trail: AuditTrail, total: int, chunk: int = 20_000) -> float:
     return (time.perf_counter() - start) or 1e-9
 
 
+def verify_part(trail: AuditTrail, export: Path, n: int) -> None:
+    """Offline verification of an export of ``n`` entries, then live verification twice."""
+    fill(trail, n)
+    trail.export(export)
+    start = time.perf_counter()
+    report = verify_export(export)
+    elapsed = time.perf_counter() - start
+    assert report.ok, report.summary()
+    print(
+        f"offline verification:        {n / elapsed:10,.0f} entries/s "
+        f"({n} entries, {report.tree_heads} tree heads, {elapsed:.2f} s)"
+    )
+    start = time.perf_counter()
+    live = trail.verify()
+    elapsed = time.perf_counter() - start
+    assert live.ok, live.summary()
+    print(f"live store verification:     {n / elapsed:10,.0f} entries/s")
+    start = time.perf_counter()
+    again = trail.verify()
+    elapsed = time.perf_counter() - start
+    assert again.ok, again.summary()
+    print(
+        f"live verification again:     {n / elapsed:10,.0f} entries/s "
+        "(entries the first run found sound are not parsed again)"
+    )
+
+
+def proofs_part(trail: AuditTrail, n: int) -> None:
+    """Bulk import to ``n`` entries, then inclusion and consistency proof latency."""
+    seconds = fill(trail, n)
+    print(f"bulk import to {n:,}:     {n / seconds:10,.0f} entries/s")
+    trail.sign_tree_head()
+    rng = random.Random(7)
+    timings = []
+    for _ in range(200):
+        seq = rng.randrange(n)
+        start = time.perf_counter()
+        trail.inclusion_proof(seq)
+        timings.append((time.perf_counter() - start) * 1000)
+    timings.sort()
+    print(
+        f"inclusion proof at {n:,}:  median {statistics.median(timings):.2f} ms, "
+        f"p99 {timings[197]:.2f} ms, max {timings[-1]:.2f} ms"
+    )
+    start = time.perf_counter()
+    trail.consistency_proof(n // 3, n)
+    ms = (time.perf_counter() - start) * 1000
+    print(f"consistency proof at {n:,}: {ms:.2f} ms")
+
+
+PARTS = ("anchor", "appends", "verify", "proofs")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
@@ -161,7 +215,14 @@ def main() -> None:
         help="where the temporary SQLite files go (e.g. /dev/shm: fsync costs nothing there, "
         "so the append figures show the CPU ceiling, not the disk's)",
     )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=PARTS,
+        help="run only this part (repeatable; default: every part)",
+    )
     args = parser.parse_args()
+    parts = set(args.only or PARTS)
     appends = 1_000 if args.quick else 5_000
     verify_n = 10_000 if args.quick else 100_000
     proof_n = 50_000 if args.quick else 1_000_000
@@ -176,12 +237,13 @@ def main() -> None:
 
         print(f"store: {args.url or 'SQLite file (WAL, synchronous=FULL)'}")
         print("load average: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
-        anchor, anchor_cpu = raw_commits_per_second(root / "anchor.db", appends // 2)
-        print(
-            f"anchor, raw sqlite3 commits of one row: {anchor:10,.0f} /s "
-            f"({anchor_cpu:.0f} us CPU a commit)"
-        )
-        for threads in (1, 4, 8, 16):
+        if parts & {"anchor", "appends"}:
+            anchor, anchor_cpu = raw_commits_per_second(root / "anchor.db", appends // 2)
+            print(
+                f"anchor, raw sqlite3 commits of one row: {anchor:10,.0f} /s "
+                f"({anchor_cpu:.0f} us CPU a commit)"
+            )
+        for threads in (1, 4, 8, 16) if "appends" in parts else ():
             total = appends if threads == 1 else 4 * appends
             with open_trail(f"threads{threads}") as trail:
                 trail.sign_tree_head()  # the writer thread and the schema, outside the timing
@@ -195,51 +257,12 @@ def main() -> None:
                 f"{cpu:.0f} us CPU an append, {total / commits:.1f} appends a commit)"
             )
 
-        with open_trail("verify") as trail:
-            fill(trail, verify_n)
-            trail.export(root / "export")
-            start = time.perf_counter()
-            report = verify_export(root / "export")
-            elapsed = time.perf_counter() - start
-            assert report.ok, report.summary()
-            print(
-                f"offline verification:        {verify_n / elapsed:10,.0f} entries/s "
-                f"({verify_n} entries, {report.tree_heads} tree heads, {elapsed:.2f} s)"
-            )
-            start = time.perf_counter()
-            live = trail.verify()
-            elapsed = time.perf_counter() - start
-            assert live.ok, live.summary()
-            print(f"live store verification:     {verify_n / elapsed:10,.0f} entries/s")
-            start = time.perf_counter()
-            again = trail.verify()
-            elapsed = time.perf_counter() - start
-            assert again.ok, again.summary()
-            print(
-                f"live verification again:     {verify_n / elapsed:10,.0f} entries/s "
-                "(entries the first run found sound are not parsed again)"
-            )
-
-        with open_trail("proofs") as trail:
-            seconds = fill(trail, proof_n)
-            print(f"bulk import to {proof_n:,}:     {proof_n / seconds:10,.0f} entries/s")
-            trail.sign_tree_head()
-            rng = random.Random(7)
-            timings = []
-            for _ in range(200):
-                seq = rng.randrange(proof_n)
-                start = time.perf_counter()
-                trail.inclusion_proof(seq)
-                timings.append((time.perf_counter() - start) * 1000)
-            timings.sort()
-            print(
-                f"inclusion proof at {proof_n:,}:  median {statistics.median(timings):.2f} ms, "
-                f"p99 {timings[197]:.2f} ms, max {timings[-1]:.2f} ms"
-            )
-            start = time.perf_counter()
-            trail.consistency_proof(proof_n // 3, proof_n)
-            ms = (time.perf_counter() - start) * 1000
-            print(f"consistency proof at {proof_n:,}: {ms:.2f} ms")
+        if "verify" in parts:
+            with open_trail("verify") as trail:
+                verify_part(trail, root / "export", verify_n)
+        if "proofs" in parts:
+            with open_trail("proofs") as trail:
+                proofs_part(trail, proof_n)
         print("load average: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 
