@@ -217,7 +217,7 @@ class Settings:
         help="ε spent once per dataset whose classification declares no `[contribution]` "
         "(outside the verified one-row case), at its first query with a privacy budget, on one DP "
         "quantile of rows per entity t: where t < C·G, the query runs at C = T = t and G at "
-        "most t, the data's own reach (`docs/disclosure.md`, \"Bounds drawn from the data\"); "
+        'most t, the data\'s own reach (`docs/disclosure.md`, "Bounds drawn from the data"); '
         "recorded in the audit trail as the owner's. 0: the platform default applies as is.",
     )
     bounds_epsilon: float = setting(
