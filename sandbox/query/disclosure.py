@@ -281,13 +281,24 @@ def _resolution(delta: Fraction) -> Fraction:
 #: How much a column's error matters relative to a count's: the number of groups only
 #: feeds the metadata's ``groups_suppressed``, so it gets a small share of ε.
 _GROUPS_WEIGHT = 0.01
+#: The same for a grouped query's entity count at ``C = 1``: it decides which groups are
+#: released (``selection_threshold``'s τ grows as 1/ε of it) and is the count ``count(*)``
+#: copies (``_copies``), so its error matters more than one output's.  Measured
+#: (``bench/dp_accuracy.py``, ε 1, 10 repetitions, seed 14): on statsmodels' "fair"
+#: survey (6,366 persons, one row each) the median share of true groups released rose
+#: from 88.3 to 100% (SmartNoise 93.3%), the mean from 88.7 to 92.5%, the median error
+#: stayed 0.4%; on PUMS (1,000 persons) 95.7% and 1.4% as before.  At ``C > 1`` (OpenDP's
+#: PUMS_dup) a heavier weight took ε from the counts (error 4.3 → 5.4%): it stays 1 there.
+_GATE_WEIGHT = 4.0
 #: The typical magnitude of one entity's contribution, as a share of its bound (data-
 #: independent): half the bound for a sum, a third of the squared bound for a sum of
 #: squares (a uniform value's mean square), the whole bound for a count.
 _TYPICAL = {"sum": Fraction(1, 2), "sumsq": Fraction(1, 3)}
 
 
-def _units(column: StatColumn, params: DisclosureParams) -> tuple[Fraction, Fraction, Demand]:
+def _units(
+    column: StatColumn, params: DisclosureParams, *, gate: bool = False
+) -> tuple[Fraction, Fraction, Demand]:
     """A column's grid, L1 sensitivity in units, and what it asks of the accountant.
 
     L2 sensitivity: one entity changes at most ``G`` cells, each by at most a ``G``-th
@@ -297,13 +308,15 @@ def _units(column: StatColumn, params: DisclosureParams) -> tuple[Fraction, Frac
     worth plus a rounding unit, so ``Δ₂² ≤ (largest change per cell) · Δ₁``.
     The weight is ``1 / (typical per-entity contribution in units)²``: minimising
     ``Σ weight · variance`` minimises the summed *relative* variance of the columns.
+    ``gate``: the column is the group's entity count that selects the released groups,
+    weighed ``_GATE_WEIGHT`` times (the allocation depends on the plan only, not data).
     """
     g = params.max_groups_per_entity
     delta = sensitivity(column, params)
     total = params.total_bound if column.kind in ("rows", "count", "sum", "sumsq") else None
     if column.kind in _COUNTS:
         per_group = delta / g if total is None else Fraction(params.max_rows_per_entity)
-        weight = _GROUPS_WEIGHT if column.kind == "groups" else 1.0
+        weight = _GROUPS_WEIGHT if column.kind == "groups" else _GATE_WEIGHT if gate else 1.0
         if column.kind == "groups":
             l2 = float(delta)
         elif total is None:
@@ -367,7 +380,8 @@ def noise_plan(
             shapes.append((Fraction(1), Fraction(2 * c * g)))
             demands.append(Demand(2.0 * c * g, 2.0 * c * g, 1 / (2.0 * c) ** 2, pure=True))
             continue
-        resolution, units, demand = _units(column, params)
+        gate = grouped and column.name == ENTITIES and c == 1
+        resolution, units, demand = _units(column, params, gate=gate)
         shapes.append((resolution, units))
         demands.append(demand)
     chosen = choose(demands, params.epsilon, params.delta * CONVERSION_SHARE)

@@ -1,0 +1,66 @@
+"""A grouped query's entity count at C = 1 selects the released groups: it weighs more.
+
+Its noise sets the release threshold τ (``selection_threshold``), so a sum or an average
+by group used to give it the share of one output and release a group of 41 persons
+almost never (τ = 52); weighed ``_GATE_WEIGHT`` times it takes more of ε, τ = 38 (``docs/
+disclosure.md``, "Splitting ε").  The allocation is a function of the plan, not of data.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+
+from sandbox.query import disclosure
+from sandbox.query.disclosure import (
+    ENTITIES,
+    DisclosureParams,
+    StatColumn,
+    noise_plan,
+    selection_threshold,
+)
+
+SUM = [
+    StatColumn(ENTITIES, "entities"),
+    StatColumn("__e1", "entities"),
+    StatColumn("__s2", "sum", 0, 10, cell="__e1"),
+    StatColumn("__n3", "count", cell="__e1"),
+]
+
+
+def _plans(params: DisclosureParams, grouped: bool = True) -> dict[str, disclosure.NoisePlan]:
+    return {p.column: p for p in noise_plan(SUM, params, grouped=grouped)}
+
+
+def _tau(params: DisclosureParams) -> int:
+    return selection_threshold(_plans(params)[ENTITIES], params)
+
+
+ONE = DisclosureParams(k=10, epsilon=1.0, max_rows_per_entity=1, max_groups_per_entity=1)
+
+
+def test_the_gate_takes_more_of_epsilon_and_lowers_the_threshold(monkeypatch) -> None:
+    weighed = _plans(ONE)
+    tau = _tau(ONE)
+    monkeypatch.setattr(disclosure, "_GATE_WEIGHT", 1.0)
+    plain = _plans(ONE)
+    assert weighed[ENTITIES].epsilon > plain[ENTITIES].epsilon * Fraction(5, 4)
+    assert weighed["__s2"].epsilon < plain["__s2"].epsilon  # paid for by the outputs
+    assert tau < 41 <= _tau(ONE)  # a group of 41 persons: now above τ, before below
+    for plans in (weighed, plain):
+        assert sum(p.epsilon for p in plans.values()) <= Fraction(1)
+
+
+@pytest.mark.parametrize(
+    ("params", "grouped"),
+    [
+        (DisclosureParams(k=10, epsilon=1.0, max_rows_per_entity=2), True),  # C > 1
+        (ONE, False),  # one group: nothing is selected, its count checks k only
+    ],
+    ids=["two-rows-per-cell", "ungrouped"],
+)
+def test_elsewhere_the_split_is_unchanged(monkeypatch, params, grouped) -> None:
+    weighed = _plans(params, grouped)
+    monkeypatch.setattr(disclosure, "_GATE_WEIGHT", 1.0)
+    assert weighed == _plans(params, grouped)
