@@ -141,3 +141,42 @@ def test_spread_is_each_repetition_alone() -> None:
     assert dp_accuracy.spread({"q": [first, second]}, {"q"})["error_cells"] == pytest.approx(
         (0.1, 0.125, 0.15)
     )
+
+
+def test_the_fair_survey_table_matches_its_classification_and_queries(tmp_path: Path) -> None:
+    """``bench/fair_csv.py`` writes statsmodels' layout as ``bench/fair.toml`` declares it;
+    run through the sandbox side, every query of ``dp_queries/fair.jsonl`` is answered."""
+    from bench import fair_csv
+
+    header = '"rate_marriage","age","yrs_married","children","religious","educ",'
+    header += '"occupation","occupation_husb","affairs"'
+    rows = [
+        f"{1 + i % 5},{22 + i % 20}.5,{i % 15}.5,{i % 4}.5,{1 + i % 4},{12 + i % 6},"
+        f"{1 + i % 6},{1 + i % 6},{(i % 7) / 2}"
+        for i in range(600)
+    ]
+    source = tmp_path / "fair_source.csv"
+    source.write_text("\n".join([header, *rows]) + "\n", "utf-8")
+    out = tmp_path / "fair.csv"
+    assert fair_csv.write(fair_csv.source_text(source), out) == 600
+    lines = out.read_text("utf-8").splitlines()
+    assert lines[0].split(",") == fair_csv.COLUMNS
+    first = lines[1].split(",")
+    assert first[0] == "1" and first[5] == "" and first[7] == "student"  # NULL, a name
+    spec = parse_classification((BENCH / "fair.toml").read_text("utf-8"))
+    assert [c.name for c in spec.columns] == fair_csv.COLUMNS
+    assert spec.contribution is None  # nothing declared: the draw decides
+    figures = dp_accuracy.main(
+        [
+            "--table-csv",
+            str(out),
+            "--classification",
+            str(BENCH / "fair.toml"),
+            "--queries",
+            str(BENCH / "dp_queries" / "fair.jsonl"),
+            "--repetitions",
+            "1",
+            "--no-smartnoise",
+        ]
+    )
+    assert figures["figures"]["sandbox"]["answered"] == 1.0, figures["queries"]
