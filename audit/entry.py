@@ -332,7 +332,7 @@ class Entry:
 
     @classmethod
     def _typed(cls, data: dict[str, Any]) -> Entry:
-        if data["v"] != ENTRY_VERSION:
+        if type(data["v"]) is not int or data["v"] != ENTRY_VERSION:  # ``true == 1`` in Python
             raise InvalidEntry(f"entry version {data['v']!r} is not {ENTRY_VERSION}")
         if not isinstance(data["seq"], int) or isinstance(data["seq"], bool) or data["seq"] < 0:
             raise InvalidEntry("seq must be a non-negative integer")

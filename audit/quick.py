@@ -32,6 +32,7 @@ _ENTRY_TYPES = frozenset(
 )
 """The member types of a well-typed entry, in :data:`ENTRY_KEYS` order."""
 _MEMBERS = itemgetter(*ENTRY_KEYS)
+_KEYS = frozenset(ENTRY_KEYS)
 _AT_DECISION, _AT_DETAILS, _AT_PREV, _AT_SEQ, _AT_TIME, _AT_V = (
     ENTRY_KEYS.index(name) for name in ("decision", "details", "prev", "seq", "time", "v")
 )
@@ -80,11 +81,15 @@ def fields_pinned(canonical: bytes, seq: int, prev: bytes) -> dict[str, Any] | N
 
     Parsed, not checked again: only for entries whose bytes the caller pins by a
     chain head it compares afterwards (see :func:`audit.livecheck.verify_store_again`).
+    Exactly an entry's members, or None: the caller reads them (an entry rewritten in
+    the store without one is reported by the strict path, never a ``KeyError``).
     """
     try:
         data = orjson.loads(canonical)
     except orjson.JSONDecodeError:
         return None
-    if type(data) is not dict or data.get("seq") != seq or data.get("prev") != prev.hex():
+    if type(data) is not dict or len(data) != len(ENTRY_KEYS) or not data.keys() >= _KEYS:
+        return None
+    if data["seq"] != seq or data["prev"] != prev.hex():
         return None
     return data

@@ -277,8 +277,8 @@ class Authority:
         decision, shown = self._decide(
             key, now, lambda: self._request(actor, action, target, key, purpose, epsilon, paid)
         )
-        if query and target is not None:
-            shown = str(target)
+        if query:  # the caller's job id, or the datasets: never a cached entry's job id
+            shown = str(target) if target is not None else _query_target(key)
         if shown != decision.target:
             decision = decision.amend(target=shown)
         if audit:
@@ -307,7 +307,7 @@ class Authority:
         groups = {ds: frozenset(c.lower() for c in names) for ds, names in group_by}
         touched = tuple(dict.fromkeys([*datasets, *cols, *groups]))
         if action == "dataset.query" and (target is None or str(target).startswith("query:")):
-            shown = str(target) if target is not None else "query:" + ",".join(touched)
+            shown = str(target) if target is not None else _query_target(key)
             parsed = Target(TargetKind.QUERY, shown.partition(":")[2])
         else:
             try:
@@ -459,6 +459,13 @@ class Authority:
             return record_usage(
                 own, parts, cpu_ms=cpu_ms, now=now, count=count, epsilon=epsilon, ref=ref
             )
+
+
+def _query_target(key: Key) -> str:
+    """A query decision's target where the caller names no job: the datasets it touches."""
+    datasets, columns, group_by = key[5], key[6], key[7]
+    touched = dict.fromkeys([*datasets, *(ds for ds, _ in columns), *(ds for ds, _ in group_by)])
+    return "query:" + ",".join(touched)
 
 
 class _Entry(NamedTuple):

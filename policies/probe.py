@@ -85,7 +85,10 @@ def watches_commits(engine: Engine) -> bool:
     Only on a SQLite file whose pool hands each connection to one holder at a time:
     a commit made on the prober's own connection would not move its number, so a pool
     that shares one connection (``StaticPool``, ``SingletonThreadPool``: in-memory
-    databases) or a shared cache (``file:`` URIs) reads the rows every time.
+    databases) or a shared cache (``file:`` URIs) reads the rows every time.  It assumes,
+    as ``open_control_db`` builds it, that each pooled connection is its own driver
+    connection: an engine whose ``creator`` hands out one shared ``sqlite3`` connection
+    would hide the writers' commits from the prober (not supported).
     """
     if engine.dialect.name != "sqlite":
         return False

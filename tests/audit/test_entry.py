@@ -124,6 +124,8 @@ def test_strict_parse_refuses_non_canonical_and_malformed_entries() -> None:
         ("prev", "zz"),
         ("time", "yesterday"),
         ("v", 2),
+        ("v", True),  # equal to 1 in Python, not the integer 1 in JSON
+        ("seq", True),
         ("decision", "perhaps"),
         ("details", []),
     ]:

@@ -233,6 +233,18 @@ def test_live_changed_field(signed_trail: AuditTrail, engine: sa.Engine) -> None
     assert_first(signed_trail.verify(), ("chain", "stored_hash", "index"), 5)
 
 
+@pytest.mark.parametrize("member", ["time", "decision", "details"])
+def test_live_entry_missing_a_member_is_reported(
+    signed_trail: AuditTrail, engine: sa.Engine, member: str
+) -> None:
+    """Rewritten without one member, seq and prev kept: a report, never a KeyError (warm:
+    the entry is below what the trail verified before, where only its chain is re-read)."""
+    data = json.loads(bytes(rows(engine)[3].entry))
+    del data[member]
+    update(engine, "UPDATE audit_entries SET entry = :e WHERE seq = 3", e=json.dumps(data).encode())
+    assert_first(signed_trail.verify(), ("malformed", "chain", "stored_hash"), 3)
+
+
 def test_live_changed_index_column_only(signed_trail: AuditTrail, engine: sa.Engine) -> None:
     update(engine, "UPDATE audit_entries SET actor = 'someone-else' WHERE seq = 4")
     assert_first(signed_trail.verify(), "index", 4)

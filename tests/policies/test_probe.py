@@ -239,3 +239,7 @@ def test_the_same_request_spelt_differently_decides_alike(world: World) -> None:
     assert job.target == "query:job-7"
     again = w.authority.decide(bank, "dataset.query", "query:job-8", datasets=[CLAIMS])
     assert again.target == "query:job-8" and again.allowed
+    # A query naming no job after one that did: its own target, never the cached job's.
+    anonymous = w.authority.decide(bank, "dataset.query", None, datasets=[CLAIMS])
+    assert anonymous.target == f"query:{CLAIMS}" and anonymous.allowed
+    assert w.recorder.entries[-1]["target"] == f"query:{CLAIMS}"
