@@ -344,9 +344,13 @@ class AuditStore:
                     raise StoreUnavailable(f"audit store failed: {type(exc).__name__}") from exc
             if not rows:
                 return
-            if type(rows[0][binary[0]]) is not bytes:  # a driver that gives memoryview
+            if not all(type(row[i]) is bytes for row in rows for i in binary):
+                # A driver that gives memoryview; or a SQLite row whose BLOB was stored as
+                # TEXT (``replace()`` on a BLOB returns TEXT): its bytes, which the checks
+                # then judge like any other (an unchanged text passes, an edit is reported).
                 rows = [
-                    tuple(bytes(v) if i in binary else v for i, v in enumerate(row)) for row in rows
+                    tuple(_as_bytes(v) if i in binary else v for i, v in enumerate(row))
+                    for row in rows
                 ]
             yield [tuple(row) for row in rows] if type(rows[0]) is not tuple else rows
             after = rows[-1][0]
@@ -364,3 +368,12 @@ class AuditStore:
                 return
             yield from rows
             after = rows[-1].seq
+
+
+def _as_bytes(value: Any) -> Any:
+    """A binary column's value as bytes (``str`` as its UTF-8; None stays None)."""
+    if value is None or type(value) is bytes:
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    return bytes(value)

@@ -245,6 +245,22 @@ def test_live_entry_missing_a_member_is_reported(
     assert_first(signed_trail.verify(), ("malformed", "chain", "stored_hash"), 3)
 
 
+def test_live_entry_stored_as_text_is_judged_by_its_bytes(
+    signed_trail: AuditTrail, engine: sa.Engine
+) -> None:
+    """SQLite keeps what ``replace()`` returns on a BLOB as TEXT: a report, not a crash;
+    the same bytes as text pass, an edit made that way is found."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("a bytea column holds no text")
+    update(engine, "UPDATE audit_entries SET entry = CAST(entry AS TEXT) WHERE seq = 2")
+    assert signed_trail.verify().ok
+    update(
+        engine,
+        "UPDATE audit_entries SET entry = replace(entry, 'operator-', 'intruder-') WHERE seq = 6",
+    )
+    assert_first(signed_trail.verify(), ("chain", "stored_hash", "index"), 6)
+
+
 def test_live_changed_index_column_only(signed_trail: AuditTrail, engine: sa.Engine) -> None:
     update(engine, "UPDATE audit_entries SET actor = 'someone-else' WHERE seq = 4")
     assert_first(signed_trail.verify(), "index", 4)
