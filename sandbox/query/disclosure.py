@@ -323,7 +323,8 @@ def _units(
             l2 = math.sqrt(g) * float(per_group)
         else:
             l2 = math.sqrt(float(per_group) * float(delta))
-        return Fraction(1), delta, Demand(float(delta), l2, weight / float(per_group) ** 2)
+        typical = float(per_group) * _row_share(column, params)
+        return Fraction(1), delta, Demand(float(delta), l2, weight / typical**2)
     resolution = _resolution(delta)
     if total is None:
         per_cell = delta / g / resolution  # one cell's bound, in units
@@ -335,9 +336,28 @@ def _units(
         per_group = Fraction(math.ceil(per_cell) + 1)
         units = Fraction(math.ceil(delta / resolution) + total)
         l2 = math.sqrt(float(per_group) * float(units))
-    typical = max(float(per_cell * _TYPICAL[column.kind]), 1.0)
+    typical = max(float(per_cell * _TYPICAL[column.kind]) * _row_share(column, params), 1.0)
     demand = Demand(float(units), l2, 1 / typical**2)
     return resolution, units, demand
+
+
+def _row_share(column: StatColumn, params: DisclosureParams) -> float:
+    """The share of ``C`` rows one entity typically has in a cell: ``(C + 1) / 2C``.
+
+    Row statistics (row counts, counts and sums of a column) see up to ``C`` of an
+    entity's rows in a cell; taken as uniform on ``1 … C`` (as a value is taken as half
+    its bound), the typical entity has ``(C + 1)/2`` of them, not ``C``, so their relative
+    error weighs more against the entity count's.  1 at ``C = 1``: one-row data is
+    unchanged.  Measured (``bench/dp_accuracy.py``, ε 1, 10 repetitions, seed 14, ``C``
+    against ``(C + 1)/2``): the demo claims (C = 9) median error 4.2 → 3.1% of cells
+    (per query 4.1 → 3.3%), groups released median 100 → 96.2%, mean 84.2 → 81.7%;
+    OpenDP's PUMS_dup (drawn C = 4) error 4.3 → 3.6% (per query 3.9 → 3.0%), groups
+    82.2 → 76.1%, still above SmartNoise's 32.6%.
+    """
+    if column.kind not in ("rows", "count", "sum", "sumsq"):
+        return 1.0
+    c = params.max_rows_per_entity
+    return (c + 1) / (2 * c)
 
 
 def _floor(value: float) -> Fraction:

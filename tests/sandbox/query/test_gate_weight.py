@@ -64,3 +64,19 @@ def test_elsewhere_the_split_is_unchanged(monkeypatch, params, grouped) -> None:
     weighed = _plans(params, grouped)
     monkeypatch.setattr(disclosure, "_GATE_WEIGHT", 1.0)
     assert weighed == _plans(params, grouped)
+
+
+ROWS = [StatColumn(ENTITIES, "entities"), StatColumn("__r1", "rows")]
+
+
+def test_row_counts_weigh_a_typical_entity_of_half_its_c_rows(monkeypatch) -> None:
+    """At C > 1 a row count's typical entity has (C + 1)/2 rows, not C: it takes more of ε
+    from the entity count than before; at C = 1 nothing changes."""
+    nine = DisclosureParams(k=10, epsilon=1.0, max_rows_per_entity=9, max_groups_per_entity=4)
+    shares = {p.column: p.epsilon for p in noise_plan(ROWS, nine)}
+    one = {p.column: p.epsilon for p in noise_plan(SUM, ONE)}
+    monkeypatch.setattr(disclosure, "_row_share", lambda column, params: 1.0)
+    before = {p.column: p.epsilon for p in noise_plan(ROWS, nine)}
+    assert shares["__r1"] > before["__r1"] and shares[ENTITIES] < before[ENTITIES]
+    assert one == {p.column: p.epsilon for p in noise_plan(SUM, ONE)}
+    assert sum(shares.values()) <= Fraction(1)
