@@ -22,6 +22,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     LargeBinary,
+    cast,
     create_engine,
     event,
     func,
@@ -356,10 +357,18 @@ class AuditStore:
             after = rows[-1][0]
 
     def iter_entries(self, stop: int | None = None, *, chunk: int = 5000) -> Iterator[Any]:
-        """Rows in seq order, read in chunks by key (each chunk its own short read)."""
+        """Rows in seq order, read in chunks by key (each chunk its own short read).
+
+        Binary columns are read as ``CAST(… AS BLOB)``: a SQLite row whose BLOB was stored
+        as TEXT (``replace()`` on a BLOB) comes back as its bytes, not a ``TypeError``.
+        """
         after = -1
+        columns = [
+            cast(c, LargeBinary).label(c.name) if isinstance(c.type, LargeBinary) else c
+            for c in entries.columns
+        ]
         while True:
-            query = select(entries).where(entries.c.seq > after).order_by(entries.c.seq)
+            query = select(*columns).where(entries.c.seq > after).order_by(entries.c.seq)
             if stop is not None:
                 query = query.where(entries.c.seq < stop)
             with self.reading() as r:

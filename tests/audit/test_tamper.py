@@ -246,7 +246,7 @@ def test_live_entry_missing_a_member_is_reported(
 
 
 def test_live_entry_stored_as_text_is_judged_by_its_bytes(
-    signed_trail: AuditTrail, engine: sa.Engine
+    signed_trail: AuditTrail, engine: sa.Engine, tmp_path: Path
 ) -> None:
     """SQLite keeps what ``replace()`` returns on a BLOB as TEXT: a report, not a crash;
     the same bytes as text pass, an edit made that way is found."""
@@ -259,6 +259,9 @@ def test_live_entry_stored_as_text_is_judged_by_its_bytes(
         "UPDATE audit_entries SET entry = replace(entry, 'operator-', 'intruder-') WHERE seq = 6",
     )
     assert_first(signed_trail.verify(), ("chain", "stored_hash", "index"), 6)
+    # The export carries the bytes as they are: its verification finds the same edit.
+    signed_trail.export(tmp_path / "export")
+    assert_first(verify_export(tmp_path / "export"), ("chain", "root"), 6)
 
 
 def test_live_changed_index_column_only(signed_trail: AuditTrail, engine: sa.Engine) -> None:
