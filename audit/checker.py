@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from audit.chain import GENESIS_HASH, entry_hash
 from audit.entry import Entry, peek
 from audit.errors import InvalidEntry, ProofError, SignatureError
-from audit.merkle import SHA256, Hasher, Sha256Hasher, verify_consistency
+from audit.merkle import SHA256, Hasher, hash_leaves, verify_consistency
 from audit.quick import fields_pinned, fields_quick
 from audit.report import PROBLEM_KINDS, Problem, Report
 from audit.signing import TreeHead, verify_tree_head
@@ -195,10 +195,7 @@ class Checker:
             return start
         self.chain, self.expected_seq = chain, seq
         run = entries[start : start + done]
-        if type(self.hasher) is Sha256Hasher:  # RFC 9162 leaf hash, without a call a leaf
-            leaves = [sha256(b"\x00" + canonical).digest() for canonical in run]
-        else:
-            leaves = list(map(self._hash_leaf, run))
+        leaves = hash_leaves(self.hasher, run)
         fed.leaves.extend(leaves)
         tree = self.tree
         tree.extend(leaves)

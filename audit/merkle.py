@@ -72,6 +72,31 @@ class Sha256Hasher:
 SHA256 = Sha256Hasher()
 
 
+def hash_leaves(hasher: Hasher, datas: Iterable[bytes]) -> list[bytes]:
+    """``hasher.hash_leaf`` of each of ``datas`` (for SHA-256 without a call a leaf)."""
+    if type(hasher) is Sha256Hasher:
+        sha256 = hashlib.sha256
+        return [sha256(b"\x00" + data).digest() for data in datas]
+    return list(map(hasher.hash_leaf, datas))
+
+
+def hash_pairs(hasher: Hasher, nodes: bytes) -> bytes:
+    """The parents of consecutive pairs of the joined hashes ``nodes`` (an even number), joined."""
+    width = hasher.size
+    if type(hasher) is Sha256Hasher:
+        sha256 = hashlib.sha256
+        return b"".join(
+            [sha256(b"\x01" + nodes[i : i + 64]).digest() for i in range(0, len(nodes), 64)]
+        )
+    children = hasher.hash_children
+    return b"".join(
+        [
+            children(nodes[i : i + width], nodes[i + width : i + 2 * width])
+            for i in range(0, len(nodes), 2 * width)
+        ]
+    )
+
+
 def largest_power_of_two_below(n: int) -> int:
     """The k of RFC 9162: the largest power of two strictly smaller than ``n`` (n > 1)."""
     if n < 2:

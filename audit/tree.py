@@ -14,16 +14,15 @@ proofs for any earlier size in O(log n).  Verifiers add leaves in batches
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
 from audit.errors import NotFound
 from audit.merkle import (
     SHA256,
     Hasher,
-    Sha256Hasher,
     consistency_proof,
     fold_nodes,
+    hash_pairs,
     inclusion_proof,
     range_nodes,
 )
@@ -137,25 +136,9 @@ class MemoryTree:
                 break  # no new node here, so none above
             if level + 1 == len(levels):
                 levels.append(bytearray())
-            levels[level + 1] += self._hash_pairs(bytes(below[done:end]))
+            levels[level + 1] += hash_pairs(self.hasher, bytes(below[done:end]))
             level += 1
         self._peaks = [self.node(lv, index) for lv, index in peak_nodes(self._size)]
-
-    def _hash_pairs(self, nodes: bytes) -> bytes:
-        """The parents of consecutive pairs of ``nodes`` (an even number of hashes), joined."""
-        width = self.hasher.size
-        if type(self.hasher) is Sha256Hasher:  # RFC 9162 node hash, without a call a node
-            sha256 = hashlib.sha256
-            return b"".join(
-                [sha256(b"\x01" + nodes[i : i + 64]).digest() for i in range(0, len(nodes), 64)]
-            )
-        children = self._hash_children
-        return b"".join(
-            [
-                children(nodes[i : i + width], nodes[i + width : i + 2 * width])
-                for i in range(0, len(nodes), 2 * width)
-            ]
-        )
 
     def node(self, level: int, index: int) -> bytes:
         width = self.hasher.size

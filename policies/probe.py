@@ -240,12 +240,17 @@ class Prober:
             slot.forget(None)
         return slot.cursor
 
-    def _drop(self, slot: _Slot) -> None:
-        """Forget a connection that failed (the pool discards it) and what it read."""
-        conn, slot.conn, slot.cursor = slot.conn, None, None
+    def _drop(self, slot: _Slot, *, failed: bool = True) -> None:
+        """Give a slot's connection back (discarded by the pool if it ``failed``) and
+        forget what it read."""
+        conn, cursor = slot.conn, slot.cursor
+        slot.conn, slot.cursor = None, None
         slot.forget(None)
+        if cursor is not None and not failed:
+            cursor.close()
         if conn is not None:
-            conn.invalidate()
+            if failed:
+                conn.invalidate()
             conn.close()
 
     def close(self) -> None:
@@ -257,13 +262,7 @@ class Prober:
             except queue.Empty:
                 break
         for slot in idle:
-            conn, slot.conn = slot.conn, None
-            if slot.cursor is not None:
-                slot.cursor.close()
-                slot.cursor = None
-            slot.forget(None)
-            if conn is not None:
-                conn.close()
+            self._drop(slot, failed=False)
             self._free.put(slot)
 
 
