@@ -3,8 +3,9 @@
 A request's control-plane writes (its job row, its charge, its usage and cached release,
 its job's end) are functions of a connection handed to :meth:`ControlWriter.run`.  One
 caller at a time commits a group: it opens one write transaction, runs every function
-waiting at that moment (up to ``max_group``), each inside its own savepoint, commits once
-and only then settles them: a call returns after its group's commit (with SQLite's
+waiting at that moment (up to ``max_group``), each inside its own savepoint (a call alone
+in its group needs none: its transaction stands for it), commits once and only then
+settles them: a call returns after its group's commit (with SQLite's
 ``synchronous=FULL``, after its fsync), so nothing acknowledged is lost.
 
 - A function that raises is rolled back to its savepoint alone; its caller gets the
@@ -26,7 +27,9 @@ Other processes still meet the lock as before (the busy timeout applies to the w
 The transaction is written out (``BEGIN`` … ``SAVEPOINT`` … ``COMMIT``) on a connection in
 the driver's autocommit mode, so the driver opens and ends nothing by itself (pysqlite's
 implicit ``BEGIN`` would end a savepoint's transaction early).  PostgreSQL runs the same
-statements.  A function must not commit, roll back or call :meth:`run` itself.
+statements, straight on the driver's connection (through SQLAlchemy's execution machinery
+they cost more than SQLite's own work for them).  A function must not commit, roll back or
+call :meth:`run` itself.
 """
 
 from __future__ import annotations
@@ -38,23 +41,40 @@ from typing import Any, Generic, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["ControlWriter"]
+__all__ = ["ControlWriter", "Pending"]
 
 T = TypeVar("T")
 
 _SAVEPOINT = "sbx_call"
 
 
-class _Call(Generic[T]):
+class Pending(Generic[T]):
     """One queued function and, once its group has committed, its outcome."""
 
-    __slots__ = ("done", "error", "fn", "value")
+    __slots__ = ("_writer", "done", "error", "fn", "value")
 
-    def __init__(self, fn: Callable[[Connection], T]) -> None:
+    def __init__(self, fn: Callable[[Connection], T], writer: ControlWriter | None) -> None:
         self.fn = fn
+        self._writer = writer
         self.done = False
         self.value: T | None = None
         self.error: BaseException | None = None
+
+    @classmethod
+    def settled(cls, value: T) -> Pending[T]:
+        """A write already committed (by a caller without a group writer)."""
+        pending: Pending[T] = cls(lambda conn: value, None)
+        pending.value, pending.done = value, True
+        return pending
+
+    def wait(self) -> T:
+        """Its value once its group has committed (committing a group if none has); its
+        exception if it failed or its group did."""
+        if self._writer is not None:
+            self._writer._settle(self)
+        if self.error is not None:
+            raise self.error
+        return self.value  # type: ignore[return-value]
 
 
 class ControlWriter:
@@ -66,7 +86,7 @@ class ControlWriter:
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._begin = "BEGIN IMMEDIATE" if engine.dialect.name == "sqlite" else "BEGIN"
         self._max_group = max_group
-        self._waiting: list[_Call[Any]] = []
+        self._waiting: list[Pending[Any]] = []
         self._waiting_lock = threading.Lock()
         self._commit_lock = threading.Lock()
         self._in_group = threading.local()
@@ -88,13 +108,28 @@ class ControlWriter:
         that arrive meanwhile wait on a lock (woken when it is free, never sleeping) and
         the first of them commits the next group.
         """
+        return self.run_later(fn).wait()
+
+    def run_later(self, fn: Callable[[Connection], T]) -> Pending[T]:
+        """Queue ``fn`` for the next group and return at once; ``wait()`` on the result.
+
+        It commits with the next group anyone commits (its caller's next :meth:`run`
+        among them: groups take calls in the order they were queued), so a request's
+        write that need not be durable before its next one costs no transaction of its
+        own.  Nothing is acknowledged until ``wait()`` returns.
+        """
         if getattr(self._in_group, "active", False):
             raise RuntimeError("a control-plane write function cannot queue another")
-        call: _Call[T] = _Call(fn)
+        call: Pending[T] = Pending(fn, self)
         with self._waiting_lock:
             if self._closed:
                 raise RuntimeError("the control-plane writer is closed")
             self._waiting.append(call)
+        return call
+
+    def _settle(self, call: Pending[Any]) -> None:
+        if getattr(self._in_group, "active", False):
+            raise RuntimeError("a control-plane write function cannot wait for another")
         while not call.done:
             with self._commit_lock:
                 if call.done:
@@ -107,25 +142,25 @@ class ControlWriter:
                     self._commit(group)
                 finally:
                     self._in_group.active = False
-        if call.error is not None:
-            raise call.error
-        return call.value  # type: ignore[return-value]
 
     def close(self) -> None:
         """Refuse new calls; the ones under way finish (safe to call twice)."""
         with self._waiting_lock:
             self._closed = True
 
-    def _commit(self, group: list[_Call[Any]]) -> None:
+    def _commit(self, group: list[Pending[Any]]) -> None:
         self.groups += 1
         outcomes: list[tuple[Any, BaseException | None]] = []
         try:
             with self._engine.connect() as conn:
-                conn.exec_driver_sql(self._begin)
+                _driver_sql(conn, self._begin)
                 try:
-                    for call in group:
-                        outcomes.append(_call(conn, call.fn))
-                    conn.exec_driver_sql("COMMIT")
+                    if len(group) == 1:
+                        # Alone in its group: its transaction is its savepoint.
+                        outcomes.append(_alone(conn, group[0].fn))
+                    else:
+                        outcomes.extend(_call(conn, call.fn) for call in group)
+                        _driver_sql(conn, "COMMIT")
                 except BaseException:
                     _rollback(conn)
                     raise
@@ -135,26 +170,58 @@ class ControlWriter:
             call.value, call.error, call.done = value, error, True
 
 
+def _driver_sql(conn: Connection, statement: str) -> None:
+    """A transaction statement straight on the driver's connection.
+
+    ``BEGIN``, ``SAVEPOINT`` and ``COMMIT`` take no parameters and return no rows; through
+    SQLAlchemy's execution machinery each cost several times SQLite's own work for them.
+    """
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(statement)
+    except Exception as exc:  # the same exception SQLAlchemy would have raised
+        raise sa.exc.DBAPIError.instance(
+            statement, None, exc, conn.dialect.loaded_dbapi.Error
+        ) from exc
+    finally:
+        cursor.close()
+
+
+def _alone(conn: Connection, fn: Callable[[Connection], Any]) -> tuple[Any, Exception | None]:
+    """``fn(conn)`` as the only call of the open transaction, committed: (value, None); or
+    (None, its exception) with the transaction rolled back (nothing else was in it).
+
+    A failed COMMIT raises (the group fails, as any group whose commit fails).
+    """
+    try:
+        value = fn(conn)
+    except Exception as exc:
+        _rollback(conn)
+        return None, exc
+    _driver_sql(conn, "COMMIT")
+    return value, None
+
+
 def _call(conn: Connection, fn: Callable[[Connection], Any]) -> tuple[Any, Exception | None]:
     """``fn(conn)`` in a savepoint: (value, None), or (None, its exception) rolled back.
 
     If the savepoint cannot be rolled back to (the error ended the transaction), that
     error propagates and fails the group.
     """
-    conn.exec_driver_sql(f"SAVEPOINT {_SAVEPOINT}")
+    _driver_sql(conn, f"SAVEPOINT {_SAVEPOINT}")
     try:
         value = fn(conn)
     except Exception as exc:
-        conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
-        conn.exec_driver_sql(f"RELEASE SAVEPOINT {_SAVEPOINT}")
+        _driver_sql(conn, f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+        _driver_sql(conn, f"RELEASE SAVEPOINT {_SAVEPOINT}")
         return None, exc
-    conn.exec_driver_sql(f"RELEASE SAVEPOINT {_SAVEPOINT}")
+    _driver_sql(conn, f"RELEASE SAVEPOINT {_SAVEPOINT}")
     return value, None
 
 
 def _rollback(conn: Connection) -> None:
     """End the transaction after a failure (it may already be gone: nothing to undo)."""
     try:
-        conn.exec_driver_sql("ROLLBACK")
+        _driver_sql(conn, "ROLLBACK")
     except sa.exc.DBAPIError:
         pass

@@ -182,10 +182,12 @@ class JobDesk:
             actor, sql, purpose=purpose, request_id=rid, client=client, epsilon=epsilon
         )
         small = auth.cost is not None and auth.cost.rows_total <= limits.sync_inline_rows
-        # Run here: created already claimed by this process's runner (one write, never
-        # queued), finished in one more (no runner yet, e.g. before start: queued).
+        # Run here: created already claimed by this process's runner (never queued; no
+        # runner yet, e.g. before start: queued).
         here = self.runner.runner_id if inline and small else None
-        job = self.store.create(
+        # Run here: its row is written with the run's first write (its charge: one
+        # transaction), and it ends in the transaction that stores its release.
+        job, created = self.store.create_later(
             operator=actor.name,
             sql=sql,
             purpose=purpose,
@@ -197,7 +199,8 @@ class JobDesk:
             runner=here,
         )
         if here is not None:
-            return self.runner.run_inline(job, Hint(actor, auth))
+            return self.runner.run_inline(job, Hint(actor, auth), created)
+        created.wait()  # queued: durable before anyone is told of it
         self.runner.notify(job.id, Hint(actor, auth))
         if wait_s:
             job = self.runner.wait(job.id, min(wait_s, limits.sync_wait_s))

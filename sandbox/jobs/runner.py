@@ -25,16 +25,19 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
+from sqlalchemy.engine import Connection
 
 from policies import Actor
+from sandbox.core.control_writer import Pending
 from sandbox.core.errors import SandboxError
 from sandbox.enclave.shared import JobSlot, job_slot
 from sandbox.jobs.acting import job_actor, token_details
 from sandbox.jobs.store import ACTIVE_STATES, Job, JobState, JobStore, StoredResult
 from sandbox.platform import Platform
-from sandbox.query.service import Authorized, Held, QueryService
+from sandbox.query.service import Authorized, Held, QueryResult, QueryService
 
 __all__ = ["Hint", "JobRunner", "arrow_bytes"]
 
@@ -175,14 +178,22 @@ class JobRunner:
 
         return unwatch
 
-    def run_inline(self, job: Job, hint: Hint) -> Job:
+    def run_inline(self, job: Job, hint: Hint, created: Pending[Any] | None = None) -> Job:
         """Run in this thread a job created claimed by this runner (``JobStore.create``
         with ``runner=runner_id``); the job as it ended.
 
         It is a job like any other from there: cancellable through its slot, an orphan
         of this runner if the process dies, finished through the store's transitions.
+        ``created``: the job's own write, if it was queued (``JobStore.create_later``)
+        rather than committed: the run's first write commits it, and the job's end
+        waits for it.
         """
-        return self._run(job, hint) or self.store.get(job.id)
+        try:
+            done = self._run(job, hint)
+        finally:
+            if created is not None:
+                created.wait()  # committed by the run's writes; raises if it failed
+        return done or self.store.get(job.id)
 
     def run_now(self, job_id: str) -> Job:
         """Run one queued job in the calling thread (the command line without a server)."""
@@ -309,6 +320,11 @@ class JobRunner:
         with self._slots_lock:
             self._slots[job.id] = slot
         ttl = self.result_ttl_s()
+        ended: list[Job | None] = []  # the job's end, if written with its release
+
+        def with_release(conn: Connection, outcome: QueryResult) -> None:
+            ended.append(self.store.finish_write(job.id, **_released(job, outcome, ttl))(conn))
+
         try:
             actor = hint.actor if hint is not None else self._run_as(job)
             with job_slot(slot):
@@ -320,6 +336,7 @@ class JobRunner:
                     client=job.client,
                     authorized=None if hint is None else hint.authorized,
                     epsilon=job.epsilon,
+                    with_release=with_release,
                 )
         except SandboxError as exc:
             rule = exc.rule or exc.code
@@ -357,15 +374,10 @@ class JobRunner:
                     ),
                     ttl_s=ttl,
                 )
-            else:
-                done = self.store.finish(
-                    job.id,
-                    JobState.SUCCEEDED,
-                    meta={**(job.meta or {}), **outcome.meta},
-                    receipt=outcome.receipt,
-                    result=StoredResult("released", arrow_bytes(outcome.table), None, 0, 0.0, 0),
-                    ttl_s=ttl,
-                )
+            elif ended:  # written with the release, in its transaction
+                done = ended[0]
+            else:  # answered from the release cache: nothing was written with it
+                done = self.store.finish(job.id, **_released(job, outcome, ttl))
         finally:
             with self._slots_lock:
                 self._slots.pop(job.id, None)
@@ -405,3 +417,14 @@ class JobRunner:
                     last_expire = now
             except Exception:
                 log.exception("job monitor step failed")
+
+
+def _released(job: Job, outcome: QueryResult, ttl_s: float | None) -> dict[str, Any]:
+    """:meth:`JobStore.finish` arguments of a job whose result was released."""
+    return {
+        "state": JobState.SUCCEEDED,
+        "meta": {**(job.meta or {}), **outcome.meta},
+        "receipt": outcome.receipt,
+        "result": StoredResult("released", arrow_bytes(outcome.table), None, 0, 0.0, 0),
+        "ttl_s": ttl_s,
+    }

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from sandbox.core.control_writer import ControlWriter
+from sandbox.core.control_writer import ControlWriter, Pending
 from sandbox.core.db import metadata
 from sandbox.core.errors import Conflict, NotFound
 from sandbox.core.keyring import Keyring
@@ -197,6 +197,38 @@ class JobStore:
         runner dies before finishing it, it is an orphan like any job that runner had
         claimed (:meth:`orphaned`).  Returns the job as written (nothing is read back).
         """
+        job, written = self.create_later(
+            operator=operator,
+            sql=sql,
+            purpose=purpose,
+            fmt=fmt,
+            client=client,
+            token_id=token_id,
+            datasets=datasets,
+            epsilon=epsilon,
+            runner=runner,
+        )
+        written.wait()
+        return job
+
+    def create_later(
+        self,
+        *,
+        operator: str,
+        sql: str,
+        purpose: str | None,
+        fmt: str,
+        client: str | None,
+        token_id: str | None = None,
+        datasets: Sequence[str] = (),
+        epsilon: float | None = None,
+        runner: str | None = None,
+    ) -> tuple[Job, Pending[Any]]:
+        """As :meth:`create`, its write queued for the control-plane writer's next group
+        (the caller's next write commits it, at the latest); it is committed once
+        ``wait()`` on it returns.  For a job its caller runs at once, whose own next
+        write (its charge, or its end) follows: one transaction for both.
+        """
         now = to_rfc3339(_now())
         values: dict[str, Any] = {
             "id": "job_" + uuid.uuid4().hex[:24],
@@ -224,15 +256,20 @@ class JobStore:
             "version": 0,
             "epsilon": epsilon,
         }
-        self._write(lambda conn: conn.execute(sa.insert(jobs).values(**values)))
-        return Job.from_values(values)
+        written = self._write_later(lambda conn: conn.execute(sa.insert(jobs).values(**values)))
+        return Job.from_values(values), written
 
     def _write(self, fn: Callable[[Connection], T]) -> T:
         """``fn(conn)`` in a transaction: the group writer's if there is one."""
+        return self._write_later(fn).wait()
+
+    def _write_later(self, fn: Callable[[Connection], T]) -> Pending[T]:
+        """``fn(conn)`` queued for the group writer's next group; without one, committed
+        now in a transaction of its own."""
         if self.writer is not None:
-            return self.writer.run(fn)
+            return self.writer.run_later(fn)
         with self.engine.begin() as conn:
-            return fn(conn)
+            return Pending.settled(fn(conn))
 
     def get(self, job_id: str) -> Job:
         with self.engine.connect() as conn:
@@ -418,6 +455,37 @@ class JobStore:
         Returns the job as written, or None if it was in none of the ``expected`` states
         (another process finished, cancelled or failed it first): then nothing changed.
         """
+        return self._write(
+            self.finish_write(
+                job_id,
+                state,
+                rule=rule,
+                message=message,
+                meta=meta,
+                receipt=receipt,
+                result=result,
+                review_datasets=review_datasets,
+                ttl_s=ttl_s,
+                expected=expected,
+            )
+        )
+
+    def finish_write(
+        self,
+        job_id: str,
+        state: JobState,
+        *,
+        rule: str | None = None,
+        message: str | None = None,
+        meta: dict[str, Any] | None = None,
+        receipt: dict[str, Any] | None = None,
+        result: StoredResult | None = None,
+        review_datasets: Sequence[str] = (),
+        ttl_s: float | None = None,
+        expected: Sequence[JobState] = (JobState.RUNNING,),
+    ) -> Callable[[Connection], Job | None]:
+        """:meth:`finish` as a function of a connection, for a caller that writes it in a
+        transaction of its own (with the release it stores: one transaction)."""
         now = _now()
         expires = None if result is None or ttl_s is None else now + timedelta(seconds=ttl_s)
         values: dict[str, Any] = {
@@ -455,7 +523,7 @@ class JobStore:
                 conn.execute(sa.insert(job_results).values(**stored))
             return done
 
-        return self._write(write)
+        return write
 
     def begin_release(self, job_id: str, runner: str | None) -> bool:
         """A fully approved job is being released: ``running`` (on ``runner``) meanwhile."""

@@ -506,15 +506,27 @@ class QueryService:
         client: str | None = None,
         authorized: Authorized | None = None,
         epsilon: float | None = None,
+        with_release: Callable[[sa.Connection, QueryResult], None] | None = None,
     ) -> QueryResult | Held:
         """As :meth:`run`; under a grant that requires review, compute and hold, don't release.
 
         ``authorized``: what :meth:`check` returned for this very query moments ago (a job
         run at once in the process that accepted it), to skip parsing and checking again.
         ``epsilon``: the ε the job was submitted with (checked again when it runs).
+        ``with_release``: the caller's own record of a release (a job's end), written in
+        the very transaction that stores it (its usage and cached copy): both or neither.
+        Not called for a result held for review or answered from the release cache.
         """
         return self._run(
-            actor, sql, purpose, request_id, client, hold=True, auth=authorized, epsilon=epsilon
+            actor,
+            sql,
+            purpose,
+            request_id,
+            client,
+            hold=True,
+            auth=authorized,
+            epsilon=epsilon,
+            with_release=with_release,
         )
 
     def check(
@@ -611,6 +623,7 @@ class QueryService:
         hold: bool,
         auth: Authorized | None = None,
         epsilon: float | None = None,
+        with_release: Callable[[sa.Connection, QueryResult], None] | None = None,
     ) -> QueryResult | Held:
         rid = request_id or uuid.uuid4().hex
         started = time.perf_counter()
@@ -667,7 +680,9 @@ class QueryService:
             if auth.decision.review_required:
                 self._meter(auth, cpu_ms)  # now: a rejected result is never released
                 return self._hold(actor, rid, client, auth, key, released, cpu_ms, started)
-            return self._commit(actor, rid, client, auth, key, released, cpu_ms, started)
+            return self._commit(
+                actor, rid, client, auth, key, released, cpu_ms, started, also=with_release
+            )
         except SandboxError as exc:
             extra = {} if charged is None else {"epsilon_spent": charged}
             self.record_refusal(actor, rid, client, sql, exc, started, extra=extra)
@@ -873,6 +888,7 @@ class QueryService:
         started: float,
         *,
         extra: dict[str, Any] | None = None,
+        also: Callable[[sa.Connection, QueryResult], None] | None = None,
     ) -> QueryResult:
         now = datetime.now(UTC)
         prepared, decision = auth.prepared, auth.decision
@@ -940,6 +956,11 @@ class QueryService:
         sealed = seal_blob(
             self.platform.data_keys, sink.getvalue().to_pybytes(), f"release_cache:{key}"
         )
+        result = QueryResult(
+            released.table,
+            {**meta, "cached": False, "audit_entry_hash": entry.entry_hash.hex()},
+            receipt,
+        )
 
         def write(conn: sa.Connection) -> None:
             # ε, the query and its rows were charged before it ran (:meth:`_charge`).
@@ -956,13 +977,11 @@ class QueryService:
                 meta=meta,
                 receipt=receipt,
             )
+            if also is not None:
+                also(conn, result)
 
         self.platform.control_writer.run(write)
-        return QueryResult(
-            released.table,
-            {**meta, "cached": False, "audit_entry_hash": entry.entry_hash.hex()},
-            receipt,
-        )
+        return result
 
 
 def _insert_ignore(conn: sa.Connection, table: sa.Table, **values: Any) -> None:

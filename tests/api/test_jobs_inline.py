@@ -1,7 +1,8 @@
 """A small synchronous job runs in the request's thread, created already claimed.
 
 ``JobDesk.submit(inline=True)`` writes the job ``running`` on this process's runner in
-its first write and finishes it in one more; nothing is read back.  It stays a job like
+the transaction of the run's charge and finishes it in the one that stores its release:
+two control-plane transactions in all; nothing is read back.  It stays a job like
 any other: the same audit entries as a queued job run by a worker, cancellable while it
 runs, and an orphan failed by the next runner (``job.interrupted``, audited) if its
 server dies before finishing it.
@@ -70,8 +71,11 @@ def test_an_inline_job_is_written_once_claimed_and_audited_as_a_queued_one(
                 wait_s=None if inline else 30.0,
             )
 
+        groups = services.platform.control_writer.groups
         inline = submit(1, inline=True)
         assert inline.state in (JobState.SUCCEEDED, JobState.AWAITING_REVIEW)
+        # Created with the charge, ended with the release (or its hold): two transactions.
+        assert services.platform.control_writer.groups == groups + 2
         # What the desk returned is what the store holds (built from the writes).
         assert inline == store.get(inline.id)
         # Claimed in the insert that created it: by this process's runner, never queued.

@@ -123,6 +123,42 @@ def test_a_failing_call_is_rolled_back_alone(engine: Engine) -> None:
     assert stored(engine) == {1: 10, 2: 20}  # k=7 of the failed call is gone
 
 
+def test_a_failing_call_alone_in_its_group_is_rolled_back(engine: Engine) -> None:
+    """No savepoint when a call is alone: its transaction is rolled back in its stead,
+    with the same outcome (its exception as raised, nothing of it written), and the
+    writer goes on."""
+    writer = ControlWriter(engine)
+    try:
+        writer.run(insert(1))
+
+        def half_then_fail(conn: Connection) -> None:
+            conn.execute(sa.insert(rows).values(k=7, v=70))
+            conn.execute(sa.insert(rows).values(k=1, v=0))  # duplicate key
+
+        groups = writer.groups
+        with pytest.raises(sa.exc.IntegrityError):
+            writer.run(half_then_fail)
+        assert writer.groups == groups + 1
+        assert stored(engine) == {1: 10}  # k=7 is gone
+        assert writer.run(insert(2)) == 2
+        assert stored(engine) == {1: 10, 2: 20}
+    finally:
+        writer.close()
+
+
+def test_a_failed_transaction_statement_raises_as_sqlalchemy_would(engine: Engine) -> None:
+    """BEGIN, SAVEPOINT and COMMIT go straight to the driver; their errors still reach
+    the caller as SQLAlchemy's exception classes (what the error mapping knows)."""
+    writer = ControlWriter(engine)
+    writer._begin = "BEGIN NOT A STATEMENT"
+    try:
+        with pytest.raises(sa.exc.DBAPIError):
+            writer.run(insert(1))
+        assert stored(engine) == {}
+    finally:
+        writer.close()
+
+
 def test_concurrent_callers_are_grouped_and_nothing_is_lost(engine: Engine) -> None:
     writer = ControlWriter(engine)
     errors: list[BaseException] = []

@@ -402,3 +402,41 @@ def test_a_cached_answer_has_its_own_audit_entry(deployment) -> None:
         entry.details["normalized_sql"]
         == entry_by_hash(platform, first.meta["audit_entry_hash"]).details["normalized_sql"]
     )
+
+
+def test_the_callers_record_of_a_release_commits_with_it_or_not_at_all(tmp_path) -> None:
+    """``run_job(with_release=...)``: the caller's write (a job's end) runs in the
+    transaction that stores the release; if it fails, the release's cached copy is not
+    stored either, and the same query runs again rather than being answered from it."""
+    platform, tokens = build_deployment(tmp_path / "home")  # a budget of its own
+    service = QueryService(platform)
+    insurer = platform.authority.authenticate(tokens["op-insurer"])
+    sql = (
+        "SELECT gender, count(*) AS n FROM health.claims "
+        "WHERE age >= 70 AND district IS NOT NULL GROUP BY 1"
+    )
+    written = []
+
+    class Refused(Exception):
+        pass
+
+    def fail(conn, result) -> None:
+        written.append(result.meta["result_sha256"])
+        raise Refused("the caller's write failed")
+
+    groups = platform.control_writer.groups
+    with pytest.raises(Refused):
+        service.run_job(insurer, sql, with_release=fail)
+    assert len(written) == 1
+    # The charge, then the release with the caller's write: two transactions.
+    assert platform.control_writer.groups == groups + 2
+
+    def record(conn, result) -> None:
+        written.append(result.meta["cached"])
+
+    again = service.run_job(insurer, sql, with_release=record)
+    assert written[1:] == [False]  # computed again: nothing was cached by the failed one
+    repeat = service.run_job(insurer, sql, with_release=record)
+    assert repeat.meta["cached"] and written[1:] == [False]  # not called for a cached answer
+    assert repeat.table.equals(again.table)
+    platform.close()
