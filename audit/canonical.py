@@ -17,7 +17,8 @@ holding either takes the rfc8785 path; a float such as ``0.25``, whose Python ``
 is already its RFC 8785 form (rfc8785 itself starts from ``repr``), does not.
 Writing works the same way (:func:`dumps_canonical`): a walk over the value decides
 whether it is plain (exact built-in types, no such float or name, integers within
-+-(2**53 - 1)); plain values take the C encoder, the rest :mod:`rfc8785`.  A
++-(2**53 - 1)); plain values take orjson (which writes them as the C encoder does,
+faster), the rest :mod:`rfc8785`.  A
 hypothesis property checks both give the same bytes.
 
 Verifiers read every entry of a log, so reading has a quicker first try,
@@ -163,16 +164,24 @@ def _plain(value: Any) -> bool:
     return True
 
 
-def dumps_plain(value: Any) -> bytes | None:
-    """The canonical bytes of ``value`` from the C encoder, or None if it is not plain.
+# Sorted keys at every level; an integer beyond 64 bits raises rather than being written.
+_PLAIN = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
 
-    Plain values (almost every audit entry's) are written by the C encoder exactly
-    as RFC 8785 writes them, about five times faster than :mod:`rfc8785`.
+
+def dumps_plain(value: Any) -> bytes | None:
+    """The canonical bytes of ``value`` from orjson, or None if it is not plain.
+
+    Plain values (almost every audit entry's) are written by orjson exactly as by the
+    C ``json`` encoder above and so as RFC 8785 writes them (the same shortest float
+    digits as ``repr``, the same minimal escapes, names sorted by code point), about
+    ten times faster than the C encoder and fifty than :mod:`rfc8785`: appends
+    canonicalize every entry's details in the caller's thread.  A hypothesis property
+    checks all three agree.
     """
     if _plain(value):
         try:
-            return _ENCODE_ACYCLIC(value).encode("utf-8")
-        except UnicodeEncodeError:
+            return orjson.dumps(value, option=_PLAIN)
+        except orjson.JSONEncodeError:
             pass  # a lone surrogate: rfc8785 says why it has no form
     return None
 

@@ -118,6 +118,7 @@ class AuditTrail:
         Raises :class:`InvalidEntry` for unacceptable fields and
         :class:`StoreUnavailable` if it could not be recorded.
         """
+        started = time.perf_counter()
         draft = EntryDraft(
             actor=actor,
             role=role,
@@ -130,7 +131,11 @@ class AuditTrail:
             dataset=dataset,
             details=details or {},
         )
-        return self.append_many([draft])[0]
+        prepared = draft.prepare()
+        receipt = self._with_writer(lambda w: w.submit_one(draft, prepared)).result()
+        if self.append_observers:
+            self._observe(time.perf_counter() - started)
+        return receipt
 
     def append_many(self, drafts: Sequence[EntryDraft]) -> list[Receipt]:
         """Record several events (consecutive unless other appends interleave)."""
@@ -139,13 +144,15 @@ class AuditTrail:
         futures = self._with_writer(lambda w: w.submit(prepared))
         receipts = [future.result() for future in futures]
         if self.append_observers:
-            elapsed = time.perf_counter() - started
-            for observe in self.append_observers:
-                try:
-                    observe(elapsed)
-                except Exception:  # a metric must never fail a durable append
-                    pass
+            self._observe(time.perf_counter() - started)
         return receipts
+
+    def _observe(self, elapsed: float) -> None:
+        for observe in self.append_observers:
+            try:
+                observe(elapsed)
+            except Exception:  # a metric must never fail a durable append
+                pass
 
     def import_entries(self, drafts: Sequence[EntryDraft]) -> int:
         """Bulk-record events without receipts (migrations, benchmarks); returns the new size.

@@ -76,14 +76,14 @@ class Pending(Generic[_T]):
         return self._value
 
 
-@dataclass
+@dataclass(slots=True)
 class _Append:
     draft: EntryDraft
     prepared: Prepared
     future: Pending[Receipt]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Sign:
     future: Pending[TreeHead]
 
@@ -129,10 +129,21 @@ class GroupCommitWriter:
         put = self._queue.put
         for request in requests:
             put(request)
+        self._ring_if_wanted()
+        return [r.future for r in requests]
+
+    def submit_one(self, draft: EntryDraft, prepared: Prepared) -> Pending[Receipt]:
+        """:meth:`submit` of one draft, without its lists (the common append)."""
+        future: Pending[Receipt] = Pending()
+        self._queue.put(_Append(draft, prepared, future))
+        self._ring_if_wanted()
+        return future
+
+    def _ring_if_wanted(self) -> None:
+        """Ring once the queue holds what the gathering writer waits for (see _gather)."""
         want = self._want
         if want and self._queue.qsize() >= want:
             self._ring()
-        return [r.future for r in requests]
 
     def sign(self) -> Pending[TreeHead]:
         request = _Sign(Pending())

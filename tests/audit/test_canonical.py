@@ -178,3 +178,23 @@ def test_dumps_canonical_leaves_unusual_values_to_rfc8785() -> None:
 def test_the_encoder_built_once_writes_what_json_encoder_writes(value: Any) -> None:
     # _ENCODE_ACYCLIC is the C encoder built once without cycle markers: same bytes.
     assert _ENCODE_ACYCLIC(value) == _ENCODE(value)
+
+
+@given(wide)
+def test_dumps_plain_writes_what_the_c_encoder_writes(value: Any) -> None:
+    """orjson (the writer of plain values) agrees byte for byte with the C ``json`` encoder."""
+    data = dumps_plain(value)
+    if data is not None:
+        assert data == _ENCODE_ACYCLIC(value).encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "".join(map(chr, range(0x800))) + "\u2028\u2029\ud7ff\ue000\ufeff\uffff",
+        [0.1, 1e-4, 123456789012345.6, 9007199254740991, -9007199254740991, 0.30000000000000004],
+        {"é": 1, "e\u0301": 2, "z": 3, "Z": 4, "a\x00": 5, "\x7f": 6, "\uffff": 7},
+    ],
+)
+def test_dumps_plain_on_escapes_floats_and_name_order(value: Any) -> None:
+    assert dumps_plain(value) == _ENCODE_ACYCLIC(value).encode("utf-8") == rfc8785.dumps(value)

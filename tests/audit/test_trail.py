@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from audit import (
     AuditTrail,
+    EntryDraft,
     EntryFilter,
     InvalidEntry,
     InvalidQuery,
@@ -211,3 +212,18 @@ def test_sqlite_runs_wal_with_full_sync(sqlite_url: str, keyring: KeyRing) -> No
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
+
+
+def test_append_observers_see_each_durable_append_and_cannot_fail_it(trail: AuditTrail) -> None:
+    seen: list[float] = []
+
+    def broken(_elapsed: float) -> None:
+        raise RuntimeError("a broken metric")
+
+    trail.append_observers.extend([seen.append, broken])
+    first = record(trail, 0)  # one append: the single-entry path
+    draft = EntryDraft(actor="a", role="r", action="x", target="t", decision="allow", rule="r")
+    batch = trail.append_many([draft, draft])
+    assert [first.seq] + [r.seq for r in batch] == [0, 1, 2]
+    assert len(seen) == 2 and all(elapsed > 0 for elapsed in seen)
+    assert trail.size() == 3
