@@ -22,7 +22,10 @@ lock is taken once per group (``BEGIN IMMEDIATE``), one fsync pays for the group
 waiting caller is woken by a Python lock the moment the commit before it ends.  There is
 no writer thread: handing each write to one cost a GIL hand-off each way, and measured
 slower (36-39 against 44-50 small queries a second, the same run, interleaved).
-Other processes still meet the lock as before (the busy timeout applies to the writer).
+Across processes, each group's transaction holds a lock file's ``flock``
+(:mod:`sandbox.core.writer_lock`): the next process's writer wakes the moment it is free rather
+than sleeping in SQLite's busy handler.  Writers that do not take it meet SQLite's lock
+as before (the busy timeout applies).
 
 The transaction is written out (``BEGIN`` … ``SAVEPOINT`` … ``COMMIT``) on a connection in
 the driver's autocommit mode, so the driver opens and ends nothing by itself (pysqlite's
@@ -35,11 +38,15 @@ call :meth:`run` itself.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+
+from sandbox.core.db import BUSY_TIMEOUT_S
+from sandbox.core.writer_lock import LockTimeout, WriterLock
 
 __all__ = ["ControlWriter", "Pending"]
 
@@ -91,6 +98,10 @@ class ControlWriter:
         self._commit_lock = threading.Lock()
         self._in_group = threading.local()
         self._closed = False
+        # Across processes: the next writer wakes when the lock is free (writer_lock).
+        self._lock = WriterLock.beside(
+            engine.dialect.name, engine.url.database, timeout_s=BUSY_TIMEOUT_S
+        )
         self.groups = 0
         """Transactions committed or attempted (for tests and the bench)."""
 
@@ -147,12 +158,14 @@ class ControlWriter:
         """Refuse new calls; the ones under way finish (safe to call twice)."""
         with self._waiting_lock:
             self._closed = True
+        with self._commit_lock:
+            self._lock.close()
 
     def _commit(self, group: list[Pending[Any]]) -> None:
         self.groups += 1
         outcomes: list[tuple[Any, BaseException | None]] = []
         try:
-            with self._engine.connect() as conn:
+            with _held(self._lock), self._engine.connect() as conn:
                 _driver_sql(conn, self._begin)
                 try:
                     if len(group) == 1:
@@ -168,6 +181,17 @@ class ControlWriter:
             outcomes = [(None, exc)] * len(group)
         for call, (value, error) in zip(group, outcomes, strict=True):
             call.value, call.error, call.done = value, error, True
+
+
+@contextmanager
+def _held(lock: WriterLock) -> Iterator[None]:
+    """The writer lock for a group; a timeout is the database being locked (as SQLite's
+    own busy timeout would report it: the control plane is unavailable)."""
+    try:
+        with lock.held():
+            yield
+    except LockTimeout as exc:
+        raise sa.exc.OperationalError("BEGIN", None, exc) from exc
 
 
 def _driver_sql(conn: Connection, statement: str) -> None:

@@ -104,12 +104,17 @@ release_cache = sa.Table(
 query again returns the same noisy answer and spends no budget."""
 
 
+BUSY_TIMEOUT_S = 10.0
+"""How long a control-plane write waits for another writer (SQLite's busy timeout, and
+the group writer's cross-process lock: ``sandbox.core.writer_lock``)."""
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
     cursor.close()
 
 

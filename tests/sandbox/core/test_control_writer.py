@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from sandbox.core.control_writer import ControlWriter
 from sandbox.core.db import open_control_db
+from tests.locks import holding, in_thread, release
 
 _meta = sa.MetaData()
 rows = sa.Table(
@@ -245,3 +246,45 @@ def test_closed_writer_refuses_and_a_call_cannot_queue_another(engine: Engine) -
 def test_group_size_must_be_positive(engine: Engine) -> None:
     with pytest.raises(ValueError, match="at least 1"):
         ControlWriter(engine, max_group=0)
+
+
+def test_a_group_waits_for_another_process_holding_the_writer_lock(tmp_path: Path) -> None:
+    """Across processes the writer takes the database's writer lock (sandbox.core.writer_lock)
+    before its transaction: it waits, woken when the other process lets go."""
+    database = tmp_path / "control.db"
+    engine = open_control_db(f"sqlite:///{database}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (k INTEGER PRIMARY KEY)")
+    writer = ControlWriter(engine)
+    with holding() as hold:
+        proc = hold(database)
+        thread, done = in_thread(
+            lambda: writer.run(lambda conn: conn.execute(sa.text("INSERT INTO t VALUES (1)")))
+        )
+        assert not done.wait(0.3)  # the group waits for the other process's writer
+        release(proc)
+        assert done.wait(10)
+        thread.join(10)
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar() == 1
+        writer.close()
+        engine.dispose()
+
+
+def test_a_writer_lock_held_too_long_fails_the_group_as_a_locked_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process stuck holding the lock: after the busy timeout the group fails as
+    SQLite's own busy timeout fails it (OperationalError: the API answers 503)."""
+    monkeypatch.setattr("sandbox.core.control_writer.BUSY_TIMEOUT_S", 0.2)
+    database = tmp_path / "control.db"
+    engine = _engine(f"sqlite:///{database}")
+    writer = ControlWriter(engine)
+    with holding() as hold:
+        hold(database)
+        with pytest.raises(sa.exc.OperationalError):
+            writer.run(insert(1))
+    assert writer.run(insert(2)) == 2  # the holder is gone: the writer goes on
+    assert stored(engine) == {2: 20}
+    writer.close()
+    engine.dispose()
