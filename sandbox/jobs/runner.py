@@ -323,7 +323,7 @@ class JobRunner:
         ended: list[Job | None] = []  # the job's end, if written with its release
 
         def with_release(conn: Connection, outcome: QueryResult) -> None:
-            ended.append(self.store.finish_write(job.id, **_released(job, outcome, ttl))(conn))
+            ended.append(self.store.finish(job.id, conn=conn, **_released(job, outcome, ttl)))
 
         try:
             actor = hint.actor if hint is not None else self._run_as(job)

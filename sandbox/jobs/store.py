@@ -178,36 +178,15 @@ class JobStore:
 
     # -- jobs ------------------------------------------------------------------------------
 
-    def create(
-        self,
-        *,
-        operator: str,
-        sql: str,
-        purpose: str | None,
-        fmt: str,
-        client: str | None,
-        token_id: str | None = None,
-        datasets: Sequence[str] = (),
-        epsilon: float | None = None,
-        runner: str | None = None,
-    ) -> Job:
+    def create(self, **fields: Any) -> Job:
         """A new job, ``queued``; with ``runner``, already claimed by it (``running``).
 
         A job created claimed is never queued, so no other runner can take it; if its
         runner dies before finishing it, it is an orphan like any job that runner had
         claimed (:meth:`orphaned`).  Returns the job as written (nothing is read back).
+        ``fields``: those of :meth:`create_later`.
         """
-        job, written = self.create_later(
-            operator=operator,
-            sql=sql,
-            purpose=purpose,
-            fmt=fmt,
-            client=client,
-            token_id=token_id,
-            datasets=datasets,
-            epsilon=epsilon,
-            runner=runner,
-        )
+        job, written = self.create_later(**fields)
         written.wait()
         return job
 
@@ -224,7 +203,7 @@ class JobStore:
         epsilon: float | None = None,
         runner: str | None = None,
     ) -> tuple[Job, Pending[Any]]:
-        """As :meth:`create`, its write queued for the control-plane writer's next group
+        """:meth:`create`, its write queued for the control-plane writer's next group
         (the caller's next write commits it, at the latest); it is committed once
         ``wait()`` on it returns.  For a job its caller runs at once, whose own next
         write (its charge, or its end) follows: one transaction for both.
@@ -449,43 +428,14 @@ class JobStore:
         review_datasets: Sequence[str] = (),
         ttl_s: float | None = None,
         expected: Sequence[JobState] = (JobState.RUNNING,),
+        conn: Connection | None = None,
     ) -> Job | None:
-        """Move a job to its outcome and store its result, in one transaction.
+        """Move a job to its outcome and store its result, in one transaction: its own,
+        or ``conn``'s (a caller's, to write them with what it writes: a release).
 
         Returns the job as written, or None if it was in none of the ``expected`` states
         (another process finished, cancelled or failed it first): then nothing changed.
         """
-        return self._write(
-            self.finish_write(
-                job_id,
-                state,
-                rule=rule,
-                message=message,
-                meta=meta,
-                receipt=receipt,
-                result=result,
-                review_datasets=review_datasets,
-                ttl_s=ttl_s,
-                expected=expected,
-            )
-        )
-
-    def finish_write(
-        self,
-        job_id: str,
-        state: JobState,
-        *,
-        rule: str | None = None,
-        message: str | None = None,
-        meta: dict[str, Any] | None = None,
-        receipt: dict[str, Any] | None = None,
-        result: StoredResult | None = None,
-        review_datasets: Sequence[str] = (),
-        ttl_s: float | None = None,
-        expected: Sequence[JobState] = (JobState.RUNNING,),
-    ) -> Callable[[Connection], Job | None]:
-        """:meth:`finish` as a function of a connection, for a caller that writes it in a
-        transaction of its own (with the release it stores: one transaction)."""
         now = _now()
         expires = None if result is None or ttl_s is None else now + timedelta(seconds=ttl_s)
         values: dict[str, Any] = {
@@ -523,7 +473,7 @@ class JobStore:
                 conn.execute(sa.insert(job_results).values(**stored))
             return done
 
-        return write
+        return write(conn) if conn is not None else self._write(write)
 
     def begin_release(self, job_id: str, runner: str | None) -> bool:
         """A fully approved job is being released: ``running`` (on ``runner``) meanwhile."""
