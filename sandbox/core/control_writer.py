@@ -3,9 +3,9 @@
 A request's control-plane writes (its job row, its charge, its usage and cached release,
 its job's end) are functions of a connection handed to :meth:`ControlWriter.run`.  One
 caller at a time commits a group: it opens one write transaction, runs every function
-waiting at that moment (up to ``max_group``), each inside its own savepoint (a call alone
-in its group needs none: its transaction stands for it), commits once and only then
-settles them: a call returns after its group's commit (with SQLite's
+waiting at that moment (up to ``max_group``), each inside its own savepoint (on SQLite a
+call alone in its group needs none: its transaction stands for it), commits once and
+only then settles them: a call returns after its group's commit (with SQLite's
 ``synchronous=FULL``, after its fsync), so nothing acknowledged is lost.
 
 - A function that raises is rolled back to its savepoint alone; its caller gets the
@@ -48,40 +48,23 @@ from sqlalchemy.engine import Connection, Engine
 from sandbox.core.db import BUSY_TIMEOUT_S
 from sandbox.core.writer_lock import LockTimeout, WriterLock
 
-__all__ = ["ControlWriter", "Pending"]
+__all__ = ["ControlWriter"]
 
 T = TypeVar("T")
 
 _SAVEPOINT = "sbx_call"
 
 
-class Pending(Generic[T]):
+class _Call(Generic[T]):
     """One queued function and, once its group has committed, its outcome."""
 
-    __slots__ = ("_writer", "done", "error", "fn", "value")
+    __slots__ = ("done", "error", "fn", "value")
 
-    def __init__(self, fn: Callable[[Connection], T], writer: ControlWriter | None) -> None:
+    def __init__(self, fn: Callable[[Connection], T]) -> None:
         self.fn = fn
-        self._writer = writer
         self.done = False
         self.value: T | None = None
         self.error: BaseException | None = None
-
-    @classmethod
-    def settled(cls, value: T) -> Pending[T]:
-        """A write already committed (by a caller without a group writer)."""
-        pending: Pending[T] = cls(lambda conn: value, None)
-        pending.value, pending.done = value, True
-        return pending
-
-    def wait(self) -> T:
-        """Its value once its group has committed (committing a group if none has); its
-        exception if it failed or its group did."""
-        if self._writer is not None:
-            self._writer._settle(self)
-        if self.error is not None:
-            raise self.error
-        return self.value  # type: ignore[return-value]
 
 
 class ControlWriter:
@@ -92,8 +75,13 @@ class ControlWriter:
             raise ValueError(f"max_group must be at least 1, not {max_group}")
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._begin = "BEGIN IMMEDIATE" if engine.dialect.name == "sqlite" else "BEGIN"
+        # A call alone needs no savepoint where a failed statement leaves the transaction
+        # usable (SQLite).  PostgreSQL aborts it, and then answers COMMIT with a silent
+        # ROLLBACK: a call that caught the error would be told it committed.  Only a
+        # savepoint's RELEASE says so there.
+        self._alone_ok = engine.dialect.name == "sqlite"
         self._max_group = max_group
-        self._waiting: list[Pending[Any]] = []
+        self._waiting: list[_Call[Any]] = []
         self._waiting_lock = threading.Lock()
         self._commit_lock = threading.Lock()
         self._in_group = threading.local()
@@ -119,28 +107,13 @@ class ControlWriter:
         that arrive meanwhile wait on a lock (woken when it is free, never sleeping) and
         the first of them commits the next group.
         """
-        return self.run_later(fn).wait()
-
-    def run_later(self, fn: Callable[[Connection], T]) -> Pending[T]:
-        """Queue ``fn`` for the next group and return at once; ``wait()`` on the result.
-
-        It commits with the next group anyone commits (its caller's next :meth:`run`
-        among them: groups take calls in the order they were queued), so a request's
-        write that need not be durable before its next one costs no transaction of its
-        own.  Nothing is acknowledged until ``wait()`` returns.
-        """
         if getattr(self._in_group, "active", False):
             raise RuntimeError("a control-plane write function cannot queue another")
-        call: Pending[T] = Pending(fn, self)
+        call: _Call[T] = _Call(fn)
         with self._waiting_lock:
             if self._closed:
                 raise RuntimeError("the control-plane writer is closed")
             self._waiting.append(call)
-        return call
-
-    def _settle(self, call: Pending[Any]) -> None:
-        if getattr(self._in_group, "active", False):
-            raise RuntimeError("a control-plane write function cannot wait for another")
         while not call.done:
             with self._commit_lock:
                 if call.done:
@@ -153,6 +126,9 @@ class ControlWriter:
                     self._commit(group)
                 finally:
                     self._in_group.active = False
+        if call.error is not None:
+            raise call.error
+        return call.value  # type: ignore[return-value]
 
     def close(self) -> None:
         """Refuse new calls; the ones under way finish (safe to call twice)."""
@@ -161,14 +137,14 @@ class ControlWriter:
         with self._commit_lock:
             self._lock.close()
 
-    def _commit(self, group: list[Pending[Any]]) -> None:
+    def _commit(self, group: list[_Call[Any]]) -> None:
         self.groups += 1
         outcomes: list[tuple[Any, BaseException | None]] = []
         try:
             with _held(self._lock), self._engine.connect() as conn:
                 _driver_sql(conn, self._begin)
                 try:
-                    if len(group) == 1:
+                    if len(group) == 1 and self._alone_ok:
                         # Alone in its group: its transaction is its savepoint.
                         outcomes.append(_alone(conn, group[0].fn))
                     else:

@@ -16,7 +16,8 @@ rather than waiting forever on a stopped process.  A lock taken at once costs on
 system call; only a contended one waits, in a thread of its own (``flock`` has no
 timeout), which the caller leaves behind if it gives up.
 
-The lock is advisory.  A writer that does not take it (another program, the ``sqlite3``
+The lock is advisory.  A lock file that cannot be opened is logged once and gone
+without.  A writer that does not take it (another program, the ``sqlite3``
 shell, a write outside the group writer) meets SQLite's own lock, as before.
 Correctness never depends on it, only the wait does.  Nobody takes it while holding
 SQLite's write lock, so the two cannot deadlock.  There is none for PostgreSQL (its
@@ -25,6 +26,7 @@ lock waits are queued), in-memory or URI databases.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -37,6 +39,8 @@ except ImportError:  # not POSIX: SQLite's busy handler alone, as before
     fcntl = None  # type: ignore[assignment]
 
 __all__ = ["SUFFIX", "LockTimeout", "WriterLock"]
+
+log = logging.getLogger("sandbox.core.writer_lock")
 
 SUFFIX = "-writer.lock"
 
@@ -74,10 +78,10 @@ class WriterLock:
     @contextmanager
     def held(self) -> Iterator[None]:
         """Hold the lock for the block; :class:`LockTimeout` if it stays taken."""
-        if self.path is None:
+        fd = None if self.path is None else self._open()
+        if fd is None:
             yield
             return
-        fd = self._open()
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -122,13 +126,26 @@ class WriterLock:
             f"another process held the database's writer lock for over {self.timeout_s:g} s"
         )
 
-    def _open(self) -> int:
+    def _open(self) -> int | None:
         """This process's descriptor of the lock file (flock locks an open file
-        description: a child sharing its parent's would share its lock)."""
+        description: a child sharing its parent's would share its lock); None if the
+        file cannot be opened (another account's, a directory in its place ...): then
+        writes go without it, as before it existed, and the server log says so once."""
         with self._guard:
+            if self.path is None:
+                return None
             if self._fd is None or self._pid != os.getpid():
-                assert self.path is not None
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                try:
+                    self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                except OSError as exc:
+                    log.warning(
+                        "cannot open the writer lock %s (%s): writes wait in SQLite's busy "
+                        "handler instead",
+                        self.path,
+                        type(exc).__name__,
+                    )
+                    self.path = None
+                    return None
                 self._pid = os.getpid()
             return self._fd
 

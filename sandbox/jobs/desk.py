@@ -182,12 +182,11 @@ class JobDesk:
             actor, sql, purpose=purpose, request_id=rid, client=client, epsilon=epsilon
         )
         small = auth.cost is not None and auth.cost.rows_total <= limits.sync_inline_rows
-        # Run here: created already claimed by this process's runner (never queued; no
-        # runner yet, e.g. before start: queued).
+        # Run here (claimed by this process's runner, never queued): its row is written
+        # with its charge, and it ends with its release.  No runner yet (before start):
+        # queued, and written before anyone is told of it.
         here = self.runner.runner_id if inline and small else None
-        # Run here: its row is written with the run's first write (its charge: one
-        # transaction), and it ends in the transaction that stores its release.
-        job, created = self.store.create_later(
+        new = self.store.new(
             operator=actor.name,
             sql=sql,
             purpose=purpose,
@@ -199,8 +198,8 @@ class JobDesk:
             runner=here,
         )
         if here is not None:
-            return self.runner.run_inline(job, Hint(actor, auth), created)
-        created.wait()  # queued: durable before anyone is told of it
+            return self.runner.run_inline(new, Hint(actor, auth))
+        job = self.store.create_new(new)
         self.runner.notify(job.id, Hint(actor, auth))
         if wait_s:
             job = self.runner.wait(job.id, min(wait_s, limits.sync_wait_s))

@@ -31,11 +31,10 @@ import pyarrow as pa
 from sqlalchemy.engine import Connection
 
 from policies import Actor
-from sandbox.core.control_writer import Pending
 from sandbox.core.errors import SandboxError
 from sandbox.enclave.shared import JobSlot, job_slot
 from sandbox.jobs.acting import job_actor, token_details
-from sandbox.jobs.store import ACTIVE_STATES, Job, JobState, JobStore, StoredResult
+from sandbox.jobs.store import ACTIVE_STATES, Job, JobState, JobStore, NewJob, StoredResult
 from sandbox.platform import Platform
 from sandbox.query.service import Authorized, Held, QueryResult, QueryService
 
@@ -178,22 +177,17 @@ class JobRunner:
 
         return unwatch
 
-    def run_inline(self, job: Job, hint: Hint, created: Pending[Any] | None = None) -> Job:
-        """Run in this thread a job created claimed by this runner (``JobStore.create``
-        with ``runner=runner_id``); the job as it ended.
+    def run_inline(self, new: NewJob, hint: Hint) -> Job:
+        """Run in this thread a job made claimed by this runner (``JobStore.new`` with
+        ``runner=runner_id``) and not written yet; the job as it ended.
 
-        It is a job like any other from there: cancellable through its slot, an orphan
-        of this runner if the process dies, finished through the store's transitions.
-        ``created``: the job's own write, if it was queued (``JobStore.create_later``)
-        rather than committed: the run's first write commits it, and the job's end
-        waits for it.
+        Its row is written in the transaction of the run's charge (or, if the run ends
+        before one, with its end), so a job run at once makes two control-plane
+        transactions.  It is a job like any other from there: cancellable through its
+        slot, an orphan of this runner if the process dies, finished through the
+        store's transitions.
         """
-        try:
-            done = self._run(job, hint)
-        finally:
-            if created is not None:
-                created.wait()  # committed by the run's writes; raises if it failed
-        return done or self.store.get(job.id)
+        return self._run(new.job, hint, new=new) or self.store.get(new.job.id)
 
     def run_now(self, job_id: str) -> Job:
         """Run one queued job in the calling thread (the command line without a server)."""
@@ -228,13 +222,19 @@ class JobRunner:
         self.store.runners.forget(dead)
         return failed
 
-    def _interrupt(self, job: Job, reason: tuple[str, str], error: str | None = None) -> Job | None:
+    def _interrupt(
+        self,
+        job: Job,
+        reason: tuple[str, str],
+        error: str | None = None,
+        new: NewJob | None = None,
+    ) -> Job | None:
         """Fail the job with ``reason`` and audit it; ``error``: an exception's type name.
 
         The failed job, or None if it had already ended (nothing recorded then).
         """
         rule, message = reason
-        failed = self.store.finish(job.id, JobState.FAILED, rule=rule, message=message)
+        failed = self.store.finish(job.id, JobState.FAILED, rule=rule, message=message, new=new)
         if failed is None:
             return None
         details: dict[str, str | None] = {"reason": message, "job": job.id}
@@ -311,7 +311,7 @@ class JobRunner:
             )
             raise
 
-    def _run(self, job: Job, hint: Hint | None = None) -> Job | None:
+    def _run(self, job: Job, hint: Hint | None = None, new: NewJob | None = None) -> Job | None:
         """Run a job this runner claimed and store its outcome; the job as it ended
         (None: it ended elsewhere meanwhile, failed by a shutdown or another runner's
         recovery)."""
@@ -323,7 +323,9 @@ class JobRunner:
         ended: list[Job | None] = []  # the job's end, if written with its release
 
         def with_release(conn: Connection, outcome: QueryResult) -> None:
-            ended.append(self.store.finish(job.id, conn=conn, **_released(job, outcome, ttl)))
+            ended.append(
+                self.store.finish(job.id, conn=conn, new=new, **_released(job, outcome, ttl))
+            )
 
         try:
             actor = hint.actor if hint is not None else self._run_as(job)
@@ -336,6 +338,7 @@ class JobRunner:
                     client=job.client,
                     authorized=None if hint is None else hint.authorized,
                     epsilon=job.epsilon,
+                    with_charge=None if new is None else new.insert,
                     with_release=with_release,
                 )
         except SandboxError as exc:
@@ -348,12 +351,12 @@ class JobRunner:
                 refused = 400 <= exc.status < 500 and exc.status != 408
                 state = JobState.REFUSED if refused else JobState.FAILED
                 message = exc.message
-            done = self.store.finish(job.id, state, rule=rule, message=message)
+            done = self.store.finish(job.id, state, rule=rule, message=message, new=new)
         except Exception as exc:
             # A bug, not a refusal: failed and audited with the exception's type name only
             # (its text may quote a value); the traceback goes to the server log.
             log.exception("job %s failed", job.id)
-            done = self._interrupt(job, INTERNAL, error=type(exc).__name__)
+            done = self._interrupt(job, INTERNAL, error=type(exc).__name__, new=new)
         else:
             if isinstance(outcome, Held):
                 # Until approval the operator learns nothing data-dependent (not even the
@@ -373,11 +376,12 @@ class JobRunner:
                         outcome.cpu_ms,
                     ),
                     ttl_s=ttl,
+                    new=new,
                 )
             elif ended:  # written with the release, in its transaction
                 done = ended[0]
             else:  # answered from the release cache: nothing was written with it
-                done = self.store.finish(job.id, **_released(job, outcome, ttl))
+                done = self.store.finish(job.id, new=new, **_released(job, outcome, ttl))
         finally:
             with self._slots_lock:
                 self._slots.pop(job.id, None)

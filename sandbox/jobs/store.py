@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from sandbox.core.control_writer import ControlWriter, Pending
+from sandbox.core.control_writer import ControlWriter
 from sandbox.core.db import metadata
 from sandbox.core.errors import Conflict, NotFound
 from sandbox.core.keyring import Keyring
@@ -153,6 +153,22 @@ _WAITING = (
 )
 
 
+@dataclass(frozen=True)
+class NewJob:
+    """A job made but not yet written, and how to write its row."""
+
+    job: Job
+    values: dict[str, Any]
+
+    def insert(self, conn: Connection, *, if_missing: bool = False) -> None:
+        """Its row; ``if_missing``: unless it is there already."""
+        if if_missing:
+            exists = sa.select(jobs.c.id).where(jobs.c.id == self.job.id)
+            if conn.execute(exists).first() is not None:
+                return
+        conn.execute(sa.insert(jobs).values(**self.values))
+
+
 class JobStore:
     """Data access for jobs and results (SQLite or PostgreSQL); runners in ``.runners``."""
 
@@ -184,13 +200,16 @@ class JobStore:
         A job created claimed is never queued, so no other runner can take it; if its
         runner dies before finishing it, it is an orphan like any job that runner had
         claimed (:meth:`orphaned`).  Returns the job as written (nothing is read back).
-        ``fields``: those of :meth:`create_later`.
+        ``fields``: those of :meth:`new`.
         """
-        job, written = self.create_later(**fields)
-        written.wait()
-        return job
+        return self.create_new(self.new(**fields))
 
-    def create_later(
+    def create_new(self, new: NewJob) -> Job:
+        """Write a job :meth:`new` made, in a transaction of its own."""
+        self._write(new.insert)
+        return new.job
+
+    def new(
         self,
         *,
         operator: str,
@@ -202,12 +221,9 @@ class JobStore:
         datasets: Sequence[str] = (),
         epsilon: float | None = None,
         runner: str | None = None,
-    ) -> tuple[Job, Pending[Any]]:
-        """:meth:`create`, its write queued for the control-plane writer's next group
-        (the caller's next write commits it, at the latest); it is committed once
-        ``wait()`` on it returns.  For a job its caller runs at once, whose own next
-        write (its charge, or its end) follows: one transaction for both.
-        """
+    ) -> NewJob:
+        """A job not written yet: its caller writes its row in a transaction of its own
+        choosing (:meth:`create` writes it at once)."""
         now = to_rfc3339(_now())
         values: dict[str, Any] = {
             "id": "job_" + uuid.uuid4().hex[:24],
@@ -235,20 +251,14 @@ class JobStore:
             "version": 0,
             "epsilon": epsilon,
         }
-        written = self._write_later(lambda conn: conn.execute(sa.insert(jobs).values(**values)))
-        return Job.from_values(values), written
+        return NewJob(Job.from_values(values), values)
 
     def _write(self, fn: Callable[[Connection], T]) -> T:
         """``fn(conn)`` in a transaction: the group writer's if there is one."""
-        return self._write_later(fn).wait()
-
-    def _write_later(self, fn: Callable[[Connection], T]) -> Pending[T]:
-        """``fn(conn)`` queued for the group writer's next group; without one, committed
-        now in a transaction of its own."""
         if self.writer is not None:
-            return self.writer.run_later(fn)
+            return self.writer.run(fn)
         with self.engine.begin() as conn:
-            return Pending.settled(fn(conn))
+            return fn(conn)
 
     def get(self, job_id: str) -> Job:
         with self.engine.connect() as conn:
@@ -429,9 +439,12 @@ class JobStore:
         ttl_s: float | None = None,
         expected: Sequence[JobState] = (JobState.RUNNING,),
         conn: Connection | None = None,
+        new: NewJob | None = None,
     ) -> Job | None:
         """Move a job to its outcome and store its result, in one transaction: its own,
         or ``conn``'s (a caller's, to write them with what it writes: a release).
+        ``new``: the job as :meth:`new` made it, whose row is written first unless it
+        already was (a job run at once ends in one transaction however it ends).
 
         Returns the job as written, or None if it was in none of the ``expected`` states
         (another process finished, cancelled or failed it first): then nothing changed.
@@ -465,6 +478,8 @@ class JobStore:
             }
 
         def write(conn: Connection) -> Job | None:
+            if new is not None:
+                new.insert(conn, if_missing=True)
             done = self._transition(conn, job_id, expected, **values)
             if done is None:
                 return None

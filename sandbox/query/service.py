@@ -506,6 +506,7 @@ class QueryService:
         client: str | None = None,
         authorized: Authorized | None = None,
         epsilon: float | None = None,
+        with_charge: Callable[[sa.Connection], None] | None = None,
         with_release: Callable[[sa.Connection, QueryResult], None] | None = None,
     ) -> QueryResult | Held:
         """As :meth:`run`; under a grant that requires review, compute and hold, don't release.
@@ -513,9 +514,12 @@ class QueryService:
         ``authorized``: what :meth:`check` returned for this very query moments ago (a job
         run at once in the process that accepted it), to skip parsing and checking again.
         ``epsilon``: the ε the job was submitted with (checked again when it runs).
+        ``with_charge``: the caller's own write (a job's row) in the transaction of the
+        run's charge, committed before the run touches data: both or neither.
         ``with_release``: the caller's own record of a release (a job's end), written in
         the very transaction that stores it (its usage and cached copy): both or neither.
-        Not called for a result held for review or answered from the release cache.
+        Neither is called for what never gets that far (a refusal, an answer from the
+        release cache; a result held for review has no release).
         """
         return self._run(
             actor,
@@ -526,6 +530,7 @@ class QueryService:
             hold=True,
             auth=authorized,
             epsilon=epsilon,
+            with_charge=with_charge,
             with_release=with_release,
         )
 
@@ -623,6 +628,7 @@ class QueryService:
         hold: bool,
         auth: Authorized | None = None,
         epsilon: float | None = None,
+        with_charge: Callable[[sa.Connection], None] | None = None,
         with_release: Callable[[sa.Connection, QueryResult], None] | None = None,
     ) -> QueryResult | Held:
         rid = request_id or uuid.uuid4().hex
@@ -652,7 +658,7 @@ class QueryService:
                 return self._repeat(actor, rid, client, auth, cached, started)
             # Paid before it touches data: a run that fails (time, memory, cancellation)
             # costs what one that succeeds does, so failing is no free oracle.
-            charged = self._charge(auth, rid)
+            charged = self._charge(auth, rid, also=with_charge)
             # This thread's CPU clock, not the process's: the process's also counts other
             # operators' concurrent jobs, which an operator could read off its own usage.
             # DuckDB's helper threads are not counted (they serve every query at once).
@@ -688,23 +694,29 @@ class QueryService:
             self.record_refusal(actor, rid, client, sql, exc, started, extra=extra)
             raise
 
-    def _charge(self, auth: Authorized, rid: str) -> float:
+    def _charge(
+        self, auth: Authorized, rid: str, *, also: Callable[[sa.Connection], None] | None = None
+    ) -> float:
         """Spend the run's ε and count it (query, estimated rows, fees) before it runs.
 
         One transaction: if the budget cannot pay, nothing is counted and nothing runs.
         The run's outcome changes nothing here; only its CPU time is added afterwards.
-        Returns the ε spent.
+        ``also``: the caller's write, in the same transaction.  Returns the ε spent.
         """
         now = datetime.now(UTC)
         decision, epsilon = auth.decision, auth.prepared.epsilon
         rows = None if auth.cost is None else dict(auth.cost.rows)
+
         # Each budgeted grant's spend and its usage row (count, rows, fees, ε): one write,
         # committed with whatever other requests' writes are waiting (group commit).
-        self.platform.control_writer.run(
-            lambda conn: self.platform.authority.record_usage(
+        def write(conn: sa.Connection) -> None:
+            if also is not None:
+                also(conn)
+            self.platform.authority.record_usage(
                 decision, rows_scanned=rows, conn=conn, now=now, epsilon=epsilon, ref=rid
             )
-        )
+
+        self.platform.control_writer.run(write)
         return epsilon
 
     def _meter(self, auth: Authorized, cpu_ms: int) -> None:

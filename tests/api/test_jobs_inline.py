@@ -2,7 +2,8 @@
 
 ``JobDesk.submit(inline=True)`` writes the job ``running`` on this process's runner in
 the transaction of the run's charge and finishes it in the one that stores its release:
-two control-plane transactions in all; nothing is read back.  It stays a job like
+two control-plane transactions in all (one for an answer from the release cache, which
+charges nothing); nothing is read back.  It stays a job like
 any other: the same audit entries as a queued job run by a worker, cancellable while it
 runs, and an orphan failed by the next runner (``job.interrupted``, audited) if its
 server dies before finishing it.
@@ -71,16 +72,32 @@ def test_an_inline_job_is_written_once_claimed_and_audited_as_a_queued_one(
                 wait_s=None if inline else 30.0,
             )
 
-        groups = services.platform.control_writer.groups
+        writer = services.platform.control_writer
+        groups = writer.groups
         inline = submit(1, inline=True)
         assert inline.state in (JobState.SUCCEEDED, JobState.AWAITING_REVIEW)
         # Created with the charge, ended with the release (or its hold): two transactions.
-        assert services.platform.control_writer.groups == groups + 2
+        assert writer.groups == groups + 2
         # What the desk returned is what the store holds (built from the writes).
         assert inline == store.get(inline.id)
         # Claimed in the insert that created it: by this process's runner, never queued.
         assert inline.runner == services.runner.runner_id
         assert inline.started_at == inline.created_at
+        # A released (dp) query asked again is answered from the release cache: nothing
+        # is charged, so its row is written with its end, in one transaction.
+        insurer = services.platform.authority.authenticate(tokens["op-insurer"])
+        counts = "SELECT gender, count(*) AS n FROM health.claims GROUP BY 1"
+        first = desk.submit(
+            insurer, counts, purpose=None, fmt="json", rid="i1", client=None, inline=True
+        )
+        assert first.state is JobState.SUCCEEDED
+        groups = writer.groups
+        again = desk.submit(
+            insurer, counts, purpose=None, fmt="json", rid="i2", client=None, inline=True
+        )
+        assert again.state is JobState.SUCCEEDED and again == store.get(again.id)
+        assert again.meta is not None and again.meta["cached"]
+        assert writer.groups == groups + 1
         queued = submit(2, inline=False)
         assert queued.state is inline.state
         assert queued.started_at is not None and queued.started_at >= queued.created_at

@@ -288,3 +288,30 @@ def test_a_writer_lock_held_too_long_fails_the_group_as_a_locked_database(
     assert stored(engine) == {2: 20}
     writer.close()
     engine.dispose()
+
+
+def test_a_call_that_swallows_a_database_error_is_never_told_it_committed(
+    engine: Engine,
+) -> None:
+    """SQLite keeps the transaction after a failed statement: the call's other write
+    commits, as the call asked.  PostgreSQL aborts it and would answer COMMIT with a
+    silent ROLLBACK: there the call runs in a savepoint, whose RELEASE fails it."""
+    writer = ControlWriter(engine)
+
+    def swallow(conn: Connection) -> str:
+        conn.execute(sa.insert(rows).values(k=5, v=50))
+        try:
+            conn.execute(sa.insert(rows).values(k=5, v=0))  # duplicate key
+        except sa.exc.IntegrityError:
+            pass
+        return "ok"
+
+    try:
+        outcome: Any = writer.run(swallow)
+    except sa.exc.DBAPIError as exc:
+        outcome = exc
+    if outcome == "ok":
+        assert stored(engine) == {5: 50}
+    else:
+        assert engine.dialect.name == "postgresql" and stored(engine) == {}
+    writer.close()

@@ -115,3 +115,19 @@ def test_a_forked_child_opens_its_own_lock_file(tmp_path: Path) -> None:
     assert os.read(read, 1) == b"x"
     assert os.waitpid(pid, 0)[1] == 0
     lock.close()
+
+
+def test_a_lock_file_that_cannot_be_opened_is_gone_without(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Correctness never depends on the lock: writes go on (waiting in SQLite's busy
+    handler, as before the lock), and the log says why once."""
+    database = tmp_path / "control.db"
+    (tmp_path / ("control.db" + SUFFIX)).mkdir()  # something else in its place
+    lock = WriterLock.beside("sqlite", str(database))
+    with lock.held():
+        pass
+    with lock.held():
+        pass
+    assert not lock.active
+    assert len([r for r in caplog.records if "writer lock" in r.getMessage()]) == 1

@@ -440,3 +440,35 @@ def test_the_callers_record_of_a_release_commits_with_it_or_not_at_all(tmp_path)
     assert repeat.meta["cached"] and written[1:] == [False]  # not called for a cached answer
     assert repeat.table.equals(again.table)
     platform.close()
+
+
+def test_the_callers_write_with_the_charge_commits_with_it_or_not_at_all(
+    tmp_path, monkeypatch
+) -> None:
+    """``run_job(with_charge=...)``: the caller's write (a job's row) runs in the very
+    function that spends the budget, so neither commits without the other."""
+    platform, tokens = build_deployment(tmp_path / "home")
+    service = QueryService(platform)
+    insurer = platform.authority.authenticate(tokens["op-insurer"])
+    sql = "SELECT gender, count(*) AS n FROM health.claims GROUP BY 1"
+    with platform.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE caller_rows (k INTEGER PRIMARY KEY)")
+
+    def row(conn) -> None:
+        conn.exec_driver_sql("INSERT INTO caller_rows VALUES (1)")
+
+    def count_rows() -> int:
+        with platform.engine.connect() as conn:
+            return conn.exec_driver_sql("SELECT count(*) FROM caller_rows").scalar_one()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the spend failed")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(platform.authority, "record_usage", broken)
+        with pytest.raises(RuntimeError):
+            service.run_job(insurer, sql, with_charge=row)
+    assert count_rows() == 0  # undone with the spend
+    service.run_job(insurer, sql, with_charge=row)
+    assert count_rows() == 1
+    platform.close()
