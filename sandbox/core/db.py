@@ -104,6 +104,15 @@ release_cache = sa.Table(
 query again returns the same noisy answer and spends no budget."""
 
 
+def insert_ignore(conn: sa.engine.Connection, table: sa.Table, **values: Any) -> None:
+    """Insert unless the key exists (the first writer's row stands), in one statement."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:  # the same insert().on_conflict_do_nothing() in both dialects
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    conn.execute(insert(table).values(**values).on_conflict_do_nothing())
+
+
 BUSY_TIMEOUT_S = 10.0
 """How long a control-plane write waits for another writer (SQLite's busy timeout, and
 the group writer's cross-process lock: ``sandbox.core.writer_lock``)."""

@@ -322,10 +322,10 @@ class JobRunner:
         ttl = self.result_ttl_s()
         ended: list[Job | None] = []  # the job's end, if written with its release
 
+        # A run that reaches its release (or its hold) committed its charge, and with it
+        # a new job's row: only the ends before a charge pass ``new`` to write the row.
         def with_release(conn: Connection, outcome: QueryResult) -> None:
-            ended.append(
-                self.store.finish(job.id, conn=conn, new=new, **_released(job, outcome, ttl))
-            )
+            ended.append(self.store.finish(job.id, conn=conn, **_released(job, outcome, ttl)))
 
         try:
             actor = hint.actor if hint is not None else self._run_as(job)
@@ -376,7 +376,6 @@ class JobRunner:
                         outcome.cpu_ms,
                     ),
                     ttl_s=ttl,
-                    new=new,
                 )
             elif ended:  # written with the release, in its transaction
                 done = ended[0]

@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from sandbox.core.control_writer import ControlWriter
-from sandbox.core.db import metadata
+from sandbox.core.db import insert_ignore, metadata
 from sandbox.core.errors import Conflict, NotFound
 from sandbox.core.keyring import Keyring
 from sandbox.core.sealed import open_blob, seal_blob
@@ -163,10 +163,9 @@ class NewJob:
     def insert(self, conn: Connection, *, if_missing: bool = False) -> None:
         """Its row; ``if_missing``: unless it is there already."""
         if if_missing:
-            exists = sa.select(jobs.c.id).where(jobs.c.id == self.job.id)
-            if conn.execute(exists).first() is not None:
-                return
-        conn.execute(sa.insert(jobs).values(**self.values))
+            insert_ignore(conn, jobs, **self.values)
+        else:
+            conn.execute(sa.insert(jobs).values(**self.values))
 
 
 class JobStore:

@@ -53,7 +53,7 @@ from policies import Actor, Decision, Grant
 from sandbox.core.access import DatasetAccess
 from sandbox.core.classification import Contribution, DatasetSpec
 from sandbox.core.data_controls import DatasetControls, load_controls
-from sandbox.core.db import release_cache
+from sandbox.core.db import insert_ignore, release_cache
 from sandbox.core.errors import (
     AuditUnavailable,
     BudgetExhausted,
@@ -979,7 +979,7 @@ class QueryService:
             self.platform.authority.record_usage(
                 decision, cpu_ms=cpu_ms, conn=conn, now=now, count=False
             )
-            _insert_ignore(
+            insert_ignore(
                 conn,
                 release_cache,
                 key=key,
@@ -994,15 +994,6 @@ class QueryService:
 
         self.platform.control_writer.run(write)
         return result
-
-
-def _insert_ignore(conn: sa.Connection, table: sa.Table, **values: Any) -> None:
-    """Insert unless the key exists (two identical queries racing keep the first release)."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:  # the same insert().on_conflict_do_nothing() in both dialects
-        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-    conn.execute(insert(table).values(**values).on_conflict_do_nothing())
 
 
 def _check_noised_or_reviewed(auth: Authorized) -> None:
