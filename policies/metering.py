@@ -213,13 +213,34 @@ def spend_budget(
     return state
 
 
+# Every query charged with ε runs these three, so they are built once: built per call (with
+# its cache key), the select cost ~125 µs of CPU against ~30 prebuilt, this UPDATE ~300
+# against ~25 (SQLite, measured for issue 15).
+_GRANT = sa.select(grants).where(grants.c.id == sa.bindparam("b_grant_id"))
+_TAKE = (
+    sa.update(grant_budgets)
+    .where(
+        grant_budgets.c.grant_id == sa.bindparam("b_grant_id"),
+        grant_budgets.c.spent + sa.bindparam("b_need")
+        <= sa.select(grants.c.epsilon_total)
+        .where(
+            grants.c.id == sa.bindparam("b_grant_id"),
+            grants.c.status == GrantStatus.ACTIVE.value,
+        )
+        .scalar_subquery(),
+    )
+    .values(spent=grant_budgets.c.spent + sa.bindparam("b_need"))
+)
+_LOG_SPEND = sa.insert(budget_spends)
+
+
 def _spend(
     conn: Connection, grant_id: str, need: int, epsilon: float, *, now: datetime, ref: str
 ) -> Grant:
     """Take ``need`` micro-ε from the grant's budget and log the spend (not the usage row)."""
     if need <= 0:
         raise InvalidInput("a spend must be a positive epsilon", rule="budget.epsilon")
-    row = conn.execute(sa.select(grants).where(grants.c.id == grant_id)).first()
+    row = conn.execute(_GRANT, {"b_grant_id": grant_id}).first()
     if row is None:
         raise NotFound(f"no grant {grant_id}", rule="grant.unknown")
     grant = Grant.from_row(row)
@@ -234,25 +255,14 @@ def _spend(
             f"epsilon above the per-query limit {grant.epsilon_per_query:g}",
             rule="budget.per_query",
         )
-    total = (
-        sa.select(grants.c.epsilon_total)
-        .where(grants.c.id == grant_id, grants.c.status == GrantStatus.ACTIVE.value)
-        .scalar_subquery()
-    )
-    changed = conn.execute(
-        sa.update(grant_budgets)
-        .where(grant_budgets.c.grant_id == grant_id, grant_budgets.c.spent + need <= total)
-        .values(spent=grant_budgets.c.spent + need)
-    )
+    changed = conn.execute(_TAKE, {"b_grant_id": grant_id, "b_need": need})
     if changed.rowcount != 1:
         raise BudgetExhausted(
             f"grant {grant_id}: privacy budget cannot pay epsilon {epsilon:g}",
             rule="budget.exhausted",
         )
     conn.execute(
-        sa.insert(budget_spends).values(
-            grant_id=grant_id, at=to_rfc3339(now), epsilon=need, ref=ref[:255]
-        )
+        _LOG_SPEND, {"grant_id": grant_id, "at": to_rfc3339(now), "epsilon": need, "ref": ref[:255]}
     )
     return grant
 
@@ -274,12 +284,16 @@ def spent_micro(conn: Connection, grant_ids: Iterable[str]) -> dict[str, int]:
     return {row.grant_id: int(row.spent) for row in conn.execute(_SPENT, {"ids": ids})}
 
 
+_BUDGET = (
+    sa.select(grants.c.epsilon_total, grants.c.epsilon_per_query, grant_budgets.c.spent)
+    .select_from(grants.join(grant_budgets, grant_budgets.c.grant_id == grants.c.id))
+    .where(grants.c.id == sa.bindparam("b_grant_id"))
+)
+
+
 def budget_state(conn: Connection, grant_id: str) -> BudgetState | None:
-    row = conn.execute(
-        sa.select(grants.c.epsilon_total, grants.c.epsilon_per_query, grant_budgets.c.spent)
-        .select_from(grants.join(grant_budgets, grant_budgets.c.grant_id == grants.c.id))
-        .where(grants.c.id == grant_id)
-    ).first()
+    """A grant's budget (None: it has none); prebuilt: read for each grant a listing shows."""
+    row = conn.execute(_BUDGET, {"b_grant_id": grant_id}).first()
     if row is None or row.epsilon_total is None:
         return None
     return BudgetState(

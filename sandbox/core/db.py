@@ -7,6 +7,7 @@ change survives a crash; PostgreSQL is used as is.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import sqlalchemy as sa
@@ -106,11 +107,21 @@ query again returns the same noisy answer and spends no budget."""
 
 def insert_ignore(conn: sa.engine.Connection, table: sa.Table, **values: Any) -> None:
     """Insert unless the key exists (the first writer's row stands), in one statement."""
-    if conn.dialect.name == "postgresql":
+    unknown = values.keys() - table.c.keys()
+    if unknown:  # as .values() would: a parameter that names no column is a bug
+        raise sa.exc.ArgumentError(f"no column {sorted(unknown)} in {table.name}")
+    conn.execute(_insert_ignore(conn.dialect.name, table), values)
+
+
+@functools.cache
+def _insert_ignore(dialect: str, table: sa.Table) -> sa.Insert:
+    """The statement, built once per dialect and table: the release cache's write runs it on
+    every query, and building it each time cost 162 µs against 22 (SQLite, CPU)."""
+    if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:  # the same insert().on_conflict_do_nothing() in both dialects
         from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-    conn.execute(insert(table).values(**values).on_conflict_do_nothing())
+    return insert(table).on_conflict_do_nothing()
 
 
 BUSY_TIMEOUT_S = 10.0

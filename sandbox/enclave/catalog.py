@@ -88,6 +88,15 @@ class DatasetRecord:
         }
 
 
+# Every query reads its datasets' rows and, before releasing, their versions: built once
+# (built per call, with its cache key, each cost ~115-165 µs of CPU against ~35-40 prebuilt;
+# SQLite, measured for issue 15).
+_GET = sa.select(datasets).where(datasets.c.id == sa.bindparam("b_id"))
+_VERSIONS = sa.select(datasets.c.id, datasets.c.version).where(
+    datasets.c.id.in_(sa.bindparam("b_ids", expanding=True))
+)
+
+
 class Catalog:
     """Read access to registered datasets in the control-plane database."""
 
@@ -114,16 +123,16 @@ class Catalog:
 
     def get(self, dataset_id: str) -> DatasetRecord:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(datasets).where(datasets.c.id == dataset_id)).first()
+            row = conn.execute(_GET, {"b_id": dataset_id}).first()
         if row is None:
             raise NotFound(f"dataset {dataset_id} is not registered", rule="catalog.unknown")
         return self._record(row)
 
     def current_versions(self, dataset_ids: builtins.list[str]) -> dict[str, int]:
         """Each registered dataset's current version (one read; unknown ones left out)."""
-        query = sa.select(datasets.c.id, datasets.c.version).where(datasets.c.id.in_(dataset_ids))
         with self.engine.connect() as conn:
-            return {row.id: int(row.version) for row in conn.execute(query)}
+            rows = conn.execute(_VERSIONS, {"b_ids": list(dataset_ids)})
+            return {row.id: int(row.version) for row in rows}
 
     def exists(self, dataset_id: str) -> bool:
         with self.engine.connect() as conn:
