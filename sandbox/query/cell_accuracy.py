@@ -91,13 +91,20 @@ def output_accuracy(prepared: Prepared) -> dict[str, dict[str, Any]] | None:
     return out
 
 
-def result_accuracy(prepared: Prepared, released: Released) -> dict[str, dict[str, Any]] | None:
+def result_accuracy(
+    prepared: Prepared,
+    released: Released,
+    database: duckdb.DuckDBPyConnection | None = None,
+) -> dict[str, dict[str, Any]] | None:
     """:func:`output_accuracy`, and for each average the half-width of every released cell.
 
     Computed from released (noisy) values only: the release SQL run again over the
     released statistics with each average's noisy sum and count beside it, so the rows
     line up with the released ones (same filter, order and limit); then
     :func:`ratio_half_width` per row (``None`` where the count is within its own noise).
+
+    ``database``: the release database to run it in (a cursor of it), as the release
+    itself does; None opens one for this call (about 16 ms: a service passes its own).
     """
     accuracy = output_accuracy(prepared)
     averages = {n: a for n, a in (accuracy or {}).items() if a.get("kind") == "average"}
@@ -114,15 +121,17 @@ def result_accuracy(prepared: Prepared, released: Released) -> dict[str, dict[st
             copy=False,
         )
         extra.append((name, f"__acc_s{i}", f"__acc_n{i}"))
-    base = release_database()
+    base = release_database() if database is None else database
+    con = base.cursor()
     try:
-        con = base.cursor()
         con.register(STATS_TABLE, released.stats)
-        rows = con.sql(select.sql(dialect="duckdb")).to_arrow_table().to_pylist()
+        rows = con.sql(select.sql(dialect="duckdb", copy=False)).to_arrow_table().to_pylist()
     except duckdb.Error:
         return accuracy  # no per-cell figures rather than a failed release
     finally:
-        base.close()
+        con.close()
+        if database is None:
+            base.close()
     for name, s, n in extra:
         entry = averages[name]
         entry["half_widths"] = [

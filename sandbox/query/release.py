@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
+from functools import cached_property
 
 import duckdb
 import pyarrow as pa
@@ -51,9 +52,10 @@ class Prepared:
     plan: Plan
     params: DisclosureParams
 
-    @property
-    def columns(self) -> list[StatColumn]:
-        return [StatColumn(**asdict(stat)) for stat in self.plan.stats]
+    @cached_property
+    def columns(self) -> tuple[StatColumn, ...]:
+        """The plan's statistics as disclosure reads them (read several times a run)."""
+        return tuple(StatColumn(**asdict(stat)) for stat in self.plan.stats)
 
     @property
     def epsilon(self) -> float:

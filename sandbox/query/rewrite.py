@@ -153,6 +153,19 @@ def _carry(scope: Scope, entity_key: str, carried: set[int]) -> None:
     scope.expression.append("expressions", exp.alias_(entity, "__sbx_e", quoted=True))
 
 
+def _written(sql: str) -> exp.Expr:
+    """A select-list item this module wrote as DuckDB SQL, kept as its text.
+
+    The per-cell statistics (clamps, caps, counts) are written here as text and only
+    ever written out again as a whole item (``<sql> AS "name"``, or ``<sql>`` that
+    already ends in its alias): ``exp.Var`` writes its text as it is.  Parsing them back
+    into trees only to write them again took about 60 µs each, a quarter of a small
+    query's plan (``bench/profile_small.py``).  Never for a part of a larger expression:
+    the text carries no precedence (the release side's means and variances are parsed).
+    """
+    return exp.Var(this=sql)
+
+
 class _Stats:
     def __init__(
         self,
@@ -226,9 +239,7 @@ class _Stats:
         }[kind]
         name = f"{prefix}{len(self.stats)}"
         self.seen[key] = name
-        self.inner.append(
-            exp.alias_(exp.maybe_parse(inner_sql, dialect="duckdb"), name, quoted=True)
-        )
+        self.inner.append(exp.alias_(_written(inner_sql), name, quoted=True))
         quoted = f'"{name}"'
         self.outer.append(f'{outer.format(quoted)} AS "{name}"')
         if self.direct is not None:
@@ -338,7 +349,7 @@ class _Stats:
         cell = self._present(sql, where, tag)
         order = f"hash(({sql})::VARCHAR, ({self.entity_sql})::VARCHAR)"
         inner = f"list_slice(list({bin_} ORDER BY {order}) FILTER (WHERE {keep}), 1, {cap})"
-        self.inner.append(exp.alias_(exp.maybe_parse(inner, dialect="duckdb"), column, quoted=True))
+        self.inner.append(exp.alias_(_written(inner), column, quoted=True))
         self.outer.append(f'list_aggregate(flatten(list("{column}")), \'histogram\') AS "{column}"')
         self.direct = None  # its sample is chosen per entity: two stages always
         self.stats.append(Stat(column, "quantile", lo, hi, cell=cell, q=q))
@@ -623,16 +634,25 @@ def build_plan(
     if total is not None and not (group_cols and bounds and bounds.max_groups_per_entity > 1):
         total = None  # one cell per entity, or one group: C ≤ T (release.with_total) holds it
     if total is not None:
-        cell_rows: exp.Expression = exp.maybe_parse(stats._cap_count("count(*)"))
+        cell_rows: exp.Expr = _written(stats._cap_count("count(*)"))
         inner.append("expressions", exp.alias_(cell_rows, CELL_ROWS, quoted=True))
-    inner_sql = inner.sql(dialect="duckdb") + " GROUP BY " + ", ".join([*group_cols, '"__sbx_e"'])
+    # ``inner`` and ``release`` are this plan's own trees (copies of the query's parts),
+    # written out without the generator's defensive copy of them: a deep copy of the
+    # per-cell SELECT with its clamping expressions was most of the plan's cost (about 1
+    # ms of 6 on a small query with an average).  A tree the generator rewrites as it
+    # writes (moving nested CTEs up) writes the same SQL again.
+    inner_sql = (
+        inner.sql(dialect="duckdb", copy=False)
+        + " GROUP BY "
+        + ", ".join([*group_cols, '"__sbx_e"'])
+    )
     ctes = []
     with_ = checked.root.args.get("with_")
     if with_ is not None:
         ctes = [cte.sql(dialect="duckdb") for cte in with_.expressions]
     plan = partial(
         Plan,
-        release_sql=release.sql(dialect="duckdb"),
+        release_sql=release.sql(dialect="duckdb", copy=False),
         keys=[f"__k{i}" for i in range(len(checked.keys))],
         output_names=names,
         primary=checked.primary,
@@ -644,8 +664,8 @@ def build_plan(
         # and each entity is in one group, so no cap can bind.  Same table, one pass.
         inner.set("expressions", inner.expressions[: len(checked.keys)])
         for direct in [f'count(*) AS "{ENTITIES}"', *stats.direct]:
-            inner.append("expressions", exp.maybe_parse(direct, dialect="duckdb"))
-        one = inner.sql(dialect="duckdb")
+            inner.append("expressions", _written(direct))
+        one = inner.sql(dialect="duckdb", copy=False)
         if group_cols:
             one += " GROUP BY " + ", ".join(group_cols)
             if bounds is not None:  # as below: groups under k never leave the enclave
@@ -699,7 +719,7 @@ def build_plan(
                 + [e.copy() for e in stats.per_entity()],
             )
             per = (
-                inner.sql(dialect="duckdb")
+                inner.sql(dialect="duckdb", copy=False)
                 + " GROUP BY "
                 + ", ".join([*group_cols, f'"{JOINED_ENTITY}"'])
             )

@@ -99,6 +99,10 @@ __all__ = ["Authorized", "Held", "QueryResult", "QueryService"]
 
 log = logging.getLogger("sandbox.query.service")
 
+#: The release cache's read, built once: it runs on every query (121 µs built per call,
+#: 29 prebuilt; SQLite, CPU).
+_CACHED = sa.select(release_cache).where(release_cache.c.key == sa.bindparam("b_key"))
+
 ACTION = "dataset.query"
 #: Groups computed in the enclave may exceed the released-row limit by this factor
 #: (small groups are suppressed before release); memory and time limits still apply.
@@ -881,7 +885,7 @@ class QueryService:
 
     def _cached(self, key: str) -> QueryResult | None:
         with self.platform.engine.connect() as conn:
-            row = conn.execute(sa.select(release_cache).where(release_cache.c.key == key)).first()
+            row = conn.execute(_CACHED, {"b_key": key}).first()
         if row is None:
             return None
         data = open_blob(self.platform.data_keys, bytes(row.result), f"release_cache:{key}")
@@ -912,7 +916,7 @@ class QueryService:
             "groups_suppressed": released.groups_suppressed,
             "k": prepared.params.k,
             "epsilon_spent": released.epsilon_spent,
-            "accuracy": result_accuracy(prepared, released),
+            "accuracy": result_accuracy(prepared, released, self._release_db),
             "epsilon_remaining": None
             if auth.remaining is None
             else max(0.0, auth.remaining - released.epsilon_spent),

@@ -29,6 +29,20 @@ SUM = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _forget_plans():
+    """Plans are remembered (``disclosure._noise_plan``); these tests change the weights,
+    so none is kept from before a test, nor after it (its patches undone)."""
+    disclosure._noise_plan.cache_clear()
+    yield
+    disclosure._noise_plan.cache_clear()
+
+
+def _reweigh(monkeypatch: pytest.MonkeyPatch, name: str, value: object) -> None:
+    monkeypatch.setattr(disclosure, name, value)
+    disclosure._noise_plan.cache_clear()
+
+
 def _plans(params: DisclosureParams, grouped: bool = True) -> dict[str, disclosure.NoisePlan]:
     return {p.column: p for p in noise_plan(SUM, params, grouped=grouped)}
 
@@ -43,7 +57,7 @@ ONE = DisclosureParams(k=10, epsilon=1.0, max_rows_per_entity=1, max_groups_per_
 def test_the_gate_takes_more_of_epsilon_and_lowers_the_threshold(monkeypatch) -> None:
     weighed = _plans(ONE)
     tau = _tau(ONE)
-    monkeypatch.setattr(disclosure, "_GATE_WEIGHT", 1.0)
+    _reweigh(monkeypatch, "_GATE_WEIGHT", 1.0)
     plain = _plans(ONE)
     assert weighed[ENTITIES].epsilon > plain[ENTITIES].epsilon * Fraction(5, 4)
     assert weighed["__s2"].epsilon < plain["__s2"].epsilon  # paid for by the outputs
@@ -62,7 +76,7 @@ def test_the_gate_takes_more_of_epsilon_and_lowers_the_threshold(monkeypatch) ->
 )
 def test_elsewhere_the_split_is_unchanged(monkeypatch, params, grouped) -> None:
     weighed = _plans(params, grouped)
-    monkeypatch.setattr(disclosure, "_GATE_WEIGHT", 1.0)
+    _reweigh(monkeypatch, "_GATE_WEIGHT", 1.0)
     assert weighed == _plans(params, grouped)
 
 
@@ -75,7 +89,7 @@ def test_row_counts_weigh_a_typical_entity_of_half_its_c_rows(monkeypatch) -> No
     nine = DisclosureParams(k=10, epsilon=1.0, max_rows_per_entity=9, max_groups_per_entity=4)
     shares = {p.column: p.epsilon for p in noise_plan(ROWS, nine)}
     one = {p.column: p.epsilon for p in noise_plan(SUM, ONE)}
-    monkeypatch.setattr(disclosure, "_row_share", lambda column, params: 1.0)
+    _reweigh(monkeypatch, "_row_share", lambda column, params: 1.0)
     before = {p.column: p.epsilon for p in noise_plan(ROWS, nine)}
     assert shares["__r1"] > before["__r1"] and shares[ENTITIES] < before[ENTITIES]
     assert one == {p.column: p.epsilon for p in noise_plan(SUM, ONE)}
