@@ -122,14 +122,16 @@ def result_accuracy(
         )
         extra.append((name, f"__acc_s{i}", f"__acc_n{i}"))
     base = release_database() if database is None else database
-    con = base.cursor()
+    con: duckdb.DuckDBPyConnection | None = None
     try:
+        con = base.cursor()
         con.register(STATS_TABLE, released.stats)
         rows = con.sql(select.sql(dialect="duckdb", copy=False)).to_arrow_table().to_pylist()
     except duckdb.Error:
         return accuracy  # no per-cell figures rather than a failed release
     finally:
-        con.close()
+        if con is not None:
+            con.close()
         if database is None:
             base.close()
     for name, s, n in extra:

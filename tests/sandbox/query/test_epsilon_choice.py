@@ -127,3 +127,33 @@ def test_a_job_runs_at_the_epsilon_it_was_submitted_with(deployment) -> None:  #
                 epsilon=3.0,
             )
         assert info.value.rule == "budget.epsilon_per_query"
+
+
+def test_the_intervals_come_from_the_release_database_given(deployment, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A service computes each average's per-cell intervals in its own release database
+    (opening one per query cost about 16 ms); the figures are those of a fresh database,
+    and a database that cannot serve them leaves them out rather than fail the release."""
+    import sandbox.query.service as service_module
+    from sandbox.query import cell_accuracy
+    from sandbox.query.release import release_database
+
+    platform, tokens = deployment
+    seen: list[tuple[object, object]] = []
+
+    def spy(prepared, released, database=None):  # type: ignore[no-untyped-def]
+        seen.append((prepared, released))
+        return cell_accuracy.result_accuracy(prepared, released, database)
+
+    monkeypatch.setattr(service_module, "result_accuracy", spy)
+    service = QueryService(platform)
+    insurer = platform.authority.authenticate(tokens["op-insurer"])
+    result = service.run(insurer, SQL + " ORDER BY 1 DESC", epsilon=0.5)
+    (prepared, released) = seen[-1]
+    own = cell_accuracy.result_accuracy(prepared, released)  # type: ignore[arg-type]
+    assert own is not None and result.meta["accuracy"] == own
+    assert len(own["mean"]["half_widths"]) == result.table.num_rows
+    closed = release_database()
+    closed.close()
+    without = cell_accuracy.result_accuracy(prepared, released, closed)  # type: ignore[arg-type]
+    assert without is not None and "half_widths" not in without["mean"]
+    assert without["mean"]["sum_half_width"] == own["mean"]["sum_half_width"]
