@@ -1,6 +1,6 @@
 """Where the small query's time goes, stage by stage, against raw DuckDB in the same run.
 
-Usage: python bench/profile_small.py [--scale 1] [--repeat 31] [--quick]
+Usage: python bench/profile_small.py [--scale 1] [--repeat 31] [--quick] [--average]
 
 Builds the demo home of ``bench/query_overhead.py`` (its two bench operators:
 ``bench-plain`` with ``reviewed`` grants, whose query is computed and held, and
@@ -36,6 +36,9 @@ from query_overhead import SMALL, setup
 import sandbox.query.release as release_module
 import sandbox.query.service as service_module
 from sandbox.query.service import QueryService
+
+#: ``--average``: the small query with an average (its per-cell intervals are computed too).
+SMALL_AVERAGE = SMALL.replace("count(*)", "count(*), avg(registered_capital)")
 
 STAGES = (
     "parse",
@@ -131,7 +134,11 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--repeat", type=int, default=31)
     parser.add_argument("--quick", action="store_true", help="scale 0.01, 5 runs (a smoke run)")
+    parser.add_argument(
+        "--average", action="store_true", help="the small query with an avg() beside its count"
+    )
     args = parser.parse_args()
+    small = SMALL_AVERAGE if args.average else SMALL
     if args.quick:
         args.scale, args.repeat = 0.01, 5
     with tempfile.TemporaryDirectory(prefix="profile-small-") as tmp:
@@ -143,28 +150,28 @@ def main() -> None:
 
         raw_times = []
         with platform.enclave.cursor() as cur:
-            cur.sql(SMALL).to_arrow_table()  # warm
+            cur.sql(small).to_arrow_table()  # warm
         for _ in range(args.repeat):
             t0 = time.perf_counter()
             with platform.enclave.cursor() as cur:
-                cur.sql(SMALL).to_arrow_table()
+                cur.sql(small).to_arrow_table()
             raw_times.append(time.perf_counter() - t0)
         raw = statistics.median(raw_times) * 1000
 
-        print(f"small query: {SMALL}")
+        print(f"small query: {small}")
         print(f"--scale {args.scale:g}, median of {args.repeat} runs per path, ms (p10-p90)")
         if missing:
             print(f"not instrumented (renamed?): {', '.join(missing)}")
         print(f"raw duckdb {raw:.2f} ms (p10-p90 {_spread(raw_times)})")
 
         def fresh() -> str:
-            return f"{SMALL} HAVING count(*) > -{next(counter)}"
+            return f"{small} HAVING count(*) > -{next(counter)}"
 
         for label, who, call, text in (
             ("reviewed (computed, held)", "bench-plain", service.run_job, fresh),
             ("dp (noised, released)", "bench-dp", service.run, fresh),
             # The same text again: analysis from the plan cache, rows from the release cache.
-            ("dp repeat (cached)", "bench-dp", service.run, lambda: SMALL),
+            ("dp repeat (cached)", "bench-dp", service.run, lambda: small),
         ):
             per_stage: dict[str, list[float]] = {s: [] for s in STAGES}
             totals = []

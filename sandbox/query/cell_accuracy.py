@@ -18,10 +18,10 @@ from typing import Any
 import duckdb
 from sqlglot import exp
 
+from sandbox.core.errors import EnclaveError
 from sandbox.query.accuracy import gaussian_half_width, laplace_half_width, ratio_half_width
 from sandbox.query.disclosure import NoisePlan, noise_plan
-from sandbox.query.release import Prepared, Released, release_database
-from sandbox.query.rewrite import STATS_TABLE
+from sandbox.query.release import Prepared, Released, over_released
 
 __all__ = ["output_accuracy", "result_accuracy"]
 
@@ -38,6 +38,15 @@ def _stats_in(node: exp.Expr) -> list[str]:
 
 def output_accuracy(prepared: Prepared) -> dict[str, dict[str, Any]] | None:
     """Per output name: mechanism and 95% half-width, or the ratio's parts (None: no ε)."""
+    return _output_accuracy(prepared, _release_select(prepared))
+
+
+def _release_select(prepared: Prepared) -> exp.Expr:
+    return exp.maybe_parse(prepared.plan.release_sql, dialect="duckdb")
+
+
+def _output_accuracy(prepared: Prepared, select: exp.Expr) -> dict[str, dict[str, Any]] | None:
+    """:func:`output_accuracy` of the release SELECT ``select`` (read, not changed)."""
     if not prepared.params.epsilon:
         return None
     plans = {
@@ -45,7 +54,6 @@ def output_accuracy(prepared: Prepared) -> dict[str, dict[str, Any]] | None:
         for p in noise_plan(prepared.columns, prepared.params, grouped=bool(prepared.plan.keys))
     }
     kinds = {c.name: c.kind for c in prepared.columns}
-    select: exp.Expr = exp.maybe_parse(prepared.plan.release_sql, dialect="duckdb")
     out: dict[str, dict[str, Any]] = {}
     expressions = select.expressions if isinstance(select, exp.Select) else []
     for name, node in zip(prepared.plan.output_names, expressions, strict=False):
@@ -106,11 +114,11 @@ def result_accuracy(
     ``database``: the release database to run it in (a cursor of it), as the release
     itself does; None opens one for this call (about 16 ms: a service passes its own).
     """
-    accuracy = output_accuracy(prepared)
+    select = _release_select(prepared)
+    accuracy = _output_accuracy(prepared, select)
     averages = {n: a for n, a in (accuracy or {}).items() if a.get("kind") == "average"}
     if not averages or released.stats is None:
         return accuracy
-    select: exp.Expr = exp.maybe_parse(prepared.plan.release_sql, dialect="duckdb")
     if not isinstance(select, exp.Select) or select.args.get("distinct"):
         return accuracy  # extra columns would change which rows are distinct
     extra: list[tuple[str, str, str]] = []
@@ -121,19 +129,11 @@ def result_accuracy(
             copy=False,
         )
         extra.append((name, f"__acc_s{i}", f"__acc_n{i}"))
-    base = release_database() if database is None else database
-    con: duckdb.DuckDBPyConnection | None = None
     try:
-        con = base.cursor()
-        con.register(STATS_TABLE, released.stats)
-        rows = con.sql(select.sql(dialect="duckdb", copy=False)).to_arrow_table().to_pylist()
-    except duckdb.Error:
+        sql = select.sql(dialect="duckdb", copy=False)
+        rows = over_released(released.stats, sql, database).to_pylist()
+    except EnclaveError:
         return accuracy  # no per-cell figures rather than a failed release
-    finally:
-        if con is not None:
-            con.close()
-        if database is None:
-            base.close()
     for name, s, n in extra:
         entry = averages[name]
         entry["half_widths"] = [

@@ -38,6 +38,7 @@ __all__ = [
     "PreparedWithTotals",
     "Released",
     "execute",
+    "over_released",
     "prepare",
     "release",
     "release_database",
@@ -255,7 +256,7 @@ def release(
     if columns is not None:  # outputs that are released statistics as they are
         table = released.select([c for c, _ in columns]).rename_columns([n for _, n in columns])
     else:
-        table = _outputs(released, prepared.plan.release_sql, database)
+        table = over_released(released, prepared.plan.release_sql, database)
     table = _round(table, prepared.params.round_digits)
     suppressed = disclosed.groups_suppressed
     if suppressed is not None:
@@ -264,12 +265,15 @@ def release(
     return Released(table, suppressed, spent, released)
 
 
-def _outputs(released: pa.Table, sql: str, database: duckdb.DuckDBPyConnection | None) -> pa.Table:
-    """The release SQL over the released stats, in the (locked, in-memory) release database."""
-    owned = database is None
+def over_released(
+    released: pa.Table, sql: str, database: duckdb.DuckDBPyConnection | None = None
+) -> pa.Table:
+    """``sql`` over the released stats (as ``STATS_TABLE``), in a cursor of the (locked,
+    in-memory) release ``database``; None opens one for this call (about 16 ms)."""
     base = release_database() if database is None else database
-    con = base.cursor()
+    con: duckdb.DuckDBPyConnection | None = None
     try:
+        con = base.cursor()
         con.register(STATS_TABLE, released)
         return con.sql(sql).to_arrow_table()
     except duckdb.Error as exc:
@@ -278,8 +282,9 @@ def _outputs(released: pa.Table, sql: str, database: duckdb.DuckDBPyConnection |
             rule="release.outputs",
         ) from None
     finally:
-        con.close()
-        if owned:
+        if con is not None:
+            con.close()
+        if database is None:
             base.close()
 
 
