@@ -1,8 +1,8 @@
 """Noise cost: exact discrete Laplace cells per second, and a whole noisy disclosure.
 
 Issue 5's budget leaves about 0.3 s for noising ~3,000 released cells.  This
-prints the sampler's throughput with the production source (OS CSPRNG via
-``secrets``) and the seeded test source, at scales from 1 to 10^8 (the cost of
+prints the sampler's throughput with the production source (the OS CSPRNG, read
+a block at a time) and the seeded test source, at scales from 1 to 10^8 (the cost of
 the exact sampler does not depend on the scale), then the time of ``disclose``
 on a stats table of 600 groups x 5 noised columns (= 3,000 cells).
 
@@ -67,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
 
     sources: list[tuple[str, NoiseSource]] = [
-        ("system (secrets)", system_noise()),
+        ("system (OS pool)", system_noise()),
         ("seeded (tests)", seeded_noise(1)),
     ]
     print(f"discrete Laplace, {args.cells} cells, best of {args.repeat}:")

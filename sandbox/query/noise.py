@@ -20,19 +20,25 @@ Discrete Gaussian for Differential Privacy" (NeurIPS 2020), algorithms 1-3:
   the choice is exact too (used for DP quantiles).
 
 The only source of randomness is ``randbelow(n)``: a uniform integer in
-``[0, n)``.  Production uses the operating system's CSPRNG (:mod:`secrets`);
-tests inject a seeded :class:`random.Random` so distributions are reproducible.
+``[0, n)``.  Production uses the operating system's CSPRNG, read a block at a time
+(:class:`UrandomPool`: ``secrets.randbelow`` made one ``getrandom`` system call per
+integer, half of a draw's time); tests inject a seeded :class:`random.Random` so
+distributions are reproducible.
 A caller that needs something faster (e.g. OpenDP's Rust sampler) can pass any
 object with the :class:`NoiseSource` method.
 
 Cost: about 8 uniform integers per Laplace draw, independent of the scale
 (``bench/noise_bench.py`` prints the cells per second).
+
+A production sampler (:func:`system_noise`) gives each call its own pool of OS bytes,
+discarded when the call returns: two threads, or a process and a child it forks, never
+read the same bytes, so no two releases share noise.
 """
 
 from __future__ import annotations
 
+import os
 import random
-import secrets
 from collections.abc import Callable
 from fractions import Fraction
 from math import gcd, isqrt
@@ -44,6 +50,7 @@ __all__ = [
     "GaussianSource",
     "NoiseSource",
     "RandBelow",
+    "UrandomPool",
     "as_fraction",
     "discrete_laplace_mad",
     "discrete_laplace_variance",
@@ -125,15 +132,71 @@ def _discrete_laplace(s: int, t: int, randbelow: RandBelow) -> int:
         return -y if negative else y
 
 
-class ExactNoise:
-    """CKS20 samplers over an injected ``randbelow``; implements :class:`NoiseSource`."""
+class UrandomPool:
+    """``randbelow`` over a block of the OS CSPRNG's bytes, read again when used up.
 
-    def __init__(self, randbelow: RandBelow) -> None:
+    ``randbelow(n)`` takes the bits of ``n - 1``'s width from the fewest whole bytes
+    that hold them (the extra high bits dropped) and draws again where the value is
+    ``>= n`` (as :meth:`random.SystemRandom.getrandbits` and ``_randbelow`` do, so the
+    integers are exactly uniform), but from a block read by one ``os.urandom`` call
+    instead of one call per integer.  Not thread-safe and not
+    to be shared: :func:`system_noise` makes one per sampling call.
+    """
+
+    __slots__ = ("_block", "_buffer", "_pos", "_urandom")
+
+    def __init__(self, block: int = 4096, urandom: Callable[[int], bytes] = os.urandom) -> None:
+        if block < 16:
+            raise ValueError("a pool block must hold at least 16 bytes")
+        self._block = block
+        self._urandom = urandom
+        self._buffer = urandom(block)
+        self._pos = 0
+
+    def __call__(self, n: int) -> int:
+        if n <= 0:
+            raise ValueError("randbelow needs a positive bound")
+        k = (n - 1).bit_length()
+        if k == 0:  # n == 1: the only value, no randomness needed
+            return 0
+        size = (k + 7) >> 3
+        shift = (size << 3) - k
+        while True:
+            pos, end = self._pos, self._pos + size
+            if end > len(self._buffer):
+                self._buffer = self._urandom(max(self._block, size))
+                pos, end = 0, size
+            self._pos = end
+            value = int.from_bytes(self._buffer[pos:end], "little") >> shift
+            if value < n:
+                return value
+
+
+def _shared(randbelow: RandBelow) -> Callable[[int], RandBelow]:
+    return lambda _draws: randbelow
+
+
+def _pooled(draws: int) -> RandBelow:
+    """A fresh pool sized for about ``draws`` draws (about 16 bytes each, at most 64 KiB)."""
+    return UrandomPool(min(1 << 16, 64 + 16 * draws))
+
+
+class ExactNoise:
+    """CKS20 samplers over an injected ``randbelow``; implements :class:`NoiseSource`.
+
+    ``randbelow`` is shared by every call (a seeded source's sequence), or, with
+    ``pooled=True`` (production), each call draws from a fresh :class:`UrandomPool`.
+    """
+
+    def __init__(self, randbelow: RandBelow | None = None, *, pooled: bool = False) -> None:
+        if (randbelow is not None) == pooled:
+            raise ValueError("give either a randbelow or pooled=True")
         self._randbelow = randbelow
+        self._source = _pooled if randbelow is None else _shared(randbelow)
 
     def discrete_laplace(self, scale: Fraction, size: int) -> list[int]:
         exact = as_fraction(scale)
-        s, t, rb = exact.denominator, exact.numerator, self._randbelow
+        s, t, rb = exact.denominator, exact.numerator, self._source(size)
         return [_discrete_laplace(s, t, rb) for _ in range(size)]
 
     def permute_and_flip(self, scores: list[Fraction], temperature: Fraction) -> int:
@@ -147,13 +210,14 @@ class ExactNoise:
             raise ValueError("no candidates to choose from")
         scale = as_fraction(temperature)
         best = max(scores)
+        rb = self._source(len(scores))
         order = list(range(len(scores)))
         for i in range(len(order) - 1, 0, -1):  # Fisher-Yates from randbelow
-            j = self._randbelow(i + 1)
+            j = rb(i + 1)
             order[i], order[j] = order[j], order[i]
         for index in order:
             gamma = Fraction(best - scores[index]) / scale
-            if _bernoulli_exp(gamma.numerator, gamma.denominator, self._randbelow):
+            if _bernoulli_exp(gamma.numerator, gamma.denominator, rb):
                 return index
         raise AssertionError("the best candidate is always kept")  # pragma: no cover
 
@@ -165,19 +229,20 @@ class ExactNoise:
         # gamma = (|y| - sigma²/t)² / (2 sigma²) = (|y|·b·t - a)² / (2·a·b·t²), in lowest
         # terms as Fraction would give it (algorithm 1 reads numerator and denominator).
         bt, den = b * t, 2 * a * b * t * t
+        rb = self._source(size)
         out: list[int] = []
         while len(out) < size:
-            y = _discrete_laplace(1, t, self._randbelow)
+            y = _discrete_laplace(1, t, rb)
             num = (abs(y) * bt - a) ** 2
             common = gcd(num, den)
-            if _bernoulli_exp(num // common, den // common, self._randbelow):
+            if _bernoulli_exp(num // common, den // common, rb):
                 out.append(y)
         return out
 
 
 def system_noise() -> ExactNoise:
-    """Production sampler: the operating system's CSPRNG (``secrets.randbelow``)."""
-    return ExactNoise(secrets.randbelow)
+    """Production sampler: the operating system's CSPRNG, a fresh pool per call."""
+    return ExactNoise(pooled=True)
 
 
 def seeded_noise(seed: int) -> ExactNoise:

@@ -13,6 +13,7 @@ import pytest
 from sandbox.query.noise import (
     ExactNoise,
     NoiseSource,
+    UrandomPool,
     _bernoulli_exp,
     as_fraction,
     discrete_laplace_mad,
@@ -135,3 +136,75 @@ def test_all_is_complete() -> None:
     }
     assert defined <= set(module.__all__)
     assert all(hasattr(module, name) for name in module.__all__)
+
+
+class _Bytes:
+    """An ``urandom`` stand-in that serves a fixed byte string and counts its reads."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.reads = data, []
+
+    def __call__(self, n: int) -> bytes:
+        self.reads.append(n)
+        chunk, self.data = self.data[:n], self.data[n:]
+        assert len(chunk) == n, "the pool read past the bytes the test gave it"
+        return chunk
+
+
+def test_pool_takes_whole_bytes_drops_high_bits_and_redraws_values_out_of_range() -> None:
+    # n = 5 takes 3 bits (the width of 4): one byte, shifted right by 5.  0xFF -> 7 and
+    # 0xC0 -> 6 are out of range and drawn again; 0x80 -> 4 is kept.  n = 300 takes 9
+    # bits: two bytes.  n = 1 has one value and reads nothing.
+    source = _Bytes(bytes([0xFF, 0xC0, 0x80, 0x00, 0x80]) + bytes(11))
+    pool = UrandomPool(16, urandom=source)
+    assert pool(5) == 4
+    assert pool(300) == 0x8000 >> 7
+    assert pool(1) == 0
+    assert pool(256) == 0  # 8 bits, the next byte whole
+    assert source.reads == [16]
+
+
+def test_pool_reads_a_new_block_when_the_old_one_runs_out() -> None:
+    source = _Bytes(bytes(range(16)) + bytes(range(100, 116)))
+    pool = UrandomPool(16, urandom=source)
+    assert [pool(256) for _ in range(16)] == list(range(16))
+    assert pool(256) == 100  # the 17th byte comes from a second read
+    assert source.reads == [16, 16]
+    wide = UrandomPool(16, urandom=_Bytes(bytes(16) + bytes([1] * 40)))
+    assert wide(2**200) >= 0  # a bound wider than the block reads what it needs at once
+    with pytest.raises(ValueError):
+        UrandomPool(8)
+    with pytest.raises(ValueError):
+        UrandomPool()(0)
+
+
+def test_pool_is_uniform() -> None:
+    """Chi-square over 6 values (not a power of two: the redraw path runs) from real bytes."""
+    draws = 60_000
+    counts = Counter(UrandomPool(64)(6) for _ in range(draws))
+    assert set(counts) == set(range(6))
+    chi2 = sum((c - draws / 6) ** 2 / (draws / 6) for c in counts.values())
+    assert chi2 < 25.7  # the 99.99th percentile of chi-square with 5 degrees of freedom
+
+
+def test_system_noise_gives_each_call_its_own_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two calls (two threads, or a parent and its forked child) never share bytes."""
+    import sandbox.query.noise as noise
+
+    made: list[object] = []
+    real = noise.UrandomPool
+
+    def recording(block: int) -> object:
+        made.append(pool := real(block))
+        return pool
+
+    monkeypatch.setattr(noise, "UrandomPool", recording)
+    source = system_noise()
+    source.discrete_laplace(Fraction(3), 10)
+    source.discrete_gaussian(Fraction(9), 10)
+    source.permute_and_flip([Fraction(1), Fraction(2)], Fraction(1))
+    assert len(made) == 3 and len({id(p) for p in made}) == 3
+    with pytest.raises(ValueError):
+        ExactNoise()
+    with pytest.raises(ValueError):
+        ExactNoise(random.Random(1).randrange, pooled=True)
