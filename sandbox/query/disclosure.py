@@ -288,9 +288,14 @@ _GROUPS_WEIGHT = 0.01
 #: (``bench/dp_accuracy.py``, ε 1, 10 repetitions, seed 14): on statsmodels' "fair"
 #: survey (6,366 persons, one row each) the median share of true groups released rose
 #: from 88.3 to 100% (SmartNoise 93.3%), the mean from 88.7 to 92.5%, the median error
-#: stayed 0.4%; on PUMS (1,000 persons) 95.7% and 1.4% as before.  At ``C > 1`` (OpenDP's
-#: PUMS_dup) a heavier weight took ε from the counts (error 4.3 → 5.4%): it stays 1 there.
+#: stayed 0.4%; on PUMS (1,000 persons) 95.7% and 1.4% as before.
 _GATE_WEIGHT = 4.0
+#: At ``C > 1`` the entity count copies no output (``count(*)`` counts rows): it only
+#: selects groups, so it weighs less than an output.  Weighed as one (1), it took about
+#: two thirds of ε from a count by diagnosis on the demo claims (C = 9, G = 4) and left
+#: the count's cells 1.5-2x SmartNoise SQL's error on the groups both released; how the
+#: weight trades groups released for error is in docs/disclosure.md ("Budget split").
+_GATE_WEIGHT_ROWS = 0.2
 #: The typical magnitude of one entity's contribution, as a share of its bound (data-
 #: independent): half the bound for a sum, a third of the squared bound for a sum of
 #: squares (a uniform value's mean square), the whole bound for a count.
@@ -310,14 +315,19 @@ def _units(
     The weight is ``1 / (typical per-entity contribution in units)²``: minimising
     ``Σ weight · variance`` minimises the summed *relative* variance of the columns.
     ``gate``: the column is the group's entity count that selects the released groups,
-    weighed ``_GATE_WEIGHT`` times (the allocation depends on the plan only, not data).
+    weighed ``_GATE_WEIGHT`` times at ``C = 1`` (where ``count(*)`` copies it) and
+    ``_GATE_WEIGHT_ROWS`` times above (the allocation depends on the plan only, not data).
     """
     g = params.max_groups_per_entity
     delta = sensitivity(column, params)
     total = params.total_bound if column.kind in ("rows", "count", "sum", "sumsq") else None
     if column.kind in _COUNTS:
         per_group = delta / g if total is None else Fraction(params.max_rows_per_entity)
-        weight = _GROUPS_WEIGHT if column.kind == "groups" else _GATE_WEIGHT if gate else 1.0
+        weight = 1.0
+        if column.kind == "groups":
+            weight = _GROUPS_WEIGHT
+        elif gate:
+            weight = _GATE_WEIGHT if params.max_rows_per_entity == 1 else _GATE_WEIGHT_ROWS
         if column.kind == "groups":
             l2 = float(delta)
         elif total is None:
@@ -415,7 +425,7 @@ def _noise_plan(
             shapes.append((Fraction(1), Fraction(2 * c * g)))
             demands.append(Demand(2.0 * c * g, 2.0 * c * g, 1 / (2.0 * c) ** 2, pure=True))
             continue
-        gate = grouped and column.name == ENTITIES and c == 1
+        gate = grouped and column.name == ENTITIES
         resolution, units, demand = _units(column, params, gate=gate)
         shapes.append((resolution, units))
         demands.append(demand)

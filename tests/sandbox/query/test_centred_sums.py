@@ -111,8 +111,8 @@ def test_averages_are_more_accurate_centred() -> None:
     """An average near its range's middle: its error shrinks by about half or more."""
     params = DisclosureParams(k=10, epsilon=1.0, max_rows_per_entity=2, max_groups_per_entity=3)
     stats = pa.table(
-        {"__k0": ["a"], ENTITIES: [300], "__e1": [300], "__s2": [30_000.0], "__n3": [600]}
-    )
+        {"__k0": ["a"], ENTITIES: [600], "__e1": [600], "__s2": [60_000.0], "__n3": [1_200]}
+    )  # a group well above the release threshold τ: every draw releases it
     uncentred = [PAIRED[0], StatColumn("__s2", "sum", 0.0, 100.0), StatColumn("__n3", "count")]
 
     def errors(columns: list[StatColumn]) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from decimal import Decimal
 from fractions import Fraction
 
@@ -275,13 +275,14 @@ def test_noisy_release_is_integer_counts_and_gridded_sums() -> None:
 
 def test_noise_has_the_calibrated_spread() -> None:
     params = DisclosureParams(k=10, epsilon=1.0, max_rows_per_entity=2)
-    stats = stats_from(people("Z", 200))  # far from 0: clamping at 0 never bites
+    # far from 0 (clamping at 0 never bites) and from τ (every draw releases the group)
+    stats = stats_from(people("Z", 400))
     plans = {p.column: p for p in noise_plan(SIGNED, params)}
     errors = defaultdict(list)
     for seed in range(1_000):
         rows = by_key(disclose(stats, SIGNED, params, noise=seeded_noise(seed)).table)
-        errors["__r1"].append(rows["Z"]["__r1"] - 200)
-        errors["__s2"].append(rows["Z"]["__s2"] - 20_000.0)
+        errors["__r1"].append(rows["Z"]["__r1"] - 400)
+        errors["__s2"].append(rows["Z"]["__s2"] - 40_000.0)
     assert plans["__r1"].scale == 2 / plans["__r1"].epsilon  # Δ = G·C = 2, at its share of ε
     expected = discrete_laplace_variance(plans["__r1"].scale)
     assert statistics.fmean(e * e for e in errors["__r1"]) == pytest.approx(expected, rel=0.25)
@@ -628,7 +629,9 @@ def test_cells_are_tested_before_rounding_on_the_noisy_count() -> None:
         if lifted:
             break
     assert lifted, "no ε gives a τ that rounding can cross: pick other parameters"
-    assert tau == selection_threshold(plans[ENTITIES], params)  # the groups' τ, full δ
+    # the groups' τ (full δ) at the cell's own noise: the same test as a group's
+    as_group = replace(plans[ENTITIES], epsilon=plans["__e1"].epsilon, scale=plans["__e1"].scale)
+    assert tau == selection_threshold(as_group, params)
     # Draws in order: the group's entities, the number of groups, then __e1 and __r2.
     shown = disclose(stats, columns, params, noise=Fixed([0, 0, lifted[0] - 20, 0])).table
     assert shown["__e1"].to_pylist() == [None] and shown["__r2"].to_pylist() == [None]

@@ -1,4 +1,5 @@
-"""A grouped query's entity count at C = 1 selects the released groups: it weighs more.
+"""A grouped query's entity count selects the released groups: at C = 1, where count(*)
+copies it, it weighs more than one output; at C > 1, where it is no output, less.
 
 Its noise sets the release threshold τ (``selection_threshold``), so a sum or an average
 by group used to give it the share of one output and release a group of 41 persons
@@ -94,3 +95,25 @@ def test_row_counts_weigh_a_typical_entity_of_half_its_c_rows(monkeypatch) -> No
     assert shares["__r1"] > before["__r1"] and shares[ENTITIES] < before[ENTITIES]
     assert one == {p.column: p.epsilon for p in noise_plan(SUM, ONE)}
     assert sum(shares.values()) <= Fraction(1)
+
+
+NINE = DisclosureParams(k=10, epsilon=1.0, max_rows_per_entity=9, max_groups_per_entity=4)
+BY_ROWS = [StatColumn(ENTITIES, "entities"), StatColumn("__r1", "rows")]
+
+
+def test_at_c_above_one_the_gate_gives_epsilon_to_the_outputs(monkeypatch) -> None:
+    """At C > 1 no output copies the entity count: it weighs less, the row count more."""
+    lighter = {p.column: p for p in noise_plan(BY_ROWS, NINE)}
+    tau = selection_threshold(lighter[ENTITIES], NINE)
+    assert disclosure._GATE_WEIGHT_ROWS < 1
+    _reweigh(monkeypatch, "_GATE_WEIGHT_ROWS", 1.0)
+    even = {p.column: p for p in noise_plan(BY_ROWS, NINE)}
+    assert lighter["__r1"].epsilon > even["__r1"].epsilon * Fraction(11, 10)
+    assert lighter["__r1"].scale < even["__r1"].scale  # less noise on the released count
+    assert tau > selection_threshold(even[ENTITIES], NINE)  # paid for by the threshold
+    for plans in (lighter, even):
+        assert sum(p.epsilon for p in plans.values()) <= Fraction(1)
+    # the ungrouped query's entity count checks k only: not a gate, not reweighed
+    ungrouped = noise_plan(BY_ROWS, NINE, grouped=False)
+    _reweigh(monkeypatch, "_GATE_WEIGHT_ROWS", 0.01)
+    assert noise_plan(BY_ROWS, NINE, grouped=False) == ungrouped
