@@ -167,6 +167,38 @@ class Checker:
                 start += 1
         return fed
 
+    def feed_proven(
+        self, first_seq: int, first_prev: bytes, chains: bytes, leaves: Sequence[bytes]
+    ) -> bool:
+        """Take a run of entries proven elsewhere (:func:`audit.parallel.prove_range`):
+        well formed, each linked to the one before, from an entry claiming ``first_seq``
+        and ``first_prev``, with these chain hashes (32 bytes each) and leaf hashes.
+
+        Taken only if it continues this checker's chain: ``first_seq`` is the next seq
+        and ``first_prev`` the chain head here, so the run proves what :meth:`feed_many`
+        would have.  The tree heads at sizes inside the run are checked as there.
+        Returns False, changing nothing, if the run does not continue the chain.
+        """
+        if (
+            first_seq != self.expected_seq
+            or first_prev != self.chain
+            or len(chains) != 32 * len(leaves)
+            or self.tree.size < self.trust_below
+        ):
+            return False
+        tree, base, done = self.tree, self.tree.size, 0
+        while done < len(leaves):
+            stop = len(leaves)
+            if self._next_size >= 0:
+                stop = min(stop, self._next_size - base)
+            tree.extend(leaves[done:stop])
+            done = stop
+            self.chain = chains[32 * (done - 1) : 32 * done]
+            self.expected_seq = first_seq + done
+            if tree.size == self._next_size:
+                self._check_heads_at(tree.size)
+        return True
+
     def _feed_run(
         self,
         entries: Sequence[bytes],

@@ -16,6 +16,7 @@ the command succeeded (so an export or a head never contains its own record).
 
 import getpass
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -152,6 +153,14 @@ def verify_cmd(
             "export's checkpoint must carry the quorum's cosignatures (docs/audit.md)."
         ),
     ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Processes that check entries at once (default: one per core); the same "
+            "checks and report whatever the number.",
+        ),
+    ] = None,
 ) -> None:
     """Verify an export offline: exit 0 if every check holds, 1 if not, 2 if unreadable."""
     from audit import AuditError, KeyRingError, Receipt, TreeHead, verify_export
@@ -168,6 +177,7 @@ def verify_cmd(
             trusted_heads=heads,
             receipts=receipts,
             witness_policy=policy,
+            workers=jobs or os.cpu_count() or 1,
         )
     except (AuditError, KeyRingError, OSError, ValueError) as exc:
         typer.echo(f"error: cannot verify {directory}: {exc}", err=True)
