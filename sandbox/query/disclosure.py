@@ -109,6 +109,9 @@ class StatColumn:
     # For "quantile": which quantile (0.5 for median); the column is a histogram of
     # ``QUANTILE_BINS`` bins over [lower, upper], at most C rows per entity and group.
     q: float | None = None
+    # Released as it is (the entities column as ``count(DISTINCT key)``): an output, not
+    # only the count that selects the released groups (``_GATE_WEIGHT_ROWS``).
+    shown: bool = False
 
 
 @dataclass(frozen=True)
@@ -290,11 +293,12 @@ _GROUPS_WEIGHT = 0.01
 #: from 88.3 to 100% (SmartNoise 93.3%), the mean from 88.7 to 92.5%, the median error
 #: stayed 0.4%; on PUMS (1,000 persons) 95.7% and 1.4% as before.
 _GATE_WEIGHT = 4.0
-#: At ``C > 1`` the entity count copies no output (``count(*)`` counts rows): it only
-#: selects groups, so it weighs less than an output.  Weighed as one (1), it took about
-#: two thirds of ε from a count by diagnosis on the demo claims (C = 9, G = 4) and left
-#: the count's cells 1.5-2x SmartNoise SQL's error on the groups both released; how the
-#: weight trades groups released for error is in docs/disclosure.md ("Budget split").
+#: At ``C > 1`` no output copies the entity count (``count(*)`` counts rows): unless the
+#: query shows it (``count(DISTINCT key)``, ``StatColumn.shown``) it only selects groups,
+#: so it weighs less than an output.  Weighed as one (1), it took 0.56 of ε from a count
+#: by diagnosis on the demo claims (C = 9, G = 4) and left the count's cells 1.5-2x
+#: SmartNoise SQL's error on the groups both released; how the weight trades groups
+#: released for error is in docs/disclosure.md ("Budget split").
 _GATE_WEIGHT_ROWS = 0.2
 #: The typical magnitude of one entity's contribution, as a share of its bound (data-
 #: independent): half the bound for a sum, a third of the squared bound for a sum of
@@ -315,8 +319,9 @@ def _units(
     The weight is ``1 / (typical per-entity contribution in units)²``: minimising
     ``Σ weight · variance`` minimises the summed *relative* variance of the columns.
     ``gate``: the column is the group's entity count that selects the released groups,
-    weighed ``_GATE_WEIGHT`` times at ``C = 1`` (where ``count(*)`` copies it) and
-    ``_GATE_WEIGHT_ROWS`` times above (the allocation depends on the plan only, not data).
+    weighed ``_GATE_WEIGHT`` times at ``C = 1`` (where ``count(*)`` copies it) and, above,
+    ``_GATE_WEIGHT_ROWS`` times unless the query shows it (the allocation depends on the
+    plan only, not data).
     """
     g = params.max_groups_per_entity
     delta = sensitivity(column, params)
@@ -327,7 +332,13 @@ def _units(
         if column.kind == "groups":
             weight = _GROUPS_WEIGHT
         elif gate:
-            weight = _GATE_WEIGHT if params.max_rows_per_entity == 1 else _GATE_WEIGHT_ROWS
+            weight = (
+                _GATE_WEIGHT
+                if params.max_rows_per_entity == 1
+                else 1.0
+                if column.shown
+                else _GATE_WEIGHT_ROWS
+            )
         if column.kind == "groups":
             l2 = float(delta)
         elif total is None:
@@ -933,12 +944,13 @@ def _suppress_cells(
     """NULL every FILTERed cell whose own entities fail the low-count filter.
 
     ``count(*) FILTER (WHERE ...)`` in a group of a thousand people can count one: the
-    filter makes a finer group, so its cells pass the same test as groups do: true
-    count at least ``k``; with a budget, the released noisy count against ``max(k, τ)``
-    instead.  That is post-processing and takes no share of δ: the cell's count is
-    noised in every released group, empty or not (only a *group's* existence is data
-    no noise covers), so τ here is a margin of the same size as the groups', not a
-    privacy need.  A measure's presence cell (entities with a value of ``x``) is
+    filter makes a finer group, so its cells pass the test groups do: true count at
+    least ``k``; with a budget, the released noisy count against ``max(k, τ)``, with τ
+    the threshold at the cell count's own noise (``selection_threshold`` of its plan,
+    which is not the groups' entity count's where their weights differ).  That is
+    post-processing and takes no share of δ: the cell's count is noised in every
+    released group, empty or not (only a *group's* existence is data no noise covers),
+    so τ here is a margin, not a privacy need.  A measure's presence cell (entities with a value of ``x``) is
     not noised under a budget when a ``count(x)`` of the same cell is: that noisy count
     decides (``_counted_cells``), so ``sum(x)`` and ``avg(x)`` pay for no extra column.
     A remainder row's cells are never released: its cell counts add up entity-group

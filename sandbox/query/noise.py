@@ -136,7 +136,7 @@ class UrandomPool:
     """``randbelow`` over a block of the OS CSPRNG's bytes, read again when used up.
 
     ``randbelow(n)`` takes the bits of ``n - 1``'s width from the fewest whole bytes
-    that hold them (the extra high bits dropped) and draws again where the value is
+    that hold them (the extra low bits shifted out) and draws again where the value is
     ``>= n`` (as :meth:`random.SystemRandom.getrandbits` and ``_randbelow`` do, so the
     integers are exactly uniform), but from a block read by one ``os.urandom`` call
     instead of one call per integer.  Not thread-safe and not

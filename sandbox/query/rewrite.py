@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import cast
 
@@ -69,6 +69,9 @@ class Stat:
     cell: str | None = None
     #: For "quantile": which one (0.5 for median); the column holds a histogram of bins.
     q: float | None = None
+    #: A column the release shows as it is (the entities column as ``count(DISTINCT
+    #: key)``), not only one that selects groups: its error is an output's.
+    shown: bool = False
 
 
 @dataclass(frozen=True)
@@ -404,7 +407,12 @@ class _Stats:
                 )
                 return _col(name)
             if isinstance(arg, exp.Distinct):
-                return _col(self._distinct(arg, cell or ENTITIES))
+                name = self._distinct(arg, cell or ENTITIES)
+                if name == ENTITIES:  # the groups' entity count, released as it is
+                    self.stats = [
+                        replace(s, shown=True) if s.name == ENTITIES else s for s in self.stats
+                    ]
+                return _col(name)
             sql = arg.sql(dialect="duckdb")
             return _col(
                 self._add(

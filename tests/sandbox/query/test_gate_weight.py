@@ -21,6 +21,10 @@ from sandbox.query.disclosure import (
     noise_plan,
     selection_threshold,
 )
+from sandbox.query.guard import check_query
+from sandbox.query.parse import parse_query
+from sandbox.query.rewrite import ContributionBounds, build_plan
+from tests.sandbox.query.test_guard import MAX_SQL_LENGTH, access
 
 SUM = [
     StatColumn(ENTITIES, "entities"),
@@ -117,3 +121,41 @@ def test_at_c_above_one_the_gate_gives_epsilon_to_the_outputs(monkeypatch) -> No
     ungrouped = noise_plan(BY_ROWS, NINE, grouped=False)
     _reweigh(monkeypatch, "_GATE_WEIGHT_ROWS", 0.01)
     assert noise_plan(BY_ROWS, NINE, grouped=False) == ungrouped
+
+
+def test_an_entity_count_the_query_shows_is_weighed_as_an_output(monkeypatch) -> None:
+    """count(DISTINCT key) is the entities column released as it is: at C > 1 it keeps
+    an output's weight (1), not the lighter one of a count that only selects groups."""
+    shown = [StatColumn(ENTITIES, "entities", shown=True), StatColumn("__r1", "rows")]
+    lighter = {p.column: p for p in noise_plan(BY_ROWS, NINE)}
+    output = {p.column: p for p in noise_plan(shown, NINE)}
+    assert output[ENTITIES].epsilon > lighter[ENTITIES].epsilon
+    _reweigh(monkeypatch, "_GATE_WEIGHT_ROWS", 1.0)
+    assert {p.column: p.epsilon for p in noise_plan(BY_ROWS, NINE)} == {
+        p.column: p.epsilon for p in noise_plan(shown, NINE)
+    }
+
+
+@pytest.mark.parametrize(
+    ("sql", "shown"),
+    [
+        ("SELECT diagnosis_code, count(DISTINCT person_id) FROM health.claims GROUP BY 1", True),
+        (
+            "SELECT diagnosis_code, count(*), count(DISTINCT person_id) FROM health.claims "
+            "GROUP BY 1",
+            True,
+        ),
+        ("SELECT diagnosis_code, count(*) FROM health.claims GROUP BY 1", False),
+        (  # a filtered distinct count is its cell's own column, not the groups' count
+            "SELECT diagnosis_code, count(DISTINCT person_id) FILTER (WHERE age >= 60) "
+            "FROM health.claims GROUP BY 1",
+            False,
+        ),
+    ],
+)
+def test_the_rewrite_marks_the_entities_column_a_distinct_count_shows(sql, shown) -> None:
+    checked = check_query(parse_query(sql, max_length=MAX_SQL_LENGTH), access())
+    plan = build_plan(checked, access(), bounds=ContributionBounds(9, 4), k=10)
+    entities = next(s for s in plan.stats if s.name == ENTITIES)
+    assert entities.shown is shown
+    assert all(not s.shown for s in plan.stats if s.name != ENTITIES)
