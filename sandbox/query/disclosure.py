@@ -950,9 +950,9 @@ def _suppress_cells(
     which is not the groups' entity count's where their weights differ).  That is
     post-processing and takes no share of δ: the cell's count is noised in every
     released group, empty or not (only a *group's* existence is data no noise covers),
-    so τ here is a margin, not a privacy need.  A measure's presence cell (entities with a value of ``x``) is
-    not noised under a budget when a ``count(x)`` of the same cell is: that noisy count
-    decides (``_counted_cells``), so ``sum(x)`` and ``avg(x)`` pay for no extra column.
+    so τ here is a margin, not a privacy need.  A measure's presence cell (entities
+    with a value of ``x``) is not noised under a budget when a ``count(x)`` of the same
+    cell is: that noisy count decides (``_counted_cells``), so ``sum(x)`` and ``avg(x)`` pay for no extra column.
     A remainder row's cells are never released: its cell counts add up entity-group
     pairs across the folded groups, which overcounts the distinct entities.
     """
