@@ -952,7 +952,8 @@ def _suppress_cells(
     released group, empty or not (only a *group's* existence is data no noise covers),
     so τ here is a margin, not a privacy need.  A measure's presence cell (entities
     with a value of ``x``) is not noised under a budget when a ``count(x)`` of the same
-    cell is: that noisy count decides (``_counted_cells``), so ``sum(x)`` and ``avg(x)`` pay for no extra column.
+    cell is: that noisy count decides (``_counted_cells``), so ``sum(x)`` and ``avg(x)``
+    pay for no extra column.
     A remainder row's cells are never released: its cell counts add up entity-group
     pairs across the folded groups, which overcounts the distinct entities.
     """
