@@ -142,6 +142,14 @@ def cpu_seconds(group: int) -> float:
     return total / tick
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def phase(
     name: str,
     url: str,
@@ -182,6 +190,13 @@ def phase(
     failed = sorted({s.status for s in result.samples if s.status >= 400 or s.status == 0})
     if failed:
         print(f"  error statuses: {failed}")
+    unanswered = [s for s in result.samples if s.status == 0]
+    if unanswered:  # no HTTP answer at all: say what the client saw, and the server's state
+        alive = "running" if _alive(server) else "gone"
+        print(
+            f"  no answer to {len(unanswered)} requests; the first: {unanswered[0].error}; "
+            f"the server process is {alive}"
+        )
 
 
 def main() -> None:

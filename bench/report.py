@@ -236,13 +236,18 @@ def _proof(out: str) -> tuple[float, str] | None:
 
 
 def _http_figures(kind: str, out: str) -> tuple[float, float, float] | None:
-    """One phase's line of ``http_load.py`` / ``loadgen.py``: req/s, p50 ms, p99 ms."""
+    """One phase's line of ``http_load.py`` / ``loadgen.py``: req/s, p50 ms, p99 ms.
+
+    None (so "see output", never a verdict) where the phase had errors: a server that
+    answers nothing answers fast, and its rate is no figure of the product.
+    """
     # "explain    412 requests    135.8 req/s  p50   52.2 ms  p99  144.9 ms  errors 0 ..."
     m = search(
-        rf"^{re.escape(kind)}\s+{NUM} requests\s+{NUM} req/s\s+p50\s+{NUM} ms\s+p99\s+{NUM} ms",
+        rf"^{re.escape(kind)}\s+{NUM} requests\s+{NUM} req/s\s+p50\s+{NUM} ms\s+p99\s+{NUM} ms"
+        rf"\s+errors\s+{NUM}",
         out,
     )
-    if not m:
+    if not m or number(m.group(5)) != 0:
         return None
     rps, p50, p99 = (number(m.group(i)) for i in (2, 3, 4))
     return rps, p50, p99
@@ -254,7 +259,8 @@ def _http_cpu(kind: str) -> Callable[[str], tuple[float, str] | None]:
     def parse(out: str) -> tuple[float, str] | None:
         # "query  288 requests ... \n  CPU: server 25.2 ms a request (0.89 of 2 cores busy), ..."
         m = search(
-            rf"^{re.escape(kind)}\s+{NUM} requests.*\n\s+CPU: server {NUM} ms a request "
+            rf"^{re.escape(kind)}\s+{NUM} requests[^\n]*\berrors 0\b[^\n]*\n"
+            rf"\s+CPU: server {NUM} ms a request "
             rf"\({NUM} of (\d+) cores busy\), load generator {NUM} ms",
             out,
         )

@@ -418,3 +418,22 @@ def test_python_speed_times_the_loop_and_main_reports_it_before_and_after(
     )
     assert row is not None
     assert re.fullmatch(r"\d+\.\d\d s before the benchmarks, \d+\.\d\d s after", row.group(1))
+
+
+def test_a_phase_with_errors_gives_no_figure() -> None:
+    """A server that answers nothing answers fast: a phase with errors is "see output",
+    never a rate that meets (make bench once read 3,143 req/s from 31,455 failures)."""
+    failed = dict(FULL)
+    failed["http_load.py --workers 2"] = (
+        "server http://127.0.0.1:36245, 2 process(es), 2 cores; 8 clients, 10 s per phase\n"
+        "query             31455 requests   3143.1 req/s  p50    1.9 ms  p99   10.7 ms  "
+        "errors 31455  audit entries 0 == expected\n"
+        "  CPU: server -0.1 ms a request (-0.18 of 2 cores busy), load generator 0.4 ms a "
+        "request (1.11 cores)\n"
+        "  error statuses: [0]\n"
+    )
+    got = rows(failed)
+    name = "HTTP small query, 2 server processes (one interpreter per core)"
+    assert got[name].value == SEE_OUTPUT and got[name].verdict == ""
+    assert got["HTTP small query, 2 server processes: server CPU"].value == SEE_OUTPUT
+    assert rows(FULL)[name].value != SEE_OUTPUT  # the same line without errors reads
