@@ -30,6 +30,7 @@ from sandbox.query.key_groups import declared_groups
 from sandbox.query.noise import NoiseSource
 from sandbox.query.parse import Parsed, parse_query
 from sandbox.query.parts import Split, split_totals
+from sandbox.query.release_filter import apply_filter
 from sandbox.query.rewrite import STATS_TABLE, ContributionBounds, Plan, build_plan
 from sandbox.query.totals import WithTotals, total_column
 
@@ -252,9 +253,10 @@ def release(
     disclosed = disclose(stats, prepared.columns, prepared.params, noise=noise)
     released = _sorted(disclosed.table, prepared.plan.keys)
     released = _with_columns(released, totals)
-    columns = prepared.plan.release_columns
-    if columns is not None:  # outputs that are released statistics as they are
-        table = released.select([c for c, _ in columns]).rename_columns([n for _, n in columns])
+    columns, where = prepared.plan.release_columns, prepared.plan.release_where
+    kept = released if columns is None or where is None else apply_filter(released, where)
+    if columns is not None and kept is not None:  # released statistics as they are
+        table = kept.select([c for c, _ in columns]).rename_columns([n for _, n in columns])
     else:
         table = over_released(released, prepared.plan.release_sql, database)
     table = _round(table, prepared.params.round_digits)

@@ -43,6 +43,7 @@ from sandbox.query.entity_caps import (
 from sandbox.query.guard import QUANTILES, Checked, entity_dataset, first_source, quantile_of
 from sandbox.query.joined import check_budget_joins, entity_in, joined_datasets
 from sandbox.query.normalize import MAX_OFFSET
+from sandbox.query.release_filter import FilterSpec, filter_spec
 from sandbox.query.totals import total_reference
 
 __all__ = ["ContributionBounds", "Plan", "Stat", "build_plan"]
@@ -96,9 +97,12 @@ class Plan:
     bounds: ContributionBounds | None = None
     notes: list[str] = field(default_factory=list)
     #: The release is a plain projection: (stats column, output name) per output, no
-    #: filter, order or limit; None where it computes anything (``release.release``
-    #: then runs ``release_sql``).
+    #: order or limit, and no filter but one ``release_filter`` can evaluate; None
+    #: where it computes anything else (``release.release`` then runs ``release_sql``).
     release_columns: tuple[tuple[str, str], ...] | None = None
+    #: With ``release_columns``: the release's ``WHERE`` (the query's HAVING) as
+    #: ``release_filter.filter_spec`` gives it, None without one.
+    release_where: FilterSpec | None = None
     #: The stats query has no per-entity stage (each cell is one row: ``one_row_per_cell``):
     #: its result holds only for the dataset version that fact was established on.
     one_stage: bool = False
@@ -619,8 +623,12 @@ def build_plan(
     if final.args.get("limit"):
         _limit(release, final.args["limit"])
     projected = [p.this for p in release_projections]
-    plain = all(isinstance(p, exp.Column) for p in projected) and not any(
-        release.args.get(clause) for clause in ("where", "order", "limit", "offset")
+    where = release.args.get("where")
+    release_where = None if where is None else filter_spec(where.this)
+    plain = (
+        all(isinstance(p, exp.Column) for p in projected)
+        and not any(release.args.get(clause) for clause in ("order", "limit", "offset"))
+        and (where is None or release_where is not None)
     )
     release_columns = (
         tuple((p.name, n) for p, n in zip(projected, names, strict=True)) if plain else None
@@ -666,6 +674,7 @@ def build_plan(
         primary=checked.primary,
         bounds=bounds,
         release_columns=release_columns,
+        release_where=release_where if plain else None,
     )
     if stats.direct is not None and not entities and one_row_per_cell(checked, access):
         # Each (group, entity) cell is one row: the per-entity stage would copy the rows,
