@@ -9,22 +9,25 @@ tree (:func:`filter_spec`) of the forms whose SQL meaning Arrow's compute functi
 exactly, and applied to the released rows (:func:`apply_filter`):
 
 * comparisons (``= <> < <= > >=``) between released columns and number or text
-  literals, ``IS [NOT] NULL``, ``AND``, ``OR`` and ``NOT`` with SQL's three-valued logic
+  literals (a decimal literal only where a double holds it exactly: DuckDB compares
+  DECIMALs exactly), ``IS [NOT] NULL``, ``AND``, ``OR`` and ``NOT`` with SQL's three-valued logic
   (Arrow's Kleene kernels), ``TRY`` and parentheses around them;
 * a row is kept only where the condition is true (NULL drops it), as ``WHERE`` does.
 
 Closed by construction: any other node makes :func:`filter_spec` answer None, and the
 release runs in DuckDB as before.  At run time :func:`apply_filter` answers None
 (DuckDB decides) where the types could make the two disagree: a comparison that is
-not integer with integer, float with float (no NaN in the column: DuckDB orders NaN
-above every number, Arrow compares it false), integer with float inside ±2**53, or
-text with text.  Only released values are read, so whichever path runs, nothing else
-is disclosed; ``tests/sandbox/query/test_release_filter.py`` checks both give the
-same rows on random tables and conditions.
+not integer with integer, DOUBLE with DOUBLE (no NaN in the column: DuckDB orders NaN
+above every number, Arrow compares it false; a REAL column DuckDB compares in single
+precision), integer with DOUBLE inside ±2**53, or text with text.  Only released
+values are read, so whichever path runs, nothing else is disclosed;
+``tests/sandbox/query/test_release_filter.py`` checks both give the same rows on
+random tables and conditions.
 """
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
@@ -88,15 +91,31 @@ def _operand(node: exp.Expr) -> tuple[str, Any] | None:
     if isinstance(node, exp.Literal):
         if node.is_string:
             return None if negative else ("lit", node.this)
-        if node.is_int:
-            value: int | float = int(node.this)
-        else:
-            try:
-                value = float(node.this)
-            except ValueError:
-                return None
+        value = _number(node.this)
+        if value is None:
+            return None
         return ("lit", -value if negative else value)
     return None
+
+
+def _number(text: str) -> int | float | None:
+    """A number literal as DuckDB reads it, or None where Python's would differ.
+
+    An integer within BIGINT; ``1e3`` a DOUBLE (``float``); ``2.5`` a DECIMAL, compared
+    exactly, so only where the nearest double is that decimal exactly (``2.5`` but not
+    ``0.1`` or ``2.00000000000000001``: with those DuckDB decides).
+    """
+    try:
+        if "e" in text.lower():
+            return float(text)
+        exact = Decimal(text)
+    except (ValueError, ArithmeticError):
+        return None
+    if exact == exact.to_integral_value() and "." not in text:
+        whole = int(exact)
+        return whole if -(2**63) <= whole < 2**63 else None
+    nearest = float(exact)
+    return nearest if Decimal(nearest) == exact else None
 
 
 def apply_filter(table: pa.Table, spec: FilterSpec) -> pa.Table | None:
@@ -104,7 +123,7 @@ def apply_filter(table: pa.Table, spec: FilterSpec) -> pa.Table | None:
     disagree on these columns' types or values (the caller then asks DuckDB)."""
     try:
         mask = _mask(table, spec)
-    except (_Undecided, KeyError, pa.ArrowException):
+    except (_Undecided, KeyError, pa.ArrowException, TypeError, ValueError, OverflowError):
         return None
     return table.filter(mask)
 
@@ -164,7 +183,7 @@ def _kind(value: Any) -> str | None:
     kind = value.type
     if pa.types.is_integer(kind):
         return "int"
-    if pa.types.is_floating(kind):
+    if pa.types.is_float64(kind):  # a REAL column: DuckDB compares it in single precision
         return "float"
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         return "text"
