@@ -125,12 +125,18 @@ def verify_parallel(
     offset = 0
     ranges = _ranges(path, chunk or CHUNK_BYTES)
     wanted = frozenset(wanted)
+    broken = False
     with ProcessPoolExecutor(max_workers=workers, mp_context=_FORK) as pool:
         pending: deque[Future[Run]] = deque()
 
         def submit_next() -> None:
-            if (span := next(ranges, None)) is not None:
+            nonlocal broken
+            if broken or (span := next(ranges, None)) is None:
+                return
+            try:
                 pending.append(pool.submit(prove_range, os.fspath(path), *span, wanted))
+            except (OSError, RuntimeError):  # no worker could start (a broken pool too)
+                broken = True  # what was fed stands; the rest is read here
 
         for _ in range(2 * workers):
             submit_next()

@@ -177,3 +177,56 @@ def test_the_command_checks_with_every_core_and_with_one(made) -> None:
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert bad.returncode == 2  # a usage error, not a verdict
+
+
+class _InlinePool:
+    """A stand-in pool that proves each range at once in this process, and fails to
+    start a worker at its ``fail_at``-th submission (as a fork refused by the OS would)."""
+
+    fail_at = 3
+    proved = 0  # ranges proved by every instance: the parallel path ran
+
+    def __init__(self, max_workers: int, mp_context: object) -> None:
+        self.submitted = 0
+
+    def __enter__(self) -> _InlinePool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def submit(self, fn, *args):  # type: ignore[no-untyped-def]
+        from concurrent.futures import Future
+
+        self.submitted += 1
+        if self.submitted == self.fail_at:
+            raise OSError("fork refused")
+        future: Future = Future()
+        future.set_result(fn(*args))
+        _InlinePool.proved += 1
+        return future
+
+
+@pytest.mark.parametrize("fail_at", [1, 3, 10_000])
+def test_workers_that_cannot_start_leave_the_rest_to_the_sequential_check(
+    made, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail_at: int
+) -> None:
+    """A pool that cannot start a worker (first, third or no submission) is no error:
+    what workers proved stands, and the rest is checked here; the report is the same."""
+    import audit.parallel
+    import audit.verify
+
+    export, receipts = made
+    monkeypatch.setattr(_InlinePool, "fail_at", fail_at)
+    monkeypatch.setattr(audit.parallel, "ProcessPoolExecutor", _InlinePool)
+    monkeypatch.setattr(audit.parallel, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(audit.verify, "can_fork", lambda: True)
+    for name in ("sound", "one entry forged"):
+        target = tmp_path / name
+        target.mkdir()
+        target = copy_with(export, target, EDITS[name])
+        some = [receipts[i] for i in (0, 149, N - 1)]
+        one = verify_export(target, workers=1, receipts=some).to_dict()
+        before = _InlinePool.proved
+        assert verify_export(target, workers=2, receipts=some).to_dict() == one
+        assert (_InlinePool.proved > before) is (fail_at > 1)
