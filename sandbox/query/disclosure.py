@@ -331,14 +331,10 @@ def _units(
         weight = 1.0
         if column.kind == "groups":
             weight = _GROUPS_WEIGHT
-        elif gate:
-            weight = (
-                _GATE_WEIGHT
-                if params.max_rows_per_entity == 1
-                else 1.0
-                if column.shown
-                else _GATE_WEIGHT_ROWS
-            )
+        elif gate and params.max_rows_per_entity == 1:
+            weight = _GATE_WEIGHT
+        elif gate and not column.shown:
+            weight = _GATE_WEIGHT_ROWS
         if column.kind == "groups":
             l2 = float(delta)
         elif total is None:

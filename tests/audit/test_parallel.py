@@ -214,13 +214,12 @@ def test_workers_that_cannot_start_leave_the_rest_to_the_sequential_check(
     """A pool that cannot start a worker (first, third or no submission) is no error:
     what workers proved stands, and the rest is checked here; the report is the same."""
     import audit.parallel
-    import audit.verify
 
     export, receipts = made
     monkeypatch.setattr(_InlinePool, "fail_at", fail_at)
     monkeypatch.setattr(audit.parallel, "ProcessPoolExecutor", _InlinePool)
     monkeypatch.setattr(audit.parallel, "CHUNK_BYTES", 4096)
-    monkeypatch.setattr(audit.verify, "can_fork", lambda: True)
+    monkeypatch.setattr(audit.parallel, "can_fork", lambda: True)
     for name in ("sound", "one entry forged"):
         target = tmp_path / name
         target.mkdir()
