@@ -10,7 +10,9 @@ job limit raised out of the way), and runs, one after the other, for --seconds e
 
 - ``explain``: ``POST /v1/explain`` of a small grouped query;
 - ``query``: ``POST /v1/jobs?wait=true`` of a small query, released synchronously; every
-  request asks a different query (a moving filter), so the release cache never answers;
+  request asks a different query (a moving filter), so the release cache never answers
+  (each phase numbers its filters from a range of its own, so the mixed phase's small
+  queries are not this phase's again);
 - ``query (cached)``: the same query each time, answered from the release cache;
 - with ``--mix``, ``mixed``: the load test's mix (``loadgen.standard_mix``: explains, small
   and cached queries, refusals and a few large jobs polled to completion, as three
@@ -59,6 +61,10 @@ from loadgen import (
     sync_query,
     warm_up,
 )
+
+#: How many operation numbers each phase has to itself (``run_load``'s ``first``), below
+#: ``loadgen.WARM_UP_N``: no phase's query is another's again.
+PHASE_NUMBERS = 100_000_000
 
 
 def free_port() -> int:
@@ -159,13 +165,14 @@ def phase(
     mix: Sequence[MixEntry],
     home: Path,
     server: int,
+    first: int = 0,
 ) -> None:
     """Warm up, run one mix for ``seconds`` and print its figures, the audit check and
     where the CPU went (the server's process group, and this load generator)."""
     warm_up(url, tokens, mix)
     before = audit_size(home)
     server0, client0, wall0 = cpu_seconds(server), time.process_time(), time.perf_counter()
-    result = run_load(url, tokens, mix, clients=clients, seconds=seconds)
+    result = run_load(url, tokens, mix, clients=clients, seconds=seconds, first=first)
     wall = time.perf_counter() - wall0
     server_cpu, client_cpu = cpu_seconds(server) - server0, time.process_time() - client0
     # The risk monitor's alert entries (alert.*) come on top of the requests' own, as the
@@ -235,8 +242,11 @@ def main() -> None:
                 phases.append(("mixed", standard_mix()))
             if args.only:
                 phases = [(name, mix) for name, mix in phases if name in args.only]
-            for name, mix in phases:
-                phase(name, url, tokens, args.clients, args.seconds, mix, home, proc.pid)
+            for number, (name, mix) in enumerate(phases):
+                # Each phase numbers its queries from its own range: the mixed phase's
+                # small queries are not the query phase's again (a repeat is cached).
+                first = number * PHASE_NUMBERS
+                phase(name, url, tokens, args.clients, args.seconds, mix, home, proc.pid, first)
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=60)

@@ -268,8 +268,12 @@ def run_load(
     seed: int = 7,
     transport: Callable[[], httpx.BaseTransport] | None = None,
     timeout: float = 120,
+    first: int = 0,
 ) -> LoadResult:
     """``clients`` threads pick operations from ``mix`` until ``seconds`` have passed.
+
+    Operations are numbered from ``first``: runs against one server that must not repeat
+    each other's queries (a repeat is answered from the release cache) pass distinct ranges.
 
     An operation started before the deadline runs to its end (a job is followed until it
     finishes), so every audit entry the load causes has been written when this returns.
@@ -278,7 +282,7 @@ def run_load(
     """
     samples: list[Sample] = []
     jobs: list[dict[str, Any]] = []
-    counter = itertools.count()
+    counter = itertools.count(first)
     gates = [threading.BoundedSemaphore(e.limit) if e.limit else None for e in mix]
     stop = time.perf_counter() + seconds
     crashed: list[BaseException] = []
