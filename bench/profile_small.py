@@ -25,6 +25,7 @@ import argparse
 import functools
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -61,24 +62,37 @@ STAGES = (
 
 
 class StageClock:
-    """Self time per stage: a stage's clock pauses while a stage it calls runs."""
+    """Self time per stage: a stage's clock pauses while a stage it calls runs.
 
-    def __init__(self) -> None:
+    Each thread keeps its own stack of running stages; ``counts`` says which threads are
+    timed (all by default), so a stage also called by a background thread (the risk
+    monitor records its alerts through the same audit call) is left out of a profile of
+    the request threads.
+    """
+
+    def __init__(self, counts: Callable[[threading.Thread], bool] | None = None) -> None:
         self.totals: dict[str, float] = {}
-        self._stack: list[list[Any]] = []  # [name, started, time of called stages]
+        self._counts = counts
+        self._local = threading.local()
+        self._lock = threading.Lock()
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        frame: list[Any] = [name, time.perf_counter(), 0.0]
-        self._stack.append(frame)
+        if self._counts is not None and not self._counts(threading.current_thread()):
+            yield
+            return
+        stack: list[list[Any]] = self._local.__dict__.setdefault("stack", [])
+        frame: list[Any] = [name, time.perf_counter(), 0.0]  # name, started, called stages
+        stack.append(frame)
         try:
             yield
         finally:
             elapsed = time.perf_counter() - frame[1]
-            self._stack.pop()
-            self.totals[name] = self.totals.get(name, 0.0) + elapsed - frame[2]
-            if self._stack:
-                self._stack[-1][2] += elapsed
+            stack.pop()
+            with self._lock:
+                self.totals[name] = self.totals.get(name, 0.0) + elapsed - frame[2]
+            if stack:
+                stack[-1][2] += elapsed
 
     def wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)

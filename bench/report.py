@@ -89,6 +89,7 @@ BENCHES: tuple[Bench, ...] = (
     ),
     Bench("noise_bench.py", (), ("--cells", "300", "--repeat", "1")),
     Bench("profile_small.py", ("--scale", "1", "--repeat", "31"), ("--quick",)),
+    Bench("profile_http.py", ("--scale", "0.1", "--requests", "600"), ("--quick",)),
     Bench(
         "loadgen.py",
         ("--clients", "50", "--seconds", "20", "--scale", "0.1"),
@@ -321,6 +322,43 @@ def _small_p99(out: str) -> tuple[float, str] | None:
     return p99, f"p99 {p99:,.0f} ms ({m.group(2)} requests)"
 
 
+def _http_threads(out: str) -> tuple[float, str] | None:
+    """``profile_http.py``: the server's CPU a request, and the threads it went to."""
+    # "HTTP small query, one at a time: 600 requests in 13.6 s, 44.2 req/s, ..."
+    # "server CPU a request: 21.17 ms, by thread:" then "  <label>   2.07 ms   10%" lines
+    rate = search(rf"^HTTP small query, one at a time: .* {NUM} req/s", out)
+    total = search(rf"^server CPU a request: {NUM} ms, by thread:\n((?:  [^(\n][^\n]*\n)+)", out)
+    if not rate or not total:
+        return None
+    parts = []
+    for line in total.group(2).splitlines():
+        m = re.match(rf"^  (.+?)\s+{NUM} ms\s+\d+%$", line)
+        if m and number(m.group(2)) >= 0.05:
+            parts.append(f"{m.group(1).split(' (')[0]} {number(m.group(2)):.1f}")
+    ms = number(total.group(1))
+    return ms, f"{ms:.1f} ms CPU a request at {number(rate.group(1)):.1f} req/s: " + ", ".join(
+        parts
+    )
+
+
+def _http_stages(out: str) -> tuple[float, str] | None:
+    """``profile_http.py``: the request thread's three largest stages."""
+    block = search(
+        r"^the request thread by stage \(wall ms a request, mean\):\n((?:  .*\n?)+)", out
+    )
+    if not block:
+        return None
+    stages = []
+    for line in block.group(1).splitlines():
+        m = re.match(rf"^  (\S.*?)\s+{NUM}$", line)
+        if m and not m.group(1).startswith("handler rest"):
+            stages.append((number(m.group(2)), m.group(1)))
+    if not stages:
+        return None
+    top = sorted(stages, reverse=True)[:3]
+    return top[0][0], ", ".join(f"{name} {ms:.1f}" for ms, name in top) + " ms (wall)"
+
+
 def _audit_check(out: str) -> tuple[float, str] | None:
     # every phase ends "audit entries N == requests" (or "== expected"; "!=" on a mismatch)
     checks = re.findall(r"audit entries (\d+) (==|!=) (requests|expected)", out)
@@ -520,6 +558,16 @@ HEADLINES: tuple[Headline, ...] = (
         "http_load.py --workers 2",
         "HTTP small query, 2 server processes: server CPU",
         _http_cpu("query"),
+    ),
+    Headline(
+        "profile_http.py",
+        "HTTP small query one at a time: server CPU by thread",
+        _http_threads,
+    ),
+    Headline(
+        "profile_http.py",
+        "HTTP small query one at a time: the request thread's largest stages",
+        _http_stages,
     ),
     Headline(
         "http_load.py",

@@ -198,6 +198,44 @@ dp (noised, released): whole run 56.27 ms (p10-p90 39.24-57.75), added over raw 
   other                      0.69       0.65-0.82     1%
 """
 
+QUICK_PROFILE_HTTP = """\
+demo home at --scale 0.01 built in 0.6 s
+HTTP small query, one at a time: 40 requests in 1.0 s, 41.5 req/s, latency median 20.9 ms (p90 23.5 ms)
+server CPU a request: 22.25 ms, by thread:
+  event loop (h11, routing, validation, JSON)          2.25 ms   10%
+  request threads (handler, job desk, query path)     18.25 ms   82%
+  audit writer (group commit)                          0.75 ms    3%
+  risk monitor                                         0.75 ms    3%
+  DuckDB workers and other native threads              0.25 ms    1%
+  other Python threads (job runner, watchdogs)         0.00 ms    0%
+  (the client thread, not the server: 1.25 ms)
+the request thread by stage (wall ms a request, mean):
+  charge (ε, usage)                          4.70
+  commit/audit                               4.01
+  enclave                                    3.16
+  audit append                               1.30
+  guard                                      1.24
+  disclosure                                 0.76
+  plan/rewrite                               0.57
+  parse                                      0.52
+  receipt                                    0.52
+  release outputs                            0.44
+  catalog                                    0.31
+  job desk: concurrency limit                0.30
+  job desk: read the released rows back      0.28
+  cache lookup                               0.24
+  cost                                       0.15
+  authorization                              0.13
+  job desk: job row                          0.06
+  prepare (rest)                             0.06
+  handler rest, event loop and the wire      5.27
+  (request threads' CPU 18.25 ms a request against 18.76 ms in stages: the stages' wall time includes waiting for fsync)
+"""  # noqa: E501 (verbatim output)
+
+FULL_PROFILE_HTTP = QUICK_PROFILE_HTTP.replace(
+    "40 requests in 1.0 s, 41.5 req/s", "600 requests in 12.0 s, 50.0 req/s"
+)
+
 QUICK_LOADGEN = """\
 demo home at --scale 0.01 built in 2.5 s
 server http://127.0.0.1:34843, 2 cores, load average 11.33 12.42 10.37; the load test's mix, 4 clients, 2 s
@@ -245,6 +283,7 @@ QUICK = {
     "http_load.py --workers 2": QUICK_HTTP_2,
     "noise_bench.py": QUICK_NOISE,
     "profile_small.py": QUICK_PROFILE,
+    "profile_http.py": QUICK_PROFILE_HTTP,
     "loadgen.py": QUICK_LOADGEN,
 }
 FULL = {
@@ -258,6 +297,7 @@ FULL = {
         "query              2050 requests    205.0 req/s  p50   30.2 ms  p99   48.0 ms",
     ),
     "profile_small.py": FULL_PROFILE,
+    "profile_http.py": FULL_PROFILE_HTTP,
     "loadgen.py": FULL_LOADGEN,
 }
 
@@ -295,6 +335,13 @@ def test_the_figures_and_verdicts() -> None:
     assert full[f"W1 {floors} (ratios to raw)"].value == "1.21 (0.498 s), then 1.26 (0.520 s)"
     floors = "floors, exact: the per-entity stage, then the whole stats query"
     assert full[f"W3 {floors} (ratios to raw)"].value == "1.04 (0.260 s), then 1.06 (0.265 s)"
+    assert full["HTTP small query one at a time: server CPU by thread"].value == (
+        "22.2 ms CPU a request at 50.0 req/s: event loop 2.2, request threads 18.2, "
+        "audit writer 0.8, risk monitor 0.8, DuckDB workers and other native threads 0.2"
+    )
+    assert full["HTTP small query one at a time: the request thread's largest stages"].value == (
+        "charge (ε, usage) 4.7, commit/audit 4.0, enclave 3.2 ms (wall)"
+    )
     assert full["small query in process, uncached dp (beside the HTTP rate)"].value == (
         "6.1 ms a query (165 req/s one at a time)"
     )
