@@ -57,6 +57,7 @@ from loadgen import (
     load_deployment,
     monitor_entries,
     run_load,
+    small_query,
     standard_mix,
     sync_query,
     warm_up,
@@ -232,7 +233,7 @@ def main() -> None:
             bank = "op-bank"
             phases: list[tuple[str, list[MixEntry]]] = [
                 ("explain", [MixEntry(1, explain("explain", bank, lambda n: EXPLAIN))]),
-                ("query", [MixEntry(1, sync_query("query", bank, lambda n: QUERY.format(n)))]),
+                ("query", [MixEntry(1, sync_query("query", bank, small_query))]),
                 (
                     "query (cached)",
                     [MixEntry(1, sync_query("query (cached)", bank, lambda n: QUERY.format(1990)))],

@@ -6,26 +6,33 @@ Usage: python bench/profile_http.py [--scale 0.1] [--requests 600] [--quick]
 Builds the load deployment of ``bench/http_load.py`` (its :func:`~http_load.build`),
 serves the real application under uvicorn on a loopback port as ``sandbox serve`` runs
 it (h11, one process), but in this process, so that its threads can be read, and sends
-``POST /v1/jobs?wait=true`` small queries (``loadgen.QUERY``, a different filter each
-time, so neither the plan cache nor the release cache answers) one at a time from one
-client thread.  One at a time: nothing waits for the GIL, so the figures say what a
-request costs, not how requests queue (``http_load.py`` measures that).
+``POST /v1/jobs?wait=true`` small queries (``loadgen.small_query``: a different filter
+each time, over the same rows, so neither the plan cache nor the release cache answers)
+one at a time from one client thread.  One at a time, so requests do not queue behind
+each other (``http_load.py`` measures that); the server's own background threads (the
+risk monitor evaluating the last request's audit entry, the audit writer, DuckDB's
+threads) still run beside the next request and take the GIL from it now and then.
 
 Two tables:
 
-- **CPU a request, by thread**: each thread's user and system time over the run (Linux
-  ``/proc/self/task/<tid>/stat``, 10 ms ticks, summed over the run), divided by the
-  requests, grouped by what the thread does: the event loop (uvicorn's h11 parsing,
-  FastAPI's routing, validation and JSON), the request threads (AnyIO's pool: the
-  handler, the job desk and the whole query path, control-plane commits included), the
-  audit writer (group commit), the risk monitor, DuckDB's own worker threads (threads
-  Python does not know), and the rest.  The client thread is this process's too and is
-  shown apart, never in the server's total.
+- **CPU a request, by thread**: each thread's time on a CPU over the run (Linux
+  ``/proc/self/task/<tid>/schedstat``, nanoseconds; ``stat``'s 10 ms ticks where it is
+  missing), divided by the requests, grouped by what the thread does: the event loop
+  (uvicorn's h11 parsing, FastAPI's routing, validation and JSON), the request threads
+  (AnyIO's pool: the handler, the job desk and the whole query path, control-plane
+  commits included), the audit writer (group commit), the risk monitor, DuckDB's own
+  worker threads (threads Python does not know), and the rest.  The client thread is this
+  process's too and is shown apart, never in the server's total.  The process's own CPU
+  time over the run is printed beside the threads' sum: a thread that started and ended
+  within the run is in the first only.
 - **The request thread by stage**: wall time a request (mean), with
-  ``profile_small.py``'s stages (each the service's own call, wrapped for the run) and
-  the job desk's own: its limit check, the job row and reading the released rows back.
-  ``handler rest`` is the request thread's wall time not in any stage (the handler's
-  glue, response models).
+  ``profile_small.py``'s stages (each the service's own call, wrapped for the run, timed
+  in the request threads only) and the job desk's own: its limit check, the job row and
+  reading the released rows back.  A stage's wall time includes what it waits for:
+  DuckDB's threads running the stats query, fsync, the GIL.  The last line,
+  ``outside the stages``, is the client's latency minus the stages: the handler's glue
+  and response model, the event loop, the hand-offs between threads, the loopback and
+  the client's own HTTP work.
 
 Linux only (``/proc``).
 """
@@ -43,7 +50,7 @@ from typing import Any
 
 import httpx
 from http_load import build, free_port
-from loadgen import QUERY
+from loadgen import small_query
 from profile_small import StageClock, instrument
 
 #: Python thread names (their prefix) and what the table calls them.
@@ -66,10 +73,17 @@ DESK_STAGES = (
 
 
 def thread_cpu() -> dict[int, float]:
-    """CPU seconds (user + system) of each thread of this process, by native id."""
+    """CPU seconds of each thread of this process, by native id (``schedstat``'s
+    nanoseconds on a CPU; ``stat``'s user and system ticks where it is missing)."""
     tick = os.sysconf("SC_CLK_TCK")
     out: dict[int, float] = {}
     for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/schedstat", "rb") as handle:
+                out[int(task)] = int(handle.read().split()[0]) / 1e9
+            continue
+        except (OSError, ValueError, IndexError):
+            pass
         try:
             with open(f"/proc/self/task/{task}/stat", "rb") as handle:
                 fields = handle.read().rsplit(b")", 1)[1].split()
@@ -77,6 +91,16 @@ def thread_cpu() -> dict[int, float]:
             continue
         out[int(task)] = (int(fields[11]) + int(fields[12])) / tick
     return out
+
+
+def process_cpu() -> float:
+    """This process's user and system CPU seconds, every thread it ever had included."""
+    times = os.times()
+    return times.user + times.system
+
+
+def python_names() -> dict[int, str]:
+    return {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
 
 
 def group_of(name: str | None) -> str:
@@ -163,7 +187,7 @@ def run(services: Any, url: str, token: str, args: argparse.Namespace) -> None:
             response = client.post(
                 "/v1/jobs",
                 params={"wait": "true"},
-                json={"sql": QUERY.format(n)},
+                json={"sql": small_query(n)},
                 headers=headers,
             )
             elapsed = time.perf_counter() - t0
@@ -175,13 +199,14 @@ def run(services: Any, url: str, token: str, args: argparse.Namespace) -> None:
             one(10_000_000 + n)
         services.monitor.drain()  # the warm-up's evaluations, before the clocks start
         clock.reset()
-        before = thread_cpu()
+        names = python_names()
+        before, process0 = thread_cpu(), process_cpu()
         t0 = time.perf_counter()
         walls = [one(n) for n in range(requests)]
         wall = time.perf_counter() - t0
         services.monitor.drain()  # every evaluation these requests caused, and no more
-        after = thread_cpu()
-    names = {t.native_id: t.name for t in threading.enumerate()}
+        after, process = thread_cpu(), process_cpu() - process0
+        names |= python_names()  # threads started during the run too
     client_id = threading.main_thread().native_id
     per_group: dict[str, float] = {}
     for tid, seconds in after.items():
@@ -190,6 +215,7 @@ def run(services: Any, url: str, token: str, args: argparse.Namespace) -> None:
         per_group[group] = per_group.get(group, 0.0) + used
     ended = len(set(before) - set(after))
     server_cpu = sum(v for k, v in per_group.items() if k != CLIENT)
+    threads_cpu = server_cpu + per_group.get(CLIENT, 0.0)
 
     print(
         f"HTTP small query, one at a time: {requests} requests in {wall:.1f} s, "
@@ -206,8 +232,11 @@ def run(services: Any, url: str, token: str, args: argparse.Namespace) -> None:
         print(f"  {label:<50} {ms:6.2f} ms  {share:4.0%}")
     client_ms = per_group.get(CLIENT, 0.0) / requests * 1000
     print(f"  (the client thread, not the server: {client_ms:.2f} ms)")
-    if ended:
-        print(f"  ({ended} thread(s) ended during the run: their CPU is not counted)")
+    print(
+        f"  (the process's CPU over the run: {process / requests * 1000:.2f} ms a request, "
+        f"against {threads_cpu / requests * 1000:.2f} ms in its threads' sum, client included; "
+        f"{ended} thread(s) ended during the run)"
+    )
     print("the request thread by stage (wall ms a request, mean):")
     stages = dict(sorted(clock.totals.items(), key=lambda item: -item[1]))
     timed = sum(stages.values())
@@ -215,11 +244,11 @@ def run(services: Any, url: str, token: str, args: argparse.Namespace) -> None:
     for name, seconds in stages.items():
         print(f"  {name:<40} {seconds / requests * 1000:6.2f}")
     rest = max(0.0, statistics.fmean(walls) * requests - timed)
-    print(f"  {'handler rest, event loop and the wire':<40} {rest / requests * 1000:6.2f}")
+    print(f"  {'outside the stages':<40} {rest / requests * 1000:6.2f}")
     print(
-        f"  (request threads' CPU {request_cpu / requests * 1000:.2f} ms a request against "
-        f"{timed / requests * 1000:.2f} ms in stages: the stages' wall time includes "
-        "waiting for fsync)"
+        f"  (the request threads' CPU: {request_cpu / requests * 1000:.2f} ms a request; "
+        f"the stages' wall time: {timed / requests * 1000:.2f} ms, which includes waiting "
+        "for DuckDB's threads, fsync and the GIL)"
     )
 
 

@@ -323,22 +323,27 @@ def _small_p99(out: str) -> tuple[float, str] | None:
 
 
 def _http_threads(out: str) -> tuple[float, str] | None:
-    """``profile_http.py``: the server's CPU a request, and the threads it went to."""
+    """``profile_http.py``: the server's CPU a request, and the threads it went to.
+
+    None (so "see output") unless every thread line reads and they add up to the total.
+    """
     # "HTTP small query, one at a time: 600 requests in 13.6 s, 44.2 req/s, ..."
     # "server CPU a request: 21.17 ms, by thread:" then "  <label>   2.07 ms   10%" lines
     rate = search(rf"^HTTP small query, one at a time: .* {NUM} req/s", out)
     total = search(rf"^server CPU a request: {NUM} ms, by thread:\n((?:  [^(\n][^\n]*\n)+)", out)
     if not rate or not total:
         return None
-    parts = []
+    ms = number(total.group(1))
+    parts: list[tuple[str, float]] = []
     for line in total.group(2).splitlines():
         m = re.match(rf"^  (.+?)\s+{NUM} ms\s+\d+%$", line)
-        if m and number(m.group(2)) >= 0.05:
-            parts.append(f"{m.group(1).split(' (')[0]} {number(m.group(2)):.1f}")
-    ms = number(total.group(1))
-    return ms, f"{ms:.1f} ms CPU a request at {number(rate.group(1)):.1f} req/s: " + ", ".join(
-        parts
-    )
+        if not m:
+            return None
+        parts.append((m.group(1).split(" (")[0], number(m.group(2))))
+    if not parts or abs(sum(v for _, v in parts) - ms) > max(0.05, 0.01 * ms):
+        return None
+    shown = ", ".join(f"{name} {v:.1f}" for name, v in parts if v >= 0.05)
+    return ms, f"{ms:.1f} ms CPU a request at {number(rate.group(1)):.1f} req/s: {shown}"
 
 
 def _http_stages(out: str) -> tuple[float, str] | None:
@@ -351,7 +356,7 @@ def _http_stages(out: str) -> tuple[float, str] | None:
     stages = []
     for line in block.group(1).splitlines():
         m = re.match(rf"^  (\S.*?)\s+{NUM}$", line)
-        if m and not m.group(1).startswith("handler rest"):
+        if m and m.group(1) != "outside the stages":
             stages.append((number(m.group(2)), m.group(1)))
     if not stages:
         return None
