@@ -27,6 +27,7 @@ from sqlglot.optimizer.scope import Scope
 
 from sandbox.core.access import DatasetAccess
 from sandbox.core.errors import QueryRefused
+from sandbox.query.cannot_raise import cannot_raise, column_types, split_and
 from sandbox.query.columns_expr import EXPANDED
 from sandbox.query.disclosure import QUANTILE_BINS
 from sandbox.query.entity_caps import (
@@ -516,18 +517,32 @@ def _try(node: exp.Expr) -> exp.Expr:
     )
 
 
-def _contain_errors(root: exp.Expression, final: exp.Select) -> None:
+def _contain_errors(
+    root: exp.Expression, final: exp.Select, access: Mapping[str, DatasetAccess]
+) -> None:
     """Make every operator expression that runs in the enclave unable to raise.
 
     A run-time error is one exact bit about the rows that caused it (``CASE WHEN
     <one person> THEN 1 / 0``): predicates (WHERE and FILTER) and the expressions of
-    derived tables become ``TRY(...)``, NULL where they would fail.  Join keys are
-    equalities of declared key columns (they cannot fail on a value; a filter beside
-    them in ``ON`` becomes ``TRY(...)`` too), and the
-    released SELECT's own expressions run outside, over released statistics.
+    derived tables become ``TRY(...)``, NULL where they would fail.  A predicate's
+    conjuncts that cannot fail on any value (``sandbox/query/cannot_raise.py``: an
+    integer or text column of a dataset against literals of its kind) stand bare, so
+    DuckDB can push them into its scan.  Join keys are equalities of declared key
+    columns (they cannot fail on a value; a filter beside them in ``ON`` becomes
+    ``TRY(...)`` too), and the released SELECT's own expressions run outside, over
+    released statistics.
     """
+    types = {
+        dataset: {c.name.lower(): c.type for c in grant.spec.columns if c.type}
+        for dataset, grant in access.items()
+    }
     for where in list(root.find_all(exp.Where)):
-        where.set("this", _try(where.this))
+        select = where.find_ancestor(exp.Select)
+        columns = {} if select is None else column_types(select, types)
+        parts = [
+            part if cannot_raise(part, columns) else _try(part) for part in split_and(where.this)
+        ]
+        where.set("this", parts[0] if len(parts) == 1 else exp.and_(*parts))
     for join in list(root.find_all(exp.Join)):
         on = join.args.get("on")
         for cond in list(on.flatten()) if isinstance(on, exp.And) else [on] if on else []:
@@ -567,7 +582,7 @@ def build_plan(
     DuckDB's faster ``hash()``.
     """
     final = cast(exp.Select, checked.final_scope.expression)  # the guard refuses any other
-    _contain_errors(checked.root, final)
+    _contain_errors(checked.root, final, access)
     entity = _inject_entity(checked, access)
     joined = joined_datasets(checked)
     if bounds is not None and joined:

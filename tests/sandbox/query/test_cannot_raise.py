@@ -1,0 +1,196 @@
+"""Predicates left without TRY cannot raise on any row (``sandbox/query/cannot_raise.py``).
+
+Three layers: the listed forms (``cannot_raise_cases/predicates.jsonl``), a property
+that whatever :func:`cannot_raise` accepts runs in DuckDB without an error over a
+table of every extreme value and NULL, and the rewrite on the demo catalog (its real
+column types): bare where the list allows, TRY elsewhere, the same rows either way.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+import sqlglot
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlglot import exp
+
+from sandbox.core.access import DatasetAccess
+from sandbox.core.classification import Level
+from sandbox.enclave.demo_data import DEMO_DATASETS
+from sandbox.query.cannot_raise import cannot_raise, column_types, split_and
+from sandbox.query.guard import check_query
+from sandbox.query.parse import parse_query
+from sandbox.query.rewrite import build_plan
+from tests.sandbox.query.test_guard import GROUPABLE, MAX_SQL_LENGTH
+
+CASES = Path(__file__).parent / "cannot_raise_cases" / "predicates.jsonl"
+
+#: The test table ``d.t``: a column of each kind, named by its type.
+TYPES = {
+    "ti": "TINYINT",
+    "i": "INTEGER",
+    "b": "BIGINT",
+    "h": "HUGEINT",
+    "u": "UBIGINT",
+    "s": "VARCHAR",
+    "m": "DECIMAL(12,2)",
+    "f": "DOUBLE",
+    "dt": "DATE",
+}
+#: Every extreme of each column, and NULL.
+ROWS = [
+    ("-128", "-2147483648", "-9223372036854775808", "-170141183460469231731687303715884105728",
+     "0", "abc", "-9999999999.99", "-1e308", "0001-01-01"),
+    ("127", "2147483647", "9223372036854775807", "170141183460469231731687303715884105727",
+     "18446744073709551615", "", "9999999999.99", "1e308", "9999-12-31"),
+    ("0", "0", "0", "0", "1", "0", "0.01", "0", "2025-06-01"),
+]  # fmt: skip
+
+
+def _where(sql: str) -> exp.Where:
+    where = sqlglot.parse_one(sql, read="duckdb").find(exp.Where)
+    assert where is not None
+    return where
+
+
+def _accepts(sql: str) -> bool:
+    where = _where(sql)
+    select = where.find_ancestor(exp.Select)
+    assert select is not None
+    return cannot_raise(where.this, column_types(select, {"d.t": TYPES}))
+
+
+@pytest.mark.parametrize(
+    "case", [json.loads(line) for line in CASES.read_text().splitlines()], ids=lambda c: c["why"]
+)
+def test_the_listed_forms(case: dict) -> None:
+    with_ = f"WITH {case['with']} " if "with" in case else ""
+    sql = f"{with_}SELECT count(*) FROM {case.get('from', 'd.t AS t')} WHERE {case['where']}"
+    assert _accepts(sql) is case["bare"]
+
+
+@pytest.fixture(scope="module")
+def hostile() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA d")
+    columns = ", ".join(f"{name} {kind}" for name, kind in TYPES.items())
+    con.execute(f"CREATE TABLE d.t ({columns})")
+    for row in ROWS:
+        con.execute(f"INSERT INTO d.t VALUES ({', '.join('?' * len(row))})", list(row))
+    con.execute(f"INSERT INTO d.t VALUES ({', '.join(['NULL'] * len(TYPES))})")
+    return con
+
+
+LITERALS = st.sampled_from(
+    ["0", "-1", "127", "128", "-129", "2147483648", "-9223372036854775808",
+     "9223372036854775807", "9223372036854775808", "007", "1.5", "1e3", "'x'", "''",
+     "'0'", "'abc'", "'2025-01-01'", "NULL", "-(-5)"]
+)  # fmt: skip
+COLUMNS = st.sampled_from([f"t.{name}" for name in TYPES])
+OPS = st.sampled_from(["=", "<>", "<", "<=", ">", ">="])
+
+
+def predicates() -> st.SearchStrategy[str]:
+    comparison = st.one_of(
+        st.builds(lambda c, o, v: f"{c} {o} {v}", COLUMNS, OPS, LITERALS),
+        st.builds(lambda c, o, v: f"{v} {o} {c}", COLUMNS, OPS, LITERALS),
+        st.builds(lambda c, a, b: f"{c} BETWEEN {a} AND {b}", COLUMNS, LITERALS, LITERALS),
+        st.builds(
+            lambda c, vs: f"{c} IN ({', '.join(vs)})", COLUMNS, st.lists(LITERALS, min_size=1)
+        ),
+        st.builds(lambda c: f"{c} IS NULL", COLUMNS),
+        st.builds(lambda c: f"{c} + 1 > 0", COLUMNS),
+    )
+    return st.recursive(
+        comparison,
+        lambda inner: st.one_of(
+            st.builds(lambda a, b: f"({a} AND {b})", inner, inner),
+            st.builds(lambda a, b: f"({a} OR {b})", inner, inner),
+            st.builds(lambda a: f"NOT ({a})", inner),
+        ),
+        max_leaves=4,
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(predicate=predicates())
+def test_whatever_it_accepts_runs_without_an_error(hostile, predicate: str) -> None:
+    sql = f"SELECT count(*) FROM d.t AS t WHERE {predicate}"
+    if not _accepts(sql):
+        return
+    hostile.execute(sql).fetchall()  # an error here would be a bit about the rows
+
+
+def test_a_top_level_and_splits_through_parentheses() -> None:
+    where = _where(
+        "SELECT 1 FROM d.t AS t WHERE ((t.i = 1 AND t.s = 'a') AND (t.b > 2 OR t.f > 1))"
+    )
+    assert [p.sql() for p in split_and(where.this)] == [
+        "t.i = 1",
+        "t.s = 'a'",
+        "(t.b > 2 OR t.f > 1)",
+    ]
+
+
+# -- the rewrite, on the demo catalog's real column types ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def catalog_access(demo_platform) -> dict[str, DatasetAccess]:
+    return {
+        d: DatasetAccess(demo_platform.catalog.get(d).spec, Level.L3, None, GROUPABLE)
+        for d in DEMO_DATASETS
+    }
+
+
+def _stats_sql(sql: str, grants: dict[str, DatasetAccess]) -> str:
+    checked = check_query(parse_query(sql, max_length=MAX_SQL_LENGTH), grants)
+    return build_plan(checked, grants).stats_sql
+
+
+@pytest.mark.parametrize(
+    ("where", "bare", "tried"),
+    [
+        ("founded = 2001", '"enterprises"."founded" = 2001', None),
+        ("status IN ('active', 'revoked') AND founded BETWEEN 1995 AND 2005",
+         "\"enterprises\".\"status\" IN ('active', 'revoked')", None),
+        ("founded > 2000 AND registered_capital > 1000000",
+         '"enterprises"."founded" > 2000', 'TRY("enterprises"."registered_capital" > 1000000)'),
+        ("founded > 2000 OR registered_capital > 1000000", None, "TRY("),
+        ("district = 'x' OR founded = '2001'", None, "TRY("),
+    ],
+)  # fmt: skip
+def test_the_rewrite_leaves_bare_only_what_cannot_raise(
+    demo_platform, catalog_access, where: str, bare: str | None, tried: str | None
+) -> None:
+    sql = f"SELECT status, count(*) FROM market.enterprises WHERE {where} GROUP BY 1"
+    stats = _stats_sql(sql, catalog_access)
+    clause = stats.split(" WHERE ", 1)[1]
+    if bare is not None:
+        assert bare in clause and f"TRY({bare}" not in clause
+    if tried is not None:
+        assert tried in clause
+    else:
+        assert "TRY(" not in clause.split(" GROUP BY ")[0]
+    # The same rows with TRY around everything: counts per status equal the raw query's.
+    with demo_platform.enclave.cursor() as cur:
+        expected = sorted(cur.sql(sql).fetchall())
+        got = sorted(
+            (row[0], row[2]) for row in cur.sql(stats).fetchall()
+        )  # __k0, __entities, __r1
+    assert [(k, int(n)) for k, n in got] == [(k, int(n)) for k, n in expected]
+
+
+def test_without_typed_columns_everything_keeps_try() -> None:
+    """The shipped demo classifications declare few types: nothing is trusted untyped."""
+    from tests.sandbox.query.test_guard import access
+
+    stats = _stats_sql(
+        "SELECT status, count(*) FROM market.enterprises WHERE founded = 2001 GROUP BY 1",
+        access(),
+    )
+    assert 'TRY("enterprises"."founded" = 2001)' in stats
