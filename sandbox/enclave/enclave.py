@@ -18,7 +18,7 @@ and the reader reopens lazily afterwards).  A file held by another process
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -175,11 +175,19 @@ class Enclave:
         *,
         timeout_s: float | None = None,
         max_rows: int | None = None,
+        before: Callable[[], None] | None = None,
     ) -> pa.Table:
-        """Run ``sql`` in the enclave; interrupt after the timeout; refuse oversized results."""
+        """Run ``sql`` in the enclave; interrupt after the timeout; refuse oversized results.
+
+        ``before``: called once the cursor is held and before ``sql`` runs; no load swaps
+        a table while a cursor is held (a writer waits for running queries), so what it
+        checks (a dataset's version) holds for the whole run.  What it raises, propagates.
+        """
         limit = self.max_result_rows if max_rows is None else max_rows
         seconds = self.timeout_s if timeout_s is None else timeout_s
         with self.cursor() as cur:
+            if before is not None:
+                before()
             deadline = self._watchdog.arm(seconds, cur.interrupt)
             try:
                 relation = cur.sql(sql, params=list(params) if params else None)

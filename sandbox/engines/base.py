@@ -14,7 +14,7 @@ another's data.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import pyarrow as pa
@@ -37,11 +37,19 @@ class Engine(Protocol):
         """``duckdb`` or ``spark``: what ``DatasetRecord.engine`` names."""
         ...
 
-    def run(self, query: exp.Expr | str, *, max_rows: int | None) -> pa.Table:
+    def run(
+        self,
+        query: exp.Expr | str,
+        *,
+        max_rows: int | None,
+        before: Callable[[], None] | None = None,
+    ) -> pa.Table:
         """The rows of ``query`` (a single checked SELECT, as an AST or as its text in
         DuckDB's dialect, which an engine that needs the AST parses); more than
         ``max_rows`` (the engine's own limit if None) is
-        :class:`~sandbox.core.errors.ResultTooLarge`."""
+        :class:`~sandbox.core.errors.ResultTooLarge`.  ``before`` is called before any
+        row is read, where the engine's view of the data no longer changes for the run
+        (what it raises, propagates)."""
         ...
 
     def close(self) -> None:

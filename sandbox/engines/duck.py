@@ -6,6 +6,8 @@ enclave's own limits (lockdown, timeout, rows cap, one failure message).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pyarrow as pa
 from sqlglot import exp
 
@@ -22,11 +24,17 @@ class DuckDBEngine:
     def __init__(self, enclave: Enclave) -> None:
         self.enclave = enclave
 
-    def run(self, query: exp.Expr | str, *, max_rows: int | None) -> pa.Table:
+    def run(
+        self,
+        query: exp.Expr | str,
+        *,
+        max_rows: int | None,
+        before: Callable[[], None] | None = None,
+    ) -> pa.Table:
         # The rewrite's text runs as it is: parsing and rendering it again would cost a
         # small query a millisecond or two and change nothing.
         sql = query if isinstance(query, str) else query.sql(dialect="duckdb")
-        return self.enclave.query(sql, max_rows=max_rows)
+        return self.enclave.query(sql, max_rows=max_rows, before=before)
 
     def close(self) -> None:
         """The enclave belongs to the platform, which closes it."""

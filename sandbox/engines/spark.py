@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +154,13 @@ class SparkEngine:
         finally:
             con.close()
 
-    def run(self, query: exp.Expr | str, *, max_rows: int | None) -> pa.Table:
+    def run(
+        self,
+        query: exp.Expr | str,
+        *,
+        max_rows: int | None,
+        before: Callable[[], None] | None = None,
+    ) -> pa.Table:
         if isinstance(query, str):  # the rewrite's DuckDB text: transpiled from its AST
             query = sqlglot.parse_one(query, read="duckdb")
         limit = self.max_result_rows if max_rows is None else max_rows
@@ -165,6 +172,8 @@ class SparkEngine:
             views[dataset], schemas[dataset], columns[dataset] = self._view(dataset)
         sql = to_spark(query, views, columns)  # refuses what is not computed alike
         target = self._duckdb_schema(query, schemas)
+        if before is not None:  # the views read the versions they were made of
+            before()
         session = self.session
         context = session.sparkContext
         group = f"sbx-{uuid.uuid4().hex}"

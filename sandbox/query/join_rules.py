@@ -8,7 +8,7 @@ from typing import cast
 from sqlglot import exp
 from sqlglot.optimizer.scope import Scope
 
-from sandbox.core.classification import ColumnSpec
+from sandbox.core.classification import INTEGER_TYPES, ColumnSpec
 from sandbox.query.column_rules import ColumnRules, refuse
 from sandbox.query.lineage import BaseColumn
 
@@ -41,6 +41,29 @@ def _check_consent(lb: BaseColumn, lspec: ColumnSpec, rb: BaseColumn, rspec: Col
             f"{missing.rsplit('.', 1)[0]}'s classification does not; both must declare it",
         )
     raise refuse("guard.join", f"{left} and {right} are not declared joinable")
+
+
+def _check_key_types(lb: BaseColumn, lspec: ColumnSpec, rb: BaseColumn, rspec: ColumnSpec) -> None:
+    """A declared pair joins only if DuckDB compares its keys without converting either.
+
+    The key equality runs bare (``rewrite._contain_errors``: key columns cannot fail on
+    a value), which holds only for keys of one type, or two integer types; a text key
+    against a number would be converted value by value, and one value that does not
+    convert would fail the run: a bit about the rows.  The catalog's types are the
+    data's own (checked at registration); a key whose type is not known (a spec that
+    did not come from the catalog) is not judged here.
+    """
+    lt, rt = (lspec.type or "").upper(), (rspec.type or "").upper()
+    if not lt or not rt or lt == rt:
+        return
+    if INTEGER_TYPES.fullmatch(lt) and INTEGER_TYPES.fullmatch(rt):
+        return
+    raise refuse(
+        "guard.join",
+        f"{lb.dataset}.{lspec.name} ({lt}) and {rb.dataset}.{rspec.name} ({rt}) are declared "
+        "joinable but have different types: a join would convert every value of one of "
+        "them; the bureaus should declare keys of one type",
+    )
 
 
 def _check_join_filter(rules: ColumnRules, scope: Scope, cond: exp.Expression) -> None:
@@ -92,6 +115,7 @@ def check_joins(rules: ColumnRules, scope: Scope) -> None:
             _, lspec = rules.column(lb)
             _, rspec = rules.column(rb)
             _check_consent(lb, lspec, rb, rspec)
+            _check_key_types(lb, lspec, rb, rspec)
             rules.use(left, "join", "JOIN")
             rules.use(right, "join", "JOIN")
             on_entities |= _is_entity_key(rules, lb) and _is_entity_key(rules, rb)

@@ -11,7 +11,7 @@ only, in a separate in-memory DuckDB that can see nothing else.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 
@@ -201,20 +201,25 @@ def prepare(
 
 
 def execute(
-    engine: Engine | Enclave, prepared: Prepared, *, max_groups: int | None = None
+    engine: Engine | Enclave,
+    prepared: Prepared,
+    *,
+    max_groups: int | None = None,
+    before: Callable[[], None] | None = None,
 ) -> pa.Table | WithTotals:
     """Run the stats query on its engine (timeout and result limits apply); totals too.
 
     The engine receives the rewritten query (``Plan.stats_sql``, DuckDB's dialect: the
     DuckDB engine runs it as it is, Spark transpiles its AST), never the operator's
-    text; an :class:`Enclave` is run as the DuckDB engine.
+    text; an :class:`Enclave` is run as the DuckDB engine.  ``before`` is called before
+    each query reads a row (``Engine.run``).
     """
     if isinstance(engine, Enclave):
         engine = DuckDBEngine(engine)
-    table = engine.run(prepared.plan.stats_sql, max_rows=max_groups)
+    table = engine.run(prepared.plan.stats_sql, max_rows=max_groups, before=before)
     if not isinstance(prepared, PreparedWithTotals):
         return table
-    totals = tuple(execute(engine, p, max_groups=max_groups) for p in prepared.parts)
+    totals = tuple(execute(engine, p, max_groups=max_groups, before=before) for p in prepared.parts)
     return WithTotals(table, totals)
 
 

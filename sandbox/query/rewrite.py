@@ -107,6 +107,10 @@ class Plan:
     #: The stats query has no per-entity stage (each cell is one row: ``one_row_per_cell``):
     #: its result holds only for the dataset version that fact was established on.
     one_stage: bool = False
+    #: A predicate stands without ``TRY`` because of its columns' types in the catalog
+    #: (``cannot_raise``): it may run only on the dataset versions it was planned on, which
+    #: the service checks before the stats query reads a row.
+    typed: bool = False
 
 
 def _col(name: str, table: str | None = None) -> exp.Column:
@@ -519,7 +523,7 @@ def _try(node: exp.Expr) -> exp.Expr:
 
 def _contain_errors(
     root: exp.Expression, final: exp.Select, access: Mapping[str, DatasetAccess]
-) -> None:
+) -> bool:
     """Make every operator expression that runs in the enclave unable to raise.
 
     A run-time error is one exact bit about the rows that caused it (``CASE WHEN
@@ -530,8 +534,9 @@ def _contain_errors(
     DuckDB can push them into its scan.  Join keys are equalities of declared key
     columns (they cannot fail on a value; a filter beside them in ``ON`` becomes
     ``TRY(...)`` too), and the released SELECT's own expressions run outside, over
-    released statistics.
+    released statistics.  Returns whether a conjunct stands bare (the plan is ``typed``).
     """
+    bare = False
     types = {
         dataset: {c.name.lower(): c.type for c in grant.spec.columns if c.type}
         for dataset, grant in access.items()
@@ -539,9 +544,11 @@ def _contain_errors(
     for where in list(root.find_all(exp.Where)):
         select = where.find_ancestor(exp.Select)
         columns = {} if select is None else column_types(select, types)
-        parts = [
-            part if cannot_raise(part, columns) else _try(part) for part in split_and(where.this)
-        ]
+        parts = []
+        for part in split_and(where.this):
+            safe = cannot_raise(part, columns)
+            bare = bare or safe
+            parts.append(part if safe else _try(part))
         where.set("this", parts[0] if len(parts) == 1 else exp.and_(*parts))
     for join in list(root.find_all(exp.Join)):
         on = join.args.get("on")
@@ -559,6 +566,7 @@ def _contain_errors(
             inner = proj.this if isinstance(proj, exp.Alias) else proj
             if not isinstance(inner, exp.Column | exp.Try | exp.Literal):
                 inner.replace(_try(inner))
+    return bare
 
 
 def _is_aggregate(node: exp.Expression) -> bool:
@@ -582,7 +590,7 @@ def build_plan(
     DuckDB's faster ``hash()``.
     """
     final = cast(exp.Select, checked.final_scope.expression)  # the guard refuses any other
-    _contain_errors(checked.root, final, access)
+    typed = _contain_errors(checked.root, final, access)
     entity = _inject_entity(checked, access)
     joined = joined_datasets(checked)
     if bounds is not None and joined:
@@ -690,6 +698,7 @@ def build_plan(
         bounds=bounds,
         release_columns=release_columns,
         release_where=release_where if plain else None,
+        typed=typed,
     )
     if stats.direct is not None and not entities and one_row_per_cell(checked, access):
         # Each (group, entity) cell is one row: the per-entity stage would copy the rows,

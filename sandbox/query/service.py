@@ -44,6 +44,7 @@ import uuid
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import pyarrow as pa
@@ -242,7 +243,7 @@ class QueryService:
 
         Counted in the enclave once per version; a new version is counted again.  Should
         the table be replaced between this count and a run, the run's version check
-        (:meth:`_check_versions`) refuses its result.
+        (:meth:`_check_versions`, before it reads a row) refuses the run.
         """
         if not record.spec.one_row_per_entity or record.engine != DEFAULT_ENGINE:
             return False
@@ -254,14 +255,17 @@ class QueryService:
         return found
 
     def _check_versions(self, auth: Authorized) -> None:
-        """Refuse a one-stage run whose datasets changed version while it was prepared or ran.
+        """Refuse a run whose datasets changed version since its plan was made.
 
-        Its plan relied on a fact of the version it was authorized on (one row per entity);
-        a registration swaps the table in and updates the catalog before readers resume,
-        so an unchanged catalog version after the run means the run read that version.
+        Called by the engine before the stats query reads a row, once its view of the
+        data is fixed (``Engine.run``'s ``before``: on DuckDB the cursor is held, and no
+        registration swaps a table in while a query runs).  Only where the plan relied
+        on a fact of the version it was authorized on: a one-stage plan on one row per
+        entity, a ``typed`` one on its columns' types (a predicate left without ``TRY``,
+        which could fail on a value of a column whose type changed).
         """
         plans = [auth.prepared.plan] + [p.plan for p in getattr(auth.prepared, "parts", ())]
-        if not any(plan.one_stage for plan in plans):
+        if not any(plan.one_stage or plan.typed for plan in plans):
             return
         now = self.platform.catalog.current_versions(list(auth.records))
         if any(now.get(d) != r.version for d, r in auth.records.items()):
@@ -671,8 +675,12 @@ class QueryService:
                 limit = self.platform.settings.max_result_rows
                 try:
                     engine = self.platform.query_engine(engine_of(auth.records.values()))
-                    stats = execute(engine, prepared, max_groups=limit * STATS_HEADROOM)
-                    self._check_versions(auth)
+                    stats = execute(
+                        engine,
+                        prepared,
+                        max_groups=limit * STATS_HEADROOM,
+                        before=partial(self._check_versions, auth),
+                    )
                 except ResultTooLarge:
                     # How many groups the data forms, before suppression, is the data's:
                     # told apart from a timeout or out of memory by nothing.

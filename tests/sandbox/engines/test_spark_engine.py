@@ -133,9 +133,9 @@ def test_the_engine_receives_the_rewritten_query_never_operator_text(deployment:
     class Recording:
         name = "spark"
 
-        def run(self, query: Any, *, max_rows: int | None) -> pa.Table:
+        def run(self, query: Any, *, max_rows: int | None, before: Any = None) -> pa.Table:
             received.append(query)
-            return spark.run(query, max_rows=max_rows)
+            return spark.run(query, max_rows=max_rows, before=before)
 
         def close(self) -> None:
             pass

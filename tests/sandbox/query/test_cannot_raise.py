@@ -194,3 +194,72 @@ def test_without_typed_columns_everything_keeps_try() -> None:
         access(),
     )
     assert 'TRY("enterprises"."founded" = 2001)' in stats
+
+
+def test_a_plan_with_a_bare_predicate_runs_only_on_its_version(tmp_path) -> None:
+    """Its predicate stands bare because of the column types of the version it was planned
+    on: after a new version (whose types may differ) it is refused before any row is read,
+    and planned afresh it runs."""
+    from sandbox.core.errors import QueryRefused
+    from sandbox.enclave.demo_data import demo_sources
+    from sandbox.query.service import QueryService
+    from tests.conftest import build_deployment
+
+    platform, tokens = build_deployment(tmp_path / "home")
+    try:
+        service = QueryService(platform)
+        bank = platform.authority.authenticate(tokens["op-bank"])
+        sql = (
+            "SELECT industry, count(*) FROM market.enterprises "
+            "WHERE status = 'active' AND founded > 2000 GROUP BY 1"
+        )
+        auth = service._authorize(bank, sql, "r-1", None, None)
+        assert auth.prepared.plan.typed
+        assert "TRY(" not in auth.prepared.plan.stats_sql.split(" WHERE ", 1)[1]
+        spec, source = next(
+            (s, src) for s, src in demo_sources(0.01) if s.id == "market.enterprises"
+        )
+        platform.register(spec, source, registered_by="test")
+        ran: list[str] = []
+        original = platform.enclave.cursor
+
+        def watched():  # the stats query must not run at all
+            ran.append("cursor")
+            return original()
+
+        platform.enclave.cursor = watched  # type: ignore[method-assign]
+        with pytest.raises(QueryRefused) as info:
+            service._run(bank, sql, None, "r-2", None, hold=True, auth=auth)
+        assert info.value.rule == "catalog.version_changed"
+        platform.enclave.cursor = original  # type: ignore[method-assign]
+        assert ran == ["cursor"]  # the cursor was taken, and the check refused under it
+        assert service.run_job(bank, sql) is not None
+    finally:
+        platform.close()
+
+
+def test_declared_join_keys_of_different_types_are_refused(catalog_access) -> None:
+    """A key equality runs bare: a text key against a number would be converted value by
+    value (one that does not convert fails the run), so such a pair does not join."""
+    import dataclasses
+
+    from sandbox.core.errors import QueryRefused
+
+    sql = (
+        "SELECT e.industry, count(*) FROM market.enterprises e "
+        "JOIN hrss.social_insurance s ON s.credit_code = e.credit_code GROUP BY 1"
+    )
+    assert _stats_sql(sql, catalog_access)  # the demo's pair: both VARCHAR, it joins
+    grants = dict(catalog_access)
+    hrss = grants["hrss.social_insurance"]
+    columns = tuple(
+        dataclasses.replace(c, type="BIGINT") if c.name.lower() == "credit_code" else c
+        for c in hrss.spec.columns
+    )
+    grants["hrss.social_insurance"] = dataclasses.replace(
+        hrss, spec=dataclasses.replace(hrss.spec, columns=columns)
+    )
+    with pytest.raises(QueryRefused) as info:
+        _stats_sql(sql, grants)
+    assert info.value.rule == "guard.join"
+    assert "different types" in info.value.message

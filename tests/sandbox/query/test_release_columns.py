@@ -34,8 +34,10 @@ class _Engine:
     def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
         self.con = con
 
-    def run(self, query: object, *, max_rows: int | None) -> pa.Table:
+    def run(self, query: object, *, max_rows: int | None, before: object = None) -> pa.Table:
         assert isinstance(query, str)
+        if callable(before):
+            before()
         return self.con.sql(query).to_arrow_table()
 
     def close(self) -> None:
