@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import builtins
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+import duckdb
+import rfc8785
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -13,7 +16,25 @@ from sandbox.core.classification import DatasetSpec, parse_classification
 from sandbox.core.db import dataset_versions, datasets
 from sandbox.core.errors import NotFound
 
-__all__ = ["Catalog", "DatasetRecord"]
+__all__ = ["Catalog", "DatasetRecord", "schema_sha256", "table_schema_sha256"]
+
+
+def schema_sha256(schema: dict[str, str]) -> str:
+    """Digest of a table's ordered (column, type) list, as its version certifies it."""
+    return hashlib.sha256(rfc8785.dumps([[name, t] for name, t in schema.items()])).hexdigest()
+
+
+_COLUMNS_OF = (
+    "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = "
+    "current_database() AND schema_name = ? AND table_name = ? ORDER BY column_index"
+)
+
+
+def table_schema_sha256(cursor: duckdb.DuckDBPyConnection, dataset_id: str) -> str:
+    """:func:`schema_sha256` of a dataset's table as ``cursor`` sees it now."""
+    domain, table = dataset_id.split(".", 1)
+    rows = cursor.execute(_COLUMNS_OF, [domain, table]).fetchall()
+    return schema_sha256({name: dtype for name, dtype in rows})
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from sandbox.core.errors import (
 )
 from sandbox.core.settings import Settings
 from sandbox.core.wording import counted
+from sandbox.enclave.catalog import table_schema_sha256
 from sandbox.enclave.encrypted import cursor_of, open_connection
 from sandbox.enclave.watchdog import Watchdog
 
@@ -85,6 +86,7 @@ class Enclave:
         self.timeout_s = timeout_s
         self.max_result_rows = max_result_rows
         self._reader: duckdb.DuckDBPyConnection | None = None
+        self._digests: dict[str, str] = {}  # the open reader's tables (schema_digest)
         self._gate = threading.Condition()
         self._active = 0
         self._writing = False
@@ -158,6 +160,7 @@ class Enclave:
             self._gate.wait_for(lambda: not self._writing)
             if self._reader is None:
                 self._reader = self._connect(read_only=True)
+                self._digests = {}
             cur = cursor_of(self._reader, self.encryption_key)
             self._active += 1
         try:
@@ -175,21 +178,22 @@ class Enclave:
         *,
         timeout_s: float | None = None,
         max_rows: int | None = None,
-        before: Callable[[], None] | None = None,
+        before: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
     ) -> pa.Table:
         """Run ``sql`` in the enclave; interrupt after the timeout; refuse oversized results.
 
-        ``before``: called once the cursor is held and before ``sql`` runs; no load swaps
-        a table while a cursor is held (a writer waits for running queries), so what it
-        checks (a dataset's version) holds for the whole run.  What it raises, propagates.
+        ``before``: called with the cursor once it is held and before ``sql`` runs; no
+        load swaps a table while a cursor is held (a writer waits for running queries),
+        so what it checks on it (a table's columns, a dataset's version) holds for the
+        whole run.  What it raises, propagates.
         """
         limit = self.max_result_rows if max_rows is None else max_rows
         seconds = self.timeout_s if timeout_s is None else timeout_s
         with self.cursor() as cur:
-            if before is not None:
-                before()
             deadline = self._watchdog.arm(seconds, cur.interrupt)
             try:
+                if before is not None:  # its own DuckDB errors are the run's (limits)
+                    before(cur)
                 relation = cur.sql(sql, params=list(params) if params else None)
                 if relation is None:  # a statement without a result
                     return pa.table({})
@@ -230,6 +234,18 @@ class Enclave:
                 raise limits_failure() from None
             finally:
                 deadline.disarm()
+
+    def schema_digest(self, cursor: duckdb.DuckDBPyConnection, dataset_id: str) -> str:
+        """``schema_sha256`` of a dataset's table as ``cursor`` (a cursor of the open
+        reader, held) sees it: read on it once per reader connection.  The file does not
+        change under an open reader: a write in this process closes the reader first, and
+        DuckDB lets no other process write while one reads (a server's other processes
+        ask this one to close it first: :class:`~sandbox.enclave.shared.SharedEnclave`).
+        """
+        found = self._digests.get(dataset_id)
+        if found is None:
+            found = self._digests[dataset_id] = table_schema_sha256(cursor, dataset_id)
+        return found
 
     def table_schema(self, domain: str, table: str) -> dict[str, str]:
         """Column names and DuckDB types of one enclave table (for the catalog, not users)."""

@@ -32,7 +32,6 @@ for Spark works without pyspark or Java, and querying such a dataset is what nee
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -43,7 +42,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import rfc8785
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -56,7 +54,7 @@ from sandbox.core.db import dataset_versions, datasets
 from sandbox.core.errors import ConnectorError, Forbidden, InvalidInput, SandboxError
 from sandbox.core.settings import Settings
 from sandbox.core.timeutil import now_rfc3339
-from sandbox.enclave.catalog import DatasetRecord
+from sandbox.enclave.catalog import DatasetRecord, schema_sha256
 from sandbox.enclave.certificates import issue_certificate
 from sandbox.enclave.enclave import Enclave
 from sandbox.enclave.quality import measure_quality
@@ -81,11 +79,6 @@ class Registration:
     record: DatasetRecord
     certificate: dict[str, Any]
     replaced: bool
-
-
-def schema_sha256(schema: dict[str, str]) -> str:
-    """Digest of the ordered (column, type) list, as certified."""
-    return hashlib.sha256(rfc8785.dumps([[name, t] for name, t in schema.items()])).hexdigest()
 
 
 def check_engine(name: str) -> str:

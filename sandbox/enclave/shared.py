@@ -247,6 +247,7 @@ class SharedEnclave(Enclave):
             _unlock(intent)
         try:
             self._reader = self._connect(read_only=True)
+            self._digests = {}
         except BaseException:
             self._close_reader()
             raise

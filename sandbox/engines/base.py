@@ -15,7 +15,7 @@ another's data.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 import pyarrow as pa
 from sqlglot import exp
@@ -42,14 +42,15 @@ class Engine(Protocol):
         query: exp.Expr | str,
         *,
         max_rows: int | None,
-        before: Callable[[], None] | None = None,
+        before: Callable[[Any], None] | None = None,
     ) -> pa.Table:
         """The rows of ``query`` (a single checked SELECT, as an AST or as its text in
         DuckDB's dialect, which an engine that needs the AST parses); more than
         ``max_rows`` (the engine's own limit if None) is
         :class:`~sandbox.core.errors.ResultTooLarge`.  ``before`` is called before any
-        row is read, where the engine's view of the data no longer changes for the run
-        (what it raises, propagates)."""
+        row is read, where the engine's view of the data no longer changes for the run,
+        with the cursor the query will run on (DuckDB) or None (what it raises,
+        propagates)."""
         ...
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ enclave's own limits (lockdown, timeout, rows cap, one failure message).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pyarrow as pa
 from sqlglot import exp
@@ -29,7 +30,7 @@ class DuckDBEngine:
         query: exp.Expr | str,
         *,
         max_rows: int | None,
-        before: Callable[[], None] | None = None,
+        before: Callable[[Any], None] | None = None,
     ) -> pa.Table:
         # The rewrite's text runs as it is: parsing and rendering it again would cost a
         # small query a millisecond or two and change nothing.

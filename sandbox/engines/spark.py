@@ -159,7 +159,7 @@ class SparkEngine:
         query: exp.Expr | str,
         *,
         max_rows: int | None,
-        before: Callable[[], None] | None = None,
+        before: Callable[[Any], None] | None = None,
     ) -> pa.Table:
         if isinstance(query, str):  # the rewrite's DuckDB text: transpiled from its AST
             query = sqlglot.parse_one(query, read="duckdb")
@@ -173,7 +173,7 @@ class SparkEngine:
         sql = to_spark(query, views, columns)  # refuses what is not computed alike
         target = self._duckdb_schema(query, schemas)
         if before is not None:  # the views read the versions they were made of
-            before()
+            before(None)
         session = self.session
         context = session.sparkContext
         group = f"sbx-{uuid.uuid4().hex}"

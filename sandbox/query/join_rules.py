@@ -56,8 +56,8 @@ def _check_key_types(lb: BaseColumn, lspec: ColumnSpec, rb: BaseColumn, rspec: C
     lt, rt = (lspec.type or "").upper(), (rspec.type or "").upper()
     if not lt or not rt or lt == rt:
         return
-    if INTEGER_TYPES.fullmatch(lt) and INTEGER_TYPES.fullmatch(rt):
-        return
+    if INTEGER_TYPES.fullmatch(lt) and INTEGER_TYPES.fullmatch(rt) and "UHUGEINT" not in (lt, rt):
+        return  # UHUGEINT against a signed key compares as HUGEINT: 2^127 and up fail
     raise refuse(
         "guard.join",
         f"{lb.dataset}.{lspec.name} ({lt}) and {rb.dataset}.{rspec.name} ({rt}) are declared "

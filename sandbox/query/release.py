@@ -14,6 +14,7 @@ import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -205,7 +206,7 @@ def execute(
     prepared: Prepared,
     *,
     max_groups: int | None = None,
-    before: Callable[[], None] | None = None,
+    before: Callable[[Any], None] | None = None,
 ) -> pa.Table | WithTotals:
     """Run the stats query on its engine (timeout and result limits apply); totals too.
 

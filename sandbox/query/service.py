@@ -254,23 +254,32 @@ class QueryService:
             self._entity_rows[key] = found
         return found
 
-    def _check_versions(self, auth: Authorized) -> None:
-        """Refuse a run whose datasets changed version since its plan was made.
+    def _check_versions(self, auth: Authorized, cursor: Any = None) -> None:
+        """Refuse a run whose datasets are not, as it is about to read them, what its plan
+        was made for.
 
         Called by the engine before the stats query reads a row, once its view of the
         data is fixed (``Engine.run``'s ``before``: on DuckDB the cursor is held, and no
-        registration swaps a table in while a query runs).  Only where the plan relied
-        on a fact of the version it was authorized on: a one-stage plan on one row per
-        entity, a ``typed`` one on its columns' types (a predicate left without ``TRY``,
-        which could fail on a value of a column whose type changed).
+        registration swaps a table in while a query runs), with that cursor.  The plan
+        relied on its datasets' versions (one row per entity, for a one-stage plan) and on
+        their columns' types (a predicate left without ``TRY``, a measure's cast, a join's
+        keys: a column whose type changed could fail on a value).  So the catalog's
+        versions must be the plan's, and each table's columns and types, read on that
+        cursor, must be the ones its version recorded (``schema_sha256``): that holds
+        even where the catalog and the table disagree (a registration whose control-plane
+        commit failed after the table's).
         """
-        plans = [auth.prepared.plan] + [p.plan for p in getattr(auth.prepared, "parts", ())]
-        if not any(plan.one_stage or plan.typed for plan in plans):
-            return
         now = self.platform.catalog.current_versions(list(auth.records))
-        if any(now.get(d) != r.version for d, r in auth.records.items()):
+        changed = any(now.get(d) != r.version for d, r in auth.records.items())
+        if not changed and cursor is not None:
+            enclave = self.platform.enclave
+            changed = any(
+                enclave.schema_digest(cursor, d) != r.schema_sha256 for d, r in auth.records.items()
+            )
+        if changed:
             raise QueryRefused(
-                "a dataset of the query was replaced by a new version while it ran: run it again",
+                "a dataset of the query was replaced by a new version since it was "
+                "planned: run it again",
                 rule="catalog.version_changed",
             )
 

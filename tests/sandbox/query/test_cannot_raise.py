@@ -263,3 +263,29 @@ def test_declared_join_keys_of_different_types_are_refused(catalog_access) -> No
         _stats_sql(sql, grants)
     assert info.value.rule == "guard.join"
     assert "different types" in info.value.message
+
+
+def test_a_table_whose_columns_differ_from_its_version_is_not_read(tmp_path) -> None:
+    """The catalog says the plan's version, but the table's columns are not what that
+    version recorded (a registration whose control-plane commit failed after the
+    table's): refused on the cursor the run would read, before any row."""
+    from sandbox.core.errors import QueryRefused
+    from sandbox.query.service import QueryService
+    from tests.conftest import build_deployment
+
+    platform, tokens = build_deployment(tmp_path / "home")
+    try:
+        service = QueryService(platform)
+        bank = platform.authority.authenticate(tokens["op-bank"])
+        sql = "SELECT industry, count(*) FROM market.enterprises WHERE founded > 2000 GROUP BY 1"
+        auth = service._authorize(bank, sql, "r-1", None, None)
+        assert auth.prepared.plan.typed
+        assert service.run_job(bank, sql) is not None  # as recorded: it runs
+        with platform.enclave.writer() as con:
+            con.execute("ALTER TABLE market.enterprises ALTER founded TYPE VARCHAR")
+            con.execute("UPDATE market.enterprises SET founded = 'unknown' WHERE founded = '2003'")
+        with pytest.raises(QueryRefused) as info:
+            service._run(bank, sql, None, "r-2", None, hold=True, auth=auth)
+        assert info.value.rule == "catalog.version_changed"
+    finally:
+        platform.close()
