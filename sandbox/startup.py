@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from sandbox.core.errors import EnclaveBusy, EnclaveError
+from sandbox.enclave.catalog import table_schema_sha256
 
 if TYPE_CHECKING:
     from sandbox.enclave.catalog import DatasetRecord
@@ -171,7 +172,8 @@ def check_home(platform: Platform, *, lock_wait_s: float = 5.0) -> None:
 
 
 def check_enclave_contents(platform: Platform) -> None:
-    """The enclave opens, is not truncated, and holds every catalog dataset with its rows."""
+    """The enclave opens, is not truncated, and holds every catalog dataset with its rows
+    and its columns."""
     path = platform.settings.enclave_path
     try:
         _check_enclave_contents(platform, path)
@@ -247,6 +249,15 @@ def _check_enclave_contents(platform: Platform, path: Path) -> None:
                         "enclave",
                         f"enclave file {path} holds other rows for {record.id} than the "
                         "catalog says: restore it from a backup",
+                    )
+                # A registration whose control-plane commit failed after the table's
+                # leaves the catalog describing columns the table no longer has.
+                if table_schema_sha256(cur, record.id) != record.schema_sha256:
+                    raise _fail(
+                        "enclave",
+                        f"enclave file {path} holds other columns for {record.id} than "
+                        "the catalog says: register the dataset again, or restore both "
+                        "from a backup",
                     )
         except EnclaveError:
             raise

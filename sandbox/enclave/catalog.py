@@ -5,9 +5,8 @@ from __future__ import annotations
 import builtins
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
 import rfc8785
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -15,6 +14,9 @@ from sqlalchemy.engine import Engine
 from sandbox.core.classification import DatasetSpec, parse_classification
 from sandbox.core.db import dataset_versions, datasets
 from sandbox.core.errors import NotFound
+
+if TYPE_CHECKING:
+    import duckdb
 
 __all__ = ["Catalog", "DatasetRecord", "schema_sha256", "table_schema_sha256"]
 

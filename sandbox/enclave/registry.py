@@ -226,6 +226,7 @@ def _load_locked(
 ) -> tuple[tuple[Any, dict[str, Any], bool, DatasetSpec], Any]:
     with _servers_yield(enclave), enclave.writer() as con:
         con.execute("BEGIN TRANSACTION")
+        committed = False  # the table's transaction: nothing to roll back once it committed
         try:
             con.execute(f'CREATE SCHEMA IF NOT EXISTS "{spec.domain}"')
             loaded: LoadedSource = source.load_into(con, _quoted(spec))
@@ -259,11 +260,20 @@ def _load_locked(
                 if engine == "spark":
                     _move_to_warehouse(con, spec, warehouse_dir, int(record_row.version), published)
                 con.execute("COMMIT")
-        except SandboxError:
-            con.execute("ROLLBACK")
-            raise
+                committed = True
         except Exception as exc:
+            if committed:
+                # The table is in, but the catalog's record of it is not: queries check each
+                # table's columns against its version before reading (and the server's start
+                # checks them too), so nothing reads it until it is registered again.
+                raise ConnectorError(
+                    f"{spec.id} was loaded but its catalog record could not be written "
+                    f"({type(exc).__name__}): register it again",
+                    rule="registry.catalog",
+                ) from exc
             con.execute("ROLLBACK")
+            if isinstance(exc, SandboxError):
+                raise
             raise ConnectorError(
                 f"loading {spec.id} failed ({type(exc).__name__}); the enclave is unchanged",
                 rule="registry.load",

@@ -289,3 +289,66 @@ def test_a_table_whose_columns_differ_from_its_version_is_not_read(tmp_path) -> 
         assert info.value.rule == "catalog.version_changed"
     finally:
         platform.close()
+
+
+def test_startup_refuses_a_table_whose_columns_the_catalog_does_not_describe(tmp_path) -> None:
+    """What a registration whose control-plane commit failed after the table's leaves."""
+    from sandbox.core.errors import EnclaveError
+    from sandbox.startup import check_enclave_contents
+    from tests.conftest import build_deployment
+
+    platform, _tokens = build_deployment(tmp_path / "home")
+    try:
+        check_enclave_contents(platform)  # as registered: it opens
+        with platform.enclave.writer() as con:
+            con.execute("ALTER TABLE market.enterprises ALTER founded TYPE VARCHAR")
+        with pytest.raises(EnclaveError) as info:
+            check_enclave_contents(platform)
+        assert "other columns for market.enterprises" in info.value.message
+    finally:
+        platform.close()
+
+
+def test_a_catalog_commit_failing_after_the_table_is_reported_not_rolled_back(tmp_path) -> None:
+    """The table's transaction committed, the catalog's did not: a clear refusal naming what
+    to do (before: a ROLLBACK of the committed transaction raised DuckDB's own error)."""
+    from contextlib import contextmanager
+
+    from sandbox.core.errors import ConnectorError
+    from sandbox.enclave.demo_data import demo_sources
+    from sandbox.enclave.registry import register_dataset
+    from tests.conftest import build_deployment
+
+    platform, _tokens = build_deployment(tmp_path / "home")
+    try:
+        real = platform.engine
+
+        class FailingCommit:
+            """The control plane, whose transactions fail as they commit."""
+
+            def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+                return getattr(real, name)
+
+            @contextmanager
+            def begin(self):  # type: ignore[no-untyped-def]
+                with real.begin() as conn:
+                    yield conn
+                    raise OSError("disk full")  # rolls the catalog's transaction back
+
+        spec, source = next(
+            (s, src) for s, src in demo_sources(0.01) if s.id == "market.enterprises"
+        )
+        with pytest.raises(ConnectorError) as info:
+            register_dataset(
+                settings=platform.settings,
+                control=FailingCommit(),  # type: ignore[arg-type]
+                enclave=platform.enclave,
+                key=platform.signing_key(),
+                spec=spec,
+                source=source,
+                registered_by="test",
+            )
+        assert info.value.rule == "registry.catalog"
+        assert "register it again" in info.value.message
+    finally:
+        platform.close()
