@@ -263,9 +263,8 @@ def _load_locked(
                 committed = True
         except Exception as exc:
             if committed:
-                # The table is in, but the catalog's record of it is not: queries check each
-                # table's columns against its version before reading (and the server's start
-                # checks them too), so nothing reads it until it is registered again.
+                # The table is in, its catalog record is not: runs check each table's columns
+                # against its version before reading (startup too) until it is registered again.
                 raise ConnectorError(
                     f"{spec.id} was loaded but its catalog record could not be written "
                     f"({type(exc).__name__}): register it again",
