@@ -108,8 +108,9 @@ class Plan:
     #: its result holds only for the dataset version that fact was established on.
     one_stage: bool = False
     #: A predicate stands without ``TRY`` because of its columns' types in the catalog
-    #: (``cannot_raise``): it may run only on the dataset versions it was planned on, which
-    #: the service checks before the stats query reads a row.
+    #: (``cannot_raise``): it may run only on the dataset versions it was planned on.  Said
+    #: for a plan's readers (tests); the service checks every run that way, typed or not
+    #: (``QueryService._check_versions``: measures' casts and join keys rest on types too).
     typed: bool = False
 
 
