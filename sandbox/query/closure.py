@@ -4,7 +4,8 @@
 table (``nodes.py``), so qualification cannot slip in a node no rule looks at (a
 source's alias used as a value becomes a ``TableColumn``, the whole row), and an
 accepted aggregate may carry only the argument its rule reads; casts to nested types
-(a list constructor in disguise) and the empty row ``()`` are refused.  ``check_writable``
+(a list constructor in disguise), types that hold an expression and the empty row ``()``
+are refused.  ``check_writable``
 runs after the rules, so that a refusal naming a column comes first: a join's
 matching method and anything sqlglot would drop when writing the query for DuckDB
 are arguments no rule read.  Pure functions; refusals name the analyst's words.
@@ -45,6 +46,12 @@ def check_closed(root: exp.Expr, sql: str) -> None:
                 "or map): cast to a plain type",
                 rule="guard.unsupported",
             )
+        if isinstance(node, exp.DataType) and _type_holds_expression(node):
+            raise QueryRefused(
+                "an expression where a cast's type goes is not supported: a type's "
+                "parameters are numbers, as in DECIMAL(18, 2)",
+                rule="guard.unsupported",
+            )
         if isinstance(node, exp.Tuple) and not node.expressions:
             raise QueryRefused("() is an empty row value: name a column", rule="guard.row_value")
         if isinstance(node, exp.Column) and isinstance(node.this, exp.Star):
@@ -72,6 +79,16 @@ def check_writable(root: exp.Expr) -> None:
             "dropped): write it as DuckDB documents it",
             rule="guard.unsupported",
         ) from None
+
+
+#: What a type may hold: its own parts and literal parameters.  The node-kind table
+#: counts a type as a leaf that no rule looks inside, so a column written where a type
+#: parameter goes (``CAST(x AS f(c.id_number))``, a user-defined type) passed unread.
+_TYPE_PARTS = (exp.DataType, exp.DataTypeParam, exp.Literal, exp.Identifier, exp.Var)
+
+
+def _type_holds_expression(node: exp.DataType) -> bool:
+    return any(not isinstance(part, _TYPE_PARTS) for part in node.walk())
 
 
 def _written_type(node: exp.Expr) -> str:
