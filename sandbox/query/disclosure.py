@@ -112,6 +112,8 @@ class StatColumn:
     # Released as it is (the entities column as ``count(DISTINCT key)``): an output, not
     # only the count that selects the released groups (``_GATE_WEIGHT_ROWS``).
     shown: bool = False
+    # A row count under FILTER (WHERE ...): a finer cell's, never the one that selects groups.
+    filtered: bool = False
 
 
 @dataclass(frozen=True)
@@ -212,6 +214,11 @@ class NoisePlan:
     #: back; ``sensitivity`` and ``scale`` are the centred sum's.
     centre: Fraction = Fraction(0)
     centred_on: str | None = None
+    #: The column whose noisy values select the released groups (``_gate``): the entity
+    #: count, or a row count of the whole group.  ``lone``: the most it counts in a group
+    #: that one entity alone makes (1 entity; at most ``C`` rows).
+    selects: bool = False
+    lone: int = 1
 
     @property
     def half_width(self) -> float:
@@ -307,7 +314,7 @@ _TYPICAL = {"sum": Fraction(1, 2), "sumsq": Fraction(1, 3)}
 
 
 def _units(
-    column: StatColumn, params: DisclosureParams, *, gate: bool = False
+    column: StatColumn, params: DisclosureParams, *, gate: bool = False, weight: float = 1.0
 ) -> tuple[Fraction, Fraction, Demand]:
     """A column's grid, L1 sensitivity in units, and what it asks of the accountant.
 
@@ -321,14 +328,13 @@ def _units(
     ``gate``: the column is the group's entity count that selects the released groups,
     weighed ``_GATE_WEIGHT`` times at ``C = 1`` (where ``count(*)`` copies it) and, above,
     ``_GATE_WEIGHT_ROWS`` times unless the query shows it (the allocation depends on the
-    plan only, not data).
+    plan only, not data).  ``weight``: any other column's weight (``_weight``).
     """
     g = params.max_groups_per_entity
     delta = sensitivity(column, params)
     total = params.total_bound if column.kind in ("rows", "count", "sum", "sumsq") else None
     if column.kind in _COUNTS:
         per_group = delta / g if total is None else Fraction(params.max_rows_per_entity)
-        weight = 1.0
         if column.kind == "groups":
             weight = _GROUPS_WEIGHT
         elif gate and params.max_rows_per_entity == 1:
@@ -355,7 +361,7 @@ def _units(
         units = Fraction(math.ceil(delta / resolution) + total)
         l2 = math.sqrt(float(per_group) * float(units))
     typical = max(float(per_cell * _TYPICAL[column.kind]) * _row_share(column, params), 1.0)
-    demand = Demand(float(units), l2, 1 / typical**2)
+    demand = Demand(float(units), l2, weight / typical**2)
     return resolution, units, demand
 
 
@@ -410,16 +416,85 @@ def noise_plan(
 def _noise_plan(
     columns: tuple[StatColumn, ...], params: DisclosureParams, grouped: bool
 ) -> tuple[NoisePlan, ...]:
+    by_name = _stat_columns(columns)
+    by_entities = _planned(by_name, params, grouped, None)
+    gate = _gate(by_name, params, grouped)
+    if gate is None:
+        return by_entities
+    by_rows = _planned(by_name, params, grouped, gate)
+    return by_rows if _rows_select_better(by_entities, by_rows, params) else by_entities
+
+
+def _gate(by_name: dict[str, StatColumn], params: DisclosureParams, grouped: bool) -> str | None:
+    """A row count of the whole group that can select the released groups instead of
+    ``__entities``, where the entity count is no output of its own; else None.
+
+    Only a grouped query's (without keys the one group's existence is no data: its
+    entity count is held against ``k`` alone, in persons).  Not where the query shows the
+    entity count (``count(DISTINCT key)``: noised anyway) or ``count(*)`` copies it
+    (``C = 1``: already one column).  ``count(*)`` first, else the first ``count(x)``;
+    never one under a FILTER (it counts a finer cell, and would hold back groups).
+    """
+    if not grouped or by_name[ENTITIES].shown or ENTITIES in _copies(by_name, params).values():
+        return None
+    rows = [n for n, c in by_name.items() if c.kind == "rows" and c.cell is None]
+    counts = [n for n, c in by_name.items() if c.kind == "count" and not c.filtered]
+    candidates = rows + sorted(counts)
+    return candidates[0] if candidates else None
+
+
+def _rows_select_better(
+    by_entities: tuple[NoisePlan, ...], by_rows: tuple[NoisePlan, ...], params: DisclosureParams
+) -> bool:
+    """Does selecting on the row count release groups at least as small as on entities?
+
+    Data-independent: an entity's rows in a group are taken as ``(C + 1)/2``, as the
+    split's weights take them (``_row_share``), so the entity count's threshold ``τ_e``
+    stands for ``τ_e·(C + 1)/2`` rows.  Selecting on rows also frees the entity count's
+    share of ε for the outputs, so on a tie rows are taken.
+    """
+    entities = next(p for p in by_entities if p.selects)
+    rows = next(p for p in by_rows if p.selects)
+    c = params.max_rows_per_entity
+    return selection_threshold(rows, params) * 2 <= selection_threshold(entities, params) * (c + 1)
+
+
+def _weight(
+    column: StatColumn, params: DisclosureParams, grouped: bool, gate: str | None, copied: bool
+) -> float:
+    """How much a column's relative error weighs in the split (``_units``' weights).
+
+    A row count that selects the groups (``_gate``) weighs as the entity count it
+    replaces would at ``C = 1`` (``_GATE_WEIGHT``: it sets τ there and is released),
+    above as the output it is.  Without keys the entity count only meets ``k`` (a margin
+    on a noisy count): unless shown or copied it weighs ``_GATE_WEIGHT_ROWS``.
+    """
+    if column.name == gate:
+        return _GATE_WEIGHT if params.max_rows_per_entity == 1 else 1.0
+    if column.name == ENTITIES and not grouped and not column.shown and not copied:
+        return _GATE_WEIGHT_ROWS
+    return 1.0
+
+
+def _planned(
+    by_name: dict[str, StatColumn],
+    params: DisclosureParams,
+    grouped: bool,
+    gate: str | None,
+) -> tuple[NoisePlan, ...]:
+    """The noise plan with ``gate`` selecting the groups (None: the entity count does)."""
     epsilon = params.epsilon
     assert epsilon is not None  # noise_plan answers [] without a budget
-    by_name = _stat_columns(columns)
     counted = _counted_cells(by_name)
     copies = _copies(by_name, params)
     centres = _centres(by_name)
     noised = [
         _centred(c, centres[c.name][1]) if c.name in centres else c
         for c in by_name.values()
-        if c.kind in _NOISED | {"quantile"} and c.name not in counted and c.name not in copies
+        if c.kind in _NOISED | {"quantile"}
+        and c.name not in counted
+        and c.name not in copies
+        and not (gate is not None and c.name == ENTITIES)
     ]
     if grouped:
         noised.append(StatColumn(GROUPS, "groups"))
@@ -432,32 +507,61 @@ def _noise_plan(
             shapes.append((Fraction(1), Fraction(2 * c * g)))
             demands.append(Demand(2.0 * c * g, 2.0 * c * g, 1 / (2.0 * c) ** 2, pure=True))
             continue
-        gate = grouped and column.name == ENTITIES
-        resolution, units, demand = _units(column, params, gate=gate)
+        entity_gate = grouped and gate is None and column.name == ENTITIES
+        weight = _weight(column, params, grouped, gate, ENTITIES in copies.values())
+        resolution, units, demand = _units(column, params, gate=entity_gate, weight=weight)
         shapes.append((resolution, units))
         demands.append(demand)
     chosen = choose(demands, epsilon, params.delta * CONVERSION_SHARE)
+    selecting = gate or ENTITIES
+    lone = min(c, params.rows_bound) if gate is not None else 1
     plans = []
     for i, column in enumerate(noised):
         resolution, units = shapes[i]
         rho = _floor(chosen.rhos[i])
         delta = sensitivity(column, params) if column.kind != "quantile" else Fraction(c)
+        selects, own_lone = column.name == selecting, lone if column.name == gate else 1
         if column.kind == "quantile" or chosen.mechanism == "laplace":
             eps = _floor(chosen.epsilons[i])
             plans.append(
-                NoisePlan(column.name, delta, resolution, eps, units / eps, "laplace", rho)
+                NoisePlan(
+                    column.name,
+                    delta,
+                    resolution,
+                    eps,
+                    units / eps,
+                    "laplace",
+                    rho,
+                    selects=selects,
+                    lone=own_lone,
+                )
             )
         else:
             sigma2 = _ceil(demands[i].l2 ** 2 / (2 * float(rho)))
             plans.append(
-                NoisePlan(column.name, delta, resolution, Fraction(0), sigma2, "gaussian", rho)
+                NoisePlan(
+                    column.name,
+                    delta,
+                    resolution,
+                    Fraction(0),
+                    sigma2,
+                    "gaussian",
+                    rho,
+                    selects=selects,
+                    lone=own_lone,
+                )
             )
     by_plan = {p.column: p for p in plans}
     for name, (count, centre) in centres.items():
         by_plan[name] = replace(by_plan[name], centre=centre, centred_on=count)
     for name, source in copies.items():
         by_plan[name] = replace(
-            by_plan[source], column=name, epsilon=Fraction(0), rho=Fraction(0), copy_of=source
+            by_plan[source],
+            column=name,
+            epsilon=Fraction(0),
+            rho=Fraction(0),
+            copy_of=source,
+            selects=False,
         )
     return tuple(by_plan[n] for n in [*by_name, GROUPS] if n in by_plan)  # the columns' order
 
@@ -565,7 +669,7 @@ def epsilon_cost(
 
 
 def selection_threshold(plan: NoisePlan, params: DisclosureParams, selections: int = 1) -> int:
-    """With ε, a group is released only if its *noisy* entity count reaches this.
+    """With ε, a group is released only if its *noisy* count that selects reaches this.
 
     Which groups appear is itself data: a filter on true counts answers "does this set
     hold at least k entities?" exactly, whatever the noise on the values.  So the test
@@ -573,14 +677,21 @@ def selection_threshold(plan: NoisePlan, params: DisclosureParams, selections: i
     :mod:`sandbox.query.partition` (``k`` on a noisy count is post-processing).  The
     query's δ goes to the group selection (less the Gaussian's conversion share);
     ``selections`` splits it further for a caller that makes several.  FILTERed cells
-    need none (``_suppress_cells``).
+    need none (``_suppress_cells``).  A row count that selects (``_gate``) counts up to
+    ``plan.lone`` rows in a group one entity alone makes, not 1: ``τ`` moves up by
+    ``lone - 1`` (``G · P[lone + Z ≥ τ] ≤ δ_sel``).
     """
+    return max(params.k, _tau(plan, params, selections) + plan.lone - 1)
+
+
+def _tau(plan: NoisePlan, params: DisclosureParams, selections: int = 1) -> int:
+    """``τ`` for a count of 1 in a group one entity alone makes (:mod:`partition`)."""
     g = params.max_groups_per_entity
     if plan.mechanism == "gaussian":
         delta = params.delta * (1 - CONVERSION_SHARE) / max(1, selections)
-        return max(params.k, gaussian_threshold(plan.scale, g, delta))
+        return gaussian_threshold(plan.scale, g, delta)
     delta = params.delta / max(1, selections)
-    return max(params.k, laplace_threshold(plan.scale, g, delta))
+    return laplace_threshold(plan.scale, g, delta)
 
 
 def _draw(source: NoiseSource, plan: NoisePlan, size: int) -> list[int]:
@@ -791,14 +902,15 @@ def _disclose(
         # Exact counts of other datasets' entities have no noise plan (the rewrite joins
         # on entity keys under a budget and makes none): never release one with ε.
         raise EnclaveError("joined entity counts under a budget", rule="disclosure.stats")
-    noisy_entities: exact.Ints | None = None
+    noisy_gate: exact.Ints | None = None
+    gate = next((p for p in plans.values() if p.selects), None)
     suppressed_count: int | None = None
     if source is None:
         keep = _kept(data, by_name, params)
+    elif gate is None:  # the entity count is noised unless a row count selects
+        raise EnclaveError("no noised count selects the groups", rule="disclosure.stats")
     else:
-        keep, noisy_entities = _selected(
-            data[ENTITIES], plans[ENTITIES], params, source, 1, grouped=bool(keys)
-        )
+        keep, noisy_gate = _selected(data[gate.column], gate, params, source, 1, grouped=bool(keys))
         if keys:
             suppressed_count = _noisy_suppressed(
                 stats.num_rows, int(keep.sum()), plans[GROUPS], source
@@ -829,8 +941,15 @@ def _disclose(
                 raise EnclaveError("a quantile without a budget", rule="disclosure.stats")
             values = kept[name].to_pylist()
             array = pa.array([_quantile(v, stat, plan, source) for v in values], pa.float64())
+        elif gate is not None and noisy_gate is not None and name == gate.column:
+            # Already noised for the selection: release those same draws (no second spend).
+            array = _int64(noisy_gate[keep])
         elif source is not None and name in _counted_cells(by_name):
             # Not noised: its cell test reads the noisy count of the same values instead.
+            array = pa.nulls(released, pa.int64())
+        elif source is not None and name not in plans and stat.kind in _NOISED:
+            # The entity count where a row count selects the groups (``_gate``): not
+            # noised, so not released (the release reads it only where it is shown).
             array = pa.nulls(released, pa.int64())
         elif (plan := plans.get(name)) is not None and plan.copy_of is not None:
             array = pa.nulls(released, pa.int64())  # its source's values, below
@@ -839,9 +958,6 @@ def _disclose(
             array = _release(
                 kept[name], _centred(stat, plan.centre), plan, source, kept[plan.centred_on]
             )
-        elif name == ENTITIES and noisy_entities is not None:
-            # Already noised for the selection: release those same draws (no second spend).
-            array = _int64(noisy_entities[keep])
         else:
             # A joined count summed over the folded groups overcounts their entities (as a
             # cell's does): the remainder row carries none.
@@ -960,7 +1076,7 @@ def _suppress_cells(
     for cell in cells:
         if plans:  # under a budget: the noisy count decides, as a group's would
             source = counted.get(cell, cell)
-            tau = selection_threshold(plans[source], params)
+            tau = max(params.k, _tau(plans[source], params))
             if source != cell:  # a count: one entity adds up to C rows, not 1
                 tau = max(params.k, tau + params.max_rows_per_entity - 1)
             passed = pc.fill_null(pc.greater_equal(arrays[position[source]], tau), False)
@@ -980,7 +1096,7 @@ def _suppress_cells(
 
 
 def _selected(
-    entities: pa.Array,
+    counts: pa.Array,
     plan: NoisePlan,
     params: DisclosureParams,
     noise: NoiseSource,
@@ -988,7 +1104,8 @@ def _selected(
     *,
     grouped: bool = True,
 ) -> tuple[_Mask, exact.Ints]:
-    """With ε: which groups' noisy entity count reaches ``max(k, τ)``.
+    """With ε: which groups' noisy selecting count (``plan``: the entity count, or the
+    row count ``_gate`` chose) reaches ``max(k, τ)`` (``selection_threshold``).
 
     Without group keys (``grouped`` False) there is one group, whose existence is not
     data (the stats query returns its row even over no entity): no partition selection
@@ -999,9 +1116,9 @@ def _selected(
     exceeds the largest contribution any one entity can make, which is what the rule
     protects (``docs/disclosure.md``).
     """
-    true = exact.as_ints(entities, 0)
+    true = exact.as_ints(counts, 0)
     if true is None:
-        true = np.array([int(v or 0) for v in entities.to_pylist()], dtype=object)
+        true = np.array([int(v or 0) for v in counts.to_pylist()], dtype=object)
     draws = _draw(noise, plan, len(true))
     noisy = exact.noisy_units(true, draws, 1)
     tau = selection_threshold(plan, params, selections) if grouped else params.k

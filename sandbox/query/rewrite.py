@@ -74,6 +74,8 @@ class Stat:
     #: A column the release shows as it is (the entities column as ``count(DISTINCT
     #: key)``), not only one that selects groups: its error is an output's.
     shown: bool = False
+    #: A count under ``FILTER (WHERE ...)``: it counts a finer cell than its group's rows.
+    filtered: bool = False
 
 
 @dataclass(frozen=True)
@@ -232,6 +234,7 @@ class _Stats:
         lower: float | None = None,
         upper: float | None = None,
         cell: str | None = None,
+        filtered: bool = False,
     ) -> str:
         """One stats column: ``inner_sql`` per (group, entity), ``outer`` over it per group.
 
@@ -260,7 +263,7 @@ class _Stats:
                 # The two stages' sum of per-cell counts is a HUGEINT: the same type here.
                 direct = f"CAST({direct} AS HUGEINT)"
             self.direct.append(f'{direct} AS "{name}"')
-        self.stats.append(Stat(name, kind, lower, upper, cell=cell))
+        self.stats.append(Stat(name, kind, lower, upper, cell=cell, filtered=filtered))
         if kind in ("sum", "sumsq"):
             # Dominance: the two largest per-entity contributions, to a sum and (what a
             # variance or stddev releases) to a sum of squares.
@@ -414,6 +417,7 @@ class _Stats:
                     SUM,
                     direct=f"count(*){where}",
                     cell=cell,
+                    filtered=bool(filter_sql),
                 )
                 return _col(name)
             if isinstance(arg, exp.Distinct):
@@ -432,6 +436,7 @@ class _Stats:
                     SUM,
                     direct=f"count({sql}){where}",
                     cell=self._present(sql, where, tag),
+                    filtered=bool(filter_sql),
                 )
             )
         sql = arg.sql(dialect="duckdb")
@@ -482,6 +487,7 @@ class _Stats:
             SUM,
             direct=f"count({sql}){where}",
             cell=cell,
+            filtered=bool(filter_sql),
         )
         if isinstance(node, exp.Sum):
             return _col(s)

@@ -4,7 +4,10 @@ must match bit for bit (``test_disclosure_vector.py``).
 Copied verbatim from ``sandbox/query/disclosure.py`` (``_disclose`` and the per-row helpers
 it called); the plan, validation and noise pieces it shares with the current module are
 imported from there, so a change to the plan (``sensitivity``, ``noise_plan``) changes both
-sides alike.  Only the entry point is renamed (``reference_disclose``).
+sides alike.  Only the entry point is renamed (``reference_disclose``).  Since the row count can
+select the groups instead of the entity count (``disclosure._gate``), the reference
+selects on whichever plan ``selects``, row by row, releases that column's draws, and
+releases an entity count without a plan as NULL.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from sandbox.query.disclosure import (
     _noisy_suppressed,
     _quantile,
     _stat_columns,
+    _tau,
     _validate,
     epsilon_cost,
     noise_plan,
@@ -80,14 +84,15 @@ def _disclose(
         # Exact counts of other datasets' entities have no noise plan (the rewrite joins
         # on entity keys under a budget and makes none): never release one with ε.
         raise EnclaveError("joined entity counts under a budget", rule="disclosure.stats")
-    noisy_entities: list[int] | None = None
+    noisy_gate: list[int] | None = None
+    gate = next((p for p in plans.values() if p.selects), None)
     suppressed_count: int | None = None
     if source is None:
         keep = _kept(rows, by_name, params)
     else:
-        keep, noisy_entities = _selected(
-            rows, plans[ENTITIES], params, source, 1, grouped=bool(keys)
-        )
+        if gate is None:
+            raise EnclaveError("no noised count selects the groups", rule="disclosure.stats")
+        keep, noisy_gate = _selected(rows, gate, params, source, 1, grouped=bool(keys))
         if keys:
             suppressed_count = _noisy_suppressed(len(rows), sum(keep), plans[GROUPS], source)
         else:  # one group, known to exist: what was held back is what the table lacks
@@ -112,9 +117,15 @@ def _disclose(
                 raise EnclaveError("a quantile without a budget", rule="disclosure.stats")
             values = [r[name] for r, ok in zip(rows, keep, strict=True) if ok]
             array = pa.array([_quantile(v, stat, plan, source) for v in values], pa.float64())
+        elif gate is not None and noisy_gate is not None and name == gate.column:
+            # Already noised for the selection: release those same draws (no second spend).
+            values = [n for n, ok in zip(noisy_gate, keep, strict=True) if ok]
+            array = _release(values, stat, None, None)
         elif source is not None and name in _counted_cells(by_name):
             # Not noised: its cell test reads the noisy count of the same values instead.
             array = pa.nulls(sum(keep), pa.int64())
+        elif source is not None and name not in plans and stat.kind in _NOISED:
+            array = pa.nulls(sum(keep), pa.int64())  # an entity count a row count replaced
         elif (plan := plans.get(name)) is not None and plan.copy_of is not None:
             array = pa.nulls(sum(keep), pa.int64())  # its source's values, below
         elif plan is not None and plan.centred_on is not None:
@@ -125,10 +136,6 @@ def _disclose(
                 if ok
             ]
             array = _release(values, _centred(stat, plan.centre), plan, source)
-        elif name == ENTITIES and noisy_entities is not None:
-            # Already noised for the selection: release those same draws (no second spend).
-            values = [n for n, ok in zip(noisy_entities, keep, strict=True) if ok]
-            array = _release(values, stat, None, None)
         else:
             values = [r[name] for r, ok in zip(rows, keep, strict=True) if ok]
             if extra is not None:
@@ -222,7 +229,7 @@ def _suppress_cells(
         if plans:  # under a budget: the noisy count decides, as a group's would
             source = counted.get(cell, cell)
             released = arrays[position[source]].to_pylist()
-            tau = selection_threshold(plans[source], params)
+            tau = max(params.k, _tau(plans[source], params))
             if source != cell:  # a count: one entity adds up to C rows, not 1
                 tau = max(params.k, tau + params.max_rows_per_entity - 1)
             ok = [v is not None and v >= tau for v in released]
@@ -260,7 +267,7 @@ def _selected(
     exceeds the largest contribution any one entity can make, which is what the rule
     protects (``docs/disclosure.md``).
     """
-    true = [int(r[ENTITIES] or 0) for r in rows]
+    true = [int(r[plan.column] or 0) for r in rows]
     draws = _draw(noise, plan, len(true))
     noisy = [max(0, t + z) for t, z in zip(true, draws, strict=True)]
     tau = selection_threshold(plan, params, selections) if grouped else params.k

@@ -95,15 +95,17 @@ def test_the_released_sum_is_the_noisy_centred_sum_plus_the_centre_times_the_noi
     stats = pa.table(
         {"__k0": ["a"], ENTITIES: [5_000], "__e1": [400], "__s2": [12_345.0], "__n3": [400]}
     )
-    # Draws in order: entities, groups, then __s2 (centred, in grid units) and __n3.
-    out = disclose(stats, PAIRED, params, noise=Fixed([0, 0, 7, -4])).table.to_pylist()[0]
+    # Draws in order: __n3 (count(x) selects the groups: no count(*), C = 1), the number
+    # of groups, then __s2 (centred, in grid units).
+    assert plans["__n3"].selects and ENTITIES not in plans
+    out = disclose(stats, PAIRED, params, noise=Fixed([-4, 0, 7])).table.to_pylist()[0]
     centred = round(Fraction(12_345) / grid - 50 * 400 / grid) + 7
     assert out["__n3"] == 396
     assert out["__s2"] == float(centred * grid + 50 * 396)
     # Without noise on either the sum is exact; and it is never released below 0.
-    exact = disclose(stats, PAIRED, params, noise=Fixed([0, 0, 0, 0])).table.to_pylist()[0]
+    exact = disclose(stats, PAIRED, params, noise=Fixed([0, 0, 0])).table.to_pylist()[0]
     assert exact["__s2"] == 12_345.0 and exact["__n3"] == 400
-    low = disclose(stats, PAIRED, params, noise=Fixed([0, 0, -(10**9), 0])).table.to_pylist()[0]
+    low = disclose(stats, PAIRED, params, noise=Fixed([0, 0, -(10**9)])).table.to_pylist()[0]
     assert low["__s2"] == 0.0
 
 

@@ -242,15 +242,15 @@ def test_epsilon_is_split_across_noised_columns_and_matches_the_cost() -> None:
     # tests/sandbox/query/test_copied_counts.py).
     params = DisclosureParams(k=10, epsilon=0.7, max_rows_per_entity=2)
     plans = noise_plan(COLUMNS, params)
-    assert [p.column for p in plans] == [ENTITIES, "__r1", "__s2", "__n4", "__q5", GROUPS]
+    # The row count of the whole group selects the groups: no entity count is noised
+    # (test_row_gate.py).
+    assert [p.column for p in plans] == ["__r1", "__s2", "__n4", "__q5", GROUPS]
     total = sum(p.epsilon for p in plans)
     assert Fraction(0.7) - Fraction(1, 10**8) <= total <= Fraction(0.7)  # shares rounded down
     # Split by sensitivity: the sum of squares and the sum (relative sensitivity 3 and 2
-    # times a count's) get more than a count; a row count (its typical entity has
-    # (C + 1)/2 of its C rows) more than the entity count; the number of groups,
-    # metadata only, least.
+    # times a count's) get more than a count; the number of groups, metadata only, least.
     share = {p.column: p.epsilon for p in plans}
-    assert share["__q5"] > share["__s2"] > share["__r1"] > share[ENTITIES] > share[GROUPS]
+    assert share["__q5"] > share["__s2"] > share["__r1"] > share[GROUPS]
     result = disclose(stats_from(KNOWN), COLUMNS, params, noise=seeded_noise(1))
     assert result.epsilon_spent == epsilon_cost(COLUMNS, params) == 0.7
 
@@ -642,6 +642,9 @@ def test_cells_are_tested_before_rounding_on_the_noisy_count() -> None:
 def test_a_measures_presence_cell_uses_its_noisy_count_under_a_budget() -> None:
     """sum(x) and avg(x) carry count(x): its noisy value tests the cell; no extra column."""
     columns = [
+        # Shown (count(DISTINCT key)): the entity count selects the groups, and the cell
+        # is tested apart from its group (where count(x) selects, the two go together).
+        StatColumn(ENTITIES, "entities", shown=True),
         StatColumn("__e1", "entities"),
         StatColumn("__s2", "sum", 0.0, 100.0, cell="__e1"),
         StatColumn("__n3", "count", cell="__e1"),

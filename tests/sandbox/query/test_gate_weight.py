@@ -1,5 +1,7 @@
-"""A grouped query's entity count selects the released groups: at C = 1, where count(*)
-copies it, it weighs more than one output; at C > 1, where it is no output, less.
+"""The count that selects a grouped query's released groups: at C = 1 it weighs more than
+one output (``_GATE_WEIGHT``); at C > 1 an entity count that only selects weighs less
+(``_GATE_WEIGHT_ROWS``), and a row count of the whole group selects instead where it can
+(``disclosure._gate``, ``tests/sandbox/query/test_row_gate.py``).
 
 Its noise sets the release threshold τ (``selection_threshold``), so a sum or an average
 by group used to give it the share of one output and release a group of 41 persons
@@ -52,8 +54,18 @@ def _plans(params: DisclosureParams, grouped: bool = True) -> dict[str, disclosu
     return {p.column: p for p in noise_plan(SUM, params, grouped=grouped)}
 
 
+def _selecting(plans: dict[str, disclosure.NoisePlan]) -> disclosure.NoisePlan:
+    (plan,) = [p for p in plans.values() if p.selects]
+    return plan
+
+
+def _share(plan: disclosure.NoisePlan) -> Fraction:
+    """A column's share of the query's budget: its epsilon (Laplace) or its rho (Gaussian)."""
+    return plan.epsilon if plan.mechanism == "laplace" else plan.rho
+
+
 def _tau(params: DisclosureParams) -> int:
-    return selection_threshold(_plans(params)[ENTITIES], params)
+    return selection_threshold(_selecting(_plans(params)), params)
 
 
 ONE = DisclosureParams(k=10, epsilon=1.0, max_rows_per_entity=1, max_groups_per_entity=1)
@@ -62,11 +74,13 @@ ONE = DisclosureParams(k=10, epsilon=1.0, max_rows_per_entity=1, max_groups_per_
 def test_the_gate_takes_more_of_epsilon_and_lowers_the_threshold(monkeypatch) -> None:
     weighed = _plans(ONE)
     tau = _tau(ONE)
+    gate = _selecting(weighed).column
+    assert gate == "__n3" and ENTITIES not in weighed  # count(x) selects: C = 1, no count(*)
     _reweigh(monkeypatch, "_GATE_WEIGHT", 1.0)
     plain = _plans(ONE)
-    assert weighed[ENTITIES].epsilon > plain[ENTITIES].epsilon * Fraction(5, 4)
+    assert weighed[gate].epsilon > plain[gate].epsilon * Fraction(5, 4)
     assert weighed["__s2"].epsilon < plain["__s2"].epsilon  # paid for by the outputs
-    assert tau < 41 <= _tau(ONE)  # a group of 41 persons: now above τ, before below
+    assert tau < 41 and tau < _tau(ONE)  # a group of 41 persons: above τ
     for plans in (weighed, plain):
         assert sum(p.epsilon for p in plans.values()) <= Fraction(1)
 
@@ -90,12 +104,13 @@ ROWS = [StatColumn(ENTITIES, "entities"), StatColumn("__r1", "rows")]
 
 def test_row_counts_weigh_a_typical_entity_of_half_its_c_rows(monkeypatch) -> None:
     """At C > 1 a row count's typical entity has (C + 1)/2 rows, not C: it takes more of ε
-    from the entity count than before; at C = 1 nothing changes."""
+    from the (shown) entity count than before; at C = 1 nothing changes."""
     nine = DisclosureParams(k=10, epsilon=1.0, max_rows_per_entity=9, max_groups_per_entity=4)
-    shares = {p.column: p.epsilon for p in noise_plan(ROWS, nine)}
+    rows = [StatColumn(ENTITIES, "entities", shown=True), StatColumn("__r1", "rows")]
+    shares = {p.column: p.epsilon for p in noise_plan(rows, nine)}
     one = {p.column: p.epsilon for p in noise_plan(SUM, ONE)}
     _reweigh(monkeypatch, "_row_share", lambda column, params: 1.0)
-    before = {p.column: p.epsilon for p in noise_plan(ROWS, nine)}
+    before = {p.column: p.epsilon for p in noise_plan(rows, nine)}
     assert shares["__r1"] > before["__r1"] and shares[ENTITIES] < before[ENTITIES]
     assert one == {p.column: p.epsilon for p in noise_plan(SUM, ONE)}
     assert sum(shares.values()) <= Fraction(1)
@@ -103,36 +118,60 @@ def test_row_counts_weigh_a_typical_entity_of_half_its_c_rows(monkeypatch) -> No
 
 NINE = DisclosureParams(k=10, epsilon=1.0, max_rows_per_entity=9, max_groups_per_entity=4)
 BY_ROWS = [StatColumn(ENTITIES, "entities"), StatColumn("__r1", "rows")]
+#: No row count of the whole group (only a FILTERed one): the entity count selects.
+BY_FILTERED = [
+    StatColumn(ENTITIES, "entities"),
+    StatColumn("__e1", "entities"),
+    StatColumn("__r2", "rows", cell="__e1", filtered=True),
+]
 
 
 def test_at_c_above_one_the_gate_gives_epsilon_to_the_outputs(monkeypatch) -> None:
-    """At C > 1 no output copies the entity count: it weighs less, the row count more."""
-    lighter = {p.column: p for p in noise_plan(BY_ROWS, NINE)}
+    """At C > 1 no output copies the entity count: where it selects it weighs less, the
+    outputs more."""
+    lighter = {p.column: p for p in noise_plan(BY_FILTERED, NINE)}
+    assert lighter[ENTITIES].selects
     tau = selection_threshold(lighter[ENTITIES], NINE)
     assert disclosure._GATE_WEIGHT_ROWS < 1
     _reweigh(monkeypatch, "_GATE_WEIGHT_ROWS", 1.0)
-    even = {p.column: p for p in noise_plan(BY_ROWS, NINE)}
-    assert lighter["__r1"].epsilon > even["__r1"].epsilon * Fraction(11, 10)
-    assert lighter["__r1"].scale < even["__r1"].scale  # less noise on the released count
+    even = {p.column: p for p in noise_plan(BY_FILTERED, NINE)}
+    assert _share(lighter["__r2"]) > _share(even["__r2"]) * Fraction(11, 10)
+    assert lighter["__r2"].scale < even["__r2"].scale  # less noise on the released count
     assert tau > selection_threshold(even[ENTITIES], NINE)  # paid for by the threshold
     for plans in (lighter, even):
         assert sum(p.epsilon for p in plans.values()) <= Fraction(1)
-    # the ungrouped query's entity count checks k only: not a gate, not reweighed
-    ungrouped = noise_plan(BY_ROWS, NINE, grouped=False)
+
+
+def test_without_keys_the_entity_count_that_only_meets_k_weighs_little(monkeypatch) -> None:
+    """One group: its entity count is held against k alone (a margin on a noisy count,
+    no threshold): unless shown, or copied by count(*) at C = 1, it weighs as little as
+    a gate that is no output."""
+    ungrouped = {p.column: p for p in noise_plan(BY_ROWS, NINE, grouped=False)}
+    assert ungrouped[ENTITIES].selects and "__r1" in ungrouped
+    _reweigh(monkeypatch, "_GATE_WEIGHT_ROWS", 1.0)
+    even = {p.column: p for p in noise_plan(BY_ROWS, NINE, grouped=False)}
+    assert ungrouped["__r1"].epsilon > even["__r1"].epsilon
+    shown = [StatColumn(ENTITIES, "entities", shown=True), BY_ROWS[1]]
     _reweigh(monkeypatch, "_GATE_WEIGHT_ROWS", 0.01)
-    assert noise_plan(BY_ROWS, NINE, grouped=False) == ungrouped
+    assert noise_plan(shown, NINE, grouped=False) == noise_plan(
+        [*shown[:1], BY_ROWS[1]], NINE, grouped=False
+    )
+    copied = noise_plan(BY_ROWS, ONE, grouped=False)  # count(*) is the entity count
+    _reweigh(monkeypatch, "_GATE_WEIGHT_ROWS", 0.5)
+    assert noise_plan(BY_ROWS, ONE, grouped=False) == copied
 
 
 def test_an_entity_count_the_query_shows_is_weighed_as_an_output(monkeypatch) -> None:
     """count(DISTINCT key) is the entities column released as it is: at C > 1 it keeps
     an output's weight (1), not the lighter one of a count that only selects groups."""
-    shown = [StatColumn(ENTITIES, "entities", shown=True), StatColumn("__r1", "rows")]
-    lighter = {p.column: p for p in noise_plan(BY_ROWS, NINE)}
+    shown = [StatColumn(ENTITIES, "entities", shown=True), *BY_FILTERED[1:]]
+    lighter = {p.column: p for p in noise_plan(BY_FILTERED, NINE)}
     output = {p.column: p for p in noise_plan(shown, NINE)}
-    assert output[ENTITIES].epsilon > lighter[ENTITIES].epsilon
+    assert _share(output[ENTITIES]) > _share(lighter[ENTITIES])
+    assert output[ENTITIES].selects  # shown: noised anyway, so it selects
     _reweigh(monkeypatch, "_GATE_WEIGHT_ROWS", 1.0)
-    assert {p.column: p.epsilon for p in noise_plan(BY_ROWS, NINE)} == {
-        p.column: p.epsilon for p in noise_plan(shown, NINE)
+    assert {p.column: _share(p) for p in noise_plan(BY_FILTERED, NINE)} == {
+        p.column: _share(p) for p in noise_plan(shown, NINE)
     }
 
 

@@ -1,0 +1,200 @@
+"""A row count of the whole group selects the released groups where the entity count is
+no output (``disclosure._gate``): the entity count is then not noised, and its share of ε
+goes to the outputs.
+
+Privacy: a group that one entity alone makes holds at most ``lone = min(C, T)`` of its
+rows, so the threshold on the noisy row count is ``τ + lone - 1`` (``G · P[lone + Z ≥
+τ'] ≤ δ``); groups present without it are selected by a function of an ε-DP count
+(post-processing).  The released row count is the draw that selected (one draw, no
+second spend).
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import pyarrow as pa
+import pytest
+
+from sandbox.query.disclosure import (
+    ENTITIES,
+    GROUPS,
+    DisclosureParams,
+    NoisePlan,
+    StatColumn,
+    disclose,
+    noise_plan,
+    selection_threshold,
+)
+from sandbox.query.noise import seeded_noise
+from sandbox.query.release import prepare, release
+from tests.sandbox.query.test_guard import MAX_SQL_LENGTH, access
+
+COUNT = [StatColumn(ENTITIES, "entities"), StatColumn("__r1", "rows")]
+AVERAGE = [
+    StatColumn(ENTITIES, "entities"),
+    StatColumn("__e1", "entities"),
+    StatColumn("__s2", "sum", 0.0, 100.0, cell="__e1"),
+    StatColumn("__n3", "count", cell="__e1"),
+]
+
+
+def _selecting(plans: list[NoisePlan]) -> NoisePlan:
+    (plan,) = [p for p in plans if p.selects]
+    return plan
+
+
+def _laplace_tail(scale: Fraction, t: int) -> float:
+    """``P[Z ≥ t]`` for discrete Laplace noise of scale ``b`` and ``t ≥ 1``."""
+    q = math.exp(-1 / float(scale))
+    return q**t / (1 + q)
+
+
+@pytest.mark.parametrize(
+    ("c", "g", "t"), [(2, 1, None), (3, 2, None), (9, 1, None), (9, 4, 9), (5, 3, 4)]
+)
+def test_the_row_count_selects_at_a_threshold_one_entity_alone_rarely_reaches(c, g, t) -> None:
+    params = DisclosureParams(
+        k=10, epsilon=1.0, max_rows_per_entity=c, max_groups_per_entity=g,
+        max_total_rows_per_entity=t,
+    )  # fmt: skip
+    plans = noise_plan(COUNT, params)
+    gate = _selecting(plans)
+    assert gate.column == "__r1" and ENTITIES not in {p.column for p in plans}
+    assert gate.lone == min(c, params.rows_bound)
+    tau = selection_threshold(gate, params)
+    if gate.mechanism == "laplace":
+        # At most G groups of its own, each holding at most `lone` of its rows.
+        assert g * _laplace_tail(gate.scale, tau - gate.lone) <= params.delta
+        # One less would not do: the threshold is the least that works (up to k).
+        assert tau == params.k or g * _laplace_tail(gate.scale, tau - 1 - gate.lone) > (
+            params.delta
+        )
+
+
+def test_a_group_one_entity_makes_alone_is_released_at_most_delta_of_the_time() -> None:
+    """Through ``disclose``: 20,000 groups each made by one entity's C rows, at δ = 0.05
+    (so the rate is measurable).  Thresholding as if one row (τ without ``lone - 1``)
+    would release about 8% of them."""
+    params = DisclosureParams(
+        k=1, epsilon=1.0, max_rows_per_entity=3, max_groups_per_entity=1, delta=0.05
+    )
+    gate = _selecting(noise_plan(COUNT, params))
+    assert gate.mechanism == "laplace" and gate.lone == 3
+    unshifted = selection_threshold(gate, params) - (gate.lone - 1)
+    assert _laplace_tail(gate.scale, unshifted - 3) > 1.5 * params.delta  # the test can fail
+    n = 20_000
+    stats = pa.table(
+        {
+            "__k0": pa.array(range(n), pa.int64()),
+            ENTITIES: pa.array([1] * n, pa.int64()),
+            "__r1": pa.array([3] * n, pa.int64()),
+        }
+    )
+    released = disclose(stats, COUNT, params, noise=seeded_noise(7)).table.num_rows
+    sd = math.sqrt(params.delta * (1 - params.delta) / n)
+    assert released / n <= params.delta + 4 * sd
+
+
+class Counting:
+    """A seeded source that counts the draws of each size it is asked for."""
+
+    def __init__(self, seed: int) -> None:
+        self.inner = seeded_noise(seed)
+        self.sizes: list[int] = []
+
+    def discrete_laplace(self, scale: Fraction, size: int) -> list[int]:
+        self.sizes.append(size)
+        return self.inner.discrete_laplace(scale, size)
+
+    def discrete_gaussian(self, sigma2: Fraction, size: int) -> list[int]:
+        self.sizes.append(size)
+        return self.inner.discrete_gaussian(sigma2, size)
+
+
+def test_the_released_row_count_is_the_draw_that_selected_and_no_entity_count_leaves() -> None:
+    params = DisclosureParams(k=10, epsilon=1.0, max_rows_per_entity=4, max_groups_per_entity=1)
+    tau = selection_threshold(_selecting(noise_plan(COUNT, params)), params)
+    stats = pa.table(
+        {
+            "__k0": ["a", "b", "c"],
+            ENTITIES: pa.array([900, 3, 400], pa.int64()),
+            "__r1": pa.array([2_000, 12, 1_000], pa.int64()),
+        }
+    )
+    source = Counting(3)
+    out = disclose(stats, COUNT, params, noise=source).table
+    # One draw per group for the row count (it selects), one for the number of groups.
+    assert source.sizes == [3, 1]
+    rows = out.to_pylist()
+    assert [r["__k0"] for r in rows] == ["a", "c"]  # 12 rows are far below τ
+    assert all(r["__r1"] >= tau for r in rows)
+    assert all(r[ENTITIES] is None for r in rows)  # never released: it has no noise
+
+
+@pytest.mark.parametrize(
+    ("columns", "params", "selects"),
+    [
+        # count(DISTINCT key) shows the entity count: noised anyway, so it selects.
+        (
+            [StatColumn(ENTITIES, "entities", shown=True), COUNT[1]],
+            DisclosureParams(k=10, epsilon=1.0, max_rows_per_entity=9),
+            ENTITIES,
+        ),
+        # C = 1: count(*) is a copy of the entity count, already one column.
+        (COUNT, DisclosureParams(k=10, epsilon=1.0), ENTITIES),
+        # Only a FILTERed count: it counts a finer cell and would hold groups back.
+        (
+            [
+                StatColumn(ENTITIES, "entities"),
+                StatColumn("__e1", "entities"),
+                StatColumn("__r2", "rows", cell="__e1", filtered=True),
+                StatColumn("__n3", "count", cell="__e1", filtered=True),
+            ],
+            DisclosureParams(k=10, epsilon=1.0, max_rows_per_entity=9),
+            ENTITIES,
+        ),
+        # count(x) where there is no count(*): C = 1 (no copy) and above.
+        (AVERAGE, DisclosureParams(k=10, epsilon=1.0), "__n3"),
+        (AVERAGE, DisclosureParams(k=10, epsilon=1.0, max_rows_per_entity=9), "__n3"),
+        # Where the row count's threshold stands for more rows than the entity count's
+        # (its ε share is small beside a sum's, G = 4 under the Gaussian): entities.
+        (
+            AVERAGE,
+            DisclosureParams(k=10, epsilon=1.0, max_rows_per_entity=2, max_groups_per_entity=4),
+            ENTITIES,
+        ),
+    ],
+    ids=["shown", "copied", "filtered", "count-x-c1", "count-x-c9", "entities-better"],
+)
+def test_which_count_selects(columns, params, selects) -> None:
+    assert _selecting(noise_plan(columns, params)).column == selects
+
+
+def test_without_keys_the_entity_count_still_meets_k() -> None:
+    """One group exists whatever the data: nothing to select, k is held in persons."""
+    params = DisclosureParams(k=10, epsilon=1.0, max_rows_per_entity=9)
+    plans = noise_plan(COUNT, params, grouped=False)
+    assert _selecting(plans).column == ENTITIES and GROUPS not in {p.column for p in plans}
+
+
+def test_epsilon_goes_to_the_outputs_and_the_threshold_falls_in_rows(demo_platform) -> None:  # type: ignore[no-untyped-def]
+    """Through prepare and release on the demo claims (C = 9 by district): the count gets
+    all but the number of groups' share, and every released count reaches τ."""
+    params = DisclosureParams(
+        k=10, epsilon=1.0, max_rows_per_entity=9, max_groups_per_entity=1, dominance_p=None
+    )
+    sql = "SELECT district, count(*) AS n FROM health.claims GROUP BY 1"
+    prepared = prepare(sql, access(), params, max_sql_length=MAX_SQL_LENGTH)
+    plans = noise_plan(prepared.columns, prepared.params, grouped=True)
+    gate = _selecting(plans)
+    assert gate.epsilon >= Fraction(85, 100) and sum(p.epsilon for p in plans) <= 1
+    stats = demo_platform.enclave.query(prepared.plan.stats_sql)
+    tau = selection_threshold(gate, prepared.params)
+    for seed in range(3):
+        released = release(stats, prepared, noise=seeded_noise(seed))
+        assert released.epsilon_spent == 1.0
+        assert all(n >= tau for n in released.table.column("n").to_pylist())
+        assert released.stats is not None
+        assert released.stats.column(ENTITIES).null_count == released.stats.num_rows
