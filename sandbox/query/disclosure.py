@@ -434,8 +434,16 @@ def _gate(by_name: dict[str, StatColumn], params: DisclosureParams, grouped: boo
     entity count (``count(DISTINCT key)``: noised anyway) or ``count(*)`` copies it
     (``C = 1``: already one column).  ``count(*)`` first, else the first ``count(x)``;
     never one under a FILTER (it counts a finer cell, and would hold back groups).
+
+    Never where ``T`` binds (``params.total_bound``): there a group exists through the
+    cells each entity's ``G`` cap keeps (``entity_caps.GROUP_KEPT``), while row counts
+    also count its cells beyond ``G`` within ``T`` rows, so a group that one entity's
+    kept cell alone makes can hold any number of others' rows (found in review: 400
+    entities' unkept cells made such a group's row count 401, released every time).
     """
-    if not grouped or by_name[ENTITIES].shown or ENTITIES in _copies(by_name, params).values():
+    if not grouped or by_name[ENTITIES].shown or params.total_bound is not None:
+        return None
+    if ENTITIES in _copies(by_name, params).values():
         return None
     rows = [n for n, c in by_name.items() if c.kind == "rows" and c.cell is None]
     counts = [n for n, c in by_name.items() if c.kind == "count" and not c.filtered]
@@ -679,9 +687,13 @@ def selection_threshold(plan: NoisePlan, params: DisclosureParams, selections: i
     ``selections`` splits it further for a caller that makes several.  FILTERed cells
     need none (``_suppress_cells``).  A row count that selects (``_gate``) counts up to
     ``plan.lone`` rows in a group one entity alone makes, not 1: ``τ`` moves up by
-    ``lone - 1`` (``G · P[lone + Z ≥ τ] ≤ δ_sel``).
+    ``lone - 1`` (``G · P[lone + Z ≥ τ] ≤ δ_sel``); and ``k``, a number of entities, is
+    held as the rows fewer than ``k`` of them cannot exceed, ``(k - 1)·lone + 1``, so
+    the grant's least group is no smaller on rows than on entities (a margin on a noisy
+    count either way: post-processing).
     """
-    return max(params.k, _tau(plan, params, selections) + plan.lone - 1)
+    floor = params.k if plan.lone == 1 else (params.k - 1) * plan.lone + 1
+    return max(floor, _tau(plan, params, selections) + plan.lone - 1)
 
 
 def _tau(plan: NoisePlan, params: DisclosureParams, selections: int = 1) -> int:

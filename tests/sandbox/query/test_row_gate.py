@@ -2,11 +2,12 @@
 no output (``disclosure._gate``): the entity count is then not noised, and its share of ε
 goes to the outputs.
 
-Privacy: a group that one entity alone makes holds at most ``lone = min(C, T)`` of its
-rows, so the threshold on the noisy row count is ``τ + lone - 1`` (``G · P[lone + Z ≥
-τ'] ≤ δ``); groups present without it are selected by a function of an ε-DP count
+Privacy: a group that one entity alone makes holds at most ``lone = C`` of its rows, so
+the threshold on the noisy row count is ``τ + lone - 1`` (``G · P[lone + Z ≥ τ'] ≤ δ``);
+groups present without it are selected by a function of an ε-DP count
 (post-processing).  The released row count is the draw that selected (one draw, no
-second spend).
+second spend).  Not where ``T`` binds: a group then exists through the cells the ``G``
+cap keeps, while its row count also holds other entities' cells beyond ``G``.
 """
 
 from __future__ import annotations
@@ -52,13 +53,16 @@ def _laplace_tail(scale: Fraction, t: int) -> float:
 
 
 @pytest.mark.parametrize(
-    ("c", "g", "t"), [(2, 1, None), (3, 2, None), (9, 1, None), (9, 4, 9), (5, 3, 4)]
+    ("c", "g", "t"), [(2, 1, None), (3, 2, None), (9, 1, None), (9, 4, None), (5, 3, 15)]
 )
 def test_the_row_count_selects_at_a_threshold_one_entity_alone_rarely_reaches(c, g, t) -> None:
     params = DisclosureParams(
-        k=10, epsilon=1.0, max_rows_per_entity=c, max_groups_per_entity=g,
+        k=10,
+        epsilon=1.0,
+        max_rows_per_entity=c,
+        max_groups_per_entity=g,
         max_total_rows_per_entity=t,
-    )  # fmt: skip
+    )
     plans = noise_plan(COUNT, params)
     gate = _selecting(plans)
     assert gate.column == "__r1" and ENTITIES not in {p.column for p in plans}
@@ -144,6 +148,19 @@ def test_the_released_row_count_is_the_draw_that_selected_and_no_entity_count_le
         ),
         # C = 1: count(*) is a copy of the entity count, already one column.
         (COUNT, DisclosureParams(k=10, epsilon=1.0), ENTITIES),
+        # T binds: a group exists through the cells the G cap keeps, its row count also
+        # holds others' cells beyond G, so one entity's group can hold many rows.
+        (
+            COUNT,
+            DisclosureParams(
+                k=10,
+                epsilon=1.0,
+                max_rows_per_entity=9,
+                max_groups_per_entity=4,
+                max_total_rows_per_entity=9,
+            ),
+            ENTITIES,
+        ),
         # Only a FILTERed count: it counts a finer cell and would hold groups back.
         (
             [
@@ -166,10 +183,31 @@ def test_the_released_row_count_is_the_draw_that_selected_and_no_entity_count_le
             ENTITIES,
         ),
     ],
-    ids=["shown", "copied", "filtered", "count-x-c1", "count-x-c9", "entities-better"],
+    ids=[
+        "shown",
+        "copied",
+        "total-bound",
+        "filtered",
+        "count-x-c1",
+        "count-x-c9",
+        "entities-better",
+    ],
 )
 def test_which_count_selects(columns, params, selects) -> None:
     assert _selecting(noise_plan(columns, params)).column == selects
+
+
+@pytest.mark.parametrize("epsilon", [0.5, 1.0, 3.0, 10.0])
+def test_k_entities_are_held_as_the_rows_fewer_of_them_cannot_reach(epsilon) -> None:
+    """A grant's k counts entities: on rows it is ``(k - 1)·C + 1``, the least number of
+    rows no group of fewer than k entities can hold (at a large ε it is what binds)."""
+    params = DisclosureParams(k=10, epsilon=epsilon, max_rows_per_entity=9)
+    plans = noise_plan(COUNT, params)
+    gate = _selecting(plans)
+    if gate.column == "__r1":
+        assert selection_threshold(gate, params) >= 9 * 9 + 1
+    else:  # the entity count selects where k in rows would hold back more
+        assert selection_threshold(gate, params) >= params.k
 
 
 def test_without_keys_the_entity_count_still_meets_k() -> None:
