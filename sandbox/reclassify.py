@@ -6,6 +6,13 @@ version with the same source and row count, a new registration certificate is
 signed, and the change is audited (``dataset.classify``) inside the same
 control-plane transaction, so it is never committed without its entry.  The
 next decision on every server sees it (the dataset version moved).
+
+All of it runs on one enclave cursor, held from reading the current version to
+writing the next: a registration takes the writer (from swapping its table in to
+recording its version), which waits for running cursors in this process, and its own
+process's readers yield only when idle; another process cannot open the file for
+writing while this one reads it.  So no registration lands in between and leaves the
+new version describing columns the table no longer has.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from sandbox.core.classification import DatasetSpec, validate_against_schema
 from sandbox.core.db import dataset_versions
 from sandbox.core.errors import InvalidInput
 from sandbox.core.timeutil import now_rfc3339
-from sandbox.enclave.catalog import DatasetRecord
+from sandbox.enclave.catalog import DatasetRecord, table_columns
 from sandbox.enclave.quality import measure_quality
 from sandbox.enclave.registry import Registration, _record, _write_files
 from sandbox.platform import Platform
@@ -48,7 +55,7 @@ def reclassify(
         "request_id": request_id,
         "client": client,
     }
-    with platform.refusal_recorded(actor, entry):
+    with platform.refusal_recorded(actor, entry), platform.enclave.cursor() as con:
         current = platform.catalog.get(spec.id)
         if current.engine != "duckdb":
             # Its rows are in the warehouse, under their version's directory: a new
@@ -58,7 +65,7 @@ def reclassify(
                 "is registered with its file again",
                 rule="registry.engine",
             )
-        schema = platform.enclave.table_schema(spec.domain, spec.table)
+        schema = table_columns(con, spec.domain, spec.table)
         typed = validate_against_schema(spec, schema)
         # The same rows under new declarations: validity, uniqueness may change; the rows
         # are as old as the version that loaded them (timeliness counts from then).
@@ -70,14 +77,13 @@ def reclassify(
                 )
             ).first()
         as_of = None if earlier is None else (earlier.quality or {}).get("data_as_of")
-        with platform.enclave.cursor() as cur:
-            quality = measure_quality(
-                cur,
-                typed,
-                k=platform.settings.k_floor,
-                evaluated_at=now_rfc3339(),
-                data_as_of=as_of or (None if earlier is None else earlier.registered_at),
-            )
+        quality = measure_quality(
+            con,
+            typed,
+            k=platform.settings.k_floor,
+            evaluated_at=now_rfc3339(),
+            data_as_of=as_of or (None if earlier is None else earlier.registered_at),
+        )
         loaded = LoadedSource(current.connector, current.source_uri, current.source_sha256)
         with platform.engine.begin() as conn:
             row, certificate, _ = _record(

@@ -18,7 +18,7 @@ from sandbox.core.errors import NotFound
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["Catalog", "DatasetRecord", "schema_sha256", "table_schema_sha256"]
+__all__ = ["Catalog", "DatasetRecord", "schema_sha256", "table_columns", "table_schema_sha256"]
 
 
 def schema_sha256(schema: dict[str, str]) -> str:
@@ -32,11 +32,16 @@ _COLUMNS_OF = (
 )
 
 
+def table_columns(cursor: duckdb.DuckDBPyConnection, domain: str, table: str) -> dict[str, str]:
+    """Column names and DuckDB types of one enclave table, in order, as ``cursor`` sees it."""
+    rows = cursor.execute(_COLUMNS_OF, [domain, table]).fetchall()
+    return {name: dtype for name, dtype in rows}
+
+
 def table_schema_sha256(cursor: duckdb.DuckDBPyConnection, dataset_id: str) -> str:
     """:func:`schema_sha256` of a dataset's table as ``cursor`` sees it now."""
     domain, table = dataset_id.split(".", 1)
-    rows = cursor.execute(_COLUMNS_OF, [domain, table]).fetchall()
-    return schema_sha256({name: dtype for name, dtype in rows})
+    return schema_sha256(table_columns(cursor, domain, table))
 
 
 @dataclass(frozen=True)

@@ -247,16 +247,6 @@ class Enclave:
             found = self._digests[dataset_id] = table_schema_sha256(cursor, dataset_id)
         return found
 
-    def table_schema(self, domain: str, table: str) -> dict[str, str]:
-        """Column names and DuckDB types of one enclave table (for the catalog, not users)."""
-        with self.cursor() as cur:
-            rows = cur.execute(
-                "SELECT column_name, data_type FROM duckdb_columns() "
-                "WHERE schema_name = ? AND table_name = ? ORDER BY column_index",
-                [domain, table],
-            ).fetchall()
-        return {name: dtype for name, dtype in rows}
-
     # -- loads -----------------------------------------------------------------------------
 
     @contextmanager

@@ -54,7 +54,7 @@ from sandbox.core.db import dataset_versions, datasets
 from sandbox.core.errors import ConnectorError, Forbidden, InvalidInput, SandboxError
 from sandbox.core.settings import Settings
 from sandbox.core.timeutil import now_rfc3339
-from sandbox.enclave.catalog import DatasetRecord, schema_sha256
+from sandbox.enclave.catalog import DatasetRecord, schema_sha256, table_columns
 from sandbox.enclave.certificates import issue_certificate
 from sandbox.enclave.enclave import Enclave
 from sandbox.enclave.quality import measure_quality
@@ -230,12 +230,7 @@ def _load_locked(
         try:
             con.execute(f'CREATE SCHEMA IF NOT EXISTS "{spec.domain}"')
             loaded: LoadedSource = source.load_into(con, _quoted(spec))
-            rows = con.execute(
-                "SELECT column_name, data_type FROM duckdb_columns() "
-                "WHERE schema_name = ? AND table_name = ? ORDER BY column_index",
-                [spec.domain, spec.table],
-            ).fetchall()
-            schema = {name: dtype for name, dtype in rows}
+            schema = table_columns(con, spec.domain, spec.table)
             typed = validate_against_schema(spec, schema)
             (row_count,) = con.execute(f"SELECT count(*) FROM {_quoted(spec)}").fetchone() or (0,)
             quality = measure_quality(con, typed, k=k, evaluated_at=now_rfc3339())
