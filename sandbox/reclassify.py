@@ -25,7 +25,7 @@ from connectors.base import LoadedSource
 from policies import Actor
 from sandbox.core.classification import DatasetSpec, validate_against_schema
 from sandbox.core.db import dataset_versions
-from sandbox.core.errors import InvalidInput
+from sandbox.core.errors import Conflict, InvalidInput
 from sandbox.core.timeutil import now_rfc3339
 from sandbox.enclave.catalog import DatasetRecord, table_columns
 from sandbox.enclave.quality import measure_quality
@@ -43,9 +43,12 @@ def reclassify(
     request_id: str | None = None,
     client: str | None = None,
     procedure: dict[str, Any] | None = None,
+    expected_version: int | None = None,
 ) -> Registration:
     """Record ``spec`` as the new classification of the registered dataset ``spec.id``;
-    ``procedure``: the registration procedure's record a revision was issued under."""
+    ``procedure``: the registration procedure's record a revision was issued under;
+    ``expected_version``: the version that revision was reviewed against (checked under
+    the cursor, so a registration landing after the caller looked refuses it)."""
     entry = {
         "actor": actor.name,
         "role": actor.role.value,
@@ -55,8 +58,16 @@ def reclassify(
         "request_id": request_id,
         "client": client,
     }
+    # Nothing inside may take another enclave cursor or the writer: under a waiting
+    # writer a SharedEnclave's new cursors wait for this one, which would never end.
     with platform.refusal_recorded(actor, entry), platform.enclave.cursor() as con:
         current = platform.catalog.get(spec.id)
+        if expected_version is not None and current.version != expected_version:
+            raise Conflict(
+                f"{spec.id} has a new version since this revision was applied: the bureau "
+                "applies again",
+                rule="registration.source_changed",
+            )
         if current.engine != "duckdb":
             # Its rows are in the warehouse, under their version's directory: a new
             # version without new rows would name a directory that does not exist.

@@ -447,7 +447,13 @@ class Registrations:
         self._claim(row.id, RegState(row.state), now)
         try:
             record = procedure_record(row, actor.name)
-            reg = reclassify(self.platform, spec, actor, procedure=record)
+            reg = reclassify(
+                self.platform,
+                spec,
+                actor,
+                procedure=record,
+                expected_version=int(row.source["version"]),
+            )
         except BaseException:
             with self.platform.engine.begin() as conn:
                 conn.execute(sa.update(apps).where(apps.c.id == row.id).values(issuing_since=None))

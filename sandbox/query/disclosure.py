@@ -170,6 +170,18 @@ class DisclosureParams:
         return t if binds else None
 
     @property
+    def groups_alone(self) -> int:
+        """Groups one entity can make on its own: ``G``, or ``max(G, T)`` where ``T`` binds.
+
+        Under a binding ``T`` a group exists through any entity's cell that its entity
+        counts keep (its first ``G``) or its row statistics keep (within ``T`` rows, at
+        most ``T`` cells): two prefixes of one order of its cells (``entity_caps.total_cap``).
+        """
+        t = self.total_bound
+        g = self.max_groups_per_entity
+        return g if t is None else max(g, t)
+
+    @property
     def rows_bound(self) -> int:
         """Rows of one entity that row counts and sums can see over all groups together."""
         t = self.total_bound
@@ -250,7 +262,9 @@ def sensitivity(column: StatColumn, params: DisclosureParams) -> Fraction:
     entity's rows instead of ``G·C`` (``params.rows_bound``; the rewrite's ``_total_cap``).
     """
     g, rows = params.max_groups_per_entity, params.rows_bound
-    if column.kind in ("entities", "groups"):
+    if column.kind == "groups":  # the groups that exist through it alone
+        return Fraction(params.groups_alone)
+    if column.kind == "entities":
         return Fraction(g)
     if column.kind in ("rows", "count"):
         return Fraction(rows)
@@ -435,13 +449,13 @@ def _gate(by_name: dict[str, StatColumn], params: DisclosureParams, grouped: boo
     (``C = 1``: already one column).  ``count(*)`` first, else the first ``count(x)``;
     never one under a FILTER (it counts a finer cell, and would hold back groups).
 
-    Never where ``T`` binds (``params.total_bound``): there a group exists through the
-    cells each entity's ``G`` cap keeps (``entity_caps.GROUP_KEPT``), while row counts
-    also count its cells beyond ``G`` within ``T`` rows, so a group that one entity's
-    kept cell alone makes can hold any number of others' rows (found in review: 400
-    entities' unkept cells made such a group's row count 401, released every time).
+    Where ``T`` binds, a group exists through any cell an entity keeps for its entity
+    counts or its row statistics (``entity_caps.total_cap``): one whose only kept cells
+    are one entity's holds at most ``min(C, T)`` of its rows and nothing of anyone else.
+    (When it existed by entity-count cells only, a review made one entity's kept cell
+    a group whose row count was 401 from others' cells beyond their ``G``.)
     """
-    if not grouped or by_name[ENTITIES].shown or params.total_bound is not None:
+    if not grouped or by_name[ENTITIES].shown:
         return None
     if ENTITIES in _copies(by_name, params).values():
         return None
@@ -697,8 +711,9 @@ def selection_threshold(plan: NoisePlan, params: DisclosureParams, selections: i
 
 
 def _tau(plan: NoisePlan, params: DisclosureParams, selections: int = 1) -> int:
-    """``τ`` for a count of 1 in a group one entity alone makes (:mod:`partition`)."""
-    g = params.max_groups_per_entity
+    """``τ`` for a count of 1 in a group one entity alone makes (:mod:`partition`), of
+    which there are at most ``params.groups_alone``."""
+    g = params.groups_alone
     if plan.mechanism == "gaussian":
         delta = params.delta * (1 - CONVERSION_SHARE) / max(1, selections)
         return gaussian_threshold(plan.scale, g, delta)
@@ -1089,8 +1104,9 @@ def _suppress_cells(
         if plans:  # under a budget: the noisy count decides, as a group's would
             source = counted.get(cell, cell)
             tau = max(params.k, _tau(plans[source], params))
-            if source != cell:  # a count: one entity adds up to C rows, not 1
-                tau = max(params.k, tau + params.max_rows_per_entity - 1)
+            if source != cell:  # a count: one entity adds up to C rows, and k entities
+                c = params.max_rows_per_entity  # are held as rows, as selection_threshold
+                tau = max((params.k - 1) * c + 1, tau + c - 1)
             passed = pc.fill_null(pc.greater_equal(arrays[position[source]], tau), False)
             ok = passed.to_numpy(zero_copy_only=False).copy()
         else:

@@ -28,6 +28,8 @@ CELL_ROWS = "__sbx_r"
 GROUP_KEPT = "__sbx_gk"
 #: An entity's running total of :data:`CELL_ROWS` over its cells in the cap's order.
 RUNNING_ROWS = "__sbx_cum"
+#: True on the cells of an entity its row counts and sums keep (within ``T`` rows).
+ROWS_KEPT = "__sbx_rk"
 
 #: Column types whose text (``CAST(x AS VARCHAR)``) is the same on DuckDB and Spark.
 PORTABLE_TEXT = frozenset(
@@ -180,17 +182,20 @@ def total_cap(
 
     One order of each entity's cells, by the cell's hash as :func:`group_cap`'s: its
     first ``g`` cells are the ones entity counts (``kind`` ``entities``; quantile
-    histograms) see, flagged :data:`GROUP_KEPT`, and what decides which groups exist;
-    its row counts and sums (``rows``, ``count``, ``sum``, ``sumsq``) see every cell
-    whose running total of :data:`CELL_ROWS` (``least(count(*), C)``), in that order,
-    is at most ``t``.  So one entity moves row statistics by at most ``t`` rows' worth
-    in all, in at most ``t`` cells (each kept cell holds one of its rows at least), and
-    entity counts by ``g``: ``disclosure.sensitivity`` with ``params.total_bound``.  A
-    cell is kept whole or not at all, so counts stay whole numbers.
+    histograms) see, flagged :data:`GROUP_KEPT`; its row counts and sums (``rows``,
+    ``count``, ``sum``, ``sumsq``) see every cell whose running total of
+    :data:`CELL_ROWS` (``least(count(*), C)``), in that order, is at most ``t``, flagged
+    :data:`ROWS_KEPT`.  A group exists where any entity keeps a cell either way: both
+    are prefixes of one order, so one entity alone makes at most ``max(g, t)`` groups,
+    and in each it counts at most ``min(C, t)`` rows and one entity.  So one entity
+    moves row statistics by at most ``t`` rows' worth in all, in at most ``t`` cells (each
+    kept cell holds one of its rows at least), and entity counts by ``g``:
+    ``disclosure.sensitivity`` with ``params.total_bound``.  A cell is kept whole or not
+    at all, so counts stay whole numbers.
 
     ``columns``: (name, kind) of each statistic the per-cell table computes, masked here
     (0 for counts, NULL otherwise) where its cap drops it.  The stage's output has the
-    group columns, :data:`GROUP_KEPT` and those columns.
+    group columns, :data:`GROUP_KEPT`, :data:`ROWS_KEPT` and those columns.
 
     One window partitioned by the entity's hash (``portable``: by the entity, with the
     MD5 cell hash of :func:`group_cap`) gives both: a row number and a running total.
@@ -210,7 +215,7 @@ def total_cap(
     masks = {"entities": (kept, "0"), "quantile": (kept, "NULL")}
     masks |= {k: (within, "0") for k in ("rows", "count")}
     masks |= {k: (within, "NULL") for k in ("sum", "sumsq")}
-    projection = [*group_cols, kept]
+    projection = [*group_cols, kept, f'{within} AS "{ROWS_KEPT}"']
     for name, kind in columns:
         if kind not in masks:
             raise ValueError(f"no total cap for a statistic of kind {kind}")

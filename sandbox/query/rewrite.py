@@ -35,6 +35,7 @@ from sandbox.query.entity_caps import (
     GROUP_KEPT,
     PORTABLE_TEXT,
     PORTABLE_TIME,
+    ROWS_KEPT,
     cap_can_bind,
     clamp,
     group_cap,
@@ -735,9 +736,15 @@ def build_plan(
     else:
         kinds = _portable_kinds(checked, access) if portable else None
         ctes += group_cap(inner_sql, group_cols, bounds.max_groups_per_entity, kinds)
-    # Under a total cap a group exists by its G-capped cells only (which groups exist is
-    # what partition selection's threshold covers: at most G per entity).
+    # Under a total cap a group exists by any entity's kept cell, for its entity counts
+    # (G-capped) or its row statistics (within T): one entity alone makes at most
+    # max(G, T) groups (both are prefixes of its cells' one order), which is what
+    # partition selection's threshold covers (disclosure.groups_alone); in each it
+    # counts one entity and at most min(C, T) rows.
     counted = "count(*)" if total is None else f'count(*) FILTER (WHERE "{GROUP_KEPT}")'
+    exists = (
+        counted if total is None else f'count(*) FILTER (WHERE "{GROUP_KEPT}" OR "{ROWS_KEPT}")'
+    )
     outer = [*group_cols, f'{counted} AS "{ENTITIES}"', *stats.outer]
     main = f"SELECT {', '.join(outer)} FROM __sbx_pe"
     if group_cols:
@@ -748,7 +755,7 @@ def build_plan(
         # least k, and the stats table's size limit can only be reached by those.
         # Without group keys the one group exists whatever the data: its row is always
         # there (even over no entity), so whether it appears says nothing.
-        main += f" HAVING {counted} >= {k}"
+        main += f" HAVING {exists} >= {k}"
     all_stats = list(stats.stats)
     if not entities:
         stats_sql = f"WITH {', '.join(ctes)} {main}"

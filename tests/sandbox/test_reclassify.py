@@ -89,3 +89,26 @@ def test_a_registration_waits_for_a_reclassification_in_progress(
     assert latest.version == 3  # 2: the reclassification; 3: the registration after it
     with platform.enclave.cursor() as cur:
         assert latest.schema_sha256 == table_schema_sha256(cur, "trade.firms")
+
+
+def test_a_revision_reviewed_against_an_older_version_is_refused(
+    platform: Platform, tmp_path: Path
+) -> None:
+    """The registration procedure passes the version a revision was reviewed against;
+    checked under the reclassification's cursor, a version registered since refuses it."""
+    import pytest
+
+    from sandbox.core.errors import Conflict
+    from sandbox.reclassify import reclassify
+
+    spec = parse_classification(FIRMS)
+    staging = platform.settings.staging_dir
+    platform.register(spec, FileSource(_csv(tmp_path / "a.csv", ["1999"] * 30), staging))
+    platform.register(spec, FileSource(_csv(tmp_path / "b.csv", ["2001"] * 30), staging))
+    revised = parse_classification(FIRMS.replace('level = "L1"', 'level = "L2"'))
+    with pytest.raises(Conflict) as refused:
+        reclassify(platform, revised, Actor.host("tests"), expected_version=1)
+    assert refused.value.rule == "registration.source_changed"
+    assert platform.catalog.get("trade.firms").version == 2
+    done = reclassify(platform, revised, Actor.host("tests"), expected_version=2)
+    assert done.record.version == 3

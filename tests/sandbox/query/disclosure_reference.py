@@ -230,8 +230,9 @@ def _suppress_cells(
             source = counted.get(cell, cell)
             released = arrays[position[source]].to_pylist()
             tau = max(params.k, _tau(plans[source], params))
-            if source != cell:  # a count: one entity adds up to C rows, not 1
-                tau = max(params.k, tau + params.max_rows_per_entity - 1)
+            if source != cell:  # a count: up to C rows an entity, k entities as rows
+                c = params.max_rows_per_entity
+                tau = max((params.k - 1) * c + 1, tau + c - 1)
             ok = [v is not None and v >= tau for v in released]
         else:
             ok = [t is not None and t >= params.k for t in true[cell]]

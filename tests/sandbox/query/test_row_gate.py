@@ -2,12 +2,12 @@
 no output (``disclosure._gate``): the entity count is then not noised, and its share of ε
 goes to the outputs.
 
-Privacy: a group that one entity alone makes holds at most ``lone = C`` of its rows, so
-the threshold on the noisy row count is ``τ + lone - 1`` (``G · P[lone + Z ≥ τ'] ≤ δ``);
-groups present without it are selected by a function of an ε-DP count
-(post-processing).  The released row count is the draw that selected (one draw, no
-second spend).  Not where ``T`` binds: a group then exists through the cells the ``G``
-cap keeps, while its row count also holds other entities' cells beyond ``G``.
+Privacy: a group that one entity alone makes holds at most ``lone = min(C, T)`` of its
+rows, and one entity makes at most ``groups_alone`` such groups (``G``; ``max(G, T)``
+where ``T`` binds, a group existing through any cell kept for entity counts or rows), so
+the threshold on the noisy row count is ``τ + lone - 1``; groups present without it are
+selected by a function of an ε-DP count (post-processing).  The released row count is
+the draw that selected (one draw, no second spend).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def _laplace_tail(scale: Fraction, t: int) -> float:
 
 
 @pytest.mark.parametrize(
-    ("c", "g", "t"), [(2, 1, None), (3, 2, None), (9, 1, None), (9, 4, None), (5, 3, 15)]
+    ("c", "g", "t"), [(2, 1, None), (3, 2, None), (9, 1, None), (9, 4, 9), (5, 3, 4), (2, 5, 6)]
 )
 def test_the_row_count_selects_at_a_threshold_one_entity_alone_rarely_reaches(c, g, t) -> None:
     params = DisclosureParams(
@@ -68,11 +68,14 @@ def test_the_row_count_selects_at_a_threshold_one_entity_alone_rarely_reaches(c,
     assert gate.column == "__r1" and ENTITIES not in {p.column for p in plans}
     assert gate.lone == min(c, params.rows_bound)
     tau = selection_threshold(gate, params)
+    alone = params.groups_alone
+    assert alone == (g if params.total_bound is None else max(g, params.total_bound))
     if gate.mechanism == "laplace":
-        # At most G groups of its own, each holding at most `lone` of its rows.
-        assert g * _laplace_tail(gate.scale, tau - gate.lone) <= params.delta
+        # At most `alone` groups of its own, each holding at most `lone` of its rows.
+        assert alone * _laplace_tail(gate.scale, tau - gate.lone) <= params.delta
         # One less would not do: the threshold is the least that works (up to k).
-        assert tau == params.k or g * _laplace_tail(gate.scale, tau - 1 - gate.lone) > (
+        floor = (params.k - 1) * gate.lone + 1
+        assert tau == floor or alone * _laplace_tail(gate.scale, tau - 1 - gate.lone) > (
             params.delta
         )
 
@@ -148,8 +151,8 @@ def test_the_released_row_count_is_the_draw_that_selected_and_no_entity_count_le
         ),
         # C = 1: count(*) is a copy of the entity count, already one column.
         (COUNT, DisclosureParams(k=10, epsilon=1.0), ENTITIES),
-        # T binds: a group exists through the cells the G cap keeps, its row count also
-        # holds others' cells beyond G, so one entity's group can hold many rows.
+        # T binds: a group exists through any cell kept for entity counts or rows, so one
+        # entity's own group still holds at most min(C, T) rows (entity_caps.total_cap).
         (
             COUNT,
             DisclosureParams(
@@ -159,7 +162,7 @@ def test_the_released_row_count_is_the_draw_that_selected_and_no_entity_count_le
                 max_groups_per_entity=4,
                 max_total_rows_per_entity=9,
             ),
-            ENTITIES,
+            "__r1",
         ),
         # Only a FILTERed count: it counts a finer cell and would hold groups back.
         (
