@@ -57,6 +57,7 @@ from sandbox.core.timeutil import now_rfc3339
 from sandbox.enclave.catalog import DatasetRecord, schema_sha256, table_columns
 from sandbox.enclave.certificates import issue_certificate
 from sandbox.enclave.enclave import Enclave
+from sandbox.enclave.entity_hashes import check_entity_hashes
 from sandbox.enclave.quality import measure_quality
 from sandbox.enclave.quality_math import report_sha256
 from sandbox.enclave.shared import SharedEnclave, exclusive_with_servers
@@ -233,6 +234,7 @@ def _load_locked(
             schema = table_columns(con, spec.domain, spec.table)
             typed = validate_against_schema(spec, schema)
             (row_count,) = con.execute(f"SELECT count(*) FROM {_quoted(spec)}").fetchone() or (0,)
+            check_entity_hashes(con, _quoted(spec), spec.entity_key)
             quality = measure_quality(con, typed, k=k, evaluated_at=now_rfc3339())
             with control.begin() as cp:
                 previous = cp.execute(

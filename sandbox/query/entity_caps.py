@@ -125,10 +125,12 @@ def group_cap(
     statistic, as :func:`total_cap` keeps ``GROUP_KEPT``, was 15-31% faster on W1 (not
     on W3), but needs the final aggregate to filter its entity counts on the flag.
 
-    Ties, both stricter and never looser: two entities whose 64-bit key hashes collide
-    (about N² / 2^65 for N entities, 10^-7 at two million) share one run of ``g`` cells;
-    two cells of one entity with equal hashes (about g² / 2^64) keep exactly ``g``, in
-    either order.
+    Ties: two entities whose 64-bit key hashes collide (about N² / 2^65 for N entities,
+    10^-7 at two million) would share one run of ``g`` cells, and removing one could move
+    the other's cells into the run: twice the sensitivity for that pair.  Registration
+    refuses such a table (``enclave.entity_hashes``), so none is in the enclave.  Two
+    cells of one entity with equal hashes (about g² / 2^64) keep exactly ``g``, in either
+    order.
 
     ``portable``: each of the group columns' and the entity's canonical kind (``text``
     or ``time``) for :func:`portable_hash`, which both engines compute alike, and the

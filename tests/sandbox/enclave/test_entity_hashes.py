@@ -1,0 +1,78 @@
+"""Registration refuses a table two of whose entity keys share the caps' 64-bit hash.
+
+A real collision of DuckDB's ``hash()`` takes about 2^32 keys to find, so the tests make
+one with a weaker hash (``hash(x) % 2``) passed as the function the check uses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from connectors.files import FileSource
+from sandbox.core.classification import parse_classification
+from sandbox.core.errors import InvalidInput
+from sandbox.enclave import registry
+from sandbox.enclave.entity_hashes import check_entity_hashes
+from sandbox.platform import Platform
+
+WEAK = "CREATE OR REPLACE TEMP MACRO weak(x) AS hash(x) % 2"
+
+
+def _table(keys: list[str | None]) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (person_id VARCHAR)")
+    con.executemany("INSERT INTO t VALUES (?)", [[k] for k in keys])
+    con.execute(WEAK)
+    return con
+
+
+def test_distinct_keys_pass_and_a_collision_is_refused_naming_the_column_only() -> None:
+    con = _table(["secret-a", "secret-b", "secret-c", None, None])
+    check_entity_hashes(con, "t", "person_id")  # DuckDB's own hash: no collision here
+    with pytest.raises(InvalidInput) as refused:
+        check_entity_hashes(con, "t", "person_id", hash_function="weak")
+    assert refused.value.rule == "registry.entity_hash"
+    assert "person_id" in str(refused.value) and "secret" not in str(refused.value)
+
+
+def test_nulls_and_repeated_keys_are_no_collision() -> None:
+    con = _table(["a", "a", "a", None, None])  # one entity, its rows repeated, and NULLs
+    check_entity_hashes(con, "t", "person_id", hash_function="weak")
+
+
+FIRMS = """
+[dataset]
+id = "trade.firms"
+entity_key = "code"
+
+[columns.code]
+level = "L2"
+role = "identifier"
+
+[columns.sector]
+level = "L1"
+role = "dimension"
+"""
+
+
+def test_a_registration_with_colliding_keys_is_refused_and_changes_nothing(
+    platform: Platform, tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    def weak(con, table, key):  # type: ignore[no-untyped-def]
+        con.execute(WEAK)
+        check_entity_hashes(con, table, key, hash_function="weak")
+
+    csv = tmp_path / "firms.csv"
+    csv.write_text("code,sector\n" + "".join(f"F{i},retail\n" for i in range(20)))
+    monkeypatch.setattr(registry, "check_entity_hashes", weak)
+    spec = parse_classification(FIRMS)
+    with pytest.raises(InvalidInput) as refused:
+        platform.register(spec, FileSource(csv, platform.settings.staging_dir))
+    assert refused.value.rule == "registry.entity_hash"
+    assert "trade.firms" not in {d.id for d in platform.catalog.list()}
+    monkeypatch.undo()
+    platform.register(spec, FileSource(csv, platform.settings.staging_dir))
+    assert platform.catalog.get("trade.firms").row_count == 20
