@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from sandbox.core.errors import EnclaveBusy, EnclaveError
+from sandbox.core.errors import EnclaveBusy, EnclaveError, InvalidInput
 from sandbox.enclave.catalog import table_schema_sha256
+from sandbox.enclave.entity_hashes import check_entity_hashes
 
 if TYPE_CHECKING:
     from sandbox.enclave.catalog import DatasetRecord
@@ -259,6 +260,18 @@ def _check_enclave_contents(platform: Platform, path: Path) -> None:
                         "the catalog says: register the dataset again, or restore both "
                         "from a backup",
                     )
+                # Registered before registration checked it: entity keys sharing the
+                # 64-bit hash the caps group by (enclave.entity_hashes).
+                table = ".".join(f'"{part}"' for part in record.id.split(".", 1))
+                try:
+                    check_entity_hashes(cur, table, record.entity_key)
+                except InvalidInput:
+                    raise _fail(
+                        "enclave",
+                        f"enclave file {path}: two of {record.id}'s entity keys share the "
+                        "64-bit hash the per-entity caps group by: re-code its keys and "
+                        "register it again",
+                    ) from None
         except EnclaveError:
             raise
         except Exception as exc:  # duckdb's own errors: a damaged file

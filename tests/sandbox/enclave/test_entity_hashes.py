@@ -76,3 +76,26 @@ def test_a_registration_with_colliding_keys_is_refused_and_changes_nothing(
     monkeypatch.undo()
     platform.register(spec, FileSource(csv, platform.settings.staging_dir))
     assert platform.catalog.get("trade.firms").row_count == 20
+
+
+def test_startup_refuses_a_table_registered_before_the_check(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A table already in the enclave is checked when the server starts."""
+    from functools import partial
+
+    from sandbox import startup
+    from sandbox.core.errors import EnclaveError
+    from tests.conftest import build_deployment
+
+    platform, _tokens = build_deployment(tmp_path / "home")
+    try:
+        startup.check_enclave_contents(platform)  # DuckDB's own hash: it opens
+        with platform.enclave.writer() as con:  # a persistent macro: the reader sees it
+            con.execute("CREATE OR REPLACE MACRO weak(x) AS hash(x) % 2")
+        monkeypatch.setattr(
+            startup, "check_entity_hashes", partial(check_entity_hashes, hash_function="weak")
+        )
+        with pytest.raises(EnclaveError) as refused:
+            startup.check_enclave_contents(platform)
+        assert "entity keys share the 64-bit hash" in refused.value.message
+    finally:
+        platform.close()
