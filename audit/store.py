@@ -34,6 +34,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from audit.errors import StoreUnavailable
 from audit.schema import ENTRY_COLUMNS, LAST_ENTRY, STATE_QUERY, entries, metadata, tree_heads
 from audit.signing import TreeHead
+from audit.sqlite_pragmas import prepare_connection
 from audit.sqlite_txn import sqlite_transaction
 from audit.state import LogState, SeqTaken, WriteOps, find_nodes
 
@@ -203,16 +204,11 @@ class AuditStore:
         if self.dialect == "postgresql":
             return create_engine(self.url, pool_pre_ping=True)
         engine = create_engine(self.url, connect_args={"timeout": self.lock_timeout_s})
-        busy_ms = int(self.lock_timeout_s * 1000)
+        timeout_s = self.lock_timeout_s
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
-            cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=FULL")
-            cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
-            cursor.close()
+            prepare_connection(dbapi_conn, timeout_s)  # we issue BEGIN ourselves, below
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:
