@@ -4,8 +4,8 @@
 table (``nodes.py``), so qualification cannot slip in a node no rule looks at (a
 source's alias used as a value becomes a ``TableColumn``, the whole row), and an
 accepted aggregate may carry only the argument its rule reads; casts to nested types
-(a list constructor in disguise), types that hold an expression and the empty row ``()``
-are refused.  ``check_writable``
+(a list constructor in disguise), types and constants that hold an expression and the
+empty row ``()`` are refused.  ``check_writable``
 runs after the rules, so that a refusal naming a column comes first: a join's
 matching method and anything sqlglot would drop when writing the query for DuckDB
 are arguments no rule read.  Pure functions; refusals name the analyst's words.
@@ -19,7 +19,7 @@ from sqlglot import exp
 from sqlglot.errors import ErrorLevel, UnsupportedError
 
 from sandbox.core.errors import QueryRefused
-from sandbox.query.nodes import closure_refusal, extra_arguments, row_source
+from sandbox.query.nodes import Kind, closure_refusal, extra_arguments, row_source
 from sandbox.query.parse import AGGREGATES, NODE_KINDS
 from sandbox.query.spelling import describe
 
@@ -46,7 +46,13 @@ def check_closed(root: exp.Expr, sql: str) -> None:
                 "or map): cast to a plain type",
                 rule="guard.unsupported",
             )
-        if isinstance(node, exp.DataType) and _type_holds_expression(node):
+        if NODE_KINDS[type(node)] is Kind.CONSTANT and _holds_expression(node):
+            raise QueryRefused(
+                f"{describe(node, sql)} takes no column or expression here: write it "
+                "without arguments",
+                rule="guard.unsupported",
+            )
+        if isinstance(node, exp.DataType) and _holds_expression(node):
             raise QueryRefused(
                 "an expression where a cast's type goes is not supported: a type's "
                 "parameters are numbers, as in DECIMAL(18, 2)",
@@ -81,14 +87,15 @@ def check_writable(root: exp.Expr) -> None:
         ) from None
 
 
-#: What a type may hold: its own parts and literal parameters.  The node-kind table
-#: counts a type as a leaf that no rule looks inside, so a column written where a type
-#: parameter goes (``CAST(x AS f(c.id_number))``, a user-defined type) passed unread.
+#: What a leaf or a constant may hold: types' own parts and literal parameters.  The rules
+#: look inside neither (``column_rules.walk``), so a column written where a type parameter
+#: goes (``CAST(x AS f(c.id_number))``, a user-defined type) or as a constant's argument
+#: (``current_date(c.id_number)``) passed unread.
 _TYPE_PARTS = (exp.DataType, exp.DataTypeParam, exp.Literal, exp.Identifier, exp.Var)
 
 
-def _type_holds_expression(node: exp.DataType) -> bool:
-    return any(not isinstance(part, _TYPE_PARTS) for part in node.walk())
+def _holds_expression(node: exp.Expr) -> bool:
+    return any(not isinstance(part, _TYPE_PARTS) for part in node.walk() if part is not node)
 
 
 def _written_type(node: exp.Expr) -> str:
