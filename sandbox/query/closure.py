@@ -48,8 +48,8 @@ def check_closed(root: exp.Expr, sql: str) -> None:
             )
         if NODE_KINDS[type(node)] is Kind.CONSTANT and _holds_expression(node):
             raise QueryRefused(
-                f"{describe(node, sql)} takes no column or expression here: write it "
-                "without arguments",
+                f"{describe(node, sql)} with a column or expression inside is not "
+                "supported: write it without arguments",
                 rule="guard.unsupported",
             )
         if isinstance(node, exp.DataType) and _holds_expression(node):
