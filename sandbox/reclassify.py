@@ -28,8 +28,9 @@ from sandbox.core.db import dataset_versions
 from sandbox.core.errors import Conflict, InvalidInput
 from sandbox.core.timeutil import now_rfc3339
 from sandbox.enclave.catalog import DatasetRecord, table_columns
+from sandbox.enclave.entity_hashes import check_entity_hashes
 from sandbox.enclave.quality import measure_quality
-from sandbox.enclave.registry import Registration, _record, _write_files
+from sandbox.enclave.registry import Registration, _quoted, _record, _write_files
 from sandbox.platform import Platform
 
 __all__ = ["reclassify"]
@@ -78,6 +79,10 @@ def reclassify(
             )
         schema = table_columns(con, spec.domain, spec.table)
         typed = validate_against_schema(spec, schema)
+        # Another entity key: its values must not share the hash the caps group by (the
+        # same rows under the same key were checked at their registration or start).
+        if typed.entity_key != current.entity_key or not current.entity_hashes_checked:
+            check_entity_hashes(con, _quoted(typed), typed.entity_key)
         # The same rows under new declarations: validity, uniqueness may change; the rows
         # are as old as the version that loaded them (timeliness counts from then).
         with platform.engine.connect() as conn:
@@ -107,6 +112,7 @@ def reclassify(
                 platform.signing_key(),
                 procedure,
                 quality=quality,
+                entity_hashes_checked=True,
             )
             platform.record(
                 **entry,

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from sandbox.core.db import datasets
 from sandbox.core.errors import EnclaveBusy, EnclaveError, InvalidInput
 from sandbox.enclave.catalog import table_schema_sha256
 from sandbox.enclave.entity_hashes import check_entity_hashes
@@ -213,6 +214,7 @@ def _check_warehouse_version(platform: Platform, record: DatasetRecord) -> None:
 
 
 def _check_enclave_contents(platform: Platform, path: Path) -> None:
+    checked: list[DatasetRecord] = []  # versions whose entity hashes this start checked
     with platform.enclave.cursor() as cur:
         try:
             size = cur.execute(
@@ -261,7 +263,10 @@ def _check_enclave_contents(platform: Platform, path: Path) -> None:
                         "from a backup",
                     )
                 # Registered before registration checked it: entity keys sharing the
-                # 64-bit hash the caps group by (enclave.entity_hashes).
+                # 64-bit hash the caps group by (enclave.entity_hashes).  Once per
+                # version: the check reads the whole key column (about 5 s at 10 M rows).
+                if record.entity_hashes_checked:
+                    continue
                 table = ".".join(f'"{part}"' for part in record.id.split(".", 1))
                 try:
                     check_entity_hashes(cur, table, record.entity_key)
@@ -272,9 +277,29 @@ def _check_enclave_contents(platform: Platform, path: Path) -> None:
                         "64-bit hash the per-entity caps group by: re-code its keys and "
                         "register it again",
                     ) from None
+                checked.append(record)
         except EnclaveError:
             raise
         except Exception as exc:  # duckdb's own errors: a damaged file
             raise _fail(
                 "enclave", f"enclave file {path} is damaged ({type(exc).__name__})"
             ) from None
+    _mark_entity_hashes_checked(platform, checked)
+
+
+def _mark_entity_hashes_checked(platform: Platform, records: list[DatasetRecord]) -> None:
+    """Record that these versions' entity keys were checked; a version registered or
+    reclassified meanwhile (another version or key) keeps its own mark."""
+    if not records:
+        return
+    with platform.engine.begin() as conn:
+        for record in records:
+            conn.execute(
+                sa.update(datasets)
+                .where(
+                    datasets.c.id == record.id,
+                    datasets.c.version == record.version,
+                    datasets.c.entity_key == record.entity_key,
+                )
+                .values(entity_hashes_checked=True)
+            )

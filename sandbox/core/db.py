@@ -49,6 +49,11 @@ datasets = sa.Table(
     sa.Column("frozen", sa.Boolean, nullable=False, default=False),
     # Which engine holds and runs the dataset: "duckdb" (the enclave file) or "spark".
     sa.Column("engine", sa.String(16), nullable=False, server_default="duckdb"),
+    # The current version's entity keys were checked not to share the 64-bit hash the caps
+    # group by (``enclave.entity_hashes``): at registration, at a reclassification that
+    # names another key, or once by the server's start for a version registered before
+    # registration checked it.
+    sa.Column("entity_hashes_checked", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 dataset_versions = sa.Table(

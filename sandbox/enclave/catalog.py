@@ -63,6 +63,8 @@ class DatasetRecord:
     frozen: bool
     spec: DatasetSpec
     engine: str = "duckdb"  # "duckdb" (the enclave file) or "spark" (the warehouse)
+    # Its entity keys were checked not to share the caps' 64-bit hash (not in to_dict).
+    entity_hashes_checked: bool = False
 
     @classmethod
     def from_row(cls, row: Any, spec: DatasetSpec | None = None) -> DatasetRecord:
@@ -86,6 +88,7 @@ class DatasetRecord:
             frozen=bool(row.frozen),
             spec=spec,
             engine=getattr(row, "engine", None) or "duckdb",
+            entity_hashes_checked=bool(getattr(row, "entity_hashes_checked", False)),
         )
 
     def to_dict(self) -> dict[str, Any]:

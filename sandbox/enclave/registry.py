@@ -253,6 +253,7 @@ def _load_locked(
                     procedure,
                     quality=quality,
                     engine=engine,
+                    entity_hashes_checked=True,  # above, on the rows this version holds
                 )
                 if engine == "spark":
                     _move_to_warehouse(con, spec, warehouse_dir, int(record_row.version), published)
@@ -309,10 +310,13 @@ def _record(
     *,
     quality: dict[str, Any] | None = None,
     engine: str | None = None,
+    entity_hashes_checked: bool,
 ) -> tuple[Any, dict[str, Any], bool]:
     """``quality``: the version's quality report (none when only the classification
     changes: ``sandbox.reclassify``); the certificate binds its digest and score.
-    ``engine``: where the version's rows live (``None``: where the previous version's do)."""
+    ``engine``: where the version's rows live (``None``: where the previous version's do).
+    ``entity_hashes_checked``: the caller checked the rows' entity keys for shared hashes
+    (``enclave.entity_hashes``), so the server's start need not."""
     previous = cp.execute(
         sa.select(datasets.c.version, datasets.c.engine)
         .where(datasets.c.id == spec.id)
@@ -364,6 +368,7 @@ def _record(
         "version": version,
         "registered_by": registered_by,
         "engine": engine,
+        "entity_hashes_checked": entity_hashes_checked,
     }
     if previous is None:
         cp.execute(sa.insert(datasets).values(id=spec.id, frozen=False, **values))
