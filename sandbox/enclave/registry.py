@@ -253,7 +253,7 @@ def _load_locked(
                     procedure,
                     quality=quality,
                     engine=engine,
-                    entity_hashes_checked=True,  # above, on the rows this version holds
+                    entity_hashes_checked=True,
                 )
                 if engine == "spark":
                     _move_to_warehouse(con, spec, warehouse_dir, int(record_row.version), published)
@@ -312,11 +312,9 @@ def _record(
     engine: str | None = None,
     entity_hashes_checked: bool,
 ) -> tuple[Any, dict[str, Any], bool]:
-    """``quality``: the version's quality report (none when only the classification
-    changes: ``sandbox.reclassify``); the certificate binds its digest and score.
-    ``engine``: where the version's rows live (``None``: where the previous version's do).
-    ``entity_hashes_checked``: the caller checked the rows' entity keys for shared hashes
-    (``enclave.entity_hashes``), so the server's start need not."""
+    """``quality``: the version's report (none on a reclassification), bound by the
+    certificate; ``engine``: where its rows live (``None``: the previous version's place);
+    ``entity_hashes_checked``: the caller ran ``enclave.entity_hashes`` on these rows."""
     previous = cp.execute(
         sa.select(datasets.c.version, datasets.c.engine)
         .where(datasets.c.id == spec.id)

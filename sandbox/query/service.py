@@ -78,6 +78,7 @@ from sandbox.query.contribution import effective_contribution
 from sandbox.query.cost import Cost, CostLimits, check_cost
 from sandbox.query.default_bounds import DataBounds
 from sandbox.query.disclosure import DisclosureParams
+from sandbox.query.held_failure import DATA_FAILURES, failure_table, held_failure
 from sandbox.query.lineage import BaseColumn
 from sandbox.query.negative_rules import important_datasets, important_release
 from sandbox.query.noise import ExactNoise, NoiseSource
@@ -700,6 +701,16 @@ class QueryService:
                         f"the released result has more than {counted(limit, 'row')}",
                         rule="enclave.max_result_rows",
                     )
+            except SandboxError as exc:
+                cpu_ms = int((time.thread_time() - cpu0) * 1000)
+                self._meter(auth, cpu_ms)
+                if auth.decision.review_required and exc.rule in DATA_FAILURES:
+                    # Held like a result: whether it failed is data the bureau reviews.
+                    failed = Released(failure_table(exc), None, prepared.epsilon)
+                    return self._hold(
+                        actor, rid, client, auth, key, failed, 0, started, failure=exc
+                    )
+                raise
             except BaseException:
                 self._meter(auth, int((time.thread_time() - cpu0) * 1000))
                 raise
@@ -759,8 +770,13 @@ class QueryService:
         released: Released,
         cpu_ms: int,
         started: float,
+        *,
+        failure: SandboxError | None = None,
     ) -> Held:
-        """Record that a result was computed and is held for review; release nothing."""
+        """Record that a result was computed and is held for review; release nothing.
+
+        ``failure``: the run failed on the data (``held_failure``); ``released`` stands
+        for it, and the audit entry records its real rule and reason."""
         prepared, decision = auth.prepared, auth.decision
         meta: dict[str, Any] = {
             "request_id": rid,
@@ -784,6 +800,11 @@ class QueryService:
             details={
                 **meta,
                 "held_for_review": True,
+                **(
+                    {}
+                    if failure is None
+                    else {"failed": dict(zip(("rule", "reason"), failure.audited, strict=True))}
+                ),
                 "epsilon_spent": released.epsilon_spent,  # charged when it ran
                 "normalized_sql": prepared.parsed.normalized_sql,
                 "grants": [{"id": g.id, "version": g.version} for g in decision.grants],
@@ -823,6 +844,9 @@ class QueryService:
                     "result was computed: submit the job again",
                     rule="review.stale",
                 )
+            failed = held_failure(held.table)
+            if failed is not None:  # approved: the operator learns that (and how) it failed
+                raise failed
             cached = self._cached(key)
             if cached is not None:
                 return self._repeat(actor, rid, client, auth, cached, started)

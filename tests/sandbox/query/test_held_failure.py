@@ -1,0 +1,102 @@
+"""A reviewed run that fails on the data is held like a result: the failure is data.
+
+An outside review (December 2026) read exact totals through op-bank's ``reviewed`` grant
+with no review at all: a query whose ``HAVING`` keeps more groups than
+``max_result_rows`` exactly when a total exceeds ``X`` was refused at once
+(``enclave.max_result_rows``) or else held, so one job per bit bisected any total, and
+the difference of two totals one person's diagnosis.  Now both runs wait in
+``awaiting_review`` and look the same to the operator; the reviewer sees what failed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from sandbox.core.errors import EnclaveError, QueryTimeout, ResultTooLarge
+from sandbox.core.settings import Settings
+from sandbox.platform import Platform
+from sandbox.query.held_failure import COLUMN, DATA_FAILURES, failure_table, held_failure
+from sandbox.query.service import QueryService
+from tests.conftest import build_deployment
+from tests.reviewing import reviewing
+
+ORACLE = (
+    "SELECT district, count(*) AS n FROM health.claims GROUP BY 1 "
+    "HAVING (SELECT count(*) FROM health.claims WHERE gender = 'F') > {x}"
+)
+VISIBLE = {"request_id", "k", "epsilon", "datasets", "review_datasets", "columns", "query_sha256"}
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ResultTooLarge("the released result has more than 3 rows", rule="enclave.max_result_rows"),
+        QueryTimeout("the query could not be completed within its limits", rule="enclave.limits"),
+        EnclaveError("disclosure could not compute the release", rule="disclosure.arithmetic"),
+    ],
+)
+def test_a_failure_travels_as_its_held_table(error) -> None:  # type: ignore[no-untyped-def]
+    table = failure_table(error)
+    assert table.column_names == [COLUMN] and table.num_rows == 1
+    again = held_failure(table)
+    assert type(again) is type(error) and again is not None
+    assert (again.rule, again.message) == (error.rule, error.message)
+    assert set(DATA_FAILURES) == {
+        "enclave.max_result_rows",
+        "enclave.limits",
+        "disclosure.arithmetic",
+    }
+
+
+def test_a_result_with_such_a_column_is_no_failure() -> None:
+    """Only the schema's metadata marks a failure: a query's own column never does."""
+    assert held_failure(pa.table({COLUMN: ["the released result has more than 3 rows"]})) is None
+    assert held_failure(pa.table({"district": ["D01"], "n": [12]})) is None
+
+
+def test_a_reviewed_run_over_the_row_limit_is_held_and_looks_like_any_other(
+    tmp_path: Path,
+) -> None:
+    platform, tokens = build_deployment(tmp_path / "home")
+    platform.close()
+    platform = Platform(Settings(home=tmp_path / "home", threads=2, max_result_rows=3))
+    try:
+        bank = platform.authority.authenticate(tokens["op-bank"])
+        with platform.enclave.cursor() as cur:
+            (women,) = cur.execute(
+                "SELECT count(*) FROM health.claims WHERE gender = 'F'"
+            ).fetchone()  # type: ignore[misc]
+        with reviewing(platform, QueryService(platform)) as desk:
+            over = desk.submit(bank, ORACLE.format(x=women - 1))  # 16 districts: over 3 rows
+            under = desk.submit(bank, ORACLE.format(x=women))  # no group: an empty result
+            for job in (over, under):
+                assert job.state.value == "awaiting_review" and job.rule is None
+                assert set(job.meta or {}) <= VISIBLE
+            assert {
+                k: v
+                for k, v in (over.meta or {}).items()
+                if k not in ("request_id", "query_sha256")
+            } == {
+                k: v
+                for k, v in (under.meta or {}).items()
+                if k not in ("request_id", "query_sha256")
+            }
+            reviewer = desk.bureau_of("health.claims")
+            _, shown = desk.desk.review_show(reviewer, over.id, "r1", None)
+            assert shown.to_pylist() == [{COLUMN: "the released result has more than 3 rows"}]
+            _, empty = desk.desk.review_show(reviewer, under.id, "r2", None)
+            assert empty.num_rows == 0 and empty.column_names == ["district", "n"]
+            ended = desk.approve(over, "the operator may know it failed")
+            assert ended.state.value == "refused" and ended.rule == "enclave.max_result_rows"
+            assert ended.message == "the released result has more than 3 rows"
+        held = [
+            e
+            for e in platform.audit.entries(limit=1_000, newest_first=True)
+            if e.request_id == over.id and e.details.get("held_for_review")
+        ]
+        assert held and held[0].details["failed"]["rule"] == "enclave.max_result_rows"
+    finally:
+        platform.close()
