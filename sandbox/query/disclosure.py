@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sandbox.core.errors import EnclaveError, InvalidInput
+from sandbox.enclave.enclave import limits_failure
 from sandbox.query import disclosure_exact as exact
 from sandbox.query.accountant import CONVERSION_SHARE, Demand, Mechanism, choose
 from sandbox.query.accuracy import gaussian_half_width, laplace_half_width
@@ -896,6 +897,7 @@ def disclose(
     params: DisclosureParams,
     *,
     noise: NoiseSource | None = None,
+    max_groups: int | None = None,
 ) -> Disclosed:
     """Suppress, fold, noise and round a stats table; see the module docstring for the order.
 
@@ -903,9 +905,12 @@ def disclose(
     nothing is noised and nothing is spent.  Arithmetic the release cannot carry (a
     statistic that overflowed to inf or nan in the enclave, bounds whose noise has no
     float64) is refused as :class:`EnclaveError` ``disclosure.arithmetic``, kind only.
+
+    ``max_groups``: with ε, a grouped run whose *noisy* number of groups (the draw that
+    gives ``groups_suppressed``) exceeds it fails as ``enclave.limits`` (``_over_limit``).
     """
     try:
-        return _disclose(stats, columns, params, noise)
+        return _disclose(stats, columns, params, noise, max_groups)
     except (ArithmeticError, ValueError) as exc:
         raise EnclaveError(
             f"disclosure could not compute the release ({type(exc).__name__}); nothing is released",
@@ -918,6 +923,7 @@ def _disclose(
     columns: Sequence[StatColumn],
     params: DisclosureParams,
     noise: NoiseSource | None,
+    max_groups: int | None = None,
 ) -> Disclosed:
     by_name = _stat_columns(columns)
     _validate(stats, by_name)
@@ -939,9 +945,10 @@ def _disclose(
     else:
         keep, noisy_gate = _selected(data[gate.column], gate, params, source, 1, grouped=bool(keys))
         if keys:
-            suppressed_count = _noisy_suppressed(
-                stats.num_rows, int(keep.sum()), plans[GROUPS], source
-            )
+            noisy_groups = _noisy_groups(stats.num_rows, plans[GROUPS], source)
+            if max_groups is not None and noisy_groups > max_groups:
+                raise limits_failure()  # the noisy count decides, not the true one (_noisy_groups)
+            suppressed_count = _suppressed_bound(noisy_groups, int(keep.sum()), plans[GROUPS])
         else:  # one group, known to exist: what was held back is what the table lacks
             suppressed_count = 1 - int(keep.sum())
     mask = pa.array(keep, pa.bool_())
@@ -1153,8 +1160,27 @@ def _selected(
     return np.asarray(noisy >= tau, dtype=np.bool_), noisy
 
 
-def _noisy_suppressed(groups: int, kept: int, plan: NoisePlan, noise: NoiseSource) -> int:
-    """With ε the number of groups is data too: at least how many groups were held back.
+def _noisy_groups(groups: int, plan: NoisePlan, noise: NoiseSource) -> int:
+    """With ε the number of groups is data too: released only noised (``plan``: ``GROUPS``).
+
+    One draw serves both its uses, so nothing is spent twice: ``groups_suppressed``
+    (``_suppressed_bound``) and the limit on the groups a run may form.  The enclave
+    computes at most so many groups (``max_result_rows`` times 20).  Refusing on the true
+    number let a query padded (``UNION ALL`` of constant tags) to sit at the limit read
+    whether one more group, one person's, exists: an exact bit per query whatever its ε
+    (outside review, December 2026).  The decision is now this noisy number against the
+    limit, post-processing.  The engine still stops reading at twice the limit (memory):
+    that refuses a run the noisy test would have passed only when the noise is below
+    minus the limit, with probability ``exp(-limit / scale) / 2`` under Laplace (less
+    under the Gaussian): under 10^-9 at the limit of 200,000 for any scale below 10,000,
+    added to the query's δ.
+    """
+    (z,) = _draw(noise, plan, 1)
+    return groups + z
+
+
+def _suppressed_bound(noisy_groups: int, kept: int, plan: NoisePlan) -> int:
+    """At least how many groups were held back, from the noisy number of groups.
 
     The noisy number of groups minus the released ones, less the noise's 95% half-width
     ``w`` (``P(Z > w) ≤ 2.5%``), at least 0: a lower bound that holds with probability at
@@ -1162,5 +1188,4 @@ def _noisy_suppressed(groups: int, kept: int, plan: NoisePlan, noise: NoiseSourc
     groups" was noise of scale 22 on that number's small share of ε); the bound is 0
     unless the held-back groups clearly outnumber the noise.
     """
-    (z,) = _draw(noise, plan, 1)
-    return max(0, groups + z - kept - round(plan.half_width))
+    return max(0, noisy_groups - kept - round(plan.half_width))

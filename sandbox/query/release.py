@@ -237,18 +237,21 @@ def release(
     *,
     noise: NoiseSource | None = None,
     database: duckdb.DuckDBPyConnection | None = None,
+    max_groups: int | None = None,
 ) -> Released:
     """Disclosure control, then the operator's outputs over released statistics only.
 
     A query's totals are released first, each as the query of its own it is; the
     outer query's outputs then read their released values (never true ones).
+    ``max_groups``: with ε, the most groups a run may form, held against their noisy
+    number (``disclose``).
     """
     totals: list[Released] = []
     if isinstance(stats, WithTotals) != isinstance(prepared, PreparedWithTotals):
         raise EnclaveError("the stats do not match the prepared query", rule="release.outputs")
     if isinstance(stats, WithTotals) and isinstance(prepared, PreparedWithTotals):
         totals = [
-            release(part_stats, part, noise=noise, database=database)
+            release(part_stats, part, noise=noise, database=database, max_groups=max_groups)
             for part_stats, part in zip(stats.totals, prepared.parts, strict=True)
         ]
         stats = stats.main
@@ -256,7 +259,9 @@ def release(
     # between engines): noise is drawn, and released rows (and a LIMIT without ORDER BY)
     # follow, in the order of the group keys instead.
     stats = _sorted(stats, prepared.plan.keys)
-    disclosed = disclose(stats, prepared.columns, prepared.params, noise=noise)
+    disclosed = disclose(
+        stats, prepared.columns, prepared.params, noise=noise, max_groups=max_groups
+    )
     released = _sorted(disclosed.table, prepared.plan.keys)
     released = _with_columns(released, totals)
     columns, where = prepared.plan.release_columns, prepared.plan.release_where

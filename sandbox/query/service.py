@@ -683,19 +683,30 @@ class QueryService:
             cpu0 = time.thread_time()
             try:
                 limit = self.platform.settings.max_result_rows
+                # How many groups the data forms, before suppression, is the data's.  With
+                # ε the limit is held against their noisy number (disclosure._noisy_groups);
+                # the engine reads up to twice it, for memory.  Without, the true number
+                # decides, and a reviewed run that fails is held (held_failure).
+                noised = prepared.params.epsilon is not None
+                max_groups = limit * STATS_HEADROOM
                 try:
                     engine = self.platform.query_engine(engine_of(auth.records.values()))
                     stats = execute(
                         engine,
                         prepared,
-                        max_groups=limit * STATS_HEADROOM,
+                        max_groups=max_groups * (2 if noised else 1),
                         before=partial(self._check_versions, auth),
                     )
                 except ResultTooLarge:
-                    # How many groups the data forms, before suppression, is the data's:
-                    # told apart from a timeout or out of memory by nothing.
+                    # Told apart from a timeout or out of memory by nothing.
                     raise limits_failure() from None
-                released = release(stats, prepared, noise=self.noise, database=self._release_db)
+                released = release(
+                    stats,
+                    prepared,
+                    noise=self.noise,
+                    database=self._release_db,
+                    max_groups=max_groups if noised else None,
+                )
                 if released.table.num_rows > limit:
                     raise ResultTooLarge(
                         f"the released result has more than {counted(limit, 'row')}",

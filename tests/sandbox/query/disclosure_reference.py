@@ -39,9 +39,10 @@ from sandbox.query.disclosure import (
     _draw,
     _finite,
     _joined,
-    _noisy_suppressed,
+    _noisy_groups,
     _quantile,
     _stat_columns,
+    _suppressed_bound,
     _tau,
     _validate,
     epsilon_cost,
@@ -94,7 +95,8 @@ def _disclose(
             raise EnclaveError("no noised count selects the groups", rule="disclosure.stats")
         keep, noisy_gate = _selected(rows, gate, params, source, 1, grouped=bool(keys))
         if keys:
-            suppressed_count = _noisy_suppressed(len(rows), sum(keep), plans[GROUPS], source)
+            noisy_groups = _noisy_groups(len(rows), plans[GROUPS], source)
+            suppressed_count = _suppressed_bound(noisy_groups, sum(keep), plans[GROUPS])
         else:  # one group, known to exist: what was held back is what the table lacks
             suppressed_count = 1 - sum(keep)
     suppressed = [r for r, ok in zip(rows, keep, strict=True) if not ok]

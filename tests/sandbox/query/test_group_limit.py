@@ -1,0 +1,96 @@
+"""Under a budget the limit on the groups a run forms is held against their noisy number.
+
+An exact limit was one exact bit per query: padded to sit at the limit, a query failed
+or not as one person's group existed or not, whatever its ε.  Now neighbouring datasets
+(one group more or less) fail with nearly the same probability, and the decision reuses
+the draw ``groups_suppressed`` is computed from (nothing more is spent).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from sandbox.core.errors import QueryTimeout
+from sandbox.core.settings import Settings
+from sandbox.platform import Platform
+from sandbox.query.disclosure import DisclosureParams, disclose, noise_plan
+from sandbox.query.noise import seeded_noise
+from sandbox.query.service import QueryService
+from tests.conftest import build_deployment
+from tests.sandbox.query.test_disclosure import COLUMNS, people, stats_from
+
+PARAMS = DisclosureParams(k=10, epsilon=1.0)
+SEEDS = range(400)
+
+
+def _groups(n: int) -> list:
+    return [record for i in range(n) for record in people(f"g{i:03d}", 12)]
+
+
+def _refusals(n: int, limit: int) -> int:
+    table = stats_from(_groups(n))
+    refused = 0
+    for seed in SEEDS:
+        try:
+            disclose(table, COLUMNS, PARAMS, noise=seeded_noise(seed), max_groups=limit)
+        except QueryTimeout as exc:
+            assert exc.rule == "enclave.limits"
+            refused += 1
+    return refused
+
+
+def test_far_below_the_limit_never_fails_and_far_above_always_does() -> None:
+    scale = next(p.scale for p in noise_plan(COLUMNS, PARAMS) if p.column == "__groups")
+    margin = int(30 * scale)
+    assert _refusals(20, 20 + margin) == 0
+    assert _refusals(20 + margin, 20) == len(SEEDS)
+
+
+def test_one_group_more_at_the_limit_changes_the_outcome_by_little() -> None:
+    """At the limit an exact test passes 100 groups and fails 101 every time."""
+    at, over = _refusals(100, 100), _refusals(101, 100)
+    assert 0.1 * len(SEEDS) < at < 0.9 * len(SEEDS)
+    assert 0.1 * len(SEEDS) < over < 0.9 * len(SEEDS)
+
+
+def test_the_same_draw_gives_groups_suppressed() -> None:
+    """The seeded run that passes reports what it reported before the limit existed."""
+    table = stats_from(_groups(30))
+    for seed in range(20):
+        plain = disclose(table, COLUMNS, PARAMS, noise=seeded_noise(seed))
+        limited = disclose(table, COLUMNS, PARAMS, noise=seeded_noise(seed), max_groups=10_000)
+        assert plain.groups_suppressed == limited.groups_suppressed
+        assert plain.table.equals(limited.table)
+
+
+def test_without_a_budget_the_true_number_is_not_held_here() -> None:
+    """No noise to decide with: the engine's exact limit applies (and a reviewed run that
+    crosses it is held for the reviewer: test_held_failure.py)."""
+    table = stats_from(_groups(30))
+    assert disclose(table, COLUMNS, DisclosureParams(k=10), max_groups=1).table.num_rows == 30
+
+
+@pytest.fixture(scope="module")
+def small_limit(tmp_path_factory):  # type: ignore[no-untyped-def]
+    home = tmp_path_factory.mktemp("group-limit") / "home"
+    platform, tokens = build_deployment(home)
+    platform.close()
+    platform = Platform(Settings(home=home, threads=2, max_result_rows=1))  # 20 groups
+    yield platform, tokens
+    platform.close()
+
+
+def test_a_dp_run_over_the_limit_fails_as_limits_and_one_under_it_runs(small_limit) -> None:  # type: ignore[no-untyped-def]
+    platform, tokens = small_limit
+    insurer = platform.authority.authenticate(tokens["op-insurer"])
+    service = QueryService(platform)
+    with pytest.raises(QueryTimeout) as refused:  # about 600 groups, against 20
+        service.run(
+            insurer,
+            "SELECT district, diagnosis_code, count(*) AS n FROM health.claims GROUP BY 1, 2",
+        )
+    assert refused.value.rule == "enclave.limits"
+    one = service.run(
+        insurer, "SELECT gender, count(*) AS n FROM health.claims WHERE gender = 'F' GROUP BY 1"
+    )
+    assert one.table.num_rows == 1  # max_result_rows 1: the released result fits
