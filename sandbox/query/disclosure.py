@@ -463,6 +463,26 @@ def _gate(by_name: dict[str, StatColumn], params: DisclosureParams, grouped: boo
     rows = [n for n, c in by_name.items() if c.kind == "rows" and c.cell is None]
     counts = [n for n, c in by_name.items() if c.kind == "count" and not c.filtered]
     candidates = rows + sorted(counts)
+    return candidates[0] if candidates else _filter_gate(by_name)
+
+
+def _filter_gate(by_name: dict[str, StatColumn]) -> str | None:
+    """A FILTERed row count that can select the groups: only where every output is a
+    statistic of that one FILTER's cell (``count(*) FILTER (WHERE f)``, or ``count(x)``
+    and ``avg(x)`` under it; ``sum(CASE WHEN f THEN 1 ELSE 0 END)`` is normalized to the
+    first).  A group whose count there fails the cell's own low-count test shows no value
+    anyway, so selecting on it holds back nothing the release would show, and the entity
+    count need not be noised at all.  Sound as the unfiltered row count is: a group one
+    entity alone makes holds at most ``min(C, T)`` of its rows under any FILTER.
+    """
+    outputs = [c for c in by_name.values() if c.kind not in ("entities", "top2")]
+    cells = {c.cell for c in outputs}
+    if len(cells) != 1 or None in cells:
+        return None
+    (cell,) = cells
+    rows = sorted(n for n, c in by_name.items() if c.kind == "rows" and c.cell == cell)
+    counts = sorted(n for n, c in by_name.items() if c.kind == "count" and c.cell == cell)
+    candidates = rows + counts
     return candidates[0] if candidates else None
 
 
@@ -607,7 +627,9 @@ def _copies(by_name: dict[str, StatColumn], params: DisclosureParams) -> dict[st
     for name, column in by_name.items():
         if column.kind == "rows":
             cell = column.cell or ENTITIES
-            out[name] = counted.get(cell, cell)
+            source = counted.get(cell, cell)
+            if source != name:  # not the count that stands in for its own cell
+                out[name] = source
     return out
 
 
@@ -1063,13 +1085,18 @@ def _counted_cells(by_name: dict[str, StatColumn]) -> dict[str, str]:
 
     The rewrite's presence cell of ``x`` (entities with a non-NULL ``x``, under the
     same FILTER) and ``count(x)`` (rows with one, at most ``C`` per entity) are zero
-    together: under a budget the noisy count stands in for the cell's entities.
+    together: under a budget the noisy count stands in for the cell's entities.  So do
+    a FILTER's cell (entities with a row it keeps) and ``count(*) FILTER (WHERE …)``.
     """
     out: dict[str, str] = {}
     for name in sorted(by_name):
         column = by_name[name]
-        if column.kind == "count" and column.cell is not None and column.cell != ENTITIES:
-            out.setdefault(column.cell, name)
+        if column.kind not in ("count", "rows") or column.cell in (None, ENTITIES):
+            continue
+        cell = by_name.get(column.cell)
+        if cell is not None and cell.shown:  # count(DISTINCT key) FILTER: released itself
+            continue
+        out.setdefault(column.cell, name)
     return out
 
 

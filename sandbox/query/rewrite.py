@@ -423,10 +423,9 @@ class _Stats:
                 return _col(name)
             if isinstance(arg, exp.Distinct):
                 name = self._distinct(arg, cell or ENTITIES)
-                if name == ENTITIES:  # the groups' entity count, released as it is
-                    self.stats = [
-                        replace(s, shown=True) if s.name == ENTITIES else s for s in self.stats
-                    ]
+                # Released as it is: the groups' entity count, or a FILTER's (which no
+                # count of its rows may then stand in for: disclosure._counted_cells).
+                self.stats = [replace(s, shown=True) if s.name == name else s for s in self.stats]
                 return _col(name)
             sql = arg.sql(dialect="duckdb")
             return _col(

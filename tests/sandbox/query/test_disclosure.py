@@ -377,9 +377,17 @@ def test_a_filtered_cell_passes_the_low_count_filter_itself() -> None:
     assert (exact["B"]["__e1"], exact["B"]["__r2"]) == (600, 700)
     assert exact["A"][ENTITIES] == 1_000  # the group itself is released
     params = DisclosureParams(k=10, epsilon=1.0)
+    # With an unfiltered row count the group is released on it, and the cell is tested alone.
+    rows = stats.append_column("__r3", pa.array([1_000, 1_000], pa.int64()))
+    with_rows = [*columns, StatColumn("__r3", "rows")]
     for seed in range(50):
-        noisy = by_key(disclose(stats, columns, params, noise=seeded_noise(seed)).table)
+        noisy = by_key(disclose(rows, with_rows, params, noise=seeded_noise(seed)).table)
         assert noisy["A"]["__r2"] is None and noisy["B"]["__r2"] is not None
+        assert noisy["A"]["__r3"] is not None
+        # The FILTERed count the only output: it selects the groups (disclosure._filter_gate),
+        # and A, whose one value would be NULL, is held back whole.
+        alone = by_key(disclose(stats, columns, params, noise=seeded_noise(seed)).table)
+        assert "A" not in alone and alone["B"]["__r2"] is not None
     with pytest.raises(EnclaveError):
         disclose(stats, [*columns[:2], StatColumn("__r2", "rows", cell="__r2")], params)
 
@@ -617,7 +625,13 @@ def test_cells_are_tested_before_rounding_on_the_noisy_count() -> None:
     Under a budget a cell passes the groups' test, its noisy count against max(k, τ):
     post-processing of a count noised in every released group, so no share of δ.
     """
-    columns = [StatColumn("__e1", "entities"), StatColumn("__r2", "rows", cell="__e1")]
+    # Both entity counts shown (count(DISTINCT key), and under the FILTER): each noised,
+    # and the group's selects (the FILTERed row count would otherwise: _filter_gate).
+    columns = [
+        StatColumn(ENTITIES, "entities", shown=True),
+        StatColumn("__e1", "entities", shown=True),
+        StatColumn("__r2", "rows", cell="__e1"),
+    ]
     stats = pa.table({"__k0": ["a"], ENTITIES: [5_000], "__e1": [20], "__r2": [30]})
     for epsilon in (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4):
         params = DisclosureParams(

@@ -104,6 +104,57 @@ def test_a_group_one_entity_makes_alone_is_released_at_most_delta_of_the_time() 
     assert released / n <= params.delta + 4 * sd
 
 
+FILTERED = [
+    StatColumn(ENTITIES, "entities"),
+    StatColumn("__e1", "entities"),
+    StatColumn("__r2", "rows", cell="__e1", filtered=True),
+]
+
+
+def test_a_filtered_row_count_that_selects_holds_lone_groups_to_delta() -> None:
+    """``count(*) FILTER (WHERE f)`` the only output: its row count selects (the entity
+    count and the FILTER's entities are not noised), with the same ``τ + lone - 1``: a
+    group one entity alone makes holds at most ``C`` of its rows under any FILTER."""
+    params = DisclosureParams(
+        k=1, epsilon=1.0, max_rows_per_entity=3, max_groups_per_entity=1, delta=0.05
+    )
+    plans = noise_plan(FILTERED, params)
+    gate = _selecting(plans)
+    assert (gate.column, gate.lone) == ("__r2", 3)
+    assert {p.column for p in plans} == {"__r2", GROUPS}  # one column carries all of ε
+    n = 20_000
+    stats = pa.table(
+        {
+            "__k0": pa.array(range(n), pa.int64()),
+            ENTITIES: pa.array([1] * n, pa.int64()),
+            "__e1": pa.array([1] * n, pa.int64()),
+            "__r2": pa.array([3] * n, pa.int64()),
+        }
+    )
+    released = disclose(stats, FILTERED, params, noise=seeded_noise(11)).table.num_rows
+    sd = math.sqrt(params.delta * (1 - params.delta) / n)
+    assert released / n <= params.delta + 4 * sd
+
+
+def test_a_count_where_in_groups_comes_back_through_the_service(demo_platform) -> None:  # type: ignore[no-untyped-def]
+    """``sum(CASE WHEN f THEN 1 ELSE 0 END)`` (normalized to ``count(*) FILTER``) by a key:
+    on PUMS-like data (1,000 persons, 17 groups) it came back with no row at all, its ε
+    spread over three columns and the entity count selecting at a high threshold."""
+    sql = (
+        "SELECT district, sum(CASE WHEN gender = 'F' THEN 1 ELSE 0 END) AS women "
+        "FROM health.claims GROUP BY 1"
+    )
+    params = DisclosureParams(k=10, epsilon=1.0, max_rows_per_entity=9, max_groups_per_entity=1)
+    prepared = prepare(sql, access(), params, max_sql_length=MAX_SQL_LENGTH)
+    plans = noise_plan(prepared.columns, prepared.params)
+    gate = _selecting(plans)
+    assert prepared.columns[-1].filtered and gate.column == prepared.columns[-1].name
+    assert gate.epsilon > Fraction(8, 10)  # the rest is the number of groups' share
+    stats = demo_platform.enclave.query(prepared.plan.stats_sql)
+    rows = release(stats, prepared, noise=seeded_noise(3)).table.to_pylist()
+    assert len(rows) >= 14 and all(r["women"] is not None for r in rows)  # of 16 districts
+
+
 class Counting:
     """A seeded source that counts the draws of each size it is asked for."""
 
@@ -173,7 +224,18 @@ def test_the_released_row_count_is_the_draw_that_selected_and_no_entity_count_le
                 StatColumn("__n3", "count", cell="__e1", filtered=True),
             ],
             DisclosureParams(k=10, epsilon=1.0, max_rows_per_entity=9),
-            ENTITIES,
+            "__r2",  # every output is of one FILTER: its row count (_filter_gate)
+        ),
+        (
+            [
+                StatColumn(ENTITIES, "entities"),
+                StatColumn("__e1", "entities"),
+                StatColumn("__r2", "rows", cell="__e1", filtered=True),
+                StatColumn("__e3", "entities"),
+                StatColumn("__n4", "count", cell="__e3", filtered=True),
+            ],
+            DisclosureParams(k=10, epsilon=1.0, max_rows_per_entity=9),
+            ENTITIES,  # two FILTERs: neither's count may hold back the other's cells
         ),
         # count(x) where there is no count(*): C = 1 (no copy) and above.
         (AVERAGE, DisclosureParams(k=10, epsilon=1.0), "__n3"),
@@ -191,6 +253,7 @@ def test_the_released_row_count_is_the_draw_that_selected_and_no_entity_count_le
         "copied",
         "total-bound",
         "filtered",
+        "two-filters",
         "count-x-c1",
         "count-x-c9",
         "entities-better",
