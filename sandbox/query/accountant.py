@@ -145,6 +145,9 @@ class Demand:
     l2: float
     weight: float = 1.0
     pure: bool = False
+    #: The largest share of the query's ε (Laplace) or rho (Gaussian) it may take; the
+    #: other demands split what it leaves (``_shares``).  None: as the weights say.
+    cap: float | None = None
 
 
 @dataclass(frozen=True)
@@ -158,15 +161,32 @@ class Allocation:
     charged: float  # what the ledger is charged, in ε
 
 
+def _shares(roots: Sequence[float], demands: Sequence[Demand]) -> list[float]:
+    """Each demand's share of the whole, proportional to ``roots``, except that a demand
+    over its ``cap`` is held to it and the others split the rest in the same proportions
+    (the optimum under that constraint: the objective is separable and convex)."""
+    fixed: dict[int, float] = {}
+    while True:
+        free = [i for i in range(len(roots)) if i not in fixed]
+        left = 1.0 - math.fsum(fixed.values())
+        total = math.fsum(roots[i] for i in free)
+        shares = {i: left * roots[i] / total for i in free} if total > 0 else {}
+        over = [i for i in free if (cap := demands[i].cap) is not None and shares[i] > cap]
+        if not over:
+            return [fixed[i] if i in fixed else shares.get(i, 0.0) for i in range(len(roots))]
+        for i in over:
+            fixed[i] = demands[i].cap  # type: ignore[assignment]
+
+
 def _laplace(demands: Sequence[Demand], epsilon: float) -> Allocation:
-    """Minimise ``Σ w_j · 2(Δ₁_j / ε_j)²`` under ``Σ ε_j = ε``: ``ε_j ∝ (w_j Δ₁_j²)^{1/3}``.
+    """Minimise ``Σ w_j · 2(Δ₁_j / ε_j)²`` under ``Σ ε_j = ε``: ``ε_j ∝ (w_j Δ₁_j²)^{1/3}``
+    (a capped demand held to its cap: ``_shares``).
 
     A quantile's variance is taken as ``(Δ/ε_j)²`` of its temperature alike.
     """
     a = [d.weight * 2 * d.l1 * d.l1 for d in demands]
     roots = [x ** (1 / 3) for x in a]
-    total = math.fsum(roots)
-    eps = tuple(epsilon * r / total for r in roots)
+    eps = tuple(epsilon * share for share in _shares(roots, demands))
     error = math.fsum(x / (e * e) for x, e in zip(a, eps, strict=True))
     return Allocation("laplace", eps, tuple(pure_to_zcdp(e) for e in eps), error, epsilon)
 
@@ -180,8 +200,7 @@ def _gaussian(demands: Sequence[Demand], epsilon: float, delta: float) -> Alloca
     b = [d.weight * (2 * d.l1 * d.l1 if d.pure else d.l2 * d.l2 / 2) for d in demands]
     # Pure demands: variance 2Δ₁²/ε_j² = Δ₁²/rho_j, the same 1/rho_j shape.
     roots = [math.sqrt(x) for x in b]
-    total = math.fsum(roots)
-    rhos = tuple(rho * r / total for r in roots)
+    rhos = tuple(rho * share for share in _shares(roots, demands))
     error = math.fsum(x / r for x, r in zip(b, rhos, strict=True))
     eps = tuple(math.sqrt(2 * r) if d.pure else 0.0 for d, r in zip(demands, rhos, strict=True))
     return Allocation("gaussian", eps, rhos, error, _gaussian_charge(epsilon, delta))

@@ -120,6 +120,40 @@ def test_laplace_split_minimises_the_ratio_error() -> None:
         assert other >= best.error
 
 
+@settings(max_examples=80, deadline=None)
+@given(
+    demands=demands_strategy,
+    cap=st.floats(0.01, 0.5),
+    epsilon=st.floats(0.01, 10.0),
+    mechanism=st.sampled_from(["laplace", "gaussian"]),
+)
+def test_a_capped_demand_takes_at_most_its_cap_and_the_rest_is_split_as_before(
+    demands: list[Demand], cap: float, epsilon: float, mechanism: str
+) -> None:
+    """The number of groups' share (``disclosure._GROUPS_CAP``): held to its cap, the
+    others keep their proportions, and the whole is spent as without a cap."""
+    capped = [*demands, Demand(1.0, 1.0, 1e30, cap=cap)]  # a weight that would take most
+    delta = 5e-7
+    whole = allocate(capped, epsilon, delta, mechanism)  # type: ignore[arg-type]
+    parts = whole.epsilons if mechanism == "laplace" else whole.rhos
+    total = epsilon if mechanism == "laplace" else zcdp_for_epsilon(epsilon, delta)
+    assert sum(parts) == pytest.approx(total)
+    assert parts[-1] == pytest.approx(cap * total)
+    free = allocate(demands, epsilon, delta, mechanism)  # type: ignore[arg-type]
+    before = free.epsilons if mechanism == "laplace" else free.rhos
+    for mine, theirs in zip(parts[:-1], before, strict=True):
+        assert mine == pytest.approx(theirs * (1 - cap))
+
+
+def test_a_demand_under_its_cap_is_not_moved() -> None:
+    demands = [Demand(9.0, 9.0, 0.04), Demand(1.0, 1.0, 0.01)]
+    plain = allocate(demands, 1.0, 1e-6, "laplace")
+    loose = allocate([demands[0], Demand(1.0, 1.0, 0.01, cap=0.9)], 1.0, 1e-6, "laplace")
+    assert plain.epsilons == pytest.approx(loose.epsilons)
+    tight = allocate([demands[0], Demand(1.0, 1.0, 0.01, cap=0.05)], 1.0, 1e-6, "laplace")
+    assert plain.epsilons[1] > 0.05 and tight.epsilons[1] == pytest.approx(0.05)
+
+
 def test_gaussian_wins_only_with_many_groups() -> None:
     """One entity in G groups: L1 G but L2 √G; at ε = 1, δ = 1e-6 the Gaussian wins for large G."""
 
