@@ -135,13 +135,16 @@ def respell(root: exp.Expr) -> None:
     Also ``count(1)`` (any non-NULL constant) and ``count()`` are ``count(*)``, and
     the standard ``FETCH FIRST n ROWS ONLY`` is ``LIMIT n``, and the standard
     ``percentile_cont(q) WITHIN GROUP (ORDER BY x)`` is ``quantile_cont(x, q)``; a
-    conditional aggregate is its FILTER form (``_case_to_filter``); DuckDB's
+    conditional aggregate is its FILTER form (``_case_to_filter``, and ``count_if(c)``:
+    ``_count_if_to_filter``); DuckDB's
     ``ORDER BY ALL`` is ``ORDER BY 1, 2, …`` and ``LIMIT ALL`` no limit.  Then the
     equivalent forms of ``sandbox/query/normalize.py`` (implicit joins, ``LIMIT n
     OFFSET m``, an outer SELECT over an aggregating derived table or CTE).
     """
     for agg in list(root.find_all(*_CONDITIONAL)):
         _case_to_filter(agg)
+    for counted in list(root.find_all(exp.CountIf)):
+        _count_if_to_filter(counted)
     for within in list(root.find_all(exp.WithinGroup)):
         quantile = _within_group(within)
         if quantile is not None:
@@ -228,6 +231,19 @@ def _case_to_filter(agg: exp.Expr) -> None:
         outer.replace(exp.Filter(this=new, expression=exp.Where(this=both)))
     else:
         agg.replace(exp.Filter(this=new, expression=exp.Where(this=condition)))
+
+
+def _count_if_to_filter(node: exp.CountIf) -> None:
+    """DuckDB's ``count_if(c)`` (also ``countif``) as ``count(*) FILTER (WHERE c)``: both
+    count the rows where ``c`` is true (not false, not NULL); an outer FILTER is ANDed."""
+    condition = node.this.copy()
+    new = exp.Count(this=exp.Star())
+    outer = node.parent
+    if isinstance(outer, exp.Filter) and isinstance(outer.expression, exp.Where):
+        both = exp.and_(exp.paren(outer.expression.this.copy()), exp.paren(condition))
+        outer.replace(exp.Filter(this=new, expression=exp.Where(this=both)))
+    else:
+        node.replace(exp.Filter(this=new, expression=exp.Where(this=condition)))
 
 
 def _order_by_all(select: exp.Select) -> None:

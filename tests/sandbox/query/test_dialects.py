@@ -191,6 +191,10 @@ def test_a_descending_within_group_is_left_alone() -> None:
             "SELECT SUM(CASE WHEN a THEN x WHEN b THEN y END)",
         ),
         ("avg(CASE WHEN a THEN x ELSE 0 END)", "SELECT AVG(CASE WHEN a THEN x ELSE 0 END)"),
+        # DuckDB's count_if (and countif): the rows where the condition is true
+        ("count_if(a > 1)", "SELECT COUNT(*) FILTER(WHERE a > 1)"),
+        ("countif(a)", "SELECT COUNT(*) FILTER(WHERE a)"),
+        ("count_if(a) FILTER (WHERE b)", "SELECT COUNT(*) FILTER(WHERE (b) AND (a))"),
     ],
 )
 def test_a_conditional_aggregate_is_read_as_its_filter(written: str, filtered: str) -> None:
@@ -203,4 +207,7 @@ def test_a_conditional_aggregate_keeps_every_guard_rule() -> None:
     assert info.value.rule == "guard.identifier"
     with pytest.raises(QueryRefused) as info:
         guard("SELECT count(CASE WHEN id_number LIKE '1101%' THEN 1 END) FROM health.claims")
+    assert info.value.rule == "guard.l4_column"
+    with pytest.raises(QueryRefused) as info:
+        guard("SELECT count_if(id_number LIKE '1101%') FROM health.claims")
     assert info.value.rule == "guard.l4_column"
