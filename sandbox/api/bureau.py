@@ -25,6 +25,7 @@ from sandbox.governance.registrations import Registrations
 from sandbox.governance.revision_terms import loosenings
 from sandbox.jobs.results import result_rows
 from sandbox.query.bounds_proposal import propose_bounds
+from sandbox.query.held_failure import held_failure
 from sandbox.reclassify import reclassify
 
 from .context import ActorDep, Meta, MetaDep, Services, ServicesDep
@@ -35,6 +36,7 @@ from .models import (
     GrantIn,
     GrantNarrowIn,
     GrantOut,
+    HeldFailureOut,
     JobOut,
     Reason,
     RegisterIn,
@@ -420,7 +422,12 @@ def review_queue(actor: ActorDep, meta: MetaDep, services: ServicesDep) -> Any:
 def review_show(job_id: str, actor: ActorDep, meta: MetaDep, services: ServicesDep) -> Any:
     """The desensitized result approval would release (your viewing is recorded)."""
     job, table = services.desk.review_show(actor, job_id, meta.request_id, meta.client)
-    return ReviewOut(job=job_out(job), result=ResultRows(**result_rows(table)))
+    failure = held_failure(table)  # marked in metadata no query result carries
+    failed = None
+    if failure is not None:
+        rule, message = failure.audited
+        failed = HeldFailureOut(rule=rule, message=message)
+    return ReviewOut(job=job_out(job), result=ResultRows(**result_rows(table)), failed=failed)
 
 
 @router.post("/v1/reviews/{job_id}", response_model=JobOut)

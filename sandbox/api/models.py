@@ -161,9 +161,18 @@ class ReviewIn(In):
     reason: str = Field(min_length=1, max_length=2000)
 
 
+class HeldFailureOut(BaseModel):
+    rule: str
+    message: str
+
+
 class ReviewOut(BaseModel):
     job: JobOut
     result: ResultRows
+    failed: HeldFailureOut | None = Field(
+        default=None,
+        description="The run failed on the data (no rows): approval tells the operator this.",
+    )
 
 
 # -- datasets ------------------------------------------------------------------------------

@@ -166,7 +166,14 @@ def reviews(request: Request, actor: Bureau, services: ServicesDep) -> Response:
 def review_show(job_id: str, request: Request, actor: Bureau, services: ServicesDep) -> Response:
     """The held result approval would release (GET /v1/reviews/{id}; your viewing is recorded)."""
     shown = bureau_routes.review_show(job_id, actor, request_meta(request), services)
-    return page(request, "bureau/review.html", actor, job=shown.job, result=shown.result)
+    return page(
+        request,
+        "bureau/review.html",
+        actor,
+        job=shown.job,
+        result=shown.result,
+        failed=shown.failed,
+    )
 
 
 @router.post("/reviews/{job_id}")

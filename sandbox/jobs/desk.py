@@ -477,7 +477,10 @@ class JobDesk:
                 review=job.reviews,
             )
         except SandboxError as exc:
-            state = JobState.FAILED if exc.status >= 500 else JobState.REFUSED
+            # As a run ends (runner.py): a timeout or the enclave's limits (408) failed,
+            # other 4xx were refused; an approved held failure ends as it would have.
+            refused = 400 <= exc.status < 500 and exc.status != 408
+            state = JobState.REFUSED if refused else JobState.FAILED
             ended = self.store.finish(job.id, state, rule=exc.rule or exc.code, message=exc.message)
             return ended or self.store.get(job.id)
         released = self.store.finish(

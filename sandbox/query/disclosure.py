@@ -41,10 +41,10 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sandbox.core.errors import EnclaveError, InvalidInput
+from sandbox.core.errors import EnclaveError, InvalidInput, QueryRefused
 from sandbox.enclave.enclave import limits_failure
 from sandbox.query import disclosure_exact as exact
-from sandbox.query.accountant import CONVERSION_SHARE, Demand, Mechanism, choose
+from sandbox.query.accountant import CONVERSION_SHARE, Demand, Mechanism, allocate, choose
 from sandbox.query.accuracy import gaussian_half_width, laplace_half_width
 from sandbox.query.noise import ChoiceSource, GaussianSource, NoiseSource, system_noise
 from sandbox.query.partition import gaussian_threshold, laplace_threshold
@@ -59,6 +59,7 @@ __all__ = [
     "StatKind",
     "disclose",
     "epsilon_cost",
+    "group_read_cap",
     "noise_plan",
     "selection_threshold",
     "sensitivity",
@@ -470,10 +471,10 @@ def _gate(by_name: dict[str, StatColumn], params: DisclosureParams, grouped: boo
     rows = [n for n, c in by_name.items() if c.kind == "rows" and c.cell is None]
     counts = [n for n, c in by_name.items() if c.kind == "count" and not c.filtered]
     candidates = rows + sorted(counts)
-    return candidates[0] if candidates else _filter_gate(by_name)
+    return candidates[0] if candidates else _filter_gate(by_name, params)
 
 
-def _filter_gate(by_name: dict[str, StatColumn]) -> str | None:
+def _filter_gate(by_name: dict[str, StatColumn], params: DisclosureParams) -> str | None:
     """A FILTERed row count that can select the groups: only where every output is a
     statistic of that one FILTER's cell (``count(*) FILTER (WHERE f)``, or ``count(x)``
     and ``avg(x)`` under it; ``sum(CASE WHEN f THEN 1 ELSE 0 END)`` is normalized to the
@@ -482,12 +483,20 @@ def _filter_gate(by_name: dict[str, StatColumn]) -> str | None:
     count need not be noised at all.  Sound as the unfiltered row count is: a group one
     entity alone makes holds at most ``min(C, T)`` of its rows under any FILTER.
     """
-    outputs = [c for c in by_name.values() if c.kind not in ("entities", "top2")]
-    cells = {c.cell for c in outputs}
+    # A FILTER's entity count shown as count(DISTINCT key) FILTER is an output of that
+    # FILTER (its own cell); other entity columns are cells, and top2 no output.
+    cells = {
+        (c.name if c.kind == "entities" else c.cell)
+        for c in by_name.values()
+        if c.name != ENTITIES and c.kind != "top2" and (c.kind != "entities" or c.shown)
+    }
     if len(cells) != 1 or None in cells:
         return None
     (cell,) = cells
-    rows = sorted(n for n, c in by_name.items() if c.kind == "rows" and c.cell == cell)
+    copies = _copies(by_name, params)  # at C = 1 the row count is its cell's copy
+    rows = sorted(
+        n for n, c in by_name.items() if c.kind == "rows" and c.cell == cell and n not in copies
+    )
     counts = sorted(n for n, c in by_name.items() if c.kind == "count" and c.cell == cell)
     candidates = rows + counts
     return candidates[0] if candidates else None
@@ -563,12 +572,23 @@ def _planned(
         shapes.append((resolution, units))
         demands.append(demand)
     chosen = choose(demands, epsilon, params.delta * CONVERSION_SHARE)
+    if chosen.mechanism == "gaussian" and any(_floor(r) == 0 for r in chosen.rhos):
+        # A share of rho too small for the ledger's grid (ε of 10^-4 and below): Laplace,
+        # always a valid split of the same ε.
+        chosen = allocate(demands, epsilon, params.delta * CONVERSION_SHARE, "laplace")
     selecting = gate or ENTITIES
     lone = min(c, params.rows_bound) if gate is not None else 1
     plans = []
     for i, column in enumerate(noised):
         resolution, units = shapes[i]
         rho = _floor(chosen.rhos[i])
+        pure = column.kind == "quantile" or chosen.mechanism == "laplace"
+        if (_floor(chosen.epsilons[i]) if pure else rho) == 0:
+            raise QueryRefused(
+                f"ε={epsilon:g} is too small to split over this query's statistics "
+                "(a share rounds to nothing): choose a larger ε",
+                rule="budget.epsilon",
+            )
         delta = sensitivity(column, params) if column.kind != "quantile" else Fraction(c)
         selects, own_lone = column.name == selecting, lone if column.name == gate else 1
         if column.kind == "quantile" or chosen.mechanism == "laplace":
@@ -744,10 +764,11 @@ def _tau(plan: NoisePlan, params: DisclosureParams, selections: int = 1) -> int:
     """``τ`` for a count of 1 in a group one entity alone makes (:mod:`partition`), of
     which there are at most ``params.groups_alone``."""
     g = params.groups_alone
+    selecting = params.delta * (1 - LIMIT_DELTA_SHARE)  # the rest: group_read_cap
     if plan.mechanism == "gaussian":
-        delta = params.delta * (1 - CONVERSION_SHARE) / max(1, selections)
+        delta = selecting * (1 - CONVERSION_SHARE) / max(1, selections)
         return gaussian_threshold(plan.scale, g, delta)
-    delta = params.delta / max(1, selections)
+    delta = selecting / max(1, selections)
     return laplace_threshold(plan.scale, g, delta)
 
 
@@ -1203,14 +1224,57 @@ def _noisy_groups(groups: int, plan: NoisePlan, noise: NoiseSource) -> int:
     number let a query padded (``UNION ALL`` of constant tags) to sit at the limit read
     whether one more group, one person's, exists: an exact bit per query whatever its ε
     (outside review, December 2026).  The decision is now this noisy number against the
-    limit, post-processing.  The engine still stops reading at twice the limit (memory):
-    that refuses a run the noisy test would have passed only when the noise is below
-    minus the limit, with probability ``exp(-limit / scale) / 2`` under Laplace (less
-    under the Gaussian): under 10^-9 at the limit of 200,000 for any scale below 10,000,
-    added to the query's δ.
+    limit, post-processing.  The engine stops reading at ``group_read_cap`` (memory).
     """
     (z,) = _draw(noise, plan, 1)
     return groups + z
+
+
+#: The share of a grouped query's δ that pays for the engine's read cap on its groups
+#: (``group_read_cap``); partition selection's thresholds take the rest (``_tau``).
+LIMIT_DELTA_SHARE = 0.01
+#: The most groups a run may have the engine read: this many times the group limit, and
+#: at least ``READ_CAP_FLOOR`` (memory, not privacy); an ε whose groups noise needs more
+#: is refused before the run (``group_read_cap``).
+READ_CAP_MAX = 5
+READ_CAP_FLOOR = 1_000_000
+
+
+def group_read_cap(
+    columns: Sequence[StatColumn], params: DisclosureParams, max_groups: int, *, grouped: bool
+) -> int:
+    """How many groups the engine may read for a grouped run held to ``max_groups`` on
+    their noisy number (``_noisy_groups``); ``max_groups`` without ε.
+
+    Stopping at ``H = max_groups + t`` refuses a run the noisy test alone would have
+    passed only where the noise on the number of groups is below ``-t``.  ``t`` is its
+    one-sided bound at ``δ' = δ · LIMIT_DELTA_SHARE / (1 + e^ε)`` (discrete Laplace:
+    ``P[Z ≤ -t] ≤ exp(-t/b)``; discrete Gaussian, subgaussian: ``exp(-t²/(2 sigma²))``): the run
+    then differs from the noisy test's on an event of probability at most ``δ'`` on every
+    dataset, which costs ``(1 + e^ε)·δ'`` of δ, the share ``_tau`` leaves.  The cap
+    depends on the plan only, never on data.  (A fixed cap of twice the limit did not
+    hold at small ε: at ε = 0.001 the noise's scale was 33,530 and a run at 400,000
+    groups passed where one more group failed every time; outside review, December
+    2026.)  Refused (``budget.epsilon``) where ``H`` exceeds ``READ_CAP_MAX`` times the
+    limit (at least ``READ_CAP_FLOOR``): that ε is too small for a grouped query here.
+    """
+    if not grouped or params.epsilon is None:  # one group, or no noise: the limit itself
+        return max_groups
+    plan = next(p for p in noise_plan(columns, params, grouped=True) if p.column == GROUPS)
+    delta = params.delta * LIMIT_DELTA_SHARE / (1 + math.exp(min(params.epsilon, 700.0)))
+    if plan.mechanism == "gaussian":  # plan.scale is σ²
+        margin = math.ceil(math.sqrt(2 * float(plan.scale) * math.log(1 / delta)))
+    else:
+        margin = math.ceil(float(plan.scale) * math.log(1 / delta))
+    most = max(READ_CAP_MAX * max_groups, READ_CAP_FLOOR)
+    if max_groups + margin > most:
+        raise QueryRefused(
+            f"ε={params.epsilon:g} is too small for a grouped query here: the noise on its "
+            f"number of groups would need the enclave to form {max_groups + margin:,} "
+            f"groups (at most {most:,}): choose a larger ε",
+            rule="budget.epsilon",
+        )
+    return max_groups + margin
 
 
 def _suppressed_bound(noisy_groups: int, kept: int, plan: NoisePlan) -> int:

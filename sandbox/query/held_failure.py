@@ -7,11 +7,15 @@ arithmetic the release cannot carry) is one bit about exact values: a query whos
 ``HAVING`` keeps ten thousand groups exactly when a total exceeds ``X`` read that total by
 bisection, and the difference of two such totals one person's diagnosis (outside review,
 December 2026).  So such a run ends as a held result like any other: the job waits in
-``awaiting_review``; the reviewer sees one row saying what failed; approval releases the
+``awaiting_review``; the reviewer sees what failed (no rows); approval releases the
 failure (the operator then gets its rule and message), rejection refuses the job.
 
-The failure travels as the held table itself (one row, its rule in the schema's
-metadata), so the job store and the review flow carry it unchanged.
+The failure travels as the held table itself: no column, no row, its rule and message
+in the schema's metadata, which no query's result carries, so the job store and the
+review flow carry it unchanged and the reviewer's view shows it apart from any table
+(``ReviewOut.failed``).  (It was first one row, ``run_failed``, which a query could
+imitate with an output of that name whose text varied with the data; the reviewer's
+rows could not tell the two apart: review, December 2026.)
 """
 
 from __future__ import annotations
@@ -28,23 +32,22 @@ DATA_FAILURES: dict[str, type[SandboxError]] = {
     "enclave.max_result_rows": ResultTooLarge,
     "disclosure.arithmetic": EnclaveError,
 }
-_RULE = b"sandbox.held_failure"
-COLUMN = "run_failed"
+_RULE = b"sandbox.held_failure.rule"
+_MESSAGE = b"sandbox.held_failure.message"
 
 
 def failure_table(exc: SandboxError) -> pa.Table:
-    """The held table standing for ``exc``: its message in one row, its rule in metadata."""
+    """The held table standing for ``exc``: no column, its rule and message in metadata."""
     assert exc.rule in DATA_FAILURES, exc.rule
-    schema = pa.schema([pa.field(COLUMN, pa.string())], metadata={_RULE: exc.rule.encode()})
-    return pa.table({COLUMN: [exc.message]}, schema=schema)
+    metadata = {_RULE: exc.rule.encode(), _MESSAGE: exc.message.encode()}
+    return pa.table({}, schema=pa.schema([], metadata=metadata))
 
 
 def held_failure(table: pa.Table) -> SandboxError | None:
     """The failure a held table stands for, as the error to raise on approval; else None."""
-    rule = (table.schema.metadata or {}).get(_RULE)
-    if rule is None or table.num_rows != 1 or table.column_names != [COLUMN]:
+    metadata = table.schema.metadata or {}
+    rule, message = metadata.get(_RULE), metadata.get(_MESSAGE)
+    if rule is None or message is None or table.num_columns or table.num_rows:
         return None
     kind = DATA_FAILURES.get(rule.decode())
-    if kind is None:
-        return None
-    return kind(str(table.column(0)[0].as_py()), rule=rule.decode())
+    return None if kind is None else kind(message.decode(), rule=rule.decode())

@@ -77,7 +77,7 @@ from sandbox.query.cell_accuracy import output_accuracy, result_accuracy
 from sandbox.query.contribution import effective_contribution
 from sandbox.query.cost import Cost, CostLimits, check_cost
 from sandbox.query.default_bounds import DataBounds
-from sandbox.query.disclosure import DisclosureParams
+from sandbox.query.disclosure import DisclosureParams, group_read_cap
 from sandbox.query.held_failure import DATA_FAILURES, failure_table, held_failure
 from sandbox.query.lineage import BaseColumn
 from sandbox.query.negative_rules import important_datasets, important_release
@@ -669,6 +669,15 @@ class QueryService:
                 )
             _check_noised_or_reviewed(auth)
             self._check_budget(auth)
+            # How many groups the data forms, before suppression, is the data's.  With ε
+            # the limit is held against their noisy number (disclosure._noisy_groups) and
+            # the engine reads up to a margin of that noise beyond it, fixed by the plan
+            # (refused here, before any charge, where the ε is too small for it).  Without
+            # ε the true number decides; a reviewed run that fails is held (held_failure).
+            max_groups = self.platform.settings.max_result_rows * STATS_HEADROOM
+            read_cap = group_read_cap(
+                prepared.columns, prepared.params, max_groups, grouped=bool(prepared.plan.keys)
+            )
             key = self._cache_key(actor, auth)
             cached = self._cached(key)
             if cached is not None:
@@ -683,18 +692,13 @@ class QueryService:
             cpu0 = time.thread_time()
             try:
                 limit = self.platform.settings.max_result_rows
-                # How many groups the data forms, before suppression, is the data's.  With
-                # ε the limit is held against their noisy number (disclosure._noisy_groups);
-                # the engine reads up to twice it, for memory.  Without, the true number
-                # decides, and a reviewed run that fails is held (held_failure).
                 noised = prepared.params.epsilon is not None
-                max_groups = limit * STATS_HEADROOM
                 try:
                     engine = self.platform.query_engine(engine_of(auth.records.values()))
                     stats = execute(
                         engine,
                         prepared,
-                        max_groups=max_groups * (2 if noised else 1),
+                        max_groups=read_cap,
                         before=partial(self._check_versions, auth),
                     )
                 except ResultTooLarge:

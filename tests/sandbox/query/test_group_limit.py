@@ -8,12 +8,21 @@ the draw ``groups_suppressed`` is computed from (nothing more is spent).
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from sandbox.core.errors import QueryTimeout
+from sandbox.core.errors import QueryRefused, QueryTimeout
 from sandbox.core.settings import Settings
 from sandbox.platform import Platform
-from sandbox.query.disclosure import DisclosureParams, disclose, noise_plan
+from sandbox.query.disclosure import (
+    LIMIT_DELTA_SHARE,
+    DisclosureParams,
+    StatColumn,
+    disclose,
+    group_read_cap,
+    noise_plan,
+)
 from sandbox.query.noise import seeded_noise
 from sandbox.query.service import QueryService
 from tests.conftest import build_deployment
@@ -63,6 +72,46 @@ def test_the_same_draw_gives_groups_suppressed() -> None:
         assert plain.table.equals(limited.table)
 
 
+def test_the_engine_reads_up_to_a_margin_of_the_noise_fixed_by_the_plan() -> None:
+    """Stopping at the read cap ``H`` differs from the noisy test only where the noise is
+    below ``-(H - limit)``: at most ``δ' = δ·share/(1 + e^ε)``, whatever the scale.  A
+    fixed cap of twice the limit passed runs at ε = 0.001 (scale 33,530) up to it and
+    failed one group more every time."""
+    limit = 200_000
+    for epsilon in (0.05, 0.2, 1.0, 5.0):
+        params = DisclosureParams(k=10, epsilon=epsilon)
+        plan = next(p for p in noise_plan(COLUMNS, params) if p.column == "__groups")
+        cap = group_read_cap(COLUMNS, params, limit, grouped=True)
+        b = float(plan.scale)
+        tail = math.exp(-(cap - limit) / b)  # P[Z <= -(H - limit)], discrete Laplace
+        assert tail <= params.delta * LIMIT_DELTA_SHARE / (1 + math.exp(epsilon))
+        assert cap - limit < 40 * b  # and no more than that needs
+    assert group_read_cap(COLUMNS, PARAMS, limit, grouped=False) == limit  # one group
+    assert group_read_cap(COLUMNS, DisclosureParams(k=10), limit, grouped=True) == limit
+
+
+def test_an_epsilon_too_small_for_the_read_cap_is_refused_before_the_run() -> None:
+    """Data-independent (the plan's noise only): refused before anything is charged."""
+    with pytest.raises(QueryRefused) as refused:
+        group_read_cap(COLUMNS, DisclosureParams(k=10, epsilon=0.0005), 200_000, grouped=True)
+    assert refused.value.rule == "budget.epsilon" and "larger ε" in refused.value.message
+
+
+def test_an_epsilon_whose_shares_round_to_nothing_is_refused_not_crashed() -> None:
+    """At ε = 1e-4 a Gaussian share of rho rounded down to 0 and noise_plan divided by it."""
+    columns = [StatColumn("__entities", "entities"), StatColumn("__r1", "rows")]
+    tiny = DisclosureParams(
+        k=10,
+        epsilon=1e-9,
+        max_rows_per_entity=9,
+        max_groups_per_entity=4,
+        max_total_rows_per_entity=9,
+    )
+    with pytest.raises(QueryRefused) as refused:
+        noise_plan(columns, tiny)
+    assert refused.value.rule == "budget.epsilon"
+
+
 def test_without_a_budget_the_true_number_is_not_held_here() -> None:
     """No noise to decide with: the engine's exact limit applies (and a reviewed run that
     crosses it is held for the reviewer: test_held_failure.py)."""
@@ -83,11 +132,12 @@ def small_limit(tmp_path_factory):  # type: ignore[no-untyped-def]
 def test_a_dp_run_over_the_limit_fails_as_limits_and_one_under_it_runs(small_limit) -> None:  # type: ignore[no-untyped-def]
     platform, tokens = small_limit
     insurer = platform.authority.authenticate(tokens["op-insurer"])
-    service = QueryService(platform)
-    with pytest.raises(QueryTimeout) as refused:  # about 600 groups, against 20
+    service = QueryService(platform, noise=seeded_noise(1))  # seeded: no flaky tail
+    with pytest.raises(QueryTimeout) as refused:  # about 1,200 groups, against 20
         service.run(
             insurer,
-            "SELECT district, diagnosis_code, count(*) AS n FROM health.claims GROUP BY 1, 2",
+            "SELECT district, diagnosis_code, gender, count(*) AS n FROM health.claims "
+            "GROUP BY 1, 2, 3",
         )
     assert refused.value.rule == "enclave.limits"
     one = service.run(

@@ -18,7 +18,7 @@ import pytest
 from sandbox.core.errors import EnclaveError, QueryTimeout, ResultTooLarge
 from sandbox.core.settings import Settings
 from sandbox.platform import Platform
-from sandbox.query.held_failure import COLUMN, DATA_FAILURES, failure_table, held_failure
+from sandbox.query.held_failure import DATA_FAILURES, failure_table, held_failure
 from sandbox.query.service import QueryService
 from tests.conftest import build_deployment
 from tests.reviewing import reviewing
@@ -39,8 +39,11 @@ VISIBLE = {"request_id", "k", "epsilon", "datasets", "review_datasets", "columns
     ],
 )
 def test_a_failure_travels_as_its_held_table(error) -> None:  # type: ignore[no-untyped-def]
-    table = failure_table(error)
-    assert table.column_names == [COLUMN] and table.num_rows == 1
+    from sandbox.jobs.desk import read_table
+    from sandbox.jobs.runner import arrow_bytes
+
+    table = read_table(arrow_bytes(failure_table(error)))  # as the job store keeps it
+    assert table.num_columns == 0 and table.num_rows == 0
     again = held_failure(table)
     assert type(again) is type(error) and again is not None
     assert (again.rule, again.message) == (error.rule, error.message)
@@ -51,10 +54,15 @@ def test_a_failure_travels_as_its_held_table(error) -> None:  # type: ignore[no-
     }
 
 
-def test_a_result_with_such_a_column_is_no_failure() -> None:
-    """Only the schema's metadata marks a failure: a query's own column never does."""
-    assert held_failure(pa.table({COLUMN: ["the released result has more than 3 rows"]})) is None
+def test_a_result_that_looks_like_a_failure_is_no_failure() -> None:
+    """Only the schema's metadata marks a failure, which no query's result carries: a
+    one-row result saying "the released result has more than 3 rows" (whose text could
+    vary with the data, as a review showed) is a result like any other."""
+    assert (
+        held_failure(pa.table({"run_failed": ["the released result has more than 3 rows"]})) is None
+    )
     assert held_failure(pa.table({"district": ["D01"], "n": [12]})) is None
+    assert held_failure(pa.table({})) is None
 
 
 def test_a_reviewed_run_over_the_row_limit_is_held_and_looks_like_any_other(
@@ -86,7 +94,9 @@ def test_a_reviewed_run_over_the_row_limit_is_held_and_looks_like_any_other(
             }
             reviewer = desk.bureau_of("health.claims")
             _, shown = desk.desk.review_show(reviewer, over.id, "r1", None)
-            assert shown.to_pylist() == [{COLUMN: "the released result has more than 3 rows"}]
+            failure = held_failure(shown)
+            assert shown.num_rows == 0 and failure is not None
+            assert failure.message == "the released result has more than 3 rows"
             _, empty = desk.desk.review_show(reviewer, under.id, "r2", None)
             assert empty.num_rows == 0 and empty.column_names == ["district", "n"]
             ended = desk.approve(over, "the operator may know it failed")
@@ -98,5 +108,22 @@ def test_a_reviewed_run_over_the_row_limit_is_held_and_looks_like_any_other(
             if e.request_id == over.id and e.details.get("held_for_review")
         ]
         assert held and held[0].details["failed"]["rule"] == "enclave.max_result_rows"
+    finally:
+        platform.close()
+
+
+def test_an_approved_held_limits_failure_ends_failed_as_a_run_would(tmp_path: Path) -> None:
+    """A timeout or the enclave's limits (408) ends ``failed``, as under a dp grant; the
+    desk once ended it ``refused`` (status below 500)."""
+    platform, tokens = build_deployment(tmp_path / "home")
+    platform.close()
+    platform = Platform(Settings(home=tmp_path / "home", threads=1, memory_limit="1MB"))
+    try:
+        bank = platform.authority.authenticate(tokens["op-bank"])
+        with reviewing(platform, QueryService(platform)) as desk:
+            job = desk.submit(bank, "SELECT district, count(*) AS n FROM health.claims GROUP BY 1")
+            assert job.state.value == "awaiting_review"
+            ended = desk.approve(job, "the operator may know it failed")
+        assert ended.state.value == "failed" and ended.rule == "enclave.limits"
     finally:
         platform.close()

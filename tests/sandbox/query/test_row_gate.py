@@ -237,6 +237,25 @@ def test_the_released_row_count_is_the_draw_that_selected_and_no_entity_count_le
             DisclosureParams(k=10, epsilon=1.0, max_rows_per_entity=9),
             ENTITIES,  # two FILTERs: neither's count may hold back the other's cells
         ),
+        (  # count(DISTINCT key) FILTER (WHERE g) shown beside count(*) FILTER (WHERE f)
+            [
+                StatColumn(ENTITIES, "entities"),
+                StatColumn("__e1", "entities"),
+                StatColumn("__r2", "rows", cell="__e1", filtered=True),
+                StatColumn("__e3", "entities", shown=True),
+            ],
+            DisclosureParams(k=10, epsilon=1.0, max_rows_per_entity=9),
+            ENTITIES,
+        ),
+        (  # at C = 1 the FILTER's row count copies its shown entity count: not a gate
+            [
+                StatColumn(ENTITIES, "entities"),
+                StatColumn("__e1", "entities", shown=True),
+                StatColumn("__r2", "rows", cell="__e1", filtered=True),
+            ],
+            DisclosureParams(k=10, epsilon=1.0, max_rows_per_entity=1),
+            ENTITIES,
+        ),
         # count(x) where there is no count(*): C = 1 (no copy) and above.
         (AVERAGE, DisclosureParams(k=10, epsilon=1.0), "__n3"),
         (AVERAGE, DisclosureParams(k=10, epsilon=1.0, max_rows_per_entity=9), "__n3"),
@@ -254,6 +273,8 @@ def test_the_released_row_count_is_the_draw_that_selected_and_no_entity_count_le
         "total-bound",
         "filtered",
         "two-filters",
+        "another-filters-shown-count",
+        "c1-copied-filtered-count",
         "count-x-c1",
         "count-x-c9",
         "entities-better",
