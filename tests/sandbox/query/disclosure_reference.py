@@ -36,6 +36,7 @@ from sandbox.query.disclosure import (
     _centred,
     _counted_by,
     _counted_cells,
+    _dead_cells,
     _draw,
     _finite,
     _joined,
@@ -228,6 +229,8 @@ def _suppress_cells(
     counted = _counted_cells(by_name)
     masks: dict[str, pa.Array] = {}
     for cell in cells:
+        if plans and cell in _dead_cells(by_name):
+            continue  # no column reads it, and it is not noised: released NULL
         if plans:  # under a budget: the noisy count decides, as a group's would
             source = counted.get(cell, cell)
             released = arrays[position[source]].to_pylist()

@@ -323,3 +323,22 @@ def test_epsilon_goes_to_the_outputs_and_the_threshold_falls_in_rows(demo_platfo
         assert all(n >= tau for n in released.table.column("n").to_pylist())
         assert released.stats is not None
         assert released.stats.column(ENTITIES).null_count == released.stats.num_rows
+
+
+def test_a_filter_cell_no_column_reads_costs_no_epsilon(demo_platform) -> None:  # type: ignore[no-untyped-def]
+    """``avg(x) FILTER (WHERE f)`` makes f's cell beside x's presence cell under f (which
+    its ``count(x)`` tests): f's own was noised with about 0.2 of ε that nothing read."""
+    sql = (
+        "SELECT district, avg(claim_amount) FILTER (WHERE gender = 'F') AS mean_f "
+        "FROM health.claims GROUP BY 1"
+    )
+    params = DisclosureParams(k=10, epsilon=1.0, max_rows_per_entity=9, max_groups_per_entity=1)
+    prepared = prepare(sql, access(), params, max_sql_length=MAX_SQL_LENGTH)
+    cells = [c.name for c in prepared.columns if c.kind == "entities" and c.name != ENTITIES]
+    read = {c.cell for c in prepared.columns}
+    assert [c for c in cells if c not in read], "the query makes an unread FILTER cell"
+    noised = {p.column for p in noise_plan(prepared.columns, prepared.params)}
+    assert not noised & set(cells)  # neither cell: one unread, one tested on count(x)
+    stats = demo_platform.enclave.query(prepared.plan.stats_sql)
+    rows = release(stats, prepared, noise=seeded_noise(5)).table.to_pylist()
+    assert rows and all(r["mean_f"] is not None for r in rows)  # the districts that pass
