@@ -766,12 +766,13 @@ def _tau(plan: NoisePlan, params: DisclosureParams, selections: int = 1) -> int:
     """``τ`` for a count of 1 in a group one entity alone makes (:mod:`partition`), of
     which there are at most ``params.groups_alone``."""
     g = params.groups_alone
-    selecting = params.delta * (1 - LIMIT_DELTA_SHARE)  # the rest: group_read_cap
+    # δ: the Gaussian's conversion share (noise_plan), the read cap's (group_read_cap),
+    # and the rest for the thresholds; the three add up to δ.
     if plan.mechanism == "gaussian":
-        delta = selecting * (1 - CONVERSION_SHARE) / max(1, selections)
-        return gaussian_threshold(plan.scale, g, delta)
-    delta = selecting / max(1, selections)
-    return laplace_threshold(plan.scale, g, delta)
+        selecting = params.delta * (1 - CONVERSION_SHARE - LIMIT_DELTA_SHARE)
+        return gaussian_threshold(plan.scale, g, selecting / max(1, selections))
+    selecting = params.delta * (1 - LIMIT_DELTA_SHARE)
+    return laplace_threshold(plan.scale, g, selecting / max(1, selections))
 
 
 def _draw(source: NoiseSource, plan: NoisePlan, size: int) -> list[int]:
@@ -1274,11 +1275,13 @@ def group_read_cap(
     if not grouped or params.epsilon is None:  # one group, or no noise: the limit itself
         return max_groups
     plan = next(p for p in noise_plan(columns, params, grouped=True) if p.column == GROUPS)
-    delta = params.delta * LIMIT_DELTA_SHARE / (1 + math.exp(min(params.epsilon, 700.0)))
+    # ln(1/δ') = ln(1 + e^ε) - ln(δ·share), without forming e^ε (a grant may allow any ε)
+    eps = params.epsilon
+    log_inverse = eps + math.log1p(math.exp(-eps)) - math.log(params.delta * LIMIT_DELTA_SHARE)
     if plan.mechanism == "gaussian":  # plan.scale is σ²
-        margin = math.ceil(math.sqrt(2 * float(plan.scale) * math.log(1 / delta)))
+        margin = math.ceil(math.sqrt(2 * float(plan.scale) * log_inverse))
     else:
-        margin = math.ceil(float(plan.scale) * math.log(1 / delta))
+        margin = math.ceil(float(plan.scale) * log_inverse)
     most = max(READ_CAP_MAX * max_groups, READ_CAP_FLOOR)
     if max_groups + margin > most:
         raise QueryRefused(

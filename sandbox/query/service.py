@@ -419,10 +419,26 @@ class QueryService:
             None if key is None else (*key, params, portable),
             lambda: prepare(parsed, access, params, max_sql_length=max_length, portable=portable),
         )
+        # Refused here (check, explain, run alike), before a job or a charge: an ε whose
+        # shares round to nothing (noise_plan), or too small for the groups' read cap.
+        self._read_cap(prepared)
         touched = [BaseColumn(*c.rsplit(".", 1)) for c in prepared.touched]
         important = important_datasets(parsed.datasets, touched, access)
         decision = important_release(decision, important, epsilon=prepared.params.epsilon)
         return Authorized(decision, prepared, remaining, records, cost)
+
+    def _read_cap(self, prepared: Prepared) -> int:
+        """How many groups the engine may read for ``prepared`` (``group_read_cap``).
+
+        How many groups the data forms, before suppression, is the data's.  With ε the
+        limit is held against their noisy number (``disclosure._noisy_groups``) and the
+        engine reads up to a margin of that noise beyond it, fixed by the plan; without
+        ε the true number decides, and a reviewed run that fails is held (held_failure).
+        """
+        max_groups = self.platform.settings.max_result_rows * STATS_HEADROOM
+        prepared.epsilon  # noqa: B018 - the noise plan refuses shares that round to nothing
+        keys = bool(prepared.plan.keys)
+        return group_read_cap(prepared.columns, prepared.params, max_groups, grouped=keys)
 
     def _limits(self) -> CostLimits:
         settings = self.platform.settings
@@ -669,15 +685,7 @@ class QueryService:
                 )
             _check_noised_or_reviewed(auth)
             self._check_budget(auth)
-            # How many groups the data forms, before suppression, is the data's.  With ε
-            # the limit is held against their noisy number (disclosure._noisy_groups) and
-            # the engine reads up to a margin of that noise beyond it, fixed by the plan
-            # (refused here, before any charge, where the ε is too small for it).  Without
-            # ε the true number decides; a reviewed run that fails is held (held_failure).
-            max_groups = self.platform.settings.max_result_rows * STATS_HEADROOM
-            read_cap = group_read_cap(
-                prepared.columns, prepared.params, max_groups, grouped=bool(prepared.plan.keys)
-            )
+            read_cap = self._read_cap(prepared)  # as authorized: no refusal left here
             key = self._cache_key(actor, auth)
             cached = self._cached(key)
             if cached is not None:
@@ -709,7 +717,9 @@ class QueryService:
                     prepared,
                     noise=self.noise,
                     database=self._release_db,
-                    max_groups=max_groups if noised else None,
+                    max_groups=self.platform.settings.max_result_rows * STATS_HEADROOM
+                    if noised
+                    else None,
                 )
                 if released.table.num_rows > limit:
                     raise ResultTooLarge(

@@ -22,6 +22,7 @@ from sandbox.query.disclosure import (
     disclose,
     group_read_cap,
     noise_plan,
+    selection_threshold,
 )
 from sandbox.query.noise import seeded_noise
 from sandbox.query.service import QueryService
@@ -144,3 +145,40 @@ def test_a_dp_run_over_the_limit_fails_as_limits_and_one_under_it_runs(small_lim
         insurer, "SELECT gender, count(*) AS n FROM health.claims WHERE gender = 'F' GROUP BY 1"
     )
     assert one.table.num_rows == 1  # max_result_rows 1: the released result fits
+
+
+def test_explain_and_check_refuse_what_the_run_would(small_limit) -> None:  # type: ignore[no-untyped-def]
+    """The read cap and the shares depend on the plan only: refused at authorization, so
+    no job is created for a run that would be refused (and explain answers, not raises)."""
+    platform, tokens = small_limit
+    insurer = platform.authority.authenticate(tokens["op-insurer"])
+    service = QueryService(platform)
+    sql = "SELECT district, diagnosis_code, count(*) AS n FROM health.claims GROUP BY 1, 2"
+    for epsilon in (1e-5, 1e-12):  # the groups' noise too wide; shares round to nothing
+        answer = service.explain(insurer, sql, epsilon=epsilon)
+        assert answer["accepted"] is False and answer["rule"] == "budget.epsilon"
+        with pytest.raises(QueryRefused) as refused:
+            service.check(insurer, sql, epsilon=epsilon)
+        assert refused.value.rule == "budget.epsilon"
+
+
+@pytest.mark.parametrize("epsilon", [1.0, 700.0, 1e6])
+def test_any_epsilon_a_grant_allows_gives_a_cap(epsilon: float) -> None:
+    """ln(1/δ') grows as ε: computed without forming e^ε (which overflowed past ε = 690)."""
+    cap = group_read_cap(COLUMNS, DisclosureParams(k=10, epsilon=epsilon), 200_000, grouped=True)
+    assert 200_000 < cap < 1_000_000
+
+
+def test_the_delta_shares_add_up_to_delta_under_the_gaussian() -> None:
+    """Conversion (CONVERSION_SHARE), thresholds and the read cap (LIMIT_DELTA_SHARE): the
+    thresholds once took 1% of what was left after the conversion, 0.5% over δ."""
+    from sandbox.query.accountant import CONVERSION_SHARE
+    from sandbox.query.partition import gaussian_threshold
+
+    columns = [StatColumn("__entities", "entities"), StatColumn("__r1", "rows")]
+    params = DisclosureParams(k=1, epsilon=1.0, max_groups_per_entity=8, delta=0.02)
+    plan = next(p for p in noise_plan(columns, params) if p.selects)
+    assert plan.mechanism == "gaussian"
+    share = 1 - CONVERSION_SHARE - LIMIT_DELTA_SHARE
+    expected = gaussian_threshold(plan.scale, params.groups_alone, params.delta * share)
+    assert selection_threshold(plan, params) == max(params.k, expected + plan.lone - 1)
