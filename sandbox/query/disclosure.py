@@ -116,6 +116,8 @@ class StatColumn:
     shown: bool = False
     # A row count under FILTER (WHERE ...): a finer cell's, never the one that selects groups.
     filtered: bool = False
+    # A measure's presence cell under a FILTER: that FILTER's own cell, which holds it.
+    within: str | None = None
 
 
 @dataclass(frozen=True)
@@ -483,10 +485,17 @@ def _filter_gate(by_name: dict[str, StatColumn], params: DisclosureParams) -> st
     count need not be noised at all.  Sound as the unfiltered row count is: a group one
     entity alone makes holds at most ``min(C, T)`` of its rows under any FILTER.
     """
+
     # A FILTER's entity count shown as count(DISTINCT key) FILTER is an output of that
-    # FILTER (its own cell); other entity columns are cells, and top2 no output.
+    # FILTER (its own cell); other entity columns are cells, and top2 no output.  A
+    # measure's presence cell under the FILTER is of that FILTER too (``within``):
+    # ``count(*) FILTER (WHERE f)`` beside ``avg(x) FILTER (WHERE f)`` selects on the first.
+    def filter_of(name: str | None) -> str | None:
+        column = by_name.get(name) if name is not None else None
+        return column.within or name if column is not None else name
+
     cells = {
-        (c.name if c.kind == "entities" else c.cell)
+        filter_of(c.name if c.kind == "entities" else c.cell)
         for c in by_name.values()
         if c.name != ENTITIES and c.kind != "top2" and (c.kind != "entities" or c.shown)
     }
@@ -497,7 +506,9 @@ def _filter_gate(by_name: dict[str, StatColumn], params: DisclosureParams) -> st
     rows = sorted(
         n for n, c in by_name.items() if c.kind == "rows" and c.cell == cell and n not in copies
     )
-    counts = sorted(n for n, c in by_name.items() if c.kind == "count" and c.cell == cell)
+    counts = sorted(
+        n for n, c in by_name.items() if c.kind == "count" and filter_of(c.cell) == cell
+    )
     candidates = rows + counts
     return candidates[0] if candidates else None
 

@@ -77,6 +77,9 @@ class Stat:
     shown: bool = False
     #: A count under ``FILTER (WHERE ...)``: it counts a finer cell than its group's rows.
     filtered: bool = False
+    #: For a measure's presence cell under a FILTER: that FILTER's own cell, which holds
+    #: it (entities with a value of ``x`` among those the FILTER keeps).
+    within: str | None = None
 
 
 @dataclass(frozen=True)
@@ -379,13 +382,17 @@ class _Stats:
         is not NULL: a sparse column (or one made sparse by a CASE in a CTE) is a filter
         in disguise, so those cells pass the low-count filter on these entities.
         """
-        return self._add(
+        name = self._add(
             f"present:{sql}{tag}",
             "entities",
             f"(count({sql}){where} > 0)::BIGINT",
             SUM,
             direct=f"count({sql}){where}",
         )
+        within = self.seen.get("distinct" + tag) if where else None  # the FILTER's cell
+        if within is not None:
+            self.stats = [replace(s, within=within) if s.name == name else s for s in self.stats]
+        return name
 
     def replacement(self, node: exp.Expression) -> exp.Expression:
         """The release-side expression for one aggregate of the operator's query."""

@@ -342,3 +342,31 @@ def test_a_filter_cell_no_column_reads_costs_no_epsilon(demo_platform) -> None: 
     stats = demo_platform.enclave.query(prepared.plan.stats_sql)
     rows = release(stats, prepared, noise=seeded_noise(5)).table.to_pylist()
     assert rows and all(r["mean_f"] is not None for r in rows)  # the districts that pass
+
+
+def test_a_filters_row_count_selects_beside_its_measures(demo_platform) -> None:  # type: ignore[no-untyped-def]
+    """``count(*) FILTER (WHERE f)`` and ``avg(x) FILTER (WHERE f)``: x's presence cell
+    under f lies within f's cell (``StatColumn.within``), so every output is of f and f's
+    row count selects; the entity count, noised only to select, took a share before."""
+    sql = (
+        "SELECT district, count(*) FILTER (WHERE gender = 'F') AS women, "
+        "avg(claim_amount) FILTER (WHERE gender = 'F') AS mean_f FROM health.claims GROUP BY 1"
+    )
+    params = DisclosureParams(k=10, epsilon=1.0, max_rows_per_entity=9, max_groups_per_entity=1)
+    prepared = prepare(sql, access(), params, max_sql_length=MAX_SQL_LENGTH)
+    by_name = {c.name: c for c in prepared.columns}
+    rows = next(c for c in prepared.columns if c.kind == "rows")
+    count = next(c for c in prepared.columns if c.kind == "count")
+    assert by_name[count.cell].within == rows.cell  # type: ignore[index]
+    plans = noise_plan(prepared.columns, prepared.params)
+    assert _selecting(plans).column == rows.name and ENTITIES not in {p.column for p in plans}
+    stats = demo_platform.enclave.query(prepared.plan.stats_sql)
+    released = release(stats, prepared, noise=seeded_noise(2)).table.to_pylist()
+    assert released and all(r["women"] is not None for r in released)
+    # Two FILTERs still select on the entity count: neither holds the other's cells.
+    other = sql.replace(
+        "avg(claim_amount) FILTER (WHERE gender = 'F')",
+        "avg(claim_amount) FILTER (WHERE age >= 60)",
+    )
+    prepared = prepare(other, access(), params, max_sql_length=MAX_SQL_LENGTH)
+    assert _selecting(noise_plan(prepared.columns, prepared.params)).column == ENTITIES
