@@ -487,30 +487,42 @@ def _filter_gate(by_name: dict[str, StatColumn], params: DisclosureParams) -> st
     """
 
     # A FILTER's entity count shown as count(DISTINCT key) FILTER is an output of that
-    # FILTER (its own cell); other entity columns are cells, and top2 no output.  A
-    # measure's presence cell under the FILTER is of that FILTER too (``within``):
-    # ``count(*) FILTER (WHERE f)`` beside ``avg(x) FILTER (WHERE f)`` selects on the first.
-    def filter_of(name: str | None) -> str | None:
-        column = by_name.get(name) if name is not None else None
-        return column.within or name if column is not None else name
+    # FILTER (its own cell); other entity columns are cells, and top2 no output.
+    def own(column: StatColumn) -> str | None:
+        return column.name if column.kind == "entities" else column.cell
 
-    cells = {
-        filter_of(c.name if c.kind == "entities" else c.cell)
+    outputs = [
+        c
         for c in by_name.values()
         if c.name != ENTITIES and c.kind != "top2" and (c.kind != "entities" or c.shown)
-    }
-    if len(cells) != 1 or None in cells:
-        return None
-    (cell,) = cells
+    ]
     copies = _copies(by_name, params)  # at C = 1 the row count is its cell's copy
+    cells = {own(c) for c in outputs}
+    if len(cells) == 1 and None not in cells:
+        (cell,) = cells
+        rows = sorted(
+            n for n, c in by_name.items() if c.kind == "rows" and c.cell == cell and n not in copies
+        )
+        counts = sorted(n for n, c in by_name.items() if c.kind == "count" and c.cell == cell)
+        candidates = rows + counts
+        return candidates[0] if candidates else None
+
+    # Measures' presence cells under one FILTER lie within its cell (``within``): with
+    # ``count(*) FILTER (WHERE f)`` among the outputs, that count selects (beside
+    # ``avg(x) FILTER (WHERE f)``).  Never a measure's count: a sparse x would hold back
+    # groups whose other outputs pass (review, December 2026).
+    def filter_of(name: str | None) -> str | None:
+        column = by_name.get(name) if name is not None else None
+        return (column.within or name) if column is not None else name
+
+    mapped = {filter_of(own(c)) for c in outputs}
+    if len(mapped) != 1 or None in mapped:
+        return None
+    (cell,) = mapped
     rows = sorted(
         n for n, c in by_name.items() if c.kind == "rows" and c.cell == cell and n not in copies
     )
-    counts = sorted(
-        n for n, c in by_name.items() if c.kind == "count" and filter_of(c.cell) == cell
-    )
-    candidates = rows + counts
-    return candidates[0] if candidates else None
+    return rows[0] if rows else None
 
 
 def _rows_select_better(

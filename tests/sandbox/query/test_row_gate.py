@@ -363,6 +363,14 @@ def test_a_filters_row_count_selects_beside_its_measures(demo_platform) -> None:
     stats = demo_platform.enclave.query(prepared.plan.stats_sql)
     released = release(stats, prepared, noise=seeded_noise(2)).table.to_pylist()
     assert released and all(r["women"] is not None for r in released)
+    # Two measures under f, without count(*) FILTER f: never one measure's count (a sparse
+    # one would hold back groups whose other output passes): the entity count, as before.
+    measures = (
+        "SELECT district, avg(age) FILTER (WHERE gender = 'F') AS a, "
+        "avg(claim_amount) FILTER (WHERE gender = 'F') AS m FROM health.claims GROUP BY 1"
+    )
+    prepared = prepare(measures, access(), params, max_sql_length=MAX_SQL_LENGTH)
+    assert _selecting(noise_plan(prepared.columns, prepared.params)).column == ENTITIES
     # Two FILTERs still select on the entity count: neither holds the other's cells.
     other = sql.replace(
         "avg(claim_amount) FILTER (WHERE gender = 'F')",
