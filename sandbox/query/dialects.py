@@ -145,6 +145,11 @@ def respell(root: exp.Expr) -> None:
         _case_to_filter(agg)
     for counted in list(root.find_all(exp.CountIf)):
         _count_if_to_filter(counted)
+    for where in list(root.find_all(exp.Where)):
+        # FILTER (WHERE (f)) is FILTER (WHERE f): one cell, not two noised apart
+        if isinstance(where.parent, exp.Filter):
+            while isinstance(where.this, exp.Paren):
+                where.set("this", where.this.this)
     for within in list(root.find_all(exp.WithinGroup)):
         quantile = _within_group(within)
         if quantile is not None:

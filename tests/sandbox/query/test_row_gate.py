@@ -378,3 +378,18 @@ def test_a_filters_row_count_selects_beside_its_measures(demo_platform) -> None:
     )
     prepared = prepare(other, access(), params, max_sql_length=MAX_SQL_LENGTH)
     assert _selecting(noise_plan(prepared.columns, prepared.params)).column == ENTITIES
+
+
+def test_a_filter_in_parentheses_is_the_same_cell() -> None:
+    """``FILTER (WHERE (f))`` and ``FILTER (WHERE f)``: one cell, one noised mean (they
+    were two, each on a share of ε, and selection fell back to the entity count)."""
+    sql = (
+        "SELECT district, count(*) FILTER (WHERE gender = 'F') AS n, "
+        "avg(claim_amount) FILTER (WHERE (gender = 'F')) AS m, "
+        "avg(claim_amount) FILTER (WHERE ((gender = 'F'))) AS m2 FROM health.claims GROUP BY 1"
+    )
+    params = DisclosureParams(k=10, epsilon=1.0, max_rows_per_entity=9, max_groups_per_entity=1)
+    prepared = prepare(sql, access(), params, max_sql_length=MAX_SQL_LENGTH)
+    assert [c.kind for c in prepared.columns].count("sum") == 1
+    plans = noise_plan(prepared.columns, prepared.params)
+    assert _selecting(plans).column == next(c.name for c in prepared.columns if c.kind == "rows")
