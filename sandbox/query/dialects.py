@@ -229,26 +229,23 @@ def _case_to_filter(agg: exp.Expr) -> None:
         new = type(agg)(this=body)
     else:
         return
-    condition = condition.copy()
+    _filtered(agg, new, condition.copy())
+
+
+def _count_if_to_filter(node: exp.CountIf) -> None:
+    """DuckDB's ``count_if(c)`` (also ``countif``) as ``count(*) FILTER (WHERE c)``: both
+    count the rows where ``c`` is true (not false, not NULL); an outer FILTER is ANDed."""
+    _filtered(node, exp.Count(this=exp.Star()), node.this.copy())
+
+
+def _filtered(agg: exp.Expr, new: exp.Expr, condition: exp.Expr) -> None:
+    """Replace ``agg`` by ``new FILTER (WHERE condition)``, ANDed with its own FILTER."""
     outer = agg.parent
     if isinstance(outer, exp.Filter) and isinstance(outer.expression, exp.Where):
         both = exp.and_(exp.paren(outer.expression.this.copy()), exp.paren(condition))
         outer.replace(exp.Filter(this=new, expression=exp.Where(this=both)))
     else:
         agg.replace(exp.Filter(this=new, expression=exp.Where(this=condition)))
-
-
-def _count_if_to_filter(node: exp.CountIf) -> None:
-    """DuckDB's ``count_if(c)`` (also ``countif``) as ``count(*) FILTER (WHERE c)``: both
-    count the rows where ``c`` is true (not false, not NULL); an outer FILTER is ANDed."""
-    condition = node.this.copy()
-    new = exp.Count(this=exp.Star())
-    outer = node.parent
-    if isinstance(outer, exp.Filter) and isinstance(outer.expression, exp.Where):
-        both = exp.and_(exp.paren(outer.expression.this.copy()), exp.paren(condition))
-        outer.replace(exp.Filter(this=new, expression=exp.Where(this=both)))
-    else:
-        node.replace(exp.Filter(this=new, expression=exp.Where(this=condition)))
 
 
 def _order_by_all(select: exp.Select) -> None:

@@ -435,10 +435,14 @@ class QueryService:
         engine reads up to a margin of that noise beyond it, fixed by the plan; without
         ε the true number decides, and a reviewed run that fails is held (held_failure).
         """
-        max_groups = self.platform.settings.max_result_rows * STATS_HEADROOM
         prepared.epsilon  # noqa: B018 - the noise plan refuses shares that round to nothing
         keys = bool(prepared.plan.keys)
-        return group_read_cap(prepared.columns, prepared.params, max_groups, grouped=keys)
+        return group_read_cap(prepared.columns, prepared.params, self._max_groups, grouped=keys)
+
+    @property
+    def _max_groups(self) -> int:
+        """The groups a run may form (held against their noisy number under ε)."""
+        return self.platform.settings.max_result_rows * STATS_HEADROOM
 
     def _limits(self) -> CostLimits:
         settings = self.platform.settings
@@ -717,9 +721,7 @@ class QueryService:
                     prepared,
                     noise=self.noise,
                     database=self._release_db,
-                    max_groups=self.platform.settings.max_result_rows * STATS_HEADROOM
-                    if noised
-                    else None,
+                    max_groups=self._max_groups if noised else None,
                 )
                 if released.table.num_rows > limit:
                     raise ResultTooLarge(

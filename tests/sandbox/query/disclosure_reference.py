@@ -228,8 +228,9 @@ def _suppress_cells(
     cells = _cells(by_name)
     counted = _counted_cells(by_name)
     masks: dict[str, pa.Array] = {}
+    dead = _dead_cells(by_name) if plans else set()
     for cell in cells:
-        if plans and cell in _dead_cells(by_name):
+        if cell in dead:
             continue  # no column reads it, and it is not noised: released NULL
         if plans:  # under a budget: the noisy count decides, as a group's would
             source = counted.get(cell, cell)
