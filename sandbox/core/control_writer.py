@@ -25,7 +25,10 @@ slower (36-39 against 44-50 small queries a second, the same run, interleaved).
 Across processes, each group's transaction holds a lock file's ``flock``
 (:mod:`sandbox.core.writer_lock`): the next process's writer wakes the moment it is free rather
 than sleeping in SQLite's busy handler.  Writers that do not take it meet SQLite's lock
-as before (the busy timeout applies).
+as before (the busy timeout applies).  On PostgreSQL, where hosts share one database,
+each group first takes a transaction-scoped advisory lock (``GROUP_LOCK_KEY``): groups
+commit one at a time across hosts, so two hosts' groups never lock the same rows in
+opposite orders (a deadlock would fail every call of its victim's group).
 
 The transaction is written out (``BEGIN`` … ``SAVEPOINT`` … ``COMMIT``) on a connection in
 the driver's autocommit mode, so the driver opens and ends nothing by itself (pysqlite's
@@ -54,6 +57,9 @@ T = TypeVar("T")
 
 _SAVEPOINT = "sbx_call"
 
+GROUP_LOCK_KEY = 0x5BC0_7717_0001
+"""PostgreSQL advisory lock every group takes (per database; any fixed 64-bit key)."""
+
 
 class _Call(Generic[T]):
     """One queued function and, once its group has committed, its outcome."""
@@ -74,7 +80,20 @@ class ControlWriter:
         if max_group < 1:
             raise ValueError(f"max_group must be at least 1, not {max_group}")
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-        self._begin = "BEGIN IMMEDIATE" if engine.dialect.name == "sqlite" else "BEGIN"
+        if engine.dialect.name == "sqlite":
+            self._begin: tuple[str, ...] = ("BEGIN IMMEDIATE",)
+        else:
+            # Hosts sharing one PostgreSQL: a group takes the same transaction-scoped
+            # advisory lock first, so groups commit one at a time across hosts as they do
+            # across SQLite's processes.  Without it two hosts' groups could lock the same
+            # rows (a grant's budget, its usage row of the day) in opposite orders and one
+            # would be chosen as a deadlock's victim, failing every call in it.  Waiting
+            # for it is bounded as SQLite's busy timeout bounds its lock.
+            self._begin = (
+                "BEGIN",
+                f"SET LOCAL lock_timeout = '{int(BUSY_TIMEOUT_S * 1000)}ms'",
+                f"SELECT pg_advisory_xact_lock({GROUP_LOCK_KEY})",
+            )
         # A call alone needs no savepoint where a failed statement leaves the transaction
         # usable (SQLite).  PostgreSQL aborts it, and then answers COMMIT with a silent
         # ROLLBACK: a call that caught the error would be told it committed.  Only a
@@ -142,8 +161,10 @@ class ControlWriter:
         outcomes: list[tuple[Any, BaseException | None]] = []
         try:
             with _held(self._lock), self._engine.connect() as conn:
-                _driver_sql(conn, self._begin)
+                _driver_sql(conn, self._begin[0])
                 try:
+                    for statement in self._begin[1:]:
+                        _driver_sql(conn, statement)
                     if len(group) == 1 and self._alone_ok:
                         # Alone in its group: its transaction is its savepoint.
                         outcomes.append(_alone(conn, group[0].fn))

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from sandbox.core.control_writer import ControlWriter
+from sandbox.core.control_writer import GROUP_LOCK_KEY, ControlWriter
 from sandbox.core.db import open_control_db
 from tests.locks import holding, in_thread, release
 
@@ -315,3 +315,80 @@ def test_a_call_that_swallows_a_database_error_is_never_told_it_committed(
     else:
         assert engine.dialect.name == "postgresql" and stored(engine) == {}
     writer.close()
+
+
+def _pg_engine(request: pytest.FixtureRequest) -> Engine:
+    return _engine(request.getfixturevalue("pg_url"))
+
+
+@pytest.mark.postgres
+def test_two_hosts_groups_taking_rows_in_opposite_orders_both_commit(
+    request: pytest.FixtureRequest,
+) -> None:
+    """Two hosts on one PostgreSQL, each with its own writer: one group updates row 1 then
+    row 2, the other row 2 then row 1, at once.  Without the groups' advisory lock this is
+    a deadlock, and PostgreSQL fails one group (every call in it); with it they commit one
+    after the other."""
+    first, second = _pg_engine(request), _pg_engine(request)
+    ControlWriter(first).run(
+        lambda conn: conn.execute(sa.insert(rows), [{"k": 1, "v": 0}, {"k": 2, "v": 0}])
+    )
+    start = threading.Barrier(2)
+
+    def crossing(a: int, b: int) -> Callable[[Connection], str]:
+        def fn(conn: Connection) -> str:
+            bump = sa.update(rows).values(v=rows.c.v + 1)
+            conn.execute(bump.where(rows.c.k == a))
+            time.sleep(0.3)  # the other group has had time to take its first row
+            conn.execute(bump.where(rows.c.k == b))
+            return "ok"
+
+        return fn
+
+    outcomes: list[Any] = []
+
+    def host(engine: Engine, a: int, b: int) -> None:
+        writer = ControlWriter(engine)
+        start.wait(5)
+        try:
+            outcomes.append(writer.run(crossing(a, b)))
+        except Exception as exc:  # the deadlock's victim
+            outcomes.append(exc)
+        finally:
+            writer.close()
+
+    threads = [
+        threading.Thread(target=host, args=(first, 1, 2)),
+        threading.Thread(target=host, args=(second, 2, 1)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert outcomes == ["ok", "ok"]
+    assert stored(first) == {1: 2, 2: 2}
+    first.dispose()
+    second.dispose()
+
+
+@pytest.mark.postgres
+def test_a_group_lock_held_too_long_by_another_host_fails_the_group_as_a_locked_database(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another host stuck inside a group: after the busy timeout the group fails with an
+    OperationalError (the API answers 503), as on SQLite; once it lets go, writes go on."""
+    monkeypatch.setattr("sandbox.core.control_writer.BUSY_TIMEOUT_S", 0.2)
+    engine = _pg_engine(request)
+    writer = ControlWriter(engine)
+    with engine.connect() as other:
+        other.exec_driver_sql(f"SELECT pg_advisory_lock({GROUP_LOCK_KEY})")
+        began = time.monotonic()
+        with pytest.raises(sa.exc.OperationalError, match="lock timeout"):
+            writer.run(insert(1))
+        assert time.monotonic() - began < 5
+        other.exec_driver_sql(f"SELECT pg_advisory_unlock({GROUP_LOCK_KEY})")
+        other.commit()
+    assert writer.run(insert(2)) == 2
+    assert stored(engine) == {2: 20}
+    writer.close()
+    engine.dispose()
