@@ -51,6 +51,14 @@ def refuse(rule: str, message: str) -> QueryRefused:
 _FILTERED_WITHIN = frozenset({"output", "inner_expression", "value_aggregate", "key"})
 
 
+def is_entity_key(info: ColumnInfo, access: Mapping[str, DatasetAccess]) -> bool:
+    """Whether a reference is a dataset's entity key as it is (``count(DISTINCT key)``
+    counts entities; ``count(DISTINCT x)`` of any other column counts values)."""
+    base = info.single
+    grant = access.get(base.dataset) if base is not None else None
+    return base is not None and grant is not None and base.column == grant.spec.entity_key.lower()
+
+
 class ColumnRules:
     """The column-use rules over one query; holds its lineage and the columns touched."""
 
@@ -190,20 +198,18 @@ class ColumnRules:
                 if len(arg.expressions) != 1 or not isinstance(arg.expressions[0], exp.Column):
                     raise refuse(
                         "guard.count_distinct",
-                        "count(DISTINCT ...) takes one column: the entity key",
+                        "count(DISTINCT ...) takes one column",
                     )
                 info = self.lineage.resolve(arg.expressions[0], scope)
-                base = info.single
-                spec = self.access[base.dataset].spec if base else None
-                if base is None or spec is None or base.column != spec.entity_key.lower():
-                    for b in info.bases:
-                        self.column(b)
+                if is_entity_key(info, self.access):
+                    self.use(info, "count_distinct", clause)
+                    return
+                if not info.bases:
                     raise refuse(
                         "guard.count_distinct",
-                        f"{stage_note(agg)}count(DISTINCT ...) is allowed only on a dataset's "
-                        "entity key",
+                        f"{stage_note(agg)}count(DISTINCT ...) takes a column of a dataset",
                     )
-                self.use(info, "count_distinct", clause)
+                self.use(info, "distinct_values", f"count(DISTINCT) in {clause}")
                 return
             self._bare_argument(arg, scope, name, "count_argument", clause)
             return

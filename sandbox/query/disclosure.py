@@ -76,6 +76,7 @@ StatKind = Literal[
     "groups",
     "rows",
     "count",
+    "distinct",
     "sum",
     "sumsq",
     "min",
@@ -83,7 +84,10 @@ StatKind = Literal[
     "top2",
     "quantile",
 ]
-_COUNTS = frozenset({"entities", "groups", "rows", "count"})
+_COUNTS = frozenset({"entities", "groups", "rows", "count", "distinct"})
+#: Statistics of an entity's rows (at most ``C`` per cell, ``T`` or ``G·C`` in all): a
+#: ``count(DISTINCT x)`` of a cell's values is at most its rows (``rewrite._values``).
+_ROW_STATS = frozenset({"rows", "count", "distinct", "sum", "sumsq"})
 _NOISED = _COUNTS | {"sum", "sumsq"}
 _KINDS = (_NOISED - {"groups"}) | {"min", "max", "top2", "joined", "quantile"}
 #: A DP quantile chooses among the edges of this many equal bins over the declared bounds.
@@ -270,7 +274,7 @@ def sensitivity(column: StatColumn, params: DisclosureParams) -> Fraction:
         return Fraction(params.groups_alone)
     if column.kind == "entities":
         return Fraction(g)
-    if column.kind in ("rows", "count"):
+    if column.kind in ("rows", "count", "distinct"):
         return Fraction(rows)
     if column.kind in ("sum", "sumsq"):
         if column.lower is None or column.upper is None:
@@ -356,7 +360,7 @@ def _units(
     """
     g = params.max_groups_per_entity
     delta = sensitivity(column, params)
-    total = params.total_bound if column.kind in ("rows", "count", "sum", "sumsq") else None
+    total = params.total_bound if column.kind in _ROW_STATS else None
     if column.kind in _COUNTS:
         per_group = delta / g if total is None else Fraction(params.max_rows_per_entity)
         if column.kind == "groups":
@@ -403,7 +407,7 @@ def _row_share(column: StatColumn, params: DisclosureParams) -> float:
     OpenDP's PUMS_dup (drawn C = 4) error 4.3 → 3.6% (per query 3.9 → 3.0%), groups
     82.2 → 76.1%, still above SmartNoise's 32.6%.
     """
-    if column.kind not in ("rows", "count", "sum", "sumsq"):
+    if column.kind not in _ROW_STATS:
         return 1.0
     c = params.max_rows_per_entity
     return (c + 1) / (2 * c)
@@ -865,7 +869,9 @@ def _remainder(
             return None
     totals: dict[str, Any] = {}
     for name, column in by_name.items():
-        if column.kind in _NOISED:
+        if column.kind == "distinct":  # values shared by groups: no sum of theirs
+            totals[name] = None
+        elif column.kind in _NOISED:
             present = [Fraction(r[name]) for r in rows if r[name] is not None]
             totals[name] = sum(present, Fraction(0)) if present or column.kind in _COUNTS else None
     if params.dominance_p:

@@ -216,7 +216,7 @@ def total_cap(
     within = f"({running} <= {t})"
     masks = {"entities": (kept, "0"), "quantile": (kept, "NULL")}
     masks |= {k: (within, "0") for k in ("rows", "count")}
-    masks |= {k: (within, "NULL") for k in ("sum", "sumsq")}
+    masks |= {k: (within, "NULL") for k in ("sum", "sumsq", "distinct")}
     projection = [*group_cols, kept, f'{within} AS "{ROWS_KEPT}"']
     for name, kind in columns:
         if kind not in masks:

@@ -28,6 +28,7 @@ from sqlglot.optimizer.scope import Scope
 from sandbox.core.access import DatasetAccess
 from sandbox.core.errors import QueryRefused
 from sandbox.query.cannot_raise import cannot_raise, column_types, split_and
+from sandbox.query.column_rules import is_entity_key
 from sandbox.query.columns_expr import EXPANDED
 from sandbox.query.disclosure import QUANTILE_BINS
 from sandbox.query.entity_caps import (
@@ -63,7 +64,8 @@ class Stat:
     """One column of the stats table and how disclosure treats it."""
 
     name: str
-    kind: str  # entities | joined | rows | count | sum | sumsq | min | max | top2 | quantile
+    #: entities | joined | rows | count | distinct | sum | sumsq | min | max | top2 | quantile
+    kind: str
     lower: float | None = None
     upper: float | None = None
     of: str | None = None
@@ -252,6 +254,7 @@ class _Stats:
             "entities": "__e",
             "rows": "__r",
             "count": "__n",
+            "distinct": "__v",
             "sum": "__s",
             "sumsq": "__q",
             "min": "__min",
@@ -394,6 +397,32 @@ class _Stats:
             self.stats = [replace(s, within=within) if s.name == name else s for s in self.stats]
         return name
 
+    def _values(self, sql: str, filter_sql: str, tag: str) -> str:
+        """``count(DISTINCT x)`` of a column other than the entity key: how many values.
+
+        Per (group, entity) cell the list of its distinct values; per group the number
+        of distinct values over its cells' lists.  Under a budget each cell keeps at most
+        ``C`` of its values (its ``C`` smallest, a choice from its own rows only), so one
+        entity adds or removes at most ``C`` values in a group, and no more values over
+        all its kept cells than rows: a row count's sensitivity (``disclosure``, kind
+        ``distinct``).  Its cell is ``x``'s presence, as ``count(x)``'s: entities with a
+        value of ``x``.
+        """
+        where = f" FILTER (WHERE {filter_sql})" if filter_sql else ""
+        keep = f"({sql}) IS NOT NULL" + (f" AND ({filter_sql})" if filter_sql else "")
+        values = f"list(DISTINCT {sql}) FILTER (WHERE {keep})"
+        if self.bounds is not None:
+            values = f"list_slice(list_sort({values}), 1, {self.bounds.max_rows_per_entity})"
+        return self._add(
+            f"values:{sql}{tag}",
+            "distinct",
+            values,
+            "len(list_distinct(flatten(list({}))))",
+            direct=f"count(DISTINCT {sql}){where}",
+            cell=self._present(sql, where, tag),
+            filtered=bool(filter_sql),
+        )
+
     def replacement(self, node: exp.Expression) -> exp.Expression:
         """The release-side expression for one aggregate of the operator's query."""
         where = ""
@@ -429,6 +458,10 @@ class _Stats:
                 )
                 return _col(name)
             if isinstance(arg, exp.Distinct):
+                info = self.checked.lineage.resolve(arg.expressions[0], self.checked.final_scope)
+                if not is_entity_key(info, self.access):
+                    column = arg.expressions[0].sql(dialect="duckdb")
+                    return _col(self._values(column, filter_sql, tag))
                 name = self._distinct(arg, cell or ENTITIES)
                 # Released as it is: the groups' entity count, or a FILTER's (which no
                 # count of its rows may then stand in for: disclosure._counted_cells).

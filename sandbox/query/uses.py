@@ -27,6 +27,7 @@ class Context(StrEnum):
     PASSTHROUGH = "passthrough"
     INNER_EXPRESSION = "inner_expression"
     COUNT_DISTINCT = "count_distinct"
+    DISTINCT_VALUES = "distinct_values"
     COUNT_ARGUMENT = "count_argument"
     VALUE_AGGREGATE = "value_aggregate"
     RECORD_AGGREGATE = "record_aggregate"
@@ -45,7 +46,8 @@ CLAUSES: dict[Context, str] = {
     Context.JOIN: "JOIN ON key equality (after the declared-pair check)",
     Context.PASSTHROUGH: "derived table or CTE: a bare column (rename)",
     Context.INNER_EXPRESSION: "derived table or CTE: an expression of the column",
-    Context.COUNT_DISTINCT: "`count(DISTINCT x)` (after the entity-key check)",
+    Context.COUNT_DISTINCT: "`count(DISTINCT key)` of a dataset's entity key",
+    Context.DISTINCT_VALUES: "`count(DISTINCT x)` of any other column: how many values",
     Context.COUNT_ARGUMENT: "`count(x)`",
     Context.VALUE_AGGREGATE: "`sum`, `avg`, `stddev`, `variance`, quantiles: argument",
     Context.RECORD_AGGREGATE: "`min`, `max` and record-value aggregates: argument",
@@ -125,7 +127,9 @@ def _identifier(context: Context) -> Use:
 
 
 def _quasi(role: Role, context: Context) -> Use:
-    if context in (Context.KEY, Context.PREDICATE, Context.INNER_EXPRESSION):
+    # How many distinct values a group holds is a statement about them, as grouping is.
+    grouping = (Context.KEY, Context.PREDICATE, Context.INNER_EXPRESSION, Context.DISTINCT_VALUES)
+    if context in grouping:
         return _grouped(role)
     if context is Context.VALUE_AGGREGATE:
         return _counted(role, Needs.MEASURE_USE)

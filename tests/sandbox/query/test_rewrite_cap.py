@@ -45,7 +45,7 @@ rows_strategy = st.lists(
 )
 
 
-def _plan(sql: str, bounds: ContributionBounds) -> Plan:
+def plan_of(sql: str, bounds: ContributionBounds | None) -> Plan:
     grants = access()
     checked = check_query(parse_query(sql, max_length=MAX_SQL_LENGTH), grants)
     return build_plan(checked, grants, bounds=bounds, k=1)
@@ -129,7 +129,7 @@ def _assert_equal(got: dict, want: dict) -> None:
 def test_grouped_cap_equals_reference(rows: list[Row], c: int, g: int) -> None:
     bounds = ContributionBounds(max_rows_per_entity=c, max_groups_per_entity=g)
     con = _database(rows)
-    _assert_equal(_stats(con, _plan(GROUPED, bounds)), _reference(con, rows, bounds, True))
+    _assert_equal(_stats(con, plan_of(GROUPED, bounds)), _reference(con, rows, bounds, True))
 
 
 @settings(max_examples=30, deadline=None)
@@ -138,7 +138,7 @@ def test_total_without_keys_equals_reference(rows: list[Row], c: int) -> None:
     """One group: the cap cannot bind and is skipped; rows and sums are still capped."""
     bounds = ContributionBounds(max_rows_per_entity=c, max_groups_per_entity=1)
     con = _database(rows)
-    got = _stats(con, _plan(TOTAL, bounds))
+    got = _stats(con, plan_of(TOTAL, bounds))
     want = _reference(con, rows, bounds, False)
     if not want:  # no entity at all: the global aggregate has one row of nothing
         assert all(s["entities"] == 0 for s in got.values())
@@ -151,17 +151,17 @@ def test_the_cap_binds_on_an_entity_with_many_groups() -> None:
     rows: list[Row] = [("P1", key, Decimal(10)) for key in "ABCDEF"]
     bounds = ContributionBounds(max_rows_per_entity=1, max_groups_per_entity=2)
     con = _database(rows)
-    got = _stats(con, _plan(GROUPED, bounds))
+    got = _stats(con, plan_of(GROUPED, bounds))
     assert sum(s["entities"] for s in got.values()) == 2
     _assert_equal(got, _reference(con, rows, bounds, True))
 
 
 def test_total_without_keys_has_no_cap_stage() -> None:
-    assert "__sbx_h" not in _plan(TOTAL, ContributionBounds(2, 1)).stats_sql
-    assert "__sbx_h" in _plan(GROUPED, ContributionBounds(2, 1)).stats_sql
-    assert "QUALIFY" in _plan(GROUPED, ContributionBounds(2, 2)).stats_sql
+    assert "__sbx_h" not in plan_of(TOTAL, ContributionBounds(2, 1)).stats_sql
+    assert "__sbx_h" in plan_of(GROUPED, ContributionBounds(2, 1)).stats_sql
+    assert "QUALIFY" in plan_of(GROUPED, ContributionBounds(2, 2)).stats_sql
 
 
 def test_no_groups_per_entity_fails_closed() -> None:
     with pytest.raises(ValueError, match="max_groups_per_entity"):
-        _plan(GROUPED, ContributionBounds(2, 0))
+        plan_of(GROUPED, ContributionBounds(2, 0))
