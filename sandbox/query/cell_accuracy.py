@@ -32,6 +32,10 @@ def _half(plan: NoisePlan, level: float) -> float:
     return float(laplace_half_width(plan.scale, level) * plan.resolution)
 
 
+#: Noisy counts a released mean may divide by.
+_COUNTED = ("count", "rows", "distinct")
+
+
 def _stats_in(node: exp.Expr) -> list[str]:
     return [c.name for c in node.find_all(exp.Column) if c.name.startswith("__")]
 
@@ -75,9 +79,18 @@ def _output_accuracy(prepared: Prepared, select: exp.Expr) -> dict[str, dict[str
         elif isinstance(inner, exp.Column) and inner.name.startswith("__k"):
             entry = {"key": True}
         elif isinstance(inner, exp.Div) and len(set(used)) == 2:
-            sums = [u for u in used if kinds.get(u) == "sum"]
-            counts = [u for u in used if kinds.get(u) == "count"]
-            if sums and counts and sums[0] in plans and counts[0] in plans:
+            # A mean: a noisy sum (or count: a share of rows, avg(CASE WHEN c THEN 1
+            # ELSE 0 END)) over a noisy count (of x, of rows, of a per-value stage's rows).
+            above, below = set(_stats_in(inner.this)), set(_stats_in(inner.expression))
+            sums = [u for u in above if kinds.get(u) in ("sum", *_COUNTED)]
+            counts = [u for u in below if kinds.get(u) in _COUNTED]
+            if (
+                len(above) == len(below) == 1
+                and sums
+                and counts
+                and sums[0] in plans
+                and counts[0] in plans
+            ):
                 s, n = plans[sums[0]], plans[counts[0]]
                 sum_half, centre = _half(s, 0.975), 0.0
                 if s.centred_on == counts[0]:

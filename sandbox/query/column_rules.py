@@ -209,7 +209,13 @@ class ColumnRules:
                         "guard.count_distinct",
                         f"{stage_note(agg)}count(DISTINCT ...) takes a column of a dataset",
                     )
-                self.use(info, "distinct_values", f"count(DISTINCT) in {clause}")
+                try:
+                    self.use(info, "distinct_values", f"count(DISTINCT) in {clause}")
+                except QueryRefused as exc:  # say why a query as written counts c
+                    note = stage_note(agg)
+                    if note:
+                        raise refuse(exc.rule or "", note + exc.message) from None
+                    raise
                 return
             self._bare_argument(arg, scope, name, "count_argument", clause)
             return

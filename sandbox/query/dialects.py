@@ -132,7 +132,7 @@ def _respell_one(node: exp.Anonymous) -> exp.Expr | None:
 def respell(root: exp.Expr) -> None:
     """Respell, in place, every unknown function under ``root`` another dialect reads one way.
 
-    Also ``count(1)`` (any non-NULL constant) and ``count()`` are ``count(*)``, and
+    Also ``count(1)`` (any non-NULL constant), ``count()`` and ``sum(1)`` are ``count(*)``, and
     the standard ``FETCH FIRST n ROWS ONLY`` is ``LIMIT n``, and the standard
     ``percentile_cont(q) WITHIN GROUP (ORDER BY x)`` is ``quantile_cont(x, q)``; a
     conditional aggregate is its FILTER form (``_case_to_filter``, and ``count_if(c)``:
@@ -172,6 +172,11 @@ def respell(root: exp.Expr) -> None:
         constant = arg is None or isinstance(arg, exp.Literal | exp.Boolean)
         if constant and not count.args.get("expressions"):
             count.set("this", exp.Star())  # DuckDB reads count() as count(*) too
+    for total in list(root.find_all(exp.Sum)):
+        if _number(total.this, 1) and not total.args.get("expressions"):
+            # sum(1): one per row, the row count (NULL rather than 0 over no row, where
+            # count(*) says 0; a group always has a row)
+            total.replace(exp.Count(this=exp.Star()))
     for node in list(root.find_all(exp.Anonymous)):
         if isinstance(node.parent, exp.Table):
             continue  # a table function: refused as one, whatever other dialects make of it
@@ -203,7 +208,9 @@ def _case_to_filter(agg: exp.Expr) -> None:
     the NULL rows the condition rejects.  Also ``sum(CASE WHEN c THEN 1 ELSE 0 END)`` and
     ``count(CASE WHEN c THEN 1 END)``, the counting idioms, as ``count(*) FILTER (WHERE c)``,
     and ``sum(CASE WHEN c THEN x ELSE 0 END)`` as ``sum(x) FILTER (WHERE c)`` (equal
-    wherever a row matches; NULL, not 0, where none does).
+    wherever a row matches; NULL, not 0, where none does); ``avg(CASE WHEN c THEN 1 ELSE
+    0 END)``, a share of rows, as ``count(*) FILTER (WHERE c) / count(*)`` (``_share``).
+    Numbers by value: ``1.0`` and ``0.0`` as ``1`` and ``0``.
     The FILTER form is the one the guard's rules and the rewrite know (a FILTERed cell
     is a finer group, suppressed below k).
     """
@@ -215,9 +222,11 @@ def _case_to_filter(agg: exp.Expr) -> None:
         return
     condition, value, otherwise = parts
     no_else = otherwise is None or isinstance(otherwise, exp.Null)
-    one = isinstance(value, exp.Literal) and not value.is_string and value.name == "1"
-    zero = isinstance(otherwise, exp.Literal) and not otherwise.is_string and otherwise.name == "0"
+    one, zero = _number(value, 1), _number(otherwise, 0)
     constant = isinstance(value, exp.Literal | exp.Boolean)
+    if isinstance(agg, exp.Avg) and not distinct and one and zero:
+        _share(agg, condition.copy())
+        return
     if isinstance(agg, exp.Count) and not distinct and no_else and constant:
         new: exp.Expr = exp.Count(this=exp.Star())
     elif isinstance(agg, exp.Sum) and not distinct and one and zero:
@@ -230,6 +239,32 @@ def _case_to_filter(agg: exp.Expr) -> None:
     else:
         return
     _filtered(agg, new, condition.copy())
+
+
+def _number(node: exp.Expr | None, value: int) -> bool:
+    """A numeric literal equal to ``value`` (``1``, ``1.0``, ``1e0``)."""
+    if not isinstance(node, exp.Literal) or node.is_string:
+        return False
+    try:
+        return float(node.name) == value
+    except ValueError:
+        return False
+
+
+def _share(agg: exp.Expr, condition: exp.Expr) -> None:
+    """``avg(CASE WHEN c THEN 1 ELSE 0 END)``, the share of rows where ``c`` holds, as
+    ``count(*) FILTER (WHERE c) / count(*)``: the CASE is never NULL (a row where ``c``
+    is NULL gives 0, as ``c`` is not true there), so the average is over every row; an
+    outer FILTER stays on both counts."""
+    outer = agg.parent
+    where = outer.expression if isinstance(outer, exp.Filter) else None
+    base = where.this.copy() if isinstance(where, exp.Where) else None
+    rows = exp.Count(this=exp.Star())
+    hits = exp.and_(exp.paren(base.copy()), exp.paren(condition)) if base else condition
+    numerator = exp.Filter(this=exp.Count(this=exp.Star()), expression=exp.Where(this=hits))
+    denominator = exp.Filter(this=rows, expression=exp.Where(this=base)) if base else rows
+    target = outer if isinstance(where, exp.Where) and outer is not None else agg
+    target.replace(exp.paren(exp.Div(this=numerator, expression=denominator)))
 
 
 def _count_if_to_filter(node: exp.CountIf) -> None:

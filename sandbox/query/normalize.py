@@ -1,6 +1,6 @@
 """Equivalent forms of analyst queries the guard's rules read, made before the guard.
 
-Three shapes analysts write whose meaning is one the guard already accepts in
+Shapes analysts write whose meaning is one the guard already accepts in
 another spelling; each is rewritten, in place, only when the equivalence is exact,
 and left as written otherwise (the guard then refuses it by its own rule):
 
@@ -15,6 +15,9 @@ and left as written otherwise (the guard then refuses it by its own rule):
   merged into the inner (the inner's outputs substituted into the outer's
   expressions; the outer WHERE becomes HAVING): ``merge_source.py``;
 - ``sum``, ``avg``, ``count`` of ``coalesce(x, 0)`` as the aggregates of ``x``;
+- a cast of a bare column to a float inside a sum, mean, variance or quantile, as the
+  column (``float_cast``); ``SELECT DISTINCT`` of plain outputs as a ``GROUP BY`` of
+  them (``distinct_as_groups``);
 - a comma join with a one-row aggregate (``FROM a, b`` where ``b`` totals ``a``): each
   ``b.x`` as a scalar subquery, a total ``parts.py`` releases on its own (``totals.py``);
 - aggregates over an aggregating CTE or derived table, as aggregates over its rows
@@ -30,6 +33,7 @@ from sqlglot import exp
 
 from sandbox.query.advice import advise
 from sandbox.query.merge_source import aggregate_source
+from sandbox.query.nodes import QUANTILES, VALUE_AGGREGATES
 from sandbox.query.rollup import rollup
 from sandbox.query.totals import cross_joined_totals
 
@@ -60,6 +64,7 @@ def normalize(root: exp.Expr) -> None:
             # sqlglot reads DuckDB's any_value(x) as IGNORE NULLS(any_value(x)); DuckDB's
             # any_value already skips NULLs, so the bare call means the same.
             ignore.replace(ignore.this)
+    distinct_as_groups(root)
     cross_joined_totals(root)
     rollup(root)
     aggregate_source(root)
@@ -67,6 +72,8 @@ def normalize(root: exp.Expr) -> None:
     offset_into_limit(root)
     for agg in list(root.find_all(exp.Sum, exp.Avg, exp.Count)):
         coalesce_zero(agg)
+    for measured in list(root.find_all(*VALUE_AGGREGATES, *QUANTILES)):
+        float_cast(measured)
     advise(root)
 
 
@@ -197,6 +204,52 @@ def coalesce_zero(agg: exp.Expr) -> None:
     ratio = exp.Div(this=kept(exp.Sum(this=value)), expression=kept(exp.Count(this=exp.Star())))
     target = outer if isinstance(where, exp.Where) and outer is not None else agg
     target.replace(exp.paren(ratio))
+
+
+# -- casts to a float inside an aggregate, SELECT DISTINCT ----------------------------
+
+#: Casts the rewrite makes anyway: every value a sum, mean, variance or quantile reads
+#: is clamped as a DOUBLE (``rewrite._Stats.replacement``).
+_FLOATS = frozenset({exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT})
+
+
+def float_cast(agg: exp.Expr) -> None:
+    """``avg(CAST(x AS DOUBLE))`` (``x::FLOAT``, ``TRY_CAST``) as ``avg(x)``, for a bare column.
+
+    Analysts cast to avoid integer arithmetic; the rewrite reads every value of a sum,
+    mean, variance or quantile as a DOUBLE already, so the cast changes nothing it
+    computes.  Other casts (to an integer or a decimal, which round) are left as written.
+    """
+    cast = agg.this
+    if not isinstance(cast, exp.Cast) or not isinstance(cast.this, exp.Column):
+        return
+    if cast.to.this not in _FLOATS or cast.to.expressions:
+        return
+    agg.set("this", cast.this.copy())
+
+
+def _dataset(source: exp.Expr) -> bool:
+    """A dataset's table (``domain.table``: a CTE's name is never qualified)."""
+    return isinstance(source, exp.Table) and bool(source.args.get("db"))
+
+
+def distinct_as_groups(select: exp.Select) -> None:
+    """``SELECT DISTINCT a, b FROM …`` with no aggregate and no GROUP BY, over datasets'
+    tables, as ``SELECT a, b FROM … GROUP BY a, b``: the same rows (each combination
+    once), in the form the guard reads (each output a group key, the groups released as
+    any query's)."""
+    distinct = select.args.get("distinct")
+    if not isinstance(distinct, exp.Distinct) or distinct.args.get("on"):
+        return
+    if select.args.get("group") or any(p.find(exp.AggFunc) for p in select.expressions):
+        return
+    if any(isinstance(p.unalias(), exp.Star) for p in select.expressions):
+        return
+    sources = [select.args.get("from_"), *select.args.get("joins", [])]
+    if not all(s is not None and _dataset(s.this) for s in sources):
+        return  # over a derived table or CTE its outputs may be aggregates: as written
+    select.set("distinct", None)
+    select.set("group", exp.Group(expressions=[p.unalias().copy() for p in select.expressions]))
 
 
 # -- OFFSET ----------------------------------------------------------------------------

@@ -47,6 +47,7 @@ from sandbox.query.guard import QUANTILES, Checked, entity_dataset, first_source
 from sandbox.query.joined import check_budget_joins, entity_in, joined_datasets
 from sandbox.query.normalize import MAX_OFFSET
 from sandbox.query.release_filter import FilterSpec, filter_spec
+from sandbox.query.rollup import STAGE
 from sandbox.query.totals import total_reference
 
 __all__ = ["ContributionBounds", "Plan", "Stat", "build_plan"]
@@ -397,29 +398,45 @@ class _Stats:
             self.stats = [replace(s, within=within) if s.name == name else s for s in self.stats]
         return name
 
-    def _values(self, sql: str, filter_sql: str, tag: str) -> str:
+    def _values(self, sql: str, filter_sql: str, tag: str, *, stage: bool = False) -> str:
         """``count(DISTINCT x)`` of a column other than the entity key: how many values.
 
         Per (group, entity) cell the list of its distinct values; per group the number
         of distinct values over its cells' lists.  Under a budget each cell keeps at most
-        ``C`` of its values (its ``C`` smallest, a choice from its own rows only), so one
+        ``C`` of its values, those whose ``hash(x, entity)`` is smallest (a choice from
+        the entity's own rows; one order shared by every entity, such as the smallest
+        values, would make entities keep the same few and undercount the rest), so one
         entity adds or removes at most ``C`` values in a group, and no more values over
         all its kept cells than rows: a row count's sensitivity (``disclosure``, kind
         ``distinct``).  Its cell is ``x``'s presence, as ``count(x)``'s: entities with a
         value of ``x``.
+
+        ``stage``: the count of a per-``x`` stage's rows (``rollup.py``), whose NULL
+        ``x`` is a row, so one value: each value is counted as ``{'v': x}``, and the
+        cell is the group's (or its FILTER's) entities.
         """
         where = f" FILTER (WHERE {filter_sql})" if filter_sql else ""
-        keep = f"({sql}) IS NOT NULL" + (f" AND ({filter_sql})" if filter_sql else "")
-        values = f"list(DISTINCT {sql}) FILTER (WHERE {keep})"
-        if self.bounds is not None:
-            values = f"list_slice(list_sort({values}), 1, {self.bounds.max_rows_per_entity})"
+        value = f"{{'v': {sql}}}" if stage else sql
+        keep = [] if stage else [f"({sql}) IS NOT NULL"]
+        keep += [f"({filter_sql})"] if filter_sql else []
+        kept = f" FILTER (WHERE {' AND '.join(keep)})" if keep else ""
+        if self.bounds is None:
+            values = f"list(DISTINCT {value}){kept}"
+        else:
+            chosen = f"hash({sql}, {self.entity_sql})"
+            values = f"arg_min(DISTINCT {value}, {chosen}, {self.bounds.max_rows_per_entity}){kept}"
+        cell = None
+        if stage and filter_sql:
+            cell = self.seen.get("distinct" + tag)
+        elif not stage:
+            cell = self._present(sql, where, tag)
         return self._add(
-            f"values:{sql}{tag}",
+            f"values:{sql}{tag}" + (":stage" if stage else ""),
             "distinct",
             values,
             "len(list_distinct(flatten(list({}))))",
-            direct=f"count(DISTINCT {sql}){where}",
-            cell=self._present(sql, where, tag),
+            direct=f"count(DISTINCT {value}){where}",
+            cell=cell,
             filtered=bool(filter_sql),
         )
 
@@ -461,7 +478,8 @@ class _Stats:
                 info = self.checked.lineage.resolve(arg.expressions[0], self.checked.final_scope)
                 if not is_entity_key(info, self.access):
                     column = arg.expressions[0].sql(dialect="duckdb")
-                    return _col(self._values(column, filter_sql, tag))
+                    stage = bool(node.meta.get(STAGE))
+                    return _col(self._values(column, filter_sql, tag, stage=stage))
                 name = self._distinct(arg, cell or ENTITIES)
                 # Released as it is: the groups' entity count, or a FILTER's (which no
                 # count of its rows may then stand in for: disclosure._counted_cells).

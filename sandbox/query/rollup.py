@@ -25,9 +25,11 @@ aggregate over the source rows, grouped coarser:
       -- is SELECT district, sum(claim_amount) / count(DISTINCT person_id)
       --    FILTER (WHERE claim_amount IS NOT NULL) FROM t GROUP BY district
 
-  ``count(DISTINCT c)`` is allowed by the guard only on the dataset's entity key (so a
-  per-phone stage is refused there, by ``guard.count_distinct``); without a budget the
-  rewrite counts a NULL entity as one entity, as the inner's NULL group is one row.
+  The guard checks that ``count(DISTINCT c)`` as written there: on the entity key it
+  counts entities (without a budget the rewrite counts a NULL entity as one entity, as
+  the inner's NULL group is one row); on an identifier it is refused (a per-phone stage,
+  ``guard.identifier``); on another column it counts the stage's rows, its NULL group
+  one of them (``STAGE`` marks it for the rewrite: ``rewrite._Stats._values``).
 
 The outer WHERE and FILTERs may name only the inner's keys (a filter on a key is the
 same filter on the rows).  Anything else (an inner HAVING, an outer filter on an

@@ -28,7 +28,7 @@ from sandbox.query.disclosure import (
 )
 from sandbox.query.noise import discrete_laplace_variance, seeded_noise
 from sandbox.query.rewrite import ContributionBounds
-from tests.sandbox.query.test_rewrite_cap import Row, _database, _plan, rows_strategy
+from tests.sandbox.query.test_rewrite_cap import Row, _database, plan_of, rows_strategy
 
 PAIRED = [
     StatColumn("__e1", "entities"),
@@ -141,7 +141,7 @@ def test_one_entity_moves_the_centred_sum_by_at_most_its_sensitivity(
     """The rewrite's real stats: removing one person changes ``Σ|Δ(sum - c·count)|`` by at
     most ``G·C·(upper - lower)/2``, the sensitivity the centred noise is calibrated to."""
     bounds = ContributionBounds(max_rows_per_entity=2, max_groups_per_entity=2)
-    plan = _plan(AVERAGE, bounds)
+    plan = plan_of(AVERAGE, bounds)
     columns = [StatColumn(**s.__dict__) for s in plan.stats]
     params = DisclosureParams(k=1, epsilon=1.0, max_rows_per_entity=2, max_groups_per_entity=2)
     plans = {p.column: p for p in noise_plan(columns, params)}

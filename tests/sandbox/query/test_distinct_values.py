@@ -10,6 +10,7 @@ bound ``T``.  Without caps binding, and without a budget, it is DuckDB's own
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import duckdb
@@ -113,8 +114,21 @@ def test_an_entity_with_many_values_in_a_cell_brings_at_most_c() -> None:
     rows: list[Row] = [("P1", "D1", code, "H2") for code in "ABCDEF"]
     rows += [("P2", "D1", "A", "H2")]
     bounds, _ = _bounds(2, 3, None)
-    assert _values(rows, plan_of(GROUPED, bounds)) == {"D1": 2}  # P1's A and B; P2's A
+    assert _values(rows, plan_of(GROUPED, bounds))["D1"] in (2, 3)  # two of P1's; P2's A
     assert _values(rows, plan_of(GROUPED, None)) == {"D1": 6}  # without a budget: all
+
+
+def test_entities_keep_different_values_not_the_same_few() -> None:
+    """Each entity's C values are chosen by a hash of value and entity: 300 persons with
+    20 of 200 codes each, C = 9, still show nearly all 200 (the C smallest values, one
+    order for everyone, showed 142 in a review)."""
+    rng = random.Random(3)
+    codes = [f"K{i:03d}" for i in range(200)]
+    rows: list[Row] = [
+        (f"P{p}", "D1", code, "H2") for p in range(300) for code in rng.sample(codes, 20)
+    ]
+    bounds, _ = _bounds(9, 1, None)
+    assert _values(rows, plan_of(GROUPED, bounds))["D1"] >= 195
 
 
 def test_under_a_total_bound_an_entity_brings_at_most_t_values_over_its_groups() -> None:
@@ -168,3 +182,25 @@ def test_a_budgeted_query_releases_a_noisy_count_of_values(dp_service: Any) -> N
     rows = result.table.to_pylist()
     assert rows and all(r["codes"] >= 0 and r["codes"] == int(r["codes"]) for r in rows)
     assert result.meta["epsilon_spent"] == pytest.approx(1.0)
+
+
+STAGE_SQL = (
+    "WITH a AS (SELECT district, hospital_id, count(*) AS n FROM health.claims "
+    "GROUP BY 1, 2) SELECT district, count(*) AS hospitals FROM a GROUP BY district"
+)
+
+
+@pytest.mark.parametrize("budget", [False, True])
+def test_a_per_value_stage_counts_its_null_group_as_one_row(budget: bool) -> None:
+    """Over a per-hospital stage, count(*) is the number of its rows, the NULL hospital's
+    one of them (DuckDB's answer to the query as written): 2 here, where a plain
+    count(DISTINCT hospital_id) is 1 (a review found the stage read as the latter)."""
+    rows: list[Row] = [("P1", "D1", "A", "H1"), ("P2", "D1", "B", None), ("P3", "D1", "C", None)]
+    con = _database(rows)
+    try:
+        want = dict(con.sql(STAGE_SQL).fetchall())
+    finally:
+        con.close()
+    assert want == {"D1": 2}
+    bounds = _bounds(2, 2, None)[0] if budget else None
+    assert _values(rows, plan_of(STAGE_SQL, bounds)) == want

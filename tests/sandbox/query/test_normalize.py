@@ -133,8 +133,22 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Any:
             "SELECT district, avg(coalesce(claim_amount, 0)) AS mean FROM health.claims GROUP BY 1",
             "SELECT district, sum(claim_amount) / count(*) AS mean FROM health.claims GROUP BY 1",
         ),
+        (
+            "SELECT DISTINCT district, gender FROM health.claims ORDER BY 1, 2",
+            "SELECT district, gender FROM health.claims GROUP BY 1, 2 ORDER BY 1, 2",
+        ),
+        (
+            "SELECT district, avg(CASE WHEN gender = 'F' THEN 1.0 ELSE 0.0 END) AS share "
+            "FROM health.claims GROUP BY 1",
+            "SELECT district, count(*) FILTER (WHERE gender = 'F') / count(*) AS share "
+            "FROM health.claims GROUP BY 1",
+        ),
+        (
+            "SELECT gender, avg(claim_amount::DOUBLE) AS mean FROM health.claims GROUP BY 1",
+            "SELECT gender, avg(claim_amount) AS mean FROM health.claims GROUP BY 1",
+        ),
     ],
-    ids=["cte-03", "cte-04", "join-10", "case-06"],
+    ids=["cte-03", "cte-04", "join-10", "case-06", "distinct", "avg-share", "cast-double"],
 )
 def test_the_service_answers_as_for_the_accepted_form(
     service: Any, raw: Any, sql: str, accepted: str

@@ -180,6 +180,7 @@ def test_a_per_identifier_stage_is_refused() -> None:
     with pytest.raises(QueryRefused) as info:
         prepare(sql, access(), EXACT, max_sql_length=MAX_SQL_LENGTH)
     assert info.value.rule == "guard.identifier"
+    assert "the rows of per_x are one per name in each group" in str(info.value)
     assert "count(DISTINCT person_id)" in str(info.value)
 
 

@@ -28,7 +28,7 @@ from sandbox.query.disclosure import DisclosureParams, StatColumn, noise_plan, s
 from sandbox.query.entity_caps import total_cap
 from sandbox.query.release import with_total
 from sandbox.query.rewrite import ENTITIES, ContributionBounds
-from tests.sandbox.query.test_rewrite_cap import GROUPED, HIGH, LOW, Row, _database, _plan
+from tests.sandbox.query.test_rewrite_cap import GROUPED, HIGH, LOW, Row, _database, plan_of
 
 rows_strategy = st.lists(
     st.tuples(
@@ -55,7 +55,7 @@ def _bounds(c: int, g: int, t: int) -> ContributionBounds:
 
 
 def _stats(con: duckdb.DuckDBPyConnection, sql: str, bounds: ContributionBounds) -> dict:
-    plan = _plan(sql, bounds)
+    plan = plan_of(sql, bounds)
     kinds = {s.kind: s.name for s in plan.stats if s.kind in ("rows", "sum")}
     table = con.sql(plan.stats_sql).to_arrow_table().to_pylist()
     return {
