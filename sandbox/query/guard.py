@@ -309,6 +309,12 @@ RULES: tuple[Step, ...] = (data_lists, closed, scopes, touched_controls, safe_ca
 
 def check_query(parsed: Parsed, access: Mapping[str, DatasetAccess]) -> Checked:
     """Analyse, apply every rule in ``RULES``; return the checked query or raise QueryRefused."""
+    if parsed.sets:  # each grouping set is checked as the query of its own it is
+        raise refuse(
+            "guard.grouping_sets",
+            "ROLLUP, CUBE and GROUPING SETS are answered as one query per grouping set "
+            "(release.prepare), not checked as one query here",
+        )
     a = analyse(parsed, access)
     for rule in RULES:
         rule(a)

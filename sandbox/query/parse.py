@@ -18,6 +18,7 @@ from sqlglot.errors import ParseError, TokenError
 
 from sandbox.core.errors import QueryRefused
 from sandbox.query.dialects import alternatives, respell, top_to_limit
+from sandbox.query.grouping_sets import GROUPING, grouping_sets
 from sandbox.query.nodes import AGGREGATES, EXPRESSION_KINDS, Kind
 from sandbox.query.spelling import called, describe, written_name
 from sandbox.query.stacked import stacked_as_grouped
@@ -82,6 +83,9 @@ class Parsed:
     cte_names: frozenset[str]
     sql: str = ""
     """The text as the analyst wrote it (refusals name their functions as written)."""
+    sets: tuple[exp.Select, ...] = ()
+    """With ``ROLLUP``, ``CUBE`` or ``GROUPING SETS``: one plain query per grouping set
+    (``grouping_sets.py``), each released on its own and stacked (``release.prepare``)."""
 
     @cached_property
     def normalized_sql(self) -> str:
@@ -191,8 +195,19 @@ def parse_query(sql: str, *, max_length: int, written: str | None = None) -> Par
         raise _refuse("guard.nesting", _NESTING_MESSAGE)
     if isinstance(root, exp.Union):
         root = stacked_as_grouped(root) or root
+    top = root.args.get("group") if isinstance(root, exp.Select) else None
+    for node in root.find_all(*GROUPING):
+        if node.parent is not top or top is None:
+            raise _refuse(
+                "guard.grouping_sets",
+                f"{describe(node, sql)} is read only in the GROUP BY of the released SELECT "
+                "(each grouping set is released as a query of its own)",
+            )
     respell(root)
-    for node in root.walk():
+    sets = grouping_sets(root)
+    # With grouping sets, each set's query and the ORDER BY and LIMIT its rows share.
+    trees = [*sets, *(root.args[a] for a in ("order", "limit", "offset") if root.args.get(a))]
+    for node in (n for tree in (trees if sets else [root]) for n in tree.walk()):
         if isinstance(node, exp.Window):
             raise _refuse("guard.window", "window functions (OVER ...) are not allowed")
         if isinstance(node, exp.Columns):
@@ -231,7 +246,9 @@ def parse_query(sql: str, *, max_length: int, written: str | None = None) -> Par
             datasets.append(datasets_of)
     if not datasets:
         raise _refuse("guard.no_dataset", "the query reads no registered dataset")
-    return Parsed(root, tuple(datasets), frozenset(ctes), sql if written is None else written)
+    return Parsed(
+        root, tuple(datasets), frozenset(ctes), sql if written is None else written, sets=sets
+    )
 
 
 def _hint(node: exp.Expr) -> str:

@@ -26,6 +26,7 @@ from sandbox.enclave.enclave import LOCKDOWN, Enclave
 from sandbox.engines.base import Engine
 from sandbox.engines.duck import DuckDBEngine
 from sandbox.query.disclosure import DisclosureParams, StatColumn, disclose, epsilon_cost
+from sandbox.query.grouping_sets import stacked_order
 from sandbox.query.guard import Checked, check_query
 from sandbox.query.key_groups import declared_groups
 from sandbox.query.noise import NoiseSource
@@ -124,6 +125,62 @@ def _with_totals(
 
 
 @dataclass(frozen=True)
+class PreparedWithSets(Prepared):
+    """A query with ``ROLLUP``, ``CUBE`` or ``GROUPING SETS``: one query per grouping set
+    (``grouping_sets.py``), each prepared as a query of its own with an equal share of
+    ε and δ; their released rows are stacked in order, then ordered and limited by
+    ``order_sql``.  Its own fields are the first set's (the finest: ``explain`` states
+    its accuracy, at least as wide as a coarser set's)."""
+
+    sets: tuple[Prepared, ...] = ()
+    #: ``ORDER BY … LIMIT …`` over the stacked rows' output names; "" for none.
+    order_sql: str = ""
+
+    @property
+    def epsilon(self) -> float:
+        return sum(part.epsilon for part in self.sets)
+
+    @property
+    def touched(self) -> list[str]:
+        return sorted({c for part in self.sets for c in part.touched})
+
+
+@dataclass(frozen=True)
+class WithSets:
+    """The stats of each grouping set's query, in order."""
+
+    sets: tuple[pa.Table | WithTotals | WithSets, ...]
+
+
+def _with_sets(
+    parsed: Parsed,
+    access: Mapping[str, DatasetAccess],
+    params: DisclosureParams,
+    bounds: ContributionBounds | None,
+    max_sql_length: int,
+    portable: bool,
+) -> PreparedWithSets:
+    """Each grouping set's query prepared on its own, with its share of the budget."""
+    share = _share(params, len(parsed.sets))
+    sets = tuple(
+        prepare(
+            Parsed(select, parsed.datasets, parsed.cte_names, parsed.sql),
+            access,
+            share,
+            bounds=bounds,
+            max_sql_length=max_sql_length,
+            portable=portable,
+        )
+        for select in parsed.sets
+    )
+    first = sets[0]
+    order = stacked_order(parsed.expression, first.plan.output_names)
+    return PreparedWithSets(
+        parsed, first.checked, first.plan, first.params, sets=sets, order_sql=order
+    )
+
+
+@dataclass(frozen=True)
 class Released:
     table: pa.Table
     groups_suppressed: int | None  # noised with ε; None without (never an exact count)
@@ -161,6 +218,8 @@ def prepare(
     ``portable``: the per-entity caps choose cells by a hash every engine computes
     alike (``rewrite.build_plan``); Spark needs it, DuckDB uses its own ``hash()``."""
     parsed = sql if isinstance(sql, Parsed) else parse_query(sql, max_length=max_sql_length)
+    if parsed.sets:
+        return _with_sets(parsed, access, params, bounds, max_sql_length, portable)
     split = split_totals(parsed)
     if split is not None:
         return _with_totals(parsed, split, access, params, bounds, max_sql_length, portable)
@@ -217,6 +276,10 @@ def execute(
     """
     if isinstance(engine, Enclave):
         engine = DuckDBEngine(engine)
+    if isinstance(prepared, PreparedWithSets):
+        return WithSets(
+            tuple(execute(engine, p, max_groups=max_groups, before=before) for p in prepared.sets)
+        )
     table = engine.run(prepared.plan.stats_sql, max_rows=max_groups, before=before)
     if not isinstance(prepared, PreparedWithTotals):
         return table
@@ -246,6 +309,10 @@ def release(
     ``max_groups``: with ε, the most groups a run may form, held against their noisy
     number (``disclose``).
     """
+    if isinstance(stats, WithSets) != isinstance(prepared, PreparedWithSets):
+        raise EnclaveError("the stats do not match the prepared query", rule="release.outputs")
+    if isinstance(stats, WithSets) and isinstance(prepared, PreparedWithSets):
+        return _stacked(stats, prepared, noise=noise, database=database, max_groups=max_groups)
     totals: list[Released] = []
     if isinstance(stats, WithTotals) != isinstance(prepared, PreparedWithTotals):
         raise EnclaveError("the stats do not match the prepared query", rule="release.outputs")
@@ -276,6 +343,37 @@ def release(
         suppressed += sum(total.groups_suppressed or 0 for total in totals)
     spent = disclosed.epsilon_spent + sum(total.epsilon_spent for total in totals)
     return Released(table, suppressed, spent, released)
+
+
+def _stacked(
+    stats: WithSets,
+    prepared: PreparedWithSets,
+    *,
+    noise: NoiseSource | None,
+    database: duckdb.DuckDBPyConnection | None,
+    max_groups: int | None,
+) -> Released:
+    """Each grouping set released as the query of its own it is, the rows stacked in
+    order (a key a set does not group by is NULL there), then ordered and limited."""
+    parts = [
+        release(part_stats, part, noise=noise, database=database, max_groups=max_groups)
+        for part_stats, part in zip(stats.sets, prepared.sets, strict=True)
+    ]
+    names = parts[0].table.column_names
+    try:
+        table = pa.concat_tables(
+            [p.table.rename_columns(names) for p in parts], promote_options="permissive"
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        raise EnclaveError(
+            "the grouping sets' outputs have types that cannot be stacked",
+            rule="release.outputs",
+        ) from None
+    if prepared.order_sql:
+        table = over_released(table, f"SELECT * FROM {STATS_TABLE} {prepared.order_sql}", database)
+    counts = [p.groups_suppressed for p in parts]
+    suppressed = None if all(c is None for c in counts) else sum(c or 0 for c in counts)
+    return Released(table, suppressed, sum(p.epsilon_spent for p in parts), None)
 
 
 def over_released(

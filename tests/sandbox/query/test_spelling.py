@@ -67,7 +67,6 @@ def test_an_unsupported_aggregate_is_named_as_written(written: str, args: str) -
         # (ascending, it is read as quantile_cont: sandbox/query/dialects.py)
         ("percentile_cont(0.5) WITHIN GROUP (ORDER BY claim_amount DESC)", "WITHIN GROUP"),
         ("count(*) FROM health.claims GROUP BY 1 QUALIFY count(*) > 1 --", "QUALIFY"),
-        ("count(*) FROM health.claims GROUP BY GROUPING SETS ((gender)) --", "GROUPING SETS"),
         ("count(*) FROM health.claims USING SAMPLE 10% GROUP BY 1 --", "TABLESAMPLE"),
     ],
 )

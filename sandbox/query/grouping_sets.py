@@ -1,0 +1,215 @@
+"""``GROUP BY ROLLUP``, ``CUBE`` and ``GROUPING SETS``: one query per grouping set.
+
+``SELECT district, gender, count(*) FROM t GROUP BY ROLLUP (district, gender)`` is the
+rows of three queries stacked: grouped by ``district, gender``, by ``district`` (its
+``gender`` NULL: the subtotals), and by nothing (both NULL: the grand total).  Each is
+written out here as a plain grouped SELECT, in that order, with every key its set does
+not group by replaced by ``NULL`` outside the aggregates (in the outputs and HAVING, as
+SQL's rolled-up rows have it).  ``release.prepare`` then prepares each as a query of its
+own (the guard checks each; disclosure control applies to each; under a budget each gets
+an equal share of ε and δ, as totals do) and stacks the released rows; ORDER BY and
+LIMIT apply to the stacked rows, by output name or position only.
+
+Read here (plain keys beside any number of these, as SQL crosses them):
+``ROLLUP (a, b, …)``, ``CUBE (a, b, …)`` and ``GROUPING SETS ((a, b), (a), ())``, their
+keys written as expressions or output positions.  Refused (``guard.grouping_sets``):
+a key written as an output's alias (where the alias and a column could name different
+things), more than :data:`MAX_SETS` sets, and ``GROUPING()`` (not on the allowlist).  Pure.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from sqlglot import exp
+
+from sandbox.core.errors import QueryRefused
+
+__all__ = ["GROUPING", "MAX_SETS", "RULE", "grouping_sets", "stacked_order"]
+
+RULE = "guard.grouping_sets"
+#: Each set is a release of its own with its share of ε: beyond this the shares are thin.
+MAX_SETS = 8
+#: The constructs read here, only in the released SELECT's GROUP BY.
+GROUPING: tuple[type[exp.Expr], ...] = (exp.Rollup, exp.Cube, exp.GroupingSets)
+
+
+def _refuse(message: str) -> QueryRefused:
+    return QueryRefused(message, rule=RULE)
+
+
+def _resolve(key: exp.Expr, select: exp.Select) -> exp.Expr:
+    """A key as the expression it groups: an output position is that output's expression."""
+    outputs = select.expressions
+    if isinstance(key, exp.Literal) and key.is_int:
+        position = int(key.name)
+        if not 1 <= position <= len(outputs):
+            raise _refuse(f"GROUP BY position {position} is not an output of the query")
+        output: exp.Expr = outputs[position - 1].unalias()
+        return output.copy()
+    if isinstance(key, exp.Column) and not key.table:
+        for output in outputs:
+            if isinstance(output, exp.Alias) and output.alias.lower() == key.name.lower():
+                inner = output.unalias()
+                if not (isinstance(inner, exp.Column) and inner.name.lower() == key.name.lower()):
+                    raise _refuse(
+                        f"{key.name} is an output's alias: in ROLLUP, CUBE or GROUPING SETS "
+                        "write the expression it names (or its position)"
+                    )
+    return key.copy()
+
+
+def _sets_of(node: exp.Expr, select: exp.Select) -> list[list[exp.Expr]]:
+    """The grouping sets one construct stands for, each a list of keys, in SQL's order."""
+    if isinstance(node, exp.Rollup):
+        keys = [_resolve(k, select) for k in node.expressions]
+        return [keys[:n] for n in range(len(keys), -1, -1)]
+    if isinstance(node, exp.Cube):
+        keys = [_resolve(k, select) for k in node.expressions]
+        return [
+            [k for k, keep in zip(keys, mask, strict=True) if keep]
+            for mask in itertools.product((True, False), repeat=len(keys))
+        ]
+    if isinstance(node, exp.GroupingSets):
+        sets = []
+        for element in node.expressions:
+            members = element.expressions if isinstance(element, exp.Tuple) else [element]
+            if isinstance(element, exp.Paren):
+                members = [element.this]
+            sets.append([_resolve(k, select) for k in members])
+        return sets
+    return [[_resolve(node, select)]]
+
+
+def _unique(keys: list[exp.Expr]) -> list[exp.Expr]:
+    seen: set[str] = set()
+    out = []
+    for key in keys:
+        if key.sql() not in seen:
+            seen.add(key.sql())
+            out.append(key)
+    return out
+
+
+def _output_name(output: exp.Expr) -> str:
+    """The name the query as written gives an output (as ``rewrite._output_names``)."""
+    if isinstance(output, exp.Alias):
+        return output.alias
+    if isinstance(output, exp.Column):
+        return output.name
+    return output.sql(dialect="duckdb")
+
+
+def _without(tree: exp.Expr, dropped: set[str]) -> exp.Expr:
+    """``tree`` with every dropped key outside an aggregate (and a subquery) as NULL."""
+    if tree.sql() in dropped:
+        return exp.Null()
+    while True:
+        found = next(
+            (
+                n
+                for n in tree.walk()
+                if n is not tree
+                and n.sql() in dropped
+                and n.find_ancestor(exp.AggFunc, exp.Subquery) is None
+            ),
+            None,
+        )
+        if found is None:
+            return tree
+        found.replace(exp.Null())
+
+
+def _part(select: exp.Select, keys: list[exp.Expr], dropped: set[str]) -> exp.Select:
+    part = select.copy()
+    for name in ("order", "limit", "offset"):
+        part.set(name, None)
+    part.set("group", exp.Group(expressions=[k.copy() for k in keys]) if keys else None)
+    outputs = []
+    for output in part.expressions:
+        inner = output.unalias()
+        new = _without(inner.copy(), dropped)
+        if new.sql() == inner.sql():
+            outputs.append(output)
+        else:
+            outputs.append(exp.alias_(new, _output_name(output), quoted=True))
+    part.set("expressions", outputs)
+    having = part.args.get("having")
+    if having is not None:
+        having.set("this", _without(having.this.copy(), dropped))
+    return part
+
+
+def grouping_sets(select: exp.Expr) -> tuple[exp.Select, ...]:
+    """One plain grouped SELECT per grouping set, in SQL's order; () without any."""
+    if not isinstance(select, exp.Select):
+        return ()
+    group = select.args.get("group")
+    if group is None or not any(isinstance(e, GROUPING) for e in group.expressions):
+        return ()
+    if any(group.args.get(a) for a in group.args if a != "expressions"):
+        raise _refuse("GROUP BY ALL or WITH ROLLUP cannot be read beside grouping sets")
+    choices = [_sets_of(e, select) for e in group.expressions]
+    sets: list[list[exp.Expr]] = []
+    seen: set[tuple[str, ...]] = set()
+    for combination in itertools.product(*choices):
+        keys = _unique([k for chosen in combination for k in chosen])
+        signature = tuple(sorted(k.sql() for k in keys))
+        if signature not in seen:
+            seen.add(signature)
+            sets.append(keys)
+        if len(sets) > MAX_SETS:
+            raise _refuse(
+                f"the GROUP BY makes more than {MAX_SETS} grouping sets; each is released "
+                "on its own with a share of the query's privacy budget: ask for fewer"
+            )
+    every = {k.sql() for keys in sets for k in keys}
+    return tuple(_part(select, keys, every - {k.sql() for k in keys}) for keys in sets)
+
+
+def stacked_order(select: exp.Expr, names: list[str]) -> str:
+    """The query's ``ORDER BY``, ``LIMIT`` and ``OFFSET`` over the stacked rows ("" for none).
+
+    Each sort key must be an output: by position, by name, or as the output's own
+    expression (``ORDER BY count(*)`` beside ``count(*) AS n``); the rows are then sorted
+    by that released column.  Anything else could read a value no output released.
+    """
+    if not isinstance(select, exp.Select):
+        return ""
+    outputs = select.expressions
+    by_text = {o.unalias().sql(): names[i] for i, o in enumerate(outputs) if i < len(names)}
+    by_name = {_output_name(o).lower(): names[i] for i, o in enumerate(outputs) if i < len(names)}
+    parts = []
+    order = select.args.get("order")
+    if order is not None:
+        items = []
+        for ordered in order.expressions:
+            key = ordered.this
+            name = None
+            if isinstance(key, exp.Literal) and key.is_int and 1 <= int(key.name) <= len(names):
+                name = names[int(key.name) - 1]
+            elif isinstance(key, exp.Column) and not key.table:
+                name = by_name.get(key.name.lower())
+            if name is None:
+                name = by_text.get(key.sql())
+            if name is None:
+                raise _refuse(
+                    "with ROLLUP, CUBE or GROUPING SETS, ORDER BY names outputs (by name or "
+                    "position): the rows of every grouping set are sorted together"
+                )
+            column = exp.column(name, quoted=True)
+            items.append(
+                exp.Ordered(
+                    this=column,
+                    desc=ordered.args.get("desc"),
+                    nulls_first=ordered.args.get("nulls_first"),
+                )
+            )
+        parts.append(exp.Order(expressions=items).sql(dialect="duckdb"))
+    limit = select.args.get("limit")
+    if limit is not None:
+        parts.append(limit.sql(dialect="duckdb"))
+    offset = select.args.get("offset")
+    if offset is not None:
+        parts.append(offset.sql(dialect="duckdb"))
+    return " ".join(parts)
