@@ -260,12 +260,17 @@ def _whole(value: exp.Expr | None, most: int) -> bool:
 
 
 def offset_into_limit(select: exp.Select) -> None:
-    """``LIMIT n OFFSET m`` (whole numbers) as one LIMIT node carrying its offset.
+    """``LIMIT n OFFSET m`` (whole numbers) as one LIMIT node carrying its offset; ``OFFSET
+    m`` alone as ``LIMIT`` :data:`MAX_OFFSET` with it.
 
     The rewrite applies both to the released rows, in their released order (an
     offset over released rows discloses nothing a LIMIT does not).
     """
     offset, limit = select.args.get("offset"), select.args.get("limit")
+    if isinstance(offset, exp.Offset) and limit is None and _whole(offset.expression, MAX_OFFSET):
+        # OFFSET m alone: every released row after the first m (no LIMIT is as large)
+        limit = exp.Limit(expression=exp.Literal.number(MAX_OFFSET))
+        select.set("limit", limit)
     if not isinstance(offset, exp.Offset) or not isinstance(limit, exp.Limit):
         return
     if limit.args.get("offset") is not None or offset.args.get("expressions"):

@@ -32,6 +32,9 @@ ANSWERED = [
     "GROUP BY district, ROLLUP (gender) HAVING count(*) > 10",
     "SELECT district, gender, sum(claim_amount) AS total FROM health.claims "
     "GROUP BY ROLLUP (1, 2) ORDER BY total DESC LIMIT 7",
+    "SELECT district, gender, count(*) AS n FROM health.claims "
+    "GROUP BY ROLLUP (district, gender) ORDER BY 1, 2 LIMIT 5 OFFSET 3",
+    "SELECT gender, count(*) AS n FROM health.claims GROUP BY ROLLUP (gender) ORDER BY n OFFSET 1",
 ]
 
 
