@@ -163,8 +163,9 @@ def wait_healthy(
 
 
 @contextmanager
-def serving(home: DemoHome, *extra: str) -> Iterator[Server]:
-    """``sandbox serve`` on ``home`` as its own process, until /health answers."""
+def serving(home: DemoHome, *extra: str, env: dict[str, str] | None = None) -> Iterator[Server]:
+    """``sandbox serve`` on ``home`` as its own process, until /health answers (``env``:
+    settings for this process, such as ``SANDBOX_MAX_RESULT_ROWS``)."""
     port = _free_port()
     log = home.home.parent / f"serve-{port}.log"
     with open(log, "w") as sink:
@@ -174,7 +175,7 @@ def serving(home: DemoHome, *extra: str) -> Iterator[Server]:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             text=True,
-            env=clean_env(),
+            env=clean_env(**(env or {})),
             start_new_session=True,  # its own process group: stopped below, and only it
         )
     running = Server(f"http://127.0.0.1:{port}", proc, log)
