@@ -21,7 +21,7 @@ from sqlglot import exp
 from sandbox.core.errors import EnclaveError
 from sandbox.query.accuracy import gaussian_half_width, laplace_half_width, ratio_half_width
 from sandbox.query.disclosure import NoisePlan, noise_plan
-from sandbox.query.release import Prepared, Released, over_released
+from sandbox.query.release import Prepared, PreparedWithSets, Released, over_released
 
 __all__ = ["output_accuracy", "result_accuracy"]
 
@@ -41,8 +41,32 @@ def _stats_in(node: exp.Expr) -> list[str]:
 
 
 def output_accuracy(prepared: Prepared) -> dict[str, dict[str, Any]] | None:
-    """Per output name: mechanism and 95% half-width, or the ratio's parts (None: no ε)."""
+    """Per output name: mechanism and 95% half-width, or the ratio's parts (None: no ε).
+
+    With grouping sets, per output the widest of the sets' (each set is noised on its
+    own, and their rows are stacked: the widest covers every row)."""
+    if isinstance(prepared, PreparedWithSets):
+        return _widest([output_accuracy(part) for part in prepared.sets])
     return _output_accuracy(prepared, _release_select(prepared))
+
+
+def _width(entry: dict[str, Any]) -> float:
+    parts = ("half_width", "sum_half_width", "count_half_width")
+    return sum(float(entry.get(p) or 0) for p in parts)
+
+
+def _widest(
+    accuracies: list[dict[str, dict[str, Any]] | None],
+) -> dict[str, dict[str, Any]] | None:
+    known = [a for a in accuracies if a is not None]
+    if not known:
+        return None
+    out: dict[str, dict[str, Any]] = {}
+    for name in known[0]:
+        entries = [a[name] for a in known if name in a]
+        keys = [e for e in entries if e.get("key")]
+        out[name] = keys[0] if keys else max(entries, key=_width)
+    return out
 
 
 def _release_select(prepared: Prepared) -> exp.Expr:
@@ -127,6 +151,8 @@ def result_accuracy(
     ``database``: the release database to run it in (a cursor of it), as the release
     itself does; None opens one for this call (about 16 ms: a service passes its own).
     """
+    if isinstance(prepared, PreparedWithSets):  # the stacked rows: no per-cell widths
+        return output_accuracy(prepared)
     select = _release_select(prepared)
     accuracy = _output_accuracy(prepared, select)
     averages = {n: a for n, a in (accuracy or {}).items() if a.get("kind") == "average"}

@@ -20,12 +20,13 @@ things), more than :data:`MAX_SETS` sets, and ``GROUPING()`` (not on the allowli
 from __future__ import annotations
 
 import itertools
+import math
 
 from sqlglot import exp
 
 from sandbox.core.errors import QueryRefused
 
-__all__ = ["GROUPING", "MAX_SETS", "RULE", "grouping_sets", "stacked_order"]
+__all__ = ["GROUPING", "MAX_SETS", "RULE", "grouping_sets", "output_names", "stacked_order"]
 
 RULE = "guard.grouping_sets"
 #: Each set is a release of its own with its share of ε: beyond this the shares are thin.
@@ -60,33 +61,44 @@ def _resolve(key: exp.Expr, select: exp.Select) -> exp.Expr:
 
 
 def _sets_of(node: exp.Expr, select: exp.Select) -> list[list[exp.Expr]]:
-    """The grouping sets one construct stands for, each a list of keys, in SQL's order."""
-    if isinstance(node, exp.Rollup):
-        keys = [_resolve(k, select) for k in node.expressions]
-        return [keys[:n] for n in range(len(keys), -1, -1)]
-    if isinstance(node, exp.Cube):
-        keys = [_resolve(k, select) for k in node.expressions]
+    """The grouping sets one construct stands for, each a list of keys, in SQL's order.
+
+    Refused before anything is enumerated where the construct alone makes more than
+    :data:`MAX_SETS` sets (a CUBE of n keys makes 2^n)."""
+    if isinstance(node, exp.Rollup | exp.Cube):
+        keys = _unique([_resolve(k, select) for k in node.expressions])
+        count = len(keys) + 1 if isinstance(node, exp.Rollup) else 2 ** min(len(keys), 31)
+        _at_most(count)
+        if isinstance(node, exp.Rollup):
+            return [keys[:n] for n in range(len(keys), -1, -1)]
         return [
             [k for k, keep in zip(keys, mask, strict=True) if keep]
             for mask in itertools.product((True, False), repeat=len(keys))
         ]
     if isinstance(node, exp.GroupingSets):
+        _at_most(len(node.expressions))
         sets = []
         for element in node.expressions:
             members = element.expressions if isinstance(element, exp.Tuple) else [element]
             if isinstance(element, exp.Paren):
                 members = [element.this]
-            sets.append([_resolve(k, select) for k in members])
+            sets.append(_unique([_resolve(k, select) for k in members]))
         return sets
     return [[_resolve(node, select)]]
 
 
+def _at_most(count: int) -> None:
+    if count > MAX_SETS:
+        raise _refuse(
+            f"the GROUP BY makes more than {MAX_SETS} grouping sets; each is released "
+            "on its own with a share of the query's privacy budget: ask for fewer"
+        )
+
+
 def _unique(keys: list[exp.Expr]) -> list[exp.Expr]:
-    seen: set[str] = set()
-    out = []
+    out: list[exp.Expr] = []
     for key in keys:
-        if key.sql() not in seen:
-            seen.add(key.sql())
+        if not any(_same(key, kept) for kept in out):
             out.append(key)
     return out
 
@@ -100,9 +112,22 @@ def _output_name(output: exp.Expr) -> str:
     return output.sql(dialect="duckdb")
 
 
-def _without(tree: exp.Expr, dropped: set[str]) -> exp.Expr:
-    """``tree`` with every dropped key outside an aggregate (and a subquery) as NULL."""
-    if tree.sql() in dropped:
+def _same(node: exp.Expr, key: exp.Expr) -> bool:
+    """Whether ``node`` is the key: a column by its name (and table where both name one),
+    any other expression by its text; an identifier alone never (``c.district`` is a
+    column, not the key ``district``'s identifier inside it)."""
+    if isinstance(node, exp.Identifier):
+        return False
+    if isinstance(node, exp.Column) and isinstance(key, exp.Column):
+        tables = {node.table.lower(), key.table.lower()} - {""}
+        return node.name.lower() == key.name.lower() and len(tables) <= 1
+    return not isinstance(key, exp.Column) and node.sql() == key.sql()
+
+
+def _without(tree: exp.Expr, dropped: list[exp.Expr]) -> exp.Expr:
+    """``tree`` with every dropped key outside an aggregate, its FILTER and a subquery as
+    NULL (a FILTER's condition reads rows, as the aggregate's argument does)."""
+    if any(_same(tree, key) for key in dropped):
         return exp.Null()
     while True:
         found = next(
@@ -110,8 +135,8 @@ def _without(tree: exp.Expr, dropped: set[str]) -> exp.Expr:
                 n
                 for n in tree.walk()
                 if n is not tree
-                and n.sql() in dropped
-                and n.find_ancestor(exp.AggFunc, exp.Subquery) is None
+                and any(_same(n, key) for key in dropped)
+                and n.find_ancestor(exp.AggFunc, exp.Filter, exp.Subquery) is None
             ),
             None,
         )
@@ -120,7 +145,7 @@ def _without(tree: exp.Expr, dropped: set[str]) -> exp.Expr:
         found.replace(exp.Null())
 
 
-def _part(select: exp.Select, keys: list[exp.Expr], dropped: set[str]) -> exp.Select:
+def _part(select: exp.Select, keys: list[exp.Expr], dropped: list[exp.Expr]) -> exp.Select:
     part = select.copy()
     for name in ("order", "limit", "offset"):
         part.set(name, None)
@@ -129,10 +154,10 @@ def _part(select: exp.Select, keys: list[exp.Expr], dropped: set[str]) -> exp.Se
     for output in part.expressions:
         inner = output.unalias()
         new = _without(inner.copy(), dropped)
-        if new.sql() == inner.sql():
-            outputs.append(output)
-        else:
-            outputs.append(exp.alias_(new, _output_name(output), quoted=True))
+        # Unnamed where it changed (the stacked rows take the query's names, by position:
+        # ``output_names``): ``NULL AS district`` would be what ``district`` in a HAVING
+        # or FILTER of this SELECT reads, not the column.
+        outputs.append(output if new.sql() == inner.sql() else new)
     part.set("expressions", outputs)
     having = part.args.get("having")
     if having is not None:
@@ -150,21 +175,28 @@ def grouping_sets(select: exp.Expr) -> tuple[exp.Select, ...]:
     if any(group.args.get(a) for a in group.args if a != "expressions"):
         raise _refuse("GROUP BY ALL or WITH ROLLUP cannot be read beside grouping sets")
     choices = [_sets_of(e, select) for e in group.expressions]
-    sets: list[list[exp.Expr]] = []
-    seen: set[tuple[str, ...]] = set()
-    for combination in itertools.product(*choices):
-        keys = _unique([k for chosen in combination for k in chosen])
-        signature = tuple(sorted(k.sql() for k in keys))
-        if signature not in seen:
-            seen.add(signature)
-            sets.append(keys)
-        if len(sets) > MAX_SETS:
-            raise _refuse(
-                f"the GROUP BY makes more than {MAX_SETS} grouping sets; each is released "
-                "on its own with a share of the query's privacy budget: ask for fewer"
-            )
-    every = {k.sql() for keys in sets for k in keys}
-    return tuple(_part(select, keys, every - {k.sql() for k in keys}) for keys in sets)
+    _at_most(math.prod(len(c) for c in choices))
+    # SQL's order; a set written twice is released twice, as DuckDB repeats its rows
+    sets = [
+        _unique([k for chosen in combo for k in chosen]) for combo in itertools.product(*choices)
+    ]
+    every = _unique([k for keys in sets for k in keys])
+    return tuple(
+        _part(select, keys, [k for k in every if not any(_same(k, kept) for kept in keys)])
+        for keys in sets
+    )
+
+
+def output_names(select: exp.Expr) -> list[str]:
+    """The stacked rows' column names: the query's own, as ``rewrite._output_names``
+    names a query's outputs (alias, column, or text; a repeated name gets ``_``)."""
+    names: list[str] = []
+    for output in select.expressions if isinstance(select, exp.Select) else []:
+        name = _output_name(output)
+        while name in names:
+            name += "_"
+        names.append(name)
+    return names
 
 
 def stacked_order(select: exp.Expr, names: list[str]) -> str:

@@ -26,7 +26,7 @@ from sandbox.enclave.enclave import LOCKDOWN, Enclave
 from sandbox.engines.base import Engine
 from sandbox.engines.duck import DuckDBEngine
 from sandbox.query.disclosure import DisclosureParams, StatColumn, disclose, epsilon_cost
-from sandbox.query.grouping_sets import stacked_order
+from sandbox.query.grouping_sets import output_names, stacked_order
 from sandbox.query.guard import Checked, check_query
 from sandbox.query.key_groups import declared_groups
 from sandbox.query.noise import NoiseSource
@@ -129,12 +129,15 @@ class PreparedWithSets(Prepared):
     """A query with ``ROLLUP``, ``CUBE`` or ``GROUPING SETS``: one query per grouping set
     (``grouping_sets.py``), each prepared as a query of its own with an equal share of
     ε and δ; their released rows are stacked in order, then ordered and limited by
-    ``order_sql``.  Its own fields are the first set's (the finest: ``explain`` states
-    its accuracy, at least as wide as a coarser set's)."""
+    ``order_sql``.  Its own fields are the first set's; ``explain`` states, per output,
+    the widest of the sets' accuracies (``cell_accuracy.output_accuracy``), and the
+    engine reads up to the largest of their group read caps (``QueryService._read_cap``)."""
 
     sets: tuple[Prepared, ...] = ()
     #: ``ORDER BY … LIMIT …`` over the stacked rows' output names; "" for none.
     order_sql: str = ""
+    #: The stacked rows' column names (the query's; a set's own may read ``NULL``).
+    names: tuple[str, ...] = ()
 
     @property
     def epsilon(self) -> float:
@@ -174,9 +177,18 @@ def _with_sets(
         for select in parsed.sets
     )
     first = sets[0]
-    order = stacked_order(parsed.expression, first.plan.output_names)
+    names = output_names(parsed.expression)
+    if len(names) != len(first.plan.output_names):  # COLUMNS(…) expanded: the set's own
+        names = list(first.plan.output_names)
+    order = stacked_order(parsed.expression, names)
     return PreparedWithSets(
-        parsed, first.checked, first.plan, first.params, sets=sets, order_sql=order
+        parsed,
+        first.checked,
+        first.plan,
+        first.params,
+        sets=sets,
+        order_sql=order,
+        names=tuple(names),
     )
 
 
@@ -359,7 +371,7 @@ def _stacked(
         release(part_stats, part, noise=noise, database=database, max_groups=max_groups)
         for part_stats, part in zip(stats.sets, prepared.sets, strict=True)
     ]
-    names = parts[0].table.column_names
+    names = list(prepared.names)
     try:
         table = pa.concat_tables(
             [p.table.rename_columns(names) for p in parts], promote_options="permissive"

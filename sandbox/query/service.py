@@ -88,6 +88,7 @@ from sandbox.query.product_guard import check_product_query
 from sandbox.query.receipts import issue_receipt
 from sandbox.query.release import (
     Prepared,
+    PreparedWithSets,
     Released,
     execute,
     prepare,
@@ -436,6 +437,12 @@ class QueryService:
         ε the true number decides, and a reviewed run that fails is held (held_failure).
         """
         prepared.epsilon  # noqa: B018 - the noise plan refuses shares that round to nothing
+        if isinstance(prepared, PreparedWithSets):
+            # Every grouping set's own cap (each refused as its own query would be); the
+            # engine reads up to the largest, at least each set's own margin.  The first
+            # set's alone left an ungrouped () first with no margin: a grouped set then
+            # stopped on its true number of groups (review, December 2026).
+            return max(self._read_cap(part) for part in prepared.sets)
         keys = bool(prepared.plan.keys)
         return group_read_cap(prepared.columns, prepared.params, self._max_groups, grouped=keys)
 
