@@ -31,6 +31,9 @@ __all__ = ["GROUPING", "MAX_SETS", "RULE", "grouping_sets", "output_names", "sta
 RULE = "guard.grouping_sets"
 #: Each set is a release of its own with its share of ε: beyond this the shares are thin.
 MAX_SETS = 8
+#: Keys per construct, per grouping set and terms per GROUP BY (each set's keys are
+#: compared pairwise; no table needs more).
+MAX_KEYS = 32
 #: The constructs read here, only in the released SELECT's GROUP BY.
 GROUPING: tuple[type[exp.Expr], ...] = (exp.Rollup, exp.Cube, exp.GroupingSets)
 
@@ -65,6 +68,8 @@ def _sets_of(node: exp.Expr, select: exp.Select) -> list[list[exp.Expr]]:
 
     Refused before anything is enumerated where the construct alone makes more than
     :data:`MAX_SETS` sets (a CUBE of n keys makes 2^n)."""
+    if len(node.expressions) > MAX_KEYS:
+        raise _refuse(f"a grouping construct takes at most {MAX_KEYS} keys")
     if isinstance(node, exp.Rollup | exp.Cube):
         keys = _unique([_resolve(k, select) for k in node.expressions])
         count = len(keys) + 1 if isinstance(node, exp.Rollup) else 2 ** min(len(keys), 31)
@@ -82,6 +87,8 @@ def _sets_of(node: exp.Expr, select: exp.Select) -> list[list[exp.Expr]]:
             members = element.expressions if isinstance(element, exp.Tuple) else [element]
             if isinstance(element, exp.Paren):
                 members = [element.this]
+            if len(members) > MAX_KEYS:
+                raise _refuse(f"a grouping set takes at most {MAX_KEYS} keys")
             sets.append(_unique([_resolve(k, select) for k in members]))
         return sets
     return [[_resolve(node, select)]]
@@ -114,35 +121,40 @@ def _output_name(output: exp.Expr) -> str:
 
 def _same(node: exp.Expr, key: exp.Expr) -> bool:
     """Whether ``node`` is the key: a column by its name (and table where both name one),
-    any other expression by its text; an identifier alone never (``c.district`` is a
-    column, not the key ``district``'s identifier inside it)."""
-    if isinstance(node, exp.Identifier):
-        return False
+    any other expression by its type and text; an identifier alone never (``c.district``
+    is a column, not the key ``district``'s identifier inside it)."""
     if isinstance(node, exp.Column) and isinstance(key, exp.Column):
         tables = {node.table.lower(), key.table.lower()} - {""}
         return node.name.lower() == key.name.lower() and len(tables) <= 1
-    return not isinstance(key, exp.Column) and node.sql() == key.sql()
+    if isinstance(key, exp.Column) or type(node) is not type(key):
+        return False
+    return node.sql() == key.sql()
+
+
+#: What a dropped key inside these still reads: the rows' values, not the group's.
+_ROW_LEVEL = (exp.AggFunc, exp.Filter, exp.Subquery)
 
 
 def _without(tree: exp.Expr, dropped: list[exp.Expr]) -> exp.Expr:
     """``tree`` with every dropped key outside an aggregate, its FILTER and a subquery as
-    NULL (a FILTER's condition reads rows, as the aggregate's argument does)."""
+    NULL (a FILTER's condition reads rows, as the aggregate's argument does).  One pass,
+    top down: a replaced node's inside is not visited."""
+    if isinstance(tree, _ROW_LEVEL):
+        return tree
     if any(_same(tree, key) for key in dropped):
         return exp.Null()
-    while True:
-        found = next(
-            (
-                n
-                for n in tree.walk()
-                if n is not tree
-                and any(_same(n, key) for key in dropped)
-                and n.find_ancestor(exp.AggFunc, exp.Filter, exp.Subquery) is None
-            ),
-            None,
-        )
-        if found is None:
-            return tree
-        found.replace(exp.Null())
+
+    def visit(node: exp.Expr) -> None:
+        for child in list(node.iter_expressions()):
+            if isinstance(child, _ROW_LEVEL):
+                continue
+            if any(_same(child, key) for key in dropped):
+                child.replace(exp.Null())
+            else:
+                visit(child)
+
+    visit(tree)
+    return tree
 
 
 def _part(select: exp.Select, keys: list[exp.Expr], dropped: list[exp.Expr]) -> exp.Select:
@@ -174,6 +186,8 @@ def grouping_sets(select: exp.Expr) -> tuple[exp.Select, ...]:
         return ()
     if any(group.args.get(a) for a in group.args if a != "expressions"):
         raise _refuse("GROUP BY ALL or WITH ROLLUP cannot be read beside grouping sets")
+    if len(group.expressions) > MAX_KEYS:
+        raise _refuse(f"a GROUP BY with grouping sets takes at most {MAX_KEYS} terms")
     choices = [_sets_of(e, select) for e in group.expressions]
     _at_most(math.prod(len(c) for c in choices))
     # SQL's order; a set written twice is released twice, as DuckDB repeats its rows
