@@ -1,3 +1,5 @@
+# Over 400 lines: prepare, execute and release recurse through totals and grouping sets;
+# one module keeps that recursion in one place.
 """Prepare, execute and release one query: the pure steps of a job's path.
 
 ``prepare`` (pure): parse, check against the grants, rewrite; also what the
