@@ -40,6 +40,7 @@ from sandbox.query import bands
 from sandbox.query.closure import check_closed, check_writable
 from sandbox.query.column_rules import ColumnRules, quantile_of, refuse
 from sandbox.query.columns_expr import expand_columns
+from sandbox.query.filter_names import filters_read_columns
 from sandbox.query.join_rules import ENTITY_JOIN, check_joins, datasets_reached
 from sandbox.query.lineage import BaseColumn, Lineage
 from sandbox.query.negative_rules import base_columns, check_controls, wrote_star
@@ -152,9 +153,11 @@ def analyse(parsed: Parsed, access: Mapping[str, DatasetAccess]) -> Analysed:
                 "a key both classifications declare joinable",
             )
     schema = _schema(access)
+    expression = parsed.expression.copy()
+    filters_read_columns(expression, schema)
     try:
         root: exp.Expr = qualify(
-            parsed.expression.copy(),
+            expression,
             schema=cast("dict[str, object]", schema),
             dialect="duckdb",
             validate_qualify_columns=True,
