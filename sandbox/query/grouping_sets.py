@@ -25,6 +25,7 @@ import math
 from sqlglot import exp
 
 from sandbox.core.errors import QueryRefused
+from sandbox.query.nodes import output_name
 
 __all__ = ["GROUPING", "MAX_SETS", "RULE", "grouping_sets", "output_names", "stacked_order"]
 
@@ -108,15 +109,6 @@ def _unique(keys: list[exp.Expr]) -> list[exp.Expr]:
         if not any(_same(key, kept) for kept in out):
             out.append(key)
     return out
-
-
-def _output_name(output: exp.Expr) -> str:
-    """The name the query as written gives an output (as ``rewrite._output_names``)."""
-    if isinstance(output, exp.Alias):
-        return output.alias
-    if isinstance(output, exp.Column):
-        return output.name
-    return output.sql(dialect="duckdb")
 
 
 def _same(node: exp.Expr, key: exp.Expr) -> bool:
@@ -206,7 +198,7 @@ def output_names(select: exp.Expr) -> list[str]:
     names a query's outputs (alias, column, or text; a repeated name gets ``_``)."""
     names: list[str] = []
     for output in select.expressions if isinstance(select, exp.Select) else []:
-        name = _output_name(output)
+        name = output_name(output)
         while name in names:
             name += "_"
         names.append(name)
@@ -224,7 +216,7 @@ def stacked_order(select: exp.Expr, names: list[str]) -> str:
         return ""
     outputs = select.expressions
     by_text = {o.unalias().sql(): names[i] for i, o in enumerate(outputs) if i < len(names)}
-    by_name = {_output_name(o).lower(): names[i] for i, o in enumerate(outputs) if i < len(names)}
+    by_name = {output_name(o).lower(): names[i] for i, o in enumerate(outputs) if i < len(names)}
     parts = []
     order = select.args.get("order")
     if order is not None:

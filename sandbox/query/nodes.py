@@ -47,6 +47,7 @@ __all__ = [
     "comparison_operands",
     "extra_arguments",
     "monotone_column",
+    "output_name",
     "row_source",
 ]
 
@@ -346,3 +347,13 @@ def closure_refusal(node: exp.Expr, root: exp.Expr, describe: str) -> QueryRefus
             rule="guard.row_value",
         )
     return QueryRefused(f"{describe} is not supported by the guard", rule="guard.unsupported")
+
+
+def output_name(projection: exp.Expr) -> str:
+    """The name an output is released under, as the operator wrote it: its alias, its
+    column, or its SQL text."""
+    if isinstance(projection, exp.Alias):
+        return projection.alias
+    if isinstance(projection, exp.Column):
+        return projection.name
+    return projection.sql(dialect="duckdb")

@@ -45,6 +45,7 @@ from sandbox.query.entity_caps import (
 )
 from sandbox.query.guard import QUANTILES, Checked, entity_dataset, first_source, quantile_of
 from sandbox.query.joined import check_budget_joins, entity_in, joined_datasets
+from sandbox.query.nodes import output_name
 from sandbox.query.normalize import MAX_OFFSET
 from sandbox.query.release_filter import FilterSpec, filter_spec
 from sandbox.query.rollup import STAGE
@@ -936,12 +937,7 @@ def _output_names(checked: Checked) -> list[str]:
     remaining = iter(plain)
     for out in final.expressions:
         proj = out if out.meta.get(EXPANDED) else next(remaining)
-        if isinstance(proj, exp.Alias):
-            name = proj.alias
-        elif isinstance(proj, exp.Column):
-            name = proj.name
-        else:
-            name = proj.sql(dialect="duckdb")
+        name = output_name(proj)
         while name in names:
             name += "_"
         names.append(name)
