@@ -28,3 +28,6 @@ class DatasetAccess:
     #: verified unique and never NULL there (``sandbox.enclave.entity_rows``), so each
     #: (group, entity) cell is one row and the per-entity stage can be skipped.
     entity_is_row: bool = False
+    #: The enclave holds this version's rows ranked within each entity at registration
+    #: (``sandbox.enclave.ranked_rows``): a query the ranks suit caps without a window.
+    ranked: bool = False

@@ -140,6 +140,9 @@ class Contribution:
     max_rows_per_entity: int
     max_groups_per_entity: int
     max_total_rows_per_entity: int | None = None
+    #: ``caps_at = "registration"``: each entity's rows are ranked once when the table
+    #: is registered (``sandbox.enclave.ranked_rows``), for queries that can use them.
+    ranked: bool = False
 
     def narrowed(
         self, max_rows_per_entity: int | None = None, max_groups_per_entity: int | None = None
@@ -150,15 +153,18 @@ class Contribution:
             rows if max_rows_per_entity is None else min(rows, max_rows_per_entity),
             groups if max_groups_per_entity is None else min(groups, max_groups_per_entity),
             self.max_total_rows_per_entity,
+            self.ranked,
         )
 
-    def to_dict(self) -> dict[str, int]:
-        out = {
+    def to_dict(self) -> dict[str, int | str]:
+        out: dict[str, int | str] = {
             "max_rows_per_entity": self.max_rows_per_entity,
             "max_groups_per_entity": self.max_groups_per_entity,
         }
         if self.max_total_rows_per_entity is not None:  # absent: the digest it had before T
             out["max_total_rows_per_entity"] = self.max_total_rows_per_entity
+        if self.ranked:  # absent: the digest it had before ranks
+            out["caps_at"] = "registration"
         return out
 
 
@@ -280,6 +286,7 @@ def parse_classification(
                 bounds.max_rows_per_entity,
                 bounds.max_groups_per_entity,
                 bounds.max_total_rows_per_entity,
+                ranked=bounds.caps_at == "registration",
             )
     if problems or dataset is None:
         raise ClassificationError(

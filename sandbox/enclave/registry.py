@@ -8,8 +8,9 @@ Order of effects, chosen so that a failure leaves nothing half-done:
    one of ``ingest_concurrency`` turns on the host, while queries go on: the enclave's
    writer is not taken yet;
 3. inside one DuckDB transaction, under the writer, the connector replaces the table
-   (from the finished file) and the loaded schema is checked against the
-   classification; any error rolls back, so the previous version (or nothing) stays.
+   (from the finished file), its schema is checked against the classification and its
+   ranked copy written (:mod:`~sandbox.enclave.ranked_rows`); any error rolls back, so
+   the previous version (or nothing) stays.
    On the host console the server processes of the same home are asked to let go of
    the enclave first (:func:`~sandbox.enclave.shared.exclusive_with_servers`), so a
    ``sandbox dataset register`` works while the server runs, with the same short pause;
@@ -37,7 +38,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,14 +61,14 @@ from sandbox.enclave.enclave import Enclave
 from sandbox.enclave.entity_hashes import check_entity_hashes
 from sandbox.enclave.quality import measure_quality
 from sandbox.enclave.quality_math import report_sha256
+from sandbox.enclave.ranked_rows import build_ranked
 from sandbox.enclave.shared import SharedEnclave, exclusive_with_servers
 from sandbox.enclave.warehouse import publish, remove_version, write_staged
 
 __all__ = ["ENGINES", "Registration", "check_engine", "register_dataset", "schema_sha256"]
 
+#: Where a registered dataset's rows live: the enclave file, or Spark's Parquet warehouse.
 ENGINES = ("duckdb", "spark")
-"""Where a registered dataset's rows live: the DuckDB enclave file, or the Parquet warehouse
-that the Spark engine reads."""
 
 _EXPORT_BATCH_ROWS = 65_536
 
@@ -149,11 +150,9 @@ def _workdir(staging_dir: Path) -> Iterator[Path]:
     work.mkdir(parents=True, exist_ok=True)
     now = time.time()
     for old in work.iterdir():  # left by a process killed mid-registration
-        try:
+        with suppress(OSError):
             if now - old.stat().st_mtime > WORK_TTL_S:
                 shutil.rmtree(old, ignore_errors=True)
-        except OSError:
-            pass
     path = work / uuid.uuid4().hex
     path.mkdir(mode=0o700)
     try:
@@ -235,6 +234,7 @@ def _load_locked(
             typed = validate_against_schema(spec, schema)
             (row_count,) = con.execute(f"SELECT count(*) FROM {_quoted(spec)}").fetchone() or (0,)
             check_entity_hashes(con, _quoted(spec), spec.entity_key)
+            build_ranked(con, typed, _quoted(spec), in_enclave=engine == ENGINES[0])
             quality = measure_quality(con, typed, k=k, evaluated_at=now_rfc3339())
             with control.begin() as cp:
                 previous = cp.execute(

@@ -102,8 +102,12 @@ def current_slot() -> JobSlot | None:
 
 
 @contextmanager
-def job_slot(slot: JobSlot) -> Iterator[JobSlot]:
-    """Run the enclosed query as the job of ``slot`` (this thread / context only)."""
+def job_slot(slot: JobSlot | None) -> Iterator[JobSlot | None]:
+    """Run the enclosed query as the job of ``slot`` (this thread / context only).
+
+    ``None``: the enclosed reads are no job's query (the planner's bookkeeping, such as
+    whether a version is ranked): a cancelled job does not stop them, and its progress
+    does not show them."""
     token = _SLOT.set(slot)
     try:
         yield slot

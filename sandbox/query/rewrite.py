@@ -27,6 +27,7 @@ from sqlglot.optimizer.scope import Scope
 
 from sandbox.core.access import DatasetAccess
 from sandbox.core.errors import QueryRefused
+from sandbox.enclave.ranked_rows import RANK, ranked_name
 from sandbox.query.cannot_raise import cannot_raise, column_types, split_and
 from sandbox.query.column_rules import is_entity_key
 from sandbox.query.columns_expr import EXPANDED
@@ -117,6 +118,10 @@ class Plan:
     #: The stats query has no per-entity stage (each cell is one row: ``one_row_per_cell``):
     #: its result holds only for the dataset version that fact was established on.
     one_stage: bool = False
+    #: The stats query reads the dataset's ranked copy (``sandbox.enclave.ranked_rows``):
+    #: one aggregate keeps each entity's rows ranked at most T, counts it where ranked at
+    #: most G (``_ranked_stats``).
+    ranked: bool = False
     #: A predicate stands without ``TRY`` because of its columns' types in the catalog
     #: (``cannot_raise``): it may run only on the dataset versions it was planned on.  Said
     #: for a plan's readers (tests); the service checks every run that way, typed or not
@@ -214,6 +219,10 @@ class _Stats:
         #: give where every (group, entity) cell is one row (``one_stage``); None once a
         #: statistic has no such form (a quantile's per-entity sample).
         self.direct: list[str] | None = []
+        #: Each statistic over a ranked copy's rows (``_ranked_stats``): (name, kind, its
+        #: per-group form without the rank's condition, the condition's kind); None once
+        #: one has no such form (a FILTER, a quantile's per-entity sample, an extreme).
+        self.ranked: list[tuple[str, str, str]] | None = []
 
     def _distinct(self, arg: exp.Distinct, entities: str) -> str:
         """``count(DISTINCT key)``: the entities column of the dataset whose key it is.
@@ -243,6 +252,7 @@ class _Stats:
         upper: float | None = None,
         cell: str | None = None,
         filtered: bool = False,
+        ranked: str | None = None,
     ) -> str:
         """One stats column: ``inner_sql`` per (group, entity), ``outer`` over it per group.
 
@@ -267,6 +277,12 @@ class _Stats:
         self.inner.append(exp.alias_(_written(inner_sql), name, quoted=True))
         quoted = f'"{name}"'
         self.outer.append(f'{outer.format(quoted)} AS "{name}"')
+        if self.ranked is not None:
+            form = ranked if kind == "entities" else direct
+            if form is None or kind in ("min", "max"):
+                self.ranked = None
+            else:
+                self.ranked.append((name, kind, form))
         if self.direct is not None:
             if outer == SUM and kind in ("entities", "rows", "count"):
                 # The two stages' sum of per-cell counts is a HUGEINT: the same type here.
@@ -286,6 +302,8 @@ class _Stats:
                 self.direct.append(f'max({value}, 2){where} AS "{top}"')
             self.stats.append(Stat(top, "top2", lower, upper, of=name))
             self.tops[name] = (top, magnitude)
+            if self.ranked is not None:  # dominance is not applied under a budget
+                self.ranked.append((top, "top2", ""))
         return name
 
     def joined_stats(self, j: int) -> tuple[list[str], list[Stat]]:
@@ -377,6 +395,7 @@ class _Stats:
         self.inner.append(exp.alias_(_written(inner), column, quoted=True))
         self.outer.append(f'list_aggregate(flatten(list("{column}")), \'histogram\') AS "{column}"')
         self.direct = None  # its sample is chosen per entity: two stages always
+        self.ranked = None
         self.stats.append(Stat(column, "quantile", lo, hi, cell=cell, q=q))
         return column
 
@@ -393,6 +412,7 @@ class _Stats:
             f"(count({sql}){where} > 0)::BIGINT",
             SUM,
             direct=f"count({sql}){where}",
+            ranked=None if where else f"({sql}) IS NOT NULL",
         )
         within = self.seen.get("distinct" + tag) if where else None  # the FILTER's cell
         if within is not None:
@@ -451,6 +471,8 @@ class _Stats:
             node = node.this
         arg = node.this
         tag = f"|{filter_sql}"
+        if filter_sql:  # the ranks are global: a FILTER keeps a heavy entity's fewer rows
+            self.ranked = None
         # The entities a FILTER keeps (0 or 1 per entity and group): its cells' k filter.
         cell = (
             self._add(
@@ -779,6 +801,21 @@ def build_plan(
                 one += f" HAVING count(*) >= {k}"
         stats_sql = f"WITH {', '.join(ctes)} {one}" if ctes else one
         return plan(stats_sql=stats_sql, stats=list(stats.stats), one_stage=True)
+    if total is not None and not entities and _reads_ranks(checked, access, stats, portable):
+        assert bounds is not None  # a total exists only under a budget
+        _alias, table = first_source(checked.final_scope)
+        alias = table.alias_or_name  # type: ignore[union-attr]
+        spec = access[checked.primary].spec
+        inner.set("expressions", inner.expressions[: len(checked.keys)])
+        for form in _ranked_stats(stats, bounds, f'"{alias}"."{RANK}"'):
+            inner.append("expressions", _written(form))
+        inner.set("from_", exp.From(this=exp.maybe_parse(f'{ranked_name(spec)} AS "{alias}"')))
+        within = max(bounds.max_groups_per_entity, total)
+        ranked_sql = inner.sql(dialect="duckdb", copy=False)
+        ranked_sql += f' WHERE "{alias}"."{RANK}" <= {within} GROUP BY ' + ", ".join(group_cols)
+        ranked_sql += f" HAVING count(*) >= {k}"  # rows: at least its entities (as below)
+        stats_sql = f"WITH {', '.join(ctes)} {ranked_sql}" if ctes else ranked_sql
+        return plan(stats_sql=stats_sql, stats=list(stats.stats), ranked=True)
     if bounds is None:
         ctes.append(f"__sbx_pe AS ({inner_sql})")
     elif not cap_can_bind(group_cols, bounds.max_groups_per_entity):
@@ -853,6 +890,70 @@ def build_plan(
     return plan(stats_sql=stats_sql, stats=all_stats)
 
 
+def _reads_ranks(
+    checked: Checked, access: Mapping[str, DatasetAccess], stats: _Stats, portable: bool
+) -> bool:
+    """Whether the stats can be read off the dataset's ranked copy (``_ranked_stats``).
+
+    Only where the final SELECT reads one dataset straight from its table (no join, no
+    derived table) whose version the enclave holds ranked (``DatasetAccess.ranked``),
+    with no WHERE and no FILTER, and every statistic has a ranked form.  The ranks are
+    over all of an entity's rows: a filter would keep fewer rows of an entity with more
+    than ``G`` (or ``T``) rows than the per-query caps do, so those queries cap per
+    query.  ``T`` (binding) is at most ``C`` (``release.with_total`` then makes them
+    equal): no group can hold more than ``C`` of an entity's ``T`` rows.
+    """
+    bounds = stats.bounds
+    final = checked.final_scope.expression
+    if portable or bounds is None or stats.ranked is None:
+        return False
+    total = bounds.max_total_rows_per_entity
+    if total is None or total > bounds.max_rows_per_entity:
+        return False
+    if final.args.get("where"):
+        return False
+    item = _straight_from_table(checked, access)
+    return item is not None and item.ranked
+
+
+def _ranked_stats(stats: _Stats, bounds: ContributionBounds, rank: str) -> list[str]:
+    """The stats columns over a ranked copy's rows, each entity's rows ranked ``rank``.
+
+    An entity counts (``entities``) in the groups of its rows ranked at most ``G``: at
+    most ``G`` groups, once in each.  Its row statistics (``rows``, ``count``, ``sum``,
+    ``sumsq``, ``distinct``) are over its rows ranked at most ``T``: at most ``T`` rows
+    in all, and (``T ≤ C``) at most ``C`` in a group.  Those are the sensitivities of
+    the per-query caps (``entity_caps.total_cap``), and a group exists where an entity
+    keeps a row either way: at most ``max(G, T)`` groups alone, each with at most
+    ``min(C, T)`` of its rows.  A measure's presence cell that a count of the same values
+    stands in for under a budget (``disclosure._counted_cells``) is not read there: NULL,
+    which spares a second distinct count.  ``top2`` is read only without a budget: NULL.
+    """
+    g, t = bounds.max_groups_per_entity, bounds.max_total_rows_per_entity
+    assert stats.ranked is not None and t is not None
+    entity = stats.entity_sql
+    shown = {s.name for s in stats.stats if s.shown}
+    counted = {s.cell for s in stats.stats if s.kind in ("count", "rows")} - {None, ENTITIES}
+
+    def entities(kept: str) -> str:
+        return f"CAST(count(DISTINCT {entity}) FILTER (WHERE {kept}) AS HUGEINT)"
+
+    out = [f'{entities(f"{rank} <= {g}")} AS "{ENTITIES}"']
+    for name, kind, form in stats.ranked:
+        if kind == "top2":
+            out.append(f'CAST(NULL AS DOUBLE[]) AS "{name}"')
+        elif kind == "entities" and name in counted and name not in shown:
+            out.append(f'CAST(NULL AS HUGEINT) AS "{name}"')
+        elif kind == "entities":
+            out.append(f'{entities(f"{rank} <= {g} AND {form}")} AS "{name}"')
+        else:
+            agg = f"{form} FILTER (WHERE {rank} <= {t})"
+            if kind in ("rows", "count"):
+                agg = f"CAST({agg} AS HUGEINT)"
+            out.append(f'{agg} AS "{name}"')
+    return out
+
+
 def one_row_per_cell(checked: Checked, access: Mapping[str, DatasetAccess]) -> bool:
     """Whether each (group, entity) cell of the query is one row of its dataset.
 
@@ -861,14 +962,21 @@ def one_row_per_cell(checked: Checked, access: Mapping[str, DatasetAccess]) -> b
     (``DatasetAccess.entity_is_row``: the entity key verified unique and never NULL in
     the version read): a row is one entity and lies in one group.
     """
-    final = checked.final_scope.expression
-    if final.args.get("joins"):
-        return False
+    item = _straight_from_table(checked, access)
+    return item is not None and item.entity_is_row
+
+
+def _straight_from_table(
+    checked: Checked, access: Mapping[str, DatasetAccess]
+) -> DatasetAccess | None:
+    """The dataset the final SELECT reads straight from its table, with no join; None if
+    it reads a derived table or a CTE, or joins."""
+    if checked.final_scope.expression.args.get("joins"):
+        return None
     _alias, source = first_source(checked.final_scope)
     if not isinstance(source, exp.Table) or entity_dataset(checked.final_scope) != checked.primary:
-        return False
-    item = access.get(checked.primary)
-    return item is not None and item.entity_is_row
+        return None
+    return access.get(checked.primary)
 
 
 def _portable_kinds(checked: Checked, access: Mapping[str, DatasetAccess]) -> list[str]:

@@ -70,6 +70,8 @@ from sandbox.core.wording import counted
 from sandbox.enclave.catalog import DatasetRecord
 from sandbox.enclave.enclave import limits_failure
 from sandbox.enclave.entity_rows import entity_is_row
+from sandbox.enclave.ranked_rows import declares_ranks, ranked_rows_present
+from sandbox.enclave.shared import job_slot
 from sandbox.engines.base import DEFAULT_ENGINE, engine_of
 from sandbox.platform import Platform
 from sandbox.query.accountant import per_query_epsilon
@@ -171,8 +173,9 @@ class QueryService:
         self._release_db = release_database()
         self._plans = PlanCache(platform.settings.plan_cache_size)
         #: (dataset, version) -> whether each of its rows is a distinct entity
-        #: (``sandbox.enclave.entity_rows``); established once per version and process.
-        self._entity_rows: dict[tuple[str, int], bool] = {}
+        #: (``sandbox.enclave.entity_rows``), and ("ranked", dataset, version) -> whether
+        #: its ranked copy is there; established once per version and process.
+        self._entity_rows: dict[tuple[object, ...], bool] = {}
         #: Bounds drawn from the data of datasets that declare none (one DP quantile each).
         self._data_bounds = DataBounds(
             platform, source=noise if isinstance(noise, ExactNoise) else None
@@ -237,8 +240,27 @@ class QueryService:
                 frozenset(c.lower() for c in grant.groupable),
                 controls[grant.dataset],
                 entity_is_row=self._entity_is_row(record),
+                ranked=self._ranked(record),
             )
         return access
+
+    def _ranked(self, record: DatasetRecord) -> bool:
+        """Whether the enclave holds the record's version ranked within each entity.
+
+        Looked up once per version, as :meth:`_entity_is_row`; a run's version check
+        refuses a plan whose dataset was replaced since (the copy is replaced with it).
+        """
+        if not declares_ranks(record.spec) or record.engine != DEFAULT_ENGINE:
+            return False
+        key = ("ranked", record.id, record.version)
+        found = self._entity_rows.get(key)
+        if found is None:
+            # Bookkeeping, not the job's query: a cancelled job is stopped (and charged)
+            # at its query, as before the lookup existed.
+            with job_slot(None), self.platform.enclave.cursor() as cursor:
+                found = ranked_rows_present(cursor, record.spec)
+            self._entity_rows[key] = found
+        return found
 
     def _entity_is_row(self, record: DatasetRecord) -> bool:
         """Whether each row of the record's version is a distinct entity (DuckDB only).
@@ -252,7 +274,8 @@ class QueryService:
         key = (record.id, record.version)
         found = self._entity_rows.get(key)
         if found is None:
-            found = entity_is_row(self.platform.enclave, record.spec)
+            with job_slot(None):  # bookkeeping, as in _ranked
+                found = entity_is_row(self.platform.enclave, record.spec)
             self._entity_rows[key] = found
         return found
 

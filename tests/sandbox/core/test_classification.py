@@ -377,9 +377,10 @@ def test_bounds_are_accepted_exactly_when_finite_and_low_below_high(
 # (quality) declared update_frequency, one_row_per_entity and values in the files; without
 # them the earlier digests hold (_without_quality_keys).  Issue 14 then declared
 # values_per_entity on three claims columns; without it health.claims keeps 2223b4d8…
-# (PRE_VALUES_PER_ENTITY_DIGEST).
+# (PRE_VALUES_PER_ENTITY_DIGEST).  Issue 14 then declared caps_at = "registration" for
+# health.claims; without it the file keeps 7eb18be3… (PRE_RANKS_DIGEST).
 DEMO_DIGESTS = {
-    "health.claims": "7eb18be3c27fa4fe555ba33bc1bddfcbfa36f49d87ba67493dbf6579af6a1602",
+    "health.claims": "373c4eaa8adcf4fcdbe877a0220dacb49731fefeed1ab2c03ac47e5bfbd65b89",
     "market.enterprises": "c4c6c1a7273c218b2fda865848260c1491f27ec178bc26c7425764e11c6337a2",
     "hrss.social_insurance": "81306f9a62f5398dc5d230ede1dbfbdd70821b29fa6dd1505e4ff8b3c955c26c",
     "transport.trips": "3274cd4d702a607a8d5b7550c7b26d7ef93f1baf73ae2f4499ccb9a0a07b97f3",
@@ -390,6 +391,7 @@ PRE_CONTRIBUTION_DIGESTS = {
     "hrss.social_insurance": "83943b36fd75db1fa2a53124c54d9d316120909ed466e1c8d83bf39ab13fe42b",
     "transport.trips": "8428c503de9e35098bd578802cad40603cc0acea8c5ad1fde75cd6e2c14506a4",
 }
+PRE_RANKS_DIGEST = "7eb18be3c27fa4fe555ba33bc1bddfcbfa36f49d87ba67493dbf6579af6a1602"
 PRE_TOTAL_DIGEST = "8541d6defa32b8e02eb21e376a316c137c4da0da95891b6ba6f6648e51c70952"
 PRE_VALUES_PER_ENTITY_DIGEST = "2223b4d8c4f3baf7fed4bd7f2e871656a1f3efe30ac3c754262a0d4c25eac777"
 OLD_DEMO_DIGESTS = {
@@ -414,9 +416,14 @@ def _without_quality_keys(text: str) -> str:
     return "".join(x for x in text.splitlines(keepends=True) if not x.startswith(keys))
 
 
+def _without_ranks(text: str) -> str:
+    """A demo file as it was before ``caps_at = "registration"`` was declared."""
+    return "".join(x for x in text.splitlines(keepends=True) if not x.startswith("caps_at = "))
+
+
 def _without_total(text: str) -> str:
     """A demo file as it was before T (``max_total_rows_per_entity``) was declared."""
-    lines = text.splitlines(keepends=True)
+    lines = _without_ranks(text).splitlines(keepends=True)
     return "".join(x for x in lines if not x.startswith("max_total_rows_per_entity = "))
 
 
@@ -424,6 +431,14 @@ def _without_values_per_entity(text: str) -> str:
     """A demo file as it was before values_per_entity (and T, later) was declared."""
     lines = _without_total(text).splitlines(keepends=True)
     return "".join(x for x in lines if not x.startswith("values_per_entity = "))
+
+
+def test_a_file_without_caps_at_keeps_its_digest() -> None:
+    text = (ROOT / "sandbox/enclave/demo/health.claims.toml").read_text("utf-8")
+    old = parse_classification(_without_ranks(text))
+    assert old.contribution is not None and not old.contribution.ranked
+    assert old.sha256() == PRE_RANKS_DIGEST != DEMO_DIGESTS["health.claims"]
+    assert demo_spec("health.claims").contribution.ranked  # type: ignore[union-attr]
 
 
 def test_a_file_without_t_keeps_its_digest() -> None:

@@ -1,0 +1,114 @@
+"""Each entity's rows ranked once, at registration: the caps a query need not compute.
+
+Where a classification declares ``caps_at = "registration"`` (``[contribution]``), the
+registration writes beside the dataset's table a copy of its rows with an entity key,
+each with its rank among its entity's rows (:data:`RANK`: 1, 2, … in the order of a
+hash of the row's values).  A query with a budget that reads the table straight, with
+no WHERE or FILTER, then keeps each entity's rows ranked at most ``T`` and counts the
+entity in the groups of its rows ranked at most ``G`` with one plain aggregate
+(``sandbox.query.rewrite``, "ranked"), not the per-entity stage and window of
+``query.entity_caps`` (about twice the plain query's time on W1).
+
+The rank of a row depends on its own entity's rows only (the window is partitioned by
+the entity key and ordered by the row's hash): adding or removing one entity leaves
+every other entity's ranks as they were, which is what the caps' sensitivity needs.
+Two rows of one entity with equal hashes are equal rows (or collide, about n² / 2^65
+for an entity's n rows): either order keeps the same values.  The copy is written in the
+registration's transaction, so it is of the same version as the table; a version
+registered without the declaration drops it, and a reclassification that changes the
+entity key finds none (the copy is named by its key).  It doubles the dataset's storage in the
+enclave file (``docs/operations.md``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sandbox.core.classification import DatasetSpec
+
+__all__ = ["RANK", "SCHEMA", "build_ranked", "declares_ranks", "ranked_name", "ranked_rows_present"]
+
+#: The schema of the ranked copies (no dataset's domain can be named so: a dataset id
+#: starts with a letter, ``classification_file.DATASET_ID``).
+SCHEMA = "__sbx_ranked"
+#: The rank column of a ranked copy.
+RANK = "__sbx_rank"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _table_name(spec: DatasetSpec) -> str:
+    """``<dataset>:<entity key>``: a reclassification that names another entity key
+    (``sandbox.reclassify``, which leaves the table alone) finds no copy ranked by it."""
+    return f"{spec.id}:{spec.entity_key.lower()}"
+
+
+def ranked_name(spec: DatasetSpec) -> str:
+    """The quoted name of the dataset's ranked copy (by its entity key)."""
+    return f"{_ident(SCHEMA)}.{_ident(_table_name(spec))}"
+
+
+def declares_ranks(spec: DatasetSpec) -> bool:
+    return spec.contribution is not None and spec.contribution.ranked
+
+
+def build_ranked(con: Any, spec: DatasetSpec, table: str, *, in_enclave: bool = True) -> None:
+    """Write (or drop) the ranked copy of ``table`` (quoted) as ``spec`` declares.
+
+    Inside the registration's open transaction on ``con``.  ``in_enclave`` False: the
+    rows move to the Spark warehouse, whose queries cap per query (a copy of an earlier
+    version is dropped).
+    """
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {_ident(SCHEMA)}")
+    earlier = con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = ? AND starts_with(table_name, ?)",
+        [SCHEMA, f"{spec.id}:"],
+    ).fetchall()
+    for (name,) in earlier:  # an earlier version's, by whatever entity key it had
+        con.execute(f"DROP TABLE {_ident(SCHEMA)}.{_ident(name)}")
+    if not (in_enclave and declares_ranks(spec)):
+        return
+    key = _ident(spec.entity_key)
+    values = ", ".join(_ident(c.name) for c in spec.columns)
+    # One global order by (entity hash, row hash) and each entity's offset in it, rather
+    # than a window partitioned by entity: that one (payload or not) outgrew a 2 GB
+    # memory_limit at 10 M rows where nothing may spill (an encrypted enclave); this
+    # took 12.7 s there.  Registration has checked that entity keys' hashes never
+    # collide (``entity_hashes``), so the entity hash stands for the entity.
+    con.execute(
+        f"CREATE OR REPLACE TABLE {ranked_name(spec)} AS "
+        f"WITH s AS (SELECT rowid AS rid, hash({key}) AS he, hash({values}) AS h "
+        f"FROM {table} WHERE {key} IS NOT NULL), "
+        "n AS (SELECT he, count(*) AS c FROM s GROUP BY he), "
+        "o AS (SELECT he, sum(c) OVER (ORDER BY he ROWS BETWEEN UNBOUNDED PRECEDING AND "
+        "CURRENT ROW) - c AS off FROM n), "
+        f"r AS (SELECT rid, row_number() OVER (ORDER BY s.he, s.h) - o.off AS {_ident(RANK)} "
+        "FROM s JOIN o ON s.he = o.he) "
+        f"SELECT t.*, r.{_ident(RANK)} FROM {table} AS t JOIN r ON t.rowid = r.rid"
+    )
+
+
+def ranked_rows_present(cursor: Any, spec: DatasetSpec) -> bool:
+    """Whether the enclave holds the ranked copy of the table's current rows.
+
+    The copy and the table are written in one transaction; this checks that the copy
+    exists, has the rank column, and holds as many rows as the table has with a key
+    (an enclave written before ranks existed has none: its queries cap per query).
+    """
+    if not declares_ranks(spec):
+        return False
+    found = cursor.execute(
+        "SELECT count(*) FROM duckdb_columns() WHERE database_name = current_database() "
+        "AND schema_name = ? AND table_name = ? AND column_name = ?",
+        [SCHEMA, _table_name(spec), RANK],
+    ).fetchone()
+    if not found or not found[0]:
+        return False
+    key = _ident(spec.entity_key)
+    table = f"{_ident(spec.domain)}.{_ident(spec.table)}"
+    (ranked,) = cursor.execute(f"SELECT count(*) FROM {ranked_name(spec)}").fetchone()
+    (keyed,) = cursor.execute(f"SELECT count({key}) FROM {table}").fetchone()
+    return int(ranked) == int(keyed)

@@ -1,0 +1,377 @@
+"""Caps ranked at registration (docs/disclosure.md, "Caps ranked at registration").
+
+A dataset declaring ``caps_at = "registration"`` is copied at registration with each
+entity's rows ranked (``sandbox.enclave.ranked_rows``).  A query with a budget and no
+WHERE or FILTER then keeps each entity's rows ranked at most ``T`` and counts it in the
+groups of its rows ranked at most ``G`` (``rewrite._ranked_stats``).  These tests hold
+the real stats query on DuckDB to a Python reference over the copy's ranks, check that
+an entity's ranks depend on its own rows only, that removing one entity moves the
+statistics by no more than the sensitivities the noise is calibrated to, which queries
+take the ranked plan, and that the presence cells it leaves NULL change no release.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import replace
+from decimal import Decimal
+
+import duckdb
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sandbox.core.classification import parse_classification
+from sandbox.core.errors import ClassificationError, QueryRefused
+from sandbox.enclave.demo_data import demo_spec
+from sandbox.enclave.ranked_rows import RANK, build_ranked, ranked_name, ranked_rows_present
+from sandbox.query.disclosure import DisclosureParams
+from sandbox.query.guard import check_query
+from sandbox.query.noise import seeded_noise
+from sandbox.query.parse import parse_query
+from sandbox.query.release import prepare, release
+from sandbox.query.rewrite import ENTITIES, ContributionBounds, Plan, build_plan
+from tests.sandbox.query.test_guard import MAX_SQL_LENGTH, access
+from tests.sandbox.query.test_rewrite_cap import GROUPED, HIGH, LOW, Row
+
+CLAIMS = "health.claims"
+SPEC = demo_spec(CLAIMS)
+
+rows_strategy = st.lists(
+    st.tuples(
+        st.one_of(st.sampled_from(["P1", "P2", "P3"]), st.none()),
+        st.one_of(st.sampled_from(["A", "B", "C", "D", "E", "F"]), st.none()),
+        st.one_of(
+            st.decimals(min_value=-1_000, max_value=300_000, places=2, allow_nan=False),
+            st.none(),
+        ),
+    ),
+    max_size=50,
+)
+caps = st.tuples(
+    st.integers(min_value=2, max_value=5),  # G
+    st.integers(min_value=1, max_value=8),  # T (= C)
+)
+
+
+def _database(rows: list[Row], ids: list[int] | None = None) -> duckdb.DuckDBPyConnection:
+    """The demo claims' columns (the ranks hash them all), these rows' values in three;
+    ``ids``: each row's claim number (its position by default)."""
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA health")
+    columns = ", ".join(f'"{c.name}" {c.type or "VARCHAR"}' for c in SPEC.columns)
+    con.execute(f"CREATE TABLE health.claims ({columns})")
+    for i, (person, diagnosis, amount) in zip(ids or range(len(rows)), rows, strict=True):
+        con.execute(
+            "INSERT INTO health.claims (claim_id, person_id, diagnosis_code, claim_amount) "
+            "VALUES (?, ?, ?, ?)",
+            [f"C{i}", person, diagnosis, amount],
+        )
+    build_ranked(con, SPEC, "health.claims")
+    return con
+
+
+def _access(ranked: bool = True) -> dict:
+    grants = access()
+    grants[CLAIMS] = replace(grants[CLAIMS], ranked=ranked)
+    return grants
+
+
+def _plan(sql: str, bounds: ContributionBounds, ranked: bool = True) -> Plan:
+    grants = _access(ranked)
+    checked = check_query(parse_query(sql, max_length=MAX_SQL_LENGTH), grants)
+    return build_plan(checked, grants, bounds=bounds, k=1)
+
+
+def _bounds(g: int, t: int, c: int | None = None) -> ContributionBounds:
+    return ContributionBounds(
+        max_rows_per_entity=t if c is None else c,
+        max_groups_per_entity=g,
+        max_total_rows_per_entity=t,
+    )
+
+
+def _stats(con: duckdb.DuckDBPyConnection, g: int, t: int) -> dict:
+    plan = _plan(GROUPED, _bounds(g, t))
+    assert plan.ranked
+    kinds = {s.kind: s.name for s in plan.stats if s.kind in ("rows", "sum")}
+    return {
+        row[plan.keys[0]]: {
+            "entities": row[ENTITIES],
+            "rows": row[kinds["rows"]],
+            "sum": row[kinds["sum"]] or 0.0,
+        }
+        for row in con.sql(plan.stats_sql).to_arrow_table().to_pylist()
+    }
+
+
+def _reference(con: duckdb.DuckDBPyConnection, g: int, t: int) -> dict:
+    """Per group: entities with a row ranked ≤ G there; rows ranked ≤ T; their clamped sum."""
+    ranked = con.execute(
+        f"SELECT person_id, diagnosis_code, claim_amount, {RANK} FROM {ranked_name(SPEC)}"
+    ).fetchall()
+    out: dict[object, dict] = {}
+    counted: dict[object, set[str]] = defaultdict(set)
+    for person, key, amount, rank in ranked:
+        if rank > max(g, t):
+            continue
+        group = out.setdefault(key, {"entities": 0, "rows": 0, "sum": 0.0})
+        if rank <= g:
+            counted[key].add(person)
+        if rank <= t:
+            group["rows"] += 1
+            if amount is not None:
+                group["sum"] += min(HIGH, max(LOW, float(amount)))
+    for key, people in counted.items():
+        out[key]["entities"] = len(people)
+    return out
+
+
+def _ranks(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[str, int]]]:
+    found: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for person, claim, rank in con.execute(
+        f"SELECT person_id, claim_id, {RANK} FROM {ranked_name(SPEC)}"
+    ).fetchall():
+        found[person].append((claim, rank))
+    return found
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=rows_strategy, bounds=caps)
+def test_the_ranked_stats_equal_the_reference(rows: list[Row], bounds: tuple[int, int]) -> None:
+    con = _database(rows)
+    got, want = _stats(con, *bounds), _reference(con, *bounds)
+    assert got.keys() == want.keys()
+    for key, stats in want.items():
+        assert got[key]["entities"] == stats["entities"], key
+        assert got[key]["rows"] == stats["rows"], key
+        assert got[key]["sum"] == pytest.approx(stats["sum"], abs=1e-6), key
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=rows_strategy)
+def test_each_entity_is_ranked_one_to_n_by_its_own_rows(rows: list[Row]) -> None:
+    """Ranks are 1..n within each entity, no row without a key is copied, and removing
+    one entity leaves every other entity's ranks (claim by claim) as they were."""
+    con = _database(rows)
+    ranks = _ranks(con)
+    keyed = [r for r in rows if r[0] is not None]
+    assert sum(len(v) for v in ranks.values()) == len(keyed)
+    for person, ranked in ranks.items():
+        assert sorted(r for _, r in ranked) == list(range(1, len(ranked) + 1)), person
+    for who in list(ranks):
+        kept = [i for i, r in enumerate(rows) if r[0] != who]
+        after = _ranks(_database([rows[i] for i in kept], kept))
+        assert {p: sorted(v) for p, v in after.items()} == {
+            p: sorted(v) for p, v in ranks.items() if p != who
+        }
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=rows_strategy, bounds=caps, who=st.sampled_from(["P1", "P2", "P3"]))
+def test_one_entity_moves_rows_by_t_and_entities_by_g(
+    rows: list[Row], bounds: tuple[int, int], who: str
+) -> None:
+    """The per-query caps' sensitivities (test_total_cap) hold of the ranked plan."""
+    g, t = bounds
+    before = _stats(_database(rows), g, t)
+    kept = [i for i, r in enumerate(rows) if r[0] != who]  # the others' rows unchanged
+    after = _stats(_database([rows[i] for i in kept], kept), g, t)
+    zero = {"entities": 0, "rows": 0, "sum": 0.0}
+    groups = set(before) | set(after)
+    moved = {
+        kind: [abs(before.get(k, zero)[kind] - after.get(k, zero)[kind]) for k in groups]
+        for kind in ("entities", "rows", "sum")
+    }
+    assert sum(moved["entities"]) <= g
+    assert max(moved["entities"], default=0) <= 1
+    assert sum(moved["rows"]) <= t
+    assert sum(moved["sum"]) <= t * max(abs(LOW), abs(HIGH)) + 1e-6
+    vanished = set(before) ^ set(after)
+    assert len(vanished) <= max(g, t)
+    for key in vanished:
+        alone = before.get(key) or after.get(key) or zero
+        assert alone["entities"] <= 1 and alone["rows"] <= t
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        GROUPED,
+        "SELECT diagnosis_code, count(DISTINCT hospital_id) FROM health.claims GROUP BY 1",
+        "SELECT district, diagnosis_code, count(*), count(DISTINCT person_id), "
+        "avg(claim_amount) FROM health.claims c GROUP BY 1, 2",
+        "SELECT diagnosis_code, stddev(claim_amount) FROM health.claims GROUP BY 1",
+    ],
+)
+def test_plain_grouped_queries_read_the_ranks(sql: str) -> None:
+    plan = _plan(sql, _bounds(4, 9))
+    assert plan.ranked and "__sbx_ranked" in plan.stats_sql
+    assert "OVER" not in plan.stats_sql  # no window: the point of the ranks
+
+
+@pytest.mark.parametrize(
+    ("sql", "bounds", "ranked"),
+    [
+        # a filter keeps fewer rows of a heavy entity than the per-query caps
+        (
+            "SELECT diagnosis_code, count(*) FROM health.claims "
+            "WHERE diagnosis_code <> 'A' GROUP BY 1",
+            _bounds(4, 9),
+            True,
+        ),
+        (
+            "SELECT diagnosis_code, count(*) FILTER (WHERE claim_amount > 100) "
+            "FROM health.claims GROUP BY 1",
+            _bounds(4, 9),
+            True,
+        ),
+        # a quantile's per-entity sample
+        (
+            "SELECT diagnosis_code, median(claim_amount) FROM health.claims GROUP BY 1",
+            _bounds(4, 9),
+            True,
+        ),
+        # T above C: a group could hold more than C of the first T rows
+        (GROUPED, _bounds(4, 9, c=3), True),
+        # no T declared
+        (
+            GROUPED,
+            ContributionBounds(max_rows_per_entity=9, max_groups_per_entity=4),
+            True,
+        ),
+        # the version is not ranked in the enclave
+        (GROUPED, _bounds(4, 9), False),
+        # a join
+        (
+            "SELECT c.diagnosis_code, count(*) FROM health.claims c "
+            "JOIN health.claims d ON c.person_id = d.person_id GROUP BY 1",
+            _bounds(4, 9),
+            True,
+        ),
+    ],
+)
+def test_other_queries_cap_per_query(sql: str, bounds: ContributionBounds, ranked: bool) -> None:
+    try:
+        plan = _plan(sql, bounds, ranked=ranked)
+    except QueryRefused:
+        return  # refused for its own reasons: no plan reads the ranks either
+    assert not plan.ranked and "__sbx_ranked" not in plan.stats_sql
+
+
+def test_the_ranked_copy_is_no_dataset_an_operator_can_name() -> None:
+    for sql in (
+        'SELECT count(*) FROM "__sbx_ranked"."health.claims"',
+        "SELECT count(*) FROM __sbx_ranked.claims",
+    ):
+        with pytest.raises(QueryRefused):
+            check_query(parse_query(sql, max_length=MAX_SQL_LENGTH), _access())
+
+
+@settings(max_examples=30, deadline=None)
+@given(rows=rows_strategy, seed=st.integers(min_value=0, max_value=2**32 - 1))
+def test_presence_cells_left_null_change_no_release(rows: list[Row], seed: int) -> None:
+    """Under a budget a measure's presence cell with a count of the same values is never
+    read (``disclosure._counted_cells``): the ranked plan leaves it NULL.  The same stats
+    with those columns true or NULL release the same table under the same draws."""
+    con = _database(rows)
+    sql = (
+        "SELECT diagnosis_code, count(*), avg(claim_amount), sum(claim_amount) "
+        "FROM health.claims GROUP BY 1"
+    )
+    params = DisclosureParams(
+        k=2,
+        epsilon=1.0,
+        max_rows_per_entity=4,
+        max_groups_per_entity=3,
+        max_total_rows_per_entity=4,
+    )
+    prepared = prepare(sql, _access(), params, max_sql_length=MAX_SQL_LENGTH)
+    plan = prepared.plan
+    assert plan.ranked
+    nulled = [s.name for s in plan.stats if s.kind == "entities" and s.name != ENTITIES]
+    assert nulled and all(f'CAST(NULL AS HUGEINT) AS "{n}"' in plan.stats_sql for n in nulled)
+    table = con.sql(plan.stats_sql).to_arrow_table().sort_by([(plan.keys[0], "ascending")])
+    present = con.sql(
+        "SELECT diagnosis_code, count(DISTINCT person_id) FILTER "
+        f"(WHERE {RANK} <= 3 AND claim_amount IS NOT NULL) FROM {ranked_name(SPEC)} "
+        f"WHERE {RANK} <= 4 GROUP BY 1"
+    ).fetchall()
+    by_key = dict(present)
+    filled = table
+    for name in nulled:
+        values = [by_key[k] for k in table.column(plan.keys[0]).to_pylist()]
+        index = filled.schema.get_field_index(name)
+        column = pa.array(values).cast(filled.schema.field(name).type)
+        filled = filled.set_column(index, name, column)
+    one = release(table, prepared, noise=seeded_noise(seed)).table
+    two = release(filled, prepared, noise=seeded_noise(seed)).table
+    assert one.equals(two)
+
+
+def _classification(extra: str) -> str:
+    return f"""
+[dataset]
+id = "health.claims"
+entity_key = "person_id"
+
+[columns.person_id]
+level = "L4"
+role = "identifier"
+
+[columns.amount]
+level = "L2"
+role = "measure"
+bounds = [0, 100]
+
+[contribution]
+max_rows_per_entity = 4
+max_groups_per_entity = 2
+{extra}
+"""
+
+
+def test_caps_at_registration_is_declared_with_t_at_most_c() -> None:
+    spec = parse_classification(
+        _classification('max_total_rows_per_entity = 4\ncaps_at = "registration"'),
+        source_name="x.toml",
+    )
+    assert spec.contribution is not None and spec.contribution.ranked
+    assert spec.contribution.to_dict()["caps_at"] == "registration"
+    plain = parse_classification(
+        _classification("max_total_rows_per_entity = 4"), source_name="x.toml"
+    )
+    assert plain.contribution is not None and not plain.contribution.ranked
+    assert "caps_at" not in plain.contribution.to_dict()  # digests before ranks unchanged
+    for extra in (
+        'caps_at = "registration"',  # no T
+        'max_total_rows_per_entity = 5\ncaps_at = "registration"',  # T above C
+        'max_total_rows_per_entity = 4\ncaps_at = "never"',
+    ):
+        with pytest.raises(ClassificationError) as info:
+            parse_classification(_classification(extra), source_name="x.toml")
+        assert "caps_at" in info.value.message
+
+
+def test_the_copy_follows_the_declaration() -> None:
+    con = _database([("P1", "A", Decimal("1.00")), (None, "B", None)])
+    assert ranked_rows_present(con, SPEC)
+    assert con.execute(f"SELECT count(*) FROM {ranked_name(SPEC)}").fetchone() == (1,)
+    # a reclassification naming another entity key finds no copy ranked by that key
+    assert not ranked_rows_present(con, replace(SPEC, entity_key="hospital_id"))
+    build_ranked(con, replace(SPEC, entity_key="hospital_id"), "health.claims")
+    assert not ranked_rows_present(con, SPEC)  # replaced, not kept beside it
+    assert con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = '__sbx_ranked'"
+    ).fetchone() == (1,)
+    build_ranked(con, SPEC, "health.claims")
+    assert ranked_rows_present(con, SPEC)
+    unranked = replace(SPEC, contribution=replace(SPEC.contribution, ranked=False))
+    build_ranked(con, unranked, "health.claims")
+    assert not ranked_rows_present(con, SPEC)
+    build_ranked(con, SPEC, "health.claims", in_enclave=False)  # Spark: caps per query
+    assert not ranked_rows_present(con, SPEC)
+    build_ranked(con, SPEC, "health.claims")
+    con.execute("INSERT INTO health.claims (claim_id, person_id) VALUES ('C9', 'P2')")
+    assert not ranked_rows_present(con, SPEC)  # not this table's rows: not used
