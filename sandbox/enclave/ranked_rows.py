@@ -4,13 +4,14 @@ Where a classification declares ``caps_at = "registration"`` (``[contribution]``
 registration writes beside the dataset's table a copy of its rows with an entity key,
 each with its rank among its entity's rows (:data:`RANK`: 1, 2, … in the order of a
 hash of the row's values).  A query with a budget that reads the table straight, with
-no WHERE or FILTER, then keeps each entity's rows ranked at most ``T`` and counts the
+no FILTER (and no WHERE but on columns of one value per entity), then keeps each
+entity's rows ranked at most ``T`` and counts the
 entity in the groups of its rows ranked at most ``G`` with one plain aggregate
 (``sandbox.query.rewrite``, "ranked"), not the per-entity stage and window of
 ``query.entity_caps`` (about twice the plain query's time on W1).
 
-The rank of a row depends on its own entity's rows only (the window is partitioned by
-the entity key and ordered by the row's hash): adding or removing one entity leaves
+The rank of a row depends on its own entity's rows only (its place among them in the
+order of the row's hash): adding or removing one entity leaves
 every other entity's ranks as they were, which is what the caps' sensitivity needs.
 Two rows of one entity with equal hashes are equal rows (or collide, about n² / 2^65
 for an entity's n rows): either order keeps the same values.  The copy is written in the

@@ -811,8 +811,10 @@ def build_plan(
             inner.append("expressions", _written(form))
         inner.set("from_", exp.From(this=exp.maybe_parse(f'{ranked_name(spec)} AS "{alias}"')))
         within = max(bounds.max_groups_per_entity, total)
-        ranked_sql = inner.sql(dialect="duckdb", copy=False)
-        ranked_sql += f' WHERE "{alias}"."{RANK}" <= {within} GROUP BY ' + ", ".join(group_cols)
+        kept = exp.maybe_parse(f'"{alias}"."{RANK}" <= {within}', dialect="duckdb")
+        where = inner.args.get("where")
+        inner.set("where", exp.Where(this=kept if where is None else exp.and_(where.this, kept)))
+        ranked_sql = inner.sql(dialect="duckdb", copy=False) + " GROUP BY " + ", ".join(group_cols)
         ranked_sql += f" HAVING count(*) >= {k}"  # rows: at least its entities (as below)
         stats_sql = f"WITH {', '.join(ctes)} {ranked_sql}" if ctes else ranked_sql
         return plan(stats_sql=stats_sql, stats=list(stats.stats), ranked=True)
@@ -897,11 +899,12 @@ def _reads_ranks(
 
     Only where the final SELECT reads one dataset straight from its table (no join, no
     derived table) whose version the enclave holds ranked (``DatasetAccess.ranked``),
-    with no WHERE and no FILTER, and every statistic has a ranked form.  The ranks are
-    over all of an entity's rows: a filter would keep fewer rows of an entity with more
-    than ``G`` (or ``T``) rows than the per-query caps do, so those queries cap per
-    query.  ``T`` (binding) is at most ``C`` (``release.with_total`` then makes them
-    equal): no group can hold more than ``C`` of an entity's ``T`` rows.
+    with no FILTER and no WHERE but on what is one value per entity (``_per_entity``),
+    and every statistic has a ranked form.  The ranks are over all of an entity's rows:
+    a filter on its rows would keep fewer rows of an entity with more than ``G`` (or
+    ``T``) rows than the per-query caps do, so those queries cap per query.  ``T``
+    (binding) is at most ``C`` (``release.with_total`` then makes them equal): no group
+    can hold more than ``C`` of an entity's ``T`` rows.
     """
     bounds = stats.bounds
     final = checked.final_scope.expression
@@ -910,10 +913,39 @@ def _reads_ranks(
     total = bounds.max_total_rows_per_entity
     if total is None or total > bounds.max_rows_per_entity:
         return False
-    if final.args.get("where"):
+    where = final.args.get("where")
+    if where is not None and not _per_entity(checked, access, where.this):
         return False
     item = _straight_from_table(checked, access)
     return item is not None and item.ranked
+
+
+def _per_entity(
+    checked: Checked, access: Mapping[str, DatasetAccess], predicate: exp.Expression
+) -> bool:
+    """Whether ``predicate`` reads only what is one value per entity, as declared: the
+    entity key, and columns whose ``values_per_entity`` is 1 (a person's district).
+
+    Such a WHERE keeps all of an entity's rows or none, so its ranks among the rows kept
+    are its ranks (the per-query caps would keep the same).  A false declaration costs
+    rows, never privacy: any filter keeps at most ``T`` rows ranked within ``T`` per
+    entity, in at most ``G`` groups for those within ``G``."""
+    try:
+        bases = checked.lineage.of_expression(predicate, checked.final_scope).bases
+    except QueryRefused:
+        return False
+    for base in bases:
+        item = access.get(base.dataset)
+        if item is None or base.dataset != checked.primary:
+            return False
+        if base.column.lower() == item.spec.entity_key.lower():
+            continue
+        try:
+            if item.spec.column(base.column).values_per_entity != 1:
+                return False
+        except KeyError:
+            return False
+    return True
 
 
 def _ranked_stats(stats: _Stats, bounds: ContributionBounds, rank: str) -> list[str]:

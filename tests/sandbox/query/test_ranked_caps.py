@@ -63,10 +63,11 @@ def _database(rows: list[Row], ids: list[int] | None = None) -> duckdb.DuckDBPyC
     columns = ", ".join(f'"{c.name}" {c.type or "VARCHAR"}' for c in SPEC.columns)
     con.execute(f"CREATE TABLE health.claims ({columns})")
     for i, (person, diagnosis, amount) in zip(ids or range(len(rows)), rows, strict=True):
+        district = None if person is None else "D0" + person[1:]  # one per person, as declared
         con.execute(
-            "INSERT INTO health.claims (claim_id, person_id, diagnosis_code, claim_amount) "
-            "VALUES (?, ?, ?, ?)",
-            [f"C{i}", person, diagnosis, amount],
+            "INSERT INTO health.claims (claim_id, person_id, district, diagnosis_code, "
+            "claim_amount) VALUES (?, ?, ?, ?, ?)",
+            [f"C{i}", person, district, diagnosis, amount],
         )
     build_ranked(con, SPEC, "health.claims")
     return con
@@ -92,8 +93,12 @@ def _bounds(g: int, t: int, c: int | None = None) -> ContributionBounds:
     )
 
 
-def _stats(con: duckdb.DuckDBPyConnection, g: int, t: int) -> dict:
-    plan = _plan(GROUPED, _bounds(g, t))
+#: A WHERE on what is one value per person (district, declared values_per_entity = 1).
+IN_D01_D03 = GROUPED.replace(" GROUP BY", " WHERE district <> 'D02' GROUP BY")
+
+
+def _stats(con: duckdb.DuckDBPyConnection, g: int, t: int, sql: str = GROUPED) -> dict:
+    plan = _plan(sql, _bounds(g, t))
     assert plan.ranked
     kinds = {s.kind: s.name for s in plan.stats if s.kind in ("rows", "sum")}
     return {
@@ -106,10 +111,13 @@ def _stats(con: duckdb.DuckDBPyConnection, g: int, t: int) -> dict:
     }
 
 
-def _reference(con: duckdb.DuckDBPyConnection, g: int, t: int) -> dict:
-    """Per group: entities with a row ranked ≤ G there; rows ranked ≤ T; their clamped sum."""
+def _reference(con: duckdb.DuckDBPyConnection, g: int, t: int, without: str | None = None) -> dict:
+    """Per group: entities with a row ranked ≤ G there; rows ranked ≤ T; their clamped sum
+    (``without``: that person's rows left out, as a WHERE on the district does)."""
     ranked = con.execute(
-        f"SELECT person_id, diagnosis_code, claim_amount, {RANK} FROM {ranked_name(SPEC)}"
+        f"SELECT person_id, diagnosis_code, claim_amount, {RANK} FROM {ranked_name(SPEC)} "
+        "WHERE person_id IS DISTINCT FROM ?",
+        [without],
     ).fetchall()
     out: dict[object, dict] = {}
     counted: dict[object, set[str]] = defaultdict(set)
@@ -142,6 +150,23 @@ def _ranks(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[str, int]]]:
 def test_the_ranked_stats_equal_the_reference(rows: list[Row], bounds: tuple[int, int]) -> None:
     con = _database(rows)
     got, want = _stats(con, *bounds), _reference(con, *bounds)
+    assert got.keys() == want.keys()
+    for key, stats in want.items():
+        assert got[key]["entities"] == stats["entities"], key
+        assert got[key]["rows"] == stats["rows"], key
+        assert got[key]["sum"] == pytest.approx(stats["sum"], abs=1e-6), key
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=rows_strategy, bounds=caps)
+def test_a_where_on_one_value_per_entity_keeps_the_ranks(
+    rows: list[Row], bounds: tuple[int, int]
+) -> None:
+    """``district <> 'D02'`` keeps all of a person's rows or none: the ranked plan gives
+    the reference without P2, whose rows the filter drops."""
+    con = _database(rows)
+    got = _stats(con, *bounds, sql=IN_D01_D03)
+    want = _reference(con, *bounds, without="P2")
     assert got.keys() == want.keys()
     for key, stats in want.items():
         assert got[key]["entities"] == stats["entities"], key
@@ -203,6 +228,9 @@ def test_one_entity_moves_rows_by_t_and_entities_by_g(
         "SELECT district, diagnosis_code, count(*), count(DISTINCT person_id), "
         "avg(claim_amount) FROM health.claims c GROUP BY 1, 2",
         "SELECT diagnosis_code, stddev(claim_amount) FROM health.claims GROUP BY 1",
+        IN_D01_D03,
+        "SELECT diagnosis_code, count(*) FROM health.claims "
+        "WHERE district = 'D01' AND gender = 'F' GROUP BY 1",
     ],
 )
 def test_plain_grouped_queries_read_the_ranks(sql: str) -> None:
@@ -215,6 +243,17 @@ def test_plain_grouped_queries_read_the_ranks(sql: str) -> None:
     ("sql", "bounds", "ranked"),
     [
         # a filter keeps fewer rows of a heavy entity than the per-query caps
+        (
+            "SELECT diagnosis_code, count(*) FROM health.claims "
+            "WHERE district = 'D01' AND hospital_id = 'H001' GROUP BY 1",
+            _bounds(4, 9),
+            True,
+        ),
+        (  # age is declared two values per person (a birthday in the year)
+            "SELECT diagnosis_code, count(*) FROM health.claims WHERE age >= 60 GROUP BY 1",
+            _bounds(4, 9),
+            True,
+        ),
         (
             "SELECT diagnosis_code, count(*) FROM health.claims "
             "WHERE diagnosis_code <> 'A' GROUP BY 1",
