@@ -811,7 +811,7 @@ def build_plan(
             inner.append("expressions", _written(form))
         inner.set("from_", exp.From(this=exp.maybe_parse(f'{ranked_name(spec)} AS "{alias}"')))
         within = max(bounds.max_groups_per_entity, total)
-        kept = exp.maybe_parse(f'"{alias}"."{RANK}" <= {within}', dialect="duckdb")
+        kept: exp.Expr = exp.maybe_parse(f'"{alias}"."{RANK}" <= {within}', dialect="duckdb")
         where = inner.args.get("where")
         inner.set("where", exp.Where(this=kept if where is None else exp.and_(where.this, kept)))
         ranked_sql = inner.sql(dialect="duckdb", copy=False) + " GROUP BY " + ", ".join(group_cols)
