@@ -378,12 +378,14 @@ def test_bounds_are_accepted_exactly_when_finite_and_low_below_high(
 # them the earlier digests hold (_without_quality_keys).  Issue 14 then declared
 # values_per_entity on three claims columns; without it health.claims keeps 2223b4d8…
 # (PRE_VALUES_PER_ENTITY_DIGEST).  Issue 14 then declared caps_at = "registration" for
-# health.claims; without it the file keeps 7eb18be3… (PRE_RANKS_DIGEST).
+# health.claims; without it the file keeps 7eb18be3… (PRE_RANKS_DIGEST).  transport.trips
+# then declared T = C = 15 and caps_at; with C = 12 and neither, it keeps 3274cd4d…
+# (PRE_TRIPS_TOTAL_DIGEST).
 DEMO_DIGESTS = {
     "health.claims": "373c4eaa8adcf4fcdbe877a0220dacb49731fefeed1ab2c03ac47e5bfbd65b89",
     "market.enterprises": "c4c6c1a7273c218b2fda865848260c1491f27ec178bc26c7425764e11c6337a2",
     "hrss.social_insurance": "81306f9a62f5398dc5d230ede1dbfbdd70821b29fa6dd1505e4ff8b3c955c26c",
-    "transport.trips": "3274cd4d702a607a8d5b7550c7b26d7ef93f1baf73ae2f4499ccb9a0a07b97f3",
+    "transport.trips": "37e8ea9e729d619b078d0ca3de80536a6ffa4e2ea60ee403659f7ed1caf88c30",
 }
 PRE_CONTRIBUTION_DIGESTS = {
     "health.claims": "67d46319939474f72aed5eb0ec24ed2053962bf7f4d298f2dccc02e3892b3611",
@@ -391,6 +393,7 @@ PRE_CONTRIBUTION_DIGESTS = {
     "hrss.social_insurance": "83943b36fd75db1fa2a53124c54d9d316120909ed466e1c8d83bf39ab13fe42b",
     "transport.trips": "8428c503de9e35098bd578802cad40603cc0acea8c5ad1fde75cd6e2c14506a4",
 }
+PRE_TRIPS_TOTAL_DIGEST = "3274cd4d702a607a8d5b7550c7b26d7ef93f1baf73ae2f4499ccb9a0a07b97f3"
 PRE_RANKS_DIGEST = "7eb18be3c27fa4fe555ba33bc1bddfcbfa36f49d87ba67493dbf6579af6a1602"
 PRE_TOTAL_DIGEST = "8541d6defa32b8e02eb21e376a316c137c4da0da95891b6ba6f6648e51c70952"
 PRE_VALUES_PER_ENTITY_DIGEST = "2223b4d8c4f3baf7fed4bd7f2e871656a1f3efe30ac3c754262a0d4c25eac777"
@@ -439,6 +442,15 @@ def test_a_file_without_caps_at_keeps_its_digest() -> None:
     assert old.contribution is not None and not old.contribution.ranked
     assert old.sha256() == PRE_RANKS_DIGEST != DEMO_DIGESTS["health.claims"]
     assert demo_spec("health.claims").contribution.ranked  # type: ignore[union-attr]
+
+
+def test_trips_without_t_and_ranks_keep_their_digest() -> None:
+    text = (ROOT / "sandbox/enclave/demo/transport.trips.toml").read_text("utf-8")
+    before = _without_total(text).replace("max_rows_per_entity = 15", "max_rows_per_entity = 12")
+    old = parse_classification(before)
+    assert old.sha256() == PRE_TRIPS_TOTAL_DIGEST != DEMO_DIGESTS["transport.trips"]
+    trips = demo_spec("transport.trips").contribution
+    assert trips is not None and trips.ranked and trips.max_total_rows_per_entity == 15
 
 
 def test_a_file_without_t_keeps_its_digest() -> None:
