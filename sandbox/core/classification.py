@@ -288,6 +288,14 @@ def parse_classification(
                 bounds.max_total_rows_per_entity,
                 ranked=bounds.caps_at == "registration",
             )
+    if contribution is not None and contribution.ranked:
+        # The ranked copy adds __sbx_rank and joins on DuckDB's rowid (enclave.ranked_rows).
+        reserved = [c.name for c in columns if c.name.lower() == "rowid" or c.name.startswith("__")]
+        if reserved:
+            problems.append(
+                'contribution.caps_at: "registration" ranks rows beside the columns, so no '
+                "column may be named rowid or start with __ (rename it in the source)"
+            )
     if problems or dataset is None:
         raise ClassificationError(
             f"{source_name}: " + "; ".join(problems), rule="classification.invalid"

@@ -27,7 +27,7 @@ from sqlglot.optimizer.scope import Scope
 
 from sandbox.core.access import DatasetAccess
 from sandbox.core.errors import QueryRefused
-from sandbox.enclave.ranked_rows import RANK, ranked_name
+from sandbox.enclave.ranked_rows import RANK, ranked_table
 from sandbox.query.cannot_raise import cannot_raise, column_types, split_and
 from sandbox.query.column_rules import is_entity_key
 from sandbox.query.columns_expr import EXPANDED
@@ -805,13 +805,18 @@ def build_plan(
         assert bounds is not None  # a total exists only under a budget
         _alias, table = first_source(checked.final_scope)
         alias = table.alias_or_name  # type: ignore[union-attr]
-        spec = access[checked.primary].spec
+        schema, copy = ranked_table(access[checked.primary].spec)
+        rank_column = exp.column(RANK, table=alias, quoted=True)
+        rank = rank_column.sql(dialect="duckdb")
         inner.set("expressions", inner.expressions[: len(checked.keys)])
-        for form in _ranked_stats(stats, bounds, f'"{alias}"."{RANK}"'):
+        for form in _ranked_stats(stats, bounds, rank):
             inner.append("expressions", _written(form))
-        inner.set("from_", exp.From(this=exp.maybe_parse(f'{ranked_name(spec)} AS "{alias}"')))
+        source = exp.table_(
+            copy, db=schema, alias=exp.to_identifier(alias, quoted=True), quoted=True
+        )
+        inner.set("from_", exp.From(this=source))
         within = max(bounds.max_groups_per_entity, total)
-        kept: exp.Expr = exp.maybe_parse(f'"{alias}"."{RANK}" <= {within}', dialect="duckdb")
+        kept = exp.LTE(this=rank_column, expression=exp.Literal.number(within))
         where = inner.args.get("where")
         inner.set("where", exp.Where(this=kept if where is None else exp.and_(where.this, kept)))
         ranked_sql = inner.sql(dialect="duckdb", copy=False) + " GROUP BY " + ", ".join(group_cols)

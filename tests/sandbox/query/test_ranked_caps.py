@@ -391,6 +391,14 @@ def test_caps_at_registration_is_declared_with_t_at_most_c() -> None:
         with pytest.raises(ClassificationError) as info:
             parse_classification(_classification(extra), source_name="x.toml")
         assert "caps_at" in info.value.message
+    ranked = _classification('max_total_rows_per_entity = 4\ncaps_at = "registration"')
+    for name in ("rowid", "ROWID", "__sbx_rank", "__other"):
+        # the copy adds __sbx_rank beside the columns and joins on DuckDB's rowid
+        text = ranked + f'\n[columns."{name}"]\nlevel = "L1"\nrole = "dimension"\n'
+        with pytest.raises(ClassificationError) as info:
+            parse_classification(text, source_name="x.toml")
+        assert "caps_at" in info.value.message and "rowid" in info.value.message
+        assert name not in info.value.message.replace("rowid", "")  # names the rule, not the column
 
 
 def test_the_copy_follows_the_declaration() -> None:
@@ -414,3 +422,33 @@ def test_the_copy_follows_the_declaration() -> None:
     build_ranked(con, SPEC, "health.claims")
     con.execute("INSERT INTO health.claims (claim_id, person_id) VALUES ('C9', 'P2')")
     assert not ranked_rows_present(con, SPEC)  # not this table's rows: not used
+
+
+def test_a_copy_with_a_repeated_or_missing_rank_is_refused() -> None:
+    """The registration's last check (``_check_ranks``): each entity's ranks distinct
+    from 1, every keyed row there; anything else rolls the registration back."""
+    from sandbox.core.errors import EnclaveError
+    from sandbox.enclave.ranked_rows import _check_ranks
+
+    con = duckdb.connect()
+    for ranks, keyed in (([1, 1], 2), ([0, 1], 2), ([1, 2], 3)):
+        con.execute(f"CREATE OR REPLACE TABLE c (person_id VARCHAR, {RANK} BIGINT)")
+        con.executemany("INSERT INTO c VALUES ('P1', ?)", [[r] for r in ranks])
+        with pytest.raises(EnclaveError) as info:
+            _check_ranks(con, "c", "person_id", keyed)
+        assert info.value.rule == "registry.ranks"
+    con.execute(f"CREATE OR REPLACE TABLE c (person_id VARCHAR, {RANK} BIGINT)")
+    con.executemany("INSERT INTO c VALUES (?, ?)", [["P1", 1], ["P1", 2], ["P2", 1]])
+    _check_ranks(con, "c", "person_id", 3)
+
+
+@pytest.mark.parametrize("alias", ['"a""b"', '"q"" OR true OR ""q"', "c"])
+def test_any_alias_the_guard_accepts_reads_the_copy(alias: str) -> None:
+    """The copy and its rank are written as quoted identifiers (helper's attack, December
+    2026: an alias holding a quote was pasted raw and failed to parse)."""
+    plan = _plan(
+        f"SELECT diagnosis_code, count(*) FROM health.claims AS {alias} GROUP BY 1", _bounds(4, 9)
+    )
+    assert plan.ranked
+    con = _database([("P1", "A", Decimal(1))] * 30)
+    assert con.sql(plan.stats_sql).fetchall() == [("A", 1, 9)]  # 9 of one person's 30 rows
