@@ -118,24 +118,35 @@ def build_ranked(con: Any, spec: DatasetSpec, table: str, *, in_enclave: bool = 
             f"SELECT {', '.join(f't.{n}' for n in names)}, r.{rank} "
             f"FROM {table} AS t JOIN r ON t.rowid = r.rid"
         )
-    _check_ranks(con, name, key, int(keyed))
+    copied = 0
+    for batch in range(batches):  # the check's distinct pairs, a batch at a time too
+        copied += _check_ranks(con, name, key, f"hash({key}) % {batches} = {batch}")
+    if copied != int(keyed):
+        raise _not_whole()
 
 
-def _check_ranks(con: Any, name: str, key: str, keyed: int) -> None:
-    """Refuse the registration unless the copy holds every keyed row once and each
-    entity's ranks are distinct whole numbers from 1: then no entity has more than ``k``
-    rows ranked at most ``k``, which is all the caps rely on."""
+def _not_whole() -> EnclaveError:
+    return EnclaveError(
+        "the ranked copy of the table did not come out whole (each entity's rows ranked "
+        "once from 1): the registration is rolled back",
+        rule="registry.ranks",
+    )
+
+
+def _check_ranks(con: Any, name: str, key: str, where: str = "true") -> int:
+    """The rows of the copy ``where`` holds; refused unless each entity's ranks there are
+    distinct whole numbers from 1: then no entity has more than ``k`` rows ranked at
+    most ``k``, which is all the caps rely on (the caller checks every keyed row is
+    there)."""
     rank = _ident(RANK)
     rows, low, pairs = con.execute(
         f"SELECT count(*), min({rank}), "
-        f"count(DISTINCT (hash({key})::UHUGEINT << 32) | {rank}::UHUGEINT) FROM {name}"
+        f"count(DISTINCT (hash({key})::UHUGEINT << 32) | {rank}::UHUGEINT) FROM {name} "
+        f"WHERE {where}"
     ).fetchall()[0]
-    if int(rows) != keyed or (rows and (int(low) < 1 or int(pairs) != int(rows))):
-        raise EnclaveError(
-            "the ranked copy of the table did not come out whole (each entity's rows "
-            "ranked once from 1): the registration is rolled back",
-            rule="registry.ranks",
-        )
+    if rows and (int(low) < 1 or int(pairs) != int(rows)):
+        raise _not_whole()
+    return int(rows)
 
 
 def ranked_rows_present(cursor: Any, spec: DatasetSpec) -> bool:
