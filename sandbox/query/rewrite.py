@@ -220,8 +220,9 @@ class _Stats:
         #: statistic has no such form (a quantile's per-entity sample).
         self.direct: list[str] | None = []
         #: Each statistic over a ranked copy's rows (``_ranked_stats``): (name, kind, its
-        #: per-group form without the rank's condition, the condition's kind); None once
-        #: one has no such form (a FILTER, a quantile's per-entity sample, an extreme).
+        #: per-group form without the rank's condition: an entity count's kept-row
+        #: predicate); None once one has no such form (a FILTER, a quantile's per-entity
+        #: sample, an extreme).
         self.ranked: list[tuple[str, str, str]] | None = []
 
     def _distinct(self, arg: exp.Distinct, entities: str) -> str:
