@@ -47,6 +47,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import sqlalchemy as sa
 
@@ -257,8 +258,13 @@ class QueryService:
         if found is None:
             # Bookkeeping, not the job's query: a cancelled job is stopped (and charged)
             # at its query, as before the lookup existed.
-            with job_slot(None), self.platform.enclave.cursor() as cursor:
-                found = ranked_rows_present(cursor, record.spec)
+            try:
+                with job_slot(None), self.platform.enclave.cursor() as cursor:
+                    found = ranked_rows_present(cursor, record.spec)
+            except duckdb.Error:
+                # The enclave's limits (a small memory_limit) stop the lookup: cap per
+                # query this time (sound either way), and the run meets its own limits.
+                return False
             self._entity_rows[key] = found
         return found
 
