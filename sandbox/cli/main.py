@@ -314,6 +314,7 @@ def dataset_show(
             if bounds.max_total_rows_per_entity is None
             else f", T = {bounds.max_total_rows_per_entity} rows per entity in all"
         )
+        + ("; ranked at registration" if bounds.ranked else "")
     )
     typer.echo("")
     typer.echo(f"{'column':<16} {'type':<14} {'level':<5} {'role':<10} rules")
