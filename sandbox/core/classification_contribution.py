@@ -51,8 +51,8 @@ class ContributionEntry(BaseModel):
     ``T < C·G`` row counts and sums pay for ``T`` rows, not ``C·G``
     (``docs/disclosure.md``, "The total-rows bound T").  ``caps_at``, optional:
     ``"query"`` (the default) caps each entity per query; ``"registration"`` ranks each
-    entity's rows once when the table is registered, so a query without FILTER (or WHERE
-    but on one value per entity) keeps its first ``T`` rows and counts it in the groups
+    entity's rows once when the table is registered, so a query without WHERE or FILTER
+    (but on one value per entity) keeps its first ``T`` rows and counts it in the groups
     of its first ``G`` at about the cost of the plain query (``docs/disclosure.md``,
     "Caps ranked at registration").  It needs ``T`` declared and at most ``C``:
     otherwise no query could use the ranks.

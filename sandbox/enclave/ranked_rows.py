@@ -4,7 +4,7 @@ Where a classification declares ``caps_at = "registration"`` (``[contribution]``
 registration writes beside the dataset's table a copy of its rows with an entity key,
 each with its rank among its entity's rows (:data:`RANK`: 1, 2, … in the order of a
 hash of the row's values).  A query with a budget that reads the table straight, with
-no FILTER (and no WHERE but on columns of one value per entity), then keeps each
+no WHERE or FILTER (but on columns of one value per entity), then keeps each
 entity's rows ranked at most ``T`` and counts the
 entity in the groups of its rows ranked at most ``G`` with one plain aggregate
 (``sandbox.query.rewrite``, "ranked"), not the per-entity stage and window of

@@ -220,10 +220,13 @@ class _Stats:
         #: statistic has no such form (a quantile's per-entity sample).
         self.direct: list[str] | None = []
         #: Each statistic over a ranked copy's rows (``_ranked_stats``): (name, kind, its
-        #: per-group form without the rank's condition: an entity count's kept-row
-        #: predicate); None once one has no such form (a FILTER, a quantile's per-entity
-        #: sample, an extreme).
-        self.ranked: list[tuple[str, str, str]] | None = []
+        #: per-group form without its FILTER and the rank's condition, or an entity
+        #: count's kept-row predicate; the FILTER's predicate); None once one has no such
+        #: form (a FILTER on rows, a quantile's per-entity sample, an extreme).
+        self.ranked: list[tuple[str, str, str, str]] | None = []
+        #: The FILTER of the aggregate being replaced ("" without): its ranked forms keep
+        #: it beside the rank's condition (``_ranked_stats``).
+        self.filter_sql = ""
 
     def _distinct(self, arg: exp.Distinct, entities: str) -> str:
         """``count(DISTINCT key)``: the entities column of the dataset whose key it is.
@@ -280,10 +283,13 @@ class _Stats:
         self.outer.append(f'{outer.format(quoted)} AS "{name}"')
         if self.ranked is not None:
             form = ranked if kind == "entities" else direct
+            where = f" FILTER (WHERE {self.filter_sql})" if self.filter_sql else ""
+            if kind != "entities" and form is not None and where:
+                form = form[: -len(where)] if form.endswith(where) else None
             if form is None or kind in ("min", "max"):
                 self.ranked = None
             else:
-                self.ranked.append((name, kind, form))
+                self.ranked.append((name, kind, form, self.filter_sql))
         if self.direct is not None:
             if outer == SUM and kind in ("entities", "rows", "count"):
                 # The two stages' sum of per-cell counts is a HUGEINT: the same type here.
@@ -304,7 +310,7 @@ class _Stats:
             self.stats.append(Stat(top, "top2", lower, upper, of=name))
             self.tops[name] = (top, magnitude)
             if self.ranked is not None:  # dominance is not applied under a budget
-                self.ranked.append((top, "top2", ""))
+                self.ranked.append((top, "top2", "", ""))
         return name
 
     def joined_stats(self, j: int) -> tuple[list[str], list[Stat]]:
@@ -413,7 +419,7 @@ class _Stats:
             f"(count({sql}){where} > 0)::BIGINT",
             SUM,
             direct=f"count({sql}){where}",
-            ranked=None if where else f"({sql}) IS NOT NULL",
+            ranked=f"({sql}) IS NOT NULL",
         )
         within = self.seen.get("distinct" + tag) if where else None  # the FILTER's cell
         if within is not None:
@@ -466,14 +472,17 @@ class _Stats:
         """The release-side expression for one aggregate of the operator's query."""
         where = ""
         filter_sql = ""
+        predicate: exp.Expression | None = None
         if isinstance(node, exp.Filter):
-            filter_sql = node.expression.this.sql(dialect="duckdb")
+            predicate = node.expression.this
+            filter_sql = predicate.sql(dialect="duckdb")
             where = f" FILTER (WHERE {filter_sql})"
             node = node.this
         arg = node.this
         tag = f"|{filter_sql}"
-        if filter_sql:  # the ranks are global: a FILTER keeps a heavy entity's fewer rows
-            self.ranked = None
+        self.filter_sql = filter_sql
+        if predicate is not None and not _per_entity(self.checked, self.access, predicate):
+            self.ranked = None  # the ranks are global: it keeps a heavy entity's fewer rows
         # The entities a FILTER keeps (0 or 1 per entity and group): its cells' k filter.
         cell = (
             self._add(
@@ -482,6 +491,7 @@ class _Stats:
                 f"(count(*){where} > 0)::BIGINT",
                 SUM,
                 direct=f"count(*){where}",
+                ranked="true",
             )
             if filter_sql
             else None
@@ -905,7 +915,7 @@ def _reads_ranks(
 
     Only where the final SELECT reads one dataset straight from its table (no join, no
     derived table) whose version the enclave holds ranked (``DatasetAccess.ranked``),
-    with no FILTER and no WHERE but on what is one value per entity (``_per_entity``),
+    with no WHERE and no FILTER but on what is one value per entity (``_per_entity``),
     and every statistic has a ranked form.  The ranks are over all of an entity's rows:
     a filter on its rows would keep fewer rows of an entity with more than ``G`` (or
     ``T``) rows than the per-query caps do, so those queries cap per query.  ``T``
@@ -977,15 +987,16 @@ def _ranked_stats(stats: _Stats, bounds: ContributionBounds, rank: str) -> list[
         return f"CAST(count(DISTINCT {entity}) FILTER (WHERE {kept}) AS HUGEINT)"
 
     out = [f'{entities(f"{rank} <= {g}")} AS "{ENTITIES}"']
-    for name, kind, form in stats.ranked:
+    for name, kind, form, filter_sql in stats.ranked:
+        also = f" AND ({filter_sql})" if filter_sql else ""
         if kind == "top2":
             out.append(f'CAST(NULL AS DOUBLE[]) AS "{name}"')
         elif kind == "entities" and name in counted and name not in shown:
             out.append(f'CAST(NULL AS HUGEINT) AS "{name}"')
         elif kind == "entities":
-            out.append(f'{entities(f"{rank} <= {g} AND {form}")} AS "{name}"')
+            out.append(f'{entities(f"{rank} <= {g} AND {form}{also}")} AS "{name}"')
         else:
-            agg = f"{form} FILTER (WHERE {rank} <= {t})"
+            agg = f"{form} FILTER (WHERE {rank} <= {t}{also})"
             if kind in ("rows", "count"):
                 agg = f"CAST({agg} AS HUGEINT)"
             out.append(f'{agg} AS "{name}"')

@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import replace
 from decimal import Decimal
+from unittest.mock import patch
 
 import duckdb
-import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -26,6 +26,7 @@ from sandbox.core.classification import parse_classification
 from sandbox.core.errors import ClassificationError, QueryRefused
 from sandbox.enclave.demo_data import demo_spec
 from sandbox.enclave.ranked_rows import RANK, build_ranked, ranked_name, ranked_rows_present
+from sandbox.query import rewrite
 from sandbox.query.disclosure import DisclosureParams
 from sandbox.query.guard import check_query
 from sandbox.query.noise import seeded_noise
@@ -174,6 +175,36 @@ def test_a_where_on_one_value_per_entity_keeps_the_ranks(
         assert got[key]["sum"] == pytest.approx(stats["sum"], abs=1e-6), key
 
 
+FILTERED = (
+    "SELECT diagnosis_code, count(*) FILTER (WHERE district <> 'D02') AS n, "
+    "count(DISTINCT person_id) FILTER (WHERE district <> 'D02') AS people, "
+    "sum(claim_amount) FILTER (WHERE district <> 'D02') AS total, count(*) AS all_rows "
+    "FROM health.claims GROUP BY 1"
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=rows_strategy, bounds=caps)
+def test_a_filter_on_one_value_per_entity_keeps_the_ranks(
+    rows: list[Row], bounds: tuple[int, int]
+) -> None:
+    """A FILTER on the district (one per person) reads the copy; its cells equal the
+    reference without P2, the unfiltered count the whole reference."""
+    g, t = bounds
+    con = _database(rows)
+    plan = _plan(FILTERED, _bounds(g, t))
+    assert plan.ranked
+    release = con.sql(f"WITH __sbx_stats AS ({plan.stats_sql}) {plan.release_sql}").fetchall()
+    got = {row[0]: row[1:] for row in release}
+    whole, without = _reference(con, g, t), _reference(con, g, t, without="P2")
+    assert set(got) == set(whole)
+    for key, (n, people, total, all_rows) in got.items():
+        want = without.get(key, {"entities": 0, "rows": 0, "sum": 0.0})
+        assert all_rows == whole[key]["rows"], key
+        assert n == want["rows"] and people == want["entities"], key
+        assert (total or 0.0) == pytest.approx(want["sum"], abs=1e-6), key
+
+
 @settings(max_examples=60, deadline=None)
 @given(rows=rows_strategy)
 def test_each_entity_is_ranked_one_to_n_by_its_own_rows(rows: list[Row]) -> None:
@@ -231,6 +262,8 @@ def test_one_entity_moves_rows_by_t_and_entities_by_g(
         IN_D01_D03,
         "SELECT diagnosis_code, count(*) FROM health.claims "
         "WHERE district = 'D01' AND gender = 'F' GROUP BY 1",
+        FILTERED,
+        "SELECT diagnosis_code, count_if(gender = 'F') AS women FROM health.claims GROUP BY 1",
     ],
 )
 def test_plain_grouped_queries_read_the_ranks(sql: str) -> None:
@@ -311,12 +344,15 @@ def test_the_ranked_copy_is_no_dataset_an_operator_can_name() -> None:
 @settings(max_examples=30, deadline=None)
 @given(rows=rows_strategy, seed=st.integers(min_value=0, max_value=2**32 - 1))
 def test_presence_cells_left_null_change_no_release(rows: list[Row], seed: int) -> None:
-    """Under a budget a measure's presence cell with a count of the same values is never
-    read (``disclosure._counted_cells``): the ranked plan leaves it NULL.  The same stats
-    with those columns true or NULL release the same table under the same draws."""
+    """Under a budget a cell (a measure's presence, a FILTER's entities) that a count of
+    the same values stands in for is never read (``disclosure._counted_cells``): the
+    ranked plan leaves it NULL.  The same stats with those columns true (the plan written
+    as if every cell were shown) or NULL release the same table under the same draws."""
     con = _database(rows)
     sql = (
-        "SELECT diagnosis_code, count(*), avg(claim_amount), sum(claim_amount) "
+        "SELECT diagnosis_code, count(*), avg(claim_amount), sum(claim_amount), "
+        "count(*) FILTER (WHERE district <> 'D02') AS n, "
+        "avg(claim_amount) FILTER (WHERE district <> 'D02') AS m "
         "FROM health.claims GROUP BY 1"
     )
     params = DisclosureParams(
@@ -329,21 +365,32 @@ def test_presence_cells_left_null_change_no_release(rows: list[Row], seed: int) 
     prepared = prepare(sql, _access(), params, max_sql_length=MAX_SQL_LENGTH)
     plan = prepared.plan
     assert plan.ranked
-    nulled = [s.name for s in plan.stats if s.kind == "entities" and s.name != ENTITIES]
-    assert nulled and all(f'CAST(NULL AS HUGEINT) AS "{n}"' in plan.stats_sql for n in nulled)
-    table = con.sql(plan.stats_sql).to_arrow_table().sort_by([(plan.keys[0], "ascending")])
-    present = con.sql(
-        "SELECT diagnosis_code, count(DISTINCT person_id) FILTER "
-        f"(WHERE {RANK} <= 3 AND claim_amount IS NOT NULL) FROM {ranked_name(SPEC)} "
-        f"WHERE {RANK} <= 4 GROUP BY 1"
-    ).fetchall()
-    by_key = dict(present)
+    nulled = [
+        n
+        for n in (s.name for s in plan.stats)
+        if f'CAST(NULL AS HUGEINT) AS "{n}"' in plan.stats_sql
+    ]
+    assert len(nulled) >= 3  # x's presence, the FILTER's entities, x's presence under it
+    real = rewrite._ranked_stats
+
+    def every_cell(stats, bounds, rank):  # type: ignore[no-untyped-def]
+        shown, stats.stats = stats.stats, [replace(st, shown=True) for st in stats.stats]
+        try:
+            return real(stats, bounds, rank)
+        finally:
+            stats.stats = shown
+
+    with patch.object(rewrite, "_ranked_stats", every_cell):
+        whole = prepare(sql, _access(), params, max_sql_length=MAX_SQL_LENGTH).plan.stats_sql
+    assert "CAST(NULL AS HUGEINT)" not in whole
+    order = [(plan.keys[0], "ascending")]
+    table = con.sql(plan.stats_sql).to_arrow_table().sort_by(order)
+    true = con.sql(whole).to_arrow_table().sort_by(order)
     filled = table
     for name in nulled:
-        values = [by_key[k] for k in table.column(plan.keys[0]).to_pylist()]
         index = filled.schema.get_field_index(name)
-        column = pa.array(values).cast(filled.schema.field(name).type)
-        filled = filled.set_column(index, name, column)
+        filled = filled.set_column(index, name, true.column(name))
+    assert not filled.equals(table) or not len(table)
     one = release(table, prepared, noise=seeded_noise(seed)).table
     two = release(filled, prepared, noise=seeded_noise(seed)).table
     assert one.equals(two)
