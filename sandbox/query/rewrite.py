@@ -973,15 +973,20 @@ def _ranked_stats(stats: _Stats, bounds: ContributionBounds, rank: str) -> list[
     in all, and (``T ≤ C``) at most ``C`` in a group.  Those are the sensitivities of
     the per-query caps (``entity_caps.total_cap``), and a group exists where an entity
     keeps a row either way: at most ``max(G, T)`` groups alone, each with at most
-    ``min(C, T)`` of its rows.  A measure's presence cell that a count of the same values
-    stands in for under a budget (``disclosure._counted_cells``) is not read there: NULL,
-    which spares a second distinct count.  ``top2`` is read only without a budget: NULL.
+    ``min(C, T)`` of its rows.  A cell (a measure's presence, a FILTER's entities) that a
+    count of the same values stands in for under a budget (``disclosure._counted_cells``)
+    or that no column reads (``_dead_cells``) is not read there: NULL, which spares a
+    second distinct count.  ``top2`` is read only without a budget: NULL.
     """
     g, t = bounds.max_groups_per_entity, bounds.max_total_rows_per_entity
     assert stats.ranked is not None and t is not None
     entity = stats.entity_sql
     shown = {s.name for s in stats.stats if s.shown}
     counted = {s.cell for s in stats.stats if s.kind in ("count", "rows")} - {None, ENTITIES}
+    # A FILTER's cell no column reads (``disclosure._dead_cells``: released NULL, unread).
+    read = {s.cell for s in stats.stats}
+    counted |= {s.name for s in stats.stats if s.kind == "entities" and s.name not in read}
+    counted.discard(ENTITIES)
 
     def entities(kept: str) -> str:
         return f"CAST(count(DISTINCT {entity}) FILTER (WHERE {kept}) AS HUGEINT)"

@@ -280,8 +280,11 @@ class QueryService:
         key = (record.id, record.version)
         found = self._entity_rows.get(key)
         if found is None:
-            with job_slot(None):  # bookkeeping, as in _ranked
-                found = entity_is_row(self.platform.enclave, record.spec)
+            try:
+                with job_slot(None):  # bookkeeping, as in _ranked
+                    found = entity_is_row(self.platform.enclave, record.spec)
+            except duckdb.Error:
+                return False  # the enclave's limits: two stages this time, as in _ranked
             self._entity_rows[key] = found
         return found
 
