@@ -304,16 +304,13 @@ def dataset_show(
         else f"engine: {rec.engine} (the Parquet warehouse, v{rec.version})"
     )
     bounds = rec.spec.contribution
+    total = None if bounds is None else bounds.max_total_rows_per_entity
     typer.echo(
         _undeclared_bounds(platform, rec)
         if bounds is None
         else f"contribution: C = {bounds.max_rows_per_entity} rows per entity and group, "
         f"G = {bounds.max_groups_per_entity} groups per entity"
-        + (
-            ""
-            if bounds.max_total_rows_per_entity is None
-            else f", T = {bounds.max_total_rows_per_entity} rows per entity in all"
-        )
+        + ("" if total is None else f", T = {total} rows per entity in all")
         + ("; ranked at registration" if bounds.ranked else "")
     )
     typer.echo("")
