@@ -674,9 +674,11 @@ def _copies(by_name: dict[str, StatColumn], params: DisclosureParams) -> dict[st
     that cell is not noised, the ``count(x)`` that stands in for it).  Releasing the one
     noisy value twice is post-processing: the query's ε goes to the columns that differ,
     and a count query on one-row-per-entity data has half the noise it had when the two
-    were noised apart (`tests/sandbox/query/test_copied_counts.py`).
+    were noised apart (`tests/sandbox/query/test_copied_counts.py`).  Not where ``T``
+    binds: row counts then keep an entity's cells within ``T`` rows, its entity counts
+    its first ``G`` cells, and the two differ.
     """
-    if params.max_rows_per_entity != 1:
+    if params.max_rows_per_entity != 1 or params.max_total_rows_per_entity is not None:
         return {}
     counted = _counted_cells(by_name)
     out = {}

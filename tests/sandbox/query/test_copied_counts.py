@@ -35,6 +35,18 @@ def test_at_one_row_per_entity_count_star_costs_nothing_extra() -> None:
     }
     assert two["__r1"].copy_of is None and two["__r1"].epsilon > 0 and two["__r1"].selects
     assert set(two) == {"__r1", GROUPS}
+    # At C = 1 with T binding (T < G) the row count keeps an entity's cells within T rows
+    # and the entity count its first G cells: different values, so no copy (review,
+    # December 2026).
+    bound = DisclosureParams(
+        k=10,
+        epsilon=1.0,
+        max_rows_per_entity=1,
+        max_groups_per_entity=3,
+        max_total_rows_per_entity=2,
+    )
+    plans_t = {p.column: p for p in noise_plan(ROWS, bound)}
+    assert plans_t["__r1"].copy_of is None and plans_t["__r1"].epsilon > 0
 
 
 def _released(demo_platform, sql: str, seed: int):  # type: ignore[no-untyped-def]
