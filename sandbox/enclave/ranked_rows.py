@@ -65,7 +65,7 @@ def ranked_table(spec: DatasetSpec) -> tuple[str, str]:
 
 def ranked_name(spec: DatasetSpec) -> str:
     """The quoted name of the dataset's ranked copy (by its entity key)."""
-    return f"{_ident(SCHEMA)}.{_ident(_table_name(spec))}"
+    return ".".join(_ident(part) for part in ranked_table(spec))
 
 
 def declares_ranks(spec: DatasetSpec) -> bool:

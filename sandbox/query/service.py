@@ -245,48 +245,44 @@ class QueryService:
             )
         return access
 
-    def _ranked(self, record: DatasetRecord) -> bool:
-        """Whether the enclave holds the record's version ranked within each entity.
+    def _version_fact(self, key: tuple[object, ...], look: Callable[[], bool]) -> bool:
+        """A fact of one dataset version read from the enclave once (``look``), cached.
 
-        Looked up once per version, as :meth:`_entity_is_row`; a run's version check
-        refuses a plan whose dataset was replaced since (the copy is replaced with it).
+        Bookkeeping, not the job's query: it runs outside the job slot, so a cancelled job
+        is stopped (and charged) at its query.  Where the enclave's limits stop it (a small
+        memory_limit), the answer is False this time and not cached: the plan falls back
+        to the general path (sound either way), and the run meets its own limits.  A run's
+        version check (:meth:`_check_versions`) refuses a plan whose dataset was replaced.
         """
-        if not declares_ranks(record.spec) or record.engine != DEFAULT_ENGINE:
-            return False
-        key = ("ranked", record.id, record.version)
         found = self._entity_rows.get(key)
         if found is None:
-            # Bookkeeping, not the job's query: a cancelled job is stopped (and charged)
-            # at its query, as before the lookup existed.
             try:
-                with job_slot(None), self.platform.enclave.cursor() as cursor:
-                    found = ranked_rows_present(cursor, record.spec)
+                with job_slot(None):
+                    found = look()
             except duckdb.Error:
-                # The enclave's limits (a small memory_limit) stop the lookup: cap per
-                # query this time (sound either way), and the run meets its own limits.
                 return False
             self._entity_rows[key] = found
         return found
 
-    def _entity_is_row(self, record: DatasetRecord) -> bool:
-        """Whether each row of the record's version is a distinct entity (DuckDB only).
+    def _ranked(self, record: DatasetRecord) -> bool:
+        """Whether the enclave holds the record's version ranked within each entity."""
+        if not declares_ranks(record.spec) or record.engine != DEFAULT_ENGINE:
+            return False
 
-        Counted in the enclave once per version; a new version is counted again.  Should
-        the table be replaced between this count and a run, the run's version check
-        (:meth:`_check_versions`, before it reads a row) refuses the run.
-        """
+        def look() -> bool:
+            with self.platform.enclave.cursor() as cursor:
+                return ranked_rows_present(cursor, record.spec)
+
+        return self._version_fact(("ranked", record.id, record.version), look)
+
+    def _entity_is_row(self, record: DatasetRecord) -> bool:
+        """Whether each row of the record's version is a distinct entity (DuckDB only)."""
         if not record.spec.one_row_per_entity or record.engine != DEFAULT_ENGINE:
             return False
-        key = (record.id, record.version)
-        found = self._entity_rows.get(key)
-        if found is None:
-            try:
-                with job_slot(None):  # bookkeeping, as in _ranked
-                    found = entity_is_row(self.platform.enclave, record.spec)
-            except duckdb.Error:
-                return False  # the enclave's limits: two stages this time, as in _ranked
-            self._entity_rows[key] = found
-        return found
+        return self._version_fact(
+            (record.id, record.version),
+            lambda: entity_is_row(self.platform.enclave, record.spec),
+        )
 
     def _check_versions(self, auth: Authorized, cursor: Any = None) -> None:
         """Refuse a run whose datasets are not, as it is about to read them, what its plan
