@@ -61,6 +61,7 @@ __all__ = [
     "epsilon_cost",
     "group_read_cap",
     "noise_plan",
+    "reads_group_entities",
     "selection_threshold",
     "sensitivity",
 ]
@@ -439,6 +440,25 @@ def noise_plan(
     if params.epsilon is None:
         return []
     return list(_noise_plan(tuple(columns), params, grouped))
+
+
+def reads_group_entities(
+    columns: Sequence[StatColumn], params: DisclosureParams, *, grouped: bool = True
+) -> bool:
+    """Whether the release reads each group's true entity count (``__entities``).
+
+    Without a budget it always does (the low-count filter tests it against ``k``).  With
+    ε only where it is noised: it selects the groups, or the query shows it, or a row
+    count is released as its copy; where a row count selects the groups (``_gate``) it is
+    neither noised nor read, and is released NULL (``_disclose``), so the stats query
+    need not count it (``rewrite._ranked_stats``).
+    """
+    if params.epsilon is None:
+        return True
+    by_name = _stat_columns(columns)
+    if by_name[ENTITIES].shown:
+        return True
+    return any(p.column == ENTITIES for p in noise_plan(columns, params, grouped=grouped))
 
 
 @functools.lru_cache(maxsize=512)

@@ -27,7 +27,13 @@ from sandbox.core.errors import EnclaveError, QueryRefused
 from sandbox.enclave.enclave import LOCKDOWN, Enclave
 from sandbox.engines.base import Engine
 from sandbox.engines.duck import DuckDBEngine
-from sandbox.query.disclosure import DisclosureParams, StatColumn, disclose, epsilon_cost
+from sandbox.query.disclosure import (
+    DisclosureParams,
+    StatColumn,
+    disclose,
+    epsilon_cost,
+    reads_group_entities,
+)
 from sandbox.query.grouping_sets import output_names, stacked_order
 from sandbox.query.guard import Checked, check_query
 from sandbox.query.key_groups import declared_groups
@@ -271,7 +277,15 @@ def prepare(
             "an extreme is; count the values instead",
             rule="disclosure.extreme",
         )
-    return Prepared(parsed, checked, plan, params)
+    prepared = Prepared(parsed, checked, plan, params)
+    if plan.ranked and not reads_group_entities(prepared.columns, params, grouped=bool(plan.keys)):
+        # A row count selects the groups: the release never reads their entity count, and
+        # over a ranked copy it is the stats query's one distinct count (W3 with ε).
+        unread = build_plan(
+            checked, access, bounds=bounds, k=k, portable=portable, group_entities=False
+        )
+        prepared = Prepared(parsed, checked, unread, params)
+    return prepared
 
 
 def execute(

@@ -680,13 +680,17 @@ def build_plan(
     output_names: list[str] | None = None,
     k: int = 1,
     portable: bool = False,
+    group_entities: bool = True,
 ) -> Plan:
     """Turn a checked query into the stats SQL (enclave) and the release SQL (outside).
 
     ``k`` is the release's minimum group size: extremes are released as the k-th most
     extreme entity's value.  ``portable``: the per-entity caps choose cells by a hash
     every engine computes alike (``entity_caps.portable_hash``; Spark always), not
-    DuckDB's faster ``hash()``.
+    DuckDB's faster ``hash()``.  ``group_entities`` False: the release will not read the
+    groups' entity count (``disclosure.reads_group_entities``); a plan over a ranked copy
+    then leaves it NULL instead of counting distinct entities (the other plans count it
+    as rows of their per-entity stage, which costs nothing).
     """
     final = cast(exp.Select, checked.final_scope.expression)  # the guard refuses any other
     typed = _contain_errors(checked.root, final, access)
@@ -820,7 +824,7 @@ def build_plan(
         rank_column = exp.column(RANK, table=alias, quoted=True)
         rank = rank_column.sql(dialect="duckdb")
         inner.set("expressions", inner.expressions[: len(checked.keys)])
-        for form in _ranked_stats(stats, bounds, rank):
+        for form in _ranked_stats(stats, bounds, rank, group_entities=group_entities):
             inner.append("expressions", _written(form))
         source = exp.table_(
             copy, db=schema, alias=exp.to_identifier(alias, quoted=True), quoted=True
@@ -964,7 +968,9 @@ def _per_entity(
     return True
 
 
-def _ranked_stats(stats: _Stats, bounds: ContributionBounds, rank: str) -> list[str]:
+def _ranked_stats(
+    stats: _Stats, bounds: ContributionBounds, rank: str, *, group_entities: bool = True
+) -> list[str]:
     """The stats columns over a ranked copy's rows, each entity's rows ranked ``rank``.
 
     An entity counts (``entities``) in the groups of its rows ranked at most ``G``: at
@@ -976,7 +982,9 @@ def _ranked_stats(stats: _Stats, bounds: ContributionBounds, rank: str) -> list[
     ``min(C, T)`` of its rows.  A cell (a measure's presence, a FILTER's entities) that a
     count of the same values stands in for under a budget (``disclosure._counted_cells``)
     or that no column reads (``_dead_cells``) is not read there: NULL, which spares a
-    second distinct count.  ``top2`` is read only without a budget: NULL.
+    second distinct count.  ``top2`` is read only without a budget: NULL.  So is the
+    groups' own entity count where a row count selects the groups and the query does not
+    show it (``group_entities`` False: ``disclosure.reads_group_entities``).
     """
     g, t = bounds.max_groups_per_entity, bounds.max_total_rows_per_entity
     assert stats.ranked is not None and t is not None
@@ -991,7 +999,8 @@ def _ranked_stats(stats: _Stats, bounds: ContributionBounds, rank: str) -> list[
     def entities(kept: str) -> str:
         return f"CAST(count(DISTINCT {entity}) FILTER (WHERE {kept}) AS HUGEINT)"
 
-    out = [f'{entities(f"{rank} <= {g}")} AS "{ENTITIES}"']
+    whole = entities(f"{rank} <= {g}") if group_entities else "CAST(NULL AS HUGEINT)"
+    out = [f'{whole} AS "{ENTITIES}"']
     for name, kind, form, filter_sql in stats.ranked:
         also = f" AND ({filter_sql})" if filter_sql else ""
         if kind == "top2":

@@ -28,7 +28,7 @@ from sandbox.core.errors import ClassificationError, QueryRefused
 from sandbox.enclave.demo_data import demo_spec
 from sandbox.enclave.ranked_rows import RANK, build_ranked, ranked_name, ranked_rows_present
 from sandbox.query import rewrite
-from sandbox.query.disclosure import DisclosureParams
+from sandbox.query.disclosure import DisclosureParams, reads_group_entities
 from sandbox.query.guard import check_query
 from sandbox.query.noise import seeded_noise
 from sandbox.query.parse import parse_query
@@ -373,11 +373,14 @@ def test_presence_cells_left_null_change_no_release(rows: list[Row], seed: int) 
         if f'CAST(NULL AS HUGEINT) AS "{n}"' in plan.stats_sql
     ]
     # x's presence, the FILTER's entities, x's presence under it; the second FILTER's
-    # entities, which no column reads (disclosure._dead_cells)
-    assert len(nulled) >= 4
+    # entities, which no column reads (disclosure._dead_cells); the groups' entity count,
+    # which the row count selecting the groups stands in for (reads_group_entities)
+    assert len(nulled) >= 5
+    assert ENTITIES in nulled
     real = rewrite._ranked_stats
 
-    def every_cell(stats, bounds, rank):  # type: ignore[no-untyped-def]
+    def every_cell(stats, bounds, rank, **_unread):  # type: ignore[no-untyped-def]
+        # every cell counted, the groups' own entity count too (group_entities ignored)
         shown, stats.stats = stats.stats, [replace(st, shown=True) for st in stats.stats]
         try:
             return real(stats, bounds, rank)
@@ -504,3 +507,31 @@ def test_any_alias_the_guard_accepts_reads_the_copy(alias: str) -> None:
     assert plan.ranked
     con = _database([("P1", "A", Decimal(1))] * 30)
     assert con.sql(plan.stats_sql).fetchall() == [("A", 1, 9)]  # 9 of one person's 30 rows
+
+
+@pytest.mark.parametrize(
+    ("sql", "counted"),
+    [
+        # a row count selects the groups: their entity count is never read
+        ("SELECT diagnosis_code, count(*), avg(claim_amount) FROM health.claims GROUP BY 1", False),
+        # shown: noised and released
+        ("SELECT diagnosis_code, count(DISTINCT person_id) FROM health.claims GROUP BY 1", True),
+    ],
+)
+def test_the_groups_entity_count_is_counted_only_where_read(sql: str, counted: bool) -> None:
+    """Over a ranked copy the groups' entity count is a distinct count, most of the stats
+    query's time (W3 with ε): it is left NULL where the release does not read it."""
+    params = DisclosureParams(
+        k=2,
+        epsilon=1.0,
+        max_rows_per_entity=4,
+        max_groups_per_entity=3,
+        max_total_rows_per_entity=4,
+    )
+    prepared = prepare(sql, _access(), params, max_sql_length=MAX_SQL_LENGTH)
+    assert prepared.plan.ranked
+    grouped = bool(prepared.plan.keys)
+    assert reads_group_entities(prepared.columns, params, grouped=grouped) is counted
+    assert (f'CAST(NULL AS HUGEINT) AS "{ENTITIES}"' in prepared.plan.stats_sql) is not counted
+    without_budget = replace(params, epsilon=None)
+    assert reads_group_entities(prepared.columns, without_budget, grouped=grouped)
