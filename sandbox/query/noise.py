@@ -44,7 +44,10 @@ from fractions import Fraction
 from math import gcd, isqrt
 from typing import Protocol, runtime_checkable
 
+from sandbox.query import noise_vector
+
 __all__ = [
+    "VECTOR_MIN",
     "ChoiceSource",
     "ExactNoise",
     "GaussianSource",
@@ -59,6 +62,9 @@ __all__ = [
 ]
 
 RandBelow = Callable[[int], int]
+#: From this many draws of one scale the production sampler runs the vector sampler
+#: (:mod:`sandbox.query.noise_vector`: the same algorithm over NumPy arrays).
+VECTOR_MIN = 64
 
 
 @runtime_checkable
@@ -193,9 +199,17 @@ class ExactNoise:
             raise ValueError("give either a randbelow or pooled=True")
         self._randbelow = randbelow
         self._source = _pooled if randbelow is None else _shared(randbelow)
+        # Production's many draws of one scale: the vector sampler over the OS CSPRNG's
+        # bytes, read afresh by each call as the pools are.  A seeded source keeps the
+        # scalar sampler, whose sequence the tests and benches reproduce.
+        self._randbytes: Callable[[int], bytes] | None = os.urandom if pooled else None
 
     def discrete_laplace(self, scale: Fraction, size: int) -> list[int]:
         exact = as_fraction(scale)
+        if self._randbytes is not None and size >= VECTOR_MIN and noise_vector.fits(exact):
+            uniforms = noise_vector.Uniforms(self._randbytes)
+            draws: list[int] = noise_vector.discrete_laplace(exact, size, uniforms).tolist()
+            return draws
         s, t, rb = exact.denominator, exact.numerator, self._source(size)
         return [_discrete_laplace(s, t, rb) for _ in range(size)]
 
