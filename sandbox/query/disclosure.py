@@ -1272,6 +1272,11 @@ def _selected(
     exceeds the largest contribution any one entity can make, which is what the rule
     protects (``docs/disclosure.md``).
     """
+    if counts.null_count:
+        # Counts are never NULL (count(*), count(DISTINCT …) give 0): a NULL is a plan
+        # that left the selecting count unread (rewrite._ranked_stats), refused rather than
+        # every group withheld as if it counted 0.
+        raise EnclaveError("the selecting count has no value", rule="disclosure.stats")
     true = exact.as_ints(counts, 0)
     if true is None:
         true = np.array([int(v or 0) for v in counts.to_pylist()], dtype=object)

@@ -31,6 +31,7 @@ __all__ = ["LIMIT", "Uniforms", "discrete_laplace", "fits"]
 
 #: Numerator and denominator of a scale the vector sampler takes (both below).
 LIMIT = 1 << 40
+_BATCH = 1 << 18
 _Ints = npt.NDArray[np.int64]
 _Bools = npt.NDArray[np.bool_]
 
@@ -126,7 +127,9 @@ def discrete_laplace(scale: Fraction, size: int, uniforms: Uniforms) -> _Ints:
     parts: list[_Ints] = []
     need = size
     while need > 0:
-        batch = max(16, 2 * need)  # step 1 keeps over 1 - 1/e of them
+        # Step 1 keeps over 1 - 1/e of them; at most 2**18 candidates at a time bounds
+        # the arrays (about 190 bytes a candidate: 50 MB) for millions of draws.
+        batch = max(16, min(2 * need, _BATCH))
         u = uniforms.below_same(t, batch)
         u = u[_bernoulli_exp(u, t, uniforms)]
         y = (u + t * _geometric(len(u), uniforms)) // s

@@ -19,12 +19,13 @@ from decimal import Decimal
 from unittest.mock import patch
 
 import duckdb
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sandbox.core.classification import parse_classification
-from sandbox.core.errors import ClassificationError, QueryRefused
+from sandbox.core.errors import ClassificationError, EnclaveError, QueryRefused
 from sandbox.enclave.demo_data import demo_spec
 from sandbox.enclave.ranked_rows import RANK, build_ranked, ranked_name, ranked_rows_present
 from sandbox.query import rewrite
@@ -535,3 +536,27 @@ def test_the_groups_entity_count_is_counted_only_where_read(sql: str, counted: b
     assert (f'CAST(NULL AS HUGEINT) AS "{ENTITIES}"' in prepared.plan.stats_sql) is not counted
     without_budget = replace(params, epsilon=None)
     assert reads_group_entities(prepared.columns, without_budget, grouped=grouped)
+
+
+def test_a_selecting_count_left_null_is_refused_not_read_as_zero() -> None:
+    """Were a plan ever to leave the count that selects the groups unread, every group
+    would look empty: the release refuses instead of withholding them all."""
+    con = _database([("P1", "A", Decimal(1))] * 12 + [("P2", "B", Decimal(2))] * 12)
+    params = DisclosureParams(
+        k=1,
+        epsilon=1.0,
+        max_rows_per_entity=4,
+        max_groups_per_entity=3,
+        max_total_rows_per_entity=4,
+    )
+    sql = "SELECT diagnosis_code, count(*) FROM health.claims GROUP BY 1"
+    prepared = prepare(sql, _access(), params, max_sql_length=MAX_SQL_LENGTH)
+    stats = con.sql(prepared.plan.stats_sql).to_arrow_table()
+    gate = next(s.name for s in prepared.plan.stats if s.kind == "rows")
+    nulled = stats.set_column(
+        stats.schema.get_field_index(gate), gate, pa.nulls(stats.num_rows, pa.int64())
+    )
+    release(stats, prepared, noise=seeded_noise(1))  # as planned: released
+    with pytest.raises(EnclaveError) as info:
+        release(nulled, prepared, noise=seeded_noise(1))
+    assert info.value.rule == "disclosure.stats"
