@@ -21,7 +21,13 @@ from sqlglot import exp
 from sandbox.core.errors import EnclaveError
 from sandbox.query.accuracy import gaussian_half_width, laplace_half_width, ratio_half_width
 from sandbox.query.disclosure import NoisePlan, noise_plan
-from sandbox.query.release import Prepared, PreparedWithSets, Released, over_released
+from sandbox.query.release import (
+    Prepared,
+    PreparedWithSets,
+    PreparedWithWindows,
+    Released,
+    over_released,
+)
 
 __all__ = ["output_accuracy", "result_accuracy"]
 
@@ -45,9 +51,28 @@ def output_accuracy(prepared: Prepared) -> dict[str, dict[str, Any]] | None:
 
     With grouping sets, per output the widest of the sets' (each set is noised on its
     own, and their rows are stacked: the widest covers every row)."""
+    if isinstance(prepared, PreparedWithWindows):
+        return _windowed(prepared, output_accuracy(prepared.within))
     if isinstance(prepared, PreparedWithSets):
         return _widest([output_accuracy(part) for part in prepared.sets])
     return _output_accuracy(prepared, _release_select(prepared))
+
+
+def _windowed(
+    prepared: PreparedWithWindows, inner: dict[str, dict[str, Any]] | None
+) -> dict[str, dict[str, Any]] | None:
+    """Per output of a query with windows: an output it passes on keeps the inner
+    query's accuracy; a window's is computed from released values (no interval of its
+    own: it combines noisy values, or ranks them)."""
+    if inner is None:
+        return None
+    out: dict[str, dict[str, Any]] = {}
+    for name, source in zip(prepared.names, prepared.sources, strict=True):
+        if source is not None:
+            out[name] = inner.get(source, {"half_width": None, "level": 0.95})
+        else:
+            out[name] = {"half_width": None, "level": 0.95, "window": True}
+    return out
 
 
 def _width(entry: dict[str, Any]) -> float:
@@ -151,7 +176,7 @@ def result_accuracy(
     ``database``: the release database to run it in (a cursor of it), as the release
     itself does; None opens one for this call (about 16 ms: a service passes its own).
     """
-    if isinstance(prepared, PreparedWithSets):  # the stacked rows: no per-cell widths
+    if isinstance(prepared, PreparedWithSets | PreparedWithWindows):  # no per-cell widths
         return output_accuracy(prepared)
     select = _release_select(prepared)
     accuracy = _output_accuracy(prepared, select)

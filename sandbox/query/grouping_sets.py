@@ -205,7 +205,9 @@ def output_names(select: exp.Expr) -> list[str]:
     return names
 
 
-def stacked_order(select: exp.Expr, names: list[str]) -> str:
+def stacked_order(
+    select: exp.Expr, names: list[str], *, rule: str = RULE, message: str | None = None
+) -> str:
     """The query's ``ORDER BY``, ``LIMIT`` and ``OFFSET`` over the stacked rows ("" for none).
 
     Each sort key must be an output: by position, by name, or as the output's own
@@ -231,9 +233,11 @@ def stacked_order(select: exp.Expr, names: list[str]) -> str:
             if name is None:
                 name = by_text.get(key.sql())
             if name is None:
-                raise _refuse(
-                    "with ROLLUP, CUBE or GROUPING SETS, ORDER BY names outputs (by name or "
-                    "position): the rows of every grouping set are sorted together"
+                raise QueryRefused(
+                    message
+                    or "with ROLLUP, CUBE or GROUPING SETS, ORDER BY names outputs (by name "
+                    "or position): the rows of every grouping set are sorted together",
+                    rule=rule,
                 )
             column = exp.column(name, quoted=True)
             items.append(

@@ -22,6 +22,7 @@ from sandbox.query.grouping_sets import GROUPING, grouping_sets
 from sandbox.query.nodes import AGGREGATES, EXPRESSION_KINDS, Kind
 from sandbox.query.spelling import called, describe, written_name
 from sandbox.query.stacked import stacked_as_grouped
+from sandbox.query.windows import allowed_window_nodes
 
 __all__ = [
     "AGGREGATES",
@@ -204,12 +205,23 @@ def parse_query(sql: str, *, max_length: int, written: str | None = None) -> Par
                 "(each grouping set is released as a query of its own)",
             )
     respell(root)
+    # A window over the released rows (windows.py): the window, its function and its
+    # frame are allowed there and nowhere else; any other window is refused here.
+    windowed = allowed_window_nodes(root) if root.find(exp.Window) else set()
     sets = grouping_sets(root)
+    if sets and windowed:
+        raise _refuse(
+            "guard.window",
+            "window functions beside ROLLUP, CUBE or GROUPING SETS are not supported: "
+            "run the windows over one grouping at a time",
+        )
     # With grouping sets, each set's query and the ORDER BY and LIMIT its rows share.
     trees = [*sets, *(root.args[a] for a in ("order", "limit", "offset") if root.args.get(a))]
     for node in (n for tree in (trees if sets else [root]) for n in tree.walk()):
+        if id(node) in windowed:
+            continue
         if isinstance(node, exp.Window):
-            raise _refuse("guard.window", "window functions (OVER ...) are not allowed")
+            raise _refuse("guard.window", "window functions (OVER ...) are not allowed here")
         if isinstance(node, exp.Columns):
             _check_columns(node, root)
             continue

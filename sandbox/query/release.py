@@ -43,10 +43,13 @@ from sandbox.query.parts import Split, split_totals
 from sandbox.query.release_filter import apply_filter
 from sandbox.query.rewrite import STATS_TABLE, ContributionBounds, Plan, build_plan
 from sandbox.query.totals import WithTotals, total_column
+from sandbox.query.windows import split_windows
 
 __all__ = [
     "Prepared",
+    "PreparedWithSets",
     "PreparedWithTotals",
+    "PreparedWithWindows",
     "Released",
     "execute",
     "over_released",
@@ -157,6 +160,34 @@ class PreparedWithSets(Prepared):
 
 
 @dataclass(frozen=True)
+class PreparedWithWindows(Prepared):
+    """A query with window functions (``windows.py``): the query without them
+    (``inner``, prepared as any query, with each window's inputs as hidden outputs), then
+    the windows over its released rows (``outer_sql``), outside the enclave.  Its own
+    fields are the inner query's, but ``parsed``: the query as written."""
+
+    inner: Prepared | None = None
+    #: The windows, ORDER BY and LIMIT over the inner query's released outputs.
+    outer_sql: str = ""
+    #: The query's output names, and per output the inner one it passes on (None: a window).
+    names: tuple[str, ...] = ()
+    sources: tuple[str | None, ...] = ()
+
+    @property
+    def within(self) -> Prepared:
+        assert self.inner is not None  # always set by prepare
+        return self.inner
+
+    @property
+    def epsilon(self) -> float:
+        return self.within.epsilon
+
+    @property
+    def touched(self) -> list[str]:
+        return self.within.touched
+
+
+@dataclass(frozen=True)
 class WithSets:
     """The stats of each grouping set's query, in order."""
 
@@ -238,6 +269,26 @@ def prepare(
     ``portable``: the per-entity caps choose cells by a hash every engine computes
     alike (``rewrite.build_plan``); Spark needs it, DuckDB uses its own ``hash()``."""
     parsed = sql if isinstance(sql, Parsed) else parse_query(sql, max_length=max_sql_length)
+    windows = split_windows(parsed.expression, STATS_TABLE)
+    if windows is not None:
+        inner = prepare(
+            Parsed(windows.inner, parsed.datasets, parsed.cte_names, parsed.sql),
+            access,
+            params,
+            bounds=bounds,
+            max_sql_length=max_sql_length,
+            portable=portable,
+        )
+        return PreparedWithWindows(
+            parsed,
+            inner.checked,
+            inner.plan,
+            inner.params,
+            inner=inner,
+            outer_sql=windows.outer_sql,
+            names=windows.names,
+            sources=windows.sources,
+        )
     if parsed.sets:
         return _with_sets(parsed, access, params, bounds, max_sql_length, portable)
     split = split_totals(parsed)
@@ -304,6 +355,8 @@ def execute(
     """
     if isinstance(engine, Enclave):
         engine = DuckDBEngine(engine)
+    if isinstance(prepared, PreparedWithWindows):
+        return execute(engine, prepared.within, max_groups=max_groups, before=before)
     if isinstance(prepared, PreparedWithSets):
         return WithSets(
             tuple(execute(engine, p, max_groups=max_groups, before=before) for p in prepared.sets)
@@ -337,6 +390,14 @@ def release(
     ``max_groups``: with ε, the most groups a run may form, held against their noisy
     number (``disclose``).
     """
+    if isinstance(prepared, PreparedWithWindows):
+        # The windows over the released rows only: post-processing, as any output is.
+        inner = release(
+            stats, prepared.within, noise=noise, database=database, max_groups=max_groups
+        )
+        table = over_released(inner.table, prepared.outer_sql, database)
+        table = _round(table, prepared.params.round_digits)
+        return Released(table, inner.groups_suppressed, inner.epsilon_spent, inner.stats)
     if isinstance(stats, WithSets) != isinstance(prepared, PreparedWithSets):
         raise EnclaveError("the stats do not match the prepared query", rule="release.outputs")
     if isinstance(stats, WithSets) and isinstance(prepared, PreparedWithSets):

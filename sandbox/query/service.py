@@ -92,6 +92,7 @@ from sandbox.query.receipts import issue_receipt
 from sandbox.query.release import (
     Prepared,
     PreparedWithSets,
+    PreparedWithWindows,
     Released,
     execute,
     prepare,
@@ -465,6 +466,8 @@ class QueryService:
         ε the true number decides, and a reviewed run that fails is held (held_failure).
         """
         prepared.epsilon  # noqa: B018 - the noise plan refuses shares that round to nothing
+        if isinstance(prepared, PreparedWithWindows):
+            return self._read_cap(prepared.within)  # the windows read released rows only
         if isinstance(prepared, PreparedWithSets):
             # Every grouping set's own cap (each refused as its own query would be); the
             # engine reads up to the largest, at least each set's own margin.  The first

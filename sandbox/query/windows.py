@@ -1,0 +1,268 @@
+"""Window functions over a query's released rows: post-processing, outside the enclave.
+
+``SELECT district, count(*) AS n, rank() OVER (ORDER BY count(*) DESC) AS r,
+count(*) * 100.0 / sum(count(*)) OVER () AS share FROM health.claims GROUP BY district``
+is answered in two steps:
+
+1. **the query without its windows** (``WindowSplit.inner``): each window's inputs
+   (``count(*)``, the keys it partitions or orders by) become hidden outputs
+   ``__sbx_w0, …`` beside the query's own outputs; it is checked, run and disclosed as
+   any query (``release.prepare``), so every hidden output is an aggregate or a group
+   key the guard accepts, noised or held for review as the others;
+2. **the windows over its released rows** (``WindowSplit.outer_sql``, over
+   ``rewrite.STATS_TABLE``): run in the release database on the disclosed table only,
+   they read nothing the release did not show, as any post-processing.
+
+So a window sees the released groups, after suppression and noise: ``sum(count(*))
+OVER ()`` is the total of the released counts, and ``rank()`` ranks noisy values (the
+docs say so, ``docs/guard.md``).  A window stands only in the released SELECT's list or
+its ORDER BY, not inside an aggregate or another window, nor with ``DISTINCT``; its
+function is a ranking, offset or aggregate one (``WINDOW_FUNCTIONS``), its offsets and
+frame bounds whole numbers.  The query's ORDER BY, LIMIT and OFFSET apply after the
+windows (as in SQL), to the outputs by name, position or text
+(``grouping_sets.stacked_order``).  Pure functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlglot import exp
+
+from sandbox.core.errors import QueryRefused
+from sandbox.query.grouping_sets import output_names, stacked_order
+
+__all__ = [
+    "HIDDEN",
+    "RULE",
+    "WINDOW_FUNCTIONS",
+    "WindowSplit",
+    "allowed_window_nodes",
+    "split_windows",
+]
+
+RULE = "guard.window"
+#: Hidden outputs of the query without its windows: ``__sbx_w<i>`` (inputs of windows)
+#: and ``__sbx_o<i>`` (an output written without a name).
+HIDDEN = "__sbx_"
+#: Functions a window may compute over the released rows.
+_RANKING: tuple[type[exp.Expr], ...] = (
+    exp.RowNumber,
+    exp.Rank,
+    exp.DenseRank,
+    exp.PercentRank,
+    exp.CumeDist,
+    exp.Ntile,
+)
+_OFFSET: tuple[type[exp.Expr], ...] = (exp.Lag, exp.Lead, exp.FirstValue, exp.LastValue)
+_NTH: tuple[type[exp.Expr], ...] = (exp.NthValue,)
+_AGGREGATE: tuple[type[exp.Expr], ...] = (exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max)
+WINDOW_FUNCTIONS: tuple[type[exp.Expr], ...] = (*_RANKING, *_OFFSET, *_NTH, *_AGGREGATE)
+#: Arguments of those functions that are whole-number constants, not inputs.
+_CONSTANT_ARGS: dict[type[exp.Expr], tuple[str, ...]] = {
+    exp.Lag: ("offset", "default"),
+    exp.Lead: ("offset", "default"),
+}
+_PLACE = (
+    "window functions (OVER …) are computed over the released rows: write them in the "
+    "SELECT list or the ORDER BY of the released (aggregated) SELECT"
+)
+
+
+def _refuse(message: str) -> QueryRefused:
+    return QueryRefused(message, rule=RULE)
+
+
+@dataclass(frozen=True)
+class WindowSplit:
+    """The query without its windows, and the windows over its released rows."""
+
+    inner: exp.Select
+    #: ``SELECT … FROM <table> [ORDER BY …] [LIMIT …]`` over the inner query's outputs.
+    outer_sql: str
+    #: The query's output names, in order.
+    names: tuple[str, ...]
+    #: Per output, the inner output it passes on (None: computed by a window).
+    sources: tuple[str | None, ...]
+
+
+def _placed(window: exp.Window, root: exp.Select) -> bool:
+    """Whether ``window`` stands in ``root``'s SELECT list or ORDER BY, inside no
+    aggregate, window or subquery."""
+    node: exp.Expr = window
+    while node.parent is not None and node.parent is not root:
+        node = node.parent
+        if isinstance(node, exp.Window | exp.AggFunc | exp.Query | exp.Subquery | exp.Filter):
+            return False
+        if isinstance(node, exp.Order) and node.parent is root:
+            return True
+    return node.parent is root and node.arg_key in ("expressions", "order")
+
+
+def _whole(node: exp.Expr | None) -> bool:
+    return node is None or (isinstance(node, exp.Literal) and node.is_int)
+
+
+def _check_window(window: exp.Window) -> None:
+    function = window.this
+    if not isinstance(function, WINDOW_FUNCTIONS):
+        name = function.key.upper() if isinstance(function, exp.Expr) else "it"
+        raise _refuse(
+            f"{name} is not computed over released rows: a window may rank (row_number, "
+            "rank, dense_rank, percent_rank, cume_dist, ntile), look at another row (lag, "
+            "lead, first_value, last_value, nth_value) or sum, average, count, take the "
+            "min or max of released values"
+        )
+    for arg in _CONSTANT_ARGS.get(type(function), ()):
+        if not _whole(function.args.get(arg)) and not isinstance(function.args.get(arg), exp.Null):
+            raise _refuse(f"{function.key.upper()}'s {arg} is a whole number")
+    if isinstance(function, exp.Ntile | exp.NthValue):
+        count = function.this if isinstance(function, exp.Ntile) else function.args.get("offset")
+        if not _whole(count):
+            raise _refuse(f"{function.key.upper()} takes a whole number")
+    spec = window.args.get("spec")
+    if isinstance(spec, exp.WindowSpec):
+        for bound in ("start", "end"):
+            value = spec.args.get(bound)
+            if isinstance(value, exp.Expr) and not _whole(value):
+                raise _refuse("a window frame's bounds are whole numbers of rows")
+    if window.args.get("alias") is not None:
+        raise _refuse("named windows (WINDOW w AS …) are not supported: write OVER (…)")
+
+
+def allowed_window_nodes(root: exp.Expr) -> set[int]:
+    """The ids of the nodes a placed window adds (the window, its function, its frame),
+    allowed by the parse though no other context allows them; raises if a window stands
+    where it cannot be computed over released rows."""
+    allowed: set[int] = set()
+    for window in root.find_all(exp.Window):
+        if not isinstance(root, exp.Select) or not _placed(window, root):
+            raise _refuse(_PLACE)
+        if root.args.get("distinct"):
+            raise _refuse("SELECT DISTINCT with window functions is not supported")
+        _check_window(window)
+        allowed.update((id(window), id(window.this)))
+        spec = window.args.get("spec")
+        if spec is not None:
+            allowed.add(id(spec))
+    return allowed
+
+
+class _Lifter:
+    """Replaces each window-free part of an output that reads data by a hidden output."""
+
+    def __init__(self, passed: dict[str, str]) -> None:
+        self.passed = passed  # an output's SQL text -> its inner name
+        self.hidden: list[exp.Expr] = []
+        self._names: dict[str, str] = {}
+
+    def column(self, node: exp.Expr) -> exp.Expr:
+        text = node.sql(dialect="duckdb")
+        name = self.passed.get(text) or self._names.get(text)
+        if name is None:
+            name = f"{HIDDEN}w{len(self.hidden)}"
+            self._names[text] = name
+            self.hidden.append(exp.alias_(node.copy(), name, quoted=True))
+        return exp.column(name, quoted=True)
+
+    def lift(self, node: exp.Expr) -> exp.Expr:
+        if not node.find(exp.Window):
+            reads = node.find(exp.Column, exp.AggFunc, exp.Subquery, exp.Star)
+            return self.column(node) if reads is not None else node.copy()
+        if isinstance(node, exp.Window):
+            return self._window(node)
+        out = node.copy()
+        for key, value in node.args.items():
+            if isinstance(value, exp.Expr):
+                out.set(key, self.lift(value))
+            elif isinstance(value, list):
+                out.set(key, [self.lift(v) if isinstance(v, exp.Expr) else v for v in value])
+        return out
+
+    def _window(self, window: exp.Window) -> exp.Expr:
+        out = window.copy()
+        out.set("this", self._function(window.this))
+        partition = window.args.get("partition_by") or []
+        out.set("partition_by", [self.lift(p) for p in partition])
+        order = window.args.get("order")
+        if isinstance(order, exp.Order):
+            ordered = []
+            for item in order.expressions:
+                copy = item.copy()
+                copy.set("this", self.lift(item.this))
+                ordered.append(copy)
+            out.set("order", exp.Order(expressions=ordered))
+        return out
+
+    def _function(self, function: exp.Expr) -> exp.Expr:
+        """The window's function with its inputs lifted (its whole-number constants, a
+        ``*`` and ntile's count stay as written)."""
+        lifted = function.copy()
+        if isinstance(function, exp.Ntile):
+            return lifted
+        constant = _CONSTANT_ARGS.get(type(function), ())
+        for key, value in function.args.items():
+            if key in constant or (isinstance(function, exp.NthValue) and key != "this"):
+                continue
+            if isinstance(value, exp.Distinct):
+                inside = value.copy()
+                inside.set("expressions", [self.lift(v) for v in value.expressions])
+                lifted.set(key, inside)
+            elif isinstance(value, list):
+                lifted.set(key, [self.lift(v) for v in value if isinstance(v, exp.Expr)])
+            elif isinstance(value, exp.Expr) and not isinstance(value, exp.Star):
+                lifted.set(key, self.lift(value))
+        return lifted
+
+
+def split_windows(root: exp.Expr, table: str) -> WindowSplit | None:
+    """The query without its windows and the windows over its released rows (read as
+    ``table``); None if ``root`` has no window.  ``root`` has passed the parse
+    (``allowed_window_nodes``)."""
+    if not isinstance(root, exp.Select) or root.find(exp.Window) is None:
+        return None
+    allowed_window_nodes(root)  # placement, functions, constants (again: this is run)
+    if any(p.find(exp.Columns) for p in root.expressions):
+        raise _refuse("COLUMNS(…) beside window functions is not supported: name the columns")
+    names = output_names(root)
+    written = [
+        p.alias for p in root.expressions if isinstance(p, exp.Alias) and p.find(exp.Window) is None
+    ]
+    if len(set(n.lower() for n in written)) != len(written):
+        raise _refuse("two outputs have the same name beside window functions: rename one")
+    inner = root.copy()
+    for arg in ("order", "limit", "offset"):
+        inner.set(arg, None)
+    projections: list[exp.Expr] = []
+    passed: dict[str, str] = {}
+    sources: list[str | None] = []
+    for i, projection in enumerate(root.expressions):
+        if projection.find(exp.Window) is not None:
+            sources.append(None)
+            continue
+        if isinstance(projection, exp.Alias):
+            own = projection.alias
+            projections.append(projection.copy())
+        else:
+            own = f"{HIDDEN}o{i}"
+            projections.append(exp.alias_(projection.copy(), own, quoted=True))
+        passed.setdefault(projection.unalias().sql(dialect="duckdb"), own)
+        sources.append(own)
+    lifter = _Lifter(passed)
+    outer: list[exp.Expr] = []
+    for projection, name, source in zip(root.expressions, names, sources, strict=True):
+        body = exp.column(source, quoted=True) if source else lifter.lift(projection.unalias())
+        outer.append(exp.alias_(body, name, quoted=True))
+    inner.set("expressions", [*projections, *lifter.hidden])
+    select = exp.select(*outer).from_(exp.table_(table, quoted=True))
+    order = stacked_order(
+        root,
+        names,
+        rule=RULE,
+        message="beside window functions, ORDER BY names outputs (by name, position or "
+        "their own expression): the released rows are sorted after the windows",
+    )
+    sql = select.sql(dialect="duckdb")
+    if order:
+        sql = f"SELECT * FROM ({sql}) AS __sbx_windows {order}"
+    return WindowSplit(inner, sql, tuple(names), tuple(sources))
