@@ -395,7 +395,15 @@ def release(
         inner = release(
             stats, prepared.within, noise=noise, database=database, max_groups=max_groups
         )
-        table = over_released(inner.table, prepared.outer_sql, database)
+        try:
+            table = over_released(inner.table, prepared.outer_sql, database)
+        except EnclaveError:
+            # A failure here is held under review as any failure on the data is
+            # (held_failure.DATA_FAILURES), and names no engine error.
+            raise EnclaveError(
+                "computing the windows over the released rows failed",
+                rule="disclosure.arithmetic",
+            ) from None
         table = _round(table, prepared.params.round_digits)
         return Released(table, inner.groups_suppressed, inner.epsilon_spent, inner.stats)
     if isinstance(stats, WithSets) != isinstance(prepared, PreparedWithSets):

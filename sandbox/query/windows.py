@@ -63,6 +63,7 @@ _CONSTANT_ARGS: dict[type[exp.Expr], tuple[str, ...]] = {
     exp.Lag: ("offset", "default"),
     exp.Lead: ("offset", "default"),
 }
+_BIGINT = 2**63
 _PLACE = (
     "window functions (OVER …) are computed over the released rows: write them in the "
     "SELECT list or the ORDER BY of the released (aggregated) SELECT"
@@ -99,8 +100,11 @@ def _placed(window: exp.Window, root: exp.Select) -> bool:
     return node.parent is root and node.arg_key in ("expressions", "order")
 
 
-def _whole(node: exp.Expr | None) -> bool:
-    return node is None or (isinstance(node, exp.Literal) and node.is_int)
+def _whole(node: exp.Expr | None, least: int = 0) -> bool:
+    """A whole-number constant from ``least`` up to a BIGINT's largest (or absent)."""
+    if node is None:
+        return True
+    return isinstance(node, exp.Literal) and node.is_int and least <= int(node.name) < _BIGINT
 
 
 def _check_window(window: exp.Window) -> None:
@@ -113,13 +117,19 @@ def _check_window(window: exp.Window) -> None:
             "lead, first_value, last_value, nth_value) or sum, average, count, take the "
             "min or max of released values"
         )
-    for arg in _CONSTANT_ARGS.get(type(function), ()):
-        if not _whole(function.args.get(arg)) and not isinstance(function.args.get(arg), exp.Null):
-            raise _refuse(f"{function.key.upper()}'s {arg} is a whole number")
+    if isinstance(function, _RANKING) and not isinstance(function, exp.Ntile):
+        if any(value for value in function.args.values()):
+            raise _refuse(f"{function.key.upper()}() takes no argument: write OVER (ORDER BY …)")
+    if isinstance(function, exp.Lag | exp.Lead):
+        offset, default = function.args.get("offset"), function.args.get("default")
+        if not _whole(offset):
+            raise _refuse(f"{function.key.upper()}'s offset is a whole number of rows")
+        if default is not None and not isinstance(default, exp.Literal | exp.Null):
+            raise _refuse(f"{function.key.upper()}'s default is a constant")
     if isinstance(function, exp.Ntile | exp.NthValue):
         count = function.this if isinstance(function, exp.Ntile) else function.args.get("offset")
-        if not _whole(count):
-            raise _refuse(f"{function.key.upper()} takes a whole number")
+        if count is None or not _whole(count, least=1):
+            raise _refuse(f"{function.key.upper()} takes a whole number from 1")
     spec = window.args.get("spec")
     if isinstance(spec, exp.WindowSpec):
         for bound in ("start", "end"):
@@ -155,6 +165,8 @@ class _Lifter:
         self.passed = passed  # an output's SQL text -> its inner name
         self.hidden: list[exp.Expr] = []
         self._names: dict[str, str] = {}
+        #: Each window over the released rows, as ``window AS "__sbx_v<i>"``.
+        self.windows: list[exp.Expr] = []
 
     def column(self, node: exp.Expr) -> exp.Expr:
         text = node.sql(dialect="duckdb")
@@ -166,6 +178,11 @@ class _Lifter:
         return exp.column(name, quoted=True)
 
     def lift(self, node: exp.Expr) -> exp.Expr:
+        if node.find(exp.Window) and node.find(exp.Subquery):
+            raise _refuse(
+                "a total (a subquery) in an output with a window function: release the "
+                "total as an output of its own"
+            )
         if not node.find(exp.Window):
             reads = node.find(exp.Column, exp.AggFunc, exp.Subquery, exp.Star)
             return self.column(node) if reads is not None else node.copy()
@@ -192,7 +209,9 @@ class _Lifter:
                 copy.set("this", self.lift(item.this))
                 ordered.append(copy)
             out.set("order", exp.Order(expressions=ordered))
-        return out
+        name = f"{HIDDEN}v{len(self.windows)}"
+        self.windows.append(exp.alias_(out, name, quoted=True))
+        return exp.column(name, quoted=True)
 
     def _function(self, function: exp.Expr) -> exp.Expr:
         """The window's function with its inputs lifted (its whole-number constants, a
@@ -253,8 +272,22 @@ def split_windows(root: exp.Expr, table: str) -> WindowSplit | None:
     for projection, name, source in zip(root.expressions, names, sources, strict=True):
         body = exp.column(source, quoted=True) if source else lifter.lift(projection.unalias())
         outer.append(exp.alias_(body, name, quoted=True))
+    if not projections and not lifter.hidden:
+        raise _refuse(
+            "the windows have no released rows to run over: add a group key or an "
+            "aggregate to the SELECT list"
+        )
     inner.set("expressions", [*projections, *lifter.hidden])
-    select = exp.select(*outer).from_(exp.table_(table, quoted=True))
+    # The windows as columns of their own first: a window over released values cannot
+    # fail on them; what the outputs compute around them runs under TRY (NULL where it
+    # fails), as the release query's expressions do, so no outcome of the run (fail or
+    # not) depends on a value the review has not seen.
+    windowed = exp.select(exp.Star(), *lifter.windows).from_(exp.table_(table, quoted=True))
+    for item in outer:
+        body = item.this
+        if not isinstance(body, exp.Column):
+            item.set("this", exp.Try(this=body))
+    select = exp.select(*outer).from_(windowed.subquery("__sbx_windowed"))
     order = stacked_order(
         root,
         names,

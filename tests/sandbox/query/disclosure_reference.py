@@ -7,7 +7,8 @@ imported from there, so a change to the plan (``sensitivity``, ``noise_plan``) c
 sides alike.  Only the entry point is renamed (``reference_disclose``).  Since the row count can
 select the groups instead of the entity count (``disclosure._gate``), the reference
 selects on whichever plan ``selects``, row by row, releases that column's draws, and
-releases an entity count without a plan as NULL.
+releases an entity count without a plan as NULL.  A NULL in the selecting count is
+refused (``disclosure.stats``), as ``disclose`` refuses it since 5653e0f.
 """
 
 from __future__ import annotations
@@ -274,7 +275,9 @@ def _selected(
     exceeds the largest contribution any one entity can make, which is what the rule
     protects (``docs/disclosure.md``).
     """
-    true = [int(r[plan.column] or 0) for r in rows]
+    if any(r[plan.column] is None for r in rows):  # refused since 5653e0f, as disclose does
+        raise EnclaveError("the selecting count has no value", rule="disclosure.stats")
+    true = [int(r[plan.column]) for r in rows]
     draws = _draw(noise, plan, len(true))
     noisy = [max(0, t + z) for t, z in zip(true, draws, strict=True)]
     tau = selection_threshold(plan, params, selections) if grouped else params.k

@@ -189,6 +189,38 @@ def test_under_a_budget_windows_read_released_rows_only(demo_platform: Any, seed
             "health.claims GROUP BY district ORDER BY avg(claim_amount)",
             "guard.window",
         ),
+        # found by an attack: errors the engine would only raise at release, after the
+        # run was charged (an outside review, December 2026)
+        (
+            "SELECT district, rank(count(*)) OVER (ORDER BY district) FROM health.claims "
+            "GROUP BY district",
+            "guard.window",
+        ),
+        (
+            "SELECT district, ntile(0) OVER (ORDER BY district) FROM health.claims "
+            "GROUP BY district",
+            "guard.window",
+        ),
+        (
+            "SELECT district, lag(count(*), 99999999999999999999999) OVER (ORDER BY "
+            "district) FROM health.claims GROUP BY district",
+            "guard.window",
+        ),
+        (
+            "SELECT district, sum(count(*)) OVER (ORDER BY district ROWS BETWEEN "
+            "99999999999999999999 PRECEDING AND CURRENT ROW) FROM health.claims "
+            "GROUP BY district",
+            "guard.window",
+        ),
+        (
+            "SELECT count(*) OVER () AS c FROM health.claims GROUP BY district",
+            "guard.window",
+        ),
+        (
+            "SELECT district, count(*) AS n, sum(count(*)) OVER () - (SELECT count(*) FROM "
+            "health.claims) AS t FROM health.claims GROUP BY district",
+            "guard.window",
+        ),
     ],
 )
 def test_windows_elsewhere_are_refused(sql: str, rule: str) -> None:
@@ -213,3 +245,28 @@ def test_without_a_budget_withheld_groups_are_in_no_window(demo_platform: Any) -
     with demo_platform.enclave.cursor() as cur:
         true_total = cur.sql("SELECT count(*) FROM health.claims").fetchall()[0][0]
     assert sum(counts) < true_total
+
+
+def test_what_an_output_computes_around_a_window_cannot_fail_on_the_data(
+    demo_platform: Any,
+) -> None:
+    """An attack made the windows' arithmetic overflow for some released values and not
+    others: under review the failure reached the analyst before any review, one bit of
+    exact values per query.  The windows now run as columns of their own and what the
+    output computes around them under TRY: NULL where it fails, as the release query's
+    expressions are, and the run succeeds either way (so it is held, not refused)."""
+    sql = (
+        "SELECT district, count(*) AS n, greatest(max(count(*)) OVER () - {t}, 0) "
+        "* 9223372036854775807 AS x FROM health.claims GROUP BY district"
+    )
+    with demo_platform.enclave.cursor() as cur:
+        (most,) = cur.sql(
+            "SELECT max(n) FROM (SELECT count(*) AS n FROM health.claims GROUP BY district)"
+        ).fetchall()[0]
+    for t in (most - 2, most - 1, most):
+        prepared = prepare(sql.format(t=t), access(), EXACT, max_sql_length=MAX_SQL_LENGTH)
+        result = release(execute(demo_platform.enclave, prepared), prepared)
+        values = set(result.table.column("x").to_pylist())
+        assert values == (
+            {None} if t < most - 1 else {9223372036854775807} if t == most - 1 else {0}
+        )
