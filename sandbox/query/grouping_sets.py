@@ -149,6 +149,30 @@ def _without(tree: exp.Expr, dropped: list[exp.Expr]) -> exp.Expr:
     return tree
 
 
+def _grouping(tree: exp.Expr, keys: list[exp.Expr], dropped: list[exp.Expr]) -> exp.Expr:
+    """``tree`` with each ``GROUPING(k1, …)`` outside an aggregate as this set's constant:
+    a bit per argument, the first the highest, 1 where the key is aggregated away (not
+    in this set), as SQL defines it.  An argument that is no key of the GROUP BY is
+    refused.  Not data: which keys a set groups by is the query's text."""
+
+    def constant(node: exp.Expr) -> exp.Expr:
+        if not isinstance(node, exp.Grouping):
+            return node
+        value = 0
+        for arg in node.expressions:
+            if any(_same(arg, key) for key in dropped):
+                value = value * 2 + 1
+            elif any(_same(arg, key) for key in keys):
+                value = value * 2
+            else:
+                raise _refuse("GROUPING() takes keys of the GROUP BY's grouping sets")
+        return exp.Literal.number(value)
+
+    if isinstance(tree, _ROW_LEVEL) and not isinstance(tree, exp.Grouping):
+        return tree  # sqlglot counts GROUPING() among the aggregates
+    return tree.transform(constant, copy=False)
+
+
 def _part(select: exp.Select, keys: list[exp.Expr], dropped: list[exp.Expr]) -> exp.Select:
     part = select.copy()
     for name in ("order", "limit", "offset"):
@@ -157,7 +181,7 @@ def _part(select: exp.Select, keys: list[exp.Expr], dropped: list[exp.Expr]) -> 
     outputs = []
     for output in part.expressions:
         inner = output.unalias()
-        new = _without(inner.copy(), dropped)
+        new = _without(_grouping(inner.copy(), keys, dropped), dropped)
         # Unnamed where it changed (the stacked rows take the query's names, by position:
         # ``output_names``): ``NULL AS district`` would be what ``district`` in a HAVING
         # or FILTER of this SELECT reads, not the column.
@@ -165,7 +189,7 @@ def _part(select: exp.Select, keys: list[exp.Expr], dropped: list[exp.Expr]) -> 
     part.set("expressions", outputs)
     having = part.args.get("having")
     if having is not None:
-        having.set("this", _without(having.this.copy(), dropped))
+        having.set("this", _without(_grouping(having.this.copy(), keys, dropped), dropped))
     return part
 
 

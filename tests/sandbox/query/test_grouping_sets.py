@@ -49,6 +49,11 @@ ANSWERED = [
     "SELECT c.district, count(*) AS n FROM health.claims AS c GROUP BY ROLLUP (district)",
     "SELECT district, count(*) AS n FROM health.claims "
     "GROUP BY GROUPING SETS ((district), (district))",
+    # GROUPING(): this set's constant, 1 where a key is aggregated away (bits, first highest)
+    "SELECT district, gender, GROUPING(gender) AS g, GROUPING(district, gender) AS gg, "
+    "count(*) AS n FROM health.claims GROUP BY ROLLUP (district, gender) ORDER BY 1, 2",
+    "SELECT gender, floor(age / 10) * 10 AS band, count(*) AS n FROM health.claims "
+    "GROUP BY CUBE (gender, floor(age / 10) * 10) HAVING GROUPING(gender) = 0",
 ]
 
 
@@ -121,6 +126,9 @@ def test_sets_are_the_plain_queries_in_sqls_order() -> None:
         # a sort key that is no output
         "SELECT district, count(*) AS n FROM health.claims GROUP BY ROLLUP (district) "
         "ORDER BY sum(claim_amount)",
+        # GROUPING() of what is no key
+        "SELECT gender, GROUPING(district) AS g, count(*) FROM health.claims "
+        "GROUP BY ROLLUP (gender)",
     ],
 )
 def test_shapes_not_read_are_refused(sql: str) -> None:
