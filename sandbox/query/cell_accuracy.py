@@ -52,7 +52,7 @@ def output_accuracy(prepared: Prepared) -> dict[str, dict[str, Any]] | None:
     With grouping sets, per output the widest of the sets' (each set is noised on its
     own, and their rows are stacked: the widest covers every row)."""
     if isinstance(prepared, PreparedWithWindows):
-        return _windowed(prepared, output_accuracy(prepared.within))
+        return _windowed(prepared, output_accuracy(prepared.inner))
     if isinstance(prepared, PreparedWithSets):
         return _widest([output_accuracy(part) for part in prepared.sets])
     return _output_accuracy(prepared, _release_select(prepared))

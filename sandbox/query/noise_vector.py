@@ -75,32 +75,19 @@ class Uniforms:
         return self.below(np.full(size, n, dtype=np.int64))
 
 
-def _bernoulli_exp(num: _Ints, den: int, uniforms: Uniforms) -> _Bools:
+def _bernoulli_exp(num: _Ints, den: int, uniforms: Uniforms, start: int = 1) -> _Bools:
     """``True`` with probability ``exp(-num_i / den)``, each ``0 <= num_i <= den``.
 
     Algorithm 1 for ``g = num_i / den <= 1``: ``k`` counts up while ``Bernoulli(g / k)``
     succeeds; the result is ``k`` odd (the scalar ``_bernoulli_exp`` without its ``g > 1``
-    steps).
+    steps).  ``start`` 2 skips a first step that surely succeeds (``g = 1``: the scalar
+    ``_bernoulli_exp_minus_one``).
     """
     result = np.empty(len(num), dtype=np.bool_)
-    k = np.ones(len(num), dtype=np.int64)
+    k = np.full(len(num), start, dtype=np.int64)
     todo = np.arange(len(num))
     while todo.size:
         go_on = uniforms.below(k[todo] * den) < num[todo]
-        stop = todo[~go_on]
-        result[stop] = (k[stop] & 1) == 1
-        todo = todo[go_on]
-        k[todo] += 1
-    return result
-
-
-def _bernoulli_exp_minus_one(size: int, uniforms: Uniforms) -> _Bools:
-    """``True`` with probability ``exp(-1)``: ``k`` from 2 while a uniform below ``k`` is 0."""
-    result = np.empty(size, dtype=np.bool_)
-    k = np.full(size, 2, dtype=np.int64)
-    todo = np.arange(size)
-    while todo.size:
-        go_on = uniforms.below(k[todo]) == 0
         stop = todo[~go_on]
         result[stop] = (k[stop] & 1) == 1
         todo = todo[go_on]
@@ -113,7 +100,8 @@ def _geometric(size: int, uniforms: Uniforms) -> _Ints:
     v = np.zeros(size, dtype=np.int64)
     todo = np.arange(size)
     while todo.size:
-        success = _bernoulli_exp_minus_one(todo.size, uniforms)
+        # exp(-1): g = 1, whose first step always succeeds
+        success = _bernoulli_exp(np.ones(todo.size, dtype=np.int64), 1, uniforms, start=2)
         todo = todo[success]
         v[todo] += 1
     return v

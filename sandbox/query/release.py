@@ -166,25 +166,20 @@ class PreparedWithWindows(Prepared):
     the windows over its released rows (``outer_sql``), outside the enclave.  Its own
     fields are the inner query's, but ``parsed``: the query as written."""
 
-    inner: Prepared | None = None
+    inner: Prepared
     #: The windows, ORDER BY and LIMIT over the inner query's released outputs.
-    outer_sql: str = ""
+    outer_sql: str
     #: The query's output names, and per output the inner one it passes on (None: a window).
-    names: tuple[str, ...] = ()
-    sources: tuple[str | None, ...] = ()
-
-    @property
-    def within(self) -> Prepared:
-        assert self.inner is not None  # always set by prepare
-        return self.inner
+    names: tuple[str, ...]
+    sources: tuple[str | None, ...]
 
     @property
     def epsilon(self) -> float:
-        return self.within.epsilon
+        return self.inner.epsilon
 
     @property
     def touched(self) -> list[str]:
-        return self.within.touched
+        return self.inner.touched
 
 
 @dataclass(frozen=True)
@@ -356,7 +351,7 @@ def execute(
     if isinstance(engine, Enclave):
         engine = DuckDBEngine(engine)
     if isinstance(prepared, PreparedWithWindows):
-        return execute(engine, prepared.within, max_groups=max_groups, before=before)
+        return execute(engine, prepared.inner, max_groups=max_groups, before=before)
     if isinstance(prepared, PreparedWithSets):
         return WithSets(
             tuple(execute(engine, p, max_groups=max_groups, before=before) for p in prepared.sets)
@@ -393,7 +388,7 @@ def release(
     if isinstance(prepared, PreparedWithWindows):
         # The windows over the released rows only: post-processing, as any output is.
         inner = release(
-            stats, prepared.within, noise=noise, database=database, max_groups=max_groups
+            stats, prepared.inner, noise=noise, database=database, max_groups=max_groups
         )
         try:
             table = over_released(inner.table, prepared.outer_sql, database)

@@ -467,7 +467,7 @@ class QueryService:
         """
         prepared.epsilon  # noqa: B018 - the noise plan refuses shares that round to nothing
         if isinstance(prepared, PreparedWithWindows):
-            return self._read_cap(prepared.within)  # the windows read released rows only
+            return self._read_cap(prepared.inner)  # the windows read released rows only
         if isinstance(prepared, PreparedWithSets):
             # Every grouping set's own cap (each refused as its own query would be); the
             # engine reads up to the largest, at least each set's own margin.  The first

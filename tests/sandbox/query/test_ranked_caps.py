@@ -96,6 +96,10 @@ def _bounds(g: int, t: int, c: int | None = None) -> ContributionBounds:
     )
 
 
+#: A budget under which T binds (T = C = 4 < C·G) and every plan reads the ranked copy.
+BUDGET = DisclosureParams(
+    k=2, epsilon=1.0, max_rows_per_entity=4, max_groups_per_entity=3, max_total_rows_per_entity=4
+)
 #: A WHERE on what is one value per person (district, declared values_per_entity = 1).
 IN_D01_D03 = GROUPED.replace(" GROUP BY", " WHERE district <> 'D02' GROUP BY")
 
@@ -358,13 +362,7 @@ def test_presence_cells_left_null_change_no_release(rows: list[Row], seed: int) 
         "count(claim_amount) FILTER (WHERE district <> 'D01') AS dead_cell "
         "FROM health.claims GROUP BY 1"
     )
-    params = DisclosureParams(
-        k=2,
-        epsilon=1.0,
-        max_rows_per_entity=4,
-        max_groups_per_entity=3,
-        max_total_rows_per_entity=4,
-    )
+    params = BUDGET
     prepared = prepare(sql, _access(), params, max_sql_length=MAX_SQL_LENGTH)
     plan = prepared.plan
     assert plan.ranked
@@ -522,13 +520,7 @@ def test_any_alias_the_guard_accepts_reads_the_copy(alias: str) -> None:
 def test_the_groups_entity_count_is_counted_only_where_read(sql: str, counted: bool) -> None:
     """Over a ranked copy the groups' entity count is a distinct count, most of the stats
     query's time (W3 with ε): it is left NULL where the release does not read it."""
-    params = DisclosureParams(
-        k=2,
-        epsilon=1.0,
-        max_rows_per_entity=4,
-        max_groups_per_entity=3,
-        max_total_rows_per_entity=4,
-    )
+    params = BUDGET
     prepared = prepare(sql, _access(), params, max_sql_length=MAX_SQL_LENGTH)
     assert prepared.plan.ranked
     grouped = bool(prepared.plan.keys)
@@ -542,13 +534,7 @@ def test_a_selecting_count_left_null_is_refused_not_read_as_zero() -> None:
     """Were a plan ever to leave the count that selects the groups unread, every group
     would look empty: the release refuses instead of withholding them all."""
     con = _database([("P1", "A", Decimal(1))] * 12 + [("P2", "B", Decimal(2))] * 12)
-    params = DisclosureParams(
-        k=1,
-        epsilon=1.0,
-        max_rows_per_entity=4,
-        max_groups_per_entity=3,
-        max_total_rows_per_entity=4,
-    )
+    params = replace(BUDGET, k=1)
     sql = "SELECT diagnosis_code, count(*) FROM health.claims GROUP BY 1"
     prepared = prepare(sql, _access(), params, max_sql_length=MAX_SQL_LENGTH)
     stats = con.sql(prepared.plan.stats_sql).to_arrow_table()
