@@ -15,6 +15,7 @@ from sqlglot.optimizer.scope import Scope
 from sandbox.core.access import DatasetAccess
 from sandbox.core.classification import ColumnSpec, Level, Role
 from sandbox.core.errors import QueryRefused
+from sandbox.query.cohorts import COHORT_CHECKED
 from sandbox.query.lineage import BaseColumn, ColumnInfo, Lineage
 from sandbox.query.nodes import QUANTILES, Kind, closure_refusal
 from sandbox.query.parse import AGGREGATES, NODE_KINDS, RECORD_VALUE_AGGREGATES, Parsed
@@ -132,6 +133,8 @@ class ColumnRules:
         Closed: a node type without a kind in ``NODE_KINDS`` is refused, never descended.
         """
         kind = NODE_KINDS.get(type(node))
+        if node.meta.get(COHORT_CHECKED) and context == "predicate" and clause == "WHERE":
+            return  # a WHERE's cohort, its keys checked by guard.cohorts, its scope as its own
         if kind is Kind.COLUMN:
             assert isinstance(node, exp.Column)
             self.use(self.lineage.resolve(node, scope), context, clause)

@@ -38,10 +38,17 @@ from sandbox.core.access import DatasetAccess
 from sandbox.core.classification import ColumnSpec
 from sandbox.query import bands
 from sandbox.query.closure import check_closed, check_writable
+from sandbox.query.cohorts import COHORT, COHORT_CHECKED, cohort_select, mark_cohorts
 from sandbox.query.column_rules import ColumnRules, quantile_of, refuse
 from sandbox.query.columns_expr import expand_columns
 from sandbox.query.filter_names import filters_read_columns
-from sandbox.query.join_rules import ENTITY_JOIN, check_joins, datasets_reached
+from sandbox.query.join_rules import (
+    ENTITY_JOIN,
+    check_entity_pair,
+    check_joins,
+    cohort_key,
+    datasets_reached,
+)
 from sandbox.query.lineage import BaseColumn, Lineage
 from sandbox.query.negative_rules import base_columns, check_controls, wrote_star
 from sandbox.query.nodes import QUANTILES
@@ -173,6 +180,7 @@ def analyse(parsed: Parsed, access: Mapping[str, DatasetAccess]) -> Analysed:
             "own release: run them separately); UNION ALL is allowed inside a CTE or "
             "derived table",
         )
+    mark_cohorts(root)  # the one form of subquery in WHERE (cohorts.py), its shape only
     scopes = list(traverse_scope(root))
     if expand_columns(scopes[-1], schema):
         scopes = list(traverse_scope(root))
@@ -209,7 +217,10 @@ def closed(a: Analysed) -> None:
 
 
 def scope_placement(a: Analysed, scope: Scope) -> None:
-    """Subqueries only in FROM, totals aside (each released on its own); no table functions."""
+    """Subqueries only in FROM, totals aside (each released on its own) and cohorts (a
+    WHERE's ``key IN (SELECT key …)``, cohorts.py); no table functions."""
+    if scope.scope_type is ScopeType.SUBQUERY and scope.expression.meta.get(COHORT):
+        return  # its keys are checked with the scope it filters (``cohorts``)
     if scope.scope_type in (ScopeType.SUBQUERY,):
         raise refuse(
             "guard.subquery_predicate",
@@ -232,6 +243,43 @@ def joins(a: Analysed, scope: Scope) -> None:
     """Joins only on equalities of declared joinable pairs (with consent), each dataset once."""
     if not isinstance(scope.expression, exp.SetOperation):
         check_joins(a.rules, scope)
+
+
+def cohorts(a: Analysed, scope: Scope) -> None:
+    """Cohort subqueries in WHERE (cohorts.py): entity keys of one entity, uncorrelated.
+
+    The subquery's own scope was checked before this one (innermost first) as a derived
+    table is: its key a passthrough, its WHERE a predicate on its dataset.
+    """
+    if scope.expression.meta.get(COHORT):  # the subquery itself, before its WHERE is read
+        if scope.external_columns:
+            raise refuse(
+                "guard.subquery_predicate",
+                "a cohort's subquery reads its own dataset only (it cannot refer to the "
+                "query around it)",
+            )
+        cohort_key(
+            a.rules, a.rules.lineage.resolve(scope.expression.expressions[0].unalias(), scope)
+        )
+    where = scope.expression.args.get("where")
+    if isinstance(scope.expression, exp.SetOperation) or where is None:
+        return
+    inner_scopes = {id(s.expression): s for s in scope.subquery_scopes}
+    for node in where.find_all(exp.In):
+        select = cohort_select(node)
+        if select is None or node.find_ancestor(exp.Select) is not scope.expression:
+            continue
+        inner = inner_scopes.get(id(select))
+        if inner is None or inner.external_columns:
+            raise refuse(
+                "guard.subquery_predicate",
+                "a cohort's subquery reads its own dataset only (it cannot refer to the "
+                "query around it)",
+            )
+        left = a.rules.lineage.resolve(node.this, scope)
+        right = a.rules.lineage.resolve(select.expressions[0].unalias(), inner)
+        check_entity_pair(a.rules, left, right, "WHERE … IN (SELECT …)")
+        node.meta[COHORT_CHECKED] = True
 
 
 def released_select(a: Analysed, scope: Scope) -> None:
@@ -276,6 +324,7 @@ SCOPE_RULES: tuple[ScopeStep, ...] = (
     scope_placement,
     set_operation,
     joins,
+    cohorts,
     released_select,
     derived_scope,
     generalise_keys,

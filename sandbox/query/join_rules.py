@@ -10,7 +10,7 @@ from sqlglot.optimizer.scope import Scope
 
 from sandbox.core.classification import INTEGER_TYPES, ColumnSpec
 from sandbox.query.column_rules import ColumnRules, refuse
-from sandbox.query.lineage import BaseColumn
+from sandbox.query.lineage import BaseColumn, ColumnInfo
 
 #: Set on a Join node the guard accepted: an inner join on both sides' entity keys.
 ENTITY_JOIN = "sbx.entity_join"
@@ -85,6 +85,38 @@ def _check_join_filter(rules: ColumnRules, scope: Scope, cond: exp.Expression) -
 
 def _is_entity_key(rules: ColumnRules, base: BaseColumn) -> bool:
     return base.column == rules.access[base.dataset].spec.entity_key.lower()
+
+
+def cohort_key(rules: ColumnRules, info: ColumnInfo) -> BaseColumn:
+    """One side of a cohort (``cohorts.py``): its dataset's entity key, as it is."""
+    base = info.single
+    if base is None:
+        raise refuse(
+            "guard.subquery_predicate",
+            "a cohort subquery's keys are dataset columns as they are, not expressions: "
+            "person_id IN (SELECT person_id FROM …)",
+        )
+    if not _is_entity_key(rules, base):
+        raise refuse(
+            "guard.subquery_predicate",
+            f"{base.dataset}.{base.column} is not {base.dataset}'s entity key: a cohort "
+            "subquery keeps the rows of entities, so both sides of IN (SELECT …) are entity keys "
+            f"({base.dataset}.{rules.access[base.dataset].spec.entity_key})",
+        )
+    return base
+
+
+def check_entity_pair(rules: ColumnRules, left: ColumnInfo, right: ColumnInfo, clause: str) -> None:
+    """A cohort's two keys: entity keys, of one dataset or a declared joinable pair of one
+    type (with both bureaus' consent), each used as a join key is."""
+    lb, rb = cohort_key(rules, left), cohort_key(rules, right)
+    if lb.dataset != rb.dataset:
+        _, lspec = rules.column(lb)
+        _, rspec = rules.column(rb)
+        _check_consent(lb, lspec, rb, rspec)
+        _check_key_types(lb, lspec, rb, rspec)
+    rules.use(left, "join", clause)
+    rules.use(right, "join", clause)
 
 
 def check_joins(rules: ColumnRules, scope: Scope) -> None:

@@ -29,6 +29,7 @@ from sandbox.core.access import DatasetAccess
 from sandbox.core.errors import QueryRefused
 from sandbox.enclave.ranked_rows import RANK, ranked_table
 from sandbox.query.cannot_raise import cannot_raise, column_types, split_and
+from sandbox.query.cohorts import COHORT_CHECKED
 from sandbox.query.column_rules import is_entity_key
 from sandbox.query.columns_expr import EXPANDED
 from sandbox.query.disclosure import QUANTILE_BINS
@@ -645,7 +646,10 @@ def _contain_errors(
         columns = {} if select is None else column_types(select, types)
         parts = []
         for part in split_and(where.this):
-            safe = cannot_raise(part, columns)
+            # A cohort's membership compares entity keys of one type (join_rules): it
+            # cannot fail on a value, and DuckDB runs no subquery under TRY.  Its own
+            # WHERE is one of those this loop reaches.
+            safe = _is_cohort(part) or cannot_raise(part, columns)
             bare = bare or safe
             parts.append(part if safe else _try(part))
         where.set("this", parts[0] if len(parts) == 1 else exp.and_(*parts))
@@ -666,6 +670,13 @@ def _contain_errors(
             if not isinstance(inner, exp.Column | exp.Try | exp.Literal):
                 inner.replace(_try(inner))
     return bare
+
+
+def _is_cohort(part: exp.Expression) -> bool:
+    """A WHERE conjunct the guard accepted as a cohort (``cohorts.py``), parentheses aside."""
+    while isinstance(part, exp.Paren):
+        part = part.this
+    return bool(part.meta.get(COHORT_CHECKED))
 
 
 def _is_aggregate(node: exp.Expression) -> bool:
@@ -950,6 +961,8 @@ def _per_entity(
     are its ranks (the per-query caps would keep the same).  A false declaration costs
     rows, never privacy: any filter keeps at most ``T`` rows ranked within ``T`` per
     entity, in at most ``G`` groups for those within ``G``."""
+    if predicate.find(exp.Subquery, exp.Select):
+        return False  # a cohort: entity-level too, but its ranks are not proven here
     try:
         bases = checked.lineage.of_expression(predicate, checked.final_scope).bases
     except QueryRefused:

@@ -89,6 +89,13 @@ _RECORD = Use(
     "{role} column {where}: aggregates that return one record's value are allowed on "
     "dimension columns only",
 )
+#: A measure's min or max is one person's value; a quantile is the nearest thing it has.
+_RECORD_MEASURE = Use(
+    Needs.NEVER,
+    _RECORD.rule,
+    _RECORD.message + "; under a privacy budget a high or low quantile is answered "
+    "instead: quantile_cont({name}, 0.99), quantile_cont({name}, 0.01)",
+)
 _MEASURE = Use(
     Needs.NEVER,
     "guard.measure",
@@ -145,7 +152,7 @@ def _cell(role: Role, context: Context) -> Use:
         return _quasi(role, context)
     if role is Role.MEASURE:
         if context is Context.RECORD_AGGREGATE:
-            return _RECORD
+            return _RECORD_MEASURE
         return _MEASURE if context in (Context.KEY, Context.OUTPUT) else _OK
     if context is Context.VALUE_AGGREGATE:  # a dimension
         return _DIMENSION_VALUE
