@@ -80,6 +80,9 @@ def _shape(node: exp.In) -> exp.Select:
     select = query.this if isinstance(query, exp.Subquery) else query
     if not isinstance(select, exp.Select):
         raise _refuse("the subquery is one SELECT (no UNION or VALUES)")
+    distinct = select.args.get("distinct")
+    if isinstance(distinct, exp.Distinct) and not distinct.args.get("on"):
+        select.set("distinct", None)  # IN (SELECT DISTINCT k …) is IN (SELECT k …)
     extra = sorted(k for k, v in select.args.items() if v and k not in _SELECT_ARGS)
     if extra:
         raise _refuse(f"the subquery has {extra[0].rstrip('_').upper()}, which a cohort cannot")

@@ -245,6 +245,40 @@ def joins(a: Analysed, scope: Scope) -> None:
         check_joins(a.rules, scope)
 
 
+def _cohort_scope(a: Analysed, scope: Scope) -> None:
+    """A cohort's subquery: uncorrelated, its key an entity key, no generalised column read.
+
+    A declared generalisation says how a column's values leave; a cohort combines
+    conditions on *different rows of one entity* (its subquery's rows, the outer query's
+    rows, another cohort's), which no other clause can: persons with a claim at 30-39
+    and one at 40-49 are those who turned 40 in the period, a year of age from two bands
+    (outside review, December 2026).  So a cohort's condition reads no generalised column
+    (a person's age band, filtered in the outer query, keeps its rows either way).
+    """
+    select = scope.expression
+    if scope.external_columns:
+        names = ", ".join(sorted({f"{c.table}.{c.name}" for c in scope.external_columns}))
+        raise refuse(
+            "guard.subquery_predicate",
+            f"a cohort subquery reads its own dataset only, but it reads {names} from the "
+            "query around it (a name that is not a column of "
+            f"{', '.join(sorted(datasets_reached(scope)))} is looked up there)",
+        )
+    cohort_key(a.rules, a.rules.lineage.resolve(select.expressions[0].unalias(), scope))
+    where = select.args.get("where")
+    for column in where.find_all(exp.Column) if where is not None else ():
+        for base in a.rules.lineage.resolve(column, scope).bases:
+            spec = _spec_of(a.access, base)
+            if spec is not None and spec.generalize is not None:
+                raise refuse(
+                    "guard.generalisation",
+                    f"{base.dataset}.{spec.name} has a declared generalisation: a cohort "
+                    "subquery's condition cannot read it (with the outer query it would "
+                    "combine bands of one entity's different rows); filter or group the "
+                    "outer query on it instead",
+                )
+
+
 def cohorts(a: Analysed, scope: Scope) -> None:
     """Cohort subqueries in WHERE (cohorts.py): entity keys of one entity, uncorrelated.
 
@@ -252,15 +286,7 @@ def cohorts(a: Analysed, scope: Scope) -> None:
     table is: its key a passthrough, its WHERE a predicate on its dataset.
     """
     if scope.expression.meta.get(COHORT):  # the subquery itself, before its WHERE is read
-        if scope.external_columns:
-            raise refuse(
-                "guard.subquery_predicate",
-                "a cohort's subquery reads its own dataset only (it cannot refer to the "
-                "query around it)",
-            )
-        cohort_key(
-            a.rules, a.rules.lineage.resolve(scope.expression.expressions[0].unalias(), scope)
-        )
+        _cohort_scope(a, scope)
     where = scope.expression.args.get("where")
     if isinstance(scope.expression, exp.SetOperation) or where is None:
         return

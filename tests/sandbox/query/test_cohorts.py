@@ -37,6 +37,9 @@ ANSWERED = [
     f"SELECT gender, count(*) AS n FROM health.claims WHERE person_id IN ({ASTHMA}) "
     "AND person_id IN (SELECT person_id FROM health.claims WHERE diagnosis_code = 'E11') "
     "GROUP BY gender ORDER BY gender",
+    # DISTINCT changes nothing in IN (SELECT …): dropped
+    "SELECT count(*) AS n FROM health.claims c WHERE c.person_id IN "
+    "(SELECT DISTINCT person_id FROM health.claims WHERE gender = 'F')",
     # a cohort with no condition keeps every row of every entity with a key
     "SELECT count(*) AS n FROM health.claims WHERE person_id IN "
     "(SELECT person_id FROM health.claims)",
@@ -64,9 +67,9 @@ EVERYONE = "c.person_id IN (SELECT person_id FROM health.claims)"
 
 
 def test_under_a_budget_a_cohort_costs_what_the_query_without_it_costs() -> None:
+    big = "SELECT person_id FROM health.claims WHERE claim_amount > 5000"
     with_cohort = prepare(
-        f"{PLAIN} WHERE {EVERYONE.replace('health.claims)', 'health.claims WHERE age >= 60)')}"
-        " GROUP BY 1",
+        f"{PLAIN} WHERE c.person_id IN ({big}) GROUP BY 1",
         access(),
         BUDGET,
         max_sql_length=MAX_SQL_LENGTH,
@@ -156,6 +159,16 @@ REFUSED = {
     "(SELECT person_id FROM health.claims WHERE person_id = 'P0000001')": "guard.identifier",
     "SELECT count(*) FROM health.claims c WHERE c.person_id IN "
     "(SELECT person_id FROM health.claims WHERE age = 37)": "guard.generalisation",
+    # two bands of one person's rows would tell who crossed 40 (outside review): a
+    # generalised column stays out of a cohort's condition, on its bands too
+    "SELECT count(DISTINCT person_id) FROM health.claims WHERE person_id IN "
+    "(SELECT person_id FROM health.claims WHERE age >= 30 AND age < 40) AND person_id IN "
+    "(SELECT person_id FROM health.claims WHERE age >= 40 AND age < 50)": "guard.generalisation",
+    "SELECT floor(age / 10) * 10 AS band, count(DISTINCT person_id) FROM health.claims "
+    "WHERE person_id IN (SELECT person_id FROM health.claims WHERE floor(age / 10) * 10 = 30) "
+    "GROUP BY 1": "guard.generalisation",
+    "SELECT count(*) FROM transport.trips t WHERE t.card_id IN (SELECT card_id FROM "
+    "transport.trips WHERE hour(board_time) = 8)": "guard.generalisation",
     "SELECT count(*) FROM health.claims c WHERE c.person_id IN "
     "(SELECT person_id FROM health.claims WHERE name = 'x')": "guard.identifier",
     "SELECT count(*) FROM health.claims c WHERE c.person_id IN "
