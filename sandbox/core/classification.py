@@ -181,6 +181,10 @@ class DatasetSpec:
     update_frequency: str | None = None
     """Declared ``update_frequency``; ``None``: :data:`DEFAULT_UPDATE_FREQUENCY` applies."""
     one_row_per_entity: bool = False
+    entity_key_generated: bool = False
+    """The source has no entity key: each row is one entity, numbered 1, 2, … into the
+    ``entity_key`` column at registration (``enclave.registry``); implies one row per
+    entity.  Row numbers name no one outside a version: never joinable."""
 
     @property
     def domain(self) -> str:
@@ -211,6 +215,8 @@ class DatasetSpec:
             out["dataset"]["update_frequency"] = self.update_frequency
         if self.one_row_per_entity:
             out["dataset"]["one_row_per_entity"] = True
+        if self.entity_key_generated:
+            out["dataset"]["entity_key_generated"] = True
         if self.contribution is not None:  # absent: the digest it had before the section
             out["contribution"] = self.contribution.to_dict()
         return out
@@ -296,6 +302,8 @@ def parse_classification(
                 'contribution.caps_at: "registration" ranks rows beside the columns, so no '
                 "column may be named rowid or start with __ (rename it in the source)"
             )
+    if dataset is not None and dataset.entity_key_generated:
+        problems += _generated_key_problems(dataset, columns)
     if problems or dataset is None:
         raise ClassificationError(
             f"{source_name}: " + "; ".join(problems), rule="classification.invalid"
@@ -309,8 +317,33 @@ def parse_classification(
         source_name=source_name,
         contribution=contribution,
         update_frequency=dataset.update_frequency,
-        one_row_per_entity=dataset.one_row_per_entity,
+        one_row_per_entity=dataset.one_row_per_entity or dataset.entity_key_generated,
+        entity_key_generated=dataset.entity_key_generated,
     )
+
+
+#: The type of a generated entity key (row numbers).
+GENERATED_KEY_TYPE = "BIGINT"
+
+
+def _generated_key_problems(dataset: Any, columns: list[ColumnSpec]) -> list[str]:
+    """A generated key is a BIGINT identifier no one may join on (its numbers name rows
+    of one version, no one outside it)."""
+    key = next((c for c in columns if c.name.lower() == dataset.entity_key.lower()), None)
+    if key is None:
+        return []  # the entity_key check reports it
+    problems = []
+    if key.type is not None and key.type.upper() != GENERATED_KEY_TYPE:
+        problems.append(
+            f"columns.{key.name}.type: a generated entity key is {GENERATED_KEY_TYPE} "
+            "(the enclave numbers the rows)"
+        )
+    if key.joinable:
+        problems.append(
+            f"columns.{key.name}.joinable: a generated entity key numbers the rows of one "
+            "version and names no one elsewhere: it cannot be joinable"
+        )
+    return problems
 
 
 def _column_spec(name: str, column: ColumnEntry) -> ColumnSpec:

@@ -330,6 +330,9 @@ class DatasetEntry(BaseModel):
     update_frequency: UpdateFrequency | None = None
     #: One row per entity is declared: quality's uniqueness counts duplicate entity keys.
     one_row_per_entity: bool = False
+    #: The extract has no entity key: each row is one entity, and the enclave numbers the
+    #: rows into the declared ``entity_key`` column at registration (implies the above).
+    entity_key_generated: bool = False
 
     @field_validator("id")
     @classmethod

@@ -50,7 +50,11 @@ from audit.keys import SigningKey
 from connectors.base import LoadedSource, Source, StagedSource
 from connectors.isolation import parse_slot
 from connectors.limits import IngestLimits
-from sandbox.core.classification import DatasetSpec, validate_against_schema
+from sandbox.core.classification import (
+    GENERATED_KEY_TYPE,
+    DatasetSpec,
+    validate_against_schema,
+)
 from sandbox.core.db import dataset_versions, datasets
 from sandbox.core.errors import ConnectorError, Forbidden, InvalidInput, SandboxError
 from sandbox.core.settings import Settings
@@ -230,6 +234,8 @@ def _load_locked(
         try:
             con.execute(f'CREATE SCHEMA IF NOT EXISTS "{spec.domain}"')
             loaded: LoadedSource = source.load_into(con, _quoted(spec))
+            if spec.entity_key_generated:
+                _number_rows(con, spec)
             schema = table_columns(con, spec.domain, spec.table)
             typed = validate_against_schema(spec, schema)
             (row_count,) = con.execute(f"SELECT count(*) FROM {_quoted(spec)}").fetchone() or (0,)
@@ -276,6 +282,28 @@ def _load_locked(
                 rule="registry.load",
             ) from exc
     return (record_row, certificate, replaced, typed), previous
+
+
+def _number_rows(con: Any, spec: DatasetSpec) -> None:
+    """The generated entity key (``entity_key_generated``): rows numbered 1, 2, … in the
+    order loaded, one entity each.  A source that already has the column is refused: the
+    bureau should declare that column the entity key instead."""
+    key = spec.entity_key
+    present = table_columns(con, spec.domain, spec.table)
+    if key.lower() in {name.lower() for name in present}:
+        raise ConnectorError(
+            f"{spec.id}: the source already has a column {key}, which the classification "
+            "says the enclave generates (entity_key_generated): declare that column the "
+            "entity key without entity_key_generated, or rename it",
+            rule="registry.entity_key",
+        )
+    table = _quoted(spec)
+    con.execute(f'ALTER TABLE {table} ADD COLUMN "{key}" {GENERATED_KEY_TYPE}')
+    # Numbered by position, not by rowid (an uncommitted row's rowid is the transaction's).
+    con.execute(
+        f'UPDATE {table} SET "{key}" = s.n FROM (SELECT rowid AS r, '
+        f"row_number() OVER (ORDER BY rowid) AS n FROM {table}) AS s WHERE {table}.rowid = s.r"
+    )
 
 
 def _move_to_warehouse(

@@ -53,6 +53,8 @@ def loosenings(old: DatasetSpec, new: DatasetSpec, default: Contribution) -> lis
         out.append("the entity key changed")
     if old.one_row_per_entity != new.one_row_per_entity:
         out.append("one_row_per_entity changed")
+    if old.entity_key_generated != new.entity_key_generated:
+        out.append("entity_key_generated changed")
     before, after = old.contribution_or(default), new.contribution_or(default)
     if after.max_rows_per_entity > before.max_rows_per_entity:
         out.append("contribution: max_rows_per_entity (C) raised")
