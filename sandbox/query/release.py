@@ -43,7 +43,7 @@ from sandbox.query.parts import Split, split_totals
 from sandbox.query.release_filter import apply_filter
 from sandbox.query.rewrite import STATS_TABLE, ContributionBounds, Plan, build_plan
 from sandbox.query.totals import WithTotals, total_column
-from sandbox.query.windows import split_windows
+from sandbox.query.windows import Window, split_windows
 
 __all__ = [
     "Prepared",
@@ -172,6 +172,8 @@ class PreparedWithWindows(Prepared):
     #: The query's output names, and per output the inner one it passes on (None: a window).
     names: tuple[str, ...]
     sources: tuple[str | None, ...]
+    #: Each window as written and alone over the released rows (``window_types``).
+    windows: tuple[Window, ...] = ()
 
     @property
     def epsilon(self) -> float:
@@ -283,6 +285,7 @@ def prepare(
             outer_sql=windows.outer_sql,
             names=windows.names,
             sources=windows.sources,
+            windows=windows.windows,
         )
     if parsed.sets:
         return _with_sets(parsed, access, params, bounds, max_sql_length, portable)

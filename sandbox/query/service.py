@@ -59,6 +59,7 @@ from sandbox.core.db import insert_ignore, release_cache
 from sandbox.core.errors import (
     AuditUnavailable,
     BudgetExhausted,
+    EnclaveError,
     QueryRefused,
     QuotaExceeded,
     ResultTooLarge,
@@ -101,6 +102,7 @@ from sandbox.query.release import (
     result_sha256,
 )
 from sandbox.query.rewrite import ContributionBounds
+from sandbox.query.window_types import Unchecked, check_window_types, stats_types
 
 __all__ = ["Authorized", "Held", "QueryResult", "QueryService"]
 
@@ -427,7 +429,8 @@ class QueryService:
             raise decision.error()
         records = {d: self.platform.catalog.get(d) for d in parsed.datasets}
         # One engine per query (engine.mixed); Spark's caps choose cells by the portable hash.
-        portable = self.portable_hash or engine_of(records.values()) != DEFAULT_ENGINE
+        engine = engine_of(records.values())
+        portable = self.portable_hash or engine != DEFAULT_ENGINE
         # The analysis is cached by all it reads (sandbox.query.plan_cache), read fresh here.
         state = self.platform.authority.state
         versions = {d: (r.version, r.classification_sha256) for d, r in records.items()}
@@ -452,10 +455,32 @@ class QueryService:
         # Refused here (check, explain, run alike), before a job or a charge: an ε whose
         # shares round to nothing (noise_plan), or too small for the groups' read cap.
         self._read_cap(prepared)
+        # And windows that cannot be computed on their released outputs' types.
+        checked = None if key is None else ("window_types", *key, params, portable)
+        self._check_window_types(prepared, engine, checked)
         touched = [BaseColumn(*c.rsplit(".", 1)) for c in prepared.touched]
         important = important_datasets(parsed.datasets, touched, access)
         decision = important_release(decision, important, epsilon=prepared.params.epsilon)
         return Authorized(decision, prepared, remaining, records, cost)
+
+    def _check_window_types(self, prepared: Prepared, engine: str, key: Hashable | None) -> None:
+        """Refuse (``guard.window``) windows that cannot bind on the types of the rows
+        they run over (``sandbox.query.window_types``): data-independent, so refused
+        before a job or a charge, as the guard refuses.  Once per plan (cached by
+        ``key``); the stats query is bound in the enclave, no row read.  On DuckDB only:
+        on Spark, and wherever the dry run cannot be had, the run decides as before."""
+        if not isinstance(prepared, PreparedWithWindows) or engine != DEFAULT_ENGINE:
+            return
+
+        def check() -> bool:
+            with job_slot(None), self.platform.enclave.cursor() as cursor:
+                check_window_types(prepared, partial(stats_types, cursor), self._release_db)
+            return True
+
+        try:
+            self._plans.get_or_build(key, check)
+        except (Unchecked, EnclaveError, duckdb.Error):
+            return  # not cached: the next request tries again
 
     def _read_cap(self, prepared: Prepared) -> int:
         """How many groups the engine may read for ``prepared`` (``group_read_cap``).

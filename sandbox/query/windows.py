@@ -36,6 +36,7 @@ __all__ = [
     "HIDDEN",
     "RULE",
     "WINDOW_FUNCTIONS",
+    "Window",
     "WindowSplit",
     "allowed_window_nodes",
     "split_windows",
@@ -75,6 +76,20 @@ def _refuse(message: str) -> QueryRefused:
 
 
 @dataclass(frozen=True)
+class Window:
+    """One window of the query: as written, and alone over the released rows."""
+
+    #: The output it stands in.
+    output: str
+    #: The window as the query wrote it (DuckDB's dialect).
+    written: str
+    #: ``SELECT <the window> FROM <table>``: the window alone over the inner outputs.
+    sql: str
+    #: Per released column it reads: (the inner output's name, what it stands for as written).
+    inputs: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
 class WindowSplit:
     """The query without its windows, and the windows over its released rows."""
 
@@ -85,6 +100,8 @@ class WindowSplit:
     names: tuple[str, ...]
     #: Per output, the inner output it passes on (None: computed by a window).
     sources: tuple[str | None, ...]
+    #: Each window, in the order of the outputs.
+    windows: tuple[Window, ...] = ()
 
 
 def _placed(window: exp.Window, root: exp.Select) -> bool:
@@ -167,6 +184,14 @@ class _Lifter:
         self._names: dict[str, str] = {}
         #: Each window over the released rows, as ``window AS "__sbx_v<i>"``.
         self.windows: list[exp.Expr] = []
+        #: Each window as written, beside ``windows``.
+        self.written: list[exp.Window] = []
+
+    def texts(self) -> dict[str, str]:
+        """Each inner output a window may read -> its SQL text as written."""
+        texts = {name: text for text, name in self.passed.items()}
+        texts.update({name: text for text, name in self._names.items()})
+        return texts
 
     def column(self, node: exp.Expr) -> exp.Expr:
         text = node.sql(dialect="duckdb")
@@ -211,6 +236,7 @@ class _Lifter:
             out.set("order", exp.Order(expressions=ordered))
         name = f"{HIDDEN}v{len(self.windows)}"
         self.windows.append(exp.alias_(out, name, quoted=True))
+        self.written.append(window)
         return exp.column(name, quoted=True)
 
     def _function(self, function: exp.Expr) -> exp.Expr:
@@ -269,9 +295,11 @@ def split_windows(root: exp.Expr, table: str) -> WindowSplit | None:
         sources.append(own)
     lifter = _Lifter(passed)
     outer: list[exp.Expr] = []
+    of_output: list[str] = []  # per window, the output it stands in
     for projection, name, source in zip(root.expressions, names, sources, strict=True):
         body = exp.column(source, quoted=True) if source else lifter.lift(projection.unalias())
         outer.append(exp.alias_(body, name, quoted=True))
+        of_output.extend([name] * (len(lifter.windows) - len(of_output)))
     if not projections and not lifter.hidden:
         raise _refuse(
             "the windows have no released rows to run over: add a group key or an "
@@ -298,4 +326,11 @@ def split_windows(root: exp.Expr, table: str) -> WindowSplit | None:
     sql = select.sql(dialect="duckdb")
     if order:
         sql = f"SELECT * FROM ({sql}) AS __sbx_windows {order}"
-    return WindowSplit(inner, sql, tuple(names), tuple(sources))
+    texts = lifter.texts()
+    windows = []
+    for output, window, lifted in zip(of_output, lifter.written, lifter.windows, strict=True):
+        alone = exp.select(lifted.copy()).from_(exp.table_(table, quoted=True))
+        read = dict.fromkeys(c.name for c in lifted.find_all(exp.Column))
+        inputs = tuple((n, texts.get(n, n)) for n in read)
+        windows.append(Window(output, window.sql(dialect="duckdb"), alone.sql("duckdb"), inputs))
+    return WindowSplit(inner, sql, tuple(names), tuple(sources), tuple(windows))
