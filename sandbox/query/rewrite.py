@@ -672,7 +672,7 @@ def _contain_errors(
     return bare
 
 
-def _is_cohort(part: exp.Expression) -> bool:
+def _is_cohort(part: exp.Expr) -> bool:
     """A WHERE conjunct the guard accepted as a cohort (``cohorts.py``), parentheses aside."""
     while isinstance(part, exp.Paren):
         part = part.this
