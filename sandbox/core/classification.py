@@ -52,6 +52,7 @@ from sandbox.core.classification_file import (
     section,
 )
 from sandbox.core.errors import ClassificationError
+from sandbox.core.generated_key import generated_key_problems
 
 __all__ = [
     "ColumnSpec",
@@ -303,7 +304,7 @@ def parse_classification(
                 "column may be named rowid or start with __ (rename it in the source)"
             )
     if dataset is not None and dataset.entity_key_generated:
-        problems += _generated_key_problems(dataset, columns)
+        problems += generated_key_problems(dataset.entity_key, columns)
     if problems or dataset is None:
         raise ClassificationError(
             f"{source_name}: " + "; ".join(problems), rule="classification.invalid"
@@ -320,30 +321,6 @@ def parse_classification(
         one_row_per_entity=dataset.one_row_per_entity or dataset.entity_key_generated,
         entity_key_generated=dataset.entity_key_generated,
     )
-
-
-#: The type of a generated entity key (row numbers).
-GENERATED_KEY_TYPE = "BIGINT"
-
-
-def _generated_key_problems(dataset: Any, columns: list[ColumnSpec]) -> list[str]:
-    """A generated key is a BIGINT identifier no one may join on (its numbers name rows
-    of one version, no one outside it)."""
-    key = next((c for c in columns if c.name.lower() == dataset.entity_key.lower()), None)
-    if key is None:
-        return []  # the entity_key check reports it
-    problems = []
-    if key.type is not None and key.type.upper() != GENERATED_KEY_TYPE:
-        problems.append(
-            f"columns.{key.name}.type: a generated entity key is {GENERATED_KEY_TYPE} "
-            "(the enclave numbers the rows)"
-        )
-    if key.joinable:
-        problems.append(
-            f"columns.{key.name}.joinable: a generated entity key numbers the rows of one "
-            "version and names no one elsewhere: it cannot be joinable"
-        )
-    return problems
 
 
 def _column_spec(name: str, column: ColumnEntry) -> ColumnSpec:

@@ -328,11 +328,8 @@ class DatasetEntry(BaseModel):
     description: str = ""
     entity_key: str = Field(default="", validate_default=True)
     update_frequency: UpdateFrequency | None = None
-    #: One row per entity is declared: quality's uniqueness counts duplicate entity keys.
-    one_row_per_entity: bool = False
-    #: The extract has no entity key: each row is one entity, and the enclave numbers the
-    #: rows into the declared ``entity_key`` column at registration (implies the above).
-    entity_key_generated: bool = False
+    one_row_per_entity: bool = False  # declared: quality counts duplicate entity keys
+    entity_key_generated: bool = False  # no key in the source: rows numbered, one entity each
 
     @field_validator("id")
     @classmethod

@@ -8,14 +8,12 @@ Order of effects, chosen so that a failure leaves nothing half-done:
    one of ``ingest_concurrency`` turns on the host, while queries go on: the enclave's
    writer is not taken yet;
 3. inside one DuckDB transaction, under the writer, the connector replaces the table
-   (from the finished file), its schema is checked against the classification and its
-   ranked copy written (:mod:`~sandbox.enclave.ranked_rows`); any error rolls back, so
-   the previous version (or nothing) stays.
-   On the host console the server processes of the same home are asked to let go of
-   the enclave first (:func:`~sandbox.enclave.shared.exclusive_with_servers`), so a
-   ``sandbox dataset register`` works while the server runs, with the same short pause;
-4. the control-plane rows (dataset, version history) are written in one
-   transaction that commits only after the DuckDB commit succeeded;
+   (from the finished file), a generated entity key is numbered in, its schema is checked
+   against the classification and its ranked copy written; any error rolls back, so the
+   previous version (or nothing) stays.  On the host console the server processes of the
+   same home let go of the enclave first (:func:`~sandbox.enclave.shared.exclusive_with_servers`);
+4. the control-plane rows (dataset, version history) are written in one transaction
+   that commits only after the DuckDB commit succeeded;
 5. the work directory is removed, whatever happened;
 6. the signed certificate is written to the home (and kept in the version history).
 
@@ -50,11 +48,7 @@ from audit.keys import SigningKey
 from connectors.base import LoadedSource, Source, StagedSource
 from connectors.isolation import parse_slot
 from connectors.limits import IngestLimits
-from sandbox.core.classification import (
-    GENERATED_KEY_TYPE,
-    DatasetSpec,
-    validate_against_schema,
-)
+from sandbox.core.classification import DatasetSpec, validate_against_schema
 from sandbox.core.db import dataset_versions, datasets
 from sandbox.core.errors import ConnectorError, Forbidden, InvalidInput, SandboxError
 from sandbox.core.settings import Settings
@@ -63,6 +57,7 @@ from sandbox.enclave.catalog import DatasetRecord, schema_sha256, table_columns
 from sandbox.enclave.certificates import issue_certificate
 from sandbox.enclave.enclave import Enclave
 from sandbox.enclave.entity_hashes import check_entity_hashes
+from sandbox.enclave.generated_keys import number_rows
 from sandbox.enclave.quality import measure_quality
 from sandbox.enclave.quality_math import report_sha256
 from sandbox.enclave.ranked_rows import build_ranked
@@ -234,8 +229,7 @@ def _load_locked(
         try:
             con.execute(f'CREATE SCHEMA IF NOT EXISTS "{spec.domain}"')
             loaded: LoadedSource = source.load_into(con, _quoted(spec))
-            if spec.entity_key_generated:
-                _number_rows(con, spec)
+            number_rows(con, spec)  # where the classification has the enclave make the key
             schema = table_columns(con, spec.domain, spec.table)
             typed = validate_against_schema(spec, schema)
             (row_count,) = con.execute(f"SELECT count(*) FROM {_quoted(spec)}").fetchone() or (0,)
@@ -282,28 +276,6 @@ def _load_locked(
                 rule="registry.load",
             ) from exc
     return (record_row, certificate, replaced, typed), previous
-
-
-def _number_rows(con: Any, spec: DatasetSpec) -> None:
-    """The generated entity key (``entity_key_generated``): rows numbered 1, 2, … in the
-    order loaded, one entity each.  A source that already has the column is refused: the
-    bureau should declare that column the entity key instead."""
-    key = spec.entity_key
-    present = table_columns(con, spec.domain, spec.table)
-    if key.lower() in {name.lower() for name in present}:
-        raise ConnectorError(
-            f"{spec.id}: the source already has a column {key}, which the classification "
-            "says the enclave generates (entity_key_generated): declare that column the "
-            "entity key without entity_key_generated, or rename it",
-            rule="registry.entity_key",
-        )
-    table = _quoted(spec)
-    con.execute(f'ALTER TABLE {table} ADD COLUMN "{key}" {GENERATED_KEY_TYPE}')
-    # Numbered by position, not by rowid (an uncommitted row's rowid is the transaction's).
-    con.execute(
-        f'UPDATE {table} SET "{key}" = s.n FROM (SELECT rowid AS r, '
-        f"row_number() OVER (ORDER BY rowid) AS n FROM {table}) AS s WHERE {table}.rowid = s.r"
-    )
 
 
 def _move_to_warehouse(

@@ -38,17 +38,12 @@ from sandbox.core.access import DatasetAccess
 from sandbox.core.classification import ColumnSpec
 from sandbox.query import bands
 from sandbox.query.closure import check_closed, check_writable
-from sandbox.query.cohorts import COHORT, COHORT_CHECKED, cohort_select, mark_cohorts
+from sandbox.query.cohort_rules import check_cohorts
+from sandbox.query.cohorts import COHORT, mark_cohorts
 from sandbox.query.column_rules import ColumnRules, quantile_of, refuse
 from sandbox.query.columns_expr import expand_columns
 from sandbox.query.filter_names import filters_read_columns
-from sandbox.query.join_rules import (
-    ENTITY_JOIN,
-    check_entity_pair,
-    check_joins,
-    cohort_key,
-    datasets_reached,
-)
+from sandbox.query.join_rules import ENTITY_JOIN, check_joins, datasets_reached
 from sandbox.query.lineage import BaseColumn, Lineage
 from sandbox.query.negative_rules import base_columns, check_controls, wrote_star
 from sandbox.query.nodes import QUANTILES
@@ -245,67 +240,9 @@ def joins(a: Analysed, scope: Scope) -> None:
         check_joins(a.rules, scope)
 
 
-def _cohort_scope(a: Analysed, scope: Scope) -> None:
-    """A cohort's subquery: uncorrelated, its key an entity key, no generalised column read.
-
-    A declared generalisation says how a column's values leave; a cohort combines
-    conditions on *different rows of one entity* (its subquery's rows, the outer query's
-    rows, another cohort's), which no other clause can: persons with a claim at 30-39
-    and one at 40-49 are those who turned 40 in the period, a year of age from two bands
-    (outside review, December 2026).  So a cohort's condition reads no generalised column
-    (a person's age band, filtered in the outer query, keeps its rows either way).
-    """
-    select = scope.expression
-    if scope.external_columns:
-        names = ", ".join(sorted({f"{c.table}.{c.name}" for c in scope.external_columns}))
-        raise refuse(
-            "guard.subquery_predicate",
-            f"a cohort subquery reads its own dataset only, but it reads {names} from the "
-            "query around it (a name that is not a column of "
-            f"{', '.join(sorted(datasets_reached(scope)))} is looked up there)",
-        )
-    cohort_key(a.rules, a.rules.lineage.resolve(select.expressions[0].unalias(), scope))
-    where = select.args.get("where")
-    for column in where.find_all(exp.Column) if where is not None else ():
-        for base in a.rules.lineage.resolve(column, scope).bases:
-            spec = _spec_of(a.access, base)
-            if spec is not None and spec.generalize is not None:
-                raise refuse(
-                    "guard.generalisation",
-                    f"{base.dataset}.{spec.name} has a declared generalisation: a cohort "
-                    "subquery's condition cannot read it (with the outer query it would "
-                    "combine bands of one entity's different rows); filter or group the "
-                    "outer query on it instead",
-                )
-
-
 def cohorts(a: Analysed, scope: Scope) -> None:
-    """Cohort subqueries in WHERE (cohorts.py): entity keys of one entity, uncorrelated.
-
-    The subquery's own scope was checked before this one (innermost first) as a derived
-    table is: its key a passthrough, its WHERE a predicate on its dataset.
-    """
-    if scope.expression.meta.get(COHORT):  # the subquery itself, before its WHERE is read
-        _cohort_scope(a, scope)
-    where = scope.expression.args.get("where")
-    if isinstance(scope.expression, exp.SetOperation) or where is None:
-        return
-    inner_scopes = {id(s.expression): s for s in scope.subquery_scopes}
-    for node in where.find_all(exp.In):
-        select = cohort_select(node)
-        if select is None or node.find_ancestor(exp.Select) is not scope.expression:
-            continue
-        inner = inner_scopes.get(id(select))
-        if inner is None or inner.external_columns:
-            raise refuse(
-                "guard.subquery_predicate",
-                "a cohort's subquery reads its own dataset only (it cannot refer to the "
-                "query around it)",
-            )
-        left = a.rules.lineage.resolve(node.this, scope)
-        right = a.rules.lineage.resolve(select.expressions[0].unalias(), inner)
-        check_entity_pair(a.rules, left, right, "WHERE … IN (SELECT …)")
-        node.meta[COHORT_CHECKED] = True
+    """Cohort subqueries in WHERE (cohorts.py): entity keys of one entity, uncorrelated."""
+    check_cohorts(a.rules, scope)
 
 
 def released_select(a: Analysed, scope: Scope) -> None:
