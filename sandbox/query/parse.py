@@ -22,7 +22,7 @@ from sandbox.query.grouping_sets import GROUPING, grouping_sets
 from sandbox.query.nodes import AGGREGATES, EXPRESSION_KINDS, Kind
 from sandbox.query.spelling import called, describe, written_name
 from sandbox.query.stacked import stacked_as_grouped
-from sandbox.query.windows import allowed_window_nodes
+from sandbox.query.windows import allowed_window_nodes, split_windows
 
 __all__ = [
     "AGGREGATES",
@@ -207,19 +207,32 @@ def parse_query(sql: str, *, max_length: int, written: str | None = None) -> Par
     respell(root)
     # A window over the released rows (windows.py): the window, its function and its
     # frame are allowed there and nowhere else; any other window is refused here.
+    # Names as written (the trees walked below may hold the sandbox's own).
+    if any(i.name.startswith("__") for i in root.find_all(exp.Identifier)):
+        raise _refuse(
+            "guard.reserved_name",
+            "names starting with '__' are reserved for the sandbox's own rewrite",
+        )
     windowed = allowed_window_nodes(root) if root.find(exp.Window) else set()
     sets = grouping_sets(root)
-    if sets and windowed:
-        raise _refuse(
-            "guard.window",
-            "window functions beside ROLLUP, CUBE or GROUPING SETS are not supported: "
-            "run the windows over one grouping at a time",
-        )
     # With grouping sets, each set's query and the ORDER BY and LIMIT its rows share.
-    trees = [*sets, *(root.args[a] for a in ("order", "limit", "offset") if root.args.get(a))]
+    # Beside windows, the sets are those of the query without them (``split_windows``:
+    # the windows run over the stacked released rows), and each window over them.
+    unwindowed = split_windows(root, "__sbx_stats") if sets and windowed else None
+    checked = grouping_sets(unwindowed.inner) if unwindowed is not None else sets
+    outer = [root.args[a] for a in ("order", "limit", "offset") if root.args.get(a)]
+    if unwindowed is not None:
+        outer += [p for p in root.expressions if p.find(exp.Window)]
+    trees = [*checked, *outer]
     for node in (n for tree in (trees if sets else [root]) for n in tree.walk()):
         if id(node) in windowed:
             continue
+        if (
+            unwindowed is not None
+            and isinstance(node, exp.Grouping)
+            and node.find_ancestor(exp.Window)
+        ):
+            continue  # a window's input: a hidden output of each set's query (checked there)
         if isinstance(node, exp.Window):
             raise _refuse("guard.window", "window functions (OVER ...) are not allowed here")
         if isinstance(node, exp.Columns):
@@ -233,11 +246,6 @@ def parse_query(sql: str, *, max_length: int, written: str | None = None) -> Par
             raise _refuse(
                 "guard.alias_columns",
                 "column lists in aliases (AS t(a, b)) are not allowed: alias each column",
-            )
-        if isinstance(node, exp.Identifier) and node.name.startswith("__"):
-            raise _refuse(
-                "guard.reserved_name",
-                "names starting with '__' are reserved for the sandbox's own rewrite",
             )
         if isinstance(node, exp.Var) and not _known_unit(node):
             raise _refuse("guard.syntax_element", "a bare word where a date part is expected")

@@ -34,7 +34,7 @@ from sandbox.query.disclosure import (
     epsilon_cost,
     reads_group_entities,
 )
-from sandbox.query.grouping_sets import output_names, stacked_order
+from sandbox.query.grouping_sets import grouping_sets, output_names, stacked_order
 from sandbox.query.guard import Checked, check_query
 from sandbox.query.key_groups import declared_groups
 from sandbox.query.noise import NoiseSource
@@ -269,7 +269,13 @@ def prepare(
     windows = split_windows(parsed.expression, STATS_TABLE)
     if windows is not None:
         inner = prepare(
-            Parsed(windows.inner, parsed.datasets, parsed.cte_names, parsed.sql),
+            Parsed(
+                windows.inner,
+                parsed.datasets,
+                parsed.cte_names,
+                parsed.sql,
+                sets=grouping_sets(windows.inner),  # the windows run over the stacked rows
+            ),
             access,
             params,
             bounds=bounds,

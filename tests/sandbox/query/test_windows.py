@@ -43,6 +43,16 @@ ANSWERED = [
     "first_value(district) OVER (ORDER BY sum(claim_amount) DESC) AS top, "
     "ntile(4) OVER (ORDER BY district) AS quarter "
     "FROM health.claims GROUP BY district HAVING count(*) > 20 ORDER BY district",
+    # beside grouping sets the windows run over the stacked rows, subtotals included
+    "SELECT district, gender, count(*) AS n, "
+    "rank() OVER (PARTITION BY GROUPING(district), GROUPING(gender) "
+    "ORDER BY count(*) DESC, district, gender) AS r, "
+    "count(*) * 100.0 / sum(count(*)) OVER (PARTITION BY GROUPING(gender)) AS share "
+    "FROM health.claims GROUP BY ROLLUP (district, gender) ORDER BY r, district, gender",
+    "SELECT gender, floor(age / 10) * 10 AS band, sum(claim_amount) AS total, "
+    "lag(sum(claim_amount)) OVER (PARTITION BY gender ORDER BY floor(age / 10) * 10) AS prev "
+    "FROM health.claims GROUP BY CUBE (gender, floor(age / 10) * 10) "
+    "ORDER BY gender NULLS LAST, band NULLS LAST",
     # a window over an aggregate the query does not show itself
     "SELECT district, rank() OVER (ORDER BY count(DISTINCT person_id) DESC, district) AS r "
     "FROM health.claims GROUP BY district ORDER BY r",
@@ -78,6 +88,35 @@ def test_the_inputs_of_windows_are_hidden_outputs_of_the_query_without_them() ->
 BUDGET = DisclosureParams(
     k=10, epsilon=1.0, max_rows_per_entity=4, max_groups_per_entity=1, dominance_p=None
 )
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_beside_grouping_sets_windows_read_the_stacked_released_rows(
+    demo_platform: Any, seed: int
+) -> None:
+    """Each grouping set is released on its own (its noise, its ε share); the windows then
+    run over the stacked rows: a partition by GROUPING() sums the released rows of one
+    kind, and the ε is the query's without windows."""
+    plain_sql = "SELECT gender, count(*) AS n FROM health.claims GROUP BY ROLLUP (gender)"
+    sql = (
+        "SELECT gender, count(*) AS n, "
+        "sum(count(*)) OVER (PARTITION BY GROUPING(gender)) AS part "
+        "FROM health.claims GROUP BY ROLLUP (gender)"
+    )
+    prepared = prepare(sql, access(), BUDGET, max_sql_length=MAX_SQL_LENGTH)
+    result = release(execute(demo_platform.enclave, prepared), prepared, noise=seeded_noise(seed))
+    rows = result.table.to_pylist()
+    by_gender = [r for r in rows if r["gender"] is not None]
+    total = [r for r in rows if r["gender"] is None]
+    assert len(by_gender) == 2 and len(total) == 1
+    assert all(r["part"] == sum(g["n"] for g in by_gender) for r in by_gender)
+    assert total[0]["part"] == total[0]["n"]
+    plain = prepare(plain_sql, access(), BUDGET, max_sql_length=MAX_SQL_LENGTH)
+    alone = release(execute(demo_platform.enclave, plain), plain, noise=seeded_noise(seed))
+    assert alone.epsilon_spent == result.epsilon_spent == 1.0
+    assert sorted(map(str, alone.table.to_pylist())) == sorted(
+        str({"gender": r["gender"], "n": r["n"]}) for r in rows
+    )
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -163,10 +202,10 @@ def test_under_a_budget_windows_read_released_rows_only(demo_platform: Any, seed
             "GROUP BY district",
             "guard.window",
         ),
-        (
-            "SELECT district, count(*), sum(count(*)) OVER () FROM health.claims "
-            "GROUP BY ROLLUP (district)",
-            "guard.window",
+        (  # a GROUPING() of no key, inside a window beside grouping sets
+            "SELECT district, count(*), rank() OVER (PARTITION BY GROUPING(gender)) "
+            "FROM health.claims GROUP BY ROLLUP (district)",
+            "guard.grouping_sets",
         ),
         # functions and constants
         (
