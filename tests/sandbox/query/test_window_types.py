@@ -106,6 +106,31 @@ def test_the_window_and_what_it_reads_are_named(world: Any) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # a default is cast only when a row needs it: binding alone passes it
+        "SELECT district, count(*) AS n, lag(count(*), 1, 'abc') OVER (ORDER BY district) "
+        "AS s FROM health.claims GROUP BY district",
+        # beside grouping sets, over the stacked rows
+        "SELECT district, count(*) AS n, lead(avg(claim_amount), 1, 'x') "
+        "OVER (ORDER BY district) AS s FROM health.claims GROUP BY ROLLUP (district)",
+    ],
+)
+def test_a_default_of_the_wrong_type_is_refused_before_any_charge(world: Any, sql: str) -> None:
+    platform, tokens = world
+    service = QueryService(platform)
+    insurer = platform.authority.authenticate(tokens["op-insurer"])
+    grant = grant_of(platform, tokens, "op-insurer")
+    before = ledger(platform, grant.id)
+    with pytest.raises(QueryRefused) as info:
+        service.run(insurer, sql)
+    assert info.value.rule == "guard.window"
+    assert "released as" in info.value.message
+    _no_value(info.value.message, _districts(platform))
+    assert ledger(platform, grant.id) == before
+
+
 def test_under_review_it_is_refused_not_held(world: Any) -> None:
     platform, tokens = world
     service = QueryService(platform)
