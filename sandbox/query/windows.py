@@ -149,12 +149,17 @@ def _check_window(window: exp.Window) -> None:
             raise _refuse(f"{function.key.upper()} takes a whole number from 1")
     spec = window.args.get("spec")
     if isinstance(spec, exp.WindowSpec):
+        if spec.args.get("exclude") is not None:
+            # sqlglot's DuckDB writer drops it (a different frame, silently): refused.
+            raise _refuse("EXCLUDE in a window frame is not supported: drop it")
         for bound in ("start", "end"):
             value = spec.args.get(bound)
             if isinstance(value, exp.Expr) and not _whole(value):
                 raise _refuse("a window frame's bounds are whole numbers of rows")
     if window.args.get("alias") is not None:
         raise _refuse("named windows (WINDOW w AS …) are not supported: write OVER (…)")
+    if window.args.get("first") is not None:
+        raise _refuse("KEEP (… FIRST/LAST …) is not supported beside a window")
 
 
 def allowed_window_nodes(root: exp.Expr) -> set[int]:

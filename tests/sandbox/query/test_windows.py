@@ -207,6 +207,12 @@ def test_under_a_budget_windows_read_released_rows_only(demo_platform: Any, seed
             "FROM health.claims GROUP BY ROLLUP (district)",
             "guard.grouping_sets",
         ),
+        (  # sqlglot's writer would drop it: another frame, silently
+            "SELECT district, count(*), sum(count(*)) OVER (ORDER BY district ROWS BETWEEN 1 "
+            "PRECEDING AND 1 FOLLOWING EXCLUDE CURRENT ROW) FROM health.claims "
+            "GROUP BY ROLLUP (district)",
+            "guard.window",
+        ),
         # functions and constants
         (
             "SELECT district, string_agg(district, ',') OVER () FROM health.claims "
