@@ -184,3 +184,69 @@ def test_refused_naming_the_rule_and_no_value(sql: str) -> None:
         guard(sql)
     assert info.value.rule == REFUSED[sql], info.value.message
     assert "P0000001" not in info.value.message or "P0000001" in sql
+
+
+# -- a cohort from another dataset ----------------------------------------------------
+
+ENROLMENT = """
+[dataset]
+id = "{domain}.enrolment"
+entity_key = "person_id"
+
+[columns.person_id]
+level = "L3"
+role = "identifier"
+type = "VARCHAR"
+joinable = [{joinable}]
+
+[columns.plan]
+level = "L1"
+role = "dimension"
+"""
+FROM_ENROLMENT = (
+    "SELECT district, count(*) AS n FROM health.claims c WHERE c.person_id IN "
+    "(SELECT person_id FROM {domain}.enrolment WHERE plan = 'A') GROUP BY district"
+)
+
+
+def _with_enrolment(domain: str, joinable: str) -> dict[str, Any]:
+    from sandbox.core.access import DatasetAccess
+    from sandbox.core.classification import parse_classification
+
+    text = ENROLMENT.format(domain=domain, joinable=joinable).replace("joinable = []\n", "")
+    spec = parse_classification(text)
+    grants = access()
+    grants[spec.id] = DatasetAccess(spec, groupable=frozenset({"plan"}))
+    return grants
+
+
+def test_a_cohort_from_a_dataset_of_the_same_bureau_on_its_declared_pair() -> None:
+    grants = _with_enrolment("health", '"health.claims.person_id"')
+    parsed = parse_query(FROM_ENROLMENT.format(domain="health"), max_length=MAX_SQL_LENGTH)
+    plan = guard_with(parsed, grants)
+    assert '"health"."enrolment"' in plan.stats_sql and " IN (SELECT " in plan.stats_sql
+
+
+@pytest.mark.parametrize(
+    ("domain", "joinable", "said"),
+    [
+        ("health", "", "are not declared joinable"),
+        # across bureaus one side's declaration is not the other's consent
+        ("hrss", '"health.claims.person_id"', "both must declare it"),
+    ],
+)
+def test_a_cohort_from_another_dataset_needs_the_pair_declared(
+    domain: str, joinable: str, said: str
+) -> None:
+    grants = _with_enrolment(domain, joinable)
+    parsed = parse_query(FROM_ENROLMENT.format(domain=domain), max_length=MAX_SQL_LENGTH)
+    with pytest.raises(QueryRefused) as info:
+        guard_with(parsed, grants)
+    assert info.value.rule == "guard.join" and said in info.value.message
+
+
+def guard_with(parsed: Any, grants: dict[str, Any]) -> Any:
+    from sandbox.query.guard import check_query
+    from sandbox.query.rewrite import build_plan
+
+    return build_plan(check_query(parsed, grants), grants)
