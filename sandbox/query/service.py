@@ -93,6 +93,7 @@ from sandbox.query.receipts import issue_receipt
 from sandbox.query.release import (
     Prepared,
     PreparedWithSets,
+    PreparedWithTotals,
     PreparedWithWindows,
     Released,
     execute,
@@ -102,7 +103,7 @@ from sandbox.query.release import (
     result_sha256,
 )
 from sandbox.query.rewrite import ContributionBounds
-from sandbox.query.window_types import Unchecked, check_window_types, stats_types
+from sandbox.query.window_types import Unchecked, check_output_types, stats_types
 
 __all__ = ["Authorized", "Held", "QueryResult", "QueryService"]
 
@@ -455,26 +456,28 @@ class QueryService:
         # Refused here (check, explain, run alike), before a job or a charge: an ε whose
         # shares round to nothing (noise_plan), or too small for the groups' read cap.
         self._read_cap(prepared)
-        # And windows that cannot be computed on their released outputs' types.
-        checked = None if key is None else ("window_types", *key, params, portable)
-        self._check_window_types(prepared, engine, checked)
+        # And outputs or windows that cannot be computed on their released types.
+        checked = None if key is None else ("output_types", *key, params, portable)
+        self._check_output_types(prepared, engine, checked)
         touched = [BaseColumn(*c.rsplit(".", 1)) for c in prepared.touched]
         important = important_datasets(parsed.datasets, touched, access)
         decision = important_release(decision, important, epsilon=prepared.params.epsilon)
         return Authorized(decision, prepared, remaining, records, cost)
 
-    def _check_window_types(self, prepared: Prepared, engine: str, key: Hashable | None) -> None:
-        """Refuse (``guard.window``) windows that cannot bind on the types of the rows
-        they run over (``sandbox.query.window_types``): data-independent, so refused
-        before a job or a charge, as the guard refuses.  Once per plan (cached by
-        ``key``); the stats query is bound in the enclave, no row read.  On DuckDB only:
-        on Spark, and wherever the dry run cannot be had, the run decides as before."""
-        if not isinstance(prepared, PreparedWithWindows) or engine != DEFAULT_ENGINE:
+    def _check_output_types(self, prepared: Prepared, engine: str, key: Hashable | None) -> None:
+        """Refuse outputs (``guard.output_types``) and windows (``guard.window``) that
+        cannot bind on the types they are computed from (``sandbox.query.window_types``):
+        data-independent, so refused before a job or a charge, as the guard refuses.  Once
+        per plan (cached by ``key``), and only for plans that compute outputs over their
+        released statistics (a plain projection cannot fail so); the stats query is bound
+        in the enclave, no row read.  On DuckDB only: on Spark, and wherever the dry run
+        cannot be had, the run decides as before."""
+        if engine != DEFAULT_ENGINE or not _computes(prepared):
             return
 
         def check() -> bool:
             with job_slot(None), self.platform.enclave.cursor() as cursor:
-                check_window_types(prepared, partial(stats_types, cursor), self._release_db)
+                check_output_types(prepared, partial(stats_types, cursor), self._release_db)
             return True
 
         try:
@@ -1164,3 +1167,13 @@ def _check_rows_quota(decision: Decision, cost: Cost) -> None:
                 f"quota has {max(0, grant.rows_per_day - so_far):,} left today",
                 rule="quota.rows_per_day",
             )
+
+
+def _computes(prepared: Prepared) -> bool:
+    """Whether the release computes outputs in SQL over the released statistics (windows,
+    totals, expressions), where a type error could fail it; a plain projection cannot."""
+    if isinstance(prepared, PreparedWithWindows | PreparedWithTotals):
+        return True
+    if isinstance(prepared, PreparedWithSets):
+        return any(_computes(part) for part in prepared.sets)
+    return prepared.plan.release_columns is None

@@ -26,13 +26,14 @@ import duckdb
 import pyarrow as pa
 from duckdb.sqltypes import DuckDBPyType
 
-from sandbox.core.errors import QueryRefused, SandboxError
+from sandbox.core.errors import EnclaveError, QueryRefused, SandboxError
 from sandbox.query.noise import seeded_noise
 from sandbox.query.release import (
     Prepared,
     PreparedWithSets,
     PreparedWithTotals,
     PreparedWithWindows,
+    Released,
     WithSets,
     release,
 )
@@ -40,7 +41,15 @@ from sandbox.query.rewrite import STATS_TABLE
 from sandbox.query.totals import WithTotals
 from sandbox.query.windows import RULE
 
-__all__ = ["BIND_ERRORS", "Unchecked", "check_window_types", "empty_stats", "stats_types"]
+__all__ = [
+    "BIND_ERRORS",
+    "OUTPUT_TYPES",
+    "Unchecked",
+    "check_output_types",
+    "check_window_types",
+    "empty_stats",
+    "stats_types",
+]
 
 #: DuckDB's errors while binding a query: a property of its text and its inputs' types.
 BIND_ERRORS: tuple[type[duckdb.Error], ...] = (
@@ -103,6 +112,46 @@ def empty_stats(
     return WithTotals(table, tuple(empty_stats(p, types, database) for p in prepared.parts))
 
 
+#: The rule of an output that cannot be computed over its statistics' released types.
+OUTPUT_TYPES = "guard.output_types"
+
+
+def _released(
+    stats: pa.Table | WithTotals | WithSets, prepared: Prepared, database: duckdb.DuckDBPyConnection
+) -> Released:
+    """``release`` of a stats table without a row (its noise from a throwaway source).
+
+    The release query's expressions run under ``TRY`` (``rewrite``): what fails there on
+    no row is its binding, a property of the types alone, refused as
+    :data:`OUTPUT_TYPES`.  Any other failure is not judged here (:class:`Unchecked`).
+    """
+    try:
+        return release(stats, prepared, noise=seeded_noise(0), database=database)
+    except EnclaveError as exc:
+        if exc.rule != "release.outputs":
+            raise Unchecked from None
+        raise QueryRefused(
+            "an output cannot be computed over the types its statistics are released as "
+            "(coalesce of a text and a number, say): check the types each output combines",
+            rule=OUTPUT_TYPES,
+        ) from None
+    except SandboxError:
+        raise Unchecked from None
+
+
+def check_output_types(
+    prepared: Prepared,
+    types: Callable[[str], Types],
+    database: duckdb.DuckDBPyConnection,
+) -> None:
+    """Refuse (:data:`OUTPUT_TYPES`) outputs that cannot bind on their statistics' types,
+    and windows that cannot be computed over the released outputs (``guard.window``)."""
+    if isinstance(prepared, PreparedWithWindows):
+        check_window_types(prepared, types, database)
+    else:
+        _released(empty_stats(prepared, types, database), prepared, database)
+
+
 def check_window_types(
     prepared: PreparedWithWindows,
     types: Callable[[str], Types],
@@ -114,11 +163,7 @@ def check_window_types(
     (:func:`stats_types` on an enclave cursor).  Raises :class:`Unchecked` where the dry
     run cannot be had.
     """
-    stats = empty_stats(prepared, types, database)
-    try:
-        released = release(stats, prepared.inner, noise=seeded_noise(0), database=database)
-    except SandboxError:
-        raise Unchecked from None  # not the windows': the run decides
+    released = _released(empty_stats(prepared, types, database), prepared.inner, database)
     cursor = database.cursor()
     try:
         cursor.register(STATS_TABLE, _null_row(released.table.schema))

@@ -131,6 +131,39 @@ def test_a_default_of_the_wrong_type_is_refused_before_any_charge(world: Any, sq
     assert ledger(platform, grant.id) == before
 
 
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT district, coalesce(district, 5) AS c, count(*) AS n FROM health.claims "
+        "GROUP BY district",
+        "SELECT district, coalesce(district, 5) AS c, count(*) AS n FROM health.claims "
+        "GROUP BY ROLLUP (district)",
+    ],
+)
+def test_an_output_of_types_that_do_not_combine_is_refused_before_any_charge(
+    world: Any, sql: str
+) -> None:
+    """Outputs are computed over the released statistics under TRY: what fails there on
+    no row is the binding, the types' alone (it was charged, then release.outputs)."""
+    platform, tokens = world
+    service = QueryService(platform)
+    for account in ("op-insurer", "op-bank"):  # under a budget, and under review
+        actor = platform.authority.authenticate(tokens[account])
+        grant = grant_of(platform, tokens, account)
+        budgeted = not grant.review_required
+        before = ledger(platform, grant.id) if budgeted else None
+        used = usage(platform, grant.id)
+        run = service.run if budgeted else service.run_job
+        with pytest.raises(QueryRefused) as info:
+            run(actor, sql)
+        assert info.value.rule == "guard.output_types"
+        _no_value(info.value.message, _districts(platform))
+        if budgeted:
+            assert ledger(platform, grant.id) == before
+        after = usage(platform, grant.id)
+        assert (after.queries if after else 0) == (used.queries if used else 0)
+
+
 def test_under_review_it_is_refused_not_held(world: Any) -> None:
     platform, tokens = world
     service = QueryService(platform)
