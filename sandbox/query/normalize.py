@@ -15,6 +15,8 @@ and left as written otherwise (the guard then refuses it by its own rule):
   merged into the inner (the inner's outputs substituted into the outer's
   expressions; the outer WHERE becomes HAVING): ``merge_source.py``;
 - ``sum``, ``avg``, ``count`` of ``coalesce(x, 0)`` as the aggregates of ``x``;
+- ``sum`` and ``avg`` of a column times or divided by a nonzero number, as the column's
+  aggregate scaled after (``scaled_measure``);
 - a cast of a bare column to a float inside a sum, mean, variance or quantile, as the
   column (``float_cast``); ``SELECT DISTINCT`` of plain outputs as a ``GROUP BY`` of
   them (``distinct_as_groups``);
@@ -44,6 +46,7 @@ __all__ = [
     "implicit_joins",
     "normalize",
     "offset_into_limit",
+    "scaled_measure",
 ]
 
 #: Larger offsets mean nothing (results are bounded far below), as for LIMIT.
@@ -72,6 +75,8 @@ def normalize(root: exp.Expr) -> None:
     offset_into_limit(root)
     for agg in list(root.find_all(exp.Sum, exp.Avg, exp.Count)):
         coalesce_zero(agg)
+    for agg in list(root.find_all(exp.Sum, exp.Avg)):
+        scaled_measure(agg)
     for measured in list(root.find_all(*VALUE_AGGREGATES, *QUANTILES)):
         float_cast(measured)
     advise(root)
@@ -204,6 +209,54 @@ def coalesce_zero(agg: exp.Expr) -> None:
     ratio = exp.Div(this=kept(exp.Sum(this=value)), expression=kept(exp.Count(this=exp.Star())))
     target = outer if isinstance(where, exp.Where) and outer is not None else agg
     target.replace(exp.paren(ratio))
+
+
+def _factor(node: exp.Expr) -> bool:
+    """A nonzero number written as a literal (a sign allowed)."""
+    if isinstance(node, exp.Neg):
+        return _factor(node.this)
+    if not (isinstance(node, exp.Literal) and not node.is_string):
+        return False
+    try:
+        return float(node.name) != 0
+    except ValueError:
+        return False
+
+
+def scaled_measure(agg: exp.Expr) -> None:
+    """``sum(c * x)``, ``sum(x * c)`` and ``sum(x / c)`` (``avg`` alike) as the aggregate
+    of the bare column scaled after: ``c * sum(x)``, ``sum(x) / c``.
+
+    Analysts scale units inside the aggregate (``sum(claim_amount / 10000)`` in 万元); a
+    sum or mean is linear, so the value is the same for a nonzero constant ``c`` written
+    as a number (the order of floating-point rounding aside), and the guard then reads
+    the column's own aggregate (its bounds and noise as for ``sum(x)``).  A ``FILTER``
+    stays on the aggregate.  Anything else (a column times a column, ``x + c``, ``c / x``,
+    ``DISTINCT``) is left as written.
+    """
+    arg = agg.this
+    if agg.args.get("expressions") or not isinstance(arg, exp.Mul | exp.Div):
+        return
+    left, right = arg.this, arg.expression
+    if isinstance(arg, exp.Mul) and _factor(left) and isinstance(right, exp.Column):
+        column, factor = right, left
+    elif _factor(right) and isinstance(left, exp.Column):
+        column, factor = left, right
+    else:
+        return
+    outer = agg.parent
+    where = outer.expression if isinstance(outer, exp.Filter) else None
+    plain = type(agg)(this=column.copy())
+    inner: exp.Expr = plain
+    target: exp.Expr = agg
+    if isinstance(where, exp.Where) and outer is not None:
+        inner, target = exp.Filter(this=plain, expression=where.copy()), outer
+    scaled = (
+        exp.Div(this=inner, expression=factor.copy())
+        if isinstance(arg, exp.Div)
+        else exp.Mul(this=factor.copy(), expression=inner)
+    )
+    target.replace(exp.paren(scaled))
 
 
 # -- casts to a float inside an aggregate, SELECT DISTINCT ----------------------------

@@ -147,8 +147,21 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Any:
             "SELECT gender, avg(claim_amount::DOUBLE) AS mean FROM health.claims GROUP BY 1",
             "SELECT gender, avg(claim_amount) AS mean FROM health.claims GROUP BY 1",
         ),
+        (
+            "SELECT gender, sum(claim_amount / 10000) AS wan FROM health.claims GROUP BY 1",
+            "SELECT gender, sum(claim_amount) / 10000 AS wan FROM health.claims GROUP BY 1",
+        ),
     ],
-    ids=["cte-03", "cte-04", "join-10", "case-06", "distinct", "avg-share", "cast-double"],
+    ids=[
+        "cte-03",
+        "cte-04",
+        "join-10",
+        "case-06",
+        "distinct",
+        "avg-share",
+        "cast-double",
+        "scaled-sum",
+    ],
 )
 def test_the_service_answers_as_for_the_accepted_form(
     service: Any, raw: Any, sql: str, accepted: str
