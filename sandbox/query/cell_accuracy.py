@@ -7,6 +7,7 @@ statistic (a count, a sum) gets that statistic's 95% half-width
 (:func:`sandbox.query.accuracy.ratio_half_width`: ``(h_S + |avg - c|·h_N) / (N̂ - h_N)``
 for a cell whose noisy count is ``N̂``, ``c`` the centre its sum was noised around, or 0);
 a sum noised centred (``disclosure._centres``) gets ``h_S + |c|·h_N`` at 97.5% each;
+one of those statistics times or over a constant, its half-width scaled so (``_scaled``);
 other outputs (variances, quantiles, expressions) say so with ``half_width: None``.
 Nothing here reads data.
 """
@@ -94,6 +95,39 @@ def _widest(
     return out
 
 
+def _number(node: exp.Expr) -> float | None:
+    """A number written as a literal (a sign allowed), else None."""
+    if isinstance(node, exp.Neg):
+        inner = _number(node.this)
+        return None if inner is None else -inner
+    if isinstance(node, exp.Literal) and not node.is_string:
+        try:
+            return float(node.name)
+        except ValueError:
+            return None
+    return None
+
+
+def _scaled(node: exp.Expr) -> tuple[exp.Expr, float]:
+    """``c * x``, ``x * c`` or ``x / c`` (a nonzero number ``c``) as ``x`` and ``|c|`` or
+    ``1/|c|``: a released value scaled by a constant has its interval scaled so
+    (``sum(claim_amount) / 10000``, ``count(*) * 100.0``); else ``node`` and 1."""
+    while isinstance(node, exp.Try | exp.Paren):
+        node = node.this
+    if isinstance(node, exp.Mul):
+        for value, other in ((node.this, node.expression), (node.expression, node.this)):
+            c = _number(value)
+            if c:
+                inner, factor = _scaled(other)
+                return inner, factor * abs(c)
+    if isinstance(node, exp.Div):
+        c = _number(node.expression)
+        if c:
+            inner, factor = _scaled(node.this)
+            return inner, factor / abs(c)
+    return node, 1.0
+
+
 def _release_select(prepared: Prepared) -> exp.Expr:
     return exp.maybe_parse(prepared.plan.release_sql, dialect="duckdb")
 
@@ -115,6 +149,7 @@ def _output_accuracy(prepared: Prepared, select: exp.Expr) -> dict[str, dict[str
             inner = inner.this
         used = _stats_in(inner)
         entry: dict[str, Any] = {"half_width": None, "level": 0.95}
+        inner, factor = _scaled(inner)
         if isinstance(inner, exp.Column) and inner.name in plans:
             plan = plans[inner.name]
             if plan.centred_on is not None:
@@ -125,6 +160,10 @@ def _output_accuracy(prepared: Prepared, select: exp.Expr) -> dict[str, dict[str
                 entry.update(mechanism=plan.mechanism, half_width=half)
             elif kinds.get(inner.name) != "quantile":
                 entry.update(mechanism=plan.mechanism, half_width=_half(plan, 0.95))
+            if entry["half_width"] is not None:
+                entry["half_width"] *= factor
+        elif factor != 1.0:
+            pass  # a scaled key, mean or expression: no interval of its own here
         elif isinstance(inner, exp.Column) and inner.name.startswith("__k"):
             entry = {"key": True}
         elif isinstance(inner, exp.Div) and len(set(used)) == 2:

@@ -157,3 +157,27 @@ def test_the_intervals_come_from_the_release_database_given(deployment, monkeypa
     without = cell_accuracy.result_accuracy(prepared, released, closed)  # type: ignore[arg-type]
     assert without is not None and "half_widths" not in without["mean"]
     assert without["mean"]["sum_half_width"] == own["mean"]["sum_half_width"]
+
+
+def test_a_released_value_scaled_by_a_constant_has_its_interval_scaled(deployment) -> None:  # type: ignore[no-untyped-def]
+    """``sum(claim_amount) / 10000`` (or ``sum(claim_amount / 10000)``, the same after
+    normalisation) and ``count(*) * 100.0`` are the noisy statistic times a constant:
+    their 95% half-widths are the statistic's times that constant.  A mean scaled, or a
+    sum plus a constant, keeps no interval of its own."""
+    platform, tokens = deployment
+    service = QueryService(platform)
+    insurer = platform.authority.authenticate(tokens["op-insurer"])
+    sql = (
+        "SELECT gender, count(*) AS n, count(*) * 100.0 AS n100, sum(claim_amount) AS total, "
+        "sum(claim_amount / 10000) AS wan, -2 * sum(claim_amount) AS neg, "
+        "2 * avg(claim_amount) AS twice_mean, sum(claim_amount) + 1 AS plus "
+        "FROM health.claims GROUP BY 1"
+    )
+    accuracy = service.explain(insurer, sql)["accuracy"]
+    n, total = accuracy["n"]["half_width"], accuracy["total"]["half_width"]
+    assert n > 0 and total > 0
+    assert accuracy["n100"]["half_width"] == pytest.approx(100 * n)
+    assert accuracy["wan"]["half_width"] == pytest.approx(total / 10000)
+    assert accuracy["neg"]["half_width"] == pytest.approx(2 * total)
+    assert accuracy["twice_mean"]["half_width"] is None
+    assert accuracy["plus"]["half_width"] is None
