@@ -22,6 +22,7 @@ from sqlglot import exp
 from sandbox.core.errors import EnclaveError
 from sandbox.query.accuracy import gaussian_half_width, laplace_half_width, ratio_half_width
 from sandbox.query.disclosure import NoisePlan, noise_plan
+from sandbox.query.nodes import literal_number
 from sandbox.query.release import (
     Prepared,
     PreparedWithSets,
@@ -95,19 +96,6 @@ def _widest(
     return out
 
 
-def _number(node: exp.Expr) -> float | None:
-    """A number written as a literal (a sign allowed), else None."""
-    if isinstance(node, exp.Neg):
-        inner = _number(node.this)
-        return None if inner is None else -inner
-    if isinstance(node, exp.Literal) and not node.is_string:
-        try:
-            return float(node.name)
-        except ValueError:
-            return None
-    return None
-
-
 def _scaled(node: exp.Expr) -> tuple[exp.Expr, float]:
     """``c * x``, ``x * c`` or ``x / c`` (a nonzero number ``c``) as ``x`` and ``|c|`` or
     ``1/|c|``: a released value scaled by a constant has its interval scaled so
@@ -116,12 +104,12 @@ def _scaled(node: exp.Expr) -> tuple[exp.Expr, float]:
         node = node.this
     if isinstance(node, exp.Mul):
         for value, other in ((node.this, node.expression), (node.expression, node.this)):
-            c = _number(value)
+            c = literal_number(value)
             if c:
                 inner, factor = _scaled(other)
                 return inner, factor * abs(c)
     if isinstance(node, exp.Div):
-        c = _number(node.expression)
+        c = literal_number(node.expression)
         if c:
             inner, factor = _scaled(node.this)
             return inner, factor / abs(c)
@@ -150,6 +138,7 @@ def _output_accuracy(prepared: Prepared, select: exp.Expr) -> dict[str, dict[str
         used = _stats_in(inner)
         entry: dict[str, Any] = {"half_width": None, "level": 0.95}
         inner, factor = _scaled(inner)
+        scaled = factor != 1.0  # only a statistic itself keeps an interval, scaled
         if isinstance(inner, exp.Column) and inner.name in plans:
             plan = plans[inner.name]
             if plan.centred_on is not None:
@@ -162,11 +151,9 @@ def _output_accuracy(prepared: Prepared, select: exp.Expr) -> dict[str, dict[str
                 entry.update(mechanism=plan.mechanism, half_width=_half(plan, 0.95))
             if entry["half_width"] is not None:
                 entry["half_width"] *= factor
-        elif factor != 1.0:
-            pass  # a scaled key, mean or expression: no interval of its own here
-        elif isinstance(inner, exp.Column) and inner.name.startswith("__k"):
+        elif isinstance(inner, exp.Column) and inner.name.startswith("__k") and not scaled:
             entry = {"key": True}
-        elif isinstance(inner, exp.Div) and len(set(used)) == 2:
+        elif isinstance(inner, exp.Div) and len(set(used)) == 2 and not scaled:
             # A mean: a noisy sum (or count: a share of rows, avg(CASE WHEN c THEN 1
             # ELSE 0 END)) over a noisy count (of x, of rows, of a per-value stage's rows).
             above, below = set(_stats_in(inner.this)), set(_stats_in(inner.expression))

@@ -357,3 +357,16 @@ def output_name(projection: exp.Expr) -> str:
     if isinstance(projection, exp.Column):
         return projection.name
     return projection.sql(dialect="duckdb")
+
+
+def literal_number(node: exp.Expr) -> float | None:
+    """The value of a number written as a literal (a sign allowed), else None."""
+    if isinstance(node, exp.Neg):
+        inner = literal_number(node.this)
+        return None if inner is None else -inner
+    if not (isinstance(node, exp.Literal) and not node.is_string):
+        return None
+    try:
+        return float(node.name)
+    except ValueError:
+        return None

@@ -35,7 +35,7 @@ from sqlglot import exp
 
 from sandbox.query.advice import advise
 from sandbox.query.merge_source import aggregate_source
-from sandbox.query.nodes import QUANTILES, VALUE_AGGREGATES
+from sandbox.query.nodes import QUANTILES, VALUE_AGGREGATES, literal_number
 from sandbox.query.rollup import rollup
 from sandbox.query.totals import cross_joined_totals
 
@@ -152,14 +152,7 @@ def implicit_joins(select: exp.Select) -> None:
 
 
 def _zero(node: exp.Expr) -> bool:
-    if isinstance(node, exp.Neg):
-        return _zero(node.this)
-    if not (isinstance(node, exp.Literal) and not node.is_string):
-        return False
-    try:
-        return float(node.name) == 0
-    except ValueError:
-        return False
+    return literal_number(node) == 0
 
 
 def coalesce_zero(agg: exp.Expr) -> None:
@@ -213,14 +206,7 @@ def coalesce_zero(agg: exp.Expr) -> None:
 
 def _factor(node: exp.Expr) -> bool:
     """A nonzero number written as a literal (a sign allowed)."""
-    if isinstance(node, exp.Neg):
-        return _factor(node.this)
-    if not (isinstance(node, exp.Literal) and not node.is_string):
-        return False
-    try:
-        return float(node.name) != 0
-    except ValueError:
-        return False
+    return bool(literal_number(node))
 
 
 def scaled_measure(agg: exp.Expr) -> None:
@@ -237,6 +223,8 @@ def scaled_measure(agg: exp.Expr) -> None:
     arg = agg.this
     if agg.args.get("expressions") or not isinstance(arg, exp.Mul | exp.Div):
         return
+    if isinstance(agg.parent, exp.Window):
+        return  # a window's function over released rows: written as it is
     left, right = arg.this, arg.expression
     if isinstance(arg, exp.Mul) and _factor(left) and isinstance(right, exp.Column):
         column, factor = right, left

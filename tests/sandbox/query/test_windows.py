@@ -53,6 +53,9 @@ ANSWERED = [
     "lag(sum(claim_amount)) OVER (PARTITION BY gender ORDER BY floor(age / 10) * 10) AS prev "
     "FROM health.claims GROUP BY CUBE (gender, floor(age / 10) * 10) "
     "ORDER BY gender NULLS LAST, band NULLS LAST",
+    # a window aggregate over a scaled key: a window's function, not normalised
+    "SELECT floor(age / 10) * 10 AS band, count(*) AS n, sum(band * 2) OVER () AS s, "
+    "avg(count(*) * 2) OVER () AS m FROM health.claims GROUP BY 1 ORDER BY 1",
     # a window over an aggregate the query does not show itself
     "SELECT district, rank() OVER (ORDER BY count(DISTINCT person_id) DESC, district) AS r "
     "FROM health.claims GROUP BY district ORDER BY r",
