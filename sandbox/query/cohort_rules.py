@@ -68,8 +68,8 @@ def check_cohorts(rules: ColumnRules, scope: Scope) -> None:
         select = cohort_select(node)
         if select is None or node.find_ancestor(exp.Select) is not scope.expression:
             continue
-        inner = inner_scopes.get(id(select))
-        if inner is None or inner.external_columns:
+        inner = inner_scopes.get(id(select))  # uncorrelated: _subquery checked it first
+        if inner is None:
             raise refuse(
                 "guard.subquery_predicate",
                 "a cohort's subquery reads its own dataset only (it cannot refer to the "

@@ -21,7 +21,7 @@ from sandbox.query.noise import seeded_noise
 from sandbox.query.parse import parse_query
 from sandbox.query.release import execute, prepare, release
 from tests.sandbox.query.test_guard import MAX_SQL_LENGTH, access, guard
-from tests.sandbox.query.test_totals import EXACT, _rounded
+from tests.sandbox.query.test_totals import _rounded, released
 from tests.sandbox.query.test_totals import clamped as clamped  # the module's fixture
 
 ASTHMA = "SELECT person_id FROM health.claims WHERE diagnosis_code = 'J45'"
@@ -50,8 +50,7 @@ ANSWERED = [
 def test_without_withholding_the_rows_are_duckdbs(
     sql: str, demo_platform: Any, clamped: Any
 ) -> None:
-    prepared = prepare(sql, access(), EXACT, max_sql_length=MAX_SQL_LENGTH)
-    result = release(execute(demo_platform.enclave, prepared), prepared)
+    _, result = released(demo_platform, sql)
     want = clamped.sql(sql)
     assert result.table.column_names == want.columns
     rows = [_rounded(r) for r in result.table.to_pylist()]
@@ -97,10 +96,7 @@ def test_a_cohort_keeps_all_of_an_entitys_rows_or_none(demo_platform: Any) -> No
     also those that do not meet it (a WHERE on the rows would count only those)."""
     cohort = f"SELECT count(*) AS n FROM health.claims WHERE person_id IN ({ASTHMA})"
     rows = "SELECT count(*) AS n FROM health.claims WHERE diagnosis_code = 'J45'"
-    counts = []
-    for sql in (cohort, rows):
-        prepared = prepare(sql, access(), EXACT, max_sql_length=MAX_SQL_LENGTH)
-        counts.append(release(execute(demo_platform.enclave, prepared), prepared).table[0][0])
+    counts = [released(demo_platform, sql)[1].table[0][0] for sql in (cohort, rows)]
     assert counts[0].as_py() > counts[1].as_py() > 0
 
 

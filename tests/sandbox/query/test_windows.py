@@ -23,7 +23,7 @@ from sandbox.query.release import PreparedWithWindows, execute, prepare, release
 from sandbox.query.rewrite import STATS_TABLE
 from sandbox.query.windows import split_windows
 from tests.sandbox.query.test_guard import MAX_SQL_LENGTH, access
-from tests.sandbox.query.test_totals import EXACT, _rounded
+from tests.sandbox.query.test_totals import EXACT, _rounded, released
 from tests.sandbox.query.test_totals import clamped as clamped  # the module's fixture
 
 ANSWERED = [
@@ -66,9 +66,8 @@ ANSWERED = [
 def test_without_withholding_the_rows_are_duckdbs(
     sql: str, demo_platform: Any, clamped: Any
 ) -> None:
-    prepared = prepare(sql, access(), EXACT, max_sql_length=MAX_SQL_LENGTH)
+    prepared, result = released(demo_platform, sql)
     assert isinstance(prepared, PreparedWithWindows)
-    result = release(execute(demo_platform.enclave, prepared), prepared)
     want = clamped.sql(sql)
     assert result.table.column_names == want.columns
     assert [_rounded(r) for r in result.table.to_pylist()] == [_rounded(r) for r in want.fetchall()]
