@@ -7,7 +7,8 @@ statistic (a count, a sum) gets that statistic's 95% half-width
 (:func:`sandbox.query.accuracy.ratio_half_width`: ``(h_S + |avg - c|·h_N) / (N̂ - h_N)``
 for a cell whose noisy count is ``N̂``, ``c`` the centre its sum was noised around, or 0);
 a sum noised centred (``disclosure._centres``) gets ``h_S + |c|·h_N`` at 97.5% each;
-one of those statistics times or over a constant, its half-width scaled so (``_scaled``);
+one of those statistics times or over a constant, its half-width scaled so, or plus or
+minus one, its half-width kept (``_scaled``);
 other outputs (variances, quantiles, expressions) say so with ``half_width: None``.
 Nothing here reads data.
 """
@@ -99,7 +100,8 @@ def _widest(
 def _scaled(node: exp.Expr) -> tuple[exp.Expr, float]:
     """``c * x``, ``x * c`` or ``x / c`` (a nonzero number ``c``) as ``x`` and ``|c|`` or
     ``1/|c|``: a released value scaled by a constant has its interval scaled so
-    (``sum(claim_amount) / 10000``, ``count(*) * 100.0``); else ``node`` and 1."""
+    (``sum(claim_amount) / 10000``, ``count(*) * 100.0``); ``x ± c`` and ``c ± x`` as
+    ``x`` (a shifted value's interval is as wide); else ``node`` and 1."""
     while isinstance(node, exp.Try | exp.Paren):
         node = node.this
     if isinstance(node, exp.Mul):
@@ -113,6 +115,11 @@ def _scaled(node: exp.Expr) -> tuple[exp.Expr, float]:
         if c:
             inner, factor = _scaled(node.this)
             return inner, factor / abs(c)
+    if isinstance(node, exp.Add | exp.Sub):
+        # a value shifted by a constant (avg(x) - 100, 2026 - avg(age)): the same width
+        for value, other in ((node.this, node.expression), (node.expression, node.this)):
+            if literal_number(value) is not None:
+                return _scaled(other)
     return node, 1.0
 
 
@@ -137,8 +144,10 @@ def _output_accuracy(prepared: Prepared, select: exp.Expr) -> dict[str, dict[str
             inner = inner.this
         used = _stats_in(inner)
         entry: dict[str, Any] = {"half_width": None, "level": 0.95}
-        inner, factor = _scaled(inner)
-        scaled = factor != 1.0  # only a statistic itself keeps an interval, scaled
+        stripped, factor = _scaled(inner)
+        # only a statistic itself keeps an interval, scaled or shifted: a key or a mean
+        # so computed says none (a mean's per-cell width reads the released mean itself)
+        scaled, inner = stripped is not inner, stripped
         if isinstance(inner, exp.Column) and inner.name in plans:
             plan = plans[inner.name]
             if plan.centred_on is not None:

@@ -29,7 +29,7 @@ from sqlglot import exp
 from sqlglot.errors import ErrorLevel
 from sqlglot.tokens import TokenType
 
-from sandbox.query.nodes import AGGREGATES
+from sandbox.query.conditional import as_filters, number_is
 from sandbox.query.normalize import normalize
 
 __all__ = ["DIALECTS", "alternatives", "respell", "top_to_limit"]
@@ -135,16 +135,12 @@ def respell(root: exp.Expr) -> None:
     Also ``count(1)`` (any non-NULL constant), ``count()`` and ``sum(1)`` are ``count(*)``, and
     the standard ``FETCH FIRST n ROWS ONLY`` is ``LIMIT n``, and the standard
     ``percentile_cont(q) WITHIN GROUP (ORDER BY x)`` is ``quantile_cont(x, q)``; a
-    conditional aggregate is its FILTER form (``_case_to_filter``, and ``count_if(c)``:
-    ``_count_if_to_filter``); DuckDB's
+    conditional aggregate is its FILTER form (``conditional.py``); DuckDB's
     ``ORDER BY ALL`` is ``ORDER BY 1, 2, …`` and ``LIMIT ALL`` no limit.  Then the
     equivalent forms of ``sandbox/query/normalize.py`` (implicit joins, ``LIMIT n
     OFFSET m``, an outer SELECT over an aggregating derived table or CTE).
     """
-    for agg in list(root.find_all(*_CONDITIONAL)):
-        _case_to_filter(agg)
-    for counted in list(root.find_all(exp.CountIf)):
-        _count_if_to_filter(counted)
+    as_filters(root)
     for where in list(root.find_all(exp.Where)):
         # FILTER (WHERE (f)) is FILTER (WHERE f): one cell, not two noised apart
         if isinstance(where.parent, exp.Filter):
@@ -173,7 +169,7 @@ def respell(root: exp.Expr) -> None:
         if constant and not count.args.get("expressions"):
             count.set("this", exp.Star())  # DuckDB reads count() as count(*) too
     for total in list(root.find_all(exp.Sum)):
-        if _number(total.this, 1) and not total.args.get("expressions"):
+        if number_is(total.this, 1) and not total.args.get("expressions"):
             # sum(1): one per row, the row count (NULL rather than 0 over no row, where
             # count(*) says 0; a group always has a row)
             total.replace(exp.Count(this=exp.Star()))
@@ -184,103 +180,6 @@ def respell(root: exp.Expr) -> None:
         if new is not None:
             node.replace(new)
     normalize(root)
-
-
-#: Aggregates whose ``agg(CASE WHEN c THEN x END)`` is ``agg(x) FILTER (WHERE c)``: they
-#: skip NULLs, and a row that fails c gives NULL.
-_CONDITIONAL: tuple[type[exp.Expr], ...] = AGGREGATES
-
-
-def _when(node: exp.Expr) -> tuple[exp.Expr, exp.Expr, exp.Expr | None] | None:
-    """(condition, value, else) of a one-branch ``CASE WHEN`` or ``if(c, x, y)``."""
-    if isinstance(node, exp.Case) and node.this is None and len(node.args["ifs"]) == 1:
-        (branch,) = node.args["ifs"]
-        return branch.this, branch.args["true"], node.args.get("default")
-    if isinstance(node, exp.If) and not isinstance(node.parent, exp.Case):
-        return node.this, node.args["true"], node.args.get("false")
-    return None
-
-
-def _case_to_filter(agg: exp.Expr) -> None:
-    """``sum(CASE WHEN c THEN x END)`` as ``sum(x) FILTER (WHERE c)``, where exactly equal.
-
-    Equal when the CASE has one branch and no ELSE (or ELSE NULL): the aggregate skips
-    the NULL rows the condition rejects.  Also ``sum(CASE WHEN c THEN 1 ELSE 0 END)`` and
-    ``count(CASE WHEN c THEN 1 END)``, the counting idioms, as ``count(*) FILTER (WHERE c)``,
-    and ``sum(CASE WHEN c THEN x ELSE 0 END)`` as ``sum(x) FILTER (WHERE c)`` (equal
-    wherever a row matches; NULL, not 0, where none does); ``avg(CASE WHEN c THEN 1 ELSE
-    0 END)``, a share of rows, as ``count(*) FILTER (WHERE c) / count(*)`` (``_share``).
-    Numbers by value: ``1.0`` and ``0.0`` as ``1`` and ``0``.
-    The FILTER form is the one the guard's rules and the rewrite know (a FILTERed cell
-    is a finer group, suppressed below k).
-    """
-    arg = agg.this
-    distinct = isinstance(arg, exp.Distinct) and len(arg.expressions) == 1
-    inner = arg.expressions[0] if distinct else arg
-    parts = _when(inner) if isinstance(inner, exp.Expr) else None
-    if parts is None or agg.args.get("expressions"):
-        return
-    condition, value, otherwise = parts
-    no_else = otherwise is None or isinstance(otherwise, exp.Null)
-    one, zero = _number(value, 1), _number(otherwise, 0)
-    constant = isinstance(value, exp.Literal | exp.Boolean)
-    if isinstance(agg, exp.Avg) and not distinct and one and zero:
-        _share(agg, condition.copy())
-        return
-    if isinstance(agg, exp.Count) and not distinct and no_else and constant:
-        new: exp.Expr = exp.Count(this=exp.Star())
-    elif isinstance(agg, exp.Sum) and not distinct and one and zero:
-        new = exp.Count(this=exp.Star())
-    elif (no_else or (isinstance(agg, exp.Sum) and zero)) and not isinstance(value, exp.Null):
-        # (a sum's ELSE 0 adds nothing, but where no row matches it says 0: the FILTER
-        # form says NULL, as it says for a cell of fewer than k entities, withheld)
-        body = exp.Distinct(expressions=[value.copy()]) if distinct else value.copy()
-        new = type(agg)(this=body)
-    else:
-        return
-    _filtered(agg, new, condition.copy())
-
-
-def _number(node: exp.Expr | None, value: int) -> bool:
-    """A numeric literal equal to ``value`` (``1``, ``1.0``, ``1e0``)."""
-    if not isinstance(node, exp.Literal) or node.is_string:
-        return False
-    try:
-        return float(node.name) == value
-    except ValueError:
-        return False
-
-
-def _share(agg: exp.Expr, condition: exp.Expr) -> None:
-    """``avg(CASE WHEN c THEN 1 ELSE 0 END)``, the share of rows where ``c`` holds, as
-    ``count(*) FILTER (WHERE c) / count(*)``: the CASE is never NULL (a row where ``c``
-    is NULL gives 0, as ``c`` is not true there), so the average is over every row; an
-    outer FILTER stays on both counts."""
-    outer = agg.parent
-    where = outer.expression if isinstance(outer, exp.Filter) else None
-    base = where.this.copy() if isinstance(where, exp.Where) else None
-    rows = exp.Count(this=exp.Star())
-    hits = exp.and_(exp.paren(base.copy()), exp.paren(condition)) if base else condition
-    numerator = exp.Filter(this=exp.Count(this=exp.Star()), expression=exp.Where(this=hits))
-    denominator = exp.Filter(this=rows, expression=exp.Where(this=base)) if base else rows
-    target = outer if isinstance(where, exp.Where) and outer is not None else agg
-    target.replace(exp.paren(exp.Div(this=numerator, expression=denominator)))
-
-
-def _count_if_to_filter(node: exp.CountIf) -> None:
-    """DuckDB's ``count_if(c)`` (also ``countif``) as ``count(*) FILTER (WHERE c)``: both
-    count the rows where ``c`` is true (not false, not NULL); an outer FILTER is ANDed."""
-    _filtered(node, exp.Count(this=exp.Star()), node.this.copy())
-
-
-def _filtered(agg: exp.Expr, new: exp.Expr, condition: exp.Expr) -> None:
-    """Replace ``agg`` by ``new FILTER (WHERE condition)``, ANDed with its own FILTER."""
-    outer = agg.parent
-    if isinstance(outer, exp.Filter) and isinstance(outer.expression, exp.Where):
-        both = exp.and_(exp.paren(outer.expression.this.copy()), exp.paren(condition))
-        outer.replace(exp.Filter(this=new, expression=exp.Where(this=both)))
-    else:
-        agg.replace(exp.Filter(this=new, expression=exp.Where(this=condition)))
 
 
 def _order_by_all(select: exp.Select) -> None:

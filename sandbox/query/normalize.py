@@ -16,7 +16,8 @@ and left as written otherwise (the guard then refuses it by its own rule):
   expressions; the outer WHERE becomes HAVING): ``merge_source.py``;
 - ``sum``, ``avg``, ``count`` of ``coalesce(x, 0)`` as the aggregates of ``x``;
 - ``sum`` and ``avg`` of a column times or divided by a nonzero number, as the column's
-  aggregate scaled after (``scaled_measure``);
+  aggregate scaled after (``scaled_measure``); of a column (or a column so scaled) plus
+  or minus a number, as the column's aggregate shifted after (``shifted_measure``);
 - a cast of a bare column to a float inside a sum, mean, variance or quantile, as the
   column (``float_cast``); ``SELECT DISTINCT`` of plain outputs as a ``GROUP BY`` of
   them (``distinct_as_groups``);
@@ -47,6 +48,7 @@ __all__ = [
     "normalize",
     "offset_into_limit",
     "scaled_measure",
+    "shifted_measure",
 ]
 
 #: Larger offsets mean nothing (results are bounded far below), as for LIMIT.
@@ -75,6 +77,8 @@ def normalize(root: exp.Expr) -> None:
     offset_into_limit(root)
     for agg in list(root.find_all(exp.Sum, exp.Avg, exp.Count)):
         coalesce_zero(agg)
+    for agg in list(root.find_all(exp.Sum, exp.Avg)):
+        shifted_measure(agg)
     for agg in list(root.find_all(exp.Sum, exp.Avg)):
         scaled_measure(agg)
     for measured in list(root.find_all(*VALUE_AGGREGATES, *QUANTILES)):
@@ -245,6 +249,68 @@ def scaled_measure(agg: exp.Expr) -> None:
         else exp.Mul(this=factor.copy(), expression=inner)
     )
     target.replace(exp.paren(scaled))
+
+
+def _measured_column(node: exp.Expr) -> exp.Column | None:
+    """The column of ``x``, ``c * x``, ``x * c`` or ``x / c`` (``c`` a nonzero number)."""
+    if isinstance(node, exp.Column):
+        return node
+    if isinstance(node, exp.Mul | exp.Div):
+        left, right = node.this, node.expression
+        if isinstance(node, exp.Mul) and _factor(left) and isinstance(right, exp.Column):
+            return right
+        if _factor(right) and isinstance(left, exp.Column):
+            return left
+    return None
+
+
+def shifted_measure(agg: exp.Expr) -> None:
+    """``avg(x + c)``, ``avg(x - c)``, ``avg(c + x)`` and ``avg(c - x)`` as ``avg(x) + c``,
+    ``avg(x) - c``, ``c + avg(x)`` and ``c - avg(x)``; ``sum`` alike, with ``c`` times
+    ``count(x)``, the rows the sum adds (``sum(x + c)`` is ``sum(x) + c * count(x)``).
+
+    Analysts shift units inside the aggregate (``avg(2024 - birth_year)`` for an age,
+    ``avg(score - 50)``); a mean and a sum are linear, so the value is the same for a
+    number ``c`` written as a literal (the order of floating-point rounding aside), and
+    the guard then reads the column's own aggregates.  ``x`` may itself be a column
+    scaled by a number (``scaled_measure`` then reads it).  A ``FILTER`` stays on each
+    aggregate made.  Anything else is left as written.
+    """
+    arg = agg.this
+    if agg.args.get("expressions") or not isinstance(arg, exp.Add | exp.Sub):
+        return
+    if isinstance(agg.parent, exp.Window):
+        return  # a window's function over released rows: written as it is
+    left, right = arg.this, arg.expression
+    if literal_number(right) is not None and _measured_column(left) is not None:
+        value, shift, shift_first = left, right, False
+    elif literal_number(left) is not None and _measured_column(right) is not None:
+        value, shift, shift_first = right, left, True
+    else:
+        return
+    column = _measured_column(value)
+    assert column is not None
+    outer = agg.parent
+    where = outer.expression if isinstance(outer, exp.Filter) else None
+    filtered = isinstance(where, exp.Where) and outer is not None
+
+    def kept(new: exp.Expr) -> exp.Expr:
+        if isinstance(where, exp.Where):
+            return exp.Filter(this=new, expression=where.copy())
+        return new
+
+    measured = kept(type(agg)(this=value.copy()))
+    offset: exp.Expr = shift.copy()
+    if isinstance(agg, exp.Sum):
+        offset = exp.Mul(this=shift.copy(), expression=kept(exp.Count(this=column.copy())))
+    operator = type(arg)
+    made = (
+        operator(this=offset, expression=measured)
+        if shift_first
+        else operator(this=measured, expression=offset)
+    )
+    target = outer if filtered and outer is not None else agg
+    target.replace(exp.paren(made))
 
 
 # -- casts to a float inside an aggregate, SELECT DISTINCT ----------------------------

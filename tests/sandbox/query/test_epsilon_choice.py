@@ -162,15 +162,18 @@ def test_the_intervals_come_from_the_release_database_given(deployment, monkeypa
 def test_a_released_value_scaled_by_a_constant_has_its_interval_scaled(deployment) -> None:  # type: ignore[no-untyped-def]
     """``sum(claim_amount) / 10000`` (or ``sum(claim_amount / 10000)``, the same after
     normalisation) and ``count(*) * 100.0`` are the noisy statistic times a constant:
-    their 95% half-widths are the statistic's times that constant.  A mean scaled, or a
-    sum plus a constant, keeps no interval of its own."""
+    their 95% half-widths are the statistic's times that constant; a statistic plus or
+    minus a constant (``sum(x) + 1``, ``10 - count(*)``) keeps the statistic's.  A mean
+    scaled or shifted keeps no interval of its own, nor does a key shifted."""
     platform, tokens = deployment
     service = QueryService(platform)
     insurer = platform.authority.authenticate(tokens["op-insurer"])
     sql = (
         "SELECT gender, count(*) AS n, count(*) * 100.0 AS n100, sum(claim_amount) AS total, "
         "sum(claim_amount / 10000) AS wan, -2 * sum(claim_amount) AS neg, "
-        "2 * avg(claim_amount) AS twice_mean, sum(claim_amount) + 1 AS plus "
+        "2 * avg(claim_amount) AS twice_mean, sum(claim_amount) + 1 AS plus, "
+        "10 - count(*) AS less, avg(claim_amount) - 1 AS mean_less, "
+        "sum(claim_amount + 1) AS shifted "
         "FROM health.claims GROUP BY 1"
     )
     accuracy = service.explain(insurer, sql)["accuracy"]
@@ -180,4 +183,9 @@ def test_a_released_value_scaled_by_a_constant_has_its_interval_scaled(deploymen
     assert accuracy["wan"]["half_width"] == pytest.approx(total / 10000)
     assert accuracy["neg"]["half_width"] == pytest.approx(2 * total)
     assert accuracy["twice_mean"]["half_width"] is None
-    assert accuracy["plus"]["half_width"] is None
+    assert accuracy["plus"]["half_width"] == pytest.approx(total)
+    assert accuracy["less"]["half_width"] == pytest.approx(n)
+    assert accuracy["mean_less"]["half_width"] is None
+    assert "sum_half_width" not in accuracy["mean_less"]
+    # sum(x + 1) is sum(x) + count(x): two statistics, no one interval claimed
+    assert accuracy["shifted"]["half_width"] is None

@@ -151,6 +151,19 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Any:
             "SELECT gender, sum(claim_amount / 10000) AS wan FROM health.claims GROUP BY 1",
             "SELECT gender, sum(claim_amount) / 10000 AS wan FROM health.claims GROUP BY 1",
         ),
+        (
+            "SELECT gender, avg(claim_amount - 100) AS a, sum(claim_amount + 1) AS s "
+            "FROM health.claims GROUP BY 1",
+            "SELECT gender, avg(claim_amount) - 100 AS a, "
+            "sum(claim_amount) + count(claim_amount) AS s FROM health.claims GROUP BY 1",
+        ),
+        (
+            "SELECT district, avg((claim_amount > 3000)::INT) AS share FROM health.claims "
+            "GROUP BY 1",
+            "SELECT district, count(*) FILTER (WHERE claim_amount > 3000) / count(*) "
+            "FILTER (WHERE (claim_amount > 3000) IS NOT NULL) AS share "
+            "FROM health.claims GROUP BY 1",
+        ),
     ],
     ids=[
         "cte-03",
@@ -161,6 +174,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Any:
         "avg-share",
         "cast-double",
         "scaled-sum",
+        "shifted",
+        "cast-condition",
     ],
 )
 def test_the_service_answers_as_for_the_accepted_form(
