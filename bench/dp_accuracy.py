@@ -55,7 +55,10 @@ from inspect import signature
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow.csv as pacsv
+import sqlglot
+import sqlglot.errors
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -84,6 +87,7 @@ from sandbox.core.classification import Role as ColumnRole
 from sandbox.core.errors import SandboxError
 from sandbox.core.settings import Settings
 from sandbox.platform import Platform
+from sandbox.query.dialects import respell
 from sandbox.query.noise import seeded_noise
 from sandbox.query.service import QueryService
 
@@ -166,6 +170,21 @@ class SandboxSide:
     def truth(self, sql: str) -> list[tuple[Any, ...]]:
         with self.platform.enclave.cursor() as cur:
             return [tuple(r) for r in cur.sql(sql).fetchall()]
+
+    def query_truth(self, sql: str) -> tuple[list[tuple[Any, ...]] | None, str]:
+        """The query's true rows in raw DuckDB, or, where DuckDB does not read it (another
+        dialect's ``STD(x)``), in the DuckDB form the sandbox reads it as (``respell``:
+        equivalent spellings only); None and why where neither runs."""
+        try:
+            return self.truth(sql), ""
+        except duckdb.Error as raw_error:
+            try:
+                root = sqlglot.parse_one(sql, read="duckdb")
+                respell(root)
+                return self.truth(root.sql(dialect="duckdb")), "truth from its DuckDB spelling"
+            except (duckdb.Error, sqlglot.errors.SqlglotError, SandboxError):
+                first = str(raw_error).splitlines()[0][:120]
+                return None, f"raw DuckDB cannot run it ({type(raw_error).__name__}: {first})"
 
     def export_csv(self, spec: DatasetSpec, path: Path) -> Path:
         """The registered table as the peer reads it (L4 columns left out: never queried)."""
@@ -377,7 +396,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             peer_csv = side.export_csv(spec, tmp / "peer.csv")
             rows = side.truth(f'SELECT count(*) FROM "{spec.domain}"."{spec.table}"')[0][0]
             delta = side.platform.settings.dp_delta
-            truth = {q.id: side.truth(q.sql) for q in queries}
+            truth = {}
+            for q in list(queries):
+                rows_of, why = side.query_truth(q.sql)
+                if rows_of is None:  # no truth to score either side against
+                    print(f"left out: {q.id}: {why}")
+                    queries.remove(q)
+                    continue
+                if why:
+                    print(f"{q.id}: {why}")
+                truth[q.id] = rows_of
             keys = {q.id: key_positions(q.sql) for q in queries}
             grouped = {q.id for q in queries if keys[q.id]}
             print(

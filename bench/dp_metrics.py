@@ -19,6 +19,9 @@ from typing import Any
 import sqlglot
 from sqlglot import exp
 
+from sandbox.core.errors import SandboxError
+from sandbox.query.dialects import respell
+
 __all__ = [
     "Answer",
     "Query",
@@ -81,7 +84,15 @@ def key_positions(sql: str) -> tuple[int, ...]:
     """Positions of the SELECT items that are group keys (no aggregate in them)."""
     tree = sqlglot.parse_one(sql, read="duckdb")
     assert isinstance(tree, exp.Select), "each bench query is one SELECT"
-    return tuple(i for i, item in enumerate(tree.expressions) if not item.find(exp.AggFunc))
+    respelled = tree.copy()
+    try:  # another dialect's aggregate (STD(x)) is one in the DuckDB form it is read as
+        respell(respelled)
+    except SandboxError:
+        respelled = tree
+    if not isinstance(respelled, exp.Select) or len(respelled.expressions) != len(tree.expressions):
+        respelled = tree
+    items = respelled.expressions
+    return tuple(i for i, item in enumerate(items) if not item.find(exp.AggFunc))
 
 
 def _key(value: Any) -> Any:

@@ -31,6 +31,10 @@ def test_sandbox_side_on_a_tiny_census(tmp_path: Path) -> None:
                 {"id": "sex", "sql": "SELECT sex, COUNT(*) AS n FROM census.persons GROUP BY sex"},
                 {"id": "mean", "sql": "SELECT AVG(age) AS a FROM census.persons"},
                 {"id": "exact-age", "sql": "SELECT COUNT(*) FROM census.persons WHERE age = 37"},
+                # another dialect's spelling: its truth is the DuckDB form it is read as
+                {"id": "std", "sql": "SELECT sex, STD(income) AS s FROM census.persons GROUP BY 1"},
+                # a query raw DuckDB cannot run has no truth: left out, not a crash
+                {"id": "typo", "sql": "SELECT COUNTT(*) FROM census.persons"},
             ]
         ),
         "utf-8",
@@ -50,6 +54,9 @@ def test_sandbox_side_on_a_tiny_census(tmp_path: Path) -> None:
     assert per_query["exact-age"]["sandbox"]["answered"] == 0.0
     assert "guard.generalisation" in per_query["exact-age"]["sandbox"]["note"]
     assert result["contribution"]["max_ids"] == 1  # one row per person
+    assert per_query["std"]["sandbox"]["answered"] == 1.0
+    assert per_query["std"]["sandbox"]["group_share"] == 1.0  # keyed by sex, not by STD
+    assert "typo" not in per_query
 
 
 def test_census_is_deterministic_and_shaped() -> None:
@@ -108,6 +115,7 @@ def test_key_positions_are_the_select_items_without_aggregates() -> None:
     sql = "SELECT FLOOR(age / 10) * 10 AS b, sex, COUNT(*), AVG(income) FROM t GROUP BY 1, 2"
     assert dp_accuracy.key_positions(sql) == (0, 1)
     assert dp_accuracy.key_positions("SELECT COUNT(*) FROM t") == ()
+    assert dp_accuracy.key_positions("SELECT sex, STD(income), VAR(age) FROM t GROUP BY 1") == (0,)
 
 
 def test_smartnoise_metadata_takes_the_classification_bounds() -> None:
