@@ -107,8 +107,19 @@ def _enrol(admin: Administration, host: Actor, account: str) -> Actor:
     return admin.authority.authenticate(admin.redeem_enrolment(code).token)
 
 
-def _dp_terms(spec: DatasetSpec, epsilon: float, budget: float, now: datetime) -> GrantTerms:
-    """A dp grant on every releasable column: the most an analyst could be given."""
+def _dp_terms(
+    spec: DatasetSpec,
+    epsilon: float,
+    budget: float,
+    now: datetime,
+    round_digits: int | None = None,
+) -> GrantTerms:
+    """A dp grant on every releasable column: the most an analyst could be given.
+
+    ``round_digits``: the grant's rounding of released values (a bureau's presentation
+    term, default 2 decimals on a new grant; post-processing, no privacy in it).  None
+    here unless ``--round-digits`` says: SmartNoise rounds nothing, and 2 decimals alone
+    move a share of 0.0511 by 2% (an outside rehearsal's per-education shares)."""
     levels = [c.level for c in spec.columns if c.level < Level.L4]
     terms = GrantTerms(
         purpose_code="dp-accuracy-bench",
@@ -121,6 +132,7 @@ def _dp_terms(spec: DatasetSpec, epsilon: float, budget: float, now: datetime) -
         ),
         epsilon_total=budget,
         epsilon_per_query=epsilon,
+        round_digits=round_digits,
     )
     try:  # release modes per grant (issue 14): dp is the mode benchmarked
         from policies.grant_terms import ReleaseMode
@@ -149,14 +161,22 @@ class SandboxSide:
     def register_demo(self, scale: float) -> None:
         self.platform.load_demo_data(scale)
 
-    def operators(self, spec: DatasetSpec, n: int, epsilon: float, queries: int) -> list[Actor]:
+    def operators(
+        self,
+        spec: DatasetSpec,
+        n: int,
+        epsilon: float,
+        queries: int,
+        round_digits: int | None = None,
+    ) -> list[Actor]:
         bureau = f"bureau-{spec.domain}"
         self.admin.create_account(
             self.host, bureau, role=Role.BUREAU, organisation="bench", domains=(spec.domain,)
         )
         issuer = _enrol(self.admin, self.host, bureau)
         licence = Licence(number="BENCH-DP", valid_until=self.now + timedelta(days=1))
-        terms = _dp_terms(spec, epsilon, budget=max(1.0, 2 * epsilon * queries), now=self.now)
+        budget = max(1.0, 2 * epsilon * queries)
+        terms = _dp_terms(spec, epsilon, budget, now=self.now, round_digits=round_digits)
         actors = []
         for i in range(n):
             name = f"bench-dp-{i}"
@@ -365,6 +385,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         type=int,
         help="SmartNoise's max_ids instead of min(C·G, largest rows per entity)",
     )
+    parser.add_argument(
+        "--round-digits",
+        type=int,
+        help="the dp grant's rounding of released values (default: none, as SmartNoise)",
+    )
     parser.add_argument("--json", type=Path, help="write the figures as JSON here")
     args = parser.parse_args(argv)
     if args.table_csv and not (args.classification and args.queries):
@@ -414,7 +439,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"{args.repetitions} repetitions, seed {args.seed}"
             )
             print(f"sandbox code: {code_version()}")
-            actors = side.operators(spec, args.repetitions, args.epsilon, len(queries))
+            actors = side.operators(
+                spec, args.repetitions, args.epsilon, len(queries), args.round_digits
+            )
             t0 = time.perf_counter()
             answers = {"sandbox": side.run(actors, queries, args.seed, args.epsilon)}
             timing = {"sandbox": time.perf_counter() - t0}
@@ -427,7 +454,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 bounds = "the platform default"
             print(
                 f"sandbox: C = {c} rows per entity and group, G = {g} groups per entity "
-                f"({bounds}), k floor {side.platform.settings.k_floor}; SmartNoise: max_ids = "
+                f"({bounds}), k floor {side.platform.settings.k_floor}, released values "
+                + (
+                    "not rounded"
+                    if args.round_digits is None
+                    else f"rounded to {args.round_digits} digits"
+                )
+                + "; SmartNoise: max_ids = "
                 f"{max_ids}" + ("" if args.max_ids else " (= min(C·G, largest rows per entity))")
             )
             notes: dict[str, dict[str, str]] = {"sandbox": {}}

@@ -44,7 +44,7 @@ from sandbox.query import band_forms as bf
 from sandbox.query.lineage import BaseColumn
 from sandbox.query.nodes import QUANTILES, VALUE_AGGREGATES
 
-__all__ = ["Tracker", "generalisation", "substitute"]
+__all__ = ["Tracker", "generalisation", "key_generalisation", "substitute"]
 
 #: Aggregates of a measure: where a declared measure use of the column may appear bare
 #: (quantiles pass the guard only under a privacy budget: the rewrite refuses them without).
@@ -64,6 +64,17 @@ def generalisation(spec: ColumnSpec, expr: exp.Expression) -> exp.Expression:
     if gen.kind == "truncate":
         return exp.TimestampTrunc(this=expr.copy(), unit=exp.Var(this=str(gen.unit).upper()))
     return exp.Left(this=expr.copy(), expression=exp.Literal.number(int(gen.length or 1)))
+
+
+def key_generalisation(spec: ColumnSpec, expr: exp.Expression) -> exp.Expression:
+    """A bare generalised GROUP BY key as released: the declared generalisation, in the
+    column's own type for a whole-number column banded (``substitute``: ``floor(age / w)
+    * w`` alone is a DOUBLE, 15.0 for ages 15 to 19)."""
+    gen = spec.generalize
+    assert gen is not None
+    if gen.kind == "band" and (spec.type or "").upper() in bf.INTEGER_TYPES:
+        return substitute(spec, expr)
+    return generalisation(spec, expr)
 
 
 def substitute(spec: ColumnSpec, expr: exp.Expression) -> exp.Expression:

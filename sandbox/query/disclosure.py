@@ -116,6 +116,8 @@ class StatColumn:
     # For "quantile": which quantile (0.5 for median); the column is a histogram of
     # ``QUANTILE_BINS`` bins over [lower, upper], at most C rows per entity and group.
     q: float | None = None
+    # For "quantile" over whole numbers: one bin per whole number (bin i holds lower + i).
+    bins: int | None = None
     # Released as it is (the entities column as ``count(DISTINCT key)``): an output, not
     # only the count that selects the released groups (``_GATE_WEIGHT_ROWS``).
     shown: bool = False
@@ -756,25 +758,35 @@ def _centred(column: StatColumn, centre: Fraction) -> StatColumn:
 
 
 def _quantile(histogram: Any, column: StatColumn, plan: NoisePlan, source: Any) -> float:
-    """One group's DP quantile: an edge of the bins, chosen by permute-and-flip.
+    """One group's DP quantile: a bin, chosen by permute-and-flip, released as its value.
 
-    Candidates are the ``QUANTILE_BINS + 1`` bin edges over the declared bounds (data-
-    independent); an empty group still gets a (uniformly random) edge, so emptiness
-    is not told by a NULL.
+    Candidates are the bins over the declared bounds (data-independent): ``column.bins``
+    whole numbers (bin ``i`` is ``lower + i``), else ``QUANTILE_BINS`` equal bins
+    (released as the bin's midpoint).  A bin's score is minus how many rows the target
+    rank ``q·n`` lies outside the rows it spans: 0 for the bin the quantile is in, also
+    when many rows share one value (a score over the edges between bins would tie
+    there, and choose at random).  An empty group still gets a (uniformly random) bin,
+    so emptiness is not told by a NULL.
     """
     if not isinstance(source, ChoiceSource):
         raise EnclaveError("the noise source cannot choose a quantile", rule="disclosure.stats")
-    counts = [0] * QUANTILE_BINS
+    size = column.bins or QUANTILE_BINS
+    counts = [0] * size
     for bin_, n in histogram or ():
+        if not 0 <= int(bin_) < size:
+            raise EnclaveError(f"{column.name} has a bin out of range", rule="disclosure.stats")
         counts[int(bin_)] += int(n)
     target = Fraction(column.q or 0) * sum(counts)
-    scores, below = [], 0
-    for i in range(QUANTILE_BINS + 1):
-        scores.append(-abs(below - target))
-        below += counts[i] if i < QUANTILE_BINS else 0
+    scores: list[Fraction] = []
+    below = 0
+    for count in counts:
+        scores.append(-max(Fraction(0), below - target, target - (below + count)))
+        below += count
     index = source.permute_and_flip(scores, plan.scale)
     lower, upper = Fraction(column.lower or 0), Fraction(column.upper or 0)
-    return float(lower + (upper - lower) * index / QUANTILE_BINS)
+    if column.bins:
+        return float(lower + index)
+    return float(lower + (upper - lower) * (2 * index + 1) / (2 * QUANTILE_BINS))
 
 
 def epsilon_cost(
@@ -1208,13 +1220,14 @@ def _suppress_cells(
     """NULL every FILTERed cell whose own entities fail the low-count filter.
 
     ``count(*) FILTER (WHERE ...)`` in a group of a thousand people can count one: the
-    filter makes a finer group, so its cells pass the test groups do: true count at
-    least ``k``; with a budget, the released noisy count against ``max(k, τ)``, with τ
-    the threshold at the cell count's own noise (``selection_threshold`` of its plan,
-    which is not the groups' entity count's where their weights differ).  That is
-    post-processing and takes no share of δ: the cell's count is noised in every
+    filter makes a finer group, so its cells pass the grant's least cell: true count at
+    least ``k``; with a budget, the released noisy count against ``k`` (a row count
+    against ``(k - 1)·C + 1``, the rows fewer than ``k`` entities cannot exceed).  That
+    is post-processing and takes no share of δ: the cell's count is noised in every
     released group, empty or not (only a *group's* existence is data no noise covers),
-    so τ here is a margin, not a privacy need.  A measure's presence cell (entities
+    so no partition-selection threshold τ applies, as for a query without GROUP BY (it
+    was applied as a margin until an outside rehearsal found shares of 33 persons in 433
+    withheld).  A measure's presence cell (entities
     with a value of ``x``) is not noised under a budget when a ``count(x)`` of the same
     cell is: that noisy count decides (``_counted_cells``), so ``sum(x)`` and ``avg(x)``
     pay for no extra column.
@@ -1231,10 +1244,10 @@ def _suppress_cells(
             continue  # no column reads it, and it is not noised: released NULL
         if plans:  # under a budget: the noisy count decides, as a group's would
             source = counted.get(cell, cell)
-            tau = max(params.k, _tau(plans[source], params))
+            tau = params.k
             if source != cell:  # a count: one entity adds up to C rows, and k entities
                 c = params.max_rows_per_entity  # are held as rows, as selection_threshold
-                tau = max((params.k - 1) * c + 1, tau + c - 1)
+                tau = (params.k - 1) * c + 1
             passed = pc.fill_null(pc.greater_equal(arrays[position[source]], tau), False)
             ok = passed.to_numpy(zero_copy_only=False).copy()
         else:

@@ -261,13 +261,15 @@ def derived_scope(a: Analysed, scope: Scope) -> None:
 def generalise_keys(a: Analysed, scope: Scope) -> None:
     """Transform: a bare generalised GROUP BY key becomes its declared generalisation.
 
+    In the column's own type where that is whole numbers (``bands.key_generalisation``).
+
     Rewrites the released SELECT's keys, outputs, HAVING and ORDER BY (outside
     aggregates) before ``bands`` inspects that scope, which then sees the declared form.
     """
     if scope is not a.final:
         return
     for key, spec in a.generalise:
-        rewritten = generalized(spec, key)
+        rewritten = bands.key_generalisation(spec, key)
         replace_everywhere(scope.expression, key, rewritten)
         a.keys = [rewritten if k is key else k for k in a.keys]
 

@@ -26,6 +26,7 @@ from sqlglot.optimizer.annotate_types import annotate_types
 from sqlglot.optimizer.scope import Scope
 
 from sandbox.core.access import DatasetAccess
+from sandbox.core.classification import INTEGER_TYPES
 from sandbox.core.errors import QueryRefused
 from sandbox.enclave.ranked_rows import RANK, ranked_table
 from sandbox.query.cannot_raise import cannot_raise, column_types, split_and
@@ -78,6 +79,9 @@ class Stat:
     cell: str | None = None
     #: For "quantile": which one (0.5 for median); the column holds a histogram of bins.
     q: float | None = None
+    #: For "quantile" over whole numbers: one bin per whole number of the bounds (bin
+    #: ``i`` holds ``lower + i``); None: ``QUANTILE_BINS`` equal bins.
+    bins: int | None = None
     #: A column the release shows as it is (the entities column as ``count(DISTINCT
     #: key)``), not only one that selects groups: its error is an output's.
     shown: bool = False
@@ -339,6 +343,16 @@ class _Stats:
         wanted = {s.name for s in self.stats if s.kind in ("entities", "sum", "sumsq")}
         return [e for e in self.inner if e.alias in wanted]
 
+    def _whole_numbers(self, column: exp.Expr) -> bool:
+        """Does the measure hold whole numbers only (its registered type an integer)?"""
+        if not isinstance(column, exp.Column):
+            return False
+        base = self.checked.lineage.resolve(column, self.checked.final_scope).single
+        if base is None:
+            return False
+        spec = self.access[base.dataset].spec.column(base.column)
+        return bool(spec.type and INTEGER_TYPES.fullmatch(spec.type))
+
     def _measure_bounds(self, column: exp.Column) -> tuple[float, float]:
         info = self.checked.lineage.resolve(column, self.checked.final_scope)
         base = info.single
@@ -362,8 +376,13 @@ class _Stats:
         bounds: tuple[float, float],
         filter_sql: str,
         tag: str,
+        whole: bool = False,
     ) -> str:
         """A histogram per group of the measure's bins, at most C rows per entity.
+
+        Bins: one per whole number of the bounds where the measure holds whole numbers
+        and its bounds are whole numbers at most ``QUANTILE_BINS`` apart (so a quantile
+        is one of them, as the data's own values are); else ``QUANTILE_BINS`` equal bins.
 
         Disclosure chooses the quantile among the bin edges by the exponential mechanism
         (permute-and-flip): only under a budget.  Each entity's C rows are those whose
@@ -387,8 +406,13 @@ class _Stats:
             )
         q = quantile_of(node)
         lo, hi = bounds
-        width = (hi - lo) / QUANTILE_BINS
-        bin_ = f"least({QUANTILE_BINS - 1}, floor((({clamped}) - {lo!r}) / {width!r}))::INTEGER"
+        bins: int | None = None
+        if whole and float(lo).is_integer() and float(hi).is_integer() and hi - lo < QUANTILE_BINS:
+            bins = int(hi - lo) + 1
+            bin_ = f"least({bins - 1}, floor(({clamped}) - {lo!r}))::INTEGER"
+        else:
+            width = (hi - lo) / QUANTILE_BINS
+            bin_ = f"least({QUANTILE_BINS - 1}, floor((({clamped}) - {lo!r}) / {width!r}))::INTEGER"
         keep = f"({sql}) IS NOT NULL" + (f" AND ({filter_sql})" if filter_sql else "")
         cap = self.bounds.max_rows_per_entity
         key = f"quantile:{q}:{sql}{tag}"
@@ -404,7 +428,7 @@ class _Stats:
         self.outer.append(f'list_aggregate(flatten(list("{column}")), \'histogram\') AS "{column}"')
         self.direct = None  # its sample is chosen per entity: two stages always
         self.ranked = None
-        self.stats.append(Stat(column, "quantile", lo, hi, cell=cell, q=q))
+        self.stats.append(Stat(column, "quantile", lo, hi, cell=cell, q=q, bins=bins))
         return column
 
     def _present(self, sql: str, where: str, tag: str) -> str:
@@ -551,7 +575,8 @@ class _Stats:
         lo, hi = self._measure_bounds(arg)
         clamped = clamp(f"({sql})::DOUBLE", lo, hi)
         if isinstance(node, QUANTILES):
-            return _col(self._quantile(node, sql, clamped, (lo, hi), filter_sql, tag))
+            whole = self._whole_numbers(arg)
+            return _col(self._quantile(node, sql, clamped, (lo, hi), filter_sql, tag, whole))
         per_entity_sum = f"sum({clamped}){where}"
         if self.bounds is not None:
             # Under a budget every statistic is over each entity's capped rows: its count

@@ -756,13 +756,14 @@ def test_the_grammar_covers_sqlglot() -> None:
 
 
 def test_the_generator_reaches_acceptance(target: Target) -> None:
-    """Sanity: some drawn queries are accepted, else (b) checks nothing."""
+    """Sanity: some drawn queries are accepted, else (b) checks nothing.  A fixed sample
+    (derandomize) of 300: random samples of 60 accepted none once in a local run."""
     verdicts: list[bool] = []
 
-    @settings(max_examples=60, deadline=None, database=None)
+    @settings(max_examples=300, deadline=None, database=None, derandomize=True)
     @given(case=cases(rows=False))
     def sample(case: Case) -> None:
         verdicts.append(target.service.explain(target.bank, case.sql)["accepted"])
 
     sample()
-    assert sum(verdicts) >= 1, f"none of {len(verdicts)} accepted"
+    assert sum(verdicts) >= 3, f"{sum(verdicts)} of {len(verdicts)} accepted"

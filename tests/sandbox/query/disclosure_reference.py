@@ -45,7 +45,6 @@ from sandbox.query.disclosure import (
     _quantile,
     _stat_columns,
     _suppressed_bound,
-    _tau,
     _validate,
     epsilon_cost,
     noise_plan,
@@ -215,11 +214,11 @@ def _suppress_cells(
 
     ``count(*) FILTER (WHERE ...)`` in a group of a thousand people can count one: the
     filter makes a finer group, so its cells pass the same test as groups do: true
-    count at least ``k``; with a budget, the released noisy count against ``max(k, τ)``
-    instead.  That is post-processing and takes no share of δ: the cell's count is
-    noised in every released group, empty or not (only a *group's* existence is data
-    no noise covers), so τ here is a margin of the same size as the groups', not a
-    privacy need.  A measure's presence cell (entities with a value of ``x``) is
+    count at least ``k``; with a budget, the released noisy count against ``k`` (rows:
+    ``(k - 1)·C + 1``) instead (τ until the rehearsal of stop 44; changed on both sides).
+    That is post-processing and takes no share of δ: the cell's count is noised in every
+    released group, empty or not (only a *group's* existence is data no noise covers).
+    A measure's presence cell (entities with a value of ``x``) is
     not noised under a budget when a ``count(x)`` of the same cell is: that noisy count
     decides (``_counted_cells``), so ``sum(x)`` and ``avg(x)`` pay for no extra column.
     A remainder row's cells are never released: its cell counts add up entity-group
@@ -236,10 +235,10 @@ def _suppress_cells(
         if plans:  # under a budget: the noisy count decides, as a group's would
             source = counted.get(cell, cell)
             released = arrays[position[source]].to_pylist()
-            tau = max(params.k, _tau(plans[source], params))
+            tau = params.k
             if source != cell:  # a count: up to C rows an entity, k entities as rows
                 c = params.max_rows_per_entity
-                tau = max((params.k - 1) * c + 1, tau + c - 1)
+                tau = (params.k - 1) * c + 1
             ok = [v is not None and v >= tau for v in released]
         else:
             ok = [t is not None and t >= params.k for t in true[cell]]

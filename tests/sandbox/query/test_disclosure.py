@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from decimal import Decimal
 from fractions import Fraction
 
@@ -623,10 +623,11 @@ class Fixed:
 
 
 def test_cells_are_tested_before_rounding_on_the_noisy_count() -> None:
-    """A noisy cell count under τ stays NULL even if rounding to tens would lift it past τ.
+    """A noisy cell count under k stays NULL even if rounding to tens would lift it past k.
 
-    Under a budget a cell passes the groups' test, its noisy count against max(k, τ):
-    post-processing of a count noised in every released group, so no share of δ.
+    Under a budget a cell passes the grant's least cell, its noisy count against k:
+    post-processing of a count noised in every released group, so no share of δ and no
+    partition-selection threshold τ (a group's τ here is far above k).
     """
     # Both entity counts shown (count(DISTINCT key), and under the FILTER): each noised,
     # and the group's selects (the FILTERed row count would otherwise: _filter_gate).
@@ -636,24 +637,18 @@ def test_cells_are_tested_before_rounding_on_the_noisy_count() -> None:
         StatColumn("__r2", "rows", cell="__e1"),
     ]
     stats = pa.table({"__k0": ["a"], ENTITIES: [5_000], "__e1": [20], "__r2": [30]})
-    for epsilon in (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4):
-        params = DisclosureParams(
-            k=10, epsilon=epsilon, max_rows_per_entity=2, max_groups_per_entity=3, round_digits=-1
-        )
-        plans = {p.column: p for p in noise_plan(columns, params)}
-        tau = selection_threshold(plans["__e1"], params)
-        lifted = [v for v in range(tau - 9, tau) if round(v, -1) >= tau]
-        if lifted:
-            break
-    assert lifted, "no ε gives a τ that rounding can cross: pick other parameters"
-    # the groups' τ (full δ) at the cell's own noise: the same test as a group's
-    as_group = replace(plans[ENTITIES], epsilon=plans["__e1"].epsilon, scale=plans["__e1"].scale)
-    assert tau == selection_threshold(as_group, params)
+    k = 17  # 16 rounds to 20 at round_digits = -1
+    params = DisclosureParams(
+        k=k, epsilon=0.5, max_rows_per_entity=2, max_groups_per_entity=3, round_digits=-1
+    )
+    plans = {p.column: p for p in noise_plan(columns, params)}
+    assert selection_threshold(plans["__e1"], params) > k + 10  # τ would withhold 27
     # Draws in order: the group's entities, the number of groups, then __e1 and __r2.
-    shown = disclose(stats, columns, params, noise=Fixed([0, 0, lifted[0] - 20, 0])).table
+    shown = disclose(stats, columns, params, noise=Fixed([0, 0, 16 - 20, 0])).table
     assert shown["__e1"].to_pylist() == [None] and shown["__r2"].to_pylist() == [None]
-    passed = disclose(stats, columns, params, noise=Fixed([0, 0, tau + 6 - 20, 0])).table
-    assert passed["__e1"].to_pylist()[0] % 10 == 0  # released rounded, after the test
+    passed = disclose(stats, columns, params, noise=Fixed([0, 0, 27 - 20, 0])).table
+    assert passed["__e1"].to_pylist() == [30]  # 27 passes k, released rounded after the test
+    assert passed["__r2"].to_pylist()[0] is not None
 
 
 def test_a_measures_presence_cell_uses_its_noisy_count_under_a_budget() -> None:
@@ -670,8 +665,7 @@ def test_a_measures_presence_cell_uses_its_noisy_count_under_a_budget() -> None:
     plans = {p.column for p in noise_plan(columns, params)}
     assert plans == {ENTITIES, "__s2", "__n3", GROUPS}  # __e1 is not noised
     stats = pa.table({"__k0": ["a"], ENTITIES: [5_000], "__e1": [3], "__s2": [150.0], "__n3": [3]})
-    count = next(p for p in noise_plan(columns, params) if p.column == "__n3")
-    tau = selection_threshold(count, params)  # C = 1: a count's τ is an entity count's
+    tau = params.k  # C = 1: the rows k entities hold at least, (k - 1)·C + 1, are k
     # Draws: entities, groups, then __s2 and __n3 (no draw for __e1).
     low = disclose(stats, columns, params, noise=Fixed([0, 0, 0, tau - 1 - 3])).table
     assert low["__s2"].to_pylist() == [None] and low["__n3"].to_pylist() == [None]

@@ -1,7 +1,8 @@
 """DP quantiles of measures: the exponential mechanism (permute-and-flip) under a budget.
 
 Without a budget a quantile is refused with ``guard.quantile_needs_budget``; with one
-it is an edge of the measure's declared bins, chosen so that ε is spent as planned.
+it is one of the measure's declared bins (a whole number for a whole-number measure,
+else a bin's midpoint), chosen so that ε is spent as planned.
 """
 
 from __future__ import annotations
@@ -91,8 +92,8 @@ def test_median_and_p90_under_a_budget_are_close_and_spend_the_planned_epsilon(
     assert Fraction(4) - Fraction(1, 10**8) <= sum(p.epsilon for p in plans.values()) <= 4
     ((m, p90, _n),) = [tuple(r.values()) for r in released.table.to_pylist()]
     width = 13_000 / QUANTILE_BINS  # the demo's declared bounds [0, 13000]
-    for value in (m, p90):  # an edge of the declared bins
-        assert value / width == pytest.approx(round(value / width))
+    for value in (m, p90):  # the midpoint of one of the declared bins
+        assert value / width - 0.5 == pytest.approx(round(value / width - 0.5))
     # Against every claim, not the C = 2 claims per person the mechanism saw, and on a
     # grid of 13-yuan bins: close, not exact.
     assert 0.3 <= share_at_or_below(demo_platform, m) <= 0.7
@@ -135,3 +136,50 @@ def test_permute_and_flip_matches_its_distribution() -> None:
         noise.permute_and_flip([Fraction(0), Fraction(-(10**6))], Fraction(1)) for _ in range(200)
     ]
     assert far == [0] * 200
+
+
+def _choose(histogram: list[tuple[int, int]], q: float, **column: float) -> list[float]:
+    """Forty draws of one group's quantile at temperature 2 (ε 1, one row per entity)."""
+    from sandbox.query.disclosure import NoisePlan, StatColumn, _quantile
+
+    stat = StatColumn("__h0", "quantile", q=q, **column)  # type: ignore[arg-type]
+    plan = NoisePlan("__h0", Fraction(1), Fraction(1), Fraction(1), Fraction(2))
+    return [_quantile(histogram, stat, plan, seeded_noise(seed)) for seed in range(40)]
+
+
+def test_a_value_many_rows_share_is_the_quantile_not_a_random_bin() -> None:
+    """All 5,355 rows hold 13 (years of schooling of one degree): the median is 13.  A
+    score over the edges between bins tied on every edge there and chose at random
+    (an outside rehearsal drew 5.35, 13.33, 15.04, 2.27 on UCI Adult)."""
+    whole = _choose([(12, 5355)], 0.5, lower=1, upper=16, bins=16)
+    assert Counter(whole).most_common(1)[0] == (13.0, 40)
+    # Equal bins (a DOUBLE measure): the midpoint of the bin holding 13
+    width = 15 / QUANTILE_BINS
+    bin_ = int((13 - 1) / width)
+    fine = _choose([(bin_, 5355)], 0.5, lower=1, upper=16)
+    assert set(fine) == {1 + width * (bin_ + 0.5)}
+    # Half the rows at 3, half at 9: every value from 3 to 9 splits them in halves
+    split = _choose([(3, 500), (9, 500)], 0.5, lower=0, upper=20, bins=21)
+    assert set(split) <= {3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0}
+    # The 85th percentile of 1..10, 100 rows each: 9 (the rank 850 is inside its rows)
+    spread = _choose([(v, 100) for v in range(1, 11)], 0.85, lower=0, upper=10, bins=11)
+    assert Counter(spread).most_common(1)[0][0] == 9.0
+
+
+def test_an_empty_group_still_gets_a_random_bin() -> None:
+    draws = _choose([], 0.5, lower=0, upper=20, bins=21)
+    assert len(set(draws)) > 5
+    assert all(d == int(d) and 0 <= d <= 20 for d in draws)
+
+
+def test_a_whole_number_measure_has_a_whole_number_quantile(demo_platform) -> None:
+    """``age`` is an INTEGER with bounds [0, 110]: one bin per year, so its median is a
+    year of age, as the data's own values are."""
+    prepared, released = run(demo_platform, "SELECT median(age) AS m FROM health.claims")
+    (stat,) = [c for c in prepared.columns if c.kind == "quantile"]
+    assert stat.bins == 111
+    ((m,),) = [tuple(r.values()) for r in released.table.to_pylist()]
+    assert m == int(m)
+    with demo_platform.enclave.cursor() as cur:
+        truth = cur.sql("SELECT median(age) FROM health.claims").fetchall()[0][0]
+    assert abs(m - truth) <= 3
