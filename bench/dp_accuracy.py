@@ -333,7 +333,7 @@ def print_details(
         print(line)
         for n in names:
             if note := notes[n].get(q.id):
-                print(f"    {n}: {note[:150]}")
+                print(f"    {n}: {note[:400]}")
 
 
 # -- main ------------------------------------------------------------------------------------

@@ -124,10 +124,19 @@ def _number(value: Any) -> float | None:
 
 
 def score(answer: Answer, truth: Sequence[Sequence[Any]], keys: Sequence[int]) -> Score:
-    """Score one answer against the true rows of the same query."""
+    """Score one answer against the true rows of the same query.
+
+    An answer whose every value outside the keys is NULL (a share withheld) is not an
+    answer.  A query with several true rows but no key among its outputs (``SELECT
+    count(*) … GROUP BY x``) cannot be matched row to row: only whether it was answered
+    is scored (no groups, no errors), on every system alike.
+    """
     true_rows = {tuple(_key(row[i]) for i in keys): row for row in truth}
-    if not answer.answered:
+    values = [v for row in answer.rows for i, v in enumerate(row) if i not in keys]
+    if not answer.answered or all(v is None for v in values):
         return Score(False, len(true_rows), 0, 0)
+    if not keys and len(truth) > 1:
+        return Score(True, len(truth), 0, 0)
     released = 0
     spurious = 0
     errors: list[float] = []

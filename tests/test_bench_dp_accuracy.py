@@ -99,6 +99,18 @@ def test_matched_errors_compare_the_same_cells_on_both_sides() -> None:
     }
 
 
+def test_all_null_answers_and_unkeyed_groups_are_scored_as_such() -> None:
+    truth = [("F", 10), ("M", 12)]
+    # every value withheld: not an answer
+    assert not score(Answer(rows=(("F", None),)), truth, (0,)).answered
+    # GROUP BY sex without sex among the outputs: answered, but no row can be matched
+    unkeyed = score(Answer(rows=((11,), (13,))), [(10,), (12,)], ())
+    assert unkeyed.answered and unkeyed.groups_released == 0 and unkeyed.spurious == 0
+    assert unkeyed.errors == ()
+    # one true row and no key: scored as before
+    assert score(Answer(rows=((11,),)), [(10,)], ()).errors == pytest.approx((0.1,))
+
+
 def test_refusals_and_empty_results_are_unanswered() -> None:
     truth = [("F", 5), ("M", 7)]
     refused = score(Answer(error="guard.x: no"), truth, keys=(0,))
