@@ -46,7 +46,7 @@ CLAUSES: dict[Context, str] = {
     Context.JOIN: "JOIN ON key equality (after the declared-pair check)",
     Context.PASSTHROUGH: "derived table or CTE: a bare column (rename)",
     Context.INNER_EXPRESSION: "derived table or CTE: an expression of the column",
-    Context.COUNT_DISTINCT: "`count(DISTINCT key)` of a dataset's entity key",
+    Context.COUNT_DISTINCT: "`count(DISTINCT key)` or `count(key)` of a dataset's entity key",
     Context.DISTINCT_VALUES: "`count(DISTINCT x)` of any other column: how many values",
     Context.COUNT_ARGUMENT: "`count(x)`",
     Context.VALUE_AGGREGATE: "`sum`, `avg`, `stddev`, `variance`, quantiles: argument",
@@ -80,8 +80,8 @@ class Use:
 _IDENTIFIER = Use(
     Needs.NEVER,
     "guard.identifier",
-    "identifier {where}: identifiers may only be counted, as count(DISTINCT {entity_key}), "
-    "or used as declared join keys",
+    "identifier {where}: identifiers may only be counted, as count(DISTINCT {entity_key}) "
+    "(entities) or count({entity_key}) (their rows), or used as declared join keys",
 )
 _RECORD = Use(
     Needs.NEVER,

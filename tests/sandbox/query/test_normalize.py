@@ -164,6 +164,11 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Any:
             "FILTER (WHERE (claim_amount > 3000) IS NOT NULL) AS share "
             "FROM health.claims GROUP BY 1",
         ),
+        (
+            # the demo's person_id is never NULL: every row has an entity
+            "SELECT gender, count(person_id) AS n FROM health.claims GROUP BY 1",
+            "SELECT gender, count(*) AS n FROM health.claims GROUP BY 1",
+        ),
     ],
     ids=[
         "cte-03",
@@ -176,6 +181,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Any:
         "scaled-sum",
         "shifted",
         "cast-condition",
+        "count-entity-key",
     ],
 )
 def test_the_service_answers_as_for_the_accepted_form(
