@@ -42,6 +42,7 @@ def propose_bounds_command(
 ) -> None:
     """Propose [contribution] and clamping bounds from DP quantiles (spends ε, audited)."""
     from policies import Actor
+    from sandbox.core.errors import Forbidden
     from sandbox.platform import Platform
     from sandbox.query.bounds_proposal import propose_bounds
     from sandbox.reclassify import reclassify
@@ -49,14 +50,26 @@ def propose_bounds_command(
     platform = Platform(settings_of(ctx.obj))
     try:
         actor = platform.authority.authenticate(token) if token else Actor.host(getpass.getuser())
-        proposal = propose_bounds(
-            platform,
-            dataset,
-            actor,
-            epsilon=epsilon,
-            percentile=percentile,
-            value_percentile=value_percentile,
-        )
+        try:
+            proposal = propose_bounds(
+                platform,
+                dataset,
+                actor,
+                epsilon=epsilon,
+                percentile=percentile,
+                value_percentile=value_percentile,
+            )
+        except Forbidden as exc:
+            if token or exc.rule != "role.not_permitted":
+                raise
+            # The host console acts as the admin, who does not classify: say who does.
+            raise Forbidden(
+                f"{exc.message}: propose-bounds runs as the bureau that owns {dataset}; "
+                "pass --token with a token of that bureau's account (an admin makes one: "
+                "sandbox account create NAME --role bureau --domain DOMAIN --org ORG, "
+                "sandbox token enrol NAME, then sandbox token redeem CODE)",
+                rule=exc.rule,
+            ) from None
         version = None
         if write:
             spec = proposal.apply_to(platform.catalog.get(dataset).spec)

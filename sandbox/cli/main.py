@@ -24,6 +24,7 @@ from sandbox.cli.alerts import alerts_app
 from sandbox.cli.audit import audit_app
 from sandbox.cli.bounds import propose_bounds_command
 from sandbox.cli.common import LazySettings, settings_of
+from sandbox.cli.contribution_notes import drawn_bounds, registration_note, undeclared_bounds
 from sandbox.cli.data_lists import add_co_approve_command, important_app, negative_app
 from sandbox.cli.governance import catalog_app, registration_app
 from sandbox.cli.grant_applications import add_grant_application_commands
@@ -40,7 +41,6 @@ from sandbox.core.wording import counted, noun
 
 if TYPE_CHECKING:
     from connectors.base import Source
-    from sandbox.enclave.catalog import DatasetRecord
     from sandbox.platform import Platform
 
 __all__ = ["app", "main"]
@@ -205,27 +205,8 @@ def dataset_register(
     where = "" if reg.record.engine == "duckdb" else f", in the {reg.record.engine} warehouse"
     typer.echo(f"{verb} {reg.record.id} v{reg.record.version}: {rows}{where}")
     if spec.contribution is None:  # the noise a bureau did not choose: say so once, here
-        settings = platform.settings
-        alone = ", C = G = 1 for a query over it alone" if spec.one_row_per_entity else ""
-        drawn = (
-            not spec.one_row_per_entity
-            and settings.default_bounds_epsilon > 0
-            and reg.record.engine == "duckdb"
-        )
-        typer.echo(
-            "note: no [contribution] in the classification: queries with a privacy budget "
-            f"run at the platform default C = {settings.dp_max_rows_per_entity}, "
-            f"G = {settings.dp_max_groups_per_entity}{alone}{',' if drawn else ''}"
-        )
-        if drawn:
-            typer.echo(
-                "      lowered to the data's rows per entity by one DP draw at the first one "
-                f"(owner-side ε {settings.default_bounds_epsilon:g}, audited);"
-            )
-        typer.echo(
-            "      declare the data's own (docs/classification.md), or ask for a proposal: "
-            f"sandbox dataset propose-bounds {reg.record.id}"
-        )
+        for line in registration_note(platform, spec, reg.record):
+            typer.echo(line)
     cert_dir = platform.settings.certificates_dir
     typer.echo(f"certificate: {cert_dir / f'{reg.record.id}.v{reg.record.version}.json'}")
 
@@ -240,45 +221,6 @@ def dataset_list(ctx: typer.Context) -> None:
         typer.echo(f"{rec.id:<26} v{rec.version:<3} {rows} {rec.title}{frozen}{where}")
 
 
-def _drawn_bounds(platform: "Platform", rec: "DatasetRecord") -> dict[str, object] | None:
-    """The ``--json`` form of a draw for ``rec`` (None: none drawn for its entity key)."""
-    from sandbox.core.classification import Contribution
-    from sandbox.query.default_bounds import stored_draw
-
-    drawn = stored_draw(platform.engine, rec.id)
-    if drawn is None or drawn.entity_key != rec.entity_key.lower():
-        return None
-    settings = platform.settings
-    default = Contribution(settings.dp_max_rows_per_entity, settings.dp_max_groups_per_entity)
-    lower = drawn.bounds(default)
-    return {
-        "bounds": None if lower is None else lower.to_dict(),  # None: the default is kept
-        "epsilon": drawn.epsilon,
-        "drawn_from_version": drawn.version,
-    }
-
-
-def _undeclared_bounds(platform: "Platform", rec: "DatasetRecord") -> str:
-    """The ``contribution:`` line of a dataset without ``[contribution]``."""
-    from sandbox.core.classification import Contribution
-    from sandbox.query.default_bounds import stored_draw
-
-    settings = platform.settings
-    default = Contribution(settings.dp_max_rows_per_entity, settings.dp_max_groups_per_entity)
-    words = f"C = {default.max_rows_per_entity}, G = {default.max_groups_per_entity}"
-    drawn = stored_draw(platform.engine, rec.id)
-    if drawn is None or drawn.entity_key != rec.entity_key.lower():
-        return f"contribution: platform default {words} (no [contribution]; none drawn yet)"
-    how = f"drawn from v{drawn.version}'s rows per entity, DP, ε {drawn.epsilon:g}"
-    lower = drawn.bounds(default)
-    if lower is None:
-        return f"contribution: platform default {words} (no [contribution]; {how})"
-    return (
-        f"contribution: C = {lower.max_rows_per_entity}, G = {lower.max_groups_per_entity}, "
-        f"T = {lower.max_total_rows_per_entity} (no [contribution]; {how})"
-    )
-
-
 @dataset_app.command("show")
 def dataset_show(
     ctx: typer.Context,
@@ -291,7 +233,7 @@ def dataset_show(
     if as_json:
         body = rec.to_dict()
         if rec.spec.contribution is None:
-            body["contribution_drawn"] = _drawn_bounds(platform, rec)
+            body["contribution_drawn"] = drawn_bounds(platform, rec)
         typer.echo(json.dumps(body, indent=2, ensure_ascii=False))
         return
     typer.echo(f"{rec.id}  v{rec.version}  {rec.title}")
@@ -306,7 +248,7 @@ def dataset_show(
     bounds = rec.spec.contribution
     total = None if bounds is None else bounds.max_total_rows_per_entity
     typer.echo(
-        _undeclared_bounds(platform, rec)
+        undeclared_bounds(platform, rec)
         if bounds is None
         else f"contribution: C = {bounds.max_rows_per_entity} rows per entity and group, "
         f"G = {bounds.max_groups_per_entity} groups per entity"

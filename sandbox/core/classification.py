@@ -351,7 +351,10 @@ def validate_against_schema(spec: DatasetSpec, schema: Mapping[str, str]) -> Dat
     columns = []
     for col in spec.columns:
         if col.name.lower() not in actual:
-            problems.append(f"column '{col.name}' is classified but not in the data")
+            hint = ""
+            if col.name.lower() == spec.entity_key.lower() and not spec.entity_key_generated:
+                hint = " (entity_key_generated = true numbers the rows into it)"
+            problems.append(f"column '{col.name}' is classified but not in the data{hint}")
             continue
         real_name, dtype = actual[col.name.lower()]
         if col.type and not _same_type(col.type, dtype):

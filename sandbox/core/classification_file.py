@@ -345,7 +345,7 @@ class DatasetEntry(BaseModel):
     def _entity_key(cls, value: str, info: ValidationInfo) -> str:
         if not value:
             raise PydanticCustomError(
-                "entity_key", "entity_key is required (the column naming a person or firm)"
+                "entity_key", "entity_key is required (or entity_key_generated = true)"
             )
         # Lower-cased column name -> its role (None: declared, but its own entry is invalid).
         roles: Mapping[str, Role | None] = (info.context or {}).get("roles", {})

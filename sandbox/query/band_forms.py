@@ -122,9 +122,12 @@ class Use:
         if gen.kind == "band":
             w = Fraction(Decimal(repr(gen.width)))
             lo, hi = (f"{float(3 * w):g}", f"{float(4 * w):g}")
+            whole = (self.spec.type or "").upper() in INTEGER_TYPES and w.denominator == 1
+            final = f"{float(3 * w) - 1:g}"
+            last = f"; on whole numbers > and <= take a band's last value ({name} > {final})"
             return (
                 f"use floor({name} / {gen.width:g}) * {gen.width:g}, or compare with multiples "
-                f"of {gen.width:g} ({name} >= {lo} AND {name} < {hi})"
+                f"of {gen.width:g} ({name} >= {lo} AND {name} < {hi})" + (last if whole else "")
             )
         if gen.kind == "truncate":
             unit = str(gen.unit)
