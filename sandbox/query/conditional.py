@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from sqlglot import exp
 
-from sandbox.query.nodes import AGGREGATES
+from sandbox.query.nodes import AGGREGATES, in_window
 
 __all__ = ["as_filters", "number_is"]
 
@@ -57,6 +57,8 @@ def _case_to_filter(agg: exp.Expr) -> None:
     is a finer group, suppressed below k).
     """
     arg = agg.this
+    if in_window(agg):
+        return  # a window's function over released rows: written as it is
     distinct = isinstance(arg, exp.Distinct) and len(arg.expressions) == 1
     inner = arg.expressions[0] if distinct else arg
     parts = _when(inner) if isinstance(inner, exp.Expr) else None
@@ -105,6 +107,8 @@ def _cast_condition(agg: exp.Expr) -> None:
     cast = agg.this
     if agg.args.get("expressions") or not isinstance(cast, exp.Cast):  # TryCast is a Cast
         return
+    if in_window(agg):
+        return  # a window's function over released rows: written as it is
     condition = _condition(cast.this)
     if condition is None or cast.to.this not in exp.DataType.NUMERIC_TYPES:
         return

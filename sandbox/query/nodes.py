@@ -370,3 +370,15 @@ def literal_number(node: exp.Expr) -> float | None:
         return float(node.name)
     except ValueError:
         return None
+
+
+def in_window(agg: exp.Expr) -> bool:
+    """Is ``agg`` a window's function (``agg OVER (…)``, or ``agg FILTER (…) OVER (…)``)?
+
+    Computed over released rows, as written: the normalisations of aggregates leave it.
+    """
+    parent = agg.parent
+    if isinstance(parent, exp.Filter):
+        parent = parent.parent
+    return isinstance(parent, exp.Window)
+

@@ -36,7 +36,7 @@ from sqlglot import exp
 
 from sandbox.query.advice import advise
 from sandbox.query.merge_source import aggregate_source
-from sandbox.query.nodes import QUANTILES, VALUE_AGGREGATES, literal_number
+from sandbox.query.nodes import QUANTILES, VALUE_AGGREGATES, in_window, literal_number
 from sandbox.query.rollup import rollup
 from sandbox.query.totals import cross_joined_totals
 
@@ -227,7 +227,7 @@ def scaled_measure(agg: exp.Expr) -> None:
     arg = agg.this
     if agg.args.get("expressions") or not isinstance(arg, exp.Mul | exp.Div):
         return
-    if isinstance(agg.parent, exp.Window):
+    if in_window(agg):
         return  # a window's function over released rows: written as it is
     left, right = arg.this, arg.expression
     if isinstance(arg, exp.Mul) and _factor(left) and isinstance(right, exp.Column):
@@ -279,7 +279,7 @@ def shifted_measure(agg: exp.Expr) -> None:
     arg = agg.this
     if agg.args.get("expressions") or not isinstance(arg, exp.Add | exp.Sub):
         return
-    if isinstance(agg.parent, exp.Window):
+    if in_window(agg):
         return  # a window's function over released rows: written as it is
     left, right = arg.this, arg.expression
     if literal_number(right) is not None and _measured_column(left) is not None:

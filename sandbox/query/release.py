@@ -535,12 +535,20 @@ def _sorted(table: pa.Table, keys: list[str]) -> pa.Table:
 
 
 def _round(table: pa.Table, digits: int | None) -> pa.Table:
+    """The grant's rounding of every float output.  A value too large to round (near the
+    largest double) fails as ``disclosure.arithmetic``, which a reviewed run holds: the
+    failure depends on the values (pyarrow's overflow once reached the analyst unheld)."""
     if digits is None:
         return table
     columns = []
     for column in table.columns:
         if pa.types.is_floating(column.type):
-            column = pc.round(column, digits)
+            try:
+                column = pc.round(column, digits)
+            except pa.ArrowException:
+                raise EnclaveError(
+                    "rounding the released values failed", rule="disclosure.arithmetic"
+                ) from None
         columns.append(column)
     return pa.table(columns, names=table.column_names)
 

@@ -782,13 +782,25 @@ class QueryService:
                 except ResultTooLarge:
                     # Told apart from a timeout or out of memory by nothing.
                     raise limits_failure() from None
-                released = release(
-                    stats,
-                    prepared,
-                    noise=self.noise,
-                    database=self._release_db,
-                    max_groups=self._max_groups if noised else None,
-                )
+                try:
+                    released = release(
+                        stats,
+                        prepared,
+                        noise=self.noise,
+                        database=self._release_db,
+                        max_groups=self._max_groups if noised else None,
+                    )
+                except SandboxError:
+                    raise
+                except Exception:
+                    # Computed from the run's statistics: whether it fails is data (a
+                    # reviewed run holds it; an outside review read a suppressed count
+                    # from pyarrow's rounding overflow, December 2026).  Named by rule.
+                    log.exception("the release failed on the run's statistics")
+                    raise EnclaveError(
+                        "the released values could not be computed from the statistics",
+                        rule="disclosure.arithmetic",
+                    ) from None
                 if released.table.num_rows > limit:
                     raise ResultTooLarge(
                         f"the released result has more than {counted(limit, 'row')}",

@@ -127,3 +127,44 @@ def test_an_approved_held_limits_failure_ends_failed_as_a_run_would(tmp_path: Pa
         assert ended.state.value == "failed" and ended.rule == "enclave.limits"
     finally:
         platform.close()
+
+
+#: ``(a - b) * M``: a count difference scaled so that rounding to the grant's 2 decimals
+#: overflows exactly when the difference exceeds ``t`` (an outside review read a cell of
+#: 7 persons, withheld below k, by bisecting ``t``: December 2026).
+ROUNDING = (
+    "SELECT (count(*) FILTER (WHERE district = 'D01') - count(*) FILTER (WHERE "
+    "district = 'D01' AND diagnosis_code <> 'G35')) * {m} AS v FROM health.claims"
+)
+
+
+def test_a_release_that_fails_in_rounding_is_held_like_any_other(tmp_path: Path) -> None:
+    platform, tokens = build_deployment(tmp_path / "home")
+    try:
+        bank = platform.authority.authenticate(tokens["op-bank"])
+        with platform.enclave.cursor() as cur:
+            (cell,) = cur.execute(
+                "SELECT count(*) FILTER (WHERE diagnosis_code = 'G35') FROM health.claims "
+                "WHERE district = 'D01'"
+            ).fetchone()  # type: ignore[misc]
+        huge = 1.797e308 / 100
+        with reviewing(platform, QueryService(platform)) as desk:
+            # over the cell: rounding overflows; at the cell: it does not
+            fails = desk.submit(bank, ROUNDING.format(m=huge / (cell - 0.5)))
+            fine = desk.submit(bank, ROUNDING.format(m=huge / (cell + 0.5)))
+            for job in (fails, fine):
+                assert job.state.value == "awaiting_review" and job.rule is None
+            reviewer = desk.bureau_of("health.claims")
+            _, shown = desk.desk.review_show(reviewer, fails.id, "r1", None)
+            failure = held_failure(shown)
+            assert failure is not None and failure.rule == "disclosure.arithmetic"
+            _, values = desk.desk.review_show(reviewer, fine.id, "r2", None)
+            assert held_failure(values) is None and values.num_rows == 1
+        # Under a budget the same failure is a refusal by rule, in the trail (no 500)
+        insurer = platform.authority.authenticate(tokens["op-insurer"])
+        service = QueryService(platform)
+        with pytest.raises(EnclaveError) as info:
+            service.run_job(insurer, "SELECT avg(claim_amount) * 3.6e303 AS v FROM health.claims")
+        assert info.value.rule == "disclosure.arithmetic"
+    finally:
+        platform.close()

@@ -59,6 +59,10 @@ ANSWERED = [
     # a window over an aggregate the query does not show itself
     "SELECT district, rank() OVER (ORDER BY count(DISTINCT person_id) DESC, district) AS r "
     "FROM health.claims GROUP BY district ORDER BY r",
+    # a window's conditional or shifted aggregate: written as it is, not normalised
+    "SELECT district, count(*) AS n, avg((count(*) > 500)::INT) OVER () AS s, "
+    "sum(CASE WHEN count(*) > 500 THEN 1 ELSE 0 END) OVER (ORDER BY district) AS c, "
+    "avg(count(*) + 1) OVER () AS m FROM health.claims GROUP BY district ORDER BY district",
 ]
 
 
