@@ -381,4 +381,3 @@ def in_window(agg: exp.Expr) -> bool:
     if isinstance(parent, exp.Filter):
         parent = parent.parent
     return isinstance(parent, exp.Window)
-
