@@ -5,12 +5,12 @@ The authorization layer's answer and the guard's input.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sandbox.core.classification import DatasetSpec, Level
 from sandbox.core.data_controls import NO_CONTROLS, DatasetControls
 
-__all__ = ["DatasetAccess"]
+__all__ = ["DatasetAccess", "budgeted_spec"]
 
 
 @dataclass(frozen=True)
@@ -31,3 +31,18 @@ class DatasetAccess:
     #: The enclave holds this version's rows ranked within each entity at registration
     #: (``sandbox.enclave.ranked_rows``): a query the ranks suit caps without a window.
     ranked: bool = False
+    #: The release is noised under a privacy budget: the classification's generalisations
+    #: declared ``exact_only`` were taken out of ``spec`` (``budgeted_spec``).
+    budgeted: bool = False
+
+
+def budgeted_spec(spec: DatasetSpec) -> DatasetSpec:
+    """``spec`` as a release under a privacy budget reads it: without the generalisations
+    its bureau declared binding on exact releases only (``exact_only``)."""
+    if not any(c.generalize is not None and c.generalize.exact_only for c in spec.columns):
+        return spec
+    columns = tuple(
+        replace(c, generalize=None) if c.generalize is not None and c.generalize.exact_only else c
+        for c in spec.columns
+    )
+    return replace(spec, columns=columns)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar, get_args
 
 from pydantic import (
@@ -30,6 +29,8 @@ from pydantic import (
     field_validator,
 )
 from pydantic_core import PydanticCustomError
+
+from sandbox.core.generalization import Generalization
 
 __all__ = [
     "COLUMN_REF",
@@ -83,37 +84,16 @@ class Role(enum.StrEnum):
     MEASURE = "measure"
 
 
-@dataclass(frozen=True)
-class Generalization:
-    """How a quasi-identifier must be coarsened before it may be grouped."""
-
-    kind: str  # "band" | "truncate" | "prefix"
-    width: float | None = None
-    unit: str | None = None
-    length: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        if self.kind == "band":
-            return {"band": self.width}
-        if self.kind == "truncate":
-            return {"truncate": self.unit}
-        return {"prefix": self.length}
-
-    def describe(self) -> str:
-        if self.kind == "band":
-            return f"bands of {self.width:g}"
-        if self.kind == "truncate":
-            return f"truncated to {self.unit}"
-        return f"first {self.length} characters"
-
-
 _FILE = ConfigDict(extra="forbid", strict=True, frozen=True, hide_input_in_errors=True)
 _Finite = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 
-_GENERALIZE_SHAPE = "generalize is one of {band = N}, {truncate = UNIT}, {prefix = N}"
+_GENERALIZE_SHAPE = (
+    "generalize is one of {band = N}, {truncate = UNIT}, {prefix = N}, "
+    "each with exact_only = true or false besides"
+)
 _GENERALIZE_VALUE = (
     "generalize must be band = positive number, truncate = one of "
-    f"{list(TRUNCATE_UNITS)}, or prefix = positive integer"
+    f"{list(TRUNCATE_UNITS)}, or prefix = positive integer (exact_only: true or false)"
 )
 
 
@@ -190,23 +170,25 @@ class _Generalize(BaseModel):
     band: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     truncate: TruncateUnit | None = None
     prefix: Annotated[int, Field(gt=0)] | None = None
+    exact_only: bool = False
 
 
 def _generalization(value: Any) -> Generalization | None:
     if value is None:
         return None
-    if not isinstance(value, Mapping) or len(value) != 1:
+    if not isinstance(value, Mapping) or len(set(value) - {"exact_only"}) != 1:
         raise PydanticCustomError("generalize", _GENERALIZE_SHAPE)
     try:
         rule = _Generalize.model_validate(value)
     except ValidationError:
         raise PydanticCustomError("generalize", _GENERALIZE_VALUE) from None
+    only = rule.exact_only
     if rule.band is not None:
-        return Generalization("band", width=rule.band)
+        return Generalization("band", width=rule.band, exact_only=only)
     if rule.truncate is not None:
-        return Generalization("truncate", unit=rule.truncate)
+        return Generalization("truncate", unit=rule.truncate, exact_only=only)
     assert rule.prefix is not None  # exactly one key, and all three are typed
-    return Generalization("prefix", length=rule.prefix)
+    return Generalization("prefix", length=rule.prefix, exact_only=only)
 
 
 def _join_targets(value: Any, handler: ValidatorFunctionWrapHandler) -> tuple[str, ...] | None:

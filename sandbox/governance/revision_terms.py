@@ -13,7 +13,8 @@ Tightening, field by field (the opposite of each is a loosening):
 - a column's level raised;
 - a column's role made ``identifier`` (any other role change loosens);
 - a generalisation added or made coarser (wider bands, fewer prefix characters, a
-  coarser truncation unit); removed or made finer loosens;
+  coarser truncation unit); removed or made finer loosens, and so does declaring it
+  ``exact_only`` (no longer binding under a privacy budget);
 - measure bounds narrowed (inside the old ones) or removed; widened or added loosens;
 - ``values_per_entity`` lowered or added; raised or removed loosens;
 - join partners removed; added loosens;
@@ -96,6 +97,8 @@ def _coarser_or_same(old: Generalization | None, new: Generalization | None) -> 
         return True  # none before: anything added coarsens
     if new is None or new.kind != old.kind:
         return False
+    if new.exact_only and not old.exact_only:
+        return False  # no longer binding under a privacy budget: finer there
     if old.kind == "band":
         return new.width is not None and old.width is not None and new.width >= old.width
     if old.kind == "prefix":

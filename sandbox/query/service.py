@@ -52,7 +52,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from policies import Actor, Decision, Grant
-from sandbox.core.access import DatasetAccess
+from sandbox.core.access import DatasetAccess, budgeted_spec
 from sandbox.core.classification import Contribution, DatasetSpec
 from sandbox.core.data_controls import DatasetControls, load_controls
 from sandbox.core.db import insert_ignore, release_cache
@@ -223,7 +223,11 @@ class QueryService:
         grants: tuple[Grant, ...],
         records: dict[str, DatasetRecord],
         state: Hashable | None = None,
+        *,
+        budgeted: bool = False,
     ) -> dict[str, DatasetAccess]:
+        # ``budgeted``: the release is noised, so generalisations declared for exact
+        # releases only do not bind (``budgeted_spec``).
         # The negative list and important data (docs/governance.md), cached by the policy
         # state the authority adopted for this request: every change to them, and every
         # grant's co-approval, bumps the policy version in its own transaction.
@@ -239,13 +243,14 @@ class QueryService:
         for grant in grants:
             record = records[grant.dataset]
             access[grant.dataset] = DatasetAccess(
-                record.spec,
+                budgeted_spec(record.spec) if budgeted else record.spec,
                 grant.max_level,
                 None if grant.columns is None else frozenset(c.lower() for c in grant.columns),
                 frozenset(c.lower() for c in grant.groupable),
                 controls[grant.dataset],
                 entity_is_row=self._entity_is_row(record),
                 ranked=self._ranked(record),
+                budgeted=budgeted,
             )
         return access
 
@@ -446,7 +451,7 @@ class QueryService:
         params, remaining = self._params(decision, records)
         caps = [g.epsilon_per_query for g in decision.grants if g.epsilon_per_query]
         params = per_query_epsilon(params, min(caps) if caps else None, epsilon)
-        access = self._access(decision.grants, records, state)
+        access = self._access(decision.grants, records, state, budgeted=params.epsilon is not None)
         fingerprint = access_key(access, versions)
         key = None if fingerprint is None else ("prepare", state, sql, max_length, fingerprint)
         prepared = plans.get_or_build(

@@ -231,7 +231,7 @@ REFUSED = {
         "{ band = inf }",
         "columns.age.generalize: generalize must be band = positive number, truncate = one "
         "of ['year', 'quarter', 'month', 'week', 'day', 'hour', 'minute'], or prefix = "
-        "positive integer",
+        "positive integer (exact_only: true or false)",
     ),
     "column not a table": (
         '[columns.age]\nlevel = "L2"\nrole = "quasi"\ngeneralize = { band = 10 }\n',

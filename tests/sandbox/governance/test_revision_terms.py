@@ -56,6 +56,18 @@ CASES: list[tuple[str, DatasetSpec, DatasetSpec, bool]] = [
         False,
     ),
     ("band widened", spec(), spec(AGE.replace("band = 10", "band = 20")), True),
+    (
+        "band made exact-only",
+        spec(),
+        spec(AGE.replace("band = 10", "band = 10, exact_only = true")),
+        False,
+    ),
+    (
+        "band made binding under a budget too",
+        spec(AGE.replace("band = 10", "band = 10, exact_only = true")),
+        spec(),
+        True,
+    ),
     ("band narrowed", spec(), spec(AGE.replace("band = 10", "band = 5")), False),
     ("truncation coarser", spec(DAY), spec(DAY.replace("month", "year")), True),
     ("truncation finer", spec(DAY), spec(DAY.replace("month", "day")), False),
