@@ -797,11 +797,12 @@ class QueryService:
                     )
                 except SandboxError:
                     raise
-                except Exception:
+                except Exception as exc:
                     # Computed from the run's statistics: whether it fails is data (a
                     # reviewed run holds it; an outside review read a suppressed count
-                    # from pyarrow's rounding overflow, December 2026).  Named by rule.
-                    log.exception("the release failed on the run's statistics")
+                    # from pyarrow's rounding overflow, December 2026).  Named by rule;
+                    # logged by its type only (an engine's message may quote a value).
+                    log.error("the release failed on the run's statistics: %s", type(exc).__name__)
                     raise EnclaveError(
                         "the released values could not be computed from the statistics",
                         rule="disclosure.arithmetic",
