@@ -101,8 +101,9 @@ def _cast_condition(agg: exp.Expr) -> None:
     is NULL.  So the sum counts the rows where ``c`` holds, ``count(*) FILTER (WHERE c)``
     (0 rather than NULL where ``c`` is NULL on every row of the group), and the mean is
     the share of them among the rows where ``c`` is not NULL, ``count(*) FILTER (WHERE c)
-    / count(*) FILTER (WHERE (c) IS NOT NULL)`` (exactly: a mean skips NULLs).  An outer
-    FILTER stays on each count.  Other casts are left as written.
+    / nullif(count(*) FILTER (WHERE (c) IS NOT NULL), 0)`` (exactly: a mean skips NULLs,
+    and is NULL where ``c`` is NULL on every row).  An outer FILTER stays on each count.
+    Other casts are left as written.
     """
     cast = agg.this
     if agg.args.get("expressions") or not isinstance(cast, exp.Cast):  # TryCast is a Cast
@@ -124,7 +125,9 @@ def _cast_condition(agg: exp.Expr) -> None:
         return exp.Filter(this=exp.Count(this=exp.Star()), expression=exp.Where(this=both))
 
     known = exp.Not(this=exp.Is(this=exp.paren(condition.copy()), expression=exp.Null()))
-    ratio = exp.Div(this=counted(condition.copy()), expression=counted(known))
+    # NULL, as avg says, where c is NULL on every row (0 / 0 would be NaN)
+    below = exp.Nullif(this=counted(known), expression=exp.Literal.number(0))
+    ratio = exp.Div(this=counted(condition.copy()), expression=below)
     target = outer if isinstance(where, exp.Where) and outer is not None else agg
     target.replace(exp.paren(ratio))
 

@@ -160,8 +160,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Any:
         (
             "SELECT district, avg((claim_amount > 3000)::INT) AS share FROM health.claims "
             "GROUP BY 1",
-            "SELECT district, count(*) FILTER (WHERE claim_amount > 3000) / count(*) "
-            "FILTER (WHERE (claim_amount > 3000) IS NOT NULL) AS share "
+            "SELECT district, count(*) FILTER (WHERE claim_amount > 3000) / nullif(count(*) "
+            "FILTER (WHERE (claim_amount > 3000) IS NOT NULL), 0) AS share "
             "FROM health.claims GROUP BY 1",
         ),
         (
