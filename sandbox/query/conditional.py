@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from sqlglot import exp
 
-from sandbox.query.nodes import AGGREGATES, in_window
+from sandbox.query.nodes import AGGREGATES, in_window, own_filter
 
 __all__ = ["as_filters", "number_is"]
 
@@ -116,19 +116,12 @@ def _cast_condition(agg: exp.Expr) -> None:
     if isinstance(agg, exp.Sum):
         _filtered(agg, exp.Count(this=exp.Star()), condition.copy())
         return
-    outer = agg.parent
-    where = outer.expression if isinstance(outer, exp.Filter) else None
-    base = where.this.copy() if isinstance(where, exp.Where) else None
-
-    def counted(test: exp.Expr) -> exp.Expr:
-        both = exp.and_(exp.paren(base.copy()), exp.paren(test)) if base else test
-        return exp.Filter(this=exp.Count(this=exp.Star()), expression=exp.Where(this=both))
-
+    where, target = own_filter(agg)
+    base = None if where is None else where.this
     known = exp.Not(this=exp.Is(this=exp.paren(condition.copy()), expression=exp.Null()))
     # NULL, as avg says, where c is NULL on every row (0 / 0 would be NaN)
-    below = exp.Nullif(this=counted(known), expression=exp.Literal.number(0))
-    ratio = exp.Div(this=counted(condition.copy()), expression=below)
-    target = outer if isinstance(where, exp.Where) and outer is not None else agg
+    below = exp.Nullif(this=_rows_where(base, known), expression=exp.Literal.number(0))
+    ratio = exp.Div(this=_rows_where(base, condition.copy()), expression=below)
     target.replace(exp.paren(ratio))
 
 
@@ -147,15 +140,22 @@ def _share(agg: exp.Expr, condition: exp.Expr) -> None:
     ``count(*) FILTER (WHERE c) / count(*)``: the CASE is never NULL (a row where ``c``
     is NULL gives 0, as ``c`` is not true there), so the average is over every row; an
     outer FILTER stays on both counts."""
-    outer = agg.parent
-    where = outer.expression if isinstance(outer, exp.Filter) else None
-    base = where.this.copy() if isinstance(where, exp.Where) else None
+    where, target = own_filter(agg)
+    base = None if where is None else where.this
+    ratio = exp.Div(this=_rows_where(base, condition), expression=_rows_where(base, None))
+    target.replace(exp.paren(ratio))
+
+
+def _rows_where(base: exp.Expr | None, test: exp.Expr | None) -> exp.Expr:
+    """``count(*) FILTER (WHERE base AND test)``, either condition optional (a copy)."""
+    if base is not None and test is not None:
+        condition: exp.Expr | None = exp.and_(exp.paren(base.copy()), exp.paren(test))
+    else:
+        condition = test if test is not None else base.copy() if base is not None else None
     rows = exp.Count(this=exp.Star())
-    hits = exp.and_(exp.paren(base.copy()), exp.paren(condition)) if base else condition
-    numerator = exp.Filter(this=exp.Count(this=exp.Star()), expression=exp.Where(this=hits))
-    denominator = exp.Filter(this=rows, expression=exp.Where(this=base)) if base else rows
-    target = outer if isinstance(where, exp.Where) and outer is not None else agg
-    target.replace(exp.paren(exp.Div(this=numerator, expression=denominator)))
+    return (
+        rows if condition is None else exp.Filter(this=rows, expression=exp.Where(this=condition))
+    )
 
 
 def _count_if_to_filter(node: exp.CountIf) -> None:
@@ -166,9 +166,7 @@ def _count_if_to_filter(node: exp.CountIf) -> None:
 
 def _filtered(agg: exp.Expr, new: exp.Expr, condition: exp.Expr) -> None:
     """Replace ``agg`` by ``new FILTER (WHERE condition)``, ANDed with its own FILTER."""
-    outer = agg.parent
-    if isinstance(outer, exp.Filter) and isinstance(outer.expression, exp.Where):
-        both = exp.and_(exp.paren(outer.expression.this.copy()), exp.paren(condition))
-        outer.replace(exp.Filter(this=new, expression=exp.Where(this=both)))
-    else:
-        agg.replace(exp.Filter(this=new, expression=exp.Where(this=condition)))
+    where, target = own_filter(agg)
+    if where is not None:
+        condition = exp.and_(exp.paren(where.this.copy()), exp.paren(condition))
+    target.replace(exp.Filter(this=new, expression=exp.Where(this=condition)))

@@ -68,7 +68,6 @@ __all__ = [
     "datasets_reached",
     "entity_dataset",
     "first_source",
-    "generalized",
     "quantile_of",
 ]
 
@@ -88,11 +87,6 @@ class Checked:
     keys: list[exp.Expression]
     primary: str
     touched: set[BaseColumn] = field(default_factory=set)
-
-
-def generalized(column: ColumnSpec, expr: exp.Expression) -> exp.Expression:
-    """The declared generalisation of ``column`` applied to ``expr`` (see ``bands``)."""
-    return bands.generalisation(column, expr)
 
 
 def _spec_of(access: Mapping[str, DatasetAccess], base: BaseColumn) -> ColumnSpec | None:

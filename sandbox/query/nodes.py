@@ -381,3 +381,17 @@ def in_window(agg: exp.Expr) -> bool:
     if isinstance(parent, exp.Filter):
         parent = parent.parent
     return isinstance(parent, exp.Window)
+
+
+def own_filter(agg: exp.Expr) -> tuple[exp.Where | None, exp.Expr]:
+    """An aggregate's own ``FILTER (WHERE …)`` (None: none), and the node a rewrite of the
+    aggregate replaces: that FILTER around it, or the aggregate itself."""
+    outer = agg.parent
+    if isinstance(outer, exp.Filter) and isinstance(outer.expression, exp.Where):
+        return outer.expression, outer
+    return None, agg
+
+
+def with_filter(new: exp.Expr, where: exp.Where | None) -> exp.Expr:
+    """``new FILTER (WHERE …)`` with a copy of ``where``; ``new`` itself without one."""
+    return new if where is None else exp.Filter(this=new, expression=where.copy())

@@ -36,7 +36,14 @@ from sqlglot import exp
 
 from sandbox.query.advice import advise
 from sandbox.query.merge_source import aggregate_source
-from sandbox.query.nodes import QUANTILES, VALUE_AGGREGATES, in_window, literal_number
+from sandbox.query.nodes import (
+    QUANTILES,
+    VALUE_AGGREGATES,
+    in_window,
+    literal_number,
+    own_filter,
+    with_filter,
+)
 from sandbox.query.rollup import rollup
 from sandbox.query.totals import cross_joined_totals
 
@@ -195,22 +202,30 @@ def coalesce_zero(agg: exp.Expr) -> None:
     if isinstance(agg, exp.Sum):
         agg.set("this", value)
         return
-    outer = agg.parent
-    where = outer.expression if isinstance(outer, exp.Filter) else None
-
-    def kept(new: exp.Expr) -> exp.Expr:
-        if isinstance(where, exp.Where):
-            return exp.Filter(this=new, expression=where.copy())
-        return new
-
-    ratio = exp.Div(this=kept(exp.Sum(this=value)), expression=kept(exp.Count(this=exp.Star())))
-    target = outer if isinstance(where, exp.Where) and outer is not None else agg
+    where, target = own_filter(agg)
+    ratio = exp.Div(
+        this=with_filter(exp.Sum(this=value), where),
+        expression=with_filter(exp.Count(this=exp.Star()), where),
+    )
     target.replace(exp.paren(ratio))
 
 
 def _factor(node: exp.Expr) -> bool:
     """A nonzero number written as a literal (a sign allowed)."""
     return bool(literal_number(node))
+
+
+def _measured_column(node: exp.Expr) -> exp.Column | None:
+    """The column of ``x``, ``c * x``, ``x * c`` or ``x / c`` (``c`` a nonzero number)."""
+    if isinstance(node, exp.Column):
+        return node
+    if isinstance(node, exp.Mul | exp.Div):
+        left, right = node.this, node.expression
+        if isinstance(node, exp.Mul) and _factor(left) and isinstance(right, exp.Column):
+            return right
+        if _factor(right) and isinstance(left, exp.Column):
+            return left
+    return None
 
 
 def scaled_measure(agg: exp.Expr) -> None:
@@ -229,39 +244,18 @@ def scaled_measure(agg: exp.Expr) -> None:
         return
     if in_window(agg):
         return  # a window's function over released rows: written as it is
-    left, right = arg.this, arg.expression
-    if isinstance(arg, exp.Mul) and _factor(left) and isinstance(right, exp.Column):
-        column, factor = right, left
-    elif _factor(right) and isinstance(left, exp.Column):
-        column, factor = left, right
-    else:
+    column = _measured_column(arg)
+    if column is None:
         return
-    outer = agg.parent
-    where = outer.expression if isinstance(outer, exp.Filter) else None
-    plain = type(agg)(this=column.copy())
-    inner: exp.Expr = plain
-    target: exp.Expr = agg
-    if isinstance(where, exp.Where) and outer is not None:
-        inner, target = exp.Filter(this=plain, expression=where.copy()), outer
+    factor = arg.expression if column is arg.this else arg.this
+    where, target = own_filter(agg)
+    inner = with_filter(type(agg)(this=column.copy()), where)
     scaled = (
         exp.Div(this=inner, expression=factor.copy())
         if isinstance(arg, exp.Div)
         else exp.Mul(this=factor.copy(), expression=inner)
     )
     target.replace(exp.paren(scaled))
-
-
-def _measured_column(node: exp.Expr) -> exp.Column | None:
-    """The column of ``x``, ``c * x``, ``x * c`` or ``x / c`` (``c`` a nonzero number)."""
-    if isinstance(node, exp.Column):
-        return node
-    if isinstance(node, exp.Mul | exp.Div):
-        left, right = node.this, node.expression
-        if isinstance(node, exp.Mul) and _factor(left) and isinstance(right, exp.Column):
-            return right
-        if _factor(right) and isinstance(left, exp.Column):
-            return left
-    return None
 
 
 def shifted_measure(agg: exp.Expr) -> None:
@@ -290,26 +284,18 @@ def shifted_measure(agg: exp.Expr) -> None:
         return
     column = _measured_column(value)
     assert column is not None
-    outer = agg.parent
-    where = outer.expression if isinstance(outer, exp.Filter) else None
-    filtered = isinstance(where, exp.Where) and outer is not None
-
-    def kept(new: exp.Expr) -> exp.Expr:
-        if isinstance(where, exp.Where):
-            return exp.Filter(this=new, expression=where.copy())
-        return new
-
-    measured = kept(type(agg)(this=value.copy()))
+    where, target = own_filter(agg)
+    measured = with_filter(type(agg)(this=value.copy()), where)
     offset: exp.Expr = shift.copy()
     if isinstance(agg, exp.Sum):
-        offset = exp.Mul(this=shift.copy(), expression=kept(exp.Count(this=column.copy())))
+        counted = with_filter(exp.Count(this=column.copy()), where)
+        offset = exp.Mul(this=shift.copy(), expression=counted)
     operator = type(arg)
     made = (
         operator(this=offset, expression=measured)
         if shift_first
         else operator(this=measured, expression=offset)
     )
-    target = outer if filtered and outer is not None else agg
     target.replace(exp.paren(made))
 
 
