@@ -75,6 +75,9 @@ def test_under_a_budget_the_column_is_used_at_full_detail(deployment: Any) -> No
     assert service.explain(insurer, CUT)["accepted"]
     assert service.explain(bank, CUT)["rule"] == "guard.generalisation"
     ages = [row["age"] for row in service.run_job(insurer, BY_AGE).table.to_pylist()]
-    assert len(ages) > 20 and any(age % 10 for age in ages)  # single years, not bands
+    # Bands of 10 over ages 18..90 give at most 8 groups.  Which single years pass the
+    # noisy threshold depends on the deployment's noise (about 20 of them here), so the
+    # bound sits well below that and well above the banded count.
+    assert len(ages) > 10 and any(age % 10 for age in ages)  # single years, not bands
     held = service.run_job(bank, BY_AGE)  # reviewed: banded, and held
     assert {row["age"] % 10 for row in held.table.to_pylist()} == {0}
