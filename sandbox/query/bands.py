@@ -41,6 +41,7 @@ from sqlglot.optimizer.scope import Scope
 from sandbox.core.classification import ColumnSpec, Role
 from sandbox.core.errors import QueryRefused
 from sandbox.query import band_forms as bf
+from sandbox.query.comoments import product_factors
 from sandbox.query.lineage import BaseColumn
 from sandbox.query.nodes import QUANTILES, VALUE_AGGREGATES
 
@@ -115,6 +116,11 @@ def judge(use: bf.Use, *, derived: bool) -> bool:
         return True
     if isinstance(parent, exp.Count) and parent.this is child:
         return True
+    if isinstance(parent, exp.Mul) and product_factors(parent) is not None:
+        # a factor of sum(x * y) or avg(x * y): a measure use, as in sum(x)
+        product, aggregate = bf.up(parent)
+        if isinstance(aggregate, _MEASURE_AGGREGATES) and aggregate.this is product:
+            child, parent = product, aggregate
     if isinstance(parent, _MEASURE_AGGREGATES) and parent.this is child:
         if use.spec.bounds is not None and use.spec.role is not Role.MEASURE:
             return False  # a declared measure use: the role rules decide it

@@ -16,6 +16,7 @@ from sandbox.core.access import DatasetAccess
 from sandbox.core.classification import ColumnSpec, Level, Role
 from sandbox.core.errors import QueryRefused
 from sandbox.query.cohorts import COHORT_CHECKED
+from sandbox.query.comoments import PAIR_AGGREGATES, product_factors
 from sandbox.query.lineage import BaseColumn, ColumnInfo, Lineage
 from sandbox.query.nodes import QUANTILES, Kind, closure_refusal
 from sandbox.query.parse import AGGREGATES, NODE_KINDS, RECORD_VALUE_AGGREGATES, Parsed
@@ -184,8 +185,15 @@ class ColumnRules:
         if type(agg) not in AGGREGATES:
             args = list(agg.find_all(exp.Column))
             infos = [self.lineage.resolve(c, scope) for c in args]
+            pair = isinstance(agg, PAIR_AGGREGATES)  # left as written: not two bare columns
             for info in infos:
-                self.use(info, "record_aggregate", f"{name}()")
+                self.use(info, "value_aggregate" if pair else "record_aggregate", f"{name}()")
+            if pair:
+                raise refuse(
+                    "guard.aggregate_argument",
+                    f"{name}() takes two measure columns as they are, e.g. "
+                    f"{name}(x, y); to scale or shift one, do it to the result",
+                )
             raise refuse(
                 "guard.aggregate_unsupported",
                 f"{name}() is not supported; use count, sum, avg, stddev, variance, min or max",
@@ -231,6 +239,13 @@ class ColumnRules:
             return
         if isinstance(agg, exp.Min | exp.Max):
             self._bare_argument(arg, scope, name, "record_aggregate", clause)
+            return
+        factors = product_factors(arg)
+        if isinstance(agg, exp.Sum | exp.Avg) and factors is not None:
+            # sum(x * y) of two measures: each factor clamped to its bounds, the product
+            # within theirs (comoments.product_bounds); what corr and covar_* read
+            for factor in factors:
+                self._bare_argument(factor, scope, name, "value_aggregate", clause)
             return
         self._bare_argument(arg, scope, name, "value_aggregate", clause)
 

@@ -29,6 +29,7 @@ from sqlglot import exp
 from sqlglot.errors import ErrorLevel
 from sqlglot.tokens import TokenType
 
+from sandbox.query.comoments import as_moments
 from sandbox.query.conditional import as_filters, number_is
 from sandbox.query.normalize import normalize
 
@@ -137,6 +138,8 @@ def respell(root: exp.Expr) -> None:
     ``percentile_cont(q) WITHIN GROUP (ORDER BY x)`` is ``quantile_cont(x, q)``; a
     conditional aggregate is its FILTER form (``conditional.py``); DuckDB's
     ``ORDER BY ALL`` is ``ORDER BY 1, 2, …`` and ``LIMIT ALL`` no limit.  Then the
+    ``approx_count_distinct(x)`` is ``count(DISTINCT x)``, and ``corr``, the covariances
+    and the ``regr_*`` family their sums of products (``comoments.py``).  Then the
     equivalent forms of ``sandbox/query/normalize.py`` (implicit joins, ``LIMIT n
     OFFSET m``, an outer SELECT over an aggregating derived table or CTE).
     """
@@ -179,6 +182,12 @@ def respell(root: exp.Expr) -> None:
         new = _respelled(node) if node is not root else None
         if new is not None:
             node.replace(new)
+    for approx in list(root.find_all(exp.ApproxDistinct)):
+        # approx_count_distinct(x): the count of distinct values, estimated; the enclave
+        # counts them (noised under a budget as count(DISTINCT x) is)
+        if isinstance(approx.this, exp.Column) and not approx.args.get("accuracy"):
+            approx.replace(exp.Count(this=exp.Distinct(expressions=[approx.this.copy()])))
+    as_moments(root)
     normalize(root)
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 from sqlglot import exp
 
 from sandbox.query.advice import advise
+from sandbox.query.comoments import FLOAT_CASTS
 from sandbox.query.merge_source import aggregate_source
 from sandbox.query.nodes import (
     QUANTILES,
@@ -301,10 +302,6 @@ def shifted_measure(agg: exp.Expr) -> None:
 
 # -- casts to a float inside an aggregate, SELECT DISTINCT ----------------------------
 
-#: Casts the rewrite makes anyway: every value a sum, mean, variance or quantile reads
-#: is clamped as a DOUBLE (``rewrite._Stats.replacement``).
-_FLOATS = frozenset({exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT})
-
 
 def float_cast(agg: exp.Expr) -> None:
     """``avg(CAST(x AS DOUBLE))`` (``x::FLOAT``, ``TRY_CAST``) as ``avg(x)``, for a bare column.
@@ -316,7 +313,7 @@ def float_cast(agg: exp.Expr) -> None:
     cast = agg.this
     if not isinstance(cast, exp.Cast) or not isinstance(cast.this, exp.Column):
         return
-    if cast.to.this not in _FLOATS or cast.to.expressions:
+    if cast.to.this not in FLOAT_CASTS or cast.to.expressions:
         return
     agg.set("this", cast.this.copy())
 

@@ -17,9 +17,10 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
 from sandbox.core.errors import QueryRefused
+from sandbox.query.comoments import PAIR_AGGREGATES
 from sandbox.query.dialects import alternatives, respell, top_to_limit
 from sandbox.query.grouping_sets import GROUPING, grouping_sets
-from sandbox.query.nodes import AGGREGATES, EXPRESSION_KINDS, Kind
+from sandbox.query.nodes import AGGREGATES, EXPRESSION_KINDS, QUANTILES, Kind
 from sandbox.query.spelling import called, describe, written_name
 from sandbox.query.stacked import stacked_as_grouped
 from sandbox.query.windows import allowed_window_nodes, split_windows
@@ -58,7 +59,9 @@ RECORD_VALUE_AGGREGATES: tuple[type[exp.Expression], ...] = (
 #: Every expression type the guard handles, with its kind (sandbox/query/nodes.py).
 NODE_KINDS: dict[type[exp.Expr], Kind] = {
     **EXPRESSION_KINDS,
-    **dict.fromkeys((*AGGREGATES, *RECORD_VALUE_AGGREGATES, exp.Filter), Kind.AGGREGATE),
+    **dict.fromkeys(
+        (*AGGREGATES, *RECORD_VALUE_AGGREGATES, *PAIR_AGGREGATES, exp.Filter), Kind.AGGREGATE
+    ),
 }
 
 #: The syntactic allowlist: exactly the node types the guard has a rule for.
@@ -204,7 +207,7 @@ def parse_query(sql: str, *, max_length: int, written: str | None = None) -> Par
                 f"{describe(node, sql)} is read only in the GROUP BY of the released SELECT "
                 "(each grouping set is released as a query of its own)",
             )
-    respell(root)
+    _respelled_keeping_names(root)
     # A window over the released rows (windows.py): the window, its function and its
     # frame are allowed there and nowhere else; any other window is refused here.
     # Names as written (the trees walked below may hold the sandbox's own).
@@ -273,6 +276,10 @@ def parse_query(sql: str, *, max_length: int, written: str | None = None) -> Par
 
 def _hint(node: exp.Expr) -> str:
     """For a function other dialects read in several ways, the DuckDB forms to choose from."""
+    if isinstance(node, exp.Array) and isinstance(node.parent, QUANTILES):
+        return ": a quantile takes one constant; write one output per quantile, e.g. " + (
+            "quantile_cont(x, 0.25), quantile_cont(x, 0.5), quantile_cont(x, 0.75)"
+        )
     forms = alternatives(node) if isinstance(node, exp.Anonymous) else ()
     if len(forms) > 1:
         return f" (other SQL dialects disagree on its meaning): write {' or '.join(forms)}"
@@ -328,6 +335,25 @@ def _check_columns(node: exp.Columns, root: exp.Expression) -> None:
 #: from Python's recursion limit, so deep nesting is a refusal, never a crash.
 MAX_DEPTH = 200
 _NESTING_MESSAGE = f"the query nests deeper than {MAX_DEPTH} levels"
+
+
+def _respelled_keeping_names(root: exp.Expr) -> None:
+    """``respell`` the query, each unaliased output it changes named as it was written.
+
+    ``SELECT count_if(c), corr(x, y)`` is released under the names ``COUNT_IF(c)`` and
+    ``CORR(x, y)``, as any other unaliased expression is under its SQL, not under the
+    text of the FILTER form or the sums it is computed as.
+    """
+    outputs = root.expressions if isinstance(root, exp.Select) else []
+    before = [p.sql(dialect="duckdb") for p in outputs]
+    respell(root)
+    after = root.expressions if isinstance(root, exp.Select) else []
+    if len(after) != len(before):
+        return  # outputs added or merged (a star, COLUMNS): left as respelled
+    for projection, written in zip(after, before, strict=True):
+        bare = isinstance(projection, exp.Alias | exp.Column | exp.Star)
+        if not bare and projection.sql(dialect="duckdb") != written:
+            projection.replace(exp.alias_(projection.copy(), written, quoted=True))
 
 
 def _depth(root: exp.Expression) -> int:

@@ -33,6 +33,7 @@ from sandbox.query.cannot_raise import cannot_raise, column_types, split_and
 from sandbox.query.cohorts import COHORT_CHECKED
 from sandbox.query.column_rules import is_entity_key
 from sandbox.query.columns_expr import EXPANDED
+from sandbox.query.comoments import product_bounds, product_factors
 from sandbox.query.disclosure import QUANTILE_BINS
 from sandbox.query.entity_caps import (
     CELL_ROWS,
@@ -368,6 +369,22 @@ class _Stats:
             )
         return spec.bounds
 
+    def _clamped(self, arg: exp.Expr, sql: str) -> tuple[float, float, str]:
+        """A measure's row bounds and its value clamped to them, as SQL.
+
+        ``x * y`` of two measures (``comoments``): each factor clamped to its own bounds,
+        so the product lies within the product of the intervals, its bounds.
+        """
+        factors = product_factors(arg)
+        if factors is None:
+            lo, hi = self._measure_bounds(cast(exp.Column, arg))
+            return lo, hi, clamp(f"({sql})::DOUBLE", lo, hi)
+        bounds = [self._measure_bounds(f) for f in factors]
+        texts = [f.sql(dialect="duckdb") for f in factors]
+        a, b = (clamp(f"({t})::DOUBLE", *lh) for t, lh in zip(texts, bounds, strict=True))
+        lo, hi = product_bounds(bounds[0], bounds[1], same=texts[0] == texts[1])
+        return lo, hi, f"(({a}) * ({b}))"
+
     def _quantile(
         self,
         node: exp.Expression,
@@ -572,8 +589,12 @@ class _Stats:
                     cell=self._present(sql, where, tag),
                 )
             )
-        lo, hi = self._measure_bounds(arg)
-        clamped = clamp(f"({sql})::DOUBLE", lo, hi)
+        lo, hi, clamped = self._clamped(arg, sql)
+        if product_factors(arg) is not None:
+            # Counted (and tested for presence) as the clamped DOUBLE product, never the
+            # product as typed: DECIMAL(16,2) * DECIMAL(16,2) can overflow, an error
+            # that would depend on a row's values.  NULL exactly where a factor is.
+            sql = clamped
         if isinstance(node, QUANTILES):
             whole = self._whole_numbers(arg)
             return _col(self._quantile(node, sql, clamped, (lo, hi), filter_sql, tag, whole))

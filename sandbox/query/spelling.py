@@ -20,6 +20,7 @@ from sqlglot import exp
 from sqlglot.errors import ErrorLevel
 from sqlglot.tokens import TokenType
 
+from sandbox.query.comoments import WRITTEN_AS
 from sandbox.query.dialects import respell
 
 __all__ = ["called", "describe", "written_name"]
@@ -109,6 +110,8 @@ def written_name(node: exp.Expr, calls: Sequence[str]) -> str | None:
     """
     if isinstance(node, exp.Anonymous):
         return str(node.this).lower()
+    if isinstance(given := node.meta.get(WRITTEN_AS), str):
+        return given  # a part of what the analyst wrote, respelled (comoments: corr's sums)
     own = node.sql_name().lower() if isinstance(node, exp.Func) else None
     if own in calls:  # the common case, no parsing: ``count``, ``sum``
         return own

@@ -106,7 +106,7 @@ _MEASURE = Use(
 _DIMENSION_VALUE = Use(
     Needs.MEASURE_USE,
     "guard.aggregate_argument",
-    "dimension {where}: sum, avg, stddev and variance take measures",
+    "dimension {where}: sum, avg, stddev, variance, corr and covar take measures",
 )
 _OK = Use(Needs.NOTHING)
 

@@ -204,3 +204,9 @@ def test_arbitrary_text_never_crashes_the_guard(text: str) -> None:
         guard(text)
     except QueryRefused:
         pass
+
+
+def test_a_list_of_quantiles_is_answered_one_output_each() -> None:
+    with pytest.raises(QueryRefused) as info:
+        guard("SELECT quantile_cont(claim_amount, [0.25, 0.75]) FROM health.claims")
+    assert "write one output per quantile" in info.value.message

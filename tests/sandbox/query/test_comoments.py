@@ -1,0 +1,196 @@
+"""Products, correlation, covariance and regression (``sandbox/query/comoments.py``).
+
+- Each pair aggregate as the guard reads it (``respell``) gives DuckDB's own answer on
+  random small tables with NULLs, groups and FILTERs (a hypothesis property), but NULL
+  where DuckDB says NaN (a zero variance): the one documented difference.
+- ``product_bounds`` holds every product of values within the bounds (a property).
+- The rewrite gives a sum of a product the product's bounds, clamps each factor, and the
+  sensitivity disclosure calibrates to follows from them.
+- Through the service: exact (and held) without a budget, equal to DuckDB's value on the
+  enclave's rows; noised, within [-1, 1], under a budget; the output named as written.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import duckdb
+import pytest
+import sqlglot
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sandbox.query.comoments import product_bounds
+from sandbox.query.dialects import respell
+from sandbox.query.service import QueryService
+from tests.conftest import build_deployment
+from tests.sandbox.query.test_guard import guard
+
+ROWS = st.lists(
+    st.tuples(
+        st.integers(0, 2),  # g: the group
+        st.one_of(st.none(), st.integers(-30, 30)),  # x, sometimes NULL
+        st.one_of(st.none(), st.integers(-30, 30)),  # y, sometimes NULL
+        st.integers(0, 3),  # f: filtered on
+    ),
+    min_size=0,
+    max_size=25,
+)
+FORMS = [
+    "corr(x, y)",
+    "covar_pop(x, y)",
+    "covar_samp(y, x)",
+    "regr_slope(y, x)",
+    "regr_intercept(y, x)",
+    "regr_r2(y, x)",
+    "regr_count(y, x)",
+    "regr_avgx(y, x)",
+    "regr_avgy(y, x)",
+    "regr_sxx(y, x)",
+    "regr_syy(y, x)",
+    "regr_sxy(y, x)",
+    "corr(x, x)",
+]
+
+
+def _same(written: Any, read: Any) -> bool:
+    if isinstance(written, float) and math.isnan(written):
+        return read is None  # NULL where DuckDB divides by a zero variance
+    if written is None or read is None:
+        return written is None and read is None
+    return math.isclose(float(written), float(read), rel_tol=1e-6, abs_tol=1e-6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=ROWS, form=st.sampled_from(FORMS), filtered=st.booleans())
+def test_the_form_the_guard_reads_gives_duckdbs_answer(
+    rows: list[tuple[int, int | None, int | None, int]], form: str, filtered: bool
+) -> None:
+    aggregate = form + (" FILTER (WHERE f >= 1)" if filtered else "")
+    sql = f"SELECT g, {aggregate} AS v FROM t GROUP BY g ORDER BY g"
+    root = sqlglot.parse_one(sql, read="duckdb")
+    respell(root)
+    read = root.sql(dialect="duckdb")
+    assert "SUM(" in read or "COUNT(" in read, read
+    con = duckdb.connect()
+    try:
+        con.execute("CREATE TABLE t (g INTEGER, x INTEGER, y INTEGER, f INTEGER)")
+        if rows:
+            con.executemany("INSERT INTO t VALUES (?, ?, ?, ?)", rows)
+        want, got = con.sql(sql).fetchall(), con.sql(read).fetchall()
+    finally:
+        con.close()
+    assert [g for g, _ in want] == [g for g, _ in got]
+    for (_, written), (_, value) in zip(want, got, strict=True):
+        assert _same(written, value), (sql, read, written, value)
+
+
+def test_a_float_cast_of_a_column_reads_as_the_column() -> None:
+    root = sqlglot.parse_one("SELECT corr(x::DOUBLE, CAST(y AS FLOAT)) FROM t", read="duckdb")
+    respell(root)
+    assert "CAST" not in root.sql(dialect="duckdb")
+
+
+@pytest.mark.parametrize(
+    "aggregate",
+    ["corr(x, y + 1)", "covar_pop(2 * x, y)", "corr(x, y) OVER ()", "corr(x::INT, y)"],
+)
+def test_other_forms_are_left_as_written(aggregate: str) -> None:
+    sql = f"SELECT {aggregate} AS v FROM t"
+    root = sqlglot.parse_one(sql, read="duckdb")
+    before = root.sql(dialect="duckdb")
+    respell(root)
+    assert root.sql(dialect="duckdb") == before
+
+
+BOUNDS = st.tuples(st.integers(-100, 100), st.integers(-100, 100)).map(sorted)
+
+
+@settings(max_examples=300, deadline=None)
+@given(first=BOUNDS, second=BOUNDS, data=st.data())
+def test_every_product_lies_within_the_product_bounds(
+    first: list[int], second: list[int], data: st.DataObject
+) -> None:
+    x = data.draw(st.integers(*first))
+    y = data.draw(st.integers(*second))
+    lo, hi = product_bounds((first[0], first[1]), (second[0], second[1]))
+    assert lo <= x * y <= hi
+    corners = {a * b for a in first for b in second}
+    assert {lo, hi} <= corners  # and no wider than it must be
+    slo, shi = product_bounds((first[0], first[1]), (first[0], first[1]), same=True)
+    assert slo <= x * x <= shi and slo >= 0
+    assert shi == max(first[0] ** 2, first[1] ** 2)
+
+
+def test_a_sum_of_a_product_carries_the_products_bounds_and_clamps_each_factor() -> None:
+    plan = guard("SELECT district, sum(claim_amount * age) AS s FROM health.claims GROUP BY 1")
+    (total,) = [s for s in plan.stats if s.kind == "sum"]
+    # claim_amount in [0, 13000], age in [0, 110]
+    assert (total.lower, total.upper) == (0.0, 13000.0 * 110.0)
+    assert "least(13000" in plan.stats_sql and "least(110" in plan.stats_sql
+    # never the product as typed (DECIMAL * DECIMAL can overflow: an error that would
+    # depend on a row's values), not even where it is only counted
+    assert '"claim_amount" * "claims"."age"' not in plan.stats_sql
+    assert '"age" * "claims"."claim_amount"' not in plan.stats_sql
+    squares = guard("SELECT sum(age * age) AS q FROM health.claims")
+    (square,) = [s for s in squares.stats if s.kind == "sum"]
+    assert (square.lower, square.upper) == (0.0, 110.0 * 110.0)
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    platform, tokens = build_deployment(tmp_path_factory.mktemp("comoments") / "home")
+    yield platform, tokens
+    platform.close()
+
+
+PAIRS = (
+    "SELECT gender, corr(age, claim_amount), covar_samp(age, claim_amount) AS c, "
+    "regr_slope(claim_amount, age) AS b FROM health.claims GROUP BY gender ORDER BY gender"
+)
+
+
+def test_without_a_budget_the_values_are_exact_and_held(deployment: Any) -> None:
+    platform, tokens = deployment
+    service = QueryService(platform)
+    bank = platform.authority.authenticate(tokens["op-bank"])  # reviewed: exact, held
+    held = service.run_job(bank, PAIRS)
+    assert type(held).__name__ == "Held"
+    rows = held.table.to_pylist()
+    assert list(rows[0]) == ["gender", "CORR(age, claim_amount)", "c", "b"]
+    # the rewrite clamps every measure to its declared bounds, in every release mode
+    clamped = PAIRS.replace("FROM health.claims", "FROM clamped").replace(
+        "corr(age, claim_amount),", 'corr(age, claim_amount) AS "CORR(age, claim_amount)",'
+    )
+    with platform.enclave.cursor() as cur:
+        truth = cur.sql(
+            "WITH clamped AS (SELECT gender, greatest(0, least(110, age)) AS age, "
+            "greatest(0, least(13000, claim_amount)) AS claim_amount FROM health.claims) " + clamped
+        ).fetchall()
+    assert len(rows) == len(truth)
+    for row, (gender, r, c, b) in zip(rows, truth, strict=True):
+        assert row["gender"] == gender
+        # released values are rounded to the grant's digits (two in the test deployment)
+        assert row["CORR(age, claim_amount)"] == pytest.approx(r, abs=0.006)
+        assert row["c"] == pytest.approx(c, abs=0.006)
+        assert row["b"] == pytest.approx(b, abs=0.006)
+
+
+def test_under_a_budget_they_are_noised_and_a_correlation_stays_within_one(
+    deployment: Any,
+) -> None:
+    platform, tokens = deployment
+    service = QueryService(platform)
+    insurer = platform.authority.authenticate(tokens["op-insurer"])  # a dp grant
+    sql = "SELECT corr(age, claim_amount) AS r, sum(claim_amount * age) AS s FROM health.claims"
+    explained = service.explain(insurer, sql)
+    assert explained["accepted"] and explained["epsilon"] > 0
+    assert explained["accuracy"]["r"]["half_width"] is None  # an expression: no interval
+    assert explained["accuracy"]["s"]["half_width"] > 0  # a sum: its interval
+    result = service.run(insurer, sql)
+    (row,) = result.table.to_pylist()
+    assert row["r"] is None or -1.0 <= row["r"] <= 1.0
+    with platform.enclave.cursor() as cur:
+        ((true_sum,),) = cur.sql("SELECT sum(claim_amount * age) FROM health.claims").fetchall()
+    assert row["s"] != pytest.approx(float(true_sum), rel=1e-12)  # noised, not exact
