@@ -82,6 +82,50 @@ def split_and(predicate: exp.Expr) -> list[exp.Expr]:
     return [predicate]
 
 
+#: Steps that are NULL wherever an operand is (strict): a non-NULL result has every
+#: column under it not NULL.  TRY is one too (NULL on an error, else its operand).
+_STRICT: tuple[type[exp.Expr], ...] = (
+    exp.Column,
+    exp.Identifier,
+    exp.Literal,
+    exp.Paren,
+    exp.Cast,  # TRY_CAST too
+    exp.DataType,
+    exp.Floor,
+    exp.Ceil,
+    exp.Mul,
+    exp.Div,
+    exp.Add,
+    exp.Sub,
+    exp.Neg,
+)
+
+
+def _unwrapped(node: exp.Expr) -> exp.Expr:
+    while isinstance(node, exp.Paren | exp.Try):
+        node = node.this
+    return node
+
+
+def kept_non_null(predicate: exp.Expr, value: exp.Expr) -> bool:
+    """Whether every row ``predicate`` keeps has every column of ``value`` not NULL.
+
+    Each column must be under an ``IS NOT NULL`` conjunct of the predicate (``NOT (e) IS
+    NULL``, TRY or parentheses around it), ``e`` the column itself or strict steps of it
+    (``_STRICT``: a banded column's ``TRY_CAST(floor(x / 10) * 10 AS INT)``).
+    """
+    tested: set[str] = set()
+    for conjunct in split_and(_unwrapped(predicate)):
+        node = _unwrapped(conjunct)
+        test = _unwrapped(node.this) if isinstance(node, exp.Not) else None
+        if isinstance(test, exp.Is) and isinstance(test.expression, exp.Null):
+            operand = test.this
+            if all(isinstance(n, _STRICT) for n in operand.walk()):
+                tested |= {c.sql(dialect="duckdb") for c in operand.find_all(exp.Column)}
+    columns = [c.sql(dialect="duckdb") for c in value.find_all(exp.Column)]
+    return bool(columns) and all(c in tested for c in columns)
+
+
 def cannot_raise(predicate: exp.Expr, columns: Mapping[str, Mapping[str, str]]) -> bool:
     """Whether ``predicate`` is of the forms above (``columns``: :func:`column_types`)."""
     node = predicate

@@ -717,7 +717,10 @@ def _centres(by_name: dict[str, StatColumn]) -> dict[str, tuple[str, Fraction]]:
     """Sums noised centred on their bounds' midpoint ``c``: per sum, its count column and ``c``.
 
     The rewrite pairs every ``sum(x)`` with ``count(x)`` over the same rows (both carry
-    ``x``'s presence cell, and no other count or sum does): per (group, entity) the sum is
+    ``x``'s presence cell, and no other count or sum does), or, under a FILTER that keeps
+    only rows where ``x`` is not NULL, with the FILTER's row count (both carry the
+    FILTER's cell, which no other sum does; several such sums share the one count):
+    per (group, entity) the sum is
     ``n·mean`` with ``n ≤ C`` rows counted and ``mean`` in ``[lower, upper]``, so
     ``sum - c·n = n·(mean - c)`` lies within ``±C·(upper - lower)/2``.  Noising that at
     its sensitivity ``G·C·(upper - lower)/2`` and adding ``c`` times the noisy count
@@ -730,7 +733,10 @@ def _centres(by_name: dict[str, StatColumn]) -> dict[str, tuple[str, Fraction]]:
     """
     counts: dict[str, list[str]] = {}
     for name, column in by_name.items():
-        if column.kind == "count" and column.cell not in (None, ENTITIES):
+        # A FILTER's row count pairs with the sums whose cell is the FILTER's own: the
+        # rewrite gives them that cell only where the FILTER keeps rows with a value.
+        counted = column.kind == "count" or (column.kind == "rows" and column.filtered)
+        if counted and column.cell not in (None, ENTITIES):
             counts.setdefault(column.cell, []).append(name)
     out: dict[str, tuple[str, Fraction]] = {}
     for name, column in by_name.items():
@@ -1123,7 +1129,10 @@ def _disclose(
     for name, plan in plans.items():
         if plan.copy_of is not None:
             arrays[position[name]] = arrays[position[plan.copy_of]]
-        elif plan.centred_on is not None:
+    # After every copy: a centred sum's count may itself be a copy (a FILTER's row count
+    # at C = 1, paired with the sums under a FILTER that keeps only rows with a value).
+    for name, plan in plans.items():
+        if plan.copy_of is None and plan.centred_on is not None:
             arrays[position[name]] = _uncentred(
                 arrays[position[name]], arrays[position[plan.centred_on]], by_name[name], plan
             )

@@ -29,7 +29,7 @@ from sandbox.core.access import DatasetAccess
 from sandbox.core.classification import INTEGER_TYPES
 from sandbox.core.errors import QueryRefused
 from sandbox.enclave.ranked_rows import RANK, ranked_table
-from sandbox.query.cannot_raise import cannot_raise, column_types, split_and
+from sandbox.query.cannot_raise import cannot_raise, column_types, kept_non_null, split_and
 from sandbox.query.cohorts import COHORT_CHECKED
 from sandbox.query.column_rules import is_entity_key
 from sandbox.query.columns_expr import EXPANDED
@@ -448,6 +448,18 @@ class _Stats:
         self.stats.append(Stat(column, "quantile", lo, hi, cell=cell, q=q, bins=bins))
         return column
 
+    def _rows(self, where: str, tag: str, cell: str | None) -> str:
+        """``count(*)``, under the FILTER ``where`` (its entity cell ``cell``) if any."""
+        return self._add(
+            "rows" + tag,
+            "rows",
+            self._cap_count(f"count(*){where}"),
+            SUM,
+            direct=f"count(*){where}",
+            cell=cell,
+            filtered=bool(where),
+        )
+
     def _present(self, sql: str, where: str, tag: str) -> str:
         """The stat counting entities with a value of ``sql`` (under the filter, if any).
 
@@ -540,16 +552,7 @@ class _Stats:
         )
         if isinstance(node, exp.Count):
             if isinstance(arg, exp.Star):
-                name = self._add(
-                    "rows" + tag,
-                    "rows",
-                    self._cap_count(f"count(*){where}"),
-                    SUM,
-                    direct=f"count(*){where}",
-                    cell=cell,
-                    filtered=bool(filter_sql),
-                )
-                return _col(name)
+                return _col(self._rows(where, tag, cell))
             if isinstance(arg, exp.Distinct):
                 info = self.checked.lineage.resolve(arg.expressions[0], self.checked.final_scope)
                 if not is_entity_key(info, self.access):
@@ -607,7 +610,12 @@ class _Stats:
             cap = self.bounds.max_rows_per_entity
             per_entity_sum = scaled_to_cap(per_entity_sum, f"count({sql}){where}", cap)
             per_entity_sum = clamp(per_entity_sum, min(lo, 0.0) * cap, max(hi, 0.0) * cap)
-        cell = self._present(sql, where, tag)
+        # Where the FILTER keeps only rows with a value (``FILTER (WHERE x IS NOT NULL
+        # AND …)``, as comoments writes for corr), x's presence is the FILTER's own cell
+        # and its count the FILTER's row count: one cell and one count for every sum
+        # under it, not one each to noise (``disclosure._centres`` pairs them).
+        present = cell is not None and predicate is not None and kept_non_null(predicate, arg)
+        cell = cell if present else self._present(sql, where, tag)
         s = self._add(
             f"sum:{sql}{tag}",
             "sum",
@@ -619,14 +627,18 @@ class _Stats:
             upper=hi,
             cell=cell,
         )
-        n = self._add(
-            f"count:{sql}{tag}",
-            "count",
-            self._cap_count(f"count({sql}){where}"),
-            SUM,
-            direct=f"count({sql}){where}",
-            cell=cell,
-            filtered=bool(filter_sql),
+        n = (
+            self._rows(where, tag, cell)
+            if present
+            else self._add(
+                f"count:{sql}{tag}",
+                "count",
+                self._cap_count(f"count({sql}){where}"),
+                SUM,
+                direct=f"count({sql}){where}",
+                cell=cell,
+                filtered=bool(filter_sql),
+            )
         )
         if isinstance(node, exp.Sum):
             return _col(s)
