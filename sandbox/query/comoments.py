@@ -35,6 +35,7 @@ from sqlglot import exp
 from sandbox.query.nodes import in_window, own_filter
 
 __all__ = [
+    "CENTRED",
     "FLOAT_CASTS",
     "PAIR_AGGREGATES",
     "WRITTEN_AS",
@@ -74,6 +75,14 @@ _FORMS: dict[str, str] = {
 #: Set on each aggregate a rewrite here makes: the function the analyst wrote, which
 #: refusals name (``spelling.written_name``).
 WRITTEN_AS = "sbx.written_as"
+#: Set on the sums of a form that reads only centred co-moments (every one but the
+#: intercept and the means): under a budget the rewrite sums each factor less its bounds'
+#: midpoint (``rewrite._Stats._clamped``), which leaves ``cxx``, ``cyy`` and ``cxy``
+#: unchanged (they do not move when x or y is shifted) and narrows the bounds the
+#: noise scales with: ``(x - mx)(y - my)`` within ``±wx·wy``, against ``[0, hx·hy]``.
+CENTRED = "sbx.centred"
+#: The forms that read the sums themselves, not only the centred co-moments.
+_UNCENTRED = frozenset({"RegrIntercept", "RegrAvgx", "RegrAvgy"})
 PAIR_AGGREGATES: tuple[type[exp.Expr], ...] = tuple(getattr(exp, name) for name in _FORMS)
 
 
@@ -132,7 +141,9 @@ def _expand(agg: exp.Expr) -> None:
         return
     x, y = (first, second) if isinstance(agg, _SYMMETRIC) else (second, first)
     where, target = own_filter(agg)
-    pair = f"({x.sql(dialect='duckdb')}) IS NOT NULL AND ({y.sql(dialect='duckdb')}) IS NOT NULL"
+    # in one order whichever comes first: corr(x, y) and regr_*(x, y) share one cell
+    tested = sorted({x.sql(dialect="duckdb"), y.sql(dialect="duckdb")})
+    pair = " AND ".join(f"({t}) IS NOT NULL" for t in tested)
     if where is not None:
         pair = f"({where.this.sql(dialect='duckdb')}) AND {pair}"
     kept = f" FILTER (WHERE {pair})"
@@ -145,12 +156,15 @@ def _expand(agg: exp.Expr) -> None:
     squares = {"sxx": (xs, xs), "syy": (ys, ys), "sxy": (xs, ys)}
     parts |= {name: f"sum({a} * {b}){kept}" for name, (a, b) in squares.items()}
     n = parts["n"]
-    for centred, (a, b) in {"cxx": ("sx", "sx"), "cyy": ("sy", "sy"), "cxy": ("sx", "sy")}.items():
-        raw = parts["s" + centred[1:]]
-        parts[centred] = f"({raw} - {parts[a]} * {parts[b]} / nullif({n}, 0))"
+    for moment, (a, b) in {"cxx": ("sx", "sx"), "cyy": ("sy", "sy"), "cxy": ("sx", "sy")}.items():
+        raw = parts["s" + moment[1:]]
+        parts[moment] = f"({raw} - {parts[a]} * {parts[b]} / nullif({n}, 0))"
     text = _FORMS[type(agg).__name__].format(**parts)
     new = sqlglot.parse_one(text, read="duckdb")
     written = agg.sql_name().lower() if isinstance(agg, exp.Func) else agg.key
+    centred = type(agg).__name__ not in _UNCENTRED
     for part in new.find_all(exp.Sum, exp.Count):
         part.meta[WRITTEN_AS] = written  # refusals name corr(), not the sums it reads
+        if centred and isinstance(part, exp.Sum):
+            part.meta[CENTRED] = True
     target.replace(exp.paren(new))

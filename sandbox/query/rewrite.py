@@ -33,7 +33,7 @@ from sandbox.query.cannot_raise import cannot_raise, column_types, kept_non_null
 from sandbox.query.cohorts import COHORT_CHECKED
 from sandbox.query.column_rules import is_entity_key
 from sandbox.query.columns_expr import EXPANDED
-from sandbox.query.comoments import product_bounds, product_factors
+from sandbox.query.comoments import CENTRED, product_bounds, product_factors
 from sandbox.query.disclosure import QUANTILE_BINS
 from sandbox.query.entity_caps import (
     CELL_ROWS,
@@ -369,21 +369,30 @@ class _Stats:
             )
         return spec.bounds
 
-    def _clamped(self, arg: exp.Expr, sql: str) -> tuple[float, float, str]:
+    def _clamped(
+        self, arg: exp.Expr, sql: str, *, centred: bool = False
+    ) -> tuple[float, float, str]:
         """A measure's row bounds and its value clamped to them, as SQL.
 
         ``x * y`` of two measures (``comoments``): each factor clamped to its own bounds,
         so the product lies within the product of the intervals, its bounds.
+        ``centred``: each factor less its bounds' midpoint after clamping (a co-moment's
+        sum under a budget, ``comoments.CENTRED``): ``(x - mx) * (y - my)`` lies within
+        ``±wx·wy`` (half-widths), a quarter of ``[0, hi_x·hi_y]``'s width for bounds
+        from 0, and ``(x - mx)²`` within ``[0, wx²]``.
         """
-        factors = product_factors(arg)
-        if factors is None:
-            lo, hi = self._measure_bounds(cast(exp.Column, arg))
-            return lo, hi, clamp(f"({sql})::DOUBLE", lo, hi)
+        factors = product_factors(arg) or (cast(exp.Column, arg),)
         bounds = [self._measure_bounds(f) for f in factors]
         texts = [f.sql(dialect="duckdb") for f in factors]
-        a, b = (clamp(f"({t})::DOUBLE", *lh) for t, lh in zip(texts, bounds, strict=True))
+        values = [clamp(f"({t})::DOUBLE", *lh) for t, lh in zip(texts, bounds, strict=True)]
+        if centred:
+            mids = [(lo + hi) / 2 for lo, hi in bounds]
+            values = [f"({v} - {m!r})" for v, m in zip(values, mids, strict=True)]
+            bounds = [(lo - m, hi - m) for (lo, hi), m in zip(bounds, mids, strict=True)]
+        if len(factors) == 1:
+            return bounds[0][0], bounds[0][1], values[0]
         lo, hi = product_bounds(bounds[0], bounds[1], same=texts[0] == texts[1])
-        return lo, hi, f"(({a}) * ({b}))"
+        return lo, hi, f"(({values[0]}) * ({values[1]}))"
 
     def _quantile(
         self,
@@ -592,11 +601,13 @@ class _Stats:
                     cell=self._present(sql, where, tag),
                 )
             )
-        lo, hi, clamped = self._clamped(arg, sql)
-        if product_factors(arg) is not None:
+        centred = bool(node.meta.get(CENTRED)) and self.bounds is not None
+        lo, hi, clamped = self._clamped(arg, sql, centred=centred)
+        if product_factors(arg) is not None or centred:
             # Counted (and tested for presence) as the clamped DOUBLE product, never the
             # product as typed: DECIMAL(16,2) * DECIMAL(16,2) can overflow, an error
-            # that would depend on a row's values.  NULL exactly where a factor is.
+            # that would depend on a row's values.  NULL exactly where a factor is.  A
+            # centred sum is a statistic of its own (never merged with sum(x)).
             sql = clamped
         if isinstance(node, QUANTILES):
             whole = self._whole_numbers(arg)

@@ -292,3 +292,32 @@ def test_a_centred_sum_whose_count_is_a_copy_is_released_whole(
     # one claim per person and gender, clamped at 13000: means of about 3000 yuan, each
     # within a few hundred of it at ε = 1 over about 1000 persons (0.0 before the fix)
     assert all(2000 < r["a"] < 4500 for r in rows), rows
+
+
+def test_under_a_budget_a_correlation_sums_centred_factors() -> None:
+    """corr's sums under a budget are of each factor less its bounds' midpoint (the
+    co-moments do not move); the intercept reads the sums themselves, uncentred."""
+    from sandbox.query.guard import check_query
+    from sandbox.query.parse import parse_query
+    from sandbox.query.rewrite import ContributionBounds, build_plan
+    from tests.sandbox.query.test_guard import MAX_SQL_LENGTH, access
+
+    grants = access()
+    sql = (
+        "SELECT corr(claim_amount, age) AS r, regr_intercept(claim_amount, age) AS a "
+        "FROM health.claims"
+    )
+    checked = check_query(parse_query(sql, max_length=MAX_SQL_LENGTH), grants)
+    plan = build_plan(checked, grants, bounds=ContributionBounds(9, 4, 9))
+    bounds = {(s.lower, s.upper) for s in plan.stats if s.kind == "sum"}
+    # centred: amount ±6500, age ±55, their product ±357500, squares [0, w²]
+    centred = {(-6500.0, 6500.0), (-55.0, 55.0), (-357500.0, 357500.0)}
+    centred |= {(0.0, 3025.0), (0.0, 6500.0**2)}
+    plain = {(0.0, 13000.0), (0.0, 110.0), (0.0, 1430000.0), (0.0, 12100.0)}
+    plain |= {(0.0, 13000.0**2)}
+    assert centred <= bounds and bounds <= centred | plain
+    cells = {s.name for s in plan.stats if s.kind == "entities"} - {"__entities"}
+    assert len(cells) == 1  # corr(x, y) and regr_*(x, y): one pair FILTER, one cell
+    assert not {b for b in bounds if b[0] < 0} & {
+        (s.lower, s.upper) for s in guard(sql).stats if s.kind == "sum"
+    }  # without a budget nothing is centred (dominance reads the sums themselves)
