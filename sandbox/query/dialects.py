@@ -183,10 +183,14 @@ def respell(root: exp.Expr) -> None:
         if new is not None:
             node.replace(new)
     for approx in list(root.find_all(exp.ApproxDistinct)):
-        # approx_count_distinct(x): the count of distinct values, estimated; the enclave
-        # counts them (noised under a budget as count(DISTINCT x) is)
-        if isinstance(approx.this, exp.Column) and not approx.args.get("accuracy"):
-            approx.replace(exp.Count(this=exp.Distinct(expressions=[approx.this.copy()])))
+        # approx_count_distinct(x[, accuracy]): the count of distinct values, estimated;
+        # the enclave counts them exactly, within any accuracy asked for (noised under a
+        # budget as count(DISTINCT x) is)
+        counted = approx.this
+        if isinstance(counted, exp.Distinct) and len(counted.expressions) == 1:
+            counted = counted.expressions[0]
+        if isinstance(counted, exp.Column):
+            approx.replace(exp.Count(this=exp.Distinct(expressions=[counted.copy()])))
     as_moments(root)
     normalize(root)
 
