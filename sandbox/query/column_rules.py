@@ -238,7 +238,10 @@ class ColumnRules:
             self._bare_argument(arg, scope, name, "count_argument", clause)
             return
         if isinstance(agg, exp.Min | exp.Max):
-            self._bare_argument(arg, scope, name, "record_aggregate", clause)
+            try:
+                self._bare_argument(arg, scope, name, "record_aggregate", clause)
+            except QueryRefused as exc:
+                raise self._extreme_hint(exc, arg, scope) from None
             return
         factors = product_factors(arg)
         if isinstance(agg, exp.Sum | exp.Avg) and factors is not None:
@@ -248,6 +251,23 @@ class ColumnRules:
                 self._bare_argument(factor, scope, name, "value_aggregate", clause)
             return
         self._bare_argument(arg, scope, name, "value_aggregate", clause)
+
+    def _extreme_hint(self, exc: QueryRefused, arg: exp.Expression, scope: Scope) -> QueryRefused:
+        """``min(age)`` of a quasi column with a declared measure use: its refusal says a
+        quantile is answered instead under a budget, as a measure's does."""
+        if exc.rule != "guard.aggregate_record_value" or not isinstance(arg, exp.Column):
+            return exc
+        base = self.lineage.resolve(arg, scope).single
+        if base is None or "quantile_cont" in exc.message:
+            return exc
+        _, spec = self.column(base)
+        if spec.bounds is None or spec.role is Role.DIMENSION:
+            return exc
+        hint = (
+            f"; under a privacy budget a high or low quantile is answered instead: "
+            f"quantile_cont({arg.name}, 0.99), quantile_cont({arg.name}, 0.01)"
+        )
+        return refuse(exc.rule, exc.message + hint)
 
     def _quantile(self, agg: exp.Expression, scope: Scope, name: str, clause: str) -> None:
         """``median(x)``, ``quantile_cont(x, q)``, ``quantile_disc(x, q)``, ``quantile(x, q)``.

@@ -210,3 +210,13 @@ def test_a_list_of_quantiles_is_answered_one_output_each() -> None:
     with pytest.raises(QueryRefused) as info:
         guard("SELECT quantile_cont(claim_amount, [0.25, 0.75]) FROM health.claims")
     assert "write one output per quantile" in info.value.message
+
+
+def test_an_extreme_of_a_column_with_a_measure_use_points_to_a_quantile() -> None:
+    with pytest.raises(QueryRefused) as info:
+        guard("SELECT min(age) FROM health.claims")  # quasi, banded, with a measure use
+    assert info.value.rule == "guard.aggregate_record_value"
+    assert "quantile_cont(age, 0.01)" in info.value.message
+    with pytest.raises(QueryRefused) as info:
+        guard("SELECT min(diagnosis_code) FROM health.claims")  # no measure use: no hint
+    assert "quantile" not in info.value.message
