@@ -75,14 +75,12 @@ _FORMS: dict[str, str] = {
 #: Set on each aggregate a rewrite here makes: the function the analyst wrote, which
 #: refusals name (``spelling.written_name``).
 WRITTEN_AS = "sbx.written_as"
-#: Set on the sums of a form that reads only centred co-moments (every one but the
-#: intercept and the means): under a budget the rewrite sums each factor less its bounds'
-#: midpoint (``rewrite._Stats._clamped``), which leaves ``cxx``, ``cyy`` and ``cxy``
-#: unchanged (they do not move when x or y is shifted) and narrows the bounds the
-#: noise scales with: ``(x - mx)(y - my)`` within ``±wx·wy``, against ``[0, hx·hy]``.
+#: Set on the sums of products a form here writes: under a budget the rewrite sums each
+#: factor less its bounds' midpoint, ``(x - mx)(y - my)`` within ``±wx·wy`` against
+#: ``[0, hx·hy]`` (``rewrite._Stats._clamped``), and releases ``Σxy`` from it with the
+#: plain ``Σx``, ``Σy`` and ``n`` (``_uncentred_product``), so the co-moments computed
+#: from them are exactly the centred ones, with the noise of the narrower bounds.
 CENTRED = "sbx.centred"
-#: The forms that read the sums themselves, not only the centred co-moments.
-_UNCENTRED = frozenset({"RegrIntercept", "RegrAvgx", "RegrAvgy"})
 PAIR_AGGREGATES: tuple[type[exp.Expr], ...] = tuple(getattr(exp, name) for name in _FORMS)
 
 
@@ -153,7 +151,8 @@ def _expand(agg: exp.Expr) -> None:
         "sx": f"sum({xs}){kept}",
         "sy": f"sum({ys}){kept}",
     }
-    squares = {"sxx": (xs, xs), "syy": (ys, ys), "sxy": (xs, ys)}
+    # the cross product in one order: corr(x, y) and regr_*(x, y) share its statistic
+    squares = {"sxx": (xs, xs), "syy": (ys, ys), "sxy": tuple(sorted((xs, ys)))}
     parts |= {name: f"sum({a} * {b}){kept}" for name, (a, b) in squares.items()}
     n = parts["n"]
     for moment, (a, b) in {"cxx": ("sx", "sx"), "cyy": ("sy", "sy"), "cxy": ("sx", "sy")}.items():
@@ -162,9 +161,8 @@ def _expand(agg: exp.Expr) -> None:
     text = _FORMS[type(agg).__name__].format(**parts)
     new = sqlglot.parse_one(text, read="duckdb")
     written = agg.sql_name().lower() if isinstance(agg, exp.Func) else agg.key
-    centred = type(agg).__name__ not in _UNCENTRED
     for part in new.find_all(exp.Sum, exp.Count):
         part.meta[WRITTEN_AS] = written  # refusals name corr(), not the sums it reads
-        if centred and isinstance(part, exp.Sum):
+        if isinstance(part, exp.Sum) and isinstance(part.this, exp.Mul):
             part.meta[CENTRED] = True
     target.replace(exp.paren(new))

@@ -457,6 +457,39 @@ class _Stats:
         self.stats.append(Stat(column, "quantile", lo, hi, cell=cell, q=q, bins=bins))
         return column
 
+    def _uncentred_product(
+        self,
+        factors: tuple[exp.Column, exp.Column],
+        centred: str,
+        count: str,
+        predicate: exp.Expr | None,
+    ) -> exp.Expression:
+        """``Σxy`` from ``Σ(x - mx)(y - my)`` (``centred``), as post-processing:
+        ``+ my·Σx + mx·Σy - n·mx·my`` (``Σx²``: ``+ 2·mx·Σx - n·mx²``), with ``Σx``, ``Σy``
+        the plain sums under the same FILTER, the ones every co-moment form reads (so one
+        set of statistics serves corr and the intercept alike) and ``n`` their row count.
+        The co-moments computed from these (``Σxy - Σx·Σy/n``) are then exactly the centred
+        ones, ``Σx'y' - Σx'·Σy'/n``, with the noise of the narrower bounds.
+        """
+
+        def plain(column: exp.Column) -> str:
+            total: exp.Expression = exp.Sum(this=column.copy())
+            if predicate is not None:
+                total = exp.Filter(this=total, expression=exp.Where(this=predicate.copy()))
+            return cast(exp.Column, self.replacement(total)).name
+
+        mids = [sum(self._measure_bounds(f)) / 2 for f in factors]
+        texts = [f.sql(dialect="duckdb") for f in factors]
+        sums = [plain(f) for f in factors]
+        if texts[0] == texts[1]:
+            text = f'("{centred}" + {2 * mids[0]!r} * "{sums[0]}" - "{count}" * {mids[0] ** 2!r})'
+        else:
+            text = (
+                f'("{centred}" + {mids[1]!r} * "{sums[0]}" + {mids[0]!r} * "{sums[1]}" '
+                f'- "{count}" * {mids[0] * mids[1]!r})'
+            )
+        return exp.maybe_parse(text, dialect="duckdb")
+
     def _rows(self, where: str, tag: str, cell: str | None) -> str:
         """``count(*)``, under the FILTER ``where`` (its entity cell ``cell``) if any."""
         return self._add(
@@ -601,13 +634,19 @@ class _Stats:
                     cell=self._present(sql, where, tag),
                 )
             )
-        centred = bool(node.meta.get(CENTRED)) and self.bounds is not None
+        factors = product_factors(arg)
+        centred = (
+            bool(node.meta.get(CENTRED))
+            and self.bounds is not None
+            and factors is not None
+            and isinstance(node, exp.Sum)
+        )
         lo, hi, clamped = self._clamped(arg, sql, centred=centred)
-        if product_factors(arg) is not None or centred:
+        if factors is not None:
             # Counted (and tested for presence) as the clamped DOUBLE product, never the
             # product as typed: DECIMAL(16,2) * DECIMAL(16,2) can overflow, an error
             # that would depend on a row's values.  NULL exactly where a factor is.  A
-            # centred sum is a statistic of its own (never merged with sum(x)).
+            # centred product is a statistic of its own (never merged with sum(x * y)).
             sql = clamped
         if isinstance(node, QUANTILES):
             whole = self._whole_numbers(arg)
@@ -651,6 +690,8 @@ class _Stats:
                 filtered=bool(filter_sql),
             )
         )
+        if centred and factors is not None:
+            return self._uncentred_product(factors, s, n, predicate)
         if isinstance(node, exp.Sum):
             return _col(s)
         mean = f'("{s}" / NULLIF("{n}", 0))'

@@ -295,8 +295,9 @@ def test_a_centred_sum_whose_count_is_a_copy_is_released_whole(
 
 
 def test_under_a_budget_a_correlation_sums_centred_factors() -> None:
-    """corr's sums under a budget are of each factor less its bounds' midpoint (the
-    co-moments do not move); the intercept reads the sums themselves, uncentred."""
+    """Under a budget a co-moment's products are sums of centred factors (released as
+    the plain sums again, with the plain Σx, Σy and n): corr, the slope and the
+    intercept over one pair share one set of five sums, one count and one cell."""
     from sandbox.query.guard import check_query
     from sandbox.query.parse import parse_query
     from sandbox.query.rewrite import ContributionBounds, build_plan
@@ -304,20 +305,60 @@ def test_under_a_budget_a_correlation_sums_centred_factors() -> None:
 
     grants = access()
     sql = (
-        "SELECT corr(claim_amount, age) AS r, regr_intercept(claim_amount, age) AS a "
+        "SELECT corr(claim_amount, age) AS r, regr_slope(claim_amount, age) AS b, "
+        "regr_intercept(claim_amount, age) AS a, regr_avgx(claim_amount, age) AS mx "
         "FROM health.claims"
     )
     checked = check_query(parse_query(sql, max_length=MAX_SQL_LENGTH), grants)
     plan = build_plan(checked, grants, bounds=ContributionBounds(9, 4, 9))
-    bounds = {(s.lower, s.upper) for s in plan.stats if s.kind == "sum"}
-    # centred: amount ±6500, age ±55, their product ±357500, squares [0, w²]
-    centred = {(-6500.0, 6500.0), (-55.0, 55.0), (-357500.0, 357500.0)}
-    centred |= {(0.0, 3025.0), (0.0, 6500.0**2)}
-    plain = {(0.0, 13000.0), (0.0, 110.0), (0.0, 1430000.0), (0.0, 12100.0)}
-    plain |= {(0.0, 13000.0**2)}
-    assert centred <= bounds and bounds <= centred | plain
+    sums = sorted((s.lower, s.upper) for s in plan.stats if s.kind == "sum")
+    # amount and age plain; (age - 55)², (amount - 6500)², (age - 55)(amount - 6500)
+    assert sums == [
+        (-357500.0, 357500.0),
+        (0.0, 110.0),
+        (0.0, 3025.0),
+        (0.0, 13000.0),
+        (0.0, 6500.0**2),
+    ]
+    assert len([s for s in plan.stats if s.kind in ("rows", "count")]) == 1
     cells = {s.name for s in plan.stats if s.kind == "entities"} - {"__entities"}
-    assert len(cells) == 1  # corr(x, y) and regr_*(x, y): one pair FILTER, one cell
-    assert not {b for b in bounds if b[0] < 0} & {
-        (s.lower, s.upper) for s in guard(sql).stats if s.kind == "sum"
-    }  # without a budget nothing is centred (dominance reads the sums themselves)
+    assert len(cells) == 1
+    # without a budget nothing is centred (dominance reads the sums themselves)
+    assert all((s.lower or 0) >= 0 for s in guard(sql).stats if s.kind == "sum")
+
+
+def test_at_a_huge_budget_the_centred_forms_equal_the_plain_sums(deployment: Any) -> None:
+    """The uncentring is exact: with noise negligible (ε = 1e9) a covariance from the
+    centred products equals the same covariance written out over plain sums (an
+    analyst's own sums are never centred), both over the same capped rows."""
+    from sandbox.query.disclosure import DisclosureParams
+    from sandbox.query.noise import seeded_noise
+    from sandbox.query.release import prepare, release
+    from tests.sandbox.query.test_guard import MAX_SQL_LENGTH, access
+
+    platform, _ = deployment
+    pair = " FILTER (WHERE age IS NOT NULL AND claim_amount IS NOT NULL)"
+    n = f"count(*){pair}"
+    written = (
+        f"(sum(age * claim_amount){pair} - sum(age){pair} * sum(claim_amount){pair} / {n})"
+        f" / ({n} - 1)"
+    )
+    sql = (
+        f"SELECT covar_samp(age, claim_amount) AS c, {written} AS w, "
+        "regr_sxx(claim_amount, age) AS sxx, "
+        f"sum(age * age){pair} - sum(age){pair} * sum(age){pair} / {n} AS wxx "
+        "FROM health.claims"
+    )
+    params = DisclosureParams(
+        k=1, epsilon=1e9, max_rows_per_entity=9, max_groups_per_entity=1, dominance_p=None
+    )
+    prepared = prepare(sql, access(), params, max_sql_length=MAX_SQL_LENGTH)
+    kinds = [s.lower for s in prepared.plan.stats if s.kind == "sum"]
+    assert any(lower is not None and lower < 0 for lower in kinds)  # a centred product
+    stats = platform.enclave.query(prepared.plan.stats_sql)
+    (row,) = release(stats, prepared, noise=seeded_noise(5)).table.to_pylist()
+    # Equal but for each sum's rounding to its noise grid: a covariance is a difference of
+    # sums about 2000 times its size, so 1e-3 of it.  A term of the uncentring missing
+    # (n·mx·my alone is 3.6e9 here) would be off by far more.
+    assert row["c"] == pytest.approx(row["w"], rel=1e-2)
+    assert row["sxx"] == pytest.approx(row["wxx"], rel=1e-3)
