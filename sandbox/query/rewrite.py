@@ -502,6 +502,18 @@ class _Stats:
             filtered=bool(where),
         )
 
+    def _count(self, sql: str, where: str, tag: str, cell: str | None) -> str:
+        """``count(sql)``, under the FILTER ``where`` if any; ``cell`` its entity cell."""
+        return self._add(
+            f"count:{sql}{tag}",
+            "count",
+            self._cap_count(f"count({sql}){where}"),
+            SUM,
+            direct=f"count({sql}){where}",
+            cell=cell,
+            filtered=bool(where),
+        )
+
     def _present(self, sql: str, where: str, tag: str) -> str:
         """The stat counting entities with a value of ``sql`` (under the filter, if any).
 
@@ -607,17 +619,7 @@ class _Stats:
                 self.stats = [replace(s, shown=True) if s.name == name else s for s in self.stats]
                 return _col(name)
             sql = arg.sql(dialect="duckdb")
-            return _col(
-                self._add(
-                    f"count:{sql}{tag}",
-                    "count",
-                    self._cap_count(f"count({sql}){where}"),
-                    SUM,
-                    direct=f"count({sql}){where}",
-                    cell=self._present(sql, where, tag),
-                    filtered=bool(filter_sql),
-                )
-            )
+            return _col(self._count(sql, where, tag, self._present(sql, where, tag)))
         sql = arg.sql(dialect="duckdb")
         if isinstance(node, exp.Min | exp.Max):
             # Not the extreme row (a WHERE can add one person's row to a crowd) but the
@@ -677,19 +679,7 @@ class _Stats:
             upper=hi,
             cell=cell,
         )
-        n = (
-            self._rows(where, tag, cell)
-            if present
-            else self._add(
-                f"count:{sql}{tag}",
-                "count",
-                self._cap_count(f"count({sql}){where}"),
-                SUM,
-                direct=f"count({sql}){where}",
-                cell=cell,
-                filtered=bool(filter_sql),
-            )
-        )
+        n = self._rows(where, tag, cell) if present else self._count(sql, where, tag, cell)
         if centred and factors is not None:
             return self._uncentred_product(factors, s, n, predicate)
         if isinstance(node, exp.Sum):
