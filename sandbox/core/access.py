@@ -34,6 +34,12 @@ class DatasetAccess:
     #: The release is noised under a privacy budget: the classification's generalisations
     #: declared ``exact_only`` were taken out of ``spec`` (``budgeted_spec``).
     budgeted: bool = False
+    #: A table the query itself defines, not a registered dataset: a per-entity table
+    #: (``sandbox.query.entity_table``), one row per entity of the dataset it aggregates.
+    #: The SELECT that computes it in the enclave (DuckDB's dialect), and the dataset
+    #: columns it reads (``domain.table.column``), which are what the query touches.
+    derived_sql: str | None = None
+    derived_reads: frozenset[str] = frozenset()
 
 
 def budgeted_spec(spec: DatasetSpec) -> DatasetSpec:

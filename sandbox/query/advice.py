@@ -18,7 +18,7 @@ from sqlglot import exp
 from sandbox.core.errors import QueryRefused
 from sandbox.query.totals import is_total, obstacle
 
-__all__ = ["advise"]
+__all__ = ["advise", "aggregate_of_aggregates"]
 
 
 def advise(root: exp.Expr) -> None:
@@ -29,7 +29,7 @@ def advise(root: exp.Expr) -> None:
     if not isinstance(root, exp.Select):
         return
     _scalar_total(root)
-    _aggregate_of_aggregates(root)
+    _aggregate_of_aggregates(root, per_entity_later=True)
 
 
 def _text(node: exp.Expr) -> str:
@@ -167,9 +167,38 @@ def _per_entity_mean(root: exp.Select, inner: exp.Select) -> str | None:
     return None
 
 
-def _aggregate_of_aggregates(root: exp.Select) -> None:
+def aggregate_of_aggregates(root: exp.Select) -> None:
+    """Refuse, saying the accepted way, an aggregate over an aggregating CTE or derived
+    table that is not a per-entity table (``entity_table.lift`` read none of it)."""
+    _aggregate_of_aggregates(root, per_entity_later=False)
+
+
+def _per_entity_candidate(select: exp.Select) -> bool:
+    """Grouped by columns of one dataset, as a per-entity table is: whether it is one
+    (grouped by the dataset's entity key) is known only with its classification, after
+    parsing (``entity_table.lift``, which gives this advice for those it does not read)."""
+    from_ = select.args.get("from_")
+    group = select.args.get("group")
+    return (
+        from_ is not None
+        and isinstance(from_.this, exp.Table)
+        and from_.this.args.get("db") is not None
+        and not select.args.get("joins")
+        and group is not None
+        and all(
+            isinstance(g, exp.Column) or (isinstance(g, exp.Literal) and not g.is_string)
+            for g in group.expressions
+        )
+    )
+
+
+def _aggregate_of_aggregates(root: exp.Select, *, per_entity_later: bool) -> None:
     """An outer SELECT that aggregates or joins what an aggregating CTE released."""
-    sources = _sources(root)
+    sources = {
+        name: select
+        for name, select in _sources(root).items()
+        if not (per_entity_later and _per_entity_candidate(select))
+    }
     if not sources:
         return
     totals = [s for s in root.find_all(exp.Subquery) if is_total(s, root)]
@@ -187,7 +216,7 @@ def _aggregate_of_aggregates(root: exp.Select) -> None:
                 f"aggregates are computed once, over the rows: {advice}",
                 rule="guard.inner_scope",
             )
-    names = ", ".join(sorted(sources))
+    names = ", ".join(sorted(n or "a derived table" for n in sources))
     raise QueryRefused(
         f"an aggregate over what another aggregate released ({names}) is not computed in "
         "the enclave: run the aggregating query on its own and compute totals or shares "

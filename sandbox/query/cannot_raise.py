@@ -1,7 +1,7 @@
 """Predicates that cannot raise on any row, which the rewrite may leave without ``TRY``.
 
 The rewrite wraps every predicate that runs in the enclave in ``TRY(...)``
-(``rewrite._contain_errors``): an error raised by some row's value would be one exact
+(``rewrite.contain_errors``): an error raised by some row's value would be one exact
 bit about the rows, so a predicate is NULL where it would fail.  ``TRY`` also keeps
 DuckDB from pushing the filter into the table scan: a selective filter on 10 M claims
 (``age = 37``, ``claim_date >= DATE '...'``) took 17-19 ms inside ``TRY`` against 13 ms

@@ -27,7 +27,7 @@ own rows only (the keys are entity keys), so adding or removing one entity chang
 other entity's rows in the outer query: the per-entity caps, and the sensitivity they
 give, hold as for any ``WHERE``.  In the enclave the condition inside runs under
 ``TRY`` as every predicate does, and the membership test itself compares keys of one
-type, which cannot fail on a value (``rewrite._contain_errors``).
+type, which cannot fail on a value (``rewrite.contain_errors``).
 """
 
 from __future__ import annotations

@@ -330,7 +330,12 @@ def check_query(parsed: Parsed, access: Mapping[str, DatasetAccess]) -> Checked:
     for rule in RULES:
         rule(a)
     primary = entity_dataset(a.final)
-    return Checked(parsed, a.root, a.final, a.rules.lineage, a.keys, primary, a.rules.touched)
+    # A table the query defines (a per-entity table) touches the columns it reads.
+    touched = {b for b in a.rules.touched if access[b.dataset].derived_sql is None}
+    for dataset in parsed.datasets:
+        for column in access[dataset].derived_reads:
+            touched.add(BaseColumn(*column.rsplit(".", 1)))
+    return Checked(parsed, a.root, a.final, a.rules.lineage, a.keys, primary, touched)
 
 
 def first_source(scope: Scope) -> tuple[str, exp.Table | Scope]:

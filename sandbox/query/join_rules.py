@@ -46,7 +46,7 @@ def _check_consent(lb: BaseColumn, lspec: ColumnSpec, rb: BaseColumn, rspec: Col
 def _check_key_types(lb: BaseColumn, lspec: ColumnSpec, rb: BaseColumn, rspec: ColumnSpec) -> None:
     """A declared pair joins only if DuckDB compares its keys without converting either.
 
-    The key equality runs bare (``rewrite._contain_errors``: key columns cannot fail on
+    The key equality runs bare (``rewrite.contain_errors``: key columns cannot fail on
     a value), which holds only for keys of one type, or two integer types; a text key
     against a number would be converted value by value, and one value that does not
     convert would fail the run: a bit about the rows.  The catalog's types are the

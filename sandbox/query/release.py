@@ -34,6 +34,7 @@ from sandbox.query.disclosure import (
     epsilon_cost,
     reads_group_entities,
 )
+from sandbox.query.entity_table import lift
 from sandbox.query.grouping_sets import grouping_sets, output_names, stacked_order
 from sandbox.query.guard import Checked, check_query
 from sandbox.query.key_groups import declared_groups
@@ -266,6 +267,31 @@ def prepare(
     ``portable``: the per-entity caps choose cells by a hash every engine computes
     alike (``rewrite.build_plan``); Spark needs it, DuckDB uses its own ``hash()``."""
     parsed = sql if isinstance(sql, Parsed) else parse_query(sql, max_length=max_sql_length)
+    lifted = lift(
+        parsed,
+        access,
+        rows_per_entity=(
+            params.max_total_rows_per_entity
+            or params.max_rows_per_entity * params.max_groups_per_entity
+        )
+        if params.epsilon
+        else None,
+        max_sql_length=max_sql_length,
+    )
+    if lifted is not None:
+        # Over tables of one row per entity: one row, in one group, per entity.
+        one = replace(
+            params, max_rows_per_entity=1, max_groups_per_entity=1, max_total_rows_per_entity=None
+        )
+        over = prepare(
+            lifted.parsed,
+            lifted.access,
+            one,
+            bounds=bounds,
+            max_sql_length=max_sql_length,
+            portable=portable,
+        )
+        return replace(over, parsed=parsed)  # the datasets and text the analyst named
     windows = split_windows(parsed.expression, STATS_TABLE)
     if windows is not None:
         inner = prepare(

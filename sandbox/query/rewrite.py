@@ -34,6 +34,7 @@ from sandbox.query.cohorts import COHORT_CHECKED
 from sandbox.query.column_rules import is_entity_key
 from sandbox.query.columns_expr import EXPANDED
 from sandbox.query.comoments import CENTRED, product_bounds, product_factors
+from sandbox.query.derived_source import with_derived_tables
 from sandbox.query.disclosure import QUANTILE_BINS
 from sandbox.query.entity_caps import (
     CELL_ROWS,
@@ -721,7 +722,7 @@ def _try(node: exp.Expr) -> exp.Expr:
     )
 
 
-def _contain_errors(
+def contain_errors(
     root: exp.Expression, final: exp.Select, access: Mapping[str, DatasetAccess]
 ) -> bool:
     """Make every operator expression that runs in the enclave unable to raise.
@@ -804,7 +805,7 @@ def build_plan(
     as rows of their per-entity stage, which costs nothing).
     """
     final = cast(exp.Select, checked.final_scope.expression)  # the guard refuses any other
-    typed = _contain_errors(checked.root, final, access)
+    typed = contain_errors(checked.root, final, access)
     entity = _inject_entity(checked, access)
     joined = joined_datasets(checked)
     if bounds is not None and joined:
@@ -903,7 +904,7 @@ def build_plan(
     with_ = checked.root.args.get("with_")
     if with_ is not None:
         ctes = [cte.sql(dialect="duckdb") for cte in with_.expressions]
-    plan = partial(
+    make = partial(
         Plan,
         release_sql=release.sql(dialect="duckdb", copy=False),
         keys=[f"__k{i}" for i in range(len(checked.keys))],
@@ -914,6 +915,11 @@ def build_plan(
         release_where=release_where if plain else None,
         typed=typed,
     )
+
+    def plan(*, stats_sql: str, **rest: object) -> Plan:
+        # A per-entity table the query reads is computed by its own SELECT, inline.
+        return make(stats_sql=with_derived_tables(stats_sql, access), **rest)  # type: ignore[arg-type]
+
     if stats.direct is not None and not entities and one_row_per_cell(checked, access):
         # Each (group, entity) cell is one row: the per-entity stage would copy the rows,
         # and each entity is in one group, so no cap can bind.  Same table, one pass.

@@ -48,8 +48,8 @@ _CLAUSES = {
 }
 _WHY = {
     "group": (
-        ": aggregate once, in the released SELECT (an aggregate of aggregates, such as a "
-        "mean of per-person totals, is not supported)"
+        ": aggregate once, in the released SELECT, or aggregate each entity's rows in a "
+        "per-entity table (GROUP BY the dataset's entity key alone, each aggregate named)"
     ),
     "order": " (inside, with LIMIT, it would pick single rows): order the released result instead",
 }
