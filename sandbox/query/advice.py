@@ -18,7 +18,7 @@ from sqlglot import exp
 from sandbox.core.errors import QueryRefused
 from sandbox.query.totals import is_total, obstacle
 
-__all__ = ["advise", "aggregate_of_aggregates"]
+__all__ = ["advise", "aggregate_of_aggregates", "mean_of_entity_sums"]
 
 
 def advise(root: exp.Expr) -> None:
@@ -173,22 +173,26 @@ def aggregate_of_aggregates(root: exp.Select) -> None:
     _aggregate_of_aggregates(root, per_entity_later=False)
 
 
+def mean_of_entity_sums(root: exp.Select) -> None:
+    """Refuse ``avg(total)`` over per-entity sums by another key, saying the one SELECT
+    that gives it (``_per_entity_mean``); anything else passes."""
+    for inner in _sources(root).values():
+        advice = _per_entity_mean(root, inner)
+        if advice is not None:
+            raise QueryRefused(
+                f"aggregates are computed once, over the rows: {advice}",
+                rule="guard.inner_scope",
+            )
+
+
 def _per_entity_candidate(select: exp.Select) -> bool:
-    """Grouped by columns of one dataset, as a per-entity table is: whether it is one
-    (grouped by the dataset's entity key) is known only with its classification, after
+    """Grouped by columns, as a per-entity table is: whether it is one (grouped by its
+    dataset's entity key), or why not, is known only with the classification, after
     parsing (``entity_table.lift``, which gives this advice for those it does not read)."""
-    from_ = select.args.get("from_")
     group = select.args.get("group")
-    return (
-        from_ is not None
-        and isinstance(from_.this, exp.Table)
-        and from_.this.args.get("db") is not None
-        and not select.args.get("joins")
-        and group is not None
-        and all(
-            isinstance(g, exp.Column) or (isinstance(g, exp.Literal) and not g.is_string)
-            for g in group.expressions
-        )
+    return group is not None and all(
+        isinstance(g, exp.Column) or (isinstance(g, exp.Literal) and not g.is_string)
+        for g in group.expressions
     )
 
 
@@ -209,13 +213,7 @@ def _aggregate_of_aggregates(root: exp.Select, *, per_entity_later: bool) -> Non
     )
     if not aggregates_outside and not root.args.get("joins"):
         return  # normalize.py merges what it can; the guard says why not for the rest
-    for inner in sources.values():
-        advice = _per_entity_mean(root, inner)
-        if advice is not None:
-            raise QueryRefused(
-                f"aggregates are computed once, over the rows: {advice}",
-                rule="guard.inner_scope",
-            )
+    mean_of_entity_sums(root)
     names = ", ".join(sorted(n or "a derived table" for n in sources))
     raise QueryRefused(
         f"an aggregate over what another aggregate released ({names}) is not computed in "

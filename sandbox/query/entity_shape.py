@@ -9,7 +9,7 @@ them.  Pure functions over sqlglot trees; the classification is read, never data
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlglot import exp
 
@@ -24,6 +24,7 @@ __all__ = [
     "per_entity",
     "refuse",
     "shape",
+    "why_not",
 ]
 
 RULE = "guard.per_entity"
@@ -43,6 +44,14 @@ class EntityColumn:
     name: str
     function: str  # count | count_distinct | count_star | sum | avg | min | max
     source: str | None  # the dataset column, lower case (None for count(*))
+    #: ``FILTER (WHERE …)``: the condition as written (checked and run as a WHERE is)
+    condition: exp.Expr | None = None
+
+    def same_as(self, other: EntityColumn) -> bool:
+        """Computes what ``other`` does (a HAVING's aggregate an output already names)."""
+        mine = None if self.condition is None else self.condition.sql(dialect="duckdb")
+        theirs = None if other.condition is None else other.condition.sql(dialect="duckdb")
+        return (self.function, self.source, mine) == (other.function, other.source, theirs)
 
 
 def is_source(select: exp.Select) -> bool:
@@ -89,6 +98,47 @@ def per_entity(
             return None
         others.append(name)
     return dataset, entity, tuple(others)
+
+
+def why_not(select: exp.Select, access: Mapping[str, DatasetAccess]) -> str | None:
+    """Why a SELECT grouped by an entity key (and more) is not a per-entity table; None
+    where it is one, or groups by no entity key at all."""
+    from_ = select.args.get("from_")
+    table = from_.this if from_ is not None else None
+    dataset = None
+    if isinstance(table, exp.Table) and table.args.get("db") is not None:
+        dataset = f"{table.args['db'].name.lower()}.{table.name.lower()}"
+    keys = [k for k in _group_keys(select) if isinstance(k, exp.Column)]
+    grant = access.get(dataset) if dataset else None
+    if grant is None:
+        entities = {a.spec.entity_key.lower() for a in access.values()}
+        if any(k.name.lower() in entities for k in keys):
+            return (
+                "a per-entity table reads a dataset directly, not a CTE or derived table: "
+                "put their filter in its WHERE"
+            )
+        return None
+    entity = grant.spec.entity_key.lower()
+    names = [k.name.lower() for k in keys]
+    if entity not in names:
+        return None
+    if select.args.get("joins"):
+        return f"a per-entity table reads {dataset} alone, without a join"
+    several = [n for n in names if n != entity and not _one_per_entity(grant, n)]
+    if several:
+        return (
+            f"a per-entity table groups by {entity} and by columns of one value per "
+            f"{entity} only (declared values_per_entity = 1), which {several[0]} is not: "
+            f"group by {entity} alone, or by {several[0]} in the outer query"
+        )
+    return None
+
+
+def _one_per_entity(grant: DatasetAccess, column: str) -> bool:
+    try:
+        return grant.spec.column(column).values_per_entity == 1
+    except KeyError:
+        return False
 
 
 def _group_keys(select: exp.Select) -> list[exp.Expr]:
@@ -152,6 +202,7 @@ def shape(
         if name is None:
             raise refuse(f"name each aggregate of a per-entity table with AS: {hint}")
         columns.append(EntityColumn(name.lower(), *_aggregate(body, table, hint)))
+
     if not columns and not select.args.get("having"):
         raise refuse(f"a per-entity table computes at least one aggregate: {hint}")
     names = [c.name for c in columns] + [key_name or entity, *keys]
@@ -160,8 +211,20 @@ def shape(
     return key_name or entity, keys, columns
 
 
-def _aggregate(node: exp.Expr, table: exp.Table, hint: str) -> tuple[str, str | None]:
-    """(function, column) of one per-entity aggregate; refused unless a known form."""
+def _aggregate(
+    node: exp.Expr, table: exp.Table, hint: str
+) -> tuple[str, str | None, exp.Expr | None]:
+    """(function, column, FILTER condition) of one per-entity aggregate; refused unless
+    a known form."""
+    condition = None
+    if isinstance(node, exp.Filter):
+        condition = node.expression.this.copy()
+        node = node.this
+    function, column = _plain_aggregate(node, table, hint)
+    return function, column, condition
+
+
+def _plain_aggregate(node: exp.Expr, table: exp.Table, hint: str) -> tuple[str, str | None]:
     extra = [a for a, v in node.args.items() if v and a not in ("this", "big_int")]
     if extra:  # max(x, 3) is DuckDB's three largest; count(a, b) no count at all
         raise refuse(f"an aggregate of a per-entity table takes its one column: {hint}")
@@ -198,11 +261,10 @@ def having_filter(
     hidden: list[EntityColumn] = []
     condition = condition.copy()
     hint = "HAVING compares the per-entity aggregates (HAVING count(*) >= 3)"
-    for node in list(condition.find_all(exp.AggFunc)):
-        function, source = _aggregate(node, table, hint)
-        same = next((c for c in columns if (c.function, c.source) == (function, source)), None)
-        if same is None:
-            same = next((c for c in hidden if (c.function, c.source) == (function, source)), None)
+    for found in list(condition.find_all(exp.AggFunc)):
+        node = found.parent if isinstance(found.parent, exp.Filter) else found
+        this = EntityColumn("", *_aggregate(node, table, hint))
+        same = next((c for c in [*columns, *hidden] if c.same_as(this)), None)
         if same is None:
             # named as written (a refusal of the condition then reads as the analyst's
             # words); no output shares the name, and a name with "(" is none written bare
@@ -212,7 +274,7 @@ def having_filter(
             while name in taken:
                 n += 1
                 name = f"{written} {n}"
-            same = EntityColumn(name, function, source)
+            same = replace(this, name=name)
             hidden.append(same)
         node.replace(exp.column(same.name, quoted=True))
     for column in condition.find_all(exp.Column):

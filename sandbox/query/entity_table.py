@@ -11,15 +11,18 @@ a dataset whose every row is a distinct entity (``DatasetAccess.entity_is_row``)
 C = G = 1: adding or removing one entity adds or removes one row of the table, so a
 count's sensitivity is 1 and a sum's the width of its column's bounds.
 
-Closed by construction: an inner SELECT is read so only when it reads one dataset
-(no join, no subquery in FROM), groups by exactly that dataset's entity key, and
-projects only the key and named aggregates ``count(*)``, ``count(col)``,
-``count(DISTINCT col)``, ``sum``, ``avg``, ``min`` or ``max`` of a column; its
+Closed by construction (``entity_shape.py``): an inner SELECT is read so only when it
+reads one dataset (no join, no subquery in FROM), groups by that dataset's entity key
+and by columns declared one value per entity only, and projects only the keys and
+named aggregates ``count(*)``, ``count(col)``, ``count(DISTINCT col)``, ``sum``,
+``avg``, ``min`` or ``max`` of a column, each optionally under ``FILTER``; its
 ``HAVING`` compares those aggregates (any other shape grouped by the key is refused,
-naming what is not supported).  Its ``WHERE`` and each aggregate's column are checked
-by the guard as the query ``SELECT <aggregates> FROM <dataset> WHERE …`` would be
-(``sum(col)`` standing for the column's ``sum``, ``avg``, ``min`` and ``max``: a
-measure use).  The outer query must read per-entity tables only.
+naming what is not supported).  Its key, ``WHERE``, FILTERs and each aggregate's
+column are checked by the guard as the query ``SELECT count(DISTINCT key),
+<aggregates> FROM <dataset> WHERE …`` would be (``sum(col)`` standing for ``sum``,
+``min`` and ``max`` of a measure, ``avg(col)`` for its ``avg``: a measure use).  The
+outer query must read per-entity tables only.  The table's SELECT is built as a tree
+(no name is pasted into SQL text) from the guard's qualified reading of the probe.
 
 Each row's value is clamped to its column's bounds ``[lo, hi]`` before it is
 aggregated, as in every release.  The table's columns then have bounds of their own
@@ -27,10 +30,11 @@ aggregated, as in every release.  The table's columns then have bounds of their 
 ``[0, T]`` (T: the dataset's rows per entity over all groups, else C·G), an average's,
 minimum's and maximum's ``[lo, hi]``, a sum's ``[min(0, T·lo), max(0, T·hi)]``;
 without a budget none that data reaches (``UNBOUNDED_ROWS`` in place of T).  A count
-is a dimension (a key: the true count, released where enough entities share it); the
-others are measures.  A key declared one value per entity is copied with its
-classification.  The enclave computes the table with its ``WHERE`` under ``TRY`` as
-it does every predicate (``rewrite.contain_errors``) and drops rows without an entity.
+is a dimension (a key: the true count, released where enough entities share it); a
+value keeps its column's role, level, generalisation and groupable.  A key declared one
+value per entity is copied with its classification.  The enclave computes the table
+with its ``WHERE`` and FILTERs under ``TRY`` as it does every predicate
+(``rewrite.contain_errors``) and drops rows without an entity.
 """
 
 from __future__ import annotations
@@ -51,7 +55,8 @@ from sandbox.core.classification import (
     Level,
     Role,
 )
-from sandbox.query.advice import aggregate_of_aggregates
+from sandbox.core.errors import QueryRefused
+from sandbox.query.advice import aggregate_of_aggregates, mean_of_entity_sums
 from sandbox.query.entity_caps import clamp
 from sandbox.query.entity_shape import (
     EntityColumn,
@@ -60,6 +65,7 @@ from sandbox.query.entity_shape import (
     per_entity,
     refuse,
     shape,
+    why_not,
 )
 from sandbox.query.grouping_sets import grouping_sets
 from sandbox.query.guard import check_query
@@ -107,6 +113,11 @@ def lift(
     if not found:
         return None
     if any(key is None for _s, key in found):
+        mean_of_entity_sums(root)  # avg(total) by another key: the one SELECT that gives it
+        for select, key in found:
+            reason = why_not(select, access) if key is None else None
+            if reason is not None:
+                raise QueryRefused(reason, rule="guard.inner_scope")
         aggregate_of_aggregates(root)  # the accepted way, where advice knows one
         return None
     names = [c.alias_or_name.lower() for c in root.find_all(exp.CTE)]
@@ -195,8 +206,8 @@ def _table(
     # the entity key counted (its level, the column list, the data lists), each other
     # key as a key, each aggregated column in the use its aggregate makes of it.
     checks: list[exp.Expr] = [exp.Count(this=exp.Distinct(expressions=[exp.column(entity)]))]
-    for column in [*columns, *hidden]:
-        checks.extend(_check_form(column, spec))
+    for i, column in enumerate([*columns, *hidden]):
+        checks.append(exp.alias_(_check_form(column, spec), f"sbx_check_{i}"))
     probe = exp.select(*checks).from_(select.args["from_"].this.copy())
     if select.args.get("where"):
         probe.set("where", select.args["where"].copy())
@@ -207,9 +218,10 @@ def _table(
         parse_query(probe_sql, max_length=max(max_sql_length, len(probe_sql))), access
     )
     qualified = checked.root.copy()
-    contain_errors(qualified, qualified, access)  # its WHERE: TRY where it could fail
+    contain_errors(qualified, qualified, access)  # WHERE and FILTERs: TRY where they could fail
     source = qualified.args["from_"].this
     alias = source.alias_or_name
+    checked_forms = {p.alias_or_name: p.unalias() for p in qualified.expressions}
 
     def col(column: str) -> exp.Column:
         return exp.column(column, table=alias, quoted=True)
@@ -221,8 +233,14 @@ def _table(
     for out, other in keys.items():
         outputs.append(exp.alias_(col(other), out, quoted=True))
         specs.append(replace(spec.column(other), name=out, joinable=()))
-    for column in [*columns, *hidden]:
+    for i, column in enumerate([*columns, *hidden]):
         value, column_spec = _computed(column, spec, col, rows_per_entity)
+        if column.condition is not None:
+            # the condition as the guard checked it and contain_errors made it safe
+            checked_filter = checked_forms[f"sbx_check_{i}"].find(exp.Filter)
+            if checked_filter is None:
+                raise refuse("a FILTER of a per-entity table could not be read as written")
+            value = exp.Filter(this=value, expression=checked_filter.expression.copy())
         outputs.append(exp.alias_(value, column.name, quoted=True))
         specs.append(column_spec)
     present = exp.Not(this=exp.Is(this=col(entity), expression=exp.Null()))
@@ -263,22 +281,28 @@ def _table(
     return filtered.where(condition), derived
 
 
-def _check_form(column: EntityColumn, spec: DatasetSpec) -> list[exp.Expr]:
-    """The aggregate the guard checks for ``column``: its own use of the column."""
-    if column.source is None:
-        return []
-    col = exp.column(column.source)
-    if column.function == "count_distinct":
-        return [exp.Count(this=exp.Distinct(expressions=[col]))]
-    if column.function == "count":
-        return [exp.Count(this=col)]
-    if column.function in ("min", "max") and spec.column(column.source).bounds is None:
+def _check_form(column: EntityColumn, spec: DatasetSpec) -> exp.Expr:
+    """The aggregate the guard checks for ``column``: its own use of the column (a
+    count of rows, for ``count(*)``), under its FILTER if it has one."""
+    form: exp.Expr
+    col = None if column.source is None else exp.column(column.source)
+    if col is None:
+        form = exp.Count(this=exp.Star())
+    elif column.function == "count_distinct":
+        form = exp.Count(this=exp.Distinct(expressions=[col]))
+    elif column.function == "count":
+        form = exp.Count(this=col)
+    elif column.function in ("min", "max") and spec.column(str(column.source)).bounds is None:
         # the extreme of a column without a measure use: the guard's own rule for
         # extremes (a dimension's; refused for any other role)
-        return [exp.Min(this=col) if column.function == "min" else exp.Max(this=col)]
-    # sum, avg, and the extremes of a measure: a measure use (an entity's own extreme is
-    # one of its values, aggregated again by the outer query, never released as such)
-    return [exp.Avg(this=col) if column.function == "avg" else exp.Sum(this=col)]
+        form = exp.Min(this=col) if column.function == "min" else exp.Max(this=col)
+    else:
+        # sum, avg, and the extremes of a measure: a measure use (an entity's own extreme
+        # is one of its values, aggregated again by the outer query, never released)
+        form = exp.Avg(this=col) if column.function == "avg" else exp.Sum(this=col)
+    if column.condition is None:
+        return form
+    return exp.Filter(this=form, expression=exp.Where(this=column.condition.copy()))
 
 
 def _computed(

@@ -124,6 +124,8 @@ INNER_AGGREGATES = [
     "avg(claim_amount) AS v",
     "min(age) AS v",
     "max(claim_amount) AS v",
+    "count(*) FILTER (WHERE claim_amount > 5000) AS v",
+    "sum(claim_amount) FILTER (WHERE age >= 60) AS v",
 ]
 OUTER = [
     "SELECT count(*) AS persons, sum(v) AS s, avg(v) AS a FROM inner_t",
@@ -131,7 +133,7 @@ OUTER = [
 ]
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     aggregate=st.sampled_from(INNER_AGGREGATES),
     where=st.sampled_from(["", "WHERE age >= 40", "WHERE district IN ('D01', 'D02')"]),
