@@ -90,7 +90,12 @@ class ExplainOut(BaseModel):
     message: str | None = None
     datasets: list[str] | None = None
     columns: list[str] | None = None
-    entity_of: str | None = None
+    entity_of: str | None = Field(
+        default=None,
+        description="The table whose entities the release counts: the dataset the query "
+        "reads first, or a per-entity table as <dataset>_per_<key> (docs/guard.md, "
+        "Per-entity tables).",
+    )
     k: int | None = None
     epsilon: float | None = None
     epsilon_remaining: float | None = None
