@@ -237,8 +237,8 @@ def _table(
         value, column_spec = _computed(column, spec, col, rows_per_entity)
         if column.condition is not None:
             # the condition as the guard checked it and contain_errors made it safe
-            checked_filter = checked_forms[f"sbx_check_{i}"].find(exp.Filter)
-            if checked_filter is None:
+            checked_filter = checked_forms[f"sbx_check_{i}"]
+            if not isinstance(checked_filter, exp.Filter):
                 raise refuse("a FILTER of a per-entity table could not be read as written")
             value = exp.Filter(this=value, expression=checked_filter.expression.copy())
         outputs.append(exp.alias_(value, column.name, quoted=True))
