@@ -201,6 +201,12 @@ def shape(
             continue
         if name is None:
             raise refuse(f"name each aggregate of a per-entity table with AS: {hint}")
+        if not isinstance(body, exp.AggFunc | exp.Filter) and body.find(exp.AggFunc):
+            raise refuse(
+                f"{name}: a per-entity table's columns are single aggregates; compute "
+                "over them in the outer query (avg(col) is sum(col) / count(col) per "
+                f"entity): {hint}"
+            )
         columns.append(EntityColumn(name.lower(), *_aggregate(body, table, hint)))
 
     if not columns and not select.args.get("having"):
@@ -250,14 +256,20 @@ def _column_of(node: exp.Expr, table: exp.Table, hint: str) -> str:
 
 
 def having_filter(
-    condition: exp.Expr, columns: list[EntityColumn], table: exp.Table
+    condition: exp.Expr,
+    columns: list[EntityColumn],
+    table: exp.Table,
+    keys: Mapping[str, str] | None = None,
 ) -> tuple[exp.Expr, list[EntityColumn]]:
     """HAVING over per-entity aggregates, as a filter on the table's columns.
 
     Each aggregate it compares becomes a column of the table (hidden from the outer
     query unless the SELECT names it); the condition filters the table's rows, where the
-    guard checks it as any predicate on them.
+    guard checks it as any predicate on them.  A key other than the entity key
+    (``keys``: output name to column; ``HAVING district = 'D01'``) is a column of the
+    table too, compared as it is.
     """
+    by_column = {column: out for out, column in (keys or {}).items()}
     hidden: list[EntityColumn] = []
     condition = condition.copy()
     hint = "HAVING compares the per-entity aggregates (HAVING count(*) >= 3)"
@@ -277,7 +289,13 @@ def having_filter(
             same = replace(this, name=name)
             hidden.append(same)
         node.replace(exp.column(same.name, quoted=True))
-    for column in condition.find_all(exp.Column):
-        if column.name.lower() not in {c.name for c in [*columns, *hidden]}:
+    named = {c.name for c in [*columns, *hidden]}
+    for column in list(condition.find_all(exp.Column)):
+        name = column.name.lower()
+        if name in named:
+            continue
+        key = by_column.get(name) or (name if name in (keys or {}) else None)
+        if key is None:
             raise refuse(f"{hint}, not a column: filter rows with WHERE instead")
+        column.replace(exp.column(key, quoted=True))
     return condition, hidden

@@ -189,7 +189,7 @@ def _table(
     hidden: list[EntityColumn] = []
     condition: exp.Expr | None = None
     if having is not None:
-        condition, hidden = having_filter(having.this, columns, select.args["from_"].this)
+        condition, hidden = having_filter(having.this, columns, select.args["from_"].this, keys)
     grant = access[dataset]
     spec = grant.spec
     source_table = select.args["from_"].this
