@@ -24,6 +24,7 @@ from sandbox.core.product_tables import PRODUCT_PURPOSE_PREFIX, product_purpose,
 from sandbox.governance.product_templates import Template, bind, match_binding, samples
 from sandbox.governance.products import product_template
 from sandbox.platform import Platform
+from sandbox.query.entity_table import lift
 from sandbox.query.guard import check_query
 from sandbox.query.parse import parse_query
 
@@ -61,7 +62,12 @@ def guard_template(
             raise QueryRefused(
                 f"a product reads its own dataset {spec.id} only", rule="product.datasets"
             )
-        check_query(parsed, access)
+        # As a run would read it: a per-entity table first (release.prepare does the same).
+        lifted = lift(parsed, access, rows_per_entity=None, max_sql_length=max_sql_length)
+        if lifted is None:
+            check_query(parsed, access)
+        else:
+            check_query(lifted.parsed, lifted.access)
     return len(bindings)
 
 

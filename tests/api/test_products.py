@@ -125,6 +125,34 @@ def test_publication_is_refused_with_named_rules(api: Api) -> None:
     assert shown["negative_list"] == "prohibited" and "level" not in shown
 
 
+def test_a_per_entity_template_is_checked_as_a_run_reads_it(api: Api) -> None:
+    """A template over a per-entity table (docs/guard.md) is published: the guard reads
+    it at publication as a run would; its inner WHERE is checked for every sample."""
+    per_person = (
+        "SELECT n, count(*) AS persons FROM (SELECT person_id, count(*) AS n "
+        "FROM health.claims WHERE gender = :g GROUP BY person_id) GROUP BY n"
+    )
+    offer = _offer(
+        title="Claims per person",
+        template=per_person,
+        params={"g": PARAMS["g"]},
+        columns=["person_id", "gender"],
+        groupable=["gender"],
+    )
+    product = api.ok("bureau-health", "POST", "/v1/products", json=offer)
+    assert product["state"] == "published"
+    # the entity key outside the product's columns (whose highest level, L2, is the
+    # product's ceiling): refused as a run would be
+    api.refused(
+        "bureau-health",
+        "POST",
+        "/v1/products",
+        422,
+        "grant.column_ceiling",
+        json={**offer, "title": "Claims per person again", "columns": ["gender"]},
+    )
+
+
 def test_a_product_from_publication_to_a_metered_run(api: Api) -> None:
     product = api.ok("bureau-health", "POST", "/v1/products", json=_offer())
     pid = product["id"]
