@@ -15,6 +15,7 @@ from sqlglot import exp
 
 from sandbox.core.access import DatasetAccess
 from sandbox.core.errors import EnclaveError
+from sandbox.query.lineage import dataset_id
 
 __all__ = ["with_derived_tables"]
 
@@ -26,9 +27,8 @@ def with_derived_tables(stats_sql: str, access: Mapping[str, DatasetAccess]) -> 
         return stats_sql
     tree = sqlglot.parse_one(stats_sql, read="duckdb")
     for table in list(tree.find_all(exp.Table)):
-        db = table.args.get("db")
-        dataset = f"{db.name.lower()}.{table.name.lower()}" if db is not None else None
-        if dataset not in derived:
+        dataset = dataset_id(table)
+        if dataset is None or dataset not in derived:
             continue
         alias = table.args.get("alias")
         if alias is None:

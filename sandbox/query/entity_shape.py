@@ -15,6 +15,7 @@ from sqlglot import exp
 
 from sandbox.core.access import DatasetAccess
 from sandbox.core.errors import QueryRefused
+from sandbox.query.lineage import dataset_id
 
 __all__ = [
     "RULE",
@@ -68,11 +69,9 @@ def per_entity(
     """(dataset, entity key, other keys) where ``select`` groups one dataset by its
     entity key, and by nothing else but columns declared to hold one value per entity
     (``values_per_entity = 1``: a person's district)."""
-    from_ = select.args.get("from_")
-    table = from_.this if from_ is not None else None
-    if not isinstance(table, exp.Table) or table.args.get("db") is None:
+    table, dataset = _source(select)
+    if table is None or dataset is None:
         return None
-    dataset = f"{table.args['db'].name.lower()}.{table.name.lower()}"
     grant = access.get(dataset)
     if grant is None or grant.derived_sql is not None:
         return None
@@ -103,11 +102,7 @@ def per_entity(
 def why_not(select: exp.Select, access: Mapping[str, DatasetAccess]) -> str | None:
     """Why a SELECT grouped by an entity key (and more) is not a per-entity table; None
     where it is one, or groups by no entity key at all."""
-    from_ = select.args.get("from_")
-    table = from_.this if from_ is not None else None
-    dataset = None
-    if isinstance(table, exp.Table) and table.args.get("db") is not None:
-        dataset = f"{table.args['db'].name.lower()}.{table.name.lower()}"
+    _table, dataset = _source(select)
     keys = [k for k in _group_keys(select) if isinstance(k, exp.Column)]
     grant = access.get(dataset) if dataset else None
     if grant is None:
@@ -132,6 +127,16 @@ def why_not(select: exp.Select, access: Mapping[str, DatasetAccess]) -> str | No
             f"group by {entity} alone, or by {several[0]} in the outer query"
         )
     return None
+
+
+def _source(select: exp.Select) -> tuple[exp.Table | None, str | None]:
+    """The SELECT's FROM table and the dataset it names (None, None for anything else)."""
+    from_ = select.args.get("from_")
+    table = from_.this if from_ is not None else None
+    if not isinstance(table, exp.Table):
+        return None, None
+    dataset = dataset_id(table)
+    return (table, dataset) if dataset is not None else (None, None)
 
 
 def _one_per_entity(grant: DatasetAccess, column: str) -> bool:

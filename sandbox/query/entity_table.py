@@ -69,6 +69,7 @@ from sandbox.query.entity_shape import (
 )
 from sandbox.query.grouping_sets import grouping_sets
 from sandbox.query.guard import check_query
+from sandbox.query.lineage import dataset_id
 from sandbox.query.parse import Parsed, parse_query
 from sandbox.query.rewrite import contain_errors
 
@@ -145,11 +146,7 @@ def lift(
         new_access[name] = derived
         virtual.append(name)
         _replace(root, by_position[id(select)], table)
-    remaining = {
-        f"{t.args['db'].name.lower()}.{t.name.lower()}"
-        for t in root.find_all(exp.Table)
-        if t.args.get("db") is not None
-    }
+    remaining = {dataset_id(t) for t in root.find_all(exp.Table)} - {None}
     if remaining - set(virtual):
         aggregate_of_aggregates(cast(exp.Select, parsed.expression))
         return None  # a registered dataset beside them: checked as written
@@ -194,10 +191,7 @@ def _table(
     spec = grant.spec
     source_table = select.args["from_"].this
     for table in select.find_all(exp.Table):
-        db = table.args.get("db")
-        if table is not source_table and (
-            db is None or f"{db.name.lower()}.{table.name.lower()}" not in access
-        ):
+        if table is not source_table and dataset_id(table) not in access:
             raise refuse(
                 "a per-entity table reads its dataset only: a cohort in its WHERE reads a "
                 "dataset, not a CTE or another per-entity table"

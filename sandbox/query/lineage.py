@@ -16,7 +16,7 @@ from sqlglot.optimizer.scope import Scope
 from sandbox.core.errors import QueryRefused
 from sandbox.query.nodes import comparison_operands
 
-__all__ = ["BaseColumn", "ColumnInfo", "Lineage"]
+__all__ = ["BaseColumn", "ColumnInfo", "Lineage", "dataset_id"]
 
 
 @dataclass(frozen=True)
@@ -184,3 +184,9 @@ def _union(infos: list[ColumnInfo]) -> ColumnInfo:
     bases: frozenset[BaseColumn] = frozenset().union(*(i.bases for i in infos))
     valued: frozenset[BaseColumn] = frozenset().union(*(i.bases - i.filtered for i in infos))
     return ColumnInfo(bases, all(i.passthrough for i in infos), bases - valued)
+
+
+def dataset_id(table: exp.Table) -> str | None:
+    """``domain.table`` of a table named with its domain; None for a bare name (a CTE)."""
+    db = table.args.get("db")
+    return None if db is None else f"{db.name.lower()}.{table.name.lower()}"

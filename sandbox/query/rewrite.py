@@ -493,24 +493,20 @@ class _Stats:
 
     def _rows(self, where: str, tag: str, cell: str | None) -> str:
         """``count(*)``, under the FILTER ``where`` (its entity cell ``cell``) if any."""
-        return self._add(
-            "rows" + tag,
-            "rows",
-            self._cap_count(f"count(*){where}"),
-            SUM,
-            direct=f"count(*){where}",
-            cell=cell,
-            filtered=bool(where),
-        )
+        return self._counted("rows" + tag, "rows", "*", where, cell)
 
     def _count(self, sql: str, where: str, tag: str, cell: str | None) -> str:
         """``count(sql)``, under the FILTER ``where`` if any; ``cell`` its entity cell."""
+        return self._counted(f"count:{sql}{tag}", "count", sql, where, cell)
+
+    def _counted(self, key: str, kind: str, arg: str, where: str, cell: str | None) -> str:
+        counted = f"count({arg}){where}"
         return self._add(
-            f"count:{sql}{tag}",
-            "count",
-            self._cap_count(f"count({sql}){where}"),
+            key,
+            kind,
+            self._cap_count(counted),
             SUM,
-            direct=f"count({sql}){where}",
+            direct=counted,
             cell=cell,
             filtered=bool(where),
         )
