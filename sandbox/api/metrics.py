@@ -134,7 +134,12 @@ def _process_exposition() -> bytes:
 
 class CountRequests:
     """ASGI middleware (innermost, so the router's matched route is on the scope): count
-    each HTTP request by method, route template (never the raw path) and status."""
+    each HTTP request by method, route template (never the raw path) and status.
+
+    Counted before the response's last body message is sent, so a client that has its
+    answer finds it counted by its next scrape (counting after the app returned raced
+    a scrape answered by the other worker); a request that never finishes a response is
+    counted when the app returns or raises."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -144,19 +149,28 @@ class CountRequests:
             await self.app(scope, receive, send)
             return
         status = [500]
+        counted = [False]
+
+        def count() -> None:
+            if counted[0]:
+                return
+            counted[0] = True
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope.get("method", "")
+            method = method if method in ("GET", "POST", "PUT", "DELETE", "PATCH") else "other"
+            HTTP_REQUESTS.labels(method, route, str(status[0])).inc()
 
         async def watched(message: Any) -> None:
             if message["type"] == "http.response.start":
                 status[0] = int(message["status"])
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                count()
             await send(message)
 
         try:
             await self.app(scope, receive, watched)
         finally:
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
-            method = scope.get("method", "")
-            method = method if method in ("GET", "POST", "PUT", "DELETE", "PATCH") else "other"
-            HTTP_REQUESTS.labels(method, route, str(status[0])).inc()
+            count()
 
 
 def _loopback(client: str | None) -> bool:

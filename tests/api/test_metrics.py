@@ -171,3 +171,36 @@ def test_only_loopback_addresses_count_as_loopback() -> None:
     assert _loopback("127.0.0.1") and _loopback("127.8.9.10") and _loopback("::1")
     for client in ("10.0.0.1", "192.168.1.1", "::ffff:8.8.8.8", "testclient", "", None):
         assert not _loopback(client), client
+
+
+def test_a_request_is_counted_before_its_answer_reaches_the_client() -> None:
+    """The client may scrape the other worker the moment its answer arrives: the count
+    must already be there when the last body message goes out (it raced when counted
+    after the app returned)."""
+    import asyncio
+
+    from starlette.routing import Route
+
+    from sandbox.api.metrics import HTTP_REQUESTS, CountRequests
+
+    key = ("POST", "/v1/race", "201")
+    seen: list[float] = []
+
+    async def app(scope: dict[str, object], receive: object, send: object) -> None:
+        scope["route"] = Route("/v1/race", endpoint=lambda request: None)
+        await send({"type": "http.response.start", "status": 201, "headers": []})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": b"a", "more_body": True})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": b"b"})  # type: ignore[operator]
+
+    async def send(message: dict[str, object]) -> None:
+        if message["type"] == "http.response.body":
+            seen.append(HTTP_REQUESTS.labels(*key)._value.get())
+
+    before = HTTP_REQUESTS.labels(*key)._value.get()
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request"}
+
+    asyncio.run(CountRequests(app)({"type": "http", "method": "POST"}, receive, send))
+    assert seen == [before, before + 1]
+    assert HTTP_REQUESTS.labels(*key)._value.get() == before + 1
