@@ -284,8 +284,12 @@ def having_filter(
         same = next((c for c in [*columns, *hidden] if c.same_as(this)), None)
         if same is None:
             # named as written (a refusal of the condition then reads as the analyst's
-            # words); no output shares the name, and a name with "(" is none written bare
-            written = node.sql(dialect="duckdb", normalize_functions="lower").lower()
+            # words), its constants as "…" (a refusal never repeats one); no output
+            # shares the name, and a name with "(" is none written bare
+            shown = node.copy()
+            for literal in list(shown.find_all(exp.Literal)):
+                literal.replace(exp.var("…"))
+            written = shown.sql(dialect="duckdb", normalize_functions="lower").lower()
             taken = {c.name for c in [*columns, *hidden]}
             name, n = written, 1
             while name in taken:

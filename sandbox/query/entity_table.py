@@ -67,6 +67,7 @@ from sandbox.query.entity_shape import (
     shape,
     why_not,
 )
+from sandbox.query.entity_words import TableName
 from sandbox.query.grouping_sets import grouping_sets
 from sandbox.query.guard import check_query
 from sandbox.query.lineage import dataset_id
@@ -86,6 +87,8 @@ class EntityTables:
 
     parsed: Parsed
     access: Mapping[str, DatasetAccess]
+    #: how the analyst names each table, for refusals (``entity_words``)
+    names: tuple[TableName, ...] = ()
 
 
 def lift(
@@ -129,11 +132,12 @@ def lift(
     by_position = dict(zip((id(s) for s in inner), copies, strict=True))
     new_access = dict(access)
     virtual: list[str] = []
+    spoken: list[TableName] = []
     for select, key in found:
         assert key is not None
         dataset, entity, others = key
         name = _virtual_name(dataset, entity, new_access)
-        table, derived = _table(
+        table, derived, hidden = _table(
             by_position[id(select)],
             dataset,
             entity,
@@ -145,6 +149,7 @@ def lift(
         )
         new_access[name] = derived
         virtual.append(name)
+        spoken.append(TableName(name, _label(select), entity, hidden))
         _replace(root, by_position[id(select)], table)
     remaining = {dataset_id(t) for t in root.find_all(exp.Table)} - {None}
     if remaining - set(virtual):
@@ -154,10 +159,18 @@ def lift(
         cte.alias_or_name.lower() for with_ in root.find_all(exp.With) for cte in with_.expressions
     )
     lifted = Parsed(root, tuple(virtual), ctes, parsed.sql, sets=grouping_sets(root))
-    return EntityTables(lifted, new_access)
+    return EntityTables(lifted, new_access, tuple(spoken))
 
 
 # -- the per-entity table as a dataset ----------------------------------------------------
+
+
+def _label(select: exp.Select) -> str | None:
+    """The name the analyst gave the table: its alias, or its CTE's name."""
+    parent = select.parent
+    if isinstance(parent, (exp.Subquery, exp.CTE)):
+        return parent.alias or None
+    return None
 
 
 def _virtual_name(dataset: str, entity: str, taken: Mapping[str, DatasetAccess]) -> str:
@@ -179,8 +192,9 @@ def _table(
     name: str,
     rows_per_entity: int,
     max_sql_length: int,
-) -> tuple[exp.Expr, DatasetAccess]:
-    """The source that replaces ``select`` and the per-entity table's access."""
+) -> tuple[exp.Expr, DatasetAccess, frozenset[str]]:
+    """The source that replaces ``select``, the per-entity table's access and the names
+    of the columns only its HAVING compares."""
     key_name, keys, columns = shape(select, dataset, entity, others)
     having = select.args.get("having")
     hidden: list[EntityColumn] = []
@@ -268,11 +282,12 @@ def _table(
     )
     domain, table_name = name.split(".", 1)
     table = exp.table_(table_name, db=domain)
+    shown = frozenset(c.name for c in hidden)
     if condition is None:
-        return table, derived
+        return table, derived, shown
     visible = [c.name for c in columns] + [key_name, *keys]
     filtered = exp.select(*(exp.column(c, quoted=True) for c in visible)).from_(table)
-    return filtered.where(condition), derived
+    return filtered.where(condition), derived, shown
 
 
 def _check_form(column: EntityColumn, spec: DatasetSpec) -> exp.Expr:

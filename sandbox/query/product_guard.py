@@ -25,6 +25,7 @@ from sandbox.governance.product_templates import Template, bind, match_binding, 
 from sandbox.governance.products import product_template
 from sandbox.platform import Platform
 from sandbox.query.entity_table import lift
+from sandbox.query.entity_words import analyst_words
 from sandbox.query.guard import check_query
 from sandbox.query.parse import parse_query
 
@@ -67,7 +68,8 @@ def guard_template(
         if lifted is None:
             check_query(parsed, access)
         else:
-            check_query(lifted.parsed, lifted.access)
+            with analyst_words(lifted.names):
+                check_query(lifted.parsed, lifted.access)
     return len(bindings)
 
 

@@ -35,6 +35,7 @@ from sandbox.query.disclosure import (
     reads_group_entities,
 )
 from sandbox.query.entity_table import lift
+from sandbox.query.entity_words import analyst_words
 from sandbox.query.grouping_sets import grouping_sets, output_names, stacked_order
 from sandbox.query.guard import Checked, check_query
 from sandbox.query.key_groups import declared_groups
@@ -283,14 +284,15 @@ def prepare(
         one = replace(
             params, max_rows_per_entity=1, max_groups_per_entity=1, max_total_rows_per_entity=None
         )
-        over = prepare(
-            lifted.parsed,
-            lifted.access,
-            one,
-            bounds=bounds,
-            max_sql_length=max_sql_length,
-            portable=portable,
-        )
+        with analyst_words(lifted.names):
+            over = prepare(
+                lifted.parsed,
+                lifted.access,
+                one,
+                bounds=bounds,
+                max_sql_length=max_sql_length,
+                portable=portable,
+            )
         return replace(over, parsed=parsed)  # the datasets and text the analyst named
     windows = split_windows(parsed.expression, STATS_TABLE)
     if windows is not None:

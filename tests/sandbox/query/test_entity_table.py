@@ -73,6 +73,9 @@ def test_each_case_is_answered_or_refused_with_its_rule(case: dict, params: Any)
     assert info.value.rule == rule, info.value.message
     for constant in _constants(case["sql"]):
         assert constant not in info.value.message
+    # in the analyst's words: never the name the platform gave the table
+    assert "_per_person_id" not in info.value.message
+    assert case.get("says", "") in info.value.message
 
 
 def test_the_outer_query_has_one_row_in_one_group_per_entity() -> None:
