@@ -155,6 +155,12 @@ def drive(s: Session, home: Path) -> None:
     assert s.call("op-bank", "GET", f"/v1/statements/{datetime.now(UTC):%Y-%m}").status_code == 200
     budgeted = s.job("op-insurer", "SELECT gender, count(*) AS n FROM health.claims GROUP BY 1")
     assert budgeted["state"] == "succeeded", budgeted
+    above = s.job(  # a threshold: its released value is recorded (`thresholds`)
+        "op-insurer",
+        "SELECT count(*) AS n FROM health.claims "
+        "WHERE claim_amount > (SELECT avg(claim_amount) FROM health.claims)",
+    )
+    assert above["state"] == "succeeded", above
     # bureau: upload, register, classify, grants, review
     upload = s.ok(
         "bureau-health",

@@ -16,7 +16,7 @@ from __future__ import annotations
 from sqlglot import exp
 
 from sandbox.core.errors import QueryRefused
-from sandbox.query.totals import is_total, obstacle
+from sandbox.query.totals import TOTAL_OR_THRESHOLD, is_threshold, is_total, obstacle
 
 __all__ = ["advise", "aggregate_of_aggregates", "mean_of_entity_sums"]
 
@@ -83,9 +83,11 @@ def _scalar_total(root: exp.Select) -> None:
     for sub in root.find_all(exp.Subquery):
         if isinstance(sub.parent, exp.From | exp.Join) or isinstance(sub.parent, exp.Exists):
             continue
-        reason = obstacle(sub, root)
+        if is_threshold(sub, root) or is_total(sub, root):
+            continue  # released as a part of its own (parts.py): a threshold first
+        reason = obstacle(sub, root, TOTAL_OR_THRESHOLD)
         if reason is None:
-            continue  # a total, released as a part of its own (parts.py)
+            continue
         inner = sub.this
         if not isinstance(inner, exp.Select) or inner.args.get("group"):
             continue
@@ -96,9 +98,9 @@ def _scalar_total(root: exp.Select) -> None:
         total = f"SELECT {_text(aggregates[0])} FROM {tables[0]}"
         raise QueryRefused(
             f"a total in a subquery ({total}) is released on its own only when it stands "
-            "in the SELECT list, HAVING or ORDER BY, outside any aggregate, and reads no "
-            f"column of the outer query; here {reason} (other subqueries are allowed only "
-            "in FROM)",
+            "in the SELECT list, HAVING, ORDER BY or WHERE, outside any aggregate, and "
+            f"reads no column of the outer query; here {reason} (other subqueries are "
+            "allowed only in FROM)",
             rule="guard.subquery_predicate",
         )
 

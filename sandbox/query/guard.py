@@ -206,15 +206,15 @@ def closed(a: Analysed) -> None:
 
 
 def scope_placement(a: Analysed, scope: Scope) -> None:
-    """Subqueries only in FROM, totals aside (each released on its own) and cohorts (a
-    WHERE's ``key IN (SELECT key …)``, cohorts.py); no table functions."""
+    """Subqueries only in FROM, totals and thresholds aside (each released on its own)
+    and cohorts (a WHERE's ``key IN (SELECT key …)``, cohorts.py); no table functions."""
     if scope.scope_type is ScopeType.SUBQUERY and scope.expression.meta.get(COHORT):
         return  # its keys are checked with the scope it filters (``cohorts``)
     if scope.scope_type in (ScopeType.SUBQUERY,):
         raise refuse(
             "guard.subquery_predicate",
             "subqueries are allowed only in FROM, and as a total (SELECT agg(x) FROM … with "
-            "no GROUP BY) in the SELECT list, HAVING or ORDER BY",
+            "no GROUP BY) in the SELECT list, HAVING or ORDER BY, or compared with in WHERE",
         )
     if scope.scope_type is ScopeType.UDTF:
         raise refuse("guard.table_function", "table functions are not allowed")

@@ -9,20 +9,40 @@ release query then reads each released total where its placeholder stands
 released values only.  Each part reads the outer query's CTEs it names.  Both are
 normalised again (``normalize.py``), so an outer SELECT over an aggregating CTE can
 merge now that its subquery is gone, and a total over a CTE's groups rolls up.
+
+A **threshold** (a total in the outermost WHERE: ``x > (SELECT avg(x) FROM t)``) is
+split the same way (``split_thresholds``) but used the other way round: it is released
+*before* the query runs, and the query, checked with a marked stand-in constant, is
+prepared again with the released value in its place (``bind_thresholds``), so the
+enclave's second query reads a released value, never the true total.
 Pure functions.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 from sqlglot import exp
 
+from sandbox.core.errors import QueryRefused
 from sandbox.query.normalize import normalize
 from sandbox.query.parse import Parsed
-from sandbox.query.totals import is_total, placeholder
+from sandbox.query.totals import is_threshold, is_total, placeholder
 
-__all__ = ["Split", "split_totals"]
+__all__ = [
+    "THRESHOLD",
+    "Split",
+    "bind_thresholds",
+    "split_thresholds",
+    "split_totals",
+    "thresholds_in",
+]
+
+#: The meta key of the literal standing for the i-th threshold in the outer query.
+THRESHOLD = "sbx_threshold"
 
 
 @dataclass(frozen=True)
@@ -77,6 +97,100 @@ def _parsed(query: exp.Select, sql: str) -> Parsed:
     return Parsed(query, _datasets(query), names, sql)
 
 
+def _hoisted(
+    main: exp.Select, subs: list[exp.Subquery], sql: str, stand_in: Callable[[int], exp.Expr]
+) -> list[Parsed]:
+    """Each distinct subquery of ``subs`` as a query of its own (with the CTEs it reads),
+    each replaced in ``main`` by ``stand_in(its index)``."""
+    with_ = main.args.get("with_")
+    ctes = {cte.alias_or_name.lower(): cte for cte in (with_.expressions if with_ else [])}
+    parts: list[Parsed] = []
+    indexes: dict[str, int] = {}
+    for sub in subs:
+        part = sub.this.copy()
+        read = [c.copy() for c in _ctes_read(part, ctes)]
+        own = part.args.get("with_")
+        if read:
+            part.set("with_", exp.With(expressions=[*read, *(own.expressions if own else [])]))
+        text = part.sql(dialect="duckdb")
+        if text not in indexes:  # the same subquery twice is released once
+            indexes[text] = len(parts)
+            normalize(part)
+            parts.append(_parsed(part, sql))
+        sub.replace(stand_in(indexes[text]))
+    return parts
+
+
+def _stand_in(index: int) -> exp.Literal:
+    """The constant standing for a threshold while the guard checks the outer query: a
+    number no band's edge is (a threshold on a banded column is refused as cutting
+    inside a band, as any constant that is not an edge), marked in its meta (SQL text
+    cannot set meta: ``parse_query`` drops comment meta)."""
+    literal = exp.Literal(this=f"{index + 1}.0000000000001", is_string=False)
+    literal.meta[THRESHOLD] = index
+    return literal
+
+
+def split_thresholds(parsed: Parsed) -> Split | None:
+    """The query with each threshold (``WHERE x > (SELECT avg(x) FROM t)``, see
+    ``totals.is_threshold``) replaced by a stand-in, and each threshold as a query of
+    its own; None if the query has none.  The thresholds are released first and the
+    query runs with their released values (``bind_thresholds``)."""
+    root = parsed.expression
+    if not isinstance(root, exp.Select) or not any(
+        is_threshold(s, root) for s in root.find_all(exp.Subquery)
+    ):
+        return None
+    main = root.copy()
+    subs = [s for s in main.find_all(exp.Subquery) if is_threshold(s, main)]
+    thresholds = _hoisted(main, subs, parsed.sql, _stand_in)
+    _prune(main)
+    normalize(main)
+    return Split(_parsed(main, parsed.sql), tuple(thresholds))
+
+
+def bind_thresholds(main: Parsed, values: Sequence[object]) -> Parsed:
+    """``main`` with each threshold's stand-in replaced by its released value (NULL where
+    it was withheld: ``x > NULL`` keeps no row, as in SQL).  Refused where a value is
+    no number (a threshold compares numbers)."""
+    tree = main.expression.copy()
+    for literal in list(tree.find_all(exp.Literal)):
+        index = literal.meta.get(THRESHOLD)
+        if type(index) is int:
+            literal.replace(_number(values[index]))
+    return Parsed(tree, main.datasets, main.cte_names, main.sql)
+
+
+def _number(value: object) -> exp.Expr:
+    if value is None:
+        return exp.Null()
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise QueryRefused(
+            "a subquery compared in WHERE gives a number (an average, a sum, a count): "
+            "this one gives another type",
+            rule="guard.subquery_predicate",
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        return exp.Null()
+    if isinstance(value, Decimal) and not value.is_finite():
+        return exp.Null()
+    text = repr(value) if isinstance(value, float) else str(value)
+    if text.startswith("-"):
+        return exp.Neg(this=exp.Literal.number(text[1:]))
+    return exp.Literal.number(text)
+
+
+def thresholds_in(main: Parsed) -> int:
+    """How many distinct thresholds' stand-ins ``main`` still holds."""
+    return len(
+        {
+            index
+            for literal in main.expression.find_all(exp.Literal)
+            if type(index := literal.meta.get(THRESHOLD)) is int
+        }
+    )
+
+
 def split_totals(parsed: Parsed) -> Split | None:
     """The outer query (totals replaced by placeholders) and each total, or None if none."""
     root = parsed.expression
@@ -88,9 +202,6 @@ def split_totals(parsed: Parsed) -> Split | None:
     subs = [s for s in main.find_all(exp.Subquery) if is_total(s, main)]
     if not subs:
         return None
-    with_ = main.args.get("with_")
-    ctes = {cte.alias_or_name.lower(): cte for cte in (with_.expressions if with_ else [])}
-    totals: list[Parsed] = []
     hoisted = {id(s) for s in subs}
     for projection in main.expressions:
         inside = any(id(s) in hoisted for s in projection.walk())
@@ -99,19 +210,7 @@ def split_totals(parsed: Parsed) -> Split | None:
             name = exp.to_identifier(projection.sql(dialect="duckdb"), quoted=True)
             projection.replace(exp.Alias(this=projection.copy(), alias=name))
     subs = [s for s in main.find_all(exp.Subquery) if is_total(s, main)]
-    indexes: dict[str, int] = {}
-    for sub in subs:
-        total = sub.this.copy()
-        read = [c.copy() for c in _ctes_read(total, ctes)]
-        own = total.args.get("with_")
-        if read:
-            total.set("with_", exp.With(expressions=[*read, *(own.expressions if own else [])]))
-        text = total.sql(dialect="duckdb")
-        if text not in indexes:  # the same total twice is released once
-            indexes[text] = len(totals)
-            normalize(total)
-            totals.append(_parsed(total, parsed.sql))
-        sub.replace(placeholder(indexes[text]))
+    totals = _hoisted(main, subs, parsed.sql, placeholder)
     _prune(main)
     normalize(main)
     return Split(_parsed(main, parsed.sql), tuple(totals))

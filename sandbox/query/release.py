@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sandbox.core.access import DatasetAccess
-from sandbox.core.errors import EnclaveError, QueryRefused
+from sandbox.core.errors import EnclaveError, QueryRefused, SandboxError
 from sandbox.enclave.enclave import LOCKDOWN, Enclave
 from sandbox.engines.base import Engine
 from sandbox.engines.duck import DuckDBEngine
@@ -41,7 +41,13 @@ from sandbox.query.guard import Checked, check_query
 from sandbox.query.key_groups import declared_groups
 from sandbox.query.noise import NoiseSource
 from sandbox.query.parse import Parsed, parse_query
-from sandbox.query.parts import Split, split_totals
+from sandbox.query.parts import (
+    Split,
+    bind_thresholds,
+    split_thresholds,
+    split_totals,
+    thresholds_in,
+)
 from sandbox.query.release_filter import apply_filter
 from sandbox.query.rewrite import STATS_TABLE, ContributionBounds, Plan, build_plan
 from sandbox.query.totals import WithTotals, total_column
@@ -50,6 +56,7 @@ from sandbox.query.windows import Window, split_windows
 __all__ = [
     "Prepared",
     "PreparedWithSets",
+    "PreparedWithThresholds",
     "PreparedWithTotals",
     "PreparedWithWindows",
     "Released",
@@ -59,6 +66,8 @@ __all__ = [
     "release",
     "release_database",
     "result_sha256",
+    "run_thresholds",
+    "with_thresholds",
 ]
 
 
@@ -91,12 +100,8 @@ class Prepared:
 
 
 @dataclass(frozen=True)
-class PreparedWithTotals(Prepared):
-    """A query whose totals are released as parts of their own (``sandbox/query/parts.py``).
-
-    ``params`` is the outer query's share of the release (ε and δ split equally over
-    the outer query and its totals); each part holds its own share.
-    """
+class _WithParts(Prepared):
+    """A query released with parts of its own: its cost and columns are theirs too."""
 
     parts: tuple[Prepared, ...] = ()
 
@@ -109,11 +114,41 @@ class PreparedWithTotals(Prepared):
         return sorted({*super().touched, *(c for part in self.parts for c in part.touched)})
 
 
+@dataclass(frozen=True)
+class PreparedWithTotals(_WithParts):
+    """A query whose totals are released as parts of their own (``sandbox/query/parts.py``).
+
+    ``params`` is the outer query's share of the release (ε and δ split equally over
+    the outer query and its totals); each part holds its own share.
+    """
+
+
 def _share(params: DisclosureParams, parts: int) -> DisclosureParams:
     """One of ``parts`` equal shares of a release's ε and δ (basic composition)."""
     if not params.epsilon:
         return params
     return replace(params, epsilon=params.epsilon / parts, delta=params.delta / parts)
+
+
+def _split_prepared(
+    split: Split,
+    access: Mapping[str, DatasetAccess],
+    params: DisclosureParams,
+    bounds: ContributionBounds | None,
+    max_sql_length: int,
+    portable: bool,
+) -> tuple[DisclosureParams, tuple[Prepared, ...], Prepared]:
+    """Each part and the outer query prepared as queries of their own, with an equal
+    share each: (the share, the parts, the outer query)."""
+    share = _share(params, 1 + len(split.totals))
+    parts = tuple(
+        prepare(t, access, share, bounds=bounds, max_sql_length=max_sql_length, portable=portable)
+        for t in split.totals
+    )
+    main = prepare(
+        split.main, access, share, bounds=bounds, max_sql_length=max_sql_length, portable=portable
+    )
+    return share, parts, main
 
 
 def _with_totals(
@@ -126,15 +161,94 @@ def _with_totals(
     portable: bool,
 ) -> PreparedWithTotals:
     """The outer query and each total, each prepared as a query of its own."""
-    share = _share(params, 1 + len(split.totals))
-    parts = tuple(
-        prepare(t, access, share, bounds=bounds, max_sql_length=max_sql_length, portable=portable)
-        for t in split.totals
-    )
-    main = prepare(
-        split.main, access, share, bounds=bounds, max_sql_length=max_sql_length, portable=portable
-    )
+    _, parts, main = _split_prepared(split, access, params, bounds, max_sql_length, portable)
     return PreparedWithTotals(parsed, main.checked, main.plan, main.params, parts=parts)
+
+
+@dataclass(frozen=True)
+class PreparedWithThresholds(_WithParts):
+    """A query whose WHERE compares with a total (``x > (SELECT avg(x) FROM t)``): each
+    such threshold is released first, as the query of its own it is, and the query then
+    runs with the released values in its place (``parts.split_thresholds``,
+    :func:`run_thresholds`).  Its own fields are the query's with a stand-in constant
+    for each threshold (the guard's verdict, the noise plan, ``explain``'s accuracy: none
+    depends on the value); ``params`` its share of ε and δ, split equally with the
+    thresholds as a query's totals are.  Never executed as it is (:func:`execute`)."""
+
+    #: ``parts``: the thresholds, in order; the query with its stand-ins, and what
+    #: preparing it again at the values needs
+    main: Parsed | None = None
+    share: DisclosureParams | None = None
+    access: Mapping[str, DatasetAccess] | None = None
+    bounds: ContributionBounds | None = None
+    max_sql_length: int = 0
+    portable: bool = False
+
+    def at(self, values: tuple[object, ...]) -> Prepared:
+        """The query prepared again with the thresholds' released values in place: the
+        query that was costed, with a constant changed (else refused: its ε was charged
+        for the stand-in's plan, which a run may never exceed)."""
+        assert self.main is not None and self.share is not None and self.access is not None
+        bound = prepare(
+            bind_thresholds(self.main, values),
+            self.access,
+            self.share,
+            bounds=self.bounds,
+            max_sql_length=self.max_sql_length,
+            portable=self.portable,
+        )
+        if (
+            type(bound) is not Prepared
+            or bound.params != self.params
+            or bound.epsilon > Prepared.epsilon.fget(self)  # type: ignore[attr-defined]
+        ):
+            raise EnclaveError(
+                "the query at its thresholds' released values is not the query costed",
+                rule="release.outputs",
+            )
+        return bound
+
+
+def _with_thresholds(
+    parsed: Parsed,
+    split: Split,
+    access: Mapping[str, DatasetAccess],
+    params: DisclosureParams,
+    bounds: ContributionBounds | None,
+    max_sql_length: int,
+    portable: bool,
+) -> PreparedWithThresholds:
+    """Each threshold and the query with stand-ins, each prepared as a query of its own."""
+    if thresholds_in(split.main) != len(split.totals):
+        raise QueryRefused(
+            "a subquery in WHERE is compared with a column as it stands (x > (SELECT "
+            "avg(x) FROM t), x > 2 * (SELECT …)); here an expression around it could not "
+            "be kept as written",
+            rule="guard.subquery_predicate",
+        )
+    share, thresholds, main = _split_prepared(
+        split, access, params, bounds, max_sql_length, portable
+    )
+    if type(main) is not Prepared:
+        raise QueryRefused(
+            "a subquery compared in WHERE is released before the query runs, which is then "
+            "one release: without window functions, grouping sets or totals in its SELECT "
+            "list (run those as a query of their own)",
+            rule="guard.subquery_predicate",
+        )
+    return PreparedWithThresholds(
+        parsed,
+        main.checked,
+        main.plan,
+        main.params,
+        parts=thresholds,
+        main=split.main,
+        share=share,
+        access=access,
+        bounds=bounds,
+        max_sql_length=max_sql_length,
+        portable=portable,
+    )
 
 
 @dataclass(frozen=True)
@@ -237,6 +351,8 @@ class Released:
     epsilon_spent: float
     #: The released statistics the outputs were computed from (for per-cell accuracy).
     stats: pa.Table | None = None
+    #: The released value of each threshold the query's WHERE compared with, in order.
+    thresholds: tuple[object, ...] = ()
 
 
 def with_total(params: DisclosureParams) -> DisclosureParams:
@@ -294,6 +410,11 @@ def prepare(
                 portable=portable,
             )
         return replace(over, parsed=parsed)  # the datasets and text the analyst named
+    thresholds = split_thresholds(parsed)
+    if thresholds is not None:
+        return _with_thresholds(
+            parsed, thresholds, access, params, bounds, max_sql_length, portable
+        )
     windows = split_windows(parsed.expression, STATS_TABLE)
     if windows is not None:
         inner = prepare(
@@ -387,6 +508,9 @@ def execute(
     """
     if isinstance(engine, Enclave):
         engine = DuckDBEngine(engine)
+    if isinstance(prepared, PreparedWithThresholds):
+        # its plan holds stand-ins for the thresholds: run_thresholds, then execute .at()
+        raise EnclaveError("the query's thresholds are not released yet", rule="release.outputs")
     if isinstance(prepared, PreparedWithWindows):
         return execute(engine, prepared.inner, max_groups=max_groups, before=before)
     if isinstance(prepared, PreparedWithSets):
@@ -398,6 +522,52 @@ def execute(
         return table
     totals = tuple(execute(engine, p, max_groups=max_groups, before=before) for p in prepared.parts)
     return WithTotals(table, totals)
+
+
+def run_thresholds(
+    engine: Engine | Enclave,
+    prepared: PreparedWithThresholds,
+    *,
+    noise: NoiseSource | None = None,
+    database: duckdb.DuckDBPyConnection | None = None,
+    before: Callable[[Any], None] | None = None,
+) -> tuple[Prepared, tuple[Released, ...]]:
+    """Release each threshold (executed, then disclosed, as the query of its own it is),
+    then prepare the query at their released values: what :func:`execute` and
+    :func:`release` then run.  Only released values reach the query (post-processing)."""
+    parts: list[Released] = []
+    for part in prepared.parts:
+        stats = execute(engine, part, before=before)
+        try:
+            parts.append(release(stats, part, noise=noise, database=database))
+        except SandboxError:
+            raise
+        except Exception:
+            raise EnclaveError(
+                "the released values could not be computed from the statistics",
+                rule="disclosure.arithmetic",
+            ) from None
+    values = tuple(
+        part.table.column(0)[0].as_py() if part.table.num_rows else None for part in parts
+    )
+    return prepared.at(values), tuple(parts)
+
+
+def with_thresholds(released: Released, thresholds: tuple[Released, ...]) -> Released:
+    """The query's release with its thresholds': their ε, groups and values."""
+    if not thresholds:
+        return released
+    suppressed = released.groups_suppressed
+    if suppressed is not None:
+        suppressed += sum(t.groups_suppressed or 0 for t in thresholds)
+    return replace(
+        released,
+        groups_suppressed=suppressed,
+        epsilon_spent=released.epsilon_spent + sum(t.epsilon_spent for t in thresholds),
+        thresholds=tuple(
+            t.table.column(0)[0].as_py() if t.table.num_rows else None for t in thresholds
+        ),
+    )
 
 
 def release_database() -> duckdb.DuckDBPyConnection:

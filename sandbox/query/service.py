@@ -44,6 +44,7 @@ import uuid
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from functools import partial
 from typing import Any
 
@@ -93,6 +94,7 @@ from sandbox.query.receipts import issue_receipt
 from sandbox.query.release import (
     Prepared,
     PreparedWithSets,
+    PreparedWithThresholds,
     PreparedWithTotals,
     PreparedWithWindows,
     Released,
@@ -101,6 +103,8 @@ from sandbox.query.release import (
     release,
     release_database,
     result_sha256,
+    run_thresholds,
+    with_thresholds,
 )
 from sandbox.query.rewrite import ContributionBounds
 from sandbox.query.window_types import Unchecked, check_output_types, stats_types
@@ -776,11 +780,22 @@ class QueryService:
             try:
                 limit = self.platform.settings.max_result_rows
                 noised = prepared.params.epsilon is not None
+                run: Prepared = prepared
+                thresholds: tuple[Released, ...] = ()
                 try:
                     engine = self.platform.query_engine(engine_of(auth.records.values()))
+                    if isinstance(prepared, PreparedWithThresholds):
+                        # released first; the query then runs at their released values
+                        run, thresholds = run_thresholds(
+                            engine,
+                            prepared,
+                            noise=self.noise,
+                            database=self._release_db,
+                            before=partial(self._check_versions, auth),
+                        )
                     stats = execute(
                         engine,
-                        prepared,
+                        run,
                         max_groups=read_cap,
                         before=partial(self._check_versions, auth),
                     )
@@ -790,11 +805,12 @@ class QueryService:
                 try:
                     released = release(
                         stats,
-                        prepared,
+                        run,
                         noise=self.noise,
                         database=self._release_db,
                         max_groups=self._max_groups if noised else None,
                     )
+                    released = with_thresholds(released, thresholds)
                 except SandboxError:
                     raise
                 except Exception as exc:
@@ -1069,6 +1085,7 @@ class QueryService:
             "k": prepared.params.k,
             "epsilon_spent": released.epsilon_spent,
             "accuracy": result_accuracy(prepared, released, self._release_db),
+            **_thresholds_meta(prepared, released),
             "epsilon_remaining": None
             if auth.remaining is None
             else max(0.0, auth.remaining - released.epsilon_spent),
@@ -1185,6 +1202,20 @@ def _check_rows_quota(decision: Decision, cost: Cost) -> None:
                 f"quota has {max(0, grant.rows_per_day - so_far):,} left today",
                 rule="quota.rows_per_day",
             )
+
+
+def _thresholds_meta(prepared: Prepared, released: Released) -> dict[str, Any]:
+    """With ε, the released value of each threshold the WHERE compared with (a DP
+    release itself, so the analyst knows what the rows were compared with); without
+    ε, nothing: the held result was reviewed, not the threshold behind it."""
+    if not released.thresholds or not prepared.params.epsilon:
+        return {}
+    return {"thresholds": [_plain(v) for v in released.thresholds]}
+
+
+def _plain(value: object) -> object:
+    """A released threshold as JSON holds it (a Decimal sum as its float)."""
+    return float(value) if isinstance(value, Decimal) else value
 
 
 def _computes(prepared: Prepared) -> bool:

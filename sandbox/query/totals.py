@@ -25,8 +25,10 @@ from sandbox.query.merge_source import _aliases, _only, _outputs
 
 __all__ = [
     "TOTAL",
+    "TOTAL_OR_THRESHOLD",
     "WithTotals",
     "cross_joined_totals",
+    "is_threshold",
     "is_total",
     "obstacle",
     "placeholder",
@@ -38,6 +40,10 @@ __all__ = [
 TOTAL = "sbx_total"
 #: Where the positions of a total may be, as the argument of the outermost SELECT.
 _RELEASED_CLAUSES = frozenset({"expressions", "having", "order"})
+#: Where a threshold may be: the outermost SELECT's WHERE.
+_THRESHOLD_CLAUSES = frozenset({"where"})
+#: Where either may be (what a refusal of a subquery says it could not find).
+TOTAL_OR_THRESHOLD = _RELEASED_CLAUSES | _THRESHOLD_CLAUSES
 
 
 @dataclass(frozen=True)
@@ -108,8 +114,12 @@ def _whole_aggregate(select: exp.Expr) -> bool:
     return not isinstance(value, exp.Star) and value.find(exp.AggFunc) is not None
 
 
-def obstacle(sub: exp.Expr, root: exp.Expr) -> str | None:
-    """Why the subquery ``sub`` of ``root`` is not a total, in the analyst's words (or None)."""
+def obstacle(
+    sub: exp.Expr, root: exp.Expr, clauses: frozenset[str] = _RELEASED_CLAUSES
+) -> str | None:
+    """Why the subquery ``sub`` of ``root`` is not a total, in the analyst's words (or None).
+
+    ``clauses``: where it may stand (a threshold: ``{"where"}``, ``is_threshold``)."""
     if not isinstance(sub, exp.Subquery) or not isinstance(root, exp.Select):
         return "it is not a subquery of the released SELECT"
     named = frozenset({"this", "alias"}) if sub.parent is root else frozenset({"this"})
@@ -124,8 +134,8 @@ def obstacle(sub: exp.Expr, root: exp.Expr) -> str | None:
             node, exp.AggFunc | exp.Filter | exp.Window | exp.Subquery | exp.Query
         ):
             return "it stands inside an aggregate or another subquery"
-    if node.arg_key not in _RELEASED_CLAUSES:
-        return "it stands outside the SELECT list, HAVING and ORDER BY"
+    if node.arg_key not in clauses:
+        return "it stands outside the SELECT list, HAVING, ORDER BY and WHERE"
     if not _uncorrelated(sub.this):
         return "it refers to the outer query's rows (a correlated subquery)"
     return None
@@ -134,6 +144,12 @@ def obstacle(sub: exp.Expr, root: exp.Expr) -> str | None:
 def is_total(sub: exp.Expr, root: exp.Expr) -> bool:
     """``sub`` is a total of ``root``: released as its own part, see the module docstring."""
     return obstacle(sub, root) is None
+
+
+def is_threshold(sub: exp.Expr, root: exp.Expr) -> bool:
+    """``sub`` is a total standing in ``root``'s WHERE (``x > (SELECT avg(x) FROM t)``):
+    released before the query runs, which then reads its released value (``parts.py``)."""
+    return obstacle(sub, root, _THRESHOLD_CLAUSES) is None
 
 
 def _cross(join: exp.Join) -> bool:

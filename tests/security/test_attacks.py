@@ -60,7 +60,8 @@ SUBJECT = {
     "dataset.unknown": r"dataset \w+\.\w+",
     "guard.identifier": r"identifier \w+\.\w+\.\w+",
     "guard.l4_column": r"\w+\.\w+\.\w+ is level L4",
-    "guard.aggregate_record_value": r"column \w+\.\w+\.\w+",
+    # a per-entity table's column by its alias or CTE name (t.total): the analyst's words
+    "guard.aggregate_record_value": r"column \w+(\.\w+){1,2}",
     "guard.aggregate_argument": r"\w+\(\)",
     "guard.quasi": r"quasi column \w+\.\w+\.\w+",
     "guard.join": r"join",

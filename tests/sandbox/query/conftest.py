@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import duckdb
 import pytest
 
 from sandbox.enclave.demo_data import GENERATORS
+from tests.conftest import build_deployment
 
 #: The demo deployment's scale (tests/conftest.py build_deployment).
 DEMO_SCALE = 0.01
@@ -23,3 +25,11 @@ def raw_demo() -> Iterator[duckdb.DuckDBPyConnection]:
         con.execute(f"CREATE TABLE {dataset} AS {generate(DEMO_SCALE)}")
     yield con
     con.close()
+
+
+@pytest.fixture(scope="module")
+def demo_deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
+    """A demo deployment (platform, tokens) of the module's own, closed after it."""
+    platform, tokens = build_deployment(tmp_path_factory.mktemp("deployment") / "home")
+    yield platform, tokens
+    platform.close()

@@ -33,7 +33,6 @@ from sandbox.query.disclosure import DisclosureParams
 from sandbox.query.noise import seeded_noise
 from sandbox.query.release import execute, prepare, release
 from sandbox.query.service import QueryService
-from tests.conftest import build_deployment
 from tests.sandbox.query.test_guard import MAX_SQL_LENGTH, access
 from tests.sandbox.query.test_totals import _rounded
 from tests.sandbox.query.test_totals import clamped as clamped  # the module's fixture
@@ -226,17 +225,10 @@ def test_an_entity_a_declaration_misdescribes_is_counted_once(demo_platform: Any
 # -- through the service ------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    platform, tokens = build_deployment(tmp_path_factory.mktemp("per_entity") / "home")
-    yield platform, tokens
-    platform.close()
-
-
 def test_noised_and_charged_on_a_dp_grant_exact_and_held_on_a_reviewed_one(
-    deployment: Any,
+    demo_deployment: Any,
 ) -> None:
-    platform, tokens = deployment
+    platform, tokens = demo_deployment
     service = QueryService(platform)
     insurer = platform.authority.authenticate(tokens["op-insurer"])
     explained = service.explain(insurer, HISTOGRAM)

@@ -161,10 +161,11 @@ REFUSED = [
         "WHERE c2.gender = c.gender) AS r FROM health.claims c GROUP BY gender",
         "guard.subquery_predicate",
     ),
-    # in WHERE: it would run inside the enclave, over rows
+    # in a FILTER (inside an aggregate): evaluated per row; in WHERE it is a threshold,
+    # released first (test_thresholds.py)
     (
-        "SELECT gender, count(*) AS n FROM health.claims WHERE claim_amount > "
-        "(SELECT avg(claim_amount) FROM health.claims) GROUP BY gender",
+        "SELECT gender, count(*) FILTER (WHERE claim_amount > "
+        "(SELECT avg(claim_amount) FROM health.claims)) AS n FROM health.claims GROUP BY gender",
         "guard.subquery_predicate",
     ),
     # inside an aggregate: evaluated per row
