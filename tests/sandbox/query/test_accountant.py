@@ -183,3 +183,21 @@ def test_per_query_epsilon_within_the_grant() -> None:
         with pytest.raises(QueryRefused) as info:
             per_query_epsilon(params, 1.0, bad)
         assert info.value.rule == "budget.epsilon"
+
+
+def test_a_capped_demand_does_not_choose_the_mechanism() -> None:
+    """A count by year on a panel of 8 rows a person (C = G = T = 8: its L2 sensitivity
+    is its L1 one) beside the number of groups (weight 0.01, held to 5%): Laplace, whose
+    count is three times as precise; counted, the groups' error chose the Gaussian."""
+    rows = Demand(8.0, 8.0, 0.0494)
+    groups = Demand(8.0, 8.0, 0.01, cap=0.05)
+    chosen = choose([rows, groups], 1.0, 5e-7)
+    assert chosen.mechanism == "laplace"
+    laplace = allocate([rows, groups], 1.0, 5e-7, "laplace")
+    gaussian = allocate([rows, groups], 1.0, 5e-7, "gaussian")
+    assert 2 * (8.0 / laplace.epsilons[0]) ** 2 < 8.0**2 / (2 * gaussian.rhos[0]) / 5
+    # where the outputs gain from the Gaussian (many groups), it is still chosen
+    spread = Demand(100.0, 10.0, 1.0)
+    assert choose([spread, Demand(100.0, 100.0, 0.01, cap=0.05)], 1.0, 5e-7).mechanism == (
+        "gaussian"
+    )
