@@ -31,6 +31,8 @@ DATA_FAILURES: dict[str, type[SandboxError]] = {
     "enclave.limits": QueryTimeout,
     "enclave.max_result_rows": ResultTooLarge,
     "disclosure.arithmetic": EnclaveError,
+    # a query refused at its thresholds' released values (release.run_thresholds)
+    "release.threshold": EnclaveError,
 }
 _RULE = b"sandbox.held_failure.rule"
 _MESSAGE = b"sandbox.held_failure.message"

@@ -121,6 +121,17 @@ def _hoisted(
     return parts
 
 
+def _named_as_written(main: exp.Select, subs: list[exp.Subquery]) -> None:
+    """Each output holding one of ``subs`` keeps the name it was written with, not the
+    name of the constant that takes the subquery's place."""
+    hoisted = {id(s) for s in subs}
+    for projection in main.expressions:
+        inside = any(id(s) in hoisted for s in projection.walk())
+        if inside and not isinstance(projection, exp.Alias):
+            name = exp.to_identifier(projection.sql(dialect="duckdb"), quoted=True)
+            projection.replace(exp.Alias(this=projection.copy(), alias=name))
+
+
 def _stand_in(index: int) -> exp.Literal:
     """The constant standing for a threshold while the guard checks the outer query: a
     number no band's edge is (a threshold on a banded column is refused as cutting
@@ -142,7 +153,9 @@ def split_thresholds(parsed: Parsed) -> Split | None:
     ):
         return None
     main = root.copy()
-    subs = [s for s in main.find_all(exp.Subquery) if is_threshold(s, main)]
+    _named_as_written(main, [s for s in main.find_all(exp.Subquery) if is_threshold(s, main)])
+    # in the order written (depth first), the order the result metadata lists them in
+    subs = [s for s in main.find_all(exp.Subquery, bfs=False) if is_threshold(s, main)]
     thresholds = _hoisted(main, subs, parsed.sql, _stand_in)
     _prune(main)
     normalize(main)
@@ -163,7 +176,8 @@ def bind_thresholds(main: Parsed, values: Sequence[object]) -> Parsed:
 
 def _number(value: object) -> exp.Expr:
     if value is None:
-        return exp.Null()
+        # typed, as a value would be: a comparison that cannot bind fails alike either way
+        return exp.Cast(this=exp.Null(), to=exp.DataType.build("DOUBLE"))
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
         raise QueryRefused(
             "a subquery compared in WHERE gives a number (an average, a sum, a count): "
@@ -171,9 +185,9 @@ def _number(value: object) -> exp.Expr:
             rule="guard.subquery_predicate",
         )
     if isinstance(value, float) and not math.isfinite(value):
-        return exp.Null()
+        return _number(None)
     if isinstance(value, Decimal) and not value.is_finite():
-        return exp.Null()
+        return _number(None)
     text = repr(value) if isinstance(value, float) else str(value)
     if text.startswith("-"):
         return exp.Neg(this=exp.Literal.number(text[1:]))
@@ -202,13 +216,7 @@ def split_totals(parsed: Parsed) -> Split | None:
     subs = [s for s in main.find_all(exp.Subquery) if is_total(s, main)]
     if not subs:
         return None
-    hoisted = {id(s) for s in subs}
-    for projection in main.expressions:
-        inside = any(id(s) in hoisted for s in projection.walk())
-        if inside and not isinstance(projection, exp.Alias):
-            # The output keeps the name it was written with, not the placeholder's.
-            name = exp.to_identifier(projection.sql(dialect="duckdb"), quoted=True)
-            projection.replace(exp.Alias(this=projection.copy(), alias=name))
+    _named_as_written(main, subs)
     subs = [s for s in main.find_all(exp.Subquery) if is_total(s, main)]
     totals = _hoisted(main, subs, parsed.sql, placeholder)
     _prune(main)

@@ -54,6 +54,7 @@ from sandbox.query.totals import WithTotals, total_column
 from sandbox.query.windows import Window, split_windows
 
 __all__ = [
+    "THRESHOLD_FAILURE",
     "Prepared",
     "PreparedWithSets",
     "PreparedWithThresholds",
@@ -137,12 +138,16 @@ def _split_prepared(
     bounds: ContributionBounds | None,
     max_sql_length: int,
     portable: bool,
+    *,
+    unrounded_parts: bool = False,
 ) -> tuple[DisclosureParams, tuple[Prepared, ...], Prepared]:
     """Each part and the outer query prepared as queries of their own, with an equal
-    share each: (the share, the parts, the outer query)."""
+    share each: (the share, the parts, the outer query).  ``unrounded_parts``: the parts
+    released unrounded (a threshold goes into the query as released, not as shown)."""
     share = _share(params, 1 + len(split.totals))
+    own = replace(share, round_digits=None) if unrounded_parts else share
     parts = tuple(
-        prepare(t, access, share, bounds=bounds, max_sql_length=max_sql_length, portable=portable)
+        prepare(t, access, own, bounds=bounds, max_sql_length=max_sql_length, portable=portable)
         for t in split.totals
     )
     main = prepare(
@@ -227,7 +232,7 @@ def _with_thresholds(
             rule="guard.subquery_predicate",
         )
     share, thresholds, main = _split_prepared(
-        split, access, params, bounds, max_sql_length, portable
+        split, access, params, bounds, max_sql_length, portable, unrounded_parts=True
     )
     if type(main) is not Prepared:
         raise QueryRefused(
@@ -236,7 +241,7 @@ def _with_thresholds(
             "list (run those as a query of their own)",
             rule="guard.subquery_predicate",
         )
-    return PreparedWithThresholds(
+    prepared = PreparedWithThresholds(
         parsed,
         main.checked,
         main.plan,
@@ -249,6 +254,29 @@ def _with_thresholds(
         max_sql_length=max_sql_length,
         portable=portable,
     )
+    # Whether the query is accepted may not depend on the thresholds' values (under review
+    # a refusal at run time would tell an exact value's parity, or whether it was
+    # withheld): it must be at every probe, else it is refused now, whatever the value.
+    for probe in _PROBES:
+        try:
+            prepared.at((probe,) * len(thresholds))
+        except QueryRefused as refused:
+            raise QueryRefused(
+                f"compared with a subquery, whose value decides: {refused.message}",
+                rule=refused.rule,
+            ) from None
+        except EnclaveError:
+            raise QueryRefused(
+                "compared with a subquery, the query is not one query whatever its value: "
+                "compare a column with it (x > (SELECT avg(x) FROM t))",
+                rule="guard.subquery_predicate",
+            ) from None
+    return prepared
+
+
+#: Values a threshold's query is prepared at before it is accepted (data-independent):
+#: whole and not, negative, large, withheld.
+_PROBES: tuple[object, ...] = (0, 1, 7, -3, 0.5, 12345.678, None)
 
 
 @dataclass(frozen=True)
@@ -547,10 +575,24 @@ def run_thresholds(
                 "the released values could not be computed from the statistics",
                 rule="disclosure.arithmetic",
             ) from None
-    values = tuple(
-        part.table.column(0)[0].as_py() if part.table.num_rows else None for part in parts
-    )
-    return prepared.at(values), tuple(parts)
+    values = tuple(_value(part) for part in parts)
+    try:
+        return prepared.at(values), tuple(parts)
+    except SandboxError:
+        # Accepted at every probe value: a refusal here would depend on the values, so
+        # it is a failure on the data (held under review, held_failure.DATA_FAILURES).
+        raise EnclaveError(
+            "the query could not be run at its thresholds' values", rule=THRESHOLD_FAILURE
+        ) from None
+
+
+#: The rule of a query refused at its thresholds' released values.
+THRESHOLD_FAILURE = "release.threshold"
+
+
+def _value(released: Released) -> object:
+    """A threshold's released value (None: withheld)."""
+    return released.table.column(0)[0].as_py() if released.table.num_rows else None
 
 
 def with_thresholds(released: Released, thresholds: tuple[Released, ...]) -> Released:
@@ -564,9 +606,7 @@ def with_thresholds(released: Released, thresholds: tuple[Released, ...]) -> Rel
         released,
         groups_suppressed=suppressed,
         epsilon_spent=released.epsilon_spent + sum(t.epsilon_spent for t in thresholds),
-        thresholds=tuple(
-            t.table.column(0)[0].as_py() if t.table.num_rows else None for t in thresholds
-        ),
+        thresholds=tuple(_value(t) for t in thresholds),
     )
 
 

@@ -1221,7 +1221,7 @@ def _plain(value: object) -> object:
 def _computes(prepared: Prepared) -> bool:
     """Whether the release computes outputs in SQL over the released statistics (windows,
     totals, expressions), where a type error could fail it; a plain projection cannot."""
-    if isinstance(prepared, PreparedWithWindows | PreparedWithTotals):
+    if isinstance(prepared, PreparedWithWindows | PreparedWithTotals | PreparedWithThresholds):
         return True
     if isinstance(prepared, PreparedWithSets):
         return any(_computes(part) for part in prepared.sets)

@@ -40,8 +40,10 @@ __all__ = [
 TOTAL = "sbx_total"
 #: Where the positions of a total may be, as the argument of the outermost SELECT.
 _RELEASED_CLAUSES = frozenset({"expressions", "having", "order"})
-#: Where a threshold may be: the outermost SELECT's WHERE.
-_THRESHOLD_CLAUSES = frozenset({"where"})
+#: Where a threshold may be: the outermost SELECT's WHERE, or a group key (``GROUP BY``,
+#: or an output it names: ``SELECT x > (SELECT avg(x) …) AS high … GROUP BY 1``), which
+#: the enclave computes for each row.
+_THRESHOLD_CLAUSES = frozenset({"where", "key"})
 #: Where either may be (what a refusal of a subquery says it could not find).
 TOTAL_OR_THRESHOLD = _RELEASED_CLAUSES | _THRESHOLD_CLAUSES
 
@@ -119,7 +121,8 @@ def obstacle(
 ) -> str | None:
     """Why the subquery ``sub`` of ``root`` is not a total, in the analyst's words (or None).
 
-    ``clauses``: where it may stand (a threshold: ``{"where"}``, ``is_threshold``)."""
+    ``clauses``: where it may stand (a threshold: ``{"where", "key"}``, ``is_threshold``;
+    ``key``: in ``GROUP BY``, or in an output that ``GROUP BY`` names)."""
     if not isinstance(sub, exp.Subquery) or not isinstance(root, exp.Select):
         return "it is not a subquery of the released SELECT"
     named = frozenset({"this", "alias"}) if sub.parent is root else frozenset({"this"})
@@ -134,11 +137,41 @@ def obstacle(
             node, exp.AggFunc | exp.Filter | exp.Window | exp.Subquery | exp.Query
         ):
             return "it stands inside an aggregate or another subquery"
-    if node.arg_key not in clauses:
-        return "it stands outside the SELECT list, HAVING, ORDER BY and WHERE"
+    clause = node.arg_key
+    if clause == "group" or (clause == "expressions" and _group_key(node, root)):
+        clause = "key"
+    if clause not in clauses:
+        if clause == "key":
+            return "it is part of a group key, computed for each row in the enclave"
+        return "it stands outside the SELECT list, HAVING, ORDER BY, WHERE and the group keys"
     if not _uncorrelated(sub.this):
         return "it refers to the outer query's rows (a correlated subquery)"
     return None
+
+
+def _group_key(projection: exp.Expr, root: exp.Select) -> bool:
+    """Whether ``GROUP BY`` names the output ``projection`` (by position, alias or
+    expression; ``GROUP BY ALL``: any output without an aggregate)."""
+    group = root.args.get("group")
+    if group is None:
+        return False
+    if group.args.get("all"):
+        own = projection.copy()  # its own aggregates, not a subquery's
+        for sub in list(own.find_all(exp.Subquery)):
+            sub.replace(exp.Null())
+        return own.find(exp.AggFunc) is None
+    position = next((i for i, p in enumerate(root.expressions, 1) if p is projection), None)
+    alias = projection.alias if isinstance(projection, exp.Alias) else ""
+    value = projection.unalias()
+    for key in group.expressions:
+        if isinstance(key, exp.Literal) and not key.is_string and key.this == str(position):
+            return True
+        if isinstance(key, exp.Column) and not key.table and alias:
+            if key.name.lower() == alias.lower():
+                return True
+        if key == value:
+            return True
+    return False
 
 
 def is_total(sub: exp.Expr, root: exp.Expr) -> bool:
@@ -147,8 +180,9 @@ def is_total(sub: exp.Expr, root: exp.Expr) -> bool:
 
 
 def is_threshold(sub: exp.Expr, root: exp.Expr) -> bool:
-    """``sub`` is a total standing in ``root``'s WHERE (``x > (SELECT avg(x) FROM t)``):
-    released before the query runs, which then reads its released value (``parts.py``)."""
+    """``sub`` is a total standing in ``root``'s WHERE (``x > (SELECT avg(x) FROM t)``) or
+    in a group key: released before the query runs, which then reads its released value
+    (``parts.py``)."""
     return obstacle(sub, root, _THRESHOLD_CLAUSES) is None
 
 

@@ -31,6 +31,7 @@ from sandbox.query.noise import seeded_noise
 from sandbox.query.release import (
     Prepared,
     PreparedWithSets,
+    PreparedWithThresholds,
     PreparedWithTotals,
     PreparedWithWindows,
     Released,
@@ -46,6 +47,7 @@ __all__ = [
     "OUTPUT_TYPES",
     "Unchecked",
     "check_output_types",
+    "check_threshold_types",
     "check_window_types",
     "empty_stats",
     "stats_types",
@@ -145,11 +147,45 @@ def check_output_types(
     database: duckdb.DuckDBPyConnection,
 ) -> None:
     """Refuse (:data:`OUTPUT_TYPES`) outputs that cannot bind on their statistics' types,
-    and windows that cannot be computed over the released outputs (``guard.window``)."""
+    and windows that cannot be computed over the released outputs (``guard.window``);
+    a query's thresholds (:func:`check_threshold_types`) too."""
+    if isinstance(prepared, PreparedWithThresholds):
+        check_threshold_types(prepared, types, database)  # first: its stats must bind
     if isinstance(prepared, PreparedWithWindows):
         check_window_types(prepared, types, database)
     else:
         _released(empty_stats(prepared, types, database), prepared, database)
+
+
+def check_threshold_types(
+    prepared: PreparedWithThresholds,
+    types: Callable[[str], Types],
+    database: duckdb.DuckDBPyConnection,
+) -> None:
+    """Refuse, before the charge, a threshold that is no number (``(SELECT min(district)
+    …)``: ``guard.subquery_predicate``) and a query that cannot bind with a number where
+    its threshold stands (``claim_date > (SELECT count(*) …)``: :data:`OUTPUT_TYPES`).
+    Both follow from the types alone: at run time the one would fail at any released
+    value and not where it was withheld, the other alike (``parts.bind_thresholds``)."""
+    for part in prepared.parts:
+        schema = _released(empty_stats(part, types, database), part, database).table.schema
+        kind = schema.field(0).type
+        if not (
+            pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
+        ):
+            raise QueryRefused(
+                "a subquery compared in WHERE or a group key gives a number (an average, a "
+                f"sum, a count): this one gives {kind}",
+                rule="guard.subquery_predicate",
+            )
+    try:
+        types(prepared.plan.stats_sql)  # the query with a number in the threshold's place
+    except Unchecked:
+        raise QueryRefused(
+            "the query does not bind with a number where its subquery stands: compare the "
+            "subquery with a numeric column or expression",
+            rule=OUTPUT_TYPES,
+        ) from None
 
 
 def check_window_types(

@@ -36,6 +36,9 @@ VISIBLE = {"request_id", "k", "epsilon", "datasets", "review_datasets", "columns
         ResultTooLarge("the released result has more than 3 rows", rule="enclave.max_result_rows"),
         QueryTimeout("the query could not be completed within its limits", rule="enclave.limits"),
         EnclaveError("disclosure could not compute the release", rule="disclosure.arithmetic"),
+        EnclaveError(
+            "the query could not be run at its thresholds' values", rule="release.threshold"
+        ),
     ],
 )
 def test_a_failure_travels_as_its_held_table(error) -> None:  # type: ignore[no-untyped-def]
@@ -51,6 +54,7 @@ def test_a_failure_travels_as_its_held_table(error) -> None:  # type: ignore[no-
         "enclave.max_result_rows",
         "enclave.limits",
         "disclosure.arithmetic",
+        "release.threshold",
     }
 
 

@@ -55,6 +55,16 @@ ANSWERED = [
     # the threshold with a filter of its own, compared the other way round
     "SELECT gender, count(*) AS n FROM health.claims WHERE (SELECT avg(claim_amount) "
     "FROM health.claims WHERE gender = 'M') <= claim_amount GROUP BY gender",
+    # in a group key: above and below the mean (by position, by expression, GROUP BY ALL)
+    "SELECT claim_amount > (SELECT avg(claim_amount) FROM health.claims) AS high, "
+    "count(*) AS n FROM health.claims GROUP BY 1",
+    "SELECT count(*) AS n FROM health.claims "
+    "GROUP BY claim_amount > (SELECT avg(claim_amount) FROM health.claims)",
+    "SELECT gender, claim_amount > (SELECT avg(claim_amount) FROM health.claims) AS high, "
+    "count(*) AS n FROM health.claims GROUP BY ALL",
+    # a ratio as the threshold: used unrounded (the grant rounds what it shows only)
+    "SELECT count(*) AS n FROM health.claims WHERE claim_amount > "
+    "100000 * (SELECT avg(claim_amount) / 100000 FROM health.claims)",
     # two thresholds (one twice), a CTE read by the threshold
     "WITH f AS (SELECT claim_amount FROM health.claims WHERE gender = 'F') "
     "SELECT count(*) AS n FROM health.claims WHERE claim_amount > (SELECT avg(claim_amount) "
@@ -79,7 +89,7 @@ def _run(platform: Any, prepared: PreparedWithThresholds, noise: Any = None) -> 
 
 
 def test_each_threshold_is_a_query_of_its_own_and_a_marked_stand_in() -> None:
-    split = split_thresholds(parse_query(ANSWERED[3], max_length=MAX_SQL_LENGTH))
+    split = split_thresholds(parse_query(ANSWERED[-1], max_length=MAX_SQL_LENGTH))
     assert split is not None
     assert len(split.totals) == 2  # the same subquery twice is one release
     first = split.totals[0].expression.sql(dialect="duckdb")
@@ -126,10 +136,36 @@ def test_a_withheld_or_non_finite_value_keeps_no_row_and_a_non_number_is_refused
     assert split is not None
     for value in (None, float("nan"), float("inf")):
         bound = bind_thresholds(split.main, (value,)).expression.sql(dialect="duckdb")
-        assert bound.endswith("claim_amount > NULL")
+        assert bound.endswith("claim_amount > CAST(NULL AS DOUBLE)")
     with pytest.raises(QueryRefused) as info:
         bind_thresholds(split.main, ("2024-01-01",))
     assert info.value.rule == "guard.subquery_predicate"
+
+
+@pytest.mark.parametrize(
+    ("sql", "rule"),
+    [
+        (
+            "SELECT count(*) AS n FROM health.claims WHERE district > (SELECT min(district) "
+            "FROM health.claims)",
+            "guard.subquery_predicate",
+        ),
+        (
+            "SELECT count(*) AS n FROM health.claims WHERE claim_date > (SELECT count(*) "
+            "FROM health.claims)",
+            "guard.output_types",
+        ),
+    ],
+)
+def test_a_threshold_of_the_wrong_type_is_refused_before_the_charge(
+    demo_deployment: Any, sql: str, rule: str
+) -> None:
+    """Data-independent, so refused at explain (at run time the one failed at any released
+    value and ran where the threshold was withheld: an oracle under review)."""
+    platform, tokens = demo_deployment
+    bank = platform.authority.authenticate(tokens["op-bank"])
+    answer = QueryService(platform).explain(bank, sql)
+    assert not answer["accepted"] and answer["rule"] == rule, answer
 
 
 # -- preparing ----------------------------------------------------------------------------
@@ -177,6 +213,14 @@ def test_the_stand_in_is_never_run() -> None:
             "guard.generalisation",
             "bands of 10",
         ),
+        # whether `age = v` selects nothing or cuts a band depends on v: refused for any v
+        # (under review a refusal at run time told an exact count's parity)
+        (
+            "SELECT count(*) AS n FROM health.claims WHERE age = (SELECT count(*) / 2.0 "
+            "FROM health.claims WHERE district = 'D01')",
+            "guard.generalisation",
+            "whose value decides",
+        ),
         (
             "SELECT count(*) AS n FROM health.claims WHERE claim_amount > (SELECT "
             "max(claim_amount) FROM health.claims)",
@@ -198,6 +242,25 @@ def test_what_is_not_a_threshold_stays_refused(sql: str, rule: str, says: str) -
         assert info.value.rule == rule, info.value.message
         assert says in info.value.message
         assert "1.0000000000001" not in info.value.message  # never the stand-in
+
+
+def test_thresholds_are_listed_in_the_order_written() -> None:
+    sql = (
+        "SELECT count(*) AS n FROM health.claims WHERE claim_amount > (SELECT avg(claim_amount)"
+        " FROM health.claims) AND claim_amount < (SELECT avg(claim_amount) FROM health.claims"
+        " WHERE gender = 'F') AND age < (SELECT count(*) FROM health.claims)"
+    )
+    split = split_thresholds(parse_query(sql, max_length=MAX_SQL_LENGTH))
+    assert split is not None
+    texts = [t.expression.sql(dialect="duckdb") for t in split.totals]
+    assert "gender" not in texts[0] and "gender" in texts[1] and "COUNT" in texts[2]
+
+
+def test_a_threshold_is_used_unrounded_where_the_grant_rounds() -> None:
+    rounded = replace(EXACT, round_digits=2)
+    prepared = _prepared(ANSWERED[6], rounded)
+    assert prepared.params.round_digits == 2  # the query's own outputs are rounded
+    assert all(part.params.round_digits is None for part in prepared.parts)
 
 
 # -- running ------------------------------------------------------------------------------
@@ -273,3 +336,21 @@ def test_noised_with_its_threshold_shown_on_dp_exact_and_held_on_reviewed(
     with platform.enclave.cursor() as cur:
         exact = cur.sql(ABOVE_MEAN.replace("avg(claim_amount)", "avg(least(claim_amount, 13000))"))
         assert held.table.to_pylist() == [{"n": exact.fetchall()[0][0]}]
+
+
+def test_a_refusal_at_the_released_values_is_a_failure_a_review_holds(
+    demo_platform: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Accepted at every probe, a query refused at its released values fails as
+    ``release.threshold``, which a reviewed grant holds like any failure on the data."""
+    from sandbox.query.held_failure import DATA_FAILURES
+
+    def refused(self: Any, values: Any) -> Any:
+        raise QueryRefused("cuts inside a band", rule="guard.generalisation")
+
+    prepared = _prepared(ABOVE_MEAN)
+    monkeypatch.setattr(PreparedWithThresholds, "at", refused)
+    with pytest.raises(EnclaveError) as info:
+        run_thresholds(demo_platform.enclave, prepared)
+    assert info.value.rule == "release.threshold" and info.value.rule in DATA_FAILURES
+    assert "band" not in info.value.message
