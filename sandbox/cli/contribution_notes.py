@@ -35,14 +35,16 @@ def registration_note(
             f"{_one_row(spec, words)}"
         ]
     drawn = settings.default_bounds_epsilon > 0 and record.engine == "duckdb"
+    reach = settings.dp_max_rows_per_entity * settings.dp_max_groups_per_entity
     lines = [
         "note: no [contribution] in the classification: queries with a privacy budget "
         f"run at the platform default {words}{',' if drawn else ''}"
     ]
     if drawn:
         lines.append(
-            "      lowered to the data's rows per entity by one DP draw at the first one "
-            f"(owner-side ε {settings.default_bounds_epsilon:g}, audited);"
+            "      set to the data's rows per entity by one DP draw at the first one "
+            f"(up to {max(settings.default_bounds_max_rows, reach)}; owner-side ε "
+            f"{settings.default_bounds_epsilon:g}, audited);"
         )
     lines.append(
         "      declare the data's own (docs/classification.md), or ask for a proposal: "
@@ -61,9 +63,9 @@ def drawn_bounds(platform: "Platform", rec: "DatasetRecord") -> dict[str, object
         return None
     settings = platform.settings
     default = Contribution(settings.dp_max_rows_per_entity, settings.dp_max_groups_per_entity)
-    lower = drawn.bounds(default)
+    bounds = drawn.bounds(default)
     return {
-        "bounds": None if lower is None else lower.to_dict(),  # None: the default is kept
+        "bounds": None if bounds is None else bounds.to_dict(),  # None: the default is kept
         "epsilon": drawn.epsilon,
         "drawn_from_version": drawn.version,
     }
@@ -83,10 +85,10 @@ def undeclared_bounds(platform: "Platform", rec: "DatasetRecord") -> str:
     if drawn is None or drawn.entity_key != rec.entity_key.lower():
         return f"contribution: platform default {words} (no [contribution]; none drawn yet)"
     how = f"drawn from v{drawn.version}'s rows per entity, DP, ε {drawn.epsilon:g}"
-    lower = drawn.bounds(default)
-    if lower is None:
+    bounds = drawn.bounds(default)
+    if bounds is None:
         return f"contribution: platform default {words} (no [contribution]; {how})"
     return (
-        f"contribution: C = {lower.max_rows_per_entity}, G = {lower.max_groups_per_entity}, "
-        f"T = {lower.max_total_rows_per_entity} (no [contribution]; {how})"
+        f"contribution: C = {bounds.max_rows_per_entity}, G = {bounds.max_groups_per_entity}, "
+        f"T = {bounds.max_total_rows_per_entity} (no [contribution]; {how})"
     )

@@ -83,9 +83,13 @@ derived_contribution = sa.Table(
     sa.Column("dataset_id", sa.String(130), primary_key=True),
     # The entity key the bound was drawn for: another key draws again.
     sa.Column("entity_key", sa.String(255), nullable=False),
-    # T drawn from the data (DP); NULL: the draw chose "top or more" (the default's bounds).
+    # T drawn from the data (DP), below or above the default's reach; NULL: the draw kept
+    # the default's bounds (it chose the default's reach, or, drawn before a draw could
+    # raise them, "top or more").
     sa.Column("max_total_rows_per_entity", sa.Integer, nullable=True),
-    # The least total the draw could not tell apart (the default's C·G, or its T).
+    # The largest candidate the draw chose among ("that or more"): the default's reach, or
+    # the `default_bounds_max_rows` ceiling above it. A kept default under a lower top than
+    # today's ceiling is drawn again, once.
     sa.Column("top", sa.Integer, nullable=False),
     sa.Column("epsilon", sa.Float, nullable=False),
     sa.Column("version", sa.Integer, nullable=False),  # the dataset version drawn from

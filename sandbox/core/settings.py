@@ -217,8 +217,19 @@ class Settings:
         help="ε spent once per dataset whose classification declares no `[contribution]` "
         "(outside the verified one-row case), at its first query with a privacy budget, on one DP "
         "quantile of rows per entity t: where t < C·G, the query runs at C = T = t and G at "
-        'most t, the data\'s own reach (`docs/disclosure.md`, "Bounds drawn from the data"); '
+        "most t, the data's own reach; where t > C·G (up to `default_bounds_max_rows`), at "
+        'C = T = t and the default G (`docs/disclosure.md`, "Bounds drawn from the data"); '
         "recorded in the audit trail as the owner's. 0: the platform default applies as is.",
+    )
+    default_bounds_max_rows: int = setting(
+        100,
+        ge=1,
+        le=1000,
+        help="The most rows per entity that draw may set T to where entities hold more rows "
+        "than the default keeps (C·G): a drawn t above C·G runs the dataset's queries at "
+        "C = T = t with the default G, instead of dropping every row beyond C·G "
+        '(`docs/disclosure.md`, "Bounds drawn from the data"); t is then at most this. '
+        "Set at or below C·G, a draw only ever lowers the default.",
     )
     bounds_epsilon: float = setting(
         0.1,

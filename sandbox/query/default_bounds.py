@@ -7,16 +7,20 @@ with a privacy budget at the platform's default, ``C = 2, G = 3``: six times the
 where each person is one row, the noise a bureau did not choose.  Now, at the first
 query with a budget over such a dataset, the platform draws **one** DP quantile
 (:func:`sandbox.query.bounds_quantile.chosen_total`) of its rows per entity, at the
-``bounds_percentile`` setting ``p`` (0.95), among the candidates ``1 … top``, ``top``
-being the default's ``C·G`` (or its ``T``) and standing for "that or more".  A drawn
-``t < top`` gives ``C = t``, ``G = min(G, t)``, ``T = t`` (an entity of ``t`` rows is in
-at most ``t`` groups, and one group may hold all ``t``); ``top`` keeps the default.
+``bounds_percentile`` setting ``p`` (0.95), among the candidates ``1 … ceiling``, the
+last standing for "that or more": ``top`` is the default's ``C·G`` (or its ``T``), and
+``ceiling`` the larger of ``top`` and ``default_bounds_max_rows``.  A drawn ``t < top``
+gives ``C = t``, ``G = min(G, t)``, ``T = t`` (an entity of ``t`` rows is in at most
+``t`` groups, and one group may hold all ``t``); ``top`` keeps the default; ``t > top``
+gives ``C = T = t`` and the default's ``G``.
 
-- **An entity's reach only ever lowered.**  With ``T = t < C·G`` an entity moves any row
-  statistic by at most ``t`` rows' worth, fewer than the default's ``C·G``; each
-  release's ε is unchanged.  Rows beyond ``t`` are dropped by the rewrite, as for any
-  declared bound: a bias on the at most ``1 - p`` of entities with more, never a
-  privacy loss.
+- **The reach the data has.**  With ``T = t < C·G`` an entity moves any row statistic
+  by at most ``t`` rows' worth, fewer than the default's ``C·G``; with ``t > C·G`` by
+  ``t``, more, instead of the default dropping every row beyond ``C·G`` of the most
+  entities (ratings data with 22 a student at the median: counts 76% low).  Either way
+  each release's ε is unchanged (the rewrite enforces the bounds, and the noise follows
+  them).  Rows beyond ``t`` are dropped by the rewrite, as for any declared bound: a
+  bias on the at most ``1 - p`` of entities with more, never a privacy loss.
 - **``C = t``, not ``min(C, t)``.**  Where an entity's rows share one group (a person's
   repeated records grouped by sex) the default ``C = 2`` kept two of them: on OpenDP's
   PUMS_dup (1 to 4 rows per person) a 16% median error against 4% with ``C = t``
@@ -32,7 +36,8 @@ at most ``t`` groups, and one group may hold all ``t``); ``top`` keeps the defau
 - **Once per dataset and entity key.**  The drawn bound is kept in the control plane
   (:data:`sandbox.core.db.derived_contribution`) and reused by every later version
   (reusing a DP output spends nothing): a dataset updated daily does not spend daily.
-  A new entity key draws again.  A declared ``[contribution]`` always wins.
+  A new entity key draws again, and so does a kept default drawn under a lower ceiling
+  (before draws could raise the bounds).  A declared ``[contribution]`` always wins.
 - Only for the DuckDB enclave (the histogram is a query on its file); a dataset held in
   the Spark warehouse keeps the default.
 """
@@ -63,7 +68,7 @@ __all__ = [
     "RULE",
     "DataBounds",
     "DrawnTotal",
-    "lowered",
+    "drawn_bounds",
     "store_draw",
     "stored_draw",
     "top_of",
@@ -86,25 +91,44 @@ def top_of(default: Contribution) -> int:
     return reach if t is None else min(reach, t)
 
 
-def lowered(default: Contribution, total: int | None) -> Contribution | None:
-    """``default``'s reach lowered to an entity of ``total`` rows (``C = T = total``, ``G``
-    at most ``total``); None where ``total`` keeps the default."""
-    if total is None or total >= top_of(default):
+def drawn_bounds(default: Contribution, total: int | None) -> Contribution | None:
+    """``default``'s reach set to an entity of ``total`` rows; None where ``total`` keeps
+    the default (None, or ``top_of(default)``).
+
+    Lowered (``total`` below the default's reach): ``C = T = total``, ``G`` at most
+    ``total``.  Raised (above it: the data's entities hold more rows than the default
+    keeps): ``C = T = total`` and the default's ``G``, so an entity's row statistics see
+    ``total`` of its rows instead of ``C·G``, and its entity counts stay in ``G`` groups.
+    """
+    top = top_of(default)
+    if total is None or total == top:
         return None
-    return Contribution(total, min(default.max_groups_per_entity, total), total)
+    if total < top:
+        return Contribution(total, min(default.max_groups_per_entity, total), total)
+    return Contribution(total, default.max_groups_per_entity, total)
 
 
 @dataclass(frozen=True)
 class DrawnTotal:
-    """One dataset's stored draw: ``total`` None where it chose "``top`` or more"."""
+    """One dataset's stored draw: ``total`` None where it kept the default; ``top`` the
+    largest candidate it chose among ("that or more"; None for a draw not yet stored)."""
 
     entity_key: str
     total: int | None
     epsilon: float
     version: int
+    top: int | None = None
 
     def bounds(self, default: Contribution) -> Contribution | None:
-        return lowered(default, self.total)
+        return drawn_bounds(default, self.total)
+
+    def current(self, entity_key: str, ceiling: int) -> bool:
+        """Drawn for ``entity_key``, and not a "that or more" under a lower ceiling than
+        ``ceiling`` (a draw made before raising was possible, or with a smaller
+        ``default_bounds_max_rows``: drawn again, once)."""
+        if self.entity_key != entity_key:
+            return False
+        return not (self.total is None and self.top is not None and self.top < ceiling)
 
 
 class DataBounds:
@@ -132,22 +156,23 @@ class DataBounds:
         if record.spec.contribution is not None or record.engine != "duckdb" or epsilon <= 0:
             return None
         top = top_of(default)
-        if top < 2:
+        ceiling = max(top, self.platform.settings.default_bounds_max_rows)
+        if ceiling < 2:
             return None
         key = record.spec.entity_key.lower()
         drawn = self._known.get(record.id)
-        if drawn is None or drawn.entity_key != key:
+        if drawn is None or not drawn.current(key, ceiling):
             with self._lock:
                 drawn = self._read(record.id)
-                if drawn is None or drawn.entity_key != key:
-                    drawn = self._draw(record, epsilon, top)
+                if drawn is None or not drawn.current(key, ceiling):
+                    drawn = self._draw(record, epsilon, top, ceiling)
                 self._known[record.id] = drawn
         return drawn.bounds(default)
 
     def _read(self, dataset: str) -> DrawnTotal | None:
         return stored_draw(self.platform.engine, dataset)
 
-    def _draw(self, record: DatasetRecord, epsilon: float, top: int) -> DrawnTotal:
+    def _draw(self, record: DatasetRecord, epsilon: float, top: int, ceiling: int) -> DrawnTotal:
         """Record the spend, read the histogram, draw, store (the first stored draw wins)."""
         platform, spec = self.platform, record.spec
         percentile = platform.settings.bounds_percentile
@@ -194,11 +219,12 @@ class DataBounds:
             Fraction(str(epsilon)),
             self.source or system_noise(),
             top,
+            ceiling,
         )
         drawn = DrawnTotal(
-            spec.entity_key.lower(), None if chosen >= top else chosen, epsilon, record.version
+            spec.entity_key.lower(), None if chosen == top else chosen, epsilon, record.version
         )
-        drawn = store_draw(platform.engine, record.id, drawn, top)
+        drawn = store_draw(platform.engine, record.id, drawn, ceiling)
         record_act(
             OUTCOME,
             {
@@ -218,14 +244,19 @@ def stored_draw(engine: Engine, dataset: str) -> DrawnTotal | None:
         ).first()
     if row is None:
         return None
-    return DrawnTotal(row.entity_key, row.max_total_rows_per_entity, row.epsilon, row.version)
+    return DrawnTotal(
+        row.entity_key, row.max_total_rows_per_entity, row.epsilon, row.version, row.top
+    )
 
 
 def store_draw(engine: Engine, dataset: str, drawn: DrawnTotal, top: int) -> DrawnTotal:
-    """Store ``drawn`` unless a draw for the same entity key is stored; the one stored.
+    """Store ``drawn`` unless a current draw for the same entity key is stored; the one
+    stored.  ``top``: the largest candidate it chose among.
 
-    A draw for another entity key is replaced.  Two processes storing at once: the first
-    insert wins and the other returns it (the later spend stays recorded, unused).
+    A draw for another entity key is replaced, and so is one that kept the default
+    under a lower ``top`` (:meth:`DrawnTotal.current`).  Two processes storing at once:
+    the first insert wins and the other returns it (the later spend stays recorded,
+    unused).
     """
     values = {
         "entity_key": drawn.entity_key,
@@ -238,7 +269,9 @@ def store_draw(engine: Engine, dataset: str, drawn: DrawnTotal, top: int) -> Dra
     table = derived_contribution
     with engine.begin() as conn:
         row = conn.execute(
-            sa.select(table.c.entity_key).where(table.c.dataset_id == dataset).with_for_update()
+            sa.select(table.c.entity_key, table.c.max_total_rows_per_entity, table.c.top)
+            .where(table.c.dataset_id == dataset)
+            .with_for_update()
         ).first()
         if row is None:
             try:
@@ -246,7 +279,9 @@ def store_draw(engine: Engine, dataset: str, drawn: DrawnTotal, top: int) -> Dra
                     conn.execute(sa.insert(table).values(dataset_id=dataset, **values))
             except sa.exc.IntegrityError:  # another process stored its draw first
                 pass
-        elif row.entity_key != drawn.entity_key:  # drawn for an older entity key
+        elif not DrawnTotal(row.entity_key, row.max_total_rows_per_entity, 0.0, 0, row.top).current(
+            drawn.entity_key, top
+        ):  # an older entity key, or a lower ceiling
             conn.execute(sa.update(table).where(table.c.dataset_id == dataset).values(**values))
     found = stored_draw(engine, dataset)
     return drawn if found is None else found
