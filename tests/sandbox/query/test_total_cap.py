@@ -2,7 +2,8 @@
 
 Where the data declares ``T < C·G``, a query with a budget keeps, per entity, its first
 ``G`` cells (in the order of their hashes) for entity counts, and for row counts and sums
-the cells whose running total of rows (at most ``C`` per cell) stays within ``T``.  These
+its first ``T`` rows of cells (at most ``C`` per cell) in that order: the cell that
+crosses ``T`` in part (its count cut to what is left, its sum scaled alike).  These
 tests hold the rewrite's real stats query, run on DuckDB, to a Python reference, check
 that removing one entity moves rows by at most ``T``, sums by at most ``T·M``, in at
 most ``T`` cells, and entity counts by at most ``G``, and check the parameters and the
@@ -88,17 +89,19 @@ def _reference(con: duckdb.DuckDBPyConnection, rows: list[Row], c: int, g: int, 
         running = 0
         for i, (key, entity) in enumerate(ordered):
             amounts = cells[(key, entity)]
-            running += min(len(amounts), c)
+            before, r = running, min(len(amounts), c)
+            running += r
             if i < g:  # counted among its entities: its first G cells
                 out.setdefault(key, {"entities": 0, "rows": 0, "sum": 0.0})["entities"] += 1
                 exists.add(key)
-            if running <= t:
+            if before < t:  # its rows within the first T: whole, or the crossing cell in part
+                kept = min(r, t - before)
                 exists.add(key)
                 group = out.setdefault(key, {"entities": 0, "rows": 0, "sum": 0.0})
-                group["rows"] += min(len(amounts), c)
+                group["rows"] += kept
                 clamped = [min(HIGH, max(LOW, float(a))) for a in amounts if a is not None]
                 scaled = sum(clamped) * min(1.0, c / len(clamped)) if clamped else 0.0
-                group["sum"] += min(HIGH * c, max(LOW * c, scaled))
+                group["sum"] += min(HIGH * c, max(LOW * c, scaled)) * kept / r
     return {k: v for k, v in out.items() if k in exists}
 
 
@@ -166,7 +169,7 @@ def test_an_entity_keeps_every_group_for_counts_within_t() -> None:
 def test_the_portable_total_cap_keeps_cells_by_md5_within_t() -> None:
     """The form a distributed engine runs (windows partitioned by entity), on DuckDB:
     each entity's cells in the order of the MD5 of their canonical string, the first G
-    flagged for entity counts, rows kept while their running total is within T."""
+    flagged for entity counts, rows kept up to T in all (the crossing cell in part)."""
 
     def canonical(*values: str) -> str:
         return hashlib.md5("".join(f"{len(v)}:{v}" for v in values).encode()).hexdigest()
@@ -190,9 +193,9 @@ def test_the_portable_total_cap_keeps_cells_by_md5_within_t() -> None:
         running = 0
         for i, d in enumerate(mine):
             n = min(2, sum(1 for r in rows if r == (e, d)))
+            kept = max(0, min(n, 5 - running))  # the cell crossing T = 5 in part
             running += n
-            kept = running <= 5
-            want.append((d, i < 2, n if kept else 0, 1 if i < 2 else 0))
+            want.append((d, i < 2, kept, 1 if i < 2 else 0))
     assert got == sorted(want)
 
 
