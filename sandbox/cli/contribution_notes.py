@@ -42,9 +42,9 @@ def registration_note(
     ]
     if drawn:
         lines.append(
-            "      set to the data's rows per entity by one DP draw at the first one "
+            "      set to the data's rows per entity by DP draws at the first one "
             f"(up to {max(settings.default_bounds_max_rows, reach)}; owner-side ε "
-            f"{settings.default_bounds_epsilon:g}, audited);"
+            f"{settings.default_bounds_epsilon:g} each, audited);"
         )
     lines.append(
         "      declare the data's own (docs/classification.md), or ask for a proposal: "

@@ -226,10 +226,11 @@ class Settings:
         ge=1,
         le=1000,
         help="The most rows per entity that draw may set T to where entities hold more rows "
-        "than the default keeps (C·G): a drawn t above C·G runs the dataset's queries at "
-        "C = T = t with the default G, instead of dropping every row beyond C·G "
-        '(`docs/disclosure.md`, "Bounds drawn from the data"); t is then at most this. '
-        "Set at or below C·G, a draw only ever lowers the default.",
+        "than the default keeps (C·G): a second DP quantile (spending `default_bounds_epsilon` "
+        "again) draws t from C·G up to this, and a drawn t above C·G runs the dataset's "
+        "queries at C = T = t with the default G, instead of dropping every row beyond C·G "
+        '(`docs/disclosure.md`, "Bounds drawn from the data"). A stored draw keeps its t '
+        "when this is lowered later. Set at or below C·G, a draw only ever lowers the default.",
     )
     bounds_epsilon: float = setting(
         0.1,

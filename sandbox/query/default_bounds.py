@@ -5,14 +5,16 @@ query over the dataset alone runs at ``C = G = 1`` with no ε: ``sandbox.enclave
 used to run every query
 with a privacy budget at the platform's default, ``C = 2, G = 3``: six times the noise
 where each person is one row, the noise a bureau did not choose.  Now, at the first
-query with a budget over such a dataset, the platform draws **one** DP quantile
+query with a budget over such a dataset, the platform draws a DP quantile
 (:func:`sandbox.query.bounds_quantile.chosen_total`) of its rows per entity, at the
-``bounds_percentile`` setting ``p`` (0.95), among the candidates ``1 … ceiling``, the
-last standing for "that or more": ``top`` is the default's ``C·G`` (or its ``T``), and
-``ceiling`` the larger of ``top`` and ``default_bounds_max_rows``.  A drawn ``t < top``
-gives ``C = t``, ``G = min(G, t)``, ``T = t`` (an entity of ``t`` rows is in at most
-``t`` groups, and one group may hold all ``t``); ``top`` keeps the default; ``t > top``
-gives ``C = T = t`` and the default's ``G``.
+``bounds_percentile`` setting ``p`` (0.95), among the candidates ``1 … top``, ``top``
+being the default's ``C·G`` (or its ``T``) and standing for "that or more"; where it
+says "``top`` or more" and ``default_bounds_max_rows`` is above ``top``, a second one
+(:func:`~sandbox.query.bounds_quantile.chosen_above`) among ``top … ceiling`` (the
+setting; "that or more" again), each spending ``default_bounds_epsilon``.  A drawn
+``t < top`` gives ``C = t``, ``G = min(G, t)``, ``T = t`` (an entity of ``t`` rows is in
+at most ``t`` groups, and one group may hold all ``t``); ``top`` keeps the default;
+``t > top`` gives ``C = T = t`` and the default's ``G``.
 
 - **The reach the data has.**  With ``T = t < C·G`` an entity moves any row statistic
   by at most ``t`` rows' worth, fewer than the default's ``C·G``; with ``t > C·G`` by
@@ -60,7 +62,7 @@ from sandbox.core.timeutil import now_rfc3339
 from sandbox.enclave.catalog import DatasetRecord
 from sandbox.platform import Platform
 from sandbox.query.bounds_proposal import ACTION, owner_epsilon_spent, per_entity_histogram
-from sandbox.query.bounds_quantile import chosen_total
+from sandbox.query.bounds_quantile import chosen_above, chosen_total
 from sandbox.query.noise import ChoiceSource, system_noise
 
 __all__ = [
@@ -156,9 +158,9 @@ class DataBounds:
         if record.spec.contribution is not None or record.engine != "duckdb" or epsilon <= 0:
             return None
         top = top_of(default)
-        ceiling = max(top, self.platform.settings.default_bounds_max_rows)
-        if ceiling < 2:
+        if top < 2:  # nothing to lower, and one row (C = G = 1) is no default to raise
             return None
+        ceiling = max(top, self.platform.settings.default_bounds_max_rows)
         key = record.spec.entity_key.lower()
         drawn = self._known.get(record.id)
         if drawn is None or not drawn.current(key, ceiling):
@@ -189,17 +191,21 @@ class DataBounds:
                 details=details,
             )
 
-        record_act(
-            ACTION,
-            {
-                "epsilon": epsilon,
-                "percentile": percentile,
-                "quantiles": 1,
-                "automatic": True,
-                "version": record.version,
-                "owner_epsilon_spent": owner_epsilon_spent(platform, record.id) + epsilon,
-            },
-        )
+        def record_spend(**extra: Any) -> None:
+            record_act(
+                ACTION,
+                {
+                    "epsilon": epsilon,
+                    "percentile": percentile,
+                    "quantiles": 1,
+                    "automatic": True,
+                    "version": record.version,
+                    "owner_epsilon_spent": owner_epsilon_spent(platform, record.id) + epsilon,
+                    **extra,
+                },
+            )
+
+        record_spend()
         table = f"{_quoted(spec.domain)}.{_quoted(spec.table)}"
 
         def run(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
@@ -213,14 +219,13 @@ class DataBounds:
             # again; the spend above stays recorded), and nothing is stored.
             log.warning("drawing %s's bounds failed (%s): the default applies", record.id, exc.rule)
             return DrawnTotal(spec.entity_key.lower(), None, epsilon, record.version)
-        chosen = chosen_total(
-            rows,
-            Fraction(str(percentile)),
-            Fraction(str(epsilon)),
-            self.source or system_noise(),
-            top,
-            ceiling,
-        )
+        q, eps, source = Fraction(str(percentile)), Fraction(str(epsilon)), self.source
+        chosen = chosen_total(rows, q, eps, source or system_noise(), top)
+        if chosen == top and ceiling > top:
+            # "top or more": how many more, with a second quantile of its own (its spend
+            # recorded before it is drawn; the rows were read once, above).
+            record_spend(above=top)
+            chosen = chosen_above(rows, q, eps, source or system_noise(), top, ceiling)
         drawn = DrawnTotal(
             spec.entity_key.lower(), None if chosen == top else chosen, epsilon, record.version
         )

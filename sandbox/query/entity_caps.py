@@ -11,6 +11,8 @@ SQL fragments over that per-cell table; nothing here runs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 __all__ = [
     "PORTABLE_TEXT",
     "PORTABLE_TIME",
@@ -179,26 +181,30 @@ def total_cap(
     t: int,
     columns: list[tuple[str, str]],
     portable: list[str] | None = None,
+    *,
+    paired: Mapping[str, str] | None = None,
 ) -> list[str]:
     """CTEs for a binding ``T``: entity counts keep ``g`` cells, row statistics ``t`` rows.
 
-    One order of each entity's cells, by the cell's hash as :func:`group_cap`'s: its
-    first ``g`` cells are the ones entity counts (``kind`` ``entities``; quantile
-    histograms) see, flagged :data:`GROUP_KEPT`; its row counts and sums (``rows``,
-    ``count``, ``sum``, ``sumsq``) see its first ``t`` rows of :data:`CELL_ROWS`
-    (``least(count(*), C)`` a cell) in that order: every cell whose running total is at
-    most ``t`` whole, and the one that crosses ``t`` in part, ``k = t - (the rows before
-    it)`` of its ``r`` rows (its counts at most ``k``, whole numbers; its sums scaled by
-    ``k / r``), flagged :data:`ROWS_KEPT`.  A group exists where any entity keeps a cell
-    either way: both are prefixes of one order, so one entity alone makes at most
-    ``max(g, t)`` groups, and in each it counts at most ``min(C, t)`` rows and one
-    entity.  So one entity moves row statistics by at most ``t`` rows' worth in all, in
-    at most ``t`` cells (each kept cell keeps one of its rows at least), and entity
-    counts by ``g``: ``disclosure.sensitivity`` with ``params.total_bound``.  (Until
-    December 2026 the crossing cell was dropped whole: on ratings data with two services
-    a count by service came out 6% low where the total was 2% low, an outside
-    rehearsal.)  A count of distinct values keeps whole cells only (its values are not
-    rows).
+    One order of each entity's cells, by the cell's hash as :func:`group_cap`'s: its first
+    ``g`` cells are the ones entity counts (``kind`` ``entities``; quantile histograms) see,
+    flagged :data:`GROUP_KEPT`; its row counts and sums (``rows``, ``count``, ``sum``,
+    ``sumsq``) see its first ``t`` rows of :data:`CELL_ROWS` (``least(count(*), C)`` a cell)
+    in that order: every cell whose running total is at most ``t`` whole, and the one that
+    crosses ``t`` in part, ``k = t - (the rows before it)`` of its ``r`` rows: each count at
+    most ``k`` of the rows it counts (``m = least(n, k)``, a whole number), and each sum
+    (and sum of squares) scaled to the ``m`` of its count's ``n`` values (``paired``: sum
+    column to count column; a sum without one keeps the crossing cell whole or not at all),
+    so an average over the part is the cell's average and a centred sum ``m·(mean - c)``;
+    flagged :data:`ROWS_KEPT`. A group exists where any entity keeps a cell either way: both
+    are prefixes of one order, so one entity alone makes at most ``max(g, t)`` groups, and
+    in each it counts at most ``min(C, t)`` rows and one entity.  So one entity moves row
+    statistics by at most ``t`` rows' worth in all, in at most ``t`` cells (each kept cell
+    keeps one of its rows at least), and entity counts by ``g``: ``disclosure.sensitivity``
+    with ``params.total_bound``.  (Until December 2026 the crossing cell was dropped whole:
+    on ratings data with two services a count by service came out 6% low where the total was
+    2% low, an outside rehearsal.)  A count of distinct values keeps whole cells only (its
+    values are not rows).
 
     ``columns``: (name, kind) of each statistic the per-cell table computes, masked here
     (0 for counts, NULL otherwise) where its cap drops it.  The stage's output has the
@@ -222,20 +228,25 @@ def total_cap(
     crossing = f"({running} - {rows} < {t})"  # any of its rows: the crossing cell in part
     part = f"({t} - ({running} - {rows}))"  # the crossing cell's rows kept, 1 … r - 1
     counted = f"least({{c}}, {part})"
-    scaled = f"({{c}} * (CAST({part} AS DOUBLE) / {rows}))"
+    paired = paired or {}
     masks: dict[str, tuple[str, str | None, str]] = {
         "entities": (kept, None, "0"),
         "quantile": (kept, None, "NULL"),
         "distinct": (within, None, "NULL"),  # values are not rows: whole cells only
     }
     masks |= {k: (within, counted, "0") for k in ("rows", "count")}
-    masks |= {k: (within, scaled, "NULL") for k in ("sum", "sumsq")}
+    masks |= {k: (within, None, "NULL") for k in ("sum", "sumsq")}
     projection = [*group_cols, kept, f'{crossing} AS "{ROWS_KEPT}"']
     for name, kind in columns:
         if kind not in masks:
             raise ValueError(f"no total cap for a statistic of kind {kind}")
         flag, in_part, dropped = masks[kind]
         col = f'"{name}"'
+        if name in paired:  # scaled to the m of its count's n values the part keeps
+            n = f'"{paired[name]}"'
+            # a sum is a DOUBLE: no cast (Spark's engine check allows none of a derived
+            # value), and "/" divides as a fraction on both engines
+            in_part = f"(({{c}} * least({n}, {part})) / NULLIF({n}, 0))"
         partly = "" if in_part is None else f" WHEN {crossing} THEN {in_part.format(c=col)}"
         projection.append(f"CASE WHEN {flag} THEN {col}{partly} ELSE {dropped} END AS {col}")
     entity, hashed = '"__sbx_he"', ', hash("__sbx_e") AS "__sbx_he"'

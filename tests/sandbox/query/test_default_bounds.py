@@ -29,7 +29,7 @@ from sandbox.core.db import open_control_db
 from sandbox.core.settings import Settings
 from sandbox.platform import Platform
 from sandbox.query.bounds_proposal import ACTION, owner_epsilon_spent
-from sandbox.query.bounds_quantile import chosen_total, reach_candidates, total_scores
+from sandbox.query.bounds_quantile import chosen_above, chosen_total, total_scores
 from sandbox.query.default_bounds import (
     OUTCOME,
     RULE,
@@ -117,9 +117,13 @@ def test_the_draw_lands_on_the_quantile(rows, want, at_least) -> None:
     assert draws.count(want) / len(draws) >= at_least, sorted(set(draws))
 
 
-def test_the_candidates_are_every_total_up_to_the_ceiling() -> None:
-    assert reach_candidates(6, 6) == reach_candidates(6, 2) == (1, 2, 3, 4, 5, 6)
-    assert reach_candidates(6, 100) == tuple(range(1, 101))
+def _drawn(counts: list[int], seed: int, top: int = 6, ceiling: int = 100) -> int:
+    """The draw as ``DataBounds`` makes it: below or at ``top``, and above it only where
+    the first quantile says "``top`` or more"."""
+    t = chosen_total(counts, Q, Fraction(1, 5), seeded_noise(seed), top)
+    if t == top:
+        t = chosen_above(counts, Q, Fraction(1, 5), seeded_noise(seed + 10_000), top, ceiling)
+    return t
 
 
 @pytest.mark.parametrize(
@@ -130,15 +134,31 @@ def test_the_candidates_are_every_total_up_to_the_ceiling() -> None:
         ([1] * 500 + [2] * 300 + [3] * 200, range(3, 4)),  # lowered as before
         ([20] * 700 + [55] * 300, range(55, 56)),  # the 95th percentile is 55
         ([300] * 1000, range(100, 101)),  # more than the ceiling: the ceiling
+        # few entities: where the data can hardly tell, never below the default
+        ([60] * 100, range(6, 61)),
+        ([100] * 50, range(6, 101)),
     ],
-    ids=["nine-rows", "six-rows", "one-to-three", "twenty-to-55", "three-hundred"],
+    ids=["nine", "six", "one-to-three", "twenty-to-55", "three-hundred", "100x60", "50x100"],
 )
 def test_a_draw_with_a_ceiling_raises_the_reach_to_the_quantile(rows, want) -> None:
-    """Seeded: 400 draws at ε 0.2 on 1,000 entities, candidates up to a ceiling of 100."""
+    """Seeded: 400 draws at ε 0.2 (each of the two), candidates up to a ceiling of 100."""
     counts = _histogram(rows)
-    draws = [chosen_total(counts, Q, Fraction(1, 5), seeded_noise(s), 6, 100) for s in range(400)]
-    inside = sum(d in want for d in draws)
-    assert inside / len(draws) >= 0.95, sorted(set(draws))
+    draws = [_drawn(counts, s) for s in range(400)]
+    assert sum(d in want for d in draws) / len(draws) >= 0.95, sorted(set(draws))
+
+
+def test_many_rows_on_few_entities_rarely_draw_below_the_default() -> None:
+    """An outside review: one draw over ``1 … 100`` pulled 100 entities of 60 rows each
+    down to a median of 3, below the default it replaced (C·G = 6).  The first draw is
+    the one made before raising was possible: below 6 as rarely as it ever was."""
+    for rows in ([60] * 100, [100] * 50, [8] * 60):
+        draws = [_drawn(_histogram(rows), s) for s in range(200)]
+        assert sum(d >= 6 for d in draws) >= 190, sorted(set(draws))
+        old = [
+            chosen_total(_histogram(rows), Q, Fraction(1, 5), seeded_noise(s), 6)
+            for s in range(200)
+        ]
+        assert sum(d < 6 for d in draws) == sum(d < 6 for d in old)  # the same first draw
 
 
 @pytest.fixture
@@ -269,6 +289,11 @@ def test_many_rows_per_person_raise_the_reach_and_declared_bounds_win(home) -> N
             ).fetchall()
         (outcome,) = _entries(platform, OUTCOME, "health.claims")
         drawn = outcome.details["max_total_rows_per_entity"]
+        # "six or more", then how many more: two quantiles, each recorded as spent
+        spends = sorted(_entries(platform, ACTION, "health.claims"), key=lambda e: e.seq)
+        assert [e.details.get("above") for e in spends] == [None, 6]
+        assert owner_epsilon_spent(platform, "health.claims") == 4.0
+        assert all(e.seq < outcome.seq for e in spends)
         assert outcome.details["default_kept"] is False and 6 < drawn and abs(drawn - p95) <= 2
         assert answer["contribution"] == {
             "max_rows_per_entity": drawn,  # a person's claims, not the default's two

@@ -3,7 +3,8 @@
 Where the data declares ``T < C·G``, a query with a budget keeps, per entity, its first
 ``G`` cells (in the order of their hashes) for entity counts, and for row counts and sums
 its first ``T`` rows of cells (at most ``C`` per cell) in that order: the cell that
-crosses ``T`` in part (its count cut to what is left, its sum scaled alike).  These
+crosses ``T`` in part (each count cut to what is left, each sum scaled to the values its
+count keeps, so an average over the part is the cell's).  These
 tests hold the rewrite's real stats query, run on DuckDB, to a Python reference, check
 that removing one entity moves rows by at most ``T``, sums by at most ``T·M``, in at
 most ``T`` cells, and entity counts by at most ``G``, and check the parameters and the
@@ -101,7 +102,9 @@ def _reference(con: duckdb.DuckDBPyConnection, rows: list[Row], c: int, g: int, 
                 group["rows"] += kept
                 clamped = [min(HIGH, max(LOW, float(a))) for a in amounts if a is not None]
                 scaled = sum(clamped) * min(1.0, c / len(clamped)) if clamped else 0.0
-                group["sum"] += min(HIGH * c, max(LOW * c, scaled)) * kept / r
+                n = min(len(clamped), c)  # its count(x): the sum is scaled to m of its n
+                share = min(n, kept) / n if n else 0.0
+                group["sum"] += min(HIGH * c, max(LOW * c, scaled)) * share
     return {k: v for k, v in out.items() if k in exists}
 
 
