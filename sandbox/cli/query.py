@@ -129,6 +129,11 @@ def _print_result(result: Any, fmt: str, receipt: Path | None) -> None:
         if a.get("half_width") is not None
     ]
     eps += f", 95% within {', '.join(widths)}" if widths else ""
+    # Under a budget: what a WHERE or a group key was compared with (released values).
+    thresholds = meta.get("thresholds") or []
+    if thresholds:
+        values = ", ".join("withheld" if v is None else f"{v:,.6g}" for v in thresholds)
+        eps += f", subquer{'ies' if len(thresholds) > 1 else 'y'} released first as {values}"
     typer.echo(
         f"# {counted(meta['rows'], 'row')}{shown} (k={meta['k']})"
         f"{eps}{', from cache' if meta.get('cached') else ''}; audit entry {entry}",

@@ -214,3 +214,19 @@ def test_epsilon_per_query_and_the_accuracy_line(home: Path) -> None:
         check=False,
     )  # fmt: skip
     assert above.returncode == 2 and "budget.epsilon_per_query" in above.stderr
+
+
+def test_a_threshold_is_answered_and_its_released_value_shown(home: Path) -> None:
+    """`WHERE x > (SELECT avg(x) …)` through the installed command: the count, and the
+    subquery's released (noisy) value on stderr, as the result metadata has it."""
+    sql = (
+        "SELECT count(*) AS n FROM health.claims "
+        "WHERE claim_amount > (SELECT avg(claim_amount) FROM health.claims)"
+    )
+    args = ("--home", str(home), "query", "--token", token(home, "op-insurer"))
+    shown = run(*args, sql)
+    assert "subquery released first as " in shown.stderr and "ε spent 1" in shown.stderr
+    doc = json.loads(run(*args, "--format", "json", sql.replace("avg", "AVG")).stdout)
+    (value,) = doc["meta"]["thresholds"]
+    assert isinstance(value, float) and 0 < value < 13000
+    assert doc["rows"][0]["n"] > 0
