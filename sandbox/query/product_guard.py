@@ -24,10 +24,9 @@ from sandbox.core.product_tables import PRODUCT_PURPOSE_PREFIX, product_purpose,
 from sandbox.governance.product_templates import Template, bind, match_binding, samples
 from sandbox.governance.products import product_template
 from sandbox.platform import Platform
-from sandbox.query.entity_table import lift
-from sandbox.query.entity_words import analyst_words
-from sandbox.query.guard import check_query
+from sandbox.query.disclosure import DisclosureParams
 from sandbox.query.parse import parse_query
+from sandbox.query.release import prepare
 
 __all__ = ["check_product_query", "guard_template", "template_guard"]
 
@@ -63,14 +62,17 @@ def guard_template(
             raise QueryRefused(
                 f"a product reads its own dataset {spec.id} only", rule="product.datasets"
             )
-        # As a run would read it: a per-entity table first (release.prepare does the same).
-        lifted = lift(parsed, access, rows_per_entity=None, max_sql_length=max_sql_length)
-        if lifted is None:
-            check_query(parsed, access)
-        else:
-            with analyst_words(lifted.names):
-                check_query(lifted.parsed, lifted.access)
+        # As a run prepares it (per-entity tables, totals, thresholds, windows, grouping
+        # sets read as release.prepare reads them; the guard's verdict on each part): a
+        # template the guard alone refused was refused at publication although a
+        # subscriber's run would answer it (per-entity tables, then totals and thresholds).
+        prepare(parsed, access, _EXACT, max_sql_length=max_sql_length)
     return len(bindings)
+
+
+#: The parameters a template is prepared under at publication: the guard's verdict and
+#: the rewrite's do not depend on them (no budget, nothing run).
+_EXACT = DisclosureParams(k=1, dominance_p=None)
 
 
 def _has(spec: DatasetSpec, name: str) -> bool:

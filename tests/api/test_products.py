@@ -153,6 +153,43 @@ def test_a_per_entity_template_is_checked_as_a_run_reads_it(api: Api) -> None:
     )
 
 
+def test_totals_and_thresholds_in_a_template_are_checked_as_a_run_reads_them(
+    api: Api,
+) -> None:
+    """A share of the total, and a count above the mean: published, as a subscriber's run
+    answers them (the guard alone refused any subquery outside FROM at publication); a
+    threshold on a banded column is refused with the run's rule."""
+    for title, template in (
+        (
+            "Share of claims by gender",
+            "SELECT gender, count(*) * 1.0 / (SELECT count(*) FROM health.claims) AS share "
+            "FROM health.claims WHERE gender = :g GROUP BY gender",
+        ),
+        (
+            "Claims above the mean amount",
+            "SELECT gender, count(*) AS n FROM health.claims WHERE gender = :g AND "
+            "claim_amount > (SELECT avg(claim_amount) FROM health.claims) GROUP BY gender",
+        ),
+    ):
+        offer = _offer(
+            title=title,
+            template=template,
+            params={"g": PARAMS["g"]},
+            columns=["gender", "claim_amount"],
+            groupable=["gender"],
+        )
+        assert api.ok("bureau-health", "POST", "/v1/products", json=offer)["state"] == ("published")
+    banded = _offer(
+        title="Claims at the mean age",
+        template="SELECT gender, count(*) AS n FROM health.claims WHERE gender = :g AND "
+        "age = (SELECT avg(age) FROM health.claims) GROUP BY gender",
+        params={"g": PARAMS["g"]},
+        columns=["gender", "age"],
+        groupable=["gender", "age"],
+    )
+    api.refused("bureau-health", "POST", "/v1/products", 422, "guard.generalisation", json=banded)
+
+
 def test_a_product_from_publication_to_a_metered_run(api: Api) -> None:
     product = api.ok("bureau-health", "POST", "/v1/products", json=_offer())
     pid = product["id"]
