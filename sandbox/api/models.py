@@ -110,6 +110,12 @@ class ExplainOut(BaseModel):
         "by the grants, and T (max_total_rows_per_entity) where it binds, else null "
         "(docs/disclosure.md).",
     )
+    thresholds: list[Json] | None = Field(
+        default=None,
+        description="Under a privacy budget, for a query whose WHERE or group key compares "
+        "with a total (x > (SELECT avg(x) FROM t)): each such total's accuracy, as "
+        "accuracy states an output's; it is released first (docs/guard.md, Totals).",
+    )
     review_required: bool | None = None
     grants: list[Json] | None = None
     normalized_sql: str | None = None

@@ -571,6 +571,10 @@ class QueryService:
             "grants": [{"id": g.id, "version": g.version} for g in decision.grants],
             "normalized_sql": prepared.parsed.normalized_sql,
         }
+        if isinstance(prepared, PreparedWithThresholds) and prepared.params.epsilon:
+            # Each threshold's own 95% half-width (it is released first, then compared):
+            # the query's intervals above are its noise at a fixed threshold.
+            answer["thresholds"] = [_threshold_accuracy(part) for part in prepared.parts]
         if auth.cost is not None:
             answer["reads"] = dict(auth.cost.reads)
             answer["rows_read"] = auth.cost.rows_total
@@ -1202,6 +1206,12 @@ def _check_rows_quota(decision: Decision, cost: Cost) -> None:
                 f"quota has {max(0, grant.rows_per_day - so_far):,} left today",
                 rule="quota.rows_per_day",
             )
+
+
+def _threshold_accuracy(part: Prepared) -> dict[str, Any] | None:
+    """A threshold's accuracy, as ``output_accuracy`` states its one output's."""
+    accuracy = output_accuracy(part)
+    return next(iter(accuracy.values()), None) if accuracy else None
 
 
 def _thresholds_meta(prepared: Prepared, released: Released) -> dict[str, Any]:

@@ -321,6 +321,8 @@ def test_noised_with_its_threshold_shown_on_dp_exact_and_held_on_reviewed(
     explained = service.explain(insurer, ABOVE_MEAN)
     assert explained["accepted"], explained
     assert explained["columns"] == ["health.claims.claim_amount"]
+    (before,) = explained["thresholds"]  # the average's accuracy, before anything is spent
+    assert before["kind"] == "average" and before["sum_half_width"] > 0
     result = service.run(insurer, ABOVE_MEAN)
     assert result.meta["epsilon_spent"] == pytest.approx(explained["epsilon"])
     (threshold,) = result.meta["thresholds"]
@@ -333,6 +335,7 @@ def test_noised_with_its_threshold_shown_on_dp_exact_and_held_on_reviewed(
     held = service.run_job(bank, ABOVE_MEAN)
     assert type(held).__name__ == "Held"
     assert "thresholds" not in held.meta
+    assert "thresholds" not in service.explain(bank, ABOVE_MEAN)  # exact: no noise to state
     with platform.enclave.cursor() as cur:
         exact = cur.sql(ABOVE_MEAN.replace("avg(claim_amount)", "avg(least(claim_amount, 13000))"))
         assert held.table.to_pylist() == [{"n": exact.fetchall()[0][0]}]
