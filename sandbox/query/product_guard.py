@@ -12,9 +12,11 @@ nothing else.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
+from sqlglot import exp
 
 from sandbox.core.access import DatasetAccess
 from sandbox.core.classification import DatasetSpec, Level
@@ -24,9 +26,10 @@ from sandbox.core.product_tables import PRODUCT_PURPOSE_PREFIX, product_purpose,
 from sandbox.governance.product_templates import Template, bind, match_binding, samples
 from sandbox.governance.products import product_template
 from sandbox.platform import Platform
+from sandbox.query.cost import CostLimits, check_cost
 from sandbox.query.disclosure import DisclosureParams
 from sandbox.query.parse import parse_query
-from sandbox.query.release import prepare
+from sandbox.query.release import PROBES, prepare
 
 __all__ = ["check_product_query", "guard_template", "template_guard"]
 
@@ -39,8 +42,13 @@ def guard_template(
     *,
     access_controls: Any,
     max_sql_length: int,
+    cost: Callable[[exp.Expr], object] | None = None,
 ) -> int:
-    """Check every sample binding; return how many were checked (or raise the refusal)."""
+    """Check every sample binding; return how many were checked (or raise the refusal).
+
+    ``cost``: the query service's cost check (``check_cost`` with the dataset's rows and
+    the platform's limits), run on each binding first: a template every run would refuse
+    as too costly is refused at publication too."""
     levels = [spec.column(c).level for c in columns if _has(spec, c)]
     access = {
         spec.id: DatasetAccess(
@@ -55,6 +63,18 @@ def guard_template(
     bindings = [base]
     for p in template.params:
         bindings += [{**base, p.name: v} for v in samples(p)[1:]]
+    # A threshold's query is prepared at its probe values too: bound the checking work
+    # one publication (or an operator's proposal) may ask for, before any of it.
+    first = parse_query(bind(template, bindings[0]), max_length=max_sql_length)
+    subqueries = sum(1 for _ in first.expression.find_all(exp.Subquery))
+    work = len(bindings) * (1 + len(PROBES) * subqueries)
+    if work > MAX_CHECK_WORK:
+        raise QueryRefused(
+            f"checking this template for its {len(bindings):,} sample bindings would prepare "
+            f"it {work:,} times (more than {MAX_CHECK_WORK:,}): fewer parameters, listed "
+            "values or subqueries",
+            rule="product.template",
+        )
     for values in bindings:
         sql = bind(template, values)
         parsed = parse_query(sql, max_length=max_sql_length)
@@ -62,17 +82,39 @@ def guard_template(
             raise QueryRefused(
                 f"a product reads its own dataset {spec.id} only", rule="product.datasets"
             )
+        if cost is not None:
+            cost(parsed.expression)
         # As a run prepares it (per-entity tables, totals, thresholds, windows, grouping
         # sets read as release.prepare reads them; the guard's verdict on each part): a
         # template the guard alone refused was refused at publication although a
         # subscriber's run would answer it (per-entity tables, then totals and thresholds).
-        prepare(parsed, access, _EXACT, max_sql_length=max_sql_length)
+        # Under a budget or under review, whichever accepts it: a median is answered
+        # only with noise, an extreme only exactly.
+        try:
+            prepare(parsed, access, _EXACT, max_sql_length=max_sql_length)
+        except QueryRefused as exact:
+            try:
+                prepare(parsed, access, _dp(spec), max_sql_length=max_sql_length)
+            except QueryRefused:
+                raise exact from None
     return len(bindings)
 
 
 #: The parameters a template is prepared under at publication: the guard's verdict and
-#: the rewrite's do not depend on them (no budget, nothing run).
+#: the rewrite's do not depend on the values (nothing runs).
 _EXACT = DisclosureParams(k=1, dominance_p=None)
+#: The most preparations one publication's check may take (each about 1-10 ms): a
+#: template with 20 parameters of 100 values and 60 thresholds took half an hour.
+MAX_CHECK_WORK = 4_000
+
+
+def _dp(spec: DatasetSpec) -> DisclosureParams:
+    """A budget, under the dataset's declared bounds (else the platform's defaults)."""
+    bounds = spec.contribution
+    c, g = (2, 3) if bounds is None else (bounds.max_rows_per_entity, bounds.max_groups_per_entity)
+    return DisclosureParams(
+        k=1, epsilon=1.0, max_rows_per_entity=c, max_groups_per_entity=g, dominance_p=None
+    )
 
 
 def _has(spec: DatasetSpec, name: str) -> bool:
@@ -91,13 +133,22 @@ def template_guard(platform: Platform) -> Any:
     ) -> None:
         with platform.engine.connect() as conn:
             controls = load_controls(conn, [spec.id])[spec.id]
+        settings = platform.settings
+        rows = {spec.id: platform.catalog.get(spec.id).row_count}
+        limits = CostLimits(
+            max_rows_read=settings.max_rows_read,
+            max_dataset_reads=settings.max_dataset_reads,
+            max_expanded_nodes=settings.max_expanded_nodes,
+            max_string_copies=settings.max_string_copies,
+        )
         guard_template(
             spec,
             template,
             columns,
             groupable,
             access_controls=controls,
-            max_sql_length=platform.settings.max_sql_length,
+            max_sql_length=settings.max_sql_length,
+            cost=lambda expression: check_cost(expression, rows, limits),
         )
 
     return guard

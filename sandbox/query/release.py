@@ -54,6 +54,7 @@ from sandbox.query.totals import WithTotals, total_column
 from sandbox.query.windows import Window, split_windows
 
 __all__ = [
+    "PROBES",
     "THRESHOLD_FAILURE",
     "Prepared",
     "PreparedWithSets",
@@ -257,7 +258,7 @@ def _with_thresholds(
     # Whether the query is accepted may not depend on the thresholds' values (under review
     # a refusal at run time would tell an exact value's parity, or whether it was
     # withheld): it must be at every probe, else it is refused now, whatever the value.
-    for probe in _PROBES:
+    for probe in PROBES:
         try:
             prepared.at((probe,) * len(thresholds))
         except QueryRefused as refused:
@@ -276,7 +277,7 @@ def _with_thresholds(
 
 #: Values a threshold's query is prepared at before it is accepted (data-independent):
 #: whole and not, negative, large, withheld.
-_PROBES: tuple[object, ...] = (0, 1, 7, -3, 0.5, 12345.678, None)
+PROBES: tuple[object, ...] = (0, 1, 7, -3, 0.5, 12345.678, None)
 
 
 @dataclass(frozen=True)

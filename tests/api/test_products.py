@@ -190,6 +190,45 @@ def test_totals_and_thresholds_in_a_template_are_checked_as_a_run_reads_them(
     api.refused("bureau-health", "POST", "/v1/products", 422, "guard.generalisation", json=banded)
 
 
+def test_publication_takes_either_mode_and_the_runs_cost_limits(api: Api) -> None:
+    """A median (answered only under a budget) is published; a template every run would
+    refuse as too costly, or too costly to check, is refused at publication (reviews)."""
+    median = _offer(
+        title="Median claim by gender",
+        template="SELECT gender, median(claim_amount) AS m FROM health.claims "
+        "WHERE gender = :g GROUP BY gender",
+        params={"g": PARAMS["g"]},
+        columns=["gender", "claim_amount"],
+        groupable=["gender"],
+    )
+    assert api.ok("bureau-health", "POST", "/v1/products", json=median)["state"] == "published"
+    above = " AND ".join(
+        f"claim_amount > (SELECT avg(claim_amount) + {i} FROM health.claims)" for i in range(70)
+    )
+    costly = _offer(
+        title="Seventy thresholds",
+        template=f"SELECT gender, count(*) AS n FROM health.claims WHERE gender = :g AND {above} "
+        "GROUP BY gender",
+        params={"g": PARAMS["g"]},
+        columns=["gender", "claim_amount"],
+        groupable=["gender"],
+    )
+    api.refused("bureau-health", "POST", "/v1/products", 422, "guard.cost", json=costly)
+    many = {"type": "enum", "values": [f"D{i:02d}" for i in range(1, 17)]}
+    heavy = _offer(
+        title="Forty thresholds by district",
+        template="SELECT gender, count(*) AS n FROM health.claims WHERE district = :d AND "
+        + " AND ".join(
+            f"claim_amount > (SELECT avg(claim_amount) + {i} FROM health.claims)" for i in range(40)
+        )
+        + " GROUP BY gender",
+        params={"d": many},
+        columns=["gender", "district", "claim_amount"],
+        groupable=["gender"],
+    )
+    api.refused("bureau-health", "POST", "/v1/products", 422, "product.template", json=heavy)
+
+
 def test_a_product_from_publication_to_a_metered_run(api: Api) -> None:
     product = api.ok("bureau-health", "POST", "/v1/products", json=_offer())
     pid = product["id"]
