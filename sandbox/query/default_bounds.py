@@ -126,11 +126,13 @@ class DrawnTotal:
 
     def current(self, entity_key: str, ceiling: int) -> bool:
         """Drawn for ``entity_key``, and not a "that or more" under a lower ceiling than
-        ``ceiling`` (a draw made before raising was possible, or with a smaller
-        ``default_bounds_max_rows``: drawn again, once)."""
+        ``ceiling``: a kept default drawn before raising was possible, or the ceiling
+        itself drawn under a smaller ``default_bounds_max_rows`` (drawn again, once)."""
         if self.entity_key != entity_key:
             return False
-        return not (self.total is None and self.top is not None and self.top < ceiling)
+        if self.top is None or self.top >= ceiling:
+            return True
+        return self.total is not None and self.total != self.top
 
 
 class DataBounds:

@@ -368,6 +368,12 @@ def test_the_first_stored_draw_wins_and_a_new_entity_key_replaces_it(
         again = DrawnTotal("household_id", None, 0.2, 7, 100)
         assert store_draw(engine, "a.b", again, 100) == raised
         assert raised.current("household_id", 1000)
+        # the ceiling itself ("100 or more") under a ceiling raised since: drawn again
+        at_ceiling = DrawnTotal("household_id", 100, 0.2, 8, 100)
+        assert at_ceiling.current("household_id", 100)
+        assert not at_ceiling.current("household_id", 200)
+        # a lowered draw stays whatever the ceiling
+        assert DrawnTotal("household_id", 4, 0.2, 9, 6).current("household_id", 100)
     finally:
         engine.dispose()
 
