@@ -196,9 +196,7 @@ def chosen_total(
     """The candidate ``1 … top`` permute-and-flip chooses as the ``q``-quantile of per-entity
     row counts (:func:`total_scores`; ``Δ = 1``), each score lowered by ``COUNT_PRIOR·T``
     per step up, as :func:`chosen_count` does.  ``top``: "``top`` or more"."""
-    t = temperature(epsilon, 1)
-    scores = [s - COUNT_PRIOR * t * i for i, s in enumerate(total_scores(counts, q, top))]
-    return 1 + source.permute_and_flip(scores, t)
+    return _drawn(counts, q, epsilon, source, top, tuple(range(1, top + 1)))
 
 
 def chosen_above(
@@ -219,7 +217,19 @@ def chosen_above(
     it (one draw over ``1 … ceiling`` pulled 100 entities of 60 rows each down to 3)."""
     if ceiling <= top:
         return top
-    candidates = tuple(range(top, ceiling + 1))
+    return _drawn(counts, q, epsilon, source, top, tuple(range(top, ceiling + 1)))
+
+
+def _drawn(
+    counts: Sequence[int],
+    q: Fraction,
+    epsilon: Fraction,
+    source: ChoiceSource,
+    top: int,
+    candidates: tuple[int, ...],
+) -> int:
+    """Permute-and-flip over ``candidates`` (:func:`total_scores`), each score lowered by
+    ``COUNT_PRIOR·T`` per step up the list."""
     t = temperature(epsilon, 1)
     scores = total_scores(counts, q, top, candidates)
     return candidates[

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from sqlglot import exp
 
@@ -53,6 +54,16 @@ class CostLimits:
     max_ctes: int = 64
     max_scopes: int = 256
     max_string_copies: int = 64
+
+    @classmethod
+    def of(cls, settings: Any) -> CostLimits:
+        """The limits ``settings`` (a ``Settings``) declare."""
+        return cls(
+            max_rows_read=settings.max_rows_read,
+            max_dataset_reads=settings.max_dataset_reads,
+            max_expanded_nodes=settings.max_expanded_nodes,
+            max_string_copies=settings.max_string_copies,
+        )
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,10 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -64,6 +64,7 @@ __all__ = [
     "reads_group_entities",
     "selection_threshold",
     "sensitivity",
+    "sum_counts",
 ]
 
 ENTITIES = "__entities"
@@ -731,16 +732,10 @@ def _centres(by_name: dict[str, StatColumn]) -> dict[str, tuple[str, Fraction]]:
     a released sum's variance is never larger than uncentred at the split ``noise_plan``
     gives (``docs/disclosure.md``, "Averages, centred").
     """
-    counts: dict[str, list[str]] = {}
-    for name, column in by_name.items():
-        # A FILTER's row count pairs with the sums whose cell is the FILTER's own: the
-        # rewrite gives them that cell only where the FILTER keeps rows with a value.
-        counted = column.kind == "count" or (column.kind == "rows" and column.filtered)
-        if counted and column.cell not in (None, ENTITIES):
-            counts.setdefault(column.cell, []).append(name)
+    pairs = sum_counts(by_name.values())
     out: dict[str, tuple[str, Fraction]] = {}
     for name, column in by_name.items():
-        if column.kind != "sum" or column.cell is None or len(counts.get(column.cell, ())) != 1:
+        if column.kind != "sum" or name not in pairs:
             continue
         lower, upper = column.lower, column.upper
         if lower is None or upper is None or not math.isfinite(lower) or not math.isfinite(upper):
@@ -749,8 +744,45 @@ def _centres(by_name: dict[str, StatColumn]) -> dict[str, tuple[str, Fraction]]:
             continue
         centre = (Fraction(lower) + Fraction(upper)) / 2
         if centre != 0:
-            out[name] = (counts[column.cell][0], centre)
+            out[name] = (pairs[name], centre)
     return out
+
+
+class _Counted(Protocol):
+    """A stats column as the rewrite (``Stat``) and disclosure (``StatColumn``) see it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def cell(self) -> str | None: ...
+    @property
+    def filtered(self) -> bool: ...
+
+
+def sum_counts(columns: Iterable[_Counted]) -> dict[str, str]:
+    """Each sum's (and sum of squares') count over the same rows: the one count column
+    that carries its cell.  The rewrite pairs every ``sum(x)`` with ``count(x)`` (both
+    carry ``x``'s presence cell, and no other count or sum does), or, under a FILTER that
+    keeps only rows where ``x`` is not NULL, with the FILTER's row count (both carry the
+    FILTER's cell; several such sums share the one count).  A sum without exactly one is
+    left out.  Centring (``_centres``) and the total cap's part of a crossing cell
+    (``entity_caps.total_cap``) both read this pairing: each proof needs the sum's own
+    count."""
+    columns = list(columns)
+    counts: dict[str, list[str]] = {}
+    for column in columns:
+        counted = column.kind == "count" or (column.kind == "rows" and column.filtered)
+        if counted and column.cell not in (None, ENTITIES):
+            counts.setdefault(column.cell, []).append(column.name)
+    return {
+        column.name: counts[column.cell][0]
+        for column in columns
+        if column.kind in ("sum", "sumsq")
+        and column.cell is not None
+        and len(counts.get(column.cell, ())) == 1
+    }
 
 
 def _centred(column: StatColumn, centre: Fraction) -> StatColumn:

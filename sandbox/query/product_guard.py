@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlglot import exp
 
 from sandbox.core.access import DatasetAccess
-from sandbox.core.classification import DatasetSpec, Level
+from sandbox.core.classification import Contribution, DatasetSpec, Level
 from sandbox.core.data_controls import load_controls
 from sandbox.core.errors import QueryRefused
 from sandbox.core.product_tables import PRODUCT_PURPOSE_PREFIX, product_purpose, products
@@ -42,13 +42,15 @@ def guard_template(
     *,
     access_controls: Any,
     max_sql_length: int,
+    default: Contribution,
     cost: Callable[[exp.Expr], object] | None = None,
 ) -> int:
     """Check every sample binding; return how many were checked (or raise the refusal).
 
     ``cost``: the query service's cost check (``check_cost`` with the dataset's rows and
     the platform's limits), run on each binding first: a template every run would refuse
-    as too costly is refused at publication too."""
+    as too costly is refused at publication too.  ``default``: the platform's bounds, for
+    a dataset that declares none, under which the budgeted mode is prepared."""
     levels = [spec.column(c).level for c in columns if _has(spec, c)]
     access = {
         spec.id: DatasetAccess(
@@ -94,7 +96,7 @@ def guard_template(
             prepare(parsed, access, _EXACT, max_sql_length=max_sql_length)
         except QueryRefused as exact:
             try:
-                prepare(parsed, access, _dp(spec), max_sql_length=max_sql_length)
+                prepare(parsed, access, _dp(spec, default), max_sql_length=max_sql_length)
             except QueryRefused:
                 raise exact from None
     return len(bindings)
@@ -108,12 +110,15 @@ _EXACT = DisclosureParams(k=1, dominance_p=None)
 MAX_CHECK_WORK = 4_000
 
 
-def _dp(spec: DatasetSpec) -> DisclosureParams:
-    """A budget, under the dataset's declared bounds (else the platform's defaults)."""
-    bounds = spec.contribution
-    c, g = (2, 3) if bounds is None else (bounds.max_rows_per_entity, bounds.max_groups_per_entity)
+def _dp(spec: DatasetSpec, default: Contribution) -> DisclosureParams:
+    """A budget, under the dataset's declared bounds (else the platform's ``default``)."""
+    bounds = spec.contribution or default
     return DisclosureParams(
-        k=1, epsilon=1.0, max_rows_per_entity=c, max_groups_per_entity=g, dominance_p=None
+        k=1,
+        epsilon=1.0,
+        max_rows_per_entity=bounds.max_rows_per_entity,
+        max_groups_per_entity=bounds.max_groups_per_entity,
+        dominance_p=None,
     )
 
 
@@ -135,12 +140,7 @@ def template_guard(platform: Platform) -> Any:
             controls = load_controls(conn, [spec.id])[spec.id]
         settings = platform.settings
         rows = {spec.id: platform.catalog.get(spec.id).row_count}
-        limits = CostLimits(
-            max_rows_read=settings.max_rows_read,
-            max_dataset_reads=settings.max_dataset_reads,
-            max_expanded_nodes=settings.max_expanded_nodes,
-            max_string_copies=settings.max_string_copies,
-        )
+        limits = CostLimits.of(settings)
         guard_template(
             spec,
             template,
@@ -149,6 +149,9 @@ def template_guard(platform: Platform) -> Any:
             access_controls=controls,
             max_sql_length=settings.max_sql_length,
             cost=lambda expression: check_cost(expression, rows, limits),
+            default=Contribution(
+                settings.dp_max_rows_per_entity, settings.dp_max_groups_per_entity
+            ),
         )
 
     return guard

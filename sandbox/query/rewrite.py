@@ -35,7 +35,7 @@ from sandbox.query.column_rules import is_entity_key
 from sandbox.query.columns_expr import EXPANDED
 from sandbox.query.comoments import CENTRED, product_bounds, product_factors
 from sandbox.query.derived_source import with_derived_tables
-from sandbox.query.disclosure import QUANTILE_BINS
+from sandbox.query.disclosure import QUANTILE_BINS, sum_counts
 from sandbox.query.entity_caps import (
     CELL_ROWS,
     GROUP_KEPT,
@@ -962,7 +962,7 @@ def build_plan(
         per_cell = {e.alias for e in stats.inner}
         computed = [(st.name, st.kind) for st in stats.stats if st.name in per_cell]
         g = bounds.max_groups_per_entity
-        paired = _sum_counts([st for st in stats.stats if st.name in per_cell])
+        paired = sum_counts(st for st in stats.stats if st.name in per_cell)
         ctes += total_cap(inner_sql, group_cols, g, total, computed, kinds, paired=paired)
     else:
         kinds = _portable_kinds(checked, access) if portable else None
@@ -1156,22 +1156,6 @@ def _straight_from_table(
     if not isinstance(source, exp.Table) or entity_dataset(checked.final_scope) != checked.primary:
         return None
     return access.get(checked.primary)
-
-
-def _sum_counts(stats: list[Stat]) -> dict[str, str]:
-    """Each sum's (and sum of squares') count over the same rows: the one count column
-    that carries its cell (``count(x)``, or the row count of a FILTER that keeps only rows
-    with a value), as ``disclosure._centres`` pairs them.  A sum without exactly one is
-    left out (``total_cap`` then keeps its crossing cell whole or not at all)."""
-    counts: dict[str, list[str]] = {}
-    for st in stats:
-        if (st.kind == "count" or (st.kind == "rows" and st.filtered)) and st.cell:
-            counts.setdefault(st.cell, []).append(st.name)
-    return {
-        st.name: counts[st.cell][0]
-        for st in stats
-        if st.kind in ("sum", "sumsq") and st.cell and len(counts.get(st.cell, ())) == 1
-    }
 
 
 def _portable_kinds(checked: Checked, access: Mapping[str, DatasetAccess]) -> list[str]:

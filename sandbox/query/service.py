@@ -520,13 +520,7 @@ class QueryService:
         return self.platform.settings.max_result_rows * STATS_HEADROOM
 
     def _limits(self) -> CostLimits:
-        settings = self.platform.settings
-        return CostLimits(
-            max_rows_read=settings.max_rows_read,
-            max_dataset_reads=settings.max_dataset_reads,
-            max_expanded_nodes=settings.max_expanded_nodes,
-            max_string_copies=settings.max_string_copies,
-        )
+        return CostLimits.of(self.platform.settings)
 
     # -- explain ---------------------------------------------------------------------------
 
