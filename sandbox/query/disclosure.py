@@ -109,7 +109,8 @@ class StatColumn:
     lower: float | None = None  # per-row clamping bounds (sum/sumsq/top2)
     upper: float | None = None
     # For "top2": the sum (or sum of squares) column it belongs to.  For "joined": the
-    # entities column it counts again on another joined dataset's entities.
+    # entities column it counts again on another joined dataset's entities.  For
+    # "sumsq": the sum of the same values over the same rows (``_centres``).
     of: str | None = None
     # Under FILTER (WHERE ...): the "entities" column counting who the filter keeps; a
     # cell is released only where that count passes the low-count filter itself.
@@ -238,6 +239,11 @@ class NoisePlan:
     #: back; ``sensitivity`` and ``scale`` are the centred sum's.
     centre: Fraction = Fraction(0)
     centred_on: str | None = None
+    #: A sum of squares released centred (``_centres``): noised on ``Σ(x - centre)² =
+    #: squares - 2·centre·sum + centre²·count`` of this sum column and the count
+    #: ``centred_on``, and released as that plus ``2·centre·sum~ - centre²·count~`` of
+    #: their released values; ``sensitivity`` and ``scale`` are the centred squares'.
+    squares_of: str | None = None
     #: The column whose noisy values select the released groups (``_gate``): the entity
     #: count, or a row count of the whole group.  ``lone``: the most it counts in a group
     #: that one entity alone makes (1 entity; at most ``C`` rows).
@@ -599,7 +605,7 @@ def _planned(
     centres = _centres(by_name)
     dead = _dead_cells(by_name)
     noised = [
-        _centred(c, centres[c.name][1]) if c.name in centres else c
+        _centred(c, centres[c.name].centre) if c.name in centres else c
         for c in by_name.values()
         if c.kind in _NOISED | {"quantile"}
         and c.name not in counted
@@ -674,8 +680,13 @@ def _planned(
                 )
             )
     by_plan = {p.column: p for p in plans}
-    for name, (count, centre) in centres.items():
-        by_plan[name] = replace(by_plan[name], centre=centre, centred_on=count)
+    for name, centred in centres.items():
+        by_plan[name] = replace(
+            by_plan[name],
+            centre=centred.centre,
+            centred_on=centred.count,
+            squares_of=centred.squares_of,
+        )
     for name, source in copies.items():
         by_plan[name] = replace(
             by_plan[source],
@@ -714,37 +725,71 @@ def _copies(by_name: dict[str, StatColumn], params: DisclosureParams) -> dict[st
     return out
 
 
-def _centres(by_name: dict[str, StatColumn]) -> dict[str, tuple[str, Fraction]]:
-    """Sums noised centred on their bounds' midpoint ``c``: per sum, its count column and ``c``.
+@dataclass(frozen=True)
+class _Centre:
+    """How one sum or sum of squares is noised centred: its count, the centre, and for a
+    sum of squares the sum of the same values (None for a sum)."""
 
-    The rewrite pairs every ``sum(x)`` with ``count(x)`` over the same rows (both carry
-    ``x``'s presence cell, and no other count or sum does), or, under a FILTER that keeps
-    only rows where ``x`` is not NULL, with the FILTER's row count (both carry the
-    FILTER's cell, which no other sum does; several such sums share the one count):
-    per (group, entity) the sum is
+    count: str
+    centre: Fraction
+    squares_of: str | None = None
+
+
+def _centres(by_name: dict[str, StatColumn]) -> dict[str, _Centre]:
+    """Sums and sums of squares noised centred on their bounds' midpoint ``c``.
+
+    **Sums.**  The rewrite pairs every ``sum(x)`` with ``count(x)`` over the same rows
+    (both carry ``x``'s presence cell, and no other count or sum does), or, under a
+    FILTER that keeps only rows where ``x`` is not NULL, with the FILTER's row count
+    (both carry the FILTER's cell, which no other sum does; several such sums share the
+    one count): per (group, entity) the sum is
     ``n·mean`` with ``n ≤ C`` rows counted and ``mean`` in ``[lower, upper]``, so
     ``sum - c·n = n·(mean - c)`` lies within ``±C·(upper - lower)/2``.  Noising that at
     its sensitivity ``G·C·(upper - lower)/2`` and adding ``c`` times the noisy count
-    (noised anyway; post-processing) releases the sum with half the sensitivity it had
-    at ``[0, upper]``, and an average ``c + (sum - c·n)~/n~`` whose count noise is
+    (noised anyway; post-processing) releases the sum with less sensitivity than at
+    ``[0, upper]``, and an average ``c + (sum - c·n)~/n~`` whose count noise is
     weighed by ``|avg - c|`` rather than ``|avg|`` (the bounded mean of Google's DP
-    library and OpenDP).  Only bounds around 0 (``lower ≤ 0 ≤ upper``, ``c ≠ 0``): there
-    a released sum's variance is never larger than uncentred at the split ``noise_plan``
-    gives (``docs/disclosure.md``, "Averages, centred").
+    library and OpenDP).  Bounds around 0 (``lower ≤ 0 ≤ upper``, ``c ≠ 0``): always,
+    since there a released sum's variance is never larger than uncentred at the split
+    ``noise_plan`` gives.  Bounds on one side of 0 (ratings 1 to 5, ages 17 to 90): only
+    a sum no output shows as it is (``StatColumn.shown``: averages and variances read
+    it), since a plain ``SUM`` would carry ``c`` times the count's noise, more than the
+    bound it saves where ``c`` is far from 0 (``docs/disclosure.md``, "Averages, centred").
+
+    **Sums of squares** (variances, standard deviations): ``Σ(x - c)²`` over a cell's
+    rows is ``squares - 2c·sum + c²·n`` of its sum of squares, sum and count (the
+    rewrite scales all three to the same capped rows), and lies in
+    ``[0, n·((upper - lower)/2)²]``, a quarter or less of ``[0, n·max(lower², upper²)]``.
+    Noised there at ``G·C·((upper - lower)/2)²`` and released as that plus
+    ``2c·sum~ - c²·count~`` (post-processing of released columns), the release's
+    ``squares - sum²/count`` is exactly ``Σ(x - c)²~ - (sum~ - c·count~)²/count~``: the
+    variance of ``x - c``, which is ``x``'s.  Always, where the sum of the same values
+    (``StatColumn.of``) carries the same count and bounds (``c ≠ 0``).
     """
     pairs = sum_counts(by_name.values())
-    out: dict[str, tuple[str, Fraction]] = {}
+    out: dict[str, _Centre] = {}
     for name, column in by_name.items():
-        if column.kind != "sum" or name not in pairs:
+        if column.kind not in ("sum", "sumsq") or name not in pairs:
             continue
         lower, upper = column.lower, column.upper
         if lower is None or upper is None or not math.isfinite(lower) or not math.isfinite(upper):
             continue  # sensitivity() refuses it
-        if not lower <= 0 <= upper:
-            continue
         centre = (Fraction(lower) + Fraction(upper)) / 2
-        if centre != 0:
-            out[name] = (pairs[name], centre)
+        if centre == 0:
+            continue
+        if column.kind == "sum":
+            if column.shown and not lower <= 0 <= upper:
+                continue
+            out[name] = _Centre(pairs[name], centre)
+            continue
+        of = by_name.get(column.of or "")
+        if (
+            of is not None
+            and of.kind == "sum"
+            and pairs.get(of.name) == pairs[name]
+            and (of.lower, of.upper) == (lower, upper)
+        ):
+            out[name] = _Centre(pairs[name], centre, of.name)
     return out
 
 
@@ -1141,6 +1186,18 @@ def _disclose(
             array = pa.nulls(released, pa.int64())
         elif (plan := plans.get(name)) is not None and plan.copy_of is not None:
             array = pa.nulls(released, pa.int64())  # its source's values, below
+        elif plan is not None and plan.squares_of is not None and plan.centred_on is not None:
+            # Σ(x - c)², true values inside the boundary; 2c·sum~ - c²·count~ added below.
+            assert source is not None
+            units = exact.square_units(
+                kept[name],
+                kept[plan.squares_of],
+                kept[plan.centred_on],
+                plan.resolution,
+                plan.centre,
+            )
+            noisy = exact.noisy_units(units, _draw(source, plan, len(units)), 1)
+            array = exact.grid_values(noisy, plan.resolution)
         elif plan is not None and plan.centred_on is not None:
             # sum - c·count, true values inside the boundary; c·(noisy count) added below.
             array = _release(
@@ -1164,9 +1221,19 @@ def _disclose(
     # After every copy: a centred sum's count may itself be a copy (a FILTER's row count
     # at C = 1, paired with the sums under a FILTER that keeps only rows with a value).
     for name, plan in plans.items():
-        if plan.copy_of is None and plan.centred_on is not None:
+        if plan.copy_of is None and plan.centred_on is not None and plan.squares_of is None:
             arrays[position[name]] = _uncentred(
                 arrays[position[name]], arrays[position[plan.centred_on]], by_name[name], plan
+            )
+    # After the sums: a centred sum of squares adds back 2c·sum~ - c²·count~ of the
+    # released (uncentred) sum and count.
+    for name, plan in plans.items():
+        if plan.squares_of is not None and plan.centred_on is not None:
+            arrays[position[name]] = exact.uncentred_squares(
+                arrays[position[name]],
+                arrays[position[plan.squares_of]],
+                arrays[position[plan.centred_on]],
+                plan.centre,
             )
     true_kept = {}
     for name in _cells(by_name):

@@ -37,8 +37,10 @@ __all__ = [
     "magnitudes_of",
     "noisy_units",
     "rounded",
+    "square_units",
     "top_shares",
     "uncentred",
+    "uncentred_squares",
 ]
 
 #: int64 values, or Python ints (dtype object) where one does not fit: ``int(v)`` per value.
@@ -192,6 +194,94 @@ def grid_units(
         return round(value / resolution)
 
     return _merge(fast, ok, definition)
+
+
+def square_units(
+    squares: pa.Array,
+    sums: pa.Array,
+    counts: pa.Array,
+    resolution: Fraction,
+    centre: Fraction,
+) -> Ints:
+    """``round((Fraction(q or 0) - 2·centre·Fraction(s or 0) + centre²·int(n or 0)) /
+    resolution)`` per group: a sum of squares centred on ``centre`` (``Σ(x - c)²``).
+
+    Float form: ``t = fl(fl(q - fl(2c·s)) + fl(fl(c²)·n))`` then ``fl(t / step)``.  With
+    ``M = |q| + |2c·s| + |c²·n|`` each of the five roundings errs by at most
+    ``2**-53`` of ``M`` (``2c`` is exact, ``c²`` within ``2**-53`` of itself), so
+    ``|t - exact| <= M·2**-50`` and the quotient is within ``(M/step)·2**-49 +
+    |quotient|·2**-50`` of the exact one (``step`` within ``2**-53`` of ``resolution``);
+    a row is certified where that is more than its distance inside 0.5 of ``rint``, as in
+    :func:`grid_units`.  The cancellation of ``q`` against ``c²·n`` is why the bound is on
+    ``M``, not on the result.
+    """
+    q, ok = _floats(squares)
+    s, ok_s = _floats(sums)
+    n = as_ints(counts, 0)
+    ok = ok & ok_s
+    if n is None:
+        ok = np.zeros(len(squares), np.bool_)
+        n = np.zeros(len(squares), np.int64)
+    else:
+        ok &= np.abs(n) <= _EXACT
+    twice, square = _as_float(2 * centre), _as_float(centre * centre)
+    step = _as_float(resolution)
+    if (
+        twice is None
+        or square is None
+        or Fraction(twice) != 2 * centre
+        or step is None
+        or not _NORMAL <= step < math.inf
+        or not math.isfinite(square)
+    ):
+        ok = np.zeros(len(squares), np.bool_)
+        twice, square, step = 0.0, 0.0, 1.0
+    with np.errstate(all="ignore"):
+        by_sum = twice * s
+        by_count = square * n.astype(np.float64)
+        total = (q - by_sum) + by_count
+        quotient = total / step
+        magnitude = (np.abs(q) + np.abs(by_sum) + np.abs(by_count)) / step
+        whole = np.rint(quotient)
+        bound = magnitude * 2.0**-49 + np.abs(quotient) * _RELATIVE + _ABSOLUTE
+        ok &= np.isfinite(quotient) & np.isfinite(magnitude) & (np.abs(quotient) < _WHOLE)
+        ok &= np.abs(quotient - whole) < 0.5 - bound
+        fast = np.where(ok, whole, 0.0).astype(np.int64)
+    slow: list[list[Any]] = []
+
+    def definition(i: int) -> int:
+        if not slow:
+            slow.extend([squares.to_pylist(), sums.to_pylist(), counts.to_pylist()])
+        value = (
+            Fraction(slow[0][i] or 0)
+            - 2 * centre * Fraction(slow[1][i] or 0)
+            + centre * centre * int(slow[2][i] or 0)
+        )
+        return round(value / resolution)
+
+    return _merge(fast, ok, definition)
+
+
+def uncentred_squares(
+    centred: pa.Array, sums: pa.Array, counts: pa.Array, centre: Fraction
+) -> pa.Array:
+    """The released sum of squares: ``max(0, (q~ + 2c·s~) - c²·n~)`` per group in float64
+    (``q~`` the noisy centred squares, ``s~`` and ``n~`` the released sum and count, a
+    null as 0), evaluated in that order with ``2c`` and ``c²`` as float64.
+
+    Post-processing of released columns, so plain IEEE arithmetic is its definition (the
+    same in NumPy and in Python floats).  The release's ``q - s²/n`` is then the variance
+    of the centred values, as :func:`square_units` noised them.
+    """
+    q, _ = _floats(centred)
+    s, _ = _floats(sums)
+    n = as_ints(counts, 0)
+    if n is None:
+        n = np.array([int(v or 0) for v in counts.to_pylist()], dtype=object)
+    twice, square = float(2 * centre), float(centre * centre)
+    with np.errstate(all="ignore"):
+        total = (q + twice * s) - square * n.astype(np.float64)
+    return pa.array(np.where(total < 0, 0.0, total), pa.float64())
 
 
 def noisy_units(units: Ints, draws: list[int], clamp: int) -> Ints:

@@ -264,6 +264,7 @@ class _Stats:
         cell: str | None = None,
         filtered: bool = False,
         ranked: str | None = None,
+        of: str | None = None,
     ) -> str:
         """One stats column: ``inner_sql`` per (group, entity), ``outer`` over it per group.
 
@@ -302,7 +303,7 @@ class _Stats:
                 # The two stages' sum of per-cell counts is a HUGEINT: the same type here.
                 direct = f"CAST({direct} AS HUGEINT)"
             self.direct.append(f'{direct} AS "{name}"')
-        self.stats.append(Stat(name, kind, lower, upper, cell=cell, filtered=filtered))
+        self.stats.append(Stat(name, kind, lower, upper, of=of, cell=cell, filtered=filtered))
         if kind in ("sum", "sumsq"):
             # Dominance: the two largest per-entity contributions, to a sum and (what a
             # variance or stddev releases) to a sum of squares.
@@ -680,6 +681,9 @@ class _Stats:
         if centred and factors is not None:
             return self._uncentred_product(factors, s, n, predicate)
         if isinstance(node, exp.Sum):
+            # Released as it is: a plain sum, which disclosure centres only where its
+            # bounds contain 0 (``disclosure._centres``).
+            self.stats = [replace(st, shown=True) if st.name == s else st for st in self.stats]
             return _col(s)
         mean = f'("{s}" / NULLIF("{n}", 0))'
         if isinstance(node, exp.Avg):
@@ -700,6 +704,7 @@ class _Stats:
             lower=lo,
             upper=hi,
             cell=cell,
+            of=s,  # the sum of the same values: disclosure centres the squares against it
         )
         pop = isinstance(node, exp.StddevPop | exp.VariancePop)
         denominator = f'NULLIF("{n}", 0)' if pop else f'NULLIF("{n}" - 1, 0)'

@@ -35,6 +35,7 @@ PAIRED = [
     StatColumn("__s2", "sum", 0.0, 100.0, cell="__e1"),
     StatColumn("__n3", "count", cell="__e1"),
 ]
+PARAMS = DisclosureParams(k=10, epsilon=1.0)
 
 
 class Fixed:
@@ -66,14 +67,51 @@ def test_a_paired_sum_is_noised_at_half_its_sensitivity_around_the_midpoint() ->
 
 
 @pytest.mark.parametrize(
-    ("lower", "upper", "centred"),
-    [(0.0, 100.0, True), (-20.0, 100.0, True), (-100.0, 100.0, False), (10.0, 100.0, False)],
+    ("lower", "upper", "shown", "centred"),
+    [
+        (0.0, 100.0, False, True),
+        (0.0, 100.0, True, True),
+        (-20.0, 100.0, True, True),
+        (-100.0, 100.0, False, False),
+        (10.0, 100.0, False, True),
+        (10.0, 100.0, True, False),
+        (-100.0, -10.0, False, True),
+        (-100.0, -10.0, True, False),
+    ],
 )
-def test_only_bounds_around_zero_are_centred(lower: float, upper: float, centred: bool) -> None:
-    """At ``lower > 0`` a plain sum's noise could grow; a symmetric range has centre 0."""
-    columns = [PAIRED[0], StatColumn("__s2", "sum", lower, upper, cell="__e1"), PAIRED[2]]
-    plans = {p.column: p for p in noise_plan(columns, DisclosureParams(k=10, epsilon=1.0))}
+def test_which_sums_are_centred(lower: float, upper: float, shown: bool, centred: bool) -> None:
+    """Around 0 always; on one side of 0 only a sum no output shows as it is (an average's
+    or a variance's: a plain SUM there would carry ``c`` times the count's noise); a
+    symmetric range has centre 0."""
+    column = StatColumn("__s2", "sum", lower, upper, cell="__e1", shown=shown)
+    plans = {p.column: p for p in noise_plan([PAIRED[0], column, PAIRED[2]], PARAMS)}
     assert (plans["__s2"].centred_on is not None) is centred
+
+
+def average_error(
+    stats: pa.Table, columns: list[StatColumn], params: DisclosureParams, true: float, seeds: int
+) -> float:
+    """The median absolute error of ``__s2 / __n3`` over ``seeds`` seeded releases."""
+    out = []
+    for seed in range(seeds):
+        row = disclose(stats, columns, params, noise=seeded_noise(seed)).table.to_pylist()[0]
+        if row["__n3"]:
+            out.append(abs(row["__s2"] / row["__n3"] - true))
+    return statistics.median(out)
+
+
+def test_an_average_on_one_side_of_zero_is_more_accurate_centred() -> None:
+    """Ratings 1 to 5 averaged: the centred sum's noise is the width's, not the top's."""
+    params = DisclosureParams(k=10, epsilon=1.0, max_rows_per_entity=5)
+    stats = pa.table(
+        {"__k0": ["a"], ENTITIES: [600], "__e1": [600], "__s2": [6_000.0], "__n3": [2_000]}
+    )
+    averaged, summed = (
+        [PAIRED[0], StatColumn("__s2", "sum", 1.0, 5.0, cell="__e1", shown=shown), PAIRED[2]]
+        for shown in (False, True)
+    )
+    centred = average_error(stats, averaged, params, 3.0, 300)
+    assert centred < 0.6 * average_error(stats, summed, params, 3.0, 300)
 
 
 def test_a_sum_without_its_own_count_is_not_centred() -> None:
@@ -117,15 +155,8 @@ def test_averages_are_more_accurate_centred() -> None:
     )  # a group well above the release threshold τ: every draw releases it
     uncentred = [PAIRED[0], StatColumn("__s2", "sum", 0.0, 100.0), StatColumn("__n3", "count")]
 
-    def errors(columns: list[StatColumn]) -> float:
-        out = []
-        for seed in range(400):
-            row = disclose(stats, columns, params, noise=seeded_noise(seed)).table.to_pylist()[0]
-            if row["__n3"]:
-                out.append(abs(row["__s2"] / row["__n3"] - 50.0))
-        return statistics.median(out)
-
-    assert errors(PAIRED) < 0.6 * errors(uncentred)
+    centred = average_error(stats, PAIRED, params, 50.0, 400)
+    assert centred < 0.6 * average_error(stats, uncentred, params, 50.0, 400)
 
 
 AVERAGE = (
