@@ -1,3 +1,4 @@
+# Over 400 lines: NumPy fast paths, each beside the per-value definition it must equal.
 """Disclosure's per-group arithmetic a column at a time, with the per-value result exactly.
 
 The privacy argument of ``docs/disclosure.md`` is written over exact values: a true sum

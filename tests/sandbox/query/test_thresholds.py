@@ -116,7 +116,9 @@ def test_a_query_without_one_is_left_alone() -> None:
     st.one_of(
         st.integers(-(10**12), 10**12),
         st.floats(allow_nan=False, allow_infinity=False, width=64),
-        st.decimals(allow_nan=False, allow_infinity=False, places=4, max_value=10**9),
+        st.decimals(
+            allow_nan=False, allow_infinity=False, places=4, min_value=-(10**9), max_value=10**9
+        ),
     )
 )
 def test_a_released_value_is_bound_as_the_number_it_is(value: Any) -> None:
