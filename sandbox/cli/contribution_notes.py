@@ -68,6 +68,8 @@ def drawn_bounds(platform: "Platform", rec: "DatasetRecord") -> dict[str, object
         "bounds": None if bounds is None else bounds.to_dict(),  # None: the default is kept
         "epsilon": drawn.epsilon,
         "drawn_from_version": drawn.version,
+        # each undeclared groupable column's values per entity (None: not drawn yet)
+        "values_per_entity": None if drawn.values is None else dict(drawn.values),
     }
 
 
@@ -86,9 +88,13 @@ def undeclared_bounds(platform: "Platform", rec: "DatasetRecord") -> str:
         return f"contribution: platform default {words} (no [contribution]; none drawn yet)"
     how = f"drawn from v{drawn.version}'s rows per entity, DP, ε {drawn.epsilon:g}"
     bounds = drawn.bounds(default)
+    values = ""
+    if drawn.values:
+        listed = ", ".join(f"{name} {n}" for name, n in drawn.values)
+        values = f"; values per entity drawn: {listed}"
     if bounds is None:
-        return f"contribution: platform default {words} (no [contribution]; {how})"
+        return f"contribution: platform default {words} (no [contribution]; {how}{values})"
     return (
         f"contribution: C = {bounds.max_rows_per_entity}, G = {bounds.max_groups_per_entity}, "
-        f"T = {bounds.max_total_rows_per_entity} (no [contribution]; {how})"
+        f"T = {bounds.max_total_rows_per_entity} (no [contribution]; {how}{values})"
     )

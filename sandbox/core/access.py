@@ -40,6 +40,12 @@ class DatasetAccess:
     #: columns it reads (``domain.table.column``), which are what the query touches.
     derived_sql: str | None = None
     derived_reads: frozenset[str] = frozenset()
+    #: Under a budget, for a dataset that declares no ``[contribution]``: per groupable
+    #: column (lower case) without a declared ``values_per_entity``, the DP quantile of an
+    #: entity's distinct values of it (``sandbox.query.default_bounds``).  Read only to
+    #: bound a query's groups per entity (``sandbox.query.key_groups``), never where a
+    #: declaration of one value per entity is relied on (a false one costs rows there).
+    drawn_groups: tuple[tuple[str, int], ...] = ()
 
 
 def budgeted_spec(spec: DatasetSpec) -> DatasetSpec:

@@ -94,6 +94,10 @@ derived_contribution = sa.Table(
     sa.Column("epsilon", sa.Float, nullable=False),
     sa.Column("version", sa.Integer, nullable=False),  # the dataset version drawn from
     sa.Column("derived_at", sa.String(40), nullable=False),
+    # Per groupable column without a declared values_per_entity: the DP quantile of an
+    # entity's distinct values of it ({column: n}); NULL: not drawn yet (a draw stored
+    # before they were drawn), drawn once at the next query with a budget.
+    sa.Column("values_per_entity", sa.JSON(none_as_null=True), nullable=True),
 )
 """The rows-per-entity bound of a dataset whose classification declares no
 ``[contribution]``, drawn once from its data with an owner-side ε

@@ -66,6 +66,7 @@ __all__ = [
     "owner_epsilon_spent",
     "per_entity_histogram",
     "propose_bounds",
+    "released_form",
 ]
 
 ACTION = "dataset.propose_bounds"
@@ -150,7 +151,7 @@ def _quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _released_form(col: ColumnSpec) -> str:
+def released_form(col: ColumnSpec) -> str:
     """The column as a grouping may release it (its declared generalisation applied)."""
     name, gen = _quoted(col.name), col.generalize
     if gen is None:
@@ -310,7 +311,7 @@ def propose_bounds(
     c = chosen_count(rows, q, share, chooser)
     g = 1  # no groupable column: one group per query (its total), and nothing drawn
     if groupable:
-        distinct = [f"count(DISTINCT {_released_form(col)})" for col in groupable]
+        distinct = [f"count(DISTINCT {released_form(col)})" for col in groupable]
         most = distinct[0] if len(distinct) == 1 else f"greatest({', '.join(distinct)})"
         g = chosen_count(per_entity_histogram(run, table, entity, most), q, share, chooser)
     bounds = {}

@@ -1,3 +1,4 @@
+# Over 400 lines: one owner-side draw, its audit entries and its storage change together.
 """Contribution bounds for a dataset that declares none: drawn once from its data, with DP.
 
 A classification without ``[contribution]`` (outside the verified one-row case, where a
@@ -40,6 +41,10 @@ at most ``t`` groups, and one group may hold all ``t``); ``top`` keeps the defau
   (reusing a DP output spends nothing): a dataset updated daily does not spend daily.
   A new entity key draws again, and so does a kept default drawn under a lower ceiling
   (before draws could raise the bounds).  A declared ``[contribution]`` always wins.
+- **Values per entity** of each groupable column that declares none, drawn with the
+  same ``default_bounds_epsilon`` split among them (:meth:`DataBounds._values`): ``G`` is
+  the largest (at most ``t``) where ``t`` is drawn, and each query's ``G_q`` the product
+  over its keys (:mod:`sandbox.query.key_groups`, ``DatasetAccess.drawn_groups``).
 - Only for the DuckDB enclave (the histogram is a query on its file); a dataset held in
   the Spark warehouse keeps the default.
 """
@@ -48,21 +53,28 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from sandbox.core.classification import Contribution
+from sandbox.core.access import budgeted_spec
+from sandbox.core.classification import Contribution, Level
 from sandbox.core.db import derived_contribution
 from sandbox.core.errors import SandboxError
 from sandbox.core.timeutil import now_rfc3339
 from sandbox.enclave.catalog import DatasetRecord
 from sandbox.platform import Platform
-from sandbox.query.bounds_proposal import ACTION, owner_epsilon_spent, per_entity_histogram
-from sandbox.query.bounds_quantile import chosen_above, chosen_total
+from sandbox.query.bounds_proposal import (
+    ACTION,
+    GROUPABLE,
+    owner_epsilon_spent,
+    per_entity_histogram,
+    released_form,
+)
+from sandbox.query.bounds_quantile import chosen_above, chosen_count, chosen_total
 from sandbox.query.noise import ChoiceSource, system_noise
 
 __all__ = [
@@ -72,6 +84,7 @@ __all__ = [
     "DrawnTotal",
     "drawn_bounds",
     "store_draw",
+    "store_values",
     "stored_draw",
     "top_of",
 ]
@@ -93,21 +106,29 @@ def top_of(default: Contribution) -> int:
     return reach if t is None else min(reach, t)
 
 
-def drawn_bounds(default: Contribution, total: int | None) -> Contribution | None:
+def drawn_bounds(
+    default: Contribution,
+    total: int | None,
+    values: tuple[tuple[str, int], ...] | None = None,
+) -> Contribution | None:
     """``default``'s reach set to an entity of ``total`` rows; None where ``total`` keeps
     the default (None, or ``top_of(default)``).
 
     Lowered (``total`` below the default's reach): ``C = T = total``, ``G`` at most
     ``total``.  Raised (above it: the data's entities hold more rows than the default
     keeps): ``C = T = total`` and the default's ``G``, so an entity's row statistics see
-    ``total`` of its rows instead of ``C·G``, and its entity counts stay in ``G`` groups.
+    ``total`` of its rows instead of ``C·G``.  Either way, where the groupable columns'
+    values per entity were drawn (``values``), ``G`` is the largest of them (at most
+    ``total``): a query grouped by one column then keeps the groups its entities have
+    (``key_groups``: ``G_q`` is the product over its keys, at most ``G``).
     """
     top = top_of(default)
     if total is None or total == top:
         return None
-    if total < top:
-        return Contribution(total, min(default.max_groups_per_entity, total), total)
-    return Contribution(total, default.max_groups_per_entity, total)
+    groups = default.max_groups_per_entity
+    if values:
+        groups = max(v for _, v in values)
+    return Contribution(total, max(1, min(groups, total)), total)
 
 
 @dataclass(frozen=True)
@@ -120,9 +141,12 @@ class DrawnTotal:
     epsilon: float
     version: int
     top: int | None = None
+    #: Per groupable column (lower case) without a declared ``values_per_entity``: the
+    #: drawn quantile of an entity's distinct values of it; None: not drawn yet.
+    values: tuple[tuple[str, int], ...] | None = None
 
     def bounds(self, default: Contribution) -> Contribution | None:
-        return drawn_bounds(default, self.total)
+        return drawn_bounds(default, self.total, self.values)
 
     def current(self, entity_key: str, ceiling: int) -> bool:
         """Drawn for ``entity_key``, and not a "that or more" under a lower ceiling than
@@ -165,13 +189,24 @@ class DataBounds:
         ceiling = max(top, self.platform.settings.default_bounds_max_rows)
         key = record.spec.entity_key.lower()
         drawn = self._known.get(record.id)
-        if drawn is None or not drawn.current(key, ceiling):
+        if drawn is None or not drawn.current(key, ceiling) or drawn.values is None:
             with self._lock:
                 drawn = self._read(record.id)
                 if drawn is None or not drawn.current(key, ceiling):
                     drawn = self._draw(record, epsilon, top, ceiling)
+                if drawn.values is None:
+                    reach = top if drawn.total is None else drawn.total
+                    drawn = self._draw_values(record, drawn, epsilon, reach)
                 self._known[record.id] = drawn
         return drawn.bounds(default)
+
+    def groups(self, record: DatasetRecord) -> tuple[tuple[str, int], ...]:
+        """The drawn values per entity of ``record``'s groupable columns, as the last
+        :meth:`bounds` for it found them (empty: none drawn, or no draw applies)."""
+        drawn = self._known.get(record.id)
+        if drawn is None or record.spec.contribution is not None:
+            return ()
+        return drawn.values or ()
 
     def _read(self, dataset: str) -> DrawnTotal | None:
         return stored_draw(self.platform.engine, dataset)
@@ -181,20 +216,9 @@ class DataBounds:
         platform, spec = self.platform, record.spec
         percentile = platform.settings.bounds_percentile
 
-        def record_act(action: str, details: dict[str, Any]) -> None:
-            platform.record(
-                actor=ACTOR,
-                role="system",
-                action=action,
-                target=f"dataset:{record.id}",
-                decision="allow",
-                rule=RULE,
-                dataset=record.id,
-                details=details,
-            )
-
         def record_spend(**extra: Any) -> None:
-            record_act(
+            self._record(
+                record,
                 ACTION,
                 {
                     "epsilon": epsilon,
@@ -220,7 +244,7 @@ class DataBounds:
             # this query service (one per process) until it restarts (a retry would spend
             # again; the spend above stays recorded), and nothing is stored.
             log.warning("drawing %s's bounds failed (%s): the default applies", record.id, exc.rule)
-            return DrawnTotal(spec.entity_key.lower(), None, epsilon, record.version)
+            return DrawnTotal(spec.entity_key.lower(), None, epsilon, record.version, values=())
         q, eps, source = Fraction(str(percentile)), Fraction(str(epsilon)), self.source
         chosen = chosen_total(rows, q, eps, source or system_noise(), top)
         if chosen == top and ceiling > top:
@@ -228,19 +252,116 @@ class DataBounds:
             # recorded before it is drawn; the rows were read once, above).
             record_spend(above=top)
             chosen = chosen_above(rows, q, eps, source or system_noise(), top, ceiling)
+        values = self._values(record, epsilon, chosen)
         drawn = DrawnTotal(
-            spec.entity_key.lower(), None if chosen == top else chosen, epsilon, record.version
+            spec.entity_key.lower(),
+            None if chosen == top else chosen,
+            epsilon,
+            record.version,
+            values=values,
         )
-        drawn = store_draw(platform.engine, record.id, drawn, ceiling)
-        record_act(
+        stored = store_draw(platform.engine, record.id, drawn, ceiling)
+        if stored.values is None and values is not None:  # another process stored T first
+            stored = store_values(platform.engine, record.id, stored, values)
+        self._record(
+            record,
             OUTCOME,
             {
-                "version": drawn.version,
-                "max_total_rows_per_entity": drawn.total,
-                "default_kept": drawn.total is None,
+                "version": stored.version,
+                "max_total_rows_per_entity": stored.total,
+                "default_kept": stored.total is None,
+                "values_per_entity": None if stored.values is None else dict(stored.values),
             },
         )
-        return drawn
+        # Values that failed to draw are not stored (drawn again after a restart); this
+        # process keeps G as it is until then, as for a failed draw of T.
+        return replace(stored, values=()) if stored.values is None else stored
+
+    def _draw_values(
+        self, record: DatasetRecord, drawn: DrawnTotal, epsilon: float, reach: int
+    ) -> DrawnTotal:
+        """Values per entity for a draw stored before they were drawn: drawn and stored
+        now (a failure leaves them to the next process, as :meth:`_draw` does)."""
+        values = self._values(record, epsilon, reach)
+        if values is None:
+            return replace(drawn, values=())
+        stored = store_values(self.platform.engine, record.id, drawn, values)
+        self._record(
+            record,
+            OUTCOME,
+            {"version": record.version, "values_per_entity": dict(stored.values or ())},
+        )
+        return stored
+
+    def _record(self, record: DatasetRecord, action: str, details: dict[str, Any]) -> None:
+        """An audit entry of the platform's draw for ``record``'s owner."""
+        self.platform.record(
+            actor=ACTOR,
+            role="system",
+            action=action,
+            target=f"dataset:{record.id}",
+            decision="allow",
+            rule=RULE,
+            dataset=record.id,
+            details=details,
+        )
+
+    def _values(
+        self, record: DatasetRecord, epsilon: float, reach: int
+    ) -> tuple[tuple[str, int], ...] | None:
+        """Each groupable column's values per entity, drawn (spend recorded first); None
+        where the enclave failed (the spend stays recorded).
+
+        The columns a query with a budget may group by (dimension, quasi, sensitive;
+        never L4) whose classification declares no ``values_per_entity``, each as a
+        budgeted release reads it (its binding generalisation applied); one
+        ``default_bounds_epsilon`` for them all, split equally (basic composition), each
+        a :func:`~sandbox.query.bounds_quantile.chosen_count` of per-entity distinct
+        values (``Δ = 1``) among ``1 … reach`` (an entity kept to ``reach`` rows has no
+        more values).  Nothing is spent (and ``()`` drawn) where no column needs one, or
+        ``reach`` is 1.
+        """
+        platform = self.platform
+        spec = budgeted_spec(record.spec)
+        columns = [
+            c
+            for c in spec.columns
+            if c.role in GROUPABLE and c.level is not Level.L4 and c.values_per_entity is None
+        ]
+        if not columns or reach < 2:
+            return ()
+        percentile = platform.settings.bounds_percentile
+        self._record(
+            record,
+            ACTION,
+            {
+                "epsilon": epsilon,
+                "percentile": percentile,
+                "quantiles": len(columns),
+                "automatic": True,
+                "version": record.version,
+                "values_per_entity": [c.name.lower() for c in columns],
+                "owner_epsilon_spent": owner_epsilon_spent(platform, record.id) + epsilon,
+            },
+        )
+        table = f"{_quoted(spec.domain)}.{_quoted(spec.table)}"
+
+        def run(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+            return [tuple(r.values()) for r in platform.enclave.query(sql, params).to_pylist()]
+
+        share = Fraction(str(epsilon)) / len(columns)
+        q, source = Fraction(str(percentile)), self.source or system_noise()
+        candidates = tuple(range(1, reach + 1))
+        values = []
+        try:
+            for col in columns:
+                expr = f"count(DISTINCT {released_form(col)})"
+                rows = per_entity_histogram(run, table, _quoted(spec.entity_key), expr)
+                values.append((col.name.lower(), chosen_count(rows, q, share, source, candidates)))
+        except SandboxError as exc:
+            log.warning("drawing %s's values failed (%s): G is kept", record.id, exc.rule)
+            return None
+        return tuple(sorted(values))
 
 
 def stored_draw(engine: Engine, dataset: str) -> DrawnTotal | None:
@@ -251,9 +372,35 @@ def stored_draw(engine: Engine, dataset: str) -> DrawnTotal | None:
         ).first()
     if row is None:
         return None
+    values = row.values_per_entity
     return DrawnTotal(
-        row.entity_key, row.max_total_rows_per_entity, row.epsilon, row.version, row.top
+        row.entity_key,
+        row.max_total_rows_per_entity,
+        row.epsilon,
+        row.version,
+        row.top,
+        None if values is None else tuple(sorted((str(k), int(v)) for k, v in values.items())),
     )
+
+
+def store_values(
+    engine: Engine, dataset: str, drawn: DrawnTotal, values: tuple[tuple[str, int], ...]
+) -> DrawnTotal:
+    """Store ``values`` with ``drawn`` (the draw stored for ``dataset``) unless values are
+    stored already; the draw as stored.  Two processes: the first stored values win."""
+    table = derived_contribution
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(table)
+            .where(table.c.dataset_id == dataset)
+            .where(table.c.entity_key == drawn.entity_key)
+            .where(table.c.values_per_entity.is_(None))
+            .values(values_per_entity=dict(values))
+        )
+    found = stored_draw(engine, dataset)
+    if found is None or found.entity_key != drawn.entity_key or found.values is None:
+        return replace(drawn, values=values)  # not stored (a failed draw of T): this process
+    return found
 
 
 def store_draw(engine: Engine, dataset: str, drawn: DrawnTotal, top: int) -> DrawnTotal:
@@ -272,6 +419,8 @@ def store_draw(engine: Engine, dataset: str, drawn: DrawnTotal, top: int) -> Dra
         "epsilon": drawn.epsilon,
         "version": drawn.version,
         "derived_at": now_rfc3339(),
+        # Drawn for this draw's reach (its T): a replaced draw's are drawn again.
+        "values_per_entity": None if drawn.values is None else dict(drawn.values),
     }
     table = derived_contribution
     with engine.begin() as conn:

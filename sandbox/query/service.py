@@ -246,6 +246,7 @@ class QueryService:
         access = {}
         for grant in grants:
             record = records[grant.dataset]
+            drawn = self._data_bounds.groups(record) if budgeted else ()
             access[grant.dataset] = DatasetAccess(
                 budgeted_spec(record.spec) if budgeted else record.spec,
                 grant.max_level,
@@ -255,6 +256,7 @@ class QueryService:
                 entity_is_row=self._entity_is_row(record),
                 ranked=self._ranked(record),
                 budgeted=budgeted,
+                drawn_groups=drawn,
             )
         return access
 

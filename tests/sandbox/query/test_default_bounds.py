@@ -289,10 +289,20 @@ def test_many_rows_per_person_raise_the_reach_and_declared_bounds_win(home) -> N
             ).fetchall()
         (outcome,) = _entries(platform, OUTCOME, "health.claims")
         drawn = outcome.details["max_total_rows_per_entity"]
-        # "six or more", then how many more: two quantiles, each recorded as spent
+        # "six or more", then how many more: two quantiles, each recorded as spent; then
+        # the groupable columns' values per person that the file does not declare
         spends = sorted(_entries(platform, ACTION, "health.claims"), key=lambda e: e.seq)
-        assert [e.details.get("above") for e in spends] == [None, 6]
-        assert owner_epsilon_spent(platform, "health.claims") == 4.0
+        assert [e.details.get("above") for e in spends] == [None, 6, None]
+        assert spends[2].details["values_per_entity"] == [
+            "hospital_id",
+            "diagnosis_code",
+            "claim_date",
+        ]
+        assert spends[2].details["quantiles"] == 3 and spends[2].details["epsilon"] == 2.0
+        assert owner_epsilon_spent(platform, "health.claims") == 6.0
+        values = outcome.details["values_per_entity"]
+        assert set(values) == {"hospital_id", "diagnosis_code", "claim_date"}
+        assert all(1 <= v <= drawn for v in values.values())
         assert all(e.seq < outcome.seq for e in spends)
         assert outcome.details["default_kept"] is False and 6 < drawn and abs(drawn - p95) <= 2
         assert answer["contribution"] == {
@@ -304,9 +314,16 @@ def test_many_rows_per_person_raise_the_reach_and_declared_bounds_win(home) -> N
         answer = _explain(platform, tokens, "op-insurer", by_diagnosis)
         assert answer["contribution"] == {
             "max_rows_per_entity": drawn,
-            "max_groups_per_entity": 3,  # the default's G: entity counts in three groups
+            # a person's diagnoses as drawn (not the default's three groups)
+            "max_groups_per_entity": values["diagnosis_code"],
             "max_total_rows_per_entity": drawn,  # rows: the drawn reach in all
         }
+        with platform.enclave.cursor() as cur:
+            ((diagnoses,),) = cur.sql(
+                "SELECT quantile_disc(n, 0.95) FROM (SELECT count(DISTINCT diagnosis_code) "
+                "AS n FROM health.claims GROUP BY person_id)"
+            ).fetchall()
+        assert abs(values["diagnosis_code"] - diagnoses) <= 2
     finally:
         platform.close()
     # Below the default's reach the setting changes nothing; at or under it, no raise.
@@ -473,7 +490,8 @@ def test_repeated_records_in_one_group_are_all_counted(tmp_path) -> None:
         sql = "SELECT sex, count(*) AS n FROM survey.visits GROUP BY sex"
         bounds = service.explain(operator, sql)["contribution"]
         assert bounds["max_rows_per_entity"] == 3  # the draw, T = 3 (C·G = 6 is the default)
-        assert bounds["max_groups_per_entity"] == 3
+        # sex (and age): one value per person, as drawn from the data (not the default 3)
+        assert bounds["max_groups_per_entity"] == 1
         result = service.run(operator, sql)
         counts = {row["sex"]: row["n"] for row in result.table.to_pylist()}
         assert set(counts) == {0, 1}
