@@ -57,6 +57,8 @@ __all__ = [
     "count_scores",
     "count_tolerance",
     "edge_scores",
+    "enough_entities",
+    "least_entities",
     "rank_tolerance",
     "temperature",
     "total_scores",
@@ -235,6 +237,29 @@ def _drawn(
     return candidates[
         source.permute_and_flip([s - COUNT_PRIOR * t * i for i, s in enumerate(scores)], t)
     ]
+
+
+#: How far (in temperatures) a per-entity count quantile's best candidate must stand above
+#: a wrong one on the plateau beyond the data for the choice to be worth using:
+#: ``(1 - q)·n`` entities of score at temperature ``2/ε``.  At 3 a wrong candidate weighs
+#: ``e^-3 ≈ 5%`` of the right one before the prior.
+PLATEAU_GAP = 3
+
+
+def least_entities(q: Fraction, epsilon: Fraction) -> int:
+    """The fewest entities at which a ``q``-quantile of per-entity counts drawn at ``ε``
+    stands :data:`PLATEAU_GAP` temperatures above the plateau: ``(1 - q)·n·ε/2 ≥ gap``
+    (public: settings only).  At ε 0.2 and q 0.95: 600."""
+    return math.ceil(2 * PLATEAU_GAP / ((1 - q) * epsilon))
+
+
+def enough_entities(entities: int, least: int, epsilon: Fraction, source: ChoiceSource) -> bool:
+    """Whether there are ``least`` entities or more, decided with ε-DP (permute-and-flip
+    between "yes", scored ``-max(0, least - n)``, and "no", scored ``-max(0, n - least)``:
+    each moves by at most 1 with one entity).  Far from ``least`` it is right almost
+    surely; near it, either."""
+    scores = [-Fraction(max(0, least - entities)), -Fraction(max(0, entities - least))]
+    return source.permute_and_flip(scores, temperature(epsilon, 1)) == 0
 
 
 def count_tolerance(epsilon: Fraction, candidates: int, beta: float = 1e-9) -> float:

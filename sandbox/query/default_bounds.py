@@ -41,8 +41,9 @@ at most ``t`` groups, and one group may hold all ``t``); ``top`` keeps the defau
   (reusing a DP output spends nothing): a dataset updated daily does not spend daily.
   A new entity key draws again, and so does a kept default drawn under a lower ceiling
   (before draws could raise the bounds).  A declared ``[contribution]`` always wins.
-- **Values per entity** of each groupable column that declares none, drawn with the
-  same ``default_bounds_epsilon`` split among them (:meth:`DataBounds._values`): ``G`` is
+- **Values per entity** of each groupable column that declares none, each drawn at
+  ``default_bounds_epsilon`` where the data has enough entities for that to mean
+  something (decided with DP first; :meth:`DataBounds._values`): ``G`` is
   the largest (at most ``t``) where ``t`` is drawn, and each query's ``G_q`` the product
   over its keys (:mod:`sandbox.query.key_groups`, ``DatasetAccess.drawn_groups``).
 - Only for the DuckDB enclave (the histogram is a query on its file); a dataset held in
@@ -74,7 +75,13 @@ from sandbox.query.bounds_proposal import (
     per_entity_histogram,
     released_form,
 )
-from sandbox.query.bounds_quantile import chosen_above, chosen_count, chosen_total
+from sandbox.query.bounds_quantile import (
+    chosen_above,
+    chosen_count,
+    chosen_total,
+    enough_entities,
+    least_entities,
+)
 from sandbox.query.noise import ChoiceSource, system_noise
 
 __all__ = [
@@ -94,6 +101,9 @@ log = logging.getLogger("sandbox.query.default_bounds")
 RULE = "registry.default_bounds"
 #: The audit action of a draw's outcome (its spend is an ``ACTION`` entry).
 OUTCOME = "dataset.default_bounds"
+#: The share of ``default_bounds_epsilon`` (its inverse) that decides whether a dataset has
+#: enough entities for its values per entity to be drawn (``DataBounds._values``).
+GATE_PART = 4
 #: Who draws: the platform, on the owner's behalf (as the risk monitor is "monitor").
 ACTOR = "platform"
 
@@ -309,17 +319,21 @@ class DataBounds:
     def _values(
         self, record: DatasetRecord, epsilon: float, reach: int
     ) -> tuple[tuple[str, int], ...] | None:
-        """Each groupable column's values per entity, drawn (spend recorded first); None
-        where the enclave failed (the spend stays recorded).
+        """Each groupable column's values per entity, drawn (spends recorded first); ``()``
+        where none is drawn; None where the enclave failed (the spends stay recorded).
 
         The columns a query with a budget may group by (dimension, quasi, sensitive;
         never L4) whose classification declares no ``values_per_entity``, each as a
-        budgeted release reads it (its binding generalisation applied); one
-        ``default_bounds_epsilon`` for them all, split equally (basic composition), each
-        a :func:`~sandbox.query.bounds_quantile.chosen_count` of per-entity distinct
-        values (``Δ = 1``) among ``1 … reach`` (an entity kept to ``reach`` rows has no
-        more values).  Nothing is spent (and ``()`` drawn) where no column needs one, or
-        ``reach`` is 1.
+        budgeted release reads it (its binding generalisation applied), each a
+        :func:`~sandbox.query.bounds_quantile.chosen_count` of per-entity distinct values
+        (``Δ = 1``) at ``default_bounds_epsilon`` among ``1 … reach`` (an entity kept to
+        ``reach`` rows has no more values).  Only where the data has enough entities for
+        such a quantile to mean something (:func:`~sandbox.query.bounds_quantile.
+        least_entities`: 600 at ε 0.2), decided first with a quarter of that ε
+        (:func:`~sandbox.query.bounds_quantile.enough_entities`): on 312 patients a
+        quantile per column at a share of ε was noise (sex drawn 5, a visit's status 10,
+        disease stage 1 for 3), and a count by stage came out 27-45% low.  Nothing is
+        spent where no column needs one, or ``reach`` is 1.
         """
         platform = self.platform
         spec = budgeted_spec(record.spec)
@@ -330,34 +344,50 @@ class DataBounds:
         ]
         if not columns or reach < 2:
             return ()
-        percentile = platform.settings.bounds_percentile
+        percentile, eps = platform.settings.bounds_percentile, Fraction(str(epsilon))
+        q, source = Fraction(str(percentile)), self.source or system_noise()
+        least, gate = least_entities(q, eps), eps / GATE_PART
+        names = [c.name.lower() for c in columns]
+        spend = {"percentile": percentile, "automatic": True, "version": record.version}
         self._record(
             record,
             ACTION,
             {
-                "epsilon": epsilon,
-                "percentile": percentile,
-                "quantiles": len(columns),
-                "automatic": True,
-                "version": record.version,
-                "values_per_entity": [c.name.lower() for c in columns],
-                "owner_epsilon_spent": owner_epsilon_spent(platform, record.id) + epsilon,
+                **spend,
+                "epsilon": float(gate),
+                "entities_at_least": least,
+                "values_per_entity": names,
+                "owner_epsilon_spent": owner_epsilon_spent(platform, record.id) + float(gate),
             },
         )
         table = f"{_quoted(spec.domain)}.{_quoted(spec.table)}"
+        entity = _quoted(spec.entity_key)
 
         def run(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
             return [tuple(r.values()) for r in platform.enclave.query(sql, params).to_pylist()]
 
-        share = Fraction(str(epsilon)) / len(columns)
-        q, source = Fraction(str(percentile)), self.source or system_noise()
-        candidates = tuple(range(1, reach + 1))
-        values = []
         try:
+            entities = sum(per_entity_histogram(run, table, entity, "count(*)"))
+            if not enough_entities(entities, least, gate, source):
+                return ()
+            total = epsilon * len(columns)
+            self._record(
+                record,
+                ACTION,
+                {
+                    **spend,
+                    "epsilon": total,
+                    "quantiles": len(columns),
+                    "values_per_entity": names,
+                    "owner_epsilon_spent": owner_epsilon_spent(platform, record.id) + total,
+                },
+            )
+            candidates = tuple(range(1, reach + 1))
+            values = []
             for col in columns:
                 expr = f"count(DISTINCT {released_form(col)})"
-                rows = per_entity_histogram(run, table, _quoted(spec.entity_key), expr)
-                values.append((col.name.lower(), chosen_count(rows, q, share, source, candidates)))
+                rows = per_entity_histogram(run, table, entity, expr)
+                values.append((col.name.lower(), chosen_count(rows, q, eps, source, candidates)))
         except SandboxError as exc:
             log.warning("drawing %s's values failed (%s): G is kept", record.id, exc.rule)
             return None

@@ -292,14 +292,13 @@ def test_many_rows_per_person_raise_the_reach_and_declared_bounds_win(home) -> N
         # "six or more", then how many more: two quantiles, each recorded as spent; then
         # the groupable columns' values per person that the file does not declare
         spends = sorted(_entries(platform, ACTION, "health.claims"), key=lambda e: e.seq)
-        assert [e.details.get("above") for e in spends] == [None, 6, None]
-        assert spends[2].details["values_per_entity"] == [
-            "hospital_id",
-            "diagnosis_code",
-            "claim_date",
-        ]
-        assert spends[2].details["quantiles"] == 3 and spends[2].details["epsilon"] == 2.0
-        assert owner_epsilon_spent(platform, "health.claims") == 6.0
+        # (first whether there are enough persons for those, at a quarter of ε)
+        assert [e.details.get("above") for e in spends] == [None, 6, None, None]
+        assert spends[2].details["entities_at_least"] == 60
+        columns = ["hospital_id", "diagnosis_code", "claim_date"]
+        assert spends[3].details["values_per_entity"] == columns
+        assert spends[3].details["quantiles"] == 3 and spends[3].details["epsilon"] == 6.0
+        assert owner_epsilon_spent(platform, "health.claims") == 2.0 + 2.0 + 0.5 + 6.0
         values = outcome.details["values_per_entity"]
         assert set(values) == {"hospital_id", "diagnosis_code", "claim_date"}
         assert all(1 <= v <= drawn for v in values.values())

@@ -58,8 +58,9 @@ type = "BIGINT"
 measure = { bounds = [1, 5] }
 """
 
-#: 400 students, each in one semester, rating 12 lectures in 6 of 8 departments.
-STUDENTS = 400
+#: 1,500 students (enough for a quantile per column), each in one semester, rating 12
+#: lectures in 6 of 8 departments.
+STUDENTS = 1_500
 LINES = ["sid,semester,dept,y"] + [
     f"{s},{2 * (1 + s % 4)},{(s + i % 6) % 8},{1 + (s + i) % 5}"
     for s in range(STUDENTS)
@@ -123,20 +124,23 @@ def test_students_by_department_keep_their_departments(tmp_path: Path) -> None:
         assert values["semester"] == 1 and values["dept"] == 6 and values["y"] == 5
         assert drawn.total == 12  # 12 ratings a student
         assert bounds["max_groups_per_entity"] == 6  # a student's departments
-        # Each department has 300 students (6 of 8): at the default G = 3 half would be cut.
+        # Each department has 1,125 students (6 of 8): at the default G = 3 half would be cut.
         result = service.run(operator, by_dept).table.to_pylist()
-        assert len(result) == 8 and all(abs(r["n"] - 300) <= 40 for r in result), result
+        assert len(result) == 8 and all(abs(r["n"] - 1_125) <= 60 for r in result), result
         by_semester = "SELECT semester, count(*) AS n FROM univ.ratings GROUP BY 1"
         assert service.explain(operator, by_semester)["contribution"]["max_groups_per_entity"] == 1
-        # Spent and recorded: T's quantile (and "how many more"), then the values'.
+        # Spent and recorded: T's quantile, then whether there are enough students (a
+        # quarter of ε), then the three columns' quantiles (ε each).
         spends = _entries(platform, ACTION)
-        assert spends[-1].details["values_per_entity"] == ["semester", "dept", "y"]
-        assert spends[-1].details["quantiles"] == 3
+        gate, columns = spends[-2].details, spends[-1].details
+        assert gate["entities_at_least"] == 60 and gate["epsilon"] == 0.5  # ε 2: 6/(0.05·2)
+        assert columns["values_per_entity"] == ["semester", "dept", "y"]
+        assert columns["quantiles"] == 3 and columns["epsilon"] == 6.0
         (outcome,) = _entries(platform, OUTCOME)
         assert outcome.details["values_per_entity"] == values
         assert all(e.seq < outcome.seq for e in spends)
         spent = owner_epsilon_spent(platform, "univ.ratings")
-        assert spent == 2.0 * len(spends)
+        assert spent == sum(e.details["epsilon"] for e in spends)
     finally:
         platform.close()
     # Another process reads the stored draw: nothing more is spent.
@@ -174,11 +178,28 @@ def test_a_draw_stored_before_values_is_completed_once(tmp_path: Path) -> None:
         bounds = QueryService(platform).explain(operator, by_dept)["contribution"]
         assert bounds["max_groups_per_entity"] == 6
         spends = _entries(platform, ACTION)
-        assert len(spends) == before + 1 and spends[-1].details["values_per_entity"]
+        assert len(spends) == before + 2 and spends[-1].details["values_per_entity"]
         drawn = stored_draw(platform.engine, "univ.ratings")
         assert drawn is not None and dict(drawn.values or ())["dept"] == 6
         QueryService(platform).explain(operator, by_dept)
-        assert len(_entries(platform, ACTION)) == before + 1  # once
+        assert len(_entries(platform, ACTION)) == before + 2  # once
+    finally:
+        platform.close()
+
+
+def test_too_few_entities_draw_no_values(tmp_path: Path) -> None:
+    """30 students: a quantile per column would be noise (``least_entities``: 60 at ε 2),
+    so only the test of their number is spent, and G stays the default's."""
+    few = LINES[:1] + LINES[1 : 1 + 30 * 12]
+    platform, operator = dp_platform(tmp_path / "home", RATINGS, few, default_bounds_epsilon=2.0)
+    try:
+        sql = "SELECT dept, count(*) AS n FROM univ.ratings GROUP BY dept"
+        bounds = QueryService(platform, noise=seeded_noise(5)).explain(operator, sql)
+        assert bounds["contribution"]["max_groups_per_entity"] == 3
+        drawn = stored_draw(platform.engine, "univ.ratings")
+        assert drawn is not None and drawn.total == 12 and drawn.values == ()
+        gate = _entries(platform, ACTION)[-1].details
+        assert gate["entities_at_least"] == 60 and "quantiles" not in gate
     finally:
         platform.close()
 
@@ -223,3 +244,20 @@ def test_key_groups_take_a_drawn_value_where_nothing_is_declared() -> None:
     ):
         checked = check_query(parse_query(sql, max_length=MAX_SQL_LENGTH), drawn)
         assert declared_groups(checked, drawn) == expected, sql
+
+
+def test_the_entity_test_is_right_far_from_its_threshold() -> None:
+    from fractions import Fraction
+
+    from sandbox.query.bounds_quantile import enough_entities, least_entities
+
+    q, eps = Fraction(95, 100), Fraction(1, 5)
+    assert least_entities(q, eps) == 600  # (1 - q)·n·ε/2 ≥ 3 temperatures
+    assert least_entities(q, Fraction(2)) == 60
+    gate = eps / 4  # temperature 40
+    said = {
+        n: sum(enough_entities(n, 600, gate, seeded_noise(seed)) for seed in range(200))
+        for n in (312, 600, 2_972)
+    }
+    assert said[312] <= 2 and said[2_972] >= 198  # InstEval's students; pbcseq's patients
+    assert 60 <= said[600] <= 140  # at the threshold: either, about evenly
