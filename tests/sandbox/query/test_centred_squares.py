@@ -58,6 +58,12 @@ def test_a_variances_squares_are_noised_around_the_midpoint_of_their_bounds() ->
         [*VARIANCE[:3], StatColumn("__q4", "sumsq", 0.0, 5.0, of="__s2", cell="__e1")],
         [*VARIANCE, StatColumn("__n5", "count", cell="__e1")],  # two counts: no pairing
         [*VARIANCE[:3], StatColumn("__q4", "sumsq", -5.0, 5.0, of="__s2", cell="__e1")],
+        [  # far from 0 for their width: float sums' error would outgrow the grid
+            VARIANCE[0],
+            StatColumn("__s2", "sum", 1000.0, 1010.0, cell="__e1"),
+            VARIANCE[2],
+            StatColumn("__q4", "sumsq", 1000.0, 1010.0, of="__s2", cell="__e1"),
+        ],
     ],
 )
 def test_squares_without_their_own_sum_and_count_are_not_centred(

@@ -77,6 +77,9 @@ def test_a_paired_sum_is_noised_at_half_its_sensitivity_around_the_midpoint() ->
         (10.0, 100.0, True, False),
         (-100.0, -10.0, False, True),
         (-100.0, -10.0, True, False),
+        (1000.0, 1010.0, False, False),  # 202 half-widths from 0: float error (FLOAT_SPAN)
+        (20.0, 100.0, False, True),  # 2.5
+        (50.0, 100.0, False, False),  # 4
     ],
 )
 def test_which_sums_are_centred(lower: float, upper: float, shown: bool, centred: bool) -> None:
