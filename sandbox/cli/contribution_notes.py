@@ -56,6 +56,7 @@ def registration_note(
 def drawn_bounds(platform: "Platform", rec: "DatasetRecord") -> dict[str, object] | None:
     """The ``--json`` form of a draw for ``rec`` (None: none drawn for its entity key)."""
     from sandbox.core.classification import Contribution
+    from sandbox.query.bounds_proposal import owner_epsilon_spent
     from sandbox.query.default_bounds import stored_draw
 
     drawn = stored_draw(platform.engine, rec.id)
@@ -63,10 +64,11 @@ def drawn_bounds(platform: "Platform", rec: "DatasetRecord") -> dict[str, object
         return None
     settings = platform.settings
     default = Contribution(settings.dp_max_rows_per_entity, settings.dp_max_groups_per_entity)
-    bounds = drawn.bounds(default)
+    bounds = drawn.bounds(default, rec.spec)
     return {
         "bounds": None if bounds is None else bounds.to_dict(),  # None: the default is kept
-        "epsilon": drawn.epsilon,
+        "epsilon": drawn.epsilon,  # each quantile's
+        "owner_epsilon_spent": owner_epsilon_spent(platform, rec.id),  # all the owner's draws
         "drawn_from_version": drawn.version,
         # each undeclared groupable column's values per entity (None: not drawn yet)
         "values_per_entity": None if drawn.values is None else dict(drawn.values),
@@ -76,6 +78,7 @@ def drawn_bounds(platform: "Platform", rec: "DatasetRecord") -> dict[str, object
 def undeclared_bounds(platform: "Platform", rec: "DatasetRecord") -> str:
     """The ``contribution:`` line of a dataset without ``[contribution]``."""
     from sandbox.core.classification import Contribution
+    from sandbox.query.bounds_proposal import owner_epsilon_spent
     from sandbox.query.default_bounds import stored_draw
 
     settings = platform.settings
@@ -86,8 +89,12 @@ def undeclared_bounds(platform: "Platform", rec: "DatasetRecord") -> str:
     drawn = stored_draw(platform.engine, rec.id)
     if drawn is None or drawn.entity_key != rec.entity_key.lower():
         return f"contribution: platform default {words} (no [contribution]; none drawn yet)"
-    how = f"drawn from v{drawn.version}'s rows per entity, DP, ε {drawn.epsilon:g}"
-    bounds = drawn.bounds(default)
+    spent = owner_epsilon_spent(platform, rec.id)
+    how = (
+        f"drawn from v{drawn.version}'s rows per entity, DP, ε {drawn.epsilon:g} a quantile, "
+        f"owner-side ε {spent:g} in all"
+    )
+    bounds = drawn.bounds(default, rec.spec)
     values = ""
     if drawn.values:
         listed = ", ".join(f"{name} {n}" for name, n in drawn.values)

@@ -214,12 +214,14 @@ class Settings:
         0.2,
         ge=0,
         le=10,
-        help="ε spent once per dataset whose classification declares no `[contribution]` "
-        "(outside the verified one-row case), at its first query with a privacy budget, on one DP "
-        "quantile of rows per entity t: where t < C·G, the query runs at C = T = t and G at "
-        "most t, the data's own reach; where t > C·G (up to `default_bounds_max_rows`), at "
-        'C = T = t and the default G (`docs/disclosure.md`, "Bounds drawn from the data"); '
-        "recorded in the audit trail as the owner's. 0: the platform default applies as is.",
+        help="ε of each DP quantile drawn once per dataset whose classification declares no "
+        "`[contribution]` (outside the verified one-row case), at its first query with a "
+        "privacy budget: rows per entity t (a second quantile where t reaches C·G, up to "
+        "`default_bounds_max_rows`), so queries run at C = T = t; then, where a test at a "
+        "quarter of this ε finds enough entities (600 at 0.2), one quantile per groupable "
+        "column without a declared `values_per_entity`, which set G and each query's G "
+        '(`docs/disclosure.md`, "Bounds drawn from the data"). All recorded in the audit trail '
+        "as the owner's, before the data is read. 0: the platform default applies as is.",
     )
     default_bounds_max_rows: int = setting(
         100,

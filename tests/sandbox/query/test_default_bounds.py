@@ -235,11 +235,12 @@ def test_one_row_data_without_bounds_runs_at_one_row_and_one_group(home) -> None
     # The host console says which bounds apply, and where they came from.
     shown = _show(path, "market.enterprises")
     assert "contribution: C = 1, G = 1, T = 1 (no [contribution]; drawn from v" in shown
-    assert "DP, ε 2)" in shown
+    assert "DP, ε 2 a quantile, owner-side ε 2 in all)" in shown
     body = json.loads(_show(path, "market.enterprises", "--json"))
     assert body["contribution"] is None  # nothing declared
     assert body["contribution_drawn"]["bounds"]["max_rows_per_entity"] == 1
     assert body["contribution_drawn"]["epsilon"] == 2.0
+    assert body["contribution_drawn"]["owner_epsilon_spent"] == 2.0
     assert "contribution: platform default C = 2, G = 3 (no [contribution]; none drawn yet)" in (
         _show(path, "hrss.social_insurance", undeclare=True, tokens=tokens)
     )

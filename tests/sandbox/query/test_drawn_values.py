@@ -187,6 +187,27 @@ def test_a_draw_stored_before_values_is_completed_once(tmp_path: Path) -> None:
         platform.close()
 
 
+def test_declared_values_count_towards_g_beside_drawn_ones(tmp_path: Path) -> None:
+    """dept declares 6 values per student, semester is drawn (1): G is 6, not 1 (a review
+    found the drawn ones alone set G = 1 and a count by department 71-91% low)."""
+    declared = RATINGS.replace(
+        '[columns.dept]\nlevel = "L1"', '[columns.dept]\nvalues_per_entity = 6\nlevel = "L1"'
+    )
+    assert "values_per_entity = 6" in declared
+    home = tmp_path / "home"
+    platform, operator = dp_platform(home, declared, LINES, default_bounds_epsilon=2.0)
+    try:
+        service = QueryService(platform, noise=seeded_noise(9))
+        by_dept = "SELECT dept, count(DISTINCT sid) AS n FROM univ.ratings GROUP BY dept"
+        assert service.explain(operator, by_dept)["contribution"]["max_groups_per_entity"] == 6
+        result = service.run(operator, by_dept).table.to_pylist()
+        assert len(result) == 8 and all(abs(r["n"] - 1_125) <= 60 for r in result), result
+        drawn = stored_draw(platform.engine, "univ.ratings")
+        assert drawn is not None and "dept" not in dict(drawn.values or ())  # declared
+    finally:
+        platform.close()
+
+
 def test_too_few_entities_draw_no_values(tmp_path: Path) -> None:
     """30 students: a quantile per column would be noise (``least_entities``: 60 at ε 2),
     so only the test of their number is spent, and G stays the default's."""
