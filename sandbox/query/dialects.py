@@ -29,7 +29,7 @@ from sqlglot import exp
 from sqlglot.errors import ErrorLevel
 from sqlglot.tokens import TokenType
 
-from sandbox.query.comoments import as_moments
+from sandbox.query.comoments import WRITTEN_AS, as_moments
 from sandbox.query.conditional import as_filters, number_is
 from sandbox.query.normalize import normalize
 
@@ -153,6 +153,10 @@ def respell(root: exp.Expr) -> None:
         quantile = _within_group(within)
         if quantile is not None:
             within.replace(quantile)
+    for approximate in list(root.find_all(exp.ApproxQuantile)):
+        quantile = _approx_quantile(approximate)
+        if quantile is not None:
+            approximate.replace(quantile)
     if isinstance(root, exp.Select):
         _order_by_all(root)
         limit = root.args.get("limit")
@@ -233,6 +237,18 @@ def _within_group(within: exp.WithinGroup) -> exp.Expr | None:
     if key.args.get("desc") or not (isinstance(q, exp.Literal) and not q.is_string):
         return None
     return type(func)(this=key.this.copy(), expression=q.copy())
+
+
+def _approx_quantile(approx: exp.ApproxQuantile) -> exp.Expr | None:
+    """``approx_quantile(x, q)`` as ``quantile_cont(x, q)`` (as ``approx_count_distinct``
+    is counted exactly): under a budget both are the one DP quantile; without one both are
+    refused alike.  Only one numeric constant q (a list of them is left as written)."""
+    q = approx.args.get("quantile")
+    if not (isinstance(q, exp.Literal) and not q.is_string) or approx.args.get("accuracy"):
+        return None
+    quantile = exp.PercentileCont(this=approx.this.copy(), expression=q.copy())
+    quantile.meta[WRITTEN_AS] = "approx_quantile"  # refusals name what was written
+    return quantile
 
 
 def alternatives(node: exp.Anonymous) -> tuple[str, ...]:

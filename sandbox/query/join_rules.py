@@ -27,6 +27,15 @@ def _check_consent(lb: BaseColumn, lspec: ColumnSpec, rb: BaseColumn, rspec: Col
     bureaus one side alone would make another bureau's data joinable without its consent.
     """
     left, right = f"{lb.dataset}.{lspec.name}", f"{rb.dataset}.{rspec.name}"
+    if lb.dataset == rb.dataset:
+        # No declaration makes a self-join answerable (_check_joined_once): say so, not
+        # "not declared joinable", which sent an analyst to declare it in vain.
+        raise refuse(
+            "guard.join",
+            f"{left} and {right} join {lb.dataset} to itself: a dataset joined to itself "
+            "multiplies its rows per key, so no declaration allows it; compare one entity's "
+            "rows in one scan instead (a derived table grouped by the entity key)",
+        )
     to_right, to_left = _declares(lspec, rb.dataset, rspec), _declares(rspec, lb.dataset, lspec)
     if lb.dataset.split(".")[0] == rb.dataset.split(".")[0]:
         if to_right or to_left:

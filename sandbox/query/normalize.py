@@ -1,3 +1,4 @@
+# Over 400 lines: each equivalent form the guard reads, beside the others it must not disturb.
 """Equivalent forms of analyst queries the guard's rules read, made before the guard.
 
 Shapes analysts write whose meaning is one the guard already accepts in
@@ -168,7 +169,8 @@ def _zero(node: exp.Expr) -> bool:
 
 
 def coalesce_zero(agg: exp.Expr) -> None:
-    """``sum``, ``avg`` and ``count`` of ``coalesce(x, 0)``, in the forms the rewrite knows.
+    """``sum``, ``avg`` and ``count`` of ``coalesce(x, 0)`` (and of ``coalesce(x, c)``,
+    :func:`_coalesce_constant`), in the forms the rewrite knows.
 
     ``count(coalesce(x, c))`` (a constant c) is ``count(*) FILTER (WHERE coalesce(x, c)
     IS NOT NULL)``, so x is still checked as a filter; ``sum(coalesce(x, 0))``
@@ -178,6 +180,8 @@ def coalesce_zero(agg: exp.Expr) -> None:
     stays on each aggregate made.  Other arguments are left as written.
     """
     arg = agg.this
+    if isinstance(arg, exp.Case):
+        arg = _null_filled(arg) or arg
     if not isinstance(arg, exp.Coalesce) or agg.args.get("expressions"):
         return
     if len(arg.expressions) != 1:
@@ -197,9 +201,10 @@ def coalesce_zero(agg: exp.Expr) -> None:
             return
         agg.replace(exp.Filter(this=exp.Count(this=exp.Star()), expression=exp.Where(this=present)))
         return
-    if not _zero(fallback):
-        return
     value = arg.this.copy()
+    if not _zero(fallback):
+        _coalesce_constant(agg, value, fallback)
+        return
     if isinstance(agg, exp.Sum):
         agg.set("this", value)
         return
@@ -209,6 +214,50 @@ def coalesce_zero(agg: exp.Expr) -> None:
         expression=with_filter(exp.Count(this=exp.Star()), where),
     )
     target.replace(exp.paren(ratio))
+
+
+def _null_filled(case: exp.Case) -> exp.Coalesce | None:
+    """``coalesce(x, c)`` for ``CASE WHEN x IS NULL THEN c ELSE x END`` (x a column, c a
+    constant), the same value written longhand; None for any other CASE."""
+    ifs = case.args.get("ifs") or []
+    default = case.args.get("default")
+    if case.this is not None or len(ifs) != 1 or not isinstance(default, exp.Column):
+        return None
+    condition, then = ifs[0].this, ifs[0].args.get("true")
+    if not (
+        isinstance(condition, exp.Is)
+        and isinstance(condition.expression, exp.Null)
+        and condition.this == default
+        and isinstance(then, exp.Literal | exp.Neg)
+        and literal_number(then) is not None
+    ):
+        return None
+    filled = exp.Coalesce(this=default.copy(), expressions=[then.copy()])
+    case.replace(filled)
+    return filled
+
+
+def _coalesce_constant(agg: exp.Expr, value: exp.Expr, fallback: exp.Expr) -> None:
+    """``sum(coalesce(x, c))`` and ``avg(coalesce(x, c))`` for a number ``c`` other than 0:
+    ``sum(x) + c·(count(*) - count(x))`` (each NULL counted as ``c``), over ``count(*)``
+    for the average; statistics the rewrite knows, combined after release.  NULL where
+    every value of the group is NULL, as for ``c = 0``.  Anything else is left as written."""
+    number = literal_number(fallback)
+    if number is None or not isinstance(agg, exp.Sum | exp.Avg):
+        return
+    where, target = own_filter(agg)
+    present = with_filter(exp.Count(this=value.copy()), where)
+    rows = with_filter(exp.Count(this=exp.Star()), where)
+    missing = exp.paren(exp.Sub(this=rows, expression=present))
+    total = exp.Add(
+        this=with_filter(exp.Sum(this=value), where),
+        expression=exp.Mul(this=fallback.copy(), expression=missing),
+    )
+    if isinstance(agg, exp.Sum):
+        target.replace(exp.paren(total))
+        return
+    rows = with_filter(exp.Count(this=exp.Star()), where)
+    target.replace(exp.paren(exp.Div(this=exp.paren(total), expression=rows)))
 
 
 def _factor(node: exp.Expr) -> bool:

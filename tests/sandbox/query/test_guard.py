@@ -48,6 +48,7 @@ def test_refused_with_rule(case: dict) -> None:
     with pytest.raises(QueryRefused) as info:
         guard(case["sql"])
     assert info.value.rule == case["rule"], info.value.message
+    assert case.get("says", "") in info.value.message  # where a case names the words
 
 
 @pytest.mark.parametrize("case", _load("answer.jsonl"), ids=lambda c: c["sql"][:60])
