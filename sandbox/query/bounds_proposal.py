@@ -63,6 +63,8 @@ __all__ = [
     "ACTION",
     "VALUE_PART",
     "BoundsProposal",
+    "enclave_rows",
+    "groupable_columns",
     "owner_epsilon_spent",
     "per_entity_histogram",
     "propose_bounds",
@@ -161,6 +163,20 @@ def released_form(col: ColumnSpec) -> str:
     if gen.kind == "truncate":
         return f"date_trunc('{gen.unit}', {name})"
     return f"left({name}, {int(gen.length or 1)})"
+
+
+def groupable_columns(spec: DatasetSpec) -> list[ColumnSpec]:
+    """The columns of ``spec`` a query may group by: dimension, quasi, sensitive; never L4."""
+    return [c for c in spec.columns if c.role in GROUPABLE and c.level is not Level.L4]
+
+
+def enclave_rows(platform: Platform) -> Callable[[str, list[Any]], list[tuple[Any, ...]]]:
+    """``run(sql, params)``: the enclave's rows of one owner-side histogram query, as tuples."""
+
+    def run(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        return [tuple(r.values()) for r in platform.enclave.query(sql, params).to_pylist()]
+
+    return run
 
 
 def per_entity_histogram(
@@ -279,7 +295,7 @@ def propose_bounds(
                 rule="engine.unsupported",
             )
         spec = record.spec
-        groupable = [c for c in spec.columns if c.role in GROUPABLE and c.level is not Level.L4]
+        groupable = groupable_columns(spec)
         measured = [c for c in spec.columns if c.bounds is not None]
         sides = sum(map(sum, map(_drawn, measured)))
         count_quantiles = 1 + bool(groupable)  # C's quantile, and G's if anything can be grouped
@@ -303,10 +319,7 @@ def propose_bounds(
     q, qv = Fraction(str(p)), Fraction(str(v))
     table = f"{_quoted(spec.domain)}.{_quoted(spec.table)}"
     entity = _quoted(spec.entity_key)
-
-    def run(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
-        return [tuple(r.values()) for r in platform.enclave.query(sql, params).to_pylist()]
-
+    run = enclave_rows(platform)
     rows = per_entity_histogram(run, table, entity, "count(*)")
     c = chosen_count(rows, q, share, chooser)
     g = 1  # no groupable column: one group per query (its total), and nothing drawn

@@ -62,7 +62,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from sandbox.core.access import budgeted_spec
-from sandbox.core.classification import Contribution, DatasetSpec, Level
+from sandbox.core.classification import Contribution, DatasetSpec
 from sandbox.core.db import derived_contribution
 from sandbox.core.errors import SandboxError
 from sandbox.core.timeutil import now_rfc3339
@@ -70,7 +70,8 @@ from sandbox.enclave.catalog import DatasetRecord
 from sandbox.platform import Platform
 from sandbox.query.bounds_proposal import (
     ACTION,
-    GROUPABLE,
+    enclave_rows,
+    groupable_columns,
     owner_epsilon_spent,
     per_entity_histogram,
     released_form,
@@ -121,11 +122,8 @@ def declared_values(spec: DatasetSpec | None) -> tuple[int, ...]:
     """The ``values_per_entity`` ``spec`` declares of the columns a budgeted query may group by."""
     if spec is None:
         return ()
-    return tuple(
-        c.values_per_entity
-        for c in budgeted_spec(spec).columns
-        if c.role in GROUPABLE and c.level is not Level.L4 and c.values_per_entity is not None
-    )
+    declared = (c.values_per_entity for c in groupable_columns(budgeted_spec(spec)))
+    return tuple(v for v in declared if v is not None)
 
 
 def drawn_bounds(
@@ -260,12 +258,10 @@ class DataBounds:
 
         record_spend()
         table = f"{_quoted(spec.domain)}.{_quoted(spec.table)}"
-
-        def run(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
-            return [tuple(r.values()) for r in platform.enclave.query(sql, params).to_pylist()]
-
         try:
-            rows = per_entity_histogram(run, table, _quoted(spec.entity_key), "count(*)")
+            rows = per_entity_histogram(
+                enclave_rows(platform), table, _quoted(spec.entity_key), "count(*)"
+            )
         except SandboxError as exc:
             # The owner's draw must not fail the operator's query: the default applies in
             # this query service (one per process) until it restarts (a retry would spend
@@ -279,7 +275,7 @@ class DataBounds:
             # recorded before it is drawn; the rows were read once, above).
             record_spend(above=top)
             chosen = chosen_above(rows, q, eps, source or system_noise(), top, ceiling)
-        values = self._values(record, epsilon, chosen)
+        values = self._values(record, epsilon, chosen, entities=sum(rows))
         drawn = DrawnTotal(
             spec.entity_key.lower(),
             None if chosen == top else chosen,
@@ -334,7 +330,7 @@ class DataBounds:
         )
 
     def _values(
-        self, record: DatasetRecord, epsilon: float, reach: int
+        self, record: DatasetRecord, epsilon: float, reach: int, entities: int | None = None
     ) -> tuple[tuple[str, int], ...] | None:
         """Each groupable column's values per entity, drawn (spends recorded first); ``()``
         where none is drawn; None where the enclave failed (the spends stay recorded).
@@ -350,15 +346,12 @@ class DataBounds:
         (:func:`~sandbox.query.bounds_quantile.enough_entities`): on 312 patients a
         quantile per column at a share of ε was noise (sex drawn 5, a visit's status 10,
         disease stage 1 for 3), and a count by stage came out 27-45% low.  Nothing is
-        spent where no column needs one, or ``reach`` is 1.
+        spent where no column needs one, or ``reach`` is 1.  ``entities``: their number,
+        where the caller read it already (the draw of ``T`` read every entity's rows).
         """
         platform = self.platform
         spec = budgeted_spec(record.spec)
-        columns = [
-            c
-            for c in spec.columns
-            if c.role in GROUPABLE and c.level is not Level.L4 and c.values_per_entity is None
-        ]
+        columns = [c for c in groupable_columns(spec) if c.values_per_entity is None]
         if not columns or reach < 2:
             return ()
         percentile, eps = platform.settings.bounds_percentile, Fraction(str(epsilon))
@@ -378,13 +371,10 @@ class DataBounds:
             },
         )
         table = f"{_quoted(spec.domain)}.{_quoted(spec.table)}"
-        entity = _quoted(spec.entity_key)
-
-        def run(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
-            return [tuple(r.values()) for r in platform.enclave.query(sql, params).to_pylist()]
-
+        entity, run = _quoted(spec.entity_key), enclave_rows(platform)
         try:
-            entities = sum(per_entity_histogram(run, table, entity, "count(*)"))
+            if entities is None:
+                entities = sum(per_entity_histogram(run, table, entity, "count(*)"))
             if not enough_entities(entities, least, gate, source):
                 return ()
             total = epsilon * len(columns)
