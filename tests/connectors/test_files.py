@@ -97,6 +97,18 @@ def test_reregistering_replaces_atomically_and_is_recorded(platform, tmp_path) -
     assert history[1]["certificate"]["certificate"]["row_count"] == 30
 
 
+def test_blank_csv_text_is_missing_as_a_blank_number_is(platform, tmp_path) -> None:
+    # As DuckDB's read_csv reads it: `district IS NULL` finds the blank ones (pyarrow's
+    # default kept them as '', and an outside rehearsal's IS NULL found none).
+    path = tmp_path / "blanks.csv"
+    path.write_text('person_id,district,amount\nP1,D01,10\nP2,,20\nP3,"",\nP4,NA,30\nP5,D02,NA\n')
+    platform.register(visits_spec(), FileSource(path, platform.settings.staging_dir))
+    assert _count(platform, "SELECT count(*) FROM health.visits WHERE district IS NULL") == 3
+    assert _count(platform, "SELECT count(*) FROM health.visits WHERE district = ''") == 0
+    assert _count(platform, "SELECT count(*) FROM health.visits WHERE amount IS NULL") == 2
+    assert _count(platform, "SELECT sum(amount) FROM health.visits") == 60
+
+
 def test_missing_file(platform, tmp_path) -> None:
     with pytest.raises(ConnectorError, match="does not exist"):
         platform.register(
