@@ -59,6 +59,21 @@ def _key_column(select: exp.Select) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
+def _outputs_shape(select: exp.Expr) -> tuple[str, ...]:
+    """A branch's outputs with their constants and names left out (``'F', count(*)``: the
+    tag and the aggregate): branches GROUP BY could give have one shape."""
+    shape = []
+    for output in select.expressions:
+        node = output.unalias().copy()
+        if isinstance(node, exp.Literal):
+            shape.append("?")
+            continue
+        for literal in list(node.find_all(exp.Literal)):
+            literal.replace(exp.Placeholder())
+        shape.append(node.sql())
+    return tuple(shape)
+
+
 def _stacked_totals(root: exp.Union) -> None:
     """``SELECT 'F', count(*) … WHERE gender = 'F' UNION ALL SELECT 'M', …``."""
     branches = _branches(root)
@@ -69,6 +84,8 @@ def _stacked_totals(root: exp.Union) -> None:
     keys = {_key_column(b) for b in branches}  # type: ignore[arg-type]
     if len(keys) != 1 or None in keys:
         return
+    if len({_outputs_shape(b) for b in branches}) != 1:
+        return  # different aggregates (avg(a) above, avg(b) below): not one GROUP BY
     (key,) = keys
     raise QueryRefused(
         "each SELECT of a UNION ALL would be a release of its own: SELECTs that differ only "

@@ -100,8 +100,9 @@ _MEASURE = Use(
     Needs.NEVER,
     "guard.measure",
     "measure {where}: measures may only be aggregated (sum, avg, stddev, variance, count: "
-    "e.g. sum({name})) or filtered on; in a group key or an output, compare the column "
-    "itself with constants (e.g. {name} >= 1000)",
+    "e.g. sum({name})) or filtered on; in a group key or an output, cut the column itself "
+    "at constants you choose (e.g. CASE WHEN {name} < c1 THEN 'low' WHEN {name} < c2 "
+    "THEN 'middle' ELSE 'high' END)",
 )
 _DIMENSION_VALUE = Use(
     Needs.MEASURE_USE,

@@ -165,6 +165,13 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Any:
             "FROM health.claims GROUP BY 1",
         ),
         (
+            "SELECT district, avg(claim_amount - age) AS d FROM health.claims GROUP BY 1",
+            "SELECT district, (sum(claim_amount) FILTER (WHERE claim_amount IS NOT NULL AND "
+            "age IS NOT NULL) - sum(age) FILTER (WHERE claim_amount IS NOT NULL AND age IS NOT "
+            "NULL)) / nullif(count(*) FILTER (WHERE claim_amount IS NOT NULL AND age IS NOT "
+            "NULL), 0) AS d FROM health.claims GROUP BY 1",
+        ),
+        (
             # the demo's person_id is never NULL: every row has an entity
             "SELECT gender, count(person_id) AS n FROM health.claims GROUP BY 1",
             "SELECT gender, count(*) AS n FROM health.claims GROUP BY 1",
@@ -181,6 +188,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Any:
         "scaled-sum",
         "shifted",
         "cast-condition",
+        "measures-difference",
         "count-entity-key",
     ],
 )

@@ -96,7 +96,19 @@ def test_the_form_the_guard_reads_gives_duckdbs_answer(
 
 @pytest.mark.parametrize(
     "aggregate",
-    ["avg(x + y)", "sum(x - y * 2)", "avg(x::INT)", "sum((x > 1)::VARCHAR)", "avg(DISTINCT x + 1)"],
+    [
+        "avg(x * y + 1)",
+        "sum(x - y + 2)",
+        "avg(x::INT)",
+        "sum((x > 1)::VARCHAR)",
+        "avg(DISTINCT x + 1)",
+        # measures combined in a row (measure_terms): only plain column terms are read
+        "sum(x * y - f)",
+        "avg(coalesce(x, y + 1))",
+        "sum(coalesce(x, 0, y))",
+        "avg(DISTINCT x - y)",
+        "sum(x - 'a')",
+    ],
 )
 def test_other_forms_are_left_as_written(aggregate: str) -> None:
     sql = f"SELECT g, {aggregate} AS v FROM t GROUP BY g"
