@@ -238,3 +238,6 @@ def test_the_ratings_table_is_drawn_above_the_default_and_answered(tmp_path: Pat
     assert all(q["sandbox"]["note"] == "" for q in figures["queries"].values())
     assert figures["queries"]["count-all"]["sandbox"]["answered"] == 1.0
     assert figures["contribution"]["C"] > 6  # raised, not the default C = 2
+    # SmartNoise's max_ids is the drawn T (rows per student over a query's groups), the
+    # bound it has the same meaning as, not the smallest (C, G) a query reports
+    assert figures["contribution"]["max_ids"] >= figures["contribution"]["C"]

@@ -36,6 +36,25 @@ def format_table(table: "pa.Table") -> str:
     return "\n".join(lines)
 
 
+def with_intervals(table: "pa.Table", accuracy: dict[str, Any] | None) -> "pa.Table":
+    """``table`` with a ``name ±95%`` column after each average whose result metadata
+    gives every row's 95% half-width (``cell_accuracy.result_accuracy``); "unbounded" where
+    a cell's noisy count is within its own noise (an outside analyst read small groups'
+    averages, 0.0 and five times the truth, with nothing beside them saying so)."""
+    import pyarrow as pa
+
+    for name, entry in (accuracy or {}).items():
+        widths = entry.get("half_widths") if isinstance(entry, dict) else None
+        if name not in table.column_names or not isinstance(widths, list):
+            continue
+        if len(widths) != table.num_rows:
+            continue
+        shown = ["unbounded" if w is None else f"{w:,.4g}" for w in widths]
+        at = table.column_names.index(name) + 1
+        table = table.add_column(at, f"{name} ±95%", pa.array(shown, pa.string()))
+    return table
+
+
 def query(
     ctx: typer.Context,
     sql: Annotated[str, typer.Argument(help="One SELECT over datasets you hold grants on.")],
@@ -110,7 +129,7 @@ def _print_result(result: Any, fmt: str, receipt: Path | None) -> None:
         pacsv.write_csv(result.table, sink)
         sys.stdout.write(sink.getvalue().to_pybytes().decode("utf-8"))
     else:
-        typer.echo(format_table(result.table))
+        typer.echo(format_table(with_intervals(result.table, result.meta.get("accuracy"))))
     meta = result.meta
     eps = f", ε spent {meta['epsilon_spent']:g}" if meta.get("epsilon_spent") else ""
     remaining = meta.get("epsilon_remaining")

@@ -60,18 +60,13 @@ def _key_column(select: exp.Select) -> str | None:
 
 
 def _outputs_shape(select: exp.Expr) -> tuple[str, ...]:
-    """A branch's outputs with their constants and names left out (``'F', count(*)``: the
-    tag and the aggregate): branches GROUP BY could give have one shape."""
-    shape = []
-    for output in select.expressions:
-        node = output.unalias().copy()
-        if isinstance(node, exp.Literal):
-            shape.append("?")
-            continue
-        for literal in list(node.find_all(exp.Literal)):
-            literal.replace(exp.Placeholder())
-        shape.append(node.sql())
-    return tuple(shape)
+    """A branch's outputs, a constant one (its tag, ``'F'``) as ``?``, names left out:
+    branches one GROUP BY could give have one shape (``avg(x) FILTER (WHERE age > 30)``
+    and ``… > 40`` are not one)."""
+    return tuple(
+        "?" if isinstance(o.unalias(), exp.Literal) else o.unalias().sql()
+        for o in select.expressions
+    )
 
 
 def _stacked_totals(root: exp.Union) -> None:

@@ -293,6 +293,13 @@ class ColumnRules:
             # Check the columns first so the refusal names the most specific rule.
             for col in arg.find_all(exp.Column):
                 self.use(self.lineage.resolve(col, scope), context, f"{name}()")
+            if len({c.sql() for c in arg.find_all(exp.Column)}) > 1:
+                raise refuse(
+                    "guard.aggregate_argument",
+                    f"{name}() takes one column: of several it reads sums and differences of "
+                    f"measures ({name}(a - b)) and sum(a * b); a row-by-row ratio has no "
+                    "declared bounds, so aggregate each column (sum(a) / sum(b))",
+                )
             raise refuse(
                 "guard.aggregate_argument",
                 f"{name}() takes a column directly; use FILTER (WHERE ...) for conditions",

@@ -1,16 +1,20 @@
-"""An aggregating derived table or CTE, merged into the outer SELECT that only reads it.
+"""A derived table or CTE and the one SELECT that reads it, merged into one SELECT.
 
-One of the equivalent forms of ``normalize.py``: ``SELECT d, n FROM (SELECT district
-AS d, count(*) AS n FROM t GROUP BY 1) x WHERE n > 5 ORDER BY n`` is one aggregating
-SELECT, which the guard's rules read (they refuse aggregation inside a derived
-table).  Pure functions; the query is rewritten in place or left as written.
+Two of the equivalent forms of ``normalize.py``.  ``aggregate_source``: ``SELECT d, n
+FROM (SELECT district AS d, count(*) AS n FROM t GROUP BY 1) x WHERE n > 5 ORDER BY n``
+is one aggregating SELECT, which the guard's rules read (they refuse aggregation inside
+a derived table).  ``projecting_source``: ``WITH t AS (SELECT a - b AS d FROM t) SELECT
+avg(d) FROM t`` is ``SELECT avg(a - b) FROM t``, an aggregate of the expression itself.
+Pure functions; the query is rewritten in place or left as written.
 """
 
 from __future__ import annotations
 
 from sqlglot import exp
 
-__all__ = ["aggregate_source"]
+from sandbox.query.nodes import QUANTILES, VALUE_AGGREGATES
+
+__all__ = ["aggregate_source", "projecting_source"]
 
 
 #: The clauses an outer SELECT may have to be merged into the aggregate it reads.
@@ -204,10 +208,7 @@ def aggregate_source(select: exp.Select) -> None:
         substituted = _substitute(projection.unalias(), name, outputs)
         if substituted is None:
             return
-        value = substituted
-        output = projection.alias_or_name or projection.sql(dialect="duckdb")
-        same = isinstance(value, exp.Column) and value.name == output
-        projections.append(value if same else exp.alias_(value.unnest(), output, quoted=True))
+        projections.append(_named(projection, substituted))
     names = {p.alias_or_name.lower(): p.unalias() for p in projections}
 
     merged = inner.copy()
@@ -234,6 +235,20 @@ def aggregate_source(select: exp.Select) -> None:
     _install(select, merged)
 
 
+def _named(projection: exp.Expr, value: exp.Expr) -> exp.Expr:
+    """``value`` (the output substituted) under the name ``projection`` has in the outer
+    SELECT: its alias, its column's name, or, as DuckDB names an output it is not told to
+    name, its text with functions in lower case (``sum(w)``)."""
+    if isinstance(projection, exp.Alias):
+        output = projection.alias
+    elif isinstance(projection, exp.Column):
+        output = projection.name
+    else:
+        output = projection.sql(dialect="duckdb", normalize_functions="lower")
+    same = isinstance(value, exp.Column) and value.name == output
+    return value if same else exp.alias_(value.unnest(), output, quoted=True)
+
+
 def _install(select: exp.Select, merged: exp.Select) -> None:
     """Make ``select`` the merged query in place, keeping its own LIMIT and OFFSET."""
     for arg in ("limit", "offset"):
@@ -243,3 +258,89 @@ def _install(select: exp.Select, merged: exp.Select) -> None:
         select.set(key, None)
     for key, value in merged.args.items():
         select.set(key, value)
+
+
+#: The clauses an aggregating outer SELECT may have to take in the projection it reads.
+_AGGREGATING_OUTER = frozenset(
+    {"expressions", "from_", "where", "group", "having", "order", "limit", "offset", "with_"}
+)
+#: The clauses the projecting inner SELECT may have.
+_PROJECTING_INNER = frozenset({"expressions", "from_", "joins", "where"})
+
+
+def _computed_argument(select: exp.Select, name: str, outputs: dict[str, exp.Expr]) -> bool:
+    """Does a sum, mean, variance or quantile of the outer read an inner output that is
+    computed, not a column?  The guard refuses that through a CTE (``column_rules``), so
+    taking the inner in never refuses what was answered: ``count(f)`` of a computed
+    ``CASE`` column is answered through it (lineage reads it as a filter)."""
+    for agg in select.find_all(*VALUE_AGGREGATES, *QUANTILES):
+        for column in agg.find_all(exp.Column):
+            if column.table and column.table.lower() != name:
+                continue
+            value = outputs.get(column.name.lower())
+            if value is not None and not isinstance(value, exp.Column):
+                return True
+    return False
+
+
+def projecting_source(select: exp.Select) -> None:
+    """Take a projecting derived table or CTE into the aggregating SELECT that reads it,
+    where an aggregate reads one of its computed columns.
+
+    ``WITH t AS (SELECT coalesce(x, 120) AS m FROM d WHERE …) SELECT avg(m) FROM t`` is
+    ``SELECT avg(coalesce(x, 120)) AS … FROM d WHERE …``: the aggregate then reads the
+    expression itself, in the forms ``normalize.py`` and the guard know.  Left as written
+    unless: the outer reads one derived table or its only CTE, with no join, window or
+    subquery, and an aggregate of the outer reads an inner output that is not a bare
+    column; the inner neither aggregates, groups, orders, limits nor deduplicates, has no
+    window or subquery, names every output once, and each column the outer names is one
+    of its outputs.  The outer's WHERE is added to the inner's (both filter the same
+    rows); its outputs keep their names; its GROUP BY, HAVING, ORDER BY and LIMIT stay.
+    """
+    if not _only(select, _AGGREGATING_OUTER):
+        return
+    clauses = [select.args.get(c) for c in ("where", "group", "having", "order")]
+    if any(
+        p is not None and p.find(exp.Window, exp.Subquery) for p in [*select.expressions, *clauses]
+    ):
+        return
+    found = _inner_of(select)
+    if found is None:
+        return
+    inner, name = found
+    if not _only(inner, _PROJECTING_INNER) or _aggregating(inner):
+        return
+    if inner.find(exp.Window, exp.Subquery, exp.AggFunc):
+        return
+    outputs = _outputs(inner)
+    if outputs is None or not _computed_argument(select, name, outputs):
+        return
+    projections: list[exp.Expr] = []
+    for projection in select.expressions:
+        value = _substitute(projection.unalias(), name, outputs)
+        if value is None or isinstance(projection.unalias(), exp.Star):
+            return
+        projections.append(_named(projection, value))
+    names = {p.alias_or_name.lower(): p.unalias() for p in projections}
+    merged = inner.copy()
+    merged.set("expressions", projections)
+    where = select.args.get("where")
+    if where is not None:
+        condition = _substitute(where.this, name, outputs)
+        if condition is None:
+            return
+        own = merged.args.get("where")
+        both = exp.and_(exp.paren(own.this.copy()), exp.paren(condition)) if own else condition
+        merged.set("where", exp.Where(this=both))
+    for clause, keep in (("group", None), ("having", names), ("order", names)):
+        part = select.args.get(clause)
+        if part is None:
+            continue
+        new = _substitute(part, name, outputs, keep=keep)
+        if new is None:
+            return
+        merged.set(clause, new)
+    for agg in merged.find_all(exp.AggFunc):
+        if isinstance(agg.this, exp.Paren):  # sum((2 * x)): the argument as written inside
+            agg.set("this", agg.this.this)
+    _install(select, merged)

@@ -15,8 +15,11 @@ and left as written otherwise (the guard then refuses it by its own rule):
   projects, computes over its columns, filters, orders and limits: the outer is
   merged into the inner (the inner's outputs substituted into the outer's
   expressions; the outer WHERE becomes HAVING): ``merge_source.py``;
+- a **projecting derived table or CTE** whose computed column an outer aggregate reads:
+  taken into the outer (``merge_source.projecting_source``), so the aggregate reads the
+  expression in the forms below;
 - ``sum``, ``avg``, ``count`` of ``coalesce(x, 0)`` as the aggregates of ``x``;
-- ``sum`` and ``avg`` of ``a ± b`` or ``coalesce(a, b)`` (measures combined in a row) as
+- ``sum`` and ``avg`` of ``a ± b`` (measures combined in a row, scaled by numbers) as
   aggregates of each (``measure_terms.py``);
 - ``sum`` and ``avg`` of a column times or divided by a nonzero number, as the column's
   aggregate scaled after (``scaled_measure``); of a column (or a column so scaled) plus
@@ -39,8 +42,8 @@ from sqlglot import exp
 
 from sandbox.query.advice import advise
 from sandbox.query.comoments import FLOAT_CASTS
-from sandbox.query.measure_terms import coalesced_measures, linear_measures, measured_column
-from sandbox.query.merge_source import aggregate_source
+from sandbox.query.measure_terms import linear_measures
+from sandbox.query.merge_source import aggregate_source, projecting_source
 from sandbox.query.nodes import (
     QUANTILES,
     VALUE_AGGREGATES,
@@ -81,6 +84,7 @@ def normalize(root: exp.Expr) -> None:
             # sqlglot reads DuckDB's any_value(x) as IGNORE NULLS(any_value(x)); DuckDB's
             # any_value already skips NULLs, so the bare call means the same.
             ignore.replace(ignore.this)
+    projecting_source(root)
     distinct_as_groups(root)
     cross_joined_totals(root)
     rollup(root)
@@ -89,8 +93,6 @@ def normalize(root: exp.Expr) -> None:
     offset_into_limit(root)
     for agg in list(root.find_all(exp.Sum, exp.Avg, exp.Count)):
         coalesce_zero(agg)
-    for agg in list(root.find_all(exp.Sum, exp.Avg)):
-        coalesced_measures(agg)
     for agg in list(root.find_all(exp.Sum, exp.Avg)):
         linear_measures(agg)
     for agg in list(root.find_all(exp.Sum, exp.Avg)):
@@ -267,6 +269,24 @@ def _coalesce_constant(agg: exp.Expr, value: exp.Expr, fallback: exp.Expr) -> No
     target.replace(exp.paren(exp.Div(this=exp.paren(total), expression=rows)))
 
 
+def _factor(node: exp.Expr) -> bool:
+    """A nonzero number written as a literal (a sign allowed)."""
+    return bool(literal_number(node))
+
+
+def _measured_column(node: exp.Expr) -> exp.Column | None:
+    """The column of ``x``, ``c * x``, ``x * c`` or ``x / c`` (``c`` a nonzero number)."""
+    if isinstance(node, exp.Column):
+        return node
+    if isinstance(node, exp.Mul | exp.Div):
+        left, right = node.this, node.expression
+        if isinstance(node, exp.Mul) and _factor(left) and isinstance(right, exp.Column):
+            return right
+        if _factor(right) and isinstance(left, exp.Column):
+            return left
+    return None
+
+
 def scaled_measure(agg: exp.Expr) -> None:
     """``sum(c * x)``, ``sum(x * c)`` and ``sum(x / c)`` (``avg`` alike) as the aggregate
     of the bare column scaled after: ``c * sum(x)``, ``sum(x) / c``.
@@ -283,7 +303,7 @@ def scaled_measure(agg: exp.Expr) -> None:
         return
     if in_window(agg):
         return  # a window's function over released rows: written as it is
-    column = measured_column(arg)
+    column = _measured_column(arg)
     if column is None:
         return
     factor = arg.expression if column is arg.this else arg.this
@@ -315,13 +335,13 @@ def shifted_measure(agg: exp.Expr) -> None:
     if in_window(agg):
         return  # a window's function over released rows: written as it is
     left, right = arg.this, arg.expression
-    if literal_number(right) is not None and measured_column(left) is not None:
+    if literal_number(right) is not None and _measured_column(left) is not None:
         value, shift, shift_first = left, right, False
-    elif literal_number(left) is not None and measured_column(right) is not None:
+    elif literal_number(left) is not None and _measured_column(right) is not None:
         value, shift, shift_first = right, left, True
     else:
         return
-    column = measured_column(value)
+    column = _measured_column(value)
     assert column is not None
     where, target = own_filter(agg)
     measured = with_filter(type(agg)(this=value.copy()), where)

@@ -216,6 +216,25 @@ def test_epsilon_per_query_and_the_accuracy_line(home: Path) -> None:
     assert above.returncode == 2 and "budget.epsilon_per_query" in above.stderr
 
 
+def test_an_average_shows_each_cells_interval_in_the_table(home: Path) -> None:
+    """Under a budget each released average has its 95% half-width beside it (the result
+    metadata's ``half_widths``), so a small group's noisy mean does not pass as a figure."""
+    sql = (
+        "SELECT status, avg(registered_capital) AS capital FROM market.enterprises "
+        "GROUP BY 1 ORDER BY 1"
+    )
+    args = ("--home", str(home), "query", "--token", token(home, "op-bank"))
+    lines = run(*args, sql).stdout.splitlines()
+    assert lines[0].split() == ["status", "capital", "capital", "±95%"], lines[0]
+    doc = json.loads(run(*args, "--format", "json", sql.replace("avg", "AVG")).stdout)
+    widths = doc["meta"]["accuracy"]["capital"]["half_widths"]
+    assert len(widths) == len(doc["rows"]) == len(lines) - 2 and widths
+    for line, width in zip(lines[2:], widths, strict=True):
+        shown = line.split()[-1]
+        assert shown == "unbounded" if width is None else float(shown.replace(",", "")) > 0
+    assert "capital ±95%" not in json.dumps(doc["rows"]), "JSON rows stay the released values"
+
+
 def test_a_threshold_is_answered_and_its_released_value_shown(home: Path) -> None:
     """`WHERE x > (SELECT avg(x) …)` through the installed command: the count, and the
     subquery's released (noisy) value on stderr, as the result metadata has it."""

@@ -172,6 +172,12 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Any:
             "NULL), 0) AS d FROM health.claims GROUP BY 1",
         ),
         (
+            "WITH t AS (SELECT district, claim_amount / 1000 AS w FROM health.claims "
+            "WHERE gender = 'F') SELECT district, sum(w) AS wan FROM t GROUP BY 1",
+            "SELECT district, sum(claim_amount) / 1000 AS wan FROM health.claims "
+            "WHERE gender = 'F' GROUP BY 1",
+        ),
+        (
             # the demo's person_id is never NULL: every row has an entity
             "SELECT gender, count(person_id) AS n FROM health.claims GROUP BY 1",
             "SELECT gender, count(*) AS n FROM health.claims GROUP BY 1",
@@ -189,6 +195,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Any:
         "shifted",
         "cast-condition",
         "measures-difference",
+        "cte-computed-measure",
         "count-entity-key",
     ],
 )

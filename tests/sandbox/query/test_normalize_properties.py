@@ -98,12 +98,14 @@ def test_the_form_the_guard_reads_gives_duckdbs_answer(
     "aggregate",
     [
         "avg(x * y + 1)",
-        "sum(x - y + 2)",
+        "sum(x - y / 0)",
         "avg(x::INT)",
         "sum((x > 1)::VARCHAR)",
         "avg(DISTINCT x + 1)",
-        # measures combined in a row (measure_terms): only plain column terms are read
+        # measures combined in a row (measure_terms): only columns and numbers scaled by
+        # numbers are read; a coalesce of two columns is not (its branches' cells)
         "sum(x * y - f)",
+        "sum(coalesce(x, y))",
         "avg(coalesce(x, y + 1))",
         "sum(coalesce(x, 0, y))",
         "avg(DISTINCT x - y)",
