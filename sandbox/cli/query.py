@@ -148,6 +148,15 @@ def _print_result(result: Any, fmt: str, receipt: Path | None) -> None:
         if a.get("half_width") is not None
     ]
     eps += f", 95% within {', '.join(widths)}" if widths else ""
+    # Under a budget, grouped: what a group needs to be shown (data-independent).
+    selection = next(
+        (a for a in (meta.get("accuracy") or {}).values() if a.get("released_from")), None
+    )
+    if selection is not None:
+        eps += (
+            f", groups shown where their noisy count of {selection['counting']} reaches "
+            f"{selection['released_from']:,}"
+        )
     # Under a budget: what a WHERE or a group key was compared with (released values).
     thresholds = meta.get("thresholds") or []
     if thresholds:

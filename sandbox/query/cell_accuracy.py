@@ -22,7 +22,7 @@ from sqlglot import exp
 
 from sandbox.core.errors import EnclaveError
 from sandbox.query.accuracy import gaussian_half_width, laplace_half_width, ratio_half_width
-from sandbox.query.disclosure import NoisePlan, noise_plan
+from sandbox.query.disclosure import ENTITIES, NoisePlan, noise_plan, selection_threshold
 from sandbox.query.nodes import literal_number
 from sandbox.query.release import (
     Prepared,
@@ -123,6 +123,19 @@ def _scaled(node: exp.Expr) -> tuple[exp.Expr, float]:
     return node, 1.0
 
 
+def _selection(plans: dict[str, NoisePlan], prepared: Prepared) -> dict[str, Any]:
+    """What a group needs to be released: its noisy count of entities (or of rows, where a
+    row count selects: ``disclosure._gate``) at least ``released_from`` (the threshold of
+    the plan alone, ``selection_threshold``; the k floor included).  An empty result then
+    reads as groups below it, not as no data (an outside analyst read "0 suppressed"
+    beside an empty table as nothing there)."""
+    gate = next((p for p in plans.values() if p.selects), None)
+    if gate is None:
+        return {}
+    counting = "entities" if gate.column == ENTITIES else "rows"
+    return {"released_from": selection_threshold(gate, prepared.params), "counting": counting}
+
+
 def _release_select(prepared: Prepared) -> exp.Expr:
     return exp.maybe_parse(prepared.plan.release_sql, dialect="duckdb")
 
@@ -161,7 +174,7 @@ def _output_accuracy(prepared: Prepared, select: exp.Expr) -> dict[str, dict[str
             if entry["half_width"] is not None:
                 entry["half_width"] *= factor
         elif isinstance(inner, exp.Column) and inner.name.startswith("__k") and not scaled:
-            entry = {"key": True}
+            entry = {"key": True, **_selection(plans, prepared)}
         elif isinstance(inner, exp.Div) and len(set(used)) == 2 and not scaled:
             # A mean: a noisy sum (or count: a share of rows, avg(CASE WHEN c THEN 1
             # ELSE 0 END)) over a noisy count (of x, of rows, of a per-value stage's rows).

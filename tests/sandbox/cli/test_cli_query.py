@@ -209,6 +209,8 @@ def test_epsilon_per_query_and_the_accuracy_line(home: Path) -> None:
         "--home", str(home), "query", "--token", token(home, "op-bank"), "--epsilon", "0.5", sql
     )
     assert "ε spent 0.5" in half.stderr and "95% within firms ±" in half.stderr
+    # what a group needs to be shown, so an empty table does not read as no data
+    assert "groups shown where their noisy count of " in half.stderr, half.stderr
     above = run(
         "--home", str(home), "query", "--token", token(home, "op-bank"), "--epsilon", "5", sql,
         check=False,

@@ -36,7 +36,11 @@ def test_explain_takes_the_analysts_epsilon_and_states_accuracy_first(deployment
     assert default["accepted"] and half["accepted"], (default, half)
     assert default["epsilon"] == 1.0 and half["epsilon"] == 0.25
     before, after = default["accuracy"], half["accuracy"]
-    assert before["gender"] == {"key": True}
+    # the key says what a group needs to be shown: a noisy count of at least released_from
+    # (of rows here: count(*) selects the groups at C > 1), higher at a smaller ε
+    assert before["gender"]["key"] is True and before["gender"]["counting"] == "rows"
+    assert before["gender"]["released_from"] >= 10  # the k floor at least
+    assert after["gender"]["released_from"] > before["gender"]["released_from"]
     assert before["n"]["half_width"] > 0 and before["total"]["half_width"] > 0
     assert before["mean"]["kind"] == "average" and before["mean"]["half_width"] is None
     assert before["mean"]["sum_half_width"] > 0 and before["mean"]["count_half_width"] > 0
