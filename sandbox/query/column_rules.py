@@ -300,6 +300,19 @@ class ColumnRules:
                     f"measures ({name}(a - b)) and sum(a * b); a row-by-row ratio has no "
                     "declared bounds, so aggregate each column (sum(a) / sum(b))",
                 )
+            function = next(
+                (f for f in arg.walk() if isinstance(f, exp.Func) and not isinstance(f, exp.Cast)),
+                None,
+            )
+            if function is not None and not isinstance(function, exp.Case | exp.If):
+                called = function.sql_name().lower()
+                raise refuse(
+                    "guard.aggregate_argument",
+                    f"{name}() takes a measure as it is (times or over a number, plus or minus "
+                    f"one, or added to other measures); {called}() of it has no declared "
+                    "bounds to noise it by: aggregate the column itself, or ask the bureau to "
+                    "register the transformed values as a measure with their own bounds",
+                )
             raise refuse(
                 "guard.aggregate_argument",
                 f"{name}() takes a column directly; use FILTER (WHERE ...) for conditions",
