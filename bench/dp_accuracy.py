@@ -453,7 +453,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             # sandbox's T where the data has one (the smallest (C, G) is a per-entity
             # roll-up's (1, 1) where a query reads one; an outside rehearsal's max_ids 1 on
             # data of up to 15 rows per entity left SmartNoise's counts 83% low).
-            widest = max(side.totals) if side.totals else c * g
+            # without a T, the widest C·G a query reports (a roll-up's (1, 1) is the smallest)
+            widest = (
+                max(side.totals)
+                if side.totals
+                else max(pc * pg for pc, pg in side.enforced or {(c, g)})
+            )
             max_ids = args.max_ids or min(widest, side.max_rows_per_entity(spec))
             rule = "T" if side.totals else "C·G"
             if side.enforced:  # a query's own G (ungrouped: 1) differs from query to query

@@ -132,7 +132,10 @@ def _selection(plans: dict[str, NoisePlan], prepared: Prepared) -> dict[str, Any
     gate = next((p for p in plans.values() if p.selects), None)
     if gate is None:
         return {}
+    stat = next((c for c in prepared.columns if c.name == gate.column), None)
     counting = "entities" if gate.column == ENTITIES else "rows"
+    if stat is not None and stat.cell is not None:
+        counting = "rows under the FILTER"  # a FILTERed row count selects (_filter_gate)
     return {"released_from": selection_threshold(gate, prepared.params), "counting": counting}
 
 

@@ -293,12 +293,19 @@ class ColumnRules:
             # Check the columns first so the refusal names the most specific rule.
             for col in arg.find_all(exp.Column):
                 self.use(self.lineage.resolve(col, scope), context, f"{name}()")
-            if len({c.sql() for c in arg.find_all(exp.Column)}) > 1:
+            conditional = arg.find(exp.Case, exp.If) is not None
+            if len({c.sql() for c in arg.find_all(exp.Column)}) > 1 and not conditional:
+                ratio = isinstance(arg.unnest(), exp.Div | exp.Mul)
                 raise refuse(
                     "guard.aggregate_argument",
                     f"{name}() takes one column: of several it reads sums and differences of "
-                    f"measures ({name}(a - b)) and sum(a * b); a row-by-row ratio has no "
-                    "declared bounds, so aggregate each column (sum(a) / sum(b))",
+                    f"measures ({name}(a - b)) and sum(a * b)"
+                    + (
+                        "; a row-by-row ratio or product has no declared bounds, so aggregate "
+                        "each column (sum(a) / sum(b))"
+                        if ratio
+                        else ""
+                    ),
                 )
             function = next(
                 (f for f in arg.walk() if isinstance(f, exp.Func) and not isinstance(f, exp.Cast)),
@@ -309,7 +316,7 @@ class ColumnRules:
                 raise refuse(
                     "guard.aggregate_argument",
                     f"{name}() takes a measure as it is (times or over a number, plus or minus "
-                    f"one, or added to other measures); {called}() of it has no declared "
+                    f"a number, or added to other measures); {called}() of it has no declared "
                     "bounds to noise it by: aggregate the column itself, or ask the bureau to "
                     "register the transformed values as a measure with their own bounds",
                 )

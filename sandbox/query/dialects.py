@@ -31,6 +31,7 @@ from sqlglot.tokens import TokenType
 
 from sandbox.query.comoments import WRITTEN_AS, as_moments
 from sandbox.query.conditional import as_filters, number_is
+from sandbox.query.merge_source import projecting_source
 from sandbox.query.normalize import normalize
 
 __all__ = ["DIALECTS", "alternatives", "respell", "top_to_limit"]
@@ -143,6 +144,10 @@ def respell(root: exp.Expr) -> None:
     equivalent forms of ``sandbox/query/normalize.py`` (implicit joins, ``LIMIT n
     OFFSET m``, an outer SELECT over an aggregating derived table or CTE).
     """
+    if isinstance(root, exp.Select):
+        # First, so a CASE computed in a CTE is read as a FILTER as one written in place
+        # (normalize calls it again, for aggregates other dialects spell differently).
+        projecting_source(root)
     as_filters(root)
     for where in list(root.find_all(exp.Where)):
         # FILTER (WHERE (f)) is FILTER (WHERE f): one cell, not two noised apart

@@ -283,6 +283,30 @@ def _computed_argument(select: exp.Select, name: str, outputs: dict[str, exp.Exp
     return False
 
 
+def _reads_own_aliases(inner: exp.Select, outputs: dict[str, exp.Expr]) -> bool:
+    """Does the inner's WHERE, a join or an output read one of its own output names (a
+    lateral alias, ``… district AS a … WHERE a = 'D01'``)?"""
+    aliases = _aliases(outputs)
+    parts = [inner.args.get("where"), *(inner.args.get("joins") or []), *outputs.values()]
+    return any(
+        not column.table and column.name.lower() in aliases
+        for part in parts
+        if part is not None
+        for column in part.find_all(exp.Column)
+    )
+
+
+def _plainly_named(projection: exp.Expr) -> bool:
+    """An output whose name survives the merge as DuckDB gives it: aliased, a column, or
+    one aggregate call of columns (``avg(m)``: DuckDB writes ``(avg(m) * 2)`` and FILTER
+    clauses its own way)."""
+    if isinstance(projection, exp.Alias | exp.Column):
+        return True
+    return isinstance(projection, exp.AggFunc) and all(
+        isinstance(a, exp.Column | exp.Star) for a in projection.args.values() if a
+    )
+
+
 def projecting_source(select: exp.Select) -> None:
     """Take a projecting derived table or CTE into the aggregating SELECT that reads it,
     where an aggregate reads one of its computed columns.
@@ -293,9 +317,13 @@ def projecting_source(select: exp.Select) -> None:
     unless: the outer reads one derived table or its only CTE, with no join, window or
     subquery, and an aggregate of the outer reads an inner output that is not a bare
     column; the inner neither aggregates, groups, orders, limits nor deduplicates, has no
-    window or subquery, names every output once, and each column the outer names is one
-    of its outputs.  The outer's WHERE is added to the inner's (both filter the same
-    rows); its outputs keep their names; its GROUP BY, HAVING, ORDER BY and LIMIT stay.
+    window or subquery, names every output once and reads none of its own output names;
+    each column the outer names is one of its outputs (an ORDER BY key may also name an
+    outer output), and each outer output is aliased, a column or one aggregate call.
+    The outer's WHERE is added to the inner's (both filter the same rows); its outputs
+    keep their names; its GROUP BY, HAVING, ORDER BY and LIMIT stay (review, December
+    2026: an outer alias in HAVING, or an inner WHERE reading an inner alias, rebound to
+    another column once merged).
     """
     if not _only(select, _AGGREGATING_OUTER):
         return
@@ -315,13 +343,15 @@ def projecting_source(select: exp.Select) -> None:
     outputs = _outputs(inner)
     if outputs is None or not _computed_argument(select, name, outputs):
         return
+    if _reads_own_aliases(inner, outputs):
+        return  # DuckDB binds a WHERE's alias to the inner's output: a merge would rebind it
     projections: list[exp.Expr] = []
     for projection in select.expressions:
         value = _substitute(projection.unalias(), name, outputs)
-        if value is None or isinstance(projection.unalias(), exp.Star):
+        if value is None or not _plainly_named(projection):
             return
         projections.append(_named(projection, value))
-    names = {p.alias_or_name.lower(): p.unalias() for p in projections}
+    names = {p.alias_or_name.lower() for p in projections}
     merged = inner.copy()
     merged.set("expressions", projections)
     where = select.args.get("where")
@@ -332,14 +362,29 @@ def projecting_source(select: exp.Select) -> None:
         own = merged.args.get("where")
         both = exp.and_(exp.paren(own.this.copy()), exp.paren(condition)) if own else condition
         merged.set("where", exp.Where(this=both))
-    for clause, keep in (("group", None), ("having", names), ("order", names)):
+    for clause in ("group", "having"):
         part = select.args.get(clause)
         if part is None:
             continue
-        new = _substitute(part, name, outputs, keep=keep)
+        # Every name an inner output (an outer alias here could bind to a base column
+        # of that name once merged: refused as written instead).
+        new = _substitute(part, name, outputs)
         if new is None:
             return
         merged.set(clause, new)
+    order = select.args.get("order")
+    if order is not None:
+        keys = []
+        for key in order.expressions:
+            column = key.this if isinstance(key, exp.Ordered) else None
+            if isinstance(column, exp.Column) and not column.table and column.name.lower() in names:
+                keys.append(key.copy())  # an output by its name, as it was
+                continue
+            new = _substitute(key, name, outputs)
+            if new is None:
+                return
+            keys.append(new)
+        merged.set("order", exp.Order(expressions=keys))
     for agg in merged.find_all(exp.AggFunc):
         if isinstance(agg.this, exp.Paren):  # sum((2 * x)): the argument as written inside
             agg.set("this", agg.this.this)

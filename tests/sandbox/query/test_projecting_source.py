@@ -105,3 +105,51 @@ def test_other_shapes_are_left_as_written(sql: str) -> None:
     before = root.sql(dialect="duckdb")
     respell(root)
     assert root.sql(dialect="duckdb") == before
+
+
+ROWS_FIXED = [(0, 5, 1, 1), (0, 7, None, 0), (1, 2, 3, 1), (1, None, 4, 2), (2, 9, 9, 3)]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # inside an aggregate of HAVING, v is the inner's v (x times 2), though the outer
+        # calls an output v too
+        "WITH c AS (SELECT g, x * 2 AS v FROM t) SELECT g, avg(v) AS v FROM c GROUP BY g "
+        "HAVING sum(v) > 0 ORDER BY g",
+        "WITH c AS (SELECT g, x - y AS m FROM t) SELECT g, avg(m) AS a FROM c GROUP BY g "
+        "ORDER BY a DESC, g",
+        "WITH c AS (SELECT g, x + y AS m, CASE WHEN f > 1 THEN x END AS w FROM t) "
+        "SELECT g, sum(m) AS s, sum(w) AS w FROM c GROUP BY g ORDER BY g",
+    ],
+)
+def test_names_bind_as_duckdb_binds_them(sql: str) -> None:
+    read = _read(sql)
+    assert not sqlglot.parse_one(read, read="duckdb").find(exp.CTE), read
+    con = duckdb.connect()
+    try:
+        con.execute("CREATE TABLE t (g INTEGER, x INTEGER, y INTEGER, f INTEGER)")
+        con.executemany("INSERT INTO t VALUES (?, ?, ?, ?)", ROWS_FIXED)
+        assert con.sql(read).fetchall() == con.sql(sql).fetchall(), (sql, read)
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # an outer alias in HAVING that a base column shares (g): rebound once merged
+        "WITH c AS (SELECT g AS h, x * 2 AS m FROM t) SELECT h, avg(m) AS g FROM c "
+        "GROUP BY h HAVING g > 1",
+        # the inner's WHERE reads its own alias (a), which an outer alias would capture
+        "WITH c AS (SELECT x * 2 AS m, g AS a, f FROM t WHERE a = 1) "
+        "SELECT f AS a, avg(m) AS v FROM c GROUP BY f",
+        # an unnamed output DuckDB names its own way
+        "WITH c AS (SELECT g, x * 2 AS m FROM t) SELECT g, avg(m) * 2 FROM c GROUP BY g",
+        "WITH c AS (SELECT g, x * 2 AS m FROM t) SELECT g, avg(m) FILTER (WHERE m > 0) "
+        "FROM c GROUP BY g",
+    ],
+)
+def test_names_a_merge_would_rebind_are_left_as_written(sql: str) -> None:
+    read = _read(sql)
+    assert sqlglot.parse_one(read, read="duckdb").find(exp.CTE), read
