@@ -80,6 +80,36 @@ def _agg_parts(value: exp.Expr) -> tuple[exp.AggFunc, exp.Expr | None] | None:
     return value, condition
 
 
+#: Arithmetic whose value is NULL exactly where one of its columns is (DuckDB's x / 0 is
+#: inf or nan, not NULL).
+_ARITHMETIC = (
+    exp.Column,
+    exp.Identifier,
+    exp.Literal,
+    exp.Add,
+    exp.Sub,
+    exp.Mul,
+    exp.Div,
+    exp.Neg,
+    exp.Paren,
+)
+
+
+def _has_value(value: exp.Expr) -> exp.Expr:
+    """``value IS NOT NULL``; for arithmetic of columns and numbers, each column's, so a
+    generalised column (an age in bands) is tested as itself, not through an expression
+    its bands do not keep (``sum(claim_amount - age)`` per person was refused for a
+    FILTER the analyst never wrote; review, December 2026)."""
+    if isinstance(value, exp.Column) or not all(isinstance(n, _ARITHMETIC) for n in value.walk()):
+        return exp.Not(this=exp.Is(this=value.copy(), expression=exp.Null()))
+    columns = {c.sql(): c for c in value.find_all(exp.Column)}
+    if not columns:
+        return exp.Not(this=exp.Is(this=value.copy(), expression=exp.Null()))
+    return exp.and_(
+        *(exp.Not(this=exp.Is(this=c.copy(), expression=exp.Null())) for c in columns.values())
+    )
+
+
 def _and(*conditions: exp.Expr | None) -> exp.Expr | None:
     kept = [exp.paren(c.copy()) if isinstance(c, exp.Or) else c.copy() for c in conditions if c]
     return exp.and_(*kept) if kept else None
@@ -164,8 +194,7 @@ class _Reader:
             if isinstance(node, exp.Min | exp.Max):
                 return _filtered(type(node)(this=value.copy()), outer_filter)
             if isinstance(node, exp.Count):
-                present = exp.Not(this=exp.Is(this=value.copy(), expression=exp.Null()))
-                return self.distinct(_and(present, outer_filter))
+                return self.distinct(_and(_has_value(value), outer_filter))
             raise _Left
         parts = _agg_parts(value)
         if parts is None:
@@ -182,8 +211,7 @@ class _Reader:
             raise _Left
         if isinstance(inner, exp.Sum):
             # A per-c sum is NULL where none of c's values is: count and avg skip it.
-            present = exp.Not(this=exp.Is(this=inner.this.copy(), expression=exp.Null()))
-            rows = self.distinct(_and(present, inner_filter, outer_filter))
+            rows = self.distinct(_and(_has_value(inner.this), inner_filter, outer_filter))
         else:
             rows = self.distinct(outer_filter)  # a per-c count is never NULL
         if isinstance(node, exp.Count):
