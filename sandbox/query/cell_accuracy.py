@@ -8,13 +8,16 @@ statistic (a count, a sum) gets that statistic's 95% half-width
 for a cell whose noisy count is ``N̂``, ``c`` the centre its sum was noised around, or 0);
 a sum noised centred (``disclosure._centres``) gets ``h_S + |c|·h_N`` at 97.5% each;
 one of those statistics times or over a constant, its half-width scaled so, or plus or
-minus one, its half-width kept (``_scaled``);
+minus one, its half-width kept (``_scaled``); a combination of them (``measure_terms``:
+``sum(a - b)``, ``avg(a - b)``) a union bound over its noise draws (``_combination``);
 other outputs (variances, quantiles, expressions) say so with ``half_width: None``.
 Nothing here reads data.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import Any
 
 import duckdb
@@ -208,8 +211,110 @@ def _output_accuracy(prepared: Prepared, select: exp.Expr) -> dict[str, dict[str
                     "(noisy count - count_half_width)",
                     centre=centre,
                 )
+        elif not scaled and len(set(used)) > 1:
+            entry.update(_combination(inner, plans, kinds))
         out[name] = entry
     return out
+
+
+def _linear(node: exp.Expr) -> dict[str, float] | None:
+    """Each statistic's coefficient in ``node``, a sum of statistics each times or over a
+    number (``__s1 - __s2 * 2 + 5 * __r3``: ``measure_terms``' combinations); None if
+    ``node`` is anything else.  A number alone adds no noise: no coefficient."""
+    while isinstance(node, exp.Try | exp.Paren):
+        node = node.this
+    if isinstance(node, exp.Column):
+        return {node.name: 1.0} if node.name.startswith("__") else None
+    if literal_number(node) is not None:
+        return {}
+    if isinstance(node, exp.Neg):
+        inner = _linear(node.this)
+        return None if inner is None else {k: -v for k, v in inner.items()}
+    if isinstance(node, exp.Add | exp.Sub):
+        left, right = _linear(node.this), _linear(node.expression)
+        if left is None or right is None:
+            return None
+        sign = -1.0 if isinstance(node, exp.Sub) else 1.0
+        out = dict(left)
+        for k, v in right.items():
+            out[k] = out.get(k, 0.0) + sign * v
+        return out
+    if isinstance(node, exp.Mul | exp.Div):
+        for value, number in ((node.this, node.expression), (node.expression, node.this)):
+            c = literal_number(number)
+            if not c or (isinstance(node, exp.Div) and number is node.this):
+                continue
+            inner = _linear(value)
+            factor = c if isinstance(node, exp.Mul) else 1 / c
+            return None if inner is None else {k: v * factor for k, v in inner.items()}
+    return None
+
+
+def _noises(
+    coefficients: dict[str, float], plans: dict[str, NoisePlan], kinds: Mapping[str, str]
+) -> dict[str, float]:
+    """The coefficients on each independent noise draw: a copy is its source's draw, a
+    centred sum carries its count's noise times its centre.  Empty if a statistic is not
+    one noised as a plain sum or count (a centred sum of squares, a quantile, whose
+    scale is a temperature, or one not noised)."""
+    out: dict[str, float] = {}
+
+    def add(name: str, weight: float) -> bool:
+        plan = plans.get(name)
+        if plan is None or plan.squares_of is not None or kinds.get(name) == "quantile":
+            return False
+        if plan.copy_of is not None:
+            return add(plan.copy_of, weight)
+        out[plan.column] = out.get(plan.column, 0.0) + weight
+        return plan.centred_on is None or add(plan.centred_on, weight * float(plan.centre))
+
+    if not all(add(name, weight) for name, weight in coefficients.items()):
+        return {}
+    return {k: v for k, v in out.items() if v}
+
+
+def _combination(
+    node: exp.Expr, plans: dict[str, NoisePlan], kinds: Mapping[str, str]
+) -> dict[str, Any]:
+    """The interval of a combination of noised statistics (``measure_terms``' ``sum(a -
+    b)`` and ``avg(a - b)``), by a union bound over its k independent noise draws, each
+    within its own half-width at level ``1 - 0.05/k``: a sum's ``Σ |coefficient| ·
+    half-width``; a mean (that over a noisy count, ``nullif`` or not) the ratio bound of
+    an average whose "sum" is the numerator, its count's coefficient in the numerator
+    the centre.  Empty where ``node`` is no such combination."""
+    if isinstance(node, exp.Div):
+        below = node.expression
+        if isinstance(below, exp.Nullif) and literal_number(below.expression) == 0:
+            below = below.this
+        numerator = _linear(node.this)
+        if not isinstance(below, exp.Column) or kinds.get(below.name) not in _COUNTED:
+            return {}
+        noises = _noises(numerator or {}, plans, kinds)
+        counted = _noises({below.name: 1.0}, plans, kinds)
+        if not noises or len(counted) != 1:
+            return {}
+        ((count, _),) = counted.items()
+        centre = noises.pop(count, 0.0)
+        level = 1 - 0.05 / (len(noises) + 1)
+        return {
+            "kind": "average",
+            "sum": node.this.sql(dialect="duckdb"),
+            "count": below.name,
+            "mechanism": plans[count].mechanism,
+            "sum_half_width": math.fsum(abs(w) * _half(plans[n], level) for n, w in noises.items()),
+            "count_half_width": _half(plans[count], level),
+            "bound": "(sum_half_width + |avg - centre| * count_half_width) / "
+            "(noisy count - count_half_width)",
+            "centre": centre,
+            "each_level": level,
+        }
+    noises = _noises(_linear(node) or {}, plans, kinds)
+    if not noises:
+        return {}
+    level = 1 - 0.05 / len(noises)
+    half = math.fsum(abs(w) * _half(plans[n], level) for n, w in noises.items())
+    mechanism = next(iter({plans[n].mechanism for n in noises}))
+    return {"mechanism": mechanism, "half_width": half}
 
 
 def result_accuracy(
@@ -238,8 +343,10 @@ def result_accuracy(
         return accuracy  # extra columns would change which rows are distinct
     extra: list[tuple[str, str, str]] = []
     for i, (name, entry) in enumerate(averages.items()):
+        numerator = exp.maybe_parse(entry["sum"], dialect="duckdb")  # a statistic, or a
+        # combination of them (measure_terms)
         select = select.select(
-            exp.alias_(exp.column(entry["sum"], quoted=True), f"__acc_s{i}", quoted=True),
+            exp.alias_(numerator, f"__acc_s{i}", quoted=True),
             exp.alias_(exp.column(entry["count"], quoted=True), f"__acc_n{i}", quoted=True),
             copy=False,
         )
