@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from sqlglot import exp
 
 from sandbox.query.comoments import FLOAT_CASTS
-from sandbox.query.nodes import in_window, literal_number, own_filter, with_filter
+from sandbox.query.nodes import in_window, literal_number, not_null, own_filter, with_filter
 
 __all__ = ["linear_measures"]
 
@@ -85,16 +85,12 @@ def _terms(node: exp.Expr, sign: int = 1) -> list[_Term] | None:
     return None
 
 
-def _not_null(column: exp.Expr) -> exp.Expr:
-    return exp.Not(this=exp.Is(this=column.copy(), expression=exp.Null()))
-
-
 def _present(columns: list[exp.Column], where: exp.Where | None) -> exp.Where:
     """``WHERE <own filter> AND c₁ IS NOT NULL AND …`` (each column once)."""
     seen: dict[str, exp.Column] = {}
     for column in columns:
         seen.setdefault(column.sql(), column)
-    conditions = [_not_null(c) for c in seen.values()]
+    conditions = [not_null(c) for c in seen.values()]
     if where is not None:
         conditions.insert(0, exp.paren(where.this.copy()))
     return exp.Where(this=exp.and_(*conditions))

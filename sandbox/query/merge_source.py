@@ -219,13 +219,7 @@ def aggregate_source(select: exp.Select) -> None:
         condition = _substitute(where.this, name, outputs)
         if condition is None:
             return
-        having = merged.args.get("having")
-        both = (
-            exp.and_(exp.paren(having.this.copy()), exp.paren(condition))
-            if having is not None
-            else condition
-        )
-        merged.set("having", exp.Having(this=both))
+        merged.set("having", exp.Having(this=_conjoined(merged.args.get("having"), condition)))
     order = select.args.get("order")
     if order is not None:
         new_order = _substitute(order, name, outputs, keep=names)
@@ -247,6 +241,13 @@ def _named(projection: exp.Expr, value: exp.Expr) -> exp.Expr:
         output = projection.sql(dialect="duckdb", normalize_functions="lower")
     same = isinstance(value, exp.Column) and value.name == output
     return value if same else exp.alias_(value.unnest(), output, quoted=True)
+
+
+def _conjoined(clause: exp.Expr | None, condition: exp.Expr) -> exp.Expr:
+    """The merged SELECT's WHERE or HAVING condition and the outer's, both to hold."""
+    if clause is None:
+        return condition
+    return exp.and_(exp.paren(clause.this.copy()), exp.paren(condition))
 
 
 def _install(select: exp.Select, merged: exp.Select) -> None:
@@ -359,9 +360,7 @@ def projecting_source(select: exp.Select) -> None:
         condition = _substitute(where.this, name, outputs)
         if condition is None:
             return
-        own = merged.args.get("where")
-        both = exp.and_(exp.paren(own.this.copy()), exp.paren(condition)) if own else condition
-        merged.set("where", exp.Where(this=both))
+        merged.set("where", exp.Where(this=_conjoined(merged.args.get("where"), condition)))
     for clause in ("group", "having"):
         part = select.args.get(clause)
         if part is None:

@@ -51,6 +51,7 @@ from sandbox.query.merge_source import (
     _only,
     _outputs,
 )
+from sandbox.query.nodes import not_null
 
 __all__ = ["STAGE", "rollup", "stage_note"]
 
@@ -100,14 +101,11 @@ def _has_value(value: exp.Expr) -> exp.Expr:
     generalised column (an age in bands) is tested as itself, not through an expression
     its bands do not keep (``sum(claim_amount - age)`` per person was refused for a
     FILTER the analyst never wrote; review, December 2026)."""
-    if isinstance(value, exp.Column) or not all(isinstance(n, _ARITHMETIC) for n in value.walk()):
-        return exp.Not(this=exp.Is(this=value.copy(), expression=exp.Null()))
     columns = {c.sql(): c for c in value.find_all(exp.Column)}
-    if not columns:
-        return exp.Not(this=exp.Is(this=value.copy(), expression=exp.Null()))
-    return exp.and_(
-        *(exp.Not(this=exp.Is(this=c.copy(), expression=exp.Null())) for c in columns.values())
-    )
+    arithmetic = all(isinstance(n, _ARITHMETIC) for n in value.walk())
+    if isinstance(value, exp.Column) or not columns or not arithmetic:
+        return not_null(value)
+    return exp.and_(*(not_null(c) for c in columns.values()))
 
 
 def _and(*conditions: exp.Expr | None) -> exp.Expr | None:

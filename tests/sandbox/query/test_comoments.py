@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import duckdb
 import pytest
 import sqlglot
 from hypothesis import given, settings
@@ -25,6 +24,7 @@ from sandbox.query.comoments import product_bounds
 from sandbox.query.dialects import respell
 from sandbox.query.service import QueryService
 from tests.conftest import build_deployment
+from tests.sandbox.query.raw_duckdb import answers
 from tests.sandbox.query.test_guard import guard
 
 ROWS = st.lists(
@@ -73,14 +73,8 @@ def test_the_form_the_guard_reads_gives_duckdbs_answer(
     respell(root)
     read = root.sql(dialect="duckdb")
     assert "SUM(" in read or "COUNT(" in read, read
-    con = duckdb.connect()
-    try:
-        con.execute("CREATE TABLE t (g INTEGER, x INTEGER, y INTEGER, f INTEGER)")
-        if rows:
-            con.executemany("INSERT INTO t VALUES (?, ?, ?, ?)", rows)
-        want, got = con.sql(sql).fetchall(), con.sql(read).fetchall()
-    finally:
-        con.close()
+    create = "CREATE TABLE t (g INTEGER, x INTEGER, y INTEGER, f INTEGER)"
+    (_, want), (_, got) = answers(create, rows, sql, read)
     assert [g for g, _ in want] == [g for g, _ in got]
     for (_, written), (_, value) in zip(want, got, strict=True):
         assert _same(written, value), (sql, read, written, value)

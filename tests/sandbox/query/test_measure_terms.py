@@ -11,7 +11,6 @@ import math
 from fractions import Fraction
 from typing import Any
 
-import duckdb
 import pytest
 import sqlglot
 from hypothesis import given, settings
@@ -24,6 +23,7 @@ from sandbox.query.disclosure import NoisePlan
 from sandbox.query.noise import seeded_noise
 from sandbox.query.service import QueryService
 from tests.conftest import build_deployment
+from tests.sandbox.query.raw_duckdb import answers
 
 VALUE = st.one_of(st.none(), st.integers(-50, 50))
 ROWS = st.lists(
@@ -83,13 +83,8 @@ def test_the_form_the_guard_reads_gives_duckdbs_answer(
     for agg in root.find_all(exp.Sum, exp.Avg):
         assert isinstance(agg.this, exp.Column), f"an aggregate of one column each: {read}"
     assert len({f.expression.sql() for f in root.find_all(exp.Filter)}) == 1, f"one cell: {read}"
-    con = duckdb.connect()
-    try:
-        con.execute("CREATE TABLE t (g INTEGER, x INTEGER, y INTEGER, z INTEGER, f INTEGER)")
-        con.executemany("INSERT INTO t VALUES (?, ?, ?, ?, ?)", rows)
-        want, got = con.sql(sql).fetchall(), con.sql(read).fetchall()
-    finally:
-        con.close()
+    create = "CREATE TABLE t (g INTEGER, x INTEGER, y INTEGER, z INTEGER, f INTEGER)"
+    (_, want), (_, got) = answers(create, rows, sql, read)
     assert [g for g, _ in want] == [g for g, _ in got]
     for (_, written), (_, value) in zip(want, got, strict=True):
         assert _same(written, value), (sql, read, written, value)

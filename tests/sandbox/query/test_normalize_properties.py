@@ -13,13 +13,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import duckdb
 import pytest
 import sqlglot
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sandbox.query.dialects import respell
+from tests.sandbox.query.raw_duckdb import answers
 
 ROWS = st.lists(
     st.tuples(
@@ -46,10 +46,6 @@ FORMS = [
     ("sum((x > {t})::INT)", True),
     ("sum((x < {t} OR f IS NULL)::BIGINT)", True),
 ]
-
-
-def _rows(con: Any, sql: str) -> list[tuple[Any, ...]]:
-    return con.sql(sql).fetchall()
 
 
 def _same(written: Any, read: Any, cast_sum: bool) -> bool:
@@ -82,13 +78,9 @@ def test_the_form_the_guard_reads_gives_duckdbs_answer(
     respell(root)
     read = root.sql(dialect="duckdb")
     assert read != sql.replace("  ", " "), f"left as written: {sql}"
-    con = duckdb.connect()
-    try:
-        con.execute("CREATE TABLE t (g INTEGER, x INTEGER, f INTEGER)")
-        con.executemany("INSERT INTO t VALUES (?, ?, ?)", rows)
-        want, got = _rows(con, sql), _rows(con, read)
-    finally:
-        con.close()
+    (_, want), (_, got) = answers(
+        "CREATE TABLE t (g INTEGER, x INTEGER, f INTEGER)", rows, sql, read
+    )
     assert [g for g, _ in want] == [g for g, _ in got]
     for (_, written), (_, value) in zip(want, got, strict=True):
         assert _same(written, value, cast_sum), (sql, read, written, value)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import duckdb
 import pytest
 import sqlglot
 from hypothesis import given, settings
@@ -19,6 +18,7 @@ from hypothesis import strategies as st
 from sqlglot import exp
 
 from sandbox.query.dialects import respell
+from tests.sandbox.query.raw_duckdb import answers
 
 VALUE = st.one_of(st.none(), st.integers(-50, 50))
 ROWS = st.lists(
@@ -27,6 +27,7 @@ ROWS = st.lists(
     max_size=30,
 )
 # (not coalesce(x, c): NULL where every x is, a documented difference of its own)
+TABLE = "CREATE TABLE t (g INTEGER, x INTEGER, y INTEGER, f INTEGER)"
 COMPUTED = ["x - y", "2 * x", "x / 4", "x + y", "coalesce(x, y)", "x * 3 - y"]
 # (a count alone is read through the CTE by lineage: only sums, means and the like take it in)
 AGGREGATES = ["sum(m)", "avg(m) AS a", "sum(m) / count(*) AS r", "stddev_pop(m), count(m) AS c"]
@@ -69,15 +70,8 @@ def test_taken_in_it_gives_duckdbs_answer(
         sql = f"SELECT g, {aggregate} FROM ({inner}) AS s{tail}"
     read = _read(sql)
     assert not sqlglot.parse_one(read, read="duckdb").find(exp.Subquery, exp.CTE), read
-    con = duckdb.connect()
-    try:
-        con.execute("CREATE TABLE t (g INTEGER, x INTEGER, y INTEGER, f INTEGER)")
-        con.executemany("INSERT INTO t VALUES (?, ?, ?, ?)", rows)
-        written, taken = con.sql(sql), con.sql(read)
-        assert taken.columns == written.columns, (sql, read)
-        want, got = written.fetchall(), taken.fetchall()
-    finally:
-        con.close()
+    (columns, want), (taken, got) = answers(TABLE, rows, sql, read)
+    assert taken == columns, (sql, read)
     assert [r[0] for r in want] == [r[0] for r in got]
     for row, other in zip(want, got, strict=True):
         for value, taken in zip(row[1:], other[1:], strict=True):
@@ -126,13 +120,8 @@ ROWS_FIXED = [(0, 5, 1, 1), (0, 7, None, 0), (1, 2, 3, 1), (1, None, 4, 2), (2, 
 def test_names_bind_as_duckdb_binds_them(sql: str) -> None:
     read = _read(sql)
     assert not sqlglot.parse_one(read, read="duckdb").find(exp.CTE), read
-    con = duckdb.connect()
-    try:
-        con.execute("CREATE TABLE t (g INTEGER, x INTEGER, y INTEGER, f INTEGER)")
-        con.executemany("INSERT INTO t VALUES (?, ?, ?, ?)", ROWS_FIXED)
-        assert con.sql(read).fetchall() == con.sql(sql).fetchall(), (sql, read)
-    finally:
-        con.close()
+    (_, merged), (_, written) = answers(TABLE, ROWS_FIXED, read, sql)
+    assert merged == written, (sql, read)
 
 
 @pytest.mark.parametrize(
