@@ -137,7 +137,9 @@ def _selection(plans: dict[str, NoisePlan], prepared: Prepared) -> dict[str, Any
         return {}
     stat = next((c for c in prepared.columns if c.name == gate.column), None)
     counting = "entities" if gate.column == ENTITIES else "rows"
-    if stat is not None and stat.cell is not None:
+    if stat is not None and stat.kind == "count":
+        counting = "rows with a value"  # count(x) selects (disclosure._gate)
+    elif stat is not None and (stat.filtered or stat.cell is not None):
         counting = "rows under the FILTER"  # a FILTERed row count selects (_filter_gate)
     return {"released_from": selection_threshold(gate, prepared.params), "counting": counting}
 

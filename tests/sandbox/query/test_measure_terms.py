@@ -143,6 +143,8 @@ def test_a_mean_of_a_combination_has_each_cells_interval(deployment: object) -> 
     result = service.run(insurer, sql)
     accuracy = result.meta["accuracy"]
     assert accuracy["s"]["half_width"] > 0
+    # the parts' shared FILTER cell's row count selects the groups, and says so
+    assert accuracy["gender"]["counting"] == "rows under the FILTER"
     widths = accuracy["d"]["half_widths"]
     assert len(widths) == result.table.num_rows == 2
     assert all(w is not None and 0 < w < 2_000 for w in widths), widths
