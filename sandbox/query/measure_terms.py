@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from sqlglot import exp
 
 from sandbox.query.comoments import FLOAT_CASTS
-from sandbox.query.nodes import in_window, literal_number, not_null, own_filter, with_filter
+from sandbox.query.nodes import in_window, literal_number, own_filter, with_filter
 
-__all__ = ["linear_measures"]
+__all__ = ["linear_measures", "not_null"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,11 @@ def _terms(node: exp.Expr, sign: int = 1) -> list[_Term] | None:
     if literal_number(node) is not None:
         return [_Term(sign, node)]
     return None
+
+
+def not_null(node: exp.Expr) -> exp.Expr:
+    """``node IS NOT NULL`` (a copy of ``node``), as sqlglot writes it: ``NOT node IS NULL``."""
+    return exp.Not(this=exp.Is(this=node.copy(), expression=exp.Null()))
 
 
 def _present(columns: list[exp.Column], where: exp.Where | None) -> exp.Where:

@@ -47,7 +47,6 @@ __all__ = [
     "comparison_operands",
     "extra_arguments",
     "monotone_column",
-    "not_null",
     "output_name",
     "row_source",
 ]
@@ -396,8 +395,3 @@ def own_filter(agg: exp.Expr) -> tuple[exp.Where | None, exp.Expr]:
 def with_filter(new: exp.Expr, where: exp.Where | None) -> exp.Expr:
     """``new FILTER (WHERE …)`` with a copy of ``where``; ``new`` itself without one."""
     return new if where is None else exp.Filter(this=new, expression=where.copy())
-
-
-def not_null(node: exp.Expr) -> exp.Expr:
-    """``node IS NOT NULL`` (a copy of ``node``), as sqlglot writes it: ``NOT node IS NULL``."""
-    return exp.Not(this=exp.Is(this=node.copy(), expression=exp.Null()))

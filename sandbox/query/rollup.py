@@ -43,6 +43,7 @@ from __future__ import annotations
 
 from sqlglot import exp
 
+from sandbox.query.measure_terms import not_null
 from sandbox.query.merge_source import (
     _aliases,
     _explicit_group,
@@ -51,7 +52,6 @@ from sandbox.query.merge_source import (
     _only,
     _outputs,
 )
-from sandbox.query.nodes import not_null
 
 __all__ = ["STAGE", "rollup", "stage_note"]
 
