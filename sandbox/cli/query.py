@@ -157,6 +157,8 @@ def _print_result(result: Any, fmt: str, receipt: Path | None) -> None:
             f", groups shown where their noisy count of {selection['counting']} reaches "
             f"{selection['released_from']:,}"
         )
+    # Under a budget: what the intervals leave out (the caps' and the clamps' bias).
+    eps += _beyond_caps(meta) if widths or _has_cell_widths(meta) else ""
     # Under a budget: what a WHERE or a group key was compared with (released values).
     thresholds = meta.get("thresholds") or []
     if thresholds:
@@ -167,6 +169,38 @@ def _print_result(result: Any, fmt: str, receipt: Path | None) -> None:
         f"{eps}{', from cache' if meta.get('cached') else ''}; audit entry {entry}",
         err=True,
     )
+
+
+def _number(value: float) -> str:
+    """A bound as written: ``1,000,000,000``, ``-0.5``."""
+    whole = float(value).is_integer() and abs(value) < 1e15
+    return f"{int(value):,}" if whole else f"{value:,.6g}"
+
+
+def _has_cell_widths(meta: dict[str, Any]) -> bool:
+    entries = (meta.get("accuracy") or {}).values()
+    return any(isinstance(a.get("half_widths"), list) for a in entries)
+
+
+def _beyond_caps(meta: dict[str, Any]) -> str:
+    """What an interval does not cover: rows beyond the per-entity caps are left out and
+    values beyond their bounds count as the bound (an outside analyst read a count 3.7%
+    low, from rows beyond T, as outside its stated interval)."""
+    caps = meta.get("contribution")
+    if not isinstance(caps, dict):
+        return ""
+    c, t = caps.get("max_rows_per_entity"), caps.get("max_total_rows_per_entity")
+    if not isinstance(c, int):
+        return ""
+    text = f"; intervals are the noise alone: at most {counted(c, 'row')} an entity in a group"
+    text += f", {t:,} in all" if t else ""
+    bounds = sorted(
+        {tuple(b) for a in (meta.get("accuracy") or {}).values() for b in a.get("clamped_to", [])}
+    )
+    if bounds:
+        shown = [f"[{_number(lo)}, {_number(hi)}]" for lo, hi in bounds]
+        text += ", values clamped to " + " and ".join(shown)
+    return text + " (what lies beyond is not counted)"
 
 
 @receipt_app.command("verify")

@@ -17,7 +17,7 @@ Nothing here reads data.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import duckdb
@@ -25,7 +25,13 @@ from sqlglot import exp
 
 from sandbox.core.errors import EnclaveError
 from sandbox.query.accuracy import gaussian_half_width, laplace_half_width, ratio_half_width
-from sandbox.query.disclosure import ENTITIES, NoisePlan, noise_plan, selection_threshold
+from sandbox.query.disclosure import (
+    ENTITIES,
+    NoisePlan,
+    StatColumn,
+    noise_plan,
+    selection_threshold,
+)
 from sandbox.query.nodes import literal_number
 from sandbox.query.release import (
     Prepared,
@@ -215,8 +221,25 @@ def _output_accuracy(prepared: Prepared, select: exp.Expr) -> dict[str, dict[str
                 )
         elif not scaled and len(set(used)) > 1:
             entry.update(_combination(inner, plans, kinds))
+        if not entry.get("key") and (clamped := _clamped_to(prepared.columns, used)):
+            entry["clamped_to"] = clamped
         out[name] = entry
     return out
+
+
+def _clamped_to(columns: Sequence[StatColumn], used: Sequence[str]) -> list[list[float]]:
+    """The bounds each value an output sums (or ranks) was clamped to, one ``[lower,
+    upper]`` per distinct pair (a product's: its factors' product bounds).  The interval
+    is the noise alone; values beyond these count as the bound (a bias it leaves out)."""
+    pairs = {
+        (float(c.lower), float(c.upper))
+        for c in columns
+        if c.name in used
+        and c.kind in ("sum", "sumsq", "quantile")
+        and c.lower is not None
+        and c.upper is not None
+    }
+    return [list(p) for p in sorted(pairs)]
 
 
 def _linear(node: exp.Expr) -> dict[str, float] | None:

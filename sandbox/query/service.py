@@ -557,12 +557,7 @@ class QueryService:
             "epsilon_remaining": auth.remaining,
             # 95% half-widths per output, from the noise plan: before any ε is spent.
             "accuracy": output_accuracy(prepared),
-            "contribution": {
-                "max_rows_per_entity": prepared.params.max_rows_per_entity,
-                "max_groups_per_entity": prepared.params.max_groups_per_entity,
-                # T where it binds (else null): rows and sums pay for T rows, not C·G.
-                "max_total_rows_per_entity": prepared.params.total_bound,
-            },
+            "contribution": _contribution(prepared),
             "review_required": decision.review_required,
             "grants": [{"id": g.id, "version": g.version} for g in decision.grants],
             "normalized_sql": prepared.parsed.normalized_sql,
@@ -1085,6 +1080,9 @@ class QueryService:
             "k": prepared.params.k,
             "epsilon_spent": released.epsilon_spent,
             "accuracy": result_accuracy(prepared, released, self._release_db),
+            # Under a budget: the caps the values were computed under (their bias is not in
+            # the intervals above); null without one.
+            "contribution": _contribution(prepared) if prepared.params.epsilon else None,
             **_thresholds_meta(prepared, released),
             "epsilon_remaining": None
             if auth.remaining is None
@@ -1208,6 +1206,16 @@ def _threshold_accuracy(part: Prepared) -> dict[str, Any] | None:
     """A threshold's accuracy, as ``output_accuracy`` states its one output's."""
     accuracy = output_accuracy(part)
     return next(iter(accuracy.values()), None) if accuracy else None
+
+
+def _contribution(prepared: Prepared) -> dict[str, int | None]:
+    """The ``C``, ``G`` and, where it binds, ``T`` a query runs under (explain, result)."""
+    return {
+        "max_rows_per_entity": prepared.params.max_rows_per_entity,
+        "max_groups_per_entity": prepared.params.max_groups_per_entity,
+        # T where it binds (else null): rows and sums pay for T rows, not C·G.
+        "max_total_rows_per_entity": prepared.params.total_bound,
+    }
 
 
 def _thresholds_meta(prepared: Prepared, released: Released) -> dict[str, Any]:

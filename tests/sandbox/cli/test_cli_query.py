@@ -211,6 +211,9 @@ def test_epsilon_per_query_and_the_accuracy_line(home: Path) -> None:
     assert "ε spent 0.5" in half.stderr and "95% within firms ±" in half.stderr
     # what a group needs to be shown, so an empty table does not read as no data
     assert "groups shown where their noisy count of " in half.stderr, half.stderr
+    # and what the interval leaves out: the caps (a count sums no clamped value)
+    assert "intervals are the noise alone: at most 1 row an entity in a group" in half.stderr
+    assert "clamped" not in half.stderr, half.stderr
     above = run(
         "--home", str(home), "query", "--token", token(home, "op-bank"), "--epsilon", "5", sql,
         check=False,
@@ -226,9 +229,14 @@ def test_an_average_shows_each_cells_interval_in_the_table(home: Path) -> None:
         "GROUP BY 1 ORDER BY 1"
     )
     args = ("--home", str(home), "query", "--token", token(home, "op-bank"))
-    lines = run(*args, sql).stdout.splitlines()
+    proc = run(*args, sql)
+    lines = proc.stdout.splitlines()
     assert lines[0].split() == ["status", "capital", "capital", "±95%"], lines[0]
+    # the clamping the interval leaves out: the owner's declared bounds, from the metadata
+    assert "values clamped to [0, 1,000,000,000] (what lies beyond" in proc.stderr, proc.stderr
     doc = json.loads(run(*args, "--format", "json", sql.replace("avg", "AVG")).stdout)
+    assert doc["meta"]["accuracy"]["capital"]["clamped_to"] == [[0.0, 1e9]]
+    assert doc["meta"]["contribution"]["max_rows_per_entity"] == 1
     widths = doc["meta"]["accuracy"]["capital"]["half_widths"]
     assert len(widths) == len(doc["rows"]) == len(lines) - 2 and widths
     for line, width in zip(lines[2:], widths, strict=True):
