@@ -45,6 +45,7 @@ from sandbox.query.entity_caps import (
     cap_can_bind,
     clamp,
     group_cap,
+    mean_clamped,
     scaled_to_cap,
     total_cap,
 )
@@ -201,6 +202,10 @@ def _written(sql: str) -> exp.Expr:
     return exp.Var(this=sql)
 
 
+#: Aggregates released from a sum of squares (and the sum of the same values).
+SQUARING = (exp.Stddev, exp.StddevSamp, exp.StddevPop, exp.Variance, exp.VariancePop)
+
+
 class _Stats:
     def __init__(
         self,
@@ -234,6 +239,8 @@ class _Stats:
         #: The FILTER of the aggregate being replaced ("" without): its ranked forms keep
         #: it beside the rank's condition (``_ranked_stats``).
         self.filter_sql = ""
+        #: The measures a square or a product of reads (``_by_mean``); None until asked.
+        self.squared: set[str] | None = None
 
     def _distinct(self, arg: exp.Distinct, entities: str) -> str:
         """``count(DISTINCT key)``: the entities column of the dataset whose key it is.
@@ -244,6 +251,22 @@ class _Stats:
         if base is None or base.dataset not in self.joined or self.bounds is not None:
             return entities
         return f"{entities}_j{self.joined.index(base.dataset) + 1}"
+
+    def _by_mean(self, sql: str) -> bool:
+        """Whether a sum of the measure ``sql`` clamps each entity's mean, not each value.
+
+        Not where any other aggregate of the query reads ``sql`` in a square or a product
+        (a variance, a co-moment): those sum clamped values, and their centred forms
+        combine that sum with this one (``Σ(x - c)² = Σx² - 2cΣx + c²n``), which stays
+        within its bounds only where both clamp the same values."""
+        if self.squared is None:
+            self.squared = set()
+            for node in self.checked.root.find_all(*SQUARING, exp.Sum, exp.Avg):
+                if isinstance(node, SQUARING) or product_factors(node.this) is not None:
+                    self.squared |= {
+                        c.sql(dialect="duckdb") for c in node.this.find_all(exp.Column)
+                    }
+        return sql not in self.squared
 
     def _cap_count(self, agg: str) -> str:
         if self.bounds is None:
@@ -658,8 +681,12 @@ class _Stats:
             # where it has more.  Clamping the sum instead made averages of entities with
             # more than C rows too large (the sum of all rows over a count of C).
             cap = self.bounds.max_rows_per_entity
-            per_entity_sum = scaled_to_cap(per_entity_sum, f"count({sql}){where}", cap)
-            per_entity_sum = clamp(per_entity_sum, min(lo, 0.0) * cap, max(hi, 0.0) * cap)
+            if factors is None and isinstance(node, exp.Sum | exp.Avg) and self._by_mean(sql):
+                # each entity's mean clamped, not each value (entity_caps.mean_clamped)
+                per_entity_sum = mean_clamped(f"(({sql})::DOUBLE)", where, lo, hi, cap)
+            else:
+                per_entity_sum = scaled_to_cap(per_entity_sum, f"count({sql}){where}", cap)
+                per_entity_sum = clamp(per_entity_sum, min(lo, 0.0) * cap, max(hi, 0.0) * cap)
         # Where the FILTER keeps only rows with a value (``FILTER (WHERE x IS NOT NULL
         # AND …)``, as comoments writes for corr), x's presence is the FILTER's own cell
         # and its count the FILTER's row count: one cell and one count for every sum

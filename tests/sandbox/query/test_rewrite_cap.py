@@ -1,8 +1,10 @@
 """The per-entity contribution cap of the stats query against a plain Python reference.
 
 Under a budget each entity keeps the G (group, entity) cells whose DuckDB ``hash(keys,
-entity)`` is smallest, counts at most C rows in each, clamps each value to the column's
-bounds and scales each cell's sum to C of its rows (its mean times C).  The reference
+entity)`` is smallest, counts at most C rows in each, and sums its mean clamped to the
+column's bounds times its rows capped at C (``entity_caps.mean_clamped``); where the query
+also has a variance of the measure, each value is clamped instead and the cell's sum
+scaled to C of its rows (its mean times C).  The reference
 below does that cell by cell in Python; DuckDB is asked only for the hash of each cell's
 key and entity (the order that defines "smallest").
 """
@@ -29,6 +31,8 @@ GROUPED = (
     "FROM health.claims GROUP BY 1"
 )
 TOTAL = "SELECT count(*), count(DISTINCT person_id), sum(claim_amount) FROM health.claims"
+#: With a variance of the same measure: each value clamped (``rewrite._Stats._by_mean``).
+SQUARED = GROUPED.replace(" FROM", ", stddev(claim_amount) FROM")
 
 Row = tuple[str | None, str | None, Decimal | None]  # person_id, diagnosis_code, amount
 
@@ -79,7 +83,12 @@ def _stats(con: duckdb.DuckDBPyConnection, plan: Plan) -> dict[object, dict[str,
 
 
 def _reference(
-    con: duckdb.DuckDBPyConnection, rows: list[Row], bounds: ContributionBounds, grouped: bool
+    con: duckdb.DuckDBPyConnection,
+    rows: list[Row],
+    bounds: ContributionBounds,
+    grouped: bool,
+    *,
+    by_mean: bool = True,
 ) -> dict[object, dict[str, float]]:
     cells: dict[tuple[object, str], list[Decimal | None]] = defaultdict(list)
     for entity, key, amount in rows:
@@ -102,12 +111,19 @@ def _reference(
     out: dict[object, dict[str, float]] = {}
     for key, entity in kept:
         amounts = cells[(key, entity)]
-        clamped = [min(HIGH, max(LOW, float(a))) for a in amounts if a is not None]
+        values = [float(a) for a in amounts if a is not None]
         group = out.setdefault(key, {"entities": 0, "rows": 0, "sum": 0.0})
         group["entities"] += 1
         group["rows"] += min(len(amounts), c)
+        if not values:
+            continue
+        if by_mean:  # the entity's mean clamped, times its values capped at C
+            mean = min(HIGH, max(LOW, sum(values) / len(values)))
+            group["sum"] += mean * min(len(values), c)
+            continue
+        clamped = [min(HIGH, max(LOW, v)) for v in values]
         # Scaled to C of its rows where it has more (its mean times C), as counts are.
-        scaled = sum(clamped) * min(1.0, c / len(clamped)) if clamped else 0.0
+        scaled = sum(clamped) * min(1.0, c / len(clamped))
         group["sum"] += min(HIGH * c, max(LOW * c, scaled))
     return out
 
@@ -130,6 +146,33 @@ def test_grouped_cap_equals_reference(rows: list[Row], c: int, g: int) -> None:
     bounds = ContributionBounds(max_rows_per_entity=c, max_groups_per_entity=g)
     con = _database(rows)
     _assert_equal(_stats(con, plan_of(GROUPED, bounds)), _reference(con, rows, bounds, True))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=rows_strategy,
+    c=st.integers(min_value=1, max_value=3),
+    g=st.integers(min_value=1, max_value=4),
+)
+def test_with_a_variance_each_value_is_clamped(rows: list[Row], c: int, g: int) -> None:
+    """A variance sums clamped squares, centred with the sum of the same values: both
+    clamp each value, or the centred squares could leave their bounds."""
+    bounds = ContributionBounds(max_rows_per_entity=c, max_groups_per_entity=g)
+    con = _database(rows)
+    want = _reference(con, rows, bounds, True, by_mean=False)
+    _assert_equal(_stats(con, plan_of(SQUARED, bounds)), want)
+
+
+def test_an_entitys_mean_is_clamped_not_each_value() -> None:
+    """One person with a claim above the bound and one below keeps the total their mean
+    allows; clamping each value would lose what lies above the bound."""
+    above = Decimal(HIGH) + 5_000
+    rows: list[Row] = [("P1", "A", above), ("P1", "A", Decimal(1_000))]
+    con = _database(rows)
+    got = _stats(con, plan_of(GROUPED, ContributionBounds(2, 1)))
+    assert got["A"]["sum"] == pytest.approx(float(above) + 1_000)
+    squared = _stats(con, plan_of(SQUARED, ContributionBounds(2, 1)))
+    assert squared["A"]["sum"] == pytest.approx(HIGH + 1_000)
 
 
 @settings(max_examples=30, deadline=None)

@@ -306,7 +306,20 @@ def test_at_a_huge_budget_the_release_is_the_clamped_answer(
 ) -> None:
     prepared = _prepared(ANSWERED[1], replace(BUDGET, epsilon=1e9))
     _, released = _run(demo_platform, prepared, noise=seeded_noise(12))
-    expected = {r[0]: r[1] for r in clamped.sql(ANSWERED[1]).fetchall()}
+    # The threshold: the average with each person's mean clamped, at most C = 9 claims a
+    # person (entity_caps.mean_clamped), as any sum under a budget.
+    (threshold,) = released.thresholds
+    c = BUDGET.max_rows_per_entity
+    with demo_platform.enclave.cursor() as cur:
+        ((want,),) = cur.sql(
+            f"SELECT sum(least(13000, greatest(0, s / n)) * least(n, {c})) / sum(least(n, {c})) "
+            "FROM (SELECT person_id, sum(claim_amount::DOUBLE) AS s, count(claim_amount) AS n "
+            "FROM health.claims GROUP BY person_id)"
+        ).fetchall()
+    assert threshold == pytest.approx(want, rel=1e-3)  # the grid; each value clamped: 1.5% less
+    # the rows: the clamped table's, compared with that threshold
+    sql = ANSWERED[1].replace("(SELECT avg(claim_amount) FROM health.claims)", repr(threshold))
+    expected = {r[0]: r[1] for r in clamped.sql(sql).fetchall()}
     got = {r["district"]: r["n"] for r in released.table.to_pylist()}
     assert got and all(abs(got[d] - expected[d]) <= 1 for d in got)
 
