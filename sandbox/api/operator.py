@@ -98,7 +98,8 @@ async def submit_job(
         )
         # A job that ended inline is answered from this same thread: one hop to the pool
         # per request, not three (submit, read the state, read the rows).
-        done = outcome(job) if wait and job.state not in ACTIVE_STATES else None
+        ended = job.state not in ACTIVE_STATES and not job.review_bound
+        done = outcome(job) if wait and ended else None
         return job, min(timeout, services.settings().sync_wait_s), done
 
     def outcome(job: Job) -> JobOut:
@@ -112,6 +113,8 @@ async def submit_job(
     if done is not None:
         response.status_code = 200
         return done
+    if job.review_bound:  # never waited for: awaiting review until it ends (held_view)
+        return job_out(job)
     if wait:
         job = await wait_for_job(services.runner, job.id, wait_s)
     if job.state in ACTIVE_STATES:

@@ -361,6 +361,15 @@ class Settings:
         runtime=True,
         help="Jobs one operator may have `queued` or `running` at once (`jobs.concurrency`, 429).",
     )
+    review_timing_hidden: bool = setting(
+        True,
+        help="A job whose result waits for a bureau's review shows its operator "
+        "`awaiting_review` from submission until it ends, with no start, end, expiry, "
+        "progress or CPU time, never runs inline nor is waited for, and is cancelled at "
+        "once (sandbox/jobs/held_view.py): how long an exact run took is data the review "
+        "has not passed (an outside attack read a membership bit from it). Off: such jobs "
+        "show their run as others do, and leak that to their operator.",
+    )
     sync_inline_rows: int = setting(
         1_000_000,
         ge=0,

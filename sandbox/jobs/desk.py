@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -41,7 +41,9 @@ from sandbox.core.settings import Settings
 from sandbox.core.timeutil import to_rfc3339
 from sandbox.core.wording import counted
 from sandbox.jobs.acting import job_actor
+from sandbox.jobs.held_view import seen_by_operator
 from sandbox.jobs.runner import Hint, JobRunner, arrow_bytes
+from sandbox.jobs.states import ACTIVE_STATES
 from sandbox.jobs.store import Job, JobState, JobStore, StoredResult
 from sandbox.platform import Platform
 from sandbox.query.release import result_sha256
@@ -167,25 +169,23 @@ class JobDesk:
             )
             self.service.record_refusal(actor, rid, client, sql[:100], exc, 0.0)
             raise exc
-        if actor.role is Role.OPERATOR and (
-            self.store.active_count(actor.name) >= limits.max_jobs_per_operator
-        ):
-            limited = RateLimited(
-                f"at most {counted(limits.max_jobs_per_operator, 'job')} may be queued or "
-                "running at once",
-                rule="jobs.concurrency",
-            )
-            limited.retry_after = 2  # type: ignore[attr-defined]
-            self.service.record_refusal(actor, rid, client, sql, limited, 0.0)
-            raise limited
+        if actor.role is Role.OPERATOR:
+            self._within_concurrency(actor, sql, rid, client, review_bound=False)
         auth = self.service.check(
             actor, sql, purpose=purpose, request_id=rid, client=client, epsilon=epsilon
         )
+        # A result held for review: never run inline nor waited for, and seen as one state
+        # until it ends (held_view), so how long it ran tells its operator nothing.
+        bound = auth.decision.review_datasets if auth.decision.review_required else []
+        if not limits.review_timing_hidden or self.service.released_before(actor, auth):
+            bound = []  # shown as it runs (a repeat is answered from the release cache)
+        if actor.role is Role.OPERATOR and bound:
+            self._within_concurrency(actor, sql, rid, client, review_bound=True)
         small = auth.cost is not None and auth.cost.rows_total <= limits.sync_inline_rows
         # Run here (claimed by this process's runner, never queued): its row is written
         # with its charge, and it ends with its release.  No runner yet (before start):
         # queued, and written before anyone is told of it.
-        here = self.runner.runner_id if inline and small else None
+        here = self.runner.runner_id if inline and small and not bound else None
         new = self.store.new(
             operator=actor.name,
             sql=sql,
@@ -196,17 +196,44 @@ class JobDesk:
             datasets=auth.prepared.parsed.datasets,
             epsilon=epsilon,
             runner=here,
+            review_datasets=bound,
         )
         if here is not None:
             return self.runner.run_inline(new, Hint(actor, auth))
         job = self.store.create_new(new)
         self.runner.notify(job.id, Hint(actor, auth))
-        if wait_s:
+        if wait_s and not bound:
             job = self.runner.wait(job.id, min(wait_s, limits.sync_wait_s))
-        return job
+        return seen_by_operator(job)
+
+    def _within_concurrency(
+        self, actor: Actor, sql: str, rid: str, client: str | None, *, review_bound: bool
+    ) -> None:
+        """Refuse a submission over the operator's concurrent-jobs limit: its queued and
+        running jobs, or (``review_bound``) apart its jobs awaiting review as it sees them
+        submitted within the last ``query_timeout_s`` (while one may still run: whether
+        it runs or is held is what it must not tell, and a held job may wait days)."""
+        settings = self.settings()
+        limit = settings.max_jobs_per_operator
+        since = None
+        if review_bound:
+            since = datetime.now(UTC) - timedelta(seconds=settings.query_timeout_s)
+        if self.store.active_count(actor.name, bound_since=since) < limit:
+            return
+        what = "queued or running"
+        if review_bound:
+            what = f"submitted for review within {settings.query_timeout_s:g} s"
+        limited = RateLimited(
+            f"at most {counted(limit, 'job')} may be {what} at once", rule="jobs.concurrency"
+        )
+        limited.retry_after = 2  # type: ignore[attr-defined]
+        self.service.record_refusal(actor, rid, client, sql, limited, 0.0)
+        raise limited
 
     def get(self, actor: Actor, job_id: str, rid: str | None, client: str | None) -> Job:
-        return self._own(actor, job_id, "job.read", rid, client)[0]
+        """The job as ``actor`` sees it (an operator: ``held_view.seen_by_operator``)."""
+        job = self._own(actor, job_id, "job.read", rid, client)[0]
+        return seen_by_operator(job) if actor.role is Role.OPERATOR else job
 
     def list_jobs(
         self,
@@ -219,7 +246,10 @@ class JobDesk:
         client: str | None,
     ) -> list[Job]:
         self._require(actor, "job.read", Target.account(actor.name), rid, client)
-        return self.store.list_jobs(operator=actor.name, states=states, limit=limit, offset=offset)
+        found = self.store.list_jobs(
+            operator=actor.name, states=states, limit=limit, offset=offset, seen=True
+        )
+        return [seen_by_operator(job) for job in found]
 
     def cancel(self, actor: Actor, job_id: str, rid: str | None, client: str | None) -> Job:
         job, decision = self._own(actor, job_id, "job.read", rid, client)
@@ -238,7 +268,7 @@ class JobDesk:
                 rule=exc.rule,
             )
             raise
-        if cancelled.state is JobState.RUNNING:
+        if job.state is JobState.RUNNING:  # a review-bound one was cancelled at once
             self.runner.cancel_running(job_id)
         self._record(
             actor,
@@ -249,7 +279,7 @@ class JobDesk:
             action="job.cancel",
             target=f"job:{job_id}",
         )
-        return cancelled
+        return seen_by_operator(cancelled)
 
     def result(
         self, actor: Actor, job_id: str, fmt: str, rid: str | None, client: str | None
@@ -268,7 +298,8 @@ class JobDesk:
                 allowed=False,
                 rule=rule,
             )
-            raise Conflict(f"job {job_id} is {job.state.value}: no result to fetch", rule=rule)
+            seen = seen_by_operator(job).state  # named as the operator sees it
+            raise Conflict(f"job {job_id} is {seen.value}: no result to fetch", rule=rule)
         details: dict[str, Any] = {"job": job_id, "format": fmt}
         if job.meta:
             details["result_sha256"] = job.meta.get("result_sha256")
@@ -324,8 +355,14 @@ class JobDesk:
                 details={"reason": "only a bureau reviews jobs", **actor.audit_details()},
             )
             raise Forbidden("only a bureau reviews jobs", rule="role.not_permitted")
+        # with the review-bound jobs still computing (held_view): listed from submission
         waiting = self.store.list_jobs(states=[JobState.AWAITING_REVIEW], limit=1000)
-        queue = [job for job in waiting if self._reviewable(actor, job)]
+        waiting += self.store.list_jobs(states=list(ACTIVE_STATES), review_bound=True, limit=1000)
+        queue = sorted(
+            (job for job in waiting if self._reviewable(actor, job)),
+            key=lambda job: job.created_at,
+            reverse=True,
+        )
         self.platform.record(
             **entry,
             target="domain:" + ",".join(actor.domains),
@@ -358,6 +395,15 @@ class JobDesk:
             )
             raise Forbidden("only a bureau reviews jobs", rule="role.not_permitted")
         job = self.store.get(job_id)
+        if job.review_bound and job.state in ACTIVE_STATES:
+            # listed from submission (review_queue): its result may still be computed
+            job = self.runner.wait(job_id, self.settings().sync_wait_s)
+            if job.state in ACTIVE_STATES and self._reviewable(actor, job):
+                raise Conflict(
+                    f"job {job_id} is still being computed: nothing is held to review yet; "
+                    "open it again in a moment",
+                    rule="review.computing",
+                )
         mine = self._reviewable(actor, job) if job.state is JobState.AWAITING_REVIEW else []
         if not mine:
             touched = job.review_datasets or job.datasets

@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -375,7 +376,8 @@ class JobRunner:
                         outcome.epsilon,
                         outcome.cpu_ms,
                     ),
-                    ttl_s=ttl,
+                    # from its submission, not from when it was held (held_view)
+                    ttl_s=_since_submitted(job, ttl),
                 )
             elif ended:  # written with the release, in its transaction
                 done = ended[0]
@@ -420,6 +422,13 @@ class JobRunner:
                     last_expire = now
             except Exception:
                 log.exception("job monitor step failed")
+
+
+def _since_submitted(job: Job, ttl_s: float) -> float:
+    """What is left of ``ttl_s`` counted from the job's submission (at least 0): a held
+    result expires at a time its run's length does not move."""
+    created = datetime.fromisoformat(job.created_at.replace("Z", "+00:00"))
+    return max(0.0, ttl_s - (datetime.now(UTC) - created).total_seconds())
 
 
 def _released(job: Job, outcome: QueryResult, ttl_s: float | None) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["ACTIVE_STATES", "FINAL_STATES", "JobState"]
+__all__ = ["ACTIVE_STATES", "FINAL_STATES", "HIDDEN_STATES", "JobState"]
 
 
 class JobState(enum.StrEnum):
@@ -26,3 +26,6 @@ ACTIVE_STATES = frozenset({JobState.QUEUED, JobState.RUNNING})
 FINAL_STATES = frozenset(
     {JobState.SUCCEEDED, JobState.FAILED, JobState.REFUSED, JobState.CANCELLED, JobState.EXPIRED}
 )
+HIDDEN_STATES = frozenset({JobState.QUEUED, JobState.RUNNING, JobState.AWAITING_REVIEW})
+"""The states a review-bound job's operator sees as one, ``awaiting_review``
+(:mod:`sandbox.jobs.held_view`)."""

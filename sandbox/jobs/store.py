@@ -38,7 +38,7 @@ from sandbox.core.keyring import Keyring
 from sandbox.core.sealed import open_blob, seal_blob
 from sandbox.core.timeutil import to_rfc3339
 from sandbox.jobs.registry import RunnerRegistry
-from sandbox.jobs.states import ACTIVE_STATES, FINAL_STATES, JobState
+from sandbox.jobs.states import ACTIVE_STATES, FINAL_STATES, HIDDEN_STATES, JobState
 from sandbox.jobs.tables import job_results, job_runners, jobs
 
 T = TypeVar("T")
@@ -86,6 +86,7 @@ class Job:
     receipt: dict[str, Any] | None
     version: int
     epsilon: float | None = None  # the operator's ε for this query (None: the grant's)
+    review_bound: bool = False  # its result waits for review (held_view.seen_by_operator)
 
     @classmethod
     def from_row(cls, row: Any) -> Job:
@@ -97,6 +98,7 @@ class Job:
         values = dict(mapping)
         values["state"] = JobState(values["state"])
         values["cancel_requested"] = bool(values["cancel_requested"])
+        values["review_bound"] = bool(values.get("review_bound"))
         return cls(**values)
 
     @property
@@ -164,6 +166,26 @@ _ACTIVE = (
     .select_from(jobs)
     .where(jobs.c.operator == sa.bindparam("b_operator"))
     .where(jobs.c.state.in_([s.value for s in ACTIVE_STATES]))
+    .where(jobs.c.review_bound.is_(False))
+)
+#: An operator's review-bound jobs not ended, submitted since ``b_since``: counted apart,
+#: in every state it sees as one (a count of only the running ones would tell when a held
+#: run finished), and only while one may still be running (``desk._within_concurrency``).
+_BOUND = (
+    sa.select(sa.func.count())
+    .select_from(jobs)
+    .where(jobs.c.operator == sa.bindparam("b_operator"))
+    .where(jobs.c.state.in_([s.value for s in HIDDEN_STATES]))
+    .where(jobs.c.review_bound.is_(True))
+    .where(jobs.c.created_at >= sa.bindparam("b_since"))
+)
+#: A job's state as its operator sees it (held_view.seen_by_operator), for a filter.
+_SEEN_STATE = sa.case(
+    (
+        sa.and_(jobs.c.review_bound.is_(True), jobs.c.state.in_([s.value for s in HIDDEN_STATES])),
+        JobState.AWAITING_REVIEW.value,
+    ),
+    else_=jobs.c.state,
 )
 _RESULT = sa.select(job_results).where(job_results.c.job_id == sa.bindparam("b_job_id"))
 _DELETE_RESULT = sa.delete(job_results).where(job_results.c.job_id == sa.bindparam("b_job_id"))
@@ -250,6 +272,7 @@ class JobStore:
         datasets: Sequence[str] = (),
         epsilon: float | None = None,
         runner: str | None = None,
+        review_datasets: Sequence[str] = (),
     ) -> NewJob:
         """A job not written yet: its caller writes its row in a transaction of its own
         choosing (:meth:`create` writes it at once)."""
@@ -273,12 +296,13 @@ class JobStore:
             "rule": None,
             "message": None,
             "datasets": list(datasets),
-            "review_datasets": [],
+            "review_datasets": list(review_datasets),
             "reviews": [],
             "meta": None,
             "receipt": None,
             "version": 0,
             "epsilon": epsilon,
+            "review_bound": bool(review_datasets),
         }
         return NewJob(Job.from_values(values), values)
 
@@ -303,19 +327,35 @@ class JobStore:
         states: Sequence[JobState] | None = None,
         limit: int = 100,
         offset: int = 0,
+        seen: bool = False,
+        review_bound: bool | None = None,
     ) -> list[Job]:
+        """Jobs newest first; ``seen``: ``states`` as their operator sees them (held_view);
+        ``review_bound``: only those that are (or are not) bound for review."""
         query = sa.select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.id)
+        if review_bound is not None:
+            query = query.where(jobs.c.review_bound.is_(review_bound))
         if operator is not None:
             query = query.where(jobs.c.operator == operator)
-        if states:
+        if states and seen:
+            query = query.where(_SEEN_STATE.in_([s.value for s in states]))
+        elif states:
             query = query.where(jobs.c.state.in_([s.value for s in states]))
         with self.engine.connect() as conn:
             rows = conn.execute(query.limit(limit).offset(offset)).all()
         return [Job.from_row(row) for row in rows]
 
-    def active_count(self, operator: str) -> int:
+    def active_count(self, operator: str, *, bound_since: datetime | None = None) -> int:
+        """``operator``'s queued and running jobs; with ``bound_since``: instead its jobs
+        awaiting review in the operator's eyes (queued, running or held) submitted since
+        then, which count against the same limit apart (held_view)."""
+        if bound_since is None:
+            statement, params = _ACTIVE, {"b_operator": operator}
+        else:
+            statement = _BOUND
+            params = {"b_operator": operator, "b_since": to_rfc3339(bound_since)}
         with self.engine.connect() as conn:
-            return int(conn.execute(_ACTIVE, {"b_operator": operator}).scalar_one())
+            return int(conn.execute(statement, params).scalar_one())
 
     def _transition(
         self, conn: Connection, job_id: str, expected: Sequence[JobState], **values: Any
@@ -413,11 +453,18 @@ class JobStore:
             return set(found)
 
     def cancel(self, job_id: str) -> Job:
-        """Cancel a queued or held job at once; ask a running one's runner to stop it."""
+        """Cancel a queued or held job at once; ask a running one's runner to stop it.
+
+        A review-bound running job is cancelled at once too (its runner still stops it,
+        and its end then changes nothing): when it ended would otherwise tell its operator
+        whether it was still running or already held (held_view)."""
         job = self.get(job_id)
         now = to_rfc3339(_now())
+        at_once = [JobState.QUEUED, JobState.AWAITING_REVIEW]
+        if job.review_bound:
+            at_once.append(JobState.RUNNING)
         with self.engine.begin() as conn:
-            if job.state in (JobState.QUEUED, JobState.AWAITING_REVIEW):
+            if job.state in at_once:
                 done = self._transition(
                     conn,
                     job_id,

@@ -36,6 +36,9 @@ jobs = sa.Table(
     sa.Column("version", sa.Integer, nullable=False, default=0),
     # The ε the operator chose for this query (NULL: the grant's per-query ε).
     sa.Column("epsilon", sa.Float, nullable=True),
+    # Its result waits for a bureau's review (known when it is submitted): the operator
+    # sees one state until it ends (sandbox/jobs/held_view.py).
+    sa.Column("review_bound", sa.Boolean, nullable=False, server_default=sa.false()),
     # An operator's latest start, read by every claim (:meth:`JobStore._in_turn`).
     sa.Index("ix_jobs_operator_started", "operator", "started_at"),
     # An operator's queued and running jobs, counted by every submission

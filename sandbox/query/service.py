@@ -837,8 +837,7 @@ class QueryService:
                 self._meter(auth, int((time.thread_time() - cpu0) * 1000))
                 raise
             cpu_ms = int((time.thread_time() - cpu0) * 1000)
-            if auth.decision.review_required:
-                self._meter(auth, cpu_ms)  # now: a rejected result is never released
+            if auth.decision.review_required:  # metered on release (_meter)
                 return self._hold(actor, rid, client, auth, key, released, cpu_ms, started)
             return self._commit(
                 actor, rid, client, auth, key, released, cpu_ms, started, also=with_release
@@ -873,9 +872,15 @@ class QueryService:
         self.platform.control_writer.run(write)
         return epsilon
 
-    def _meter(self, auth: Authorized, cpu_ms: int) -> None:
-        """Add a failed or cancelled run's CPU time to its usage (best effort: it was paid)."""
-        if cpu_ms <= 0:
+    def _meter(self, auth: Authorized, cpu_ms: int, *, released: bool = False) -> None:
+        """Add a failed or cancelled run's CPU time to its usage (best effort: it was paid).
+
+        Not a run held for review until it is released (``released``): its result is
+        exact, so its CPU time is data the review has not passed (an outside attack read a
+        k-1 membership bit from it: a withheld threshold switched the held query between
+        reading nothing and every row).  A held run's CPU time is in its audit entry; the
+        operator's usage gets it when the bureau releases the result, never if rejected."""
+        if cpu_ms <= 0 or (auth.decision.review_required and not released):
             return
         try:
             self.platform.authority.record_usage(auth.decision, cpu_ms=cpu_ms, count=False)
@@ -928,6 +933,8 @@ class QueryService:
                     else {"failed": dict(zip(("rule", "reason"), failure.audited, strict=True))}
                 ),
                 "epsilon_spent": released.epsilon_spent,  # charged when it ran
+                # metered to the operator only if released (_meter): recorded here
+                "cpu_ms": cpu_ms,
                 "normalized_sql": prepared.parsed.normalized_sql,
                 "grants": [{"id": g.id, "version": g.version} for g in decision.grants],
                 "duration_ms": int((time.perf_counter() - started) * 1000),
@@ -968,6 +975,7 @@ class QueryService:
                 )
             failed = held_failure(held.table)
             if failed is not None:  # approved: the operator learns that (and how) it failed
+                self._meter(auth, held.cpu_ms, released=True)
                 raise failed
             cached = self._cached(key)
             if cached is not None:
@@ -981,7 +989,7 @@ class QueryService:
                 auth,
                 key,
                 released,
-                0,  # metered when it ran
+                held.cpu_ms,  # metered now that it is released (_meter)
                 started,
                 extra={"review": review or []},
             )
@@ -1045,6 +1053,13 @@ class QueryService:
             sort_keys=True,
         )
         return hashlib.sha256(material.encode()).hexdigest()
+
+    def released_before(self, actor: Actor, auth: Authorized) -> bool:
+        """Whether ``actor`` holds this very release already (its repeat is answered from
+        the release cache, with no new review): its own knowledge, not the data's."""
+        with self.platform.engine.connect() as conn:
+            key = self._cache_key(actor, auth)
+            return conn.execute(_CACHED, {"b_key": key}).first() is not None
 
     def _cached(self, key: str) -> QueryResult | None:
         with self.platform.engine.connect() as conn:

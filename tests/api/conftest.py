@@ -339,12 +339,19 @@ def register(
 def start_lab(root: Path, env: dict[str, str]) -> LiveServer:
     """A started server whose bureau-lab registered the two lab datasets (from uploads)
     and granted them to op-bank, reviewed: a join on a non-entity key is exact and held
-    for review (dp joins only on entity keys).  ``env``: the server's settings."""
+    for review (dp joins only on entity keys).  ``env``: the server's settings.
+
+    The lab's slow join is the vehicle of the job mechanics' tests (progress, cancel,
+    queueing, inline runs, crashes), which watch a job's run: it is reviewed, and a
+    reviewed job hides its run from its operator by default, so the lab shows it
+    (``SANDBOX_REVIEW_TIMING_HIDDEN=0`` unless ``env`` says otherwise);
+    ``tests/api/test_held_timing.py`` tests the default."""
     from tests.enrolling import enrol
 
     home = root / "home"
     tokens = deployment(home)
-    server = LiveServer(home, tokens, env={**env, **FAST_PUBLICITY})
+    shown = {"SANDBOX_REVIEW_TIMING_HIDDEN": "0"}
+    server = LiveServer(home, tokens, env={**shown, **env, **FAST_PUBLICITY})
     server.start()
     with server.client("admin") as admin:
         admin.create_account(name="bureau-lab", role="bureau", organisation="Lab", domains=["lab"])

@@ -34,6 +34,12 @@ def remaining(server) -> float:
         return grant["usage"]["queries_remaining"]
 
 
+def held(server, job_id: str) -> dict:
+    """The job's held result as its bureau opens it (which waits for the run to end)."""
+    with server.client("bureau-health") as bureau:
+        return bureau.review(job_id)
+
+
 def test_approval_releases_what_the_run_paid_for(reviewed) -> None:
     server, _grant_id = reviewed
     before = remaining(server)
@@ -41,18 +47,12 @@ def test_approval_releases_what_the_run_paid_for(reviewed) -> None:
         job = bank.submit(BY_GENDER, wait=True)
         assert job["state"] == "awaiting_review" and job["review_datasets"] == ["health.claims"]
         assert job["result"] is None
-        assert set(job["meta"]) <= {
-            "request_id",
-            "k",
-            "epsilon",
-            "datasets",
-            "review_datasets",
-            "columns",
-            "query_sha256",
-        }, "nothing data-dependent (rows, suppressed groups, digest) before approval"
+        # nothing that moves with the run before approval (sandbox/jobs/held_view.py)
+        assert job["meta"] is None and job["started_at"] is None and job["progress"] == 0
         with pytest.raises(Conflict) as info:
             bank.result(job["id"])
         assert info.value.rule == "job.no_result"
+    held(server, job["id"])
     assert remaining(server) == pytest.approx(before - 1.0), "the run paid before it ran"
     # A job that touches none of its domains answers as a job that does not exist.
     with server.client("bureau-market") as other, pytest.raises(NotFound) as info:
@@ -113,6 +113,7 @@ def test_stale_and_cancelled_results_are_never_released(reviewed) -> None:
         withdrawn = bank.submit(
             "SELECT diagnosis_code, count(*) AS n FROM health.claims GROUP BY 1", wait=True
         )
+        held(server, withdrawn["id"])  # it ran (and paid) before it is withdrawn
         assert bank.cancel(withdrawn["id"])["state"] == "cancelled"
     with server.client("bureau-health") as bureau:
         bureau.narrow_grant(grant_id, k=15, reason="raise k while a result waits")
