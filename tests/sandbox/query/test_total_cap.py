@@ -100,11 +100,12 @@ def _reference(con: duckdb.DuckDBPyConnection, rows: list[Row], c: int, g: int, 
                 exists.add(key)
                 group = out.setdefault(key, {"entities": 0, "rows": 0, "sum": 0.0})
                 group["rows"] += kept
-                clamped = [min(HIGH, max(LOW, float(a))) for a in amounts if a is not None]
-                scaled = sum(clamped) * min(1.0, c / len(clamped)) if clamped else 0.0
-                n = min(len(clamped), c)  # its count(x): the sum is scaled to m of its n
+                values = [float(a) for a in amounts if a is not None]
+                n = min(len(values), c)  # its count(x): the sum is scaled to m of its n
+                # its mean clamped, times its values capped at C (entity_caps.mean_clamped)
+                mean = min(HIGH, max(LOW, sum(values) / len(values))) if values else 0.0
                 share = min(n, kept) / n if n else 0.0
-                group["sum"] += min(HIGH * c, max(LOW * c, scaled)) * share
+                group["sum"] += mean * n * share
     return {k: v for k, v in out.items() if k in exists}
 
 
