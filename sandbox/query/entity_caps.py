@@ -22,6 +22,7 @@ __all__ = [
     "mean_clamped",
     "portable_hash",
     "scaled_to_cap",
+    "share_of_cap",
     "total_cap",
 ]
 
@@ -100,6 +101,23 @@ def mean_clamped(values: str, where: str, lo: float, hi: float, cap: int) -> str
     """
     mean = f"(sum({values}){where} / NULLIF(count({values}){where}, 0))"
     return f"({clamp(mean, lo, hi)} * least(count({values}){where}, {cap}))"
+
+
+def share_of_cap(where: str, base_where: str, cap: int, entity: str) -> str:
+    """One entity's rows where a share's condition holds (``where``: its FILTER clause), as
+    its share of the rows it keeps: ``h · min(1, cap / n)``, ``n`` its rows under the
+    share's denominator (``base_where``: its FILTER clause, or "").
+
+    Made a whole number by a draw from the entity's hash, ``floor(x + u)`` with ``u`` in
+    [0, 1): at most ``cap`` (a row count's sensitivity), ``h`` itself where the entity has
+    at most ``cap`` rows, and ``h · cap / n`` in expectation over ``u`` where it has more
+    (``min(h, cap)``, the count capped apart, made a share of a busy entity's rows up to
+    1: ``sandbox/query/shares.py``).  ``entity``: the entity key's SQL in the per-cell
+    aggregate."""
+    h, n = f"count(*){where}", f"count(*){base_where}"
+    scaled = f"coalesce({h} * least(1.0, {cap} / NULLIF({n}, 0)), 0)"
+    u = f"((min(hash({entity})) % 1048576) / 1048576.0)"
+    return f"least({cap}, CAST(floor({scaled} + {u}) AS BIGINT))"
 
 
 def clamp(sql: str, lo: float, hi: float) -> str:

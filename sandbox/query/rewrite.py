@@ -47,6 +47,7 @@ from sandbox.query.entity_caps import (
     group_cap,
     mean_clamped,
     scaled_to_cap,
+    share_of_cap,
     total_cap,
 )
 from sandbox.query.guard import QUANTILES, Checked, entity_dataset, first_source, quantile_of
@@ -55,6 +56,7 @@ from sandbox.query.nodes import output_name
 from sandbox.query.normalize import MAX_OFFSET
 from sandbox.query.release_filter import FilterSpec, filter_spec
 from sandbox.query.rollup import STAGE
+from sandbox.query.shares import share_filters
 from sandbox.query.totals import total_reference
 
 __all__ = ["ContributionBounds", "Plan", "Stat", "build_plan"]
@@ -241,6 +243,8 @@ class _Stats:
         self.filter_sql = ""
         #: The measures a square or a product of reads (``_by_mean``); None until asked.
         self.squared: set[str] | None = None
+        #: Shares' numerators' FILTERs and their denominators' (``_share_base``).
+        self.shares: dict[str, str] | None = None
 
     def _distinct(self, arg: exp.Distinct, entities: str) -> str:
         """``count(DISTINCT key)``: the entities column of the dataset whose key it is.
@@ -519,6 +523,29 @@ class _Stats:
         """``count(*)``, under the FILTER ``where`` (its entity cell ``cell``) if any."""
         return self._counted("rows" + tag, "rows", "*", where, cell)
 
+    def _share_base(self, filter_sql: str) -> str | None:
+        """The denominator's FILTER clause of the share whose numerator is ``count(*)
+        FILTER (WHERE filter_sql)`` ("" for all rows), or None if it is no share's."""
+        if self.shares is None:
+            self.shares = share_filters(self.checked.root)
+        return self.shares.get(filter_sql)
+
+    def _share_rows(self, where: str, base: str, tag: str, cell: str) -> str:
+        """A share's numerator: each entity's rows under ``where`` as its share of its
+        kept rows (``entity_caps.share_of_cap``), not capped apart from its denominator."""
+        assert self.bounds is not None
+        cap = self.bounds.max_rows_per_entity
+        counted = f"count(*){where}"
+        return self._add(
+            "share" + tag,
+            "rows",
+            share_of_cap(where, base, cap, self.entity_sql),
+            SUM,
+            direct=counted,
+            cell=cell,
+            filtered=True,
+        )
+
     def _count(self, sql: str, where: str, tag: str, cell: str | None) -> str:
         """``count(sql)``, under the FILTER ``where`` if any; ``cell`` its entity cell."""
         return self._counted(f"count:{sql}{tag}", "count", sql, where, cell)
@@ -626,6 +653,10 @@ class _Stats:
             else None
         )
         if isinstance(node, exp.Count):
+            if isinstance(arg, exp.Star) and self.bounds is not None and cell is not None:
+                base = self._share_base(filter_sql)
+                if base is not None:  # a share's numerator (shares.py)
+                    return _col(self._share_rows(where, base, tag, cell))
             if isinstance(arg, exp.Star):
                 return _col(self._rows(where, tag, cell))
             if isinstance(arg, exp.Distinct):
