@@ -23,6 +23,7 @@ such that ``reader.get_privacy_cost(sql)``, SmartNoise's own odometer, reports e
 
 from __future__ import annotations
 
+import datetime
 import json
 import sys
 import warnings
@@ -74,6 +75,8 @@ def _plain(value: Any) -> Any:
         value = value.item()
     if isinstance(value, float) and value != value:
         return None
+    if isinstance(value, datetime.date):  # a date or timestamp key: ISO text (dp_metrics._key)
+        return value.isoformat()
     return value
 
 

@@ -78,10 +78,19 @@ INTEGER_TYPES = re.compile(
 )
 
 
+#: Timestamps without a time zone, at any precision: a column declared as one matches data
+#: of any other (a CSV of ``2016-10-16 18:20:14`` loads as TIMESTAMP_S, and an outside
+#: analyst's ``type = "TIMESTAMP"`` was refused); with a time zone is another type.
+LOCAL_TIMESTAMPS = re.compile(r"^(TIMESTAMP|TIMESTAMP_S|TIMESTAMP_MS|TIMESTAMP_NS|DATETIME)$")
+
+
 def _same_type(declared: str, actual: str) -> bool:
     if declared == actual:
         return True
-    return bool(INTEGER_TYPES.fullmatch(declared) and INTEGER_TYPES.fullmatch(actual))
+    return any(
+        bool(kind.fullmatch(declared) and kind.fullmatch(actual))
+        for kind in (INTEGER_TYPES, LOCAL_TIMESTAMPS)
+    )
 
 
 @dataclass(frozen=True)

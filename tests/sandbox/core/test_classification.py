@@ -542,6 +542,21 @@ def test_a_declared_whole_number_type_matches_any_whole_number_type() -> None:
     assert "column 'age' is declared INTEGER but the data is DOUBLE" in info.value.message
 
 
+@pytest.mark.parametrize("loaded", ["TIMESTAMP", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS"])
+def test_a_declared_timestamp_matches_a_timestamp_of_any_precision(loaded: str) -> None:
+    """A CSV of ``2016-10-16 18:20:14`` loads as TIMESTAMP_S; the bureau wrote TIMESTAMP."""
+    text = BASE + '\n[columns.seen_at]\nlevel = "L1"\nrole = "dimension"\ntype = "TIMESTAMP"\n'
+    spec = parse_classification(text)
+    typed = validate_against_schema(spec, {**SCHEMA, "seen_at": loaded})
+    assert typed.column("seen_at").type == loaded
+    for other in ("TIMESTAMP WITH TIME ZONE", "DATE", "VARCHAR"):
+        with pytest.raises(ClassificationError) as info:
+            validate_against_schema(spec, {**SCHEMA, "seen_at": other})
+        assert f"column 'seen_at' is declared TIMESTAMP but the data is {other}" in (
+            info.value.message
+        )
+
+
 @pytest.mark.parametrize("value", ["0", "-1", "1001", '"1"', "1.5"])
 def test_values_per_entity_is_a_whole_number_from_1(value: str) -> None:
     text = BASE.replace("generalize = { band = 10 }", f"values_per_entity = {value}")
