@@ -615,14 +615,17 @@ def _planned(
     ]
     if grouped:
         noised.append(StatColumn(GROUPS, "groups"))
-    c, g = params.max_rows_per_entity, params.max_groups_per_entity
+    c = params.max_rows_per_entity
     shapes: list[tuple[Fraction, Fraction]] = []
     demands: list[Demand] = []
     for column in noised:
         if column.kind == "quantile":
-            # Temperature 2·C·G/ε_j; weighted like a count of the same reach.
-            shapes.append((Fraction(1), Fraction(2 * c * g)))
-            demands.append(Demand(2.0 * c * g, 2.0 * c * g, 1 / (2.0 * c) ** 2, pure=True))
+            # Temperature 2·R/ε_j, R the rows of one entity its histograms can hold over
+            # all groups: C·G, or T where it binds (entity_caps.total_cap keeps T rows' bins);
+            # weighted like a count of the same reach.
+            reach = params.rows_bound
+            shapes.append((Fraction(1), Fraction(2 * reach)))
+            demands.append(Demand(2.0 * reach, 2.0 * reach, 1 / (2.0 * c) ** 2, pure=True))
             continue
         entity_gate = grouped and gate is None and column.name == ENTITIES
         weight = _weight(column, params, grouped, gate, ENTITIES in copies.values())

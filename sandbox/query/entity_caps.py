@@ -223,9 +223,10 @@ def total_cap(
     """CTEs for a binding ``T``: entity counts keep ``g`` cells, row statistics ``t`` rows.
 
     One order of each entity's cells, by the cell's hash as :func:`group_cap`'s: its first
-    ``g`` cells are the ones entity counts (``kind`` ``entities``; quantile histograms) see,
-    flagged :data:`GROUP_KEPT`; its row counts and sums (``rows``, ``count``, ``sum``,
-    ``sumsq``) see its first ``t`` rows of :data:`CELL_ROWS` (``least(count(*), C)`` a cell)
+    ``g`` cells are the ones entity counts (``kind`` ``entities``) see, flagged
+    :data:`GROUP_KEPT`; its row counts, sums and quantile histograms (``rows``, ``count``,
+    ``sum``, ``sumsq``, ``quantile``: a histogram keeps the crossing cell's first ``k``
+    rows' bins) see its first ``t`` rows of :data:`CELL_ROWS` (``least(count(*), C)`` a cell)
     in that order: every cell whose running total is at most ``t`` whole, and the one that
     crosses ``t`` in part, ``k = t - (the rows before it)`` of its ``r`` rows: each count at
     most ``k`` of the rows it counts (``m = least(n, k)``, a whole number), and each sum
@@ -267,7 +268,9 @@ def total_cap(
     paired = paired or {}
     masks: dict[str, tuple[str, str | None, str]] = {
         "entities": (kept, None, "0"),
-        "quantile": (kept, None, "NULL"),
+        # a quantile's histogram: the bins of the rows kept (the crossing cell's first
+        # ``part``), so its temperature is T rows', not C·G (disclosure._planned)
+        "quantile": (within, f"list_slice({{c}}, 1, {part})", "NULL"),
         "distinct": (within, None, "NULL"),  # values are not rows: whole cells only
     }
     masks |= {k: (within, counted, "0") for k in ("rows", "count")}
