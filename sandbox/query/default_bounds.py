@@ -137,7 +137,8 @@ def drawn_bounds(
 
     Lowered (``total`` below the default's reach): ``C = T = total``, ``G`` at most
     ``total``.  Raised (above it: the data's entities hold more rows than the default
-    keeps): ``C = T = total`` and the default's ``G``, so an entity's row statistics see
+    keeps): ``C = T = total`` and the default's ``G`` (at most ``total``: an entity of
+    ``total`` rows is in at most that many groups), so an entity's row statistics see
     ``total`` of its rows instead of ``C·G``.  Either way, where the groupable columns'
     values per entity were drawn (``values``), ``G`` is the largest of them and of those
     the classification declares (``declared``), at most ``total``: a query grouped by one

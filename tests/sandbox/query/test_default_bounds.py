@@ -89,8 +89,8 @@ def test_drawn_bounds_reach_as_far_as_the_draw(c, g, t, total) -> None:
     if total < top_of(default):
         assert got.max_groups_per_entity == min(g, total)
         assert _reach(got) <= total < _reach(default)
-    else:
-        assert got.max_groups_per_entity == g
+    else:  # the default's G, at most total (C = 1, G = 3, T = 1 raised to 2: G = 2)
+        assert got.max_groups_per_entity == min(g, total)
         assert _reach(default) < _reach(got) == total
 
 
