@@ -1,6 +1,7 @@
 """`sandbox query` (an operator's analysis, local home) and `sandbox receipt verify`."""
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -23,6 +24,11 @@ FORMATS = ("table", "json", "csv")
 
 def _json_default(value: Any) -> Any:
     return str(value)
+
+
+def _finite(value: Any) -> Any:
+    """NaN and ±inf (a ratio over a noisy 0) as null, as over HTTP: JSON has neither."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def format_table(table: "pa.Table") -> str:
@@ -118,7 +124,8 @@ def _print_result(result: Any, fmt: str, receipt: Path | None) -> None:
     if receipt is not None:
         receipt.write_text(json.dumps(result.receipt, indent=2, ensure_ascii=False) + "\n")
     if fmt == "json":
-        doc = {"rows": result.table.to_pylist(), "meta": result.meta, "receipt": result.receipt}
+        rows = [{k: _finite(v) for k, v in r.items()} for r in result.table.to_pylist()]
+        doc = {"rows": rows, "meta": result.meta, "receipt": result.receipt}
         typer.echo(json.dumps(doc, indent=2, ensure_ascii=False, default=_json_default))
         return
     if fmt == "csv":

@@ -6,6 +6,7 @@ import datetime as dt
 import decimal
 import io
 import json
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,7 +32,10 @@ def json_value(value: Any) -> Any:
         return float(value)
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
-    if isinstance(value, float) and value != value:  # NaN is not JSON
+    if isinstance(value, float) and not math.isfinite(value):
+        # NaN and ±Infinity are not JSON (json.dumps writes them, which strict parsers
+        # such as jq's refuse): a ratio of noisy sums over a noisy 0 (an outside
+        # rehearsal's SUM(arrests) / SUM(murders) by year) has no finite value: null
         return None
     if isinstance(value, bytes):
         return value.hex()

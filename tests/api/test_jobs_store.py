@@ -188,6 +188,16 @@ def test_every_format_round_trips() -> None:
     assert b"".join(encode(empty, "csv")).startswith(b'"district","n","mean"')
 
 
+def test_json_has_no_value_json_cannot_hold() -> None:
+    """A ratio of noisy sums over a noisy 0 is inf or NaN: null in JSON, which strict
+    parsers accept (``json.dumps`` writes ``Infinity`` and ``NaN``, which they refuse)."""
+    table = pa.table({"ratio": [1.5, float("inf"), float("-inf"), float("nan")]})
+    text = b"".join(encode(table, "json")).decode()
+    assert "Infinity" not in text and "NaN" not in text
+    rows = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in JSON"))["rows"]
+    assert rows == [{"ratio": 1.5}, {"ratio": None}, {"ratio": None}, {"ratio": None}]
+
+
 WRITER = textwrap.dedent(
     """
     import sys

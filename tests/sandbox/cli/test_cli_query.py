@@ -259,3 +259,11 @@ def test_a_threshold_is_answered_and_its_released_value_shown(home: Path) -> Non
     (value,) = doc["meta"]["thresholds"]
     assert isinstance(value, float) and 0 < value < 13000
     assert doc["rows"][0]["n"] > 0
+
+
+def test_json_rows_hold_no_value_json_cannot() -> None:
+    """A ratio over a noisy 0 (inf, NaN) prints as null, as over HTTP (strict JSON)."""
+    from sandbox.cli.query import _finite
+
+    values = [1.5, float("inf"), float("-inf"), float("nan"), 3, "D01", None]
+    assert [_finite(v) for v in values] == [1.5, None, None, None, 3, "D01", None]
