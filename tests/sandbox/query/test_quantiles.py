@@ -183,3 +183,45 @@ def test_a_whole_number_measure_has_a_whole_number_quantile(demo_platform) -> No
     with demo_platform.enclave.cursor() as cur:
         truth = cur.sql("SELECT median(age) FROM health.claims").fetchall()[0][0]
     assert abs(m - truth) <= 3
+
+
+def test_under_a_binding_total_bound_a_quantile_sees_t_rows_of_an_entity() -> None:
+    """Where T < C·G binds, each entity's histograms hold at most T rows' bins over all
+    groups (``entity_caps.total_cap``), so the temperature is 2·T/ε_j, not 2·C·G/ε_j."""
+    import duckdb
+
+    sql = "SELECT diagnosis_code, median(claim_amount) AS m FROM health.claims GROUP BY 1"
+    bound = DisclosureParams(
+        k=1,
+        epsilon=1.0,
+        max_rows_per_entity=3,
+        max_groups_per_entity=4,
+        max_total_rows_per_entity=5,
+        dominance_p=None,
+    )
+    prepared = prepare(sql, access(), bound, max_sql_length=MAX_SQL_LENGTH)
+    (plan,) = [
+        p for p in noise_plan(prepared.columns, bound, grouped=True) if p.column.startswith("__h")
+    ]
+    assert plan.scale == Fraction(2 * 5) / plan.epsilon  # 2·T/ε_j
+    wide = DisclosureParams(
+        k=1, epsilon=1.0, max_rows_per_entity=3, max_groups_per_entity=4, dominance_p=None
+    )
+    (free,) = [
+        p for p in noise_plan(prepared.columns, wide, grouped=True) if p.column.startswith("__h")
+    ]
+    assert free.scale == Fraction(2 * 3 * 4) / free.epsilon  # 2·C·G/ε_j without T
+    # one person's 24 claims over six diagnoses: 5 of their bins in all, at most 3 in one
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA health")
+    con.execute(
+        "CREATE TABLE health.claims AS SELECT 'P1' AS person_id, 'D' || (i % 6) AS "
+        "diagnosis_code, (i * 37 % 1000)::DECIMAL(12, 2) AS claim_amount FROM range(24) t(i)"
+    )
+    (histogram,) = [c.name for c in prepared.columns if c.kind == "quantile"]
+    rows = con.sql(prepared.plan.stats_sql).to_arrow_table().to_pylist()
+    kept = [sum(n for _, n in row[histogram] or []) for row in rows]  # a MAP: (bin, rows)
+    assert sum(kept) == 5 and max(kept) == 3, rows  # the crossing cell's first 2 of 3
+    without = prepare(sql, access(), wide, max_sql_length=MAX_SQL_LENGTH)
+    rows = con.sql(without.plan.stats_sql).to_arrow_table().to_pylist()
+    assert sum(n for row in rows for _, n in row[histogram] or []) == 3 * 4  # C·G
