@@ -109,8 +109,10 @@ class _Local:
             client="cli",
             epsilon=epsilon,
         )
-        if wait:
-            job = self.services.runner.run_now(job.id)
+        if wait:  # run here (no server needed); a held job shown as over HTTP (held_view)
+            from sandbox.jobs.held_view import seen_by_operator
+
+            job = seen_by_operator(self.services.runner.run_now(job.id))
         return job.to_dict()
 
     def job(self, job_id: str) -> dict[str, Any]:
@@ -129,12 +131,15 @@ class _Local:
         return self.services.desk.cancel(self.actor, job_id, None, "cli").to_dict()
 
     def wait(self, job_id: str, *, timeout: float | None, progress: Any) -> dict[str, Any]:
+        from sandbox.jobs.held_view import seen_by_operator
+
         job = self.job(job_id)
-        if job["state"] == "queued":
-            job = self.services.runner.run_now(job_id).to_dict()
+        real = self.services.runner.store.get(job_id)
+        if real.state.value == "queued":  # run here, whatever the operator's view shows
+            job = seen_by_operator(self.services.runner.run_now(job_id)).to_dict()
         if job["state"] in ("queued", "running"):
             final = self.services.runner.wait(job_id, timeout or 3600.0)
-            job = final.to_dict()
+            job = seen_by_operator(final).to_dict()
         progress(job)
         return job
 

@@ -206,7 +206,7 @@ def _beyond_caps(meta: dict[str, Any]) -> str:
     )
     if bounds:
         shown = [f"[{_number(lo)}, {_number(hi)}]" for lo, hi in bounds]
-        text += ", values clamped to " + " and ".join(shown)
+        text += ", measures clamped to " + " and ".join(shown)
     return text + " (what lies beyond is not counted)"
 
 

@@ -326,7 +326,9 @@ class Settings:
         gt=0,
         runtime=True,
         help="A job's result, released or held for review, is deleted this many seconds "
-        "after it was computed; the job becomes `expired`.",
+        "after it was computed (held for review: after the job was submitted, so when it "
+        "expires tells nothing of its run; sandbox/jobs/held_view.py); the job becomes "
+        "`expired`.",
     )
     rate_limit_per_minute: int = setting(
         1_200,

@@ -341,6 +341,7 @@ class JobRunner:
                     epsilon=job.epsilon,
                     with_charge=None if new is None else new.insert,
                     with_release=with_release,
+                    shown_as_run=not job.review_bound,
                 )
         except SandboxError as exc:
             rule = exc.rule or exc.code

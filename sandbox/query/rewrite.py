@@ -56,7 +56,7 @@ from sandbox.query.nodes import output_name
 from sandbox.query.normalize import MAX_OFFSET
 from sandbox.query.release_filter import FilterSpec, filter_spec
 from sandbox.query.rollup import STAGE
-from sandbox.query.shares import share_filters
+from sandbox.query.shares import SHARE, mark_shares
 from sandbox.query.totals import total_reference
 
 __all__ = ["ContributionBounds", "Plan", "Stat", "build_plan"]
@@ -243,8 +243,6 @@ class _Stats:
         self.filter_sql = ""
         #: The measures a square or a product of reads (``_by_mean``); None until asked.
         self.squared: set[str] | None = None
-        #: Shares' numerators' FILTERs and their denominators' (``_share_base``).
-        self.shares: dict[str, str] | None = None
 
     def _distinct(self, arg: exp.Distinct, entities: str) -> str:
         """``count(DISTINCT key)``: the entities column of the dataset whose key it is.
@@ -523,13 +521,6 @@ class _Stats:
         """``count(*)``, under the FILTER ``where`` (its entity cell ``cell``) if any."""
         return self._counted("rows" + tag, "rows", "*", where, cell)
 
-    def _share_base(self, filter_sql: str) -> str | None:
-        """The denominator's FILTER clause of the share whose numerator is ``count(*)
-        FILTER (WHERE filter_sql)`` ("" for all rows), or None if it is no share's."""
-        if self.shares is None:
-            self.shares = share_filters(self.checked.root)
-        return self.shares.get(filter_sql)
-
     def _share_rows(self, where: str, base: str, tag: str, cell: str) -> str:
         """A share's numerator: each entity's rows under ``where`` as its share of its
         kept rows (``entity_caps.share_of_cap``), not capped apart from its denominator."""
@@ -537,7 +528,7 @@ class _Stats:
         cap = self.bounds.max_rows_per_entity
         counted = f"count(*){where}"
         return self._add(
-            "share" + tag,
+            f"share{tag}|{base}",
             "rows",
             share_of_cap(where, base, cap, self.entity_sql),
             SUM,
@@ -629,6 +620,7 @@ class _Stats:
         where = ""
         filter_sql = ""
         predicate: exp.Expression | None = None
+        share_of = node.meta.get(SHARE)  # a share's numerator (shares.mark_shares)
         if isinstance(node, exp.Filter):
             predicate = node.expression.this
             filter_sql = predicate.sql(dialect="duckdb")
@@ -653,10 +645,10 @@ class _Stats:
             else None
         )
         if isinstance(node, exp.Count):
-            if isinstance(arg, exp.Star) and self.bounds is not None and cell is not None:
-                base = self._share_base(filter_sql)
-                if base is not None:  # a share's numerator (shares.py)
-                    return _col(self._share_rows(where, base, tag, cell))
+            # a share's numerator (not on Spark: its draw is DuckDB's hash)
+            budgeted = self.bounds is not None and not self.portable
+            if isinstance(arg, exp.Star) and isinstance(share_of, str) and budgeted and cell:
+                return _col(self._share_rows(where, share_of, tag, cell))
             if isinstance(arg, exp.Star):
                 return _col(self._rows(where, tag, cell))
             if isinstance(arg, exp.Distinct):
@@ -901,6 +893,8 @@ def build_plan(
 
     names = output_names or _output_names(checked)
     release_projections = []
+    if bounds is not None:
+        mark_shares(final)  # before the copies below: each carries its numerator's mark
     for proj, name in zip(final.expressions, names, strict=True):
         body = _try(proj.unalias().copy().transform(to_release))
         release_projections.append(exp.alias_(body, name, quoted=True))

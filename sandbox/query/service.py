@@ -616,8 +616,15 @@ class QueryService:
         epsilon: float | None = None,
         with_charge: Callable[[sa.Connection], None] | None = None,
         with_release: Callable[[sa.Connection, QueryResult], None] | None = None,
+        shown_as_run: bool = False,
     ) -> QueryResult | Held:
         """As :meth:`run`; under a grant that requires review, compute and hold, don't release.
+
+        ``shown_as_run``: the job's operator sees its run (it was not bound for review when
+        submitted, ``sandbox/jobs/held_view.py``).  If review is required now (a grant
+        made ``reviewed``, a dataset made important data meanwhile) and no release is
+        cached, it is refused before it is charged (``review.changed``): held as it ran,
+        its operator would see when its run ended.
 
         ``authorized``: what :meth:`check` returned for this very query moments ago (a job
         run at once in the process that accepted it), to skip parsing and checking again.
@@ -640,6 +647,7 @@ class QueryService:
             epsilon=epsilon,
             with_charge=with_charge,
             with_release=with_release,
+            shown_as_run=shown_as_run,
         )
 
     def check(
@@ -738,6 +746,7 @@ class QueryService:
         epsilon: float | None = None,
         with_charge: Callable[[sa.Connection], None] | None = None,
         with_release: Callable[[sa.Connection, QueryResult], None] | None = None,
+        shown_as_run: bool = False,
     ) -> QueryResult | Held:
         rid = request_id or uuid.uuid4().hex
         started = time.perf_counter()
@@ -765,6 +774,13 @@ class QueryService:
             if cached is not None:
                 # Already released to this operator (after review, if the grant needs it).
                 return self._repeat(actor, rid, client, auth, cached, started)
+            hidden = self.platform.settings.review_timing_hidden
+            if shown_as_run and hidden and auth.decision.review_required:
+                raise QueryRefused(
+                    "a grant or dataset this job reads now holds its results for review: "
+                    "submit it again",
+                    rule="review.changed",
+                )
             # Paid before it touches data: a run that fails (time, memory, cancellation)
             # costs what one that succeeds does, so failing is no free oracle.
             charged = self._charge(auth, rid, also=with_charge)

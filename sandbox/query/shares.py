@@ -12,11 +12,24 @@ entity's own share of its kept rows instead (``entity_caps.share_of_cap``).  Pur
 
 from __future__ import annotations
 
+from typing import cast
+
 from sqlglot import exp
 
 from sandbox.query.nodes import literal_number
 
-__all__ = ["share_filters"]
+__all__ = ["SHARE", "mark_shares", "share_filters"]
+
+#: Meta key on a share's numerator (its ``exp.Filter``): the denominator's FILTER clause.
+SHARE = "sbx.share_of"
+
+
+def mark_shares(root: exp.Expr) -> None:
+    """Mark each share's numerator node under ``root`` with its denominator's FILTER
+    clause (``node.meta[SHARE]``), in place: that node alone is counted as a share (a
+    count of the same rows elsewhere in the query stays a row count, capped apart)."""
+    for node, where in _shares(root):
+        node.meta[SHARE] = where
 
 
 def share_filters(root: exp.Expr) -> dict[str, str]:
@@ -27,7 +40,12 @@ def share_filters(root: exp.Expr) -> dict[str, str]:
     over a number or cast, and whose denominator is ``count(*)``, or ``count(*) FILTER
     (WHERE b)`` with ``b`` one of ``p``'s conjuncts (a share of the ``b`` rows), perhaps
     in ``nullif(…, 0)``.  Anything else is no share (its counts are capped apart)."""
-    out: dict[str, str] = {}
+    return {node.expression.this.sql(dialect="duckdb"): where for node, where in _shares(root)}
+
+
+def _shares(root: exp.Expr) -> list[tuple[exp.Filter, str]]:
+    """Each share's numerator (its FILTER node) and its denominator's FILTER clause."""
+    out: list[tuple[exp.Filter, str]] = []
     for division in root.find_all(exp.Div):
         numerator = _counted_rows(_bare(division.this))
         below = _bare(division.expression)
@@ -40,7 +58,7 @@ def share_filters(root: exp.Expr) -> dict[str, str]:
         if base is not None and not any(_same(part, base) for part in _conjuncts(predicate)):
             continue
         where = "" if base is None else f" FILTER (WHERE {base.sql(dialect='duckdb')})"
-        out[predicate.sql(dialect="duckdb")] = where
+        out.append((cast(exp.Filter, numerator[2]), where))
     return out
 
 
@@ -59,13 +77,13 @@ def _bare(node: exp.Expr) -> exp.Expr:
             return node
 
 
-def _counted_rows(node: exp.Expr) -> tuple[exp.Count, exp.Expr | None] | None:
-    """``count(*)`` and its FILTER predicate (None without one), or None."""
-    predicate = None
+def _counted_rows(node: exp.Expr) -> tuple[exp.Count, exp.Expr | None, exp.Expr] | None:
+    """``count(*)``, its FILTER predicate (None without one) and the node itself, or None."""
+    predicate, whole = None, node
     if isinstance(node, exp.Filter):
         predicate, node = node.expression.this, node.this
     if isinstance(node, exp.Count) and isinstance(node.this, exp.Star):
-        return node, predicate
+        return node, predicate, whole
     return None
 
 

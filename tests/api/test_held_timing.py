@@ -126,3 +126,40 @@ def test_jobs_held_for_review_count_against_the_limit_in_every_state(server) -> 
     finally:
         with server.client("admin") as admin:
             admin.update_settings(max_jobs_per_operator=8)
+
+
+def test_a_job_whose_grant_became_reviewed_before_it_ran_is_refused(tmp_path) -> None:
+    """Shown as it runs (dp when submitted), it would be held in view of its operator if
+    its grant were made reviewed before it ran: refused before it is charged instead."""
+    from policies.grants import ReleaseMode
+    from sandbox.jobs.store import JobState
+    from sandbox.services import Services
+    from tests.conftest import build_deployment
+
+    platform, tokens = build_deployment(tmp_path / "home")
+    settings = platform.settings
+    platform.close()
+    services = Services(settings)  # not started: the job waits, queued
+    try:
+        insurer = services.platform.authority.authenticate(tokens["op-insurer"])
+        job = services.desk.submit(
+            insurer,
+            "SELECT gender, count(*) AS n FROM health.claims GROUP BY 1",
+            purpose=None,
+            fmt="json",
+            rid="changed-0001",
+            client="test",
+        )
+        assert job.state is JobState.QUEUED and not job.review_bound
+        bureau = services.platform.authority.authenticate(tokens["bureau-health"])
+        admin = services.administration()
+        (grant,) = [
+            g
+            for g in admin.list_grants(bureau, domain="health")
+            if g.operator == "op-insurer" and g.dataset == "health.claims"
+        ]
+        admin.set_release_mode(bureau, grant.id, ReleaseMode.REVIEWED, reason="now reviewed")
+        ended = services.runner.run_now(job.id)
+        assert (ended.state, ended.rule) == (JobState.REFUSED, "review.changed")
+    finally:
+        services.platform.close()

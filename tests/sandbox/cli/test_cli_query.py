@@ -233,7 +233,7 @@ def test_an_average_shows_each_cells_interval_in_the_table(home: Path) -> None:
     lines = proc.stdout.splitlines()
     assert lines[0].split() == ["status", "capital", "capital", "±95%"], lines[0]
     # the clamping the interval leaves out: the owner's declared bounds, from the metadata
-    assert "values clamped to [0, 1,000,000,000] (what lies beyond" in proc.stderr, proc.stderr
+    assert "measures clamped to [0, 1,000,000,000] (what lies beyond" in proc.stderr, proc.stderr
     doc = json.loads(run(*args, "--format", "json", sql.replace("avg", "AVG")).stdout)
     assert doc["meta"]["accuracy"]["capital"]["clamped_to"] == [[0.0, 1e9]]
     assert doc["meta"]["contribution"]["max_rows_per_entity"] == 1

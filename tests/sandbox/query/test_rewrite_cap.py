@@ -208,3 +208,46 @@ def test_total_without_keys_has_no_cap_stage() -> None:
 def test_no_groups_per_entity_fails_closed() -> None:
     with pytest.raises(ValueError, match="max_groups_per_entity"):
         plan_of(GROUPED, ContributionBounds(2, 0))
+
+
+@pytest.mark.parametrize(
+    ("also", "by_mean"),
+    [
+        ("", True),
+        (", count(claim_amount)", True),
+        (", stddev(claim_amount)", False),
+        (", var_pop(claim_amount)", False),
+        (", corr(claim_amount, age)", False),
+        (", covar_samp(age, claim_amount)", False),
+        (", regr_slope(claim_amount, age)", False),
+        (", sum(claim_amount * claim_amount)", False),
+        (", stddev(claim_amount) FILTER (WHERE age >= 40)", False),
+        (", avg(age), stddev(age)", True),  # another measure's square: this one by mean
+    ],
+)
+def test_a_square_or_product_of_the_measure_anywhere_clamps_each_value(
+    also: str, by_mean: bool
+) -> None:
+    """``rewrite._Stats._by_mean``'s scan of the whole query: a variance, co-moment or
+    product of the same measure (in SELECT, HAVING or ORDER BY, under any FILTER) makes
+    its sums clamp each value, so its centred squares stay within their bounds."""
+    above = Decimal(HIGH) + 5_000
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA health")
+    con.execute(
+        "CREATE TABLE health.claims (person_id VARCHAR, diagnosis_code VARCHAR, "
+        "claim_amount DECIMAL(12, 2), age INTEGER)"
+    )
+    con.executemany(
+        "INSERT INTO health.claims VALUES (?, ?, ?, ?)",
+        [("P1", "A", above, 40), ("P1", "A", Decimal(1_000), 41)],
+    )
+    sql = f"SELECT diagnosis_code, avg(claim_amount){also} FROM health.claims GROUP BY 1"
+    want = float(above) + 1_000 if by_mean else HIGH + 1_000
+    for tail in ("", " HAVING stddev(claim_amount) >= 0", " ORDER BY stddev(claim_amount)"):
+        plan = plan_of(sql + tail, ContributionBounds(2, 1))
+        rows = con.sql(plan.stats_sql).to_arrow_table().to_pylist()
+        sums = [s.name for s in plan.stats if s.kind == "sum"]
+        got = {row[name] for row in rows for name in sums if row[name] is not None}
+        expected = want if not tail else HIGH + 1_000
+        assert any(g == pytest.approx(expected) for g in got), (also, tail, got)

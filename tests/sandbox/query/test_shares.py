@@ -95,3 +95,27 @@ def test_busy_entities_count_by_their_own_share() -> None:
     share, total = _stats(rows, 4)
     assert total == 1600
     assert share / total == pytest.approx(0.25, abs=0.03)
+
+
+def test_only_the_shares_own_numerator_is_a_share() -> None:
+    """A count of the same rows elsewhere in the query stays a row count capped apart
+    (a review: keyed by its predicate alone, the share form took over every count under
+    that FILTER, and a co-moment's n with it)."""
+    sql = (
+        "SELECT count(*) FILTER (WHERE claim_amount > 100) AS n, "
+        "avg(CASE WHEN claim_amount > 100 THEN 1 ELSE 0 END) AS s FROM health.claims"
+    )
+    plan = plan_of(sql, ContributionBounds(max_rows_per_entity=4, max_groups_per_entity=1))
+    filtered = [s.name for s in plan.stats if s.kind == "rows" and s.filtered]
+    assert len(filtered) == 2, plan.stats
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA health")
+    con.execute("CREATE TABLE health.claims (person_id VARCHAR, claim_amount DECIMAL(12, 2))")
+    # one person of 20 claims, 10 of them over 100
+    con.executemany(
+        "INSERT INTO health.claims VALUES (?, ?)",
+        [("P1", Decimal(500 if k % 2 else 50)) for k in range(20)],
+    )
+    (row,) = con.sql(plan.stats_sql).to_arrow_table().to_pylist()
+    values = sorted(row[name] for name in filtered)
+    assert values == [2, 4], values  # the share's 10·4/20 = 2, the count's min(10, 4)
