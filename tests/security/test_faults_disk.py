@@ -155,7 +155,9 @@ def fire(live: LiveServer, out: Outcome, grant_id: str, until: datetime, codes: 
             else:
                 job = got.json()
                 states = ("succeeded", "failed", "awaiting_review")
-                assert got.status_code == 200 and job["state"] in states, job
+                # a held job is never waited for: 202, awaiting review (held_view)
+                held = job["state"] == "awaiting_review"
+                assert got.status_code == (202 if held else 200) and job["state"] in states, job
                 if job["state"] == "succeeded":
                     out.jobs_released.append(job["id"])
                 elif job["state"] == "awaiting_review":
@@ -234,8 +236,34 @@ def disk_full_scenario(
     return out
 
 
+def settled(live: LiveServer, job_ids: list[str]) -> dict[str, bool]:
+    """Whether each job held for review was held (True) or ended without (False), once
+    its run is over: a held job is answered 202 at once and runs in the background
+    (sandbox/jobs/held_view.py), so a full disk may fail it after it was acknowledged."""
+    import time
+
+    out: dict[str, bool] = {}
+    with http(live, "bureau-health") as bureau, http(live, "op-bank") as bank:
+        for job_id in job_ids:
+            deadline = time.monotonic() + 120
+            while job_id not in out:
+                shown = bureau.get(f"/v1/reviews/{job_id}")
+                computing = shown.status_code == 409 and shown.json()["rule"] == "review.computing"
+                if shown.status_code == 200:
+                    out[job_id] = True
+                elif not computing:  # nothing held: it ended, failed closed
+                    ended = bank.get(f"/v1/jobs/{job_id}").json()
+                    assert ended["state"] in ("failed", "refused"), ended
+                    out[job_id] = False
+                assert time.monotonic() < deadline, f"job {job_id} never settled"
+                if job_id not in out:
+                    time.sleep(0.5)
+    return out
+
+
 def check_after(live: LiveServer, out: Outcome, grant_id: str, export_dir: Path) -> None:
     """The trail verifies; acknowledged actions are in it; failed ones left no trace."""
+    held = settled(live, out.jobs_held)
     with http(live, "auditor") as auditor_http:
         assert auditor_http.post("/v1/audit/verify").json()["ok"]
     from sandbox.client import SandboxClient
@@ -251,7 +279,8 @@ def check_after(live: LiveServer, out: Outcome, grant_id: str, export_dir: Path)
         assert ("dataset.query", "allow") in kinds, job_id
     for job_id in out.jobs_held:
         entries = trail.by_request.get(job_id, [])
-        assert any((e.get("details") or {}).get("held_for_review") for e in entries), job_id
+        recorded = any((e.get("details") or {}).get("held_for_review") for e in entries)
+        assert recorded == held[job_id], job_id  # held: recorded; failed: no hold recorded
     for job_id in out.jobs_withheld:
         kinds = {(e["action"], e["decision"]) for e in trail.by_request.get(job_id, [])}
         assert ("dataset.query", "allow") not in kinds, job_id

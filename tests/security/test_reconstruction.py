@@ -191,7 +191,11 @@ def lab(
     """A server whose test bureau registered ``lab.village`` and granted it four times."""
     scale: Scale = request.param
     root = tmp_path_factory.mktemp(f"reconstruction-{scale.name}")
-    server = start_security_server(root / "home", FAST_PUBLICITY)
+    # The key attack without a budget submits its held queries faster than 64 a
+    # query_timeout_s, for which the jobs limit counts each (sandbox/jobs/held_view.py):
+    # that limit is not what is tested here.
+    many = {"SANDBOX_MAX_JOBS_PER_OPERATOR": "100000"}
+    server = start_security_server(root / "home", {**FAST_PUBLICITY, **many})
     truth = village(scale.persons)
     rng = random.Random(SEED + 1)
     person_ids = ["".join(rng.choices(string.digits, k=12)) for _ in range(scale.persons)]
