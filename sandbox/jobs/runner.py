@@ -53,6 +53,7 @@ HINT_S = 2.0
 INTERNAL = ("job.internal", "internal error")
 INTERRUPTED = ("job.interrupted", "the server process running the job stopped; submit it again")
 SHUTDOWN = ("job.interrupted", "the server shut down while the job ran; submit it again")
+UNRECORDED = ("job.interrupted", "the job's end could not be recorded; submit it again")
 
 
 def arrow_bytes(table: pa.Table) -> bytes:
@@ -288,7 +289,26 @@ class JobRunner:
                     if self._queued == seen:
                         self._wake.wait(self.poll_s)
                 continue
-            self._run(job, hint)
+            try:
+                self._run(job, hint)
+            except Exception:  # its end could not be written (a full disk, no database)
+                log.exception("the end of job %s could not be recorded", job.id)
+                self._settle(job)
+
+    def _settle(self, job: Job) -> None:
+        """Fail a job whose end could not be recorded, retrying until the store takes it
+        or the runner stops: else it stayed ``running`` until this runner was found dead,
+        and its worker thread died with the exception (a disk-full test, held jobs run in
+        the background since they are never waited for)."""
+        delay = 0.5
+        while not self._stopping.is_set():
+            try:
+                self._interrupt(job, UNRECORDED)
+                return
+            except Exception:
+                log.warning("job %s: its end still cannot be recorded; retrying", job.id)
+                self._stopping.wait(delay)
+                delay = min(2 * delay, 10.0)
 
     def _run_as(self, job: Job) -> Actor:
         """The job's operator now; a refusal (account gone, token revoked) is audited."""

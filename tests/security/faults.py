@@ -12,12 +12,13 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sandbox.client import SandboxClient
+from sandbox.core.errors import SandboxError
 
 ACTIVE = ["queued", "running"]
 
@@ -67,18 +68,40 @@ def verify_offline(export_dir: Path) -> None:
     assert proc.returncode == 0, f"offline verify failed: {proc.stdout[-800:]} {proc.stderr[-800:]}"
 
 
-def settle(clients: Iterable[SandboxClient], timeout_s: float = 60) -> None:
-    """Wait until no job of these operators is queued or running (restart recovery ran)."""
+def settle(
+    clients: Iterable[SandboxClient],
+    timeout_s: float = 60,
+    bureau: Callable[[str], SandboxClient] | None = None,
+) -> None:
+    """Wait until no job of these operators is queued or running (restart recovery ran).
+
+    ``bureau``: the client of a domain's bureau, which alone tells a job held for review
+    still queued or running from one held: its operator sees it awaiting review from
+    submission (``sandbox/jobs/held_view.py``)."""
     clients = list(clients)
     deadline = time.monotonic() + timeout_s
     while True:
         active = [j for c in clients for j in c.jobs(state=ACTIVE, limit=100)]
+        if bureau is not None:
+            waiting = [j for c in clients for j in c.jobs(state=["awaiting_review"], limit=1000)]
+            active += [j for j in waiting if not _held_or_ended(j, bureau)]
         if not active:
             return
         if time.monotonic() > deadline:
             states = sorted({(j["id"], j["state"]) for j in active})
             raise AssertionError(f"jobs still active after restart: {states[:5]}")
         time.sleep(0.2)
+
+
+def _held_or_ended(job: dict[str, Any], bureau: Callable[[str], SandboxClient]) -> bool:
+    """Whether the job shown awaiting review is held (or ended) for each reviewing bureau."""
+    for dataset in job["review_datasets"]:
+        try:
+            bureau(dataset.split(".", 1)[0]).review(job["id"])
+        except SandboxError as exc:
+            if exc.rule == "review.computing":
+                return False
+    return True
 
 
 def all_jobs(client: SandboxClient) -> list[dict[str, Any]]:

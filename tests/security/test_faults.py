@@ -287,7 +287,16 @@ def crash_rounds(tmp_path: Path, rounds: int) -> None:
             server.live.start(workers=2 if round_ % 2 else 1)
             clients = {who: server.client(who) for who in ("op-bank", "op-insurer")}
             with server.client("auditor") as auditor:
-                settle(clients.values())
+                bureaus: dict[str, SandboxClient] = {}
+
+                def bureau(domain: str, found: dict[str, SandboxClient] = bureaus) -> Any:
+                    if domain not in found:
+                        found[domain] = server.client(f"bureau-{domain}")
+                    return found[domain]
+
+                settle(clients.values(), bureau=bureau)
+                for each in bureaus.values():
+                    each.close()
                 report = auditor.audit_verify()
                 assert report["ok"], f"seed {seed} round {round_}: {report}"
                 trail = export_trail(auditor, tmp_path / f"export-{round_}")
