@@ -177,7 +177,7 @@ class JobDesk:
         # A result held for review: never run inline nor waited for, and seen as one state
         # until it ends (held_view), so how long it ran tells its operator nothing.
         bound = auth.decision.review_datasets if auth.decision.review_required else []
-        if not limits.review_timing_hidden or self.service.released_before(actor, auth):
+        if bound and (not limits.review_timing_hidden or self.service.released_before(actor, auth)):
             bound = []  # shown as it runs (a repeat is answered from the release cache)
         if actor.role is Role.OPERATOR and bound:
             self._within_concurrency(actor, sql, rid, client, review_bound=True)
