@@ -161,21 +161,20 @@ _WAITING = (
 # a transition ~530 against ~150 (SQLite, measured for issue 15).
 _JOB = sa.select(jobs).where(jobs.c.id == sa.bindparam("b_id"))
 _INSERT_JOB = sa.insert(jobs)  # the columns are the keys of the values it is executed with
-_ACTIVE = (
+#: A count of one operator's jobs, narrowed by the two below.
+_OWN = (
     sa.select(sa.func.count())
     .select_from(jobs)
     .where(jobs.c.operator == sa.bindparam("b_operator"))
-    .where(jobs.c.state.in_([s.value for s in ACTIVE_STATES]))
-    .where(jobs.c.review_bound.is_(False))
+)
+_ACTIVE = _OWN.where(jobs.c.state.in_([s.value for s in ACTIVE_STATES])).where(
+    jobs.c.review_bound.is_(False)
 )
 #: An operator's review-bound jobs not ended, submitted since ``b_since``: counted apart,
 #: in every state it sees as one (a count of only the running ones would tell when a held
 #: run finished), and only while one may still be running (``desk._within_concurrency``).
 _BOUND = (
-    sa.select(sa.func.count())
-    .select_from(jobs)
-    .where(jobs.c.operator == sa.bindparam("b_operator"))
-    .where(jobs.c.state.in_([s.value for s in HIDDEN_STATES]))
+    _OWN.where(jobs.c.state.in_([s.value for s in HIDDEN_STATES]))
     .where(jobs.c.review_bound.is_(True))
     .where(jobs.c.created_at >= sa.bindparam("b_since"))
 )

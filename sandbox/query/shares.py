@@ -18,7 +18,7 @@ from sqlglot import exp
 
 from sandbox.query.nodes import literal_number
 
-__all__ = ["SHARE", "mark_shares", "share_filters"]
+__all__ = ["SHARE", "mark_shares"]
 
 #: Meta key on a share's numerator (its ``exp.Filter``): the denominator's FILTER clause.
 SHARE = "sbx.share_of"
@@ -26,21 +26,16 @@ SHARE = "sbx.share_of"
 
 def mark_shares(root: exp.Expr) -> None:
     """Mark each share's numerator node under ``root`` with its denominator's FILTER
-    clause (``node.meta[SHARE]``), in place: that node alone is counted as a share (a
-    count of the same rows elsewhere in the query stays a row count, capped apart)."""
-    for node, where in _shares(root):
-        node.meta[SHARE] = where
-
-
-def share_filters(root: exp.Expr) -> dict[str, str]:
-    """Each share's numerator FILTER predicate (as DuckDB SQL) and its denominator's FILTER
-    clause (``" FILTER (WHERE b)"``, or ``""`` for every row of the group).
+    clause (``node.meta[SHARE]``: ``" FILTER (WHERE b)"``, or ``""`` for every row of the
+    group), in place: that node alone is counted as a share (a count of the same rows
+    elsewhere in the query stays a row count, capped apart).
 
     A share: a division whose numerator is ``count(*) FILTER (WHERE p)``, perhaps times or
     over a number or cast, and whose denominator is ``count(*)``, or ``count(*) FILTER
     (WHERE b)`` with ``b`` one of ``p``'s conjuncts (a share of the ``b`` rows), perhaps
     in ``nullif(…, 0)``.  Anything else is no share (its counts are capped apart)."""
-    return {node.expression.this.sql(dialect="duckdb"): where for node, where in _shares(root)}
+    for node, where in _shares(root):
+        node.meta[SHARE] = where
 
 
 def _shares(root: exp.Expr) -> list[tuple[exp.Filter, str]]:

@@ -14,9 +14,11 @@ import pytest
 import sqlglot
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlglot import exp
 
 from sandbox.query.rewrite import ContributionBounds
-from sandbox.query.shares import share_filters
+from sandbox.query.shares import SHARE as MARK
+from sandbox.query.shares import mark_shares
 from tests.sandbox.query.test_rewrite_cap import plan_of
 
 SHARE = "SELECT avg(CASE WHEN claim_amount > 100 THEN 1 ELSE 0 END) AS s FROM health.claims"
@@ -45,7 +47,14 @@ SHARE = "SELECT avg(CASE WHEN claim_amount > 100 THEN 1 ELSE 0 END) AS s FROM he
     ],
 )
 def test_which_divisions_are_shares(sql: str, found: dict[str, str]) -> None:
-    assert share_filters(sqlglot.parse_one(sql, read="duckdb")) == found
+    root = sqlglot.parse_one(sql, read="duckdb")
+    mark_shares(root)
+    marked = {
+        node.expression.this.sql(dialect="duckdb"): node.meta[MARK]
+        for node in root.find_all(exp.Filter)
+        if MARK in node.meta
+    }
+    assert marked == found
 
 
 def _stats(rows: list[tuple[str, Decimal]], c: int) -> tuple[float, float]:
