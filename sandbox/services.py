@@ -50,7 +50,9 @@ class Services:
 
     def __init__(self, settings: Settings) -> None:
         self.base_settings = settings
-        self.platform = ServerPlatform(settings, progress_cursors=settings.job_workers + 2)
+        self.platform = ServerPlatform(
+            settings, progress_cursors=settings.job_workers + settings.held_job_workers + 2
+        )
         self.limiter = RateLimiter()
         self.failures = FailureTally(
             self.platform.record, window_s=lambda: self.base_settings.failure_audit_window_s
@@ -101,6 +103,7 @@ class Services:
             workers=self.base_settings.job_workers,
             result_ttl_s=lambda: self.settings().result_ttl_s,
             per_operator=self.base_settings.job_workers_per_operator,
+            held_workers=self.base_settings.held_job_workers,
         )
 
     @cached_property

@@ -182,7 +182,8 @@ class ReviewOut(BaseModel):
     result: ResultRows
     failed: HeldFailureOut | None = Field(
         default=None,
-        description="The run failed on the data (no rows): approval tells the operator this.",
+        description="The run failed on the data, or the job (bound for review) was refused "
+        "or failed before it read any (no rows): approval tells the operator this.",
     )
 
 

@@ -189,6 +189,14 @@ class Settings:
         help="Jobs of one operator that run at once in one server process; 0: one less "
         "than `job_workers` (at least 1), so one operator never holds every worker.",
     )
+    held_job_workers: int = setting(
+        1,
+        ge=1,
+        public=True,
+        help="Jobs bound for review (their results wait for a bureau) that run at once in "
+        "one server process, on workers of their own beside `job_workers`: how long one "
+        "runs moves nothing its operator sees (sandbox/jobs/held_view.py).",
+    )
     k_floor: int = setting(
         10,
         ge=2,

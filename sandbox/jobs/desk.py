@@ -197,11 +197,19 @@ class JobDesk:
             epsilon=epsilon,
             runner=here,
             review_datasets=bound,
+            prepaid=auth.prepared.epsilon if bound else None,
         )
         if here is not None:
             return self.runner.run_inline(new, Hint(actor, auth))
-        job = self.store.create_new(new)
-        self.runner.notify(job.id, Hint(actor, auth))
+        if bound:
+            # Charged now, its row in the charge's transaction: its run waits for the held
+            # runs before it, and a charge then would tell when they ended (held_view).
+            prepay = self.service.prepay
+            prepay(actor, sql, auth, rid=rid, ref=new.job.id, client=client, also=new.insert)
+            job = new.job
+        else:
+            job = self.store.create_new(new)
+        self.runner.notify(job.id, Hint(actor, auth), held=bool(bound))
         if wait_s and not bound:
             job = self.runner.wait(job.id, min(wait_s, limits.sync_wait_s))
         return seen_by_operator(job)
@@ -270,10 +278,13 @@ class JobDesk:
             raise
         if job.state is JobState.RUNNING:  # a review-bound one was cancelled at once
             self.runner.cancel_running(job_id)
+        details: dict[str, Any] = {"job": job_id, "state_before": job.state.value}
+        if job.prepaid is not None:  # charged when submitted (held_view): it stands
+            details["epsilon_spent"] = job.prepaid
         self._record(
             actor,
             decision,
-            {"job": job_id, "state_before": job.state.value},
+            details,
             rid,
             client,
             action="job.cancel",

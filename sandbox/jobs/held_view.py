@@ -12,8 +12,11 @@ or metadata; it never runs inline nor is waited for (``desk.submit``), is cancel
 once in any state (``store.cancel``), expires a fixed time after submission, counts
 against the concurrent-jobs limit apart, in all three states, for ``query_timeout_s``
 after submission (``desk._within_concurrency``), and its CPU time reaches the operator's
-usage only when its result is released (``QueryService._meter``).  The bureau's review
-queue sees the real state.
+usage only when its result is released (``QueryService._meter``).  Nothing else its
+operator sees waits on its run: it runs on workers of its own (``JobRunner``'s held
+lane, ``JobStore.claim(held=True)``), is charged when submitted (``QueryService.prepay``),
+and however it ends but by its operator's cancel is held for review
+(``JobRunner._hold_failure``).  The bureau's review queue sees the real state.
 """
 
 from __future__ import annotations

@@ -32,11 +32,12 @@ import pyarrow as pa
 from sqlalchemy.engine import Connection
 
 from policies import Actor
-from sandbox.core.errors import SandboxError
+from sandbox.core.errors import EnclaveError, SandboxError
 from sandbox.enclave.shared import JobSlot, job_slot
 from sandbox.jobs.acting import job_actor, token_details
 from sandbox.jobs.store import ACTIVE_STATES, Job, JobState, JobStore, NewJob, StoredResult
 from sandbox.platform import Platform
+from sandbox.query.held_failure import failure_table
 from sandbox.query.service import Authorized, Held, QueryResult, QueryService
 
 __all__ = ["Hint", "JobRunner", "arrow_bytes"]
@@ -86,6 +87,7 @@ class JobRunner:
         monitor_s: float = 0.5,
         stale_after_s: float = 30.0,
         per_operator: int = 0,
+        held_workers: int = 1,
     ) -> None:
         self.platform = platform
         self.service = service
@@ -93,19 +95,24 @@ class JobRunner:
         self.workers = max(1, workers)
         #: Jobs of one operator running at once here (0: one less than the workers, min 1).
         self.per_operator = per_operator or max(1, self.workers - 1)
+        #: Threads of their own for the jobs bound for review (held_view): a held run's
+        #: length then moves nothing its operator sees (no other job of its waits on it).
+        self.held_workers = max(1, held_workers)
         self.result_ttl_s = result_ttl_s
         self.poll_s = poll_s
         self.monitor_s = monitor_s
         self.stale_after_s = stale_after_s
         self.runner_id: str | None = None
-        self._wake = threading.Condition()
+        self._wake = threading.Condition()  # the general lane's workers wait on it
+        self._wake_held = threading.Condition()  # the held lane's
         self._done = threading.Condition()
         self._slots: dict[str, JobSlot] = {}
         self._slots_lock = threading.Lock()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._hints: dict[str, tuple[float, Hint | None]] = {}
-        self._queued = 0  # notifications so far: a worker waits only if none came meanwhile
+        # notifications so far, per lane: a worker waits only if none came meanwhile
+        self._queued = {False: 0, True: 0}
         self._finished = 0
         self._watchers: list[Callable[[], None]] = []  # see watch(); under _done
 
@@ -115,8 +122,12 @@ class JobRunner:
         self.runner_id = self.store.runners.register()
         self.recover()
         self.store.expire()
-        for n in range(self.workers):
-            thread = threading.Thread(target=self._work, name=f"job-worker-{n}", daemon=True)
+        lanes = [(False, n, "job-worker") for n in range(self.workers)]
+        lanes += [(True, n, "held-job-worker") for n in range(self.held_workers)]
+        for held, n, name in lanes:
+            thread = threading.Thread(
+                target=self._work, args=(held,), name=f"{name}-{n}", daemon=True
+            )
             thread.start()
             self._threads.append(thread)
         monitor = threading.Thread(target=self._monitor, name="job-monitor", daemon=True)
@@ -126,8 +137,9 @@ class JobRunner:
     def stop(self, grace_s: float = 5.0) -> None:
         """Stop claiming; give running jobs ``grace_s``, then interrupt them (failed)."""
         self._stopping.set()
-        with self._wake:
-            self._wake.notify_all()
+        for wake in (self._wake, self._wake_held):
+            with wake:
+                wake.notify_all()
         deadline = time.monotonic() + grace_s
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -141,8 +153,11 @@ class JobRunner:
                 self._interrupt(job, SHUTDOWN)
             self.store.runners.stop(self.runner_id)
 
-    def notify(self, job_id: str | None = None, hint: Hint | None = None) -> None:
-        """A job was queued in this process: wake one worker now.
+    def notify(
+        self, job_id: str | None = None, hint: Hint | None = None, *, held: bool = False
+    ) -> None:
+        """A job was queued in this process: wake one worker of its lane now (``held``:
+        a job bound for review).
 
         With a ``hint`` (the submitting actor and what its check produced), a worker of
         this process that claims the job within :data:`HINT_S` skips reading the account
@@ -152,8 +167,10 @@ class JobRunner:
         with self._wake:
             if job_id is not None:
                 self._hints[job_id] = (time.monotonic(), hint)
-            self._queued += 1
-            self._wake.notify()
+        wake = self._wake_held if held else self._wake
+        with wake:
+            self._queued[held] += 1
+            wake.notify()
 
     def wait(self, job_id: str, timeout_s: float) -> Job:
         """The job once it left ``queued``/``running``, or as it is after ``timeout_s``."""
@@ -236,7 +253,10 @@ class JobRunner:
         The failed job, or None if it had already ended (nothing recorded then).
         """
         rule, message = reason
-        failed = self.store.finish(job.id, JobState.FAILED, rule=rule, message=message, new=new)
+        if job.review_bound:
+            failed = self._hold_failure(job, EnclaveError(message, rule=rule))
+        else:
+            failed = self.store.finish(job.id, JobState.FAILED, rule=rule, message=message, new=new)
         if failed is None:
             return None
         details: dict[str, str | None] = {"reason": message, "job": job.id}
@@ -261,11 +281,12 @@ class JobRunner:
 
     # -- workers ---------------------------------------------------------------------------
 
-    def _next(self) -> tuple[Job | None, Hint | None]:
-        """The store's next job in turn across operators (with its check, if queued here
-        moments ago)."""
+    def _next(self, held: bool) -> tuple[Job | None, Hint | None]:
+        """The store's next job of a lane in turn across operators (with its check, if
+        queued here moments ago)."""
         assert self.runner_id is not None
-        job = self.store.claim(self.runner_id, per_operator=self.per_operator)
+        per_operator = None if held else self.per_operator
+        job = self.store.claim(self.runner_id, per_operator=per_operator, held=held)
         now = time.monotonic()
         with self._wake:
             found = None if job is None else self._hints.pop(job.id, None)
@@ -275,19 +296,20 @@ class JobRunner:
             return job, None
         return job, found[1]
 
-    def _work(self) -> None:
+    def _work(self, held: bool) -> None:
+        wake = self._wake_held if held else self._wake
         while not self._stopping.is_set():
-            with self._wake:
-                seen = self._queued
+            with wake:
+                seen = self._queued[held]
             try:
-                job, hint = self._next()
+                job, hint = self._next(held)
             except Exception:  # the database is unreachable: retry later
                 log.exception("claiming a job failed")
                 job, hint = None, None
             if job is None:
-                with self._wake:
-                    if self._queued == seen:
-                        self._wake.wait(self.poll_s)
+                with wake:
+                    if self._queued[held] == seen:
+                        wake.wait(self.poll_s)
                 continue
             try:
                 self._run(job, hint)
@@ -362,18 +384,10 @@ class JobRunner:
                     with_charge=None if new is None else new.insert,
                     with_release=with_release,
                     shown_as_run=not job.review_bound,
+                    prepaid=job.prepaid,
                 )
         except SandboxError as exc:
-            rule = exc.rule or exc.code
-            if rule == "job.cancelled":
-                state, message = JobState.CANCELLED, exc.message
-            elif rule == "job.interrupted":
-                state, message = JobState.FAILED, exc.message
-            else:
-                refused = 400 <= exc.status < 500 and exc.status != 408
-                state = JobState.REFUSED if refused else JobState.FAILED
-                message = exc.message
-            done = self.store.finish(job.id, state, rule=rule, message=message, new=new)
+            done = self._end_refused(job, exc, new)
         except Exception as exc:
             # A bug, not a refusal: failed and audited with the exception's type name only
             # (its text may quote a value); the traceback goes to the server log.
@@ -413,6 +427,35 @@ class JobRunner:
                 for wake in self._watchers:
                     wake()
         return done
+
+    def _end_refused(self, job: Job, exc: SandboxError, new: NewJob | None) -> Job | None:
+        """End a job whose run raised ``exc``: cancelled, failed or refused (a job bound
+        for review: held, :meth:`_hold_failure`)."""
+        rule = exc.rule or exc.code
+        if rule == "job.cancelled":
+            state, message = JobState.CANCELLED, exc.message
+        elif job.review_bound:
+            return self._hold_failure(job, exc)
+        elif rule == "job.interrupted":
+            state, message = JobState.FAILED, exc.message
+        else:
+            refused = 400 <= exc.status < 500 and exc.status != 408
+            state = JobState.REFUSED if refused else JobState.FAILED
+            message = exc.message
+        return self.store.finish(job.id, state, rule=rule, message=message, new=new)
+
+    def _hold_failure(self, job: Job, exc: SandboxError) -> Job | None:
+        """End a review-bound job that failed, or was refused when it ran, as a held
+        result standing for its failure (``held_failure``): when it ended moves with the
+        held runs before it, so its operator learns it only through review (or expiry)."""
+        return self.store.finish(
+            job.id,
+            JobState.AWAITING_REVIEW,
+            meta=job.meta,
+            review_datasets=job.review_datasets,
+            result=StoredResult("held", arrow_bytes(failure_table(exc)), None, None, 0.0, 0),
+            ttl_s=_since_submitted(job, self.result_ttl_s()),
+        )
 
     # -- monitor ---------------------------------------------------------------------------
 

@@ -87,6 +87,7 @@ class Job:
     version: int
     epsilon: float | None = None  # the operator's ε for this query (None: the grant's)
     review_bound: bool = False  # its result waits for review (held_view.seen_by_operator)
+    prepaid: float | None = None  # the ε charged when it was submitted (review-bound ones)
 
     @classmethod
     def from_row(cls, row: Any) -> Job:
@@ -140,18 +141,23 @@ class StoredResult:
 
 
 _started = jobs.alias("started")
-# Each queued operator's oldest job and latest start: the start is one lookup per operator
-# in ix_jobs_operator_started (a max over an index prefix), not a scan of its history.
+# Each queued operator's oldest job and latest start in one lane (``held``: the jobs bound
+# for review, which run apart, held_view): the start is one lookup per operator in
+# ix_jobs_operator_started (a max over an index prefix), not a scan of its history.  A
+# lane's turns never read the other's starts: a held run's start is data-dependent.
 _WAITING = (
     sa.select(
         jobs.c.operator,
         sa.func.min(jobs.c.created_at).label("oldest"),
         sa.select(sa.func.max(_started.c.started_at))
-        .where(_started.c.operator == jobs.c.operator)
+        .where(
+            _started.c.operator == jobs.c.operator,
+            _started.c.review_bound == sa.bindparam("held"),
+        )
         .scalar_subquery()
         .label("last"),
     )
-    .where(jobs.c.state == sa.bindparam("queued"))
+    .where(jobs.c.state == sa.bindparam("queued"), jobs.c.review_bound == sa.bindparam("held"))
     .group_by(jobs.c.operator)
 )
 
@@ -272,6 +278,7 @@ class JobStore:
         epsilon: float | None = None,
         runner: str | None = None,
         review_datasets: Sequence[str] = (),
+        prepaid: float | None = None,
     ) -> NewJob:
         """A job not written yet: its caller writes its row in a transaction of its own
         choosing (:meth:`create` writes it at once)."""
@@ -302,6 +309,7 @@ class JobStore:
             "version": 0,
             "epsilon": epsilon,
             "review_bound": bool(review_datasets),
+            "prepaid": prepaid,
         }
         return NewJob(Job.from_values(values), values)
 
@@ -368,7 +376,14 @@ class JobStore:
         row = conn.execute(statement, {"b_id": job_id, **params}).first()
         return None if row is None else Job.from_row(row)
 
-    def claim(self, runner: str, *, limit: int = 8, per_operator: int | None = None) -> Job | None:
+    def claim(
+        self,
+        runner: str,
+        *,
+        limit: int = 8,
+        per_operator: int | None = None,
+        held: bool = False,
+    ) -> Job | None:
         """Take the next job in turn for ``runner`` (atomically, across processes).
 
         Operators take turns: the next job is the oldest queued job of the operator with
@@ -378,32 +393,42 @@ class JobStore:
         many jobs running on ``runner`` waits, so one operator's long jobs never hold
         every worker.  Each claim is a conditional UPDATE: two processes never take one
         job; the loser tries the next in turn.
+
+        ``held``: the lane of jobs bound for review (held_view), run by workers of their
+        own; without it, every other job.  Neither lane's turns nor ``per_operator`` count
+        the other's jobs: when a held run ends must move nothing its operator sees.
         """
-        busy = set() if per_operator is None else self._busy(runner, per_operator)
-        for job_id in self._in_turn(limit, exclude=busy):
+        busy = set() if per_operator is None else self._busy(runner, per_operator, held=held)
+        for job_id in self._in_turn(limit, exclude=busy, held=held):
             claimed = self.claim_job(job_id, runner)
             if claimed is not None:
                 return claimed
         return None
 
-    def _busy(self, runner: str, per_operator: int) -> set[str]:
-        """Operators with ``per_operator`` or more jobs running on ``runner``."""
+    def _busy(self, runner: str, per_operator: int, *, held: bool) -> set[str]:
+        """Operators with ``per_operator`` or more jobs of one lane running on ``runner``."""
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(jobs.c.operator, sa.func.count().label("n"))
-                .where(jobs.c.state == JobState.RUNNING.value, jobs.c.runner == runner)
+                .where(
+                    jobs.c.state == JobState.RUNNING.value,
+                    jobs.c.runner == runner,
+                    jobs.c.review_bound.is_(held),
+                )
                 .group_by(jobs.c.operator)
             )
             return {row.operator for row in rows if row.n >= per_operator}
 
-    def _in_turn(self, limit: int, *, exclude: Collection[str] = ()) -> list[str]:
-        """Up to ``limit`` queued job ids, each the oldest of its operator, in turn order
-        (operators in ``exclude`` wait)."""
+    def _in_turn(
+        self, limit: int, *, exclude: Collection[str] = (), held: bool = False
+    ) -> list[str]:
+        """Up to ``limit`` queued job ids of one lane, each the oldest of its operator, in
+        turn order (operators in ``exclude`` wait)."""
         queued = JobState.QUEUED.value
         with self.engine.connect() as conn:
             waiting: dict[str, str] = {}
             served: dict[str, str | None] = {}
-            for row in conn.execute(_WAITING, {"queued": queued}):
+            for row in conn.execute(_WAITING, {"queued": queued, "held": held}):
                 if row.operator not in exclude:
                     waiting[row.operator], served[row.operator] = row.oldest, row.last
             if not waiting:
@@ -413,7 +438,11 @@ class JobStore:
             for operator in turn[:limit]:
                 oldest = conn.execute(
                     sa.select(jobs.c.id)
-                    .where(jobs.c.state == queued, jobs.c.operator == operator)
+                    .where(
+                        jobs.c.state == queued,
+                        jobs.c.operator == operator,
+                        jobs.c.review_bound.is_(held),
+                    )
                     .order_by(jobs.c.created_at, jobs.c.id)
                     .limit(1)
                 ).scalar()

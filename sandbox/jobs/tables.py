@@ -39,6 +39,9 @@ jobs = sa.Table(
     # Its result waits for a bureau's review (known when it is submitted): the operator
     # sees one state until it ends (sandbox/jobs/held_view.py).
     sa.Column("review_bound", sa.Boolean, nullable=False, server_default=sa.false()),
+    # The ε it was charged when submitted (a review-bound job, whose run waits behind held
+    # runs: a charge when it runs would tell when they ended); NULL: charged when it runs.
+    sa.Column("prepaid", sa.Float, nullable=True),
     # An operator's latest start, read by every claim (:meth:`JobStore._in_turn`).
     sa.Index("ix_jobs_operator_started", "operator", "started_at"),
     # An operator's queued and running jobs, counted by every submission

@@ -16,12 +16,20 @@ review flow carry it unchanged and the reviewer's view shows it apart from any t
 (``ReviewOut.failed``).  (It was first one row, ``run_failed``, which a query could
 imitate with an output of that name whose text varied with the data; the reviewer's
 rows could not tell the two apart: review, December 2026.)
+
+A job bound for review (``sandbox/jobs/held_view.py``) that ends any other way than by
+its operator's cancel (refused when its run starts: a token revoked, a grant changed;
+an internal error; its server stopped) is held the same way, by its runner: when such a
+job starts and ends moves with the held runs queued before it, so its operator learns
+how it ended only through its bureau's review, or from its expiry.  Those failures carry
+their error's class (``_KIND``), and no cache key: nothing of the data is in them.
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
 
+from sandbox.core import errors
 from sandbox.core.errors import EnclaveError, QueryTimeout, ResultTooLarge, SandboxError
 
 __all__ = ["DATA_FAILURES", "failure_table", "held_failure"]
@@ -36,12 +44,18 @@ DATA_FAILURES: dict[str, type[SandboxError]] = {
 }
 _RULE = b"sandbox.held_failure.rule"
 _MESSAGE = b"sandbox.held_failure.message"
+_KIND = b"sandbox.held_failure.kind"  # the error's class, for a failure not in DATA_FAILURES
 
 
 def failure_table(exc: SandboxError) -> pa.Table:
-    """The held table standing for ``exc``: no column, its rule and message in metadata."""
-    assert exc.rule in DATA_FAILURES, exc.rule
-    metadata = {_RULE: exc.rule.encode(), _MESSAGE: exc.message.encode()}
+    """The held table standing for ``exc``: no column, its rule, message and class in
+    metadata."""
+    rule = exc.rule or exc.code
+    metadata = {
+        _RULE: rule.encode(),
+        _MESSAGE: exc.message.encode(),
+        _KIND: type(exc).__name__.encode(),
+    }
     return pa.table({}, schema=pa.schema([], metadata=metadata))
 
 
@@ -51,5 +65,12 @@ def held_failure(table: pa.Table) -> SandboxError | None:
     rule, message = metadata.get(_RULE), metadata.get(_MESSAGE)
     if rule is None or message is None or table.num_columns or table.num_rows:
         return None
-    kind = DATA_FAILURES.get(rule.decode())
+    kind = DATA_FAILURES.get(rule.decode()) or _error_class(metadata.get(_KIND))
     return None if kind is None else kind(message.decode(), rule=rule.decode())
+
+
+def _error_class(name: bytes | None) -> type[SandboxError] | None:
+    """One of the exception tree's classes by its name (``sandbox.core.errors``)."""
+    found = None if name is None else getattr(errors, name.decode(), None)
+    is_error = isinstance(found, type) and issubclass(found, SandboxError)
+    return found if is_error else None

@@ -617,6 +617,7 @@ class QueryService:
         with_charge: Callable[[sa.Connection], None] | None = None,
         with_release: Callable[[sa.Connection, QueryResult], None] | None = None,
         shown_as_run: bool = False,
+        prepaid: float | None = None,
     ) -> QueryResult | Held:
         """As :meth:`run`; under a grant that requires review, compute and hold, don't release.
 
@@ -635,6 +636,9 @@ class QueryService:
         the very transaction that stores it (its usage and cached copy): both or neither.
         Neither is called for what never gets that far (a refusal, an answer from the
         release cache; a result held for review has no release).
+        ``prepaid``: the ε the job was charged when it was submitted (:meth:`prepay`, a job
+        bound for review): not charged again, its quotas and budget not checked again,
+        and refused (``budget.changed``) if its grants would now spend another ε.
         """
         return self._run(
             actor,
@@ -648,7 +652,35 @@ class QueryService:
             with_charge=with_charge,
             with_release=with_release,
             shown_as_run=shown_as_run,
+            prepaid=prepaid,
         )
+
+    def prepay(
+        self,
+        actor: Actor,
+        sql: str,
+        auth: Authorized,
+        *,
+        rid: str,
+        ref: str,
+        client: str | None,
+        also: Callable[[sa.Connection], None] | None = None,
+    ) -> float:
+        """Charge a job bound for review when it is submitted, not when it runs; the ε.
+
+        Its run starts when the held runs queued before it have ended, so a charge taken
+        then (its query count and ε in the operator's usage) would tell how long they ran
+        (sandbox/jobs/held_view.py).  ``also``: the job's row, written in the charge's
+        transaction (both or neither); ``ref``: the job, named by the spend.  Refused and
+        audited as a run's charge is (``budget.exhausted``, a quota).
+        """
+        started = time.perf_counter()
+        try:
+            self._check_budget(auth)
+            return self._charge(auth, ref, also=also)
+        except SandboxError as exc:
+            self.record_refusal(actor, rid, client, sql, exc, started)
+            raise
 
     def check(
         self,
@@ -747,12 +779,16 @@ class QueryService:
         with_charge: Callable[[sa.Connection], None] | None = None,
         with_release: Callable[[sa.Connection, QueryResult], None] | None = None,
         shown_as_run: bool = False,
+        prepaid: float | None = None,
     ) -> QueryResult | Held:
         rid = request_id or uuid.uuid4().hex
         started = time.perf_counter()
-        charged: float | None = None
+        charged: float | None = prepaid
         try:
-            auth = auth or self._authorize(actor, sql, rid, purpose, client, epsilon=epsilon)
+            paid = prepaid is not None
+            auth = auth or self._authorize(
+                actor, sql, rid, purpose, client, epsilon=epsilon, paid=paid
+            )
             prepared = auth.prepared
             if auth.decision.held_for and not hold:
                 raise QueryRefused(
@@ -767,7 +803,14 @@ class QueryService:
                     rule="grant.review_required",
                 )
             _check_noised_or_reviewed(auth)
-            self._check_budget(auth)
+            if prepaid is None:
+                self._check_budget(auth)
+            elif abs(prepared.epsilon - prepaid) > 1e-9:
+                raise QueryRefused(
+                    f"the job was charged ε={prepaid:g} when it was submitted, but its "
+                    f"grants now give it ε={prepared.epsilon:g}: submit it again",
+                    rule="budget.changed",
+                )
             read_cap = self._read_cap(prepared)  # as authorized: no refusal left here
             key = self._cache_key(actor, auth)
             cached = self._cached(key)
@@ -783,7 +826,8 @@ class QueryService:
                 )
             # Paid before it touches data: a run that fails (time, memory, cancellation)
             # costs what one that succeeds does, so failing is no free oracle.
-            charged = self._charge(auth, rid, also=with_charge)
+            if prepaid is None:
+                charged = self._charge(auth, rid, also=with_charge)
             # This thread's CPU clock, not the process's: the process's also counts other
             # operators' concurrent jobs, which an operator could read off its own usage.
             # DuckDB's helper threads are not counted (they serve every query at once).
@@ -981,6 +1025,10 @@ class QueryService:
         rid = request_id or uuid.uuid4().hex
         started = time.perf_counter()
         try:
+            if not held.key and (ended := held_failure(held.table)) is not None:
+                # held by its runner (a review-bound job refused or failed before it read
+                # data, held_failure): approved, the operator learns how it ended
+                raise ended
             auth = self._authorize(actor, sql, rid, purpose, client, paid=True)
             key = self._cache_key(actor, auth)
             if key != held.key:

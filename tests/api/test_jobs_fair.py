@@ -106,6 +106,48 @@ def test_one_operator_never_holds_every_worker(store: JobStore) -> None:
     assert [store.claim(runner).id, store.claim(runner).id] == c  # type: ignore[union-attr]
 
 
+def test_held_jobs_have_a_lane_of_their_own(store: JobStore) -> None:
+    """Jobs bound for review run on their own workers (held_view): neither lane claims the
+    other's jobs, counts them against an operator's cap, or reads their starts for turns."""
+    runner = store.runners.register()
+
+    def held(operator: str) -> str:
+        new = store.new(
+            operator=operator,
+            sql="SELECT 2",
+            purpose=None,
+            fmt="json",
+            client=None,
+            review_datasets=["health.claims"],
+            prepaid=0.0,
+        )
+        return store.create_new(new).id
+
+    h = [held("op-a"), held("op-a")]
+    assert store.claim(runner, per_operator=1) is None, "the general lane leaves held jobs"
+    running = store.claim(runner, held=True)
+    assert running is not None and running.id == h[0] and running.prepaid == 0.0
+    # op-a's held run counts nothing against its cap for its other jobs
+    a = submit(store, "op-a", 2)
+    first = store.claim(runner, per_operator=1)
+    assert first is not None and first.id == a[0]
+    assert store.claim(runner, per_operator=1) is None  # its visible job does count
+    # turns in one lane never read the other's starts: op-b, never served in the general
+    # lane, and op-a, served in it, take the held lane in the order of their held jobs
+    hb = held("op-b")
+    second = store.claim(runner, held=True)
+    assert second is not None and second.id == hb, "op-a was served in this lane"
+    third = store.claim(runner, held=True)
+    assert third is not None and third.id == h[1]
+    assert store.claim(runner, held=True) is None
+    # op-c, just served in the general lane, still goes first in the held lane with the
+    # older held job (read across lanes, op-d, never served at all, would go first)
+    hc, hd = held("op-c"), held("op-d")
+    c = submit(store, "op-c")
+    assert store.claim(runner).id == c[0]  # type: ignore[union-attr]
+    assert [store.claim(runner, held=True).id for _ in "cd"] == [hc, hd]  # type: ignore[union-attr]
+
+
 def test_the_runner_caps_each_operator_below_its_workers() -> None:
     """The default cap: one less than the workers (at least one); the setting overrides."""
     from sandbox.jobs.runner import JobRunner

@@ -207,7 +207,10 @@ def check_jobs(clients: dict[str, SandboxClient], acks: Acks, trail: Trail) -> d
             ]
             if state == "awaiting_review":  # op-bank's reviewed grants: computed, held, recorded
                 held = [e for e in entries if (e.get("details") or {}).get("held_for_review")]
-                assert held and held[-1]["decision"] == "allow", (job["id"], entries)
+                # or its run failed (interrupted by the kill): that failure is held for its
+                # bureau (runner._hold_failure), its deny entry in the trail
+                failed = [e for e in entries if e["decision"] == "deny" and e["rule"]]
+                assert (held and held[-1]["decision"] == "allow") or failed, (job["id"], entries)
                 assert job.get("result") is None, job["id"]
             elif state == "succeeded":
                 check_release(client, job, entries, trail)

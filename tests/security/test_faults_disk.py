@@ -237,9 +237,11 @@ def disk_full_scenario(
 
 
 def settled(live: LiveServer, job_ids: list[str]) -> dict[str, bool]:
-    """Whether each job held for review was held (True) or ended without (False), once
-    its run is over: a held job is answered 202 at once and runs in the background
-    (sandbox/jobs/held_view.py), so a full disk may fail it after it was acknowledged."""
+    """Whether each job held for review was held with its result (True) or ended without
+    one (False), once its run is over: a held job is answered 202 at once and runs in the
+    background (sandbox/jobs/held_view.py), so a full disk may fail it after it was
+    acknowledged; its failure is then held for its bureau (``failed``), or, if even that
+    could not be written, the job ended failed."""
     import time
 
     out: dict[str, bool] = {}
@@ -250,7 +252,7 @@ def settled(live: LiveServer, job_ids: list[str]) -> dict[str, bool]:
                 shown = bureau.get(f"/v1/reviews/{job_id}")
                 computing = shown.status_code == 409 and shown.json()["rule"] == "review.computing"
                 if shown.status_code == 200:
-                    out[job_id] = True
+                    out[job_id] = shown.json()["failed"] is None
                 elif not computing:  # nothing held: it ended, failed closed
                     ended = bank.get(f"/v1/jobs/{job_id}").json()
                     assert ended["state"] in ("failed", "refused"), ended

@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from sandbox.core.errors import EnclaveError, QueryTimeout, ResultTooLarge
+from sandbox.core.errors import EnclaveError, Forbidden, QueryRefused, QueryTimeout, ResultTooLarge
 from sandbox.core.settings import Settings
 from sandbox.platform import Platform
 from sandbox.query.held_failure import DATA_FAILURES, failure_table, held_failure
@@ -39,6 +39,10 @@ VISIBLE = {"request_id", "k", "epsilon", "datasets", "review_datasets", "columns
         EnclaveError(
             "the query could not be run at its thresholds' values", rule="release.threshold"
         ),
+        # a review-bound job refused or failed when its run started (held by its runner)
+        Forbidden("the grant is suspended", rule="grant.suspended"),
+        QueryRefused("its grants now give it another ε", rule="budget.changed"),
+        EnclaveError("internal error", rule="job.internal"),
     ],
 )
 def test_a_failure_travels_as_its_held_table(error) -> None:  # type: ignore[no-untyped-def]
