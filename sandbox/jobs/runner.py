@@ -121,7 +121,7 @@ class JobRunner:
     def start(self) -> None:
         self.runner_id = self.store.runners.register()
         self.recover()
-        self.store.expire()
+        self.store.expire(held_ttl_s=self.result_ttl_s())
         lanes = [(False, n, "job-worker") for n in range(self.workers)]
         lanes += [(True, n, "held-job-worker") for n in range(self.held_workers)]
         for held, n, name in lanes:
@@ -482,7 +482,7 @@ class JobRunner:
                     self.recover()
                     last_recover = now
                 if now - last_expire >= 30.0:
-                    self.store.expire()
+                    self.store.expire(held_ttl_s=self.result_ttl_s())
                     last_expire = now
             except Exception:
                 log.exception("job monitor step failed")

@@ -629,31 +629,48 @@ class JobStore:
             cpu_ms=row.cpu_ms,
         )
 
-    def expire(self, *, now: datetime | None = None) -> list[str]:
-        """Delete results past their retention; their jobs become ``expired``."""
-        stamp = to_rfc3339(now or _now())
-        with self.engine.connect() as conn:
-            due = list(
-                conn.execute(
-                    sa.select(jobs.c.id)
-                    .where(jobs.c.expires_at.is_not(None))
-                    .where(jobs.c.expires_at <= stamp)
-                    .where(
-                        jobs.c.state.in_([JobState.SUCCEEDED.value, JobState.AWAITING_REVIEW.value])
-                    )
-                ).scalars()
+    def expire(self, *, now: datetime | None = None, held_ttl_s: float | None = None) -> list[str]:
+        """Delete results past their retention; their jobs become ``expired``.
+
+        ``held_ttl_s``: a job bound for review still queued or running that long after its
+        submission expires too (its run is cancelled): its held result would expire then
+        anyway, and expiring it when its run ends would tell its operator when that was
+        (held_view)."""
+        moment = now or _now()
+        stamp = to_rfc3339(moment)
+        ended = [JobState.SUCCEEDED.value, JobState.AWAITING_REVIEW.value]
+        due_result = sa.and_(
+            jobs.c.expires_at.is_not(None),
+            jobs.c.expires_at <= stamp,
+            jobs.c.state.in_(ended),
+        )
+        due = due_result
+        if held_ttl_s is not None:
+            submitted = to_rfc3339(moment - timedelta(seconds=held_ttl_s))
+            due = sa.or_(
+                due_result,
+                sa.and_(
+                    jobs.c.review_bound.is_(True),
+                    jobs.c.state.in_([JobState.QUEUED.value, JobState.RUNNING.value]),
+                    jobs.c.created_at <= submitted,
+                ),
             )
+        with self.engine.connect() as conn:
+            found = list(conn.execute(sa.select(jobs.c.id, jobs.c.state).where(due)))
         expired = []
-        for job_id in due:
+        for job_id, state in found:
+            # a running one's runner stops its run (JobRunner._monitor)
+            stop = {"cancel_requested": True} if state == JobState.RUNNING.value else {}
             with self.engine.begin() as conn:
                 if self._transition(
                     conn,
                     job_id,
-                    [JobState.SUCCEEDED, JobState.AWAITING_REVIEW],
+                    [JobState(state)],
                     state=JobState.EXPIRED,
                     rule="job.expired",
                     message="the result passed its retention time and was deleted",
                     finished_at=stamp,
+                    **stop,
                 ):
                     conn.execute(_DELETE_RESULT, {"b_job_id": job_id})
                     expired.append(job_id)

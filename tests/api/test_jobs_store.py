@@ -241,3 +241,38 @@ def test_a_cancelled_slot_stops_its_query_with_the_reason(tmp_path: Path) -> Non
         assert enclave.query("SELECT v FROM t").num_rows == 1
     finally:
         enclave.close()
+
+
+def test_a_held_job_expires_from_its_submission_even_before_its_run_ends(store: JobStore) -> None:
+    """A job bound for review still queued or running ``held_ttl_s`` after submission
+    expires then (a running one is asked to stop): expiring when its run ended would tell
+    its operator when that was (held_view).  Other jobs are left to run."""
+
+    def held() -> str:
+        new = store.new(
+            operator="op-a",
+            sql="SELECT 1",
+            purpose=None,
+            fmt="json",
+            client=None,
+            review_datasets=["health.claims"],
+            prepaid=0.0,
+        )
+        return store.create_new(new).id
+
+    first, second, shown = held(), held(), new_job(store).id
+    runner = store.runners.register()
+    assert store.claim(runner, held=True).id == first  # type: ignore[union-attr]
+    assert store.claim(runner, held=True).id == second  # type: ignore[union-attr]
+    assert store.claim(runner).id == shown  # type: ignore[union-attr]
+    waiting = held()  # queued
+    soon = datetime.now(UTC) + timedelta(seconds=30)
+    assert store.expire(now=soon, held_ttl_s=60) == []
+    later = datetime.now(UTC) + timedelta(seconds=61)
+    assert set(store.expire(now=later, held_ttl_s=60)) == {first, second, waiting}
+    for job_id in (first, second, waiting):
+        job = store.get(job_id)
+        assert (job.state, job.rule) == (JobState.EXPIRED, "job.expired")
+    assert store.cancel_requested([first, second, waiting]) == {first, second}
+    assert store.get(shown).state is JobState.RUNNING, "not bound for review: it runs on"
+    assert store.expire(now=later) == [], "without held_ttl_s, only results expire"
