@@ -278,18 +278,18 @@ class JobDesk:
             raise
         if job.state is JobState.RUNNING:  # a review-bound one was cancelled at once
             self.runner.cancel_running(job_id)
-        details: dict[str, Any] = {"job": job_id, "state_before": job.state.value}
-        if job.prepaid is not None:  # charged when submitted (held_view): it stands
-            details["epsilon_spent"] = job.prepaid
         self._record(
             actor,
             decision,
-            details,
+            {"job": job_id, "state_before": job.state.value},
             rid,
             client,
             action="job.cancel",
             target=f"job:{job_id}",
         )
+        if job.state is JobState.QUEUED and job.prepaid is not None:
+            # charged when submitted, never run: its charge's entry (a run's is its own)
+            self.runner.record_end(job, "job.cancelled", "cancelled by its operator")
         return seen_by_operator(cancelled)
 
     def result(

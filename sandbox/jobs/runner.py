@@ -121,7 +121,7 @@ class JobRunner:
     def start(self) -> None:
         self.runner_id = self.store.runners.register()
         self.recover()
-        self.store.expire(held_ttl_s=self.result_ttl_s())
+        self._expire()
         lanes = [(False, n, "job-worker") for n in range(self.workers)]
         lanes += [(True, n, "held-job-worker") for n in range(self.held_workers)]
         for held, n, name in lanes:
@@ -253,31 +253,51 @@ class JobRunner:
         The failed job, or None if it had already ended (nothing recorded then).
         """
         rule, message = reason
-        if job.review_bound:
+        if job.review_bound and not job.reviews:
             failed = self._hold_failure(job, EnclaveError(message, rule=rule))
-        else:
+        else:  # (a review-bound one being released after its approvals ends as any job)
             failed = self.store.finish(job.id, JobState.FAILED, rule=rule, message=message, new=new)
         if failed is None:
             return None
-        details: dict[str, str | None] = {"reason": message, "job": job.id}
-        if error is not None:
-            details["error"] = error
         try:
-            details.update(token_details(self.platform.engine, job))
-            self.platform.record(
-                actor=job.operator,
-                role="operator",
-                action="dataset.query",
-                target=f"query:{job.id}",
-                decision="deny",
-                rule=rule,
-                request_id=job.id,
-                client=job.client,
-                details=details,
-            )
+            self.record_end(job, rule, message, error=error)
         except SandboxError:
             log.warning("could not record the failure of %s (%s)", job.id, rule)
         return failed
+
+    def record_end(self, job: Job, rule: str, message: str, *, error: str | None = None) -> None:
+        """The ``deny`` entry of a job that ended without its run recording one (failed,
+        refused when it started, cancelled or expired while queued); ``error``: an
+        exception's type name.  A job charged when submitted (``prepaid``) has its
+        ``epsilon_spent`` here, as a run's refusal would."""
+        details: dict[str, Any] = {"reason": message, "job": job.id}
+        if error is not None:
+            details["error"] = error
+        if job.prepaid is not None:
+            details["epsilon_spent"] = job.prepaid
+        details.update(token_details(self.platform.engine, job))
+        self.platform.record(
+            actor=job.operator,
+            role="operator",
+            action="dataset.query",
+            target=f"query:{job.id}",
+            decision="deny",
+            rule=rule,
+            request_id=job.id,
+            client=job.client,
+            details=details,
+        )
+
+    def _expire(self) -> None:
+        """Expire results past their retention, and jobs bound for review not yet held
+        ``result_ttl_s`` after submission (one expired before it ran: its charge's entry)."""
+        self.store.expire()
+        for job in self.store.expire_held(self.result_ttl_s()):
+            if job.state is JobState.QUEUED:  # a running one's run records its own end
+                try:
+                    self.record_end(job, "job.expired", "it waited past its retention time")
+                except SandboxError:
+                    log.warning("could not record the expiry of %s", job.id)
 
     # -- workers ---------------------------------------------------------------------------
 
@@ -337,21 +357,7 @@ class JobRunner:
         try:
             return job_actor(self.platform.engine, job)
         except SandboxError as exc:
-            self.platform.record(
-                actor=job.operator,
-                role="operator",
-                action="dataset.query",
-                target=f"query:{job.id}",
-                decision="deny",
-                rule=exc.rule or exc.code,
-                request_id=job.id,
-                client=job.client,
-                details={
-                    "reason": exc.message,
-                    "job": job.id,
-                    **token_details(self.platform.engine, job),
-                },
-            )
+            self.record_end(job, exc.rule or exc.code, exc.message)
             raise
 
     def _run(self, job: Job, hint: Hint | None = None, new: NewJob | None = None) -> Job | None:
@@ -482,7 +488,7 @@ class JobRunner:
                     self.recover()
                     last_recover = now
                 if now - last_expire >= 30.0:
-                    self.store.expire(held_ttl_s=self.result_ttl_s())
+                    self._expire()
                     last_expire = now
             except Exception:
                 log.exception("job monitor step failed")

@@ -629,52 +629,61 @@ class JobStore:
             cpu_ms=row.cpu_ms,
         )
 
-    def expire(self, *, now: datetime | None = None, held_ttl_s: float | None = None) -> list[str]:
-        """Delete results past their retention; their jobs become ``expired``.
-
-        ``held_ttl_s``: a job bound for review still queued or running that long after its
-        submission expires too (its run is cancelled): its held result would expire then
-        anyway, and expiring it when its run ends would tell its operator when that was
-        (held_view)."""
-        moment = now or _now()
-        stamp = to_rfc3339(moment)
-        ended = [JobState.SUCCEEDED.value, JobState.AWAITING_REVIEW.value]
-        due_result = sa.and_(
-            jobs.c.expires_at.is_not(None),
-            jobs.c.expires_at <= stamp,
-            jobs.c.state.in_(ended),
-        )
-        due = due_result
-        if held_ttl_s is not None:
-            submitted = to_rfc3339(moment - timedelta(seconds=held_ttl_s))
-            due = sa.or_(
-                due_result,
-                sa.and_(
-                    jobs.c.review_bound.is_(True),
-                    jobs.c.state.in_([JobState.QUEUED.value, JobState.RUNNING.value]),
-                    jobs.c.created_at <= submitted,
-                ),
-            )
+    def expire(self, *, now: datetime | None = None) -> list[str]:
+        """Delete results past their retention; their jobs become ``expired``."""
+        stamp = to_rfc3339(now or _now())
+        ended = [JobState.SUCCEEDED, JobState.AWAITING_REVIEW]
         with self.engine.connect() as conn:
-            found = list(conn.execute(sa.select(jobs.c.id, jobs.c.state).where(due)))
-        expired = []
-        for job_id, state in found:
-            # a running one's runner stops its run (JobRunner._monitor)
-            stop = {"cancel_requested": True} if state == JobState.RUNNING.value else {}
-            with self.engine.begin() as conn:
-                if self._transition(
-                    conn,
-                    job_id,
-                    [JobState(state)],
-                    state=JobState.EXPIRED,
-                    rule="job.expired",
-                    message="the result passed its retention time and was deleted",
-                    finished_at=stamp,
-                    **stop,
-                ):
-                    conn.execute(_DELETE_RESULT, {"b_job_id": job_id})
-                    expired.append(job_id)
-        return expired
+            due = list(
+                conn.execute(
+                    sa.select(jobs.c.id)
+                    .where(jobs.c.expires_at.is_not(None))
+                    .where(jobs.c.expires_at <= stamp)
+                    .where(jobs.c.state.in_([s.value for s in ended]))
+                ).scalars()
+            )
+        return [job_id for job_id in due if self._expire(job_id, ended, stamp)]
+
+    def expire_held(self, ttl_s: float, *, now: datetime | None = None) -> list[Job]:
+        """Expire the jobs bound for review still queued or running ``ttl_s`` after their
+        submission (a running one's runner is asked to stop it); the jobs as they were.
+
+        Their held result would expire then anyway, and expiring them when their run
+        ended would tell their operator when that was (held_view)."""
+        moment = now or _now()
+        submitted = to_rfc3339(moment - timedelta(seconds=ttl_s))
+        active = [JobState.QUEUED, JobState.RUNNING]
+        with self.engine.connect() as conn:
+            due = [
+                Job.from_row(row)
+                for row in conn.execute(
+                    sa.select(jobs)
+                    .where(jobs.c.review_bound.is_(True))
+                    .where(jobs.c.state.in_([s.value for s in active]))
+                    .where(jobs.c.created_at <= submitted)
+                )
+            ]
+        stamp = to_rfc3339(moment)
+        return [job for job in due if self._expire(job.id, [job.state], stamp)]
+
+    def _expire(self, job_id: str, expected: Sequence[JobState], stamp: str) -> bool:
+        """Make one job ``expired`` (from ``expected``) and delete its result."""
+        # a running one's runner stops its run (JobRunner._monitor)
+        stop = {"cancel_requested": True} if JobState.RUNNING in expected else {}
+        with self.engine.begin() as conn:
+            done = self._transition(
+                conn,
+                job_id,
+                expected,
+                state=JobState.EXPIRED,
+                rule="job.expired",
+                message="the result passed its retention time and was deleted",
+                finished_at=stamp,
+                **stop,
+            )
+            if done is not None:
+                conn.execute(_DELETE_RESULT, {"b_job_id": job_id})
+        return done is not None
 
     def orphaned(self, runners: Sequence[str]) -> list[Job]:
         """Jobs still marked running by the given runners."""

@@ -30,7 +30,14 @@ from __future__ import annotations
 import pyarrow as pa
 
 from sandbox.core import errors
-from sandbox.core.errors import EnclaveError, QueryTimeout, ResultTooLarge, SandboxError
+from sandbox.core.errors import (
+    EnclaveError,
+    NotFound,
+    QueryTimeout,
+    ResultTooLarge,
+    SandboxError,
+    Withheld,
+)
 
 __all__ = ["DATA_FAILURES", "failure_table", "held_failure"]
 
@@ -51,10 +58,11 @@ def failure_table(exc: SandboxError) -> pa.Table:
     """The held table standing for ``exc``: no column, its rule, message and class in
     metadata."""
     rule = exc.rule or exc.code
+    kind = NotFound if isinstance(exc, Withheld) else type(exc)  # as its caller saw it
     metadata = {
         _RULE: rule.encode(),
         _MESSAGE: exc.message.encode(),
-        _KIND: type(exc).__name__.encode(),
+        _KIND: kind.__name__.encode(),
     }
     return pa.table({}, schema=pa.schema([], metadata=metadata))
 
@@ -66,7 +74,12 @@ def held_failure(table: pa.Table) -> SandboxError | None:
     if rule is None or message is None or table.num_columns or table.num_rows:
         return None
     kind = DATA_FAILURES.get(rule.decode()) or _error_class(metadata.get(_KIND))
-    return None if kind is None else kind(message.decode(), rule=rule.decode())
+    if kind is None:
+        return None
+    try:
+        return kind(message.decode(), rule=rule.decode())
+    except TypeError:  # a class that takes more (none is stored so: Withheld is NotFound)
+        return SandboxError(message.decode(), rule=rule.decode())
 
 
 def _error_class(name: bytes | None) -> type[SandboxError] | None:

@@ -803,6 +803,13 @@ class QueryService:
                     rule="grant.review_required",
                 )
             _check_noised_or_reviewed(auth)
+            if prepaid is not None and not auth.decision.review_required:
+                # shown ended now, it would tell when the held runs before it ended
+                raise QueryRefused(
+                    "the grants and datasets this job reads no longer hold its results for "
+                    "review: submit it again",
+                    rule="review.changed",
+                )
             if prepaid is None:
                 self._check_budget(auth)
             elif abs(prepared.epsilon - prepaid) > 1e-9:
@@ -813,7 +820,10 @@ class QueryService:
                 )
             read_cap = self._read_cap(prepared)  # as authorized: no refusal left here
             key = self._cache_key(actor, auth)
-            cached = self._cached(key)
+            # A job bound for review computes and holds even a release it could repeat
+            # (answered now, it would be shown ended when the held runs before it ended);
+            # its approval answers from the cache (release_held).
+            cached = None if prepaid is not None else self._cached(key)
             if cached is not None:
                 # Already released to this operator (after review, if the grant needs it).
                 return self._repeat(actor, rid, client, auth, cached, started)
@@ -992,7 +1002,7 @@ class QueryService:
                     if failure is None
                     else {"failed": dict(zip(("rule", "reason"), failure.audited, strict=True))}
                 ),
-                "epsilon_spent": released.epsilon_spent,  # charged when it ran
+                "epsilon_spent": released.epsilon_spent,  # charged before it ran
                 # metered to the operator only if released (_meter): recorded here
                 "cpu_ms": cpu_ms,
                 "normalized_sql": prepared.parsed.normalized_sql,

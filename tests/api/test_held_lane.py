@@ -108,8 +108,10 @@ def test_a_held_job_is_charged_when_submitted(lab: LiveServer) -> None:
             assert bank.cancel(job["id"])["state"] == "cancelled"
     assert _queries(lab) == before + 2, "a cancelled job's charge stands"
     with lab.client("auditor") as auditor:
-        (cancel,) = auditor.audit_entries(target=f"job:{second['id']}", action="job.cancel")
-    assert cancel["details"]["epsilon_spent"] == 0.0  # reviewed, no budget: counted only
+        # never run: the charge's entry is its cancel's (reviewed, no budget: ε 0)
+        (ended,) = auditor.audit_entries(target=f"query:{second['id']}")
+    assert (ended["decision"], ended["rule"]) == ("deny", "job.cancelled")
+    assert ended["details"]["epsilon_spent"] == 0.0
 
 
 def test_a_held_job_refused_when_it_runs_is_held_for_its_bureau(lab: LiveServer) -> None:
@@ -145,3 +147,119 @@ def test_a_held_job_refused_when_it_runs_is_held_for_its_bureau(lab: LiveServer)
         finally:
             with lab.client("bureau-lab") as bureau:
                 bureau.grant_status(grant["id"], "resume", "the test is over")
+
+
+QUICK = "SELECT e.bucket, count(*) AS n FROM lab.events e GROUP BY 1"
+
+
+def test_a_held_job_computes_even_what_it_could_repeat(lab: LiveServer) -> None:
+    """Submitted before its twin was released, it runs after: answered from the release
+    cache then, it would be shown ended when the held runs before it ended.  It is held
+    like any other, and its approval answers from the cache."""
+    with lab.client("op-bank") as bank:
+        twin = bank.submit(QUICK)
+        _held(lab, twin["id"])
+        slow = bank.submit(SLOW_JOIN)  # holds the one held worker
+        later = bank.submit(QUICK)
+        with lab.client("bureau-lab") as bureau:
+            assert bureau.approve(twin["id"], "fine")["state"] == "succeeded"
+        bank.cancel(slow["id"])
+        held = _held(lab, later["id"])
+        assert held["failed"] is None and held["job"]["state"] == "awaiting_review"
+        with lab.client("bureau-lab") as bureau:
+            released = bureau.approve(later["id"], "the same release")
+        assert released["state"] == "succeeded"
+        assert bank.result(later["id"]).equals(bank.result(twin["id"]))
+
+
+# -- in one process: the ends a live server reaches only by chance -------------------------
+
+
+def _services(tmp_path):  # type: ignore[no-untyped-def]
+    from sandbox.services import Services
+    from tests.conftest import build_deployment
+
+    platform, tokens = build_deployment(tmp_path / "home")
+    settings = platform.settings
+    platform.close()
+    return Services(settings), tokens
+
+
+def _held_job(services, tokens, sql: str):  # type: ignore[no-untyped-def]
+    bank = services.platform.authority.authenticate(tokens["op-bank"])
+    job = services.desk.submit(bank, sql, purpose=None, fmt="json", rid="r-0001", client="t")
+    assert job.review_bound and job.prepaid == 0.0
+    return job
+
+
+def test_a_held_job_whose_grant_no_longer_holds_for_review_is_held_refused(tmp_path) -> None:
+    from policies.grants import ReleaseMode
+    from sandbox.jobs.store import JobState
+    from sandbox.query.held_failure import held_failure
+
+    services, tokens = _services(tmp_path)  # not started: the job waits, queued
+    try:
+        job = _held_job(
+            services, tokens, "SELECT gender, count(*) AS n FROM health.claims GROUP BY 1"
+        )
+        bureau = services.platform.authority.authenticate(tokens["bureau-health"])
+        admin = services.administration()
+        (grant,) = [
+            g
+            for g in admin.list_grants(bureau, domain="health")
+            if g.operator == "op-bank" and g.dataset == "health.claims"
+        ]
+        admin.set_release_mode(bureau, grant.id, ReleaseMode.DP, reason="now dp")
+        ended = services.runner.run_now(job.id)
+        assert ended.state is JobState.AWAITING_REVIEW  # not shown refused when it ran
+        stored = services.store.result(job.id)
+        assert stored is not None and stored.cache_key is None
+        from sandbox.jobs.desk import read_table
+
+        failure = held_failure(read_table(stored.data))
+        assert failure is not None and failure.rule == "review.changed"
+    finally:
+        services.platform.close()
+
+
+def test_a_held_job_interrupted_while_released_fails_as_any_job(tmp_path) -> None:
+    """Approved and being released (``running`` again), a stop fails it: held again as a
+    failure, no bureau could review it (all approved) and its result would be lost."""
+    from sandbox.jobs.store import JobState
+
+    services, tokens = _services(tmp_path)
+    try:
+        job = _held_job(
+            services, tokens, "SELECT gender, count(*) AS n FROM health.claims GROUP BY 1"
+        )
+        assert services.runner.run_now(job.id).state is JobState.AWAITING_REVIEW
+        services.runner.start()
+        review = {"dataset": "health.claims", "by": "bureau-health", "verdict": "approve"}
+        services.store.add_review(
+            job.id, {**review, "reason": "fine", "at": "2026-12-06T00:00:00Z"}
+        )
+        assert services.store.begin_release(job.id, services.runner.runner_id)
+        services.runner.stop(grace_s=0.1)
+        ended = services.store.get(job.id)
+        assert (ended.state, ended.rule) == (JobState.FAILED, "job.interrupted")
+    finally:
+        services.platform.close()
+
+
+def test_a_held_job_cancelled_before_it_ran_has_its_charge_in_the_trail(tmp_path) -> None:
+    services, tokens = _services(tmp_path)
+    try:
+        job = _held_job(
+            services, tokens, "SELECT gender, count(*) AS n FROM health.claims GROUP BY 1"
+        )
+        bank = services.platform.authority.authenticate(tokens["op-bank"])
+        services.desk.cancel(bank, job.id, "r-0002", "t")
+        from audit import EntryFilter
+
+        found = services.platform.audit.entries(EntryFilter(action="dataset.query"), limit=10_000)
+        entries = [e for e in found if e.request_id == job.id]
+        assert [(e.decision, e.rule, e.details["epsilon_spent"]) for e in entries] == [
+            ("deny", "job.cancelled", 0.0)
+        ]
+    finally:
+        services.platform.close()

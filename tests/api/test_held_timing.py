@@ -163,3 +163,37 @@ def test_a_job_whose_grant_became_reviewed_before_it_ran_is_refused(tmp_path) ->
         assert (ended.state, ended.rule) == (JobState.REFUSED, "review.changed")
     finally:
         services.platform.close()
+
+
+def test_an_ended_held_job_shows_nothing_its_run_wrote(server) -> None:
+    """An outside attack (stop 51) cancelled a held job, or a cheap one queued behind it,
+    and read the run's length from the cancelled job's ``started_at`` and ``progress``,
+    and whether it had been held from its ``expires_at`` and ``meta``.  Cancelled,
+    rejected or expired, a review-bound job shows none of them, in either world."""
+    cheap = "SELECT gender, count(*) AS n{i} FROM health.claims GROUP BY 1"
+    shown: dict[str, list[dict]] = {}
+    for i, code in enumerate(("C91", "ZZZ")):
+        with server.client("op-bank") as bank:
+            probe = bank.submit(SWITCH.format(i=40 + i, code=code))
+            dummy = bank.submit(cheap.format(i=40 + i))
+            rejected = bank.submit(SWITCH.format(i=50 + i, code=code))
+        _held(server, dummy["id"])  # the probe's run is over, the dummy's too
+        _held(server, rejected["id"])
+        with server.client("bureau-health") as bureau:
+            bureau.reject(rejected["id"], "not this one")
+        with server.client("op-bank") as bank:
+            bank.cancel(dummy["id"])
+            bank.cancel(probe["id"])
+            ended = [bank.job(j["id"]) for j in (probe, dummy, rejected)]
+        # finished_at: the cancel's or the verdict's moment, which the run does not move
+        kept = (STILL - {"finished_at"}) | {"rule"}
+        shown[code] = [{k: job.get(k) for k in kept} for job in ended]
+    assert shown["C91"] == shown["ZZZ"]
+    nothing = {"started_at": None, "progress": 0.0, "expires_at": None, "meta": None}
+    for job in shown["C91"]:
+        assert {k: job[k] for k in nothing} == nothing, job
+    assert [j["rule"] for j in shown["C91"]] == [
+        "job.cancelled",
+        "job.cancelled",
+        "review.rejected",
+    ]

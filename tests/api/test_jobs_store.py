@@ -267,12 +267,17 @@ def test_a_held_job_expires_from_its_submission_even_before_its_run_ends(store: 
     assert store.claim(runner).id == shown  # type: ignore[union-attr]
     waiting = held()  # queued
     soon = datetime.now(UTC) + timedelta(seconds=30)
-    assert store.expire(now=soon, held_ttl_s=60) == []
+    assert store.expire_held(60, now=soon) == []
     later = datetime.now(UTC) + timedelta(seconds=61)
-    assert set(store.expire(now=later, held_ttl_s=60)) == {first, second, waiting}
+    expired = store.expire_held(60, now=later)
+    assert {(j.id, j.state) for j in expired} == {
+        (first, JobState.RUNNING),
+        (second, JobState.RUNNING),
+        (waiting, JobState.QUEUED),
+    }
     for job_id in (first, second, waiting):
         job = store.get(job_id)
         assert (job.state, job.rule) == (JobState.EXPIRED, "job.expired")
     assert store.cancel_requested([first, second, waiting]) == {first, second}
     assert store.get(shown).state is JobState.RUNNING, "not bound for review: it runs on"
-    assert store.expire(now=later) == [], "without held_ttl_s, only results expire"
+    assert store.expire(now=later) == [], "only results expire there"

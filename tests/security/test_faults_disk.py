@@ -240,8 +240,8 @@ def settled(live: LiveServer, job_ids: list[str]) -> dict[str, bool]:
     """Whether each job held for review was held with its result (True) or ended without
     one (False), once its run is over: a held job is answered 202 at once and runs in the
     background (sandbox/jobs/held_view.py), so a full disk may fail it after it was
-    acknowledged; its failure is then held for its bureau (``failed``), or, if even that
-    could not be written, the job ended failed."""
+    acknowledged; its failure is then held for its bureau (``failed``: False here).  A job
+    none of whose ends could be written stays running and fails this wait."""
     import time
 
     out: dict[str, bool] = {}

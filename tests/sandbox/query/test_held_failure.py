@@ -176,3 +176,18 @@ def test_a_release_that_fails_in_rounding_is_held_like_any_other(tmp_path: Path)
         assert info.value.rule == "disclosure.arithmetic"
     finally:
         platform.close()
+
+
+def test_a_withheld_refusal_travels_as_the_not_found_its_caller_saw() -> None:
+    """``Withheld`` (a 404 that audits its real rule) takes more than a message to build:
+    held, it is the ``NotFound`` its caller would have seen, never a crash of the review."""
+    from sandbox.core.errors import NotFound, Withheld
+    from sandbox.jobs.desk import read_table
+    from sandbox.jobs.runner import arrow_bytes
+
+    error = Withheld("no dataset x", rule="dataset.unknown", actual_rule="r", actual_reason="q")
+    again = held_failure(read_table(arrow_bytes(failure_table(error))))
+    assert type(again) is NotFound and (again.rule, again.message) == (
+        "dataset.unknown",
+        "no dataset x",
+    )
