@@ -155,6 +155,13 @@ def _print_result(result: Any, fmt: str, receipt: Path | None) -> None:
         if a.get("half_width") is not None
     ]
     eps += f", 95% within {', '.join(widths)}" if widths else ""
+    # A quantile's statement is in rows of rank (its bin's rows near the target rank).
+    ranks = [
+        f"{name} within {a['rank_half_width']:,} rows of its rank"
+        for name, a in (meta.get("accuracy") or {}).items()
+        if a.get("rank_half_width") is not None
+    ]
+    eps += f", 95%: {', '.join(ranks)}" if ranks else ""
     # Under a budget, grouped: what a group needs to be shown (data-independent).
     selection = next(
         (a for a in (meta.get("accuracy") or {}).values() if a.get("released_from")), None

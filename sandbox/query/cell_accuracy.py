@@ -27,6 +27,7 @@ from sandbox.core.errors import EnclaveError
 from sandbox.query.accuracy import gaussian_half_width, laplace_half_width, ratio_half_width
 from sandbox.query.disclosure import (
     ENTITIES,
+    QUANTILE_BINS,
     NoisePlan,
     StatColumn,
     noise_plan,
@@ -163,10 +164,14 @@ def _output_accuracy(prepared: Prepared, select: exp.Expr) -> dict[str, dict[str
         for p in noise_plan(prepared.columns, prepared.params, grouped=bool(prepared.plan.keys))
     }
     kinds = {c.name: c.kind for c in prepared.columns}
+    columns = {c.name: c for c in prepared.columns}
     out: dict[str, dict[str, Any]] = {}
     expressions = select.expressions if isinstance(select, exp.Select) else []
     for name, node in zip(prepared.plan.output_names, expressions, strict=False):
         inner = node.this if isinstance(node, exp.Alias) else node
+        while isinstance(inner, exp.Try | exp.Paren):
+            inner = inner.this
+        inner = _within_bounds(inner)
         while isinstance(inner, exp.Try | exp.Paren):
             inner = inner.this
         used = _stats_in(inner)
@@ -185,6 +190,8 @@ def _output_accuracy(prepared: Prepared, select: exp.Expr) -> dict[str, dict[str
                 entry.update(mechanism=plan.mechanism, half_width=half)
             elif kinds.get(inner.name) != "quantile":
                 entry.update(mechanism=plan.mechanism, half_width=_half(plan, 0.95))
+            elif not scaled:
+                entry.update(_rank_accuracy(plan, columns[inner.name]))
             if entry["half_width"] is not None:
                 entry["half_width"] *= factor
         elif isinstance(inner, exp.Column) and inner.name.startswith("__k") and not scaled:
@@ -225,6 +232,40 @@ def _output_accuracy(prepared: Prepared, select: exp.Expr) -> dict[str, dict[str
             entry["clamped_to"] = clamped
         out[name] = entry
     return out
+
+
+def _rank_accuracy(plan: NoisePlan, column: StatColumn) -> dict[str, Any]:
+    """A quantile's 95% statement, in rows of rank: the released bin's rows lie within
+    ``rank_half_width`` of the target rank ``q·n`` (``n`` the group's rows as counted,
+    each entity's capped).  Permute-and-flip keeps a candidate ``g`` rows from it only
+    if that candidate's coin, ``exp(-g / T)``, falls so: over ``B`` bins the chance
+    that any with ``g ≥ T·(ln B + ln 20)`` is chosen is at most ``B·exp(-g / T) = 5%``.
+    A group whose rows are fewer than the half-width either side learns nothing of it."""
+    bins = column.bins or QUANTILE_BINS
+    width = float(plan.scale) * (math.log(bins) + math.log(20))
+    return {
+        "kind": "quantile",
+        "mechanism": "permute_and_flip",
+        "rank_half_width": math.ceil(width),
+        "bins": bins,
+    }
+
+
+def _within_bounds(node: exp.Expr) -> exp.Expr:
+    """The mean a ``CASE WHEN m < lo THEN lo WHEN m > hi THEN hi ELSE m END`` brings into
+    its measure's bounds (``rewrite._within``), or ``node``: the interval is the mean's
+    (bringing it into bounds, which hold the truth, only moves it closer)."""
+    default = node.args.get("default") if isinstance(node, exp.Case) else None
+    ifs = (node.args.get("ifs") or []) if default is not None else []
+    if not ifs or node.this is not None:
+        return node
+    for when in ifs:
+        test, then = when.this, when.args.get("true")
+        if not (isinstance(test, exp.LT | exp.GT) and test.this == default):
+            return node
+        if literal_number(then) is None:
+            return node
+    return default if isinstance(default, exp.Expr) else node
 
 
 def _clamped_to(columns: Sequence[StatColumn], used: Sequence[str]) -> list[list[float]]:

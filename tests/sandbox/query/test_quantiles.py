@@ -225,3 +225,46 @@ def test_under_a_binding_total_bound_a_quantile_sees_t_rows_of_an_entity() -> No
     without = prepare(sql, access(), wide, max_sql_length=MAX_SQL_LENGTH)
     rows = con.sql(without.plan.stats_sql).to_arrow_table().to_pylist()
     assert sum(n for row in rows for _, n in row[histogram] or []) == 3 * 4  # C·G
+
+
+def test_a_quantiles_statement_is_in_rows_of_rank_and_holds(demo_platform) -> None:
+    """``rank_half_width = ⌈T·ln(20·B)⌉`` (β = 0.05 over B bins) for each quantile, and
+    over many draws at a small ε the released median's rank (among the rows the
+    mechanism saw: each person's first C) is off by more than that at most about 5% of
+    the time (here: never, the bound is a union bound)."""
+    from sandbox.query.cell_accuracy import output_accuracy
+
+    sql = "SELECT median(claim_amount) AS m FROM health.claims"
+    small = DisclosureParams(
+        k=10, epsilon=0.05, max_rows_per_entity=2, max_groups_per_entity=1, dominance_p=None
+    )
+    prepared, _ = run(demo_platform, sql, small)
+    (quantile,) = [c.name for c in prepared.columns if c.kind == "quantile"]
+    plans = noise_plan(prepared.columns, prepared.params, grouped=False)
+    (plan,) = [p for p in plans if p.column == quantile]
+    entry = output_accuracy(prepared)["m"]  # type: ignore[index]
+    expected = math.ceil(float(plan.scale) * math.log(20 * QUANTILE_BINS))
+    assert entry["kind"] == "quantile" and entry["half_width"] is None
+    assert (entry["rank_half_width"], entry["bins"]) == (expected, QUANTILE_BINS)
+    # about what the mechanism sees: 2 claims a person (it keeps those of smallest hash)
+    with demo_platform.enclave.cursor() as cur:
+        seen = [
+            v
+            for (v,) in cur.sql(
+                "SELECT least(claim_amount, 13000) FROM (SELECT claim_amount, row_number() "
+                "OVER (PARTITION BY person_id ORDER BY claim_id) AS r FROM health.claims) "
+                "WHERE r <= 2"
+            ).fetchall()
+        ]
+    seen.sort()
+    target = len(seen) / 2
+    width = 13_000 / QUANTILE_BINS
+    off = []
+    for seed in range(40):
+        m = run(demo_platform, sql, small, seed=seed)[1].table["m"][0].as_py()
+        lo, hi = m - width / 2, m + width / 2  # the released bin
+        below = sum(1 for v in seen if v < lo)
+        inside = sum(1 for v in seen if lo <= v < hi)
+        off.append(max(0, below - target, target - (below + inside)))
+    assert max(off) <= expected, (max(off), expected)
+    assert sum(1 for o in off if o > 0) > 0, "at ε 0.05 some draws miss the median's bin"
