@@ -1,3 +1,4 @@
+# Over 400 lines: one reading of the release SELECT; each kind of output beside the others.
 """Each released output's 95% interval, from the noise plan alone (before any ε is spent).
 
 For every output column of the operator's query: an output that is one noised
