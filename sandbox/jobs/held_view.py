@@ -51,6 +51,17 @@ def seen_by_operator(job: Job) -> Job:
             runner=None,
             meta=None,
         )
+    # cancel_requested: whether its operator cancelled it, not whether an expiry had to
+    # stop a run still going (JobStore.expire_held)
+    cancelled = job.state is JobState.CANCELLED
     if job.receipt is not None:  # released (then perhaps expired): its metadata is its own
-        return replace(job, started_at=None, progress=1.0, runner=None)
-    return replace(job, started_at=None, progress=0.0, runner=None, expires_at=None, meta=None)
+        return replace(job, started_at=None, progress=1.0, runner=None, cancel_requested=cancelled)
+    return replace(
+        job,
+        started_at=None,
+        progress=0.0,
+        runner=None,
+        expires_at=None,
+        meta=None,
+        cancel_requested=cancelled,
+    )

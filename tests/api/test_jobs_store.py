@@ -281,3 +281,47 @@ def test_a_held_job_expires_from_its_submission_even_before_its_run_ends(store: 
     assert store.cancel_requested([first, second, waiting]) == {first, second}
     assert store.get(shown).state is JobState.RUNNING, "not bound for review: it runs on"
     assert store.expire(now=later) == [], "only results expire there"
+
+
+def test_an_ended_held_job_looks_the_same_however_far_its_run_got(store: JobStore) -> None:
+    """Expired from the queue, from a run still going, or from its held result, a
+    review-bound job shows its operator the same fields (held_view.seen_by_operator):
+    no start, no progress, no metadata or expiry, and ``cancel_requested`` only if its
+    operator cancelled it (an expiry that stops a run sets it in the store)."""
+    from sandbox.jobs.held_view import seen_by_operator
+
+    def held() -> str:
+        new = store.new(
+            operator="op-a",
+            sql="SELECT 1",
+            purpose=None,
+            fmt="json",
+            client=None,
+            review_datasets=["health.claims"],
+            prepaid=0.0,
+        )
+        return store.create_new(new).id
+
+    runner = store.runners.register()
+    kept, running, queued = held(), held(), held()
+    store.claim(runner, held=True)
+    store.finish(
+        kept,
+        JobState.AWAITING_REVIEW,
+        meta={"k": 10},
+        result=StoredResult("held", b"x", "key", None, 0.0, 5),
+        ttl_s=60,
+    )
+    assert store.claim(runner, held=True).id == running  # type: ignore[union-attr]
+    store.set_progress({running: 0.4})
+    later = datetime.now(UTC) + timedelta(seconds=61)
+    store.expire(now=later)
+    store.expire_held(60, now=later)
+    fields = ("state", "started_at", "progress", "expires_at", "meta", "cancel_requested", "rule")
+    seen = [
+        {f: getattr(seen_by_operator(store.get(j)), f) for f in fields}
+        for j in (kept, running, queued)
+    ]
+    assert seen[0] == seen[1] == seen[2]
+    assert seen[0]["state"] is JobState.EXPIRED and seen[0]["cancel_requested"] is False
+    assert store.get(running).cancel_requested, "the store still asks its runner to stop"
