@@ -371,3 +371,27 @@ def start_lab(root: Path, env: dict[str, str]) -> LiveServer:
                 release_mode="reviewed",
             )
     return server
+
+
+def held_job(store, operator: str = "op-a", sql: str = "SELECT 1") -> str:  # type: ignore[no-untyped-def]
+    """A queued job bound for review (held_view), charged ε 0 when submitted; its id."""
+    new = store.new(
+        operator=operator,
+        sql=sql,
+        purpose=None,
+        fmt="json",
+        client=None,
+        review_datasets=["health.claims"],
+        prepaid=0.0,
+    )
+    return str(store.create_new(new).id)
+
+
+def claims_grant_of(admin, bureau, operator: str):  # type: ignore[no-untyped-def]
+    """``operator``'s demo grant on health.claims, as bureau-health's ``admin`` lists it."""
+    (grant,) = [
+        g
+        for g in admin.list_grants(bureau, domain="health")
+        if g.operator == operator and g.dataset == "health.claims"
+    ]
+    return grant

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import pytest
 
 from sandbox.core.errors import Conflict
-from tests.api.conftest import SLOW_JOIN, LiveServer, start_lab
+from tests.api.conftest import SLOW_JOIN, LiveServer, claims_grant_of, start_lab
 
 TRIPS = "SELECT count(*) AS n FROM transport.trips"
 
@@ -204,11 +204,7 @@ def test_a_held_job_whose_grant_no_longer_holds_for_review_is_held_refused(tmp_p
         )
         bureau = services.platform.authority.authenticate(tokens["bureau-health"])
         admin = services.administration()
-        (grant,) = [
-            g
-            for g in admin.list_grants(bureau, domain="health")
-            if g.operator == "op-bank" and g.dataset == "health.claims"
-        ]
+        grant = claims_grant_of(admin, bureau, "op-bank")
         admin.set_release_mode(bureau, grant.id, ReleaseMode.DP, reason="now dp")
         ended = services.runner.run_now(job.id)
         assert ended.state is JobState.AWAITING_REVIEW  # not shown refused when it ran

@@ -16,6 +16,7 @@ import time
 import pytest
 
 from sandbox.core.errors import Conflict
+from tests.api.conftest import claims_grant_of
 
 #: The attack's device on the demo: the threshold is withheld (a cell under k) or not.
 SWITCH = (
@@ -153,11 +154,7 @@ def test_a_job_whose_grant_became_reviewed_before_it_ran_is_refused(tmp_path) ->
         assert job.state is JobState.QUEUED and not job.review_bound
         bureau = services.platform.authority.authenticate(tokens["bureau-health"])
         admin = services.administration()
-        (grant,) = [
-            g
-            for g in admin.list_grants(bureau, domain="health")
-            if g.operator == "op-insurer" and g.dataset == "health.claims"
-        ]
+        grant = claims_grant_of(admin, bureau, "op-insurer")
         admin.set_release_mode(bureau, grant.id, ReleaseMode.REVIEWED, reason="now reviewed")
         ended = services.runner.run_now(job.id)
         assert (ended.state, ended.rule) == (JobState.REFUSED, "review.changed")

@@ -24,6 +24,7 @@ from tests.api.conftest import (
     LAB_PAIRS,
     LiveServer,
     deployment,
+    held_job,
     lab_files,
     register,
 )
@@ -111,19 +112,7 @@ def test_held_jobs_have_a_lane_of_their_own(store: JobStore) -> None:
     other's jobs, counts them against an operator's cap, or reads their starts for turns."""
     runner = store.runners.register()
 
-    def held(operator: str) -> str:
-        new = store.new(
-            operator=operator,
-            sql="SELECT 2",
-            purpose=None,
-            fmt="json",
-            client=None,
-            review_datasets=["health.claims"],
-            prepaid=0.0,
-        )
-        return store.create_new(new).id
-
-    h = [held("op-a"), held("op-a")]
+    h = [held_job(store, "op-a", "SELECT 2"), held_job(store, "op-a", "SELECT 2")]
     assert store.claim(runner, per_operator=1) is None, "the general lane leaves held jobs"
     running = store.claim(runner, held=True)
     assert running is not None and running.id == h[0] and running.prepaid == 0.0
@@ -134,7 +123,7 @@ def test_held_jobs_have_a_lane_of_their_own(store: JobStore) -> None:
     assert store.claim(runner, per_operator=1) is None  # its visible job does count
     # turns in one lane never read the other's starts: op-b, never served in the general
     # lane, and op-a, served in it, take the held lane in the order of their held jobs
-    hb = held("op-b")
+    hb = held_job(store, "op-b", "SELECT 2")
     second = store.claim(runner, held=True)
     assert second is not None and second.id == hb, "op-a was served in this lane"
     third = store.claim(runner, held=True)
@@ -142,7 +131,7 @@ def test_held_jobs_have_a_lane_of_their_own(store: JobStore) -> None:
     assert store.claim(runner, held=True) is None
     # op-c, just served in the general lane, still goes first in the held lane with the
     # older held job (read across lanes, op-d, never served at all, would go first)
-    hc, hd = held("op-c"), held("op-d")
+    hc, hd = held_job(store, "op-c", "SELECT 2"), held_job(store, "op-d", "SELECT 2")
     c = submit(store, "op-c")
     assert store.claim(runner).id == c[0]  # type: ignore[union-attr]
     assert [store.claim(runner, held=True).id for _ in "cd"] == [hc, hd]  # type: ignore[union-attr]

@@ -24,6 +24,7 @@ from sandbox.enclave.shared import JobSlot, SharedEnclave, job_slot
 from sandbox.jobs.results import encode
 from sandbox.jobs.store import JobState, JobStore, StoredResult
 from sandbox.ratelimit import RateLimiter
+from tests.api.conftest import held_job
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -248,24 +249,12 @@ def test_a_held_job_expires_from_its_submission_even_before_its_run_ends(store: 
     expires then (a running one is asked to stop): expiring when its run ended would tell
     its operator when that was (held_view).  Other jobs are left to run."""
 
-    def held() -> str:
-        new = store.new(
-            operator="op-a",
-            sql="SELECT 1",
-            purpose=None,
-            fmt="json",
-            client=None,
-            review_datasets=["health.claims"],
-            prepaid=0.0,
-        )
-        return store.create_new(new).id
-
-    first, second, shown = held(), held(), new_job(store).id
+    first, second, shown = held_job(store), held_job(store), new_job(store).id
     runner = store.runners.register()
     assert store.claim(runner, held=True).id == first  # type: ignore[union-attr]
     assert store.claim(runner, held=True).id == second  # type: ignore[union-attr]
     assert store.claim(runner).id == shown  # type: ignore[union-attr]
-    waiting = held()  # queued
+    waiting = held_job(store)  # queued
     soon = datetime.now(UTC) + timedelta(seconds=30)
     assert store.expire_held(60, now=soon) == []
     later = datetime.now(UTC) + timedelta(seconds=61)
@@ -290,20 +279,8 @@ def test_an_ended_held_job_looks_the_same_however_far_its_run_got(store: JobStor
     operator cancelled it (an expiry that stops a run sets it in the store)."""
     from sandbox.jobs.held_view import seen_by_operator
 
-    def held() -> str:
-        new = store.new(
-            operator="op-a",
-            sql="SELECT 1",
-            purpose=None,
-            fmt="json",
-            client=None,
-            review_datasets=["health.claims"],
-            prepaid=0.0,
-        )
-        return store.create_new(new).id
-
     runner = store.runners.register()
-    kept, running, queued = held(), held(), held()
+    kept, running, queued = held_job(store), held_job(store), held_job(store)
     store.claim(runner, held=True)
     store.finish(
         kept,
